@@ -1,0 +1,46 @@
+//! The one body type every handler in the crate returns, and small constructors for it.
+//!
+//! Responses are either fully known (`full`, `empty`, `json`) or streamed (`channel`): a streamed
+//! body hands each chunk to hyper as soon as it is sent, which is what watches and `logs -f` need.
+
+use bytes::Bytes;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
+
+/// Errors a body may yield while streaming.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A response (or forwarded request) body: boxed so that forwarded upstream bodies, fixed bodies
+/// and channel-fed streams share one type.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// An empty body.
+pub fn empty() -> Body {
+    Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A body with fixed contents.
+pub fn full(data: impl Into<Bytes>) -> Body {
+    Full::new(data.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// Box any body whose error converts into [`BoxError`].
+pub fn boxed<B>(body: B) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed_unsync()
+}
+
+/// A streamed body fed through a channel. Each `send` becomes one frame delivered to the peer
+/// immediately. Dropping the sender ends the body; the `Sender` reports closed once the peer
+/// (the HTTP connection) has gone away, so producers can stop.
+pub fn channel(buffer: usize) -> (tokio::sync::mpsc::Sender<Bytes>, Body) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(buffer);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, BoxError>(http_body::Frame::data(chunk)), rx))
+    });
+    (tx, http_body_util::StreamBody::new(stream).boxed_unsync())
+}

@@ -1,0 +1,6 @@
+//! Pure Kubernetes API knowledge: no sockets, no tasks. The request model, `metav1.Status`.
+
+pub mod request;
+pub mod status;
+
+pub use status::Status;

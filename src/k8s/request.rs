@@ -1,0 +1,1 @@
+//! Kubernetes request classification (RequestInfo port). Being written.

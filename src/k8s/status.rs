@@ -1,0 +1,201 @@
+//! `metav1.Status` — the error body kubectl and client-go understand.
+//!
+//! Every error portcullis produces itself goes through [`Status`], so kubectl prints
+//! `Error from server (<Reason>): <message>` and client-go decodes it as an API error. 429 and
+//! 503 carry `details.retryAfterSeconds` *and* an integer `Retry-After` header, the only form
+//! client-go honours (shared/reference/kubernetes-api.md §2).
+
+use http::{header, HeaderValue, Response, StatusCode};
+use serde::Serialize;
+
+use crate::body::{self, Body};
+
+/// The wire shape of `metav1.Status` (only the fields we emit).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub kind: &'static str,
+    pub api_version: &'static str,
+    pub metadata: Empty,
+    pub status: &'static str,
+    pub message: String,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<StatusDetails>,
+    pub code: u16,
+}
+
+/// `metadata: {}` — ListMeta, always empty on errors.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Empty {}
+
+/// `metav1.StatusDetails`. Note the apiserver quirk: for NotFound/Forbidden/Conflict `kind`
+/// holds the *resource* (plural).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusDetails {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<StatusCause>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<u32>,
+}
+
+/// One entry of `details.causes`. The JSON key for the cause type is `reason`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StatusCause {
+    pub reason: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub field: String,
+}
+
+impl Status {
+    /// A failure Status with the given HTTP code, reason and message.
+    pub fn failure(code: StatusCode, reason: &str, message: impl Into<String>) -> Self {
+        Status {
+            kind: "Status",
+            api_version: "v1",
+            metadata: Empty {},
+            status: "Failure",
+            message: message.into(),
+            reason: reason.to_string(),
+            details: None,
+            code: code.as_u16(),
+        }
+    }
+
+    /// 400 BadRequest.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::failure(StatusCode::BAD_REQUEST, "BadRequest", message)
+    }
+
+    /// 401 Unauthorized — deliberately says nothing about why.
+    pub fn unauthorized() -> Self {
+        Self::failure(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized")
+    }
+
+    /// 404 NotFound for a named object: `<resource>[.<group>] "<name>" not found`.
+    pub fn not_found(resource: &str, group: &str, name: &str) -> Self {
+        let qualified = if group.is_empty() {
+            resource.to_string()
+        } else {
+            format!("{resource}.{group}")
+        };
+        let mut s = Self::failure(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("{qualified} \"{name}\" not found"),
+        );
+        s.details = Some(StatusDetails {
+            name: Some(name.to_string()),
+            group: Some(group.to_string()).filter(|g| !g.is_empty()),
+            kind: Some(resource.to_string()),
+            ..Default::default()
+        });
+        s
+    }
+
+    /// 502 BadGateway: the upstream could not be reached or broke off.
+    pub fn bad_gateway(message: impl Into<String>) -> Self {
+        Self::failure(StatusCode::BAD_GATEWAY, "BadGateway", message)
+    }
+
+    /// 503 ServiceUnavailable with a retry hint.
+    pub fn service_unavailable(message: impl Into<String>, retry_after_seconds: u32) -> Self {
+        Self::failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            message,
+        )
+        .with_retry_after(retry_after_seconds)
+    }
+
+    /// 504 Timeout, as the apiserver's timeout filter words it.
+    pub fn timeout() -> Self {
+        Self::failure(
+            StatusCode::GATEWAY_TIMEOUT,
+            "Timeout",
+            "Timeout: request did not complete within the allotted timeout",
+        )
+    }
+
+    /// 500 InternalError.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::failure(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
+    }
+
+    /// Attach `details.retryAfterSeconds` (rendered also as the `Retry-After` header).
+    pub fn with_retry_after(mut self, seconds: u32) -> Self {
+        self.details.get_or_insert_with(Default::default).retry_after_seconds = Some(seconds);
+        self
+    }
+
+    /// The HTTP status code, falling back to 500 for a code outside the valid range.
+    pub fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// Serialize to the JSON bytes the apiserver would send.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing a struct of strings and integers cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Render as an HTTP response: JSON body, `Content-Type: application/json`,
+    /// `X-Content-Type-Options: nosniff`, and `Retry-After` when a retry hint is set.
+    pub fn into_response(self) -> Response<Body> {
+        let retry = self.details.as_ref().and_then(|d| d.retry_after_seconds);
+        let mut resp = Response::new(body::full(self.to_json()));
+        *resp.status_mut() = self.status_code();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        if let Some(secs) = retry.filter(|s| *s > 0) {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unauthorized_matches_apiserver_bytes() {
+        let s = Status::unauthorized();
+        assert_eq!(
+            String::from_utf8(s.to_json()).unwrap(),
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#
+        );
+    }
+
+    #[test]
+    fn retry_after_sets_header_and_details() {
+        let r = Status::service_unavailable("busy", 3).into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn not_found_shape() {
+        let s = Status::not_found("deployments", "apps", "web");
+        let v: serde_json::Value = serde_json::from_slice(&s.to_json()).unwrap();
+        assert_eq!(v["message"], "deployments.apps \"web\" not found");
+        assert_eq!(v["details"]["kind"], "deployments");
+        assert_eq!(v["code"], 404);
+    }
+}

@@ -1,0 +1,11 @@
+//! portcullis — a security reverse proxy in front of the Kubernetes API server.
+//!
+//! See `ARCHITECTURE.md` for the life of a request and the module map.
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod k8s;
+pub mod pki;
+pub mod sandbox;
+pub mod server;
+pub mod shutdown;

@@ -1,0 +1,98 @@
+//! Throwaway certificates for `demo`, `sandbox` and the tests: a CA, server certificates for
+//! loopback names, and client certificates whose CN / O become Kubernetes user / groups.
+
+use anyhow::{Context, Result};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// A certificate with its key, as PEM and DER.
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub cert_der: CertificateDer<'static>,
+    pub key_der: Vec<u8>,
+}
+
+impl Issued {
+    /// The private key in rustls form.
+    pub fn key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
+    }
+}
+
+/// A certificate authority that can issue leaf certificates.
+pub struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    /// The CA certificate.
+    pub cert: Issued,
+}
+
+impl Ca {
+    /// A fresh self-signed CA with the given common name.
+    pub fn new(common_name: &str) -> Result<Ca> {
+        let key = KeyPair::generate().context("generate CA key")?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).context("CA params")?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, common_name);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).context("self-sign CA")?;
+        let issued = Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert_der: cert.der().clone(),
+            key_der: key.serialize_der(),
+        };
+        Ok(Ca {
+            issuer: Issuer::new(params, key),
+            cert: issued,
+        })
+    }
+
+    /// A server certificate for the given DNS names / IP addresses.
+    pub fn server_cert(&self, names: &[&str]) -> Result<Issued> {
+        let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .context("server certificate names")?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, names.first().copied().unwrap_or("localhost"));
+        params.distinguished_name = dn;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        self.sign(params)
+    }
+
+    /// A client certificate: CN = user, one O per group (Kubernetes x509 convention).
+    pub fn client_cert(&self, user: &str, groups: &[&str]) -> Result<Issued> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).context("client params")?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, user);
+        for g in groups {
+            dn.push(DnType::OrganizationName, *g);
+        }
+        params.distinguished_name = dn;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        self.sign(params)
+    }
+
+    fn sign(&self, params: CertificateParams) -> Result<Issued> {
+        let key = KeyPair::generate().context("generate key")?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .context("sign certificate")?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert_der: cert.der().clone(),
+            key_der: key.serialize_der(),
+        })
+    }
+}

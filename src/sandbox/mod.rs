@@ -1,0 +1,1 @@
+//! In-memory Kubernetes API server for demo, tests and benches. Being written.

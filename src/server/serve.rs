@@ -1,0 +1,145 @@
+//! The TLS accept loop shared by the proxy listener, the admin listener and the sandbox.
+//!
+//! Accepts: TCP → rustls handshake (bounded by a timeout) → hyper's auto builder (HTTP/1.1 or
+//! h2 by ALPN, on one port), with HTTP/1.1 upgrades enabled so exec / attach / port-forward can
+//! be spliced. Rejects: a TLS handshake that fails or stalls closes the socket (nothing else is
+//! possible before HTTP); an HTTP/1.1 client that does not finish its request head within
+//! `header_read_timeout` is disconnected (slowloris).
+//!
+//! On shutdown it stops accepting at once, lets in-flight requests finish for `grace`, then
+//! drops whatever is left.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use rustls_pki_types::CertificateDer;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::{body::Body, shutdown::Shutdown};
+
+/// What the connection knows about its peer, handed to every request on it.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The TCP peer address.
+    pub peer: SocketAddr,
+    /// The client certificate chain, leaf first, when the client presented one (verified by
+    /// rustls against the configured client CA).
+    pub peer_certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+    /// Whether the connection negotiated HTTP/2.
+    pub h2: bool,
+}
+
+/// Limits and timeouts of one listener.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Time allowed for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time allowed for an HTTP/1.1 request head (slowloris guard).
+    pub header_read_timeout: Duration,
+    /// Concurrent HTTP/2 streams per connection (kubectl multiplexes watches on one).
+    pub max_concurrent_streams: u32,
+    /// How long in-flight requests may run after shutdown begins.
+    pub grace: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+            max_concurrent_streams: 250,
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serve `handler` on `listener` over TLS until `shutdown` fires, then drain.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    opts: ServeOptions,
+    handler: H,
+    mut shutdown: Shutdown,
+) where
+    H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let acceptor = TlsAcceptor::from(tls);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(opts.max_concurrent_streams)
+        // Keep idle-but-alive connections (long watches) healthy through middleboxes.
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let builder = builder.clone();
+        let handler = handler.clone();
+        let watcher = graceful.watcher();
+        let handshake_timeout = opts.handshake_timeout;
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(err)) => {
+                    tracing::debug!(%peer, %err, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let (_, session) = tls.get_ref();
+            let info = Arc::new(ConnInfo {
+                peer,
+                peer_certs: session
+                    .peer_certificates()
+                    .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())),
+                h2: session.alpn_protocol() == Some(b"h2"),
+            });
+            let service = hyper::service::service_fn(move |req| {
+                let fut = handler(req, info.clone());
+                async move { Ok::<_, std::convert::Infallible>(fut.await) }
+            });
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            if let Err(err) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, err = %err, "connection ended with error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(opts.grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?opts.grace, "grace period ended with requests still in flight");
+    }
+}

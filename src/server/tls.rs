@@ -1,0 +1,130 @@
+//! rustls configuration for our listeners and for the upstream client.
+//!
+//! One crypto provider everywhere: aws-lc-rs. [`install_crypto_provider`] is called by every
+//! entry point before any config is built, because with more than one provider compiled into
+//! the dependency graph rustls refuses to guess.
+
+use std::{path::Path, sync::Arc};
+
+use anyhow::{bail, Context, Result};
+use rustls::{server::WebPkiClientVerifier, RootCertStore};
+use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+
+/// Install aws-lc-rs as the process-wide rustls provider (idempotent).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Read every certificate in a PEM file; an empty file is an error.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    certs_from_pem(&pem).with_context(|| format!("in {}", path.display()))
+}
+
+/// Parse every certificate in PEM bytes; none is an error.
+pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .context("not a valid PEM certificate list")?;
+    if certs.is_empty() {
+        bail!("no PEM CERTIFICATE block found");
+    }
+    Ok(certs)
+}
+
+/// Read the first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    key_from_pem(&pem).with_context(|| format!("in {}", path.display()))
+}
+
+/// Parse the first private key in PEM bytes.
+pub fn key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_slice(pem).context("no valid PEM private key found")
+}
+
+/// A root store holding every certificate of the given PEM bundle.
+pub fn root_store(certs: Vec<CertificateDer<'static>>) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(cert)
+            .context("CA bundle holds a certificate that is not a valid trust anchor")?;
+    }
+    Ok(roots)
+}
+
+/// How a listener treats client certificates.
+#[derive(Debug, Clone)]
+pub enum ClientAuth {
+    /// No client certificates are requested.
+    None,
+    /// Certificates are requested and verified when offered, but not required.
+    Optional(Vec<CertificateDer<'static>>),
+    /// A certificate chaining to one of these CAs is required to complete the handshake.
+    Required(Vec<CertificateDer<'static>>),
+}
+
+/// A server config with ALPN `h2` then `http/1.1`, from a chain and key already in memory.
+pub fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_auth: ClientAuth,
+) -> Result<Arc<rustls::ServerConfig>> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?;
+    let builder = match client_auth {
+        ClientAuth::None => builder.with_no_client_auth(),
+        ClientAuth::Optional(cas) | ClientAuth::Required(cas)
+            if cas.is_empty() =>
+        {
+            bail!("client certificate CA bundle is empty")
+        }
+        ClientAuth::Optional(cas) => {
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(cas)?), provider())
+                    .allow_unauthenticated()
+                    .build()
+                    .context("client certificate verifier")?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        ClientAuth::Required(cas) => {
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(cas)?), provider())
+                    .build()
+                    .context("client certificate verifier")?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .context("certificate and key do not form a usable pair")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A client config trusting `roots`, optionally presenting a client certificate, with the
+/// given ALPN list.
+pub fn client_config(
+    roots: RootCertStore,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    alpn: &[&[u8]],
+) -> Result<rustls::ClientConfig> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .context("upstream client certificate and key do not form a usable pair")?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}

@@ -1,0 +1,37 @@
+//! A cloneable shutdown signal: one trigger, many waiters (listeners, long-lived tasks).
+
+use tokio::sync::watch;
+
+/// Fires the shutdown signal for every [`Shutdown`] cloned from its pair.
+#[derive(Debug, Clone)]
+pub struct Trigger(watch::Sender<bool>);
+
+/// Resolves once the paired [`Trigger`] fired (or was dropped).
+#[derive(Debug, Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+/// A new trigger and its signal.
+pub fn channel() -> (Trigger, Shutdown) {
+    let (tx, rx) = watch::channel(false);
+    (Trigger(tx), Shutdown(rx))
+}
+
+impl Trigger {
+    /// Ask everything holding the paired [`Shutdown`] to stop.
+    pub fn fire(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl Shutdown {
+    /// Wait for the signal. Dropping the trigger also counts as a signal, so an abandoned
+    /// server never hangs forever.
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|fired| *fired).await;
+    }
+
+    /// Whether the signal has already fired.
+    pub fn is_fired(&self) -> bool {
+        *self.0.borrow()
+    }
+}

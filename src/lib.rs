@@ -3,9 +3,17 @@
 //! See `ARCHITECTURE.md` for the life of a request and the module map.
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod authn;
 pub mod body;
+pub mod cli;
+pub mod config;
 pub mod k8s;
+pub mod kubeconfig;
 pub mod pki;
 pub mod sandbox;
 pub mod server;
 pub mod shutdown;
+pub mod stack;
+pub mod telemetry;
+pub mod upstream;

@@ -1,1 +1,21 @@
-fn main(){}
+//! Thin entry point: parse the command line, hand over to `cli`.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+
+fn main() {
+    let cli = portcullis::cli::Cli::parse();
+    portcullis::telemetry::init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            std::process::exit(1);
+        }
+    };
+    let code = runtime.block_on(portcullis::cli::run(cli));
+    std::process::exit(code);
+}

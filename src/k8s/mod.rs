@@ -1,5 +1,6 @@
 //! Pure Kubernetes API knowledge: no sockets, no tasks. The request model, `metav1.Status`.
 
+pub mod headers;
 pub mod request;
 pub mod status;
 

@@ -132,7 +132,9 @@ impl Status {
 
     /// Attach `details.retryAfterSeconds` (rendered also as the `Retry-After` header).
     pub fn with_retry_after(mut self, seconds: u32) -> Self {
-        self.details.get_or_insert_with(Default::default).retry_after_seconds = Some(seconds);
+        self.details
+            .get_or_insert_with(Default::default)
+            .retry_after_seconds = Some(seconds);
         self
     }
 

@@ -65,12 +65,44 @@ pub async fn serve<H, F>(
     tls: Arc<rustls::ServerConfig>,
     opts: ServeOptions,
     handler: H,
+    shutdown: Shutdown,
+) where
+    H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    accept_loop(
+        listener,
+        Some(TlsAcceptor::from(tls)),
+        opts,
+        handler,
+        shutdown,
+    )
+    .await
+}
+
+/// Serve `handler` on `listener` over plain HTTP (the loopback admin listener).
+pub async fn serve_plain<H, F>(
+    listener: TcpListener,
+    opts: ServeOptions,
+    handler: H,
+    shutdown: Shutdown,
+) where
+    H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    accept_loop(listener, None, opts, handler, shutdown).await
+}
+
+async fn accept_loop<H, F>(
+    listener: TcpListener,
+    acceptor: Option<TlsAcceptor>,
+    opts: ServeOptions,
+    handler: H,
     mut shutdown: Shutdown,
 ) where
     H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let acceptor = TlsAcceptor::from(tls);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -106,6 +138,19 @@ pub async fn serve<H, F>(
         let watcher = graceful.watcher();
         let handshake_timeout = opts.handshake_timeout;
         tokio::spawn(async move {
+            let Some(acceptor) = acceptor else {
+                let info = Arc::new(ConnInfo {
+                    peer,
+                    peer_certs: None,
+                    h2: false,
+                });
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(tcp), service(handler, info));
+                if let Err(err) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(%peer, err = %err, "connection ended with error");
+                }
+                return;
+            };
             let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(err)) => {
@@ -125,11 +170,8 @@ pub async fn serve<H, F>(
                     .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())),
                 h2: session.alpn_protocol() == Some(b"h2"),
             });
-            let service = hyper::service::service_fn(move |req| {
-                let fut = handler(req, info.clone());
-                async move { Ok::<_, std::convert::Infallible>(fut.await) }
-            });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            let conn =
+                builder.serve_connection_with_upgrades(TokioIo::new(tls), service(handler, info));
             if let Err(err) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, err = %err, "connection ended with error");
             }
@@ -142,4 +184,23 @@ pub async fn serve<H, F>(
     {
         tracing::warn!(grace = ?opts.grace, "grace period ended with requests still in flight");
     }
+}
+
+fn service<H, F>(
+    handler: H,
+    info: Arc<ConnInfo>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send,
+> + Clone
+where
+    H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    hyper::service::service_fn(move |req| {
+        let fut = handler(req, info.clone());
+        async move { Ok::<_, std::convert::Infallible>(fut.await) }
+    })
 }

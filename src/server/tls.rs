@@ -80,9 +80,7 @@ pub fn server_config(
         .context("TLS protocol versions")?;
     let builder = match client_auth {
         ClientAuth::None => builder.with_no_client_auth(),
-        ClientAuth::Optional(cas) | ClientAuth::Required(cas)
-            if cas.is_empty() =>
-        {
+        ClientAuth::Optional(cas) | ClientAuth::Required(cas) if cas.is_empty() => {
             bail!("client certificate CA bundle is empty")
         }
         ClientAuth::Optional(cas) => {

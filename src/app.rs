@@ -1,0 +1,100 @@
+//! `run(config, listeners, shutdown)`: what `serve`, `demo` and the tests all call.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+
+use crate::{
+    config::{Config, UpstreamToken},
+    server::{self, admin::Admin},
+    shutdown::Shutdown,
+    stack::Proxy,
+    telemetry::Metrics,
+    upstream::{Credentials, Upstream},
+};
+
+/// Bound sockets for the proxy and the admin endpoints.
+pub struct Listeners {
+    pub proxy: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Bind the addresses named in the config.
+    pub async fn bind(config: &Config) -> Result<Listeners> {
+        Ok(Listeners {
+            proxy: TcpListener::bind(config.listen_addr)
+                .await
+                .with_context(|| format!("listen.address {}: cannot bind", config.listen_addr))?,
+            admin: TcpListener::bind(config.admin_addr)
+                .await
+                .with_context(|| format!("admin.address {}: cannot bind", config.admin_addr))?,
+        })
+    }
+}
+
+/// Serve until `shutdown` fires, then drain in-flight requests for the configured grace.
+pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()> {
+    crate::server::tls::install_crypto_provider();
+    let config = Arc::new(config);
+    let credentials = Credentials::load(&config.upstream.token)?;
+    if let UpstreamToken::File(path) = &config.upstream.token {
+        credentials.spawn_reloader(
+            path.clone(),
+            config.upstream.token_reload_interval,
+            shutdown.clone(),
+        );
+    }
+    let upstream = Arc::new(Upstream::new(&config.upstream, credentials)?);
+    let metrics = Arc::new(Metrics::new());
+
+    // Readiness: probe the upstream's /readyz now and on an interval.
+    {
+        let upstream = upstream.clone();
+        let interval = config.upstream.health_interval;
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => { upstream.probe().await; }
+                    _ = stop.wait() => return,
+                }
+            }
+        });
+    }
+
+    let admin = Arc::new(Admin {
+        metrics: metrics.clone(),
+        upstream: upstream.clone(),
+        ready_window: config.ready_window,
+    });
+    let admin_task = tokio::spawn(server::serve_plain(
+        listeners.admin,
+        config.serve.clone(),
+        move |req, _conn| {
+            let admin = admin.clone();
+            async move { admin.handle(&req) }
+        },
+        shutdown.clone(),
+    ));
+
+    let proxy = Arc::new(Proxy {
+        config: config.clone(),
+        upstream,
+        metrics,
+    });
+    tracing::info!(summary = %config.summary(), "serving");
+    server::serve(
+        listeners.proxy,
+        config.server_tls.clone(),
+        config.serve.clone(),
+        move |req, conn| proxy.clone().handle(req, conn),
+        shutdown,
+    )
+    .await;
+    let _ = admin_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! The command line: one file per subcommand.
+
+pub mod check_config;
+pub mod serve;
+pub mod signal;
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Parser, Subcommand};
+
+/// portcullis — a security reverse proxy in front of the Kubernetes API server.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy from a config file.
+    Serve {
+        /// The YAML config file (see config/portcullis.yaml).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a config file: print every problem with its key path, exit 1 if there is any.
+    CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the sandbox API server and the proxy in front of it, with throwaway credentials.
+    Demo {
+        /// Where certificates, kubeconfigs and the generated config go.
+        #[arg(long, default_value = "./portcullis-demo")]
+        dir: PathBuf,
+        /// The proxy's listen address.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        /// The admin (health, metrics) address.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin_listen: SocketAddr,
+    },
+    /// Run only the in-memory sandbox API server (writes its CA and a direct kubeconfig to DIR).
+    Sandbox {
+        #[arg(long, default_value = "127.0.0.1:6443")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "./portcullis-sandbox")]
+        dir: PathBuf,
+    },
+}
+
+/// Run the parsed command; the return value is the process exit code.
+pub async fn run(cli: Cli) -> i32 {
+    crate::server::tls::install_crypto_provider();
+    let result = match cli.command {
+        Command::Serve { config } => serve::run(&config).await,
+        Command::CheckConfig { config } => return check_config::run(&config),
+        Command::Demo { .. } | Command::Sandbox { .. } => Err(anyhow::anyhow!("not yet")),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            1
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! SIGTERM / SIGINT → the shutdown trigger.
+
+use crate::shutdown::Trigger;
+
+/// Fire `trigger` on the first SIGTERM or SIGINT.
+pub fn on_signal(trigger: Trigger) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let term = signal(SignalKind::terminate());
+            let int = signal(SignalKind::interrupt());
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+                        _ = int.recv() => tracing::info!("SIGINT: draining"),
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        trigger.fire();
+    });
+}

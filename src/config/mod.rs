@@ -1,0 +1,59 @@
+//! Configuration: one YAML file → a validated, typed [`Config`].
+//!
+//! Accepts: the schema in `schema.rs` (see the annotated `config/portcullis.yaml`). Rejects,
+//! with every problem's key path and a hint: unknown keys, wrong types, bad durations,
+//! addresses, URLs, unreadable or unparsable certificate / key / token files, and contradictory
+//! upstream settings.
+
+pub mod schema;
+pub mod validate;
+
+use std::path::Path;
+
+pub use validate::{Config, Problem, UpstreamConfig, UpstreamToken, X509Identity};
+
+/// Load and validate a config file. Relative paths inside it are relative to its folder.
+pub fn load(path: &Path) -> Result<Config, Vec<Problem>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![Problem {
+            path: "(file)".into(),
+            message: format!("cannot read {}: {e}", path.display()),
+            hint: "pass an existing file with --config".into(),
+        }]
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    load_str(&text, &base, &|k| std::env::var(k).ok())
+}
+
+/// Parse and validate config text.
+pub fn load_str(
+    text: &str,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Vec<Problem>> {
+    let file = parse(text).map_err(|p| vec![p])?;
+    validate::build(&file, base, env)
+}
+
+/// Parse YAML into the schema. YAML is first read into a generic value (saphyr refuses
+/// duplicate keys and bounds alias expansion) and then deserialized with the key path tracked,
+/// so an unknown key or a wrong type is reported at its path.
+pub fn parse(text: &str) -> Result<schema::File, Problem> {
+    let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| Problem {
+        path: "(yaml)".into(),
+        message: e.to_string(),
+        hint: "fix the YAML syntax at the position shown".into(),
+    })?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        Problem {
+            path: if path == "." {
+                "(top level)".into()
+            } else {
+                path
+            },
+            message: e.inner().to_string(),
+            hint: "see config/portcullis.yaml for every key and its type".into(),
+        }
+    })
+}

@@ -1,0 +1,178 @@
+//! The YAML schema, exactly as written by operators. Every struct rejects unknown keys.
+//!
+//! Values that need checking beyond their YAML type (durations, URLs, addresses, files) are
+//! kept as strings / paths here and turned into typed values by `validate.rs`, so that one run
+//! of `check-config` can report *every* such error at once with its key path. Only YAML
+//! syntax errors, unknown keys and wrong YAML types stop at the first error (serde's model).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub listen: Listen,
+    #[serde(default)]
+    pub admin: Admin,
+    pub upstream: Upstream,
+    pub authentication: Authentication,
+    #[serde(default)]
+    pub shutdown: Shutdown,
+}
+
+/// `listen:` — the client-facing TLS listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// `host:port`, e.g. `0.0.0.0:6443`.
+    pub address: String,
+    pub tls: ServerTls,
+    /// Time allowed for a TLS handshake (default `10s`).
+    #[serde(default)]
+    pub handshake_timeout: Option<String>,
+    /// Time allowed for an HTTP/1.1 request head, the slowloris guard (default `30s`).
+    #[serde(default)]
+    pub header_read_timeout: Option<String>,
+    /// Concurrent HTTP/2 streams per client connection (default 250, at least 100).
+    #[serde(default)]
+    pub max_concurrent_streams: Option<u32>,
+    /// Keep the client's own `X-Forwarded-For` entries and append the peer (default false:
+    /// they are dropped and only the real peer address is sent).
+    #[serde(default)]
+    pub trust_forwarded_for: bool,
+}
+
+/// Certificate and key files of a TLS listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// `admin:` — health and metrics, plain HTTP, loopback by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// `host:port` (default `127.0.0.1:9090`).
+    #[serde(default = "default_admin_address")]
+    pub address: String,
+    /// How recently the upstream must have answered for `/readyz` to pass (default `30s`).
+    #[serde(default)]
+    pub ready_window: Option<String>,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            address: default_admin_address(),
+            ready_window: None,
+        }
+    }
+}
+
+fn default_admin_address() -> String {
+    "127.0.0.1:9090".to_string()
+}
+
+/// `upstream:` — the Kubernetes API server and the proxy's own credentials toward it.
+/// Exactly one of `url`, `in_cluster`, `kubeconfig` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// `https://host:port` of the API server.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// PEM bundle of CAs that sign the API server's certificate (with `url`).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Name to verify the API server's certificate against, when it differs from the URL host.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    /// The proxy's own credentials (with `url`).
+    #[serde(default)]
+    pub credentials: Option<Credentials>,
+    /// Use the pod's service account: KUBERNETES_SERVICE_HOST/PORT, its token and ca.crt.
+    #[serde(default)]
+    pub in_cluster: bool,
+    /// Use a kubeconfig file's cluster and user.
+    #[serde(default)]
+    pub kubeconfig: Option<KubeconfigRef>,
+    /// TCP + TLS connect timeout (default `5s`).
+    #[serde(default)]
+    pub connect_timeout: Option<String>,
+    /// Time to the response head for requests that are not long-running (default `60s`, as
+    /// the API server's `--request-timeout`). Long-running requests have none.
+    #[serde(default)]
+    pub request_timeout: Option<String>,
+    /// How often the upstream's `/readyz` is probed for the proxy's own readiness (default `10s`).
+    #[serde(default)]
+    pub health_interval: Option<String>,
+    /// How often a bearer-token file is checked for a rotated token (default `10s`).
+    #[serde(default)]
+    pub token_reload_interval: Option<String>,
+}
+
+/// The proxy's credentials toward the upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// A file holding a bearer token; re-read when it changes (projected tokens rotate).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// A client certificate (PEM) for mTLS to the upstream.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+}
+
+/// `upstream.kubeconfig:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeconfigRef {
+    pub path: PathBuf,
+    /// Context to use (default: the file's `current-context`).
+    #[serde(default)]
+    pub context: Option<String>,
+}
+
+/// `authentication:` — who the caller is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authentication {
+    pub client_certificates: ClientCertificates,
+}
+
+/// `authentication.client_certificates:` — mTLS identity, as Kubernetes x509 auth does it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertificates {
+    /// PEM bundles of CAs whose client certificates are accepted.
+    pub ca_files: Vec<PathBuf>,
+    /// `required` (handshake fails without a valid certificate) or `optional` (requests
+    /// without one get 401). Default `required`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Prepended to the certificate's CN to form the user name (default empty).
+    #[serde(default)]
+    pub username_prefix: String,
+    /// Prepended to each O to form a group name (default empty).
+    #[serde(default)]
+    pub groups_prefix: String,
+    /// Users or groups beginning with `system:` are refused unless this is true.
+    #[serde(default)]
+    pub allow_system_identities: bool,
+}
+
+/// `shutdown:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shutdown {
+    /// How long in-flight requests may finish after SIGTERM/SIGINT (default `30s`).
+    #[serde(default)]
+    pub grace: Option<String>,
+}

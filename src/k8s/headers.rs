@@ -1,0 +1,172 @@
+//! Header hygiene between client and upstream (pure functions).
+//!
+//! Order matters (peers.md §3.1): headers *named in* `Connection` are removed first, then the
+//! standard hop-by-hop set, then every identity header a client must never be able to set
+//! upstream. Only after that does the proxy add its own (`Authorization`, `Impersonate-*`,
+//! `Audit-ID`, `X-Forwarded-For`), so no client-chosen `Connection` token can strip them.
+
+use http::{header, HeaderMap, HeaderName, HeaderValue};
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1 plus the de-facto ones).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Remove every header named in any `Connection` value (comma-separated, any case, any
+/// surrounding whitespace), then the hop-by-hop set.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// Whether a header carries identity a client must never pass upstream: `Authorization`,
+/// `Impersonate-*` (User, Group, Uid, Extra-*), `X-Remote-*` (front-proxy auth), `Audit-ID`.
+pub fn is_identity_header(name: &HeaderName) -> bool {
+    let n = name.as_str(); // always lower-case in the http crate
+    n == "authorization"
+        || n == "audit-id"
+        || n.starts_with("impersonate-")
+        || n.starts_with("x-remote-")
+}
+
+/// Remove every identity header (see [`is_identity_header`]).
+pub fn strip_identity(headers: &mut HeaderMap) {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_identity_header(n))
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+/// Whether the request asks for an HTTP/1.1 upgrade: a `Connection` token `upgrade` and an
+/// `Upgrade` header (as the apiserver's `httpstream.IsUpgradeRequest`, plus the header itself).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Append `peer` to `X-Forwarded-For`. With `trust_existing` false, any client-sent value is
+/// dropped first: the API server records every entry as a source IP, and all but the last
+/// can be forged.
+pub fn append_forwarded_for(headers: &mut HeaderMap, peer: std::net::IpAddr, trust_existing: bool) {
+    let existing: Vec<String> = if trust_existing {
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    headers.remove("x-forwarded-for");
+    let mut value = existing.join(", ");
+    if !value.is_empty() {
+        value.push_str(", ");
+    }
+    value.push_str(&peer.to_string());
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert("x-forwarded-for", v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn connection_named_headers_are_removed_with_odd_spacing_and_case() {
+        let mut h = map(&[
+            ("connection", " Impersonate-User ,x-secret"),
+            ("connection", "KEEP-ALIVE"),
+            ("impersonate-user", "admin"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("accept", "application/json"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("impersonate-user").is_none());
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get("connection").is_none());
+        assert_eq!(h["accept"], "application/json");
+    }
+
+    #[test]
+    fn identity_headers_are_all_stripped() {
+        let mut h = map(&[
+            ("authorization", "Bearer x"),
+            ("impersonate-user", "a"),
+            ("impersonate-group", "system:masters"),
+            ("impersonate-uid", "1"),
+            ("impersonate-extra-scopes", "x"),
+            ("x-remote-user", "root"),
+            ("x-remote-extra-foo", "bar"),
+            ("audit-id", "forged"),
+            ("user-agent", "kubectl"),
+        ]);
+        strip_identity(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["user-agent"], "kubectl");
+    }
+
+    #[test]
+    fn upgrade_detection() {
+        assert!(is_upgrade(&map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket")
+        ])));
+        assert!(!is_upgrade(&map(&[("connection", "upgrade")])));
+        assert!(!is_upgrade(&map(&[("upgrade", "websocket")])));
+    }
+
+    #[test]
+    fn forwarded_for_drops_untrusted_and_appends() {
+        let peer: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+        let mut h = map(&[("x-forwarded-for", "1.1.1.1")]);
+        append_forwarded_for(&mut h, peer, false);
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        let mut h = map(&[("x-forwarded-for", "1.1.1.1")]);
+        append_forwarded_for(&mut h, peer, true);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
+    }
+}

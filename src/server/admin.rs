@@ -1,0 +1,79 @@
+//! The admin listener: `/healthz`, `/livez` (the process serves), `/readyz` (config loaded and
+//! the upstream answered within `admin.ready_window`; 503 otherwise, with the reason), and
+//! `/metrics` (Prometheus text). Anything else is a plain 404. Plain HTTP, loopback by default.
+
+use std::{sync::Arc, time::Duration};
+
+use http::{header, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::{
+    body::{self, Body},
+    telemetry::Metrics,
+    upstream::Upstream,
+};
+
+/// State the admin endpoints read.
+pub struct Admin {
+    pub metrics: Arc<Metrics>,
+    pub upstream: Arc<Upstream>,
+    pub ready_window: Duration,
+}
+
+fn text(
+    status: StatusCode,
+    content_type: &'static str,
+    s: impl Into<bytes::Bytes>,
+) -> Response<Body> {
+    let mut r = Response::new(body::full(s.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+impl Admin {
+    /// Answer one admin request.
+    pub fn handle(&self, req: &Request<Incoming>) -> Response<Body> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain; charset=utf-8",
+                "method not allowed\n",
+            );
+        }
+        match req.uri().path() {
+            "/healthz" | "/livez" => text(StatusCode::OK, "text/plain; charset=utf-8", "ok"),
+            "/readyz" => {
+                let healthy = self.upstream.healthy_within(self.ready_window);
+                self.metrics.upstream_healthy.set(healthy as i64);
+                if healthy {
+                    text(StatusCode::OK, "text/plain; charset=utf-8", "ok")
+                } else {
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain; charset=utf-8",
+                        format!("upstream has not answered within {:?}\n", self.ready_window),
+                    )
+                }
+            }
+            "/metrics" => {
+                self.metrics
+                    .upstream_healthy
+                    .set(self.upstream.healthy_within(self.ready_window) as i64);
+                text(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    self.metrics.render(),
+                )
+            }
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+                "404 page not found\n",
+            ),
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! THE request pipeline, top to bottom. This is the only place that knows the order of the
+//! stages; each stage lives in its own module and either hands a value to the next stage or
+//! ends the request with a `metav1.Status`.
+//!
+//! | # | stage | rejects with |
+//! |---|---|---|
+//! | 1 | request id: a fresh `Audit-ID` (a client's is never trusted) | — |
+//! | 2 | metrics: in-flight gauge, latency and count on the way out | — |
+//! | 3 | classify: the one parse of the Kubernetes request (`k8s::request`) | 400 BadRequest |
+//! | 4 | authenticate: client certificate → `Identity` (`authn`) | 401 Unauthorized |
+//! | 5 | forward: header hygiene, impersonation, pooled h2 or upgrade splice (`upstream`) | 502 / 504 |
+//!
+//! Why this order: the id comes first so every outcome can be correlated; metrics wrap
+//! everything so rejections are counted; classification is pure and cheap and every later
+//! decision reads it; authentication precedes anything that spends upstream resources.
+//! Later stages (authorization, rate limits, body sanitizing, circuit breaker, audit) slot in
+//! between 4 and 5 in the order of `shared/DESIGN.md`.
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use http::{HeaderValue, Request, Response};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::{
+    authn::x509,
+    body::{Body, BoxError},
+    config::Config,
+    k8s::{request::classify, Status},
+    server::ConnInfo,
+    telemetry::{
+        metrics::{ClassLabels, RequestLabels},
+        Metrics,
+    },
+    upstream::{self, Outbound, Upstream},
+};
+
+/// The proxy: configuration, the upstream, metrics. Cheap to share.
+pub struct Proxy {
+    pub config: Arc<Config>,
+    pub upstream: Arc<Upstream>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Proxy {
+    /// Serve one request through every stage.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: Arc<ConnInfo>,
+    ) -> Response<Body> {
+        // 1. request id
+        let audit_id = new_audit_id();
+        // 2. metrics
+        let started = Instant::now();
+        self.metrics.in_flight.inc();
+        let mut class = "nonresource";
+        let mut long_running = false;
+
+        let response = 'pipeline: {
+            // 3. classify
+            let info = match classify(req.method(), req.uri(), req.headers()) {
+                Ok(info) => info,
+                Err(err) => {
+                    break 'pipeline Status::bad_request(format!("invalid request path: {err}"))
+                        .into_response()
+                }
+            };
+            class = info.verb_class();
+            long_running = info.long_running;
+
+            // 4. authenticate
+            let leaf = conn.peer_certs.as_ref().and_then(|c| c.first());
+            let identity = match x509::identity(leaf, &self.config.x509) {
+                Ok(id) => id,
+                Err(why) => {
+                    tracing::info!(peer = %conn.peer, %why, "authentication failed");
+                    break 'pipeline Status::unauthorized().into_response();
+                }
+            };
+
+            // 5. forward
+            let upstream_started = Instant::now();
+            let resp = upstream::forward(
+                &self.upstream,
+                req,
+                Outbound {
+                    identity: &identity,
+                    audit_id: &audit_id,
+                    peer: conn.peer.ip(),
+                    trust_forwarded_for: self.config.trust_forwarded_for,
+                    long_running,
+                },
+            )
+            .await;
+            self.metrics
+                .upstream_duration
+                .get_or_create(&ClassLabels { verb_class: class })
+                .observe(upstream_started.elapsed().as_secs_f64());
+            resp
+        };
+
+        let (mut parts, body) = response.into_parts();
+        parts.headers.insert("audit-id", audit_id);
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                verb_class: class,
+                code: parts.status.as_u16(),
+            })
+            .inc();
+        let done = Done {
+            metrics: self.metrics.clone(),
+            class,
+            started,
+        };
+        if long_running {
+            // Streams are measured to their response head; their lifetime is not latency.
+            drop(done);
+            return Response::from_parts(parts, body);
+        }
+        Response::from_parts(
+            parts,
+            crate::body::boxed(Timed {
+                inner: body,
+                done: Some(done),
+            }),
+        )
+    }
+}
+
+/// Records whole-request latency and leaves the in-flight gauge when dropped.
+struct Done {
+    metrics: Arc<Metrics>,
+    class: &'static str,
+    started: Instant,
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.metrics.in_flight.dec();
+        self.metrics
+            .request_duration
+            .get_or_create(&ClassLabels {
+                verb_class: self.class,
+            })
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// A response body that reports to [`Done`] when it ends or is dropped.
+struct Timed {
+    inner: Body,
+    done: Option<Done>,
+}
+
+impl http_body::Body for Timed {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.done.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A random UUIDv4 from the TLS provider's CSPRNG, as the value of `Audit-ID`.
+fn new_audit_id() -> HeaderValue {
+    let mut b = [0u8; 16];
+    if rustls::crypto::aws_lc_rs::default_provider()
+        .secure_random
+        .fill(&mut b)
+        .is_err()
+    {
+        // The CSPRNG failing is not something a request can fix; a fixed id keeps serving.
+        return HeaderValue::from_static("00000000-0000-4000-8000-000000000000");
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let id = format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    );
+    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static(
+        "00000000-0000-4000-8000-000000000000",
+    ))
+}

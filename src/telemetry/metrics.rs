@@ -1,0 +1,102 @@
+//! Prometheus metrics (prometheus-client, text exposition on the admin listener).
+//!
+//! Label sets are closed: `verb_class` is one of read / write / watch / stream / nonresource
+//! and `code` is the HTTP status, so no client input can grow the series count.
+
+use std::sync::atomic::AtomicI64;
+
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub verb_class: &'static str,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    pub verb_class: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms … ~65 s
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0005, 2.0, 18,
+    ))
+}
+
+/// Every series the proxy exports. Later features register theirs in `registry` too.
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<ClassLabels, Histogram>,
+    pub upstream_duration: Family<ClassLabels, Histogram>,
+    pub in_flight: Gauge<i64, AtomicI64>,
+    pub upstream_healthy: Gauge<i64, AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("portcullis");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by verb class and HTTP status code",
+            requests.clone(),
+        );
+        let request_duration = Family::<ClassLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Whole-request latency seen by the proxy (until the response body ended; long-running requests until the response head)",
+            request_duration.clone(),
+        );
+        let upstream_duration = Family::<ClassLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time from sending a request upstream to its response head",
+            upstream_duration.clone(),
+        );
+        let in_flight = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "in_flight_requests",
+            "Requests being served now",
+            in_flight.clone(),
+        );
+        let upstream_healthy = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "upstream_healthy",
+            "1 if the upstream answered within the readiness window",
+            upstream_healthy.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            in_flight,
+            upstream_healthy,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,11 @@
+//! Toward the upstream API server: connection pool, the proxy's credentials, forwarding and
+//! upgrade splicing.
+
+pub mod client;
+pub mod credentials;
+pub mod forward;
+pub mod upgrade;
+
+pub use client::Upstream;
+pub use credentials::Credentials;
+pub use forward::{forward, Outbound};

@@ -8,6 +8,7 @@ pub mod authn;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod k8s;
 pub mod kubeconfig;
 pub mod pki;

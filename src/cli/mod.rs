@@ -1,6 +1,8 @@
 //! The command line: one file per subcommand.
 
 pub mod check_config;
+pub mod demo;
+pub mod sandbox;
 pub mod serve;
 pub mod signal;
 
@@ -40,6 +42,9 @@ pub enum Command {
         /// The admin (health, metrics) address.
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin_listen: SocketAddr,
+        /// Only write the files (for `check-config` on config/*.yaml), do not start anything.
+        #[arg(long)]
+        write_only: bool,
     },
     /// Run only the in-memory sandbox API server (writes its CA and a direct kubeconfig to DIR).
     Sandbox {
@@ -56,7 +61,13 @@ pub async fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Serve { config } => serve::run(&config).await,
         Command::CheckConfig { config } => return check_config::run(&config),
-        Command::Demo { .. } | Command::Sandbox { .. } => Err(anyhow::anyhow!("not yet")),
+        Command::Demo {
+            dir,
+            listen,
+            admin_listen,
+            write_only,
+        } => demo::run(&dir, listen, admin_listen, write_only).await,
+        Command::Sandbox { listen, dir } => sandbox::run(listen, &dir).await,
     };
     match result {
         Ok(()) => 0,

@@ -1,0 +1,177 @@
+//! Shared harness: a sandbox API server and the proxy in front of it, in-process on port 0,
+//! with real TLS and generated certificates; helpers to drive them with kubectl and raw HTTP.
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, path::PathBuf, process::Output, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use portcullis::{
+    app, config, demo,
+    pki::{Ca, Issued},
+    sandbox::{self, Running},
+    server::tls,
+    shutdown::{self, Trigger},
+};
+use rustls_pki_types::ServerName;
+use tokio::{net::TcpListener, task::JoinHandle};
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub files: demo::Files,
+    pub ca: Ca,
+    pub sandbox: Running,
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub admin_cert: Issued,
+    trigger: Trigger,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Env {
+    /// Sandbox + proxy with the demo config.
+    pub async fn start() -> Env {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Sandbox + proxy; `edit` may rewrite the generated YAML config before it is loaded.
+    pub async fn start_with(edit: impl FnOnce(&mut String)) -> Env {
+        tls::install_crypto_provider();
+        let ca = Ca::new("test CA").unwrap();
+        let sandbox = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca).await.unwrap();
+        Self::start_in_front_of(ca, sandbox, edit).await
+    }
+
+    pub async fn start_in_front_of(ca: Ca, sandbox: Running, edit: impl FnOnce(&mut String)) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy_addr = proxy.local_addr().unwrap();
+        let admin_addr = admin.local_addr().unwrap();
+        let files = demo::write(dir.path(), &ca, &sandbox.url(), proxy_addr, admin_addr).unwrap();
+        let mut text = std::fs::read_to_string(&files.config).unwrap();
+        edit(&mut text);
+        std::fs::write(&files.config, &text).unwrap();
+        let cfg = config::load(&files.config).unwrap_or_else(|p| panic!("config: {p:?}"));
+        let (trigger, shutdown) = shutdown::channel();
+        let task = tokio::spawn(app::run(cfg, app::Listeners { proxy, admin }, shutdown));
+        let admin_cert = ca.client_cert("admin", &["demo:admins"]).unwrap();
+        Env { dir, files, ca, sandbox, proxy_addr, admin_addr, admin_cert, trigger, task }
+    }
+
+    pub fn proxy_token(&self) -> String {
+        std::fs::read_to_string(self.files.dir.join("proxy.token")).unwrap()
+    }
+
+    pub async fn stop(self) {
+        self.trigger.fire();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        self.sandbox.stop().await;
+    }
+
+    /// One request to the proxy on a fresh connection, with the given client certificate.
+    pub async fn request(&self, req: Request<Full<Bytes>>, cert: Option<&Issued>, h2: bool) -> Response<Bytes> {
+        https_request(self.proxy_addr, &self.ca, req, cert, h2).await
+    }
+
+    /// Run kubectl against the proxy with the admin kubeconfig.
+    pub async fn kubectl(&self, args: &[&str]) -> Output {
+        kubectl(&self.files.admin_kubeconfig, self.dir.path(), args).await
+    }
+}
+
+/// A client TLS config trusting `ca`, optionally presenting `cert`.
+pub fn client_tls(ca: &Ca, cert: Option<&Issued>, alpn: &[&[u8]]) -> rustls::ClientConfig {
+    let roots = tls::root_store(vec![ca.cert.cert_der.clone()]).unwrap();
+    tls::client_config(roots, cert.map(|c| (vec![c.cert_der.clone()], c.key())), alpn).unwrap()
+}
+
+/// Open a TLS connection to `addr` (verifying `localhost`).
+pub async fn tls_connect(addr: SocketAddr, ca: &Ca, cert: Option<&Issued>, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls(ca, cert, alpn)));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap()
+}
+
+/// One request on a fresh HTTPS connection (HTTP/1.1 or h2), body collected.
+pub async fn https_request(addr: SocketAddr, ca: &Ca, req: Request<Full<Bytes>>, cert: Option<&Issued>, h2: bool) -> Response<Bytes> {
+    let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
+    let io = TokioIo::new(tls_connect(addr, ca, cert, alpn).await);
+    let resp = if h2 {
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
+        tokio::spawn(conn);
+        sender.send_request(req).await.unwrap()
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        sender.send_request(req).await.unwrap()
+    };
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    Response::from_parts(parts, bytes)
+}
+
+/// A GET request for `path` with an empty body.
+pub fn get(path: &str) -> Request<Full<Bytes>> {
+    Request::get(format!("https://localhost{path}")).body(Full::new(Bytes::new())).unwrap()
+}
+
+/// Whether kubectl can be used: missing kubectl skips the test, except under CI where it fails.
+pub fn have_kubectl() -> bool {
+    let found = std::process::Command::new("kubectl").arg("version").arg("--client").output().is_ok_and(|o| o.status.success());
+    if !found {
+        if std::env::var_os("CI").is_some() {
+            panic!("kubectl is required when CI is set, and it is not on PATH");
+        }
+        eprintln!("kubectl not found: skipping");
+    }
+    found
+}
+
+/// Run kubectl with `kubeconfig`, a private cache dir and HOME under `home`, bounded to 60 s.
+pub async fn kubectl(kubeconfig: &std::path::Path, home: &std::path::Path, args: &[&str]) -> Output {
+    let cache = home.join("kube-cache");
+    let child = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .args(args)
+        .env("HOME", home)
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(Duration::from_secs(60), child).await {
+        Ok(out) => out.unwrap(),
+        Err(_) => panic!("kubectl {args:?} did not finish within 60 s"),
+    }
+}
+
+/// Spawn a long-running kubectl (watch, logs -f); stdout piped.
+pub fn kubectl_spawn(kubeconfig: &std::path::Path, home: &std::path::Path, args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(home.join("kube-cache"))
+        .args(args)
+        .env("HOME", home)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn path_of(p: &std::path::Path) -> PathBuf {
+    p.to_path_buf()
+}

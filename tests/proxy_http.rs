@@ -303,3 +303,23 @@ async fn upstream_warning_and_audit_headers_pass_through_and_bodies_stream() {
     assert!(String::from_utf8_lossy(&got).contains(r#""type":"ADDED""#));
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_paths_are_400_and_upstream_sees_nothing() {
+    let env = Env::start().await;
+    for path in [
+        "/api/v1/namespaces/default/pods/x%2F..%2Fy",
+        "/api/v1/namespaces/default//pods",
+        "/api/v1/namespaces/default/pods/%2e%2e",
+        "/api/v1/namespaces/default/pods/a%00b",
+    ] {
+        env.sandbox.clear_recorded();
+        let resp = env.request(get(path), Some(&env.admin_cert), false).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{path}");
+        let s = status_json(resp.body());
+        assert_eq!(s["reason"], "BadRequest", "{path}");
+        assert!(s["message"].as_str().unwrap().starts_with("invalid request path"), "{path}: {s}");
+        assert!(env.sandbox.recorded().is_empty(), "{path} reached the upstream");
+    }
+    env.stop().await;
+}

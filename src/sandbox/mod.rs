@@ -1,1 +1,246 @@
-//! In-memory Kubernetes API server for demo, tests and benches. Being written.
+//! In-memory Kubernetes API server ("sandbox") for the demo, tests and benches.
+//!
+//! Accepts: health and version endpoints, legacy and aggregated (v2) discovery, CRUD / list /
+//! watch / patch on a fixed catalogue of core, apps and batch resources, Table output for
+//! kubectl, `pods/log` (with follow) and `pods/exec` / `pods/attach` over WebSocket. Enforces no
+//! security at all and records every request (method, path, query, headers, peer) so tests
+//! can assert what an upstream would have seen. Rejects unknown paths with the apiserver's
+//! plain-text `404 page not found`; serves just enough OpenAPI v3 for `kubectl apply`.
+
+mod clock;
+mod discovery;
+mod exec;
+mod logs;
+mod openapi;
+mod patch;
+mod rest;
+mod run;
+mod selectors;
+mod store;
+mod table;
+mod watch;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+
+pub use run::{start, write_direct_kubeconfig, Running};
+
+use crate::{body::Body, server::ConnInfo};
+
+/// One request as the sandbox received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: Method,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub peer: SocketAddr,
+    pub h2: bool,
+}
+
+/// The in-memory API server. Cheap to clone; clones share state.
+#[derive(Clone)]
+pub struct Sandbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Mutex<store::Store>,
+    recorded: Mutex<Vec<Recorded>>,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Sandbox {
+    /// A sandbox with namespaces `default` and `kube-system`.
+    pub fn new() -> Sandbox {
+        Sandbox {
+            inner: Arc::new(Inner {
+                store: Mutex::new(store::Store::new()),
+                recorded: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    pub(crate) fn store(&self) -> MutexGuard<'_, store::Store> {
+        lock(&self.inner.store)
+    }
+
+    /// Every request received so far, in arrival order.
+    pub fn recorded(&self) -> Vec<Recorded> {
+        lock(&self.inner.recorded).clone()
+    }
+
+    /// Forget the recorded requests.
+    pub fn clear_recorded(&self) {
+        lock(&self.inner.recorded).clear();
+    }
+
+    /// Serve one request.
+    pub async fn handle(&self, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Body> {
+        lock(&self.inner.recorded).push(Recorded {
+            method: req.method().clone(),
+            path: req.uri().path().to_string(),
+            query: req.uri().query().map(str::to_string),
+            headers: req.headers().clone(),
+            peer: conn.peer,
+            h2: conn.h2,
+        });
+        let head = req.method() == Method::HEAD;
+        let mut resp = self.route(req).await;
+        if head {
+            *resp.body_mut() = crate::body::empty();
+        }
+        resp
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let h = req.headers();
+        match segs.as_slice() {
+            ["healthz" | "livez" | "readyz"] => text(StatusCode::OK, "ok"),
+            ["version"] => rest::json_response(StatusCode::OK, &version(), "application/json"),
+            ["api"] if discovery::wants_aggregated(h) => discovery::aggregated_response(true, h),
+            ["apis"] if discovery::wants_aggregated(h) => discovery::aggregated_response(false, h),
+            ["api"] => ok_json(discovery::api_versions()),
+            ["apis"] => ok_json(discovery::api_group_list()),
+            ["apis", g] => discovery::api_group(g).map_or_else(not_found_page, ok_json),
+            ["api", v] | ["apis", _, v] if segs.len() == 2 + usize::from(segs[0] == "apis") => {
+                let g = if segs[0] == "apis" { segs[1] } else { "" };
+                if discovery::has_group_version(g, v) {
+                    ok_json(discovery::api_resource_list(g, v))
+                } else {
+                    not_found_page()
+                }
+            }
+            ["openapi", "v3"] => ok_json(openapi::index()),
+            ["openapi", "v3", gv @ ..] => {
+                openapi::group_version(&gv.join("/")).map_or_else(not_found_page, ok_json)
+            }
+            ["api", "v1", rest @ ..] => self.resource("", "v1", rest, req).await,
+            ["apis", g, v, rest @ ..] => {
+                let (g, v) = (g.to_string(), v.to_string());
+                let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+                let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+                self.resource(&g, &v, &rest, req).await
+            }
+            _ => not_found_page(),
+        }
+    }
+
+    async fn resource(
+        &self,
+        group: &str,
+        version: &str,
+        rest: &[&str],
+        req: Request<Incoming>,
+    ) -> Response<Body> {
+        let Some(target) = parse_target(group, version, rest) else {
+            return not_found_page();
+        };
+        rest::handle(self, req, target).await
+    }
+}
+
+/// Split `[watch/][namespaces/NS/]RESOURCE[/NAME[/SUB]]` and look the resource up.
+fn parse_target(group: &str, version: &str, rest: &[&str]) -> Option<rest::Target> {
+    let (watch_prefix, rest) = match rest {
+        ["watch", r @ ..] => (true, r),
+        r => (false, r),
+    };
+    let namespace_sub = rest.len() == 3 && matches!(rest[2], "status" | "finalize");
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, r @ ..] if !r.is_empty() && !namespace_sub => (Some(ns.to_string()), r),
+        r => (None, r),
+    };
+    let (res, name, sub) = match rest {
+        [res] => (*res, None, None),
+        [res, name] => (*res, Some(name.to_string()), None),
+        [res, name, sub] => (*res, Some(name.to_string()), Some(sub.to_string())),
+        _ => return None,
+    };
+    let def = discovery::find(group, version, res)?;
+    if def.namespaced != namespace.is_some() && (name.is_some() || namespace.is_some()) {
+        return None;
+    }
+    Some(rest::Target {
+        def,
+        namespace,
+        name,
+        sub,
+        watch_prefix,
+    })
+}
+
+fn ok_json(v: serde_json::Value) -> Response<Body> {
+    rest::json_response(StatusCode::OK, &v, "application/json")
+}
+
+fn text(code: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(crate::body::full(body));
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// The apiserver's plain-text 404 for paths nothing serves.
+pub(crate) fn not_found_page() -> Response<Body> {
+    text(StatusCode::NOT_FOUND, "404 page not found\n")
+}
+
+fn version() -> serde_json::Value {
+    json!({
+        "major": "1", "minor": "32", "gitVersion": "v1.32.0-sandbox",
+        "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
+        "buildDate": "2024-12-11T00:00:00Z", "goVersion": "go1.23.4", "compiler": "gc",
+        "platform": "linux/amd64",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let t = parse_target("", "v1", &["namespaces", "default", "pods", "p", "log"]).unwrap();
+        assert_eq!(
+            (t.namespace.as_deref(), t.name.as_deref(), t.sub.as_deref()),
+            (Some("default"), Some("p"), Some("log"))
+        );
+        let t = parse_target("", "v1", &["namespaces", "default"]).unwrap();
+        assert_eq!(
+            (t.def.plural, t.name.as_deref()),
+            ("namespaces", Some("default"))
+        );
+        let t = parse_target("", "v1", &["namespaces", "x", "status"]).unwrap();
+        assert_eq!(t.sub.as_deref(), Some("status"));
+        let t = parse_target("", "v1", &["watch", "pods"]).unwrap();
+        assert!(t.watch_prefix && t.namespace.is_none());
+        assert!(parse_target("", "v1", &["pods", "x"]).is_none());
+        assert!(parse_target("", "v1", &["namespaces", "d", "namespaces"]).is_none());
+        assert!(parse_target("apps", "v1", &["namespaces", "d", "deployments"]).is_some());
+    }
+}

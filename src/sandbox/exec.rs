@@ -1,0 +1,278 @@
+//! `pods/exec` and `pods/attach` over WebSocket (`v5.channel.k8s.io` / `v4.channel.k8s.io`).
+//!
+//! Accepts a `GET` with `Connection: Upgrade`, `Upgrade: websocket` and a
+//! `Sec-WebSocket-Protocol` offering v5 or v4; answers 101 and speaks the channel protocol
+//! (first byte: 0 stdin, 1 stdout, 2 stderr, 3 error/status, 4 resize, 255 close in v5).
+//! Commands: `echo ARGS...`, `cat`, `env`, `true`, `false`, `sh -c "exit N"`; anything else
+//! exits 127. `attach` copies stdin to stdout (or prints one line without stdin).
+//! Rejects: SPDY upgrades (400, not supported here), non-upgrade requests (400), no common
+//! subprotocol (400), unknown pod (404), unknown container (400), exec without a command (400).
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio_tungstenite::{
+    tungstenite::{handshake::derive_accept_key, protocol::Role, Message},
+    WebSocketStream,
+};
+
+use super::{discovery, rest::Query, Sandbox};
+use crate::{body::Body, k8s::Status};
+
+const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
+
+fn header_has(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    h.get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// What to run once upgraded.
+#[derive(Debug, Clone)]
+enum Program {
+    Output {
+        stdout: String,
+        stderr: String,
+        code: i32,
+    },
+    Cat,
+}
+
+fn program(sub: &str, cmd: &[String], pod: &str, container: &str, stdin: bool) -> Program {
+    let out = |s: String, code| Program::Output {
+        stdout: s,
+        stderr: String::new(),
+        code,
+    };
+    if sub == "attach" {
+        return if stdin {
+            Program::Cat
+        } else {
+            out(format!("attached to {pod}/{container}\n"), 0)
+        };
+    }
+    let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["echo", rest @ ..] => out(format!("{}\n", rest.join(" ")), 0),
+        ["cat"] => Program::Cat,
+        ["env"] => out(
+            format!("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\nHOSTNAME={pod}\nHOME=/root\nSANDBOX_CONTAINER={container}\n"),
+            0,
+        ),
+        ["true"] => out(String::new(), 0),
+        ["false"] => out(String::new(), 1),
+        ["sh" | "/bin/sh", "-c", script] => match script.trim().strip_prefix("exit") {
+            Some(n) => match n.trim().parse::<i32>() {
+                Ok(code) => out(String::new(), code),
+                Err(_) if n.trim().is_empty() => out(String::new(), 0),
+                Err(_) => unknown(script),
+            },
+            None => unknown(script),
+        },
+        [first, ..] => unknown(first),
+        [] => unknown(""),
+    }
+}
+
+fn unknown(cmd: &str) -> Program {
+    Program::Output {
+        stdout: String::new(),
+        stderr: format!("sandbox: {cmd}: command not found\n"),
+        code: 127,
+    }
+}
+
+fn exit_status(code: i32) -> Vec<u8> {
+    let v = if code == 0 {
+        json!({"metadata": {}, "status": "Success"})
+    } else {
+        json!({
+            "metadata": {}, "status": "Failure",
+            "message": format!("command terminated with non-zero exit code: exit status {code}"),
+            "reason": "NonZeroExitCode",
+            "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+        })
+    };
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+/// Handle an exec / attach request.
+pub fn serve(
+    sb: &Sandbox,
+    mut req: Request<Incoming>,
+    ns: &str,
+    pod: &str,
+    sub: &str,
+    q: &Query,
+) -> Response<Body> {
+    let h = req.headers();
+    if header_has(h, header::UPGRADE, "SPDY/3.1") {
+        return Status::bad_request(
+            "SPDY upgrades are not supported by the sandbox; use WebSocket (v5.channel.k8s.io)",
+        )
+        .into_response();
+    }
+    let is_ws =
+        header_has(h, header::CONNECTION, "upgrade") && header_has(h, header::UPGRADE, "websocket");
+    if !is_ws || req.method() != http::Method::GET {
+        return Status::bad_request("Upgrade request required").into_response();
+    }
+    let Some(key) = h
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|k| derive_accept_key(k.as_bytes()))
+    else {
+        return Status::bad_request("missing Sec-WebSocket-Key").into_response();
+    };
+    let Some(proto) = PROTOCOLS
+        .iter()
+        .find(|p| header_has(h, header::SEC_WEBSOCKET_PROTOCOL, p))
+        .copied()
+    else {
+        return Status::bad_request(format!(
+            "no supported Sec-WebSocket-Protocol; the sandbox speaks {}",
+            PROTOCOLS.join(", ")
+        ))
+        .into_response();
+    };
+    let Some(def) = discovery::find("", "v1", "pods") else {
+        return Status::internal("pods not in catalogue").into_response();
+    };
+    let obj = match sb.store().get(def, Some(ns), pod) {
+        Ok(o) => o,
+        Err(s) => return s.into_response(),
+    };
+    let containers: Vec<&str> = obj["spec"]["containers"]
+        .as_array()
+        .map(|cs| cs.iter().filter_map(|c| c["name"].as_str()).collect())
+        .unwrap_or_default();
+    let container = match q.get("container") {
+        Some(c) if !containers.contains(&c) => {
+            return Status::bad_request(format!("container {c} is not valid for pod {pod}"))
+                .into_response()
+        }
+        Some(c) => c.to_string(),
+        None => containers
+            .first()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+    };
+    let cmd = q.all("command");
+    if sub == "exec" && cmd.is_empty() {
+        return Status::bad_request("you must specify at least 1 command").into_response();
+    }
+    let prog = program(sub, &cmd, pod, &container, q.flag("stdin"));
+    let v5 = proto.starts_with("v5");
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
+                        .await;
+                run(ws, prog, v5).await;
+            }
+            Err(err) => tracing::debug!(%err, "exec upgrade failed"),
+        }
+    });
+    let mut resp = Response::new(crate::body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let rh = resp.headers_mut();
+    rh.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    rh.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    rh.insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(proto),
+    );
+    if let Ok(v) = HeaderValue::from_str(&key) {
+        rh.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    resp
+}
+
+fn frame(channel: u8, data: &[u8]) -> Message {
+    let mut v = Vec::with_capacity(data.len() + 1);
+    v.push(channel);
+    v.extend_from_slice(data);
+    Message::binary(v)
+}
+
+async fn run<S>(mut ws: WebSocketStream<S>, prog: Program, v5: bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let code = match prog {
+        Program::Output {
+            stdout,
+            stderr,
+            code,
+        } => {
+            if !stdout.is_empty() && ws.send(frame(1, stdout.as_bytes())).await.is_err() {
+                return;
+            }
+            if !stderr.is_empty() && ws.send(frame(2, stderr.as_bytes())).await.is_err() {
+                return;
+            }
+            code
+        }
+        Program::Cat => {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Binary(data))) => match data.first() {
+                        Some(0) if data.len() > 1 => {
+                            if ws.send(frame(1, &data[1..])).await.is_err() {
+                                return;
+                            }
+                        }
+                        Some(255) if v5 && data.get(1) == Some(&0) => break,
+                        _ => {}
+                    },
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+            0
+        }
+    };
+    if ws.send(frame(3, &exit_status(code))).await.is_err() {
+        return;
+    }
+    let _ = ws.close(None).await;
+    // Let the client answer the close handshake (and absorb its pings) briefly.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        match program("exec", &s(&["echo", "hi", "there"]), "p", "c", false) {
+            Program::Output { stdout, code, .. } => {
+                assert_eq!((stdout.as_str(), code), ("hi there\n", 0))
+            }
+            p => panic!("{p:?}"),
+        }
+        match program("exec", &s(&["sh", "-c", "exit 3"]), "p", "c", false) {
+            Program::Output { code, .. } => assert_eq!(code, 3),
+            p => panic!("{p:?}"),
+        }
+        match program("exec", &s(&["nope"]), "p", "c", false) {
+            Program::Output { code, stderr, .. } => assert!(code == 127 && stderr.contains("nope")),
+            p => panic!("{p:?}"),
+        }
+        let st: serde_json::Value = serde_json::from_slice(&exit_status(2)).unwrap();
+        assert_eq!(st["details"]["causes"][0]["message"], "2");
+        assert_eq!(st["reason"], "NonZeroExitCode");
+    }
+}

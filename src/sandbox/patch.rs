@@ -1,0 +1,190 @@
+//! PATCH bodies: JSON patch (RFC 6902), JSON merge patch (RFC 7386), strategic merge patch,
+//! and the merge half of server-side apply.
+//!
+//! Strategic merge is a fixture-sized subset: maps merge recursively, `null` deletes, lists of
+//! maps merge by key for the usual pod-spec lists (`containers`, `initContainers`,
+//! `ephemeralContainers`, `volumes`, `env`, `imagePullSecrets` by `name`; `ports` by
+//! `containerPort`; `volumeMounts` by `mountPath`), `$patch: delete` / `$patch: replace` inside
+//! such items, and the `$setElementOrder/`, `$retainKeys`, `$deleteFromPrimitiveList/`
+//! directives kubectl sends are ignored. Other lists are replaced. Any other Content-Type is
+//! rejected by the caller with 415.
+
+use serde_json::{Map, Value};
+
+/// Supported patch flavours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchType {
+    Json,
+    Merge,
+    Strategic,
+    Apply,
+}
+
+impl PatchType {
+    /// From a Content-Type (parameters after `;` ignored).
+    pub fn from_content_type(ct: &str) -> Option<Self> {
+        match ct.split(';').next().unwrap_or("").trim() {
+            "application/json-patch+json" => Some(Self::Json),
+            "application/merge-patch+json" => Some(Self::Merge),
+            "application/strategic-merge-patch+json" => Some(Self::Strategic),
+            "application/apply-patch+yaml" => Some(Self::Apply),
+            _ => None,
+        }
+    }
+}
+
+/// Apply `patch` (already parsed) to `target`.
+pub fn apply(kind: PatchType, target: &mut Value, patch: Value) -> Result<(), String> {
+    match kind {
+        PatchType::Json => {
+            let ops: json_patch::Patch =
+                serde_json::from_value(patch).map_err(|e| format!("invalid JSON patch: {e}"))?;
+            json_patch::patch(target, &ops).map_err(|e| e.to_string())
+        }
+        PatchType::Merge => {
+            json_patch::merge(target, &patch);
+            Ok(())
+        }
+        PatchType::Strategic | PatchType::Apply => {
+            strategic(target, &patch, "");
+            Ok(())
+        }
+    }
+}
+
+fn merge_key(field: &str) -> Option<&'static str> {
+    match field {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets" => Some("name"),
+        "ports" => Some("containerPort"),
+        "volumeMounts" => Some("mountPath"),
+        _ => None,
+    }
+}
+
+/// Strategic merge of `patch` into `target`; `field` is the key `target` sits under.
+pub fn strategic(target: &mut Value, patch: &Value, field: &str) {
+    let Some(pmap) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if pmap.get("$patch").and_then(Value::as_str) == Some("replace") {
+        let mut p = pmap.clone();
+        p.remove("$patch");
+        *target = Value::Object(p);
+        return;
+    }
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    let _ = field;
+    let Some(tmap) = target.as_object_mut() else {
+        return;
+    };
+    for (k, v) in pmap {
+        if k.starts_with('$') {
+            continue;
+        }
+        match v {
+            Value::Null => {
+                tmap.remove(k);
+            }
+            Value::Object(_) => strategic(tmap.entry(k.clone()).or_insert(Value::Null), v, k),
+            Value::Array(items) => match (merge_key(k), tmap.get_mut(k)) {
+                (Some(mk), Some(Value::Array(existing))) => merge_list(existing, items, mk),
+                (Some(mk), _) => {
+                    let mut fresh = Vec::new();
+                    merge_list(&mut fresh, items, mk);
+                    tmap.insert(k.clone(), Value::Array(fresh));
+                }
+                (None, _) => {
+                    tmap.insert(k.clone(), v.clone());
+                }
+            },
+            _ => {
+                tmap.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+fn merge_list(existing: &mut Vec<Value>, items: &[Value], key: &str) {
+    for item in items {
+        let id = item.get(key).cloned();
+        let pos = id
+            .as_ref()
+            .and_then(|id| existing.iter().position(|e| e.get(key) == Some(id)));
+        let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
+        match (pos, delete) {
+            (Some(i), true) => {
+                existing.remove(i);
+            }
+            (None, true) => {}
+            (Some(i), false) => strategic(&mut existing[i], item, ""),
+            (None, false) => {
+                let mut fresh = Value::Object(Map::new());
+                strategic(&mut fresh, item, "");
+                existing.push(fresh);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn strategic_merges_containers_by_name() {
+        let mut t = json!({"spec": {"containers": [
+            {"name": "a", "image": "a:1", "env": [{"name": "X", "value": "1"}]},
+            {"name": "b", "image": "b:1"}]}, "metadata": {"labels": {"x": "1", "y": "2"}}});
+        let p = json!({"metadata": {"labels": {"y": null, "z": "3"}},
+            "spec": {"$setElementOrder/containers": [{"name": "a"}], "containers": [
+            {"name": "a", "image": "a:2", "env": [{"name": "Y", "value": "2"}]},
+            {"name": "b", "$patch": "delete"},
+            {"name": "c", "image": "c:1"}]}});
+        apply(PatchType::Strategic, &mut t, p).unwrap();
+        assert_eq!(t["metadata"]["labels"], json!({"x": "1", "z": "3"}));
+        let cs = t["spec"]["containers"].as_array().unwrap();
+        assert_eq!(cs.len(), 2);
+        assert_eq!(cs[0]["image"], "a:2");
+        assert_eq!(cs[0]["env"].as_array().unwrap().len(), 2);
+        assert_eq!(cs[1]["name"], "c");
+    }
+
+    #[test]
+    fn json_and_merge_patch() {
+        let mut t = json!({"data": {"a": "1"}, "list": [1, 2]});
+        apply(
+            PatchType::Merge,
+            &mut t,
+            json!({"data": {"a": null, "b": "2"}, "list": [3]}),
+        )
+        .unwrap();
+        assert_eq!(t, json!({"data": {"b": "2"}, "list": [3]}));
+        apply(
+            PatchType::Json,
+            &mut t,
+            json!([{"op": "add", "path": "/data/c", "value": "3"}]),
+        )
+        .unwrap();
+        assert_eq!(t["data"]["c"], "3");
+        assert!(apply(
+            PatchType::Json,
+            &mut t,
+            json!([{"op": "remove", "path": "/nope"}])
+        )
+        .is_err());
+        assert_eq!(
+            PatchType::from_content_type("application/merge-patch+json; charset=utf-8"),
+            Some(PatchType::Merge)
+        );
+        assert_eq!(PatchType::from_content_type("text/plain"), None);
+    }
+}

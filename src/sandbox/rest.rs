@@ -1,0 +1,464 @@
+//! REST verbs on objects: get, list, create, update, patch, delete, deletecollection, plus the
+//! `status` and `scale` subresources. Dispatches `log`, `exec`/`attach` and watches to their
+//! own modules.
+//!
+//! Accepts JSON or YAML (`application/yaml`) bodies up to 3 MiB, `dryRun=All`,
+//! `labelSelector`, `fieldSelector`, `limit` + `continue`. Rejects: undecodable bodies and
+//! bad selectors (400), kind or namespace mismatches (400), unsupported patch types (415),
+//! methods a path does not serve (405), port-forward (400: not supported by the sandbox).
+
+use base64::Engine;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+
+use super::{
+    discovery::ResourceDef,
+    exec, logs,
+    patch::{self, PatchType},
+    selectors::{FieldSelector, LabelSelector},
+    table, watch, Sandbox,
+};
+use crate::{body::Body, k8s::Status};
+
+/// Request body limit, as the apiserver's `MaxRequestBodyBytes`.
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// A parsed resource path.
+pub struct Target {
+    pub def: &'static ResourceDef,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub sub: Option<String>,
+    pub watch_prefix: bool,
+}
+
+/// Decoded query parameters (repeats kept, order kept).
+pub struct Query(Vec<(String, String)>);
+
+impl Query {
+    pub fn parse(q: Option<&str>) -> Query {
+        Query(
+            form_urlencoded::parse(q.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
+    pub fn all(&self, k: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+    pub fn flag(&self, k: &str) -> bool {
+        matches!(self.get(k), Some("true" | "1"))
+    }
+}
+
+/// A JSON response.
+pub fn json_response(code: StatusCode, v: &Value, content_type: &'static str) -> Response<Body> {
+    let mut r = Response::new(crate::body::full(serde_json::to_vec(v).unwrap_or_default()));
+    *r.status_mut() = code;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn ok(v: &Value) -> Response<Body> {
+    json_response(StatusCode::OK, v, "application/json")
+}
+
+/// `the server does not allow this method on the requested resource` (405).
+pub fn method_not_allowed() -> Response<Body> {
+    Status::failure(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        "the server does not allow this method on the requested resource",
+    )
+    .into_response()
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<(Option<String>, bytes::Bytes), Status> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let limited = http_body_util::Limited::new(req.into_body(), MAX_BODY);
+    match limited.collect().await {
+        Ok(c) => Ok((ct, c.to_bytes())),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Status::failure(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {MAX_BODY}"),
+        )),
+        Err(e) => Err(Status::bad_request(format!("reading request body: {e}"))),
+    }
+}
+
+/// Decode a JSON or YAML body.
+pub fn decode(ct: Option<&str>, bytes: &[u8]) -> Result<Value, Status> {
+    if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
+        return Ok(v);
+    }
+    let is_yaml = ct.is_some_and(|c| c.contains("yaml"));
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| Status::bad_request("request body is not valid UTF-8"))?;
+    if is_yaml {
+        serde_saphyr::from_str::<Value>(text)
+            .map_err(|e| Status::bad_request(format!("error decoding YAML: {e}")))
+    } else {
+        Err(Status::bad_request(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
+        ))
+    }
+}
+
+fn check_identity(t: &Target, obj: &mut Value) -> Result<(), Status> {
+    let def = t.def;
+    if let Some(kind) = obj["kind"].as_str() {
+        if kind != def.kind {
+            return Err(Status::bad_request(format!(
+                "the API version in the data ({}) does not match the expected API version ({})",
+                obj["apiVersion"].as_str().unwrap_or(""),
+                def.api_version()
+            )));
+        }
+    }
+    obj["kind"] = json!(def.kind);
+    obj["apiVersion"] = json!(def.api_version());
+    if let (Some(want), Some(got)) = (
+        t.namespace.as_deref(),
+        obj["metadata"]["namespace"].as_str(),
+    ) {
+        if want != got {
+            return Err(Status::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn selectors(def: &ResourceDef, q: &Query) -> Result<(LabelSelector, FieldSelector), Status> {
+    let l =
+        LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(Status::bad_request)?;
+    let f = FieldSelector::parse(q.get("fieldSelector").unwrap_or(""), def.kind)
+        .map_err(Status::bad_request)?;
+    Ok((l, f))
+}
+
+fn dry_run(q: &Query) -> bool {
+    q.get("dryRun") == Some("All")
+}
+
+/// Serve one resource request.
+pub async fn handle(sb: &Sandbox, req: Request<Incoming>, t: Target) -> Response<Body> {
+    let q = Query::parse(req.uri().query());
+    let method = req.method().clone();
+    if let Some(sub) = t.sub.as_deref() {
+        if !t.def.subresources.iter().any(|s| s.name == sub) {
+            return super::not_found_page();
+        }
+        let name = t.name.clone().unwrap_or_default();
+        return match sub {
+            "log" if method == Method::GET || method == Method::HEAD => {
+                logs::serve(sb, t.namespace.as_deref().unwrap_or(""), &name, &q)
+            }
+            "exec" | "attach" => exec::serve(
+                sb,
+                req,
+                t.namespace.as_deref().unwrap_or(""),
+                &name,
+                sub,
+                &q,
+            ),
+            "portforward" => {
+                Status::bad_request("port-forward is not supported by the sandbox").into_response()
+            }
+            "status" => object(sb, req, &t, &q).await,
+            "scale" => scale(sb, req, &t, &q).await,
+            _ => method_not_allowed(),
+        };
+    }
+    if t.watch_prefix || q.flag("watch") {
+        if method != Method::GET {
+            return method_not_allowed();
+        }
+        return match selectors(t.def, &q) {
+            Ok((l, mut f)) => {
+                if let Some(n) = &t.name {
+                    f = FieldSelector::parse(&format!("metadata.name={n}"), t.def.kind)
+                        .unwrap_or(f);
+                }
+                watch::serve(
+                    sb,
+                    t.def,
+                    t.namespace.clone(),
+                    l,
+                    f,
+                    &q,
+                    table::wanted(req.headers()),
+                )
+            }
+            Err(s) => s.into_response(),
+        };
+    }
+    if t.name.is_some() {
+        return object(sb, req, &t, &q).await;
+    }
+    let result = match method {
+        Method::GET | Method::HEAD => list(sb, &t, &q, table::wanted(req.headers())),
+        Method::POST => create(sb, req, &t, &q).await,
+        Method::DELETE => delete_collection(sb, &t, &q),
+        _ => return method_not_allowed(),
+    };
+    result.unwrap_or_else(Status::into_response)
+}
+
+fn list(sb: &Sandbox, t: &Target, q: &Query, as_table: bool) -> Result<Response<Body>, Status> {
+    let (l, f) = selectors(t.def, q)?;
+    let (items, rv) = {
+        let store = sb.store();
+        (store.list(t.def, t.namespace.as_deref()), store.rv())
+    };
+    let mut items: Vec<Value> = items
+        .into_iter()
+        .filter(|o| l.matches(o) && f.matches(o))
+        .collect();
+    if let Some(tok) = q.get("continue").filter(|s| !s.is_empty()) {
+        let after = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(tok)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| Status::bad_request("continue key is not valid"))?;
+        items.retain(|o| key_of(o) > after);
+    }
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if let Some(limit) = q
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0)
+    {
+        if items.len() > limit {
+            let remaining = items.len() - limit;
+            items.truncate(limit);
+            let last = items.last().map(key_of).unwrap_or_default();
+            meta["continue"] = json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last));
+            meta["remainingItemCount"] = json!(remaining);
+        }
+    }
+    if as_table {
+        return Ok(json_response(
+            StatusCode::OK,
+            &table::table(t.def.kind, &items, meta),
+            table::CONTENT_TYPE,
+        ));
+    }
+    Ok(ok(&json!({
+        "kind": format!("{}List", t.def.kind),
+        "apiVersion": t.def.api_version(),
+        "metadata": meta,
+        "items": items,
+    })))
+}
+
+fn key_of(o: &Value) -> String {
+    format!(
+        "{}\u{0}{}",
+        o["metadata"]["namespace"].as_str().unwrap_or(""),
+        o["metadata"]["name"].as_str().unwrap_or("")
+    )
+}
+
+async fn create(
+    sb: &Sandbox,
+    req: Request<Incoming>,
+    t: &Target,
+    q: &Query,
+) -> Result<Response<Body>, Status> {
+    let (ct, bytes) = read_body(req).await?;
+    let mut obj = decode(ct.as_deref(), &bytes)?;
+    if !obj.is_object() {
+        return Err(Status::bad_request(
+            "the body of the request was not an object",
+        ));
+    }
+    check_identity(t, &mut obj)?;
+    let created = sb
+        .store()
+        .create(t.def, t.namespace.as_deref(), obj, dry_run(q))?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &created,
+        "application/json",
+    ))
+}
+
+fn delete_collection(sb: &Sandbox, t: &Target, q: &Query) -> Result<Response<Body>, Status> {
+    let (l, f) = selectors(t.def, q)?;
+    let mut store = sb.store();
+    let victims: Vec<Value> = store
+        .list(t.def, t.namespace.as_deref())
+        .into_iter()
+        .filter(|o| l.matches(o) && f.matches(o))
+        .collect();
+    let mut deleted = Vec::new();
+    for v in victims {
+        let ns = v["metadata"]["namespace"].as_str().map(str::to_string);
+        let name = v["metadata"]["name"].as_str().unwrap_or("").to_string();
+        deleted.push(store.delete(t.def, ns.as_deref(), &name, dry_run(q))?);
+    }
+    Ok(ok(&json!({
+        "kind": format!("{}List", t.def.kind), "apiVersion": t.def.api_version(),
+        "metadata": {"resourceVersion": store.rv().to_string()}, "items": deleted,
+    })))
+}
+
+/// GET / PUT / PATCH / DELETE on one object (also used for the `status` subresource).
+async fn object(sb: &Sandbox, req: Request<Incoming>, t: &Target, q: &Query) -> Response<Body> {
+    let name = t.name.clone().unwrap_or_default();
+    let ns = t.namespace.as_deref();
+    let as_table = table::wanted(req.headers());
+    let result = match req.method().clone() {
+        Method::GET | Method::HEAD => sb.store().get(t.def, ns, &name).map(|o| {
+            if as_table {
+                let meta = json!({"resourceVersion": o["metadata"]["resourceVersion"]});
+                json_response(
+                    StatusCode::OK,
+                    &table::table(t.def.kind, &[o], meta),
+                    table::CONTENT_TYPE,
+                )
+            } else {
+                ok(&o)
+            }
+        }),
+        Method::PUT => {
+            async {
+                let (ct, bytes) = read_body(req).await?;
+                let mut obj = decode(ct.as_deref(), &bytes)?;
+                if !obj.is_object() {
+                    return Err(Status::bad_request(
+                        "the body of the request was not an object",
+                    ));
+                }
+                check_identity(t, &mut obj)?;
+                sb.store()
+                    .update(t.def, ns, &name, obj, dry_run(q))
+                    .map(|o| ok(&o))
+            }
+            .await
+        }
+        Method::PATCH => patch_object(sb, req, t, q).await,
+        Method::DELETE => sb
+            .store()
+            .delete(t.def, ns, &name, dry_run(q))
+            .map(|o| ok(&o)),
+        _ => return method_not_allowed(),
+    };
+    result.unwrap_or_else(Status::into_response)
+}
+
+async fn patch_object(
+    sb: &Sandbox,
+    req: Request<Incoming>,
+    t: &Target,
+    q: &Query,
+) -> Result<Response<Body>, Status> {
+    let name = t.name.clone().unwrap_or_default();
+    let ns = t.namespace.as_deref();
+    let (ct, bytes) = read_body(req).await?;
+    let kind = ct
+        .as_deref()
+        .and_then(PatchType::from_content_type)
+        .ok_or_else(|| {
+            Status::failure(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {:?})",
+                    ct.as_deref().unwrap_or("")
+                ),
+            )
+        })?;
+    let patch_body = decode(
+        Some(if kind == PatchType::Apply {
+            "yaml"
+        } else {
+            "json"
+        }),
+        &bytes,
+    )?;
+    let mut store = sb.store();
+    let current = match store.get(t.def, ns, &name) {
+        Ok(c) => c,
+        Err(_) if kind == PatchType::Apply => {
+            let mut obj = patch_body;
+            check_identity(t, &mut obj)?;
+            let created = store.create(t.def, ns, obj, dry_run(q))?;
+            return Ok(json_response(
+                StatusCode::CREATED,
+                &created,
+                "application/json",
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    let mut patched = current;
+    patch::apply(kind, &mut patched, patch_body)
+        .map_err(|e| Status::failure(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", e))?;
+    check_identity(t, &mut patched)?;
+    store
+        .update(t.def, ns, &name, patched, dry_run(q))
+        .map(|o| ok(&o))
+}
+
+/// `deployments/scale` and friends: an `autoscaling/v1` Scale view of `spec.replicas`.
+async fn scale(sb: &Sandbox, req: Request<Incoming>, t: &Target, q: &Query) -> Response<Body> {
+    let name = t.name.clone().unwrap_or_default();
+    let ns = t.namespace.as_deref();
+    let to_scale = |o: &Value| {
+        json!({
+            "kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {"name": o["metadata"]["name"], "namespace": o["metadata"]["namespace"],
+                "uid": o["metadata"]["uid"], "resourceVersion": o["metadata"]["resourceVersion"],
+                "creationTimestamp": o["metadata"]["creationTimestamp"]},
+            "spec": {"replicas": o["spec"]["replicas"]},
+            "status": {"replicas": o["status"]["replicas"]},
+        })
+    };
+    let method = req.method().clone();
+    let result = async {
+        let current = sb.store().get(t.def, ns, &name)?;
+        if method == Method::GET || method == Method::HEAD {
+            return Ok(ok(&to_scale(&current)));
+        }
+        if method != Method::PUT && method != Method::PATCH {
+            return Ok(method_not_allowed());
+        }
+        let (ct, bytes) = read_body(req).await?;
+        let body = decode(ct.as_deref(), &bytes)?;
+        let mut scale = to_scale(&current);
+        if method == Method::PUT {
+            scale = body;
+        } else {
+            let kind = ct
+                .as_deref()
+                .and_then(PatchType::from_content_type)
+                .unwrap_or(PatchType::Merge);
+            patch::apply(kind, &mut scale, body)
+                .map_err(|e| Status::failure(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", e))?;
+        }
+        let mut obj = current;
+        obj["spec"]["replicas"] = scale["spec"]["replicas"].clone();
+        let updated = sb.store().update(t.def, ns, &name, obj, dry_run(q))?;
+        Ok(ok(&to_scale(&updated)))
+    }
+    .await;
+    result.unwrap_or_else(Status::into_response)
+}

@@ -1,0 +1,191 @@
+//! Watches: newline-delimited `{"type":...,"object":...}` events, flushed one by one.
+//!
+//! Accepts `resourceVersion` (unset or "0": synthetic ADDED for current objects, then live;
+//! N: events after N from the bounded history), `sendInitialEvents=true` (initial ADDED then a
+//! BOOKMARK annotated `k8s.io/initial-events-end`), `allowWatchBookmarks`, `timeoutSeconds`,
+//! label / field selectors, and Table-wrapped events when `Accept` asks `as=Table`. A too-old
+//! resourceVersion gets HTTP 200 and an in-stream ERROR event carrying a 410 Expired Status.
+//! The producer stops when the client goes away, on timeout, or if it falls too far behind.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+
+use super::{
+    discovery::ResourceDef,
+    rest::Query,
+    selectors::{FieldSelector, LabelSelector},
+    store::Event,
+    table, Sandbox,
+};
+use crate::{body::Body, k8s::Status};
+
+/// How often a bookmark is sent when bookmarks were asked for.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
+
+struct Filter {
+    def: &'static ResourceDef,
+    ns: Option<String>,
+    labels: LabelSelector,
+    fields: FieldSelector,
+    as_table: bool,
+}
+
+impl Filter {
+    fn wants(&self, ev: &Event) -> bool {
+        ev.resource == self.def.plural
+            && self.ns.as_ref().is_none_or(|n| *n == ev.namespace)
+            && self.labels.matches(&ev.object)
+            && self.fields.matches(&ev.object)
+    }
+
+    fn line(&self, kind: &str, object: &Value) -> Bytes {
+        let object = if self.as_table && kind != "ERROR" && kind != "BOOKMARK" {
+            let meta = json!({"resourceVersion": object["metadata"]["resourceVersion"]});
+            table::table(self.def.kind, std::slice::from_ref(object), meta)
+        } else {
+            object.clone()
+        };
+        let mut v =
+            serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+        v.push(b'\n');
+        Bytes::from(v)
+    }
+
+    fn bookmark(&self, rv: u64, initial_end: bool) -> Bytes {
+        let mut meta = json!({"resourceVersion": rv.to_string()});
+        if initial_end {
+            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        let obj =
+            json!({"kind": self.def.kind, "apiVersion": self.def.api_version(), "metadata": meta});
+        self.line("BOOKMARK", &obj)
+    }
+}
+
+/// Start a watch; the response streams until the client leaves or the timeout passes.
+pub fn serve(
+    sb: &Sandbox,
+    def: &'static ResourceDef,
+    ns: Option<String>,
+    labels: LabelSelector,
+    fields: FieldSelector,
+    q: &Query,
+    as_table: bool,
+) -> Response<Body> {
+    let from = match q
+        .get("resourceVersion")
+        .filter(|v| !v.is_empty() && *v != "0")
+    {
+        None => None,
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                return Status::bad_request(format!("invalid resource version: {v}"))
+                    .into_response()
+            }
+        },
+    };
+    let send_initial = q.flag("sendInitialEvents");
+    let from = if send_initial { None } else { from };
+    let bookmarks = q.flag("allowWatchBookmarks");
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(1800));
+    let filter = Filter {
+        def,
+        ns,
+        labels,
+        fields,
+        as_table,
+    };
+    let start = sb.store().watch(def, filter.ns.as_deref(), from);
+    let (tx, body) = crate::body::channel(16);
+    match start {
+        Err(oldest) => {
+            let status = Status::failure(
+                StatusCode::GONE,
+                "Expired",
+                format!("too old resource version: {} ({oldest})", from.unwrap_or(0)),
+            );
+            let obj: Value = serde_json::from_slice(&status.to_json()).unwrap_or_default();
+            let line = filter.line("ERROR", &obj);
+            tokio::spawn(async move {
+                let _ = tx.send(line).await;
+            });
+        }
+        Ok(start) => {
+            tokio::spawn(pump(
+                tx,
+                filter,
+                start,
+                send_initial && bookmarks,
+                bookmarks,
+                timeout,
+            ));
+        }
+    }
+    let mut resp = Response::new(body);
+    let ct = if as_table {
+        table::CONTENT_TYPE
+    } else {
+        "application/json"
+    };
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    resp
+}
+
+async fn pump(
+    tx: mpsc::Sender<Bytes>,
+    filter: Filter,
+    start: super::store::WatchStart,
+    initial_end: bool,
+    bookmarks: bool,
+    timeout: Duration,
+) {
+    let super::store::WatchStart {
+        initial,
+        mut rx,
+        mut rv,
+    } = start;
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    for ev in initial.iter().filter(|e| filter.wants(e)) {
+        if tx.send(filter.line(ev.kind, &ev.object)).await.is_err() {
+            return;
+        }
+        rv = rv.max(ev.rv);
+    }
+    if initial_end && tx.send(filter.bookmark(rv, true)).await.is_err() {
+        return;
+    }
+    let mut tick = tokio::time::interval(BOOKMARK_EVERY);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = &mut deadline => return,
+            _ = tx.closed() => return,
+            _ = tick.tick(), if bookmarks => {
+                if tx.send(filter.bookmark(rv, false)).await.is_err() {
+                    return;
+                }
+            }
+            ev = rx.recv() => match ev {
+                Ok(ev) => {
+                    rv = rv.max(ev.rv);
+                    if filter.wants(&ev) && tx.send(filter.line(ev.kind, &ev.object)).await.is_err() {
+                        return;
+                    }
+                }
+                // Fell behind or the store went away: end the watch; clients re-list.
+                Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return,
+            }
+        }
+    }
+}

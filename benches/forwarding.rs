@@ -15,8 +15,12 @@ use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 async fn h2(addr: std::net::SocketAddr, env: &common::Env, cert: bool) -> SendRequest<Full<Bytes>> {
-    let io = TokioIo::new(common::tls_connect(addr, &env.ca, cert.then_some(&env.admin_cert), &[b"h2"]).await);
-    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
+    let io = TokioIo::new(
+        common::tls_connect(addr, &env.ca, cert.then_some(&env.admin_cert), &[b"h2"]).await,
+    );
+    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .unwrap();
     tokio::spawn(conn);
     sender
 }
@@ -31,7 +35,11 @@ async fn one(sender: &mut SendRequest<Full<Bytes>>) {
 }
 
 fn forwarding(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let (env, mut direct, mut proxied) = rt.block_on(async {
         let env = common::Env::start().await;
         let body = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"bench"},"data":{"k":"v"}}"#;
@@ -52,7 +60,10 @@ fn forwarding(c: &mut Criterion) {
         (env, direct, proxied)
     });
     let mut group = c.benchmark_group("small_get");
-    for (name, sender) in [("direct_to_sandbox", &mut direct), ("through_proxy", &mut proxied)] {
+    for (name, sender) in [
+        ("direct_to_sandbox", &mut direct),
+        ("through_proxy", &mut proxied),
+    ] {
         group.bench_function(name, |b| {
             b.to_async(&rt).iter_custom(|iters| {
                 let mut s = sender.clone();

@@ -39,9 +39,16 @@ pub fn random_token() -> Result<String> {
 }
 
 /// Write every demo file for a proxy on `listen` / `admin` in front of `sandbox_url`.
-pub fn write(dir: &Path, ca: &Ca, sandbox_url: &str, listen: SocketAddr, admin: SocketAddr) -> Result<Files> {
+pub fn write(
+    dir: &Path,
+    ca: &Ca,
+    sandbox_url: &str,
+    listen: SocketAddr,
+    admin: SocketAddr,
+) -> Result<Files> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let put = |name: &str, data: &str| -> Result<()> { write_private(&dir.join(name), data.as_bytes()) };
+    let put =
+        |name: &str, data: &str| -> Result<()> { write_private(&dir.join(name), data.as_bytes()) };
 
     put("ca.crt", &ca.cert.cert_pem)?;
     let server = ca.server_cert(&["localhost", "127.0.0.1"])?;

@@ -73,8 +73,13 @@ impl Ca {
         self.sign(params)
     }
 
-    /// A client certificate: CN = user, one O per group (Kubernetes x509 convention).
+    /// A client certificate: CN = user, O = group (Kubernetes x509 convention). rcgen encodes
+    /// one value per attribute type, so at most one group can be issued here (the proxy itself
+    /// reads any number of O attributes from certificates made elsewhere).
     pub fn client_cert(&self, user: &str, groups: &[&str]) -> Result<Issued> {
+        if groups.len() > 1 {
+            anyhow::bail!("this CA helper can put only one O (group) in a certificate");
+        }
         let mut params = CertificateParams::new(Vec::<String>::new()).context("client params")?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, user);

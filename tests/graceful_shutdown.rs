@@ -10,14 +10,19 @@ use http_body_util::BodyExt;
 use portcullis::{demo, pki::Ca, sandbox, server::tls};
 
 fn free_port() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_request_finish() {
     tls::install_crypto_provider();
     let ca = Ca::new("test CA").unwrap();
-    let sandbox = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca).await.unwrap();
+    let sandbox = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (listen, admin) = (free_port(), free_port());
     let files = demo::write(dir.path(), &ca, &sandbox.url(), listen, admin).unwrap();
@@ -41,21 +46,31 @@ async fn sigterm_lets_in_flight_request_finish() {
 
     // An in-flight request that lasts ~2 s: a watch with timeoutSeconds.
     let client_cert = ca.client_cert("admin", &["demo:admins"]).unwrap();
-    let io = hyper_util::rt::TokioIo::new(common::tls_connect(listen, &ca, Some(&client_cert), &[b"h2"]).await);
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(
+        common::tls_connect(listen, &ca, Some(&client_cert), &[b"h2"]).await,
+    );
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let resp = sender
         .send_request(
-            http::Request::get("https://localhost/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=2")
-                .body(http_body_util::Full::new(Bytes::new()))
-                .unwrap(),
+            http::Request::get(
+                "https://localhost/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=2",
+            )
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap(),
         )
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
 
     let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     assert!(killed.success());
 
     // New connections are refused once the listener is closed.
@@ -71,9 +86,15 @@ async fn sigterm_lets_in_flight_request_finish() {
 
     // The in-flight watch still completes normally.
     let body = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect()).await;
-    assert!(matches!(body, Ok(Ok(_))), "in-flight request was cut: {body:?}");
+    assert!(
+        matches!(body, Ok(Ok(_))),
+        "in-flight request was cut: {body:?}"
+    );
 
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "exit status {status:?}");
     sandbox.stop().await;
 }

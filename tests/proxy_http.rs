@@ -13,7 +13,8 @@ use portcullis::{pki::Ca, sandbox};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn status_json(body: &Bytes) -> serde_json::Value {
-    serde_json::from_slice(body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,24 +37,43 @@ async fn identity_and_hop_by_hop_headers_never_reach_upstream() {
         .header("x-custom", "passes")
         .body(Full::new(Bytes::new()))
         .unwrap();
-    env.sandbox.clear_recorded();
+    env.sandbox.sandbox.clear_recorded();
     let resp = env.request(req, Some(&env.admin_cert), false).await;
     assert_eq!(resp.status(), StatusCode::OK, "{:?}", resp.body());
     let audit_id = resp.headers()["audit-id"].to_str().unwrap().to_string();
     assert_ne!(audit_id, "forged-id");
 
-    let seen = env.sandbox.recorded();
+    let seen = env.sandbox.sandbox.recorded();
     assert_eq!(seen.len(), 1, "upstream saw {seen:?}");
     let h = &seen[0].headers;
-    for gone in ["x-secret", "keep-alive", "te", "proxy-authorization", "impersonate-uid", "impersonate-extra-scopes", "x-remote-user", "connection"] {
+    for gone in [
+        "x-secret",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "impersonate-uid",
+        "impersonate-extra-scopes",
+        "x-remote-user",
+        "connection",
+    ] {
         assert!(h.get(gone).is_none(), "{gone} reached the upstream: {h:?}");
     }
     assert_eq!(h["impersonate-user"], "admin");
     let groups: Vec<_> = h.get_all("impersonate-group").iter().collect();
     assert_eq!(groups, ["demo:admins"]);
-    assert_eq!(h["authorization"].to_str().unwrap(), format!("Bearer {}", env.proxy_token()));
-    assert_eq!(h["audit-id"].to_str().unwrap(), audit_id, "the upstream gets our Audit-ID");
-    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "untrusted X-Forwarded-For is replaced by the peer");
+    assert_eq!(
+        h["authorization"].to_str().unwrap(),
+        format!("Bearer {}", env.proxy_token())
+    );
+    assert_eq!(
+        h["audit-id"].to_str().unwrap(),
+        audit_id,
+        "the upstream gets our Audit-ID"
+    );
+    assert_eq!(
+        h["x-forwarded-for"], "127.0.0.1",
+        "untrusted X-Forwarded-For is replaced by the peer"
+    );
     assert_eq!(h["x-custom"], "passes");
     env.stop().await;
 }
@@ -61,7 +81,7 @@ async fn identity_and_hop_by_hop_headers_never_reach_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_client_certificate_is_401_and_upstream_sees_nothing() {
     let env = Env::start_with(|c| *c = c.replace("mode: required", "mode: optional")).await;
-    env.sandbox.clear_recorded();
+    env.sandbox.sandbox.clear_recorded();
     let resp = env.request(get("/api/v1/namespaces"), None, true).await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     let s = status_json(resp.body());
@@ -69,7 +89,11 @@ async fn no_client_certificate_is_401_and_upstream_sees_nothing() {
     assert_eq!(s["reason"], "Unauthorized");
     assert_eq!(s["message"], "Unauthorized");
     assert_eq!(s["code"], 401);
-    assert!(env.sandbox.recorded().is_empty(), "upstream saw {:?}", env.sandbox.recorded());
+    assert!(
+        env.sandbox.sandbox.recorded().is_empty(),
+        "upstream saw {:?}",
+        env.sandbox.sandbox.recorded()
+    );
     env.stop().await;
 }
 
@@ -77,29 +101,44 @@ async fn no_client_certificate_is_401_and_upstream_sees_nothing() {
 async fn reserved_system_identity_is_401_and_upstream_sees_nothing() {
     let env = Env::start().await;
     let evil = env.ca.client_cert("mallory", &["system:masters"]).unwrap();
-    env.sandbox.clear_recorded();
-    let resp = env.request(get("/api/v1/namespaces"), Some(&evil), false).await;
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env
+        .request(get("/api/v1/namespaces"), Some(&evil), false)
+        .await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(status_json(resp.body())["reason"], "Unauthorized");
-    assert!(env.sandbox.recorded().is_empty());
+    assert!(env.sandbox.sandbox.recorded().is_empty());
     env.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_is_a_502_status() {
     let ca = Ca::new("test CA").unwrap();
-    let sandbox = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca).await.unwrap();
+    let sandbox = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
+        .await
+        .unwrap();
     // Find a port nobody listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let env = Env::start_in_front_of(ca, sandbox, |c| {
         *c = c
             .lines()
-            .map(|l| if l.trim_start().starts_with("url:") { format!("  url: https://{dead}") } else { l.to_string() })
+            .map(|l| {
+                if l.trim_start().starts_with("url:") {
+                    format!("  url: https://{dead}")
+                } else {
+                    l.to_string()
+                }
+            })
             .collect::<Vec<_>>()
             .join("\n")
     })
     .await;
-    let resp = env.request(get("/api/v1/namespaces"), Some(&env.admin_cert), false).await;
+    let resp = env
+        .request(get("/api/v1/namespaces"), Some(&env.admin_cert), false)
+        .await;
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
     let s = status_json(resp.body());
     assert_eq!(s["kind"], "Status");
@@ -107,7 +146,10 @@ async fn upstream_down_is_a_502_status() {
     assert_eq!(s["status"], "Failure");
     assert_eq!(s["reason"], "BadGateway");
     assert_eq!(s["code"], 502);
-    assert!(s["message"].as_str().unwrap().contains("could not be reached"));
+    assert!(s["message"]
+        .as_str()
+        .unwrap()
+        .contains("could not be reached"));
     env.stop().await;
 }
 
@@ -116,20 +158,31 @@ async fn upstream_down_is_a_502_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_upgrade_drops_the_upstream_connection() {
     let ca = Ca::new("test CA").unwrap();
-    let sandbox = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca).await.unwrap();
+    let sandbox = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
+        .await
+        .unwrap();
     let server = ca.server_cert(&["localhost", "127.0.0.1"]).unwrap();
-    let tls = portcullis::server::tls::server_config(vec![server.cert_der.clone()], server.key(), portcullis::server::tls::ClientAuth::None).unwrap();
+    let tls = portcullis::server::tls::server_config(
+        vec![server.cert_der.clone()],
+        server.key(),
+        portcullis::server::tls::ClientAuth::None,
+    )
+    .unwrap();
     let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let fake_addr = fake.local_addr().unwrap();
     let (closed_tx, mut closed_rx) = tokio::sync::mpsc::channel::<bool>(4);
     tokio::spawn(async move {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         loop {
-            let Ok((tcp, _)) = fake.accept().await else { return };
+            let Ok((tcp, _)) = fake.accept().await else {
+                return;
+            };
             let acceptor = acceptor.clone();
             let closed_tx = closed_tx.clone();
             tokio::spawn(async move {
-                let Ok(mut s) = acceptor.accept(tcp).await else { return };
+                let Ok(mut s) = acceptor.accept(tcp).await else {
+                    return;
+                };
                 let mut head = Vec::new();
                 let mut buf = [0u8; 4096];
                 while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -141,7 +194,9 @@ async fn failed_upgrade_drops_the_upstream_connection() {
                 let text = String::from_utf8_lossy(&head).to_lowercase();
                 if !text.contains("upgrade: websocket") {
                     // Readiness probes and the like.
-                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
                     return;
                 }
                 let body = br#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"denied","reason":"Forbidden","code":403}"#;
@@ -150,7 +205,10 @@ async fn failed_upgrade_drops_the_upstream_connection() {
                 let _ = s.write_all(body).await;
                 let _ = s.flush().await;
                 // The proxy must close this connection rather than keep it for another request.
-                let closed = matches!(tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await, Ok(Ok(0)) | Ok(Err(_)));
+                let closed = matches!(
+                    tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await,
+                    Ok(Ok(0)) | Ok(Err(_))
+                );
                 let _ = closed_tx.send(closed).await;
             });
         }
@@ -158,32 +216,55 @@ async fn failed_upgrade_drops_the_upstream_connection() {
     let env = Env::start_in_front_of(ca, sandbox, |c| {
         *c = c
             .lines()
-            .map(|l| if l.trim_start().starts_with("url:") { format!("  url: https://{fake_addr}") } else { l.to_string() })
+            .map(|l| {
+                if l.trim_start().starts_with("url:") {
+                    format!("  url: https://{fake_addr}")
+                } else {
+                    l.to_string()
+                }
+            })
             .collect::<Vec<_>>()
             .join("\n")
     })
     .await;
-    let req = Request::get("https://localhost/api/v1/namespaces/default/pods/p/exec?command=echo&stdout=true")
-        .header("connection", "Upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .header("sec-websocket-protocol", "v5.channel.k8s.io")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
+    let req = Request::get(
+        "https://localhost/api/v1/namespaces/default/pods/p/exec?command=echo&stdout=true",
+    )
+    .header("connection", "Upgrade")
+    .header("upgrade", "websocket")
+    .header("sec-websocket-version", "13")
+    .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+    .header("sec-websocket-protocol", "v5.channel.k8s.io")
+    .body(Full::new(Bytes::new()))
+    .unwrap();
     let resp = env.request(req, Some(&env.admin_cert), false).await;
-    assert_eq!(resp.status(), StatusCode::FORBIDDEN, "the upstream's refusal reaches the client as is");
+    assert_eq!(
+        resp.status(),
+        StatusCode::FORBIDDEN,
+        "the upstream's refusal reaches the client as is"
+    );
     assert_eq!(status_json(resp.body())["message"], "denied");
-    let closed = tokio::time::timeout(Duration::from_secs(10), closed_rx.recv()).await.unwrap().unwrap();
-    assert!(closed, "the proxy kept the upstream connection open after a failed upgrade");
+    let closed = tokio::time::timeout(Duration::from_secs(10), closed_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        closed,
+        "the proxy kept the upstream connection open after a failed upgrade"
+    );
     env.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_carries_more_than_100_concurrent_watches_on_one_connection() {
     let env = Env::start().await;
-    let io = hyper_util::rt::TokioIo::new(common::tls_connect(env.proxy_addr, &env.ca, Some(&env.admin_cert), &[b"h2"]).await);
-    let (sender, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(
+        common::tls_connect(env.proxy_addr, &env.ca, Some(&env.admin_cert), &[b"h2"]).await,
+    );
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let mut heads = Vec::new();
     for _ in 0..110 {
@@ -191,7 +272,9 @@ async fn h2_carries_more_than_100_concurrent_watches_on_one_connection() {
         heads.push(tokio::spawn(async move {
             sender.ready().await.unwrap();
             let resp = sender
-                .send_request(get("/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=30"))
+                .send_request(get(
+                    "/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=30",
+                ))
                 .await
                 .unwrap();
             (resp.status(), resp) // keep the stream open by holding the response
@@ -199,7 +282,10 @@ async fn h2_carries_more_than_100_concurrent_watches_on_one_connection() {
     }
     let mut open = Vec::new();
     for h in heads {
-        let (status, resp) = tokio::time::timeout(Duration::from_secs(30), h).await.unwrap().unwrap();
+        let (status, resp) = tokio::time::timeout(Duration::from_secs(30), h)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(status, StatusCode::OK);
         open.push(resp);
     }
@@ -212,16 +298,26 @@ async fn h2_carries_more_than_100_concurrent_watches_on_one_connection() {
 async fn rotated_token_file_is_picked_up() {
     let env = Env::start_with(|c| {
         c.push_str("\n");
-        *c = c.replace("  credentials:\n", "  token_reload_interval: 100ms\n  credentials:\n");
+        *c = c.replace(
+            "  credentials:\n",
+            "  token_reload_interval: 100ms\n  credentials:\n",
+        );
     })
     .await;
     std::fs::write(env.files.dir.join("proxy.token"), "rotated-token\n").unwrap();
     let mut seen = String::new();
     // Poll (bounded) until the reloader swaps the token in; no fixed sleep decides the outcome.
     for _ in 0..100 {
-        env.sandbox.clear_recorded();
-        env.request(get("/api/v1/namespaces"), Some(&env.admin_cert), true).await;
-        seen = env.sandbox.recorded().last().map(|r| r.headers["authorization"].to_str().unwrap().to_string()).unwrap_or_default();
+        env.sandbox.sandbox.clear_recorded();
+        env.request(get("/api/v1/namespaces"), Some(&env.admin_cert), true)
+            .await;
+        seen = env
+            .sandbox
+            .sandbox
+            .recorded()
+            .last()
+            .map(|r| r.headers["authorization"].to_str().unwrap().to_string())
+            .unwrap_or_default();
         if seen == "Bearer rotated-token" {
             break;
         }
@@ -234,27 +330,55 @@ async fn rotated_token_file_is_picked_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoints_report_health_readiness_and_metrics() {
     let env = Env::start().await;
-    env.request(get("/api/v1/namespaces"), Some(&env.admin_cert), true).await;
+    env.request(get("/api/v1/namespaces"), Some(&env.admin_cert), true)
+        .await;
     let admin = |path: &'static str| {
         let addr = env.admin_addr;
         async move {
             let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                    .await
+                    .unwrap();
             tokio::spawn(conn);
-            let resp = sender.send_request(Request::get(path).header("host", "admin").body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+            let resp = sender
+                .send_request(
+                    Request::get(path)
+                        .header("host", "admin")
+                        .body(Full::new(Bytes::new()))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
             let status = resp.status();
-            let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
             (status, String::from_utf8_lossy(&body).into_owned())
         }
     };
     assert_eq!(admin("/healthz").await.0, StatusCode::OK);
     assert_eq!(admin("/livez").await.0, StatusCode::OK);
-    assert_eq!(admin("/readyz").await.0, StatusCode::OK, "a request just succeeded upstream");
+    assert_eq!(
+        admin("/readyz").await.0,
+        StatusCode::OK,
+        "a request just succeeded upstream"
+    );
     let (status, metrics) = admin("/metrics").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(metrics.contains(r#"portcullis_requests_total{verb_class="read",code="200"}"#), "{metrics}");
-    assert!(metrics.contains("portcullis_request_duration_seconds_bucket"), "{metrics}");
-    assert!(metrics.contains("portcullis_upstream_duration_seconds_bucket"), "{metrics}");
+    assert!(
+        metrics.contains(r#"portcullis_requests_total{verb_class="read",code="200"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_upstream_duration_seconds_bucket"),
+        "{metrics}"
+    );
     assert_eq!(admin("/nope").await.0, StatusCode::NOT_FOUND);
     env.stop().await;
 }
@@ -263,12 +387,19 @@ async fn admin_endpoints_report_health_readiness_and_metrics() {
 async fn upstream_warning_and_audit_headers_pass_through_and_bodies_stream() {
     let env = Env::start().await;
     // A watch: the head must arrive although the body stays open (streamed, not buffered).
-    let io = hyper_util::rt::TokioIo::new(common::tls_connect(env.proxy_addr, &env.ca, Some(&env.admin_cert), &[b"h2"]).await);
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(
+        common::tls_connect(env.proxy_addr, &env.ca, Some(&env.admin_cert), &[b"h2"]).await,
+    );
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let resp = tokio::time::timeout(
         Duration::from_secs(10),
-        sender.send_request(get("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=0")),
+        sender.send_request(get(
+            "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=0",
+        )),
     )
     .await
     .unwrap()
@@ -282,7 +413,9 @@ async fn upstream_warning_and_audit_headers_pass_through_and_bodies_stream() {
         &env.ca,
         Request::post("https://localhost/api/v1/namespaces/default/configmaps")
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from_static(br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"streamed"}}"#)))
+            .body(Full::new(Bytes::from_static(
+                br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"streamed"}}"#,
+            )))
             .unwrap(),
         None,
         false,
@@ -291,11 +424,14 @@ async fn upstream_warning_and_audit_headers_pass_through_and_bodies_stream() {
     assert_eq!(created.status(), StatusCode::CREATED);
     let mut got = Vec::new();
     while !String::from_utf8_lossy(&got).contains("streamed") {
-        let frame = tokio::time::timeout(Duration::from_secs(5), http_body_util::BodyExt::frame(&mut body))
-            .await
-            .expect("watch event did not arrive through the proxy")
-            .unwrap()
-            .unwrap();
+        let frame = tokio::time::timeout(
+            Duration::from_secs(5),
+            http_body_util::BodyExt::frame(&mut body),
+        )
+        .await
+        .expect("watch event did not arrive through the proxy")
+        .unwrap()
+        .unwrap();
         if let Ok(data) = frame.into_data() {
             got.extend_from_slice(&data);
         }
@@ -313,13 +449,22 @@ async fn ambiguous_paths_are_400_and_upstream_sees_nothing() {
         "/api/v1/namespaces/default/pods/%2e%2e",
         "/api/v1/namespaces/default/pods/a%00b",
     ] {
-        env.sandbox.clear_recorded();
+        env.sandbox.sandbox.clear_recorded();
         let resp = env.request(get(path), Some(&env.admin_cert), false).await;
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{path}");
         let s = status_json(resp.body());
         assert_eq!(s["reason"], "BadRequest", "{path}");
-        assert!(s["message"].as_str().unwrap().starts_with("invalid request path"), "{path}: {s}");
-        assert!(env.sandbox.recorded().is_empty(), "{path} reached the upstream");
+        assert!(
+            s["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("invalid request path"),
+            "{path}: {s}"
+        );
+        assert!(
+            env.sandbox.sandbox.recorded().is_empty(),
+            "{path} reached the upstream"
+        );
     }
     env.stop().await;
 }

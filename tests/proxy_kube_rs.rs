@@ -17,14 +17,20 @@ use kube::{
 async fn kube_rs_configmap_lifecycle() {
     let env = Env::start().await;
     let kc = Kubeconfig::read_from(&env.files.admin_kubeconfig).unwrap();
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
     let client = Client::try_from(config).unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
 
     // Start a watch first so the create is seen as an event.
     let list = cms.list(&ListParams::default()).await.unwrap();
     let rv = list.metadata.resource_version.clone().unwrap();
-    let mut events = cms.watch(&WatchParams::default(), &rv).await.unwrap().boxed();
+    let mut events = cms
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
 
     let cm: ConfigMap = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "ConfigMap",
@@ -50,10 +56,15 @@ async fn kube_rs_configmap_lifecycle() {
     let got = cms.get("from-kube-rs").await.unwrap();
     assert_eq!(got.data.unwrap()["k"], "v");
 
-    let listed = cms.list(&ListParams::default().labels("team=a")).await.unwrap();
+    let listed = cms
+        .list(&ListParams::default().labels("team=a"))
+        .await
+        .unwrap();
     assert_eq!(listed.items.len(), 1);
 
-    cms.delete("from-kube-rs", &DeleteParams::default()).await.unwrap();
+    cms.delete("from-kube-rs", &DeleteParams::default())
+        .await
+        .unwrap();
     let err = cms.get("from-kube-rs").await.unwrap_err();
     match err {
         kube::Error::Api(s) => assert_eq!(s.code, 404),

@@ -90,10 +90,31 @@ mod tests {
     #[test]
     fn cn_and_o_become_user_and_groups() {
         let ca = Ca::new("t").unwrap();
-        let c = ca.client_cert("alice", &["dev", "ops"]).unwrap();
+        let c = ca.client_cert("alice", &["dev"]).unwrap();
         let id = identity(Some(&c.cert_der), &cfg(false)).unwrap();
         assert_eq!(id.user, "alice");
-        assert_eq!(id.groups, ["dev", "ops"]);
+        assert_eq!(id.groups, ["dev"]);
+        let c = ca.client_cert("bob", &[]).unwrap();
+        let id = identity(Some(&c.cert_der), &cfg(false)).unwrap();
+        assert_eq!((id.user.as_str(), id.groups.len()), ("bob", 0));
+    }
+
+    #[test]
+    fn prefixes_apply_and_fingerprint_is_sha256_hex() {
+        let ca = Ca::new("t").unwrap();
+        let c = ca.client_cert("alice", &["dev"]).unwrap();
+        let cfg = X509Identity {
+            username_prefix: "cert:".into(),
+            groups_prefix: "cert:".into(),
+            allow_system_identities: false,
+        };
+        let id = identity(Some(&c.cert_der), &cfg).unwrap();
+        assert_eq!(
+            (id.user.as_str(), id.groups[0].as_str()),
+            ("cert:alice", "cert:dev")
+        );
+        let Method::ClientCertificate { fingerprint } = id.method;
+        assert_eq!(fingerprint.len(), 64);
     }
 
     #[test]

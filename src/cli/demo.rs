@@ -7,7 +7,12 @@ use tokio::net::TcpListener;
 
 use crate::{app, config, demo, pki::Ca, sandbox, shutdown};
 
-pub async fn run(dir: &Path, listen: SocketAddr, admin_listen: SocketAddr, write_only: bool) -> Result<()> {
+pub async fn run(
+    dir: &Path,
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    write_only: bool,
+) -> Result<()> {
     let ca = Ca::new("portcullis demo CA")?;
     if write_only {
         let files = demo::write(dir, &ca, "https://127.0.0.1:6443", listen, admin_listen)?;
@@ -22,11 +27,21 @@ pub async fn run(dir: &Path, listen: SocketAddr, admin_listen: SocketAddr, write
         .await
         .with_context(|| format!("--admin-listen {admin_listen}: cannot bind"))?;
     let sandbox = sandbox::start("127.0.0.1:0".parse()?, &ca).await?;
-    let files = demo::write(dir, &ca, &sandbox.url(), proxy.local_addr()?, admin.local_addr()?)?;
+    let files = demo::write(
+        dir,
+        &ca,
+        &sandbox.url(),
+        proxy.local_addr()?,
+        admin.local_addr()?,
+    )?;
     let cfg = config::load(&files.config).map_err(|problems| {
         anyhow::anyhow!(
             "generated config is invalid: {}",
-            problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
         )
     })?;
 

@@ -70,10 +70,11 @@ impl Upstream {
             authority.port_u16().unwrap_or(443)
         );
 
+        // hyper-rustls sets ALPN itself (h2, http/1.1) and insists the list starts empty.
         let pooled_tls = tls::client_config(
             roots.clone(),
             identity.as_ref().map(|(c, k)| (c.clone(), k.clone_key())),
-            &[b"h2", b"http/1.1"],
+            &[],
         )?;
         let upgrade_tls = tls::client_config(roots, identity, &[b"http/1.1"])?;
 

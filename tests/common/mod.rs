@@ -40,11 +40,17 @@ impl Env {
     pub async fn start_with(edit: impl FnOnce(&mut String)) -> Env {
         tls::install_crypto_provider();
         let ca = Ca::new("test CA").unwrap();
-        let sandbox = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca).await.unwrap();
+        let sandbox = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
+            .await
+            .unwrap();
         Self::start_in_front_of(ca, sandbox, edit).await
     }
 
-    pub async fn start_in_front_of(ca: Ca, sandbox: Running, edit: impl FnOnce(&mut String)) -> Env {
+    pub async fn start_in_front_of(
+        ca: Ca,
+        sandbox: Running,
+        edit: impl FnOnce(&mut String),
+    ) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -52,13 +58,39 @@ impl Env {
         let admin_addr = admin.local_addr().unwrap();
         let files = demo::write(dir.path(), &ca, &sandbox.url(), proxy_addr, admin_addr).unwrap();
         let mut text = std::fs::read_to_string(&files.config).unwrap();
+        // One readiness probe at start, then none during the test, so "the upstream saw
+        // nothing" assertions are not disturbed by the proxy's own traffic.
+        text = text.replace("upstream:\n", "upstream:\n  health_interval: 1h\n");
         edit(&mut text);
         std::fs::write(&files.config, &text).unwrap();
         let cfg = config::load(&files.config).unwrap_or_else(|p| panic!("config: {p:?}"));
         let (trigger, shutdown) = shutdown::channel();
         let task = tokio::spawn(app::run(cfg, app::Listeners { proxy, admin }, shutdown));
         let admin_cert = ca.client_cert("admin", &["demo:admins"]).unwrap();
-        Env { dir, files, ca, sandbox, proxy_addr, admin_addr, admin_cert, trigger, task }
+        // Wait (bounded) for that first probe to land, then start every test from a clean record.
+        for _ in 0..100 {
+            if sandbox
+                .sandbox
+                .recorded()
+                .iter()
+                .any(|r| r.path == "/readyz")
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sandbox.sandbox.clear_recorded();
+        Env {
+            dir,
+            files,
+            ca,
+            sandbox,
+            proxy_addr,
+            admin_addr,
+            admin_cert,
+            trigger,
+            task,
+        }
     }
 
     pub fn proxy_token(&self) -> String {
@@ -72,7 +104,12 @@ impl Env {
     }
 
     /// One request to the proxy on a fresh connection, with the given client certificate.
-    pub async fn request(&self, req: Request<Full<Bytes>>, cert: Option<&Issued>, h2: bool) -> Response<Bytes> {
+    pub async fn request(
+        &self,
+        req: Request<Full<Bytes>>,
+        cert: Option<&Issued>,
+        h2: bool,
+    ) -> Response<Bytes> {
         https_request(self.proxy_addr, &self.ca, req, cert, h2).await
     }
 
@@ -85,22 +122,43 @@ impl Env {
 /// A client TLS config trusting `ca`, optionally presenting `cert`.
 pub fn client_tls(ca: &Ca, cert: Option<&Issued>, alpn: &[&[u8]]) -> rustls::ClientConfig {
     let roots = tls::root_store(vec![ca.cert.cert_der.clone()]).unwrap();
-    tls::client_config(roots, cert.map(|c| (vec![c.cert_der.clone()], c.key())), alpn).unwrap()
+    tls::client_config(
+        roots,
+        cert.map(|c| (vec![c.cert_der.clone()], c.key())),
+        alpn,
+    )
+    .unwrap()
 }
 
 /// Open a TLS connection to `addr` (verifying `localhost`).
-pub async fn tls_connect(addr: SocketAddr, ca: &Ca, cert: Option<&Issued>, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+pub async fn tls_connect(
+    addr: SocketAddr,
+    ca: &Ca,
+    cert: Option<&Issued>,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls(ca, cert, alpn)));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap()
+    connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
 }
 
 /// One request on a fresh HTTPS connection (HTTP/1.1 or h2), body collected.
-pub async fn https_request(addr: SocketAddr, ca: &Ca, req: Request<Full<Bytes>>, cert: Option<&Issued>, h2: bool) -> Response<Bytes> {
+pub async fn https_request(
+    addr: SocketAddr,
+    ca: &Ca,
+    req: Request<Full<Bytes>>,
+    cert: Option<&Issued>,
+    h2: bool,
+) -> Response<Bytes> {
     let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
     let io = TokioIo::new(tls_connect(addr, ca, cert, alpn).await);
     let resp = if h2 {
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
         tokio::spawn(conn);
         sender.send_request(req).await.unwrap()
     } else {
@@ -115,12 +173,18 @@ pub async fn https_request(addr: SocketAddr, ca: &Ca, req: Request<Full<Bytes>>,
 
 /// A GET request for `path` with an empty body.
 pub fn get(path: &str) -> Request<Full<Bytes>> {
-    Request::get(format!("https://localhost{path}")).body(Full::new(Bytes::new())).unwrap()
+    Request::get(format!("https://localhost{path}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap()
 }
 
 /// Whether kubectl can be used: missing kubectl skips the test, except under CI where it fails.
 pub fn have_kubectl() -> bool {
-    let found = std::process::Command::new("kubectl").arg("version").arg("--client").output().is_ok_and(|o| o.status.success());
+    let found = std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !found {
         if std::env::var_os("CI").is_some() {
             panic!("kubectl is required when CI is set, and it is not on PATH");
@@ -131,7 +195,11 @@ pub fn have_kubectl() -> bool {
 }
 
 /// Run kubectl with `kubeconfig`, a private cache dir and HOME under `home`, bounded to 60 s.
-pub async fn kubectl(kubeconfig: &std::path::Path, home: &std::path::Path, args: &[&str]) -> Output {
+pub async fn kubectl(
+    kubeconfig: &std::path::Path,
+    home: &std::path::Path,
+    args: &[&str],
+) -> Output {
     let cache = home.join("kube-cache");
     let child = tokio::process::Command::new("kubectl")
         .arg("--kubeconfig")
@@ -149,7 +217,11 @@ pub async fn kubectl(kubeconfig: &std::path::Path, home: &std::path::Path, args:
 }
 
 /// Spawn a long-running kubectl (watch, logs -f); stdout piped.
-pub fn kubectl_spawn(kubeconfig: &std::path::Path, home: &std::path::Path, args: &[&str]) -> tokio::process::Child {
+pub fn kubectl_spawn(
+    kubeconfig: &std::path::Path,
+    home: &std::path::Path,
+    args: &[&str],
+) -> tokio::process::Child {
     tokio::process::Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(kubeconfig)

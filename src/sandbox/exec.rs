@@ -16,7 +16,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio_tungstenite::{
-    tungstenite::{handshake::derive_accept_key, protocol::Role, Message},
+    tungstenite::{
+        handshake::derive_accept_key,
+        protocol::{frame::coding::CloseCode, CloseFrame, Role},
+        Message,
+    },
     WebSocketStream,
 };
 
@@ -225,7 +229,8 @@ where
                 match ws.next().await {
                     Some(Ok(Message::Binary(data))) => match data.first() {
                         Some(0) if data.len() > 1 => {
-                            if ws.send(frame(1, &data[1..])).await.is_err() {
+                            let echoed = ws.send(frame(1, &data[1..])).await;
+                            if echoed.is_err() {
                                 return;
                             }
                         }
@@ -242,7 +247,12 @@ where
     if ws.send(frame(3, &exit_status(code))).await.is_err() {
         return;
     }
-    let _ = ws.close(None).await;
+    let _ = ws
+        .close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        }))
+        .await;
     // Let the client answer the close handshake (and absorb its pings) briefly.
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         while let Some(Ok(_)) = ws.next().await {}

@@ -103,6 +103,15 @@ async fn read_body(req: Request<Incoming>) -> Result<(Option<String>, bytes::Byt
 
 /// Decode a JSON or YAML body.
 pub fn decode(ct: Option<&str>, bytes: &[u8]) -> Result<Value, Status> {
+    if ct.is_some_and(|c| c.starts_with("application/vnd.kubernetes.protobuf")) {
+        return super::proto::decode(bytes).map_err(|e| {
+            Status::failure(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                e,
+            )
+        });
+    }
     if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
         return Ok(v);
     }

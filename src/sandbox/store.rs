@@ -394,7 +394,12 @@ impl Store {
                 })
                 .collect(),
             Some(rv) if rv < self.compacted => return Err(self.compacted + 1),
-            Some(rv) => self.history.iter().filter(|e| e.rv > rv).cloned().collect(),
+            Some(rv) => self
+                .history
+                .iter()
+                .filter(|e| e.rv > rv && e.resource == def.plural)
+                .cloned()
+                .collect(),
         };
         Ok(WatchStart {
             initial,
@@ -444,6 +449,9 @@ fn defaults(def: &ResourceDef, obj: &mut Value, name: &str, rv: u64) {
                 "startTime": obj["metadata"]["creationTimestamp"],
                 "containerStatuses": statuses, "qosClass": "BestEffort",
             });
+        }
+        "Secret" if obj["type"].as_str().is_none_or(str::is_empty) => {
+            obj["type"] = json!("Opaque");
         }
         "Deployment" | "ReplicaSet" | "StatefulSet" => {
             let n = obj["spec"]["replicas"].as_i64().unwrap_or(1);

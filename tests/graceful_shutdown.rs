@@ -35,14 +35,17 @@ async fn sigterm_lets_in_flight_request_finish() {
 
     // Wait until the proxy accepts connections.
     let mut up = false;
-    for _ in 0..200 {
+    for _ in 0..600 {
         if tokio::net::TcpStream::connect(listen).await.is_ok() {
             up = true;
             break;
         }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("proxy exited before listening: {status:?}");
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(up, "proxy did not start");
+    assert!(up, "proxy did not listen on {listen} within 30 s");
 
     // An in-flight request that lasts ~2 s: a watch with timeoutSeconds.
     let client_cert = ca.client_cert("admin", &["demo:admins"]).unwrap();

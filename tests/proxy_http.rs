@@ -297,7 +297,6 @@ async fn h2_carries_more_than_100_concurrent_watches_on_one_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_token_file_is_picked_up() {
     let env = Env::start_with(|c| {
-        c.push_str("\n");
         *c = c.replace(
             "  credentials:\n",
             "  token_reload_interval: 100ms\n  credentials:\n",

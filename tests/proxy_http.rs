@@ -122,20 +122,7 @@ async fn upstream_down_is_a_502_status() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let env = Env::start_in_front_of(ca, sandbox, |c| {
-        *c = c
-            .lines()
-            .map(|l| {
-                if l.trim_start().starts_with("url:") {
-                    format!("  url: https://{dead}")
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    })
-    .await;
+    let env = Env::start_in_front_of(ca, sandbox, |c| common::with_upstream_url(c, dead)).await;
     let resp = env
         .request(get("/api/v1/namespaces"), Some(&env.admin_cert), false)
         .await;
@@ -161,72 +148,30 @@ async fn failed_upgrade_drops_the_upstream_connection() {
     let sandbox = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
         .await
         .unwrap();
-    let server = ca.server_cert(&["localhost", "127.0.0.1"]).unwrap();
-    let tls = portcullis::server::tls::server_config(
-        vec![server.cert_der.clone()],
-        server.key(),
-        portcullis::server::tls::ClientAuth::None,
-    )
-    .unwrap();
-    let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let fake_addr = fake.local_addr().unwrap();
     let (closed_tx, mut closed_rx) = tokio::sync::mpsc::channel::<bool>(4);
-    tokio::spawn(async move {
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        loop {
-            let Ok((tcp, _)) = fake.accept().await else {
+    let fake_addr = common::fake_upstream(&ca, move |mut s| {
+        let closed_tx = closed_tx.clone();
+        async move {
+            let Some(head) = common::read_head(&mut s).await else { return };
+            if !head.to_lowercase().contains("upgrade: websocket") {
+                // Readiness probes and the like.
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
                 return;
-            };
-            let acceptor = acceptor.clone();
-            let closed_tx = closed_tx.clone();
-            tokio::spawn(async move {
-                let Ok(mut s) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let text = String::from_utf8_lossy(&head).to_lowercase();
-                if !text.contains("upgrade: websocket") {
-                    // Readiness probes and the like.
-                    let _ = s
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await;
-                    return;
-                }
-                let body = br#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"denied","reason":"Forbidden","code":403}"#;
-                let resp = format!("HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
-                let _ = s.write_all(resp.as_bytes()).await;
-                let _ = s.write_all(body).await;
-                let _ = s.flush().await;
-                // The proxy must close this connection rather than keep it for another request.
-                let closed = matches!(
-                    tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await,
-                    Ok(Ok(0)) | Ok(Err(_))
-                );
-                let _ = closed_tx.send(closed).await;
-            });
+            }
+            let body = br#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"denied","reason":"Forbidden","code":403}"#;
+            let resp = format!("HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
+            let _ = s.write_all(resp.as_bytes()).await;
+            let _ = s.write_all(body).await;
+            let _ = s.flush().await;
+            // The proxy must close this connection rather than keep it for another request.
+            let mut buf = [0u8; 64];
+            let closed = matches!(tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await, Ok(Ok(0)) | Ok(Err(_)));
+            let _ = closed_tx.send(closed).await;
         }
-    });
-    let env = Env::start_in_front_of(ca, sandbox, |c| {
-        *c = c
-            .lines()
-            .map(|l| {
-                if l.trim_start().starts_with("url:") {
-                    format!("  url: https://{fake_addr}")
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
     })
     .await;
+    let env =
+        Env::start_in_front_of(ca, sandbox, |c| common::with_upstream_url(c, fake_addr)).await;
     let req = Request::get(
         "https://localhost/api/v1/namespaces/default/pods/p/exec?command=echo&stdout=true",
     )

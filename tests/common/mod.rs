@@ -247,3 +247,64 @@ pub fn stderr(o: &Output) -> String {
 pub fn path_of(p: &std::path::Path) -> PathBuf {
     p.to_path_buf()
 }
+
+/// Point the generated config's upstream at `addr` instead of the sandbox.
+pub fn with_upstream_url(config: &mut String, addr: SocketAddr) {
+    *config = config
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("url:") {
+                format!("  url: https://{addr}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+}
+
+/// A TLS server on loopback (certificate for localhost from `ca`) that hands each accepted
+/// connection to `on_conn`. For upstream misbehaviour the sandbox cannot produce.
+pub async fn fake_upstream<F, Fut>(ca: &Ca, on_conn: F) -> SocketAddr
+where
+    F: Fn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let server = ca.server_cert(&["localhost", "127.0.0.1"]).unwrap();
+    let cfg = tls::server_config(
+        vec![server.cert_der.clone()],
+        server.key(),
+        tls::ClientAuth::None,
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let on_conn = Arc::new(on_conn);
+    tokio::spawn(async move {
+        let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let on_conn = on_conn.clone();
+            tokio::spawn(async move {
+                if let Ok(s) = acceptor.accept(tcp).await {
+                    on_conn(s).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Read an HTTP/1.1 request head from `s` (None if the peer closed first).
+pub async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}

@@ -1,0 +1,159 @@
+//! The binary's commands as a newcomer uses them: `check-config` and `demo`.
+
+mod common;
+
+use std::{process::Command, time::Duration};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+#[test]
+fn check_config_reports_every_problem_with_its_key_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "listen:\n  address: not-an-address\n  tls: {cert_file: missing.crt, key_file: missing.key}\n  header_read_timeout: soon\n\
+         authentication:\n  client_certificates:\n    ca_files: []\n\
+         upstream:\n  url: http://plain:80\n  ca_file: nope.crt\n  credentials: {token_file: none.token}\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for key in [
+        "listen.address",
+        "listen.tls.cert_file",
+        "listen.tls.key_file",
+        "listen.header_read_timeout",
+        "authentication.client_certificates.ca_files",
+        "upstream.ca_file",
+        "upstream.credentials.token_file",
+        "upstream.url",
+    ] {
+        assert!(
+            text.contains(&format!(": {key}: ")),
+            "{key} not reported:\n{text}"
+        );
+    }
+    assert!(text.contains("hint:"), "{text}");
+}
+
+#[test]
+fn check_config_names_an_unknown_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.yaml");
+    std::fs::write(
+        &path,
+        "listen:\n  address: 127.0.0.1:1\n  tls: {cert_file: a, key_file: b, ciphers: all}\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("listen.tls.ciphers: unknown field `ciphers`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn in_cluster_upstream_reads_service_account_files() {
+    portcullis::server::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = portcullis::pki::Ca::new("t").unwrap();
+    let sa = dir.path().join("sa");
+    std::fs::create_dir(&sa).unwrap();
+    std::fs::write(sa.join("ca.crt"), &ca.cert.cert_pem).unwrap();
+    std::fs::write(sa.join("token"), "sa-token").unwrap();
+    let files = portcullis::demo::write(
+        dir.path(),
+        &ca,
+        "https://127.0.0.1:1",
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&files.config).unwrap();
+    let start = text.find("  url:").unwrap();
+    let end =
+        text.find("    token_file: proxy.token\n").unwrap() + "    token_file: proxy.token\n".len();
+    let mut text = text;
+    text.replace_range(start..end, "  in_cluster: true\n");
+    let sa_dir = sa.to_string_lossy().into_owned();
+    let env = move |k: &str| match k {
+        "KUBERNETES_SERVICE_HOST" => Some("10.96.0.1".to_string()),
+        "KUBERNETES_SERVICE_PORT" => Some("443".to_string()),
+        "PORTCULLIS_SERVICE_ACCOUNT_DIR" => Some(sa_dir.clone()),
+        _ => None,
+    };
+    let cfg = portcullis::config::load_str(&text, dir.path(), &env).unwrap();
+    assert_eq!(cfg.upstream.base.to_string(), "https://10.96.0.1:443/");
+    assert!(
+        matches!(&cfg.upstream.token, portcullis::config::UpstreamToken::File(p) if p.ends_with("token"))
+    );
+
+    // Outside a pod it says so, naming the key.
+    let problems = portcullis::config::load_str(&text, dir.path(), &|_| None).unwrap_err();
+    assert_eq!(problems[0].path, "upstream.in_cluster");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_starts_and_kubectl_works_against_it() {
+    if !common::have_kubectl() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = String::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            banner.push_str(&l);
+            banner.push('\n');
+            if l.contains("Ctrl-C") {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("demo did not print its banner");
+    assert!(banner.contains("kubectl --kubeconfig"), "{banner}");
+    let kc = dir.path().join("admin.kubeconfig");
+    let out = common::kubectl(&kc, dir.path(), &["get", "ns"]).await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(common::stdout(&out).contains("kube-system"));
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -1,0 +1,217 @@
+//! Upstream sources and timeouts: kubeconfig and client-certificate upstreams, the request
+//! timeout (504) that long-running requests are exempt from, the slowloris guard, readiness,
+//! and pass-through of the headers discovery caching depends on.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{get, Env};
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use portcullis::{pki::Ca, sandbox};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn json(body: &Bytes) -> serde_json::Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+/// Replace the url / ca_file / credentials block of the generated config.
+fn replace_upstream_source(c: &mut String, with: &str) {
+    let start = c.find("  url:").unwrap();
+    let end =
+        c.find("    token_file: proxy.token\n").unwrap() + "    token_file: proxy.token\n".len();
+    c.replace_range(start..end, with);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubeconfig_upstream_uses_its_server_ca_and_token_file() {
+    let env = Env::start_with(|c| {
+        replace_upstream_source(c, "  kubeconfig:\n    path: upstream.kubeconfig\n")
+    })
+    .await;
+    let resp = env
+        .request(get("/api/v1/namespaces"), Some(&env.admin_cert), true)
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen = env.sandbox.sandbox.recorded();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].headers["authorization"].to_str().unwrap(),
+        format!("Bearer {}", env.proxy_token())
+    );
+    assert_eq!(seen[0].headers["impersonate-user"], "admin");
+    assert!(seen[0].h2, "the pooled upstream connection negotiated h2");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificate_upstream_sends_no_token() {
+    let ca = Ca::new("test CA").unwrap();
+    let proxy_id = ca.client_cert("portcullis-proxy", &[]).unwrap();
+    let sandbox = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (cert, key) = (tmp.path().join("c.crt"), tmp.path().join("c.key"));
+    std::fs::write(&cert, &proxy_id.cert_pem).unwrap();
+    std::fs::write(&key, &proxy_id.key_pem).unwrap();
+    let block = format!(
+        "  url: {}\n  ca_file: ca.crt\n  credentials:\n    client_cert_file: {}\n    client_key_file: {}\n",
+        sandbox.url(),
+        cert.display(),
+        key.display()
+    );
+    let env = Env::start_in_front_of(ca, sandbox, |c| replace_upstream_source(c, &block)).await;
+    let resp = env
+        .request(get("/api/v1/namespaces"), Some(&env.admin_cert), false)
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen = env.sandbox.sandbox.recorded();
+    assert!(
+        seen[0].headers.get("authorization").is_none(),
+        "{:?}",
+        seen[0].headers
+    );
+    assert_eq!(seen[0].headers["impersonate-user"], "admin");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_upstream_times_out_with_504_but_watches_do_not() {
+    let ca = Ca::new("test CA").unwrap();
+    let sandbox = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
+        .await
+        .unwrap();
+    // Reads the request and never answers.
+    let silent = common::fake_upstream(&ca, |mut s| async move {
+        let _ = common::read_head(&mut s).await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    })
+    .await;
+    let env = Env::start_in_front_of(ca, sandbox, |c| {
+        common::with_upstream_url(c, silent);
+        *c = c.replace("upstream:\n", "upstream:\n  request_timeout: 300ms\n");
+    })
+    .await;
+    let resp = env
+        .request(
+            get("/api/v1/namespaces/default/configmaps"),
+            Some(&env.admin_cert),
+            true,
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+    let s = json(resp.body());
+    assert_eq!(s["reason"], "Timeout");
+    assert_eq!(
+        s["message"],
+        "Timeout: request did not complete within the allotted timeout"
+    );
+
+    // A watch is long-running: still waiting well past the request timeout.
+    let watch = env.request(
+        get("/api/v1/namespaces/default/configmaps?watch=1"),
+        Some(&env.admin_cert),
+        true,
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), watch)
+            .await
+            .is_err(),
+        "a watch was cut by the request timeout"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_head_is_disconnected() {
+    let env =
+        Env::start_with(|c| *c = c.replace("  tls:\n", "  header_read_timeout: 500ms\n  tls:\n"))
+            .await;
+    let mut s = common::tls_connect(
+        env.proxy_addr,
+        &env.ca,
+        Some(&env.admin_cert),
+        &[b"http/1.1"],
+    )
+    .await;
+    s.write_all(b"GET /api HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    // The proxy must hang up (possibly after a 408) instead of waiting forever.
+    let mut buf = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    assert!(
+        ended.is_ok(),
+        "connection still open 10 s after a 500 ms header timeout"
+    );
+    assert!(env.sandbox.sandbox.recorded().is_empty());
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_fails_when_upstream_is_unreachable() {
+    let ca = Ca::new("test CA").unwrap();
+    let sandbox = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
+        .await
+        .unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let env = Env::start_in_front_of(ca, sandbox, |c| common::with_upstream_url(c, dead)).await;
+    let tcp = tokio::net::TcpStream::connect(env.admin_addr)
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(
+            Request::get("/readyz")
+                .header("host", "admin")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_etag_vary_and_accept_pass_through() {
+    let env = Env::start().await;
+    let accept =
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+    let req = || {
+        Request::get("https://localhost/apis")
+            .header("accept", accept)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let via_proxy = env.request(req(), Some(&env.admin_cert), true).await;
+    let direct = common::https_request(env.sandbox.addr, &env.ca, req(), None, true).await;
+    assert_eq!(via_proxy.status(), StatusCode::OK);
+    for h in ["etag", "vary", "content-type"] {
+        assert!(direct.headers().contains_key(h), "sandbox sent no {h}");
+        assert_eq!(
+            via_proxy.headers().get(h),
+            direct.headers().get(h),
+            "{h} changed by the proxy"
+        );
+    }
+    assert_eq!(via_proxy.body(), direct.body());
+    let seen = env.sandbox.sandbox.recorded();
+    assert_eq!(
+        seen[0].headers["accept"], accept,
+        "Accept parameters reach the upstream intact"
+    );
+    env.stop().await;
+}

@@ -219,6 +219,8 @@ impl Store {
             s.details = Some(details(def, &name));
             return Err(s);
         }
+        obj["apiVersion"] = json!(def.api_version());
+        obj["kind"] = json!(def.kind);
         let uid = self.uid();
         let now = clock::now_rfc3339();
         let rv = self.rv + 1;

@@ -471,3 +471,34 @@ async fn scale(sb: &Sandbox, req: Request<Incoming>, t: &Target, q: &Query) -> R
     .await;
     result.unwrap_or_else(Status::into_response)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_json_and_yaml() {
+        let j = decode(Some("application/json"), br#"{"a": 1}"#).unwrap();
+        assert_eq!(j["a"], 1);
+        let y = decode(Some("application/yaml"), b"a: 1\nb: [p, q]\n").unwrap();
+        assert_eq!(y["b"][1], "q");
+        assert_eq!(
+            decode(Some("application/json"), b"a: 1").unwrap_err().code,
+            400
+        );
+        assert_eq!(
+            decode(Some("application/vnd.kubernetes.protobuf"), b"x")
+                .unwrap_err()
+                .code,
+            415
+        );
+    }
+
+    #[test]
+    fn query_parsing() {
+        let q = Query::parse(Some("command=echo&command=hi%20there&watch=1"));
+        assert_eq!(q.all("command"), vec!["echo", "hi there"]);
+        assert!(q.flag("watch"));
+        assert!(!q.flag("follow"));
+    }
+}

@@ -223,6 +223,7 @@ pub async fn handle(sb: &Sandbox, req: Request<Incoming>, t: Target) -> Response
     }
     let result = match method {
         Method::GET | Method::HEAD => list(sb, &t, &q, table::wanted(req.headers())),
+        Method::POST if t.def.namespaced && t.namespace.is_none() => return method_not_allowed(),
         Method::POST => create(sb, req, &t, &q).await,
         Method::DELETE => delete_collection(sb, &t, &q),
         _ => return method_not_allowed(),

@@ -243,6 +243,24 @@ async fn kubectl_against_sandbox() {
     let (ok, _, err) = env.try_run(&["get", "configmap", "cfg"], None).await;
     assert!(!ok && err.contains("NotFound"), "{err}");
 
+    // Every request was recorded with its headers, kubectl's bearer token included.
+    let rec = env.running.sandbox.recorded();
+    let post = rec
+        .iter()
+        .find(|r| r.method == "POST" && r.path == "/api/v1/namespaces/default/configmaps")
+        .expect("configmap POST recorded");
+    assert_eq!(post.headers["authorization"], "Bearer sandbox");
+    assert!(post
+        .query
+        .as_deref()
+        .unwrap_or("")
+        .contains("fieldManager=kubectl-create"));
+    assert!(rec
+        .iter()
+        .any(|r| r.path.ends_with("/pods/shell/exec") && !r.h2));
+    env.running.sandbox.clear_recorded();
+    assert!(env.running.sandbox.recorded().is_empty());
+
     env.running.stop().await;
 }
 

@@ -463,6 +463,14 @@ mod tests {
         assert!(wants_aggregated(&h));
         h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         assert!(!wants_aggregated(&h));
+        let first = aggregated_response(false, &h);
+        let etag = first.headers()[header::ETAG].clone();
+        assert_eq!(first.headers()[header::VARY], "Accept");
+        h.insert(header::IF_NONE_MATCH, etag);
+        assert_eq!(
+            aggregated_response(false, &h).status(),
+            StatusCode::NOT_MODIFIED
+        );
         let agg = aggregated(false);
         assert_eq!(agg["items"][0]["metadata"]["name"], "apps");
     }

@@ -285,4 +285,68 @@ mod tests {
         assert_eq!(st["details"]["causes"][0]["message"], "2");
         assert_eq!(st["reason"], "NonZeroExitCode");
     }
+
+    async fn pair() -> (
+        WebSocketStream<tokio::io::DuplexStream>,
+        WebSocketStream<tokio::io::DuplexStream>,
+    ) {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let server = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
+        let client = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+        (server, client)
+    }
+
+    /// Collect (channel, payload) frames until the server closes.
+    async fn frames(client: &mut WebSocketStream<tokio::io::DuplexStream>) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some(Ok(msg)) = client.next().await {
+            match msg {
+                Message::Binary(b) => out.push((b[0], b[1..].to_vec())),
+                Message::Close(f) => {
+                    assert_eq!(f.unwrap().code, CloseCode::Normal);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn echo_over_channels() {
+        let (server, mut client) = pair().await;
+        let prog = program("exec", &["echo".into(), "hi".into()], "p", "c", false);
+        tokio::spawn(run(server, prog, true));
+        let got = frames(&mut client).await;
+        assert_eq!(got[0], (1, b"hi\n".to_vec()));
+        assert_eq!(
+            got[1],
+            (3, br#"{"metadata":{},"status":"Success"}"#.to_vec())
+        );
+    }
+
+    #[tokio::test]
+    async fn cat_until_v5_stdin_close() {
+        let (server, mut client) = pair().await;
+        tokio::spawn(run(server, Program::Cat, true));
+        client
+            .send(Message::binary(b"\x00hello".to_vec()))
+            .await
+            .unwrap();
+        client.send(Message::binary(vec![255u8, 0])).await.unwrap();
+        let got = frames(&mut client).await;
+        assert_eq!(got[0], (1, b"hello".to_vec()));
+        assert_eq!(got[1].0, 3);
+    }
+
+    #[tokio::test]
+    async fn failure_status_on_error_channel() {
+        let (server, mut client) = pair().await;
+        let prog = program("exec", &["false".into()], "p", "c", false);
+        tokio::spawn(run(server, prog, false));
+        let got = frames(&mut client).await;
+        let st: serde_json::Value = serde_json::from_slice(&got[0].1).unwrap();
+        assert_eq!((got[0].0, st["status"].as_str()), (3, Some("Failure")));
+        assert_eq!(st["details"]["causes"][0]["message"], "1");
+    }
 }

@@ -106,10 +106,22 @@ impl Sandbox {
             h2: conn.h2,
         });
         let head = req.method() == Method::HEAD;
+        // Like the apiserver: reuse the client's Audit-ID or mint one, and echo it back.
+        let audit_id = req
+            .headers()
+            .get("audit-id")
+            .cloned()
+            .or_else(|| HeaderValue::from_str(&self.store().next_uid()).ok());
         let mut resp = self.route(req).await;
         if head {
             *resp.body_mut() = crate::body::empty();
         }
+        let h = resp.headers_mut();
+        if let Some(id) = audit_id {
+            h.insert("audit-id", id);
+        }
+        h.entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("no-cache, private"));
         resp
     }
 

@@ -46,7 +46,7 @@ pub fn apply(kind: PatchType, target: &mut Value, patch: Value) -> Result<(), St
             Ok(())
         }
         PatchType::Strategic | PatchType::Apply => {
-            strategic(target, &patch, "");
+            strategic(target, &patch);
             Ok(())
         }
     }
@@ -66,8 +66,8 @@ fn merge_key(field: &str) -> Option<&'static str> {
     }
 }
 
-/// Strategic merge of `patch` into `target`; `field` is the key `target` sits under.
-pub fn strategic(target: &mut Value, patch: &Value, field: &str) {
+/// Strategic merge of `patch` into `target`.
+pub fn strategic(target: &mut Value, patch: &Value) {
     let Some(pmap) = patch.as_object() else {
         *target = patch.clone();
         return;
@@ -81,7 +81,6 @@ pub fn strategic(target: &mut Value, patch: &Value, field: &str) {
     if !target.is_object() {
         *target = Value::Object(Map::new());
     }
-    let _ = field;
     let Some(tmap) = target.as_object_mut() else {
         return;
     };
@@ -93,7 +92,7 @@ pub fn strategic(target: &mut Value, patch: &Value, field: &str) {
             Value::Null => {
                 tmap.remove(k);
             }
-            Value::Object(_) => strategic(tmap.entry(k.clone()).or_insert(Value::Null), v, k),
+            Value::Object(_) => strategic(tmap.entry(k.clone()).or_insert(Value::Null), v),
             Value::Array(items) => match (merge_key(k), tmap.get_mut(k)) {
                 (Some(mk), Some(Value::Array(existing))) => merge_list(existing, items, mk),
                 (Some(mk), _) => {
@@ -124,10 +123,10 @@ fn merge_list(existing: &mut Vec<Value>, items: &[Value], key: &str) {
                 existing.remove(i);
             }
             (None, true) => {}
-            (Some(i), false) => strategic(&mut existing[i], item, ""),
+            (Some(i), false) => strategic(&mut existing[i], item),
             (None, false) => {
                 let mut fresh = Value::Object(Map::new());
-                strategic(&mut fresh, item, "");
+                strategic(&mut fresh, item);
                 existing.push(fresh);
             }
         }

@@ -223,6 +223,7 @@ pub async fn handle(sb: &Sandbox, req: Request<Incoming>, t: Target) -> Response
     }
     let result = match method {
         Method::GET | Method::HEAD => list(sb, &t, &q, table::wanted(req.headers())),
+        Method::POST if t.def.namespaced && t.namespace.is_none() => return method_not_allowed(),
         Method::POST => create(sb, req, &t, &q).await,
         Method::DELETE => delete_collection(sb, &t, &q),
         _ => return method_not_allowed(),
@@ -470,4 +471,35 @@ async fn scale(sb: &Sandbox, req: Request<Incoming>, t: &Target, q: &Query) -> R
     }
     .await;
     result.unwrap_or_else(Status::into_response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_json_and_yaml() {
+        let j = decode(Some("application/json"), br#"{"a": 1}"#).unwrap();
+        assert_eq!(j["a"], 1);
+        let y = decode(Some("application/yaml"), b"a: 1\nb: [p, q]\n").unwrap();
+        assert_eq!(y["b"][1], "q");
+        assert_eq!(
+            decode(Some("application/json"), b"a: 1").unwrap_err().code,
+            400
+        );
+        assert_eq!(
+            decode(Some("application/vnd.kubernetes.protobuf"), b"x")
+                .unwrap_err()
+                .code,
+            415
+        );
+    }
+
+    #[test]
+    fn query_parsing() {
+        let q = Query::parse(Some("command=echo&command=hi%20there&watch=1"));
+        assert_eq!(q.all("command"), vec!["echo", "hi there"]);
+        assert!(q.flag("watch"));
+        assert!(!q.flag("follow"));
+    }
 }

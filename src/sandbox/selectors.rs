@@ -1,8 +1,9 @@
 //! Label and field selectors, as `labelSelector=` / `fieldSelector=` spell them.
 //!
 //! Labels accept `k=v`, `k==v`, `k!=v`, `k`, `!k`, `k in (a,b)`, `k notin (a,b)`, joined by
-//! commas. Fields accept `metadata.name`, `metadata.namespace` (and for pods `status.phase`,
-//! `spec.nodeName`) with `=`, `==`, `!=`. Anything else is a parse error (the caller answers 400).
+//! commas. Fields accept `metadata.name`, `metadata.namespace` (for pods also `status.phase`,
+//! `spec.nodeName`; for events `involvedObject.*`, `reason`, `type`, `reportingComponent`) with
+//! `=`, `==`, `!=`. Anything else is a parse error (the caller answers 400).
 
 use serde_json::Value;
 
@@ -135,7 +136,10 @@ impl FieldSelector {
             };
             let k = k.trim();
             let ok = matches!(k, "metadata.name" | "metadata.namespace")
-                || (kind == "Pod" && matches!(k, "status.phase" | "spec.nodeName"));
+                || (kind == "Pod" && matches!(k, "status.phase" | "spec.nodeName"))
+                || (kind == "Event"
+                    && (k.starts_with("involvedObject.")
+                        || matches!(k, "reason" | "type" | "reportingComponent")));
             if !ok {
                 return Err(format!("field label not supported: {k}"));
             }
@@ -201,5 +205,9 @@ mod tests {
         assert!(!p("metadata.name!=a"));
         assert!(FieldSelector::parse("spec.foo=1", "ConfigMap").is_err());
         assert!(FieldSelector::parse("status.phase=Running", "Pod").is_ok());
+        let ev = json!({"involvedObject": {"name": "p", "kind": "Pod"}});
+        let f =
+            FieldSelector::parse("involvedObject.name=p,involvedObject.kind=Pod", "Event").unwrap();
+        assert!(f.matches(&ev));
     }
 }

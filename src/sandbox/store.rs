@@ -124,7 +124,8 @@ impl Store {
         self.seq
     }
 
-    fn uid(&mut self) -> String {
+    /// A fresh UUID-shaped identifier.
+    pub fn next_uid(&mut self) -> String {
         let n = self.next_seq();
         let t = clock::now_secs() as u64;
         let h = (n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ t;
@@ -219,7 +220,9 @@ impl Store {
             s.details = Some(details(def, &name));
             return Err(s);
         }
-        let uid = self.uid();
+        obj["apiVersion"] = json!(def.api_version());
+        obj["kind"] = json!(def.kind);
+        let uid = self.next_uid();
         let now = clock::now_rfc3339();
         let rv = self.rv + 1;
         let meta = &mut obj["metadata"];

@@ -189,3 +189,81 @@ async fn pump(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::discovery::find;
+    use http_body_util::BodyExt;
+
+    fn start(sb: &Sandbox, query: &str) -> Body {
+        let def = find("", "v1", "configmaps").unwrap();
+        let q = Query::parse(Some(query));
+        let resp = serve(
+            sb,
+            def,
+            Some("default".into()),
+            LabelSelector::parse(q.get("labelSelector").unwrap_or("")).unwrap(),
+            FieldSelector::default(),
+            &q,
+            false,
+        );
+        resp.into_body()
+    }
+
+    async fn next_event(body: &mut Body) -> Option<Value> {
+        let frame = tokio::time::timeout(Duration::from_secs(2), body.frame())
+            .await
+            .ok()??
+            .ok()?;
+        serde_json::from_slice(&frame.into_data().ok()?).ok()
+    }
+
+    fn create(sb: &Sandbox, name: &str, labels: Value) {
+        let def = find("", "v1", "configmaps").unwrap();
+        let obj = json!({"metadata": {"name": name, "labels": labels}});
+        sb.store().create(def, Some("default"), obj, false).unwrap();
+    }
+
+    #[tokio::test]
+    async fn initial_then_live_with_selector() {
+        let sb = Sandbox::new();
+        create(&sb, "old", json!({"app": "a"}));
+        let mut body = start(&sb, "watch=true&labelSelector=app%3Da");
+        let ev = next_event(&mut body).await.unwrap();
+        assert_eq!(
+            (
+                ev["type"].as_str(),
+                ev["object"]["metadata"]["name"].as_str()
+            ),
+            (Some("ADDED"), Some("old"))
+        );
+        create(&sb, "skipped", json!({"app": "b"}));
+        create(&sb, "new", json!({"app": "a"}));
+        let ev = next_event(&mut body).await.unwrap();
+        assert_eq!(ev["object"]["metadata"]["name"], "new");
+    }
+
+    #[tokio::test]
+    async fn resume_expired_and_timeout() {
+        let sb = Sandbox::new();
+        let rv = sb.store().rv();
+        create(&sb, "a", json!({}));
+        let mut body = start(
+            &sb,
+            &format!("watch=1&resourceVersion={rv}&timeoutSeconds=1"),
+        );
+        let ev = next_event(&mut body).await.unwrap();
+        assert_eq!(ev["object"]["metadata"]["name"], "a");
+        // The stream ends by itself once timeoutSeconds passes.
+        assert!(next_event(&mut body).await.is_none());
+        for i in 0..crate::sandbox::store::HISTORY + 1 {
+            create(&sb, &format!("c{i}"), json!({}));
+        }
+        let mut body = start(&sb, &format!("watch=1&resourceVersion={rv}"));
+        let ev = next_event(&mut body).await.unwrap();
+        assert_eq!(ev["type"], "ERROR");
+        assert_eq!(ev["object"]["code"], 410);
+        assert_eq!(ev["object"]["reason"], "Expired");
+    }
+}

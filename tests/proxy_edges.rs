@@ -81,18 +81,14 @@ async fn client_certificate_upstream_sends_no_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_upstream_times_out_with_504_but_watches_do_not() {
-    let ca = Ca::new("test CA").unwrap();
-    let sandbox = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
-        .await
-        .unwrap();
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
     // Reads the request and never answers.
     let silent = common::fake_upstream(&ca, |mut s| async move {
         let _ = common::read_head(&mut s).await;
         tokio::time::sleep(Duration::from_secs(60)).await;
     })
     .await;
-    let env = Env::start_in_front_of(ca, sandbox, |c| {
-        common::with_upstream_url(c, silent);
+    let env = Env::start_against(ca, sandbox, silent, |c| {
         *c = c.replace("upstream:\n", "upstream:\n  request_timeout: 300ms\n");
     })
     .await;
@@ -155,15 +151,9 @@ async fn slow_request_head_is_disconnected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_fails_when_upstream_is_unreachable() {
-    let ca = Ca::new("test CA").unwrap();
-    let sandbox = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
-        .await
-        .unwrap();
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let env = Env::start_in_front_of(ca, sandbox, |c| common::with_upstream_url(c, dead)).await;
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let dead = common::dead_addr();
+    let env = Env::start_against(ca, sandbox, dead, |_| {}).await;
     let tcp = tokio::net::TcpStream::connect(env.admin_addr)
         .await
         .unwrap();

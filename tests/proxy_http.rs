@@ -9,7 +9,6 @@ use bytes::Bytes;
 use common::{get, https_request, Env};
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use portcullis::{pki::Ca, sandbox};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn status_json(body: &Bytes) -> serde_json::Value {
@@ -113,16 +112,9 @@ async fn reserved_system_identity_is_401_and_upstream_sees_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_is_a_502_status() {
-    let ca = Ca::new("test CA").unwrap();
-    let sandbox = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
-        .await
-        .unwrap();
-    // Find a port nobody listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let env = Env::start_in_front_of(ca, sandbox, |c| common::with_upstream_url(c, dead)).await;
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let dead = common::dead_addr();
+    let env = Env::start_against(ca, sandbox, dead, |_| {}).await;
     let resp = env
         .request(get("/api/v1/namespaces"), Some(&env.admin_cert), false)
         .await;
@@ -144,10 +136,7 @@ async fn upstream_down_is_a_502_status() {
 /// closed the connection (it must: CVE-2018-1002105) or kept it for reuse.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_upgrade_drops_the_upstream_connection() {
-    let ca = Ca::new("test CA").unwrap();
-    let sandbox = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
-        .await
-        .unwrap();
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
     let (closed_tx, mut closed_rx) = tokio::sync::mpsc::channel::<bool>(4);
     let fake_addr = common::fake_upstream(&ca, move |mut s| {
         let closed_tx = closed_tx.clone();
@@ -170,8 +159,7 @@ async fn failed_upgrade_drops_the_upstream_connection() {
         }
     })
     .await;
-    let env =
-        Env::start_in_front_of(ca, sandbox, |c| common::with_upstream_url(c, fake_addr)).await;
+    let env = Env::start_against(ca, sandbox, fake_addr, |_| {}).await;
     let req = Request::get(
         "https://localhost/api/v1/namespaces/default/pods/p/exec?command=echo&stdout=true",
     )

@@ -46,6 +46,30 @@ impl Env {
         Self::start_in_front_of(ca, sandbox, edit).await
     }
 
+    /// A CA and a sandbox, for tests that put something else between them and the proxy.
+    pub async fn ca_and_sandbox() -> (Ca, Running) {
+        tls::install_crypto_provider();
+        let ca = Ca::new("test CA").unwrap();
+        let sandbox = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
+            .await
+            .unwrap();
+        (ca, sandbox)
+    }
+
+    /// Sandbox + proxy whose upstream URL is `addr` (a fake or a dead port).
+    pub async fn start_against(
+        ca: Ca,
+        sandbox: Running,
+        addr: SocketAddr,
+        edit: impl FnOnce(&mut String),
+    ) -> Env {
+        Self::start_in_front_of(ca, sandbox, |c| {
+            with_upstream_url(c, addr);
+            edit(c)
+        })
+        .await
+    }
+
     pub async fn start_in_front_of(
         ca: Ca,
         sandbox: Running,
@@ -307,4 +331,12 @@ pub async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<Str
         }
     }
     Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// A loopback address nobody listens on.
+pub fn dead_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }

@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod authn;
+pub mod authz;
 pub mod body;
 pub mod cli;
 pub mod config;

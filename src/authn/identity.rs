@@ -4,11 +4,15 @@ use std::collections::BTreeMap;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::authz::Scope;
+
 /// How the caller proved who they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Method {
     /// A client certificate; the SHA-256 fingerprint of its DER, hex.
     ClientCertificate { fingerprint: String },
+    /// A JWT bearer token from `issuer`; `token_id` is its `jti` claim (empty when absent).
+    Jwt { issuer: String, token_id: String },
 }
 
 /// An authenticated caller.
@@ -18,6 +22,10 @@ pub struct Identity {
     pub uid: String,
     pub groups: Vec<String>,
     pub extra: BTreeMap<String, Vec<String>>,
+    /// The tenant the caller belongs to (from `authorization.tenants`), once resolved.
+    pub tenant: Option<String>,
+    /// The token's scope, which narrows the caller's grants (None: not narrowed).
+    pub scope: Option<Scope>,
     pub method: Method,
 }
 
@@ -90,6 +98,8 @@ mod tests {
             uid: "u-1".into(),
             groups: vec!["dev".into(), "ops".into()],
             extra: BTreeMap::from([("example.com/scopes".to_string(), vec!["a".to_string()])]),
+            tenant: None,
+            scope: None,
             method: Method::ClientCertificate {
                 fingerprint: "00".into(),
             },

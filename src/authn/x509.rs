@@ -62,6 +62,8 @@ pub fn identity(
         uid: String::new(),
         groups,
         extra: BTreeMap::new(),
+        tenant: None,
+        scope: None,
         method: Method::ClientCertificate {
             fingerprint: fingerprint(leaf.as_ref()),
         },
@@ -113,7 +115,9 @@ mod tests {
             (id.user.as_str(), id.groups[0].as_str()),
             ("cert:alice", "cert:dev")
         );
-        let Method::ClientCertificate { fingerprint } = id.method;
+        let Method::ClientCertificate { fingerprint } = id.method else {
+            panic!("not a certificate identity")
+        };
         assert_eq!(fingerprint.len(), 64);
     }
 

@@ -258,9 +258,11 @@ impl Store {
 
     /// Every object of `def` (in `ns`, or everywhere), sorted by namespace then name.
     pub fn list(&self, def: &ResourceDef, ns: Option<&str>) -> Vec<Value> {
+        // Keys sort by (resource, namespace, name): scan only this resource's (namespace's) run.
+        let from = (def.plural, ns.unwrap_or("").to_string(), String::new());
         self.objects
-            .iter()
-            .filter(|((r, n, _), _)| *r == def.plural && ns.is_none_or(|want| want == n))
+            .range(from..)
+            .take_while(|((r, n, _), _)| *r == def.plural && ns.is_none_or(|want| want == n))
             .map(|(_, v)| v.clone())
             .collect()
     }
@@ -515,6 +517,25 @@ mod tests {
             )
             .unwrap();
         assert!(gen["metadata"]["name"].as_str().unwrap().starts_with("g-"));
+    }
+
+    #[test]
+    fn list_scopes() {
+        let ns = find("", "v1", "namespaces").unwrap();
+        let def = find("", "v1", "configmaps").unwrap();
+        let sec = find("", "v1", "secrets").unwrap();
+        let mut s = Store::new();
+        for n in ["a", "ab"] {
+            s.create(ns, None, json!({"metadata": {"name": n}}), false)
+                .unwrap();
+            s.create(def, Some(n), cm("x"), false).unwrap();
+        }
+        s.create(sec, Some("a"), json!({"metadata": {"name": "s"}}), false)
+            .unwrap();
+        assert_eq!(s.list(def, Some("a")).len(), 1);
+        assert_eq!(s.list(def, None).len(), 2);
+        assert_eq!(s.list(sec, None).len(), 1);
+        assert_eq!(s.list(ns, None).len(), 4);
     }
 
     #[test]

@@ -32,6 +32,8 @@ struct Filter {
     labels: LabelSelector,
     fields: FieldSelector,
     as_table: bool,
+    /// Like the apiserver, only the first Table event carries column definitions.
+    headers_sent: bool,
 }
 
 impl Filter {
@@ -42,10 +44,15 @@ impl Filter {
             && self.fields.matches(&ev.object)
     }
 
-    fn line(&self, kind: &str, object: &Value) -> Bytes {
+    fn line(&mut self, kind: &str, object: &Value) -> Bytes {
         let object = if self.as_table && kind != "ERROR" && kind != "BOOKMARK" {
             let meta = json!({"resourceVersion": object["metadata"]["resourceVersion"]});
-            table::table(self.def.kind, std::slice::from_ref(object), meta)
+            let mut t = table::table(self.def.kind, std::slice::from_ref(object), meta);
+            if self.headers_sent {
+                t["columnDefinitions"] = json!([]);
+            }
+            self.headers_sent = true;
+            t
         } else {
             object.clone()
         };
@@ -55,7 +62,7 @@ impl Filter {
         Bytes::from(v)
     }
 
-    fn bookmark(&self, rv: u64, initial_end: bool) -> Bytes {
+    fn bookmark(&mut self, rv: u64, initial_end: bool) -> Bytes {
         let mut meta = json!({"resourceVersion": rv.to_string()});
         if initial_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
@@ -97,12 +104,13 @@ pub fn serve(
         .and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(1800));
-    let filter = Filter {
+    let mut filter = Filter {
         def,
         ns,
         labels,
         fields,
         as_table,
+        headers_sent: false,
     };
     let start = sb.store().watch(def, filter.ns.as_deref(), from);
     let (tx, body) = crate::body::channel(16);
@@ -143,7 +151,7 @@ pub fn serve(
 
 async fn pump(
     tx: mpsc::Sender<Bytes>,
-    filter: Filter,
+    mut filter: Filter,
     start: super::store::WatchStart,
     initial_end: bool,
     bookmarks: bool,
@@ -156,7 +164,10 @@ async fn pump(
     } = start;
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
-    for ev in initial.iter().filter(|e| filter.wants(e)) {
+    for ev in &initial {
+        if !filter.wants(ev) {
+            continue;
+        }
         if tx.send(filter.line(ev.kind, &ev.object)).await.is_err() {
             return;
         }
@@ -197,6 +208,10 @@ mod tests {
     use http_body_util::BodyExt;
 
     fn start(sb: &Sandbox, query: &str) -> Body {
+        start_as(sb, query, false)
+    }
+
+    fn start_as(sb: &Sandbox, query: &str, as_table: bool) -> Body {
         let def = find("", "v1", "configmaps").unwrap();
         let q = Query::parse(Some(query));
         let resp = serve(
@@ -206,7 +221,7 @@ mod tests {
             LabelSelector::parse(q.get("labelSelector").unwrap_or("")).unwrap(),
             FieldSelector::default(),
             &q,
-            false,
+            as_table,
         );
         resp.into_body()
     }
@@ -265,5 +280,29 @@ mod tests {
         assert_eq!(ev["type"], "ERROR");
         assert_eq!(ev["object"]["code"], 410);
         assert_eq!(ev["object"]["reason"], "Expired");
+    }
+
+    #[tokio::test]
+    async fn table_events_carry_headers_once() {
+        let sb = Sandbox::new();
+        create(&sb, "one", json!({}));
+        let mut body = start_as(&sb, "watch=1", true);
+        let first = next_event(&mut body).await.unwrap();
+        assert_eq!(first["object"]["kind"], "Table");
+        assert_eq!(first["object"]["rows"][0]["cells"][0], "one");
+        assert!(!first["object"]["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .is_empty());
+        create(&sb, "two", json!({}));
+        let second = next_event(&mut body).await.unwrap();
+        assert_eq!(
+            second["object"]["rows"][0]["object"]["kind"],
+            "PartialObjectMetadata"
+        );
+        assert!(second["object"]["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .is_empty());
     }
 }

@@ -75,12 +75,18 @@ impl Proxy {
             long_running = info.long_running;
 
             // 4. authenticate
-            let leaf = conn.peer_certs.as_ref().and_then(|c| c.first());
-            let identity = match x509::identity(leaf, &self.config.x509) {
-                Ok(id) => id,
-                Err(why) => {
-                    tracing::info!(peer = %conn.peer, %why, "authentication failed");
-                    break 'pipeline Status::unauthorized().into_response();
+            // The certificate is the connection's: map it once, reuse for every request on it.
+            let identity = match conn.cert_identity.get() {
+                Some(id) => id.clone(),
+                None => {
+                    let leaf = conn.peer_certs.as_ref().and_then(|c| c.first());
+                    match x509::identity(leaf, &self.config.x509) {
+                        Ok(id) => conn.cert_identity.get_or_init(|| Arc::new(id)).clone(),
+                        Err(why) => {
+                            tracing::info!(peer = %conn.peer, %why, "authentication failed");
+                            break 'pipeline Status::unauthorized().into_response();
+                        }
+                    }
                 }
             };
 
@@ -183,29 +189,42 @@ impl http_body::Body for Timed {
     }
 }
 
-/// A random UUIDv4 from the TLS provider's CSPRNG, as the value of `Audit-ID`.
+/// A random UUIDv4 from aws-lc-rs' system CSPRNG, as the value of `Audit-ID`.
 fn new_audit_id() -> HeaderValue {
+    use aws_lc_rs::rand::SecureRandom;
+    const FALLBACK: HeaderValue = HeaderValue::from_static("00000000-0000-4000-8000-000000000000");
     let mut b = [0u8; 16];
-    if rustls::crypto::aws_lc_rs::default_provider()
-        .secure_random
-        .fill(&mut b)
-        .is_err()
-    {
+    if aws_lc_rs::rand::SystemRandom::new().fill(&mut b).is_err() {
         // The CSPRNG failing is not something a request can fix; a fixed id keeps serving.
-        return HeaderValue::from_static("00000000-0000-4000-8000-000000000000");
+        return FALLBACK;
     }
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    let id = format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    );
-    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static(
-        "00000000-0000-4000-8000-000000000000",
-    ))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 36];
+    let mut o = 0;
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out[o] = b'-';
+            o += 1;
+        }
+        out[o] = HEX[(byte >> 4) as usize];
+        out[o + 1] = HEX[(byte & 0x0f) as usize];
+        o += 2;
+    }
+    HeaderValue::from_bytes(&out).unwrap_or(FALLBACK)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn audit_ids_are_uuid_v4_and_distinct() {
+        let a = super::new_audit_id();
+        let b = super::new_audit_id();
+        assert_ne!(a, b);
+        let s = a.to_str().unwrap();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "4");
+        assert!(s.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+    }
 }

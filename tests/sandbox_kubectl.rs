@@ -263,17 +263,3 @@ async fn kubectl_against_sandbox() {
 
     env.running.stop().await;
 }
-
-/// Manual helper: `SANDBOX_KUBECONFIG=/tmp/kc cargo test --test sandbox_kubectl -- --ignored serve`
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn serve_for_manual_use() {
-    let ca = Ca::new("sandbox-manual-ca").unwrap();
-    let running = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
-        .await
-        .unwrap();
-    let path = std::env::var("SANDBOX_KUBECONFIG").unwrap_or("/tmp/sandbox-kubeconfig".into());
-    sandbox::write_direct_kubeconfig(path.as_ref(), &running.url(), &ca.cert.cert_pem).unwrap();
-    eprintln!("serving on {} kubeconfig {path}", running.url());
-    tokio::time::sleep(Duration::from_secs(3600)).await;
-}

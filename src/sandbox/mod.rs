@@ -38,6 +38,9 @@ pub use run::{start, write_direct_kubeconfig, Running};
 
 use crate::{body::Body, server::ConnInfo};
 
+/// How many requests the record keeps (the older half is dropped past this).
+const RECORDED_MAX: usize = 10_000;
+
 /// One request as the sandbox received it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -97,14 +100,21 @@ impl Sandbox {
 
     /// Serve one request.
     pub async fn handle(&self, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Body> {
-        lock(&self.inner.recorded).push(Recorded {
-            method: req.method().clone(),
-            path: req.uri().path().to_string(),
-            query: req.uri().query().map(str::to_string),
-            headers: req.headers().clone(),
-            peer: conn.peer,
-            h2: conn.h2,
-        });
+        {
+            let mut recorded = lock(&self.inner.recorded);
+            // Bounded so a long demo or bench cannot grow it without limit; tests clear it anyway.
+            if recorded.len() >= RECORDED_MAX {
+                recorded.drain(..RECORDED_MAX / 2);
+            }
+            recorded.push(Recorded {
+                method: req.method().clone(),
+                path: req.uri().path().to_string(),
+                query: req.uri().query().map(str::to_string),
+                headers: req.headers().clone(),
+                peer: conn.peer,
+                h2: conn.h2,
+            });
+        }
         let head = req.method() == Method::HEAD;
         // Like the apiserver: reuse the client's Audit-ID or mint one, and echo it back.
         let audit_id = req

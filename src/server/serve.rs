@@ -33,6 +33,8 @@ pub struct ConnInfo {
     pub peer_certs: Option<Arc<Vec<CertificateDer<'static>>>>,
     /// Whether the connection negotiated HTTP/2.
     pub h2: bool,
+    /// The identity mapped from `peer_certs`, computed by the first request that needs it.
+    pub cert_identity: std::sync::OnceLock<Arc<crate::authn::Identity>>,
 }
 
 /// Limits and timeouts of one listener.
@@ -143,6 +145,7 @@ async fn accept_loop<H, F>(
                     peer,
                     peer_certs: None,
                     h2: false,
+                    cert_identity: Default::default(),
                 });
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(tcp), service(handler, info));
@@ -169,6 +172,7 @@ async fn accept_loop<H, F>(
                     .peer_certificates()
                     .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())),
                 h2: session.alpn_protocol() == Some(b"h2"),
+                cert_identity: Default::default(),
             });
             let conn =
                 builder.serve_connection_with_upgrades(TokioIo::new(tls), service(handler, info));

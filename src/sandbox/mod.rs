@@ -74,7 +74,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Sandbox {
-    /// A sandbox with namespaces `default` and `kube-system`.
+    /// A sandbox with namespaces `default`, `kube-system`, and the demo tenants `team-a` and `team-b`.
     pub fn new() -> Sandbox {
         Sandbox {
             inner: Arc::new(Inner {

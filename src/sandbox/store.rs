@@ -106,7 +106,7 @@ impl Store {
             events,
         };
         let ns = super::discovery::find("", "v1", "namespaces");
-        for name in ["default", "kube-system"] {
+        for name in ["default", "kube-system", "team-a", "team-b"] {
             if let Some(def) = ns {
                 let _ = s.create(def, None, json!({"metadata": {"name": name}}), false);
             }
@@ -535,7 +535,7 @@ mod tests {
         assert_eq!(s.list(def, Some("a")).len(), 1);
         assert_eq!(s.list(def, None).len(), 2);
         assert_eq!(s.list(sec, None).len(), 1);
-        assert_eq!(s.list(ns, None).len(), 4);
+        assert_eq!(s.list(ns, None).len(), 6, "4 built-in namespaces + a + ab");
     }
 
     #[test]

@@ -92,6 +92,19 @@ impl Ca {
         self.sign(params)
     }
 
+    /// A client certificate that expired on 2020-01-02 (for tests of expiry handling).
+    pub fn expired_client_cert(&self, user: &str) -> Result<Issued> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).context("client params")?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, user);
+        params.distinguished_name = dn;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2020, 1, 2);
+        self.sign(params)
+    }
+
     fn sign(&self, params: CertificateParams) -> Result<Issued> {
         let key = KeyPair::generate().context("generate key")?;
         let cert = params

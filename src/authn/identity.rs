@@ -49,16 +49,33 @@ impl Identity {
             }
         }
         for (key, values) in &self.extra {
-            let Ok(name) = HeaderName::from_bytes(
-                format!("impersonate-extra-{}", escape_extra_key(key)).as_bytes(),
-            ) else {
-                continue;
-            };
-            for value in values {
-                if let Ok(v) = HeaderValue::from_str(value) {
-                    h.append(name.clone(), v);
-                }
+            append_extra(h, key, values.iter().map(String::as_str));
+        }
+        // Ours: which tenant and which token, so the API server's audit can name them.
+        if let Some(tenant) = &self.tenant {
+            append_extra(h, TENANT_EXTRA, [tenant.as_str()]);
+        }
+        if let Method::Jwt { token_id, .. } = &self.method {
+            if !token_id.is_empty() {
+                append_extra(h, TOKEN_ID_EXTRA, [token_id.as_str()]);
             }
+        }
+    }
+}
+
+/// Extra key naming the caller's tenant.
+pub const TENANT_EXTRA: &str = "portcullis.io/tenant";
+/// Extra key naming the token's `jti`.
+pub const TOKEN_ID_EXTRA: &str = "portcullis.io/token-id";
+
+fn append_extra<'a>(h: &mut HeaderMap, key: &str, values: impl IntoIterator<Item = &'a str>) {
+    let header = format!("impersonate-extra-{}", escape_extra_key(key));
+    let Ok(name) = HeaderName::from_bytes(header.as_bytes()) else {
+        return;
+    };
+    for value in values {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.append(name.clone(), v);
         }
     }
 }
@@ -111,5 +128,27 @@ mod tests {
         assert_eq!(groups, ["dev", "ops"]);
         assert_eq!(h["impersonate-uid"], "u-1");
         assert_eq!(h["impersonate-extra-example.com%2fscopes"], "a");
+        assert!(h.get("impersonate-extra-portcullis.io%2ftenant").is_none());
+    }
+
+    #[test]
+    fn tenant_and_token_id_travel_as_extras() {
+        let id = Identity {
+            user: "alice".into(),
+            uid: String::new(),
+            groups: vec![],
+            extra: BTreeMap::new(),
+            tenant: Some("team-a".into()),
+            scope: None,
+            method: Method::Jwt {
+                issuer: "https://i".into(),
+                token_id: "jti-1".into(),
+            },
+        };
+        let mut h = HeaderMap::new();
+        id.impersonation_headers(&mut h);
+        assert_eq!(h["impersonate-extra-portcullis.io%2ftenant"], "team-a");
+        assert_eq!(h["impersonate-extra-portcullis.io%2ftoken-id"], "jti-1");
+        assert!(h.get("impersonate-uid").is_none());
     }
 }

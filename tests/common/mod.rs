@@ -2,6 +2,8 @@
 //! with real TLS and generated certificates; helpers to drive them with kubectl and raw HTTP.
 #![allow(dead_code)]
 
+pub mod jwt;
+
 use std::{net::SocketAddr, path::PathBuf, process::Output, sync::Arc, time::Duration};
 
 use bytes::Bytes;

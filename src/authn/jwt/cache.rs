@@ -17,8 +17,6 @@ use std::{
 
 use aws_lc_rs::digest;
 
-use crate::authn::Identity;
-
 const SHARDS: usize = 16;
 
 /// Cache parameters (`authentication.token_cache_size`, `authentication.token_cache_max_ttl`).
@@ -86,23 +84,24 @@ impl Hasher for PassThrough {
     }
 }
 
-struct Entry {
-    identity: Identity,
+struct Entry<V> {
+    value: V,
     /// Unusable at or after this time (since the Unix epoch).
     until: Duration,
 }
 
-type Shard = HashMap<TokenKey, Entry, BuildHasherDefault<PassThrough>>;
+type Shard<V> = HashMap<TokenKey, Entry<V>, BuildHasherDefault<PassThrough>>;
 
-/// The verified-token cache.
-pub struct TokenCache {
-    shards: Vec<Mutex<Shard>>,
+/// The verified-token cache, holding a `V` (the identity and what it was verified under) per
+/// token.
+pub struct TokenCache<V> {
+    shards: Vec<Mutex<Shard<V>>>,
     per_shard: usize,
     max_ttl: Duration,
 }
 
-impl TokenCache {
-    pub fn new(opts: CacheOptions) -> TokenCache {
+impl<V: Clone> TokenCache<V> {
+    pub fn new(opts: CacheOptions) -> TokenCache<V> {
         TokenCache {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard: opts.max_entries.div_ceil(SHARDS),
@@ -110,15 +109,15 @@ impl TokenCache {
         }
     }
 
-    /// The cached identity for this token, if cached and still valid at `now`.
-    pub fn get(&self, key: &TokenKey, now: Duration) -> Option<Identity> {
+    /// The cached value for this token, if cached and still valid at `now`.
+    pub fn get(&self, key: &TokenKey, now: Duration) -> Option<V> {
         if self.per_shard == 0 {
             return None;
         }
         let shard = self.shards.get(key.shard())?;
         let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
         match map.get(key) {
-            Some(e) if now < e.until => Some(e.identity.clone()),
+            Some(e) if now < e.until => Some(e.value.clone()),
             Some(_) => {
                 map.remove(key);
                 None
@@ -128,7 +127,7 @@ impl TokenCache {
     }
 
     /// Remember a verified token whose `exp` is `exp` (since the Unix epoch).
-    pub fn insert(&self, key: TokenKey, identity: Identity, exp: Duration, now: Duration) {
+    pub fn insert(&self, key: TokenKey, value: V, exp: Duration, now: Duration) {
         let until = exp.min(now + self.max_ttl);
         if self.per_shard == 0 || until <= now {
             return;
@@ -150,7 +149,7 @@ impl TokenCache {
                 }
             }
         }
-        map.insert(key, Entry { identity, until });
+        map.insert(key, Entry { value, until });
     }
 
     /// Entries held (expired ones included until evicted).
@@ -170,28 +169,16 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authn::identity::Method;
 
-    fn id(user: &str) -> Identity {
-        Identity {
-            user: user.into(),
-            uid: String::new(),
-            groups: vec![],
-            extra: Default::default(),
-            tenant: None,
-            scope: None,
-            method: Method::Jwt {
-                issuer: "https://i".into(),
-                token_id: String::new(),
-            },
-        }
+    fn id(user: &str) -> String {
+        user.to_string()
     }
 
     const T0: Duration = Duration::from_secs(1_700_000_000);
 
     #[test]
     fn entries_die_at_exp_and_at_max_ttl() {
-        let c = TokenCache::new(CacheOptions {
+        let c = TokenCache::<String>::new(CacheOptions {
             max_entries: 100,
             max_ttl: Duration::from_secs(60),
         });
@@ -199,7 +186,7 @@ mod tests {
         let b = TokenKey::of("b");
         c.insert(a, id("a"), T0 + Duration::from_secs(10), T0);
         c.insert(b, id("b"), T0 + Duration::from_secs(3600), T0);
-        assert_eq!(c.get(&a, T0 + Duration::from_secs(9)).unwrap().user, "a");
+        assert_eq!(c.get(&a, T0 + Duration::from_secs(9)).unwrap(), "a");
         assert!(c.get(&a, T0 + Duration::from_secs(10)).is_none());
         assert!(c.get(&b, T0 + Duration::from_secs(59)).is_some());
         assert!(c.get(&b, T0 + Duration::from_secs(60)).is_none());
@@ -210,7 +197,7 @@ mod tests {
 
     #[test]
     fn size_is_bounded() {
-        let c = TokenCache::new(CacheOptions {
+        let c = TokenCache::<String>::new(CacheOptions {
             max_entries: 160,
             max_ttl: Duration::from_secs(60),
         });
@@ -228,7 +215,7 @@ mod tests {
 
     #[test]
     fn zero_disables() {
-        let c = TokenCache::new(CacheOptions {
+        let c = TokenCache::<String>::new(CacheOptions {
             max_entries: 0,
             max_ttl: Duration::from_secs(60),
         });

@@ -264,6 +264,8 @@ pub struct KeyStore {
     source: Source,
     client: Option<HttpsClient>,
     keys: ArcSwap<KeySet>,
+    /// SHA-256 of the documents the current keys came from (unchanged content → no swap).
+    fingerprint: Mutex<Option<[u8; 32]>>,
     loaded: std::sync::atomic::AtomicBool,
     generation: AtomicU64,
     fetch_lock: tokio::sync::Mutex<()>,
@@ -286,6 +288,7 @@ impl KeyStore {
             source,
             client,
             keys: ArcSwap::from_pointee(KeySet::default()),
+            fingerprint: Mutex::new(None),
             loaded: Default::default(),
             generation: AtomicU64::new(0),
             fetch_lock: tokio::sync::Mutex::new(()),
@@ -305,8 +308,8 @@ impl KeyStore {
     pub fn load_local_now(&self) -> Result<(), String> {
         match &self.source {
             Source::JwksFile(_) | Source::PemFiles(_) => {
-                let set = load_local(&self.source)?;
-                self.store(set);
+                let (set, fp) = load_local(&self.source)?;
+                self.store(set, fp);
                 Ok(())
             }
             Source::None => {
@@ -337,10 +340,20 @@ impl KeyStore {
         self.keys.load_full()
     }
 
-    fn store(&self, set: KeySet) {
-        self.keys.store(Arc::new(set));
+    /// The key-set generation: changes whenever the keys change (cached tokens verified under
+    /// an older generation are re-verified, so a key removed from the JWKS stops working).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    fn store(&self, set: KeySet, fingerprint: [u8; 32]) {
+        let mut fp = self.fingerprint.lock().unwrap_or_else(|e| e.into_inner());
+        if *fp != Some(fingerprint) {
+            *fp = Some(fingerprint);
+            self.keys.store(Arc::new(set));
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
         self.loaded.store(true, Ordering::SeqCst);
-        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Reload now (shares the fetch lock with unknown-kid refetches). A failure keeps the old
@@ -361,9 +374,9 @@ impl KeyStore {
             Source::None => return Ok(()),
         };
         match result {
-            Ok(set) => {
+            Ok((set, fp)) => {
                 tracing::debug!(issuer = %self.issuer, keys = set.keys.len(), "JWT keys loaded");
-                self.store(set);
+                self.store(set, fp);
                 Ok(())
             }
             Err(err) => {
@@ -374,7 +387,7 @@ impl KeyStore {
         }
     }
 
-    async fn load_remote(&self) -> Result<KeySet, String> {
+    async fn load_remote(&self) -> Result<(KeySet, [u8; 32]), String> {
         let Some(client) = &self.client else {
             return Err("no https client configured".into());
         };
@@ -402,7 +415,8 @@ impl KeyStore {
             _ => return Err("not a remote source".into()),
         };
         let body = get(client, &jwks_url).await?;
-        KeySet::from_jwks(&body).map_err(|e| format!("{jwks_url}: {e}"))
+        let set = KeySet::from_jwks(&body).map_err(|e| format!("{jwks_url}: {e}"))?;
+        Ok((set, sha256(&[&body])))
     }
 
     /// The keys that may verify a token with this `kid` and `alg`. An unknown kid triggers at
@@ -515,22 +529,37 @@ impl KeyStore {
 }
 
 /// Read a local JWKS file or the PEM files.
-fn load_local(source: &Source) -> Result<KeySet, String> {
+fn load_local(source: &Source) -> Result<(KeySet, [u8; 32]), String> {
     match source {
         Source::JwksFile(path) => {
             let bytes = read_capped(path)?;
-            KeySet::from_jwks(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+            let set = KeySet::from_jwks(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok((set, sha256(&[&bytes])))
         }
         Source::PemFiles(files) => {
             let mut keys = Vec::new();
+            let mut docs = Vec::new();
             for (path, kid) in files {
                 let bytes = read_capped(path)?;
                 keys.push(pem_to_key(&bytes, kid).map_err(|e| format!("{}: {e}", path.display()))?);
+                docs.push(bytes);
             }
-            Ok(KeySet { keys })
+            let parts: Vec<&[u8]> = docs.iter().map(Vec::as_slice).collect();
+            Ok((KeySet { keys }, sha256(&parts)))
         }
         _ => Err("not a local source".into()),
     }
+}
+
+fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for p in parts {
+        ctx.update(&(p.len() as u64).to_le_bytes());
+        ctx.update(p);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 fn read_capped(path: &std::path::Path) -> Result<Vec<u8>, String> {

@@ -103,11 +103,20 @@ pub struct IssuerPolicy {
     pub keys: Arc<KeyStore>,
 }
 
+#[derive(Clone)]
+struct Cached {
+    identity: Identity,
+    keys: Arc<KeyStore>,
+    generation: u64,
+}
+
 /// Verifies JWT bearer tokens from the configured issuers. Built by
 /// [`super::config::build`]; cheap to share behind an `Arc`.
 pub struct JwtAuthenticator {
     issuers: BTreeMap<String, Arc<IssuerPolicy>>,
-    cache: TokenCache,
+    /// Per token: the identity, its issuer's key store, and the key generation it was
+    /// verified under.
+    cache: TokenCache<Cached>,
     clock: Arc<dyn Clock>,
 }
 
@@ -185,15 +194,26 @@ impl JwtAuthenticator {
         }
         let now = self.clock.now();
         let key = TokenKey::of(token);
-        if let Some(id) = self.cache.get(&key, now) {
-            return Ok(id);
+        if let Some(c) = self.cache.get(&key, now) {
+            if c.keys.generation() == c.generation {
+                return Ok(c.identity);
+            }
         }
-        let (identity, exp) = self.verify(token, now).await?;
-        self.cache.insert(key, identity.clone(), exp, now);
+        let (identity, exp, keys, generation) = self.verify(token, now).await?;
+        let cached = Cached {
+            identity: identity.clone(),
+            keys,
+            generation,
+        };
+        self.cache.insert(key, cached, exp, now);
         Ok(identity)
     }
 
-    async fn verify(&self, token: &str, now: Duration) -> Result<(Identity, Duration), Rejected> {
+    async fn verify(
+        &self,
+        token: &str,
+        now: Duration,
+    ) -> Result<(Identity, Duration, Arc<KeyStore>, u64), Rejected> {
         let mut parts = token.split('.');
         let (Some(h64), Some(p64), Some(s64), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -230,6 +250,8 @@ impl JwtAuthenticator {
 
         // Signature: the message is exactly the first two parts as sent.
         let message_len = h64.len() + 1 + p64.len();
+        // Read before choosing keys: if they change while we verify, the cache entry is stale.
+        let generation = policy.keys.generation();
         let message = token
             .as_bytes()
             .get(..message_len)
@@ -262,7 +284,7 @@ impl JwtAuthenticator {
         // From here on the claims are authentic.
         let exp = validate_claims(policy, &claims, now)?;
         let identity = map_identity(policy, &claims)?;
-        Ok((identity, exp))
+        Ok((identity, exp, Arc::clone(&policy.keys), generation))
     }
 }
 

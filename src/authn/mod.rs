@@ -9,6 +9,7 @@
 //! `system:masters`.
 
 pub mod identity;
+pub mod jwt;
 pub mod x509;
 
 pub use identity::Identity;

@@ -1,0 +1,817 @@
+//! `authentication.jwt:` — the YAML schema of one issuer entry, and [`build`], which turns the
+//! list into a [`JwtAuthenticator`] or reports every problem with its key path.
+//!
+//! Modelled on kube-apiserver's `AuthenticationConfiguration` (v1): same claim-mapping,
+//! prefix, audience and `claimValidationRules` semantics, snake_case keys. Not supported (and
+//! refused by `deny_unknown_fields`): CEL expressions, `audienceMatchPolicy` (always
+//! `MatchAny`), `userValidationRules` (the `system:` refusal is built in), distributed claims.
+//!
+//! Key sources (at most one per issuer): `discovery_url`, `jwks_url`, `jwks_file`, `pem_files`.
+//! With none, OIDC discovery at `{url}/.well-known/openid-configuration` is used — unless the
+//! issuer has an `hmac_secret_file` and nothing else, in which case it is an HMAC-only issuer.
+//! Remote sources require `certificate_authority_file`: system roots are never trusted for
+//! fetching keys.
+
+use std::{
+    collections::{BTreeSet, HashSet},
+    path::{Path, PathBuf},
+    str::FromStr,
+    sync::Arc,
+    time::Duration,
+};
+
+use http::Uri;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    cache::CacheOptions,
+    keys::{self, KeyStore, Source},
+    verify::{IssuerPolicy, JwtAuthenticator},
+    DEFAULT_SCOPE_CLAIM,
+};
+use crate::{config::validate::Problem, server::tls};
+
+/// Algorithms allowed when an issuer does not list its own.
+pub const DEFAULT_ALGORITHMS: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::EdDSA,
+];
+
+const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+const MAX_LEEWAY: Duration = Duration::from_secs(300);
+const DEFAULT_REFRESH: Duration = Duration::from_secs(3600);
+const MIN_REFRESH: Duration = Duration::from_secs(10);
+const DEFAULT_UNKNOWN_KID_INTERVAL: Duration = Duration::from_secs(30);
+const MIN_HMAC_SECRET: usize = 32;
+
+/// One entry of `authentication.jwt:`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    pub issuer: Issuer,
+    /// Allowed header `alg` values (default: RS256 RS384 RS512 ES256 ES384 PS256 PS384 PS512
+    /// EdDSA, plus HS256 HS384 HS512 when `hmac_secret_file` is set). `none` is never allowed.
+    #[serde(default)]
+    pub algorithms: Option<Vec<String>>,
+    /// A shared secret (trailing whitespace trimmed, at least 32 bytes): the only way to
+    /// accept HS256/HS384/HS512.
+    #[serde(default)]
+    pub hmac_secret_file: Option<PathBuf>,
+    /// Clock-skew allowance for `exp`, `nbf` and `iat` (default `30s`, at most `5m`).
+    #[serde(default)]
+    pub leeway: Option<String>,
+    /// How often keys are re-read (default `1h`, at least `10s`).
+    #[serde(default)]
+    pub refresh_interval: Option<String>,
+    /// At most one refetch per interval on an unknown `kid` (default `30s`); a `kid` still
+    /// unknown after a refetch is negatively cached this long.
+    #[serde(default)]
+    pub unknown_kid_min_interval: Option<String>,
+    #[serde(default)]
+    pub claim_validation_rules: Vec<ClaimValidationRule>,
+    pub claim_mappings: ClaimMappings,
+    /// The claim carrying the token's scope (default `portcullis.io/scope`).
+    #[serde(default)]
+    pub scope_claim: Option<String>,
+    /// Accept users and groups beginning with `system:` (default false).
+    #[serde(default)]
+    pub allow_system_identities: bool,
+}
+
+/// `issuer:` — who signs, for whom, and where the keys are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Issuer {
+    /// `https://…`; must equal the token's `iss` (and the discovery document's `issuer`).
+    pub url: String,
+    /// Non-empty; the token's `aud` must contain at least one.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default)]
+    pub discovery_url: Option<String>,
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    #[serde(default)]
+    pub pem_files: Vec<PemFile>,
+    /// CA bundle for fetching discovery / JWKS over https (required for remote sources).
+    #[serde(default)]
+    pub certificate_authority_file: Option<PathBuf>,
+}
+
+/// A PEM public key: a path (its `kid` is the file stem) or `{path, kid}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PemFile {
+    Path(PathBuf),
+    WithKid(PemFileWithKid),
+}
+
+/// `{path, kid}` form of [`PemFile`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PemFileWithKid {
+    pub path: PathBuf,
+    pub kid: String,
+}
+
+/// `{claim, required_value}`: the string claim must equal the value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimValidationRule {
+    pub claim: String,
+    #[serde(default)]
+    pub required_value: String,
+}
+
+/// `claim_mappings:`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimMappings {
+    pub username: PrefixedClaim,
+    #[serde(default)]
+    pub groups: Option<PrefixedClaim>,
+    #[serde(default)]
+    pub uid: Option<UidClaim>,
+    #[serde(default)]
+    pub extra: Vec<ExtraMapping>,
+}
+
+/// `{claim, prefix}`; both must be given (no defaulting, as in the API server).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefixedClaim {
+    #[serde(default)]
+    pub claim: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+/// `{claim}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UidClaim {
+    pub claim: String,
+}
+
+/// `{key, claim}`: a lower-case, domain-prefixed extra key filled from a string or string-array
+/// claim.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraMapping {
+    pub key: String,
+    pub claim: String,
+}
+
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>, hint: &str) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+            hint: hint.to_string(),
+        });
+    }
+
+    fn duration(&mut self, path: String, value: &Option<String>, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(s) => match humantime::parse_duration(s) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.push(
+                        path,
+                        format!("{s:?} is not a duration: {e}"),
+                        "write e.g. 30s, 5m or 1h",
+                    );
+                    default
+                }
+            },
+        }
+    }
+}
+
+/// Validate every issuer and build the authenticator. `base_dir` resolves relative file paths
+/// (the config file's directory); `key_prefix` is the key path of the list
+/// (`authentication.jwt`), used in every [`Problem::path`]. Local key files are read now;
+/// remote keys are fetched by [`JwtAuthenticator::spawn_refresh`] /
+/// [`JwtAuthenticator::refresh_all`] or on the first token that needs them.
+pub fn build(
+    entries: &[IssuerConfig],
+    base_dir: &Path,
+    key_prefix: &str,
+    cache: CacheOptions,
+) -> Result<JwtAuthenticator, Vec<Problem>> {
+    super::install_crypto_provider();
+    let mut p = Problems(Vec::new());
+    let mut seen = HashSet::new();
+    let mut policies = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let path = format!("{key_prefix}[{i}]");
+        if !seen.insert(entry.issuer.url.as_str()) {
+            p.push(
+                format!("{path}.issuer.url"),
+                format!("issuer {:?} is configured more than once", entry.issuer.url),
+                "issuer URLs must be unique; merge the entries",
+            );
+        }
+        if let Some(policy) = build_one(entry, base_dir, &path, &mut p) {
+            policies.push(policy);
+        }
+    }
+    if !p.0.is_empty() {
+        return Err(p.0);
+    }
+    Ok(JwtAuthenticator::new(policies, cache))
+}
+
+fn build_one(
+    e: &IssuerConfig,
+    base_dir: &Path,
+    path: &str,
+    p: &mut Problems,
+) -> Option<IssuerPolicy> {
+    let before = p.0.len();
+    let ip = format!("{path}.issuer");
+    check_https(&e.issuer.url, &format!("{ip}.url"), true, p);
+
+    if e.issuer.audiences.is_empty() {
+        p.push(
+            format!("{ip}.audiences"),
+            "at least one audience is required",
+            "the token's aud must contain one of them, e.g. [portcullis]",
+        );
+    }
+    for (j, a) in e.issuer.audiences.iter().enumerate() {
+        if a.is_empty() {
+            p.push(format!("{ip}.audiences[{j}]"), "audience is empty", "");
+        }
+    }
+
+    // HMAC secret.
+    let hmac = e.hmac_secret_file.as_ref().and_then(|f| {
+        let file = base_dir.join(f);
+        match std::fs::read(&file) {
+            Ok(bytes) => {
+                let secret = trim_end(&bytes);
+                if secret.len() < MIN_HMAC_SECRET {
+                    p.push(
+                        format!("{path}.hmac_secret_file"),
+                        format!(
+                            "{} holds {} bytes; at least {MIN_HMAC_SECRET} are required",
+                            file.display(),
+                            secret.len()
+                        ),
+                        "generate one with: head -c 48 /dev/urandom | base64",
+                    );
+                    None
+                } else {
+                    Some(DecodingKey::from_secret(secret))
+                }
+            }
+            Err(err) => {
+                p.push(
+                    format!("{path}.hmac_secret_file"),
+                    format!("cannot read {}: {err}", file.display()),
+                    "",
+                );
+                None
+            }
+        }
+    });
+
+    // Algorithms.
+    let algorithms = match &e.algorithms {
+        None => {
+            let mut algs = DEFAULT_ALGORITHMS.to_vec();
+            if e.hmac_secret_file.is_some() {
+                algs.extend([Algorithm::HS256, Algorithm::HS384, Algorithm::HS512]);
+            }
+            algs
+        }
+        Some(list) => {
+            if list.is_empty() {
+                p.push(
+                    format!("{path}.algorithms"),
+                    "the list is empty, so no token could be accepted",
+                    "omit the key for the default list",
+                );
+            }
+            let mut algs = Vec::new();
+            for (j, name) in list.iter().enumerate() {
+                let key = format!("{path}.algorithms[{j}]");
+                if name.eq_ignore_ascii_case("none") {
+                    p.push(key, "`none` (unsigned tokens) is never allowed", "");
+                    continue;
+                }
+                match Algorithm::from_str(name) {
+                    Ok(alg) => {
+                        if matches!(alg.family(), jsonwebtoken::AlgorithmFamily::Hmac)
+                            && e.hmac_secret_file.is_none()
+                        {
+                            p.push(
+                                key,
+                                format!("{name} needs a shared secret"),
+                                "set hmac_secret_file, or use an asymmetric algorithm",
+                            );
+                            continue;
+                        }
+                        if !algs.contains(&alg) {
+                            algs.push(alg);
+                        }
+                    }
+                    Err(_) => p.push(
+                        key,
+                        format!("unsupported algorithm {name:?}"),
+                        "one of RS256 RS384 RS512 ES256 ES384 PS256 PS384 PS512 EdDSA HS256 HS384 HS512",
+                    ),
+                }
+            }
+            if e.hmac_secret_file.is_some()
+                && !algs
+                    .iter()
+                    .any(|a| matches!(a.family(), jsonwebtoken::AlgorithmFamily::Hmac))
+            {
+                p.push(
+                    format!("{path}.hmac_secret_file"),
+                    "a secret is set but algorithms allows no HS256/HS384/HS512",
+                    "add HS256 to algorithms or remove hmac_secret_file",
+                );
+            }
+            algs
+        }
+    };
+
+    let leeway = p.duration(format!("{path}.leeway"), &e.leeway, DEFAULT_LEEWAY);
+    if leeway > MAX_LEEWAY {
+        p.push(
+            format!("{path}.leeway"),
+            format!(
+                "{} is more than the 5m allowed",
+                humantime::format_duration(leeway)
+            ),
+            "clock skew is normally seconds",
+        );
+    }
+    let refresh = p.duration(
+        format!("{path}.refresh_interval"),
+        &e.refresh_interval,
+        DEFAULT_REFRESH,
+    );
+    if refresh < MIN_REFRESH {
+        p.push(
+            format!("{path}.refresh_interval"),
+            "must be at least 10s",
+            "the identity provider should not be polled harder",
+        );
+    }
+    let unknown_kid = p.duration(
+        format!("{path}.unknown_kid_min_interval"),
+        &e.unknown_kid_min_interval,
+        DEFAULT_UNKNOWN_KID_INTERVAL,
+    );
+    if unknown_kid.is_zero() {
+        p.push(
+            format!("{path}.unknown_kid_min_interval"),
+            "must be more than 0",
+            "a zero interval lets random kids hammer the identity provider",
+        );
+    }
+
+    let source = key_source(e, base_dir, &ip, p);
+    let client = match &source {
+        Some(Source::Discovery { .. }) | Some(Source::JwksUrl(_)) => {
+            match &e.issuer.certificate_authority_file {
+                None => {
+                    p.push(
+                        format!("{ip}.certificate_authority_file"),
+                        "required to fetch keys over https",
+                        "the CA bundle that signed the identity provider's certificate; system roots are not used",
+                    );
+                    None
+                }
+                Some(f) => {
+                    let file = base_dir.join(f);
+                    match tls::load_certs(&file)
+                        .and_then(tls::root_store)
+                        .and_then(keys::https_client)
+                    {
+                        Ok(c) => Some(c),
+                        Err(err) => {
+                            p.push(
+                                format!("{ip}.certificate_authority_file"),
+                                format!("{err:#}"),
+                                "a PEM file of CA certificates",
+                            );
+                            None
+                        }
+                    }
+                }
+            }
+        }
+        _ => None,
+    };
+
+    // Claim rules and mappings.
+    let mut rules = Vec::new();
+    for (j, r) in e.claim_validation_rules.iter().enumerate() {
+        if r.claim.is_empty() {
+            p.push(
+                format!("{path}.claim_validation_rules[{j}].claim"),
+                "claim name is empty",
+                "",
+            );
+        }
+        rules.push((r.claim.clone(), r.required_value.clone()));
+    }
+    let mp = format!("{path}.claim_mappings");
+    let username = prefixed(&e.claim_mappings.username, &format!("{mp}.username"), p);
+    let groups = e
+        .claim_mappings
+        .groups
+        .as_ref()
+        .and_then(|g| prefixed(g, &format!("{mp}.groups"), p));
+    let uid = e.claim_mappings.uid.as_ref().map(|u| {
+        if u.claim.is_empty() {
+            p.push(format!("{mp}.uid.claim"), "claim name is empty", "");
+        }
+        u.claim.clone()
+    });
+    let mut extra = Vec::new();
+    let mut keys_seen = BTreeSet::new();
+    for (j, x) in e.claim_mappings.extra.iter().enumerate() {
+        let xp = format!("{mp}.extra[{j}]");
+        if let Err(msg) = check_extra_key(&x.key) {
+            p.push(
+                format!("{xp}.key"),
+                msg,
+                "a lower-case domain-prefixed path such as example.com/repository",
+            );
+        }
+        if !keys_seen.insert(x.key.as_str()) {
+            p.push(
+                format!("{xp}.key"),
+                format!("{:?} is mapped more than once", x.key),
+                "",
+            );
+        }
+        if x.claim.is_empty() {
+            p.push(format!("{xp}.claim"), "claim name is empty", "");
+        }
+        extra.push((x.key.clone(), x.claim.clone()));
+    }
+    let scope_claim = match &e.scope_claim {
+        Some(c) if c.is_empty() => {
+            p.push(
+                format!("{path}.scope_claim"),
+                "claim name is empty",
+                "omit it for the default portcullis.io/scope",
+            );
+            String::new()
+        }
+        Some(c) => c.clone(),
+        None => DEFAULT_SCOPE_CLAIM.to_string(),
+    };
+
+    if p.0.len() > before {
+        return None;
+    }
+    let source = source?;
+    let (username_claim, username_prefix) = username?;
+    let store = KeyStore::new(e.issuer.url.clone(), source, client, refresh, unknown_kid);
+    if let Err(err) = store.load_local_now() {
+        p.push(
+            local_source_path(e, &ip),
+            err,
+            "a JWKS ({\"keys\": [...]}) or PEM public key",
+        );
+        return None;
+    }
+    Some(IssuerPolicy {
+        url: e.issuer.url.clone(),
+        audiences: e.issuer.audiences.clone(),
+        algorithms,
+        hmac,
+        leeway,
+        rules,
+        username_claim,
+        username_prefix,
+        groups,
+        uid,
+        extra,
+        scope_claim,
+        allow_system_identities: e.allow_system_identities,
+        keys: Arc::new(store),
+    })
+}
+
+fn local_source_path(e: &IssuerConfig, ip: &str) -> String {
+    if e.issuer.jwks_file.is_some() {
+        format!("{ip}.jwks_file")
+    } else {
+        format!("{ip}.pem_files")
+    }
+}
+
+/// The one key source of an issuer (files resolved against `base_dir`).
+fn key_source(e: &IssuerConfig, base_dir: &Path, ip: &str, p: &mut Problems) -> Option<Source> {
+    let i = &e.issuer;
+    let mut given = Vec::new();
+    if i.discovery_url.is_some() {
+        given.push("discovery_url");
+    }
+    if i.jwks_url.is_some() {
+        given.push("jwks_url");
+    }
+    if i.jwks_file.is_some() {
+        given.push("jwks_file");
+    }
+    if !i.pem_files.is_empty() {
+        given.push("pem_files");
+    }
+    if given.len() > 1 {
+        p.push(
+            format!("{ip}.{}", given[1]),
+            format!("only one key source may be set, found {}", given.join(", ")),
+            "keep one of discovery_url, jwks_url, jwks_file, pem_files",
+        );
+        return None;
+    }
+    if let Some(u) = &i.discovery_url {
+        check_https(u, &format!("{ip}.discovery_url"), false, p);
+        return Some(Source::Discovery {
+            url: u.clone(),
+            issuer: i.url.clone(),
+        });
+    }
+    if let Some(u) = &i.jwks_url {
+        check_https(u, &format!("{ip}.jwks_url"), false, p);
+        return Some(Source::JwksUrl(u.clone()));
+    }
+    if let Some(f) = &i.jwks_file {
+        return Some(Source::JwksFile(base_dir.join(f)));
+    }
+    if !i.pem_files.is_empty() {
+        let mut files = Vec::new();
+        let mut kids = HashSet::new();
+        for (j, f) in i.pem_files.iter().enumerate() {
+            let (file, kid) = match f {
+                PemFile::Path(path) => (path.clone(), pem_stem(path)),
+                PemFile::WithKid(k) => (k.path.clone(), k.kid.clone()),
+            };
+            if kid.is_empty() {
+                p.push(format!("{ip}.pem_files[{j}]"), "the key id is empty", "");
+            } else if !kids.insert(kid.clone()) {
+                p.push(
+                    format!("{ip}.pem_files[{j}]"),
+                    format!("key id {kid:?} is used twice"),
+                    "give each file its own {path, kid}",
+                );
+            }
+            files.push((base_dir.join(file), kid));
+        }
+        return Some(Source::PemFiles(files));
+    }
+    if e.hmac_secret_file.is_some() {
+        return Some(Source::None);
+    }
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        i.url.trim_end_matches('/')
+    );
+    Some(Source::Discovery {
+        url,
+        issuer: i.url.clone(),
+    })
+}
+
+/// `key.pub.pem` → `key`: the stem up to the first dot.
+fn pem_stem(path: &Path) -> String {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.split('.').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn prefixed(c: &PrefixedClaim, path: &str, p: &mut Problems) -> Option<(String, String)> {
+    let claim = match &c.claim {
+        Some(claim) if !claim.is_empty() => Some(claim.clone()),
+        _ => {
+            p.push(
+                format!("{path}.claim"),
+                "claim is required",
+                "e.g. sub; there is no default",
+            );
+            None
+        }
+    };
+    let prefix = match &c.prefix {
+        Some(prefix) => Some(prefix.clone()),
+        None => {
+            p.push(
+                format!("{path}.prefix"),
+                "prefix is required (it may be \"\")",
+                "set it explicitly, e.g. \"oidc:\", as the API server requires",
+            );
+            None
+        }
+    };
+    Some((claim?, prefix?))
+}
+
+fn check_https(url: &str, path: &str, is_issuer: bool, p: &mut Problems) {
+    let ok = match url.parse::<Uri>() {
+        Ok(u) => {
+            u.scheme_str() == Some("https")
+                && u.authority().is_some_and(|a| !a.as_str().contains('@'))
+                && (!is_issuer || u.query().is_none())
+        }
+        Err(_) => false,
+    };
+    if !ok || url.contains('#') {
+        p.push(
+            path,
+            format!("{url:?} is not an https URL"),
+            if is_issuer {
+                "https://host[:port][/path], no user info, query or fragment"
+            } else {
+                "https://host[:port]/path"
+            },
+        );
+    }
+}
+
+/// Kubernetes' rule for extra keys: lower-case, `domain/path`, not a Kubernetes domain.
+fn check_extra_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("the key is empty".into());
+    }
+    if key != key.to_ascii_lowercase() {
+        return Err(format!("{key:?} must be lower-case"));
+    }
+    let Some((domain, rest)) = key.split_once('/') else {
+        return Err(format!("{key:?} is not domain-prefixed"));
+    };
+    let domain_ok = domain.contains('.')
+        && domain
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    if !domain_ok || rest.is_empty() {
+        return Err(format!("{key:?} is not a domain-prefixed path"));
+    }
+    if !rest
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._/".contains(&b))
+    {
+        return Err(format!(
+            "{key:?} holds characters other than a-z 0-9 - . _ /"
+        ));
+    }
+    for reserved in ["kubernetes.io", "k8s.io"] {
+        if domain == reserved || domain.ends_with(&format!(".{reserved}")) {
+            return Err(format!("the {reserved} domain is reserved"));
+        }
+    }
+    Ok(())
+}
+
+fn trim_end(b: &[u8]) -> &[u8] {
+    let mut end = b.len();
+    while end > 0 && b.get(end - 1).is_some_and(|c| c.is_ascii_whitespace()) {
+        end -= 1;
+    }
+    b.get(..end).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(yaml: &str) -> Vec<IssuerConfig> {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    fn problems(yaml: &str) -> Vec<Problem> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("keys.json"),
+            r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"a"}]}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("short"), "too short\n").unwrap();
+        match build(
+            &entry(yaml),
+            dir.path(),
+            "authentication.jwt",
+            CacheOptions::default(),
+        ) {
+            Ok(_) => Vec::new(),
+            Err(p) => p,
+        }
+    }
+
+    fn paths(p: &[Problem]) -> Vec<&str> {
+        p.iter().map(|p| p.path.as_str()).collect()
+    }
+
+    #[test]
+    fn a_good_entry_builds() {
+        let p = problems(
+            r#"
+- issuer: {url: "https://issuer.example", audiences: [portcullis], jwks_file: keys.json}
+  claim_mappings:
+    username: {claim: sub, prefix: "ci:"}
+    groups: {claim: groups, prefix: ""}
+    uid: {claim: sub}
+    extra: [{key: example.com/repo, claim: repository}]
+"#,
+        );
+        assert!(p.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let p = problems(
+            r#"
+- issuer: {url: "http://issuer.example", audiences: [], jwks_file: keys.json, jwks_url: "https://x/keys"}
+  algorithms: [none, HS256, XX1]
+  leeway: soon
+  claim_mappings:
+    username: {claim: sub}
+    groups: {prefix: ""}
+    extra: [{key: Example.com/repo, claim: r}, {key: repo, claim: r}, {key: x.k8s.io/a, claim: r}]
+- issuer: {url: "https://b.example", audiences: [a], jwks_url: "https://b.example/keys"}
+  hmac_secret_file: short
+  claim_mappings: {username: {claim: sub, prefix: ""}}
+- issuer: {url: "https://b.example", audiences: [a], jwks_file: missing.json}
+  unknown_kid_min_interval: 0s
+  refresh_interval: 1s
+  claim_mappings: {username: {claim: sub, prefix: ""}}
+"#,
+        );
+        let got = paths(&p);
+        for want in [
+            "authentication.jwt[0].issuer.url",
+            "authentication.jwt[0].issuer.audiences",
+            "authentication.jwt[0].issuer.jwks_file",
+            "authentication.jwt[0].algorithms[0]",
+            "authentication.jwt[0].algorithms[1]",
+            "authentication.jwt[0].algorithms[2]",
+            "authentication.jwt[0].leeway",
+            "authentication.jwt[0].claim_mappings.username.prefix",
+            "authentication.jwt[0].claim_mappings.groups.claim",
+            "authentication.jwt[0].claim_mappings.extra[0].key",
+            "authentication.jwt[0].claim_mappings.extra[1].key",
+            "authentication.jwt[0].claim_mappings.extra[2].key",
+            "authentication.jwt[1].hmac_secret_file",
+            "authentication.jwt[1].issuer.certificate_authority_file",
+            "authentication.jwt[2].issuer.url",
+            "authentication.jwt[2].unknown_kid_min_interval",
+            "authentication.jwt[2].refresh_interval",
+        ] {
+            assert!(got.contains(&want), "missing {want} in {got:#?}");
+        }
+    }
+
+    #[test]
+    fn unreadable_local_keys_are_reported() {
+        let p = problems(
+            r#"
+- issuer: {url: "https://a.example", audiences: [a], jwks_file: missing.json}
+  claim_mappings: {username: {claim: sub, prefix: ""}}
+"#,
+        );
+        assert_eq!(paths(&p), ["authentication.jwt[0].issuer.jwks_file"]);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_the_schema() {
+        let r: Result<Vec<IssuerConfig>, _> = serde_saphyr::from_str(
+            r#"
+- issuer: {url: "https://a.example", audiences: [a]}
+  claim_mappings: {username: {expression: "claims.sub", prefix: ""}}
+"#,
+        );
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn extra_keys_follow_kubernetes_rules() {
+        assert!(check_extra_key("example.com/repo").is_ok());
+        assert!(check_extra_key("example.com/").is_err());
+        assert!(check_extra_key("example/repo").is_err());
+        assert!(check_extra_key("kubernetes.io/x").is_err());
+        assert!(check_extra_key("Example.com/x").is_err());
+    }
+}

@@ -1,0 +1,625 @@
+//! Where an issuer's verification keys come from, and the per-issuer key cache.
+//!
+//! Sources: OIDC discovery (`/.well-known/openid-configuration`, whose `issuer` must equal the
+//! configured URL, then its `jwks_uri`, which must be https), a JWKS URL, a local JWKS file, or
+//! local PEM public keys. Remote fetches go over rustls trusting only the configured CA, time
+//! out after [`FETCH_TIMEOUT`], never follow redirects, and refuse bodies over
+//! [`MAX_DOCUMENT`]. Files are re-read on every refresh.
+//!
+//! Accepted keys: RSA, EC P-256 / P-384 and Ed25519 signature keys. Skipped: `use: enc` keys,
+//! symmetric (`oct`) keys (an HMAC secret only ever comes from `hmac_secret_file`), unsupported
+//! curves and anything unparsable. A refresh that fails, or yields no usable key, keeps the old
+//! keys.
+//!
+//! Unknown `kid`: at most one refetch per `unknown_kid_min_interval` per issuer; concurrent
+//! requests share one in-flight fetch; a `kid` still unknown after a refetch is negatively
+//! cached for the interval, so spraying random kids cannot hammer the identity provider.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    str::FromStr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{header, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::TokioExecutor,
+};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use rustls::RootCertStore;
+use serde_json::Value;
+
+use crate::{server::tls, shutdown::Shutdown};
+
+/// Timeout of one discovery or JWKS fetch (connect, headers and body).
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest discovery document, JWKS or key file accepted.
+pub const MAX_DOCUMENT: usize = 1024 * 1024;
+/// Most keys kept from one JWKS.
+const MAX_KEYS: usize = 64;
+/// Most kids remembered as unknown per issuer.
+const MAX_NEGATIVE: usize = 4096;
+/// Retry period while an issuer has never loaded keys (as the API server: every 10 s).
+const INIT_RETRY: Duration = Duration::from_secs(10);
+
+/// The https client used for discovery and JWKS.
+pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// An https-only client trusting exactly `roots`.
+pub fn https_client(roots: RootCertStore) -> anyhow::Result<HttpsClient> {
+    let config = tls::client_config(roots, None, &[])?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(FETCH_TIMEOUT));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new()).build(https))
+}
+
+/// Where an issuer's keys come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// OIDC discovery at `url`; the document's `issuer` must equal `issuer`.
+    Discovery {
+        url: String,
+        issuer: String,
+    },
+    JwksUrl(String),
+    JwksFile(PathBuf),
+    /// `(file, kid)` pairs.
+    PemFiles(Vec<(PathBuf, String)>),
+    /// HMAC-only issuer: no public keys.
+    None,
+}
+
+impl Source {
+    fn is_remote(&self) -> bool {
+        matches!(self, Source::Discovery { .. } | Source::JwksUrl(_))
+    }
+}
+
+/// One verification key.
+#[derive(Clone)]
+pub struct VerifyKey {
+    pub kid: Option<String>,
+    pub key: DecodingKey,
+    /// The only algorithms this key may verify (from the JWK `alg` / EC curve), if restricted.
+    pub algorithms: Option<Vec<Algorithm>>,
+}
+
+impl VerifyKey {
+    /// Whether this key may check a signature made with `alg`: same key type, and the
+    /// algorithm the key was published for.
+    pub fn accepts(&self, alg: Algorithm) -> bool {
+        family_eq(self.key.family(), alg.family())
+            && self.algorithms.as_ref().is_none_or(|a| a.contains(&alg))
+    }
+}
+
+fn family_eq(a: AlgorithmFamily, b: AlgorithmFamily) -> bool {
+    matches!(
+        (a, b),
+        (AlgorithmFamily::Rsa, AlgorithmFamily::Rsa)
+            | (AlgorithmFamily::Ec, AlgorithmFamily::Ec)
+            | (AlgorithmFamily::Ed, AlgorithmFamily::Ed)
+    )
+}
+
+/// The keys of one issuer at one moment.
+#[derive(Clone, Default)]
+pub struct KeySet {
+    pub keys: Vec<VerifyKey>,
+}
+
+impl KeySet {
+    /// Keys that may verify a token with this `kid` (any key when the token has none) and `alg`.
+    pub fn candidates<'a>(
+        &'a self,
+        kid: Option<&'a str>,
+        alg: Algorithm,
+    ) -> impl Iterator<Item = &'a VerifyKey> + 'a {
+        self.keys
+            .iter()
+            .filter(move |k| k.accepts(alg) && kid.is_none_or(|kid| k.kid.as_deref() == Some(kid)))
+    }
+
+    fn has(&self, kid: Option<&str>, alg: Algorithm) -> bool {
+        self.candidates(kid, alg).next().is_some()
+    }
+
+    /// Parse a JWKS document, keeping the usable signature keys.
+    pub fn from_jwks(bytes: &[u8]) -> Result<KeySet, String> {
+        let doc: Value =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS JSON document: {e}"))?;
+        let Some(list) = doc.get("keys").and_then(Value::as_array) else {
+            return Err("not a JWKS: no \"keys\" array".into());
+        };
+        let keys: Vec<VerifyKey> = list.iter().filter_map(jwk_to_key).take(MAX_KEYS).collect();
+        if keys.is_empty() {
+            return Err("the JWKS holds no usable signature key".into());
+        }
+        Ok(KeySet { keys })
+    }
+}
+
+fn jwk_to_key(v: &Value) -> Option<VerifyKey> {
+    let s = |k: &str| v.get(k).and_then(Value::as_str);
+    if s("use").is_some_and(|u| u != "sig") {
+        return None;
+    }
+    let kid = s("kid").map(str::to_string);
+    let declared = match s("alg") {
+        Some(a) => Some(Algorithm::from_str(a).ok()?),
+        None => None,
+    };
+    let (key, mut algorithms) = match s("kty")? {
+        "RSA" => (
+            DecodingKey::from_rsa_components(s("n")?, s("e")?).ok()?,
+            None,
+        ),
+        "EC" => {
+            let alg = match s("crv")? {
+                "P-256" => Algorithm::ES256,
+                "P-384" => Algorithm::ES384,
+                _ => return None,
+            };
+            (
+                DecodingKey::from_ec_components(s("x")?, s("y")?).ok()?,
+                Some(vec![alg]),
+            )
+        }
+        "OKP" if s("crv")? == "Ed25519" => (
+            DecodingKey::from_ed_components(s("x")?).ok()?,
+            Some(vec![Algorithm::EdDSA]),
+        ),
+        _ => return None,
+    };
+    if let Some(alg) = declared {
+        match &algorithms {
+            Some(allowed) if !allowed.contains(&alg) => return None,
+            _ => algorithms = Some(vec![alg]),
+        }
+    }
+    let key = VerifyKey {
+        kid,
+        key,
+        algorithms,
+    };
+    // A key whose declared alg does not fit its type (e.g. kty RSA, alg HS256) is useless.
+    if let Some(a) = &key.algorithms {
+        if !a.iter().any(|alg| key.accepts(*alg)) {
+            return None;
+        }
+    }
+    Some(key)
+}
+
+/// A PEM public key (RSA, EC or Ed25519 SubjectPublicKeyInfo).
+pub fn pem_to_key(pem: &[u8], kid: &str) -> Result<VerifyKey, String> {
+    let key = DecodingKey::from_rsa_pem(pem)
+        .or_else(|_| DecodingKey::from_ec_pem(pem))
+        .or_else(|_| DecodingKey::from_ed_pem(pem))
+        .map_err(|_| "not an RSA, EC or Ed25519 PEM public key".to_string())?;
+    Ok(VerifyKey {
+        kid: Some(kid.to_string()),
+        key,
+        algorithms: None,
+    })
+}
+
+/// Counters of one issuer's key cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyStats {
+    /// Loads attempted (initial, periodic and unknown-kid), successful or not.
+    pub fetches: u64,
+    /// Loads that failed (old keys kept).
+    pub fetch_failures: u64,
+    /// Unknown-kid refetches refused by the rate limit.
+    pub refetches_suppressed: u64,
+    /// Unknown kids answered from the negative cache.
+    pub negative_hits: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    fetches: AtomicU64,
+    fetch_failures: AtomicU64,
+    refetches_suppressed: AtomicU64,
+    negative_hits: AtomicU64,
+}
+
+#[derive(Default)]
+struct Limiter {
+    last_unknown_refetch: Option<Duration>,
+    /// kid → unknown until.
+    negative: HashMap<String, Duration>,
+}
+
+/// Why no key could be found for a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyMiss {
+    /// No key with this kid (and algorithm), even after a refetch or while refetches are
+    /// rate-limited.
+    UnknownKid,
+    /// The issuer has not loaded any key yet.
+    NotInitialized,
+}
+
+/// The key cache of one issuer.
+pub struct KeyStore {
+    issuer: String,
+    source: Source,
+    client: Option<HttpsClient>,
+    keys: ArcSwap<KeySet>,
+    /// SHA-256 of the documents the current keys came from (unchanged content → no swap).
+    fingerprint: Mutex<Option<[u8; 32]>>,
+    loaded: std::sync::atomic::AtomicBool,
+    generation: AtomicU64,
+    fetch_lock: tokio::sync::Mutex<()>,
+    limiter: Mutex<Limiter>,
+    refresh_interval: Duration,
+    unknown_kid_min_interval: Duration,
+    counters: Counters,
+}
+
+impl KeyStore {
+    pub fn new(
+        issuer: String,
+        source: Source,
+        client: Option<HttpsClient>,
+        refresh_interval: Duration,
+        unknown_kid_min_interval: Duration,
+    ) -> KeyStore {
+        KeyStore {
+            issuer,
+            source,
+            client,
+            keys: ArcSwap::from_pointee(KeySet::default()),
+            fingerprint: Mutex::new(None),
+            loaded: Default::default(),
+            generation: AtomicU64::new(0),
+            fetch_lock: tokio::sync::Mutex::new(()),
+            limiter: Mutex::new(Limiter::default()),
+            refresh_interval,
+            unknown_kid_min_interval,
+            counters: Counters::default(),
+        }
+    }
+
+    /// The issuer URL these keys belong to.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Load local sources synchronously (at build time); remote sources are left for later.
+    pub fn load_local_now(&self) -> Result<(), String> {
+        match &self.source {
+            Source::JwksFile(_) | Source::PemFiles(_) => {
+                let (set, fp) = load_local(&self.source)?;
+                self.store(set, fp);
+                Ok(())
+            }
+            Source::None => {
+                self.loaded.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether keys were loaded at least once (always true for an HMAC-only issuer).
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::SeqCst)
+    }
+
+    /// The current counters.
+    pub fn stats(&self) -> KeyStats {
+        KeyStats {
+            fetches: self.counters.fetches.load(Ordering::Relaxed),
+            fetch_failures: self.counters.fetch_failures.load(Ordering::Relaxed),
+            refetches_suppressed: self.counters.refetches_suppressed.load(Ordering::Relaxed),
+            negative_hits: self.counters.negative_hits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The current keys.
+    pub fn current(&self) -> Arc<KeySet> {
+        self.keys.load_full()
+    }
+
+    /// The key-set generation: changes whenever the keys change (cached tokens verified under
+    /// an older generation are re-verified, so a key removed from the JWKS stops working).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    fn store(&self, set: KeySet, fingerprint: [u8; 32]) {
+        let mut fp = self.fingerprint.lock().unwrap_or_else(|e| e.into_inner());
+        if *fp != Some(fingerprint) {
+            *fp = Some(fingerprint);
+            self.keys.store(Arc::new(set));
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+        self.loaded.store(true, Ordering::SeqCst);
+    }
+
+    /// Reload now (shares the fetch lock with unknown-kid refetches). A failure keeps the old
+    /// keys.
+    pub async fn refresh(&self) -> Result<(), String> {
+        if matches!(self.source, Source::None) {
+            return Ok(());
+        }
+        let _guard = self.fetch_lock.lock().await;
+        self.fetch_and_store().await
+    }
+
+    async fn fetch_and_store(&self) -> Result<(), String> {
+        self.counters.fetches.fetch_add(1, Ordering::Relaxed);
+        let result = match &self.source {
+            Source::JwksFile(_) | Source::PemFiles(_) => load_local(&self.source),
+            Source::Discovery { .. } | Source::JwksUrl(_) => self.load_remote().await,
+            Source::None => return Ok(()),
+        };
+        match result {
+            Ok((set, fp)) => {
+                tracing::debug!(issuer = %self.issuer, keys = set.keys.len(), "JWT keys loaded");
+                self.store(set, fp);
+                Ok(())
+            }
+            Err(err) => {
+                self.counters.fetch_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(issuer = %self.issuer, error = %err, "JWT key refresh failed; keeping the previous keys");
+                Err(err)
+            }
+        }
+    }
+
+    async fn load_remote(&self) -> Result<(KeySet, [u8; 32]), String> {
+        let Some(client) = &self.client else {
+            return Err("no https client configured".into());
+        };
+        let jwks_url = match &self.source {
+            Source::Discovery { url, issuer } => {
+                let doc = get(client, url).await?;
+                let doc: Value = serde_json::from_slice(&doc)
+                    .map_err(|e| format!("discovery document {url}: not JSON: {e}"))?;
+                let found = doc.get("issuer").and_then(Value::as_str).unwrap_or("");
+                if found != issuer {
+                    return Err(format!(
+                        "discovery document {url} names issuer {found:?}, expected {issuer:?}"
+                    ));
+                }
+                let jwks = doc
+                    .get("jwks_uri")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| format!("discovery document {url} has no jwks_uri"))?;
+                if !jwks.starts_with("https://") {
+                    return Err(format!("jwks_uri {jwks:?} is not https"));
+                }
+                jwks.to_string()
+            }
+            Source::JwksUrl(u) => u.clone(),
+            _ => return Err("not a remote source".into()),
+        };
+        let body = get(client, &jwks_url).await?;
+        let set = KeySet::from_jwks(&body).map_err(|e| format!("{jwks_url}: {e}"))?;
+        Ok((set, sha256(&[&body])))
+    }
+
+    /// The keys that may verify a token with this `kid` and `alg`. An unknown kid triggers at
+    /// most one refetch per `unknown_kid_min_interval` (concurrent callers share it); a kid
+    /// still unknown afterwards is negatively cached for that interval. `now` is the injected
+    /// clock (time since the Unix epoch).
+    pub async fn keys_for(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+        now: Duration,
+    ) -> Result<Arc<KeySet>, KeyMiss> {
+        let set = self.keys.load_full();
+        if set.has(kid, alg) {
+            return Ok(set);
+        }
+        if matches!(self.source, Source::None) {
+            return Err(KeyMiss::UnknownKid);
+        }
+        let neg_key = kid.unwrap_or("");
+        if self.negatively_cached(neg_key, now) {
+            self.counters.negative_hits.fetch_add(1, Ordering::Relaxed);
+            return Err(self.miss());
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let _guard = self.fetch_lock.lock().await;
+        if self.generation.load(Ordering::SeqCst) != generation {
+            // Someone loaded keys while we waited: use that answer.
+            let set = self.keys.load_full();
+            if set.has(kid, alg) {
+                return Ok(set);
+            }
+            self.remember_unknown(neg_key, now);
+            return Err(self.miss());
+        }
+        {
+            let mut l = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(last) = l.last_unknown_refetch {
+                if now < last + self.unknown_kid_min_interval {
+                    self.counters
+                        .refetches_suppressed
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(self.miss());
+                }
+            }
+            l.last_unknown_refetch = Some(now);
+        }
+        let _ = self.fetch_and_store().await;
+        let set = self.keys.load_full();
+        if set.has(kid, alg) {
+            return Ok(set);
+        }
+        self.remember_unknown(neg_key, now);
+        Err(self.miss())
+    }
+
+    fn miss(&self) -> KeyMiss {
+        if self.is_loaded() {
+            KeyMiss::UnknownKid
+        } else {
+            KeyMiss::NotInitialized
+        }
+    }
+
+    fn negatively_cached(&self, kid: &str, now: Duration) -> bool {
+        let l = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+        l.negative.get(kid).is_some_and(|until| now < *until)
+    }
+
+    fn remember_unknown(&self, kid: &str, now: Duration) {
+        let mut l = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+        if l.negative.len() >= MAX_NEGATIVE {
+            l.negative.retain(|_, until| now < *until);
+        }
+        if l.negative.len() < MAX_NEGATIVE {
+            l.negative
+                .insert(kid.to_string(), now + self.unknown_kid_min_interval);
+        }
+    }
+
+    /// Refresh in the background until `shutdown`: immediately (then every 10 s until the
+    /// first success for a remote source), then every `refresh_interval`.
+    pub fn spawn_refresh(self: &Arc<Self>, mut shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
+        let store = Arc::clone(self);
+        tokio::spawn(async move {
+            if matches!(store.source, Source::None) {
+                return;
+            }
+            loop {
+                let wait = if store.source.is_remote() && !store.is_loaded() {
+                    let _ = store.refresh().await;
+                    if store.is_loaded() {
+                        store.refresh_interval
+                    } else {
+                        INIT_RETRY.min(store.refresh_interval)
+                    }
+                } else {
+                    store.refresh_interval
+                };
+                tokio::select! {
+                    _ = shutdown.wait() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                if store.is_loaded() {
+                    let _ = store.refresh().await;
+                }
+            }
+        })
+    }
+}
+
+/// Read a local JWKS file or the PEM files.
+fn load_local(source: &Source) -> Result<(KeySet, [u8; 32]), String> {
+    match source {
+        Source::JwksFile(path) => {
+            let bytes = read_capped(path)?;
+            let set = KeySet::from_jwks(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok((set, sha256(&[&bytes])))
+        }
+        Source::PemFiles(files) => {
+            let mut keys = Vec::new();
+            let mut docs = Vec::new();
+            for (path, kid) in files {
+                let bytes = read_capped(path)?;
+                keys.push(pem_to_key(&bytes, kid).map_err(|e| format!("{}: {e}", path.display()))?);
+                docs.push(bytes);
+            }
+            let parts: Vec<&[u8]> = docs.iter().map(Vec::as_slice).collect();
+            Ok((KeySet { keys }, sha256(&parts)))
+        }
+        _ => Err("not a local source".into()),
+    }
+}
+
+fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for p in parts {
+        ctx.update(&(p.len() as u64).to_le_bytes());
+        ctx.update(p);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+fn read_capped(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if meta.len() > MAX_DOCUMENT as u64 {
+        return Err(format!("{} is larger than 1 MiB", path.display()));
+    }
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// GET `url`, expecting 200 and at most [`MAX_DOCUMENT`] bytes within [`FETCH_TIMEOUT`].
+async fn get(client: &HttpsClient, url: &str) -> Result<Bytes, String> {
+    let uri: Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    let req = Request::get(uri)
+        .header(header::ACCEPT, "application/json")
+        .header(header::USER_AGENT, "portcullis")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("{url}: {e}"))?;
+    let fetch = async {
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        if resp.status() != StatusCode::OK {
+            return Err(format!("{url}: HTTP {}", resp.status()));
+        }
+        Limited::new(resp.into_body(), MAX_DOCUMENT)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .map_err(|e| format!("{url}: {e}"))
+    };
+    tokio::time::timeout(FETCH_TIMEOUT, fetch)
+        .await
+        .map_err(|_| format!("{url}: no answer within {}s", FETCH_TIMEOUT.as_secs()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jwks_parsing_skips_unusable_keys() {
+        super::super::install_crypto_provider();
+        let jwks = r#"{"keys":[
+            {"kty":"oct","k":"c2VjcmV0","kid":"hmac"},
+            {"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"ed","use":"enc"},
+            {"kty":"EC","crv":"P-521","x":"AA","y":"AA","kid":"p521"},
+            {"kty":"RSA","n":"AQAB","e":"AQAB","kid":"rsa","alg":"HS256"},
+            {"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"good"},
+            "not an object"
+        ]}"#;
+        let set = KeySet::from_jwks(jwks.as_bytes()).unwrap();
+        let kids: Vec<_> = set.keys.iter().map(|k| k.kid.clone().unwrap()).collect();
+        assert_eq!(kids, ["good"]);
+        assert!(set.has(Some("good"), Algorithm::EdDSA));
+        assert!(!set.has(Some("good"), Algorithm::ES256));
+        assert!(!set.has(Some("good"), Algorithm::HS256));
+        assert!(KeySet::from_jwks(br#"{"keys":[]}"#).is_err());
+        assert!(KeySet::from_jwks(b"[]").is_err());
+    }
+}

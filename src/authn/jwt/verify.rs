@@ -1,0 +1,469 @@
+//! The token check itself: [`JwtAuthenticator::authenticate`].
+//!
+//! Order (cheapest and least trusting first): size → cache → split and decode the header
+//! (`alg: none` and `crit` refused) → the unverified `iss` picks the issuer → `alg` must be in
+//! the issuer's list → a key of the matching type (the HMAC secret for HS*, never a public key
+//! used as an HMAC secret) → signature → `exp` (required), `nbf`, `iat`, `iss`, `aud` →
+//! claim validation rules → claim mappings → `system:` refusal and header safety → scope.
+//! Every failure is a [`Rejected`] reason for the logs; the client only ever gets 401.
+
+use std::{collections::BTreeMap, str::FromStr, sync::Arc, time::Duration};
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use http::HeaderValue;
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use serde_json::{Map, Value};
+
+use super::{
+    cache::{CacheOptions, TokenCache, TokenKey},
+    keys::{KeyMiss, KeyStats, KeyStore},
+    Clock, SystemClock,
+};
+use crate::{
+    authn::{identity::Method, Identity},
+    authz::Scope,
+    shutdown::Shutdown,
+};
+
+/// Longest token accepted (bytes).
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+/// Most keys tried for a token without `kid`.
+const MAX_CANDIDATES: usize = 8;
+
+/// Why a token was refused. For logs and metrics only: never send it to the client, and it
+/// never contains token material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("empty bearer token")]
+    Empty,
+    #[error("token longer than {MAX_TOKEN_LEN} bytes")]
+    TooLarge,
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    #[error("unsigned token (alg none)")]
+    AlgNone,
+    #[error("unsupported algorithm {0:?}")]
+    UnsupportedAlgorithm(String),
+    #[error("token has a crit header")]
+    CriticalHeader,
+    #[error("no issuer configured for this token's iss")]
+    UnknownIssuer,
+    #[error("algorithm {0:?} is not allowed for this issuer")]
+    AlgorithmNotAllowed(Algorithm),
+    #[error("no key for this token's kid and algorithm")]
+    UnknownKid,
+    #[error("issuer keys not loaded yet")]
+    KeysNotLoaded,
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("token expired")]
+    Expired,
+    #[error("token not valid yet (nbf)")]
+    NotYetValid,
+    #[error("token issued in the future (iat)")]
+    IssuedInFuture,
+    #[error("iss does not match")]
+    WrongIssuer,
+    #[error("aud does not contain an accepted audience")]
+    WrongAudience,
+    #[error("required claim {0:?} missing")]
+    MissingClaim(String),
+    #[error("claim {0:?} has the wrong type or an empty value")]
+    InvalidClaim(String),
+    #[error("claim {0:?} does not have the required value")]
+    RuleMismatch(String),
+    #[error("email claim used but email_verified is not true")]
+    EmailNotVerified,
+    #[error("{0} starts with system: (reserved)")]
+    SystemIdentity(&'static str),
+    #[error("{0} cannot be sent in an impersonation header")]
+    UnsafeValue(&'static str),
+    #[error("scope claim does not parse: {0}")]
+    MalformedScope(String),
+}
+
+/// One configured issuer, validated.
+pub struct IssuerPolicy {
+    pub url: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub hmac: Option<DecodingKey>,
+    pub leeway: Duration,
+    /// `(claim, required_value)`.
+    pub rules: Vec<(String, String)>,
+    pub username_claim: String,
+    pub username_prefix: String,
+    /// `(claim, prefix)`.
+    pub groups: Option<(String, String)>,
+    pub uid: Option<String>,
+    /// `(key, claim)`.
+    pub extra: Vec<(String, String)>,
+    pub scope_claim: String,
+    pub allow_system_identities: bool,
+    pub keys: Arc<KeyStore>,
+}
+
+#[derive(Clone)]
+struct Cached {
+    identity: Identity,
+    keys: Arc<KeyStore>,
+    generation: u64,
+}
+
+/// Verifies JWT bearer tokens from the configured issuers. Built by
+/// [`super::config::build`]; cheap to share behind an `Arc`.
+pub struct JwtAuthenticator {
+    issuers: BTreeMap<String, Arc<IssuerPolicy>>,
+    /// Per token: the identity, its issuer's key store, and the key generation it was
+    /// verified under.
+    cache: TokenCache<Cached>,
+    clock: Arc<dyn Clock>,
+}
+
+impl JwtAuthenticator {
+    pub(crate) fn new(policies: Vec<IssuerPolicy>, cache: CacheOptions) -> JwtAuthenticator {
+        JwtAuthenticator {
+            issuers: policies
+                .into_iter()
+                .map(|p| (p.url.clone(), Arc::new(p)))
+                .collect(),
+            cache: TokenCache::new(cache),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Replace the clock (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> JwtAuthenticator {
+        self.clock = clock;
+        self
+    }
+
+    /// The configured issuer URLs.
+    pub fn issuers(&self) -> impl Iterator<Item = &str> {
+        self.issuers.keys().map(String::as_str)
+    }
+
+    /// Key-cache counters of one issuer.
+    pub fn key_stats(&self, issuer: &str) -> Option<KeyStats> {
+        self.issuers.get(issuer).map(|p| p.keys.stats())
+    }
+
+    /// Issuers that have not loaded keys yet (for readiness).
+    pub fn issuers_not_ready(&self) -> Vec<String> {
+        self.issuers
+            .values()
+            .filter(|p| !p.keys.is_loaded())
+            .map(|p| p.url.clone())
+            .collect()
+    }
+
+    /// Verified tokens currently cached.
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Load every issuer's keys now; returns the failures as `(issuer, error)`.
+    pub async fn refresh_all(&self) -> Vec<(String, String)> {
+        let mut failed = Vec::new();
+        for p in self.issuers.values() {
+            if let Err(e) = p.keys.refresh().await {
+                failed.push((p.url.clone(), e));
+            }
+        }
+        failed
+    }
+
+    /// Start one background refresh task per issuer (immediately, then every
+    /// `refresh_interval`; a remote issuer that never loaded retries every 10 s). The tasks end
+    /// when `shutdown` fires.
+    pub fn spawn_refresh(&self, shutdown: Shutdown) -> Vec<tokio::task::JoinHandle<()>> {
+        self.issuers
+            .values()
+            .map(|p| p.keys.spawn_refresh(shutdown.clone()))
+            .collect()
+    }
+
+    /// Verify a bearer token (without the `Bearer ` prefix) and map it to an [`Identity`]
+    /// (`tenant` is left `None`).
+    pub async fn authenticate(&self, token: &str) -> Result<Identity, Rejected> {
+        if token.is_empty() {
+            return Err(Rejected::Empty);
+        }
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(Rejected::TooLarge);
+        }
+        let now = self.clock.now();
+        let key = TokenKey::of(token);
+        if let Some(c) = self.cache.get(&key, now) {
+            if c.keys.generation() == c.generation {
+                return Ok(c.identity);
+            }
+        }
+        let (identity, exp, keys, generation) = self.verify(token, now).await?;
+        let cached = Cached {
+            identity: identity.clone(),
+            keys,
+            generation,
+        };
+        self.cache.insert(key, cached, exp, now);
+        Ok(identity)
+    }
+
+    async fn verify(
+        &self,
+        token: &str,
+        now: Duration,
+    ) -> Result<(Identity, Duration, Arc<KeyStore>, u64), Rejected> {
+        let mut parts = token.split('.');
+        let (Some(h64), Some(p64), Some(s64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Rejected::Malformed("not three dot-separated parts"));
+        };
+        let header = decode_object(h64).ok_or(Rejected::Malformed("header"))?;
+        let alg_name = header
+            .get("alg")
+            .and_then(Value::as_str)
+            .ok_or(Rejected::Malformed("header has no alg"))?;
+        if alg_name.eq_ignore_ascii_case("none") {
+            return Err(Rejected::AlgNone);
+        }
+        let alg = Algorithm::from_str(alg_name)
+            .map_err(|_| Rejected::UnsupportedAlgorithm(alg_name.chars().take(16).collect()))?;
+        if header.contains_key("crit") {
+            return Err(Rejected::CriticalHeader);
+        }
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Value::String(k)) => Some(k.as_str()),
+            Some(_) => return Err(Rejected::Malformed("kid is not a string")),
+        };
+        let claims = decode_object(p64).ok_or(Rejected::Malformed("payload"))?;
+        let iss = claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .ok_or(Rejected::UnknownIssuer)?;
+        let policy = self.issuers.get(iss).ok_or(Rejected::UnknownIssuer)?;
+        if !policy.algorithms.contains(&alg) {
+            return Err(Rejected::AlgorithmNotAllowed(alg));
+        }
+
+        // Signature: the message is exactly the first two parts as sent.
+        let message_len = h64.len() + 1 + p64.len();
+        // Read before choosing keys: if they change while we verify, the cache entry is stale.
+        let generation = policy.keys.generation();
+        let message = token
+            .as_bytes()
+            .get(..message_len)
+            .ok_or(Rejected::Malformed("length"))?;
+        let verified = if matches!(alg.family(), AlgorithmFamily::Hmac) {
+            let secret = policy
+                .hmac
+                .as_ref()
+                .ok_or(Rejected::AlgorithmNotAllowed(alg))?;
+            check(s64, message, secret, alg)
+        } else {
+            let set = policy
+                .keys
+                .keys_for(kid, alg, now)
+                .await
+                .map_err(|m| match m {
+                    KeyMiss::UnknownKid => Rejected::UnknownKid,
+                    KeyMiss::NotInitialized => Rejected::KeysNotLoaded,
+                })?;
+            let ok = set
+                .candidates(kid, alg)
+                .take(MAX_CANDIDATES)
+                .any(|k| check(s64, message, &k.key, alg));
+            ok
+        };
+        if !verified {
+            return Err(Rejected::BadSignature);
+        }
+
+        // From here on the claims are authentic.
+        let exp = validate_claims(policy, &claims, now)?;
+        let identity = map_identity(policy, &claims)?;
+        Ok((identity, exp, Arc::clone(&policy.keys), generation))
+    }
+}
+
+fn check(sig: &str, message: &[u8], key: &DecodingKey, alg: Algorithm) -> bool {
+    matches!(
+        jsonwebtoken::crypto::verify(sig, message, key, alg),
+        Ok(true)
+    )
+}
+
+fn decode_object(part: &str) -> Option<Map<String, Value>> {
+    let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(m) => Some(m),
+        _ => None,
+    }
+}
+
+fn numeric(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, Rejected> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .filter(|f| f.is_finite())
+            .map(Some)
+            .ok_or_else(|| Rejected::InvalidClaim(name.to_string())),
+    }
+}
+
+/// Time claims, `iss`, `aud` and the validation rules; returns `exp`.
+fn validate_claims(
+    p: &IssuerPolicy,
+    claims: &Map<String, Value>,
+    now: Duration,
+) -> Result<Duration, Rejected> {
+    let now_s = now.as_secs_f64();
+    let leeway = p.leeway.as_secs_f64();
+    let exp = numeric(claims, "exp")?.ok_or_else(|| Rejected::MissingClaim("exp".into()))?;
+    if now_s > exp + leeway {
+        return Err(Rejected::Expired);
+    }
+    if let Some(nbf) = numeric(claims, "nbf")? {
+        if now_s + leeway < nbf {
+            return Err(Rejected::NotYetValid);
+        }
+    }
+    if let Some(iat) = numeric(claims, "iat")? {
+        if now_s + leeway < iat {
+            return Err(Rejected::IssuedInFuture);
+        }
+    }
+    if claims.get("iss").and_then(Value::as_str) != Some(p.url.as_str()) {
+        return Err(Rejected::WrongIssuer);
+    }
+    let aud_ok = match claims.get("aud") {
+        Some(Value::String(a)) => p.audiences.iter().any(|x| x == a),
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|a| p.audiences.iter().any(|x| x == a)),
+        None => return Err(Rejected::MissingClaim("aud".into())),
+        Some(_) => return Err(Rejected::InvalidClaim("aud".into())),
+    };
+    if !aud_ok {
+        return Err(Rejected::WrongAudience);
+    }
+    for (claim, required) in &p.rules {
+        match claims.get(claim) {
+            Some(Value::String(v)) if v == required => {}
+            Some(Value::String(_)) => return Err(Rejected::RuleMismatch(claim.clone())),
+            None => return Err(Rejected::MissingClaim(claim.clone())),
+            Some(_) => return Err(Rejected::InvalidClaim(claim.clone())),
+        }
+    }
+    // exp is a finite number here; negative or absurd values clamp.
+    Ok(Duration::try_from_secs_f64(exp.max(0.0)).unwrap_or(Duration::MAX))
+}
+
+/// A claim that must be a non-empty string.
+fn string_claim(claims: &Map<String, Value>, name: &str) -> Result<String, Rejected> {
+    match claims.get(name) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        None | Some(Value::Null) => Err(Rejected::MissingClaim(name.to_string())),
+        Some(_) => Err(Rejected::InvalidClaim(name.to_string())),
+    }
+}
+
+/// A string or string-array claim; `""`, `[]`, null and absence mean no values, empty
+/// strings are dropped.
+fn string_list(claims: &Map<String, Value>, name: &str) -> Result<Vec<String>, Rejected> {
+    match claims.get(name) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter(|v| v.as_str() != Some(""))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| Rejected::InvalidClaim(name.to_string()))
+            })
+            .collect(),
+        Some(_) => Err(Rejected::InvalidClaim(name.to_string())),
+    }
+}
+
+fn header_safe(value: &str, what: &'static str) -> Result<(), Rejected> {
+    HeaderValue::from_str(value)
+        .map(|_| ())
+        .map_err(|_| Rejected::UnsafeValue(what))
+}
+
+fn map_identity(p: &IssuerPolicy, claims: &Map<String, Value>) -> Result<Identity, Rejected> {
+    let name = string_claim(claims, &p.username_claim)?;
+    if p.username_claim == "email" {
+        match claims.get("email_verified") {
+            None | Some(Value::Bool(true)) => {}
+            Some(_) => return Err(Rejected::EmailNotVerified),
+        }
+    }
+    let user = format!("{}{}", p.username_prefix, name);
+    let groups: Vec<String> = match &p.groups {
+        Some((claim, prefix)) => string_list(claims, claim)?
+            .into_iter()
+            .map(|g| format!("{prefix}{g}"))
+            .collect(),
+        None => Vec::new(),
+    };
+    let uid = match &p.uid {
+        Some(claim) => string_claim(claims, claim)?,
+        None => String::new(),
+    };
+    let mut extra = BTreeMap::new();
+    for (key, claim) in &p.extra {
+        let values = string_list(claims, claim)?;
+        if !values.is_empty() {
+            extra.insert(key.clone(), values);
+        }
+    }
+
+    if !p.allow_system_identities {
+        if user.starts_with("system:") {
+            return Err(Rejected::SystemIdentity("user"));
+        }
+        if groups.iter().any(|g| g.starts_with("system:")) {
+            return Err(Rejected::SystemIdentity("group"));
+        }
+    }
+    header_safe(&user, "user")?;
+    header_safe(&uid, "uid")?;
+    for g in &groups {
+        header_safe(g, "group")?;
+    }
+    for v in extra.values().flatten() {
+        header_safe(v, "extra value")?;
+    }
+
+    let scope = match claims.get(&p.scope_claim) {
+        None => None,
+        Some(v) => Some(
+            serde_json::from_value::<Scope>(v.clone())
+                .map_err(|e| Rejected::MalformedScope(e.to_string()))?,
+        ),
+    };
+    let token_id = match claims.get("jti") {
+        Some(Value::String(j)) => j.clone(),
+        _ => String::new(),
+    };
+    Ok(Identity {
+        user,
+        uid,
+        groups,
+        extra,
+        tenant: None,
+        scope,
+        method: Method::Jwt {
+            issuer: p.url.clone(),
+            token_id,
+        },
+    })
+}

@@ -1,0 +1,259 @@
+//! The compiled policy and the decision: `(tenant rules ∪ grants of the caller's subjects) ∩
+//! token scope`, deny by default. See the module doc of [`crate::authz`] for the semantics.
+//!
+//! Everything a decision needs was compiled by [`crate::authz::config::build`]: verbs are bit
+//! sets, namespace patterns are globs, resource patterns are parsed. A decision allocates only
+//! its reason string.
+
+use crate::authn::identity::Identity;
+use crate::k8s::request::RequestInfo;
+
+use super::pattern::{
+    builtin_cluster_scoped, verb_bit, Glob, ResourcePattern, UrlPattern, VerbSet,
+};
+
+/// Reason of a denial when no tenant rule and no grant of the caller allows the request.
+pub const NO_GRANT: &str = "no grant";
+/// Reason of a denial when a grant allows the request but the token's scope does not.
+pub const OUTSIDE_SCOPE: &str = "outside token scope";
+/// Reason of an allowed request to a public non-resource URL.
+pub const PUBLIC: &str = "public non-resource URL";
+
+/// The outcome of [`Authorizer::authorize`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// When allowed: `tenant <name>`, `grant <name>` or `public non-resource URL`.
+    /// When denied: [`NO_GRANT`] or [`OUTSIDE_SCOPE`].
+    pub reason: String,
+}
+
+impl Decision {
+    fn allow(reason: &str) -> Self {
+        Decision {
+            allowed: true,
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn deny(reason: &str) -> Self {
+        Decision {
+            allowed: false,
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+/// A validated, compiled `authorization:` section. Immutable; build a new one to reload.
+#[derive(Debug, Clone)]
+pub struct Authorizer {
+    pub(super) public: Vec<UrlPattern>,
+    /// Tenants first (config order), then grants (config order).
+    pub(super) principals: Vec<Principal>,
+    /// `cluster_scoped_resources` from the config: (group, resource).
+    pub(super) extra_cluster_scoped: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PrincipalKind {
+    Tenant,
+    Grant,
+}
+
+/// A tenant or a grant: who it applies to and what it allows.
+#[derive(Debug, Clone)]
+pub(super) struct Principal {
+    pub kind: PrincipalKind,
+    pub name: String,
+    /// `tenant <name>` / `grant <name>`, the reason of an allowed decision.
+    pub allow_reason: String,
+    pub subjects: Vec<Subject>,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Subject {
+    User(String),
+    Group(String),
+    Extra { key: String, value: String },
+}
+
+impl Subject {
+    #[inline]
+    fn matches(&self, id: &Identity) -> bool {
+        match self {
+            Subject::User(u) => *u == id.user,
+            Subject::Group(g) => id.groups.iter().any(|x| x == g),
+            Subject::Extra { key, value } => id
+                .extra
+                .get(key)
+                .is_some_and(|vs| vs.iter().any(|v| v == value)),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Rule {
+    pub verbs: VerbSet,
+    pub target: RuleTarget,
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum RuleTarget {
+    Resource(ResourceRule),
+    NonResource(Vec<UrlPattern>),
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct ResourceRule {
+    pub namespaces: NsMatch,
+    /// `None`: any group.
+    pub api_groups: Option<Vec<String>>,
+    pub resources: Vec<ResourcePattern>,
+    /// Empty: any name.
+    pub resource_names: Vec<String>,
+}
+
+/// A compiled rule `namespaces:`.
+#[derive(Debug, Clone)]
+pub(super) enum NsMatch {
+    /// `"*"` listed: every namespace, cluster-scoped resources and cluster-wide requests.
+    All,
+    /// Key omitted: cluster-scoped resources only (the namespace objects included).
+    ClusterOnly,
+    /// Names/globs: namespaced requests in a matching namespace, and — only when the rule names
+    /// the `namespaces` resource explicitly — the matching namespace objects.
+    Patterns(Vec<Glob>),
+}
+
+/// Where a resource request points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place<'a> {
+    /// A namespaced resource in this namespace.
+    Namespace(&'a str),
+    /// The namespace object itself (`namespaces/<ns>` and its `status`/`finalize`).
+    NamespaceObject(&'a str),
+    /// A cluster-scoped resource (nodes, clusterroles, …; `list`/`create` of namespaces).
+    ClusterScoped,
+    /// No namespace, on a resource not known to be cluster-scoped: a cluster-wide
+    /// list/watch/deletecollection (or a create/get that the apiserver would refuse).
+    ClusterWide,
+}
+
+impl ResourceRule {
+    #[inline]
+    fn matches(&self, req: &RequestInfo, place: Place<'_>) -> bool {
+        // `named_only`: wildcards in the resource list do not reach the namespace object from a
+        // rule scoped to listed namespaces; the rule must name `namespaces` itself.
+        let named_only = match (&self.namespaces, place) {
+            (NsMatch::All, _) => false,
+            (NsMatch::ClusterOnly, Place::ClusterScoped | Place::NamespaceObject(_)) => false,
+            (NsMatch::ClusterOnly, _) => return false,
+            (NsMatch::Patterns(p), Place::Namespace(ns)) => {
+                if !p.iter().any(|g| g.matches(ns)) {
+                    return false;
+                }
+                false
+            }
+            (NsMatch::Patterns(p), Place::NamespaceObject(ns)) => {
+                if !p.iter().any(|g| g.matches(ns)) {
+                    return false;
+                }
+                true
+            }
+            (NsMatch::Patterns(_), Place::ClusterScoped | Place::ClusterWide) => return false,
+        };
+        if let Some(groups) = &self.api_groups {
+            if !groups.iter().any(|g| *g == req.api_group) {
+                return false;
+            }
+        }
+        let resource_ok = self.resources.iter().any(|p| {
+            (!named_only || matches!(p, ResourcePattern::Named { .. }))
+                && p.matches(&req.resource, &req.subresource)
+        });
+        resource_ok
+            && (self.resource_names.is_empty()
+                || (!req.name.is_empty() && self.resource_names.iter().any(|n| *n == req.name)))
+    }
+}
+
+impl Authorizer {
+    /// The tenant `id` belongs to: the first tenant, in config order, one of whose subjects
+    /// matches. (Authorization itself applies the rules of *every* matching tenant.)
+    pub fn tenant_of(&self, id: &Identity) -> Option<String> {
+        self.principals
+            .iter()
+            .filter(|p| p.kind == PrincipalKind::Tenant)
+            .find(|p| p.subjects.iter().any(|s| s.matches(id)))
+            .map(|p| p.name.clone())
+    }
+
+    /// Decide one request. Deny unless a tenant rule or grant of one of `id`'s subjects allows
+    /// it *and* the token scope (if any) allows it; public non-resource URLs (GET/HEAD) are
+    /// allowed to every authenticated caller without consulting grants or scope.
+    pub fn authorize(&self, id: &Identity, req: &RequestInfo) -> Decision {
+        if !req.is_resource_request
+            && (req.verb == "get" || req.verb == "head")
+            && self.public.iter().any(|p| p.matches(&req.path))
+        {
+            return Decision::allow(PUBLIC);
+        }
+        let Some(by) = self.granted_by(id, req) else {
+            return Decision::deny(NO_GRANT);
+        };
+        if let Some(scope) = &id.scope {
+            if !scope.allows(req) {
+                return Decision::deny(OUTSIDE_SCOPE);
+            }
+        }
+        Decision::allow(&by.allow_reason)
+    }
+
+    /// The first tenant or grant (tenants first, then grants, each in config order) that applies
+    /// to `id` and has a rule allowing `req`.
+    fn granted_by(&self, id: &Identity, req: &RequestInfo) -> Option<&Principal> {
+        let bit = verb_bit(&req.verb);
+        let place = if req.is_resource_request {
+            if req.resource.is_empty() {
+                return None;
+            }
+            Some(self.place(req))
+        } else {
+            None
+        };
+        self.principals.iter().find(|p| {
+            p.subjects.iter().any(|s| s.matches(id))
+                && p.rules.iter().any(|r| {
+                    r.verbs.contains(bit)
+                        && match (&r.target, place) {
+                            (RuleTarget::Resource(rr), Some(place)) => rr.matches(req, place),
+                            (RuleTarget::NonResource(urls), None) => {
+                                urls.iter().any(|u| u.matches(&req.path))
+                            }
+                            _ => false,
+                        }
+                })
+        })
+    }
+
+    fn place<'a>(&self, req: &'a RequestInfo) -> Place<'a> {
+        let ns = req.namespace.as_str();
+        if !ns.is_empty() {
+            if req.resource == "namespaces" && req.api_group.is_empty() {
+                Place::NamespaceObject(ns)
+            } else {
+                Place::Namespace(ns)
+            }
+        } else if builtin_cluster_scoped(&req.api_group, &req.resource)
+            || self
+                .extra_cluster_scoped
+                .iter()
+                .any(|(g, r)| *g == req.api_group && *r == req.resource)
+        {
+            Place::ClusterScoped
+        } else {
+            Place::ClusterWide
+        }
+    }
+}

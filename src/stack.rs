@@ -7,14 +7,16 @@
 //! | 1 | request id: a fresh `Audit-ID` (a client's is never trusted) | — |
 //! | 2 | metrics: in-flight gauge, latency and count on the way out | — |
 //! | 3 | classify: the one parse of the Kubernetes request (`k8s::request`) | 400 BadRequest |
-//! | 4 | authenticate: client certificate → `Identity` (`authn`) | 401 Unauthorized |
-//! | 5 | forward: header hygiene, impersonation, pooled h2 or upgrade splice (`upstream`) | 502 / 504 |
+//! | 4 | authenticate: client certificate or JWT → `Identity` with tenant (`authn`) | 401 Unauthorized |
+//! | 5 | authorize: config grants ∩ token scope, deny by default (`authz`) | 403 Forbidden |
+//! | 6 | forward: header hygiene, impersonation, pooled h2 or upgrade splice (`upstream`) | 502 / 504 |
 //!
 //! Why this order: the id comes first so every outcome can be correlated; metrics wrap
 //! everything so rejections are counted; classification is pure and cheap and every later
 //! decision reads it; authentication precedes anything that spends upstream resources.
-//! Later stages (authorization, rate limits, body sanitizing, circuit breaker, audit) slot in
-//! between 4 and 5 in the order of `shared/DESIGN.md`.
+//! Authorization reads the one classification, so path tricks cannot make it judge a different
+//! request from the one forwarded. Later stages (rate limits, body sanitizing, circuit breaker,
+//! audit) slot in between 5 and 6 in the order of `shared/DESIGN.md`.
 
 use std::{
     pin::Pin,
@@ -28,7 +30,7 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::{
-    authn::x509,
+    authn, authz,
     body::{Body, BoxError},
     config::Config,
     k8s::{request::classify, Status},
@@ -75,22 +77,22 @@ impl Proxy {
             long_running = info.long_running;
 
             // 4. authenticate
-            // The certificate is the connection's: map it once, reuse for every request on it.
-            let identity = match conn.cert_identity.get() {
-                Some(id) => id.clone(),
-                None => {
-                    let leaf = conn.peer_certs.as_ref().and_then(|c| c.first());
-                    match x509::identity(leaf, &self.config.x509) {
-                        Ok(id) => conn.cert_identity.get_or_init(|| Arc::new(id)).clone(),
-                        Err(why) => {
-                            tracing::info!(peer = %conn.peer, %why, "authentication failed");
-                            break 'pipeline Status::unauthorized().into_response();
-                        }
-                    }
+            let identity = match authn::request::authenticate(&self.config, req.headers(), &conn).await {
+                Ok(id) => id,
+                Err(why) => {
+                    tracing::info!(peer = %conn.peer, %why, "authentication failed");
+                    break 'pipeline Status::unauthorized().into_response();
                 }
             };
 
-            // 5. forward
+            // 5. authorize: grants ∩ token scope, deny by default
+            let decision = self.config.authorizer.authorize(&identity, &info);
+            if !decision.allowed {
+                tracing::info!(user = %identity.user, verb = %info.verb, path = %info.path, reason = %decision.reason, "forbidden");
+                break 'pipeline authz::forbidden_status(&identity, &info, "").into_response();
+            }
+
+            // 6. forward
             let upstream_started = Instant::now();
             let resp = upstream::forward(
                 &self.upstream,

@@ -1,15 +1,16 @@
-//! Authentication: who is calling. Today: client certificates (mTLS), mapped as Kubernetes
-//! x509 authentication does (CN → user, each O → a group).
+//! Authentication: who is calling — a client certificate (mTLS, mapped as Kubernetes x509
+//! authentication does: CN → user, each O → a group) or a JWT bearer token from one of several
+//! issuers (`jwt/`). `request.rs` decides which credential counts for a request.
 //!
-//! Accepts a request whose connection presented a client certificate that rustls verified
-//! against `authentication.client_certificates.ca_files`. Rejects with 401 `Unauthorized`
-//! (a message that tells an attacker nothing): no certificate (in `optional` mode), a
-//! certificate without a CN, or — unless `allow_system_identities` — a user or group beginning
-//! with `system:`, since the proxy's impersonate grant would otherwise hand out e.g.
-//! `system:masters`.
+//! Every failure is a 401 `Unauthorized` Status that tells an attacker nothing: no or several
+//! credentials, an empty or malformed bearer token, a token the verifier refuses, a certificate
+//! without a CN, or — unless allowed in config — a user or group beginning with `system:`,
+//! since the proxy's impersonate grant would otherwise hand out e.g. `system:masters`.
+//! Certificates from unknown CAs, and expired ones, never get past the TLS handshake.
 
 pub mod identity;
 pub mod jwt;
+pub mod request;
 pub mod x509;
 
 pub use identity::Identity;

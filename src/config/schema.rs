@@ -18,6 +18,9 @@ pub struct File {
     pub admin: Admin,
     pub upstream: Upstream,
     pub authentication: Authentication,
+    /// Grants, tenants and public URLs (absent: deny everything but discovery).
+    #[serde(default)]
+    pub authorization: crate::authz::AuthorizationConfig,
     #[serde(default)]
     pub shutdown: Shutdown,
 }
@@ -140,11 +143,32 @@ pub struct KubeconfigRef {
     pub context: Option<String>,
 }
 
-/// `authentication:` — who the caller is.
+/// `authentication:` — who the caller is. At least one method must be configured. A request
+/// with a verified client certificate is that certificate's identity (as kube-apiserver, x509
+/// before tokens); otherwise its `Authorization: Bearer` token must verify against one of the
+/// `jwt` issuers.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Authentication {
-    pub client_certificates: ClientCertificates,
+    #[serde(default)]
+    pub client_certificates: Option<ClientCertificates>,
+    /// JWT issuers (see `authn::jwt::config` and config/portcullis.yaml).
+    #[serde(default)]
+    pub jwt: Vec<crate::authn::jwt::IssuerConfig>,
+    #[serde(default)]
+    pub token_cache: Option<TokenCache>,
+}
+
+/// `authentication.token_cache:` — verified tokens kept to skip signature checks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCache {
+    /// Most tokens kept (default 10000; 0 disables the cache).
+    #[serde(default)]
+    pub max_entries: Option<usize>,
+    /// Longest an entry is trusted, whatever its `exp` (default `10m`).
+    #[serde(default)]
+    pub max_ttl: Option<String>,
 }
 
 /// `authentication.client_certificates:` — mTLS identity, as Kubernetes x509 auth does it.

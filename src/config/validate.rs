@@ -69,6 +69,16 @@ pub struct X509Identity {
     pub allow_system_identities: bool,
 }
 
+/// The JWT authenticator (a newtype so `Config` can be `Debug`).
+#[derive(Clone)]
+pub struct Jwt(pub Arc<crate::authn::jwt::JwtAuthenticator>);
+
+impl std::fmt::Debug for Jwt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.issuers()).finish()
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -79,23 +89,26 @@ pub struct Config {
     pub admin_addr: SocketAddr,
     pub ready_window: Duration,
     pub upstream: UpstreamConfig,
-    pub x509: X509Identity,
+    /// Client-certificate identity mapping (None: certificates are not requested).
+    pub x509: Option<X509Identity>,
     pub client_cert_required: bool,
+    /// JWT issuers (None: bearer tokens are refused).
+    pub jwt: Option<Jwt>,
+    pub authorizer: Arc<crate::authz::Authorizer>,
 }
 
 impl Config {
     /// One line for logs and `check-config`.
     pub fn summary(&self) -> String {
+        let mtls = match (&self.x509, self.client_cert_required) {
+            (None, _) => "off",
+            (Some(_), true) => "required",
+            (Some(_), false) => "optional",
+        };
+        let issuers = self.jwt.as_ref().map_or(0, |j| j.0.issuers().count());
         format!(
-            "listen {} (mTLS {}), admin {}, upstream {}",
-            self.listen_addr,
-            if self.client_cert_required {
-                "required"
-            } else {
-                "optional"
-            },
-            self.admin_addr,
-            self.upstream.base
+            "listen {} (mTLS {mtls}, {issuers} JWT issuer(s)), admin {}, upstream {}",
+            self.listen_addr, self.admin_addr, self.upstream.base
         )
     }
 }
@@ -230,51 +243,98 @@ pub fn build(
     };
 
     // authentication
-    let cc = &file.authentication.client_certificates;
-    let required = match cc.mode.as_deref() {
-        None | Some("required") => true,
-        Some("optional") => false,
-        Some(other) => {
-            c.err(
-                "authentication.client_certificates.mode",
-                format!("unknown mode {other:?}"),
-                "use required or optional",
-            );
-            true
-        }
-    };
-    let mut client_cas = Vec::new();
-    if cc.ca_files.is_empty() {
+    let authn = &file.authentication;
+    if authn.client_certificates.is_none() && authn.jwt.is_empty() {
         c.err(
-            "authentication.client_certificates.ca_files",
-            "no CA bundle given",
-            "list at least one PEM file of CAs that sign client certificates",
+            "authentication",
+            "no authentication method configured",
+            "set authentication.client_certificates and/or authentication.jwt; the proxy never forwards anonymous requests",
         );
     }
-    for (i, f) in cc.ca_files.iter().enumerate() {
-        if let Some(mut certs) = c.certs(
-            &format!("authentication.client_certificates.ca_files[{i}]"),
-            f,
-            base,
-        ) {
-            client_cas.append(&mut certs);
+    let mut required = false;
+    let mut client_cas = Vec::new();
+    let x509 = authn.client_certificates.as_ref().map(|cc| {
+        required = match cc.mode.as_deref() {
+            None | Some("required") => true,
+            Some("optional") => false,
+            Some(other) => {
+                c.err(
+                    "authentication.client_certificates.mode",
+                    format!("unknown mode {other:?}"),
+                    "use required or optional",
+                );
+                true
+            }
+        };
+        if required && !authn.jwt.is_empty() {
+            c.err(
+                "authentication.client_certificates.mode",
+                "required, but JWT issuers are configured too",
+                "clients with only a bearer token could not connect; use mode: optional",
+            );
         }
-    }
+        if cc.ca_files.is_empty() {
+            c.err(
+                "authentication.client_certificates.ca_files",
+                "no CA bundle given",
+                "list at least one PEM file of CAs that sign client certificates",
+            );
+        }
+        for (i, f) in cc.ca_files.iter().enumerate() {
+            if let Some(mut certs) = c.certs(
+                &format!("authentication.client_certificates.ca_files[{i}]"),
+                f,
+                base,
+            ) {
+                client_cas.append(&mut certs);
+            }
+        }
+        X509Identity {
+            username_prefix: cc.username_prefix.clone(),
+            groups_prefix: cc.groups_prefix.clone(),
+            allow_system_identities: cc.allow_system_identities,
+        }
+    });
+    let cache = {
+        let mut opts = crate::authn::jwt::CacheOptions::default();
+        if let Some(tc) = &authn.token_cache {
+            if let Some(n) = tc.max_entries {
+                opts.max_entries = n;
+            }
+            opts.max_ttl = c.duration("authentication.token_cache.max_ttl", &tc.max_ttl, opts.max_ttl);
+        }
+        opts
+    };
+    let jwt = if authn.jwt.is_empty() {
+        None
+    } else {
+        match crate::authn::jwt::build(&authn.jwt, base, "authentication.jwt", cache) {
+            Ok(j) => Some(Jwt(Arc::new(j))),
+            Err(mut problems) => {
+                c.problems.append(&mut problems);
+                None
+            }
+        }
+    };
+    let authorizer = match crate::authz::build(&file.authorization, "authorization") {
+        Ok(a) => Some(Arc::new(a)),
+        Err(mut problems) => {
+            c.problems.append(&mut problems);
+            None
+        }
+    };
     let server_tls = match (chain, key) {
-        (Some(chain), Some(key)) if !client_cas.is_empty() => {
-            let auth = if required {
-                tls::ClientAuth::Required(client_cas)
-            } else {
-                tls::ClientAuth::Optional(client_cas)
+        (Some(chain), Some(key)) => {
+            let auth = match (&x509, required) {
+                (None, _) => tls::ClientAuth::None,
+                (Some(_), _) if client_cas.is_empty() => tls::ClientAuth::None,
+                (Some(_), true) => tls::ClientAuth::Required(client_cas),
+                (Some(_), false) => tls::ClientAuth::Optional(client_cas),
             };
             match tls::server_config(chain, key, auth) {
                 Ok(cfg) => Some(cfg),
                 Err(e) => {
-                    c.err(
-                        "listen.tls",
-                        format!("{e:#}"),
-                        "the certificate must match the key; CA files must hold CA certificates",
-                    );
+                    c.err("listen.tls", format!("{e:#}"), "the certificate must match the key; CA files must hold CA certificates");
                     None
                 }
             }
@@ -293,8 +353,8 @@ pub fn build(
     // upstream
     let upstream = build_upstream(&mut c, &file.upstream, base, env);
 
-    match (listen_addr, server_tls, admin_addr, upstream) {
-        (Some(listen_addr), Some(server_tls), Some(admin_addr), Some(upstream))
+    match (listen_addr, server_tls, admin_addr, upstream, authorizer) {
+        (Some(listen_addr), Some(server_tls), Some(admin_addr), Some(upstream), Some(authorizer))
             if c.problems.is_empty() =>
         {
             Ok(Config {
@@ -305,12 +365,10 @@ pub fn build(
                 admin_addr,
                 ready_window,
                 upstream,
-                x509: X509Identity {
-                    username_prefix: cc.username_prefix.clone(),
-                    groups_prefix: cc.groups_prefix.clone(),
-                    allow_system_identities: cc.allow_system_identities,
-                },
+                x509,
                 client_cert_required: required,
+                jwt,
+                authorizer,
             })
         }
         _ => Err(c.problems),

@@ -1,0 +1,94 @@
+//! Authenticating one request: which credential counts, and the one `Identity` it yields.
+//!
+//! Order (as kube-apiserver's union authenticator): a verified client certificate on the
+//! connection wins; otherwise exactly one `Authorization: Bearer <token>` header must carry a
+//! token that verifies against a configured JWT issuer. Rejected (the caller turns every case
+//! into the same 401 `Unauthorized` Status): no credentials; more than one `Authorization`
+//! header; a scheme other than Bearer; an empty token; a token when no issuer is configured; any
+//! token the JWT verifier refuses; a certificate identity the x509 mapping refuses.
+//!
+//! The identity leaves here with its tenant resolved from `authorization.tenants`.
+
+use std::sync::Arc;
+
+use http::{header, HeaderMap};
+
+use super::{x509, Identity};
+use crate::{config::Config, server::ConnInfo};
+
+/// Why authentication failed — for logs only; clients always see a bare 401.
+pub type Failure = String;
+
+enum Bearer<'a> {
+    Absent,
+    Token(&'a str),
+    Invalid(&'static str),
+}
+
+fn bearer(headers: &HeaderMap) -> Bearer<'_> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Bearer::Absent;
+    };
+    if values.next().is_some() {
+        return Bearer::Invalid("more than one Authorization header");
+    }
+    let Ok(value) = value.to_str() else {
+        return Bearer::Invalid("Authorization header is not visible ASCII");
+    };
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Bearer::Invalid("Authorization scheme is not Bearer");
+    }
+    match rest.trim() {
+        "" => Bearer::Invalid("empty bearer token"),
+        token => Bearer::Token(token),
+    }
+}
+
+/// Authenticate the request whose headers and connection are given.
+pub async fn authenticate(config: &Config, headers: &HeaderMap, conn: &ConnInfo) -> Result<Arc<Identity>, Failure> {
+    if let (Some(mapping), Some(chain)) = (&config.x509, &conn.peer_certs) {
+        // The certificate is the connection's: map it once, reuse for every request on it.
+        if let Some(id) = conn.cert_identity.get() {
+            return Ok(id.clone());
+        }
+        let mut id = x509::identity(chain.first(), mapping).map_err(|e| e.to_string())?;
+        id.tenant = config.authorizer.tenant_of(&id);
+        return Ok(conn.cert_identity.get_or_init(|| Arc::new(id)).clone());
+    }
+    match bearer(headers) {
+        Bearer::Absent => Err("no credentials".into()),
+        Bearer::Invalid(why) => Err(why.into()),
+        Bearer::Token(token) => {
+            let jwt = config.jwt.as_ref().ok_or("bearer token, but no JWT issuer is configured")?;
+            let mut id = jwt.0.authenticate(token).await.map_err(|e| format!("JWT refused: {e}"))?;
+            id.tenant = config.authorizer.tenant_of(&id);
+            Ok(Arc::new(id))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(values: &[&str]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for v in values {
+            m.append(header::AUTHORIZATION, v.parse().unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        assert!(matches!(bearer(&h(&[])), Bearer::Absent));
+        assert!(matches!(bearer(&h(&["Bearer abc"])), Bearer::Token("abc")));
+        assert!(matches!(bearer(&h(&["bearer  abc "])), Bearer::Token("abc")));
+        assert!(matches!(bearer(&h(&["Bearer"])), Bearer::Invalid("empty bearer token")));
+        assert!(matches!(bearer(&h(&["Bearer   "])), Bearer::Invalid("empty bearer token")));
+        assert!(matches!(bearer(&h(&["Basic eDp5"])), Bearer::Invalid(_)));
+        assert!(matches!(bearer(&h(&["Bearer a", "Bearer b"])), Bearer::Invalid(_)));
+    }
+}

@@ -180,13 +180,23 @@ fn who(w: Who) -> Identity {
     }
 }
 
+/// (who, method, uri, headers, allowed, reason)
+type Row = (
+    Who,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    bool,
+    &'static str,
+);
+
 const ALLOW: bool = true;
 const DENY: bool = false;
 
 use Who::*;
 
 #[rustfmt::skip]
-const TABLE: &[(Who, &str, &str, &[(&str, &str)], bool, &str)] = &[
+const TABLE: &[Row] = &[
     // --- tenant team-a -----------------------------------------------------------------------
     (Alice, "GET", "/api/v1/namespaces/team-a/pods", NO, ALLOW, "tenant team-a"),
     (Alice, "GET", "/api/v1/namespaces/team-a-dev/pods/web", NO, ALLOW, "tenant team-a"),

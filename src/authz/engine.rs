@@ -164,7 +164,7 @@ impl ResourceRule {
             (NsMatch::Patterns(_), Place::ClusterScoped | Place::ClusterWide) => return false,
         };
         if let Some(groups) = &self.api_groups {
-            if !groups.iter().any(|g| *g == req.api_group) {
+            if !groups.contains(&req.api_group) {
                 return false;
             }
         }
@@ -174,7 +174,7 @@ impl ResourceRule {
         });
         resource_ok
             && (self.resource_names.is_empty()
-                || (!req.name.is_empty() && self.resource_names.iter().any(|n| *n == req.name)))
+                || (!req.name.is_empty() && self.resource_names.contains(&req.name)))
     }
 }
 

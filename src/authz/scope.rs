@@ -96,6 +96,6 @@ impl ScopeRule {
             .iter()
             .any(|r| resource_match(r, &req.resource, &req.subresource))
             && (self.resource_names.is_empty()
-                || (!req.name.is_empty() && self.resource_names.iter().any(|n| *n == req.name)))
+                || (!req.name.is_empty() && self.resource_names.contains(&req.name)))
     }
 }

@@ -180,13 +180,23 @@ fn who(w: Who) -> Identity {
     }
 }
 
+/// (who, method, uri, headers, allowed, reason)
+type Row = (
+    Who,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    bool,
+    &'static str,
+);
+
 const ALLOW: bool = true;
 const DENY: bool = false;
 
 use Who::*;
 
 #[rustfmt::skip]
-const TABLE: &[(Who, &str, &str, &[(&str, &str)], bool, &str)] = &[
+const TABLE: &[Row] = &[
     // --- tenant team-a -----------------------------------------------------------------------
     (Alice, "GET", "/api/v1/namespaces/team-a/pods", NO, ALLOW, "tenant team-a"),
     (Alice, "GET", "/api/v1/namespaces/team-a-dev/pods/web", NO, ALLOW, "tenant team-a"),
@@ -657,4 +667,40 @@ fn forbidden_escapes_html_and_quotes_like_go() {
         message("a\tb\u{200b}", "GET", "/healthz", NO, ""),
         r#"forbidden: User "a\tb\u200b" cannot get path "/healthz""#
     );
+}
+
+#[test]
+fn scope_rule_semantics() {
+    let s = |json: &str| -> Scope { serde_json::from_str(json).expect("scope") };
+    let r = |m: &str, u: &str| req(m, u, NO);
+    // omitted namespaces: any namespace, cluster-wide included
+    let any_ns = s(r#"[{"verbs":["list"],"resources":["pods"]}]"#);
+    assert!(any_ns.allows(&r("GET", "/api/v1/pods")));
+    assert!(any_ns.allows(&r("GET", "/api/v1/namespaces/x/pods")));
+    // explicit namespaces (globs too) never match a request without a namespace
+    let team = s(r#"[{"namespaces":["team-*"],"verbs":["list"],"resources":["pods"]}]"#);
+    assert!(team.allows(&r("GET", "/api/v1/namespaces/team-a/pods")));
+    assert!(!team.allows(&r("GET", "/api/v1/pods")));
+    assert!(!team.allows(&r("GET", "/api/v1/namespaces/other/pods")));
+    // "*" namespaces: like omitted
+    let star = s(r#"[{"namespaces":["*"],"verbs":["list"],"resources":["pods"]}]"#);
+    assert!(star.allows(&r("GET", "/api/v1/pods")));
+    // apiGroups, subresources, names
+    let apps = s(
+        r#"[{"verbs":["get"],"apiGroups":["apps"],"resources":["*/scale","pods/*"],"resourceNames":["web"]}]"#,
+    );
+    assert!(apps.allows(&r(
+        "GET",
+        "/apis/apps/v1/namespaces/a/deployments/web/scale"
+    )));
+    assert!(!apps.allows(&r("GET", "/apis/apps/v1/namespaces/a/deployments/db/scale")));
+    assert!(!apps.allows(&r("GET", "/apis/apps/v1/namespaces/a/deployments/web")));
+    assert!(!apps.allows(&r("GET", "/api/v1/namespaces/a/pods/web/log")));
+    // non-resource rules match only non-resource requests
+    let urls = s(r#"[{"verbs":["get"],"nonResourceURLs":["/healthz*"]}]"#);
+    assert!(urls.allows(&r("GET", "/healthz/etcd")));
+    assert!(!urls.allows(&r("GET", "/api/v1/namespaces/a/pods")));
+    // a rule without resources or URLs, and an empty scope, match nothing
+    assert!(!s(r#"[{"verbs":["*"]}]"#).allows(&r("GET", "/api/v1/namespaces/a/pods")));
+    assert!(!s("[]").allows(&r("GET", "/healthz")));
 }

@@ -77,19 +77,27 @@ impl Proxy {
             long_running = info.long_running;
 
             // 4. authenticate
-            let identity = match authn::request::authenticate(&self.config, req.headers(), &conn).await {
-                Ok(id) => id,
-                Err(why) => {
-                    tracing::info!(peer = %conn.peer, %why, "authentication failed");
-                    break 'pipeline Status::unauthorized().into_response();
-                }
-            };
+            let identity =
+                match authn::request::authenticate(&self.config, req.headers(), &conn).await {
+                    Ok(id) => id,
+                    Err(why) => {
+                        tracing::info!(peer = %conn.peer, %why, "authentication failed");
+                        break 'pipeline Status::unauthorized().into_response();
+                    }
+                };
 
             // 5. authorize: grants ∩ token scope, deny by default
             let decision = self.config.authorizer.authorize(&identity, &info);
             if !decision.allowed {
                 tracing::info!(user = %identity.user, verb = %info.verb, path = %info.path, reason = %decision.reason, "forbidden");
-                break 'pipeline authz::forbidden_status(&identity, &info, "").into_response();
+                // The apiserver's wording; only a scope denial says why (it helps the token's
+                // holder and reveals nothing about policy).
+                let why = if decision.reason == authz::engine::OUTSIDE_SCOPE {
+                    authz::engine::OUTSIDE_SCOPE
+                } else {
+                    ""
+                };
+                break 'pipeline authz::forbidden_status(&identity, &info, why).into_response();
             }
 
             // 6. forward

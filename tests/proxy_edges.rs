@@ -18,13 +18,7 @@ fn json(body: &Bytes) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
 }
 
-/// Replace the url / ca_file / credentials block of the generated config.
-fn replace_upstream_source(c: &mut String, with: &str) {
-    let start = c.find("  url:").unwrap();
-    let end =
-        c.find("    token_file: proxy.token\n").unwrap() + "    token_file: proxy.token\n".len();
-    c.replace_range(start..end, with);
-}
+use common::replace_upstream_source;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubeconfig_upstream_uses_its_server_ca_and_token_file() {

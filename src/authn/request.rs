@@ -47,7 +47,11 @@ fn bearer(headers: &HeaderMap) -> Bearer<'_> {
 }
 
 /// Authenticate the request whose headers and connection are given.
-pub async fn authenticate(config: &Config, headers: &HeaderMap, conn: &ConnInfo) -> Result<Arc<Identity>, Failure> {
+pub async fn authenticate(
+    config: &Config,
+    headers: &HeaderMap,
+    conn: &ConnInfo,
+) -> Result<Arc<Identity>, Failure> {
     if let (Some(mapping), Some(chain)) = (&config.x509, &conn.peer_certs) {
         // The certificate is the connection's: map it once, reuse for every request on it.
         if let Some(id) = conn.cert_identity.get() {
@@ -61,8 +65,15 @@ pub async fn authenticate(config: &Config, headers: &HeaderMap, conn: &ConnInfo)
         Bearer::Absent => Err("no credentials".into()),
         Bearer::Invalid(why) => Err(why.into()),
         Bearer::Token(token) => {
-            let jwt = config.jwt.as_ref().ok_or("bearer token, but no JWT issuer is configured")?;
-            let mut id = jwt.0.authenticate(token).await.map_err(|e| format!("JWT refused: {e}"))?;
+            let jwt = config
+                .jwt
+                .as_ref()
+                .ok_or("bearer token, but no JWT issuer is configured")?;
+            let mut id = jwt
+                .0
+                .authenticate(token)
+                .await
+                .map_err(|e| format!("JWT refused: {e}"))?;
             id.tenant = config.authorizer.tenant_of(&id);
             Ok(Arc::new(id))
         }
@@ -85,10 +96,22 @@ mod tests {
     fn bearer_parsing() {
         assert!(matches!(bearer(&h(&[])), Bearer::Absent));
         assert!(matches!(bearer(&h(&["Bearer abc"])), Bearer::Token("abc")));
-        assert!(matches!(bearer(&h(&["bearer  abc "])), Bearer::Token("abc")));
-        assert!(matches!(bearer(&h(&["Bearer"])), Bearer::Invalid("empty bearer token")));
-        assert!(matches!(bearer(&h(&["Bearer   "])), Bearer::Invalid("empty bearer token")));
+        assert!(matches!(
+            bearer(&h(&["bearer  abc "])),
+            Bearer::Token("abc")
+        ));
+        assert!(matches!(
+            bearer(&h(&["Bearer"])),
+            Bearer::Invalid("empty bearer token")
+        ));
+        assert!(matches!(
+            bearer(&h(&["Bearer   "])),
+            Bearer::Invalid("empty bearer token")
+        ));
         assert!(matches!(bearer(&h(&["Basic eDp5"])), Bearer::Invalid(_)));
-        assert!(matches!(bearer(&h(&["Bearer a", "Bearer b"])), Bearer::Invalid(_)));
+        assert!(matches!(
+            bearer(&h(&["Bearer a", "Bearer b"])),
+            Bearer::Invalid(_)
+        ));
     }
 }

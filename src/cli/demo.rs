@@ -46,9 +46,16 @@ pub async fn run(
     })?;
 
     let kc = files.admin_kubeconfig.display();
+    let (team_a, ci) = (
+        files.team_a_kubeconfig.display(),
+        files.ci_kubeconfig.display(),
+    );
     println!(
         "portcullis demo is running\n\
-         \n  proxy     https://{listen}   (mTLS; admin identity in {kc})\
+         \n  proxy     https://{listen}\
+         \n  identities  {kc}   (mTLS certificate, group demo:admins: everything)\
+         \n              {team_a}   (JWT, tenant team-a: only namespace team-a)\
+         \n              {ci}   (JWT, 1 h: read/patch deployments, read pods in team-a and team-b)\
          \n  sandbox   {}   (in-memory Kubernetes API, the proxy's upstream)\
          \n  admin     http://{admin_listen}/metrics  /readyz\
          \n  files     {}\n\
@@ -59,6 +66,9 @@ pub async fn run(
          \n  kubectl --kubeconfig {kc} get pods -w\
          \n  kubectl --kubeconfig {kc} logs -f web\
          \n  kubectl --kubeconfig {kc} exec web -- echo hi\
+         \n  kubectl --kubeconfig {team_a} -n team-a create configmap mine --from-literal=a=b\
+         \n  kubectl --kubeconfig {team_a} -n team-b get pods      # Forbidden\
+         \n  kubectl --kubeconfig {ci} -n team-b get deployments,pods\
          \n  curl -s http://{admin_listen}/metrics | grep portcullis_requests\
          \n\nCtrl-C to stop.",
         sandbox.url(),

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod sandbox;
 pub mod serve;
 pub mod signal;
+pub mod token;
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -46,6 +47,11 @@ pub enum Command {
         #[arg(long)]
         write_only: bool,
     },
+    /// Mint, inspect and generate keys for JWTs (`token issue | inspect | keygen`).
+    Token {
+        #[command(subcommand)]
+        cmd: token::TokenCommand,
+    },
     /// Run only the in-memory sandbox API server (writes its CA and a direct kubeconfig to DIR).
     Sandbox {
         #[arg(long, default_value = "127.0.0.1:6443")]
@@ -61,6 +67,7 @@ pub async fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Serve { config } => serve::run(&config).await,
         Command::CheckConfig { config } => return check_config::run(&config),
+        Command::Token { cmd } => return token::run(cmd),
         Command::Demo {
             dir,
             listen,

@@ -301,7 +301,11 @@ pub fn build(
             if let Some(n) = tc.max_entries {
                 opts.max_entries = n;
             }
-            opts.max_ttl = c.duration("authentication.token_cache.max_ttl", &tc.max_ttl, opts.max_ttl);
+            opts.max_ttl = c.duration(
+                "authentication.token_cache.max_ttl",
+                &tc.max_ttl,
+                opts.max_ttl,
+            );
         }
         opts
     };
@@ -334,7 +338,11 @@ pub fn build(
             match tls::server_config(chain, key, auth) {
                 Ok(cfg) => Some(cfg),
                 Err(e) => {
-                    c.err("listen.tls", format!("{e:#}"), "the certificate must match the key; CA files must hold CA certificates");
+                    c.err(
+                        "listen.tls",
+                        format!("{e:#}"),
+                        "the certificate must match the key; CA files must hold CA certificates",
+                    );
                     None
                 }
             }
@@ -354,23 +362,25 @@ pub fn build(
     let upstream = build_upstream(&mut c, &file.upstream, base, env);
 
     match (listen_addr, server_tls, admin_addr, upstream, authorizer) {
-        (Some(listen_addr), Some(server_tls), Some(admin_addr), Some(upstream), Some(authorizer))
-            if c.problems.is_empty() =>
-        {
-            Ok(Config {
-                listen_addr,
-                server_tls,
-                serve,
-                trust_forwarded_for: file.listen.trust_forwarded_for,
-                admin_addr,
-                ready_window,
-                upstream,
-                x509,
-                client_cert_required: required,
-                jwt,
-                authorizer,
-            })
-        }
+        (
+            Some(listen_addr),
+            Some(server_tls),
+            Some(admin_addr),
+            Some(upstream),
+            Some(authorizer),
+        ) if c.problems.is_empty() => Ok(Config {
+            listen_addr,
+            server_tls,
+            serve,
+            trust_forwarded_for: file.listen.trust_forwarded_for,
+            admin_addr,
+            ready_window,
+            upstream,
+            x509,
+            client_cert_required: required,
+            jwt,
+            authorizer,
+        }),
         _ => Err(c.problems),
     }
 }

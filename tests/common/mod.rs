@@ -276,17 +276,19 @@ pub fn path_of(p: &std::path::Path) -> PathBuf {
 
 /// Point the generated config's upstream at `addr` instead of the sandbox.
 pub fn with_upstream_url(config: &mut String, addr: SocketAddr) {
-    *config = config
-        .lines()
-        .map(|l| {
-            if l.trim_start().starts_with("url:") {
-                format!("  url: https://{addr}")
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
+    let section = config.find("\nupstream:\n").expect("upstream section");
+    let start = section + config[section..].find("\n  url: ").expect("upstream url") + 1;
+    let end = start + config[start..].find('\n').unwrap();
+    config.replace_range(start..end, &format!("  url: https://{addr}"));
+}
+
+/// Replace the generated config's upstream url / ca_file / credentials block with `with`.
+pub fn replace_upstream_source(config: &mut String, with: &str) {
+    let section = config.find("\nupstream:\n").expect("upstream section");
+    let start = section + config[section..].find("\n  url: ").expect("upstream url") + 1;
+    let last = "    token_file: proxy.token\n";
+    let end = start + config[start..].find(last).expect("token_file") + last.len();
+    config.replace_range(start..end, with);
 }
 
 /// A TLS server on loopback (certificate for localhost from `ca`) that hands each accepted

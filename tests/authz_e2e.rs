@@ -1,0 +1,502 @@
+//! Issue 3 end to end: JWT and certificate authentication, grants ∩ scope, and identity
+//! forwarding, through the proxy to the sandbox. Every refusal checks the client's Status *and*
+//! that the upstream never saw the request. Tokens are forged here with aws-lc-rs directly.
+
+mod common;
+
+use bytes::Bytes;
+use common::{jwt, Env};
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use serde_json::{json, Value};
+
+const ISSUER: &str = "https://portcullis-demo.local";
+const AUD: &str = "portcullis";
+
+fn forge(env: &Env) -> jwt::Forge {
+    let pem = std::fs::read_to_string(env.files.dir.join("jwt-signing.key")).unwrap();
+    jwt::Forge::from_pem(&pem, "demo-1")
+}
+
+fn claims(sub: &str, groups: &[&str]) -> Value {
+    let now = jwt::now();
+    json!({"iss": ISSUER, "aud": AUD, "sub": sub, "groups": groups, "iat": now, "nbf": now, "exp": now + 600, "jti": format!("t-{sub}")})
+}
+
+fn req(method: &str, path: &str, token: Option<&str>) -> Request<Full<Bytes>> {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(format!("https://localhost{path}"));
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    b.body(Full::new(Bytes::new())).unwrap()
+}
+
+fn status(body: &Bytes) -> Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not a Status ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+/// Send, expect `code` with a Status of `reason`, and that the upstream saw nothing.
+async fn refused(env: &Env, r: Request<Full<Bytes>>, code: StatusCode, reason: &str) -> Value {
+    env.sandbox.sandbox.clear_recorded();
+    let what = format!("{} {}", r.method(), r.uri());
+    let resp = env.request(r, None, false).await;
+    assert_eq!(resp.status(), code, "{what}: {:?}", resp.body());
+    let s = status(resp.body());
+    assert_eq!(s["kind"], "Status", "{what}");
+    assert_eq!(s["reason"], reason, "{what}: {s}");
+    assert_eq!(s["code"], code.as_u16(), "{what}");
+    let seen = env.sandbox.sandbox.recorded();
+    assert!(seen.is_empty(), "{what} reached the upstream: {seen:?}");
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_are_401_and_never_reach_upstream() {
+    let env = Env::start().await;
+    let f = forge(&env);
+    let good = claims("alice", &["tenant:team-a"]);
+    let with = |k: &str, v: Value| {
+        let mut c = good.clone();
+        c[k] = v;
+        c
+    };
+    let now = jwt::now();
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("no credentials", None),
+        ("empty token", Some(String::new())),
+        ("expired", Some(f.token(&with("exp", json!(now - 3600))))),
+        (
+            "not yet valid",
+            Some(f.token(&with("nbf", json!(now + 3600)))),
+        ),
+        (
+            "wrong issuer",
+            Some(f.token(&with("iss", json!("https://evil.example")))),
+        ),
+        (
+            "wrong audience",
+            Some(f.token(&with("aud", json!("someone-else")))),
+        ),
+        ("alg none", Some(jwt::unsigned(&good))),
+        (
+            "HS256 keyed with the public key",
+            Some(jwt::hs256(&f.public_bytes(), "demo-1", &good)),
+        ),
+        (
+            "unknown kid",
+            Some(jwt::Forge::generate("demo-1-rotated").token(&good)),
+        ),
+        (
+            "signed by a stranger under our kid",
+            Some(jwt::Forge::generate("demo-1").token(&good)),
+        ),
+        (
+            "tampered payload",
+            Some(jwt::tamper(
+                &f.token(&good),
+                &claims("alice", &["demo:admins"]),
+            )),
+        ),
+        (
+            "system:masters in groups",
+            Some(f.token(&claims("alice", &["system:masters"]))),
+        ),
+        ("garbage", Some("not.a.jwt".into())),
+    ];
+    for (name, token) in cases {
+        let s = refused(
+            &env,
+            req("GET", "/api/v1/namespaces/team-a/pods", token.as_deref()),
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+        )
+        .await;
+        assert_eq!(
+            s["message"], "Unauthorized",
+            "{name}: the 401 must not say why"
+        );
+    }
+    // A non-Bearer scheme is no credential either.
+    let mut basic = req("GET", "/api/v1/namespaces/team-a/pods", None);
+    basic
+        .headers_mut()
+        .insert("authorization", "Basic YWRtaW46YWRtaW4=".parse().unwrap());
+    refused(&env, basic, StatusCode::UNAUTHORIZED, "Unauthorized").await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_and_expired_client_certificates_cannot_connect() {
+    let env = Env::start().await;
+    let stranger = portcullis::pki::Ca::new("someone else's CA").unwrap();
+    let foreign = stranger.client_cert("admin", &["demo:admins"]).unwrap();
+    let expired = env.ca.expired_client_cert("admin").unwrap();
+    for (name, cert) in [("foreign CA", &foreign), ("expired", &expired)] {
+        env.sandbox.sandbox.clear_recorded();
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(common::client_tls(
+            &env.ca,
+            Some(cert),
+            &[b"http/1.1"],
+        )));
+        let tcp = tokio::net::TcpStream::connect(env.proxy_addr)
+            .await
+            .unwrap();
+        let outcome = async {
+            let tls = connector
+                .connect(
+                    rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+                    tcp,
+                )
+                .await?;
+            // TLS 1.3: the server's verdict on the client certificate arrives with the first read.
+            let io = hyper_util::rt::TokioIo::new(tls);
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(std::io::Error::other)?;
+            tokio::spawn(conn);
+            sender
+                .send_request(req("GET", "/api/v1/namespaces", None))
+                .await
+                .map_err(std::io::Error::other)
+        }
+        .await;
+        assert!(
+            outcome.is_err(),
+            "{name} certificate was accepted: {:?}",
+            outcome.map(|r| r.status())
+        );
+        assert!(
+            env.sandbox.sandbox.recorded().is_empty(),
+            "{name}: upstream saw a request"
+        );
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_token_stays_in_its_namespace() {
+    let env = Env::start().await;
+    let t = forge(&env).token(&claims("alice", &["tenant:team-a"]));
+    let t = Some(t.as_str());
+
+    // Allowed in team-a.
+    env.sandbox.sandbox.clear_recorded();
+    let ok = env
+        .request(req("GET", "/api/v1/namespaces/team-a/pods", t), None, true)
+        .await;
+    assert_eq!(ok.status(), StatusCode::OK, "{:?}", ok.body());
+
+    let s = refused(
+        &env,
+        req("GET", "/api/v1/namespaces/team-b/pods", t),
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+    )
+    .await;
+    assert_eq!(
+        s["message"],
+        r#"pods is forbidden: User "alice" cannot list resource "pods" in API group "" in the namespace "team-b""#
+    );
+    assert_eq!(s["details"]["kind"], "pods");
+
+    let s = refused(
+        &env,
+        req("GET", "/api/v1/pods", t),
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+    )
+    .await;
+    assert_eq!(
+        s["message"],
+        r#"pods is forbidden: User "alice" cannot list resource "pods" in API group "" at the cluster scope"#
+    );
+
+    refused(
+        &env,
+        req("GET", "/api/v1/watch/namespaces/team-b/pods", t),
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+    )
+    .await;
+    refused(
+        &env,
+        req("GET", "/api/v1/namespaces/team-b/pods?watch=true", t),
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+    )
+    .await;
+    refused(
+        &env,
+        req("DELETE", "/api/v1/namespaces/team-b/configmaps", t),
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+    )
+    .await;
+    refused(
+        &env,
+        req("GET", "/apis/apps/v1/namespaces/team-b/deployments/web", t),
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+    )
+    .await;
+    refused(
+        &env,
+        req("GET", "/api/v1/namespaces", t),
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+    )
+    .await;
+
+    // Path tricks are refused before authorization even looks at them.
+    for path in [
+        "/api/v1/namespaces/team-a/../team-b/pods",
+        "/api/v1/namespaces/team-a/%2e%2e/team-b/pods",
+        "/api/v1/namespaces/team-a%2F..%2Fteam-b/pods",
+        "/api/v1/namespaces/team-a//../team-b/pods",
+        "//api/v1/namespaces/team-b/pods",
+    ] {
+        refused(
+            &env,
+            req("GET", path, t),
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+        )
+        .await;
+    }
+
+    // Discovery stays open to every authenticated identity (kubectl needs it).
+    for path in ["/api", "/apis", "/api/v1", "/apis/apps/v1", "/version"] {
+        let r = env.request(req("GET", path, t), None, true).await;
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scope_narrows_and_websocket_exec_needs_create() {
+    let env = Env::start().await;
+    let f = forge(&env);
+    // alice may do everything in team-a, but this token is scoped to reading pods and get on pods/exec.
+    let mut c = claims("alice", &["tenant:team-a"]);
+    c["portcullis.io/scope"] = json!([
+        {"namespaces": ["team-a"], "verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods"]},
+        {"namespaces": ["team-a"], "verbs": ["get"], "apiGroups": [""], "resources": ["pods/exec"]}
+    ]);
+    let t = f.token(&c);
+    let t = Some(t.as_str());
+    let ok = env
+        .request(req("GET", "/api/v1/namespaces/team-a/pods", t), None, true)
+        .await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    refused(
+        &env,
+        req("GET", "/api/v1/namespaces/team-a/configmaps", t),
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+    )
+    .await;
+    refused(
+        &env,
+        req("DELETE", "/api/v1/namespaces/team-a/pods/x", t),
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+    )
+    .await;
+
+    // A scope can never widen: scoped to team-b, alice still cannot read team-b.
+    let mut wide = claims("alice", &["tenant:team-a"]);
+    wide["portcullis.io/scope"] =
+        json!([{"namespaces": ["team-b"], "verbs": ["*"], "resources": ["*"]}]);
+    let w = f.token(&wide);
+    refused(
+        &env,
+        req("GET", "/api/v1/namespaces/team-b/pods", Some(&w)),
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+    )
+    .await;
+
+    // WebSocket exec is a create, so `get` on pods/exec is not enough.
+    let mut ws = req(
+        "GET",
+        "/api/v1/namespaces/team-a/pods/web/exec?command=id&stdout=true",
+        t,
+    );
+    for (k, v) in [
+        ("connection", "Upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("sec-websocket-protocol", "v5.channel.k8s.io"),
+    ] {
+        ws.headers_mut().insert(k, v.parse().unwrap());
+    }
+    let s = refused(&env, ws, StatusCode::FORBIDDEN, "Forbidden").await;
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap()
+            .contains(r#"cannot create resource "pods/exec""#),
+        "{s}"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_identity_headers_are_replaced_by_the_proxys() {
+    let env = Env::start().await;
+    let t = forge(&env).token(&claims("alice", &["tenant:team-a"]));
+    let mut r = req("GET", "/api/v1/namespaces/team-a/pods", Some(&t));
+    for (k, v) in [
+        ("connection", "Impersonate-User, Impersonate-Group"),
+        ("impersonate-user", "system:admin"),
+        ("impersonate-group", "system:masters"),
+        ("impersonate-uid", "0"),
+        ("impersonate-extra-scopes", "everything"),
+        ("x-remote-user", "root"),
+        ("x-remote-group", "system:masters"),
+    ] {
+        r.headers_mut().append(k, v.parse().unwrap());
+    }
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env.request(r, None, false).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{:?}", resp.body());
+    let seen = env.sandbox.sandbox.recorded();
+    let h = &seen[0].headers;
+    let names: std::collections::BTreeSet<&str> = h
+        .keys()
+        .map(|k| k.as_str())
+        .filter(|k| k.starts_with("impersonate-") || k.starts_with("x-remote-"))
+        .collect();
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        [
+            "impersonate-extra-portcullis.io%2ftenant",
+            "impersonate-extra-portcullis.io%2ftoken-id",
+            "impersonate-group",
+            "impersonate-user"
+        ],
+        "{h:?}"
+    );
+    assert_eq!(h["impersonate-user"], "alice");
+    assert_eq!(
+        h.get_all("impersonate-group").iter().collect::<Vec<_>>(),
+        ["tenant:team-a"]
+    );
+    assert_eq!(h["impersonate-extra-portcullis.io%2ftenant"], "team-a");
+    assert_eq!(h["impersonate-extra-portcullis.io%2ftoken-id"], "t-alice");
+    assert_eq!(
+        h["authorization"].to_str().unwrap(),
+        format!("Bearer {}", env.proxy_token())
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_with_tenant_and_ci_kubeconfigs() {
+    if !common::have_kubectl() {
+        return;
+    }
+    let env = Env::start().await;
+    let team_a = env.files.dir.join("team-a.kubeconfig");
+    let ci = env.files.dir.join("ci.kubeconfig");
+    let home = env.dir.path();
+
+    let out = common::kubectl(
+        &team_a,
+        home,
+        &[
+            "-n",
+            "team-a",
+            "create",
+            "configmap",
+            "mine",
+            "--from-literal=a=b",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let out = common::kubectl(&team_a, home, &["-n", "team-a", "get", "configmaps"]).await;
+    assert!(
+        out.status.success() && common::stdout(&out).contains("mine"),
+        "{}",
+        common::stderr(&out)
+    );
+
+    env.sandbox.sandbox.clear_recorded();
+    let out = common::kubectl(&team_a, home, &["-n", "team-b", "get", "pods"]).await;
+    assert!(!out.status.success());
+    assert!(
+        common::stderr(&out).contains(r#"Error from server (Forbidden): pods is forbidden: User "alice" cannot list resource "pods" in API group "" in the namespace "team-b""#),
+        "{}",
+        common::stderr(&out)
+    );
+    assert!(
+        !env.sandbox
+            .sandbox
+            .recorded()
+            .iter()
+            .any(|r| r.path.contains("/namespaces/team-b/")),
+        "upstream saw a team-b request"
+    );
+
+    // The CI identity: reads deployments and pods in both tenants, may not delete.
+    let out = common::kubectl(&ci, home, &["-n", "team-b", "get", "deployments,pods"]).await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let out = common::kubectl(&ci, home, &["-n", "team-b", "delete", "deployment", "web"]).await;
+    assert!(
+        common::stderr(&out).contains("Error from server (Forbidden)"),
+        "{}",
+        common::stderr(&out)
+    );
+    let out = common::kubectl(&ci, home, &["-n", "team-a", "get", "secrets"]).await;
+    assert!(
+        common::stderr(&out).contains("Error from server (Forbidden)"),
+        "{}",
+        common::stderr(&out)
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_rs_with_a_scoped_token() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::{api::ListParams, config::KubeConfigOptions, Api, Client, Config};
+    let env = Env::start().await;
+    let mut c = claims("alice", &["tenant:team-a"]);
+    c["portcullis.io/scope"] =
+        json!([{"namespaces": ["team-a"], "verbs": ["get", "list"], "resources": ["configmaps"]}]);
+    let token = forge(&env).token(&c);
+    let kc = portcullis::kubeconfig::Kubeconfig::single(
+        "scoped",
+        &format!("https://{}", env.proxy_addr),
+        &env.ca.cert.cert_pem,
+        portcullis::kubeconfig::User {
+            token: Some(token),
+            ..Default::default()
+        },
+    );
+    let path = env.dir.path().join("scoped.kubeconfig");
+    kc.write(&path).unwrap();
+    let config = Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&path).unwrap(),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = Client::try_from(config).unwrap();
+    let team_a: Api<ConfigMap> = Api::namespaced(client.clone(), "team-a");
+    team_a.list(&ListParams::default()).await.unwrap();
+    let team_b: Api<ConfigMap> = Api::namespaced(client, "team-b");
+    match team_b.list(&ListParams::default()).await.unwrap_err() {
+        kube::Error::Api(s) => {
+            assert_eq!(s.code, 403);
+            assert_eq!(s.reason, "Forbidden");
+        }
+        other => panic!("expected 403, got {other:?}"),
+    }
+    env.stop().await;
+}

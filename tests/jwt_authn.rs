@@ -732,7 +732,7 @@ async fn keys_load_lazily_on_the_first_token() {
     idp.publish(&[&k1]);
     let clock = Arc::new(ManualClock::new(Duration::from_secs(T0)));
     let auth = idp.authenticator(&format!(", jwks_url: \"{}/jwks\"", idp.url), &clock);
-    assert_eq!(auth.issuers_not_ready(), [idp.url.clone()]);
+    assert_eq!(auth.issuers_not_ready(), vec![idp.url.clone()]);
     let t = k1.issue(&idp.claims(json!({}))).unwrap();
     assert!(auth.authenticate(&t).await.is_ok());
     assert!(auth.issuers_not_ready().is_empty());
@@ -773,4 +773,32 @@ async fn keys_are_not_fetched_from_servers_the_ca_does_not_vouch_for() {
     let auth = idp.authenticator(&format!(", jwks_url: \"{}/jwks\"", idp.url), &clock);
     assert_eq!(auth.refresh_all().await.len(), 1);
     assert_eq!(idp.hits(), 0);
+}
+
+#[tokio::test]
+async fn background_refresh_stops_on_shutdown() {
+    let idp = Idp::start().await;
+    let k1 = signer("k1");
+    idp.publish(&[&k1]);
+    let clock = Arc::new(ManualClock::new(Duration::from_secs(T0)));
+    let auth = idp.authenticator(&format!(", jwks_url: \"{}/jwks\"", idp.url), &clock);
+    let (trigger, shutdown) = portcullis::shutdown::channel();
+    let tasks = auth.spawn_refresh(shutdown);
+    assert_eq!(tasks.len(), 1);
+    // The first refresh happens immediately.
+    for _ in 0..500 {
+        if auth.issuers_not_ready().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(auth.issuers_not_ready().is_empty());
+    assert_eq!(idp.hits(), 1);
+    trigger.fire();
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(5), t)
+            .await
+            .unwrap()
+            .unwrap();
+    }
 }

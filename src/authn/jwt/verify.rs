@@ -82,6 +82,37 @@ pub enum Rejected {
     MalformedScope(String),
 }
 
+impl Rejected {
+    /// A short, stable label for metrics and audit annotations.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejected::Empty => "empty",
+            Rejected::TooLarge => "too_large",
+            Rejected::Malformed(_) => "malformed",
+            Rejected::AlgNone => "alg_none",
+            Rejected::UnsupportedAlgorithm(_) => "unsupported_algorithm",
+            Rejected::CriticalHeader => "crit_header",
+            Rejected::UnknownIssuer => "unknown_issuer",
+            Rejected::AlgorithmNotAllowed(_) => "algorithm_not_allowed",
+            Rejected::UnknownKid => "unknown_kid",
+            Rejected::KeysNotLoaded => "keys_not_loaded",
+            Rejected::BadSignature => "bad_signature",
+            Rejected::Expired => "expired",
+            Rejected::NotYetValid => "not_yet_valid",
+            Rejected::IssuedInFuture => "issued_in_future",
+            Rejected::WrongIssuer => "wrong_issuer",
+            Rejected::WrongAudience => "wrong_audience",
+            Rejected::MissingClaim(_) => "missing_claim",
+            Rejected::InvalidClaim(_) => "invalid_claim",
+            Rejected::RuleMismatch(_) => "claim_rule_mismatch",
+            Rejected::EmailNotVerified => "email_not_verified",
+            Rejected::SystemIdentity(_) => "system_identity",
+            Rejected::UnsafeValue(_) => "unsafe_value",
+            Rejected::MalformedScope(_) => "malformed_scope",
+        }
+    }
+}
+
 /// One configured issuer, validated.
 pub struct IssuerPolicy {
     pub url: String,

@@ -65,9 +65,20 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         });
     }
 
+    // JWT keys: load now, then refresh on each issuer's interval (and on unknown kids, inside
+    // the verifier). A failed first load is retried by the refresh task; readiness reports it.
+    let jwt = config.jwt.as_ref().map(|j| j.0.clone());
+    if let Some(jwt) = &jwt {
+        for (issuer, err) in jwt.refresh_all().await {
+            tracing::warn!(%issuer, %err, "JWT keys not loaded yet");
+        }
+        jwt.spawn_refresh(shutdown.clone());
+    }
+
     let admin = Arc::new(Admin {
         metrics: metrics.clone(),
         upstream: upstream.clone(),
+        jwt,
         ready_window: config.ready_window,
     });
     let admin_task = tokio::spawn(server::serve_plain(

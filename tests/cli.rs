@@ -83,12 +83,8 @@ fn in_cluster_upstream_reads_service_account_files() {
         "127.0.0.1:0".parse().unwrap(),
     )
     .unwrap();
-    let text = std::fs::read_to_string(&files.config).unwrap();
-    let start = text.find("  url:").unwrap();
-    let end =
-        text.find("    token_file: proxy.token\n").unwrap() + "    token_file: proxy.token\n".len();
-    let mut text = text;
-    text.replace_range(start..end, "  in_cluster: true\n");
+    let mut text = std::fs::read_to_string(&files.config).unwrap();
+    common::replace_upstream_source(&mut text, "  in_cluster: true\n");
     let sa_dir = sa.to_string_lossy().into_owned();
     let env = move |k: &str| match k {
         "KUBERNETES_SERVICE_HOST" => Some("10.96.0.1".to_string()),

@@ -1,5 +1,6 @@
-//! The admin listener: `/healthz`, `/livez` (the process serves), `/readyz` (config loaded and
-//! the upstream answered within `admin.ready_window`; 503 otherwise, with the reason), and
+//! The admin listener: `/healthz`, `/livez` (the process serves), `/readyz` (config loaded, the
+//! upstream answered within `admin.ready_window`, and every JWT issuer has keys; 503 otherwise,
+//! with the reasons), and
 //! `/metrics` (Prometheus text). Anything else is a plain 404. Plain HTTP, loopback by default.
 
 use std::{sync::Arc, time::Duration};
@@ -17,6 +18,7 @@ use crate::{
 pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub upstream: Arc<Upstream>,
+    pub jwt: Option<Arc<crate::authn::jwt::JwtAuthenticator>>,
     pub ready_window: Duration,
 }
 
@@ -49,13 +51,23 @@ impl Admin {
             "/readyz" => {
                 let healthy = self.upstream.healthy_within(self.ready_window);
                 self.metrics.upstream_healthy.set(healthy as i64);
-                if healthy {
+                let mut problems = Vec::new();
+                if !healthy {
+                    problems.push(format!(
+                        "upstream has not answered within {:?}",
+                        self.ready_window
+                    ));
+                }
+                for issuer in self.jwt.iter().flat_map(|j| j.issuers_not_ready()) {
+                    problems.push(format!("no keys loaded for JWT issuer {issuer}"));
+                }
+                if problems.is_empty() {
                     text(StatusCode::OK, "text/plain; charset=utf-8", "ok")
                 } else {
                     text(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "text/plain; charset=utf-8",
-                        format!("upstream has not answered within {:?}\n", self.ready_window),
+                        problems.join("\n") + "\n",
                     )
                 }
             }

@@ -92,6 +92,41 @@ impl Ca {
         self.sign(params)
     }
 
+    /// A client certificate with a chosen serial number (so a CRL can revoke it).
+    pub fn client_cert_with_serial(&self, user: &str, serial: u64) -> Result<Issued> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).context("client params")?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, user);
+        params.distinguished_name = dn;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.serial_number = Some(rcgen::SerialNumber::from(serial));
+        self.sign(params)
+    }
+
+    /// A CRL (PEM) from this CA revoking the given serial numbers, valid for a day.
+    pub fn crl(&self, revoked: &[u64]) -> Result<String> {
+        let now = time_now();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now,
+            next_update: now + std::time::Duration::from_secs(86_400),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(*s),
+                    revocation_time: now,
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.issuer).context("sign CRL")?;
+        crl.pem().context("encode CRL")
+    }
+
     /// A client certificate that expired on 2020-01-02 (for tests of expiry handling).
     pub fn expired_client_cert(&self, user: &str) -> Result<Issued> {
         let mut params = CertificateParams::new(Vec::<String>::new()).context("client params")?;
@@ -117,4 +152,9 @@ impl Ca {
             key_der: key.serialize_der(),
         })
     }
+}
+
+/// Now, in the date type rcgen uses.
+fn time_now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
 }

@@ -136,43 +136,17 @@ async fn foreign_and_expired_client_certificates_cannot_connect() {
     let expired = env.ca.expired_client_cert("admin").unwrap();
     for (name, cert) in [("foreign CA", &foreign), ("expired", &expired)] {
         env.sandbox.sandbox.clear_recorded();
-        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(common::client_tls(
-            &env.ca,
-            Some(cert),
-            &[b"http/1.1"],
-        )));
-        let tcp = tokio::net::TcpStream::connect(env.proxy_addr)
-            .await
-            .unwrap();
-        let outcome = async {
-            let tls = connector
-                .connect(
-                    rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-                    tcp,
-                )
-                .await?;
-            // TLS 1.3: the server's verdict on the client certificate arrives with the first read.
-            let io = hyper_util::rt::TokioIo::new(tls);
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-                .await
-                .map_err(std::io::Error::other)?;
-            tokio::spawn(conn);
-            sender
-                .send_request(req("GET", "/api/v1/namespaces", None))
-                .await
-                .map_err(std::io::Error::other)
-        }
-        .await;
         assert!(
-            outcome.is_err(),
-            "{name} certificate was accepted: {:?}",
-            outcome.map(|r| r.status())
+            !cert_connects(&env, cert).await,
+            "{name} certificate was accepted"
         );
         assert!(
             env.sandbox.sandbox.recorded().is_empty(),
             "{name}: upstream saw a request"
         );
     }
+    // The same harness accepts a valid certificate, so the refusals above are not a broken client.
+    assert!(cert_connects(&env, &env.admin_cert).await);
     env.stop().await;
 }
 
@@ -498,5 +472,67 @@ async fn kube_rs_with_a_scoped_token() {
         }
         other => panic!("expected 403, got {other:?}"),
     }
+    env.stop().await;
+}
+
+/// Whether a TLS connection presenting `cert` can complete one request.
+async fn cert_connects(env: &Env, cert: &portcullis::pki::Issued) -> bool {
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(common::client_tls(
+        &env.ca,
+        Some(cert),
+        &[b"http/1.1"],
+    )));
+    let tcp = tokio::net::TcpStream::connect(env.proxy_addr)
+        .await
+        .unwrap();
+    let outcome = async {
+        let tls = connector
+            .connect(
+                rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+                tcp,
+            )
+            .await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .map_err(std::io::Error::other)?;
+        tokio::spawn(conn);
+        sender
+            .send_request(req("GET", "/api", None))
+            .await
+            .map_err(std::io::Error::other)
+    }
+    .await;
+    outcome.is_ok_and(|r| r.status() == StatusCode::OK)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_client_certificate_cannot_connect() {
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let revoked = ca.client_cert_with_serial("mallory", 4242).unwrap();
+    let good = ca.client_cert_with_serial("bob", 4243).unwrap();
+    let crl_dir = tempfile::tempdir().unwrap();
+    let crl = crl_dir.path().join("revoked.crl");
+    std::fs::write(&crl, ca.crl(&[4242]).unwrap()).unwrap();
+    let env = Env::start_in_front_of(ca, sandbox, |c| {
+        *c = c.replace(
+            "    ca_files: [ca.crt]\n",
+            &format!(
+                "    ca_files: [ca.crt]\n    crl_files: [{}]\n",
+                crl.display()
+            ),
+        );
+    })
+    .await;
+    assert!(
+        cert_connects(&env, &good).await,
+        "a certificate not on the CRL must still work"
+    );
+    env.sandbox.sandbox.clear_recorded();
+    assert!(
+        !cert_connects(&env, &revoked).await,
+        "a revoked certificate was accepted"
+    );
+    assert!(env.sandbox.sandbox.recorded().is_empty());
     env.stop().await;
 }

@@ -153,3 +153,99 @@ async fn demo_starts_and_kubectl_works_against_it() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_keygen_issue_inspect_and_use_through_the_proxy() {
+    let keys = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "token", "keygen", "--alg", "ES256", "--kid", "cli-1", "--out",
+        ])
+        .arg(keys.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = keys.path().join("jwt-signing-key.pem");
+    let jwks = keys.path().join("jwks.json");
+    assert!(key.exists() && jwks.exists());
+
+    let out = Command::new(BIN)
+        .args([
+            "token",
+            "issue",
+            "--issuer",
+            "https://portcullis-demo.local",
+            "--audience",
+            "portcullis",
+            "--sub",
+            "carol",
+        ])
+        .args([
+            "--group",
+            "tenant:team-a",
+            "--ttl",
+            "10m",
+            "--kid",
+            "cli-1",
+            "--jti",
+            "cli-token",
+        ])
+        .args([
+            "--scope",
+            r#"[{"namespaces":["team-a"],"verbs":["list"],"resources":["pods"]}]"#,
+            "--key",
+        ])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+
+    let out = Command::new(BIN)
+        .args(["token", "inspect", &token])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(r#""sub": "carol""#)
+            && text.contains("cli-1")
+            && text.contains("portcullis.io/scope"),
+        "{text}"
+    );
+
+    // The proxy, trusting that JWKS, accepts the token within its scope and nothing else.
+    let jwks_path = jwks.display().to_string();
+    let env = common::Env::start_with(|c| {
+        *c = c.replace("jwks_file: jwks.json", &format!("jwks_file: {jwks_path}"))
+    })
+    .await;
+    let with = |path: &str| {
+        http::Request::get(format!("https://localhost{path}"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    };
+    assert_eq!(
+        env.request(with("/api/v1/namespaces/team-a/pods"), None, true)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        env.request(with("/api/v1/namespaces/team-a/pods/x"), None, true)
+            .await
+            .status(),
+        403,
+        "scope allows list only"
+    );
+    env.stop().await;
+}

@@ -177,6 +177,10 @@ pub struct TokenCache {
 pub struct ClientCertificates {
     /// PEM bundles of CAs whose client certificates are accepted.
     pub ca_files: Vec<PathBuf>,
+    /// PEM CRLs; when given, a client certificate must be covered by its issuer's CRL and not be
+    /// listed in it (unknown revocation status is refused).
+    #[serde(default)]
+    pub crl_files: Vec<PathBuf>,
     /// `required` (handshake fails without a valid certificate) or `optional` (requests
     /// without one get 401). Default `required`.
     #[serde(default)]

@@ -252,7 +252,7 @@ pub fn build(
         );
     }
     let mut required = false;
-    let mut client_cas = Vec::new();
+    let mut client_cas = tls::ClientCas::default();
     let x509 = authn.client_certificates.as_ref().map(|cc| {
         required = match cc.mode.as_deref() {
             None | Some("required") => true,
@@ -286,7 +286,17 @@ pub fn build(
                 f,
                 base,
             ) {
-                client_cas.append(&mut certs);
+                client_cas.cas.append(&mut certs);
+            }
+        }
+        for (i, f) in cc.crl_files.iter().enumerate() {
+            match tls::load_crls(&resolve(base, f)) {
+                Ok(mut crls) => client_cas.crls.append(&mut crls),
+                Err(e) => c.err(
+                    &format!("authentication.client_certificates.crl_files[{i}]"),
+                    format!("{e:#}"),
+                    "give a readable PEM file of X509 CRL blocks",
+                ),
             }
         }
         X509Identity {
@@ -331,7 +341,7 @@ pub fn build(
         (Some(chain), Some(key)) => {
             let auth = match (&x509, required) {
                 (None, _) => tls::ClientAuth::None,
-                (Some(_), _) if client_cas.is_empty() => tls::ClientAuth::None,
+                (Some(_), _) if client_cas.cas.is_empty() => tls::ClientAuth::None,
                 (Some(_), true) => tls::ClientAuth::Required(client_cas),
                 (Some(_), false) => tls::ClientAuth::Optional(client_cas),
             };

@@ -8,7 +8,9 @@ use std::{path::Path, sync::Arc};
 
 use anyhow::{bail, Context, Result};
 use rustls::{server::WebPkiClientVerifier, RootCertStore};
-use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{
+    pem::PemObject, CertificateDer, CertificateRevocationListDer, PrivateKeyDer,
+};
 
 /// Install aws-lc-rs as the process-wide rustls provider (idempotent).
 pub fn install_crypto_provider() {
@@ -58,15 +60,36 @@ pub fn root_store(certs: Vec<CertificateDer<'static>>) -> Result<RootCertStore> 
     Ok(roots)
 }
 
+/// Read every CRL in a PEM file; none is an error.
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>> {
+    let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{}: not a valid PEM CRL list", path.display()))?;
+    if crls.is_empty() {
+        bail!("{}: no PEM X509 CRL block found", path.display());
+    }
+    Ok(crls)
+}
+
 /// How a listener treats client certificates.
 #[derive(Debug, Clone)]
 pub enum ClientAuth {
     /// No client certificates are requested.
     None,
     /// Certificates are requested and verified when offered, but not required.
-    Optional(Vec<CertificateDer<'static>>),
+    Optional(ClientCas),
     /// A certificate chaining to one of these CAs is required to complete the handshake.
-    Required(Vec<CertificateDer<'static>>),
+    Required(ClientCas),
+}
+
+/// Trust anchors for client certificates, and the CRLs they are checked against.
+#[derive(Debug, Clone, Default)]
+pub struct ClientCas {
+    pub cas: Vec<CertificateDer<'static>>,
+    /// When any CRL is given, a client certificate must be covered by one from its issuer and
+    /// not be listed (revocation status unknown is refused: fail closed).
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
 }
 
 /// A server config with ALPN `h2` then `http/1.1`, from a chain and key already in memory.
@@ -78,25 +101,28 @@ pub fn server_config(
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?;
-    let builder = match client_auth {
+    let builder = match &client_auth {
         ClientAuth::None => builder.with_no_client_auth(),
-        ClientAuth::Optional(cas) | ClientAuth::Required(cas) if cas.is_empty() => {
+        ClientAuth::Optional(c) | ClientAuth::Required(c) if c.cas.is_empty() => {
             bail!("client certificate CA bundle is empty")
         }
-        ClientAuth::Optional(cas) => {
-            let verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(cas)?), provider())
-                    .allow_unauthenticated()
-                    .build()
-                    .context("client certificate verifier")?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        ClientAuth::Required(cas) => {
-            let verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(cas)?), provider())
-                    .build()
-                    .context("client certificate verifier")?;
-            builder.with_client_cert_verifier(verifier)
+        ClientAuth::Optional(c) | ClientAuth::Required(c) => {
+            let required = matches!(client_auth, ClientAuth::Required(_));
+            let mut verifier = WebPkiClientVerifier::builder_with_provider(
+                Arc::new(root_store(c.cas.clone())?),
+                provider(),
+            );
+            if !c.crls.is_empty() {
+                // Only the client's own certificate: our anchors are the configured CAs.
+                verifier = verifier
+                    .with_crls(c.crls.clone())
+                    .only_check_end_entity_revocation();
+            }
+            if !required {
+                verifier = verifier.allow_unauthenticated();
+            }
+            builder
+                .with_client_cert_verifier(verifier.build().context("client certificate verifier")?)
         }
     };
     let mut config = builder

@@ -51,6 +51,8 @@
 
 use std::fmt;
 
+use std::borrow::Cow;
+
 use http::header::{CONNECTION, UPGRADE};
 use http::{HeaderMap, Method, Uri};
 
@@ -206,8 +208,8 @@ pub fn classify(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Reque
 fn resolve(
     info: &mut RequestInfo,
     method: &Method,
-    segments: &[String],
-    query: &[(String, String)],
+    segments: &[Cow<'_, str>],
+    query: &[QueryPair<'_>],
 ) -> Result<(), PathError> {
     if segments.len() < 3 {
         return Ok(());
@@ -220,7 +222,7 @@ fn resolve(
     }
     // Like Go, APIPrefix is recorded even when `/apis/{group}/{version}` then turns out to be a
     // non-resource (discovery) request.
-    info.api_prefix = prefix.clone();
+    info.api_prefix = prefix.to_string();
 
     if prefix == "apis" {
         // One part (the prefix) is consumed: "do we have four parts?"
@@ -230,7 +232,7 @@ fn resolve(
         let Some((group, rest)) = cur.split_first() else {
             return Ok(());
         };
-        info.api_group = group.clone();
+        info.api_group = group.to_string();
         cur = rest;
     }
 
@@ -238,12 +240,12 @@ fn resolve(
         return Ok(());
     };
     info.is_resource_request = true;
-    info.api_version = version.clone();
+    info.api_version = version.to_string();
     cur = rest;
 
     // /{specialVerb}/* (deprecated watch and proxy prefixes)
     let mut verb_via_path_prefix = false;
-    let special = match cur.first().map(String::as_str) {
+    let special = match cur.first().map(|s| s.as_ref()) {
         Some("watch") => Some("watch"),
         Some("proxy") => Some("proxy"),
         _ => None,
@@ -269,9 +271,9 @@ fn resolve(
 
     // /namespaces/{namespace}/{resource}/*: re-base parts onto the resource, unless the third
     // segment is a namespace subresource.
-    if cur.first().map(String::as_str) == Some("namespaces") {
+    if cur.first().map(|s| s.as_ref()) == Some("namespaces") {
         if let Some(ns) = cur.get(1) {
-            info.namespace = ns.clone();
+            info.namespace = ns.to_string();
             if let Some(third) = cur.get(2) {
                 if third != "status" && third != "finalize" {
                     cur = cur.get(2..).unwrap_or_default();
@@ -280,19 +282,19 @@ fn resolve(
         }
     }
 
-    info.parts = cur.to_vec();
+    info.parts = cur.iter().map(|s| s.to_string()).collect();
     // resource/name/subresource/other/stuff/we/don't/interpret; the proxy prefix takes no
     // subresource.
     if info.verb != "proxy" {
         if let Some(sub) = cur.get(2) {
-            info.subresource = sub.clone();
+            info.subresource = sub.to_string();
         }
     }
     if let Some(name) = cur.get(1) {
-        info.name = name.clone();
+        info.name = name.to_string();
     }
     if let Some(resource) = cur.first() {
-        info.resource = resource.clone();
+        info.resource = resource.to_string();
     }
 
     // No name and a get: it is a list or a watch.
@@ -407,7 +409,7 @@ impl RequestInfo {
 // Path validation and decoding
 
 /// Validates the raw path and returns (decoded path, decoded segments).
-fn decode_path(raw: &str) -> Result<(String, Vec<String>), PathError> {
+fn decode_path(raw: &str) -> Result<(String, Vec<Cow<'_, str>>), PathError> {
     let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
     let mut segments = Vec::new();
     let mut trailing_slash = false;
@@ -440,7 +442,14 @@ fn decode_path(raw: &str) -> Result<(String, Vec<String>), PathError> {
     Ok((path, segments))
 }
 
-fn decode_segment(seg: &str) -> Result<String, PathError> {
+fn decode_segment(seg: &str) -> Result<Cow<'_, str>, PathError> {
+    // Fast path: nothing to decode. (A `Uri` path is ASCII; anything unusual takes the slow path.)
+    if seg
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'%' && b != b'\\')
+    {
+        return Ok(Cow::Borrowed(seg));
+    }
     let mut out = Vec::with_capacity(seg.len());
     let mut bytes = seg.bytes();
     while let Some(b) = bytes.next() {
@@ -473,7 +482,7 @@ fn decode_segment(seg: &str) -> Result<String, PathError> {
         // C1 controls such as U+0085 (NEL).
         return Err(PathError::ControlCharacter);
     }
-    Ok(s)
+    Ok(Cow::Owned(s))
 }
 
 fn hex_value(b: u8) -> Option<u8> {
@@ -488,7 +497,10 @@ fn hex_value(b: u8) -> Option<u8> {
 // ---------------------------------------------------------------------------------------------
 // Query parsing (Go url.ParseQuery, strict about escapes)
 
-fn parse_query(query: Option<&str>) -> Result<Vec<(String, String)>, PathError> {
+/// One decoded `key=value` pair of the query, borrowed when nothing needed decoding.
+type QueryPair<'a> = (Cow<'a, str>, Cow<'a, str>);
+
+fn parse_query(query: Option<&str>) -> Result<Vec<QueryPair<'_>>, PathError> {
     let mut pairs = Vec::new();
     let Some(query) = query else {
         return Ok(pairs);
@@ -504,7 +516,10 @@ fn parse_query(query: Option<&str>) -> Result<Vec<(String, String)>, PathError> 
     Ok(pairs)
 }
 
-fn query_unescape(s: &str) -> Result<String, PathError> {
+fn query_unescape(s: &str) -> Result<Cow<'_, str>, PathError> {
+    if !s.bytes().any(|b| b == b'%' || b == b'+') {
+        return Ok(Cow::Borrowed(s));
+    }
     let mut out = Vec::with_capacity(s.len());
     let mut bytes = s.bytes();
     while let Some(b) = bytes.next() {
@@ -521,15 +536,17 @@ fn query_unescape(s: &str) -> Result<String, PathError> {
             _ => out.push(b),
         }
     }
-    String::from_utf8(out).map_err(|_| PathError::InvalidQueryUtf8)
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| PathError::InvalidQueryUtf8)
 }
 
 /// Go's `url.Values[key][0]`.
-fn query_first<'a>(query: &'a [(String, String)], key: &str) -> Option<&'a str> {
+fn query_first<'a>(query: &'a [QueryPair<'_>], key: &str) -> Option<&'a str> {
     query
         .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+        .find(|(k, _)| k.as_ref() == key)
+        .map(|(_, v)| v.as_ref())
 }
 
 /// `strings.EqualFold(v, "false")`. Go folds Unicode simple case: besides ASCII case, `ſ`
@@ -549,7 +566,7 @@ fn go_equal_fold_false(v: &str) -> bool {
 /// Whether `metainternalversionscheme.ParameterCodec.DecodeParameters` into `ListOptions` would
 /// succeed, as far as we model it: the field selector must parse, `timeoutSeconds` and `limit`
 /// must be 64-bit integers. (The label-selector grammar is not modelled; see the module doc.)
-fn list_options_decode(query: &[(String, String)]) -> bool {
+fn list_options_decode(query: &[QueryPair<'_>]) -> bool {
     if let Some(sel) = query_first(query, "fieldSelector") {
         if field_selector_exact_match(sel, "metadata.name").is_err() {
             return false;

@@ -199,3 +199,95 @@ async fn discovery_etag_vary_and_accept_pass_through() {
     );
     env.stop().await;
 }
+
+/// A fake upstream that accepts SPDY upgrades and then echoes bytes, and answers plain GETs
+/// with the headers a real API server adds. Proves the splice and the header pass-through for
+/// what the sandbox cannot produce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spdy_upgrade_is_spliced_and_upstream_headers_pass_through() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let fake = common::fake_upstream(&ca, |mut s| async move {
+        let Some(head) = common::read_head(&mut s).await else { return };
+        let lower = head.to_lowercase();
+        if lower.contains("upgrade: spdy/3.1") {
+            assert!(lower.contains("x-stream-protocol-version: v4.channel.k8s.io"), "{head}");
+            let _ = s
+                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n")
+                .await;
+            let mut buf = [0u8; 1024];
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if s.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        let body = b"{}";
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nwarning: 299 - \"v1beta1 is deprecated\"\r\n\
+             x-kubernetes-pf-flowschema-uid: fs-1\r\nx-kubernetes-pf-prioritylevel-uid: pl-1\r\n\
+             content-encoding: identity\r\naudit-id: from-upstream\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        let _ = s.write_all(resp.as_bytes()).await;
+        let _ = s.write_all(body).await;
+    })
+    .await;
+    let env = Env::start_against(ca, sandbox, fake, |_| {}).await;
+
+    // Plain GET: upstream headers arrive unchanged.
+    let resp = env
+        .request(get("/apis/batch/v1beta1"), Some(&env.admin_cert), true)
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let h = resp.headers();
+    assert_eq!(h["warning"], r#"299 - "v1beta1 is deprecated""#);
+    assert_eq!(h["x-kubernetes-pf-flowschema-uid"], "fs-1");
+    assert_eq!(h["x-kubernetes-pf-prioritylevel-uid"], "pl-1");
+    assert_eq!(h["content-encoding"], "identity");
+    assert_ne!(
+        h["audit-id"], "from-upstream",
+        "the client sees the proxy's Audit-ID"
+    );
+
+    // SPDY exec: 101 with the negotiated protocol, then bytes both ways.
+    let mut s = common::tls_connect(
+        env.proxy_addr,
+        &env.ca,
+        Some(&env.admin_cert),
+        &[b"http/1.1"],
+    )
+    .await;
+    s.write_all(
+        b"POST /api/v1/namespaces/default/pods/web/exec?command=cat&stdin=true&stdout=true HTTP/1.1\r\nHost: localhost\r\n\
+          Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\
+          X-Stream-Protocol-Version: channel.k8s.io\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = tokio::time::timeout(Duration::from_secs(10), common::read_head(&mut s))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_lowercase()
+            .contains("x-stream-protocol-version: v4.channel.k8s.io"),
+        "{head}"
+    );
+    for msg in [&b"hello through the splice"[..], b"second frame"] {
+        s.write_all(msg).await.unwrap();
+        let mut got = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, msg);
+    }
+    env.stop().await;
+}

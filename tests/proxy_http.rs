@@ -316,7 +316,7 @@ async fn admin_endpoints_report_health_readiness_and_metrics() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upstream_warning_and_audit_headers_pass_through_and_bodies_stream() {
+async fn watch_events_stream_through_without_buffering() {
     let env = Env::start().await;
     // A watch: the head must arrive although the body stays open (streamed, not buffered).
     let io = hyper_util::rt::TokioIo::new(

@@ -299,12 +299,16 @@ where
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let server = ca.server_cert(&["localhost", "127.0.0.1"]).unwrap();
-    let cfg = tls::server_config(
+    let base = tls::server_config(
         vec![server.cert_der.clone()],
         server.key(),
         tls::ClientAuth::None,
     )
     .unwrap();
+    // These fakes speak HTTP/1.1 only, so they must not offer h2.
+    let mut cfg = (*base).clone();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let cfg = Arc::new(cfg);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let on_conn = Arc::new(on_conn);

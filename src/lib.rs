@@ -13,6 +13,7 @@ pub mod demo;
 pub mod k8s;
 pub mod kubeconfig;
 pub mod pki;
+pub mod ratelimit;
 pub mod sandbox;
 pub mod server;
 pub mod shutdown;

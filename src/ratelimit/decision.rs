@@ -1,0 +1,583 @@
+//! The decision: [`RateLimiter::check`] / [`RateLimiter::check_async`] for an authenticated
+//! request, [`RateLimiter::source_blocked`] / [`RateLimiter::record_auth_failure`] around
+//! authentication, [`RateLimiter::try_in_flight`] for load shedding.
+//!
+//! # What a request spends
+//!
+//! * **bucket**: `reads` for `get`, `list`, `watch` (each watch start) and non-resource
+//!   `GET`/`HEAD`; `writes` for everything else (create, update, patch, delete,
+//!   deletecollection, exec/attach/port-forward, which are `create`, and `proxy`).
+//! * **cost** in tokens: 1, or the largest configured weight that applies —
+//!   `cluster_wide_list` (a `list` without namespace), `unpaginated_list` (a `list` without a
+//!   positive `limit`), `deletecollection`. A cost above the burst is clamped to the burst.
+//! * **stream permit** for long-running requests: `watches` (watch, `pods/log?follow`) or
+//!   `sessions` (exec, attach, portforward, proxy); see [`super::streams`]. A non-follow log
+//!   read is a plain read.
+//!
+//! # Answers
+//!
+//! * bucket empty → **429 TooManyRequests** Status, message
+//!   `rate limit exceeded: reads for user "alice" (5/s, burst 10; user quota)`,
+//!   `details.retryAfterSeconds` = `Retry-After` = ⌈time until the bucket holds the cost⌉ ≥ 1;
+//! * stream cap reached → **429** `too many concurrent watches for user "alice" (cap 20; default
+//!   quota)`, `Retry-After: 5` (no bucket tells when a stream ends);
+//! * failed-authentication limit → **429** before authentication (see [`super::source`]);
+//! * in-flight cap → **503 ServiceUnavailable**, `Retry-After: 1`;
+//! * Redis down with `on_backend_error: deny` → **503**, `Retry-After: 1`.
+//!
+//! In `shadow` mode every 429 above becomes an admission carrying
+//! [`Admission::shadow_rejection`] (logged and counted as `shadow_rejected`); the in-flight cap
+//! and `deny` still apply.
+//!
+//! # RateLimit headers
+//!
+//! Admissions and 429s carry `RateLimit-Policy` and `RateLimit` as in
+//! draft-ietf-httpapi-ratelimit-headers-10 (structured-field lists, one item per policy):
+//! `RateLimit-Policy: "reads";q=100;w=2` (q = burst, w = seconds to refill an empty bucket) and
+//! `RateLimit: "reads";r=57;t=1` (r = tokens left, t = seconds until the bucket is full again;
+//! on a 429, r = 0 and t = the `Retry-After`).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Uri};
+
+use crate::authn::identity::Identity;
+use crate::body::Body;
+use crate::k8s::request::RequestInfo;
+use crate::k8s::status::Status;
+
+use super::config::{Mode, OnBackendError};
+use super::inflight::InFlightGuard;
+use super::local::{BucketClass, BucketOutcome};
+use super::metrics::{Class, Outcome};
+use super::quota::{BucketQuota, Limits, Source};
+use super::source::SourceLimiter;
+use super::streams::{Permit, StreamKind};
+use super::RateLimiter;
+
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// `Retry-After` for a stream-cap rejection.
+const STREAM_RETRY_AFTER: u32 = 5;
+
+/// How a request is charged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestCost {
+    pub bucket: BucketClass,
+    pub tokens: u32,
+    pub stream: Option<StreamKind>,
+}
+
+/// The state of the bucket that admitted a request, for the `RateLimit*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitState {
+    /// Policy name: `reads` or `writes`.
+    pub policy: &'static str,
+    /// Bucket size (`q`).
+    pub quota: u32,
+    /// Seconds to refill an empty bucket (`w`).
+    pub window_secs: u64,
+    /// Whole tokens left (`r`).
+    pub remaining: u32,
+    /// Seconds until full again (`t`).
+    pub reset_secs: u64,
+}
+
+impl RateLimitState {
+    /// `"reads";q=100;w=2`
+    pub fn policy_header(&self) -> HeaderValue {
+        header_value(format!(
+            "\"{}\";q={};w={}",
+            self.policy, self.quota, self.window_secs
+        ))
+    }
+
+    /// `"reads";r=57;t=1`
+    pub fn limit_header(&self) -> HeaderValue {
+        header_value(format!(
+            "\"{}\";r={};t={}",
+            self.policy, self.remaining, self.reset_secs
+        ))
+    }
+
+    /// Insert both headers.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        headers.insert(RATELIMIT_POLICY, self.policy_header());
+        headers.insert(RATELIMIT, self.limit_header());
+    }
+}
+
+fn header_value(s: String) -> HeaderValue {
+    // Policy names are fixed ASCII and the rest are digits.
+    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""))
+}
+
+/// A request may proceed.
+#[derive(Debug, Default)]
+pub struct Admission {
+    /// The stream slot of a long-running request: keep it alive as long as the stream (inside
+    /// the response body or the upgrade task).
+    pub permit: Option<Permit>,
+    /// For the `RateLimit-Policy` / `RateLimit` response headers; `None` when no bucket applied.
+    pub rate_limit: Option<RateLimitState>,
+    /// Shadow mode: the rejection enforce mode would have answered (already logged and counted;
+    /// the audit layer may annotate it).
+    pub shadow_rejection: Option<Box<Rejection>>,
+    /// Decided without the Redis backend (`on_backend_error` applied).
+    pub degraded: bool,
+}
+
+impl Admission {
+    /// Add the `RateLimit*` headers to a response.
+    pub fn apply_headers(&self, headers: &mut HeaderMap) {
+        if let Some(s) = &self.rate_limit {
+            s.apply(headers);
+        }
+    }
+}
+
+/// A request is refused (or, with `shadow`, would have been).
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// 429 TooManyRequests or 503 ServiceUnavailable, with `details.retryAfterSeconds`.
+    pub status: Status,
+    /// Extra response headers (`RateLimit-Policy`, `RateLimit`); `Retry-After` comes from
+    /// `status` in [`Status::into_response`].
+    pub headers: HeaderMap,
+    /// Recorded in shadow mode only; the request was let through.
+    pub shadow: bool,
+    /// Which limit: `reads`, `writes`, `watches`, `sessions`, `unauthenticated`, `in_flight`,
+    /// `backend` (a closed set, fit for metrics and audit annotations).
+    pub limit: &'static str,
+}
+
+impl Rejection {
+    /// The `Retry-After` seconds.
+    pub fn retry_after_secs(&self) -> u32 {
+        self.status
+            .details
+            .as_ref()
+            .and_then(|d| d.retry_after_seconds)
+            .unwrap_or(1)
+    }
+
+    /// The HTTP response: Status JSON, `Retry-After`, and the extra headers.
+    pub fn into_response(self) -> Response<Body> {
+        let mut resp = self.status.into_response();
+        for (name, value) in &self.headers {
+            resp.headers_mut().insert(name.clone(), value.clone());
+        }
+        resp
+    }
+}
+
+/// ⌈wait⌉ in whole seconds, at least 1.
+pub fn retry_after_secs(wait: Duration) -> u32 {
+    let secs = wait.as_nanos().div_ceil(1_000_000_000).max(1);
+    u32::try_from(secs).unwrap_or(u32::MAX)
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos().div_ceil(1_000_000_000)).unwrap_or(u64::MAX)
+}
+
+fn too_many(message: String, retry_after: u32, limit: &'static str) -> Rejection {
+    Rejection {
+        status: Status::failure(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message)
+            .with_retry_after(retry_after),
+        headers: HeaderMap::new(),
+        shadow: false,
+        limit,
+    }
+}
+
+fn unavailable(message: &str, limit: &'static str) -> Rejection {
+    Rejection {
+        status: Status::service_unavailable(message, 1),
+        headers: HeaderMap::new(),
+        shadow: false,
+        limit,
+    }
+}
+
+fn pick_reads(l: &Limits) -> Option<BucketQuota> {
+    l.reads
+}
+fn pick_writes(l: &Limits) -> Option<BucketQuota> {
+    l.writes
+}
+fn pick_watches(l: &Limits) -> Option<u32> {
+    l.watches
+}
+fn pick_sessions(l: &Limits) -> Option<u32> {
+    l.sessions
+}
+
+impl BucketClass {
+    fn as_str(self) -> &'static str {
+        match self {
+            BucketClass::Reads => "reads",
+            BucketClass::Writes => "writes",
+            BucketClass::Unauthenticated => "unauthenticated",
+            BucketClass::Streams => "streams",
+        }
+    }
+
+    fn metric(self) -> Class {
+        match self {
+            BucketClass::Reads => Class::Reads,
+            BucketClass::Writes => Class::Writes,
+            _ => Class::Unauthenticated,
+        }
+    }
+}
+
+/// Whether a `list` asks for a page (`limit` > 0, first value wins as in Go).
+fn paginated(uri: &Uri) -> bool {
+    let Some(q) = uri.query() else {
+        return false;
+    };
+    form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == "limit")
+        .is_some_and(|(_, v)| v.parse::<i64>().is_ok_and(|n| n > 0))
+}
+
+impl RateLimiter {
+    /// How `req` is charged (bucket, tokens, stream kind).
+    pub fn cost(&self, req: &RequestInfo, uri: &Uri) -> RequestCost {
+        let costs = &self.inner.costs;
+        let verb = req.verb.as_str();
+        let read = if req.is_resource_request {
+            matches!(verb, "get" | "list" | "watch")
+        } else {
+            matches!(verb, "get" | "head")
+        };
+        let mut tokens = 1;
+        if req.is_resource_request {
+            if verb == "list" {
+                if req.namespace.is_empty() {
+                    tokens = tokens.max(costs.cluster_wide_list);
+                }
+                if !paginated(uri) {
+                    tokens = tokens.max(costs.unpaginated_list);
+                }
+            } else if verb == "deletecollection" {
+                tokens = tokens.max(costs.deletecollection);
+            }
+        }
+        let stream = if verb == "watch" {
+            Some(StreamKind::Watches)
+        } else if req.is_resource_request && req.long_running {
+            match req.subresource.as_str() {
+                "log" if req.is_follow_log(uri) => Some(StreamKind::Watches),
+                "log" => None,
+                _ => Some(StreamKind::Sessions),
+            }
+        } else {
+            None
+        };
+        RequestCost {
+            bucket: if read {
+                BucketClass::Reads
+            } else {
+                BucketClass::Writes
+            },
+            tokens,
+            stream,
+        }
+    }
+
+    /// Decide with the in-process buckets (the `local` backend; with `backend: redis` use
+    /// [`RateLimiter::check_async`] — this then uses the degraded quota ÷ replicas). Sync, no
+    /// allocation when admitted.
+    pub fn check(
+        &self,
+        id: &Identity,
+        req: &RequestInfo,
+        uri: &Uri,
+    ) -> Result<Admission, Box<Rejection>> {
+        let cost = self.cost(req, uri);
+        let mut admission = self.stream_permit(id, cost)?;
+        let pick = if cost.bucket == BucketClass::Reads {
+            pick_reads
+        } else {
+            pick_writes
+        };
+        let Some((quota, source)) = self.inner.policy.bucket(id, pick) else {
+            self.inner
+                .metrics
+                .decision(cost.bucket.metric(), Outcome::Allowed);
+            return Ok(admission);
+        };
+        let outcome = self.local_bucket(id, cost, quota);
+        let effective = self.inner.buckets.effective(quota);
+        self.finish(id, cost, effective, source, outcome, admission.take_all())
+    }
+
+    /// Decide with the Redis backend when configured (one round trip), else as
+    /// [`RateLimiter::check`].
+    pub async fn check_async(
+        &self,
+        id: &Identity,
+        req: &RequestInfo,
+        uri: &Uri,
+    ) -> Result<Admission, Box<Rejection>> {
+        let Some(redis) = &self.inner.redis else {
+            return self.check(id, req, uri);
+        };
+        let cost = self.cost(req, uri);
+        let mut admission = self.stream_permit(id, cost)?;
+        let pick = if cost.bucket == BucketClass::Reads {
+            pick_reads
+        } else {
+            pick_writes
+        };
+        let Some((quota, source)) = self.inner.policy.bucket(id, pick) else {
+            self.inner
+                .metrics
+                .decision(cost.bucket.metric(), Outcome::Allowed);
+            return Ok(admission);
+        };
+        match redis
+            .check(cost.bucket.as_str(), &id.user, quota, cost.tokens)
+            .await
+        {
+            Ok(outcome) => self.finish(id, cost, quota, source, outcome, admission.take_all()),
+            Err(_) => {
+                let metrics = &self.inner.metrics;
+                admission.degraded = true;
+                match redis.settings().on_backend_error {
+                    OnBackendError::Local => {
+                        metrics.degraded[0].inc();
+                        let outcome = self.local_bucket(id, cost, quota);
+                        let effective = self.inner.buckets.effective(quota);
+                        let mut r = self.finish(id, cost, effective, source, outcome, admission);
+                        if let Ok(a) = &mut r {
+                            a.degraded = true;
+                        }
+                        r
+                    }
+                    OnBackendError::Deny => {
+                        metrics.degraded[1].inc();
+                        let rejection = unavailable(
+                            "rate limit backend unavailable; try again shortly",
+                            "backend",
+                        );
+                        if self.inner.mode == Mode::Shadow {
+                            metrics.decision(Class::Backend, Outcome::ShadowRejected);
+                            admission.shadow_rejection = Some(Box::new(Rejection {
+                                shadow: true,
+                                ..rejection
+                            }));
+                            Ok(admission)
+                        } else {
+                            metrics.decision(Class::Backend, Outcome::Rejected);
+                            Err(Box::new(rejection))
+                        }
+                    }
+                    OnBackendError::Allow => {
+                        metrics.degraded[2].inc();
+                        metrics.decision(cost.bucket.metric(), Outcome::Allowed);
+                        Ok(admission)
+                    }
+                }
+            }
+        }
+    }
+
+    fn local_bucket(&self, id: &Identity, cost: RequestCost, quota: BucketQuota) -> BucketOutcome {
+        let buckets = &self.inner.buckets;
+        let key = buckets.key(cost.bucket, id.user.as_bytes());
+        buckets
+            .check(quota, key, cost.tokens)
+            // A quota the policy returned always has a bucket; be safe anyway.
+            .unwrap_or(BucketOutcome::Allowed {
+                remaining: quota.burst,
+                reset: Duration::ZERO,
+            })
+    }
+
+    /// Take the stream permit a long-running request needs (if a cap applies).
+    fn stream_permit(&self, id: &Identity, cost: RequestCost) -> Result<Admission, Box<Rejection>> {
+        let mut admission = Admission::default();
+        let Some(kind) = cost.stream else {
+            return Ok(admission);
+        };
+        let pick = match kind {
+            StreamKind::Watches => pick_watches,
+            StreamKind::Sessions => pick_sessions,
+        };
+        let class = match kind {
+            StreamKind::Watches => Class::Watches,
+            StreamKind::Sessions => Class::Sessions,
+        };
+        let Some((cap, source)) = self.inner.policy.streams(id, pick) else {
+            return Ok(admission);
+        };
+        let shadow = self.inner.mode == Mode::Shadow;
+        let key = self
+            .inner
+            .buckets
+            .key(BucketClass::Streams, id.user.as_bytes());
+        let (permit, over) = self.inner.streams.acquire(key, kind, cap, shadow);
+        admission.permit = permit;
+        let metrics = &self.inner.metrics;
+        if !over {
+            metrics.decision(class, Outcome::Allowed);
+            return Ok(admission);
+        }
+        let mut rejection = too_many(
+            format!(
+                "too many concurrent {} for user {:?} (cap {cap}; {source})",
+                kind.as_str(),
+                id.user
+            ),
+            STREAM_RETRY_AFTER,
+            kind.as_str(),
+        );
+        if shadow {
+            metrics.decision(class, Outcome::ShadowRejected);
+            tracing::info!(user = %id.user, limit = kind.as_str(), "shadow rate-limit rejection");
+            rejection.shadow = true;
+            admission.shadow_rejection = Some(Box::new(rejection));
+            Ok(admission)
+        } else {
+            metrics.decision(class, Outcome::Rejected);
+            Err(Box::new(rejection))
+        }
+    }
+
+    fn finish(
+        &self,
+        id: &Identity,
+        cost: RequestCost,
+        quota: BucketQuota,
+        source: Source<'_>,
+        outcome: BucketOutcome,
+        mut admission: Admission,
+    ) -> Result<Admission, Box<Rejection>> {
+        let metrics = &self.inner.metrics;
+        let class = cost.bucket.metric();
+        let policy = cost.bucket.as_str();
+        match outcome {
+            BucketOutcome::Allowed { remaining, reset } => {
+                metrics.decision(class, Outcome::Allowed);
+                admission.rate_limit = Some(RateLimitState {
+                    policy,
+                    quota: quota.burst,
+                    window_secs: quota.window_secs(),
+                    remaining,
+                    reset_secs: ceil_secs(reset),
+                });
+                Ok(admission)
+            }
+            BucketOutcome::Rejected { wait } => {
+                let retry = retry_after_secs(wait);
+                let state = RateLimitState {
+                    policy,
+                    quota: quota.burst,
+                    window_secs: quota.window_secs(),
+                    remaining: 0,
+                    reset_secs: u64::from(retry),
+                };
+                let mut rejection = too_many(
+                    format!(
+                        "rate limit exceeded: {policy} for user {:?} ({quota}; {source})",
+                        id.user
+                    ),
+                    retry,
+                    policy,
+                );
+                state.apply(&mut rejection.headers);
+                if self.inner.mode == Mode::Shadow {
+                    metrics.decision(class, Outcome::ShadowRejected);
+                    tracing::info!(user = %id.user, limit = policy, retry_after = retry, "shadow rate-limit rejection");
+                    rejection.shadow = true;
+                    admission.rate_limit = Some(state);
+                    admission.shadow_rejection = Some(Box::new(rejection));
+                    Ok(admission)
+                } else {
+                    metrics.decision(class, Outcome::Rejected);
+                    // `admission` (and its stream permit) is dropped here.
+                    Err(Box::new(rejection))
+                }
+            }
+        }
+    }
+
+    /// Before authentication: is `ip` blocked by the failed-credentials limit? `Some` = answer
+    /// this 429 without authenticating (in shadow mode: `None`, counted as shadow_rejected).
+    pub fn source_blocked(&self, ip: IpAddr) -> Option<Rejection> {
+        let sources = self.inner.sources.as_ref()?;
+        let key = SourceLimiter::key(&self.inner.buckets, ip);
+        let wait = sources.blocked(key)?;
+        let metrics = &self.inner.metrics;
+        if self.inner.mode == Mode::Shadow {
+            metrics.decision(Class::Unauthenticated, Outcome::ShadowRejected);
+            return None;
+        }
+        metrics.decision(Class::Unauthenticated, Outcome::Rejected);
+        let quota = sources.quota();
+        let retry = retry_after_secs(wait);
+        let mut rejection = too_many(
+            format!(
+                "too many requests with failed or missing credentials from this address ({quota})"
+            ),
+            retry,
+            "unauthenticated",
+        );
+        RateLimitState {
+            policy: "unauthenticated",
+            quota: quota.burst,
+            window_secs: quota.window_secs(),
+            remaining: 0,
+            reset_secs: u64::from(retry),
+        }
+        .apply(&mut rejection.headers);
+        Some(rejection)
+    }
+
+    /// After a request from `ip` failed authentication (or had no credentials).
+    pub fn record_auth_failure(&self, ip: IpAddr) {
+        if let Some(sources) = &self.inner.sources {
+            let key = SourceLimiter::key(&self.inner.buckets, ip);
+            if sources.record_failure(key).is_some() {
+                tracing::debug!(%ip, "source blocked after failed authentications");
+            }
+            self.inner
+                .metrics
+                .decision(Class::Unauthenticated, Outcome::Allowed);
+        }
+    }
+
+    /// Take a global in-flight slot (hold it until the response is complete). Beyond
+    /// `max_in_flight`: 503 ServiceUnavailable, `Retry-After: 1`.
+    pub fn try_in_flight(&self) -> Result<InFlightGuard, Box<Rejection>> {
+        let Some(cap) = &self.inner.in_flight else {
+            return Ok(InFlightGuard::unlimited());
+        };
+        match cap.try_acquire() {
+            Some(guard) => Ok(guard),
+            None => {
+                self.inner
+                    .metrics
+                    .decision(Class::InFlight, Outcome::Rejected);
+                Err(Box::new(unavailable(
+                    &format!(
+                        "the proxy is overloaded ({} requests in flight); try again shortly",
+                        cap.max()
+                    ),
+                    "in_flight",
+                )))
+            }
+        }
+    }
+}
+
+impl Admission {
+    fn take_all(&mut self) -> Admission {
+        std::mem::take(self)
+    }
+}

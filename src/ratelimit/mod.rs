@@ -1,0 +1,194 @@
+//! Per-identity rate limits, stream caps, a failed-credentials limit per source address and a
+//! global in-flight cap (issue 4).
+//!
+//! # What is admitted, what is rejected, with which status
+//!
+//! | Limit | Applies to | Over the limit |
+//! |---|---|---|
+//! | `reads` bucket (rate + burst) | `get`, `list`, each `watch` start, non-resource GET/HEAD | **429 TooManyRequests**, `Retry-After` = ⌈bucket wait⌉ ≥ 1 |
+//! | `writes` bucket | create, update, patch, delete, deletecollection, exec/attach/portforward (`create`), proxy | **429**, same |
+//! | `watches` (concurrent) | watch, `pods/log?follow` | **429**, `Retry-After: 5` |
+//! | `sessions` (concurrent) | exec, attach, portforward, proxy | **429**, `Retry-After: 5` |
+//! | `unauthenticated` bucket per source /32 or /64 | requests that failed authentication | **429** before authentication |
+//! | `max_in_flight` | all non-long-running requests through this replica | **503 ServiceUnavailable**, `Retry-After: 1` |
+//! | Redis unreachable, `on_backend_error: deny` | bucket decisions | **503**, `Retry-After: 1` |
+//!
+//! Every rejection is a `metav1.Status` with `details.retryAfterSeconds` and an integer
+//! `Retry-After` header, so client-go backs off and retries (DESIGN.md decision 6). Quotas are
+//! resolved per identity, most specific first ([`quota`]); costs and classes are in
+//! [`decision`]; `mode: shadow` admits everything the table would reject with 429 and records
+//! it (log + `shadow_rejected` metric + [`Admission::shadow_rejection`] for audit).
+//!
+//! # Wiring (for the stack)
+//!
+//! 1. `try_in_flight()` for non-long-running requests; hold the guard until the body ends.
+//! 2. `source_blocked(peer_ip)` before authentication; `record_auth_failure(peer_ip)` on 401.
+//! 3. After authentication and classification: `check_async(&identity, &info, &uri)` (or the
+//!    sync `check` with the local backend); on `Ok`, `admission.apply_headers(resp.headers_mut())`
+//!    and move `admission.permit` into the response body / upgrade task; on `Err`, answer
+//!    `rejection.into_response()`.
+//! 4. `spawn_maintenance(shutdown)` once; `metrics().register(&mut registry)` once.
+
+pub mod config;
+pub mod decision;
+pub mod inflight;
+pub mod local;
+pub mod metrics;
+pub mod quota;
+pub mod redis;
+pub mod source;
+pub mod streams;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config::{build, RateLimitsConfig, Settings};
+pub use decision::{Admission, RateLimitState, Rejection, RequestCost};
+pub use inflight::InFlightGuard;
+pub use local::LimiterClock;
+pub use metrics::Metrics;
+pub use streams::{Permit, StreamKind};
+
+use crate::shutdown::Shutdown;
+
+use self::config::{Costs, Mode, OnBackendError};
+use self::inflight::InFlight;
+use self::local::LocalBuckets;
+use self::quota::{BucketQuota, Policy};
+use self::redis::RedisBackend;
+use self::source::SourceLimiter;
+use self::streams::StreamTable;
+
+/// The limiter: cheap to clone, shared by all connections.
+#[derive(Clone)]
+pub struct RateLimiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    mode: Mode,
+    policy: Policy,
+    costs: Costs,
+    buckets: LocalBuckets,
+    streams: Arc<StreamTable>,
+    sources: Option<SourceLimiter>,
+    in_flight: Option<InFlight>,
+    redis: Option<RedisBackend>,
+    metrics: Metrics,
+    idle_eviction: Duration,
+}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("mode", &self.inner.mode)
+            .field("redis", &self.inner.redis.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimiter {
+    /// Build from validated settings on the real clock.
+    pub fn from_settings(settings: Settings) -> RateLimiter {
+        Self::with_clock(settings, LimiterClock::real())
+    }
+
+    /// Build on an explicit clock (tests: [`LimiterClock::fake`]).
+    pub fn with_clock(settings: Settings, clock: LimiterClock) -> RateLimiter {
+        let metrics = Metrics::new();
+        let levels = settings.policy.levels();
+        let quotas: Vec<BucketQuota> = std::iter::once(&levels.default)
+            .chain(levels.users.values())
+            .chain(levels.groups.values())
+            .chain(levels.tenants.values())
+            .flat_map(|l| [l.reads, l.writes])
+            .flatten()
+            .collect();
+        // With Redis, the in-process buckets only serve the degraded `local` mode.
+        let divide_by = match &settings.redis {
+            Some(r) if r.on_backend_error == OnBackendError::Local => r.replicas,
+            _ => 1,
+        };
+        let buckets = LocalBuckets::new(quotas, divide_by, clock.clone());
+        let streams = StreamTable::new(metrics.stream_gauges.clone());
+        let sources = settings
+            .unauthenticated
+            .map(|q| SourceLimiter::new(q, clock.clone()));
+        let redis = settings
+            .redis
+            .map(|r| RedisBackend::new(r, clock.clone(), metrics.clone()));
+        RateLimiter {
+            inner: Arc::new(Inner {
+                mode: settings.mode,
+                policy: settings.policy,
+                costs: settings.costs,
+                buckets,
+                streams,
+                sources,
+                in_flight: settings.max_in_flight.map(InFlight::new),
+                redis,
+                metrics,
+                idle_eviction: settings.idle_eviction,
+            }),
+        }
+    }
+
+    /// The metrics (register them once with [`Metrics::register`]).
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Whether `mode: shadow`.
+    pub fn is_shadow(&self) -> bool {
+        self.inner.mode == Mode::Shadow
+    }
+
+    /// Whether decisions go to Redis (use [`RateLimiter::check_async`]).
+    pub fn uses_redis(&self) -> bool {
+        self.inner.redis.is_some()
+    }
+
+    /// Bucket and source keys tracked in memory now.
+    pub fn tracked_keys(&self) -> usize {
+        self.inner.buckets.len()
+            + self.inner.sources.as_ref().map_or(0, SourceLimiter::len)
+            + self.inner.streams.identities()
+    }
+
+    /// One eviction sweep: drop keys whose buckets are full again (`retain_recent`), expired
+    /// source blocks, and shrink the maps. Returns how many keys were evicted.
+    pub fn evict_idle(&self) -> usize {
+        let mut evicted = self.inner.buckets.evict_idle();
+        if let Some(s) = &self.inner.sources {
+            evicted += s.evict_idle();
+        }
+        self.inner.streams.shrink_to_fit();
+        let m = &self.inner.metrics;
+        m.evicted.inc_by(evicted as u64);
+        m.tracked
+            .set(i64::try_from(self.tracked_keys()).unwrap_or(i64::MAX));
+        evicted
+    }
+
+    /// Run [`RateLimiter::evict_idle`] every `idle_eviction` until `shutdown`.
+    pub fn spawn_maintenance(&self, mut shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let period = this.inner.idle_eviction;
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let evicted = this.evict_idle();
+                        tracing::debug!(evicted, "rate-limit eviction sweep");
+                    }
+                    _ = shutdown.wait() => break,
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,216 @@
+//! Quotas and which one applies to an identity.
+//!
+//! **Most specific wins, field by field**: for each of `reads`, `writes`, `watches` and
+//! `sessions` separately, the first level that sets it among *user* > *group* > *tenant* >
+//! *default* decides. So `users: {alice: {reads: ..}}` changes alice's reads and leaves her
+//! writes to her groups, tenant or the default.
+//!
+//! **Several matching groups**: the **most generous** of them wins (highest rate, then highest
+//! burst; for stream caps the highest count). Group membership is additive, like RBAC grants,
+//! and the order of groups in a token or certificate is not something an operator controls, so
+//! "first listed" would make the effective quota depend on the issuer. To hold one member of a
+//! generous group down, configure that user under `users:`.
+//!
+//! Buckets are always **per identity** (the Kubernetes user name): a group or tenant entry
+//! chooses the quota each of its members gets, not a budget the members share.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use crate::authn::identity::Identity;
+
+/// Unit of a [`Rate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Per {
+    Second,
+    Minute,
+    Hour,
+}
+
+impl Per {
+    fn secs(self) -> u64 {
+        match self {
+            Per::Second => 1,
+            Per::Minute => 60,
+            Per::Hour => 3600,
+        }
+    }
+}
+
+/// `tokens` per unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rate {
+    pub tokens: u32,
+    pub per: Per,
+}
+
+impl Rate {
+    /// Tokens per hour, for comparing rates exactly.
+    pub fn per_hour(self) -> u64 {
+        u64::from(self.tokens) * (3600 / self.per.secs())
+    }
+
+    /// Time to earn one token (at least 1 ns).
+    pub fn period(self) -> Duration {
+        let nanos = self.per.secs() * 1_000_000_000 / u64::from(self.tokens.max(1));
+        Duration::from_nanos(nanos.max(1))
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.per {
+            Per::Second => "s",
+            Per::Minute => "m",
+            Per::Hour => "h",
+        };
+        write!(f, "{}/{unit}", self.tokens)
+    }
+}
+
+/// A token bucket: `rate` refill, `burst` capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BucketQuota {
+    pub rate: Rate,
+    pub burst: u32,
+}
+
+impl BucketQuota {
+    /// This quota split across `replicas` (rate and burst divided, rounded up, at least 1).
+    pub fn divided(self, replicas: u32) -> BucketQuota {
+        let r = replicas.max(1);
+        BucketQuota {
+            rate: Rate {
+                tokens: self.rate.tokens.div_ceil(r).max(1),
+                per: self.rate.per,
+            },
+            burst: self.burst.div_ceil(r).max(1),
+        }
+    }
+
+    /// Seconds to refill an empty bucket (`w` of `RateLimit-Policy`), at least 1.
+    pub fn window_secs(self) -> u64 {
+        let nanos = self.rate.period().as_nanos() * u128::from(self.burst);
+        u64::try_from(nanos.div_ceil(1_000_000_000))
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    fn more_generous_than(self, other: BucketQuota) -> bool {
+        (self.rate.per_hour(), self.burst) > (other.rate.per_hour(), other.burst)
+    }
+}
+
+impl fmt::Display for BucketQuota {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}, burst {}", self.rate, self.burst)
+    }
+}
+
+/// The limits one level sets; `None` = not set here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub reads: Option<BucketQuota>,
+    pub writes: Option<BucketQuota>,
+    pub watches: Option<u32>,
+    pub sessions: Option<u32>,
+}
+
+/// The four levels as configured.
+#[derive(Debug, Clone, Default)]
+pub struct Levels {
+    pub default: Limits,
+    pub users: HashMap<Box<str>, Limits>,
+    pub groups: HashMap<Box<str>, Limits>,
+    pub tenants: HashMap<Box<str>, Limits>,
+}
+
+/// Which level a limit came from (for messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source<'a> {
+    User,
+    Group(&'a str),
+    Tenant(&'a str),
+    Default,
+}
+
+impl fmt::Display for Source<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::User => f.write_str("user quota"),
+            Source::Group(g) => write!(f, "quota of group {g:?}"),
+            Source::Tenant(t) => write!(f, "quota of tenant {t:?}"),
+            Source::Default => f.write_str("default quota"),
+        }
+    }
+}
+
+/// Resolved quota lookups; see the module doc for the rules.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    levels: Levels,
+}
+
+impl Policy {
+    pub fn new(levels: Levels) -> Policy {
+        Policy { levels }
+    }
+
+    pub fn levels(&self) -> &Levels {
+        &self.levels
+    }
+
+    /// The quota of one bucket class for `id`, with where it came from.
+    pub fn bucket<'a>(
+        &'a self,
+        id: &'a Identity,
+        pick: fn(&Limits) -> Option<BucketQuota>,
+    ) -> Option<(BucketQuota, Source<'a>)> {
+        self.resolve(id, pick, |a, b| a.more_generous_than(b))
+    }
+
+    /// The stream cap of one kind for `id`.
+    pub fn streams<'a>(
+        &'a self,
+        id: &'a Identity,
+        pick: fn(&Limits) -> Option<u32>,
+    ) -> Option<(u32, Source<'a>)> {
+        self.resolve(id, pick, |a, b| a > b)
+    }
+
+    fn resolve<'a, T: Copy>(
+        &'a self,
+        id: &'a Identity,
+        pick: fn(&Limits) -> Option<T>,
+        better: impl Fn(T, T) -> bool,
+    ) -> Option<(T, Source<'a>)> {
+        let l = &self.levels;
+        if !l.users.is_empty() {
+            if let Some(v) = l.users.get(id.user.as_str()).and_then(pick) {
+                return Some((v, Source::User));
+            }
+        }
+        if !l.groups.is_empty() {
+            let mut best: Option<(T, Source<'a>)> = None;
+            for g in &id.groups {
+                if let Some(v) = l.groups.get(g.as_str()).and_then(pick) {
+                    if best.is_none_or(|(b, _)| better(v, b)) {
+                        best = Some((v, Source::Group(g.as_str())));
+                    }
+                }
+            }
+            if best.is_some() {
+                return best;
+            }
+        }
+        if !l.tenants.is_empty() {
+            if let Some(t) = &id.tenant {
+                if let Some(v) = l.tenants.get(t.as_str()).and_then(pick) {
+                    return Some((v, Source::Tenant(t.as_str())));
+                }
+            }
+        }
+        pick(&l.default).map(|v| (v, Source::Default))
+    }
+}

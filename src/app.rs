@@ -47,7 +47,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         );
     }
     let upstream = Arc::new(Upstream::new(&config.upstream, credentials)?);
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    if let Some(limiter) = &config.limiter {
+        limiter.0.metrics().register(&mut metrics.registry);
+        limiter.0.spawn_maintenance(shutdown.clone());
+    }
+    let metrics = Arc::new(metrics);
 
     // Readiness: probe the upstream's /readyz now and on an interval.
     {

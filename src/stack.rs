@@ -7,16 +7,20 @@
 //! | 1 | request id: a fresh `Audit-ID` (a client's is never trusted) | — |
 //! | 2 | metrics: in-flight gauge, latency and count on the way out | — |
 //! | 3 | classify: the one parse of the Kubernetes request (`k8s::request`) | 400 BadRequest |
-//! | 4 | authenticate: client certificate or JWT → `Identity` with tenant (`authn`) | 401 Unauthorized |
-//! | 5 | authorize: config grants ∩ token scope, deny by default (`authz`) | 403 Forbidden |
-//! | 6 | forward: header hygiene, impersonation, pooled h2 or upgrade splice (`upstream`) | 502 / 504 |
+//! | 4 | load shed: global in-flight cap, not long-running requests (`ratelimit`) | 503 + Retry-After |
+//! | 5 | authenticate: client certificate or JWT → `Identity` with tenant (`authn`); an address that keeps failing is refused first | 401 / 429 |
+//! | 6 | authorize: config grants ∩ token scope, deny by default (`authz`) | 403 Forbidden |
+//! | 7 | rate limit: per-identity read/write buckets, concurrent-stream permits (`ratelimit`) | 429 + Retry-After |
+//! | 8 | forward: header hygiene, impersonation, pooled h2 or upgrade splice (`upstream`) | 502 / 504 |
 //!
 //! Why this order: the id comes first so every outcome can be correlated; metrics wrap
 //! everything so rejections are counted; classification is pure and cheap and every later
 //! decision reads it; authentication precedes anything that spends upstream resources.
 //! Authorization reads the one classification, so path tricks cannot make it judge a different
 //! request from the one forwarded. Later stages (rate limits, body sanitizing, circuit breaker,
-//! audit) slot in between 5 and 6 in the order of `shared/DESIGN.md`.
+//! audit) slot in around them in the order of `shared/DESIGN.md`. Rate limiting follows
+//! authentication because the bucket key *is* the identity, and authorization because a request
+//! we refuse anyway should not spend the caller's quota.
 
 use std::{
     pin::Pin,
@@ -63,6 +67,11 @@ impl Proxy {
         self.metrics.in_flight.inc();
         let mut class = "nonresource";
         let mut long_running = false;
+        let limiter = self.config.limiter.as_ref().map(|l| &l.0);
+        let peer_ip = conn.peer.ip();
+        // Held until the response body ends: this request's place under the in-flight cap.
+        let mut in_flight = None;
+        let mut rate_limit_headers = None;
 
         let response = 'pipeline: {
             // 3. classify
@@ -76,17 +85,32 @@ impl Proxy {
             class = info.verb_class();
             long_running = info.long_running;
 
-            // 4. authenticate
+            // 4. load shed: the global in-flight cap (long-running requests have stream caps)
+            if let (Some(l), false) = (limiter, long_running) {
+                match l.try_in_flight() {
+                    Ok(guard) => in_flight = Some(guard),
+                    Err(rejection) => break 'pipeline rejection.into_response(),
+                }
+            }
+
+            // 5. authenticate — unless this address keeps failing (checked before any
+            //    signature work, so floods of bad tokens cannot burn CPU)
+            if let Some(rejection) = limiter.and_then(|l| l.source_blocked(peer_ip)) {
+                break 'pipeline rejection.into_response();
+            }
             let identity =
                 match authn::request::authenticate(&self.config, req.headers(), &conn).await {
                     Ok(id) => id,
                     Err(why) => {
                         tracing::info!(peer = %conn.peer, %why, "authentication failed");
+                        if let Some(l) = limiter {
+                            l.record_auth_failure(peer_ip);
+                        }
                         break 'pipeline Status::unauthorized().into_response();
                     }
                 };
 
-            // 5. authorize: grants ∩ token scope, deny by default
+            // 6. authorize: grants ∩ token scope, deny by default
             let decision = self.config.authorizer.authorize(&identity, &info);
             if !decision.allowed {
                 tracing::info!(user = %identity.user, verb = %info.verb, path = %info.path, reason = %decision.reason, "forbidden");
@@ -100,7 +124,21 @@ impl Proxy {
                 break 'pipeline authz::forbidden_status(&identity, &info, why).into_response();
             }
 
-            // 6. forward
+            // 7. rate limit: per-identity buckets, concurrent-stream permits
+            let mut guard: Option<upstream::Guard> = None;
+            if let Some(l) = limiter {
+                match l.check_async(&identity, &info, req.uri()).await {
+                    Ok(admission) => {
+                        rate_limit_headers = admission.rate_limit;
+                        if let Some(permit) = admission.permit {
+                            guard = Some(Box::new(permit));
+                        }
+                    }
+                    Err(rejection) => break 'pipeline rejection.into_response(),
+                }
+            }
+
+            // 8. forward
             let upstream_started = Instant::now();
             let resp = upstream::forward(
                 &self.upstream,
@@ -111,6 +149,7 @@ impl Proxy {
                     peer: conn.peer.ip(),
                     trust_forwarded_for: self.config.trust_forwarded_for,
                     long_running,
+                    guard,
                 },
             )
             .await;
@@ -123,6 +162,9 @@ impl Proxy {
 
         let (mut parts, body) = response.into_parts();
         parts.headers.insert("audit-id", audit_id);
+        if let Some(state) = &rate_limit_headers {
+            state.apply(&mut parts.headers);
+        }
         self.metrics
             .requests
             .get_or_create(&RequestLabels {
@@ -134,6 +176,7 @@ impl Proxy {
             metrics: self.metrics.clone(),
             class,
             started,
+            _in_flight: in_flight,
         };
         if long_running {
             // Streams are measured to their response head; their lifetime is not latency.
@@ -155,6 +198,8 @@ struct Done {
     metrics: Arc<Metrics>,
     class: &'static str,
     started: Instant,
+    /// The request's place under the global in-flight cap, released with the body.
+    _in_flight: Option<crate::ratelimit::InFlightGuard>,
 }
 
 impl Drop for Done {

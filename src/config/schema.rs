@@ -21,6 +21,9 @@ pub struct File {
     /// Grants, tenants and public URLs (absent: deny everything but discovery).
     #[serde(default)]
     pub authorization: crate::authz::AuthorizationConfig,
+    /// Per-identity rate limits, stream caps, the global in-flight cap (absent: none).
+    #[serde(default)]
+    pub rate_limits: Option<crate::ratelimit::RateLimitsConfig>,
     #[serde(default)]
     pub shutdown: Shutdown,
 }

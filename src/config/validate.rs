@@ -95,6 +95,18 @@ pub struct Config {
     /// JWT issuers (None: bearer tokens are refused).
     pub jwt: Option<Jwt>,
     pub authorizer: Arc<crate::authz::Authorizer>,
+    /// Rate limits (None: no `rate_limits` section).
+    pub limiter: Option<Limiter>,
+}
+
+/// The rate limiter (a newtype so `Config` can be `Debug`).
+#[derive(Clone)]
+pub struct Limiter(pub crate::ratelimit::RateLimiter);
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RateLimiter")
+    }
 }
 
 impl Config {
@@ -360,6 +372,17 @@ pub fn build(
         _ => None,
     };
 
+    let limiter = match &file.rate_limits {
+        None => None,
+        Some(rl) => match crate::ratelimit::build(rl, "rate_limits") {
+            Ok(l) => Some(Limiter(l)),
+            Err(mut problems) => {
+                c.problems.append(&mut problems);
+                None
+            }
+        },
+    };
+
     // admin
     let admin_addr = c.addr("admin.address", &file.admin.address);
     let ready_window = c.duration(
@@ -390,6 +413,7 @@ pub fn build(
             client_cert_required: required,
             jwt,
             authorizer,
+            limiter,
         }),
         _ => Err(c.problems),
     }

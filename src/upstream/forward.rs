@@ -25,6 +25,39 @@ pub struct Outbound<'a> {
     pub peer: IpAddr,
     pub trust_forwarded_for: bool,
     pub long_running: bool,
+    /// Held for as long as the exchange lasts — until the response body ends or, for an
+    /// upgrade, until the spliced connection closes (e.g. a concurrent-stream permit).
+    pub guard: Option<Guard>,
+}
+
+/// Anything whose drop releases a resource.
+pub type Guard = Box<dyn Send + Sync + 'static>;
+
+/// A body that owns a [`Guard`] until it is dropped (when the client finished reading or went
+/// away).
+struct Guarded {
+    inner: Body,
+    _guard: Guard,
+}
+
+impl http_body::Body for Guarded {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Rewrite client headers into upstream headers. Connection-named and hop-by-hop headers go
@@ -42,10 +75,15 @@ pub fn prepare_headers(h: &mut HeaderMap, up: &Upstream, ob: &Outbound<'_>) {
 }
 
 /// Forward `req` upstream.
-pub async fn forward(up: &Upstream, req: Request<Incoming>, ob: Outbound<'_>) -> Response<Body> {
+pub async fn forward(
+    up: &Upstream,
+    req: Request<Incoming>,
+    mut ob: Outbound<'_>,
+) -> Response<Body> {
     let (mut parts, incoming) = req.into_parts();
+    let guard = ob.guard.take();
     if parts.version == Version::HTTP_11 && headers::is_upgrade(&parts.headers) {
-        return upgrade::forward(up, parts, incoming, &ob).await;
+        return upgrade::forward(up, parts, incoming, &ob, guard).await;
     }
     let uri = match up.uri_for(parts.uri.path_and_query()) {
         Ok(uri) => uri,
@@ -68,7 +106,14 @@ pub async fn forward(up: &Upstream, req: Request<Incoming>, ob: Outbound<'_>) ->
             up.mark_ok();
             let (mut parts, body) = resp.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, body::boxed(body))
+            let body = match guard {
+                Some(guard) => body::boxed(Guarded {
+                    inner: body::boxed(body),
+                    _guard: guard,
+                }),
+                None => body::boxed(body),
+            };
+            Response::from_parts(parts, body)
         }
         Ok(Err(err)) => {
             tracing::warn!(err = %err, source = ?std::error::Error::source(&err), "upstream request failed");

@@ -8,4 +8,4 @@ pub mod upgrade;
 
 pub use client::Upstream;
 pub use credentials::Credentials;
-pub use forward::{forward, Outbound};
+pub use forward::{forward, Guard, Outbound};

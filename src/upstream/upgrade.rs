@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 
 use super::{
     client::Upstream,
-    forward::{prepare_headers, Outbound},
+    forward::{prepare_headers, Guard, Outbound},
 };
 use crate::{
     body::{self, Body},
@@ -27,6 +27,7 @@ pub async fn forward(
     mut parts: Parts,
     incoming: Incoming,
     ob: &Outbound<'_>,
+    guard: Option<Guard>,
 ) -> Response<Body> {
     let Some(client_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
         return Status::bad_request("this connection cannot be upgraded").into_response();
@@ -115,6 +116,8 @@ pub async fn forward(
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
     let (rparts, _) = resp.into_parts();
     tokio::spawn(async move {
+        // Whatever the guard holds (a session permit) lives as long as the splice.
+        let _guard = guard;
         let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
             Ok(pair) => pair,
             Err(err) => {

@@ -284,3 +284,47 @@ async fn admin_get(env: &Env, path: &str) -> String {
         .to_bytes();
     String::from_utf8_lossy(&body).into_owned()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_one_redis_bucket() {
+    use common::redis;
+    let Some(bin) = redis::required() else { return };
+    let port = redis::free_port();
+    let mut server = redis::Redis::start(bin, port).await;
+    let edit = move |c: &mut String| {
+        team_a_reads(4)(c);
+        *c = c.replace(
+            "  max_in_flight: 400\n",
+            &format!("  max_in_flight: 400\n  backend: redis\n  redis: {{url: \"redis://127.0.0.1:{port}\", replicas: 2, on_backend_error: deny, key_prefix: \"e2e:\"}}\n"),
+        );
+    };
+    // Two proxies (two replicas), each with its own sandbox and issuer, one Redis.
+    let a = Env::start_with(edit).await;
+    let b = Env::start_with(edit).await;
+    let (ta, tb) = (
+        token(&a, "alice", &["tenant:team-a"]),
+        token(&b, "alice", &["tenant:team-a"]),
+    );
+    let path = "/api/v1/namespaces/team-a/configmaps?limit=10";
+    for (env, t) in [(&a, &ta), (&b, &tb), (&a, &ta), (&b, &tb)] {
+        assert_eq!(
+            env.request(get(path, t), None, true).await.status(),
+            StatusCode::OK
+        );
+    }
+    // The burst of 4 is global: the 5th read is refused whichever replica gets it.
+    for (env, t) in [(&a, &ta), (&b, &tb)] {
+        env.sandbox.sandbox.clear_recorded();
+        let r = env.request(get(path, t), None, true).await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(env.sandbox.sandbox.recorded().is_empty());
+    }
+    // Redis gone, `on_backend_error: deny`: fail closed with a 503 the client retries.
+    server.kill().await;
+    let bob = token(&a, "bob", &["tenant:team-a"]);
+    let r = a.request(get(path, &bob), None, true).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().contains_key("retry-after"));
+    a.stop().await;
+    b.stop().await;
+}

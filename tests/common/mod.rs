@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod jwt;
+pub mod redis;
 
 use std::{net::SocketAddr, path::PathBuf, process::Output, sync::Arc, time::Duration};
 

@@ -289,6 +289,19 @@ costs: {cluster_wide_list: 5, unpaginated_list: 3, deletecollection: 20}
         ("GET", "/api/v1/pods", 5),
         ("GET", "/api/v1/namespaces/default/pods/p", 1),
     ];
+    // Query forms: first value wins, escapes decoded, `;` pairs dropped.
+    for (target, want) in [
+        ("/api/v1/namespaces/d/pods?limit=5&limit=0", 1),
+        ("/api/v1/namespaces/d/pods?limit=0&limit=5", 3),
+        ("/api/v1/namespaces/d/pods?%6cimit=5", 1),
+        ("/api/v1/namespaces/d/pods?limit=%35", 1),
+        ("/api/v1/namespaces/d/pods?limit=5;x=1", 3),
+        ("/api/v1/namespaces/d/pods?limit=-1", 3),
+        ("/api/v1/namespaces/d/pods?watch=false&limit=7", 1),
+    ] {
+        let r = req("GET", target);
+        assert_eq!(rl.cost(&r.0, &r.1).tokens, want, "{target}");
+    }
     for (i, (m, target, want)) in cases.into_iter().enumerate() {
         let r = req(m, target);
         assert_eq!(rl.cost(&r.0, &r.1).tokens, want, "{target}");

@@ -355,10 +355,20 @@ impl Validator {
             );
             return None;
         }
-        rate.map(|rate| BucketQuota {
+        let quota = rate.map(|rate| BucketQuota {
             rate,
             burst: cfg.burst,
-        })
+        })?;
+        // Refilling an empty bucket must take at most a year (keeps GCRA arithmetic in range).
+        if quota.rate.period().as_nanos() * u128::from(quota.burst) > MAX_DURATION.as_nanos() {
+            self.problem(
+                format!("{path}.burst"),
+                format!("{quota}: refilling the bucket would take more than a year"),
+                "lower the burst or raise the rate",
+            );
+            return None;
+        }
+        Some(quota)
     }
 
     fn cost(&mut self, cost: u32, path: &str) -> u32 {

@@ -564,10 +564,11 @@ impl RateLimiter {
             let key = SourceLimiter::key(&self.inner.buckets, ip);
             if sources.record_failure(key).is_some() {
                 tracing::debug!(%ip, "source blocked after failed authentications");
+            } else {
+                self.inner
+                    .metrics
+                    .decision(Class::Unauthenticated, Outcome::Allowed);
             }
-            self.inner
-                .metrics
-                .decision(Class::Unauthenticated, Outcome::Allowed);
         }
     }
 

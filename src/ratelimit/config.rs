@@ -22,14 +22,14 @@
 //! optional. A limit no level sets is not enforced (no `reads` anywhere → reads unlimited). See
 //! the module doc of [`crate::ratelimit`] for the semantics.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::config::validate::Problem;
 
-use super::quota::{BucketQuota, Levels, Limits, Per, Policy, Rate};
+use super::quota::{BucketQuota, Levels, Limits, NameTable, Per, Policy, Rate};
 use super::RateLimiter;
 
 /// `rate_limits:`.
@@ -307,12 +307,8 @@ impl Validator {
         });
     }
 
-    fn level(
-        &mut self,
-        entries: &BTreeMap<String, LimitsConfig>,
-        path: &str,
-    ) -> HashMap<Box<str>, Limits> {
-        let mut out = HashMap::with_capacity(entries.len());
+    fn level(&mut self, entries: &BTreeMap<String, LimitsConfig>, path: &str) -> NameTable {
+        let mut out = NameTable::with_capacity_and_hasher(entries.len(), Default::default());
         for (name, limits) in entries {
             if name.is_empty() {
                 self.problem(path.to_owned(), "empty name", "");
@@ -359,10 +355,20 @@ impl Validator {
             );
             return None;
         }
-        rate.map(|rate| BucketQuota {
+        let quota = rate.map(|rate| BucketQuota {
             rate,
             burst: cfg.burst,
-        })
+        })?;
+        // Refilling an empty bucket must take at most a year (keeps GCRA arithmetic in range).
+        if quota.rate.period().as_nanos() * u128::from(quota.burst) > MAX_DURATION.as_nanos() {
+            self.problem(
+                format!("{path}.burst"),
+                format!("{quota}: refilling the bucket would take more than a year"),
+                "lower the burst or raise the rate",
+            );
+            return None;
+        }
+        Some(quota)
     }
 
     fn cost(&mut self, cost: u32, path: &str) -> u32 {

@@ -234,14 +234,33 @@ impl BucketClass {
     }
 }
 
-/// Whether a `list` asks for a page (`limit` > 0, first value wins as in Go).
+/// Whether a `list` asks for a page (`limit` > 0; the first `limit` wins, as in Go). The query
+/// was validated by classification; escaped keys or values take the decoding path.
 fn paginated(uri: &Uri) -> bool {
     let Some(q) = uri.query() else {
         return false;
     };
-    form_urlencoded::parse(q.as_bytes())
-        .find(|(k, _)| k == "limit")
-        .is_some_and(|(_, v)| v.parse::<i64>().is_ok_and(|n| n > 0))
+    for pair in q.split('&') {
+        if pair.contains(';') {
+            continue; // Go drops pairs with a raw ';'
+        }
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k.contains(['%', '+']) || v.contains(['%', '+']) {
+            let decoded = form_urlencoded::parse(pair.as_bytes()).next();
+            match decoded {
+                Some((k, v)) if k == "limit" => return positive(&v),
+                _ => continue,
+            }
+        }
+        if k == "limit" {
+            return positive(v);
+        }
+    }
+    false
+}
+
+fn positive(v: &str) -> bool {
+    v.parse::<i64>().is_ok_and(|n| n > 0)
 }
 
 impl RateLimiter {
@@ -545,10 +564,11 @@ impl RateLimiter {
             let key = SourceLimiter::key(&self.inner.buckets, ip);
             if sources.record_failure(key).is_some() {
                 tracing::debug!(%ip, "source blocked after failed authentications");
+            } else {
+                self.inner
+                    .metrics
+                    .decision(Class::Unauthenticated, Outcome::Allowed);
             }
-            self.inner
-                .metrics
-                .decision(Class::Unauthenticated, Outcome::Allowed);
         }
     }
 

@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use crate::authn::identity::Identity;
@@ -117,13 +118,57 @@ pub struct Limits {
     pub sessions: Option<u32>,
 }
 
+/// A fast, unkeyed string hasher for the name → limits tables.
+///
+/// These tables are built once from config and only *looked up* with client-derived names, so
+/// flooding attacks on the hash (which need insertions) do not apply; the worst a crafted name
+/// can do is probe the configured entries. Multiply-rotate per 8-byte word, `fmix64` finish.
+#[derive(Default, Clone, Copy)]
+pub struct NameHasher(u64);
+
+const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl Hasher for NameHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(i)).wrapping_mul(K);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
+/// A configured name → limits table.
+pub type NameTable = HashMap<Box<str>, Limits, BuildHasherDefault<NameHasher>>;
+
 /// The four levels as configured.
 #[derive(Debug, Clone, Default)]
 pub struct Levels {
     pub default: Limits,
-    pub users: HashMap<Box<str>, Limits>,
-    pub groups: HashMap<Box<str>, Limits>,
-    pub tenants: HashMap<Box<str>, Limits>,
+    pub users: NameTable,
+    pub groups: NameTable,
+    pub tenants: NameTable,
 }
 
 /// Which level a limit came from (for messages).
@@ -146,15 +191,66 @@ impl fmt::Display for Source<'_> {
     }
 }
 
+/// A name table tuned for lookups: a short list compares lengths and bytes (no hashing), a
+/// long one hashes.
+#[derive(Debug, Clone)]
+enum Table {
+    Small(Vec<(Box<str>, Limits)>),
+    Large(NameTable),
+}
+
+/// Up to this many entries a linear scan beats hashing the name.
+const SMALL_TABLE: usize = 8;
+
+impl Table {
+    fn new(t: &NameTable) -> Table {
+        if t.len() <= SMALL_TABLE {
+            Table::Small(t.iter().map(|(k, v)| (k.clone(), *v)).collect())
+        } else {
+            Table::Large(t.clone())
+        }
+    }
+
+    #[inline]
+    fn is_empty(&self) -> bool {
+        match self {
+            Table::Small(v) => v.is_empty(),
+            Table::Large(m) => m.is_empty(),
+        }
+    }
+
+    #[inline]
+    fn get(&self, name: &str) -> Option<&Limits> {
+        match self {
+            Table::Small(v) => v.iter().find(|(k, _)| **k == *name).map(|(_, l)| l),
+            Table::Large(m) => m.get(name),
+        }
+    }
+}
+
 /// Resolved quota lookups; see the module doc for the rules.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Policy {
     levels: Levels,
+    users: Table,
+    groups: Table,
+    tenants: Table,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::new(Levels::default())
+    }
 }
 
 impl Policy {
     pub fn new(levels: Levels) -> Policy {
-        Policy { levels }
+        Policy {
+            users: Table::new(&levels.users),
+            groups: Table::new(&levels.groups),
+            tenants: Table::new(&levels.tenants),
+            levels,
+        }
     }
 
     pub fn levels(&self) -> &Levels {
@@ -179,22 +275,22 @@ impl Policy {
         self.resolve(id, pick, |a, b| a > b)
     }
 
+    #[inline]
     fn resolve<'a, T: Copy>(
         &'a self,
         id: &'a Identity,
         pick: fn(&Limits) -> Option<T>,
         better: impl Fn(T, T) -> bool,
     ) -> Option<(T, Source<'a>)> {
-        let l = &self.levels;
-        if !l.users.is_empty() {
-            if let Some(v) = l.users.get(id.user.as_str()).and_then(pick) {
+        if !self.users.is_empty() {
+            if let Some(v) = self.users.get(id.user.as_str()).and_then(pick) {
                 return Some((v, Source::User));
             }
         }
-        if !l.groups.is_empty() {
+        if !self.groups.is_empty() {
             let mut best: Option<(T, Source<'a>)> = None;
             for g in &id.groups {
-                if let Some(v) = l.groups.get(g.as_str()).and_then(pick) {
+                if let Some(v) = self.groups.get(g.as_str()).and_then(pick) {
                     if best.is_none_or(|(b, _)| better(v, b)) {
                         best = Some((v, Source::Group(g.as_str())));
                     }
@@ -204,13 +300,13 @@ impl Policy {
                 return best;
             }
         }
-        if !l.tenants.is_empty() {
+        if !self.tenants.is_empty() {
             if let Some(t) = &id.tenant {
-                if let Some(v) = l.tenants.get(t.as_str()).and_then(pick) {
+                if let Some(v) = self.tenants.get(t.as_str()).and_then(pick) {
                     return Some((v, Source::Tenant(t.as_str())));
                 }
             }
         }
-        pick(&l.default).map(|v| (v, Source::Default))
+        pick(&self.levels.default).map(|v| (v, Source::Default))
     }
 }

@@ -115,7 +115,7 @@ fn every_problem_is_reported_with_its_path() {
         r#"
 default: {reads: {rate: fast, burst: 0}, writes: {rate: 0/s, burst: 1}}
 users: {bob: {writes: {rate: 3/d, burst: 2}}}
-groups: {ci: {reads: {rate: 1/s, burst: 0}}}
+groups: {ci: {reads: {rate: 1/s, burst: 0}}, huge: {reads: {rate: 1/h, burst: 100000}}}
 costs: {deletecollection: 0}
 max_in_flight: 0
 idle_eviction: soon
@@ -130,6 +130,7 @@ backend: redis
         "rate_limits.default.writes.rate",
         "rate_limits.users.bob.writes.rate",
         "rate_limits.groups.ci.reads.burst",
+        "rate_limits.groups.huge.reads.burst",
         "rate_limits.costs.deletecollection",
         "rate_limits.max_in_flight",
         "rate_limits.idle_eviction",
@@ -289,6 +290,19 @@ costs: {cluster_wide_list: 5, unpaginated_list: 3, deletecollection: 20}
         ("GET", "/api/v1/pods", 5),
         ("GET", "/api/v1/namespaces/default/pods/p", 1),
     ];
+    // Query forms: first value wins, escapes decoded, `;` pairs dropped.
+    for (target, want) in [
+        ("/api/v1/namespaces/d/pods?limit=5&limit=0", 1),
+        ("/api/v1/namespaces/d/pods?limit=0&limit=5", 3),
+        ("/api/v1/namespaces/d/pods?%6cimit=5", 1),
+        ("/api/v1/namespaces/d/pods?limit=%35", 1),
+        ("/api/v1/namespaces/d/pods?limit=5;x=1", 3),
+        ("/api/v1/namespaces/d/pods?limit=-1", 3),
+        ("/api/v1/namespaces/d/pods?watch=false&limit=7", 1),
+    ] {
+        let r = req("GET", target);
+        assert_eq!(rl.cost(&r.0, &r.1).tokens, want, "{target}");
+    }
     for (i, (m, target, want)) in cases.into_iter().enumerate() {
         let r = req(m, target);
         assert_eq!(rl.cost(&r.0, &r.1).tokens, want, "{target}");
@@ -645,4 +659,15 @@ fn metrics_register_and_encode_closed_labels() {
     assert!(text.contains("portcullis_ratelimit_stream_permits{kind=\"watches\"} 0"));
     assert!(text.contains("portcullis_ratelimit_degraded_decisions_total{mode=\"local\"} 0"));
     assert!(!text.contains("secret-user-name"));
+}
+
+#[test]
+fn check_async_future_is_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let (rl, _clock) = limiter(BASIC);
+    let alice = id("alice", &[], None);
+    let r = get_pod();
+    let fut = rl.check_async(&alice, &r.0, &r.1);
+    assert_send(&fut);
+    drop(fut);
 }

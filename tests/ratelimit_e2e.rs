@@ -328,3 +328,73 @@ async fn two_replicas_share_one_redis_bucket() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saturated_proxy_sheds_load_with_503() {
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::channel::<String>(8);
+    // An upstream that takes requests and never answers: each one holds an in-flight slot.
+    let silent = common::fake_upstream(&ca, move |mut s| {
+        let seen_tx = seen_tx.clone();
+        async move {
+            if let Some(head) = common::read_head(&mut s).await {
+                let _ = seen_tx
+                    .send(head.lines().next().unwrap_or_default().to_string())
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+    })
+    .await;
+    let env = Env::start_against(ca, sandbox, silent, |c| {
+        *c = c.replace("  max_in_flight: 400\n", "  max_in_flight: 1\n");
+        *c = c.replace("upstream:\n", "upstream:\n  request_timeout: 20s\n");
+    })
+    .await;
+    let io = hyper_util::rt::TokioIo::new(
+        common::tls_connect(env.proxy_addr, &env.ca, Some(&env.admin_cert), &[b"h2"]).await,
+    );
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let pending = tokio::spawn({
+        let mut sender = sender.clone();
+        async move {
+            sender
+                .send_request(common::get("/api/v1/namespaces/default/configmaps"))
+                .await
+        }
+    });
+    // Wait (bounded) until the upstream holds it (the readiness probe may reach the fake too).
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), seen_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if line.contains("/configmaps") {
+            break;
+        }
+    }
+    let r = sender
+        .send_request(common::get("/api/v1/namespaces/default/secrets"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body = http_body_util::BodyExt::collect(r.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let s: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(s["reason"], "ServiceUnavailable");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), seen_rx.recv())
+            .await
+            .is_err(),
+        "the shed request reached the upstream"
+    );
+    pending.abort();
+    env.stop().await;
+}

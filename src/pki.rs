@@ -80,26 +80,12 @@ impl Ca {
         if groups.len() > 1 {
             anyhow::bail!("this CA helper can put only one O (group) in a certificate");
         }
-        let mut params = CertificateParams::new(Vec::<String>::new()).context("client params")?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, user);
-        for g in groups {
-            dn.push(DnType::OrganizationName, *g);
-        }
-        params.distinguished_name = dn;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        self.sign(params)
+        self.sign(client_params(user, groups)?)
     }
 
     /// A client certificate with a chosen serial number (so a CRL can revoke it).
     pub fn client_cert_with_serial(&self, user: &str, serial: u64) -> Result<Issued> {
-        let mut params = CertificateParams::new(Vec::<String>::new()).context("client params")?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, user);
-        params.distinguished_name = dn;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let mut params = client_params(user, &[])?;
         params.serial_number = Some(rcgen::SerialNumber::from(serial));
         self.sign(params)
     }
@@ -129,12 +115,7 @@ impl Ca {
 
     /// A client certificate that expired on 2020-01-02 (for tests of expiry handling).
     pub fn expired_client_cert(&self, user: &str) -> Result<Issued> {
-        let mut params = CertificateParams::new(Vec::<String>::new()).context("client params")?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, user);
-        params.distinguished_name = dn;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let mut params = client_params(user, &[])?;
         params.not_before = rcgen::date_time_ymd(2020, 1, 1);
         params.not_after = rcgen::date_time_ymd(2020, 1, 2);
         self.sign(params)
@@ -152,6 +133,20 @@ impl Ca {
             key_der: key.serialize_der(),
         })
     }
+}
+
+/// Parameters of a client certificate: CN = user, O = each group, client-auth usage.
+fn client_params(user: &str, groups: &[&str]) -> Result<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).context("client params")?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, user);
+    for g in groups {
+        dn.push(DnType::OrganizationName, *g);
+    }
+    params.distinguished_name = dn;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    Ok(params)
 }
 
 /// Now, in the date type rcgen uses.

@@ -148,24 +148,9 @@ async fn readyz_fails_when_upstream_is_unreachable() {
     let (ca, sandbox) = Env::ca_and_sandbox().await;
     let dead = common::dead_addr();
     let env = Env::start_against(ca, sandbox, dead, |_| {}).await;
-    let tcp = tokio::net::TcpStream::connect(env.admin_addr)
-        .await
-        .unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let resp = sender
-        .send_request(
-            Request::get("/readyz")
-                .header("host", "admin")
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let (status, body) = common::admin_get(env.admin_addr, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("upstream has not answered"), "{body}");
     env.stop().await;
 }
 

@@ -264,32 +264,7 @@ async fn admin_endpoints_report_health_readiness_and_metrics() {
     let env = Env::start().await;
     env.request(get("/api/v1/namespaces"), Some(&env.admin_cert), true)
         .await;
-    let admin = |path: &'static str| {
-        let addr = env.admin_addr;
-        async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-                    .await
-                    .unwrap();
-            tokio::spawn(conn);
-            let resp = sender
-                .send_request(
-                    Request::get(path)
-                        .header("host", "admin")
-                        .body(Full::new(Bytes::new()))
-                        .unwrap(),
-                )
-                .await
-                .unwrap();
-            let status = resp.status();
-            let body = http_body_util::BodyExt::collect(resp.into_body())
-                .await
-                .unwrap()
-                .to_bytes();
-            (status, String::from_utf8_lossy(&body).into_owned())
-        }
-    };
+    let admin = |path: &'static str| common::admin_get(env.admin_addr, path);
     assert_eq!(admin("/healthz").await.0, StatusCode::OK);
     assert_eq!(admin("/livez").await.0, StatusCode::OK);
     assert_eq!(

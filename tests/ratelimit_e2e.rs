@@ -211,7 +211,7 @@ async fn shadow_mode_admits_and_records() {
         );
     }
     assert_eq!(env.sandbox.sandbox.recorded().len(), 5);
-    let metrics = admin_get(&env, "/metrics").await;
+    let metrics = common::admin_get(env.admin_addr, "/metrics").await.1;
     let shadowed = metrics
         .lines()
         .find(|l| {
@@ -244,7 +244,7 @@ async fn kubectl_backs_off_on_429_and_then_succeeds() {
             common::kubectl(&kc, env.dir.path(), &["-n", "team-a", "get", "configmaps"]).await;
         assert!(out.status.success(), "call {i}: {}", common::stderr(&out));
     }
-    let metrics = admin_get(&env, "/metrics").await;
+    let metrics = common::admin_get(env.admin_addr, "/metrics").await.1;
     let rejected: f64 = metrics
         .lines()
         .filter(|l| {
@@ -258,31 +258,6 @@ async fn kubectl_backs_off_on_429_and_then_succeeds() {
         "kubectl never hit the limit, so this proves nothing:\n{metrics}"
     );
     env.stop().await;
-}
-
-async fn admin_get(env: &Env, path: &str) -> String {
-    let tcp = tokio::net::TcpStream::connect(env.admin_addr)
-        .await
-        .unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let resp = sender
-        .send_request(
-            Request::get(path)
-                .header("host", "admin")
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let body = http_body_util::BodyExt::collect(resp.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    String::from_utf8_lossy(&body).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

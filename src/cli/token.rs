@@ -3,11 +3,7 @@
 //! `inspect` decodes WITHOUT verifying; `keygen` writes a private key and its public JWKS for
 //! an issuer's `jwks_file`.
 
-use std::{
-    io::Write,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -18,6 +14,7 @@ use crate::{
         DEFAULT_SCOPE_CLAIM,
     },
     authz::Scope,
+    kubeconfig::write_private,
 };
 
 /// `portcullis token …`.
@@ -155,22 +152,6 @@ fn run_inner(cmd: TokenCommand) -> Result<()> {
             Ok(())
         }
     }
-}
-
-/// Create a file readable only by its owner.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(bytes)
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

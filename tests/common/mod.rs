@@ -349,3 +349,24 @@ pub fn dead_addr() -> SocketAddr {
         .local_addr()
         .unwrap()
 }
+
+/// GET `path` on the plain-HTTP admin listener: status and body.
+pub async fn admin_get(addr: SocketAddr, path: &str) -> (http::StatusCode, String) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(
+            Request::get(path)
+                .header("host", "admin")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}

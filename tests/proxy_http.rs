@@ -33,6 +33,7 @@ async fn identity_and_hop_by_hop_headers_never_reach_upstream() {
         .header("x-remote-user", "root")
         .header("audit-id", "forged-id")
         .header("x-forwarded-for", "6.6.6.6")
+        .header("x-real-ip", "7.7.7.7")
         .header("x-custom", "passes")
         .body(Full::new(Bytes::new()))
         .unwrap();
@@ -53,6 +54,7 @@ async fn identity_and_hop_by_hop_headers_never_reach_upstream() {
         "impersonate-uid",
         "impersonate-extra-scopes",
         "x-remote-user",
+        "x-real-ip",
         "connection",
     ] {
         assert!(h.get(gone).is_none(), "{gone} reached the upstream: {h:?}");

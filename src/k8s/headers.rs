@@ -73,8 +73,8 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// Append `peer` to `X-Forwarded-For`. With `trust_existing` false, any client-sent value is
-/// dropped first: the API server records every entry as a source IP, and all but the last
-/// can be forged.
+/// dropped first — and so is `X-Real-Ip`: the API server records every XFF entry and then
+/// X-Real-Ip as source IPs (`utilnet.SourceIPs`), and the client can forge all of them.
 pub fn append_forwarded_for(headers: &mut HeaderMap, peer: std::net::IpAddr, trust_existing: bool) {
     let existing: Vec<String> = if trust_existing {
         headers
@@ -85,6 +85,7 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, peer: std::net::IpAddr, tru
             .filter(|v| !v.is_empty())
             .collect()
     } else {
+        headers.remove("x-real-ip");
         Vec::new()
     };
     headers.remove("x-forwarded-for");
@@ -162,9 +163,10 @@ mod tests {
     #[test]
     fn forwarded_for_drops_untrusted_and_appends() {
         let peer: std::net::IpAddr = "10.1.2.3".parse().unwrap();
-        let mut h = map(&[("x-forwarded-for", "1.1.1.1")]);
+        let mut h = map(&[("x-forwarded-for", "1.1.1.1"), ("x-real-ip", "2.2.2.2")]);
         append_forwarded_for(&mut h, peer, false);
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert!(h.get("x-real-ip").is_none());
         let mut h = map(&[("x-forwarded-for", "1.1.1.1")]);
         append_forwarded_for(&mut h, peer, true);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.1.2.3");

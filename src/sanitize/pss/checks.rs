@@ -91,8 +91,11 @@ pub(crate) fn check_into(policy: &Policy, pod: &PodSpecRef<'_>, out: &mut Vec<Vi
     if policy.level == Level::Privileged {
         return;
     }
+    // Walk the three container lists once; every check iterates this slice.
+    let ctrs: Vec<Ctr<'_>> = containers(pod.spec).collect();
     let mut ck = Ck {
         v: policy.version,
+        ctrs: &ctrs,
         pod,
         spec: pod.spec,
         psc: pod.spec.get("securityContext").filter(|v| !v.is_null()),
@@ -208,13 +211,18 @@ fn is_zero(v: &Value) -> bool {
 
 struct Ck<'p, 'a> {
     v: Version,
+    ctrs: &'p [Ctr<'a>],
     pod: &'p PodSpecRef<'a>,
     spec: &'a Value,
     psc: Option<&'a Value>,
     out: &'p mut Vec<Violation>,
 }
 
-impl<'a> Ck<'_, 'a> {
+impl<'p, 'a> Ck<'p, 'a> {
+    fn ctrs(&self) -> &'p [Ctr<'a>] {
+        self.ctrs
+    }
+
     fn push(&mut self, check: &'static str, field: String, message: String) {
         self.out.push(Violation {
             check,
@@ -275,14 +283,14 @@ impl<'a> Ck<'_, 'a> {
                     .to_owned(),
             );
         }
-        for c in containers(self.spec) {
+        for c in self.ctrs() {
             let hp = c
                 .sc_get("windowsOptions")
                 .and_then(|w| w.get("hostProcess"));
             if !unset_or_false(hp) {
                 self.push(
                     C,
-                    self.ctr_path(&c, "securityContext.windowsOptions.hostProcess"),
+                    self.ctr_path(c, "securityContext.windowsOptions.hostProcess"),
                     format!(
                         "hostProcess (container {:?} must not set securityContext.windowsOptions.hostProcess=true)",
                         c.name
@@ -305,11 +313,11 @@ impl<'a> Ck<'_, 'a> {
     }
 
     fn privileged(&mut self) {
-        for c in containers(self.spec) {
+        for c in self.ctrs() {
             if !unset_or_false(c.sc_get("privileged")) {
                 self.push(
                     "privileged",
-                    self.ctr_path(&c, "securityContext.privileged"),
+                    self.ctr_path(c, "securityContext.privileged"),
                     format!(
                         "privileged (container {:?} must not set securityContext.privileged=true)",
                         c.name
@@ -322,14 +330,14 @@ impl<'a> Ck<'_, 'a> {
     /// Reports every entry of `capabilities.add` not in `allowed` (a non-array `add` is
     /// reported as a whole).
     fn capabilities_add(&mut self, check: &'static str, reason: &str, allowed: &[&str]) {
-        for c in containers(self.spec) {
+        for c in self.ctrs() {
             let Some(add) = c.sc_get("capabilities").and_then(|k| present(k.get("add"))) else {
                 continue;
             };
             let Some(items) = add.as_array() else {
                 self.push(
                     check,
-                    self.ctr_path(&c, "securityContext.capabilities.add"),
+                    self.ctr_path(c, "securityContext.capabilities.add"),
                     format!(
                         "{reason} (container {:?} must not set securityContext.capabilities.add to {})",
                         c.name,
@@ -342,7 +350,7 @@ impl<'a> Ck<'_, 'a> {
                 if !str_in(cap, allowed) {
                     self.push(
                         check,
-                        self.ctr_path(&c, &format!("securityContext.capabilities.add[{i}]")),
+                        self.ctr_path(c, &format!("securityContext.capabilities.add[{i}]")),
                         format!(
                             "{reason} (container {:?} must not include {:?} in securityContext.capabilities.add)",
                             c.name,
@@ -385,7 +393,7 @@ impl<'a> Ck<'_, 'a> {
     }
 
     fn host_ports(&mut self) {
-        for c in containers(self.spec) {
+        for c in self.ctrs() {
             let Some(ports) = c.v.get("ports").and_then(Value::as_array) else {
                 continue;
             };
@@ -396,7 +404,7 @@ impl<'a> Ck<'_, 'a> {
                 if !is_zero(hp) {
                     self.push(
                         "hostPorts",
-                        self.ctr_path(&c, &format!("ports[{j}].hostPort")),
+                        self.ctr_path(c, &format!("ports[{j}].hostPort")),
                         format!(
                             "hostPort (container {:?} uses hostPort {})",
                             c.name,
@@ -447,7 +455,7 @@ impl<'a> Ck<'_, 'a> {
                 );
             }
         }
-        for c in containers(self.spec) {
+        for c in self.ctrs() {
             let Some(t) = c
                 .sc_get("appArmorProfile")
                 .and_then(|p| present(p.get("type")))
@@ -457,7 +465,7 @@ impl<'a> Ck<'_, 'a> {
             if !str_in(t, ALLOWED) {
                 self.push(
                     C,
-                    self.ctr_path(&c, "securityContext.appArmorProfile.type"),
+                    self.ctr_path(c, "securityContext.appArmorProfile.type"),
                     format!(
                         "{REASON} (container {:?} must not set securityContext.appArmorProfile.type to {:?})",
                         c.name,
@@ -507,9 +515,9 @@ impl<'a> Ck<'_, 'a> {
             let base = self.spec_path("securityContext");
             self.se_linux_one(opts, "pod", base);
         }
-        for c in containers(self.spec) {
+        for c in self.ctrs() {
             if let Some(opts) = c.sc_get("seLinuxOptions") {
-                let base = self.ctr_path(&c, "securityContext");
+                let base = self.ctr_path(c, "securityContext");
                 self.se_linux_one(opts, &format!("container {:?}", c.name), base);
             }
         }
@@ -520,14 +528,14 @@ impl<'a> Ck<'_, 'a> {
         if userns_exception && self.host_users_false() {
             return;
         }
-        for c in containers(self.spec) {
+        for c in self.ctrs() {
             let Some(pm) = c.sc_get("procMount") else {
                 continue;
             };
             if pm.as_str() != Some("Default") {
                 self.push(
                     check,
-                    self.ctr_path(&c, "securityContext.procMount"),
+                    self.ctr_path(c, "securityContext.procMount"),
                     format!(
                         "procMount (container {:?} must not set securityContext.procMount to {:?})",
                         c.name,
@@ -542,11 +550,10 @@ impl<'a> Ck<'_, 'a> {
     fn seccomp_legacy_annotations(&mut self) {
         let mut found = Vec::new();
         for (key, value) in self.annotations() {
-            if key == SECCOMP_POD_ANNOTATION || key.starts_with(SECCOMP_CONTAINER_ANNOTATION_PREFIX)
-            {
-                if value.as_str() == Some("unconfined") || !value.is_string() {
-                    found.push((key, value));
-                }
+            let legacy = key == SECCOMP_POD_ANNOTATION
+                || key.starts_with(SECCOMP_CONTAINER_ANNOTATION_PREFIX);
+            if legacy && (value.as_str() == Some("unconfined") || !value.is_string()) {
+                found.push((key, value));
             }
         }
         for (key, value) in found {
@@ -577,7 +584,7 @@ impl<'a> Ck<'_, 'a> {
                 );
             }
         }
-        for c in containers(self.spec) {
+        for c in self.ctrs() {
             let Some(t) = c
                 .sc_get("seccompProfile")
                 .and_then(|p| present(p.get("type")))
@@ -587,7 +594,7 @@ impl<'a> Ck<'_, 'a> {
             if !valid_seccomp(t) {
                 self.push(
                     C,
-                    self.ctr_path(&c, "securityContext.seccompProfile.type"),
+                    self.ctr_path(c, "securityContext.seccompProfile.type"),
                     format!(
                         "seccompProfile (container {:?} must not set securityContext.seccompProfile.type to {:?})",
                         c.name,
@@ -624,7 +631,7 @@ impl<'a> Ck<'_, 'a> {
 
     fn host_probes_and_lifecycle(&mut self) {
         const HANDLERS: [&str; 2] = ["httpGet", "tcpSocket"];
-        for c in containers(self.spec) {
+        for c in self.ctrs() {
             let mut sites: [(Option<&Value>, &str); 5] = [
                 (c.v.get("livenessProbe"), "livenessProbe"),
                 (c.v.get("readinessProbe"), "readinessProbe"),
@@ -645,7 +652,7 @@ impl<'a> Ck<'_, 'a> {
                     if host.as_str() != Some("") {
                         self.push(
                             "hostProbesAndHostLifecycle",
-                            self.ctr_path(&c, &format!("{site_path}.{h}.host")),
+                            self.ctr_path(c, &format!("{site_path}.{h}.host")),
                             format!(
                                 "probe or lifecycle host (container {:?} uses probe or lifecycle hook host {:?})",
                                 c.name,
@@ -681,14 +688,14 @@ impl<'a> Ck<'_, 'a> {
     }
 
     fn allow_privilege_escalation(&mut self) {
-        for c in containers(self.spec) {
+        for c in self.ctrs() {
             if !matches!(
                 c.sc_get("allowPrivilegeEscalation"),
                 Some(Value::Bool(false))
             ) {
                 self.push(
                     "allowPrivilegeEscalation",
-                    self.ctr_path(&c, "securityContext.allowPrivilegeEscalation"),
+                    self.ctr_path(c, "securityContext.allowPrivilegeEscalation"),
                     format!(
                         "allowPrivilegeEscalation != false (container {:?} must set securityContext.allowPrivilegeEscalation=false)",
                         c.name
@@ -710,12 +717,12 @@ impl<'a> Ck<'_, 'a> {
                     .to_owned(),
             );
         }
-        for c in containers(self.spec) {
+        for c in self.ctrs() {
             match c.sc_get("runAsNonRoot") {
                 Some(Value::Bool(true)) => {}
                 Some(_) => self.push(
                     C,
-                    self.ctr_path(&c, "securityContext.runAsNonRoot"),
+                    self.ctr_path(c, "securityContext.runAsNonRoot"),
                     format!(
                         "runAsNonRoot != true (container {:?} must not set securityContext.runAsNonRoot=false)",
                         c.name
@@ -724,7 +731,7 @@ impl<'a> Ck<'_, 'a> {
                 None if pod_true => {}
                 None => self.push(
                     C,
-                    self.ctr_path(&c, "securityContext.runAsNonRoot"),
+                    self.ctr_path(c, "securityContext.runAsNonRoot"),
                     format!(
                         "runAsNonRoot != true (pod or container {:?} must set securityContext.runAsNonRoot=true)",
                         c.name
@@ -745,11 +752,11 @@ impl<'a> Ck<'_, 'a> {
                 "runAsUser=0 (pod must not set runAsUser=0)".to_owned(),
             );
         }
-        for c in containers(self.spec) {
+        for c in self.ctrs() {
             if c.sc_get("runAsUser").is_some_and(bad) {
                 self.push(
                     C,
-                    self.ctr_path(&c, "securityContext.runAsUser"),
+                    self.ctr_path(c, "securityContext.runAsUser"),
                     format!(
                         "runAsUser=0 (container {:?} must not set runAsUser=0)",
                         c.name
@@ -775,13 +782,13 @@ impl<'a> Ck<'_, 'a> {
                 ),
             }
         }
-        for c in containers(self.spec) {
+        for c in self.ctrs() {
             match c.sc_get("seccompProfile") {
                 Some(p) => match present(p.get("type")) {
                     Some(t) if valid_seccomp(t) => {}
                     t => self.push(
                         C,
-                        self.ctr_path(&c, "securityContext.seccompProfile.type"),
+                        self.ctr_path(c, "securityContext.seccompProfile.type"),
                         format!(
                             "seccompProfile (container {:?} must not set securityContext.seccompProfile.type to {:?})",
                             c.name,
@@ -792,7 +799,7 @@ impl<'a> Ck<'_, 'a> {
                 None if pod_set => {}
                 None => self.push(
                     C,
-                    self.ctr_path(&c, "securityContext.seccompProfile.type"),
+                    self.ctr_path(c, "securityContext.seccompProfile.type"),
                     format!(
                         "seccompProfile (pod or container {:?} must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\")",
                         c.name
@@ -805,7 +812,7 @@ impl<'a> Ck<'_, 'a> {
     fn capabilities_restricted(&mut self) {
         const C: &str = "capabilities_restricted";
         const REASON: &str = "unrestricted capabilities";
-        for c in containers(self.spec) {
+        for c in self.ctrs() {
             let drops_all = c
                 .sc_get("capabilities")
                 .and_then(|k| k.get("drop"))
@@ -814,7 +821,7 @@ impl<'a> Ck<'_, 'a> {
             if !drops_all {
                 self.push(
                     C,
-                    self.ctr_path(&c, "securityContext.capabilities.drop"),
+                    self.ctr_path(c, "securityContext.capabilities.drop"),
                     format!(
                         "{REASON} (container {:?} must set securityContext.capabilities.drop=[\"ALL\"])",
                         c.name

@@ -15,6 +15,7 @@ pub mod kubeconfig;
 pub mod pki;
 pub mod ratelimit;
 pub mod sandbox;
+pub mod sanitize;
 pub mod server;
 pub mod shutdown;
 pub mod stack;

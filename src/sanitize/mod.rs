@@ -1,0 +1,2 @@
+//! Request-body sanitization: Pod Security Standards checks over decoded JSON objects.
+pub mod pss;

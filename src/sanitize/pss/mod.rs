@@ -1,0 +1,184 @@
+//! Pod Security Standards (PSS) checker: a pure, allocation-light port of the checks of
+//! `k8s.io/pod-security-admission` (`policy/check_*.go`) over `serde_json::Value`.
+//!
+//! * [`locate`] finds every pod spec (and the pod metadata beside it) in an object of each
+//!   pod-bearing kind, with the field path of the spec from the object root.
+//! * [`checks`] evaluates one pod spec against a [`Policy`] (level + pinned version) and returns
+//!   one [`Violation`] per offending field, naming the apiserver check ID, the full field path
+//!   and a message in PodSecurity's wording (`reason (detail)`).
+//! * [`check_object`] = locate + check for every pod spec in the object.
+//!
+//! The checker is deliberately conservative where the apiserver would reject a malformed value
+//! anyway: a field that must be `false`/unset is a violation when it holds anything other than
+//! `false` or `null`; a field that must hold one of a set of strings is a violation when it
+//! holds anything else (including a non-string).
+
+pub mod checks;
+pub mod locate;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+use serde_json::Value;
+
+pub use checks::check;
+pub use locate::{pod_specs, PodBearing, PodSpecRef};
+
+/// A Pod Security Standards level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// Unrestricted: no checks.
+    Privileged,
+    /// Prevents known privilege escalations (reference §8.1).
+    Baseline,
+    /// Baseline plus hardening best practice (reference §8.2).
+    Restricted,
+}
+
+impl Level {
+    /// Parses the namespace-label spelling (`privileged`, `baseline`, `restricted`).
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        match s {
+            "privileged" => Ok(Self::Privileged),
+            "baseline" => Ok(Self::Baseline),
+            "restricted" => Ok(Self::Restricted),
+            other => Err(ParseError::Level(other.to_owned())),
+        }
+    }
+
+    /// The label spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Privileged => "privileged",
+            Self::Baseline => "baseline",
+            Self::Restricted => "restricted",
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The Kubernetes minor version whose PSS rules apply (`latest` or `v1.<minor>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Version {
+    /// The newest rules this module knows (HEAD, currently 1.37).
+    Latest,
+    /// `v1.<minor>`.
+    V1(u32),
+}
+
+impl Version {
+    /// The minor version HEAD rules correspond to.
+    pub const LATEST_MINOR: u32 = 37;
+
+    /// Parses `latest`, `v1.N` or `1.N`.
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        if s == "latest" {
+            return Ok(Self::Latest);
+        }
+        let bad = || ParseError::Version(s.to_owned());
+        let rest = s.strip_prefix('v').unwrap_or(s);
+        let minor = rest.strip_prefix("1.").ok_or_else(bad)?;
+        if minor.is_empty() || !minor.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        minor.parse::<u32>().map(Self::V1).map_err(|_| bad())
+    }
+
+    /// True when these rules are at least `1.<minor>`.
+    pub fn at_least(self, minor: u32) -> bool {
+        match self {
+            Self::Latest => true,
+            Self::V1(m) => m >= minor,
+        }
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Latest => f.write_str("latest"),
+            Self::V1(m) => write!(f, "v1.{m}"),
+        }
+    }
+}
+
+/// A level/version pair string that failed to parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Not `privileged`, `baseline` or `restricted`.
+    #[error("unknown Pod Security level {0:?} (expected privileged, baseline or restricted)")]
+    Level(String),
+    /// Not `latest` or `v1.N`.
+    #[error("invalid Pod Security version {0:?} (expected latest or v1.N)")]
+    Version(String),
+}
+
+/// What to enforce: a level at a pinned version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Policy {
+    /// The level.
+    pub level: Level,
+    /// The version whose rules apply.
+    pub version: Version,
+}
+
+impl Policy {
+    /// A policy at `level`, `version`.
+    pub fn new(level: Level, version: Version) -> Self {
+        Self { level, version }
+    }
+
+    /// A policy at `level` with `latest` rules.
+    pub fn latest(level: Level) -> Self {
+        Self::new(level, Version::Latest)
+    }
+}
+
+/// One offending field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// The apiserver check ID, e.g. `privileged`, `hostPathVolumes`, `seccompProfile_restricted`.
+    pub check: &'static str,
+    /// Full field path from the object root, e.g.
+    /// `spec.template.spec.containers[0].securityContext.privileged`.
+    pub field: String,
+    /// PodSecurity-style `reason (detail)`, e.g.
+    /// `privileged (container "nginx" must not set securityContext.privileged=true)`.
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Every violation of `policy` in every pod spec of `object`, an object of the resource
+/// `group`/`resource` (as the proxy classifies the request; `resource` may carry a
+/// subresource, e.g. `pods/ephemeralcontainers`). Objects that are not pod-bearing (or
+/// subresources PodSecurity does not evaluate) yield no violations.
+pub fn check_object(
+    policy: &Policy,
+    group: &str,
+    resource: &str,
+    object: &Value,
+) -> Vec<Violation> {
+    if policy.level == Level::Privileged {
+        return Vec::new();
+    }
+    let Some(kind) = PodBearing::from_group_resource(group, resource) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for pod in pod_specs(kind, object) {
+        checks::check_into(policy, &pod, &mut out);
+    }
+    out
+}

@@ -42,18 +42,12 @@ fn json_error(bytes: &[u8], e: &serde_json::Error) -> ParseError {
 /// Refuse any run of number characters outside strings longer than `max`. Runs are counted on
 /// raw bytes; anything that is not valid JSON is left for the parser to report.
 fn check_number_lengths(bytes: &[u8], max: usize) -> Result<(), ParseError> {
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut i = 0usize;
     let mut run = 0usize;
-    for (offset, &b) in bytes.iter().enumerate() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
+    while let Some(&b) = bytes.get(i) {
+        if b == b'"' {
+            run = 0;
+            i = skip_string(bytes, i + 1);
             continue;
         }
         if matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
@@ -61,13 +55,31 @@ fn check_number_lengths(bytes: &[u8], max: usize) -> Result<(), ParseError> {
             if run > max {
                 return Err(ParseError::NumberTooLong {
                     max,
-                    offset: offset + 1 - run,
+                    offset: i + 1 - run,
                 });
             }
         } else {
             run = 0;
-            in_string = b == b'"';
         }
+        i += 1;
     }
     Ok(())
+}
+
+/// Index just past the string whose contents start at `i` (or `bytes.len()` if unterminated).
+fn skip_string(bytes: &[u8], mut i: usize) -> usize {
+    loop {
+        let rest = bytes.get(i..).unwrap_or_default();
+        match rest.iter().position(|&b| b == b'"' || b == b'\\') {
+            None => return bytes.len(),
+            Some(p) => {
+                let at = i + p;
+                if bytes.get(at) == Some(&b'"') {
+                    return at + 1;
+                }
+                // a backslash: skip it and the escaped byte
+                i = at + 2;
+            }
+        }
+    }
 }

@@ -11,6 +11,7 @@ use std::cell::Cell;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::map::Entry;
 use serde_json::{Map, Number, Value};
 
 use super::{Limits, ParseError};
@@ -243,28 +244,33 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
         let depth = self.enter()?;
         let mut out = Map::new();
         while let Some(key) = map.next_key_seed(KeySeed { parent: self })? {
-            if out.contains_key(&key) {
-                let field = PathNode {
-                    parent: Some(self.path),
-                    seg: Seg::Key(&key),
+            // One map lookup per key: the vacant entry holds the key the child path borrows.
+            let slot = match out.entry(key) {
+                Entry::Vacant(slot) => slot,
+                Entry::Occupied(slot) => {
+                    let key = slot.key().clone();
+                    let field = PathNode {
+                        parent: Some(self.path),
+                        seg: Seg::Key(&key),
+                    }
+                    .render();
+                    return Err(self.ck.fail(ParseError::DuplicateKey {
+                        at: self.path.render(),
+                        field,
+                        key,
+                    }));
                 }
-                .render();
-                return Err(self.ck.fail(ParseError::DuplicateKey {
-                    at: self.path.render(),
-                    field,
-                    key,
-                }));
-            }
+            };
             let node = PathNode {
                 parent: Some(self.path),
-                seg: Seg::Key(&key),
+                seg: Seg::Key(slot.key()),
             };
             let value = map.next_value_seed(ValueSeed {
                 ck: self.ck,
                 path: &node,
                 depth,
             })?;
-            out.insert(key, value);
+            slot.insert(value);
         }
         Ok(Value::Object(out))
     }

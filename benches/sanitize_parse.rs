@@ -107,6 +107,18 @@ fn bench(c: &mut Criterion) {
             black_box(canonical_bytes(&p.value))
         })
     });
+    g.throughput(Throughput::Bytes(DEPLOYMENT_JSON.len() as u64));
+    g.bench_function("deployment_json_as_apply_patch_yaml", |b| {
+        b.iter(|| {
+            let p = parse_body(
+                "application/apply-patch+yaml",
+                black_box(DEPLOYMENT_JSON.as_bytes()),
+                &limits,
+            )
+            .expect("parse");
+            black_box(canonical_bytes(&p.value))
+        })
+    });
     g.throughput(Throughput::Bytes(cm.len() as u64));
     g.sample_size(30);
     g.bench_function("configmap_1mb_json_strict", |b| {

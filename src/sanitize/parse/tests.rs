@@ -546,22 +546,25 @@ fn json_patch_checks() {
 }
 
 #[test]
-#[ignore]
-fn yaml_stack_probe() {
-    for depth in [20usize, 50, 100, 101, 150] {
-        let flow = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
-        eprintln!(
-            "flow {depth}: {:?}",
-            parse_yaml(flow.as_bytes(), &lim()).map(|_| ())
-        );
-        let mut block = String::new();
-        for i in 0..depth {
-            block.push_str(&" ".repeat(i));
-            block.push_str("k:\n");
-        }
-        eprintln!(
-            "block {depth}: {:?}",
-            parse_yaml(block.as_bytes(), &lim()).map(|_| ())
-        );
+fn yaml_media_types_take_json_objects_through_the_json_parser() {
+    for ct in ["application/yaml", "application/apply-patch+yaml"] {
+        // JSON object: strict JSON checks, same value as YAML would give
+        let p = parse_body(ct, br#" {"a":{"b":[1,"x",null]}}"#, &lim()).unwrap();
+        assert_eq!(p.value, json!({"a": {"b": [1, "x", null]}}));
+        assert!(matches!(
+            parse_body(ct, br#"{"a":1,"a":2}"#, &lim()),
+            Err(ParseError::DuplicateKey { .. })
+        ));
+        // a YAML flow mapping is not JSON: falls back to YAML, still strict
+        let p = parse_body(ct, b"{a: 1, b: [x, y]}", &lim()).unwrap();
+        assert_eq!(p.value, json!({"a": 1, "b": ["x", "y"]}));
+        assert!(matches!(
+            parse_body(ct, b"{a: 1, a: 2}", &lim()),
+            Err(ParseError::DuplicateKey { .. })
+        ));
+        assert!(matches!(
+            parse_body(ct, b"{a: &x 1, b: *x}", &lim()),
+            Err(ParseError::Yaml(_))
+        ));
     }
 }

@@ -14,6 +14,7 @@ pub mod k8s;
 pub mod kubeconfig;
 pub mod pki;
 pub mod ratelimit;
+pub mod sanitize;
 pub mod sandbox;
 pub mod sanitize;
 pub mod server;

@@ -16,7 +16,6 @@ pub mod pki;
 pub mod ratelimit;
 pub mod sanitize;
 pub mod sandbox;
-pub mod sanitize;
 pub mod server;
 pub mod shutdown;
 pub mod stack;

@@ -14,7 +14,14 @@
 //! * JSON patches: at most [`Limits::max_json_patch_ops`] well-formed operations
 //!   (CVE-2019-1002100).
 //!
-//! Pure: no I/O, no async, no panics on any input.
+//! Pure: no I/O, no async, no panics on any input. Recursion is bounded by
+//! [`Limits::max_depth`]: in release builds a depth-100 body parses within a 384 KiB stack
+//! (~3 KiB per level, YAML being the hungrier; the bench checks 512 KiB), far inside tokio's
+//! 2 MiB worker stacks. Unoptimised builds use several times more.
+//!
+//! Cost (bench `sanitize_parse`, 2 shared cores): a 3 KB Deployment parses + canonicalizes in
+//! ~27–33 µs as JSON (plain serde_json: ~23–30 µs), ~0.33–0.58 ms as block YAML; a 1 MB
+//! ConfigMap in ~4–7 ms as JSON.
 
 pub mod json;
 mod strict;

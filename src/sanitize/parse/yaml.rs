@@ -8,8 +8,10 @@
 //! * merge keys (`<<`), via `MergeKeyPolicy::Error`;
 //! * duplicate keys, reported by our own visitor with their field path (`0x1` and `1` are the
 //!   same key: scalar keys are rendered to their JSON string form before the comparison);
-//! * tags serde-saphyr does not know (`!foo`), `!!binary`, NaN / infinities, integers outside
-//!   64 bits, null / float / collection keys — none has a JSON form the apiserver would agree on;
+//! * tags serde-saphyr does not know (`!foo`), NaN / infinities, integers outside 64 bits,
+//!   null / float / collection keys — none has a JSON form the apiserver would agree on;
+//!   `!!binary` is decoded: UTF-8 content becomes that string, other bytes are refused (go-yaml
+//!   would produce the base64 string; we forward what we judged, so no differential upstream);
 //! * invalid UTF-8; nesting, string-length caps as for JSON.
 //!
 //! Scalar resolution (YAML 1.2 core schema, with the YAML 1.1 ambiguities made strings):

@@ -308,6 +308,32 @@ impl RateLimiter {
         }
     }
 
+    /// What `check` and `check_async` share: the cost, the stream permit, and which bucket quota
+    /// applies — or the finished admission when no bucket applies to this class.
+    fn prologue<'a>(
+        &'a self,
+        id: &'a Identity,
+        req: &RequestInfo,
+        uri: &Uri,
+    ) -> Result<Prologue<'a>, Box<Rejection>> {
+        let cost = self.cost(req, uri);
+        let admission = self.stream_permit(id, cost)?;
+        let pick = if cost.bucket == BucketClass::Reads {
+            pick_reads
+        } else {
+            pick_writes
+        };
+        match self.inner.policy.bucket(id, pick) {
+            Some((quota, source)) => Ok(Prologue::Bucket(cost, admission, quota, source)),
+            None => {
+                self.inner
+                    .metrics
+                    .decision(cost.bucket.metric(), Outcome::Allowed);
+                Ok(Prologue::Done(admission))
+            }
+        }
+    }
+
     /// Decide with the in-process buckets (the `local` backend; with `backend: redis` use
     /// [`RateLimiter::check_async`] — this then uses the degraded quota ÷ replicas). Sync, no
     /// allocation when admitted.
@@ -317,18 +343,9 @@ impl RateLimiter {
         req: &RequestInfo,
         uri: &Uri,
     ) -> Result<Admission, Box<Rejection>> {
-        let cost = self.cost(req, uri);
-        let mut admission = self.stream_permit(id, cost)?;
-        let pick = if cost.bucket == BucketClass::Reads {
-            pick_reads
-        } else {
-            pick_writes
-        };
-        let Some((quota, source)) = self.inner.policy.bucket(id, pick) else {
-            self.inner
-                .metrics
-                .decision(cost.bucket.metric(), Outcome::Allowed);
-            return Ok(admission);
+        let (cost, mut admission, quota, source) = match self.prologue(id, req, uri)? {
+            Prologue::Done(admission) => return Ok(admission),
+            Prologue::Bucket(cost, admission, quota, source) => (cost, admission, quota, source),
         };
         let outcome = self.local_bucket(id, cost, quota);
         let effective = self.inner.buckets.effective(quota);
@@ -346,18 +363,9 @@ impl RateLimiter {
         let Some(redis) = &self.inner.redis else {
             return self.check(id, req, uri);
         };
-        let cost = self.cost(req, uri);
-        let mut admission = self.stream_permit(id, cost)?;
-        let pick = if cost.bucket == BucketClass::Reads {
-            pick_reads
-        } else {
-            pick_writes
-        };
-        let Some((quota, source)) = self.inner.policy.bucket(id, pick) else {
-            self.inner
-                .metrics
-                .decision(cost.bucket.metric(), Outcome::Allowed);
-            return Ok(admission);
+        let (cost, mut admission, quota, source) = match self.prologue(id, req, uri)? {
+            Prologue::Done(admission) => return Ok(admission),
+            Prologue::Bucket(cost, admission, quota, source) => (cost, admission, quota, source),
         };
         match redis
             .check(cost.bucket.as_str(), &id.user, quota, cost.tokens)
@@ -600,4 +608,10 @@ impl Admission {
     fn take_all(&mut self) -> Admission {
         std::mem::take(self)
     }
+}
+
+/// See [`RateLimiter::prologue`].
+enum Prologue<'a> {
+    Done(Admission),
+    Bucket(RequestCost, Admission, BucketQuota, Source<'a>),
 }

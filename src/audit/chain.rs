@@ -131,14 +131,14 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     s.as_bytes()
         .chunks(2)
         .map(|p| {
             let d = |c: u8| (c as char).to_digit(16);
-            Some(u8::try_from(d(p[0])? * 16 + d(p[1])?).ok()?)
+            u8::try_from(d(p[0])? * 16 + d(p[1])?).ok()
         })
         .collect()
 }

@@ -358,6 +358,7 @@ mod tests {
     use super::*;
     use crate::audit::event::{Event, ObjectReference, ResponseStatus, Stage, UserInfo};
 
+    #[allow(clippy::too_many_arguments)] // a table row, read positionally
     fn ev(
         user: &str,
         verb: &str,

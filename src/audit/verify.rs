@@ -338,7 +338,7 @@ mod tests {
         let mut l = orig.clone();
         l.remove(5);
         put(&p, &l);
-        assert!(verify_files(&[p.clone()], &keys).unwrap().ok());
+        assert!(verify_files(std::slice::from_ref(&p), &keys).unwrap().ok());
 
         // A checkpoint moved after more events signs a stale link.
         let mut l = orig.clone();
@@ -365,16 +365,18 @@ mod tests {
         // The attacker rewrites everything with a recomputed chain and their own key.
         let forged = dir.path().join("b.log");
         write_file(&forged, &attacker, 6, 3);
-        assert!(!verify_files(&[forged.clone()], &[key.verifying_key()])
-            .unwrap()
-            .ok());
+        assert!(
+            !verify_files(std::slice::from_ref(&forged), &[key.verifying_key()])
+                .unwrap()
+                .ok()
+        );
         // …or without checkpoints at all.
         let no_cp: Vec<String> = lines(&forged)
             .into_iter()
             .filter(|l| l.contains("\"kind\":\"Event\""))
             .collect();
         put(&forged, &no_cp);
-        let r = verify_files(&[forged.clone()], &[key.verifying_key()]).unwrap();
+        let r = verify_files(std::slice::from_ref(&forged), &[key.verifying_key()]).unwrap();
         assert!(r.failure.unwrap().message.contains("no checkpoint"));
         // Without keys only the chain is checked, and the report says so.
         let r = verify_files(&[forged], &[]).unwrap();

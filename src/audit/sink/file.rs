@@ -780,7 +780,7 @@ mod tests {
         let fsyncs = c.fsyncs.load(Ordering::Relaxed);
         assert!(fsyncs < 640, "group commit: {fsyncs} fsyncs for 640 events");
         a.shutdown(Duration::from_secs(5)).await;
-        let r = verify_files(&[path.clone()], &key);
+        let r = verify_files(std::slice::from_ref(&path), &key);
         assert!(r.ok(), "{r:?}");
         assert_eq!(r.events, 640);
         assert_eq!(r.unsigned_tail, 0, "shutdown signs the tail");

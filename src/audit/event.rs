@@ -104,6 +104,18 @@ pub struct UserInfo {
     pub extra: BTreeMap<String, Vec<String>>,
 }
 
+impl From<&crate::authn::identity::Identity> for UserInfo {
+    /// The authenticated caller as the apiserver records `user` (username, uid, groups, extra).
+    fn from(id: &crate::authn::identity::Identity) -> UserInfo {
+        UserInfo {
+            username: id.user.clone(),
+            uid: id.uid.clone(),
+            groups: id.groups.clone(),
+            extra: id.extra.clone(),
+        }
+    }
+}
+
 /// `audit.k8s.io/v1` `ObjectReference`: every field `omitempty`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -124,6 +136,23 @@ pub struct ObjectReference {
     pub resource_version: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub subresource: String,
+}
+
+impl ObjectReference {
+    /// What the apiserver records for a request (`audit/request.go` `NewEventFromRequest`): set
+    /// for every resource request — lists and creates included, with whatever of namespace and
+    /// name the URL gives — and `None` for non-resource requests.
+    pub fn from_request(info: &crate::k8s::request::RequestInfo) -> Option<ObjectReference> {
+        info.is_resource_request.then(|| ObjectReference {
+            resource: info.resource.clone(),
+            namespace: info.namespace.clone(),
+            name: info.name.clone(),
+            api_group: info.api_group.clone(),
+            api_version: info.api_version.clone(),
+            subresource: info.subresource.clone(),
+            ..ObjectReference::default()
+        })
+    }
 }
 
 /// The `metav1.Status` subset the apiserver records as `responseStatus`. On success it is just
@@ -224,6 +253,7 @@ fn api_version() -> String {
     API_VERSION.into()
 }
 
+/// Level `Metadata`, stage `ResponseComplete`, both timestamps now, everything else empty.
 impl Default for Event {
     fn default() -> Self {
         let now = MicroTime::now();
@@ -678,6 +708,33 @@ mod tests {
             nr.request_object.is_none(),
             "non-resource: no request object"
         );
+    }
+
+    #[test]
+    fn object_ref_from_a_classified_request() {
+        let info = |m: http::Method, uri: &str| {
+            crate::k8s::request::classify(&m, &uri.parse().unwrap(), &http::HeaderMap::new())
+                .unwrap()
+        };
+        let r = ObjectReference::from_request(&info(
+            http::Method::GET,
+            "/apis/apps/v1/namespaces/team-a/deployments/web/scale",
+        ))
+        .unwrap();
+        assert_eq!(
+            (
+                r.api_group.as_str(),
+                r.api_version.as_str(),
+                r.resource.as_str(),
+                r.subresource.as_str(),
+                r.namespace.as_str(),
+                r.name.as_str()
+            ),
+            ("apps", "v1", "deployments", "scale", "team-a", "web")
+        );
+        let list = ObjectReference::from_request(&info(http::Method::GET, "/api/v1/pods")).unwrap();
+        assert_eq!((list.resource.as_str(), list.name.as_str()), ("pods", ""));
+        assert!(ObjectReference::from_request(&info(http::Method::GET, "/healthz")).is_none());
     }
 
     #[test]

@@ -313,7 +313,8 @@ fn validate_rule(r: &Rule, at: &str) -> Result<(), PolicyError> {
                 format!("{url:?}: non-resource URL rules must begin with a '/' character"),
             ));
         }
-        if url[..url.len() - 1].contains('*') {
+        // Only a final '*' is allowed (validation.go checks all but the last byte).
+        if url.strip_suffix('*').unwrap_or(url).contains('*') {
             return Err(err(
                 format!("{at}.nonResourceURLs[{i}]"),
                 format!("{url:?}: the wildcard '*' must be the final character"),
@@ -729,6 +730,10 @@ omitManagedFields: true
                 "rules[0].nonResourceURLs[0]",
             ),
             (
+                "rules:\n- level: None\n  nonResourceURLs: [\"/a**\"]\n",
+                "rules[0].nonResourceURLs[0]",
+            ),
+            (
                 "rules:\n- level: None\n  nonResourceURLs: [\"/a\"]\n  namespaces: [x]\n",
                 "rules[0].nonResourceURLs",
             ),
@@ -768,6 +773,11 @@ omitManagedFields: true
         )
         .is_ok());
         assert!(Policy::from_yaml("kind: [").is_err());
+        // A multi-byte last character must not trip the wildcard check.
+        assert!(Policy::from_yaml(
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: None, nonResourceURLs: [\"/é\"]}]\n"
+        )
+        .is_ok());
     }
 
     #[test]

@@ -387,7 +387,10 @@ impl LineBackend for FileBackend {
     }
 
     fn next_timer(&self) -> Option<Duration> {
-        if self.cfg.signing_key.is_none() || self.cfg.checkpoint_interval.is_zero() {
+        if self.cfg.signing_key.is_none()
+            || self.cfg.checkpoint_interval.is_zero()
+            || self.needs_reopen
+        {
             return None;
         }
         if self.since_ckpt == 0 {
@@ -410,6 +413,8 @@ impl LineBackend for FileBackend {
         self.append_checkpoint();
         if let Err(e) = self.commit(true, snap) {
             tracing::error!(err = %e, "audit checkpoint failed");
+            // Try again one interval later, not in a busy loop.
+            self.last_ckpt = Instant::now();
         }
     }
 

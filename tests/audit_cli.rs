@@ -578,3 +578,111 @@ async fn strict_group_commit_shares_fsyncs_and_keeps_every_acknowledged_event() 
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.starts_with("OK: 1280 events"), "{out}");
 }
+
+const CHILD_ENV: &str = "PORTCULLIS_AUDIT_KILL_CHILD_DIR";
+
+/// Not a test on its own: the writer process that `kill_9_under_load_…` starts (and SIGKILLs).
+/// Without the environment variable it returns at once.
+#[test]
+fn kill_9_child_writer() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let a = Arc::new(file_sink(
+            &dir.join("audit.log"),
+            &dir.join("audit-key.pem"),
+            |c| {
+                c.checkpoint_every_events = 50;
+            },
+        ));
+        let mut tasks = Vec::new();
+        for t in 0..16 {
+            let a = Arc::clone(&a);
+            tasks.push(tokio::spawn(async move {
+                for i in 0.. {
+                    let e = simple(t * 1_000_000 + i);
+                    let id = e.audit_id.clone();
+                    a.emit(e).await.unwrap();
+                    // Printed only once the event is durable: what a client's response means.
+                    println!("ACK {id}");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn kill_9_under_load_loses_no_acknowledged_event() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let (_, public) = keygen(dir.path());
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "kill_9_child_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut acked = Vec::new();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while acked.len() < 3000 {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the writer died early"
+        );
+        if let Some(id) = line.trim().strip_prefix("ACK ") {
+            acked.push(id.to_string());
+        }
+    }
+    child.kill().unwrap(); // SIGKILL: no shutdown, no final checkpoint
+    child.wait().unwrap();
+    // Acknowledgements already in the pipe count too.
+    for l in out.lines() {
+        if let Some(id) = l.unwrap().trim().strip_prefix("ACK ") {
+            acked.push(id.to_string());
+        }
+    }
+    let log = dir.path().join("audit.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let in_file: HashSet<String> = text
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n') && is_event(l))
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["auditID"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let missing: Vec<&String> = acked.iter().filter(|id| !in_file.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events missing: {missing:?}",
+        missing.len()
+    );
+    let (code, out, err) = run(
+        &["audit", "verify", "--key", public.to_str().unwrap()],
+        &[log],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    eprintln!(
+        "{} acknowledged, {} in the file; {out}{err}",
+        acked.len(),
+        in_file.len()
+    );
+}

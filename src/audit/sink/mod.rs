@@ -546,6 +546,105 @@ mod tests {
         }
     }
 
+    /// A backend that takes `delay` per batch and fails every batch when `fail` is set.
+    struct Mock {
+        delay: Duration,
+        fail: bool,
+    }
+
+    impl LineBackend for Mock {
+        fn write(&mut self, _: &[Arc<Prepared>], _: bool) -> Result<(), (usize, String)> {
+            std::thread::sleep(self.delay);
+            if self.fail {
+                Err((0, "disk on fire".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    fn mock_auditor(mode: DeliveryMode, mock: Mock) -> Auditor {
+        let counters = Arc::new(SinkCounters::default());
+        let (tx, rx) = mpsc::channel(mode.queue_len());
+        let durable = mode == DeliveryMode::BlockingStrict;
+        spawn_thread("mock", mock, rx, counters.clone(), durable).unwrap();
+        Auditor {
+            sinks: vec![SinkHandle {
+                name: "mock".into(),
+                mode,
+                tx,
+                counters,
+            }],
+            chained: false,
+        }
+    }
+
+    fn count(a: &Auditor, f: fn(&SinkCounters) -> &AtomicU64) -> u64 {
+        f(a.sinks()[0].counters()).load(Ordering::Relaxed)
+    }
+
+    #[tokio::test]
+    async fn batch_drop_counts_and_batch_block_waits() {
+        let slow = || Mock {
+            delay: Duration::from_millis(20),
+            fail: false,
+        };
+        let drop_mode = DeliveryMode::Batch {
+            queue: 2,
+            overflow: Overflow::Drop,
+        };
+        let a = mock_auditor(drop_mode, slow());
+        for _ in 0..50 {
+            a.emit(event(&[])).await.unwrap();
+        }
+        a.shutdown(Duration::from_secs(5)).await;
+        let (written, dropped) = (
+            count(&a, |c| &c.events_written),
+            count(&a, |c| &c.events_dropped),
+        );
+        assert!(dropped > 0, "a full queue drops");
+        assert_eq!(written + dropped, 50);
+
+        let block_mode = DeliveryMode::Batch {
+            queue: 2,
+            overflow: Overflow::Block,
+        };
+        let a = mock_auditor(block_mode, slow());
+        for _ in 0..10 {
+            a.emit(event(&[])).await.unwrap();
+        }
+        a.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(count(&a, |c| &c.events_written), 10);
+        assert_eq!(count(&a, |c| &c.events_dropped), 0);
+    }
+
+    #[tokio::test]
+    async fn failures_surface_only_in_strict_mode() {
+        let failing = || Mock {
+            delay: Duration::ZERO,
+            fail: true,
+        };
+        let a = mock_auditor(DeliveryMode::BlockingStrict, failing());
+        let err = a.emit(event(&[])).await.unwrap_err();
+        assert_eq!(
+            err,
+            AuditError::Sink {
+                sink: "mock".into(),
+                message: "disk on fire".into()
+            }
+        );
+        a.shutdown(Duration::from_secs(5)).await;
+        assert!(
+            matches!(a.emit(event(&[])).await, Err(AuditError::Closed { .. })),
+            "after shutdown, strict emits fail"
+        );
+
+        let a = mock_auditor(DeliveryMode::Blocking, failing());
+        a.emit(event(&[])).await.unwrap();
+        assert_eq!(count(&a, |c| &c.events_failed), 1);
+        a.shutdown(Duration::from_secs(5)).await;
+    }
+
     #[test]
     fn chained_line_is_valid_json_with_the_link_and_canonical_matches() {
         for ann in [

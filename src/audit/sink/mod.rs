@@ -441,15 +441,28 @@ pub(crate) fn spawn_thread<B: LineBackend>(
     counters: Arc<SinkCounters>,
     durable: bool,
 ) -> anyhow::Result<()> {
-    // A small runtime of its own gives the thread a receive-with-timeout for timed checkpoints
-    // without touching the caller's workers.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()?;
     let sink = name.to_string();
+    // Built (and later dropped) on the thread itself: a runtime may not be dropped inside the
+    // caller's async context. Startup waits for it so a failure is reported here.
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<std::io::Result<()>>(1);
     std::thread::Builder::new()
         .name(format!("audit-{name}"))
         .spawn(move || {
+            // A small runtime of its own gives the thread a receive-with-timeout for timed
+            // checkpoints without touching the caller's workers.
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(rt) => {
+                    let _ = ready_tx.send(Ok(()));
+                    rt
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
             let mut msgs: Vec<Msg> = Vec::with_capacity(MAX_BATCH);
             let mut events: Vec<Arc<Prepared>> = Vec::with_capacity(MAX_BATCH);
             let mut acks: Vec<Option<Ack>> = Vec::with_capacity(MAX_BATCH);
@@ -523,6 +536,9 @@ pub(crate) fn spawn_thread<B: LineBackend>(
                 }
             }
         })?;
+    ready_rx
+        .recv()
+        .map_err(|_| anyhow::anyhow!("audit sink {name}: writer thread died at start"))??;
     Ok(())
 }
 

@@ -14,10 +14,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use criterion::{Criterion, Throughput};
+use criterion::{BatchSize, Criterion, Throughput};
 use portcullis::audit::{
-    chain::SigningKey, Auditor, DeliveryMode, Event, FileSinkConfig, Level, MicroTime,
-    ObjectReference, Overflow, ResponseStatus, SinkKind, SinkSpec, Stage, UserInfo,
+    chain::{SigningKey, GENESIS},
+    sink::Prepared,
+    Auditor, DeliveryMode, Event, FileSinkConfig, Level, MicroTime, ObjectReference, Overflow,
+    ResponseStatus, SinkKind, SinkSpec, Stage, UserInfo,
 };
 
 /// A typical Metadata-level event (~700 bytes as a line).
@@ -71,9 +73,51 @@ fn file_auditor(dir: &std::path::Path, mode: DeliveryMode) -> Auditor {
     .expect("start")
 }
 
+/// Where an event's cost goes on the emitting task.
+fn per_event_cost(c: &mut Criterion) {
+    let mut g = c.benchmark_group("audit_event");
+    g.bench_function("build_event", |b| b.iter(|| black_box(event(black_box(7)))));
+    g.bench_function("prepare_unchained", |b| {
+        b.iter_batched(
+            || event(7),
+            |e| black_box(Prepared::new(e, false).expect("prepare")),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("prepare_chained", |b| {
+        b.iter_batched(
+            || event(7),
+            |e| black_box(Prepared::new(e, true).expect("prepare")),
+            BatchSize::SmallInput,
+        )
+    });
+    let e = event(7);
+    g.bench_function("serialize_line", |b| {
+        b.iter(|| black_box(serde_json::to_vec(black_box(&e)).expect("json")))
+    });
+    g.bench_function("canonical_direct", |b| {
+        b.iter(|| {
+            black_box(portcullis::audit::canonical::to_canonical_vec(black_box(&e)).expect("canon"))
+        })
+    });
+    g.bench_function("canonical_via_value", |b| {
+        b.iter(|| {
+            let v = serde_json::to_value(black_box(&e)).expect("value");
+            let mut out = Vec::new();
+            portcullis::audit::chain::write_canonical(&v, &mut out);
+            black_box(out)
+        })
+    });
+    let p = Prepared::new(event(7), true).expect("prepare");
+    g.bench_function("sha256_link", |b| {
+        b.iter(|| black_box(GENESIS.next(black_box(p.line()))))
+    });
+    g.finish();
+}
+
 fn batch_throughput(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let auditor = rt.block_on(async {
+    let auditor = Arc::new(rt.block_on(async {
         file_auditor(
             dir.path(),
             DeliveryMode::Batch {
@@ -81,36 +125,55 @@ fn batch_throughput(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
                 overflow: Overflow::Block,
             },
         )
-    });
-    let written = Arc::clone(auditor.sinks()[0].counters());
+    }));
+    let counters = Arc::clone(auditor.sinks()[0].counters());
     const N: u64 = 10_000;
     let mut g = c.benchmark_group("audit_file_batch");
     g.throughput(Throughput::Elements(N));
     g.sample_size(20);
     g.measurement_time(Duration::from_secs(10));
-    g.bench_function("emit_10k_until_written", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for it in 0..iters {
-                    let target = written.events_written.load(Ordering::Relaxed) + N;
-                    for i in 0..N {
-                        auditor
-                            .emit(black_box(event(it * N + i)))
-                            .await
-                            .expect("batch emit");
+    // One emitting task is the worst case (all serialization on one core); in the proxy every
+    // request task emits its own event, so several tasks share the work.
+    for tasks in [1u64, 4] {
+        g.bench_function(format!("10k_events_{tasks}_emitters"), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for it in 0..iters {
+                        let target = counters.events_written.load(Ordering::Relaxed) + N;
+                        let mut handles = Vec::new();
+                        for t in 0..tasks {
+                            let a = Arc::clone(&auditor);
+                            handles.push(tokio::spawn(async move {
+                                for i in 0..N / tasks {
+                                    let id = (it * N) + t * (N / tasks) + i;
+                                    a.emit(black_box(event(id))).await.expect("batch emit");
+                                }
+                            }));
+                        }
+                        for h in handles {
+                            h.await.expect("emitter");
+                        }
+                        // Until the writer thread has written them all.
+                        while counters.events_written.load(Ordering::Relaxed) < target {
+                            tokio::time::sleep(Duration::from_micros(100)).await;
+                        }
                     }
-                    // Until the writer thread has written them all.
-                    while written.events_written.load(Ordering::Relaxed) < target {
-                        tokio::time::sleep(Duration::from_micros(200)).await;
-                    }
-                }
-                start.elapsed()
+                    start.elapsed()
+                })
             })
-        })
-    });
+        });
+    }
     g.finish();
     rt.block_on(auditor.shutdown(Duration::from_secs(10)));
+    let dropped = counters.events_dropped.load(Ordering::Relaxed);
+    println!(
+        "batch: {} events written, {dropped} dropped, {} fsyncs, {} checkpoints, {} rotations",
+        counters.events_written.load(Ordering::Relaxed),
+        counters.fsyncs.load(Ordering::Relaxed),
+        counters.checkpoints.load(Ordering::Relaxed),
+        counters.rotations.load(Ordering::Relaxed),
+    );
 }
 
 /// Per-emit latency with `emitters` concurrent emitters, each emitting `per_task` events.
@@ -170,6 +233,7 @@ fn main() {
         .build()
         .expect("runtime");
     let mut c = Criterion::default().configure_from_args();
+    per_event_cost(&mut c);
     batch_throughput(&mut c, &rt);
     c.final_summary();
     strict_latency(&rt, DeliveryMode::BlockingStrict, "blocking-strict");

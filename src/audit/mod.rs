@@ -11,11 +11,13 @@
 //! | `event.rs` | `Event`, `EventList`, `Level`, `Stage`, `MicroTime` |
 //! | `policy.rs` | `Policy` (apiserver schema, first match), `Attributes`, `RuleEvaluation` |
 //! | `chain.rs` | canonical bytes, links, checkpoints, Ed25519 signing keys |
+//! | `canonical.rs` | the same canonical bytes straight from a typed value (emit path) |
 //! | `sink/` | `Auditor` fan-out, delivery modes, file / webhook / stdout sinks |
 //! | `verify.rs` | `portcullis audit verify`: chain and signature checking |
 //! | `query.rs` | `portcullis audit query`: streaming filters over audit files |
 //! | `metrics.rs` | Prometheus export of the sink counters |
 
+pub mod canonical;
 pub mod chain;
 pub mod event;
 pub mod metrics;

@@ -16,8 +16,8 @@
 //! share one fsync (group commit).
 //!
 //! `emit` serializes the event once ([`Prepared`]); all sinks share those bytes. When a chained
-//! (file) sink is present, the canonical bytes for the hash chain are also computed there, on
-//! the caller's task, so the single writer thread only hashes and writes.
+//! (file) sink is present, the canonical bytes for the hash chain are also computed there
+//! (`canonical.rs`), on the caller's task, so the single writer thread only hashes and writes.
 //!
 //! Accepts any [`Event`]; an event's own `portcullis.io/chain` annotation is discarded (only the
 //! file sink sets it). Rejects: nothing at emit time except what the delivery mode says.
@@ -153,10 +153,7 @@ impl Prepared {
         let enc = |e: serde_json::Error| AuditError::Encode(e.to_string());
         let line = serde_json::to_vec(&event).map_err(enc)?;
         let canonical = if chained {
-            let value = serde_json::to_value(&event).map_err(enc)?;
-            let mut out = Vec::with_capacity(line.len());
-            chain::write_canonical(&value, &mut out);
-            Some(out)
+            Some(super::canonical::to_canonical_vec(&event).map_err(enc)?)
         } else {
             None
         };

@@ -390,25 +390,40 @@ impl MicroTime {
     }
 }
 
+impl MicroTime {
+    /// `YYYY-MM-DDTHH:MM:SS.ffffffZ` into a fixed buffer (events carry two of these, so this
+    /// avoids the formatting machinery on the emit path). `None` outside years 0–9999.
+    fn rfc3339(self) -> Option<[u8; 27]> {
+        let secs = self.0.div_euclid(1_000_000);
+        let micros = u32::try_from(self.0.rem_euclid(1_000_000)).ok()?;
+        let t = time::OffsetDateTime::from_unix_timestamp(secs).ok()?;
+        let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
+        let mut b = *b"0000-00-00T00:00:00.000000Z";
+        let mut put = |at: usize, width: usize, mut v: u32| {
+            for i in (at..at + width).rev() {
+                b[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, u32::from(u8::from(t.month())));
+        put(8, 2, u32::from(t.day()));
+        put(11, 2, u32::from(t.hour()));
+        put(14, 2, u32::from(t.minute()));
+        put(17, 2, u32::from(t.second()));
+        put(20, 6, micros);
+        Some(b)
+    }
+}
+
 impl fmt::Display for MicroTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secs = self.0.div_euclid(1_000_000);
-        let micros = self.0.rem_euclid(1_000_000);
-        // Out of range for `time` (beyond year ±9999): print the raw number rather than panic.
-        let Ok(t) = time::OffsetDateTime::from_unix_timestamp(secs) else {
-            return write!(f, "@{}us", self.0);
-        };
-        write!(
-            f,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            micros
-        )
+        match self.rfc3339() {
+            // The buffer holds ASCII digits and separators only.
+            Some(b) => f.write_str(std::str::from_utf8(&b).unwrap_or_default()),
+            // Out of range for RFC 3339: print the raw number rather than fail.
+            None => write!(f, "@{}us", self.0),
+        }
     }
 }
 
@@ -512,7 +527,10 @@ fn parse_rfc3339(s: &str) -> Option<MicroTime> {
 
 impl Serialize for MicroTime {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        match self.rfc3339() {
+            Some(b) => s.serialize_str(std::str::from_utf8(&b).unwrap_or_default()),
+            None => s.collect_str(self),
+        }
     }
 }
 
@@ -660,6 +678,9 @@ mod tests {
             ("2026-11-27T02:25:09-05:00", "2026-11-27T07:25:09.000000Z"),
             ("1970-01-01T00:00:00Z", "1970-01-01T00:00:00.000000Z"),
             ("1969-12-31T23:59:59.999999Z", "1969-12-31T23:59:59.999999Z"),
+            ("0001-01-01T00:00:00Z", "0001-01-01T00:00:00.000000Z"),
+            ("9999-12-31T23:59:59.999999Z", "9999-12-31T23:59:59.999999Z"),
+            ("2024-02-29T12:34:56.000007Z", "2024-02-29T12:34:56.000007Z"),
         ];
         for (input, want) in cases {
             let t: MicroTime = input.parse().unwrap_or_else(|e| panic!("{input}: {e}"));
@@ -683,6 +704,9 @@ mod tests {
         assert_eq!(t.to_seconds_string(), "2026-11-27T07:25:09Z");
         let now = MicroTime::now();
         assert_eq!(now.to_string().parse::<MicroTime>().unwrap(), now);
+        // Out of range: printed raw, never a panic.
+        assert!(MicroTime::from_unix_micros(i64::MAX).to_string().starts_with('@'));
+        assert!(MicroTime::from_unix_micros(i64::MIN).to_string().starts_with('@'));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::{
 
 use criterion::{BatchSize, Criterion, Throughput};
 use portcullis::audit::{
+    canonical,
     chain::{SigningKey, GENESIS},
     sink::Prepared,
     Auditor, DeliveryMode, Event, FileSinkConfig, Level, MicroTime, ObjectReference, Overflow,
@@ -95,18 +96,12 @@ fn per_event_cost(c: &mut Criterion) {
     g.bench_function("serialize_line", |b| {
         b.iter(|| black_box(serde_json::to_vec(black_box(&e)).expect("json")))
     });
-    g.bench_function("canonical_direct", |b| {
-        b.iter(|| {
-            black_box(portcullis::audit::canonical::to_canonical_vec(black_box(&e)).expect("canon"))
-        })
+    let line = serde_json::to_vec(&e).expect("json");
+    g.bench_function("canonical_from_line", |b| {
+        b.iter(|| black_box(canonical::from_compact(black_box(&line)).expect("canon")))
     });
     g.bench_function("canonical_via_value", |b| {
-        b.iter(|| {
-            let v = serde_json::to_value(black_box(&e)).expect("value");
-            let mut out = Vec::new();
-            portcullis::audit::chain::write_canonical(&v, &mut out);
-            black_box(out)
-        })
+        b.iter(|| black_box(canonical::via_value(black_box(&e)).expect("canon")))
     });
     let p = Prepared::new(event(7), true).expect("prepare");
     g.bench_function("sha256_link", |b| {

@@ -705,8 +705,12 @@ mod tests {
         let now = MicroTime::now();
         assert_eq!(now.to_string().parse::<MicroTime>().unwrap(), now);
         // Out of range: printed raw, never a panic.
-        assert!(MicroTime::from_unix_micros(i64::MAX).to_string().starts_with('@'));
-        assert!(MicroTime::from_unix_micros(i64::MIN).to_string().starts_with('@'));
+        assert!(MicroTime::from_unix_micros(i64::MAX)
+            .to_string()
+            .starts_with('@'));
+        assert!(MicroTime::from_unix_micros(i64::MIN)
+            .to_string()
+            .starts_with('@'));
     }
 
     #[test]

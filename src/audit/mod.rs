@@ -11,7 +11,7 @@
 //! | `event.rs` | `Event`, `EventList`, `Level`, `Stage`, `MicroTime` |
 //! | `policy.rs` | `Policy` (apiserver schema, first match), `Attributes`, `RuleEvaluation` |
 //! | `chain.rs` | canonical bytes, links, checkpoints, Ed25519 signing keys |
-//! | `canonical.rs` | the same canonical bytes straight from a typed value (emit path) |
+//! | `canonical.rs` | the same canonical bytes from our own compact line (emit path) |
 //! | `sink/` | `Auditor` fan-out, delivery modes, file / webhook / stdout sinks |
 //! | `verify.rs` | `portcullis audit verify`: chain and signature checking |
 //! | `query.rs` | `portcullis audit query`: streaming filters over audit files |

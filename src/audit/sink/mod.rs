@@ -153,7 +153,12 @@ impl Prepared {
         let enc = |e: serde_json::Error| AuditError::Encode(e.to_string());
         let line = serde_json::to_vec(&event).map_err(enc)?;
         let canonical = if chained {
-            Some(super::canonical::to_canonical_vec(&event).map_err(enc)?)
+            // The fast path always applies to serde_json's own output; the Value path is the
+            // safety net should it ever not.
+            match super::canonical::from_compact(&line) {
+                Some(c) => Some(c),
+                None => Some(super::canonical::via_value(&event).map_err(enc)?),
+            }
         } else {
             None
         };

@@ -67,14 +67,15 @@ fn value(s: &[u8], pos: &mut usize, out: &mut Vec<u8>) -> Option<()> {
 fn skip_string(s: &[u8], pos: &mut usize) -> Option<()> {
     *pos += 1;
     loop {
-        match *s.get(*pos)? {
-            b'"' => {
-                *pos += 1;
-                return Some(());
-            }
-            b'\\' => *pos += 2,
-            _ => *pos += 1,
+        let rest = s.get(*pos..)?;
+        let i = rest.iter().position(|&c| c == b'"' || c == b'\\')?;
+        *pos += i;
+        if rest.get(i) == Some(&b'"') {
+            *pos += 1;
+            return Some(());
         }
+        // A backslash: skip it and the character it escapes.
+        *pos += 2;
     }
 }
 

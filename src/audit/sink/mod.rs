@@ -526,14 +526,15 @@ pub(crate) fn spawn_thread<B: LineBackend>(
                 }
                 if let Some(done) = shutdown {
                     backend.close();
-                    let _ = done.send(());
-                    // Anything sent after shutdown finds the channel closed.
+                    // Closed before answering, so every emit after `shutdown` returns finds
+                    // the channel closed; what slipped in meanwhile is refused.
                     rx.close();
                     while let Ok(m) = rx.try_recv() {
                         if let Msg::Event(_, Some(ack)) = m {
                             let _ = ack.send(Err("audit is shutting down".into()));
                         }
                     }
+                    let _ = done.send(());
                     return;
                 }
             }

@@ -101,13 +101,17 @@ pub fn write(
     alice.groups = vec!["tenant:team-a".into()];
     alice.jti = Some(format!("demo-alice-{}", &random_token()?[..8]));
     let team_a_kubeconfig = dir.join("team-a.kubeconfig");
-    Kubeconfig::single(
+    let mut team_a = Kubeconfig::single(
         "portcullis-team-a",
         &proxy_url,
         &ca.cert.cert_pem,
         token_user(signer.issue(&alice)?),
-    )
-    .write(&team_a_kubeconfig)?;
+    );
+    // A tenant works in its own namespace: kubectl needs no -n.
+    for c in &mut team_a.contexts {
+        c.context.namespace = Some("team-a".into());
+    }
+    team_a.write(&team_a_kubeconfig)?;
     let mut ci = Claims::new(
         ISSUER,
         AUDIENCE,

@@ -268,6 +268,12 @@ pub fn judge(
             }
             all
         };
+        // A key that differs only in case from a field Pod Security reads is dropped by the
+        // apiserver (case-sensitive since 1.11) but was read by older case-insensitive
+        // decoders; it can only be an attempt to confuse a reader, so it is refused.
+        for obj in &judged {
+            case_variants(obj, String::new(), &mut causes);
+        }
         if let Some(p) = modes.enforce {
             for v in check(&p) {
                 causes.push(StatusCause {
@@ -416,5 +422,104 @@ fn add_precondition(parsed: &mut Parsed, rv: Value) {
             }
         }
         BodyKind::ApplyPatch | BodyKind::Object => {}
+    }
+}
+
+/// Field names Pod Security reads (and the path down to them).
+const PSS_NAMES: &[&str] = &[
+    "spec",
+    "template",
+    "jobTemplate",
+    "metadata",
+    "annotations",
+    "securityContext",
+    "privileged",
+    "hostPID",
+    "hostIPC",
+    "hostNetwork",
+    "hostUsers",
+    "hostPath",
+    "hostPort",
+    "hostProcess",
+    "capabilities",
+    "add",
+    "drop",
+    "allowPrivilegeEscalation",
+    "runAsNonRoot",
+    "runAsUser",
+    "seccompProfile",
+    "appArmorProfile",
+    "seLinuxOptions",
+    "windowsOptions",
+    "procMount",
+    "sysctls",
+    "volumes",
+    "containers",
+    "initContainers",
+    "ephemeralContainers",
+    "ports",
+    "type",
+    "user",
+    "role",
+    "os",
+    "host",
+    "httpGet",
+    "tcpSocket",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "lifecycle",
+    "postStart",
+    "preStop",
+];
+
+/// Maps whose keys are data, not field names.
+const FREE_FORM: &[&str] = &[
+    "labels",
+    "annotations",
+    "nodeSelector",
+    "limits",
+    "requests",
+    "overhead",
+    "volumeAttributes",
+    "options",
+    "matchLabels",
+    "data",
+    "stringData",
+    "binaryData",
+];
+
+fn case_variants(v: &Value, at: String, causes: &mut Vec<StatusCause>) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                let here = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                if let Some(real) = PSS_NAMES
+                    .iter()
+                    .find(|n| n.eq_ignore_ascii_case(k) && **n != k.as_str())
+                {
+                    causes.push(StatusCause {
+                        reason: "FieldValueInvalid".into(),
+                        message: format!(
+                            "Invalid value: {k:?} differs only in case from the field {real:?}; field names are case-sensitive"
+                        ),
+                        field: here.clone(),
+                    });
+                }
+                if !FREE_FORM.contains(&k.as_str()) {
+                    case_variants(child, here, causes);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                case_variants(item, format!("{at}[{i}]"), causes);
+            }
+        }
+        _ => {}
     }
 }

@@ -168,11 +168,18 @@ impl Proxy {
                 Ok((body, verdict)) => {
                     if !verdict.audit.is_empty() {
                         tracing::info!(user = %identity.user, path = %info.path, violations = ?verdict.audit, "pod security audit");
+                        self.pss_seen("audit");
+                    }
+                    if verdict.pss_warned {
+                        self.pss_seen("warn");
                     }
                     warnings = verdict.warnings;
                     body
                 }
                 Err(status) => {
+                    if status.message.contains("violates PodSecurity") {
+                        self.pss_seen("enforce");
+                    }
                     tracing::info!(user = %identity.user, verb = %info.verb, path = %info.path, code = status.code, reason = %status.reason, "request body refused");
                     break 'pipeline status.into_response();
                 }
@@ -223,6 +230,15 @@ impl Proxy {
                 done: Some(done),
             }),
         )
+    }
+}
+
+impl Proxy {
+    fn pss_seen(&self, mode: &'static str) {
+        self.metrics
+            .pod_security
+            .get_or_create(&crate::telemetry::metrics::ModeLabels { mode })
+            .inc();
     }
 }
 

@@ -1216,3 +1216,97 @@ async fn kube_rs_gets_the_invalid_status() {
     pods.create(&PostParams::default(), &ok).await.unwrap();
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_mode_is_recorded_only_and_caps_are_per_resource() {
+    let env = Env::start_with(|c| {
+        *c = c
+            .replace(
+                "      team-b: {enforce: baseline, warn: restricted}\n",
+                "      team-b: {enforce: baseline, warn: restricted}\n      default: {audit: restricted}\n",
+            )
+            .replace(
+                "  binary_bodies: forward-unjudged\n",
+                "  binary_bodies: forward-unjudged\n  resources:\n    - {group: \"\", resources: [configmaps], max_body_bytes: 1024}\n",
+            );
+    })
+    .await;
+    // Audit: passes untouched, no warning, counted.
+    let mut spec = good_spec();
+    spec["hostPID"] = json!(true);
+    let (resp, _) = accepted(
+        &env,
+        json_req(
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            "application/json",
+            &pod("audited", spec),
+        ),
+    )
+    .await;
+    assert!(
+        resp.headers().get("warning").is_none(),
+        "{:?}",
+        resp.headers()
+    );
+    // Warn and enforce are counted too.
+    let mut spec = good_spec();
+    spec["containers"][0]["securityContext"] = json!({});
+    accepted(
+        &env,
+        json_req(
+            "POST",
+            "/api/v1/namespaces/team-b/pods",
+            "application/json",
+            &pod("warned", spec),
+        ),
+    )
+    .await;
+    let mut spec = good_spec();
+    spec["hostPID"] = json!(true);
+    refused(
+        &env,
+        json_req(
+            "POST",
+            "/api/v1/namespaces/team-a/pods",
+            "application/json",
+            &pod("refused", spec),
+        ),
+        422,
+        "Invalid",
+    )
+    .await;
+    let (_, metrics) = common::admin_get(env.admin_addr, "/metrics").await;
+    for mode in ["audit", "warn", "enforce"] {
+        let line = format!("portcullis_pod_security_violating_requests_total{{mode=\"{mode}\"}} 1");
+        assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
+    }
+
+    // A per-resource cap: 1 KiB for configmaps, the default 3 MiB elsewhere.
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"}, "data": {"k": "x".repeat(2000)}});
+    let s = refused(
+        &env,
+        json_req(
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            "application/json",
+            &cm,
+        ),
+        413,
+        "RequestEntityTooLarge",
+    )
+    .await;
+    assert_eq!(s["message"], "Request entity too large: limit is 1024");
+    let sec = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "big"}, "stringData": {"k": "x".repeat(2000)}});
+    accepted(
+        &env,
+        json_req(
+            "POST",
+            "/api/v1/namespaces/default/secrets",
+            "application/json",
+            &sec,
+        ),
+    )
+    .await;
+    env.stop().await;
+}

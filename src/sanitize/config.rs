@@ -383,3 +383,51 @@ fn modes(m: &ModesConfig, path: &str, problem: &mut dyn FnMut(String, String, &s
         audit: one(&m.audit, &m.audit_version, "audit"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(yaml: &str) -> Vec<(String, String)> {
+        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
+        let cfg: SanitizeConfig = match serde_path_to_error::deserialize(v) {
+            Ok(c) => c,
+            Err(e) => return vec![(e.path().to_string(), e.inner().to_string())],
+        };
+        match build(&cfg, "sanitize") {
+            Ok(_) => Vec::new(),
+            Err(p) => p.into_iter().map(|p| (p.path, p.message)).collect(),
+        }
+    }
+
+    #[test]
+    fn every_problem_names_its_key_path() {
+        let got = problems(
+            "max_body_bytes: 0\nmax_depth: 500\npod_security:\n  namespaces:\n    a: {enforce: strict, warn_version: v2}\n    b: {audit: baseline, audit_version: nope}\nfield_rules:\n  - resources: [pods]\n    verbs: [get]\n    deny: [\"a..b\"]\n  - resources: []\n",
+        );
+        let paths: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
+        for want in [
+            "sanitize.max_body_bytes",
+            "sanitize.max_depth",
+            "sanitize.pod_security.namespaces.a.enforce",
+            "sanitize.pod_security.namespaces.a.warn_version",
+            "sanitize.pod_security.namespaces.b.audit_version",
+            "sanitize.field_rules[0].verbs[0]",
+            "sanitize.field_rules[0].deny[0]",
+            "sanitize.field_rules[1].resources",
+            "sanitize.field_rules[1]",
+        ] {
+            assert!(paths.contains(&want), "{want} missing from {got:?}");
+        }
+        // Unknown keys and wrong enum values stop at their path (serde).
+        let got = problems("pod_security:\n  namespaces:\n    a: {enforse: restricted}\n");
+        assert_eq!(got[0].0, "pod_security.namespaces.a.enforse");
+        assert!(got[0].1.contains("enforse"), "{got:?}");
+        let got = problems("binary_bodies: maybe\n");
+        assert_eq!(got[0].0, "binary_bodies");
+        assert!(problems(
+            "pod_security: {defaults: {enforce: restricted, enforce_version: v1.30}}\n"
+        )
+        .is_empty());
+    }
+}

@@ -191,10 +191,11 @@ pub fn judge(
         Current::Found(v) => Some(v),
         _ => None,
     };
-    let mut judged: Vec<Value> = Vec::new();
+    // Borrowed where the body itself is judged: no copy of the object on the common path.
+    let mut judged: Vec<std::borrow::Cow<'_, Value>> = Vec::new();
     if pss_needed || deny_needed {
         match parsed.kind {
-            BodyKind::Object => judged.push(parsed.value.clone()),
+            BodyKind::Object => judged.push(std::borrow::Cow::Borrowed(&parsed.value)),
             patch_kind => {
                 match (&current, patch_kind) {
                     (Current::Absent, BodyKind::ApplyPatch) => {}
@@ -213,13 +214,13 @@ pub fn judge(
                         )));
                     }
                     (Current::Found(cur), _) => {
-                        judged.push(apply_patch(cur, &parsed, info)?);
+                        judged.push(std::borrow::Cow::Owned(apply_patch(cur, &parsed, info)?));
                     }
                 }
                 if patch_kind == BodyKind::ApplyPatch {
                     // Server-side apply may remove fields this manager owned before; the
                     // applied configuration must stand on its own.
-                    judged.push(parsed.value.clone());
+                    judged.push(std::borrow::Cow::Borrowed(&parsed.value));
                 }
             }
         }
@@ -257,7 +258,12 @@ pub fn judge(
     // 4. Pod Security
     if pss_needed {
         let resource = resource_path(info);
-        let check = |policy: &pss::Policy| -> Vec<pss::Violation> {
+        // Each distinct policy is evaluated once (warn often equals enforce or audit).
+        let mut memo: Vec<(pss::Policy, Vec<pss::Violation>)> = Vec::new();
+        let mut check = |policy: &pss::Policy| -> Vec<pss::Violation> {
+            if let Some((_, v)) = memo.iter().find(|(p, _)| p == policy) {
+                return v.clone();
+            }
             let mut all: Vec<pss::Violation> = Vec::new();
             for obj in &judged {
                 for v in pss::check_object(policy, &info.api_group, &resource, obj) {
@@ -266,13 +272,15 @@ pub fn judge(
                     }
                 }
             }
+            memo.push((*policy, all.clone()));
             all
         };
         // A key that differs only in case from a field Pod Security reads is dropped by the
         // apiserver (case-sensitive since 1.11) but was read by older case-insensitive
         // decoders; it can only be an attempt to confuse a reader, so it is refused.
         for obj in &judged {
-            case_variants(obj, String::new(), &mut causes);
+            let mut at = Vec::new();
+            case_variants(obj, &mut at, &mut causes);
         }
         if let Some(p) = modes.enforce {
             for v in check(&p) {
@@ -489,15 +497,11 @@ const FREE_FORM: &[&str] = &[
     "binaryData",
 ];
 
-fn case_variants(v: &Value, at: String, causes: &mut Vec<StatusCause>) {
+fn case_variants<'a>(v: &'a Value, at: &mut Vec<PathSeg<'a>>, causes: &mut Vec<StatusCause>) {
     match v {
         Value::Object(m) => {
             for (k, child) in m {
-                let here = if at.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{at}.{k}")
-                };
+                at.push(PathSeg::Key(k));
                 if let Some(real) = PSS_NAMES
                     .iter()
                     .find(|n| n.eq_ignore_ascii_case(k) && **n != k.as_str())
@@ -507,19 +511,44 @@ fn case_variants(v: &Value, at: String, causes: &mut Vec<StatusCause>) {
                         message: format!(
                             "Invalid value: {k:?} differs only in case from the field {real:?}; field names are case-sensitive"
                         ),
-                        field: here.clone(),
+                        field: render(at),
                     });
                 }
                 if !FREE_FORM.contains(&k.as_str()) {
-                    case_variants(child, here, causes);
+                    case_variants(child, at, causes);
                 }
+                at.pop();
             }
         }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                case_variants(item, format!("{at}[{i}]"), causes);
+                at.push(PathSeg::Index(i));
+                case_variants(item, at, causes);
+                at.pop();
             }
         }
         _ => {}
     }
+}
+
+/// A path kept as borrowed segments while walking; rendered only when reported.
+enum PathSeg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+fn render(at: &[PathSeg<'_>]) -> String {
+    let mut out = String::new();
+    for seg in at {
+        match seg {
+            PathSeg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            PathSeg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
 }

@@ -45,6 +45,8 @@ pub struct Verdict {
     pub audit: Vec<String>,
     /// True when the body was parsed and re-serialized.
     pub inspected: bool,
+    /// True when a warn-mode Pod Security level found violations.
+    pub pss_warned: bool,
 }
 
 const ACCEPTED: &str = "application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml";
@@ -128,7 +130,7 @@ pub async fn run(
                 return Ok((body::full(bytes), Verdict::default()));
             }
             return Err(Box::new(Status::unsupported_media_type(format!(
-                "portcullis cannot judge a {} body for {}: send JSON or YAML (kubectl apply -f, kubectl create -f) - accepted media types include: {ACCEPTED}",
+                "portcullis cannot judge a body of type {} for {}: send JSON or YAML (kubectl apply -f, kubectl create -f) - accepted media types include: {ACCEPTED}",
                 essence(&content_type),
                 judge::resource_path(info)
             ))));
@@ -152,6 +154,10 @@ pub async fn run(
             Current::NotFetched
         };
         let judged = judge::judge(s, info, ob.identity, parsed.clone(), current)?;
+        verdict.pss_warned = judged
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("would violate PodSecurity"));
         verdict.warnings = judged.warnings;
         verdict.audit = judged.audit;
         judged.body

@@ -433,7 +433,9 @@ fn add_precondition(parsed: &mut Parsed, rv: Value) {
     }
 }
 
-/// Field names Pod Security reads (and the path down to them).
+/// Field names Pod Security reads (and the path down to them); `LOWER_NAMES` is this table
+/// lowered and sorted, which a test checks.
+#[cfg(test)]
 const PSS_NAMES: &[&str] = &[
     "spec",
     "template",
@@ -481,6 +483,100 @@ const PSS_NAMES: &[&str] = &[
     "preStop",
 ];
 
+/// The PSS field name `k` differs from only in case, if any. Keys are lowered into a stack
+/// buffer once and looked up in a sorted table: this runs for every key of every judged body.
+fn case_variant_of(k: &str) -> Option<&'static str> {
+    const MAX: usize = 26;
+    let bytes = k.as_bytes();
+    let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else {
+        return None;
+    };
+    // Almost every key is rejected here, by one table lookup.
+    if k.len() > MAX
+        || !BLOOM[bloom_slot(
+            k.len(),
+            first.to_ascii_lowercase(),
+            last.to_ascii_lowercase(),
+        )]
+    {
+        return None;
+    }
+    let mut buf = [0u8; MAX];
+    for (d, b) in buf.iter_mut().zip(k.bytes()) {
+        *d = b.to_ascii_lowercase();
+    }
+    let lower = &buf[..k.len()];
+    let i = LOWER_NAMES
+        .binary_search_by(|(l, _)| l.as_bytes().cmp(lower))
+        .ok()?;
+    let real = LOWER_NAMES[i].1;
+    (real != k).then_some(real)
+}
+
+const fn bloom_slot(len: usize, first: u8, last: u8) -> usize {
+    (len * 31 + first as usize * 7 + last as usize) % 256
+}
+
+/// Slots of (length, first, last byte) of every lowered name.
+const BLOOM: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < LOWER_NAMES.len() {
+        let b = LOWER_NAMES[i].0.as_bytes();
+        t[bloom_slot(b.len(), b[0], b[b.len() - 1])] = true;
+        i += 1;
+    }
+    t
+};
+
+/// `PSS_NAMES` lowered, sorted by the lowered spelling (checked by a test).
+const LOWER_NAMES: &[(&str, &str)] = &[
+    ("add", "add"),
+    ("allowprivilegeescalation", "allowPrivilegeEscalation"),
+    ("annotations", "annotations"),
+    ("apparmorprofile", "appArmorProfile"),
+    ("capabilities", "capabilities"),
+    ("containers", "containers"),
+    ("drop", "drop"),
+    ("ephemeralcontainers", "ephemeralContainers"),
+    ("host", "host"),
+    ("hostipc", "hostIPC"),
+    ("hostnetwork", "hostNetwork"),
+    ("hostpath", "hostPath"),
+    ("hostpid", "hostPID"),
+    ("hostport", "hostPort"),
+    ("hostprocess", "hostProcess"),
+    ("hostusers", "hostUsers"),
+    ("httpget", "httpGet"),
+    ("initcontainers", "initContainers"),
+    ("jobtemplate", "jobTemplate"),
+    ("lifecycle", "lifecycle"),
+    ("livenessprobe", "livenessProbe"),
+    ("metadata", "metadata"),
+    ("os", "os"),
+    ("ports", "ports"),
+    ("poststart", "postStart"),
+    ("prestop", "preStop"),
+    ("privileged", "privileged"),
+    ("procmount", "procMount"),
+    ("readinessprobe", "readinessProbe"),
+    ("role", "role"),
+    ("runasnonroot", "runAsNonRoot"),
+    ("runasuser", "runAsUser"),
+    ("seccompprofile", "seccompProfile"),
+    ("securitycontext", "securityContext"),
+    ("selinuxoptions", "seLinuxOptions"),
+    ("spec", "spec"),
+    ("startupprobe", "startupProbe"),
+    ("sysctls", "sysctls"),
+    ("tcpsocket", "tcpSocket"),
+    ("template", "template"),
+    ("type", "type"),
+    ("user", "user"),
+    ("volumes", "volumes"),
+    ("windowsoptions", "windowsOptions"),
+];
+
 /// Maps whose keys are data, not field names.
 const FREE_FORM: &[&str] = &[
     "labels",
@@ -502,10 +598,7 @@ fn case_variants<'a>(v: &'a Value, at: &mut Vec<PathSeg<'a>>, causes: &mut Vec<S
         Value::Object(m) => {
             for (k, child) in m {
                 at.push(PathSeg::Key(k));
-                if let Some(real) = PSS_NAMES
-                    .iter()
-                    .find(|n| n.eq_ignore_ascii_case(k) && **n != k.as_str())
-                {
+                if let Some(real) = case_variant_of(k) {
                     causes.push(StatusCause {
                         reason: "FieldValueInvalid".into(),
                         message: format!(
@@ -514,7 +607,7 @@ fn case_variants<'a>(v: &'a Value, at: &mut Vec<PathSeg<'a>>, causes: &mut Vec<S
                         field: render(at),
                     });
                 }
-                if !FREE_FORM.contains(&k.as_str()) {
+                if (child.is_object() || child.is_array()) && !FREE_FORM.contains(&k.as_str()) {
                     case_variants(child, at, causes);
                 }
                 at.pop();
@@ -551,4 +644,29 @@ fn render(at: &[PathSeg<'_>]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_variant_table_matches_the_names() {
+        let mut want: Vec<(String, &str)> = PSS_NAMES
+            .iter()
+            .map(|n| (n.to_ascii_lowercase(), *n))
+            .collect();
+        want.sort();
+        want.dedup();
+        let got: Vec<(String, &str)> = LOWER_NAMES
+            .iter()
+            .map(|(l, n)| (l.to_string(), *n))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(case_variant_of("Privileged"), Some("privileged"));
+        assert_eq!(case_variant_of("HOSTPID"), Some("hostPID"));
+        assert_eq!(case_variant_of("hostPID"), None);
+        assert_eq!(case_variant_of("image"), None);
+        assert_eq!(case_variant_of(""), None);
+    }
 }

@@ -154,28 +154,18 @@ impl Sanitizer {
     /// Field rules that apply to this request by this caller.
     pub fn rules_for<'a>(
         &'a self,
-        info: &RequestInfo,
-        identity: &Identity,
-    ) -> impl Iterator<Item = &'a FieldRule> {
-        let verb = info.verb.clone();
-        let tenant = identity.tenant.clone();
-        let applies: Vec<bool> = self
-            .field_rules
-            .iter()
-            .map(|r| matches(&r.group, &r.resources, info))
-            .collect();
-        self.field_rules
-            .iter()
-            .zip(applies)
-            .filter(move |(r, m)| {
-                *m && r.verbs.contains(&verb)
-                    && match (&r.tenants, &tenant) {
-                        (None, _) => true,
-                        (Some(_), None) => false,
-                        (Some(list), Some(t)) => list.iter().any(|x| x == "*" || x == t),
-                    }
-            })
-            .map(|(r, _)| r)
+        info: &'a RequestInfo,
+        identity: &'a Identity,
+    ) -> impl Iterator<Item = &'a FieldRule> + 'a {
+        self.field_rules.iter().filter(move |r| {
+            matches(&r.group, &r.resources, info)
+                && r.verbs.contains(&info.verb)
+                && match (&r.tenants, &identity.tenant) {
+                    (None, _) => true,
+                    (Some(_), None) => false,
+                    (Some(list), Some(t)) => list.iter().any(|x| x == "*" || x == t),
+                }
+        })
     }
 }
 

@@ -166,7 +166,14 @@ fn merge_at(target: &mut Value, patch: &Value, mode: Mode, at: &str) -> Result<(
                         }
                     }
                     tmap.insert(k.clone(), Value::Array(list));
-                } else if let Some(key) = merge_key(k) {
+                } else if let Some(key) = merge_key(k).map(|key| {
+                    // A Service's `ports` merge by `port`, a container's by `containerPort`.
+                    if k == "ports" && items.iter().all(|i| i.get("containerPort").is_none()) {
+                        "port"
+                    } else {
+                        key
+                    }
+                }) {
                     let mut list = match tmap.remove(k) {
                         Some(Value::Array(l)) => l,
                         _ => Vec::new(),
@@ -350,6 +357,20 @@ mod tests {
             json!({"spec": {"$setElementOrder/containers": [{"name": "a"}]}}),
         );
         assert_eq!(out, cur);
+    }
+
+    #[test]
+    fn service_ports_merge_by_port() {
+        let cur = json!({"spec": {"ports": [{"port": 80, "name": "http"}, {"port": 443, "name": "https"}]}});
+        let out = smp(
+            cur,
+            json!({"spec": {"ports": [{"port": 443, "nodePort": 30443}]}}),
+        );
+        assert_eq!(
+            out["spec"]["ports"][1],
+            json!({"port": 443, "name": "https", "nodePort": 30443})
+        );
+        assert_eq!(out["spec"]["ports"].as_array().unwrap().len(), 2);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand.
 
+pub mod audit;
 pub mod check_config;
 pub mod demo;
 pub mod sandbox;
@@ -52,6 +53,11 @@ pub enum Command {
         #[command(subcommand)]
         cmd: token::TokenCommand,
     },
+    /// Verify, query and make keys for audit files (`audit verify | query | keygen | check-policy`).
+    Audit {
+        #[command(subcommand)]
+        cmd: audit::AuditCommand,
+    },
     /// Run only the in-memory sandbox API server (writes its CA and a direct kubeconfig to DIR).
     Sandbox {
         #[arg(long, default_value = "127.0.0.1:6443")]
@@ -68,6 +74,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Serve { config } => serve::run(&config).await,
         Command::CheckConfig { config } => return check_config::run(&config),
         Command::Token { cmd } => return token::run(cmd),
+        Command::Audit { cmd } => return audit::run(cmd),
         Command::Demo {
             dir,
             listen,

@@ -1,0 +1,516 @@
+//! Tamper evidence for audit files: a hash chain over the events, and signed checkpoints.
+//!
+//! # The chain
+//!
+//! Every event line in a file carries the annotation `portcullis.io/chain` =
+//! `hex(SHA-256(prev || canonical))`, where `prev` is the 32 raw bytes of the previous event's
+//! link ([`GENESIS`] for the very first event) and `canonical` is the event's **canonical
+//! bytes**: the line parsed as JSON, with the `portcullis.io/chain` annotation removed (and
+//! `annotations` removed if that leaves it empty), written compactly with every object's keys
+//! sorted by their UTF-8 bytes (serde_json's escaping for strings, its shortest round-trip form
+//! for numbers). Sorting is done here, explicitly, so the canonical form cannot change if a
+//! dependency ever turns on serde_json's `preserve_order`. Whitespace and key order of the line
+//! itself are therefore not covered; every value is.
+//!
+//! The chain never restarts: the first event of a rotated file links to the last event of the
+//! previous file, and a process that reopens a file continues from its last valid line.
+//!
+//! # Checkpoints
+//!
+//! A hash chain alone proves nothing to someone who can rewrite the whole file (they recompute
+//! it), so every K events, every T seconds, at the start and end of each file and at clean
+//! shutdown the file sink writes a checkpoint line:
+//!
+//! ```json
+//! {"kind":"PortcullisAuditCheckpoint","apiVersion":"portcullis.io/v1","seq":1000,
+//!  "chain":"<link of the last event>","time":"2026-11-27T07:25:09.123456Z",
+//!  "keyId":"<first 16 hex of SHA-256(public key)>","signature":"<base64 Ed25519>"}
+//! ```
+//!
+//! The signature covers `"portcullis-audit-checkpoint\n" + seq + "\n" + chain` (seq in decimal,
+//! chain in lower-case hex); `time` is informational and NOT signed. `seq` is the number of
+//! events in the chain up to and including the one whose link is `chain`. Checkpoint lines do
+//! not advance the chain: they sign the current link. Whoever lacks the private key can still
+//! append or rewrite events after the last checkpoint and recompute the chain (the "unsigned
+//! tail" that `verify` reports), but cannot make an edited event verify under any checkpoint.
+//!
+//! # Keys
+//!
+//! Ed25519 (aws-lc-rs). Private keys are PKCS#8 (PEM `PRIVATE KEY` or DER); public keys are
+//! SubjectPublicKeyInfo (PEM `PUBLIC KEY` or DER), or derived from the private key file.
+//! Rejected: other key types, encrypted keys, malformed PEM/DER.
+
+use std::{fmt, path::Path};
+
+use aws_lc_rs::{
+    digest,
+    signature::{self, Ed25519KeyPair, KeyPair, UnparsedPublicKey},
+};
+use base64::Engine;
+use rustls_pki_types::{pem::PemObject, PrivatePkcs8KeyDer, SubjectPublicKeyInfoDer};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::event::MicroTime;
+
+/// The annotation holding an event's link.
+pub const CHAIN_ANNOTATION: &str = "portcullis.io/chain";
+/// `kind` of checkpoint lines.
+pub const CHECKPOINT_KIND: &str = "PortcullisAuditCheckpoint";
+/// `apiVersion` of checkpoint lines.
+pub const CHECKPOINT_API_VERSION: &str = "portcullis.io/v1";
+/// Prefix of the signed checkpoint message (domain separation).
+pub const CHECKPOINT_DOMAIN: &str = "portcullis-audit-checkpoint\n";
+
+/// The link "before" the first event: SHA-256 of the ASCII string `portcullis.io/audit-chain/v1`
+/// (a fixed, documented constant rather than zeros, so our chains cannot be confused with
+/// another tool's).
+pub const GENESIS: Link = Link([
+    0x08, 0x67, 0x83, 0xf7, 0xa2, 0x3d, 0x83, 0x92, 0x43, 0x14, 0x8f, 0x51, 0x4e, 0xc5, 0xb5, 0x9f,
+    0x41, 0xb0, 0x36, 0x22, 0x68, 0x34, 0xec, 0x97, 0xa8, 0x67, 0xec, 0x57, 0x0f, 0x78, 0x62, 0xd8,
+]);
+
+/// One link of the chain: a SHA-256 value.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Link(pub [u8; 32]);
+
+impl Link {
+    /// Lower-case hex (64 characters).
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+
+    /// Write the 64 hex characters into `out`.
+    pub fn write_hex(&self, out: &mut Vec<u8>) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        for b in self.0 {
+            out.push(DIGITS[usize::from(b >> 4)]);
+            out.push(DIGITS[usize::from(b & 15)]);
+        }
+    }
+
+    /// Parse 64 hex characters (either case).
+    pub fn from_hex(s: &str) -> Option<Link> {
+        let bytes = unhex(s)?;
+        Some(Link(bytes.try_into().ok()?))
+    }
+
+    /// The link after this one for an event with these canonical bytes.
+    pub fn next(&self, canonical: &[u8]) -> Link {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(&self.0);
+        ctx.update(canonical);
+        let d = ctx.finish();
+        let mut out = [0u8; 32];
+        out.copy_from_slice(d.as_ref());
+        Link(out)
+    }
+}
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Link({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    s.as_bytes()
+        .chunks(2)
+        .map(|p| {
+            let d = |c: u8| (c as char).to_digit(16);
+            u8::try_from(d(p[0])? * 16 + d(p[1])?).ok()
+        })
+        .collect()
+}
+
+/// Append the canonical form of `v` (compact, object keys sorted bytewise) to `out`.
+pub fn write_canonical(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Object(map) => {
+            out.push(b'{');
+            let mut keys: Vec<&String> = map.keys().collect();
+            // Already sorted unless serde_json's preserve_order is on; cheap either way.
+            keys.sort_unstable();
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_scalar(&Value::String(k.clone()), out);
+                out.push(b':');
+                if let Some(child) = map.get(k) {
+                    write_canonical(child, out);
+                }
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        scalar => write_scalar(scalar, out),
+    }
+}
+
+fn write_scalar(v: &Value, out: &mut Vec<u8>) {
+    // Serializing a scalar Value into a Vec cannot fail (no I/O, no non-string keys).
+    let _ = serde_json::to_writer(&mut *out, v);
+}
+
+/// The canonical bytes of an event value, in place: takes out and returns the chain annotation
+/// (if any) and drops `annotations` when that leaves it empty.
+pub fn strip_chain(event: &mut Value) -> Option<Value> {
+    let obj = event.as_object_mut()?;
+    let annotations = obj.get_mut("annotations")?.as_object_mut()?;
+    let link = annotations.remove(CHAIN_ANNOTATION);
+    if annotations.is_empty() {
+        obj.remove("annotations");
+    }
+    link
+}
+
+/// The signed message of a checkpoint.
+pub fn checkpoint_message(seq: u64, chain: &Link) -> Vec<u8> {
+    format!("{CHECKPOINT_DOMAIN}{seq}\n{}", chain.to_hex()).into_bytes()
+}
+
+/// A checkpoint line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Checkpoint {
+    pub kind: String,
+    pub api_version: String,
+    pub seq: u64,
+    pub chain: String,
+    pub time: String,
+    pub key_id: String,
+    pub signature: String,
+}
+
+impl Checkpoint {
+    /// Sign the state `(seq, chain)` now.
+    pub fn sign(key: &SigningKey, seq: u64, chain: &Link) -> Checkpoint {
+        let sig = key.pair.sign(&checkpoint_message(seq, chain));
+        Checkpoint {
+            kind: CHECKPOINT_KIND.into(),
+            api_version: CHECKPOINT_API_VERSION.into(),
+            seq,
+            chain: chain.to_hex(),
+            time: MicroTime::now().to_string(),
+            key_id: key.key_id.clone(),
+            signature: base64::engine::general_purpose::STANDARD.encode(sig.as_ref()),
+        }
+    }
+
+    /// The line, without the newline.
+    pub fn to_line(&self) -> Vec<u8> {
+        // A struct of strings and an integer always serializes.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Check the signature with one of `keys` (matched by key id). Errors say why in words.
+    pub fn verify(&self, keys: &[VerifyingKey]) -> Result<Link, String> {
+        if self.kind != CHECKPOINT_KIND || self.api_version != CHECKPOINT_API_VERSION {
+            return Err("not a checkpoint".into());
+        }
+        let chain = Link::from_hex(&self.chain)
+            .ok_or_else(|| format!("chain {:?} is not 64 hex digits", self.chain))?;
+        let key = keys
+            .iter()
+            .find(|k| k.key_id == self.key_id)
+            .ok_or_else(|| {
+                format!(
+                    "signed by key {} but the given key is {}",
+                    self.key_id,
+                    keys.iter()
+                        .map(|k| k.key_id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+        let sig = base64::engine::general_purpose::STANDARD
+            .decode(&self.signature)
+            .map_err(|_| "signature invalid (not base64)".to_string())?;
+        UnparsedPublicKey::new(&signature::ED25519, &key.raw)
+            .verify(&checkpoint_message(self.seq, &chain), &sig)
+            .map_err(|_| "signature invalid".to_string())?;
+        Ok(chain)
+    }
+}
+
+/// Key id: the first 16 hex digits of SHA-256 over the raw 32-byte public key.
+pub fn key_id(raw_public: &[u8]) -> String {
+    let d = digest::digest(&digest::SHA256, raw_public);
+    hex(&d.as_ref()[..8])
+}
+
+/// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410), followed by the 32 key bytes.
+const SPKI_ED25519_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// The checkpoint signing key.
+pub struct SigningKey {
+    pair: Ed25519KeyPair,
+    key_id: String,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKey(keyId {})", self.key_id)
+    }
+}
+
+impl SigningKey {
+    /// From PKCS#8 bytes (PEM `PRIVATE KEY` or DER).
+    pub fn from_pkcs8(bytes: &[u8]) -> Result<SigningKey, String> {
+        let der = match PrivatePkcs8KeyDer::from_pem_slice(bytes) {
+            Ok(der) => der.secret_pkcs8_der().to_vec(),
+            Err(_) if looks_like_pem(bytes) => {
+                return Err("no PEM PRIVATE KEY (PKCS#8) block found".into())
+            }
+            Err(_) => bytes.to_vec(),
+        };
+        let pair = Ed25519KeyPair::from_pkcs8(&der)
+            .map_err(|e| format!("not a PKCS#8 Ed25519 private key: {e}"))?;
+        let key_id = key_id(pair.public_key().as_ref());
+        Ok(SigningKey { pair, key_id })
+    }
+
+    /// Read a private key file.
+    pub fn load(path: &Path) -> Result<SigningKey, String> {
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        SigningKey::from_pkcs8(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// A fresh key: `(private PKCS#8 PEM, public SPKI PEM, key)`.
+    pub fn generate() -> Result<(String, String, SigningKey), String> {
+        let pair = Ed25519KeyPair::generate().map_err(|_| "cannot generate a key".to_string())?;
+        let pkcs8 = pair
+            .to_pkcs8v1()
+            .map_err(|_| "cannot encode the key".to_string())?;
+        let key = SigningKey::from_pkcs8(pkcs8.as_ref())?;
+        let private_pem = pem("PRIVATE KEY", pkcs8.as_ref());
+        let public_pem = key.verifying_key().to_pem();
+        Ok((private_pem, public_pem, key))
+    }
+
+    /// The id written into checkpoints.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The public half.
+    pub fn verifying_key(&self) -> VerifyingKey {
+        let mut raw = [0u8; 32];
+        raw.copy_from_slice(self.pair.public_key().as_ref());
+        VerifyingKey {
+            raw,
+            key_id: self.key_id.clone(),
+        }
+    }
+}
+
+/// A public key checkpoints are verified with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyingKey {
+    raw: [u8; 32],
+    key_id: String,
+}
+
+impl VerifyingKey {
+    /// From a public key (PEM `PUBLIC KEY` / DER SPKI) or a private key (PKCS#8 PEM / DER),
+    /// whose public half is used.
+    pub fn from_bytes(bytes: &[u8]) -> Result<VerifyingKey, String> {
+        if let Ok(spki) = SubjectPublicKeyInfoDer::from_pem_slice(bytes) {
+            return VerifyingKey::from_spki(spki.as_ref());
+        }
+        if bytes.len() == 44 && bytes.starts_with(&SPKI_ED25519_PREFIX) {
+            return VerifyingKey::from_spki(bytes);
+        }
+        SigningKey::from_pkcs8(bytes)
+            .map(|k| k.verifying_key())
+            .map_err(|e| format!("neither an Ed25519 public key nor a private key: {e}"))
+    }
+
+    fn from_spki(der: &[u8]) -> Result<VerifyingKey, String> {
+        let raw: [u8; 32] = der
+            .strip_prefix(&SPKI_ED25519_PREFIX[..])
+            .and_then(|r| r.try_into().ok())
+            .ok_or_else(|| "the PUBLIC KEY is not an Ed25519 key".to_string())?;
+        Ok(VerifyingKey {
+            raw,
+            key_id: key_id(&raw),
+        })
+    }
+
+    /// Read a key file (public or private).
+    pub fn load(path: &Path) -> Result<VerifyingKey, String> {
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        VerifyingKey::from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The key id checkpoints name.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// SubjectPublicKeyInfo PEM.
+    pub fn to_pem(&self) -> String {
+        let mut der = SPKI_ED25519_PREFIX.to_vec();
+        der.extend_from_slice(&self.raw);
+        pem("PUBLIC KEY", &der)
+    }
+}
+
+fn looks_like_pem(bytes: &[u8]) -> bool {
+    bytes.windows(11).any(|w| w == b"-----BEGIN ")
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn genesis_is_the_documented_hash() {
+        let d = digest::digest(&digest::SHA256, b"portcullis.io/audit-chain/v1");
+        assert_eq!(d.as_ref(), &GENESIS.0);
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let l = GENESIS.next(b"x");
+        assert_eq!(Link::from_hex(&l.to_hex()), Some(l));
+        assert_eq!(Link::from_hex(&l.to_hex().to_uppercase()), Some(l));
+        let mut out = Vec::new();
+        l.write_hex(&mut out);
+        assert_eq!(out, l.to_hex().as_bytes());
+        assert_eq!(Link::from_hex("00"), None);
+        assert_eq!(Link::from_hex(&"g".repeat(64)), None);
+        assert_eq!(Link::from_hex(&"é".repeat(32)), None);
+    }
+
+    #[test]
+    fn canonical_sorts_keys_everywhere_and_is_compact() {
+        let v: Value = serde_json::from_str(
+            r#"{ "b": 1, "a": {"z": [ {"y":true, "x":null} ], "é": "\u00e9\n", "A": 1.5e3} }"#,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        write_canonical(&v, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a":{"A":1500.0,"z":[{"x":null,"y":true}],"é":"é\n"},"b":1}"#
+        );
+    }
+
+    #[test]
+    fn strip_chain_drops_empty_annotations() {
+        let mut v = json!({"a":1,"annotations":{CHAIN_ANNOTATION:"ab"}});
+        assert_eq!(strip_chain(&mut v), Some(json!("ab")));
+        assert_eq!(v, json!({"a":1}));
+        let mut v = json!({"annotations":{CHAIN_ANNOTATION:"ab","k":"v"}});
+        strip_chain(&mut v);
+        assert_eq!(v, json!({"annotations":{"k":"v"}}));
+        let mut v = json!({"annotations":{}});
+        assert_eq!(strip_chain(&mut v), None);
+        assert_eq!(v, json!({}), "an empty annotations object is not canonical");
+    }
+
+    #[test]
+    fn checkpoints_sign_and_verify() {
+        let (private_pem, public_pem, key) = SigningKey::generate().unwrap();
+        let from_private = VerifyingKey::from_bytes(private_pem.as_bytes()).unwrap();
+        let from_public = VerifyingKey::from_bytes(public_pem.as_bytes()).unwrap();
+        assert_eq!(from_private, from_public);
+        assert_eq!(from_public.key_id(), key.key_id());
+        assert_eq!(key.key_id().len(), 16);
+
+        let link = GENESIS.next(b"{}");
+        let cp = Checkpoint::sign(&key, 7, &link);
+        assert_eq!(cp.verify(std::slice::from_ref(&from_public)), Ok(link));
+        let line = cp.to_line();
+        let back: Checkpoint = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back, cp);
+
+        let mut bad = cp.clone();
+        bad.seq = 8;
+        assert_eq!(
+            bad.verify(std::slice::from_ref(&from_public)),
+            Err("signature invalid".into())
+        );
+        let mut bad = cp.clone();
+        bad.signature.truncate(20);
+        assert!(bad.verify(std::slice::from_ref(&from_public)).is_err());
+        let (_, _, other) = SigningKey::generate().unwrap();
+        assert!(cp
+            .verify(&[other.verifying_key()])
+            .unwrap_err()
+            .contains("signed by key"));
+        let mut extra: Value = serde_json::from_slice(&line).unwrap();
+        extra["note"] = json!("x");
+        assert!(serde_json::from_value::<Checkpoint>(extra).is_err());
+    }
+
+    #[test]
+    fn keys_load_from_der_and_reject_others() {
+        let (private_pem, _, key) = SigningKey::generate().unwrap();
+        let der = PrivatePkcs8KeyDer::from_pem_slice(private_pem.as_bytes()).unwrap();
+        let k2 = SigningKey::from_pkcs8(der.secret_pkcs8_der()).unwrap();
+        assert_eq!(k2.key_id(), key.key_id());
+        let mut spki = SPKI_ED25519_PREFIX.to_vec();
+        spki.extend_from_slice(&key.verifying_key().raw);
+        assert_eq!(
+            VerifyingKey::from_bytes(&spki).unwrap(),
+            key.verifying_key()
+        );
+        // A P-256 key (what `token keygen` makes by default) is refused.
+        let p256 = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        assert!(SigningKey::from_pkcs8(p256.as_bytes()).is_err());
+        assert!(VerifyingKey::from_bytes(p256.as_bytes()).is_err());
+        assert!(SigningKey::from_pkcs8(
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+        )
+        .is_err());
+        assert!(SigningKey::from_pkcs8(b"garbage").is_err());
+    }
+}

@@ -1,0 +1,326 @@
+//! `portcullis audit`: read and check audit files offline, and make the checkpoint signing key.
+//!
+//! * `verify [--key K]... FILE...`: the hash chain and checkpoint signatures (`audit/verify.rs`);
+//!   exit 0 with `OK: …`, or 1 naming the first broken `file:line`.
+//! * `query FILE... [filters] [--output table|json]`: streaming search (`audit/query.rs`).
+//! * `keygen --out key.pem`: a new Ed25519 signing key (PKCS#8 PEM, mode 0600) and its public
+//!   key next to it; refuses to overwrite an existing key.
+//! * `check-policy FILE`: load an `audit.k8s.io/v1` Policy and report the first problem with
+//!   its key path.
+//!
+//! Rejected arguments (bad times, codes, unreadable files or keys) exit 1 with the reason.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::audit::{
+    chain::SigningKey,
+    event::MicroTime,
+    policy::Policy,
+    query::{self, CodeMatch, Decision, Filter, Output},
+    verify,
+};
+
+/// `portcullis audit …`.
+// Parsed once per process; boxing the big variant would only add noise.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain and checkpoint signatures of audit files (oldest first).
+    Verify {
+        /// Public key (PEM/DER) or the signing key itself; repeat for rotated keys. Without
+        /// it only the chain is checked.
+        #[arg(long = "key")]
+        keys: Vec<PathBuf>,
+        /// Fail if more than this many events follow the last checkpoint.
+        #[arg(long)]
+        max_unsigned_tail: Option<u64>,
+        /// Audit files in chain order: `audit-*.log audit.log`.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Search audit files (streaming): who did what, when, and what was refused.
+    Query {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// user.username (repeatable or comma-separated: any of them).
+        #[arg(long, value_delimiter = ',')]
+        user: Vec<String>,
+        /// One of user.groups.
+        #[arg(long, value_delimiter = ',')]
+        group: Vec<String>,
+        #[arg(long, value_delimiter = ',')]
+        verb: Vec<String>,
+        /// `pods` (with its subresources) or `pods/log`.
+        #[arg(long, value_delimiter = ',')]
+        resource: Vec<String>,
+        #[arg(long, value_delimiter = ',')]
+        namespace: Vec<String>,
+        #[arg(long, value_delimiter = ',')]
+        name: Vec<String>,
+        /// RFC 3339 time, or a duration before now (`12h`).
+        #[arg(long)]
+        since: Option<String>,
+        /// RFC 3339 time, or a duration before now (exclusive).
+        #[arg(long)]
+        until: Option<String>,
+        /// The authorization decision annotation: allow or deny.
+        #[arg(long, value_parser = ["allow", "deny"])]
+        decision: Option<String>,
+        /// Response code: `403` or a class like `4xx`.
+        #[arg(long, value_delimiter = ',')]
+        code: Vec<String>,
+        /// Include RequestReceived and ResponseStarted events too.
+        #[arg(long)]
+        all_stages: bool,
+        #[arg(long, short, default_value = "table", value_parser = ["table", "json"])]
+        output: String,
+    },
+    /// Write a new checkpoint signing key (Ed25519, PKCS#8 PEM, 0600) and its public key.
+    Keygen {
+        /// The private key file to create.
+        #[arg(long)]
+        out: PathBuf,
+        /// Where the public key goes (default: next to it, `*.pub.pem`).
+        #[arg(long)]
+        public_out: Option<PathBuf>,
+    },
+    /// Load an audit policy file and report the first problem with its key path.
+    CheckPolicy { policy: PathBuf },
+}
+
+/// Run an `audit` subcommand; the return value is the process exit code.
+pub fn run(cmd: AuditCommand) -> i32 {
+    match run_inner(cmd) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            1
+        }
+    }
+}
+
+fn run_inner(cmd: AuditCommand) -> Result<i32> {
+    match cmd {
+        AuditCommand::Verify {
+            keys,
+            max_unsigned_tail,
+            files,
+        } => verify_cmd(&keys, max_unsigned_tail, &files),
+        AuditCommand::Query {
+            files,
+            user,
+            group,
+            verb,
+            resource,
+            namespace,
+            name,
+            since,
+            until,
+            decision,
+            code,
+            all_stages,
+            output,
+        } => {
+            let now = MicroTime::now();
+            let time = |s: Option<String>| -> Result<Option<MicroTime>> {
+                s.map(|s| query::parse_time_arg(&s, now).map_err(anyhow::Error::msg))
+                    .transpose()
+            };
+            let filter = Filter {
+                users: user,
+                groups: group,
+                verbs: verb,
+                resources: resource,
+                namespaces: namespace,
+                names: name,
+                since: time(since).context("--since")?,
+                until: time(until).context("--until")?,
+                decision: decision.map(|d| {
+                    if d == "allow" {
+                        Decision::Allow
+                    } else {
+                        Decision::Deny
+                    }
+                }),
+                codes: code
+                    .iter()
+                    .map(|c| c.parse::<CodeMatch>().map_err(anyhow::Error::msg))
+                    .collect::<Result<_>>()
+                    .context("--code")?,
+                all_stages,
+            };
+            let output = if output == "json" {
+                Output::Json
+            } else {
+                Output::Table
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let stats = query::run(&files, &filter, output, &mut out, &mut std::io::stderr())?;
+            out.flush()?;
+            drop(out);
+            if output == Output::Table {
+                eprintln!(
+                    "{} of {} events matched{}",
+                    stats.matched,
+                    stats.scanned,
+                    if stats.skipped > 0 {
+                        format!(" ({} lines skipped)", stats.skipped)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            Ok(0)
+        }
+        AuditCommand::Keygen { out, public_out } => {
+            let public = public_out.unwrap_or_else(|| public_path(&out));
+            let (private_pem, public_pem, key) =
+                SigningKey::generate().map_err(anyhow::Error::msg)?;
+            write_new_private(&out, private_pem.as_bytes())?;
+            std::fs::write(&public, public_pem)
+                .with_context(|| format!("cannot write {}", public.display()))?;
+            println!(
+                "private key: {} (mode 0600; the file sink's signing key)",
+                out.display()
+            );
+            println!(
+                "public key:  {} (keyId {}; for `portcullis audit verify --key`)",
+                public.display(),
+                key.key_id()
+            );
+            Ok(0)
+        }
+        AuditCommand::CheckPolicy { policy } => match Policy::load(&policy) {
+            Ok(p) => {
+                println!("{}: ok — {} rules", policy.display(), p.rules().len());
+                Ok(0)
+            }
+            Err(e) => {
+                println!("{e}");
+                Ok(1)
+            }
+        },
+    }
+}
+
+fn verify_cmd(keys: &[PathBuf], max_tail: Option<u64>, files: &[PathBuf]) -> Result<i32> {
+    let keys = verify::load_keys(keys).map_err(anyhow::Error::msg)?;
+    let report = verify::verify_files(files, &keys)?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    if let Some(f) = &report.failure {
+        eprintln!("{f}");
+        eprintln!(
+            "FAILED after {} verified events and {} checkpoints",
+            report.events, report.checkpoints
+        );
+        return Ok(1);
+    }
+    println!(
+        "OK: {} events, {} checkpoints, last link {}",
+        report.events,
+        report.checkpoints,
+        report
+            .last_link
+            .map_or_else(|| "-".to_string(), |l| l.to_hex())
+    );
+    if report.unsigned_tail > 0 {
+        println!(
+            "unsigned tail: {} events (after the last checkpoint; not yet covered by a signature)",
+            report.unsigned_tail
+        );
+    }
+    if !report.signatures_checked {
+        eprintln!(
+            "WARNING: no --key given: checkpoint signatures were NOT checked; the chain alone does not prove the file was not rewritten"
+        );
+    }
+    if let Some(max) = max_tail {
+        if report.unsigned_tail > max {
+            eprintln!(
+                "unsigned tail of {} events exceeds --max-unsigned-tail {max}",
+                report.unsigned_tail
+            );
+            return Ok(1);
+        }
+    }
+    Ok(0)
+}
+
+/// `key.pem` → `key.pub.pem`; `key` → `key.pub`.
+fn public_path(private: &Path) -> PathBuf {
+    let s = private.to_string_lossy();
+    match s.strip_suffix(".pem") {
+        Some(stem) => PathBuf::from(format!("{stem}.pub.pem")),
+        None => PathBuf::from(format!("{s}.pub")),
+    }
+}
+
+/// Create a private key file readable only by its owner; never overwrite one.
+fn write_new_private(path: &Path, data: &[u8]) -> Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = match opts.open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+            "{} exists; refusing to overwrite a signing key (move it away first)",
+            path.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+    };
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keygen_refuses_to_overwrite_and_check_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("audit-key.pem");
+        let keygen = || {
+            run(AuditCommand::Keygen {
+                out: out.clone(),
+                public_out: None,
+            })
+        };
+        assert_eq!(keygen(), 0);
+        assert_eq!(keygen(), 1, "an existing key is never overwritten");
+        let public = dir.path().join("audit-key.pub.pem");
+        assert_eq!(
+            crate::audit::VerifyingKey::load(&public).unwrap(),
+            SigningKey::load(&out).unwrap().verifying_key()
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/audit-policy.yaml");
+        assert_eq!(run(AuditCommand::CheckPolicy { policy }), 0);
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(
+            &bad,
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: []\n",
+        )
+        .unwrap();
+        assert_eq!(run(AuditCommand::CheckPolicy { policy: bad }), 1);
+        assert_eq!(public_path(Path::new("k")), PathBuf::from("k.pub"));
+    }
+}

@@ -11,14 +11,17 @@
 //! | 5 | authenticate: client certificate or JWT → `Identity` with tenant (`authn`); an address that keeps failing is refused first | 401 / 429 |
 //! | 6 | authorize: config grants ∩ token scope, deny by default (`authz`) | 403 Forbidden |
 //! | 7 | rate limit: per-identity read/write buckets, concurrent-stream permits (`ratelimit`) | 429 + Retry-After |
-//! | 8 | forward: header hygiene, impersonation, pooled h2 or upgrade splice (`upstream`) | 502 / 504 |
+//! | 8 | sanitize: body size, encoding, media type, strict parse, Pod Security, field rules (`sanitize::stage`) | 400 / 403 / 404 / 408 / 413 / 415 / 422 / 503 |
+//! | 9 | forward: header hygiene, impersonation, pooled h2 or upgrade splice (`upstream`) | 502 / 504 |
 //!
 //! Why this order: the id comes first so every outcome can be correlated; metrics wrap
 //! everything so rejections are counted; classification is pure and cheap and every later
 //! decision reads it; authentication precedes anything that spends upstream resources.
 //! Authorization reads the one classification, so path tricks cannot make it judge a different
-//! request from the one forwarded. Later stages (rate limits, body sanitizing, circuit breaker,
-//! audit) slot in around them in the order of `shared/DESIGN.md`. Rate limiting follows
+//! request from the one forwarded. Later stages (circuit breaker, audit) slot in around them in the
+//! order of `shared/DESIGN.md`. Sanitizing comes last before forwarding because it is the
+//! costliest check (it reads and parses the body, and may read the current object upstream),
+//! and a request refused by an earlier stage should not pay for it. Rate limiting follows
 //! authentication because the bucket key *is* the identity, and authorization because a request
 //! we refuse anyway should not spend the caller's quota.
 
@@ -38,6 +41,7 @@ use crate::{
     body::{Body, BoxError},
     config::Config,
     k8s::{request::classify, Status},
+    sanitize,
     server::ConnInfo,
     telemetry::{
         metrics::{ClassLabels, RequestLabels},
@@ -72,6 +76,8 @@ impl Proxy {
         // Held until the response body ends: this request's place under the in-flight cap.
         let mut in_flight = None;
         let mut rate_limit_headers = None;
+        // Our own `Warning` headers (Pod Security warn mode, stripped fields).
+        let mut warnings: Vec<String> = Vec::new();
 
         let response = 'pipeline: {
             // 3. classify
@@ -138,21 +144,52 @@ impl Proxy {
                 }
             }
 
-            // 8. forward
-            let upstream_started = Instant::now();
-            let resp = upstream::forward(
+            let mut outbound = Outbound {
+                identity: &identity,
+                audit_id: &audit_id,
+                peer: conn.peer.ip(),
+                trust_forwarded_for: self.config.trust_forwarded_for,
+                long_running,
+                guard: None,
+            };
+
+            // 8. sanitize: size, encoding, media type, strict parse, Pod Security, field rules
+            let (mut parts, incoming) = req.into_parts();
+            let checked = sanitize::stage::run(
+                &self.config.sanitizer,
                 &self.upstream,
-                req,
-                Outbound {
-                    identity: &identity,
-                    audit_id: &audit_id,
-                    peer: conn.peer.ip(),
-                    trust_forwarded_for: self.config.trust_forwarded_for,
-                    long_running,
-                    guard,
-                },
+                &info,
+                &mut parts,
+                incoming,
+                &outbound,
             )
             .await;
+            let body = match checked {
+                Ok((body, verdict)) => {
+                    if !verdict.audit.is_empty() {
+                        tracing::info!(user = %identity.user, path = %info.path, violations = ?verdict.audit, "pod security audit");
+                        self.pss_seen("audit");
+                    }
+                    if verdict.pss_warned {
+                        self.pss_seen("warn");
+                    }
+                    warnings = verdict.warnings;
+                    body
+                }
+                Err(status) => {
+                    if status.message.contains("violates PodSecurity") {
+                        self.pss_seen("enforce");
+                    }
+                    tracing::info!(user = %identity.user, verb = %info.verb, path = %info.path, code = status.code, reason = %status.reason, "request body refused");
+                    break 'pipeline status.into_response();
+                }
+            };
+
+            // 9. forward
+            outbound.guard = guard;
+            let upstream_started = Instant::now();
+            let resp =
+                upstream::forward(&self.upstream, Request::from_parts(parts, body), outbound).await;
             self.metrics
                 .upstream_duration
                 .get_or_create(&ClassLabels { verb_class: class })
@@ -164,6 +201,9 @@ impl Proxy {
         parts.headers.insert("audit-id", audit_id);
         if let Some(state) = &rate_limit_headers {
             state.apply(&mut parts.headers);
+        }
+        for w in sanitize::stage::warning_headers(&warnings) {
+            parts.headers.append(http::header::WARNING, w);
         }
         self.metrics
             .requests
@@ -190,6 +230,15 @@ impl Proxy {
                 done: Some(done),
             }),
         )
+    }
+}
+
+impl Proxy {
+    fn pss_seen(&self, mode: &'static str) {
+        self.metrics
+            .pod_security
+            .get_or_create(&crate::telemetry::metrics::ModeLabels { mode })
+            .inc();
     }
 }
 

@@ -24,6 +24,10 @@ pub struct File {
     /// Per-identity rate limits, stream caps, the global in-flight cap (absent: none).
     #[serde(default)]
     pub rate_limits: Option<crate::ratelimit::RateLimitsConfig>,
+    /// Request-body checks: size caps, strict parsing, Pod Security, field rules (absent:
+    /// 3 MiB cap and strict parsing of every write, no Pod Security, no field rules).
+    #[serde(default)]
+    pub sanitize: Option<crate::sanitize::SanitizeConfig>,
     #[serde(default)]
     pub shutdown: Shutdown,
 }

@@ -97,6 +97,8 @@ pub struct Config {
     pub authorizer: Arc<crate::authz::Authorizer>,
     /// Rate limits (None: no `rate_limits` section).
     pub limiter: Option<Limiter>,
+    /// Request-body checks (always present; defaults when the section is absent).
+    pub sanitizer: Arc<crate::sanitize::Sanitizer>,
 }
 
 /// The rate limiter (a newtype so `Config` can be `Debug`).
@@ -383,6 +385,17 @@ pub fn build(
         },
     };
 
+    let sanitizer = match crate::sanitize::config::build(
+        file.sanitize.as_ref().unwrap_or(&Default::default()),
+        "sanitize",
+    ) {
+        Ok(s) => Some(Arc::new(s)),
+        Err(mut problems) => {
+            c.problems.append(&mut problems);
+            None
+        }
+    };
+
     // admin
     let admin_addr = c.addr("admin.address", &file.admin.address);
     let ready_window = c.duration(
@@ -394,13 +407,21 @@ pub fn build(
     // upstream
     let upstream = build_upstream(&mut c, &file.upstream, base, env);
 
-    match (listen_addr, server_tls, admin_addr, upstream, authorizer) {
+    match (
+        listen_addr,
+        server_tls,
+        admin_addr,
+        upstream,
+        authorizer,
+        sanitizer,
+    ) {
         (
             Some(listen_addr),
             Some(server_tls),
             Some(admin_addr),
             Some(upstream),
             Some(authorizer),
+            Some(sanitizer),
         ) if c.problems.is_empty() => Ok(Config {
             listen_addr,
             server_tls,
@@ -414,6 +435,7 @@ pub fn build(
             jwt,
             authorizer,
             limiter,
+            sanitizer,
         }),
         _ => Err(c.problems),
     }

@@ -101,6 +101,67 @@ impl Status {
         s
     }
 
+    /// 413 RequestEntityTooLarge, worded as the apiserver's body limit.
+    pub fn too_large(limit: usize) -> Self {
+        Self::failure(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {limit}"),
+        )
+    }
+
+    /// 415 UnsupportedMediaType.
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::failure(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            message,
+        )
+    }
+
+    /// 422 Invalid with one cause per offending field, as `errors.NewInvalid` builds it:
+    /// message `<Kind>[.group] "<name>" is invalid: [<field>: <msg>, ...]`, and
+    /// `details.{name, group, kind, causes}` so kubectl prints every cause on its own line.
+    pub fn invalid(kind: &str, group: &str, name: &str, causes: Vec<StatusCause>) -> Self {
+        let qualified = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
+        let list: Vec<String> = causes
+            .iter()
+            .map(|c| {
+                if c.field.is_empty() {
+                    c.message.clone()
+                } else {
+                    format!("{}: {}", c.field, c.message)
+                }
+            })
+            .collect();
+        let joined = match list.as_slice() {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        };
+        let mut s = Self::failure(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            format!("{qualified} \"{name}\" is invalid: {joined}"),
+        );
+        s.details = Some(StatusDetails {
+            name: Some(name.to_string()).filter(|n| !n.is_empty()),
+            group: Some(group.to_string()).filter(|g| !g.is_empty()),
+            kind: Some(kind.to_string()),
+            causes,
+            ..Default::default()
+        });
+        s
+    }
+
+    /// 403 Forbidden with a free-form message.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::failure(StatusCode::FORBIDDEN, "Forbidden", message)
+    }
+
     /// 502 BadGateway: the upstream could not be reached or broke off.
     pub fn bad_gateway(message: impl Into<String>) -> Self {
         Self::failure(StatusCode::BAD_GATEWAY, "BadGateway", message)

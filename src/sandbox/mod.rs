@@ -50,6 +50,8 @@ pub struct Recorded {
     pub headers: HeaderMap,
     pub peer: SocketAddr,
     pub h2: bool,
+    /// The body, for requests the sandbox read one from (writes).
+    pub body: Option<bytes::Bytes>,
 }
 
 /// The in-memory API server. Cheap to clone; clones share state.
@@ -98,6 +100,18 @@ impl Sandbox {
         lock(&self.inner.recorded).clear();
     }
 
+    /// Attach `body` to the latest recorded `method path` request that has none yet.
+    pub fn record_body(&self, method: &Method, path: &str, body: bytes::Bytes) {
+        let mut recorded = lock(&self.inner.recorded);
+        if let Some(r) = recorded
+            .iter_mut()
+            .rev()
+            .find(|r| r.method == *method && r.path == path && r.body.is_none())
+        {
+            r.body = Some(body);
+        }
+    }
+
     /// Serve one request.
     pub async fn handle(&self, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Body> {
         {
@@ -113,6 +127,7 @@ impl Sandbox {
                 headers: req.headers().clone(),
                 peer: conn.peer,
                 h2: conn.h2,
+                body: None,
             });
         }
         let head = req.method() == Method::HEAD;

@@ -83,7 +83,12 @@ pub fn method_not_allowed() -> Response<Body> {
     .into_response()
 }
 
-async fn read_body(req: Request<Incoming>) -> Result<(Option<String>, bytes::Bytes), Status> {
+async fn read_body(
+    sb: &Sandbox,
+    req: Request<Incoming>,
+) -> Result<(Option<String>, bytes::Bytes), Status> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
     let ct = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -91,7 +96,11 @@ async fn read_body(req: Request<Incoming>) -> Result<(Option<String>, bytes::Byt
         .map(str::to_string);
     let limited = http_body_util::Limited::new(req.into_body(), MAX_BODY);
     match limited.collect().await {
-        Ok(c) => Ok((ct, c.to_bytes())),
+        Ok(c) => {
+            let bytes = c.to_bytes();
+            sb.record_body(&method, &path, bytes.clone());
+            Ok((ct, bytes))
+        }
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Status::failure(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestEntityTooLarge",
@@ -190,7 +199,7 @@ pub async fn handle(sb: &Sandbox, req: Request<Incoming>, t: Target) -> Response
             "portforward" => {
                 Status::bad_request("port-forward is not supported by the sandbox").into_response()
             }
-            "status" => object(sb, req, &t, &q).await,
+            "status" | "ephemeralcontainers" => object(sb, req, &t, &q).await,
             "scale" => scale(sb, req, &t, &q).await,
             _ => method_not_allowed(),
         };
@@ -292,7 +301,7 @@ async fn create(
     t: &Target,
     q: &Query,
 ) -> Result<Response<Body>, Status> {
-    let (ct, bytes) = read_body(req).await?;
+    let (ct, bytes) = read_body(sb, req).await?;
     let mut obj = decode(ct.as_deref(), &bytes)?;
     if !obj.is_object() {
         return Err(Status::bad_request(
@@ -350,7 +359,7 @@ async fn object(sb: &Sandbox, req: Request<Incoming>, t: &Target, q: &Query) -> 
         }),
         Method::PUT => {
             async {
-                let (ct, bytes) = read_body(req).await?;
+                let (ct, bytes) = read_body(sb, req).await?;
                 let mut obj = decode(ct.as_deref(), &bytes)?;
                 if !obj.is_object() {
                     return Err(Status::bad_request(
@@ -382,7 +391,7 @@ async fn patch_object(
 ) -> Result<Response<Body>, Status> {
     let name = t.name.clone().unwrap_or_default();
     let ns = t.namespace.as_deref();
-    let (ct, bytes) = read_body(req).await?;
+    let (ct, bytes) = read_body(sb, req).await?;
     let kind = ct
         .as_deref()
         .and_then(PatchType::from_content_type)
@@ -451,7 +460,7 @@ async fn scale(sb: &Sandbox, req: Request<Incoming>, t: &Target, q: &Query) -> R
         if method != Method::PUT && method != Method::PATCH {
             return Ok(method_not_allowed());
         }
-        let (ct, bytes) = read_body(req).await?;
+        let (ct, bytes) = read_body(sb, req).await?;
         let body = decode(ct.as_deref(), &bytes)?;
         let mut scale = to_scale(&current);
         if method == Method::PUT {

@@ -1,9 +1,28 @@
-//! Body sanitization (issue 5), as libraries not yet wired into the pipeline:
+//! Body sanitization (issue 5): everything between "this caller may write this" and forwarding
+//! the write.
 //!
 //! - `parse`: strict parsing of request bodies before any policy looks at them — duplicate keys
 //!   at any depth, depth / string / number caps, invalid UTF-8, YAML anchors / aliases / merge
 //!   keys, JSON-patch operation limits — into the canonical JSON that will be forwarded;
 //! - `pss`: Pod Security Standards checks (baseline, restricted, version-pinnable) over every
-//!   pod spec of every pod-bearing kind, one violation per offending field.
+//!   pod spec of every pod-bearing kind, one violation per offending field;
+//! - `merge`: strategic merge / apply semantics, to compute the object a patch produces;
+//! - `fields`: field paths for deny / strip rules;
+//! - `config` + `policy`: the `sanitize:` section and its lookups (caps, inspection, Pod
+//!   Security modes per namespace and tenant, field rules);
+//! - `judge`: the pure verdict on one parsed write;
+//! - `stage`: the pipeline stage (size, encoding, media type, parse, fetch current, judge,
+//!   re-serialize), with the Status table in its module doc.
+pub mod config;
+pub mod fields;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod judge;
+pub mod merge;
 pub mod parse;
+pub mod policy;
 pub mod pss;
+pub mod stage;
+
+pub use config::SanitizeConfig;
+pub use policy::Sanitizer;

@@ -22,6 +22,12 @@ pub struct ClassLabels {
     pub verb_class: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModeLabels {
+    /// enforce / warn / audit
+    pub mode: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 0.5 ms … ~65 s
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -37,6 +43,8 @@ pub struct Metrics {
     pub upstream_duration: Family<ClassLabels, Histogram>,
     pub in_flight: Gauge<i64, AtomicI64>,
     pub upstream_healthy: Gauge<i64, AtomicI64>,
+    /// Requests with Pod Security violations, by the mode that saw them.
+    pub pod_security: Family<ModeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -82,8 +90,15 @@ impl Metrics {
             "1 if the upstream answered within the readiness window",
             upstream_healthy.clone(),
         );
+        let pod_security = Family::<ModeLabels, Counter>::default();
+        registry.register(
+            "pod_security_violating_requests",
+            "Writes that violated a Pod Security level, by mode (enforce: refused; warn: warned; audit: recorded)",
+            pod_security.clone(),
+        );
         Metrics {
             registry,
+            pod_security,
             requests,
             request_duration,
             upstream_duration,

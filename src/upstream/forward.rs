@@ -9,7 +9,6 @@
 use std::net::IpAddr;
 
 use http::{header, HeaderMap, HeaderValue, Request, Response, Version};
-use hyper::body::Incoming;
 
 use super::{client::Upstream, upgrade};
 use crate::{
@@ -74,12 +73,8 @@ pub fn prepare_headers(h: &mut HeaderMap, up: &Upstream, ob: &Outbound<'_>) {
     headers::append_forwarded_for(h, ob.peer, ob.trust_forwarded_for);
 }
 
-/// Forward `req` upstream.
-pub async fn forward(
-    up: &Upstream,
-    req: Request<Incoming>,
-    mut ob: Outbound<'_>,
-) -> Response<Body> {
+/// Forward `req` upstream (its body already checked by the sanitize stage).
+pub async fn forward(up: &Upstream, req: Request<Body>, mut ob: Outbound<'_>) -> Response<Body> {
     let (mut parts, incoming) = req.into_parts();
     let guard = ob.guard.take();
     if parts.version == Version::HTTP_11 && headers::is_upgrade(&parts.headers) {
@@ -93,7 +88,7 @@ pub async fn forward(
     parts.uri = uri;
     // The pooled client picks h2 or HTTP/1.1 per connection; it expects HTTP/1.1 here.
     parts.version = Version::HTTP_11;
-    let out = Request::from_parts(parts, body::boxed(incoming));
+    let out = Request::from_parts(parts, incoming);
 
     let sent = up.pool().request(out);
     let result = if ob.long_running {

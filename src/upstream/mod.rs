@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod credentials;
+pub mod fetch;
 pub mod forward;
 pub mod upgrade;
 

@@ -9,7 +9,6 @@
 //! an established stream: interactive sessions live as long as their peers.
 
 use http::{header, request::Parts, HeaderValue, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::{
@@ -25,7 +24,7 @@ use crate::{
 pub async fn forward(
     up: &Upstream,
     mut parts: Parts,
-    incoming: Incoming,
+    incoming: Body,
     ob: &Outbound<'_>,
     guard: Option<Guard>,
 ) -> Response<Body> {
@@ -90,7 +89,7 @@ pub async fn forward(
     });
 
     let mut resp = match sender
-        .send_request(Request::from_parts(parts, body::boxed(incoming)))
+        .send_request(Request::from_parts(parts, incoming))
         .await
     {
         Ok(resp) => resp,

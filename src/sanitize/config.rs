@@ -1,0 +1,433 @@
+//! The `sanitize:` config section, as operators write it, and its validation into a
+//! [`Sanitizer`](super::policy::Sanitizer).
+//!
+//! Accepts (every key optional; absent section = 3 MiB cap, every write strictly parsed, no Pod
+//! Security, no field rules):
+//!
+//! ```yaml
+//! sanitize:
+//!   max_body_bytes: 3145728          # default 3 MiB, the apiserver's own limit
+//!   max_depth: 100                   # nesting depth of a body
+//!   max_string_bytes: 1572864        # one string, after unescaping
+//!   max_number_digits: 40
+//!   max_json_patch_ops: 10000
+//!   binary_bodies: reject            # or forward-unjudged (protobuf / CBOR where nothing is judged)
+//!   resources:                       # first match wins; per-resource overrides
+//!     - group: ""
+//!       resources: ["configmaps"]
+//!       max_body_bytes: 1048576
+//!       inspect: true                # false: forward the bytes as sent (size cap still applies)
+//!       binary_bodies: forward-unjudged
+//!   pod_security:
+//!     defaults: {enforce: privileged}
+//!     namespaces:
+//!       team-a: {enforce: restricted}
+//!       team-b: {enforce: baseline, warn: restricted}
+//!     tenants:
+//!       acme: {enforce: baseline, enforce_version: v1.30}
+//!   field_rules:
+//!     - group: ""
+//!       resources: ["pods"]
+//!       verbs: ["create", "update", "patch"]   # default: all three
+//!       tenants: ["*"]                         # only callers with a tenant ("*": any tenant)
+//!       deny: ["podSpec.nodeName", "podSpec.hostAliases"]
+//!       strip: ["status"]
+//! ```
+//!
+//! Rejects, each with its key path: unknown keys, zero or absurd caps, unknown Pod Security
+//! levels or versions, unknown verbs, malformed field paths.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::{
+    fields::FieldPath,
+    parse::Limits,
+    policy::{FieldRule, Modes, ResourceRule, Sanitizer},
+    pss,
+};
+use crate::config::Problem;
+
+/// `sanitize:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SanitizeConfig {
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+    #[serde(default)]
+    pub max_depth: Option<usize>,
+    #[serde(default)]
+    pub max_string_bytes: Option<usize>,
+    #[serde(default)]
+    pub max_number_digits: Option<usize>,
+    #[serde(default)]
+    pub max_json_patch_ops: Option<usize>,
+    /// Protobuf and CBOR write bodies: `reject` (415, the default) or `forward-unjudged`
+    /// (forwarded as sent where no Pod Security level or field rule applies; still 415 where one
+    /// does, since they cannot be judged).
+    #[serde(default)]
+    pub binary_bodies: Option<BinaryBodies>,
+    #[serde(default)]
+    pub resources: Vec<ResourceConfig>,
+    #[serde(default)]
+    pub pod_security: Option<PodSecurityConfig>,
+    #[serde(default)]
+    pub field_rules: Vec<FieldRuleConfig>,
+}
+
+/// `sanitize.resources[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    /// API group (`""` core, `"*"` any). Default `""`.
+    #[serde(default)]
+    pub group: String,
+    /// Resources, optionally with a subresource (`pods/status`); `"*"` any.
+    pub resources: Vec<String>,
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+    #[serde(default)]
+    pub inspect: Option<bool>,
+    #[serde(default)]
+    pub binary_bodies: Option<BinaryBodies>,
+}
+
+/// What to do with protobuf / CBOR write bodies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BinaryBodies {
+    #[default]
+    Reject,
+    ForwardUnjudged,
+}
+
+/// `sanitize.pod_security:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodSecurityConfig {
+    #[serde(default)]
+    pub defaults: ModesConfig,
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, ModesConfig>,
+    #[serde(default)]
+    pub tenants: BTreeMap<String, ModesConfig>,
+}
+
+/// The three modes, spelled as the `pod-security.kubernetes.io/*` namespace labels.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModesConfig {
+    #[serde(default)]
+    pub enforce: Option<String>,
+    #[serde(default)]
+    pub enforce_version: Option<String>,
+    #[serde(default)]
+    pub warn: Option<String>,
+    #[serde(default)]
+    pub warn_version: Option<String>,
+    #[serde(default)]
+    pub audit: Option<String>,
+    #[serde(default)]
+    pub audit_version: Option<String>,
+}
+
+/// `sanitize.field_rules[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldRuleConfig {
+    /// A label for logs and messages.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub group: String,
+    pub resources: Vec<String>,
+    #[serde(default)]
+    pub verbs: Option<Vec<String>>,
+    /// Only callers with one of these tenants (`"*"`: any tenant). Absent: every caller.
+    #[serde(default)]
+    pub tenants: Option<Vec<String>>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+    #[serde(default)]
+    pub strip: Vec<String>,
+}
+
+const MAX_BODY_CEILING: u64 = 64 * 1024 * 1024;
+
+/// Validate `cfg` (at key path `prefix`) into a [`Sanitizer`].
+pub fn build(cfg: &SanitizeConfig, prefix: &str) -> Result<Sanitizer, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut problem = |path: String, message: String, hint: &str| {
+        problems.push(Problem {
+            path,
+            message,
+            hint: hint.to_owned(),
+        })
+    };
+    let cap = |v: Option<u64>, path: String, problem: &mut dyn FnMut(String, String, &str)| {
+        let v = v.unwrap_or(Sanitizer::DEFAULT_MAX_BODY as u64);
+        if v == 0 || v > MAX_BODY_CEILING {
+            problem(
+                path,
+                format!("{v} is out of range"),
+                "give a byte count between 1 and 67108864 (64 MiB); the apiserver's own limit is 3145728",
+            );
+        }
+        v as usize
+    };
+    let max_body = cap(
+        cfg.max_body_bytes,
+        format!("{prefix}.max_body_bytes"),
+        &mut problem,
+    );
+    let d = Limits::default();
+    let mut limit = |v: Option<usize>, def: usize, key: &str, lo: usize, hi: usize| {
+        let v = v.unwrap_or(def);
+        if !(lo..=hi).contains(&v) {
+            problem(
+                format!("{prefix}.{key}"),
+                format!("{v} is out of range"),
+                &format!("give a value between {lo} and {hi} (default {def})"),
+            );
+        }
+        v
+    };
+    let limits = Limits {
+        // serde_json's own recursion limit is 128: stay below it so the limit we report is ours.
+        max_depth: limit(cfg.max_depth, d.max_depth, "max_depth", 10, 120),
+        max_string: limit(
+            cfg.max_string_bytes,
+            d.max_string,
+            "max_string_bytes",
+            1024,
+            MAX_BODY_CEILING as usize,
+        ),
+        max_number_digits: limit(
+            cfg.max_number_digits,
+            d.max_number_digits,
+            "max_number_digits",
+            20,
+            1000,
+        ),
+        max_json_patch_ops: limit(
+            cfg.max_json_patch_ops,
+            d.max_json_patch_ops,
+            "max_json_patch_ops",
+            1,
+            100_000,
+        ),
+    };
+
+    let mut resources = Vec::new();
+    for (i, r) in cfg.resources.iter().enumerate() {
+        let path = format!("{prefix}.resources[{i}]");
+        if r.resources.is_empty() {
+            problem(
+                format!("{path}.resources"),
+                "empty list".into(),
+                "name at least one resource, or \"*\"",
+            );
+        }
+        let max_body = r
+            .max_body_bytes
+            .map(|v| cap(Some(v), format!("{path}.max_body_bytes"), &mut problem));
+        resources.push(ResourceRule {
+            group: r.group.clone(),
+            resources: r.resources.clone(),
+            max_body,
+            inspect: r.inspect,
+            binary_bodies: r.binary_bodies,
+        });
+    }
+
+    let mut pod_security = None;
+    if let Some(ps) = &cfg.pod_security {
+        let p = format!("{prefix}.pod_security");
+        let defaults = modes(&ps.defaults, &format!("{p}.defaults"), &mut problem);
+        let namespaces = ps
+            .namespaces
+            .iter()
+            .map(|(ns, m)| {
+                (
+                    ns.clone(),
+                    modes(m, &format!("{p}.namespaces.{ns}"), &mut problem),
+                )
+            })
+            .collect();
+        let tenants = ps
+            .tenants
+            .iter()
+            .map(|(t, m)| {
+                (
+                    t.clone(),
+                    modes(m, &format!("{p}.tenants.{t}"), &mut problem),
+                )
+            })
+            .collect();
+        pod_security = Some(super::policy::PodSecurity {
+            defaults,
+            namespaces,
+            tenants,
+        });
+    }
+
+    let mut field_rules = Vec::new();
+    for (i, r) in cfg.field_rules.iter().enumerate() {
+        let path = format!("{prefix}.field_rules[{i}]");
+        if r.resources.is_empty() {
+            problem(
+                format!("{path}.resources"),
+                "empty list".into(),
+                "name at least one resource, or \"*\"",
+            );
+        }
+        let verbs = r
+            .verbs
+            .clone()
+            .unwrap_or_else(|| vec!["create".to_owned(), "update".to_owned(), "patch".to_owned()]);
+        for (j, v) in verbs.iter().enumerate() {
+            if !matches!(v.as_str(), "create" | "update" | "patch") {
+                problem(
+                    format!("{path}.verbs[{j}]"),
+                    format!("unknown verb {v:?}"),
+                    "field rules apply to create, update and patch",
+                );
+            }
+        }
+        if r.deny.is_empty() && r.strip.is_empty() {
+            problem(
+                path.clone(),
+                "the rule neither denies nor strips anything".into(),
+                "add deny: [...] or strip: [...] field paths",
+            );
+        }
+        let mut parse_all = |list: &[String], key: &str| -> Vec<FieldPath> {
+            list.iter()
+                .enumerate()
+                .filter_map(|(j, s)| match FieldPath::parse(s) {
+                    Ok(fp) => Some(fp),
+                    Err(why) => {
+                        problem(
+                            format!("{path}.{key}[{j}]"),
+                            why,
+                            "write a dotted path such as spec.nodeName, podSpec.hostAliases or spec.containers[*].image",
+                        );
+                        None
+                    }
+                })
+                .collect()
+        };
+        let deny = parse_all(&r.deny, "deny");
+        let strip = parse_all(&r.strip, "strip");
+        field_rules.push(FieldRule {
+            group: r.group.clone(),
+            resources: r.resources.clone(),
+            verbs,
+            tenants: r.tenants.clone(),
+            deny,
+            strip,
+        });
+    }
+
+    if problems.is_empty() {
+        Ok(Sanitizer {
+            max_body,
+            binary_bodies: cfg.binary_bodies.unwrap_or_default(),
+            limits,
+            resources,
+            pod_security,
+            field_rules,
+        })
+    } else {
+        Err(problems)
+    }
+}
+
+fn modes(m: &ModesConfig, path: &str, problem: &mut dyn FnMut(String, String, &str)) -> Modes {
+    let mut one = |level: &Option<String>, version: &Option<String>, key: &str| {
+        let level = level.as_deref().and_then(|l| match pss::Level::parse(l) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                problem(
+                    format!("{path}.{key}"),
+                    e.to_string(),
+                    "use privileged, baseline or restricted",
+                );
+                None
+            }
+        });
+        let version = match version.as_deref() {
+            None => pss::Version::Latest,
+            Some(v) => pss::Version::parse(v).unwrap_or_else(|e| {
+                problem(
+                    format!("{path}.{key}_version"),
+                    e.to_string(),
+                    "use latest or v1.N, e.g. v1.30",
+                );
+                pss::Version::Latest
+            }),
+        };
+        if level.is_none() && version != pss::Version::Latest {
+            problem(
+                format!("{path}.{key}_version"),
+                "a version without a level".into(),
+                &format!("set {key}: too, or remove {key}_version"),
+            );
+        }
+        level.map(|l| pss::Policy::new(l, version))
+    };
+    Modes {
+        enforce: one(&m.enforce, &m.enforce_version, "enforce"),
+        warn: one(&m.warn, &m.warn_version, "warn"),
+        audit: one(&m.audit, &m.audit_version, "audit"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(yaml: &str) -> Vec<(String, String)> {
+        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
+        let cfg: SanitizeConfig = match serde_path_to_error::deserialize(v) {
+            Ok(c) => c,
+            Err(e) => return vec![(e.path().to_string(), e.inner().to_string())],
+        };
+        match build(&cfg, "sanitize") {
+            Ok(_) => Vec::new(),
+            Err(p) => p.into_iter().map(|p| (p.path, p.message)).collect(),
+        }
+    }
+
+    #[test]
+    fn every_problem_names_its_key_path() {
+        let got = problems(
+            "max_body_bytes: 0\nmax_depth: 500\npod_security:\n  namespaces:\n    a: {enforce: strict, warn_version: v2}\n    b: {audit: baseline, audit_version: nope}\nfield_rules:\n  - resources: [pods]\n    verbs: [get]\n    deny: [\"a..b\"]\n  - resources: []\n",
+        );
+        let paths: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
+        for want in [
+            "sanitize.max_body_bytes",
+            "sanitize.max_depth",
+            "sanitize.pod_security.namespaces.a.enforce",
+            "sanitize.pod_security.namespaces.a.warn_version",
+            "sanitize.pod_security.namespaces.b.audit_version",
+            "sanitize.field_rules[0].verbs[0]",
+            "sanitize.field_rules[0].deny[0]",
+            "sanitize.field_rules[1].resources",
+            "sanitize.field_rules[1]",
+        ] {
+            assert!(paths.contains(&want), "{want} missing from {got:?}");
+        }
+        // Unknown keys and wrong enum values stop at their path (serde).
+        let got = problems("pod_security:\n  namespaces:\n    a: {enforse: restricted}\n");
+        assert_eq!(got[0].0, "pod_security.namespaces.a.enforse");
+        assert!(got[0].1.contains("enforse"), "{got:?}");
+        let got = problems("binary_bodies: maybe\n");
+        assert_eq!(got[0].0, "binary_bodies");
+        assert!(problems(
+            "pod_security: {defaults: {enforce: restricted, enforce_version: v1.30}}\n"
+        )
+        .is_empty());
+    }
+}

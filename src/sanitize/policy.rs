@@ -1,0 +1,240 @@
+//! The validated sanitizer policy: body caps and inspection per resource, Pod Security modes
+//! per namespace and tenant, field rules. Pure lookups; judging lives in `judge.rs`.
+//!
+//! Pod Security resolution, mode by mode (enforce, warn, audit): the namespace's entry if it
+//! sets that mode, else `defaults`; then, if the caller's tenant has an entry setting that mode,
+//! the **stricter** of the two levels applies (a tenant's floor follows it into every namespace
+//! it may write to, and a namespace's floor binds every tenant in it).
+
+use std::collections::BTreeMap;
+
+pub use super::config::BinaryBodies;
+use super::{fields::FieldPath, parse::Limits, pss};
+use crate::{authn::Identity, k8s::request::RequestInfo};
+
+/// A per-resource override (`sanitize.resources[]`).
+#[derive(Clone, Debug)]
+pub struct ResourceRule {
+    pub group: String,
+    pub resources: Vec<String>,
+    pub max_body: Option<usize>,
+    pub inspect: Option<bool>,
+    pub binary_bodies: Option<BinaryBodies>,
+}
+
+/// Policies per mode (None: that mode is off).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Modes {
+    pub enforce: Option<pss::Policy>,
+    pub warn: Option<pss::Policy>,
+    pub audit: Option<pss::Policy>,
+}
+
+impl Modes {
+    /// True when some mode checks anything.
+    pub fn any(&self) -> bool {
+        [self.enforce, self.warn, self.audit]
+            .iter()
+            .flatten()
+            .any(|p| p.level != pss::Level::Privileged)
+    }
+}
+
+/// `sanitize.pod_security`.
+#[derive(Clone, Debug, Default)]
+pub struct PodSecurity {
+    pub defaults: Modes,
+    pub namespaces: BTreeMap<String, Modes>,
+    pub tenants: BTreeMap<String, Modes>,
+}
+
+/// A field rule (`sanitize.field_rules[]`).
+#[derive(Clone, Debug)]
+pub struct FieldRule {
+    pub group: String,
+    pub resources: Vec<String>,
+    pub verbs: Vec<String>,
+    pub tenants: Option<Vec<String>>,
+    pub deny: Vec<FieldPath>,
+    pub strip: Vec<FieldPath>,
+}
+
+/// Everything the sanitize stage consults.
+#[derive(Clone, Debug)]
+pub struct Sanitizer {
+    pub max_body: usize,
+    pub binary_bodies: BinaryBodies,
+    pub limits: Limits,
+    pub resources: Vec<ResourceRule>,
+    pub pod_security: Option<PodSecurity>,
+    pub field_rules: Vec<FieldRule>,
+}
+
+impl Default for Sanitizer {
+    fn default() -> Self {
+        Sanitizer {
+            max_body: Self::DEFAULT_MAX_BODY,
+            binary_bodies: BinaryBodies::Reject,
+            limits: Limits::default(),
+            resources: Vec::new(),
+            pod_security: None,
+            field_rules: Vec::new(),
+        }
+    }
+}
+
+/// `group` + `resource[/subresource]` against a rule's group and resource list.
+fn matches(rule_group: &str, rule_resources: &[String], info: &RequestInfo) -> bool {
+    if rule_group != "*" && rule_group != info.api_group {
+        return false;
+    }
+    rule_resources.iter().any(|r| {
+        if r == "*" {
+            return true;
+        }
+        match r.split_once('/') {
+            None => info.subresource.is_empty() && *r == info.resource,
+            Some((res, "*")) => res == info.resource && !info.subresource.is_empty(),
+            Some((res, sub)) => res == info.resource && sub == info.subresource,
+        }
+    })
+}
+
+impl Sanitizer {
+    /// The apiserver's own request-body limit.
+    pub const DEFAULT_MAX_BODY: usize = 3 * 1024 * 1024;
+
+    /// (body cap, inspect?) for this request: the first matching `resources[]` entry's values,
+    /// else the section's (every write inspected).
+    pub fn body_rule(&self, info: &RequestInfo) -> (usize, bool) {
+        match self.resource_rule(info) {
+            Some(r) => (
+                r.max_body.unwrap_or(self.max_body),
+                r.inspect.unwrap_or(true),
+            ),
+            None => (self.max_body, true),
+        }
+    }
+
+    /// What to do with a protobuf / CBOR body for this request.
+    pub fn binary_bodies(&self, info: &RequestInfo) -> BinaryBodies {
+        self.resource_rule(info)
+            .and_then(|r| r.binary_bodies)
+            .unwrap_or(self.binary_bodies)
+    }
+
+    fn resource_rule(&self, info: &RequestInfo) -> Option<&ResourceRule> {
+        self.resources
+            .iter()
+            .find(|r| matches(&r.group, &r.resources, info))
+    }
+
+    /// The Pod Security modes for a write in `namespace` by a caller of `tenant`.
+    pub fn modes_for(&self, namespace: &str, tenant: Option<&str>) -> Modes {
+        let Some(ps) = &self.pod_security else {
+            return Modes::default();
+        };
+        let ns = ps.namespaces.get(namespace);
+        let t = tenant.and_then(|t| ps.tenants.get(t));
+        let pick = |f: fn(&Modes) -> Option<pss::Policy>| {
+            let base = ns.and_then(f).or_else(|| f(&ps.defaults));
+            match (base, t.and_then(f)) {
+                (Some(b), Some(t)) if t.level > b.level => Some(t),
+                (Some(b), _) => Some(b),
+                (None, t) => t,
+            }
+        };
+        Modes {
+            enforce: pick(|m| m.enforce),
+            warn: pick(|m| m.warn),
+            audit: pick(|m| m.audit),
+        }
+    }
+
+    /// Field rules that apply to this request by this caller.
+    pub fn rules_for<'a>(
+        &'a self,
+        info: &'a RequestInfo,
+        identity: &'a Identity,
+    ) -> impl Iterator<Item = &'a FieldRule> + 'a {
+        self.field_rules.iter().filter(move |r| {
+            matches(&r.group, &r.resources, info)
+                && r.verbs.contains(&info.verb)
+                && match (&r.tenants, &identity.tenant) {
+                    (None, _) => true,
+                    (Some(_), None) => false,
+                    (Some(list), Some(t)) => list.iter().any(|x| x == "*" || x == t),
+                }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sanitize::pss::{Level, Policy};
+
+    fn info(group: &str, resource: &str, sub: &str) -> RequestInfo {
+        let mut i = crate::k8s::request::classify(
+            &http::Method::POST,
+            &"/api/v1/namespaces/x/pods".parse().unwrap(),
+            &http::HeaderMap::new(),
+        )
+        .unwrap();
+        i.api_group = group.into();
+        i.resource = resource.into();
+        i.subresource = sub.into();
+        i
+    }
+
+    #[test]
+    fn body_rules_first_match() {
+        let s = Sanitizer {
+            resources: vec![
+                ResourceRule {
+                    group: "".into(),
+                    resources: vec!["configmaps".into()],
+                    max_body: Some(10),
+                    inspect: Some(false),
+                    binary_bodies: None,
+                },
+                ResourceRule {
+                    group: "*".into(),
+                    resources: vec!["*".into()],
+                    max_body: Some(20),
+                    inspect: None,
+                    binary_bodies: Some(BinaryBodies::ForwardUnjudged),
+                },
+            ],
+            ..Sanitizer::default()
+        };
+        assert_eq!(s.body_rule(&info("", "configmaps", "")), (10, false));
+        assert_eq!(s.body_rule(&info("apps", "deployments", "")), (20, true));
+        assert_eq!(
+            Sanitizer::default().body_rule(&info("", "pods", "")),
+            (3 * 1024 * 1024, true)
+        );
+    }
+
+    #[test]
+    fn modes_strictest_of_namespace_and_tenant() {
+        let m = |e: Level| Modes {
+            enforce: Some(Policy::latest(e)),
+            ..Modes::default()
+        };
+        let s = Sanitizer {
+            pod_security: Some(PodSecurity {
+                defaults: m(Level::Privileged),
+                namespaces: [("a".to_string(), m(Level::Baseline))].into(),
+                tenants: [("t".to_string(), m(Level::Restricted))].into(),
+            }),
+            ..Sanitizer::default()
+        };
+        let lvl = |ns, t| s.modes_for(ns, t).enforce.map(|p| p.level);
+        assert_eq!(lvl("a", None), Some(Level::Baseline));
+        assert_eq!(lvl("a", Some("t")), Some(Level::Restricted));
+        assert_eq!(lvl("other", None), Some(Level::Privileged));
+        assert_eq!(lvl("other", Some("t")), Some(Level::Restricted));
+        assert_eq!(lvl("a", Some("unknown")), Some(Level::Baseline));
+    }
+}

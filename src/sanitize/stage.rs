@@ -1,0 +1,252 @@
+//! The sanitize stage of the pipeline: headers, size, parse, judge, re-serialize.
+//!
+//! Accepts a request that passed authorization and rate limits. Requests without a body to
+//! inspect pass untouched: reads, long-running requests (watch, exec, attach, port-forward,
+//! proxy, logs), upgrades, and non-resource requests. For every other resource request with a
+//! body:
+//!
+//! | check | status |
+//! |---|---|
+//! | `Content-Length` or streamed bytes over the cap (`sanitize.max_body_bytes`, per resource) | 413 `RequestEntityTooLarge` |
+//! | body not received within `upstream.request_timeout` | 408 `Timeout` |
+//! | inspected and `Content-Encoding` other than identity | 415 `UnsupportedMediaType` |
+//! | inspected and a media type other than JSON, YAML and the four patch types (none, text, ...) | 415 |
+//! | protobuf / CBOR, unless `binary_bodies: forward-unjudged` and nothing would judge the write | 415 |
+//! | a patch type on create/update, or an object type on patch | 415 |
+//! | strict parse failure (duplicate key, depth, size, UTF-8, YAML anchors, patch ops) | 400 `BadRequest` naming the field |
+//! | judging (`judge.rs`): Pod Security enforce, field rules | 422 `Invalid` with causes |
+//!
+//! What goes upstream is the canonical JSON of what was judged, with `Content-Length` set to its
+//! length; YAML objects become `application/json`, apply patches keep their media type (JSON
+//! is YAML). Uninspected resources (`inspect: false`) are size-capped and forwarded as sent.
+
+use bytes::Bytes;
+use http::{header, request::Parts, HeaderValue, Method, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::{
+    judge::{self, Current},
+    parse::{self, BodyKind, ParseError},
+    policy::{BinaryBodies, Sanitizer},
+};
+use crate::{
+    body::{self, Body},
+    k8s::{request::RequestInfo, status::StatusCause, Status},
+    upstream::{fetch, Outbound, Upstream},
+};
+
+/// What the stage found, for the response and the audit record.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// `Warning` header texts for the client.
+    pub warnings: Vec<String>,
+    /// Audit-mode Pod Security violations.
+    pub audit: Vec<String>,
+    /// True when the body was parsed and re-serialized.
+    pub inspected: bool,
+    /// True when a warn-mode Pod Security level found violations.
+    pub pss_warned: bool,
+}
+
+const ACCEPTED: &str = "application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml";
+
+/// Whether this request carries a body the stage looks at.
+fn has_body_to_check(parts: &Parts, info: &RequestInfo) -> bool {
+    info.is_resource_request
+        && !info.long_running
+        && info.upgrade.is_none()
+        && matches!(
+            parts.method,
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        )
+}
+
+/// Run the stage. On success the returned body replaces the request's; `parts` headers are
+/// adjusted to it.
+pub async fn run(
+    s: &Sanitizer,
+    up: &Upstream,
+    info: &RequestInfo,
+    parts: &mut Parts,
+    incoming: Incoming,
+    ob: &Outbound<'_>,
+) -> Result<(Body, Verdict), Box<Status>> {
+    if !has_body_to_check(parts, info) {
+        return Ok((body::boxed(incoming), Verdict::default()));
+    }
+    let (cap, inspect) = s.body_rule(info);
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > cap as u64) {
+        return Err(Box::new(Status::too_large(cap)));
+    }
+    if inspect {
+        if let Some(enc) = parts.headers.get(header::CONTENT_ENCODING) {
+            let enc = String::from_utf8_lossy(enc.as_bytes())
+                .trim()
+                .to_ascii_lowercase();
+            if enc != "identity" && !enc.is_empty() {
+                return Err(Box::new(Status::unsupported_media_type(format!(
+                    "Content-Encoding {enc:?} is not accepted: portcullis inspects request bodies and needs them unencoded"
+                ))));
+            }
+        }
+    }
+    let bytes = collect(incoming, cap, up).await?;
+    parts.headers.remove(header::TRANSFER_ENCODING);
+
+    if !inspect {
+        set_length(parts, bytes.len());
+        return Ok((body::full(bytes), Verdict::default()));
+    }
+    if bytes.is_empty() && matches!(parts.method, Method::DELETE) {
+        set_length(parts, 0);
+        return Ok((body::empty(), Verdict::default()));
+    }
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let unknown_format = || {
+        Status::unsupported_media_type(format!(
+            "the body of the request was in an unknown format - accepted media types include: {ACCEPTED}"
+        ))
+    };
+    if content_type.trim().is_empty() {
+        return Err(Box::new(unknown_format()));
+    }
+    let parsed = match parse::parse_body(&content_type, &bytes, &s.limits) {
+        Ok(p) => p,
+        Err(ParseError::UnsupportedMediaType(_)) if is_binary(&content_type) => {
+            if s.binary_bodies(info) == BinaryBodies::ForwardUnjudged
+                && !judge::would_judge(s, info, ob.identity)
+            {
+                set_length(parts, bytes.len());
+                return Ok((body::full(bytes), Verdict::default()));
+            }
+            return Err(Box::new(Status::unsupported_media_type(format!(
+                "portcullis cannot judge a body of type {} for {}: send JSON or YAML (kubectl apply -f, kubectl create -f) - accepted media types include: {ACCEPTED}",
+                essence(&content_type),
+                judge::resource_path(info)
+            ))));
+        }
+        Err(ParseError::UnsupportedMediaType(_)) => return Err(Box::new(unknown_format())),
+        Err(e) => return Err(Box::new(parse_status(&e))),
+    };
+    let is_patch = parsed.kind != BodyKind::Object;
+    if is_patch != (parts.method == Method::PATCH) {
+        return Err(Box::new(unknown_format()));
+    }
+
+    let mut verdict = Verdict {
+        inspected: true,
+        ..Verdict::default()
+    };
+    let judged_body = if matches!(info.verb.as_str(), "create" | "update" | "patch") {
+        let current = if judge::needs_current(s, info, ob.identity, &parsed) {
+            fetch::current(up, info, ob).await?
+        } else {
+            Current::NotFetched
+        };
+        let judged = judge::judge(s, info, ob.identity, parsed.clone(), current)?;
+        verdict.pss_warned = judged
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("would violate PodSecurity"));
+        verdict.warnings = judged.warnings;
+        verdict.audit = judged.audit;
+        judged.body
+    } else {
+        parsed.value.clone()
+    };
+
+    let out = parse::canonical_bytes(&judged_body);
+    if parsed.kind == BodyKind::Object {
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    parts.headers.remove(header::CONTENT_ENCODING);
+    set_length(parts, out.len());
+    Ok((body::full(out), verdict))
+}
+
+fn essence(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Protobuf or CBOR: encodings the apiserver accepts for writes that we do not parse.
+fn is_binary(content_type: &str) -> bool {
+    let e = essence(content_type);
+    e == "application/vnd.kubernetes.protobuf" || e == "application/cbor"
+}
+
+async fn collect(incoming: Incoming, cap: usize, up: &Upstream) -> Result<Bytes, Box<Status>> {
+    match tokio::time::timeout(up.request_timeout, Limited::new(incoming, cap).collect()).await {
+        Err(_) => Err(Box::new(Status::failure(
+            StatusCode::REQUEST_TIMEOUT,
+            "Timeout",
+            "the request body was not received in time",
+        ))),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(Box::new(Status::too_large(cap)))
+        }
+        Ok(Err(e)) => Err(Box::new(Status::bad_request(format!(
+            "the request body could not be read: {e}"
+        )))),
+    }
+}
+
+fn set_length(parts: &mut Parts, n: usize) {
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(n as u64));
+}
+
+/// A parse failure as the 400 the client sees, with the field in `details.causes`.
+fn parse_status(e: &ParseError) -> Status {
+    let mut st = Status::bad_request(format!("the request body was refused: {e}"));
+    if let Some(field) = e.field_path() {
+        st.details = Some(crate::k8s::status::StatusDetails {
+            causes: vec![StatusCause {
+                reason: "FieldValueInvalid".into(),
+                message: e.to_string(),
+                field: field.to_owned(),
+            }],
+            ..Default::default()
+        });
+    }
+    st
+}
+
+/// `Warning` header values (`299 - "text"`), text reduced to printable ASCII and quoted.
+pub fn warning_headers(warnings: &[String]) -> impl Iterator<Item = HeaderValue> + '_ {
+    warnings.iter().filter_map(|w| {
+        let mut v = String::with_capacity(w.len() + 10);
+        v.push_str("299 - \"");
+        for c in w.chars() {
+            match c {
+                '"' | '\\' => {
+                    v.push('\\');
+                    v.push(c);
+                }
+                ' '..='~' => v.push(c),
+                _ => v.push('?'),
+            }
+        }
+        v.push('"');
+        HeaderValue::from_str(&v).ok()
+    })
+}

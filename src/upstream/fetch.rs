@@ -1,0 +1,149 @@
+//! Reading the current object upstream, under the caller's impersonated identity, so the
+//! sanitizer can judge a patch by the object it will produce.
+//!
+//! A plain GET of the object the request names (without its subresource: a patch of
+//! `pods/ephemeralcontainers` is judged on the Pod) with the same header hygiene and
+//! impersonation as a forwarded request — the caller can only learn what it may `get` anyway.
+//! Returns the object, `Absent` on 404, or the Status to answer with: 403 when the caller may
+//! not read it, 503 when it cannot be read for any other reason.
+
+use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
+
+use super::{client::Upstream, forward::prepare_headers, Outbound};
+use crate::{body, k8s::request::RequestInfo, k8s::Status, sanitize::judge::Current};
+
+/// Largest object we read back (etcd's own limit is 1.5 MiB; managed fields can add more).
+const MAX_OBJECT: usize = 16 * 1024 * 1024;
+
+/// Percent-encode a path segment (names are DNS-like, but `:` and others occur, e.g. RBAC).
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':' | b'@') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The object's own URL path.
+pub fn object_path(info: &RequestInfo) -> String {
+    let mut p = if info.api_group.is_empty() {
+        format!("/api/{}", segment(&info.api_version))
+    } else {
+        format!(
+            "/apis/{}/{}",
+            segment(&info.api_group),
+            segment(&info.api_version)
+        )
+    };
+    if !info.namespace.is_empty() {
+        p.push_str("/namespaces/");
+        p.push_str(&segment(&info.namespace));
+    }
+    p.push('/');
+    p.push_str(&segment(&info.resource));
+    p.push('/');
+    p.push_str(&segment(&info.name));
+    p
+}
+
+/// GET the object `info` names, as the caller.
+pub async fn current(
+    up: &Upstream,
+    info: &RequestInfo,
+    ob: &Outbound<'_>,
+) -> Result<Current, Box<Status>> {
+    let unavailable = |why: String| {
+        tracing::warn!(%why, path = %info.path, "current object unavailable for judging a patch");
+        Status::service_unavailable(
+            format!(
+                "portcullis could not read the current {} {:?} to judge this patch: {why}",
+                info.resource, info.name
+            ),
+            1,
+        )
+    };
+    if info.name.is_empty() {
+        return Err(Box::new(Status::bad_request("a patch must name an object")));
+    }
+    let path = object_path(info);
+    let uri = match path.parse::<http::uri::PathAndQuery>() {
+        Ok(pq) => up.uri_for(Some(&pq)),
+        Err(e) => {
+            return Err(Box::new(Status::bad_request(format!(
+                "invalid object path: {e}"
+            ))))
+        }
+    }
+    .map_err(|e| Status::bad_request(format!("invalid object path: {e}")))?;
+    let mut headers = HeaderMap::new();
+    prepare_headers(&mut headers, up, ob);
+    headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    let mut req = Request::new(body::empty());
+    *req.method_mut() = Method::GET;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+
+    let resp = match tokio::time::timeout(up.request_timeout, up.pool().request(req)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err(Box::new(unavailable(format!("upstream error: {e}")))),
+        Err(_) => return Err(Box::new(unavailable("upstream timeout".into()))),
+    };
+    let status = resp.status();
+    let bytes = match tokio::time::timeout(
+        up.request_timeout,
+        Limited::new(resp.into_body(), MAX_OBJECT).collect(),
+    )
+    .await
+    {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) => {
+            return Err(Box::new(unavailable(format!(
+                "reading the object failed: {e}"
+            ))))
+        }
+        Err(_) => return Err(Box::new(unavailable("upstream timeout".into()))),
+    };
+    match status {
+        StatusCode::OK => serde_json::from_slice(&bytes)
+            .map(Current::Found)
+            .map_err(|e| Box::new(unavailable(format!("the object is not JSON: {e}")))),
+        StatusCode::NOT_FOUND => Ok(Current::Absent),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(Box::new(Status::forbidden(format!(
+            "portcullis judges this patch on the current {} {:?}, which {} may not get: grant get on it, or send the whole object with an update",
+            info.resource, info.name, ob.identity.user
+        )))),
+        other => Err(Box::new(unavailable(format!("upstream answered {}", other.as_u16())))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_paths() {
+        let c = |p: &str| {
+            crate::k8s::request::classify(&Method::PATCH, &p.parse().unwrap(), &HeaderMap::new())
+                .unwrap()
+        };
+        assert_eq!(
+            object_path(&c("/api/v1/namespaces/a/pods/web/ephemeralcontainers")),
+            "/api/v1/namespaces/a/pods/web"
+        );
+        assert_eq!(
+            object_path(&c("/apis/apps/v1/namespaces/a/deployments/web")),
+            "/apis/apps/v1/namespaces/a/deployments/web"
+        );
+        assert_eq!(
+            object_path(&c(
+                "/apis/rbac.authorization.k8s.io/v1/clusterroles/system:x%20y"
+            )),
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles/system:x%20y"
+        );
+    }
+}

@@ -1,0 +1,1312 @@
+//! Issue 5 end to end: body sanitization through the proxy to the sandbox, with the demo config
+//! (team-a enforces `restricted`, team-b enforces `baseline` and warns `restricted`, other
+//! namespaces are unchecked; tenants may not set `nodeName` / `hostAliases`; `status` is stripped
+//! from pod creates). Every refusal checks the Status *and* that the upstream saw no write; every
+//! accepted body checks what the upstream received.
+
+mod common;
+
+use bytes::Bytes;
+use common::{jwt, Env};
+use http::{Request, Response};
+use http_body_util::Full;
+use serde_json::{json, Value};
+
+fn status(body: &Bytes) -> Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+fn req(method: &str, path: &str, ct: Option<&str>, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(format!("https://localhost{path}"));
+    if let Some(ct) = ct {
+        b = b.header("content-type", ct);
+    }
+    b.body(Full::new(body.into())).unwrap()
+}
+
+fn json_req(method: &str, path: &str, ct: &str, v: &Value) -> Request<Full<Bytes>> {
+    req(method, path, Some(ct), serde_json::to_vec(v).unwrap())
+}
+
+/// Writes (anything but GET) the upstream saw since the last clear.
+fn writes(env: &Env) -> Vec<String> {
+    env.sandbox
+        .sandbox
+        .recorded()
+        .iter()
+        .filter(|r| r.method != http::Method::GET)
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
+async fn send_as(env: &Env, r: Request<Full<Bytes>>, token: Option<&str>) -> Response<Bytes> {
+    match token {
+        // h2, as kubectl: a refusal before the body is read cannot break the request's pipe.
+        None => env.request(r, Some(&env.admin_cert), true).await,
+        Some(t) => {
+            let (mut parts, body) = r.into_parts();
+            parts
+                .headers
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+            env.request(Request::from_parts(parts, body), None, true)
+                .await
+        }
+    }
+}
+
+/// Expect `code`/`reason` and that no write reached the upstream.
+async fn refused_as(
+    env: &Env,
+    r: Request<Full<Bytes>>,
+    token: Option<&str>,
+    code: u16,
+    reason: &str,
+) -> Value {
+    env.sandbox.sandbox.clear_recorded();
+    let what = format!("{} {}", r.method(), r.uri());
+    let resp = send_as(env, r, token).await;
+    let s = status(resp.body());
+    assert_eq!(resp.status().as_u16(), code, "{what}: {s}");
+    assert_eq!(s["kind"], "Status", "{what}");
+    assert_eq!(s["reason"], reason, "{what}: {s}");
+    assert_eq!(s["code"], code, "{what}");
+    let w = writes(env);
+    assert!(w.is_empty(), "{what} reached the upstream: {w:?}");
+    s
+}
+
+async fn refused(env: &Env, r: Request<Full<Bytes>>, code: u16, reason: &str) -> Value {
+    refused_as(env, r, None, code, reason).await
+}
+
+/// Expect success; return the response and the body the upstream received for the write.
+async fn accepted_as(
+    env: &Env,
+    r: Request<Full<Bytes>>,
+    token: Option<&str>,
+) -> (Response<Bytes>, Value) {
+    env.sandbox.sandbox.clear_recorded();
+    let what = format!("{} {}", r.method(), r.uri());
+    let method = r.method().clone();
+    let resp = send_as(env, r, token).await;
+    assert!(
+        resp.status().is_success(),
+        "{what}: {} {}",
+        resp.status(),
+        String::from_utf8_lossy(resp.body())
+    );
+    let rec = env.sandbox.sandbox.recorded();
+    let write = rec
+        .iter()
+        .find(|r| r.method == method)
+        .unwrap_or_else(|| panic!("{what}: upstream saw no {method}: {rec:?}"));
+    let bytes = write.body.clone().expect("the sandbox recorded the body");
+    let v: Value = serde_json::from_slice(&bytes).expect("upstream received JSON");
+    // What went upstream is exactly the canonical serialization (no duplicates, no whitespace).
+    assert_eq!(
+        bytes.as_ref(),
+        portcullis::sanitize::parse::canonical_bytes(&v).as_slice(),
+        "{what}: forwarded body is not canonical"
+    );
+    assert_eq!(
+        write
+            .headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()),
+        Some(bytes.len().to_string().as_str()),
+        "{what}: content-length"
+    );
+    (resp, v)
+}
+
+async fn accepted(env: &Env, r: Request<Full<Bytes>>) -> (Response<Bytes>, Value) {
+    accepted_as(env, r, None).await
+}
+
+fn causes(s: &Value) -> Vec<(String, String)> {
+    s["details"]["causes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| {
+                    (
+                        c["field"].as_str().unwrap_or_default().to_owned(),
+                        c["message"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn has_cause(s: &Value, field: &str) -> bool {
+    causes(s).iter().any(|(f, _)| f == field)
+}
+
+/// A pod spec that satisfies `restricted`.
+fn good_spec() -> Value {
+    json!({
+        "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{"name": "c", "image": "nginx",
+            "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]
+    })
+}
+
+fn pod(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})
+}
+
+/// (resource path under the namespace, object, field prefix of the pod spec) for each kind.
+fn kinds(ns: &str, name: &str, spec: Value) -> Vec<(String, Value, &'static str)> {
+    let tpl = json!({"metadata": {"labels": {"app": name}}, "spec": spec});
+    let mut job_tpl = tpl.clone();
+    job_tpl["spec"]["restartPolicy"] = json!("Never");
+    let sel = json!({"matchLabels": {"app": name}});
+    let meta = json!({"name": name});
+    let core = format!("/api/v1/namespaces/{ns}");
+    let apps = format!("/apis/apps/v1/namespaces/{ns}");
+    let batch = format!("/apis/batch/v1/namespaces/{ns}");
+    vec![
+        (format!("{core}/pods"), pod(name, spec.clone()), "spec"),
+        (
+            format!("{core}/podtemplates"),
+            json!({"apiVersion": "v1", "kind": "PodTemplate", "metadata": meta, "template": tpl}),
+            "template.spec",
+        ),
+        (
+            format!("{core}/replicationcontrollers"),
+            json!({"apiVersion": "v1", "kind": "ReplicationController", "metadata": meta,
+                "spec": {"replicas": 1, "selector": {"app": name}, "template": tpl}}),
+            "spec.template.spec",
+        ),
+        (
+            format!("{apps}/replicasets"),
+            json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": meta,
+                "spec": {"selector": sel, "template": tpl}}),
+            "spec.template.spec",
+        ),
+        (
+            format!("{apps}/deployments"),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
+                "spec": {"selector": sel, "template": tpl}}),
+            "spec.template.spec",
+        ),
+        (
+            format!("{apps}/statefulsets"),
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta,
+                "spec": {"selector": sel, "serviceName": name, "template": tpl}}),
+            "spec.template.spec",
+        ),
+        (
+            format!("{apps}/daemonsets"),
+            json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": meta,
+                "spec": {"selector": sel, "template": tpl}}),
+            "spec.template.spec",
+        ),
+        (
+            format!("{batch}/jobs"),
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": meta,
+                "spec": {"template": job_tpl}}),
+            "spec.template.spec",
+        ),
+        (
+            format!("{batch}/cronjobs"),
+            json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": meta,
+                "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": job_tpl}}}}),
+            "spec.jobTemplate.spec.template.spec",
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_pod_bearing_kind_is_judged() {
+    let env = Env::start().await;
+    let mut bad = good_spec();
+    bad["containers"][0]["securityContext"]["privileged"] = json!(true);
+    for (path, obj, prefix) in kinds("team-a", "bad", bad) {
+        let s = refused(
+            &env,
+            json_req("POST", &path, "application/json", &obj),
+            422,
+            "Invalid",
+        )
+        .await;
+        let field = format!("{prefix}.containers[0].securityContext.privileged");
+        assert!(has_cause(&s, &field), "{path}: {s}");
+        assert!(
+            s["message"]
+                .as_str()
+                .unwrap()
+                .contains("violates PodSecurity \"restricted:latest\""),
+            "{s}"
+        );
+        assert_eq!(s["details"]["kind"], obj["kind"], "{s}");
+        assert_eq!(s["details"]["name"], "bad");
+    }
+    for (path, obj, _) in kinds("team-a", "good", good_spec()) {
+        let (_, upstream) = accepted(&env, json_req("POST", &path, "application/json", &obj)).await;
+        assert_eq!(upstream, obj, "{path}");
+    }
+    // Unchecked namespaces stay unchecked.
+    let mut bad = good_spec();
+    bad["hostPID"] = json!(true);
+    for (path, obj, _) in kinds("default", "host", bad) {
+        accepted(&env, json_req("POST", &path, "application/json", &obj)).await;
+    }
+    env.stop().await;
+}
+
+type Edit = fn(&mut Value);
+
+/// Each Pod Security check: an edit of a restricted-compliant spec that violates it (with the
+/// field the cause must name), and one that stays within it.
+fn checks() -> Vec<(&'static str, Edit, &'static str, Edit)> {
+    vec![
+        (
+            "hostNamespaces/hostNetwork",
+            |s| s["hostNetwork"] = json!(true),
+            "spec.hostNetwork",
+            |s| s["hostNetwork"] = json!(false),
+        ),
+        (
+            "hostNamespaces/hostPID",
+            |s| s["hostPID"] = json!(true),
+            "spec.hostPID",
+            |s| s["hostPID"] = json!(false),
+        ),
+        (
+            "hostNamespaces/hostIPC",
+            |s| s["hostIPC"] = json!(true),
+            "spec.hostIPC",
+            |s| s["hostIPC"] = json!(false),
+        ),
+        (
+            "privileged",
+            |s| s["containers"][0]["securityContext"]["privileged"] = json!(true),
+            "spec.containers[0].securityContext.privileged",
+            |s| s["containers"][0]["securityContext"]["privileged"] = json!(false),
+        ),
+        (
+            "capabilities_baseline",
+            |s| s["containers"][0]["securityContext"]["capabilities"]["add"] = json!(["SYS_ADMIN"]),
+            "spec.containers[0].securityContext.capabilities.add[0]",
+            |s| {
+                s["containers"][0]["securityContext"]["capabilities"]["add"] =
+                    json!(["NET_BIND_SERVICE"])
+            },
+        ),
+        (
+            "capabilities_restricted/drop",
+            |s| s["containers"][0]["securityContext"]["capabilities"]["drop"] = json!(["NET_RAW"]),
+            "spec.containers[0].securityContext.capabilities.drop",
+            |s| {
+                s["containers"][0]["securityContext"]["capabilities"]["drop"] =
+                    json!(["ALL", "NET_RAW"])
+            },
+        ),
+        (
+            "hostPathVolumes",
+            |s| s["volumes"] = json!([{"name": "h", "hostPath": {"path": "/"}}]),
+            "spec.volumes[0].hostPath",
+            |s| s["volumes"] = json!([{"name": "e", "emptyDir": {}}]),
+        ),
+        (
+            "restrictedVolumes",
+            |s| s["volumes"] = json!([{"name": "n", "nfs": {"server": "x", "path": "/"}}]),
+            "spec.volumes[0].nfs",
+            |s| s["volumes"] = json!([{"name": "c", "configMap": {"name": "x"}}]),
+        ),
+        (
+            "hostPorts",
+            |s| s["containers"][0]["ports"] = json!([{"containerPort": 80, "hostPort": 80}]),
+            "spec.containers[0].ports[0].hostPort",
+            |s| s["containers"][0]["ports"] = json!([{"containerPort": 80, "hostPort": 0}]),
+        ),
+        (
+            "appArmorProfile",
+            |s| s["securityContext"]["appArmorProfile"] = json!({"type": "Unconfined"}),
+            "spec.securityContext.appArmorProfile.type",
+            |s| s["securityContext"]["appArmorProfile"] = json!({"type": "RuntimeDefault"}),
+        ),
+        (
+            "seLinuxOptions",
+            |s| s["securityContext"]["seLinuxOptions"] = json!({"type": "spc_t"}),
+            "spec.securityContext.seLinuxOptions.type",
+            |s| s["securityContext"]["seLinuxOptions"] = json!({"type": "container_t"}),
+        ),
+        (
+            "procMount",
+            |s| s["containers"][0]["securityContext"]["procMount"] = json!("Unmasked"),
+            "spec.containers[0].securityContext.procMount",
+            |s| s["containers"][0]["securityContext"]["procMount"] = json!("Default"),
+        ),
+        (
+            "seccompProfile",
+            |s| s["securityContext"]["seccompProfile"] = json!({"type": "Unconfined"}),
+            "spec.securityContext.seccompProfile.type",
+            |s| {
+                s["securityContext"]["seccompProfile"] =
+                    json!({"type": "Localhost", "localhostProfile": "p.json"})
+            },
+        ),
+        (
+            "sysctls",
+            |s| s["securityContext"]["sysctls"] = json!([{"name": "kernel.msgmax", "value": "1"}]),
+            "spec.securityContext.sysctls[0].name",
+            |s| {
+                s["securityContext"]["sysctls"] =
+                    json!([{"name": "net.ipv4.tcp_syncookies", "value": "1"}])
+            },
+        ),
+        (
+            "windowsHostProcess",
+            |s| s["securityContext"]["windowsOptions"] = json!({"hostProcess": true}),
+            "spec.securityContext.windowsOptions.hostProcess",
+            |s| s["securityContext"]["windowsOptions"] = json!({"hostProcess": false}),
+        ),
+        (
+            "hostProbesAndHostLifecycle",
+            |s| {
+                s["containers"][0]["livenessProbe"] =
+                    json!({"httpGet": {"host": "10.0.0.1", "port": 80}})
+            },
+            "spec.containers[0].livenessProbe.httpGet.host",
+            |s| s["containers"][0]["livenessProbe"] = json!({"httpGet": {"port": 80}}),
+        ),
+        (
+            "allowPrivilegeEscalation",
+            |s| {
+                s["containers"][0]["securityContext"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("allowPrivilegeEscalation");
+            },
+            "spec.containers[0].securityContext.allowPrivilegeEscalation",
+            |s| s["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = json!(false),
+        ),
+        (
+            "runAsNonRoot",
+            |s| s["securityContext"]["runAsNonRoot"] = json!(false),
+            "spec.securityContext.runAsNonRoot",
+            |s| s["containers"][0]["securityContext"]["runAsNonRoot"] = json!(true),
+        ),
+        (
+            "runAsUser",
+            |s| s["securityContext"]["runAsUser"] = json!(0),
+            "spec.securityContext.runAsUser",
+            |s| s["securityContext"]["runAsUser"] = json!(1000),
+        ),
+        (
+            "seccompProfile_restricted",
+            |s| {
+                s["securityContext"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("seccompProfile");
+            },
+            "spec.containers[0].securityContext.seccompProfile.type",
+            |s| {
+                s["containers"][0]["securityContext"]["seccompProfile"] =
+                    json!({"type": "RuntimeDefault"})
+            },
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_pod_security_check_refuses_and_allows() {
+    let env = Env::start().await;
+    let path = "/api/v1/namespaces/team-a/pods";
+    for (i, (check, bad, field, good)) in checks().into_iter().enumerate() {
+        let mut spec = good_spec();
+        bad(&mut spec);
+        let s = refused(
+            &env,
+            json_req(
+                "POST",
+                path,
+                "application/json",
+                &pod(&format!("bad-{i}"), spec),
+            ),
+            422,
+            "Invalid",
+        )
+        .await;
+        assert!(
+            has_cause(&s, field),
+            "{check}: expected a cause at {field}: {s}"
+        );
+        let mut spec = good_spec();
+        good(&mut spec);
+        let obj = pod(&format!("good-{i}"), spec);
+        let (_, up) = accepted(&env, json_req("POST", path, "application/json", &obj)).await;
+        assert_eq!(up, obj, "{check}");
+    }
+    // Every violation is reported, one cause each.
+    let mut spec = good_spec();
+    spec["hostPID"] = json!(true);
+    spec["containers"][0]["securityContext"]["privileged"] = json!(true);
+    spec["volumes"] = json!([{"name": "h", "hostPath": {"path": "/"}}]);
+    let s = refused(
+        &env,
+        json_req("POST", path, "application/json", &pod("many", spec)),
+        422,
+        "Invalid",
+    )
+    .await;
+    for f in [
+        "spec.hostPID",
+        "spec.containers[0].securityContext.privileged",
+        "spec.volumes[0].hostPath",
+    ] {
+        assert!(has_cause(&s, f), "{f}: {s}");
+    }
+    env.stop().await;
+}
+
+async fn create(env: &Env, path: &str, obj: &Value) {
+    accepted(env, json_req("POST", path, "application/json", obj)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_patch_type_smuggles_a_violation() {
+    let env = Env::start().await;
+    let pods = "/api/v1/namespaces/team-a/pods";
+    let deps = "/apis/apps/v1/namespaces/team-a/deployments";
+    create(&env, pods, &pod("p1", good_spec())).await;
+    let (_, dep, _) = kinds("team-a", "d1", good_spec()).swap_remove(4);
+    create(&env, deps, &dep).await;
+
+    let privileged_container = {
+        let mut c = good_spec()["containers"][0].clone();
+        c["securityContext"]["privileged"] = json!(true);
+        c
+    };
+    let with_cap = {
+        let mut c = good_spec()["containers"][0].clone();
+        c["securityContext"]["capabilities"]["add"] = json!(["NET_ADMIN"]);
+        c
+    };
+    // (target, pointer prefix of the pod spec, field prefix)
+    let targets = [
+        (format!("{pods}/p1"), "/spec", "spec"),
+        (
+            format!("{deps}/d1"),
+            "/spec/template/spec",
+            "spec.template.spec",
+        ),
+    ];
+    for (url, ptr, fp) in &targets {
+        let nest = |inner: Value| -> Value {
+            // {"spec": inner} or {"spec": {"template": {"spec": inner}}}
+            let mut v = inner;
+            for key in ptr.split('/').filter(|k| !k.is_empty()).rev() {
+                v = json!({ key: v });
+            }
+            v
+        };
+        let smuggles: Vec<(&str, Vec<Value>, Value, String)> = vec![
+            (
+                "privileged",
+                vec![
+                    json!({"op": "add", "path": format!("{ptr}/containers/0/securityContext/privileged"), "value": true}),
+                ],
+                nest(json!({"containers": [privileged_container.clone()]})),
+                format!("{fp}.containers[0].securityContext.privileged"),
+            ),
+            (
+                "hostPID",
+                vec![json!({"op": "add", "path": format!("{ptr}/hostPID"), "value": true})],
+                nest(json!({"hostPID": true})),
+                format!("{fp}.hostPID"),
+            ),
+            (
+                "hostPath",
+                vec![
+                    json!({"op": "add", "path": format!("{ptr}/volumes"), "value": [{"name": "h", "hostPath": {"path": "/"}}]}),
+                ],
+                nest(json!({"volumes": [{"name": "h", "hostPath": {"path": "/"}}]})),
+                format!("{fp}.volumes[0].hostPath"),
+            ),
+            (
+                "capability",
+                vec![
+                    json!({"op": "add", "path": format!("{ptr}/containers/0/securityContext/capabilities/add"), "value": ["NET_ADMIN"]}),
+                ],
+                nest(json!({"containers": [with_cap.clone()]})),
+                format!("{fp}.containers[0].securityContext.capabilities.add[0]"),
+            ),
+        ];
+        for (what, json_ops, merge_doc, field) in smuggles {
+            let cases = [
+                ("application/json-patch+json", Value::Array(json_ops)),
+                ("application/merge-patch+json", merge_doc.clone()),
+                ("application/strategic-merge-patch+json", merge_doc.clone()),
+            ];
+            for (ct, doc) in cases {
+                let s = refused(&env, json_req("PATCH", url, ct, &doc), 422, "Invalid").await;
+                assert!(has_cause(&s, &field), "{url} {ct} {what}: {s}");
+            }
+            // Server-side apply: the applied configuration (here the whole object with the
+            // violation merged in).
+            let mut applied = if url.contains("/pods/") {
+                pod("p1", good_spec())
+            } else {
+                dep.clone()
+            };
+            portcullis::sanitize::merge::merge(
+                &mut applied,
+                &merge_doc,
+                portcullis::sanitize::merge::Mode::Strategic,
+            )
+            .unwrap();
+            let s = refused(
+                &env,
+                json_req(
+                    "PATCH",
+                    &format!("{url}?fieldManager=t"),
+                    "application/apply-patch+yaml",
+                    &applied,
+                ),
+                422,
+                "Invalid",
+            )
+            .await;
+            assert!(has_cause(&s, &field), "{url} apply {what}: {s}");
+        }
+
+        // Strategic directives are applied, so they cannot hide a removal.
+        let s = refused(
+            &env,
+            json_req("PATCH", url, "application/strategic-merge-patch+json",
+                &nest(json!({"securityContext": {"$patch": "replace", "seccompProfile": {"type": "RuntimeDefault"}}}))),
+            422,
+            "Invalid",
+        )
+        .await;
+        assert!(
+            has_cause(
+                &s,
+                &format!("{fp}.containers[0].securityContext.runAsNonRoot")
+            ),
+            "{s}"
+        );
+        let s = refused(
+            &env,
+            json_req("PATCH", url, "application/strategic-merge-patch+json",
+                &nest(json!({"containers": [{"name": "c", "securityContext": {"capabilities": {"$deleteFromPrimitiveList/drop": ["ALL"]}}}]}))),
+            422,
+            "Invalid",
+        )
+        .await;
+        assert!(
+            has_cause(
+                &s,
+                &format!("{fp}.containers[0].securityContext.capabilities.drop")
+            ),
+            "{s}"
+        );
+        refused(
+            &env,
+            json_req(
+                "PATCH",
+                url,
+                "application/strategic-merge-patch+json",
+                &nest(json!({"$unknownDirective": 1})),
+            ),
+            400,
+            "BadRequest",
+        )
+        .await;
+
+        // A harmless spec patch passes, pinned to the judged resourceVersion.
+        let (_, up) = accepted(
+            &env,
+            json_req(
+                "PATCH",
+                url,
+                "application/strategic-merge-patch+json",
+                &nest(json!({"containers": [{"name": "c", "image": "nginx:2"}]})),
+            ),
+        )
+        .await;
+        assert!(
+            up["metadata"]["resourceVersion"].is_string(),
+            "precondition added: {up}"
+        );
+        let (_, up) = accepted(
+            &env,
+            json_req("PATCH", url, "application/json-patch+json",
+                &json!([{"op": "replace", "path": format!("{ptr}/containers/0/image"), "value": "nginx:3"}])),
+        )
+        .await;
+        assert_eq!(up[0]["op"], "test", "precondition op first: {up}");
+        assert_eq!(up[0]["path"], "/metadata/resourceVersion");
+    }
+
+    // A label patch touches no pod spec: not judged, no read of the current object.
+    env.sandbox.sandbox.clear_recorded();
+    let (_, up) = accepted(
+        &env,
+        json_req(
+            "PATCH",
+            &format!("{deps}/d1"),
+            "application/merge-patch+json",
+            &json!({"metadata": {"labels": {"x": "y"}}}),
+        ),
+    )
+    .await;
+    assert_eq!(up, json!({"metadata": {"labels": {"x": "y"}}}));
+    assert!(
+        !env.sandbox
+            .sandbox
+            .recorded()
+            .iter()
+            .any(|r| r.method == http::Method::GET),
+        "a label patch must not read the object"
+    );
+
+    // An ephemeral container is judged like any other container.
+    let s = refused(
+        &env,
+        json_req("PATCH", &format!("{pods}/p1/ephemeralcontainers"), "application/strategic-merge-patch+json",
+            &json!({"spec": {"ephemeralContainers": [{"name": "dbg", "image": "busybox", "securityContext": {"privileged": true}}]}})),
+        422,
+        "Invalid",
+    )
+    .await;
+    assert!(
+        has_cause(&s, "spec.ephemeralContainers[0].securityContext.privileged"),
+        "{s}"
+    );
+
+    // Patching an object that does not exist: the apiserver's 404, nothing forwarded.
+    refused(
+        &env,
+        json_req(
+            "PATCH",
+            &format!("{pods}/nope"),
+            "application/merge-patch+json",
+            &json!({"spec": {"hostPID": true}}),
+        ),
+        404,
+        "NotFound",
+    )
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_parsing_refuses_differentials_and_bombs() {
+    let env = Env::start().await;
+    let pods = "/api/v1/namespaces/team-a/pods";
+    let cms = "/api/v1/namespaces/default/configmaps";
+
+    // Duplicate keys: the apiserver keeps the last one; we refuse and name the path.
+    let dup = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"d"},"spec":{"containers":[{"name":"c","image":"x","securityContext":{"privileged":false,"privileged":true}}]}}"#;
+    let s = refused(
+        &env,
+        req("POST", pods, Some("application/json"), dup),
+        400,
+        "BadRequest",
+    )
+    .await;
+    assert!(
+        has_cause(&s, "spec.containers[0].securityContext.privileged"),
+        "{s}"
+    );
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate key \"privileged\""),
+        "{s}"
+    );
+
+    // A key that differs only in case.
+    let mut spec = good_spec();
+    spec["containers"][0]["securityContext"]["Privileged"] = json!(true);
+    let s = refused(
+        &env,
+        json_req("POST", pods, "application/json", &pod("case", spec)),
+        422,
+        "Invalid",
+    )
+    .await;
+    assert!(
+        has_cause(&s, "spec.containers[0].securityContext.Privileged"),
+        "{s}"
+    );
+
+    // \u escapes in keys are decoded before judging.
+    let esc = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"e"},"spec":{"host\u0050ID":true,"securityContext":{"runAsNonRoot":true,"seccompProfile":{"type":"RuntimeDefault"}},"containers":[{"name":"c","image":"x","securityContext":{"allowPrivilegeEscalation":false,"capabilities":{"drop":["ALL"]}}}]}}"#;
+    let s = refused(
+        &env,
+        req("POST", pods, Some("application/json"), esc),
+        422,
+        "Invalid",
+    )
+    .await;
+    assert!(has_cause(&s, "spec.hostPID"), "{s}");
+
+    // YAML: aliases (billion laughs), merge keys, several documents.
+    let bomb = "a: &a [\"x\",\"x\"]\nb: &b [*a,*a]\nc: &c [*b,*b]\nd: [*c,*c]\n";
+    refused(
+        &env,
+        req("POST", cms, Some("application/yaml"), bomb),
+        400,
+        "BadRequest",
+    )
+    .await;
+    let merge =
+        "apiVersion: v1\nkind: ConfigMap\nbase: &b {x: 1}\nmetadata:\n  <<: *b\n  name: m\n";
+    refused(
+        &env,
+        req("POST", cms, Some("application/yaml"), merge),
+        400,
+        "BadRequest",
+    )
+    .await;
+    let two = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n";
+    refused(
+        &env,
+        req("POST", cms, Some("application/yaml"), two),
+        400,
+        "BadRequest",
+    )
+    .await;
+    // ...while plain YAML is converted to JSON.
+    let yaml =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  on: \"yes\"\n";
+    let (_, up) = accepted(&env, req("POST", cms, Some("application/yaml"), yaml)).await;
+    assert_eq!(
+        up,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "from-yaml"}, "data": {"on": "yes"}})
+    );
+
+    // Depth.
+    let deep = format!("{}1{}", "{\"a\":".repeat(200), "}".repeat(200));
+    refused(
+        &env,
+        req("POST", cms, Some("application/json"), deep),
+        400,
+        "BadRequest",
+    )
+    .await;
+    // Invalid UTF-8.
+    refused(
+        &env,
+        req(
+            "POST",
+            cms,
+            Some("application/json"),
+            &b"{\"a\":\"\xff\"}"[..],
+        ),
+        400,
+        "BadRequest",
+    )
+    .await;
+    // Too many JSON-patch operations.
+    let ops: Vec<Value> = (0..10_001)
+        .map(|_| json!({"op": "test", "path": "/a", "value": 1}))
+        .collect();
+    refused(
+        &env,
+        json_req(
+            "PATCH",
+            &format!("{cms}/x"),
+            "application/json-patch+json",
+            &Value::Array(ops),
+        ),
+        400,
+        "BadRequest",
+    )
+    .await;
+
+    // Size: declared, then streamed without a length.
+    let big = vec![b' '; 3 * 1024 * 1024 + 1];
+    let s = refused(
+        &env,
+        req("POST", cms, Some("application/json"), big),
+        413,
+        "RequestEntityTooLarge",
+    )
+    .await;
+    assert_eq!(s["message"], "Request entity too large: limit is 3145728");
+    env.sandbox.sandbox.clear_recorded();
+    let (code, body) = chunked_post(&env, cms, 4 * 1024 * 1024).await;
+    assert_eq!(code, 413, "{body}");
+    assert!(body.contains("RequestEntityTooLarge"), "{body}");
+    assert!(writes(&env).is_empty());
+
+    // Encodings and media types.
+    let mut gz = req(
+        "POST",
+        cms,
+        Some("application/json"),
+        &b"\x1f\x8b\x08\x00"[..],
+    );
+    gz.headers_mut()
+        .insert("content-encoding", "gzip".parse().unwrap());
+    let s = refused(&env, gz, 415, "UnsupportedMediaType").await;
+    assert!(s["message"].as_str().unwrap().contains("gzip"), "{s}");
+    let proto = &b"k8s\x00\x0a\x0f\x0a\x08apps/v1\x12\x0aDeployment"[..];
+    let s = refused(
+        &env,
+        req(
+            "POST",
+            "/apis/apps/v1/namespaces/team-a/deployments",
+            Some("application/vnd.kubernetes.protobuf"),
+            proto,
+        ),
+        415,
+        "UnsupportedMediaType",
+    )
+    .await;
+    assert!(
+        s["message"].as_str().unwrap().contains("cannot judge"),
+        "{s}"
+    );
+    refused(
+        &env,
+        req(
+            "POST",
+            "/apis/apps/v1/namespaces/team-a/deployments",
+            Some("application/cbor"),
+            &b"\xa1\x61a\x01"[..],
+        ),
+        415,
+        "UnsupportedMediaType",
+    )
+    .await;
+    refused(
+        &env,
+        req("POST", cms, None, "{}"),
+        415,
+        "UnsupportedMediaType",
+    )
+    .await;
+    refused(
+        &env,
+        req("POST", cms, Some("text/plain"), "{}"),
+        415,
+        "UnsupportedMediaType",
+    )
+    .await;
+    refused(
+        &env,
+        json_req("POST", cms, "application/merge-patch+json", &json!({})),
+        415,
+        "UnsupportedMediaType",
+    )
+    .await;
+    env.stop().await;
+}
+
+/// POST `n` bytes with `Transfer-Encoding: chunked` over HTTP/1.1; (status, body).
+async fn chunked_post(env: &Env, path: &str, n: usize) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = common::tls_connect(
+        env.proxy_addr,
+        &env.ca,
+        Some(&env.admin_cert),
+        &[b"http/1.1"],
+    )
+    .await;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b' '; 64 * 1024];
+    let mut sent = 0;
+    while sent < n {
+        // The proxy answers (and may close) once the cap is crossed.
+        if s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .await
+            .is_err()
+            || s.write_all(&chunk).await.is_err()
+            || s.write_all(b"\r\n").await.is_err()
+        {
+            break;
+        }
+        sent += chunk.len();
+    }
+    let _ = s.write_all(b"0\r\n\r\n").await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warn_mode_field_rules_and_binary_bodies() {
+    let env = Env::start().await;
+    // team-b: baseline enforced, restricted warned.
+    let b = "/api/v1/namespaces/team-b/pods";
+    let mut spec = good_spec();
+    spec["containers"][0]["securityContext"] = json!({});
+    let (resp, _) = accepted(
+        &env,
+        json_req("POST", b, "application/json", &pod("warned", spec)),
+    )
+    .await;
+    let warnings: Vec<String> = resp
+        .headers()
+        .get_all("warning")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        warnings.iter().any(|w| w.starts_with("299 - \"would violate PodSecurity \\\"restricted:latest\\\": spec.containers[0].securityContext.allowPrivilegeEscalation")),
+        "{warnings:?}"
+    );
+    let mut spec = good_spec();
+    spec["hostNetwork"] = json!(true);
+    refused(
+        &env,
+        json_req("POST", b, "application/json", &pod("hostnet", spec)),
+        422,
+        "Invalid",
+    )
+    .await;
+
+    // Field rules: tenants may not pick nodes; admins may.
+    let pem = std::fs::read_to_string(env.files.dir.join("jwt-signing.key")).unwrap();
+    let now = jwt::now();
+    let alice = jwt::Forge::from_pem(&pem, "demo-1").token(&json!({
+        "iss": "https://portcullis-demo.local", "aud": "portcullis", "sub": "alice",
+        "groups": ["tenant:team-a"], "iat": now, "nbf": now, "exp": now + 600}));
+    let a = "/api/v1/namespaces/team-a/pods";
+    let mut spec = good_spec();
+    spec["nodeName"] = json!("node-1");
+    let s = refused_as(
+        &env,
+        json_req("POST", a, "application/json", &pod("pinned", spec.clone())),
+        Some(&alice),
+        422,
+        "Invalid",
+    )
+    .await;
+    assert!(has_cause(&s, "spec.nodeName"), "{s}");
+    accepted(
+        &env,
+        json_req("POST", a, "application/json", &pod("pinned-by-admin", spec)),
+    )
+    .await;
+    // ... and a tenant's deployment cannot smuggle it through the template either.
+    let (path, mut dep, _) = kinds("team-a", "pinned-dep", good_spec()).swap_remove(4);
+    dep["spec"]["template"]["spec"]["hostAliases"] = json!([{"ip": "1.2.3.4", "hostnames": ["x"]}]);
+    let s = refused_as(
+        &env,
+        json_req("POST", &path, "application/json", &dep),
+        Some(&alice),
+        422,
+        "Invalid",
+    )
+    .await;
+    assert!(has_cause(&s, "spec.template.spec.hostAliases"), "{s}");
+
+    // `status` is stripped from pod creates, with a warning.
+    let mut obj = pod("with-status", good_spec());
+    obj["status"] = json!({"phase": "Running"});
+    let (resp, up) = accepted(&env, json_req("POST", a, "application/json", &obj)).await;
+    assert!(up.get("status").is_none(), "{up}");
+    assert!(
+        resp.headers()
+            .get_all("warning")
+            .iter()
+            .any(|w| w.to_str().unwrap().contains("removed status")),
+        "{:?}",
+        resp.headers()
+    );
+
+    // Protobuf where nothing judges it is forwarded as sent (binary_bodies: forward-unjudged):
+    // here the sandbox itself answers that it cannot decode these bytes.
+    env.sandbox.sandbox.clear_recorded();
+    let resp = send_as(
+        &env,
+        req(
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            Some("application/vnd.kubernetes.protobuf"),
+            &b"k8s\x00"[..],
+        ),
+        None,
+    )
+    .await;
+    assert!(
+        String::from_utf8_lossy(resp.body()).contains("sandbox"),
+        "{:?}",
+        resp.body()
+    );
+    let rec = env.sandbox.sandbox.recorded();
+    let post = rec
+        .iter()
+        .find(|r| r.method == http::Method::POST)
+        .expect("forwarded");
+    assert_eq!(post.body.as_deref(), Some(&b"k8s\x00"[..]));
+    env.stop().await;
+
+    // With the default (no binary_bodies), protobuf is refused everywhere it is inspected.
+    let env = Env::start_with(|c| *c = c.replace("  binary_bodies: forward-unjudged\n", "")).await;
+    refused(
+        &env,
+        req(
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            Some("application/vnd.kubernetes.protobuf"),
+            &b"k8s\x00"[..],
+        ),
+        415,
+        "UnsupportedMediaType",
+    )
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_prints_every_violation_and_applies_compliant_workloads() {
+    if !common::have_kubectl() {
+        return;
+    }
+    let env = Env::start().await;
+    let home = env.dir.path();
+    let bad = home.join("privileged-pod.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: root-shell\nspec:\n  hostPID: true\n  containers:\n  - name: shell\n    image: busybox\n    securityContext:\n      privileged: true\n  volumes:\n  - name: host\n    hostPath:\n      path: /\n",
+    )
+    .unwrap();
+    let out = common::kubectl(
+        &env.files.team_a_kubeconfig,
+        home,
+        &["apply", "-n", "team-a", "-f", bad.to_str().unwrap()],
+    )
+    .await;
+    let err = common::stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("The Pod \"root-shell\" is invalid"), "{err}");
+    for line in [
+        "* spec.hostPID: Forbidden: violates PodSecurity \"restricted:latest\": host namespaces",
+        "* spec.containers[0].securityContext.privileged: Forbidden: violates PodSecurity \"restricted:latest\": privileged",
+        "* spec.volumes[0].hostPath: Forbidden: violates PodSecurity \"restricted:latest\"",
+    ] {
+        assert!(err.contains(line), "missing {line:?} in:\n{err}");
+    }
+    assert!(
+        writes(&env).iter().all(|w| !w.contains("root-shell")),
+        "{:?}",
+        writes(&env)
+    );
+
+    // team-b warns about restricted and lets a baseline pod in.
+    let warn = home.join("baseline-pod.yaml");
+    std::fs::write(&warn, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: plain\n  namespace: team-b\nspec:\n  containers:\n  - name: c\n    image: nginx\n").unwrap();
+    let out = env.kubectl(&["apply", "-f", warn.to_str().unwrap()]).await;
+    let err = common::stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("Warning: would violate PodSecurity \"restricted:latest\""),
+        "{err}"
+    );
+
+    // A compliant Deployment applies, re-applies (client-side apply sends a strategic merge
+    // patch with $setElementOrder directives), and a kubectl patch cannot make it privileged.
+    let dep = home.join("web.yaml");
+    let manifest = |image: &str| {
+        format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      securityContext:\n        runAsNonRoot: true\n        seccompProfile: {{type: RuntimeDefault}}\n      containers:\n      - name: web\n        image: {image}\n        securityContext:\n          allowPrivilegeEscalation: false\n          capabilities: {{drop: [ALL]}}\n"
+    )
+    };
+    for image in ["nginx:1", "nginx:2"] {
+        std::fs::write(&dep, manifest(image)).unwrap();
+        let out = common::kubectl(
+            &env.files.team_a_kubeconfig,
+            home,
+            &["apply", "-n", "team-a", "-f", dep.to_str().unwrap()],
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "apply {image}: {}",
+            common::stderr(&out)
+        );
+    }
+    let out = common::kubectl(&env.files.team_a_kubeconfig, home, &[
+        "patch", "-n", "team-a", "deployment", "web", "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","securityContext":{"privileged":true}}]}}}}"#,
+    ])
+    .await;
+    let err = common::stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("spec.template.spec.containers[0].securityContext.privileged: Forbidden"),
+        "{err}"
+    );
+    let out = common::kubectl(
+        &env.files.team_a_kubeconfig,
+        home,
+        &[
+            "patch",
+            "deployment",
+            "web",
+            "--type",
+            "json",
+            "-p",
+            r#"[{"op":"add","path":"/spec/template/spec/hostNetwork","value":true}]"#,
+        ],
+    )
+    .await;
+    assert!(
+        common::stderr(&out).contains("spec.template.spec.hostNetwork: Forbidden"),
+        "{}",
+        common::stderr(&out)
+    );
+    let out = common::kubectl(
+        &env.files.team_a_kubeconfig,
+        home,
+        &["apply", "--server-side", "-f", bad.to_str().unwrap()],
+    )
+    .await;
+    assert!(
+        common::stderr(&out).contains("spec.hostPID: Forbidden"),
+        "{}",
+        common::stderr(&out)
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_rs_gets_the_invalid_status() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::{
+        api::PostParams,
+        config::{KubeConfigOptions, Kubeconfig},
+        Api, Client, Config,
+    };
+    let env = Env::start().await;
+    let kc = Kubeconfig::read_from(&env.files.team_a_kubeconfig).unwrap();
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(Client::try_from(config).unwrap(), "team-a");
+    let mut spec = good_spec();
+    spec["containers"][0]["securityContext"]["privileged"] = json!(true);
+    let p: Pod = serde_json::from_value(pod("kube-rs-priv", spec)).unwrap();
+    env.sandbox.sandbox.clear_recorded();
+    match pods.create(&PostParams::default(), &p).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422, "{s:?}");
+            assert_eq!(s.reason, "Invalid");
+            assert!(
+                s.message
+                    .contains("spec.containers[0].securityContext.privileged"),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("expected 422, got {other:?}"),
+    }
+    assert!(writes(&env).is_empty());
+    let ok: Pod = serde_json::from_value(pod("kube-rs-ok", good_spec())).unwrap();
+    pods.create(&PostParams::default(), &ok).await.unwrap();
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_mode_is_recorded_only_and_caps_are_per_resource() {
+    let env = Env::start_with(|c| {
+        *c = c
+            .replace(
+                "      team-b: {enforce: baseline, warn: restricted}\n",
+                "      team-b: {enforce: baseline, warn: restricted}\n      default: {audit: restricted}\n",
+            )
+            .replace(
+                "  binary_bodies: forward-unjudged\n",
+                "  binary_bodies: forward-unjudged\n  resources:\n    - {group: \"\", resources: [configmaps], max_body_bytes: 1024}\n",
+            );
+    })
+    .await;
+    // Audit: passes untouched, no warning, counted.
+    let mut spec = good_spec();
+    spec["hostPID"] = json!(true);
+    let (resp, _) = accepted(
+        &env,
+        json_req(
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            "application/json",
+            &pod("audited", spec),
+        ),
+    )
+    .await;
+    assert!(
+        resp.headers().get("warning").is_none(),
+        "{:?}",
+        resp.headers()
+    );
+    // Warn and enforce are counted too.
+    let mut spec = good_spec();
+    spec["containers"][0]["securityContext"] = json!({});
+    accepted(
+        &env,
+        json_req(
+            "POST",
+            "/api/v1/namespaces/team-b/pods",
+            "application/json",
+            &pod("warned", spec),
+        ),
+    )
+    .await;
+    let mut spec = good_spec();
+    spec["hostPID"] = json!(true);
+    refused(
+        &env,
+        json_req(
+            "POST",
+            "/api/v1/namespaces/team-a/pods",
+            "application/json",
+            &pod("refused", spec),
+        ),
+        422,
+        "Invalid",
+    )
+    .await;
+    let (_, metrics) = common::admin_get(env.admin_addr, "/metrics").await;
+    for mode in ["audit", "warn", "enforce"] {
+        let line = format!("portcullis_pod_security_violating_requests_total{{mode=\"{mode}\"}} 1");
+        assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
+    }
+
+    // A per-resource cap: 1 KiB for configmaps, the default 3 MiB elsewhere.
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"}, "data": {"k": "x".repeat(2000)}});
+    let s = refused(
+        &env,
+        json_req(
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            "application/json",
+            &cm,
+        ),
+        413,
+        "RequestEntityTooLarge",
+    )
+    .await;
+    assert_eq!(s["message"], "Request entity too large: limit is 1024");
+    let sec = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "big"}, "stringData": {"k": "x".repeat(2000)}});
+    accepted(
+        &env,
+        json_req(
+            "POST",
+            "/api/v1/namespaces/default/secrets",
+            "application/json",
+            &sec,
+        ),
+    )
+    .await;
+    env.stop().await;
+}

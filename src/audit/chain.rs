@@ -9,7 +9,10 @@
 //! `annotations` removed if that leaves it empty), written compactly with every object's keys
 //! sorted by their UTF-8 bytes (serde_json's escaping for strings, its shortest round-trip form
 //! for numbers). Sorting is done here, explicitly, so the canonical form cannot change if a
-//! dependency ever turns on serde_json's `preserve_order`. Whitespace and key order of the line
+//! dependency ever turns on serde_json's `preserve_order`. Numbers must survive parse → print
+//! unchanged, which needs serde_json's `float_roundtrip` feature (Cargo.toml): without it about
+//! a third of all floats are read 1 ulp off and their events would fail verification (a test
+//! below guards this). Whitespace and key order of the line
 //! itself are therefore not covered; every value is.
 //!
 //! The chain never restarts: the first event of a rotated file links to the last event of the
@@ -440,6 +443,37 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             r#"{"a":{"A":1500.0,"z":[{"x":null,"y":true}],"é":"é\n"},"b":1}"#
+        );
+    }
+
+    /// The chain relies on number text surviving parse → print unchanged: `verify` re-prints
+    /// the floats it parses from a line. serde_json's default float parser can read the
+    /// shortest representation 1 ulp off; the `float_roundtrip` feature (Cargo.toml) makes it
+    /// exact. This fails if that feature is ever dropped.
+    #[test]
+    fn floats_round_trip_through_parse_and_print() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut bad = Vec::new();
+        for _ in 0..200_000 {
+            // xorshift64*: arbitrary bit patterns cover every exponent.
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            let f = f64::from_bits(x.wrapping_mul(0x2545_f491_4f6c_dd1d));
+            if !f.is_finite() {
+                continue;
+            }
+            let text = serde_json::to_string(&f).unwrap();
+            let back: f64 = serde_json::from_str(&text).unwrap();
+            if back.to_bits() != f.to_bits() {
+                bad.push(text);
+            }
+        }
+        assert!(
+            bad.is_empty(),
+            "{} floats do not round-trip, e.g. {:?}",
+            bad.len(),
+            &bad[..bad.len().min(3)]
         );
     }
 

@@ -52,6 +52,17 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         limiter.0.metrics().register(&mut metrics.registry);
         limiter.0.spawn_maintenance(shutdown.clone());
     }
+    let audit = match &config.audit {
+        None => None,
+        Some(settings) => {
+            let auditor = Arc::new(crate::audit::Auditor::start(settings.sink_specs())?);
+            crate::audit::metrics::register(&mut metrics.registry, &auditor);
+            Some(Arc::new(crate::auditing::Audit {
+                policy: settings.policy.clone(),
+                auditor,
+            }))
+        }
+    };
     let metrics = Arc::new(metrics);
 
     // Readiness: probe the upstream's /readyz now and on an interval.
@@ -100,7 +111,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         config: config.clone(),
         upstream,
         metrics,
+        audit: audit.clone(),
     });
+    let audit_for_shutdown = audit;
     tracing::info!(summary = %config.summary(), "serving");
     server::serve(
         listeners.proxy,
@@ -111,6 +124,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     )
     .await;
     let _ = admin_task.await;
+    if let Some(a) = &audit_for_shutdown {
+        // Queued events, final checkpoints, sync.
+        a.auditor.shutdown(std::time::Duration::from_secs(10)).await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod auditing;
 pub mod authn;
 pub mod authz;
 pub mod body;

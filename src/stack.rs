@@ -37,6 +37,8 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::{
+    audit::Stage,
+    auditing::Recorder,
     authn, authz,
     body::{Body, BoxError},
     config::Config,
@@ -55,17 +57,93 @@ pub struct Proxy {
     pub config: Arc<Config>,
     pub upstream: Arc<Upstream>,
     pub metrics: Arc<Metrics>,
+    /// Audit policy and sinks (None: not configured).
+    pub audit: Option<Arc<crate::auditing::Audit>>,
 }
 
 impl Proxy {
-    /// Serve one request through every stage.
+    /// Serve one request through every stage. A panic below is caught here: the client gets
+    /// a 500 Status and the audit log a `Panic` event.
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         conn: Arc<ConnInfo>,
     ) -> Response<Body> {
+        use futures_util::FutureExt;
         // 1. request id
         let audit_id = new_audit_id();
+        let request_uri = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default();
+        let method = req.method().clone();
+        let me = self.clone();
+        let peer = conn.peer;
+        let id = audit_id.clone();
+        match std::panic::AssertUnwindSafe(me.handle_inner(req, conn, id))
+            .catch_unwind()
+            .await
+        {
+            Ok(resp) => resp,
+            Err(_) => {
+                tracing::error!(%peer, uri = %request_uri, "request handler panicked");
+                if let Some(audit) = &self.audit {
+                    let mut rec = Recorder::new(
+                        audit.clone(),
+                        &audit_id,
+                        request_uri,
+                        &method,
+                        None,
+                        vec![peer.ip().to_string()],
+                    );
+                    rec.status_code(500);
+                    let _ = rec.emit(Stage::Panic, None).await;
+                }
+                let mut resp =
+                    Status::internal("the proxy failed to handle this request").into_response();
+                resp.headers_mut().insert("audit-id", audit_id);
+                resp
+            }
+        }
+    }
+
+    async fn handle_inner(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: Arc<ConnInfo>,
+        audit_id: HeaderValue,
+    ) -> Response<Body> {
+        // 2 (audit). the event starts with the request line as received
+        let mut rec = self.audit.as_ref().map(|a| {
+            let mut ips: Vec<String> = Vec::new();
+            if self.config.trust_forwarded_for {
+                for v in req.headers().get_all("x-forwarded-for") {
+                    if let Ok(v) = v.to_str() {
+                        ips.extend(
+                            v.split(',')
+                                .map(|x| x.trim().to_owned())
+                                .filter(|x| !x.is_empty()),
+                        );
+                    }
+                }
+            }
+            ips.push(conn.peer.ip().to_string());
+            Recorder::new(
+                a.clone(),
+                &audit_id,
+                req.uri()
+                    .path_and_query()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_default(),
+                req.method(),
+                req.headers().get(http::header::USER_AGENT),
+                ips,
+            )
+        });
+        let mut info_slot: Option<crate::k8s::request::RequestInfo> = None;
+        // Set for long-running requests whose stream started: emits ResponseComplete at its end.
+        let mut stream_started = false;
         // 2. metrics
         let started = Instant::now();
         self.metrics.in_flight.inc();
@@ -81,13 +159,20 @@ impl Proxy {
 
         let response = 'pipeline: {
             // 3. classify
-            let info = match classify(req.method(), req.uri(), req.headers()) {
-                Ok(info) => info,
-                Err(err) => {
-                    break 'pipeline Status::bad_request(format!("invalid request path: {err}"))
-                        .into_response()
-                }
-            };
+            let info: &crate::k8s::request::RequestInfo =
+                match classify(req.method(), req.uri(), req.headers()) {
+                    Ok(info) => info_slot.insert(info),
+                    Err(err) => {
+                        break 'pipeline refuse(
+                            &mut rec,
+                            "classify",
+                            Status::bad_request(format!("invalid request path: {err}")),
+                        );
+                    }
+                };
+            if let Some(r) = rec.as_mut() {
+                r.classified(info);
+            }
             class = info.verb_class();
             long_running = info.long_running;
 
@@ -95,14 +180,14 @@ impl Proxy {
             if let (Some(l), false) = (limiter, long_running) {
                 match l.try_in_flight() {
                     Ok(guard) => in_flight = Some(guard),
-                    Err(rejection) => break 'pipeline rejection.into_response(),
+                    Err(rejection) => break 'pipeline reject(&mut rec, "load-shed", rejection),
                 }
             }
 
             // 5. authenticate — unless this address keeps failing (checked before any
             //    signature work, so floods of bad tokens cannot burn CPU)
             if let Some(rejection) = limiter.and_then(|l| l.source_blocked(peer_ip)) {
-                break 'pipeline rejection.into_response();
+                break 'pipeline reject(&mut rec, "authn", rejection);
             }
             let identity =
                 match authn::request::authenticate(&self.config, req.headers(), &conn).await {
@@ -112,12 +197,19 @@ impl Proxy {
                         if let Some(l) = limiter {
                             l.record_auth_failure(peer_ip);
                         }
-                        break 'pipeline Status::unauthorized().into_response();
+                        break 'pipeline refuse(&mut rec, "authn", Status::unauthorized());
                     }
                 };
+            if let Some(r) = rec.as_mut() {
+                r.authenticated(&identity);
+                r.evaluate(Some(info));
+            }
 
             // 6. authorize: grants ∩ token scope, deny by default
-            let decision = self.config.authorizer.authorize(&identity, &info);
+            let decision = self.config.authorizer.authorize(&identity, info);
+            if let Some(r) = rec.as_mut() {
+                r.decision(decision.allowed, &decision.reason);
+            }
             if !decision.allowed {
                 tracing::info!(user = %identity.user, verb = %info.verb, path = %info.path, reason = %decision.reason, "forbidden");
                 // The apiserver's wording; only a scope denial says why (it helps the token's
@@ -127,20 +219,40 @@ impl Proxy {
                 } else {
                     ""
                 };
-                break 'pipeline authz::forbidden_status(&identity, &info, why).into_response();
+                break 'pipeline refuse(
+                    &mut rec,
+                    "authz",
+                    authz::forbidden_status(&identity, info, why),
+                );
             }
 
             // 7. rate limit: per-identity buckets, concurrent-stream permits
             let mut guard: Option<upstream::Guard> = None;
             if let Some(l) = limiter {
-                match l.check_async(&identity, &info, req.uri()).await {
+                match l.check_async(&identity, info, req.uri()).await {
                     Ok(admission) => {
+                        if let Some(r) = rec.as_mut() {
+                            r.annotate("portcullis.io/ratelimit", "allowed");
+                        }
                         rate_limit_headers = admission.rate_limit;
                         if let Some(permit) = admission.permit {
                             guard = Some(Box::new(permit));
                         }
                     }
-                    Err(rejection) => break 'pipeline rejection.into_response(),
+                    Err(rejection) => {
+                        if let Some(r) = rec.as_mut() {
+                            r.annotate("portcullis.io/ratelimit", "rejected");
+                        }
+                        break 'pipeline reject(&mut rec, "ratelimit", rejection);
+                    }
+                }
+            }
+
+            // RequestReceived, when the policy records it: a strict sink that cannot take it
+            // refuses the request before anything is forwarded.
+            if let Some(r) = rec.as_mut() {
+                if let Err(err) = r.emit(Stage::RequestReceived, Some(info)).await {
+                    break 'pipeline audit_failed(&mut rec, &err);
                 }
             }
 
@@ -155,17 +267,36 @@ impl Proxy {
 
             // 8. sanitize: size, encoding, media type, strict parse, Pod Security, field rules
             let (mut parts, incoming) = req.into_parts();
+            let keep_body = rec.as_ref().is_some_and(|r| r.wants_request_body());
             let checked = sanitize::stage::run(
                 &self.config.sanitizer,
                 &self.upstream,
-                &info,
+                info,
                 &mut parts,
                 incoming,
                 &outbound,
+                keep_body,
             )
             .await;
             let body = match checked {
-                Ok((body, verdict)) => {
+                Ok((body, mut verdict)) => {
+                    if let Some(r) = rec.as_mut() {
+                        if verdict.inspected {
+                            r.annotate("portcullis.io/sanitize", "inspected");
+                        }
+                        if let Some(b) = verdict.body.take() {
+                            r.request_object(b);
+                        }
+                        if let Some(p) = pss_policy(&self.config.sanitizer, info, &identity) {
+                            r.annotate("pod-security.kubernetes.io/enforce-policy", p);
+                        }
+                        if !verdict.audit.is_empty() {
+                            r.annotate(
+                                "pod-security.kubernetes.io/audit-violations",
+                                verdict.audit.join("; "),
+                            );
+                        }
+                    }
                     if !verdict.audit.is_empty() {
                         tracing::info!(user = %identity.user, path = %info.path, violations = ?verdict.audit, "pod security audit");
                         self.pss_seen("audit");
@@ -180,13 +311,25 @@ impl Proxy {
                     if status.message.contains("violates PodSecurity") {
                         self.pss_seen("enforce");
                     }
+                    if let Some(r) = rec.as_mut() {
+                        r.annotate("portcullis.io/sanitize", "refused");
+                    }
                     tracing::info!(user = %identity.user, verb = %info.verb, path = %info.path, code = status.code, reason = %status.reason, "request body refused");
-                    break 'pipeline status.into_response();
+                    break 'pipeline refuse(&mut rec, "sanitize", *status);
                 }
             };
 
-            // 9. forward
-            outbound.guard = guard;
+            // 9. forward. A long-running stream carries a guard that writes its
+            //    ResponseComplete event when the stream ends.
+            let completion = if long_running {
+                rec.as_mut().and_then(|r| r.complete_on_drop(Some(info)))
+            } else {
+                None
+            };
+            outbound.guard = match (guard, completion) {
+                (None, None) => None,
+                (g, c) => Some(Box::new((g, c))),
+            };
             let upstream_started = Instant::now();
             let resp =
                 upstream::forward(&self.upstream, Request::from_parts(parts, body), outbound).await;
@@ -194,7 +337,36 @@ impl Proxy {
                 .upstream_duration
                 .get_or_create(&ClassLabels { verb_class: class })
                 .observe(upstream_started.elapsed().as_secs_f64());
+            stream_started = long_running && resp.status().as_u16() < 300;
             resp
+        };
+
+        // The event: ResponseStarted + (at the stream's end) ResponseComplete for streams,
+        // ResponseComplete now for everything else. In blocking-strict mode the response
+        // is not released until its event is durable; if it cannot be, the answer is 503.
+        let response = match rec.as_mut() {
+            None => response,
+            Some(r) => {
+                r.status_code(response.status().as_u16());
+                let (stage, response) = if stream_started {
+                    (Stage::ResponseStarted, response)
+                } else {
+                    let response = if r.wants_response_body() && !long_running {
+                        let (resp, obj) = crate::auditing::capture_response(response).await;
+                        if let Some(obj) = obj {
+                            r.response_object(obj);
+                        }
+                        resp
+                    } else {
+                        response
+                    };
+                    (Stage::ResponseComplete, response)
+                };
+                match r.emit(stage, info_slot.as_ref()).await {
+                    Ok(()) => response,
+                    Err(err) => audit_failed(&mut rec, &err),
+                }
+            }
         };
 
         let (mut parts, body) = response.into_parts();
@@ -231,6 +403,54 @@ impl Proxy {
             }),
         )
     }
+}
+
+/// Record a refusal and render it.
+fn refuse(rec: &mut Option<Recorder>, stage: &'static str, status: Status) -> Response<Body> {
+    if let Some(r) = rec.as_mut() {
+        r.refused(stage, &status);
+    }
+    status.into_response()
+}
+
+/// Record a rate-limit refusal and render it (with its headers).
+fn reject(
+    rec: &mut Option<Recorder>,
+    stage: &'static str,
+    rejection: impl Into<Box<crate::ratelimit::Rejection>>,
+) -> Response<Body> {
+    let rejection: Box<crate::ratelimit::Rejection> = rejection.into();
+    if let Some(r) = rec.as_mut() {
+        r.refused(stage, &rejection.status);
+    }
+    rejection.into_response()
+}
+
+/// A strict audit sink could not record the event: the client gets 503, not an unaudited answer.
+fn audit_failed(rec: &mut Option<Recorder>, err: &crate::audit::AuditError) -> Response<Body> {
+    tracing::error!(%err, "audit event could not be recorded; answering 503");
+    let status =
+        Status::service_unavailable("the request could not be audited; try again later", 1);
+    if let Some(r) = rec.as_mut() {
+        r.refused("audit", &status);
+    }
+    status.into_response()
+}
+
+/// `level:version` of the enforced Pod Security policy for this write, if any.
+fn pss_policy(
+    s: &crate::sanitize::Sanitizer,
+    info: &crate::k8s::request::RequestInfo,
+    id: &crate::authn::Identity,
+) -> Option<String> {
+    let kind = crate::sanitize::pss::PodBearing::from_group_resource(
+        &info.api_group,
+        &crate::sanitize::judge::resource_path(info),
+    )?;
+    let _ = kind;
+    s.modes_for(&info.namespace, id.tenant.as_deref())
+        .enforce
+        .map(|p| format!("{}:{}", p.level, p.version))
 }
 
 impl Proxy {

@@ -5,6 +5,7 @@
 //! addresses, URLs, unreadable or unparsable certificate / key / token files, and contradictory
 //! upstream settings.
 
+pub mod audit;
 pub mod schema;
 pub mod validate;
 

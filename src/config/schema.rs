@@ -28,6 +28,9 @@ pub struct File {
     /// 3 MiB cap and strict parsing of every write, no Pod Security, no field rules).
     #[serde(default)]
     pub sanitize: Option<crate::sanitize::SanitizeConfig>,
+    /// audit.k8s.io/v1 events: policy file, signing key, sinks (absent: no audit).
+    #[serde(default)]
+    pub audit: Option<super::audit::AuditConfig>,
     #[serde(default)]
     pub shutdown: Shutdown,
 }

@@ -99,6 +99,8 @@ pub struct Config {
     pub limiter: Option<Limiter>,
     /// Request-body checks (always present; defaults when the section is absent).
     pub sanitizer: Arc<crate::sanitize::Sanitizer>,
+    /// Audit policy and sinks (None: no `audit` section).
+    pub audit: Option<super::audit::AuditSettings>,
 }
 
 /// The rate limiter (a newtype so `Config` can be `Debug`).
@@ -396,6 +398,17 @@ pub fn build(
         }
     };
 
+    let audit = match &file.audit {
+        None => None,
+        Some(a) => match super::audit::build(a, base, "audit") {
+            Ok(s) => Some(s),
+            Err(mut problems) => {
+                c.problems.append(&mut problems);
+                None
+            }
+        },
+    };
+
     // admin
     let admin_addr = c.addr("admin.address", &file.admin.address);
     let ready_window = c.duration(
@@ -436,6 +449,7 @@ pub fn build(
             authorizer,
             limiter,
             sanitizer,
+            audit,
         }),
         _ => Err(c.problems),
     }

@@ -47,6 +47,8 @@ pub struct Verdict {
     pub inspected: bool,
     /// True when a warn-mode Pod Security level found violations.
     pub pss_warned: bool,
+    /// The judged body, when the caller asked to keep it (audit `requestObject`).
+    pub body: Option<serde_json::Value>,
 }
 
 const ACCEPTED: &str = "application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml";
@@ -71,6 +73,7 @@ pub async fn run(
     parts: &mut Parts,
     incoming: Incoming,
     ob: &Outbound<'_>,
+    keep_body: bool,
 ) -> Result<(Body, Verdict), Box<Status>> {
     if !has_body_to_check(parts, info) {
         return Ok((body::boxed(incoming), Verdict::default()));
@@ -174,6 +177,9 @@ pub async fn run(
     }
     parts.headers.remove(header::CONTENT_ENCODING);
     set_length(parts, out.len());
+    if keep_body {
+        verdict.body = Some(judged_body);
+    }
     Ok((body::full(out), verdict))
 }
 

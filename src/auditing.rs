@@ -1,0 +1,339 @@
+//! The pipeline's audit recorder: builds the one `audit.k8s.io/v1` event of a request as the
+//! stages learn about it, asks the policy what to record, and emits it through the
+//! [`Auditor`](crate::audit::Auditor) at the stages the apiserver uses.
+//!
+//! Field semantics follow the apiserver (`audit/request.go`): `auditID` is our `Audit-ID`,
+//! `requestURI` the path and query as sent, `verb` the Kubernetes verb (the lower-cased method
+//! for non-resource and unclassifiable requests), `user` the authenticated caller (empty when
+//! authentication failed), `sourceIPs` the forwarded-for chain when trusted and the peer,
+//! `objectRef` for resource requests, `responseStatus` the final status (with reason and
+//! message when portcullis refused). Our own facts are annotations:
+//!
+//! | annotation | when |
+//! |---|---|
+//! | `authorization.k8s.io/decision` = `allow` / `forbid`, `authorization.k8s.io/reason` | after authorization |
+//! | `portcullis.io/method` (`x509` / `jwt`), `portcullis.io/issuer`, `portcullis.io/token-id`, `portcullis.io/cert-fingerprint` | after authentication |
+//! | `portcullis.io/tenant`, `portcullis.io/scope` (the token's scope, JSON) | when set |
+//! | `portcullis.io/rejected-by` = classify / load-shed / authn / authz / ratelimit / sanitize / audit | when portcullis refused |
+//! | `portcullis.io/ratelimit` = allowed / rejected | with rate limits configured |
+//! | `portcullis.io/sanitize` = inspected / refused | for write bodies |
+//! | `pod-security.kubernetes.io/enforce-policy`, `.../audit-violations` | as the apiserver's PodSecurity plugin writes them |
+//!
+//! Never recorded: request headers (so no `Authorization`, no token), bodies below level
+//! `Request`, and — with the default policy — any body of Secrets, ConfigMaps, TokenReviews
+//! or TokenRequests.
+//!
+//! Stages: `RequestReceived` (after authentication, when the policy records it; a strict
+//! failure answers 503 before anything is forwarded), `ResponseStarted` (long-running requests,
+//! when the response head is ready), `ResponseComplete` (before the response head is released
+//! for ordinary requests — so in `blocking-strict` mode no client sees an answer whose event is
+//! not durable, and a failed write answers 503 instead; for long-running requests when the
+//! stream ends), `Panic` (the handler panicked).
+
+use std::sync::{Arc, Mutex};
+
+use http::HeaderValue;
+use serde_json::Value;
+
+use crate::{
+    audit::{
+        event::ResponseStatus, Attributes, AuditError, Auditor, Event, Level, MicroTime,
+        ObjectReference, Policy, RuleEvaluation, Stage, UserInfo,
+    },
+    authn::{identity::Method, Identity},
+    k8s::{request::RequestInfo, Status},
+};
+
+/// The audit policy and the running sinks.
+pub struct Audit {
+    pub policy: Arc<Policy>,
+    pub auditor: Arc<Auditor>,
+}
+
+/// One request's event under construction.
+pub struct Recorder {
+    audit: Arc<Audit>,
+    event: Event,
+    eval: RuleEvaluation,
+    evaluated: bool,
+}
+
+impl Recorder {
+    /// Start recording: the request line as received.
+    pub fn new(
+        audit: Arc<Audit>,
+        audit_id: &HeaderValue,
+        request_uri: String,
+        method: &http::Method,
+        user_agent: Option<&HeaderValue>,
+        source_ips: Vec<String>,
+    ) -> Recorder {
+        let now = MicroTime::now();
+        let event = Event {
+            audit_id: audit_id.to_str().unwrap_or_default().to_owned(),
+            request_uri,
+            verb: method.as_str().to_ascii_lowercase(),
+            user_agent: user_agent
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+            source_ips,
+            request_received_timestamp: now,
+            stage_timestamp: now,
+            ..Event::default()
+        };
+        Recorder {
+            audit,
+            event,
+            eval: RuleEvaluation {
+                level: Level::None,
+                omit_stages: Default::default(),
+                omit_managed_fields: false,
+            },
+            evaluated: false,
+        }
+    }
+
+    /// The request was classified.
+    pub fn classified(&mut self, info: &RequestInfo) {
+        self.event.verb = info.verb.clone();
+        self.event.object_ref = ObjectReference::from_request(info);
+    }
+
+    /// The caller was authenticated.
+    pub fn authenticated(&mut self, id: &Identity) {
+        self.event.user = UserInfo::from(id);
+        let a = &mut self.event.annotations;
+        match &id.method {
+            Method::ClientCertificate { fingerprint } => {
+                a.insert("portcullis.io/method".into(), "x509".into());
+                a.insert("portcullis.io/cert-fingerprint".into(), fingerprint.clone());
+            }
+            Method::Jwt { issuer, token_id } => {
+                a.insert("portcullis.io/method".into(), "jwt".into());
+                a.insert("portcullis.io/issuer".into(), issuer.clone());
+                if !token_id.is_empty() {
+                    a.insert("portcullis.io/token-id".into(), token_id.clone());
+                }
+            }
+        }
+        if let Some(t) = &id.tenant {
+            a.insert("portcullis.io/tenant".into(), t.clone());
+        }
+        if let Some(scope) = &id.scope {
+            if let Ok(s) = serde_json::to_string(scope) {
+                a.insert("portcullis.io/scope".into(), s);
+            }
+        }
+    }
+
+    /// Evaluate the policy (once the user and the request are known, or at the end).
+    pub fn evaluate(&mut self, info: Option<&RequestInfo>) -> RuleEvaluation {
+        if !self.evaluated {
+            let path = self
+                .event
+                .request_uri
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let attrs = match info {
+                Some(info) => Attributes::from_request(
+                    info,
+                    &self.event.user.username,
+                    &self.event.user.groups,
+                ),
+                None => Attributes {
+                    user: &self.event.user.username,
+                    groups: &self.event.user.groups,
+                    verb: &self.event.verb,
+                    path: &path,
+                    ..Attributes::default()
+                },
+            };
+            self.eval = self.audit.policy.evaluate(&attrs);
+            self.evaluated = true;
+        }
+        self.eval
+    }
+
+    /// Whether the request body should be kept for `requestObject`.
+    pub fn wants_request_body(&self) -> bool {
+        self.eval.level >= Level::Request
+    }
+
+    /// Whether the response body should be kept for `responseObject`.
+    pub fn wants_response_body(&self) -> bool {
+        self.eval.level >= Level::RequestResponse
+    }
+
+    pub fn annotate(&mut self, key: &str, value: impl Into<String>) {
+        self.event.annotations.insert(key.to_owned(), value.into());
+    }
+
+    /// The authorization decision, in the apiserver's annotation words.
+    pub fn decision(&mut self, allowed: bool, reason: &str) {
+        self.annotate(
+            "authorization.k8s.io/decision",
+            if allowed { "allow" } else { "forbid" },
+        );
+        if !reason.is_empty() {
+            self.annotate("authorization.k8s.io/reason", reason);
+        }
+    }
+
+    /// Portcullis refused the request at `stage` with `status`.
+    pub fn refused(&mut self, stage: &'static str, status: &Status) {
+        self.annotate("portcullis.io/rejected-by", stage);
+        let mut rs = ResponseStatus::failure(status.code, &status.reason, &status.message);
+        rs.status = status.status.to_owned();
+        self.event.response_status = Some(rs);
+    }
+
+    pub fn request_object(&mut self, v: Value) {
+        self.event.request_object = Some(v);
+    }
+
+    pub fn response_object(&mut self, v: Value) {
+        self.event.response_object = Some(v);
+    }
+
+    /// The final status code (unless a refusal already set the status).
+    pub fn status_code(&mut self, code: u16) {
+        if self.event.response_status.is_none() {
+            self.event.response_status = Some(ResponseStatus::code(code));
+        }
+    }
+
+    fn event_at(&self, stage: Stage) -> Event {
+        let mut e = self.event.clone();
+        e.stage = stage;
+        e.stage_timestamp = MicroTime::now();
+        e.limit_to_level(self.eval.level);
+        if self.eval.omit_managed_fields {
+            e.omit_managed_fields();
+        }
+        e
+    }
+
+    /// Emit the event at `stage` if the policy records it; `Err` only from a strict sink.
+    pub async fn emit(
+        &mut self,
+        stage: Stage,
+        info: Option<&RequestInfo>,
+    ) -> Result<(), AuditError> {
+        let eval = self.evaluate(info);
+        if !eval.records(stage) {
+            return Ok(());
+        }
+        let e = self.event_at(stage);
+        self.audit.auditor.emit(e).await
+    }
+
+    /// For a long-running request whose head went out: a guard that emits `ResponseComplete`
+    /// when the stream ends (it is dropped with the response body or the upgrade splice).
+    pub fn complete_on_drop(&mut self, info: Option<&RequestInfo>) -> Option<CompleteOnDrop> {
+        let eval = self.evaluate(info);
+        eval.records(Stage::ResponseComplete)
+            .then(|| CompleteOnDrop {
+                auditor: self.audit.auditor.clone(),
+                event: Mutex::new(Some(self.event_at(Stage::ResponseComplete))),
+            })
+    }
+}
+
+/// Emits its `ResponseComplete` event when dropped (the end of a stream).
+pub struct CompleteOnDrop {
+    auditor: Arc<Auditor>,
+    event: Mutex<Option<Event>>,
+}
+
+impl Drop for CompleteOnDrop {
+    fn drop(&mut self) {
+        let event = match self.event.get_mut() {
+            Ok(e) => e.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(mut e) = event {
+            e.stage_timestamp = MicroTime::now();
+            self.auditor.emit_detached(e);
+        }
+    }
+}
+
+/// Largest response body kept for `responseObject`; larger ones stream on without it.
+const MAX_RESPONSE_OBJECT: usize = 3 * 1024 * 1024;
+
+/// Read a (not long-running) response body for `responseObject`: up to
+/// [`MAX_RESPONSE_OBJECT`] bytes are buffered; a JSON body that fits is returned parsed, and
+/// the response is rebuilt around the same bytes. A larger body streams on unrecorded.
+pub async fn capture_response(
+    resp: http::Response<crate::body::Body>,
+) -> (http::Response<crate::body::Body>, Option<Value>) {
+    use http_body_util::BodyExt;
+    let (parts, mut body) = resp.into_parts();
+    let json = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    let mut chunks: Vec<bytes::Bytes> = Vec::new();
+    let mut total = 0usize;
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => {
+                // Trailers are not part of the object (Kubernetes sends none).
+                if let Ok(data) = frame.into_data() {
+                    total += data.len();
+                    chunks.push(data);
+                    if total > MAX_RESPONSE_OBJECT {
+                        // Too large to record: send what we have, then the rest as it comes.
+                        let head =
+                            futures_util::stream::iter(chunks.into_iter().map(|c| {
+                                Ok::<_, crate::body::BoxError>(http_body::Frame::data(c))
+                            }));
+                        let rest = http_body_util::BodyStream::new(body);
+                        let joined = http_body_util::StreamBody::new(
+                            futures_util::StreamExt::chain(head, rest),
+                        );
+                        return (
+                            http::Response::from_parts(parts, crate::body::boxed(joined)),
+                            None,
+                        );
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                // The upstream broke off mid-body: pass the error on as the body's end.
+                let head = futures_util::stream::iter(
+                    chunks
+                        .into_iter()
+                        .map(|c| Ok::<_, crate::body::BoxError>(http_body::Frame::data(c)))
+                        .chain(std::iter::once(Err(e))),
+                );
+                return (
+                    http::Response::from_parts(
+                        parts,
+                        crate::body::boxed(http_body_util::StreamBody::new(head)),
+                    ),
+                    None,
+                );
+            }
+        }
+    }
+    let bytes: bytes::Bytes = if chunks.len() == 1 {
+        chunks.pop().unwrap_or_default()
+    } else {
+        chunks.concat().into()
+    };
+    let obj = if json {
+        serde_json::from_slice(&bytes).ok()
+    } else {
+        None
+    };
+    (
+        http::Response::from_parts(parts, crate::body::full(bytes)),
+        obj,
+    )
+}

@@ -1,0 +1,357 @@
+//! The `audit:` config section: the policy file, the signing key and the sinks, validated into
+//! [`AuditSettings`] (the sinks themselves start in `app::run`, inside the runtime).
+//!
+//! ```yaml
+//! audit:
+//!   policy_file: audit-policy.yaml        # audit.k8s.io/v1 Policy (required)
+//!   signing_key_file: audit-signing.key   # Ed25519 PKCS#8: signed checkpoints in file sinks
+//!   sinks:
+//!     - name: file
+//!       file: {path: audit.log, max_size_mb: 100, max_age_days: 366, max_backups: 100,
+//!              checkpoint_every_events: 1000, checkpoint_interval: 10s}
+//!       mode: blocking-strict             # default for file sinks
+//!     - name: siem
+//!       webhook: {kubeconfig: siem.kubeconfig, max_batch_size: 400, max_wait: 30s,
+//!                 initial_backoff: 1s, max_retries: 4, request_timeout: 30s}
+//!       mode: batch                       # default for webhooks; needs overflow:
+//!       queue: 10000
+//!       overflow: block                   # or drop (counted)
+//!     - name: stdout
+//!       stdout: {}
+//!       mode: blocking                    # default for stdout
+//! ```
+//!
+//! Rejects, with the key path: a missing or invalid policy file, an unreadable or non-Ed25519
+//! key, a sink with zero or several kinds, duplicate sink names, `batch` without an explicit
+//! `overflow`, bad durations, a missing webhook kubeconfig.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+use super::Problem;
+use crate::audit::{
+    DeliveryMode, FileSinkConfig, Overflow, Policy, SigningKey, SinkKind, SinkSpec, WebhookConfig,
+};
+
+/// `audit:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    pub policy_file: PathBuf,
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
+    pub sinks: Vec<SinkConfig>,
+}
+
+/// `audit.sinks[]`: exactly one of `file`, `webhook`, `stdout`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub file: Option<FileConfig>,
+    #[serde(default)]
+    pub webhook: Option<WebhookSinkConfig>,
+    #[serde(default)]
+    pub stdout: Option<Empty>,
+    /// `blocking-strict | blocking | batch`.
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// `batch`: queue length (default 10000).
+    #[serde(default)]
+    pub queue: Option<usize>,
+    /// `batch`: `drop | block` (required with batch).
+    #[serde(default)]
+    pub overflow: Option<OverflowConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    BlockingStrict,
+    Blocking,
+    Batch,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverflowConfig {
+    Drop,
+    Block,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// `audit.sinks[].file`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub max_size_mb: Option<u64>,
+    #[serde(default)]
+    pub max_age_days: Option<u64>,
+    #[serde(default)]
+    pub max_backups: Option<usize>,
+    #[serde(default)]
+    pub checkpoint_every_events: Option<u64>,
+    #[serde(default)]
+    pub checkpoint_interval: Option<String>,
+}
+
+/// `audit.sinks[].webhook`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSinkConfig {
+    pub kubeconfig: PathBuf,
+    #[serde(default)]
+    pub context: Option<String>,
+    #[serde(default)]
+    pub max_batch_size: Option<usize>,
+    #[serde(default)]
+    pub max_wait: Option<String>,
+    #[serde(default)]
+    pub initial_backoff: Option<String>,
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+    #[serde(default)]
+    pub request_timeout: Option<String>,
+}
+
+/// Validated audit settings; [`AuditSettings::sink_specs`] makes fresh specs to start.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    pub policy: Arc<Policy>,
+    pub policy_file: PathBuf,
+    sinks: Vec<ValidSink>,
+}
+
+#[derive(Debug, Clone)]
+struct ValidSink {
+    name: String,
+    kind: ValidKind,
+    mode: DeliveryMode,
+}
+
+#[derive(Debug, Clone)]
+enum ValidKind {
+    File(Box<FileSinkConfig>),
+    Webhook(Box<WebhookConfig>),
+    Stdout,
+}
+
+impl AuditSettings {
+    /// Specs for `Auditor::start`.
+    pub fn sink_specs(&self) -> Vec<SinkSpec> {
+        self.sinks
+            .iter()
+            .map(|s| SinkSpec {
+                name: s.name.clone(),
+                kind: match &s.kind {
+                    ValidKind::File(f) => SinkKind::File((**f).clone()),
+                    ValidKind::Webhook(w) => SinkKind::Webhook((**w).clone()),
+                    ValidKind::Stdout => SinkKind::Stdout,
+                },
+                mode: s.mode,
+            })
+            .collect()
+    }
+
+    /// Sink names and kinds, for the summary line.
+    pub fn describe(&self) -> String {
+        self.sinks
+            .iter()
+            .map(|s| {
+                let kind = match s.kind {
+                    ValidKind::File(_) => "file",
+                    ValidKind::Webhook(_) => "webhook",
+                    ValidKind::Stdout => "stdout",
+                };
+                format!("{}({kind}, {:?})", s.name, s.mode)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Validate `cfg` (paths relative to `base`).
+pub fn build(cfg: &AuditConfig, base: &Path, prefix: &str) -> Result<AuditSettings, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut problem = |path: String, message: String, hint: &str| {
+        problems.push(Problem {
+            path,
+            message,
+            hint: hint.to_owned(),
+        })
+    };
+    let policy_file = base.join(&cfg.policy_file);
+    let policy = match Policy::load(&policy_file) {
+        Ok(p) => Some(Arc::new(p)),
+        Err(e) => {
+            problem(
+                format!("{prefix}.policy_file"),
+                format!("{}: {e}", policy_file.display()),
+                "give an audit.k8s.io/v1 Policy file (see config/audit-policy.yaml); `portcullis audit check-policy FILE` checks one",
+            );
+            None
+        }
+    };
+    let key = cfg
+        .signing_key_file
+        .as_ref()
+        .and_then(|p| match SigningKey::load(&base.join(p)) {
+            Ok(k) => Some(Arc::new(k)),
+            Err(e) => {
+                problem(
+                    format!("{prefix}.signing_key_file"),
+                    e,
+                    "create one with `portcullis audit keygen --out FILE`",
+                );
+                None
+            }
+        });
+    let duration = |v: &Option<String>,
+                    def: Duration,
+                    path: String,
+                    problem: &mut dyn FnMut(String, String, &str)| {
+        match v {
+            None => def,
+            Some(s) => humantime::parse_duration(s).unwrap_or_else(|e| {
+                problem(
+                    path,
+                    format!("{s:?}: {e}"),
+                    "write a duration such as 500ms, 10s, 5m",
+                );
+                def
+            }),
+        }
+    };
+    if cfg.sinks.is_empty() {
+        problem(
+            format!("{prefix}.sinks"),
+            "no sinks".into(),
+            "add at least one sink: file, webhook or stdout",
+        );
+    }
+    let mut sinks: Vec<ValidSink> = Vec::new();
+    for (i, s) in cfg.sinks.iter().enumerate() {
+        let path = format!("{prefix}.sinks[{i}]");
+        let kinds = [s.file.is_some(), s.webhook.is_some(), s.stdout.is_some()];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            problem(
+                path.clone(),
+                "a sink needs exactly one of file, webhook, stdout".into(),
+                "split it into several sinks",
+            );
+            continue;
+        }
+        let (kind, default_mode, default_name) = if let Some(f) = &s.file {
+            let mut fc = FileSinkConfig::new(base.join(&f.path));
+            if let Some(mb) = f.max_size_mb {
+                fc.max_size_bytes = mb.saturating_mul(1024 * 1024);
+            }
+            if let Some(d) = f.max_age_days {
+                fc.max_age_days = d;
+            }
+            if let Some(b) = f.max_backups {
+                fc.max_backups = b;
+            }
+            if let Some(n) = f.checkpoint_every_events {
+                fc.checkpoint_every_events = n;
+            }
+            fc.checkpoint_interval = duration(
+                &f.checkpoint_interval,
+                fc.checkpoint_interval,
+                format!("{path}.file.checkpoint_interval"),
+                &mut problem,
+            );
+            fc.signing_key = key.clone();
+            (ValidKind::File(Box::new(fc)), Mode::BlockingStrict, "file")
+        } else if let Some(w) = &s.webhook {
+            let kc = base.join(&w.kubeconfig);
+            if !kc.is_file() {
+                problem(
+                    format!("{path}.webhook.kubeconfig"),
+                    format!("{} is not a file", kc.display()),
+                    "a kubeconfig naming the receiver's URL, CA and credentials",
+                );
+            }
+            let mut wc = WebhookConfig::new(kc);
+            wc.context = w.context.clone();
+            if let Some(n) = w.max_batch_size {
+                wc.max_batch_size = n.max(1);
+            }
+            if let Some(n) = w.max_retries {
+                wc.max_retries = n;
+            }
+            wc.max_wait = duration(
+                &w.max_wait,
+                wc.max_wait,
+                format!("{path}.webhook.max_wait"),
+                &mut problem,
+            );
+            wc.initial_backoff = duration(
+                &w.initial_backoff,
+                wc.initial_backoff,
+                format!("{path}.webhook.initial_backoff"),
+                &mut problem,
+            );
+            wc.request_timeout = duration(
+                &w.request_timeout,
+                wc.request_timeout,
+                format!("{path}.webhook.request_timeout"),
+                &mut problem,
+            );
+            (ValidKind::Webhook(Box::new(wc)), Mode::Batch, "webhook")
+        } else {
+            (ValidKind::Stdout, Mode::Blocking, "stdout")
+        };
+        let mode = match s.mode.unwrap_or(default_mode) {
+            Mode::BlockingStrict => DeliveryMode::BlockingStrict,
+            Mode::Blocking => DeliveryMode::Blocking,
+            Mode::Batch => {
+                let overflow = match s.overflow {
+                    Some(OverflowConfig::Drop) => Overflow::Drop,
+                    Some(OverflowConfig::Block) => Overflow::Block,
+                    None => {
+                        problem(
+                            format!("{path}.overflow"),
+                            "batch mode needs an explicit overflow".into(),
+                            "overflow: block (requests wait for room) or overflow: drop (events are discarded and counted)",
+                        );
+                        Overflow::Block
+                    }
+                };
+                DeliveryMode::Batch {
+                    queue: s.queue.unwrap_or(10_000).max(1),
+                    overflow,
+                }
+            }
+        };
+        let name = s.name.clone().unwrap_or_else(|| default_name.to_owned());
+        if sinks.iter().any(|x| x.name == name) {
+            problem(
+                format!("{path}.name"),
+                format!("duplicate sink name {name:?}"),
+                "give each sink its own name",
+            );
+        }
+        sinks.push(ValidSink { name, kind, mode });
+    }
+    match policy {
+        Some(policy) if problems.is_empty() => Ok(AuditSettings {
+            policy,
+            policy_file,
+            sinks,
+        }),
+        _ => Err(problems),
+    }
+}

@@ -313,6 +313,9 @@ impl Proxy {
                     }
                     if let Some(r) = rec.as_mut() {
                         r.annotate("portcullis.io/sanitize", "refused");
+                        if let Some(p) = pss_policy(&self.config.sanitizer, info, &identity) {
+                            r.annotate("pod-security.kubernetes.io/enforce-policy", p);
+                        }
                     }
                     tracing::info!(user = %identity.user, verb = %info.verb, path = %info.path, code = status.code, reason = %status.reason, "request body refused");
                     break 'pipeline refuse(&mut rec, "sanitize", *status);
@@ -443,11 +446,10 @@ fn pss_policy(
     info: &crate::k8s::request::RequestInfo,
     id: &crate::authn::Identity,
 ) -> Option<String> {
-    let kind = crate::sanitize::pss::PodBearing::from_group_resource(
+    crate::sanitize::pss::PodBearing::from_group_resource(
         &info.api_group,
         &crate::sanitize::judge::resource_path(info),
     )?;
-    let _ = kind;
     s.modes_for(&info.namespace, id.tenant.as_deref())
         .enforce
         .map(|p| format!("{}:{}", p.level, p.version))

@@ -1,0 +1,535 @@
+//! Issue 6 through the proxy: one audit.k8s.io/v1 event per request with the apiserver's fields,
+//! refusals included; what must never be recorded; stream stages; verify and query on the log
+//! the proxy wrote; a strict sink that cannot record answers 503; and kill -9 of the real
+//! binary under load loses no event of an answered request.
+
+mod common;
+
+use std::{collections::HashSet, path::Path, time::Duration};
+
+use bytes::Bytes;
+use common::{jwt, Env};
+use http::Request;
+use http_body_util::Full;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+fn req(method: &str, path: &str, body: Option<&Value>) -> Request<Full<Bytes>> {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(format!("https://localhost{path}"))
+        .header("user-agent", "audit-e2e/1.0");
+    let bytes = match body {
+        Some(v) => {
+            b = b.header("content-type", "application/json");
+            Bytes::from(serde_json::to_vec(v).unwrap())
+        }
+        None => Bytes::new(),
+    };
+    b.body(Full::new(bytes)).unwrap()
+}
+
+fn with_token(mut r: Request<Full<Bytes>>, token: &str) -> Request<Full<Bytes>> {
+    r.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+fn events(dir: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(dir.join("audit.log")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["kind"] == "Event")
+        .collect()
+}
+
+fn event_for(dir: &Path, audit_id: &str, stage: &str) -> Value {
+    events(dir)
+        .into_iter()
+        .find(|e| e["auditID"] == audit_id && e["stage"] == stage)
+        .unwrap_or_else(|| panic!("no {stage} event for {audit_id}: {:?}", events(dir)))
+}
+
+fn alice(env: &Env) -> String {
+    let pem = std::fs::read_to_string(env.files.dir.join("jwt-signing.key")).unwrap();
+    let now = jwt::now();
+    jwt::Forge::from_pem(&pem, "demo-1").token(&json!({
+        "iss": "https://portcullis-demo.local", "aud": "portcullis", "sub": "alice",
+        "groups": ["tenant:team-a"], "iat": now, "nbf": now, "exp": now + 600, "jti": "alice-token-1"}))
+}
+
+fn is_micro(ts: &Value) -> bool {
+    // 2026-11-27T07:25:09.123456Z
+    let s = ts.as_str().unwrap_or_default();
+    s.len() == 27 && s.ends_with('Z') && s.as_bytes()[19] == b'.'
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_requests_are_recorded_field_by_field() {
+    let env = Env::start().await;
+    let dir = env.files.dir.clone();
+    let token = alice(&env);
+
+    // A write by a tenant (RequestResponse under the default policy).
+    let cm = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "bot"}});
+    let resp = env
+        .request(
+            with_token(
+                req(
+                    "POST",
+                    "/api/v1/namespaces/team-a/serviceaccounts?fieldManager=e2e",
+                    Some(&cm),
+                ),
+                &token,
+            ),
+            None,
+            true,
+        )
+        .await;
+    assert_eq!(resp.status(), 201, "{:?}", resp.body());
+    let id = resp.headers()["audit-id"].to_str().unwrap().to_owned();
+    // The upstream got the same Audit-ID, so both logs correlate.
+    let up = env.sandbox.sandbox.recorded();
+    assert!(up
+        .iter()
+        .any(|r| r.headers.get("audit-id").map(|v| v.to_str().unwrap()) == Some(id.as_str())));
+
+    let e = event_for(&dir, &id, "ResponseComplete");
+    assert_eq!(e["apiVersion"], "audit.k8s.io/v1");
+    assert_eq!(e["level"], "RequestResponse");
+    assert_eq!(
+        e["requestURI"],
+        "/api/v1/namespaces/team-a/serviceaccounts?fieldManager=e2e"
+    );
+    assert_eq!(e["verb"], "create");
+    assert_eq!(e["user"]["username"], "alice");
+    assert_eq!(e["user"]["groups"], json!(["tenant:team-a"]));
+    assert_eq!(e["sourceIPs"], json!(["127.0.0.1"]));
+    assert_eq!(e["userAgent"], "audit-e2e/1.0");
+    assert_eq!(
+        e["objectRef"],
+        json!({"resource": "serviceaccounts", "namespace": "team-a", "apiVersion": "v1"})
+    );
+    assert_eq!(e["responseStatus"]["code"], 201);
+    assert_eq!(e["requestObject"], cm);
+    assert_eq!(e["responseObject"]["metadata"]["name"], "bot");
+    assert!(
+        is_micro(&e["requestReceivedTimestamp"]) && is_micro(&e["stageTimestamp"]),
+        "{e}"
+    );
+    let a = &e["annotations"];
+    assert_eq!(a["authorization.k8s.io/decision"], "allow");
+    assert_eq!(a["portcullis.io/method"], "jwt");
+    assert_eq!(a["portcullis.io/issuer"], "https://portcullis-demo.local");
+    assert_eq!(a["portcullis.io/token-id"], "alice-token-1");
+    assert_eq!(a["portcullis.io/tenant"], "team-a");
+    assert_eq!(a["portcullis.io/ratelimit"], "allowed");
+    assert_eq!(a["portcullis.io/sanitize"], "inspected");
+    assert!(
+        a["portcullis.io/chain"].as_str().unwrap().len() == 64,
+        "{a}"
+    );
+
+    // A read by the admin (certificate): Metadata, no bodies.
+    let resp = env
+        .request(
+            req("GET", "/api/v1/namespaces/default/configmaps", None),
+            Some(&env.admin_cert),
+            true,
+        )
+        .await;
+    let id = resp.headers()["audit-id"].to_str().unwrap().to_owned();
+    let e = event_for(&dir, &id, "ResponseComplete");
+    assert_eq!(e["level"], "Metadata");
+    assert_eq!(e["verb"], "list");
+    assert_eq!(e["user"]["username"], "admin");
+    assert!(e.get("responseObject").is_none() && e.get("requestObject").is_none());
+    assert_eq!(e["annotations"]["portcullis.io/method"], "x509");
+    assert_eq!(
+        e["annotations"]["portcullis.io/cert-fingerprint"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
+
+    // A watch: ResponseStarted when the stream starts, ResponseComplete when it ends.
+    let resp = env
+        .request(
+            req(
+                "GET",
+                "/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=1",
+                None,
+            ),
+            Some(&env.admin_cert),
+            true,
+        )
+        .await;
+    let id = resp.headers()["audit-id"].to_str().unwrap().to_owned();
+    let started = event_for(&dir, &id, "ResponseStarted");
+    assert_eq!(started["verb"], "watch");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let done = event_for(&dir, &id, "ResponseComplete");
+    assert!(done["stageTimestamp"].as_str() >= started["stageTimestamp"].as_str());
+
+    // The log verifies with the demo's public key.
+    let out = std::process::Command::new(BIN)
+        .args(["audit", "verify", "--key"])
+        .arg(dir.join("audit-signing.pub"))
+        .arg(dir.join("audit.log"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_is_recorded_and_secrets_never_are() {
+    let env = Env::start().await;
+    let dir = env.files.dir.clone();
+    let token = alice(&env);
+    let mut cases: Vec<(String, u16, &str)> = Vec::new();
+    let send = |r: Request<Full<Bytes>>, cert: bool| {
+        let env = &env;
+        async move {
+            let resp = env
+                .request(r, if cert { Some(&env.admin_cert) } else { None }, true)
+                .await;
+            (
+                resp.headers()["audit-id"].to_str().unwrap().to_owned(),
+                resp.status().as_u16(),
+            )
+        }
+    };
+    // 400: a path we refuse to classify.
+    let (id, code) = send(
+        req(
+            "GET",
+            "/api/v1/namespaces/default/pods/%2e%2e/secrets",
+            None,
+        ),
+        true,
+    )
+    .await;
+    cases.push((id, code, "classify"));
+    // 401: no credentials.
+    let (id, code) = send(req("GET", "/api/v1/namespaces/team-a/pods", None), false).await;
+    cases.push((id, code, "authn"));
+    // 403: outside the tenant.
+    let (id, code) = send(
+        with_token(req("GET", "/api/v1/namespaces/team-b/pods", None), &token),
+        false,
+    )
+    .await;
+    cases.push((id, code, "authz"));
+    // 422: Pod Security.
+    let bad = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"hostPID": true, "containers": [{"name": "c", "image": "x"}]}});
+    let (id, code) = send(
+        with_token(
+            req("POST", "/api/v1/namespaces/team-a/pods", Some(&bad)),
+            &token,
+        ),
+        false,
+    )
+    .await;
+    cases.push((id, code, "sanitize"));
+    // 429: team-a's read burst is 20.
+    let mut limited = None;
+    for _ in 0..40 {
+        let (id, code) = send(
+            with_token(
+                req("GET", "/api/v1/namespaces/team-a/configmaps", None),
+                &token,
+            ),
+            false,
+        )
+        .await;
+        if code == 429 {
+            limited = Some((id, code));
+            break;
+        }
+    }
+    let (id, code) = limited.expect("a 429 within 40 reads");
+    cases.push((id, code, "ratelimit"));
+
+    let expect = [400, 401, 403, 422, 429];
+    for ((id, code, by), want) in cases.iter().zip(expect) {
+        assert_eq!(*code, want, "{by}");
+        let e = event_for(&dir, id, "ResponseComplete");
+        assert_eq!(e["responseStatus"]["code"], want, "{by}: {e}");
+        assert_eq!(e["responseStatus"]["status"], "Failure", "{by}: {e}");
+        assert!(e["responseStatus"]["reason"].is_string(), "{by}: {e}");
+        assert_eq!(
+            e["annotations"]["portcullis.io/rejected-by"], *by,
+            "{by}: {e}"
+        );
+        if *by == "authn" {
+            assert!(e["user"].as_object().is_none_or(|u| u.is_empty()), "{e}");
+        }
+        if *by == "authz" {
+            assert_eq!(
+                e["annotations"]["authorization.k8s.io/decision"], "forbid",
+                "{e}"
+            );
+            assert_eq!(e["user"]["username"], "alice");
+        }
+        if *by == "sanitize" {
+            assert_eq!(
+                e["annotations"]["pod-security.kubernetes.io/enforce-policy"], "restricted:latest",
+                "{e}"
+            );
+            assert!(
+                e["responseStatus"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("spec.hostPID"),
+                "{e}"
+            );
+        }
+    }
+
+    // Never in audit: the bearer token, Authorization headers, Secret data.
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+        "stringData": {"password": "s3cret-value-42"}, "data": {"k": "c2VjcmV0LWJ5dGVzLTQy"}});
+    let resp = env
+        .request(
+            with_token(
+                req("POST", "/api/v1/namespaces/team-a/secrets", Some(&secret)),
+                &token,
+            ),
+            None,
+            true,
+        )
+        .await;
+    assert_eq!(resp.status(), 201);
+    let id = resp.headers()["audit-id"].to_str().unwrap().to_owned();
+    let e = event_for(&dir, &id, "ResponseComplete");
+    assert_eq!(e["level"], "Metadata");
+    let log = std::fs::read_to_string(dir.join("audit.log")).unwrap();
+    for needle in [
+        token.as_str(),
+        "s3cret-value-42",
+        "c2VjcmV0LWJ5dGVzLTQy",
+        "Bearer",
+        "authorization\":",
+    ] {
+        assert!(
+            !log.contains(needle),
+            "{needle:?} leaked into the audit log"
+        );
+    }
+
+    // Query: who was refused in team-a.
+    let out = std::process::Command::new(BIN)
+        .args([
+            "audit",
+            "query",
+            "--namespace",
+            "team-a",
+            "--decision",
+            "deny",
+            "--output",
+            "json",
+        ])
+        .arg(dir.join("audit.log"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(rows
+        .iter()
+        .all(|r| r["annotations"]["authorization.k8s.io/decision"] == "forbid"));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strict_sink_that_cannot_record_answers_503() {
+    // A second, blocking-strict sink: a webhook whose receiver is down, no retries.
+    let kc_dir = tempfile::tempdir().unwrap();
+    let kc = kc_dir.path().join("siem.kubeconfig");
+    let dead = common::dead_addr();
+    std::fs::write(
+        &kc,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: siem\n  cluster: {{server: \"http://{dead}/events\"}}\nusers:\n- name: siem\n  user: {{}}\ncontexts:\n- name: siem\n  context: {{cluster: siem, user: siem}}\ncurrent-context: siem\n"
+        ),
+    )
+    .unwrap();
+    let env = Env::start_with(|c| {
+        *c = c.replace(
+            "      mode: blocking-strict      # no answer leaves before its event is on disk\n",
+            &format!(
+                "      mode: blocking-strict      # no answer leaves before its event is on disk\n    - name: siem\n      webhook: {{kubeconfig: {}, max_retries: 0, request_timeout: 1s}}\n      mode: blocking-strict\n",
+                kc.display()
+            ),
+        );
+    })
+    .await;
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env
+        .request(
+            req("GET", "/api/v1/namespaces/default/configmaps", None),
+            Some(&env.admin_cert),
+            true,
+        )
+        .await;
+    assert_eq!(resp.status(), 503, "{:?}", resp.body());
+    let s: Value = serde_json::from_slice(resp.body()).unwrap();
+    assert_eq!(s["reason"], "ServiceUnavailable");
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let (_, metrics) = common::admin_get(env.admin_addr, "/metrics").await;
+    assert!(
+        metrics.contains("portcullis_audit_events_failed_total{sink=\"siem\"}"),
+        "{metrics}"
+    );
+    env.stop().await;
+}
+
+fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The real binary, blocking-strict file sink, 16 concurrent clients; kill -9 mid-load. Every
+/// request that got an answer has its event in the file, and the file verifies up to its last
+/// complete line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_loses_no_answered_request() {
+    use portcullis::{demo, pki::Ca, sandbox, server::tls};
+    tls::install_crypto_provider();
+    let ca = Ca::new("test CA").unwrap();
+    let sb = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (listen, admin) = (free_port(), free_port());
+    let files = demo::write(dir.path(), &ca, &sb.url(), listen, admin).unwrap();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&files.config)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    for _ in 0..600 {
+        if tokio::net::TcpStream::connect(listen).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cert = ca.client_cert("admin", &["demo:admins"]).unwrap();
+    let tls_cfg = std::sync::Arc::new(common::client_tls(&ca, Some(&cert), &[b"http/1.1"]));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let (tls_cfg, stop) = (tls_cfg.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut answered = Vec::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let path = if i % 2 == 0 {
+                    "/api/v1/namespaces/default/configmaps".to_string()
+                } else {
+                    format!("/api/v1/namespaces/default/configmaps/t{t}-{i}")
+                };
+                let r = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    try_request(listen, tls_cfg.clone(), &path),
+                )
+                .await;
+                match r {
+                    Ok(Some(id)) => answered.push(id),
+                    _ => break,
+                }
+            }
+            answered
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let _ = child.wait().await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut answered: Vec<String> = Vec::new();
+    for t in tasks {
+        answered.extend(t.await.unwrap());
+    }
+    assert!(
+        answered.len() > 50,
+        "only {} answered requests",
+        answered.len()
+    );
+    let recorded: HashSet<String> = std::fs::read_to_string(dir.path().join("audit.log"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["stage"] == "ResponseComplete")
+        .filter_map(|v| v["auditID"].as_str().map(str::to_owned))
+        .collect();
+    let missing: Vec<&String> = answered
+        .iter()
+        .filter(|id| !recorded.contains(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} answered requests have no event: {:?}",
+        missing.len(),
+        answered.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["audit", "verify", "--key"])
+        .arg(dir.path().join("audit-signing.pub"))
+        .arg(dir.path().join("audit.log"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sb.stop().await;
+}
+
+/// One GET on a fresh connection; the response's Audit-Id once the whole answer arrived.
+async fn try_request(
+    addr: std::net::SocketAddr,
+    tls_cfg: std::sync::Arc<rustls::ClientConfig>,
+    path: &str,
+) -> Option<String> {
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let connector = tokio_rustls::TlsConnector::from(tls_cfg);
+    let tls = connector
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").ok()?,
+            tcp,
+        )
+        .await
+        .ok()?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .ok()?;
+    tokio::spawn(conn);
+    let resp = sender.send_request(req("GET", path, None)).await.ok()?;
+    let id = resp.headers().get("audit-id")?.to_str().ok()?.to_owned();
+    resp.into_body().collect().await.ok()?;
+    Some(id)
+}

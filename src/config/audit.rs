@@ -355,3 +355,63 @@ pub fn build(cfg: &AuditConfig, base: &Path, prefix: &str) -> Result<AuditSettin
         _ => Err(problems),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(dir: &Path, yaml: &str) -> Vec<String> {
+        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
+        let cfg: AuditConfig = match serde_path_to_error::deserialize(v) {
+            Ok(c) => c,
+            Err(e) => return vec![e.path().to_string()],
+        };
+        match build(&cfg, dir, "audit") {
+            Ok(_) => Vec::new(),
+            Err(p) => p.into_iter().map(|p| p.path).collect(),
+        }
+    }
+
+    #[test]
+    fn every_problem_names_its_key_path() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("p.yaml"),
+            include_str!("../../config/audit-policy.yaml"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("bad.yaml"),
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: Loud}]\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("not-a-key"), "hello").unwrap();
+        let got = problems(
+            dir.path(),
+            "policy_file: bad.yaml\nsigning_key_file: not-a-key\nsinks:\n  - {file: {path: a.log}, stdout: {}}\n  - {name: x, stdout: {}, mode: batch}\n  - {name: x, stdout: {}}\n  - {file: {path: b.log, checkpoint_interval: soon}}\n  - {webhook: {kubeconfig: missing.kubeconfig}, overflow: drop}\n",
+        );
+        for want in [
+            "audit.policy_file",
+            "audit.signing_key_file",
+            "audit.sinks[0]",
+            "audit.sinks[1].overflow",
+            "audit.sinks[2].name",
+            "audit.sinks[3].file.checkpoint_interval",
+            "audit.sinks[4].webhook.kubeconfig",
+        ] {
+            assert!(got.iter().any(|p| p == want), "{want} missing from {got:?}");
+        }
+        assert_eq!(
+            problems(
+                dir.path(),
+                "policy_file: p.yaml\nsinks: [{file: {path: a.log}, mode: sometimes}]\n"
+            ),
+            vec!["sinks[0].mode"]
+        );
+        assert!(problems(
+            dir.path(),
+            "policy_file: p.yaml\nsinks: [{file: {path: a.log}}]\n"
+        )
+        .is_empty());
+    }
+}

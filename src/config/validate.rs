@@ -122,8 +122,12 @@ impl Config {
             (Some(_), false) => "optional",
         };
         let issuers = self.jwt.as_ref().map_or(0, |j| j.0.issuers().count());
+        let audit = match &self.audit {
+            None => "audit off".to_string(),
+            Some(a) => format!("audit {}", a.describe()),
+        };
         format!(
-            "listen {} (mTLS {mtls}, {issuers} JWT issuer(s)), admin {}, upstream {}",
+            "listen {} (mTLS {mtls}, {issuers} JWT issuer(s)), admin {}, upstream {}, {audit}",
             self.listen_addr, self.admin_addr, self.upstream.base
         )
     }

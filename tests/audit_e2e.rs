@@ -533,3 +533,74 @@ async fn try_request(
     resp.into_body().collect().await.ok()?;
     Some(id)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_actions_are_queryable_and_policy_stages_apply() {
+    if !common::have_kubectl() {
+        return;
+    }
+    // A policy that also records RequestReceived, and nothing for discovery.
+    let pdir = tempfile::tempdir().unwrap();
+    let policy = pdir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: None\n    nonResourceURLs: [\"/api\", \"/api/*\", \"/apis\", \"/apis/*\", \"/openapi/*\", \"/version\"]\n  - level: Metadata\n",
+    )
+    .unwrap();
+    let env = Env::start_with(|c| {
+        *c = c.replace(
+            "  policy_file: audit-policy.yaml\n",
+            &format!("  policy_file: {}\n", policy.display()),
+        )
+    })
+    .await;
+    let dir = env.files.dir.clone();
+    let home = env.dir.path();
+    let kc = &env.files.team_a_kubeconfig;
+    for args in [
+        &["create", "configmap", "settings", "--from-literal=a=b"][..],
+        &["delete", "configmap", "settings"][..],
+    ] {
+        let out = common::kubectl(kc, home, args).await;
+        assert!(out.status.success(), "{args:?}: {}", common::stderr(&out));
+    }
+    let out = std::process::Command::new(BIN)
+        .args([
+            "audit",
+            "query",
+            "--namespace",
+            "team-a",
+            "--verb",
+            "delete",
+            "--user",
+            "alice",
+        ])
+        .arg(dir.join("audit.log"))
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{table}");
+    assert!(
+        rows[0].contains("alice")
+            && rows[0].contains("configmaps")
+            && rows[0].contains("settings")
+            && rows[0].contains("200"),
+        "{table}"
+    );
+    // RequestReceived and ResponseComplete for the same request; discovery not recorded.
+    let all = events(&dir);
+    let delete: Vec<&Value> = all.iter().filter(|e| e["verb"] == "delete").collect();
+    let stages: HashSet<&str> = delete.iter().filter_map(|e| e["stage"].as_str()).collect();
+    assert_eq!(
+        stages,
+        HashSet::from(["RequestReceived", "ResponseComplete"]),
+        "{delete:?}"
+    );
+    assert_eq!(delete[0]["auditID"], delete[1]["auditID"]);
+    assert!(
+        !all.iter().any(|e| e["requestURI"] == "/api"),
+        "discovery recorded"
+    );
+    env.stop().await;
+}

@@ -4,7 +4,8 @@
 //!
 //! | # | stage | rejects with |
 //! |---|---|---|
-//! | 1 | request id: a fresh `Audit-ID` (a client's is never trusted) | — |
+//! | 1 | request id: a fresh `Audit-ID` (a client's is never trusted); a panic below is caught | 500 + `Panic` event |
+//! | 2 | audit (`auditing::Recorder`): the one audit.k8s.io/v1 event, filled in by every stage below, refusals included; emitted before the response head is released | 503 when a blocking-strict sink cannot record it |
 //! | 2 | metrics: in-flight gauge, latency and count on the way out | — |
 //! | 3 | classify: the one parse of the Kubernetes request (`k8s::request`) | 400 BadRequest |
 //! | 4 | load shed: global in-flight cap, not long-running requests (`ratelimit`) | 503 + Retry-After |
@@ -18,8 +19,8 @@
 //! everything so rejections are counted; classification is pure and cheap and every later
 //! decision reads it; authentication precedes anything that spends upstream resources.
 //! Authorization reads the one classification, so path tricks cannot make it judge a different
-//! request from the one forwarded. Later stages (circuit breaker, audit) slot in around them in the
-//! order of `shared/DESIGN.md`. Sanitizing comes last before forwarding because it is the
+//! request from the one forwarded. Audit wraps everything so every outcome is recorded with its final
+//! status; the circuit breaker will slot in before forwarding (`shared/DESIGN.md`). Sanitizing comes last before forwarding because it is the
 //! costliest check (it reads and parses the body, and may read the current object upstream),
 //! and a request refused by an earlier stage should not pay for it. Rate limiting follows
 //! authentication because the bucket key *is* the identity, and authorization because a request

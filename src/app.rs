@@ -52,6 +52,15 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         limiter.0.metrics().register(&mut metrics.registry);
         limiter.0.spawn_maintenance(shutdown.clone());
     }
+    for (on, what) in [
+        (config.dangerous.allow_uninspected_bodies, "dangerous.allow_uninspected_bodies: some write bodies may be forwarded without strict parsing"),
+        (config.dangerous.allow_audit_event_loss, "dangerous.allow_audit_event_loss: audit events may be dropped under load"),
+        (config.dangerous.allow_unlimited_on_backend_error, "dangerous.allow_unlimited_on_backend_error: no rate limit while Redis is down"),
+    ] {
+        if on {
+            tracing::warn!("{what}");
+        }
+    }
     let audit = match &config.audit {
         None => None,
         Some(settings) => {

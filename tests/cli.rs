@@ -249,3 +249,60 @@ async fn token_keygen_issue_inspect_and_use_through_the_proxy() {
     );
     env.stop().await;
 }
+
+/// Options that weaken a guard are config errors, naming the key and the `dangerous.*`
+/// acknowledgement, until that acknowledgement is given.
+#[test]
+fn weakening_options_need_their_dangerous_acknowledgement() {
+    portcullis::server::tls::install_crypto_provider();
+    let ca = portcullis::pki::Ca::new("test CA").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files = portcullis::demo::write(
+        dir.path(),
+        &ca,
+        "https://127.0.0.1:1",
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let demo = std::fs::read_to_string(&files.config).unwrap();
+    let load = |t: &str| portcullis::config::load_str(t, dir.path(), &|_| None);
+    assert!(load(&demo).is_ok(), "the demo acknowledges what it uses");
+    let risky = demo
+        .replace(
+            "  binary_bodies: forward-unjudged\n",
+            "  binary_bodies: forward-unjudged\n  resources:\n    - {resources: [configmaps], inspect: false}\n",
+        )
+        .replace(
+            "      mode: blocking-strict      # no answer leaves before its event is on disk\n",
+            "      mode: blocking-strict      # no answer leaves before its event is on disk\n    - {name: out, stdout: {}, mode: batch, overflow: drop}\n",
+        )
+        .replace(
+            "  max_in_flight: 400\n",
+            "  max_in_flight: 400\n  backend: redis\n  redis: {url: \"redis://127.0.0.1:1\", replicas: 2, on_backend_error: allow}\n",
+        );
+    let without = risky.replace(
+        "dangerous:\n  allow_uninspected_bodies: true",
+        "dangerous:\n  allow_uninspected_bodies: false",
+    );
+    let problems = load(&without).unwrap_err();
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    for want in [
+        "sanitize.binary_bodies",
+        "sanitize.resources[0].inspect",
+        "audit.sinks[1].overflow",
+        "rate_limits.redis.on_backend_error",
+    ] {
+        let p = problems
+            .iter()
+            .find(|p| p.path == want)
+            .unwrap_or_else(|| panic!("{want} not in {paths:?}"));
+        assert!(p.hint.contains("dangerous."), "{want}: {}", p.hint);
+    }
+    let acknowledged = without.replace(
+        "dangerous:\n  allow_uninspected_bodies: false",
+        "dangerous:\n  allow_uninspected_bodies: true\n  allow_audit_event_loss: true\n  allow_unlimited_on_backend_error: true",
+    );
+    let cfg = load(&acknowledged).unwrap_or_else(|p| panic!("{p:?}"));
+    assert!(cfg.dangerous.allow_audit_event_loss);
+}

@@ -33,6 +33,26 @@ pub struct File {
     pub audit: Option<super::audit::AuditConfig>,
     #[serde(default)]
     pub shutdown: Shutdown,
+    /// Explicit acknowledgements for options that weaken a guard (DESIGN decision 10).
+    #[serde(default)]
+    pub dangerous: Dangerous,
+}
+
+/// `dangerous:` — each key allows one kind of weakening; without it, the weakening option is a
+/// config error naming this key. Every one that is used is logged as a warning at start.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dangerous {
+    /// Allows `sanitize.binary_bodies: forward-unjudged` and `sanitize.resources[].inspect:
+    /// false` / `binary_bodies: forward-unjudged`: bodies forwarded without strict parsing.
+    #[serde(default)]
+    pub allow_uninspected_bodies: bool,
+    /// Allows audit sinks with `overflow: drop`: events may be lost under load.
+    #[serde(default)]
+    pub allow_audit_event_loss: bool,
+    /// Allows `rate_limits.redis.on_backend_error: allow`: no limit while Redis is down.
+    #[serde(default)]
+    pub allow_unlimited_on_backend_error: bool,
 }
 
 /// `listen:` — the client-facing TLS listener.

@@ -101,6 +101,8 @@ pub struct Config {
     pub sanitizer: Arc<crate::sanitize::Sanitizer>,
     /// Audit policy and sinks (None: no `audit` section).
     pub audit: Option<super::audit::AuditSettings>,
+    /// The `dangerous:` acknowledgements (logged at start).
+    pub dangerous: schema::Dangerous,
 }
 
 /// The rate limiter (a newtype so `Config` can be `Debug`).
@@ -413,6 +415,8 @@ pub fn build(
         },
     };
 
+    check_dangerous(&mut c, file);
+
     // admin
     let admin_addr = c.addr("admin.address", &file.admin.address);
     let ready_window = c.duration(
@@ -454,6 +458,7 @@ pub fn build(
             limiter,
             sanitizer,
             audit,
+            dangerous: file.dangerous.clone(),
         }),
         _ => Err(c.problems),
     }
@@ -711,4 +716,64 @@ fn build_upstream(
         health_interval,
         token_reload_interval,
     })
+}
+
+/// Options that weaken a guard need their `dangerous.*` acknowledgement (DESIGN decision 10).
+fn check_dangerous(c: &mut Check, file: &schema::File) {
+    let d = &file.dangerous;
+    use crate::sanitize::config::BinaryBodies;
+    if let Some(s) = &file.sanitize {
+        if !d.allow_uninspected_bodies {
+            let hint = "set dangerous.allow_uninspected_bodies: true to accept bodies forwarded without strict parsing";
+            if s.binary_bodies == Some(BinaryBodies::ForwardUnjudged) {
+                c.err(
+                    "sanitize.binary_bodies",
+                    "forward-unjudged forwards protobuf / CBOR bodies unparsed",
+                    hint,
+                );
+            }
+            for (i, r) in s.resources.iter().enumerate() {
+                if r.inspect == Some(false) {
+                    c.err(
+                        &format!("sanitize.resources[{i}].inspect"),
+                        "false forwards these bodies unparsed",
+                        hint,
+                    );
+                }
+                if r.binary_bodies == Some(BinaryBodies::ForwardUnjudged) {
+                    c.err(
+                        &format!("sanitize.resources[{i}].binary_bodies"),
+                        "forward-unjudged forwards protobuf / CBOR bodies unparsed",
+                        hint,
+                    );
+                }
+            }
+        }
+    }
+    if let Some(a) = &file.audit {
+        if !d.allow_audit_event_loss {
+            for (i, s) in a.sinks.iter().enumerate() {
+                if s.overflow == Some(super::audit::OverflowConfig::Drop) {
+                    c.err(
+                        &format!("audit.sinks[{i}].overflow"),
+                        "drop discards audit events when the queue is full",
+                        "use overflow: block, or set dangerous.allow_audit_event_loss: true",
+                    );
+                }
+            }
+        }
+    }
+    if let Some(rl) = &file.rate_limits {
+        if !d.allow_unlimited_on_backend_error
+            && rl.redis.as_ref().is_some_and(|r| {
+                r.on_backend_error == crate::ratelimit::config::OnBackendError::Allow
+            })
+        {
+            c.err(
+                "rate_limits.redis.on_backend_error",
+                "allow enforces no limit while Redis is unreachable",
+                "use local or deny, or set dangerous.allow_unlimited_on_backend_error: true",
+            );
+        }
+    }
 }

@@ -1249,6 +1249,21 @@ async fn audit_mode_is_recorded_only_and_caps_are_per_resource() {
         "{:?}",
         resp.headers()
     );
+    // ... and recorded in its audit event, as the apiserver's PodSecurity plugin annotates it.
+    let id = resp.headers()["audit-id"].to_str().unwrap().to_owned();
+    let log = std::fs::read_to_string(env.files.dir.join("audit.log")).unwrap();
+    let event: Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["auditID"] == id.as_str() && e["stage"] == "ResponseComplete")
+        .expect("the audit event");
+    let v = event["annotations"]["pod-security.kubernetes.io/audit-violations"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        v.contains("violates PodSecurity \"restricted:latest\": spec.hostPID"),
+        "{event}"
+    );
     // Warn and enforce are counted too.
     let mut spec = good_spec();
     spec["containers"][0]["securityContext"] = json!({});

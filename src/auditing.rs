@@ -30,7 +30,7 @@
 //! not durable, and a failed write answers 503 instead; for long-running requests when the
 //! stream ends), `Panic` (the handler panicked).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use http::HeaderValue;
 use serde_json::Value;
@@ -237,7 +237,7 @@ impl Recorder {
         eval.records(Stage::ResponseComplete)
             .then(|| CompleteOnDrop {
                 auditor: self.audit.auditor.clone(),
-                event: Mutex::new(Some(self.event_at(Stage::ResponseComplete))),
+                event: Some(self.event_at(Stage::ResponseComplete)),
             })
     }
 }
@@ -245,16 +245,12 @@ impl Recorder {
 /// Emits its `ResponseComplete` event when dropped (the end of a stream).
 pub struct CompleteOnDrop {
     auditor: Arc<Auditor>,
-    event: Mutex<Option<Event>>,
+    event: Option<Event>,
 }
 
 impl Drop for CompleteOnDrop {
     fn drop(&mut self) {
-        let event = match self.event.get_mut() {
-            Ok(e) => e.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
-        if let Some(mut e) = event {
+        if let Some(mut e) = self.event.take() {
             e.stage_timestamp = MicroTime::now();
             self.auditor.emit_detached(e);
         }

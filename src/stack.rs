@@ -73,11 +73,8 @@ impl Proxy {
         use futures_util::FutureExt;
         // 1. request id
         let audit_id = new_audit_id();
-        let request_uri = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_default();
+        // Kept for the panic path only: a `Uri` clone shares its bytes, no allocation.
+        let uri = req.uri().clone();
         let method = req.method().clone();
         let me = self.clone();
         let peer = conn.peer;
@@ -88,6 +85,10 @@ impl Proxy {
         {
             Ok(resp) => resp,
             Err(_) => {
+                let request_uri = uri
+                    .path_and_query()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_default();
                 tracing::error!(%peer, uri = %request_uri, "request handler panicked");
                 if let Some(audit) = &self.audit {
                     let mut rec = Recorder::new(

@@ -156,7 +156,7 @@ pub async fn run(
         } else {
             Current::NotFetched
         };
-        let judged = judge::judge(s, info, ob.identity, parsed.clone(), current)?;
+        let judged = judge::judge(s, info, ob.identity, parsed, current)?;
         verdict.pss_warned = judged
             .warnings
             .iter()
@@ -165,11 +165,11 @@ pub async fn run(
         verdict.audit = judged.audit;
         judged.body
     } else {
-        parsed.value.clone()
+        parsed.value
     };
 
     let out = parse::canonical_bytes(&judged_body);
-    if parsed.kind == BodyKind::Object {
+    if !is_patch {
         parts.headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

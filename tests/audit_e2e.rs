@@ -394,13 +394,6 @@ async fn a_strict_sink_that_cannot_record_answers_503() {
     env.stop().await;
 }
 
-fn free_port() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 /// The real binary, blocking-strict file sink, 16 concurrent clients; kill -9 mid-load. Every
 /// request that got an answer has its event in the file, and the file verifies up to its last
 /// complete line.
@@ -413,7 +406,7 @@ async fn kill_9_under_load_loses_no_answered_request() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (listen, admin) = (free_port(), free_port());
+    let (listen, admin) = (common::free_port(), common::free_port());
     let files = demo::write(dir.path(), &ca, &sb.url(), listen, admin).unwrap();
     let mut child = tokio::process::Command::new(BIN)
         .args(["serve", "--config"])

@@ -9,13 +9,6 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use portcullis::{demo, pki::Ca, sandbox, server::tls};
 
-fn free_port() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_request_finish() {
     tls::install_crypto_provider();
@@ -24,7 +17,7 @@ async fn sigterm_lets_in_flight_request_finish() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (listen, admin) = (free_port(), free_port());
+    let (listen, admin) = (common::free_port(), common::free_port());
     let files = demo::write(dir.path(), &ca, &sandbox.url(), listen, admin).unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["serve", "--config"])

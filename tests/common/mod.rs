@@ -198,6 +198,14 @@ pub async fn https_request(
     Response::from_parts(parts, bytes)
 }
 
+/// A loopback address with a port that was free a moment ago (for the real binary's listeners).
+pub fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 /// A GET request for `path` with an empty body.
 pub fn get(path: &str) -> Request<Full<Bytes>> {
     Request::get(format!("https://localhost{path}"))

@@ -391,6 +391,41 @@ async fn a_strict_sink_that_cannot_record_answers_503() {
         metrics.contains("portcullis_audit_events_failed_total{sink=\"siem\"}"),
         "{metrics}"
     );
+    // With the default policy the event is written at ResponseComplete, after forwarding.
+    // A policy that records RequestReceived refuses before anything reaches the upstream.
+    let seen = env.sandbox.sandbox.recorded();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    env.sandbox.sandbox.clear_recorded();
+    let policy = kc_dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n",
+    )
+    .unwrap();
+    env.stop().await;
+    let env = Env::start_with(|c| {
+        *c = c
+            .replace(
+                "      mode: blocking-strict      # no answer leaves before its event is on disk\n",
+                &format!(
+                    "      mode: blocking-strict      # no answer leaves before its event is on disk\n    - name: siem\n      webhook: {{kubeconfig: {}, max_retries: 0, request_timeout: 1s}}\n      mode: blocking-strict\n",
+                    kc.display()
+                ),
+            )
+            .replace("  policy_file: audit-policy.yaml\n", &format!("  policy_file: {}\n", policy.display()));
+    })
+    .await;
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env
+        .request(
+            req("GET", "/api/v1/namespaces/default/configmaps", None),
+            Some(&env.admin_cert),
+            true,
+        )
+        .await;
+    assert_eq!(resp.status(), 503, "{:?}", resp.body());
+    let seen = env.sandbox.sandbox.recorded();
+    assert!(seen.is_empty(), "the upstream saw {seen:?}");
     env.stop().await;
 }
 

@@ -5,11 +5,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 
+use tower::Service;
+
 use crate::{
     config::{Config, UpstreamToken},
     server::{self, admin::Admin},
     shutdown::Shutdown,
-    stack::Proxy,
+    stack::{self, Runtime},
     telemetry::Metrics,
     upstream::{Credentials, Upstream},
 };
@@ -66,7 +68,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         Some(settings) => {
             let auditor = Arc::new(crate::audit::Auditor::start(settings.sink_specs())?);
             crate::audit::metrics::register(&mut metrics.registry, &auditor);
-            Some(Arc::new(crate::auditing::Audit {
+            Some(Arc::new(crate::audit::Audit {
                 policy: settings.policy.clone(),
                 auditor,
             }))
@@ -116,7 +118,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         shutdown.clone(),
     ));
 
-    let proxy = Arc::new(Proxy {
+    let proxy = stack::build(&Runtime {
         config: config.clone(),
         upstream,
         metrics,
@@ -128,7 +130,16 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         listeners.proxy,
         config.server_tls.clone(),
         config.serve.clone(),
-        move |req, conn| proxy.clone().handle(req, conn),
+        move |mut req, conn| {
+            req.extensions_mut().insert(conn);
+            let mut proxy = proxy.clone();
+            async move {
+                match proxy.call(req).await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                }
+            }
+        },
         shutdown,
     )
     .await;

@@ -48,3 +48,44 @@ pub fn channel(buffer: usize) -> (tokio::sync::mpsc::Sender<Bytes>, Body) {
     });
     (tx, http_body_util::StreamBody::new(stream).boxed_unsync())
 }
+
+/// `body`, holding `guard` until the body ends or is dropped (when the client finished reading
+/// or went away): how a resource (a stream permit, a place under the in-flight cap) lives
+/// exactly as long as the response.
+pub fn hold<G: Send + Unpin + 'static>(body: Body, guard: G) -> Body {
+    Guarded {
+        inner: body,
+        guard: Some(guard),
+    }
+    .boxed_unsync()
+}
+
+struct Guarded<G> {
+    inner: Body,
+    guard: Option<G>,
+}
+
+impl<G: Send + Unpin + 'static> http_body::Body for Guarded<G> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            // Released at the end of the body, not only when hyper drops it.
+            self.guard.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -5,10 +5,10 @@
 
 pub mod app;
 pub mod audit;
-pub mod auditing;
 pub mod authn;
 pub mod authz;
 pub mod body;
+pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -16,9 +16,12 @@ pub mod k8s;
 pub mod kubeconfig;
 pub mod pki;
 pub mod ratelimit;
+pub mod refusal;
+pub mod request_id;
 pub mod sandbox;
 pub mod sanitize;
 pub mod server;
+pub mod service;
 pub mod shutdown;
 pub mod stack;
 pub mod telemetry;

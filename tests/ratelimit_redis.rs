@@ -63,7 +63,7 @@ async fn admitted_via_redis(replicas: &[&RateLimiter], who: &Identity, n: usize)
                 ok += 1;
             }
             Err(r) => {
-                assert_eq!(r.status.code, 429, "{:?}", r.status);
+                assert_eq!(r.status().code, 429, "{:?}", r.status());
                 assert!(r.retry_after_secs() >= 1);
             }
         }
@@ -105,11 +105,11 @@ async fn replicas_share_one_limit_degrade_and_recover() {
         .expect_err("exhausted");
     assert!(rej.retry_after_secs() > 3000, "{}", rej.retry_after_secs());
     assert!(
-        rej.status
+        rej.status()
             .message
             .contains("(1/h, burst 10; default quota)"),
         "{}",
-        rej.status.message
+        rej.status().message
     );
     assert_eq!(a.metrics().backend_errors(), 0);
     assert_eq!(a.metrics().degraded(), [0, 0, 0]);
@@ -126,7 +126,7 @@ async fn replicas_share_one_limit_degrade_and_recover() {
                 assert!(adm.degraded);
                 ok += 1;
             }
-            Err(r) => assert_eq!(r.status.code, 429),
+            Err(r) => assert_eq!(r.status().code, 429),
         }
     }
     assert_eq!(ok, 5, "degraded local mode enforces quota / replicas");
@@ -137,9 +137,9 @@ async fn replicas_share_one_limit_degrade_and_recover() {
         .await
         .expect_err("local bucket empty");
     assert!(
-        rej.status.message.contains("(1/h, burst 5;"),
+        rej.status().message.contains("(1/h, burst 5;"),
         "{}",
-        rej.status.message
+        rej.status().message
     );
 
     // deny: 503 + Retry-After 1.
@@ -147,7 +147,7 @@ async fn replicas_share_one_limit_degrade_and_recover() {
         .check_async(&carol, &info, &uri)
         .await
         .expect_err("deny");
-    assert_eq!(rej.status.code, 503);
+    assert_eq!(rej.status().code, 503);
     assert_eq!(rej.retry_after_secs(), 1);
     assert_eq!(rej.limit, "backend");
     assert_eq!(deny.metrics().degraded()[1], 1);

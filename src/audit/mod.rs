@@ -35,3 +35,9 @@ pub use sink::{
     AuditError, Auditor, DeliveryMode, FileSinkConfig, Overflow, SinkCounters, SinkKind, SinkSpec,
     WebhookConfig,
 };
+
+pub mod layer;
+pub mod record;
+
+pub use layer::{AuditLayer, ReceivedLayer};
+pub use record::{Audit, AuditRecord, Recorder};

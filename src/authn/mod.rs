@@ -10,7 +10,9 @@
 
 pub mod identity;
 pub mod jwt;
+pub mod layer;
 pub mod request;
 pub mod x509;
 
 pub use identity::Identity;
+pub use layer::AuthnLayer;

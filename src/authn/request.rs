@@ -13,11 +13,35 @@ use std::sync::Arc;
 
 use http::{header, HeaderMap};
 
-use super::{x509, Identity};
-use crate::{config::Config, server::ConnInfo};
+use super::{jwt::JwtAuthenticator, x509, Identity};
+use crate::{authz::Authorizer, config::X509Identity, server::ConnInfo};
+
+/// What authentication needs, taken from the config once when the stack is built.
+#[derive(Clone)]
+pub struct Authenticator {
+    /// Client-certificate mapping (None: certificates do not authenticate).
+    pub x509: Option<X509Identity>,
+    /// JWT issuers (None: bearer tokens do not authenticate).
+    pub jwt: Option<Arc<JwtAuthenticator>>,
+    /// Resolves each identity's tenant (`authorization.tenants`).
+    pub authorizer: Arc<Authorizer>,
+}
 
 /// Why authentication failed — for logs only; clients always see a bare 401.
-pub type Failure = String;
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    #[error("no credentials")]
+    NoCredentials,
+    /// The `Authorization` header is malformed (two of them, another scheme, empty token).
+    #[error("{0}")]
+    BadHeader(&'static str),
+    #[error("bearer token, but no JWT issuer is configured")]
+    NoIssuer,
+    #[error("JWT refused: {0}")]
+    Jwt(#[from] super::jwt::Rejected),
+    #[error("{0}")]
+    Certificate(#[from] x509::Rejected),
+}
 
 enum Bearer<'a> {
     Absent,
@@ -48,7 +72,7 @@ fn bearer(headers: &HeaderMap) -> Bearer<'_> {
 
 /// Authenticate the request whose headers and connection are given.
 pub async fn authenticate(
-    config: &Config,
+    config: &Authenticator,
     headers: &HeaderMap,
     conn: &ConnInfo,
 ) -> Result<Arc<Identity>, Failure> {
@@ -57,23 +81,16 @@ pub async fn authenticate(
         if let Some(id) = conn.cert_identity.get() {
             return Ok(id.clone());
         }
-        let mut id = x509::identity(chain.first(), mapping).map_err(|e| e.to_string())?;
+        let mut id = x509::identity(chain.first(), mapping)?;
         id.tenant = config.authorizer.tenant_of(&id);
         return Ok(conn.cert_identity.get_or_init(|| Arc::new(id)).clone());
     }
     match bearer(headers) {
-        Bearer::Absent => Err("no credentials".into()),
-        Bearer::Invalid(why) => Err(why.into()),
+        Bearer::Absent => Err(Failure::NoCredentials),
+        Bearer::Invalid(why) => Err(Failure::BadHeader(why)),
         Bearer::Token(token) => {
-            let jwt = config
-                .jwt
-                .as_ref()
-                .ok_or("bearer token, but no JWT issuer is configured")?;
-            let mut id = jwt
-                .0
-                .authenticate(token)
-                .await
-                .map_err(|e| format!("JWT refused: {e}"))?;
+            let jwt = config.jwt.as_ref().ok_or(Failure::NoIssuer)?;
+            let mut id = jwt.authenticate(token).await?;
             id.tenant = config.authorizer.tenant_of(&id);
             Ok(Arc::new(id))
         }

@@ -20,14 +20,13 @@
 
 use std::fmt::Write as _;
 
-use http::StatusCode;
-
 use crate::authn::identity::Identity;
 use crate::k8s::request::RequestInfo;
-use crate::k8s::status::{Status, StatusDetails};
+use crate::refusal::Forbidden;
 
-/// The apiserver's 403 `Status` for `req` by `id`, with `reason` (may be empty) appended.
-pub fn forbidden_status(id: &Identity, req: &RequestInfo, reason: &str) -> Status {
+/// The apiserver's 403 for `req` by `id`, with `reason` (may be empty) appended; rendered by
+/// the refusal table.
+pub fn forbidden(id: &Identity, req: &RequestInfo, reason: &str) -> Forbidden {
     let user = go_quote(&id.user);
     let inner = if !req.is_resource_request {
         format!(
@@ -83,15 +82,12 @@ pub fn forbidden_status(id: &Identity, req: &RequestInfo, reason: &str) -> Statu
         }
     };
 
-    let nonempty = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
-    let mut status = Status::failure(StatusCode::FORBIDDEN, "Forbidden", message);
-    status.details = Some(StatusDetails {
-        name: nonempty(name),
-        group: nonempty(group),
-        kind: nonempty(resource),
-        ..Default::default()
-    });
-    status
+    Forbidden {
+        message,
+        name: name.to_owned(),
+        group: group.to_owned(),
+        resource: resource.to_owned(),
+    }
 }
 
 /// Go's `strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")`.

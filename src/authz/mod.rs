@@ -3,7 +3,7 @@
 //! Pure: no I/O, no async. [`build`] validates the `authorization:` config section and compiles
 //! it into an [`Authorizer`]; [`Authorizer::authorize`] decides one classified request
 //! ([`RequestInfo`](crate::k8s::request::RequestInfo)) for one [`Identity`](crate::authn::identity::Identity);
-//! [`forbidden_status`] renders a denial exactly as kube-apiserver does.
+//! [`forbidden`] words a denial exactly as kube-apiserver does.
 //!
 //! # The decision
 //!
@@ -97,13 +97,15 @@
 pub mod config;
 pub mod engine;
 pub mod forbidden;
+pub mod layer;
 pub mod pattern;
 pub mod scope;
 
 pub use config::{build, AuthorizationConfig};
 pub use engine::{Authorizer, Decision};
-pub use forbidden::forbidden_status;
+pub use forbidden::forbidden;
+pub use layer::AuthzLayer;
 pub use scope::{Scope, ScopeRule};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -81,11 +81,11 @@ fn parse(yaml: &str) -> AuthorizationConfig {
         .authorization
 }
 
-fn authorizer() -> Authorizer {
+pub(crate) fn authorizer() -> Authorizer {
     build(&parse(POLICY), "authorization").expect("valid policy")
 }
 
-fn id(user: &str, groups: &[&str]) -> Identity {
+pub(crate) fn id(user: &str, groups: &[&str]) -> Identity {
     Identity {
         user: user.into(),
         uid: String::new(),
@@ -547,12 +547,12 @@ authorization:
 // Golden 403 bodies
 
 fn message(user: &str, method: &str, uri: &str, hdrs: &[(&str, &str)], reason: &str) -> String {
-    forbidden_status(&id(user, &[]), &req(method, uri, hdrs), reason).message
+    forbidden_status_of(&id(user, &[]), &req(method, uri, hdrs), reason).message
 }
 
 #[test]
 fn forbidden_full_body_matches_apiserver_bytes() {
-    let s = forbidden_status(
+    let s = forbidden_status_of(
         &id("alice", &[]),
         &req("GET", "/api/v1/namespaces/default/pods", NO),
         "",
@@ -572,7 +572,7 @@ fn forbidden_messages() {
         r#"pods is forbidden: User "alice" cannot list resource "pods" in API group "" at the cluster scope: no grant"#
     );
     // named object in a group
-    let s = forbidden_status(
+    let s = forbidden_status_of(
         &id("ci-bot", &[]),
         &req(
             "DELETE",
@@ -626,7 +626,7 @@ fn forbidden_messages() {
 
 #[test]
 fn forbidden_non_resource_path() {
-    let s = forbidden_status(&id("mallory", &[]), &req("GET", "/metrics", NO), "");
+    let s = forbidden_status_of(&id("mallory", &[]), &req("GET", "/metrics", NO), "");
     assert_eq!(
         s.message,
         r#"forbidden: User "mallory" cannot get path "/metrics""#
@@ -703,4 +703,13 @@ fn scope_rule_semantics() {
     // a rule without resources or URLs, and an empty scope, match nothing
     assert!(!s(r#"[{"verbs":["*"]}]"#).allows(&r("GET", "/api/v1/namespaces/a/pods")));
     assert!(!s("[]").allows(&r("GET", "/healthz")));
+}
+
+/// The rendered 403 Status, as the client gets it.
+fn forbidden_status_of(
+    id: &crate::authn::Identity,
+    req: &crate::k8s::request::RequestInfo,
+    reason: &str,
+) -> crate::k8s::Status {
+    crate::refusal::Refusal::Forbidden(Box::new(super::forbidden(id, req, reason))).status()
 }

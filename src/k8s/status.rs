@@ -1,14 +1,13 @@
 //! `metav1.Status` — the error body kubectl and client-go understand.
 //!
-//! Every error portcullis produces itself goes through [`Status`], so kubectl prints
+//! Every error portcullis produces itself goes through [`Status`] (rendered by
+//! `crate::refusal`; this module is pure data), so kubectl prints
 //! `Error from server (<Reason>): <message>` and client-go decodes it as an API error. 429 and
 //! 503 carry `details.retryAfterSeconds` *and* an integer `Retry-After` header, the only form
 //! client-go honours (shared/reference/kubernetes-api.md §2).
 
-use http::{header, HeaderValue, Response, StatusCode};
+use http::StatusCode;
 use serde::Serialize;
-
-use crate::body::{self, Body};
 
 /// The wire shape of `metav1.Status` (only the fields we emit).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -209,27 +208,6 @@ impl Status {
         // Serializing a struct of strings and integers cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
     }
-
-    /// Render as an HTTP response: JSON body, `Content-Type: application/json`,
-    /// `X-Content-Type-Options: nosniff`, and `Retry-After` when a retry hint is set.
-    pub fn into_response(self) -> Response<Body> {
-        let retry = self.details.as_ref().and_then(|d| d.retry_after_seconds);
-        let mut resp = Response::new(body::full(self.to_json()));
-        *resp.status_mut() = self.status_code();
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        h.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        if let Some(secs) = retry.filter(|s| *s > 0) {
-            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        resp
-    }
 }
 
 #[cfg(test)]
@@ -243,14 +221,6 @@ mod tests {
             String::from_utf8(s.to_json()).unwrap(),
             r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#
         );
-    }
-
-    #[test]
-    fn retry_after_sets_header_and_details() {
-        let r = Status::service_unavailable("busy", 3).into_response();
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
-        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
     }
 
     #[test]

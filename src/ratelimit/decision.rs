@@ -40,12 +40,10 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
 use crate::authn::identity::Identity;
-use crate::body::Body;
 use crate::k8s::request::RequestInfo;
-use crate::k8s::status::Status;
 
 use super::config::{Mode, OnBackendError};
 use super::inflight::InFlightGuard;
@@ -138,13 +136,17 @@ impl Admission {
     }
 }
 
-/// A request is refused (or, with `shadow`, would have been).
+/// A request is refused (or, with `shadow`, would have been). Rendered by
+/// `crate::refusal` (the one table): `kind` picks 429 or 503, `retry_after` is both
+/// `details.retryAfterSeconds` and the `Retry-After` header.
 #[derive(Debug, Clone)]
 pub struct Rejection {
-    /// 429 TooManyRequests or 503 ServiceUnavailable, with `details.retryAfterSeconds`.
-    pub status: Status,
-    /// Extra response headers (`RateLimit-Policy`, `RateLimit`); `Retry-After` comes from
-    /// `status` in [`Status::into_response`].
+    pub kind: RejectionKind,
+    /// The Status message.
+    pub message: String,
+    /// Whole seconds, at least 1.
+    pub retry_after: u32,
+    /// Extra response headers (`RateLimit-Policy`, `RateLimit`).
     pub headers: HeaderMap,
     /// Recorded in shadow mode only; the request was let through.
     pub shadow: bool,
@@ -153,23 +155,17 @@ pub struct Rejection {
     pub limit: &'static str,
 }
 
+/// 429 (a bucket or cap) or 503 (in-flight cap, backend down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectionKind {
+    TooManyRequests,
+    Unavailable,
+}
+
 impl Rejection {
     /// The `Retry-After` seconds.
     pub fn retry_after_secs(&self) -> u32 {
-        self.status
-            .details
-            .as_ref()
-            .and_then(|d| d.retry_after_seconds)
-            .unwrap_or(1)
-    }
-
-    /// The HTTP response: Status JSON, `Retry-After`, and the extra headers.
-    pub fn into_response(self) -> Response<Body> {
-        let mut resp = self.status.into_response();
-        for (name, value) in &self.headers {
-            resp.headers_mut().insert(name.clone(), value.clone());
-        }
-        resp
+        self.retry_after
     }
 }
 
@@ -185,8 +181,9 @@ fn ceil_secs(d: Duration) -> u64 {
 
 fn too_many(message: String, retry_after: u32, limit: &'static str) -> Rejection {
     Rejection {
-        status: Status::failure(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message)
-            .with_retry_after(retry_after),
+        kind: RejectionKind::TooManyRequests,
+        message,
+        retry_after,
         headers: HeaderMap::new(),
         shadow: false,
         limit,
@@ -195,7 +192,9 @@ fn too_many(message: String, retry_after: u32, limit: &'static str) -> Rejection
 
 fn unavailable(message: &str, limit: &'static str) -> Rejection {
     Rejection {
-        status: Status::service_unavailable(message, 1),
+        kind: RejectionKind::Unavailable,
+        message: message.to_owned(),
+        retry_after: 1,
         headers: HeaderMap::new(),
         shadow: false,
         limit,

@@ -32,6 +32,7 @@
 pub mod config;
 pub mod decision;
 pub mod inflight;
+pub mod layer;
 pub mod local;
 pub mod metrics;
 pub mod quota;
@@ -46,8 +47,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{build, RateLimitsConfig, Settings};
-pub use decision::{Admission, RateLimitState, Rejection, RequestCost};
+pub use decision::{Admission, RateLimitState, Rejection, RejectionKind, RequestCost};
 pub use inflight::InFlightGuard;
+pub use layer::{LoadShedLayer, RateLimitLayer, SourceBlockLayer};
 pub use local::LimiterClock;
 pub use metrics::Metrics;
 pub use streams::{Permit, StreamKind};

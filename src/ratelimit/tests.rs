@@ -348,10 +348,10 @@ fn retry_after_is_computed_from_the_bucket() {
     assert_eq!(rej.retry_after_secs(), 1);
 
     // The Status: 429 TooManyRequests, message naming the limit, details and header agree.
-    assert_eq!(rej.status.code, 429);
-    assert_eq!(rej.status.reason, "TooManyRequests");
+    assert_eq!(rej.status().code, 429);
+    assert_eq!(rej.status().reason, "TooManyRequests");
     assert_eq!(
-        rej.status.message,
+        rej.status().message,
         "rate limit exceeded: writes for user \"alice\" (4/s, burst 1; default quota)"
     );
     assert_eq!(rej.limit, "writes");
@@ -412,7 +412,7 @@ default: {reads: {rate: 1/m, burst: 2}, watches: 1}
     let a = check(&rl, &alice, &r).expect("shadow admits");
     let note = a.shadow_rejection.expect("would-be rejection recorded");
     assert!(note.shadow);
-    assert_eq!(note.status.code, 429);
+    assert_eq!(note.status().code, 429);
     assert_eq!(note.limit, "reads");
     assert_eq!(rl.metrics().decisions(Class::Reads, Outcome::Allowed), 2);
     assert_eq!(
@@ -464,10 +464,10 @@ fn stream_permits_are_counted_and_released_on_drop() {
     let w2 = check(&rl, &alice, &follow).expect("log follow counts as a watch");
     assert!(w1.permit.is_some() && w2.permit.is_some());
     let rej = check(&rl, &alice, &watch).expect_err("cap 2");
-    assert_eq!(rej.status.code, 429);
+    assert_eq!(rej.status().code, 429);
     assert_eq!(rej.limit, "watches");
     assert!(rej
-        .status
+        .status()
         .message
         .contains("too many concurrent watches for user \"alice\" (cap 2"));
     // A non-follow log read is not a stream.
@@ -536,7 +536,7 @@ fn failed_credentials_are_limited_per_source() {
     }
     rl.record_auth_failure(a); // the third failure empties the bucket
     let rej = rl.source_blocked(a).expect("blocked");
-    assert_eq!(rej.status.code, 429);
+    assert_eq!(rej.status().code, 429);
     assert_eq!(rej.limit, "unauthenticated");
     assert_eq!(rej.retry_after_secs(), 60);
     assert!(rl.source_blocked(b).is_none(), "other addresses unaffected");
@@ -577,8 +577,8 @@ fn in_flight_cap_sheds_with_503() {
     let g1 = rl.try_in_flight().expect("1");
     let g2 = rl.try_in_flight().expect("2");
     let rej = rl.try_in_flight().expect_err("3");
-    assert_eq!(rej.status.code, 503);
-    assert_eq!(rej.status.reason, "ServiceUnavailable");
+    assert_eq!(rej.status().code, 503);
+    assert_eq!(rej.status().reason, "ServiceUnavailable");
     assert_eq!(rej.retry_after_secs(), 1);
     assert_eq!(rej.limit, "in_flight");
     let resp = rej.into_response();

@@ -8,6 +8,7 @@
 //! Rejects: SPDY upgrades (400, not supported here), non-upgrade requests (400), no common
 //! subprotocol (400), unknown pod (404), unknown container (400), exec without a command (400).
 
+use super::IntoResponse as _;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};

@@ -4,6 +4,7 @@
 //! Accepts `container` (must name a container of the pod), `follow`, `tailLines`,
 //! `timestamps`. Rejects: unknown pod (404), unknown container (400).
 
+use super::IntoResponse as _;
 use std::time::Duration;
 
 use bytes::Bytes;

@@ -261,6 +261,18 @@ fn version() -> serde_json::Value {
     })
 }
 
+/// The sandbox renders its own `Status` errors with the proxy's renderer (same bytes as the
+/// API server's).
+pub(crate) trait IntoResponse {
+    fn into_response(self) -> Response<Body>;
+}
+
+impl IntoResponse for crate::k8s::Status {
+    fn into_response(self) -> Response<Body> {
+        crate::refusal::render(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

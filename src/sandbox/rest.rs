@@ -7,6 +7,7 @@
 //! bad selectors (400), kind or namespace mismatches (400), unsupported patch types (415),
 //! methods a path does not serve (405), port-forward (400: not supported by the sandbox).
 
+use super::IntoResponse as _;
 use base64::Engine;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;

@@ -7,6 +7,7 @@
 //! resourceVersion gets HTTP 200 and an in-stream ERROR event carrying a 410 Expired Status.
 //! The producer stops when the client goes away, on timeout, or if it falls too far behind.
 
+use super::IntoResponse as _;
 use std::time::Duration;
 
 use bytes::Bytes;

@@ -99,7 +99,7 @@ pub fn check(data: &[u8]) {
         };
         match judge::judge(&s, &info, &id, p, cur) {
             Ok(j) => Ok((parse::canonical_bytes(&j.body), j.warnings)),
-            Err(st) => Err(st.to_json()),
+            Err(st) => Err(st.status().to_json()),
         }
     };
     let a = verdict(parsed.clone());

@@ -41,7 +41,8 @@ use super::{
 };
 use crate::{
     authn::Identity,
-    k8s::{request::RequestInfo, status::StatusCause, Status},
+    k8s::{request::RequestInfo, status::StatusCause},
+    refusal::{BodyRefusal, Invalid, Refusal},
 };
 
 /// The current object, as far as the stage could learn it.
@@ -158,7 +159,7 @@ pub fn judge(
     id: &Identity,
     mut parsed: Parsed,
     current: Current,
-) -> Result<Judged, Box<Status>> {
+) -> Result<Judged, Refusal> {
     let kind = pod_kind(info);
     let rules: Vec<_> = s.rules_for(info, id).collect();
     let mut out = Judged::default();
@@ -200,18 +201,17 @@ pub fn judge(
                 match (&current, patch_kind) {
                     (Current::Absent, BodyKind::ApplyPatch) => {}
                     (Current::Absent, _) => {
-                        return Err(Box::new(Status::not_found(
-                            &info.resource,
-                            &info.api_group,
-                            &info.name,
-                        )))
+                        return Err(BodyRefusal::PatchTargetMissing {
+                            resource: info.resource.clone(),
+                            group: info.api_group.clone(),
+                            name: info.name.clone(),
+                        }
+                        .into())
                     }
                     (Current::NotFetched, _) => {
                         // The stage fetches whenever needs_current says so; reaching here
                         // means it did not, and an unjudged patch must not pass.
-                        return Err(Box::new(Status::internal(
-                            "portcullis could not judge this patch without the current object",
-                        )));
+                        return Err(BodyRefusal::Unjudged.into());
                     }
                     (Current::Found(cur), _) => {
                         judged.push(std::borrow::Cow::Owned(apply_patch(cur, &parsed, info)?));
@@ -228,6 +228,8 @@ pub fn judge(
 
     // 3. field denials
     let mut causes: Vec<StatusCause> = Vec::new();
+    // Whether an enforced Pod Security level is among the causes (→ `Refusal::PodSecurity`).
+    let mut pss_violated = false;
     for rule in &rules {
         for path in &rule.deny {
             let Some(segs) = path.resolve(kind) else {
@@ -284,6 +286,7 @@ pub fn judge(
         }
         if let Some(p) = modes.enforce {
             for v in check(&p) {
+                pss_violated = true;
                 causes.push(StatusCause {
                     reason: "FieldValueForbidden".into(),
                     message: format!(
@@ -333,12 +336,17 @@ pub fn judge(
         } else {
             info.name.clone()
         };
-        return Err(Box::new(Status::invalid(
-            &kind_name,
-            &info.api_group,
-            &name,
+        let invalid = Box::new(Invalid {
+            kind: kind_name,
+            group: info.api_group.clone(),
+            name,
             causes,
-        )));
+        });
+        return Err(if pss_violated {
+            Refusal::PodSecurity(invalid)
+        } else {
+            BodyRefusal::FieldRules(invalid).into()
+        });
     }
 
     // 5. pin the judged version
@@ -351,29 +359,25 @@ pub fn judge(
     Ok(out)
 }
 
-fn apply_patch(cur: &Value, parsed: &Parsed, info: &RequestInfo) -> Result<Value, Box<Status>> {
+fn apply_patch(cur: &Value, parsed: &Parsed, info: &RequestInfo) -> Result<Value, Refusal> {
     let mut result = cur.clone();
     let unprocessable = |why: String| {
-        Status::failure(
-            http::StatusCode::UNPROCESSABLE_ENTITY,
-            "Invalid",
-            format!(
-                "the patch cannot be applied to the current {} {:?}: {why}",
-                info.resource, info.name
-            ),
-        )
+        BodyRefusal::PatchDoesNotApply(format!(
+            "the patch cannot be applied to the current {} {:?}: {why}",
+            info.resource, info.name
+        ))
     };
     match parsed.kind {
         BodyKind::JsonPatch => {
             let ops: json_patch::Patch = serde_json::from_value(parsed.value.clone())
-                .map_err(|e| Status::bad_request(format!("invalid JSON patch: {e}")))?;
+                .map_err(|e| BodyRefusal::BadPatch(format!("invalid JSON patch: {e}")))?;
             json_patch::patch(&mut result, &ops).map_err(|e| unprocessable(e.to_string()))?;
         }
         BodyKind::MergePatch => json_patch::merge(&mut result, &parsed.value),
         BodyKind::StrategicMergePatch => merge::merge(&mut result, &parsed.value, Mode::Strategic)
-            .map_err(|e| Status::bad_request(format!("strategic merge patch: {e}")))?,
+            .map_err(|e| BodyRefusal::BadPatch(format!("strategic merge patch: {e}")))?,
         BodyKind::ApplyPatch => merge::merge(&mut result, &parsed.value, Mode::Apply)
-            .map_err(|e| Status::bad_request(format!("apply patch: {e}")))?,
+            .map_err(|e| BodyRefusal::BadPatch(format!("apply patch: {e}")))?,
         BodyKind::Object => result = parsed.value.clone(),
     }
     Ok(result)

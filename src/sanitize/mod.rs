@@ -18,6 +18,7 @@ pub mod fields;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod judge;
+pub mod layer;
 pub mod merge;
 pub mod parse;
 pub mod policy;
@@ -25,4 +26,5 @@ pub mod pss;
 pub mod stage;
 
 pub use config::SanitizeConfig;
+pub use layer::SanitizeLayer;
 pub use policy::Sanitizer;

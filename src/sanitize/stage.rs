@@ -21,9 +21,8 @@
 //! is YAML). Uninspected resources (`inspect: false`) are size-capped and forwarded as sent.
 
 use bytes::Bytes;
-use http::{header, request::Parts, HeaderValue, Method, StatusCode};
+use http::{header, request::Parts, HeaderValue, Method};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use super::{
     judge::{self, Current},
@@ -31,8 +30,9 @@ use super::{
     policy::{BinaryBodies, Sanitizer},
 };
 use crate::{
-    body::{self, Body},
-    k8s::{request::RequestInfo, status::StatusCause, Status},
+    body::{self, Body, BoxError},
+    k8s::request::RequestInfo,
+    refusal::{BodyRefusal, Refusal},
     upstream::{fetch, Outbound, Upstream},
 };
 
@@ -51,8 +51,6 @@ pub struct Verdict {
     pub body: Option<serde_json::Value>,
 }
 
-const ACCEPTED: &str = "application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml";
-
 /// Whether this request carries a body the stage looks at.
 fn has_body_to_check(parts: &Parts, info: &RequestInfo) -> bool {
     info.is_resource_request
@@ -66,15 +64,19 @@ fn has_body_to_check(parts: &Parts, info: &RequestInfo) -> bool {
 
 /// Run the stage. On success the returned body replaces the request's; `parts` headers are
 /// adjusted to it.
-pub async fn run(
+pub async fn run<B>(
     s: &Sanitizer,
     up: &Upstream,
     info: &RequestInfo,
     parts: &mut Parts,
-    incoming: Incoming,
+    incoming: B,
     ob: &Outbound<'_>,
     keep_body: bool,
-) -> Result<(Body, Verdict), Box<Status>> {
+) -> Result<(Body, Verdict), Refusal>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     if !has_body_to_check(parts, info) {
         return Ok((body::boxed(incoming), Verdict::default()));
     }
@@ -85,7 +87,7 @@ pub async fn run(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > cap as u64) {
-        return Err(Box::new(Status::too_large(cap)));
+        return Err(BodyRefusal::TooLarge { limit: cap }.into());
     }
     if inspect {
         if let Some(enc) = parts.headers.get(header::CONTENT_ENCODING) {
@@ -93,9 +95,7 @@ pub async fn run(
                 .trim()
                 .to_ascii_lowercase();
             if enc != "identity" && !enc.is_empty() {
-                return Err(Box::new(Status::unsupported_media_type(format!(
-                    "Content-Encoding {enc:?} is not accepted: portcullis inspects request bodies and needs them unencoded"
-                ))));
+                return Err(BodyRefusal::Encoded(enc).into());
             }
         }
     }
@@ -115,13 +115,8 @@ pub async fn run(
         .get(header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .unwrap_or_default();
-    let unknown_format = || {
-        Status::unsupported_media_type(format!(
-            "the body of the request was in an unknown format - accepted media types include: {ACCEPTED}"
-        ))
-    };
     if content_type.trim().is_empty() {
-        return Err(Box::new(unknown_format()));
+        return Err(BodyRefusal::UnknownFormat.into());
     }
     let parsed = match parse::parse_body(&content_type, &bytes, &s.limits) {
         Ok(p) => p,
@@ -132,18 +127,18 @@ pub async fn run(
                 set_length(parts, bytes.len());
                 return Ok((body::full(bytes), Verdict::default()));
             }
-            return Err(Box::new(Status::unsupported_media_type(format!(
-                "portcullis cannot judge a body of type {} for {}: send JSON or YAML (kubectl apply -f, kubectl create -f) - accepted media types include: {ACCEPTED}",
-                essence(&content_type),
-                judge::resource_path(info)
-            ))));
+            return Err(BodyRefusal::CannotJudge {
+                media_type: essence(&content_type),
+                resource: judge::resource_path(info),
+            }
+            .into());
         }
-        Err(ParseError::UnsupportedMediaType(_)) => return Err(Box::new(unknown_format())),
-        Err(e) => return Err(Box::new(parse_status(&e))),
+        Err(ParseError::UnsupportedMediaType(_)) => return Err(BodyRefusal::UnknownFormat.into()),
+        Err(e) => return Err(parse_refusal(&e)),
     };
     let is_patch = parsed.kind != BodyKind::Object;
     if is_patch != (parts.method == Method::PATCH) {
-        return Err(Box::new(unknown_format()));
+        return Err(BodyRefusal::UnknownFormat.into());
     }
 
     let mut verdict = Verdict {
@@ -198,20 +193,18 @@ fn is_binary(content_type: &str) -> bool {
     e == "application/vnd.kubernetes.protobuf" || e == "application/cbor"
 }
 
-async fn collect(incoming: Incoming, cap: usize, up: &Upstream) -> Result<Bytes, Box<Status>> {
+async fn collect<B>(incoming: B, cap: usize, up: &Upstream) -> Result<Bytes, Refusal>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     match tokio::time::timeout(up.request_timeout, Limited::new(incoming, cap).collect()).await {
-        Err(_) => Err(Box::new(Status::failure(
-            StatusCode::REQUEST_TIMEOUT,
-            "Timeout",
-            "the request body was not received in time",
-        ))),
+        Err(_) => Err(BodyRefusal::NotReceived.into()),
         Ok(Ok(c)) => Ok(c.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(Box::new(Status::too_large(cap)))
+            Err(BodyRefusal::TooLarge { limit: cap }.into())
         }
-        Ok(Err(e)) => Err(Box::new(Status::bad_request(format!(
-            "the request body could not be read: {e}"
-        )))),
+        Ok(Err(e)) => Err(BodyRefusal::Unreadable(e.to_string()).into()),
     }
 }
 
@@ -221,20 +214,13 @@ fn set_length(parts: &mut Parts, n: usize) {
         .insert(header::CONTENT_LENGTH, HeaderValue::from(n as u64));
 }
 
-/// A parse failure as the 400 the client sees, with the field in `details.causes`.
-fn parse_status(e: &ParseError) -> Status {
-    let mut st = Status::bad_request(format!("the request body was refused: {e}"));
-    if let Some(field) = e.field_path() {
-        st.details = Some(crate::k8s::status::StatusDetails {
-            causes: vec![StatusCause {
-                reason: "FieldValueInvalid".into(),
-                message: e.to_string(),
-                field: field.to_owned(),
-            }],
-            ..Default::default()
-        });
+/// A parse failure: a 400 naming the field (`details.causes`) where it has one.
+fn parse_refusal(e: &ParseError) -> Refusal {
+    BodyRefusal::Parse {
+        message: e.to_string(),
+        field: e.field_path().map(str::to_owned),
     }
-    st
+    .into()
 }
 
 /// `Warning` header values (`299 - "text"`), text reduced to printable ASCII and quoted.

@@ -23,6 +23,12 @@ pub struct ClassLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// The refusing stage (`crate::refusal::Refusal::rejected_by`, a closed set).
+    pub by: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModeLabels {
     /// enforce / warn / audit
     pub mode: &'static str,
@@ -45,6 +51,7 @@ pub struct Metrics {
     pub upstream_healthy: Gauge<i64, AtomicI64>,
     /// Requests with Pod Security violations, by the mode that saw them.
     pub pod_security: Family<ModeLabels, Counter>,
+    pub refusals: Family<RefusalLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -96,9 +103,16 @@ impl Metrics {
             "Writes that violated a Pod Security level, by mode (enforce: refused; warn: warned; audit: recorded)",
             pod_security.clone(),
         );
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "refusals",
+            "Requests the proxy answered itself, by the stage that refused them",
+            refusals.clone(),
+        );
         Metrics {
             registry,
             pod_security,
+            refusals,
             requests,
             request_duration,
             upstream_duration,

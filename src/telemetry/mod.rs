@@ -1,7 +1,9 @@
-//! Metrics and logs.
+//! Metrics and logs, and the metrics layer of the stack.
 
+pub mod layer;
 pub mod metrics;
 
+pub use layer::MetricsLayer;
 pub use metrics::Metrics;
 
 /// Install the log subscriber: `RUST_LOG` filter (default `info`), to stderr.

@@ -11,7 +11,12 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
 use super::{client::Upstream, forward::prepare_headers, Outbound};
-use crate::{body, k8s::request::RequestInfo, k8s::Status, sanitize::judge::Current};
+use crate::{
+    body,
+    k8s::request::RequestInfo,
+    refusal::{BodyRefusal, Refusal},
+    sanitize::judge::Current,
+};
 
 /// Largest object we read back (etcd's own limit is 1.5 MiB; managed fields can add more).
 const MAX_OBJECT: usize = 16 * 1024 * 1024;
@@ -56,30 +61,24 @@ pub async fn current(
     up: &Upstream,
     info: &RequestInfo,
     ob: &Outbound<'_>,
-) -> Result<Current, Box<Status>> {
-    let unavailable = |why: String| {
+) -> Result<Current, Refusal> {
+    let unavailable = |why: String| -> Refusal {
         tracing::warn!(%why, path = %info.path, "current object unavailable for judging a patch");
-        Status::service_unavailable(
-            format!(
-                "portcullis could not read the current {} {:?} to judge this patch: {why}",
-                info.resource, info.name
-            ),
-            1,
-        )
+        BodyRefusal::CurrentUnavailable(format!(
+            "portcullis could not read the current {} {:?} to judge this patch: {why}",
+            info.resource, info.name
+        ))
+        .into()
     };
     if info.name.is_empty() {
-        return Err(Box::new(Status::bad_request("a patch must name an object")));
+        return Err(BodyRefusal::PatchTarget("a patch must name an object".into()).into());
     }
     let path = object_path(info);
     let uri = match path.parse::<http::uri::PathAndQuery>() {
         Ok(pq) => up.uri_for(Some(&pq)),
-        Err(e) => {
-            return Err(Box::new(Status::bad_request(format!(
-                "invalid object path: {e}"
-            ))))
-        }
+        Err(e) => return Err(BodyRefusal::PatchTarget(format!("invalid object path: {e}")).into()),
     }
-    .map_err(|e| Status::bad_request(format!("invalid object path: {e}")))?;
+    .map_err(|e| BodyRefusal::PatchTarget(format!("invalid object path: {e}")))?;
     let mut headers = HeaderMap::new();
     prepare_headers(&mut headers, up, ob);
     headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
@@ -90,8 +89,8 @@ pub async fn current(
 
     let resp = match tokio::time::timeout(up.request_timeout, up.pool().request(req)).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err(Box::new(unavailable(format!("upstream error: {e}")))),
-        Err(_) => return Err(Box::new(unavailable("upstream timeout".into()))),
+        Ok(Err(e)) => return Err(unavailable(format!("upstream error: {e}"))),
+        Err(_) => return Err(unavailable("upstream timeout".into())),
     };
     let status = resp.status();
     let bytes = match tokio::time::timeout(
@@ -101,23 +100,20 @@ pub async fn current(
     .await
     {
         Ok(Ok(c)) => c.to_bytes(),
-        Ok(Err(e)) => {
-            return Err(Box::new(unavailable(format!(
-                "reading the object failed: {e}"
-            ))))
-        }
-        Err(_) => return Err(Box::new(unavailable("upstream timeout".into()))),
+        Ok(Err(e)) => return Err(unavailable(format!("reading the object failed: {e}"))),
+        Err(_) => return Err(unavailable("upstream timeout".into())),
     };
     match status {
         StatusCode::OK => serde_json::from_slice(&bytes)
             .map(Current::Found)
-            .map_err(|e| Box::new(unavailable(format!("the object is not JSON: {e}")))),
+            .map_err(|e| unavailable(format!("the object is not JSON: {e}"))),
         StatusCode::NOT_FOUND => Ok(Current::Absent),
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(Box::new(Status::forbidden(format!(
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(BodyRefusal::CurrentForbidden(format!(
             "portcullis judges this patch on the current {} {:?}, which {} may not get: grant get on it, or send the whole object with an update",
             info.resource, info.name, ob.identity.user
-        )))),
-        other => Err(Box::new(unavailable(format!("upstream answered {}", other.as_u16())))),
+        ))
+        .into()),
+        other => Err(unavailable(format!("upstream answered {}", other.as_u16()))),
     }
 }
 

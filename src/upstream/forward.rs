@@ -14,7 +14,8 @@ use super::{client::Upstream, upgrade};
 use crate::{
     authn::Identity,
     body::{self, Body},
-    k8s::{headers, Status},
+    k8s::headers,
+    refusal::{Refusal, UpstreamFailure},
 };
 
 /// What the forwarder needs to know about the caller.
@@ -32,33 +33,6 @@ pub struct Outbound<'a> {
 /// Anything whose drop releases a resource.
 pub type Guard = Box<dyn Send + Sync + 'static>;
 
-/// A body that owns a [`Guard`] until it is dropped (when the client finished reading or went
-/// away).
-struct Guarded {
-    inner: Body,
-    _guard: Guard,
-}
-
-impl http_body::Body for Guarded {
-    type Data = bytes::Bytes;
-    type Error = crate::body::BoxError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 /// Rewrite client headers into upstream headers. Connection-named and hop-by-hop headers go
 /// first, then every client identity header; only then are ours added.
 pub fn prepare_headers(h: &mut HeaderMap, up: &Upstream, ob: &Outbound<'_>) {
@@ -74,7 +48,11 @@ pub fn prepare_headers(h: &mut HeaderMap, up: &Upstream, ob: &Outbound<'_>) {
 }
 
 /// Forward `req` upstream (its body already checked by the sanitize stage).
-pub async fn forward(up: &Upstream, req: Request<Body>, mut ob: Outbound<'_>) -> Response<Body> {
+pub async fn forward(
+    up: &Upstream,
+    req: Request<Body>,
+    mut ob: Outbound<'_>,
+) -> Result<Response<Body>, Refusal> {
     let (mut parts, incoming) = req.into_parts();
     let guard = ob.guard.take();
     if parts.version == Version::HTTP_11 && headers::is_upgrade(&parts.headers) {
@@ -82,7 +60,7 @@ pub async fn forward(up: &Upstream, req: Request<Body>, mut ob: Outbound<'_>) ->
     }
     let uri = match up.uri_for(parts.uri.path_and_query()) {
         Ok(uri) => uri,
-        Err(_) => return Status::bad_request("request URI cannot be forwarded").into_response(),
+        Err(_) => return Err(UpstreamFailure::Unforwardable.into()),
     };
     prepare_headers(&mut parts.headers, up, &ob);
     parts.uri = uri;
@@ -102,23 +80,16 @@ pub async fn forward(up: &Upstream, req: Request<Body>, mut ob: Outbound<'_>) ->
             let (mut parts, body) = resp.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers);
             let body = match guard {
-                Some(guard) => body::boxed(Guarded {
-                    inner: body::boxed(body),
-                    _guard: guard,
-                }),
+                Some(guard) => body::hold(body::boxed(body), guard),
                 None => body::boxed(body),
             };
-            Response::from_parts(parts, body)
+            Ok(Response::from_parts(parts, body))
         }
         Ok(Err(err)) => {
             tracing::warn!(err = %err, source = ?std::error::Error::source(&err), "upstream request failed");
-            Status::bad_gateway(format!(
-                "the upstream API server could not be reached: {}",
-                describe(&err)
-            ))
-            .into_response()
+            Err(UpstreamFailure::Unreachable(describe(&err)).into())
         }
-        Err(_) => Status::timeout().into_response(),
+        Err(_) => Err(Refusal::Timeout),
     }
 }
 

@@ -5,8 +5,10 @@ pub mod client;
 pub mod credentials;
 pub mod fetch;
 pub mod forward;
+pub mod service;
 pub mod upgrade;
 
 pub use client::Upstream;
 pub use credentials::Credentials;
 pub use forward::{forward, Guard, Outbound};
+pub use service::{HoldWhileStreaming, StreamGuards, UpstreamService};

@@ -17,7 +17,8 @@ use super::{
 };
 use crate::{
     body::{self, Body},
-    k8s::{headers, Status},
+    k8s::headers,
+    refusal::{Refusal, UpstreamFailure},
 };
 
 /// Forward an upgrade request. `parts` still carries the client connection's `OnUpgrade`.
@@ -27,14 +28,14 @@ pub async fn forward(
     incoming: Body,
     ob: &Outbound<'_>,
     guard: Option<Guard>,
-) -> Response<Body> {
+) -> Result<Response<Body>, Refusal> {
     let Some(client_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
-        return Status::bad_request("this connection cannot be upgraded").into_response();
+        return Err(UpstreamFailure::NotUpgradable.into());
     };
     let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
     let authority = match up.uri_for(parts.uri.path_and_query()) {
         Ok(uri) => uri,
-        Err(_) => return Status::bad_request("request URI cannot be forwarded").into_response(),
+        Err(_) => return Err(UpstreamFailure::Unforwardable.into()),
     };
     prepare_headers(&mut parts.headers, up, ob);
     // Hop-by-hop hygiene removed them; an upgrade needs exactly these two back.
@@ -54,9 +55,7 @@ pub async fn forward(
     parts.uri = match authority.path_and_query() {
         Some(pq) => match pq.as_str().parse() {
             Ok(u) => u,
-            Err(_) => {
-                return Status::bad_request("request URI cannot be forwarded").into_response()
-            }
+            Err(_) => return Err(UpstreamFailure::Unforwardable.into()),
         },
         None => http::Uri::from_static("/"),
     };
@@ -65,10 +64,7 @@ pub async fn forward(
         Ok(io) => io,
         Err(err) => {
             tracing::warn!(%err, "upstream connect for upgrade failed");
-            return Status::bad_gateway(
-                "the upstream API server could not be reached: connection failed",
-            )
-            .into_response();
+            return Err(UpstreamFailure::Unreachable("connection failed").into());
         }
     };
     let (mut sender, conn) =
@@ -76,10 +72,7 @@ pub async fn forward(
             Ok(pair) => pair,
             Err(err) => {
                 tracing::warn!(%err, "upstream handshake for upgrade failed");
-                return Status::bad_gateway(
-                    "the upstream API server could not be reached: handshake failed",
-                )
-                .into_response();
+                return Err(UpstreamFailure::Unreachable("handshake failed").into());
             }
         };
     tokio::spawn(async move {
@@ -95,7 +88,9 @@ pub async fn forward(
         Ok(resp) => resp,
         Err(err) => {
             tracing::warn!(%err, "upstream upgrade request failed");
-            return Status::bad_gateway("the upstream API server could not be reached: the connection broke before a response").into_response();
+            return Err(
+                UpstreamFailure::Unreachable("the connection broke before a response").into(),
+            );
         }
     };
     up.mark_ok();
@@ -109,7 +104,7 @@ pub async fn forward(
         rparts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return Response::from_parts(rparts, body::boxed(rbody));
+        return Ok(Response::from_parts(rparts, body::boxed(rbody)));
     }
 
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
@@ -132,5 +127,5 @@ pub async fn forward(
         }
     });
     // Pass the 101 with its headers (Connection/Upgrade included) to the client.
-    Response::from_parts(rparts, body::empty())
+    Ok(Response::from_parts(rparts, body::empty()))
 }

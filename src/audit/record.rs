@@ -14,7 +14,7 @@
 //! | `authorization.k8s.io/decision` = `allow` / `forbid`, `authorization.k8s.io/reason` | after authorization |
 //! | `portcullis.io/method` (`x509` / `jwt`), `portcullis.io/issuer`, `portcullis.io/token-id`, `portcullis.io/cert-fingerprint` | after authentication |
 //! | `portcullis.io/tenant`, `portcullis.io/scope` (the token's scope, JSON) | when set |
-//! | `portcullis.io/rejected-by` = classify / load-shed / authn / authz / ratelimit / sanitize / audit | when portcullis refused |
+//! | `portcullis.io/rejected-by` = classify / load-shed / authn / authz / ratelimit / sanitize / audit / upstream (the refusal table, `crate::refusal`) | when portcullis refused |
 //! | `portcullis.io/ratelimit` = allowed / rejected | with rate limits configured |
 //! | `portcullis.io/sanitize` = inspected / refused | for write bodies |
 //! | `pod-security.kubernetes.io/enforce-policy`, `.../audit-violations` | as the apiserver's PodSecurity plugin writes them |
@@ -23,14 +23,12 @@
 //! `Request`, and — with the default policy — any body of Secrets, ConfigMaps, TokenReviews
 //! or TokenRequests.
 //!
-//! Stages: `RequestReceived` (after authentication, when the policy records it; a strict
-//! failure answers 503 before anything is forwarded), `ResponseStarted` (long-running requests,
-//! when the response head is ready), `ResponseComplete` (before the response head is released
-//! for ordinary requests — so in `blocking-strict` mode no client sees an answer whose event is
-//! not durable, and a failed write answers 503 instead; for long-running requests when the
-//! stream ends), `Panic` (the handler panicked).
+//! Stages: `RequestReceived` (when the policy records it, emitted by `audit::ReceivedLayer`),
+//! `ResponseStarted` and `ResponseComplete` (by `audit::AuditLayer`; for a stream,
+//! `ResponseComplete` when it ends), `Panic` (by the request-id layer). Where these sit in the
+//! request's life is `crate::stack`'s to say.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use http::HeaderValue;
 use serde_json::Value;
@@ -41,7 +39,8 @@ use crate::{
         ObjectReference, Policy, RuleEvaluation, Stage, UserInfo,
     },
     authn::{identity::Method, Identity},
-    k8s::{request::RequestInfo, Status},
+    k8s::request::RequestInfo,
+    refusal::Refused,
 };
 
 /// The audit policy and the running sinks.
@@ -56,6 +55,34 @@ pub struct Recorder {
     event: Event,
     eval: RuleEvaluation,
     evaluated: bool,
+    /// The classified request, for policy evaluation.
+    info: Option<Arc<RequestInfo>>,
+}
+
+/// The record shared by the layers of one request (a request extension): each layer adds what
+/// it learned; the audit layer emits it. Locked only for short, synchronous updates.
+#[derive(Clone)]
+pub struct AuditRecord(Arc<Mutex<Recorder>>);
+
+impl AuditRecord {
+    pub fn new(rec: Recorder) -> AuditRecord {
+        AuditRecord(Arc::new(Mutex::new(rec)))
+    }
+
+    /// Update the record. A panic elsewhere while it was locked leaves it usable: every
+    /// update is a plain field write, never half-done in a way that matters to the event.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Recorder) -> R) -> R {
+        let mut guard = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut guard)
+    }
+
+    /// Emit the event at `stage` if the policy records it; `Err` only from a strict sink.
+    pub async fn emit(&self, stage: Stage) -> Result<(), AuditError> {
+        let Some((auditor, event)) = self.with(|r| r.event_for(stage)) else {
+            return Ok(());
+        };
+        auditor.emit(event).await
+    }
 }
 
 impl Recorder {
@@ -91,13 +118,15 @@ impl Recorder {
                 omit_managed_fields: false,
             },
             evaluated: false,
+            info: None,
         }
     }
 
     /// The request was classified.
-    pub fn classified(&mut self, info: &RequestInfo) {
+    pub fn classified(&mut self, info: Arc<RequestInfo>) {
         self.event.verb = info.verb.clone();
-        self.event.object_ref = ObjectReference::from_request(info);
+        self.event.object_ref = ObjectReference::from_request(&info);
+        self.info = Some(info);
     }
 
     /// The caller was authenticated.
@@ -128,8 +157,9 @@ impl Recorder {
     }
 
     /// Evaluate the policy (once the user and the request are known, or at the end).
-    pub fn evaluate(&mut self, info: Option<&RequestInfo>) -> RuleEvaluation {
+    pub fn evaluate(&mut self) -> RuleEvaluation {
         if !self.evaluated {
+            let info = self.info.as_deref();
             let path = self
                 .event
                 .request_uri
@@ -182,11 +212,11 @@ impl Recorder {
         }
     }
 
-    /// Portcullis refused the request at `stage` with `status`.
-    pub fn refused(&mut self, stage: &'static str, status: &Status) {
-        self.annotate("portcullis.io/rejected-by", stage);
-        let mut rs = ResponseStatus::failure(status.code, &status.reason, &status.message);
-        rs.status = status.status.to_owned();
+    /// Portcullis refused the request (`by` is the refusing stage).
+    pub fn refused(&mut self, refused: &Refused) {
+        self.annotate("portcullis.io/rejected-by", refused.by);
+        let mut rs = ResponseStatus::failure(refused.code, &refused.reason, &refused.message);
+        rs.status = "Failure".to_owned();
         self.event.response_status = Some(rs);
     }
 
@@ -216,24 +246,17 @@ impl Recorder {
         e
     }
 
-    /// Emit the event at `stage` if the policy records it; `Err` only from a strict sink.
-    pub async fn emit(
-        &mut self,
-        stage: Stage,
-        info: Option<&RequestInfo>,
-    ) -> Result<(), AuditError> {
-        let eval = self.evaluate(info);
-        if !eval.records(stage) {
-            return Ok(());
-        }
-        let e = self.event_at(stage);
-        self.audit.auditor.emit(e).await
+    /// The event at `stage` and where to send it, if the policy records that stage.
+    fn event_for(&mut self, stage: Stage) -> Option<(Arc<Auditor>, Event)> {
+        let eval = self.evaluate();
+        eval.records(stage)
+            .then(|| (self.audit.auditor.clone(), self.event_at(stage)))
     }
 
     /// For a long-running request whose head went out: a guard that emits `ResponseComplete`
     /// when the stream ends (it is dropped with the response body or the upgrade splice).
-    pub fn complete_on_drop(&mut self, info: Option<&RequestInfo>) -> Option<CompleteOnDrop> {
-        let eval = self.evaluate(info);
+    pub fn complete_on_drop(&mut self) -> Option<CompleteOnDrop> {
+        let eval = self.evaluate();
         eval.records(Stage::ResponseComplete)
             .then(|| CompleteOnDrop {
                 auditor: self.audit.auditor.clone(),

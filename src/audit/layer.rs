@@ -1,0 +1,316 @@
+//! The audit layers: one `audit.k8s.io/v1` event per request, refusals included.
+//!
+//! [`AuditLayer`] starts the request's [`AuditRecord`] (the request line as received), puts it
+//! in the request extensions for the layers below to fill in, and when the response comes back
+//! records the outcome (a [`Refused`] marker's stage and Status, or the status code), keeps the
+//! response body for `responseObject` when the policy asks, and emits: `ResponseComplete` before
+//! the head is released, or — for a long-running request whose stream started —
+//! `ResponseStarted` now and `ResponseComplete` when the stream ends (a guard attached to the
+//! forwarder's [`StreamGuards`]). [`ReceivedLayer`] emits `RequestReceived`.
+//!
+//! Rejects: only when a blocking-strict sink cannot make an event durable → 503
+//! (`Refusal::AuditUnavailable`), so no client sees an answer whose event was lost. Without an
+//! `audit:` section both layers pass requests through untouched.
+
+use std::{
+    convert::Infallible,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use http::{Request, Response};
+use tower::{Layer, Service};
+
+use super::{record, Audit, AuditRecord, Recorder, Stage};
+use crate::{
+    body::Body,
+    refusal::{Refusal, Refused},
+    service::{self, AuditId, Classified, ResponseFuture},
+    upstream::StreamGuards,
+};
+
+/// Starts, fills in and emits each request's event.
+#[derive(Clone)]
+pub struct AuditLayer {
+    audit: Option<Arc<Audit>>,
+    /// Whether the client's `X-Forwarded-For` chain goes into `sourceIPs`.
+    trust_forwarded_for: bool,
+}
+
+impl AuditLayer {
+    pub fn new(audit: Option<Arc<Audit>>, trust_forwarded_for: bool) -> AuditLayer {
+        AuditLayer {
+            audit,
+            trust_forwarded_for,
+        }
+    }
+}
+
+impl<S> Layer<S> for AuditLayer {
+    type Service = AuditService<S>;
+    fn layer(&self, inner: S) -> AuditService<S> {
+        AuditService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AuditService<S> {
+    inner: S,
+    layer: AuditLayer,
+}
+
+impl<S, B> Service<Request<B>> for AuditService<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> ResponseFuture {
+        let Some(audit) = &self.layer.audit else {
+            return service::boxed(self.inner.call(req));
+        };
+        let rec = AuditRecord::new(start(audit.clone(), &req, self.layer.trust_forwarded_for));
+        req.extensions_mut().insert(rec.clone());
+        let inner = self.inner.call(req);
+        service::boxed(async move {
+            let resp = inner.await?;
+            Ok(finish(rec, resp).await)
+        })
+    }
+}
+
+/// The event as the request arrived: id, request line, user agent, source addresses.
+fn start<B>(audit: Arc<Audit>, req: &Request<B>, trust_forwarded_for: bool) -> Recorder {
+    let mut ips: Vec<String> = Vec::new();
+    if trust_forwarded_for {
+        for v in req.headers().get_all("x-forwarded-for") {
+            if let Ok(v) = v.to_str() {
+                ips.extend(
+                    v.split(',')
+                        .map(|x| x.trim().to_owned())
+                        .filter(|x| !x.is_empty()),
+                );
+            }
+        }
+    }
+    if let Some(conn) = service::conn(req) {
+        ips.push(conn.peer.ip().to_string());
+    }
+    let id = req
+        .extensions()
+        .get::<AuditId>()
+        .map(|a| a.0.clone())
+        .unwrap_or_else(|| http::HeaderValue::from_static(""));
+    Recorder::new(
+        audit,
+        &id,
+        req.uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default(),
+        req.method(),
+        req.headers().get(http::header::USER_AGENT),
+        ips,
+    )
+}
+
+/// Record the outcome and emit. In blocking-strict mode the response is not released until
+/// its event is durable; if it cannot be, the answer is 503.
+async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
+    let long_running = resp
+        .extensions()
+        .get::<Classified>()
+        .is_some_and(|c| c.long_running);
+    let streams = resp.extensions_mut().remove::<StreamGuards>();
+    let code = resp.status().as_u16();
+    let stream_started = long_running && code < 300 && streams.is_some();
+    let (stage, wants_body) = rec.with(|r| {
+        if let Some(refused) = resp.extensions().get::<Refused>() {
+            r.refused(refused);
+        }
+        if let (true, Some(streams)) = (stream_started, &streams) {
+            // Taken before the status is set, as the stream's head goes out.
+            if let Some(guard) = r.complete_on_drop() {
+                streams.hold(Box::new(guard));
+            }
+        }
+        r.status_code(code);
+        if stream_started {
+            (Stage::ResponseStarted, false)
+        } else {
+            (
+                Stage::ResponseComplete,
+                r.wants_response_body() && !long_running,
+            )
+        }
+    });
+    drop(streams);
+    if wants_body {
+        let (captured, obj) = record::capture_response(resp).await;
+        resp = captured;
+        if let Some(obj) = obj {
+            rec.with(|r| r.response_object(obj));
+        }
+    }
+    match rec.emit(stage).await {
+        Ok(()) => resp,
+        Err(err) => {
+            tracing::error!(%err, "audit event could not be recorded; answering 503");
+            Refusal::AuditUnavailable.respond()
+        }
+    }
+}
+
+/// Emits `RequestReceived` once the caller is known and admitted, when the policy records that
+/// stage; a strict sink that cannot take it refuses the request before anything is forwarded.
+#[derive(Clone, Copy, Default)]
+pub struct ReceivedLayer;
+
+impl<S> Layer<S> for ReceivedLayer {
+    type Service = ReceivedService<S>;
+    fn layer(&self, inner: S) -> ReceivedService<S> {
+        ReceivedService { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct ReceivedService<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for ReceivedService<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> ResponseFuture {
+        let Some(rec) = req.extensions().get::<AuditRecord>().cloned() else {
+            return service::boxed(self.inner.call(req));
+        };
+        let mut inner = self.inner.clone();
+        service::boxed(async move {
+            if let Err(err) = rec.emit(Stage::RequestReceived).await {
+                tracing::error!(%err, "audit event could not be recorded; answering 503");
+                return Ok(Refusal::AuditUnavailable.respond());
+            }
+            inner.call(req).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{
+        audit::{
+            sink::{file::FileSinkConfig, DeliveryMode, SinkKind, SinkSpec},
+            Auditor, Policy,
+        },
+        refusal::{Forbidden, Refusal},
+        service::testing::{request, send, TestBody},
+    };
+
+    /// Audit to a file in `dir` (blocking: each event is written before the answer).
+    fn audit(dir: &std::path::Path, policy: &str) -> Arc<Audit> {
+        let auditor = Auditor::start(vec![SinkSpec {
+            name: "file".into(),
+            kind: SinkKind::File(FileSinkConfig {
+                path: dir.join("audit.log"),
+                max_size_bytes: 0,
+                max_age_days: 0,
+                max_backups: 0,
+                signing_key: None,
+                checkpoint_every_events: 0,
+                checkpoint_interval: Duration::ZERO,
+            }),
+            mode: DeliveryMode::Blocking,
+        }])
+        .unwrap();
+        Arc::new(Audit {
+            policy: Arc::new(Policy::from_yaml(policy).unwrap()),
+            auditor: Arc::new(auditor),
+        })
+    }
+
+    fn events(dir: &std::path::Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|v: &serde_json::Value| v["kind"] == "Event")
+            .collect()
+    }
+
+    const METADATA: &str = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n";
+
+    #[tokio::test]
+    async fn a_refusal_below_is_recorded_with_its_stage_and_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = AuditLayer::new(Some(audit(dir.path(), METADATA)), false).layer(
+            tower::service_fn(|_req: Request<TestBody>| async {
+                Ok::<_, Infallible>(
+                    Refusal::Forbidden(Box::new(Forbidden {
+                        message: "no".into(),
+                        name: String::new(),
+                        group: String::new(),
+                        resource: String::new(),
+                    }))
+                    .respond(),
+                )
+            }),
+        );
+        let resp = send(svc, request("GET", "/api/v1/pods")).await;
+        assert_eq!(resp.status(), 403);
+        let all = events(dir.path());
+        assert_eq!(all.len(), 1, "{all:?}");
+        let e = &all[0];
+        assert_eq!(e["stage"], "ResponseComplete");
+        assert_eq!(e["annotations"]["portcullis.io/rejected-by"], "authz");
+        assert_eq!(e["responseStatus"]["code"], 403);
+        assert_eq!(e["responseStatus"]["message"], "no");
+        assert_eq!(e["sourceIPs"][0], "192.0.2.1");
+    }
+
+    #[tokio::test]
+    async fn request_received_is_written_before_the_request_goes_further() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = audit(dir.path(), METADATA);
+        let log = dir.path().to_owned();
+        let inner = tower::service_fn(move |_req: Request<TestBody>| {
+            let seen = events(&log);
+            async move {
+                assert_eq!(seen.len(), 1);
+                assert_eq!(seen[0]["stage"], "RequestReceived");
+                Ok::<_, Infallible>(Response::new(crate::body::empty()))
+            }
+        });
+        let svc = AuditLayer::new(Some(a), false).layer(ReceivedLayer.layer(inner));
+        assert_eq!(send(svc, request("GET", "/api")).await.status(), 200);
+        let stages: Vec<_> = events(dir.path())
+            .iter()
+            .map(|e| e["stage"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(stages, ["RequestReceived", "ResponseComplete"]);
+    }
+}

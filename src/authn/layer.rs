@@ -1,0 +1,165 @@
+//! The authentication layer: who is this.
+//!
+//! Accepts a request with a verified client certificate (mapped once per connection) or one
+//! `Authorization: Bearer` JWT that verifies against a configured issuer (`request.rs` says
+//! which credential counts). Puts `Arc<Identity>` (tenant resolved) in the request extensions
+//! and tells the audit record (user, method, issuer, tenant, scope; the audit policy is
+//! evaluated now that the user is known). Rejects everything else with a bare 401
+//! `Unauthorized` (`Refusal::Unauthenticated`); the reason is logged, never sent.
+
+use std::{
+    convert::Infallible,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use http::{Request, Response};
+use tower::{Layer, Service};
+
+use super::request::{authenticate, Authenticator};
+use crate::{
+    audit::AuditRecord,
+    body::Body,
+    refusal::Refusal,
+    service::{self, ResponseFuture},
+};
+
+#[derive(Clone)]
+pub struct AuthnLayer {
+    config: Arc<Authenticator>,
+}
+
+impl AuthnLayer {
+    pub fn new(authenticator: Authenticator) -> AuthnLayer {
+        AuthnLayer {
+            config: Arc::new(authenticator),
+        }
+    }
+}
+
+impl<S> Layer<S> for AuthnLayer {
+    type Service = AuthnService<S>;
+    fn layer(&self, inner: S) -> AuthnService<S> {
+        AuthnService {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AuthnService<S> {
+    inner: S,
+    config: Arc<Authenticator>,
+}
+
+impl<S, B> Service<Request<B>> for AuthnService<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> ResponseFuture {
+        let Some(conn) = service::conn(&req).cloned() else {
+            return service::ready(Refusal::Panic.respond());
+        };
+        let config = self.config.clone();
+        let mut inner = self.inner.clone();
+        service::boxed(async move {
+            let identity = match authenticate(&config, req.headers(), &conn).await {
+                Ok(id) => id,
+                Err(why) => {
+                    tracing::info!(peer = %conn.peer, %why, "authentication failed");
+                    return Ok(Refusal::Unauthenticated(why).respond());
+                }
+            };
+            if let Some(rec) = req.extensions().get::<AuditRecord>() {
+                rec.with(|r| {
+                    r.authenticated(&identity);
+                    r.evaluate();
+                });
+            }
+            req.extensions_mut().insert(identity);
+            inner.call(req).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        authn::Identity,
+        refusal::Refused,
+        service::testing::{calls, counting, request, send, text, TestBody},
+    };
+
+    fn authenticator() -> Authenticator {
+        Authenticator {
+            x509: Some(crate::config::X509Identity {
+                username_prefix: String::new(),
+                groups_prefix: String::new(),
+                allow_system_identities: false,
+            }),
+            jwt: None,
+            authorizer: Arc::new(crate::authz::tests::authorizer()),
+        }
+    }
+
+    #[tokio::test]
+    async fn no_credential_or_a_bad_one_is_a_bare_401_and_goes_no_further() {
+        let (inner, seen) = counting::<TestBody>();
+        let svc = AuthnLayer::new(authenticator()).layer(inner);
+        let none = send(svc.clone(), request("GET", "/api")).await;
+        assert_eq!(none.status(), 401);
+        let marker = none.extensions().get::<Refused>().cloned().unwrap();
+        assert!(marker.unauthenticated);
+        assert_eq!(marker.by, "authn");
+        let mut bearer = request("GET", "/api");
+        bearer
+            .headers_mut()
+            .insert("authorization", http::HeaderValue::from_static("Bearer x"));
+        let refused = send(svc, bearer).await;
+        assert_eq!(refused.status(), 401);
+        assert!(
+            text(refused).await.contains(r#""message":"Unauthorized""#),
+            "never says why"
+        );
+        assert_eq!(calls(&seen), 0);
+    }
+
+    #[tokio::test]
+    async fn the_connections_certificate_identity_travels_down() {
+        let svc =
+            AuthnLayer::new(authenticator()).layer(tower::service_fn(|req: Request<TestBody>| {
+                let id = req.extensions().get::<Arc<Identity>>().cloned();
+                async move {
+                    let id = id.expect("authenticated");
+                    assert_eq!(id.user, "alice");
+                    assert_eq!(id.tenant.as_deref(), Some("team-a"));
+                    Ok::<_, Infallible>(Response::new(crate::body::empty()))
+                }
+            }));
+        let mut req = request("GET", "/api");
+        let conn = crate::server::ConnInfo {
+            peer: "192.0.2.1:1".parse().unwrap(),
+            peer_certs: Some(Arc::new(vec![])),
+            h2: true,
+            cert_identity: Default::default(),
+        };
+        // The mapping of this connection's certificate, as the first request would leave it.
+        let mut alice = crate::authz::tests::id("alice", &[]);
+        alice.tenant = Some("team-a".into());
+        let _ = conn.cert_identity.set(Arc::new(alice));
+        req.extensions_mut().insert(Arc::new(conn));
+        assert_eq!(send(svc, req).await.status(), 200);
+    }
+}

@@ -1,0 +1,116 @@
+//! The classify layer: the one parse of the Kubernetes request (`k8s::request::classify`, a
+//! port of the API server's RequestInfo rules). Every later decision reads its result.
+//!
+//! Accepts every request whose path parses; puts `Arc<RequestInfo>` in the request extensions,
+//! tells the audit record, and puts [`Classified`] on the response for the metrics and audit
+//! layers above. Rejects an ambiguous or malformed path (`%2F`, `//`, dot segments, NUL, …)
+//! with 400 `BadRequest` (`Refusal::BadPath`).
+
+use std::{
+    convert::Infallible,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use http::{Request, Response};
+use tower::{Layer, Service};
+
+use crate::{
+    audit::AuditRecord,
+    body::Body,
+    k8s::request::classify,
+    refusal::Refusal,
+    service::{self, Classified, ResponseFuture},
+};
+
+#[derive(Clone, Copy, Default)]
+pub struct ClassifyLayer;
+
+impl<S> Layer<S> for ClassifyLayer {
+    type Service = ClassifyService<S>;
+    fn layer(&self, inner: S) -> ClassifyService<S> {
+        ClassifyService { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct ClassifyService<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for ClassifyService<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> ResponseFuture {
+        let info = match classify(req.method(), req.uri(), req.headers()) {
+            Ok(info) => Arc::new(info),
+            Err(err) => return service::ready(Refusal::BadPath(err.to_string()).respond()),
+        };
+        if let Some(rec) = req.extensions().get::<AuditRecord>() {
+            rec.with(|r| r.classified(info.clone()));
+        }
+        let classified = Classified {
+            class: info.verb_class(),
+            long_running: info.long_running,
+        };
+        req.extensions_mut().insert(info);
+        let inner = self.inner.call(req);
+        service::boxed(async move {
+            let mut resp = inner.await?;
+            resp.extensions_mut().insert(classified);
+            Ok(resp)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        k8s::request::RequestInfo,
+        refusal::Refused,
+        service::testing::{calls, counting, request, send, text, TestBody},
+    };
+
+    #[tokio::test]
+    async fn an_ambiguous_path_is_refused_before_anything_below() {
+        let (inner, seen) = counting::<TestBody>();
+        let resp = send(
+            ClassifyLayer.layer(inner),
+            request("GET", "/api/v1/namespaces/default/pods/a%2Fb"),
+        )
+        .await;
+        assert_eq!(resp.status(), 400);
+        assert_eq!(resp.extensions().get::<Refused>().unwrap().by, "classify");
+        assert!(text(resp).await.contains("invalid request path"));
+        assert_eq!(calls(&seen), 0, "the layers below never saw it");
+    }
+
+    #[tokio::test]
+    async fn the_classification_travels_down_and_its_summary_up() {
+        let svc = ClassifyLayer.layer(tower::service_fn(|req: Request<TestBody>| {
+            let info = req.extensions().get::<Arc<RequestInfo>>().cloned();
+            async move {
+                let info = info.expect("classified");
+                assert_eq!(
+                    (info.verb.as_str(), info.resource.as_str()),
+                    ("watch", "pods")
+                );
+                Ok::<_, Infallible>(Response::new(crate::body::empty()))
+            }
+        }));
+        let resp = send(svc, request("GET", "/api/v1/namespaces/a/pods?watch=1")).await;
+        let c = resp.extensions().get::<Classified>().copied().unwrap();
+        assert_eq!((c.class, c.long_running), ("watch", true));
+    }
+}

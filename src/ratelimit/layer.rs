@@ -1,0 +1,282 @@
+//! The rate-limit layers of the stack (what each limit is: see the module doc of
+//! `ratelimit`). Without a `rate_limits:` section each passes requests through untouched.
+//!
+//! | layer | refuses | with |
+//! |---|---|---|
+//! | [`LoadShedLayer`] | a request that is not long-running while the global in-flight cap is full; its place is held until the response body ends | 503 + `Retry-After` (`Refusal::Overloaded`) |
+//! | [`SourceBlockLayer`] | any request from an address that keeps failing authentication, before any signature work; counts every 401 from below | 429 + `Retry-After` (`Refusal::SourceBlocked`) |
+//! | [`RateLimitLayer`] | an identity over its read/write bucket or stream cap (or the Redis backend down with `deny`); adds `RateLimit-Policy` / `RateLimit` headers; a stream permit rides with the response ([`HoldWhileStreaming`]) | 429 / 503 + `Retry-After` (`Refusal::RateLimited`) |
+
+use std::{
+    convert::Infallible,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use http::{Request, Response};
+use tower::{Layer, Service};
+
+use super::RateLimiter;
+use crate::{
+    audit::AuditRecord,
+    authn::Identity,
+    body::{self, Body},
+    refusal::{Refusal, Refused},
+    service::{self, ResponseFuture},
+    upstream::HoldWhileStreaming,
+};
+
+/// Implements `Layer` for a layer struct holding `limiter: Option<RateLimiter>`.
+macro_rules! limiter_layer {
+    ($layer:ident, $service:ident) => {
+        #[derive(Clone)]
+        pub struct $layer {
+            limiter: Option<RateLimiter>,
+        }
+
+        impl $layer {
+            pub fn new(limiter: Option<RateLimiter>) -> $layer {
+                $layer { limiter }
+            }
+        }
+
+        impl<S> Layer<S> for $layer {
+            type Service = $service<S>;
+            fn layer(&self, inner: S) -> $service<S> {
+                $service {
+                    inner,
+                    limiter: self.limiter.clone(),
+                }
+            }
+        }
+
+        #[derive(Clone)]
+        pub struct $service<S> {
+            inner: S,
+            limiter: Option<RateLimiter>,
+        }
+    };
+}
+
+limiter_layer!(LoadShedLayer, LoadShedService);
+limiter_layer!(SourceBlockLayer, SourceBlockService);
+limiter_layer!(RateLimitLayer, RateLimitService);
+
+impl<S, B> Service<Request<B>> for LoadShedService<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> ResponseFuture {
+        // Long-running requests have stream caps instead.
+        let long_running = service::info(&req).is_none_or(|i| i.long_running);
+        let Some(limiter) = self.limiter.as_ref().filter(|_| !long_running) else {
+            return service::boxed(self.inner.call(req));
+        };
+        let place = match limiter.try_in_flight() {
+            Ok(place) => place,
+            Err(rejection) => return service::ready(Refusal::Overloaded(rejection).respond()),
+        };
+        let inner = self.inner.call(req);
+        service::boxed(async move {
+            let (parts, body) = inner.await?.into_parts();
+            Ok(Response::from_parts(parts, body::hold(body, place)))
+        })
+    }
+}
+
+impl<S, B> Service<Request<B>> for SourceBlockService<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> ResponseFuture {
+        let (Some(limiter), Some(peer)) = (self.limiter.clone(), service::conn(&req)) else {
+            return service::boxed(self.inner.call(req));
+        };
+        let ip = peer.peer.ip();
+        if let Some(rejection) = limiter.source_blocked(ip) {
+            return service::ready(Refusal::SourceBlocked(Box::new(rejection)).respond());
+        }
+        let inner = self.inner.call(req);
+        service::boxed(async move {
+            let resp = inner.await?;
+            if resp
+                .extensions()
+                .get::<Refused>()
+                .is_some_and(|r| r.unauthenticated)
+            {
+                limiter.record_auth_failure(ip);
+            }
+            Ok(resp)
+        })
+    }
+}
+
+impl<S, B> Service<Request<B>> for RateLimitService<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> ResponseFuture {
+        let (Some(limiter), Some(info), Some(identity)) = (
+            self.limiter.clone(),
+            service::info(&req).cloned(),
+            req.extensions().get::<Arc<Identity>>().cloned(),
+        ) else {
+            return service::boxed(self.inner.call(req));
+        };
+        let mut inner = self.inner.clone();
+        service::boxed(async move {
+            let rec = req.extensions().get::<AuditRecord>().cloned();
+            let admission = match limiter.check_async(&identity, &info, req.uri()).await {
+                Ok(admission) => admission,
+                Err(rejection) => {
+                    if let Some(rec) = rec {
+                        rec.with(|r| r.annotate("portcullis.io/ratelimit", "rejected"));
+                    }
+                    return Ok(Refusal::RateLimited(rejection).respond());
+                }
+            };
+            if let Some(rec) = rec {
+                rec.with(|r| r.annotate("portcullis.io/ratelimit", "allowed"));
+            }
+            if let Some(permit) = admission.permit {
+                req.extensions_mut()
+                    .insert(HoldWhileStreaming(Arc::new(permit)));
+            }
+            let mut resp = inner.call(req).await?;
+            if let Some(state) = &admission.rate_limit {
+                state.apply(resp.headers_mut());
+            }
+            Ok(resp)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::{
+        authn::identity::Method as AuthMethod,
+        refusal::Refusal,
+        service::testing::{calls, classified, counting, request, send, text, TestBody},
+    };
+
+    fn limiter(yaml: &str) -> RateLimiter {
+        let cfg = serde_saphyr::from_str(yaml).unwrap();
+        let settings = super::super::config::validate(&cfg, "rate_limits").unwrap();
+        RateLimiter::from_settings(settings)
+    }
+
+    fn as_alice(mut req: Request<TestBody>) -> Request<TestBody> {
+        req.extensions_mut().insert(Arc::new(Identity {
+            user: "alice".into(),
+            uid: String::new(),
+            groups: vec![],
+            extra: BTreeMap::new(),
+            tenant: None,
+            scope: None,
+            method: AuthMethod::ClientCertificate {
+                fingerprint: "00".into(),
+            },
+        }));
+        req
+    }
+
+    #[tokio::test]
+    async fn load_shed_holds_a_place_until_the_body_ends_and_exempts_streams() {
+        let (inner, seen) = counting::<TestBody>();
+        let svc = LoadShedLayer::new(Some(limiter("max_in_flight: 1"))).layer(inner);
+        let first = send(svc.clone(), classified("GET", "/api/v1/pods")).await;
+        let refused = send(svc.clone(), classified("GET", "/api/v1/pods")).await;
+        assert_eq!(refused.status(), 503);
+        assert_eq!(refused.headers()["retry-after"], "1");
+        assert_eq!(
+            refused.extensions().get::<Refused>().unwrap().by,
+            "load-shed"
+        );
+        assert_eq!(calls(&seen), 1, "the refused request never went further");
+        let watch = send(svc.clone(), classified("GET", "/api/v1/pods?watch=1")).await;
+        assert_eq!(
+            watch.status(),
+            200,
+            "long-running requests have stream caps instead"
+        );
+        let _ = text(first).await;
+        let again = send(svc, classified("GET", "/api/v1/pods")).await;
+        assert_eq!(again.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn an_address_that_keeps_failing_is_refused_before_authentication() {
+        let svc = SourceBlockLayer::new(Some(limiter("unauthenticated: {rate: 1/m, burst: 2}")))
+            .layer(tower::service_fn(|_req: Request<TestBody>| async {
+                Ok::<_, Infallible>(
+                    Refusal::Unauthenticated(crate::authn::request::Failure::NoCredentials)
+                        .respond(),
+                )
+            }));
+        let mut codes = Vec::new();
+        for _ in 0..3 {
+            codes.push(
+                send(svc.clone(), request("GET", "/api"))
+                    .await
+                    .status()
+                    .as_u16(),
+            );
+        }
+        assert_eq!(codes, [401, 401, 429]);
+        let other = send(
+            svc,
+            crate::service::testing::request_from("192.0.2.9:1", "GET", "/api"),
+        )
+        .await;
+        assert_eq!(other.status(), 401, "only the failing address is blocked");
+    }
+
+    #[tokio::test]
+    async fn an_identity_over_its_bucket_gets_429_and_spends_nothing_below() {
+        let (inner, seen) = counting::<TestBody>();
+        let svc = RateLimitLayer::new(Some(limiter("default: {reads: {rate: 1/m, burst: 1}}")))
+            .layer(inner);
+        let ok = send(svc.clone(), as_alice(classified("GET", "/api/v1/pods"))).await;
+        assert_eq!(ok.status(), 200);
+        assert!(ok.headers().contains_key("ratelimit"));
+        let refused = send(svc, as_alice(classified("GET", "/api/v1/pods"))).await;
+        assert_eq!(refused.status(), 429);
+        assert!(refused.headers().contains_key("retry-after"));
+        assert_eq!(
+            refused.extensions().get::<Refused>().unwrap().by,
+            "ratelimit"
+        );
+        assert_eq!(calls(&seen), 1);
+    }
+}

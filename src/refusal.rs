@@ -1,0 +1,373 @@
+//! Every way the proxy itself ends a request, and the one table that turns each into its
+//! answer.
+//!
+//! A layer that refuses returns a [`Refusal`]; [`Refusal::respond`] renders it: the
+//! `metav1.Status` body (so kubectl prints `Error from server (<Reason>): <message>`), the HTTP
+//! status, `Retry-After` (with `details.retryAfterSeconds`, the only form client-go honours),
+//! rate-limit headers, and a [`Refused`] marker in the response extensions that tells the layers
+//! above who refused (the audit `portcullis.io/rejected-by` annotation, the refusal metric, the
+//! failed-credentials counter). No other module builds a refusal `Status`.
+//!
+//! | variant | HTTP | reason | rejected-by |
+//! |---|---|---|---|
+//! | `BadPath` | 400 | BadRequest | classify |
+//! | `Overloaded` (global in-flight cap) | 503 + Retry-After | ServiceUnavailable | load-shed |
+//! | `SourceBlocked` (address keeps failing authentication) | 429 + Retry-After | TooManyRequests | authn |
+//! | `Unauthenticated` | 401 | Unauthorized | authn |
+//! | `Forbidden` | 403 | Forbidden | authz |
+//! | `RateLimited` | 429 / 503 + Retry-After | TooManyRequests / ServiceUnavailable | ratelimit |
+//! | `Body` (size, encoding, media type, parse, patch, field rules) | 400 / 403 / 404 / 408 / 413 / 415 / 422 / 500 / 503 | as the apiserver | sanitize |
+//! | `PodSecurity` | 422 | Invalid (one cause per violation) | sanitize |
+//! | `AuditUnavailable` | 503 + Retry-After | ServiceUnavailable | audit |
+//! | `Upstream` | 400 / 502 | BadRequest / BadGateway | upstream |
+//! | `Timeout` | 504 | Timeout | upstream |
+//! | `Panic` | 500 | InternalError | panic |
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::{
+    authn::request::Failure,
+    body::{self, Body},
+    k8s::{
+        status::{StatusCause, StatusDetails},
+        Status,
+    },
+    ratelimit::{decision::RejectionKind, Rejection},
+};
+
+/// Why the proxy ended a request itself.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The path is ambiguous or malformed (`%2F`, `//`, dot segments, NUL, …).
+    BadPath(String),
+    /// The global in-flight cap is reached.
+    Overloaded(Box<Rejection>),
+    /// The source address keeps failing authentication; refused before any signature work.
+    SourceBlocked(Box<Rejection>),
+    /// No credential, or one that does not verify (the reason is logged, never sent).
+    Unauthenticated(Failure),
+    /// No grant allows it, or the token's scope excludes it.
+    Forbidden(Box<Forbidden>),
+    /// A per-identity bucket or stream cap (or the limiter's backend) refused it.
+    RateLimited(Box<Rejection>),
+    /// The request body was refused.
+    Body(BodyRefusal),
+    /// The object the write produces violates an enforced Pod Security level.
+    PodSecurity(Box<Invalid>),
+    /// A blocking-strict audit sink could not make the event durable.
+    AuditUnavailable,
+    /// The upstream could not be reached or the request could not be forwarded.
+    Upstream(UpstreamFailure),
+    /// No response head from the upstream within `upstream.request_timeout`.
+    Timeout,
+    /// A bug: the handler panicked.
+    Panic,
+}
+
+/// A 403, worded as kube-apiserver's (`authz::forbidden` builds the words).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forbidden {
+    pub message: String,
+    pub name: String,
+    pub group: String,
+    /// The resource (plural), as the apiserver puts it in `details.kind`.
+    pub resource: String,
+}
+
+/// A 422 `Invalid`: `<Kind>[.group] "<name>" is invalid: …` with one cause per field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub kind: String,
+    pub group: String,
+    pub name: String,
+    pub causes: Vec<StatusCause>,
+}
+
+/// The sanitize stage's refusals.
+#[derive(Debug)]
+pub enum BodyRefusal {
+    /// `Content-Length` or the streamed bytes exceed the cap.
+    TooLarge { limit: usize },
+    /// The body did not arrive within the request timeout.
+    NotReceived,
+    /// The body could not be read (the client broke off).
+    Unreadable(String),
+    /// A `Content-Encoding` other than identity on an inspected body.
+    Encoded(String),
+    /// No, or an unknown, media type; or a patch type on create / an object type on patch.
+    UnknownFormat,
+    /// Protobuf / CBOR where something would judge the body.
+    CannotJudge {
+        media_type: String,
+        resource: String,
+    },
+    /// The strict parse failed (duplicate key, depth, YAML anchors, …).
+    Parse {
+        message: String,
+        field: Option<String>,
+    },
+    /// A patch of an object that does not exist.
+    PatchTargetMissing {
+        resource: String,
+        group: String,
+        name: String,
+    },
+    /// A patch that could not be judged because the current object was not read (a bug guard).
+    Unjudged,
+    /// The patch itself is malformed (the message names the patch type).
+    BadPatch(String),
+    /// The patch does not apply to the current object.
+    PatchDoesNotApply(String),
+    /// A patch without an object name, or a name that makes no path.
+    PatchTarget(String),
+    /// The current object could not be read to judge the patch.
+    CurrentUnavailable(String),
+    /// The caller may not read the current object the patch is judged on.
+    CurrentForbidden(String),
+    /// A field rule denies the body.
+    FieldRules(Box<Invalid>),
+}
+
+/// Why forwarding failed before any upstream answer.
+#[derive(Debug)]
+pub enum UpstreamFailure {
+    /// Connect, TLS or handshake failure, or the connection broke before a response.
+    Unreachable(&'static str),
+    /// The request URI cannot be rebased onto the upstream.
+    Unforwardable,
+    /// An upgrade was requested on a connection hyper cannot upgrade.
+    NotUpgradable,
+}
+
+/// Put in a refused response's extensions: who refused, and the Status sent.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub by: &'static str,
+    pub code: u16,
+    pub reason: String,
+    pub message: String,
+    /// True for a failed credential (the per-address failure counter counts it).
+    pub unauthenticated: bool,
+}
+
+const ACCEPTED: &str = "application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml";
+
+impl Refusal {
+    /// The stage that refused: the audit `portcullis.io/rejected-by` annotation and the
+    /// `by` label of `portcullis_refusals_total` (a closed set).
+    pub fn rejected_by(&self) -> &'static str {
+        match self {
+            Refusal::BadPath(_) => "classify",
+            Refusal::Overloaded(_) => "load-shed",
+            Refusal::SourceBlocked(_) | Refusal::Unauthenticated(_) => "authn",
+            Refusal::Forbidden(_) => "authz",
+            Refusal::RateLimited(_) => "ratelimit",
+            Refusal::Body(_) | Refusal::PodSecurity(_) => "sanitize",
+            Refusal::AuditUnavailable => "audit",
+            Refusal::Upstream(_) | Refusal::Timeout => "upstream",
+            Refusal::Panic => "panic",
+        }
+    }
+
+    /// The `metav1.Status` the client gets.
+    pub fn status(&self) -> Status {
+        match self {
+            Refusal::BadPath(err) => Status::bad_request(format!("invalid request path: {err}")),
+            Refusal::Overloaded(r) | Refusal::SourceBlocked(r) | Refusal::RateLimited(r) => {
+                r.status()
+            }
+            Refusal::Unauthenticated(_) => Status::unauthorized(),
+            Refusal::Forbidden(f) => {
+                let nonempty = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
+                let mut s = Status::forbidden(f.message.clone());
+                s.details = Some(StatusDetails {
+                    name: nonempty(&f.name),
+                    group: nonempty(&f.group),
+                    kind: nonempty(&f.resource),
+                    ..Default::default()
+                });
+                s
+            }
+            Refusal::Body(b) => b.status(),
+            Refusal::PodSecurity(i) => i.status(),
+            Refusal::AuditUnavailable => {
+                Status::service_unavailable("the request could not be audited; try again later", 1)
+            }
+            Refusal::Upstream(UpstreamFailure::Unreachable(why)) => Status::bad_gateway(format!(
+                "the upstream API server could not be reached: {why}"
+            )),
+            Refusal::Upstream(UpstreamFailure::Unforwardable) => {
+                Status::bad_request("request URI cannot be forwarded")
+            }
+            Refusal::Upstream(UpstreamFailure::NotUpgradable) => {
+                Status::bad_request("this connection cannot be upgraded")
+            }
+            Refusal::Timeout => Status::timeout(),
+            Refusal::Panic => Status::internal("the proxy failed to handle this request"),
+        }
+    }
+
+    /// The whole answer: Status body, code, `Retry-After`, rate-limit headers, and the
+    /// [`Refused`] marker for the layers above.
+    pub fn respond(self) -> Response<Body> {
+        let status = self.status();
+        let marker = Refused {
+            by: self.rejected_by(),
+            code: status.code,
+            reason: status.reason.clone(),
+            message: status.message.clone(),
+            unauthenticated: matches!(self, Refusal::Unauthenticated(_)),
+        };
+        let mut resp = render(status);
+        if let Refusal::Overloaded(r) | Refusal::SourceBlocked(r) | Refusal::RateLimited(r) = &self
+        {
+            for (name, value) in &r.headers {
+                resp.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+        resp.extensions_mut().insert(marker);
+        resp
+    }
+}
+
+impl Invalid {
+    fn status(&self) -> Status {
+        Status::invalid(&self.kind, &self.group, &self.name, self.causes.clone())
+    }
+}
+
+impl BodyRefusal {
+    fn status(&self) -> Status {
+        match self {
+            BodyRefusal::TooLarge { limit } => Status::too_large(*limit),
+            BodyRefusal::NotReceived => Status::failure(
+                StatusCode::REQUEST_TIMEOUT,
+                "Timeout",
+                "the request body was not received in time",
+            ),
+            BodyRefusal::Unreadable(e) => {
+                Status::bad_request(format!("the request body could not be read: {e}"))
+            }
+            BodyRefusal::Encoded(enc) => Status::unsupported_media_type(format!(
+                "Content-Encoding {enc:?} is not accepted: portcullis inspects request bodies and needs them unencoded"
+            )),
+            BodyRefusal::UnknownFormat => Status::unsupported_media_type(format!(
+                "the body of the request was in an unknown format - accepted media types include: {ACCEPTED}"
+            )),
+            BodyRefusal::CannotJudge { media_type, resource } => Status::unsupported_media_type(format!(
+                "portcullis cannot judge a body of type {media_type} for {resource}: send JSON or YAML (kubectl apply -f, kubectl create -f) - accepted media types include: {ACCEPTED}"
+            )),
+            BodyRefusal::Parse { message, field } => {
+                let mut st = Status::bad_request(format!("the request body was refused: {message}"));
+                if let Some(field) = field {
+                    st.details = Some(StatusDetails {
+                        causes: vec![StatusCause {
+                            reason: "FieldValueInvalid".into(),
+                            message: message.clone(),
+                            field: field.clone(),
+                        }],
+                        ..Default::default()
+                    });
+                }
+                st
+            }
+            BodyRefusal::PatchTargetMissing { resource, group, name } => {
+                Status::not_found(resource, group, name)
+            }
+            BodyRefusal::Unjudged => Status::internal(
+                "portcullis could not judge this patch without the current object",
+            ),
+            BodyRefusal::BadPatch(m) | BodyRefusal::PatchTarget(m) => Status::bad_request(m.clone()),
+            BodyRefusal::PatchDoesNotApply(m) => {
+                Status::failure(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", m.clone())
+            }
+            BodyRefusal::CurrentUnavailable(m) => Status::service_unavailable(m.clone(), 1),
+            BodyRefusal::CurrentForbidden(m) => Status::forbidden(m.clone()),
+            BodyRefusal::FieldRules(i) => i.status(),
+        }
+    }
+}
+
+impl Rejection {
+    /// The Status of a rate-limit refusal (429 or 503, always with a retry hint).
+    pub fn status(&self) -> Status {
+        match self.kind {
+            RejectionKind::TooManyRequests => Status::failure(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                self.message.clone(),
+            )
+            .with_retry_after(self.retry_after),
+            RejectionKind::Unavailable => {
+                Status::service_unavailable(self.message.clone(), self.retry_after)
+            }
+        }
+    }
+
+    /// The HTTP response: Status JSON, `Retry-After`, and the extra headers.
+    pub fn into_response(self) -> Response<Body> {
+        Refusal::RateLimited(Box::new(self)).respond()
+    }
+}
+
+impl From<BodyRefusal> for Refusal {
+    fn from(b: BodyRefusal) -> Self {
+        Refusal::Body(b)
+    }
+}
+
+impl From<UpstreamFailure> for Refusal {
+    fn from(u: UpstreamFailure) -> Self {
+        Refusal::Upstream(u)
+    }
+}
+
+/// Render a Status as an HTTP response: JSON body, `Content-Type: application/json`,
+/// `X-Content-Type-Options: nosniff`, and `Retry-After` when a retry hint is set. Also what the
+/// sandbox API server uses for its own errors.
+pub fn render(status: Status) -> Response<Body> {
+    let retry = status.details.as_ref().and_then(|d| d.retry_after_seconds);
+    let mut resp = Response::new(body::full(status.to_json()));
+    *resp.status_mut() = status.status_code();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if let Some(secs) = retry.filter(|s| *s > 0) {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_sets_header_and_details() {
+        let r = render(Status::service_unavailable("busy", 3));
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn every_refusal_carries_its_marker() {
+        let r = Refusal::AuditUnavailable.respond();
+        let m = r.extensions().get::<Refused>().unwrap();
+        assert_eq!((m.by, m.code), ("audit", 503));
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        let r = Refusal::Unauthenticated(Failure::NoCredentials).respond();
+        let m = r.extensions().get::<Refused>().unwrap();
+        assert!(m.unauthenticated);
+        assert_eq!(
+            (m.by, m.code, m.message.as_str()),
+            ("authn", 401, "Unauthorized")
+        );
+    }
+}

@@ -1,0 +1,43 @@
+//! `Audit-ID` values: random UUIDv4s.
+
+use http::HeaderValue;
+
+/// A random UUIDv4 from aws-lc-rs' system CSPRNG, as the value of `Audit-ID`.
+pub(super) fn new_audit_id() -> HeaderValue {
+    use aws_lc_rs::rand::SecureRandom;
+    const FALLBACK: HeaderValue = HeaderValue::from_static("00000000-0000-4000-8000-000000000000");
+    let mut b = [0u8; 16];
+    if aws_lc_rs::rand::SystemRandom::new().fill(&mut b).is_err() {
+        // The CSPRNG failing is not something a request can fix; a fixed id keeps serving.
+        return FALLBACK;
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 36];
+    let mut o = 0;
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out[o] = b'-';
+            o += 1;
+        }
+        out[o] = HEX[(byte >> 4) as usize];
+        out[o + 1] = HEX[(byte & 0x0f) as usize];
+        o += 2;
+    }
+    HeaderValue::from_bytes(&out).unwrap_or(FALLBACK)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn audit_ids_are_uuid_v4_and_distinct() {
+        let a = super::new_audit_id();
+        let b = super::new_audit_id();
+        assert_ne!(a, b);
+        let s = a.to_str().unwrap();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "4");
+        assert!(s.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+    }
+}

@@ -1,0 +1,304 @@
+//! The sanitize layer: is the body acceptable. The costliest check, so it runs last before the
+//! network, after every cheaper refusal.
+//!
+//! What it accepts and refuses, with which status: `stage.rs` (size, encoding, media type,
+//! strict parse, Pod Security, field rules). On the way in it replaces the request body with
+//! the canonical bytes of what was judged; on the way out it adds its `Warning: 299` headers
+//! (Pod Security warn mode, stripped fields). It tells the audit record what it did
+//! (`portcullis.io/sanitize`, `pod-security.kubernetes.io/enforce-policy` and
+//! `audit-violations`, `requestObject` when the policy keeps bodies) and counts
+//! `portcullis_pod_security_violating_requests{mode}`.
+
+use std::{
+    convert::Infallible,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use tower::{Layer, Service};
+
+use super::{stage, Sanitizer};
+use crate::{
+    audit::AuditRecord,
+    authn::Identity,
+    body::{Body, BoxError},
+    k8s::request::RequestInfo,
+    refusal::Refusal,
+    service::{self, AuditId, ResponseFuture},
+    telemetry::{metrics::ModeLabels, Metrics},
+    upstream::{Outbound, Upstream},
+};
+
+#[derive(Clone)]
+pub struct SanitizeLayer {
+    sanitizer: Arc<Sanitizer>,
+    /// For reading the current object of a patch (as the caller).
+    upstream: Arc<Upstream>,
+    metrics: Arc<Metrics>,
+    trust_forwarded_for: bool,
+}
+
+impl SanitizeLayer {
+    pub fn new(
+        sanitizer: Arc<Sanitizer>,
+        upstream: Arc<Upstream>,
+        metrics: Arc<Metrics>,
+        trust_forwarded_for: bool,
+    ) -> SanitizeLayer {
+        SanitizeLayer {
+            sanitizer,
+            upstream,
+            metrics,
+            trust_forwarded_for,
+        }
+    }
+}
+
+impl<S> Layer<S> for SanitizeLayer {
+    type Service = SanitizeService<S>;
+    fn layer(&self, inner: S) -> SanitizeService<S> {
+        SanitizeService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct SanitizeService<S> {
+    inner: S,
+    layer: SanitizeLayer,
+}
+
+impl<S, B> Service<Request<B>> for SanitizeService<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> ResponseFuture {
+        let mut inner = self.inner.clone();
+        let layer = self.layer.clone();
+        service::boxed(async move {
+            let (Some(info), Some(identity), Some(id), Some(conn)) = (
+                service::info(&req).cloned(),
+                req.extensions().get::<Arc<Identity>>().cloned(),
+                req.extensions().get::<AuditId>().cloned(),
+                service::conn(&req).cloned(),
+            ) else {
+                return Ok(Refusal::Panic.respond());
+            };
+            let rec = req.extensions().get::<AuditRecord>().cloned();
+            let outbound = Outbound {
+                identity: &identity,
+                audit_id: &id.0,
+                peer: conn.peer.ip(),
+                trust_forwarded_for: layer.trust_forwarded_for,
+                long_running: info.long_running,
+                guard: None,
+            };
+            let keep_body = rec
+                .as_ref()
+                .is_some_and(|r| r.with(|r| r.wants_request_body()));
+            let (mut parts, incoming) = req.into_parts();
+            let checked = stage::run(
+                &layer.sanitizer,
+                &layer.upstream,
+                &info,
+                &mut parts,
+                incoming,
+                &outbound,
+                keep_body,
+            )
+            .await;
+            let policy = rec
+                .as_ref()
+                .and_then(|_| pss_policy(&layer.sanitizer, &info, &identity));
+            let (body, verdict) = match checked {
+                Ok(passed) => passed,
+                Err(refusal) => {
+                    if matches!(refusal, Refusal::PodSecurity(_)) {
+                        layer.pss_seen("enforce");
+                    }
+                    if let Some(rec) = &rec {
+                        rec.with(|r| {
+                            r.annotate("portcullis.io/sanitize", "refused");
+                            if let Some(p) = policy {
+                                r.annotate("pod-security.kubernetes.io/enforce-policy", p);
+                            }
+                        });
+                    }
+                    let resp = refusal.respond();
+                    if let Some(r) = resp.extensions().get::<crate::refusal::Refused>() {
+                        tracing::info!(user = %identity.user, verb = %info.verb, path = %info.path, code = r.code, reason = %r.reason, "request body refused");
+                    }
+                    return Ok(resp);
+                }
+            };
+            let mut verdict = verdict;
+            if let Some(rec) = &rec {
+                rec.with(|r| {
+                    if verdict.inspected {
+                        r.annotate("portcullis.io/sanitize", "inspected");
+                    }
+                    if let Some(b) = verdict.body.take() {
+                        r.request_object(b);
+                    }
+                    if let Some(p) = policy {
+                        r.annotate("pod-security.kubernetes.io/enforce-policy", p);
+                    }
+                    if !verdict.audit.is_empty() {
+                        r.annotate(
+                            "pod-security.kubernetes.io/audit-violations",
+                            verdict.audit.join("; "),
+                        );
+                    }
+                });
+            }
+            if !verdict.audit.is_empty() {
+                tracing::info!(user = %identity.user, path = %info.path, violations = ?verdict.audit, "pod security audit");
+                layer.pss_seen("audit");
+            }
+            if verdict.pss_warned {
+                layer.pss_seen("warn");
+            }
+            let mut resp = call_boxed(&mut inner, Request::from_parts(parts, body)).await?;
+            for w in stage::warning_headers(&verdict.warnings) {
+                resp.headers_mut().append(http::header::WARNING, w);
+            }
+            Ok(resp)
+        })
+    }
+}
+
+/// The inner call as a boxed future: naming `S::Future` inside the async block above trips a
+/// compiler limitation (rust-lang/rust#102211: `Send` "not general enough" for the body's
+/// boxed error type).
+fn call_boxed<S>(inner: &mut S, req: Request<Body>) -> ResponseFuture
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    service::boxed(inner.call(req))
+}
+
+impl SanitizeLayer {
+    fn pss_seen(&self, mode: &'static str) {
+        self.metrics
+            .pod_security
+            .get_or_create(&ModeLabels { mode })
+            .inc();
+    }
+}
+
+/// `level:version` of the enforced Pod Security policy for this write, if any.
+fn pss_policy(s: &Sanitizer, info: &RequestInfo, id: &Identity) -> Option<String> {
+    super::pss::PodBearing::from_group_resource(
+        &info.api_group,
+        &super::judge::resource_path(info),
+    )?;
+    s.modes_for(&info.namespace, id.tenant.as_deref())
+        .enforce
+        .map(|p| format!("{}:{}", p.level, p.version))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http_body_util::{BodyExt, Full};
+
+    use super::*;
+    use crate::{
+        config::{UpstreamConfig, UpstreamToken},
+        refusal::Refused,
+        service::testing::{calls, classified, counting, send, TestBody},
+        upstream::Credentials,
+    };
+
+    /// An upstream nobody listens on: these tests never need the current object.
+    fn unused_upstream() -> Arc<Upstream> {
+        crate::server::tls::install_crypto_provider();
+        let cfg = UpstreamConfig {
+            base: "https://127.0.0.1:9".parse().unwrap(),
+            ca: vec![],
+            tls_server_name: None,
+            client_identity: None,
+            token: UpstreamToken::None,
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(5),
+            health_interval: Duration::from_secs(3600),
+            token_reload_interval: Duration::from_secs(3600),
+        };
+        Arc::new(Upstream::new(&cfg, Credentials::load(&UpstreamToken::None).unwrap()).unwrap())
+    }
+
+    fn layer() -> SanitizeLayer {
+        SanitizeLayer::new(
+            Arc::new(Sanitizer::default()),
+            unused_upstream(),
+            Arc::new(Metrics::new()),
+            false,
+        )
+    }
+
+    fn write(content_type: &str, body: &'static str) -> Request<TestBody> {
+        let mut req = classified("POST", "/api/v1/namespaces/default/configmaps");
+        req.headers_mut()
+            .insert("content-type", content_type.parse().unwrap());
+        *req.body_mut() = Full::new(bytes::Bytes::from_static(body.as_bytes()));
+        req.extensions_mut()
+            .insert(Arc::new(crate::authz::tests::id("alice", &[])));
+        req.extensions_mut()
+            .insert(AuditId(http::HeaderValue::from_static("id")));
+        req
+    }
+
+    #[tokio::test]
+    async fn a_body_it_cannot_read_is_refused_before_the_upstream() {
+        let (inner, seen) = counting::<Body>();
+        let resp = send(layer().layer(inner), write("text/plain", "hello")).await;
+        assert_eq!(resp.status(), 415);
+        assert_eq!(resp.extensions().get::<Refused>().unwrap().by, "sanitize");
+        let dup = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","name":"b"}}"#;
+        let (inner2, seen2) = counting::<Body>();
+        let resp = send(layer().layer(inner2), write("application/json", dup)).await;
+        assert_eq!(resp.status(), 400);
+        assert_eq!(calls(&seen) + calls(&seen2), 0);
+    }
+
+    #[tokio::test]
+    async fn what_goes_on_is_the_canonical_json_of_what_was_judged() {
+        let svc = layer().layer(tower::service_fn(|req: Request<Body>| async move {
+            let len = req.headers()["content-length"].clone();
+            let ct = req.headers()["content-type"].clone();
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(ct, "application/json");
+            assert_eq!(len, body.len().to_string().as_str());
+            assert_eq!(
+                &body[..],
+                br#"{"apiVersion":"v1","data":{"k":"v"},"kind":"ConfigMap","metadata":{"name":"a"}}"#
+            );
+            Ok::<_, Infallible>(Response::new(crate::body::empty()))
+        }));
+        let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {k: v}\n";
+        assert_eq!(
+            send(svc, write("application/yaml", yaml)).await.status(),
+            200
+        );
+    }
+}

@@ -1,0 +1,149 @@
+//! What every layer of the stack (`crate::stack`) shares: the boxed response future, and the
+//! typed per-request facts that travel in request and response extensions.
+//!
+//! Request extensions, in the order the layers add them: `Arc<ConnInfo>` (the connection,
+//! from the accept loop), [`AuditId`] (request id), `AuditRecord` (audit, when configured),
+//! `Arc<RequestInfo>` (classify), `Arc<Identity>` (authn), `HoldWhileStreaming` (rate limit: a
+//! stream permit). Response extensions: [`Classified`] (classify, for metrics and audit),
+//! `Refused` (any refusal, see `crate::refusal`), `StreamGuards` (the forwarder, for a stream).
+
+use std::{convert::Infallible, future::Future, pin::Pin, sync::Arc};
+
+use http::{HeaderValue, Request, Response};
+
+use crate::{body::Body, k8s::request::RequestInfo, server::ConnInfo};
+
+/// The future every layer returns. Layers never fail: a refusal is a response.
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+/// This request's `Audit-ID` (ours; a client's is never trusted).
+#[derive(Debug, Clone)]
+pub struct AuditId(pub HeaderValue);
+
+/// What the classification said, on the response for the layers above classify.
+#[derive(Debug, Clone, Copy)]
+pub struct Classified {
+    /// `read`, `write`, `watch`, `stream` or `nonresource`: the metric label.
+    pub class: &'static str,
+    pub long_running: bool,
+}
+
+/// The classified request (set by the classify layer).
+pub fn info<B>(req: &Request<B>) -> Option<&Arc<RequestInfo>> {
+    req.extensions().get::<Arc<RequestInfo>>()
+}
+
+/// The connection the request came on (set by the accept loop glue in `app`).
+pub fn conn<B>(req: &Request<B>) -> Option<&Arc<ConnInfo>> {
+    req.extensions().get::<Arc<ConnInfo>>()
+}
+
+/// Box a future as a [`ResponseFuture`].
+pub fn boxed(
+    f: impl Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+) -> ResponseFuture {
+    Box::pin(f)
+}
+
+/// An immediate answer (a refusal).
+pub fn ready(resp: Response<Body>) -> ResponseFuture {
+    Box::pin(std::future::ready(Ok(resp)))
+}
+
+/// Helpers for driving one layer alone over a `tower::service_fn` inner service.
+#[cfg(test)]
+pub mod testing {
+    use std::{
+        convert::Infallible,
+        net::SocketAddr,
+        sync::{
+            atomic::{AtomicUsize, Ordering},
+            Arc,
+        },
+    };
+
+    use bytes::Bytes;
+    use http::{Request, Response};
+    use http_body_util::{BodyExt, Full};
+    use tower::{Service, ServiceExt};
+
+    use crate::{
+        body::{self, Body},
+        k8s::request::classify,
+        server::ConnInfo,
+    };
+
+    pub type TestBody = Full<Bytes>;
+
+    /// A request as the accept loop hands it over (from `peer`, no client certificate).
+    pub fn request_from(peer: &str, method: &str, uri: &str) -> Request<TestBody> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let peer: SocketAddr = peer.parse().unwrap();
+        req.extensions_mut().insert(Arc::new(ConnInfo {
+            peer,
+            peer_certs: None,
+            h2: true,
+            cert_identity: Default::default(),
+        }));
+        req
+    }
+
+    /// [`request_from`] 192.0.2.1.
+    pub fn request(method: &str, uri: &str) -> Request<TestBody> {
+        request_from("192.0.2.1:40000", method, uri)
+    }
+
+    /// [`request`], classified as the classify layer would.
+    pub fn classified(method: &str, uri: &str) -> Request<TestBody> {
+        let mut req = request(method, uri);
+        let info = classify(req.method(), req.uri(), req.headers()).unwrap();
+        req.extensions_mut().insert(Arc::new(info));
+        req
+    }
+
+    /// An inner service answering 200 `ok`; the counter says how many requests reached it.
+    pub fn counting<B: Send + 'static>() -> (
+        impl Service<
+                Request<B>,
+                Response = Response<Body>,
+                Error = Infallible,
+                Future: Send + 'static,
+            > + Clone
+            + Send
+            + 'static,
+        Arc<AtomicUsize>,
+    ) {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        let svc = tower::service_fn(move |_req: Request<B>| {
+            count.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, Infallible>(Response::new(body::full("ok"))) }
+        });
+        (svc, seen)
+    }
+
+    /// Send one request through `svc`.
+    pub async fn send<S, B>(svc: S, req: Request<B>) -> Response<Body>
+    where
+        S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
+    {
+        match svc.oneshot(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    }
+
+    /// The body as text.
+    pub async fn text(resp: Response<Body>) -> String {
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    pub fn calls(seen: &AtomicUsize) -> usize {
+        seen.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,128 @@
+//! The innermost service of the stack: forward the request (already judged) upstream as the
+//! caller, and hand back the upstream's answer.
+//!
+//! Reads from the request extensions: `Arc<RequestInfo>`, `Arc<Identity>`, `AuditId`,
+//! `Arc<ConnInfo>` (all set by the layers above; a request without an identity is never
+//! forwarded — it answers 500, which would be a bug in the stack's order) and a
+//! [`HoldWhileStreaming`] resource. For a long-running request everything held lives in a
+//! [`StreamGuards`] owned by the response body or the upgrade splice, and a handle to it goes
+//! up in the response extensions so the audit layer can attach its end-of-stream event.
+//!
+//! Rejects: 400 (the URI cannot be rebased), 502 `BadGateway`, 504 `Timeout` — see
+//! `forward.rs` and `upgrade.rs`.
+
+use std::{
+    convert::Infallible,
+    sync::{Arc, Mutex, PoisonError},
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use http::{Request, Response};
+use tower::Service;
+
+use super::{forward, Guard, Outbound, Upstream};
+use crate::{
+    authn::Identity,
+    body::Body,
+    refusal::Refusal,
+    service::{self, AuditId, ResponseFuture},
+    telemetry::{metrics::ClassLabels, Metrics},
+};
+
+/// A resource a layer wants held for as long as the exchange lasts (a concurrent-stream
+/// permit): released when the response body ends or the upgrade splice closes.
+#[derive(Clone)]
+pub struct HoldWhileStreaming(pub Arc<dyn Send + Sync>);
+
+/// Everything that lives as long as one stream, released together (in the order held) when
+/// the last handle is dropped.
+#[derive(Clone, Default)]
+pub struct StreamGuards(Arc<Mutex<Vec<Guard>>>);
+
+impl StreamGuards {
+    /// Keep `guard` until the stream ends.
+    pub fn hold(&self, guard: Guard) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(guard);
+    }
+}
+
+/// Forwards with the proxy's credentials and the caller's impersonation headers.
+#[derive(Clone)]
+pub struct UpstreamService {
+    upstream: Arc<Upstream>,
+    metrics: Arc<Metrics>,
+    trust_forwarded_for: bool,
+}
+
+impl UpstreamService {
+    pub fn new(
+        upstream: Arc<Upstream>,
+        metrics: Arc<Metrics>,
+        trust_forwarded_for: bool,
+    ) -> UpstreamService {
+        UpstreamService {
+            upstream,
+            metrics,
+            trust_forwarded_for,
+        }
+    }
+}
+
+impl Service<Request<Body>> for UpstreamService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> ResponseFuture {
+        let this = self.clone();
+        service::boxed(async move {
+            let ext = req.extensions_mut();
+            let (Some(info), Some(identity), Some(id), Some(conn)) = (
+                ext.get::<Arc<crate::k8s::request::RequestInfo>>().cloned(),
+                ext.get::<Arc<Identity>>().cloned(),
+                ext.get::<AuditId>().cloned(),
+                ext.get::<Arc<crate::server::ConnInfo>>().cloned(),
+            ) else {
+                tracing::error!("a request reached the upstream without its facts");
+                return Ok(Refusal::Panic.respond());
+            };
+            let streams = info.long_running.then(StreamGuards::default);
+            if let (Some(s), Some(held)) = (&streams, ext.remove::<HoldWhileStreaming>()) {
+                s.hold(Box::new(held));
+            }
+            let outbound = Outbound {
+                identity: &identity,
+                audit_id: &id.0,
+                peer: conn.peer.ip(),
+                trust_forwarded_for: this.trust_forwarded_for,
+                long_running: info.long_running,
+                guard: streams.clone().map(|s| Box::new(s) as Guard),
+            };
+            let started = Instant::now();
+            let result = forward(&this.upstream, req, outbound).await;
+            this.metrics
+                .upstream_duration
+                .get_or_create(&ClassLabels {
+                    verb_class: info.verb_class(),
+                })
+                .observe(started.elapsed().as_secs_f64());
+            Ok(match result {
+                Ok(mut resp) => {
+                    if let Some(s) = streams {
+                        resp.extensions_mut().insert(s);
+                    }
+                    resp
+                }
+                Err(refusal) => refusal.respond(),
+            })
+        })
+    }
+}

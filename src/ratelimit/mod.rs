@@ -19,15 +19,11 @@
 //! [`decision`]; `mode: shadow` admits everything the table would reject with 429 and records
 //! it (log + `shadow_rejected` metric + [`Admission::shadow_rejection`] for audit).
 //!
-//! # Wiring (for the stack)
+//! # Layers
 //!
-//! 1. `try_in_flight()` for non-long-running requests; hold the guard until the body ends.
-//! 2. `source_blocked(peer_ip)` before authentication; `record_auth_failure(peer_ip)` on 401.
-//! 3. After authentication and classification: `check_async(&identity, &info, &uri)` (or the
-//!    sync `check` with the local backend); on `Ok`, `admission.apply_headers(resp.headers_mut())`
-//!    and move `admission.permit` into the response body / upgrade task; on `Err`, answer
-//!    `rejection.into_response()`.
-//! 4. `spawn_maintenance(shutdown)` once; `metrics().register(&mut registry)` once.
+//! `layer.rs` holds the three layers that apply these limits (load shed, failing-address
+//! block, per-identity limits); where they sit in the request's life is `crate::stack`'s to
+//! say. `spawn_maintenance(shutdown)` and `metrics().register(&mut registry)` run once at start.
 
 pub mod config;
 pub mod decision;

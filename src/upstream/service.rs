@@ -126,3 +126,71 @@ impl Service<Request<Body>> for UpstreamService {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{
+        config::{UpstreamConfig, UpstreamToken},
+        refusal::Refused,
+        service::testing::{classified, send, text},
+        upstream::Credentials,
+    };
+
+    /// An upstream on a port nothing listens on.
+    fn dead_upstream() -> UpstreamService {
+        crate::server::tls::install_crypto_provider();
+        let cfg = UpstreamConfig {
+            base: "https://127.0.0.1:9".parse().unwrap(),
+            ca: vec![],
+            tls_server_name: None,
+            client_identity: None,
+            token: UpstreamToken::None,
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(5),
+            health_interval: Duration::from_secs(3600),
+            token_reload_interval: Duration::from_secs(3600),
+        };
+        let up = Upstream::new(&cfg, Credentials::load(&UpstreamToken::None).unwrap()).unwrap();
+        UpstreamService::new(Arc::new(up), Arc::new(Metrics::new()), false)
+    }
+
+    fn with_facts(req: Request<crate::service::testing::TestBody>) -> Request<Body> {
+        let (mut parts, _) = req.into_parts();
+        parts
+            .extensions
+            .insert(Arc::new(crate::authz::tests::id("alice", &[])));
+        parts
+            .extensions
+            .insert(AuditId(http::HeaderValue::from_static("id")));
+        Request::from_parts(parts, crate::body::empty())
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_upstream_is_a_502_status() {
+        let resp = send(
+            dead_upstream(),
+            with_facts(classified("GET", "/api/v1/pods")),
+        )
+        .await;
+        assert_eq!(resp.status(), 502);
+        assert_eq!(resp.extensions().get::<Refused>().unwrap().by, "upstream");
+        assert!(text(resp)
+            .await
+            .contains("the upstream API server could not be reached: connection failed"));
+    }
+
+    #[tokio::test]
+    async fn a_request_without_an_identity_is_never_forwarded() {
+        let req = classified("GET", "/api/v1/pods");
+        let (parts, _) = req.into_parts();
+        let resp = send(
+            dead_upstream(),
+            Request::from_parts(parts, crate::body::empty()),
+        )
+        .await;
+        assert_eq!(resp.status(), 500);
+    }
+}

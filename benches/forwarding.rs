@@ -3,6 +3,8 @@
 //! the proxy adds (TLS termination, classification, identity, header hygiene, pooled upstream).
 //!
 //! Run: `cargo bench --bench forwarding`. Numbers go in the README.
+// Bench code: a failed unwrap / expect / panic is a broken benchmark setup, not a proxy crash.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -3,6 +3,8 @@
 //! chain holds across rotation; a torn last line is only a warning; query filters give exact
 //! rows; and group commit in blocking-strict mode (fewer fsyncs than events, every acknowledged
 //! event in the file).
+// Test code: a failed unwrap / expect / panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
     collections::{BTreeMap, HashSet},

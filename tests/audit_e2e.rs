@@ -2,6 +2,8 @@
 //! refusals included; what must never be recorded; stream stages; verify and query on the log
 //! the proxy wrote; a strict sink that cannot record answers 503; and kill -9 of the real
 //! binary under load loses no event of an answered request.
+// Test code: a failed unwrap / expect / panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -1,4 +1,6 @@
 //! The binary's commands as a newcomer uses them: `check-config` and `demo`.
+// Test code: a failed unwrap / expect / panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! JWT bearer authentication: every rejection path, the identity mapping, key rotation and the
 //! unknown-kid rate limit against a real loopback HTTPS JWKS / OIDC discovery server. Time is a
 //! `ManualClock`: nothing sleeps.
+// Test code: a failed unwrap / expect / panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
     convert::Infallible,

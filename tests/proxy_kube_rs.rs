@@ -1,4 +1,6 @@
 //! The kube-rs client through the proxy: create / get / list / watch / delete a ConfigMap.
+// Test code: a failed unwrap / expect / panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

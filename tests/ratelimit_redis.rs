@@ -6,6 +6,8 @@
 //!
 //! Skipped (with a message) when `redis-server` is not installed, unless `CI` is set: then it
 //! fails. Waits are bounded polls with deadlines; no fixed sleep decides an outcome.
+// Test code: a failed unwrap / expect / panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

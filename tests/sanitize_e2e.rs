@@ -3,6 +3,8 @@
 //! namespaces are unchecked; tenants may not set `nodeName` / `hostAliases`; `status` is stripped
 //! from pod creates). Every refusal checks the Status *and* that the upstream saw no write; every
 //! accepted body checks what the upstream received.
+// Test code: a failed unwrap / expect / panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -15,8 +15,6 @@
 //!   re-serialize), with the Status table in its module doc.
 pub mod config;
 pub mod fields;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod judge;
 pub mod layer;
 pub mod merge;

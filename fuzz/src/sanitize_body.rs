@@ -1,5 +1,5 @@
-//! The property both the cargo-fuzz target (`fuzz/fuzz_targets/sanitize_body.rs`) and the
-//! mutation test below check, on arbitrary bytes:
+//! The property both the cargo-fuzz target (`fuzz_targets/sanitize_body.rs`) and the mutation
+//! test below check, on arbitrary bytes:
 //!
 //! * parsing and judging never panic, whatever the media type and body;
 //! * an accepted body's canonical bytes re-parse (as JSON, strictly) to the same value, so what
@@ -7,16 +7,22 @@
 //! * judging is deterministic.
 //!
 //! Input layout: byte 0 picks the media type and the verb, the rest is the body.
+//!
+//! Uses only portcullis's public API. The main crate's `tests/sanitize_fuzz_oracle.rs` includes
+//! this file by path, so the mutation test also runs under the main crate's `cargo test` (on
+//! stable, without cargo-fuzz).
 
-use serde_json::{json, Value};
-
-use super::{
-    judge::{self, Current},
-    parse::{self, BodyKind},
-    policy::{Modes, PodSecurity, Sanitizer},
-    pss::{Level, Policy},
+use portcullis::{
+    authn::{identity::Method, Identity},
+    k8s::request::classify,
+    sanitize::{
+        judge::{self, Current},
+        parse::{self, BodyKind},
+        policy::{Modes, PodSecurity, Sanitizer},
+        pss::{Level, Policy},
+    },
 };
-use crate::authn::{identity::Method, Identity};
+use serde_json::{json, Value};
 
 const TYPES: &[&str] = &[
     "application/json",
@@ -83,7 +89,7 @@ pub fn check(data: &[u8]) {
     } else {
         (http::Method::PATCH, "/api/v1/namespaces/ns/pods/p")
     };
-    let Ok(info) = crate::k8s::request::classify(
+    let Ok(info) = classify(
         &method,
         &http::Uri::from_static(path),
         &http::HeaderMap::new(),

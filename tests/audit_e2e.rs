@@ -434,7 +434,8 @@ async fn a_strict_sink_that_cannot_record_answers_503() {
 /// complete line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_no_answered_request() {
-    use portcullis::{demo, pki::Ca, sandbox, server::tls};
+    use portcullis::server::tls;
+    use portcullis_sandbox::{self as sandbox, demo, pki::Ca};
     tls::install_crypto_provider();
     let ca = Ca::new("test CA").unwrap();
     let sb = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)

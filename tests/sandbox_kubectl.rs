@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use portcullis::{pki::Ca, sandbox};
+use portcullis_sandbox::{self as sandbox, pki::Ca};
 
 const KUBECTL: &str = "kubectl";
 

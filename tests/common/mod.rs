@@ -12,11 +12,14 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portcullis::{
-    app, config, demo,
-    pki::{Ca, Issued},
-    sandbox::{self, Running},
+    app, config,
     server::tls,
     shutdown::{self, Trigger},
+};
+use portcullis_sandbox::{
+    self as sandbox, demo,
+    pki::{Ca, Issued},
+    Running,
 };
 use rustls_pki_types::ServerName;
 use tokio::{net::TcpListener, task::JoinHandle};

@@ -371,9 +371,7 @@ async fn client_identity_headers_are_replaced_by_the_proxys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_with_tenant_and_ci_kubeconfigs() {
-    if !common::have_kubectl() {
-        return;
-    }
+    common::require_kubectl();
     let env = Env::start().await;
     let team_a = env.files.dir.join("team-a.kubeconfig");
     let ci = env.files.dir.join("ci.kubeconfig");

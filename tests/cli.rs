@@ -105,9 +105,7 @@ fn in_cluster_upstream_reads_service_account_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_starts_and_kubectl_works_against_it() {
-    if !common::have_kubectl() {
-        return;
-    }
+    common::require_kubectl();
     let dir = tempfile::tempdir().unwrap();
     let mut child = tokio::process::Command::new(BIN)
         .args([

@@ -3,8 +3,10 @@
 
 use clap::Parser;
 
+mod cli;
+
 fn main() {
-    let cli = portcullis::cli::Cli::parse();
+    let cli = cli::Cli::parse();
     portcullis::telemetry::init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -16,6 +18,6 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = runtime.block_on(portcullis::cli::run(cli));
+    let code = runtime.block_on(cli::run(cli));
     std::process::exit(code);
 }

@@ -171,7 +171,13 @@ async fn allowed_requests_are_recorded_field_by_field() {
     let id = resp.headers()["audit-id"].to_str().unwrap().to_owned();
     let started = event_for(&dir, &id, "ResponseStarted");
     assert_eq!(started["verb"], "watch");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ResponseComplete is written when the stream ends: wait (bounded) for it to appear.
+    common::poll(Duration::from_secs(10), || {
+        events(&dir)
+            .into_iter()
+            .find(|e| e["auditID"] == id.as_str() && e["stage"] == "ResponseComplete")
+    })
+    .await;
     let done = event_for(&dir, &id, "ResponseComplete");
     assert!(done["stageTimestamp"].as_str() >= started["stageTimestamp"].as_str());
 
@@ -436,7 +442,8 @@ async fn a_strict_sink_that_cannot_record_answers_503() {
 /// complete line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_no_answered_request() {
-    use portcullis::{demo, pki::Ca, sandbox, server::tls};
+    use portcullis::server::tls;
+    use portcullis_sandbox::{self as sandbox, demo, pki::Ca};
     tls::install_crypto_provider();
     let ca = Ca::new("test CA").unwrap();
     let sb = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
@@ -460,9 +467,10 @@ async fn kill_9_under_load_loses_no_answered_request() {
     let cert = ca.client_cert("admin", &["demo:admins"]).unwrap();
     let tls_cfg = std::sync::Arc::new(common::client_tls(&ca, Some(&cert), &[b"http/1.1"]));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for t in 0..16 {
-        let (tls_cfg, stop) = (tls_cfg.clone(), stop.clone());
+        let (tls_cfg, stop, count) = (tls_cfg.clone(), stop.clone(), count.clone());
         tasks.push(tokio::spawn(async move {
             let mut answered = Vec::new();
             let mut i = 0;
@@ -479,14 +487,21 @@ async fn kill_9_under_load_loses_no_answered_request() {
                 )
                 .await;
                 match r {
-                    Ok(Some(id)) => answered.push(id),
+                    Ok(Some(id)) => {
+                        answered.push(id);
+                        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     _ => break,
                 }
             }
             answered
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill while the load runs, once plenty of requests have been answered (bounded wait).
+    common::poll(Duration::from_secs(30), || {
+        (count.load(std::sync::atomic::Ordering::Relaxed) > 100).then_some(())
+    })
+    .await;
     let pid = child.id().unwrap().to_string();
     assert!(std::process::Command::new("kill")
         .args(["-9", &pid])
@@ -566,9 +581,7 @@ async fn try_request(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_actions_are_queryable_and_policy_stages_apply() {
-    if !common::have_kubectl() {
-        return;
-    }
+    common::require_kubectl();
     // A policy that also records RequestReceived, and nothing for discovery.
     let pdir = tempfile::tempdir().unwrap();
     let policy = pdir.path().join("policy.yaml");

@@ -133,7 +133,7 @@ async fn bad_credentials_are_401_and_never_reach_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_and_expired_client_certificates_cannot_connect() {
     let env = Env::start().await;
-    let stranger = portcullis::pki::Ca::new("someone else's CA").unwrap();
+    let stranger = portcullis_sandbox::pki::Ca::new("someone else's CA").unwrap();
     let foreign = stranger.client_cert("admin", &["demo:admins"]).unwrap();
     let expired = env.ca.expired_client_cert("admin").unwrap();
     for (name, cert) in [("foreign CA", &foreign), ("expired", &expired)] {
@@ -373,9 +373,7 @@ async fn client_identity_headers_are_replaced_by_the_proxys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_with_tenant_and_ci_kubeconfigs() {
-    if !common::have_kubectl() {
-        return;
-    }
+    common::require_kubectl();
     let env = Env::start().await;
     let team_a = env.files.dir.join("team-a.kubeconfig");
     let ci = env.files.dir.join("ci.kubeconfig");
@@ -478,7 +476,7 @@ async fn kube_rs_with_a_scoped_token() {
 }
 
 /// Whether a TLS connection presenting `cert` can complete one request.
-async fn cert_connects(env: &Env, cert: &portcullis::pki::Issued) -> bool {
+async fn cert_connects(env: &Env, cert: &portcullis_sandbox::pki::Issued) -> bool {
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(common::client_tls(
         &env.ca,
         Some(cert),

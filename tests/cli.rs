@@ -72,12 +72,12 @@ fn check_config_names_an_unknown_key() {
 fn in_cluster_upstream_reads_service_account_files() {
     portcullis::server::tls::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
-    let ca = portcullis::pki::Ca::new("t").unwrap();
+    let ca = portcullis_sandbox::pki::Ca::new("t").unwrap();
     let sa = dir.path().join("sa");
     std::fs::create_dir(&sa).unwrap();
     std::fs::write(sa.join("ca.crt"), &ca.cert.cert_pem).unwrap();
     std::fs::write(sa.join("token"), "sa-token").unwrap();
-    let files = portcullis::demo::write(
+    let files = portcullis_sandbox::demo::write(
         dir.path(),
         &ca,
         "https://127.0.0.1:1",
@@ -107,9 +107,7 @@ fn in_cluster_upstream_reads_service_account_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_starts_and_kubectl_works_against_it() {
-    if !common::have_kubectl() {
-        return;
-    }
+    common::require_kubectl();
     let dir = tempfile::tempdir().unwrap();
     let mut child = tokio::process::Command::new(BIN)
         .args([
@@ -257,9 +255,9 @@ async fn token_keygen_issue_inspect_and_use_through_the_proxy() {
 #[test]
 fn weakening_options_need_their_dangerous_acknowledgement() {
     portcullis::server::tls::install_crypto_provider();
-    let ca = portcullis::pki::Ca::new("test CA").unwrap();
+    let ca = portcullis_sandbox::pki::Ca::new("test CA").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let files = portcullis::demo::write(
+    let files = portcullis_sandbox::demo::write(
         dir.path(),
         &ca,
         "https://127.0.0.1:1",

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use portcullis::{demo, pki::Ca, sandbox, server::tls};
+use portcullis::server::tls;
+use portcullis_sandbox::{self as sandbox, demo, pki::Ca};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_request_finish() {

@@ -27,9 +27,9 @@ use portcullis::{
         CacheOptions, IssuerConfig, JwtAuthenticator, ManualClock, Rejected,
     },
     authz::{Scope, ScopeRule},
-    pki::Ca,
     server::tls,
 };
+use portcullis_sandbox::pki::Ca;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 

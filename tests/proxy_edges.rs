@@ -12,7 +12,7 @@ use bytes::Bytes;
 use common::{get, Env};
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use portcullis::{pki::Ca, sandbox};
+use portcullis_sandbox::{self as sandbox, pki::Ca};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn json(body: &Bytes) -> serde_json::Value {

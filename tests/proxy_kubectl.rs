@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{have_kubectl, kubectl_spawn, stderr, stdout, Env};
+use common::{kubectl_spawn, stderr, stdout, Env};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const DEPLOYMENT: &str = r#"apiVersion: apps/v1
@@ -33,9 +33,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_tour_through_the_proxy() {
-    if !have_kubectl() {
-        return;
-    }
+    common::require_kubectl();
     let env = Env::start().await;
 
     // get ns (discovery + Table output)
@@ -197,9 +195,7 @@ async fn kubectl_tour_through_the_proxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_prints_the_proxys_own_status_errors() {
-    if !have_kubectl() {
-        return;
-    }
+    common::require_kubectl();
     let env = Env::start().await;
     // An identity the proxy refuses: kubectl must show the 401 as kubectl shows Unauthorized.
     let evil = env.ca.client_cert("mallory", &["system:masters"]).unwrap();

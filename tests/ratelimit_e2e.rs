@@ -229,9 +229,7 @@ async fn shadow_mode_admits_and_records() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_backs_off_on_429_and_then_succeeds() {
-    if !common::have_kubectl() {
-        return;
-    }
+    common::require_kubectl();
     // 4 reads of burst, refilled at 1/s: a handful of kubectl calls must wait for tokens.
     let env = Env::start_with(|c| {
         *c = c.replace(
@@ -266,7 +264,7 @@ async fn kubectl_backs_off_on_429_and_then_succeeds() {
 async fn two_replicas_share_one_redis_bucket() {
     use common::redis;
     let Some(bin) = redis::required() else { return };
-    let port = redis::free_port();
+    let port = common::free_port().port();
     let mut server = redis::Redis::start(bin, port).await;
     let edit = move |c: &mut String| {
         team_a_reads(4)(c);

@@ -14,7 +14,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::redis::{free_port, redis_binary, Redis};
+use common::redis::{redis_binary, Redis};
 
 use http::{HeaderMap, Method, Uri};
 use portcullis::authn::identity::{Identity, Method as AuthMethod};
@@ -82,7 +82,7 @@ async fn replicas_share_one_limit_degrade_and_recover() {
         eprintln!("SKIPPED: redis-server not found in PATH (apt-get install -y redis-server)");
         return;
     };
-    let port = free_port();
+    let port = common::free_port().port();
     let mut redis = Redis::start(bin, port).await;
     let prefix = format!("test:{}:", std::process::id());
 

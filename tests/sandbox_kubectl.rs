@@ -1,6 +1,10 @@
 //! Runs the real `kubectl` against an in-process sandbox.
 //!
-//! Skipped (with a message) when kubectl is missing, unless `CI` is set.
+//! Fails (never skips) when kubectl is missing: see `common::require_kubectl`.
+// Test code: a failed unwrap / expect / panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
 
 use std::{
     io::{Read, Write},
@@ -10,19 +14,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use portcullis::{pki::Ca, sandbox};
+use portcullis_sandbox as sandbox;
 
 const KUBECTL: &str = "kubectl";
 
-fn kubectl_present() -> bool {
-    Command::new(KUBECTL)
-        .args(["version", "--client"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
+/// A sandbox (from the shared harness, no proxy) and a kubeconfig that talks to it directly.
 struct Env {
     _dir: tempfile::TempDir,
     kubeconfig: PathBuf,
@@ -30,31 +26,19 @@ struct Env {
     running: sandbox::Running,
 }
 
-// TODO(lints): test helper in a file being moved to the sandbox crate; a failed unwrap / panic
-// here is a failed test. Replace with a crate-level allow once the move lands.
-#[allow(clippy::unwrap_used, clippy::panic)]
-async fn setup() -> Option<Env> {
-    if !kubectl_present() {
-        if std::env::var_os("CI").is_some() {
-            panic!("kubectl not found and CI is set");
-        }
-        eprintln!("skipping: kubectl not found");
-        return None;
-    }
-    let ca = Ca::new("sandbox-test-ca").unwrap();
-    let running = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
-        .await
-        .unwrap();
+async fn setup() -> Env {
+    common::require_kubectl();
+    let (ca, running) = common::Env::ca_and_sandbox().await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     sandbox::write_direct_kubeconfig(&kubeconfig, &running.url(), &ca.cert.cert_pem).unwrap();
     let cache = dir.path().join("cache");
-    Some(Env {
+    Env {
         _dir: dir,
         kubeconfig,
         cache,
         running,
-    })
+    }
 }
 
 /// Collect a pipe on a thread, chunk by chunk.
@@ -79,9 +63,6 @@ fn drain(rx: &mpsc::Receiver<String>) -> String {
     rx.try_iter().collect()
 }
 
-// TODO(lints): test helper in a file being moved to the sandbox crate; a failed unwrap / panic
-// here is a failed test. Replace with a crate-level allow once the move lands.
-#[allow(clippy::unwrap_used, clippy::panic)]
 impl Env {
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(KUBECTL);
@@ -126,7 +107,7 @@ impl Env {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             };
-            std::thread::sleep(Duration::from_millis(20));
+            // The pumps end at EOF: iterating waits for everything kubectl wrote.
             (status.success(), out.iter().collect(), err.iter().collect())
         })
         .await
@@ -145,9 +126,6 @@ impl Env {
 }
 
 /// Read a streaming kubectl's stdout until `want` appears (bounded), then kill it.
-// TODO(lints): test helper in a file being moved to the sandbox crate; a failed unwrap / panic
-// here is a failed test. Replace with a crate-level allow once the move lands.
-#[allow(clippy::unwrap_used)]
 async fn read_until(mut child: Child, want: &'static str) -> String {
     tokio::task::spawn_blocking(move || {
         let out = pump(child.stdout.take().unwrap());
@@ -204,7 +182,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_against_sandbox() {
-    let Some(env) = setup().await else { return };
+    let env = setup().await;
 
     let ns = env.run(&["get", "ns"]).await;
     assert!(ns.contains("default") && ns.contains("Active"), "{ns}");
@@ -236,7 +214,19 @@ async fn kubectl_against_sandbox() {
 
     // get -w sees a pod created after the watch started.
     let watcher = env.spawn(&["get", "pods", "-w"]);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let watching = common::poll(Duration::from_secs(15), || {
+        env.running
+            .sandbox
+            .recorded()
+            .iter()
+            .any(|r| r.query.as_deref().is_some_and(|q| q.contains("watch=true")))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        watching.is_some(),
+        "kubectl get pods -w did not start its watch within 15 s"
+    );
     env.run_stdin(&["create", "-f", "-"], Some(POD)).await;
     let seen = read_until(watcher, "shell").await;
     assert!(seen.contains("Running"), "{seen}");

@@ -1072,9 +1072,7 @@ async fn warn_mode_field_rules_and_binary_bodies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_prints_every_violation_and_applies_compliant_workloads() {
-    if !common::have_kubectl() {
-        return;
-    }
+    common::require_kubectl();
     let env = Env::start().await;
     let home = env.dir.path();
     let bad = home.join("privileged-pod.yaml");

@@ -79,7 +79,7 @@ pub fn fingerprint(der: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::Ca;
+    use crate::test_pki::Ca;
 
     fn cfg(allow: bool) -> X509Identity {
         X509Identity {

@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::audit::{
+use portcullis::audit::{
     chain::SigningKey,
     event::MicroTime,
     policy::Policy,
@@ -303,7 +303,7 @@ mod tests {
         assert_eq!(keygen(), 1, "an existing key is never overwritten");
         let public = dir.path().join("audit-key.pub.pem");
         assert_eq!(
-            crate::audit::VerifyingKey::load(&public).unwrap(),
+            portcullis::audit::VerifyingKey::load(&public).unwrap(),
             SigningKey::load(&out).unwrap().verifying_key()
         );
         #[cfg(unix)]
@@ -312,7 +312,7 @@ mod tests {
             let mode = std::fs::metadata(&out).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/audit-policy.yaml");
+        let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/audit-policy.yaml");
         assert_eq!(run(AuditCommand::CheckPolicy { policy }), 0);
         let bad = dir.path().join("bad.yaml");
         std::fs::write(

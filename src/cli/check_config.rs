@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::config;
+use portcullis::config;
 
 pub fn run(path: &Path) -> i32 {
     match config::load(path) {

@@ -5,7 +5,8 @@ use std::{net::SocketAddr, path::Path};
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 
-use crate::{app, config, demo, pki::Ca, sandbox, shutdown};
+use portcullis::{app, config, shutdown};
+use portcullis_sandbox::{self as sandbox, demo, pki::Ca};
 
 pub async fn run(
     dir: &Path,

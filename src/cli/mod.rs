@@ -69,7 +69,7 @@ pub enum Command {
 
 /// Run the parsed command; the return value is the process exit code.
 pub async fn run(cli: Cli) -> i32 {
-    crate::server::tls::install_crypto_provider();
+    portcullis::server::tls::install_crypto_provider();
     let result = match cli.command {
         Command::Serve { config } => serve::run(&config).await,
         Command::CheckConfig { config } => return check_config::run(&config),

@@ -5,7 +5,8 @@ use std::{net::SocketAddr, path::Path};
 
 use anyhow::{Context, Result};
 
-use crate::{kubeconfig::write_private, pki::Ca, sandbox, shutdown};
+use portcullis::{kubeconfig::write_private, shutdown};
+use portcullis_sandbox::{self as sandbox, pki::Ca};
 
 pub async fn run(listen: SocketAddr, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

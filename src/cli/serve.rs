@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use crate::{app, config, shutdown};
+use portcullis::{app, config, shutdown};
 
 pub async fn run(path: &Path) -> Result<()> {
     let cfg = match config::load(path) {

@@ -1,6 +1,6 @@
 //! SIGTERM / SIGINT → the shutdown trigger.
 
-use crate::shutdown::Trigger;
+use portcullis::shutdown::Trigger;
 
 /// Fire `trigger` on the first SIGTERM or SIGINT.
 pub fn on_signal(trigger: Trigger) {

@@ -8,7 +8,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::{
+use portcullis::{
     authn::jwt::{
         mint::{self, Claims, Signer},
         DEFAULT_SCOPE_CLAIM,

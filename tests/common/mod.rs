@@ -12,11 +12,14 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portcullis::{
-    app, config, demo,
-    pki::{Ca, Issued},
-    sandbox::{self, Running},
+    app, config,
     server::tls,
     shutdown::{self, Trigger},
+};
+use portcullis_sandbox::{
+    self as sandbox, demo,
+    pki::{Ca, Issued},
+    Running,
 };
 use rustls_pki_types::ServerName;
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -198,7 +201,8 @@ pub async fn https_request(
     Response::from_parts(parts, bytes)
 }
 
-/// A loopback address with a port that was free a moment ago (for the real binary's listeners).
+/// A loopback address with a port that was free a moment ago (for the real binary's listeners,
+/// and `.port()` for redis-server). The one free-port helper of the tests.
 pub fn free_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -213,20 +217,39 @@ pub fn get(path: &str) -> Request<Full<Bytes>> {
         .unwrap()
 }
 
-/// Whether kubectl can be used: missing kubectl skips the test, except under CI where it fails.
-pub fn have_kubectl() -> bool {
+/// Fail the calling test unless kubectl can be run: the kubectl tests never skip (.ci/run
+/// installs kubectl; elsewhere install it, e.g. `apt-get install kubectl`).
+pub fn require_kubectl() {
     let found = std::process::Command::new("kubectl")
         .arg("version")
         .arg("--client")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        if std::env::var_os("CI").is_some() {
-            panic!("kubectl is required when CI is set, and it is not on PATH");
+        .output();
+    match found {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "this test needs kubectl, and `kubectl version --client` failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(err) => {
+            panic!("this test needs kubectl, and it cannot be run ({err}): put kubectl on PATH")
         }
-        eprintln!("kubectl not found: skipping");
     }
-    found
+}
+
+/// Poll `check` every 20 ms until it gives a value, for at most `within` (None if it never did).
+/// For waiting on something that appears asynchronously (a log line, a recorded request).
+pub async fn poll<T>(within: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Run kubectl with `kubeconfig`, a private cache dir and HOME under `home`, bounded to 60 s.
@@ -350,12 +373,9 @@ pub async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<Str
     Some(String::from_utf8_lossy(&head).into_owned())
 }
 
-/// A loopback address nobody listens on.
+/// A loopback address nobody listens on (a port that was free a moment ago).
 pub fn dead_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    free_port()
 }
 
 /// GET `path` on the plain-HTTP admin listener: status and body.

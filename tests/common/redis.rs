@@ -26,11 +26,6 @@ pub fn redis_binary() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 pub struct Redis {
     bin: PathBuf,
     port: u16,

@@ -388,7 +388,7 @@ mod tests {
             sink::{Auditor, Overflow, SinkKind, SinkSpec},
         },
         kubeconfig::{Kubeconfig, User},
-        pki::Ca,
+        test_pki::Ca,
     };
     use http_body_util::BodyExt;
     use hyper::{body::Incoming, service::service_fn, Response};

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
 use super::{clock, discovery::ResourceDef};
-use crate::k8s::Status;
+use portcullis::k8s::Status;
 
 /// How many events watches can resume from.
 pub const HISTORY: usize = 1000;
@@ -73,8 +73,8 @@ fn qualified(def: &ResourceDef) -> String {
     }
 }
 
-fn details(def: &ResourceDef, name: &str) -> crate::k8s::status::StatusDetails {
-    crate::k8s::status::StatusDetails {
+fn details(def: &ResourceDef, name: &str) -> portcullis::k8s::status::StatusDetails {
+    portcullis::k8s::status::StatusDetails {
         name: Some(name.to_string()),
         group: Some(def.group.to_string()).filter(|g| !g.is_empty()),
         kind: Some(def.plural.to_string()),
@@ -476,7 +476,7 @@ fn defaults(def: &ResourceDef, obj: &mut Value, name: &str, rv: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::discovery::find;
+    use crate::discovery::find;
 
     fn cm(name: &str) -> Value {
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"a": "1"}})

@@ -21,7 +21,7 @@ use super::{
     selectors::{FieldSelector, LabelSelector},
     table, watch, Sandbox,
 };
-use crate::{body::Body, k8s::Status};
+use portcullis::{body::Body, k8s::Status};
 
 /// Request body limit, as the apiserver's `MaxRequestBodyBytes`.
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -63,7 +63,9 @@ impl Query {
 
 /// A JSON response.
 pub fn json_response(code: StatusCode, v: &Value, content_type: &'static str) -> Response<Body> {
-    let mut r = Response::new(crate::body::full(serde_json::to_vec(v).unwrap_or_default()));
+    let mut r = Response::new(portcullis::body::full(
+        serde_json::to_vec(v).unwrap_or_default(),
+    ));
     *r.status_mut() = code;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

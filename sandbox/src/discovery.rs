@@ -8,7 +8,7 @@
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use serde_json::{json, Value};
 
-use crate::body::Body;
+use portcullis::body::Body;
 
 /// A subresource as discovery lists it.
 pub struct Sub {
@@ -430,11 +430,11 @@ pub fn aggregated_response(legacy: bool, headers: &HeaderMap) -> Response<Body> 
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == etag);
     let mut resp = if matches {
-        let mut r = Response::new(crate::body::empty());
+        let mut r = Response::new(portcullis::body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
-        Response::new(crate::body::full(bytes))
+        Response::new(portcullis::body::full(bytes))
     };
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(AGG_CT));

@@ -1,15 +1,24 @@
-//! In-memory Kubernetes API server ("sandbox") for the demo, tests and benches.
+//! portcullis-sandbox — everything the proxy does not ship: an in-memory Kubernetes API
+//! server ("sandbox") for the demo, tests and benches, the throwaway PKI (`pki`) and the demo
+//! wiring (`demo`: certificates, tokens, kubeconfigs and the generated config).
 //!
-//! Accepts: health and version endpoints, legacy and aggregated (v2) discovery, CRUD / list /
-//! watch / patch on a fixed catalogue of core, apps and batch resources, Table output for
-//! kubectl, `pods/log` (with follow) and `pods/exec` / `pods/attach` over WebSocket. Enforces no
-//! security at all and records every request (method, path, query, headers, peer) so tests
-//! can assert what an upstream would have seen. Rejects unknown paths with the apiserver's
-//! plain-text `404 page not found`; serves just enough OpenAPI v3 for `kubectl apply`.
-
+//! The sandbox accepts: health and version endpoints, legacy and aggregated (v2) discovery,
+//! CRUD / list / watch / patch on a fixed catalogue of core, apps and batch resources, Table
+//! output for kubectl, `pods/log` (with follow) and `pods/exec` / `pods/attach` over WebSocket.
+//! Enforces no security at all and records every request (method, path, query, headers, peer)
+//! so tests can assert what an upstream would have seen. Rejects unknown paths with the
+//! apiserver's plain-text `404 page not found`; serves just enough OpenAPI v3 for
+//! `kubectl apply`.
+//!
+//! It lives in its own crate so the proxy library neither contains nor depends on it (see
+//! "Workspace" in `ARCHITECTURE.md`).
+#![forbid(unsafe_code)]
 // Errors are `metav1.Status` values sent straight to the client; their size does not matter
 // in a test fixture.
 #![allow(clippy::result_large_err)]
+
+pub mod demo;
+pub mod pki;
 
 mod clock;
 mod discovery;
@@ -36,7 +45,7 @@ use serde_json::json;
 
 pub use run::{start, write_direct_kubeconfig, Running};
 
-use crate::{body::Body, server::ConnInfo};
+use portcullis::{body::Body, server::ConnInfo};
 
 /// How many requests the record keeps (the older half is dropped past this).
 const RECORDED_MAX: usize = 10_000;
@@ -139,7 +148,7 @@ impl Sandbox {
             .or_else(|| HeaderValue::from_str(&self.store().next_uid()).ok());
         let mut resp = self.route(req).await;
         if head {
-            *resp.body_mut() = crate::body::empty();
+            *resp.body_mut() = portcullis::body::empty();
         }
         let h = resp.headers_mut();
         if let Some(id) = audit_id {
@@ -234,7 +243,7 @@ fn ok_json(v: serde_json::Value) -> Response<Body> {
 }
 
 fn text(code: StatusCode, body: &'static str) -> Response<Body> {
-    let mut r = Response::new(crate::body::full(body));
+    let mut r = Response::new(portcullis::body::full(body));
     *r.status_mut() = code;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -267,9 +276,9 @@ pub(crate) trait IntoResponse {
     fn into_response(self) -> Response<Body>;
 }
 
-impl IntoResponse for crate::k8s::Status {
+impl IntoResponse for portcullis::k8s::Status {
     fn into_response(self) -> Response<Body> {
-        crate::refusal::render(self)
+        portcullis::refusal::render(self)
     }
 }
 

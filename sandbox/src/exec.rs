@@ -26,7 +26,7 @@ use tokio_tungstenite::{
 };
 
 use super::{discovery, rest::Query, Sandbox};
-use crate::{body::Body, k8s::Status};
+use portcullis::{body::Body, k8s::Status};
 
 const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
@@ -185,7 +185,7 @@ pub fn serve(
             Err(err) => tracing::debug!(%err, "exec upgrade failed"),
         }
     });
-    let mut resp = Response::new(crate::body::empty());
+    let mut resp = Response::new(portcullis::body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let rh = resp.headers_mut();
     rh.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response};
 
 use super::{clock, discovery, rest::Query, Sandbox};
-use crate::{body::Body, k8s::Status};
+use portcullis::{body::Body, k8s::Status};
 
 /// Lines every pod has logged "so far".
 const FIXED_LINES: usize = 3;
@@ -66,7 +66,7 @@ pub fn serve(sb: &Sandbox, ns: &str, pod: &str, q: &Query) -> Response<Body> {
         .map(|i| render(i + 1))
         .collect();
     let body = if q.flag("follow") {
-        let (tx, body) = crate::body::channel(4);
+        let (tx, body) = portcullis::body::channel(4);
         tokio::spawn(async move {
             for b in first {
                 if tx.send(b).await.is_err() {
@@ -87,7 +87,7 @@ pub fn serve(sb: &Sandbox, ns: &str, pod: &str, q: &Query) -> Response<Body> {
         });
         body
     } else {
-        crate::body::full(first.concat())
+        portcullis::body::full(first.concat())
     };
     let mut resp = Response::new(body);
     resp.headers_mut()

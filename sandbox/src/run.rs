@@ -9,12 +9,12 @@ use anyhow::{Context, Result};
 use base64::Engine;
 use tokio::task::JoinHandle;
 
-use super::Sandbox;
-use crate::{
-    pki::Ca,
+use portcullis::{
     server::{self, tls, ServeOptions},
     shutdown::{self, Trigger},
 };
+
+use crate::{pki::Ca, Sandbox};
 
 /// A sandbox serving on a socket.
 pub struct Running {

@@ -23,11 +23,12 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use crate::{
+use portcullis::{
     authn::jwt::mint::{self, Claims, Signer},
     kubeconfig::{write_private, Kubeconfig, User},
-    pki::Ca,
 };
+
+use crate::pki::Ca;
 
 /// The demo JWT issuer (never fetched: its keys are the local `jwks.json`).
 pub const ISSUER: &str = "https://portcullis-demo.local";
@@ -93,7 +94,7 @@ pub fn write(
     // Audit: the default policy, a checkpoint signing key, the log written in DIR.
     put("audit-policy.yaml", AUDIT_POLICY)?;
     let (audit_key, audit_pub, _) =
-        crate::audit::SigningKey::generate().map_err(|e| anyhow::anyhow!(e))?;
+        portcullis::audit::SigningKey::generate().map_err(|e| anyhow::anyhow!(e))?;
     put("audit-signing.key", &audit_key)?;
     put("audit-signing.pub", &audit_pub)?;
     let signer = Signer::from_pem(&signing_pem, Some(KID))?;
@@ -248,7 +249,7 @@ const SANITIZE: &str = r#"sanitize:
 "#;
 
 /// The default policy of `config/audit-policy.yaml`, written next to the demo config.
-const AUDIT_POLICY: &str = include_str!("../config/audit-policy.yaml");
+const AUDIT_POLICY: &str = include_str!("../../config/audit-policy.yaml");
 
 const AUDIT: &str = r#"audit:
   policy_file: audit-policy.yaml

@@ -22,7 +22,7 @@ use super::{
     store::Event,
     table, Sandbox,
 };
-use crate::{body::Body, k8s::Status};
+use portcullis::{body::Body, k8s::Status};
 
 /// How often a bookmark is sent when bookmarks were asked for.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
@@ -114,7 +114,7 @@ pub fn serve(
         headers_sent: false,
     };
     let start = sb.store().watch(def, filter.ns.as_deref(), from);
-    let (tx, body) = crate::body::channel(16);
+    let (tx, body) = portcullis::body::channel(16);
     match start {
         Err(oldest) => {
             let status = Status::failure(
@@ -205,7 +205,7 @@ async fn pump(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::discovery::find;
+    use crate::discovery::find;
     use http_body_util::BodyExt;
 
     fn start(sb: &Sandbox, query: &str) -> Body {
@@ -273,7 +273,7 @@ mod tests {
         assert_eq!(ev["object"]["metadata"]["name"], "a");
         // The stream ends by itself once timeoutSeconds passes.
         assert!(next_event(&mut body).await.is_none());
-        for i in 0..crate::sandbox::store::HISTORY + 1 {
+        for i in 0..crate::store::HISTORY + 1 {
             create(&sb, &format!("c{i}"), json!({}));
         }
         let mut body = start(&sb, &format!("watch=1&resourceVersion={rv}"));

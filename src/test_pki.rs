@@ -1,0 +1,94 @@
+//! Certificates for the library's own unit tests (test builds only): a CA, server and client
+//! certificates. The full throwaway PKI of `demo`, `sandbox` and the integration tests is
+//! `portcullis_sandbox::pki`; the library cannot depend on that crate, so its unit tests get
+//! this small copy (rcgen is a dev-dependency here).
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// A certificate with its key.
+pub struct Issued {
+    pub cert_pem: String,
+    pub cert_der: CertificateDer<'static>,
+    key_der: Vec<u8>,
+}
+
+impl Issued {
+    /// The private key in rustls form.
+    pub fn key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
+    }
+}
+
+/// A self-signed certificate authority.
+pub struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pub cert: Issued,
+}
+
+type Result<T> = std::result::Result<T, rcgen::Error>;
+
+impl Ca {
+    pub fn new(common_name: &str) -> Result<Ca> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name = dn(common_name, &[]);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key)?;
+        let issued = Issued {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().clone(),
+            key_der: key.serialize_der(),
+        };
+        Ok(Ca {
+            issuer: Issuer::new(params, key),
+            cert: issued,
+        })
+    }
+
+    /// A server certificate for the given DNS names / IP addresses.
+    pub fn server_cert(&self, names: &[&str]) -> Result<Issued> {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+        params.distinguished_name = dn(names.first().copied().unwrap_or("localhost"), &[]);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        self.sign(params)
+    }
+
+    /// A client certificate: CN = user, O = each group (Kubernetes x509 convention).
+    pub fn client_cert(&self, user: &str, groups: &[&str]) -> Result<Issued> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name = dn(user, groups);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        self.sign(params)
+    }
+
+    fn sign(&self, params: CertificateParams) -> Result<Issued> {
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().clone(),
+            key_der: key.serialize_der(),
+        })
+    }
+}
+
+fn dn(common_name: &str, organizations: &[&str]) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    for o in organizations {
+        dn.push(DnType::OrganizationName, *o);
+    }
+    dn
+}

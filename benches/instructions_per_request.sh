@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Instructions per request of one or more portcullis binaries, counted by callgrind: the number
+# does not move with other load on this shared 2-core machine, unlike req/s or CPU time, so it is
+# how we compare two builds (a refactor, an optimisation) without a quiet machine.
+#
+# Workload: the shared harness's (../shared/bench/portcullis.sh): TLS + HTTP/2, 32 connections x
+# 4 streams, a 2 KiB pod list from nginx, every guard on (JWT cached verify, a grant, the
+# limiter, sanitize, audit Metadata to a file, AUDIT_MODE default blocking). Each binary serves
+# 500 and then 2500 requests under callgrind; (Ir(2500) - Ir(500)) / 2000 is the per-request
+# cost with startup and TLS handshakes cancelled out.
+#
+# Needs: apt-get install -y valgrind nginx nghttp2-client
+# Usage: benches/instructions_per_request.sh TOOLS_BIN BIN [BIN...]   (TOOLS_BIN mints the keys)
+set -u
+W=$(mktemp -d -t ab.XXXX); chmod 755 "$W"; cd "$W"
+pids=(); cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }; trap cleanup EXIT
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca -keyout ca.key -out ca.crt 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost -keyout srv.key -out srv.csr 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > ext
+openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile ext -out srv.crt 2>/dev/null
+python3 -c '
+import json
+items=[{"metadata":{"name":f"web-{i}","namespace":"team-a","uid":f"0000-{i}","resourceVersion":str(1000+i),"labels":{"app":"web"}},"spec":{"containers":[{"name":"web","image":"nginx:1.25"}]},"status":{"phase":"Running"}} for i in range(8)]
+print(json.dumps({"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"2000"},"items":items}))' > pods.json
+cat > up.conf <<C
+worker_processes 1; pid $W/up.pid; error_log $W/up.err; daemon off;
+events { worker_connections 4096; }
+http { access_log off; server { listen 127.0.0.1:18443 ssl http2; ssl_certificate $W/srv.crt; ssl_certificate_key $W/srv.key; keepalive_requests 1000000;
+ location / { default_type application/json; root $W; try_files /pods.json =404; } } }
+C
+nginx -c "$W/up.conf" & pids+=($!)
+B1=$1
+"$B1" token keygen --out "$W/jwt" --kid bench >/dev/null
+key=$(ls "$W"/jwt/*.key "$W"/jwt/*.pem 2>/dev/null | head -1); jwks=$(ls "$W"/jwt/*.json | head -1)
+TOKEN=$("$B1" token issue --key "$key" --kid bench --issuer https://bench.local --audience portcullis --sub bench --group bench --ttl 2h)
+"$B1" audit keygen --out "$W/audit.key" >/dev/null 2>&1 || true
+printf 'bench-token\n' > up.token
+printf 'apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n' > policy.yaml
+cat > pc.yaml <<Y
+listen: {address: 127.0.0.1:18446, tls: {cert_file: $W/srv.crt, key_file: $W/srv.key}}
+admin: {address: 127.0.0.1:18447}
+authentication:
+  jwt:
+    - issuer: {url: https://bench.local, audiences: [portcullis], jwks_file: $jwks}
+      algorithms: [ES256]
+      claim_mappings: {username: {claim: sub, prefix: ""}, groups: {claim: groups, prefix: ""}}
+authorization:
+  grants:
+    - name: bench
+      subjects: [{group: bench}]
+      rules: [{namespaces: [team-a], verbs: [get, list, watch], api_groups: [""], resources: [pods]}]
+rate_limits:
+  mode: enforce
+  default: {reads: {rate: 1000000/s, burst: 1000000}, writes: {rate: 10/s, burst: 10}, watches: 10, sessions: 1}
+sanitize: {}
+audit:
+  policy_file: $W/policy.yaml
+  signing_key_file: $W/audit.key
+  sinks:
+    - name: file
+      file: {path: $W/audit.log}
+      mode: ${AUDIT_MODE:-blocking}
+upstream: {url: https://127.0.0.1:18443, ca_file: $W/ca.crt, credentials: {token_file: $W/up.token}}
+Y
+sleep 1
+shift
+for B in "$@"; do
+ for n in 500 2500; do
+  rm -f audit.log* cg.out
+  TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file=cg.out "$B" serve --config pc.yaml > pc.log 2>&1 & p=$!
+  for _ in $(seq 1 300); do (exec 3<>/dev/tcp/127.0.0.1/18446) 2>/dev/null && break; sleep 0.2; done
+  h2load -n "$n" -c 32 -m 4 -t 1 -H "authorization: Bearer $TOKEN" https://127.0.0.1:18446/api/v1/namespaces/team-a/pods > h2.out 2>&1
+  kill $p; wait $p 2>/dev/null
+  ir=$(grep -m1 "^summary:" cg.out | awk '{print $2}')
+  ok=$(sed -n "s/^status codes: \([0-9]*\) 2xx.*/\1/p" h2.out)
+  echo "$B n=$n 2xx=$ok Ir=$ir"
+  eval "ir_$n=$ir"
+ done
+ echo "$B instructions/request=$(( (ir_2500 - ir_500) / 2000 ))"
+done

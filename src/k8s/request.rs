@@ -48,13 +48,23 @@
 //!   malformed `labelSelector` makes the apiserver ignore the field selector's name; we would still
 //!   fill [`RequestInfo::name`]. That only narrows what we authorise; the apiserver then rejects
 //!   the malformed selector itself.
+//!
+//! Parts: `path.rs` validates and decodes the path, `query.rs` parses the query and the
+//! `ListOptions` fields; this file resolves them into a [`RequestInfo`].
 
-use std::fmt;
-
-use std::borrow::Cow;
+use std::{borrow::Cow, fmt};
 
 use http::header::{CONNECTION, UPGRADE};
 use http::{HeaderMap, Method, Uri};
+
+mod path;
+mod query;
+
+use path::decode_path;
+use query::{
+    field_selector_exact_match, go_equal_fold_false, is_valid_path_segment_name,
+    list_options_decode, parse_query, query_first, QueryPair,
+};
 
 /// What the apiserver would put in its `RequestInfo`, plus what a proxy needs on top.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,119 +221,16 @@ fn resolve(
     segments: &[Cow<'_, str>],
     query: &[QueryPair<'_>],
 ) -> Result<(), PathError> {
-    if segments.len() < 3 {
-        return Ok(());
-    }
-    let Some((prefix, mut cur)) = segments.split_first() else {
+    let Some(cur) = api_version(info, segments) else {
         return Ok(());
     };
-    if prefix != "api" && prefix != "apis" {
-        return Ok(());
-    }
-    // Like Go, APIPrefix is recorded even when `/apis/{group}/{version}` then turns out to be a
-    // non-resource (discovery) request.
-    info.api_prefix = prefix.to_string();
-
-    if prefix == "apis" {
-        // One part (the prefix) is consumed: "do we have four parts?"
-        if cur.len() < 3 {
-            return Ok(());
-        }
-        let Some((group, rest)) = cur.split_first() else {
-            return Ok(());
-        };
-        info.api_group = group.to_string();
-        cur = rest;
-    }
-
-    let Some((version, rest)) = cur.split_first() else {
-        return Ok(());
-    };
-    info.is_resource_request = true;
-    info.api_version = version.to_string();
-    cur = rest;
-
-    // /{specialVerb}/* (deprecated watch and proxy prefixes)
-    let mut verb_via_path_prefix = false;
-    let special = match cur.first().map(|s| s.as_ref()) {
-        Some("watch") => Some("watch"),
-        Some("proxy") => Some("proxy"),
-        _ => None,
-    };
-    if let Some(verb) = special {
-        if cur.len() < 2 {
-            return Err(PathError::MissingResourceAfterVerb(verb));
-        }
-        info.verb = verb.to_owned();
-        cur = cur.get(1..).unwrap_or_default();
-        verb_via_path_prefix = true;
-    } else {
-        info.verb = match method.as_str() {
-            "POST" => "create",
-            "GET" | "HEAD" => "get",
-            "PUT" => "update",
-            "PATCH" => "patch",
-            "DELETE" => "delete",
-            _ => "",
-        }
-        .to_owned();
-    }
-
-    // /namespaces/{namespace}/{resource}/*: re-base parts onto the resource, unless the third
-    // segment is a namespace subresource.
-    if cur.first().map(|s| s.as_ref()) == Some("namespaces") {
-        if let Some(ns) = cur.get(1) {
-            info.namespace = ns.to_string();
-            if let Some(third) = cur.get(2) {
-                if third != "status" && third != "finalize" {
-                    cur = cur.get(2..).unwrap_or_default();
-                }
-            }
-        }
-    }
-
-    info.parts = cur.iter().map(|s| s.to_string()).collect();
-    // resource/name/subresource/other/stuff/we/don't/interpret; the proxy prefix takes no
-    // subresource.
-    if info.verb != "proxy" {
-        if let Some(sub) = cur.get(2) {
-            info.subresource = sub.to_string();
-        }
-    }
-    if let Some(name) = cur.get(1) {
-        info.name = name.to_string();
-    }
-    if let Some(resource) = cur.first() {
-        info.resource = resource.to_string();
-    }
+    let (cur, verb_via_path_prefix) = verb(info, method, cur)?;
+    let cur = namespace(info, cur);
+    resource_name_subresource(info, cur);
 
     // No name and a get: it is a list or a watch.
     if info.name.is_empty() && info.verb == "get" {
-        let watch_values = query_first(query, "watch");
-        let (watch, name) = if list_options_decode(query) {
-            let name = match query_first(query, "fieldSelector") {
-                Some(sel) => match field_selector_exact_match(sel, "metadata.name") {
-                    Ok(Some(name)) if is_valid_path_segment_name(&name) => Some(name),
-                    _ => None,
-                },
-                None => None,
-            };
-            // runtime.Convert_Slice_string_To_bool: "0" or EqualFold "false" → false.
-            let watch = watch_values.is_some_and(|v| v != "0" && !go_equal_fold_false(v));
-            (watch, name)
-        } else {
-            // Decoding failed: opts are reset, but `watch` is still honoured, with
-            // strings.ToLower instead of EqualFold.
-            let watch = watch_values.is_some_and(|v| {
-                let lower = v.to_lowercase();
-                lower != "false" && lower != "0"
-            });
-            (watch, None)
-        };
-        info.verb = if watch { "watch" } else { "list" }.to_owned();
-        if let Some(name) = name {
-            info.name = name;
-        }
+        list_or_watch(info, query);
     }
 
     // No name and a delete: it is a deletecollection.
@@ -342,6 +249,134 @@ fn resolve(
             .map(str::to_owned);
     }
     Ok(())
+}
+
+/// `/api/{version}` or `/apis/{group}/{version}`: records prefix, group and version and returns
+/// the segments after them; `None` for a non-resource request.
+fn api_version<'s, 'a>(
+    info: &mut RequestInfo,
+    segments: &'s [Cow<'a, str>],
+) -> Option<&'s [Cow<'a, str>]> {
+    if segments.len() < 3 {
+        return None;
+    }
+    let (prefix, mut cur) = segments.split_first()?;
+    if prefix != "api" && prefix != "apis" {
+        return None;
+    }
+    // Like Go, APIPrefix is recorded even when `/apis/{group}/{version}` then turns out to be a
+    // non-resource (discovery) request.
+    info.api_prefix = prefix.to_string();
+
+    if prefix == "apis" {
+        // One part (the prefix) is consumed: "do we have four parts?"
+        if cur.len() < 3 {
+            return None;
+        }
+        let (group, rest) = cur.split_first()?;
+        info.api_group = group.to_string();
+        cur = rest;
+    }
+
+    let (version, rest) = cur.split_first()?;
+    info.is_resource_request = true;
+    info.api_version = version.to_string();
+    Some(rest)
+}
+
+/// The verb: from a deprecated `/watch/` or `/proxy/` prefix (consumed; true returned with the
+/// rest), or else from the method.
+fn verb<'s, 'a>(
+    info: &mut RequestInfo,
+    method: &Method,
+    cur: &'s [Cow<'a, str>],
+) -> Result<(&'s [Cow<'a, str>], bool), PathError> {
+    // /{specialVerb}/* (deprecated watch and proxy prefixes)
+    let special = match cur.first().map(|s| s.as_ref()) {
+        Some("watch") => Some("watch"),
+        Some("proxy") => Some("proxy"),
+        _ => None,
+    };
+    if let Some(verb) = special {
+        if cur.len() < 2 {
+            return Err(PathError::MissingResourceAfterVerb(verb));
+        }
+        info.verb = verb.to_owned();
+        return Ok((cur.get(1..).unwrap_or_default(), true));
+    }
+    info.verb = match method.as_str() {
+        "POST" => "create",
+        "GET" | "HEAD" => "get",
+        "PUT" => "update",
+        "PATCH" => "patch",
+        "DELETE" => "delete",
+        _ => "",
+    }
+    .to_owned();
+    Ok((cur, false))
+}
+
+/// `/namespaces/{namespace}/{resource}/*`: records the namespace and re-bases the parts onto
+/// the resource, unless the third segment is a namespace subresource.
+fn namespace<'s, 'a>(info: &mut RequestInfo, cur: &'s [Cow<'a, str>]) -> &'s [Cow<'a, str>] {
+    if cur.first().map(|s| s.as_ref()) == Some("namespaces") {
+        if let Some(ns) = cur.get(1) {
+            info.namespace = ns.to_string();
+            if let Some(third) = cur.get(2) {
+                if third != "status" && third != "finalize" {
+                    return cur.get(2..).unwrap_or_default();
+                }
+            }
+        }
+    }
+    cur
+}
+
+/// resource/name/subresource/other/stuff/we/don't/interpret; the proxy prefix takes no
+/// subresource.
+fn resource_name_subresource(info: &mut RequestInfo, cur: &[Cow<'_, str>]) {
+    info.parts = cur.iter().map(|s| s.to_string()).collect();
+    if info.verb != "proxy" {
+        if let Some(sub) = cur.get(2) {
+            info.subresource = sub.to_string();
+        }
+    }
+    if let Some(name) = cur.get(1) {
+        info.name = name.to_string();
+    }
+    if let Some(resource) = cur.first() {
+        info.resource = resource.to_string();
+    }
+}
+
+/// A get without a name: `watch` or `list` as the apiserver decodes `ListOptions`, with the
+/// name from a `metadata.name` field selector.
+fn list_or_watch(info: &mut RequestInfo, query: &[QueryPair<'_>]) {
+    let watch_values = query_first(query, "watch");
+    let (watch, name) = if list_options_decode(query) {
+        let name = match query_first(query, "fieldSelector") {
+            Some(sel) => match field_selector_exact_match(sel, "metadata.name") {
+                Ok(Some(name)) if is_valid_path_segment_name(&name) => Some(name),
+                _ => None,
+            },
+            None => None,
+        };
+        // runtime.Convert_Slice_string_To_bool: "0" or EqualFold "false" → false.
+        let watch = watch_values.is_some_and(|v| v != "0" && !go_equal_fold_false(v));
+        (watch, name)
+    } else {
+        // Decoding failed: opts are reset, but `watch` is still honoured, with
+        // strings.ToLower instead of EqualFold.
+        let watch = watch_values.is_some_and(|v| {
+            let lower = v.to_lowercase();
+            lower != "false" && lower != "0"
+        });
+        (watch, None)
+    };
+    info.verb = if watch { "watch" } else { "list" }.to_owned();
+    if let Some(name) = name {
+        info.name = name;
+    }
 }
 
 /// `BasicLongRunningRequestCheck(verbs={watch, proxy},
@@ -403,268 +438,6 @@ impl RequestInfo {
         };
         query_first(&query, "follow").is_some_and(|v| v != "0" && !go_equal_fold_false(v))
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Path validation and decoding
-
-/// Validates the raw path and returns (decoded path, decoded segments).
-fn decode_path(raw: &str) -> Result<(String, Vec<Cow<'_, str>>), PathError> {
-    let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
-    let mut segments = Vec::new();
-    let mut trailing_slash = false;
-    if !rest.is_empty() {
-        let mut iter = rest.split('/').peekable();
-        while let Some(seg) = iter.next() {
-            if seg.is_empty() {
-                if iter.peek().is_none() && !segments.is_empty() {
-                    // The one trailing slash the apiserver trims.
-                    trailing_slash = true;
-                    continue;
-                }
-                return Err(PathError::EmptySegment);
-            }
-            let decoded = decode_segment(seg)?;
-            if decoded == "." || decoded == ".." {
-                return Err(PathError::DotSegment);
-            }
-            segments.push(decoded);
-        }
-    }
-    let mut path = String::with_capacity(raw.len());
-    for seg in &segments {
-        path.push('/');
-        path.push_str(seg);
-    }
-    if trailing_slash || segments.is_empty() {
-        path.push('/');
-    }
-    Ok((path, segments))
-}
-
-fn decode_segment(seg: &str) -> Result<Cow<'_, str>, PathError> {
-    // Fast path: nothing to decode. (A `Uri` path is ASCII; anything unusual takes the slow path.)
-    if seg
-        .bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'%' && b != b'\\')
-    {
-        return Ok(Cow::Borrowed(seg));
-    }
-    let mut out = Vec::with_capacity(seg.len());
-    let mut bytes = seg.bytes();
-    while let Some(b) = bytes.next() {
-        let byte = if b == b'%' {
-            let hi = bytes.next().and_then(hex_value);
-            let lo = bytes.next().and_then(hex_value);
-            let (Some(hi), Some(lo)) = (hi, lo) else {
-                return Err(PathError::InvalidPercentEncoding);
-            };
-            let v = (hi << 4) | lo;
-            match v {
-                b'/' => return Err(PathError::EncodedSlash),
-                b'\\' => return Err(PathError::EncodedBackslash),
-                _ => {}
-            }
-            v
-        } else {
-            if b == b'\\' {
-                return Err(PathError::Backslash);
-            }
-            b
-        };
-        if byte < 0x20 || byte == 0x7f {
-            return Err(PathError::ControlCharacter);
-        }
-        out.push(byte);
-    }
-    let s = String::from_utf8(out).map_err(|_| PathError::InvalidUtf8)?;
-    if s.chars().any(char::is_control) {
-        // C1 controls such as U+0085 (NEL).
-        return Err(PathError::ControlCharacter);
-    }
-    Ok(Cow::Owned(s))
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Query parsing (Go url.ParseQuery, strict about escapes)
-
-/// One decoded `key=value` pair of the query, borrowed when nothing needed decoding.
-type QueryPair<'a> = (Cow<'a, str>, Cow<'a, str>);
-
-fn parse_query(query: Option<&str>) -> Result<Vec<QueryPair<'_>>, PathError> {
-    let mut pairs = Vec::new();
-    let Some(query) = query else {
-        return Ok(pairs);
-    };
-    for part in query.split('&') {
-        // Go >= 1.17 drops a pair containing ';' (and reports an error Query() ignores).
-        if part.is_empty() || part.contains(';') {
-            continue;
-        }
-        let (key, value) = part.split_once('=').unwrap_or((part, ""));
-        pairs.push((query_unescape(key)?, query_unescape(value)?));
-    }
-    Ok(pairs)
-}
-
-fn query_unescape(s: &str) -> Result<Cow<'_, str>, PathError> {
-    if !s.bytes().any(|b| b == b'%' || b == b'+') {
-        return Ok(Cow::Borrowed(s));
-    }
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        match b {
-            b'%' => {
-                let hi = bytes.next().and_then(hex_value);
-                let lo = bytes.next().and_then(hex_value);
-                let (Some(hi), Some(lo)) = (hi, lo) else {
-                    return Err(PathError::InvalidQueryEncoding);
-                };
-                out.push((hi << 4) | lo);
-            }
-            b'+' => out.push(b' '),
-            _ => out.push(b),
-        }
-    }
-    String::from_utf8(out)
-        .map(Cow::Owned)
-        .map_err(|_| PathError::InvalidQueryUtf8)
-}
-
-/// Go's `url.Values[key][0]`.
-fn query_first<'a>(query: &'a [QueryPair<'_>], key: &str) -> Option<&'a str> {
-    query
-        .iter()
-        .find(|(k, _)| k.as_ref() == key)
-        .map(|(_, v)| v.as_ref())
-}
-
-/// `strings.EqualFold(v, "false")`. Go folds Unicode simple case: besides ASCII case, `ſ`
-/// (U+017F) folds to `s`. No other non-ASCII character folds to a letter of "false".
-fn go_equal_fold_false(v: &str) -> bool {
-    let mut chars = v.chars();
-    for want in "false".chars() {
-        match chars.next() {
-            Some(c) if c.to_ascii_lowercase() == want => {}
-            Some('\u{17F}') if want == 's' => {}
-            _ => return false,
-        }
-    }
-    chars.next().is_none()
-}
-
-/// Whether `metainternalversionscheme.ParameterCodec.DecodeParameters` into `ListOptions` would
-/// succeed, as far as we model it: the field selector must parse, `timeoutSeconds` and `limit`
-/// must be 64-bit integers. (The label-selector grammar is not modelled; see the module doc.)
-fn list_options_decode(query: &[QueryPair<'_>]) -> bool {
-    if let Some(sel) = query_first(query, "fieldSelector") {
-        if field_selector_exact_match(sel, "metadata.name").is_err() {
-            return false;
-        }
-    }
-    for key in ["timeoutSeconds", "limit"] {
-        if let Some(v) = query_first(query, key) {
-            if v.parse::<i64>().is_err() {
-                return false;
-            }
-        }
-    }
-    true
-}
-
-/// `fields.ParseSelector(sel)` followed by `RequiresExactMatch(field)`.
-///
-/// Terms are split on unescaped `,`, sorted, empty ones skipped; each splits at the first `!=`,
-/// `==` or `=`; the value is unescaped (`\\`, `\,`, `\=`). `=` and `==` are exact-match terms.
-/// Like Go's `andTerm`, the first exact-match term for `field` in sorted order wins.
-/// `Err(())` when the selector does not parse.
-fn field_selector_exact_match(sel: &str, field: &str) -> Result<Option<String>, ()> {
-    let mut terms = split_terms(sel);
-    terms.sort_unstable();
-    let mut found = None;
-    for term in terms {
-        if term.is_empty() {
-            continue;
-        }
-        let (lhs, op, rhs) = split_term(term).ok_or(())?;
-        let value = unescape_selector_value(rhs)?;
-        if found.is_none() && op != "!=" && lhs == field {
-            found = Some(value);
-        }
-    }
-    Ok(found)
-}
-
-fn split_terms(sel: &str) -> Vec<&str> {
-    if sel.is_empty() {
-        return Vec::new();
-    }
-    let mut terms = Vec::new();
-    let mut start = 0;
-    let mut in_slash = false;
-    for (i, c) in sel.char_indices() {
-        if in_slash {
-            in_slash = false;
-        } else if c == '\\' {
-            in_slash = true;
-        } else if c == ',' {
-            terms.push(sel.get(start..i).unwrap_or_default());
-            start = i + 1;
-        }
-    }
-    terms.push(sel.get(start..).unwrap_or_default());
-    terms
-}
-
-fn split_term(term: &str) -> Option<(&str, &'static str, &str)> {
-    for (i, _) in term.char_indices() {
-        let remaining = term.get(i..)?;
-        for op in ["!=", "==", "="] {
-            if remaining.starts_with(op) {
-                return Some((term.get(..i)?, op, term.get(i + op.len()..)?));
-            }
-        }
-    }
-    None
-}
-
-fn unescape_selector_value(s: &str) -> Result<String, ()> {
-    let mut out = String::with_capacity(s.len());
-    let mut in_slash = false;
-    for c in s.chars() {
-        if in_slash {
-            match c {
-                '\\' | ',' | '=' => out.push(c),
-                _ => return Err(()),
-            }
-            in_slash = false;
-            continue;
-        }
-        match c {
-            '\\' => in_slash = true,
-            ',' | '=' => return Err(()),
-            _ => out.push(c),
-        }
-    }
-    if in_slash {
-        return Err(());
-    }
-    Ok(out)
-}
-
-/// `path.IsValidPathSegmentName`: not `.` or `..`, no `/` or `%`.
-fn is_valid_path_segment_name(name: &str) -> bool {
-    name != "." && name != ".." && !name.contains('/') && !name.contains('%')
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -128,54 +128,13 @@ where
             let policy = rec
                 .as_ref()
                 .and_then(|_| pss_policy(&layer.sanitizer, &info, &identity));
-            let (body, verdict) = match checked {
+            let (body, mut verdict) = match checked {
                 Ok(passed) => passed,
                 Err(refusal) => {
-                    if matches!(refusal, Refusal::PodSecurity(_)) {
-                        layer.pss_seen("enforce");
-                    }
-                    if let Some(rec) = &rec {
-                        rec.with(|r| {
-                            r.annotate("portcullis.io/sanitize", "refused");
-                            if let Some(p) = policy {
-                                r.annotate("pod-security.kubernetes.io/enforce-policy", p);
-                            }
-                        });
-                    }
-                    let resp = refusal.respond();
-                    if let Some(r) = resp.extensions().get::<crate::refusal::Refused>() {
-                        tracing::info!(user = %identity.user, verb = %info.verb, path = %info.path, code = r.code, reason = %r.reason, "request body refused");
-                    }
-                    return Ok(resp);
+                    return Ok(layer.refused(refusal, rec.as_ref(), policy, &identity, &info));
                 }
             };
-            let mut verdict = verdict;
-            if let Some(rec) = &rec {
-                rec.with(|r| {
-                    if verdict.inspected {
-                        r.annotate("portcullis.io/sanitize", "inspected");
-                    }
-                    if let Some(b) = verdict.body.take() {
-                        r.request_object(b);
-                    }
-                    if let Some(p) = policy {
-                        r.annotate("pod-security.kubernetes.io/enforce-policy", p);
-                    }
-                    if !verdict.audit.is_empty() {
-                        r.annotate(
-                            "pod-security.kubernetes.io/audit-violations",
-                            verdict.audit.join("; "),
-                        );
-                    }
-                });
-            }
-            if !verdict.audit.is_empty() {
-                tracing::info!(user = %identity.user, path = %info.path, violations = ?verdict.audit, "pod security audit");
-                layer.pss_seen("audit");
-            }
-            if verdict.pss_warned {
-                layer.pss_seen("warn");
-            }
+            layer.record(&mut verdict, rec.as_ref(), policy, &identity, &info);
             let mut resp = call_boxed(&mut inner, Request::from_parts(parts, body)).await?;
             for w in stage::warning_headers(&verdict.warnings) {
                 resp.headers_mut().append(http::header::WARNING, w);
@@ -197,6 +156,72 @@ where
 }
 
 impl SanitizeLayer {
+    /// A refused body: counted (enforce), noted in the audit record, logged; the refusal's
+    /// response.
+    fn refused(
+        &self,
+        refusal: Refusal,
+        rec: Option<&AuditRecord>,
+        policy: Option<String>,
+        identity: &Identity,
+        info: &RequestInfo,
+    ) -> Response<Body> {
+        if matches!(refusal, Refusal::PodSecurity(_)) {
+            self.pss_seen("enforce");
+        }
+        if let Some(rec) = rec {
+            rec.with(|r| {
+                r.annotate("portcullis.io/sanitize", "refused");
+                if let Some(p) = policy {
+                    r.annotate("pod-security.kubernetes.io/enforce-policy", p);
+                }
+            });
+        }
+        let resp = refusal.respond();
+        if let Some(r) = resp.extensions().get::<crate::refusal::Refused>() {
+            tracing::info!(user = %identity.user, verb = %info.verb, path = %info.path, code = r.code, reason = %r.reason, "request body refused");
+        }
+        resp
+    }
+
+    /// A passed body: what the stage did goes into the audit record (moving the kept body
+    /// there), audit and warn violations are logged and counted.
+    fn record(
+        &self,
+        verdict: &mut stage::Verdict,
+        rec: Option<&AuditRecord>,
+        policy: Option<String>,
+        identity: &Identity,
+        info: &RequestInfo,
+    ) {
+        if let Some(rec) = rec {
+            rec.with(|r| {
+                if verdict.inspected {
+                    r.annotate("portcullis.io/sanitize", "inspected");
+                }
+                if let Some(b) = verdict.body.take() {
+                    r.request_object(b);
+                }
+                if let Some(p) = policy {
+                    r.annotate("pod-security.kubernetes.io/enforce-policy", p);
+                }
+                if !verdict.audit.is_empty() {
+                    r.annotate(
+                        "pod-security.kubernetes.io/audit-violations",
+                        verdict.audit.join("; "),
+                    );
+                }
+            });
+        }
+        if !verdict.audit.is_empty() {
+            tracing::info!(user = %identity.user, path = %info.path, violations = ?verdict.audit, "pod security audit");
+            self.pss_seen("audit");
+        }
+        if verdict.pss_warned {
+            self.pss_seen("warn");
+        }
+    }
+
     fn pss_seen(&self, mode: &'static str) {
         self.metrics
             .pod_security

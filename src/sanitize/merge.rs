@@ -68,33 +68,9 @@ fn merge_at(target: &mut Value, patch: &Value, mode: Mode, at: &str) -> Result<(
         *target = patch.clone();
         return Ok(());
     };
-    let directive = |k: &str| -> Result<(), String> {
-        if mode == Mode::Apply {
-            Err(format!(
-                "{}: {k:?} is not allowed in an apply patch",
-                child_path(at, "")
-            ))
-        } else {
-            Ok(())
-        }
-    };
     if let Some(p) = pmap.get("$patch") {
-        directive("$patch")?;
-        match p.as_str() {
-            Some("replace") => {
-                let mut fresh = Value::Object(Map::new());
-                let mut rest = pmap.clone();
-                rest.remove("$patch");
-                merge_at(&mut fresh, &Value::Object(rest), mode, at)?;
-                *target = fresh;
-                return Ok(());
-            }
-            Some("delete") => {
-                *target = Value::Null;
-                return Ok(());
-            }
-            Some("merge") => {}
-            _ => return Err(format!("{at}: unknown $patch value {p}")),
+        if map_patch_directive(target, pmap, p, mode, at)? {
+            return Ok(());
         }
     }
     if !target.is_object() {
@@ -108,90 +84,169 @@ fn merge_at(target: &mut Value, patch: &Value, mode: Mode, at: &str) -> Result<(
         if k == "$patch" {
             continue;
         }
-        if k == "$retainKeys" {
-            directive(k)?;
-            let keys = v
-                .as_array()
-                .ok_or_else(|| format!("{at}: $retainKeys must be a list"))?;
-            retain = Some(
-                keys.iter()
-                    .map(|x| {
-                        x.as_str()
-                            .map(str::to_owned)
-                            .ok_or_else(|| format!("{at}: $retainKeys entries must be strings"))
-                    })
-                    .collect::<Result<_, _>>()?,
-            );
-            continue;
-        }
-        if k.starts_with(SET_ORDER) {
-            directive(k)?;
-            continue;
-        }
-        if let Some(field) = k.strip_prefix(DELETE_FROM) {
-            directive(k)?;
-            let gone = v
-                .as_array()
-                .ok_or_else(|| format!("{at}: {k} must be a list"))?;
-            if let Some(Value::Array(items)) = tmap.get_mut(field) {
-                items.retain(|x| !gone.contains(x));
-            }
-            continue;
-        }
         if k.starts_with('$') {
-            return Err(format!("{}: unknown directive {k:?}", child_path(at, k)));
+            if let Some(keys) = key_directive(tmap, k, v, mode, at)? {
+                retain = Some(keys);
+            }
+            continue;
         }
-        let here = child_path(at, k);
-        match v {
-            Value::Null => {
-                tmap.remove(k);
-            }
-            Value::Object(_) => {
-                let slot = tmap.entry(k.clone()).or_insert(Value::Null);
-                merge_at(slot, v, mode, &here)?;
-                if slot.is_null() {
-                    tmap.remove(k);
-                }
-            }
-            Value::Array(items) => {
-                if k == "finalizers" {
-                    no_directives(v, mode, &here)?;
-                    let mut list = match tmap.remove(k) {
-                        Some(Value::Array(l)) => l,
-                        _ => Vec::new(),
-                    };
-                    for item in items {
-                        if !list.contains(item) {
-                            list.push(item.clone());
-                        }
-                    }
-                    tmap.insert(k.clone(), Value::Array(list));
-                } else if let Some(key) = merge_key(k).map(|key| {
-                    // A Service's `ports` merge by `port`, a container's by `containerPort`.
-                    if k == "ports" && items.iter().all(|i| i.get("containerPort").is_none()) {
-                        "port"
-                    } else {
-                        key
-                    }
-                }) {
-                    let mut list = match tmap.remove(k) {
-                        Some(Value::Array(l)) => l,
-                        _ => Vec::new(),
-                    };
-                    merge_list(&mut list, items, key, mode, &here)?;
-                    tmap.insert(k.clone(), Value::Array(list));
-                } else {
-                    no_directives(v, mode, &here)?;
-                    tmap.insert(k.clone(), v.clone());
-                }
-            }
-            _ => {
-                tmap.insert(k.clone(), v.clone());
-            }
-        }
+        merge_field(tmap, k, v, mode, &child_path(at, k))?;
     }
     if let Some(keep) = retain {
         tmap.retain(|k, _| keep.iter().any(|r| r == k));
+    }
+    Ok(())
+}
+
+/// Directives are allowed in strategic patches only.
+fn directive_allowed(mode: Mode, at: &str, k: &str) -> Result<(), String> {
+    if mode == Mode::Apply {
+        Err(format!(
+            "{}: {k:?} is not allowed in an apply patch",
+            child_path(at, "")
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A map's own `$patch` (`p`): `replace` and `delete` decide `target` here (true); `merge`
+/// leaves the ordinary merge to the caller (false).
+fn map_patch_directive(
+    target: &mut Value,
+    pmap: &Map<String, Value>,
+    p: &Value,
+    mode: Mode,
+    at: &str,
+) -> Result<bool, String> {
+    directive_allowed(mode, at, "$patch")?;
+    match p.as_str() {
+        Some("replace") => {
+            let mut fresh = Value::Object(Map::new());
+            let mut rest = pmap.clone();
+            rest.remove("$patch");
+            merge_at(&mut fresh, &Value::Object(rest), mode, at)?;
+            *target = fresh;
+            Ok(true)
+        }
+        Some("delete") => {
+            *target = Value::Null;
+            Ok(true)
+        }
+        Some("merge") => Ok(false),
+        _ => Err(format!("{at}: unknown $patch value {p}")),
+    }
+}
+
+/// A `$` key among a map's fields: `$deleteFromPrimitiveList/<f>` is applied to `tmap`,
+/// `$setElementOrder/<f>` ignored, and `$retainKeys` returned for the caller to apply after
+/// the merge; any other is an error.
+fn key_directive(
+    tmap: &mut Map<String, Value>,
+    k: &str,
+    v: &Value,
+    mode: Mode,
+    at: &str,
+) -> Result<Option<Vec<String>>, String> {
+    if k == "$retainKeys" {
+        directive_allowed(mode, at, k)?;
+        let keys = v
+            .as_array()
+            .ok_or_else(|| format!("{at}: $retainKeys must be a list"))?;
+        return Ok(Some(
+            keys.iter()
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| format!("{at}: $retainKeys entries must be strings"))
+                })
+                .collect::<Result<_, _>>()?,
+        ));
+    }
+    if k.starts_with(SET_ORDER) {
+        directive_allowed(mode, at, k)?;
+        return Ok(None);
+    }
+    if let Some(field) = k.strip_prefix(DELETE_FROM) {
+        directive_allowed(mode, at, k)?;
+        let gone = v
+            .as_array()
+            .ok_or_else(|| format!("{at}: {k} must be a list"))?;
+        if let Some(Value::Array(items)) = tmap.get_mut(field) {
+            items.retain(|x| !gone.contains(x));
+        }
+        return Ok(None);
+    }
+    Err(format!("{}: unknown directive {k:?}", child_path(at, k)))
+}
+
+/// One ordinary field of a map patch: `null` deletes, a map merges, a list merges or replaces
+/// (see [`merge_list_field`]), anything else replaces.
+fn merge_field(
+    tmap: &mut Map<String, Value>,
+    k: &str,
+    v: &Value,
+    mode: Mode,
+    here: &str,
+) -> Result<(), String> {
+    match v {
+        Value::Null => {
+            tmap.remove(k);
+        }
+        Value::Object(_) => {
+            let slot = tmap.entry(k.to_owned()).or_insert(Value::Null);
+            merge_at(slot, v, mode, here)?;
+            if slot.is_null() {
+                tmap.remove(k);
+            }
+        }
+        Value::Array(items) => merge_list_field(tmap, k, v, items, mode, here)?,
+        _ => {
+            tmap.insert(k.to_owned(), v.clone());
+        }
+    }
+    Ok(())
+}
+
+/// A list field: `finalizers` is a union, a keyed list merges by its key, any other list is
+/// replaced whole.
+fn merge_list_field(
+    tmap: &mut Map<String, Value>,
+    k: &str,
+    v: &Value,
+    items: &[Value],
+    mode: Mode,
+    here: &str,
+) -> Result<(), String> {
+    if k == "finalizers" {
+        no_directives(v, mode, here)?;
+        let mut list = match tmap.remove(k) {
+            Some(Value::Array(l)) => l,
+            _ => Vec::new(),
+        };
+        for item in items {
+            if !list.contains(item) {
+                list.push(item.clone());
+            }
+        }
+        tmap.insert(k.to_owned(), Value::Array(list));
+    } else if let Some(key) = merge_key(k).map(|key| {
+        // A Service's `ports` merge by `port`, a container's by `containerPort`.
+        if k == "ports" && items.iter().all(|i| i.get("containerPort").is_none()) {
+            "port"
+        } else {
+            key
+        }
+    }) {
+        let mut list = match tmap.remove(k) {
+            Some(Value::Array(l)) => l,
+            _ => Vec::new(),
+        };
+        merge_list(&mut list, items, key, mode, here)?;
+        tmap.insert(k.to_owned(), Value::Array(list));
+    } else {
+        no_directives(v, mode, here)?;
+        tmap.insert(k.to_owned(), v.clone());
     }
     Ok(())
 }

@@ -26,7 +26,7 @@ use http_body_util::{BodyExt, Limited};
 
 use super::{
     judge::{self, Current},
-    parse::{self, BodyKind, ParseError},
+    parse::{self, BodyKind, ParseError, Parsed},
     policy::{BinaryBodies, Sanitizer},
 };
 use crate::{
@@ -81,6 +81,48 @@ where
         return Ok((body::boxed(incoming), Verdict::default()));
     }
     let (cap, inspect) = s.body_rule(info);
+    check_headers(parts, cap, inspect)?;
+    let bytes = collect(incoming, cap, up).await?;
+    parts.headers.remove(header::TRANSFER_ENCODING);
+
+    if !inspect {
+        set_length(parts, bytes.len());
+        return Ok((body::full(bytes), Verdict::default()));
+    }
+    if bytes.is_empty() && matches!(parts.method, Method::DELETE) {
+        set_length(parts, 0);
+        return Ok((body::empty(), Verdict::default()));
+    }
+    let Some(parsed) = parse_inspected(s, info, ob, parts, &bytes)? else {
+        set_length(parts, bytes.len());
+        return Ok((body::full(bytes), Verdict::default()));
+    };
+    let is_patch = parsed.kind != BodyKind::Object;
+
+    let mut verdict = Verdict {
+        inspected: true,
+        ..Verdict::default()
+    };
+    let judged_body = judge_write(s, up, info, ob, parsed, &mut verdict).await?;
+
+    let out = parse::canonical_bytes(&judged_body);
+    if !is_patch {
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    parts.headers.remove(header::CONTENT_ENCODING);
+    set_length(parts, out.len());
+    if keep_body {
+        verdict.body = Some(judged_body);
+    }
+    Ok((body::full(out), verdict))
+}
+
+/// Before reading the body: a declared `Content-Length` over the cap, and (when inspected) a
+/// `Content-Encoding` other than identity.
+fn check_headers(parts: &Parts, cap: usize, inspect: bool) -> Result<(), Refusal> {
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -99,17 +141,19 @@ where
             }
         }
     }
-    let bytes = collect(incoming, cap, up).await?;
-    parts.headers.remove(header::TRANSFER_ENCODING);
+    Ok(())
+}
 
-    if !inspect {
-        set_length(parts, bytes.len());
-        return Ok((body::full(bytes), Verdict::default()));
-    }
-    if bytes.is_empty() && matches!(parts.method, Method::DELETE) {
-        set_length(parts, 0);
-        return Ok((body::empty(), Verdict::default()));
-    }
+/// The strictly parsed body, its kind matching the method (a patch type on PATCH only); or
+/// `None` for a binary body that `forward-unjudged` lets through as sent because nothing
+/// would judge it.
+fn parse_inspected(
+    s: &Sanitizer,
+    info: &RequestInfo,
+    ob: &Outbound<'_>,
+    parts: &Parts,
+    bytes: &[u8],
+) -> Result<Option<Parsed>, Refusal> {
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -118,14 +162,13 @@ where
     if content_type.trim().is_empty() {
         return Err(BodyRefusal::UnknownFormat.into());
     }
-    let parsed = match parse::parse_body(&content_type, &bytes, &s.limits) {
+    let parsed = match parse::parse_body(&content_type, bytes, &s.limits) {
         Ok(p) => p,
         Err(ParseError::UnsupportedMediaType(_)) if is_binary(&content_type) => {
             if s.binary_bodies(info) == BinaryBodies::ForwardUnjudged
                 && !judge::would_judge(s, info, ob.identity)
             {
-                set_length(parts, bytes.len());
-                return Ok((body::full(bytes), Verdict::default()));
+                return Ok(None);
             }
             return Err(BodyRefusal::CannotJudge {
                 media_type: essence(&content_type),
@@ -140,42 +183,36 @@ where
     if is_patch != (parts.method == Method::PATCH) {
         return Err(BodyRefusal::UnknownFormat.into());
     }
+    Ok(Some(parsed))
+}
 
-    let mut verdict = Verdict {
-        inspected: true,
-        ..Verdict::default()
-    };
-    let judged_body = if matches!(info.verb.as_str(), "create" | "update" | "patch") {
-        let current = if judge::needs_current(s, info, ob.identity, &parsed) {
-            fetch::current(up, info, ob).await?
-        } else {
-            Current::NotFetched
-        };
-        let judged = judge::judge(s, info, ob.identity, parsed, current)?;
-        verdict.pss_warned = judged
-            .warnings
-            .iter()
-            .any(|w| w.starts_with("would violate PodSecurity"));
-        verdict.warnings = judged.warnings;
-        verdict.audit = judged.audit;
-        judged.body
+/// Judge a create, update or patch (fetching the current object when the judge needs it),
+/// noting warnings and audit violations in `verdict`; other verbs pass as parsed. The body to
+/// forward.
+async fn judge_write(
+    s: &Sanitizer,
+    up: &Upstream,
+    info: &RequestInfo,
+    ob: &Outbound<'_>,
+    parsed: Parsed,
+    verdict: &mut Verdict,
+) -> Result<serde_json::Value, Refusal> {
+    if !matches!(info.verb.as_str(), "create" | "update" | "patch") {
+        return Ok(parsed.value);
+    }
+    let current = if judge::needs_current(s, info, ob.identity, &parsed) {
+        fetch::current(up, info, ob).await?
     } else {
-        parsed.value
+        Current::NotFetched
     };
-
-    let out = parse::canonical_bytes(&judged_body);
-    if !is_patch {
-        parts.headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-    }
-    parts.headers.remove(header::CONTENT_ENCODING);
-    set_length(parts, out.len());
-    if keep_body {
-        verdict.body = Some(judged_body);
-    }
-    Ok((body::full(out), verdict))
+    let judged = judge::judge(s, info, ob.identity, parsed, current)?;
+    verdict.pss_warned = judged
+        .warnings
+        .iter()
+        .any(|w| w.starts_with("would violate PodSecurity"));
+    verdict.warnings = judged.warnings;
+    verdict.audit = judged.audit;
+    Ok(judged.body)
 }
 
 fn essence(content_type: &str) -> String {

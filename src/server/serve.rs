@@ -18,8 +18,8 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
 };
 use rustls_pki_types::CertificateDer;
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{server::TlsStream, TlsAcceptor};
 
 use crate::{body::Body, shutdown::Shutdown};
 
@@ -105,19 +105,7 @@ async fn accept_loop<H, F>(
     H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(opts.header_read_timeout)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(opts.max_concurrent_streams)
-        // Keep idle-but-alive connections (long watches) healthy through middleboxes.
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-    let builder = Arc::new(builder);
+    let builder = Arc::new(http_builder(&opts));
     let graceful = GracefulShutdown::new();
 
     loop {
@@ -154,26 +142,10 @@ async fn accept_loop<H, F>(
                 }
                 return;
             };
-            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(err)) => {
-                    tracing::debug!(%peer, %err, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
+            let Some(tls) = handshake(&acceptor, tcp, peer, handshake_timeout).await else {
+                return;
             };
-            let (_, session) = tls.get_ref();
-            let info = Arc::new(ConnInfo {
-                peer,
-                peer_certs: session
-                    .peer_certificates()
-                    .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())),
-                h2: session.alpn_protocol() == Some(b"h2"),
-                cert_identity: Default::default(),
-            });
+            let info = tls_conn_info(peer, &tls);
             let conn =
                 builder.serve_connection_with_upgrades(TokioIo::new(tls), service(handler, info));
             if let Err(err) = watcher.watch(conn.into_owned()).await {
@@ -188,6 +160,57 @@ async fn accept_loop<H, F>(
     {
         tracing::warn!(grace = ?opts.grace, "grace period ended with requests still in flight");
     }
+}
+
+/// HTTP/1.1 (with the request-head timeout) and h2 (with the stream limit and keep-alive
+/// pings) on one builder.
+fn http_builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(opts.max_concurrent_streams)
+        // Keep idle-but-alive connections (long watches) healthy through middleboxes.
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
+}
+
+/// The TLS handshake within `timeout`; `None` (logged) when it fails or stalls.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    timeout: Duration,
+) -> Option<TlsStream<TcpStream>> {
+    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(err)) => {
+            tracing::debug!(%peer, %err, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// The peer, its certificate chain and the negotiated protocol of a TLS connection.
+fn tls_conn_info(peer: SocketAddr, tls: &TlsStream<TcpStream>) -> Arc<ConnInfo> {
+    let (_, session) = tls.get_ref();
+    Arc::new(ConnInfo {
+        peer,
+        peer_certs: session
+            .peer_certificates()
+            .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())),
+        h2: session.alpn_protocol() == Some(b"h2"),
+        cert_identity: Default::default(),
+    })
 }
 
 fn service<H, F>(

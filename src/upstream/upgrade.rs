@@ -9,6 +9,7 @@
 //! an established stream: interactive sessions live as long as their peers.
 
 use http::{header, request::Parts, HeaderValue, Request, Response, StatusCode};
+use hyper::{body::Incoming, upgrade::OnUpgrade};
 use hyper_util::rt::TokioIo;
 
 use super::{
@@ -29,9 +30,36 @@ pub async fn forward(
     ob: &Outbound<'_>,
     guard: Option<Guard>,
 ) -> Result<Response<Body>, Refusal> {
-    let Some(client_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+    let Some(client_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
         return Err(UpstreamFailure::NotUpgradable.into());
     };
+    prepare_upgrade_request(up, &mut parts, ob)?;
+    let mut resp = send_on_fresh_connection(up, parts, incoming).await?;
+
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let (mut rparts, rbody) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut rparts.headers);
+        // Tell the client too: this exchange is over.
+        rparts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Ok(Response::from_parts(rparts, body::boxed(rbody)));
+    }
+
+    let upstream_upgrade = hyper::upgrade::on(&mut resp);
+    let (rparts, _) = resp.into_parts();
+    tokio::spawn(splice(client_upgrade, upstream_upgrade, guard));
+    // Pass the 101 with its headers (Connection/Upgrade included) to the client.
+    Ok(Response::from_parts(rparts, body::empty()))
+}
+
+/// The request as the upstream gets it: forwarded headers, `Connection: Upgrade` and the
+/// client's `Upgrade` back, the upstream's `Host`, and an origin-form URI.
+fn prepare_upgrade_request(
+    up: &Upstream,
+    parts: &mut Parts,
+    ob: &Outbound<'_>,
+) -> Result<(), Refusal> {
     let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
     let authority = match up.uri_for(parts.uri.path_and_query()) {
         Ok(uri) => uri,
@@ -59,7 +87,16 @@ pub async fn forward(
         },
         None => http::Uri::from_static("/"),
     };
+    Ok(())
+}
 
+/// Sends the request on a new HTTP/1.1 connection (with upgrades) that serves no other
+/// request; the upstream's response head.
+async fn send_on_fresh_connection(
+    up: &Upstream,
+    parts: Parts,
+    incoming: Body,
+) -> Result<Response<Incoming>, Refusal> {
     let io = match up.connect_for_upgrade().await {
         Ok(io) => io,
         Err(err) => {
@@ -81,7 +118,7 @@ pub async fn forward(
         }
     });
 
-    let mut resp = match sender
+    let resp = match sender
         .send_request(Request::from_parts(parts, incoming))
         .await
     {
@@ -96,36 +133,24 @@ pub async fn forward(
     up.mark_ok();
     // Whatever happens next, this connection serves no other request.
     drop(sender);
+    Ok(resp)
+}
 
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let (mut rparts, rbody) = resp.into_parts();
-        headers::strip_hop_by_hop(&mut rparts.headers);
-        // Tell the client too: this exchange is over.
-        rparts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return Ok(Response::from_parts(rparts, body::boxed(rbody)));
-    }
-
-    let upstream_upgrade = hyper::upgrade::on(&mut resp);
-    let (rparts, _) = resp.into_parts();
-    tokio::spawn(async move {
-        // Whatever the guard holds (a session permit) lives as long as the splice.
-        let _guard = guard;
-        let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
-            Ok(pair) => pair,
-            Err(err) => {
-                tracing::debug!(%err, "upgrade did not complete");
-                return;
-            }
-        };
-        let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
-        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            Ok((to_up, to_client)) => tracing::debug!(to_up, to_client, "upgraded stream closed"),
-            Err(err) => tracing::debug!(%err, "upgraded stream ended with error"),
+/// Once both sides have upgraded, copies bytes both ways until either closes.
+async fn splice(client_upgrade: OnUpgrade, upstream_upgrade: OnUpgrade, guard: Option<Guard>) {
+    // Whatever the guard holds (a session permit) lives as long as the splice.
+    let _guard = guard;
+    let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
+        Ok(pair) => pair,
+        Err(err) => {
+            tracing::debug!(%err, "upgrade did not complete");
+            return;
         }
-    });
-    // Pass the 101 with its headers (Connection/Upgrade included) to the client.
-    Ok(Response::from_parts(rparts, body::empty()))
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((to_up, to_client)) => tracing::debug!(to_up, to_client, "upgraded stream closed"),
+        Err(err) => tracing::debug!(%err, "upgraded stream ended with error"),
+    }
 }

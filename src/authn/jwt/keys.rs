@@ -14,11 +14,13 @@
 //! Unknown `kid`: at most one refetch per `unknown_kid_min_interval` per issuer; concurrent
 //! requests share one in-flight fetch; a `kid` still unknown after a refetch is negatively
 //! cached for the interval, so spraying random kids cannot hammer the identity provider.
+//!
+//! Parts: `set.rs` turns JWKS and PEM documents into keys; this file fetches them and caches
+//! them per issuer.
 
 use std::{
     collections::HashMap,
     path::PathBuf,
-    str::FromStr,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -35,11 +37,15 @@ use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::TokioExecutor,
 };
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use jsonwebtoken::Algorithm;
 use rustls::RootCertStore;
 use serde_json::Value;
 
 use crate::{server::tls, shutdown::Shutdown};
+
+mod set;
+
+pub use set::{pem_to_key, KeySet, VerifyKey};
 
 /// Timeout of one discovery or JWKS fetch (connect, headers and body).
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -89,135 +95,6 @@ impl Source {
     fn is_remote(&self) -> bool {
         matches!(self, Source::Discovery { .. } | Source::JwksUrl(_))
     }
-}
-
-/// One verification key.
-#[derive(Clone)]
-pub struct VerifyKey {
-    pub kid: Option<String>,
-    pub key: DecodingKey,
-    /// The only algorithms this key may verify (from the JWK `alg` / EC curve), if restricted.
-    pub algorithms: Option<Vec<Algorithm>>,
-}
-
-impl VerifyKey {
-    /// Whether this key may check a signature made with `alg`: same key type, and the
-    /// algorithm the key was published for.
-    pub fn accepts(&self, alg: Algorithm) -> bool {
-        family_eq(self.key.family(), alg.family())
-            && self.algorithms.as_ref().is_none_or(|a| a.contains(&alg))
-    }
-}
-
-fn family_eq(a: AlgorithmFamily, b: AlgorithmFamily) -> bool {
-    matches!(
-        (a, b),
-        (AlgorithmFamily::Rsa, AlgorithmFamily::Rsa)
-            | (AlgorithmFamily::Ec, AlgorithmFamily::Ec)
-            | (AlgorithmFamily::Ed, AlgorithmFamily::Ed)
-    )
-}
-
-/// The keys of one issuer at one moment.
-#[derive(Clone, Default)]
-pub struct KeySet {
-    pub keys: Vec<VerifyKey>,
-}
-
-impl KeySet {
-    /// Keys that may verify a token with this `kid` (any key when the token has none) and `alg`.
-    pub fn candidates<'a>(
-        &'a self,
-        kid: Option<&'a str>,
-        alg: Algorithm,
-    ) -> impl Iterator<Item = &'a VerifyKey> + 'a {
-        self.keys
-            .iter()
-            .filter(move |k| k.accepts(alg) && kid.is_none_or(|kid| k.kid.as_deref() == Some(kid)))
-    }
-
-    fn has(&self, kid: Option<&str>, alg: Algorithm) -> bool {
-        self.candidates(kid, alg).next().is_some()
-    }
-
-    /// Parse a JWKS document, keeping the usable signature keys.
-    pub fn from_jwks(bytes: &[u8]) -> Result<KeySet, String> {
-        let doc: Value =
-            serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS JSON document: {e}"))?;
-        let Some(list) = doc.get("keys").and_then(Value::as_array) else {
-            return Err("not a JWKS: no \"keys\" array".into());
-        };
-        let keys: Vec<VerifyKey> = list.iter().filter_map(jwk_to_key).take(MAX_KEYS).collect();
-        if keys.is_empty() {
-            return Err("the JWKS holds no usable signature key".into());
-        }
-        Ok(KeySet { keys })
-    }
-}
-
-fn jwk_to_key(v: &Value) -> Option<VerifyKey> {
-    let s = |k: &str| v.get(k).and_then(Value::as_str);
-    if s("use").is_some_and(|u| u != "sig") {
-        return None;
-    }
-    let kid = s("kid").map(str::to_string);
-    let declared = match s("alg") {
-        Some(a) => Some(Algorithm::from_str(a).ok()?),
-        None => None,
-    };
-    let (key, mut algorithms) = match s("kty")? {
-        "RSA" => (
-            DecodingKey::from_rsa_components(s("n")?, s("e")?).ok()?,
-            None,
-        ),
-        "EC" => {
-            let alg = match s("crv")? {
-                "P-256" => Algorithm::ES256,
-                "P-384" => Algorithm::ES384,
-                _ => return None,
-            };
-            (
-                DecodingKey::from_ec_components(s("x")?, s("y")?).ok()?,
-                Some(vec![alg]),
-            )
-        }
-        "OKP" if s("crv")? == "Ed25519" => (
-            DecodingKey::from_ed_components(s("x")?).ok()?,
-            Some(vec![Algorithm::EdDSA]),
-        ),
-        _ => return None,
-    };
-    if let Some(alg) = declared {
-        match &algorithms {
-            Some(allowed) if !allowed.contains(&alg) => return None,
-            _ => algorithms = Some(vec![alg]),
-        }
-    }
-    let key = VerifyKey {
-        kid,
-        key,
-        algorithms,
-    };
-    // A key whose declared alg does not fit its type (e.g. kty RSA, alg HS256) is useless.
-    if let Some(a) = &key.algorithms {
-        if !a.iter().any(|alg| key.accepts(*alg)) {
-            return None;
-        }
-    }
-    Some(key)
-}
-
-/// A PEM public key (RSA, EC or Ed25519 SubjectPublicKeyInfo).
-pub fn pem_to_key(pem: &[u8], kid: &str) -> Result<VerifyKey, String> {
-    let key = DecodingKey::from_rsa_pem(pem)
-        .or_else(|_| DecodingKey::from_ec_pem(pem))
-        .or_else(|_| DecodingKey::from_ed_pem(pem))
-        .map_err(|_| "not an RSA, EC or Ed25519 PEM public key".to_string())?;
-    Ok(VerifyKey {
-        kid: Some(kid.to_string()),
-        key,
-        algorithms: None,
-    })
 }
 
 /// Counters of one issuer's key cache.
@@ -599,27 +476,4 @@ async fn get(client: &HttpsClient, url: &str) -> Result<Bytes, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jwks_parsing_skips_unusable_keys() {
-        super::super::install_crypto_provider();
-        let jwks = r#"{"keys":[
-            {"kty":"oct","k":"c2VjcmV0","kid":"hmac"},
-            {"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"ed","use":"enc"},
-            {"kty":"EC","crv":"P-521","x":"AA","y":"AA","kid":"p521"},
-            {"kty":"RSA","n":"AQAB","e":"AQAB","kid":"rsa","alg":"HS256"},
-            {"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"good"},
-            "not an object"
-        ]}"#;
-        let set = KeySet::from_jwks(jwks.as_bytes()).unwrap();
-        let kids: Vec<_> = set.keys.iter().map(|k| k.kid.clone().unwrap()).collect();
-        assert_eq!(kids, ["good"]);
-        assert!(set.has(Some("good"), Algorithm::EdDSA));
-        assert!(!set.has(Some("good"), Algorithm::ES256));
-        assert!(!set.has(Some("good"), Algorithm::HS256));
-        assert!(KeySet::from_jwks(br#"{"keys":[]}"#).is_err());
-        assert!(KeySet::from_jwks(b"[]").is_err());
-    }
-}
+mod tests;

@@ -1,0 +1,284 @@
+//! Query filters combined, table output with skipped lines, and time and code arguments.
+
+use super::*;
+use crate::audit::event::{Event, ObjectReference, ResponseStatus, Stage, UserInfo};
+
+#[allow(clippy::too_many_arguments)] // a table row, read positionally
+fn ev(
+    user: &str,
+    verb: &str,
+    resource: &str,
+    ns: &str,
+    name: &str,
+    code: u16,
+    decision: &str,
+    at: &str,
+) -> String {
+    let (resource, sub) = resource.split_once('/').unwrap_or((resource, ""));
+    let t: MicroTime = at.parse().unwrap();
+    let e = Event {
+        verb: verb.into(),
+        user: UserInfo {
+            username: user.into(),
+            groups: vec![format!("{user}-group")],
+            ..UserInfo::default()
+        },
+        object_ref: (!resource.is_empty()).then(|| ObjectReference {
+            resource: resource.into(),
+            subresource: sub.into(),
+            namespace: ns.into(),
+            name: name.into(),
+            ..ObjectReference::default()
+        }),
+        request_uri: "/healthz?verbose".into(),
+        response_status: Some(ResponseStatus::code(code)),
+        request_received_timestamp: t,
+        stage_timestamp: t,
+        annotations: if decision.is_empty() {
+            BTreeMap::new()
+        } else {
+            BTreeMap::from([(DECISION.to_string(), decision.to_string())])
+        },
+        ..Event::default()
+    };
+    serde_json::to_string(&e).unwrap()
+}
+
+fn query(lines: &[String], f: &Filter, output: Output) -> (String, String, Stats) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.log");
+    std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+    let (mut out, mut warn) = (Vec::new(), Vec::new());
+    let stats = run(&[p], f, output, &mut out, &mut warn).unwrap();
+    (
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(warn).unwrap(),
+        stats,
+    )
+}
+
+fn sample() -> Vec<String> {
+    vec![
+        ev(
+            "alice",
+            "delete",
+            "pods",
+            "team-a",
+            "web-1",
+            200,
+            "allow",
+            "2026-11-26T23:10:00Z",
+        ),
+        ev(
+            "bob",
+            "delete",
+            "pods",
+            "team-a",
+            "web-2",
+            403,
+            "forbid",
+            "2026-11-26T23:20:00Z",
+        ),
+        ev(
+            "alice",
+            "get",
+            "pods/log",
+            "team-a",
+            "web-1",
+            200,
+            "allow",
+            "2026-11-27T01:00:00Z",
+        ),
+        ev(
+            "alice",
+            "list",
+            "secrets",
+            "team-b",
+            "",
+            200,
+            "allow",
+            "2026-11-27T02:00:00Z",
+        ),
+        ev("eve", "get", "", "", "", 401, "", "2026-11-27T03:00:00Z"),
+    ]
+}
+
+#[test]
+fn filters_combine() {
+    let f = |filter: Filter| {
+        let (out, _, _) = query(&sample(), &filter, Output::Json);
+        out.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!(
+                    "{} {}",
+                    v["user"]["username"].as_str().unwrap(),
+                    v["verb"].as_str().unwrap()
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(f(Filter::default()).len(), 5);
+    assert_eq!(
+        f(Filter {
+            verbs: vec!["delete".into()],
+            namespaces: vec!["team-a".into()],
+            ..Filter::default()
+        }),
+        ["alice delete", "bob delete"]
+    );
+    assert_eq!(
+        f(Filter {
+            users: vec!["alice".into()],
+            resources: vec!["pods".into()],
+            ..Filter::default()
+        }),
+        ["alice delete", "alice get"],
+        "pods includes its subresources"
+    );
+    assert_eq!(
+        f(Filter {
+            resources: vec!["pods/log".into()],
+            ..Filter::default()
+        }),
+        ["alice get"]
+    );
+    assert_eq!(
+        f(Filter {
+            groups: vec!["bob-group".into(), "eve-group".into()],
+            ..Filter::default()
+        }),
+        ["bob delete", "eve get"]
+    );
+    assert_eq!(
+        f(Filter {
+            decision: Some(Decision::Deny),
+            ..Filter::default()
+        }),
+        ["bob delete"]
+    );
+    assert_eq!(
+        f(Filter {
+            decision: Some(Decision::Allow),
+            codes: vec![CodeMatch::Exact(200)],
+            names: vec!["web-1".into()],
+            ..Filter::default()
+        }),
+        ["alice delete", "alice get"]
+    );
+    assert_eq!(
+        f(Filter {
+            codes: vec![CodeMatch::Class(4)],
+            ..Filter::default()
+        }),
+        ["bob delete", "eve get"]
+    );
+    assert_eq!(
+        f(Filter {
+            since: Some("2026-11-26T23:15:00Z".parse().unwrap()),
+            until: Some("2026-11-27T02:00:00Z".parse().unwrap()),
+            ..Filter::default()
+        }),
+        ["bob delete", "alice get"],
+        "since inclusive, until exclusive"
+    );
+}
+
+#[test]
+fn table_output_and_skipped_lines() {
+    let mut lines = sample();
+    lines.insert(1, "garbage".into());
+    lines.insert(
+        2,
+        r#"{"kind":"PortcullisAuditCheckpoint","apiVersion":"portcullis.io/v1"}"#.into(),
+    );
+    let mut other_stage: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    other_stage["stage"] = serde_json::json!(Stage::ResponseStarted);
+    lines.push(other_stage.to_string());
+    let (out, warn, stats) = query(
+        &lines,
+        &Filter {
+            users: vec!["alice".into(), "eve".into()],
+            ..Filter::default()
+        },
+        Output::Table,
+    );
+    let rows: Vec<&str> = out.lines().collect();
+    assert_eq!(rows[0], TABLE_HEADER);
+    assert_eq!(
+        rows[1].split_whitespace().collect::<Vec<_>>(),
+        [
+            "2026-11-26T23:10:00Z",
+            "alice",
+            "delete",
+            "pods",
+            "team-a",
+            "web-1",
+            "200",
+            "allow"
+        ]
+    );
+    assert_eq!(
+        rows[2].split_whitespace().collect::<Vec<_>>(),
+        [
+            "2026-11-27T01:00:00Z",
+            "alice",
+            "get",
+            "pods/log",
+            "team-a",
+            "web-1",
+            "200",
+            "allow"
+        ]
+    );
+    assert_eq!(
+        rows[4].split_whitespace().collect::<Vec<_>>(),
+        [
+            "2026-11-27T03:00:00Z",
+            "eve",
+            "get",
+            "/healthz",
+            "-",
+            "-",
+            "401",
+            "-"
+        ]
+    );
+    assert_eq!(rows.len(), 5, "ResponseStarted is not shown by default");
+    assert!(
+        warn.contains("audit.log:2: not a JSON audit event"),
+        "{warn}"
+    );
+    assert_eq!(stats.skipped, 1);
+    assert_eq!(stats.matched, 4);
+    let (out, _, _) = query(
+        &lines,
+        &Filter {
+            users: vec!["alice".into()],
+            all_stages: true,
+            ..Filter::default()
+        },
+        Output::Json,
+    );
+    assert_eq!(out.lines().count(), 4);
+}
+
+#[test]
+fn time_and_code_args() {
+    let now: MicroTime = "2026-11-27T12:00:00Z".parse().unwrap();
+    assert_eq!(
+        parse_time_arg("12h", now).unwrap().to_string(),
+        "2026-11-27T00:00:00.000000Z"
+    );
+    assert_eq!(
+        parse_time_arg("2026-11-27T08:00:00+01:00", now)
+            .unwrap()
+            .to_string(),
+        "2026-11-27T07:00:00.000000Z"
+    );
+    assert!(parse_time_arg("yesterday", now).is_err());
+    assert_eq!("403".parse(), Ok(CodeMatch::Exact(403)));
+    assert_eq!("5xx".parse(), Ok(CodeMatch::Class(5)));
+    assert!("9xx".parse::<CodeMatch>().is_err());
+    assert!("x".parse::<CodeMatch>().is_err());
+}

@@ -1,0 +1,161 @@
+//! Delivery modes, counters, and the chained line / canonical bytes of a prepared event.
+
+use super::*;
+use crate::audit::event::{Level, Stage};
+
+fn event(annotations: &[(&str, &str)]) -> Event {
+    Event {
+        level: Level::Metadata,
+        audit_id: "id".into(),
+        stage: Stage::ResponseComplete,
+        request_uri: "/api".into(),
+        verb: "get".into(),
+        annotations: annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Event::default()
+    }
+}
+
+/// A backend that takes `delay` per batch and fails every batch when `fail` is set.
+struct Mock {
+    delay: Duration,
+    fail: bool,
+}
+
+impl LineBackend for Mock {
+    fn write(&mut self, _: &[Arc<Prepared>], _: bool) -> Result<(), (usize, String)> {
+        std::thread::sleep(self.delay);
+        if self.fail {
+            Err((0, "disk on fire".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn mock_auditor(mode: DeliveryMode, mock: Mock) -> Auditor {
+    let counters = Arc::new(SinkCounters::default());
+    let (tx, rx) = mpsc::channel(mode.queue_len());
+    let durable = mode == DeliveryMode::BlockingStrict;
+    spawn_thread("mock", mock, rx, counters.clone(), durable).unwrap();
+    Auditor {
+        sinks: vec![SinkHandle {
+            name: "mock".into(),
+            mode,
+            tx,
+            counters,
+        }],
+        chained: false,
+    }
+}
+
+fn count(a: &Auditor, f: fn(&SinkCounters) -> &AtomicU64) -> u64 {
+    f(a.sinks()[0].counters()).load(Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn batch_drop_counts_and_batch_block_waits() {
+    let slow = || Mock {
+        delay: Duration::from_millis(20),
+        fail: false,
+    };
+    let drop_mode = DeliveryMode::Batch {
+        queue: 2,
+        overflow: Overflow::Drop,
+    };
+    let a = mock_auditor(drop_mode, slow());
+    for _ in 0..50 {
+        a.emit(event(&[])).await.unwrap();
+    }
+    a.shutdown(Duration::from_secs(5)).await;
+    let (written, dropped) = (
+        count(&a, |c| &c.events_written),
+        count(&a, |c| &c.events_dropped),
+    );
+    assert!(dropped > 0, "a full queue drops");
+    assert_eq!(written + dropped, 50);
+
+    let block_mode = DeliveryMode::Batch {
+        queue: 2,
+        overflow: Overflow::Block,
+    };
+    let a = mock_auditor(block_mode, slow());
+    for _ in 0..10 {
+        a.emit(event(&[])).await.unwrap();
+    }
+    a.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(count(&a, |c| &c.events_written), 10);
+    assert_eq!(count(&a, |c| &c.events_dropped), 0);
+}
+
+#[tokio::test]
+async fn failures_surface_only_in_strict_mode() {
+    let failing = || Mock {
+        delay: Duration::ZERO,
+        fail: true,
+    };
+    let a = mock_auditor(DeliveryMode::BlockingStrict, failing());
+    let err = a.emit(event(&[])).await.unwrap_err();
+    assert_eq!(
+        err,
+        AuditError::Sink {
+            sink: "mock".into(),
+            message: "disk on fire".into()
+        }
+    );
+    a.shutdown(Duration::from_secs(5)).await;
+    assert!(
+        matches!(a.emit(event(&[])).await, Err(AuditError::Closed { .. })),
+        "after shutdown, strict emits fail"
+    );
+
+    let a = mock_auditor(DeliveryMode::Blocking, failing());
+    a.emit(event(&[])).await.unwrap();
+    assert_eq!(count(&a, |c| &c.events_failed), 1);
+    a.shutdown(Duration::from_secs(5)).await;
+}
+
+#[test]
+fn chained_line_is_valid_json_with_the_link_and_canonical_matches() {
+    for ann in [
+        &[][..],
+        &[("a", "b")][..],
+        &[(chain::CHAIN_ANNOTATION, "forged")][..],
+    ] {
+        let p = Prepared::new(event(ann), true).unwrap();
+        let link = chain::GENESIS.next(p.canonical());
+        let mut out = Vec::new();
+        p.write_chained(&link, &mut out);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let mut v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v["annotations"][chain::CHAIN_ANNOTATION],
+            serde_json::json!(link.to_hex())
+        );
+        // What verify recomputes from the line equals what the writer hashed.
+        chain::strip_chain(&mut v);
+        let mut canon = Vec::new();
+        chain::write_canonical(&v, &mut canon);
+        assert_eq!(canon, p.canonical(), "{ann:?}");
+    }
+}
+
+#[test]
+fn canonical_survives_awkward_bodies() {
+    let mut e = event(&[("k", "v\"\n\u{2028}é")]);
+    e.request_object = Some(serde_json::json!({
+        "f": 0.1, "big": 1e300, "neg": -5, "u": u64::MAX, "z": [1.5, -0.0, "\u{0}"],
+        "nested": {"b": {}, "a": []}
+    }));
+    let p = Prepared::new(e, true).unwrap();
+    let link = chain::GENESIS.next(p.canonical());
+    let mut out = Vec::new();
+    p.write_chained(&link, &mut out);
+    let mut v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    chain::strip_chain(&mut v);
+    let mut canon = Vec::new();
+    chain::write_canonical(&v, &mut canon);
+    assert_eq!(canon, p.canonical());
+}

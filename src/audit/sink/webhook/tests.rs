@@ -1,0 +1,244 @@
+//! Webhook delivery against a local receiver (intermittent failures, batches, strict refusal),
+//! refused endpoints, and the `EventList` body.
+
+use super::*;
+use crate::{
+    audit::{
+        event::{Event, EventList},
+        sink::{Auditor, Overflow, SinkKind, SinkSpec},
+    },
+    kubeconfig::{Kubeconfig, User},
+    test_pki::Ca,
+};
+use http_body_util::BodyExt;
+use hyper::{body::Incoming, service::service_fn, Response};
+use hyper_util::rt::TokioIo;
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Mutex,
+};
+
+/// An HTTPS receiver that answers 500 to every `fail_every`-th request and records the
+/// audit IDs of the batches it accepted.
+struct Receiver {
+    url: String,
+    ca_pem: String,
+    received: Arc<Mutex<Vec<Vec<String>>>>,
+    requests: Arc<AtomicUsize>,
+}
+
+async fn receiver(fail_every: usize) -> Receiver {
+    crate::server::tls::install_crypto_provider();
+    let ca = Ca::new("test-ca").unwrap();
+    let leaf = ca.server_cert(&["127.0.0.1"]).unwrap();
+    let cfg = crate::server::tls::server_config(
+        vec![leaf.cert_der.clone()],
+        leaf.key(),
+        crate::server::tls::ClientAuth::None,
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (rcv, reqs) = (received.clone(), requests.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let (rcv, reqs) = (rcv.clone(), reqs.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let (rcv, reqs) = (rcv.clone(), reqs.clone());
+                    async move {
+                        let n = reqs.fetch_add(1, Ordering::SeqCst) + 1;
+                        let auth = req
+                            .headers()
+                            .get(header::AUTHORIZATION)
+                            .map(|v| v.to_str().unwrap_or_default().to_string());
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let status = if auth.as_deref() != Some("Bearer s3cret") {
+                            401
+                        } else if fail_every > 0 && n % fail_every == 0 {
+                            500
+                        } else {
+                            let list: EventList = serde_json::from_slice(&body).unwrap();
+                            assert_eq!(list.kind, "EventList");
+                            rcv.lock()
+                                .unwrap()
+                                .push(list.items.into_iter().map(|e| e.audit_id).collect());
+                            200
+                        };
+                        Ok::<_, hyper::Error>(
+                            Response::builder()
+                                .status(status)
+                                .body(Full::new(Bytes::new()))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    Receiver {
+        url: format!("https://127.0.0.1:{}/audit", addr.port()),
+        ca_pem: ca.cert.cert_pem.clone(),
+        received,
+        requests,
+    }
+}
+
+fn kubeconfig(dir: &std::path::Path, r: &Receiver, token: &str) -> PathBuf {
+    let kc = Kubeconfig::single(
+        "siem",
+        &r.url,
+        &r.ca_pem,
+        User {
+            token: Some(token.into()),
+            ..User::default()
+        },
+    );
+    let path = dir.join("webhook.kubeconfig");
+    kc.write(&path).unwrap();
+    path
+}
+
+fn event(i: usize) -> Event {
+    Event {
+        audit_id: format!("e{i}"),
+        ..Event::default()
+    }
+}
+
+fn config(path: PathBuf) -> WebhookConfig {
+    WebhookConfig {
+        initial_backoff: Duration::from_millis(5),
+        max_batch_size: 10,
+        max_wait: Duration::from_millis(50),
+        ..WebhookConfig::new(path)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_mode_loses_nothing_when_the_receiver_fails_intermittently() {
+    let r = receiver(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = Arc::new(
+        Auditor::start(vec![SinkSpec {
+            name: "siem".into(),
+            kind: SinkKind::Webhook(config(kubeconfig(dir.path(), &r, "s3cret"))),
+            mode: DeliveryMode::Blocking,
+        }])
+        .unwrap(),
+    );
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10 {
+                a.emit(event(t * 10 + i)).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    a.shutdown(Duration::from_secs(5)).await;
+    let mut got: Vec<String> = r.received.lock().unwrap().concat();
+    got.sort();
+    let mut want: Vec<String> = (0..80).map(|i| format!("e{i}")).collect();
+    want.sort();
+    assert_eq!(got, want, "every event delivered exactly once");
+    let c = a.sinks()[0].counters();
+    assert_eq!(c.events_written.load(Ordering::Relaxed), 80);
+    assert_eq!(c.events_failed.load(Ordering::Relaxed), 0);
+    assert!(
+        c.retries.load(Ordering::Relaxed) > 0,
+        "the receiver did fail"
+    );
+    assert!(r.requests.load(Ordering::SeqCst) > 1);
+}
+
+#[tokio::test]
+async fn batch_mode_fills_batches_and_strict_reports_refusal() {
+    let r = receiver(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A long max wait: batches are sent because they are full (or at shutdown), however
+    // slowly a loaded test machine enqueues.
+    let cfg = WebhookConfig {
+        max_wait: Duration::from_secs(30),
+        ..config(kubeconfig(dir.path(), &r, "s3cret"))
+    };
+    let a = Auditor::start(vec![SinkSpec {
+        name: "siem".into(),
+        kind: SinkKind::Webhook(cfg),
+        mode: DeliveryMode::Batch {
+            queue: 100,
+            overflow: Overflow::Block,
+        },
+    }])
+    .unwrap();
+    for i in 0..25 {
+        a.emit(event(i)).await.unwrap();
+    }
+    a.shutdown(Duration::from_secs(5)).await;
+    let batches = r.received.lock().unwrap().clone();
+    assert_eq!(batches.concat().len(), 25);
+    let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [10, 10, 5], "full batches, the rest at shutdown");
+
+    // A wrong token: 401 is not retried, and strict mode returns the failure.
+    let dir2 = tempfile::tempdir().unwrap();
+    let a = Auditor::start(vec![SinkSpec {
+        name: "siem".into(),
+        kind: SinkKind::Webhook(config(kubeconfig(dir2.path(), &r, "wrong"))),
+        mode: DeliveryMode::BlockingStrict,
+    }])
+    .unwrap();
+    let err = a.emit(event(99)).await.unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+    assert_eq!(a.sinks()[0].counters().retries.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn refuses_plain_http_to_remote_hosts_and_missing_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |server: &str, ca: Option<&str>| {
+        let mut kc = Kubeconfig::single("x", server, "unused", User::default());
+        kc.clusters[0].cluster.certificate_authority_data =
+            ca.map(|c| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, c));
+        let p = dir.path().join("kc");
+        kc.write(&p).unwrap();
+        build_target(&WebhookConfig::new(p))
+    };
+    crate::server::tls::install_crypto_provider();
+    let ca = Ca::new("x").unwrap();
+    assert!(write("http://10.0.0.1/audit", None).is_err());
+    assert!(write("ftp://127.0.0.1/audit", None).is_err());
+    assert!(write("https://127.0.0.1/audit", None).is_err(), "no CA");
+    assert!(write("http://127.0.0.1:9/audit", None).is_ok());
+    assert!(write("http://[::1]:9/audit", None).is_ok());
+    assert!(write("https://siem.example/audit", Some(&ca.cert.cert_pem)).is_ok());
+}
+
+#[test]
+fn event_list_body_is_an_event_list() {
+    let lines: Vec<Vec<u8>> = (0..3)
+        .map(|i| serde_json::to_vec(&event(i)).unwrap())
+        .collect();
+    let body = event_list_body(lines.iter().map(Vec::as_slice));
+    let list: EventList = serde_json::from_slice(&body).unwrap();
+    assert_eq!(list.items.len(), 3);
+    assert_eq!(list.api_version, "audit.k8s.io/v1");
+    let empty: EventList = serde_json::from_slice(&event_list_body(std::iter::empty())).unwrap();
+    assert!(empty.items.is_empty());
+}

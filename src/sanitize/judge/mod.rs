@@ -1,0 +1,420 @@
+//! Judging one parsed write: field rules, then Pod Security, on the object the API server
+//! would store. Pure; the stage (`stage.rs`) does the I/O and fetches the current object when
+//! [`needs_current`] says so.
+//!
+//! What is judged how:
+//!
+//! | body | object judged |
+//! |---|---|
+//! | create / update (`application/json`, `application/yaml`) | the body |
+//! | JSON patch (RFC 6902) | the current object with the patch applied (`json-patch` crate) |
+//! | merge patch (RFC 7386) | the current object with the patch merged |
+//! | strategic merge patch | the current object merged per `merge.rs` (directives applied) |
+//! | apply patch (server-side apply) | the applied configuration alone **and** merged onto the current object; both must pass |
+//!
+//! A patch that touches no pod spec and no pod annotations of a pod-bearing kind (a label, a
+//! replica count) is not judged by Pod Security, as the apiserver only re-checks updates that
+//! change the pod spec; nor is the current object fetched for it. Every patch that does touch
+//! them is judged on the full result, so a pre-existing violation elsewhere in the spec refuses
+//! it too (stricter than the apiserver, on purpose). The current object must be readable: if it
+//! does not exist, JSON, merge and strategic patches get the 404 the apiserver would give and an
+//! apply patch is judged as a create; if it cannot be read, the patch is refused.
+//!
+//! A judged JSON, merge or strategic patch is forwarded with the current object's
+//! `resourceVersion` as a precondition (a leading `test` op, or `metadata.resourceVersion`), so
+//! the apiserver applies it to exactly the object that was judged — a concurrent change makes it
+//! fail with a conflict instead of producing an unjudged result.
+//!
+//! Rejects: Pod Security `enforce` violations and field-rule denials → 422 `Invalid`, one
+//! `details.causes` entry per offending field; patches that cannot be applied → 422; unknown
+//! strategic directives → 400. `warn` violations become `Warning` headers; `audit` violations
+//! are returned for the audit record; stripped fields produce a warning.
+//!
+//! Parts: `patch.rs` computes what a patch produces and pins it; `case.rs` refuses keys that
+//! differ only in case from a field Pod Security reads.
+
+mod case;
+mod patch;
+
+use case::case_variant_causes;
+use patch::{add_precondition, apply_patch, strip_json_patch};
+
+use std::borrow::Cow;
+
+use serde_json::Value;
+
+use super::{
+    fields::{self, pointer_tokens, relate, Relation},
+    parse::{BodyKind, Parsed},
+    policy::{FieldRule, Modes, Sanitizer},
+    pss::{self, PodBearing},
+};
+use crate::{
+    authn::Identity,
+    k8s::{request::RequestInfo, status::StatusCause},
+    refusal::{BodyRefusal, Invalid, Refusal},
+};
+
+/// The current object, as far as the stage could learn it.
+pub enum Current {
+    /// Not fetched (not needed).
+    NotFetched,
+    Found(Value),
+    /// The apiserver said 404.
+    Absent,
+}
+
+/// A write that passed.
+#[derive(Debug, Default)]
+pub struct Judged {
+    /// What to forward (canonicalized by the caller).
+    pub body: Value,
+    /// `Warning` header texts (warn-mode violations, stripped fields).
+    pub warnings: Vec<String>,
+    /// Audit-mode violations.
+    pub audit: Vec<String>,
+}
+
+/// `resource` or `resource/subresource`, as PodSecurity and the rules see it.
+pub fn resource_path(info: &RequestInfo) -> String {
+    if info.subresource.is_empty() {
+        info.resource.clone()
+    } else {
+        format!("{}/{}", info.resource, info.subresource)
+    }
+}
+
+fn pod_kind(info: &RequestInfo) -> Option<PodBearing> {
+    PodBearing::from_group_resource(&info.api_group, &resource_path(info))
+}
+
+/// Paths (from the object root) whose change Pod Security judges: the pod spec and the pod
+/// annotations (AppArmor, legacy seccomp).
+fn pod_areas(kind: PodBearing) -> [Vec<&'static str>; 2] {
+    let base = kind.template_path();
+    let mut spec = base.to_vec();
+    spec.push("spec");
+    let mut ann = base.to_vec();
+    ann.extend(["metadata", "annotations"]);
+    [spec, ann]
+}
+
+/// Does a merge-shaped patch (merge, strategic, apply) reach `area`?
+fn merge_touches(patch: &Value, area: &[&str]) -> bool {
+    let mut v = patch;
+    for key in area {
+        let Some(m) = v.as_object() else {
+            // A non-object replaces everything below it.
+            return true;
+        };
+        if m.keys().any(|k| k.starts_with('$')) {
+            return true;
+        }
+        match m.get(*key) {
+            None => return false,
+            Some(child) => v = child,
+        }
+    }
+    true
+}
+
+fn json_patch_touches(ops: &Value, area: &[&str]) -> bool {
+    let segs: Vec<fields::Seg> = area
+        .iter()
+        .map(|k| fields::Seg::Key((*k).to_owned()))
+        .collect();
+    ops.as_array().into_iter().flatten().any(|op| {
+        ["path", "from"].iter().any(|k| {
+            op.get(*k)
+                .and_then(Value::as_str)
+                .is_some_and(|p| relate(&pointer_tokens(p), &segs) != Relation::Unrelated)
+        })
+    })
+}
+
+fn touches(kind: PodBearing, parsed: &Parsed) -> bool {
+    pod_areas(kind).iter().any(|area| match parsed.kind {
+        BodyKind::Object => true,
+        BodyKind::JsonPatch => json_patch_touches(&parsed.value, area),
+        _ => merge_touches(&parsed.value, area),
+    })
+}
+
+/// Whether anything (Pod Security, a field rule) would judge a write of this resource by this
+/// caller — a body that cannot be parsed (protobuf, CBOR) must then be refused.
+pub fn would_judge(s: &Sanitizer, info: &RequestInfo, id: &Identity) -> bool {
+    s.rules_for(info, id).next().is_some()
+        || pod_kind(info).is_some() && s.modes_for(&info.namespace, id.tenant.as_deref()).any()
+}
+
+/// Whether judging this write needs the current object.
+pub fn needs_current(s: &Sanitizer, info: &RequestInfo, id: &Identity, parsed: &Parsed) -> bool {
+    let deny = s.rules_for(info, id).any(|r| !r.deny.is_empty());
+    match (info.verb.as_str(), parsed.kind) {
+        ("update", BodyKind::Object) => deny,
+        ("patch", BodyKind::Object) | (_, BodyKind::Object) => false,
+        ("patch", _) => {
+            deny || pod_kind(info).is_some_and(|k| {
+                s.modes_for(&info.namespace, id.tenant.as_deref()).any() && touches(k, parsed)
+            })
+        }
+        _ => false,
+    }
+}
+
+/// Judge `parsed`; `current` as fetched when [`needs_current`] was true.
+pub fn judge(
+    s: &Sanitizer,
+    info: &RequestInfo,
+    id: &Identity,
+    mut parsed: Parsed,
+    current: Current,
+) -> Result<Judged, Refusal> {
+    let kind = pod_kind(info);
+    let rules: Vec<_> = s.rules_for(info, id).collect();
+    let mut out = Judged::default();
+
+    // 1. strip
+    strip_fields(&rules, kind, &mut parsed, &mut out.warnings);
+
+    // 2. the object(s) to judge
+    let modes = match kind {
+        Some(_) => s.modes_for(&info.namespace, id.tenant.as_deref()),
+        None => Modes::default(),
+    };
+    let pss_needed = kind.is_some_and(|k| modes.any() && touches(k, &parsed));
+    let deny_needed = rules.iter().any(|r| !r.deny.is_empty());
+    let current_value = match &current {
+        Current::Found(v) => Some(v),
+        _ => None,
+    };
+    let judged = if pss_needed || deny_needed {
+        objects_to_judge(&parsed, &current, info)?
+    } else {
+        Vec::new()
+    };
+
+    // 3. field denials
+    let mut causes = field_denials(&rules, kind, info, current_value, &judged);
+
+    // 4. Pod Security
+    // Whether an enforced Pod Security level is among the causes (→ `Refusal::PodSecurity`).
+    let pss_violated = pss_needed && pod_security(modes, info, &judged, &mut causes, &mut out);
+
+    if !causes.is_empty() {
+        return Err(refusal(kind, info, &parsed.value, causes, pss_violated));
+    }
+
+    // 5. pin the judged version
+    if let (Some(cur), true) = (current_value, pss_needed || deny_needed) {
+        if let Some(rv) = cur.pointer("/metadata/resourceVersion").cloned() {
+            add_precondition(&mut parsed, rv);
+        }
+    }
+    out.body = parsed.value;
+    Ok(out)
+}
+
+/// Removes every field the rules strip, with a warning for each one that was there.
+fn strip_fields(
+    rules: &[&FieldRule],
+    kind: Option<PodBearing>,
+    parsed: &mut Parsed,
+    warnings: &mut Vec<String>,
+) {
+    for rule in rules {
+        for path in &rule.strip {
+            let Some(segs) = path.resolve(kind) else {
+                continue;
+            };
+            let removed = match parsed.kind {
+                BodyKind::JsonPatch => strip_json_patch(&mut parsed.value, &segs),
+                _ => fields::strip(&mut parsed.value, &segs),
+            };
+            if removed {
+                warnings.push(format!("portcullis removed {} from the request", path.text));
+            }
+        }
+    }
+}
+
+/// The object(s) the write would store: the body itself, or the patch applied to the current
+/// object (and, for an apply patch, the applied configuration alone as well). Borrowed where
+/// the body itself is judged: no copy of the object on the common path.
+fn objects_to_judge<'a>(
+    parsed: &'a Parsed,
+    current: &Current,
+    info: &RequestInfo,
+) -> Result<Vec<Cow<'a, Value>>, Refusal> {
+    let mut judged: Vec<Cow<'a, Value>> = Vec::new();
+    match parsed.kind {
+        BodyKind::Object => judged.push(Cow::Borrowed(&parsed.value)),
+        patch_kind => {
+            match (current, patch_kind) {
+                (Current::Absent, BodyKind::ApplyPatch) => {}
+                (Current::Absent, _) => {
+                    return Err(BodyRefusal::PatchTargetMissing {
+                        resource: info.resource.clone(),
+                        group: info.api_group.clone(),
+                        name: info.name.clone(),
+                    }
+                    .into())
+                }
+                (Current::NotFetched, _) => {
+                    // The stage fetches whenever needs_current says so; reaching here
+                    // means it did not, and an unjudged patch must not pass.
+                    return Err(BodyRefusal::Unjudged.into());
+                }
+                (Current::Found(cur), _) => {
+                    judged.push(Cow::Owned(apply_patch(cur, parsed, info)?));
+                }
+            }
+            if patch_kind == BodyKind::ApplyPatch {
+                // Server-side apply may remove fields this manager owned before; the
+                // applied configuration must stand on its own.
+                judged.push(Cow::Borrowed(&parsed.value));
+            }
+        }
+    }
+    Ok(judged)
+}
+
+/// One cause per field a deny rule forbids that the write sets or changes (a value an update
+/// or patch leaves as it was is not a cause).
+fn field_denials(
+    rules: &[&FieldRule],
+    kind: Option<PodBearing>,
+    info: &RequestInfo,
+    current_value: Option<&Value>,
+    judged: &[Cow<'_, Value>],
+) -> Vec<StatusCause> {
+    let mut causes: Vec<StatusCause> = Vec::new();
+    for rule in rules {
+        for path in &rule.deny {
+            let Some(segs) = path.resolve(kind) else {
+                continue;
+            };
+            let before: Vec<(String, &Value)> = match (info.verb.as_str(), current_value) {
+                ("update" | "patch", Some(cur)) => fields::present(cur, &segs),
+                _ => Vec::new(),
+            };
+            for obj in judged {
+                for (at, v) in fields::present(obj, &segs) {
+                    let unchanged = before.iter().any(|(p, old)| *p == at && *old == v);
+                    if !unchanged && !causes.iter().any(|c| c.field == at) {
+                        causes.push(StatusCause {
+                            reason: "FieldValueForbidden".into(),
+                            message: format!(
+                                "Forbidden: may not be set by this client (portcullis field rule {})",
+                                path.text
+                            ),
+                            field: at,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    causes
+}
+
+/// Pod Security on the judged objects: enforce violations and case-variant keys become causes,
+/// warn violations warnings, audit violations audit notes. True when the enforced level was
+/// violated.
+fn pod_security(
+    modes: Modes,
+    info: &RequestInfo,
+    judged: &[Cow<'_, Value>],
+    causes: &mut Vec<StatusCause>,
+    out: &mut Judged,
+) -> bool {
+    let resource = resource_path(info);
+    // Each distinct policy is evaluated once (warn often equals enforce or audit).
+    let mut memo: Vec<(pss::Policy, Vec<pss::Violation>)> = Vec::new();
+    let mut check = |policy: &pss::Policy| -> Vec<pss::Violation> {
+        if let Some((_, v)) = memo.iter().find(|(p, _)| p == policy) {
+            return v.clone();
+        }
+        let mut all: Vec<pss::Violation> = Vec::new();
+        for obj in judged {
+            for v in pss::check_object(policy, &info.api_group, &resource, obj) {
+                if !all.iter().any(|x| x.field == v.field && x.check == v.check) {
+                    all.push(v);
+                }
+            }
+        }
+        memo.push((*policy, all.clone()));
+        all
+    };
+    // A key that differs only in case from a field Pod Security reads is dropped by the
+    // apiserver (case-sensitive since 1.11) but was read by older case-insensitive
+    // decoders; it can only be an attempt to confuse a reader, so it is refused.
+    for obj in judged {
+        case_variant_causes(obj, causes);
+    }
+    let mut pss_violated = false;
+    if let Some(p) = modes.enforce {
+        for v in check(&p) {
+            pss_violated = true;
+            causes.push(StatusCause {
+                reason: "FieldValueForbidden".into(),
+                message: format!(
+                    "Forbidden: violates PodSecurity \"{}:{}\": {}",
+                    p.level, p.version, v.message
+                ),
+                field: v.field,
+            });
+        }
+    }
+    if let Some(p) = modes.warn {
+        for v in check(&p) {
+            out.warnings.push(format!(
+                "would violate PodSecurity \"{}:{}\": {}: {}",
+                p.level, p.version, v.field, v.message
+            ));
+        }
+    }
+    if let Some(p) = modes.audit {
+        for v in check(&p) {
+            out.audit.push(format!(
+                "violates PodSecurity \"{}:{}\": {}: {}",
+                p.level, p.version, v.field, v.message
+            ));
+        }
+    }
+    pss_violated
+}
+
+/// The 422 for a write with causes: Pod Security when an enforced level was violated,
+/// field rules otherwise; named by the pod-bearing kind, the body's `kind` or the resource.
+fn refusal(
+    kind: Option<PodBearing>,
+    info: &RequestInfo,
+    body: &Value,
+    causes: Vec<StatusCause>,
+    pss_violated: bool,
+) -> Refusal {
+    let kind_name = kind
+        .map(|k| k.kind().to_owned())
+        .or_else(|| body.get("kind").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| info.resource.clone());
+    let name = if info.name.is_empty() {
+        body.pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    } else {
+        info.name.clone()
+    };
+    let invalid = Box::new(Invalid {
+        kind: kind_name,
+        group: info.api_group.clone(),
+        name,
+        causes,
+    });
+    if pss_violated {
+        Refusal::PodSecurity(invalid)
+    } else {
+        BodyRefusal::FieldRules(invalid).into()
+    }
+}

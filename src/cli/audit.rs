@@ -44,42 +44,7 @@ pub enum AuditCommand {
         files: Vec<PathBuf>,
     },
     /// Search audit files (streaming): who did what, when, and what was refused.
-    Query {
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        /// user.username (repeatable or comma-separated: any of them).
-        #[arg(long, value_delimiter = ',')]
-        user: Vec<String>,
-        /// One of user.groups.
-        #[arg(long, value_delimiter = ',')]
-        group: Vec<String>,
-        #[arg(long, value_delimiter = ',')]
-        verb: Vec<String>,
-        /// `pods` (with its subresources) or `pods/log`.
-        #[arg(long, value_delimiter = ',')]
-        resource: Vec<String>,
-        #[arg(long, value_delimiter = ',')]
-        namespace: Vec<String>,
-        #[arg(long, value_delimiter = ',')]
-        name: Vec<String>,
-        /// RFC 3339 time, or a duration before now (`12h`).
-        #[arg(long)]
-        since: Option<String>,
-        /// RFC 3339 time, or a duration before now (exclusive).
-        #[arg(long)]
-        until: Option<String>,
-        /// The authorization decision annotation: allow or deny.
-        #[arg(long, value_parser = ["allow", "deny"])]
-        decision: Option<String>,
-        /// Response code: `403` or a class like `4xx`.
-        #[arg(long, value_delimiter = ',')]
-        code: Vec<String>,
-        /// Include RequestReceived and ResponseStarted events too.
-        #[arg(long)]
-        all_stages: bool,
-        #[arg(long, short, default_value = "table", value_parser = ["table", "json"])]
-        output: String,
-    },
+    Query(QueryArgs),
     /// Write a new checkpoint signing key (Ed25519, PKCS#8 PEM, 0600) and its public key.
     Keygen {
         /// The private key file to create.
@@ -91,6 +56,45 @@ pub enum AuditCommand {
     },
     /// Load an audit policy file and report the first problem with its key path.
     CheckPolicy { policy: PathBuf },
+}
+
+/// The filters and output of `audit query`.
+#[derive(Debug, clap::Args)]
+pub struct QueryArgs {
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// user.username (repeatable or comma-separated: any of them).
+    #[arg(long, value_delimiter = ',')]
+    pub user: Vec<String>,
+    /// One of user.groups.
+    #[arg(long, value_delimiter = ',')]
+    pub group: Vec<String>,
+    #[arg(long, value_delimiter = ',')]
+    pub verb: Vec<String>,
+    /// `pods` (with its subresources) or `pods/log`.
+    #[arg(long, value_delimiter = ',')]
+    pub resource: Vec<String>,
+    #[arg(long, value_delimiter = ',')]
+    pub namespace: Vec<String>,
+    #[arg(long, value_delimiter = ',')]
+    pub name: Vec<String>,
+    /// RFC 3339 time, or a duration before now (`12h`).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// RFC 3339 time, or a duration before now (exclusive).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// The authorization decision annotation: allow or deny.
+    #[arg(long, value_parser = ["allow", "deny"])]
+    pub decision: Option<String>,
+    /// Response code: `403` or a class like `4xx`.
+    #[arg(long, value_delimiter = ',')]
+    pub code: Vec<String>,
+    /// Include RequestReceived and ResponseStarted events too.
+    #[arg(long)]
+    pub all_stages: bool,
+    #[arg(long, short, default_value = "table", value_parser = ["table", "json"])]
+    pub output: String,
 }
 
 /// Run an `audit` subcommand; the return value is the process exit code.
@@ -111,91 +115,8 @@ fn run_inner(cmd: AuditCommand) -> Result<i32> {
             max_unsigned_tail,
             files,
         } => verify_cmd(&keys, max_unsigned_tail, &files),
-        AuditCommand::Query {
-            files,
-            user,
-            group,
-            verb,
-            resource,
-            namespace,
-            name,
-            since,
-            until,
-            decision,
-            code,
-            all_stages,
-            output,
-        } => {
-            let now = MicroTime::now();
-            let time = |s: Option<String>| -> Result<Option<MicroTime>> {
-                s.map(|s| query::parse_time_arg(&s, now).map_err(anyhow::Error::msg))
-                    .transpose()
-            };
-            let filter = Filter {
-                users: user,
-                groups: group,
-                verbs: verb,
-                resources: resource,
-                namespaces: namespace,
-                names: name,
-                since: time(since).context("--since")?,
-                until: time(until).context("--until")?,
-                decision: decision.map(|d| {
-                    if d == "allow" {
-                        Decision::Allow
-                    } else {
-                        Decision::Deny
-                    }
-                }),
-                codes: code
-                    .iter()
-                    .map(|c| c.parse::<CodeMatch>().map_err(anyhow::Error::msg))
-                    .collect::<Result<_>>()
-                    .context("--code")?,
-                all_stages,
-            };
-            let output = if output == "json" {
-                Output::Json
-            } else {
-                Output::Table
-            };
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            let stats = query::run(&files, &filter, output, &mut out, &mut std::io::stderr())?;
-            out.flush()?;
-            drop(out);
-            if output == Output::Table {
-                eprintln!(
-                    "{} of {} events matched{}",
-                    stats.matched,
-                    stats.scanned,
-                    if stats.skipped > 0 {
-                        format!(" ({} lines skipped)", stats.skipped)
-                    } else {
-                        String::new()
-                    }
-                );
-            }
-            Ok(0)
-        }
-        AuditCommand::Keygen { out, public_out } => {
-            let public = public_out.unwrap_or_else(|| public_path(&out));
-            let (private_pem, public_pem, key) =
-                SigningKey::generate().map_err(anyhow::Error::msg)?;
-            write_new_private(&out, private_pem.as_bytes())?;
-            std::fs::write(&public, public_pem)
-                .with_context(|| format!("cannot write {}", public.display()))?;
-            println!(
-                "private key: {} (mode 0600; the file sink's signing key)",
-                out.display()
-            );
-            println!(
-                "public key:  {} (keyId {}; for `portcullis audit verify --key`)",
-                public.display(),
-                key.key_id()
-            );
-            Ok(0)
-        }
+        AuditCommand::Query(args) => query_cmd(args),
+        AuditCommand::Keygen { out, public_out } => keygen_cmd(&out, public_out),
         AuditCommand::CheckPolicy { policy } => match Policy::load(&policy) {
             Ok(p) => {
                 println!("{}: ok — {} rules", policy.display(), p.rules().len());
@@ -207,6 +128,95 @@ fn run_inner(cmd: AuditCommand) -> Result<i32> {
             }
         },
     }
+}
+
+/// `audit query`: matching events to stdout, the tally to stderr.
+fn query_cmd(args: QueryArgs) -> Result<i32> {
+    let QueryArgs {
+        files,
+        user,
+        group,
+        verb,
+        resource,
+        namespace,
+        name,
+        since,
+        until,
+        decision,
+        code,
+        all_stages,
+        output,
+    } = args;
+    let now = MicroTime::now();
+    let time = |s: Option<String>| -> Result<Option<MicroTime>> {
+        s.map(|s| query::parse_time_arg(&s, now).map_err(anyhow::Error::msg))
+            .transpose()
+    };
+    let filter = Filter {
+        users: user,
+        groups: group,
+        verbs: verb,
+        resources: resource,
+        namespaces: namespace,
+        names: name,
+        since: time(since).context("--since")?,
+        until: time(until).context("--until")?,
+        decision: decision.map(|d| {
+            if d == "allow" {
+                Decision::Allow
+            } else {
+                Decision::Deny
+            }
+        }),
+        codes: code
+            .iter()
+            .map(|c| c.parse::<CodeMatch>().map_err(anyhow::Error::msg))
+            .collect::<Result<_>>()
+            .context("--code")?,
+        all_stages,
+    };
+    let output = if output == "json" {
+        Output::Json
+    } else {
+        Output::Table
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let stats = query::run(&files, &filter, output, &mut out, &mut std::io::stderr())?;
+    out.flush()?;
+    drop(out);
+    if output == Output::Table {
+        eprintln!(
+            "{} of {} events matched{}",
+            stats.matched,
+            stats.scanned,
+            if stats.skipped > 0 {
+                format!(" ({} lines skipped)", stats.skipped)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(0)
+}
+
+/// `audit keygen`: a new checkpoint signing key and its public key.
+fn keygen_cmd(out: &std::path::Path, public_out: Option<PathBuf>) -> Result<i32> {
+    let public = public_out.unwrap_or_else(|| public_path(out));
+    let (private_pem, public_pem, key) = SigningKey::generate().map_err(anyhow::Error::msg)?;
+    write_new_private(out, private_pem.as_bytes())?;
+    std::fs::write(&public, public_pem)
+        .with_context(|| format!("cannot write {}", public.display()))?;
+    println!(
+        "private key: {} (mode 0600; the file sink's signing key)",
+        out.display()
+    );
+    println!(
+        "public key:  {} (keyId {}; for `portcullis audit verify --key`)",
+        public.display(),
+        key.key_id()
+    );
+    Ok(0)
 }
 
 fn verify_cmd(keys: &[PathBuf], max_tail: Option<u64>, files: &[PathBuf]) -> Result<i32> {

@@ -14,7 +14,7 @@ use super::pattern::{
     check_resource_pattern, check_url_pattern, Glob, ResourcePattern, Sub, UrlPattern, VerbSet,
     NON_RESOURCE_VERBS, RESOURCE_VERBS,
 };
-use crate::config::Problem;
+use crate::config::{Problem, Problems};
 
 /// The public non-resource URLs used when `public_non_resource_urls` is absent: discovery,
 /// version, OpenAPI and health — what kubectl and client-go fetch before anything else.
@@ -147,7 +147,7 @@ pub struct ExtraSubject {
 /// (`authorization`), so problems read `authorization.grants[0].rules[1].verbs`.
 pub fn build(cfg: &AuthorizationConfig, key_prefix: &str) -> Result<Authorizer, Vec<Problem>> {
     let mut c = Check {
-        problems: Vec::new(),
+        problems: Problems::new(),
     };
 
     let mut public = Vec::new();
@@ -338,7 +338,7 @@ pub fn build(cfg: &AuthorizationConfig, key_prefix: &str) -> Result<Authorizer, 
             extra_cluster_scoped,
         })
     } else {
-        Err(c.problems)
+        Err(c.problems.into_vec())
     }
 }
 
@@ -346,16 +346,12 @@ const NS_HINT: &str = "write a namespace name or a pattern with '*', e.g. team-a
 const URL_HINT: &str = "write an exact path (/healthz) or a prefix ending in '*' (/healthz/*)";
 
 struct Check {
-    problems: Vec<Problem>,
+    problems: Problems,
 }
 
 impl Check {
     fn err(&mut self, path: &str, message: impl Into<String>, hint: &str) {
-        self.problems.push(Problem {
-            path: path.to_owned(),
-            message: message.into(),
-            hint: hint.to_owned(),
-        });
+        self.problems.err(path, message, hint);
     }
 
     /// Names show up in decisions, 403 messages and audit: keep them plain.

@@ -28,12 +28,11 @@
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
 };
 
 use serde::Deserialize;
 
-use super::Problem;
+use super::{Problem, Problems, Wording};
 use crate::audit::{
     DeliveryMode, FileSinkConfig, Overflow, Policy, SigningKey, SinkKind, SinkSpec, WebhookConfig,
 };
@@ -184,19 +183,12 @@ impl AuditSettings {
 
 /// Validate `cfg` (paths relative to `base`).
 pub fn build(cfg: &AuditConfig, base: &Path, prefix: &str) -> Result<AuditSettings, Vec<Problem>> {
-    let mut problems = Vec::new();
-    let mut problem = |path: String, message: String, hint: &str| {
-        problems.push(Problem {
-            path,
-            message,
-            hint: hint.to_owned(),
-        })
-    };
+    let mut p = Problems::new();
     let policy_file = base.join(&cfg.policy_file);
     let policy = match Policy::load(&policy_file) {
         Ok(p) => Some(Arc::new(p)),
         Err(e) => {
-            problem(
+            p.err(
                 format!("{prefix}.policy_file"),
                 format!("{}: {e}", policy_file.display()),
                 "give an audit.k8s.io/v1 Policy file (see config/audit-policy.yaml); `portcullis audit check-policy FILE` checks one",
@@ -207,10 +199,10 @@ pub fn build(cfg: &AuditConfig, base: &Path, prefix: &str) -> Result<AuditSettin
     let key = cfg
         .signing_key_file
         .as_ref()
-        .and_then(|p| match SigningKey::load(&base.join(p)) {
+        .and_then(|f| match SigningKey::load(&base.join(f)) {
             Ok(k) => Some(Arc::new(k)),
             Err(e) => {
-                problem(
+                p.err(
                     format!("{prefix}.signing_key_file"),
                     e,
                     "create one with `portcullis audit keygen --out FILE`",
@@ -218,26 +210,10 @@ pub fn build(cfg: &AuditConfig, base: &Path, prefix: &str) -> Result<AuditSettin
                 None
             }
         });
-    let duration = |v: &Option<String>,
-                    def: Duration,
-                    path: String,
-                    problem: &mut dyn FnMut(String, String, &str)| {
-        match v {
-            None => def,
-            Some(s) => humantime::parse_duration(s).unwrap_or_else(|e| {
-                problem(
-                    path,
-                    format!("{s:?}: {e}"),
-                    "write a duration such as 500ms, 10s, 5m",
-                );
-                def
-            }),
-        }
-    };
     if cfg.sinks.is_empty() {
-        problem(
+        p.err(
             format!("{prefix}.sinks"),
-            "no sinks".into(),
+            "no sinks",
             "add at least one sink: file, webhook or stdout",
         );
     }
@@ -246,9 +222,9 @@ pub fn build(cfg: &AuditConfig, base: &Path, prefix: &str) -> Result<AuditSettin
         let path = format!("{prefix}.sinks[{i}]");
         let kinds = [s.file.is_some(), s.webhook.is_some(), s.stdout.is_some()];
         if kinds.iter().filter(|k| **k).count() != 1 {
-            problem(
+            p.err(
                 path.clone(),
-                "a sink needs exactly one of file, webhook, stdout".into(),
+                "a sink needs exactly one of file, webhook, stdout",
                 "split it into several sinks",
             );
             continue;
@@ -267,18 +243,18 @@ pub fn build(cfg: &AuditConfig, base: &Path, prefix: &str) -> Result<AuditSettin
             if let Some(n) = f.checkpoint_every_events {
                 fc.checkpoint_every_events = n;
             }
-            fc.checkpoint_interval = duration(
-                &f.checkpoint_interval,
+            fc.checkpoint_interval = p.duration(
+                &format!("{path}.file.checkpoint_interval"),
+                f.checkpoint_interval.as_deref(),
                 fc.checkpoint_interval,
-                format!("{path}.file.checkpoint_interval"),
-                &mut problem,
+                Wording::Audit,
             );
             fc.signing_key = key.clone();
             (ValidKind::File(Box::new(fc)), Mode::BlockingStrict, "file")
         } else if let Some(w) = &s.webhook {
             let kc = base.join(&w.kubeconfig);
             if !kc.is_file() {
-                problem(
+                p.err(
                     format!("{path}.webhook.kubeconfig"),
                     format!("{} is not a file", kc.display()),
                     "a kubeconfig naming the receiver's URL, CA and credentials",
@@ -292,23 +268,23 @@ pub fn build(cfg: &AuditConfig, base: &Path, prefix: &str) -> Result<AuditSettin
             if let Some(n) = w.max_retries {
                 wc.max_retries = n;
             }
-            wc.max_wait = duration(
-                &w.max_wait,
+            wc.max_wait = p.duration(
+                &format!("{path}.webhook.max_wait"),
+                w.max_wait.as_deref(),
                 wc.max_wait,
-                format!("{path}.webhook.max_wait"),
-                &mut problem,
+                Wording::Audit,
             );
-            wc.initial_backoff = duration(
-                &w.initial_backoff,
+            wc.initial_backoff = p.duration(
+                &format!("{path}.webhook.initial_backoff"),
+                w.initial_backoff.as_deref(),
                 wc.initial_backoff,
-                format!("{path}.webhook.initial_backoff"),
-                &mut problem,
+                Wording::Audit,
             );
-            wc.request_timeout = duration(
-                &w.request_timeout,
+            wc.request_timeout = p.duration(
+                &format!("{path}.webhook.request_timeout"),
+                w.request_timeout.as_deref(),
                 wc.request_timeout,
-                format!("{path}.webhook.request_timeout"),
-                &mut problem,
+                Wording::Audit,
             );
             (ValidKind::Webhook(Box::new(wc)), Mode::Batch, "webhook")
         } else {
@@ -322,9 +298,9 @@ pub fn build(cfg: &AuditConfig, base: &Path, prefix: &str) -> Result<AuditSettin
                     Some(OverflowConfig::Drop) => Overflow::Drop,
                     Some(OverflowConfig::Block) => Overflow::Block,
                     None => {
-                        problem(
+                        p.err(
                             format!("{path}.overflow"),
-                            "batch mode needs an explicit overflow".into(),
+                            "batch mode needs an explicit overflow",
                             "overflow: block (requests wait for room) or overflow: drop (events are discarded and counted)",
                         );
                         Overflow::Block
@@ -338,7 +314,7 @@ pub fn build(cfg: &AuditConfig, base: &Path, prefix: &str) -> Result<AuditSettin
         };
         let name = s.name.clone().unwrap_or_else(|| default_name.to_owned());
         if sinks.iter().any(|x| x.name == name) {
-            problem(
+            p.err(
                 format!("{path}.name"),
                 format!("duplicate sink name {name:?}"),
                 "give each sink its own name",
@@ -346,14 +322,11 @@ pub fn build(cfg: &AuditConfig, base: &Path, prefix: &str) -> Result<AuditSettin
         }
         sinks.push(ValidSink { name, kind, mode });
     }
-    match policy {
-        Some(policy) if problems.is_empty() => Ok(AuditSettings {
-            policy,
-            policy_file,
-            sinks,
-        }),
-        _ => Err(problems),
-    }
+    p.finish(policy.map(|policy| AuditSettings {
+        policy,
+        policy_file,
+        sinks,
+    }))
 }
 
 #[cfg(test)]

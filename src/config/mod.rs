@@ -6,12 +6,14 @@
 //! upstream settings.
 
 pub mod audit;
+pub mod problems;
 pub mod schema;
 pub mod validate;
 
 use std::path::Path;
 
-pub use validate::{Config, Problem, UpstreamConfig, UpstreamToken, X509Identity};
+pub use problems::{Problem, Problems, Wording};
+pub use validate::{Config, UpstreamConfig, UpstreamToken, X509Identity};
 
 /// Load and validate a config file. Relative paths inside it are relative to its folder.
 pub fn load(path: &Path) -> Result<Config, Vec<Problem>> {

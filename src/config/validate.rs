@@ -17,24 +17,8 @@ use crate::{
     server::{tls, ServeOptions},
 };
 
-/// One problem in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted key path, e.g. `upstream.credentials.token_file`.
-    pub path: String,
-    pub message: String,
-    pub hint: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)?;
-        if !self.hint.is_empty() {
-            write!(f, " (hint: {})", self.hint)?;
-        }
-        Ok(())
-    }
-}
+pub use super::problems::Problem;
+use super::problems::{resolve, Problems, Wording};
 
 /// How the proxy authenticates itself to the upstream, besides a client certificate.
 #[derive(Debug, Clone)]
@@ -135,95 +119,6 @@ impl Config {
     }
 }
 
-/// Collects problems while building.
-#[derive(Default)]
-struct Check {
-    problems: Vec<Problem>,
-}
-
-impl Check {
-    fn err(&mut self, path: &str, message: impl Into<String>, hint: &str) {
-        self.problems.push(Problem {
-            path: path.into(),
-            message: message.into(),
-            hint: hint.into(),
-        });
-    }
-
-    fn duration(&mut self, path: &str, value: &Option<String>, default: Duration) -> Duration {
-        match value {
-            None => default,
-            Some(s) => match humantime::parse_duration(s) {
-                Ok(d) => d,
-                Err(e) => {
-                    self.err(
-                        path,
-                        format!("{s:?} is not a duration: {e}"),
-                        "write e.g. 500ms, 10s, 5m or 1h",
-                    );
-                    default
-                }
-            },
-        }
-    }
-
-    fn addr(&mut self, path: &str, value: &str) -> Option<SocketAddr> {
-        match value.parse() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                self.err(
-                    path,
-                    format!("{value:?} is not an address"),
-                    "write host:port with an IP, e.g. 0.0.0.0:6443 or 127.0.0.1:9090",
-                );
-                None
-            }
-        }
-    }
-
-    fn certs(
-        &mut self,
-        path: &str,
-        file: &Path,
-        base: &Path,
-    ) -> Option<Vec<CertificateDer<'static>>> {
-        match tls::load_certs(&resolve(base, file)) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                self.err(
-                    path,
-                    format!("{e:#}"),
-                    "give a readable PEM file of certificates",
-                );
-                None
-            }
-        }
-    }
-
-    fn key(&mut self, path: &str, file: &Path, base: &Path) -> Option<PrivateKeyDer<'static>> {
-        match tls::load_key(&resolve(base, file)) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                self.err(
-                    path,
-                    format!("{e:#}"),
-                    "give a readable PEM private key (PKCS#8, PKCS#1 or SEC1)",
-                );
-                None
-            }
-        }
-    }
-}
-
-/// Relative paths in the config are relative to the config file's folder.
-fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
-}
-
 /// Validate a parsed file. `base` is the folder relative paths are taken from; `env` looks up
 /// environment variables (injected so tests need not touch the process environment).
 pub fn build(
@@ -231,7 +126,7 @@ pub fn build(
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, Vec<Problem>> {
-    let mut c = Check::default();
+    let mut c = Problems::new();
 
     // listen
     let listen_addr = c.addr("listen.address", &file.listen.address);
@@ -248,19 +143,22 @@ pub fn build(
     let serve = ServeOptions {
         handshake_timeout: c.duration(
             "listen.handshake_timeout",
-            &file.listen.handshake_timeout,
+            file.listen.handshake_timeout.as_deref(),
             Duration::from_secs(10),
+            Wording::General,
         ),
         header_read_timeout: c.duration(
             "listen.header_read_timeout",
-            &file.listen.header_read_timeout,
+            file.listen.header_read_timeout.as_deref(),
             Duration::from_secs(30),
+            Wording::General,
         ),
         max_concurrent_streams: streams,
         grace: c.duration(
             "shutdown.grace",
-            &file.shutdown.grace,
+            file.shutdown.grace.as_deref(),
             Duration::from_secs(30),
+            Wording::General,
         ),
     };
 
@@ -312,13 +210,9 @@ pub fn build(
             }
         }
         for (i, f) in cc.crl_files.iter().enumerate() {
-            match tls::load_crls(&resolve(base, f)) {
-                Ok(mut crls) => client_cas.crls.append(&mut crls),
-                Err(e) => c.err(
-                    &format!("authentication.client_certificates.crl_files[{i}]"),
-                    format!("{e:#}"),
-                    "give a readable PEM file of X509 CRL blocks",
-                ),
+            let path = format!("authentication.client_certificates.crl_files[{i}]");
+            if let Some(mut crls) = c.crls(&path, f, base) {
+                client_cas.crls.append(&mut crls);
             }
         }
         X509Identity {
@@ -335,8 +229,9 @@ pub fn build(
             }
             opts.max_ttl = c.duration(
                 "authentication.token_cache.max_ttl",
-                &tc.max_ttl,
+                tc.max_ttl.as_deref(),
                 opts.max_ttl,
+                Wording::General,
             );
         }
         opts
@@ -346,16 +241,16 @@ pub fn build(
     } else {
         match crate::authn::jwt::build(&authn.jwt, base, "authentication.jwt", cache) {
             Ok(j) => Some(Jwt(Arc::new(j))),
-            Err(mut problems) => {
-                c.problems.append(&mut problems);
+            Err(problems) => {
+                c.append(problems);
                 None
             }
         }
     };
     let authorizer = match crate::authz::build(&file.authorization, "authorization") {
         Ok(a) => Some(Arc::new(a)),
-        Err(mut problems) => {
-            c.problems.append(&mut problems);
+        Err(problems) => {
+            c.append(problems);
             None
         }
     };
@@ -386,8 +281,8 @@ pub fn build(
         None => None,
         Some(rl) => match crate::ratelimit::build(rl, "rate_limits") {
             Ok(l) => Some(Limiter(l)),
-            Err(mut problems) => {
-                c.problems.append(&mut problems);
+            Err(problems) => {
+                c.append(problems);
                 None
             }
         },
@@ -398,8 +293,8 @@ pub fn build(
         "sanitize",
     ) {
         Ok(s) => Some(Arc::new(s)),
-        Err(mut problems) => {
-            c.problems.append(&mut problems);
+        Err(problems) => {
+            c.append(problems);
             None
         }
     };
@@ -408,8 +303,8 @@ pub fn build(
         None => None,
         Some(a) => match super::audit::build(a, base, "audit") {
             Ok(s) => Some(s),
-            Err(mut problems) => {
-                c.problems.append(&mut problems);
+            Err(problems) => {
+                c.append(problems);
                 None
             }
         },
@@ -421,8 +316,9 @@ pub fn build(
     let admin_addr = c.addr("admin.address", &file.admin.address);
     let ready_window = c.duration(
         "admin.ready_window",
-        &file.admin.ready_window,
+        file.admin.ready_window.as_deref(),
         Duration::from_secs(30),
+        Wording::General,
     );
 
     // upstream
@@ -443,7 +339,7 @@ pub fn build(
             Some(upstream),
             Some(authorizer),
             Some(sanitizer),
-        ) if c.problems.is_empty() => Ok(Config {
+        ) if c.is_empty() => Ok(Config {
             listen_addr,
             server_tls,
             serve,
@@ -460,35 +356,39 @@ pub fn build(
             audit,
             dangerous: file.dangerous.clone(),
         }),
-        _ => Err(c.problems),
+        _ => Err(c.into_vec()),
     }
 }
 
 fn build_upstream(
-    c: &mut Check,
+    c: &mut Problems,
     u: &schema::Upstream,
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Option<UpstreamConfig> {
     let connect_timeout = c.duration(
         "upstream.connect_timeout",
-        &u.connect_timeout,
+        u.connect_timeout.as_deref(),
         Duration::from_secs(5),
+        Wording::General,
     );
     let request_timeout = c.duration(
         "upstream.request_timeout",
-        &u.request_timeout,
+        u.request_timeout.as_deref(),
         Duration::from_secs(60),
+        Wording::General,
     );
     let health_interval = c.duration(
         "upstream.health_interval",
-        &u.health_interval,
+        u.health_interval.as_deref(),
         Duration::from_secs(10),
+        Wording::General,
     );
     let token_reload_interval = c.duration(
         "upstream.token_reload_interval",
-        &u.token_reload_interval,
+        u.token_reload_interval.as_deref(),
         Duration::from_secs(10),
+        Wording::General,
     );
     let chosen = [u.url.is_some(), u.in_cluster, u.kubeconfig.is_some()]
         .iter()
@@ -547,9 +447,13 @@ fn build_upstream(
         let token = match &creds.token_file {
             Some(f) => {
                 let p = resolve(base, f);
-                match std::fs::read_to_string(&p) {
-                    Ok(t) if !t.trim().is_empty() => UpstreamToken::File(p),
-                    Ok(_) => {
+                match c.read_text(
+                    "upstream.credentials.token_file",
+                    &p,
+                    "give a readable token file",
+                ) {
+                    Some(t) if !t.trim().is_empty() => UpstreamToken::File(p),
+                    Some(_) => {
                         c.err(
                             "upstream.credentials.token_file",
                             format!("{} is empty", p.display()),
@@ -557,19 +461,12 @@ fn build_upstream(
                         );
                         UpstreamToken::None
                     }
-                    Err(e) => {
-                        c.err(
-                            "upstream.credentials.token_file",
-                            format!("cannot read {}: {e}", p.display()),
-                            "give a readable token file",
-                        );
-                        UpstreamToken::None
-                    }
+                    None => UpstreamToken::None,
                 }
             }
             None => UpstreamToken::None,
         };
-        if identity.is_none() && matches!(token, UpstreamToken::None) && c.problems.is_empty() {
+        if identity.is_none() && matches!(token, UpstreamToken::None) && c.is_empty() {
             c.err(
                 "upstream.credentials",
                 "no credentials for the proxy itself",
@@ -719,7 +616,7 @@ fn build_upstream(
 }
 
 /// Options that weaken a guard need their `dangerous.*` acknowledgement (DESIGN decision 10).
-fn check_dangerous(c: &mut Check, file: &schema::File) {
+fn check_dangerous(c: &mut Problems, file: &schema::File) {
     let d = &file.dangerous;
     use crate::sanitize::config::BinaryBodies;
     if let Some(s) = &file.sanitize {
@@ -735,14 +632,14 @@ fn check_dangerous(c: &mut Check, file: &schema::File) {
             for (i, r) in s.resources.iter().enumerate() {
                 if r.inspect == Some(false) {
                     c.err(
-                        &format!("sanitize.resources[{i}].inspect"),
+                        format!("sanitize.resources[{i}].inspect"),
                         "false forwards these bodies unparsed",
                         hint,
                     );
                 }
                 if r.binary_bodies == Some(BinaryBodies::ForwardUnjudged) {
                     c.err(
-                        &format!("sanitize.resources[{i}].binary_bodies"),
+                        format!("sanitize.resources[{i}].binary_bodies"),
                         "forward-unjudged forwards protobuf / CBOR bodies unparsed",
                         hint,
                     );
@@ -755,7 +652,7 @@ fn check_dangerous(c: &mut Check, file: &schema::File) {
             for (i, s) in a.sinks.iter().enumerate() {
                 if s.overflow == Some(super::audit::OverflowConfig::Drop) {
                     c.err(
-                        &format!("audit.sinks[{i}].overflow"),
+                        format!("audit.sinks[{i}].overflow"),
                         "drop discards audit events when the queue is full",
                         "use overflow: block, or set dangerous.allow_audit_event_loss: true",
                     );

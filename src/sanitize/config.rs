@@ -47,7 +47,7 @@ use super::{
     policy::{FieldRule, Modes, ResourceRule, Sanitizer},
     pss,
 };
-use crate::config::Problem;
+use crate::config::{Problem, Problems};
 
 /// `sanitize:`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -157,14 +157,8 @@ const MAX_BODY_CEILING: u64 = 64 * 1024 * 1024;
 
 /// Validate `cfg` (at key path `prefix`) into a [`Sanitizer`].
 pub fn build(cfg: &SanitizeConfig, prefix: &str) -> Result<Sanitizer, Vec<Problem>> {
-    let mut problems = Vec::new();
-    let mut problem = |path: String, message: String, hint: &str| {
-        problems.push(Problem {
-            path,
-            message,
-            hint: hint.to_owned(),
-        })
-    };
+    let mut problems = Problems::new();
+    let mut problem = |path: String, message: String, hint: &str| problems.err(path, message, hint);
     let cap = |v: Option<u64>, path: String, problem: &mut dyn FnMut(String, String, &str)| {
         let v = v.unwrap_or(Sanitizer::DEFAULT_MAX_BODY as u64);
         if v == 0 || v > MAX_BODY_CEILING {
@@ -340,7 +334,7 @@ pub fn build(cfg: &SanitizeConfig, prefix: &str) -> Result<Sanitizer, Vec<Proble
             field_rules,
         })
     } else {
-        Err(problems)
+        Err(problems.into_vec())
     }
 }
 

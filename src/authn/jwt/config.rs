@@ -30,7 +30,10 @@ use super::{
     verify::{IssuerPolicy, JwtAuthenticator},
     DEFAULT_SCOPE_CLAIM,
 };
-use crate::{config::validate::Problem, server::tls};
+use crate::{
+    config::{Problem, Problems, Wording},
+    server::tls,
+};
 
 /// Algorithms allowed when an issuer does not list its own.
 pub const DEFAULT_ALGORITHMS: [Algorithm; 9] = [
@@ -172,35 +175,6 @@ pub struct ExtraMapping {
     pub claim: String,
 }
 
-struct Problems(Vec<Problem>);
-
-impl Problems {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>, hint: &str) {
-        self.0.push(Problem {
-            path: path.into(),
-            message: message.into(),
-            hint: hint.to_string(),
-        });
-    }
-
-    fn duration(&mut self, path: String, value: &Option<String>, default: Duration) -> Duration {
-        match value {
-            None => default,
-            Some(s) => match humantime::parse_duration(s) {
-                Ok(d) => d,
-                Err(e) => {
-                    self.push(
-                        path,
-                        format!("{s:?} is not a duration: {e}"),
-                        "write e.g. 30s, 5m or 1h",
-                    );
-                    default
-                }
-            },
-        }
-    }
-}
-
 /// Validate every issuer and build the authenticator. `base_dir` resolves relative file paths
 /// (the config file's directory); `key_prefix` is the key path of the list
 /// (`authentication.jwt`), used in every [`Problem::path`]. Local key files are read now;
@@ -213,13 +187,13 @@ pub fn build(
     cache: CacheOptions,
 ) -> Result<JwtAuthenticator, Vec<Problem>> {
     super::install_crypto_provider();
-    let mut p = Problems(Vec::new());
+    let mut p = Problems::new();
     let mut seen = HashSet::new();
     let mut policies = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
         let path = format!("{key_prefix}[{i}]");
         if !seen.insert(entry.issuer.url.as_str()) {
-            p.push(
+            p.err(
                 format!("{path}.issuer.url"),
                 format!("issuer {:?} is configured more than once", entry.issuer.url),
                 "issuer URLs must be unique; merge the entries",
@@ -229,8 +203,8 @@ pub fn build(
             policies.push(policy);
         }
     }
-    if !p.0.is_empty() {
-        return Err(p.0);
+    if !p.is_empty() {
+        return Err(p.into_vec());
     }
     Ok(JwtAuthenticator::new(policies, cache))
 }
@@ -241,12 +215,12 @@ fn build_one(
     path: &str,
     p: &mut Problems,
 ) -> Option<IssuerPolicy> {
-    let before = p.0.len();
+    let before = p.len();
     let ip = format!("{path}.issuer");
     check_https(&e.issuer.url, &format!("{ip}.url"), true, p);
 
     if e.issuer.audiences.is_empty() {
-        p.push(
+        p.err(
             format!("{ip}.audiences"),
             "at least one audience is required",
             "the token's aud must contain one of them, e.g. [portcullis]",
@@ -254,18 +228,18 @@ fn build_one(
     }
     for (j, a) in e.issuer.audiences.iter().enumerate() {
         if a.is_empty() {
-            p.push(format!("{ip}.audiences[{j}]"), "audience is empty", "");
+            p.err(format!("{ip}.audiences[{j}]"), "audience is empty", "");
         }
     }
 
     // HMAC secret.
     let hmac = e.hmac_secret_file.as_ref().and_then(|f| {
         let file = base_dir.join(f);
-        match std::fs::read(&file) {
-            Ok(bytes) => {
+        match p.read(&format!("{path}.hmac_secret_file"), &file, "") {
+            Some(bytes) => {
                 let secret = trim_end(&bytes);
                 if secret.len() < MIN_HMAC_SECRET {
-                    p.push(
+                    p.err(
                         format!("{path}.hmac_secret_file"),
                         format!(
                             "{} holds {} bytes; at least {MIN_HMAC_SECRET} are required",
@@ -279,14 +253,7 @@ fn build_one(
                     Some(DecodingKey::from_secret(secret))
                 }
             }
-            Err(err) => {
-                p.push(
-                    format!("{path}.hmac_secret_file"),
-                    format!("cannot read {}: {err}", file.display()),
-                    "",
-                );
-                None
-            }
+            None => None,
         }
     });
 
@@ -301,7 +268,7 @@ fn build_one(
         }
         Some(list) => {
             if list.is_empty() {
-                p.push(
+                p.err(
                     format!("{path}.algorithms"),
                     "the list is empty, so no token could be accepted",
                     "omit the key for the default list",
@@ -311,7 +278,7 @@ fn build_one(
             for (j, name) in list.iter().enumerate() {
                 let key = format!("{path}.algorithms[{j}]");
                 if name.eq_ignore_ascii_case("none") {
-                    p.push(key, "`none` (unsigned tokens) is never allowed", "");
+                    p.err(key, "`none` (unsigned tokens) is never allowed", "");
                     continue;
                 }
                 match Algorithm::from_str(name) {
@@ -319,7 +286,7 @@ fn build_one(
                         if matches!(alg.family(), jsonwebtoken::AlgorithmFamily::Hmac)
                             && e.hmac_secret_file.is_none()
                         {
-                            p.push(
+                            p.err(
                                 key,
                                 format!("{name} needs a shared secret"),
                                 "set hmac_secret_file, or use an asymmetric algorithm",
@@ -330,7 +297,7 @@ fn build_one(
                             algs.push(alg);
                         }
                     }
-                    Err(_) => p.push(
+                    Err(_) => p.err(
                         key,
                         format!("unsupported algorithm {name:?}"),
                         "one of RS256 RS384 RS512 ES256 ES384 PS256 PS384 PS512 EdDSA HS256 HS384 HS512",
@@ -342,7 +309,7 @@ fn build_one(
                     .iter()
                     .any(|a| matches!(a.family(), jsonwebtoken::AlgorithmFamily::Hmac))
             {
-                p.push(
+                p.err(
                     format!("{path}.hmac_secret_file"),
                     "a secret is set but algorithms allows no HS256/HS384/HS512",
                     "add HS256 to algorithms or remove hmac_secret_file",
@@ -352,9 +319,14 @@ fn build_one(
         }
     };
 
-    let leeway = p.duration(format!("{path}.leeway"), &e.leeway, DEFAULT_LEEWAY);
+    let leeway = p.duration(
+        &format!("{path}.leeway"),
+        e.leeway.as_deref(),
+        DEFAULT_LEEWAY,
+        Wording::Jwt,
+    );
     if leeway > MAX_LEEWAY {
-        p.push(
+        p.err(
             format!("{path}.leeway"),
             format!(
                 "{} is more than the 5m allowed",
@@ -364,24 +336,26 @@ fn build_one(
         );
     }
     let refresh = p.duration(
-        format!("{path}.refresh_interval"),
-        &e.refresh_interval,
+        &format!("{path}.refresh_interval"),
+        e.refresh_interval.as_deref(),
         DEFAULT_REFRESH,
+        Wording::Jwt,
     );
     if refresh < MIN_REFRESH {
-        p.push(
+        p.err(
             format!("{path}.refresh_interval"),
             "must be at least 10s",
             "the identity provider should not be polled harder",
         );
     }
     let unknown_kid = p.duration(
-        format!("{path}.unknown_kid_min_interval"),
-        &e.unknown_kid_min_interval,
+        &format!("{path}.unknown_kid_min_interval"),
+        e.unknown_kid_min_interval.as_deref(),
         DEFAULT_UNKNOWN_KID_INTERVAL,
+        Wording::Jwt,
     );
     if unknown_kid.is_zero() {
-        p.push(
+        p.err(
             format!("{path}.unknown_kid_min_interval"),
             "must be more than 0",
             "a zero interval lets random kids hammer the identity provider",
@@ -393,7 +367,7 @@ fn build_one(
         Some(Source::Discovery { .. }) | Some(Source::JwksUrl(_)) => {
             match &e.issuer.certificate_authority_file {
                 None => {
-                    p.push(
+                    p.err(
                         format!("{ip}.certificate_authority_file"),
                         "required to fetch keys over https",
                         "the CA bundle that signed the identity provider's certificate; system roots are not used",
@@ -408,7 +382,7 @@ fn build_one(
                     {
                         Ok(c) => Some(c),
                         Err(err) => {
-                            p.push(
+                            p.err(
                                 format!("{ip}.certificate_authority_file"),
                                 format!("{err:#}"),
                                 "a PEM file of CA certificates",
@@ -426,7 +400,7 @@ fn build_one(
     let mut rules = Vec::new();
     for (j, r) in e.claim_validation_rules.iter().enumerate() {
         if r.claim.is_empty() {
-            p.push(
+            p.err(
                 format!("{path}.claim_validation_rules[{j}].claim"),
                 "claim name is empty",
                 "",
@@ -443,7 +417,7 @@ fn build_one(
         .and_then(|g| prefixed(g, &format!("{mp}.groups"), p));
     let uid = e.claim_mappings.uid.as_ref().map(|u| {
         if u.claim.is_empty() {
-            p.push(format!("{mp}.uid.claim"), "claim name is empty", "");
+            p.err(format!("{mp}.uid.claim"), "claim name is empty", "");
         }
         u.claim.clone()
     });
@@ -452,27 +426,27 @@ fn build_one(
     for (j, x) in e.claim_mappings.extra.iter().enumerate() {
         let xp = format!("{mp}.extra[{j}]");
         if let Err(msg) = check_extra_key(&x.key) {
-            p.push(
+            p.err(
                 format!("{xp}.key"),
                 msg,
                 "a lower-case domain-prefixed path such as example.com/repository",
             );
         }
         if !keys_seen.insert(x.key.as_str()) {
-            p.push(
+            p.err(
                 format!("{xp}.key"),
                 format!("{:?} is mapped more than once", x.key),
                 "",
             );
         }
         if x.claim.is_empty() {
-            p.push(format!("{xp}.claim"), "claim name is empty", "");
+            p.err(format!("{xp}.claim"), "claim name is empty", "");
         }
         extra.push((x.key.clone(), x.claim.clone()));
     }
     let scope_claim = match &e.scope_claim {
         Some(c) if c.is_empty() => {
-            p.push(
+            p.err(
                 format!("{path}.scope_claim"),
                 "claim name is empty",
                 "omit it for the default portcullis.io/scope",
@@ -483,14 +457,14 @@ fn build_one(
         None => DEFAULT_SCOPE_CLAIM.to_string(),
     };
 
-    if p.0.len() > before {
+    if p.len() > before {
         return None;
     }
     let source = source?;
     let (username_claim, username_prefix) = username?;
     let store = KeyStore::new(e.issuer.url.clone(), source, client, refresh, unknown_kid);
     if let Err(err) = store.load_local_now() {
-        p.push(
+        p.err(
             local_source_path(e, &ip),
             err,
             "a JWKS ({\"keys\": [...]}) or PEM public key",
@@ -540,7 +514,7 @@ fn key_source(e: &IssuerConfig, base_dir: &Path, ip: &str, p: &mut Problems) -> 
         given.push("pem_files");
     }
     if given.len() > 1 {
-        p.push(
+        p.err(
             format!("{ip}.{}", given[1]),
             format!("only one key source may be set, found {}", given.join(", ")),
             "keep one of discovery_url, jwks_url, jwks_file, pem_files",
@@ -570,9 +544,9 @@ fn key_source(e: &IssuerConfig, base_dir: &Path, ip: &str, p: &mut Problems) -> 
                 PemFile::WithKid(k) => (k.path.clone(), k.kid.clone()),
             };
             if kid.is_empty() {
-                p.push(format!("{ip}.pem_files[{j}]"), "the key id is empty", "");
+                p.err(format!("{ip}.pem_files[{j}]"), "the key id is empty", "");
             } else if !kids.insert(kid.clone()) {
-                p.push(
+                p.err(
                     format!("{ip}.pem_files[{j}]"),
                     format!("key id {kid:?} is used twice"),
                     "give each file its own {path, kid}",
@@ -608,7 +582,7 @@ fn prefixed(c: &PrefixedClaim, path: &str, p: &mut Problems) -> Option<(String, 
     let claim = match &c.claim {
         Some(claim) if !claim.is_empty() => Some(claim.clone()),
         _ => {
-            p.push(
+            p.err(
                 format!("{path}.claim"),
                 "claim is required",
                 "e.g. sub; there is no default",
@@ -619,7 +593,7 @@ fn prefixed(c: &PrefixedClaim, path: &str, p: &mut Problems) -> Option<(String, 
     let prefix = match &c.prefix {
         Some(prefix) => Some(prefix.clone()),
         None => {
-            p.push(
+            p.err(
                 format!("{path}.prefix"),
                 "prefix is required (it may be \"\")",
                 "set it explicitly, e.g. \"oidc:\", as the API server requires",
@@ -640,7 +614,7 @@ fn check_https(url: &str, path: &str, is_issuer: bool, p: &mut Problems) {
         Err(_) => false,
     };
     if !ok || url.contains('#') {
-        p.push(
+        p.err(
             path,
             format!("{url:?} is not an https URL"),
             if is_issuer {

@@ -5,7 +5,6 @@
 //! addresses, URLs, unreadable or unparsable certificate / key / token files, and contradictory
 //! upstream settings.
 
-pub mod audit;
 pub mod problems;
 pub mod schema;
 pub mod validate;
@@ -13,7 +12,11 @@ pub mod validate;
 use std::path::Path;
 
 pub use problems::{Problem, Problems, Wording};
-pub use validate::{Config, UpstreamConfig, UpstreamToken, X509Identity};
+pub use validate::Config;
+
+// Settings types that moved to their concerns, at their old paths.
+pub use crate::authn::config::X509Identity;
+pub use crate::upstream::config::{UpstreamConfig, UpstreamToken};
 
 /// Load and validate a config file. Relative paths inside it are relative to its folder.
 pub fn load(path: &Path) -> Result<Config, Vec<Problem>> {

@@ -30,7 +30,7 @@ pub struct File {
     pub sanitize: Option<crate::sanitize::SanitizeConfig>,
     /// audit.k8s.io/v1 events: policy file, signing key, sinks (absent: no audit).
     #[serde(default)]
-    pub audit: Option<super::audit::AuditConfig>,
+    pub audit: Option<crate::audit::config::AuditConfig>,
     #[serde(default)]
     pub shutdown: Shutdown,
     /// Explicit acknowledgements for options that weaken a guard (DESIGN decision 10).

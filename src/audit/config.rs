@@ -32,10 +32,10 @@ use std::{
 
 use serde::Deserialize;
 
-use super::{Problem, Problems, Wording};
-use crate::audit::{
+use super::{
     DeliveryMode, FileSinkConfig, Overflow, Policy, SigningKey, SinkKind, SinkSpec, WebhookConfig,
 };
+use crate::config::{Problem, Problems, Wording};
 
 /// `audit:`.
 #[derive(Debug, Clone, Deserialize)]

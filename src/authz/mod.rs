@@ -102,7 +102,7 @@ pub mod pattern;
 pub mod scope;
 
 pub use config::{build, AuthorizationConfig};
-pub use engine::{Authorizer, Decision};
+pub use engine::{Authorizer, AuthzPolicy, Decision};
 pub use forbidden::forbidden;
 pub use layer::AuthzLayer;
 pub use scope::{Scope, ScopeRule};

@@ -7,26 +7,27 @@ use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use super::{schema, Problem, Problems};
 use crate::{
-    authn::config::X509Identity,
-    server::{config as server_config, ServeOptions},
+    audit::config::AuditSettings,
+    authn::config::{JwtSettings, X509Identity},
+    authz::AuthzPolicy,
+    ratelimit::Settings as RateLimitSettings,
+    sanitize::SanitizePolicy,
+    server::{
+        config::{self as server_config, TlsSettings},
+        ServeOptions,
+    },
     upstream::config::UpstreamConfig,
 };
 
-/// The JWT authenticator (a newtype so `Config` can be `Debug`).
-#[derive(Clone)]
-pub struct Jwt(pub Arc<crate::authn::jwt::JwtAuthenticator>);
-
-impl std::fmt::Debug for Jwt {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.0.issuers()).finish()
-    }
-}
-
-/// The validated configuration.
+/// The validated configuration: plain data only (addresses, durations, loaded certificates
+/// and keys, compiled policies). The live objects — rustls config, rate limiter, JWT
+/// authenticator, upstream client, audit sinks — are built from it by `stack::Runtime::build`
+/// (in `app.rs`), so a new configuration can be validated and built beside the running one.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen_addr: SocketAddr,
-    pub server_tls: Arc<rustls::ServerConfig>,
+    /// The listener's certificate, key and client-certificate policy.
+    pub tls: TlsSettings,
     pub serve: ServeOptions,
     pub trust_forwarded_for: bool,
     pub admin_addr: SocketAddr,
@@ -36,26 +37,17 @@ pub struct Config {
     pub x509: Option<X509Identity>,
     pub client_cert_required: bool,
     /// JWT issuers (None: bearer tokens are refused).
-    pub jwt: Option<Jwt>,
-    pub authorizer: Arc<crate::authz::Authorizer>,
+    pub jwt: Option<JwtSettings>,
+    /// Grants and tenants, compiled.
+    pub authorization: Arc<AuthzPolicy>,
     /// Rate limits (None: no `rate_limits` section).
-    pub limiter: Option<Limiter>,
+    pub rate_limits: Option<RateLimitSettings>,
     /// Request-body checks (always present; defaults when the section is absent).
-    pub sanitizer: Arc<crate::sanitize::Sanitizer>,
+    pub sanitize: Arc<SanitizePolicy>,
     /// Audit policy and sinks (None: no `audit` section).
-    pub audit: Option<crate::audit::config::AuditSettings>,
+    pub audit: Option<AuditSettings>,
     /// The `dangerous:` acknowledgements (logged at start).
     pub dangerous: schema::Dangerous,
-}
-
-/// The rate limiter (a newtype so `Config` can be `Debug`).
-#[derive(Clone)]
-pub struct Limiter(pub crate::ratelimit::RateLimiter);
-
-impl std::fmt::Debug for Limiter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RateLimiter")
-    }
 }
 
 impl Config {
@@ -66,7 +58,7 @@ impl Config {
             (Some(_), true) => "required",
             (Some(_), false) => "optional",
         };
-        let issuers = self.jwt.as_ref().map_or(0, |j| j.0.issuers().count());
+        let issuers = self.jwt.as_ref().map_or(0, |j| j.issuers.len());
         let audit = match &self.audit {
             None => "audit off".to_string(),
             Some(a) => format!("audit {}", a.describe()),
@@ -90,39 +82,27 @@ pub fn build(
     let authn = &file.authentication;
     let certs = crate::authn::config::client_certificates(&mut c, authn, base);
     let cache = crate::authn::config::token_cache(&mut c, authn);
-    let jwt = if authn.jwt.is_empty() {
-        None
-    } else {
-        let built = crate::authn::jwt::build(&authn.jwt, base, "authentication.jwt", cache);
-        c.take(built).map(|j| Jwt(Arc::new(j)))
-    };
-    let authorizer = c.take(crate::authz::build(&file.authorization, "authorization"));
-    let server_tls = match (listen.chain, listen.key) {
+    let jwt = crate::authn::config::jwt(&mut c, authn, base, cache);
+    let authorization = c.take(crate::authz::build(&file.authorization, "authorization"));
+    let tls = match (listen.chain, listen.key) {
         (Some(chain), Some(key)) => {
-            let tls = server_config::TlsSettings {
+            let tls = TlsSettings {
                 chain,
                 key: Arc::new(key),
                 client_auth: certs.client_auth,
             };
-            match tls.server_config() {
-                Ok(cfg) => Some(cfg),
-                Err(e) => {
-                    c.err("listen.tls", format!("{e:#}"), server_config::TLS_HINT);
-                    None
-                }
-            }
+            tls.check(&mut c);
+            Some(tls)
         }
         _ => None,
     };
-    let limiter = match &file.rate_limits {
+    let rate_limits = match &file.rate_limits {
         None => None,
-        Some(rl) => c
-            .take(crate::ratelimit::build(rl, "rate_limits"))
-            .map(Limiter),
+        Some(rl) => c.take(crate::ratelimit::config::validate(rl, "rate_limits")),
     };
     let default_sanitize = Default::default();
     let sanitize = file.sanitize.as_ref().unwrap_or(&default_sanitize);
-    let sanitizer = c.take(crate::sanitize::config::build(sanitize, "sanitize"));
+    let sanitize = c.take(crate::sanitize::config::build(sanitize, "sanitize"));
     let audit = match &file.audit {
         None => None,
         Some(a) => c.take(crate::audit::config::build(a, base, "audit")),
@@ -133,7 +113,7 @@ pub fn build(
     let config = (|| {
         Some(Config {
             listen_addr: listen.addr?,
-            server_tls: server_tls?,
+            tls: tls?,
             serve: listen.serve,
             trust_forwarded_for: file.listen.trust_forwarded_for,
             admin_addr: admin_addr?,
@@ -142,9 +122,9 @@ pub fn build(
             x509: certs.x509,
             client_cert_required: certs.required,
             jwt,
-            authorizer: Arc::new(authorizer?),
-            limiter,
-            sanitizer: Arc::new(sanitizer?),
+            authorization: Arc::new(authorization?),
+            rate_limits,
+            sanitize: Arc::new(sanitize?),
             audit,
             dangerous: file.dangerous.clone(),
         })

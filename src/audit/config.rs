@@ -1,5 +1,5 @@
 //! The `audit:` config section: the policy file, the signing key and the sinks, validated into
-//! [`AuditSettings`] (the sinks themselves start in `app::run`, inside the runtime).
+//! [`AuditSettings`] (the sinks themselves start in `stack::Runtime::build`, in `app.rs`).
 //!
 //! ```yaml
 //! audit:

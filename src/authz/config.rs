@@ -1,6 +1,7 @@
 //! The `authorization:` section of the config file: its serde schema and [`build`], which
 //! validates it (every problem at once, with its key path) and compiles it into an
-//! [`Authorizer`]. The semantics are documented in [`crate::authz`].
+//! [`AuthzPolicy`](super::AuthzPolicy) — plain data, held by `Config`. The semantics are
+//! documented in [`crate::authz`].
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,7 @@
-//! The `rate_limits:` section of the config file: its serde schema and [`build`], which turns it
-//! into a ready [`RateLimiter`] or reports **every** problem at once with its key path
-//! (DESIGN.md decision 9).
+//! The `rate_limits:` section of the config file: its serde schema and [`validate`], which turns
+//! it into plain [`Settings`] (held by `Config`) or reports **every** problem at once with its
+//! key path (DESIGN.md decision 9); [`build`] also makes the [`RateLimiter`] (as
+//! `stack::Runtime::build` does with `RateLimiter::from_settings`).
 //!
 //! ```yaml
 //! rate_limits:

@@ -1,5 +1,5 @@
 //! The `sanitize:` config section, as operators write it, and its validation into a
-//! [`Sanitizer`](super::policy::Sanitizer).
+//! [`SanitizePolicy`](super::policy::SanitizePolicy) — plain data, held by `Config`.
 //!
 //! Accepts (every key optional; absent section = 3 MiB cap, every write strictly parsed, no Pod
 //! Security, no field rules):

@@ -1,5 +1,7 @@
 //! `authentication.jwt:` — the YAML schema of one issuer entry, and [`build`], which turns the
-//! list into a [`JwtAuthenticator`] or reports every problem with its key path.
+//! list into a [`JwtAuthenticator`] or reports every problem with its key path. `Config` keeps
+//! the validated entries (`authn::config::JwtSettings`); the authenticator is built from them by
+//! `stack::Runtime::build`.
 //!
 //! Modelled on kube-apiserver's `AuthenticationConfiguration` (v1): same claim-mapping,
 //! prefix, audience and `claimValidationRules` semantics, snake_case keys. Not supported (and

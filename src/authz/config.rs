@@ -150,38 +150,8 @@ pub fn build(cfg: &AuthorizationConfig, key_prefix: &str) -> Result<Authorizer, 
     let mut c = Check {
         problems: Problems::new(),
     };
-
-    let mut public = Vec::new();
-    for (i, p) in cfg.public_non_resource_urls.iter().enumerate() {
-        let path = format!("{key_prefix}.public_non_resource_urls[{i}]");
-        if p == "*" {
-            c.err(
-                &path,
-                "\"*\" would make every non-resource path public (metrics, debug endpoints)",
-                "list the public paths explicitly; grant anything else with a grant",
-            );
-        } else if let Err(e) = check_url_pattern(p) {
-            c.err(&path, e, URL_HINT);
-        } else {
-            public.push(UrlPattern::new(p));
-        }
-    }
-
-    let mut extra_cluster_scoped = Vec::new();
-    for (i, r) in cfg.cluster_scoped_resources.iter().enumerate() {
-        let path = format!("{key_prefix}.cluster_scoped_resources[{i}]");
-        let (resource, group) = r.split_once('.').unwrap_or((r.as_str(), ""));
-        match check_resource_pattern(resource) {
-            Ok(()) if !resource.contains('*') && !resource.is_empty() => {
-                extra_cluster_scoped.push((group.to_owned(), resource.to_owned()))
-            }
-            _ => c.err(
-                &path,
-                format!("{r:?} is not <resource>.<group>"),
-                "e.g. clusterwidgets.example.com, or a bare resource for the core group",
-            ),
-        }
-    }
+    let public = c.public_urls(cfg, key_prefix);
+    let extra_cluster_scoped = c.extra_cluster_scoped(cfg, key_prefix);
     let cluster_scoped = |group: &str, resource: &str| {
         builtin_cluster_scoped(group, resource)
             || extra_cluster_scoped
@@ -193,24 +163,104 @@ pub fn build(cfg: &AuthorizationConfig, key_prefix: &str) -> Result<Authorizer, 
             || extra_cluster_scoped.iter().any(|(_, r)| r == resource)
     };
 
-    let mut principals = Vec::new();
-    let mut tenant_names: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut claimed: BTreeMap<&str, &str> = BTreeMap::new();
-    for (ti, t) in cfg.tenants.iter().enumerate() {
-        let base = format!("{key_prefix}.tenants[{ti}]");
-        c.name(&format!("{base}.name"), &t.name);
-        if let Some(first) = tenant_names.insert(t.name.as_str(), ti) {
-            c.err(
-                &format!("{base}.name"),
-                format!("duplicate tenant name {:?} (also tenants[{first}])", t.name),
-                "give every tenant its own name",
-            );
-        }
-        let subjects = c.subjects(&format!("{base}.subjects"), &t.subjects);
+    let mut principals = c.tenants(cfg, key_prefix);
+    principals.extend(c.grants(cfg, key_prefix, &cluster_scoped, &cluster_scoped_any_group));
+    if c.problems.is_empty() {
+        Ok(Authorizer {
+            public,
+            principals,
+            extra_cluster_scoped,
+        })
+    } else {
+        Err(c.problems.into_vec())
+    }
+}
 
+impl Check {
+    /// `public_non_resource_urls`.
+    fn public_urls(&mut self, cfg: &AuthorizationConfig, key_prefix: &str) -> Vec<UrlPattern> {
+        let mut public = Vec::new();
+        for (i, p) in cfg.public_non_resource_urls.iter().enumerate() {
+            let path = format!("{key_prefix}.public_non_resource_urls[{i}]");
+            if p == "*" {
+                self.err(
+                    &path,
+                    "\"*\" would make every non-resource path public (metrics, debug endpoints)",
+                    "list the public paths explicitly; grant anything else with a grant",
+                );
+            } else if let Err(e) = check_url_pattern(p) {
+                self.err(&path, e, URL_HINT);
+            } else {
+                public.push(UrlPattern::new(p));
+            }
+        }
+        public
+    }
+
+    /// `cluster_scoped_resources`: (group, resource).
+    fn extra_cluster_scoped(
+        &mut self,
+        cfg: &AuthorizationConfig,
+        key_prefix: &str,
+    ) -> Vec<(String, String)> {
+        let mut extra_cluster_scoped = Vec::new();
+        for (i, r) in cfg.cluster_scoped_resources.iter().enumerate() {
+            let path = format!("{key_prefix}.cluster_scoped_resources[{i}]");
+            let (resource, group) = r.split_once('.').unwrap_or((r.as_str(), ""));
+            match check_resource_pattern(resource) {
+                Ok(()) if !resource.contains('*') && !resource.is_empty() => {
+                    extra_cluster_scoped.push((group.to_owned(), resource.to_owned()))
+                }
+                _ => self.err(
+                    &path,
+                    format!("{r:?} is not <resource>.<group>"),
+                    "e.g. clusterwidgets.example.com, or a bare resource for the core group",
+                ),
+            }
+        }
+        extra_cluster_scoped
+    }
+
+    /// `tenants[]`, in config order.
+    fn tenants(&mut self, cfg: &AuthorizationConfig, key_prefix: &str) -> Vec<Principal> {
+        let mut principals = Vec::new();
+        let mut tenant_names: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut claimed: BTreeMap<&str, &str> = BTreeMap::new();
+        for (ti, t) in cfg.tenants.iter().enumerate() {
+            let base = format!("{key_prefix}.tenants[{ti}]");
+            self.name(&format!("{base}.name"), &t.name);
+            if let Some(first) = tenant_names.insert(t.name.as_str(), ti) {
+                self.err(
+                    &format!("{base}.name"),
+                    format!("duplicate tenant name {:?} (also tenants[{first}])", t.name),
+                    "give every tenant its own name",
+                );
+            }
+            let subjects = self.subjects(&format!("{base}.subjects"), &t.subjects);
+
+            let globs = self.tenant_namespaces(&base, t, &mut claimed);
+            let rules = self.tenant_rules(&base, t, &globs);
+            principals.push(Principal {
+                kind: PrincipalKind::Tenant,
+                name: t.name.clone(),
+                allow_reason: format!("tenant {}", t.name),
+                subjects,
+                rules,
+            });
+        }
+        principals
+    }
+
+    /// A tenant's `namespaces` (no `*`; a namespace name belongs to one tenant).
+    fn tenant_namespaces<'a>(
+        &mut self,
+        base: &str,
+        t: &'a TenantConfig,
+        claimed: &mut BTreeMap<&'a str, &'a str>,
+    ) -> Vec<Glob> {
         let mut globs = Vec::new();
         if t.namespaces.is_empty() {
-            c.err(
+            self.err(
                 &format!("{base}.namespaces"),
                 "a tenant needs at least one namespace",
                 "list the tenant's namespaces by name or pattern, e.g. [team-a, team-a-*]",
@@ -219,7 +269,7 @@ pub fn build(cfg: &AuthorizationConfig, key_prefix: &str) -> Result<Authorizer, 
         for (ni, n) in t.namespaces.iter().enumerate() {
             let path = format!("{base}.namespaces[{ni}]");
             if n == "*" {
-                c.err(
+                self.err(
                     &path,
                     "a tenant cannot own every namespace",
                     "give the tenant its namespaces; use a grant with namespaces: [\"*\"] for cluster-wide access",
@@ -227,13 +277,13 @@ pub fn build(cfg: &AuthorizationConfig, key_prefix: &str) -> Result<Authorizer, 
                 continue;
             }
             if let Err(e) = check_namespace_pattern(n) {
-                c.err(&path, e, NS_HINT);
+                self.err(&path, e, NS_HINT);
                 continue;
             }
             if !n.contains('*') {
                 if let Some(other) = claimed.insert(n.as_str(), t.name.as_str()) {
                     if other != t.name {
-                        c.err(
+                        self.err(
                             &path,
                             format!("namespace {n:?} already belongs to tenant {other:?}"),
                             "a namespace belongs to one tenant",
@@ -243,13 +293,18 @@ pub fn build(cfg: &AuthorizationConfig, key_prefix: &str) -> Result<Authorizer, 
             }
             globs.push(Glob::new(n));
         }
+        globs
+    }
 
+    /// A tenant's rules: reading its namespace objects, then its `rules` (absent: everything in
+    /// its namespaces).
+    fn tenant_rules(&mut self, base: &str, t: &TenantConfig, globs: &[Glob]) -> Vec<Rule> {
         let mut rules = Vec::new();
         // Implicit: a tenant may read its own namespace objects.
         rules.push(Rule {
             verbs: VerbSet::new(&["get"]),
             target: RuleTarget::Resource(ResourceRule {
-                namespaces: NsMatch::Patterns(globs.clone()),
+                namespaces: NsMatch::Patterns(globs.to_vec()),
                 api_groups: Some(vec![String::new()]),
                 resources: vec![ResourcePattern::Named {
                     resource: "namespaces".into(),
@@ -262,7 +317,7 @@ pub fn build(cfg: &AuthorizationConfig, key_prefix: &str) -> Result<Authorizer, 
             None => rules.push(Rule {
                 verbs: VerbSet::new(&["*"]),
                 target: RuleTarget::Resource(ResourceRule {
-                    namespaces: NsMatch::Patterns(globs.clone()),
+                    namespaces: NsMatch::Patterns(globs.to_vec()),
                     api_groups: None,
                     resources: vec![ResourcePattern::All],
                     resource_names: Vec::new(),
@@ -271,15 +326,15 @@ pub fn build(cfg: &AuthorizationConfig, key_prefix: &str) -> Result<Authorizer, 
             Some(list) => {
                 for (ri, r) in list.iter().enumerate() {
                     let path = format!("{base}.rules[{ri}]");
-                    let verbs = c.verbs(&format!("{path}.verbs"), &r.verbs, RESOURCE_VERBS);
-                    let api_groups = c.api_groups(&format!("{path}.api_groups"), &r.api_groups);
-                    let resources = c.resources(&format!("{path}.resources"), &r.resources);
+                    let verbs = self.verbs(&format!("{path}.verbs"), &r.verbs, RESOURCE_VERBS);
+                    let api_groups = self.api_groups(&format!("{path}.api_groups"), &r.api_groups);
+                    let resources = self.resources(&format!("{path}.resources"), &r.resources);
                     let resource_names =
-                        c.resource_names(&format!("{path}.resource_names"), &r.resource_names);
+                        self.resource_names(&format!("{path}.resource_names"), &r.resource_names);
                     rules.push(Rule {
                         verbs,
                         target: RuleTarget::Resource(ResourceRule {
-                            namespaces: NsMatch::Patterns(globs.clone()),
+                            namespaces: NsMatch::Patterns(globs.to_vec()),
                             api_groups,
                             resources,
                             resource_names,
@@ -288,58 +343,55 @@ pub fn build(cfg: &AuthorizationConfig, key_prefix: &str) -> Result<Authorizer, 
                 }
             }
         }
-        principals.push(Principal {
-            kind: PrincipalKind::Tenant,
-            name: t.name.clone(),
-            allow_reason: format!("tenant {}", t.name),
-            subjects,
-            rules,
-        });
+        rules
     }
 
-    let mut grant_names: BTreeMap<&str, usize> = BTreeMap::new();
-    for (gi, g) in cfg.grants.iter().enumerate() {
-        let base = format!("{key_prefix}.grants[{gi}]");
-        c.name(&format!("{base}.name"), &g.name);
-        if let Some(first) = grant_names.insert(g.name.as_str(), gi) {
-            c.err(
-                &format!("{base}.name"),
-                format!("duplicate grant name {:?} (also grants[{first}])", g.name),
-                "give every grant its own name, so decisions and audit say which one applied",
-            );
-        }
-        let subjects = c.subjects(&format!("{base}.subjects"), &g.subjects);
-        if g.rules.is_empty() {
-            c.err(
-                &format!("{base}.rules"),
-                "a grant needs at least one rule",
-                "add rules, or remove the grant",
-            );
-        }
-        let mut rules = Vec::new();
-        for (ri, r) in g.rules.iter().enumerate() {
-            let path = format!("{base}.rules[{ri}]");
-            if let Some(rule) = c.grant_rule(&path, r, &cluster_scoped, &cluster_scoped_any_group) {
-                rules.push(rule);
+    /// `grants[]`, in config order.
+    fn grants(
+        &mut self,
+        cfg: &AuthorizationConfig,
+        key_prefix: &str,
+        cluster_scoped: &dyn Fn(&str, &str) -> bool,
+        cluster_scoped_any_group: &dyn Fn(&str) -> bool,
+    ) -> Vec<Principal> {
+        let mut principals = Vec::new();
+        let mut grant_names: BTreeMap<&str, usize> = BTreeMap::new();
+        for (gi, g) in cfg.grants.iter().enumerate() {
+            let base = format!("{key_prefix}.grants[{gi}]");
+            self.name(&format!("{base}.name"), &g.name);
+            if let Some(first) = grant_names.insert(g.name.as_str(), gi) {
+                self.err(
+                    &format!("{base}.name"),
+                    format!("duplicate grant name {:?} (also grants[{first}])", g.name),
+                    "give every grant its own name, so decisions and audit say which one applied",
+                );
             }
+            let subjects = self.subjects(&format!("{base}.subjects"), &g.subjects);
+            if g.rules.is_empty() {
+                self.err(
+                    &format!("{base}.rules"),
+                    "a grant needs at least one rule",
+                    "add rules, or remove the grant",
+                );
+            }
+            let mut rules = Vec::new();
+            for (ri, r) in g.rules.iter().enumerate() {
+                let path = format!("{base}.rules[{ri}]");
+                if let Some(rule) =
+                    self.grant_rule(&path, r, cluster_scoped, cluster_scoped_any_group)
+                {
+                    rules.push(rule);
+                }
+            }
+            principals.push(Principal {
+                kind: PrincipalKind::Grant,
+                name: g.name.clone(),
+                allow_reason: format!("grant {}", g.name),
+                subjects,
+                rules,
+            });
         }
-        principals.push(Principal {
-            kind: PrincipalKind::Grant,
-            name: g.name.clone(),
-            allow_reason: format!("grant {}", g.name),
-            subjects,
-            rules,
-        });
-    }
-
-    if c.problems.is_empty() {
-        Ok(Authorizer {
-            public,
-            principals,
-            extra_cluster_scoped,
-        })
-    } else {
-        Err(c.problems.into_vec())
+        principals
     }
 }
 

@@ -220,7 +220,55 @@ fn build_one(
     let before = p.len();
     let ip = format!("{path}.issuer");
     check_https(&e.issuer.url, &format!("{ip}.url"), true, p);
+    audiences(e, &ip, p);
+    let hmac = hmac(e, base_dir, path, p);
+    let algorithms = algorithms(e, path, p);
+    let (leeway, refresh, unknown_kid) = intervals(e, path, p);
+    let source = key_source(e, base_dir, &ip, p);
+    let client = fetch_client(e, &source, base_dir, &ip, p);
+    let Claims {
+        rules,
+        username,
+        groups,
+        uid,
+        extra,
+        scope_claim,
+    } = claims(e, path, p);
 
+    if p.len() > before {
+        return None;
+    }
+    let source = source?;
+    let (username_claim, username_prefix) = username?;
+    let store = KeyStore::new(e.issuer.url.clone(), source, client, refresh, unknown_kid);
+    if let Err(err) = store.load_local_now() {
+        p.err(
+            local_source_path(e, &ip),
+            err,
+            "a JWKS ({\"keys\": [...]}) or PEM public key",
+        );
+        return None;
+    }
+    Some(IssuerPolicy {
+        url: e.issuer.url.clone(),
+        audiences: e.issuer.audiences.clone(),
+        algorithms,
+        hmac,
+        leeway,
+        rules,
+        username_claim,
+        username_prefix,
+        groups,
+        uid,
+        extra,
+        scope_claim,
+        allow_system_identities: e.allow_system_identities,
+        keys: Arc::new(store),
+    })
+}
+
+/// `issuer.audiences`: at least one, none empty.
+fn audiences(e: &IssuerConfig, ip: &str, p: &mut Problems) {
     if e.issuer.audiences.is_empty() {
         p.err(
             format!("{ip}.audiences"),
@@ -233,9 +281,11 @@ fn build_one(
             p.err(format!("{ip}.audiences[{j}]"), "audience is empty", "");
         }
     }
+}
 
-    // HMAC secret.
-    let hmac = e.hmac_secret_file.as_ref().and_then(|f| {
+/// `hmac_secret_file`: at least 32 bytes after trailing whitespace.
+fn hmac(e: &IssuerConfig, base_dir: &Path, path: &str, p: &mut Problems) -> Option<DecodingKey> {
+    e.hmac_secret_file.as_ref().and_then(|f| {
         let file = base_dir.join(f);
         match p.read(&format!("{path}.hmac_secret_file"), &file, "") {
             Some(bytes) => {
@@ -257,10 +307,12 @@ fn build_one(
             }
             None => None,
         }
-    });
+    })
+}
 
-    // Algorithms.
-    let algorithms = match &e.algorithms {
+/// `algorithms`: the defaults, or the listed ones (never `none`; HMAC only with a secret).
+fn algorithms(e: &IssuerConfig, path: &str, p: &mut Problems) -> Vec<Algorithm> {
+    match &e.algorithms {
         None => {
             let mut algs = DEFAULT_ALGORITHMS.to_vec();
             if e.hmac_secret_file.is_some() {
@@ -319,8 +371,11 @@ fn build_one(
             }
             algs
         }
-    };
+    }
+}
 
+/// `leeway`, `refresh_interval`, `unknown_kid_min_interval`, each within its bounds.
+fn intervals(e: &IssuerConfig, path: &str, p: &mut Problems) -> (Duration, Duration, Duration) {
     let leeway = p.duration(
         &format!("{path}.leeway"),
         e.leeway.as_deref(),
@@ -363,9 +418,19 @@ fn build_one(
             "a zero interval lets random kids hammer the identity provider",
         );
     }
+    (leeway, refresh, unknown_kid)
+}
 
-    let source = key_source(e, base_dir, &ip, p);
-    let client = match &source {
+/// The HTTPS client for remote key sources (discovery, JWKS URL), trusting only the issuer's
+/// `certificate_authority_file`.
+fn fetch_client(
+    e: &IssuerConfig,
+    source: &Option<Source>,
+    base_dir: &Path,
+    ip: &str,
+    p: &mut Problems,
+) -> Option<keys::HttpsClient> {
+    match source {
         Some(Source::Discovery { .. }) | Some(Source::JwksUrl(_)) => {
             match &e.issuer.certificate_authority_file {
                 None => {
@@ -396,9 +461,21 @@ fn build_one(
             }
         }
         _ => None,
-    };
+    }
+}
 
-    // Claim rules and mappings.
+/// Claim validation rules and mappings, validated.
+struct Claims {
+    rules: Vec<(String, String)>,
+    username: Option<(String, String)>,
+    groups: Option<(String, String)>,
+    uid: Option<String>,
+    extra: Vec<(String, String)>,
+    scope_claim: String,
+}
+
+/// `claim_validation_rules`, `claim_mappings`, `scope_claim`.
+fn claims(e: &IssuerConfig, path: &str, p: &mut Problems) -> Claims {
     let mut rules = Vec::new();
     for (j, r) in e.claim_validation_rules.iter().enumerate() {
         if r.claim.is_empty() {
@@ -458,37 +535,14 @@ fn build_one(
         Some(c) => c.clone(),
         None => DEFAULT_SCOPE_CLAIM.to_string(),
     };
-
-    if p.len() > before {
-        return None;
-    }
-    let source = source?;
-    let (username_claim, username_prefix) = username?;
-    let store = KeyStore::new(e.issuer.url.clone(), source, client, refresh, unknown_kid);
-    if let Err(err) = store.load_local_now() {
-        p.err(
-            local_source_path(e, &ip),
-            err,
-            "a JWKS ({\"keys\": [...]}) or PEM public key",
-        );
-        return None;
-    }
-    Some(IssuerPolicy {
-        url: e.issuer.url.clone(),
-        audiences: e.issuer.audiences.clone(),
-        algorithms,
-        hmac,
-        leeway,
+    Claims {
         rules,
-        username_claim,
-        username_prefix,
+        username,
         groups,
         uid,
         extra,
         scope_claim,
-        allow_system_identities: e.allow_system_identities,
-        keys: Arc::new(store),
-    })
+    }
 }
 
 fn local_source_path(e: &IssuerConfig, ip: &str) -> String {

@@ -260,3 +260,67 @@ pub fn resolve(base: &Path, p: &Path) -> PathBuf {
         base.join(p)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_section_keeps_its_duration_wording() {
+        let mut p = Problems::new();
+        let d = Duration::from_secs(7);
+        for (path, w) in [
+            ("a", Wording::General),
+            ("b", Wording::Jwt),
+            ("c", Wording::Audit),
+            ("d", Wording::RateLimit),
+        ] {
+            assert_eq!(p.duration(path, Some("soon"), d, w), d);
+            assert_eq!(p.duration(path, None, d, w), d);
+            assert_eq!(p.duration(path, Some("2m"), d, w), Duration::from_secs(120));
+        }
+        let got: Vec<(String, String)> = p
+            .into_vec()
+            .into_iter()
+            .map(|p| (p.path, format!("{} / {}", p.message, p.hint)))
+            .collect();
+        let err = humantime::parse_duration("soon").unwrap_err();
+        assert_eq!(
+            got,
+            [
+                (
+                    "a".into(),
+                    format!("\"soon\" is not a duration: {err} / write e.g. 500ms, 10s, 5m or 1h")
+                ),
+                (
+                    "b".into(),
+                    format!("\"soon\" is not a duration: {err} / write e.g. 30s, 5m or 1h")
+                ),
+                (
+                    "c".into(),
+                    format!("\"soon\": {err} / write a duration such as 500ms, 10s, 5m")
+                ),
+                (
+                    "d".into(),
+                    format!("not a duration: {err} / e.g. 50ms, 10s, 10m")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_addresses_and_unreadable_files_name_their_key() {
+        let mut p = Problems::new();
+        assert!(p.addr("listen.address", "nowhere").is_none());
+        assert!(p
+            .certs(
+                "x.cert_file",
+                Path::new("missing.crt"),
+                Path::new("/nonexistent")
+            )
+            .is_none());
+        assert!(p.read("x.file", Path::new("/nonexistent/f"), "").is_none());
+        let paths: Vec<String> = p.into_vec().into_iter().map(|p| p.path).collect();
+        assert_eq!(paths, ["listen.address", "x.cert_file", "x.file"]);
+    }
+}

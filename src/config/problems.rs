@@ -1,7 +1,7 @@
 //! The one problem collector every section's validation uses, and the parsers of the values
-//! sections share: durations, socket addresses, readable files, PEM certificates, CRLs and
-//! private keys. Each parser reports a bad value as a [`Problem`] at its key path and returns
-//! `None` (or the default), so one run reports every problem in the file.
+//! sections share: durations, socket addresses, `https://` URLs, readable files, PEM
+//! certificates, CRLs and private keys. Each parser reports a bad value as a [`Problem`] at its
+//! key path and returns `None` (or the default), so one run reports every problem in the file.
 //!
 //! Durations are parsed here only. Sections worded their duration errors differently before
 //! they shared this parser; [`Wording`] keeps each section's exact message and hint, since
@@ -13,6 +13,7 @@ use std::{
     time::Duration,
 };
 
+use http::Uri;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 use crate::server::tls;
@@ -67,6 +68,17 @@ impl Wording {
             Wording::RateLimit => "e.g. 50ms, 10s, 10m",
         }
     }
+}
+
+/// What an `https://` URL is for, which decides what else it may hold and the hint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlKind {
+    /// `upstream.url`: a host, no query (a path prefix is kept).
+    ApiServer,
+    /// A JWT issuer (`iss`): no user info, query or fragment.
+    Issuer,
+    /// A JWT discovery or JWKS URL: no user info or fragment.
+    Endpoint,
 }
 
 /// Collects problems while a config is validated.
@@ -172,6 +184,53 @@ impl Problems {
                 None
             }
         }
+    }
+
+    /// An `https://` URL with a host; `None` after reporting one that is not (plain `http` is
+    /// always refused).
+    pub fn https_url(&mut self, path: &str, value: &str, kind: UrlKind) -> Option<Uri> {
+        let parsed = value.parse::<Uri>();
+        if kind == UrlKind::ApiServer {
+            return match parsed {
+                Ok(uri)
+                    if uri.scheme_str() == Some("https")
+                        && uri.authority().is_some()
+                        && uri.query().is_none() =>
+                {
+                    Some(uri)
+                }
+                Ok(_) => {
+                    self.err(
+                        path,
+                        format!("{value:?} is not an https:// URL with a host"),
+                        "write e.g. https://10.0.0.1:6443; plain http is refused",
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.err(
+                        path,
+                        format!("{value:?} is not a URL: {e}"),
+                        "write e.g. https://10.0.0.1:6443",
+                    );
+                    None
+                }
+            };
+        }
+        let ok = parsed.as_ref().is_ok_and(|u| {
+            u.scheme_str() == Some("https")
+                && u.authority().is_some_and(|a| !a.as_str().contains('@'))
+                && (kind != UrlKind::Issuer || u.query().is_none())
+        });
+        if ok && !value.contains('#') {
+            return parsed.ok();
+        }
+        let hint = match kind {
+            UrlKind::Issuer => "https://host[:port][/path], no user info, query or fragment",
+            _ => "https://host[:port]/path",
+        };
+        self.err(path, format!("{value:?} is not an https URL"), hint);
+        None
     }
 
     /// The bytes of a readable file (already resolved against the config's folder).

@@ -17,7 +17,10 @@ use http::Uri;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::{
-    config::{problems::resolve, schema, Problems, Wording},
+    config::{
+        problems::{resolve, UrlKind},
+        schema, Problems, Wording,
+    },
     kubeconfig::Kubeconfig,
     server::tls,
 };
@@ -107,7 +110,7 @@ pub fn validate(
     } else {
         from_kubeconfig(c, u.kubeconfig.as_ref()?, u, base)?
     };
-    let base_uri = base_uri(c, &e.server);
+    let base_uri = c.https_url("upstream.url", &e.server, UrlKind::ApiServer);
     let tls_server_name = e.tls_server_name.filter(|name| {
         let ok = rustls_pki_types::ServerName::try_from(name.as_str()).is_ok();
         if !ok {
@@ -305,33 +308,4 @@ fn from_kubeconfig(
         identity,
         token,
     })
-}
-
-/// The API server's URL: `https://` with a host, no query.
-fn base_uri(c: &mut Problems, server: &str) -> Option<Uri> {
-    match server.parse::<Uri>() {
-        Ok(uri)
-            if uri.scheme_str() == Some("https")
-                && uri.authority().is_some()
-                && uri.query().is_none() =>
-        {
-            Some(uri)
-        }
-        Ok(_) => {
-            c.err(
-                "upstream.url",
-                format!("{server:?} is not an https:// URL with a host"),
-                "write e.g. https://10.0.0.1:6443; plain http is refused",
-            );
-            None
-        }
-        Err(e) => {
-            c.err(
-                "upstream.url",
-                format!("{server:?} is not a URL: {e}"),
-                "write e.g. https://10.0.0.1:6443",
-            );
-            None
-        }
-    }
 }

@@ -22,7 +22,6 @@ use std::{
     time::Duration,
 };
 
-use http::Uri;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +32,7 @@ use super::{
     DEFAULT_SCOPE_CLAIM,
 };
 use crate::{
-    config::{Problem, Problems, Wording},
+    config::{problems::UrlKind, Problem, Problems, Wording},
     server::tls,
 };
 
@@ -219,7 +218,7 @@ fn build_one(
 ) -> Option<IssuerPolicy> {
     let before = p.len();
     let ip = format!("{path}.issuer");
-    check_https(&e.issuer.url, &format!("{ip}.url"), true, p);
+    p.https_url(&format!("{ip}.url"), &e.issuer.url, UrlKind::Issuer);
     audiences(e, &ip, p);
     let hmac = hmac(e, base_dir, path, p);
     let algorithms = algorithms(e, path, p);
@@ -578,14 +577,14 @@ fn key_source(e: &IssuerConfig, base_dir: &Path, ip: &str, p: &mut Problems) -> 
         return None;
     }
     if let Some(u) = &i.discovery_url {
-        check_https(u, &format!("{ip}.discovery_url"), false, p);
+        p.https_url(&format!("{ip}.discovery_url"), u, UrlKind::Endpoint);
         return Some(Source::Discovery {
             url: u.clone(),
             issuer: i.url.clone(),
         });
     }
     if let Some(u) = &i.jwks_url {
-        check_https(u, &format!("{ip}.jwks_url"), false, p);
+        p.https_url(&format!("{ip}.jwks_url"), u, UrlKind::Endpoint);
         return Some(Source::JwksUrl(u.clone()));
     }
     if let Some(f) = &i.jwks_file {
@@ -658,28 +657,6 @@ fn prefixed(c: &PrefixedClaim, path: &str, p: &mut Problems) -> Option<(String, 
         }
     };
     Some((claim?, prefix?))
-}
-
-fn check_https(url: &str, path: &str, is_issuer: bool, p: &mut Problems) {
-    let ok = match url.parse::<Uri>() {
-        Ok(u) => {
-            u.scheme_str() == Some("https")
-                && u.authority().is_some_and(|a| !a.as_str().contains('@'))
-                && (!is_issuer || u.query().is_none())
-        }
-        Err(_) => false,
-    };
-    if !ok || url.contains('#') {
-        p.err(
-            path,
-            format!("{url:?} is not an https URL"),
-            if is_issuer {
-                "https://host[:port][/path], no user info, query or fragment"
-            } else {
-                "https://host[:port]/path"
-            },
-        );
-    }
 }
 
 /// Kubernetes' rule for extra keys: lower-case, `domain/path`, not a Kubernetes domain.

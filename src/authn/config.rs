@@ -1,16 +1,18 @@
 //! The `authentication:` section validated: client certificates (the CAs and CRLs handed to
 //! the TLS listener, the mode, the CN/O mapping in [`X509Identity`]), the token cache, and the
-//! JWT issuers (validated by [`crate::authn::jwt::config`]). The YAML schema is
-//! `config::schema::Authentication`; the issuers' own schema is in `jwt/config.rs`.
+//! JWT issuers (validated into plain [`JwtSettings`] by [`crate::authn::jwt::config`]). The
+//! YAML schema is `config::schema::Authentication`; the issuers' own schema is in
+//! `jwt/config.rs`.
 //!
 //! Rejects, with the key path: no method at all, an unknown `mode`, `mode: required` together
 //! with JWT issuers (bearer-only clients could not connect), no CA bundle, unreadable CA or CRL
 //! files, a bad `token_cache.max_ttl`, and every issuer problem.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+pub use crate::authn::jwt::config::JwtSettings;
 use crate::{
-    authn::jwt::{CacheOptions, IssuerConfig, JwtAuthenticator},
+    authn::jwt::{CacheOptions, JwtAuthenticator},
     config::{schema, Problems, Wording},
     server::tls::{ClientAuth, ClientCas},
 };
@@ -138,33 +140,21 @@ pub fn token_cache(c: &mut Problems, authn: &schema::Authentication) -> CacheOpt
     opts
 }
 
-/// `authentication.jwt` validated: the issuer entries, the folder their files are relative to,
-/// and the token cache. [`JwtSettings::build`] makes the authenticator (key stores, HTTPS
-/// clients for remote keys, local keys read).
-#[derive(Debug, Clone)]
-pub struct JwtSettings {
-    pub issuers: Vec<IssuerConfig>,
-    pub base: PathBuf,
-    pub cache: CacheOptions,
-}
-
 /// The key path of the issuer list.
 const JWT_PATH: &str = "authentication.jwt";
 
 impl JwtSettings {
-    /// The authenticator. Fails only if a file changed since validation; the error names every
-    /// key path.
+    /// The authenticator (key stores, HTTPS clients for remote keys, local keys read). Fails
+    /// only if a file changed since validation; the error names every key path.
     pub fn build(&self) -> anyhow::Result<JwtAuthenticator> {
-        crate::authn::jwt::build(&self.issuers, &self.base, JWT_PATH, self.cache).map_err(|p| {
+        crate::authn::jwt::config::authenticator(self).map_err(|p| {
             let all: Vec<String> = p.iter().map(ToString::to_string).collect();
             anyhow::anyhow!("{}", all.join("; "))
         })
     }
 }
 
-/// Validate `authentication.jwt` (None when no issuer is configured). The authenticator is
-/// built once here and dropped, so `check-config` reports what only building finds (unreadable
-/// local keys, a CA bundle rustls refuses).
+/// Validate `authentication.jwt` (None when no issuer is configured).
 pub fn jwt(
     c: &mut Problems,
     authn: &schema::Authentication,
@@ -174,10 +164,7 @@ pub fn jwt(
     if authn.jwt.is_empty() {
         return None;
     }
-    c.take(crate::authn::jwt::build(&authn.jwt, base, JWT_PATH, cache))?;
-    Some(JwtSettings {
-        issuers: authn.jwt.clone(),
-        base: base.to_path_buf(),
-        cache,
-    })
+    c.take(crate::authn::jwt::config::validate(
+        &authn.jwt, base, JWT_PATH, cache,
+    ))
 }

@@ -1,7 +1,7 @@
 //! `authentication.jwt:` — the YAML schema of one issuer entry, and [`build`], which turns the
-//! list into a [`JwtAuthenticator`] or reports every problem with its key path. `Config` keeps
-//! the validated entries (`authn::config::JwtSettings`); the authenticator is built from them by
-//! `stack::Runtime::build`.
+//! list into a [`JwtAuthenticator`] or reports every problem with its key path. [`validate`] gives
+//! the plain [`JwtSettings`] `Config` keeps; [`authenticator`] builds the key stores from them
+//! (called by `stack::Runtime::build`).
 //!
 //! Modelled on kube-apiserver's `AuthenticationConfiguration` (v1): same claim-mapping,
 //! prefix, audience and `claimValidationRules` semantics, snake_case keys. Not supported (and
@@ -23,6 +23,7 @@ use std::{
 };
 
 use jsonwebtoken::{Algorithm, DecodingKey};
+use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -187,10 +188,21 @@ pub fn build(
     key_prefix: &str,
     cache: CacheOptions,
 ) -> Result<JwtAuthenticator, Vec<Problem>> {
+    authenticator(&validate(entries, base_dir, key_prefix, cache)?)
+}
+
+/// The issuers validated into plain data (`Config` keeps it); every problem with its key path.
+/// Local key files are read once here, and dropped, so `check-config` reports them.
+pub fn validate(
+    entries: &[IssuerConfig],
+    base_dir: &Path,
+    key_prefix: &str,
+    cache: CacheOptions,
+) -> Result<JwtSettings, Vec<Problem>> {
     super::install_crypto_provider();
     let mut p = Problems::new();
     let mut seen = HashSet::new();
-    let mut policies = Vec::new();
+    let mut issuers = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
         let path = format!("{key_prefix}[{i}]");
         if !seen.insert(entry.issuer.url.as_str()) {
@@ -200,14 +212,111 @@ pub fn build(
                 "issuer URLs must be unique; merge the entries",
             );
         }
-        if let Some(policy) = build_one(entry, base_dir, &path, &mut p) {
-            policies.push(policy);
+        if let Some(issuer) = build_one(entry, base_dir, &path, &mut p) {
+            issuers.push(issuer);
         }
     }
-    if !p.is_empty() {
-        return Err(p.into_vec());
+    p.finish(Some(JwtSettings { issuers, cache }))
+}
+
+/// The authenticator: per issuer its key store (local keys read now) and, for remote keys, an
+/// HTTPS client trusting the issuer's CA bundle.
+pub fn authenticator(settings: &JwtSettings) -> Result<JwtAuthenticator, Vec<Problem>> {
+    super::install_crypto_provider();
+    let mut p = Problems::new();
+    let policies = settings
+        .issuers
+        .iter()
+        .filter_map(|i| i.policy(&mut p))
+        .collect();
+    p.finish(Some(JwtAuthenticator::new(policies, settings.cache)))
+}
+
+/// `authentication.jwt` validated: plain data.
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    pub issuers: Vec<IssuerSettings>,
+    pub cache: CacheOptions,
+}
+
+/// One issuer validated: claims and checks as [`IssuerPolicy`] has them, plus where its keys
+/// come from (with the CA bundle for remote sources), without the live key store.
+#[derive(Debug, Clone)]
+pub struct IssuerSettings {
+    pub url: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub hmac: Option<DecodingKey>,
+    pub leeway: Duration,
+    pub rules: Vec<(String, String)>,
+    pub username_claim: String,
+    pub username_prefix: String,
+    pub groups: Option<(String, String)>,
+    pub uid: Option<String>,
+    pub extra: Vec<(String, String)>,
+    pub scope_claim: String,
+    pub allow_system_identities: bool,
+    pub source: Source,
+    /// CA certificates for fetching remote keys (None: local keys only).
+    pub ca: Option<Vec<CertificateDer<'static>>>,
+    pub refresh: Duration,
+    pub unknown_kid: Duration,
+    /// The entry's key path (`authentication.jwt[0]`), for problems found while building.
+    pub path: String,
+    /// The key path of a local key source (`…issuer.jwks_file` / `…issuer.pem_files`).
+    pub local_key_path: String,
+}
+
+impl IssuerSettings {
+    /// The issuer's key store and policy; a problem (at its key path) if the CA bundle or the
+    /// local keys cannot be used.
+    fn policy(&self, p: &mut Problems) -> Option<IssuerPolicy> {
+        let client = match &self.ca {
+            None => None,
+            Some(certs) => match tls::root_store(certs.clone()).and_then(keys::https_client) {
+                Ok(c) => Some(c),
+                Err(err) => {
+                    p.err(
+                        format!("{}.issuer.certificate_authority_file", self.path),
+                        format!("{err:#}"),
+                        "a PEM file of CA certificates",
+                    );
+                    return None;
+                }
+            },
+        };
+        let store = KeyStore::new(
+            self.url.clone(),
+            self.source.clone(),
+            client,
+            self.refresh,
+            self.unknown_kid,
+        );
+        if let Err(err) = store.load_local_now() {
+            p.err(
+                &self.local_key_path,
+                err,
+                "a JWKS ({\"keys\": [...]}) or PEM public key",
+            );
+            return None;
+        }
+        Some(IssuerPolicy {
+            url: self.url.clone(),
+            audiences: self.audiences.clone(),
+            algorithms: self.algorithms.clone(),
+            hmac: self.hmac.clone(),
+            leeway: self.leeway,
+            rules: self.rules.clone(),
+            username_claim: self.username_claim.clone(),
+            username_prefix: self.username_prefix.clone(),
+            groups: self.groups.clone(),
+            uid: self.uid.clone(),
+            extra: self.extra.clone(),
+            scope_claim: self.scope_claim.clone(),
+            allow_system_identities: self.allow_system_identities,
+            keys: Arc::new(store),
+        })
     }
-    Ok(JwtAuthenticator::new(policies, cache))
 }
 
 fn build_one(
@@ -215,7 +324,7 @@ fn build_one(
     base_dir: &Path,
     path: &str,
     p: &mut Problems,
-) -> Option<IssuerPolicy> {
+) -> Option<IssuerSettings> {
     let before = p.len();
     let ip = format!("{path}.issuer");
     p.https_url(&format!("{ip}.url"), &e.issuer.url, UrlKind::Issuer);
@@ -224,7 +333,7 @@ fn build_one(
     let algorithms = algorithms(e, path, p);
     let (leeway, refresh, unknown_kid) = intervals(e, path, p);
     let source = key_source(e, base_dir, &ip, p);
-    let client = fetch_client(e, &source, base_dir, &ip, p);
+    let ca = fetch_ca(e, &source, base_dir, &ip, p);
     let Claims {
         rules,
         username,
@@ -239,16 +348,7 @@ fn build_one(
     }
     let source = source?;
     let (username_claim, username_prefix) = username?;
-    let store = KeyStore::new(e.issuer.url.clone(), source, client, refresh, unknown_kid);
-    if let Err(err) = store.load_local_now() {
-        p.err(
-            local_source_path(e, &ip),
-            err,
-            "a JWKS ({\"keys\": [...]}) or PEM public key",
-        );
-        return None;
-    }
-    Some(IssuerPolicy {
+    let settings = IssuerSettings {
         url: e.issuer.url.clone(),
         audiences: e.issuer.audiences.clone(),
         algorithms,
@@ -262,8 +362,16 @@ fn build_one(
         extra,
         scope_claim,
         allow_system_identities: e.allow_system_identities,
-        keys: Arc::new(store),
-    })
+        source,
+        ca,
+        refresh,
+        unknown_kid,
+        path: path.to_owned(),
+        local_key_path: local_source_path(e, &ip),
+    };
+    // Read the local keys once, so a bad file is a config problem; the store is dropped.
+    settings.policy(p)?;
+    Some(settings)
 }
 
 /// `issuer.audiences`: at least one, none empty.
@@ -420,15 +528,15 @@ fn intervals(e: &IssuerConfig, path: &str, p: &mut Problems) -> (Duration, Durat
     (leeway, refresh, unknown_kid)
 }
 
-/// The HTTPS client for remote key sources (discovery, JWKS URL), trusting only the issuer's
-/// `certificate_authority_file`.
-fn fetch_client(
+/// The CA bundle for remote key sources (discovery, JWKS URL): the only roots trusted when
+/// fetching keys (checked by building a client once).
+fn fetch_ca(
     e: &IssuerConfig,
     source: &Option<Source>,
     base_dir: &Path,
     ip: &str,
     p: &mut Problems,
-) -> Option<keys::HttpsClient> {
+) -> Option<Vec<CertificateDer<'static>>> {
     match source {
         Some(Source::Discovery { .. }) | Some(Source::JwksUrl(_)) => {
             match &e.issuer.certificate_authority_file {
@@ -442,10 +550,12 @@ fn fetch_client(
                 }
                 Some(f) => {
                     let file = base_dir.join(f);
-                    match tls::load_certs(&file)
-                        .and_then(tls::root_store)
-                        .and_then(keys::https_client)
-                    {
+                    let certs = tls::load_certs(&file);
+                    let checked = certs.and_then(|c| {
+                        tls::root_store(c.clone()).and_then(keys::https_client)?;
+                        Ok(c)
+                    });
+                    match checked {
                         Ok(c) => Some(c),
                         Err(err) => {
                             p.err(

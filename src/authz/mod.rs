@@ -99,6 +99,7 @@ pub mod engine;
 pub mod forbidden;
 pub mod layer;
 pub mod pattern;
+pub mod schema;
 pub mod scope;
 
 pub use config::{build, AuthorizationConfig};

@@ -1,7 +1,7 @@
-//! `authentication.jwt:` — the YAML schema of one issuer entry, and [`build`], which turns the
-//! list into a [`JwtAuthenticator`] or reports every problem with its key path. [`validate`] gives
-//! the plain [`JwtSettings`] `Config` keeps; [`authenticator`] builds the key stores from them
-//! (called by `stack::Runtime::build`).
+//! `authentication.jwt:` validated. [`validate`] turns the entries (schema in `schema.rs`) into
+//! the plain [`JwtSettings`] `Config` keeps, or reports every problem with its key path;
+//! [`authenticator`] (`settings.rs`) builds the key stores from them (called by
+//! `stack::Runtime::build`); [`build`] does both.
 //!
 //! Modelled on kube-apiserver's `AuthenticationConfiguration` (v1): same claim-mapping,
 //! prefix, audience and `claimValidationRules` semantics, snake_case keys. Not supported (and
@@ -16,20 +16,23 @@
 
 use std::{
     collections::{BTreeSet, HashSet},
-    path::{Path, PathBuf},
+    path::Path,
     str::FromStr,
-    sync::Arc,
     time::Duration,
 };
 
 use jsonwebtoken::{Algorithm, DecodingKey};
 use rustls_pki_types::CertificateDer;
-use serde::{Deserialize, Serialize};
 
+pub use super::schema::{
+    ClaimMappings, ClaimValidationRule, ExtraMapping, Issuer, IssuerConfig, PemFile,
+    PemFileWithKid, PrefixedClaim, UidClaim,
+};
+pub use super::settings::{authenticator, IssuerSettings, JwtSettings};
 use super::{
     cache::CacheOptions,
-    keys::{self, KeyStore, Source},
-    verify::{IssuerPolicy, JwtAuthenticator},
+    keys::{self, Source},
+    verify::JwtAuthenticator,
     DEFAULT_SCOPE_CLAIM,
 };
 use crate::{
@@ -56,126 +59,6 @@ const DEFAULT_REFRESH: Duration = Duration::from_secs(3600);
 const MIN_REFRESH: Duration = Duration::from_secs(10);
 const DEFAULT_UNKNOWN_KID_INTERVAL: Duration = Duration::from_secs(30);
 const MIN_HMAC_SECRET: usize = 32;
-
-/// One entry of `authentication.jwt:`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IssuerConfig {
-    pub issuer: Issuer,
-    /// Allowed header `alg` values (default: RS256 RS384 RS512 ES256 ES384 PS256 PS384 PS512
-    /// EdDSA, plus HS256 HS384 HS512 when `hmac_secret_file` is set). `none` is never allowed.
-    #[serde(default)]
-    pub algorithms: Option<Vec<String>>,
-    /// A shared secret (trailing whitespace trimmed, at least 32 bytes): the only way to
-    /// accept HS256/HS384/HS512.
-    #[serde(default)]
-    pub hmac_secret_file: Option<PathBuf>,
-    /// Clock-skew allowance for `exp`, `nbf` and `iat` (default `30s`, at most `5m`).
-    #[serde(default)]
-    pub leeway: Option<String>,
-    /// How often keys are re-read (default `1h`, at least `10s`).
-    #[serde(default)]
-    pub refresh_interval: Option<String>,
-    /// At most one refetch per interval on an unknown `kid` (default `30s`); a `kid` still
-    /// unknown after a refetch is negatively cached this long.
-    #[serde(default)]
-    pub unknown_kid_min_interval: Option<String>,
-    #[serde(default)]
-    pub claim_validation_rules: Vec<ClaimValidationRule>,
-    pub claim_mappings: ClaimMappings,
-    /// The claim carrying the token's scope (default `portcullis.io/scope`).
-    #[serde(default)]
-    pub scope_claim: Option<String>,
-    /// Accept users and groups beginning with `system:` (default false).
-    #[serde(default)]
-    pub allow_system_identities: bool,
-}
-
-/// `issuer:` — who signs, for whom, and where the keys are.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Issuer {
-    /// `https://…`; must equal the token's `iss` (and the discovery document's `issuer`).
-    pub url: String,
-    /// Non-empty; the token's `aud` must contain at least one.
-    #[serde(default)]
-    pub audiences: Vec<String>,
-    #[serde(default)]
-    pub discovery_url: Option<String>,
-    #[serde(default)]
-    pub jwks_url: Option<String>,
-    #[serde(default)]
-    pub jwks_file: Option<PathBuf>,
-    #[serde(default)]
-    pub pem_files: Vec<PemFile>,
-    /// CA bundle for fetching discovery / JWKS over https (required for remote sources).
-    #[serde(default)]
-    pub certificate_authority_file: Option<PathBuf>,
-}
-
-/// A PEM public key: a path (its `kid` is the file stem) or `{path, kid}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum PemFile {
-    Path(PathBuf),
-    WithKid(PemFileWithKid),
-}
-
-/// `{path, kid}` form of [`PemFile`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PemFileWithKid {
-    pub path: PathBuf,
-    pub kid: String,
-}
-
-/// `{claim, required_value}`: the string claim must equal the value.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClaimValidationRule {
-    pub claim: String,
-    #[serde(default)]
-    pub required_value: String,
-}
-
-/// `claim_mappings:`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClaimMappings {
-    pub username: PrefixedClaim,
-    #[serde(default)]
-    pub groups: Option<PrefixedClaim>,
-    #[serde(default)]
-    pub uid: Option<UidClaim>,
-    #[serde(default)]
-    pub extra: Vec<ExtraMapping>,
-}
-
-/// `{claim, prefix}`; both must be given (no defaulting, as in the API server).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PrefixedClaim {
-    #[serde(default)]
-    pub claim: Option<String>,
-    #[serde(default)]
-    pub prefix: Option<String>,
-}
-
-/// `{claim}`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UidClaim {
-    pub claim: String,
-}
-
-/// `{key, claim}`: a lower-case, domain-prefixed extra key filled from a string or string-array
-/// claim.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExtraMapping {
-    pub key: String,
-    pub claim: String,
-}
 
 /// Validate every issuer and build the authenticator. `base_dir` resolves relative file paths
 /// (the config file's directory); `key_prefix` is the key path of the list
@@ -217,106 +100,6 @@ pub fn validate(
         }
     }
     p.finish(Some(JwtSettings { issuers, cache }))
-}
-
-/// The authenticator: per issuer its key store (local keys read now) and, for remote keys, an
-/// HTTPS client trusting the issuer's CA bundle.
-pub fn authenticator(settings: &JwtSettings) -> Result<JwtAuthenticator, Vec<Problem>> {
-    super::install_crypto_provider();
-    let mut p = Problems::new();
-    let policies = settings
-        .issuers
-        .iter()
-        .filter_map(|i| i.policy(&mut p))
-        .collect();
-    p.finish(Some(JwtAuthenticator::new(policies, settings.cache)))
-}
-
-/// `authentication.jwt` validated: plain data.
-#[derive(Debug, Clone)]
-pub struct JwtSettings {
-    pub issuers: Vec<IssuerSettings>,
-    pub cache: CacheOptions,
-}
-
-/// One issuer validated: claims and checks as [`IssuerPolicy`] has them, plus where its keys
-/// come from (with the CA bundle for remote sources), without the live key store.
-#[derive(Debug, Clone)]
-pub struct IssuerSettings {
-    pub url: String,
-    pub audiences: Vec<String>,
-    pub algorithms: Vec<Algorithm>,
-    pub hmac: Option<DecodingKey>,
-    pub leeway: Duration,
-    pub rules: Vec<(String, String)>,
-    pub username_claim: String,
-    pub username_prefix: String,
-    pub groups: Option<(String, String)>,
-    pub uid: Option<String>,
-    pub extra: Vec<(String, String)>,
-    pub scope_claim: String,
-    pub allow_system_identities: bool,
-    pub source: Source,
-    /// CA certificates for fetching remote keys (None: local keys only).
-    pub ca: Option<Vec<CertificateDer<'static>>>,
-    pub refresh: Duration,
-    pub unknown_kid: Duration,
-    /// The entry's key path (`authentication.jwt[0]`), for problems found while building.
-    pub path: String,
-    /// The key path of a local key source (`…issuer.jwks_file` / `…issuer.pem_files`).
-    pub local_key_path: String,
-}
-
-impl IssuerSettings {
-    /// The issuer's key store and policy; a problem (at its key path) if the CA bundle or the
-    /// local keys cannot be used.
-    fn policy(&self, p: &mut Problems) -> Option<IssuerPolicy> {
-        let client = match &self.ca {
-            None => None,
-            Some(certs) => match tls::root_store(certs.clone()).and_then(keys::https_client) {
-                Ok(c) => Some(c),
-                Err(err) => {
-                    p.err(
-                        format!("{}.issuer.certificate_authority_file", self.path),
-                        format!("{err:#}"),
-                        "a PEM file of CA certificates",
-                    );
-                    return None;
-                }
-            },
-        };
-        let store = KeyStore::new(
-            self.url.clone(),
-            self.source.clone(),
-            client,
-            self.refresh,
-            self.unknown_kid,
-        );
-        if let Err(err) = store.load_local_now() {
-            p.err(
-                &self.local_key_path,
-                err,
-                "a JWKS ({\"keys\": [...]}) or PEM public key",
-            );
-            return None;
-        }
-        Some(IssuerPolicy {
-            url: self.url.clone(),
-            audiences: self.audiences.clone(),
-            algorithms: self.algorithms.clone(),
-            hmac: self.hmac.clone(),
-            leeway: self.leeway,
-            rules: self.rules.clone(),
-            username_claim: self.username_claim.clone(),
-            username_prefix: self.username_prefix.clone(),
-            groups: self.groups.clone(),
-            uid: self.uid.clone(),
-            extra: self.extra.clone(),
-            scope_claim: self.scope_claim.clone(),
-            allow_system_identities: self.allow_system_identities,
-            keys: Arc::new(store),
-        })
-    }
 }
 
 fn build_one(

@@ -447,56 +447,11 @@ impl Check {
         }
 
         if has_urls {
-            let verbs = self.verbs(&format!("{path}.verbs"), &r.verbs, NON_RESOURCE_VERBS);
-            for (key, set) in [
-                ("namespaces", r.namespaces.is_some()),
-                ("api_groups", r.api_groups.is_some()),
-                ("resource_names", !r.resource_names.is_empty()),
-            ] {
-                if set {
-                    self.err(
-                        &format!("{path}.{key}"),
-                        format!("{key} does not apply to non_resource_urls"),
-                        "remove it",
-                    );
-                }
-            }
-            let mut urls = Vec::new();
-            for (i, u) in r.non_resource_urls.iter().enumerate() {
-                match check_url_pattern(u) {
-                    Ok(()) => urls.push(UrlPattern::new(u)),
-                    Err(e) => self.err(&format!("{path}.non_resource_urls[{i}]"), e, URL_HINT),
-                }
-            }
-            return (self.problems.len() == before).then_some(Rule {
-                verbs,
-                target: RuleTarget::NonResource(urls),
-            });
+            return self.non_resource_rule(path, r, before);
         }
 
         let verbs = self.verbs(&format!("{path}.verbs"), &r.verbs, RESOURCE_VERBS);
-        let namespaces = match &r.namespaces {
-            None => NsMatch::ClusterOnly,
-            Some(list) if list.is_empty() => {
-                self.err(
-                    &format!("{path}.namespaces"),
-                    "an empty namespaces list matches nothing",
-                    "omit the key for cluster-scoped resources, list namespaces, or use [\"*\"] for all",
-                );
-                NsMatch::ClusterOnly
-            }
-            Some(list) if list.iter().any(|n| n == "*") => NsMatch::All,
-            Some(list) => {
-                let mut globs = Vec::new();
-                for (i, n) in list.iter().enumerate() {
-                    match check_namespace_pattern(n) {
-                        Ok(()) => globs.push(Glob::new(n)),
-                        Err(e) => self.err(&format!("{path}.namespaces[{i}]"), e, NS_HINT),
-                    }
-                }
-                NsMatch::Patterns(globs)
-            }
-        };
+        let namespaces = self.rule_namespaces(path, &r.namespaces);
         let api_groups = self.api_groups(&format!("{path}.api_groups"), &r.api_groups);
         let resources = self.resources(&format!("{path}.resources"), &r.resources);
         let resource_names =
@@ -534,5 +489,61 @@ impl Check {
                 resource_names,
             }),
         })
+    }
+
+    /// A grant rule with `non_resource_urls` (at `path`); `before` is the problem count when
+    /// the rule started.
+    fn non_resource_rule(&mut self, path: &str, r: &RuleConfig, before: usize) -> Option<Rule> {
+        let verbs = self.verbs(&format!("{path}.verbs"), &r.verbs, NON_RESOURCE_VERBS);
+        for (key, set) in [
+            ("namespaces", r.namespaces.is_some()),
+            ("api_groups", r.api_groups.is_some()),
+            ("resource_names", !r.resource_names.is_empty()),
+        ] {
+            if set {
+                self.err(
+                    &format!("{path}.{key}"),
+                    format!("{key} does not apply to non_resource_urls"),
+                    "remove it",
+                );
+            }
+        }
+        let mut urls = Vec::new();
+        for (i, u) in r.non_resource_urls.iter().enumerate() {
+            match check_url_pattern(u) {
+                Ok(()) => urls.push(UrlPattern::new(u)),
+                Err(e) => self.err(&format!("{path}.non_resource_urls[{i}]"), e, URL_HINT),
+            }
+        }
+        (self.problems.len() == before).then_some(Rule {
+            verbs,
+            target: RuleTarget::NonResource(urls),
+        })
+    }
+
+    /// A grant rule's `namespaces`: absent = cluster-scoped only, `*` = all, else names/globs.
+    fn rule_namespaces(&mut self, path: &str, namespaces: &Option<Vec<String>>) -> NsMatch {
+        match namespaces {
+            None => NsMatch::ClusterOnly,
+            Some(list) if list.is_empty() => {
+                self.err(
+                    &format!("{path}.namespaces"),
+                    "an empty namespaces list matches nothing",
+                    "omit the key for cluster-scoped resources, list namespaces, or use [\"*\"] for all",
+                );
+                NsMatch::ClusterOnly
+            }
+            Some(list) if list.iter().any(|n| n == "*") => NsMatch::All,
+            Some(list) => {
+                let mut globs = Vec::new();
+                for (i, n) in list.iter().enumerate() {
+                    match check_namespace_pattern(n) {
+                        Ok(()) => globs.push(Glob::new(n)),
+                        Err(e) => self.err(&format!("{path}.namespaces[{i}]"), e, NS_HINT),
+                    }
+                }
+                NsMatch::Patterns(globs)
+            }
+        }
     }
 }

@@ -1,4 +1,6 @@
-//! `run(config, listeners, shutdown)`: what `serve`, `demo` and the tests all call.
+//! `run(config, listeners, shutdown)`: what `serve`, `demo` and the tests all call. It builds
+//! the live objects from the plain `Config` with [`Runtime::build`] (the one place that does),
+//! starts their background tasks, and serves.
 
 use std::sync::Arc;
 
@@ -36,24 +38,57 @@ impl Listeners {
     }
 }
 
-/// Serve until `shutdown` fires, then drain in-flight requests for the configured grace.
-pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()> {
-    crate::server::tls::install_crypto_provider();
-    let config = Arc::new(config);
-    let credentials = Credentials::load(&config.upstream.token)?;
-    if let UpstreamToken::File(path) = &config.upstream.token {
-        credentials.spawn_reloader(
-            path.clone(),
-            config.upstream.token_reload_interval,
-            shutdown.clone(),
-        );
+impl Runtime {
+    /// Build the live objects from a validated config: the listener's rustls config, the JWT
+    /// authenticator, the rate limiter, the upstream client and its credentials, the metrics
+    /// registry, the audit sinks (started). No background task is spawned here; `run` starts
+    /// them. A failure names the key path it comes from.
+    pub fn build(config: &Config) -> Result<Runtime> {
+        crate::server::tls::install_crypto_provider();
+        let server_tls = config.tls.server_config().context("listen.tls")?;
+        let jwt = match &config.jwt {
+            None => None,
+            Some(settings) => Some(Arc::new(settings.build()?)),
+        };
+        let limiter = config
+            .rate_limits
+            .clone()
+            .map(crate::ratelimit::RateLimiter::from_settings);
+        let credentials = Credentials::load(&config.upstream.token)?;
+        let upstream = Arc::new(Upstream::new(&config.upstream, credentials.clone())?);
+        let mut metrics = Metrics::new();
+        if let Some(limiter) = &limiter {
+            limiter.metrics().register(&mut metrics.registry);
+        }
+        warn_dangerous(config);
+        let audit = match &config.audit {
+            None => None,
+            Some(settings) => {
+                let auditor = Arc::new(crate::audit::Auditor::start(settings.sink_specs())?);
+                crate::audit::metrics::register(&mut metrics.registry, &auditor);
+                Some(Arc::new(crate::audit::Audit {
+                    policy: settings.policy.clone(),
+                    auditor,
+                }))
+            }
+        };
+        Ok(Runtime {
+            config: Arc::new(config.clone()),
+            upstream,
+            credentials,
+            metrics: Arc::new(metrics),
+            audit,
+            limiter,
+            jwt,
+            authorizer: config.authorization.clone(),
+            sanitizer: config.sanitize.clone(),
+            server_tls,
+        })
     }
-    let upstream = Arc::new(Upstream::new(&config.upstream, credentials)?);
-    let mut metrics = Metrics::new();
-    if let Some(limiter) = &config.limiter {
-        limiter.0.metrics().register(&mut metrics.registry);
-        limiter.0.spawn_maintenance(shutdown.clone());
-    }
+}
+
+/// Each `dangerous:` acknowledgement in use, logged at start.
+fn warn_dangerous(config: &Config) {
     for (on, what) in [
         (config.dangerous.allow_uninspected_bodies, "dangerous.allow_uninspected_bodies: some write bodies may be forwarded without strict parsing"),
         (config.dangerous.allow_audit_event_loss, "dangerous.allow_audit_event_loss: audit events may be dropped under load"),
@@ -63,39 +98,31 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
             tracing::warn!("{what}");
         }
     }
-    let audit = match &config.audit {
-        None => None,
-        Some(settings) => {
-            let auditor = Arc::new(crate::audit::Auditor::start(settings.sink_specs())?);
-            crate::audit::metrics::register(&mut metrics.registry, &auditor);
-            Some(Arc::new(crate::audit::Audit {
-                policy: settings.policy.clone(),
-                auditor,
-            }))
-        }
-    };
-    let metrics = Arc::new(metrics);
+}
 
-    // Readiness: probe the upstream's /readyz now and on an interval.
-    {
-        let upstream = upstream.clone();
-        let interval = config.upstream.health_interval;
-        let mut stop = shutdown.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => { upstream.probe().await; }
-                    _ = stop.wait() => return,
-                }
-            }
-        });
+/// Serve until `shutdown` fires, then drain in-flight requests for the configured grace.
+pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()> {
+    let rt = Runtime::build(&config)?;
+    let config = rt.config.clone();
+    if let UpstreamToken::File(path) = &config.upstream.token {
+        rt.credentials.spawn_reloader(
+            path.clone(),
+            config.upstream.token_reload_interval,
+            shutdown.clone(),
+        );
     }
+    if let Some(limiter) = &rt.limiter {
+        limiter.spawn_maintenance(shutdown.clone());
+    }
+    spawn_probe(
+        rt.upstream.clone(),
+        config.upstream.health_interval,
+        &shutdown,
+    );
 
     // JWT keys: load now, then refresh on each issuer's interval (and on unknown kids, inside
     // the verifier). A failed first load is retried by the refresh task; readiness reports it.
-    let jwt = config.jwt.as_ref().map(|j| j.0.clone());
-    if let Some(jwt) = &jwt {
+    if let Some(jwt) = &rt.jwt {
         for (issuer, err) in jwt.refresh_all().await {
             tracing::warn!(%issuer, %err, "JWT keys not loaded yet");
         }
@@ -103,9 +130,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     }
 
     let admin = Arc::new(Admin {
-        metrics: metrics.clone(),
-        upstream: upstream.clone(),
-        jwt,
+        metrics: rt.metrics.clone(),
+        upstream: rt.upstream.clone(),
+        jwt: rt.jwt.clone(),
         ready_window: config.ready_window,
     });
     let admin_task = tokio::spawn(server::serve_plain(
@@ -118,17 +145,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         shutdown.clone(),
     ));
 
-    let proxy = stack::build(&Runtime {
-        config: config.clone(),
-        upstream,
-        metrics,
-        audit: audit.clone(),
-    });
-    let audit_for_shutdown = audit;
+    let proxy = stack::build(&rt);
+    let audit_for_shutdown = rt.audit.clone();
     tracing::info!(summary = %config.summary(), "serving");
     server::serve(
         listeners.proxy,
-        config.server_tls.clone(),
+        rt.server_tls.clone(),
         config.serve.clone(),
         move |mut req, conn| {
             req.extensions_mut().insert(conn);
@@ -150,4 +172,18 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Readiness: probe the upstream's /readyz now and on an interval.
+fn spawn_probe(upstream: Arc<Upstream>, interval: std::time::Duration, shutdown: &Shutdown) {
+    let mut stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => { upstream.probe().await; }
+                _ = stop.wait() => return,
+            }
+        }
+    });
 }

@@ -13,25 +13,36 @@ use tower::{Service, ServiceBuilder};
 
 use crate::{
     audit::{Audit, AuditLayer, ReceivedLayer},
-    authn::{request::Authenticator, AuthnLayer},
-    authz::AuthzLayer,
+    authn::{jwt::JwtAuthenticator, request::Authenticator, AuthnLayer},
+    authz::{Authorizer, AuthzLayer},
     body::{Body, BoxError},
     classify::ClassifyLayer,
     config::Config,
     ratelimit::{LoadShedLayer, RateLimitLayer, RateLimiter, SourceBlockLayer},
     request_id::RequestIdLayer,
-    sanitize::SanitizeLayer,
+    sanitize::{SanitizeLayer, Sanitizer},
     telemetry::{Metrics, MetricsLayer},
-    upstream::{Upstream, UpstreamService},
+    upstream::{Credentials, Upstream, UpstreamService},
 };
 
-/// The live objects the stack is built from (by `app::run`, once per configuration).
+/// The live objects the stack is built from, made from a `Config` by `Runtime::build`
+/// (`app.rs`), once per configuration.
 pub struct Runtime {
     pub config: Arc<Config>,
     pub upstream: Arc<Upstream>,
+    /// The proxy's own credentials toward the upstream (a token file is re-read by `app::run`).
+    pub credentials: Arc<Credentials>,
     pub metrics: Arc<Metrics>,
     /// Audit policy and sinks (None: not configured).
     pub audit: Option<Arc<Audit>>,
+    /// Rate limits (None: not configured).
+    pub limiter: Option<RateLimiter>,
+    /// JWT issuers and their key stores (None: bearer tokens are refused).
+    pub jwt: Option<Arc<JwtAuthenticator>>,
+    pub authorizer: Arc<Authorizer>,
+    pub sanitizer: Arc<Sanitizer>,
+    /// The listener's TLS config.
+    pub server_tls: Arc<rustls::ServerConfig>,
 }
 
 /// Build the stack. Cheap to clone; holds no global state, so a new configuration builds a new
@@ -47,7 +58,7 @@ where
     B::Error: Into<BoxError>,
 {
     let c = &rt.config;
-    let limiter: Option<RateLimiter> = c.limiter.as_ref().map(|l| l.0.clone());
+    let limiter = rt.limiter.clone();
     ServiceBuilder::new()
         // 1. A fresh Audit-ID first, so every outcome can be correlated; a panic anywhere
         //    below is caught here (500 + Panic event).
@@ -67,11 +78,11 @@ where
         // 7. Identity before anything spends upstream resources.
         .layer(AuthnLayer::new(Authenticator {
             x509: c.x509.clone(),
-            jwt: c.jwt.as_ref().map(|j| j.0.clone()),
-            authorizer: c.authorizer.clone(),
+            jwt: rt.jwt.clone(),
+            authorizer: rt.authorizer.clone(),
         }))
         // 8. Grants ∩ token scope, on the classification above; deny by default.
-        .layer(AuthzLayer::new(c.authorizer.clone()))
+        .layer(AuthzLayer::new(rt.authorizer.clone()))
         // 9. Keyed by identity, after authorization: a refused request spends no quota.
         .layer(RateLimitLayer::new(limiter))
         // 10. RequestReceived once the caller is known and admitted; a strict sink failing
@@ -80,7 +91,7 @@ where
         // 11. The costliest check (reads, parses, may fetch the current object) last before
         //     the network, so earlier refusals never pay for it.
         .layer(SanitizeLayer::new(
-            c.sanitizer.clone(),
+            rt.sanitizer.clone(),
             rt.upstream.clone(),
             rt.metrics.clone(),
             c.trust_forwarded_for,

@@ -19,6 +19,7 @@
 
 pub mod canonical;
 pub mod chain;
+pub mod config;
 pub mod event;
 pub mod metrics;
 pub mod policy;

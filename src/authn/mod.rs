@@ -8,6 +8,7 @@
 //! since the proxy's impersonate grant would otherwise hand out e.g. `system:masters`.
 //! Certificates from unknown CAs, and expired ones, never get past the TLS handshake.
 
+pub mod config;
 pub mod identity;
 pub mod jwt;
 pub mod layer;

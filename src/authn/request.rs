@@ -14,7 +14,7 @@ use std::sync::Arc;
 use http::{header, HeaderMap};
 
 use super::{jwt::JwtAuthenticator, x509, Identity};
-use crate::{authz::Authorizer, config::X509Identity, server::ConnInfo};
+use crate::{authn::config::X509Identity, authz::Authorizer, server::ConnInfo};
 
 /// What authentication needs, taken from the config once when the stack is built.
 #[derive(Clone)]

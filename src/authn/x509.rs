@@ -7,7 +7,7 @@ use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::identity::{Identity, Method};
-use crate::config::X509Identity;
+use crate::authn::config::X509Identity;
 
 /// Why a certificate yields no identity (logged; the client only ever sees 401).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

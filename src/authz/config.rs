@@ -1,10 +1,9 @@
-//! The `authorization:` section of the config file: its serde schema and [`build`], which
-//! validates it (every problem at once, with its key path) and compiles it into an
-//! [`Authorizer`]. The semantics are documented in [`crate::authz`].
+//! The `authorization:` section of the config file (schema in `schema.rs`, re-exported here):
+//! [`build`] validates it (every problem at once, with its key path) and compiles it into an
+//! [`AuthzPolicy`](super::AuthzPolicy) — plain data, held by `Config`. The semantics are
+//! documented in [`crate::authz`].
 
 use std::collections::BTreeMap;
-
-use serde::Deserialize;
 
 use super::engine::{
     Authorizer, NsMatch, Principal, PrincipalKind, ResourceRule, Rule, RuleTarget, Subject,
@@ -14,173 +13,20 @@ use super::pattern::{
     check_resource_pattern, check_url_pattern, Glob, ResourcePattern, Sub, UrlPattern, VerbSet,
     NON_RESOURCE_VERBS, RESOURCE_VERBS,
 };
-use crate::config::Problem;
-
-/// The public non-resource URLs used when `public_non_resource_urls` is absent: discovery,
-/// version, OpenAPI and health — what kubectl and client-go fetch before anything else.
-pub const DEFAULT_PUBLIC_NON_RESOURCE_URLS: &[&str] = &[
-    "/api",
-    "/api/*",
-    "/apis",
-    "/apis/*",
-    "/version",
-    "/version/",
-    "/openapi/*",
-    "/healthz",
-    "/livez",
-    "/readyz",
-];
-
-/// `authorization:`
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub struct AuthorizationConfig {
-    /// Non-resource paths every authenticated caller may GET/HEAD, whatever its grants and token
-    /// scope. Absent: [`DEFAULT_PUBLIC_NON_RESOURCE_URLS`]; `[]`: none.
-    #[serde(default = "default_public")]
-    pub public_non_resource_urls: Vec<String>,
-    /// Cluster-scoped resources besides the built-in ones (CRDs), as `<resource>.<group>`
-    /// (`<resource>` for the core group).
-    #[serde(default)]
-    pub cluster_scoped_resources: Vec<String>,
-    #[serde(default)]
-    pub tenants: Vec<TenantConfig>,
-    #[serde(default)]
-    pub grants: Vec<GrantConfig>,
-}
-
-impl Default for AuthorizationConfig {
-    fn default() -> Self {
-        AuthorizationConfig {
-            public_non_resource_urls: default_public(),
-            cluster_scoped_resources: Vec::new(),
-            tenants: Vec::new(),
-            grants: Vec::new(),
-        }
-    }
-}
-
-fn default_public() -> Vec<String> {
-    DEFAULT_PUBLIC_NON_RESOURCE_URLS
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect()
-}
-
-/// `authorization.tenants[]`
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub struct TenantConfig {
-    pub name: String,
-    /// Names or globs (`team-a-*`); not `*`.
-    #[serde(default)]
-    pub namespaces: Vec<String>,
-    #[serde(default)]
-    pub subjects: Vec<SubjectConfig>,
-    /// Absent: every verb on every resource (not the namespace objects) in the namespaces.
-    #[serde(default)]
-    pub rules: Option<Vec<TenantRuleConfig>>,
-}
-
-/// `authorization.tenants[].rules[]` — always confined to the tenant's namespaces.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub struct TenantRuleConfig {
-    #[serde(default)]
-    pub verbs: Vec<String>,
-    #[serde(default)]
-    pub api_groups: Option<Vec<String>>,
-    #[serde(default)]
-    pub resources: Vec<String>,
-    #[serde(default)]
-    pub resource_names: Vec<String>,
-}
-
-/// `authorization.grants[]`
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub struct GrantConfig {
-    pub name: String,
-    #[serde(default)]
-    pub subjects: Vec<SubjectConfig>,
-    #[serde(default)]
-    pub rules: Vec<RuleConfig>,
-}
-
-/// `authorization.grants[].rules[]`: either a resource rule or a non-resource rule.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub struct RuleConfig {
-    /// Absent: cluster-scoped resources only. `*` listed: everything, cluster-wide included.
-    #[serde(default)]
-    pub namespaces: Option<Vec<String>>,
-    #[serde(default)]
-    pub verbs: Vec<String>,
-    #[serde(default)]
-    pub api_groups: Option<Vec<String>>,
-    #[serde(default)]
-    pub resources: Vec<String>,
-    #[serde(default)]
-    pub resource_names: Vec<String>,
-    #[serde(default)]
-    pub non_resource_urls: Vec<String>,
-}
-
-/// One subject: `{user: alice}`, `{group: ci}` or `{extra: {key: k, value: v}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub enum SubjectConfig {
-    User(String),
-    Group(String),
-    Extra(ExtraSubject),
-}
-
-/// `{extra: {key, value}}`: the identity's `extra[key]` contains `value`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExtraSubject {
-    pub key: String,
-    pub value: String,
-}
+pub use super::schema::{
+    AuthorizationConfig, ExtraSubject, GrantConfig, RuleConfig, SubjectConfig, TenantConfig,
+    TenantRuleConfig, DEFAULT_PUBLIC_NON_RESOURCE_URLS,
+};
+use crate::config::{Problem, Problems};
 
 /// Validate `cfg` and compile it. `key_prefix` is the key path of the section
 /// (`authorization`), so problems read `authorization.grants[0].rules[1].verbs`.
 pub fn build(cfg: &AuthorizationConfig, key_prefix: &str) -> Result<Authorizer, Vec<Problem>> {
     let mut c = Check {
-        problems: Vec::new(),
+        problems: Problems::new(),
     };
-
-    let mut public = Vec::new();
-    for (i, p) in cfg.public_non_resource_urls.iter().enumerate() {
-        let path = format!("{key_prefix}.public_non_resource_urls[{i}]");
-        if p == "*" {
-            c.err(
-                &path,
-                "\"*\" would make every non-resource path public (metrics, debug endpoints)",
-                "list the public paths explicitly; grant anything else with a grant",
-            );
-        } else if let Err(e) = check_url_pattern(p) {
-            c.err(&path, e, URL_HINT);
-        } else {
-            public.push(UrlPattern::new(p));
-        }
-    }
-
-    let mut extra_cluster_scoped = Vec::new();
-    for (i, r) in cfg.cluster_scoped_resources.iter().enumerate() {
-        let path = format!("{key_prefix}.cluster_scoped_resources[{i}]");
-        let (resource, group) = r.split_once('.').unwrap_or((r.as_str(), ""));
-        match check_resource_pattern(resource) {
-            Ok(()) if !resource.contains('*') && !resource.is_empty() => {
-                extra_cluster_scoped.push((group.to_owned(), resource.to_owned()))
-            }
-            _ => c.err(
-                &path,
-                format!("{r:?} is not <resource>.<group>"),
-                "e.g. clusterwidgets.example.com, or a bare resource for the core group",
-            ),
-        }
-    }
+    let public = c.public_urls(cfg, key_prefix);
+    let extra_cluster_scoped = c.extra_cluster_scoped(cfg, key_prefix);
     let cluster_scoped = |group: &str, resource: &str| {
         builtin_cluster_scoped(group, resource)
             || extra_cluster_scoped
@@ -192,24 +38,104 @@ pub fn build(cfg: &AuthorizationConfig, key_prefix: &str) -> Result<Authorizer, 
             || extra_cluster_scoped.iter().any(|(_, r)| r == resource)
     };
 
-    let mut principals = Vec::new();
-    let mut tenant_names: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut claimed: BTreeMap<&str, &str> = BTreeMap::new();
-    for (ti, t) in cfg.tenants.iter().enumerate() {
-        let base = format!("{key_prefix}.tenants[{ti}]");
-        c.name(&format!("{base}.name"), &t.name);
-        if let Some(first) = tenant_names.insert(t.name.as_str(), ti) {
-            c.err(
-                &format!("{base}.name"),
-                format!("duplicate tenant name {:?} (also tenants[{first}])", t.name),
-                "give every tenant its own name",
-            );
-        }
-        let subjects = c.subjects(&format!("{base}.subjects"), &t.subjects);
+    let mut principals = c.tenants(cfg, key_prefix);
+    principals.extend(c.grants(cfg, key_prefix, &cluster_scoped, &cluster_scoped_any_group));
+    if c.problems.is_empty() {
+        Ok(Authorizer {
+            public,
+            principals,
+            extra_cluster_scoped,
+        })
+    } else {
+        Err(c.problems.into_vec())
+    }
+}
 
+impl Check {
+    /// `public_non_resource_urls`.
+    fn public_urls(&mut self, cfg: &AuthorizationConfig, key_prefix: &str) -> Vec<UrlPattern> {
+        let mut public = Vec::new();
+        for (i, p) in cfg.public_non_resource_urls.iter().enumerate() {
+            let path = format!("{key_prefix}.public_non_resource_urls[{i}]");
+            if p == "*" {
+                self.err(
+                    &path,
+                    "\"*\" would make every non-resource path public (metrics, debug endpoints)",
+                    "list the public paths explicitly; grant anything else with a grant",
+                );
+            } else if let Err(e) = check_url_pattern(p) {
+                self.err(&path, e, URL_HINT);
+            } else {
+                public.push(UrlPattern::new(p));
+            }
+        }
+        public
+    }
+
+    /// `cluster_scoped_resources`: (group, resource).
+    fn extra_cluster_scoped(
+        &mut self,
+        cfg: &AuthorizationConfig,
+        key_prefix: &str,
+    ) -> Vec<(String, String)> {
+        let mut extra_cluster_scoped = Vec::new();
+        for (i, r) in cfg.cluster_scoped_resources.iter().enumerate() {
+            let path = format!("{key_prefix}.cluster_scoped_resources[{i}]");
+            let (resource, group) = r.split_once('.').unwrap_or((r.as_str(), ""));
+            match check_resource_pattern(resource) {
+                Ok(()) if !resource.contains('*') && !resource.is_empty() => {
+                    extra_cluster_scoped.push((group.to_owned(), resource.to_owned()))
+                }
+                _ => self.err(
+                    &path,
+                    format!("{r:?} is not <resource>.<group>"),
+                    "e.g. clusterwidgets.example.com, or a bare resource for the core group",
+                ),
+            }
+        }
+        extra_cluster_scoped
+    }
+
+    /// `tenants[]`, in config order.
+    fn tenants(&mut self, cfg: &AuthorizationConfig, key_prefix: &str) -> Vec<Principal> {
+        let mut principals = Vec::new();
+        let mut tenant_names: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut claimed: BTreeMap<&str, &str> = BTreeMap::new();
+        for (ti, t) in cfg.tenants.iter().enumerate() {
+            let base = format!("{key_prefix}.tenants[{ti}]");
+            self.name(&format!("{base}.name"), &t.name);
+            if let Some(first) = tenant_names.insert(t.name.as_str(), ti) {
+                self.err(
+                    &format!("{base}.name"),
+                    format!("duplicate tenant name {:?} (also tenants[{first}])", t.name),
+                    "give every tenant its own name",
+                );
+            }
+            let subjects = self.subjects(&format!("{base}.subjects"), &t.subjects);
+
+            let globs = self.tenant_namespaces(&base, t, &mut claimed);
+            let rules = self.tenant_rules(&base, t, &globs);
+            principals.push(Principal {
+                kind: PrincipalKind::Tenant,
+                name: t.name.clone(),
+                allow_reason: format!("tenant {}", t.name),
+                subjects,
+                rules,
+            });
+        }
+        principals
+    }
+
+    /// A tenant's `namespaces` (no `*`; a namespace name belongs to one tenant).
+    fn tenant_namespaces<'a>(
+        &mut self,
+        base: &str,
+        t: &'a TenantConfig,
+        claimed: &mut BTreeMap<&'a str, &'a str>,
+    ) -> Vec<Glob> {
         let mut globs = Vec::new();
         if t.namespaces.is_empty() {
-            c.err(
+            self.err(
                 &format!("{base}.namespaces"),
                 "a tenant needs at least one namespace",
                 "list the tenant's namespaces by name or pattern, e.g. [team-a, team-a-*]",
@@ -218,7 +144,7 @@ pub fn build(cfg: &AuthorizationConfig, key_prefix: &str) -> Result<Authorizer, 
         for (ni, n) in t.namespaces.iter().enumerate() {
             let path = format!("{base}.namespaces[{ni}]");
             if n == "*" {
-                c.err(
+                self.err(
                     &path,
                     "a tenant cannot own every namespace",
                     "give the tenant its namespaces; use a grant with namespaces: [\"*\"] for cluster-wide access",
@@ -226,13 +152,13 @@ pub fn build(cfg: &AuthorizationConfig, key_prefix: &str) -> Result<Authorizer, 
                 continue;
             }
             if let Err(e) = check_namespace_pattern(n) {
-                c.err(&path, e, NS_HINT);
+                self.err(&path, e, NS_HINT);
                 continue;
             }
             if !n.contains('*') {
                 if let Some(other) = claimed.insert(n.as_str(), t.name.as_str()) {
                     if other != t.name {
-                        c.err(
+                        self.err(
                             &path,
                             format!("namespace {n:?} already belongs to tenant {other:?}"),
                             "a namespace belongs to one tenant",
@@ -242,13 +168,18 @@ pub fn build(cfg: &AuthorizationConfig, key_prefix: &str) -> Result<Authorizer, 
             }
             globs.push(Glob::new(n));
         }
+        globs
+    }
 
+    /// A tenant's rules: reading its namespace objects, then its `rules` (absent: everything in
+    /// its namespaces).
+    fn tenant_rules(&mut self, base: &str, t: &TenantConfig, globs: &[Glob]) -> Vec<Rule> {
         let mut rules = Vec::new();
         // Implicit: a tenant may read its own namespace objects.
         rules.push(Rule {
             verbs: VerbSet::new(&["get"]),
             target: RuleTarget::Resource(ResourceRule {
-                namespaces: NsMatch::Patterns(globs.clone()),
+                namespaces: NsMatch::Patterns(globs.to_vec()),
                 api_groups: Some(vec![String::new()]),
                 resources: vec![ResourcePattern::Named {
                     resource: "namespaces".into(),
@@ -261,7 +192,7 @@ pub fn build(cfg: &AuthorizationConfig, key_prefix: &str) -> Result<Authorizer, 
             None => rules.push(Rule {
                 verbs: VerbSet::new(&["*"]),
                 target: RuleTarget::Resource(ResourceRule {
-                    namespaces: NsMatch::Patterns(globs.clone()),
+                    namespaces: NsMatch::Patterns(globs.to_vec()),
                     api_groups: None,
                     resources: vec![ResourcePattern::All],
                     resource_names: Vec::new(),
@@ -270,15 +201,15 @@ pub fn build(cfg: &AuthorizationConfig, key_prefix: &str) -> Result<Authorizer, 
             Some(list) => {
                 for (ri, r) in list.iter().enumerate() {
                     let path = format!("{base}.rules[{ri}]");
-                    let verbs = c.verbs(&format!("{path}.verbs"), &r.verbs, RESOURCE_VERBS);
-                    let api_groups = c.api_groups(&format!("{path}.api_groups"), &r.api_groups);
-                    let resources = c.resources(&format!("{path}.resources"), &r.resources);
+                    let verbs = self.verbs(&format!("{path}.verbs"), &r.verbs, RESOURCE_VERBS);
+                    let api_groups = self.api_groups(&format!("{path}.api_groups"), &r.api_groups);
+                    let resources = self.resources(&format!("{path}.resources"), &r.resources);
                     let resource_names =
-                        c.resource_names(&format!("{path}.resource_names"), &r.resource_names);
+                        self.resource_names(&format!("{path}.resource_names"), &r.resource_names);
                     rules.push(Rule {
                         verbs,
                         target: RuleTarget::Resource(ResourceRule {
-                            namespaces: NsMatch::Patterns(globs.clone()),
+                            namespaces: NsMatch::Patterns(globs.to_vec()),
                             api_groups,
                             resources,
                             resource_names,
@@ -287,58 +218,55 @@ pub fn build(cfg: &AuthorizationConfig, key_prefix: &str) -> Result<Authorizer, 
                 }
             }
         }
-        principals.push(Principal {
-            kind: PrincipalKind::Tenant,
-            name: t.name.clone(),
-            allow_reason: format!("tenant {}", t.name),
-            subjects,
-            rules,
-        });
+        rules
     }
 
-    let mut grant_names: BTreeMap<&str, usize> = BTreeMap::new();
-    for (gi, g) in cfg.grants.iter().enumerate() {
-        let base = format!("{key_prefix}.grants[{gi}]");
-        c.name(&format!("{base}.name"), &g.name);
-        if let Some(first) = grant_names.insert(g.name.as_str(), gi) {
-            c.err(
-                &format!("{base}.name"),
-                format!("duplicate grant name {:?} (also grants[{first}])", g.name),
-                "give every grant its own name, so decisions and audit say which one applied",
-            );
-        }
-        let subjects = c.subjects(&format!("{base}.subjects"), &g.subjects);
-        if g.rules.is_empty() {
-            c.err(
-                &format!("{base}.rules"),
-                "a grant needs at least one rule",
-                "add rules, or remove the grant",
-            );
-        }
-        let mut rules = Vec::new();
-        for (ri, r) in g.rules.iter().enumerate() {
-            let path = format!("{base}.rules[{ri}]");
-            if let Some(rule) = c.grant_rule(&path, r, &cluster_scoped, &cluster_scoped_any_group) {
-                rules.push(rule);
+    /// `grants[]`, in config order.
+    fn grants(
+        &mut self,
+        cfg: &AuthorizationConfig,
+        key_prefix: &str,
+        cluster_scoped: &dyn Fn(&str, &str) -> bool,
+        cluster_scoped_any_group: &dyn Fn(&str) -> bool,
+    ) -> Vec<Principal> {
+        let mut principals = Vec::new();
+        let mut grant_names: BTreeMap<&str, usize> = BTreeMap::new();
+        for (gi, g) in cfg.grants.iter().enumerate() {
+            let base = format!("{key_prefix}.grants[{gi}]");
+            self.name(&format!("{base}.name"), &g.name);
+            if let Some(first) = grant_names.insert(g.name.as_str(), gi) {
+                self.err(
+                    &format!("{base}.name"),
+                    format!("duplicate grant name {:?} (also grants[{first}])", g.name),
+                    "give every grant its own name, so decisions and audit say which one applied",
+                );
             }
+            let subjects = self.subjects(&format!("{base}.subjects"), &g.subjects);
+            if g.rules.is_empty() {
+                self.err(
+                    &format!("{base}.rules"),
+                    "a grant needs at least one rule",
+                    "add rules, or remove the grant",
+                );
+            }
+            let mut rules = Vec::new();
+            for (ri, r) in g.rules.iter().enumerate() {
+                let path = format!("{base}.rules[{ri}]");
+                if let Some(rule) =
+                    self.grant_rule(&path, r, cluster_scoped, cluster_scoped_any_group)
+                {
+                    rules.push(rule);
+                }
+            }
+            principals.push(Principal {
+                kind: PrincipalKind::Grant,
+                name: g.name.clone(),
+                allow_reason: format!("grant {}", g.name),
+                subjects,
+                rules,
+            });
         }
-        principals.push(Principal {
-            kind: PrincipalKind::Grant,
-            name: g.name.clone(),
-            allow_reason: format!("grant {}", g.name),
-            subjects,
-            rules,
-        });
-    }
-
-    if c.problems.is_empty() {
-        Ok(Authorizer {
-            public,
-            principals,
-            extra_cluster_scoped,
-        })
-    } else {
-        Err(c.problems)
+        principals
     }
 }
 
@@ -346,16 +274,12 @@ const NS_HINT: &str = "write a namespace name or a pattern with '*', e.g. team-a
 const URL_HINT: &str = "write an exact path (/healthz) or a prefix ending in '*' (/healthz/*)";
 
 struct Check {
-    problems: Vec<Problem>,
+    problems: Problems,
 }
 
 impl Check {
     fn err(&mut self, path: &str, message: impl Into<String>, hint: &str) {
-        self.problems.push(Problem {
-            path: path.to_owned(),
-            message: message.into(),
-            hint: hint.to_owned(),
-        });
+        self.problems.err(path, message, hint);
     }
 
     /// Names show up in decisions, 403 messages and audit: keep them plain.
@@ -523,56 +447,11 @@ impl Check {
         }
 
         if has_urls {
-            let verbs = self.verbs(&format!("{path}.verbs"), &r.verbs, NON_RESOURCE_VERBS);
-            for (key, set) in [
-                ("namespaces", r.namespaces.is_some()),
-                ("api_groups", r.api_groups.is_some()),
-                ("resource_names", !r.resource_names.is_empty()),
-            ] {
-                if set {
-                    self.err(
-                        &format!("{path}.{key}"),
-                        format!("{key} does not apply to non_resource_urls"),
-                        "remove it",
-                    );
-                }
-            }
-            let mut urls = Vec::new();
-            for (i, u) in r.non_resource_urls.iter().enumerate() {
-                match check_url_pattern(u) {
-                    Ok(()) => urls.push(UrlPattern::new(u)),
-                    Err(e) => self.err(&format!("{path}.non_resource_urls[{i}]"), e, URL_HINT),
-                }
-            }
-            return (self.problems.len() == before).then_some(Rule {
-                verbs,
-                target: RuleTarget::NonResource(urls),
-            });
+            return self.non_resource_rule(path, r, before);
         }
 
         let verbs = self.verbs(&format!("{path}.verbs"), &r.verbs, RESOURCE_VERBS);
-        let namespaces = match &r.namespaces {
-            None => NsMatch::ClusterOnly,
-            Some(list) if list.is_empty() => {
-                self.err(
-                    &format!("{path}.namespaces"),
-                    "an empty namespaces list matches nothing",
-                    "omit the key for cluster-scoped resources, list namespaces, or use [\"*\"] for all",
-                );
-                NsMatch::ClusterOnly
-            }
-            Some(list) if list.iter().any(|n| n == "*") => NsMatch::All,
-            Some(list) => {
-                let mut globs = Vec::new();
-                for (i, n) in list.iter().enumerate() {
-                    match check_namespace_pattern(n) {
-                        Ok(()) => globs.push(Glob::new(n)),
-                        Err(e) => self.err(&format!("{path}.namespaces[{i}]"), e, NS_HINT),
-                    }
-                }
-                NsMatch::Patterns(globs)
-            }
-        };
+        let namespaces = self.rule_namespaces(path, &r.namespaces);
         let api_groups = self.api_groups(&format!("{path}.api_groups"), &r.api_groups);
         let resources = self.resources(&format!("{path}.resources"), &r.resources);
         let resource_names =
@@ -610,5 +489,61 @@ impl Check {
                 resource_names,
             }),
         })
+    }
+
+    /// A grant rule with `non_resource_urls` (at `path`); `before` is the problem count when
+    /// the rule started.
+    fn non_resource_rule(&mut self, path: &str, r: &RuleConfig, before: usize) -> Option<Rule> {
+        let verbs = self.verbs(&format!("{path}.verbs"), &r.verbs, NON_RESOURCE_VERBS);
+        for (key, set) in [
+            ("namespaces", r.namespaces.is_some()),
+            ("api_groups", r.api_groups.is_some()),
+            ("resource_names", !r.resource_names.is_empty()),
+        ] {
+            if set {
+                self.err(
+                    &format!("{path}.{key}"),
+                    format!("{key} does not apply to non_resource_urls"),
+                    "remove it",
+                );
+            }
+        }
+        let mut urls = Vec::new();
+        for (i, u) in r.non_resource_urls.iter().enumerate() {
+            match check_url_pattern(u) {
+                Ok(()) => urls.push(UrlPattern::new(u)),
+                Err(e) => self.err(&format!("{path}.non_resource_urls[{i}]"), e, URL_HINT),
+            }
+        }
+        (self.problems.len() == before).then_some(Rule {
+            verbs,
+            target: RuleTarget::NonResource(urls),
+        })
+    }
+
+    /// A grant rule's `namespaces`: absent = cluster-scoped only, `*` = all, else names/globs.
+    fn rule_namespaces(&mut self, path: &str, namespaces: &Option<Vec<String>>) -> NsMatch {
+        match namespaces {
+            None => NsMatch::ClusterOnly,
+            Some(list) if list.is_empty() => {
+                self.err(
+                    &format!("{path}.namespaces"),
+                    "an empty namespaces list matches nothing",
+                    "omit the key for cluster-scoped resources, list namespaces, or use [\"*\"] for all",
+                );
+                NsMatch::ClusterOnly
+            }
+            Some(list) if list.iter().any(|n| n == "*") => NsMatch::All,
+            Some(list) => {
+                let mut globs = Vec::new();
+                for (i, n) in list.iter().enumerate() {
+                    match check_namespace_pattern(n) {
+                        Ok(()) => globs.push(Glob::new(n)),
+                        Err(e) => self.err(&format!("{path}.namespaces[{i}]"), e, NS_HINT),
+                    }
+                }
+                NsMatch::Patterns(globs)
+            }
+        }
     }
 }

@@ -44,15 +44,19 @@ impl Decision {
     }
 }
 
-/// A validated, compiled `authorization:` section. Immutable; build a new one to reload.
+/// A validated, compiled `authorization:` section: plain data (no I/O, no state), held by
+/// `Config` and shared by the authn and authz layers. Immutable; build a new one to reload.
 #[derive(Debug, Clone)]
-pub struct Authorizer {
+pub struct AuthzPolicy {
     pub(super) public: Vec<UrlPattern>,
     /// Tenants first (config order), then grants (config order).
     pub(super) principals: Vec<Principal>,
     /// `cluster_scoped_resources` from the config: (group, resource).
     pub(super) extra_cluster_scoped: Vec<(String, String)>,
 }
+
+/// What decides requests is the compiled policy itself.
+pub type Authorizer = AuthzPolicy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum PrincipalKind {

@@ -99,10 +99,11 @@ pub mod engine;
 pub mod forbidden;
 pub mod layer;
 pub mod pattern;
+pub mod schema;
 pub mod scope;
 
 pub use config::{build, AuthorizationConfig};
-pub use engine::{Authorizer, Decision};
+pub use engine::{Authorizer, AuthzPolicy, Decision};
 pub use forbidden::forbidden;
 pub use layer::AuthzLayer;
 pub use scope::{Scope, ScopeRule};

@@ -1,17 +1,29 @@
-//! Configuration: one YAML file → a validated, typed [`Config`].
+//! Configuration: one YAML file → a validated, typed [`Config`] of plain data.
 //!
-//! Accepts: the schema in `schema.rs` (see the annotated `config/portcullis.yaml`). Rejects,
-//! with every problem's key path and a hint: unknown keys, wrong types, bad durations,
+//! Here: the YAML → schema parse (`schema.rs`, see the annotated `config/portcullis.yaml`), the
+//! one problem collector and the shared value parsers (`problems.rs`), and `Config` with the one
+//! `build` that calls each concern's validator (`validate.rs`). Each section is validated in its
+//! concern's folder: `server/config.rs` (listen, admin, shutdown), `authn/config.rs` (+
+//! `authn/jwt/config.rs`), `authz/config.rs`, `ratelimit/config.rs`, `sanitize/config.rs`,
+//! `audit/config.rs`, `upstream/config.rs`. The live objects are built from a `Config` by
+//! `stack::Runtime::build` (`app.rs`).
+//!
+//! Rejects, with every problem's key path and a hint: unknown keys, wrong types, bad durations,
 //! addresses, URLs, unreadable or unparsable certificate / key / token files, and contradictory
 //! upstream settings.
 
-pub mod audit;
+pub mod problems;
 pub mod schema;
 pub mod validate;
 
 use std::path::Path;
 
-pub use validate::{Config, Problem, UpstreamConfig, UpstreamToken, X509Identity};
+pub use problems::{Problem, Problems, Wording};
+pub use validate::Config;
+
+// Settings types that moved to their concerns, at their old paths.
+pub use crate::authn::config::X509Identity;
+pub use crate::upstream::config::{UpstreamConfig, UpstreamToken};
 
 /// Load and validate a config file. Relative paths inside it are relative to its folder.
 pub fn load(path: &Path) -> Result<Config, Vec<Problem>> {

@@ -1,7 +1,10 @@
-//! The YAML schema, exactly as written by operators. Every struct rejects unknown keys.
+//! The YAML schema, exactly as written by operators. Every struct rejects unknown keys. The
+//! top-level sections are here; `authorization`, `rate_limits`, `sanitize`, `audit` and the JWT
+//! issuer entries have their schema next to their validation in their concern's `config.rs`.
 //!
 //! Values that need checking beyond their YAML type (durations, URLs, addresses, files) are
-//! kept as strings / paths here and turned into typed values by `validate.rs`, so that one run
+//! kept as strings / paths here and turned into typed values by each concern's validator
+//! (composed by `validate.rs`), so that one run
 //! of `check-config` can report *every* such error at once with its key path. Only YAML
 //! syntax errors, unknown keys and wrong YAML types stop at the first error (serde's model).
 
@@ -30,7 +33,7 @@ pub struct File {
     pub sanitize: Option<crate::sanitize::SanitizeConfig>,
     /// audit.k8s.io/v1 events: policy file, signing key, sinks (absent: no audit).
     #[serde(default)]
-    pub audit: Option<super::audit::AuditConfig>,
+    pub audit: Option<crate::audit::config::AuditConfig>,
     #[serde(default)]
     pub shutdown: Shutdown,
     /// Explicit acknowledgements for options that weaken a guard (DESIGN decision 10).

@@ -1,89 +1,33 @@
 //! Turns the parsed schema into a typed [`Config`], collecting every problem with its key path
-//! and a hint instead of stopping at the first.
+//! and a hint instead of stopping at the first. Each section is validated in its concern's
+//! folder (`server/config.rs`, `authn/config.rs`, `upstream/config.rs`, …); this file composes
+//! them and checks the `dangerous:` acknowledgements, which span sections.
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
-use http::Uri;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-
-use super::schema;
+use super::{schema, Problem, Problems};
 use crate::{
-    kubeconfig::Kubeconfig,
-    server::{tls, ServeOptions},
+    audit::config::AuditSettings,
+    authn::config::{JwtSettings, X509Identity},
+    authz::AuthzPolicy,
+    ratelimit::Settings as RateLimitSettings,
+    sanitize::SanitizePolicy,
+    server::{
+        config::{self as server_config, TlsSettings},
+        ServeOptions,
+    },
+    upstream::config::UpstreamConfig,
 };
 
-/// One problem in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted key path, e.g. `upstream.credentials.token_file`.
-    pub path: String,
-    pub message: String,
-    pub hint: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)?;
-        if !self.hint.is_empty() {
-            write!(f, " (hint: {})", self.hint)?;
-        }
-        Ok(())
-    }
-}
-
-/// How the proxy authenticates itself to the upstream, besides a client certificate.
-#[derive(Debug, Clone)]
-pub enum UpstreamToken {
-    None,
-    /// A fixed token (from a kubeconfig `token`).
-    Static(String),
-    /// A token file re-read when it changes.
-    File(PathBuf),
-}
-
-/// Everything needed to reach the upstream.
-#[derive(Debug, Clone)]
-pub struct UpstreamConfig {
-    /// `https://host:port[/prefix]`.
-    pub base: Uri,
-    pub ca: Vec<CertificateDer<'static>>,
-    pub tls_server_name: Option<String>,
-    pub client_identity: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
-    pub token: UpstreamToken,
-    pub connect_timeout: Duration,
-    pub request_timeout: Duration,
-    pub health_interval: Duration,
-    pub token_reload_interval: Duration,
-}
-
-/// Client-certificate identity mapping.
-#[derive(Debug, Clone)]
-pub struct X509Identity {
-    pub username_prefix: String,
-    pub groups_prefix: String,
-    pub allow_system_identities: bool,
-}
-
-/// The JWT authenticator (a newtype so `Config` can be `Debug`).
-#[derive(Clone)]
-pub struct Jwt(pub Arc<crate::authn::jwt::JwtAuthenticator>);
-
-impl std::fmt::Debug for Jwt {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.0.issuers()).finish()
-    }
-}
-
-/// The validated configuration.
+/// The validated configuration: plain data only (addresses, durations, loaded certificates
+/// and keys, compiled policies). The live objects — rustls config, rate limiter, JWT
+/// authenticator, upstream client, audit sinks — are built from it by `stack::Runtime::build`
+/// (in `app.rs`), so a new configuration can be validated and built beside the running one.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen_addr: SocketAddr,
-    pub server_tls: Arc<rustls::ServerConfig>,
+    /// The listener's certificate, key and client-certificate policy.
+    pub tls: TlsSettings,
     pub serve: ServeOptions,
     pub trust_forwarded_for: bool,
     pub admin_addr: SocketAddr,
@@ -93,26 +37,17 @@ pub struct Config {
     pub x509: Option<X509Identity>,
     pub client_cert_required: bool,
     /// JWT issuers (None: bearer tokens are refused).
-    pub jwt: Option<Jwt>,
-    pub authorizer: Arc<crate::authz::Authorizer>,
+    pub jwt: Option<JwtSettings>,
+    /// Grants and tenants, compiled.
+    pub authorization: Arc<AuthzPolicy>,
     /// Rate limits (None: no `rate_limits` section).
-    pub limiter: Option<Limiter>,
+    pub rate_limits: Option<RateLimitSettings>,
     /// Request-body checks (always present; defaults when the section is absent).
-    pub sanitizer: Arc<crate::sanitize::Sanitizer>,
+    pub sanitize: Arc<SanitizePolicy>,
     /// Audit policy and sinks (None: no `audit` section).
-    pub audit: Option<super::audit::AuditSettings>,
+    pub audit: Option<AuditSettings>,
     /// The `dangerous:` acknowledgements (logged at start).
     pub dangerous: schema::Dangerous,
-}
-
-/// The rate limiter (a newtype so `Config` can be `Debug`).
-#[derive(Clone)]
-pub struct Limiter(pub crate::ratelimit::RateLimiter);
-
-impl std::fmt::Debug for Limiter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RateLimiter")
-    }
 }
 
 impl Config {
@@ -123,7 +58,7 @@ impl Config {
             (Some(_), true) => "required",
             (Some(_), false) => "optional",
         };
-        let issuers = self.jwt.as_ref().map_or(0, |j| j.0.issuers().count());
+        let issuers = self.jwt.as_ref().map_or(0, |j| j.issuers.len());
         let audit = match &self.audit {
             None => "audit off".to_string(),
             Some(a) => format!("audit {}", a.describe()),
@@ -135,95 +70,6 @@ impl Config {
     }
 }
 
-/// Collects problems while building.
-#[derive(Default)]
-struct Check {
-    problems: Vec<Problem>,
-}
-
-impl Check {
-    fn err(&mut self, path: &str, message: impl Into<String>, hint: &str) {
-        self.problems.push(Problem {
-            path: path.into(),
-            message: message.into(),
-            hint: hint.into(),
-        });
-    }
-
-    fn duration(&mut self, path: &str, value: &Option<String>, default: Duration) -> Duration {
-        match value {
-            None => default,
-            Some(s) => match humantime::parse_duration(s) {
-                Ok(d) => d,
-                Err(e) => {
-                    self.err(
-                        path,
-                        format!("{s:?} is not a duration: {e}"),
-                        "write e.g. 500ms, 10s, 5m or 1h",
-                    );
-                    default
-                }
-            },
-        }
-    }
-
-    fn addr(&mut self, path: &str, value: &str) -> Option<SocketAddr> {
-        match value.parse() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                self.err(
-                    path,
-                    format!("{value:?} is not an address"),
-                    "write host:port with an IP, e.g. 0.0.0.0:6443 or 127.0.0.1:9090",
-                );
-                None
-            }
-        }
-    }
-
-    fn certs(
-        &mut self,
-        path: &str,
-        file: &Path,
-        base: &Path,
-    ) -> Option<Vec<CertificateDer<'static>>> {
-        match tls::load_certs(&resolve(base, file)) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                self.err(
-                    path,
-                    format!("{e:#}"),
-                    "give a readable PEM file of certificates",
-                );
-                None
-            }
-        }
-    }
-
-    fn key(&mut self, path: &str, file: &Path, base: &Path) -> Option<PrivateKeyDer<'static>> {
-        match tls::load_key(&resolve(base, file)) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                self.err(
-                    path,
-                    format!("{e:#}"),
-                    "give a readable PEM private key (PKCS#8, PKCS#1 or SEC1)",
-                );
-                None
-            }
-        }
-    }
-}
-
-/// Relative paths in the config are relative to the config file's folder.
-fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
-}
-
 /// Validate a parsed file. `base` is the folder relative paths are taken from; `env` looks up
 /// environment variables (injected so tests need not touch the process environment).
 pub fn build(
@@ -231,495 +77,63 @@ pub fn build(
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, Vec<Problem>> {
-    let mut c = Check::default();
-
-    // listen
-    let listen_addr = c.addr("listen.address", &file.listen.address);
-    let chain = c.certs("listen.tls.cert_file", &file.listen.tls.cert_file, base);
-    let key = c.key("listen.tls.key_file", &file.listen.tls.key_file, base);
-    let streams = file.listen.max_concurrent_streams.unwrap_or(250);
-    if streams < 100 {
-        c.err(
-            "listen.max_concurrent_streams",
-            format!("{streams} is below 100"),
-            "kubectl and controllers multiplex many watches on one connection; use at least 100 (the API server's default)",
-        );
-    }
-    let serve = ServeOptions {
-        handshake_timeout: c.duration(
-            "listen.handshake_timeout",
-            &file.listen.handshake_timeout,
-            Duration::from_secs(10),
-        ),
-        header_read_timeout: c.duration(
-            "listen.header_read_timeout",
-            &file.listen.header_read_timeout,
-            Duration::from_secs(30),
-        ),
-        max_concurrent_streams: streams,
-        grace: c.duration(
-            "shutdown.grace",
-            &file.shutdown.grace,
-            Duration::from_secs(30),
-        ),
-    };
-
-    // authentication
+    let mut c = Problems::new();
+    let listen = server_config::listen(&mut c, file, base);
     let authn = &file.authentication;
-    if authn.client_certificates.is_none() && authn.jwt.is_empty() {
-        c.err(
-            "authentication",
-            "no authentication method configured",
-            "set authentication.client_certificates and/or authentication.jwt; the proxy never forwards anonymous requests",
-        );
-    }
-    let mut required = false;
-    let mut client_cas = tls::ClientCas::default();
-    let x509 = authn.client_certificates.as_ref().map(|cc| {
-        required = match cc.mode.as_deref() {
-            None | Some("required") => true,
-            Some("optional") => false,
-            Some(other) => {
-                c.err(
-                    "authentication.client_certificates.mode",
-                    format!("unknown mode {other:?}"),
-                    "use required or optional",
-                );
-                true
-            }
-        };
-        if required && !authn.jwt.is_empty() {
-            c.err(
-                "authentication.client_certificates.mode",
-                "required, but JWT issuers are configured too",
-                "clients with only a bearer token could not connect; use mode: optional",
-            );
-        }
-        if cc.ca_files.is_empty() {
-            c.err(
-                "authentication.client_certificates.ca_files",
-                "no CA bundle given",
-                "list at least one PEM file of CAs that sign client certificates",
-            );
-        }
-        for (i, f) in cc.ca_files.iter().enumerate() {
-            if let Some(mut certs) = c.certs(
-                &format!("authentication.client_certificates.ca_files[{i}]"),
-                f,
-                base,
-            ) {
-                client_cas.cas.append(&mut certs);
-            }
-        }
-        for (i, f) in cc.crl_files.iter().enumerate() {
-            match tls::load_crls(&resolve(base, f)) {
-                Ok(mut crls) => client_cas.crls.append(&mut crls),
-                Err(e) => c.err(
-                    &format!("authentication.client_certificates.crl_files[{i}]"),
-                    format!("{e:#}"),
-                    "give a readable PEM file of X509 CRL blocks",
-                ),
-            }
-        }
-        X509Identity {
-            username_prefix: cc.username_prefix.clone(),
-            groups_prefix: cc.groups_prefix.clone(),
-            allow_system_identities: cc.allow_system_identities,
-        }
-    });
-    let cache = {
-        let mut opts = crate::authn::jwt::CacheOptions::default();
-        if let Some(tc) = &authn.token_cache {
-            if let Some(n) = tc.max_entries {
-                opts.max_entries = n;
-            }
-            opts.max_ttl = c.duration(
-                "authentication.token_cache.max_ttl",
-                &tc.max_ttl,
-                opts.max_ttl,
-            );
-        }
-        opts
-    };
-    let jwt = if authn.jwt.is_empty() {
-        None
-    } else {
-        match crate::authn::jwt::build(&authn.jwt, base, "authentication.jwt", cache) {
-            Ok(j) => Some(Jwt(Arc::new(j))),
-            Err(mut problems) => {
-                c.problems.append(&mut problems);
-                None
-            }
-        }
-    };
-    let authorizer = match crate::authz::build(&file.authorization, "authorization") {
-        Ok(a) => Some(Arc::new(a)),
-        Err(mut problems) => {
-            c.problems.append(&mut problems);
-            None
-        }
-    };
-    let server_tls = match (chain, key) {
+    let certs = crate::authn::config::client_certificates(&mut c, authn, base);
+    let cache = crate::authn::config::token_cache(&mut c, authn);
+    let jwt = crate::authn::config::jwt(&mut c, authn, base, cache);
+    let authorization = c.take(crate::authz::build(&file.authorization, "authorization"));
+    let tls = match (listen.chain, listen.key) {
         (Some(chain), Some(key)) => {
-            let auth = match (&x509, required) {
-                (None, _) => tls::ClientAuth::None,
-                (Some(_), _) if client_cas.cas.is_empty() => tls::ClientAuth::None,
-                (Some(_), true) => tls::ClientAuth::Required(client_cas),
-                (Some(_), false) => tls::ClientAuth::Optional(client_cas),
+            let tls = TlsSettings {
+                chain,
+                key: Arc::new(key),
+                client_auth: certs.client_auth,
             };
-            match tls::server_config(chain, key, auth) {
-                Ok(cfg) => Some(cfg),
-                Err(e) => {
-                    c.err(
-                        "listen.tls",
-                        format!("{e:#}"),
-                        "the certificate must match the key; CA files must hold CA certificates",
-                    );
-                    None
-                }
-            }
+            tls.check(&mut c);
+            Some(tls)
         }
         _ => None,
     };
-
-    let limiter = match &file.rate_limits {
+    let rate_limits = match &file.rate_limits {
         None => None,
-        Some(rl) => match crate::ratelimit::build(rl, "rate_limits") {
-            Ok(l) => Some(Limiter(l)),
-            Err(mut problems) => {
-                c.problems.append(&mut problems);
-                None
-            }
-        },
+        Some(rl) => c.take(crate::ratelimit::config::validate(rl, "rate_limits")),
     };
-
-    let sanitizer = match crate::sanitize::config::build(
-        file.sanitize.as_ref().unwrap_or(&Default::default()),
-        "sanitize",
-    ) {
-        Ok(s) => Some(Arc::new(s)),
-        Err(mut problems) => {
-            c.problems.append(&mut problems);
-            None
-        }
-    };
-
+    let default_sanitize = Default::default();
+    let sanitize = file.sanitize.as_ref().unwrap_or(&default_sanitize);
+    let sanitize = c.take(crate::sanitize::config::build(sanitize, "sanitize"));
     let audit = match &file.audit {
         None => None,
-        Some(a) => match super::audit::build(a, base, "audit") {
-            Ok(s) => Some(s),
-            Err(mut problems) => {
-                c.problems.append(&mut problems);
-                None
-            }
-        },
+        Some(a) => c.take(crate::audit::config::build(a, base, "audit")),
     };
-
     check_dangerous(&mut c, file);
-
-    // admin
-    let admin_addr = c.addr("admin.address", &file.admin.address);
-    let ready_window = c.duration(
-        "admin.ready_window",
-        &file.admin.ready_window,
-        Duration::from_secs(30),
-    );
-
-    // upstream
-    let upstream = build_upstream(&mut c, &file.upstream, base, env);
-
-    match (
-        listen_addr,
-        server_tls,
-        admin_addr,
-        upstream,
-        authorizer,
-        sanitizer,
-    ) {
-        (
-            Some(listen_addr),
-            Some(server_tls),
-            Some(admin_addr),
-            Some(upstream),
-            Some(authorizer),
-            Some(sanitizer),
-        ) if c.problems.is_empty() => Ok(Config {
-            listen_addr,
-            server_tls,
-            serve,
+    let (admin_addr, ready_window) = server_config::admin(&mut c, &file.admin);
+    let upstream = crate::upstream::config::validate(&mut c, &file.upstream, base, env);
+    let config = (|| {
+        Some(Config {
+            listen_addr: listen.addr?,
+            tls: tls?,
+            serve: listen.serve,
             trust_forwarded_for: file.listen.trust_forwarded_for,
-            admin_addr,
+            admin_addr: admin_addr?,
             ready_window,
-            upstream,
-            x509,
-            client_cert_required: required,
+            upstream: upstream?,
+            x509: certs.x509,
+            client_cert_required: certs.required,
             jwt,
-            authorizer,
-            limiter,
-            sanitizer,
+            authorization: Arc::new(authorization?),
+            rate_limits,
+            sanitize: Arc::new(sanitize?),
             audit,
             dangerous: file.dangerous.clone(),
-        }),
-        _ => Err(c.problems),
-    }
-}
-
-fn build_upstream(
-    c: &mut Check,
-    u: &schema::Upstream,
-    base: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Option<UpstreamConfig> {
-    let connect_timeout = c.duration(
-        "upstream.connect_timeout",
-        &u.connect_timeout,
-        Duration::from_secs(5),
-    );
-    let request_timeout = c.duration(
-        "upstream.request_timeout",
-        &u.request_timeout,
-        Duration::from_secs(60),
-    );
-    let health_interval = c.duration(
-        "upstream.health_interval",
-        &u.health_interval,
-        Duration::from_secs(10),
-    );
-    let token_reload_interval = c.duration(
-        "upstream.token_reload_interval",
-        &u.token_reload_interval,
-        Duration::from_secs(10),
-    );
-    let chosen = [u.url.is_some(), u.in_cluster, u.kubeconfig.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
-    if chosen != 1 {
-        c.err(
-            "upstream",
-            format!("{chosen} upstream sources given"),
-            "set exactly one of upstream.url, upstream.in_cluster: true, upstream.kubeconfig",
-        );
-        return None;
-    }
-    if (u.in_cluster || u.kubeconfig.is_some()) && (u.ca_file.is_some() || u.credentials.is_some())
-    {
-        c.err(
-            "upstream.credentials",
-            "ca_file and credentials only go with upstream.url",
-            "in_cluster and kubeconfig bring their own CA and credentials",
-        );
-    }
-
-    let (server, ca, mut tls_server_name, identity, token) = if let Some(url) = &u.url {
-        let ca = match &u.ca_file {
-            Some(f) => c.certs("upstream.ca_file", f, base),
-            None => {
-                c.err(
-                    "upstream.ca_file",
-                    "missing",
-                    "give the PEM bundle that signs the API server certificate",
-                );
-                None
-            }
-        };
-        let creds = u.credentials.clone().unwrap_or(schema::Credentials {
-            token_file: None,
-            client_cert_file: None,
-            client_key_file: None,
-        });
-        let identity = match (&creds.client_cert_file, &creds.client_key_file) {
-            (Some(cf), Some(kf)) => {
-                let chain = c.certs("upstream.credentials.client_cert_file", cf, base);
-                let key = c.key("upstream.credentials.client_key_file", kf, base);
-                chain.zip(key).map(|(ch, k)| (ch, Arc::new(k)))
-            }
-            (None, None) => None,
-            _ => {
-                c.err(
-                    "upstream.credentials",
-                    "client_cert_file and client_key_file go together",
-                    "set both or neither",
-                );
-                None
-            }
-        };
-        let token = match &creds.token_file {
-            Some(f) => {
-                let p = resolve(base, f);
-                match std::fs::read_to_string(&p) {
-                    Ok(t) if !t.trim().is_empty() => UpstreamToken::File(p),
-                    Ok(_) => {
-                        c.err(
-                            "upstream.credentials.token_file",
-                            format!("{} is empty", p.display()),
-                            "the file must hold the proxy's bearer token",
-                        );
-                        UpstreamToken::None
-                    }
-                    Err(e) => {
-                        c.err(
-                            "upstream.credentials.token_file",
-                            format!("cannot read {}: {e}", p.display()),
-                            "give a readable token file",
-                        );
-                        UpstreamToken::None
-                    }
-                }
-            }
-            None => UpstreamToken::None,
-        };
-        if identity.is_none() && matches!(token, UpstreamToken::None) && c.problems.is_empty() {
-            c.err(
-                "upstream.credentials",
-                "no credentials for the proxy itself",
-                "set token_file or client_cert_file + client_key_file: the proxy impersonates callers and needs its own identity",
-            );
-        }
-        (url.clone(), ca, u.tls_server_name.clone(), identity, token)
-    } else if u.in_cluster {
-        let host = env("KUBERNETES_SERVICE_HOST");
-        let port = env("KUBERNETES_SERVICE_PORT");
-        let dir = PathBuf::from(
-            env("PORTCULLIS_SERVICE_ACCOUNT_DIR")
-                .unwrap_or_else(|| "/var/run/secrets/kubernetes.io/serviceaccount".into()),
-        );
-        let (Some(host), Some(port)) = (host, port) else {
-            c.err("upstream.in_cluster", "KUBERNETES_SERVICE_HOST / KUBERNETES_SERVICE_PORT are not set", "in_cluster only works inside a pod; use upstream.url or upstream.kubeconfig elsewhere");
-            return None;
-        };
-        let host = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host
-        };
-        let ca = c.certs("upstream.in_cluster", &dir.join("ca.crt"), base);
-        let token_path = dir.join("token");
-        if std::fs::metadata(&token_path).is_err() {
-            c.err(
-                "upstream.in_cluster",
-                format!("cannot read {}", token_path.display()),
-                "mount the service-account token (automountServiceAccountToken)",
-            );
-        }
-        (
-            format!("https://{host}:{port}"),
-            ca,
-            u.tls_server_name.clone(),
-            None,
-            UpstreamToken::File(token_path),
-        )
-    } else {
-        let kc = u.kubeconfig.as_ref()?;
-        let path = resolve(base, &kc.path);
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let resolved = Kubeconfig::load(&path).and_then(|k| k.resolve(kc.context.as_deref(), &dir));
-        let r = match resolved {
-            Ok(r) => r,
-            Err(e) => {
-                c.err("upstream.kubeconfig", format!("{e:#}"), "point at a kubeconfig whose context has a server, a CA and a token or client certificate");
-                return None;
-            }
-        };
-        let ca = match &r.ca_pem {
-            Some(pem) => match tls::certs_from_pem(pem) {
-                Ok(certs) => Some(certs),
-                Err(e) => {
-                    c.err(
-                        "upstream.kubeconfig",
-                        format!("certificate-authority: {e:#}"),
-                        "",
-                    );
-                    None
-                }
-            },
-            None => {
-                c.err(
-                    "upstream.kubeconfig",
-                    "the cluster has no certificate-authority",
-                    "the proxy verifies the API server; add certificate-authority[-data]",
-                );
-                None
-            }
-        };
-        let identity = match (&r.client_cert_pem, &r.client_key_pem) {
-            (Some(cp), Some(kp)) => match (tls::certs_from_pem(cp), tls::key_from_pem(kp)) {
-                (Ok(ch), Ok(k)) => Some((ch, Arc::new(k))),
-                (Err(e), _) | (_, Err(e)) => {
-                    c.err(
-                        "upstream.kubeconfig",
-                        format!("client credentials: {e:#}"),
-                        "",
-                    );
-                    None
-                }
-            },
-            _ => None,
-        };
-        let token = match (r.token, r.token_file) {
-            (Some(t), _) => UpstreamToken::Static(t),
-            (None, Some(f)) => UpstreamToken::File(f),
-            (None, None) => UpstreamToken::None,
-        };
-        (
-            r.server,
-            ca,
-            r.tls_server_name.or(u.tls_server_name.clone()),
-            identity,
-            token,
-        )
-    };
-
-    let base_uri = match server.parse::<Uri>() {
-        Ok(uri)
-            if uri.scheme_str() == Some("https")
-                && uri.authority().is_some()
-                && uri.query().is_none() =>
-        {
-            Some(uri)
-        }
-        Ok(_) => {
-            c.err(
-                "upstream.url",
-                format!("{server:?} is not an https:// URL with a host"),
-                "write e.g. https://10.0.0.1:6443; plain http is refused",
-            );
-            None
-        }
-        Err(e) => {
-            c.err(
-                "upstream.url",
-                format!("{server:?} is not a URL: {e}"),
-                "write e.g. https://10.0.0.1:6443",
-            );
-            None
-        }
-    };
-    if let Some(name) = &tls_server_name {
-        if rustls_pki_types::ServerName::try_from(name.as_str()).is_err() {
-            c.err(
-                "upstream.tls_server_name",
-                format!("{name:?} is not a DNS name or IP"),
-                "",
-            );
-            tls_server_name = None;
-        }
-    }
-    Some(UpstreamConfig {
-        base: base_uri?,
-        ca: ca?,
-        tls_server_name,
-        client_identity: identity,
-        token,
-        connect_timeout,
-        request_timeout,
-        health_interval,
-        token_reload_interval,
-    })
+        })
+    })();
+    c.finish(config)
 }
 
 /// Options that weaken a guard need their `dangerous.*` acknowledgement (DESIGN decision 10).
-fn check_dangerous(c: &mut Check, file: &schema::File) {
+fn check_dangerous(c: &mut Problems, file: &schema::File) {
     let d = &file.dangerous;
     use crate::sanitize::config::BinaryBodies;
     if let Some(s) = &file.sanitize {
@@ -735,14 +149,14 @@ fn check_dangerous(c: &mut Check, file: &schema::File) {
             for (i, r) in s.resources.iter().enumerate() {
                 if r.inspect == Some(false) {
                     c.err(
-                        &format!("sanitize.resources[{i}].inspect"),
+                        format!("sanitize.resources[{i}].inspect"),
                         "false forwards these bodies unparsed",
                         hint,
                     );
                 }
                 if r.binary_bodies == Some(BinaryBodies::ForwardUnjudged) {
                     c.err(
-                        &format!("sanitize.resources[{i}].binary_bodies"),
+                        format!("sanitize.resources[{i}].binary_bodies"),
                         "forward-unjudged forwards protobuf / CBOR bodies unparsed",
                         hint,
                     );
@@ -753,9 +167,9 @@ fn check_dangerous(c: &mut Check, file: &schema::File) {
     if let Some(a) = &file.audit {
         if !d.allow_audit_event_loss {
             for (i, s) in a.sinks.iter().enumerate() {
-                if s.overflow == Some(super::audit::OverflowConfig::Drop) {
+                if s.overflow == Some(crate::audit::config::OverflowConfig::Drop) {
                     c.err(
-                        &format!("audit.sinks[{i}].overflow"),
+                        format!("audit.sinks[{i}].overflow"),
                         "drop discards audit events when the queue is full",
                         "use overflow: block, or set dangerous.allow_audit_event_loss: true",
                     );

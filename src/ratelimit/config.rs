@@ -1,6 +1,7 @@
-//! The `rate_limits:` section of the config file: its serde schema and [`build`], which turns it
-//! into a ready [`RateLimiter`] or reports **every** problem at once with its key path
-//! (DESIGN.md decision 9).
+//! The `rate_limits:` section of the config file: its serde schema and [`validate`], which turns
+//! it into plain [`Settings`] (held by `Config`) or reports **every** problem at once with its
+//! key path (DESIGN.md decision 9); [`build`] also makes the [`RateLimiter`] (as
+//! `stack::Runtime::build` does with `RateLimiter::from_settings`).
 //!
 //! ```yaml
 //! rate_limits:
@@ -27,7 +28,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::validate::Problem;
+use crate::config::{Problem, Problems, Wording};
 
 use super::quota::{BucketQuota, Levels, Limits, NameTable, Per, Policy, Rate};
 use super::RateLimiter;
@@ -218,7 +219,7 @@ pub fn build(cfg: &RateLimitsConfig, key_prefix: &str) -> Result<RateLimiter, Ve
 /// Validate `cfg` into [`Settings`] (what [`build`] does before constructing).
 pub fn validate(cfg: &RateLimitsConfig, key_prefix: &str) -> Result<Settings, Vec<Problem>> {
     let mut v = Validator {
-        problems: Vec::new(),
+        problems: Problems::new(),
     };
     let p = key_prefix;
     let default = v.limits(&cfg.default, &format!("{p}.default"));
@@ -290,21 +291,17 @@ pub fn validate(cfg: &RateLimitsConfig, key_prefix: &str) -> Result<Settings, Ve
             redis,
         })
     } else {
-        Err(v.problems)
+        Err(v.problems.into_vec())
     }
 }
 
 struct Validator {
-    problems: Vec<Problem>,
+    problems: Problems,
 }
 
 impl Validator {
     fn problem(&mut self, path: String, message: impl Into<String>, hint: impl Into<String>) {
-        self.problems.push(Problem {
-            path,
-            message: message.into(),
-            hint: hint.into(),
-        });
+        self.problems.err(path, message, hint);
     }
 
     fn level(&mut self, entries: &BTreeMap<String, LimitsConfig>, path: &str) -> NameTable {
@@ -387,24 +384,17 @@ impl Validator {
         let Some(raw) = raw else {
             return default;
         };
-        match humantime::parse_duration(raw) {
-            Ok(d) if d.is_zero() => {
+        match self.problems.parse_duration(path, raw, Wording::RateLimit) {
+            Some(d) if d.is_zero() => {
                 self.problem(path.to_owned(), "must be greater than zero", "");
                 default
             }
-            Ok(d) if d > MAX_DURATION => {
+            Some(d) if d > MAX_DURATION => {
                 self.problem(path.to_owned(), "must be at most one year", "");
                 default
             }
-            Ok(d) => d,
-            Err(e) => {
-                self.problem(
-                    path.to_owned(),
-                    format!("not a duration: {e}"),
-                    "e.g. 50ms, 10s, 10m",
-                );
-                default
-            }
+            Some(d) => d,
+            None => default,
         }
     }
 

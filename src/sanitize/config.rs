@@ -1,5 +1,5 @@
 //! The `sanitize:` config section, as operators write it, and its validation into a
-//! [`Sanitizer`](super::policy::Sanitizer).
+//! [`SanitizePolicy`](super::policy::SanitizePolicy) — plain data, held by `Config`.
 //!
 //! Accepts (every key optional; absent section = 3 MiB cap, every write strictly parsed, no Pod
 //! Security, no field rules):
@@ -47,7 +47,7 @@ use super::{
     policy::{FieldRule, Modes, ResourceRule, Sanitizer},
     pss,
 };
-use crate::config::Problem;
+use crate::config::{Problem, Problems};
 
 /// `sanitize:`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -155,45 +155,84 @@ pub struct FieldRuleConfig {
 
 const MAX_BODY_CEILING: u64 = 64 * 1024 * 1024;
 
-/// Validate `cfg` (at key path `prefix`) into a [`Sanitizer`].
+/// Validate `cfg` (at key path `prefix`) into a [`SanitizePolicy`](super::SanitizePolicy).
 pub fn build(cfg: &SanitizeConfig, prefix: &str) -> Result<Sanitizer, Vec<Problem>> {
-    let mut problems = Vec::new();
-    let mut problem = |path: String, message: String, hint: &str| {
-        problems.push(Problem {
-            path,
-            message,
-            hint: hint.to_owned(),
-        })
-    };
-    let cap = |v: Option<u64>, path: String, problem: &mut dyn FnMut(String, String, &str)| {
-        let v = v.unwrap_or(Sanitizer::DEFAULT_MAX_BODY as u64);
-        if v == 0 || v > MAX_BODY_CEILING {
-            problem(
-                path,
-                format!("{v} is out of range"),
-                "give a byte count between 1 and 67108864 (64 MiB); the apiserver's own limit is 3145728",
-            );
-        }
-        v as usize
-    };
+    let mut p = Problems::new();
     let max_body = cap(
+        &mut p,
         cfg.max_body_bytes,
         format!("{prefix}.max_body_bytes"),
-        &mut problem,
     );
+    let limits = limits(&mut p, cfg, prefix);
+    let mut resources = Vec::new();
+    for (i, r) in cfg.resources.iter().enumerate() {
+        let path = format!("{prefix}.resources[{i}]");
+        if r.resources.is_empty() {
+            p.err(
+                format!("{path}.resources"),
+                "empty list",
+                "name at least one resource, or \"*\"",
+            );
+        }
+        let max_body = r
+            .max_body_bytes
+            .map(|v| cap(&mut p, Some(v), format!("{path}.max_body_bytes")));
+        resources.push(ResourceRule {
+            group: r.group.clone(),
+            resources: r.resources.clone(),
+            max_body,
+            inspect: r.inspect,
+            binary_bodies: r.binary_bodies,
+        });
+    }
+    let pod_security = cfg
+        .pod_security
+        .as_ref()
+        .map(|ps| pod_security(&mut p, ps, &format!("{prefix}.pod_security")));
+    let field_rules = cfg
+        .field_rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| field_rule(&mut p, r, &format!("{prefix}.field_rules[{i}]")))
+        .collect();
+    p.finish(Some(Sanitizer {
+        max_body,
+        binary_bodies: cfg.binary_bodies.unwrap_or_default(),
+        limits,
+        resources,
+        pod_security,
+        field_rules,
+    }))
+}
+
+/// A body-size cap: between 1 byte and 64 MiB.
+fn cap(p: &mut Problems, v: Option<u64>, path: String) -> usize {
+    let v = v.unwrap_or(Sanitizer::DEFAULT_MAX_BODY as u64);
+    if v == 0 || v > MAX_BODY_CEILING {
+        p.err(
+            path,
+            format!("{v} is out of range"),
+            "give a byte count between 1 and 67108864 (64 MiB); the apiserver's own limit is 3145728",
+        );
+    }
+    v as usize
+}
+
+/// The parser's limits, each within its range.
+fn limits(p: &mut Problems, cfg: &SanitizeConfig, prefix: &str) -> Limits {
     let d = Limits::default();
     let mut limit = |v: Option<usize>, def: usize, key: &str, lo: usize, hi: usize| {
         let v = v.unwrap_or(def);
         if !(lo..=hi).contains(&v) {
-            problem(
+            p.err(
                 format!("{prefix}.{key}"),
                 format!("{v} is out of range"),
-                &format!("give a value between {lo} and {hi} (default {def})"),
+                format!("give a value between {lo} and {hi} (default {def})"),
             );
         }
         v
     };
-    let limits = Limits {
+    Limits {
         // serde_json's own recursion limit is 128: stay below it so the limit we report is ours.
         max_depth: limit(cfg.max_depth, d.max_depth, "max_depth", 10, 120),
         max_string: limit(
@@ -217,130 +256,94 @@ pub fn build(cfg: &SanitizeConfig, prefix: &str) -> Result<Sanitizer, Vec<Proble
             1,
             100_000,
         ),
-    };
-
-    let mut resources = Vec::new();
-    for (i, r) in cfg.resources.iter().enumerate() {
-        let path = format!("{prefix}.resources[{i}]");
-        if r.resources.is_empty() {
-            problem(
-                format!("{path}.resources"),
-                "empty list".into(),
-                "name at least one resource, or \"*\"",
-            );
-        }
-        let max_body = r
-            .max_body_bytes
-            .map(|v| cap(Some(v), format!("{path}.max_body_bytes"), &mut problem));
-        resources.push(ResourceRule {
-            group: r.group.clone(),
-            resources: r.resources.clone(),
-            max_body,
-            inspect: r.inspect,
-            binary_bodies: r.binary_bodies,
-        });
     }
+}
 
-    let mut pod_security = None;
-    if let Some(ps) = &cfg.pod_security {
-        let p = format!("{prefix}.pod_security");
-        let defaults = modes(&ps.defaults, &format!("{p}.defaults"), &mut problem);
-        let namespaces = ps
-            .namespaces
-            .iter()
-            .map(|(ns, m)| {
-                (
-                    ns.clone(),
-                    modes(m, &format!("{p}.namespaces.{ns}"), &mut problem),
-                )
-            })
-            .collect();
-        let tenants = ps
-            .tenants
-            .iter()
-            .map(|(t, m)| {
-                (
-                    t.clone(),
-                    modes(m, &format!("{p}.tenants.{t}"), &mut problem),
-                )
-            })
-            .collect();
-        pod_security = Some(super::policy::PodSecurity {
-            defaults,
-            namespaces,
-            tenants,
-        });
-    }
-
-    let mut field_rules = Vec::new();
-    for (i, r) in cfg.field_rules.iter().enumerate() {
-        let path = format!("{prefix}.field_rules[{i}]");
-        if r.resources.is_empty() {
-            problem(
-                format!("{path}.resources"),
-                "empty list".into(),
-                "name at least one resource, or \"*\"",
-            );
-        }
-        let verbs = r
-            .verbs
-            .clone()
-            .unwrap_or_else(|| vec!["create".to_owned(), "update".to_owned(), "patch".to_owned()]);
-        for (j, v) in verbs.iter().enumerate() {
-            if !matches!(v.as_str(), "create" | "update" | "patch") {
-                problem(
-                    format!("{path}.verbs[{j}]"),
-                    format!("unknown verb {v:?}"),
-                    "field rules apply to create, update and patch",
-                );
-            }
-        }
-        if r.deny.is_empty() && r.strip.is_empty() {
-            problem(
-                path.clone(),
-                "the rule neither denies nor strips anything".into(),
-                "add deny: [...] or strip: [...] field paths",
-            );
-        }
-        let mut parse_all = |list: &[String], key: &str| -> Vec<FieldPath> {
-            list.iter()
-                .enumerate()
-                .filter_map(|(j, s)| match FieldPath::parse(s) {
-                    Ok(fp) => Some(fp),
-                    Err(why) => {
-                        problem(
-                            format!("{path}.{key}[{j}]"),
-                            why,
-                            "write a dotted path such as spec.nodeName, podSpec.hostAliases or spec.containers[*].image",
-                        );
-                        None
-                    }
-                })
-                .collect()
-        };
-        let deny = parse_all(&r.deny, "deny");
-        let strip = parse_all(&r.strip, "strip");
-        field_rules.push(FieldRule {
-            group: r.group.clone(),
-            resources: r.resources.clone(),
-            verbs,
-            tenants: r.tenants.clone(),
-            deny,
-            strip,
-        });
-    }
-
-    if problems.is_empty() {
-        Ok(Sanitizer {
-            max_body,
-            binary_bodies: cfg.binary_bodies.unwrap_or_default(),
-            limits,
-            resources,
-            pod_security,
-            field_rules,
+/// `pod_security:` (at `path`).
+fn pod_security(
+    p: &mut Problems,
+    ps: &PodSecurityConfig,
+    path: &str,
+) -> super::policy::PodSecurity {
+    let mut problem = |at: String, message: String, hint: &str| p.err(at, message, hint);
+    let defaults = modes(&ps.defaults, &format!("{path}.defaults"), &mut problem);
+    let namespaces = ps
+        .namespaces
+        .iter()
+        .map(|(ns, m)| {
+            let at = format!("{path}.namespaces.{ns}");
+            (ns.clone(), modes(m, &at, &mut problem))
         })
-    } else {
-        Err(problems)
+        .collect();
+    let tenants = ps
+        .tenants
+        .iter()
+        .map(|(t, m)| {
+            let at = format!("{path}.tenants.{t}");
+            (t.clone(), modes(m, &at, &mut problem))
+        })
+        .collect();
+    super::policy::PodSecurity {
+        defaults,
+        namespaces,
+        tenants,
+    }
+}
+
+/// One `field_rules[]` entry (at `path`).
+fn field_rule(p: &mut Problems, r: &FieldRuleConfig, path: &str) -> FieldRule {
+    if r.resources.is_empty() {
+        p.err(
+            format!("{path}.resources"),
+            "empty list",
+            "name at least one resource, or \"*\"",
+        );
+    }
+    let verbs = r
+        .verbs
+        .clone()
+        .unwrap_or_else(|| vec!["create".to_owned(), "update".to_owned(), "patch".to_owned()]);
+    for (j, v) in verbs.iter().enumerate() {
+        if !matches!(v.as_str(), "create" | "update" | "patch") {
+            p.err(
+                format!("{path}.verbs[{j}]"),
+                format!("unknown verb {v:?}"),
+                "field rules apply to create, update and patch",
+            );
+        }
+    }
+    if r.deny.is_empty() && r.strip.is_empty() {
+        p.err(
+            path,
+            "the rule neither denies nor strips anything",
+            "add deny: [...] or strip: [...] field paths",
+        );
+    }
+    let mut parse_all = |list: &[String], key: &str| -> Vec<FieldPath> {
+        list.iter()
+            .enumerate()
+            .filter_map(|(j, s)| match FieldPath::parse(s) {
+                Ok(fp) => Some(fp),
+                Err(why) => {
+                    p.err(
+                        format!("{path}.{key}[{j}]"),
+                        why,
+                        "write a dotted path such as spec.nodeName, podSpec.hostAliases or spec.containers[*].image",
+                    );
+                    None
+                }
+            })
+            .collect()
+    };
+    let deny = parse_all(&r.deny, "deny");
+    let strip = parse_all(&r.strip, "strip");
+    FieldRule {
+        group: r.group.clone(),
+        resources: r.resources.clone(),
+        verbs,
+        tenants: r.tenants.clone(),
+        deny,
+        strip,
     }
 }
 

@@ -25,4 +25,4 @@ pub mod stage;
 
 pub use config::SanitizeConfig;
 pub use layer::SanitizeLayer;
-pub use policy::Sanitizer;
+pub use policy::{SanitizePolicy, Sanitizer};

@@ -59,9 +59,10 @@ pub struct FieldRule {
     pub strip: Vec<FieldPath>,
 }
 
-/// Everything the sanitize stage consults.
+/// Everything the sanitize stage consults: the validated `sanitize:` section, plain data (no
+/// I/O, no state), held by `Config` and shared by the sanitize layer.
 #[derive(Clone, Debug)]
-pub struct Sanitizer {
+pub struct SanitizePolicy {
     pub max_body: usize,
     pub binary_bodies: BinaryBodies,
     pub limits: Limits,
@@ -69,6 +70,9 @@ pub struct Sanitizer {
     pub pod_security: Option<PodSecurity>,
     pub field_rules: Vec<FieldRule>,
 }
+
+/// What the sanitize stage consults is the policy itself.
+pub type Sanitizer = SanitizePolicy;
 
 impl Default for Sanitizer {
     fn default() -> Self {

@@ -1,6 +1,7 @@
 //! Listeners: TLS setup, the accept loop, and the admin endpoints.
 
 pub mod admin;
+pub mod config;
 pub mod serve;
 pub mod tls;
 

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::{client::TlsStream, TlsConnector};
 
 use super::credentials::Credentials;
-use crate::{body::Body, config::UpstreamConfig, server::tls};
+use crate::{body::Body, server::tls, upstream::config::UpstreamConfig};
 
 /// Everything the forwarder needs to reach the upstream.
 pub struct Upstream {

@@ -10,7 +10,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use arc_swap::ArcSwapOption;
 use http::HeaderValue;
 
-use crate::{config::UpstreamToken, shutdown::Shutdown};
+use crate::{shutdown::Shutdown, upstream::config::UpstreamToken};
 
 /// The current `Authorization` value for upstream requests, if the proxy uses a token.
 #[derive(Debug, Default)]

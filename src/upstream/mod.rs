@@ -2,6 +2,7 @@
 //! upgrade splicing.
 
 pub mod client;
+pub mod config;
 pub mod credentials;
 pub mod fetch;
 pub mod forward;

@@ -1,5 +1,7 @@
-//! `authentication.jwt:` — the YAML schema of one issuer entry, and [`build`], which turns the
-//! list into a [`JwtAuthenticator`] or reports every problem with its key path.
+//! `authentication.jwt:` validated. [`validate`] turns the entries (schema in `schema.rs`) into
+//! the plain [`JwtSettings`] `Config` keeps, or reports every problem with its key path;
+//! [`authenticator`] (`settings.rs`) builds the key stores from them (called by
+//! `stack::Runtime::build`); [`build`] does both.
 //!
 //! Modelled on kube-apiserver's `AuthenticationConfiguration` (v1): same claim-mapping,
 //! prefix, audience and `claimValidationRules` semantics, snake_case keys. Not supported (and
@@ -14,23 +16,29 @@
 
 use std::{
     collections::{BTreeSet, HashSet},
-    path::{Path, PathBuf},
+    path::Path,
     str::FromStr,
-    sync::Arc,
     time::Duration,
 };
 
-use http::Uri;
 use jsonwebtoken::{Algorithm, DecodingKey};
-use serde::{Deserialize, Serialize};
+use rustls_pki_types::CertificateDer;
 
+pub use super::schema::{
+    ClaimMappings, ClaimValidationRule, ExtraMapping, Issuer, IssuerConfig, PemFile,
+    PemFileWithKid, PrefixedClaim, UidClaim,
+};
+pub use super::settings::{authenticator, IssuerSettings, JwtSettings};
 use super::{
     cache::CacheOptions,
-    keys::{self, KeyStore, Source},
-    verify::{IssuerPolicy, JwtAuthenticator},
+    keys::{self, Source},
+    verify::JwtAuthenticator,
     DEFAULT_SCOPE_CLAIM,
 };
-use crate::{config::validate::Problem, server::tls};
+use crate::{
+    config::{problems::UrlKind, Problem, Problems, Wording},
+    server::tls,
+};
 
 /// Algorithms allowed when an issuer does not list its own.
 pub const DEFAULT_ALGORITHMS: [Algorithm; 9] = [
@@ -52,155 +60,6 @@ const MIN_REFRESH: Duration = Duration::from_secs(10);
 const DEFAULT_UNKNOWN_KID_INTERVAL: Duration = Duration::from_secs(30);
 const MIN_HMAC_SECRET: usize = 32;
 
-/// One entry of `authentication.jwt:`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IssuerConfig {
-    pub issuer: Issuer,
-    /// Allowed header `alg` values (default: RS256 RS384 RS512 ES256 ES384 PS256 PS384 PS512
-    /// EdDSA, plus HS256 HS384 HS512 when `hmac_secret_file` is set). `none` is never allowed.
-    #[serde(default)]
-    pub algorithms: Option<Vec<String>>,
-    /// A shared secret (trailing whitespace trimmed, at least 32 bytes): the only way to
-    /// accept HS256/HS384/HS512.
-    #[serde(default)]
-    pub hmac_secret_file: Option<PathBuf>,
-    /// Clock-skew allowance for `exp`, `nbf` and `iat` (default `30s`, at most `5m`).
-    #[serde(default)]
-    pub leeway: Option<String>,
-    /// How often keys are re-read (default `1h`, at least `10s`).
-    #[serde(default)]
-    pub refresh_interval: Option<String>,
-    /// At most one refetch per interval on an unknown `kid` (default `30s`); a `kid` still
-    /// unknown after a refetch is negatively cached this long.
-    #[serde(default)]
-    pub unknown_kid_min_interval: Option<String>,
-    #[serde(default)]
-    pub claim_validation_rules: Vec<ClaimValidationRule>,
-    pub claim_mappings: ClaimMappings,
-    /// The claim carrying the token's scope (default `portcullis.io/scope`).
-    #[serde(default)]
-    pub scope_claim: Option<String>,
-    /// Accept users and groups beginning with `system:` (default false).
-    #[serde(default)]
-    pub allow_system_identities: bool,
-}
-
-/// `issuer:` — who signs, for whom, and where the keys are.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Issuer {
-    /// `https://…`; must equal the token's `iss` (and the discovery document's `issuer`).
-    pub url: String,
-    /// Non-empty; the token's `aud` must contain at least one.
-    #[serde(default)]
-    pub audiences: Vec<String>,
-    #[serde(default)]
-    pub discovery_url: Option<String>,
-    #[serde(default)]
-    pub jwks_url: Option<String>,
-    #[serde(default)]
-    pub jwks_file: Option<PathBuf>,
-    #[serde(default)]
-    pub pem_files: Vec<PemFile>,
-    /// CA bundle for fetching discovery / JWKS over https (required for remote sources).
-    #[serde(default)]
-    pub certificate_authority_file: Option<PathBuf>,
-}
-
-/// A PEM public key: a path (its `kid` is the file stem) or `{path, kid}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum PemFile {
-    Path(PathBuf),
-    WithKid(PemFileWithKid),
-}
-
-/// `{path, kid}` form of [`PemFile`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PemFileWithKid {
-    pub path: PathBuf,
-    pub kid: String,
-}
-
-/// `{claim, required_value}`: the string claim must equal the value.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClaimValidationRule {
-    pub claim: String,
-    #[serde(default)]
-    pub required_value: String,
-}
-
-/// `claim_mappings:`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClaimMappings {
-    pub username: PrefixedClaim,
-    #[serde(default)]
-    pub groups: Option<PrefixedClaim>,
-    #[serde(default)]
-    pub uid: Option<UidClaim>,
-    #[serde(default)]
-    pub extra: Vec<ExtraMapping>,
-}
-
-/// `{claim, prefix}`; both must be given (no defaulting, as in the API server).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PrefixedClaim {
-    #[serde(default)]
-    pub claim: Option<String>,
-    #[serde(default)]
-    pub prefix: Option<String>,
-}
-
-/// `{claim}`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UidClaim {
-    pub claim: String,
-}
-
-/// `{key, claim}`: a lower-case, domain-prefixed extra key filled from a string or string-array
-/// claim.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExtraMapping {
-    pub key: String,
-    pub claim: String,
-}
-
-struct Problems(Vec<Problem>);
-
-impl Problems {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>, hint: &str) {
-        self.0.push(Problem {
-            path: path.into(),
-            message: message.into(),
-            hint: hint.to_string(),
-        });
-    }
-
-    fn duration(&mut self, path: String, value: &Option<String>, default: Duration) -> Duration {
-        match value {
-            None => default,
-            Some(s) => match humantime::parse_duration(s) {
-                Ok(d) => d,
-                Err(e) => {
-                    self.push(
-                        path,
-                        format!("{s:?} is not a duration: {e}"),
-                        "write e.g. 30s, 5m or 1h",
-                    );
-                    default
-                }
-            },
-        }
-    }
-}
-
 /// Validate every issuer and build the authenticator. `base_dir` resolves relative file paths
 /// (the config file's directory); `key_prefix` is the key path of the list
 /// (`authentication.jwt`), used in every [`Problem::path`]. Local key files are read now;
@@ -212,27 +71,35 @@ pub fn build(
     key_prefix: &str,
     cache: CacheOptions,
 ) -> Result<JwtAuthenticator, Vec<Problem>> {
+    authenticator(&validate(entries, base_dir, key_prefix, cache)?)
+}
+
+/// The issuers validated into plain data (`Config` keeps it); every problem with its key path.
+/// Local key files are read once here, and dropped, so `check-config` reports them.
+pub fn validate(
+    entries: &[IssuerConfig],
+    base_dir: &Path,
+    key_prefix: &str,
+    cache: CacheOptions,
+) -> Result<JwtSettings, Vec<Problem>> {
     super::install_crypto_provider();
-    let mut p = Problems(Vec::new());
+    let mut p = Problems::new();
     let mut seen = HashSet::new();
-    let mut policies = Vec::new();
+    let mut issuers = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
         let path = format!("{key_prefix}[{i}]");
         if !seen.insert(entry.issuer.url.as_str()) {
-            p.push(
+            p.err(
                 format!("{path}.issuer.url"),
                 format!("issuer {:?} is configured more than once", entry.issuer.url),
                 "issuer URLs must be unique; merge the entries",
             );
         }
-        if let Some(policy) = build_one(entry, base_dir, &path, &mut p) {
-            policies.push(policy);
+        if let Some(issuer) = build_one(entry, base_dir, &path, &mut p) {
+            issuers.push(issuer);
         }
     }
-    if !p.0.is_empty() {
-        return Err(p.0);
-    }
-    Ok(JwtAuthenticator::new(policies, cache))
+    p.finish(Some(JwtSettings { issuers, cache }))
 }
 
 fn build_one(
@@ -240,13 +107,60 @@ fn build_one(
     base_dir: &Path,
     path: &str,
     p: &mut Problems,
-) -> Option<IssuerPolicy> {
-    let before = p.0.len();
+) -> Option<IssuerSettings> {
+    let before = p.len();
     let ip = format!("{path}.issuer");
-    check_https(&e.issuer.url, &format!("{ip}.url"), true, p);
+    p.https_url(&format!("{ip}.url"), &e.issuer.url, UrlKind::Issuer);
+    audiences(e, &ip, p);
+    let hmac = hmac(e, base_dir, path, p);
+    let algorithms = algorithms(e, path, p);
+    let (leeway, refresh, unknown_kid) = intervals(e, path, p);
+    let source = key_source(e, base_dir, &ip, p);
+    let ca = fetch_ca(e, &source, base_dir, &ip, p);
+    let Claims {
+        rules,
+        username,
+        groups,
+        uid,
+        extra,
+        scope_claim,
+    } = claims(e, path, p);
 
+    if p.len() > before {
+        return None;
+    }
+    let source = source?;
+    let (username_claim, username_prefix) = username?;
+    let settings = IssuerSettings {
+        url: e.issuer.url.clone(),
+        audiences: e.issuer.audiences.clone(),
+        algorithms,
+        hmac,
+        leeway,
+        rules,
+        username_claim,
+        username_prefix,
+        groups,
+        uid,
+        extra,
+        scope_claim,
+        allow_system_identities: e.allow_system_identities,
+        source,
+        ca,
+        refresh,
+        unknown_kid,
+        path: path.to_owned(),
+        local_key_path: local_source_path(e, &ip),
+    };
+    // Read the local keys once, so a bad file is a config problem; the store is dropped.
+    settings.policy(p)?;
+    Some(settings)
+}
+
+/// `issuer.audiences`: at least one, none empty.
+fn audiences(e: &IssuerConfig, ip: &str, p: &mut Problems) {
     if e.issuer.audiences.is_empty() {
-        p.push(
+        p.err(
             format!("{ip}.audiences"),
             "at least one audience is required",
             "the token's aud must contain one of them, e.g. [portcullis]",
@@ -254,18 +168,20 @@ fn build_one(
     }
     for (j, a) in e.issuer.audiences.iter().enumerate() {
         if a.is_empty() {
-            p.push(format!("{ip}.audiences[{j}]"), "audience is empty", "");
+            p.err(format!("{ip}.audiences[{j}]"), "audience is empty", "");
         }
     }
+}
 
-    // HMAC secret.
-    let hmac = e.hmac_secret_file.as_ref().and_then(|f| {
+/// `hmac_secret_file`: at least 32 bytes after trailing whitespace.
+fn hmac(e: &IssuerConfig, base_dir: &Path, path: &str, p: &mut Problems) -> Option<DecodingKey> {
+    e.hmac_secret_file.as_ref().and_then(|f| {
         let file = base_dir.join(f);
-        match std::fs::read(&file) {
-            Ok(bytes) => {
+        match p.read(&format!("{path}.hmac_secret_file"), &file, "") {
+            Some(bytes) => {
                 let secret = trim_end(&bytes);
                 if secret.len() < MIN_HMAC_SECRET {
-                    p.push(
+                    p.err(
                         format!("{path}.hmac_secret_file"),
                         format!(
                             "{} holds {} bytes; at least {MIN_HMAC_SECRET} are required",
@@ -279,19 +195,14 @@ fn build_one(
                     Some(DecodingKey::from_secret(secret))
                 }
             }
-            Err(err) => {
-                p.push(
-                    format!("{path}.hmac_secret_file"),
-                    format!("cannot read {}: {err}", file.display()),
-                    "",
-                );
-                None
-            }
+            None => None,
         }
-    });
+    })
+}
 
-    // Algorithms.
-    let algorithms = match &e.algorithms {
+/// `algorithms`: the defaults, or the listed ones (never `none`; HMAC only with a secret).
+fn algorithms(e: &IssuerConfig, path: &str, p: &mut Problems) -> Vec<Algorithm> {
+    match &e.algorithms {
         None => {
             let mut algs = DEFAULT_ALGORITHMS.to_vec();
             if e.hmac_secret_file.is_some() {
@@ -301,7 +212,7 @@ fn build_one(
         }
         Some(list) => {
             if list.is_empty() {
-                p.push(
+                p.err(
                     format!("{path}.algorithms"),
                     "the list is empty, so no token could be accepted",
                     "omit the key for the default list",
@@ -311,7 +222,7 @@ fn build_one(
             for (j, name) in list.iter().enumerate() {
                 let key = format!("{path}.algorithms[{j}]");
                 if name.eq_ignore_ascii_case("none") {
-                    p.push(key, "`none` (unsigned tokens) is never allowed", "");
+                    p.err(key, "`none` (unsigned tokens) is never allowed", "");
                     continue;
                 }
                 match Algorithm::from_str(name) {
@@ -319,7 +230,7 @@ fn build_one(
                         if matches!(alg.family(), jsonwebtoken::AlgorithmFamily::Hmac)
                             && e.hmac_secret_file.is_none()
                         {
-                            p.push(
+                            p.err(
                                 key,
                                 format!("{name} needs a shared secret"),
                                 "set hmac_secret_file, or use an asymmetric algorithm",
@@ -330,7 +241,7 @@ fn build_one(
                             algs.push(alg);
                         }
                     }
-                    Err(_) => p.push(
+                    Err(_) => p.err(
                         key,
                         format!("unsupported algorithm {name:?}"),
                         "one of RS256 RS384 RS512 ES256 ES384 PS256 PS384 PS512 EdDSA HS256 HS384 HS512",
@@ -342,7 +253,7 @@ fn build_one(
                     .iter()
                     .any(|a| matches!(a.family(), jsonwebtoken::AlgorithmFamily::Hmac))
             {
-                p.push(
+                p.err(
                     format!("{path}.hmac_secret_file"),
                     "a secret is set but algorithms allows no HS256/HS384/HS512",
                     "add HS256 to algorithms or remove hmac_secret_file",
@@ -350,11 +261,19 @@ fn build_one(
             }
             algs
         }
-    };
+    }
+}
 
-    let leeway = p.duration(format!("{path}.leeway"), &e.leeway, DEFAULT_LEEWAY);
+/// `leeway`, `refresh_interval`, `unknown_kid_min_interval`, each within its bounds.
+fn intervals(e: &IssuerConfig, path: &str, p: &mut Problems) -> (Duration, Duration, Duration) {
+    let leeway = p.duration(
+        &format!("{path}.leeway"),
+        e.leeway.as_deref(),
+        DEFAULT_LEEWAY,
+        Wording::Jwt,
+    );
     if leeway > MAX_LEEWAY {
-        p.push(
+        p.err(
             format!("{path}.leeway"),
             format!(
                 "{} is more than the 5m allowed",
@@ -364,36 +283,48 @@ fn build_one(
         );
     }
     let refresh = p.duration(
-        format!("{path}.refresh_interval"),
-        &e.refresh_interval,
+        &format!("{path}.refresh_interval"),
+        e.refresh_interval.as_deref(),
         DEFAULT_REFRESH,
+        Wording::Jwt,
     );
     if refresh < MIN_REFRESH {
-        p.push(
+        p.err(
             format!("{path}.refresh_interval"),
             "must be at least 10s",
             "the identity provider should not be polled harder",
         );
     }
     let unknown_kid = p.duration(
-        format!("{path}.unknown_kid_min_interval"),
-        &e.unknown_kid_min_interval,
+        &format!("{path}.unknown_kid_min_interval"),
+        e.unknown_kid_min_interval.as_deref(),
         DEFAULT_UNKNOWN_KID_INTERVAL,
+        Wording::Jwt,
     );
     if unknown_kid.is_zero() {
-        p.push(
+        p.err(
             format!("{path}.unknown_kid_min_interval"),
             "must be more than 0",
             "a zero interval lets random kids hammer the identity provider",
         );
     }
+    (leeway, refresh, unknown_kid)
+}
 
-    let source = key_source(e, base_dir, &ip, p);
-    let client = match &source {
+/// The CA bundle for remote key sources (discovery, JWKS URL): the only roots trusted when
+/// fetching keys (checked by building a client once).
+fn fetch_ca(
+    e: &IssuerConfig,
+    source: &Option<Source>,
+    base_dir: &Path,
+    ip: &str,
+    p: &mut Problems,
+) -> Option<Vec<CertificateDer<'static>>> {
+    match source {
         Some(Source::Discovery { .. }) | Some(Source::JwksUrl(_)) => {
             match &e.issuer.certificate_authority_file {
                 None => {
-                    p.push(
+                    p.err(
                         format!("{ip}.certificate_authority_file"),
                         "required to fetch keys over https",
                         "the CA bundle that signed the identity provider's certificate; system roots are not used",
@@ -402,13 +333,15 @@ fn build_one(
                 }
                 Some(f) => {
                     let file = base_dir.join(f);
-                    match tls::load_certs(&file)
-                        .and_then(tls::root_store)
-                        .and_then(keys::https_client)
-                    {
+                    let certs = tls::load_certs(&file);
+                    let checked = certs.and_then(|c| {
+                        tls::root_store(c.clone()).and_then(keys::https_client)?;
+                        Ok(c)
+                    });
+                    match checked {
                         Ok(c) => Some(c),
                         Err(err) => {
-                            p.push(
+                            p.err(
                                 format!("{ip}.certificate_authority_file"),
                                 format!("{err:#}"),
                                 "a PEM file of CA certificates",
@@ -420,13 +353,25 @@ fn build_one(
             }
         }
         _ => None,
-    };
+    }
+}
 
-    // Claim rules and mappings.
+/// Claim validation rules and mappings, validated.
+struct Claims {
+    rules: Vec<(String, String)>,
+    username: Option<(String, String)>,
+    groups: Option<(String, String)>,
+    uid: Option<String>,
+    extra: Vec<(String, String)>,
+    scope_claim: String,
+}
+
+/// `claim_validation_rules`, `claim_mappings`, `scope_claim`.
+fn claims(e: &IssuerConfig, path: &str, p: &mut Problems) -> Claims {
     let mut rules = Vec::new();
     for (j, r) in e.claim_validation_rules.iter().enumerate() {
         if r.claim.is_empty() {
-            p.push(
+            p.err(
                 format!("{path}.claim_validation_rules[{j}].claim"),
                 "claim name is empty",
                 "",
@@ -443,7 +388,7 @@ fn build_one(
         .and_then(|g| prefixed(g, &format!("{mp}.groups"), p));
     let uid = e.claim_mappings.uid.as_ref().map(|u| {
         if u.claim.is_empty() {
-            p.push(format!("{mp}.uid.claim"), "claim name is empty", "");
+            p.err(format!("{mp}.uid.claim"), "claim name is empty", "");
         }
         u.claim.clone()
     });
@@ -452,27 +397,27 @@ fn build_one(
     for (j, x) in e.claim_mappings.extra.iter().enumerate() {
         let xp = format!("{mp}.extra[{j}]");
         if let Err(msg) = check_extra_key(&x.key) {
-            p.push(
+            p.err(
                 format!("{xp}.key"),
                 msg,
                 "a lower-case domain-prefixed path such as example.com/repository",
             );
         }
         if !keys_seen.insert(x.key.as_str()) {
-            p.push(
+            p.err(
                 format!("{xp}.key"),
                 format!("{:?} is mapped more than once", x.key),
                 "",
             );
         }
         if x.claim.is_empty() {
-            p.push(format!("{xp}.claim"), "claim name is empty", "");
+            p.err(format!("{xp}.claim"), "claim name is empty", "");
         }
         extra.push((x.key.clone(), x.claim.clone()));
     }
     let scope_claim = match &e.scope_claim {
         Some(c) if c.is_empty() => {
-            p.push(
+            p.err(
                 format!("{path}.scope_claim"),
                 "claim name is empty",
                 "omit it for the default portcullis.io/scope",
@@ -482,37 +427,14 @@ fn build_one(
         Some(c) => c.clone(),
         None => DEFAULT_SCOPE_CLAIM.to_string(),
     };
-
-    if p.0.len() > before {
-        return None;
-    }
-    let source = source?;
-    let (username_claim, username_prefix) = username?;
-    let store = KeyStore::new(e.issuer.url.clone(), source, client, refresh, unknown_kid);
-    if let Err(err) = store.load_local_now() {
-        p.push(
-            local_source_path(e, &ip),
-            err,
-            "a JWKS ({\"keys\": [...]}) or PEM public key",
-        );
-        return None;
-    }
-    Some(IssuerPolicy {
-        url: e.issuer.url.clone(),
-        audiences: e.issuer.audiences.clone(),
-        algorithms,
-        hmac,
-        leeway,
+    Claims {
         rules,
-        username_claim,
-        username_prefix,
+        username,
         groups,
         uid,
         extra,
         scope_claim,
-        allow_system_identities: e.allow_system_identities,
-        keys: Arc::new(store),
-    })
+    }
 }
 
 fn local_source_path(e: &IssuerConfig, ip: &str) -> String {
@@ -540,7 +462,7 @@ fn key_source(e: &IssuerConfig, base_dir: &Path, ip: &str, p: &mut Problems) -> 
         given.push("pem_files");
     }
     if given.len() > 1 {
-        p.push(
+        p.err(
             format!("{ip}.{}", given[1]),
             format!("only one key source may be set, found {}", given.join(", ")),
             "keep one of discovery_url, jwks_url, jwks_file, pem_files",
@@ -548,14 +470,14 @@ fn key_source(e: &IssuerConfig, base_dir: &Path, ip: &str, p: &mut Problems) -> 
         return None;
     }
     if let Some(u) = &i.discovery_url {
-        check_https(u, &format!("{ip}.discovery_url"), false, p);
+        p.https_url(&format!("{ip}.discovery_url"), u, UrlKind::Endpoint);
         return Some(Source::Discovery {
             url: u.clone(),
             issuer: i.url.clone(),
         });
     }
     if let Some(u) = &i.jwks_url {
-        check_https(u, &format!("{ip}.jwks_url"), false, p);
+        p.https_url(&format!("{ip}.jwks_url"), u, UrlKind::Endpoint);
         return Some(Source::JwksUrl(u.clone()));
     }
     if let Some(f) = &i.jwks_file {
@@ -570,9 +492,9 @@ fn key_source(e: &IssuerConfig, base_dir: &Path, ip: &str, p: &mut Problems) -> 
                 PemFile::WithKid(k) => (k.path.clone(), k.kid.clone()),
             };
             if kid.is_empty() {
-                p.push(format!("{ip}.pem_files[{j}]"), "the key id is empty", "");
+                p.err(format!("{ip}.pem_files[{j}]"), "the key id is empty", "");
             } else if !kids.insert(kid.clone()) {
-                p.push(
+                p.err(
                     format!("{ip}.pem_files[{j}]"),
                     format!("key id {kid:?} is used twice"),
                     "give each file its own {path, kid}",
@@ -608,7 +530,7 @@ fn prefixed(c: &PrefixedClaim, path: &str, p: &mut Problems) -> Option<(String, 
     let claim = match &c.claim {
         Some(claim) if !claim.is_empty() => Some(claim.clone()),
         _ => {
-            p.push(
+            p.err(
                 format!("{path}.claim"),
                 "claim is required",
                 "e.g. sub; there is no default",
@@ -619,7 +541,7 @@ fn prefixed(c: &PrefixedClaim, path: &str, p: &mut Problems) -> Option<(String, 
     let prefix = match &c.prefix {
         Some(prefix) => Some(prefix.clone()),
         None => {
-            p.push(
+            p.err(
                 format!("{path}.prefix"),
                 "prefix is required (it may be \"\")",
                 "set it explicitly, e.g. \"oidc:\", as the API server requires",
@@ -628,28 +550,6 @@ fn prefixed(c: &PrefixedClaim, path: &str, p: &mut Problems) -> Option<(String, 
         }
     };
     Some((claim?, prefix?))
-}
-
-fn check_https(url: &str, path: &str, is_issuer: bool, p: &mut Problems) {
-    let ok = match url.parse::<Uri>() {
-        Ok(u) => {
-            u.scheme_str() == Some("https")
-                && u.authority().is_some_and(|a| !a.as_str().contains('@'))
-                && (!is_issuer || u.query().is_none())
-        }
-        Err(_) => false,
-    };
-    if !ok || url.contains('#') {
-        p.push(
-            path,
-            format!("{url:?} is not an https URL"),
-            if is_issuer {
-                "https://host[:port][/path], no user info, query or fragment"
-            } else {
-                "https://host[:port]/path"
-            },
-        );
-    }
 }
 
 /// Kubernetes' rule for extra keys: lower-case, `domain/path`, not a Kubernetes domain.

@@ -25,6 +25,8 @@ pub mod cache;
 pub mod config;
 pub mod keys;
 pub mod mint;
+pub mod schema;
+pub mod settings;
 pub mod verify;
 
 use std::{

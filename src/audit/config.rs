@@ -1,5 +1,5 @@
 //! The `audit:` config section: the policy file, the signing key and the sinks, validated into
-//! [`AuditSettings`] (the sinks themselves start in `app::run`, inside the runtime).
+//! [`AuditSettings`] (the sinks themselves start in `stack::Runtime::build`, in `app.rs`).
 //!
 //! ```yaml
 //! audit:
@@ -28,15 +28,14 @@
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
 };
 
 use serde::Deserialize;
 
-use super::Problem;
-use crate::audit::{
+use super::{
     DeliveryMode, FileSinkConfig, Overflow, Policy, SigningKey, SinkKind, SinkSpec, WebhookConfig,
 };
+use crate::config::{Problem, Problems, Wording};
 
 /// `audit:`.
 #[derive(Debug, Clone, Deserialize)]
@@ -184,19 +183,12 @@ impl AuditSettings {
 
 /// Validate `cfg` (paths relative to `base`).
 pub fn build(cfg: &AuditConfig, base: &Path, prefix: &str) -> Result<AuditSettings, Vec<Problem>> {
-    let mut problems = Vec::new();
-    let mut problem = |path: String, message: String, hint: &str| {
-        problems.push(Problem {
-            path,
-            message,
-            hint: hint.to_owned(),
-        })
-    };
+    let mut p = Problems::new();
     let policy_file = base.join(&cfg.policy_file);
     let policy = match Policy::load(&policy_file) {
         Ok(p) => Some(Arc::new(p)),
         Err(e) => {
-            problem(
+            p.err(
                 format!("{prefix}.policy_file"),
                 format!("{}: {e}", policy_file.display()),
                 "give an audit.k8s.io/v1 Policy file (see config/audit-policy.yaml); `portcullis audit check-policy FILE` checks one",
@@ -207,10 +199,10 @@ pub fn build(cfg: &AuditConfig, base: &Path, prefix: &str) -> Result<AuditSettin
     let key = cfg
         .signing_key_file
         .as_ref()
-        .and_then(|p| match SigningKey::load(&base.join(p)) {
+        .and_then(|f| match SigningKey::load(&base.join(f)) {
             Ok(k) => Some(Arc::new(k)),
             Err(e) => {
-                problem(
+                p.err(
                     format!("{prefix}.signing_key_file"),
                     e,
                     "create one with `portcullis audit keygen --out FILE`",
@@ -218,142 +210,143 @@ pub fn build(cfg: &AuditConfig, base: &Path, prefix: &str) -> Result<AuditSettin
                 None
             }
         });
-    let duration = |v: &Option<String>,
-                    def: Duration,
-                    path: String,
-                    problem: &mut dyn FnMut(String, String, &str)| {
-        match v {
-            None => def,
-            Some(s) => humantime::parse_duration(s).unwrap_or_else(|e| {
-                problem(
-                    path,
-                    format!("{s:?}: {e}"),
-                    "write a duration such as 500ms, 10s, 5m",
-                );
-                def
-            }),
-        }
-    };
     if cfg.sinks.is_empty() {
-        problem(
+        p.err(
             format!("{prefix}.sinks"),
-            "no sinks".into(),
+            "no sinks",
             "add at least one sink: file, webhook or stdout",
         );
     }
     let mut sinks: Vec<ValidSink> = Vec::new();
     for (i, s) in cfg.sinks.iter().enumerate() {
         let path = format!("{prefix}.sinks[{i}]");
-        let kinds = [s.file.is_some(), s.webhook.is_some(), s.stdout.is_some()];
-        if kinds.iter().filter(|k| **k).count() != 1 {
-            problem(
-                path.clone(),
-                "a sink needs exactly one of file, webhook, stdout".into(),
-                "split it into several sinks",
-            );
-            continue;
-        }
-        let (kind, default_mode, default_name) = if let Some(f) = &s.file {
-            let mut fc = FileSinkConfig::new(base.join(&f.path));
-            if let Some(mb) = f.max_size_mb {
-                fc.max_size_bytes = mb.saturating_mul(1024 * 1024);
-            }
-            if let Some(d) = f.max_age_days {
-                fc.max_age_days = d;
-            }
-            if let Some(b) = f.max_backups {
-                fc.max_backups = b;
-            }
-            if let Some(n) = f.checkpoint_every_events {
-                fc.checkpoint_every_events = n;
-            }
-            fc.checkpoint_interval = duration(
-                &f.checkpoint_interval,
-                fc.checkpoint_interval,
-                format!("{path}.file.checkpoint_interval"),
-                &mut problem,
-            );
-            fc.signing_key = key.clone();
-            (ValidKind::File(Box::new(fc)), Mode::BlockingStrict, "file")
-        } else if let Some(w) = &s.webhook {
-            let kc = base.join(&w.kubeconfig);
-            if !kc.is_file() {
-                problem(
-                    format!("{path}.webhook.kubeconfig"),
-                    format!("{} is not a file", kc.display()),
-                    "a kubeconfig naming the receiver's URL, CA and credentials",
+        if let Some(sink) = sink(&mut p, s, &path, base, &key) {
+            if sinks.iter().any(|x| x.name == sink.name) {
+                p.err(
+                    format!("{path}.name"),
+                    format!("duplicate sink name {:?}", sink.name),
+                    "give each sink its own name",
                 );
             }
-            let mut wc = WebhookConfig::new(kc);
-            wc.context = w.context.clone();
-            if let Some(n) = w.max_batch_size {
-                wc.max_batch_size = n.max(1);
-            }
-            if let Some(n) = w.max_retries {
-                wc.max_retries = n;
-            }
-            wc.max_wait = duration(
-                &w.max_wait,
-                wc.max_wait,
-                format!("{path}.webhook.max_wait"),
-                &mut problem,
-            );
-            wc.initial_backoff = duration(
-                &w.initial_backoff,
-                wc.initial_backoff,
-                format!("{path}.webhook.initial_backoff"),
-                &mut problem,
-            );
-            wc.request_timeout = duration(
-                &w.request_timeout,
-                wc.request_timeout,
-                format!("{path}.webhook.request_timeout"),
-                &mut problem,
-            );
-            (ValidKind::Webhook(Box::new(wc)), Mode::Batch, "webhook")
-        } else {
-            (ValidKind::Stdout, Mode::Blocking, "stdout")
-        };
-        let mode = match s.mode.unwrap_or(default_mode) {
-            Mode::BlockingStrict => DeliveryMode::BlockingStrict,
-            Mode::Blocking => DeliveryMode::Blocking,
-            Mode::Batch => {
-                let overflow = match s.overflow {
-                    Some(OverflowConfig::Drop) => Overflow::Drop,
-                    Some(OverflowConfig::Block) => Overflow::Block,
-                    None => {
-                        problem(
-                            format!("{path}.overflow"),
-                            "batch mode needs an explicit overflow".into(),
-                            "overflow: block (requests wait for room) or overflow: drop (events are discarded and counted)",
-                        );
-                        Overflow::Block
-                    }
-                };
-                DeliveryMode::Batch {
-                    queue: s.queue.unwrap_or(10_000).max(1),
-                    overflow,
-                }
-            }
-        };
-        let name = s.name.clone().unwrap_or_else(|| default_name.to_owned());
-        if sinks.iter().any(|x| x.name == name) {
-            problem(
-                format!("{path}.name"),
-                format!("duplicate sink name {name:?}"),
-                "give each sink its own name",
-            );
+            sinks.push(sink);
         }
-        sinks.push(ValidSink { name, kind, mode });
     }
-    match policy {
-        Some(policy) if problems.is_empty() => Ok(AuditSettings {
-            policy,
-            policy_file,
-            sinks,
-        }),
-        _ => Err(problems),
+    p.finish(policy.map(|policy| AuditSettings {
+        policy,
+        policy_file,
+        sinks,
+    }))
+}
+
+/// One `audit.sinks[]` entry (at `path`).
+fn sink(
+    p: &mut Problems,
+    s: &SinkConfig,
+    path: &str,
+    base: &Path,
+    key: &Option<Arc<SigningKey>>,
+) -> Option<ValidSink> {
+    let kinds = [s.file.is_some(), s.webhook.is_some(), s.stdout.is_some()];
+    if kinds.iter().filter(|k| **k).count() != 1 {
+        p.err(
+            path,
+            "a sink needs exactly one of file, webhook, stdout",
+            "split it into several sinks",
+        );
+        return None;
     }
+    let (kind, default_mode, default_name) = if let Some(f) = &s.file {
+        let fc = file_sink(p, f, path, base, key);
+        (ValidKind::File(Box::new(fc)), Mode::BlockingStrict, "file")
+    } else if let Some(w) = &s.webhook {
+        let wc = webhook_sink(p, w, path, base);
+        (ValidKind::Webhook(Box::new(wc)), Mode::Batch, "webhook")
+    } else {
+        (ValidKind::Stdout, Mode::Blocking, "stdout")
+    };
+    let mode = match s.mode.unwrap_or(default_mode) {
+        Mode::BlockingStrict => DeliveryMode::BlockingStrict,
+        Mode::Blocking => DeliveryMode::Blocking,
+        Mode::Batch => {
+            let overflow = match s.overflow {
+                Some(OverflowConfig::Drop) => Overflow::Drop,
+                Some(OverflowConfig::Block) => Overflow::Block,
+                None => {
+                    p.err(
+                        format!("{path}.overflow"),
+                        "batch mode needs an explicit overflow",
+                        "overflow: block (requests wait for room) or overflow: drop (events are discarded and counted)",
+                    );
+                    Overflow::Block
+                }
+            };
+            DeliveryMode::Batch {
+                queue: s.queue.unwrap_or(10_000).max(1),
+                overflow,
+            }
+        }
+    };
+    let name = s.name.clone().unwrap_or_else(|| default_name.to_owned());
+    Some(ValidSink { name, kind, mode })
+}
+
+/// `audit.sinks[].file`.
+fn file_sink(
+    p: &mut Problems,
+    f: &FileConfig,
+    path: &str,
+    base: &Path,
+    key: &Option<Arc<SigningKey>>,
+) -> FileSinkConfig {
+    let mut fc = FileSinkConfig::new(base.join(&f.path));
+    if let Some(mb) = f.max_size_mb {
+        fc.max_size_bytes = mb.saturating_mul(1024 * 1024);
+    }
+    if let Some(d) = f.max_age_days {
+        fc.max_age_days = d;
+    }
+    if let Some(b) = f.max_backups {
+        fc.max_backups = b;
+    }
+    if let Some(n) = f.checkpoint_every_events {
+        fc.checkpoint_every_events = n;
+    }
+    fc.checkpoint_interval = p.duration(
+        &format!("{path}.file.checkpoint_interval"),
+        f.checkpoint_interval.as_deref(),
+        fc.checkpoint_interval,
+        Wording::Audit,
+    );
+    fc.signing_key = key.clone();
+    fc
+}
+
+/// `audit.sinks[].webhook`.
+fn webhook_sink(p: &mut Problems, w: &WebhookSinkConfig, path: &str, base: &Path) -> WebhookConfig {
+    let kc = base.join(&w.kubeconfig);
+    if !kc.is_file() {
+        p.err(
+            format!("{path}.webhook.kubeconfig"),
+            format!("{} is not a file", kc.display()),
+            "a kubeconfig naming the receiver's URL, CA and credentials",
+        );
+    }
+    let mut wc = WebhookConfig::new(kc);
+    wc.context = w.context.clone();
+    if let Some(n) = w.max_batch_size {
+        wc.max_batch_size = n.max(1);
+    }
+    if let Some(n) = w.max_retries {
+        wc.max_retries = n;
+    }
+    let mut duration = |key: &str, value: &Option<String>, default| {
+        let at = format!("{path}.webhook.{key}");
+        p.duration(&at, value.as_deref(), default, Wording::Audit)
+    };
+    wc.max_wait = duration("max_wait", &w.max_wait, wc.max_wait);
+    wc.initial_backoff = duration("initial_backoff", &w.initial_backoff, wc.initial_backoff);
+    wc.request_timeout = duration("request_timeout", &w.request_timeout, wc.request_timeout);
+    wc
 }
 
 #[cfg(test)]

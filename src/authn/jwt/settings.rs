@@ -1,0 +1,118 @@
+//! `authentication.jwt:` validated: [`JwtSettings`], plain data that `Config` keeps, and
+//! [`authenticator`], which builds the live key stores and HTTPS clients from it (called by
+//! `stack::Runtime::build`, and once by validation so local keys are checked).
+
+use std::{sync::Arc, time::Duration};
+
+use jsonwebtoken::{Algorithm, DecodingKey};
+use rustls_pki_types::CertificateDer;
+
+use super::{
+    cache::CacheOptions,
+    keys::{self, KeyStore, Source},
+    verify::{IssuerPolicy, JwtAuthenticator},
+};
+use crate::{
+    config::{Problem, Problems},
+    server::tls,
+};
+
+/// The authenticator: per issuer its key store (local keys read now) and, for remote keys, an
+/// HTTPS client trusting the issuer's CA bundle.
+pub fn authenticator(settings: &JwtSettings) -> Result<JwtAuthenticator, Vec<Problem>> {
+    super::install_crypto_provider();
+    let mut p = Problems::new();
+    let policies = settings
+        .issuers
+        .iter()
+        .filter_map(|i| i.policy(&mut p))
+        .collect();
+    p.finish(Some(JwtAuthenticator::new(policies, settings.cache)))
+}
+
+/// `authentication.jwt` validated: plain data.
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    pub issuers: Vec<IssuerSettings>,
+    pub cache: CacheOptions,
+}
+
+/// One issuer validated: claims and checks as [`IssuerPolicy`] has them, plus where its keys
+/// come from (with the CA bundle for remote sources), without the live key store.
+#[derive(Debug, Clone)]
+pub struct IssuerSettings {
+    pub url: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub hmac: Option<DecodingKey>,
+    pub leeway: Duration,
+    pub rules: Vec<(String, String)>,
+    pub username_claim: String,
+    pub username_prefix: String,
+    pub groups: Option<(String, String)>,
+    pub uid: Option<String>,
+    pub extra: Vec<(String, String)>,
+    pub scope_claim: String,
+    pub allow_system_identities: bool,
+    pub source: Source,
+    /// CA certificates for fetching remote keys (None: local keys only).
+    pub ca: Option<Vec<CertificateDer<'static>>>,
+    pub refresh: Duration,
+    pub unknown_kid: Duration,
+    /// The entry's key path (`authentication.jwt[0]`), for problems found while building.
+    pub path: String,
+    /// The key path of a local key source (`…issuer.jwks_file` / `…issuer.pem_files`).
+    pub local_key_path: String,
+}
+
+impl IssuerSettings {
+    /// The issuer's key store and policy; a problem (at its key path) if the CA bundle or the
+    /// local keys cannot be used.
+    pub(super) fn policy(&self, p: &mut Problems) -> Option<IssuerPolicy> {
+        let client = match &self.ca {
+            None => None,
+            Some(certs) => match tls::root_store(certs.clone()).and_then(keys::https_client) {
+                Ok(c) => Some(c),
+                Err(err) => {
+                    p.err(
+                        format!("{}.issuer.certificate_authority_file", self.path),
+                        format!("{err:#}"),
+                        "a PEM file of CA certificates",
+                    );
+                    return None;
+                }
+            },
+        };
+        let store = KeyStore::new(
+            self.url.clone(),
+            self.source.clone(),
+            client,
+            self.refresh,
+            self.unknown_kid,
+        );
+        if let Err(err) = store.load_local_now() {
+            p.err(
+                &self.local_key_path,
+                err,
+                "a JWKS ({\"keys\": [...]}) or PEM public key",
+            );
+            return None;
+        }
+        Some(IssuerPolicy {
+            url: self.url.clone(),
+            audiences: self.audiences.clone(),
+            algorithms: self.algorithms.clone(),
+            hmac: self.hmac.clone(),
+            leeway: self.leeway,
+            rules: self.rules.clone(),
+            username_claim: self.username_claim.clone(),
+            username_prefix: self.username_prefix.clone(),
+            groups: self.groups.clone(),
+            uid: self.uid.clone(),
+            extra: self.extra.clone(),
+            scope_claim: self.scope_claim.clone(),
+            allow_system_identities: self.allow_system_identities,
+            keys: Arc::new(store),
+        })
+    }
+}

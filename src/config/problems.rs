@@ -1,0 +1,385 @@
+//! The one problem collector every section's validation uses, and the parsers of the values
+//! sections share: durations, socket addresses, `https://` URLs, readable files, PEM
+//! certificates, CRLs and private keys. Each parser reports a bad value as a [`Problem`] at its
+//! key path and returns `None` (or the default), so one run reports every problem in the file.
+//!
+//! Durations are parsed here only. Sections worded their duration errors differently before
+//! they shared this parser; [`Wording`] keeps each section's exact message and hint, since
+//! operators and tests read them.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use http::Uri;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+
+use crate::server::tls;
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `upstream.credentials.token_file`.
+    pub path: String,
+    pub message: String,
+    pub hint: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)?;
+        if !self.hint.is_empty() {
+            write!(f, " (hint: {})", self.hint)?;
+        }
+        Ok(())
+    }
+}
+
+/// How a section words a bad duration (message and hint), kept as each section had it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wording {
+    /// `"soon" is not a duration: …` / `write e.g. 500ms, 10s, 5m or 1h` (listen, admin,
+    /// upstream, shutdown, token cache).
+    General,
+    /// `"soon" is not a duration: …` / `write e.g. 30s, 5m or 1h` (`authentication.jwt`).
+    Jwt,
+    /// `"soon": …` / `write a duration such as 500ms, 10s, 5m` (`audit`).
+    Audit,
+    /// `not a duration: …` / `e.g. 50ms, 10s, 10m` (`rate_limits`).
+    RateLimit,
+}
+
+impl Wording {
+    fn message(self, value: &str, err: &humantime::DurationError) -> String {
+        match self {
+            Wording::General | Wording::Jwt => format!("{value:?} is not a duration: {err}"),
+            Wording::Audit => format!("{value:?}: {err}"),
+            Wording::RateLimit => format!("not a duration: {err}"),
+        }
+    }
+
+    fn hint(self) -> &'static str {
+        match self {
+            Wording::General => "write e.g. 500ms, 10s, 5m or 1h",
+            Wording::Jwt => "write e.g. 30s, 5m or 1h",
+            Wording::Audit => "write a duration such as 500ms, 10s, 5m",
+            Wording::RateLimit => "e.g. 50ms, 10s, 10m",
+        }
+    }
+}
+
+/// What an `https://` URL is for, which decides what else it may hold and the hint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlKind {
+    /// `upstream.url`: a host, no query (a path prefix is kept).
+    ApiServer,
+    /// A JWT issuer (`iss`): no user info, query or fragment.
+    Issuer,
+    /// A JWT discovery or JWKS URL: no user info or fragment.
+    Endpoint,
+}
+
+/// Collects problems while a config is validated.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<Problem>);
+
+impl Problems {
+    pub fn new() -> Problems {
+        Problems::default()
+    }
+
+    /// Report one problem.
+    pub fn err(
+        &mut self,
+        path: impl Into<String>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+            hint: hint.into(),
+        });
+    }
+
+    /// Take over the problems of a section validated on its own.
+    pub fn append(&mut self, mut problems: Vec<Problem>) {
+        self.0.append(&mut problems);
+    }
+
+    /// Keep a section's result: its value, or its problems added to these.
+    pub fn take<T>(&mut self, result: Result<T, Vec<Problem>>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(problems) => {
+                self.append(problems);
+                None
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// How many problems so far (to tell whether a step added any).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The problems, in the order reported.
+    pub fn into_vec(self) -> Vec<Problem> {
+        self.0
+    }
+
+    /// `value` if there were no problems, else every problem.
+    pub fn finish<T>(self, value: Option<T>) -> Result<T, Vec<Problem>> {
+        match value {
+            Some(v) if self.0.is_empty() => Ok(v),
+            _ => Err(self.0),
+        }
+    }
+
+    /// A duration (`500ms`, `10s`, `5m`, `1h`); `None` after reporting a bad one.
+    pub fn parse_duration(
+        &mut self,
+        path: &str,
+        value: &str,
+        wording: Wording,
+    ) -> Option<Duration> {
+        match humantime::parse_duration(value) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(path, wording.message(value, &e), wording.hint());
+                None
+            }
+        }
+    }
+
+    /// An optional duration: `default` when absent or bad (a bad one is reported).
+    pub fn duration(
+        &mut self,
+        path: &str,
+        value: Option<&str>,
+        default: Duration,
+        wording: Wording,
+    ) -> Duration {
+        value
+            .and_then(|v| self.parse_duration(path, v, wording))
+            .unwrap_or(default)
+    }
+
+    /// `host:port` with an IP.
+    pub fn addr(&mut self, path: &str, value: &str) -> Option<SocketAddr> {
+        match value.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(
+                    path,
+                    format!("{value:?} is not an address"),
+                    "write host:port with an IP, e.g. 0.0.0.0:6443 or 127.0.0.1:9090",
+                );
+                None
+            }
+        }
+    }
+
+    /// An `https://` URL with a host; `None` after reporting one that is not (plain `http` is
+    /// always refused).
+    pub fn https_url(&mut self, path: &str, value: &str, kind: UrlKind) -> Option<Uri> {
+        let parsed = value.parse::<Uri>();
+        if kind == UrlKind::ApiServer {
+            return match parsed {
+                Ok(uri)
+                    if uri.scheme_str() == Some("https")
+                        && uri.authority().is_some()
+                        && uri.query().is_none() =>
+                {
+                    Some(uri)
+                }
+                Ok(_) => {
+                    self.err(
+                        path,
+                        format!("{value:?} is not an https:// URL with a host"),
+                        "write e.g. https://10.0.0.1:6443; plain http is refused",
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.err(
+                        path,
+                        format!("{value:?} is not a URL: {e}"),
+                        "write e.g. https://10.0.0.1:6443",
+                    );
+                    None
+                }
+            };
+        }
+        let ok = parsed.as_ref().is_ok_and(|u| {
+            u.scheme_str() == Some("https")
+                && u.authority().is_some_and(|a| !a.as_str().contains('@'))
+                && (kind != UrlKind::Issuer || u.query().is_none())
+        });
+        if ok && !value.contains('#') {
+            return parsed.ok();
+        }
+        let hint = match kind {
+            UrlKind::Issuer => "https://host[:port][/path], no user info, query or fragment",
+            _ => "https://host[:port]/path",
+        };
+        self.err(path, format!("{value:?} is not an https URL"), hint);
+        None
+    }
+
+    /// The bytes of a readable file (already resolved against the config's folder).
+    pub fn read(&mut self, path: &str, file: &Path, hint: &str) -> Option<Vec<u8>> {
+        match std::fs::read(file) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                self.err(path, format!("cannot read {}: {e}", file.display()), hint);
+                None
+            }
+        }
+    }
+
+    /// The text of a readable file (already resolved against the config's folder).
+    pub fn read_text(&mut self, path: &str, file: &Path, hint: &str) -> Option<String> {
+        match std::fs::read_to_string(file) {
+            Ok(text) => Some(text),
+            Err(e) => {
+                self.err(path, format!("cannot read {}: {e}", file.display()), hint);
+                None
+            }
+        }
+    }
+
+    /// A PEM file of certificates.
+    pub fn certs(
+        &mut self,
+        path: &str,
+        file: &Path,
+        base: &Path,
+    ) -> Option<Vec<CertificateDer<'static>>> {
+        match tls::load_certs(&resolve(base, file)) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.err(
+                    path,
+                    format!("{e:#}"),
+                    "give a readable PEM file of certificates",
+                );
+                None
+            }
+        }
+    }
+
+    /// A PEM private key.
+    pub fn key(&mut self, path: &str, file: &Path, base: &Path) -> Option<PrivateKeyDer<'static>> {
+        match tls::load_key(&resolve(base, file)) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                self.err(
+                    path,
+                    format!("{e:#}"),
+                    "give a readable PEM private key (PKCS#8, PKCS#1 or SEC1)",
+                );
+                None
+            }
+        }
+    }
+
+    /// A PEM file of X509 CRLs.
+    pub fn crls(
+        &mut self,
+        path: &str,
+        file: &Path,
+        base: &Path,
+    ) -> Option<Vec<CertificateRevocationListDer<'static>>> {
+        match tls::load_crls(&resolve(base, file)) {
+            Ok(crls) => Some(crls),
+            Err(e) => {
+                self.err(
+                    path,
+                    format!("{e:#}"),
+                    "give a readable PEM file of X509 CRL blocks",
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Relative paths in the config are relative to the config file's folder.
+pub fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_section_keeps_its_duration_wording() {
+        let mut p = Problems::new();
+        let d = Duration::from_secs(7);
+        for (path, w) in [
+            ("a", Wording::General),
+            ("b", Wording::Jwt),
+            ("c", Wording::Audit),
+            ("d", Wording::RateLimit),
+        ] {
+            assert_eq!(p.duration(path, Some("soon"), d, w), d);
+            assert_eq!(p.duration(path, None, d, w), d);
+            assert_eq!(p.duration(path, Some("2m"), d, w), Duration::from_secs(120));
+        }
+        let got: Vec<(String, String)> = p
+            .into_vec()
+            .into_iter()
+            .map(|p| (p.path, format!("{} / {}", p.message, p.hint)))
+            .collect();
+        let err = humantime::parse_duration("soon").unwrap_err();
+        assert_eq!(
+            got,
+            [
+                (
+                    "a".into(),
+                    format!("\"soon\" is not a duration: {err} / write e.g. 500ms, 10s, 5m or 1h")
+                ),
+                (
+                    "b".into(),
+                    format!("\"soon\" is not a duration: {err} / write e.g. 30s, 5m or 1h")
+                ),
+                (
+                    "c".into(),
+                    format!("\"soon\": {err} / write a duration such as 500ms, 10s, 5m")
+                ),
+                (
+                    "d".into(),
+                    format!("not a duration: {err} / e.g. 50ms, 10s, 10m")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_addresses_and_unreadable_files_name_their_key() {
+        let mut p = Problems::new();
+        assert!(p.addr("listen.address", "nowhere").is_none());
+        assert!(p
+            .certs(
+                "x.cert_file",
+                Path::new("missing.crt"),
+                Path::new("/nonexistent")
+            )
+            .is_none());
+        assert!(p.read("x.file", Path::new("/nonexistent/f"), "").is_none());
+        let paths: Vec<String> = p.into_vec().into_iter().map(|p| p.path).collect();
+        assert_eq!(paths, ["listen.address", "x.cert_file", "x.file"]);
+    }
+}

@@ -32,7 +32,7 @@ pub use super::settings::{authenticator, IssuerSettings, JwtSettings};
 use super::{
     cache::CacheOptions,
     keys::{self, Source},
-    verify::JwtAuthenticator,
+    verify::{IssuerChecks, JwtAuthenticator},
     DEFAULT_SCOPE_CLAIM,
 };
 use crate::{
@@ -132,19 +132,21 @@ fn build_one(
     let source = source?;
     let (username_claim, username_prefix) = username?;
     let settings = IssuerSettings {
-        url: e.issuer.url.clone(),
-        audiences: e.issuer.audiences.clone(),
-        algorithms,
-        hmac,
-        leeway,
-        rules,
-        username_claim,
-        username_prefix,
-        groups,
-        uid,
-        extra,
-        scope_claim,
-        allow_system_identities: e.allow_system_identities,
+        checks: IssuerChecks {
+            url: e.issuer.url.clone(),
+            audiences: e.issuer.audiences.clone(),
+            algorithms,
+            hmac,
+            leeway,
+            rules,
+            username_claim,
+            username_prefix,
+            groups,
+            uid,
+            extra,
+            scope_claim,
+            allow_system_identities: e.allow_system_identities,
+        },
         source,
         ca,
         refresh,

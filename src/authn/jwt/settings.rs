@@ -4,13 +4,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use jsonwebtoken::{Algorithm, DecodingKey};
 use rustls_pki_types::CertificateDer;
 
 use super::{
     cache::CacheOptions,
     keys::{self, KeyStore, Source},
-    verify::{IssuerPolicy, JwtAuthenticator},
+    verify::{IssuerChecks, IssuerPolicy, JwtAuthenticator},
 };
 use crate::{
     config::{Problem, Problems},
@@ -41,19 +40,7 @@ pub struct JwtSettings {
 /// come from (with the CA bundle for remote sources), without the live key store.
 #[derive(Debug, Clone)]
 pub struct IssuerSettings {
-    pub url: String,
-    pub audiences: Vec<String>,
-    pub algorithms: Vec<Algorithm>,
-    pub hmac: Option<DecodingKey>,
-    pub leeway: Duration,
-    pub rules: Vec<(String, String)>,
-    pub username_claim: String,
-    pub username_prefix: String,
-    pub groups: Option<(String, String)>,
-    pub uid: Option<String>,
-    pub extra: Vec<(String, String)>,
-    pub scope_claim: String,
-    pub allow_system_identities: bool,
+    pub checks: IssuerChecks,
     pub source: Source,
     /// CA certificates for fetching remote keys (None: local keys only).
     pub ca: Option<Vec<CertificateDer<'static>>>,
@@ -84,7 +71,7 @@ impl IssuerSettings {
             },
         };
         let store = KeyStore::new(
-            self.url.clone(),
+            self.checks.url.clone(),
             self.source.clone(),
             client,
             self.refresh,
@@ -99,19 +86,7 @@ impl IssuerSettings {
             return None;
         }
         Some(IssuerPolicy {
-            url: self.url.clone(),
-            audiences: self.audiences.clone(),
-            algorithms: self.algorithms.clone(),
-            hmac: self.hmac.clone(),
-            leeway: self.leeway,
-            rules: self.rules.clone(),
-            username_claim: self.username_claim.clone(),
-            username_prefix: self.username_prefix.clone(),
-            groups: self.groups.clone(),
-            uid: self.uid.clone(),
-            extra: self.extra.clone(),
-            scope_claim: self.scope_claim.clone(),
-            allow_system_identities: self.allow_system_identities,
+            checks: self.checks.clone(),
             keys: Arc::new(store),
         })
     }

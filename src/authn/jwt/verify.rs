@@ -113,8 +113,10 @@ impl Rejected {
     }
 }
 
-/// One configured issuer, validated.
-pub struct IssuerPolicy {
+/// What an issuer's tokens are checked against and how their claims map to an identity: plain
+/// validated data (`JwtSettings` holds it too, before the key store exists).
+#[derive(Debug, Clone)]
+pub struct IssuerChecks {
     pub url: String,
     pub audiences: Vec<String>,
     pub algorithms: Vec<Algorithm>,
@@ -131,7 +133,19 @@ pub struct IssuerPolicy {
     pub extra: Vec<(String, String)>,
     pub scope_claim: String,
     pub allow_system_identities: bool,
+}
+
+/// One configured issuer, validated, with its live key store.
+pub struct IssuerPolicy {
+    pub checks: IssuerChecks,
     pub keys: Arc<KeyStore>,
+}
+
+impl std::ops::Deref for IssuerPolicy {
+    type Target = IssuerChecks;
+    fn deref(&self) -> &IssuerChecks {
+        &self.checks
+    }
 }
 
 #[derive(Clone)]

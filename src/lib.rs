@@ -12,6 +12,7 @@ pub mod classify;
 pub mod config;
 pub mod k8s;
 pub mod kubeconfig;
+pub mod problems;
 pub mod ratelimit;
 pub mod refusal;
 pub mod request_id;

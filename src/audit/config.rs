@@ -35,7 +35,7 @@ use serde::Deserialize;
 use super::{
     DeliveryMode, FileSinkConfig, Overflow, Policy, SigningKey, SinkKind, SinkSpec, WebhookConfig,
 };
-use crate::config::{Problem, Problems, Wording};
+use crate::problems::{Problem, Problems, Wording};
 
 /// `audit:`.
 #[derive(Debug, Clone, Deserialize)]

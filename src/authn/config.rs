@@ -13,7 +13,8 @@ use std::path::Path;
 pub use crate::authn::jwt::config::JwtSettings;
 use crate::{
     authn::jwt::{CacheOptions, JwtAuthenticator},
-    config::{schema, Problems, Wording},
+    config::schema,
+    problems::{Problems, Wording},
     server::tls::{ClientAuth, ClientCas},
 };
 

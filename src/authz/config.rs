@@ -17,7 +17,7 @@ pub use super::schema::{
     AuthorizationConfig, ExtraSubject, GrantConfig, RuleConfig, SubjectConfig, TenantConfig,
     TenantRuleConfig, DEFAULT_PUBLIC_NON_RESOURCE_URLS,
 };
-use crate::config::{Problem, Problems};
+use crate::problems::{Problem, Problems};
 
 /// Validate `cfg` and compile it. `key_prefix` is the key path of the section
 /// (`authorization`), so problems read `authorization.grants[0].rules[1].verbs`.

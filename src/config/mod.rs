@@ -1,9 +1,9 @@
 //! Configuration: one YAML file → a validated, typed [`Config`] of plain data.
 //!
-//! Here: the YAML → schema parse (`schema.rs`, see the annotated `config/portcullis.yaml`), the
-//! one problem collector and the shared value parsers (`problems.rs`), and `Config` with the one
-//! `build` that calls each concern's validator (`validate.rs`). Each section is validated in its
-//! concern's folder: `server/config.rs` (listen, admin, shutdown), `authn/config.rs` (+
+//! Here: the YAML → schema parse (`schema.rs`, see the annotated `config/portcullis.yaml`) and
+//! `Config` with the one `build` that calls each concern's validator (`validate.rs`); every
+//! problem is collected by the one collector in `crate::problems`. Each section is validated in
+//! its concern's folder: `server/config.rs` (listen, admin, shutdown), `authn/config.rs` (+
 //! `authn/jwt/config.rs`), `authz/config.rs`, `ratelimit/config.rs`, `sanitize/config.rs`,
 //! `audit/config.rs`, `upstream/config.rs`. The live objects are built from a `Config` by
 //! `stack::Runtime::build` (`app.rs`).
@@ -12,13 +12,14 @@
 //! addresses, URLs, unreadable or unparsable certificate / key / token files, and contradictory
 //! upstream settings.
 
-pub mod problems;
 pub mod schema;
 pub mod validate;
 
 use std::path::Path;
 
-pub use problems::{Problem, Problems, Wording};
+// The problem collector is its own module (`crate::problems`): the concerns report through it
+// without depending on `config`.
+pub use crate::problems::{Problem, Problems, Wording};
 pub use validate::Config;
 
 // Settings types that moved to their concerns, at their old paths.

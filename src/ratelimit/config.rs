@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{Problem, Problems, Wording};
+use crate::problems::{Problem, Problems, Wording};
 
 use super::quota::{BucketQuota, Levels, Limits, NameTable, Per, Policy, Rate};
 use super::RateLimiter;

@@ -47,7 +47,7 @@ use super::{
     policy::{FieldRule, Modes, ResourceRule, Sanitizer},
     pss,
 };
-use crate::config::{Problem, Problems};
+use crate::problems::{Problem, Problems};
 
 /// `sanitize:`.
 #[derive(Debug, Clone, Default, Deserialize)]

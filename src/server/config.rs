@@ -11,7 +11,10 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::{tls, ServeOptions};
-use crate::config::{schema, Problems, Wording};
+use crate::{
+    config::schema,
+    problems::{Problems, Wording},
+};
 
 /// The listener's certificate chain and key, and how it treats client certificates.
 #[derive(Debug, Clone)]

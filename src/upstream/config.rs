@@ -17,11 +17,9 @@ use http::Uri;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::{
-    config::{
-        problems::{resolve, UrlKind},
-        schema, Problems, Wording,
-    },
+    config::schema,
     kubeconfig::Kubeconfig,
+    problems::{resolve, Problems, UrlKind, Wording},
     server::tls,
 };
 

@@ -36,7 +36,7 @@ use super::{
     DEFAULT_SCOPE_CLAIM,
 };
 use crate::{
-    config::{problems::UrlKind, Problem, Problems, Wording},
+    problems::{Problem, Problems, UrlKind, Wording},
     server::tls,
 };
 

@@ -12,7 +12,7 @@ use super::{
     verify::{IssuerChecks, IssuerPolicy, JwtAuthenticator},
 };
 use crate::{
-    config::{Problem, Problems},
+    problems::{Problem, Problems},
     server::tls,
 };
 

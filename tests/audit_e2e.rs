@@ -394,6 +394,12 @@ async fn a_strict_sink_that_cannot_record_answers_503() {
     let s: Value = serde_json::from_slice(resp.body()).unwrap();
     assert_eq!(s["reason"], "ServiceUnavailable");
     assert_eq!(resp.headers()["retry-after"], "1");
+    // The rate-limit state of the request it replaced stays on the 503.
+    assert!(
+        resp.headers().contains_key("ratelimit"),
+        "{:?}",
+        resp.headers()
+    );
     let (_, metrics) = common::admin_get(env.admin_addr, "/metrics").await;
     assert!(
         metrics.contains("portcullis_audit_events_failed_total{sink=\"siem\"}"),

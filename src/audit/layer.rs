@@ -124,6 +124,9 @@ fn start<B>(audit: Arc<Audit>, req: &Request<B>, trust_forwarded_for: bool) -> R
     )
 }
 
+/// Response headers of the replaced answer that a strict-audit 503 carries on.
+const KEPT_ON_AUDIT_FAILURE: [&str; 3] = ["ratelimit-policy", "ratelimit", "warning"];
+
 /// Record the outcome and emit. In blocking-strict mode the response is not released until
 /// its event is durable; if it cannot be, the answer is 503.
 async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
@@ -166,7 +169,15 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
         Ok(()) => resp,
         Err(err) => {
             tracing::error!(%err, "audit event could not be recorded; answering 503");
-            Refusal::AuditUnavailable.respond()
+            let mut refused = Refusal::AuditUnavailable.respond();
+            // What the layers below added on the way out (rate-limit state, Pod Security
+            // warnings) still describes this request; the 503 keeps it.
+            for name in KEPT_ON_AUDIT_FAILURE {
+                for value in resp.headers().get_all(name) {
+                    refused.headers_mut().append(name, value.clone());
+                }
+            }
+            refused
         }
     }
 }

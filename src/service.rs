@@ -38,6 +38,45 @@ pub fn conn<B>(req: &Request<B>) -> Option<&Arc<ConnInfo>> {
     req.extensions().get::<Arc<ConnInfo>>()
 }
 
+/// The facts every request that goes upstream carries (set by request id, the accept loop,
+/// classify and authenticate), owned so they outlive the request they were read from.
+#[derive(Clone)]
+pub struct Caller {
+    pub info: Arc<RequestInfo>,
+    pub identity: Arc<crate::authn::Identity>,
+    pub audit_id: AuditId,
+    pub conn: Arc<ConnInfo>,
+}
+
+impl Caller {
+    /// The facts of `req`; `None` when a layer that sets one did not run (a bug in the order).
+    pub fn of<B>(req: &Request<B>) -> Option<Caller> {
+        let ext = req.extensions();
+        Some(Caller {
+            info: ext.get::<Arc<RequestInfo>>()?.clone(),
+            identity: ext.get::<Arc<crate::authn::Identity>>()?.clone(),
+            audit_id: ext.get::<AuditId>()?.clone(),
+            conn: ext.get::<Arc<ConnInfo>>()?.clone(),
+        })
+    }
+
+    /// What the forwarder (and a read of the current object) needs to act as this caller.
+    pub fn outbound(
+        &self,
+        trust_forwarded_for: bool,
+        guard: Option<crate::upstream::Guard>,
+    ) -> crate::upstream::Outbound<'_> {
+        crate::upstream::Outbound {
+            identity: &self.identity,
+            audit_id: &self.audit_id.0,
+            peer: self.conn.peer.ip(),
+            trust_forwarded_for,
+            long_running: self.info.long_running,
+            guard,
+        }
+    }
+}
+
 /// Box a future as a [`ResponseFuture`].
 pub fn boxed(
     f: impl Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
@@ -145,5 +184,25 @@ pub mod testing {
 
     pub fn calls(seen: &AtomicUsize) -> usize {
         seen.load(Ordering::SeqCst)
+    }
+
+    /// An upstream client for a port nothing listens on (127.0.0.1:9).
+    pub fn unreachable_upstream() -> Arc<crate::upstream::Upstream> {
+        use crate::config::{UpstreamConfig, UpstreamToken};
+        use std::time::Duration;
+        crate::server::tls::install_crypto_provider();
+        let cfg = UpstreamConfig {
+            base: "https://127.0.0.1:9".parse().unwrap(),
+            ca: vec![],
+            tls_server_name: None,
+            client_identity: None,
+            token: UpstreamToken::None,
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(5),
+            health_interval: Duration::from_secs(3600),
+            token_reload_interval: Duration::from_secs(3600),
+        };
+        let credentials = crate::upstream::Credentials::load(&UpstreamToken::None).unwrap();
+        Arc::new(crate::upstream::Upstream::new(&cfg, credentials).unwrap())
     }
 }

@@ -26,9 +26,9 @@ use crate::{
     body::{Body, BoxError},
     k8s::request::RequestInfo,
     refusal::Refusal,
-    service::{self, AuditId, ResponseFuture},
+    service::{self, Caller, ResponseFuture},
     telemetry::{metrics::ModeLabels, Metrics},
-    upstream::{Outbound, Upstream},
+    upstream::Upstream,
 };
 
 #[derive(Clone)]
@@ -94,23 +94,12 @@ where
         let mut inner = self.inner.clone();
         let layer = self.layer.clone();
         service::boxed(async move {
-            let (Some(info), Some(identity), Some(id), Some(conn)) = (
-                service::info(&req).cloned(),
-                req.extensions().get::<Arc<Identity>>().cloned(),
-                req.extensions().get::<AuditId>().cloned(),
-                service::conn(&req).cloned(),
-            ) else {
+            let Some(caller) = Caller::of(&req) else {
                 return Ok(Refusal::Panic.respond());
             };
+            let (info, identity) = (&caller.info, &caller.identity);
             let rec = req.extensions().get::<AuditRecord>().cloned();
-            let outbound = Outbound {
-                identity: &identity,
-                audit_id: &id.0,
-                peer: conn.peer.ip(),
-                trust_forwarded_for: layer.trust_forwarded_for,
-                long_running: info.long_running,
-                guard: None,
-            };
+            let outbound = caller.outbound(layer.trust_forwarded_for, None);
             let keep_body = rec
                 .as_ref()
                 .is_some_and(|r| r.with(|r| r.wants_request_body()));
@@ -118,7 +107,7 @@ where
             let checked = stage::run(
                 &layer.sanitizer,
                 &layer.upstream,
-                &info,
+                info,
                 &mut parts,
                 incoming,
                 &outbound,
@@ -127,14 +116,14 @@ where
             .await;
             let policy = rec
                 .as_ref()
-                .and_then(|_| pss_policy(&layer.sanitizer, &info, &identity));
+                .and_then(|_| pss_policy(&layer.sanitizer, info, identity));
             let (body, mut verdict) = match checked {
                 Ok(passed) => passed,
                 Err(refusal) => {
-                    return Ok(layer.refused(refusal, rec.as_ref(), policy, &identity, &info));
+                    return Ok(layer.refused(refusal, rec.as_ref(), policy, identity, info));
                 }
             };
-            layer.record(&mut verdict, rec.as_ref(), policy, &identity, &info);
+            layer.record(&mut verdict, rec.as_ref(), policy, identity, info);
             let mut resp = call_boxed(&mut inner, Request::from_parts(parts, body)).await?;
             for w in stage::warning_headers(&verdict.warnings) {
                 resp.headers_mut().append(http::header::WARNING, w);
@@ -243,39 +232,21 @@ fn pss_policy(s: &Sanitizer, info: &RequestInfo, id: &Identity) -> Option<String
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use http_body_util::{BodyExt, Full};
 
     use super::*;
     use crate::{
-        config::{UpstreamConfig, UpstreamToken},
         refusal::Refused,
-        service::testing::{calls, classified, counting, send, TestBody},
-        upstream::Credentials,
+        service::{
+            testing::{calls, classified, counting, send, unreachable_upstream, TestBody},
+            AuditId,
+        },
     };
-
-    /// An upstream nobody listens on: these tests never need the current object.
-    fn unused_upstream() -> Arc<Upstream> {
-        crate::server::tls::install_crypto_provider();
-        let cfg = UpstreamConfig {
-            base: "https://127.0.0.1:9".parse().unwrap(),
-            ca: vec![],
-            tls_server_name: None,
-            client_identity: None,
-            token: UpstreamToken::None,
-            connect_timeout: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(5),
-            health_interval: Duration::from_secs(3600),
-            token_reload_interval: Duration::from_secs(3600),
-        };
-        Arc::new(Upstream::new(&cfg, Credentials::load(&UpstreamToken::None).unwrap()).unwrap())
-    }
 
     fn layer() -> SanitizeLayer {
         SanitizeLayer::new(
             Arc::new(Sanitizer::default()),
-            unused_upstream(),
+            unreachable_upstream(),
             Arc::new(Metrics::new()),
             false,
         )

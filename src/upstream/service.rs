@@ -21,12 +21,11 @@ use std::{
 use http::{Request, Response};
 use tower::Service;
 
-use super::{forward, Guard, Outbound, Upstream};
+use super::{forward, Guard, Upstream};
 use crate::{
-    authn::Identity,
     body::Body,
     refusal::Refusal,
-    service::{self, AuditId, ResponseFuture},
+    service::{self, Caller, ResponseFuture},
     telemetry::{metrics::ClassLabels, Metrics},
 };
 
@@ -84,28 +83,18 @@ impl Service<Request<Body>> for UpstreamService {
     fn call(&mut self, mut req: Request<Body>) -> ResponseFuture {
         let this = self.clone();
         service::boxed(async move {
-            let ext = req.extensions_mut();
-            let (Some(info), Some(identity), Some(id), Some(conn)) = (
-                ext.get::<Arc<crate::k8s::request::RequestInfo>>().cloned(),
-                ext.get::<Arc<Identity>>().cloned(),
-                ext.get::<AuditId>().cloned(),
-                ext.get::<Arc<crate::server::ConnInfo>>().cloned(),
-            ) else {
+            let Some(caller) = Caller::of(&req) else {
                 tracing::error!("a request reached the upstream without its facts");
                 return Ok(Refusal::Panic.respond());
             };
+            let info = &caller.info;
             let streams = info.long_running.then(StreamGuards::default);
-            if let (Some(s), Some(held)) = (&streams, ext.remove::<HoldWhileStreaming>()) {
+            let held = req.extensions_mut().remove::<HoldWhileStreaming>();
+            if let (Some(s), Some(held)) = (&streams, held) {
                 s.hold(Box::new(held));
             }
-            let outbound = Outbound {
-                identity: &identity,
-                audit_id: &id.0,
-                peer: conn.peer.ip(),
-                trust_forwarded_for: this.trust_forwarded_for,
-                long_running: info.long_running,
-                guard: streams.clone().map(|s| Box::new(s) as Guard),
-            };
+            let guard = streams.clone().map(|s| Box::new(s) as Guard);
+            let outbound = caller.outbound(this.trust_forwarded_for, guard);
             let started = Instant::now();
             let result = forward(&this.upstream, req, outbound).await;
             this.metrics
@@ -129,32 +118,17 @@ impl Service<Request<Body>> for UpstreamService {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::{
-        config::{UpstreamConfig, UpstreamToken},
         refusal::Refused,
-        service::testing::{classified, send, text},
-        upstream::Credentials,
+        service::{
+            testing::{classified, send, text, unreachable_upstream},
+            AuditId,
+        },
     };
 
-    /// An upstream on a port nothing listens on.
     fn dead_upstream() -> UpstreamService {
-        crate::server::tls::install_crypto_provider();
-        let cfg = UpstreamConfig {
-            base: "https://127.0.0.1:9".parse().unwrap(),
-            ca: vec![],
-            tls_server_name: None,
-            client_identity: None,
-            token: UpstreamToken::None,
-            connect_timeout: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(5),
-            health_interval: Duration::from_secs(3600),
-            token_reload_interval: Duration::from_secs(3600),
-        };
-        let up = Upstream::new(&cfg, Credentials::load(&UpstreamToken::None).unwrap()).unwrap();
-        UpstreamService::new(Arc::new(up), Arc::new(Metrics::new()), false)
+        UpstreamService::new(unreachable_upstream(), Arc::new(Metrics::new()), false)
     }
 
     fn with_facts(req: Request<crate::service::testing::TestBody>) -> Request<Body> {

@@ -1,5 +1,6 @@
 //! The throwaway world `portcullis demo` runs in, also used by the integration tests: one CA,
-//! the proxy's server certificate, the proxy's own token toward the sandbox, an admin client
+//! the proxy's server certificate, the proxy's own token toward the sandbox (derived from the
+//! CA key: `proxy_token`), an admin client
 //! certificate, the generated `portcullis.yaml`, and kubeconfigs.
 //!
 //! Files written to DIR: `ca.crt`, `proxy.crt`, `proxy.key`, `proxy.token`,
@@ -57,6 +58,15 @@ pub fn random_token() -> Result<String> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
+/// The proxy's token toward a sandbox started with the same CA (`crate::start` accepts it as
+/// service account `portcullis/portcullis`): derived from the CA's private key, so it is as
+/// secret as that key and needs no side channel between `demo::write` and the sandbox.
+pub fn proxy_token(ca: &Ca) -> String {
+    let mut material = ca.cert.key_der.clone();
+    material.extend_from_slice(b"\0portcullis demo proxy token");
+    portcullis::authn::x509::fingerprint(&material)
+}
+
 /// Write every demo file for a proxy on `listen` / `admin` in front of `sandbox_url`.
 pub fn write(
     dir: &Path,
@@ -73,7 +83,7 @@ pub fn write(
     let server = ca.server_cert(&["localhost", "127.0.0.1"])?;
     put("proxy.crt", &server.cert_pem)?;
     put("proxy.key", &server.key_pem)?;
-    put("proxy.token", &random_token()?)?;
+    put("proxy.token", &proxy_token(ca))?;
 
     let admin_cert = ca.client_cert("admin", &["demo:admins"])?;
     let proxy_url = format!("https://{listen}");

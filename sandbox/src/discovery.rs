@@ -255,10 +255,109 @@ pub static RESOURCES: &[ResourceDef] = &[
         CAT_ALL,
         &[sub("status", "CronJob", GPU)],
     ),
+    def(
+        "rbac.authorization.k8s.io",
+        "roles",
+        "role",
+        "Role",
+        true,
+        &[],
+        &[],
+        &[],
+    ),
+    def(
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+        "rolebinding",
+        "RoleBinding",
+        true,
+        &[],
+        &[],
+        &[],
+    ),
+    def(
+        "rbac.authorization.k8s.io",
+        "clusterroles",
+        "clusterrole",
+        "ClusterRole",
+        false,
+        &[],
+        &[],
+        &[],
+    ),
+    def(
+        "rbac.authorization.k8s.io",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        false,
+        &[],
+        &[],
+        &[],
+    ),
+    // Served by `reviews` (create only, never stored).
+    review(
+        "authentication.k8s.io",
+        "selfsubjectreviews",
+        "SelfSubjectReview",
+        false,
+    ),
+    review(
+        "authorization.k8s.io",
+        "localsubjectaccessreviews",
+        "LocalSubjectAccessReview",
+        true,
+    ),
+    review(
+        "authorization.k8s.io",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        false,
+    ),
+    review(
+        "authorization.k8s.io",
+        "selfsubjectrulesreviews",
+        "SelfSubjectRulesReview",
+        false,
+    ),
+    review(
+        "authorization.k8s.io",
+        "subjectaccessreviews",
+        "SubjectAccessReview",
+        false,
+    ),
 ];
 
+const fn review(
+    group: &'static str,
+    plural: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+) -> ResourceDef {
+    ResourceDef {
+        verbs: &["create"],
+        // The singular is the plural without its `s`, as for these kinds upstream.
+        ..def(
+            group,
+            plural,
+            plural.split_at(plural.len() - 1).0,
+            kind,
+            namespaced,
+            &[],
+            &[],
+            &[],
+        )
+    }
+}
+
 /// Named API groups, in the order `/apis` lists them.
-const GROUPS: &[&str] = &["apps", "batch"];
+const GROUPS: &[&str] = &[
+    "apps",
+    "batch",
+    "rbac.authorization.k8s.io",
+    "authentication.k8s.io",
+    "authorization.k8s.io",
+];
 
 /// The resource `plural` of `group/version`, if served.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {

@@ -5,7 +5,9 @@
 //! The sandbox accepts: health and version endpoints, legacy and aggregated (v2) discovery,
 //! CRUD / list / watch / patch on a fixed catalogue of core, apps and batch resources, Table
 //! output for kubectl, `pods/log` (with follow) and `pods/exec` / `pods/attach` over WebSocket.
-//! Enforces no security at all and records every request (method, path, query, headers, peer)
+//! Authenticates (tokens, client certificates of its CA, anonymous), honours impersonation
+//! and authorizes every request with RBAC like kube-apiserver (`gate`, `rbac`), answers the
+//! self / subject access reviews (`reviews`), and records every request (method, path, query, headers, peer)
 //! so tests can assert what an upstream would have seen. Rejects unknown paths with the
 //! apiserver's plain-text `404 page not found`; serves just enough OpenAPI v3 for
 //! `kubectl apply`.
@@ -23,16 +25,23 @@ pub mod pki;
 mod clock;
 mod discovery;
 mod exec;
+mod expiry;
+mod gate;
+mod impersonation;
 mod logs;
 mod openapi;
 mod patch;
 mod proto;
+mod rbac;
+mod rbac_seed;
 mod rest;
+mod reviews;
 mod run;
 mod selectors;
 mod store;
 mod table;
 mod watch;
+mod writes;
 
 use std::{
     net::SocketAddr,
@@ -72,6 +81,7 @@ pub struct Sandbox {
 struct Inner {
     store: Mutex<store::Store>,
     recorded: Mutex<Vec<Recorded>>,
+    tokens: Mutex<gate::Tokens>,
 }
 
 impl Default for Sandbox {
@@ -91,8 +101,28 @@ impl Sandbox {
             inner: Arc::new(Inner {
                 store: Mutex::new(store::Store::new()),
                 recorded: Mutex::new(Vec::new()),
+                tokens: Mutex::new(gate::Tokens::from([(
+                    gate::ADMIN_TOKEN.to_string(),
+                    rbac::User::new("sandbox-admin", &[rbac::MASTERS]),
+                )])),
             }),
         }
+    }
+
+    /// Accept `token` as a bearer token for `user` in `groups` (`system:authenticated` is
+    /// added, as by the apiserver's token authenticators).
+    pub fn add_token(&self, token: &str, user: &str, groups: &[&str]) {
+        lock(&self.inner.tokens).insert(token.to_string(), rbac::User::new(user, groups));
+    }
+
+    pub(crate) fn token_user(&self, token: &str) -> Option<rbac::User> {
+        lock(&self.inner.tokens).get(token).cloned()
+    }
+
+    /// Keep only the last `events` changes per resource for watches and continue tokens
+    /// (default [`store::HISTORY`]); older resourceVersions get 410 Expired.
+    pub fn set_history_limit(&self, events: usize) {
+        self.store().set_history_limit(events);
     }
 
     pub(crate) fn store(&self) -> MutexGuard<'_, store::Store> {
@@ -122,7 +152,7 @@ impl Sandbox {
     }
 
     /// Serve one request.
-    pub async fn handle(&self, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Body> {
+    pub async fn handle(&self, mut req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Body> {
         {
             let mut recorded = lock(&self.inner.recorded);
             // Bounded so a long demo or bench cannot grow it without limit; tests clear it anyway.
@@ -146,7 +176,10 @@ impl Sandbox {
             .get("audit-id")
             .cloned()
             .or_else(|| HeaderValue::from_str(&self.store().next_uid()).ok());
-        let mut resp = self.route(req).await;
+        let mut resp = match gate::admit(self, &mut req, &conn) {
+            Ok(()) => self.route(req).await,
+            Err(refused) => refused.into_response(),
+        };
         if head {
             *resp.body_mut() = portcullis::body::empty();
         }
@@ -201,6 +234,9 @@ impl Sandbox {
         rest: &[&str],
         req: Request<Incoming>,
     ) -> Response<Body> {
+        if reviews::is_review(group) {
+            return reviews::serve(self, group, version, rest, req).await;
+        }
         let Some(target) = parse_target(group, version, rest) else {
             return not_found_page();
         };

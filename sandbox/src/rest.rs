@@ -2,13 +2,13 @@
 //! `status` and `scale` subresources. Dispatches `log`, `exec`/`attach` and watches to their
 //! own modules.
 //!
-//! Accepts JSON or YAML (`application/yaml`) bodies up to 3 MiB, `dryRun=All`,
+//! Accepts JSON or YAML (`application/yaml`) bodies up to 3 MiB, `dryRun=All` (query, or a
+//! DELETE's `DeleteOptions` body; `writes`),
 //! `labelSelector`, `fieldSelector`, `limit` + `continue`. Rejects: undecodable bodies and
 //! bad selectors (400), kind or namespace mismatches (400), unsupported patch types (415),
 //! methods a path does not serve (405), port-forward (400: not supported by the sandbox).
 
 use super::IntoResponse as _;
-use base64::Engine;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -86,7 +86,7 @@ pub fn method_not_allowed() -> Response<Body> {
     .into_response()
 }
 
-async fn read_body(
+pub(crate) async fn read_body(
     sb: &Sandbox,
     req: Request<Incoming>,
 ) -> Result<(Option<String>, bytes::Bytes), Status> {
@@ -178,10 +178,21 @@ fn dry_run(q: &Query) -> bool {
     q.get("dryRun") == Some("All")
 }
 
+/// A DELETE is a dry run if its query or its `DeleteOptions` body says so.
+async fn delete_dry_run(sb: &Sandbox, req: Request<Incoming>, q: &Query) -> Result<bool, Status> {
+    let (_, bytes) = read_body(sb, req).await?;
+    Ok(dry_run(q) || super::writes::delete_body_dry_run(&bytes)?)
+}
+
 /// Serve one resource request.
 pub async fn handle(sb: &Sandbox, req: Request<Incoming>, t: Target) -> Response<Body> {
     let q = Query::parse(req.uri().query());
     let method = req.method().clone();
+    if method != Method::GET && method != Method::HEAD {
+        if let Err(s) = super::writes::check_dry_run_query(&q) {
+            return s.into_response();
+        }
+    }
     if let Some(sub) = t.sub.as_deref() {
         if !t.def.subresources.iter().any(|s| s.name == sub) {
             return super::not_found_page();
@@ -237,7 +248,7 @@ pub async fn handle(sb: &Sandbox, req: Request<Incoming>, t: Target) -> Response
         Method::GET | Method::HEAD => list(sb, &t, &q, table::wanted(req.headers())),
         Method::POST if t.def.namespaced && t.namespace.is_none() => return method_not_allowed(),
         Method::POST => create(sb, req, &t, &q).await,
-        Method::DELETE => delete_collection(sb, &t, &q),
+        Method::DELETE => delete_collection(sb, req, &t, &q).await,
         _ => return method_not_allowed(),
     };
     result.unwrap_or_else(Status::into_response)
@@ -247,6 +258,9 @@ fn list(sb: &Sandbox, t: &Target, q: &Query, as_table: bool) -> Result<Response<
     let (l, f) = selectors(t.def, q)?;
     let (items, rv) = {
         let store = sb.store();
+        if let Err(resp) = super::expiry::check_list(&store, t.def, q) {
+            return Ok(resp);
+        }
         (store.list(t.def, t.namespace.as_deref()), store.rv())
     };
     let mut items: Vec<Value> = items
@@ -254,11 +268,7 @@ fn list(sb: &Sandbox, t: &Target, q: &Query, as_table: bool) -> Result<Response<
         .filter(|o| l.matches(o) && f.matches(o))
         .collect();
     if let Some(tok) = q.get("continue").filter(|s| !s.is_empty()) {
-        let after = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(tok)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| Status::bad_request("continue key is not valid"))?;
+        let (_, after) = super::expiry::decode_continue(tok)?;
         items.retain(|o| key_of(o) > after);
     }
     let mut meta = json!({"resourceVersion": rv.to_string()});
@@ -271,7 +281,7 @@ fn list(sb: &Sandbox, t: &Target, q: &Query, as_table: bool) -> Result<Response<
             let remaining = items.len() - limit;
             items.truncate(limit);
             let last = items.last().map(key_of).unwrap_or_default();
-            meta["continue"] = json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last));
+            meta["continue"] = json!(super::expiry::encode_continue(rv as i64, &last));
             meta["remainingItemCount"] = json!(remaining);
         }
     }
@@ -322,8 +332,14 @@ async fn create(
     ))
 }
 
-fn delete_collection(sb: &Sandbox, t: &Target, q: &Query) -> Result<Response<Body>, Status> {
+async fn delete_collection(
+    sb: &Sandbox,
+    req: Request<Incoming>,
+    t: &Target,
+    q: &Query,
+) -> Result<Response<Body>, Status> {
     let (l, f) = selectors(t.def, q)?;
+    let dry = delete_dry_run(sb, req, q).await?;
     let mut store = sb.store();
     let victims: Vec<Value> = store
         .list(t.def, t.namespace.as_deref())
@@ -334,7 +350,7 @@ fn delete_collection(sb: &Sandbox, t: &Target, q: &Query) -> Result<Response<Bod
     for v in victims {
         let ns = v["metadata"]["namespace"].as_str().map(str::to_string);
         let name = v["metadata"]["name"].as_str().unwrap_or("").to_string();
-        deleted.push(store.delete(t.def, ns.as_deref(), &name, dry_run(q))?);
+        deleted.push(store.delete(t.def, ns.as_deref(), &name, dry)?);
     }
     Ok(ok(&json!({
         "kind": format!("{}List", t.def.kind), "apiVersion": t.def.api_version(),
@@ -370,17 +386,23 @@ async fn object(sb: &Sandbox, req: Request<Incoming>, t: &Target, q: &Query) -> 
                     ));
                 }
                 check_identity(t, &mut obj)?;
-                sb.store()
+                let mut store = sb.store();
+                let current = store.get(t.def, ns, &name)?;
+                let obj = super::writes::split_status(t.def, t.sub.as_deref(), &current, obj);
+                store
                     .update(t.def, ns, &name, obj, dry_run(q))
                     .map(|o| ok(&o))
             }
             .await
         }
         Method::PATCH => patch_object(sb, req, t, q).await,
-        Method::DELETE => sb
-            .store()
-            .delete(t.def, ns, &name, dry_run(q))
-            .map(|o| ok(&o)),
+        Method::DELETE => {
+            async {
+                let dry = delete_dry_run(sb, req, q).await?;
+                sb.store().delete(t.def, ns, &name, dry).map(|o| ok(&o))
+            }
+            .await
+        }
         _ => return method_not_allowed(),
     };
     result.unwrap_or_else(Status::into_response)
@@ -431,10 +453,11 @@ async fn patch_object(
         }
         Err(e) => return Err(e),
     };
-    let mut patched = current;
+    let mut patched = current.clone();
     patch::apply(kind, &mut patched, patch_body)
         .map_err(|e| Status::failure(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", e))?;
     check_identity(t, &mut patched)?;
+    let patched = super::writes::split_status(t.def, t.sub.as_deref(), &current, patched);
     store
         .update(t.def, ns, &name, patched, dry_run(q))
         .map(|o| ok(&o))

@@ -1,7 +1,11 @@
 //! Running the sandbox on a TLS listener, and a kubeconfig that points straight at it.
 //!
-//! Accepts any (or no) client credentials: the sandbox enforces nothing. The server
-//! certificate covers `localhost` and `127.0.0.1` and is issued by the caller's CA.
+//! Authenticates like a small kube-apiserver (see `gate`): the direct kubeconfig's token is the
+//! sandbox admin (`system:masters`), the demo proxy's token ([`crate::demo::proxy_token`] of the
+//! same CA) is service account `portcullis/portcullis` (allowed to impersonate by the seeded
+//! `portcullis-impersonator` role), client certificates of the CA are their CN / O, and no
+//! credentials is `system:anonymous`. The server certificate covers `localhost` and `127.0.0.1`
+//! and is issued by the caller's CA.
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 
@@ -44,16 +48,27 @@ pub async fn start(listen: SocketAddr, ca: &Ca) -> Result<Running> {
     let cert = ca
         .server_cert(&["localhost", "127.0.0.1"])
         .context("issue sandbox server certificate")?;
+    let client_cas = tls::ClientCas {
+        cas: vec![ca.cert.cert_der.clone()],
+        ..tls::ClientCas::default()
+    };
     let config = tls::server_config(
         vec![cert.cert_der.clone()],
         cert.key(),
-        tls::ClientAuth::None,
+        tls::ClientAuth::Optional(client_cas),
     )?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("bind sandbox listener {listen}"))?;
     let addr = listener.local_addr().context("sandbox listener address")?;
     let sandbox = Sandbox::new();
+    let (ns, name) = crate::rbac_seed::PROXY_SERVICE_ACCOUNT;
+    let sa_group = format!("system:serviceaccounts:{ns}");
+    sandbox.add_token(
+        &crate::demo::proxy_token(ca),
+        &format!("system:serviceaccount:{ns}:{name}"),
+        &["system:serviceaccounts", &sa_group],
+    );
     let (trigger, signal) = shutdown::channel();
     let opts = ServeOptions {
         // Watches and `logs -f` never finish on their own; do not hold shutdown for them.

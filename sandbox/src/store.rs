@@ -38,9 +38,10 @@ pub struct Store {
     objects: BTreeMap<Key, Value>,
     rv: u64,
     seq: u64,
-    history: VecDeque<Arc<Event>>,
-    /// The resourceVersion of the newest event no longer in `history`.
-    compacted: u64,
+    /// Per resource (as the apiserver's watch cache): the last events, and the
+    /// resourceVersion of the newest event of that resource no longer kept.
+    history: BTreeMap<&'static str, (VecDeque<Arc<Event>>, u64)>,
+    history_max: usize,
     events: broadcast::Sender<Arc<Event>>,
 }
 
@@ -101,8 +102,8 @@ impl Store {
             objects: BTreeMap::new(),
             rv: 0,
             seq: 0,
-            history: VecDeque::new(),
-            compacted: 0,
+            history: BTreeMap::new(),
+            history_max: HISTORY,
             events,
         };
         let ns = super::discovery::find("", "v1", "namespaces");
@@ -111,7 +112,18 @@ impl Store {
                 let _ = s.create(def, None, json!({"metadata": {"name": name}}), false);
             }
         }
+        super::rbac_seed::seed(&mut s);
         s
+    }
+
+    /// Keep at most `events` events per resource (at least 1).
+    pub fn set_history_limit(&mut self, events: usize) {
+        self.history_max = events.max(1);
+    }
+
+    /// The resourceVersion of the newest `resource` event no longer kept (0: none dropped).
+    pub fn compacted(&self, resource: &str) -> u64 {
+        self.history.get(resource).map_or(0, |h| h.1)
     }
 
     /// The current resourceVersion.
@@ -159,10 +171,12 @@ impl Store {
             rv: self.rv,
             object: object.clone(),
         });
-        self.history.push_back(ev.clone());
-        while self.history.len() > HISTORY {
-            if let Some(old) = self.history.pop_front() {
-                self.compacted = old.rv;
+        let max = self.history_max;
+        let (kept, compacted) = self.history.entry(def.plural).or_default();
+        kept.push_back(ev.clone());
+        while kept.len() > max {
+            if let Some(old) = kept.pop_front() {
+                *compacted = old.rv;
             }
         }
         let _ = self.events.send(ev);
@@ -238,6 +252,7 @@ impl Store {
         if obj.get("spec").is_some() {
             obj["metadata"]["generation"] = json!(1);
         }
+        super::writes::on_create(def, &mut obj, rv);
         defaults(def, &mut obj, &name, rv);
         if dry_run {
             return Ok(obj);
@@ -326,6 +341,7 @@ impl Store {
                 obj["status"] = st.clone();
             }
         }
+        super::writes::on_update(def, old, &mut obj);
         defaults(def, &mut obj, name, rv);
         if dry_run {
             return Ok(obj);
@@ -373,7 +389,8 @@ impl Store {
     }
 
     /// Subscribe for events after `from` (None: synthetic ADDED for current objects first).
-    /// `Err(oldest)` when events after `from` were already dropped from history.
+    /// `Err(compacted)` when events after `from` were already dropped from history (the
+    /// apiserver's `oldest - 1`).
     pub fn watch(
         &self,
         def: &ResourceDef,
@@ -398,13 +415,12 @@ impl Store {
                     })
                 })
                 .collect(),
-            Some(rv) if rv < self.compacted => return Err(self.compacted + 1),
+            Some(rv) if rv < self.compacted(def.plural) => return Err(self.compacted(def.plural)),
             Some(rv) => self
                 .history
-                .iter()
-                .filter(|e| e.rv > rv && e.resource == def.plural)
-                .cloned()
-                .collect(),
+                .get(def.plural)
+                .map(|h| h.0.iter().filter(|e| e.rv > rv).cloned().collect())
+                .unwrap_or_default(),
         };
         Ok(WatchStart {
             initial,

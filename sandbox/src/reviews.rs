@@ -4,7 +4,8 @@
 //! SelfSubjectRulesReview (`kubectl auth can-i --list`), SubjectAccessReview and
 //! LocalSubjectAccessReview.
 //!
-//! Accepts a POST of the review object (JSON or YAML) by whoever RBAC lets create it
+//! Accepts a POST of the review object (JSON, YAML, or protobuf as kubectl sends it:
+//! `reviews_proto`) by whoever RBAC lets create it
 //! (`system:basic-user` lets everyone authenticated create the self-reviews); answers 201 with
 //! the object and its `status`. Rejects: other methods (405), a rules review without
 //! `spec.namespace` (400), an access review with neither or both attribute kinds (400),
@@ -51,7 +52,14 @@ pub async fn serve(
     let url_ns = rest.get(1).copied().unwrap_or("").to_string();
     let result = async {
         let (ct, bytes) = rest::read_body(sb, req).await?;
-        let mut obj = rest::decode(ct.as_deref(), &bytes)?;
+        let protobuf = ct
+            .as_deref()
+            .is_some_and(|c| c.starts_with("application/vnd.kubernetes.protobuf"));
+        let mut obj = if protobuf {
+            super::reviews_proto::decode(&bytes).map_err(|e| Status::unsupported_media_type(e))?
+        } else {
+            rest::decode(ct.as_deref(), &bytes)?
+        };
         if !obj.is_object() {
             return Err(Status::bad_request(
                 "the body of the request was not an object",

@@ -56,7 +56,7 @@ pub async fn serve(
             .as_deref()
             .is_some_and(|c| c.starts_with("application/vnd.kubernetes.protobuf"));
         let mut obj = if protobuf {
-            super::reviews_proto::decode(&bytes).map_err(|e| Status::unsupported_media_type(e))?
+            super::reviews_proto::decode(&bytes).map_err(Status::unsupported_media_type)?
         } else {
             rest::decode(ct.as_deref(), &bytes)?
         };

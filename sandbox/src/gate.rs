@@ -11,9 +11,9 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use cert::cert_user;
 use http::{header, HeaderMap, Request};
 use hyper::body::Incoming;
-use x509_parser_shim::cert_user;
 
 use super::{
     impersonation,
@@ -96,7 +96,7 @@ pub fn user_of<B>(req: &Request<B>) -> User {
 }
 
 /// The client-certificate user, through the proxy's own CN / O mapping.
-mod x509_parser_shim {
+mod cert {
     use rustls_pki_types::CertificateDer;
 
     use super::User;

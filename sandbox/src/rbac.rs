@@ -142,6 +142,11 @@ fn objects(store: &Store, plural: &str, ns: Option<&str>) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+fn object(store: &Store, plural: &str, ns: Option<&str>, name: &str) -> Option<Value> {
+    let def = discovery::find("rbac.authorization.k8s.io", "v1", plural)?;
+    store.get(def, ns, name).ok()
+}
+
 fn subject_matches(user: &User, s: &Value, binding_ns: &str) -> bool {
     let name = s["name"].as_str().unwrap_or("");
     match s["kind"].as_str() {
@@ -194,12 +199,10 @@ pub fn rules_for(store: &Store, user: &User, ns: &str) -> (Vec<Applied>, Vec<Str
         let rkind = b["roleRef"]["kind"].as_str().unwrap_or("");
         let rname = b["roleRef"]["name"].as_str().unwrap_or("");
         let role = match rkind {
-            "ClusterRole" => objects(store, "clusterroles", None),
-            "Role" if bkind == "RoleBinding" => objects(store, "roles", Some(bns)),
-            _ => Vec::new(),
-        }
-        .into_iter()
-        .find(|r| r["metadata"]["name"] == rname);
+            "ClusterRole" => object(store, "clusterroles", None, rname),
+            "Role" if bkind == "RoleBinding" => object(store, "roles", Some(bns), rname),
+            _ => None,
+        };
         let Some(role) = role else {
             let plural = if rkind == "Role" {
                 "role"

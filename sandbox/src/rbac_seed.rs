@@ -7,250 +7,141 @@
 //! Accepts nothing from the network; the objects are ordinary store objects, listed,
 //! changed and deleted like any other (`kubectl get clusterroles`).
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{discovery, store::Store};
 
 /// The proxy's identity toward the sandbox when it authenticates with the demo token.
 pub const PROXY_SERVICE_ACCOUNT: (&str, &str) = ("portcullis", "portcullis");
-/// The proxy's identity when it authenticates with a client certificate of this CN.
-pub const PROXY_CERT_USER: &str = "portcullis-proxy";
 
-fn cluster_role(name: &str, rules: Value) -> Value {
-    json!({"metadata": {"name": name}, "rules": rules})
-}
+/// What kube-apiserver's RBAC bootstrap creates (the part the sandbox serves). Data, in the
+/// form `kubectl get -o yaml` shows it.
+const BOOTSTRAP: &str = r#"
+- kind: ClusterRole
+  metadata: {name: cluster-admin}
+  rules:
+  - {apiGroups: ["*"], resources: ["*"], verbs: ["*"]}
+  - {nonResourceURLs: ["*"], verbs: ["*"]}
+- kind: ClusterRoleBinding
+  metadata: {name: cluster-admin}
+  roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
+  subjects: [{kind: Group, apiGroup: rbac.authorization.k8s.io, name: "system:masters"}]
+- kind: ClusterRole
+  metadata: {name: "system:discovery"}
+  rules:
+  - nonResourceURLs: [/api, /api/*, /apis, /apis/*, /healthz, /livez, /openapi, /openapi/*, /readyz, /version, /version/]
+    verbs: [get]
+- kind: ClusterRoleBinding
+  metadata: {name: "system:discovery"}
+  roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:discovery"}
+  subjects: [{kind: Group, apiGroup: rbac.authorization.k8s.io, name: "system:authenticated"}]
+- kind: ClusterRole
+  metadata: {name: "system:public-info-viewer"}
+  rules:
+  - {nonResourceURLs: [/healthz, /livez, /readyz, /version, /version/], verbs: [get]}
+- kind: ClusterRoleBinding
+  metadata: {name: "system:public-info-viewer"}
+  roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:public-info-viewer"}
+  subjects:
+  - {kind: Group, apiGroup: rbac.authorization.k8s.io, name: "system:authenticated"}
+  - {kind: Group, apiGroup: rbac.authorization.k8s.io, name: "system:unauthenticated"}
+- kind: ClusterRole
+  metadata: {name: "system:basic-user"}
+  rules:
+  - {apiGroups: [authentication.k8s.io], resources: [selfsubjectreviews], verbs: [create]}
+  - {apiGroups: [authorization.k8s.io], resources: [selfsubjectaccessreviews, selfsubjectrulesreviews], verbs: [create]}
+- kind: ClusterRoleBinding
+  metadata: {name: "system:basic-user"}
+  roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:basic-user"}
+  subjects: [{kind: Group, apiGroup: rbac.authorization.k8s.io, name: "system:authenticated"}]
+"#;
 
-fn binding(name: &str, ns: Option<&str>, role_kind: &str, role: &str, subjects: Value) -> Value {
-    let mut meta = json!({"name": name});
-    if let Some(ns) = ns {
-        meta["namespace"] = json!(ns);
-    }
-    json!({
-        "metadata": meta,
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role},
-        "subjects": subjects,
-    })
-}
-
-fn group(name: &str) -> Value {
-    json!({"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": name})
-}
-
-fn user(name: &str) -> Value {
-    json!({"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": name})
-}
-
-/// What kube-apiserver's RBAC bootstrap creates (the part the sandbox serves).
-fn bootstrap() -> Vec<(&'static str, Option<&'static str>, Value)> {
-    let public = ["/healthz", "/livez", "/readyz", "/version", "/version/"];
-    vec![
-        (
-            "clusterroles",
-            None,
-            cluster_role(
-                "cluster-admin",
-                json!([
-            {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
-            {"nonResourceURLs": ["*"], "verbs": ["*"]}]),
-            ),
-        ),
-        (
-            "clusterrolebindings",
-            None,
-            binding(
-                "cluster-admin",
-                None,
-                "ClusterRole",
-                "cluster-admin",
-                json!([group("system:masters")]),
-            ),
-        ),
-        (
-            "clusterroles",
-            None,
-            cluster_role(
-                "system:discovery",
-                json!([{"nonResourceURLs": [
-            "/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*",
-            "/readyz", "/version", "/version/"], "verbs": ["get"]}]),
-            ),
-        ),
-        (
-            "clusterrolebindings",
-            None,
-            binding(
-                "system:discovery",
-                None,
-                "ClusterRole",
-                "system:discovery",
-                json!([group("system:authenticated")]),
-            ),
-        ),
-        (
-            "clusterroles",
-            None,
-            cluster_role(
-                "system:public-info-viewer",
-                json!([{"nonResourceURLs": public, "verbs": ["get"]}]),
-            ),
-        ),
-        (
-            "clusterrolebindings",
-            None,
-            binding(
-                "system:public-info-viewer",
-                None,
-                "ClusterRole",
-                "system:public-info-viewer",
-                json!([
-                    group("system:authenticated"),
-                    group("system:unauthenticated")
-                ]),
-            ),
-        ),
-        (
-            "clusterroles",
-            None,
-            cluster_role(
-                "system:basic-user",
-                json!([
-            {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]},
-            {"apiGroups": ["authorization.k8s.io"],
-             "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]}]),
-            ),
-        ),
-        (
-            "clusterrolebindings",
-            None,
-            binding(
-                "system:basic-user",
-                None,
-                "ClusterRole",
-                "system:basic-user",
-                json!([group("system:authenticated")]),
-            ),
-        ),
-    ]
-}
-
-/// The demo's RBAC: the README's impersonator role, the demo identities' rights.
-fn demo() -> Vec<(&'static str, Option<&'static str>, Value)> {
-    let (sa_ns, sa_name) = PROXY_SERVICE_ACCOUNT;
-    let workloads =
-        json!([{"apiGroups": ["", "apps", "batch"], "resources": ["*"], "verbs": ["*"]}]);
-    vec![
-        // Exactly the README's ClusterRole (its resourceNames line is a comment there).
-        (
-            "clusterroles",
-            None,
-            cluster_role(
-                "portcullis-impersonator",
-                json!([
-            {"apiGroups": [""], "resources": ["users", "groups"], "verbs": ["impersonate"]},
-            {"apiGroups": ["authentication.k8s.io"],
-             "resources": ["userextras/portcullis.io/tenant", "userextras/portcullis.io/token-id", "uids"],
-             "verbs": ["impersonate"]}]),
-            ),
-        ),
-        (
-            "clusterrolebindings",
-            None,
-            binding(
-                "portcullis-impersonator",
-                None,
-                "ClusterRole",
-                "portcullis-impersonator",
-                json!([
-                {"kind": "ServiceAccount", "name": sa_name, "namespace": sa_ns},
-                user(PROXY_CERT_USER)]),
-            ),
-        ),
-        // The demo admins are cluster admins upstream too.
-        (
-            "clusterrolebindings",
-            None,
-            binding(
-                "demo-admins",
-                None,
-                "ClusterRole",
-                "cluster-admin",
-                json!([group("demo:admins")]),
-            ),
-        ),
-        // team-a: the core, apps and batch groups in team-a — not RBAC objects, which the
-        // proxy's tenant default ("everything in its namespaces") would allow.
-        (
-            "roles",
-            Some("team-a"),
-            json!({"metadata": {"name": "team-a-workloads", "namespace": "team-a"},
-            "rules": workloads}),
-        ),
-        (
-            "rolebindings",
-            Some("team-a"),
-            binding(
-                "team-a-workloads",
-                Some("team-a"),
-                "Role",
-                "team-a-workloads",
-                json!([group("tenant:team-a")]),
-            ),
-        ),
-        // ci: what its proxy grant names, in team-a and team-b.
-        (
-            "clusterroles",
-            None,
-            cluster_role(
-                "ci-deployer",
-                json!([
-            {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "patch"]},
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]),
-            ),
-        ),
-        (
-            "rolebindings",
-            Some("team-a"),
-            binding(
-                "ci-deployer",
-                Some("team-a"),
-                "ClusterRole",
-                "ci-deployer",
-                json!([group("ci")]),
-            ),
-        ),
-        (
-            "rolebindings",
-            Some("team-b"),
-            binding(
-                "ci-deployer",
-                Some("team-b"),
-                "ClusterRole",
-                "ci-deployer",
-                json!([group("ci")]),
-            ),
-        ),
-        // Requests without credentials straight to the sandbox are its admin's: a loopback
-        // fixture's convenience (tests post to it directly). Delete this binding to get a real
-        // cluster's anonymous (public info only).
-        (
-            "clusterrolebindings",
-            None,
-            binding(
-                "sandbox:anonymous-admin",
-                None,
-                "ClusterRole",
-                "cluster-admin",
-                json!([user("system:anonymous")]),
-            ),
-        ),
-    ]
-}
+/// The demo's RBAC. `portcullis-impersonator` is exactly the README's ClusterRole (its
+/// `resourceNames` line is a comment there), bound to the proxy's service account and to
+/// `portcullis-proxy` (a client-certificate proxy identity). team-a gets the core, apps and
+/// batch groups in team-a — not RBAC objects, which the proxy's tenant default ("everything in
+/// its namespaces") would allow. Requests without credentials straight to the sandbox are its
+/// admin's (`sandbox:anonymous-admin`): a loopback fixture's convenience, as tests post to it
+/// directly; delete the binding to get a real cluster's anonymous (public info only).
+const DEMO: &str = r#"
+- kind: ClusterRole
+  metadata: {name: portcullis-impersonator}
+  rules:
+  - apiGroups: [""]
+    resources: [users, groups]
+    verbs: [impersonate]
+  - apiGroups: [authentication.k8s.io]
+    resources: [userextras/portcullis.io/tenant, userextras/portcullis.io/token-id, uids]
+    verbs: [impersonate]
+- kind: ClusterRoleBinding
+  metadata: {name: portcullis-impersonator}
+  roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: portcullis-impersonator}
+  subjects:
+  - {kind: ServiceAccount, name: portcullis, namespace: portcullis}
+  - {kind: User, apiGroup: rbac.authorization.k8s.io, name: portcullis-proxy}
+- kind: ClusterRoleBinding
+  metadata: {name: demo-admins}
+  roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
+  subjects: [{kind: Group, apiGroup: rbac.authorization.k8s.io, name: "demo:admins"}]
+- kind: Role
+  metadata: {name: team-a-workloads, namespace: team-a}
+  rules: [{apiGroups: ["", apps, batch], resources: ["*"], verbs: ["*"]}]
+- kind: RoleBinding
+  metadata: {name: team-a-workloads, namespace: team-a}
+  roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: team-a-workloads}
+  subjects: [{kind: Group, apiGroup: rbac.authorization.k8s.io, name: "tenant:team-a"}]
+- kind: ClusterRole
+  metadata: {name: ci-deployer}
+  rules:
+  - {apiGroups: [apps], resources: [deployments], verbs: [get, list, watch, patch]}
+  - {apiGroups: [""], resources: [pods], verbs: [get, list]}
+- kind: RoleBinding
+  metadata: {name: ci-deployer, namespace: team-a}
+  roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: ci-deployer}
+  subjects: [{kind: Group, apiGroup: rbac.authorization.k8s.io, name: ci}]
+- kind: RoleBinding
+  metadata: {name: ci-deployer, namespace: team-b}
+  roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: ci-deployer}
+  subjects: [{kind: Group, apiGroup: rbac.authorization.k8s.io, name: ci}]
+- kind: ClusterRoleBinding
+  metadata: {name: "sandbox:anonymous-admin"}
+  roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
+  subjects: [{kind: User, apiGroup: rbac.authorization.k8s.io, name: "system:anonymous"}]
+"#;
 
 /// Create the bootstrap and demo RBAC objects in `store`.
 pub fn seed(store: &mut Store) {
-    for (plural, ns, obj) in bootstrap().into_iter().chain(demo()) {
-        if let Some(def) = discovery::find("rbac.authorization.k8s.io", "v1", plural) {
-            let _ = store.create(def, ns, obj, false);
+    for text in [BOOTSTRAP, DEMO] {
+        let objects: Vec<Value> = serde_saphyr::from_str(text).unwrap_or_default();
+        for obj in objects {
+            let plural = format!("{}s", obj["kind"].as_str().unwrap_or("").to_lowercase());
+            let ns = obj["metadata"]["namespace"].as_str().map(str::to_string);
+            if let Some(def) = discovery::find("rbac.authorization.k8s.io", "v1", &plural) {
+                let _ = store.create(def, ns.as_deref(), obj, false);
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_seeded_object_is_stored() {
+        let store = Store::new();
+        let count = |p: &str| {
+            let def = discovery::find("rbac.authorization.k8s.io", "v1", p).unwrap();
+            store.list(def, None).len()
+        };
+        assert_eq!(
+            (
+                count("clusterroles"),
+                count("clusterrolebindings"),
+                count("roles"),
+                count("rolebindings")
+            ),
+            (6, 7, 1, 3)
+        );
     }
 }

@@ -21,12 +21,13 @@ pub mod demo;
 pub mod pki;
 
 mod clock;
+mod controller;
 mod discovery;
 mod exec;
 mod logs;
 mod openapi;
 mod patch;
-mod proto;
+pub mod proto;
 mod rest;
 mod run;
 mod selectors;

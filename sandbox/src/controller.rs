@@ -97,13 +97,37 @@ fn template_hash(template: &Value) -> String {
     out
 }
 
-/// A template without the `pod-template-hash` label (how old ReplicaSets are compared).
+/// A template without the `pod-template-hash` label and without nulls or empty objects and
+/// lists (how old ReplicaSets are compared: Go compares the typed structs, where
+/// `"creationTimestamp": null` or `"resources": {}` equal their absence, and `rollout undo`
+/// sends exactly such a template back).
 fn bare_template(t: &Value) -> Value {
     let mut t = t.clone();
     if let Some(labels) = t["metadata"]["labels"].as_object_mut() {
         labels.remove(HASH_LABEL);
     }
+    prune(&mut t);
     t
+}
+
+fn prune(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.values_mut().for_each(prune);
+            m.retain(|_, v| !is_empty(v));
+        }
+        Value::Array(a) => a.iter_mut().for_each(prune),
+        _ => {}
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
 }
 
 fn revision(o: &Value) -> i64 {
@@ -367,6 +391,9 @@ mod tests {
         // Back to the first template (what `rollout undo` patches): the old RS is revision 3.
         let mut d3 = d.clone();
         d3["spec"]["template"] = deploy("nginx:1", 3)["spec"]["template"].clone();
+        // As kubectl sends it back: Go's zero values written out.
+        d3["spec"]["template"]["metadata"]["creationTimestamp"] = Value::Null;
+        d3["spec"]["template"]["spec"]["containers"][0]["resources"] = json!({});
         s.update(dd, Some("default"), "web", d3, false).unwrap();
         let rss = s.list(find_any("replicasets"), Some("default"));
         assert_eq!(rss.len(), 2);

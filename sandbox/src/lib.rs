@@ -27,6 +27,7 @@ mod exec;
 mod logs;
 mod openapi;
 mod patch;
+mod podfs;
 pub mod proto;
 mod rest;
 mod run;
@@ -72,6 +73,7 @@ pub struct Sandbox {
 
 struct Inner {
     store: Mutex<store::Store>,
+    files: podfs::PodFiles,
     recorded: Mutex<Vec<Recorded>>,
 }
 
@@ -91,6 +93,7 @@ impl Sandbox {
         Sandbox {
             inner: Arc::new(Inner {
                 store: Mutex::new(store::Store::new()),
+                files: podfs::PodFiles::default(),
                 recorded: Mutex::new(Vec::new()),
             }),
         }
@@ -98,6 +101,11 @@ impl Sandbox {
 
     pub(crate) fn store(&self) -> MutexGuard<'_, store::Store> {
         lock(&self.inner.store)
+    }
+
+    /// The pods' in-memory files (`kubectl cp`).
+    pub(crate) fn pod_files(&self) -> podfs::PodFiles {
+        self.inner.files.clone()
     }
 
     /// Every request received so far, in arrival order.

@@ -40,7 +40,8 @@ pub fn done<M: prost::Message + Default + PartialEq>(
     what: &str,
     m: Map<String, Value>,
 ) -> R<Value> {
-    if rest != M::default() {
+    // Go encodes every non-pointer field, zero or not: zeros left over mean "unset".
+    if rest != M::default() && !all_zero(&rest.encode_to_vec(), 0) {
         return Err(format!(
             "the sandbox cannot convert every field of this protobuf {what}; send application/json"
         ));
@@ -48,9 +49,44 @@ pub fn done<M: prost::Message + Default + PartialEq>(
     Ok(Value::Object(m))
 }
 
-/// A scalar as is (pointers and non-pointers alike: `false` / `0` mean the same as absent).
+/// Whether an encoded message holds only zero values (0, empty strings, messages of zeros).
+fn all_zero(mut buf: &[u8], depth: u8) -> bool {
+    use prost::encoding::{decode_key, decode_varint, WireType};
+    if depth > 32 {
+        return false;
+    }
+    while !buf.is_empty() {
+        let Ok((_, wire)) = decode_key(&mut buf) else {
+            return false;
+        };
+        let zero = match wire {
+            WireType::Varint => decode_varint(&mut buf).is_ok_and(|v| v == 0),
+            WireType::LengthDelimited => match decode_varint(&mut buf) {
+                Ok(n) if usize::try_from(n).is_ok_and(|n| n <= buf.len()) => {
+                    let (inner, rest) = buf.split_at(n as usize);
+                    buf = rest;
+                    inner.is_empty() || all_zero(inner, depth + 1)
+                }
+                _ => false,
+            },
+            _ => false,
+        };
+        if !zero {
+            return false;
+        }
+    }
+    true
+}
+
+/// A scalar behind a Go pointer (`*int32`, `*bool`): encoded only when set, so a zero is
+/// meaningful (`replicas: 0`) and kept.
 pub fn scalar<T: Into<Value>>(v: Option<T>) -> R<Option<Value>> {
     Ok(v.map(Into::into))
+}
+
+/// A Go non-pointer scalar: always encoded, and its zero is what the JSON form omits.
+pub fn value<T: Into<Value> + Default + PartialEq>(v: Option<T>) -> R<Option<Value>> {
+    Ok(v.filter(|v| *v != T::default()).map(Into::into))
 }
 
 /// A string; Go encodes non-pointer strings even when empty, JSON omits them.
@@ -132,7 +168,7 @@ pub fn object_meta(mut o: ObjectMeta) -> R<Value> {
         "name" => name: string, "generateName" => generate_name: string,
         "namespace" => namespace: string, "selfLink" => self_link: server_set,
         "uid" => uid: string, "resourceVersion" => resource_version: string,
-        "generation" => generation: scalar, "creationTimestamp" => creation_timestamp: server_set,
+        "generation" => generation: value, "creationTimestamp" => creation_timestamp: server_set,
         "deletionTimestamp" => deletion_timestamp: server_set,
         "deletionGracePeriodSeconds" => deletion_grace_period_seconds: scalar,
         "labels" => labels: str_map, "annotations" => annotations: str_map,

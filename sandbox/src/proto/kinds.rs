@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::conv::{
     bytes_map, done, fields, int_or_string, label_selector, list, msg, object_meta, scalar,
-    server_set, str_map, string, strings, R,
+    server_set, str_map, string, strings, value, R,
 };
 use super::pod::{local_ref, pod, template};
 
@@ -49,8 +49,8 @@ fn deployment_spec(mut o: apps::DeploymentSpec) -> R<Value> {
     let m = fields!(o;
         "replicas" => replicas: scalar, "selector" => selector: msg(label_selector),
         "template" => template: msg(template), "strategy" => strategy: msg(strategy),
-        "minReadySeconds" => min_ready_seconds: scalar,
-        "revisionHistoryLimit" => revision_history_limit: scalar, "paused" => paused: scalar,
+        "minReadySeconds" => min_ready_seconds: value,
+        "revisionHistoryLimit" => revision_history_limit: scalar, "paused" => paused: value,
         "progressDeadlineSeconds" => progress_deadline_seconds: scalar,
     );
     done(o, "DeploymentSpec", m)
@@ -78,7 +78,7 @@ fn replicaset(mut o: apps::ReplicaSet) -> R<Value> {
 
 fn replicaset_spec(mut o: apps::ReplicaSetSpec) -> R<Value> {
     let m = fields!(o;
-        "replicas" => replicas: scalar, "minReadySeconds" => min_ready_seconds: scalar,
+        "replicas" => replicas: scalar, "minReadySeconds" => min_ready_seconds: value,
         "selector" => selector: msg(label_selector), "template" => template: msg(template),
     );
     done(o, "ReplicaSetSpec", m)
@@ -98,7 +98,7 @@ fn statefulset_spec(mut o: apps::StatefulSetSpec) -> R<Value> {
         "template" => template: msg(template), "serviceName" => service_name: string,
         "podManagementPolicy" => pod_management_policy: string,
         "revisionHistoryLimit" => revision_history_limit: scalar,
-        "minReadySeconds" => min_ready_seconds: scalar,
+        "minReadySeconds" => min_ready_seconds: value,
     );
     done(o, "StatefulSetSpec", m)
 }
@@ -114,7 +114,7 @@ fn daemonset(mut o: apps::DaemonSet) -> R<Value> {
 fn daemonset_spec(mut o: apps::DaemonSetSpec) -> R<Value> {
     let m = fields!(o;
         "selector" => selector: msg(label_selector), "template" => template: msg(template),
-        "minReadySeconds" => min_ready_seconds: scalar,
+        "minReadySeconds" => min_ready_seconds: value,
         "revisionHistoryLimit" => revision_history_limit: scalar,
     );
     done(o, "DaemonSetSpec", m)
@@ -203,7 +203,7 @@ fn service_spec(mut o: core::ServiceSpec) -> R<Value> {
         "sessionAffinity" => session_affinity: string,
         "externalName" => external_name: string,
         "externalTrafficPolicy" => external_traffic_policy: string,
-        "publishNotReadyAddresses" => publish_not_ready_addresses: scalar,
+        "publishNotReadyAddresses" => publish_not_ready_addresses: value,
         "ipFamilies" => ip_families: strings, "ipFamilyPolicy" => ip_family_policy: string,
         "internalTrafficPolicy" => internal_traffic_policy: string,
     );
@@ -214,7 +214,7 @@ fn service_port(mut o: core::ServicePort) -> R<Value> {
     let m = fields!(o;
         "name" => name: string, "protocol" => protocol: string,
         "appProtocol" => app_protocol: string, "port" => port: scalar,
-        "targetPort" => target_port: int_or_string, "nodePort" => node_port: scalar,
+        "targetPort" => target_port: int_or_string, "nodePort" => node_port: value,
     );
     done(o, "ServicePort", m)
 }

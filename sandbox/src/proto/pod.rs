@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::conv::{
     done, fields, inline_name, ints, list, msg, object_meta, quantity, quantity_map, scalar,
-    server_set, str_map, string, strings, R,
+    server_set, str_map, string, strings, value, R,
 };
 
 pub fn template(mut o: core::PodTemplateSpec) -> R<Value> {
@@ -36,8 +36,8 @@ pub fn pod_spec(mut o: core::PodSpec) -> R<Value> {
         "serviceAccountName" => service_account_name: string,
         "serviceAccount" => service_account: string,
         "automountServiceAccountToken" => automount_service_account_token: scalar,
-        "nodeName" => node_name: string, "hostNetwork" => host_network: scalar,
-        "hostPID" => host_pid: scalar, "hostIPC" => host_ipc: scalar,
+        "nodeName" => node_name: string, "hostNetwork" => host_network: value,
+        "hostPID" => host_pid: value, "hostIPC" => host_ipc: value,
         "shareProcessNamespace" => share_process_namespace: scalar,
         "securityContext" => security_context: msg(pod_security_context),
         "imagePullSecrets" => image_pull_secrets: list(local_ref),
@@ -65,14 +65,14 @@ fn container(mut o: core::Container) -> R<Value> {
         "terminationMessagePolicy" => termination_message_policy: string,
         "imagePullPolicy" => image_pull_policy: string,
         "securityContext" => security_context: msg(security_context),
-        "stdin" => stdin: scalar, "stdinOnce" => stdin_once: scalar, "tty" => tty: scalar,
+        "stdin" => stdin: value, "stdinOnce" => stdin_once: value, "tty" => tty: value,
     );
     done(o, "Container", m)
 }
 
 fn container_port(mut o: core::ContainerPort) -> R<Value> {
     let m = fields!(o;
-        "name" => name: string, "hostPort" => host_port: scalar,
+        "name" => name: string, "hostPort" => host_port: value,
         "containerPort" => container_port: scalar, "protocol" => protocol: string,
         "hostIP" => host_ip: string,
     );
@@ -143,7 +143,7 @@ fn secret_env(mut o: core::SecretEnvSource) -> R<Value> {
 
 fn volume_mount(mut o: core::VolumeMount) -> R<Value> {
     let m = fields!(o;
-        "name" => name: string, "readOnly" => read_only: scalar,
+        "name" => name: string, "readOnly" => read_only: value,
         "recursiveReadOnly" => recursive_read_only: string, "mountPath" => mount_path: string,
         "subPath" => sub_path: string, "mountPropagation" => mount_propagation: string,
         "subPathExpr" => sub_path_expr: string,
@@ -199,7 +199,7 @@ fn cm_volume(mut o: core::ConfigMapVolumeSource) -> R<Value> {
 }
 
 fn pvc_volume(mut o: core::PersistentVolumeClaimVolumeSource) -> R<Value> {
-    let m = fields!(o; "claimName" => claim_name: string, "readOnly" => read_only: scalar);
+    let m = fields!(o; "claimName" => claim_name: string, "readOnly" => read_only: value);
     done(o, "PersistentVolumeClaimVolumeSource", m)
 }
 

@@ -161,7 +161,10 @@ fn cronjob_and_secret() {
 fn refuses_what_it_cannot_carry_over() {
     // A liveness probe is not converted: refused, never dropped.
     let mut c = container("nginx");
-    c.liveness_probe = Some(core::Probe::default());
+    c.liveness_probe = Some(core::Probe {
+        period_seconds: Some(5),
+        ..Default::default()
+    });
     let pod = core::Pod {
         metadata: meta("p"),
         spec: Some(core::PodSpec {
@@ -204,4 +207,44 @@ fn last_singular_field_wins() {
     let o = decode(&envelope("v1", "ConfigMap", raw)).unwrap().object;
     // Embedded messages merge; the scalar name inside takes the last value.
     assert_eq!(o["metadata"]["name"], "second");
+}
+
+/// Go writes every non-pointer field, zeros included; the JSON form omits them, and fields
+/// left at zero that the conversion does not know are not a reason to refuse.
+#[test]
+fn go_zero_values_are_absent() {
+    let mut c = container("nginx");
+    c.stdin = Some(false);
+    let svc = core::Service {
+        metadata: Some(ObjectMeta {
+            generation: Some(0),
+            ..meta("s").unwrap_or_default()
+        }),
+        spec: Some(core::ServiceSpec {
+            health_check_node_port: Some(0),
+            load_balancer_ip: Some(String::new()),
+            session_affinity_config: None,
+            ..Default::default()
+        }),
+        status: Some(core::ServiceStatus::default()),
+    };
+    let o = decode(&envelope("v1", "Service", svc.encode_to_vec()))
+        .unwrap()
+        .object;
+    assert!(o["metadata"].get("generation").is_none());
+    assert_eq!(o["spec"], json!({}));
+    let mut pod = core::Pod {
+        metadata: meta("p"),
+        ..Default::default()
+    };
+    pod.spec = Some(core::PodSpec {
+        containers: vec![c],
+        host_network: Some(false),
+        ..Default::default()
+    });
+    let o = decode(&envelope("v1", "Pod", pod.encode_to_vec()))
+        .unwrap()
+        .object;
+    assert!(o["spec"].get("hostNetwork").is_none());
+    assert!(o["spec"]["containers"][0].get("stdin").is_none());
 }

@@ -43,8 +43,14 @@ impl Kubectl {
 
 /// The same tour, whichever way kubectl reaches the sandbox.
 async fn deployment_tour(k: &Kubectl) {
-    k.ok(&["create", "deployment", "web", "--image=nginx", "--replicas=2"])
-        .await;
+    k.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx",
+        "--replicas=2",
+    ])
+    .await;
     let out = k
         .ok(&["rollout", "status", "deployment/web", "--timeout=20s"])
         .await;
@@ -58,7 +64,10 @@ async fn deployment_tour(k: &Kubectl) {
     .await;
     let d = k.json(&["get", "deployment", "web"]).await;
     assert_eq!(d["status"]["readyReplicas"], 2);
-    assert_eq!(d["status"]["observedGeneration"], d["metadata"]["generation"]);
+    assert_eq!(
+        d["status"]["observedGeneration"],
+        d["metadata"]["generation"]
+    );
     let pods = k.json(&["get", "pods", "-l", "app=web"]).await;
     assert_eq!(pods["items"].as_array().unwrap().len(), 2);
     assert_eq!(
@@ -101,8 +110,16 @@ async fn deployment_tour(k: &Kubectl) {
     let rs = k.json(&["get", "replicasets", "-l", "app=web"]).await;
     assert_eq!(revisions(&rs), [("2".into(), 0), ("3".into(), 3)]);
 
-    k.ok(&["create", "job", "once", "--image=busybox", "--", "echo", "hi"])
-        .await;
+    k.ok(&[
+        "create",
+        "job",
+        "once",
+        "--image=busybox",
+        "--",
+        "echo",
+        "hi",
+    ])
+    .await;
     k.ok(&[
         "create",
         "cronjob",

@@ -36,6 +36,9 @@ use portcullis::{body::Body, k8s::Status};
 
 const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
+/// How long a command without stdin waits before its output (see `run`).
+const FIRST_OUTPUT_DELAY: Duration = Duration::from_millis(100);
+
 fn header_has(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     h.get_all(name)
         .iter()
@@ -296,7 +299,13 @@ where
             stdout,
             stderr,
             code,
-        } => (stdout, stderr, code),
+        } => {
+            // client-go creates its stdout/stderr streams only after the upgrade, concurrently
+            // with reading, and discards frames for a stream it has not created yet ("Unknown
+            // stream id"); a real process starts later than that, so answer no sooner.
+            tokio::time::sleep(FIRST_OUTPUT_DELAY).await;
+            (stdout, stderr, code)
+        }
         Program::Cat => match read_stdin(&mut ws, v5, true).await {
             Some(_) => (Vec::new(), String::new(), 0),
             None => return,

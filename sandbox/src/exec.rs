@@ -3,8 +3,9 @@
 //! Accepts a `GET` with `Connection: Upgrade`, `Upgrade: websocket` and a
 //! `Sec-WebSocket-Protocol` offering v5 or v4; answers 101 and speaks the channel protocol
 //! (first byte: 0 stdin, 1 stdout, 2 stderr, 3 error/status, 4 resize, 255 close in v5).
-//! Commands: `echo ARGS...`, `cat`, `env`, `true`, `false`, `sh -c "exit N"`; anything else
-//! exits 127. `attach` copies stdin to stdout (or prints one line without stdin).
+//! Commands: `echo ARGS...`, `cat`, `env`, `true`, `false`, `sh -c "exit N"`, and what
+//! `kubectl cp` runs on the pod's in-memory files (`tar cf - SRC`, `tar -xmf - [-C DIR]`,
+//! `test -d PATH`; see `podfs.rs`); anything else exits 127. `attach` copies stdin to stdout (or prints one line without stdin).
 //! Rejects: SPDY upgrades (400, not supported here), non-upgrade requests (400), no common
 //! subprotocol (400), unknown pod (404), unknown container (400), exec without a command (400).
 
@@ -25,10 +26,18 @@ use tokio_tungstenite::{
     WebSocketStream,
 };
 
-use super::{discovery, rest::Query, Sandbox};
+use super::{
+    discovery,
+    podfs::{self, PodFiles},
+    rest::Query,
+    Sandbox,
+};
 use portcullis::{body::Body, k8s::Status};
 
 const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
+
+/// How long a command without stdin waits before its output (see `run`).
+const FIRST_OUTPUT_DELAY: Duration = Duration::from_millis(100);
 
 fn header_has(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     h.get_all(name)
@@ -39,19 +48,53 @@ fn header_has(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
 }
 
 /// What to run once upgraded.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum Program {
     Output {
-        stdout: String,
+        stdout: Vec<u8>,
         stderr: String,
         code: i32,
     },
     Cat,
+    /// `tar -xmf - -C DIR`: read stdin to its end, then unpack into the pod's files.
+    Untar {
+        files: PodFiles,
+        uid: String,
+        pod: String,
+        dir: String,
+    },
 }
 
-fn program(sub: &str, cmd: &[String], pod: &str, container: &str, stdin: bool) -> Program {
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Program::Output { code, .. } => write!(f, "Output(exit {code})"),
+            Program::Cat => write!(f, "Cat"),
+            Program::Untar { dir, .. } => write!(f, "Untar({dir})"),
+        }
+    }
+}
+
+/// The pod a command runs in.
+struct Ctx<'a> {
+    pod: &'a str,
+    uid: &'a str,
+    container: &'a str,
+    files: &'a PodFiles,
+}
+
+fn from_run(r: podfs::Run) -> Program {
+    Program::Output {
+        stdout: r.stdout,
+        stderr: r.stderr,
+        code: r.code,
+    }
+}
+
+fn program(sub: &str, cmd: &[String], ctx: &Ctx<'_>, stdin: bool) -> Program {
+    let (pod, container) = (ctx.pod, ctx.container);
     let out = |s: String, code| Program::Output {
-        stdout: s,
+        stdout: s.into_bytes(),
         stderr: String::new(),
         code,
     };
@@ -70,6 +113,17 @@ fn program(sub: &str, cmd: &[String], pod: &str, container: &str, stdin: bool) -
             format!("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\nHOSTNAME={pod}\nHOME=/root\nSANDBOX_CONTAINER={container}\n"),
             0,
         ),
+        ["tar", "cf", "-", src] => from_run(ctx.files.tar_create(ctx.uid, pod, src)),
+        ["tar", "-xmf" | "xmf", "-", rest @ ..] => match rest {
+            [] | ["-C", _] => Program::Untar {
+                files: ctx.files.clone(),
+                uid: ctx.uid.to_string(),
+                pod: pod.to_string(),
+                dir: rest.get(1).copied().unwrap_or("/").to_string(),
+            },
+            _ => unknown("tar"),
+        },
+        ["test", "-d", path] => out(String::new(), ctx.files.test_dir(ctx.uid, pod, path)),
         ["true"] => out(String::new(), 0),
         ["false"] => out(String::new(), 1),
         ["sh" | "/bin/sh", "-c", script] => match script.trim().strip_prefix("exit") {
@@ -87,7 +141,7 @@ fn program(sub: &str, cmd: &[String], pod: &str, container: &str, stdin: bool) -
 
 fn unknown(cmd: &str) -> Program {
     Program::Output {
-        stdout: String::new(),
+        stdout: Vec::new(),
         stderr: format!("sandbox: {cmd}: command not found\n"),
         code: 127,
     }
@@ -171,7 +225,13 @@ pub fn serve(
     if sub == "exec" && cmd.is_empty() {
         return Status::bad_request("you must specify at least 1 command").into_response();
     }
-    let prog = program(sub, &cmd, pod, &container, q.flag("stdin"));
+    let ctx = Ctx {
+        pod,
+        uid: obj["metadata"]["uid"].as_str().unwrap_or(""),
+        container: &container,
+        files: &sb.pod_files(),
+    };
+    let prog = program(sub, &cmd, &ctx, q.flag("stdin"));
     let v5 = proto.starts_with("v5");
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
@@ -207,44 +267,68 @@ fn frame(channel: u8, data: &[u8]) -> Message {
     Message::binary(v)
 }
 
+/// Read stdin frames until the v5 close signal; echo them to stdout (`cat`) or keep them
+/// (up to the pod tree's limit). `None` when the client went away first.
+async fn read_stdin<S>(ws: &mut WebSocketStream<S>, v5: bool, echo: bool) -> Option<Vec<u8>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut kept = Vec::new();
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(data))) => match data.first() {
+                Some(0) if data.len() > 1 && echo => {
+                    ws.send(frame(1, &data[1..])).await.ok()?;
+                }
+                Some(0) if kept.len() <= podfs::MAX_BYTES => kept.extend_from_slice(&data[1..]),
+                Some(255) if v5 && data.get(1) == Some(&0) => return Some(kept),
+                _ => {}
+            },
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
 async fn run<S>(mut ws: WebSocketStream<S>, prog: Program, v5: bool)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let code = match prog {
+    let (stdout, stderr, code) = match prog {
         Program::Output {
             stdout,
             stderr,
             code,
         } => {
-            if !stdout.is_empty() && ws.send(frame(1, stdout.as_bytes())).await.is_err() {
-                return;
-            }
-            if !stderr.is_empty() && ws.send(frame(2, stderr.as_bytes())).await.is_err() {
-                return;
-            }
-            code
+            // client-go creates its stdout/stderr streams only after the upgrade, concurrently
+            // with reading, and discards frames for a stream it has not created yet ("Unknown
+            // stream id"); a real process starts later than that, so answer no sooner.
+            tokio::time::sleep(FIRST_OUTPUT_DELAY).await;
+            (stdout, stderr, code)
         }
-        Program::Cat => {
-            loop {
-                match ws.next().await {
-                    Some(Ok(Message::Binary(data))) => match data.first() {
-                        Some(0) if data.len() > 1 => {
-                            let echoed = ws.send(frame(1, &data[1..])).await;
-                            if echoed.is_err() {
-                                return;
-                            }
-                        }
-                        Some(255) if v5 && data.get(1) == Some(&0) => break,
-                        _ => {}
-                    },
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                    Some(Ok(_)) => {}
-                }
+        Program::Cat => match read_stdin(&mut ws, v5, true).await {
+            Some(_) => (Vec::new(), String::new(), 0),
+            None => return,
+        },
+        Program::Untar {
+            files,
+            uid,
+            pod,
+            dir,
+        } => match read_stdin(&mut ws, v5, false).await {
+            Some(input) => {
+                let r = files.tar_extract(&uid, &pod, &dir, &input);
+                (r.stdout, r.stderr, r.code)
             }
-            0
-        }
+            None => return,
+        },
     };
+    if !stdout.is_empty() && ws.send(frame(1, &stdout)).await.is_err() {
+        return;
+    }
+    if !stderr.is_empty() && ws.send(frame(2, stderr.as_bytes())).await.is_err() {
+        return;
+    }
     if ws.send(frame(3, &exit_status(code))).await.is_err() {
         return;
     }
@@ -265,20 +349,66 @@ where
 mod tests {
     use super::*;
 
-    #[test]
-    fn commands() {
+    fn ctx() -> Ctx<'static> {
+        static FILES: std::sync::OnceLock<PodFiles> = std::sync::OnceLock::new();
+        Ctx {
+            pod: "p",
+            uid: "u",
+            container: "c",
+            files: FILES.get_or_init(PodFiles::default),
+        }
+    }
+
+    /// What `kubectl cp` runs: `test -d`, `tar -xmf - -C DIR` fed over stdin, `tar cf -`.
+    #[tokio::test]
+    async fn tar_round_trip_over_channels() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        match program("exec", &s(&["echo", "hi", "there"]), "p", "c", false) {
-            Program::Output { stdout, code, .. } => {
-                assert_eq!((stdout.as_str(), code), ("hi there\n", 0))
+        let c = ctx();
+        let out = match program("exec", &s(&["tar", "cf", "-", "/etc"]), &c, false) {
+            Program::Output {
+                stdout, code: 0, ..
+            } => stdout,
+            p => panic!("{p:?}"),
+        };
+        let (server, mut client) = pair().await;
+        let untar = program("exec", &s(&["tar", "-xmf", "-", "-C", "/tmp"]), &c, true);
+        tokio::spawn(run(server, untar, true));
+        client
+            .send(Message::binary([&[0u8][..], &out].concat()))
+            .await
+            .unwrap();
+        client.send(Message::binary(vec![255u8, 0])).await.unwrap();
+        let got = frames(&mut client).await;
+        assert_eq!(
+            got[0],
+            (3, br#"{"metadata":{},"status":"Success"}"#.to_vec())
+        );
+        match program("exec", &s(&["test", "-d", "/tmp/etc"]), &c, false) {
+            Program::Output { code, .. } => assert_eq!(code, 0),
+            p => panic!("{p:?}"),
+        }
+        match program("exec", &s(&["tar", "cf", "-", "/missing"]), &c, false) {
+            Program::Output { code, stderr, .. } => {
+                assert!(code == 2 && stderr.contains("Cannot stat"), "{stderr}")
             }
             p => panic!("{p:?}"),
         }
-        match program("exec", &s(&["sh", "-c", "exit 3"]), "p", "c", false) {
+    }
+
+    #[test]
+    fn commands() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        match program("exec", &s(&["echo", "hi", "there"]), &ctx(), false) {
+            Program::Output { stdout, code, .. } => {
+                assert_eq!((stdout.as_slice(), code), (&b"hi there\n"[..], 0))
+            }
+            p => panic!("{p:?}"),
+        }
+        match program("exec", &s(&["sh", "-c", "exit 3"]), &ctx(), false) {
             Program::Output { code, .. } => assert_eq!(code, 3),
             p => panic!("{p:?}"),
         }
-        match program("exec", &s(&["nope"]), "p", "c", false) {
+        match program("exec", &s(&["nope"]), &ctx(), false) {
             Program::Output { code, stderr, .. } => assert!(code == 127 && stderr.contains("nope")),
             p => panic!("{p:?}"),
         }
@@ -316,7 +446,7 @@ mod tests {
     #[tokio::test]
     async fn echo_over_channels() {
         let (server, mut client) = pair().await;
-        let prog = program("exec", &["echo".into(), "hi".into()], "p", "c", false);
+        let prog = program("exec", &["echo".into(), "hi".into()], &ctx(), false);
         tokio::spawn(run(server, prog, true));
         let got = frames(&mut client).await;
         assert_eq!(got[0], (1, b"hi\n".to_vec()));
@@ -343,7 +473,7 @@ mod tests {
     #[tokio::test]
     async fn failure_status_on_error_channel() {
         let (server, mut client) = pair().await;
-        let prog = program("exec", &["false".into()], "p", "c", false);
+        let prog = program("exec", &["false".into()], &ctx(), false);
         tokio::spawn(run(server, prog, false));
         let got = frames(&mut client).await;
         let st: serde_json::Value = serde_json::from_slice(&got[0].1).unwrap();

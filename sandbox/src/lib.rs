@@ -23,6 +23,7 @@ pub mod demo;
 pub mod pki;
 
 mod clock;
+mod controller;
 mod discovery;
 mod exec;
 mod expiry;
@@ -31,7 +32,8 @@ mod impersonation;
 mod logs;
 mod openapi;
 mod patch;
-mod proto;
+mod podfs;
+pub mod proto;
 mod rbac;
 mod rbac_seed;
 mod rest;
@@ -81,6 +83,7 @@ pub struct Sandbox {
 
 struct Inner {
     store: Mutex<store::Store>,
+    files: podfs::PodFiles,
     recorded: Mutex<Vec<Recorded>>,
     tokens: Mutex<gate::Tokens>,
 }
@@ -101,6 +104,7 @@ impl Sandbox {
         Sandbox {
             inner: Arc::new(Inner {
                 store: Mutex::new(store::Store::new()),
+                files: podfs::PodFiles::default(),
                 recorded: Mutex::new(Vec::new()),
                 tokens: Mutex::new(gate::Tokens::from([(
                     gate::ADMIN_TOKEN.to_string(),
@@ -128,6 +132,11 @@ impl Sandbox {
 
     pub(crate) fn store(&self) -> MutexGuard<'_, store::Store> {
         lock(&self.inner.store)
+    }
+
+    /// The pods' in-memory files (`kubectl cp`).
+    pub(crate) fn pod_files(&self) -> podfs::PodFiles {
+        self.inner.files.clone()
     }
 
     /// Every request received so far, in arrival order.

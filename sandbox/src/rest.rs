@@ -115,8 +115,8 @@ pub(crate) async fn read_body(
 
 /// Decode a JSON or YAML body.
 pub fn decode(ct: Option<&str>, bytes: &[u8]) -> Result<Value, Status> {
-    if ct.is_some_and(|c| c.starts_with("application/vnd.kubernetes.protobuf")) {
-        return super::proto::decode(bytes).map_err(|e| {
+    if ct.is_some_and(|c| c.starts_with(super::proto::MEDIA_TYPE)) {
+        return super::proto::decode(bytes).map(|d| d.object).map_err(|e| {
             Status::failure(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "UnsupportedMediaType",

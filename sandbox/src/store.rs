@@ -260,6 +260,7 @@ impl Store {
         self.rv = rv;
         self.objects.insert(key, obj.clone());
         self.emit("ADDED", def, &ns, &obj);
+        super::controller::after_write(self, def.kind, &obj);
         Ok(obj)
     }
 
@@ -349,6 +350,7 @@ impl Store {
         self.rv = rv;
         self.objects.insert(key.clone(), obj.clone());
         self.emit("MODIFIED", def, &key.1, &obj);
+        super::controller::after_write(self, def.kind, &obj);
         Ok(obj)
     }
 
@@ -385,6 +387,7 @@ impl Store {
         let mut obj = obj;
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         self.emit("DELETED", def, &key.1, &obj);
+        super::controller::after_delete(self, &obj);
         Ok(obj)
     }
 
@@ -430,8 +433,8 @@ impl Store {
     }
 }
 
-/// Fill in what controllers and kubelets would: running pods, ready deployments, active
-/// namespaces.
+/// Fill in what kubelets and controllers would: running pods, ready statefulsets, active
+/// namespaces (Deployments and ReplicaSets: see controller.rs).
 fn defaults(def: &ResourceDef, obj: &mut Value, name: &str, rv: u64) {
     match def.kind {
         "Namespace" => {
@@ -478,6 +481,9 @@ fn defaults(def: &ResourceDef, obj: &mut Value, name: &str, rv: u64) {
             let n = obj["spec"]["replicas"].as_i64().unwrap_or(1);
             if obj["spec"]["replicas"].is_null() && obj["spec"].is_object() {
                 obj["spec"]["replicas"] = json!(1);
+            }
+            if def.kind != "StatefulSet" {
+                return; // status: the controller's (controller.rs)
             }
             obj["status"] = json!({
                 "observedGeneration": obj["metadata"]["generation"], "replicas": n,

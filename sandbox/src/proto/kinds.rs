@@ -1,0 +1,242 @@
+//! The top-level kinds from protobuf: apps (Deployment, ReplicaSet, StatefulSet, DaemonSet),
+//! batch (Job, CronJob) and core (Pod, ConfigMap, Secret, Service, Namespace, ServiceAccount).
+//! `status` is read and not kept (the apiserver resets it on create; the status subresource
+//! is written as JSON by every client here).
+
+use k8s_pb::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core};
+use prost::Message;
+use serde_json::Value;
+
+use super::conv::{
+    bytes_map, done, fields, int_or_string, label_selector, list, msg, object_meta, scalar,
+    server_set, str_map, string, strings, value, R,
+};
+use super::pod::{local_ref, pod, template};
+
+/// Decode `raw` as the message of `group/version` `kind`, into its JSON form (without
+/// apiVersion / kind). `None` when the kind is not one the sandbox converts.
+pub fn decode(api_version: &str, kind: &str, raw: &[u8]) -> Option<R<Value>> {
+    fn run<M: Message + Default>(raw: &[u8], f: fn(M) -> R<Value>) -> R<Value> {
+        let m = M::decode(raw).map_err(|e| format!("malformed protobuf: {e}"))?;
+        f(m)
+    }
+    Some(match (api_version, kind) {
+        ("apps/v1", "Deployment") => run(raw, deployment),
+        ("apps/v1", "ReplicaSet") => run(raw, replicaset),
+        ("apps/v1", "StatefulSet") => run(raw, statefulset),
+        ("apps/v1", "DaemonSet") => run(raw, daemonset),
+        ("batch/v1", "Job") => run(raw, job),
+        ("batch/v1", "CronJob") => run(raw, cronjob),
+        ("v1", "Pod") => run(raw, pod),
+        ("v1", "ConfigMap") => run(raw, configmap),
+        ("v1", "Secret") => run(raw, secret),
+        ("v1", "Service") => run(raw, service),
+        ("v1", "Namespace") => run(raw, namespace),
+        ("v1", "ServiceAccount") => run(raw, service_account),
+        _ => return None,
+    })
+}
+
+fn deployment(mut o: apps::Deployment) -> R<Value> {
+    let m = fields!(o;
+        "metadata" => metadata: msg(object_meta), "spec" => spec: msg(deployment_spec),
+        "status" => status: server_set,
+    );
+    done(o, "Deployment", m)
+}
+
+fn deployment_spec(mut o: apps::DeploymentSpec) -> R<Value> {
+    let m = fields!(o;
+        "replicas" => replicas: scalar, "selector" => selector: msg(label_selector),
+        "template" => template: msg(template), "strategy" => strategy: msg(strategy),
+        "minReadySeconds" => min_ready_seconds: value,
+        "revisionHistoryLimit" => revision_history_limit: scalar, "paused" => paused: value,
+        "progressDeadlineSeconds" => progress_deadline_seconds: scalar,
+    );
+    done(o, "DeploymentSpec", m)
+}
+
+fn strategy(mut o: apps::DeploymentStrategy) -> R<Value> {
+    let m = fields!(o; "type" => r#type: string, "rollingUpdate" => rolling_update: msg(rolling));
+    done(o, "DeploymentStrategy", m)
+}
+
+fn rolling(mut o: apps::RollingUpdateDeployment) -> R<Value> {
+    let m = fields!(o;
+        "maxUnavailable" => max_unavailable: int_or_string, "maxSurge" => max_surge: int_or_string,
+    );
+    done(o, "RollingUpdateDeployment", m)
+}
+
+fn replicaset(mut o: apps::ReplicaSet) -> R<Value> {
+    let m = fields!(o;
+        "metadata" => metadata: msg(object_meta), "spec" => spec: msg(replicaset_spec),
+        "status" => status: server_set,
+    );
+    done(o, "ReplicaSet", m)
+}
+
+fn replicaset_spec(mut o: apps::ReplicaSetSpec) -> R<Value> {
+    let m = fields!(o;
+        "replicas" => replicas: scalar, "minReadySeconds" => min_ready_seconds: value,
+        "selector" => selector: msg(label_selector), "template" => template: msg(template),
+    );
+    done(o, "ReplicaSetSpec", m)
+}
+
+fn statefulset(mut o: apps::StatefulSet) -> R<Value> {
+    let m = fields!(o;
+        "metadata" => metadata: msg(object_meta), "spec" => spec: msg(statefulset_spec),
+        "status" => status: server_set,
+    );
+    done(o, "StatefulSet", m)
+}
+
+fn statefulset_spec(mut o: apps::StatefulSetSpec) -> R<Value> {
+    let m = fields!(o;
+        "replicas" => replicas: scalar, "selector" => selector: msg(label_selector),
+        "template" => template: msg(template), "serviceName" => service_name: string,
+        "podManagementPolicy" => pod_management_policy: string,
+        "revisionHistoryLimit" => revision_history_limit: scalar,
+        "minReadySeconds" => min_ready_seconds: value,
+    );
+    done(o, "StatefulSetSpec", m)
+}
+
+fn daemonset(mut o: apps::DaemonSet) -> R<Value> {
+    let m = fields!(o;
+        "metadata" => metadata: msg(object_meta), "spec" => spec: msg(daemonset_spec),
+        "status" => status: server_set,
+    );
+    done(o, "DaemonSet", m)
+}
+
+fn daemonset_spec(mut o: apps::DaemonSetSpec) -> R<Value> {
+    let m = fields!(o;
+        "selector" => selector: msg(label_selector), "template" => template: msg(template),
+        "minReadySeconds" => min_ready_seconds: value,
+        "revisionHistoryLimit" => revision_history_limit: scalar,
+    );
+    done(o, "DaemonSetSpec", m)
+}
+
+fn job(mut o: batch::Job) -> R<Value> {
+    let m = fields!(o;
+        "metadata" => metadata: msg(object_meta), "spec" => spec: msg(job_spec),
+        "status" => status: server_set,
+    );
+    done(o, "Job", m)
+}
+
+fn job_spec(mut o: batch::JobSpec) -> R<Value> {
+    let m = fields!(o;
+        "parallelism" => parallelism: scalar, "completions" => completions: scalar,
+        "activeDeadlineSeconds" => active_deadline_seconds: scalar,
+        "backoffLimit" => backoff_limit: scalar,
+        "backoffLimitPerIndex" => backoff_limit_per_index: scalar,
+        "maxFailedIndexes" => max_failed_indexes: scalar,
+        "selector" => selector: msg(label_selector), "manualSelector" => manual_selector: scalar,
+        "template" => template: msg(template),
+        "ttlSecondsAfterFinished" => ttl_seconds_after_finished: scalar,
+        "completionMode" => completion_mode: string, "suspend" => suspend: scalar,
+        "podReplacementPolicy" => pod_replacement_policy: string,
+        "managedBy" => managed_by: string,
+    );
+    done(o, "JobSpec", m)
+}
+
+fn job_template(mut o: batch::JobTemplateSpec) -> R<Value> {
+    let m = fields!(o; "metadata" => metadata: msg(object_meta), "spec" => spec: msg(job_spec));
+    done(o, "JobTemplateSpec", m)
+}
+
+fn cronjob(mut o: batch::CronJob) -> R<Value> {
+    let m = fields!(o;
+        "metadata" => metadata: msg(object_meta), "spec" => spec: msg(cronjob_spec),
+        "status" => status: server_set,
+    );
+    done(o, "CronJob", m)
+}
+
+fn cronjob_spec(mut o: batch::CronJobSpec) -> R<Value> {
+    let m = fields!(o;
+        "schedule" => schedule: string, "timeZone" => time_zone: string,
+        "startingDeadlineSeconds" => starting_deadline_seconds: scalar,
+        "concurrencyPolicy" => concurrency_policy: string, "suspend" => suspend: scalar,
+        "jobTemplate" => job_template: msg(job_template),
+        "successfulJobsHistoryLimit" => successful_jobs_history_limit: scalar,
+        "failedJobsHistoryLimit" => failed_jobs_history_limit: scalar,
+    );
+    done(o, "CronJobSpec", m)
+}
+
+fn configmap(mut o: core::ConfigMap) -> R<Value> {
+    let m = fields!(o;
+        "metadata" => metadata: msg(object_meta), "immutable" => immutable: scalar,
+        "data" => data: str_map, "binaryData" => binary_data: bytes_map,
+    );
+    done(o, "ConfigMap", m)
+}
+
+fn secret(mut o: core::Secret) -> R<Value> {
+    let m = fields!(o;
+        "metadata" => metadata: msg(object_meta), "immutable" => immutable: scalar,
+        "data" => data: bytes_map, "stringData" => string_data: str_map,
+        "type" => r#type: string,
+    );
+    done(o, "Secret", m)
+}
+
+fn service(mut o: core::Service) -> R<Value> {
+    let m = fields!(o;
+        "metadata" => metadata: msg(object_meta), "spec" => spec: msg(service_spec),
+        "status" => status: server_set,
+    );
+    done(o, "Service", m)
+}
+
+fn service_spec(mut o: core::ServiceSpec) -> R<Value> {
+    let m = fields!(o;
+        "ports" => ports: list(service_port), "selector" => selector: str_map,
+        "clusterIP" => cluster_ip: string, "clusterIPs" => cluster_ips: strings,
+        "type" => r#type: string, "externalIPs" => external_ips: strings,
+        "sessionAffinity" => session_affinity: string,
+        "externalName" => external_name: string,
+        "externalTrafficPolicy" => external_traffic_policy: string,
+        "publishNotReadyAddresses" => publish_not_ready_addresses: value,
+        "ipFamilies" => ip_families: strings, "ipFamilyPolicy" => ip_family_policy: string,
+        "internalTrafficPolicy" => internal_traffic_policy: string,
+    );
+    done(o, "ServiceSpec", m)
+}
+
+fn service_port(mut o: core::ServicePort) -> R<Value> {
+    let m = fields!(o;
+        "name" => name: string, "protocol" => protocol: string,
+        "appProtocol" => app_protocol: string, "port" => port: scalar,
+        "targetPort" => target_port: int_or_string, "nodePort" => node_port: value,
+    );
+    done(o, "ServicePort", m)
+}
+
+fn namespace(mut o: core::Namespace) -> R<Value> {
+    let m = fields!(o;
+        "metadata" => metadata: msg(object_meta), "spec" => spec: msg(namespace_spec),
+        "status" => status: server_set,
+    );
+    done(o, "Namespace", m)
+}
+
+fn namespace_spec(mut o: core::NamespaceSpec) -> R<Value> {
+    let m = fields!(o; "finalizers" => finalizers: strings);
+    done(o, "NamespaceSpec", m)
+}
+
+fn service_account(mut o: core::ServiceAccount) -> R<Value> {
+    let m = fields!(o;
+        "metadata" => metadata: msg(object_meta),
+        "imagePullSecrets" => image_pull_secrets: list(local_ref),
+        "automountServiceAccountToken" => automount_service_account_token: scalar,
+    );
+    done(o, "ServiceAccount", m)
+}

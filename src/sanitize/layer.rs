@@ -104,6 +104,7 @@ where
                 .as_ref()
                 .is_some_and(|r| r.with(|r| r.wants_request_body()));
             let (mut parts, incoming) = req.into_parts();
+            let mut verdict = stage::Verdict::default();
             let checked = stage::run(
                 &layer.sanitizer,
                 &layer.upstream,
@@ -112,12 +113,16 @@ where
                 incoming,
                 &outbound,
                 keep_body,
+                &mut verdict,
             )
             .await;
+            if let (Some(rec), Some(names)) = (rec.as_ref(), verdict.named.as_ref()) {
+                rec.with(|r| r.request_names(names));
+            }
             let policy = rec
                 .as_ref()
                 .and_then(|_| pss_policy(&layer.sanitizer, info, identity));
-            let (body, mut verdict) = match checked {
+            let body = match checked {
                 Ok(passed) => passed,
                 Err(refusal) => {
                     return Ok(layer.refused(refusal, rec.as_ref(), policy, identity, info));

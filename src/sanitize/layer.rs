@@ -283,6 +283,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_write_without_content_type_is_read_as_json_but_a_patch_is_refused() {
+        let (inner, seen) = counting::<Body>();
+        let mut req = write(
+            "application/json",
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"}}"#,
+        );
+        req.headers_mut().remove("content-type");
+        let resp = send(layer().layer(inner), req).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(calls(&seen), 1);
+        // Strict parsing still applies.
+        let (inner, seen) = counting::<Body>();
+        let dup = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","name":"b"}}"#;
+        let mut req = write("application/json", dup);
+        req.headers_mut().remove("content-type");
+        assert_eq!(send(layer().layer(inner), req).await.status(), 400);
+        let mut req = write("application/json", "{}");
+        req.headers_mut().remove("content-type");
+        *req.method_mut() = http::Method::PATCH;
+        let (inner2, seen2) = counting::<Body>();
+        assert_eq!(send(layer().layer(inner2), req).await.status(), 415);
+        assert_eq!(calls(&seen) + calls(&seen2), 0);
+    }
+
+    #[tokio::test]
     async fn what_goes_on_is_the_canonical_json_of_what_was_judged() {
         let svc = layer().layer(tower::service_fn(|req: Request<Body>| async move {
             let len = req.headers()["content-length"].clone();

@@ -235,3 +235,33 @@ pub fn forbidden_detail(violations: &[Violation]) -> String {
         .collect();
     parts.join(", ")
 }
+
+#[cfg(test)]
+mod detail_tests {
+    use super::*;
+
+    fn v(check: &'static str, field: &str, message: &str) -> Violation {
+        Violation {
+            check,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn violations_are_worded_as_pod_security_s_forbidden_detail() {
+        let found = [
+            v("hostNamespaces", "spec.hostNetwork", "host namespaces (hostNetwork=true)"),
+            v("allowPrivilegeEscalation", "spec.containers[0]", "allowPrivilegeEscalation != false (container \"c\" must set securityContext.allowPrivilegeEscalation=false)"),
+            v("privileged", "spec.containers[0]", "privileged (container \"c\" must not set securityContext.privileged=true)"),
+            v("hostNamespaces", "spec.hostPID", "host namespaces (hostPID=true)"),
+            v("restrictedVolumes", "spec.volumes[0]", "restricted volume types (volume \"h\" uses restricted volume type \"hostPath\")"),
+            v("capabilities_restricted", "spec.containers[0]", "unrestricted capabilities (container \"c\" must set securityContext.capabilities.drop=[\"ALL\"])"),
+        ];
+        // Baseline checks first, then restricted, each sorted by ID; one entry per check.
+        assert_eq!(
+            forbidden_detail(&found),
+            "host namespaces (hostNetwork=true, hostPID=true), privileged (container \"c\" must not set securityContext.privileged=true), allowPrivilegeEscalation != false (container \"c\" must set securityContext.allowPrivilegeEscalation=false), unrestricted capabilities (container \"c\" must set securityContext.capabilities.drop=[\"ALL\"]), restricted volume types (volume \"h\" uses restricted volume type \"hostPath\")"
+        );
+    }
+}

@@ -104,7 +104,10 @@ where
                 .as_ref()
                 .is_some_and(|r| r.with(|r| r.wants_request_body()));
             let (mut parts, incoming) = req.into_parts();
-            let mut verdict = stage::Verdict::default();
+            let mut verdict = stage::Verdict {
+                keep_body,
+                ..stage::Verdict::default()
+            };
             let checked = stage::run(
                 &layer.sanitizer,
                 &layer.upstream,
@@ -112,7 +115,6 @@ where
                 &mut parts,
                 incoming,
                 &outbound,
-                keep_body,
                 &mut verdict,
             )
             .await;

@@ -53,7 +53,9 @@ pub struct Verdict {
     pub inspected: bool,
     /// True when a warn-mode Pod Security level found violations.
     pub pss_warned: bool,
-    /// The judged body, when the caller asked to keep it (audit `requestObject`).
+    /// Set by the caller: keep the judged body (for the audit `requestObject`).
+    pub keep_body: bool,
+    /// The judged body, when `keep_body` was set.
     pub body: Option<serde_json::Value>,
     /// The names in the decoded object of a create or update (for the audit `objectRef`), set
     /// as soon as the body parsed: a refused write is named too.
@@ -80,7 +82,6 @@ pub async fn run<B>(
     parts: &mut Parts,
     incoming: B,
     ob: &Outbound<'_>,
-    keep_body: bool,
     verdict: &mut Verdict,
 ) -> Result<Body, Refusal>
 where
@@ -125,7 +126,7 @@ where
     }
     parts.headers.remove(header::CONTENT_ENCODING);
     set_length(parts, out.len());
-    if keep_body {
+    if verdict.keep_body {
         verdict.body = Some(judged_body);
     }
     Ok(body::full(out))

@@ -154,6 +154,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         config.serve.clone(),
         move |mut req, conn| {
             req.extensions_mut().insert(conn);
+            // A body a refusal leaves unread is drained, so the client sees the refusal.
+            let req = req.map(crate::drain::DrainOnDrop::new);
             let mut proxy = proxy.clone();
             async move {
                 match proxy.call(req).await {

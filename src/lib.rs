@@ -10,6 +10,7 @@ pub mod authz;
 pub mod body;
 pub mod classify;
 pub mod config;
+pub mod drain;
 pub mod k8s;
 pub mod kubeconfig;
 pub mod problems;

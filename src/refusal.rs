@@ -17,7 +17,7 @@
 //! | `Forbidden` | 403 | Forbidden | authz |
 //! | `RateLimited` | 429 / 503 + Retry-After | TooManyRequests / ServiceUnavailable | ratelimit |
 //! | `Body` (size, encoding, media type, parse, patch, field rules) | 400 / 403 / 404 / 408 / 413 / 415 / 422 / 500 / 503 | as the apiserver | sanitize |
-//! | `PodSecurity` | 422 | Invalid (one cause per violation) | sanitize |
+//! | `PodSecurity` | 403 | Forbidden, in PodSecurity admission's words (+ one cause per field) | sanitize |
 //! | `AuditUnavailable` | 503 + Retry-After | ServiceUnavailable | audit |
 //! | `Upstream` | 400 / 502 | BadRequest / BadGateway | upstream |
 //! | `Timeout` | 504 | Timeout | upstream |
@@ -53,7 +53,7 @@ pub enum Refusal {
     /// The request body was refused.
     Body(BodyRefusal),
     /// The object the write produces violates an enforced Pod Security level.
-    PodSecurity(Box<Invalid>),
+    PodSecurity(Box<PodSecurityDenial>),
     /// A blocking-strict audit sink could not make the event durable.
     AuditUnavailable,
     /// The upstream could not be reached or the request could not be forwarded.
@@ -81,6 +81,63 @@ pub struct Invalid {
     pub group: String,
     pub name: String,
     pub causes: Vec<StatusCause>,
+}
+
+/// A write an enforced Pod Security level refuses: the 403 kube-apiserver's PodSecurity
+/// admission gives a Pod (`apierrors.NewForbidden(resource, name, "violates PodSecurity
+/// \"<level>:<version>\": <detail>")`), e.g. `pods "x" is forbidden: violates PodSecurity
+/// "restricted:latest": privileged (container "c" must not set securityContext.privileged=true)`.
+/// For the other pod-bearing kinds (which the API server only warns about) the same shape,
+/// naming the pod template that failed: `deployments.apps "web" is forbidden: violates
+/// PodSecurity "restricted:latest" in spec.template: …`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodSecurityDenial {
+    /// The resource (plural), as in `details.kind`.
+    pub resource: String,
+    pub group: String,
+    /// Empty for a `generateName` create (the API server would name the generated name,
+    /// which only it knows).
+    pub name: String,
+    /// `level:version`, e.g. `restricted:latest`.
+    pub policy: String,
+    /// PodSecurity's `ForbiddenDetail`: `reason (detail), reason (detail), …`.
+    pub detail: String,
+    /// The pod template's path for a kind other than Pod, e.g. `spec.template`.
+    pub template: Option<String>,
+    /// One cause per offending field (ours: PodSecurity's own Status has none).
+    pub causes: Vec<StatusCause>,
+}
+
+impl PodSecurityDenial {
+    fn status(&self) -> Status {
+        let nonempty = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
+        let mut qualified = self.resource.clone();
+        if !self.group.is_empty() {
+            qualified = format!("{qualified}.{}", self.group);
+        }
+        let subject = if self.name.is_empty() {
+            qualified
+        } else {
+            format!("{qualified} {:?}", self.name)
+        };
+        let place = self
+            .template
+            .as_ref()
+            .map(|t| format!(" in {t}"))
+            .unwrap_or_default();
+        let mut s = Status::forbidden(format!(
+            "{subject} is forbidden: violates PodSecurity {:?}{place}: {}",
+            self.policy, self.detail
+        ));
+        s.details = Some(StatusDetails {
+            name: nonempty(&self.name),
+            group: nonempty(&self.group),
+            kind: nonempty(&self.resource),
+            causes: self.causes.clone(),
+            ..Default::default()
+        });
+        s
+    }
 }
 
 /// The sanitize stage's refusals.
@@ -322,9 +379,12 @@ impl From<UpstreamFailure> for Refusal {
     }
 }
 
-/// Render a Status as an HTTP response: JSON body, `Content-Type: application/json`,
-/// `X-Content-Type-Options: nosniff`, and `Retry-After` when a retry hint is set. Also what the
-/// sandbox API server uses for its own errors.
+/// Render a Status as an HTTP response with the headers kube-apiserver puts on its errors: JSON
+/// body, `Content-Type: application/json`, `X-Content-Type-Options: nosniff` (its
+/// `responsewriters`), `Cache-Control: no-cache, private` (its `WithCacheControl` filter, so no
+/// HTTP cache — kubectl's included — keeps a refusal meant for one moment or one caller), and
+/// `Retry-After` when a retry hint is set. Also what the sandbox API server uses for its own
+/// errors.
 pub fn render(status: Status) -> Response<Body> {
     let retry = status.details.as_ref().and_then(|d| d.retry_after_seconds);
     let mut resp = Response::new(body::full(status.to_json()));
@@ -337,6 +397,10 @@ pub fn render(status: Status) -> Response<Body> {
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
     );
     if let Some(secs) = retry.filter(|s| *s > 0) {
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -354,6 +418,130 @@ mod tests {
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.headers()[header::RETRY_AFTER], "3");
         assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+    }
+
+    /// One of each variant (and of each body refusal).
+    fn every_refusal() -> Vec<Refusal> {
+        let rejection = |kind| {
+            Box::new(Rejection {
+                kind,
+                message: "slow down".into(),
+                retry_after: 2,
+                headers: http::HeaderMap::new(),
+                shadow: false,
+                limit: "reads",
+            })
+        };
+        let invalid = || {
+            Box::new(Invalid {
+                kind: "Pod".into(),
+                group: String::new(),
+                name: "p".into(),
+                causes: Vec::new(),
+            })
+        };
+        let mut all = vec![
+            Refusal::BadPath("//".into()),
+            Refusal::Overloaded(rejection(RejectionKind::Unavailable)),
+            Refusal::SourceBlocked(rejection(RejectionKind::TooManyRequests)),
+            Refusal::Unauthenticated(Failure::NoCredentials),
+            Refusal::Forbidden(Box::new(Forbidden {
+                message: "no".into(),
+                name: String::new(),
+                group: String::new(),
+                resource: "pods".into(),
+            })),
+            Refusal::RateLimited(rejection(RejectionKind::TooManyRequests)),
+            Refusal::PodSecurity(Box::new(PodSecurityDenial {
+                resource: "pods".into(),
+                group: String::new(),
+                name: "p".into(),
+                policy: "restricted:latest".into(),
+                detail: "host namespaces (hostPID=true)".into(),
+                template: None,
+                causes: Vec::new(),
+            })),
+            Refusal::AuditUnavailable,
+            Refusal::Upstream(UpstreamFailure::Unreachable("refused")),
+            Refusal::Upstream(UpstreamFailure::Unforwardable),
+            Refusal::Upstream(UpstreamFailure::NotUpgradable),
+            Refusal::Timeout,
+            Refusal::Panic,
+        ];
+        let bodies = vec![
+            BodyRefusal::TooLarge { limit: 1 },
+            BodyRefusal::NotReceived,
+            BodyRefusal::Unreadable("eof".into()),
+            BodyRefusal::Encoded("gzip".into()),
+            BodyRefusal::UnknownFormat,
+            BodyRefusal::CannotJudge {
+                media_type: "application/cbor".into(),
+                resource: "pods".into(),
+            },
+            BodyRefusal::Parse {
+                message: "dup".into(),
+                field: Some("metadata.name".into()),
+            },
+            BodyRefusal::PatchTargetMissing {
+                resource: "pods".into(),
+                group: String::new(),
+                name: "p".into(),
+            },
+            BodyRefusal::Unjudged,
+            BodyRefusal::BadPatch("bad".into()),
+            BodyRefusal::PatchDoesNotApply("no".into()),
+            BodyRefusal::PatchTarget("no name".into()),
+            BodyRefusal::CurrentUnavailable("down".into()),
+            BodyRefusal::CurrentForbidden("no".into()),
+            BodyRefusal::FieldRules(invalid()),
+        ];
+        all.extend(bodies.into_iter().map(Refusal::from));
+        all
+    }
+
+    #[test]
+    fn every_refusal_carries_the_api_server_s_error_headers() {
+        for r in every_refusal() {
+            let what = format!("{r:?}");
+            let resp = r.respond();
+            let h = resp.headers();
+            assert_eq!(h[header::CACHE_CONTROL], "no-cache, private", "{what}");
+            assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{what}");
+            assert_eq!(h[header::CONTENT_TYPE], "application/json", "{what}");
+        }
+    }
+
+    #[test]
+    fn a_pod_security_refusal_is_pod_security_s_403() {
+        let mut d = PodSecurityDenial {
+            resource: "pods".into(),
+            group: String::new(),
+            name: "x".into(),
+            policy: "restricted:latest".into(),
+            detail: "allowPrivilegeEscalation != false (container \"c\" must set securityContext.allowPrivilegeEscalation=false)".into(),
+            template: None,
+            causes: Vec::new(),
+        };
+        let s = d.status();
+        assert_eq!((s.code, s.reason.as_str()), (403, "Forbidden"));
+        assert_eq!(
+            s.message,
+            "pods \"x\" is forbidden: violates PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false (container \"c\" must set securityContext.allowPrivilegeEscalation=false)"
+        );
+        let details = s.details.unwrap();
+        assert_eq!(details.kind.as_deref(), Some("pods"));
+        assert_eq!(details.name.as_deref(), Some("x"));
+        d.resource = "deployments".into();
+        d.group = "apps".into();
+        d.template = Some("spec.template".into());
+        assert!(d.status().message.starts_with(
+            "deployments.apps \"x\" is forbidden: violates PodSecurity \"restricted:latest\" in spec.template: allowPrivilegeEscalation"
+        ));
+        d.name = String::new();
+        assert!(d
+            .status()
+            .message
+            .starts_with("deployments.apps is forbidden: "));
     }
 
     #[test]

@@ -109,9 +109,11 @@ async fn allowed_requests_are_recorded_field_by_field() {
     assert_eq!(e["user"]["groups"], json!(["tenant:team-a"]));
     assert_eq!(e["sourceIPs"], json!(["127.0.0.1"]));
     assert_eq!(e["userAgent"], "audit-e2e/1.0");
+    // The create's name comes from the decoded body, as kube-apiserver's LogRequestObject
+    // completes it (issue 18).
     assert_eq!(
         e["objectRef"],
-        json!({"resource": "serviceaccounts", "namespace": "team-a", "apiVersion": "v1"})
+        json!({"resource": "serviceaccounts", "namespace": "team-a", "name": "bot", "apiVersion": "v1"})
     );
     assert_eq!(e["responseStatus"]["code"], 201);
     assert_eq!(e["requestObject"], cm);
@@ -236,7 +238,7 @@ async fn every_refusal_is_recorded_and_secrets_never_are() {
     )
     .await;
     cases.push((id, code, "authz"));
-    // 422: Pod Security.
+    // 403: Pod Security (PodSecurity admission's code).
     let bad = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"hostPID": true, "containers": [{"name": "c", "image": "x"}]}});
     let (id, code) = send(
         with_token(
@@ -266,7 +268,7 @@ async fn every_refusal_is_recorded_and_secrets_never_are() {
     let (id, code) = limited.expect("a 429 within 40 reads");
     cases.push((id, code, "ratelimit"));
 
-    let expect = [400, 401, 403, 422, 429];
+    let expect = [400, 401, 403, 403, 429];
     for ((id, code, by), want) in cases.iter().zip(expect) {
         assert_eq!(*code, want, "{by}");
         let e = event_for(&dir, id, "ResponseComplete");
@@ -296,9 +298,11 @@ async fn every_refusal_is_recorded_and_secrets_never_are() {
                 e["responseStatus"]["message"]
                     .as_str()
                     .unwrap()
-                    .contains("spec.hostPID"),
+                    .starts_with("pods \"p\" is forbidden: violates PodSecurity \"restricted:latest\": host namespaces (hostPID=true)"),
                 "{e}"
             );
+            // The refused create names the pod it refused (from the decoded body).
+            assert_eq!(e["objectRef"]["name"], "p", "{e}");
         }
     }
 

@@ -155,6 +155,53 @@ impl ObjectReference {
     }
 }
 
+/// The names a decoded request object carries in its `metadata` (strings only: a value of
+/// another type is not a name the API server would decode).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectNames {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub resource_version: String,
+}
+
+impl ObjectNames {
+    /// The names in `object.metadata`; `None` when the object has no `metadata` map.
+    pub fn of(object: &Value) -> Option<ObjectNames> {
+        let meta = object.get("metadata")?.as_object()?;
+        let get = |k: &str| {
+            meta.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Some(ObjectNames {
+            namespace: get("namespace"),
+            name: get("name"),
+            uid: get("uid"),
+            resource_version: get("resourceVersion"),
+        })
+    }
+}
+
+impl ObjectReference {
+    /// Complete the reference from the decoded request object, as the apiserver's
+    /// `LogRequestObject` does: each of namespace, name, uid and resourceVersion is taken from
+    /// the object only where the URL left it empty (so a body cannot rename what the URL
+    /// named).
+    pub fn complete_from(&mut self, names: &ObjectNames) {
+        let fill = |mine: &mut String, theirs: &str| {
+            if mine.is_empty() {
+                theirs.clone_into(mine);
+            }
+        };
+        fill(&mut self.namespace, &names.namespace);
+        fill(&mut self.name, &names.name);
+        fill(&mut self.uid, &names.uid);
+        fill(&mut self.resource_version, &names.resource_version);
+    }
+}
+
 /// The `metav1.Status` subset the apiserver records as `responseStatus`. On success it is just
 /// `{"metadata":{},"code":200}`; on failure status, message, reason (and details) are set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

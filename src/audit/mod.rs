@@ -29,7 +29,8 @@ pub mod verify;
 
 pub use chain::{SigningKey, VerifyingKey};
 pub use event::{
-    Event, EventList, Level, MicroTime, ObjectReference, ResponseStatus, Stage, UserInfo,
+    Event, EventList, Level, MicroTime, ObjectNames, ObjectReference, ResponseStatus, Stage,
+    UserInfo,
 };
 pub use policy::{Attributes, Policy, PolicyError, RuleEvaluation};
 pub use sink::{

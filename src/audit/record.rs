@@ -36,7 +36,7 @@ use serde_json::Value;
 use crate::{
     audit::{
         event::ResponseStatus, Attributes, AuditError, Auditor, Event, Level, MicroTime,
-        ObjectReference, Policy, RuleEvaluation, Stage, UserInfo,
+        ObjectNames, ObjectReference, Policy, RuleEvaluation, Stage, UserInfo,
     },
     authn::{identity::Method, Identity},
     k8s::request::RequestInfo,
@@ -218,6 +218,15 @@ impl Recorder {
         let mut rs = ResponseStatus::failure(refused.code, &refused.reason, &refused.message);
         rs.status = "Failure".to_owned();
         self.event.response_status = Some(rs);
+    }
+
+    /// The request body was decoded: its `metadata` completes `objectRef` where the URL left
+    /// a field empty (`LogRequestObject`), at every level from `Metadata` up and whether or not
+    /// the body itself is recorded.
+    pub fn request_names(&mut self, names: &ObjectNames) {
+        if let Some(r) = self.event.object_ref.as_mut() {
+            r.complete_from(names);
+        }
     }
 
     pub fn request_object(&mut self, v: Value) {

@@ -104,6 +104,10 @@ where
                 .as_ref()
                 .is_some_and(|r| r.with(|r| r.wants_request_body()));
             let (mut parts, incoming) = req.into_parts();
+            let mut verdict = stage::Verdict {
+                keep_body,
+                ..stage::Verdict::default()
+            };
             let checked = stage::run(
                 &layer.sanitizer,
                 &layer.upstream,
@@ -111,13 +115,16 @@ where
                 &mut parts,
                 incoming,
                 &outbound,
-                keep_body,
+                &mut verdict,
             )
             .await;
+            if let (Some(rec), Some(names)) = (rec.as_ref(), verdict.named.as_ref()) {
+                rec.with(|r| r.request_names(names));
+            }
             let policy = rec
                 .as_ref()
                 .and_then(|_| pss_policy(&layer.sanitizer, info, identity));
-            let (body, mut verdict) = match checked {
+            let body = match checked {
                 Ok(passed) => passed,
                 Err(refusal) => {
                     return Ok(layer.refused(refusal, rec.as_ref(), policy, identity, info));
@@ -274,6 +281,31 @@ mod tests {
         let (inner2, seen2) = counting::<Body>();
         let resp = send(layer().layer(inner2), write("application/json", dup)).await;
         assert_eq!(resp.status(), 400);
+        assert_eq!(calls(&seen) + calls(&seen2), 0);
+    }
+
+    #[tokio::test]
+    async fn a_write_without_content_type_is_read_as_json_but_a_patch_is_refused() {
+        let (inner, seen) = counting::<Body>();
+        let mut req = write(
+            "application/json",
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"}}"#,
+        );
+        req.headers_mut().remove("content-type");
+        let resp = send(layer().layer(inner), req).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(calls(&seen), 1);
+        // Strict parsing still applies.
+        let (inner, seen) = counting::<Body>();
+        let dup = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","name":"b"}}"#;
+        let mut req = write("application/json", dup);
+        req.headers_mut().remove("content-type");
+        assert_eq!(send(layer().layer(inner), req).await.status(), 400);
+        let mut req = write("application/json", "{}");
+        req.headers_mut().remove("content-type");
+        *req.method_mut() = http::Method::PATCH;
+        let (inner2, seen2) = counting::<Body>();
+        assert_eq!(send(layer().layer(inner2), req).await.status(), 415);
         assert_eq!(calls(&seen) + calls(&seen2), 0);
     }
 

@@ -10,11 +10,16 @@
 //! | `Content-Length` or streamed bytes over the cap (`sanitize.max_body_bytes`, per resource) | 413 `RequestEntityTooLarge` |
 //! | body not received within `upstream.request_timeout` | 408 `Timeout` |
 //! | inspected and `Content-Encoding` other than identity | 415 `UnsupportedMediaType` |
-//! | inspected and a media type other than JSON, YAML and the four patch types (none, text, ...) | 415 |
+//! | inspected and a media type other than JSON, YAML and the four patch types (text, ...), or no `Content-Type` on a PATCH | 415 |
 //! | protobuf / CBOR, unless `binary_bodies: forward-unjudged` and nothing would judge the write | 415 |
 //! | a patch type on create/update, or an object type on patch | 415 |
 //! | strict parse failure (duplicate key, depth, size, UTF-8, YAML anchors, patch ops) | 400 `BadRequest` naming the field |
-//! | judging (`judge.rs`): Pod Security enforce, field rules | 422 `Invalid` with causes |
+//! | judging (`judge.rs`): Pod Security enforce | 403 `Forbidden` in PodSecurity's wording |
+//! | judging: field rules, keys differing only in case from a Pod Security field | 422 `Invalid` with causes |
+//!
+//! A POST, PUT or DELETE body without a `Content-Type` is read as JSON, as kube-apiserver reads
+//! it (the official Python client sends none), with every check above still applying. The
+//! decoded object's `metadata` completes the audit event's `objectRef` (`Verdict::named`).
 //!
 //! What goes upstream is the canonical JSON of what was judged, with `Content-Length` set to its
 //! length; YAML objects become `application/json`, apply patches keep their media type (JSON
@@ -30,6 +35,7 @@ use super::{
     policy::{BinaryBodies, Sanitizer},
 };
 use crate::{
+    audit::ObjectNames,
     body::{self, Body, BoxError},
     k8s::request::RequestInfo,
     refusal::{BodyRefusal, Refusal},
@@ -47,8 +53,13 @@ pub struct Verdict {
     pub inspected: bool,
     /// True when a warn-mode Pod Security level found violations.
     pub pss_warned: bool,
-    /// The judged body, when the caller asked to keep it (audit `requestObject`).
+    /// Set by the caller: keep the judged body (for the audit `requestObject`).
+    pub keep_body: bool,
+    /// The judged body, when `keep_body` was set.
     pub body: Option<serde_json::Value>,
+    /// The names in the decoded object of a create or update (for the audit `objectRef`), set
+    /// as soon as the body parsed: a refused write is named too.
+    pub named: Option<ObjectNames>,
 }
 
 /// Whether this request carries a body the stage looks at.
@@ -63,7 +74,7 @@ fn has_body_to_check(parts: &Parts, info: &RequestInfo) -> bool {
 }
 
 /// Run the stage. On success the returned body replaces the request's; `parts` headers are
-/// adjusted to it.
+/// adjusted to it. What the stage learned goes into `verdict`, also when it refuses.
 pub async fn run<B>(
     s: &Sanitizer,
     up: &Upstream,
@@ -71,14 +82,14 @@ pub async fn run<B>(
     parts: &mut Parts,
     incoming: B,
     ob: &Outbound<'_>,
-    keep_body: bool,
-) -> Result<(Body, Verdict), Refusal>
+    verdict: &mut Verdict,
+) -> Result<Body, Refusal>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     if !has_body_to_check(parts, info) {
-        return Ok((body::boxed(incoming), Verdict::default()));
+        return Ok(body::boxed(incoming));
     }
     let (cap, inspect) = s.body_rule(info);
     check_headers(parts, cap, inspect)?;
@@ -87,23 +98,24 @@ where
 
     if !inspect {
         set_length(parts, bytes.len());
-        return Ok((body::full(bytes), Verdict::default()));
+        return Ok(body::full(bytes));
     }
     if bytes.is_empty() && matches!(parts.method, Method::DELETE) {
         set_length(parts, 0);
-        return Ok((body::empty(), Verdict::default()));
+        return Ok(body::empty());
     }
     let Some(parsed) = parse_inspected(s, info, ob, parts, &bytes)? else {
         set_length(parts, bytes.len());
-        return Ok((body::full(bytes), Verdict::default()));
+        return Ok(body::full(bytes));
     };
     let is_patch = parsed.kind != BodyKind::Object;
-
-    let mut verdict = Verdict {
-        inspected: true,
-        ..Verdict::default()
-    };
-    let judged_body = judge_write(s, up, info, ob, parsed, &mut verdict).await?;
+    if !is_patch && matches!(info.verb.as_str(), "create" | "update") {
+        // As the apiserver's create and update handlers log the decoded object before
+        // admission; a patch is logged as the patch, DeleteOptions carry no names.
+        verdict.named = ObjectNames::of(&parsed.value);
+    }
+    verdict.inspected = true;
+    let judged_body = judge_write(s, up, info, ob, parsed, verdict).await?;
 
     let out = parse::canonical_bytes(&judged_body);
     if !is_patch {
@@ -114,10 +126,10 @@ where
     }
     parts.headers.remove(header::CONTENT_ENCODING);
     set_length(parts, out.len());
-    if keep_body {
+    if verdict.keep_body {
         verdict.body = Some(judged_body);
     }
-    Ok((body::full(out), verdict))
+    Ok(body::full(out))
 }
 
 /// Before reading the body: a declared `Content-Length` over the cap, and (when inspected) a
@@ -154,24 +166,25 @@ fn parse_inspected(
     parts: &Parts,
     bytes: &[u8],
 ) -> Result<Option<Parsed>, Refusal> {
-    let content_type = parts
+    let sent = parts
         .headers
         .get(header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .unwrap_or_default();
-    if content_type.trim().is_empty() {
-        return Err(BodyRefusal::UnknownFormat.into());
-    }
-    let parsed = match parse::parse_body(&content_type, bytes, &s.limits) {
+    let content_type = match media_type_or_default(&sent, &parts.method) {
+        Some(ct) => ct,
+        None => return Err(BodyRefusal::UnknownFormat.into()),
+    };
+    let parsed = match parse::parse_body(content_type, bytes, &s.limits) {
         Ok(p) => p,
-        Err(ParseError::UnsupportedMediaType(_)) if is_binary(&content_type) => {
+        Err(ParseError::UnsupportedMediaType(_)) if is_binary(content_type) => {
             if s.binary_bodies(info) == BinaryBodies::ForwardUnjudged
                 && !judge::would_judge(s, info, ob.identity)
             {
                 return Ok(None);
             }
             return Err(BodyRefusal::CannotJudge {
-                media_type: essence(&content_type),
+                media_type: essence(content_type),
                 resource: judge::resource_path(info),
             }
             .into());
@@ -213,6 +226,17 @@ async fn judge_write(
     verdict.warnings = judged.warnings;
     verdict.audit = judged.audit;
     Ok(judged.body)
+}
+
+/// The media type to read a body as. No (or an empty) `Content-Type` is read as JSON on
+/// POST, PUT and DELETE, as kube-apiserver's `NegotiateInputSerializerForMediaType` takes the
+/// first supported type (JSON) for an empty one; its patch handler has no such default, so a
+/// PATCH without one is `None` (415).
+fn media_type_or_default<'a>(sent: &'a str, method: &Method) -> Option<&'a str> {
+    if !sent.trim().is_empty() {
+        return Some(sent);
+    }
+    (method != Method::PATCH).then_some("application/json")
 }
 
 fn essence(content_type: &str) -> String {

@@ -25,10 +25,14 @@
 //! the apiserver applies it to exactly the object that was judged — a concurrent change makes it
 //! fail with a conflict instead of producing an unjudged result.
 //!
-//! Rejects: Pod Security `enforce` violations and field-rule denials → 422 `Invalid`, one
-//! `details.causes` entry per offending field; patches that cannot be applied → 422; unknown
-//! strategic directives → 400. `warn` violations become `Warning` headers; `audit` violations
-//! are returned for the audit record; stripped fields produce a warning.
+//! Rejects: Pod Security `enforce` violations → 403 `Forbidden` in PodSecurity admission's
+//! words (`pods "x" is forbidden: violates PodSecurity "restricted:latest": …`; for the other
+//! pod-bearing kinds the same, naming the template), one `details.causes` entry per offending
+//! field; field-rule denials and keys differing only in case from a Pod Security field → 422
+//! `Invalid`, one cause per field; patches that cannot be applied → 422; unknown strategic
+//! directives → 400. `warn` violations become one `Warning` per level, `audit` violations the
+//! audit annotation, both as PodSecurity words them (`would violate PodSecurity "…": …`);
+//! stripped fields produce a warning.
 //!
 //! Parts: `patch.rs` computes what a patch produces and pins it; `case.rs` refuses keys that
 //! differ only in case from a field Pod Security reads.
@@ -52,7 +56,7 @@ use super::{
 use crate::{
     authn::Identity,
     k8s::{request::RequestInfo, status::StatusCause},
-    refusal::{BodyRefusal, Invalid, Refusal},
+    refusal::{BodyRefusal, Invalid, PodSecurityDenial, Refusal},
 };
 
 /// The current object, as far as the stage could learn it.
@@ -197,12 +201,15 @@ pub fn judge(
     // 3. field denials
     let mut causes = field_denials(&rules, kind, info, current_value, &judged);
 
-    // 4. Pod Security
-    // Whether an enforced Pod Security level is among the causes (→ `Refusal::PodSecurity`).
-    let pss_violated = pss_needed && pod_security(modes, info, &judged, &mut causes, &mut out);
+    // 4. Pod Security: the enforced level's violations, if any (→ `Refusal::PodSecurity`).
+    let enforced = if pss_needed {
+        pod_security(modes, info, &judged, &mut causes, &mut out)
+    } else {
+        None
+    };
 
     if !causes.is_empty() {
-        return Err(refusal(kind, info, &parsed.value, causes, pss_violated));
+        return Err(refusal(kind, info, &parsed.value, causes, enforced));
     }
 
     // 5. pin the judged version
@@ -319,15 +326,15 @@ fn field_denials(
 }
 
 /// Pod Security on the judged objects: enforce violations and case-variant keys become causes,
-/// warn violations warnings, audit violations audit notes. True when the enforced level was
-/// violated.
+/// warn violations a warning, audit violations an audit note. The enforced policy and its
+/// violations when it was violated.
 fn pod_security(
     modes: Modes,
     info: &RequestInfo,
     judged: &[Cow<'_, Value>],
     causes: &mut Vec<StatusCause>,
     out: &mut Judged,
-) -> bool {
+) -> Option<(pss::Policy, Vec<pss::Violation>)> {
     let resource = resource_path(info);
     // Each distinct policy is evaluated once (warn often equals enforce or audit).
     let mut memo: Vec<(pss::Policy, Vec<pss::Violation>)> = Vec::new();
@@ -352,52 +359,56 @@ fn pod_security(
     for obj in judged {
         case_variant_causes(obj, causes);
     }
-    let mut pss_violated = false;
+    let mut enforced = None;
     if let Some(p) = modes.enforce {
-        for v in check(&p) {
-            pss_violated = true;
+        let found = check(&p);
+        for v in &found {
             causes.push(StatusCause {
                 reason: "FieldValueForbidden".into(),
                 message: format!(
                     "Forbidden: violates PodSecurity \"{}:{}\": {}",
                     p.level, p.version, v.message
                 ),
-                field: v.field,
+                field: v.field.clone(),
             });
         }
+        if !found.is_empty() {
+            enforced = Some((p, found));
+        }
     }
+    // As PodSecurity words its warning and its audit annotation: one text per level.
+    let would_violate = |p: &pss::Policy, found: &[pss::Violation]| {
+        format!(
+            "would violate PodSecurity \"{}:{}\": {}",
+            p.level,
+            p.version,
+            pss::forbidden_detail(found)
+        )
+    };
     if let Some(p) = modes.warn {
-        for v in check(&p) {
-            out.warnings.push(format!(
-                "would violate PodSecurity \"{}:{}\": {}: {}",
-                p.level, p.version, v.field, v.message
-            ));
+        let found = check(&p);
+        if !found.is_empty() {
+            out.warnings.push(would_violate(&p, &found));
         }
     }
     if let Some(p) = modes.audit {
-        for v in check(&p) {
-            out.audit.push(format!(
-                "violates PodSecurity \"{}:{}\": {}: {}",
-                p.level, p.version, v.field, v.message
-            ));
+        let found = check(&p);
+        if !found.is_empty() {
+            out.audit.push(would_violate(&p, &found));
         }
     }
-    pss_violated
+    enforced
 }
 
-/// The 422 for a write with causes: Pod Security when an enforced level was violated,
-/// field rules otherwise; named by the pod-bearing kind, the body's `kind` or the resource.
+/// The refusal of a write with causes: Pod Security's 403 when an enforced level was
+/// violated, the field rules' 422 otherwise; named by the URL or the body's `metadata.name`.
 fn refusal(
     kind: Option<PodBearing>,
     info: &RequestInfo,
     body: &Value,
     causes: Vec<StatusCause>,
-    pss_violated: bool,
+    enforced: Option<(pss::Policy, Vec<pss::Violation>)>,
 ) -> Refusal {
-    let kind_name = kind
-        .map(|k| k.kind().to_owned())
-        .or_else(|| body.get("kind").and_then(Value::as_str).map(str::to_owned))
-        .unwrap_or_else(|| info.resource.clone());
     let name = if info.name.is_empty() {
         body.pointer("/metadata/name")
             .and_then(Value::as_str)
@@ -406,15 +417,27 @@ fn refusal(
     } else {
         info.name.clone()
     };
-    let invalid = Box::new(Invalid {
+    if let (Some((policy, found)), Some(kind)) = (enforced, kind) {
+        let template = (kind != PodBearing::Pod).then(|| kind.template_path().join("."));
+        return Refusal::PodSecurity(Box::new(PodSecurityDenial {
+            resource: info.resource.clone(),
+            group: info.api_group.clone(),
+            name,
+            policy: format!("{}:{}", policy.level, policy.version),
+            detail: pss::forbidden_detail(&found),
+            template,
+            causes,
+        }));
+    }
+    let kind_name = kind
+        .map(|k| k.kind().to_owned())
+        .or_else(|| body.get("kind").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| info.resource.clone());
+    BodyRefusal::FieldRules(Box::new(Invalid {
         kind: kind_name,
         group: info.api_group.clone(),
         name,
         causes,
-    });
-    if pss_violated {
-        Refusal::PodSecurity(invalid)
-    } else {
-        BodyRefusal::FieldRules(invalid).into()
-    }
+    }))
+    .into()
 }

@@ -7,6 +7,7 @@
 //!   one [`Violation`] per offending field, naming the apiserver check ID, the full field path
 //!   and a message in PodSecurity's wording (`reason (detail)`).
 //! * [`check_object`] = locate + check for every pod spec in the object.
+//! * [`forbidden_detail`] words a set of violations as PodSecurity's messages do.
 //!
 //! The checker is deliberately conservative where the apiserver would reject a malformed value
 //! anyway: a field that must be `false`/unset is a violation when it holds anything other than
@@ -181,4 +182,86 @@ pub fn check_object(
         checks::check_into(policy, &pod, &mut out);
     }
     out
+}
+
+/// Checks of the restricted level (the rest are baseline): PodSecurity lists baseline checks
+/// first, then restricted ones, each group sorted by ID (`policy/registry.go` `populate`).
+const RESTRICTED_CHECKS: [&str; 7] = [
+    "allowPrivilegeEscalation",
+    "capabilities_restricted",
+    "procMount_restricted",
+    "restrictedVolumes",
+    "runAsNonRoot",
+    "runAsUser",
+    "seccompProfile_restricted",
+];
+
+/// PodSecurity's `AggregateCheckResult.ForbiddenDetail` for `violations`: one `reason
+/// (details)` per failed check, in PodSecurity's check order, separated by `, `. A check's
+/// details are its fields' details joined by `, ` in container order — PodSecurity's exact
+/// text where one field fails a check; where several do, PodSecurity words them as one
+/// (`containers "a", "b" must …`) and ours lists each.
+pub fn forbidden_detail(violations: &[Violation]) -> String {
+    let mut by_check: Vec<(&'static str, &str, Vec<&str>)> = Vec::new();
+    for v in violations {
+        let (reason, detail) = match v.message.split_once(" (") {
+            Some((r, d)) => (r, d.strip_suffix(')').unwrap_or(d)),
+            None => (v.message.as_str(), ""),
+        };
+        let at = match by_check
+            .iter()
+            .position(|(c, r, _)| *c == v.check && *r == reason)
+        {
+            Some(i) => i,
+            None => {
+                by_check.push((v.check, reason, Vec::new()));
+                by_check.len() - 1
+            }
+        };
+        if !detail.is_empty() && !by_check[at].2.contains(&detail) {
+            by_check[at].2.push(detail);
+        }
+    }
+    by_check.sort_by_key(|(c, _, _)| (RESTRICTED_CHECKS.contains(c), *c));
+    let parts: Vec<String> = by_check
+        .into_iter()
+        .map(|(_, reason, details)| {
+            if details.is_empty() {
+                reason.to_owned()
+            } else {
+                format!("{reason} ({})", details.join(", "))
+            }
+        })
+        .collect();
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod detail_tests {
+    use super::*;
+
+    fn v(check: &'static str, field: &str, message: &str) -> Violation {
+        Violation {
+            check,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn violations_are_worded_as_pod_security_s_forbidden_detail() {
+        let found = [
+            v("hostNamespaces", "spec.hostNetwork", "host namespaces (hostNetwork=true)"),
+            v("allowPrivilegeEscalation", "spec.containers[0]", "allowPrivilegeEscalation != false (container \"c\" must set securityContext.allowPrivilegeEscalation=false)"),
+            v("privileged", "spec.containers[0]", "privileged (container \"c\" must not set securityContext.privileged=true)"),
+            v("hostNamespaces", "spec.hostPID", "host namespaces (hostPID=true)"),
+            v("restrictedVolumes", "spec.volumes[0]", "restricted volume types (volume \"h\" uses restricted volume type \"hostPath\")"),
+            v("capabilities_restricted", "spec.containers[0]", "unrestricted capabilities (container \"c\" must set securityContext.capabilities.drop=[\"ALL\"])"),
+        ];
+        // Baseline checks first, then restricted, each sorted by ID; one entry per check.
+        assert_eq!(
+            forbidden_detail(&found),
+            "host namespaces (hostNetwork=true, hostPID=true), privileged (container \"c\" must not set securityContext.privileged=true), allowPrivilegeEscalation != false (container \"c\" must set securityContext.allowPrivilegeEscalation=false), unrestricted capabilities (container \"c\" must set securityContext.capabilities.drop=[\"ALL\"]), restricted volume types (volume \"h\" uses restricted volume type \"hostPath\")"
+        );
+    }
 }

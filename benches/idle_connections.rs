@@ -64,7 +64,9 @@ async fn run(n: usize) {
         1,
     );
     std::fs::write(&files.config, text).unwrap();
-    let mut child = tokio::process::Command::new(BIN)
+    // A copy can be named when other builds share the target directory and may replace it.
+    let bin = std::env::var("PORTCULLIS_BIN").unwrap_or_else(|_| BIN.to_string());
+    let mut child = tokio::process::Command::new(bin)
         .args(["serve", "--config"])
         .arg(&files.config)
         .env("RUST_LOG", "warn")

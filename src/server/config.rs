@@ -123,6 +123,24 @@ fn serve_options(c: &mut Problems, file: &schema::File) -> ServeOptions {
             "clients with large tokens send several KiB of headers; 65536 is the default, 1048576 Go's",
         );
     }
+    let (max_connections, per_source) = connection_caps(c, l, &d);
+    ServeOptions {
+        handshake_timeout,
+        preface_timeout,
+        header_read_timeout,
+        idle_timeout,
+        max_concurrent_streams: streams,
+        max_header_bytes: header_bytes,
+        max_connections,
+        max_connections_per_source: per_source,
+        grace,
+        metrics: Default::default(),
+    }
+}
+
+/// `listen.max_connections` and `listen.max_connections_per_source`: positive, per source at
+/// most the listener's.
+fn connection_caps(c: &mut Problems, l: &schema::Listen, d: &ServeOptions) -> (usize, usize) {
     let max_connections = l.max_connections.unwrap_or(d.max_connections);
     let per_source = l
         .max_connections_per_source
@@ -144,18 +162,7 @@ fn serve_options(c: &mut Problems, file: &schema::File) -> ServeOptions {
             "a source cannot hold more connections than the listener; lower it or raise max_connections",
         );
     }
-    ServeOptions {
-        handshake_timeout,
-        preface_timeout,
-        header_read_timeout,
-        idle_timeout,
-        max_concurrent_streams: streams,
-        max_header_bytes: header_bytes,
-        max_connections,
-        max_connections_per_source: per_source,
-        grace,
-        metrics: Default::default(),
-    }
+    (max_connections, per_source)
 }
 
 /// Below this, ordinary kubectl requests with a bearer token do not fit (hyper's HTTP/2 default).

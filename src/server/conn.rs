@@ -11,7 +11,7 @@
 //! - **idle timeout**: no request open (no stream, for HTTP/2; a watch or `logs -f` holds its
 //!   connection open for as long as it runs) for `idle_timeout`: HTTP/2 gets a GOAWAY, HTTP/1.1
 //!   is closed between requests. A stuck HTTP/2 header block (HEADERS without END_HEADERS) never
-//!   starts a request, so it ends here too, if the keep-alive pings have not already ended it.
+//!   starts a request, so on a connection with no other request it ends here too.
 //! - **shutdown**: the same graceful close; the caller bounds the drain.
 //!
 //! The HTTP/1.1 request-head timeout is hyper's (`header_read_timeout`; it restarts after each

@@ -72,16 +72,20 @@ impl Runtime {
                 }))
             }
         };
+        // The client-facing listener's connection series, fresh for each runtime.
+        let mut config = config.clone();
+        config.serve.metrics = crate::server::ListenerMetrics::default();
+        config.serve.metrics.register(&mut metrics.registry);
         Ok(Runtime {
-            config: Arc::new(config.clone()),
+            authorizer: config.authorization.clone(),
+            sanitizer: config.sanitize.clone(),
+            config: Arc::new(config),
             upstream,
             credentials,
             metrics: Arc::new(metrics),
             audit,
             limiter,
             jwt,
-            authorizer: config.authorization.clone(),
-            sanitizer: config.sanitize.clone(),
             server_tls,
         })
     }
@@ -137,7 +141,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     });
     let admin_task = tokio::spawn(server::serve_plain(
         listeners.admin,
-        config.serve.clone(),
+        // Same limits, but its connections are not the proxy listener's series.
+        server::ServeOptions {
+            metrics: Default::default(),
+            ..config.serve.clone()
+        },
         move |req, _conn| {
             let admin = admin.clone();
             async move { admin.handle(&req) }

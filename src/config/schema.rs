@@ -68,12 +68,27 @@ pub struct Listen {
     /// Time allowed for a TLS handshake (default `10s`).
     #[serde(default)]
     pub handshake_timeout: Option<String>,
+    /// Time after the handshake for the HTTP/2 preface or the first request (default `10s`).
+    #[serde(default)]
+    pub preface_timeout: Option<String>,
     /// Time allowed for an HTTP/1.1 request head, the slowloris guard (default `30s`).
     #[serde(default)]
     pub header_read_timeout: Option<String>,
+    /// A connection with no open request is closed after this (default `90s`).
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
     /// Concurrent HTTP/2 streams per client connection (default 250, at least 100).
     #[serde(default)]
     pub max_concurrent_streams: Option<u32>,
+    /// Largest request head in bytes, HTTP/1.1 and HTTP/2 (default 65536).
+    #[serde(default)]
+    pub max_header_bytes: Option<u32>,
+    /// Open client connections on the listener (default 10000).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Open client connections from one source address, IPv6 by /64 (default 1000).
+    #[serde(default)]
+    pub max_connections_per_source: Option<usize>,
     /// Keep the client's own `X-Forwarded-For` entries and append the peer (default false:
     /// they are dropped and only the real peer address is sent).
     #[serde(default)]

@@ -3,8 +3,9 @@
 //! YAML schema is in `config::schema`.
 //!
 //! Rejects, with the key path: bad addresses, unreadable or unparsable certificate / key files,
-//! bad durations, fewer than 100 HTTP/2 streams per connection, and a certificate, key and
-//! client CAs that rustls refuses together (`listen.tls`).
+//! bad or zero durations, fewer than 100 HTTP/2 streams per connection, a header limit outside
+//! 16 KiB..=1 MiB, zero connection caps or a per-source cap above the listener's, and a
+//! certificate, key and client CAs that rustls refuses together (`listen.tls`).
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -60,28 +61,7 @@ pub fn listen(c: &mut Problems, file: &schema::File, base: &std::path::Path) -> 
     let addr = c.addr("listen.address", &l.address);
     let chain = c.certs("listen.tls.cert_file", &l.tls.cert_file, base);
     let key = c.key("listen.tls.key_file", &l.tls.key_file, base);
-    let streams = l.max_concurrent_streams.unwrap_or(250);
-    if streams < 100 {
-        c.err(
-            "listen.max_concurrent_streams",
-            format!("{streams} is below 100"),
-            "kubectl and controllers multiplex many watches on one connection; use at least 100 (the API server's default)",
-        );
-    }
-    let mut duration = |path: &str, value: &Option<String>, secs: u64| {
-        c.duration(
-            path,
-            value.as_deref(),
-            Duration::from_secs(secs),
-            Wording::General,
-        )
-    };
-    let serve = ServeOptions {
-        handshake_timeout: duration("listen.handshake_timeout", &l.handshake_timeout, 10),
-        header_read_timeout: duration("listen.header_read_timeout", &l.header_read_timeout, 30),
-        max_concurrent_streams: streams,
-        grace: duration("shutdown.grace", &file.shutdown.grace, 30),
-    };
+    let serve = serve_options(c, file);
     Listen {
         addr,
         chain,
@@ -89,6 +69,106 @@ pub fn listen(c: &mut Problems, file: &schema::File, base: &std::path::Path) -> 
         serve,
     }
 }
+
+/// The listener's timeouts and limits ([`ServeOptions`]; defaults there).
+fn serve_options(c: &mut Problems, file: &schema::File) -> ServeOptions {
+    let l = &file.listen;
+    let d = ServeOptions::default();
+    let mut duration = |path: &str, value: &Option<String>, default: Duration| {
+        let v = c.duration(path, value.as_deref(), default, Wording::General);
+        if v.is_zero() {
+            c.err(
+                path,
+                "0 would close every connection at once",
+                "use a positive duration, e.g. 10s",
+            );
+        }
+        v
+    };
+    let handshake_timeout = duration(
+        "listen.handshake_timeout",
+        &l.handshake_timeout,
+        d.handshake_timeout,
+    );
+    let preface_timeout = duration(
+        "listen.preface_timeout",
+        &l.preface_timeout,
+        d.preface_timeout,
+    );
+    let header_read_timeout = duration(
+        "listen.header_read_timeout",
+        &l.header_read_timeout,
+        d.header_read_timeout,
+    );
+    let idle_timeout = duration("listen.idle_timeout", &l.idle_timeout, d.idle_timeout);
+    let grace = c.duration(
+        "shutdown.grace",
+        file.shutdown.grace.as_deref(),
+        d.grace,
+        Wording::General,
+    );
+    let streams = l.max_concurrent_streams.unwrap_or(d.max_concurrent_streams);
+    if streams < 100 {
+        c.err(
+            "listen.max_concurrent_streams",
+            format!("{streams} is below 100"),
+            "kubectl and controllers multiplex many watches on one connection; use at least 100 (the API server's default)",
+        );
+    }
+    let header_bytes = l.max_header_bytes.unwrap_or(d.max_header_bytes);
+    if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&header_bytes) {
+        c.err(
+            "listen.max_header_bytes",
+            format!("{header_bytes} is outside {MIN_HEADER_BYTES}..={MAX_HEADER_BYTES}"),
+            "clients with large tokens send several KiB of headers; 65536 is the default, 1048576 Go's",
+        );
+    }
+    let (max_connections, per_source) = connection_caps(c, l, &d);
+    ServeOptions {
+        handshake_timeout,
+        preface_timeout,
+        header_read_timeout,
+        idle_timeout,
+        max_concurrent_streams: streams,
+        max_header_bytes: header_bytes,
+        max_connections,
+        max_connections_per_source: per_source,
+        grace,
+        metrics: Default::default(),
+    }
+}
+
+/// `listen.max_connections` and `listen.max_connections_per_source`: positive, per source at
+/// most the listener's.
+fn connection_caps(c: &mut Problems, l: &schema::Listen, d: &ServeOptions) -> (usize, usize) {
+    let max_connections = l.max_connections.unwrap_or(d.max_connections);
+    let per_source = l
+        .max_connections_per_source
+        .unwrap_or(d.max_connections_per_source);
+    if max_connections == 0 || per_source == 0 {
+        c.err(
+            if max_connections == 0 {
+                "listen.max_connections"
+            } else {
+                "listen.max_connections_per_source"
+            },
+            "0 would refuse every connection",
+            "use a positive count; per source at most max_connections",
+        );
+    } else if per_source > max_connections {
+        c.err(
+            "listen.max_connections_per_source",
+            format!("{per_source} is above listen.max_connections ({max_connections})"),
+            "a source cannot hold more connections than the listener; lower it or raise max_connections",
+        );
+    }
+    (max_connections, per_source)
+}
+
+/// Below this, ordinary kubectl requests with a bearer token do not fit (hyper's HTTP/2 default).
+const MIN_HEADER_BYTES: u32 = 16 * 1024;
+/// Go's `http.DefaultMaxHeaderBytes`, what kube-apiserver accepts.
+const MAX_HEADER_BYTES: u32 = 1024 * 1024;
 
 /// Validate `admin:`: its address and the readiness window.
 pub fn admin(c: &mut Problems, a: &schema::Admin) -> (Option<SocketAddr>, Duration) {

@@ -1,8 +1,12 @@
-//! Listeners: TLS setup, the accept loop, and the admin endpoints.
+//! Listeners: TLS setup, the accept loop, connection caps and timeouts, and the admin endpoints.
 
 pub mod admin;
 pub mod config;
+mod conn;
+pub mod limits;
+pub mod metrics;
 pub mod serve;
 pub mod tls;
 
+pub use metrics::ListenerMetrics;
 pub use serve::{serve, serve_plain, ConnInfo, ServeOptions};

@@ -1,10 +1,13 @@
 //! The TLS accept loop shared by the proxy listener, the admin listener and the sandbox.
 //!
-//! Accepts: TCP → rustls handshake (bounded by a timeout) → hyper's auto builder (HTTP/1.1 or
-//! h2 by ALPN, on one port), with HTTP/1.1 upgrades enabled so exec / attach / port-forward can
-//! be spliced. Rejects: a TLS handshake that fails or stalls closes the socket (nothing else is
-//! possible before HTTP); an HTTP/1.1 client that does not finish its request head within
-//! `header_read_timeout` is disconnected (slowloris).
+//! Accepts: TCP → the connection caps (`limits`) → rustls handshake (bounded by a timeout) →
+//! hyper's auto builder (HTTP/1.1 or h2, on one port), with HTTP/1.1 upgrades enabled so exec /
+//! attach / port-forward can be spliced, watched by the connection's watchdog (`conn`).
+//! Rejects, always by closing the socket (nothing else is possible before HTTP): a connection
+//! above a cap; a TLS handshake that fails or stalls; a client silent after the handshake
+//! (`preface_timeout`). Then: an HTTP/1.1 client that does not finish its request head within
+//! `header_read_timeout` is disconnected (slowloris); a connection with no open request for
+//! `idle_timeout` is closed (HTTP/2: GOAWAY); HTTP/2 limits below ([`http_builder`]).
 //!
 //! On shutdown it stops accepting at once, lets in-flight requests finish for `grace`, then
 //! drops whatever is left.
@@ -15,13 +18,25 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::conn::auto,
 };
 use rustls_pki_types::CertificateDer;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, TcpStream},
+    sync::mpsc,
+};
 use tokio_rustls::{server::TlsStream, TlsAcceptor};
 
-use crate::{body::Body, shutdown::Shutdown};
+use super::{
+    conn::{self, Outcome, Shared, Timeouts, Tracked},
+    limits::ConnLimiter,
+    metrics::{Closed, ListenerMetrics},
+};
+use crate::{
+    body::{self, Body},
+    shutdown::Shutdown,
+};
 
 /// What the connection knows about its peer, handed to every request on it.
 #[derive(Debug, Clone)]
@@ -37,26 +52,54 @@ pub struct ConnInfo {
     pub cert_identity: std::sync::OnceLock<Arc<crate::authn::Identity>>,
 }
 
-/// Limits and timeouts of one listener.
+/// Limits and timeouts of one listener (validated from `listen:` by `server::config`).
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// Time allowed for the TLS handshake.
     pub handshake_timeout: Duration,
+    /// Time after the handshake for the HTTP/2 preface or the start of the first request.
+    pub preface_timeout: Duration,
     /// Time allowed for an HTTP/1.1 request head (slowloris guard).
     pub header_read_timeout: Duration,
+    /// A connection with no open request for this long is closed (HTTP/2: GOAWAY).
+    pub idle_timeout: Duration,
     /// Concurrent HTTP/2 streams per connection (kubectl multiplexes watches on one).
     pub max_concurrent_streams: u32,
+    /// Largest request head: HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`, HTTP/1.1 read buffer.
+    pub max_header_bytes: u32,
+    /// Open connections on the listener, counted from accept.
+    pub max_connections: usize,
+    /// Open connections from one source address (IPv6: one /64).
+    pub max_connections_per_source: usize,
     /// How long in-flight requests may run after shutdown begins.
     pub grace: Duration,
+    /// The listener's connection series (registered by `Runtime::build` for the proxy).
+    pub metrics: ListenerMetrics,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             handshake_timeout: Duration::from_secs(10),
+            preface_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
             max_concurrent_streams: 250,
+            max_header_bytes: 64 * 1024,
+            max_connections: 10_000,
+            max_connections_per_source: 1_000,
             grace: Duration::from_secs(30),
+            metrics: ListenerMetrics::default(),
+        }
+    }
+}
+
+impl ServeOptions {
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            preface: self.preface_timeout,
+            idle: self.idle_timeout,
+            grace: self.grace,
         }
     }
 }
@@ -106,7 +149,13 @@ async fn accept_loop<H, F>(
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let builder = Arc::new(http_builder(&opts));
-    let graceful = GracefulShutdown::new();
+    let limiter = ConnLimiter::new(
+        opts.max_connections,
+        opts.max_connections_per_source,
+        opts.metrics.clone(),
+    );
+    // Every connection task holds a sender; the drain below ends when the last is dropped.
+    let (alive, mut drained) = mpsc::channel::<()>(1);
 
     loop {
         let (tcp, peer) = tokio::select! {
@@ -121,40 +170,39 @@ async fn accept_loop<H, F>(
             },
             _ = shutdown.wait() => break,
         };
+        let permit = match limiter.try_acquire(peer.ip()) {
+            Ok(permit) => permit,
+            Err(why) => {
+                // Closed before any TLS work (see `limits`).
+                tracing::debug!(%peer, reason = why.label(), "connection refused by cap");
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
+        let conn = Conn {
+            peer,
+            shared: Shared::new(permit),
+            builder: builder.clone(),
+            opts: opts.clone(),
+            stop: shutdown.clone(),
+        };
         let acceptor = acceptor.clone();
-        let builder = builder.clone();
         let handler = handler.clone();
-        let watcher = graceful.watcher();
-        let handshake_timeout = opts.handshake_timeout;
+        let alive = alive.clone();
         tokio::spawn(async move {
-            let Some(acceptor) = acceptor else {
-                let info = Arc::new(ConnInfo {
-                    peer,
-                    peer_certs: None,
-                    h2: false,
-                    cert_identity: Default::default(),
-                });
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(tcp), service(handler, info));
-                if let Err(err) = watcher.watch(conn.into_owned()).await {
-                    tracing::debug!(%peer, err = %err, "connection ended with error");
+            let _alive = alive;
+            match acceptor {
+                Some(acceptor) => conn.serve_tls(&acceptor, tcp, handler).await,
+                None => {
+                    let info = conn_info(peer, None, false);
+                    conn.serve_io(tcp, info, handler).await
                 }
-                return;
-            };
-            let Some(tls) = handshake(&acceptor, tcp, peer, handshake_timeout).await else {
-                return;
-            };
-            let info = tls_conn_info(peer, &tls);
-            let conn =
-                builder.serve_connection_with_upgrades(TokioIo::new(tls), service(handler, info));
-            if let Err(err) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, err = %err, "connection ended with error");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(opts.grace, graceful.shutdown())
+    drop(alive);
+    if tokio::time::timeout(opts.grace, drained.recv())
         .await
         .is_err()
     {
@@ -162,60 +210,164 @@ async fn accept_loop<H, F>(
     }
 }
 
-/// HTTP/1.1 (with the request-head timeout) and h2 (with the stream limit and keep-alive
-/// pings) on one builder.
+/// One accepted connection, counted under the caps.
+struct Conn {
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    opts: ServeOptions,
+    stop: Shutdown,
+}
+
+impl Conn {
+    async fn serve_tls<H, F>(self, acceptor: &TlsAcceptor, tcp: TcpStream, handler: H)
+    where
+        H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let Some(tls) = handshake(acceptor, tcp, self.peer, &self.opts).await else {
+            return;
+        };
+        self.shared.handshake_done();
+        let info = tls_conn_info(self.peer, &tls);
+        self.serve_io(tls, info, handler).await
+    }
+
+    async fn serve_io<T, H, F>(self, io: T, info: Arc<ConnInfo>, handler: H)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let io = TokioIo::new(Tracked::new(io, self.shared.clone()));
+        let svc = service(handler, info, self.shared.clone());
+        let conn = self.builder.serve_connection_with_upgrades(io, svc);
+        tokio::pin!(conn);
+        let outcome = conn::drive(
+            conn.as_mut(),
+            |c| c.graceful_shutdown(),
+            &self.shared,
+            self.opts.timeouts(),
+            self.stop.clone(),
+        )
+        .await;
+        let peer = self.peer;
+        match outcome {
+            Outcome::Ended(Ok(())) | Outcome::Shutdown => {}
+            Outcome::Ended(Err(err)) => {
+                if is_header_timeout(&*err) {
+                    self.opts.metrics.closed(Closed::HeaderTimeout);
+                }
+                tracing::debug!(%peer, err = %err, "connection ended with error");
+            }
+            Outcome::Closed(why) => {
+                self.opts.metrics.closed(why);
+                tracing::debug!(%peer, reason = why.label(), "connection closed by listener timeout");
+            }
+        }
+    }
+}
+
+/// hyper's HTTP/1.1 request-head timeout (the only timeout hyper reports on a server
+/// connection).
+fn is_header_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    err.downcast_ref::<hyper::Error>()
+        .is_some_and(hyper::Error::is_timeout)
+}
+
+/// HTTP/1.1 and HTTP/2 on one builder, every limit set explicitly (hyper's defaults are noted
+/// where we keep them, so a hyper upgrade cannot loosen one silently).
 fn http_builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout)
+        // The request head must fit the read buffer; hyper answers 431 beyond it.
+        .max_buf_size(opts.max_header_bytes.max(MIN_H1_BUFFER) as usize)
+        .max_headers(H1_MAX_HEADERS)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(opts.max_concurrent_streams)
-        // Keep idle-but-alive connections (long watches) healthy through middleboxes.
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        .max_header_list_size(opts.max_header_bytes)
+        // Rapid reset (CVE-2023-44487): streams the client resets before we accept them are
+        // bounded; beyond this the connection gets GOAWAY (ENHANCE_YOUR_CALM).
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        // Streams we must reset because the client misbehaves, before the connection goes.
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+        // Keep idle-but-alive connections (long watches) healthy through middleboxes, and
+        // close those whose peer no longer answers.
+        .keep_alive_interval(Some(H2_PING_INTERVAL))
+        .keep_alive_timeout(H2_PING_TIMEOUT);
     builder
 }
 
-/// The TLS handshake within `timeout`; `None` (logged) when it fails or stalls.
+/// hyper refuses a smaller HTTP/1.1 read buffer.
+const MIN_H1_BUFFER: u32 = 8192;
+/// Header fields in one HTTP/1.1 request head (hyper's default, explicit).
+const H1_MAX_HEADERS: usize = 100;
+/// h2's default, explicit.
+const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// hyper's default, explicit.
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The TLS handshake within the handshake timeout; `None` (logged, counted) when it fails or
+/// stalls.
 async fn handshake(
     acceptor: &TlsAcceptor,
     tcp: TcpStream,
     peer: SocketAddr,
-    timeout: Duration,
+    opts: &ServeOptions,
 ) -> Option<TlsStream<TcpStream>> {
-    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+    match tokio::time::timeout(opts.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => Some(tls),
         Ok(Err(err)) => {
             tracing::debug!(%peer, %err, "TLS handshake failed");
             None
         }
         Err(_) => {
+            opts.metrics.closed(Closed::HandshakeTimeout);
             tracing::debug!(%peer, "TLS handshake timed out");
             None
         }
     }
 }
 
-/// The peer, its certificate chain and the negotiated protocol of a TLS connection.
-fn tls_conn_info(peer: SocketAddr, tls: &TlsStream<TcpStream>) -> Arc<ConnInfo> {
-    let (_, session) = tls.get_ref();
+fn conn_info(
+    peer: SocketAddr,
+    peer_certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+    h2: bool,
+) -> Arc<ConnInfo> {
     Arc::new(ConnInfo {
         peer,
-        peer_certs: session
-            .peer_certificates()
-            .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())),
-        h2: session.alpn_protocol() == Some(b"h2"),
+        peer_certs,
+        h2,
         cert_identity: Default::default(),
     })
 }
 
+/// The peer, its certificate chain and the negotiated protocol of a TLS connection.
+fn tls_conn_info(peer: SocketAddr, tls: &TlsStream<TcpStream>) -> Arc<ConnInfo> {
+    let (_, session) = tls.get_ref();
+    conn_info(
+        peer,
+        session
+            .peer_certificates()
+            .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())),
+        session.alpn_protocol() == Some(b"h2"),
+    )
+}
+
+/// The handler as a hyper service; each request counts as open on its connection until its
+/// response body ends (what the idle timeout looks at).
 fn service<H, F>(
     handler: H,
     info: Arc<ConnInfo>,
+    shared: Arc<Shared>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<Body>,
@@ -227,7 +379,11 @@ where
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     hyper::service::service_fn(move |req| {
+        let open = shared.request_started();
         let fut = handler(req, info.clone());
-        async move { Ok::<_, std::convert::Infallible>(fut.await) }
+        async move {
+            let resp = fut.await;
+            Ok::<_, std::convert::Infallible>(resp.map(|b| body::hold(b, open)))
+        }
     })
 }

@@ -1,0 +1,441 @@
+//! The client-facing listener's timeouts and connection caps, with real TLS on loopback:
+//! silent and half-handshaken connections are closed, a slowloris is cut, a crowd of idle
+//! connections does not stop kubectl, the per-source and per-listener caps refuse the next
+//! connection (counted in the metrics, never reaching the upstream), idle keep-alive closes an
+//! idle connection but not one holding a watch, and oversized request heads are refused.
+// Test code: a failed unwrap / expect / panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::{net::SocketAddr, time::Duration};
+
+use bytes::Bytes;
+use common::{get, Env};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
+    net::{TcpSocket, TcpStream},
+};
+
+/// Start the proxy with `keys` added under `listen:`.
+async fn start(keys: &str) -> Env {
+    let keys = keys.to_string();
+    Env::start_with(move |c| *c = c.replacen("listen:\n", &format!("listen:\n{keys}"), 1)).await
+}
+
+/// Whether the peer closed `s` within `within` (EOF or a reset both count).
+async fn closed_within<S: AsyncRead + Unpin>(s: &mut S, within: Duration) -> bool {
+    let mut buf = Vec::new();
+    tokio::time::timeout(within, s.read_to_end(&mut buf))
+        .await
+        .is_ok()
+}
+
+/// A value from the admin `/metrics` page (0 when the series does not exist yet).
+async fn metric(env: &Env, series: &str) -> f64 {
+    let (_, body) = common::admin_get(env.admin_addr, "/metrics").await;
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .filter(|rest| rest.starts_with(' '))
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Requests the upstream has seen, other than the proxy's own readiness probes.
+fn upstream_requests(env: &Env) -> usize {
+    env.sandbox
+        .sandbox
+        .recorded()
+        .iter()
+        .filter(|r| r.path != "/readyz")
+        .count()
+}
+
+/// A TCP connection to `to` from the loopback address `from` (all of 127/8 is local on Linux).
+async fn tcp_from(from: &str, to: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// A TLS handshake over `tcp`; `None` when the proxy closed it instead.
+async fn tls_over(env: &Env, tcp: TcpStream) -> Option<tokio_rustls::client::TlsStream<TcpStream>> {
+    let config = common::client_tls(&env.ca, Some(&env.admin_cert), &[b"h2", b"http/1.1"]);
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_after_the_preface_timeout() {
+    let env = start("  preface_timeout: 500ms\n").await;
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(
+            common::tls_connect(env.proxy_addr, &env.ca, Some(&env.admin_cert), &[b"h2"]).await,
+        );
+    }
+    // The start of an HTTP/2 preface, then nothing: still not a request.
+    let mut partial =
+        common::tls_connect(env.proxy_addr, &env.ca, Some(&env.admin_cert), &[b"h2"]).await;
+    partial.write_all(b"PRI * HTTP/2.0").await.unwrap();
+    partial.flush().await.unwrap();
+    for s in silent.iter_mut().chain(std::iter::once(&mut partial)) {
+        assert!(
+            closed_within(s, Duration::from_secs(10)).await,
+            "a silent connection is still open 10 s after a 500 ms preface timeout"
+        );
+    }
+    assert!(
+        metric(
+            &env,
+            "portcullis_listener_connections_closed_total{reason=\"preface_timeout\"}"
+        )
+        .await
+            >= 21.0
+    );
+    assert_eq!(upstream_requests(&env), 0);
+
+    // A client that speaks at once is served.
+    let resp = env
+        .request(get("/version"), Some(&env.admin_cert), true)
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(upstream_requests(&env), 1);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_tls_handshake_is_closed_after_the_handshake_timeout() {
+    let env = start("  handshake_timeout: 500ms\n").await;
+    // TCP only: no ClientHello ever.
+    let mut bare = TcpStream::connect(env.proxy_addr).await.unwrap();
+    // Half a ClientHello: a TLS record header promising more than is sent.
+    let mut half = TcpStream::connect(env.proxy_addr).await.unwrap();
+    half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .unwrap();
+    for s in [&mut bare, &mut half] {
+        assert!(
+            closed_within(s, Duration::from_secs(10)).await,
+            "a stalled handshake is still open 10 s after a 500 ms handshake timeout"
+        );
+    }
+    assert!(
+        metric(
+            &env,
+            "portcullis_listener_connections_closed_total{reason=\"handshake_timeout\"}"
+        )
+        .await
+            >= 2.0
+    );
+    assert_eq!(
+        metric(&env, "portcullis_listener_connections_open").await,
+        0.0
+    );
+    env.stop().await;
+}
+
+/// An HTTP/1.1 client that trickles its request head, one byte at a time.
+async fn slowloris(env: &Env) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut s = common::tls_connect(
+        env.proxy_addr,
+        &env.ca,
+        Some(&env.admin_cert),
+        &[b"http/1.1"],
+    )
+    .await;
+    s.write_all(b"GET /api HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_is_cut_and_an_idle_crowd_does_not_stop_kubectl() {
+    common::require_kubectl();
+    // Idle connections may stay (long preface and idle timeouts); the head must be quick.
+    let env =
+        start("  preface_timeout: 60s\n  idle_timeout: 60s\n  header_read_timeout: 1s\n").await;
+    let mut crowd = Vec::new();
+    for i in 0..300 {
+        let alpn: &[&[u8]] = if i % 2 == 0 { &[b"h2"] } else { &[b"http/1.1"] };
+        crowd.push(common::tls_connect(env.proxy_addr, &env.ca, Some(&env.admin_cert), alpn).await);
+    }
+    let mut slow = slowloris(&env).await;
+    let trickle = async {
+        for b in b"X-Slow: 1234567890" {
+            if slow.write_all(&[*b]).await.is_err() {
+                return true;
+            }
+            let _ = slow.flush().await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        closed_within(&mut slow, Duration::from_secs(10)).await
+    };
+    // kubectl is served while the crowd and the slowloris hold their connections.
+    let (cut, out) = tokio::join!(trickle, env.kubectl(&["get", "ns"]));
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(common::stdout(&out).contains("default"));
+    assert!(
+        cut,
+        "a slowloris still connected long after a 1 s header timeout"
+    );
+    assert!(
+        metric(
+            &env,
+            "portcullis_listener_connections_closed_total{reason=\"header_read_timeout\"}"
+        )
+        .await
+            >= 1.0
+    );
+    // The crowd is still there (nothing closed it early), and the slowloris never reached the
+    // upstream.
+    assert!(metric(&env, "portcullis_listener_connections_open").await >= 300.0);
+    assert!(env
+        .sandbox
+        .sandbox
+        .recorded()
+        .iter()
+        .all(|r| !r.headers.contains_key("x-slow")));
+    drop(crowd);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_caps_refuse_per_source_and_per_listener() {
+    let env = start(
+        "  preface_timeout: 60s\n  handshake_timeout: 60s\n  max_connections: 5\n  max_connections_per_source: 3\n",
+    )
+    .await;
+    let open = "portcullis_listener_connections_open";
+    // Source A: one connection still before its handshake, two TLS connections silent after it;
+    // all three count.
+    let mut held = vec![];
+    let bare = tcp_from("127.0.0.2", env.proxy_addr).await;
+    wait_for_metric(&env, open, 1.0).await;
+    for _ in 0..2 {
+        let tcp = tcp_from("127.0.0.2", env.proxy_addr).await;
+        held.push(
+            tls_over(&env, tcp)
+                .await
+                .expect("within the per-source cap"),
+        );
+    }
+    assert_eq!(metric(&env, open).await, 3.0);
+    // A fourth from A is closed before TLS; the counter says why.
+    let fourth = tcp_from("127.0.0.2", env.proxy_addr).await;
+    assert!(
+        tls_over(&env, fourth).await.is_none(),
+        "4th connection from one source was served"
+    );
+    assert_eq!(
+        metric(
+            &env,
+            "portcullis_listener_connections_refused_total{reason=\"per_source\"}"
+        )
+        .await,
+        1.0
+    );
+
+    // Source B still gets its share, up to the listener's cap of 5 ...
+    for _ in 0..2 {
+        let tcp = tcp_from("127.0.0.3", env.proxy_addr).await;
+        held.push(
+            tls_over(&env, tcp)
+                .await
+                .expect("another source, within the listener cap"),
+        );
+    }
+    assert_eq!(metric(&env, open).await, 5.0);
+    // ... and then a third source is refused by the listener cap, even with a real request.
+    let client_c = tcp_from("127.0.0.4", env.proxy_addr).await;
+    assert!(
+        tls_over(&env, client_c).await.is_none(),
+        "6th connection on the listener was served"
+    );
+    assert_eq!(
+        metric(
+            &env,
+            "portcullis_listener_connections_refused_total{reason=\"per_listener\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        upstream_requests(&env),
+        0,
+        "a refused connection reached the upstream"
+    );
+
+    // Places come back when connections close: a normal client is served again.
+    drop(bare);
+    drop(held.pop());
+    wait_for_metric(&env, open, 3.0).await;
+    let resp = env
+        .request(get("/version"), Some(&env.admin_cert), true)
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(upstream_requests(&env), 1);
+    drop(held);
+    env.stop().await;
+}
+
+/// Wait (bounded) until `series` reads `want`.
+async fn wait_for_metric(env: &Env, series: &str, want: f64) {
+    for _ in 0..200 {
+        if metric(env, series).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "{series} never reached {want} (now {})",
+        metric(env, series).await
+    );
+}
+
+/// An HTTP/2 connection to the proxy and the task driving it (which ends when the proxy closes
+/// the connection).
+async fn h2_client(
+    env: &Env,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let tls = common::tls_connect(env.proxy_addr, &env.ca, Some(&env.admin_cert), &[b"h2"]).await;
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (sender, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_closes_an_idle_connection_but_not_one_with_a_watch() {
+    common::require_kubectl();
+    let env = start("  idle_timeout: 1s\n  preface_timeout: 1s\n").await;
+    // HTTP/2, one request, then idle: GOAWAY and close.
+    let (mut idle, idle_task) = h2_client(&env).await;
+    let resp = idle.send_request(get("/version")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.into_body().collect().await.unwrap();
+    // HTTP/1.1, one request, then idle: closed between requests.
+    let mut h1 = common::tls_connect(
+        env.proxy_addr,
+        &env.ca,
+        Some(&env.admin_cert),
+        &[b"http/1.1"],
+    )
+    .await;
+    h1.write_all(b"GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let head = common::read_head(&mut h1).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    // A watch over HTTP/2 on another connection.
+    let (mut watcher, watch_task) = h2_client(&env).await;
+    let watch = watcher
+        .send_request(get("/api/v1/namespaces/default/configmaps?watch=1"))
+        .await
+        .unwrap();
+    assert_eq!(watch.status(), StatusCode::OK);
+    let mut body = watch.into_body();
+
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), idle_task)
+            .await
+            .is_ok(),
+        "an idle HTTP/2 connection is still open 10 s after a 1 s idle timeout"
+    );
+    assert!(
+        closed_within(&mut h1, Duration::from_secs(10)).await,
+        "an idle HTTP/1.1 connection is still open 10 s after a 1 s idle timeout"
+    );
+    assert!(
+        metric(
+            &env,
+            "portcullis_listener_connections_closed_total{reason=\"idle_timeout\"}"
+        )
+        .await
+            >= 2.0
+    );
+
+    // The watch's connection outlived several idle timeouts, and still delivers events.
+    assert!(
+        !watch_task.is_finished(),
+        "a connection holding a watch was closed as idle"
+    );
+    let out = env
+        .kubectl(&["create", "configmap", "idle-check", "-n", "default"])
+        .await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let event = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut seen = Vec::new();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                seen.extend_from_slice(&data);
+                if String::from_utf8_lossy(&seen).contains("idle-check") {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        event.ok(),
+        Some(true),
+        "the watch did not deliver the new configmap"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_heads_are_refused_before_the_upstream() {
+    let env = start("  max_header_bytes: 16384\n").await;
+    let big = "x".repeat(20 * 1024);
+    let with_header = |value: &str| {
+        Request::get("https://localhost/version")
+            .header("x-filler", value)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    // HTTP/1.1: 431 from hyper, nothing upstream.
+    let resp = env
+        .request(with_header(&big), Some(&env.admin_cert), false)
+        .await;
+    assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    // HTTP/2: h2 answers the stream with 431 itself, nothing upstream.
+    let (mut h2, _task) = h2_client(&env).await;
+    let resp = h2.send_request(with_header(&big)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(
+        upstream_requests(&env),
+        0,
+        "an oversized head reached the upstream"
+    );
+    // Within the limit, both protocols are served.
+    for h2 in [false, true] {
+        let resp = env
+            .request(
+                with_header(&"x".repeat(8 * 1024)),
+                Some(&env.admin_cert),
+                h2,
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    assert_eq!(upstream_requests(&env), 2);
+    env.stop().await;
+}

@@ -120,7 +120,10 @@ pub fn build(t: &TracingConfig, base: &Path, path: &str) -> Result<TracingSettin
             "write e.g. 0.01 for 1 % of new traces, 1.0 for all",
         );
     }
-    let service_name = t.service_name.clone().unwrap_or_else(|| "portcullis".into());
+    let service_name = t
+        .service_name
+        .clone()
+        .unwrap_or_else(|| "portcullis".into());
     if service_name.trim().is_empty() {
         c.err(
             format!("{path}.service_name"),

@@ -51,7 +51,8 @@ impl OtlpClient {
             None => Vec::new(),
         };
         let roots = tls::root_store(certs)?;
-        let tls = tls::client_config(roots, None, &[b"http/1.1"])?;
+        // No ALPN here: the connector sets it (http/1.1) and refuses a preset list.
+        let tls = tls::client_config(roots, None, &[])?;
         Ok(OtlpClient {
             tls,
             timeout: settings.timeout,
@@ -98,10 +99,7 @@ impl OtlpClient {
             let sent = async {
                 let resp = pool.request(request).await?;
                 let (parts, body) = resp.into_parts();
-                let body = Limited::new(body, MAX_RESPONSE)
-                    .collect()
-                    .await?
-                    .to_bytes();
+                let body = Limited::new(body, MAX_RESPONSE).collect().await?.to_bytes();
                 Ok::<_, HttpError>(Response::from_parts(parts, body))
             };
             match tokio::time::timeout(self.timeout, sent).await {

@@ -147,7 +147,10 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> ResponseFuture {
         let audit_id = req.extensions().get::<AuditId>().map(|a| a.0.clone());
-        let id = audit_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
+        let id = audit_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         let log = tracing::info_span!("request", audit_id = id, trace_id = tracing::field::Empty);
         let Some(t) = &self.tracing else {
             if log.is_disabled() {

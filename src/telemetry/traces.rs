@@ -72,7 +72,8 @@ impl Tracing {
 
     /// Write `cx` as `traceparent` (+ `tracestate`) into `headers`.
     pub(super) fn inject(&self, cx: &Context, headers: &mut HeaderMap) {
-        self.propagator.inject_context(cx, &mut HeaderWriter(headers));
+        self.propagator
+            .inject_context(cx, &mut HeaderWriter(headers));
     }
 
     /// Export what is buffered and stop (at the end of `app::run`).
@@ -98,6 +99,10 @@ struct HeaderWriter<'a>(&'a mut HeaderMap);
 
 impl Injector for HeaderWriter<'_> {
     fn set(&mut self, key: &str, value: String) {
+        // An empty `tracestate` is the same as none; the W3C spec asks not to send it.
+        if value.is_empty() {
+            return;
+        }
         if let (Ok(name), Ok(value)) = (
             http::HeaderName::from_bytes(key.as_bytes()),
             http::HeaderValue::from_str(&value),

@@ -429,7 +429,7 @@ async fn json_log_lines_carry_the_audit_id_and_trace_id_and_never_the_token() {
     text.push_str(&rx.config(""));
     text.push_str("log:\n  format: json\n");
     std::fs::write(&files.config, text).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["serve", "--config"])
         .arg(&files.config)
         .env("RUST_LOG", "info")

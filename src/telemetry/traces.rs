@@ -53,6 +53,7 @@ impl Tracing {
             .build();
         use opentelemetry::trace::TracerProvider as _;
         let tracer = provider.tracer("portcullis");
+        tracing::info!(endpoint = %s.endpoint, sampling_ratio = s.sampling_ratio, trust_incoming = s.trust_incoming, "exporting traces");
         Ok(Tracing {
             provider,
             tracer,

@@ -166,14 +166,19 @@ where
             .tracer
             .span_builder("portcullis.request")
             .with_kind(SpanKind::Server)
-            .with_attributes([
-                KeyValue::new("http.request.method", req.method().as_str().to_owned()),
-                KeyValue::new("url.path", req.uri().path().to_owned()),
-                KeyValue::new("portcullis.audit_id", id.to_owned()),
-            ])
             .start_with_context(&t.tracer, &parent);
         let cx = parent.with_span(span);
         let span_context = cx.span().span_context().clone();
+        if span_context.is_sampled() {
+            // Set after the sampler decided, so a dropped request allocates none of them.
+            let span = cx.span();
+            span.set_attribute(KeyValue::new(
+                "http.request.method",
+                req.method().as_str().to_owned(),
+            ));
+            span.set_attribute(KeyValue::new("url.path", req.uri().path().to_owned()));
+            span.set_attribute(KeyValue::new("portcullis.audit_id", id.to_owned()));
+        }
         log.record("trace_id", tracing::field::display(span_context.trace_id()));
         req.extensions_mut().insert(Arc::new(RequestTrace {
             cx: cx.clone(),

@@ -12,7 +12,6 @@
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures_util::FutureExt;
 use http::{HeaderValue, Request, Response};

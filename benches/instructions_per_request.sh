@@ -11,6 +11,9 @@
 #
 # Needs: apt-get install -y valgrind nginx nghttp2-client
 # Usage: benches/instructions_per_request.sh TOOLS_BIN BIN [BIN...]   (TOOLS_BIN mints the keys)
+# PC_EXTRA_YAML is appended to the proxy's config, e.g. to measure traces (an OTLP sink that
+# answers 200 listens on 127.0.0.1:18448):
+#   PC_EXTRA_YAML=$'tracing:\n  endpoint: http://127.0.0.1:18448\n  sampling_ratio: 0.01' benches/...
 set -u
 W=$(mktemp -d -t ab.XXXX); chmod 755 "$W"; cd "$W"
 pids=(); cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }; trap cleanup EXIT
@@ -26,7 +29,8 @@ cat > up.conf <<C
 worker_processes 1; pid $W/up.pid; error_log $W/up.err; daemon off;
 events { worker_connections 4096; }
 http { access_log off; server { listen 127.0.0.1:18443 ssl http2; ssl_certificate $W/srv.crt; ssl_certificate_key $W/srv.key; keepalive_requests 1000000;
- location / { default_type application/json; root $W; try_files /pods.json =404; } } }
+ location / { default_type application/json; root $W; try_files /pods.json =404; } }
+ server { listen 127.0.0.1:18448; access_log off; location / { return 200; } } }
 C
 nginx -c "$W/up.conf" & pids+=($!)
 B1=$1
@@ -62,6 +66,7 @@ audit:
       mode: ${AUDIT_MODE:-blocking}
 upstream: {url: https://127.0.0.1:18443, ca_file: $W/ca.crt, credentials: {token_file: $W/up.token}}
 Y
+[ -n "${PC_EXTRA_YAML:-}" ] && printf '%s\n' "$PC_EXTRA_YAML" >> pc.yaml
 sleep 1
 shift
 for B in "$@"; do

@@ -61,6 +61,10 @@ impl Runtime {
             limiter.metrics().register(&mut metrics.registry);
         }
         warn_dangerous(config);
+        let tracing = match &config.tracing {
+            None => None,
+            Some(settings) => Some(Arc::new(crate::telemetry::Tracing::start(settings)?)),
+        };
         let audit = match &config.audit {
             None => None,
             Some(settings) => {
@@ -87,6 +91,7 @@ impl Runtime {
             limiter,
             jwt,
             server_tls,
+            tracing,
         })
     }
 }
@@ -155,6 +160,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
 
     let proxy = stack::build(&rt);
     let audit_for_shutdown = rt.audit.clone();
+    let tracing_for_shutdown = rt.tracing.clone();
     tracing::info!(summary = %config.summary(), "serving");
     server::serve(
         listeners.proxy,
@@ -179,6 +185,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     if let Some(a) = &audit_for_shutdown {
         // Queued events, final checkpoints, sync.
         a.auditor.shutdown(std::time::Duration::from_secs(10)).await;
+    }
+    if let Some(t) = tracing_for_shutdown {
+        // Export the spans still buffered; the SDK's shutdown blocks its caller.
+        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
     }
     tracing::info!("stopped");
     Ok(())

@@ -7,7 +7,10 @@ mod cli;
 
 fn main() {
     let cli = cli::Cli::parse();
-    portcullis::telemetry::init_logging();
+    // `serve` installs its logger once its config (`log.format`) is read.
+    if !matches!(cli.command, cli::Command::Serve { .. }) {
+        portcullis::telemetry::init_logging(portcullis::telemetry::LogFormat::Text);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

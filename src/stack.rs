@@ -21,7 +21,7 @@ use crate::{
     ratelimit::{LoadShedLayer, RateLimitLayer, RateLimiter, SourceBlockLayer},
     request_id::RequestIdLayer,
     sanitize::{SanitizeLayer, Sanitizer},
-    telemetry::{Metrics, MetricsLayer},
+    telemetry::{traced, Metrics, MetricsLayer, RequestSpanLayer, Tracing, UpstreamSpanLayer},
     upstream::{Credentials, Upstream, UpstreamService},
 };
 
@@ -43,6 +43,8 @@ pub struct Runtime {
     pub sanitizer: Arc<Sanitizer>,
     /// The listener's TLS config.
     pub server_tls: Arc<rustls::ServerConfig>,
+    /// OpenTelemetry traces (None: no `tracing` section; the trace layers only pass through).
+    pub tracing: Option<Arc<Tracing>>,
 }
 
 /// Build the stack. Cheap to clone; holds no global state, so a new configuration builds a new
@@ -59,43 +61,67 @@ where
 {
     let c = &rt.config;
     let limiter = rt.limiter.clone();
+    // Each `traced(name, layer, on)` gives that layer its own child span of the request span
+    // (see `telemetry::span_layer`); with tracing off it only passes the request on.
+    let on = rt.tracing.is_some();
     ServiceBuilder::new()
         // 1. A fresh Audit-ID first, so every outcome can be correlated; a panic anywhere
         //    below is caught here (500 + Panic event).
         .layer(RequestIdLayer::new(rt.audit.clone()))
+        // 1b. The request's log span (Audit-ID, trace id) and, when tracing is on, its trace.
+        .layer(RequestSpanLayer::new(rt.tracing.clone()))
         // 2. Metrics wrap everything below, so refusals are counted with their final status.
         .layer(MetricsLayer::new(rt.metrics.clone()))
         // 3. One audit event per request, filled in by the layers below; it sees the final
         //    answer (refusals included) and can hold it until the event is durable.
-        .layer(AuditLayer::new(rt.audit.clone(), c.trust_forwarded_for))
+        .layer(traced(
+            "audit",
+            AuditLayer::new(rt.audit.clone(), c.trust_forwarded_for),
+            on,
+        ))
         // 4. The one parse of the Kubernetes request: pure and cheap, and every later decision
         //    reads it, so path tricks cannot make a guard judge a different request.
         .layer(ClassifyLayer)
         // 5. Load shed before any crypto; long-running requests have stream caps instead.
-        .layer(LoadShedLayer::new(limiter.clone()))
+        .layer(traced("load_shed", LoadShedLayer::new(limiter.clone()), on))
         // 6. Addresses that keep failing authentication are refused before signature work.
-        .layer(SourceBlockLayer::new(limiter.clone()))
+        .layer(traced(
+            "source_block",
+            SourceBlockLayer::new(limiter.clone()),
+            on,
+        ))
         // 7. Identity before anything spends upstream resources.
-        .layer(AuthnLayer::new(Authenticator {
-            x509: c.x509.clone(),
-            jwt: rt.jwt.clone(),
-            authorizer: rt.authorizer.clone(),
-        }))
+        .layer(traced(
+            "authn",
+            AuthnLayer::new(Authenticator {
+                x509: c.x509.clone(),
+                jwt: rt.jwt.clone(),
+                authorizer: rt.authorizer.clone(),
+            }),
+            on,
+        ))
         // 8. Grants ∩ token scope, on the classification above; deny by default.
-        .layer(AuthzLayer::new(rt.authorizer.clone()))
+        .layer(traced("authz", AuthzLayer::new(rt.authorizer.clone()), on))
         // 9. Keyed by identity, after authorization: a refused request spends no quota.
-        .layer(RateLimitLayer::new(limiter))
+        .layer(traced("rate_limit", RateLimitLayer::new(limiter), on))
         // 10. RequestReceived once the caller is known and admitted; a strict sink failing
         //     here refuses before anything is read or forwarded.
-        .layer(ReceivedLayer)
+        .layer(traced("audit_received", ReceivedLayer, on))
         // 11. The costliest check (reads, parses, may fetch the current object) last before
         //     the network, so earlier refusals never pay for it.
-        .layer(SanitizeLayer::new(
-            rt.sanitizer.clone(),
-            rt.upstream.clone(),
-            rt.metrics.clone(),
-            c.trust_forwarded_for,
+        .layer(traced(
+            "sanitize",
+            SanitizeLayer::new(
+                rt.sanitizer.clone(),
+                rt.upstream.clone(),
+                rt.metrics.clone(),
+                c.trust_forwarded_for,
+            ),
+            on,
         ))
+        // 11b. The `upstream` span, and its `traceparent` / `tracestate` on the forwarded
+        //      request (the client's own were removed at 1b).
+        .layer(UpstreamSpanLayer::new(on))
         // 12. Forward as the caller (impersonation), pooled h2 or an upgrade splice.
         .service(UpstreamService::new(
             rt.upstream.clone(),

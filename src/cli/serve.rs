@@ -16,6 +16,7 @@ pub async fn run(path: &Path) -> Result<()> {
             bail!("{} problem(s) in {}", problems.len(), path.display());
         }
     };
+    portcullis::telemetry::init_logging(cfg.log_format);
     let listeners = app::Listeners::bind(&cfg).await?;
     let (trigger, shutdown) = shutdown::channel();
     super::signal::on_signal(trigger);

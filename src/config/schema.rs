@@ -36,6 +36,12 @@ pub struct File {
     pub audit: Option<crate::audit::config::AuditConfig>,
     #[serde(default)]
     pub shutdown: Shutdown,
+    /// OpenTelemetry traces (absent: off; see `telemetry::config`).
+    #[serde(default)]
+    pub tracing: Option<crate::telemetry::config::TracingConfig>,
+    /// The proxy's log lines (absent: text).
+    #[serde(default)]
+    pub log: crate::telemetry::config::LogConfig,
     /// Explicit acknowledgements for options that weaken a guard (DESIGN decision 10).
     #[serde(default)]
     pub dangerous: Dangerous,

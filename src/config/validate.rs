@@ -46,6 +46,10 @@ pub struct Config {
     pub sanitize: Arc<SanitizePolicy>,
     /// Audit policy and sinks (None: no `audit` section).
     pub audit: Option<AuditSettings>,
+    /// OpenTelemetry traces (None: no `tracing` section, no spans).
+    pub tracing: Option<crate::telemetry::config::TracingSettings>,
+    /// `log.format`.
+    pub log_format: crate::telemetry::config::LogFormat,
     /// The `dangerous:` acknowledgements (logged at start).
     pub dangerous: schema::Dangerous,
 }
@@ -107,6 +111,10 @@ pub fn build(
         None => None,
         Some(a) => c.take(crate::audit::config::build(a, base, "audit")),
     };
+    let tracing = match &file.tracing {
+        None => None,
+        Some(t) => c.take(crate::telemetry::config::build(t, base, "tracing")),
+    };
     check_dangerous(&mut c, file);
     let (admin_addr, ready_window) = server_config::admin(&mut c, &file.admin);
     let upstream = crate::upstream::config::validate(&mut c, &file.upstream, base, env);
@@ -126,6 +134,8 @@ pub fn build(
             rate_limits,
             sanitize: Arc::new(sanitize?),
             audit,
+            tracing,
+            log_format: file.log.format.unwrap_or_default(),
             dangerous: file.dangerous.clone(),
         })
     })();

@@ -1,0 +1,134 @@
+//! The HTTP client the OTLP exporter posts span batches with: our own hyper + rustls stack
+//! (the one aws-lc-rs provider), instead of the exporter's reqwest or tonic clients.
+//!
+//! Accepts an `http://` collector, or an `https://` one whose certificate chains to the
+//! configured CA. Rejects (an export error, logged by the SDK, never a request's failure) an
+//! unreachable collector, a TLS failure, a response body over 64 KiB, or no answer within the
+//! export timeout.
+//!
+//! Why its own current-thread tokio runtime: the SDK's batch span processor exports from its
+//! own OS thread with a plain `block_on`, where no tokio reactor is running. Driving the
+//! request on a small runtime owned by that thread keeps exports off the proxy's workers, and
+//! works the same when the proxy's runtime is single-threaded (tests) or shutting down.
+
+use std::{future::Future, pin::Pin, sync::OnceLock, time::Duration};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use opentelemetry_http::{HttpClient, HttpError};
+
+use super::config::TracingSettings;
+use crate::server::tls;
+
+/// The largest collector answer read (an OTLP partial-success message is a few bytes).
+const MAX_RESPONSE: usize = 64 * 1024;
+
+type Pool = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Posts OTLP bodies; see the module doc.
+pub struct OtlpClient {
+    tls: rustls::ClientConfig,
+    timeout: Duration,
+    /// Made on first use, on the exporter's thread (see the module doc).
+    rt: OnceLock<Option<(tokio::runtime::Runtime, Pool)>>,
+}
+
+impl std::fmt::Debug for OtlpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpClient")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl OtlpClient {
+    pub fn new(settings: &TracingSettings) -> anyhow::Result<OtlpClient> {
+        let certs = match &settings.ca_pem {
+            Some(pem) => tls::certs_from_pem(pem)?,
+            None => Vec::new(),
+        };
+        let roots = tls::root_store(certs)?;
+        // No ALPN here: the connector sets it (http/1.1) and refuses a preset list.
+        let tls = tls::client_config(roots, None, &[])?;
+        Ok(OtlpClient {
+            tls,
+            timeout: settings.timeout,
+            rt: OnceLock::new(),
+        })
+    }
+
+    fn runtime(&self) -> Option<&(tokio::runtime::Runtime, Pool)> {
+        self.rt
+            .get_or_init(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
+                let mut http = HttpConnector::new();
+                http.enforce_http(false);
+                http.set_connect_timeout(Some(self.timeout));
+                let https = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(self.tls.clone())
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(http);
+                // No idle pool: this runtime only runs while an export is being sent, so a
+                // kept connection could not be watched; one batch every few seconds is cheap.
+                let pool = Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .pool_max_idle_per_host(0)
+                    .build(https);
+                Some((rt, pool))
+            })
+            .as_ref()
+    }
+
+    fn send(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Not the SDK's export thread: blocking here would stall (or panic) a runtime.
+            return Err("an OTLP export was started inside an async runtime".into());
+        }
+        let Some((rt, pool)) = self.runtime() else {
+            return Err("cannot start the exporter's runtime".into());
+        };
+        let (parts, body) = request.into_parts();
+        let request = Request::from_parts(parts, Full::new(body));
+        rt.block_on(async {
+            let sent = async {
+                let resp = pool.request(request).await?;
+                let (parts, body) = resp.into_parts();
+                let body = Limited::new(body, MAX_RESPONSE).collect().await?.to_bytes();
+                Ok::<_, HttpError>(Response::from_parts(parts, body))
+            };
+            match tokio::time::timeout(self.timeout, sent).await {
+                Ok(result) => result,
+                Err(_) => Err("the collector did not answer within tracing.timeout".into()),
+            }
+        })
+    }
+}
+
+impl Drop for OtlpClient {
+    fn drop(&mut self) {
+        // Dropping a runtime where blocking is not allowed panics; this never blocks.
+        if let Some(Some((rt, _))) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl HttpClient for OtlpClient {
+    // `#[async_trait]` spelled out: the export runs under the SDK's `block_on` (see above).
+    fn send_bytes<'a, 'b>(
+        &'a self,
+        request: Request<Bytes>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<Bytes>, HttpError>> + Send + 'b>>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        Box::pin(async move { self.send(request) })
+    }
+}

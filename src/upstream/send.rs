@@ -58,7 +58,9 @@ pub async fn send(
     let mut refused = Vec::new();
     let mut retry_after = Duration::MAX;
     let mut last_error: Option<&'static str> = None;
-    for ep in up.candidates() {
+    let candidates = up.candidates();
+    let last = candidates.len().saturating_sub(1);
+    for (i, ep) in candidates.into_iter().enumerate() {
         let permit = match ep.breaker.admit(std::time::Instant::now()) {
             Ok(p) => p,
             Err(rejected) => {
@@ -100,6 +102,9 @@ pub async fn send(
                 last_error = Some(describe(&err));
                 if !safe {
                     break;
+                }
+                if i == last {
+                    continue;
                 }
                 up.metrics
                     .failovers

@@ -96,7 +96,8 @@ where
             rt.metrics.clone(),
             c.trust_forwarded_for,
         ))
-        // 12. Forward as the caller (impersonation), pooled h2 or an upgrade splice.
+        // 12. Forward as the caller (impersonation), pooled h2 or an upgrade splice, to an
+        //     endpoint its circuit breaker admits (inside: the breaker picks the endpoint).
         .service(UpstreamService::new(
             rt.upstream.clone(),
             rt.metrics.clone(),

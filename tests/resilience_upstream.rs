@@ -180,7 +180,11 @@ async fn refused_connections_open_the_breaker_which_refuses_without_the_network_
     let (accepted, recorded) = (relay.accepted(), env.sandbox.sandbox.recorded().len());
     let resp = get_ns(&env, "").await;
     assert_eq!(resp.status(), 503);
-    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=1).contains(&retry), "Retry-After {retry}");
     let status = json(&resp);
     assert_eq!(status["reason"], "ServiceUnavailable");
@@ -280,7 +284,11 @@ async fn upstream_503s_and_resets_open_the_breaker_and_a_healthy_probe_closes_it
         .as_str()
         .unwrap()
         .contains("circuit breaker open"));
-    assert_eq!(fake.requests(), seen, "the open breaker sent nothing upstream");
+    assert_eq!(
+        fake.requests(),
+        seen,
+        "the open breaker sent nothing upstream"
+    );
 
     // Recovered: the probe after open_for closes it.
     fake.answer(200);
@@ -375,7 +383,10 @@ async fn kube_client(env: &Env) -> kube::Client {
 
 fn watches(sandbox: &portcullis_sandbox::Running) -> usize {
     let recorded = sandbox.sandbox.recorded();
-    recorded.iter().filter(|r| r.path.contains("configmaps")).count()
+    recorded
+        .iter()
+        .filter(|r| r.path.contains("configmaps"))
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,7 +400,10 @@ async fn two_api_servers_one_dies_under_read_load_and_no_get_is_lost() {
     let second = portcullis_sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
         .await
         .unwrap();
-    let (a, b) = (Relay::start(first.addr).await, Relay::start(second.addr).await);
+    let (a, b) = (
+        Relay::start(first.addr).await,
+        Relay::start(second.addr).await,
+    );
     let urls = format!("  urls: [https://{}, https://{}]", a.addr, b.addr);
     let env = Env::start_in_front_of(ca, first, |c| {
         let start = c.find("\n  url: ").unwrap() + 1;
@@ -405,7 +419,11 @@ async fn two_api_servers_one_dies_under_read_load_and_no_get_is_lost() {
     let mut on_a = None;
     for _ in 0..4 {
         let before = watches(&env.sandbox);
-        let stream = cms.watch(&WatchParams::default(), "0").await.unwrap().boxed();
+        let stream = cms
+            .watch(&WatchParams::default(), "0")
+            .await
+            .unwrap()
+            .boxed();
         if watches(&env.sandbox) > before {
             on_a = Some(stream);
             break;
@@ -464,14 +482,21 @@ async fn two_api_servers_one_dies_under_read_load_and_no_get_is_lost() {
         }
     })
     .await;
-    assert!(ended.is_ok(), "the watch on the dead API server did not end");
+    assert!(
+        ended.is_ok(),
+        "the watch on the dead API server did not end"
+    );
 
     for r in readers {
         r.await.unwrap();
     }
     let runs = kubectl_runs.await.unwrap();
     assert_eq!(failures.load(Ordering::SeqCst), 0, "kube-rs lost a GET");
-    assert_eq!(kubectl_failures.load(Ordering::SeqCst), 0, "kubectl lost a GET");
+    assert_eq!(
+        kubectl_failures.load(Ordering::SeqCst),
+        0,
+        "kubectl lost a GET"
+    );
     assert!(successes.load(Ordering::SeqCst) > 0 && runs > 0);
     assert!(
         second.sandbox.recorded().len() > second_before,

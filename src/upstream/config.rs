@@ -112,8 +112,11 @@ pub fn validate(
     let tls_handshake_timeout =
         duration("tls_handshake_timeout", &u.tls_handshake_timeout, secs(5));
     let request_timeout = duration("request_timeout", &u.request_timeout, secs(60));
-    let max_request_timeout =
-        duration("max_request_timeout", &u.max_request_timeout, request_timeout);
+    let max_request_timeout = duration(
+        "max_request_timeout",
+        &u.max_request_timeout,
+        request_timeout,
+    );
     let health_interval = duration("health_interval", &u.health_interval, secs(10));
     let token_reload_interval =
         duration("token_reload_interval", &u.token_reload_interval, secs(10));

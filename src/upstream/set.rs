@@ -112,9 +112,9 @@ impl Upstream {
             .map(|e| {
                 let state = e.breaker.state(now);
                 if state == super::breaker::State::Open {
-                    format!("upstream {}: circuit breaker open", e.name)
+                    format!("upstream circuit breaker open: {}", e.name)
                 } else {
-                    format!("upstream {}: no answer within {window:?}", e.name)
+                    format!("upstream has not answered within {window:?}: {}", e.name)
                 }
             })
             .collect()

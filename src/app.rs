@@ -57,6 +57,7 @@ impl Runtime {
         let credentials = Credentials::load(&config.upstream.token)?;
         let upstream = Arc::new(Upstream::new(&config.upstream, credentials.clone())?);
         let mut metrics = Metrics::new();
+        upstream.register_metrics(&mut metrics.registry);
         if let Some(limiter) = &limiter {
             limiter.metrics().register(&mut metrics.registry);
         }

@@ -21,6 +21,7 @@
 //! | `AuditUnavailable` | 503 + Retry-After | ServiceUnavailable | audit |
 //! | `Upstream` | 400 / 502 | BadRequest / BadGateway | upstream |
 //! | `Timeout` | 504 | Timeout | upstream |
+//! | `BreakerOpen` (every endpoint's circuit breaker refuses; no network attempt) | 503 + Retry-After | ServiceUnavailable | upstream |
 //! | `Panic` | 500 | InternalError | panic |
 
 use http::{header, HeaderValue, Response, StatusCode};
@@ -58,8 +59,12 @@ pub enum Refusal {
     AuditUnavailable,
     /// The upstream could not be reached or the request could not be forwarded.
     Upstream(UpstreamFailure),
-    /// No response head from the upstream within `upstream.request_timeout`.
+    /// No response head from the upstream within `upstream.request_timeout` (or the client's
+    /// `?timeout=`).
     Timeout,
+    /// Every upstream endpoint's circuit breaker refuses (open, or half-open with its trial
+    /// requests taken): answered without touching the network.
+    BreakerOpen(Box<BreakerOpen>),
     /// A bug: the handler panicked.
     Panic,
 }
@@ -196,6 +201,15 @@ pub enum UpstreamFailure {
     NotUpgradable,
 }
 
+/// The endpoints that refused, and when the first of them admits a request again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerOpen {
+    /// (endpoint URL, breaker state) for each endpoint, in the order tried.
+    pub endpoints: Vec<(String, &'static str)>,
+    /// Whole seconds to the next probe (at least 1).
+    pub retry_after: u32,
+}
+
 /// Put in a refused response's extensions: who refused, and the Status sent.
 #[derive(Debug, Clone)]
 pub struct Refused {
@@ -221,7 +235,7 @@ impl Refusal {
             Refusal::RateLimited(_) => "ratelimit",
             Refusal::Body(_) | Refusal::PodSecurity(_) => "sanitize",
             Refusal::AuditUnavailable => "audit",
-            Refusal::Upstream(_) | Refusal::Timeout => "upstream",
+            Refusal::Upstream(_) | Refusal::Timeout | Refusal::BreakerOpen(_) => "upstream",
             Refusal::Panic => "panic",
         }
     }
@@ -260,6 +274,24 @@ impl Refusal {
                 Status::bad_request("this connection cannot be upgraded")
             }
             Refusal::Timeout => Status::timeout(),
+            Refusal::BreakerOpen(b) => {
+                let which = match b.endpoints.as_slice() {
+                    [(name, state)] => {
+                        format!("the upstream API server {name} is unavailable (circuit breaker {state})")
+                    }
+                    many => format!(
+                        "every upstream API server is unavailable ({})",
+                        many.iter()
+                            .map(|(n, s)| format!("{n}: circuit breaker {s}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                };
+                Status::service_unavailable(
+                    format!("{which}; next probe in {}s", b.retry_after),
+                    b.retry_after,
+                )
+            }
             Refusal::Panic => Status::internal("the proxy failed to handle this request"),
         }
     }
@@ -542,6 +574,23 @@ mod tests {
             .status()
             .message
             .starts_with("deployments.apps is forbidden: "));
+    }
+
+    #[test]
+    fn an_open_breaker_is_a_503_naming_the_endpoint_with_an_integer_retry_after() {
+        let r = Refusal::BreakerOpen(Box::new(BreakerOpen {
+            endpoints: vec![("https://10.0.0.1:6443".into(), "open")],
+            retry_after: 4,
+        }));
+        let s = r.status();
+        assert_eq!((s.code, s.reason.as_str()), (503, "ServiceUnavailable"));
+        assert_eq!(
+            s.message,
+            "the upstream API server https://10.0.0.1:6443 is unavailable (circuit breaker open); next probe in 4s"
+        );
+        let resp = r.respond();
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "4");
+        assert_eq!(resp.extensions().get::<Refused>().unwrap().by, "upstream");
     }
 
     #[test]

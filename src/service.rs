@@ -192,15 +192,11 @@ pub mod testing {
         use std::time::Duration;
         crate::server::tls::install_crypto_provider();
         let cfg = UpstreamConfig {
-            base: "https://127.0.0.1:9".parse().unwrap(),
-            ca: vec![],
-            tls_server_name: None,
-            client_identity: None,
-            token: UpstreamToken::None,
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(5),
             health_interval: Duration::from_secs(3600),
             token_reload_interval: Duration::from_secs(3600),
+            ..UpstreamConfig::new(vec!["https://127.0.0.1:9".parse().unwrap()], vec![])
         };
         let credentials = crate::upstream::Credentials::load(&UpstreamToken::None).unwrap();
         Arc::new(crate::upstream::Upstream::new(&cfg, credentials).unwrap())

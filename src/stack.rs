@@ -122,7 +122,8 @@ where
         // 11b. The `upstream` span, and its `traceparent` / `tracestate` on the forwarded
         //      request (the client's own were removed at 1b).
         .layer(UpstreamSpanLayer::new(on))
-        // 12. Forward as the caller (impersonation), pooled h2 or an upgrade splice.
+        // 12. Forward as the caller (impersonation), pooled h2 or an upgrade splice, to an
+        //     endpoint its circuit breaker admits (inside: the breaker picks the endpoint).
         .service(UpstreamService::new(
             rt.upstream.clone(),
             rt.metrics.clone(),

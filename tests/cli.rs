@@ -95,7 +95,10 @@ fn in_cluster_upstream_reads_service_account_files() {
         _ => None,
     };
     let cfg = portcullis::config::load_str(&text, dir.path(), &env).unwrap();
-    assert_eq!(cfg.upstream.base.to_string(), "https://10.96.0.1:443/");
+    assert_eq!(
+        cfg.upstream.endpoints[0].to_string(),
+        "https://10.96.0.1:443/"
+    );
     assert!(
         matches!(&cfg.upstream.token, portcullis::config::UpstreamToken::File(p) if p.ends_with("token"))
     );

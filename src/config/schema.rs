@@ -142,6 +142,10 @@ pub struct Upstream {
     /// `https://host:port` of the API server.
     #[serde(default)]
     pub url: Option<String>,
+    /// Several API servers of one control plane (HA), instead of `url`: each gets its own
+    /// connection pool, health probe and circuit breaker; same `ca_file` and `credentials`.
+    #[serde(default)]
+    pub urls: Option<Vec<String>>,
     /// PEM bundle of CAs that sign the API server's certificate (with `url`).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
@@ -170,6 +174,47 @@ pub struct Upstream {
     /// How often a bearer-token file is checked for a rotated token (default `10s`).
     #[serde(default)]
     pub token_reload_interval: Option<String>,
+    /// TLS handshake toward the upstream, after the TCP connect (default `5s`).
+    #[serde(default)]
+    pub tls_handshake_timeout: Option<String>,
+    /// The most a client's `?timeout=` may ask for (default: `request_timeout`).
+    #[serde(default)]
+    pub max_request_timeout: Option<String>,
+    /// End a long-running response (watch, `logs -f`) that carried no bytes for this long
+    /// (default: none, streams live as long as their peers).
+    #[serde(default)]
+    pub stream_idle_timeout: Option<String>,
+    /// The circuit breaker of each endpoint (on by default).
+    #[serde(default)]
+    pub breaker: Option<Breaker>,
+}
+
+/// `upstream.breaker:` — when an endpoint is considered down and refused without a network
+/// attempt, and when it is tried again.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Breaker {
+    /// Default `true`.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Open after this many failures in a row (default `5`).
+    #[serde(default)]
+    pub consecutive_failures: Option<u32>,
+    /// Open when failures / requests within `window` reach this ratio (default `0.5`) …
+    #[serde(default)]
+    pub failure_ratio: Option<f64>,
+    /// … once at least this many requests were seen in the window (default `20`).
+    #[serde(default)]
+    pub min_requests: Option<u32>,
+    /// The sliding window of the ratio (default `10s`).
+    #[serde(default)]
+    pub window: Option<String>,
+    /// How long an open breaker refuses before the next probe / trial request (default `5s`).
+    #[serde(default)]
+    pub open_for: Option<String>,
+    /// Trial requests admitted at once while half-open (default `1`).
+    #[serde(default)]
+    pub half_open_requests: Option<u32>,
 }
 
 /// The proxy's credentials toward the upstream.

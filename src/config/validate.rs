@@ -69,7 +69,14 @@ impl Config {
         };
         format!(
             "listen {} (mTLS {mtls}, {issuers} JWT issuer(s)), admin {}, upstream {}, {audit}",
-            self.listen_addr, self.admin_addr, self.upstream.base
+            self.listen_addr,
+            self.admin_addr,
+            self.upstream
+                .endpoints
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
         )
     }
 }

@@ -1,6 +1,6 @@
-//! The admin listener: `/healthz`, `/livez` (the process serves), `/readyz` (config loaded, the
-//! upstream answered within `admin.ready_window`, and every JWT issuer has keys; 503 otherwise,
-//! with the reasons), and
+//! The admin listener: `/healthz`, `/livez` (the process serves), `/readyz` (config loaded, at
+//! least one upstream endpoint answered within `admin.ready_window` and its circuit breaker is
+//! not open, and every JWT issuer has keys; 503 otherwise, with the reasons), and
 //! `/metrics` (Prometheus text). Anything else is a plain 404. Plain HTTP, loopback by default.
 
 use std::{sync::Arc, time::Duration};
@@ -49,15 +49,11 @@ impl Admin {
         match req.uri().path() {
             "/healthz" | "/livez" => text(StatusCode::OK, "text/plain; charset=utf-8", "ok"),
             "/readyz" => {
-                let healthy = self.upstream.healthy_within(self.ready_window);
-                self.metrics.upstream_healthy.set(healthy as i64);
-                let mut problems = Vec::new();
-                if !healthy {
-                    problems.push(format!(
-                        "upstream has not answered within {:?}",
-                        self.ready_window
-                    ));
-                }
+                // Ready while at least one endpoint is (answered lately, breaker not open).
+                let mut problems = self.upstream.not_ready(self.ready_window);
+                self.metrics
+                    .upstream_healthy
+                    .set(problems.is_empty() as i64);
                 for issuer in self.jwt.iter().flat_map(|j| j.issuers_not_ready()) {
                     problems.push(format!("no keys loaded for JWT issuer {issuer}"));
                 }

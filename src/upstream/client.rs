@@ -1,4 +1,6 @@
-//! The connection to the upstream API server.
+//! One upstream endpoint (an API server of the control plane): its connection pool, its
+//! upgrade connector, its health (the last answer, the last `/readyz` probe) and its circuit
+//! breaker.
 //!
 //! Normal requests go through a pooled hyper client that negotiates h2 by ALPN (one h2
 //! connection carries many concurrent requests and watches) and falls back to HTTP/1.1.
@@ -8,51 +10,63 @@
 
 use std::{
     sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Weak,
     },
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
 use http::{uri::PathAndQuery, Uri};
-use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
-    rt::TokioExecutor,
-};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::{client::TlsStream, TlsConnector};
 
-use super::credentials::Credentials;
+use super::{
+    breaker::{Breaker, State},
+    connector::Connector,
+    credentials::Credentials,
+    metrics::UpstreamMetrics,
+};
 use crate::{body::Body, server::tls, upstream::config::UpstreamConfig};
 
-/// Everything the forwarder needs to reach the upstream.
-pub struct Upstream {
+/// One API server: everything the forwarder needs to reach it, and what it knows of its health.
+pub struct Endpoint {
+    /// The URL as configured (`https://host:port`), for messages and metric labels.
+    pub name: String,
     base: Uri,
-    pool: Client<HttpsConnector<HttpConnector>, Body>,
+    pool: Client<Connector, Body>,
     upgrade_tls: TlsConnector,
     server_name: ServerName<'static>,
     host_port: String,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) request_timeout: Duration,
+    connect_timeout: Duration,
+    handshake_timeout: Duration,
     pub(crate) credentials: Arc<Credentials>,
+    pub(crate) breaker: Arc<Breaker>,
     started: Instant,
     /// Milliseconds since `started` of the last upstream answer (0 = never).
     last_ok_ms: AtomicU64,
+    /// The last `/readyz` probe failed (cleared by the next success or any answer).
+    probe_failed: AtomicBool,
+    /// A task is probing this endpoint while its breaker is open.
+    recovering: AtomicBool,
 }
 
-impl Upstream {
-    /// Build the pooled client and the upgrade connector from validated config.
-    pub fn new(cfg: &UpstreamConfig, credentials: Arc<Credentials>) -> Result<Upstream> {
+impl Endpoint {
+    /// Build the pooled client and the upgrade connector for `base` from validated config.
+    pub fn new(
+        cfg: &UpstreamConfig,
+        base: &Uri,
+        credentials: Arc<Credentials>,
+        metrics: &UpstreamMetrics,
+    ) -> Result<Arc<Endpoint>> {
         let roots = tls::root_store(cfg.ca.clone())?;
         let identity = cfg
             .client_identity
             .as_ref()
             .map(|(chain, key)| (chain.clone(), key.clone_key()));
-        let authority = cfg
-            .base
+        let authority = base
             .authority()
             .context("upstream URL has no host")?
             .clone();
@@ -69,44 +83,42 @@ impl Upstream {
             authority.host(),
             authority.port_u16().unwrap_or(443)
         );
-
-        // hyper-rustls sets ALPN itself (h2, http/1.1) and insists the list starts empty.
         let pooled_tls = tls::client_config(
             roots.clone(),
             identity.as_ref().map(|(c, k)| (c.clone(), k.clone_key())),
-            &[],
+            &[b"h2", b"http/1.1"],
         )?;
         let upgrade_tls = tls::client_config(roots, identity, &[b"http/1.1"])?;
-
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(cfg.connect_timeout));
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(pooled_tls)
-            .https_only()
-            .with_server_name_resolver(FixedServerNameResolver::new(server_name.clone()))
-            .enable_all_versions()
-            .wrap_connector(http);
+        let connector = Connector::new(
+            Arc::new(pooled_tls),
+            server_name.clone(),
+            cfg.connect_timeout,
+            cfg.tls_handshake_timeout,
+        );
         let pool = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .timer(hyper_util::rt::TokioTimer::new())
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .http2_keep_alive_interval(Duration::from_secs(30))
             .http2_keep_alive_while_idle(true)
-            .build(https);
-        Ok(Upstream {
-            base: cfg.base.clone(),
+            .build(connector);
+        let name = format!("https://{authority}");
+        Ok(Arc::new(Endpoint {
+            breaker: Breaker::new(cfg.breaker.clone(), metrics.on_transition(&name)),
+            name,
+            base: base.clone(),
             pool,
             upgrade_tls: TlsConnector::from(Arc::new(upgrade_tls)),
             server_name,
             host_port,
             connect_timeout: cfg.connect_timeout,
-            request_timeout: cfg.request_timeout,
+            handshake_timeout: cfg.tls_handshake_timeout,
             credentials,
             started: Instant::now(),
             last_ok_ms: AtomicU64::new(0),
-        })
+            probe_failed: AtomicBool::new(false),
+            recovering: AtomicBool::new(false),
+        }))
     }
 
     /// The upstream URI for a client path and query (the base URL's path is a prefix).
@@ -126,28 +138,70 @@ impl Upstream {
     }
 
     /// The pooled client.
-    pub fn pool(&self) -> &Client<HttpsConnector<HttpConnector>, Body> {
+    pub fn pool(&self) -> &Client<Connector, Body> {
         &self.pool
     }
 
-    /// A fresh TLS connection with ALPN `http/1.1`, for one upgrade attempt.
+    /// A fresh TLS connection with ALPN `http/1.1`, for one upgrade attempt (TCP and TLS each
+    /// within their timeout).
     pub async fn connect_for_upgrade(&self) -> std::io::Result<TlsStream<TcpStream>> {
-        let connect = async {
-            let tcp = TcpStream::connect(&self.host_port).await?;
-            tcp.set_nodelay(true)?;
-            self.upgrade_tls
-                .connect(self.server_name.clone(), tcp)
-                .await
-        };
-        tokio::time::timeout(self.connect_timeout, connect)
+        let timed_out = |what: &str| std::io::Error::new(std::io::ErrorKind::TimedOut, what);
+        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.host_port))
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
+            .map_err(|_| timed_out("connect timed out"))??;
+        tcp.set_nodelay(true)?;
+        let tls = self.upgrade_tls.connect(self.server_name.clone(), tcp);
+        tokio::time::timeout(self.handshake_timeout, tls)
+            .await
+            .map_err(|_| timed_out("TLS handshake timed out"))?
     }
 
     /// Record that the upstream answered (any HTTP response counts as reachable).
     pub fn mark_ok(&self) {
         let ms = self.started.elapsed().as_millis().max(1) as u64;
         self.last_ok_ms.store(ms, Ordering::Relaxed);
+        self.probe_failed.store(false, Ordering::Relaxed);
+    }
+
+    /// Preferred for new requests: breaker closed and the last probe did not fail.
+    pub fn preferred(&self, now: Instant) -> bool {
+        self.breaker.state(now) == State::Closed && !self.probe_failed.load(Ordering::Relaxed)
+    }
+
+    /// Ready for `/readyz`: answered within `window` and its breaker is not open.
+    pub fn ready(&self, window: Duration, now: Instant) -> bool {
+        self.healthy_within(window) && self.breaker.state(now) != State::Open
+    }
+
+    /// Probe `/readyz` until the breaker closes, starting when it allows the next trial: the
+    /// active half of recovery (trial requests are the passive half). One task per endpoint;
+    /// it ends when the breaker closes or the endpoint is dropped (a new configuration).
+    pub fn spawn_recovery(self: &Arc<Self>) {
+        if self.recovering.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak: Weak<Endpoint> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(ep) = weak.upgrade() else { return };
+                let Some(at) = ep.breaker.next_probe() else {
+                    if ep.breaker.state(Instant::now()) == State::Closed {
+                        ep.recovering.store(false, Ordering::Release);
+                        return;
+                    }
+                    // Half-open: a trial request is deciding; look again shortly.
+                    drop(ep);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                drop(ep);
+                tokio::time::sleep_until(at.into()).await;
+                let Some(ep) = weak.upgrade() else { return };
+                if ep.breaker.next_probe().is_some_and(|t| t <= Instant::now()) {
+                    ep.probe().await;
+                }
+            }
+        });
     }
 
     /// Whether the upstream answered within `window`.
@@ -161,8 +215,16 @@ impl Upstream {
                 <= window
     }
 
-    /// Probe the upstream's `/readyz` with the proxy's own credentials; marks it healthy on 200.
+    /// Probe the upstream's `/readyz` with the proxy's own credentials; marks it healthy on 200
+    /// and tells the breaker either way.
     pub async fn probe(&self) -> bool {
+        let ok = self.probe_once().await;
+        self.probe_failed.store(!ok, Ordering::Relaxed);
+        self.breaker.probed(ok, Instant::now());
+        ok
+    }
+
+    async fn probe_once(&self) -> bool {
         let Ok(uri) = self.uri_for(Some(&PathAndQuery::from_static("/readyz"))) else {
             return false;
         };
@@ -173,21 +235,22 @@ impl Upstream {
         let Ok(req) = req.body(crate::body::empty()) else {
             return false;
         };
-        match tokio::time::timeout(self.connect_timeout * 2, self.pool.request(req)).await {
+        let limit = self.connect_timeout + self.handshake_timeout;
+        match tokio::time::timeout(limit, self.pool.request(req)).await {
             Ok(Ok(resp)) if resp.status().is_success() => {
                 self.mark_ok();
                 true
             }
             Ok(Ok(resp)) => {
-                tracing::warn!(status = %resp.status(), "upstream /readyz not ready");
+                tracing::warn!(endpoint = %self.name, status = %resp.status(), "upstream /readyz not ready");
                 false
             }
             Ok(Err(err)) => {
-                tracing::warn!(err = %err, "upstream /readyz unreachable");
+                tracing::warn!(endpoint = %self.name, err = %err, "upstream /readyz unreachable");
                 false
             }
             Err(_) => {
-                tracing::warn!("upstream /readyz timed out");
+                tracing::warn!(endpoint = %self.name, "upstream /readyz timed out");
                 false
             }
         }

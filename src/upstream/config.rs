@@ -1,11 +1,14 @@
 //! The `upstream:` section validated into [`UpstreamConfig`]: where the API server is, how its
 //! certificate is verified, and the proxy's own credentials toward it. Exactly one source:
-//! `url` (with `ca_file` and `credentials`), `in_cluster` (the pod's service account) or
-//! `kubeconfig` (a context's cluster and user). The YAML schema is `config::schema::Upstream`.
+//! `url` or `urls` (several API servers of one control plane; with `ca_file` and
+//! `credentials`), `in_cluster` (the pod's service account) or `kubeconfig` (a context's cluster
+//! and user) — the last two give one endpoint. Also the timeouts and the circuit breaker
+//! (`breaker:`). The YAML schema is `config::schema::Upstream`.
 //!
-//! Rejects, with the key path: zero or several sources, a missing or unreadable CA, half a
-//! client certificate, an empty or unreadable token file, no credentials at all, a plain
-//! `http://` or host-less URL, a kubeconfig that does not resolve, a bad `tls_server_name`.
+//! Rejects, with the key path: zero or several sources, an empty or repeated `urls`, a missing
+//! or unreadable CA, half a client certificate, an empty or unreadable token file, no
+//! credentials at all, a plain `http://` or host-less URL, a kubeconfig that does not resolve,
+//! a bad `tls_server_name`, a zero timeout, breaker numbers out of range.
 
 use std::{
     path::{Path, PathBuf},
@@ -16,6 +19,7 @@ use std::{
 use http::Uri;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::breaker::BreakerSettings;
 use crate::{
     config::schema,
     kubeconfig::Kubeconfig,
@@ -39,21 +43,52 @@ pub type ClientIdentity = (Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'stat
 /// Everything needed to reach the upstream.
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
-    /// `https://host:port[/prefix]`.
-    pub base: Uri,
+    /// One or more `https://host:port[/prefix]`, in configured order (never empty).
+    pub endpoints: Vec<Uri>,
     pub ca: Vec<CertificateDer<'static>>,
     pub tls_server_name: Option<String>,
     pub client_identity: Option<ClientIdentity>,
     pub token: UpstreamToken,
+    /// TCP connect.
     pub connect_timeout: Duration,
+    /// TLS handshake, after the TCP connect.
+    pub tls_handshake_timeout: Duration,
+    /// To the response head, for a request that is not long-running and has no `?timeout=`.
     pub request_timeout: Duration,
+    /// The cap on a client's `?timeout=`.
+    pub max_request_timeout: Duration,
+    /// A long-running response that carries no bytes for this long is ended (None: never).
+    pub stream_idle_timeout: Option<Duration>,
     pub health_interval: Duration,
     pub token_reload_interval: Duration,
+    pub breaker: BreakerSettings,
 }
 
-/// What one source says about the upstream, before the URL and server name are checked.
+impl UpstreamConfig {
+    /// Defaults for everything but where the endpoints are and who signs their certificates
+    /// (tests and benches build configs this way).
+    pub fn new(endpoints: Vec<Uri>, ca: Vec<CertificateDer<'static>>) -> UpstreamConfig {
+        UpstreamConfig {
+            endpoints,
+            ca,
+            tls_server_name: None,
+            client_identity: None,
+            token: UpstreamToken::None,
+            connect_timeout: Duration::from_secs(5),
+            tls_handshake_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(60),
+            max_request_timeout: Duration::from_secs(60),
+            stream_idle_timeout: None,
+            health_interval: Duration::from_secs(10),
+            token_reload_interval: Duration::from_secs(10),
+            breaker: BreakerSettings::default(),
+        }
+    }
+}
+
+/// What one source says about the upstream, before the URLs and server name are checked.
 struct Endpoint {
-    server: String,
+    servers: Vec<String>,
     ca: Option<Vec<CertificateDer<'static>>>,
     tls_server_name: Option<String>,
     identity: Option<ClientIdentity>,
@@ -68,28 +103,65 @@ pub fn validate(
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Option<UpstreamConfig> {
-    let mut duration = |key: &str, value: &Option<String>, secs: u64| {
+    let mut duration = |key: &str, value: &Option<String>, default: Duration| {
         let path = format!("upstream.{key}");
-        c.duration(
-            &path,
-            value.as_deref(),
-            Duration::from_secs(secs),
-            Wording::General,
-        )
+        c.duration(&path, value.as_deref(), default, Wording::General)
     };
-    let connect_timeout = duration("connect_timeout", &u.connect_timeout, 5);
-    let request_timeout = duration("request_timeout", &u.request_timeout, 60);
-    let health_interval = duration("health_interval", &u.health_interval, 10);
-    let token_reload_interval = duration("token_reload_interval", &u.token_reload_interval, 10);
-    let chosen = [u.url.is_some(), u.in_cluster, u.kubeconfig.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let secs = Duration::from_secs;
+    let connect_timeout = duration("connect_timeout", &u.connect_timeout, secs(5));
+    let tls_handshake_timeout =
+        duration("tls_handshake_timeout", &u.tls_handshake_timeout, secs(5));
+    let request_timeout = duration("request_timeout", &u.request_timeout, secs(60));
+    let max_request_timeout = duration(
+        "max_request_timeout",
+        &u.max_request_timeout,
+        request_timeout,
+    );
+    let health_interval = duration("health_interval", &u.health_interval, secs(10));
+    let token_reload_interval =
+        duration("token_reload_interval", &u.token_reload_interval, secs(10));
+    let stream_idle_timeout = u
+        .stream_idle_timeout
+        .as_deref()
+        .and_then(|v| c.parse_duration("upstream.stream_idle_timeout", v, Wording::General));
+    for (key, d) in [
+        ("connect_timeout", Some(connect_timeout)),
+        ("tls_handshake_timeout", Some(tls_handshake_timeout)),
+        ("request_timeout", Some(request_timeout)),
+        ("max_request_timeout", Some(max_request_timeout)),
+        ("stream_idle_timeout", stream_idle_timeout),
+        ("health_interval", Some(health_interval)),
+    ] {
+        if d.is_some_and(|d| d.is_zero()) {
+            c.err(
+                format!("upstream.{key}"),
+                "must be more than 0",
+                "give a duration such as 5s",
+            );
+        }
+    }
+    if max_request_timeout < request_timeout {
+        c.err(
+            "upstream.max_request_timeout",
+            "is less than upstream.request_timeout",
+            "the cap on ?timeout= must be at least the default timeout",
+        );
+    }
+    let breaker = super::breaker::validate(c, u.breaker.as_ref());
+    let chosen = [
+        u.url.is_some(),
+        u.urls.is_some(),
+        u.in_cluster,
+        u.kubeconfig.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
     if chosen != 1 {
         c.err(
             "upstream",
             format!("{chosen} upstream sources given"),
-            "set exactly one of upstream.url, upstream.in_cluster: true, upstream.kubeconfig",
+            "set exactly one of upstream.url, upstream.urls, upstream.in_cluster: true, upstream.kubeconfig",
         );
         return None;
     }
@@ -101,14 +173,19 @@ pub fn validate(
             "in_cluster and kubeconfig bring their own CA and credentials",
         );
     }
-    let e = if let Some(url) = &u.url {
-        from_url(c, url, u, base)
+    let (e, key) = if let Some(url) = &u.url {
+        (from_url(c, vec![url.clone()], u, base), "upstream.url")
+    } else if let Some(urls) = &u.urls {
+        (from_url(c, urls.clone(), u, base), "upstream.urls")
     } else if u.in_cluster {
-        in_cluster(c, u, base, env)?
+        (in_cluster(c, u, base, env)?, "upstream.url")
     } else {
-        from_kubeconfig(c, u.kubeconfig.as_ref()?, u, base)?
+        (
+            from_kubeconfig(c, u.kubeconfig.as_ref()?, u, base)?,
+            "upstream.url",
+        )
     };
-    let base_uri = c.https_url("upstream.url", &e.server, UrlKind::ApiServer);
+    let endpoints = endpoint_uris(c, key, &e.servers);
     let tls_server_name = e.tls_server_name.filter(|name| {
         let ok = rustls_pki_types::ServerName::try_from(name.as_str()).is_ok();
         if !ok {
@@ -121,20 +198,55 @@ pub fn validate(
         ok
     });
     Some(UpstreamConfig {
-        base: base_uri?,
+        endpoints: endpoints?,
         ca: e.ca?,
         tls_server_name,
         client_identity: e.identity,
         token: e.token,
         connect_timeout,
+        tls_handshake_timeout,
         request_timeout,
+        max_request_timeout,
+        stream_idle_timeout,
         health_interval,
         token_reload_interval,
+        breaker,
     })
 }
 
-/// `upstream.url` with `ca_file` and `credentials`.
-fn from_url(c: &mut Problems, url: &str, u: &schema::Upstream, base: &Path) -> Endpoint {
+/// Each server as an `https://` URI: at least one, none twice.
+fn endpoint_uris(c: &mut Problems, key: &str, servers: &[String]) -> Option<Vec<Uri>> {
+    if servers.is_empty() {
+        c.err(
+            key,
+            "is empty",
+            "list at least one https:// URL of an API server",
+        );
+        return None;
+    }
+    let mut out: Vec<Uri> = Vec::with_capacity(servers.len());
+    for (i, s) in servers.iter().enumerate() {
+        let path = if servers.len() > 1 || key.ends_with('s') {
+            format!("{key}[{i}]")
+        } else {
+            key.to_owned()
+        };
+        let uri = c.https_url(&path, s, UrlKind::ApiServer)?;
+        if out.iter().any(|u| u.authority() == uri.authority()) {
+            c.err(
+                path,
+                format!("{s} is listed twice"),
+                "list each API server once",
+            );
+            return None;
+        }
+        out.push(uri);
+    }
+    Some(out)
+}
+
+/// `upstream.url` / `upstream.urls` with `ca_file` and `credentials`.
+fn from_url(c: &mut Problems, servers: Vec<String>, u: &schema::Upstream, base: &Path) -> Endpoint {
     let ca = match &u.ca_file {
         Some(f) => c.certs("upstream.ca_file", f, base),
         None => {
@@ -179,7 +291,7 @@ fn from_url(c: &mut Problems, url: &str, u: &schema::Upstream, base: &Path) -> E
         );
     }
     Endpoint {
-        server: url.to_owned(),
+        servers,
         ca,
         tls_server_name: u.tls_server_name.clone(),
         identity,
@@ -240,7 +352,7 @@ fn in_cluster(
         );
     }
     Some(Endpoint {
-        server: format!("https://{host}:{port}"),
+        servers: vec![format!("https://{host}:{port}")],
         ca,
         tls_server_name: u.tls_server_name.clone(),
         identity: None,
@@ -300,7 +412,7 @@ fn from_kubeconfig(
         (None, None) => UpstreamToken::None,
     };
     Some(Endpoint {
-        server: r.server,
+        servers: vec![r.server],
         ca,
         tls_server_name: r.tls_server_name.or(u.tls_server_name.clone()),
         identity,

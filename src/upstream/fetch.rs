@@ -10,7 +10,7 @@
 use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
-use super::{client::Upstream, forward::prepare_headers, Outbound};
+use super::{forward::prepare_headers, send::send, Outbound, Upstream};
 use crate::{
     body,
     k8s::request::RequestInfo,
@@ -74,23 +74,21 @@ pub async fn current(
         return Err(BodyRefusal::PatchTarget("a patch must name an object".into()).into());
     }
     let path = object_path(info);
-    let uri = match path.parse::<http::uri::PathAndQuery>() {
-        Ok(pq) => up.uri_for(Some(&pq)),
-        Err(e) => return Err(BodyRefusal::PatchTarget(format!("invalid object path: {e}")).into()),
-    }
-    .map_err(|e| BodyRefusal::PatchTarget(format!("invalid object path: {e}")))?;
+    let pq = path
+        .parse::<http::uri::PathAndQuery>()
+        .map_err(|e| BodyRefusal::PatchTarget(format!("invalid object path: {e}")))?;
     let mut headers = HeaderMap::new();
     prepare_headers(&mut headers, up, ob);
     headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
     let mut req = Request::new(body::empty());
     *req.method_mut() = Method::GET;
-    *req.uri_mut() = uri;
+    *req.uri_mut() = http::Uri::from(pq);
     *req.headers_mut() = headers;
-
-    let resp = match tokio::time::timeout(up.request_timeout, up.pool().request(req)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err(unavailable(format!("upstream error: {e}"))),
-        Err(_) => return Err(unavailable("upstream timeout".into())),
+    let (parts, empty) = req.into_parts();
+    let resp = match send(up, parts, empty, Some(up.request_timeout)).await {
+        Ok(sent) => sent.resp,
+        Err(Refusal::Timeout) => return Err(unavailable("upstream timeout".into())),
+        Err(refusal) => return Err(unavailable(refusal.status().message)),
     };
     let status = resp.status();
     let bytes = match tokio::time::timeout(

@@ -2,20 +2,27 @@
 //!
 //! Accepts any request the stages before it let through. Produces: the upstream's response
 //! (status, headers minus hop-by-hop, body streamed as it arrives — watches and `logs -f` are
-//! never buffered), or a Status: 502 `BadGateway` when the upstream cannot be reached or
-//! breaks off before answering, 504 `Timeout` when a request that is not long-running gets no
-//! response head within `upstream.request_timeout`. Upgrades go to `upgrade.rs`.
+//! never buffered), or a Status: 502 `BadGateway` when no endpoint can be reached or one
+//! breaks off before answering, 503 `ServiceUnavailable` when every endpoint's circuit breaker
+//! refuses, 504 `Timeout` when a request that is not long-running gets no response head within
+//! its deadline (`deadline.rs`). Which endpoint, fail-over and the breaker: `send.rs`. A
+//! long-running body ends cleanly when its endpoint dies (`stream.rs`). Upgrades go to
+//! `upgrade.rs`.
 
 use std::net::IpAddr;
 
 use http::{header, HeaderMap, HeaderValue, Request, Response, Version};
 
-use super::{client::Upstream, upgrade};
+use super::{
+    deadline::deadline,
+    send::{send, Sent},
+    stream, upgrade, Upstream,
+};
 use crate::{
     authn::Identity,
     body::{self, Body},
     k8s::headers,
-    refusal::{Refusal, UpstreamFailure},
+    refusal::Refusal,
 };
 
 /// What the forwarder needs to know about the caller.
@@ -58,46 +65,22 @@ pub async fn forward(
     if parts.version == Version::HTTP_11 && headers::is_upgrade(&parts.headers) {
         return upgrade::forward(up, parts, incoming, &ob, guard).await;
     }
-    let uri = match up.uri_for(parts.uri.path_and_query()) {
-        Ok(uri) => uri,
-        Err(_) => return Err(UpstreamFailure::Unforwardable.into()),
-    };
+    let limit = deadline(
+        &parts.uri,
+        ob.long_running,
+        up.request_timeout,
+        up.max_request_timeout,
+    );
     prepare_headers(&mut parts.headers, up, &ob);
-    parts.uri = uri;
-    // The pooled client picks h2 or HTTP/1.1 per connection; it expects HTTP/1.1 here.
-    parts.version = Version::HTTP_11;
-    let out = Request::from_parts(parts, incoming);
-
-    let sent = up.pool().request(out);
-    let result = if ob.long_running {
-        Ok(sent.await)
-    } else {
-        tokio::time::timeout(up.request_timeout, sent).await
-    };
-    match result {
-        Ok(Ok(resp)) => {
-            up.mark_ok();
-            let (mut parts, body) = resp.into_parts();
-            headers::strip_hop_by_hop(&mut parts.headers);
-            let body = match guard {
-                Some(guard) => body::hold(body::boxed(body), guard),
-                None => body::boxed(body),
-            };
-            Ok(Response::from_parts(parts, body))
-        }
-        Ok(Err(err)) => {
-            tracing::warn!(err = %err, source = ?std::error::Error::source(&err), "upstream request failed");
-            Err(UpstreamFailure::Unreachable(describe(&err)).into())
-        }
-        Err(_) => Err(Refusal::Timeout),
+    let Sent { resp, endpoint } = send(up, parts, incoming, limit).await?;
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    let mut body = body::boxed(body);
+    if ob.long_running {
+        body = stream::ending_cleanly(body, endpoint.name.clone(), up.stream_idle_timeout);
     }
-}
-
-/// A short, non-leaky description of a client error.
-fn describe(err: &hyper_util::client::legacy::Error) -> &'static str {
-    if err.is_connect() {
-        "connection failed"
-    } else {
-        "the connection broke before a response"
+    if let Some(guard) = guard {
+        body = body::hold(body, guard);
     }
+    Ok(Response::from_parts(parts, body))
 }

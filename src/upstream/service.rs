@@ -8,8 +8,9 @@
 //! [`StreamGuards`] owned by the response body or the upgrade splice, and a handle to it goes
 //! up in the response extensions so the audit layer can attach its end-of-stream event.
 //!
-//! Rejects: 400 (the URI cannot be rebased), 502 `BadGateway`, 504 `Timeout` — see
-//! `forward.rs` and `upgrade.rs`.
+//! Rejects: 400 (the URI cannot be rebased), 502 `BadGateway`, 503 `ServiceUnavailable` (every
+//! endpoint's circuit breaker refuses; the audit event gets `portcullis.io/breaker`), 504
+//! `Timeout` — see `forward.rs`, `send.rs` and `upgrade.rs`.
 
 use std::{
     convert::Infallible,
@@ -23,6 +24,7 @@ use tower::Service;
 
 use super::{forward, Guard, Upstream};
 use crate::{
+    audit::AuditRecord,
     body::Body,
     refusal::Refusal,
     service::{self, Caller, ResponseFuture},
@@ -48,6 +50,9 @@ impl StreamGuards {
             .push(guard);
     }
 }
+
+/// The audit annotation on a breaker refusal: `<state> <endpoint>` for each endpoint refusing.
+pub const BREAKER_ANNOTATION: &str = "portcullis.io/breaker";
 
 /// Forwards with the proxy's credentials and the caller's impersonation headers.
 #[derive(Clone)]
@@ -94,6 +99,7 @@ impl Service<Request<Body>> for UpstreamService {
                 s.hold(Box::new(held));
             }
             let guard = streams.clone().map(|s| Box::new(s) as Guard);
+            let audit = req.extensions().get::<AuditRecord>().cloned();
             let outbound = caller.outbound(this.trust_forwarded_for, guard);
             let started = Instant::now();
             let result = forward(&this.upstream, req, outbound).await;
@@ -110,7 +116,17 @@ impl Service<Request<Body>> for UpstreamService {
                     }
                     resp
                 }
-                Err(refusal) => refusal.respond(),
+                Err(refusal) => {
+                    if let (Refusal::BreakerOpen(b), Some(rec)) = (&refusal, &audit) {
+                        let states: Vec<String> = b
+                            .endpoints
+                            .iter()
+                            .map(|(n, s)| format!("{s} {n}"))
+                            .collect();
+                        rec.with(|r| r.annotate(BREAKER_ANNOTATION, states.join(", ")));
+                    }
+                    refusal.respond()
+                }
             })
         })
     }

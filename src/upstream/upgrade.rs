@@ -7,20 +7,29 @@
 //! needs a real HTTP error to fall back from WebSocket to SPDY — and the upstream connection is
 //! dropped once the response body ends, never reused (CVE-2018-1002105). No timeout applies to
 //! an established stream: interactive sessions live as long as their peers.
+//!
+//! The endpoint: the first in `Upstream::candidates` order whose breaker admits it and that
+//! accepts a TLS connection (nothing of the request is sent before that, so trying the next
+//! one is safe); every breaker refusing is a 503 `BreakerOpen`, no endpoint reachable a 502.
 
 use http::{header, request::Parts, HeaderValue, Request, Response, StatusCode};
 use hyper::{body::Incoming, upgrade::OnUpgrade};
 use hyper_util::rt::TokioIo;
 
 use super::{
-    client::Upstream,
+    client::Endpoint,
     forward::{prepare_headers, Guard, Outbound},
+    send::{breaker_open, outcome_of, report},
+    Upstream,
 };
 use crate::{
     body::{self, Body},
     k8s::headers,
     refusal::{Refusal, UpstreamFailure},
 };
+use std::{sync::Arc, time::Duration};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 /// Forward an upgrade request. `parts` still carries the client connection's `OnUpgrade`.
 pub async fn forward(
@@ -33,8 +42,22 @@ pub async fn forward(
     let Some(client_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
         return Err(UpstreamFailure::NotUpgradable.into());
     };
-    prepare_upgrade_request(up, &mut parts, ob)?;
-    let mut resp = send_on_fresh_connection(up, parts, incoming).await?;
+    let (ep, permit, io) = connect(up).await?;
+    prepare_upgrade_request(up, &ep, &mut parts, ob)?;
+    let sent = send_on_fresh_connection(io, parts, incoming).await;
+    let mut resp = match sent {
+        Ok(resp) => resp,
+        Err(refusal) => {
+            report(&ep, permit, super::breaker::Outcome::Failure);
+            return Err(refusal);
+        }
+    };
+    ep.mark_ok();
+    let outcome = match resp.status() {
+        StatusCode::SWITCHING_PROTOCOLS => super::breaker::Outcome::Success,
+        status => outcome_of(status, &ep, &up.metrics),
+    };
+    report(&ep, permit, outcome);
 
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut rparts, rbody) = resp.into_parts();
@@ -57,11 +80,12 @@ pub async fn forward(
 /// client's `Upgrade` back, the upstream's `Host`, and an origin-form URI.
 fn prepare_upgrade_request(
     up: &Upstream,
+    ep: &Endpoint,
     parts: &mut Parts,
     ob: &Outbound<'_>,
 ) -> Result<(), Refusal> {
     let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
-    let authority = match up.uri_for(parts.uri.path_and_query()) {
+    let authority = match ep.uri_for(parts.uri.path_and_query()) {
         Ok(uri) => uri,
         Err(_) => return Err(UpstreamFailure::Unforwardable.into()),
     };
@@ -90,20 +114,44 @@ fn prepare_upgrade_request(
     Ok(())
 }
 
+/// A fresh connection to the first endpoint that admits the request and accepts it.
+async fn connect(
+    up: &Upstream,
+) -> Result<(Arc<Endpoint>, super::breaker::Permit, TlsStream<TcpStream>), Refusal> {
+    let mut refused = Vec::new();
+    let mut retry_after = Duration::MAX;
+    let mut unreachable = false;
+    for ep in up.candidates() {
+        let permit = match ep.breaker.admit(std::time::Instant::now()) {
+            Ok(p) => p,
+            Err(r) => {
+                refused.push((ep.name.clone(), r.state.name()));
+                retry_after = retry_after.min(r.retry_after);
+                continue;
+            }
+        };
+        match ep.connect_for_upgrade().await {
+            Ok(io) => return Ok((ep, permit, io)),
+            Err(err) => {
+                tracing::warn!(endpoint = %ep.name, %err, "upstream connect for upgrade failed");
+                report(&ep, permit, super::breaker::Outcome::Failure);
+                unreachable = true;
+            }
+        }
+    }
+    if unreachable {
+        return Err(UpstreamFailure::Unreachable("connection failed").into());
+    }
+    Err(breaker_open(refused, retry_after))
+}
+
 /// Sends the request on a new HTTP/1.1 connection (with upgrades) that serves no other
 /// request; the upstream's response head.
 async fn send_on_fresh_connection(
-    up: &Upstream,
+    io: TlsStream<TcpStream>,
     parts: Parts,
     incoming: Body,
 ) -> Result<Response<Incoming>, Refusal> {
-    let io = match up.connect_for_upgrade().await {
-        Ok(io) => io,
-        Err(err) => {
-            tracing::warn!(%err, "upstream connect for upgrade failed");
-            return Err(UpstreamFailure::Unreachable("connection failed").into());
-        }
-    };
     let (mut sender, conn) =
         match hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(io)).await {
             Ok(pair) => pair,
@@ -130,7 +178,6 @@ async fn send_on_fresh_connection(
             );
         }
     };
-    up.mark_ok();
     // Whatever happens next, this connection serves no other request.
     drop(sender);
     Ok(resp)

@@ -1,0 +1,93 @@
+//! The upstream's own series, registered in the proxy's registry by `Runtime::build`:
+//!
+//! | series | labels | meaning |
+//! |---|---|---|
+//! | `portcullis_upstream_breaker_state` | endpoint | 0 closed, 1 open, 2 half-open |
+//! | `portcullis_upstream_breaker_transitions_total` | endpoint, to | state changes |
+//! | `portcullis_upstream_throttled_total` | endpoint | 429 answers of the API server (passed on, not a failure) |
+//! | `portcullis_upstream_failovers_total` | endpoint | safe requests retried elsewhere after this endpoint failed to connect |
+//!
+//! `endpoint` is a configured URL, so the label sets are closed.
+
+use std::sync::{atomic::AtomicI64, Arc};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use super::breaker::{OnTransition, State};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabels {
+    pub endpoint: String,
+    pub to: &'static str,
+}
+
+/// The families; cheap to clone (they share their series).
+#[derive(Clone, Default)]
+pub struct UpstreamMetrics {
+    pub breaker_state: Family<EndpointLabels, Gauge<i64, AtomicI64>>,
+    pub transitions: Family<TransitionLabels, Counter>,
+    pub throttled: Family<EndpointLabels, Counter>,
+    pub failovers: Family<EndpointLabels, Counter>,
+}
+
+impl UpstreamMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "upstream_breaker_state",
+            "Circuit breaker state per upstream endpoint: 0 closed, 1 open, 2 half-open",
+            self.breaker_state.clone(),
+        );
+        registry.register(
+            "upstream_breaker_transitions",
+            "Circuit breaker state changes per upstream endpoint, by the state entered",
+            self.transitions.clone(),
+        );
+        registry.register(
+            "upstream_throttled",
+            "429 answers of the upstream API server (passed on unchanged; not breaker failures)",
+            self.throttled.clone(),
+        );
+        registry.register(
+            "upstream_failovers",
+            "Safe requests sent to another endpoint after this one could not be reached",
+            self.failovers.clone(),
+        );
+    }
+
+    pub fn endpoint(name: &str) -> EndpointLabels {
+        EndpointLabels {
+            endpoint: name.to_owned(),
+        }
+    }
+
+    /// The breaker's transition hook for `endpoint`: gauge, counter, a log line. Sets the
+    /// gauge to closed now so every endpoint has a series from the start.
+    pub fn on_transition(&self, endpoint: &str) -> OnTransition {
+        let this = Arc::new(self.clone());
+        let name = endpoint.to_owned();
+        this.breaker_state
+            .get_or_create(&Self::endpoint(&name))
+            .set(State::Closed.gauge());
+        Box::new(move |from: State, to: State| {
+            this.breaker_state
+                .get_or_create(&Self::endpoint(&name))
+                .set(to.gauge());
+            this.transitions
+                .get_or_create(&TransitionLabels {
+                    endpoint: name.clone(),
+                    to: to.name(),
+                })
+                .inc();
+            tracing::warn!(endpoint = %name, from = from.name(), to = to.name(), "upstream circuit breaker");
+        })
+    }
+}

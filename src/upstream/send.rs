@@ -1,0 +1,169 @@
+//! Sending one request to the upstream: which endpoint, what its breaker learns, and when it
+//! is sent again elsewhere.
+//!
+//! Endpoints are tried in [`Upstream::candidates`] order. One whose breaker refuses is skipped
+//! without a network attempt. A *safe* request — `GET` / `HEAD` with no body (get, list, watch
+//! start, discovery) — that fails on the way (connect or TLS error, or the connection broke
+//! before a response head) is sent again to the next endpoint: it is idempotent and carries
+//! nothing to lose. Any other request gets one network attempt: its body may have reached an
+//! API server and is never replayed. The deadline covers all attempts; running out of it is a
+//! 504 and is not retried.
+//!
+//! The breaker learns: a response head with 502 / 503 / 504, a transport error or a timeout is
+//! a failure; a 429 (the API server's priority and fairness) is neutral and counted in
+//! `portcullis_upstream_throttled_total`; any other answer (4xx included) is a success. The
+//! answer itself always goes to the client unchanged. Refused by every breaker: 503
+//! `Refusal::BreakerOpen`; nothing reachable: 502; out of time: 504.
+
+use std::{sync::Arc, time::Duration};
+
+use http::{request::Parts, Method, Request, Response, StatusCode};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::{
+    breaker::{Outcome, Permit},
+    client::Endpoint,
+    metrics::UpstreamMetrics,
+    Upstream,
+};
+use crate::{
+    body::{self, Body},
+    refusal::{BreakerOpen, Refusal, UpstreamFailure},
+};
+
+/// An upstream answer and the endpoint that gave it.
+pub struct Sent {
+    pub resp: Response<Incoming>,
+    pub endpoint: Arc<Endpoint>,
+}
+
+/// Whether a request may be sent again to another endpoint (see the module doc).
+pub fn is_safe(parts: &Parts, body: &Body) -> bool {
+    (parts.method == Method::GET || parts.method == Method::HEAD) && body.is_end_stream()
+}
+
+/// Send `parts` + `body` (headers already prepared; the URI is origin-form and is rebased on
+/// each endpoint) within `deadline` (None: no deadline, a long-running request).
+pub async fn send(
+    up: &Upstream,
+    parts: Parts,
+    body: Body,
+    deadline: Option<Duration>,
+) -> Result<Sent, Refusal> {
+    let safe = is_safe(&parts, &body);
+    let until = deadline.map(|d| Instant::now() + d);
+    let mut body = Some(body);
+    let mut refused = Vec::new();
+    let mut retry_after = Duration::MAX;
+    let mut last_error: Option<&'static str> = None;
+    let candidates = up.candidates();
+    let last = candidates.len().saturating_sub(1);
+    for (i, ep) in candidates.into_iter().enumerate() {
+        let permit = match ep.breaker.admit(std::time::Instant::now()) {
+            Ok(p) => p,
+            Err(rejected) => {
+                refused.push((ep.name.clone(), rejected.state.name()));
+                retry_after = retry_after.min(rejected.retry_after);
+                continue;
+            }
+        };
+        let Ok(uri) = ep.uri_for(parts.uri.path_and_query()) else {
+            return Err(UpstreamFailure::Unforwardable.into());
+        };
+        let mut req = Request::new(if safe {
+            body::empty()
+        } else {
+            match body.take() {
+                Some(b) => b,
+                None => break,
+            }
+        });
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = uri;
+        *req.headers_mut() = parts.headers.clone();
+        // The pooled client picks h2 or HTTP/1.1 per connection; it expects HTTP/1.1 here.
+        *req.version_mut() = http::Version::HTTP_11;
+        let sent = ep.pool().request(req);
+        let result = match until {
+            None => Ok(sent.await),
+            Some(until) => tokio::time::timeout_at(until, sent).await,
+        };
+        match result {
+            Ok(Ok(resp)) => {
+                ep.mark_ok();
+                report(&ep, permit, outcome_of(resp.status(), &ep, &up.metrics));
+                return Ok(Sent { resp, endpoint: ep });
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(endpoint = %ep.name, %err, source = ?std::error::Error::source(&err), "upstream request failed");
+                report(&ep, permit, Outcome::Failure);
+                last_error = Some(describe(&err));
+                if !safe {
+                    break;
+                }
+                if i == last {
+                    continue;
+                }
+                up.metrics
+                    .failovers
+                    .get_or_create(&UpstreamMetrics::endpoint(&ep.name))
+                    .inc();
+            }
+            Err(_) => {
+                tracing::warn!(endpoint = %ep.name, "upstream gave no response head in time");
+                report(&ep, permit, Outcome::Failure);
+                return Err(Refusal::Timeout);
+            }
+        }
+    }
+    match last_error {
+        Some(why) => Err(UpstreamFailure::Unreachable(why).into()),
+        None => Err(breaker_open(refused, retry_after)),
+    }
+}
+
+/// The refusal when no endpoint's breaker admitted the request.
+pub fn breaker_open(endpoints: Vec<(String, &'static str)>, retry_after: Duration) -> Refusal {
+    // Rounded up: a client retrying after `Retry-After` must find the breaker ready.
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    Refusal::BreakerOpen(Box::new(BreakerOpen {
+        endpoints,
+        retry_after: u32::try_from(secs.max(1)).unwrap_or(u32::MAX),
+    }))
+}
+
+/// What an answer tells the breaker.
+pub fn outcome_of(status: StatusCode, ep: &Endpoint, metrics: &UpstreamMetrics) -> Outcome {
+    match status {
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
+            Outcome::Failure
+        }
+        StatusCode::TOO_MANY_REQUESTS => {
+            metrics
+                .throttled
+                .get_or_create(&UpstreamMetrics::endpoint(&ep.name))
+                .inc();
+            Outcome::Neutral
+        }
+        _ => Outcome::Success,
+    }
+}
+
+/// Tell the breaker; an endpoint whose breaker just opened starts probing for its recovery.
+pub fn report(ep: &Arc<Endpoint>, permit: Permit, outcome: Outcome) {
+    permit.record(outcome);
+    if ep.breaker.next_probe().is_some() {
+        ep.spawn_recovery();
+    }
+}
+
+/// A short, non-leaky description of a client error.
+fn describe(err: &hyper_util::client::legacy::Error) -> &'static str {
+    if err.is_connect() {
+        "connection failed"
+    } else {
+        "the connection broke before a response"
+    }
+}

@@ -1,0 +1,122 @@
+//! The upstream as a whole: one or more endpoints (API servers of one control plane), the
+//! settings every request to them shares, and which endpoint a new request tries first.
+//!
+//! Order of preference for a new request: endpoints whose breaker is closed and whose last
+//! `/readyz` probe did not fail, taken round-robin; then the others in configured order (a
+//! half-open one admits its trial requests; an open one refuses without a network attempt).
+//! Ready (for the admin `/readyz`) while at least one endpoint answered within the readiness
+//! window and its breaker is not open.
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use prometheus_client::registry::Registry;
+
+use super::{client::Endpoint, credentials::Credentials, metrics::UpstreamMetrics};
+use crate::upstream::config::UpstreamConfig;
+
+/// Everything the forwarder needs to reach the upstream.
+pub struct Upstream {
+    endpoints: Vec<Arc<Endpoint>>,
+    /// To the response head when the client gives no `?timeout=`.
+    pub(crate) request_timeout: Duration,
+    /// The cap on a client's `?timeout=`.
+    pub(crate) max_request_timeout: Duration,
+    /// A long-running response that carries nothing for this long is ended.
+    pub(crate) stream_idle_timeout: Option<Duration>,
+    pub(crate) credentials: Arc<Credentials>,
+    pub(crate) metrics: UpstreamMetrics,
+    next: AtomicUsize,
+}
+
+impl Upstream {
+    /// One pool, breaker and health record per configured endpoint.
+    pub fn new(cfg: &UpstreamConfig, credentials: Arc<Credentials>) -> Result<Upstream> {
+        let metrics = UpstreamMetrics::default();
+        let endpoints = cfg
+            .endpoints
+            .iter()
+            .map(|base| Endpoint::new(cfg, base, credentials.clone(), &metrics))
+            .collect::<Result<Vec<_>>>()?;
+        anyhow::ensure!(!endpoints.is_empty(), "upstream has no endpoint");
+        Ok(Upstream {
+            endpoints,
+            request_timeout: cfg.request_timeout,
+            max_request_timeout: cfg.max_request_timeout,
+            stream_idle_timeout: cfg.stream_idle_timeout,
+            credentials,
+            metrics,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Put the upstream's series (breaker state, transitions, throttling, fail-overs) in
+    /// `registry`.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        self.metrics.register(registry);
+    }
+
+    /// The endpoints in configured order.
+    pub fn endpoints(&self) -> &[Arc<Endpoint>] {
+        &self.endpoints
+    }
+
+    /// The endpoints in the order a new request tries them (see the module doc).
+    pub fn candidates(&self) -> Vec<Arc<Endpoint>> {
+        let now = Instant::now();
+        let n = self.endpoints.len();
+        if n == 1 {
+            return self.endpoints.clone();
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let rotated = (0..n).map(|i| &self.endpoints[(start + i) % n]);
+        let (mut first, rest): (Vec<_>, Vec<_>) = rotated.partition(|e| e.preferred(now));
+        let mut rest: Vec<_> = rest.into_iter().cloned().collect();
+        // The others in configured order, so a recovering endpoint gets its trial first.
+        rest.sort_by_key(|e| self.endpoints.iter().position(|x| Arc::ptr_eq(x, e)));
+        let mut out: Vec<Arc<Endpoint>> = first.drain(..).cloned().collect();
+        out.extend(rest);
+        out
+    }
+
+    /// Probe every endpoint's `/readyz` (concurrently); whether any is ready.
+    pub async fn probe(&self) -> bool {
+        let probes = self.endpoints.iter().map(|e| e.probe());
+        futures_util::future::join_all(probes)
+            .await
+            .into_iter()
+            .any(|ok| ok)
+    }
+
+    /// Whether at least one endpoint answered within `window` and is not refused by its
+    /// breaker.
+    pub fn healthy_within(&self, window: Duration) -> bool {
+        let now = Instant::now();
+        self.endpoints.iter().any(|e| e.ready(window, now))
+    }
+
+    /// Why each endpoint is not ready (empty when at least one is).
+    pub fn not_ready(&self, window: Duration) -> Vec<String> {
+        let now = Instant::now();
+        if self.endpoints.iter().any(|e| e.ready(window, now)) {
+            return Vec::new();
+        }
+        self.endpoints
+            .iter()
+            .map(|e| {
+                let state = e.breaker.state(now);
+                if state == super::breaker::State::Open {
+                    format!("upstream circuit breaker open: {}", e.name)
+                } else {
+                    format!("upstream has not answered within {window:?}: {}", e.name)
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,120 @@
+//! The body of a long-running response (watch, `logs -f`) on its way to the client.
+//!
+//! When the upstream connection under it breaks (its API server died, was cut off, or reset
+//! the stream), the body ends *cleanly* instead of with an error: a watch is a sequence of
+//! whole events, so client-go's reflector treats a clean end as "watch closed" and watches
+//! again from its last resourceVersion (or re-lists), on whichever endpoint the proxy then
+//! picks; an error mid-stream would instead surface as a broken response. With
+//! `upstream.stream_idle_timeout` set, a stream that carried no frame for that long ends the
+//! same way. Bodies of requests that are not long-running are never wrapped: a list cut short
+//! must stay an error, never look complete.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body::Frame;
+use http_body_util::BodyExt;
+use tokio::time::{Instant, Sleep};
+
+use crate::body::{Body, BoxError};
+
+/// Wrap a long-running response body (see the module doc).
+pub fn ending_cleanly(inner: Body, endpoint: String, idle: Option<Duration>) -> Body {
+    CleanEnd {
+        inner,
+        endpoint,
+        idle: idle.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
+        done: false,
+    }
+    .boxed_unsync()
+}
+
+struct CleanEnd {
+    inner: Body,
+    endpoint: String,
+    idle: Option<(Duration, Pin<Box<Sleep>>)>,
+    done: bool,
+}
+
+impl http_body::Body for CleanEnd {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some((d, sleep)) = &mut self.idle {
+                    sleep.as_mut().reset(Instant::now() + *d);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => {
+                tracing::info!(endpoint = %self.endpoint, %err, "upstream stream broke; ending it cleanly");
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let idle = match &mut self.idle {
+                    Some((_, sleep)) => sleep.as_mut().poll(cx).is_ready(),
+                    None => false,
+                };
+                if idle {
+                    tracing::info!(endpoint = %self.endpoint, "upstream stream idle; ending it");
+                    self.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_error_ends_the_stream_cleanly_after_what_came_before() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let inner = http_body_util::StreamBody::new(stream).boxed_unsync();
+        tx.send(Ok(Frame::data(Bytes::from_static(
+            b"{\"type\":\"ADDED\"}\n",
+        ))))
+        .await
+        .unwrap();
+        tx.send(Err("connection reset".into())).await.unwrap();
+        let body = ending_cleanly(inner, "https://a".into(), None);
+        let got = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&got[..], b"{\"type\":\"ADDED\"}\n");
+    }
+
+    #[tokio::test]
+    async fn an_idle_stream_ends_after_the_idle_timeout() {
+        let (_tx, inner) = crate::body::channel(1);
+        let body = ending_cleanly(inner, "https://a".into(), Some(Duration::from_millis(50)));
+        let got = body.collect().await.unwrap().to_bytes();
+        assert!(got.is_empty());
+    }
+}

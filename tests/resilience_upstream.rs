@@ -1,0 +1,512 @@
+//! Fault injection toward the upstream, on loopback, through the real proxy: the circuit
+//! breaker (opens within its threshold, refuses without touching the network, closes when the
+//! upstream recovers), what does not trip it (the API server's 429, 4xx, 500), upstream
+//! timeouts (504, `?timeout=`), and fail-over between two API servers under a read load of
+//! kubectl and kube-rs clients. Short timeouts and probe intervals in every config.
+// Test code: a failed unwrap / expect / panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU8, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use common::{get, Env};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use tokio::{net::TcpListener, sync::watch};
+
+/// A TCP relay in front of a real API server that can be cut: while down it accepts and drops
+/// every connection (the proxy sees a failed TLS handshake) and ends every relayed one.
+struct Relay {
+    addr: SocketAddr,
+    up: watch::Sender<bool>,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl Relay {
+    async fn start(target: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (up, _) = watch::channel(true);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (state, count) = (up.clone(), accepted.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut rx = state.subscribe();
+                if !*rx.borrow() {
+                    continue; // dropped
+                }
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = rx.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Relay { addr, up, accepted }
+    }
+
+    fn set(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+const OK: u8 = 0;
+const HANG: u8 = 1;
+const RESET: u8 = 2;
+const SLOW: u8 = 3;
+
+/// A fake API server (HTTP/1.1 over TLS, keep-alive) answering every request with the status
+/// in `mode` (or hanging / resetting / answering after 1 s); counts requests.
+struct Fake {
+    addr: SocketAddr,
+    mode: Arc<AtomicU8>,
+    status: Arc<std::sync::Mutex<u16>>,
+    requests: Arc<AtomicUsize>,
+}
+
+impl Fake {
+    async fn start(ca: &portcullis_sandbox::pki::Ca) -> Fake {
+        let mode = Arc::new(AtomicU8::new(OK));
+        let status = Arc::new(std::sync::Mutex::new(200u16));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (m, s, n) = (mode.clone(), status.clone(), requests.clone());
+        let addr = common::fake_upstream(ca, move |tls| {
+            let (m, s, n) = (m.clone(), s.clone(), n.clone());
+            async move {
+                let svc = hyper::service::service_fn(move |req: http::Request<_>| {
+                    let (m, s, n) = (m.clone(), s.clone(), n.clone());
+                    async move {
+                        if req.uri().path() != "/readyz" {
+                            n.fetch_add(1, Ordering::SeqCst);
+                        }
+                        match m.load(Ordering::SeqCst) {
+                            HANG => std::future::pending::<()>().await,
+                            RESET => return Err("reset".to_string()),
+                            SLOW => tokio::time::sleep(Duration::from_secs(1)).await,
+                            _ => {}
+                        }
+                        let code = if req.uri().path() == "/readyz" { 200 } else { *s.lock().unwrap() };
+                        let mut resp = Response::new(Full::new(Bytes::from(format!(
+                            r#"{{"kind":"Status","apiVersion":"v1","status":"Failure","message":"from the fake","code":{code}}}"#
+                        ))));
+                        *resp.status_mut() = StatusCode::from_u16(code).unwrap();
+                        resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
+                        if code == 429 {
+                            resp.headers_mut().insert("retry-after", "7".parse().unwrap());
+                        }
+                        Ok::<_, String>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            }
+        })
+        .await;
+        Fake {
+            addr,
+            mode,
+            status,
+            requests,
+        }
+    }
+
+    fn answer(&self, code: u16) {
+        *self.status.lock().unwrap() = code;
+        self.mode.store(OK, Ordering::SeqCst);
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// Add `keys` (YAML lines, indented two spaces) to the `upstream:` section.
+fn upstream_keys(config: &mut String, keys: &str) {
+    *config = config.replacen("upstream:\n", &format!("upstream:\n{keys}"), 1);
+}
+
+async fn get_ns(env: &Env, query: &str) -> Response<Bytes> {
+    let path = format!("/api/v1/namespaces{query}");
+    env.request(get(&path), Some(&env.admin_cert), false).await
+}
+
+fn json(resp: &Response<Bytes>) -> serde_json::Value {
+    serde_json::from_slice(resp.body()).unwrap()
+}
+
+async fn metric(env: &Env, prefix: &str) -> Option<String> {
+    let (_, text) = common::admin_get(env.admin_addr, "/metrics").await;
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .map(|l| l.rsplit(' ').next().unwrap().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections_open_the_breaker_which_refuses_without_the_network_then_recovers() {
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let relay = Relay::start(sandbox.addr).await;
+    let env = Env::start_against(ca, sandbox, relay.addr, |c| {
+        upstream_keys(c, "  breaker: {consecutive_failures: 3, open_for: 1s}\n")
+    })
+    .await;
+    let endpoint = format!("https://{}", relay.addr);
+    relay.set(false);
+    for _ in 0..3 {
+        let resp = get_ns(&env, "").await;
+        assert_eq!(resp.status(), 502);
+        assert_eq!(json(&resp)["reason"], "BadGateway");
+    }
+    // Open: refused at once, nothing reaches the relay or the API server.
+    let (accepted, recorded) = (relay.accepted(), env.sandbox.sandbox.recorded().len());
+    let resp = get_ns(&env, "").await;
+    assert_eq!(resp.status(), 503);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=1).contains(&retry), "Retry-After {retry}");
+    let status = json(&resp);
+    assert_eq!(status["reason"], "ServiceUnavailable");
+    assert_eq!(status["details"]["retryAfterSeconds"], retry);
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.contains(&endpoint) && message.contains("circuit breaker open"),
+        "{message}"
+    );
+    assert_eq!(relay.accepted(), accepted);
+    assert_eq!(env.sandbox.sandbox.recorded().len(), recorded);
+    let state = format!("portcullis_upstream_breaker_state{{endpoint=\"{endpoint}\"}}");
+    assert_eq!(metric(&env, &state).await.as_deref(), Some("1"));
+    let audit = std::fs::read_to_string(env.files.dir.join("audit.log")).unwrap();
+    assert!(audit.contains(&format!("\"portcullis.io/breaker\":\"open {endpoint}\"")));
+    let (ready, why) = common::admin_get(env.admin_addr, "/readyz").await;
+    assert_eq!(ready, 503, "{why}");
+
+    // The API server comes back: the breaker's own /readyz probe closes it.
+    relay.set(true);
+    let back = common::poll(Duration::from_secs(10), || {
+        env.sandbox
+            .sandbox
+            .recorded()
+            .iter()
+            .any(|r| r.path == "/readyz")
+            .then_some(())
+    })
+    .await;
+    assert!(back.is_some(), "no recovery probe reached the API server");
+    let mut ok = false;
+    for _ in 0..50 {
+        if get_ns(&env, "").await.status() == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "the breaker did not close");
+    assert_eq!(metric(&env, &state).await.as_deref(), Some("0"));
+    let opened = format!(
+        "portcullis_upstream_breaker_transitions_total{{endpoint=\"{endpoint}\",to=\"open\"}}"
+    );
+    assert_eq!(metric(&env, &opened).await.as_deref(), Some("1"));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_servers_429_4xx_and_500_pass_through_and_never_trip() {
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let fake = Fake::start(&ca).await;
+    let env = Env::start_against(ca, sandbox, fake.addr, |c| {
+        upstream_keys(c, "  breaker: {consecutive_failures: 2}\n")
+    })
+    .await;
+    let mut sent = fake.requests();
+    for (code, reason) in [(429, ""), (404, ""), (403, ""), (500, "")] {
+        fake.answer(code);
+        for _ in 0..5 {
+            let resp = get_ns(&env, "").await;
+            assert_eq!(resp.status(), code, "{reason}");
+            assert_eq!(json(&resp)["message"], "from the fake");
+            if code == 429 {
+                assert_eq!(resp.headers()["retry-after"], "7");
+            }
+        }
+        sent += 5;
+        assert_eq!(fake.requests(), sent, "every {code} was forwarded");
+    }
+    let endpoint = format!("https://{}", fake.addr);
+    let throttled = format!("portcullis_upstream_throttled_total{{endpoint=\"{endpoint}\"}}");
+    assert_eq!(metric(&env, &throttled).await.as_deref(), Some("5"));
+    let state = format!("portcullis_upstream_breaker_state{{endpoint=\"{endpoint}\"}}");
+    assert_eq!(metric(&env, &state).await.as_deref(), Some("0"));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_503s_and_resets_open_the_breaker_and_a_healthy_probe_closes_it() {
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let fake = Fake::start(&ca).await;
+    let env = Env::start_against(ca, sandbox, fake.addr, |c| {
+        upstream_keys(c, "  breaker: {consecutive_failures: 3, open_for: 500ms}\n")
+    })
+    .await;
+    fake.answer(503);
+    for _ in 0..3 {
+        // The API server's own 503 goes to the client unchanged.
+        let resp = get_ns(&env, "").await;
+        assert_eq!(resp.status(), 503);
+        assert_eq!(json(&resp)["message"], "from the fake");
+    }
+    let seen = fake.requests();
+    let resp = get_ns(&env, "").await;
+    assert_eq!(resp.status(), 503);
+    assert!(json(&resp)["message"]
+        .as_str()
+        .unwrap()
+        .contains("circuit breaker open"));
+    assert_eq!(
+        fake.requests(),
+        seen,
+        "the open breaker sent nothing upstream"
+    );
+
+    // Recovered: the probe after open_for closes it.
+    fake.answer(200);
+    let mut ok = false;
+    for _ in 0..50 {
+        if get_ns(&env, "").await.status() == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "the breaker did not close");
+
+    // Connections reset before an answer trip it too.
+    fake.mode.store(RESET, Ordering::SeqCst);
+    for _ in 0..3 {
+        let resp = get_ns(&env, "").await;
+        assert_eq!(resp.status(), 502);
+    }
+    let seen = fake.requests();
+    let resp = get_ns(&env, "").await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(fake.requests(), seen);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_answer_in_time_is_a_504_and_the_clients_timeout_is_honoured_up_to_the_cap() {
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let fake = Fake::start(&ca).await;
+    let env = Env::start_against(ca, sandbox, fake.addr, |c| {
+        upstream_keys(
+            c,
+            "  request_timeout: 300ms\n  max_request_timeout: 3s\n  breaker: {enabled: false}\n",
+        )
+    })
+    .await;
+    let within = |f| tokio::time::timeout(Duration::from_secs(10), f);
+    fake.mode.store(HANG, Ordering::SeqCst);
+    for query in ["", "?timeout=1h"] {
+        let resp = within(get_ns(&env, query)).await.expect("no answer in 10s");
+        assert_eq!(resp.status(), 504, "{query}");
+        let status = json(&resp);
+        assert_eq!(status["reason"], "Timeout");
+        assert_eq!(
+            status["message"],
+            "Timeout: request did not complete within the allotted timeout"
+        );
+    }
+    // An answer after 1 s: too late by default, in time with ?timeout=2s.
+    fake.mode.store(SLOW, Ordering::SeqCst);
+    assert_eq!(get_ns(&env, "").await.status(), 504);
+    assert_eq!(get_ns(&env, "?timeout=2s").await.status(), 200);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_handshake_that_never_finishes_is_a_502_within_the_handshake_timeout() {
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = silent.accept().await {
+            keep.lock().unwrap().push(tcp); // accepted, never answered
+        }
+    });
+    let env = Env::start_against(ca, sandbox, addr, |c| {
+        upstream_keys(c, "  tls_handshake_timeout: 300ms\n")
+    })
+    .await;
+    let resp = tokio::time::timeout(Duration::from_secs(10), get_ns(&env, ""))
+        .await
+        .expect("no answer in 10s");
+    assert_eq!(resp.status(), 502);
+    assert!(json(&resp)["message"]
+        .as_str()
+        .unwrap()
+        .contains("connection failed"));
+    env.stop().await;
+}
+
+async fn kube_client(env: &Env) -> kube::Client {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let kc = Kubeconfig::read_from(&env.files.admin_kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+fn watches(sandbox: &portcullis_sandbox::Running) -> usize {
+    let recorded = sandbox.sandbox.recorded();
+    recorded
+        .iter()
+        .filter(|r| r.path.contains("configmaps"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_api_servers_one_dies_under_read_load_and_no_get_is_lost() {
+    use futures_util::StreamExt;
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+    use kube::api::{Api, ListParams, WatchParams};
+
+    common::require_kubectl();
+    let (ca, first) = Env::ca_and_sandbox().await;
+    let second = portcullis_sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
+        .await
+        .unwrap();
+    let (a, b) = (
+        Relay::start(first.addr).await,
+        Relay::start(second.addr).await,
+    );
+    let urls = format!("  urls: [https://{}, https://{}]", a.addr, b.addr);
+    let env = Env::start_in_front_of(ca, first, |c| {
+        let start = c.find("\n  url: ").unwrap() + 1;
+        let end = start + c[start..].find('\n').unwrap();
+        c.replace_range(start..end, &urls);
+        upstream_keys(c, "  breaker: {consecutive_failures: 3, open_for: 1s}\n");
+    })
+    .await;
+    let client = kube_client(&env).await;
+
+    // A watch that lands on the first API server (requests alternate between the two).
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let mut on_a = None;
+    for _ in 0..4 {
+        let before = watches(&env.sandbox);
+        let stream = cms
+            .watch(&WatchParams::default(), "0")
+            .await
+            .unwrap()
+            .boxed();
+        if watches(&env.sandbox) > before {
+            on_a = Some(stream);
+            break;
+        }
+    }
+    let mut watch_on_a = on_a.expect("no watch reached the first API server");
+
+    // Readers: two kube-rs loops and a kubectl loop, while the first API server is cut.
+    let failures = Arc::new(AtomicUsize::new(0));
+    let successes = Arc::new(AtomicUsize::new(0));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let ns: Api<Namespace> = Api::all(client.clone());
+        let (f, s) = (failures.clone(), successes.clone());
+        readers.push(tokio::spawn(async move {
+            while tokio::time::Instant::now() < deadline {
+                match ns.list(&ListParams::default()).await {
+                    Ok(_) => s.fetch_add(1, Ordering::SeqCst),
+                    Err(e) => {
+                        eprintln!("kube-rs list failed: {e}");
+                        f.fetch_add(1, Ordering::SeqCst)
+                    }
+                };
+            }
+        }));
+    }
+    let kubectl_failures = Arc::new(AtomicUsize::new(0));
+    let kubectl_runs = {
+        let (kubeconfig, dir, kf) = (
+            env.files.admin_kubeconfig.clone(),
+            env.dir.path().to_path_buf(),
+            kubectl_failures.clone(),
+        );
+        tokio::spawn(async move {
+            let mut runs = 0;
+            while tokio::time::Instant::now() < deadline {
+                let out = common::kubectl(&kubeconfig, &dir, &["get", "ns", "-o", "name"]).await;
+                if !out.status.success() {
+                    eprintln!("kubectl failed: {}", common::stderr(&out));
+                    kf.fetch_add(1, Ordering::SeqCst);
+                }
+                runs += 1;
+            }
+            runs
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let second_before = second.sandbox.recorded().len();
+    a.set(false);
+
+    // The watch on the dead server ends cleanly (no error item), so clients watch again.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(item) = watch_on_a.next().await {
+            assert!(item.is_ok(), "the watch ended with an error: {item:?}");
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the watch on the dead API server did not end"
+    );
+
+    for r in readers {
+        r.await.unwrap();
+    }
+    let runs = kubectl_runs.await.unwrap();
+    assert_eq!(failures.load(Ordering::SeqCst), 0, "kube-rs lost a GET");
+    assert_eq!(
+        kubectl_failures.load(Ordering::SeqCst),
+        0,
+        "kubectl lost a GET"
+    );
+    assert!(successes.load(Ordering::SeqCst) > 0 && runs > 0);
+    assert!(
+        second.sandbox.recorded().len() > second_before,
+        "the second API server took over"
+    );
+    // Ready while one endpoint is.
+    let (ready, why) = common::admin_get(env.admin_addr, "/readyz").await;
+    assert_eq!(ready, 200, "{why}");
+    b.set(false);
+    drop(b);
+    env.stop().await;
+    second.stop().await;
+}

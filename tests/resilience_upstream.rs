@@ -510,3 +510,68 @@ async fn two_api_servers_one_dies_under_read_load_and_no_get_is_lost() {
     env.stop().await;
     second.stop().await;
 }
+
+/// `kubectl exec -i POD -- cat` through the proxy, stdin and stdout piped.
+fn exec_cat(env: &Env, pod: &str) -> tokio::process::Child {
+    tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&env.files.admin_kubeconfig)
+        .arg("--cache-dir")
+        .arg(env.dir.path().join("kube-cache"))
+        .args(["exec", "-i", pod, "--", "cat"])
+        .env("HOME", env.dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_exec_session_is_closed_after_the_stream_idle_timeout_an_active_one_is_not() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let env = Env::start_with(|c| upstream_keys(c, "  stream_idle_timeout: 2s\n")).await;
+    let out = env
+        .kubectl(&["run", "shell", "--image=busybox", "--restart=Never"])
+        .await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+
+    // An active session: a line every 500 ms for 5 s (more than twice the idle timeout), each
+    // echoed back by the pod's `cat`.
+    let mut active = exec_cat(&env, "shell");
+    let mut stdin = active.stdin.take().unwrap();
+    let mut lines = BufReader::new(active.stdout.take().unwrap()).lines();
+    for i in 0..10 {
+        stdin
+            .write_all(format!("line {i}\n").as_bytes())
+            .await
+            .unwrap();
+        let echoed = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("no echo")
+            .unwrap();
+        assert_eq!(echoed.as_deref(), Some(format!("line {i}").as_str()));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(stdin);
+    let _ = active.kill().await;
+
+    // An idle session: one echoed line proves it works, then silence. The proxy closes it,
+    // so kubectl ends although its stdin stays open.
+    let mut idle = exec_cat(&env, "shell");
+    let mut stdin = idle.stdin.take().unwrap();
+    let mut lines = BufReader::new(idle.stdout.take().unwrap()).lines();
+    stdin.write_all(b"hello\n").await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("no echo")
+        .unwrap();
+    assert_eq!(echoed.as_deref(), Some("hello"));
+    let ended = tokio::time::timeout(Duration::from_secs(30), idle.wait()).await;
+    assert!(
+        ended.is_ok(),
+        "kubectl exec still running 30 s into a 2 s idle timeout"
+    );
+    drop(stdin);
+}

@@ -5,8 +5,10 @@
 //! `Connection` and `Upgrade`) goes to the client and both byte streams are copied until either
 //! side closes; then both close. On any other answer that response is returned as it is — kubectl
 //! needs a real HTTP error to fall back from WebSocket to SPDY — and the upstream connection is
-//! dropped once the response body ends, never reused (CVE-2018-1002105). No timeout applies to
-//! an established stream: interactive sessions live as long as their peers.
+//! dropped once the response body ends, never reused (CVE-2018-1002105). An established stream
+//! has no deadline (interactive sessions live as long as their peers); with
+//! `upstream.stream_idle_timeout` set it ends once neither side sent a byte for that long
+//! (`idle.rs`), and both connections close.
 //!
 //! The endpoint: the first in `Upstream::candidates` order whose breaker admits it and that
 //! accepts a TLS connection (nothing of the request is sent before that, so trying the next
@@ -19,6 +21,7 @@ use hyper_util::rt::TokioIo;
 use super::{
     client::Endpoint,
     forward::{prepare_headers, Guard, Outbound},
+    idle::{Activity, Watched},
     send::{breaker_open, outcome_of, report},
     Upstream,
 };
@@ -71,7 +74,12 @@ pub async fn forward(
 
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
     let (rparts, _) = resp.into_parts();
-    tokio::spawn(splice(client_upgrade, upstream_upgrade, guard));
+    tokio::spawn(splice(
+        client_upgrade,
+        upstream_upgrade,
+        guard,
+        up.stream_idle_timeout,
+    ));
     // Pass the 101 with its headers (Connection/Upgrade included) to the client.
     Ok(Response::from_parts(rparts, body::empty()))
 }
@@ -183,8 +191,14 @@ async fn send_on_fresh_connection(
     Ok(resp)
 }
 
-/// Once both sides have upgraded, copies bytes both ways until either closes.
-async fn splice(client_upgrade: OnUpgrade, upstream_upgrade: OnUpgrade, guard: Option<Guard>) {
+/// Once both sides have upgraded, copies bytes both ways until either closes (or, with an
+/// idle timeout, until neither side sent anything for that long).
+async fn splice(
+    client_upgrade: OnUpgrade,
+    upstream_upgrade: OnUpgrade,
+    guard: Option<Guard>,
+    idle: Option<Duration>,
+) {
     // Whatever the guard holds (a session permit) lives as long as the splice.
     let _guard = guard;
     let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
@@ -194,9 +208,21 @@ async fn splice(client_upgrade: OnUpgrade, upstream_upgrade: OnUpgrade, guard: O
             return;
         }
     };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+    let activity = Activity::new();
+    let mut client = Watched::new(TokioIo::new(client), activity.clone());
+    let mut upstream = Watched::new(TokioIo::new(upstream), activity.clone());
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    let copied = match idle {
+        None => copy.await,
+        Some(idle) => tokio::select! {
+            copied = copy => copied,
+            () = activity.idle_for(idle) => {
+                tracing::debug!(?idle, "upgraded stream idle; closing both sides");
+                return;
+            }
+        },
+    };
+    match copied {
         Ok((to_up, to_client)) => tracing::debug!(to_up, to_client, "upgraded stream closed"),
         Err(err) => tracing::debug!(%err, "upgraded stream ended with error"),
     }

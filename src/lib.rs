@@ -15,6 +15,7 @@ pub mod k8s;
 pub mod kubeconfig;
 pub mod problems;
 pub mod ratelimit;
+pub mod read_tap;
 pub mod refusal;
 pub mod request_id;
 pub mod sanitize;

@@ -19,24 +19,18 @@
 
 use std::{
     future::Future,
-    io,
     pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    task::{Context, Poll},
     time::Duration,
 };
 
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    sync::watch,
-    time::Instant,
-};
+use tokio::{sync::watch, time::Instant};
 
 use super::{limits::ConnPermit, metrics::Closed};
-use crate::shutdown::Shutdown;
+use crate::{read_tap::ReadTap, shutdown::Shutdown};
 
 /// Bytes that prove the client speaks: the length of the HTTP/2 connection preface.
 const PREFACE_LEN: usize = 24;
@@ -172,67 +166,15 @@ async fn watchdog(shared: &Shared, timeouts: Timeouts) -> Closed {
 }
 
 /// The connection's byte stream, noting when the client has said enough to be past the
-/// preface. Holds [`Shared`] so the connection stays counted after an upgrade.
-pub struct Tracked<T> {
-    inner: T,
-    seen: usize,
-    shared: Arc<Shared>,
-}
-
-impl<T> Tracked<T> {
-    pub fn new(inner: T, shared: Arc<Shared>) -> Self {
-        Tracked {
-            inner,
-            seen: 0,
-            shared,
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if self.seen < PREFACE_LEN {
-            self.seen += buf.filled().len().saturating_sub(before);
-            if self.seen >= PREFACE_LEN {
-                self.shared.prefaced.store(true, Ordering::Release);
+/// preface. Holds [`Shared`] (in the closure) so the connection stays counted after an upgrade.
+pub fn tracked<T>(inner: T, shared: Arc<Shared>) -> ReadTap<T, impl FnMut(usize) + Unpin> {
+    let mut seen = 0usize;
+    ReadTap::new(inner, move |n| {
+        if seen < PREFACE_LEN {
+            seen += n;
+            if seen >= PREFACE_LEN {
+                shared.prefaced.store(true, Ordering::Release);
             }
         }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
+    })
 }

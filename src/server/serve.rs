@@ -29,7 +29,7 @@ use tokio::{
 use tokio_rustls::{server::TlsStream, TlsAcceptor};
 
 use super::{
-    conn::{self, Outcome, Shared, Timeouts, Tracked},
+    conn::{self, Outcome, Shared, Timeouts},
     limits::ConnLimiter,
     metrics::{Closed, ListenerMetrics},
 };
@@ -239,7 +239,7 @@ impl Conn {
         H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
-        let io = TokioIo::new(Tracked::new(io, self.shared.clone()));
+        let io = TokioIo::new(conn::tracked(io, self.shared.clone()));
         let svc = service(handler, info, self.shared.clone());
         let conn = self.builder.serve_connection_with_upgrades(io, svc);
         tokio::pin!(conn);

@@ -7,24 +7,19 @@
 //! by returning, so the splice drops (and thereby closes) both connections.
 
 use std::{
-    io,
-    pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    task::{Context, Poll},
     time::Duration,
 };
 
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    time::Instant,
-};
+use tokio::time::Instant;
+
+use crate::read_tap::ReadTap;
 
 /// When a session last carried a byte, as milliseconds since it started (shared by both
-/// directions; an atomic, since each direction is polled by the same task but through two
-/// wrappers).
+/// directions of the splice, each wrapped by [`Activity::watch`]).
 #[derive(Clone)]
 pub(crate) struct Activity {
     start: Instant,
@@ -37,6 +32,12 @@ impl Activity {
             start: Instant::now(),
             last_ms: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// `io`, noting every read as activity of this session.
+    pub(crate) fn watch<T>(&self, io: T) -> ReadTap<T, impl FnMut(usize) + Unpin> {
+        let activity = self.clone();
+        ReadTap::new(io, move |_| activity.touch())
     }
 
     fn touch(&self) {
@@ -60,51 +61,6 @@ impl Activity {
     }
 }
 
-/// A byte stream that touches its session's [`Activity`] whenever it reads bytes.
-pub(crate) struct Watched<T> {
-    inner: T,
-    activity: Activity,
-}
-
-impl<T> Watched<T> {
-    pub(crate) fn new(inner: T, activity: Activity) -> Self {
-        Watched { inner, activity }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
-        }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,7 +71,7 @@ mod tests {
     async fn reading_bytes_postpones_the_idle_deadline() {
         let (a, mut b) = tokio::io::duplex(64);
         let activity = Activity::new();
-        let mut watched = Watched::new(a, activity.clone());
+        let mut watched = activity.watch(a);
         let idle = Duration::from_millis(300);
 
         tokio::time::sleep(Duration::from_millis(200)).await;

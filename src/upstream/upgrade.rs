@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use super::{
     client::Endpoint,
     forward::{prepare_headers, Guard, Outbound},
-    idle::{Activity, Watched},
+    idle::Activity,
     send::{breaker_open, outcome_of, report},
     Upstream,
 };
@@ -208,19 +208,21 @@ async fn splice(
             return;
         }
     };
-    let activity = Activity::new();
-    let mut client = Watched::new(TokioIo::new(client), activity.clone());
-    let mut upstream = Watched::new(TokioIo::new(upstream), activity.clone());
-    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
     let copied = match idle {
-        None => copy.await,
-        Some(idle) => tokio::select! {
-            copied = copy => copied,
-            () = activity.idle_for(idle) => {
-                tracing::debug!(?idle, "upgraded stream idle; closing both sides");
-                return;
+        // No idle timeout: the plain copy, with nothing noted per read.
+        None => tokio::io::copy_bidirectional(&mut client, &mut upstream).await,
+        Some(idle) => {
+            let activity = Activity::new();
+            let (mut client, mut upstream) = (activity.watch(client), activity.watch(upstream));
+            tokio::select! {
+                copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => copied,
+                () = activity.idle_for(idle) => {
+                    tracing::debug!(?idle, "upgraded stream idle; closing both sides");
+                    return;
+                }
             }
-        },
+        }
     };
     match copied {
         Ok((to_up, to_client)) => tracing::debug!(to_up, to_client, "upgraded stream closed"),

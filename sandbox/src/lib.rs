@@ -22,6 +22,7 @@
 pub mod demo;
 pub mod pki;
 
+mod catalogue;
 mod clock;
 mod controller;
 mod discovery;

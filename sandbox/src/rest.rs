@@ -210,12 +210,9 @@ pub async fn handle(sb: &Sandbox, req: Request<Incoming>, t: Target) -> Response
                 sub,
                 &q,
             ),
-            "portforward" => super::portforward::serve(
-                sb,
-                req,
-                t.namespace.as_deref().unwrap_or(""),
-                &name,
-            ),
+            "portforward" => {
+                super::portforward::serve(sb, req, t.namespace.as_deref().unwrap_or(""), &name, &q)
+            }
             "status" | "ephemeralcontainers" => object(sb, req, &t, &q).await,
             "scale" => scale(sb, req, &t, &q).await,
             _ => method_not_allowed(),

@@ -7,6 +7,7 @@
 use std::sync::OnceLock;
 
 /// Length-prefixed entries, in the spec's order.
+#[rustfmt::skip]
 const WORDS: &[&str] = &[
     "options", "head", "post", "put", "delete", "trace", "accept", "accept-charset",
     "accept-encoding", "accept-language", "accept-ranges", "age", "allow", "authorization",

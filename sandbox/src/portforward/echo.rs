@@ -26,9 +26,9 @@ const METHODS: &[&str] = &[
 ];
 
 fn looks_like_http(first: &[u8]) -> bool {
-    METHODS.iter().any(|m| {
-        first.len() > m.len() && first.starts_with(m.as_bytes()) && first[m.len()] == b' '
-    })
+    METHODS
+        .iter()
+        .any(|m| first.len() > m.len() && first.starts_with(m.as_bytes()) && first[m.len()] == b' ')
 }
 
 /// Serve one connection: `input` yields the client's bytes (closed = the client's FIN),
@@ -51,7 +51,9 @@ pub async fn serve(target: Target, mut input: mpsc::Receiver<Bytes>, output: mps
     let mut head = first.to_vec();
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         if head.len() > MAX_HEAD {
-            let _ = output.send(response(431, "request header too large\n", false)).await;
+            let _ = output
+                .send(response(431, "request header too large\n", false))
+                .await;
             return;
         }
         match input.recv().await {
@@ -67,13 +69,15 @@ pub async fn serve(target: Target, mut input: mpsc::Receiver<Bytes>, output: mps
         "pod {}/{} port {}: {method} {path}\n",
         target.namespace, target.pod, target.port
     );
-    let _ = output
-        .send(response(200, &body, method != "HEAD"))
-        .await;
+    let _ = output.send(response(200, &body, method != "HEAD")).await;
 }
 
 fn response(code: u16, body: &str, with_body: bool) -> Bytes {
-    let reason = if code == 200 { "OK" } else { "Request Header Fields Too Large" };
+    let reason = if code == 200 {
+        "OK"
+    } else {
+        "Request Header Fields Too Large"
+    };
     let mut r = format!(
         "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\nServer: portcullis-sandbox\r\n\r\n",
         body.len()
@@ -115,7 +119,10 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
         assert!(text.contains("Connection: close\r\n"));
-        assert!(text.ends_with("\r\n\r\npod team-a/web port 80: GET /hello\n"), "{text}");
+        assert!(
+            text.ends_with("\r\n\r\npod team-a/web port 80: GET /hello\n"),
+            "{text}"
+        );
         let head = String::from_utf8(run(&[b"HEAD / HTTP/1.1\r\n\r\n"]).await).unwrap();
         assert!(head.ends_with("\r\n\r\n"), "{head}");
     }

@@ -5,14 +5,18 @@
 //! * `Upgrade: websocket` with subprotocol `SPDY/3.1+portforward.k8s.io` — SPDY/3.1 tunnelled
 //!   in WebSocket binary messages (kubectl ≥ 1.31 tries this first; `tunnel.rs`);
 //! * `Upgrade: SPDY/3.1` with `X-Stream-Protocol-Version: portforward.k8s.io` (or none, as
-//!   old clients send) — the classic upgrade kubectl falls back to.
+//!   old clients send) — the classic upgrade kubectl falls back to;
+//! * `Upgrade: websocket` with `v4.channel.k8s.io` or `channel.k8s.io` and `?ports=` — the
+//!   channel protocol of the Python client (`channels.rs`).
 //!
-//! Both answer `101` and run a SPDY session (`session.rs`, framer in `spdy.rs`). Rejects:
-//! an unknown pod (404 `NotFound`), a request that is not an upgrade or offers no known
-//! WebSocket subprotocol (400 `BadRequest`), SPDY protocol versions it does not speak (403
-//! `Forbidden`, like the kubelet's handshake). The plain WebSocket channel protocol
-//! (`portforward.k8s.io` / `v4.channel.k8s.io` without SPDY) is not served (400).
+//! The first two answer `101` and run a SPDY session (`session.rs`, framer in `spdy.rs`).
+//! Rejects: an unknown pod (404 `NotFound`), a request that is not an upgrade or offers no
+//! known WebSocket subprotocol (400 `BadRequest`), a channel request without ports, with a
+//! port that is not 1-65535 or with more than [`channels::MAX_PORTS`] (400), SPDY protocol
+//! versions it does not speak (403 `Forbidden`, like the kubelet's handshake). The base64
+//! channel protocols are not served (400).
 
+mod channels;
 mod dictionary;
 mod echo;
 mod session;
@@ -27,13 +31,15 @@ use tokio_tungstenite::{
     WebSocketStream,
 };
 
-use super::{discovery, IntoResponse as _, Sandbox};
+use super::{discovery, rest::Query, IntoResponse as _, Sandbox};
 use portcullis::{body::Body, k8s::Status};
 
 /// The SPDY subprotocol of port-forward.
 const PROTOCOL: &str = "portforward.k8s.io";
 /// The WebSocket subprotocol that tunnels it.
 const TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
+/// The WebSocket channel subprotocols served (binary), in order of preference.
+const CHANNEL_PROTOCOLS: &[&str] = &["v4.channel.k8s.io", "channel.k8s.io"];
 
 fn tokens<'a>(h: &'a HeaderMap, name: &'a header::HeaderName) -> impl Iterator<Item = &'a str> {
     h.get_all(name)
@@ -49,11 +55,45 @@ fn has(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
 
 /// How the client wants to talk.
 enum Mode {
-    Spdy { negotiated: bool },
-    Tunnel { accept: String },
+    Spdy {
+        negotiated: bool,
+    },
+    Tunnel {
+        accept: String,
+    },
+    Channels {
+        accept: String,
+        protocol: &'static str,
+        ports: Vec<u16>,
+    },
 }
 
-fn mode(h: &HeaderMap) -> Result<Mode, Status> {
+/// `?ports=80,443` or `?ports=80&ports=443`.
+fn ports(q: &Query) -> Result<Vec<u16>, Status> {
+    let mut out = Vec::new();
+    for p in q.all("ports").iter().flat_map(|v| v.split(',')) {
+        match p.trim().parse::<u16>() {
+            Ok(n) if n > 0 => out.push(n),
+            _ => {
+                return Err(Status::bad_request(format!(
+                    "invalid port {p:?}: must be 1-65535"
+                )))
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(Status::bad_request("query parameter \"ports\" is required"));
+    }
+    if out.len() > channels::MAX_PORTS {
+        return Err(Status::bad_request(format!(
+            "at most {} ports per request",
+            channels::MAX_PORTS
+        )));
+    }
+    Ok(out)
+}
+
+fn mode(h: &HeaderMap, q: &Query) -> Result<Mode, Status> {
     let upgrade = has(h, header::CONNECTION, "upgrade");
     if upgrade && has(h, header::UPGRADE, "SPDY/3.1") {
         let version = header::HeaderName::from_static("x-stream-protocol-version");
@@ -71,24 +111,40 @@ fn mode(h: &HeaderMap) -> Result<Mode, Status> {
         let Some(key) = h.get(header::SEC_WEBSOCKET_KEY) else {
             return Err(Status::bad_request("missing Sec-WebSocket-Key"));
         };
-        if !has(h, header::SEC_WEBSOCKET_PROTOCOL, TUNNEL_PROTOCOL) {
-            return Err(Status::bad_request(format!(
-                "no supported Sec-WebSocket-Protocol for port-forward; the sandbox speaks {TUNNEL_PROTOCOL} (or SPDY/3.1)"
-            )));
+        let accept = derive_accept_key(key.as_bytes());
+        if has(h, header::SEC_WEBSOCKET_PROTOCOL, TUNNEL_PROTOCOL) {
+            return Ok(Mode::Tunnel { accept });
         }
-        return Ok(Mode::Tunnel {
-            accept: derive_accept_key(key.as_bytes()),
-        });
+        if let Some(protocol) = CHANNEL_PROTOCOLS
+            .iter()
+            .find(|p| has(h, header::SEC_WEBSOCKET_PROTOCOL, p))
+        {
+            return Ok(Mode::Channels {
+                accept,
+                protocol,
+                ports: ports(q)?,
+            });
+        }
+        return Err(Status::bad_request(format!(
+            "no supported Sec-WebSocket-Protocol for port-forward; the sandbox speaks {TUNNEL_PROTOCOL}, {} (or SPDY/3.1)",
+            CHANNEL_PROTOCOLS.join(", ")
+        )));
     }
     Err(Status::bad_request("Upgrade request required"))
 }
 
 /// Handle a port-forward request for `ns/pod`.
-pub fn serve(sb: &Sandbox, mut req: Request<Incoming>, ns: &str, pod: &str) -> Response<Body> {
+pub fn serve(
+    sb: &Sandbox,
+    mut req: Request<Incoming>,
+    ns: &str,
+    pod: &str,
+    q: &Query,
+) -> Response<Body> {
     if !matches!(*req.method(), http::Method::GET | http::Method::POST) {
         return super::rest::method_not_allowed();
     }
-    let mode = match mode(req.headers()) {
+    let mode = match mode(req.headers(), q) {
         Ok(m) => m,
         Err(s) => return s.into_response(),
     };
@@ -100,42 +156,54 @@ pub fn serve(sb: &Sandbox, mut req: Request<Incoming>, ns: &str, pod: &str) -> R
     }
     let (namespace, name) = (ns.to_string(), pod.to_string());
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let tunnelled = matches!(mode, Mode::Tunnel { .. });
+    let kind = match &mode {
+        Mode::Spdy { .. } => None,
+        Mode::Tunnel { .. } => Some(None),
+        Mode::Channels { ports, .. } => Some(Some(ports.clone())),
+    };
     tokio::spawn(async move {
         let io = match on_upgrade.await {
             Ok(u) => TokioIo::new(u),
             Err(err) => return tracing::debug!(%err, "port-forward upgrade failed"),
         };
-        if tunnelled {
-            let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-            let (rx, tx) = tunnel::websocket(ws);
-            session::run(rx, tx, namespace, name).await;
-        } else {
+        let Some(channel_ports) = kind else {
             let (rx, tx) = tunnel::raw(io);
-            session::run(rx, tx, namespace, name).await;
+            return session::run(rx, tx, namespace, name).await;
+        };
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+        match channel_ports {
+            Some(ports) => channels::run(ws, namespace, name, ports).await,
+            None => {
+                let (rx, tx) = tunnel::websocket(ws);
+                session::run(rx, tx, namespace, name).await;
+            }
         }
     });
     let mut resp = Response::new(portcullis::body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    match mode {
+    match &mode {
         Mode::Spdy { negotiated } => {
             h.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
-            if negotiated {
+            if *negotiated {
                 h.insert(
                     "x-stream-protocol-version",
                     HeaderValue::from_static(PROTOCOL),
                 );
             }
         }
-        Mode::Tunnel { accept } => {
+        Mode::Tunnel { accept } | Mode::Channels { accept, .. } => {
+            let protocol = match &mode {
+                Mode::Channels { protocol, .. } => *protocol,
+                _ => TUNNEL_PROTOCOL,
+            };
             h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
             h.insert(
                 header::SEC_WEBSOCKET_PROTOCOL,
-                HeaderValue::from_static(TUNNEL_PROTOCOL),
+                HeaderValue::from_static(protocol),
             );
-            if let Ok(v) = HeaderValue::from_str(&accept) {
+            if let Ok(v) = HeaderValue::from_str(accept) {
                 h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
             }
         }

@@ -149,7 +149,7 @@ impl Session {
     /// A new stream from the client: check it, accept it, pair it.
     async fn open(&mut self, stream: u32, headers: &spdy::Headers) {
         // Client streams are odd and increasing (SPDY/3 §2.3.2).
-        if stream % 2 == 0 || stream <= self.last_stream {
+        if stream.is_multiple_of(2) || stream <= self.last_stream {
             return self
                 .refuse(stream, spdy::RST_PROTOCOL_ERROR, "bad stream id")
                 .await;

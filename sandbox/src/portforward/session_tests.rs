@@ -82,7 +82,8 @@ async fn a_stream_pair_reaches_the_pods_http_service() {
         );
     }
     c.send(data(1, spdy::FLAG_FIN, b"")).await;
-    c.send(data(3, 0, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")).await;
+    c.send(data(3, 0, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"))
+        .await;
     let mut body = Vec::new();
     let mut fins = Vec::new();
     while fins.len() < 2 {

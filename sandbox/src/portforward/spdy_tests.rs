@@ -134,13 +134,15 @@ fn header_blocks_announce_the_spdy3_dictionary() {
         })
         .unwrap();
     let mut d = Decoder::default();
-    d.push(&Encoder::default()
-        .encode(&Frame::SynReply {
-            stream: 1,
-            flags: 0,
-            headers: vec![],
-        })
-        .unwrap());
+    d.push(
+        &Encoder::default()
+            .encode(&Frame::SynReply {
+                stream: 1,
+                flags: 0,
+                headers: vec![],
+            })
+            .unwrap(),
+    );
     d.push(&wire);
     let got = decode_all(&mut d);
     assert_eq!(

@@ -210,3 +210,84 @@ pub fn serve(
     }
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    const WS: &[(&str, &str)] = &[
+        ("connection", "Upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+
+    fn ws(protocols: &'static str) -> HeaderMap {
+        let mut h = headers(WS);
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(protocols),
+        );
+        h
+    }
+
+    fn code(r: Result<Mode, Status>) -> u16 {
+        match r {
+            Ok(_) => 101,
+            Err(s) => s.status_code().as_u16(),
+        }
+    }
+
+    #[test]
+    fn spdy_negotiates_portforward_or_nothing() {
+        let q = Query::parse(None);
+        let spdy = |version: Option<&'static str>| {
+            let mut h = headers(&[("connection", "Upgrade"), ("upgrade", "SPDY/3.1")]);
+            if let Some(v) = version {
+                h.append("x-stream-protocol-version", HeaderValue::from_static(v));
+            }
+            h
+        };
+        assert!(matches!(
+            mode(&spdy(Some("portforward.k8s.io")), &q),
+            Ok(Mode::Spdy { negotiated: true })
+        ));
+        assert!(matches!(
+            mode(&spdy(None), &q),
+            Ok(Mode::Spdy { negotiated: false })
+        ));
+        let refused = mode(&spdy(Some("v2.portforward.k8s.io")), &q);
+        assert_eq!(code(refused), 403);
+    }
+
+    #[test]
+    fn websocket_subprotocols_and_ports() {
+        let none = Query::parse(None);
+        let two = Query::parse(Some("ports=80,5432"));
+        assert!(matches!(
+            mode(&ws("SPDY/3.1+portforward.k8s.io"), &none),
+            Ok(Mode::Tunnel { .. })
+        ));
+        match mode(&ws("v5.channel.k8s.io, v4.channel.k8s.io"), &two) {
+            Ok(Mode::Channels {
+                protocol, ports, ..
+            }) => assert_eq!((protocol, ports), ("v4.channel.k8s.io", vec![80, 5432])),
+            _ => panic!("channels expected"),
+        }
+        assert_eq!(code(mode(&ws("v4.channel.k8s.io"), &none)), 400);
+        let bad = Query::parse(Some("ports=0"));
+        assert_eq!(code(mode(&ws("v4.channel.k8s.io"), &bad)), 400);
+        let many = Query::parse(Some(&format!("ports={}", vec!["1"; 129].join(","))));
+        assert_eq!(code(mode(&ws("v4.channel.k8s.io"), &many)), 400);
+        assert_eq!(code(mode(&ws("base64.channel.k8s.io"), &two)), 400);
+        assert_eq!(code(mode(&headers(&WS[..2]), &two)), 400, "no key");
+        assert_eq!(code(mode(&HeaderMap::new(), &two)), 400, "no upgrade");
+    }
+}

@@ -4,7 +4,8 @@
 //!
 //! The sandbox accepts: health and version endpoints, legacy and aggregated (v2) discovery,
 //! CRUD / list / watch / patch on a fixed catalogue of core, apps and batch resources, Table
-//! output for kubectl, `pods/log` (with follow) and `pods/exec` / `pods/attach` over WebSocket.
+//! output for kubectl, `pods/log` (with follow), `pods/exec` / `pods/attach` over WebSocket and
+//! `pods/portforward` over SPDY/3.1 (plain or tunnelled in WebSocket) to an echo / HTTP service.
 //! Authenticates (tokens, client certificates of its CA, anonymous), honours impersonation
 //! and authorizes every request with RBAC like kube-apiserver (`gate`, `rbac`), answers the
 //! self / subject access reviews (`reviews`), and records every request (method, path, query, headers, peer)
@@ -34,6 +35,7 @@ mod logs;
 mod openapi;
 mod patch;
 mod podfs;
+mod portforward;
 pub mod proto;
 mod rbac;
 mod rbac_seed;

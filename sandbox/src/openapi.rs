@@ -175,7 +175,12 @@ fn v3_document(group: &str, version: &str) -> Value {
         .chain([PATCH]);
     let components: Map<String, Value> = schemas::closure(roots)
         .into_iter()
-        .filter_map(|n| Some((n.to_string(), schemas::to_v3(schemas::definitions().get(n)?))))
+        .filter_map(|n| {
+            Some((
+                n.to_string(),
+                schemas::to_v3(schemas::definitions().get(n)?),
+            ))
+        })
         .collect();
     json!({
         "openapi": "3.0.0",
@@ -353,7 +358,10 @@ mod tests {
             .any(|q| q["name"] == "fieldValidation"));
         let schemas = doc["components"]["schemas"].as_object().unwrap();
         let d = &schemas["io.k8s.api.apps.v1.Deployment"];
-        assert_eq!(d["x-kubernetes-group-version-kind"][0]["kind"], "Deployment");
+        assert_eq!(
+            d["x-kubernetes-group-version-kind"][0]["kind"],
+            "Deployment"
+        );
         // Everything a reference names is in the same document (kubectl resolves within it).
         let text = serde_json::to_string(&doc).unwrap();
         for r in text.split("\"#/components/schemas/").skip(1) {

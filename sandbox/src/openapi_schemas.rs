@@ -143,7 +143,10 @@ mod tests {
     fn every_reference_resolves() {
         for (name, def) in definitions() {
             refs(def, &mut |r| {
-                assert!(definitions().contains_key(r), "{name} refers to missing {r}")
+                assert!(
+                    definitions().contains_key(r),
+                    "{name} refers to missing {r}"
+                )
             });
         }
     }
@@ -153,10 +156,14 @@ mod tests {
         let spec = &definitions()["io.k8s.api.core.v1.PodSpec"]["properties"];
         assert_eq!(spec["containers"]["x-kubernetes-patch-merge-key"], "name");
         assert_eq!(spec["containers"]["x-kubernetes-patch-strategy"], "merge");
-        assert_eq!(spec["volumes"]["x-kubernetes-patch-strategy"], "merge,retainKeys");
+        assert_eq!(
+            spec["volumes"]["x-kubernetes-patch-strategy"],
+            "merge,retainKeys"
+        );
         let ports = &definitions()["io.k8s.api.core.v1.Container"]["properties"]["ports"];
         assert_eq!(ports["x-kubernetes-patch-merge-key"], "containerPort");
-        let strategy = &definitions()["io.k8s.api.apps.v1.DeploymentSpec"]["properties"]["strategy"];
+        let strategy =
+            &definitions()["io.k8s.api.apps.v1.DeploymentSpec"]["properties"]["strategy"];
         assert_eq!(strategy["x-kubernetes-patch-strategy"], "retainKeys");
     }
 

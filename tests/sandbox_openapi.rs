@@ -63,6 +63,10 @@ async fn explain_directly_and_through_the_proxy() {
         ] {
             assert!(sc.contains(want), "{via}: no {want:?} in: {sc}");
         }
+        let ru = explain("deployment.spec.strategy.rollingUpdate").await;
+        for want in ["maxSurge <IntOrString>", "maxUnavailable <IntOrString>"] {
+            assert!(ru.contains(want), "{via}: no {want:?} in: {ru}");
+        }
         let missing = if via == "proxy" {
             env.kubectl(&["explain", "deployment.spec.nosuchfield"])
                 .await

@@ -178,7 +178,7 @@ fn v3_document(group: &str, version: &str) -> Value {
         .filter_map(|n| {
             Some((
                 n.to_string(),
-                schemas::to_v3(schemas::definitions().get(n)?),
+                schemas::definition_v3(n, schemas::definitions().get(n)?),
             ))
         })
         .collect();

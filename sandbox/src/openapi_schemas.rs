@@ -77,6 +77,28 @@ fn refs<'a>(v: &'a Value, found: &mut impl FnMut(&'a str)) {
     }
 }
 
+/// The v3 form of the definition `name`: [`to_v3`], and for the two scalar wrappers whose Go
+/// types declare `OpenAPIV3OneOfTypes` (IntOrString: integer or string; Quantity: string or
+/// number) the `oneOf` kube-openapi's v3 builder writes in place of v2's `type: string`, which
+/// is also why `kubectl explain` names them `<IntOrString>` / `<Quantity>`.
+pub fn definition_v3(name: &str, def: &Value) -> Value {
+    let one_of: &[&str] = match name {
+        "io.k8s.apimachinery.pkg.util.intstr.IntOrString" => &["integer", "string"],
+        "io.k8s.apimachinery.pkg.api.resource.Quantity" => &["string", "number"],
+        _ => return to_v3(def),
+    };
+    let mut v3 = to_v3(def);
+    if let Value::Object(m) = &mut v3 {
+        m.remove("type");
+        let types = one_of
+            .iter()
+            .map(|t| serde_json::json!({"type": t}))
+            .collect();
+        m.insert("oneOf".to_string(), Value::Array(types));
+    }
+    v3
+}
+
 /// The OpenAPI v3 form of a v2 schema, as kube-apiserver's v3 documents write it: references
 /// point into `#/components/schemas/`, and a reference with siblings (a field with its own
 /// description or patch strategy) becomes `allOf: [{$ref}]` next to those siblings, because in
@@ -174,6 +196,18 @@ mod tests {
         assert!(c.contains("io.k8s.api.core.v1.SecurityContext"));
         assert!(c.contains("io.k8s.apimachinery.pkg.util.intstr.IntOrString"));
         assert!(!c.contains("io.k8s.api.rbac.v1.Role"));
+    }
+
+    #[test]
+    fn v3_scalar_wrappers_are_one_of() {
+        let name = "io.k8s.apimachinery.pkg.util.intstr.IntOrString";
+        let v3 = definition_v3(name, &definitions()[name]);
+        assert_eq!(
+            v3,
+            serde_json::json!({"format": "int-or-string", "oneOf": [{"type": "integer"}, {"type": "string"}]})
+        );
+        let time = "io.k8s.apimachinery.pkg.apis.meta.v1.Time";
+        assert_eq!(definition_v3(time, &definitions()[time])["type"], "string");
     }
 
     #[test]

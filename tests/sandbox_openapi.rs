@@ -1,7 +1,7 @@
 //! The sandbox's OpenAPI with real clients: `kubectl explain` straight to the sandbox and
 //! through the proxy, `kubectl apply`'s strategic merge patches built from the served schemas
-//! (equal to those from kubectl's compiled-in types), and `/openapi/v2` with `kubectl get
-//! --raw` and the Python client.
+//! (equal to those from kubectl's compiled-in types), and `/openapi/v2` (JSON with `kubectl get
+//! --raw` and the Python client, protobuf with `kubectl explain --output plaintext-openapiv2`).
 //!
 //! Fails (never skips) when kubectl is missing: see `common::require_kubectl`.
 // Test code: a failed unwrap / expect / panic is a failed test.
@@ -66,6 +66,40 @@ async fn explain_directly_and_through_the_proxy() {
         let ru = explain("deployment.spec.strategy.rollingUpdate").await;
         for want in ["maxSurge <IntOrString>", "maxUnavailable <IntOrString>"] {
             assert!(ru.contains(want), "{via}: no {want:?} in: {ru}");
+        }
+        // The same from the v2 document (protobuf, as kubectl asks for it).
+        let out = if via == "proxy" {
+            env.kubectl(&[
+                "explain",
+                "--output",
+                "plaintext-openapiv2",
+                "deployment.spec",
+            ])
+            .await
+        } else {
+            direct::k(
+                &admin,
+                &env,
+                &[
+                    "explain",
+                    "--output",
+                    "plaintext-openapiv2",
+                    "deployment.spec",
+                ],
+            )
+            .await
+        };
+        let v2 = direct::ok(&out)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        for want in [
+            "KIND: Deployment",
+            "RESOURCE: spec <Object>",
+            "Template describes the pods that will be created.",
+            "template <Object> -required-",
+        ] {
+            assert!(v2.contains(want), "{via}: no {want:?} in: {v2}");
         }
         let missing = if via == "proxy" {
             env.kubectl(&["explain", "deployment.spec.nosuchfield"])
@@ -305,18 +339,28 @@ async fn openapi_v2_holds_every_served_kind() {
     }
     assert!(checked >= 20, "only {checked} kinds checked");
 
-    // kubectl's own v2 request (protobuf only) is refused with 406, never served as JSON.
-    let mut req = common::get("/openapi/v2");
-    req.headers_mut().insert(
-        "accept",
-        "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
-            .parse()
-            .unwrap(),
+    // kubectl's own v2 request asks protobuf only, and gets it (kubectl parses it in
+    // `explain --output plaintext-openapiv2`); a type it cannot serve gets 406.
+    let v2 = |accept: &'static str| {
+        let env = &env;
+        async move {
+            let mut req = common::get("/openapi/v2");
+            req.headers_mut().insert("accept", accept.parse().unwrap());
+            req.headers_mut()
+                .insert("authorization", "Bearer sandbox".parse().unwrap());
+            common::https_request(env.sandbox.addr, &env.ca, req, None, false).await
+        }
+    };
+    let pb = v2("application/com.github.proto-openapi.spec.v2@v1.0+protobuf").await;
+    assert_eq!(pb.status(), http::StatusCode::OK);
+    assert_eq!(
+        pb.headers()["content-type"],
+        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
     );
-    req.headers_mut()
-        .insert("authorization", "Bearer sandbox".parse().unwrap());
-    let resp = common::https_request(env.sandbox.addr, &env.ca, req, None, false).await;
-    assert_eq!(resp.status(), http::StatusCode::NOT_ACCEPTABLE);
+    assert_eq!(
+        v2("text/html").await.status(),
+        http::StatusCode::NOT_ACCEPTABLE
+    );
 
     // The Python client (JSON) reads the same document through the proxy, and its typed
     // calls are unaffected.

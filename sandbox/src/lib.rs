@@ -31,6 +31,7 @@ mod gate;
 mod impersonation;
 mod logs;
 mod openapi;
+mod openapi_pb;
 mod openapi_schemas;
 mod patch;
 mod podfs;

@@ -17,14 +17,13 @@
 //!   `?hash=` it is immutable (`Cache-Control: public, immutable`); with another hash, a 301 to
 //!   the current URL, like kube-apiserver;
 //! - `GET /openapi/v2`: one Swagger 2.0 document with every served kind's definitions and
-//!   PATCH operations, as JSON, when `Accept` admits JSON (or is absent).
+//!   PATCH operations: JSON, or the gnostic protobuf kubectl asks for
+//!   (`application/com.github.proto-openapi.spec.v2@v1.0+protobuf`, see `openapi_pb`), by the
+//!   first media range of `Accept` that names one of them (none: JSON). kubectl 1.32 reads v2
+//!   only when v3 fails it, and for `explain --output plaintext-openapiv2`.
 //!
-//! Rejects: `/openapi/v2` with an `Accept` that admits only the gnostic protobuf kubectl asks
-//! for (`application/com.github.proto-openapi.spec.v2@v1.0+protobuf`) gets `406 Not
-//! Acceptable`, as kube-apiserver answers a format it cannot serve: the sandbox has no
-//! encoder for it. kubectl 1.32 asks v2 only as a fallback when v3 fails, or for `explain
-//! --output plaintext-openapiv2`; apply then falls back to its compiled-in types. Unknown
-//! group-versions get the plain-text 404 page.
+//! Rejects: `/openapi/v2` with an `Accept` that admits neither gets `406 Not Acceptable` (empty
+//! body, like kube-apiserver). Unknown group-versions get the plain-text 404 page.
 
 use std::{
     collections::BTreeMap,
@@ -39,7 +38,7 @@ use portcullis::body::Body;
 
 use super::{
     discovery::{ResourceDef, RESOURCES},
-    not_found_page,
+    not_found_page, openapi_pb,
     openapi_schemas::{self as schemas, PATCH},
 };
 
@@ -55,6 +54,7 @@ const PATCH_TYPES: &[&str] = &[
 /// Every document, built once.
 struct Docs {
     v2: Vec<u8>,
+    v2_protobuf: Vec<u8>,
     /// `api/v1` / `apis/G/V` -> (content hash, v3 document).
     v3: BTreeMap<String, (String, Vec<u8>)>,
 }
@@ -71,8 +71,10 @@ fn docs() -> &'static Docs {
                 (path, (format!("{:016X}", h.finish()), bytes))
             })
             .collect();
+        let v2 = v2_document();
         Docs {
-            v2: serde_json::to_vec(&v2_document()).unwrap_or_default(),
+            v2: serde_json::to_vec(&v2).unwrap_or_default(),
+            v2_protobuf: openapi_pb::encode(&v2),
             v3,
         }
     })
@@ -281,23 +283,34 @@ pub fn group_version(path: &str, query: Option<&str>) -> Response<Body> {
     }
 }
 
-/// `/openapi/v2`: JSON if `Accept` admits it, else 406.
+/// `/openapi/v2`: JSON or protobuf as `Accept` asks, else 406.
 pub fn v2(headers: &HeaderMap) -> Response<Body> {
-    let mut r = if accepts_json(headers) {
-        bytes_response(StatusCode::OK, docs().v2.clone(), "application/json")
-    } else {
-        let mut r = Response::new(portcullis::body::empty());
-        *r.status_mut() = StatusCode::NOT_ACCEPTABLE;
-        r
+    let mut r = match negotiate(headers) {
+        Some(V2::Json) => bytes_response(StatusCode::OK, docs().v2.clone(), "application/json"),
+        Some(V2::Protobuf) => bytes_response(StatusCode::OK, docs().v2_protobuf.clone(), PB_CT),
+        None => {
+            let mut r = Response::new(portcullis::body::empty());
+            *r.status_mut() = StatusCode::NOT_ACCEPTABLE;
+            r
+        }
     };
     r.headers_mut()
         .insert(header::VARY, HeaderValue::from_static("Accept"));
     r
 }
 
-/// Whether some media range of `Accept` (none means `*/*`) matches `application/json`
-/// with a non-zero quality.
-fn accepts_json(headers: &HeaderMap) -> bool {
+/// What kube-apiserver answers protobuf with (both spellings of the type are accepted).
+const PB_CT: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+#[derive(Debug, PartialEq)]
+enum V2 {
+    Json,
+    Protobuf,
+}
+
+/// The first media range of `Accept` (none means `*/*`) with a non-zero quality that names
+/// JSON (or a wildcard) or the v2 protobuf.
+fn negotiate(headers: &HeaderMap) -> Option<V2> {
     let mut ranges = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -307,9 +320,9 @@ fn accepts_json(headers: &HeaderMap) -> bool {
         .filter(|r| !r.is_empty())
         .peekable();
     if ranges.peek().is_none() {
-        return true;
+        return Some(V2::Json);
     }
-    ranges.any(|range| {
+    ranges.find_map(|range| {
         let mut parts = range.split(';').map(str::trim);
         let media = parts.next().unwrap_or("").to_ascii_lowercase();
         let zero = parts.any(|p| {
@@ -317,7 +330,13 @@ fn accepts_json(headers: &HeaderMap) -> bool {
                 .and_then(|q| q.parse::<f32>().ok())
                 .is_some_and(|q| q <= 0.0)
         });
-        !zero && matches!(media.as_str(), "*/*" | "application/*" | "application/json")
+        match media.as_str() {
+            _ if zero => None,
+            "*/*" | "application/*" | "application/json" => Some(V2::Json),
+            "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+            | "application/com.github.proto-openapi.spec.v2.v1.0+protobuf" => Some(V2::Protobuf),
+            _ => None,
+        }
     })
 }
 
@@ -386,23 +405,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn v2_negotiates_json_and_refuses_protobuf_only() {
+    async fn v2_negotiates_json_or_protobuf() {
         let pb = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
-        assert_eq!(
-            v2(&accept(pb)).status(),
-            StatusCode::NOT_ACCEPTABLE,
-            "protobuf only"
-        );
-        assert_eq!(
-            v2(&accept("application/json;q=0")).status(),
-            StatusCode::NOT_ACCEPTABLE
-        );
-        for ok in [
-            "application/json",
-            &format!("{pb}, application/json"),
-            "*/*",
-        ] {
-            assert_eq!(v2(&accept(ok)).status(), StatusCode::OK, "{ok}");
+        let ct = |a: &str| {
+            let r = v2(&accept(a));
+            assert_eq!(r.status(), StatusCode::OK, "{a}");
+            r.headers()[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(ct(pb), PB_CT);
+        assert_eq!(ct(&format!("{pb}, application/json")), PB_CT);
+        assert_eq!(ct(&format!("application/json, {pb}")), "application/json");
+        assert_eq!(ct("*/*"), "application/json");
+        assert_eq!(ct(&format!("application/json;q=0, {pb}")), PB_CT);
+        for refused in ["application/json;q=0", "text/html", "application/yaml"] {
+            assert_eq!(
+                v2(&accept(refused)).status(),
+                StatusCode::NOT_ACCEPTABLE,
+                "{refused}"
+            );
         }
         let doc = body_json(v2(&HeaderMap::new())).await;
         assert_eq!(doc["swagger"], "2.0");

@@ -10,8 +10,8 @@
 //! and authorizes every request with RBAC like kube-apiserver (`gate`, `rbac`), answers the
 //! self / subject access reviews (`reviews`), and records every request (method, path, query, headers, peer)
 //! so tests can assert what an upstream would have seen. Rejects unknown paths with the
-//! apiserver's plain-text `404 page not found`; serves just enough OpenAPI v3 for
-//! `kubectl apply`.
+//! apiserver's plain-text `404 page not found`; serves OpenAPI v2 and v3 with upstream's schemas
+//! of the served kinds (`openapi`), for `kubectl explain` and `kubectl apply`.
 //!
 //! It lives in its own crate so the proxy library neither contains nor depends on it (see
 //! "Workspace" in `ARCHITECTURE.md`).
@@ -33,6 +33,8 @@ mod gate;
 mod impersonation;
 mod logs;
 mod openapi;
+mod openapi_pb;
+mod openapi_schemas;
 mod patch;
 mod podfs;
 mod portforward;
@@ -225,10 +227,9 @@ impl Sandbox {
                     not_found_page()
                 }
             }
-            ["openapi", "v3"] => ok_json(openapi::index()),
-            ["openapi", "v3", gv @ ..] => {
-                openapi::group_version(&gv.join("/")).map_or_else(not_found_page, ok_json)
-            }
+            ["openapi", "v2"] => openapi::v2(h),
+            ["openapi", "v3"] => openapi::index(),
+            ["openapi", "v3", gv @ ..] => openapi::group_version(&gv.join("/"), req.uri().query()),
             ["api", "v1", rest @ ..] => self.resource("", "v1", rest, req).await,
             ["apis", g, v, rest @ ..] => {
                 let (g, v) = (g.to_string(), v.to_string());

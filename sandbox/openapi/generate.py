@@ -47,6 +47,9 @@ KINDS = [
 ] + [
     ("batch", "v1", k) for k in ["Job", "CronJob"]
 ] + [
+    ("networking.k8s.io", "v1", "NetworkPolicy"),
+    ("policy", "v1", "PodDisruptionBudget"),
+] + [
     ("rbac.authorization.k8s.io", "v1", k)
     for k in ["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]
 ] + [

@@ -15,8 +15,10 @@ use std::{
 };
 
 use portcullis::audit::{
-    chain::{sidecar_path, SigningKey}, sink::file::list_backups, Auditor, DeliveryMode, Event, FileSinkConfig,
-    Level, MicroTime, ObjectReference, ResponseStatus, SinkKind, SinkSpec, Stage, UserInfo,
+    chain::{sidecar_path, SigningKey},
+    sink::file::list_backups,
+    Auditor, DeliveryMode, Event, FileSinkConfig, Level, MicroTime, ObjectReference,
+    ResponseStatus, SinkKind, SinkSpec, Stage, UserInfo,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
@@ -194,9 +196,8 @@ async fn verify_passes_then_names_the_line_of_each_tampering() {
         );
         err
     };
-    let check = |l: &[String], line: usize, what: &str| {
-        check_in(l, &orig_side, &tampered, line, what)
-    };
+    let check =
+        |l: &[String], line: usize, what: &str| check_in(l, &orig_side, &tampered, line, what);
 
     // An edited line.
     let mut l = orig.clone();
@@ -745,7 +746,15 @@ async fn query_follow_reads_a_growing_rotating_file() {
         a.emit(ev(i)).await.unwrap();
     }
     let mut child = Command::new(BIN)
-        .args(["audit", "query", "--follow", "--output", "json", "--decision", "forbid"])
+        .args([
+            "audit",
+            "query",
+            "--follow",
+            "--output",
+            "json",
+            "--decision",
+            "forbid",
+        ])
         .arg(&log)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

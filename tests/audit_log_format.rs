@@ -138,29 +138,66 @@ fn verify(dir: &Path, log: &Path, anchor: Option<&Path>) -> (bool, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_line_is_an_audit_event_and_a_cut_tail_fails_against_the_copy() {
     common::require_kubectl();
+    // The log in a folder of the test's own, read after the proxy stopped (its final
+    // checkpoint written) and the environment's folder is gone.
+    let own = tempfile::tempdir().unwrap();
+    let dir = own.path().to_path_buf();
     let env = Env::start_with(|c| {
         *c = c.replace(
+            "file: {path: audit.log,",
+            &format!("file: {{path: {},", dir.join("audit.log").display()),
+        );
+        *c = c.replace(
             "checkpoint_every_events: 100, checkpoint_interval: 10s}",
-            "checkpoint_every_events: 3, checkpoint_interval: 10s, checkpoint_copy: anchor.log}",
-        )
+            &format!(
+                "checkpoint_every_events: 3, checkpoint_interval: 10s, checkpoint_copy: {}}}",
+                dir.join("anchor.log").display()
+            ),
+        );
     })
     .await;
-    let dir = env.files.dir.clone();
+    std::fs::copy(
+        env.files.dir.join("audit-signing.pub"),
+        dir.join("audit-signing.pub"),
+    )
+    .unwrap();
     let home = env.dir.path();
     let team_a = &env.files.team_a_kubeconfig;
     // Allowed reads and writes, a refused one, a failed lookup: many shapes of events.
     for (kc, args, ok) in [
-        (team_a, &["create", "configmap", "fmt", "--from-literal=a=b"][..], true),
+        (
+            team_a,
+            &["create", "configmap", "fmt", "--from-literal=a=b"][..],
+            true,
+        ),
         (team_a, &["create", "serviceaccount", "bot"][..], true),
         (team_a, &["get", "configmap", "fmt", "-o", "yaml"][..], true),
         (team_a, &["get", "pods", "-n", "team-b"][..], false),
         (team_a, &["get", "configmap", "nothing"][..], false),
         (team_a, &["delete", "configmap", "fmt"][..], true),
-        (&env.files.admin_kubeconfig, &["get", "pods", "-A"][..], true),
-        (&env.files.admin_kubeconfig, &["exec", "web-1", "--", "sh", "-c", "echo a+b  c"][..], true),
+        (
+            &env.files.admin_kubeconfig,
+            &["run", "web-1", "--image=nginx", "--restart=Never"][..],
+            true,
+        ),
+        (
+            &env.files.admin_kubeconfig,
+            &["get", "pods", "-A"][..],
+            true,
+        ),
+        (
+            &env.files.admin_kubeconfig,
+            &["exec", "web-1", "--", "echo", "a+b  c&d"][..],
+            true,
+        ),
     ] {
         let out = common::kubectl(kc, home, args).await;
-        assert_eq!(out.status.success(), ok, "{args:?}: {}", common::stderr(&out));
+        assert_eq!(
+            out.status.success(),
+            ok,
+            "{args:?}: {}",
+            common::stderr(&out)
+        );
     }
     env.stop().await;
 
@@ -170,7 +207,10 @@ async fn every_line_is_an_audit_event_and_a_cut_tail_fails_against_the_copy() {
     for (i, line) in text.lines().enumerate() {
         let e: GoEvent = serde_json::from_str(line)
             .unwrap_or_else(|err| panic!("audit.log:{}: not an audit Event: {err}\n{line}", i + 1));
-        assert_eq!((e.kind.as_str(), e.api_version.as_str()), ("Event", "audit.k8s.io/v1"));
+        assert_eq!(
+            (e.kind.as_str(), e.api_version.as_str()),
+            ("Event", "audit.k8s.io/v1")
+        );
         assert!(e
             .annotations
             .as_ref()
@@ -187,8 +227,7 @@ async fn every_line_is_an_audit_event_and_a_cut_tail_fails_against_the_copy() {
     assert!(!exec.is_empty());
     for e in &exec {
         assert_eq!(
-            e["annotations"]["portcullis.io/exec-command"],
-            r#"["sh","-c","echo a+b  c"]"#,
+            e["annotations"]["portcullis.io/exec-command"], r#"["echo","a+b  c&d"]"#,
             "{e}"
         );
     }
@@ -206,11 +245,17 @@ async fn every_line_is_an_audit_event_and_a_cut_tail_fails_against_the_copy() {
         .map(String::from)
         .collect();
     assert!(side_lines.len() >= 3, "{side_lines:?}");
-    assert_eq!(std::fs::read_to_string(&anchor).unwrap(), side_lines.join("\n") + "\n");
+    assert_eq!(
+        std::fs::read_to_string(&anchor).unwrap(),
+        side_lines.join("\n") + "\n"
+    );
     let (ok, out) = verify(&dir, &log, Some(&anchor));
     assert!(ok, "{out}");
     assert!(out.contains(&format!("OK: {events} events")), "{out}");
-    assert!(out.contains(&format!("last checkpoint: event #{events}, signed at 20")), "{out}");
+    assert!(
+        out.contains(&format!("last checkpoint: event #{events}, signed at 20")),
+        "{out}"
+    );
 
     // Cut the newest 4 events, and every checkpoint signing them from the sidecar.
     let kept = events - 4;
@@ -233,5 +278,8 @@ async fn every_line_is_an_audit_event_and_a_cut_tail_fails_against_the_copy() {
     let (ok, out) = verify(&dir, &log, Some(&anchor));
     assert!(!ok, "{out}");
     assert!(out.contains("truncated: this anchor"), "{out}");
-    assert!(out.contains(&format!("but the files end at event #{kept}")), "{out}");
+    assert!(
+        out.contains(&format!("but the files end at event #{kept}")),
+        "{out}"
+    );
 }

@@ -124,9 +124,9 @@ pub fn follow(
             }
             // Files rotated after the one just finished, oldest first.
             let backups = crate::audit::sink::file::list_backups(path).unwrap_or_default();
-            let after = backups.iter().position(|b| {
-                std::fs::metadata(&b.path).is_ok_and(|m| file_id(&m) == tail.id)
-            });
+            let after = backups
+                .iter()
+                .position(|b| std::fs::metadata(&b.path).is_ok_and(|m| file_id(&m) == tail.id));
             let next_id = file_id(&next.metadata()?);
             for b in after.map_or(&[][..], |i| &backups[i + 1..]) {
                 let Ok(file) = File::open(&b.path) else {

@@ -35,7 +35,8 @@ impl Signed {
 /// Check one parsed checkpoint: its signature with `keys`, or (no keys) only its link.
 fn check(cp: &Checkpoint, keys: &[VerifyingKey]) -> Result<Link, String> {
     if keys.is_empty() {
-        if cp.kind != CHECKPOINT_KIND || cp.api_version != crate::audit::chain::CHECKPOINT_API_VERSION
+        if cp.kind != CHECKPOINT_KIND
+            || cp.api_version != crate::audit::chain::CHECKPOINT_API_VERSION
         {
             return Err("not a checkpoint".into());
         }

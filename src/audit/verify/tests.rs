@@ -174,7 +174,8 @@ fn a_truncated_tail_is_caught_by_the_sidecar_or_by_an_anchor() {
     let (file, line, msg) = fail_at(&p, &keys);
     assert_eq!((file, line), (side.clone(), 3));
     assert!(
-        msg.starts_with("truncated: this checkpoint (time 20") && msg.contains("1 events were removed"),
+        msg.starts_with("truncated: this checkpoint (time 20")
+            && msg.contains("1 events were removed"),
         "{msg}"
     );
 
@@ -184,12 +185,17 @@ fn a_truncated_tail_is_caught_by_the_sidecar_or_by_an_anchor() {
     let r = verify_files(std::slice::from_ref(&p), &keys).unwrap();
     assert!(r.ok(), "{r:?}");
     // …but the anchor copy signs event #8.
-    let r = verify_with_anchors(std::slice::from_ref(&p), &keys, std::slice::from_ref(&anchor))
-        .unwrap();
+    let r = verify_with_anchors(
+        std::slice::from_ref(&p),
+        &keys,
+        std::slice::from_ref(&anchor),
+    )
+    .unwrap();
     let f = r.failure.unwrap();
     assert_eq!((f.file, f.line), (anchor.clone(), 3));
     assert!(
-        f.message.contains("signs event #8, but the files end at event #4"),
+        f.message
+            .contains("signs event #8, but the files end at event #4"),
         "{}",
         f.message
     );
@@ -204,8 +210,12 @@ fn a_truncated_tail_is_caught_by_the_sidecar_or_by_an_anchor() {
             .map(|l| format!("2026-12-02T10:00:00.1Z stderr F {l}")),
     );
     put(&anchor, &a);
-    let r = verify_with_anchors(std::slice::from_ref(&p), &keys, std::slice::from_ref(&anchor))
-        .unwrap();
+    let r = verify_with_anchors(
+        std::slice::from_ref(&p),
+        &keys,
+        std::slice::from_ref(&anchor),
+    )
+    .unwrap();
     assert!(r.ok(), "{r:?}");
     assert_eq!(r.anchors_matched, 3);
     a[2] = a[2].replace("\"time\":\"20", "\"time\":\"19");
@@ -287,8 +297,11 @@ fn other_lines_fail() {
         assert!(msg.contains(want), "{content:?}: {msg}");
     }
     std::fs::write(&p, "").unwrap();
-    std::fs::write(sidecar_path(&p), "{\"kind\":\"PortcullisAuditCheckpoint\",\"seq\":1}\n")
-        .unwrap();
+    std::fs::write(
+        sidecar_path(&p),
+        "{\"kind\":\"PortcullisAuditCheckpoint\",\"seq\":1}\n",
+    )
+    .unwrap();
     let (file, line, msg) = fail_at(&p, &[]);
     assert_eq!((file, line), (sidecar_path(&p), 1));
     assert!(msg.contains("not a valid checkpoint"), "{msg}");

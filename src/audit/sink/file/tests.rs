@@ -275,7 +275,10 @@ async fn a_rotation_stopped_between_its_renames_is_finished_on_start() {
     let a = auditor(cfg, DeliveryMode::BlockingStrict);
     a.emit(event(3)).await.unwrap();
     a.shutdown(Duration::from_secs(5)).await;
-    assert!(sidecar_path(&backup).exists(), "the sidecar followed its log");
+    assert!(
+        sidecar_path(&backup).exists(),
+        "the sidecar followed its log"
+    );
     let r = verify_files(&[backup, path], &key);
     assert!(r.ok(), "{r:?}");
     assert_eq!(r.events, 4);

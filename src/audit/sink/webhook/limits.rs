@@ -112,7 +112,10 @@ mod tests {
             assert_eq!(t.take(), Duration::ZERO);
         }
         let wait = t.take();
-        assert!(wait > Duration::from_millis(80) && wait <= Duration::from_millis(100), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(80) && wait <= Duration::from_millis(100),
+            "{wait:?}"
+        );
         assert_eq!(Throttle::new(0.0, 1).take(), Duration::ZERO);
     }
 }

@@ -289,11 +289,20 @@ async fn throttle_paces_batches_and_oversized_events_are_truncated() {
 
     let got = r.events.lock().unwrap().clone();
     let ids: Vec<&str> = got.iter().map(|(_, e)| e.audit_id.as_str()).collect();
-    assert_eq!(ids, ["e0", "e2", "e3", "e4", "e5"], "e1 is too large even truncated");
+    assert_eq!(
+        ids,
+        ["e0", "e2", "e3", "e4", "e5"],
+        "e1 is too large even truncated"
+    );
     let e0 = &got[0].1;
     assert_eq!(e0.request_object, None);
     assert_eq!(e0.response_object, None);
-    assert_eq!(e0.annotations.get("audit.k8s.io/truncated").map(String::as_str), Some("true"));
+    assert_eq!(
+        e0.annotations
+            .get("audit.k8s.io/truncated")
+            .map(String::as_str),
+        Some("true")
+    );
     assert!(got[1..].iter().all(|(_, e)| e.annotations.is_empty()));
     let c = a.sinks()[0].counters();
     assert_eq!(c.events_truncated.load(Ordering::Relaxed), 1);
@@ -302,5 +311,8 @@ async fn throttle_paces_batches_and_oversized_events_are_truncated() {
     // Six one-event batches (e1's sent nothing but took its token): two at once, then one
     // every 250 ms — the last arrives at least 3 × 250 ms after the first.
     let span = got[4].0.duration_since(got[0].0);
-    assert!(span >= Duration::from_millis(700), "not throttled: {span:?}");
+    assert!(
+        span >= Duration::from_millis(700),
+        "not throttled: {span:?}"
+    );
 }

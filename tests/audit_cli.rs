@@ -735,8 +735,12 @@ async fn query_follow_reads_a_growing_rotating_file() {
                 resource: "pods",
                 ns: "team-a",
                 name: "web",
-                code: if i % 3 == 0 { 403 } else { 200 },
-                decision: if i % 3 == 0 { "forbid" } else { "allow" },
+                code: if i.is_multiple_of(3) { 403 } else { 200 },
+                decision: if i.is_multiple_of(3) {
+                    "forbid"
+                } else {
+                    "allow"
+                },
                 at: MicroTime::now(),
             },
             i,
@@ -777,7 +781,7 @@ async fn query_follow_reads_a_growing_rotating_file() {
         a.emit(ev(i)).await.unwrap();
     }
     let want: Vec<String> = (0..90)
-        .filter(|i| i % 3 == 0)
+        .filter(|i: &usize| i.is_multiple_of(3))
         .map(|i| format!("00000000-0000-4000-8000-{i:012}"))
         .collect();
     while got.len() < want.len() {

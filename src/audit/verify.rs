@@ -277,7 +277,17 @@ pub fn verify_with_anchors(
     for path in files {
         let sidecar = sidecar_path(path);
         match signed::read_sidecar(&sidecar, keys, &mut st.report.warnings)? {
-            Ok(list) => st.pending = list.unwrap_or_default().into(),
+            Ok(Some(list)) => st.pending = list.into(),
+            Ok(None) => {
+                st.pending.clear();
+                if !keys.is_empty() {
+                    st.report.warnings.push(format!(
+                        "{}: missing: no checkpoint signs the events of {}",
+                        sidecar.display(),
+                        path.display()
+                    ));
+                }
+            }
             Err(f) => return Ok(stop(st, f)),
         }
         if let (Some((_, at)), Some(first)) = (st.head, st.pending.front()) {

@@ -36,11 +36,15 @@ const TEAM_B_TENANT: &str = "    - name: team-b
 fn config_for(base: &str, i: u32) -> String {
     let mut text = base.replace(
         "team-a: {reads: {rate: 5/s, burst: 20}",
-        &format!("team-a: {{reads: {{rate: {}/s, burst: 20}}", 5 + i % 3),
+        &format!("team-a: {{reads: {{rate: {}/s, burst: 20}}", 6 + i % 3),
     );
     assert_ne!(text, base, "the quota line is in the demo config");
     if i >= 5 {
-        text = text.replace("  tenants:\n", &format!("  tenants:\n{TEAM_B_TENANT}"));
+        text = text.replacen(
+            "authorization:\n  tenants:\n",
+            &format!("authorization:\n  tenants:\n{TEAM_B_TENANT}"),
+            1,
+        );
     }
     if i >= 10 {
         text = without_ci_grant(&text);
@@ -50,7 +54,10 @@ fn config_for(base: &str, i: u32) -> String {
 
 fn without_ci_grant(text: &str) -> String {
     let start = text.find("    - name: ci\n").expect("ci grant");
-    let end = start + text[start..].find("rate_limits:").expect("after the grants");
+    let end = start
+        + text[start..]
+            .find("rate_limits:")
+            .expect("after the grants");
     format!("{}{}", &text[..start], &text[end..])
 }
 
@@ -62,24 +69,32 @@ async fn kube_client(kubeconfig: &Path) -> Client {
     Client::try_from(config).unwrap()
 }
 
-/// Requests the sandbox received on behalf of `user` (the proxy impersonates the caller).
-fn seen_for(b: &Binary, user: &str) -> usize {
+/// Requests for `path` the sandbox received on behalf of `user` (the proxy impersonates the
+/// caller; kubectl's discovery requests, which every identity may make, are not counted).
+fn seen_for(b: &Binary, user: &str, path: &str) -> usize {
     b.sandbox
         .sandbox
         .recorded()
         .iter()
         .filter(|r| {
-            r.headers
-                .get("impersonate-user")
-                .is_some_and(|v| v.as_bytes() == user.as_bytes())
+            r.path == path
+                && r.headers
+                    .get("impersonate-user")
+                    .is_some_and(|v| v.as_bytes() == user.as_bytes())
         })
         .count()
 }
 
+const CI_PATH: &str = "/apis/apps/v1/namespaces/team-a/deployments";
+const BOB_PATH: &str = "/api/v1/namespaces/team-b/configmaps";
+
 /// `kubectl get deployments -n team-a` as ci-bot: Ok(()) or Err(stderr).
 async fn ci_reads(b: &Binary) -> Result<(), String> {
     let out = b
-        .kubectl(&b.files.ci_kubeconfig, &["get", "deployments", "-n", "team-a"])
+        .kubectl(
+            &b.files.ci_kubeconfig,
+            &["get", "deployments", "-n", "team-a"],
+        )
         .await;
     if out.status.success() {
         Ok(())
@@ -90,13 +105,17 @@ async fn ci_reads(b: &Binary) -> Result<(), String> {
 
 /// A refused ci-bot read: kubectl prints the Forbidden Status, and the sandbox saw nothing.
 async fn assert_ci_refused(b: &Binary) {
-    let before = seen_for(b, "ci-bot");
+    let before = seen_for(b, "ci-bot", CI_PATH);
     let err = ci_reads(b).await.expect_err("the ci grant was removed");
     assert!(
         err.contains("Error from server (Forbidden)") && err.contains("ci-bot"),
         "{err}"
     );
-    assert_eq!(seen_for(b, "ci-bot"), before, "the refused request reached the sandbox");
+    assert_eq!(
+        seen_for(b, "ci-bot", CI_PATH),
+        before,
+        "the refused request reached the sandbox"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -155,29 +174,42 @@ async fn twenty_reloads_under_load_drop_nothing_and_apply_at_once() {
         }
     }
     let bob_reads = || b.kubectl(&bob, &["get", "configmaps", "-n", "team-b"]);
-    let before = seen_for(&b, "bob");
+    let before = seen_for(&b, "bob", BOB_PATH);
     let out = bob_reads().await;
     assert!(
         common::stderr(&out).contains("Error from server (Forbidden)"),
         "no team-b tenant yet: {}",
         common::stderr(&out)
     );
-    assert_eq!(seen_for(&b, "bob"), before);
-    ci_reads(&b).await.expect("ci may read deployments before the reload");
+    assert_eq!(seen_for(&b, "bob", BOB_PATH), before);
+    ci_reads(&b)
+        .await
+        .expect("ci may read deployments before the reload");
+    assert!(
+        seen_for(&b, "ci-bot", CI_PATH) > 0,
+        "the sandbox sees ci-bot's reads"
+    );
 
     // Watches held across every reload: kubectl (h2) and kube-rs.
     let mut kubectl_watch = common::kubectl_spawn(
         &b.files.admin_kubeconfig,
         b.dir.path(),
-        &["get", "configmaps", "-n", "default", "--watch", "-o", "name"],
+        &[
+            "get",
+            "configmaps",
+            "-n",
+            "default",
+            "--watch",
+            "-o",
+            "name",
+        ],
     );
     let kubectl_seen = Arc::new(Mutex::new(String::new()));
     {
         let seen = kubectl_seen.clone();
-        let mut lines =
-            tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
-                kubectl_watch.stdout.take().unwrap(),
-            ));
+        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+            kubectl_watch.stdout.take().unwrap(),
+        ));
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 seen.lock().unwrap().push_str(&(line + "\n"));
@@ -198,13 +230,18 @@ async fn twenty_reloads_under_load_drop_nothing_and_apply_at_once() {
         let (started, watching) = tokio::sync::oneshot::channel();
         let cms = cms.clone();
         tokio::spawn(async move {
-            let mut events = cms.watch(&WatchParams::default(), &rv).await.unwrap().boxed();
+            let mut events = cms
+                .watch(&WatchParams::default(), &rv)
+                .await
+                .unwrap()
+                .boxed();
             let _ = started.send(());
             while let Some(ev) = events.next().await {
                 match ev {
-                    Ok(WatchEvent::Added(o)) => {
-                        seen.lock().unwrap().push(o.metadata.name.unwrap_or_default())
-                    }
+                    Ok(WatchEvent::Added(o)) => seen
+                        .lock()
+                        .unwrap()
+                        .push(o.metadata.name.unwrap_or_default()),
                     Ok(_) => {}
                     Err(e) => {
                         *ended.lock().unwrap() = Some(format!("error: {e}"));
@@ -226,14 +263,55 @@ async fn twenty_reloads_under_load_drop_nothing_and_apply_at_once() {
     .await;
     assert!(seen_before.is_some(), "the kubectl watch did not start");
 
+    // An exec session held across every reload: `cat` echoes a line after each one.
+    let out = b
+        .kubectl(
+            &b.files.admin_kubeconfig,
+            &["run", "shell", "--image=busybox", "--restart=Never"],
+        )
+        .await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let mut exec = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&b.files.admin_kubeconfig)
+        .arg("--cache-dir")
+        .arg(b.path("kube-cache"))
+        .args(["exec", "-i", "shell", "--", "cat"])
+        .env("HOME", b.dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut exec_in = exec.stdin.take().unwrap();
+    let mut exec_out =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(exec.stdout.take().unwrap()));
+    let mut echo = async |line: String| {
+        use tokio::io::AsyncWriteExt;
+        exec_in
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        let echoed = tokio::time::timeout(Duration::from_secs(20), exec_out.next_line())
+            .await
+            .expect("the exec session did not echo within 20 s")
+            .unwrap();
+        assert_eq!(echoed, Some(line), "the exec session ended");
+    };
+    echo("before the reloads".into()).await;
+
     // Load: a kube-rs writer + reader and a kubectl reader, every request must succeed.
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let requests = Arc::new(AtomicUsize::new(0));
     let writer = {
-        let (cms, stop, failures, requests) =
-            (cms.clone(), stop.clone(), failures.clone(), requests.clone());
-        let cm = cm.clone();
+        let (cms, stop, failures, requests) = (
+            cms.clone(),
+            stop.clone(),
+            failures.clone(),
+            requests.clone(),
+        );
         tokio::spawn(async move {
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) {
@@ -292,13 +370,17 @@ async fn twenty_reloads_under_load_drop_nothing_and_apply_at_once() {
             10 => assert_ci_refused(&b).await,
             15 => {
                 let next = rotated.unwrap();
-                let tls = common::tls_connect(b.listen, &b.ca, Some(&admin_cert(&b)), &[b"h2"])
-                    .await;
+                let tls =
+                    common::tls_connect(b.listen, &b.ca, Some(&admin_cert(&b)), &[b"h2"]).await;
                 let presented = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
-                assert_eq!(presented, next.cert_der, "a new connection sees the new cert");
+                assert_eq!(
+                    presented, next.cert_der,
+                    "a new connection sees the new cert"
+                );
             }
             _ => {}
         }
+        echo(format!("after reload {i}")).await;
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
 
@@ -336,11 +418,13 @@ async fn twenty_reloads_under_load_drop_nothing_and_apply_at_once() {
     assert!(failures.is_empty(), "requests failed: {failures:#?}");
     let total = requests.load(Ordering::Relaxed);
     assert!(total > 100, "only {total} requests ran during the reloads");
+    eprintln!("{total} client requests (kube-rs create + get, kubectl get) during 20 reloads");
     assert_eq!(b.reloads("failure").await, 0);
     // The grant stays removed; the tenant stays.
     assert_ci_refused(&b).await;
     assert!(bob_reads().await.status.success());
     let _ = kubectl_watch.kill().await;
+    let _ = exec.kill().await;
     b.stop().await;
 }
 
@@ -400,9 +484,10 @@ async fn a_listen_address_change_is_refused_restart_to_apply() {
     b.wait_reloads("failure", 1).await;
     let log = b.log();
     assert!(
-        log.lines().any(|l| l.contains("configuration reload refused")
-            && l.contains("listen.address")
-            && l.contains("restart to apply")),
+        log.lines()
+            .any(|l| l.contains("configuration reload refused")
+                && l.contains("listen.address")
+                && l.contains("restart to apply")),
         "{log}"
     );
     assert!(
@@ -410,7 +495,9 @@ async fn a_listen_address_change_is_refused_restart_to_apply() {
         "nothing listens on the new address"
     );
     // Not half-applied: the grant removed in the same file still applies.
-    ci_reads(&b).await.expect("the refused reload changed nothing");
+    ci_reads(&b)
+        .await
+        .expect("the refused reload changed nothing");
     assert_eq!(common::admin_get(b.admin, "/readyz").await.0, 200);
     b.stop().await;
 }
@@ -440,8 +527,16 @@ async fn a_configmap_symlink_swap_reloads_without_a_signal() {
         std::os::unix::fs::symlink(Path::new("..data").join(name), mount.join(name)).unwrap();
     }
     files.config = mount.join("portcullis.yaml");
-    let b = Binary::spawn(dir, files, ca, sandbox, listen, admin, &["--reload-poll", "200ms"])
-        .await;
+    let b = Binary::spawn(
+        dir,
+        files,
+        ca,
+        sandbox,
+        listen,
+        admin,
+        &["--reload-poll", "200ms"],
+    )
+    .await;
     ci_reads(&b).await.expect("ci may read before the update");
 
     // The update: a new version folder, then the atomic `..data` swap.

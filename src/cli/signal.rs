@@ -44,7 +44,9 @@ pub fn on_hangup(reload: portcullis::reload::Trigger) {
                     }
                 });
             }
-            Err(err) => tracing::warn!(%err, "cannot listen for SIGHUP; reload on file change only"),
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for SIGHUP; reload on file change only")
+            }
         }
     }
     #[cfg(not(unix))]

@@ -41,12 +41,13 @@ impl<'a> Carried<'a> {
             .and_then(|p| p.sources.as_ref())
             .filter(|s| Some(s.quota()) == settings.unauthenticated)
             .cloned();
-        let in_flight = settings
-            .max_in_flight
-            .map(|max| match prev.and_then(|p| p.in_flight.as_ref()) {
-                Some(old) => old.resized(max),
-                None => InFlight::new(max),
-            });
+        let in_flight =
+            settings
+                .max_in_flight
+                .map(|max| match prev.and_then(|p| p.in_flight.as_ref()) {
+                    Some(old) => old.resized(max),
+                    None => InFlight::new(max),
+                });
         Carried {
             buckets: prev.map(|p| &p.buckets),
             streams,
@@ -117,10 +118,26 @@ users: {alice: {reads: {rate: 1/m, burst: 5}}, dave: {reads: {rate: 1/m, burst: 
         assert_eq!(admitted(&old, "alice", 10), 4, "alice drains hers");
 
         let new = old.reconfigured(settings(AFTER));
-        assert_eq!(admitted(&new, "bob", 10), 0, "bob's quota did not change: still empty");
-        assert_eq!(admitted(&new, "carol", 10), 3, "carol was never seen: full bucket");
-        assert_eq!(admitted(&new, "alice", 10), 5, "alice's quota changed: a new full bucket");
-        assert_eq!(admitted(&new, "dave", 10), 1, "a new user gets the new quota");
+        assert_eq!(
+            admitted(&new, "bob", 10),
+            0,
+            "bob's quota did not change: still empty"
+        );
+        assert_eq!(
+            admitted(&new, "carol", 10),
+            3,
+            "carol was never seen: full bucket"
+        );
+        assert_eq!(
+            admitted(&new, "alice", 10),
+            5,
+            "alice's quota changed: a new full bucket"
+        );
+        assert_eq!(
+            admitted(&new, "dave", 10),
+            1,
+            "a new user gets the new quota"
+        );
         // The old limiter (held by requests admitted before the reload) shares bob's bucket.
         assert_eq!(admitted(&old, "bob", 1), 0);
     }

@@ -106,7 +106,11 @@ impl RateLimiter {
     /// `unauthenticated` did not change, the in-flight count, and the metric families. The old
     /// limiter keeps working for the requests that hold it (see `carry`).
     pub fn reconfigured(&self, settings: Settings) -> RateLimiter {
-        Self::assemble(settings, self.inner.buckets.clock().clone(), Some(&self.inner))
+        Self::assemble(
+            settings,
+            self.inner.buckets.clock().clone(),
+            Some(&self.inner),
+        )
     }
 
     fn assemble(settings: Settings, clock: LimiterClock, prev: Option<&Inner>) -> RateLimiter {

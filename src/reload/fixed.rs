@@ -43,13 +43,31 @@ pub fn refusals(old: &Config, new: &Config) -> Vec<Problem> {
     );
     let (a, b) = (&old.serve, &new.serve);
     for (path, changed) in [
-        ("listen.handshake_timeout", a.handshake_timeout != b.handshake_timeout),
-        ("listen.preface_timeout", a.preface_timeout != b.preface_timeout),
-        ("listen.header_read_timeout", a.header_read_timeout != b.header_read_timeout),
+        (
+            "listen.handshake_timeout",
+            a.handshake_timeout != b.handshake_timeout,
+        ),
+        (
+            "listen.preface_timeout",
+            a.preface_timeout != b.preface_timeout,
+        ),
+        (
+            "listen.header_read_timeout",
+            a.header_read_timeout != b.header_read_timeout,
+        ),
         ("listen.idle_timeout", a.idle_timeout != b.idle_timeout),
-        ("listen.max_concurrent_streams", a.max_concurrent_streams != b.max_concurrent_streams),
-        ("listen.max_header_bytes", a.max_header_bytes != b.max_header_bytes),
-        ("listen.max_connections", a.max_connections != b.max_connections),
+        (
+            "listen.max_concurrent_streams",
+            a.max_concurrent_streams != b.max_concurrent_streams,
+        ),
+        (
+            "listen.max_header_bytes",
+            a.max_header_bytes != b.max_header_bytes,
+        ),
+        (
+            "listen.max_connections",
+            a.max_connections != b.max_connections,
+        ),
         (
             "listen.max_connections_per_source",
             a.max_connections_per_source != b.max_connections_per_source,

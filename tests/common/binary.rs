@@ -122,7 +122,11 @@ impl Binary {
     pub async fn wait_reloads(&self, result: &str, n: u64) {
         for _ in 0..1500 {
             let seen = self.reloads(result).await;
-            assert!(seen <= n, "{seen} {result} reloads, expected {n}\n{}", self.log());
+            assert!(
+                seen <= n,
+                "{seen} {result} reloads, expected {n}\n{}",
+                self.log()
+            );
             if seen == n {
                 return;
             }

@@ -341,7 +341,10 @@ async fn handshake(
     peer: SocketAddr,
     opts: &ServeOptions,
 ) -> Option<TlsStream<TcpStream>> {
-    match tokio::time::timeout(opts.handshake_timeout, acceptor.accept(tcp)).await {
+    // Owned here, not by the timeout, so a stalled socket is closed only after it was counted
+    // (dropped at the end of this function): a client that sees the close sees the count.
+    let mut accept = std::pin::pin!(acceptor.accept(tcp));
+    match tokio::time::timeout(opts.handshake_timeout, accept.as_mut()).await {
         Ok(Ok(tls)) => Some(tls),
         Ok(Err(err)) => {
             tracing::debug!(%peer, %err, "TLS handshake failed");

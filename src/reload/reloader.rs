@@ -39,7 +39,7 @@ pub async fn reload(live: &Live, path: &Path, cause: &str) -> Outcome {
                     key = %p.path,
                     problem = %p.message,
                     hint = %p.hint,
-                    "configuration reload refused: {p}"
+                    "configuration reload refused"
                 );
             }
             tracing::error!(

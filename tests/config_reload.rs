@@ -469,26 +469,35 @@ async fn a_bad_config_is_refused_with_its_key_paths_and_the_old_one_keeps_servin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_listen_address_change_is_refused_restart_to_apply() {
+async fn a_listen_address_or_audit_file_change_is_refused_restart_to_apply() {
     common::require_kubectl();
     let b = Binary::start(&["--reload-poll", "0s"], |_| {}).await;
     let good = std::fs::read_to_string(&b.files.config).unwrap();
     let elsewhere = common::free_port();
-    let moved = without_ci_grant(&good).replace(
-        &format!("address: {}", b.listen),
-        &format!("address: {elsewhere}"),
-    );
+    // A new listen address and a new audit file: neither can change live.
+    let moved = without_ci_grant(&good)
+        .replace(
+            &format!("address: {}", b.listen),
+            &format!("address: {elsewhere}"),
+        )
+        .replace("file: {path: audit.log", "file: {path: audit-2.log");
     assert_ne!(moved, without_ci_grant(&good));
     b.write_config(&moved);
     b.signal("HUP");
     b.wait_reloads("failure", 1).await;
     let log = b.log();
+    for key in ["key=listen.address", "key=audit.sinks"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("configuration reload refused")
+                    && l.contains(key)
+                    && l.contains("restart to apply")),
+            "no refusal names {key}:\n{log}"
+        );
+    }
     assert!(
-        log.lines()
-            .any(|l| l.contains("configuration reload refused")
-                && l.contains("listen.address")
-                && l.contains("restart to apply")),
-        "{log}"
+        !b.path("audit-2.log").exists(),
+        "a second audit file was opened"
     );
     assert!(
         tokio::net::TcpStream::connect(elsewhere).await.is_err(),

@@ -23,7 +23,9 @@
 //!
 //! `layer.rs` holds the three layers that apply these limits (load shed, failing-address
 //! block, per-identity limits); where they sit in the request's life is `crate::stack`'s to
-//! say. `spawn_maintenance(shutdown)` and `metrics().register(&mut registry)` run once at start.
+//! say. `metrics().register(&mut registry)` runs once at start; `spawn_maintenance(shutdown)`
+//! once per configuration. A configuration reload builds the next limiter with
+//! [`RateLimiter::reconfigured`], which keeps the state of quotas that did not change (`carry`).
 
 mod carry;
 pub mod config;

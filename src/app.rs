@@ -1,6 +1,7 @@
 //! `run(config, listeners, shutdown)`: what `serve`, `demo` and the tests all call. It builds
-//! the live objects from the plain `Config` with [`Runtime::build`] (the one place that does),
-//! starts their background tasks, and serves.
+//! the live objects from the plain `Config` with [`Runtime::build`] (the one place that does;
+//! a reload rebuilds through the same code, [`Runtime::rebuild`]), puts them in force
+//! (`crate::reload::Live`, which starts their background tasks), and serves.
 
 use std::sync::Arc;
 
@@ -10,10 +11,10 @@ use tokio::net::TcpListener;
 use tower::Service;
 
 use crate::{
-    config::{Config, UpstreamToken},
+    config::Config,
     server::{self, admin::Admin},
     shutdown::Shutdown,
-    stack::{self, Runtime},
+    stack::Runtime,
     telemetry::Metrics,
     upstream::{Credentials, Upstream},
 };
@@ -44,12 +45,30 @@ impl Runtime {
     /// registry, the audit sinks (started). No background task is spawned here; `run` starts
     /// them. A failure names the key path it comes from.
     pub fn build(config: &Config) -> Result<Runtime> {
+        Self::build_next(config, None)
+    }
+
+    /// The same build for a configuration reload, beside `prev` (which keeps serving the
+    /// requests that hold it). Everything is built anew from `config` — certificates, CA
+    /// bundles, CRLs, JWKS files, the audit policy and the upstream token re-read — except what
+    /// must outlive one configuration (`crate::reload::carry`): the metrics registry, the audit
+    /// sinks, the tracer, the upstream when its settings did not change, and the rate-limit
+    /// state whose quota did not change. Settings that cannot change live are refused before
+    /// this (`crate::reload::fixed`).
+    pub fn rebuild(config: &Config, prev: &Runtime) -> Result<Runtime> {
+        Self::build_next(config, Some(prev))
+    }
+
+    fn build_next(config: &Config, prev: Option<&Runtime>) -> Result<Runtime> {
         crate::server::tls::install_crypto_provider();
         let server_tls = config.tls.server_config().context("listen.tls")?;
         let jwt = match &config.jwt {
             None => None,
             Some(settings) => Some(Arc::new(settings.build()?)),
         };
+        if let Some(prev) = prev {
+            return crate::reload::carry::rebuild(config, prev, server_tls, jwt);
+        }
         let limiter = config
             .rate_limits
             .clone()
@@ -97,8 +116,8 @@ impl Runtime {
     }
 }
 
-/// Each `dangerous:` acknowledgement in use, logged at start.
-fn warn_dangerous(config: &Config) {
+/// Each `dangerous:` acknowledgement in use, logged at start (and at each reload).
+pub(crate) fn warn_dangerous(config: &Config) {
     for (on, what) in [
         (config.dangerous.allow_uninspected_bodies, "dangerous.allow_uninspected_bodies: some write bodies may be forwarded without strict parsing"),
         (config.dangerous.allow_audit_event_loss, "dangerous.allow_audit_event_loss: audit events may be dropped under load"),
@@ -112,23 +131,17 @@ fn warn_dangerous(config: &Config) {
 
 /// Serve until `shutdown` fires, then drain in-flight requests for the configured grace.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()> {
+    run_with(config, listeners, shutdown, None).await
+}
+
+/// [`run`], reloading the configuration as `reload` says (`crate::reload`; None: never).
+pub async fn run_with(
+    config: Config,
+    listeners: Listeners,
+    shutdown: Shutdown,
+    reload: Option<crate::reload::Options>,
+) -> Result<()> {
     let rt = Runtime::build(&config)?;
-    let config = rt.config.clone();
-    if let UpstreamToken::File(path) = &config.upstream.token {
-        rt.credentials.spawn_reloader(
-            path.clone(),
-            config.upstream.token_reload_interval,
-            shutdown.clone(),
-        );
-    }
-    if let Some(limiter) = &rt.limiter {
-        limiter.spawn_maintenance(shutdown.clone());
-    }
-    spawn_probe(
-        rt.upstream.clone(),
-        config.upstream.health_interval,
-        &shutdown,
-    );
 
     // JWT keys: load now, then refresh on each issuer's interval (and on unknown kids, inside
     // the verifier). A failed first load is retried by the refresh task; readiness reports it.
@@ -136,15 +149,15 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         for (issuer, err) in jwt.refresh_all().await {
             tracing::warn!(%issuer, %err, "JWT keys not loaded yet");
         }
-        jwt.spawn_refresh(shutdown.clone());
+    }
+    // The runtime in force, swapped whole by a reload; starts its background tasks.
+    let live = Arc::new(crate::reload::Live::new(rt, shutdown.clone()));
+    let config = live.config();
+    if let Some(opts) = reload {
+        crate::reload::spawn(live.clone(), opts, shutdown.clone());
     }
 
-    let admin = Arc::new(Admin {
-        metrics: rt.metrics.clone(),
-        upstream: rt.upstream.clone(),
-        jwt: rt.jwt.clone(),
-        ready_window: config.ready_window,
-    });
+    let admin_live = live.clone();
     let admin_task = tokio::spawn(server::serve_plain(
         listeners.admin,
         // Same limits, but its connections are not the proxy listener's series.
@@ -153,25 +166,24 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
             ..config.serve.clone()
         },
         move |req, _conn| {
-            let admin = admin.clone();
+            let admin = admin_of(&admin_live.current().rt);
             async move { admin.handle(&req) }
         },
         shutdown.clone(),
     ));
 
-    let proxy = stack::build(&rt);
-    let audit_for_shutdown = rt.audit.clone();
-    let tracing_for_shutdown = rt.tracing.clone();
     tracing::info!(summary = %config.summary(), "serving");
-    server::serve(
+    let proxy_live = live.clone();
+    server::serve_live(
         listeners.proxy,
-        rt.server_tls.clone(),
+        live.tls(),
         config.serve.clone(),
         move |mut req, conn| {
             req.extensions_mut().insert(conn);
             // A body a refusal leaves unread is drained, so the client sees the refusal.
             let req = req.map(crate::drain::DrainOnDrop::new);
-            let mut proxy = proxy.clone();
+            // The configuration in force now serves this request to its end.
+            let mut proxy = proxy_live.proxy();
             async move {
                 match proxy.call(req).await {
                     Ok(resp) => resp,
@@ -183,11 +195,13 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     )
     .await;
     let _ = admin_task.await;
-    if let Some(a) = &audit_for_shutdown {
+    // Carried across reloads, so the current generation holds the ones started at start.
+    let current = live.current();
+    if let Some(a) = &current.rt.audit {
         // Queued events, final checkpoints, sync.
         a.auditor.shutdown(std::time::Duration::from_secs(10)).await;
     }
-    if let Some(t) = tracing_for_shutdown {
+    if let Some(t) = current.rt.tracing.clone() {
         // Export the spans still buffered; the SDK's shutdown blocks its caller.
         let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
     }
@@ -195,16 +209,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     Ok(())
 }
 
-/// Readiness: probe the upstream's /readyz now and on an interval.
-fn spawn_probe(upstream: Arc<Upstream>, interval: std::time::Duration, shutdown: &Shutdown) {
-    let mut stop = shutdown.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => { upstream.probe().await; }
-                _ = stop.wait() => return,
-            }
-        }
-    });
+/// The admin endpoints over the runtime in force.
+fn admin_of(rt: &Runtime) -> Admin {
+    Admin {
+        metrics: rt.metrics.clone(),
+        upstream: rt.upstream.clone(),
+        jwt: rt.jwt.clone(),
+        ready_window: rt.config.ready_window,
+    }
 }

@@ -17,6 +17,7 @@ pub mod problems;
 pub mod ratelimit;
 pub mod read_tap;
 pub mod refusal;
+pub mod reload;
 pub mod request_id;
 pub mod sanitize;
 pub mod server;

@@ -30,7 +30,8 @@ use crate::{
 pub struct Runtime {
     pub config: Arc<Config>,
     pub upstream: Arc<Upstream>,
-    /// The proxy's own credentials toward the upstream (a token file is re-read by `app::run`).
+    /// The proxy's own credentials toward the upstream (a token file is re-read on an interval
+    /// by the configuration's tasks, `reload::live`, and at every reload).
     pub credentials: Arc<Credentials>,
     pub metrics: Arc<Metrics>,
     /// Audit policy and sinks (None: not configured).

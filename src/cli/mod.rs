@@ -27,6 +27,11 @@ pub enum Command {
         /// The YAML config file (see config/portcullis.yaml).
         #[arg(long, short)]
         config: PathBuf,
+        /// How often the config file and the files it names are checked for a change, which
+        /// reloads the configuration (`0s`: only on SIGHUP). See "Reloading the
+        /// configuration" in README.md.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        reload_poll: std::time::Duration,
     },
     /// Check a config file: print every problem with its key path, exit 1 if there is any.
     CheckConfig {
@@ -71,7 +76,10 @@ pub enum Command {
 pub async fn run(cli: Cli) -> i32 {
     portcullis::server::tls::install_crypto_provider();
     let result = match cli.command {
-        Command::Serve { config } => serve::run(&config).await,
+        Command::Serve {
+            config,
+            reload_poll,
+        } => serve::run(&config, reload_poll).await,
         Command::CheckConfig { config } => return check_config::run(&config),
         Command::Token { cmd } => return token::run(cmd),
         Command::Audit { cmd } => return audit::run(cmd),

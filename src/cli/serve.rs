@@ -1,4 +1,5 @@
-//! `portcullis serve --config FILE`.
+//! `portcullis serve --config FILE [--reload-poll 5s]`; SIGHUP or a change of the file reloads
+//! it (`portcullis::reload`).
 
 use std::path::Path;
 
@@ -6,7 +7,7 @@ use anyhow::{bail, Result};
 
 use portcullis::{app, config, shutdown};
 
-pub async fn run(path: &Path) -> Result<()> {
+pub async fn run(path: &Path, reload_poll: std::time::Duration) -> Result<()> {
     let cfg = match config::load(path) {
         Ok(cfg) => cfg,
         Err(problems) => {
@@ -17,8 +18,15 @@ pub async fn run(path: &Path) -> Result<()> {
         }
     };
     portcullis::telemetry::init_logging(cfg.log_format);
+    // SIGHUP is caught from here on (its default would end the process).
+    let reload = portcullis::reload::Options {
+        path: path.to_path_buf(),
+        poll: (!reload_poll.is_zero()).then_some(reload_poll),
+        trigger: Default::default(),
+    };
+    super::signal::on_hangup(reload.trigger.clone());
     let listeners = app::Listeners::bind(&cfg).await?;
     let (trigger, shutdown) = shutdown::channel();
     super::signal::on_signal(trigger);
-    app::run(cfg, listeners, shutdown).await
+    app::run_with(cfg, listeners, shutdown, Some(reload)).await
 }

@@ -1,4 +1,4 @@
-//! SIGTERM / SIGINT → the shutdown trigger.
+//! SIGTERM / SIGINT → the shutdown trigger; SIGHUP → a configuration reload.
 
 use portcullis::shutdown::Trigger;
 
@@ -28,4 +28,27 @@ pub fn on_signal(trigger: Trigger) {
         }
         trigger.fire();
     });
+}
+
+/// Request a configuration reload on every SIGHUP (unix; elsewhere nothing).
+pub fn on_hangup(reload: portcullis::reload::Trigger) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::info!("SIGHUP: reloading the configuration");
+                        reload.request();
+                    }
+                });
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for SIGHUP; reload on file change only")
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = reload;
 }

@@ -23,6 +23,15 @@ impl InFlight {
         }
     }
 
+    /// The same count under a new cap (a configuration reload): requests admitted before it
+    /// still hold their slots.
+    pub fn resized(&self, max: u32) -> InFlight {
+        InFlight {
+            max: usize::try_from(max).unwrap_or(usize::MAX),
+            current: Arc::clone(&self.current),
+        }
+    }
+
     pub fn max(&self) -> usize {
         self.max
     }

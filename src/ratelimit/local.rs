@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, FakeRelativeClock, QuantaClock, QuantaInstant, Reference};
@@ -146,7 +147,9 @@ pub enum BucketClass {
 pub struct LocalBuckets {
     /// (configured quota, effective quota, limiter). Effective = configured / replicas in the
     /// degraded mode of the Redis backend.
-    slots: Vec<(BucketQuota, BucketQuota, Keyed)>,
+    /// Shared with the limiter of the previous configuration when carried over (`new`'s
+    /// `prev`), so an identity whose quota did not change keeps its bucket across a reload.
+    slots: Vec<(BucketQuota, BucketQuota, Arc<Keyed>)>,
     index: HashMap<BucketQuota, usize>,
     hasher: RandomState,
     clock: LimiterClock,
@@ -157,10 +160,14 @@ const LINEAR_LIMIT: usize = 8;
 
 impl LocalBuckets {
     /// Buckets for every quota in `quotas`, each divided by `divide_by` (1 = as configured).
+    /// With `prev` (a reload), a quota `prev` also enforced, with the same effective value,
+    /// keeps `prev`'s limiter — so its keys keep their state — and keys are hashed with `prev`'s
+    /// secret, so the same identity has the same key; every other quota starts empty.
     pub fn new(
         quotas: impl IntoIterator<Item = BucketQuota>,
         divide_by: u32,
         clock: LimiterClock,
+        prev: Option<&LocalBuckets>,
     ) -> LocalBuckets {
         let mut slots = Vec::new();
         let mut index = HashMap::new();
@@ -169,13 +176,21 @@ impl LocalBuckets {
                 continue;
             }
             let effective = q.divided(divide_by);
+            let kept = prev
+                .and_then(|p| p.slot(q))
+                .filter(|s| s.1 == effective)
+                .map(|s| Arc::clone(&s.2));
             index.insert(q, slots.len());
-            slots.push((q, effective, keyed(effective, &clock)));
+            slots.push((
+                q,
+                effective,
+                kept.unwrap_or_else(|| Arc::new(keyed(effective, &clock))),
+            ));
         }
         LocalBuckets {
             slots,
             index,
-            hasher: RandomState::new(),
+            hasher: prev.map_or_else(RandomState::new, |p| p.hasher.clone()),
             clock,
         }
     }
@@ -194,7 +209,7 @@ impl LocalBuckets {
     }
 
     #[inline]
-    fn slot(&self, quota: BucketQuota) -> Option<&(BucketQuota, BucketQuota, Keyed)> {
+    fn slot(&self, quota: BucketQuota) -> Option<&(BucketQuota, BucketQuota, Arc<Keyed>)> {
         if self.slots.len() <= LINEAR_LIMIT {
             self.slots.iter().find(|s| s.0 == quota)
         } else {

@@ -23,8 +23,11 @@
 //!
 //! `layer.rs` holds the three layers that apply these limits (load shed, failing-address
 //! block, per-identity limits); where they sit in the request's life is `crate::stack`'s to
-//! say. `spawn_maintenance(shutdown)` and `metrics().register(&mut registry)` run once at start.
+//! say. `metrics().register(&mut registry)` runs once at start; `spawn_maintenance(shutdown)`
+//! once per configuration. A configuration reload builds the next limiter with
+//! [`RateLimiter::reconfigured`], which keeps the state of quotas that did not change (`carry`).
 
+mod carry;
 pub mod config;
 pub mod decision;
 pub mod inflight;
@@ -72,7 +75,7 @@ struct Inner {
     costs: Costs,
     buckets: LocalBuckets,
     streams: Arc<StreamTable>,
-    sources: Option<SourceLimiter>,
+    sources: Option<Arc<SourceLimiter>>,
     in_flight: Option<InFlight>,
     redis: Option<RedisBackend>,
     metrics: Metrics,
@@ -96,7 +99,24 @@ impl RateLimiter {
 
     /// Build on an explicit clock (tests: [`LimiterClock::fake`]).
     pub fn with_clock(settings: Settings, clock: LimiterClock) -> RateLimiter {
-        let metrics = Metrics::new();
+        Self::assemble(settings, clock, None)
+    }
+
+    /// A limiter for new `settings` (a configuration reload) that keeps what the old one
+    /// knows where the old state still means the same thing: the bucket of every identity whose
+    /// resolved quota did not change, the open-stream counts, the failing-address blocks when
+    /// `unauthenticated` did not change, the in-flight count, and the metric families. The old
+    /// limiter keeps working for the requests that hold it (see `carry`).
+    pub fn reconfigured(&self, settings: Settings) -> RateLimiter {
+        Self::assemble(
+            settings,
+            self.inner.buckets.clock().clone(),
+            Some(&self.inner),
+        )
+    }
+
+    fn assemble(settings: Settings, clock: LimiterClock, prev: Option<&Inner>) -> RateLimiter {
+        let metrics = prev.map_or_else(Metrics::new, |p| p.metrics.clone());
         let levels = settings.policy.levels();
         let quotas: Vec<BucketQuota> = std::iter::once(&levels.default)
             .chain(levels.users.values())
@@ -110,11 +130,12 @@ impl RateLimiter {
             Some(r) if r.on_backend_error == OnBackendError::Local => r.replicas,
             _ => 1,
         };
-        let buckets = LocalBuckets::new(quotas, divide_by, clock.clone());
-        let streams = StreamTable::new(metrics.stream_gauges.clone());
-        let sources = settings
-            .unauthenticated
-            .map(|q| SourceLimiter::new(q, clock.clone()));
+        let c = carry::Carried::from(prev, &settings, &metrics);
+        let buckets = LocalBuckets::new(quotas, divide_by, clock.clone(), c.buckets);
+        let sources = settings.unauthenticated.map(|q| {
+            c.sources
+                .unwrap_or_else(|| Arc::new(SourceLimiter::new(q, clock.clone())))
+        });
         let redis = settings
             .redis
             .map(|r| RedisBackend::new(r, clock.clone(), metrics.clone()));
@@ -124,9 +145,9 @@ impl RateLimiter {
                 policy: settings.policy,
                 costs: settings.costs,
                 buckets,
-                streams,
+                streams: c.streams,
                 sources,
-                in_flight: settings.max_in_flight.map(InFlight::new),
+                in_flight: c.in_flight,
                 redis,
                 metrics,
                 idle_eviction: settings.idle_eviction,
@@ -152,7 +173,7 @@ impl RateLimiter {
     /// Bucket and source keys tracked in memory now.
     pub fn tracked_keys(&self) -> usize {
         self.inner.buckets.len()
-            + self.inner.sources.as_ref().map_or(0, SourceLimiter::len)
+            + self.inner.sources.as_ref().map_or(0, |s| s.len())
             + self.inner.streams.identities()
     }
 

@@ -9,4 +9,4 @@ pub mod serve;
 pub mod tls;
 
 pub use metrics::ListenerMetrics;
-pub use serve::{serve, serve_plain, ConnInfo, ServeOptions};
+pub use serve::{serve, serve_live, serve_plain, ConnInfo, ServeOptions};

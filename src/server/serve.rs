@@ -14,6 +14,8 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
+use arc_swap::ArcSwap;
+
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::{
@@ -115,14 +117,30 @@ pub async fn serve<H, F>(
     H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    accept_loop(
+    serve_live(
         listener,
-        Some(TlsAcceptor::from(tls)),
+        Arc::new(ArcSwap::new(tls)),
         opts,
         handler,
         shutdown,
     )
     .await
+}
+
+/// [`serve`] with a TLS config that may be replaced while serving (a configuration reload):
+/// each new connection's handshake uses the config current when it was accepted; connections
+/// already open keep theirs.
+pub async fn serve_live<H, F>(
+    listener: TcpListener,
+    tls: Arc<ArcSwap<rustls::ServerConfig>>,
+    opts: ServeOptions,
+    handler: H,
+    shutdown: Shutdown,
+) where
+    H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    accept_loop(listener, Some(tls), opts, handler, shutdown).await
 }
 
 /// Serve `handler` on `listener` over plain HTTP (the loopback admin listener).
@@ -140,7 +158,7 @@ pub async fn serve_plain<H, F>(
 
 async fn accept_loop<H, F>(
     listener: TcpListener,
-    acceptor: Option<TlsAcceptor>,
+    tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
     opts: ServeOptions,
     handler: H,
     mut shutdown: Shutdown,
@@ -186,7 +204,7 @@ async fn accept_loop<H, F>(
             opts: opts.clone(),
             stop: shutdown.clone(),
         };
-        let acceptor = acceptor.clone();
+        let acceptor = tls.as_ref().map(|t| TlsAcceptor::from(t.load_full()));
         let handler = handler.clone();
         let alive = alive.clone();
         tokio::spawn(async move {
@@ -323,7 +341,10 @@ async fn handshake(
     peer: SocketAddr,
     opts: &ServeOptions,
 ) -> Option<TlsStream<TcpStream>> {
-    match tokio::time::timeout(opts.handshake_timeout, acceptor.accept(tcp)).await {
+    // Owned here, not by the timeout, so a stalled socket is closed only after it was counted
+    // (dropped at the end of this function): a client that sees the close sees the count.
+    let mut accept = std::pin::pin!(acceptor.accept(tcp));
+    match tokio::time::timeout(opts.handshake_timeout, accept.as_mut()).await {
         Ok(Ok(tls)) => Some(tls),
         Ok(Err(err)) => {
             tracing::debug!(%peer, %err, "TLS handshake failed");

@@ -29,6 +29,12 @@ pub struct RefusalLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// success / failure
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModeLabels {
     /// enforce / warn / audit
     pub mode: &'static str,
@@ -52,6 +58,8 @@ pub struct Metrics {
     /// Requests with Pod Security violations, by the mode that saw them.
     pub pod_security: Family<ModeLabels, Counter>,
     pub refusals: Family<RefusalLabels, Counter>,
+    /// Configuration reloads (SIGHUP, file change), by result (`crate::reload`).
+    pub config_reloads: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -109,8 +117,15 @@ impl Metrics {
             "Requests the proxy answered itself, by the stage that refused them",
             refusals.clone(),
         );
+        let config_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads, by result: success (swapped in) or failure (refused; the running configuration stays)",
+            config_reloads.clone(),
+        );
         Metrics {
             registry,
+            config_reloads,
             pod_security,
             refusals,
             requests,

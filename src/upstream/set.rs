@@ -38,7 +38,15 @@ pub struct Upstream {
 impl Upstream {
     /// One pool, breaker and health record per configured endpoint.
     pub fn new(cfg: &UpstreamConfig, credentials: Arc<Credentials>) -> Result<Upstream> {
-        let metrics = UpstreamMetrics::default();
+        Self::with_metrics(cfg, credentials, UpstreamMetrics::default())
+    }
+
+    /// As `new`, counting into `metrics` (a configuration reload keeps the registered series).
+    pub fn with_metrics(
+        cfg: &UpstreamConfig,
+        credentials: Arc<Credentials>,
+        metrics: UpstreamMetrics,
+    ) -> Result<Upstream> {
         let endpoints = cfg
             .endpoints
             .iter()

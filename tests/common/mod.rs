@@ -2,6 +2,7 @@
 //! with real TLS and generated certificates; helpers to drive them with kubectl and raw HTTP.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod direct;
 pub mod jwt;
 pub mod redis;

@@ -1,0 +1,159 @@
+//! What a reconfigured limiter ([`super::RateLimiter::reconfigured`]) takes over from the one it
+//! replaces, and why each piece is safe to share.
+//!
+//! - **Buckets**: `LocalBuckets` keeps one keyed limiter per distinct quota, so "this
+//!   identity's quota did not change" is exactly "its quota's limiter exists in both": that
+//!   limiter is shared (old requests and new ones drain the same bucket), and keys are hashed
+//!   with the old secret. An identity whose quota changed resolves to another limiter and
+//!   starts with a full bucket of its new quota; a quota no longer used is dropped with the old
+//!   limiter.
+//! - **Open streams** (watches, sessions) are counted per identity whatever the caps: the
+//!   table is shared, so streams opened before the reload still count against the new caps,
+//!   and their permits release into the same table when they end.
+//! - **Failing-address blocks** are kept when `unauthenticated` is unchanged.
+//! - **In-flight count**: shared, with the new `max_in_flight` as the cap.
+//! - **Metrics**: the same families (registered once, at start).
+//!
+//! The Redis backend is rebuilt (its state lives in Redis, keyed by identity).
+
+use std::sync::Arc;
+
+use super::{
+    inflight::InFlight, local::LocalBuckets, source::SourceLimiter, streams::StreamTable, Inner,
+    Metrics, Settings,
+};
+
+/// The pieces taken over (empty at start).
+pub(super) struct Carried<'a> {
+    pub buckets: Option<&'a LocalBuckets>,
+    pub streams: Arc<StreamTable>,
+    pub sources: Option<Arc<SourceLimiter>>,
+    pub in_flight: Option<InFlight>,
+}
+
+impl<'a> Carried<'a> {
+    pub fn from(prev: Option<&'a Inner>, settings: &Settings, metrics: &Metrics) -> Carried<'a> {
+        let streams = match prev {
+            Some(p) => Arc::clone(&p.streams),
+            None => StreamTable::new(metrics.stream_gauges.clone()),
+        };
+        let sources = prev
+            .and_then(|p| p.sources.as_ref())
+            .filter(|s| Some(s.quota()) == settings.unauthenticated)
+            .cloned();
+        let in_flight =
+            settings
+                .max_in_flight
+                .map(|max| match prev.and_then(|p| p.in_flight.as_ref()) {
+                    Some(old) => old.resized(max),
+                    None => InFlight::new(max),
+                });
+        Carried {
+            buckets: prev.map(|p| &p.buckets),
+            streams,
+            sources,
+            in_flight,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeMap, time::Duration};
+
+    use http::{HeaderMap, Method, Uri};
+
+    use crate::authn::identity::{Identity, Method as AuthMethod};
+    use crate::k8s::request::{classify, RequestInfo};
+    use crate::ratelimit::{config, LimiterClock, RateLimiter};
+
+    fn settings(yaml: &str) -> config::Settings {
+        let cfg: config::RateLimitsConfig = serde_saphyr::from_str(yaml).expect("test YAML");
+        config::validate(&cfg, "rate_limits").expect("valid config")
+    }
+
+    fn id(user: &str) -> Identity {
+        Identity {
+            user: user.into(),
+            uid: String::new(),
+            groups: Vec::new(),
+            extra: BTreeMap::new(),
+            tenant: None,
+            scope: None,
+            method: AuthMethod::ClientCertificate {
+                fingerprint: "00".into(),
+            },
+        }
+    }
+
+    fn req(target: &str) -> (RequestInfo, Uri) {
+        let uri: Uri = target.parse().expect("test URI");
+        let info = classify(&Method::GET, &uri, &HeaderMap::new()).expect("classifies");
+        (info, uri)
+    }
+
+    fn admitted(rl: &RateLimiter, who: &str, n: usize) -> usize {
+        let r = req("/api/v1/namespaces/default/pods/p");
+        (0..n)
+            .filter(|_| rl.check(&id(who), &r.0, &r.1).is_ok())
+            .count()
+    }
+
+    const BEFORE: &str = "
+default: {reads: {rate: 1/m, burst: 3}, watches: 2}
+users: {alice: {reads: {rate: 1/m, burst: 4}}}
+";
+    // bob and carol (default) keep theirs; alice's changes.
+    const AFTER: &str = "
+default: {reads: {rate: 1/m, burst: 3}, watches: 2}
+users: {alice: {reads: {rate: 1/m, burst: 5}}, dave: {reads: {rate: 1/m, burst: 1}}}
+";
+
+    #[test]
+    fn unchanged_quota_keeps_its_bucket_changed_quota_starts_afresh() {
+        let (clock, fake) = LimiterClock::fake();
+        fake.advance(Duration::from_secs(1000));
+        let old = RateLimiter::with_clock(settings(BEFORE), clock);
+        assert_eq!(admitted(&old, "bob", 10), 3, "bob drains the default burst");
+        assert_eq!(admitted(&old, "alice", 10), 4, "alice drains hers");
+
+        let new = old.reconfigured(settings(AFTER));
+        assert_eq!(
+            admitted(&new, "bob", 10),
+            0,
+            "bob's quota did not change: still empty"
+        );
+        assert_eq!(
+            admitted(&new, "carol", 10),
+            3,
+            "carol was never seen: full bucket"
+        );
+        assert_eq!(
+            admitted(&new, "alice", 10),
+            5,
+            "alice's quota changed: a new full bucket"
+        );
+        assert_eq!(
+            admitted(&new, "dave", 10),
+            1,
+            "a new user gets the new quota"
+        );
+        // The old limiter (held by requests admitted before the reload) shares bob's bucket.
+        assert_eq!(admitted(&old, "bob", 1), 0);
+    }
+
+    #[test]
+    fn open_streams_count_against_the_new_caps() {
+        let old = RateLimiter::from_settings(settings(BEFORE));
+        let watch = req("/api/v1/namespaces/default/pods?watch=1");
+        let first = old.check(&id("bob"), &watch.0, &watch.1).expect("watch 1");
+        let new = old.reconfigured(settings("default: {watches: 1}"));
+        let refused = new
+            .check(&id("bob"), &watch.0, &watch.1)
+            .expect_err("the watch opened before the reload holds the only slot");
+        assert_eq!(refused.limit, "watches");
+        drop(first);
+        new.check(&id("bob"), &watch.0, &watch.1)
+            .expect("released into the shared table");
+    }
+}

@@ -1,0 +1,122 @@
+//! One reload: load, check what cannot change live, build, prepare, swap; and its report
+//! (log lines and the `config_reloads` counter).
+
+use std::{path::Path, sync::Arc};
+
+use super::{fixed, live::Live};
+use crate::{
+    config::{self, UpstreamToken},
+    problems::Problem,
+    stack::Runtime,
+    telemetry::metrics::ResultLabels,
+};
+
+/// What a reload did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The new configuration is in force (its one-line summary).
+    Applied(String),
+    /// Nothing changed; every problem with its key path.
+    Refused(Vec<Problem>),
+}
+
+/// Reload from `path` now; `cause` is logged. The result is logged and counted.
+pub async fn reload(live: &Live, path: &Path, cause: &str) -> Outcome {
+    let outcome = match attempt(live, path).await {
+        Ok(summary) => Outcome::Applied(summary),
+        Err(problems) => Outcome::Refused(problems),
+    };
+    let metrics = live.current().rt.metrics.clone();
+    let result = match &outcome {
+        Outcome::Applied(summary) => {
+            tracing::info!(cause, summary = %summary, "configuration reloaded");
+            "success"
+        }
+        Outcome::Refused(problems) => {
+            for p in problems {
+                tracing::error!(
+                    cause,
+                    key = %p.path,
+                    problem = %p.message,
+                    hint = %p.hint,
+                    "configuration reload refused"
+                );
+            }
+            tracing::error!(
+                cause,
+                problems = problems.len(),
+                "configuration reload refused; the running configuration stays in force"
+            );
+            "failure"
+        }
+    };
+    metrics
+        .config_reloads
+        .get_or_create(&ResultLabels { result })
+        .inc();
+    outcome
+}
+
+fn problem(path: &str, message: String, hint: &str) -> Vec<Problem> {
+    vec![Problem {
+        path: path.into(),
+        message,
+        hint: hint.into(),
+    }]
+}
+
+async fn attempt(live: &Live, path: &Path) -> Result<String, Vec<Problem>> {
+    // File reads and key parsing block: off the async workers.
+    let owned = path.to_path_buf();
+    let config = tokio::task::spawn_blocking(move || config::load(&owned))
+        .await
+        .map_err(|e| problem("(reload)", e.to_string(), "see the log"))??;
+    let old = live.current();
+    let refused = fixed::refusals(&old.rt.config, &config);
+    if !refused.is_empty() {
+        return Err(refused);
+    }
+    let prev = old.clone();
+    let rt = tokio::task::spawn_blocking(move || Runtime::rebuild(&config, &prev.rt))
+        .await
+        .map_err(|e| problem("(reload)", e.to_string(), "see the log"))?
+        .map_err(|e| {
+            problem(
+                "(build)",
+                format!("{e:#}"),
+                "fix the setting named in the message",
+            )
+        })?;
+    prepare(&rt, &old.rt).await?;
+    let summary = rt.config.summary();
+    live.swap(rt);
+    Ok(summary)
+}
+
+/// Make the new runtime able to serve its first request: JWT keys loaded (an issuer without
+/// keys would refuse every token it signs), a new upstream probed (readiness), the token file
+/// re-read into carried credentials.
+async fn prepare(rt: &Runtime, old: &Runtime) -> Result<(), Vec<Problem>> {
+    if let Some(jwt) = &rt.jwt {
+        let failed = jwt.refresh_all().await;
+        if !failed.is_empty() {
+            return Err(failed
+                .into_iter()
+                .map(|(issuer, err)| Problem {
+                    path: "authentication.jwt".into(),
+                    message: format!("no keys could be loaded for issuer {issuer}: {err}"),
+                    hint: "fix the issuer's key source; the running configuration keeps its keys"
+                        .into(),
+                })
+                .collect());
+        }
+    }
+    if Arc::ptr_eq(&rt.upstream, &old.upstream) {
+        if let UpstreamToken::File(path) = &rt.config.upstream.token {
+            rt.credentials.reload(path).await;
+        }
+    } else if !rt.upstream.probe().await {
+        tracing::warn!("the reloaded upstream did not answer its first readiness probe");
+    }
+    Ok(())
+}

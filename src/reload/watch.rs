@@ -1,0 +1,131 @@
+//! Noticing that the configuration changed on disk: a fingerprint of the config file and of
+//! the files it names, compared every poll interval.
+//!
+//! **Why polling, not inotify (`notify`)**: Kubernetes mounts a ConfigMap or Secret as a
+//! folder whose files are symlinks through `..data`, itself a symlink that the kubelet swaps
+//! atomically to a new timestamped folder. An inotify watch on the file follows the old inode
+//! and never fires; watching the folder works but needs re-resolving and event filtering,
+//! and network file systems send no events at all. Reading a few small files every few
+//! seconds through their path (so symlinks are resolved afresh each time) sees every kind of
+//! replacement — in place, rename over, symlink swap — with no dependency and no platform
+//! code, at the cost of noticing up to one interval late.
+//!
+//! Watched: the config file, and every file the config names under a key ending in `_file`
+//! or `_files` (certificates, keys, CA bundles, CRLs, JWKS and PEM key files, the audit policy
+//! and signing key), resolved from the config's folder. Not watched: `upstream.credentials.
+//! token_file` (re-read on its own interval; a rotating projected token must not reload
+//! everything) and the audit log itself (a `path:` key).
+
+use std::{
+    hash::{DefaultHasher, Hash, Hasher},
+    path::{Path, PathBuf},
+};
+
+/// Content hash of the watched files; equal fingerprints mean nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint(Vec<(PathBuf, Option<u64>)>);
+
+impl Fingerprint {
+    /// Read the config file and the files it names now. An unreadable file counts as "absent"
+    /// (its appearance is a change too).
+    pub fn take(config: &Path) -> Fingerprint {
+        let text = std::fs::read(config).ok();
+        let mut files = vec![(config.to_path_buf(), text.as_deref().map(hash))];
+        let base = config.parent().unwrap_or(Path::new(""));
+        if let Some(text) = text {
+            for path in named_files(&String::from_utf8_lossy(&text)) {
+                let path = base.join(path);
+                let h = std::fs::read(&path).ok().map(|b| hash(&b));
+                files.push((path, h));
+            }
+        }
+        Fingerprint(files)
+    }
+}
+
+fn hash(bytes: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+/// The paths under `*_file` / `*_files` keys of the YAML `text` (none if it does not parse:
+/// the reload will say why).
+pub fn named_files(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(value) = serde_saphyr::from_str::<serde_json::Value>(text) {
+        collect(&value, &mut out);
+    }
+    out
+}
+
+fn collect(v: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match v {
+                    Value::String(s) if k.ends_with("_file") && k != "token_file" => {
+                        out.push(s.clone())
+                    }
+                    Value::Array(items) if k.ends_with("_files") => {
+                        for item in items {
+                            match item {
+                                Value::String(s) => out.push(s.clone()),
+                                Value::Object(o) => {
+                                    if let Some(Value::String(s)) = o.get("path") {
+                                        out.push(s.clone());
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    _ => collect(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| collect(i, out)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_file_keys_but_not_the_token_or_the_audit_log() {
+        let files = named_files(
+            "listen: {tls: {cert_file: a.crt, key_file: a.key}}\n\
+             authentication:\n  client_certificates: {ca_files: [ca.pem], crl_files: [c.crl]}\n  \
+             jwt: [{jwks_file: j.json, pem_files: [k.pem, {path: k2.pem, kid: x}]}]\n\
+             upstream: {credentials: {token_file: t}}\n\
+             audit: {policy_file: p.yaml, sinks: [{file: {path: /var/log/a.log}}]}\n",
+        );
+        let mut files = files;
+        files.sort();
+        assert_eq!(
+            files,
+            ["a.crt", "a.key", "c.crl", "ca.pem", "j.json", "k.pem", "k2.pem", "p.yaml"]
+        );
+    }
+
+    #[test]
+    fn a_configmap_style_symlink_swap_changes_the_fingerprint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        std::fs::create_dir(d.join("v1")).expect("v1");
+        std::fs::create_dir(d.join("v2")).expect("v2");
+        std::fs::write(d.join("v1/c.yaml"), "a: 1\n").expect("write");
+        std::fs::write(d.join("v2/c.yaml"), "a: 2\n").expect("write");
+        std::os::unix::fs::symlink("v1", d.join("..data")).expect("symlink");
+        std::os::unix::fs::symlink("..data/c.yaml", d.join("c.yaml")).expect("symlink");
+        let before = Fingerprint::take(&d.join("c.yaml"));
+        assert_eq!(before, Fingerprint::take(&d.join("c.yaml")), "stable");
+        // The kubelet's swap: a new symlink renamed over `..data`.
+        std::os::unix::fs::symlink("v2", d.join("..data_tmp")).expect("symlink");
+        std::fs::rename(d.join("..data_tmp"), d.join("..data")).expect("rename");
+        assert_ne!(before, Fingerprint::take(&d.join("c.yaml")));
+    }
+}

@@ -1,0 +1,570 @@
+//! Hot reload of the real `portcullis serve` binary (SIGHUP, file change, ConfigMap symlink
+//! swap) while real clients (kubectl, kube-rs) read, write and hold watches: no request fails,
+//! no watch drops, every change applies right after its reload; a bad config or one changing
+//! what cannot change live is refused whole and the old one keeps serving.
+// Test code: a failed unwrap / expect / panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::{
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use common::binary::{replace, Binary};
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{
+    api::{ListParams, PostParams, WatchEvent, WatchParams},
+    config::{KubeConfigOptions, Kubeconfig},
+    Api, Client, Config,
+};
+use portcullis::kubeconfig::Kubeconfig as DemoKubeconfig;
+
+const TEAM_B_TENANT: &str = "    - name: team-b
+      namespaces: [team-b]
+      subjects: [{group: \"tenant:team-b\"}]
+";
+
+/// The demo config after reload `i` of the load test: team-a's read quota changes every
+/// time, tenant team-b exists from reload 5, the `ci` grant is gone from reload 10.
+fn config_for(base: &str, i: u32) -> String {
+    let mut text = base.replace(
+        "team-a: {reads: {rate: 5/s, burst: 20}",
+        &format!("team-a: {{reads: {{rate: {}/s, burst: 20}}", 6 + i % 3),
+    );
+    assert_ne!(text, base, "the quota line is in the demo config");
+    if i >= 5 {
+        text = text.replacen(
+            "authorization:\n  tenants:\n",
+            &format!("authorization:\n  tenants:\n{TEAM_B_TENANT}"),
+            1,
+        );
+    }
+    if i >= 10 {
+        text = without_ci_grant(&text);
+    }
+    text
+}
+
+fn without_ci_grant(text: &str) -> String {
+    let start = text.find("    - name: ci\n").expect("ci grant");
+    let end = start
+        + text[start..]
+            .find("rate_limits:")
+            .expect("after the grants");
+    format!("{}{}", &text[..start], &text[end..])
+}
+
+async fn kube_client(kubeconfig: &Path) -> Client {
+    let kc = Kubeconfig::read_from(kubeconfig).unwrap();
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// Requests for `path` the sandbox received on behalf of `user` (the proxy impersonates the
+/// caller; kubectl's discovery requests, which every identity may make, are not counted).
+fn seen_for(b: &Binary, user: &str, path: &str) -> usize {
+    b.sandbox
+        .sandbox
+        .recorded()
+        .iter()
+        .filter(|r| {
+            r.path == path
+                && r.headers
+                    .get("impersonate-user")
+                    .is_some_and(|v| v.as_bytes() == user.as_bytes())
+        })
+        .count()
+}
+
+const CI_PATH: &str = "/apis/apps/v1/namespaces/team-a/deployments";
+const BOB_PATH: &str = "/api/v1/namespaces/team-b/configmaps";
+
+/// `kubectl get deployments -n team-a` as ci-bot: Ok(()) or Err(stderr).
+async fn ci_reads(b: &Binary) -> Result<(), String> {
+    let out = b
+        .kubectl(
+            &b.files.ci_kubeconfig,
+            &["get", "deployments", "-n", "team-a"],
+        )
+        .await;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(common::stderr(&out))
+    }
+}
+
+/// A refused ci-bot read: kubectl prints the Forbidden Status, and the sandbox saw nothing.
+async fn assert_ci_refused(b: &Binary) {
+    let before = seen_for(b, "ci-bot", CI_PATH);
+    let err = ci_reads(b).await.expect_err("the ci grant was removed");
+    assert!(
+        err.contains("Error from server (Forbidden)") && err.contains("ci-bot"),
+        "{err}"
+    );
+    assert_eq!(
+        seen_for(b, "ci-bot", CI_PATH),
+        before,
+        "the refused request reached the sandbox"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_reloads_under_load_drop_nothing_and_apply_at_once() {
+    common::require_kubectl();
+    let b = Binary::start(&["--reload-poll", "0s"], |_| {}).await;
+    let base = std::fs::read_to_string(&b.files.config).unwrap();
+    let admin = kube_client(&b.files.admin_kubeconfig).await;
+    let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), "default");
+    let pp = PostParams::default();
+    let cm = |name: &str| -> ConfigMap {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name}, "data": {"k": "v"}
+        }))
+        .unwrap()
+    };
+    cms.create(&pp, &cm("before")).await.unwrap();
+
+    // bob (tenant team-b once it exists) and ci-bot, before any reload.
+    let bob_cert = b.ca.client_cert("bob", &["tenant:team-b"]).unwrap();
+    let bob = b.path("bob.kubeconfig");
+    DemoKubeconfig::single(
+        "bob",
+        &format!("https://{}", b.listen),
+        &b.ca.cert.cert_pem,
+        DemoKubeconfig::cert_user(&bob_cert.cert_pem, &bob_cert.key_pem),
+    )
+    .write(&bob)
+    .unwrap();
+    // The sandbox authorizes the impersonated bob like an API server: RBAC in team-b.
+    for (api, body) in [
+        (
+            "/api/v1/namespaces",
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-b"}}),
+        ),
+        (
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/team-b/rolebindings",
+            serde_json::json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": "team-b", "namespace": "team-b"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "tenant:team-b"}]
+            }),
+        ),
+    ] {
+        let req = http::Request::post(api)
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body).unwrap())
+            .unwrap();
+        let created: Result<serde_json::Value, _> = admin.request(req).await;
+        match created {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => panic!("{api}: {e}"),
+        }
+    }
+    let bob_reads = || b.kubectl(&bob, &["get", "configmaps", "-n", "team-b"]);
+    let before = seen_for(&b, "bob", BOB_PATH);
+    let out = bob_reads().await;
+    assert!(
+        common::stderr(&out).contains("Error from server (Forbidden)"),
+        "no team-b tenant yet: {}",
+        common::stderr(&out)
+    );
+    assert_eq!(seen_for(&b, "bob", BOB_PATH), before);
+    ci_reads(&b)
+        .await
+        .expect("ci may read deployments before the reload");
+    assert!(
+        seen_for(&b, "ci-bot", CI_PATH) > 0,
+        "the sandbox sees ci-bot's reads"
+    );
+
+    // Watches held across every reload: kubectl (h2) and kube-rs.
+    let mut kubectl_watch = common::kubectl_spawn(
+        &b.files.admin_kubeconfig,
+        b.dir.path(),
+        &[
+            "get",
+            "configmaps",
+            "-n",
+            "default",
+            "--watch",
+            "-o",
+            "name",
+        ],
+    );
+    let kubectl_seen = Arc::new(Mutex::new(String::new()));
+    {
+        let seen = kubectl_seen.clone();
+        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+            kubectl_watch.stdout.take().unwrap(),
+        ));
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                seen.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+    }
+    let rv = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let kube_seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let kube_watch_ended = Arc::new(Mutex::new(None::<String>));
+    {
+        let (seen, ended) = (kube_seen.clone(), kube_watch_ended.clone());
+        let (started, watching) = tokio::sync::oneshot::channel();
+        let cms = cms.clone();
+        tokio::spawn(async move {
+            let mut events = cms
+                .watch(&WatchParams::default(), &rv)
+                .await
+                .unwrap()
+                .boxed();
+            let _ = started.send(());
+            while let Some(ev) = events.next().await {
+                match ev {
+                    Ok(WatchEvent::Added(o)) => seen
+                        .lock()
+                        .unwrap()
+                        .push(o.metadata.name.unwrap_or_default()),
+                    Ok(_) => {}
+                    Err(e) => {
+                        *ended.lock().unwrap() = Some(format!("error: {e}"));
+                        return;
+                    }
+                }
+            }
+            *ended.lock().unwrap() = Some("stream ended".into());
+        });
+        watching.await.unwrap();
+    }
+    let seen_before = common::poll(Duration::from_secs(20), || {
+        kubectl_seen
+            .lock()
+            .unwrap()
+            .contains("configmap/before")
+            .then_some(())
+    })
+    .await;
+    assert!(seen_before.is_some(), "the kubectl watch did not start");
+
+    // An exec session held across every reload: `cat` echoes a line after each one.
+    let out = b
+        .kubectl(
+            &b.files.admin_kubeconfig,
+            &["run", "shell", "--image=busybox", "--restart=Never"],
+        )
+        .await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let mut exec = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&b.files.admin_kubeconfig)
+        .arg("--cache-dir")
+        .arg(b.path("kube-cache"))
+        .args(["exec", "-i", "shell", "--", "cat"])
+        .env("HOME", b.dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut exec_in = exec.stdin.take().unwrap();
+    let mut exec_out =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(exec.stdout.take().unwrap()));
+    let mut echo = async |line: String| {
+        use tokio::io::AsyncWriteExt;
+        exec_in
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        let echoed = tokio::time::timeout(Duration::from_secs(20), exec_out.next_line())
+            .await
+            .expect("the exec session did not echo within 20 s")
+            .unwrap();
+        assert_eq!(echoed, Some(line), "the exec session ended");
+    };
+    echo("before the reloads".into()).await;
+
+    // Load: a kube-rs writer + reader and a kubectl reader, every request must succeed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (cms, stop, failures, requests) = (
+            cms.clone(),
+            stop.clone(),
+            failures.clone(),
+            requests.clone(),
+        );
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let name = format!("w-{n}");
+                if let Err(e) = cms.create(&PostParams::default(), &cm(&name)).await {
+                    failures.lock().unwrap().push(format!("create {name}: {e}"));
+                }
+                if let Err(e) = cms.get(&name).await {
+                    failures.lock().unwrap().push(format!("get {name}: {e}"));
+                }
+                requests.fetch_add(2, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        })
+    };
+    let reader = {
+        let (stop, failures, requests) = (stop.clone(), failures.clone(), requests.clone());
+        let (kubeconfig, home) = (b.files.admin_kubeconfig.clone(), b.path("reader"));
+        std::fs::create_dir_all(&home).unwrap();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let out =
+                    common::kubectl(&kubeconfig, &home, &["get", "configmaps", "-n", "default"])
+                        .await;
+                if !out.status.success() {
+                    failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("kubectl get: {}", common::stderr(&out)));
+                }
+                requests.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+
+    for i in 1..=20u32 {
+        let rotated = if i == 15 {
+            // A new serving certificate and key (atomic replacements, as a Secret update).
+            let next = b.ca.server_cert(&["localhost", "127.0.0.1"]).unwrap();
+            replace(&b.path("proxy.key"), next.key_pem.as_bytes());
+            replace(&b.path("proxy.crt"), next.cert_pem.as_bytes());
+            Some(next)
+        } else {
+            None
+        };
+        b.write_config(&config_for(&base, i));
+        b.signal("HUP");
+        b.wait_reloads("success", u64::from(i)).await;
+        match i {
+            5 => {
+                // The new tenant works right after the reload.
+                let out = bob_reads().await;
+                assert!(out.status.success(), "{}", common::stderr(&out));
+            }
+            10 => assert_ci_refused(&b).await,
+            15 => {
+                let next = rotated.unwrap();
+                let tls =
+                    common::tls_connect(b.listen, &b.ca, Some(&admin_cert(&b)), &[b"h2"]).await;
+                let presented = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+                assert_eq!(
+                    presented, next.cert_der,
+                    "a new connection sees the new cert"
+                );
+            }
+            _ => {}
+        }
+        echo(format!("after reload {i}")).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+
+    // Both watches outlived every reload and still deliver.
+    cms.create(&pp, &cm("after-last-reload")).await.unwrap();
+    let delivered = common::poll(Duration::from_secs(10), || {
+        let k = kubectl_seen
+            .lock()
+            .unwrap()
+            .contains("configmap/after-last-reload");
+        let r = kube_seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|n| n == "after-last-reload");
+        (k && r).then_some(())
+    })
+    .await;
+    assert!(
+        delivered.is_some(),
+        "a watch stopped delivering: kubectl saw {:?}; kube-rs ended: {:?}",
+        kubectl_seen.lock().unwrap().lines().last(),
+        kube_watch_ended.lock().unwrap()
+    );
+    assert!(kube_watch_ended.lock().unwrap().is_none());
+    assert!(
+        kubectl_watch.try_wait().unwrap().is_none(),
+        "kubectl watch exited"
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    reader.await.unwrap();
+    let failures = failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "requests failed: {failures:#?}");
+    let total = requests.load(Ordering::Relaxed);
+    assert!(total > 100, "only {total} requests ran during the reloads");
+    eprintln!("{total} client requests (kube-rs create + get, kubectl get) during 20 reloads");
+    assert_eq!(b.reloads("failure").await, 0);
+    // The grant stays removed; the tenant stays.
+    assert_ci_refused(&b).await;
+    assert!(bob_reads().await.status.success());
+    let _ = kubectl_watch.kill().await;
+    let _ = exec.kill().await;
+    b.stop().await;
+}
+
+fn admin_cert(b: &Binary) -> portcullis_sandbox::pki::Issued {
+    b.ca.client_cert("admin", &["demo:admins"]).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_config_is_refused_with_its_key_paths_and_the_old_one_keeps_serving() {
+    common::require_kubectl();
+    let b = Binary::start(&["--reload-poll", "0s"], |_| {}).await;
+    let good = std::fs::read_to_string(&b.files.config).unwrap();
+    // Two problems, plus a valid change (the ci grant removed) that must not apply alone.
+    let bad = without_ci_grant(&good)
+        .replace("cert_file: proxy.crt", "cert_file: missing.crt")
+        .replace("rate: 50/s, burst: 100", "rate: fast, burst: 100");
+    b.write_config(&bad);
+    b.signal("HUP");
+    b.wait_reloads("failure", 1).await;
+    assert_eq!(b.reloads("success").await, 0);
+    let log = b.log();
+    for key in ["listen.tls.cert_file", "rate_limits.default.reads.rate"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("configuration reload refused") && l.contains(key)),
+            "no refusal line names {key}:\n{log}"
+        );
+    }
+    assert_eq!(common::admin_get(b.admin, "/readyz").await.0, 200);
+    // The old configuration is whole: ci's grant still applies, admins still work.
+    ci_reads(&b).await.expect("the old config still grants ci");
+    let out = b.kubectl(&b.files.admin_kubeconfig, &["get", "ns"]).await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+
+    // The next good config applies.
+    b.write_config(&without_ci_grant(&good));
+    b.signal("HUP");
+    b.wait_reloads("success", 1).await;
+    assert_ci_refused(&b).await;
+    assert_eq!(b.reloads("failure").await, 1);
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listen_address_or_audit_file_change_is_refused_restart_to_apply() {
+    common::require_kubectl();
+    let b = Binary::start(&["--reload-poll", "0s"], |_| {}).await;
+    let good = std::fs::read_to_string(&b.files.config).unwrap();
+    let elsewhere = common::free_port();
+    // A new listen address and a new audit file: neither can change live.
+    let moved = without_ci_grant(&good)
+        .replace(
+            &format!("address: {}", b.listen),
+            &format!("address: {elsewhere}"),
+        )
+        .replace("file: {path: audit.log", "file: {path: audit-2.log");
+    assert_ne!(moved, without_ci_grant(&good));
+    b.write_config(&moved);
+    b.signal("HUP");
+    b.wait_reloads("failure", 1).await;
+    let log = b.log();
+    for key in ["key=listen.address", "key=audit.sinks"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("configuration reload refused")
+                    && l.contains(key)
+                    && l.contains("restart to apply")),
+            "no refusal names {key}:\n{log}"
+        );
+    }
+    assert!(
+        !b.path("audit-2.log").exists(),
+        "a second audit file was opened"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(elsewhere).await.is_err(),
+        "nothing listens on the new address"
+    );
+    // Not half-applied: the grant removed in the same file still applies.
+    ci_reads(&b)
+        .await
+        .expect("the refused reload changed nothing");
+    assert_eq!(common::admin_get(b.admin, "/readyz").await.0, 200);
+    b.stop().await;
+}
+
+/// Kubernetes mounts a ConfigMap as `<dir>/<file> -> ..data/<file>`, `..data -> ..<version>`,
+/// and updates it by renaming a new `..data` symlink over the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_symlink_swap_reloads_without_a_signal() {
+    common::require_kubectl();
+    portcullis::server::tls::install_crypto_provider();
+    let ca = portcullis_sandbox::pki::Ca::new("test CA").unwrap();
+    let sandbox = portcullis_sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("mount");
+    let v1 = mount.join("..2026_12_02_v1");
+    let (listen, admin) = (common::free_port(), common::free_port());
+    let mut files =
+        portcullis_sandbox::demo::write(&v1, &ca, &sandbox.url(), listen, admin).unwrap();
+    let names: Vec<_> = std::fs::read_dir(&v1)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    std::os::unix::fs::symlink("..2026_12_02_v1", mount.join("..data")).unwrap();
+    for name in &names {
+        std::os::unix::fs::symlink(Path::new("..data").join(name), mount.join(name)).unwrap();
+    }
+    files.config = mount.join("portcullis.yaml");
+    let b = Binary::spawn(
+        dir,
+        files,
+        ca,
+        sandbox,
+        listen,
+        admin,
+        &["--reload-poll", "200ms"],
+    )
+    .await;
+    ci_reads(&b).await.expect("ci may read before the update");
+
+    // The update: a new version folder, then the atomic `..data` swap.
+    let v2 = mount.join("..2026_12_02_v2");
+    std::fs::create_dir(&v2).unwrap();
+    for name in &names {
+        std::fs::copy(v1.join(name), v2.join(name)).unwrap();
+    }
+    let text = std::fs::read_to_string(v1.join("portcullis.yaml")).unwrap();
+    std::fs::write(v2.join("portcullis.yaml"), without_ci_grant(&text)).unwrap();
+    std::os::unix::fs::symlink("..2026_12_02_v2", mount.join("..data_tmp")).unwrap();
+    std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).unwrap();
+
+    b.wait_reloads("success", 1).await;
+    assert!(b.log().contains("file change"), "{}", b.log());
+    assert_ci_refused(&b).await;
+    // Unchanged content is not reloaded again.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(b.reloads("success").await, 1);
+    assert_eq!(b.reloads("failure").await, 0);
+    b.stop().await;
+}

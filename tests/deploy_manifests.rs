@@ -331,3 +331,116 @@ async fn every_rendered_object_is_accepted_by_the_api_server() {
     assert!(!direct::ok(&cms).contains("portcullis-config"));
     env.stop().await;
 }
+
+/// The walk-through of README "Deploying", minus the cluster: the binary runs with the
+/// ConfigMap's config exactly as the pod mounts it (in-cluster upstream from the service-account
+/// mount, the three Secrets, the base's grant), in front of the sandbox; an administrator whose
+/// certificate carries `O=platform:admins` runs `kubectl get ns` through it, and the audit log
+/// records the request. Only the addresses (the pod's fixed ports) and the audit file's folder
+/// (the pod's volume) are moved for the test.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pod_s_config_serves_kubectl_get_ns() {
+    common::require_kubectl();
+    let env = Env::start().await;
+    let (_, objs) = rendered("single");
+    let root = env.dir.path().join("pod");
+    let config = lay_out_pod_files(&root, &objs, &env);
+    let sa = root.join("serviceaccount");
+    std::fs::write(
+        sa.join("token"),
+        portcullis_sandbox::demo::proxy_token(&env.ca),
+    )
+    .unwrap();
+    let (listen, admin) = (common::free_port(), common::free_port());
+    let audit_dir = root.join("var-log-portcullis");
+    std::fs::create_dir_all(&audit_dir).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    for (from, _) in [
+        ("0.0.0.0:8443", ()),
+        ("0.0.0.0:9090", ()),
+        ("/var/log/portcullis/", ()),
+    ] {
+        assert!(text.contains(from), "the pod's config no longer has {from}");
+    }
+    let text = text
+        .replace("0.0.0.0:8443", &listen.to_string())
+        .replace("0.0.0.0:9090", &admin.to_string())
+        .replace("/var/log/portcullis/", &format!("{}/", audit_dir.display()));
+    std::fs::write(&config, text).unwrap();
+    let mut proxy = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        .env(
+            "KUBERNETES_SERVICE_PORT",
+            env.sandbox.addr.port().to_string(),
+        )
+        .env("PORTCULLIS_SERVICE_ACCOUNT_DIR", &sa)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let up = common::poll(std::time::Duration::from_secs(30), || {
+        std::net::TcpStream::connect(listen).ok()
+    })
+    .await;
+    assert!(
+        up.is_some(),
+        "the proxy did not start with the pod's config"
+    );
+
+    // Upstream RBAC still applies to the impersonated caller: the cluster's own binding for the
+    // administrators' group (README "Deploying", step 4).
+    let bind = direct::k_in(
+        &direct::admin(&env),
+        &env,
+        &["apply", "-f", "-"],
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: platform-admins}\n\
+         roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}\n\
+         subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: \"platform:admins\"}]\n",
+    )
+    .await;
+    direct::ok(&bind);
+    let me = env.ca.client_cert("me", &["platform:admins"]).unwrap();
+    let dir = env.dir.path();
+    for (name, pem) in [
+        ("me.crt", &me.cert_pem),
+        ("me.key", &me.key_pem),
+        ("proxy-ca.crt", &env.ca.cert.cert_pem),
+    ] {
+        std::fs::write(dir.join(name), pem).unwrap();
+    }
+    let kubeconfig = dir.join("via-portcullis.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: p\n  cluster: {{server: \"https://{listen}\", certificate-authority: {ca}}}\n\
+             users:\n- name: me\n  user: {{client-certificate: {crt}, client-key: {key}}}\n\
+             contexts:\n- name: p\n  context: {{cluster: p, user: me}}\ncurrent-context: p\n",
+            ca = dir.join("proxy-ca.crt").display(),
+            crt = dir.join("me.crt").display(),
+            key = dir.join("me.key").display(),
+        ),
+    )
+    .unwrap();
+    let out = common::kubectl(&kubeconfig, dir, &["get", "ns"]).await;
+    assert!(out.status.success(), "kubectl get ns: {}", stderr(&out));
+    assert!(stdout(&out).contains("default"), "{}", stdout(&out));
+    // Someone outside the grant is refused by the same config.
+    let stranger = env.ca.client_cert("stranger", &["nobody"]).unwrap();
+    std::fs::write(dir.join("me.crt"), &stranger.cert_pem).unwrap();
+    std::fs::write(dir.join("me.key"), &stranger.key_pem).unwrap();
+    let out = common::kubectl(&kubeconfig, dir, &["get", "ns"]).await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("User \"stranger\" cannot list resource \"namespaces\""),
+        "{}",
+        stderr(&out)
+    );
+    let log = std::fs::read_to_string(audit_dir.join("audit.log")).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("\"username\":\"me\"") && l.contains("\"resource\":\"namespaces\"")),
+        "no audit event for the request:\n{log}"
+    );
+    proxy.kill().await.unwrap();
+    env.stop().await;
+}

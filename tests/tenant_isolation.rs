@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{get, https_request, poll, tls_connect, Env};
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portcullis_sandbox::pki::Issued;
 use serde_json::Value;

@@ -5,6 +5,8 @@
 //! The attackers are written for the purpose: the `h2` crate's client with an initial stream
 //! window of 0 (the proxy can send headers but no byte of body), and raw HTTP/1.1 requests
 //! whose responses are never read. The victims are ordinary hyper clients and kubectl.
+// Test code: a failed unwrap / expect / panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

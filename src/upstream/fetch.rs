@@ -111,6 +111,24 @@ pub async fn current(
     }
 }
 
+/// The body, up to [`MAX_OBJECT`] bytes (counted here rather than with `http_body_util::Limited`,
+/// whose bound on the body's error rustc cannot prove inside a `Send` future for a body whose
+/// error is already a box).
+async fn collect_limited(
+    mut body: crate::body::Body,
+) -> Result<bytes::Bytes, crate::body::BoxError> {
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if out.len() + data.len() > MAX_OBJECT {
+                return Err("length limit exceeded".into());
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.freeze())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,22 +154,4 @@ mod tests {
             "/apis/rbac.authorization.k8s.io/v1/clusterroles/system:x%20y"
         );
     }
-}
-
-/// The body, up to [`MAX_OBJECT`] bytes (counted here rather than with `http_body_util::Limited`,
-/// whose bound on the body's error rustc cannot prove inside a `Send` future for a body whose
-/// error is already a box).
-async fn collect_limited(
-    mut body: crate::body::Body,
-) -> Result<bytes::Bytes, crate::body::BoxError> {
-    let mut out = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            if out.len() + data.len() > MAX_OBJECT {
-                return Err("length limit exceeded".into());
-            }
-            out.extend_from_slice(&data);
-        }
-    }
-    Ok(out.freeze())
 }

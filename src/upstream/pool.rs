@@ -231,10 +231,25 @@ impl Pool {
         Ok(Taken::Slot(Slot(conn)))
     }
 
-    /// The first live connection with a free slot (closed ones are forgotten on the way).
+    /// The first live connection with a free slot. Closed connections are forgotten on the
+    /// way, and so are idle ones past the first: a burst of watches opens connections, and
+    /// they close again (gracefully, once dropped) when the burst is over.
     fn slot_on_existing(&self) -> Option<Slot> {
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
-        conns.retain(|c| !c.sender.is_closed());
+        let mut idle_kept = false;
+        conns.retain(|c| {
+            if c.sender.is_closed() {
+                return false;
+            }
+            // Slots are only taken under this lock, so an idle connection stays idle here.
+            if c.in_use.load(Ordering::Acquire) == 0 {
+                if idle_kept {
+                    return false;
+                }
+                idle_kept = true;
+            }
+            true
+        });
         let limit = self.settings.streams_per_connection;
         conns.iter().find_map(|c| {
             c.in_use

@@ -397,3 +397,92 @@ async fn a_tenant_rule_naming_them_lets_token_requests_and_bindings_through() {
     }
     env.stop().await;
 }
+
+#[tokio::test]
+async fn the_new_upstream_keys_are_validated_with_their_key_path() {
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = portcullis_sandbox::demo::write(
+        dir.path(),
+        &ca,
+        &sandbox.url(),
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&files.config).unwrap();
+    let load = |extra: &str| {
+        let t = text.replace("upstream:\n", &format!("upstream:\n{extra}"));
+        portcullis::config::load_str(&t, dir.path(), &|_| None)
+    };
+    let cfg = load("").unwrap();
+    assert_eq!(cfg.upstream.streams_per_connection, 100);
+    assert_eq!(cfg.upstream.max_connections_per_endpoint, 16);
+    assert_eq!(cfg.upstream.stalled_stream_timeout, Duration::from_secs(60));
+    let cfg = load("  streams_per_connection: 50\n  max_connections_per_endpoint: 4\n  stalled_stream_timeout: 5s\n").unwrap();
+    assert_eq!(
+        (
+            cfg.upstream.streams_per_connection,
+            cfg.upstream.max_connections_per_endpoint,
+            cfg.upstream.stalled_stream_timeout
+        ),
+        (50, 4, Duration::from_secs(5))
+    );
+    for (extra, path) in [
+        (
+            "  streams_per_connection: 0\n",
+            "upstream.streams_per_connection",
+        ),
+        (
+            "  max_connections_per_endpoint: 0\n",
+            "upstream.max_connections_per_endpoint",
+        ),
+        (
+            "  stalled_stream_timeout: 0s\n",
+            "upstream.stalled_stream_timeout",
+        ),
+    ] {
+        let problems = load(extra).unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.path == path && p.message.contains("more than 0")),
+            "{extra}: {problems:?}"
+        );
+    }
+    sandbox.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_may_read_status_but_not_write_it_by_default() {
+    let env = Env::start().await;
+    let tenant = env.ca.client_cert("mallory", &["tenant:team-a"]).unwrap();
+    let path = format!("{NS}/services/web/status");
+    let patch = Request::patch(format!("https://localhost{path}"))
+        .header("content-type", "application/merge-patch+json")
+        .body(Full::new(Bytes::from_static(
+            br#"{"status":{"loadBalancer":{"ingress":[{"ip":"192.0.2.1"}]}}}"#,
+        )))
+        .unwrap();
+    let resp = env.request(patch, Some(&tenant), true).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let status: Value = serde_json::from_slice(resp.body()).unwrap();
+    assert_eq!(status["reason"], "Forbidden");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot patch resource \"services/status\""),
+        "{status}"
+    );
+    assert_eq!(
+        count_recorded(&env, &path),
+        0,
+        "the API server never saw the write"
+    );
+    // Reading status stays the tenant's: forwarded (the sandbox answers for itself).
+    let resp = env.request(get(&path), Some(&tenant), true).await;
+    assert_ne!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(count_recorded(&env, &path), 1);
+    env.stop().await;
+}

@@ -22,6 +22,7 @@
 //! | `Upstream` | 400 / 502 | BadRequest / BadGateway | upstream |
 //! | `Timeout` | 504 | Timeout | upstream |
 //! | `BreakerOpen` (every endpoint's circuit breaker refuses; no network attempt) | 503 + Retry-After | ServiceUnavailable | upstream |
+//! | `UpstreamBusy` (every endpoint's connections are at their stream limit and at the connection cap) | 503 + Retry-After | ServiceUnavailable | upstream |
 //! | `Panic` | 500 | InternalError | panic |
 
 use http::{header, HeaderValue, Response, StatusCode};
@@ -65,6 +66,10 @@ pub enum Refusal {
     /// Every upstream endpoint's circuit breaker refuses (open, or half-open with its trial
     /// requests taken): answered without touching the network.
     BreakerOpen(Box<BreakerOpen>),
+    /// Every endpoint's upstream connections carry their full share of streams and the
+    /// endpoint is at `upstream.max_connections_per_endpoint`: refused before any network
+    /// attempt, so the client retries instead of queueing behind long-running watches.
+    UpstreamBusy,
     /// A bug: the handler panicked.
     Panic,
 }
@@ -235,7 +240,10 @@ impl Refusal {
             Refusal::RateLimited(_) => "ratelimit",
             Refusal::Body(_) | Refusal::PodSecurity(_) => "sanitize",
             Refusal::AuditUnavailable => "audit",
-            Refusal::Upstream(_) | Refusal::Timeout | Refusal::BreakerOpen(_) => "upstream",
+            Refusal::Upstream(_)
+            | Refusal::Timeout
+            | Refusal::BreakerOpen(_)
+            | Refusal::UpstreamBusy => "upstream",
             Refusal::Panic => "panic",
         }
     }
@@ -292,6 +300,10 @@ impl Refusal {
                     b.retry_after,
                 )
             }
+            Refusal::UpstreamBusy => Status::service_unavailable(
+                "every connection to the upstream API server is carrying its maximum number of streams; try again later",
+                1,
+            ),
             Refusal::Panic => Status::internal("the proxy failed to handle this request"),
         }
     }
@@ -498,6 +510,7 @@ mod tests {
             Refusal::Upstream(UpstreamFailure::Unforwardable),
             Refusal::Upstream(UpstreamFailure::NotUpgradable),
             Refusal::Timeout,
+            Refusal::UpstreamBusy,
             Refusal::Panic,
         ];
         let bodies = vec![
@@ -590,6 +603,16 @@ mod tests {
         );
         let resp = r.respond();
         assert_eq!(resp.headers()[header::RETRY_AFTER], "4");
+        assert_eq!(resp.extensions().get::<Refused>().unwrap().by, "upstream");
+    }
+
+    #[test]
+    fn a_busy_upstream_is_a_503_with_retry_after() {
+        let r = Refusal::UpstreamBusy;
+        let s = r.status();
+        assert_eq!((s.code, s.reason.as_str()), (503, "ServiceUnavailable"));
+        let resp = r.respond();
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
         assert_eq!(resp.extensions().get::<Refused>().unwrap().by, "upstream");
     }
 

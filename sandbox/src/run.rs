@@ -73,6 +73,9 @@ pub async fn start(listen: SocketAddr, ca: &Ca) -> Result<Running> {
     let opts = ServeOptions {
         // Watches and `logs -f` never finish on their own; do not hold shutdown for them.
         grace: Duration::from_millis(500),
+        // What kube-apiserver advertises in SETTINGS_MAX_CONCURRENT_STREAMS (since the HTTP/2
+        // rapid-reset fix), so the proxy's upstream pool meets the real limit in tests.
+        max_concurrent_streams: 100,
         ..ServeOptions::default()
     };
     let sb = sandbox.clone();

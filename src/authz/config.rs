@@ -172,7 +172,8 @@ impl Check {
     }
 
     /// A tenant's rules: reading its namespace objects, then its `rules` (absent: everything in
-    /// its namespaces).
+    /// its namespaces). None of them reaches the subresources of `escalation.rs` unless it
+    /// names them.
     fn tenant_rules(&mut self, base: &str, t: &TenantConfig, globs: &[Glob]) -> Vec<Rule> {
         let mut rules = Vec::new();
         // Implicit: a tenant may read its own namespace objects.
@@ -186,6 +187,7 @@ impl Check {
                     sub: Sub::None,
                 }],
                 resource_names: Vec::new(),
+                tenant: true,
             }),
         });
         match &t.rules {
@@ -196,6 +198,7 @@ impl Check {
                     api_groups: None,
                     resources: vec![ResourcePattern::All],
                     resource_names: Vec::new(),
+                    tenant: true,
                 }),
             }),
             Some(list) => {
@@ -213,6 +216,7 @@ impl Check {
                             api_groups,
                             resources,
                             resource_names,
+                            tenant: true,
                         }),
                     });
                 }
@@ -487,6 +491,7 @@ impl Check {
                 api_groups,
                 resources,
                 resource_names,
+                tenant: false,
             }),
         })
     }

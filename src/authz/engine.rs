@@ -116,6 +116,8 @@ pub(super) struct ResourceRule {
     pub resources: Vec<ResourcePattern>,
     /// Empty: any name.
     pub resource_names: Vec<String>,
+    /// A tenant rule: the subresources of `escalation.rs` need naming.
+    pub tenant: bool,
 }
 
 /// A compiled rule `namespaces:`.
@@ -172,9 +174,12 @@ impl ResourceRule {
                 return false;
             }
         }
+        let guarded = self.tenant
+            && super::escalation::must_be_named(&req.resource, &req.subresource, &req.verb);
         let resource_ok = self.resources.iter().any(|p| {
             (!named_only || matches!(p, ResourcePattern::Named { .. }))
                 && p.matches(&req.resource, &req.subresource)
+                && (!guarded || super::escalation::names(p, &req.subresource))
         });
         resource_ok
             && (self.resource_names.is_empty()

@@ -96,6 +96,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod escalation;
 pub mod forbidden;
 pub mod layer;
 pub mod pattern;

@@ -184,6 +184,18 @@ pub struct Upstream {
     /// (default: none, streams live as long as their peers).
     #[serde(default)]
     pub stream_idle_timeout: Option<String>,
+    /// Reset a response stream whose client read nothing for this long while the proxy held
+    /// its full buffer (default `60s`).
+    #[serde(default)]
+    pub stalled_stream_timeout: Option<String>,
+    /// HTTP/2 streams one upstream connection carries before another is opened (default
+    /// `100`, what kube-apiserver advertises in SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[serde(default)]
+    pub streams_per_connection: Option<u32>,
+    /// Upstream HTTP/2 connections per endpoint (default `16`); past them a request that
+    /// finds every stream taken is refused with 503 + Retry-After.
+    #[serde(default)]
+    pub max_connections_per_endpoint: Option<u32>,
     /// The circuit breaker of each endpoint (on by default).
     #[serde(default)]
     pub breaker: Option<Breaker>,

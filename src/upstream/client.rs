@@ -2,8 +2,8 @@
 //! upgrade connector, its health (the last answer, the last `/readyz` probe) and its circuit
 //! breaker.
 //!
-//! Normal requests go through a pooled hyper client that negotiates h2 by ALPN (one h2
-//! connection carries many concurrent requests and watches) and falls back to HTTP/1.1.
+//! Normal requests go through the endpoint's [`Pool`] of HTTP/2 connections (ALPN h2; a
+//! server that only speaks HTTP/1.1 gets hyper's pooled HTTP/1.1 client).
 //! Upgrades (exec / attach / port-forward) never use the pool: each gets a fresh TLS
 //! connection with ALPN `http/1.1` only, which is dropped unless the upstream answers 101
 //! (see `upgrade.rs`, CVE-2018-1002105).
@@ -18,25 +18,24 @@ use std::{
 
 use anyhow::{Context, Result};
 use http::{uri::PathAndQuery, Uri};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::{client::TlsStream, TlsConnector};
 
 use super::{
     breaker::{Breaker, State},
-    connector::Connector,
     credentials::Credentials,
     metrics::UpstreamMetrics,
+    pool::{Pool, PoolSettings},
 };
-use crate::{body::Body, server::tls, upstream::config::UpstreamConfig};
+use crate::{server::tls, upstream::config::UpstreamConfig};
 
 /// One API server: everything the forwarder needs to reach it, and what it knows of its health.
 pub struct Endpoint {
     /// The URL as configured (`https://host:port`), for messages and metric labels.
     pub name: String,
     base: Uri,
-    pool: Client<Connector, Body>,
+    pool: Pool,
     upgrade_tls: TlsConnector,
     server_name: ServerName<'static>,
     host_port: String,
@@ -89,19 +88,17 @@ impl Endpoint {
             &[b"h2", b"http/1.1"],
         )?;
         let upgrade_tls = tls::client_config(roots, identity, &[b"http/1.1"])?;
-        let connector = Connector::new(
+        let pool = Pool::new(
             Arc::new(pooled_tls),
             server_name.clone(),
-            cfg.connect_timeout,
-            cfg.tls_handshake_timeout,
+            host_port.clone(),
+            PoolSettings {
+                streams_per_connection: cfg.streams_per_connection as usize,
+                max_connections: cfg.max_connections_per_endpoint as usize,
+                connect_timeout: cfg.connect_timeout,
+                handshake_timeout: cfg.tls_handshake_timeout,
+            },
         );
-        let pool = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .timer(hyper_util::rt::TokioTimer::new())
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .http2_keep_alive_while_idle(true)
-            .build(connector);
         let name = format!("https://{authority}");
         Ok(Arc::new(Endpoint {
             breaker: Breaker::new(cfg.breaker.clone(), metrics.on_transition(&name)),
@@ -137,8 +134,8 @@ impl Endpoint {
             .build()
     }
 
-    /// The pooled client.
-    pub fn pool(&self) -> &Client<Connector, Body> {
+    /// The endpoint's connections.
+    pub fn pool(&self) -> &Pool {
         &self.pool
     }
 

@@ -59,6 +59,13 @@ pub struct UpstreamConfig {
     pub max_request_timeout: Duration,
     /// A long-running response that carries no bytes for this long is ended (None: never).
     pub stream_idle_timeout: Option<Duration>,
+    /// A response stream whose client read nothing for this long, with its buffer full, is
+    /// reset (`pump.rs`).
+    pub stalled_stream_timeout: Duration,
+    /// HTTP/2 streams per upstream connection before another is opened (`pool.rs`).
+    pub streams_per_connection: u32,
+    /// Upstream HTTP/2 connections per endpoint.
+    pub max_connections_per_endpoint: u32,
     pub health_interval: Duration,
     pub token_reload_interval: Duration,
     pub breaker: BreakerSettings,
@@ -79,6 +86,9 @@ impl UpstreamConfig {
             request_timeout: Duration::from_secs(60),
             max_request_timeout: Duration::from_secs(60),
             stream_idle_timeout: None,
+            stalled_stream_timeout: Duration::from_secs(60),
+            streams_per_connection: 100,
+            max_connections_per_endpoint: 16,
             health_interval: Duration::from_secs(10),
             token_reload_interval: Duration::from_secs(10),
             breaker: BreakerSettings::default(),
@@ -120,12 +130,37 @@ pub fn validate(
     let health_interval = duration("health_interval", &u.health_interval, secs(10));
     let token_reload_interval =
         duration("token_reload_interval", &u.token_reload_interval, secs(10));
+    let stalled_stream_timeout = duration(
+        "stalled_stream_timeout",
+        &u.stalled_stream_timeout,
+        secs(60),
+    );
     let stream_idle_timeout = u
         .stream_idle_timeout
         .as_deref()
         .and_then(|v| c.parse_duration("upstream.stream_idle_timeout", v, Wording::General));
+    let mut count = |key: &str, value: Option<u32>, default: u32, hint: &str| {
+        let v = value.unwrap_or(default);
+        if v == 0 {
+            c.err(format!("upstream.{key}"), "must be more than 0", hint);
+        }
+        v
+    };
+    let streams_per_connection = count(
+        "streams_per_connection",
+        u.streams_per_connection,
+        100,
+        "kube-apiserver advertises 100 concurrent streams per connection",
+    );
+    let max_connections_per_endpoint = count(
+        "max_connections_per_endpoint",
+        u.max_connections_per_endpoint,
+        16,
+        "e.g. 16",
+    );
     for (key, d) in [
         ("connect_timeout", Some(connect_timeout)),
+        ("stalled_stream_timeout", Some(stalled_stream_timeout)),
         ("tls_handshake_timeout", Some(tls_handshake_timeout)),
         ("request_timeout", Some(request_timeout)),
         ("max_request_timeout", Some(max_request_timeout)),
@@ -208,6 +243,9 @@ pub fn validate(
         request_timeout,
         max_request_timeout,
         stream_idle_timeout,
+        stalled_stream_timeout,
+        streams_per_connection,
+        max_connections_per_endpoint,
         health_interval,
         token_reload_interval,
         breaker,

@@ -8,7 +8,7 @@
 //! not read it, 503 when it cannot be read for any other reason.
 
 use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 
 use super::{forward::prepare_headers, send::send, Outbound, Upstream};
 use crate::{
@@ -91,16 +91,12 @@ pub async fn current(
         Err(refusal) => return Err(unavailable(refusal.status().message)),
     };
     let status = resp.status();
-    let bytes = match tokio::time::timeout(
-        up.request_timeout,
-        Limited::new(resp.into_body(), MAX_OBJECT).collect(),
-    )
-    .await
-    {
-        Ok(Ok(c)) => c.to_bytes(),
-        Ok(Err(e)) => return Err(unavailable(format!("reading the object failed: {e}"))),
-        Err(_) => return Err(unavailable("upstream timeout".into())),
-    };
+    let bytes =
+        match tokio::time::timeout(up.request_timeout, collect_limited(resp.into_body())).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(unavailable(format!("reading the object failed: {e}"))),
+            Err(_) => return Err(unavailable("upstream timeout".into())),
+        };
     match status {
         StatusCode::OK => serde_json::from_slice(&bytes)
             .map(Current::Found)
@@ -113,6 +109,24 @@ pub async fn current(
         .into()),
         other => Err(unavailable(format!("upstream answered {}", other.as_u16()))),
     }
+}
+
+/// The body, up to [`MAX_OBJECT`] bytes (counted here rather than with `http_body_util::Limited`,
+/// whose bound on the body's error rustc cannot prove inside a `Send` future for a body whose
+/// error is already a box).
+async fn collect_limited(
+    mut body: crate::body::Body,
+) -> Result<bytes::Bytes, crate::body::BoxError> {
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if out.len() + data.len() > MAX_OBJECT {
+                return Err("length limit exceeded".into());
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.freeze())
 }
 
 #[cfg(test)]

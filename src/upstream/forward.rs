@@ -5,9 +5,10 @@
 //! never buffered), or a Status: 502 `BadGateway` when no endpoint can be reached or one
 //! breaks off before answering, 503 `ServiceUnavailable` when every endpoint's circuit breaker
 //! refuses, 504 `Timeout` when a request that is not long-running gets no response head within
-//! its deadline (`deadline.rs`). Which endpoint, fail-over and the breaker: `send.rs`. A
-//! long-running body ends cleanly when its endpoint dies (`stream.rs`). Upgrades go to
-//! `upgrade.rs`.
+//! its deadline (`deadline.rs`), 503 `UpstreamBusy` when every connection is full at the
+//! cap (`pool.rs`). Which endpoint, fail-over and the breaker: `send.rs`. A long-running body
+//! ends cleanly when its endpoint dies (`stream.rs`). Every body is read on through a bounded
+//! buffer and reset when its client stalls (`pump.rs`). Upgrades go to `upgrade.rs`.
 
 use std::net::IpAddr;
 
@@ -15,6 +16,8 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, Version};
 
 use super::{
     deadline::deadline,
+    metrics::UpstreamMetrics,
+    pump,
     send::{send, Sent},
     stream, upgrade, Upstream,
 };
@@ -75,10 +78,27 @@ pub async fn forward(
     let Sent { resp, endpoint } = send(up, parts, incoming, limit).await?;
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    let mut body = body::boxed(body);
+    let mut body = body;
     if ob.long_running {
         body = stream::ending_cleanly(body, endpoint.name.clone(), up.stream_idle_timeout);
     }
+    // Outside the clean end: a stalled stream must end in an error (a reset), never look
+    // complete.
+    body = pump::decouple(
+        body,
+        up.budgets.of(&ob.identity.user),
+        up.stalled_stream_timeout,
+        pump::StallReport {
+            counter: up
+                .metrics
+                .stalled
+                .get_or_create(&UpstreamMetrics::endpoint(&endpoint.name))
+                .clone(),
+            endpoint: endpoint.name.clone(),
+            user: ob.identity.user.clone(),
+            audit_id: ob.audit_id.to_str().unwrap_or_default().to_owned(),
+        },
+    );
     if let Some(guard) = guard {
         body = body::hold(body, guard);
     }

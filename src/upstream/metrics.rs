@@ -6,6 +6,8 @@
 //! | `portcullis_upstream_breaker_transitions_total` | endpoint, to | state changes |
 //! | `portcullis_upstream_throttled_total` | endpoint | 429 answers of the API server (passed on, not a failure) |
 //! | `portcullis_upstream_failovers_total` | endpoint | safe requests retried elsewhere after this endpoint failed to connect |
+//! | `portcullis_upstream_stalled_streams_total` | endpoint | responses reset because their client read nothing for `stalled_stream_timeout` |
+//! | `portcullis_upstream_busy_total` | endpoint | requests that found every connection full at the connection cap |
 //!
 //! `endpoint` is a configured URL, so the label sets are closed.
 
@@ -37,6 +39,8 @@ pub struct UpstreamMetrics {
     pub transitions: Family<TransitionLabels, Counter>,
     pub throttled: Family<EndpointLabels, Counter>,
     pub failovers: Family<EndpointLabels, Counter>,
+    pub stalled: Family<EndpointLabels, Counter>,
+    pub busy: Family<EndpointLabels, Counter>,
 }
 
 impl UpstreamMetrics {
@@ -60,6 +64,16 @@ impl UpstreamMetrics {
             "upstream_failovers",
             "Safe requests sent to another endpoint after this one could not be reached",
             self.failovers.clone(),
+        );
+        registry.register(
+            "upstream_stalled_streams",
+            "Responses reset because their client read nothing for upstream.stalled_stream_timeout",
+            self.stalled.clone(),
+        );
+        registry.register(
+            "upstream_busy",
+            "Requests refused because every connection to this endpoint carried its maximum of streams",
+            self.busy.clone(),
         );
     }
 

@@ -12,6 +12,8 @@ pub mod fetch;
 pub mod forward;
 pub mod idle;
 pub mod metrics;
+pub mod pool;
+pub mod pump;
 pub mod send;
 pub mod service;
 pub mod set;

@@ -14,18 +14,23 @@
 //! `portcullis_upstream_throttled_total`; any other answer (4xx included) is a success. The
 //! answer itself always goes to the client unchanged. Refused by every breaker: 503
 //! `Refusal::BreakerOpen`; nothing reachable: 502; out of time: 504.
+//!
+//! An endpoint whose connections are all full at its connection cap (`pool.rs`) is skipped
+//! like a refusing breaker (nothing was sent, so any request may go elsewhere; neutral for
+//! the breaker); when no endpoint can take the request for that reason: 503
+//! `Refusal::UpstreamBusy` with Retry-After.
 
 use std::{sync::Arc, time::Duration};
 
 use http::{request::Parts, Method, Request, Response, StatusCode};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::{
     breaker::{Outcome, Permit},
     client::Endpoint,
     metrics::UpstreamMetrics,
+    pool::PoolError,
     Upstream,
 };
 use crate::{
@@ -35,7 +40,7 @@ use crate::{
 
 /// An upstream answer and the endpoint that gave it.
 pub struct Sent {
-    pub resp: Response<Incoming>,
+    pub resp: Response<Body>,
     pub endpoint: Arc<Endpoint>,
 }
 
@@ -58,6 +63,7 @@ pub async fn send(
     let mut refused = Vec::new();
     let mut retry_after = Duration::MAX;
     let mut last_error: Option<&'static str> = None;
+    let mut busy = false;
     let candidates = up.candidates();
     let last = candidates.len().saturating_sub(1);
     for (i, ep) in candidates.into_iter().enumerate() {
@@ -83,8 +89,6 @@ pub async fn send(
         *req.method_mut() = parts.method.clone();
         *req.uri_mut() = uri;
         *req.headers_mut() = parts.headers.clone();
-        // The pooled client picks h2 or HTTP/1.1 per connection; it expects HTTP/1.1 here.
-        *req.version_mut() = http::Version::HTTP_11;
         let sent = ep.pool().request(req);
         let result = match until {
             None => Ok(sent.await),
@@ -96,10 +100,24 @@ pub async fn send(
                 report(&ep, permit, outcome_of(resp.status(), &ep, &up.metrics));
                 return Ok(Sent { resp, endpoint: ep });
             }
+            Ok(Err(PoolError::Busy(unsent))) => {
+                // Nothing was sent: the body goes on to the next endpoint untouched.
+                if !safe {
+                    body = Some(unsent.into_body());
+                }
+                report(&ep, permit, Outcome::Neutral);
+                up.metrics
+                    .busy
+                    .get_or_create(&UpstreamMetrics::endpoint(&ep.name))
+                    .inc();
+                tracing::warn!(endpoint = %ep.name, "every upstream connection is at its stream limit and the connection cap is reached");
+                busy = true;
+                continue;
+            }
             Ok(Err(err)) => {
-                tracing::warn!(endpoint = %ep.name, %err, source = ?std::error::Error::source(&err), "upstream request failed");
+                tracing::warn!(endpoint = %ep.name, %err, "upstream request failed");
                 report(&ep, permit, Outcome::Failure);
-                last_error = Some(describe(&err));
+                last_error = Some(err.describe());
                 if !safe {
                     break;
                 }
@@ -120,6 +138,7 @@ pub async fn send(
     }
     match last_error {
         Some(why) => Err(UpstreamFailure::Unreachable(why).into()),
+        None if busy => Err(Refusal::UpstreamBusy),
         None => Err(breaker_open(refused, retry_after)),
     }
 }
@@ -156,14 +175,5 @@ pub fn report(ep: &Arc<Endpoint>, permit: Permit, outcome: Outcome) {
     permit.record(outcome);
     if ep.breaker.next_probe().is_some() {
         ep.spawn_recovery();
-    }
-}
-
-/// A short, non-leaky description of a client error.
-fn describe(err: &hyper_util::client::legacy::Error) -> &'static str {
-    if err.is_connect() {
-        "connection failed"
-    } else {
-        "the connection broke before a response"
     }
 }

@@ -18,7 +18,7 @@ use std::{
 use anyhow::Result;
 use prometheus_client::registry::Registry;
 
-use super::{client::Endpoint, credentials::Credentials, metrics::UpstreamMetrics};
+use super::{client::Endpoint, credentials::Credentials, metrics::UpstreamMetrics, pump::Budgets};
 use crate::upstream::config::UpstreamConfig;
 
 /// Everything the forwarder needs to reach the upstream.
@@ -30,6 +30,10 @@ pub struct Upstream {
     pub(crate) max_request_timeout: Duration,
     /// A long-running response that carries nothing for this long is ended.
     pub(crate) stream_idle_timeout: Option<Duration>,
+    /// A response whose client read nothing for this long, its buffer full, is reset.
+    pub(crate) stalled_stream_timeout: Duration,
+    /// Bytes buffered per identity across its responses (`pump.rs`).
+    pub(crate) budgets: Budgets,
     pub(crate) credentials: Arc<Credentials>,
     pub(crate) metrics: UpstreamMetrics,
     next: AtomicUsize,
@@ -58,6 +62,8 @@ impl Upstream {
             request_timeout: cfg.request_timeout,
             max_request_timeout: cfg.max_request_timeout,
             stream_idle_timeout: cfg.stream_idle_timeout,
+            stalled_stream_timeout: cfg.stalled_stream_timeout,
+            budgets: Budgets::default(),
             credentials,
             metrics,
             next: AtomicUsize::new(0),

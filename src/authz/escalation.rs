@@ -1,0 +1,163 @@
+//! Subresources a tenant's wildcards never reach: each is a way around the proxy or around a
+//! rule the proxy enforces, so a tenant rule allows it only when it names it.
+//!
+//! | subresource | why |
+//! |---|---|
+//! | `serviceaccounts/token` | TokenRequest mints a token that works against the API server directly, outside the proxy, its limits and its audit |
+//! | `pods/binding` | picks the node, around the field rule that forbids tenants to choose nodes |
+//! | `pods/eviction` | a pod delete spelled as a `create` on a subresource: a rule that withholds `delete` on pods would still evict them through `create` on `*` |
+//! | `pods/proxy`, `services/proxy`, `nodes/proxy` | the API server relays arbitrary HTTP to the pod / service / kubelet: nothing in it is judged |
+//! | `*/status` (writes: create, update, patch, delete) | status is what controllers and the kubelet report; a tenant writing it can fake readiness or a Service's load-balancer address (CVE-2020-8554). Reading status stays covered |
+//!
+//! "Names it" means a resource pattern with that exact subresource (`serviceaccounts/token`,
+//! `pods/binding`, `*/status`, `*/proxy`); `*`, `pods/*` and `*/*` do not. Grants
+//! (`authorization.grants`) keep Kubernetes RBAC's meaning, where `*` covers everything: they
+//! are written for operators, not tenants.
+
+use super::pattern::{ResourcePattern, Sub};
+
+/// The (resource, subresource) pairs above, for every verb.
+pub const ALWAYS: [(&str, &str); 6] = [
+    ("serviceaccounts", "token"),
+    ("pods", "binding"),
+    ("pods", "eviction"),
+    ("pods", "proxy"),
+    ("services", "proxy"),
+    ("nodes", "proxy"),
+];
+
+/// Whether a tenant rule must name this request's subresource to cover it.
+pub fn must_be_named(resource: &str, subresource: &str, verb: &str) -> bool {
+    if subresource.is_empty() {
+        return false;
+    }
+    if subresource == "status" {
+        return !matches!(verb, "get" | "list" | "watch");
+    }
+    ALWAYS
+        .iter()
+        .any(|(r, s)| *r == resource && *s == subresource)
+}
+
+/// Whether `p` names `subresource` exactly (see the module doc).
+pub fn names(p: &ResourcePattern, subresource: &str) -> bool {
+    match p {
+        ResourcePattern::Named {
+            sub: Sub::Exact(s), ..
+        }
+        | ResourcePattern::AnyResource { sub: Sub::Exact(s) } => s == subresource,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        authz::{build, tests::id, AuthorizationConfig},
+        k8s::request::classify,
+    };
+
+    fn allowed(a: &crate::authz::engine::Authorizer, method: &str, uri: &str) -> bool {
+        let m = http::Method::from_bytes(method.as_bytes()).unwrap();
+        let info = classify(&m, &uri.parse().unwrap(), &http::HeaderMap::new()).unwrap();
+        a.authorize(&id("alice", &["tenant:t"]), &info).allowed
+    }
+
+    fn tenant(rules: serde_json::Value) -> crate::authz::engine::Authorizer {
+        let mut t = serde_json::json!({"name": "t", "namespaces": ["t"], "subjects": [{"group": "tenant:t"}]});
+        if !rules.is_null() {
+            t["rules"] = rules;
+        }
+        let cfg: AuthorizationConfig =
+            serde_json::from_value(serde_json::json!({ "tenants": [t] })).unwrap();
+        build(&cfg, "authorization").unwrap()
+    }
+
+    #[test]
+    fn default_and_wildcard_tenant_rules_stop_at_the_escalation_subresources() {
+        let wild = serde_json::json!([{"verbs": ["*"], "api_groups": ["*"], "resources": ["*", "pods/*", "*/*", "serviceaccounts/*"]}]);
+        for a in [tenant(serde_json::Value::Null), tenant(wild)] {
+            assert!(allowed(&a, "POST", "/api/v1/namespaces/t/pods"));
+            assert!(allowed(&a, "GET", "/api/v1/namespaces/t/pods/p/log"));
+            assert!(allowed(
+                &a,
+                "GET",
+                "/apis/apps/v1/namespaces/t/deployments/d/status"
+            ));
+            assert!(!allowed(
+                &a,
+                "POST",
+                "/api/v1/namespaces/t/serviceaccounts/default/token"
+            ));
+            assert!(!allowed(&a, "POST", "/api/v1/namespaces/t/pods/p/binding"));
+            assert!(!allowed(&a, "POST", "/api/v1/namespaces/t/pods/p/eviction"));
+            assert!(!allowed(&a, "GET", "/api/v1/namespaces/t/pods/p/proxy/x"));
+            assert!(!allowed(
+                &a,
+                "GET",
+                "/api/v1/namespaces/t/services/s/proxy/"
+            ));
+            assert!(!allowed(
+                &a,
+                "PATCH",
+                "/apis/apps/v1/namespaces/t/deployments/d/status"
+            ));
+            assert!(!allowed(
+                &a,
+                "PUT",
+                "/api/v1/namespaces/t/services/s/status"
+            ));
+        }
+    }
+
+    #[test]
+    fn a_tenant_rule_naming_them_allows_them() {
+        let a = tenant(serde_json::json!([
+            {"verbs": ["*"], "api_groups": ["*"], "resources": ["*"]},
+            {"verbs": ["create"], "api_groups": [""], "resources": ["serviceaccounts/token", "pods/binding"]},
+            {"verbs": ["patch"], "api_groups": ["*"], "resources": ["*/status"]},
+        ]));
+        assert!(allowed(
+            &a,
+            "POST",
+            "/api/v1/namespaces/t/serviceaccounts/default/token"
+        ));
+        assert!(allowed(&a, "POST", "/api/v1/namespaces/t/pods/p/binding"));
+        assert!(allowed(
+            &a,
+            "PATCH",
+            "/apis/apps/v1/namespaces/t/deployments/d/status"
+        ));
+        assert!(!allowed(
+            &a,
+            "PUT",
+            "/apis/apps/v1/namespaces/t/deployments/d/status"
+        ));
+        assert!(!allowed(&a, "POST", "/api/v1/namespaces/t/pods/p/eviction"));
+    }
+
+    #[test]
+    fn the_escalation_list_and_status_writes_must_be_named() {
+        for (r, s) in ALWAYS {
+            assert!(must_be_named(r, s, "create"), "{r}/{s}");
+            assert!(must_be_named(r, s, "get"), "{r}/{s}");
+        }
+        assert!(must_be_named("deployments", "status", "patch"));
+        assert!(!must_be_named("deployments", "status", "get"));
+        assert!(!must_be_named("pods", "log", "get"));
+        assert!(!must_be_named("pods", "exec", "create"));
+        assert!(!must_be_named("serviceaccounts", "", "create"));
+    }
+
+    #[test]
+    fn only_an_exact_subresource_names_it() {
+        let n = |p: &str| names(&ResourcePattern::new(p), "token");
+        assert!(n("serviceaccounts/token"));
+        assert!(n("*/token"));
+        assert!(!n("*"));
+        assert!(!n("serviceaccounts/*"));
+        assert!(!n("*/*"));
+        assert!(!n("serviceaccounts"));
+    }
+}

@@ -1,0 +1,352 @@
+//! The connections to one endpoint: several HTTP/2 connections, each carrying at most
+//! `upstream.streams_per_connection` streams, at most `upstream.max_connections_per_endpoint`
+//! of them.
+//!
+//! A request takes a stream slot on the first live connection with room; when every
+//! connection is full, one more is opened (TCP within `connect_timeout`, TLS within
+//! `tls_handshake_timeout`, one connect at a time per endpoint); at the cap, it is refused
+//! without a network attempt ([`PoolError::Busy`], a 503 `UpstreamBusy` with Retry-After), so
+//! short requests never queue behind long-running watches inside one connection. The slot is
+//! held until the response body ends or is dropped.
+//!
+//! Flow control (see ARCHITECTURE.md, "Upstream connections and flow control"): each stream's
+//! receive window is [`STREAM_WINDOW`] and the connection window is that times the stream
+//! slots, so the unread data of every stream on a connection together cannot exhaust the
+//! connection window — a stream whose reader stalls holds back only itself.
+//!
+//! An endpoint that does not negotiate `h2` by ALPN is spoken to with hyper's pooled
+//! HTTP/1.1 client instead (one request per connection at a time; neither the stream count nor
+//! the cap apply).
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+    time::Duration,
+};
+
+use http::{Request, Response};
+use hyper::client::conn::http2;
+use hyper_util::{
+    client::legacy::Client,
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+};
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::connector::Connector;
+use crate::body::{self, Body};
+
+/// Receive window of one upstream stream: the most the proxy's HTTP/2 layer holds unread for
+/// one response (the pump in `pump.rs` holds more, bounded on its own).
+pub const STREAM_WINDOW: u32 = 256 * 1024;
+
+/// Why no response came back.
+#[derive(Debug)]
+pub enum PoolError {
+    /// TCP or TLS toward the endpoint failed or timed out (nothing was sent).
+    Connect(String),
+    /// Every connection is full and the endpoint is at its connection cap: nothing was sent,
+    /// and the request comes back.
+    Busy(Box<Request<Body>>),
+    /// The connection broke before a response head.
+    Broken(hyper::Error),
+    /// The HTTP/1.1 client's error.
+    Legacy(hyper_util::client::legacy::Error),
+}
+
+impl PoolError {
+    /// A short, non-leaky description for the client's Status.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            PoolError::Connect(_) => "connection failed",
+            PoolError::Legacy(e) if e.is_connect() => "connection failed",
+            PoolError::Busy(_) => "every upstream connection is busy",
+            PoolError::Broken(_) | PoolError::Legacy(_) => "the connection broke before a response",
+        }
+    }
+}
+
+impl std::fmt::Display for PoolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PoolError::Connect(e) => write!(f, "connect: {e}"),
+            PoolError::Busy(_) => f.write_str("every connection is at its stream limit"),
+            PoolError::Broken(e) => write!(f, "{e}"),
+            PoolError::Legacy(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Sizes of the pool (validated config).
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    pub streams_per_connection: usize,
+    pub max_connections: usize,
+    pub connect_timeout: Duration,
+    pub handshake_timeout: Duration,
+}
+
+/// One HTTP/2 connection and how many of its stream slots are taken.
+struct Conn {
+    sender: http2::SendRequest<Body>,
+    in_use: AtomicUsize,
+}
+
+/// A taken stream slot; released on drop.
+struct Slot(Arc<Conn>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.in_use.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The connections to one endpoint.
+pub struct Pool {
+    tls: TlsConnector,
+    server_name: ServerName<'static>,
+    host_port: String,
+    settings: PoolSettings,
+    conns: Mutex<Vec<Arc<Conn>>>,
+    /// One connect at a time, so a burst opens one connection, not one per request.
+    connecting: tokio::sync::Mutex<()>,
+    /// ALPN chose HTTP/1.1: every request goes through `h1`.
+    h1_only: AtomicBool,
+    h1: Client<Connector, Body>,
+}
+
+impl Pool {
+    /// `tls` must offer ALPN `h2` and `http/1.1`.
+    pub fn new(
+        tls: Arc<rustls::ClientConfig>,
+        server_name: ServerName<'static>,
+        host_port: String,
+        settings: PoolSettings,
+    ) -> Pool {
+        let connector = Connector::new(
+            tls.clone(),
+            server_name.clone(),
+            settings.connect_timeout,
+            settings.handshake_timeout,
+        );
+        let h1 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Pool {
+            tls: TlsConnector::from(tls),
+            server_name,
+            host_port,
+            settings,
+            conns: Mutex::new(Vec::new()),
+            connecting: tokio::sync::Mutex::new(()),
+            h1_only: AtomicBool::new(false),
+            h1,
+        }
+    }
+
+    /// Open HTTP/2 connections (live or draining).
+    pub fn connections(&self) -> usize {
+        self.conns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Send `req` (absolute URI) and give back the response, whose body holds the stream slot.
+    pub async fn request(&self, req: Request<Body>) -> Result<Response<Body>, PoolError> {
+        let mut req = req;
+        // A connection that closed between the slot being taken and the stream being opened
+        // (GOAWAY, idle close) gave the request back unsent: try once more on another.
+        for _ in 0..2 {
+            if self.h1_only.load(Ordering::Relaxed) {
+                return self.via_h1(req).await;
+            }
+            let slot = match self.take_slot().await {
+                Ok(Taken::Slot(slot)) => slot,
+                Ok(Taken::Http1(tls)) => return once_over_http1(*tls, req).await,
+                Err(None) => return Err(PoolError::Busy(Box::new(req))),
+                Err(Some(err)) => return Err(err),
+            };
+            *req.version_mut() = http::Version::HTTP_2;
+            let mut sender = slot.0.sender.clone();
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let (parts, incoming) = resp.into_parts();
+                    let body = body::hold(body::boxed(incoming), slot);
+                    return Ok(Response::from_parts(parts, body));
+                }
+                Err(mut err) => match err.take_message() {
+                    Some(unsent) => {
+                        tracing::debug!(endpoint = %self.host_port, err = %err.error(), "upstream connection closed before the request went out; retrying on another");
+                        req = unsent;
+                    }
+                    None => return Err(PoolError::Broken(err.into_error())),
+                },
+            }
+        }
+        Err(PoolError::Connect("connections kept closing".into()))
+    }
+
+    async fn via_h1(&self, mut req: Request<Body>) -> Result<Response<Body>, PoolError> {
+        *req.version_mut() = http::Version::HTTP_11;
+        let resp = self.h1.request(req).await.map_err(PoolError::Legacy)?;
+        let (parts, incoming) = resp.into_parts();
+        Ok(Response::from_parts(parts, body::boxed(incoming)))
+    }
+
+    /// A stream slot on a connection with room, opening one if allowed. `Err(None)`: every
+    /// connection is full at the cap.
+    async fn take_slot(&self) -> Result<Taken, Option<PoolError>> {
+        if let Some(slot) = self.slot_on_existing() {
+            return Ok(Taken::Slot(slot));
+        }
+        let _one = self.connecting.lock().await;
+        if let Some(slot) = self.slot_on_existing() {
+            return Ok(Taken::Slot(slot));
+        }
+        if self.connections() >= self.settings.max_connections {
+            return Err(None);
+        }
+        let sender = match self.connect().await.map_err(Some)? {
+            Connected::H2(sender) => sender,
+            Connected::Http1(tls) => {
+                // From now on hyper's HTTP/1.1 pool; this request uses the connection at hand.
+                self.h1_only.store(true, Ordering::Relaxed);
+                return Ok(Taken::Http1(tls));
+            }
+        };
+        let conn = Arc::new(Conn {
+            sender,
+            in_use: AtomicUsize::new(1),
+        });
+        self.conns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(conn.clone());
+        Ok(Taken::Slot(Slot(conn)))
+    }
+
+    /// The first live connection with a free slot. Closed connections are forgotten on the
+    /// way, and so are idle ones past the first: a burst of watches opens connections, and
+    /// they close again (gracefully, once dropped) when the burst is over.
+    fn slot_on_existing(&self) -> Option<Slot> {
+        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle_kept = false;
+        conns.retain(|c| {
+            if c.sender.is_closed() {
+                return false;
+            }
+            // Slots are only taken under this lock, so an idle connection stays idle here.
+            if c.in_use.load(Ordering::Acquire) == 0 {
+                if idle_kept {
+                    return false;
+                }
+                idle_kept = true;
+            }
+            true
+        });
+        let limit = self.settings.streams_per_connection;
+        conns.iter().find_map(|c| {
+            c.in_use
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < limit).then_some(n + 1)
+                })
+                .ok()
+                .map(|_| Slot(c.clone()))
+        })
+    }
+
+    /// TCP + TLS + the HTTP/2 handshake; the bare TLS stream when ALPN did not choose h2.
+    async fn connect(&self) -> Result<Connected, PoolError> {
+        let s = &self.settings;
+        let tcp = tokio::time::timeout(s.connect_timeout, TcpStream::connect(&self.host_port))
+            .await
+            .map_err(|_| {
+                PoolError::Connect(format!(
+                    "TCP connect took longer than {:?}",
+                    s.connect_timeout
+                ))
+            })?
+            .map_err(|e| PoolError::Connect(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let tls = tokio::time::timeout(
+            s.handshake_timeout,
+            self.tls.connect(self.server_name.clone(), tcp),
+        )
+        .await
+        .map_err(|_| {
+            PoolError::Connect(format!(
+                "TLS handshake took longer than {:?}",
+                s.handshake_timeout
+            ))
+        })?
+        .map_err(|e| PoolError::Connect(e.to_string()))?;
+        if tls.get_ref().1.alpn_protocol() != Some(&b"h2"[..]) {
+            return Ok(Connected::Http1(Box::new(tls)));
+        }
+        let slots = u32::try_from(s.streams_per_connection).unwrap_or(u32::MAX);
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .initial_stream_window_size(STREAM_WINDOW)
+            // Room for every slot's full stream window: a stalled stream never starves the
+            // others of connection-level window (h2 caps windows at 2^31-1).
+            .initial_connection_window_size(
+                STREAM_WINDOW.saturating_mul(slots).min(i32::MAX as u32),
+            )
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true)
+            .handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| PoolError::Connect(format!("HTTP/2 handshake: {e}")))?;
+        let endpoint = self.host_port.clone();
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(%endpoint, %err, "upstream HTTP/2 connection ended");
+            }
+        });
+        Ok(Connected::H2(sender))
+    }
+}
+
+type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+
+enum Connected {
+    H2(http2::SendRequest<Body>),
+    Http1(Box<Tls>),
+}
+
+enum Taken {
+    Slot(Slot),
+    Http1(Box<Tls>),
+}
+
+/// One request over a fresh connection on which ALPN chose HTTP/1.1 (origin-form URI and a
+/// `Host` header, as hyper's pooled client would send it).
+async fn once_over_http1(tls: Tls, mut req: Request<Body>) -> Result<Response<Body>, PoolError> {
+    if let Some(host) = req
+        .uri()
+        .authority()
+        .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+    {
+        req.headers_mut().insert(http::header::HOST, host);
+    }
+    let origin = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    *req.uri_mut() = http::Uri::from(origin);
+    *req.version_mut() = http::Version::HTTP_11;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| PoolError::Connect(format!("HTTP/1.1 handshake: {e}")))?;
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await.map_err(PoolError::Broken)?;
+    let (parts, incoming) = resp.into_parts();
+    Ok(Response::from_parts(parts, body::boxed(incoming)))
+}

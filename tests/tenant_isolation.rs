@@ -1,0 +1,488 @@
+//! Issue 17: one tenant that does not read its responses, or that holds many watches, must not
+//! stall anybody else; the upstream connection cap answers 503; the escalation subresources are
+//! closed to tenants unless a rule names them.
+//!
+//! The attackers are written for the purpose: the `h2` crate's client with an initial stream
+//! window of 0 (the proxy can send headers but no byte of body), and raw HTTP/1.1 requests
+//! whose responses are never read. The victims are ordinary hyper clients and kubectl.
+// Test code: a failed unwrap / expect / panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{get, https_request, poll, tls_connect, Env};
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use portcullis_sandbox::pki::Issued;
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+
+const NS: &str = "/api/v1/namespaces/team-a";
+
+/// An h2 connection (hyper) to the proxy with `cert`, for several requests.
+async fn h2_conn(env: &Env, cert: &Issued) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let io = TokioIo::new(tls_connect(env.proxy_addr, &env.ca, Some(cert), &[b"h2"]).await);
+    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+fn post(path: &str, body: &Value) -> Request<Full<Bytes>> {
+    Request::post(format!("https://localhost{path}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+/// About `mb` megabytes of the tenant's own configmaps, written by the admin.
+async fn seed_configmaps(env: &Env, mb: usize) {
+    let mut admin = h2_conn(env, &env.admin_cert).await;
+    for i in 0..mb * 4 {
+        let cm = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": format!("big-{i}")},
+            "data": {"blob": "x".repeat(250_000)},
+        });
+        let resp = admin
+            .send_request(post(&format!("{NS}/configmaps"), &cm))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED, "seeding configmap {i}");
+    }
+}
+
+/// The admin's `GET /version` on a fresh connection, bounded so a stall fails the test
+/// instead of hanging it.
+async fn admin_version(env: &Env) -> String {
+    let resp = tokio::time::timeout(
+        Duration::from_secs(30),
+        env.request(get("/version"), Some(&env.admin_cert), true),
+    )
+    .await
+    .expect("the admin's GET /version got no complete answer while the attack ran");
+    assert_eq!(resp.status(), StatusCode::OK);
+    String::from_utf8_lossy(resp.body()).into_owned()
+}
+
+fn count_recorded(env: &Env, path: &str) -> usize {
+    env.sandbox
+        .sandbox
+        .recorded()
+        .iter()
+        .filter(|r| r.path == path)
+        .count()
+}
+
+async fn metric(env: &Env, name: &str) -> f64 {
+    let (_, text) = common::admin_get(env.admin_addr, "/metrics").await;
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_that_reads_nothing_does_not_stall_the_admin() {
+    let env = Env::start_with(|c| {
+        *c = c.replace("upstream:\n", "upstream:\n  stalled_stream_timeout: 8s\n");
+    })
+    .await;
+    seed_configmaps(&env, 2).await;
+    env.sandbox.sandbox.clear_recorded();
+    let tenant = env.ca.client_cert("mallory", &["tenant:team-a"]).unwrap();
+
+    // HTTP/2 with a stream window of 0: four ~2 MB lists whose bodies can never be sent.
+    let tls = tls_connect(env.proxy_addr, &env.ca, Some(&tenant), &[b"h2"]).await;
+    let (mut h2c, mut conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(tls)
+        .await
+        .unwrap();
+    let (open_window, opened) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = &mut conn => return,
+            _ = opened => {}
+        }
+        // The attacker starts reading at last.
+        conn.set_initial_window_size(1 << 20).unwrap();
+        let _ = conn.await;
+    });
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let req = Request::get(format!("https://localhost{NS}/configmaps"))
+            .body(())
+            .unwrap();
+        h2c = h2c.ready().await.unwrap();
+        let (resp, _) = h2c.send_request(req, true).unwrap();
+        held.push(resp);
+    }
+    // HTTP/1.1: three more lists whose responses are never read.
+    let mut raw = Vec::new();
+    for _ in 0..3 {
+        let mut s = tls_connect(env.proxy_addr, &env.ca, Some(&tenant), &[b"http/1.1"]).await;
+        s.write_all(format!("GET {NS}/configmaps HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        raw.push(s);
+    }
+    let lists = format!("{NS}/configmaps");
+    poll(Duration::from_secs(20), || {
+        (count_recorded(&env, &lists) >= 7).then_some(())
+    })
+    .await
+    .expect("the seven lists reached the API server");
+    // Give the upstream time to push what it can into the proxy.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let version = admin_version(&env).await;
+    assert!(version.contains("gitVersion"), "{version}");
+    // The tenant itself is not frozen either: a fresh request of its own is answered.
+    let own = tokio::time::timeout(
+        Duration::from_secs(30),
+        env.request(get(&format!("{NS}/pods")), Some(&tenant), true),
+    )
+    .await
+    .expect("the tenant's next request got no answer");
+    assert_eq!(own.status(), StatusCode::OK);
+
+    // After the stalled-stream timeout the unread responses are reset and counted.
+    let mut counted = 0.0;
+    for _ in 0..100 {
+        counted = metric(&env, "portcullis_upstream_stalled_streams_total").await;
+        if counted >= 4.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(counted >= 4.0, "stalled streams counted: {counted}");
+    // A reset stream: reading it now ends in an error, not in a complete list.
+    open_window.send(()).unwrap();
+    let mut body = held.pop().unwrap().await.unwrap().into_body();
+    let mut got = 0usize;
+    let ended = loop {
+        match body.data().await {
+            Some(Ok(chunk)) => {
+                got += chunk.len();
+                let _ = body.flow_control().release_capacity(chunk.len());
+            }
+            Some(Err(_)) => break "reset",
+            None => break "complete",
+        }
+    };
+    assert_eq!(
+        ended, "reset",
+        "a stalled list must not look complete ({got} bytes)"
+    );
+    drop((held, raw));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_watches_do_not_queue_a_short_request() {
+    let env = Env::start().await;
+    let path = format!("{NS}/configmaps");
+    let mut conns = Vec::new();
+    let mut watches = Vec::new();
+    // 100 tenant users, 3 watches each (their cap): 300 upstream streams, three times what the
+    // sandbox (like kube-apiserver) allows on one connection.
+    for u in 0..100 {
+        let cert = env
+            .ca
+            .client_cert(&format!("watcher-{u}"), &["tenant:team-a"])
+            .unwrap();
+        let mut c = h2_conn(&env, &cert).await;
+        for _ in 0..3 {
+            let req = get(&format!("{path}?watch=1"));
+            let c2 = &mut c;
+            c2.ready().await.unwrap();
+            watches.push(tokio::spawn(c2.send_request(req)));
+        }
+        conns.push(c);
+    }
+    // Kept open until the end: dropping a response would end its watch.
+    let mut open = Vec::new();
+    for w in watches.iter_mut() {
+        let resp = tokio::time::timeout(Duration::from_secs(60), w)
+            .await
+            .expect("a watch got its head")
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        open.push(resp);
+    }
+    assert_eq!(open.len(), 300);
+    let watching = env
+        .sandbox
+        .sandbox
+        .recorded()
+        .iter()
+        .filter(|r| r.path == path && r.query.as_deref() == Some("watch=1"))
+        .count();
+    assert_eq!(watching, 300, "every watch is open on the API server");
+
+    let version = admin_version(&env).await;
+    assert!(version.contains("gitVersion"), "{version}");
+    drop((open, conns));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_connection_cap_answers_503_without_reaching_the_api_server() {
+    let env = Env::start_with(|c| {
+        *c = c.replace(
+            "upstream:\n",
+            "upstream:\n  max_connections_per_endpoint: 1\n  streams_per_connection: 2\n",
+        );
+    })
+    .await;
+    let mut admin = h2_conn(&env, &env.admin_cert).await;
+    let mut watches = Vec::new();
+    for _ in 0..2 {
+        admin.ready().await.unwrap();
+        let resp = admin
+            .send_request(get(&format!("{NS}/pods?watch=1")))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        watches.push(resp);
+    }
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env
+        .request(
+            get(&format!("{NS}/configmaps")),
+            Some(&env.admin_cert),
+            true,
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let status: Value = serde_json::from_slice(resp.body()).unwrap();
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["reason"], "ServiceUnavailable");
+    assert_eq!(status["details"]["retryAfterSeconds"], 1);
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("maximum number of streams"),
+        "{status}"
+    );
+    assert_eq!(
+        count_recorded(&env, &format!("{NS}/configmaps")),
+        0,
+        "the refused request never reached the API server"
+    );
+    // A stream slot freed: the same request goes through.
+    drop(watches.pop());
+    let mut ok = None;
+    for _ in 0..50 {
+        let resp = env
+            .request(
+                get(&format!("{NS}/configmaps")),
+                Some(&env.admin_cert),
+                true,
+            )
+            .await;
+        if resp.status() == StatusCode::OK {
+            ok = Some(resp);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok.is_some(), "a freed slot lets the next request through");
+    drop(watches);
+    env.stop().await;
+}
+
+/// POST `path` as `cert` with `body`; the status and the Status/object JSON.
+async fn tenant_post(env: &Env, cert: &Issued, path: &str, body: &Value) -> (StatusCode, Value) {
+    let resp = https_request(env.proxy_addr, &env.ca, post(path, body), Some(cert), false).await;
+    let v = serde_json::from_slice(resp.body()).unwrap_or(Value::Null);
+    (resp.status(), v)
+}
+
+fn token_request() -> Value {
+    serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"audiences": ["https://kubernetes.default.svc"]}})
+}
+
+fn binding() -> Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": "node-1"}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_requests_and_bindings_are_refused_to_a_tenant_by_default() {
+    common::require_kubectl();
+    let env = Env::start().await;
+    // kubectl create token: a TokenRequest, as the demo tenant (JWT user alice).
+    let out = common::kubectl(
+        &env.files.team_a_kubeconfig,
+        env.dir.path(),
+        &["create", "token", "default", "-n", "team-a"],
+    )
+    .await;
+    assert!(!out.status.success());
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("forbidden") && err.contains("serviceaccounts/token"),
+        "{err}"
+    );
+    let tenant = env.ca.client_cert("mallory", &["tenant:team-a"]).unwrap();
+    let (code, status) =
+        tenant_post(&env, &tenant, &format!("{NS}/pods/p/binding"), &binding()).await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert_eq!(status["reason"], "Forbidden");
+    let (code, _) = tenant_post(
+        &env,
+        &tenant,
+        &format!("{NS}/serviceaccounts/default/token"),
+        &token_request(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    let seen: Vec<String> = env
+        .sandbox
+        .sandbox
+        .recorded()
+        .iter()
+        .map(|r| r.path.clone())
+        .filter(|p| p.ends_with("/token") || p.ends_with("/binding"))
+        .collect();
+    assert!(seen.is_empty(), "the API server saw {seen:?}");
+    // The rest of the namespace stays the tenant's.
+    let (code, _) = tenant_post(
+        &env,
+        &tenant,
+        &format!("{NS}/configmaps"),
+        &serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mine"}}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_rule_naming_them_lets_token_requests_and_bindings_through() {
+    let env = Env::start_with(|c| {
+        *c = c.replace(
+            "      subjects: [{group: \"tenant:team-a\"}]\n",
+            "      subjects: [{group: \"tenant:team-a\"}]\n      rules:\n        - {verbs: [\"*\"], api_groups: [\"*\"], resources: [\"*\"]}\n        - {verbs: [create], api_groups: [\"\"], resources: [serviceaccounts/token, pods/binding]}\n",
+        );
+    })
+    .await;
+    let tenant = env.ca.client_cert("mallory", &["tenant:team-a"]).unwrap();
+    for (path, body) in [
+        (
+            format!("{NS}/serviceaccounts/default/token"),
+            token_request(),
+        ),
+        (format!("{NS}/pods/p/binding"), binding()),
+    ] {
+        let (code, status) = tenant_post(&env, &tenant, &path, &body).await;
+        // Whatever the API server answers (it judges the request on its own), the proxy
+        // forwarded it.
+        assert_eq!(
+            count_recorded(&env, &path),
+            1,
+            "{path} reached the API server ({code}: {status})"
+        );
+    }
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn the_new_upstream_keys_are_validated_with_their_key_path() {
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = portcullis_sandbox::demo::write(
+        dir.path(),
+        &ca,
+        &sandbox.url(),
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&files.config).unwrap();
+    let load = |extra: &str| {
+        let t = text.replace("upstream:\n", &format!("upstream:\n{extra}"));
+        portcullis::config::load_str(&t, dir.path(), &|_| None)
+    };
+    let cfg = load("").unwrap();
+    assert_eq!(cfg.upstream.streams_per_connection, 100);
+    assert_eq!(cfg.upstream.max_connections_per_endpoint, 16);
+    assert_eq!(cfg.upstream.stalled_stream_timeout, Duration::from_secs(60));
+    let cfg = load("  streams_per_connection: 50\n  max_connections_per_endpoint: 4\n  stalled_stream_timeout: 5s\n").unwrap();
+    assert_eq!(
+        (
+            cfg.upstream.streams_per_connection,
+            cfg.upstream.max_connections_per_endpoint,
+            cfg.upstream.stalled_stream_timeout
+        ),
+        (50, 4, Duration::from_secs(5))
+    );
+    for (extra, path) in [
+        (
+            "  streams_per_connection: 0\n",
+            "upstream.streams_per_connection",
+        ),
+        (
+            "  max_connections_per_endpoint: 0\n",
+            "upstream.max_connections_per_endpoint",
+        ),
+        (
+            "  stalled_stream_timeout: 0s\n",
+            "upstream.stalled_stream_timeout",
+        ),
+    ] {
+        let problems = load(extra).unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.path == path && p.message.contains("more than 0")),
+            "{extra}: {problems:?}"
+        );
+    }
+    sandbox.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_may_read_status_but_not_write_it_by_default() {
+    let env = Env::start().await;
+    let tenant = env.ca.client_cert("mallory", &["tenant:team-a"]).unwrap();
+    let path = format!("{NS}/services/web/status");
+    let patch = Request::patch(format!("https://localhost{path}"))
+        .header("content-type", "application/merge-patch+json")
+        .body(Full::new(Bytes::from_static(
+            br#"{"status":{"loadBalancer":{"ingress":[{"ip":"192.0.2.1"}]}}}"#,
+        )))
+        .unwrap();
+    let resp = env.request(patch, Some(&tenant), true).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let status: Value = serde_json::from_slice(resp.body()).unwrap();
+    assert_eq!(status["reason"], "Forbidden");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot patch resource \"services/status\""),
+        "{status}"
+    );
+    assert_eq!(
+        count_recorded(&env, &path),
+        0,
+        "the API server never saw the write"
+    );
+    // Reading status stays the tenant's: forwarded (the sandbox answers for itself).
+    let resp = env.request(get(&path), Some(&tenant), true).await;
+    assert_ne!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(count_recorded(&env, &path), 1);
+    env.stop().await;
+}

@@ -58,6 +58,12 @@ impl Runtime {
         let upstream = Arc::new(Upstream::new(&config.upstream, credentials.clone())?);
         let mut metrics = Metrics::new();
         upstream.register_metrics(&mut metrics.registry);
+        let selftest = Arc::new(crate::upstream::selftest::SelfTest::new(
+            upstream.clone(),
+            crate::upstream::selftest::rights_for(config),
+            config.upstream.health_interval,
+            &mut metrics.registry,
+        ));
         if let Some(limiter) = &limiter {
             limiter.metrics().register(&mut metrics.registry);
         }
@@ -87,6 +93,7 @@ impl Runtime {
             config: Arc::new(config),
             upstream,
             credentials,
+            selftest,
             metrics: Arc::new(metrics),
             audit,
             limiter,
@@ -124,10 +131,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     if let Some(limiter) = &rt.limiter {
         limiter.spawn_maintenance(shutdown.clone());
     }
+    let selftest = rt.selftest.clone();
     spawn_probe(
         rt.upstream.clone(),
         config.upstream.health_interval,
         &shutdown,
+        selftest.clone(),
     );
 
     // JWT keys: load now, then refresh on each issuer's interval (and on unknown kids, inside
@@ -144,6 +153,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         upstream: rt.upstream.clone(),
         jwt: rt.jwt.clone(),
         ready_window: config.ready_window,
+        selftest: Some(selftest),
     });
     let admin_task = tokio::spawn(server::serve_plain(
         listeners.admin,
@@ -154,7 +164,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
         },
         move |req, _conn| {
             let admin = admin.clone();
-            async move { admin.handle(&req) }
+            async move { admin.handle(&req).await }
         },
         shutdown.clone(),
     ));
@@ -195,10 +205,21 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> Re
     Ok(())
 }
 
-/// Readiness: probe the upstream's /readyz now and on an interval.
-fn spawn_probe(upstream: Arc<Upstream>, interval: std::time::Duration, shutdown: &Shutdown) {
+/// Readiness: ask the upstream whether the proxy may impersonate (the self-test), then probe
+/// its /readyz now and on an interval.
+fn spawn_probe(
+    upstream: Arc<Upstream>,
+    interval: std::time::Duration,
+    shutdown: &Shutdown,
+    selftest: Arc<crate::upstream::selftest::SelfTest>,
+) {
     let mut stop = shutdown.clone();
     tokio::spawn(async move {
+        // Bounded: a silent upstream must not hold back the readiness probe.
+        tokio::select! {
+            _ = tokio::time::timeout(std::time::Duration::from_secs(5), selftest.run()) => {}
+            _ = stop.wait() => return,
+        }
         let mut tick = tokio::time::interval(interval);
         loop {
             tokio::select! {

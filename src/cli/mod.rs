@@ -32,6 +32,9 @@ pub enum Command {
     CheckConfig {
         #[arg(long, short)]
         config: PathBuf,
+        /// Also ask the upstream whether the proxy may impersonate what it sends.
+        #[arg(long)]
+        online: bool,
     },
     /// Run the sandbox API server and the proxy in front of it, with throwaway credentials.
     Demo {
@@ -72,7 +75,9 @@ pub async fn run(cli: Cli) -> i32 {
     portcullis::server::tls::install_crypto_provider();
     let result = match cli.command {
         Command::Serve { config } => serve::run(&config).await,
-        Command::CheckConfig { config } => return check_config::run(&config),
+        Command::CheckConfig { config, online } => {
+            return check_config::run(&config, online).await
+        }
         Command::Token { cmd } => return token::run(cmd),
         Command::Audit { cmd } => return audit::run(cmd),
         Command::Demo {

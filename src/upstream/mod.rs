@@ -12,6 +12,8 @@ pub mod fetch;
 pub mod forward;
 pub mod idle;
 pub mod metrics;
+pub mod review;
+pub mod selftest;
 pub mod send;
 pub mod service;
 pub mod set;

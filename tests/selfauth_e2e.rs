@@ -68,25 +68,48 @@ async fn whoami_and_can_i_are_answered_by_the_proxy_for_each_demo_identity() {
                 .unwrap();
         let info = &who["status"]["userInfo"];
         assert_eq!(info["username"], user, "{who}");
-        assert_eq!(info["groups"], json!([group, "system:authenticated"]), "{who}");
+        assert_eq!(
+            info["groups"],
+            json!([group, "system:authenticated"]),
+            "{who}"
+        );
         if user == "alice" {
-            assert_eq!(info["extra"]["portcullis.io/tenant"], json!(["team-a"]), "{who}");
+            assert_eq!(
+                info["extra"]["portcullis.io/tenant"],
+                json!(["team-a"]),
+                "{who}"
+            );
         }
     }
     assert!(seen(&env, "selfsubjectreviews").is_empty());
 
     // can-i yes: the proxy's grant and the sandbox's RBAC (asked as ci-bot) both allow.
     env.sandbox.sandbox.clear_recorded();
-    let yes = k(&ci, &env, &["auth", "can-i", "patch", "deployments", "-n", "team-a"]).await;
+    let yes = k(
+        &ci,
+        &env,
+        &["auth", "can-i", "patch", "deployments", "-n", "team-a"],
+    )
+    .await;
     assert_eq!(stdout(&yes).trim(), "yes", "{}", stderr(&yes));
     let asked = seen(&env, "selfsubjectaccessreviews");
     assert_eq!(asked.len(), 1, "the proxy asked upstream once");
     assert_eq!(asked[0].headers["impersonate-user"], "ci-bot");
     // can-i no: no grant — decided by the proxy, nothing asked upstream.
     env.sandbox.sandbox.clear_recorded();
-    let no = k(&ci, &env, &["auth", "can-i", "delete", "deployments", "-n", "team-a"]).await;
+    let no = k(
+        &ci,
+        &env,
+        &["auth", "can-i", "delete", "deployments", "-n", "team-a"],
+    )
+    .await;
     // kubectl prints the reason after a no.
-    assert_eq!(stdout(&no).trim(), "no - portcullis: no grant", "{}", stderr(&no));
+    assert_eq!(
+        stdout(&no).trim(),
+        "no - portcullis: no grant",
+        "{}",
+        stderr(&no)
+    );
     assert!(!no.status.success());
     assert!(seen(&env, "selfsubjectaccessreviews").is_empty());
     // Out of scope: the grant allows patch in team-a, this token's scope only get.
@@ -97,9 +120,19 @@ async fn whoami_and_can_i_are_answered_by_the_proxy_for_each_demo_identity() {
         "groups": ["ci"], "iat": now, "nbf": now, "exp": now + 600, "jti": "narrow-1",
         "portcullis.io/scope": [{"namespaces": ["team-a"], "verbs": ["get"], "apiGroups": ["apps"], "resources": ["deployments"]}]}));
     let narrow = with_token(&env, &ci, "narrow", &narrow);
-    let out = k(&narrow, &env, &["auth", "can-i", "get", "deployments", "-n", "team-a"]).await;
+    let out = k(
+        &narrow,
+        &env,
+        &["auth", "can-i", "get", "deployments", "-n", "team-a"],
+    )
+    .await;
     assert_eq!(stdout(&out).trim(), "yes", "{}", stderr(&out));
-    let out = k(&narrow, &env, &["auth", "can-i", "patch", "deployments", "-n", "team-a"]).await;
+    let out = k(
+        &narrow,
+        &env,
+        &["auth", "can-i", "patch", "deployments", "-n", "team-a"],
+    )
+    .await;
     assert_eq!(
         stdout(&out).trim(),
         "no - portcullis: outside token scope",
@@ -117,7 +150,12 @@ async fn whoami_and_can_i_are_answered_by_the_proxy_for_each_demo_identity() {
     assert_eq!(seen(&env, "selfsubjectaccessreviews").len(), 1);
     let out = k(&team_a, &env, &["auth", "can-i", "create", "deployments"]).await;
     assert_eq!(stdout(&out).trim(), "yes", "{}", stderr(&out));
-    let out = k(&team_a, &env, &["auth", "can-i", "get", "pods", "-n", "team-b"]).await;
+    let out = k(
+        &team_a,
+        &env,
+        &["auth", "can-i", "get", "pods", "-n", "team-b"],
+    )
+    .await;
     assert!(stdout(&out).starts_with("no - "), "{}", stdout(&out));
     let out = k(&admin_kc, &env, &["auth", "can-i", "delete", "nodes"]).await;
     assert_eq!(stdout(&out).trim(), "yes", "{}", stderr(&out));
@@ -129,9 +167,15 @@ async fn whoami_and_can_i_are_answered_by_the_proxy_for_each_demo_identity() {
         .find(|l| l.starts_with("deployments.apps "))
         .unwrap_or_else(|| panic!("{list}"));
     assert!(deploy.contains("[get list watch patch]"), "{list}");
-    assert!(list.contains("selfsubjectaccessreviews.authorization.k8s.io"), "{list}");
+    assert!(
+        list.contains("selfsubjectaccessreviews.authorization.k8s.io"),
+        "{list}"
+    );
     let list = ok(&k(&ci, &env, &["auth", "can-i", "--list", "-n", "default"]).await);
-    assert!(!list.contains("deployments.apps"), "no grant in default: {list}");
+    assert!(
+        !list.contains("deployments.apps"),
+        "no grant in default: {list}"
+    );
     let list = ok(&k(&narrow, &env, &["auth", "can-i", "--list", "-n", "team-a"]).await);
     let deploy = list
         .lines()
@@ -147,11 +191,53 @@ async fn whoami_and_can_i_are_answered_by_the_proxy_for_each_demo_identity() {
     // Audited (as reads).
     let ev = events(&env);
     assert!(
-        ev.iter().any(|e| e["objectRef"]["resource"] == "selfsubjectaccessreviews"
-            && e["user"]["username"] == "ci-bot"
-            && e["responseStatus"]["code"] == 201),
+        ev.iter()
+            .any(|e| e["objectRef"]["resource"] == "selfsubjectaccessreviews"
+                && e["user"]["username"] == "ci-bot"
+                && e["responseStatus"]["code"] == 201),
         "{ev:?}"
     );
+
+    // Raw: protobuf out for a client that accepts only protobuf; 406 and 415 for the rest.
+    let review = |accept: &str, ct: &str, body: &'static [u8]| {
+        http::Request::post(
+            "https://localhost/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+        )
+        .header("accept", accept)
+        .header("content-type", ct)
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(body)))
+        .unwrap()
+    };
+    let spec: &[u8] = br#"{"spec": {"resourceAttributes": {"namespace": "team-a", "verb": "delete", "group": "apps", "resource": "deployments"}}}"#;
+    let pb = "application/vnd.kubernetes.protobuf";
+    let resp = env
+        .request(
+            review(pb, "application/json", spec),
+            Some(&env.admin_cert),
+            true,
+        )
+        .await;
+    assert_eq!(resp.status(), 201);
+    assert_eq!(resp.headers()["content-type"], pb);
+    let back = portcullis::k8s::review_proto::decode(resp.body()).unwrap();
+    assert_eq!(back["kind"], "SelfSubjectAccessReview");
+    assert_eq!(back["spec"]["resourceAttributes"]["verb"], "delete");
+    let resp = env
+        .request(
+            review("text/html", "application/json", spec),
+            Some(&env.admin_cert),
+            true,
+        )
+        .await;
+    assert_eq!(resp.status(), 406);
+    let resp = env
+        .request(
+            review("application/json", pb, b"k8s\0\xff"),
+            Some(&env.admin_cert),
+            true,
+        )
+        .await;
+    assert_eq!(resp.status(), 415, "{:?}", resp.body());
 
     // The Python client: JSON bodies, the same answers.
     let script = r#"
@@ -184,7 +270,11 @@ print(json.dumps(out))
         .await
         .unwrap()
         .expect("python3 runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         got,
@@ -204,45 +294,104 @@ async fn kubectl_as_is_checked_against_the_grants() {
     // Allowed: demo-admins' `*` covers ordinary users and groups; the request runs as alice.
     env.sandbox.sandbox.clear_recorded();
     let as_alice = ["--as", "alice", "--as-group", "tenant:team-a"];
-    ok(&k(&admin_kc, &env, &[&as_alice[..], &["-n", "team-a", "get", "configmaps"]].concat()).await);
+    ok(&k(
+        &admin_kc,
+        &env,
+        &[&as_alice[..], &["-n", "team-a", "get", "configmaps"]].concat(),
+    )
+    .await);
     let fwd = seen(&env, "/namespaces/team-a/configmaps");
     assert_eq!(fwd.len(), 1);
     assert_eq!(fwd[0].headers["impersonate-user"], "alice");
     assert_eq!(fwd[0].headers["impersonate-group"], "tenant:team-a");
-    assert_eq!(fwd[0].headers["impersonate-extra-portcullis.io%2ftenant"], "team-a");
+    assert_eq!(
+        fwd[0].headers["impersonate-extra-portcullis.io%2ftenant"],
+        "team-a"
+    );
     let ev = events(&env);
     let e = ev
         .iter()
         .rev()
-        .find(|e| e["requestURI"].as_str().is_some_and(|u| u.contains("/namespaces/team-a/configmaps")))
+        .find(|e| {
+            e["requestURI"]
+                .as_str()
+                .is_some_and(|u| u.contains("/namespaces/team-a/configmaps"))
+        })
         .unwrap_or_else(|| panic!("{ev:?}"));
     assert_eq!(e["user"]["username"], "admin");
     assert_eq!(e["impersonatedUser"]["username"], "alice");
     assert_eq!(e["impersonatedUser"]["groups"], json!(["tenant:team-a"]));
-    let who = ok(&k(&admin_kc, &env, &[&as_alice[..], &["auth", "whoami"]].concat()).await);
+    let who = ok(&k(
+        &admin_kc,
+        &env,
+        &[&as_alice[..], &["auth", "whoami"]].concat(),
+    )
+    .await);
     assert!(who.contains("alice") && !who.contains("admin"), "{who}");
 
     // Authorized as alice: her grants, not admin's.
     env.sandbox.sandbox.clear_recorded();
-    let out = k(&admin_kc, &env, &[&as_alice[..], &["-n", "team-b", "get", "pods"]].concat()).await;
+    let out = k(
+        &admin_kc,
+        &env,
+        &[&as_alice[..], &["-n", "team-b", "get", "pods"]].concat(),
+    )
+    .await;
     assert!(stderr(&out).contains(r#"Error from server (Forbidden): pods is forbidden: User "alice" cannot list resource "pods" in API group "" in the namespace "team-b""#), "{}", stderr(&out));
     assert!(seen(&env, "team-b").is_empty());
 
     // Refused: alice has no impersonate grant; never ignored, never forwarded.
     let out = k(&team_a, &env, &["--as", "bob", "get", "pods"]).await;
     assert!(stderr(&out).contains(r#"Error from server (Forbidden): users "bob" is forbidden: User "alice" cannot impersonate resource "users" in API group "" at the cluster scope"#), "{}", stderr(&out));
-    let out = k(&team_a, &env, &["auth", "can-i", "--as", "bob", "get", "pods"]).await;
+    let out = k(
+        &team_a,
+        &env,
+        &["auth", "can-i", "--as", "bob", "get", "pods"],
+    )
+    .await;
     assert!(!out.status.success());
-    assert!(stderr(&out).contains(r#"users "bob" is forbidden: User "alice" cannot impersonate"#), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(r#"users "bob" is forbidden: User "alice" cannot impersonate"#),
+        "{}",
+        stderr(&out)
+    );
     // system: identities need a grant naming them; `*` is not enough. (`get --raw`: kubectl
     // prints a refused discovery request as "Forbidden: unknown", against any API server.)
-    let out = k(&admin_kc, &env, &["--as", "bob", "--as-group", "system:masters", "get", "--raw", "/api/v1/nodes"]).await;
+    let out = k(
+        &admin_kc,
+        &env,
+        &[
+            "--as",
+            "bob",
+            "--as-group",
+            "system:masters",
+            "get",
+            "--raw",
+            "/api/v1/nodes",
+        ],
+    )
+    .await;
     assert!(stderr(&out).contains(r#"groups "system:masters" is forbidden: User "admin" cannot impersonate resource "groups" in API group "" at the cluster scope"#), "{}", stderr(&out));
-    let out = k(&admin_kc, &env, &["--as", "system:serviceaccount:team-a:default", "get", "--raw", "/api/v1/namespaces/team-a/pods"]).await;
+    let out = k(
+        &admin_kc,
+        &env,
+        &[
+            "--as",
+            "system:serviceaccount:team-a:default",
+            "get",
+            "--raw",
+            "/api/v1/namespaces/team-a/pods",
+        ],
+    )
+    .await;
     assert!(stderr(&out).contains(r#"serviceaccounts "default" is forbidden: User "admin" cannot impersonate resource "serviceaccounts" in API group "" in the namespace "team-a""#), "{}", stderr(&out));
     let out = k(&admin_kc, &env, &["--as-group", "dev", "get", "pods"]).await;
     assert!(!out.status.success());
-    assert!(seen(&env, "/pods").is_empty() && seen(&env, "/nodes").is_empty(), "{:?}", env.sandbox.sandbox.recorded());
+    assert!(
+        seen(&env, "/pods").is_empty() && seen(&env, "/nodes").is_empty(),
+        "{:?}",
+        env.sandbox.sandbox.recorded()
+    );
 
     // The Python client's own Impersonate-User header: the same 403, nothing forwarded.
     let script = r#"
@@ -263,10 +412,23 @@ except client.exceptions.ApiException as e:
         .arg(env.dir.path().join("ca.crt"))
         .arg(token_of(&team_a))
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), run).await.unwrap().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(got, json!([403, r#"users "admin" is forbidden: User "alice" cannot impersonate resource "users" in API group "" at the cluster scope"#]));
+    assert_eq!(
+        got,
+        json!([
+            403,
+            r#"users "admin" is forbidden: User "alice" cannot impersonate resource "users" in API group "" at the cluster scope"#
+        ])
+    );
     assert!(seen(&env, "secrets").is_empty());
     env.stop().await;
 }
@@ -298,15 +460,41 @@ async fn server_side_apply_by_a_patch_only_identity_never_creates() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains(r#"Error from server (Forbidden): deployments.apps "ci-new" is forbidden: User "ci-bot" cannot create resource "deployments" in API group "apps" in the namespace "team-a""#), "{}", stderr(&out));
     assert!(
-        !seen(&env, "deployments/ci-new").iter().any(|r| r.method == http::Method::PATCH),
+        !seen(&env, "deployments/ci-new")
+            .iter()
+            .any(|r| r.method == http::Method::PATCH),
         "the apply never reached the sandbox"
     );
-    let out = k(&admin(&env), &env, &["-n", "team-a", "get", "deployment", "ci-new"]).await;
+    let out = k(
+        &admin(&env),
+        &env,
+        &["-n", "team-a", "get", "deployment", "ci-new"],
+    )
+    .await;
     assert!(stderr(&out).contains("NotFound"), "{}", stderr(&out));
 
     // An existing object: admitted, with the object's uid as the API server's precondition.
-    ok(&k_in(&env.files.admin_kubeconfig, &env, &apply, &deployment("ci-old", 1)).await);
-    let uid = ok(&k(&admin(&env), &env, &["-n", "team-a", "get", "deployment", "ci-old", "-o", "jsonpath={.metadata.uid}"]).await);
+    ok(&k_in(
+        &env.files.admin_kubeconfig,
+        &env,
+        &apply,
+        &deployment("ci-old", 1),
+    )
+    .await);
+    let uid = ok(&k(
+        &admin(&env),
+        &env,
+        &[
+            "-n",
+            "team-a",
+            "get",
+            "deployment",
+            "ci-old",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+    )
+    .await);
     assert!(!uid.is_empty());
     env.sandbox.sandbox.clear_recorded();
     ok(&k_in(&ci, &env, &apply, &deployment("ci-old", 3)).await);
@@ -316,7 +504,20 @@ async fn server_side_apply_by_a_patch_only_identity_never_creates() {
         .expect("the apply was forwarded");
     let body: Value = serde_json::from_slice(patch.body.as_ref().unwrap()).unwrap();
     assert_eq!(body["metadata"]["uid"], uid.as_str(), "{body}");
-    let replicas = ok(&k(&admin(&env), &env, &["-n", "team-a", "get", "deployment", "ci-old", "-o", "jsonpath={.spec.replicas}"]).await);
+    let replicas = ok(&k(
+        &admin(&env),
+        &env,
+        &[
+            "-n",
+            "team-a",
+            "get",
+            "deployment",
+            "ci-old",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
+    )
+    .await);
     assert_eq!(replicas, "3");
 
     // What makes it race-free: an apply that names a uid never creates (the sandbox, like
@@ -324,8 +525,17 @@ async fn server_side_apply_by_a_patch_only_identity_never_creates() {
     let mut ghost: Value = serde_json::from_str(&deployment("ghost", 1)).unwrap();
     ghost["metadata"]["uid"] = json!(uid);
     let out = k_in(&admin(&env), &env, &apply, &ghost.to_string()).await;
-    assert!(stderr(&out).contains("uid mismatch: the provided object specified uid"), "{}", stderr(&out));
-    let out = k(&admin(&env), &env, &["-n", "team-a", "get", "deployment", "ghost"]).await;
+    assert!(
+        stderr(&out).contains("uid mismatch: the provided object specified uid"),
+        "{}",
+        stderr(&out)
+    );
+    let out = k(
+        &admin(&env),
+        &env,
+        &["-n", "team-a", "get", "deployment", "ghost"],
+    )
+    .await;
     assert!(stderr(&out).contains("NotFound"), "{}", stderr(&out));
     env.stop().await;
 }
@@ -350,11 +560,23 @@ async fn self_test_reports_a_missing_impersonate_right() {
     let out = check(&env);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("ok       impersonate groups (required)"), "{text}");
-    assert!(text.contains("MISSING  impersonate serviceaccounts (optional)"), "{text}");
+    assert!(
+        text.contains("ok       impersonate groups (required)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("MISSING  impersonate serviceaccounts (optional)"),
+        "{text}"
+    );
     let (_, metrics) = common::admin_get(env.admin_addr, "/metrics").await;
-    assert!(metrics.contains(r#"portcullis_upstream_impersonation_allowed{right="groups"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"portcullis_upstream_impersonation_allowed{right="serviceaccounts"} 0"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"portcullis_upstream_impersonation_allowed{right="groups"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"portcullis_upstream_impersonation_allowed{right="serviceaccounts"} 0"#),
+        "{metrics}"
+    );
 
     // Narrow the binding's role: no more groups.
     let role = r#"{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
@@ -371,12 +593,21 @@ async fn self_test_reports_a_missing_impersonate_right() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(last.contains("the upstream does not let portcullis impersonate groups"), "{last}");
+    assert!(
+        last.contains("the upstream does not let portcullis impersonate groups"),
+        "{last}"
+    );
     let (_, metrics) = common::admin_get(env.admin_addr, "/metrics").await;
-    assert!(metrics.contains(r#"portcullis_upstream_impersonation_allowed{right="groups"} 0"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"portcullis_upstream_impersonation_allowed{right="groups"} 0"#),
+        "{metrics}"
+    );
     let out = check(&env);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(!out.status.success(), "{text}");
-    assert!(text.contains("MISSING  impersonate groups (required)"), "{text}");
+    assert!(
+        text.contains("MISSING  impersonate groups (required)"),
+        "{text}"
+    );
     env.stop().await;
 }

@@ -56,10 +56,7 @@ fn asked(h: &HeaderMap) -> Result<Asked, Refusal> {
             "impersonate-uid" if a.uid.is_none() => a.uid = Some(text(value)?),
             _ => {
                 if let Some(key) = n.strip_prefix("impersonate-extra-") {
-                    a.extra
-                        .entry(unescape(key))
-                        .or_default()
-                        .push(text(value)?);
+                    a.extra.entry(unescape(key)).or_default().push(text(value)?);
                 }
             }
         }
@@ -170,7 +167,11 @@ pub fn impersonate(
         )?,
     }
     for g in &a.groups {
-        allow(check("", "groups", "", "", g), g.starts_with("system:"), false)?;
+        allow(
+            check("", "groups", "", "", g),
+            g.starts_with("system:"),
+            false,
+        )?;
     }
     for (key, values) in &a.extra {
         let reserved = key == TENANT_EXTRA || key == TOKEN_ID_EXTRA;
@@ -307,7 +308,10 @@ grants:
         ));
         assert_eq!(
             no_user,
-            (400, "requested [Group x] without impersonating a user".into())
+            (
+                400,
+                "requested [Group x] without impersonating a user".into()
+            )
         );
     }
 
@@ -325,7 +329,10 @@ grants:
                 ("impersonate-group", "system:masters"),
             ]),
             headers(&[("impersonate-user", "system:admin")]),
-            headers(&[("impersonate-user", "system:serviceaccount:kube-system:default")]),
+            headers(&[(
+                "impersonate-user",
+                "system:serviceaccount:kube-system:default",
+            )]),
             headers(&[
                 ("impersonate-user", "bob"),
                 ("impersonate-extra-portcullis.io%2ftenant", "team-a"),

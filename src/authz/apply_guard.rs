@@ -188,7 +188,9 @@ impl ApplyGuardLayer {
             meta.entry("uid").or_insert_with(|| json!(uid));
         }
         let out = parse::canonical_bytes(&parsed);
-        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
         Ok(Request::from_parts(parts, body::full(out)))
     }
 }
@@ -217,7 +219,9 @@ mod tests {
     fn apply_media_types() {
         let v = |s: &'static str| HeaderValue::from_static(s);
         assert!(is_apply(Some(&v("application/apply-patch+yaml"))));
-        assert!(is_apply(Some(&v("Application/Apply-Patch+YAML; charset=utf-8"))));
+        assert!(is_apply(Some(&v(
+            "Application/Apply-Patch+YAML; charset=utf-8"
+        ))));
         assert!(is_apply(Some(&v("application/apply-patch+cbor"))));
         assert!(!is_apply(Some(&v("application/merge-patch+json"))));
         assert!(!is_apply(None));

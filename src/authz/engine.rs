@@ -212,7 +212,12 @@ impl Authorizer {
     /// account): grants ∩ token scope, as [`Authorizer::authorize`]. A `system:` target (a
     /// `system:` user or group, a service account) is only allowed by a rule whose
     /// `resource_names` lists it: a wildcard grant never reaches them.
-    pub fn authorize_impersonation(&self, id: &Identity, req: &RequestInfo, system: bool) -> Decision {
+    pub fn authorize_impersonation(
+        &self,
+        id: &Identity,
+        req: &RequestInfo,
+        system: bool,
+    ) -> Decision {
         self.decide(id, req, system)
     }
 

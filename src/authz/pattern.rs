@@ -310,7 +310,9 @@ pub fn check_resource_pattern(p: &str) -> Result<(), String> {
         {
             Ok(())
         } else {
-            Err(format!("{p:?}: the extra key after userextras/ must be a key (example.com/team) or '*'"))
+            Err(format!(
+                "{p:?}: the extra key after userextras/ must be a key (example.com/team) or '*'"
+            ))
         };
     }
     let mut parts = p.split('/');

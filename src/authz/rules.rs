@@ -70,7 +70,10 @@ impl Authorizer {
                         if applies {
                             policy.resource_rules.push(ResourceRuleView {
                                 verbs: r.verbs.names(),
-                                api_groups: rr.api_groups.clone().unwrap_or_else(|| strings(&["*"])),
+                                api_groups: rr
+                                    .api_groups
+                                    .clone()
+                                    .unwrap_or_else(|| strings(&["*"])),
                                 resources: rr.resources.iter().map(|x| x.as_written()).collect(),
                                 resource_names: rr.resource_names.clone(),
                             });
@@ -243,15 +246,24 @@ mod tests {
     #[test]
     fn pattern_intersections() {
         assert_eq!(resource_meet("*", "pods").as_deref(), Some("pods"));
-        assert_eq!(resource_meet("pods/*", "pods/exec").as_deref(), Some("pods/exec"));
-        assert_eq!(resource_meet("*/scale", "deployments/*").as_deref(), Some("deployments/scale"));
+        assert_eq!(
+            resource_meet("pods/*", "pods/exec").as_deref(),
+            Some("pods/exec")
+        );
+        assert_eq!(
+            resource_meet("*/scale", "deployments/*").as_deref(),
+            Some("deployments/scale")
+        );
         assert_eq!(resource_meet("pods/*", "pods"), None);
         assert_eq!(resource_meet("deployments", "pods"), None);
         assert_eq!(url_meet("/api*", "/api/v1").as_deref(), Some("/api/v1"));
         assert_eq!(url_meet("*", "/healthz*").as_deref(), Some("/healthz*"));
         assert_eq!(url_meet("/a", "/b"), None);
         assert_eq!(meet(&strings(&["*"]), &strings(&["get"])), ["get"]);
-        assert_eq!(meet(&strings(&["get", "list"]), &strings(&["list", "watch"])), ["list"]);
+        assert_eq!(
+            meet(&strings(&["get", "list"]), &strings(&["list", "watch"])),
+            ["list"]
+        );
     }
 
     #[test]
@@ -259,7 +271,10 @@ mod tests {
         let a = super::super::tests::authorizer();
         let mut ci = super::super::tests::id("ci-bot", &["ci"]);
         let full = a.rules_in(&ci, "team-a");
-        assert!(full.resource_rules.iter().any(|r| r.resources == ["deployments"]));
+        assert!(full
+            .resource_rules
+            .iter()
+            .any(|r| r.resources == ["deployments"]));
         ci.scope = Some(super::super::Scope(vec![ScopeRule {
             namespaces: Some(strings(&["team-a"])),
             verbs: strings(&["get"]),

@@ -44,10 +44,16 @@ pub async fn run(path: &Path, online: bool) -> i32 {
         println!("{}: upstream: {line}", path.display());
     }
     if ok {
-        println!("{}: upstream: portcullis may impersonate everything it sends", path.display());
+        println!(
+            "{}: upstream: portcullis may impersonate everything it sends",
+            path.display()
+        );
         0
     } else {
-        println!("{}: upstream: a required impersonation right is missing or could not be checked", path.display());
+        println!(
+            "{}: upstream: a required impersonation right is missing or could not be checked",
+            path.display()
+        );
         1
     }
 }

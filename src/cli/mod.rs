@@ -75,9 +75,7 @@ pub async fn run(cli: Cli) -> i32 {
     portcullis::server::tls::install_crypto_provider();
     let result = match cli.command {
         Command::Serve { config } => serve::run(&config).await,
-        Command::CheckConfig { config, online } => {
-            return check_config::run(&config, online).await
-        }
+        Command::CheckConfig { config, online } => return check_config::run(&config, online).await,
         Command::Token { cmd } => return token::run(cmd),
         Command::Audit { cmd } => return audit::run(cmd),
         Command::Demo {

@@ -440,7 +440,9 @@ impl RequestInfo {
             && self.name.is_empty()
             && self.subresource.is_empty()
             && match (self.api_group.as_str(), self.api_version.as_str()) {
-                ("authentication.k8s.io", "v1" | "v1beta1") => self.resource == "selfsubjectreviews",
+                ("authentication.k8s.io", "v1" | "v1beta1") => {
+                    self.resource == "selfsubjectreviews"
+                }
                 ("authorization.k8s.io", "v1") => matches!(
                     self.resource.as_str(),
                     "selfsubjectaccessreviews" | "selfsubjectrulesreviews"

@@ -213,10 +213,18 @@ pub fn encode(obj: &Value) -> Option<Vec<u8>> {
                 2,
                 &message(|m| {
                     if spec["resourceAttributes"].is_object() {
-                        put_bytes(m, 1, &attributes(&spec["resourceAttributes"], RESOURCE_ATTRIBUTES));
+                        put_bytes(
+                            m,
+                            1,
+                            &attributes(&spec["resourceAttributes"], RESOURCE_ATTRIBUTES),
+                        );
                     }
                     if spec["nonResourceAttributes"].is_object() {
-                        put_bytes(m, 2, &attributes(&spec["nonResourceAttributes"], &["path", "verb"]));
+                        put_bytes(
+                            m,
+                            2,
+                            &attributes(&spec["nonResourceAttributes"], &["path", "verb"]),
+                        );
                     }
                 }),
             );
@@ -310,13 +318,20 @@ mod tests {
             "spec": {"resourceAttributes": {"namespace": "team-a", "verb": "create", "resource": "pods"}},
             "status": {"allowed": true, "reason": "r"}});
         let back = decode(&encode(&answer).unwrap()).unwrap();
-        assert_eq!(back["spec"]["resourceAttributes"], answer["spec"]["resourceAttributes"]);
-        let raw = fields(&fields(encode(&answer).unwrap().get(4..).unwrap()).unwrap()[1].1.to_vec())
-            .unwrap()
-            .into_iter()
-            .find(|(n, _)| *n == 3)
-            .map(|(_, v)| v.to_vec())
-            .unwrap();
+        assert_eq!(
+            back["spec"]["resourceAttributes"],
+            answer["spec"]["resourceAttributes"]
+        );
+        let raw = fields(
+            &fields(encode(&answer).unwrap().get(4..).unwrap()).unwrap()[1]
+                .1
+                .to_vec(),
+        )
+        .unwrap()
+        .into_iter()
+        .find(|(n, _)| *n == 3)
+        .map(|(_, v)| v.to_vec())
+        .unwrap();
         assert_eq!(raw, [8, 1, 18, 1, b'r', 32, 0]);
         assert!(decode(b"{}").is_err());
     }

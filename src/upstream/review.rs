@@ -3,6 +3,9 @@
 //! through the proxy needs), or as the proxy itself (the startup self-test: may it
 //! impersonate?). Never forwards a client's own review with the proxy's power.
 //!
+//! The caller's question goes through the endpoint selection and circuit breakers like any
+//! forwarded request; the proxy's own goes straight to one endpoint, as its `/readyz` probe.
+//!
 //! Returns the review's `status` (`allowed`, `denied`, `reason`, `evaluationError`), or why
 //! there is none (unreachable, timeout, an answer that is not a review) as text.
 
@@ -17,6 +20,7 @@ use crate::body;
 const MAX_ANSWER: usize = 1024 * 1024;
 
 /// Who asks.
+#[derive(Clone, Copy)]
 pub enum Asker<'a> {
     /// The caller, impersonated as for a forwarded request.
     Caller(&'a Outbound<'a>),
@@ -45,12 +49,39 @@ pub async fn access_review(up: &Upstream, asker: Asker<'_>, spec: &Value) -> Res
         "kind": "SelfSubjectAccessReview", "spec": spec});
     let mut req = Request::new(body::full(review.to_string()));
     *req.method_mut() = Method::POST;
-    *req.uri_mut() = http::Uri::from_static("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews");
+    *req.uri_mut() =
+        http::Uri::from_static("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews");
     *req.headers_mut() = headers;
-    let (parts, body) = req.into_parts();
-    let resp = match send(up, parts, body, Some(up.request_timeout)).await {
-        Ok(sent) => sent.resp,
-        Err(refusal) => return Err(refusal.status().message),
+    let resp = match asker {
+        Asker::Caller(_) => {
+            let (parts, body) = req.into_parts();
+            match send(up, parts, body, Some(up.request_timeout)).await {
+                Ok(sent) => sent.resp,
+                Err(refusal) => return Err(refusal.status().message),
+            }
+        }
+        // The proxy's own question, like its `/readyz` probe: straight to one endpoint, outside
+        // the circuit breakers (its failures are not the clients' and must not open them).
+        Asker::Proxy => {
+            // The first healthy endpoint, else the first (no round-robin turn is taken).
+            let now = std::time::Instant::now();
+            let eps = up.endpoints();
+            let ep = eps
+                .iter()
+                .find(|e| e.preferred(now))
+                .or_else(|| eps.first())
+                .cloned()
+                .ok_or("no upstream endpoint")?;
+            let uri = ep
+                .uri_for(req.uri().path_and_query())
+                .map_err(|e| format!("invalid upstream URI: {e}"))?;
+            *req.uri_mut() = uri;
+            match tokio::time::timeout(up.request_timeout, ep.pool().request(req)).await {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(e)) => return Err(format!("{} could not be reached: {e}", ep.name)),
+                Err(_) => return Err(format!("{} did not answer in time", ep.name)),
+            }
+        }
     };
     let code = resp.status();
     let bytes = match tokio::time::timeout(
@@ -66,7 +97,9 @@ pub async fn access_review(up: &Upstream, asker: Asker<'_>, spec: &Value) -> Res
     let answer: Value = serde_json::from_slice(&bytes)
         .map_err(|_| format!("the API server answered {} with no review", code.as_u16()))?;
     if !code.is_success() || !answer["status"].is_object() {
-        let why = answer["message"].as_str().unwrap_or("no review in the answer");
+        let why = answer["message"]
+            .as_str()
+            .unwrap_or("no review in the answer");
         return Err(format!("the API server answered {}: {why}", code.as_u16()));
     }
     Ok(answer["status"].clone())

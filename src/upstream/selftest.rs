@@ -102,7 +102,12 @@ pub fn rights(tenants: bool, jwt: bool, uid: bool, extra_keys: &[String]) -> Vec
         name: name.to_owned(),
         required,
     };
-    let mut out = vec![r("users", true), r("groups", true), r("uids", uid), r("serviceaccounts", false)];
+    let mut out = vec![
+        r("users", true),
+        r("groups", true),
+        r("uids", uid),
+        r("serviceaccounts", false),
+    ];
     let mut keys: Vec<&str> = Vec::new();
     if tenants {
         keys.push(TENANT_EXTRA);
@@ -113,7 +118,10 @@ pub fn rights(tenants: bool, jwt: bool, uid: bool, extra_keys: &[String]) -> Vec
     keys.extend(extra_keys.iter().map(String::as_str));
     keys.sort_unstable();
     keys.dedup();
-    out.extend(keys.into_iter().map(|k| r(&format!("userextras/{k}"), true)));
+    out.extend(
+        keys.into_iter()
+            .map(|k| r(&format!("userextras/{k}"), true)),
+    );
     out
 }
 
@@ -246,10 +254,18 @@ async fn ask_all(up: &Upstream, rights: &[Right]) -> Vec<Answer> {
 
 fn log(right: &Right, answer: &Answer) {
     match answer {
-        Answer::Allowed => tracing::info!(right = %right.name, "the upstream lets portcullis impersonate {}", right.name),
-        Answer::Refused if right.required => tracing::error!(right = %right.name, rule = %right.rule(), "the upstream does not let portcullis impersonate {}: requests that need it will be refused upstream; add the rule to the proxy's ClusterRole (README: portcullis-impersonator)", right.name),
-        Answer::Refused => tracing::warn!(right = %right.name, rule = %right.rule(), "the upstream does not let portcullis impersonate {}: requests as service accounts (kubectl --as system:serviceaccount:…) will be refused upstream", right.name),
-        Answer::Unknown(why) => tracing::warn!(right = %right.name, %why, "could not ask the upstream whether portcullis may impersonate {}", right.name),
+        Answer::Allowed => {
+            tracing::info!(right = %right.name, "the upstream lets portcullis impersonate {}", right.name)
+        }
+        Answer::Refused if right.required => {
+            tracing::error!(right = %right.name, rule = %right.rule(), "the upstream does not let portcullis impersonate {}: requests that need it will be refused upstream; add the rule to the proxy's ClusterRole (README: portcullis-impersonator)", right.name)
+        }
+        Answer::Refused => {
+            tracing::warn!(right = %right.name, rule = %right.rule(), "the upstream does not let portcullis impersonate {}: requests as service accounts (kubectl --as system:serviceaccount:…) will be refused upstream", right.name)
+        }
+        Answer::Unknown(why) => {
+            tracing::warn!(right = %right.name, %why, "could not ask the upstream whether portcullis may impersonate {}", right.name)
+        }
     }
 }
 
@@ -266,11 +282,18 @@ pub fn report(rights: &[Right], answers: &[Answer]) -> (Vec<String>, bool) {
                 Answer::Allowed => format!("ok       impersonate {} ({need})", r.name),
                 Answer::Refused => {
                     ok &= !r.required;
-                    format!("MISSING  impersonate {} ({need}): add {} to the proxy's ClusterRole", r.name, r.rule())
+                    format!(
+                        "MISSING  impersonate {} ({need}): add {} to the proxy's ClusterRole",
+                        r.name,
+                        r.rule()
+                    )
                 }
                 Answer::Unknown(why) => {
                     ok = false;
-                    format!("UNKNOWN  impersonate {} ({need}): could not ask the upstream: {why}", r.name)
+                    format!(
+                        "UNKNOWN  impersonate {} ({need}): could not ask the upstream: {why}",
+                        r.name
+                    )
                 }
             }
         })
@@ -317,13 +340,26 @@ mod tests {
         let r = rights(false, false, false, &[]);
         let (lines, ok) = report(
             &r,
-            &[Answer::Allowed, Answer::Refused, Answer::Allowed, Answer::Refused],
+            &[
+                Answer::Allowed,
+                Answer::Refused,
+                Answer::Allowed,
+                Answer::Refused,
+            ],
         );
         assert!(!ok);
-        assert!(lines[1].starts_with("MISSING  impersonate groups (required)"), "{lines:?}");
+        assert!(
+            lines[1].starts_with("MISSING  impersonate groups (required)"),
+            "{lines:?}"
+        );
         let (_, ok) = report(
             &r,
-            &[Answer::Allowed, Answer::Allowed, Answer::Allowed, Answer::Refused],
+            &[
+                Answer::Allowed,
+                Answer::Allowed,
+                Answer::Allowed,
+                Answer::Refused,
+            ],
         );
         assert!(ok, "serviceaccounts is optional");
     }

@@ -163,7 +163,8 @@ pub fn rules(authorizer: &Authorizer, id: &Identity, spec: &Value) -> Result<Val
         .resource_rules
         .iter()
         .map(|r| {
-            let mut v = json!({"verbs": r.verbs, "apiGroups": r.api_groups, "resources": r.resources});
+            let mut v =
+                json!({"verbs": r.verbs, "apiGroups": r.api_groups, "resources": r.resources});
             if !r.resource_names.is_empty() {
                 v["resourceNames"] = json!(r.resource_names);
             }
@@ -213,13 +214,19 @@ mod tests {
         assert_eq!(yes["allowed"], true);
         let no = access_status(&d, Some(Ok(json!({"allowed": false}))));
         assert_eq!(no["allowed"], false);
-        assert!(no["reason"].as_str().unwrap().contains("the API server does not"));
+        assert!(no["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the API server does not"));
         let unknown = access_status(&d, Some(Err("unreachable".into())));
         assert_eq!(unknown["allowed"], false);
         let spec = json!({"resourceAttributes": {"namespace": "team-a", "verb": "create",
             "group": "apps", "resource": "deployments"}});
         let d = local_decision(&a, &ci, &asked_request(&spec).unwrap());
-        assert_eq!(access_status(&d, None), json!({"allowed": false, "reason": "portcullis: no grant"}));
+        assert_eq!(
+            access_status(&d, None),
+            json!({"allowed": false, "reason": "portcullis: no grant"})
+        );
         assert!(asked_request(&json!({})).is_err());
     }
 }

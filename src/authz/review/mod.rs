@@ -269,7 +269,9 @@ mod tests {
     fn negotiation() {
         assert_eq!(wants_protobuf(&HeaderMap::new()), Some(false));
         assert_eq!(
-            wants_protobuf(&accept("application/vnd.kubernetes.protobuf, application/json")),
+            wants_protobuf(&accept(
+                "application/vnd.kubernetes.protobuf, application/json"
+            )),
             Some(false)
         );
         assert_eq!(

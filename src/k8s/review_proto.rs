@@ -322,16 +322,14 @@ mod tests {
             back["spec"]["resourceAttributes"],
             answer["spec"]["resourceAttributes"]
         );
-        let raw = fields(
-            &fields(encode(&answer).unwrap().get(4..).unwrap()).unwrap()[1]
-                .1
-                .to_vec(),
-        )
-        .unwrap()
-        .into_iter()
-        .find(|(n, _)| *n == 3)
-        .map(|(_, v)| v.to_vec())
-        .unwrap();
+        let encoded = encode(&answer).unwrap();
+        let envelope = fields(encoded.get(4..).unwrap()).unwrap();
+        let raw = fields(envelope[1].1)
+            .unwrap()
+            .into_iter()
+            .find(|(n, _)| *n == 3)
+            .map(|(_, v)| v.to_vec())
+            .unwrap();
         assert_eq!(raw, [8, 1, 18, 1, b'r', 32, 0]);
         assert!(decode(b"{}").is_err());
     }

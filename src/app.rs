@@ -77,6 +77,12 @@ impl Runtime {
         let upstream = Arc::new(Upstream::new(&config.upstream, credentials.clone())?);
         let mut metrics = Metrics::new();
         upstream.register_metrics(&mut metrics.registry);
+        let selftest = Arc::new(crate::upstream::selftest::SelfTest::new(
+            upstream.clone(),
+            crate::upstream::selftest::rights_for(config),
+            config.upstream.health_interval,
+            &mut metrics.registry,
+        ));
         if let Some(limiter) = &limiter {
             limiter.metrics().register(&mut metrics.registry);
         }
@@ -106,6 +112,7 @@ impl Runtime {
             config: Arc::new(config),
             upstream,
             credentials,
+            selftest,
             metrics: Arc::new(metrics),
             audit,
             limiter,
@@ -167,7 +174,7 @@ pub async fn run_with(
         },
         move |req, _conn| {
             let admin = admin_of(&admin_live.current().rt);
-            async move { admin.handle(&req) }
+            async move { admin.handle(&req).await }
         },
         shutdown.clone(),
     ));
@@ -216,5 +223,6 @@ fn admin_of(rt: &Runtime) -> Admin {
         upstream: rt.upstream.clone(),
         jwt: rt.jwt.clone(),
         ready_window: rt.config.ready_window,
+        selftest: Some(rt.selftest.clone()),
     }
 }

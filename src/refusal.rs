@@ -14,6 +14,8 @@
 //! | `Overloaded` (global in-flight cap) | 503 + Retry-After | ServiceUnavailable | load-shed |
 //! | `SourceBlocked` (address keeps failing authentication) | 429 + Retry-After | TooManyRequests | authn |
 //! | `Unauthenticated` | 401 | Unauthorized | authn |
+//! | `BadImpersonation` (`Impersonate-Group/Uid/Extra` without a user, or an unreadable value) | 400 | BadRequest | authn |
+//! | `BadReview` (a self-review body that does not decode) | 400 / 415 / 406 | BadRequest / UnsupportedMediaType / NotAcceptable | review |
 //! | `Forbidden` | 403 | Forbidden | authz |
 //! | `RateLimited` | 429 / 503 + Retry-After | TooManyRequests / ServiceUnavailable | ratelimit |
 //! | `Body` (size, encoding, media type, parse, patch, field rules) | 400 / 403 / 404 / 408 / 413 / 415 / 422 / 500 / 503 | as the apiserver | sanitize |
@@ -48,6 +50,10 @@ pub enum Refusal {
     SourceBlocked(Box<Rejection>),
     /// No credential, or one that does not verify (the reason is logged, never sent).
     Unauthenticated(Failure),
+    /// `Impersonate-*` headers the API server would refuse as malformed (400).
+    BadImpersonation(String),
+    /// A self-review (`kubectl auth whoami|can-i`) the proxy cannot read: the Status to send.
+    BadReview(Box<Status>),
     /// No grant allows it, or the token's scope excludes it.
     Forbidden(Box<Forbidden>),
     /// A per-identity bucket or stream cap (or the limiter's backend) refused it.
@@ -235,7 +241,10 @@ impl Refusal {
         match self {
             Refusal::BadPath(_) => "classify",
             Refusal::Overloaded(_) => "load-shed",
-            Refusal::SourceBlocked(_) | Refusal::Unauthenticated(_) => "authn",
+            Refusal::SourceBlocked(_)
+            | Refusal::Unauthenticated(_)
+            | Refusal::BadImpersonation(_) => "authn",
+            Refusal::BadReview(_) => "review",
             Refusal::Forbidden(_) => "authz",
             Refusal::RateLimited(_) => "ratelimit",
             Refusal::Body(_) | Refusal::PodSecurity(_) => "sanitize",
@@ -256,6 +265,8 @@ impl Refusal {
                 r.status()
             }
             Refusal::Unauthenticated(_) => Status::unauthorized(),
+            Refusal::BadImpersonation(m) => Status::bad_request(m.clone()),
+            Refusal::BadReview(s) => (**s).clone(),
             Refusal::Forbidden(f) => {
                 let nonempty = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
                 let mut s = Status::forbidden(f.message.clone());

@@ -14,7 +14,7 @@ use tower::{Service, ServiceBuilder};
 use crate::{
     audit::{Audit, AuditLayer, ReceivedLayer},
     authn::{jwt::JwtAuthenticator, request::Authenticator, AuthnLayer},
-    authz::{Authorizer, AuthzLayer},
+    authz::{apply_guard::ApplyGuardLayer, review::ReviewLayer, Authorizer, AuthzLayer},
     body::{Body, BoxError},
     classify::ClassifyLayer,
     config::Config,
@@ -33,6 +33,8 @@ pub struct Runtime {
     /// The proxy's own credentials toward the upstream (a token file is re-read on an interval
     /// by the configuration's tasks, `reload::live`, and at every reload).
     pub credentials: Arc<Credentials>,
+    /// May the proxy impersonate what it sends? (asked at start and from `/readyz`)
+    pub selftest: Arc<crate::upstream::selftest::SelfTest>,
     pub metrics: Arc<Metrics>,
     /// Audit policy and sinks (None: not configured).
     pub audit: Option<Arc<Audit>>,
@@ -108,6 +110,18 @@ where
         // 10. RequestReceived once the caller is known and admitted; a strict sink failing
         //     here refuses before anything is read or forwarded.
         .layer(traced("audit_received", ReceivedLayer, on))
+        // 10b. The self-reviews (`kubectl auth whoami|can-i`) are answered here, never
+        //      forwarded with the proxy's power: after authorization (which lets everyone ask),
+        //      rate limits (a read) and RequestReceived, before any body judging.
+        .layer(traced(
+            "review",
+            ReviewLayer::new(
+                rt.authorizer.clone(),
+                rt.upstream.clone(),
+                c.trust_forwarded_for,
+            ),
+            on,
+        ))
         // 11. The costliest check (reads, parses, may fetch the current object) last before
         //     the network, so earlier refusals never pay for it.
         .layer(traced(
@@ -118,6 +132,14 @@ where
                 rt.metrics.clone(),
                 c.trust_forwarded_for,
             ),
+            on,
+        ))
+        // 11a. A server-side apply by a caller without `create` is forwarded only with the
+        //      existing object's uid, which the API server enforces: it cannot create. Last, on
+        //      the judged body, so the precondition is what goes out.
+        .layer(traced(
+            "apply_guard",
+            ApplyGuardLayer::new(rt.upstream.clone(), c.trust_forwarded_for),
             on,
         ))
         // 11b. The `upstream` span, and its `traceparent` / `tracestate` on the forwarded

@@ -325,6 +325,8 @@ async fn scope_narrows_and_websocket_exec_needs_create() {
 async fn client_identity_headers_are_replaced_by_the_proxys() {
     let env = Env::start().await;
     let t = forge(&env).token(&claims("alice", &["tenant:team-a"]));
+    // A client's Impersonate-* headers are a request the grants must allow (issue 12): alice
+    // has no impersonate grant, so they are refused, never silently dropped or forwarded.
     let mut r = req("GET", "/api/v1/namespaces/team-a/pods", Some(&t));
     for (k, v) in [
         ("connection", "Impersonate-User, Impersonate-Group"),
@@ -332,6 +334,17 @@ async fn client_identity_headers_are_replaced_by_the_proxys() {
         ("impersonate-group", "system:masters"),
         ("impersonate-uid", "0"),
         ("impersonate-extra-scopes", "everything"),
+    ] {
+        r.headers_mut().append(k, v.parse().unwrap());
+    }
+    let s = refused(&env, r, StatusCode::FORBIDDEN, "Forbidden").await;
+    assert_eq!(
+        s["message"],
+        r#"users "system:admin" is forbidden: User "alice" cannot impersonate resource "users" in API group "" at the cluster scope"#
+    );
+    // Front-proxy identity headers are replaced silently, as before.
+    let mut r = req("GET", "/api/v1/namespaces/team-a/pods", Some(&t));
+    for (k, v) in [
         ("x-remote-user", "root"),
         ("x-remote-group", "system:masters"),
     ] {

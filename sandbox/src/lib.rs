@@ -43,7 +43,6 @@ mod rbac;
 mod rbac_seed;
 mod rest;
 mod reviews;
-mod reviews_proto;
 mod run;
 mod selectors;
 mod store;

@@ -443,6 +443,15 @@ async fn patch_object(
         Ok(c) => c,
         Err(_) if kind == PatchType::Apply => {
             let mut obj = patch_body;
+            // kube-apiserver's patcher: an apply naming a uid never creates (patch.go).
+            if let Some(uid) = obj["metadata"]["uid"].as_str().filter(|u| !u.is_empty()) {
+                let mut s = super::store::conflict(t.def, &name);
+                s.message = s.message.replace(
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                    &format!("uid mismatch: the provided object specified uid {uid}, and no existing object was found"),
+                );
+                return Err(s);
+            }
             check_identity(t, &mut obj)?;
             let created = store.create(t.def, ns, obj, dry_run(q))?;
             return Ok(json_response(

@@ -5,7 +5,7 @@
 //! LocalSubjectAccessReview.
 //!
 //! Accepts a POST of the review object (JSON, YAML, or protobuf as kubectl sends it:
-//! `reviews_proto`) by whoever RBAC lets create it
+//! `portcullis::k8s::review_proto`, shared with the proxy) by whoever RBAC lets create it
 //! (`system:basic-user` lets everyone authenticated create the self-reviews); answers 201 with
 //! the object and its `status`. Rejects: other methods (405), a rules review without
 //! `spec.namespace` (400), an access review with neither or both attribute kinds (400),
@@ -56,7 +56,7 @@ pub async fn serve(
             .as_deref()
             .is_some_and(|c| c.starts_with("application/vnd.kubernetes.protobuf"));
         let mut obj = if protobuf {
-            super::reviews_proto::decode(&bytes).map_err(Status::unsupported_media_type)?
+            portcullis::k8s::review_proto::decode(&bytes).map_err(Status::unsupported_media_type)?
         } else {
             rest::decode(ct.as_deref(), &bytes)?
         };

@@ -309,6 +309,15 @@ impl Store {
                 "the name of the object does not match the name on the URL",
             ));
         }
+        if let Some(uid) = obj["metadata"]["uid"].as_str().filter(|u| !u.is_empty()) {
+            if Some(uid) != old["metadata"]["uid"].as_str() {
+                return Err(Status::failure(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid",
+                    format!("{} \"{name}\" is invalid: metadata.uid: Invalid value: \"{uid}\": field is immutable", qualified(def)),
+                ));
+            }
+        }
         match obj["metadata"]["resourceVersion"].as_str() {
             Some(rv)
                 if !rv.is_empty() && Some(rv) != old["metadata"]["resourceVersion"].as_str() =>

@@ -178,6 +178,12 @@ impl Recorder {
         }
     }
 
+    /// The identity the caller impersonates (`kubectl --as`), recorded as the API server
+    /// does: `user` stays the caller, `impersonatedUser` is whom the request runs as.
+    pub fn impersonated(&mut self, id: &Identity) {
+        self.event.impersonated_user = Some(UserInfo::from(id));
+    }
+
     /// Evaluate the policy (once the user and the request are known, or at the end).
     pub fn evaluate(&mut self) -> RuleEvaluation {
         if !self.evaluated {

@@ -6,6 +6,11 @@
 //! and tells the audit record (user, method, issuer, tenant, scope; the audit policy is
 //! evaluated now that the user is known). Rejects everything else with a bare 401
 //! `Unauthorized` (`Refusal::Unauthenticated`); the reason is logged, never sent.
+//!
+//! A client's own `Impersonate-*` headers (`kubectl --as`) are then checked against the grants
+//! (`impersonate.rs`): refused with 400 / 403 as the API server would, or the request goes on
+//! as the impersonated identity (the audit event keeps the caller as `user` and records
+//! `impersonatedUser`).
 
 use std::{
     convert::Infallible,
@@ -16,7 +21,10 @@ use std::{
 use http::{Request, Response};
 use tower::{Layer, Service};
 
-use super::request::{authenticate, Authenticator};
+use super::{
+    impersonate::impersonate,
+    request::{authenticate, Authenticator},
+};
 use crate::{
     audit::AuditRecord,
     body::Body,
@@ -81,12 +89,23 @@ where
                     return Ok(Refusal::Unauthenticated(why).respond());
                 }
             };
-            if let Some(rec) = req.extensions().get::<AuditRecord>() {
+            let audit = req.extensions().get::<AuditRecord>().cloned();
+            if let Some(rec) = &audit {
                 rec.with(|r| {
                     r.authenticated(&identity);
                     r.evaluate();
                 });
             }
+            let identity = match impersonate(&config.authorizer, &identity, req.headers()) {
+                Ok(None) => identity,
+                Ok(Some(as_whom)) => {
+                    if let Some(rec) = &audit {
+                        rec.with(|r| r.impersonated(&as_whom));
+                    }
+                    Arc::new(as_whom)
+                }
+                Err(refusal) => return Ok(refusal.respond()),
+            };
             req.extensions_mut().insert(identity);
             inner.call(req).await
         })

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod identity;
+pub mod impersonate;
 pub mod jwt;
 pub mod layer;
 pub mod request;

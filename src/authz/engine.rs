@@ -18,6 +18,9 @@ pub const NO_GRANT: &str = "no grant";
 pub const OUTSIDE_SCOPE: &str = "outside token scope";
 /// Reason of an allowed request to a public non-resource URL.
 pub const PUBLIC: &str = "public non-resource URL";
+/// Reason of an allowed self-review (`kubectl auth whoami|can-i`): every authenticated caller
+/// may ask about itself, as on an API server (`system:basic-user`); the proxy answers them.
+pub const SELF_REVIEW: &str = "self review";
 
 /// The outcome of [`Authorizer::authorize`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +87,7 @@ pub(super) enum Subject {
 
 impl Subject {
     #[inline]
-    fn matches(&self, id: &Identity) -> bool {
+    pub(super) fn matches(&self, id: &Identity) -> bool {
         match self {
             Subject::User(u) => *u == id.user,
             Subject::Group(g) => id.groups.iter().any(|x| x == g),
@@ -134,7 +137,7 @@ pub(super) enum NsMatch {
 
 /// Where a resource request points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Place<'a> {
+pub(super) enum Place<'a> {
     /// A namespaced resource in this namespace.
     Namespace(&'a str),
     /// The namespace object itself (`namespaces/<ns>` and its `status`/`finalize`).
@@ -147,8 +150,10 @@ enum Place<'a> {
 }
 
 impl ResourceRule {
+    /// `names_required`: only a rule listing `resource_names` can match (impersonating a
+    /// `system:` identity needs a rule that names it).
     #[inline]
-    fn matches(&self, req: &RequestInfo, place: Place<'_>) -> bool {
+    fn matches(&self, req: &RequestInfo, place: Place<'_>, names_required: bool) -> bool {
         // `named_only`: wildcards in the resource list do not reach the namespace object from a
         // rule scoped to listed namespaces; the rule must name `namespaces` itself.
         let named_only = match (&self.namespaces, place) {
@@ -182,7 +187,7 @@ impl ResourceRule {
                 && (!guarded || super::escalation::names(p, &req.subresource))
         });
         resource_ok
-            && (self.resource_names.is_empty()
+            && ((self.resource_names.is_empty() && !names_required)
                 || (!req.name.is_empty() && self.resource_names.contains(&req.name)))
     }
 }
@@ -202,13 +207,33 @@ impl Authorizer {
     /// it *and* the token scope (if any) allows it; public non-resource URLs (GET/HEAD) are
     /// allowed to every authenticated caller without consulting grants or scope.
     pub fn authorize(&self, id: &Identity, req: &RequestInfo) -> Decision {
+        if req.is_self_review() {
+            return Decision::allow(SELF_REVIEW);
+        }
+        self.decide(id, req, false)
+    }
+
+    /// Decide one `impersonate` check (`req` says which user, group, uid, extra or service
+    /// account): grants ∩ token scope, as [`Authorizer::authorize`]. A `system:` target (a
+    /// `system:` user or group, a service account) is only allowed by a rule whose
+    /// `resource_names` lists it: a wildcard grant never reaches them.
+    pub fn authorize_impersonation(
+        &self,
+        id: &Identity,
+        req: &RequestInfo,
+        system: bool,
+    ) -> Decision {
+        self.decide(id, req, system)
+    }
+
+    fn decide(&self, id: &Identity, req: &RequestInfo, named_only: bool) -> Decision {
         if !req.is_resource_request
             && (req.verb == "get" || req.verb == "head")
             && self.public.iter().any(|p| p.matches(&req.path))
         {
             return Decision::allow(PUBLIC);
         }
-        let Some(by) = self.granted_by(id, req) else {
+        let Some(by) = self.granted_by(id, req, named_only) else {
             return Decision::deny(NO_GRANT);
         };
         if let Some(scope) = &id.scope {
@@ -221,7 +246,7 @@ impl Authorizer {
 
     /// The first tenant or grant (tenants first, then grants, each in config order) that applies
     /// to `id` and has a rule allowing `req`.
-    fn granted_by(&self, id: &Identity, req: &RequestInfo) -> Option<&Principal> {
+    fn granted_by(&self, id: &Identity, req: &RequestInfo, named_only: bool) -> Option<&Principal> {
         let bit = verb_bit(&req.verb);
         let place = if req.is_resource_request {
             if req.resource.is_empty() {
@@ -236,7 +261,9 @@ impl Authorizer {
                 && p.rules.iter().any(|r| {
                     r.verbs.contains(bit)
                         && match (&r.target, place) {
-                            (RuleTarget::Resource(rr), Some(place)) => rr.matches(req, place),
+                            (RuleTarget::Resource(rr), Some(place)) => {
+                                rr.matches(req, place, named_only)
+                            }
                             (RuleTarget::NonResource(urls), None) => {
                                 urls.iter().any(|u| u.matches(&req.path))
                             }
@@ -246,7 +273,7 @@ impl Authorizer {
         })
     }
 
-    fn place<'a>(&self, req: &'a RequestInfo) -> Place<'a> {
+    pub(super) fn place<'a>(&self, req: &'a RequestInfo) -> Place<'a> {
         let ns = req.namespace.as_str();
         if !ns.is_empty() {
             if req.resource == "namespaces" && req.api_group.is_empty() {

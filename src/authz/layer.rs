@@ -4,7 +4,9 @@
 //! the token's scope (effective = grants ∩ scope, deny by default), judged on the one
 //! classification. Tells the audit record the decision (`authorization.k8s.io/decision` and
 //! `reason`). Rejects with 403 `Forbidden` worded as kube-apiserver's (`Refusal::Forbidden`;
-//! only a scope denial appends `: outside token scope`), the deciding reason logged.
+//! only a scope denial appends `: outside token scope`), the deciding reason logged. A
+//! server-side apply by a caller who may patch but not create is marked
+//! [`ApplyMustNotCreate`](super::apply_guard::ApplyMustNotCreate) for `apply_guard`.
 
 use std::{
     convert::Infallible,
@@ -15,7 +17,11 @@ use std::{
 use http::{Request, Response};
 use tower::{Layer, Service};
 
-use super::{engine::OUTSIDE_SCOPE, forbidden, Authorizer};
+use super::{
+    apply_guard::{is_apply, ApplyMustNotCreate},
+    engine::OUTSIDE_SCOPE,
+    forbidden, Authorizer,
+};
 use crate::{
     audit::AuditRecord,
     authn::Identity,
@@ -64,7 +70,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> ResponseFuture {
+    fn call(&mut self, mut req: Request<B>) -> ResponseFuture {
         let (Some(info), Some(identity)) =
             (service::info(&req), req.extensions().get::<Arc<Identity>>())
         else {
@@ -86,6 +92,18 @@ where
             };
             let words = forbidden(identity, info, why);
             return service::ready(Refusal::Forbidden(Box::new(words)).respond());
+        }
+        // A server-side apply may create: without `create` too, it must not (`apply_guard`).
+        let apply_without_create = info.verb == "patch"
+            && info.subresource.is_empty()
+            && is_apply(req.headers().get(http::header::CONTENT_TYPE))
+            && {
+                let mut as_create = (**info).clone();
+                as_create.verb = "create".into();
+                !self.authorizer.authorize(identity, &as_create).allowed
+            };
+        if apply_without_create {
+            req.extensions_mut().insert(ApplyMustNotCreate);
         }
         service::boxed(self.inner.call(req))
     }

@@ -94,12 +94,15 @@
 //! `api_groups`/`namespaces` lists, missing `api_groups`, malformed resource, namespace and URL
 //! patterns, a rule mixing resources and URLs, and a public URL list containing `*`.
 
+pub mod apply_guard;
 pub mod config;
 pub mod engine;
 pub mod escalation;
 pub mod forbidden;
 pub mod layer;
 pub mod pattern;
+pub mod review;
+pub mod rules;
 pub mod schema;
 pub mod scope;
 

@@ -7,7 +7,7 @@
 
 /// Every verb a request through the proxy can carry, resource and non-resource alike. The index
 /// is the verb's bit in a [`VerbSet`].
-const VERBS: [&str; 13] = [
+const VERBS: [&str; 14] = [
     "get",
     "list",
     "watch",
@@ -21,9 +21,12 @@ const VERBS: [&str; 13] = [
     "post",
     "put",
     "options",
+    "impersonate",
 ];
 
-/// Verbs a resource rule may name (besides `*`): the verbs `RequestInfo` produces.
+/// Verbs a resource rule may name (besides `*`): the verbs `RequestInfo` produces, and
+/// `impersonate` (on `users`, `groups`, `uids`, `userextras/<key>`, `serviceaccounts`: what a
+/// client's `Impersonate-*` headers are checked against, as RBAC does).
 pub const RESOURCE_VERBS: &[&str] = &[
     "get",
     "list",
@@ -34,6 +37,7 @@ pub const RESOURCE_VERBS: &[&str] = &[
     "delete",
     "deletecollection",
     "proxy",
+    "impersonate",
 ];
 
 /// Verbs a non-resource rule may name (besides `*`): lower-cased HTTP methods.
@@ -70,6 +74,19 @@ impl VerbSet {
             set.bits |= verb_bit(v.as_ref());
         }
         set
+    }
+
+    /// The verbs as written in RBAC rules: `["*"]`, or each known verb in the set.
+    pub fn names(self) -> Vec<String> {
+        if self.all {
+            return vec!["*".into()];
+        }
+        VERBS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.bits & (1u16 << i) != 0)
+            .map(|(_, v)| (*v).to_owned())
+            .collect()
     }
 
     /// Whether the set holds the verb whose bit is `bit` (from [`verb_bit`]).
@@ -156,6 +173,14 @@ impl UrlPattern {
         }
     }
 
+    /// The pattern as written (`/healthz`, `/api/*`, `*`).
+    pub fn as_written(&self) -> String {
+        match self {
+            UrlPattern::Exact(e) => e.clone(),
+            UrlPattern::Prefix(p) => format!("{p}*"),
+        }
+    }
+
     #[inline]
     pub fn matches(&self, path: &str) -> bool {
         match self {
@@ -216,6 +241,20 @@ impl ResourcePattern {
         }
     }
 
+    /// The pattern as written in RBAC rules (`*`, `pods`, `pods/exec`, `*/scale`).
+    pub fn as_written(&self) -> String {
+        let sub = |s: &Sub| match s {
+            Sub::None => String::new(),
+            Sub::Any => "/*".into(),
+            Sub::Exact(x) => format!("/{x}"),
+        };
+        match self {
+            ResourcePattern::All => "*".into(),
+            ResourcePattern::Named { resource, sub: s } => format!("{resource}{}", sub(s)),
+            ResourcePattern::AnyResource { sub: s } => format!("*{}", sub(s)),
+        }
+    }
+
     #[inline]
     pub fn matches(&self, resource: &str, subresource: &str) -> bool {
         match self {
@@ -262,6 +301,19 @@ pub fn resource_match(pattern: &str, resource: &str, subresource: &str) -> bool 
 pub fn check_resource_pattern(p: &str) -> Result<(), String> {
     if p == "*" {
         return Ok(());
+    }
+    // An extra key is the "subresource" of `userextras` (RBAC's grammar), and keys are
+    // `domain/path`: everything after the first '/' is the key.
+    if let Some(key) = p.strip_prefix("userextras/") {
+        return if key == "*"
+            || (!key.is_empty() && !key.contains('*') && key.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "{p:?}: the extra key after userextras/ must be a key (example.com/team) or '*'"
+            ))
+        };
     }
     let mut parts = p.split('/');
     let resource = parts.next().unwrap_or_default();
@@ -376,6 +428,12 @@ const CLUSTER_SCOPED: &[(&str, &str)] = &[
     ("authorization.k8s.io", "subjectaccessreviews"),
     ("authorization.k8s.io", "selfsubjectaccessreviews"),
     ("authorization.k8s.io", "selfsubjectrulesreviews"),
+    // Impersonation targets: not stored, but RBAC (and our grants) address them at the
+    // cluster scope with verb `impersonate` (serviceaccounts are namespaced, as in RBAC).
+    ("", "users"),
+    ("", "groups"),
+    ("authentication.k8s.io", "uids"),
+    ("authentication.k8s.io", "userextras"),
     ("certificates.k8s.io", "certificatesigningrequests"),
     ("certificates.k8s.io", "clustertrustbundles"),
     ("flowcontrol.apiserver.k8s.io", "flowschemas"),

@@ -37,6 +37,9 @@ pub enum Command {
     CheckConfig {
         #[arg(long, short)]
         config: PathBuf,
+        /// Also ask the upstream whether the proxy may impersonate what it sends.
+        #[arg(long)]
+        online: bool,
     },
     /// Run the sandbox API server and the proxy in front of it, with throwaway credentials.
     Demo {
@@ -80,7 +83,7 @@ pub async fn run(cli: Cli) -> i32 {
             config,
             reload_poll,
         } => serve::run(&config, reload_poll).await,
-        Command::CheckConfig { config } => return check_config::run(&config),
+        Command::CheckConfig { config, online } => return check_config::run(&config, online).await,
         Command::Token { cmd } => return token::run(cmd),
         Command::Audit { cmd } => return audit::run(cmd),
         Command::Demo {

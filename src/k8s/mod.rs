@@ -2,6 +2,7 @@
 
 pub mod headers;
 pub mod request;
+pub mod review_proto;
 pub mod status;
 
 pub use status::Status;

@@ -409,6 +409,10 @@ impl RequestInfo {
         if self.verb == "watch" {
             return "watch";
         }
+        if self.is_self_review() {
+            // Asking about oneself changes nothing: counted and rate limited as a read.
+            return "read";
+        }
         if self.is_resource_request {
             if self.long_running {
                 return "stream";
@@ -423,6 +427,28 @@ impl RequestInfo {
                 _ => "write",
             }
         }
+    }
+
+    /// Whether this is a self-review the proxy answers itself: a create of
+    /// `selfsubjectreviews` (`authentication.k8s.io` v1 / v1beta1, `kubectl auth whoami`),
+    /// `selfsubjectaccessreviews` (`kubectl auth can-i`) or `selfsubjectrulesreviews`
+    /// (`kubectl auth can-i --list`) (`authorization.k8s.io/v1`).
+    pub fn is_self_review(&self) -> bool {
+        self.is_resource_request
+            && self.verb == "create"
+            && self.namespace.is_empty()
+            && self.name.is_empty()
+            && self.subresource.is_empty()
+            && match (self.api_group.as_str(), self.api_version.as_str()) {
+                ("authentication.k8s.io", "v1" | "v1beta1") => {
+                    self.resource == "selfsubjectreviews"
+                }
+                ("authorization.k8s.io", "v1") => matches!(
+                    self.resource.as_str(),
+                    "selfsubjectaccessreviews" | "selfsubjectrulesreviews"
+                ),
+                _ => false,
+            }
     }
 
     /// Whether this is `pods/log` with `follow` set, decoded as the apiserver decodes

@@ -134,7 +134,9 @@ impl RateLimiter {
     pub fn cost(&self, req: &RequestInfo, uri: &Uri) -> RequestCost {
         let costs = &self.inner.costs;
         let verb = req.verb.as_str();
-        let read = if req.is_resource_request {
+        let read = if req.is_self_review() {
+            true
+        } else if req.is_resource_request {
             matches!(verb, "get" | "list" | "watch")
         } else {
             matches!(verb, "get" | "head")

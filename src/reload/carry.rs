@@ -67,6 +67,12 @@ pub(crate) fn rebuild(
         )?;
         (Arc::new(upstream), credentials)
     };
+    // A new self-test for the new upstream and rights, reporting into the same gauge series.
+    let selftest = Arc::new(prev.selftest.renewed(
+        upstream.clone(),
+        crate::upstream::selftest::rights_for(config),
+        config.upstream.health_interval,
+    ));
     crate::app::warn_dangerous(config);
     let mut config = config.clone();
     // The listener (and its series) outlives the configuration.
@@ -77,6 +83,7 @@ pub(crate) fn rebuild(
         config: Arc::new(config),
         upstream,
         credentials,
+        selftest,
         metrics: prev.metrics.clone(),
         audit,
         limiter,

@@ -74,7 +74,12 @@ impl Generation {
         if let Some(limiter) = &rt.limiter {
             limiter.spawn_maintenance(stop.clone());
         }
-        spawn_probe(rt.upstream.clone(), config.upstream.health_interval, &stop);
+        spawn_probe(
+            rt.upstream.clone(),
+            config.upstream.health_interval,
+            &stop,
+            rt.selftest.clone(),
+        );
         if let Some(jwt) = &rt.jwt {
             jwt.spawn_refresh(stop.clone());
         }
@@ -86,10 +91,21 @@ impl Generation {
     }
 }
 
-/// Readiness: probe the upstream's /readyz on an interval (the first probe at once).
-fn spawn_probe(upstream: Arc<Upstream>, interval: Duration, stop: &Shutdown) {
+/// Readiness: ask the upstream whether the proxy may impersonate (the self-test), then probe
+/// its /readyz on an interval (the first probe at once).
+fn spawn_probe(
+    upstream: Arc<Upstream>,
+    interval: Duration,
+    stop: &Shutdown,
+    selftest: Arc<crate::upstream::selftest::SelfTest>,
+) {
     let mut stop = stop.clone();
     tokio::spawn(async move {
+        // Bounded: a silent upstream must not hold back the readiness probe.
+        tokio::select! {
+            _ = tokio::time::timeout(Duration::from_secs(5), selftest.run()) => {}
+            _ = stop.wait() => return,
+        }
         let mut tick = tokio::time::interval(interval);
         loop {
             tokio::select! {

@@ -1,6 +1,7 @@
 //! The admin listener: `/healthz`, `/livez` (the process serves), `/readyz` (config loaded, at
 //! least one upstream endpoint answered within `admin.ready_window` and its circuit breaker is
-//! not open, and every JWT issuer has keys; 503 otherwise, with the reasons), and
+//! not open, every JWT issuer has keys, and the upstream lets the proxy impersonate what it
+//! must (`upstream::selftest`, re-asked here when stale); 503 otherwise, with the reasons), and
 //! `/metrics` (Prometheus text). Anything else is a plain 404. Plain HTTP, loopback by default.
 
 use std::{sync::Arc, time::Duration};
@@ -20,6 +21,8 @@ pub struct Admin {
     pub upstream: Arc<Upstream>,
     pub jwt: Option<Arc<crate::authn::jwt::JwtAuthenticator>>,
     pub ready_window: Duration,
+    /// The impersonation self-test (None: not run, e.g. in unit tests).
+    pub selftest: Option<Arc<crate::upstream::selftest::SelfTest>>,
 }
 
 fn text(
@@ -38,7 +41,7 @@ fn text(
 
 impl Admin {
     /// Answer one admin request.
-    pub fn handle(&self, req: &Request<Incoming>) -> Response<Body> {
+    pub async fn handle(&self, req: &Request<Incoming>) -> Response<Body> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -56,6 +59,9 @@ impl Admin {
                     .set(problems.is_empty() as i64);
                 for issuer in self.jwt.iter().flat_map(|j| j.issuers_not_ready()) {
                     problems.push(format!("no keys loaded for JWT issuer {issuer}"));
+                }
+                if let Some(t) = &self.selftest {
+                    problems.extend(t.not_ready().await);
                 }
                 if problems.is_empty() {
                     text(StatusCode::OK, "text/plain; charset=utf-8", "ok")

@@ -91,12 +91,16 @@ pub async fn current(
         Err(refusal) => return Err(unavailable(refusal.status().message)),
     };
     let status = resp.status();
-    let bytes =
-        match tokio::time::timeout(up.request_timeout, collect_limited(resp.into_body())).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(unavailable(format!("reading the object failed: {e}"))),
-            Err(_) => return Err(unavailable("upstream timeout".into())),
-        };
+    let bytes = match tokio::time::timeout(
+        up.request_timeout,
+        collect_limited(resp.into_body(), MAX_OBJECT),
+    )
+    .await
+    {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Err(unavailable(format!("reading the object failed: {e}"))),
+        Err(_) => return Err(unavailable("upstream timeout".into())),
+    };
     match status {
         StatusCode::OK => serde_json::from_slice(&bytes)
             .map(Current::Found)
@@ -111,16 +115,17 @@ pub async fn current(
     }
 }
 
-/// The body, up to [`MAX_OBJECT`] bytes (counted here rather than with `http_body_util::Limited`,
+/// The body, up to `max` bytes (counted here rather than with `http_body_util::Limited`,
 /// whose bound on the body's error rustc cannot prove inside a `Send` future for a body whose
 /// error is already a box).
-async fn collect_limited(
+pub(crate) async fn collect_limited(
     mut body: crate::body::Body,
+    max: usize,
 ) -> Result<bytes::Bytes, crate::body::BoxError> {
     let mut out = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame?.into_data() {
-            if out.len() + data.len() > MAX_OBJECT {
+            if out.len() + data.len() > max {
                 return Err("length limit exceeded".into());
             }
             out.extend_from_slice(&data);

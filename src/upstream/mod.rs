@@ -14,6 +14,8 @@ pub mod idle;
 pub mod metrics;
 pub mod pool;
 pub mod pump;
+pub mod review;
+pub mod selftest;
 pub mod send;
 pub mod service;
 pub mod set;

@@ -1,0 +1,362 @@
+//! A client's own impersonation (`kubectl --as / --as-group / --as-uid / --as-user-extra`):
+//! the `Impersonate-*` headers it sends, checked as kube-apiserver's impersonation filter
+//! checks them (`apiserver:pkg/endpoints/filters/impersonation.go`), but against the proxy's
+//! grants ∩ the caller's token scope instead of RBAC.
+//!
+//! Accepts `Impersonate-User` (a `system:serviceaccount:<ns>:<name>` user is checked as that
+//! service account), `Impersonate-Group` (repeated), `Impersonate-Uid` and
+//! `Impersonate-Extra-<key>` (key lower-cased, then percent-decoded), each checked with verb
+//! `impersonate` on `users` / `serviceaccounts` / `groups` (core group) or `uids` /
+//! `userextras/<key>` (`authentication.k8s.io`), the value being the resource name — so a
+//! grant narrows them with `resource_names`, as RBAC does. A `system:` user or group (and any
+//! service account) is only allowed by a rule whose `resource_names` names it. The extra keys
+//! the proxy itself sends (`portcullis.io/tenant`, `portcullis.io/token-id`) are never
+//! impersonable: they would forge the proxy's own statements.
+//!
+//! Rejects: groups, uid or extras without a user, or a value that is not text (400
+//! `BadRequest`, `Refusal::BadImpersonation`); any check the grants refuse (403 `Forbidden`
+//! worded as the API server: `users "bob" is forbidden: User "alice" cannot impersonate
+//! resource "users" in API group "" at the cluster scope`). The client's headers are never
+//! forwarded (`k8s::headers::strip_identity`); an allowed request runs — is authorized, rate
+//! limited and forwarded — as the impersonated identity, whose token scope stays the caller's.
+
+use std::collections::BTreeMap;
+
+use http::HeaderMap;
+
+use super::identity::{Identity, TENANT_EXTRA, TOKEN_ID_EXTRA};
+use crate::{
+    authz::{engine::OUTSIDE_SCOPE, forbidden, Authorizer},
+    k8s::request::RequestInfo,
+    refusal::Refusal,
+};
+
+/// What the headers ask for.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Asked {
+    user: Option<String>,
+    groups: Vec<String>,
+    uid: Option<String>,
+    extra: BTreeMap<String, Vec<String>>,
+}
+
+fn text(v: &http::HeaderValue) -> Result<String, Refusal> {
+    v.to_str().map(str::to_owned).map_err(|_| {
+        Refusal::BadImpersonation("an Impersonate-* header value is not valid text".into())
+    })
+}
+
+fn asked(h: &HeaderMap) -> Result<Asked, Refusal> {
+    let mut a = Asked::default();
+    for (name, value) in h {
+        let n = name.as_str(); // lower-case, as Go's canonical form lower-cased
+        match n {
+            "impersonate-user" if a.user.is_none() => a.user = Some(text(value)?),
+            "impersonate-group" => a.groups.push(text(value)?),
+            "impersonate-uid" if a.uid.is_none() => a.uid = Some(text(value)?),
+            _ => {
+                if let Some(key) = n.strip_prefix("impersonate-extra-") {
+                    a.extra.entry(unescape(key)).or_default().push(text(value)?);
+                }
+            }
+        }
+    }
+    Ok(a)
+}
+
+/// Go's `url.PathUnescape`, falling back to the raw key on a malformed escape (as the filter).
+fn unescape(key: &str) -> String {
+    let bytes = key.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match hex {
+                Some(decoded) => {
+                    out.push(decoded);
+                    i += 3;
+                    continue;
+                }
+                None => return key.to_owned(),
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|_| key.to_owned())
+}
+
+/// One `impersonate` check, as the filter builds it.
+fn check(group: &str, resource: &str, sub: &str, ns: &str, name: &str) -> RequestInfo {
+    RequestInfo {
+        is_resource_request: true,
+        path: String::new(),
+        verb: "impersonate".into(),
+        api_prefix: "apis".into(),
+        api_group: group.into(),
+        api_version: "v1".into(),
+        namespace: ns.into(),
+        resource: resource.into(),
+        subresource: sub.into(),
+        name: name.into(),
+        parts: Vec::new(),
+        field_selector: None,
+        label_selector: None,
+        upgrade: None,
+        long_running: false,
+    }
+}
+
+/// The identity `caller` runs as: `None` when it asks for no impersonation, the impersonated
+/// identity when every item is allowed, or the refusal.
+pub fn impersonate(
+    authorizer: &Authorizer,
+    caller: &Identity,
+    h: &HeaderMap,
+) -> Result<Option<Identity>, Refusal> {
+    if !h.keys().any(|n| n.as_str().starts_with("impersonate-")) {
+        return Ok(None);
+    }
+    let a = asked(h)?;
+    let Some(user) = a.user.clone() else {
+        let mut items: Vec<String> = a.groups.iter().map(|g| format!("Group {g}")).collect();
+        items.extend(a.extra.keys().map(|k| format!("UserExtra {k}")));
+        items.extend(a.uid.iter().map(|u| format!("UID {u}")));
+        return Err(Refusal::BadImpersonation(format!(
+            "requested [{}] without impersonating a user",
+            items.join(" ")
+        )));
+    };
+    let allow = |info: RequestInfo, system: bool, reserved: bool| -> Result<(), Refusal> {
+        let d = authorizer.authorize_impersonation(caller, &info, system);
+        if d.allowed && !reserved {
+            return Ok(());
+        }
+        tracing::info!(user = %caller.user, resource = %info.resource, name = %info.name, reason = %d.reason, reserved, "impersonation refused");
+        let why = if reserved {
+            "the proxy sets this extra itself"
+        } else if d.reason == OUTSIDE_SCOPE {
+            OUTSIDE_SCOPE
+        } else {
+            ""
+        };
+        Err(Refusal::Forbidden(Box::new(forbidden(caller, &info, why))))
+    };
+    let mut groups = a.groups.clone();
+    match user
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|r| r.split_once(':'))
+    {
+        Some((ns, sa)) => {
+            allow(check("", "serviceaccounts", "", ns, sa), true, false)?;
+            if groups.is_empty() {
+                groups = vec![
+                    "system:serviceaccounts".into(),
+                    format!("system:serviceaccounts:{ns}"),
+                ];
+            }
+        }
+        None => allow(
+            check("", "users", "", "", &user),
+            user.starts_with("system:"),
+            false,
+        )?,
+    }
+    for g in &a.groups {
+        allow(
+            check("", "groups", "", "", g),
+            g.starts_with("system:"),
+            false,
+        )?;
+    }
+    for (key, values) in &a.extra {
+        let reserved = key == TENANT_EXTRA || key == TOKEN_ID_EXTRA;
+        for v in values {
+            let c = check("authentication.k8s.io", "userextras", key, "", v);
+            allow(c, false, reserved)?;
+        }
+    }
+    if let Some(uid) = &a.uid {
+        allow(
+            check("authentication.k8s.io", "uids", "", "", uid),
+            false,
+            false,
+        )?;
+    }
+    let mut id = Identity {
+        user,
+        uid: a.uid.unwrap_or_default(),
+        groups,
+        extra: a.extra,
+        tenant: None,
+        // Still within the caller's token: a scope never widens, whoever the request runs as.
+        scope: caller.scope.clone(),
+        method: caller.method.clone(),
+    };
+    id.tenant = authorizer.tenant_of(&id);
+    Ok(Some(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authz::AuthorizationConfig;
+
+    fn policy() -> Authorizer {
+        let yaml = r#"
+tenants:
+  - name: team-a
+    namespaces: [team-a]
+    subjects: [{group: "tenant:team-a"}]
+grants:
+  - name: admins
+    subjects: [{group: admins}]
+    rules:
+      - {namespaces: ["*"], verbs: ["*"], api_groups: ["*"], resources: ["*"]}
+  - name: oncall
+    subjects: [{user: alice}]
+    rules:
+      - {verbs: [impersonate], api_groups: [""], resources: [users], resource_names: [bob, "system:kube-scheduler"]}
+      - {verbs: [impersonate], api_groups: [""], resources: [groups], resource_names: ["tenant:team-a"]}
+      - {verbs: [impersonate], api_groups: [authentication.k8s.io], resources: ["userextras/example.com/team"]}
+      - {namespaces: [team-a], verbs: [impersonate], api_groups: [""], resources: [serviceaccounts], resource_names: [builder]}
+"#;
+        let cfg: AuthorizationConfig = serde_saphyr::from_str(yaml).unwrap();
+        crate::authz::build(&cfg, "authorization").unwrap()
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    fn refusal(r: Result<Option<Identity>, Refusal>) -> (u16, String) {
+        let s = r.unwrap_err().status();
+        (s.code, s.message)
+    }
+
+    #[test]
+    fn no_headers_is_no_impersonation() {
+        let alice = crate::authz::tests::id("alice", &[]);
+        assert_eq!(
+            impersonate(&policy(), &alice, &headers(&[("accept", "x")])).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn named_grants_allow_and_the_identity_is_the_impersonated_one() {
+        let p = policy();
+        let alice = crate::authz::tests::id("alice", &[]);
+        let h = headers(&[
+            ("impersonate-user", "bob"),
+            ("impersonate-group", "tenant:team-a"),
+            ("impersonate-extra-example.com%2fteam", "a"),
+        ]);
+        let bob = impersonate(&p, &alice, &h).unwrap().unwrap();
+        assert_eq!(bob.user, "bob");
+        assert_eq!(bob.groups, ["tenant:team-a"]);
+        assert_eq!(bob.extra["example.com/team"], ["a"]);
+        assert_eq!(bob.tenant.as_deref(), Some("team-a"));
+        // A system: user named in resource_names is allowed; a service account too.
+        let h = headers(&[("impersonate-user", "system:kube-scheduler")]);
+        assert!(impersonate(&p, &alice, &h).unwrap().is_some());
+        let h = headers(&[("impersonate-user", "system:serviceaccount:team-a:builder")]);
+        let sa = impersonate(&p, &alice, &h).unwrap().unwrap();
+        assert_eq!(
+            sa.groups,
+            ["system:serviceaccounts", "system:serviceaccounts:team-a"]
+        );
+    }
+
+    #[test]
+    fn refusals_are_worded_as_the_apiserver() {
+        let p = policy();
+        let alice = crate::authz::tests::id("alice", &[]);
+        let carol = refusal(impersonate(
+            &p,
+            &alice,
+            &headers(&[("impersonate-user", "carol")]),
+        ));
+        assert_eq!(carol, (403, r#"users "carol" is forbidden: User "alice" cannot impersonate resource "users" in API group "" at the cluster scope"#.into()));
+        let uid = refusal(impersonate(
+            &p,
+            &alice,
+            &headers(&[("impersonate-user", "bob"), ("impersonate-uid", "u1")]),
+        ));
+        assert_eq!(uid, (403, r#"uids.authentication.k8s.io "u1" is forbidden: User "alice" cannot impersonate resource "uids" in API group "authentication.k8s.io" at the cluster scope"#.into()));
+        let sa = refusal(impersonate(
+            &p,
+            &alice,
+            &headers(&[("impersonate-user", "system:serviceaccount:team-b:builder")]),
+        ));
+        assert_eq!(sa, (403, r#"serviceaccounts "builder" is forbidden: User "alice" cannot impersonate resource "serviceaccounts" in API group "" in the namespace "team-b""#.into()));
+        let no_user = refusal(impersonate(
+            &p,
+            &alice,
+            &headers(&[("impersonate-group", "x")]),
+        ));
+        assert_eq!(
+            no_user,
+            (
+                400,
+                "requested [Group x] without impersonating a user".into()
+            )
+        );
+    }
+
+    #[test]
+    fn wildcards_never_reach_system_identities_or_our_own_extras() {
+        let p = policy();
+        let admin = crate::authz::tests::id("root", &["admins"]);
+        // `*` on `*` allows ordinary users and groups...
+        let h = headers(&[("impersonate-user", "bob"), ("impersonate-group", "dev")]);
+        assert!(impersonate(&p, &admin, &h).unwrap().is_some());
+        // ...but not system:masters, a system: user, a service account or our extras.
+        for h in [
+            headers(&[
+                ("impersonate-user", "bob"),
+                ("impersonate-group", "system:masters"),
+            ]),
+            headers(&[("impersonate-user", "system:admin")]),
+            headers(&[(
+                "impersonate-user",
+                "system:serviceaccount:kube-system:default",
+            )]),
+            headers(&[
+                ("impersonate-user", "bob"),
+                ("impersonate-extra-portcullis.io%2ftenant", "team-a"),
+            ]),
+        ] {
+            assert_eq!(refusal(impersonate(&p, &admin, &h)).0, 403, "{h:?}");
+        }
+    }
+
+    #[test]
+    fn the_callers_scope_still_applies() {
+        let p = policy();
+        let mut alice = crate::authz::tests::id("alice", &[]);
+        alice.scope = Some(crate::authz::Scope(vec![crate::authz::ScopeRule {
+            verbs: vec!["get".into()],
+            resources: vec!["pods".into()],
+            ..Default::default()
+        }]));
+        let (code, msg) = refusal(impersonate(
+            &p,
+            &alice,
+            &headers(&[("impersonate-user", "bob")]),
+        ));
+        assert_eq!(code, 403);
+        assert!(msg.ends_with(": outside token scope"), "{msg}");
+    }
+}

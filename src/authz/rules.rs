@@ -1,0 +1,300 @@
+//! The rules an identity holds in one namespace, as a `SelfSubjectRulesReview`
+//! (`kubectl auth can-i --list`) lists them: the policy's rules that apply there (tenant rules
+//! of its namespaces, grant rules for `*` or a matching namespace, cluster-scoped rules,
+//! non-resource rules), the public non-resource URLs and the self-reviews every caller may
+//! ask, each narrowed by the token's scope when it has one (rule by rule: verbs, groups,
+//! resources, names and URLs intersected). Pure; no I/O.
+//!
+//! What it cannot know is how the API server's RBAC narrows these further, so a review always
+//! says `incomplete` (see `review/`).
+
+use super::{
+    engine::{NsMatch, RuleTarget},
+    pattern::glob_match,
+    scope::ScopeRule,
+    Authorizer,
+};
+use crate::authn::Identity;
+
+/// One resource rule, in RBAC's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceRuleView {
+    pub verbs: Vec<String>,
+    pub api_groups: Vec<String>,
+    pub resources: Vec<String>,
+    /// Empty: any name.
+    pub resource_names: Vec<String>,
+}
+
+/// One non-resource rule, in RBAC's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonResourceRuleView {
+    pub verbs: Vec<String>,
+    pub urls: Vec<String>,
+}
+
+/// What `id` may do in namespace `ns` (see the module doc).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RulesView {
+    pub resource_rules: Vec<ResourceRuleView>,
+    pub non_resource_rules: Vec<NonResourceRuleView>,
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
+}
+
+impl Authorizer {
+    /// Whether any tenant is configured (the proxy then sends `portcullis.io/tenant`).
+    pub fn has_tenants(&self) -> bool {
+        self.principals
+            .iter()
+            .any(|p| p.kind == super::engine::PrincipalKind::Tenant)
+    }
+
+    /// The rules `id` holds in `ns` (grants ∩ token scope), see the module doc.
+    pub fn rules_in(&self, id: &Identity, ns: &str) -> RulesView {
+        let mut policy = RulesView::default();
+        for p in self
+            .principals
+            .iter()
+            .filter(|p| p.subjects.iter().any(|s| s.matches(id)))
+        {
+            for r in &p.rules {
+                match &r.target {
+                    RuleTarget::Resource(rr) => {
+                        let applies = match &rr.namespaces {
+                            NsMatch::All | NsMatch::ClusterOnly => true,
+                            NsMatch::Patterns(globs) => globs.iter().any(|g| g.matches(ns)),
+                        };
+                        if applies {
+                            policy.resource_rules.push(ResourceRuleView {
+                                verbs: r.verbs.names(),
+                                api_groups: rr
+                                    .api_groups
+                                    .clone()
+                                    .unwrap_or_else(|| strings(&["*"])),
+                                resources: rr.resources.iter().map(|x| x.as_written()).collect(),
+                                resource_names: rr.resource_names.clone(),
+                            });
+                        }
+                    }
+                    RuleTarget::NonResource(urls) => {
+                        policy.non_resource_rules.push(NonResourceRuleView {
+                            verbs: r.verbs.names(),
+                            urls: urls.iter().map(|u| u.as_written()).collect(),
+                        })
+                    }
+                }
+            }
+        }
+        let mut out = match &id.scope {
+            None => policy,
+            Some(scope) => narrow(&policy, &scope.0, ns),
+        };
+        // Allowed to everyone, whatever the scope (`Authorizer::authorize` steps 0 and 1).
+        out.resource_rules.push(ResourceRuleView {
+            verbs: strings(&["create"]),
+            api_groups: strings(&["authentication.k8s.io"]),
+            resources: strings(&["selfsubjectreviews"]),
+            resource_names: Vec::new(),
+        });
+        out.resource_rules.push(ResourceRuleView {
+            verbs: strings(&["create"]),
+            api_groups: strings(&["authorization.k8s.io"]),
+            resources: strings(&["selfsubjectaccessreviews", "selfsubjectrulesreviews"]),
+            resource_names: Vec::new(),
+        });
+        if !self.public.is_empty() {
+            out.non_resource_rules.push(NonResourceRuleView {
+                verbs: strings(&["get", "head"]),
+                urls: self.public.iter().map(|u| u.as_written()).collect(),
+            });
+        }
+        out
+    }
+}
+
+/// `policy ∩ scope` in namespace `ns`: each policy rule intersected with each scope rule that
+/// reaches `ns`; empty intersections dropped.
+fn narrow(policy: &RulesView, scope: &[ScopeRule], ns: &str) -> RulesView {
+    let mut out = RulesView::default();
+    for s in scope {
+        let in_ns = match &s.namespaces {
+            None => true,
+            Some(list) => list.iter().any(|n| n == "*" || glob_match(n, ns)),
+        };
+        if in_ns && !s.resources.is_empty() {
+            for p in &policy.resource_rules {
+                let verbs = meet(&p.verbs, &s.verbs);
+                let groups = meet(
+                    &p.api_groups,
+                    s.api_groups.as_deref().unwrap_or(&["*".to_owned()]),
+                );
+                let resources: Vec<String> = p
+                    .resources
+                    .iter()
+                    .flat_map(|a| s.resources.iter().filter_map(|b| resource_meet(a, b)))
+                    .collect();
+                let names = match (p.resource_names.is_empty(), s.resource_names.is_empty()) {
+                    (true, _) => Some(s.resource_names.clone()),
+                    (false, true) => Some(p.resource_names.clone()),
+                    (false, false) => {
+                        let both: Vec<String> = p
+                            .resource_names
+                            .iter()
+                            .filter(|n| s.resource_names.contains(n))
+                            .cloned()
+                            .collect();
+                        (!both.is_empty()).then_some(both)
+                    }
+                };
+                if let Some(resource_names) = names {
+                    if !verbs.is_empty() && !groups.is_empty() && !resources.is_empty() {
+                        out.resource_rules.push(ResourceRuleView {
+                            verbs,
+                            api_groups: groups,
+                            resources: dedup(resources),
+                            resource_names,
+                        });
+                    }
+                }
+            }
+        }
+        if !s.non_resource_urls.is_empty() {
+            for p in &policy.non_resource_rules {
+                let verbs = meet(&p.verbs, &s.verbs);
+                let urls: Vec<String> = p
+                    .urls
+                    .iter()
+                    .flat_map(|a| s.non_resource_urls.iter().filter_map(|b| url_meet(a, b)))
+                    .collect();
+                if !verbs.is_empty() && !urls.is_empty() {
+                    out.non_resource_rules.push(NonResourceRuleView {
+                        verbs,
+                        urls: dedup(urls),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+fn dedup(mut v: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    v.retain(|x| seen.insert(x.clone()));
+    v
+}
+
+/// Two lists where `*` means everything: their intersection.
+fn meet(a: &[String], b: &[String]) -> Vec<String> {
+    if a.iter().any(|x| x == "*") {
+        return b.to_vec();
+    }
+    if b.iter().any(|x| x == "*") {
+        return a.to_vec();
+    }
+    a.iter().filter(|x| b.contains(x)).cloned().collect()
+}
+
+/// The resources two patterns (`*`, `pods`, `pods/exec`, `pods/*`, `*/scale`) both match.
+fn resource_meet(a: &str, b: &str) -> Option<String> {
+    if a == b || b == "*" {
+        return Some(a.to_owned());
+    }
+    if a == "*" {
+        return Some(b.to_owned());
+    }
+    let (ar, asub) = a.split_once('/').unwrap_or((a, ""));
+    let (br, bsub) = b.split_once('/').unwrap_or((b, ""));
+    let r = match (ar, br) {
+        (x, y) if x == y => x,
+        ("*", y) => y,
+        (x, "*") => x,
+        _ => return None,
+    };
+    let sub = match (asub, bsub) {
+        (x, y) if x == y => x,
+        ("*", y) if !y.is_empty() => y,
+        (x, "*") if !x.is_empty() => x,
+        _ => return None,
+    };
+    Some(if sub.is_empty() {
+        r.to_owned()
+    } else {
+        format!("{r}/{sub}")
+    })
+}
+
+/// The paths two URL patterns (`/x`, `/x*`, `*`) both match, as one pattern.
+fn url_meet(a: &str, b: &str) -> Option<String> {
+    match (a.strip_suffix('*'), b.strip_suffix('*')) {
+        (None, None) => (a == b).then(|| a.to_owned()),
+        (Some(p), None) => b.starts_with(p).then(|| b.to_owned()),
+        (None, Some(q)) => a.starts_with(q).then(|| a.to_owned()),
+        (Some(p), Some(q)) if p.starts_with(q) => Some(a.to_owned()),
+        (Some(p), Some(q)) if q.starts_with(p) => Some(b.to_owned()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_intersections() {
+        assert_eq!(resource_meet("*", "pods").as_deref(), Some("pods"));
+        assert_eq!(
+            resource_meet("pods/*", "pods/exec").as_deref(),
+            Some("pods/exec")
+        );
+        assert_eq!(
+            resource_meet("*/scale", "deployments/*").as_deref(),
+            Some("deployments/scale")
+        );
+        assert_eq!(resource_meet("pods/*", "pods"), None);
+        assert_eq!(resource_meet("deployments", "pods"), None);
+        assert_eq!(url_meet("/api*", "/api/v1").as_deref(), Some("/api/v1"));
+        assert_eq!(url_meet("*", "/healthz*").as_deref(), Some("/healthz*"));
+        assert_eq!(url_meet("/a", "/b"), None);
+        assert_eq!(meet(&strings(&["*"]), &strings(&["get"])), ["get"]);
+        assert_eq!(
+            meet(&strings(&["get", "list"]), &strings(&["list", "watch"])),
+            ["list"]
+        );
+    }
+
+    #[test]
+    fn the_ci_identity_sees_its_grant_narrowed_by_its_scope() {
+        let a = super::super::tests::authorizer();
+        let mut ci = super::super::tests::id("ci-bot", &["ci"]);
+        let full = a.rules_in(&ci, "team-a");
+        assert!(full
+            .resource_rules
+            .iter()
+            .any(|r| r.resources == ["deployments"]));
+        ci.scope = Some(super::super::Scope(vec![ScopeRule {
+            namespaces: Some(strings(&["team-a"])),
+            verbs: strings(&["get"]),
+            api_groups: Some(strings(&["apps"])),
+            resources: strings(&["deployments"]),
+            ..Default::default()
+        }]));
+        let narrowed = a.rules_in(&ci, "team-a");
+        let deploy: Vec<_> = narrowed
+            .resource_rules
+            .iter()
+            .filter(|r| r.resources == ["deployments"])
+            .collect();
+        assert!(!deploy.is_empty());
+        assert!(deploy.iter().all(|r| r.verbs == ["get"]), "{deploy:?}");
+        // Outside the scope's namespaces only what everyone may do remains.
+        let elsewhere = a.rules_in(&ci, "team-b");
+        assert!(elsewhere
+            .resource_rules
+            .iter()
+            .all(|r| r.verbs == ["create"] && r.api_groups[0].ends_with(".k8s.io")));
+    }
+}

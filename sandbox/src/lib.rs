@@ -33,7 +33,7 @@ mod logs;
 mod openapi;
 mod patch;
 mod podfs;
-pub mod proto;
+pub use portcullis_proto as proto;
 mod rbac;
 mod rbac_seed;
 mod rest;

@@ -255,22 +255,41 @@ fn restricted_spec() -> core::PodSpec {
     spec
 }
 
-/// A Pod whose `spec` field (2) is sent once per element of `specs`: protobuf merges them,
-/// the last scalar winning.
-fn pod_bytes(name: &str, specs: &[core::PodSpec]) -> Vec<u8> {
-    let meta = ObjectMeta {
-        name: Some(name.into()),
+/// A Pod named `name` with `spec`.
+fn pod_bytes(name: &str, spec: core::PodSpec) -> Vec<u8> {
+    let pod = core::Pod {
+        metadata: Some(ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        }),
+        spec: Some(spec),
+        status: None,
+    };
+    envelope("v1", "Pod", pod.encode_to_vec())
+}
+
+/// A Pod whose one container carries its `securityContext` (field 15) twice, `privileged`
+/// first then second: protobuf merges the two, the last scalar winning (Go does the same).
+fn pod_privileged_twice(name: &str, first: bool, second: bool) -> Vec<u8> {
+    let sc = |p: bool| core::SecurityContext {
+        privileged: Some(p),
         ..Default::default()
     };
-    let mut raw = core::Pod {
-        metadata: Some(meta),
-        spec: None,
-        status: None,
+    let mut container = pod_spec(Some(first)).containers[0].encode_to_vec();
+    prost::encoding::message::encode(15, &sc(second), &mut container);
+    let mut spec = Vec::new();
+    prost::encoding::bytes::encode(2, &container, &mut spec);
+    let mut raw = ObjectMeta {
+        name: Some(name.into()),
+        ..Default::default()
     }
     .encode_to_vec();
-    for s in specs {
-        prost::encoding::message::encode(2, s, &mut raw);
-    }
+    raw = {
+        let mut pod = Vec::new();
+        prost::encoding::bytes::encode(1, &raw, &mut pod);
+        prost::encoding::bytes::encode(2, &spec, &mut pod);
+        pod
+    };
     envelope("v1", "Pod", raw)
 }
 
@@ -306,7 +325,7 @@ async fn protobuf_pods_are_judged_as_the_api_server_decodes_them() {
 
     let s = refused(
         &env,
-        post(pods, pod_bytes("root", &[pod_spec(Some(true))])),
+        post(pods, pod_bytes("root", pod_spec(Some(true)))),
         403,
         "Forbidden",
     )
@@ -321,10 +340,7 @@ async fn protobuf_pods_are_judged_as_the_api_server_decodes_them() {
     // privileged false, then true: the API server keeps true.
     refused(
         &env,
-        post(
-            pods,
-            pod_bytes("sneaky", &[pod_spec(Some(false)), pod_spec(Some(true))]),
-        ),
+        post(pods, pod_privileged_twice("sneaky", false, true)),
         403,
         "Forbidden",
     )
@@ -332,7 +348,7 @@ async fn protobuf_pods_are_judged_as_the_api_server_decodes_them() {
 
     // true, then false: false is what is stored; admitted, and the bytes go upstream as sent.
     env.sandbox.sandbox.clear_recorded();
-    let body = pod_bytes("fine", &[pod_spec(Some(true)), pod_spec(Some(false))]);
+    let body = pod_privileged_twice("fine", true, false);
     let resp = env
         .request(post(pods, body.clone()), Some(&env.admin_cert), true)
         .await;
@@ -375,7 +391,7 @@ async fn protobuf_pods_are_judged_as_the_api_server_decodes_them() {
     spec.node_name = Some("node-1".into());
     let mut r = post(
         "/api/v1/namespaces/team-a/pods",
-        pod_bytes("pinned", &[spec]),
+        pod_bytes("pinned", spec),
     );
     r.headers_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());

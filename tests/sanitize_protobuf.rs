@@ -422,7 +422,33 @@ async fn protobuf_pods_are_judged_as_the_api_server_decodes_them() {
     assert!(resp.status().is_success(), "{:?}", resp.body());
     let (_, sent) = posted(&env, "/api/v1/namespaces/team-b/configmaps").expect("forwarded");
     assert_eq!(sent.as_ref(), body.as_slice());
+
+    // The audit names what the protobuf bodies made or tried to make (issue 18): from the
+    // decoded object, refused or not, and from the metadata of one forwarded as sent.
+    let named = |resource: &str, name: &str| {
+        created(&env, resource)
+            .iter()
+            .any(|e| e["objectRef"]["name"] == name && e["objectRef"]["namespace"] == "team-b")
+    };
+    assert!(named("pods", "root"), "{:?}", created(&env, "pods"));
+    assert!(named("pods", "fine"));
+    assert!(named("configmaps", "cm"), "{:?}", created(&env, "configmaps"));
     env.stop().await;
+}
+
+/// The ResponseComplete audit events of creates of `resource`.
+fn created(env: &Env, resource: &str) -> Vec<Value> {
+    std::fs::read_to_string(env.files.dir.join("audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| {
+            v["kind"] == "Event"
+                && v["stage"] == "ResponseComplete"
+                && v["verb"] == "create"
+                && v["objectRef"]["resource"] == resource
+        })
+        .collect()
 }
 
 /// A team-a tenant's bearer token, signed with the demo's JWT key.

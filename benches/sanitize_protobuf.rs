@@ -54,7 +54,11 @@ fn deployment(full: bool) -> Vec<u8> {
         name: Some("web".into()),
         image: Some("nginx:1.27".into()),
         resources: Some(core::ResourceRequirements {
-            limits: [("cpu".to_string(), q("500m")), ("memory".into(), q("256Mi"))].into(),
+            limits: [
+                ("cpu".to_string(), q("500m")),
+                ("memory".into(), q("256Mi")),
+            ]
+            .into(),
             requests: [("cpu".to_string(), q("100m"))].into(),
             claims: vec![],
         }),
@@ -178,9 +182,8 @@ fn deployment(full: bool) -> Vec<u8> {
 fn bench(c: &mut Criterion) {
     let limits = Limits::default();
     for (name, body) in [("kubectl", deployment(false)), ("full", deployment(true))] {
-        let json = canonical_bytes(
-            &protobuf::decode(protobuf::open(&body).unwrap(), &limits).unwrap(),
-        );
+        let json =
+            canonical_bytes(&protobuf::decode(protobuf::open(&body).unwrap(), &limits).unwrap());
         eprintln!(
             "{name}: {} protobuf bytes, {} JSON bytes",
             body.len(),

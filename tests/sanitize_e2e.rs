@@ -881,7 +881,10 @@ async fn strict_parsing_refuses_differentials_and_bombs() {
     )
     .await;
     assert!(
-        s["message"].as_str().unwrap().contains("malformed protobuf"),
+        s["message"]
+            .as_str()
+            .unwrap()
+            .contains("malformed protobuf"),
         "{s}"
     );
     refused(

@@ -122,7 +122,10 @@ async fn kubectl_typed_creates_are_judged() {
         r#"{{"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {{"name": "nightly", "namespace": "team-a"}},
           "spec": {{"schedule": "0 1 * * *", "jobTemplate": {{"spec": {{"template": {{"spec":
             {}}}}}}}}}}}"#,
-        COMPLIANT.replace(r#""containers""#, r#""restartPolicy": "Never", "containers""#)
+        COMPLIANT.replace(
+            r#""containers""#,
+            r#""restartPolicy": "Never", "containers""#
+        )
     );
     let file = env.dir.path().join("cj.json");
     std::fs::write(&file, &cj).unwrap();
@@ -132,14 +135,29 @@ async fn kubectl_typed_creates_are_judged() {
     let (ok, out) = kubectl_as(
         &env,
         &team_a,
-        &["create", "job", "once", "--from=cronjob/nightly", "-n", "team-a"],
+        &[
+            "create",
+            "job",
+            "once",
+            "--from=cronjob/nightly",
+            "-n",
+            "team-a",
+        ],
     )
     .await;
     assert!(ok, "{out}");
     let (ct, body) = posted(&env, "/apis/batch/v1/namespaces/team-a/jobs").expect("forwarded");
-    assert_eq!(ct, PROTOBUF, "kubectl sent protobuf and the proxy forwarded it as sent");
+    assert_eq!(
+        ct, PROTOBUF,
+        "kubectl sent protobuf and the proxy forwarded it as sent"
+    );
     assert!(body.starts_with(b"k8s\0"));
-    let (ok, out) = kubectl_as(&env, &team_a, &["get", "job", "once", "-n", "team-a", "-o", "json"]).await;
+    let (ok, out) = kubectl_as(
+        &env,
+        &team_a,
+        &["get", "job", "once", "-n", "team-a", "-o", "json"],
+    )
+    .await;
     assert!(ok, "{out}");
     let job: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
@@ -151,11 +169,21 @@ async fn kubectl_typed_creates_are_judged() {
     // restricted's warnings relayed by kubectl.
     env.sandbox.sandbox.clear_recorded();
     let out = env
-        .kubectl(&["create", "deployment", "web", "--image=nginx", "-n", "team-b"])
+        .kubectl(&[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx",
+            "-n",
+            "team-b",
+        ])
         .await;
     let text = format!("{}{}", common::stdout(&out), common::stderr(&out));
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("would violate PodSecurity \"restricted:latest\""), "{text}");
+    assert!(
+        text.contains("would violate PodSecurity \"restricted:latest\""),
+        "{text}"
+    );
     let (ct, _) = posted(&env, "/apis/apps/v1/namespaces/team-b/deployments").expect("forwarded");
     assert_eq!(ct, PROTOBUF);
     env.stop().await;
@@ -181,13 +209,25 @@ async fn kubectl_debug_copy_to_is_judged() {
         &env,
         &team_a,
         &[
-            "debug", "web", "-n", "team-a", "--copy-to=web-root", "--image=busybox",
-            "--container=dbg", "--profile=sysadmin", "--", "sleep", "1",
+            "debug",
+            "web",
+            "-n",
+            "team-a",
+            "--copy-to=web-root",
+            "--image=busybox",
+            "--container=dbg",
+            "--profile=sysadmin",
+            "--",
+            "sleep",
+            "1",
         ],
     )
     .await;
     assert!(!ok, "{out}");
-    assert!(out.contains("violates PodSecurity \"restricted:latest\""), "{out}");
+    assert!(
+        out.contains("violates PodSecurity \"restricted:latest\""),
+        "{out}"
+    );
     assert!(out.contains("privileged"), "{out}");
     assert_eq!(writes(&env), Vec::<String>::new());
 
@@ -195,7 +235,12 @@ async fn kubectl_debug_copy_to_is_judged() {
         &env,
         &team_a,
         &[
-            "debug", "web", "-n", "team-a", "--copy-to=web-copy", "--set-image=*=busybox:1.36",
+            "debug",
+            "web",
+            "-n",
+            "team-a",
+            "--copy-to=web-copy",
+            "--set-image=*=busybox:1.36",
         ],
     )
     .await;
@@ -331,10 +376,9 @@ async fn protobuf_pods_are_judged_as_the_api_server_decodes_them() {
     )
     .await;
     assert!(
-        s["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("pods \"root\" is forbidden: violates PodSecurity \"baseline:latest\": privileged"),
+        s["message"].as_str().unwrap().starts_with(
+            "pods \"root\" is forbidden: violates PodSecurity \"baseline:latest\": privileged"
+        ),
         "{s}"
     );
     // privileged false, then true: the API server keeps true.
@@ -369,16 +413,29 @@ async fn protobuf_pods_are_judged_as_the_api_server_decodes_them() {
         "UnsupportedMediaType",
     )
     .await;
-    assert!(s["message"].as_str().unwrap().contains("field 2.999"), "{s}");
+    assert!(
+        s["message"].as_str().unwrap().contains("field 2.999"),
+        "{s}"
+    );
 
     // No envelope: 400 as the API server answers an undecodable body.
-    refused(&env, post(pods, b"{\"kind\": \"Pod\"}".to_vec()), 400, "BadRequest").await;
+    refused(
+        &env,
+        post(pods, b"{\"kind\": \"Pod\"}".to_vec()),
+        400,
+        "BadRequest",
+    )
+    .await;
     // Another kind than the URL takes.
     refused(
         &env,
         post(
             pods,
-            envelope("v1", "ConfigMap", core::ConfigMap::default().encode_to_vec()),
+            envelope(
+                "v1",
+                "ConfigMap",
+                core::ConfigMap::default().encode_to_vec(),
+            ),
         ),
         400,
         "BadRequest",
@@ -389,10 +446,7 @@ async fn protobuf_pods_are_judged_as_the_api_server_decodes_them() {
     let (_, token) = tenant_token(&env);
     let mut spec = restricted_spec();
     spec.node_name = Some("node-1".into());
-    let mut r = post(
-        "/api/v1/namespaces/team-a/pods",
-        pod_bytes("pinned", spec),
-    );
+    let mut r = post("/api/v1/namespaces/team-a/pods", pod_bytes("pinned", spec));
     r.headers_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     env.sandbox.sandbox.clear_recorded();
@@ -432,7 +486,11 @@ async fn protobuf_pods_are_judged_as_the_api_server_decodes_them() {
     };
     assert!(named("pods", "root"), "{:?}", created(&env, "pods"));
     assert!(named("pods", "fine"));
-    assert!(named("configmaps", "cm"), "{:?}", created(&env, "configmaps"));
+    assert!(
+        named("configmaps", "cm"),
+        "{:?}",
+        created(&env, "configmaps")
+    );
     env.stop().await;
 }
 

@@ -9,11 +9,11 @@ use prost::Message;
 use serde_json::Value;
 
 use super::conv::{
-    bytes_map, done, fields, int_or_string, ints32, label_selector, list, msg, object_meta,
-    scalar, server_set, str_map, string, strings, value, R,
+    bytes_map, done, fields, int_or_string, ints32, label_selector, list, msg, object_meta, scalar,
+    server_set, str_map, string, strings, value, R,
 };
-use super::volume::pvc_spec;
 use super::pod::{local_ref, pod, template};
+use super::volume::pvc_spec;
 use crate::{unknown, Error};
 
 /// Decode `raw` as the message of `group/version` `kind`, into its JSON form (without
@@ -44,7 +44,8 @@ pub fn decode(api_version: &str, kind: &str, raw: &[u8]) -> Option<R<Value>> {
 }
 
 fn pod_template(mut o: core::PodTemplate) -> R<Value> {
-    let m = fields!(o; "metadata" => metadata: msg(object_meta), "template" => template: msg(template));
+    let m =
+        fields!(o; "metadata" => metadata: msg(object_meta), "template" => template: msg(template));
     done(o, "PodTemplate", m)
 }
 
@@ -135,7 +136,8 @@ fn statefulset_spec(mut o: apps::StatefulSetSpec) -> R<Value> {
 }
 
 fn sts_strategy(mut o: apps::StatefulSetUpdateStrategy) -> R<Value> {
-    let m = fields!(o; "type" => r#type: string, "rollingUpdate" => rolling_update: msg(sts_rolling));
+    let m =
+        fields!(o; "type" => r#type: string, "rollingUpdate" => rolling_update: msg(sts_rolling));
     done(o, "StatefulSetUpdateStrategy", m)
 }
 

@@ -12,9 +12,8 @@ use super::conv::{
 };
 use super::podmore::{
     affinity, dns_config, field_ref, file_key_ref, host_alias, lifecycle, pod_os,
-    pod_resource_claim, probe, readiness_gate, resize_policy, resource_claim,
-    resource_field_ref, restart_rule, scheduling_gate, topology_spread, volume_device,
-    windows_options, workload_ref,
+    pod_resource_claim, probe, readiness_gate, resize_policy, resource_claim, resource_field_ref,
+    restart_rule, scheduling_gate, topology_spread, volume_device, windows_options, workload_ref,
 };
 use super::volume::volume;
 

@@ -176,9 +176,7 @@ fn refuses_what_it_cannot_carry_over() {
     let err = decode(&envelope("v1", "Endpoints", vec![])).unwrap_err();
     assert_eq!(
         err,
-        Error::Unsupported(
-            "protobuf v1 Endpoints is not converted; send application/json".into()
-        )
+        Error::Unsupported("protobuf v1 Endpoints is not converted; send application/json".into())
     );
 }
 

@@ -221,7 +221,10 @@ fn unknown_field_numbers_refuse() {
     container.extend([0xb8, 0x3e, 0x00]); // field 999, varint 0
     let raw = ld(2, &ld(2, &container));
     let o = decode(&envelope("v1", "Pod", raw)).unwrap().object;
-    assert_eq!(o["spec"]["containers"][0], json!({"name": "app", "image": "busybox"}));
+    assert_eq!(
+        o["spec"]["containers"][0],
+        json!({"name": "app", "image": "busybox"})
+    );
 }
 
 /// Nesting is bounded: 10 000 nested groups (or messages) in an unknown field are refused as

@@ -39,9 +39,8 @@ impl Occ<'_> {
             WireType::LengthDelimited => {
                 self.bytes.is_empty()
                     || depth < MAX_DEPTH
-                        && parse(self.bytes).is_some_and(|f| {
-                            f.values().flatten().all(|o| o.is_zero(depth + 1))
-                        })
+                        && parse(self.bytes)
+                            .is_some_and(|f| f.values().flatten().all(|o| o.is_zero(depth + 1)))
             }
             _ => self.bytes.iter().all(|b| *b == 0),
         }

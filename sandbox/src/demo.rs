@@ -267,4 +267,3 @@ const AUDIT: &str = r#"audit:
       file: {path: audit.log, max_size_mb: 100, max_backups: 10, checkpoint_every_events: 100, checkpoint_interval: 10s}
       mode: blocking-strict      # no answer leaves before its event is on disk
 "#;
-

@@ -525,8 +525,16 @@ mod tests {
             decode(Some("application/json"), b"a: 1").unwrap_err().code,
             400
         );
+        // No envelope: 400, as kube-apiserver answers an undecodable body; an envelope around
+        // a kind the decoder does not convert: 415.
         assert_eq!(
             decode(Some("application/vnd.kubernetes.protobuf"), b"x")
+                .unwrap_err()
+                .code,
+            400
+        );
+        assert_eq!(
+            decode(Some("application/vnd.kubernetes.protobuf"), b"k8s\0")
                 .unwrap_err()
                 .code,
             415

@@ -89,9 +89,9 @@ fn within(v: &Value, limits: &Limits, depth: usize, path: &mut String) -> Result
                 path.push('.');
             }
             path.push_str(k);
-            let r = too_long(k, path).map_or(Ok(()), Err).and_then(|()| {
-                within(v, limits, depth + 1, path)
-            });
+            let r = too_long(k, path)
+                .map_or(Ok(()), Err)
+                .and_then(|()| within(v, limits, depth + 1, path));
             path.truncate(len);
             r
         }),

@@ -177,10 +177,24 @@ fn daemonset(mut o: apps::DaemonSet) -> R<Value> {
 fn daemonset_spec(mut o: apps::DaemonSetSpec) -> R<Value> {
     let m = fields!(o;
         "selector" => selector: msg(label_selector), "template" => template: msg(template),
+        "updateStrategy" => update_strategy: msg(ds_strategy),
         "minReadySeconds" => min_ready_seconds: value,
         "revisionHistoryLimit" => revision_history_limit: scalar,
     );
     done(o, "DaemonSetSpec", m)
+}
+
+fn ds_strategy(mut o: apps::DaemonSetUpdateStrategy) -> R<Value> {
+    let m =
+        fields!(o; "type" => r#type: string, "rollingUpdate" => rolling_update: msg(ds_rolling));
+    done(o, "DaemonSetUpdateStrategy", m)
+}
+
+fn ds_rolling(mut o: apps::RollingUpdateDaemonSet) -> R<Value> {
+    let m = fields!(o;
+        "maxUnavailable" => max_unavailable: int_or_string, "maxSurge" => max_surge: int_or_string,
+    );
+    done(o, "RollingUpdateDaemonSet", m)
 }
 
 fn job(mut o: batch::Job) -> R<Value> {
@@ -310,8 +324,25 @@ fn service_spec(mut o: core::ServiceSpec) -> R<Value> {
         "publishNotReadyAddresses" => publish_not_ready_addresses: value,
         "ipFamilies" => ip_families: strings, "ipFamilyPolicy" => ip_family_policy: string,
         "internalTrafficPolicy" => internal_traffic_policy: string,
+        "loadBalancerIP" => load_balancer_ip: string,
+        "loadBalancerSourceRanges" => load_balancer_source_ranges: strings,
+        "healthCheckNodePort" => health_check_node_port: value,
+        "sessionAffinityConfig" => session_affinity_config: msg(affinity_config),
+        "allocateLoadBalancerNodePorts" => allocate_load_balancer_node_ports: scalar,
+        "loadBalancerClass" => load_balancer_class: scalar,
+        "trafficDistribution" => traffic_distribution: scalar,
     );
     done(o, "ServiceSpec", m)
+}
+
+fn affinity_config(mut o: core::SessionAffinityConfig) -> R<Value> {
+    let m = fields!(o; "clientIP" => client_ip: msg(client_ip));
+    done(o, "SessionAffinityConfig", m)
+}
+
+fn client_ip(mut o: core::ClientIpConfig) -> R<Value> {
+    let m = fields!(o; "timeoutSeconds" => timeout_seconds: scalar);
+    done(o, "ClientIPConfig", m)
 }
 
 fn service_port(mut o: core::ServicePort) -> R<Value> {
@@ -339,8 +370,18 @@ fn namespace_spec(mut o: core::NamespaceSpec) -> R<Value> {
 fn service_account(mut o: core::ServiceAccount) -> R<Value> {
     let m = fields!(o;
         "metadata" => metadata: msg(object_meta),
+        "secrets" => secrets: list(object_ref),
         "imagePullSecrets" => image_pull_secrets: list(local_ref),
         "automountServiceAccountToken" => automount_service_account_token: scalar,
     );
     done(o, "ServiceAccount", m)
+}
+
+fn object_ref(mut o: core::ObjectReference) -> R<Value> {
+    let m = fields!(o;
+        "kind" => kind: string, "namespace" => namespace: string, "name" => name: string,
+        "uid" => uid: string, "apiVersion" => api_version: string,
+        "resourceVersion" => resource_version: string, "fieldPath" => field_path: string,
+    );
+    done(o, "ObjectReference", m)
 }

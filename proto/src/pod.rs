@@ -63,7 +63,7 @@ pub fn pod_spec(mut o: core::PodSpec) -> R<Value> {
         "hostUsers" => host_users: scalar,
         "schedulingGates" => scheduling_gates: list(scheduling_gate),
         "resourceClaims" => resource_claims: list(pod_resource_claim),
-        "resources" => resources: msg(resources),
+        "overhead" => overhead: quantity_map, "resources" => resources: msg(resources),
         "hostnameOverride" => hostname_override: scalar,
         "workloadRef" => workload_ref: msg(workload_ref),
     );

@@ -160,19 +160,25 @@ fn cronjob_and_secret() {
 
 #[test]
 fn refuses_what_it_cannot_carry_over() {
-    // A known field the conversion does not carry over (a Service's loadBalancerIP): refused,
-    // never dropped.
-    let svc = core::Service {
-        metadata: meta("s"),
-        spec: Some(core::ServiceSpec {
-            load_balancer_ip: Some("10.0.0.1".into()),
-            ..Default::default()
-        }),
-        status: None,
+    // Every field k8s-pb knows is converted for the kinds here; the guard behind that: a
+    // converter that left a field in its message fails instead of dropping it.
+    let left = core::Pod {
+        metadata: meta("p"),
+        ..Default::default()
     };
-    let err = decode(&envelope("v1", "Service", svc.encode_to_vec())).unwrap_err();
-    assert!(matches!(err, Error::Unsupported(_)), "{err:?}");
-    assert!(err.to_string().contains("ServiceSpec"), "{err}");
+    let err = super::conv::done(left, "Pod", serde_json::Map::new()).unwrap_err();
+    assert_eq!(
+        err,
+        Error::Unsupported(
+            "field 1 of the protobuf Pod is not converted; send application/json".into()
+        )
+    );
+    // Zero values left over are Go's "unset", not a reason to refuse.
+    let zeros = core::PodSpec {
+        host_network: Some(false),
+        ..Default::default()
+    };
+    assert!(super::conv::done(zeros, "PodSpec", serde_json::Map::new()).is_ok());
     let err = decode(&envelope("v1", "Endpoints", vec![])).unwrap_err();
     assert_eq!(
         err,

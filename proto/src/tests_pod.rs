@@ -270,3 +270,52 @@ fn names_of_kinds_not_converted() {
 fn envelope_of(b: &[u8]) -> Envelope {
     super::envelope(b).unwrap()
 }
+
+/// What an update of a stored DaemonSet carries back (the server's defaults included).
+#[test]
+fn daemonset_update_strategy_and_pod_overhead() {
+    use k8s_pb::api::apps::v1 as apps;
+    let ds = apps::DaemonSet {
+        metadata: None,
+        spec: Some(apps::DaemonSetSpec {
+            update_strategy: Some(apps::DaemonSetUpdateStrategy {
+                r#type: Some("RollingUpdate".into()),
+                rolling_update: Some(apps::RollingUpdateDaemonSet {
+                    max_unavailable: Some(IntOrString {
+                        r#type: Some(0),
+                        int_val: Some(1),
+                        str_val: None,
+                    }),
+                    max_surge: None,
+                }),
+            }),
+            template: Some(core::PodTemplateSpec {
+                metadata: None,
+                spec: Some(core::PodSpec {
+                    containers: vec![c("agent")],
+                    overhead: [(
+                        "cpu".to_string(),
+                        k8s_pb::apimachinery::pkg::api::resource::Quantity {
+                            string: Some("250m".into()),
+                        },
+                    )]
+                    .into(),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let o = decode(&envelope("apps/v1", "DaemonSet", ds.encode_to_vec()))
+        .unwrap()
+        .object;
+    assert_eq!(
+        o["spec"]["updateStrategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}})
+    );
+    assert_eq!(
+        o["spec"]["template"]["spec"]["overhead"],
+        json!({"cpu": "250m"})
+    );
+}

@@ -93,7 +93,7 @@ fn concat(occ: &[Occ<'_>]) -> Vec<u8> {
 }
 
 /// Refuse `sent` when it holds a non-zero field that `reencoded` (prost's encoding of what it
-/// decoded from `sent`) lacks. `path` names the field numbers on the way, for the message.
+/// decoded from `sent`) lacks; the error names the field numbers on the way (`2.2.999`).
 pub fn check(sent: &[u8], reencoded: &[u8]) -> Result<(), Error> {
     compare(sent, reencoded, 0, &mut Vec::new())
 }

@@ -15,8 +15,10 @@ use std::{
 };
 
 use portcullis::audit::{
-    chain::SigningKey, sink::file::list_backups, Auditor, DeliveryMode, Event, FileSinkConfig,
-    Level, MicroTime, ObjectReference, ResponseStatus, SinkKind, SinkSpec, Stage, UserInfo,
+    chain::{sidecar_path, SigningKey},
+    sink::file::list_backups,
+    Auditor, DeliveryMode, Event, FileSinkConfig, Level, MicroTime, ObjectReference,
+    ResponseStatus, SinkKind, SinkSpec, Stage, UserInfo,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
@@ -174,20 +176,28 @@ async fn verify_passes_then_names_the_line_of_each_tampering() {
     assert!(err.contains("signatures were NOT checked"), "{err}");
 
     let orig = lines(&log);
-    let events: Vec<usize> = (0..orig.len()).filter(|&i| is_event(&orig[i])).collect();
-    let checkpoint = (1..orig.len()).find(|&i| !is_event(&orig[i])).unwrap();
+    let sidecar = sidecar_path(&log);
+    let orig_side = lines(&sidecar);
+    // Every line of the log is an event; the checkpoints are in the sidecar.
+    assert_eq!(orig.len(), 20);
+    assert!(orig.iter().all(|l| is_event(l)));
+    assert_eq!(orig_side.len(), 5);
+    let events: Vec<usize> = (0..orig.len()).collect();
     let tampered = dir.path().join("tampered.log");
-    let name = tampered.display().to_string();
-    let check = |l: &[String], line: usize, what: &str| {
+    let tampered_side = sidecar_path(&tampered);
+    let check_in = |l: &[String], side: &[String], at: &Path, line: usize, what: &str| {
         write_lines(&tampered, l);
+        write_lines(&tampered_side, side);
         let (code, out, err) = run(&key, std::slice::from_ref(&tampered));
         assert_eq!(code, 1, "{what}: {out}{err}");
         assert!(
-            err.contains(&format!("{name}:{line}: ")),
+            err.contains(&format!("{}:{line}: ", at.display())),
             "{what}: wrong line: {err}"
         );
         err
     };
+    let check =
+        |l: &[String], line: usize, what: &str| check_in(l, &orig_side, &tampered, line, what);
 
     // An edited line.
     let mut l = orig.clone();
@@ -208,12 +218,24 @@ async fn verify_passes_then_names_the_line_of_each_tampering() {
     check(&l, events[1] + 1, "reorder");
 
     // A truncated checkpoint signature.
-    let mut l = orig.clone();
-    let cp = &l[checkpoint];
-    let sig_end = cp.rfind("\"}").unwrap();
-    l[checkpoint] = format!("{}\"}}", &cp[..sig_end - 8]);
-    let err = check(&l, checkpoint + 1, "signature");
+    let mut s = orig_side.clone();
+    let sig_end = s[2].rfind("\"}").unwrap();
+    s[2] = format!("{}\"}}", &s[2][..sig_end - 8]);
+    let err = check_in(&orig, &s, &tampered_side, 3, "signature");
     assert!(err.contains("signature invalid"), "{err}");
+
+    // A checkpoint whose signed time was moved back a year.
+    let mut s = orig_side.clone();
+    let time_at = s[3].find("\"time\":\"").unwrap() + 8;
+    let year: u32 = s[3][time_at..time_at + 4].parse().unwrap();
+    s[3].replace_range(time_at..time_at + 4, &(year - 1).to_string());
+    let err = check_in(&orig, &s, &tampered_side, 4, "forged time");
+    assert!(err.contains("signature invalid"), "{err}");
+
+    // The newest events cut off the log (its sidecar still signs event #20).
+    let err = check_in(&orig[..17], &orig_side, &tampered_side, 5, "truncated tail");
+    assert!(err.contains("truncated: this checkpoint"), "{err}");
+    assert!(err.contains("3 events were removed"), "{err}");
 
     // Not JSON.
     let mut l = orig.clone();
@@ -259,8 +281,8 @@ async fn chain_continues_across_rotation_and_a_gap_is_caught() {
     assert_eq!(code, 1);
     assert!(
         err.contains(&format!(
-            "{}:1: checkpoint does not match the chain",
-            files[2].display()
+            "{}:1: this file continues from event #",
+            sidecar_path(&files[2]).display()
         )),
         "{err}"
     );
@@ -278,9 +300,12 @@ async fn torn_last_line_warns_and_unsigned_tail_is_reported() {
     a.shutdown(Duration::from_secs(5)).await;
     // As after a crash: the closing checkpoint never made it, and the last event is half
     // written.
+    let sidecar = sidecar_path(&log);
+    let mut s = lines(&sidecar);
+    assert_eq!(s.len(), 2, "header and the closing checkpoint");
+    s.pop();
+    write_lines(&sidecar, &s);
     let mut l = lines(&log);
-    assert!(!is_event(l.last().unwrap()));
-    l.pop();
     let torn = l.pop().unwrap();
     let mut text = l.join("\n") + "\n";
     text.push_str(&torn[..torn.len() / 2]);
@@ -294,7 +319,7 @@ async fn torn_last_line_warns_and_unsigned_tail_is_reported() {
     assert!(out.starts_with("OK: 6 events, 1 checkpoints"), "{out}");
     assert!(out.contains("unsigned tail: 6 events"), "{out}");
     assert!(
-        err.contains(&format!("{}:8: truncated final line", log.display())),
+        err.contains(&format!("{}:7: truncated final line", log.display())),
         "{err}"
     );
     let (code, _, _) = run(
@@ -687,4 +712,91 @@ fn kill_9_under_load_loses_no_acknowledged_event() {
         acked.len(),
         in_file.len()
     );
+}
+
+/// `audit query --follow --decision forbid --output json` on a file that keeps growing and
+/// rotating (several times between two polls): every matching event, in order, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_follow_reads_a_growing_rotating_file() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let (private, _) = keygen(dir.path());
+    let log = dir.path().join("audit.log");
+    let a = file_sink(&log, &private, |c| {
+        c.max_size_bytes = 4096;
+        c.max_backups = 0;
+    });
+    let ev = |i: usize| {
+        event(
+            &Ev {
+                user: "alice",
+                groups: &["dev"],
+                verb: "delete",
+                resource: "pods",
+                ns: "team-a",
+                name: "web",
+                code: if i.is_multiple_of(3) { 403 } else { 200 },
+                decision: if i.is_multiple_of(3) {
+                    "forbid"
+                } else {
+                    "allow"
+                },
+                at: MicroTime::now(),
+            },
+            i,
+        )
+    };
+    for i in 0..3 {
+        a.emit(ev(i)).await.unwrap();
+    }
+    let mut child = Command::new(BIN)
+        .args([
+            "audit",
+            "query",
+            "--follow",
+            "--output",
+            "json",
+            "--decision",
+            "forbid",
+        ])
+        .arg(&log)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if tx.send(v["auditID"].as_str().unwrap().to_string()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut got = vec![rx.recv_timeout(Duration::from_secs(20)).unwrap()];
+    // The follower is reading: now grow the file through several rotations at full speed.
+    for i in 3..90 {
+        a.emit(ev(i)).await.unwrap();
+    }
+    let want: Vec<String> = (0..90)
+        .filter(|i: &usize| i.is_multiple_of(3))
+        .map(|i| format!("00000000-0000-4000-8000-{i:012}"))
+        .collect();
+    while got.len() < want.len() {
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(id) => got.push(id),
+            Err(_) => break,
+        }
+    }
+    let rotations = a.sinks()[0].counters().rotations.load(Ordering::Relaxed);
+    a.shutdown(Duration::from_secs(5)).await;
+    // Nothing more arrives (no duplicates).
+    std::thread::sleep(Duration::from_millis(600));
+    got.extend(rx.try_iter());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(rotations >= 5, "only {rotations} rotations");
+    assert_eq!(got, want);
 }

@@ -46,6 +46,51 @@ fn check_config_reports_every_problem_with_its_key_path() {
     assert!(text.contains("hint:"), "{text}");
 }
 
+/// First contact: the annotated example checked on a fresh clone, before `demo --write-only`
+/// has written the files it points at, says in its first line what to run; after it, passes.
+#[test]
+fn the_annotated_example_says_what_to_run_first_then_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_dir = dir.path().join("config");
+    std::fs::create_dir(&config_dir).unwrap();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for f in ["portcullis.yaml", "audit-policy.yaml"] {
+        std::fs::copy(repo.join("config").join(f), config_dir.join(f)).unwrap();
+    }
+    let example = config_dir.join("portcullis.yaml");
+    let check = || {
+        Command::new(BIN)
+            .args(["check-config", "--config"])
+            .arg(&example)
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().next().unwrap();
+    assert!(
+        first.contains("portcullis-demo, which does not exist")
+            && first.contains("cargo run --release -- demo --write-only"),
+        "{text}"
+    );
+
+    let demo = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["demo", "--write-only"])
+        .output()
+        .unwrap();
+    assert!(
+        demo.status.success(),
+        "{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    let out = check();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains(": ok"), "{text}");
+}
+
 #[test]
 fn check_config_names_an_unknown_key() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,13 +4,14 @@
 //!
 //! The sandbox accepts: health and version endpoints, legacy and aggregated (v2) discovery,
 //! CRUD / list / watch / patch on a fixed catalogue of core, apps and batch resources, Table
-//! output for kubectl, `pods/log` (with follow) and `pods/exec` / `pods/attach` over WebSocket.
+//! output for kubectl, `pods/log` (with follow), `pods/exec` / `pods/attach` over WebSocket and
+//! `pods/portforward` over SPDY/3.1 (plain or tunnelled in WebSocket) to an echo / HTTP service.
 //! Authenticates (tokens, client certificates of its CA, anonymous), honours impersonation
 //! and authorizes every request with RBAC like kube-apiserver (`gate`, `rbac`), answers the
 //! self / subject access reviews (`reviews`), and records every request (method, path, query, headers, peer)
 //! so tests can assert what an upstream would have seen. Rejects unknown paths with the
-//! apiserver's plain-text `404 page not found`; serves just enough OpenAPI v3 for
-//! `kubectl apply`.
+//! apiserver's plain-text `404 page not found`; serves OpenAPI v2 and v3 with upstream's schemas
+//! of the served kinds (`openapi`), for `kubectl explain` and `kubectl apply`.
 //!
 //! It lives in its own crate so the proxy library neither contains nor depends on it (see
 //! "Workspace" in `ARCHITECTURE.md`).
@@ -22,6 +23,7 @@
 pub mod demo;
 pub mod pki;
 
+mod catalogue;
 mod clock;
 mod controller;
 mod discovery;
@@ -31,8 +33,11 @@ mod gate;
 mod impersonation;
 mod logs;
 mod openapi;
+mod openapi_pb;
+mod openapi_schemas;
 mod patch;
 mod podfs;
+mod portforward;
 pub use portcullis_proto as proto;
 mod rbac;
 mod rbac_seed;
@@ -222,10 +227,9 @@ impl Sandbox {
                     not_found_page()
                 }
             }
-            ["openapi", "v3"] => ok_json(openapi::index()),
-            ["openapi", "v3", gv @ ..] => {
-                openapi::group_version(&gv.join("/")).map_or_else(not_found_page, ok_json)
-            }
+            ["openapi", "v2"] => openapi::v2(h),
+            ["openapi", "v3"] => openapi::index(),
+            ["openapi", "v3", gv @ ..] => openapi::group_version(&gv.join("/"), req.uri().query()),
             ["api", "v1", rest @ ..] => self.resource("", "v1", rest, req).await,
             ["apis", g, v, rest @ ..] => {
                 let (g, v) = (g.to_string(), v.to_string());

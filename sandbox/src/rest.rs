@@ -1,12 +1,12 @@
 //! REST verbs on objects: get, list, create, update, patch, delete, deletecollection, plus the
-//! `status` and `scale` subresources. Dispatches `log`, `exec`/`attach` and watches to their
-//! own modules.
+//! `status` and `scale` subresources. Dispatches `log`, `exec`/`attach`, `portforward` and watches
+//! to their own modules.
 //!
 //! Accepts JSON or YAML (`application/yaml`) bodies up to 3 MiB, `dryRun=All` (query, or a
 //! DELETE's `DeleteOptions` body; `writes`),
 //! `labelSelector`, `fieldSelector`, `limit` + `continue`. Rejects: undecodable bodies and
 //! bad selectors (400), kind or namespace mismatches (400), unsupported patch types (415),
-//! methods a path does not serve (405), port-forward (400: not supported by the sandbox).
+//! methods a path does not serve (405).
 
 use super::IntoResponse as _;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -214,7 +214,7 @@ pub async fn handle(sb: &Sandbox, req: Request<Incoming>, t: Target) -> Response
                 &q,
             ),
             "portforward" => {
-                Status::bad_request("port-forward is not supported by the sandbox").into_response()
+                super::portforward::serve(sb, req, t.namespace.as_deref().unwrap_or(""), &name, &q)
             }
             "status" | "ephemeralcontainers" => object(sb, req, &t, &q).await,
             "scale" => scale(sb, req, &t, &q).await,

@@ -21,21 +21,29 @@
 //! # Checkpoints
 //!
 //! A hash chain alone proves nothing to someone who can rewrite the whole file (they recompute
-//! it), so every K events, every T seconds, at the start and end of each file and at clean
-//! shutdown the file sink writes a checkpoint line:
+//! it), so the file sink signs the chain head every K events, every T seconds, at the start and
+//! end of each file and at clean shutdown. Checkpoints never go into the log itself — every
+//! line of an audit file is an `audit.k8s.io/v1` Event, so collectors that read the API
+//! server's log read ours unchanged — but into a **sidecar file** next to each log file,
+//! `<log file>.checkpoints` (`audit.log.checkpoints`, rotated with its log file:
+//! `audit-2026-11-27T07-25-09.123.log.checkpoints`), one JSON line each:
 //!
 //! ```json
-//! {"kind":"PortcullisAuditCheckpoint","apiVersion":"portcullis.io/v1","seq":1000,
+//! {"kind":"PortcullisAuditCheckpoint","apiVersion":"portcullis.io/v2","seq":1000,
 //!  "chain":"<link of the last event>","time":"2026-11-27T07:25:09.123456Z",
 //!  "keyId":"<first 16 hex of SHA-256(public key)>","signature":"<base64 Ed25519>"}
 //! ```
 //!
-//! The signature covers `"portcullis-audit-checkpoint\n" + seq + "\n" + chain` (seq in decimal,
-//! chain in lower-case hex); `time` is informational and NOT signed. `seq` is the number of
-//! events in the chain up to and including the one whose link is `chain`. Checkpoint lines do
-//! not advance the chain: they sign the current link. Whoever lacks the private key can still
-//! append or rewrite events after the last checkpoint and recompute the chain (the "unsigned
-//! tail" that `verify` reports), but cannot make an edited event verify under any checkpoint.
+//! The signature covers `"portcullis-audit-checkpoint/v2\n" + seq + "\n" + chain + "\n" + time`
+//! (seq in decimal, chain in lower-case hex, time exactly as written), so the time a checkpoint
+//! claims is signed too. `seq` is the number of events in the chain up to and including the one
+//! whose link is `chain`; it is how `verify` places a sidecar's checkpoints between the lines of
+//! its log file. Whoever lacks the private key can still append or rewrite events after the
+//! last checkpoint and recompute the chain (the "unsigned tail" that `verify` reports), but
+//! cannot make an edited event verify under any checkpoint, nor move a checkpoint in time.
+//!
+//! (`portcullis.io/v1` checkpoints, written inline in the log by earlier versions with an
+//! unsigned `time`, are not read any more: verify such files with the release that wrote them.)
 //!
 //! # Keys
 //!
@@ -61,9 +69,18 @@ pub const CHAIN_ANNOTATION: &str = "portcullis.io/chain";
 /// `kind` of checkpoint lines.
 pub const CHECKPOINT_KIND: &str = "PortcullisAuditCheckpoint";
 /// `apiVersion` of checkpoint lines.
-pub const CHECKPOINT_API_VERSION: &str = "portcullis.io/v1";
+pub const CHECKPOINT_API_VERSION: &str = "portcullis.io/v2";
 /// Prefix of the signed checkpoint message (domain separation).
-pub const CHECKPOINT_DOMAIN: &str = "portcullis-audit-checkpoint\n";
+pub const CHECKPOINT_DOMAIN: &str = "portcullis-audit-checkpoint/v2\n";
+/// What a log file's checkpoint sidecar adds to its name.
+pub const SIDECAR_SUFFIX: &str = ".checkpoints";
+
+/// The checkpoint sidecar of a log file: `audit.log` → `audit.log.checkpoints`.
+pub fn sidecar_path(log: &Path) -> std::path::PathBuf {
+    let mut name = log.as_os_str().to_os_string();
+    name.push(SIDECAR_SUFFIX);
+    std::path::PathBuf::from(name)
+}
 
 /// The link "before" the first event: SHA-256 of the ASCII string `portcullis.io/audit-chain/v1`
 /// (a fixed, documented constant rather than zeros, so our chains cannot be confused with
@@ -198,11 +215,11 @@ pub fn strip_chain(event: &mut Value) -> Option<Value> {
 }
 
 /// The signed message of a checkpoint.
-pub fn checkpoint_message(seq: u64, chain: &Link) -> Vec<u8> {
-    format!("{CHECKPOINT_DOMAIN}{seq}\n{}", chain.to_hex()).into_bytes()
+pub fn checkpoint_message(seq: u64, chain: &Link, time: &str) -> Vec<u8> {
+    format!("{CHECKPOINT_DOMAIN}{seq}\n{}\n{time}", chain.to_hex()).into_bytes()
 }
 
-/// A checkpoint line.
+/// A checkpoint line (of a sidecar file).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Checkpoint {
@@ -218,13 +235,19 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Sign the state `(seq, chain)` now.
     pub fn sign(key: &SigningKey, seq: u64, chain: &Link) -> Checkpoint {
-        let sig = key.pair.sign(&checkpoint_message(seq, chain));
+        Checkpoint::sign_at(key, seq, chain, MicroTime::now())
+    }
+
+    /// Sign the state `(seq, chain)` as of `time`.
+    pub fn sign_at(key: &SigningKey, seq: u64, chain: &Link, time: MicroTime) -> Checkpoint {
+        let time = time.to_string();
+        let sig = key.pair.sign(&checkpoint_message(seq, chain, &time));
         Checkpoint {
             kind: CHECKPOINT_KIND.into(),
             api_version: CHECKPOINT_API_VERSION.into(),
             seq,
             chain: chain.to_hex(),
-            time: MicroTime::now().to_string(),
+            time,
             key_id: key.key_id.clone(),
             signature: base64::engine::general_purpose::STANDARD.encode(sig.as_ref()),
         }
@@ -260,7 +283,7 @@ impl Checkpoint {
             .decode(&self.signature)
             .map_err(|_| "signature invalid (not base64)".to_string())?;
         UnparsedPublicKey::new(&signature::ED25519, &key.raw)
-            .verify(&checkpoint_message(self.seq, &chain), &sig)
+            .verify(&checkpoint_message(self.seq, &chain, &self.time), &sig)
             .map_err(|_| "signature invalid".to_string())?;
         Ok(chain)
     }
@@ -508,6 +531,13 @@ mod tests {
 
         let mut bad = cp.clone();
         bad.seq = 8;
+        assert_eq!(
+            bad.verify(std::slice::from_ref(&from_public)),
+            Err("signature invalid".into())
+        );
+        // The time is signed: moving a checkpoint in time breaks it.
+        let mut bad = cp.clone();
+        bad.time = "2020-01-01T00:00:00.000000Z".into();
         assert_eq!(
             bad.verify(std::slice::from_ref(&from_public)),
             Err("signature invalid".into())

@@ -8,11 +8,13 @@
 //!   sinks:
 //!     - name: file
 //!       file: {path: audit.log, max_size_mb: 100, max_age_days: 366, max_backups: 100,
-//!              checkpoint_every_events: 1000, checkpoint_interval: 10s}
+//!              checkpoint_every_events: 1000, checkpoint_interval: 10s,
+//!              checkpoint_copy: /dev/stderr}    # optional: every checkpoint also goes here
 //!       mode: blocking-strict             # default for file sinks
 //!     - name: siem
 //!       webhook: {kubeconfig: siem.kubeconfig, max_batch_size: 400, max_wait: 30s,
-//!                 initial_backoff: 1s, max_retries: 4, request_timeout: 30s}
+//!                 initial_backoff: 1s, max_retries: 4, request_timeout: 30s,
+//!                 throttle_qps: 10, throttle_burst: 15, max_event_size: 102400}
 //!       mode: batch                       # default for webhooks; needs overflow:
 //!       queue: 10000
 //!       overflow: block                   # or drop (counted)
@@ -23,7 +25,7 @@
 //!
 //! Rejects, with the key path: a missing or invalid policy file, an unreadable or non-Ed25519
 //! key, a sink with zero or several kinds, duplicate sink names, `batch` without an explicit
-//! `overflow`, bad durations, a missing webhook kubeconfig.
+//! `overflow`, bad durations, a missing webhook kubeconfig, `checkpoint_copy` without a signing key.
 
 use std::{
     path::{Path, PathBuf},
@@ -104,6 +106,8 @@ pub struct FileConfig {
     pub checkpoint_every_events: Option<u64>,
     #[serde(default)]
     pub checkpoint_interval: Option<String>,
+    #[serde(default)]
+    pub checkpoint_copy: Option<PathBuf>,
 }
 
 /// `audit.sinks[].webhook`.
@@ -123,6 +127,12 @@ pub struct WebhookSinkConfig {
     pub max_retries: Option<u32>,
     #[serde(default)]
     pub request_timeout: Option<String>,
+    #[serde(default)]
+    pub throttle_qps: Option<f64>,
+    #[serde(default)]
+    pub throttle_burst: Option<u32>,
+    #[serde(default)]
+    pub max_event_size: Option<usize>,
 }
 
 /// Validated audit settings; [`AuditSettings::sink_specs`] makes fresh specs to start.
@@ -318,6 +328,16 @@ fn file_sink(
         Wording::Audit,
     );
     fc.signing_key = key.clone();
+    if let Some(copy) = &f.checkpoint_copy {
+        if fc.signing_key.is_none() {
+            p.err(
+                format!("{path}.file.checkpoint_copy"),
+                "a checkpoint copy without audit.signing_key_file: nothing is signed",
+                "set audit.signing_key_file, or remove checkpoint_copy",
+            );
+        }
+        fc.checkpoint_copy = Some(base.join(copy));
+    }
     fc
 }
 
@@ -338,6 +358,30 @@ fn webhook_sink(p: &mut Problems, w: &WebhookSinkConfig, path: &str, base: &Path
     }
     if let Some(n) = w.max_retries {
         wc.max_retries = n;
+    }
+    if let Some(q) = w.throttle_qps {
+        if !q.is_finite() || q < 0.0 {
+            p.err(
+                format!("{path}.webhook.throttle_qps"),
+                format!("{q} is not a rate"),
+                "batches per second, e.g. 10 (0 turns the throttle off)",
+            );
+        } else {
+            wc.throttle_qps = q;
+        }
+    }
+    if let Some(b) = w.throttle_burst {
+        wc.throttle_burst = b.max(1);
+    }
+    if let Some(n) = w.max_event_size {
+        if n > 0 && n < 1024 {
+            p.err(
+                format!("{path}.webhook.max_event_size"),
+                format!("{n} bytes cannot hold an event's metadata"),
+                "at least 1024 (the apiserver uses 102400), or 0 for no limit",
+            );
+        }
+        wc.max_event_size = n;
     }
     let mut duration = |key: &str, value: &Option<String>, default| {
         let at = format!("{path}.webhook.{key}");
@@ -381,7 +425,7 @@ mod tests {
         std::fs::write(dir.path().join("not-a-key"), "hello").unwrap();
         let got = problems(
             dir.path(),
-            "policy_file: bad.yaml\nsigning_key_file: not-a-key\nsinks:\n  - {file: {path: a.log}, stdout: {}}\n  - {name: x, stdout: {}, mode: batch}\n  - {name: x, stdout: {}}\n  - {file: {path: b.log, checkpoint_interval: soon}}\n  - {webhook: {kubeconfig: missing.kubeconfig}, overflow: drop}\n",
+            "policy_file: bad.yaml\nsigning_key_file: not-a-key\nsinks:\n  - {file: {path: a.log}, stdout: {}}\n  - {name: x, stdout: {}, mode: batch}\n  - {name: x, stdout: {}}\n  - {file: {path: b.log, checkpoint_interval: soon, checkpoint_copy: c.log}}\n  - {webhook: {kubeconfig: missing.kubeconfig, throttle_qps: -1, max_event_size: 10}, overflow: drop}\n",
         );
         for want in [
             "audit.policy_file",
@@ -390,7 +434,10 @@ mod tests {
             "audit.sinks[1].overflow",
             "audit.sinks[2].name",
             "audit.sinks[3].file.checkpoint_interval",
+            "audit.sinks[3].file.checkpoint_copy",
             "audit.sinks[4].webhook.kubeconfig",
+            "audit.sinks[4].webhook.throttle_qps",
+            "audit.sinks[4].webhook.max_event_size",
         ] {
             assert!(got.iter().any(|p| p == want), "{want} missing from {got:?}");
         }

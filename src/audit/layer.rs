@@ -254,6 +254,7 @@ mod tests {
                 signing_key: None,
                 checkpoint_every_events: 0,
                 checkpoint_interval: Duration::ZERO,
+                checkpoint_copy: None,
             }),
             mode: DeliveryMode::Blocking,
         }])

@@ -13,6 +13,7 @@
 //! | `portcullis_audit_checkpoints_total` | signed checkpoints written |
 //! | `portcullis_audit_rotations_total` | file rotations |
 //! | `portcullis_audit_retries_total` | webhook retries |
+//! | `portcullis_audit_events_truncated_total` | webhook events sent without their objects (`max_event_size`) |
 
 use std::sync::{atomic::Ordering, Arc};
 
@@ -32,7 +33,7 @@ struct AuditCollector {
 
 type Getter = fn(&SinkCounters) -> u64;
 
-const SERIES: [(&str, &str, Getter); 7] = [
+const SERIES: [(&str, &str, Getter); 8] = [
     (
         "audit_events_written",
         "Audit events written (file, stdout) or delivered (webhook)",
@@ -62,6 +63,11 @@ const SERIES: [(&str, &str, Getter); 7] = [
     ("audit_retries", "Audit webhook delivery retries", |c| {
         c.retries.load(Ordering::Relaxed)
     }),
+    (
+        "audit_events_truncated",
+        "Audit events sent to a webhook without their request/response objects (max_event_size)",
+        |c| c.events_truncated.load(Ordering::Relaxed),
+    ),
 ];
 
 impl Collector for AuditCollector {

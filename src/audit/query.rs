@@ -15,8 +15,12 @@
 //! * `code`: `responseStatus.code`, exactly (`403`) or by class (`4xx`).
 //!
 //! Only `ResponseComplete` and `Panic` events are shown unless `all_stages` is set, so each
-//! request appears once. Checkpoint lines are skipped silently; lines that are not JSON events
-//! are skipped with a warning naming `file:line`; a truncated last line is skipped likewise.
+//! request appears once. Checkpoint lines (inline in files of earlier versions) are skipped
+//! silently; lines that are not JSON events are skipped with a warning naming `file:line`; a
+//! truncated last line is skipped likewise.
+//!
+//! `--follow` (`follow.rs`): after the given files, keep reading the last one as it grows and
+//! across its rotation, as `tail -F` does.
 
 use std::{
     borrow::Cow,
@@ -34,6 +38,7 @@ use super::event::MicroTime;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Allow,
+    /// The apiserver's `forbid` (`--decision forbid`, or `deny`).
     Deny,
 }
 
@@ -292,51 +297,74 @@ pub fn run(
                 break;
             }
             buf.pop();
-            let view: View<'_> = match serde_json::from_slice(&buf) {
-                Ok(v) => v,
-                Err(e) => {
-                    writeln!(
-                        warn,
-                        "warning: {}:{line_no}: not a JSON audit event ({e}); skipped",
-                        path.display()
-                    )?;
-                    stats.skipped += 1;
-                    continue;
-                }
-            };
-            match view.kind.as_ref() {
-                "Event" => {}
-                super::chain::CHECKPOINT_KIND => continue,
-                other => {
-                    writeln!(
-                        warn,
-                        "warning: {}:{line_no}: kind {other:?} is not an audit event; skipped",
-                        path.display()
-                    )?;
-                    stats.skipped += 1;
-                    continue;
-                }
-            }
-            stats.scanned += 1;
-            let time = view
-                .request_received_timestamp
-                .as_deref()
-                .and_then(|t| t.parse::<MicroTime>().ok());
-            if !filter.matches(&view, time) {
-                continue;
-            }
-            stats.matched += 1;
-            match output {
-                Output::Json => {
-                    out.write_all(&buf)?;
-                    out.write_all(b"\n")?;
-                }
-                Output::Table => writeln!(out, "{}", table_row(&view, time))?,
-            }
+            let at = Place { path, line_no };
+            one_line(&buf, at, filter, output, out, warn, &mut stats)?;
         }
     }
     out.flush()?;
     Ok(stats)
+}
+
+/// Where a line was read, for warnings.
+#[derive(Clone, Copy)]
+pub(crate) struct Place<'a> {
+    pub path: &'a std::path::Path,
+    pub line_no: u64,
+}
+
+/// Filter and print one complete line (without its newline).
+pub(crate) fn one_line(
+    buf: &[u8],
+    at: Place<'_>,
+    filter: &Filter,
+    output: Output,
+    out: &mut dyn Write,
+    warn: &mut dyn Write,
+    stats: &mut Stats,
+) -> io::Result<()> {
+    let Place { path, line_no } = at;
+    let view: View<'_> = match serde_json::from_slice(buf) {
+        Ok(v) => v,
+        Err(e) => {
+            writeln!(
+                warn,
+                "warning: {}:{line_no}: not a JSON audit event ({e}); skipped",
+                path.display()
+            )?;
+            stats.skipped += 1;
+            return Ok(());
+        }
+    };
+    match view.kind.as_ref() {
+        "Event" => {}
+        super::chain::CHECKPOINT_KIND => return Ok(()),
+        other => {
+            writeln!(
+                warn,
+                "warning: {}:{line_no}: kind {other:?} is not an audit event; skipped",
+                path.display()
+            )?;
+            stats.skipped += 1;
+            return Ok(());
+        }
+    }
+    stats.scanned += 1;
+    let time = view
+        .request_received_timestamp
+        .as_deref()
+        .and_then(|t| t.parse::<MicroTime>().ok());
+    if !filter.matches(&view, time) {
+        return Ok(());
+    }
+    stats.matched += 1;
+    match output {
+        Output::Json => {
+            out.write_all(buf)?;
+            out.write_all(b"\n")?;
+        }
+        Output::Table => writeln!(out, "{}", table_row(&view, time))?,
+    }
+    Ok(())
 }
 
 /// `--since` / `--until`: RFC 3339, or a duration before `now` (`12h`, `30m`, `2d`).
@@ -352,6 +380,9 @@ pub fn parse_time_arg(s: &str, now: MicroTime) -> Result<MicroTime, String> {
         now.unix_micros().saturating_sub(micros),
     ))
 }
+
+mod follow;
+pub use follow::follow;
 
 #[cfg(test)]
 mod tests;

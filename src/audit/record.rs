@@ -18,6 +18,7 @@
 //! | `portcullis.io/ratelimit` = allowed / rejected | with rate limits configured |
 //! | `portcullis.io/sanitize` = inspected / refused | for write bodies |
 //! | `pod-security.kubernetes.io/enforce-policy`, `.../audit-violations` | as the apiserver's PodSecurity plugin writes them |
+//! | `portcullis.io/exec-command` = the argv as a JSON array of strings (`["sh","-c","id"]`) | every `pods/exec` request, from its `command` parameters |
 //!
 //! Never recorded: request headers (so no `Authorization`, no token), bodies below level
 //! `Request`, and — with the default policy — any body of Secrets, ConfigMaps, TokenReviews
@@ -42,6 +43,19 @@ use crate::{
     k8s::request::RequestInfo,
     refusal::Refused,
 };
+
+/// The annotation holding an exec's argv.
+pub const EXEC_COMMAND_ANNOTATION: &str = "portcullis.io/exec-command";
+
+/// The `command` parameters of a request URI, in order, decoded as Go's `url.ParseQuery` does
+/// (`+` is a space), which is how the API server hands them to the kubelet.
+pub fn exec_command(request_uri: &str) -> Vec<String> {
+    let query = request_uri.split_once('?').map_or("", |(_, q)| q);
+    form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k == "command")
+        .map(|(_, v)| v.into_owned())
+        .collect()
+}
 
 /// The audit policy and the running sinks.
 pub struct Audit {
@@ -126,6 +140,14 @@ impl Recorder {
     pub fn classified(&mut self, info: Arc<RequestInfo>) {
         self.event.verb = info.verb.clone();
         self.event.object_ref = ObjectReference::from_request(&info);
+        if info.is_resource_request && info.resource == "pods" && info.subresource == "exec" {
+            let argv = exec_command(&self.event.request_uri);
+            // A list of strings always serializes.
+            let json = serde_json::to_string(&argv).unwrap_or_default();
+            self.event
+                .annotations
+                .insert(EXEC_COMMAND_ANNOTATION.to_owned(), json);
+        }
         self.info = Some(info);
     }
 
@@ -364,4 +386,18 @@ pub async fn capture_response(
         http::Response::from_parts(parts, crate::body::full(bytes)),
         obj,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exec_command;
+
+    #[test]
+    fn exec_command_is_the_decoded_command_parameters_in_order() {
+        assert_eq!(
+            exec_command("/api/v1/namespaces/a/pods/p/exec?command=sh&stdin=true&command=-c&command=echo+a%20b%26c&container=x"),
+            ["sh", "-c", "echo a b&c"]
+        );
+        assert!(exec_command("/api/v1/namespaces/a/pods/p/exec").is_empty());
+    }
 }

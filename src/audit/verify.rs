@@ -1,26 +1,37 @@
-//! `portcullis audit verify`: check the hash chain and the checkpoint signatures of audit files
-//! written by the file sink (`chain.rs` defines both), streaming line by line.
+//! `portcullis audit verify`: check the hash chain of audit files and the signed checkpoints of
+//! their sidecars (`chain.rs` defines both), streaming line by line.
 //!
 //! Files are read in the order given and form one chain (backups oldest first, then the current
-//! file: `audit-*.log audit.log`). For every line:
+//! file: `audit-*.log audit.log`). Every line of a log file must be an `audit.k8s.io/v1` Event
+//! carrying `portcullis.io/chain`, equal to SHA-256(previous link ‖ its canonical bytes). The
+//! checkpoints of each log file are read from its sidecar `<file>.checkpoints` and placed by
+//! their `seq` (the number of events of the chain up to the one they sign):
 //!
-//! * an **event** must carry `portcullis.io/chain`, equal to SHA-256(previous link ‖ its
-//!   canonical bytes); the previous link of the very first event is [`GENESIS`] unless a
-//!   checkpoint came first;
-//! * a **checkpoint** must be well-formed, signed by one of the given keys (matched by key id),
-//!   and sign the current link; its `seq` must exceed the previous checkpoint's by the number
-//!   of events between them. A checkpoint before any event *anchors* the chain: that is how
-//!   the oldest retained backup, whose predecessors were deleted by retention, verifies alone;
-//! * anything else (not JSON, another kind, no link) is a failure.
+//! * a checkpoint must parse, be signed by one of the given keys (matched by key id; the time
+//!   is part of what is signed) and sign exactly the link the chain has at its `seq`;
+//! * where the chain starts: GENESIS if the first event links from it; otherwise the first
+//!   file's first checkpoint *anchors* the chain (its header, signing the state it continues
+//!   from) — that is how the oldest retained backup, whose predecessors were deleted by
+//!   retention, verifies alone. A later file's first checkpoint must sign the state the files
+//!   before it end in (else a file is missing or out of order);
+//! * a checkpoint whose `seq` lies beyond the last event of its log file means the file lost
+//!   its newest events: **truncation** (the sidecar survived the cut);
+//! * `--anchor FILE`: checkpoints copied where whoever edits the audit folder cannot rewrite
+//!   them (the file sink's `checkpoint_copy`, e.g. the container's stderr shipped off the
+//!   node). Each one inside the verified range must match the chain; one beyond its end means
+//!   the newest events — sidecar included — were cut off. Anchors before the oldest retained
+//!   event are counted, not checked (retention deleted what they sign).
 //!
 //! The first failure stops the run and names `file:line`. A last line without its newline
 //! (a crash mid-write) is a warning, not a failure: everything before it verifies. Events after
-//! the last checkpoint are reported as the "unsigned tail": their chain holds, but only a key
-//! holder's signature would prove they were not rewritten. With keys given, files without any
-//! checkpoint fail (nothing is signed). Without keys, only the chain is checked, and the
-//! report says so.
+//! the last checkpoint are reported as the "unsigned tail". With keys given, files without any
+//! checkpoint fail (nothing is signed). Without keys, only the chain and the checkpoints' links
+//! are checked, and the report says so.
+
+mod signed;
 
 use std::{
+    collections::{BTreeMap, VecDeque},
     fmt,
     fs::File,
     io::{self, BufRead, BufReader},
@@ -29,7 +40,8 @@ use std::{
 
 use serde_json::Value;
 
-use super::chain::{self, Checkpoint, Link, VerifyingKey, GENESIS};
+use super::chain::{self, sidecar_path, Link, VerifyingKey, GENESIS};
+use signed::Signed;
 
 /// The outcome of a verification.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,6 +54,12 @@ pub struct Report {
     pub unsigned_tail: u64,
     /// Whether signatures were checked (keys were given).
     pub signatures_checked: bool,
+    /// The newest checkpoint that matched: `(seq, signed time)`.
+    pub last_checkpoint: Option<(u64, String)>,
+    /// Anchor checkpoints found on the verified chain.
+    pub anchors_matched: u64,
+    /// Anchor checkpoints signing events before the oldest given file (deleted by retention).
+    pub anchors_before: u64,
     /// Non-fatal findings (`file:line: …`).
     pub warnings: Vec<String>,
     /// The first break, if any.
@@ -59,7 +77,7 @@ impl Report {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     pub file: PathBuf,
-    /// 1-based; 0 when the failure is about the whole run.
+    /// 1-based; 0 when the failure is about the whole file or run.
     pub line: u64,
     pub message: String,
 }
@@ -74,23 +92,79 @@ impl fmt::Display for Failure {
     }
 }
 
-struct State<'k> {
-    keys: &'k [VerifyingKey],
-    link: Option<Link>,
-    last_ckpt_seq: Option<u64>,
+struct State {
+    /// The chain head and its seq, once known.
+    head: Option<(Link, u64)>,
+    /// The current file's sidecar checkpoints not yet placed.
+    pending: VecDeque<Signed>,
+    /// Anchor checkpoints by seq.
+    anchors: BTreeMap<u64, Vec<Signed>>,
     since_ckpt: u64,
     report: Report,
 }
 
-impl State<'_> {
+impl State {
+    /// The chain reached `(link, seq)`: place the checkpoints and anchors signing this seq.
+    fn reached(&mut self, link: Link, seq: u64) -> Result<(), String> {
+        while let Some(cp) = self.pending.front() {
+            if cp.seq > seq {
+                break;
+            }
+            if cp.seq < seq {
+                return Err(format!(
+                    "{} signs event #{} but the chain is already at event #{seq} (a file missing or out of order?)",
+                    cp.at(),
+                    cp.seq
+                ));
+            }
+            if cp.link != link {
+                return Err(format!(
+                    "{} does not match the chain (it signs {} at event #{seq}, the chain is at {link})",
+                    cp.at(),
+                    cp.link
+                ));
+            }
+            self.report.checkpoints += 1;
+            self.report.last_checkpoint = Some((cp.seq, cp.time.clone()));
+            self.since_ckpt = 0;
+            self.pending.pop_front();
+        }
+        if let Some(anchors) = self.anchors.remove(&seq) {
+            for a in anchors {
+                if a.link != link {
+                    return Err(format!(
+                        "the anchor {} signs {} at event #{seq}, the chain is at {link}",
+                        a.at(),
+                        a.link
+                    ));
+                }
+                self.report.anchors_matched += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The chain starts at `(link, seq)`: anchors before it are out of reach.
+    fn start(&mut self, link: Link, seq: u64) -> Result<(), String> {
+        let before: Vec<u64> = self.anchors.range(..seq).map(|(k, _)| *k).collect();
+        for k in before {
+            let n = self.anchors.remove(&k).map_or(0, |v| v.len());
+            self.report.anchors_before += n as u64;
+        }
+        self.head = Some((link, seq));
+        self.reached(link, seq)
+    }
+
     /// Check one complete line (without its newline). `Err` is the failure message.
     fn line(&mut self, bytes: &[u8]) -> Result<(), String> {
         let mut v: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON ({e})"))?;
         match v.get("kind").and_then(Value::as_str) {
             Some("Event") => self.event(&mut v),
-            Some(chain::CHECKPOINT_KIND) => self.checkpoint(v),
-            Some(other) => Err(format!("not an audit event or checkpoint (kind {other:?})")),
-            None => Err("not an audit event or checkpoint (no kind)".into()),
+            Some(chain::CHECKPOINT_KIND) => Err(
+                "a checkpoint line inside the log: files of earlier versions verify with the release that wrote them".into(),
+            ),
+            Some(other) => Err(format!("not an audit event (kind {other:?})")),
+            None => Err("not an audit event (no kind)".into()),
         }
     }
 
@@ -107,45 +181,59 @@ impl State<'_> {
         };
         let mut canonical = Vec::with_capacity(bytes_hint(v));
         chain::write_canonical(v, &mut canonical);
-        let expected = self.link.unwrap_or(GENESIS).next(&canonical);
+        if self.head.is_none() {
+            // The chain's start: GENESIS, or the state the first checkpoint signs.
+            match self.pending.front() {
+                Some(cp) if GENESIS.next(&canonical) != found => {
+                    let (link, seq) = (cp.link, cp.seq);
+                    self.start(link, seq)?;
+                }
+                _ => self.start(GENESIS, 0)?,
+            }
+        }
+        let (prev, seq) = self.head.unwrap_or((GENESIS, 0));
+        let expected = prev.next(&canonical);
         if expected != found {
             return Err(format!("chain broken (expected {expected}, found {found})"));
         }
-        self.link = Some(found);
+        let seq = seq.saturating_add(1);
+        self.head = Some((found, seq));
         self.report.events += 1;
         self.since_ckpt += 1;
-        Ok(())
+        self.reached(found, seq)
     }
 
-    fn checkpoint(&mut self, v: Value) -> Result<(), String> {
-        let cp: Checkpoint =
-            serde_json::from_value(v).map_err(|e| format!("not a valid checkpoint ({e})"))?;
-        let signed = if self.keys.is_empty() {
-            Link::from_hex(&cp.chain)
-                .ok_or_else(|| format!("checkpoint chain {:?} is not a link", cp.chain))?
-        } else {
-            cp.verify(self.keys)?
-        };
-        match self.link {
-            // Before any event: the checkpoint anchors the chain.
-            None => self.link = Some(signed),
-            Some(cur) if cur != signed => {
-                return Err(format!(
-                    "checkpoint does not match the chain (it signs {signed}, the chain is at {cur})"
-                ))
-            }
-            Some(_) => {}
-        }
-        if let Some(prev) = self.last_ckpt_seq {
-            let want = prev.saturating_add(self.since_ckpt);
-            if cp.seq != want {
-                return Err(format!("checkpoint seq {} but {want} expected", cp.seq));
+    /// The end of a log file: checkpoints left over sign events the file no longer has.
+    fn end_of_file(&mut self, log: &Path) -> Result<(), Failure> {
+        if self.head.is_none() {
+            if let Some(cp) = self.pending.front() {
+                let (link, seq) = (cp.link, cp.seq);
+                self.start(link, seq).map_err(|m| whole(log, m))?;
             }
         }
-        self.last_ckpt_seq = Some(cp.seq);
-        self.since_ckpt = 0;
-        self.report.checkpoints += 1;
+        if let Some(cp) = self.pending.front() {
+            let at = self.head.map_or(0, |(_, s)| s);
+            return Err(Failure {
+                file: cp.file.clone(),
+                line: cp.line,
+                message: format!(
+                    "truncated: this checkpoint (time {}) signs event #{}, but {} ends at event #{at}: {} events were removed from its end",
+                    cp.time,
+                    cp.seq,
+                    log.display(),
+                    cp.seq.saturating_sub(at)
+                ),
+            });
+        }
         Ok(())
+    }
+}
+
+fn whole(file: &Path, message: String) -> Failure {
+    Failure {
+        file: file.to_path_buf(),
+        line: 0,
+        message,
     }
 }
 
@@ -156,18 +244,75 @@ fn bytes_hint(v: &Value) -> usize {
 /// Verify `files` as one chain. Signatures are checked against `keys` (none: chain only).
 /// `Err` only for files that cannot be read.
 pub fn verify_files(files: &[PathBuf], keys: &[VerifyingKey]) -> io::Result<Report> {
+    verify_with_anchors(files, keys, &[])
+}
+
+/// [`verify_files`], also holding the chain to the checkpoints copied into `anchors`.
+pub fn verify_with_anchors(
+    files: &[PathBuf],
+    keys: &[VerifyingKey],
+    anchors: &[PathBuf],
+) -> io::Result<Report> {
     let mut st = State {
-        keys,
-        link: None,
-        last_ckpt_seq: None,
+        head: None,
+        pending: VecDeque::new(),
+        anchors: BTreeMap::new(),
         since_ckpt: 0,
         report: Report {
             signatures_checked: !keys.is_empty(),
             ..Report::default()
         },
     };
+    for a in anchors {
+        match signed::read_anchor(a, keys)? {
+            Ok(list) => {
+                for s in list {
+                    st.anchors.entry(s.seq).or_default().push(s);
+                }
+            }
+            Err(f) => return Ok(stop(st, f)),
+        }
+    }
     let mut buf = Vec::with_capacity(64 * 1024);
     for path in files {
+        let sidecar = sidecar_path(path);
+        match signed::read_sidecar(&sidecar, keys, &mut st.report.warnings)? {
+            Ok(Some(list)) => st.pending = list.into(),
+            Ok(None) => {
+                st.pending.clear();
+                if !keys.is_empty() {
+                    st.report.warnings.push(format!(
+                        "{}: missing: no checkpoint signs the events of {}",
+                        sidecar.display(),
+                        path.display()
+                    ));
+                }
+            }
+            Err(f) => return Ok(stop(st, f)),
+        }
+        if let (Some((_, at)), Some(first)) = (st.head, st.pending.front()) {
+            // Every file starts with a checkpoint of the state it continues from.
+            if first.seq != at {
+                let message = format!(
+                    "this file continues from event #{}, the files before it end at event #{at} (a file is missing or out of order)",
+                    first.seq
+                );
+                return Ok(stop(
+                    st,
+                    Failure {
+                        file: sidecar,
+                        line: 1,
+                        message,
+                    },
+                ));
+            }
+        }
+        if let Some((link, at)) = st.head {
+            // The header: the state this file continues from.
+            if let Err(message) = st.reached(link, at) {
+                return Ok(stop(st, whole(&sidecar, message)));
+            }
+        }
         let file = File::open(path)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
@@ -190,27 +335,49 @@ pub fn verify_files(files: &[PathBuf], keys: &[VerifyingKey]) -> io::Result<Repo
             }
             buf.pop();
             if let Err(message) = st.line(&buf) {
-                st.report.failure = Some(Failure {
+                let f = Failure {
                     file: path.clone(),
                     line: line_no,
                     message,
-                });
-                return Ok(finish(st));
+                };
+                return Ok(stop(st, f));
             }
         }
+        if let Err(f) = st.end_of_file(path) {
+            return Ok(stop(st, f));
+        }
+    }
+    let at = st.head.map_or(0, |(_, s)| s);
+    if let Some(a) = st.anchors.values().flatten().next() {
+        let f = Failure {
+            file: a.file.clone(),
+            line: a.line,
+            message: format!(
+                "truncated: this anchor (time {}) signs event #{}, but the files end at event #{at}: the newest {} events are gone",
+                a.time,
+                a.seq,
+                a.seq.saturating_sub(at)
+            ),
+        };
+        return Ok(stop(st, f));
     }
     if !keys.is_empty() && st.report.checkpoints == 0 && st.report.events > 0 {
-        st.report.failure = Some(Failure {
-            file: files.last().cloned().unwrap_or_default(),
-            line: 0,
-            message: "no checkpoint found: nothing is signed".into(),
-        });
+        let f = whole(
+            &files.last().map(|f| sidecar_path(f)).unwrap_or_default(),
+            "no checkpoint found: nothing is signed".into(),
+        );
+        return Ok(stop(st, f));
     }
     Ok(finish(st))
 }
 
-fn finish(mut st: State<'_>) -> Report {
-    st.report.last_link = st.link;
+fn stop(mut st: State, f: Failure) -> Report {
+    st.report.failure = Some(f);
+    finish(st)
+}
+
+fn finish(mut st: State) -> Report {
+    st.report.last_link = st.head.map(|(l, _)| l);
     st.report.unsigned_tail = st.since_ckpt;
     st.report
 }
@@ -224,208 +391,4 @@ pub fn load_keys(paths: &[PathBuf]) -> Result<Vec<VerifyingKey>, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::audit::{chain::SigningKey, event::Event, sink::Prepared};
-    use std::io::Write;
-
-    /// Write `n` chained events with checkpoints after every `every` events (and one header).
-    fn write_file(path: &Path, key: &SigningKey, n: usize, every: usize) -> Link {
-        let mut out = Vec::new();
-        let mut link = GENESIS;
-        out.extend_from_slice(&Checkpoint::sign(key, 0, &link).to_line());
-        out.push(b'\n');
-        for i in 0..n {
-            let p = Prepared::new(
-                Event {
-                    audit_id: format!("a{i}"),
-                    ..Event::default()
-                },
-                true,
-            )
-            .unwrap();
-            link = link.next(p.canonical());
-            p.write_chained(&link, &mut out);
-            if (i + 1) % every == 0 {
-                out.extend_from_slice(&Checkpoint::sign(key, (i + 1) as u64, &link).to_line());
-                out.push(b'\n');
-            }
-        }
-        std::fs::write(path, out).unwrap();
-        link
-    }
-
-    fn lines(path: &Path) -> Vec<String> {
-        std::fs::read_to_string(path)
-            .unwrap()
-            .lines()
-            .map(String::from)
-            .collect()
-    }
-
-    fn put(path: &Path, lines: &[String]) {
-        let mut f = File::create(path).unwrap();
-        for l in lines {
-            writeln!(f, "{l}").unwrap();
-        }
-    }
-
-    fn fail_at(path: &Path, keys: &[VerifyingKey]) -> (u64, String) {
-        let r = verify_files(&[path.to_path_buf()], keys).unwrap();
-        let f = r.failure.unwrap();
-        (f.line, f.message)
-    }
-
-    #[test]
-    fn clean_file_verifies_with_counts() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.log");
-        let (_, _, key) = SigningKey::generate().unwrap();
-        let last = write_file(&p, &key, 10, 4);
-        let r = verify_files(&[p], &[key.verifying_key()]).unwrap();
-        assert!(r.ok(), "{r:?}");
-        assert_eq!(
-            (r.events, r.checkpoints, r.unsigned_tail, r.last_link),
-            (10, 3, 2, Some(last))
-        );
-    }
-
-    #[test]
-    fn every_tampering_names_its_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.log");
-        let (_, _, key) = SigningKey::generate().unwrap();
-        let keys = [key.verifying_key()];
-        write_file(&p, &key, 10, 4);
-        let orig = lines(&p);
-        // Line 1 is the header checkpoint; events are lines 2-5, 7-10, 12-13.
-
-        let mut l = orig.clone();
-        l[2] = l[2].replace("\"a1\"", "\"a1x\"");
-        put(&p, &l);
-        let (line, msg) = fail_at(&p, &keys);
-        assert_eq!(line, 3);
-        assert!(msg.starts_with("chain broken (expected "), "{msg}");
-
-        let mut l = orig.clone();
-        l.remove(3);
-        put(&p, &l);
-        assert_eq!(fail_at(&p, &keys).0, 4, "deleted line: the next one breaks");
-
-        let mut l = orig.clone();
-        l.swap(2, 3);
-        put(&p, &l);
-        assert_eq!(fail_at(&p, &keys).0, 3, "reordered");
-
-        let mut l = orig.clone();
-        let cp = l[5].clone();
-        let cut = cp.rfind("\"}").unwrap();
-        l[5] = format!("{}\"}}", &cp[..cut - 10]);
-        put(&p, &l);
-        let (line, msg) = fail_at(&p, &keys);
-        assert_eq!(line, 6);
-        assert!(msg.contains("signature invalid"), "{msg}");
-
-        let mut l = orig.clone();
-        l[7] = "{not json".into();
-        put(&p, &l);
-        let (line, msg) = fail_at(&p, &keys);
-        assert_eq!(line, 8);
-        assert!(msg.starts_with("not JSON"), "{msg}");
-
-        // Deleting a checkpoint keeps the chain but the next checkpoint's seq still matches
-        // the events between: only the coverage shrinks.
-        let mut l = orig.clone();
-        l.remove(5);
-        put(&p, &l);
-        assert!(verify_files(std::slice::from_ref(&p), &keys).unwrap().ok());
-
-        // A checkpoint moved after more events signs a stale link.
-        let mut l = orig.clone();
-        let cp = l.remove(5);
-        l.insert(6, cp);
-        put(&p, &l);
-        assert_eq!(fail_at(&p, &keys).0, 7);
-
-        // Another key's signatures are refused.
-        put(&p, &orig);
-        let (_, _, other) = SigningKey::generate().unwrap();
-        let (line, msg) = fail_at(&p, &[other.verifying_key()]);
-        assert_eq!(line, 1);
-        assert!(msg.contains("signed by key"), "{msg}");
-    }
-
-    #[test]
-    fn rewriting_the_whole_chain_is_caught_by_signatures() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.log");
-        let (_, _, key) = SigningKey::generate().unwrap();
-        let (_, _, attacker) = SigningKey::generate().unwrap();
-        write_file(&p, &key, 6, 3);
-        // The attacker rewrites everything with a recomputed chain and their own key.
-        let forged = dir.path().join("b.log");
-        write_file(&forged, &attacker, 6, 3);
-        assert!(
-            !verify_files(std::slice::from_ref(&forged), &[key.verifying_key()])
-                .unwrap()
-                .ok()
-        );
-        // …or without checkpoints at all.
-        let no_cp: Vec<String> = lines(&forged)
-            .into_iter()
-            .filter(|l| l.contains("\"kind\":\"Event\""))
-            .collect();
-        put(&forged, &no_cp);
-        let r = verify_files(std::slice::from_ref(&forged), &[key.verifying_key()]).unwrap();
-        assert!(r.failure.unwrap().message.contains("no checkpoint"));
-        // Without keys only the chain is checked, and the report says so.
-        let r = verify_files(&[forged], &[]).unwrap();
-        assert!(r.ok() && !r.signatures_checked);
-    }
-
-    #[test]
-    fn truncated_final_line_is_a_warning() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.log");
-        let (_, _, key) = SigningKey::generate().unwrap();
-        write_file(&p, &key, 5, 10);
-        let mut bytes = std::fs::read(&p).unwrap();
-        let keep = bytes.len() - 40;
-        bytes.truncate(keep);
-        std::fs::write(&p, &bytes).unwrap();
-        let r = verify_files(&[p], &[key.verifying_key()]).unwrap();
-        assert!(r.ok(), "{r:?}");
-        assert_eq!(r.events, 4);
-        assert_eq!(r.unsigned_tail, 4);
-        assert_eq!(r.warnings.len(), 1);
-        assert!(
-            r.warnings[0].contains(":6: truncated final line"),
-            "{:?}",
-            r.warnings
-        );
-    }
-
-    #[test]
-    fn other_lines_fail() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.log");
-        for (content, want) in [
-            ("{\"kind\":\"Pod\"}\n", "kind \"Pod\""),
-            ("[]\n", "no kind"),
-            ("\n", "not JSON"),
-            (
-                "{\"kind\":\"Event\",\"auditID\":\"x\"}\n",
-                "without a portcullis.io/chain",
-            ),
-            (
-                "{\"kind\":\"PortcullisAuditCheckpoint\",\"seq\":1}\n",
-                "not a valid checkpoint",
-            ),
-        ] {
-            std::fs::write(&p, content).unwrap();
-            let (line, msg) = fail_at(&p, &[]);
-            assert_eq!(line, 1);
-            assert!(msg.contains(want), "{content:?}: {msg}");
-        }
-    }
-}
+mod tests;

@@ -1,8 +1,11 @@
 //! `portcullis audit`: read and check audit files offline, and make the checkpoint signing key.
 //!
-//! * `verify [--key K]... FILE...`: the hash chain and checkpoint signatures (`audit/verify.rs`);
-//!   exit 0 with `OK: …`, or 1 naming the first broken `file:line`.
-//! * `query FILE... [filters] [--output table|json]`: streaming search (`audit/query.rs`).
+//! * `verify [--key K]... [--anchor A]... FILE...`: the hash chain, the signed checkpoints of
+//!   each file's `.checkpoints` sidecar, and the copies in anchor files (`audit/verify.rs`);
+//!   exit 0 with `OK: …`, or 1 naming the first broken `file:line`. Sidecars given as FILE
+//!   (a glob like `audit*`) are skipped: they are read with their log file.
+//! * `query FILE... [filters] [--output table|json] [--follow]`: streaming search
+//!   (`audit/query.rs`); `--follow` keeps reading the last file as it grows and rotates.
 //! * `keygen --out key.pem`: a new Ed25519 signing key (PKCS#8 PEM, mode 0600) and its public
 //!   key next to it; refuses to overwrite an existing key.
 //! * `check-policy FILE`: load an `audit.k8s.io/v1` Policy and report the first problem with
@@ -39,6 +42,11 @@ pub enum AuditCommand {
         /// Fail if more than this many events follow the last checkpoint.
         #[arg(long)]
         max_unsigned_tail: Option<u64>,
+        /// A file holding copies of the checkpoints (the file sink's `checkpoint_copy`, e.g.
+        /// the proxy's container log): the files must reach every checkpoint in it, so a cut
+        /// of the newest events (sidecar included) fails. Repeatable.
+        #[arg(long = "anchor")]
+        anchors: Vec<PathBuf>,
         /// Audit files in chain order: `audit-*.log audit.log`.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -84,8 +92,9 @@ pub struct QueryArgs {
     /// RFC 3339 time, or a duration before now (exclusive).
     #[arg(long)]
     pub until: Option<String>,
-    /// The authorization decision annotation: allow or deny.
-    #[arg(long, value_parser = ["allow", "deny"])]
+    /// The authorization decision annotation: allow, or forbid (the API server's word; `deny`
+    /// is the same).
+    #[arg(long, value_parser = ["allow", "forbid", "deny"])]
     pub decision: Option<String>,
     /// Response code: `403` or a class like `4xx`.
     #[arg(long, value_delimiter = ',')]
@@ -93,8 +102,13 @@ pub struct QueryArgs {
     /// Include RequestReceived and ResponseStarted events too.
     #[arg(long)]
     pub all_stages: bool,
+    /// `json`: the matching events as they are in the file, one per line (for jq).
     #[arg(long, short, default_value = "table", value_parser = ["table", "json"])]
     pub output: String,
+    /// After the files, keep following the last one as it grows and rotates (`tail -F`);
+    /// stop with Ctrl-C.
+    #[arg(long, short)]
+    pub follow: bool,
 }
 
 /// Run an `audit` subcommand; the return value is the process exit code.
@@ -113,8 +127,9 @@ fn run_inner(cmd: AuditCommand) -> Result<i32> {
         AuditCommand::Verify {
             keys,
             max_unsigned_tail,
+            anchors,
             files,
-        } => verify_cmd(&keys, max_unsigned_tail, &files),
+        } => verify_cmd(&keys, max_unsigned_tail, &anchors, &files),
         AuditCommand::Query(args) => query_cmd(args),
         AuditCommand::Keygen { out, public_out } => keygen_cmd(&out, public_out),
         AuditCommand::CheckPolicy { policy } => match Policy::load(&policy) {
@@ -146,6 +161,7 @@ fn query_cmd(args: QueryArgs) -> Result<i32> {
         code,
         all_stages,
         output,
+        follow,
     } = args;
     let now = MicroTime::now();
     let time = |s: Option<String>| -> Result<Option<MicroTime>> {
@@ -182,6 +198,21 @@ fn query_cmd(args: QueryArgs) -> Result<i32> {
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
+    if follow {
+        let (last, before) = files.split_last().context("no file to follow")?;
+        query::run(before, &filter, output, &mut out, &mut std::io::stderr())?;
+        let poll = std::time::Duration::from_millis(250);
+        query::follow(
+            last,
+            &filter,
+            output,
+            &mut out,
+            &mut std::io::stderr(),
+            poll,
+            &|| false,
+        )?;
+        return Ok(0);
+    }
     let stats = query::run(&files, &filter, output, &mut out, &mut std::io::stderr())?;
     out.flush()?;
     drop(out);
@@ -219,9 +250,27 @@ fn keygen_cmd(out: &std::path::Path, public_out: Option<PathBuf>) -> Result<i32>
     Ok(0)
 }
 
-fn verify_cmd(keys: &[PathBuf], max_tail: Option<u64>, files: &[PathBuf]) -> Result<i32> {
+fn verify_cmd(
+    keys: &[PathBuf],
+    max_tail: Option<u64>,
+    anchors: &[PathBuf],
+    files: &[PathBuf],
+) -> Result<i32> {
     let keys = verify::load_keys(keys).map_err(anyhow::Error::msg)?;
-    let report = verify::verify_files(files, &keys)?;
+    let (sidecars, files): (Vec<PathBuf>, Vec<PathBuf>) = files.iter().cloned().partition(|f| {
+        f.to_string_lossy()
+            .ends_with(portcullis::audit::chain::SIDECAR_SUFFIX)
+    });
+    if !sidecars.is_empty() {
+        eprintln!(
+            "note: {} checkpoint sidecar(s) among the files skipped: each is read with its log file",
+            sidecars.len()
+        );
+    }
+    if files.is_empty() {
+        bail!("no audit log files given (only checkpoint sidecars)");
+    }
+    let report = verify::verify_with_anchors(&files, &keys, anchors)?;
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
@@ -241,6 +290,15 @@ fn verify_cmd(keys: &[PathBuf], max_tail: Option<u64>, files: &[PathBuf]) -> Res
             .last_link
             .map_or_else(|| "-".to_string(), |l| l.to_hex())
     );
+    if let Some((seq, time)) = &report.last_checkpoint {
+        println!("last checkpoint: event #{seq}, signed at {time}");
+    }
+    if !anchors.is_empty() {
+        println!(
+            "anchors: {} checkpoints on the chain, {} before the oldest file given",
+            report.anchors_matched, report.anchors_before
+        );
+    }
     if report.unsigned_tail > 0 {
         println!(
             "unsigned tail: {} events (after the last checkpoint; not yet covered by a signature)",

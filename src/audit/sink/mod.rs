@@ -95,6 +95,8 @@ pub struct SinkCounters {
     pub rotations: AtomicU64,
     /// Retried deliveries (webhook sink).
     pub retries: AtomicU64,
+    /// Events sent without their objects because of `max_event_size` (webhook sink).
+    pub events_truncated: AtomicU64,
 }
 
 impl SinkCounters {
@@ -103,7 +105,7 @@ impl SinkCounters {
     }
 
     /// A snapshot, for tests and logs.
-    pub fn snapshot(&self) -> [(&'static str, u64); 7] {
+    pub fn snapshot(&self) -> [(&'static str, u64); 8] {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("events_written", g(&self.events_written)),
@@ -113,6 +115,7 @@ impl SinkCounters {
             ("checkpoints", g(&self.checkpoints)),
             ("rotations", g(&self.rotations)),
             ("retries", g(&self.retries)),
+            ("events_truncated", g(&self.events_truncated)),
         ]
     }
 }

@@ -11,6 +11,17 @@
 //! (up to `max_batch_size`), so a waiting request never waits for `max_wait`. One request is in
 //! flight at a time, so events arrive in order.
 //!
+//! Throttle (`Batch` mode, as the apiserver's batch backend): at most `throttle_qps` batches a
+//! second after a burst of `throttle_burst` (defaults 10 and 15, the apiserver's; qps 0: off);
+//! a batch waits for its token while later events queue. The blocking modes are not throttled:
+//! a request is waiting.
+//!
+//! Size (`max_event_size`, bytes; 0 — the default, like the apiserver's
+//! `--audit-webhook-truncate-enabled=false` — means no limit): an event larger than that is
+//! sent without `requestObject` / `responseObject` and annotated `audit.k8s.io/truncated:
+//! "true"`; one still too large is not sent (failed, logged with its audit ID). See
+//! `webhook/limits.rs`.
+//!
 //! Retries: connection errors, timeouts and HTTP 429, 500, 502, 503, 504 are retried up to
 //! `max_retries` times with exponential backoff (`initial_backoff`, factor 1.5, +0–20% jitter),
 //! as the apiserver's webhook client does; any other status fails the batch at once. A failed
@@ -40,6 +51,9 @@ use rustls_pki_types::ServerName;
 use tokio::sync::mpsc;
 
 use super::{Ack, DeliveryMode, Msg, Prepared, SinkCounters};
+use limits::{Fit, Throttle};
+
+pub mod limits;
 use crate::{kubeconfig::Kubeconfig, server::tls};
 
 /// Webhook sink settings. [`WebhookConfig::new`] gives the apiserver's batch defaults, with a
@@ -59,6 +73,11 @@ pub struct WebhookConfig {
     pub max_retries: u32,
     /// Per POST, connection included.
     pub request_timeout: Duration,
+    /// `Batch` mode: batches per second after the burst (0: no throttle).
+    pub throttle_qps: f64,
+    pub throttle_burst: u32,
+    /// Truncate / refuse events larger than this many bytes (0: no limit).
+    pub max_event_size: usize,
 }
 
 impl WebhookConfig {
@@ -72,6 +91,9 @@ impl WebhookConfig {
             initial_backoff: Duration::from_secs(1),
             max_retries: 4,
             request_timeout: Duration::from_secs(30),
+            throttle_qps: 10.0,
+            throttle_burst: 15,
+            max_event_size: 0,
         }
     }
 }
@@ -206,6 +228,14 @@ impl Worker {
         let mut msgs: Vec<Msg> = Vec::with_capacity(max);
         let mut pending: Vec<(Arc<Prepared>, Option<Ack>)> = Vec::with_capacity(max);
         let mut shutdown = None;
+        let mut throttle = Throttle::new(
+            if self.batch_mode {
+                self.cfg.throttle_qps
+            } else {
+                0.0
+            },
+            self.cfg.throttle_burst,
+        );
         loop {
             if rx.recv_many(&mut msgs, max).await == 0 {
                 return;
@@ -228,6 +258,10 @@ impl Worker {
             while !pending.is_empty() {
                 let n = pending.len().min(max);
                 let batch: Vec<_> = pending.drain(..n).collect();
+                let wait = throttle.take();
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
                 self.deliver(batch).await;
             }
             if let Some(done) = shutdown.take() {
@@ -244,8 +278,38 @@ impl Worker {
         }
     }
 
-    async fn deliver(&self, batch: Vec<(Arc<Prepared>, Option<Ack>)>) {
-        let body = event_list_body(batch.iter().map(|(p, _)| p.line()));
+    async fn deliver(&self, all: Vec<(Arc<Prepared>, Option<Ack>)>) {
+        // Oversized events: truncated, or refused here.
+        let mut batch = Vec::with_capacity(all.len());
+        for (p, ack) in all {
+            let replaced = match limits::fit(p.line(), self.cfg.max_event_size) {
+                Fit::Whole(_) => None,
+                Fit::Truncated(v) => {
+                    SinkCounters::add(&self.counters.events_truncated, 1);
+                    Some(v)
+                }
+                Fit::TooLarge => {
+                    SinkCounters::add(&self.counters.events_failed, 1);
+                    let id = serde_json::from_slice::<crate::audit::Event>(p.line())
+                        .map(|e| e.audit_id)
+                        .unwrap_or_default();
+                    tracing::error!(sink = %self.name, audit_id = %id, max = self.cfg.max_event_size, "audit event too large for the webhook even without its objects; not sent");
+                    if let Some(ack) = ack {
+                        let _ = ack.send(Err("the event exceeds the webhook's max_event_size even without its objects".into()));
+                    }
+                    continue;
+                }
+            };
+            batch.push((p, replaced, ack));
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let body = event_list_body(
+            batch
+                .iter()
+                .map(|(p, r, _)| r.as_deref().unwrap_or_else(|| p.line())),
+        );
         let mut backoff = self.cfg.initial_backoff;
         let mut attempt = 0;
         let result = loop {
@@ -269,7 +333,7 @@ impl Worker {
                 tracing::error!(sink = %self.name, err = %e, lost = n, "audit webhook gave up on a batch");
             }
         }
-        for (_, ack) in batch {
+        for (_, _, ack) in batch {
             if let Some(ack) = ack {
                 let _ = ack.send(result.clone());
             }

@@ -1,6 +1,7 @@
-//! Where an existing file leaves the chain: read backwards from the end to the last
-//! checkpoint, the last valid link and how many events follow it, and whether the file ends
-//! cleanly (a torn last line or an invalid one does not).
+//! Where an existing file leaves the chain: the last checkpoint of its sidecar, then the log
+//! read backwards from the end to the event that checkpoint signs — the last valid link and how
+//! many events follow the checkpoint — and whether both files end cleanly (a torn last line or
+//! an invalid one does not).
 
 use std::{
     fs::File,
@@ -8,7 +9,7 @@ use std::{
     path::Path,
 };
 
-use crate::audit::chain::{self, Checkpoint, Link, GENESIS};
+use crate::audit::chain::{self, sidecar_path, Checkpoint, Link, GENESIS};
 
 /// What the end of an existing file says about the chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,7 +17,8 @@ pub(super) struct TailState {
     pub(super) link: Link,
     pub(super) seq: u64,
     pub(super) since_ckpt: u64,
-    /// The file ends with `\n` and its last line is an event or a checkpoint.
+    /// The log ends with `\n` and its last line is an event; the sidecar (if any) ends with
+    /// `\n` and its last line is a checkpoint.
     pub(super) clean_end: bool,
 }
 
@@ -31,66 +33,60 @@ impl TailState {
     }
 }
 
-enum Line {
-    Event(Link),
-    Checkpoint(u64, Link),
-    Invalid,
-}
-
-fn classify(line: &[u8]) -> Line {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
-        return Line::Invalid;
-    };
-    match v.get("kind").and_then(|k| k.as_str()) {
-        Some("Event") => v
-            .get("annotations")
-            .and_then(|a| a.get(chain::CHAIN_ANNOTATION))
-            .and_then(|l| l.as_str())
-            .and_then(Link::from_hex)
-            .map_or(Line::Invalid, Line::Event),
-        Some(chain::CHECKPOINT_KIND) => match serde_json::from_value::<Checkpoint>(v) {
-            Ok(cp) => {
-                Link::from_hex(&cp.chain).map_or(Line::Invalid, |l| Line::Checkpoint(cp.seq, l))
-            }
-            Err(_) => Line::Invalid,
-        },
-        _ => Line::Invalid,
+fn event_link(line: &[u8]) -> Option<Link> {
+    let v = serde_json::from_slice::<serde_json::Value>(line).ok()?;
+    if v.get("kind").and_then(|k| k.as_str()) != Some("Event") {
+        return None;
     }
+    v.get("annotations")
+        .and_then(|a| a.get(chain::CHAIN_ANNOTATION))
+        .and_then(|l| l.as_str())
+        .and_then(Link::from_hex)
 }
 
-/// Read `path` backwards to the last checkpoint: the last valid link, and how many events
-/// follow that checkpoint. Without any checkpoint the whole file is read and its events counted.
+/// The last checkpoint of a sidecar `(seq, link)`, and whether the sidecar ends cleanly.
+fn last_checkpoint(sidecar: &Path) -> io::Result<(Option<(u64, Link)>, bool)> {
+    if !sidecar.exists() {
+        return Ok((None, true));
+    }
+    let mut lines = ReverseLines::open(sidecar)?;
+    let torn = lines.prev()?.is_some_and(|s| !s.is_empty());
+    let Some(last) = lines.prev()? else {
+        return Ok((None, !torn));
+    };
+    let cp = serde_json::from_slice::<Checkpoint>(&last)
+        .ok()
+        .and_then(|cp| Some((cp.seq, Link::from_hex(&cp.chain)?)));
+    Ok((cp, !torn && cp.is_some()))
+}
+
+/// Where `path` (and its sidecar) leave the chain: read the log backwards to the event the
+/// sidecar's last checkpoint signs (or, when it signs the state the file started from, to the
+/// start of the file).
 pub(super) fn scan_tail(path: &Path) -> io::Result<TailState> {
+    let (cp, side_clean) = last_checkpoint(&sidecar_path(path))?;
     let mut lines = ReverseLines::open(path)?;
     // The first segment from the end is whatever follows the last newline: a torn write.
     let torn = lines.prev()?.is_some_and(|s| !s.is_empty());
     let mut link: Option<Link> = None;
     let mut after = 0u64;
     let mut last_line_valid: Option<bool> = None;
+    let (base_seq, base_link) = cp.unwrap_or((0, GENESIS));
     while let Some(line) = lines.prev()? {
-        let kind = classify(&line);
-        last_line_valid.get_or_insert(!matches!(kind, Line::Invalid));
-        match kind {
-            Line::Event(l) => {
-                link.get_or_insert(l);
-                after += 1;
-            }
-            Line::Checkpoint(seq, l) => {
-                return Ok(TailState {
-                    link: link.unwrap_or(l),
-                    seq: seq.saturating_add(after),
-                    since_ckpt: after,
-                    clean_end: !torn && last_line_valid == Some(true),
-                });
-            }
-            Line::Invalid => {}
+        let found = event_link(&line);
+        last_line_valid.get_or_insert(found.is_some());
+        let Some(l) = found else { continue };
+        if cp.is_some() && l == base_link {
+            break;
         }
+        link.get_or_insert(l);
+        after += 1;
     }
     Ok(TailState {
-        link: link.unwrap_or(GENESIS),
-        seq: after,
+        link: link.unwrap_or(base_link),
+        seq: base_seq.saturating_add(after),
         since_ckpt: after,
-        clean_end: !torn && last_line_valid != Some(false),
+        clean_end: !torn && last_line_valid != Some(false) && side_clean,
     })
 }
 

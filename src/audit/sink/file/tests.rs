@@ -143,7 +143,8 @@ async fn rotation_keeps_the_chain_and_applies_retention() {
             overflow: Overflow::Block,
         },
     );
-    for i in 0..40 {
+    // (60 events: the files hold only events now, no checkpoint lines.)
+    for i in 0..60 {
         a.emit(event(i)).await.unwrap();
     }
     a.shutdown(Duration::from_secs(5)).await;
@@ -154,8 +155,21 @@ async fn rotation_keeps_the_chain_and_applies_retention() {
     for b in &backups {
         assert!(std::fs::metadata(&b.path).unwrap().len() <= 4096);
     }
-    // The retained history verifies on its own: the oldest kept file starts with a signed
-    // checkpoint of the state it continues from.
+    // Each file has its sidecar, rotated and retained with it; no line of a log is anything
+    // but an event.
+    let sidecars: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".checkpoints"))
+        .collect();
+    assert_eq!(sidecars.len(), backups.len() + 1, "{sidecars:?}");
+    for b in &backups {
+        assert!(sidecar_path(&b.path).exists());
+        let text = std::fs::read_to_string(&b.path).unwrap();
+        assert!(text.lines().all(|l| l.contains("\"kind\":\"Event\"")));
+    }
+    // The retained history verifies on its own: the oldest kept file's sidecar starts with a
+    // signed checkpoint of the state it continues from.
     let mut files: Vec<PathBuf> = backups.iter().map(|b| b.path.clone()).collect();
     files.push(path.clone());
     let r = verify_files(&files, &key);
@@ -241,4 +255,32 @@ async fn failed_write_is_undone_then_a_new_file_is_started() {
     let r = verify_files(&files, &key);
     assert!(r.ok(), "{r:?}");
     assert_eq!(r.events, 3);
+}
+
+#[tokio::test]
+async fn a_rotation_stopped_between_its_renames_is_finished_on_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let key = key();
+    let mut cfg = FileSinkConfig::new(&path);
+    cfg.signing_key = Some(key.clone());
+    let a = auditor(cfg.clone(), DeliveryMode::BlockingStrict);
+    for i in 0..3 {
+        a.emit(event(i)).await.unwrap();
+    }
+    a.shutdown(Duration::from_secs(5)).await;
+    // The log was renamed to a backup, then the process died before moving its sidecar.
+    let backup = backup_path(&path).unwrap();
+    std::fs::rename(&path, &backup).unwrap();
+    let a = auditor(cfg, DeliveryMode::BlockingStrict);
+    a.emit(event(3)).await.unwrap();
+    a.shutdown(Duration::from_secs(5)).await;
+    assert!(
+        sidecar_path(&backup).exists(),
+        "the sidecar followed its log"
+    );
+    let r = verify_files(&[backup, path], &key);
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(r.events, 4);
+    assert_eq!(r.unsigned_tail, 0);
 }

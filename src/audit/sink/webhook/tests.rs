@@ -24,6 +24,8 @@ struct Receiver {
     url: String,
     ca_pem: String,
     received: Arc<Mutex<Vec<Vec<String>>>>,
+    /// Every accepted event with the time it arrived.
+    events: Arc<Mutex<Vec<(Instant, Event)>>>,
     requests: Arc<AtomicUsize>,
 }
 
@@ -41,21 +43,22 @@ async fn receiver(fail_every: usize) -> Receiver {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let received = Arc::new(Mutex::new(Vec::new()));
+    let events = Arc::new(Mutex::new(Vec::new()));
     let requests = Arc::new(AtomicUsize::new(0));
-    let (rcv, reqs) = (received.clone(), requests.clone());
+    let (rcv, reqs, evs) = (received.clone(), requests.clone(), events.clone());
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
             let acceptor = acceptor.clone();
-            let (rcv, reqs) = (rcv.clone(), reqs.clone());
+            let (rcv, reqs, evs) = (rcv.clone(), reqs.clone(), evs.clone());
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
                 let svc = service_fn(move |req: Request<Incoming>| {
-                    let (rcv, reqs) = (rcv.clone(), reqs.clone());
+                    let (rcv, reqs, evs) = (rcv.clone(), reqs.clone(), evs.clone());
                     async move {
                         let n = reqs.fetch_add(1, Ordering::SeqCst) + 1;
                         let auth = req
@@ -70,6 +73,10 @@ async fn receiver(fail_every: usize) -> Receiver {
                         } else {
                             let list: EventList = serde_json::from_slice(&body).unwrap();
                             assert_eq!(list.kind, "EventList");
+                            let now = Instant::now();
+                            evs.lock()
+                                .unwrap()
+                                .extend(list.items.iter().map(|e| (now, e.clone())));
                             rcv.lock()
                                 .unwrap()
                                 .push(list.items.into_iter().map(|e| e.audit_id).collect());
@@ -93,6 +100,7 @@ async fn receiver(fail_every: usize) -> Receiver {
         url: format!("https://127.0.0.1:{}/audit", addr.port()),
         ca_pem: ca.cert.cert_pem.clone(),
         received,
+        events,
         requests,
     }
 }
@@ -241,4 +249,70 @@ fn event_list_body_is_an_event_list() {
     assert_eq!(list.api_version, "audit.k8s.io/v1");
     let empty: EventList = serde_json::from_slice(&event_list_body(std::iter::empty())).unwrap();
     assert!(empty.items.is_empty());
+}
+
+/// The apiserver's batch throttle and truncate backend against a receiver that reads each body
+/// as an `EventList`: one-event batches go out at `throttle_qps` after the burst; an oversized
+/// event arrives without its objects and annotated, one too large even so never arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttle_paces_batches_and_oversized_events_are_truncated() {
+    let r = receiver(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = WebhookConfig {
+        max_batch_size: 1,
+        max_wait: Duration::from_millis(10),
+        throttle_qps: 4.0,
+        throttle_burst: 2,
+        max_event_size: 4096,
+        ..config(kubeconfig(dir.path(), &r, "s3cret"))
+    };
+    let a = Auditor::start(vec![SinkSpec {
+        name: "siem".into(),
+        kind: SinkKind::Webhook(cfg),
+        mode: DeliveryMode::Batch {
+            queue: 100,
+            overflow: Overflow::Block,
+        },
+    }])
+    .unwrap();
+    let mut big = event(0);
+    big.request_object = Some(serde_json::json!({"data": "x".repeat(20_000)}));
+    big.response_object = Some(serde_json::json!({"data": "y".repeat(20_000)}));
+    a.emit(big).await.unwrap();
+    let mut huge = event(1);
+    huge.annotations.insert("note".into(), "z".repeat(10_000));
+    a.emit(huge).await.unwrap();
+    for i in 2..6 {
+        a.emit(event(i)).await.unwrap();
+    }
+    a.shutdown(Duration::from_secs(10)).await;
+
+    let got = r.events.lock().unwrap().clone();
+    let ids: Vec<&str> = got.iter().map(|(_, e)| e.audit_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["e0", "e2", "e3", "e4", "e5"],
+        "e1 is too large even truncated"
+    );
+    let e0 = &got[0].1;
+    assert_eq!(e0.request_object, None);
+    assert_eq!(e0.response_object, None);
+    assert_eq!(
+        e0.annotations
+            .get("audit.k8s.io/truncated")
+            .map(String::as_str),
+        Some("true")
+    );
+    assert!(got[1..].iter().all(|(_, e)| e.annotations.is_empty()));
+    let c = a.sinks()[0].counters();
+    assert_eq!(c.events_truncated.load(Ordering::Relaxed), 1);
+    assert_eq!(c.events_failed.load(Ordering::Relaxed), 1);
+    assert_eq!(c.events_written.load(Ordering::Relaxed), 5);
+    // Six one-event batches (e1's sent nothing but took its token): two at once, then one
+    // every 250 ms — the last arrives at least 3 × 250 ms after the first.
+    let span = got[4].0.duration_since(got[0].0);
+    assert!(
+        span >= Duration::from_millis(700),
+        "not throttled: {span:?}"
+    );
 }

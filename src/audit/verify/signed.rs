@@ -1,0 +1,173 @@
+//! Reading signed checkpoints for `verify`: a log file's sidecar (`<log>.checkpoints`, strict:
+//! every complete line must be a checkpoint that verifies) and anchor files (tolerant: any line
+//! holding a checkpoint JSON object counts, every other line is skipped, so a container log or
+//! syslog file the checkpoints were copied into can be given as it is).
+//!
+//! Rejects, naming `file:line`: a sidecar line that is not a checkpoint, a bad signature (with
+//! keys), a sidecar whose `seq` goes backwards; an anchor line that mentions a checkpoint but
+//! does not parse or verify (a forged or damaged copy is not silently ignored).
+
+use std::{
+    fs::File,
+    io::{self, BufRead, BufReader},
+    path::{Path, PathBuf},
+};
+
+use super::Failure;
+use crate::audit::chain::{Checkpoint, Link, VerifyingKey, CHECKPOINT_KIND};
+
+/// One verified checkpoint and where it was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Signed {
+    pub seq: u64,
+    pub link: Link,
+    pub time: String,
+    pub file: PathBuf,
+    pub line: u64,
+}
+
+impl Signed {
+    pub fn at(&self) -> String {
+        format!("{}:{}", self.file.display(), self.line)
+    }
+}
+
+/// Check one parsed checkpoint: its signature with `keys`, or (no keys) only its link.
+fn check(cp: &Checkpoint, keys: &[VerifyingKey]) -> Result<Link, String> {
+    if keys.is_empty() {
+        if cp.kind != CHECKPOINT_KIND
+            || cp.api_version != crate::audit::chain::CHECKPOINT_API_VERSION
+        {
+            return Err("not a checkpoint".into());
+        }
+        Link::from_hex(&cp.chain).ok_or_else(|| format!("chain {:?} is not a link", cp.chain))
+    } else {
+        cp.verify(keys)
+    }
+}
+
+fn fail(file: &Path, line: u64, message: String) -> Failure {
+    Failure {
+        file: file.to_path_buf(),
+        line,
+        message,
+    }
+}
+
+/// Complete lines of `path` (without `\n`), and whether a last line lacked its newline.
+fn for_each_line(
+    path: &Path,
+    mut each: impl FnMut(u64, &[u8]) -> Result<(), Failure>,
+) -> io::Result<Result<bool, Failure>> {
+    let file = File::open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let mut reader = BufReader::new(file);
+    let mut buf = Vec::new();
+    let mut line_no = 0u64;
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        if n == 0 {
+            return Ok(Ok(false));
+        }
+        line_no += 1;
+        if buf.last() != Some(&b'\n') {
+            return Ok(Ok(true));
+        }
+        buf.pop();
+        if let Err(f) = each(line_no, &buf) {
+            return Ok(Err(f));
+        }
+    }
+}
+
+/// The checkpoints of a sidecar, in file order (`Ok(None)`: no sidecar). A torn last line
+/// (a crash mid-write) is a warning.
+pub(super) fn read_sidecar(
+    path: &Path,
+    keys: &[VerifyingKey],
+    warnings: &mut Vec<String>,
+) -> io::Result<Result<Option<Vec<Signed>>, Failure>> {
+    if !path.exists() {
+        return Ok(Ok(None));
+    }
+    let mut out: Vec<Signed> = Vec::new();
+    let torn = for_each_line(path, |line, bytes| {
+        let cp: Checkpoint = serde_json::from_slice(bytes)
+            .map_err(|e| fail(path, line, format!("not a valid checkpoint ({e})")))?;
+        let link = check(&cp, keys).map_err(|m| fail(path, line, m))?;
+        if let Some(prev) = out.last() {
+            if cp.seq < prev.seq {
+                return Err(fail(
+                    path,
+                    line,
+                    format!(
+                        "checkpoint seq {} goes back (line {} signed {})",
+                        cp.seq, prev.line, prev.seq
+                    ),
+                ));
+            }
+            if cp.time < prev.time {
+                warnings.push(format!(
+                    "{}:{line}: checkpoint time {} is before the previous one's ({}): the clock went back?",
+                    path.display(),
+                    cp.time,
+                    prev.time
+                ));
+            }
+        }
+        out.push(Signed {
+            seq: cp.seq,
+            link,
+            time: cp.time,
+            file: path.to_path_buf(),
+            line,
+        });
+        Ok(())
+    })?;
+    Ok(torn.map(|torn| {
+        if torn {
+            warnings.push(format!(
+                "{}:{}: truncated final checkpoint line ignored (a crash mid-write?)",
+                path.display(),
+                out.last().map_or(1, |s| s.line + 1)
+            ));
+        }
+        Some(out)
+    }))
+}
+
+/// The checkpoints found in an anchor file, whatever else its lines hold.
+pub(super) fn read_anchor(
+    path: &Path,
+    keys: &[VerifyingKey],
+) -> io::Result<Result<Vec<Signed>, Failure>> {
+    let mut out = Vec::new();
+    let result = for_each_line(path, |line, bytes| {
+        let text = String::from_utf8_lossy(bytes);
+        if !text.contains(CHECKPOINT_KIND) {
+            return Ok(());
+        }
+        // The JSON object may follow a prefix (a container runtime's `TIME stderr F `).
+        let json = text
+            .find('{')
+            .zip(text.rfind('}'))
+            .and_then(|(a, b)| text.get(a..=b))
+            .unwrap_or_default();
+        let cp: Checkpoint = serde_json::from_str(json)
+            .map_err(|e| fail(path, line, format!("not a valid checkpoint ({e})")))?;
+        let link = check(&cp, keys).map_err(|m| fail(path, line, m))?;
+        out.push(Signed {
+            seq: cp.seq,
+            link,
+            time: cp.time,
+            file: path.to_path_buf(),
+            line,
+        });
+        Ok(())
+    })?;
+    // A torn last line of an anchor is just not counted.
+    Ok(result.map(|_| out))
+}

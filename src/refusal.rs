@@ -174,6 +174,10 @@ pub enum BodyRefusal {
         media_type: String,
         resource: String,
     },
+    /// A protobuf body that cannot be converted to its JSON form without loss (a kind not
+    /// converted, a field the conversion does not know): judging it would miss what the API
+    /// server stores.
+    Unconvertible { resource: String, reason: String },
     /// The strict parse failed (duplicate key, depth, YAML anchors, …).
     Parse {
         message: String,
@@ -369,6 +373,9 @@ impl BodyRefusal {
             BodyRefusal::CannotJudge { media_type, resource } => Status::unsupported_media_type(format!(
                 "portcullis cannot judge a body of type {media_type} for {resource}: send JSON or YAML (kubectl apply -f, kubectl create -f) - accepted media types include: {ACCEPTED}"
             )),
+            BodyRefusal::Unconvertible { resource, reason } => Status::unsupported_media_type(format!(
+                "portcullis cannot judge this protobuf body for {resource}: {reason} (kubectl apply -f and kubectl create -f send JSON)"
+            )),
             BodyRefusal::Parse { message, field } => {
                 let mut st = Status::bad_request(format!("the request body was refused: {message}"));
                 if let Some(field) = field {
@@ -533,6 +540,10 @@ mod tests {
             BodyRefusal::CannotJudge {
                 media_type: "application/cbor".into(),
                 resource: "pods".into(),
+            },
+            BodyRefusal::Unconvertible {
+                resource: "pods".into(),
+                reason: "field 2.999 is unknown".into(),
             },
             BodyRefusal::Parse {
                 message: "dup".into(),

@@ -318,8 +318,8 @@ fn weakening_options_need_their_dangerous_acknowledgement() {
     assert!(load(&demo).is_ok(), "the demo acknowledges what it uses");
     let risky = demo
         .replace(
-            "  binary_bodies: forward-unjudged\n",
-            "  binary_bodies: forward-unjudged\n  resources:\n    - {resources: [configmaps], inspect: false}\n",
+            "  pod_security:\n",
+            "  binary_bodies: forward-unjudged\n  resources:\n    - {resources: [configmaps], inspect: false}\n  pod_security:\n",
         )
         .replace(
             "      mode: blocking-strict      # no answer leaves before its event is on disk\n",
@@ -329,10 +329,9 @@ fn weakening_options_need_their_dangerous_acknowledgement() {
             "  max_in_flight: 400\n",
             "  max_in_flight: 400\n  backend: redis\n  redis: {url: \"redis://127.0.0.1:1\", replicas: 2, on_backend_error: allow}\n",
         );
-    let without = risky.replace(
-        "dangerous:\n  allow_uninspected_bodies: true",
-        "dangerous:\n  allow_uninspected_bodies: false",
-    );
+    // The demo acknowledges nothing dangerous (its protobuf bodies are judged, issue 12).
+    assert!(!demo.contains("dangerous:"), "{demo}");
+    let without = format!("{risky}dangerous:\n  allow_uninspected_bodies: false\n");
     let problems = load(&without).unwrap_err();
     let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
     for want in [

@@ -2,8 +2,8 @@
 //! job | cronjob | service`, the deployment controller behind `rollout status | restart | undo`,
 //! `scale` and `wait --for=condition=Available`, and `kubectl cp` both ways; directly against
 //! the sandbox and through the proxy (as the demo admin in `default`, a namespace whose Pod
-//! Security level is `privileged`, so the demo's `binary_bodies: forward-unjudged` forwards the
-//! protobuf bodies; judging them is the proxy's later work). The Python `kubernetes` client
+//! Security level is `privileged`; the proxy judges the protobuf bodies and forwards them as
+//! sent, see `tests/sanitize_protobuf.rs` for the refusals). The Python `kubernetes` client
 //! creates a Deployment and reads its status.
 //!
 //! Fails (never skips) when kubectl or the Python client is missing.

@@ -865,6 +865,8 @@ async fn strict_parsing_refuses_differentials_and_bombs() {
         .insert("content-encoding", "gzip".parse().unwrap());
     let s = refused(&env, gz, 415, "UnsupportedMediaType").await;
     assert!(s["message"].as_str().unwrap().contains("gzip"), "{s}");
+    // Protobuf is decoded where something judges it (tests/sanitize_protobuf.rs); a truncated
+    // envelope is refused as the API server refuses an undecodable body.
     let proto = &b"k8s\x00\x0a\x0f\x0a\x08apps/v1\x12\x0aDeployment"[..];
     let s = refused(
         &env,
@@ -874,12 +876,15 @@ async fn strict_parsing_refuses_differentials_and_bombs() {
             Some("application/vnd.kubernetes.protobuf"),
             proto,
         ),
-        415,
-        "UnsupportedMediaType",
+        400,
+        "BadRequest",
     )
     .await;
     assert!(
-        s["message"].as_str().unwrap().contains("cannot judge"),
+        s["message"]
+            .as_str()
+            .unwrap()
+            .contains("malformed protobuf"),
         "{s}"
     );
     refused(
@@ -1050,8 +1055,9 @@ async fn warn_mode_field_rules_and_binary_bodies() {
         resp.headers()
     );
 
-    // Protobuf where nothing judges it is forwarded as sent (binary_bodies: forward-unjudged):
-    // here the sandbox itself answers that it cannot decode these bytes.
+    // Protobuf where nothing judges it is forwarded as sent once its envelope opens (the
+    // demo config, no `dangerous` acknowledgement): here the sandbox itself answers that it
+    // cannot decode an object without a kind.
     env.sandbox.sandbox.clear_recorded();
     let resp = send_as(
         &env,
@@ -1065,7 +1071,7 @@ async fn warn_mode_field_rules_and_binary_bodies() {
     )
     .await;
     assert!(
-        String::from_utf8_lossy(resp.body()).contains("sandbox"),
+        String::from_utf8_lossy(resp.body()).contains("not converted"),
         "{:?}",
         resp.body()
     );
@@ -1075,17 +1081,27 @@ async fn warn_mode_field_rules_and_binary_bodies() {
         .find(|r| r.method == http::Method::POST)
         .expect("forwarded");
     assert_eq!(post.body.as_deref(), Some(&b"k8s\x00"[..]));
-    env.stop().await;
-
-    // With the default (no binary_bodies), protobuf is refused everywhere it is inspected.
-    let env = Env::start_with(|c| *c = c.replace("  binary_bodies: forward-unjudged\n", "")).await;
+    // Without the envelope it is refused before the upstream (400, as the API server).
     refused(
         &env,
         req(
             "POST",
             "/api/v1/namespaces/default/configmaps",
             Some("application/vnd.kubernetes.protobuf"),
-            &b"k8s\x00"[..],
+            &b"{}"[..],
+        ),
+        400,
+        "BadRequest",
+    )
+    .await;
+    // CBOR stays refused wherever it is inspected (the default binary_bodies: reject).
+    refused(
+        &env,
+        req(
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            Some("application/cbor"),
+            &b"\xa0"[..],
         ),
         415,
         "UnsupportedMediaType",
@@ -1250,8 +1266,8 @@ async fn audit_mode_is_recorded_only_and_caps_are_per_resource() {
                 "      team-b: {enforce: baseline, warn: restricted}\n      default: {audit: restricted}\n",
             )
             .replace(
-                "  binary_bodies: forward-unjudged\n",
-                "  binary_bodies: forward-unjudged\n  resources:\n    - {group: \"\", resources: [configmaps], max_body_bytes: 1024}\n",
+                "  pod_security:\n",
+                "  resources:\n    - {group: \"\", resources: [configmaps], max_body_bytes: 1024}\n  pod_security:\n",
             );
     })
     .await;

@@ -38,7 +38,7 @@ mod openapi_schemas;
 mod patch;
 mod podfs;
 mod portforward;
-pub mod proto;
+pub use portcullis_proto as proto;
 mod rbac;
 mod rbac_seed;
 mod rest;

@@ -159,7 +159,7 @@ fn check_dangerous(c: &mut Problems, file: &schema::File) {
             if s.binary_bodies == Some(BinaryBodies::ForwardUnjudged) {
                 c.err(
                     "sanitize.binary_bodies",
-                    "forward-unjudged forwards protobuf / CBOR bodies unparsed",
+                    "forward-unjudged forwards CBOR bodies unparsed",
                     hint,
                 );
             }
@@ -174,7 +174,7 @@ fn check_dangerous(c: &mut Problems, file: &schema::File) {
                 if r.binary_bodies == Some(BinaryBodies::ForwardUnjudged) {
                     c.err(
                         format!("sanitize.resources[{i}].binary_bodies"),
-                        "forward-unjudged forwards protobuf / CBOR bodies unparsed",
+                        "forward-unjudged forwards CBOR bodies unparsed",
                         hint,
                     );
                 }

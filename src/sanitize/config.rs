@@ -11,7 +11,8 @@
 //!   max_string_bytes: 1572864        # one string, after unescaping
 //!   max_number_digits: 40
 //!   max_json_patch_ops: 10000
-//!   binary_bodies: reject            # or forward-unjudged (protobuf / CBOR where nothing is judged)
+//!   binary_bodies: reject            # or forward-unjudged (CBOR where nothing is judged; protobuf
+//!                                    # is decoded and judged, see parse/protobuf.rs)
 //!   resources:                       # first match wins; per-resource overrides
 //!     - group: ""
 //!       resources: ["configmaps"]
@@ -93,7 +94,8 @@ pub struct ResourceConfig {
     pub binary_bodies: Option<BinaryBodies>,
 }
 
-/// What to do with protobuf / CBOR write bodies.
+/// What to do with CBOR write bodies where nothing judges them (protobuf is decoded and judged
+/// where something does, and forwarded as sent elsewhere, whatever this says).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BinaryBodies {

@@ -11,7 +11,11 @@
 //! | body not received within `upstream.request_timeout` | 408 `Timeout` |
 //! | inspected and `Content-Encoding` other than identity | 415 `UnsupportedMediaType` |
 //! | inspected and a media type other than JSON, YAML and the four patch types (text, ...), or no `Content-Type` on a PATCH | 415 |
-//! | protobuf / CBOR, unless `binary_bodies: forward-unjudged` and nothing would judge the write | 415 |
+//! | protobuf without its `k8s\0` envelope, malformed, or over the depth / string caps | 400 `BadRequest` |
+//! | protobuf create / update that something judges, of another kind than its URL takes | 400 |
+//! | protobuf create / update that something judges, not convertible without loss (a kind not converted, an unknown field number, a content encoding) | 415 |
+//! | protobuf PATCH (no such patch type) | 415 |
+//! | CBOR, unless `binary_bodies: forward-unjudged` and nothing would judge the write | 415 |
 //! | a patch type on create/update, or an object type on patch | 415 |
 //! | strict parse failure (duplicate key, depth, size, UTF-8, YAML anchors, patch ops) | 400 `BadRequest` naming the field |
 //! | judging (`judge.rs`): Pod Security enforce | 403 `Forbidden` in PodSecurity's wording |
@@ -23,7 +27,11 @@
 //!
 //! What goes upstream is the canonical JSON of what was judged, with `Content-Length` set to its
 //! length; YAML objects become `application/json`, apply patches keep their media type (JSON
-//! is YAML). Uninspected resources (`inspect: false`) are size-capped and forwarded as sent.
+//! is YAML). A protobuf body is judged as its JSON form (`parse/protobuf.rs`) and forwarded as
+//! sent when the judge left that form unchanged (as the JSON it judged when a strip rule
+//! changed it); protobuf that nothing judges (kinds without Pod Security or field rules,
+//! DeleteOptions) is forwarded as sent once its envelope opens, named from its metadata.
+//! Uninspected resources (`inspect: false`) are size-capped and forwarded as sent.
 
 use bytes::Bytes;
 use http::{header, request::Parts, HeaderValue, Method};
@@ -31,8 +39,13 @@ use http_body_util::{BodyExt, Limited};
 
 use super::{
     judge::{self, Current},
-    parse::{self, BodyKind, ParseError, Parsed},
+    parse::{
+        self,
+        protobuf::{self, ProtoError},
+        BodyKind, ParseError, Parsed,
+    },
     policy::{BinaryBodies, Sanitizer},
+    pss::PodBearing,
 };
 use crate::{
     audit::ObjectNames,
@@ -104,9 +117,16 @@ where
         set_length(parts, 0);
         return Ok(body::empty());
     }
-    let Some(parsed) = parse_inspected(s, info, ob, parts, &bytes)? else {
-        set_length(parts, bytes.len());
-        return Ok(body::full(bytes));
+    let (parsed, protobuf) = match parse_inspected(s, info, ob, parts, &bytes)? {
+        Inspected::AsSent(names) => {
+            if matches!(info.verb.as_str(), "create" | "update") {
+                verdict.named = names;
+            }
+            set_length(parts, bytes.len());
+            return Ok(body::full(bytes));
+        }
+        Inspected::Parsed(p) => (p, false),
+        Inspected::Protobuf(p) => (p, true),
     };
     let is_patch = parsed.kind != BodyKind::Object;
     if !is_patch && matches!(info.verb.as_str(), "create" | "update") {
@@ -115,9 +135,20 @@ where
         verdict.named = ObjectNames::of(&parsed.value);
     }
     verdict.inspected = true;
+    let decoded = protobuf.then(|| parsed.value.clone());
     let judged_body = judge_write(s, up, info, ob, parsed, verdict).await?;
 
-    let out = parse::canonical_bytes(&judged_body);
+    // A protobuf body the judge left as decoded goes upstream as sent: the bytes whose
+    // conversion was judged. One the judge changed (a strip rule) goes as the JSON it judged.
+    let as_sent = decoded.is_some_and(|d| d == judged_body);
+    let out = (!as_sent).then(|| parse::canonical_bytes(&judged_body));
+    if verdict.keep_body {
+        verdict.body = Some(judged_body);
+    }
+    let Some(out) = out else {
+        set_length(parts, bytes.len());
+        return Ok(body::full(bytes));
+    };
     if !is_patch {
         parts.headers.insert(
             header::CONTENT_TYPE,
@@ -126,9 +157,6 @@ where
     }
     parts.headers.remove(header::CONTENT_ENCODING);
     set_length(parts, out.len());
-    if verdict.keep_body {
-        verdict.body = Some(judged_body);
-    }
     Ok(body::full(out))
 }
 
@@ -156,16 +184,27 @@ fn check_headers(parts: &Parts, cap: usize, inspect: bool) -> Result<(), Refusal
     Ok(())
 }
 
-/// The strictly parsed body, its kind matching the method (a patch type on PATCH only); or
-/// `None` for a binary body that `forward-unjudged` lets through as sent because nothing
-/// would judge it.
+/// What the stage does with an inspected body.
+enum Inspected {
+    /// Strictly parsed (JSON, YAML, patches): judged, its canonical JSON forwarded.
+    Parsed(Parsed),
+    /// Protobuf decoded into its JSON form: judged, forwarded as sent when the judge left it
+    /// unchanged.
+    Protobuf(Parsed),
+    /// Forwarded as sent, with the object's names when known: protobuf that nothing judges,
+    /// CBOR under `binary_bodies: forward-unjudged` where nothing judges it.
+    AsSent(Option<ObjectNames>),
+}
+
+/// The strictly parsed body, its kind matching the method (a patch type on PATCH only); or a
+/// binary body to forward as sent because nothing would judge it.
 fn parse_inspected(
     s: &Sanitizer,
     info: &RequestInfo,
     ob: &Outbound<'_>,
     parts: &Parts,
     bytes: &[u8],
-) -> Result<Option<Parsed>, Refusal> {
+) -> Result<Inspected, Refusal> {
     let sent = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -175,13 +214,16 @@ fn parse_inspected(
         Some(ct) => ct,
         None => return Err(BodyRefusal::UnknownFormat.into()),
     };
+    if essence(content_type) == protobuf::MEDIA_TYPE {
+        return protobuf_body(s, info, ob, parts, bytes);
+    }
     let parsed = match parse::parse_body(content_type, bytes, &s.limits) {
         Ok(p) => p,
-        Err(ParseError::UnsupportedMediaType(_)) if is_binary(content_type) => {
+        Err(ParseError::UnsupportedMediaType(_)) if essence(content_type) == "application/cbor" => {
             if s.binary_bodies(info) == BinaryBodies::ForwardUnjudged
                 && !judge::would_judge(s, info, ob.identity)
             {
-                return Ok(None);
+                return Ok(Inspected::AsSent(None));
             }
             return Err(BodyRefusal::CannotJudge {
                 media_type: essence(content_type),
@@ -196,7 +238,62 @@ fn parse_inspected(
     if is_patch != (parts.method == Method::PATCH) {
         return Err(BodyRefusal::UnknownFormat.into());
     }
-    Ok(Some(parsed))
+    Ok(Inspected::Parsed(parsed))
+}
+
+/// A protobuf write. Its envelope must open (400 otherwise); a create or update that
+/// something would judge is decoded (`parse/protobuf.rs`: 400 malformed or over a cap, 415
+/// not convertible) and must hold the kind its URL takes (400); anything else (DeleteOptions,
+/// kinds nothing judges) is forwarded as sent, named from its metadata for the audit. PATCH
+/// has no protobuf form (415, as the API server answers).
+fn protobuf_body(
+    s: &Sanitizer,
+    info: &RequestInfo,
+    ob: &Outbound<'_>,
+    parts: &Parts,
+    bytes: &[u8],
+) -> Result<Inspected, Refusal> {
+    if parts.method == Method::PATCH {
+        return Err(BodyRefusal::UnknownFormat.into());
+    }
+    let resource = judge::resource_path(info);
+    let refusal = |e: ProtoError| -> Refusal {
+        match e {
+            ProtoError::Parse(e) => parse_refusal(&e),
+            ProtoError::Unsupported(reason) => BodyRefusal::Unconvertible {
+                resource: resource.clone(),
+                reason,
+            }
+            .into(),
+        }
+    };
+    let env = protobuf::open(bytes).map_err(refusal)?;
+    let judged = matches!(info.verb.as_str(), "create" | "update")
+        && judge::would_judge(s, info, ob.identity);
+    if !judged {
+        let names = protobuf::names(&env);
+        return Ok(Inspected::AsSent(names.as_ref().and_then(ObjectNames::of)));
+    }
+    if let Some(want) = PodBearing::from_group_resource(&info.api_group, &resource) {
+        let group = env.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        if group != info.api_group || PodBearing::from_kind(&env.kind) != Some(want) {
+            return Err(BodyRefusal::Parse {
+                message: format!(
+                    "the protobuf body holds {:?} {:?}, not the {} that {resource} takes",
+                    env.api_version,
+                    env.kind,
+                    want.kind()
+                ),
+                field: None,
+            }
+            .into());
+        }
+    }
+    let value = protobuf::decode(env, &s.limits).map_err(refusal)?;
+    Ok(Inspected::Protobuf(Parsed {
+        value,
+        kind: BodyKind::Object,
+    }))
 }
 
 /// Judge a create, update or patch (fetching the current object when the judge needs it),
@@ -246,12 +343,6 @@ fn essence(content_type: &str) -> String {
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase()
-}
-
-/// Protobuf or CBOR: encodings the apiserver accepts for writes that we do not parse.
-fn is_binary(content_type: &str) -> bool {
-    let e = essence(content_type);
-    e == "application/vnd.kubernetes.protobuf" || e == "application/cbor"
 }
 
 async fn collect<B>(incoming: B, cap: usize, up: &Upstream) -> Result<Bytes, Refusal>

@@ -12,7 +12,9 @@
 //! * YAML: exactly one document, no anchors, aliases, merge keys or duplicate keys
 //!   (CVE-2019-11253); see [`yaml`] for how scalars resolve;
 //! * JSON patches: at most [`Limits::max_json_patch_ops`] well-formed operations
-//!   (CVE-2019-1002100).
+//!   (CVE-2019-1002100);
+//! * protobuf ([`protobuf`]): decoded into the same JSON form through kube-rs' `k8s-pb` types,
+//!   refused when any field cannot be carried over, within the same depth and string caps.
 //!
 //! Pure: no I/O, no async, no panics on any input. Recursion is bounded by
 //! [`Limits::max_depth`]: in release builds a depth-100 body parses within a 384 KiB stack
@@ -24,6 +26,7 @@
 //! ConfigMap in ~4–7 ms as JSON.
 
 pub mod json;
+pub mod protobuf;
 mod strict;
 pub mod yaml;
 
@@ -99,6 +102,9 @@ pub enum ParseError {
     BadPatchOp { index: usize, reason: String },
     #[error("unsupported media type {0:?}")]
     UnsupportedMediaType(String),
+    /// Not a Kubernetes protobuf body (no `k8s\0` envelope, malformed protobuf).
+    #[error("{0}")]
+    Protobuf(String),
 }
 
 impl ParseError {

@@ -1,5 +1,6 @@
 //! The top-level kinds from protobuf: apps (Deployment, ReplicaSet, StatefulSet, DaemonSet),
-//! batch (Job, CronJob) and core (Pod, ConfigMap, Secret, Service, Namespace, ServiceAccount).
+//! batch (Job, CronJob) and core (Pod, PodTemplate, ReplicationController, ConfigMap, Secret,
+//! Service, Namespace, ServiceAccount).
 //! `status` is read and not kept (the apiserver resets it on create; the status subresource
 //! is written as JSON by every client here).
 
@@ -8,16 +9,19 @@ use prost::Message;
 use serde_json::Value;
 
 use super::conv::{
-    bytes_map, done, fields, int_or_string, label_selector, list, msg, object_meta, scalar,
+    bytes_map, done, fields, int_or_string, ints32, label_selector, list, msg, object_meta, scalar,
     server_set, str_map, string, strings, value, R,
 };
 use super::pod::{local_ref, pod, template};
+use super::volume::pvc_spec;
+use crate::{unknown, Error};
 
 /// Decode `raw` as the message of `group/version` `kind`, into its JSON form (without
 /// apiVersion / kind). `None` when the kind is not one the sandbox converts.
 pub fn decode(api_version: &str, kind: &str, raw: &[u8]) -> Option<R<Value>> {
     fn run<M: Message + Default>(raw: &[u8], f: fn(M) -> R<Value>) -> R<Value> {
-        let m = M::decode(raw).map_err(|e| format!("malformed protobuf: {e}"))?;
+        let m = M::decode(raw).map_err(|e| Error::Malformed(format!("malformed protobuf: {e}")))?;
+        unknown::check(raw, &m.encode_to_vec())?;
         f(m)
     }
     Some(match (api_version, kind) {
@@ -28,6 +32,8 @@ pub fn decode(api_version: &str, kind: &str, raw: &[u8]) -> Option<R<Value>> {
         ("batch/v1", "Job") => run(raw, job),
         ("batch/v1", "CronJob") => run(raw, cronjob),
         ("v1", "Pod") => run(raw, pod),
+        ("v1", "PodTemplate") => run(raw, pod_template),
+        ("v1", "ReplicationController") => run(raw, replication_controller),
         ("v1", "ConfigMap") => run(raw, configmap),
         ("v1", "Secret") => run(raw, secret),
         ("v1", "Service") => run(raw, service),
@@ -35,6 +41,28 @@ pub fn decode(api_version: &str, kind: &str, raw: &[u8]) -> Option<R<Value>> {
         ("v1", "ServiceAccount") => run(raw, service_account),
         _ => return None,
     })
+}
+
+fn pod_template(mut o: core::PodTemplate) -> R<Value> {
+    let m =
+        fields!(o; "metadata" => metadata: msg(object_meta), "template" => template: msg(template));
+    done(o, "PodTemplate", m)
+}
+
+fn replication_controller(mut o: core::ReplicationController) -> R<Value> {
+    let m = fields!(o;
+        "metadata" => metadata: msg(object_meta), "spec" => spec: msg(rc_spec),
+        "status" => status: server_set,
+    );
+    done(o, "ReplicationController", m)
+}
+
+fn rc_spec(mut o: core::ReplicationControllerSpec) -> R<Value> {
+    let m = fields!(o;
+        "replicas" => replicas: scalar, "minReadySeconds" => min_ready_seconds: value,
+        "selector" => selector: str_map, "template" => template: msg(template),
+    );
+    done(o, "ReplicationControllerSpec", m)
 }
 
 fn deployment(mut o: apps::Deployment) -> R<Value> {
@@ -96,11 +124,46 @@ fn statefulset_spec(mut o: apps::StatefulSetSpec) -> R<Value> {
     let m = fields!(o;
         "replicas" => replicas: scalar, "selector" => selector: msg(label_selector),
         "template" => template: msg(template), "serviceName" => service_name: string,
+        "volumeClaimTemplates" => volume_claim_templates: list(pvc),
         "podManagementPolicy" => pod_management_policy: string,
+        "updateStrategy" => update_strategy: msg(sts_strategy),
         "revisionHistoryLimit" => revision_history_limit: scalar,
         "minReadySeconds" => min_ready_seconds: value,
+        "persistentVolumeClaimRetentionPolicy" => persistent_volume_claim_retention_policy: msg(sts_retention),
+        "ordinals" => ordinals: msg(sts_ordinals),
     );
     done(o, "StatefulSetSpec", m)
+}
+
+fn sts_strategy(mut o: apps::StatefulSetUpdateStrategy) -> R<Value> {
+    let m =
+        fields!(o; "type" => r#type: string, "rollingUpdate" => rolling_update: msg(sts_rolling));
+    done(o, "StatefulSetUpdateStrategy", m)
+}
+
+fn sts_rolling(mut o: apps::RollingUpdateStatefulSetStrategy) -> R<Value> {
+    let m = fields!(o;
+        "partition" => partition: scalar, "maxUnavailable" => max_unavailable: int_or_string,
+    );
+    done(o, "RollingUpdateStatefulSetStrategy", m)
+}
+
+fn sts_retention(mut o: apps::StatefulSetPersistentVolumeClaimRetentionPolicy) -> R<Value> {
+    let m = fields!(o; "whenDeleted" => when_deleted: string, "whenScaled" => when_scaled: string);
+    done(o, "StatefulSetPersistentVolumeClaimRetentionPolicy", m)
+}
+
+fn sts_ordinals(mut o: apps::StatefulSetOrdinals) -> R<Value> {
+    let m = fields!(o; "start" => start: value);
+    done(o, "StatefulSetOrdinals", m)
+}
+
+fn pvc(mut o: core::PersistentVolumeClaim) -> R<Value> {
+    let m = fields!(o;
+        "metadata" => metadata: msg(object_meta), "spec" => spec: msg(pvc_spec),
+        "status" => status: server_set,
+    );
+    done(o, "PersistentVolumeClaim", m)
 }
 
 fn daemonset(mut o: apps::DaemonSet) -> R<Value> {
@@ -114,10 +177,24 @@ fn daemonset(mut o: apps::DaemonSet) -> R<Value> {
 fn daemonset_spec(mut o: apps::DaemonSetSpec) -> R<Value> {
     let m = fields!(o;
         "selector" => selector: msg(label_selector), "template" => template: msg(template),
+        "updateStrategy" => update_strategy: msg(ds_strategy),
         "minReadySeconds" => min_ready_seconds: value,
         "revisionHistoryLimit" => revision_history_limit: scalar,
     );
     done(o, "DaemonSetSpec", m)
+}
+
+fn ds_strategy(mut o: apps::DaemonSetUpdateStrategy) -> R<Value> {
+    let m =
+        fields!(o; "type" => r#type: string, "rollingUpdate" => rolling_update: msg(ds_rolling));
+    done(o, "DaemonSetUpdateStrategy", m)
+}
+
+fn ds_rolling(mut o: apps::RollingUpdateDaemonSet) -> R<Value> {
+    let m = fields!(o;
+        "maxUnavailable" => max_unavailable: int_or_string, "maxSurge" => max_surge: int_or_string,
+    );
+    done(o, "RollingUpdateDaemonSet", m)
 }
 
 fn job(mut o: batch::Job) -> R<Value> {
@@ -132,6 +209,8 @@ fn job_spec(mut o: batch::JobSpec) -> R<Value> {
     let m = fields!(o;
         "parallelism" => parallelism: scalar, "completions" => completions: scalar,
         "activeDeadlineSeconds" => active_deadline_seconds: scalar,
+        "podFailurePolicy" => pod_failure_policy: msg(failure_policy),
+        "successPolicy" => success_policy: msg(success_policy),
         "backoffLimit" => backoff_limit: scalar,
         "backoffLimitPerIndex" => backoff_limit_per_index: scalar,
         "maxFailedIndexes" => max_failed_indexes: scalar,
@@ -143,6 +222,45 @@ fn job_spec(mut o: batch::JobSpec) -> R<Value> {
         "managedBy" => managed_by: string,
     );
     done(o, "JobSpec", m)
+}
+
+fn failure_policy(mut o: batch::PodFailurePolicy) -> R<Value> {
+    let m = fields!(o; "rules" => rules: list(failure_rule));
+    done(o, "PodFailurePolicy", m)
+}
+
+fn failure_rule(mut o: batch::PodFailurePolicyRule) -> R<Value> {
+    let m = fields!(o;
+        "action" => action: string, "onExitCodes" => on_exit_codes: msg(on_exit_codes),
+        "onPodConditions" => on_pod_conditions: list(on_condition),
+    );
+    done(o, "PodFailurePolicyRule", m)
+}
+
+fn on_exit_codes(mut o: batch::PodFailurePolicyOnExitCodesRequirement) -> R<Value> {
+    let m = fields!(o;
+        "containerName" => container_name: string, "operator" => operator: string,
+        "values" => values: ints32,
+    );
+    done(o, "PodFailurePolicyOnExitCodesRequirement", m)
+}
+
+fn on_condition(mut o: batch::PodFailurePolicyOnPodConditionsPattern) -> R<Value> {
+    let m = fields!(o; "type" => r#type: string, "status" => status: string);
+    done(o, "PodFailurePolicyOnPodConditionsPattern", m)
+}
+
+fn success_policy(mut o: batch::SuccessPolicy) -> R<Value> {
+    let m = fields!(o; "rules" => rules: list(success_rule));
+    done(o, "SuccessPolicy", m)
+}
+
+fn success_rule(mut o: batch::SuccessPolicyRule) -> R<Value> {
+    let m = fields!(o;
+        "succeededIndexes" => succeeded_indexes: string,
+        "succeededCount" => succeeded_count: scalar,
+    );
+    done(o, "SuccessPolicyRule", m)
 }
 
 fn job_template(mut o: batch::JobTemplateSpec) -> R<Value> {
@@ -206,8 +324,25 @@ fn service_spec(mut o: core::ServiceSpec) -> R<Value> {
         "publishNotReadyAddresses" => publish_not_ready_addresses: value,
         "ipFamilies" => ip_families: strings, "ipFamilyPolicy" => ip_family_policy: string,
         "internalTrafficPolicy" => internal_traffic_policy: string,
+        "loadBalancerIP" => load_balancer_ip: string,
+        "loadBalancerSourceRanges" => load_balancer_source_ranges: strings,
+        "healthCheckNodePort" => health_check_node_port: value,
+        "sessionAffinityConfig" => session_affinity_config: msg(affinity_config),
+        "allocateLoadBalancerNodePorts" => allocate_load_balancer_node_ports: scalar,
+        "loadBalancerClass" => load_balancer_class: scalar,
+        "trafficDistribution" => traffic_distribution: scalar,
     );
     done(o, "ServiceSpec", m)
+}
+
+fn affinity_config(mut o: core::SessionAffinityConfig) -> R<Value> {
+    let m = fields!(o; "clientIP" => client_ip: msg(client_ip));
+    done(o, "SessionAffinityConfig", m)
+}
+
+fn client_ip(mut o: core::ClientIpConfig) -> R<Value> {
+    let m = fields!(o; "timeoutSeconds" => timeout_seconds: scalar);
+    done(o, "ClientIPConfig", m)
 }
 
 fn service_port(mut o: core::ServicePort) -> R<Value> {
@@ -235,8 +370,18 @@ fn namespace_spec(mut o: core::NamespaceSpec) -> R<Value> {
 fn service_account(mut o: core::ServiceAccount) -> R<Value> {
     let m = fields!(o;
         "metadata" => metadata: msg(object_meta),
+        "secrets" => secrets: list(object_ref),
         "imagePullSecrets" => image_pull_secrets: list(local_ref),
         "automountServiceAccountToken" => automount_service_account_token: scalar,
     );
     done(o, "ServiceAccount", m)
+}
+
+fn object_ref(mut o: core::ObjectReference) -> R<Value> {
+    let m = fields!(o;
+        "kind" => kind: string, "namespace" => namespace: string, "name" => name: string,
+        "uid" => uid: string, "apiVersion" => api_version: string,
+        "resourceVersion" => resource_version: string, "fieldPath" => field_path: string,
+    );
+    done(o, "ObjectReference", m)
 }

@@ -4,8 +4,8 @@
 //! OwnerReference, IntOrString, Quantity).
 //!
 //! Every message converter takes its fields *out* of the message and then calls [`done`]: a
-//! field set in the body that no converter took makes the whole decode fail (the caller answers
-//! 415), so nothing a client sent is ever silently dropped.
+//! field set in the body that no converter took makes the whole decode fail
+//! ([`Error::Unsupported`], 415), so nothing a client sent is ever silently dropped.
 
 use std::collections::BTreeMap;
 
@@ -17,7 +17,9 @@ use k8s_pb::apimachinery::pkg::{
 };
 use serde_json::{json, Map, Value};
 
-pub type R<T> = Result<T, String>;
+use crate::Error;
+
+pub type R<T> = Result<T, Error>;
 
 /// Move fields of a message into a JSON object: `fields!(msg; "jsonName" => field: conv, ...)`.
 macro_rules! fields {
@@ -41,12 +43,40 @@ pub fn done<M: prost::Message + Default + PartialEq>(
     m: Map<String, Value>,
 ) -> R<Value> {
     // Go encodes every non-pointer field, zero or not: zeros left over mean "unset".
-    if rest != M::default() && !all_zero(&rest.encode_to_vec(), 0) {
-        return Err(format!(
-            "the sandbox cannot convert every field of this protobuf {what}; send application/json"
-        ));
+    if rest != M::default() {
+        let left = rest.encode_to_vec();
+        if let Some(n) = first_set(&left) {
+            return Err(Error::Unsupported(format!(
+                "field {n} of the protobuf {what} is not converted; send application/json"
+            )));
+        }
     }
     Ok(Value::Object(m))
+}
+
+/// The number of the first field of an encoded message that holds a non-zero value.
+fn first_set(mut buf: &[u8]) -> Option<u32> {
+    use prost::encoding::{decode_key, skip_field, DecodeContext};
+    while !buf.is_empty() {
+        let Ok((n, wire)) = decode_key(&mut buf) else {
+            return Some(0);
+        };
+        let before = buf;
+        if skip_field(wire, n, &mut buf, DecodeContext::default()).is_err() {
+            return Some(n);
+        }
+        let taken = before.get(..before.len() - buf.len()).unwrap_or_default();
+        if !all_zero(&[encode_key(n, wire), taken.to_vec()].concat(), 0) {
+            return Some(n);
+        }
+    }
+    None
+}
+
+fn encode_key(n: u32, wire: prost::encoding::WireType) -> Vec<u8> {
+    let mut k = Vec::new();
+    prost::encoding::encode_key(n, wire, &mut k);
+    k
 }
 
 /// Whether an encoded message holds only zero values (0, empty strings, messages of zeros).
@@ -99,6 +129,10 @@ pub fn strings(v: Vec<String>) -> R<Option<Value>> {
 }
 
 pub fn ints(v: Vec<i64>) -> R<Option<Value>> {
+    Ok((!v.is_empty()).then(|| json!(v)))
+}
+
+pub fn ints32(v: Vec<i32>) -> R<Option<Value>> {
     Ok((!v.is_empty()).then(|| json!(v)))
 }
 

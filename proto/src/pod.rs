@@ -1,15 +1,21 @@
-//! Pod templates from protobuf: PodSpec, Container and what they commonly carry (ports, env,
-//! resources, volume mounts, the volumes kubectl and manifests use most, security contexts,
-//! tolerations). Probes, lifecycle hooks, affinity and the rarer volume sources are not
-//! converted: a body carrying them fails the decode (415), see [`super::conv::done`].
+//! Pods and pod templates from protobuf: PodSpec, containers of all three kinds (init, app,
+//! ephemeral), ports, env, resources, mounts, security contexts and tolerations. The rarer
+//! parts are in `podmore.rs`, volumes in `volume.rs`. Every field of these messages in k8s-pb
+//! 0.9 is converted; a newer one fails the decode (415), see [`super::conv::done`].
 
 use k8s_pb::api::core::v1 as core;
 use serde_json::Value;
 
 use super::conv::{
-    done, fields, inline_name, ints, list, msg, object_meta, quantity, quantity_map, scalar,
-    server_set, str_map, string, strings, value, R,
+    done, fields, inline_name, ints, list, msg, object_meta, quantity_map, scalar, server_set,
+    str_map, string, strings, value, R,
 };
+use super::podmore::{
+    affinity, dns_config, field_ref, file_key_ref, host_alias, lifecycle, pod_os,
+    pod_resource_claim, probe, readiness_gate, resize_policy, resource_claim, resource_field_ref,
+    restart_rule, scheduling_gate, topology_spread, volume_device, windows_options, workload_ref,
+};
+use super::volume::volume;
 
 pub fn template(mut o: core::PodTemplateSpec) -> R<Value> {
     let m = fields!(o; "metadata" => metadata: msg(object_meta), "spec" => spec: msg(pod_spec));
@@ -29,6 +35,7 @@ pub fn pod_spec(mut o: core::PodSpec) -> R<Value> {
         "volumes" => volumes: list(volume),
         "initContainers" => init_containers: list(container),
         "containers" => containers: list(container),
+        "ephemeralContainers" => ephemeral_containers: list(ephemeral_container),
         "restartPolicy" => restart_policy: string,
         "terminationGracePeriodSeconds" => termination_grace_period_seconds: scalar,
         "activeDeadlineSeconds" => active_deadline_seconds: scalar,
@@ -42,32 +49,68 @@ pub fn pod_spec(mut o: core::PodSpec) -> R<Value> {
         "securityContext" => security_context: msg(pod_security_context),
         "imagePullSecrets" => image_pull_secrets: list(local_ref),
         "hostname" => hostname: string, "subdomain" => subdomain: string,
-        "schedulerName" => scheduler_name: string,
+        "affinity" => affinity: msg(affinity), "schedulerName" => scheduler_name: string,
         "tolerations" => tolerations: list(toleration),
+        "hostAliases" => host_aliases: list(host_alias),
         "priorityClassName" => priority_class_name: string, "priority" => priority: scalar,
-        "runtimeClassName" => runtime_class_name: string,
+        "dnsConfig" => dns_config: msg(dns_config),
+        "readinessGates" => readiness_gates: list(readiness_gate),
+        "runtimeClassName" => runtime_class_name: scalar,
         "enableServiceLinks" => enable_service_links: scalar,
-        "preemptionPolicy" => preemption_policy: string,
+        "preemptionPolicy" => preemption_policy: scalar,
+        "topologySpreadConstraints" => topology_spread_constraints: list(topology_spread),
+        "setHostnameAsFQDN" => set_hostname_as_fqdn: scalar, "os" => os: msg(pod_os),
         "hostUsers" => host_users: scalar,
+        "schedulingGates" => scheduling_gates: list(scheduling_gate),
+        "resourceClaims" => resource_claims: list(pod_resource_claim),
+        "overhead" => overhead: quantity_map, "resources" => resources: msg(resources),
+        "hostnameOverride" => hostname_override: scalar,
+        "workloadRef" => workload_ref: msg(workload_ref),
     );
     done(o, "PodSpec", m)
 }
 
+/// The fields `Container` and `EphemeralContainerCommon` share (the same numbers and names).
+macro_rules! container_fields {
+    ($o:ident) => {
+        fields!($o;
+            "name" => name: string, "image" => image: string, "command" => command: strings,
+            "args" => args: strings, "workingDir" => working_dir: string,
+            "ports" => ports: list(container_port), "envFrom" => env_from: list(env_from),
+            "env" => env: list(env_var), "resources" => resources: msg(resources),
+            "resizePolicy" => resize_policy: list(resize_policy),
+            "restartPolicy" => restart_policy: scalar,
+            "restartPolicyRules" => restart_policy_rules: list(restart_rule),
+            "volumeMounts" => volume_mounts: list(volume_mount),
+            "volumeDevices" => volume_devices: list(volume_device),
+            "livenessProbe" => liveness_probe: msg(probe),
+            "readinessProbe" => readiness_probe: msg(probe),
+            "startupProbe" => startup_probe: msg(probe),
+            "lifecycle" => lifecycle: msg(lifecycle),
+            "terminationMessagePath" => termination_message_path: string,
+            "terminationMessagePolicy" => termination_message_policy: string,
+            "imagePullPolicy" => image_pull_policy: string,
+            "securityContext" => security_context: msg(security_context),
+            "stdin" => stdin: value, "stdinOnce" => stdin_once: value, "tty" => tty: value,
+        )
+    };
+}
+
 fn container(mut o: core::Container) -> R<Value> {
-    let m = fields!(o;
-        "name" => name: string, "image" => image: string, "command" => command: strings,
-        "args" => args: strings, "workingDir" => working_dir: string,
-        "ports" => ports: list(container_port), "envFrom" => env_from: list(env_from),
-        "env" => env: list(env_var), "resources" => resources: msg(resources),
-        "restartPolicy" => restart_policy: string,
-        "volumeMounts" => volume_mounts: list(volume_mount),
-        "terminationMessagePath" => termination_message_path: string,
-        "terminationMessagePolicy" => termination_message_policy: string,
-        "imagePullPolicy" => image_pull_policy: string,
-        "securityContext" => security_context: msg(security_context),
-        "stdin" => stdin: value, "stdinOnce" => stdin_once: value, "tty" => tty: value,
-    );
+    let m = container_fields!(o);
     done(o, "Container", m)
+}
+
+/// `EphemeralContainer` inlines its `EphemeralContainerCommon` in JSON.
+fn ephemeral_container(mut o: core::EphemeralContainer) -> R<Value> {
+    let mut m = fields!(o; "targetContainerName" => target_container_name: string);
+    if let Some(mut c) = o.ephemeral_container_common.take() {
+        m.extend(container_fields!(c));
+        if c != core::EphemeralContainerCommon::default() {
+            return done(c, "EphemeralContainerCommon", m);
+        }
+    }
+    done(o, "EphemeralContainer", m)
 }
 
 fn container_port(mut o: core::ContainerPort) -> R<Value> {
@@ -80,7 +123,10 @@ fn container_port(mut o: core::ContainerPort) -> R<Value> {
 }
 
 fn resources(mut o: core::ResourceRequirements) -> R<Value> {
-    let m = fields!(o; "limits" => limits: quantity_map, "requests" => requests: quantity_map);
+    let m = fields!(o;
+        "limits" => limits: quantity_map, "requests" => requests: quantity_map,
+        "claims" => claims: list(resource_claim),
+    );
     done(o, "ResourceRequirements", m)
 }
 
@@ -94,15 +140,12 @@ fn env_var(mut o: core::EnvVar) -> R<Value> {
 fn env_source(mut o: core::EnvVarSource) -> R<Value> {
     let m = fields!(o;
         "fieldRef" => field_ref: msg(field_ref),
+        "resourceFieldRef" => resource_field_ref: msg(resource_field_ref),
         "configMapKeyRef" => config_map_key_ref: msg(cm_key),
         "secretKeyRef" => secret_key_ref: msg(secret_key),
+        "fileKeyRef" => file_key_ref: msg(file_key_ref),
     );
     done(o, "EnvVarSource", m)
-}
-
-fn field_ref(mut o: core::ObjectFieldSelector) -> R<Value> {
-    let m = fields!(o; "apiVersion" => api_version: string, "fieldPath" => field_path: string);
-    done(o, "ObjectFieldSelector", m)
 }
 
 fn cm_key(mut o: core::ConfigMapKeySelector) -> R<Value> {
@@ -151,58 +194,6 @@ fn volume_mount(mut o: core::VolumeMount) -> R<Value> {
     done(o, "VolumeMount", m)
 }
 
-/// `Volume` inlines its `VolumeSource` in JSON.
-fn volume(mut o: core::Volume) -> R<Value> {
-    let mut m = fields!(o; "name" => name: string);
-    if let Some(mut s) = o.volume_source.take() {
-        m.extend(fields!(s;
-            "hostPath" => host_path: msg(host_path), "emptyDir" => empty_dir: msg(empty_dir),
-            "secret" => secret: msg(secret_volume), "configMap" => config_map: msg(cm_volume),
-            "persistentVolumeClaim" => persistent_volume_claim: msg(pvc_volume),
-        ));
-        if s != core::VolumeSource::default() {
-            return done(s, "VolumeSource", m);
-        }
-    }
-    done(o, "Volume", m)
-}
-
-fn host_path(mut o: core::HostPathVolumeSource) -> R<Value> {
-    let m = fields!(o; "path" => path: string, "type" => r#type: string);
-    done(o, "HostPathVolumeSource", m)
-}
-
-fn empty_dir(mut o: core::EmptyDirVolumeSource) -> R<Value> {
-    let m = fields!(o; "medium" => medium: string, "sizeLimit" => size_limit: quantity);
-    done(o, "EmptyDirVolumeSource", m)
-}
-
-fn key_to_path(mut o: core::KeyToPath) -> R<Value> {
-    let m = fields!(o; "key" => key: string, "path" => path: string, "mode" => mode: scalar);
-    done(o, "KeyToPath", m)
-}
-
-fn secret_volume(mut o: core::SecretVolumeSource) -> R<Value> {
-    let m = fields!(o;
-        "secretName" => secret_name: string, "items" => items: list(key_to_path),
-        "defaultMode" => default_mode: scalar, "optional" => optional: scalar,
-    );
-    done(o, "SecretVolumeSource", m)
-}
-
-fn cm_volume(mut o: core::ConfigMapVolumeSource) -> R<Value> {
-    let m = fields!(o;
-        "name" => local_object_reference: inline_name, "items" => items: list(key_to_path),
-        "defaultMode" => default_mode: scalar, "optional" => optional: scalar,
-    );
-    done(o, "ConfigMapVolumeSource", m)
-}
-
-fn pvc_volume(mut o: core::PersistentVolumeClaimVolumeSource) -> R<Value> {
-    let m = fields!(o; "claimName" => claim_name: string, "readOnly" => read_only: value);
-    done(o, "PersistentVolumeClaimVolumeSource", m)
-}
-
 pub fn local_ref(mut o: core::LocalObjectReference) -> R<Value> {
     let m = fields!(o; "name" => name: string);
     done(o, "LocalObjectReference", m)
@@ -217,12 +208,12 @@ fn toleration(mut o: core::Toleration) -> R<Value> {
 }
 
 fn profile_seccomp(mut o: core::SeccompProfile) -> R<Value> {
-    let m = fields!(o; "type" => r#type: string, "localhostProfile" => localhost_profile: string);
+    let m = fields!(o; "type" => r#type: string, "localhostProfile" => localhost_profile: scalar);
     done(o, "SeccompProfile", m)
 }
 
 fn profile_apparmor(mut o: core::AppArmorProfile) -> R<Value> {
-    let m = fields!(o; "type" => r#type: string, "localhostProfile" => localhost_profile: string);
+    let m = fields!(o; "type" => r#type: string, "localhostProfile" => localhost_profile: scalar);
     done(o, "AppArmorProfile", m)
 }
 
@@ -243,11 +234,12 @@ fn security_context(mut o: core::SecurityContext) -> R<Value> {
     let m = fields!(o;
         "capabilities" => capabilities: msg(capabilities), "privileged" => privileged: scalar,
         "seLinuxOptions" => se_linux_options: msg(se_linux),
+        "windowsOptions" => windows_options: msg(windows_options),
         "runAsUser" => run_as_user: scalar, "runAsGroup" => run_as_group: scalar,
         "runAsNonRoot" => run_as_non_root: scalar,
         "readOnlyRootFilesystem" => read_only_root_filesystem: scalar,
         "allowPrivilegeEscalation" => allow_privilege_escalation: scalar,
-        "procMount" => proc_mount: string,
+        "procMount" => proc_mount: scalar,
         "seccompProfile" => seccomp_profile: msg(profile_seccomp),
         "appArmorProfile" => app_armor_profile: msg(profile_apparmor),
     );
@@ -262,6 +254,7 @@ fn sysctl(mut o: core::Sysctl) -> R<Value> {
 fn pod_security_context(mut o: core::PodSecurityContext) -> R<Value> {
     let m = fields!(o;
         "seLinuxOptions" => se_linux_options: msg(se_linux),
+        "windowsOptions" => windows_options: msg(windows_options),
         "runAsUser" => run_as_user: scalar, "runAsGroup" => run_as_group: scalar,
         "runAsNonRoot" => run_as_non_root: scalar,
         "supplementalGroups" => supplemental_groups: ints,

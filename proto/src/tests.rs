@@ -1,4 +1,5 @@
 use super::*;
+use crate::Error;
 use k8s_pb::{
     api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core},
     apimachinery::pkg::{
@@ -159,26 +160,41 @@ fn cronjob_and_secret() {
 
 #[test]
 fn refuses_what_it_cannot_carry_over() {
-    // A liveness probe is not converted: refused, never dropped.
-    let mut c = container("nginx");
-    c.liveness_probe = Some(core::Probe {
-        period_seconds: Some(5),
-        ..Default::default()
-    });
-    let pod = core::Pod {
+    // Every field k8s-pb knows is converted for the kinds here; the guard behind that: a
+    // converter that left a field in its message fails instead of dropping it.
+    let left = core::Pod {
         metadata: meta("p"),
-        spec: Some(core::PodSpec {
-            containers: vec![c],
-            ..Default::default()
-        }),
-        status: None,
+        ..Default::default()
     };
-    let err = decode(&envelope("v1", "Pod", pod.encode_to_vec())).unwrap_err();
-    assert!(err.contains("Container"), "{err}");
+    let err = super::conv::done(left, "Pod", serde_json::Map::new()).unwrap_err();
+    assert_eq!(
+        err,
+        Error::Unsupported(
+            "field 1 of the protobuf Pod is not converted; send application/json".into()
+        )
+    );
+    // Zero values left over are Go's "unset", not a reason to refuse.
+    let zeros = core::PodSpec {
+        host_network: Some(false),
+        ..Default::default()
+    };
+    assert!(super::conv::done(zeros, "PodSpec", serde_json::Map::new()).is_ok());
     let err = decode(&envelope("v1", "Endpoints", vec![])).unwrap_err();
-    assert!(err.contains("cannot decode protobuf v1 Endpoints"), "{err}");
-    assert!(decode(b"nope").is_err());
-    assert!(decode(b"k8s\0\x0a\xff").is_err());
+    assert_eq!(
+        err,
+        Error::Unsupported("protobuf v1 Endpoints is not converted; send application/json".into())
+    );
+}
+
+#[test]
+fn envelope_errors() {
+    assert!(matches!(decode(b"nope"), Err(Error::Malformed(_))));
+    assert!(matches!(decode(b"k8s\0\x0a\xff"), Err(Error::Malformed(_))));
+    // Malformed object inside a well-formed envelope.
+    assert!(matches!(
+        decode(&envelope("v1", "Pod", vec![0x0a, 0x05, 0x01])),
+        Err(Error::Malformed(_))
+    ));
     let mut u = envelope("v1", "ConfigMap", vec![]);
     u.extend(
         Unknown {
@@ -187,7 +203,8 @@ fn refuses_what_it_cannot_carry_over() {
         }
         .encode_to_vec(),
     );
-    assert!(decode(&u).unwrap_err().contains("content encoding"));
+    let err = decode(&u).unwrap_err();
+    assert!(matches!(err, Error::Unsupported(_)) && err.to_string().contains("content encoding"));
 }
 
 /// Protobuf's rule for a repeated singular field (Go's too): the last one wins.

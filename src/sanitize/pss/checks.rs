@@ -54,7 +54,8 @@ pub(crate) fn check_into(policy: &Policy, pod: &PodSpecRef<'_>, out: &mut Vec<Vi
     };
     let level = policy.level;
     let v = policy.version;
-    let rev = |id: &str| versions::active(id, level, v);
+    let resolved = versions::resolve(level, v);
+    let rev = |id: &str| resolved.get(id);
 
     // Evaluation order: baseline checks, then restricted ones (`forbidden_detail` sorts the
     // words into PodSecurity's order).

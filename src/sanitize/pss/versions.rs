@@ -138,27 +138,49 @@ pub fn revision(id: &str, version: Version) -> Option<u64> {
 /// that check does not run: a privileged level, a restricted check at the baseline level, a
 /// check newer than `version`, or a baseline check that an active restricted check overrides.
 pub fn active(id: &str, level: Level, version: Version) -> Option<u64> {
-    let spec = find(id)?;
-    let runs_at_level = match level {
-        Level::Privileged => false,
-        Level::Baseline => spec.level == Level::Baseline,
-        Level::Restricted => true,
-    };
-    if !runs_at_level {
-        return None;
+    let at = REGISTRY.iter().position(|c| c.id == id)?;
+    resolve(level, version).0[at]
+}
+
+/// Every check's active revision for one level and version, resolved once per pod spec.
+#[derive(Debug)]
+pub struct Resolved([Option<u64>; REGISTRY.len()]);
+
+impl Resolved {
+    /// The active revision of check `id` (see [`active`]).
+    pub fn get(&self, id: &str) -> Option<u64> {
+        let at = REGISTRY.iter().position(|c| c.id == id)?;
+        self.0[at]
     }
-    let rev = revision(id, version)?;
-    if level == Level::Restricted && spec.level == Level::Baseline {
-        let overridden = REGISTRY.iter().any(|r| {
-            r.overrides == Some(id)
-                && r.level == Level::Restricted
-                && revision(r.id, version).is_some()
-        });
-        if overridden {
-            return None;
+}
+
+/// [`active`] for every check at once.
+pub fn resolve(level: Level, version: Version) -> Resolved {
+    let mut out = [None; REGISTRY.len()];
+    for (slot, spec) in out.iter_mut().zip(REGISTRY) {
+        let runs_at_level = match level {
+            Level::Privileged => false,
+            Level::Baseline => spec.level == Level::Baseline,
+            Level::Restricted => true,
+        };
+        if runs_at_level {
+            *slot = revision(spec.id, version);
         }
     }
-    Some(rev)
+    if level == Level::Restricted {
+        // `populate`: drop each baseline check an active restricted check overrides.
+        for (i, spec) in REGISTRY.iter().enumerate() {
+            let Some(target) = spec.overrides else {
+                continue;
+            };
+            if out[i].is_some() {
+                if let Some(t) = REGISTRY.iter().position(|c| c.id == target) {
+                    out[t] = None;
+                }
+            }
+        }
+    }
+    Resolved(out)
 }
 
 /// The check IDs PodSecurity runs for `level` at `version`, in its order.

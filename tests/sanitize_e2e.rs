@@ -1135,7 +1135,7 @@ async fn kubectl_prints_every_violation_and_applies_compliant_workloads() {
         "{err}"
     );
     assert!(
-        err.contains("pods \"root-shell\" is forbidden: violates PodSecurity \"restricted:latest\": host namespaces (hostPID=true), hostPath volumes (volume \"host\"), privileged (container \"shell\" must not set securityContext.privileged=true), allowPrivilegeEscalation != false (container \"shell\" must set securityContext.allowPrivilegeEscalation=false), unrestricted capabilities (container \"shell\" must set securityContext.capabilities.drop=[\"ALL\"]), restricted volume types (volume \"host\" uses restricted volume type \"hostPath\"), runAsNonRoot != true (pod or container \"shell\" must set securityContext.runAsNonRoot=true), seccompProfile (pod or container \"shell\" must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\")"),
+        err.contains("pods \"root-shell\" is forbidden: violates PodSecurity \"restricted:latest\": host namespaces (hostPID=true), privileged (container \"shell\" must not set securityContext.privileged=true), allowPrivilegeEscalation != false (container \"shell\" must set securityContext.allowPrivilegeEscalation=false), unrestricted capabilities (container \"shell\" must set securityContext.capabilities.drop=[\"ALL\"]), restricted volume types (volume \"host\" uses restricted volume type \"hostPath\"), runAsNonRoot != true (pod or container \"shell\" must set securityContext.runAsNonRoot=true), seccompProfile (pod or container \"shell\" must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\")"),
         "{err}"
     );
     assert!(

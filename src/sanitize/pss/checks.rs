@@ -4,28 +4,26 @@
 //! Parts: `checks/baseline.rs` and `checks/restricted.rs` hold the checks of each level; this
 //! file decides which run, in which order, and the helpers they share.
 //!
-//! Check IDs are the apiserver's (`policy/check_*.go`). Where a restricted check replaces a
-//! baseline one (as `OverrideCheckIDs` does upstream) only the restricted one runs at the
-//! restricted level: `seccompProfile_restricted` replaces `seccompProfile_baseline`, and from
-//! 1.35 `procMount_restricted` replaces `procMount`. `capabilities_restricted` runs in
-//! addition to `capabilities_baseline`, as upstream (a `SYS_ADMIN` add is reported by both).
-//!
-//! Version gates (`Version::at_least`):
-//! * seccompProfile_baseline: the legacy `seccomp.security.alpha.kubernetes.io/*` annotations
-//!   before 1.19, the `seccompProfile.type` fields from 1.19 (at the restricted level before
-//!   1.19 the legacy annotation check runs; the field requirement starts at 1.19);
-//! * sysctls: the safe set grows at 1.27, 1.29, 1.32 and HEAD (1.37);
-//! * capabilities_restricted from 1.22; runAsUser from 1.23;
+//! Which checks run, and which revision of each, comes from [`super::versions`] (PodSecurity's
+//! registry: each check's `MinimumVersion`s and `OverrideCheckIDs`). At the restricted level a
+//! restricted check replaces the baseline check it overrides, as upstream: `restrictedVolumes`
+//! replaces `hostPathVolumes`, `capabilities_restricted` (from 1.22) `capabilities_baseline`,
+//! `seccompProfile_restricted` (from 1.19) `seccompProfile_baseline`, and
+//! `procMount_restricted` (from 1.35) `procMount`. Revisions that change a check's rule:
+//! * seccompProfile_baseline: the alpha `seccomp.security.alpha.kubernetes.io/*` annotations
+//!   before 1.19, the `seccompProfile.type` fields from 1.19;
+//! * seLinuxOptions: `container_engine_t` allowed from 1.31;
+//! * sysctls: the safe set grows at 1.27, 1.29, 1.32 and 1.37;
+//! * allowPrivilegeEscalation from 1.8; capabilities_restricted from 1.22; runAsUser from 1.23;
+//!   hostProbesAndHostLifecycle from 1.34;
 //! * Windows pods (`spec.os.name: windows`) exempt from allowPrivilegeEscalation,
-//!   seccompProfile_restricted and capabilities_restricted from 1.25;
-//! * hostProbesAndHostLifecycle from 1.34;
-//! * from 1.35: procMount (baseline) allows any value when `spec.hostUsers: false`,
-//!   runAsNonRoot and runAsUser are not checked when `spec.hostUsers: false`, and
-//!   procMount_restricted requires `Default` unconditionally.
+//!   seccompProfile_restricted and capabilities_restricted from their 1.25 revisions;
+//! * 1.35 revisions: procMount (baseline) allows any value when `spec.hostUsers: false`,
+//!   runAsNonRoot and runAsUser are not checked when `spec.hostUsers: false`.
 
 use serde_json::Value;
 
-use super::{Level, PodSpecRef, Policy, Version, Violation};
+use super::{versions, Level, PodSpecRef, Policy, Violation};
 
 mod baseline;
 mod restricted;
@@ -48,58 +46,92 @@ pub(crate) fn check_into(policy: &Policy, pod: &PodSpecRef<'_>, out: &mut Vec<Vi
     // Walk the three container lists once; every check iterates this slice.
     let ctrs: Vec<Ctr<'_>> = containers(pod.spec).collect();
     let mut ck = Ck {
-        v: policy.version,
         ctrs: &ctrs,
         pod,
         spec: pod.spec,
         psc: pod.spec.get("securityContext").filter(|v| !v.is_null()),
         out,
     };
-    let restricted = policy.level == Level::Restricted;
+    let level = policy.level;
     let v = policy.version;
+    let resolved = versions::resolve(level, v);
+    let rev = |id: &str| resolved.get(id);
 
-    ck.windows_host_process();
-    ck.host_namespaces();
-    ck.privileged();
-    ck.capabilities_baseline();
-    ck.host_path_volumes();
-    ck.host_ports();
-    ck.app_armor_profile();
-    ck.se_linux_options();
-    if !(restricted && v.at_least(35)) {
-        ck.proc_mount("procMount", v.at_least(35));
+    // Evaluation order: baseline checks, then restricted ones (`forbidden_detail` sorts the
+    // words into PodSecurity's order).
+    if rev("windowsHostProcess").is_some() {
+        ck.windows_host_process();
     }
-    if !v.at_least(19) {
-        ck.seccomp_legacy_annotations();
-    } else if !restricted {
-        ck.seccomp_baseline();
+    if rev("hostNamespaces").is_some() {
+        ck.host_namespaces();
     }
-    ck.sysctls();
-    if v.at_least(34) {
+    if rev("privileged").is_some() {
+        ck.privileged();
+    }
+    if rev("capabilities_baseline").is_some() {
+        ck.capabilities_baseline();
+    }
+    if rev("hostPathVolumes").is_some() {
+        ck.host_path_volumes();
+    }
+    if rev("hostPorts").is_some() {
+        ck.host_ports();
+    }
+    if rev("appArmorProfile").is_some() {
+        ck.app_armor_profile();
+    }
+    if let Some(r) = rev("seLinuxOptions") {
+        ck.se_linux_options(r);
+    }
+    if let Some(r) = rev("procMount") {
+        ck.proc_mount("procMount", r >= 35);
+    }
+    match rev("seccompProfile_baseline") {
+        Some(r) if r >= 19 => ck.seccomp_baseline(),
+        Some(_) => ck.seccomp_legacy_annotations(),
+        None => {}
+    }
+    if let Some(r) = rev("sysctls") {
+        ck.sysctls(r);
+    }
+    if rev("hostProbesAndHostLifecycle").is_some() {
         ck.host_probes_and_lifecycle();
     }
-    if !restricted {
+    if level != Level::Restricted {
         return;
     }
-    let windows_exempt = v.at_least(25) && ck.is_windows();
-    ck.restricted_volumes();
-    if !windows_exempt {
-        ck.allow_privilege_escalation();
+    // The 1.25 revisions exempt Windows pods; the 1.35 revisions user-namespaced pods.
+    let windows = ck.is_windows();
+    let userns = ck.host_users_false();
+    if rev("restrictedVolumes").is_some() {
+        ck.restricted_volumes();
     }
-    let userns_exempt = v.at_least(35) && ck.host_users_false();
-    if !userns_exempt {
-        ck.run_as_non_root();
-        if v.at_least(23) {
+    if let Some(r) = rev("allowPrivilegeEscalation") {
+        if !(r >= 25 && windows) {
+            ck.allow_privilege_escalation();
+        }
+    }
+    if let Some(r) = rev("runAsNonRoot") {
+        if !(r >= 35 && userns) {
+            ck.run_as_non_root();
+        }
+    }
+    if let Some(r) = rev("runAsUser") {
+        if !(r >= 35 && userns) {
             ck.run_as_user();
         }
     }
-    if v.at_least(19) && !windows_exempt {
-        ck.seccomp_restricted();
+    if let Some(r) = rev("seccompProfile_restricted") {
+        if !(r >= 25 && windows) {
+            ck.seccomp_restricted();
+        }
     }
-    if v.at_least(22) && !windows_exempt {
-        ck.capabilities_restricted();
+    if let Some(r) = rev("capabilities_restricted") {
+        if !(r >= 25 && windows) {
+            ck.capabilities_restricted();
+        }
     }
-    if v.at_least(35) {
+    if rev("procMount_restricted").is_some() {
         ck.proc_mount("procMount_restricted", false);
     }
 }
@@ -164,7 +196,6 @@ fn is_zero(v: &Value) -> bool {
 }
 
 struct Ck<'p, 'a> {
-    v: Version,
     ctrs: &'p [Ctr<'a>],
     pod: &'p PodSpecRef<'a>,
     spec: &'a Value,

@@ -16,9 +16,12 @@
 
 pub mod checks;
 pub mod locate;
+pub mod versions;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod version_tests;
 
 use std::fmt;
 
@@ -68,36 +71,39 @@ impl fmt::Display for Level {
 /// The Kubernetes minor version whose PSS rules apply (`latest` or `v1.<minor>`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Version {
-    /// The newest rules this module knows (HEAD, currently 1.37).
+    /// The newest rules this module knows ([`versions::LATEST_MINOR`]).
     Latest,
-    /// `v1.<minor>`.
-    V1(u32),
+    /// `v1.<minor>`; a minor newer than [`versions::LATEST_MINOR`] evaluates as `latest` does.
+    V1(u64),
 }
 
 impl Version {
-    /// The minor version HEAD rules correspond to.
-    pub const LATEST_MINOR: u32 = 37;
+    /// The minor version `latest` rules correspond to (PodSecurity's `maxVersion`).
+    pub const LATEST_MINOR: u64 = versions::LATEST_MINOR;
 
-    /// Parses `latest`, `v1.N` or `1.N`.
+    /// Parses a version as PodSecurity parses its `*-version` namespace labels
+    /// (`api/helpers.go` `ParseVersion`): `latest`, or `v1.N` matching
+    /// `^v1\.([0-9]|[1-9][0-9]*)$` with N within Go's `int` (`strconv.Atoi`). Anything else
+    /// (`1.25`, `v1.05`, `v2.0`, `v1.25.3`) is refused, as the API server refuses such a label.
     pub fn parse(s: &str) -> Result<Self, ParseError> {
         if s == "latest" {
             return Ok(Self::Latest);
         }
         let bad = || ParseError::Version(s.to_owned());
-        let rest = s.strip_prefix('v').unwrap_or(s);
-        let minor = rest.strip_prefix("1.").ok_or_else(bad)?;
-        if minor.is_empty() || !minor.bytes().all(|b| b.is_ascii_digit()) {
+        let minor = s.strip_prefix("v1.").ok_or_else(bad)?;
+        let digits_only = !minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit());
+        if !digits_only || (minor.len() > 1 && minor.starts_with('0')) {
             return Err(bad());
         }
-        minor.parse::<u32>().map(Self::V1).map_err(|_| bad())
+        match minor.parse::<i64>() {
+            Ok(n) => u64::try_from(n).map(Self::V1).map_err(|_| bad()),
+            Err(_) => Err(bad()),
+        }
     }
 
     /// True when these rules are at least `1.<minor>`.
-    pub fn at_least(self, minor: u32) -> bool {
-        match self {
-            Self::Latest => true,
-            Self::V1(m) => m >= minor,
-        }
+    pub fn at_least(self, minor: u64) -> bool {
+        versions::effective_minor(self) >= minor
     }
 }
 
@@ -117,7 +123,7 @@ pub enum ParseError {
     #[error("unknown Pod Security level {0:?} (expected privileged, baseline or restricted)")]
     Level(String),
     /// Not `latest` or `v1.N`.
-    #[error("invalid Pod Security version {0:?} (expected latest or v1.N)")]
+    #[error("invalid Pod Security version {0:?} (must be \"latest\" or \"v1.x\")")]
     Version(String),
 }
 
@@ -184,17 +190,14 @@ pub fn check_object(
     out
 }
 
-/// Checks of the restricted level (the rest are baseline): PodSecurity lists baseline checks
-/// first, then restricted ones, each group sorted by ID (`policy/registry.go` `populate`).
-const RESTRICTED_CHECKS: [&str; 7] = [
-    "allowPrivilegeEscalation",
-    "capabilities_restricted",
-    "procMount_restricted",
-    "restrictedVolumes",
-    "runAsNonRoot",
-    "runAsUser",
-    "seccompProfile_restricted",
-];
+/// A check's place in PodSecurity's order: baseline checks first, then restricted ones, each
+/// group sorted by ID (`policy/registry.go` `populate`), which [`versions::REGISTRY`] follows.
+fn check_order(id: &str) -> usize {
+    versions::REGISTRY
+        .iter()
+        .position(|c| c.id == id)
+        .unwrap_or(usize::MAX)
+}
 
 /// PodSecurity's `AggregateCheckResult.ForbiddenDetail` for `violations`: one `reason
 /// (details)` per failed check, in PodSecurity's check order, separated by `, `. A check's
@@ -222,7 +225,7 @@ pub fn forbidden_detail(violations: &[Violation]) -> String {
             by_check[at].2.push(detail);
         }
     }
-    by_check.sort_by_key(|(c, _, _)| (RESTRICTED_CHECKS.contains(c), *c));
+    by_check.sort_by_key(|(c, _, _)| (check_order(c), *c));
     let parts: Vec<String> = by_check
         .into_iter()
         .map(|(_, reason, details)| {

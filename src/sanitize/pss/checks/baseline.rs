@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use super::{disp, is_zero, present, str_in, unset_or_false, valid_seccomp, Ck, Version};
+use super::{disp, is_zero, present, str_in, unset_or_false, valid_seccomp, Ck};
 
 const BASELINE_CAPABILITIES: &[&str] = &[
     "AUDIT_WRITE",
@@ -24,14 +24,23 @@ const BASELINE_CAPABILITIES: &[&str] = &[
     "SYS_CHROOT",
 ];
 
-const SELINUX_TYPES: &[&str] = &["container_t", "container_init_t", "container_kvm_t"];
+/// `check_seLinuxOptions.go` `selinuxAllowedTypes1_0` (besides the empty type).
+const SELINUX_TYPES_1_0: &[&str] = &["container_t", "container_init_t", "container_kvm_t"];
+/// `selinuxAllowedTypes1_31`: adds `container_engine_t` (commit 840e4a82d, v1.31).
+const SELINUX_TYPES_1_31: &[&str] = &[
+    "container_t",
+    "container_init_t",
+    "container_kvm_t",
+    "container_engine_t",
+];
 
 const APPARMOR_ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
 const SECCOMP_POD_ANNOTATION: &str = "seccomp.security.alpha.kubernetes.io/pod";
 const SECCOMP_CONTAINER_ANNOTATION_PREFIX: &str = "container.seccomp.security.alpha.kubernetes.io/";
 
-/// Safe sysctls, each with the minor version that first allowed it.
-const SAFE_SYSCTLS: &[(&str, u32)] = &[
+/// Safe sysctls, each with the revision of `check_sysctls.go` that first allowed it
+/// (`sysctlsAllowedV1Dot0`, `V1Dot27`, `V1Dot29`, `V1Dot32`, `V1Dot37`).
+const SAFE_SYSCTLS: &[(&str, u64)] = &[
     ("kernel.shm_rmid_forced", 0),
     ("net.ipv4.ip_local_port_range", 0),
     ("net.ipv4.tcp_syncookies", 0),
@@ -44,8 +53,8 @@ const SAFE_SYSCTLS: &[(&str, u32)] = &[
     ("net.ipv4.tcp_keepalive_probes", 29),
     ("net.ipv4.tcp_rmem", 32),
     ("net.ipv4.tcp_wmem", 32),
-    ("net.ipv4.tcp_slow_start_after_idle", Version::LATEST_MINOR),
-    ("net.ipv4.tcp_notsent_lowat", Version::LATEST_MINOR),
+    ("net.ipv4.tcp_slow_start_after_idle", 37),
+    ("net.ipv4.tcp_notsent_lowat", 37),
 ];
 
 impl<'a> Ck<'_, 'a> {
@@ -160,6 +169,10 @@ impl<'a> Ck<'_, 'a> {
         }
     }
 
+    /// `check_appArmorProfile.go` `appArmorProfile_1_0`: the beta annotations and (since
+    /// v1.30, patched into the 1.0 revision, so at every pinned version) the
+    /// `appArmorProfile.type` fields; worded as upstream (`… must not set AppArmor profile type
+    /// to …`).
     pub(super) fn app_armor_profile(&mut self) {
         const C: &str = "appArmorProfile";
         const REASON: &str = "forbidden AppArmor profile";
@@ -180,7 +193,11 @@ impl<'a> Ck<'_, 'a> {
             self.push(
                 C,
                 self.annotation_path(key),
-                format!("{REASON} (annotation {key:?}={:?})", disp(value)),
+                // Upstream quotes the whole `key="value"` pair (`joinQuote`).
+                format!(
+                    "{REASON} (annotation must not set AppArmor profile type to {:?})",
+                    format!("{key}={:?}", disp(value))
+                ),
             );
         }
         const ALLOWED: &[&str] = &["RuntimeDefault", "Localhost"];
@@ -193,7 +210,7 @@ impl<'a> Ck<'_, 'a> {
                     C,
                     self.spec_path("securityContext.appArmorProfile.type"),
                     format!(
-                        "{REASON} (pod must not set securityContext.appArmorProfile.type to {:?})",
+                        "{REASON} (pod must not set AppArmor profile type to {:?})",
                         disp(t)
                     ),
                 );
@@ -211,7 +228,7 @@ impl<'a> Ck<'_, 'a> {
                     C,
                     self.ctr_path(c, "securityContext.appArmorProfile.type"),
                     format!(
-                        "{REASON} (container {:?} must not set securityContext.appArmorProfile.type to {:?})",
+                        "{REASON} (container {:?} must not set AppArmor profile type to {:?})",
                         c.name,
                         disp(t)
                     ),
@@ -221,12 +238,13 @@ impl<'a> Ck<'_, 'a> {
     }
 
     /// `who` is `pod` or `container "x"`; `base` the path of the securityContext.
-    pub(super) fn se_linux_one(&mut self, opts: &Value, who: &str, base: String) {
+    /// `types` is the revision's allowed set.
+    pub(super) fn se_linux_one(&mut self, opts: &Value, who: &str, base: String, types: &[&str]) {
         const C: &str = "seLinuxOptions";
         if let Some(t) = present(opts.get("type")) {
             let ok = t
                 .as_str()
-                .is_some_and(|s| s.is_empty() || SELINUX_TYPES.contains(&s));
+                .is_some_and(|s| s.is_empty() || types.contains(&s));
             if !ok {
                 self.push(
                     C,
@@ -244,9 +262,9 @@ impl<'a> Ck<'_, 'a> {
                     self.push(
                         C,
                         format!("{base}.seLinuxOptions.{key}"),
+                        // Upstream names no value for these (`user may not be set`).
                         format!(
-                            "seLinuxOptions ({who} set forbidden securityContext.seLinuxOptions: {key} {:?})",
-                            disp(val)
+                            "seLinuxOptions ({who} set forbidden securityContext.seLinuxOptions: {key} may not be set)"
                         ),
                     );
                 }
@@ -254,15 +272,21 @@ impl<'a> Ck<'_, 'a> {
         }
     }
 
-    pub(super) fn se_linux_options(&mut self) {
+    /// `revision` 0 (`seLinuxOptions_1_0`) or 31 (`seLinuxOptions1_31`).
+    pub(super) fn se_linux_options(&mut self, revision: u64) {
+        let types = if revision >= 31 {
+            SELINUX_TYPES_1_31
+        } else {
+            SELINUX_TYPES_1_0
+        };
         if let Some(opts) = self.psc_get("seLinuxOptions") {
             let base = self.spec_path("securityContext");
-            self.se_linux_one(opts, "pod", base);
+            self.se_linux_one(opts, "pod", base, types);
         }
         for c in self.ctrs() {
             if let Some(opts) = c.sc_get("seLinuxOptions") {
                 let base = self.ctr_path(c, "securityContext");
-                self.se_linux_one(opts, &format!("container {:?}", c.name), base);
+                self.se_linux_one(opts, &format!("container {:?}", c.name), base, types);
             }
         }
     }
@@ -290,22 +314,48 @@ impl<'a> Ck<'_, 'a> {
         }
     }
 
-    /// Before 1.19: the legacy seccomp annotations must not be `unconfined`.
+    /// `seccompProfileBaseline_1_0` (policy before 1.19): the pod annotation
+    /// `seccomp.security.alpha.kubernetes.io/pod` and, for each container of the pod, the
+    /// annotation `container.seccomp.security.alpha.kubernetes.io/<name>` must be
+    /// `runtime/default`, `docker/default` or `localhost/…` when present (anything else,
+    /// `unconfined` and the empty string included, is forbidden). Annotations naming no
+    /// container of the pod are not read, as upstream.
     pub(super) fn seccomp_legacy_annotations(&mut self) {
-        let mut found = Vec::new();
-        for (key, value) in self.annotations() {
-            let legacy = key == SECCOMP_POD_ANNOTATION
-                || key.starts_with(SECCOMP_CONTAINER_ANNOTATION_PREFIX);
-            if legacy && (value.as_str() == Some("unconfined") || !value.is_string()) {
-                found.push((key, value));
-            }
+        let Some(annotations) = self
+            .pod
+            .metadata
+            .and_then(|m| m.get("annotations"))
+            .and_then(Value::as_object)
+        else {
+            return;
+        };
+        let mut keys = vec![SECCOMP_POD_ANNOTATION.to_owned()];
+        for c in self.ctrs() {
+            keys.push(format!("{SECCOMP_CONTAINER_ANNOTATION_PREFIX}{}", c.name));
         }
-        for (key, value) in found {
-            self.push(
-                "seccompProfile_baseline",
-                self.annotation_path(key),
-                format!("seccompProfile (annotation {key:?}={:?})", disp(value)),
-            );
+        let mut seen = Vec::new();
+        for key in keys {
+            // A name used by two containers is one annotation (upstream collects a set).
+            if seen.contains(&key) {
+                continue;
+            }
+            let Some(value) = annotations.get(&key) else {
+                continue;
+            };
+            let ok = value.as_str().is_some_and(|v| {
+                v == "runtime/default" || v == "docker/default" || v.starts_with("localhost/")
+            });
+            if !ok {
+                self.push(
+                    "seccompProfile_baseline",
+                    self.annotation_path(&key),
+                    format!(
+                        "seccompProfile (forbidden annotation {key}={:?})",
+                        disp(value)
+                    ),
+                );
+            }
+            seen.push(key);
         }
     }
 
@@ -349,7 +399,8 @@ impl<'a> Ck<'_, 'a> {
         }
     }
 
-    pub(super) fn sysctls(&mut self) {
+    /// `revision`: the `check_sysctls.go` revision in force (0, 27, 29, 32 or 37).
+    pub(super) fn sysctls(&mut self, revision: u64) {
         let Some(list) = self.psc_get("sysctls") else {
             return;
         };
@@ -363,7 +414,7 @@ impl<'a> Ck<'_, 'a> {
         };
         for (i, item) in items.iter().enumerate() {
             let name = item.get("name").and_then(Value::as_str);
-            if !name.is_some_and(|n| safe_sysctl(n, self.v)) {
+            if !name.is_some_and(|n| safe_sysctl(n, revision)) {
                 self.push(
                     "sysctls",
                     self.spec_path(&format!("securityContext.sysctls[{i}].name")),
@@ -410,27 +461,11 @@ impl<'a> Ck<'_, 'a> {
     }
 }
 
-/// Whether sysctl `name` is in the safe set at `version` (slash-separated names are normalised
-/// to dots, as the kubelet does).
-fn safe_sysctl(name: &str, version: Version) -> bool {
-    let dotted;
-    let name = if name
-        .find(['.', '/'])
-        .is_some_and(|i| name.as_bytes().get(i) == Some(&b'/'))
-    {
-        dotted = name
-            .chars()
-            .map(|ch| match ch {
-                '/' => '.',
-                '.' => '/',
-                other => other,
-            })
-            .collect::<String>();
-        dotted.as_str()
-    } else {
-        name
-    };
+/// Whether sysctl `name` is in the safe set of `revision`. Names are compared exactly, as
+/// upstream's `sets.String.Has(sysctl.Name)`: the slash-separated spelling
+/// (`kernel/shm_rmid_forced`), which the API server accepts, is not in the set and is refused.
+fn safe_sysctl(name: &str, revision: u64) -> bool {
     SAFE_SYSCTLS
         .iter()
-        .any(|&(n, since)| n == name && version.at_least(since))
+        .any(|&(n, since)| n == name && revision >= since)
 }

@@ -25,6 +25,25 @@ pub struct Problem {
     pub path: String,
     pub message: String,
     pub hint: String,
+    /// The file, when the problem is that a file could not be read (`check-config` groups
+    /// those by missing folder).
+    pub unreadable: Option<PathBuf>,
+}
+
+impl Problem {
+    /// A problem at `path` (not an unreadable file: see [`Problems::read`]).
+    pub fn new(
+        path: impl Into<String>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Problem {
+        Problem {
+            path: path.into(),
+            message: message.into(),
+            hint: hint.into(),
+            unreadable: None,
+        }
+    }
 }
 
 impl std::fmt::Display for Problem {
@@ -97,10 +116,28 @@ impl Problems {
         message: impl Into<String>,
         hint: impl Into<String>,
     ) {
+        self.0.push(Problem::new(path, message, hint));
+    }
+
+    /// Whether `file` (already resolved) exists and can be opened; reports it as unreadable
+    /// otherwise. For files a concern's own loader reads later.
+    pub fn readable(&mut self, path: &str, file: &Path, hint: &str) -> bool {
+        match std::fs::File::open(file) {
+            Ok(_) => true,
+            Err(e) => {
+                self.unreadable(path, file, e, hint);
+                false
+            }
+        }
+    }
+
+    /// Report a file that could not be read.
+    fn unreadable(&mut self, path: &str, file: &Path, e: std::io::Error, hint: &str) {
         self.0.push(Problem {
             path: path.into(),
-            message: message.into(),
+            message: format!("cannot read {}: {e}", file.display()),
             hint: hint.into(),
+            unreadable: Some(file.to_path_buf()),
         });
     }
 
@@ -238,7 +275,7 @@ impl Problems {
         match std::fs::read(file) {
             Ok(bytes) => Some(bytes),
             Err(e) => {
-                self.err(path, format!("cannot read {}: {e}", file.display()), hint);
+                self.unreadable(path, file, e, hint);
                 None
             }
         }
@@ -249,7 +286,7 @@ impl Problems {
         match std::fs::read_to_string(file) {
             Ok(text) => Some(text),
             Err(e) => {
-                self.err(path, format!("cannot read {}: {e}", file.display()), hint);
+                self.unreadable(path, file, e, hint);
                 None
             }
         }
@@ -262,7 +299,12 @@ impl Problems {
         file: &Path,
         base: &Path,
     ) -> Option<Vec<CertificateDer<'static>>> {
-        match tls::load_certs(&resolve(base, file)) {
+        let full = resolve(base, file);
+        if let Err(e) = std::fs::metadata(&full) {
+            self.unreadable(path, &full, e, "give a readable PEM file of certificates");
+            return None;
+        }
+        match tls::load_certs(&full) {
             Ok(c) => Some(c),
             Err(e) => {
                 self.err(
@@ -277,7 +319,17 @@ impl Problems {
 
     /// A PEM private key.
     pub fn key(&mut self, path: &str, file: &Path, base: &Path) -> Option<PrivateKeyDer<'static>> {
-        match tls::load_key(&resolve(base, file)) {
+        let full = resolve(base, file);
+        if let Err(e) = std::fs::metadata(&full) {
+            self.unreadable(
+                path,
+                &full,
+                e,
+                "give a readable PEM private key (PKCS#8, PKCS#1 or SEC1)",
+            );
+            return None;
+        }
+        match tls::load_key(&full) {
             Ok(k) => Some(k),
             Err(e) => {
                 self.err(
@@ -297,7 +349,17 @@ impl Problems {
         file: &Path,
         base: &Path,
     ) -> Option<Vec<CertificateRevocationListDer<'static>>> {
-        match tls::load_crls(&resolve(base, file)) {
+        let full = resolve(base, file);
+        if let Err(e) = std::fs::metadata(&full) {
+            self.unreadable(
+                path,
+                &full,
+                e,
+                "give a readable PEM file of X509 CRL blocks",
+            );
+            return None;
+        }
+        match tls::load_crls(&full) {
             Ok(crls) => Some(crls),
             Err(e) => {
                 self.err(

@@ -209,6 +209,13 @@ pub fn build(cfg: &AuditConfig, base: &Path, prefix: &str) -> Result<AuditSettin
     let key = cfg
         .signing_key_file
         .as_ref()
+        .filter(|f| {
+            p.readable(
+                &format!("{prefix}.signing_key_file"),
+                &base.join(f),
+                "create one with `portcullis audit keygen --out FILE`",
+            )
+        })
         .and_then(|f| match SigningKey::load(&base.join(f)) {
             Ok(k) => Some(Arc::new(k)),
             Err(e) => {

@@ -72,11 +72,7 @@ pub async fn run(path: &Path, online: bool) -> i32 {
 fn missing_folder_summary(problems: &[Problem]) -> Option<String> {
     let mut missing: Vec<(PathBuf, usize)> = Vec::new();
     for p in problems {
-        // `Problems::file`/`certs` word an unreadable file as "cannot read PATH: error".
-        let Some(rest) = p.message.strip_prefix("cannot read ") else {
-            continue;
-        };
-        let file = Path::new(rest.rsplit_once(": ").map_or(rest, |(f, _)| f));
+        let Some(file) = &p.unreadable else { continue };
         let Some(dir) = file.parent() else { continue };
         if dir.as_os_str().is_empty() || dir.exists() {
             continue;

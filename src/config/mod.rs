@@ -30,9 +30,12 @@ pub use crate::upstream::config::{UpstreamConfig, UpstreamToken};
 pub fn load(path: &Path) -> Result<Config, Vec<Problem>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         vec![Problem {
-            path: "(file)".into(),
-            message: format!("cannot read {}: {e}", path.display()),
-            hint: "pass an existing file with --config".into(),
+            unreadable: Some(path.to_path_buf()),
+            ..Problem::new(
+                "(file)",
+                format!("cannot read {}: {e}", path.display()),
+                "pass an existing file with --config",
+            )
         }]
     })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -53,21 +56,23 @@ pub fn load_str(
 /// duplicate keys and bounds alias expansion) and then deserialized with the key path tracked,
 /// so an unknown key or a wrong type is reported at its path.
 pub fn parse(text: &str) -> Result<schema::File, Problem> {
-    let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| Problem {
-        path: "(yaml)".into(),
-        message: e.to_string(),
-        hint: "fix the YAML syntax at the position shown".into(),
+    let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| {
+        Problem::new(
+            "(yaml)",
+            e.to_string(),
+            "fix the YAML syntax at the position shown",
+        )
     })?;
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        Problem {
-            path: if path == "." {
+        Problem::new(
+            if path == "." {
                 "(top level)".into()
             } else {
                 path
             },
-            message: e.inner().to_string(),
-            hint: "see config/portcullis.yaml for every key and its type".into(),
-        }
+            e.inner().to_string(),
+            "see config/portcullis.yaml for every key and its type",
+        )
     })
 }

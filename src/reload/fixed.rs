@@ -24,11 +24,11 @@ pub fn refusals(old: &Config, new: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
     let mut differ = |path: &str, changed: bool, what: String| {
         if changed {
-            out.push(Problem {
-                path: path.into(),
-                message: format!("{what} cannot change while running"),
-                hint: HINT.into(),
-            });
+            out.push(Problem::new(
+                path,
+                format!("{what} cannot change while running"),
+                HINT,
+            ));
         }
     };
     differ(

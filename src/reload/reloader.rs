@@ -58,11 +58,7 @@ pub async fn reload(live: &Live, path: &Path, cause: &str) -> Outcome {
 }
 
 fn problem(path: &str, message: String, hint: &str) -> Vec<Problem> {
-    vec![Problem {
-        path: path.into(),
-        message,
-        hint: hint.into(),
-    }]
+    vec![Problem::new(path, message, hint)]
 }
 
 async fn attempt(live: &Live, path: &Path) -> Result<String, Vec<Problem>> {
@@ -102,11 +98,12 @@ async fn prepare(rt: &Runtime, old: &Runtime) -> Result<(), Vec<Problem>> {
         if !failed.is_empty() {
             return Err(failed
                 .into_iter()
-                .map(|(issuer, err)| Problem {
-                    path: "authentication.jwt".into(),
-                    message: format!("no keys could be loaded for issuer {issuer}: {err}"),
-                    hint: "fix the issuer's key source; the running configuration keeps its keys"
-                        .into(),
+                .map(|(issuer, err)| {
+                    Problem::new(
+                        "authentication.jwt",
+                        format!("no keys could be loaded for issuer {issuer}: {err}"),
+                        "fix the issuer's key source; the running configuration keeps its keys",
+                    )
                 })
                 .collect());
         }

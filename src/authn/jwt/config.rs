@@ -483,7 +483,11 @@ fn key_source(e: &IssuerConfig, base_dir: &Path, ip: &str, p: &mut Problems) -> 
         return Some(Source::JwksUrl(u.clone()));
     }
     if let Some(f) = &i.jwks_file {
-        return Some(Source::JwksFile(base_dir.join(f)));
+        let file = base_dir.join(f);
+        let hint = "give a readable JWKS (JSON) file";
+        return p
+            .readable(&format!("{ip}.jwks_file"), &file, hint)
+            .then_some(Source::JwksFile(file));
     }
     if !i.pem_files.is_empty() {
         let mut files = Vec::new();

@@ -223,6 +223,8 @@ async fn whoami_and_can_i_are_answered_by_the_proxy_for_each_demo_identity() {
     let back = portcullis::k8s::review_proto::decode(resp.body()).unwrap();
     assert_eq!(back["kind"], "SelfSubjectAccessReview");
     assert_eq!(back["spec"]["resourceAttributes"]["verb"], "delete");
+    // The refusals below are the proxy's own: nothing reaches the sandbox.
+    env.sandbox.sandbox.clear_recorded();
     let resp = env
         .request(
             review("text/html", "application/json", spec),
@@ -231,6 +233,8 @@ async fn whoami_and_can_i_are_answered_by_the_proxy_for_each_demo_identity() {
         )
         .await;
     assert_eq!(resp.status(), 406);
+    let status: Value = serde_json::from_slice(resp.body()).unwrap();
+    assert_eq!(status["kind"], "Status", "{status}");
     let resp = env
         .request(
             review("application/json", pb, b"k8s\0\xff"),
@@ -239,6 +243,13 @@ async fn whoami_and_can_i_are_answered_by_the_proxy_for_each_demo_identity() {
         )
         .await;
     assert_eq!(resp.status(), 415, "{:?}", resp.body());
+    let status: Value = serde_json::from_slice(resp.body()).unwrap();
+    assert_eq!(status["kind"], "Status", "{status}");
+    assert!(
+        env.sandbox.sandbox.recorded().is_empty(),
+        "the sandbox saw a refused review: {:?}",
+        env.sandbox.sandbox.recorded()
+    );
 
     // The Python client: JSON bodies, the same answers.
     let script = r#"

@@ -89,6 +89,15 @@ async fn identity_and_hop_by_hop_headers_never_reach_upstream() {
         r#"users "system:admin" is forbidden: User "admin" cannot impersonate resource "users" in API group "" at the cluster scope"#
     );
     assert!(env.sandbox.sandbox.recorded().is_empty());
+    // A group without a user is malformed, as for the API server: 400, and nothing forwarded.
+    let req = Request::get("https://localhost/api/v1/namespaces/default/configmaps")
+        .header("impersonate-group", "tenant:team-a")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = env.request(req, Some(&env.admin_cert), true).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(status_json(resp.body())["reason"], "BadRequest");
+    assert!(env.sandbox.sandbox.recorded().is_empty());
     env.stop().await;
 }
 

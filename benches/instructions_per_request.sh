@@ -15,6 +15,7 @@
 # answers 200 listens on 127.0.0.1:18448):
 #   PC_EXTRA_YAML=$'tracing:\n  endpoint: http://127.0.0.1:18448\n  sampling_ratio: 0.01' benches/...
 set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
 W=$(mktemp -d -t ab.XXXX); chmod 755 "$W"; cd "$W"
 pids=(); cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }; trap cleanup EXIT
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca -keyout ca.key -out ca.crt 2>/dev/null
@@ -34,38 +35,9 @@ http { access_log off; server { listen 127.0.0.1:18443 ssl http2; ssl_certificat
 C
 nginx -c "$W/up.conf" & pids+=($!)
 B1=$1
-"$B1" token keygen --out "$W/jwt" --kid bench >/dev/null
-key=$(ls "$W"/jwt/*.key "$W"/jwt/*.pem 2>/dev/null | head -1); jwks=$(ls "$W"/jwt/*.json | head -1)
-TOKEN=$("$B1" token issue --key "$key" --kid bench --issuer https://bench.local --audience portcullis --sub bench --group bench --ttl 2h)
-"$B1" audit keygen --out "$W/audit.key" >/dev/null 2>&1 || true
-printf 'bench-token\n' > up.token
-printf 'apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n' > policy.yaml
-cat > pc.yaml <<Y
-listen: {address: 127.0.0.1:18446, tls: {cert_file: $W/srv.crt, key_file: $W/srv.key}}
-admin: {address: 127.0.0.1:18447}
-authentication:
-  jwt:
-    - issuer: {url: https://bench.local, audiences: [portcullis], jwks_file: $jwks}
-      algorithms: [ES256]
-      claim_mappings: {username: {claim: sub, prefix: ""}, groups: {claim: groups, prefix: ""}}
-authorization:
-  grants:
-    - name: bench
-      subjects: [{group: bench}]
-      rules: [{namespaces: [team-a], verbs: [get, list, watch], api_groups: [""], resources: [pods]}]
-rate_limits:
-  mode: enforce
-  default: {reads: {rate: 1000000/s, burst: 1000000}, writes: {rate: 10/s, burst: 10}, watches: 10, sessions: 1}
-sanitize: {}
-audit:
-  policy_file: $W/policy.yaml
-  signing_key_file: $W/audit.key
-  sinks:
-    - name: file
-      file: {path: $W/audit.log}
-      mode: ${AUDIT_MODE:-blocking}
-upstream: {url: https://127.0.0.1:18443, ca_file: $W/ca.crt, credentials: {token_file: $W/up.token}}
-Y
+. "$HERE/side_by_side/proxy_config.sh"
+bench_credentials "$B1" "$W"
+bench_config "$W" "$W/srv.crt" "$W/srv.key" https://127.0.0.1:18443 "$W/ca.crt" "${AUDIT_MODE:-blocking}" > pc.yaml
 [ -n "${PC_EXTRA_YAML:-}" ] && printf '%s\n' "$PC_EXTRA_YAML" >> pc.yaml
 sleep 1
 shift

@@ -1,0 +1,48 @@
+# Sourced by benches/side_by_side/portcullis.sh and benches/instructions_per_request.sh: the one
+# definition of the benched proxy (every guard on). Functions, no side effects when sourced.
+
+# bench_credentials BIN DIR: a JWT signing key + JWKS, a token for it ($TOKEN), the audit signing
+# key, the upstream token and a Metadata audit policy, all in DIR. Sets $TOKEN and $JWKS.
+bench_credentials() {
+  local bin=$1 dir=$2 key
+  "$bin" token keygen --out "$dir/jwt" --kid bench >/dev/null
+  key=$(ls "$dir"/jwt/*.key "$dir"/jwt/*.pem 2>/dev/null | head -1); JWKS=$(ls "$dir"/jwt/*.json | head -1)
+  TOKEN=$("$bin" token issue --key "$key" --kid bench --issuer https://bench.local --audience portcullis --sub bench --group bench --ttl 2h)
+  "$bin" audit keygen --out "$dir/audit.key" >/dev/null 2>&1 || true
+  printf 'bench-token\n' >"$dir/up.token"
+  printf 'apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n' >"$dir/policy.yaml"
+}
+
+# bench_config DIR CERT KEY UPSTREAM UPSTREAM_CA AUDIT_MODE: the proxy config on stdout (DIR holds
+# what bench_credentials wrote; AUDIT_MODE none leaves audit out).
+bench_config() {
+  local dir=$1 cert=$2 key=$3 upstream=$4 ca=$5 mode=$6
+  cat <<Y
+listen: {address: 127.0.0.1:18446, tls: {cert_file: $cert, key_file: $key}}
+admin: {address: 127.0.0.1:18447}
+authentication:
+  jwt:
+    - issuer: {url: https://bench.local, audiences: [portcullis], jwks_file: $JWKS}
+      algorithms: [ES256]
+      claim_mappings: {username: {claim: sub, prefix: ""}, groups: {claim: groups, prefix: ""}}
+authorization:
+  grants:
+    - name: bench
+      subjects: [{group: bench}]
+      rules: [{namespaces: [team-a], verbs: [get, list, watch], api_groups: [""], resources: [pods]}]
+rate_limits:
+  mode: enforce
+  default: {reads: {rate: 1000000/s, burst: 1000000}, writes: {rate: 10/s, burst: 10}, watches: 10, sessions: 1}
+sanitize: {}
+upstream: {url: $upstream, ca_file: $ca, credentials: {token_file: $dir/up.token}}
+Y
+  [[ $mode == none ]] || cat <<Y
+audit:
+  policy_file: $dir/policy.yaml
+  signing_key_file: $dir/audit.key
+  sinks:
+    - name: file
+      file: {path: $dir/audit.log}
+      mode: $mode
+Y
+}

@@ -1,35 +1,32 @@
-//! Memory per idle client connection: the release `portcullis` binary in front of the sandbox,
-//! N client connections opened and left idle, the proxy process's RSS (`VmRSS` from
-//! `/proc/<pid>/status`) before and after. Two kinds, measured one after the other:
-//! HTTP/2 connections after their preface and SETTINGS exchange (what an idle kubectl or
-//! client-go connection looks like), then N/2 TLS connections silent after the handshake.
+//! Memory per idle client connection: the `portcullis` binary (its own process) in front of the
+//! sandbox, N client connections opened and left idle, the proxy process's RSS (`VmRSS` from
+//! `/proc/<pid>/status`) before and after each kind, measured one kind on top of the other:
+//! - `h2`: HTTP/2 connections after their preface and SETTINGS exchange (what an idle kubectl
+//!   or client-go connection looks like);
+//! - `h1`: HTTP/1.1 keep-alive connections after one `GET /version` (N/2 of them);
+//! - `tls`: TLS connections silent after the handshake (N/2).
+//!
 //! Goal (issue 14): 10 000 idle connections under 200 MiB.
 //!
 //! Run: `IDLE_CONNECTIONS=10000 cargo bench -p portcullis-cli --bench idle_connections`
-//! (needs `ulimit -n` above 1.5 N plus a few hundred, in this process and the proxy's).
+//! (needs `ulimit -n` above 2 N plus a few hundred, in this process and the proxy's).
+//! `IDLE_KINDS=h2,h1,tls` picks the kinds (in that order); `PORTCULLIS_BIN` and
+//! `PORTCULLIS_HOLD` as in `benches/support`.
 // Bench code: a failed unwrap / expect / panic is a broken benchmark setup, not a proxy crash.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::time::Duration;
 
 use futures_util::{stream, StreamExt};
+use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use portcullis::server::tls;
-use portcullis_sandbox::{self as sandbox, demo, pki::Ca};
-
-const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
+use portcullis_sandbox::pki::{Ca, Issued};
+use support::{report, Proxy};
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing to parse.
@@ -37,111 +34,123 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
+    let kinds = std::env::var("IDLE_KINDS").unwrap_or_else(|_| "h2,h1,tls".into());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run(n));
+    rt.block_on(run(n, &kinds));
 }
 
-async fn run(n: usize) {
-    tls::install_crypto_provider();
-    let ca = Ca::new("bench CA").unwrap();
-    let sandbox = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (proxy_addr, admin_addr) = (common::free_port(), common::free_port());
-    let files = demo::write(dir.path(), &ca, &sandbox.url(), proxy_addr, admin_addr).unwrap();
+/// Keeps one client connection open.
+enum Held {
+    H2(hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>),
+    H1(hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>),
+    // Only held: dropping it closes the connection.
+    Tls(#[allow(dead_code)] Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+async fn open(kind: &str, addr: std::net::SocketAddr, ca: &Ca, cert: &Issued) -> Held {
+    match kind {
+        "h2" => {
+            let tls = common::tls_connect(addr, ca, Some(cert), &[b"h2"]).await;
+            let (sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            Held::H2(sender)
+        }
+        "h1" => {
+            let tls = common::tls_connect(addr, ca, Some(cert), &[b"http/1.1"]).await;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let req = http::Request::get("/version")
+                .header("host", "localhost")
+                .body(http_body_util::Empty::new())
+                .unwrap();
+            let resp = sender.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.into_body().collect().await.unwrap();
+            Held::H1(sender)
+        }
+        "tls" => Held::Tls(Box::new(
+            common::tls_connect(addr, ca, Some(cert), &[b"h2"]).await,
+        )),
+        other => panic!("unknown IDLE_KINDS entry {other:?} (h2, h1, tls)"),
+    }
+}
+
+async fn run(n: usize, kinds: &str) {
     let cap = 2 * n + 100;
-    let text = std::fs::read_to_string(&files.config).unwrap().replacen(
-        "listen:\n",
-        &format!(
-            "listen:\n  max_connections: {cap}\n  max_connections_per_source: {cap}\n  \
-             preface_timeout: 10m\n  idle_timeout: 10m\n  handshake_timeout: 1m\n"
-        ),
-        1,
-    );
-    std::fs::write(&files.config, text).unwrap();
-    // A copy can be named when other builds share the target directory and may replace it.
-    let bin = std::env::var("PORTCULLIS_BIN").unwrap_or_else(|_| BIN.to_string());
-    let mut child = tokio::process::Command::new(bin)
-        .args(["serve", "--config"])
-        .arg(&files.config)
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-    let admin_cert = ca.client_cert("admin", &["demo:admins"]).unwrap();
-    let ready = common::poll(Duration::from_secs(30), || {
-        std::net::TcpStream::connect(proxy_addr).ok()
+    let proxy = Proxy::start(|text| {
+        *text = text.replacen(
+            "listen:\n",
+            &format!(
+                "listen:\n  max_connections: {cap}\n  max_connections_per_source: {cap}\n  \
+                 preface_timeout: 10m\n  idle_timeout: 10m\n  handshake_timeout: 1m\n  \
+                 header_read_timeout: 10m\n"
+            ),
+            1,
+        );
     })
     .await;
-    assert!(ready.is_some(), "the proxy did not start listening");
+    let admin_cert = proxy.ca.client_cert("admin", &["demo:admins"]).unwrap();
     // Warm up: a few requests, so allocator pools and the upstream connection exist.
-    for _ in 0..20 {
+    for h2 in [true, false].repeat(10) {
         let resp = common::https_request(
-            proxy_addr,
-            &ca,
+            proxy.addr,
+            &proxy.ca,
             common::get("/version"),
             Some(&admin_cert),
-            true,
+            h2,
         )
         .await;
         assert_eq!(resp.status(), 200);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let base = rss_kib(pid);
+    let pid = proxy.pid();
+    let base = proxy.rss_kib();
     println!("proxy RSS at rest: {} MiB", base / 1024);
-
-    // Idle HTTP/2 connections.
-    let h2: Vec<_> = stream::iter(0..n)
-        .map(|_| async {
-            let tls = common::tls_connect(proxy_addr, &ca, Some(&admin_cert), &[b"h2"]).await;
-            let (sender, conn) = hyper::client::conn::http2::handshake::<
-                _,
-                _,
-                http_body_util::Empty<bytes::Bytes>,
-            >(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-            (sender, tokio::spawn(conn))
-        })
-        .buffer_unordered(64)
-        .collect()
-        .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let with_h2 = rss_kib(pid);
-    report("idle HTTP/2 connections", n, base, with_h2);
-
-    // TLS connections silent after the handshake, on top (half as many: both processes stay
-    // under a 20 000 open-file limit).
-    let m = n / 2;
-    let silent: Vec<_> = stream::iter(0..m)
-        .map(|_| common::tls_connect(proxy_addr, &ca, Some(&admin_cert), &[b"h2"]))
-        .buffer_unordered(64)
-        .collect()
-        .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let with_both = rss_kib(pid);
-    report("silent TLS connections", m, with_h2, with_both);
-    println!(
-        "proxy RSS with {} connections: {} MiB",
-        n + m,
-        with_both / 1024
+    let mut before = base;
+    let mut held = Vec::new();
+    let mut total = 0;
+    for kind in kinds.split(',').map(str::trim) {
+        let count = if kind == "h2" { n } else { n / 2 };
+        let (addr, ca, cert) = (proxy.addr, &proxy.ca, &admin_cert);
+        let conns: Vec<Held> = stream::iter(0..count)
+            .map(|_| open(kind, addr, ca, cert))
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = proxy.rss_kib();
+        let what = match kind {
+            "h2" => "idle HTTP/2 connections",
+            "h1" => "idle HTTP/1.1 keep-alive connections",
+            _ => "silent TLS connections",
+        };
+        report(what, count, before, after);
+        before = after;
+        total += count;
+        held.push(conns);
+    }
+    println!("proxy RSS with {total} connections: {} MiB", before / 1024);
+    support::hold(pid).await;
+    let closed = held.iter().flatten().filter(|h| match h {
+        Held::H2(s) => s.is_closed(),
+        Held::H1(s) => s.is_closed(),
+        Held::Tls(_) => false,
+    });
+    // A connection the proxy closed under the bench would make the figures too low.
+    assert_eq!(
+        closed.count(),
+        0,
+        "the proxy closed idle connections during the bench"
     );
-    drop((h2, silent));
-    child.kill().await.unwrap();
-    sandbox.stop().await;
-}
-
-fn report(what: &str, n: usize, before: u64, after: u64) {
-    let per = after.saturating_sub(before) as f64 / n as f64;
-    println!(
-        "{n} {what}: +{} MiB, {per:.1} KiB each; projected for 10 000: {:.0} MiB above rest",
-        after.saturating_sub(before) / 1024,
-        per * 10_000.0 / 1024.0
-    );
+    drop(held);
+    proxy.stop().await;
 }

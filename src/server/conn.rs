@@ -22,12 +22,12 @@ use std::{
     pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex, MutexGuard, PoisonError,
     },
     time::Duration,
 };
 
-use tokio::{sync::watch, time::Instant};
+use tokio::{sync::Notify, time::Instant};
 
 use super::{limits::ConnPermit, metrics::Closed};
 use crate::{read_tap::ReadTap, shutdown::Shutdown};
@@ -45,36 +45,53 @@ struct Activity {
 
 /// What a connection's IO, its requests and its watchdog share. Holds the connection's place
 /// under the caps until the last of them (the socket, possibly upgraded) is gone.
+///
+/// Kept small because every open connection has one: a mutex and a single `Notify` (the
+/// watchdog is the only waiter) rather than a `watch` channel, whose eight-way notifier for
+/// many receivers costs several hundred bytes per connection.
 #[derive(Debug)]
 pub struct Shared {
     _permit: ConnPermit,
     prefaced: AtomicBool,
-    activity: watch::Sender<Activity>,
+    activity: Mutex<Activity>,
+    changed: Notify,
 }
 
 impl Shared {
     pub fn new(permit: ConnPermit) -> Arc<Shared> {
-        let (activity, _) = watch::channel(Activity {
-            open: 0,
-            started: false,
-            idle_since: Instant::now(),
-        });
         Arc::new(Shared {
             _permit: permit,
             prefaced: AtomicBool::new(false),
-            activity,
+            activity: Mutex::new(Activity {
+                open: 0,
+                started: false,
+                idle_since: Instant::now(),
+            }),
+            changed: Notify::new(),
         })
+    }
+
+    fn activity(&self) -> MutexGuard<'_, Activity> {
+        // The guarded value is plain data, valid whatever a panicking holder left behind.
+        self.activity.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Change the activity and wake the watchdog. `notify_one` stores a permit when the
+    /// watchdog is not waiting, so a change between its read and its wait is never lost.
+    fn update(&self, f: impl FnOnce(&mut Activity)) {
+        f(&mut self.activity());
+        self.changed.notify_one();
     }
 
     /// Restart the clocks: the preface and idle timeouts run from the end of the handshake.
     pub fn handshake_done(&self) {
-        self.activity.send_modify(|a| a.idle_since = Instant::now());
+        self.update(|a| a.idle_since = Instant::now());
     }
 
     /// A request began; it counts as open until the returned guard is dropped (with its
     /// response body).
     pub fn request_started(self: &Arc<Self>) -> RequestGuard {
-        self.activity.send_modify(|a| {
+        self.update(|a| {
             a.open += 1;
             a.started = true;
         });
@@ -88,7 +105,7 @@ pub struct RequestGuard(Arc<Shared>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.0.activity.send_modify(|a| {
+        self.0.update(|a| {
             a.open = a.open.saturating_sub(1);
             if a.open == 0 {
                 a.idle_since = Instant::now();
@@ -145,22 +162,20 @@ where
 
 /// Resolves when the connection should be closed, and why.
 async fn watchdog(shared: &Shared, timeouts: Timeouts) -> Closed {
-    let mut rx = shared.activity.subscribe();
-    let start = rx.borrow().idle_since;
+    let start = shared.activity().idle_since;
     tokio::time::sleep_until(start + timeouts.preface).await;
-    if !shared.prefaced.load(Ordering::Acquire) && !rx.borrow().started {
+    if !shared.prefaced.load(Ordering::Acquire) && !shared.activity().started {
         return Closed::PrefaceTimeout;
     }
     loop {
-        let now = *rx.borrow_and_update();
+        let now = *shared.activity();
         if now.open > 0 {
-            // `shared` holds the sender, so `changed` only fails once we are gone anyway.
-            let _ = rx.changed().await;
+            shared.changed.notified().await;
             continue;
         }
         tokio::select! {
             _ = tokio::time::sleep_until(now.idle_since + timeouts.idle) => return Closed::IdleTimeout,
-            _ = rx.changed() => {}
+            _ = shared.changed.notified() => {}
         }
     }
 }

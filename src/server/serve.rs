@@ -12,7 +12,7 @@
 //! On shutdown it stops accepting at once, lets in-flight requests finish for `grace`, then
 //! drops whatever is left.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
 
@@ -37,6 +37,7 @@ use super::{
 };
 use crate::{
     body::{self, Body},
+    read_tap::ReadTap,
     shutdown::Shutdown,
 };
 
@@ -45,8 +46,9 @@ use crate::{
 pub struct ConnInfo {
     /// The TCP peer address.
     pub peer: SocketAddr,
-    /// The client certificate chain, leaf first, when the client presented one (verified by
-    /// rustls against the configured client CA).
+    /// The client's certificate, when it presented one (its chain verified by rustls against
+    /// the configured client CA). Only the leaf is kept, the one certificate authentication
+    /// reads: intermediates a client sends would otherwise be copied for the connection's life.
     pub peer_certs: Option<Arc<Vec<CertificateDer<'static>>>>,
     /// Whether the connection negotiated HTTP/2.
     pub h2: bool,
@@ -167,6 +169,8 @@ async fn accept_loop<H, F>(
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let builder = Arc::new(http_builder(&opts));
+    // Shared by every connection of the listener (one pointer each, not a copy).
+    let opts = Arc::new(opts);
     let limiter = ConnLimiter::new(
         opts.max_connections,
         opts.max_connections_per_source,
@@ -211,10 +215,7 @@ async fn accept_loop<H, F>(
             let _alive = alive;
             match acceptor {
                 Some(acceptor) => conn.serve_tls(&acceptor, tcp, handler).await,
-                None => {
-                    let info = conn_info(peer, None, false);
-                    conn.serve_io(tcp, info, handler).await
-                }
+                None => conn.serve_plain(tcp, handler).await,
             }
         });
     }
@@ -233,25 +234,64 @@ struct Conn {
     peer: SocketAddr,
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    opts: ServeOptions,
+    opts: Arc<ServeOptions>,
     stop: Shutdown,
 }
 
+/// hyper's connection over one client socket (boxed: see [`Conn::serve_tls`]).
+type Http<'a, T, S> = Pin<Box<auto::UpgradeableConnection<'a, TokioIo<T>, S, TokioExecutor>>>;
+
 impl Conn {
+    /// Handshake, then serve. The TLS stream goes straight into the boxed hyper connection
+    /// and is never held across an `.await` of this function, so the connection task keeps no
+    /// room for it (or for the handshake) while it serves: a smaller allocation per idle
+    /// connection.
     async fn serve_tls<H, F>(self, acceptor: &TlsAcceptor, tcp: TcpStream, handler: H)
     where
         H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
-        let Some(tls) = handshake(acceptor, tcp, self.peer, &self.opts).await else {
-            return;
+        let conn = {
+            let Some(tls) = handshake(acceptor, tcp, self.peer, &self.opts).await else {
+                return;
+            };
+            self.shared.handshake_done();
+            let info = tls_conn_info(self.peer, &tls);
+            self.http(tls, info, handler)
         };
-        self.shared.handshake_done();
-        let info = tls_conn_info(self.peer, &tls);
-        self.serve_io(tls, info, handler).await
+        self.run(conn).await
     }
 
-    async fn serve_io<T, H, F>(self, io: T, info: Arc<ConnInfo>, handler: H)
+    /// Serve a plain-HTTP connection (the admin listener).
+    async fn serve_plain<H, F>(self, tcp: TcpStream, handler: H)
+    where
+        H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let conn = self.http(tcp, conn_info(self.peer, None, false), handler);
+        self.run(conn).await
+    }
+
+    /// hyper's connection over `io`, boxed.
+    fn http<T, H, F>(
+        &self,
+        io: T,
+        info: Arc<ConnInfo>,
+        handler: H,
+    ) -> Http<
+        '_,
+        ReadTap<T, impl FnMut(usize) + Unpin + Send + 'static>,
+        impl hyper::service::Service<
+                Request<Incoming>,
+                Response = Response<Body>,
+                Error = std::convert::Infallible,
+                Future = impl Future<Output = Result<Response<Body>, std::convert::Infallible>>
+                             + Send
+                             + 'static,
+            > + Clone
+            + Send
+            + 'static,
+    >
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
@@ -259,8 +299,22 @@ impl Conn {
     {
         let io = TokioIo::new(conn::tracked(io, self.shared.clone()));
         let svc = service(handler, info, self.shared.clone());
-        let conn = self.builder.serve_connection_with_upgrades(io, svc);
-        tokio::pin!(conn);
+        Box::pin(self.builder.serve_connection_with_upgrades(io, svc))
+    }
+
+    /// Drive the connection to its end (see `conn::drive`), counting why it was closed.
+    async fn run<T, S>(&self, mut conn: Http<'_, T, S>)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: hyper::service::Service<
+                Request<Incoming>,
+                Response = Response<Body>,
+                Error = std::convert::Infallible,
+            > + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
         let outcome = conn::drive(
             conn.as_mut(),
             |c| c.graceful_shutdown(),
@@ -343,7 +397,9 @@ async fn handshake(
 ) -> Option<TlsStream<TcpStream>> {
     // Owned here, not by the timeout, so a stalled socket is closed only after it was counted
     // (dropped at the end of this function): a client that sees the close sees the count.
-    let mut accept = std::pin::pin!(acceptor.accept(tcp));
+    // Boxed, and freed once the handshake is over, so the connection task does not keep room
+    // for rustls' handshake state for the connection's whole life.
+    let mut accept = Box::pin(acceptor.accept(tcp));
     match tokio::time::timeout(opts.handshake_timeout, accept.as_mut()).await {
         Ok(Ok(tls)) => Some(tls),
         Ok(Err(err)) => {
@@ -371,14 +427,15 @@ fn conn_info(
     })
 }
 
-/// The peer, its certificate chain and the negotiated protocol of a TLS connection.
+/// The peer, its certificate and the negotiated protocol of a TLS connection.
 fn tls_conn_info(peer: SocketAddr, tls: &TlsStream<TcpStream>) -> Arc<ConnInfo> {
     let (_, session) = tls.get_ref();
     conn_info(
         peer,
         session
             .peer_certificates()
-            .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())),
+            .and_then(|chain| chain.first())
+            .map(|leaf| Arc::new(vec![leaf.clone().into_owned()])),
         session.alpn_protocol() == Some(b"h2"),
     )
 }

@@ -1,0 +1,174 @@
+//! Memory per open watch and per exec session through the proxy: the `portcullis` binary (its
+//! own process) in front of the sandbox, the proxy's RSS (`VmRSS`) before and after opening
+//! them.
+//! - **watches**: `STREAMS_WATCHES` (default 1 000) watches on configmaps, 100 per HTTP/2
+//!   connection as kubectl multiplexes them, the connections opened (and measured) first; one
+//!   identity per connection (the demo admins' cap is 500 watches each). The figure includes
+//!   each watch's share of the upstream HTTP/2 connections (100 streams each).
+//! - **exec sessions**: `STREAMS_EXECS` (default 500) `cat` sessions over WebSocket, each on its
+//!   own HTTP/1.1 client connection and upgraded upstream connection, as kubectl runs them; 50
+//!   per identity (the demo admins' cap). The figure is the whole session: both connections,
+//!   the splice and its audit record.
+//!
+//! Run: `cargo bench -p portcullis-cli --bench streams_memory` (`PORTCULLIS_BIN`,
+//! `PORTCULLIS_HOLD` as in `benches/support`).
+// Bench code: a failed unwrap / expect / panic is a broken benchmark setup, not a proxy crash.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{stream, StreamExt};
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::{report, Proxy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WATCHES_PER_CONN: usize = 100;
+const SESSIONS_PER_IDENTITY: usize = 50;
+const POD: &str = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web"},"spec":{"containers":[{"name":"c","image":"nginx"}]}}"#;
+
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let watches = env_count("STREAMS_WATCHES", 1000);
+    let execs = env_count("STREAMS_EXECS", 500);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(watches, execs));
+}
+
+async fn run(watches: usize, execs: usize) {
+    let cap = 2 * execs + watches + 100;
+    let proxy = Proxy::start(|text| {
+        *text = text.replacen(
+            "listen:\n",
+            &format!(
+                "listen:\n  max_connections: {cap}\n  max_connections_per_source: {cap}\n  \
+                 idle_timeout: 10m\n"
+            ),
+            1,
+        );
+    })
+    .await;
+    let (addr, ca) = (proxy.addr, &proxy.ca);
+    let admin = ca.client_cert("admin", &["demo:admins"]).unwrap();
+    let created = common::https_request(
+        addr,
+        ca,
+        http::Request::post("https://localhost/api/v1/namespaces/default/pods")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(POD.as_bytes())))
+            .unwrap(),
+        Some(&admin),
+        true,
+    )
+    .await;
+    assert_eq!(created.status(), 201, "{:?}", created.body());
+    // Warm up both protocols, so allocator pools and the upstream connection exist.
+    for h2 in [true, false].repeat(10) {
+        let resp = common::https_request(addr, ca, common::get("/version"), Some(&admin), h2).await;
+        assert_eq!(resp.status(), 200);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pid = proxy.pid();
+    println!("proxy RSS at rest: {} MiB", proxy.rss_kib() / 1024);
+
+    // Watches: the connections first, then the streams on them.
+    let conns = watches.div_ceil(WATCHES_PER_CONN);
+    let mut senders = Vec::new();
+    for i in 0..conns {
+        let cert = ca
+            .client_cert(&format!("watcher-{i}"), &["demo:admins"])
+            .unwrap();
+        let tls = common::tls_connect(addr, ca, Some(&cert), &[b"h2"]).await;
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        senders.push(sender);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = proxy.rss_kib();
+    let open: Vec<_> = stream::iter(0..watches)
+        .map(|i| {
+            let mut s = senders[i / WATCHES_PER_CONN].clone();
+            async move {
+                s.ready().await.unwrap();
+                let resp = s
+                    .send_request(common::get("/api/v1/namespaces/default/configmaps?watch=1"))
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 200);
+                resp
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = proxy.rss_kib();
+    let per_watch = report("open watches", watches, before, after);
+
+    // Exec sessions, each on its own connection.
+    let before = after;
+    let certs: Vec<_> = (0..execs.div_ceil(SESSIONS_PER_IDENTITY))
+        .map(|i| {
+            ca.client_cert(&format!("exec-{i}"), &["demo:admins"])
+                .unwrap()
+        })
+        .collect();
+    let sessions: Vec<_> = stream::iter(0..execs)
+        .map(|i| exec_cat(addr, ca, &certs[i / SESSIONS_PER_IDENTITY]))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = proxy.rss_kib();
+    let per_exec = report("exec sessions", execs, before, after);
+    println!("per watch: {per_watch:.1} KiB; per exec session: {per_exec:.1} KiB");
+    support::hold(pid).await;
+    drop((open, senders, sessions));
+    proxy.stop().await;
+}
+
+/// An exec session running `cat` in pod `default/web` over WebSocket (v5.channel.k8s.io), as
+/// kubectl opens it; returned once the proxy has answered 101.
+async fn exec_cat(
+    addr: std::net::SocketAddr,
+    ca: &portcullis_sandbox::pki::Ca,
+    cert: &portcullis_sandbox::pki::Issued,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut s = common::tls_connect(addr, ca, Some(cert), &[b"http/1.1"]).await;
+    s.write_all(
+        b"GET /api/v1/namespaces/default/pods/web/exec?command=cat&stdin=true&stdout=true HTTP/1.1\r\n\
+          Host: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          Sec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "connection closed");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "exec refused: {head}");
+    s
+}

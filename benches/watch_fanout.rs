@@ -39,7 +39,7 @@ use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portcullis_sandbox::pki::{Ca, Issued};
 use support::Proxy;
-use tokio::time::Instant;
+use tokio::{task::JoinHandle, time::Instant};
 
 const NAMESPACES: [&str; 2] = ["team-a", "team-b"];
 const WATCHES_PER_IDENTITY: usize = 3;
@@ -121,6 +121,9 @@ enum Target<'a> {
     Proxy(SocketAddr, &'a [Issued]),
 }
 
+/// The task counting one watch's events.
+struct Reader(JoinHandle<()>);
+
 struct Counters {
     events: AtomicU64,
     ended: AtomicU64,
@@ -133,7 +136,7 @@ async fn open_watches(
     watches: usize,
     rvs: &[String; 2],
     counters: &Arc<Counters>,
-) -> Vec<SendRequest<Full<Bytes>>> {
+) -> (Vec<SendRequest<Full<Bytes>>>, Vec<Reader>) {
     let identities = watches.div_ceil(WATCHES_PER_IDENTITY);
     let conns: Vec<_> = stream::iter(0..identities)
         .map(|i| async move {
@@ -146,7 +149,7 @@ async fn open_watches(
         .collect()
         .await;
     let token = matches!(target, Target::Direct(_)).then_some(DIRECT_TOKEN);
-    stream::iter(0..watches)
+    let readers = stream::iter(0..watches)
         .map(|w| {
             let i = w / WATCHES_PER_IDENTITY;
             let mut sender = conns[i].clone();
@@ -160,7 +163,8 @@ async fn open_watches(
                 sender.ready().await.unwrap();
                 let resp = sender.send_request(get(&path, token)).await.unwrap();
                 assert_eq!(resp.status(), 200, "watch {path}");
-                tokio::spawn(async move {
+                // Aborted at the end of the round: that drops the body, which ends the watch.
+                Reader(tokio::spawn(async move {
                     let mut body = resp.into_body();
                     while let Some(Ok(frame)) = body.frame().await {
                         if let Ok(data) = frame.into_data() {
@@ -169,13 +173,13 @@ async fn open_watches(
                         }
                     }
                     counters.ended.fetch_add(1, Ordering::Relaxed);
-                });
+                }))
             }
         })
         .buffer_unordered(64)
-        .collect::<Vec<()>>()
+        .collect::<Vec<_>>()
         .await;
-    conns
+    (conns, readers)
 }
 
 /// One run: open the watches, write, wait for every event; events/s delivered.
@@ -212,7 +216,7 @@ async fn round(
         ended: AtomicU64::new(0),
     });
     let t = Instant::now();
-    let conns = open_watches(&target, ca, watches, &rvs, &counters).await;
+    let (conns, readers) = open_watches(&target, ca, watches, &rvs, &counters).await;
     let opened = t.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -256,15 +260,21 @@ async fn round(
         "{what}: {got} of {expected} events, {ended} watches ended early"
     );
     let rate = got as f64 / took.as_secs_f64();
+    let writes = events * NAMESPACES.len();
     println!(
-        "{what:<7} {watches} watches opened in {opened:>8.2?}; {} writes in {written:>8.2?}; \
+        "{what:<7} {watches} watches opened in {opened:>8.2?}; {writes} writes in {written:>8.2?} \
+         ({:.0}/s); \
          {got} events delivered in {took:>8.2?} (last {:>8.2?} after the last write): \
          {rate:>9.0} events/s (load {})",
-        events * NAMESPACES.len(),
+        writes as f64 / written.as_secs_f64(),
         took.saturating_sub(written),
         loadavg()
     );
-    drop(conns);
+    // End every watch and close the connections, so the next round runs alone.
+    for r in &readers {
+        r.0.abort();
+    }
+    drop((conns, readers));
     // Let the streams close (the proxy releases their watch permits) before the next round.
     tokio::time::sleep(Duration::from_secs(2)).await;
     rate

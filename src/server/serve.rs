@@ -238,6 +238,31 @@ struct Conn {
     stop: Shutdown,
 }
 
+/// What hyper serves on a connection: the handler wrapped by [`service`].
+trait ConnService:
+    hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<Body>,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> ConnService for S where
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<Body>,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// hyper's connection over one client socket (boxed: see [`Conn::serve_tls`]).
 type Http<'a, T, S> = Pin<Box<auto::UpgradeableConnection<'a, TokioIo<T>, S, TokioExecutor>>>;
 
@@ -278,20 +303,7 @@ impl Conn {
         io: T,
         info: Arc<ConnInfo>,
         handler: H,
-    ) -> Http<
-        '_,
-        ReadTap<T, impl FnMut(usize) + Unpin + Send + 'static>,
-        impl hyper::service::Service<
-                Request<Incoming>,
-                Response = Response<Body>,
-                Error = std::convert::Infallible,
-                Future = impl Future<Output = Result<Response<Body>, std::convert::Infallible>>
-                             + Send
-                             + 'static,
-            > + Clone
-            + Send
-            + 'static,
-    >
+    ) -> Http<'_, ReadTap<T, impl FnMut(usize) + Unpin + Send + 'static>, impl ConnService>
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
@@ -306,14 +318,7 @@ impl Conn {
     async fn run<T, S>(&self, mut conn: Http<'_, T, S>)
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: hyper::service::Service<
-                Request<Incoming>,
-                Response = Response<Body>,
-                Error = std::convert::Infallible,
-            > + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
+        S: ConnService,
     {
         let outcome = conn::drive(
             conn.as_mut(),

@@ -24,10 +24,11 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex, MutexGuard, PoisonError,
     },
+    task::Poll,
     time::Duration,
 };
 
-use tokio::{sync::Notify, time::Instant};
+use tokio::{io::AsyncBufRead, sync::Notify, time::Instant};
 
 use super::{limits::ConnPermit, metrics::Closed};
 use crate::{read_tap::ReadTap, shutdown::Shutdown};
@@ -158,6 +159,46 @@ where
     graceful(conn.as_mut());
     let _ = tokio::time::timeout(timeouts.grace, conn).await;
     outcome
+}
+
+/// How [`first_bytes`] ended.
+pub enum Wait {
+    /// The client sent something (now buffered in `io`, unread) or closed its side.
+    Spoke,
+    /// Reading failed: the connection is over.
+    Failed(std::io::Error),
+    /// The watchdog closed it (nothing arrived within `preface_timeout`).
+    Closed(Closed),
+    /// Shutdown closed it.
+    Shutdown,
+}
+
+/// Wait until the client has sent its first bytes, without consuming them, so the caller
+/// builds hyper's connection state (≈ 2.7 KiB) only for a client that speaks: a TLS connection
+/// silent after its handshake holds just its TLS stream. The same watchdog as [`drive`] bounds
+/// the wait (`preface_timeout`), and shutdown ends it.
+pub async fn first_bytes<T>(
+    io: &mut T,
+    shared: &Shared,
+    timeouts: Timeouts,
+    mut stop: Shutdown,
+) -> Wait
+where
+    T: AsyncBufRead + Unpin,
+{
+    let spoke = std::future::poll_fn(|cx| match Pin::new(&mut *io).poll_fill_buf(cx) {
+        Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
+        Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+        Poll::Pending => Poll::Pending,
+    });
+    tokio::select! {
+        read = spoke => match read {
+            Ok(()) => Wait::Spoke,
+            Err(err) => Wait::Failed(err),
+        },
+        why = watchdog(shared, timeouts) => Wait::Closed(why),
+        _ = stop.wait() => Wait::Shutdown,
+    }
 }
 
 /// Resolves when the connection should be closed, and why.

@@ -31,7 +31,7 @@ use tokio::{
 use tokio_rustls::{server::TlsStream, TlsAcceptor};
 
 use super::{
-    conn::{self, Outcome, Shared, Timeouts},
+    conn::{self, Outcome, Shared, Timeouts, Wait},
     limits::ConnLimiter,
     metrics::{Closed, ListenerMetrics},
 };
@@ -267,20 +267,33 @@ impl<S> ConnService for S where
 type Http<'a, T, S> = Pin<Box<auto::UpgradeableConnection<'a, TokioIo<T>, S, TokioExecutor>>>;
 
 impl Conn {
-    /// Handshake, then serve. The TLS stream goes straight into the boxed hyper connection
-    /// and is never held across an `.await` of this function, so the connection task keeps no
-    /// room for it (or for the handshake) while it serves: a smaller allocation per idle
-    /// connection.
+    /// Handshake, wait for the client's first bytes, then serve. The TLS stream is boxed and
+    /// then moved into the boxed hyper connection, and the handshake future is boxed too, so
+    /// the connection task keeps no room for either while it serves (a smaller allocation per
+    /// idle connection); hyper's connection is built only once the client speaks.
     async fn serve_tls<H, F>(self, acceptor: &TlsAcceptor, tcp: TcpStream, handler: H)
     where
         H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
-        let conn = {
+        let mut tls = {
             let Some(tls) = handshake(acceptor, tcp, self.peer, &self.opts).await else {
                 return;
             };
             self.shared.handshake_done();
+            Box::new(tls)
+        };
+        let timeouts = self.opts.timeouts();
+        match conn::first_bytes(&mut tls, &self.shared, timeouts, self.stop.clone()).await {
+            Wait::Spoke => {}
+            Wait::Failed(err) => {
+                tracing::debug!(peer = %self.peer, %err, "connection ended before its first request");
+                return;
+            }
+            Wait::Closed(why) => return self.closed(why),
+            Wait::Shutdown => return,
+        }
+        let conn = {
             let info = tls_conn_info(self.peer, &tls);
             self.http(tls, info, handler)
         };
@@ -337,11 +350,14 @@ impl Conn {
                 }
                 tracing::debug!(%peer, err = %err, "connection ended with error");
             }
-            Outcome::Closed(why) => {
-                self.opts.metrics.closed(why);
-                tracing::debug!(%peer, reason = why.label(), "connection closed by listener timeout");
-            }
+            Outcome::Closed(why) => self.closed(why),
         }
+    }
+
+    /// The listener closed the connection itself: counted and logged.
+    fn closed(&self, why: Closed) {
+        self.opts.metrics.closed(why);
+        tracing::debug!(peer = %self.peer, reason = why.label(), "connection closed by listener timeout");
     }
 }
 

@@ -14,6 +14,9 @@
 //!   starts a request, so on a connection with no other request it ends here too.
 //! - **shutdown**: the same graceful close; the caller bounds the drain.
 //!
+//! Before hyper's connection exists, [`first_bytes`] waits for the client to speak under the
+//! same watchdog (preface timeout) and shutdown.
+//!
 //! The HTTP/1.1 request-head timeout is hyper's (`header_read_timeout`; it restarts after each
 //! response, so it also bounds an idle HTTP/1.1 keep-alive connection).
 

@@ -1,8 +1,11 @@
 //! The TLS accept loop shared by the proxy listener, the admin listener and the sandbox.
 //!
 //! Accepts: TCP → the connection caps (`limits`) → rustls handshake (bounded by a timeout) →
-//! hyper's auto builder (HTTP/1.1 or h2, on one port), with HTTP/1.1 upgrades enabled so exec /
-//! attach / port-forward can be spliced, watched by the connection's watchdog (`conn`).
+//! the client's first bytes (TLS listeners; bounded by the preface timeout) → hyper's auto
+//! builder (HTTP/1.1 or h2, on one port), with HTTP/1.1 upgrades enabled so exec / attach /
+//! port-forward can be spliced, watched by the connection's watchdog (`conn`). Every open
+//! connection costs memory, so its task stays small: the handshake and hyper's connection are
+//! boxed, and hyper's connection exists only once the client speaks.
 //! Rejects, always by closing the socket (nothing else is possible before HTTP): a connection
 //! above a cap; a TLS handshake that fails or stalls; a client silent after the handshake
 //! (`preface_timeout`). Then: an HTTP/1.1 client that does not finish its request head within

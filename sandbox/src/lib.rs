@@ -38,6 +38,7 @@ mod openapi_schemas;
 mod patch;
 mod podfs;
 mod portforward;
+mod put_create;
 pub use portcullis_proto as proto;
 mod rbac;
 mod rbac_seed;

@@ -18,6 +18,7 @@ use super::{
     discovery::ResourceDef,
     exec, logs,
     patch::{self, PatchType},
+    put_create,
     selectors::{FieldSelector, LabelSelector},
     table, watch, Sandbox,
 };
@@ -380,6 +381,8 @@ async fn object(sb: &Sandbox, req: Request<Incoming>, t: &Target, q: &Query) -> 
             }
         }),
         Method::PUT => {
+            let user = super::gate::user_of(&req);
+            let attrs = super::gate::attributes(&req);
             async {
                 let (ct, bytes) = read_body(sb, req).await?;
                 let mut obj = decode(ct.as_deref(), &bytes)?;
@@ -390,7 +393,18 @@ async fn object(sb: &Sandbox, req: Request<Incoming>, t: &Target, q: &Query) -> 
                 }
                 check_identity(t, &mut obj)?;
                 let mut store = sb.store();
-                let current = store.get(t.def, ns, &name)?;
+                let current = match store.get(t.def, ns, &name) {
+                    Ok(c) => c,
+                    Err(missing) if t.sub.is_none() => {
+                        let dry = dry_run(q);
+                        return put_create::create(
+                            &mut store, t.def, &attrs, &user, obj, dry, missing,
+                        )
+                        .map(|o| json_response(StatusCode::CREATED, &o, "application/json"));
+                    }
+                    Err(e) => return Err(e),
+                };
+                put_create::check_uid(t.def, &name, &obj, Some(&current))?;
                 let obj = super::writes::split_status(t.def, t.sub.as_deref(), &current, obj);
                 store
                     .update(t.def, ns, &name, obj, dry_run(q))

@@ -5,8 +5,8 @@
 //! classification. Tells the audit record the decision (`authorization.k8s.io/decision` and
 //! `reason`). Rejects with 403 `Forbidden` worded as kube-apiserver's (`Refusal::Forbidden`;
 //! only a scope denial appends `: outside token scope`), the deciding reason logged. A
-//! server-side apply by a caller who may patch but not create is marked
-//! [`ApplyMustNotCreate`](super::apply_guard::ApplyMustNotCreate) for `apply_guard`.
+//! server-side apply or a PUT by a caller who may patch / update but not create is marked
+//! [`MustNotCreate`](super::create_guard::MustNotCreate) for `create_guard`.
 
 use std::{
     convert::Infallible,
@@ -18,7 +18,7 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 
 use super::{
-    apply_guard::{is_apply, ApplyMustNotCreate},
+    create_guard::{is_apply, MustNotCreate},
     engine::OUTSIDE_SCOPE,
     forbidden, Authorizer,
 };
@@ -93,17 +93,26 @@ where
             let words = forbidden(identity, info, why);
             return service::ready(Refusal::Forbidden(Box::new(words)).respond());
         }
-        // A server-side apply may create: without `create` too, it must not (`apply_guard`).
-        let apply_without_create = info.verb == "patch"
-            && info.subresource.is_empty()
-            && is_apply(req.headers().get(http::header::CONTENT_TYPE))
-            && {
+        // A server-side apply or a PUT may create: without `create` too, it must not
+        // (`create_guard`).
+        let may_create = info
+            .subresource
+            .is_empty()
+            .then(|| match info.verb.as_str() {
+                "patch" if is_apply(req.headers().get(http::header::CONTENT_TYPE)) => {
+                    Some(MustNotCreate::Apply)
+                }
+                "update" => Some(MustNotCreate::Update),
+                _ => None,
+            })
+            .flatten()
+            .filter(|_| {
                 let mut as_create = (**info).clone();
                 as_create.verb = "create".into();
                 !self.authorizer.authorize(identity, &as_create).allowed
-            };
-        if apply_without_create {
-            req.extensions_mut().insert(ApplyMustNotCreate);
+            });
+        if let Some(kind) = may_create {
+            req.extensions_mut().insert(kind);
         }
         service::boxed(self.inner.call(req))
     }

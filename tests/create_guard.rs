@@ -202,6 +202,29 @@ async fn the_sandbox_creates_on_put_like_kube_apiserver() {
     let out = k_in(&admin, &env, &["replace", "-f", "-"], &cm.to_string()).await;
     assert!(stderr(&out).contains("NotFound"), "{}", stderr(&out));
 
+    // A create path is authorized as `create`: ci-bot's upstream RBAC allows patching
+    // deployments, not creating them, so its apply of a missing one is 403.
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "by-apply", "namespace": "team-a"},
+        "spec": {"selector": {"matchLabels": {"app": "a"}},
+            "template": {"metadata": {"labels": {"app": "a"}},
+                "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
+    let as_ci = ["--as", "ci-bot", "--as-group", "ci"];
+    let apply = [&as_ci[..], &["apply", "--server-side", "-f", "-"]].concat();
+    let out = k_in(&admin, &env, &apply, &deployment.to_string()).await;
+    assert!(
+        stderr(&out).contains(r#"User "ci-bot" cannot create resource "deployments" in API group "apps" in the namespace "team-a""#),
+        "{}",
+        stderr(&out)
+    );
+    let out = k(
+        &admin,
+        &env,
+        &["-n", "team-a", "get", "deployment", "by-apply"],
+    )
+    .await;
+    assert!(stderr(&out).contains("NotFound"), "{}", stderr(&out));
+
     // A uid of another object on an existing one: 409, not an update.
     let mut other = get_service(&env, &admin, "made-by-put").await.unwrap();
     other["metadata"]["uid"] = json!("7d3c1a52-0000-4000-8000-000000000002");

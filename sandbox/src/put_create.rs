@@ -9,6 +9,8 @@
 //!   (kube-apiserver's `handlers/update.go` authorizes the create path as `create`), else 403.
 //!   Other kinds answer 404, as before.
 //!
+//! A server-side apply's create path gets the same `create` check ([`may_create`]).
+//!
 //! The proxy's create guard (`src/authz/create_guard.rs`) relies on the first rule.
 
 use serde_json::Value;
@@ -73,6 +75,21 @@ pub fn check_uid(
     }
 }
 
+/// The create check of a write's create path (a PUT of an absent object here, a server-side
+/// apply of one in `rest.rs`): `user` must be allowed `create`, else 403 worded for `create`.
+pub fn may_create(store: &Store, attrs: &Attrs, user: &User) -> Result<(), Status> {
+    let as_create = Attrs {
+        verb: "create".into(),
+        ..attrs.clone()
+    };
+    let d = rbac::authorize(store, user, &as_create);
+    if d.allowed {
+        Ok(())
+    } else {
+        Err(rbac::forbidden(user, &as_create, &d.reason))
+    }
+}
+
 /// A PUT of an absent object: created when the kind allows it, the uid precondition holds
 /// and `user` may create; `missing` (the 404) otherwise.
 pub fn create(
@@ -88,14 +105,7 @@ pub fn create(
         return Err(missing);
     }
     check_uid(def, &attrs.name, &obj, None)?;
-    let as_create = Attrs {
-        verb: "create".into(),
-        ..attrs.clone()
-    };
-    let d = rbac::authorize(store, user, &as_create);
-    if !d.allowed {
-        return Err(rbac::forbidden(user, &as_create, &d.reason));
-    }
+    may_create(store, attrs, user)?;
     let ns = (!attrs.namespace.is_empty()).then_some(attrs.namespace.as_str());
     store.create(def, ns, obj, dry_run)
 }

@@ -433,6 +433,8 @@ async fn patch_object(
 ) -> Result<Response<Body>, Status> {
     let name = t.name.clone().unwrap_or_default();
     let ns = t.namespace.as_deref();
+    let user = super::gate::user_of(&req);
+    let attrs = super::gate::attributes(&req);
     let (ct, bytes) = read_body(sb, req).await?;
     let kind = ct
         .as_deref()
@@ -470,6 +472,8 @@ async fn patch_object(
                 return Err(s);
             }
             check_identity(t, &mut obj)?;
+            // kube-apiserver authorizes an apply's create path as `create` (patch.go).
+            put_create::may_create(&store, &attrs, &user)?;
             let created = store.create(t.def, ns, obj, dry_run(q))?;
             return Ok(json_response(
                 StatusCode::CREATED,

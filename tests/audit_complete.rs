@@ -138,14 +138,26 @@ async fn a_strict_sink_that_cannot_record_the_end_leaves_the_list_incomplete() {
         ),
     )
     .unwrap();
+    // Discovery is not recorded, so kubectl gets as far as the list.
+    let policy = kc_dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  - level: None\n    nonResourceURLs: [\"/api\", \"/api/*\", \"/apis\", \"/apis/*\", \"/openapi/*\", \"/version\"]\n  - level: Metadata\n",
+    )
+    .unwrap();
     let env = Env::start_with(|c| {
-        *c = c.replace(
-            "      mode: blocking-strict      # no answer leaves before its event is on disk\n",
-            &format!(
-                "      mode: blocking-strict      # no answer leaves before its event is on disk\n    - name: siem\n      webhook: {{kubeconfig: {}, max_retries: 0, request_timeout: 1s}}\n      mode: blocking-strict\n",
-                kc.display()
-            ),
-        );
+        *c = c
+            .replace(
+                "      mode: blocking-strict      # no answer leaves before its event is on disk\n",
+                &format!(
+                    "      mode: blocking-strict      # no answer leaves before its event is on disk\n    - name: siem\n      webhook: {{kubeconfig: {}, max_retries: 0, request_timeout: 1s}}\n      mode: blocking-strict\n",
+                    kc.display()
+                ),
+            )
+            .replace(
+                "  policy_file: audit-policy.yaml\n",
+                &format!("  policy_file: {}\n", policy.display()),
+            );
     })
     .await;
     seed(&env, 1).await;
@@ -194,12 +206,24 @@ async fn a_strict_sink_that_cannot_record_the_end_leaves_the_list_incomplete() {
     assert_eq!(e["responseStatus"]["code"], 200);
 
     // kubectl (HTTP/2 as well) does not take a cut-off list for an answer.
+    env.sandbox.sandbox.clear_recorded();
     let out = env.kubectl(&["get", "configmaps", "-n", "default", "-o", "name"]).await;
     assert!(
         !out.status.success(),
         "kubectl succeeded: {}",
         common::stdout(&out)
     );
+    let err = common::stderr(&out);
+    // Not a refusal: kubectl saw its list cut off ("stream error … INTERNAL_ERROR").
+    assert!(err.contains("stream error"), "{err}");
+    let listed = env
+        .sandbox
+        .sandbox
+        .recorded()
+        .iter()
+        .filter(|r| r.path == LIST && r.method == http::Method::GET)
+        .count();
+    assert!(listed >= 1, "kubectl's list reached the API server: {err}");
     assert!(
         !common::stdout(&out).contains("configmap/big-3"),
         "{}",

@@ -1,11 +1,10 @@
 //! `ResponseComplete` after the last byte of an ordinary (not long-running) answer.
 //!
-//! The audit layer hands every answer that is neither a refusal nor a stream here
-//! ([`deliver`]). The body is read ahead up to [`WHOLE_ANSWER`] bytes before the head goes
-//! out:
+//! The audit layer hands every answer but a started stream here ([`deliver`]). The body is
+//! read ahead up to [`WHOLE_ANSWER`] bytes before the head goes out:
 //!
-//! * **It ends within that** (most answers: a get, a small list, a Status, an empty body): the
-//!   whole answer is in hand. `ResponseComplete` is emitted, then the answer is released in
+//! * **It ends within that** (most answers: a get, a small list, a Status, an empty body, every
+//!   refusal): the whole answer is in hand. `ResponseComplete` is emitted, then the answer is released in
 //!   one piece — a blocking-strict sink that cannot make the event durable turns it into a
 //!   503, as for refusals (the apiserver's small answers likewise leave the server only after
 //!   its handler, and its audit, returned).

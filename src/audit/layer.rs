@@ -155,8 +155,7 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
     let streams = resp.extensions_mut().remove::<StreamGuards>();
     let code = resp.status().as_u16();
     let stream_started = long_running && code < 300 && streams.is_some();
-    let refused = resp.extensions().get::<Refused>().is_some();
-    let wants_body = rec.with(|r| {
+    let (wants_body, recorded) = rec.with(|r| {
         if let Some(refused) = resp.extensions().get::<Refused>() {
             r.refused(refused);
         }
@@ -165,24 +164,25 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
             // Emits ResponseComplete from the record as it is when the stream ends.
             streams.hold(Box::new(CompleteOnDrop(rec.clone())));
         }
-        r.evaluate();
-        r.wants_response_body()
+        let eval = r.evaluate();
+        (
+            r.wants_response_body(),
+            eval.records(Stage::ResponseComplete),
+        )
     });
     drop(streams);
+    if !stream_started && !recorded {
+        // Nothing to write: the answer goes as it is.
+        return resp;
+    }
     let outcome = if stream_started {
         match rec.emit(Stage::ResponseStarted).await {
             Ok(()) => Ok(resp),
             Err(err) => Err((err, resp)),
         }
-    } else if refused || long_running {
-        // A refusal (or a stream that never started) is complete with its head: its event
-        // first, then the answer.
-        match rec.complete().await {
-            Ok(()) => Ok(resp),
-            Err(err) => Err((err, resp)),
-        }
     } else {
-        complete::deliver(rec.clone(), resp, wants_body).await
+        // Refusals (and streams that never started) are small answers: held whole.
+        complete::deliver(rec.clone(), resp, wants_body && !long_running).await
     };
     let (err, replaced) = match outcome {
         Ok(resp) => return resp,

@@ -19,14 +19,16 @@
 //! | `portcullis.io/sanitize` = inspected / refused | for write bodies |
 //! | `pod-security.kubernetes.io/enforce-policy`, `.../audit-violations` | as the apiserver's PodSecurity plugin writes them |
 //! | `portcullis.io/exec-command` = the argv as a JSON array of strings (`["sh","-c","id"]`) | every `pods/exec` request, from its `command` parameters |
+//! | `portcullis.io/response-aborted` = `stalled` / `client-gone` / `upstream-error` | a `ResponseComplete` whose answer did not end normally |
 //!
 //! Never recorded: request headers (so no `Authorization`, no token), bodies below level
 //! `Request`, and — with the default policy — any body of Secrets, ConfigMaps, TokenReviews
 //! or TokenRequests.
 //!
 //! Stages: `RequestReceived` (when the policy records it, emitted by `audit::ReceivedLayer`),
-//! `ResponseStarted` and `ResponseComplete` (by `audit::AuditLayer`; for a stream,
-//! `ResponseComplete` when it ends), `Panic` (by the request-id layer). Where these sit in the
+//! `ResponseStarted` and `ResponseComplete` (by `audit::AuditLayer` and `audit::complete`:
+//! after the answer's last byte; for a stream, when it ends), `Panic` (by the request-id
+//! layer). `ResponseComplete` is taken once, by whichever end comes first. Where these sit in the
 //! request's life is `crate::stack`'s to say.
 
 use std::sync::{Arc, Mutex, PoisonError};

@@ -188,7 +188,10 @@ async fn a_strict_sink_that_cannot_record_the_end_leaves_the_list_incomplete() {
         ended, "reset",
         "a complete list ({got} bytes) whose event was lost"
     );
-    assert!(got > 64 * 1024, "the body flowed before its end ({got} bytes)");
+    assert!(
+        got > 64 * 1024,
+        "the body flowed before its end ({got} bytes)"
+    );
     // The upstream served the list.
     let lists = env
         .sandbox
@@ -207,7 +210,9 @@ async fn a_strict_sink_that_cannot_record_the_end_leaves_the_list_incomplete() {
 
     // kubectl (HTTP/2 as well) does not take a cut-off list for an answer.
     env.sandbox.sandbox.clear_recorded();
-    let out = env.kubectl(&["get", "configmaps", "-n", "default", "-o", "name"]).await;
+    let out = env
+        .kubectl(&["get", "configmaps", "-n", "default", "-o", "name"])
+        .await;
     assert!(
         !out.status.success(),
         "kubectl succeeded: {}",

@@ -20,8 +20,8 @@
 //! | `metrics.rs` | Prometheus export of the sink counters |
 
 pub mod canonical;
-pub mod complete;
 pub mod chain;
+pub mod complete;
 pub mod config;
 pub mod event;
 pub mod metrics;

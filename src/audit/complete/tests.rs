@@ -90,7 +90,10 @@ fn upstream() -> (mpsc::Sender<Result<Bytes, BoxError>>, Body) {
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|r| (r.map(Frame::data), rx))
     });
-    (tx, crate::body::boxed(http_body_util::StreamBody::new(stream)))
+    (
+        tx,
+        crate::body::boxed(http_body_util::StreamBody::new(stream)),
+    )
 }
 
 /// The audit layer over a service answering `resp` once; the request's `OnStall` hook goes
@@ -110,7 +113,9 @@ async fn through(
             async move { Ok::<_, Infallible>(resp) }
         },
     ));
-    svc.call(request("GET", "/api/v1/configmaps")).await.unwrap()
+    svc.call(request("GET", "/api/v1/configmaps"))
+        .await
+        .unwrap()
 }
 
 fn json(status: u16, body: Body) -> Response<Body> {
@@ -137,7 +142,10 @@ async fn a_small_answer_is_released_whole_after_its_event() {
     let sink = Memory::default();
     let resp = through(
         audit(METADATA, &sink),
-        json(200, crate::body::full(r#"{"kind":"ConfigMapList","items":[]}"#)),
+        json(
+            200,
+            crate::body::full(r#"{"kind":"ConfigMapList","items":[]}"#),
+        ),
         None,
     )
     .await;
@@ -196,7 +204,11 @@ async fn a_long_answer_streams_and_its_last_frame_waits_for_the_event() {
         .unwrap()
         .unwrap();
     let all = sink.events();
-    assert_eq!(all.len(), 1, "the event is written before the last frame goes");
+    assert_eq!(
+        all.len(),
+        1,
+        "the event is written before the last frame goes"
+    );
     assert_eq!(last.into_data().unwrap()[0], 3);
     assert!(body.is_end_stream());
     assert!(body.frame().await.is_none());
@@ -284,7 +296,11 @@ async fn a_stalled_reset_is_recorded_at_the_reset_and_only_once() {
     }
     let slot = Arc::new(Mutex::new(None));
     let resp = through(audit(METADATA, &sink), json(200, body), Some(slot.clone())).await;
-    let hook = slot.lock().unwrap().take().expect("the request carries the hook");
+    let hook = slot
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the request carries the hook");
     // The pump resets the stream: the event is written now, whatever the client does.
     (hook.0)();
     let all = sink.wait_for(1).await;
@@ -336,5 +352,8 @@ async fn a_streamed_answer_keeps_its_response_object() {
     let got = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(got, bytes);
     let e = &sink.events()[0];
-    assert_eq!(e["responseObject"]["data"]["blob"].as_str().unwrap().len(), blob.len());
+    assert_eq!(
+        e["responseObject"]["data"]["blob"].as_str().unwrap().len(),
+        blob.len()
+    );
 }

@@ -12,6 +12,8 @@
 //! | `policy.rs` | `Policy` (apiserver schema, first match), `Attributes`, `RuleEvaluation` |
 //! | `chain.rs` | canonical bytes, links, checkpoints, Ed25519 signing keys |
 //! | `canonical.rs` | the same canonical bytes from our own compact line (emit path) |
+//! | `layer.rs`, `record.rs` | the pipeline's audit layers and the per-request record |
+//! | `complete.rs` | `ResponseComplete` after the last byte of an ordinary answer (the held last frame) |
 //! | `sink/` | `Auditor` fan-out, delivery modes, file / webhook / stdout sinks |
 //! | `verify.rs` | `portcullis audit verify`: chain and signature checking |
 //! | `query.rs` | `portcullis audit query`: streaming filters over audit files |
@@ -19,6 +21,7 @@
 
 pub mod canonical;
 pub mod chain;
+pub mod complete;
 pub mod config;
 pub mod event;
 pub mod metrics;

@@ -262,6 +262,7 @@ mod tests {
         Arc::new(Audit {
             policy: Arc::new(Policy::from_yaml(policy).unwrap()),
             auditor: Arc::new(auditor),
+            sessions: None,
         })
     }
 

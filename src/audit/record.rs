@@ -19,6 +19,7 @@
 //! | `portcullis.io/sanitize` = inspected / refused | for write bodies |
 //! | `pod-security.kubernetes.io/enforce-policy`, `.../audit-violations` | as the apiserver's PodSecurity plugin writes them |
 //! | `portcullis.io/exec-command` = the argv as a JSON array of strings (`["sh","-c","id"]`) | every `pods/exec` request, from its `command` parameters |
+//! | `portcullis.io/session-recording` = `{"file","sha256","bytes","truncated","droppedFrames"}` | a recorded exec / attach session's `ResponseComplete` (`audit::session`), via [`EndAnnotations`] |
 //!
 //! Never recorded: request headers (so no `Authorization`, no token), bodies below level
 //! `Request`, and — with the default policy — any body of Secrets, ConfigMaps, TokenReviews
@@ -61,6 +62,24 @@ pub fn exec_command(request_uri: &str) -> Vec<String> {
 pub struct Audit {
     pub policy: Arc<Policy>,
     pub auditor: Arc<Auditor>,
+    /// `audit.session_recording` (None: sessions are never recorded).
+    pub sessions: Option<Arc<crate::audit::session::SessionSettings>>,
+}
+
+/// Annotations known only when a stream ends (a session recording's file and digest): its
+/// `ResponseComplete` event carries them. Shared by the stream's owner and the event's guard.
+#[derive(Clone, Default)]
+pub struct EndAnnotations(Arc<Mutex<Vec<(String, String)>>>);
+
+impl EndAnnotations {
+    /// Put `key` on the stream's `ResponseComplete` event (call before the stream's guards
+    /// are dropped).
+    pub fn annotate(&self, key: &str, value: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((key.to_owned(), value));
+    }
 }
 
 /// One request's event under construction.
@@ -71,6 +90,7 @@ pub struct Recorder {
     evaluated: bool,
     /// The classified request, for policy evaluation.
     info: Option<Arc<RequestInfo>>,
+    at_end: EndAnnotations,
 }
 
 /// The record shared by the layers of one request (a request extension): each layer adds what
@@ -133,6 +153,7 @@ impl Recorder {
             },
             evaluated: false,
             info: None,
+            at_end: EndAnnotations::default(),
         }
     }
 
@@ -225,6 +246,16 @@ impl Recorder {
         self.eval.level >= Level::RequestResponse
     }
 
+    /// Where annotations learned at the end of this request's stream go.
+    pub fn at_stream_end(&self) -> EndAnnotations {
+        self.at_end.clone()
+    }
+
+    /// The session-recording settings, when sessions may be recorded.
+    pub fn session_settings(&self) -> Option<Arc<crate::audit::session::SessionSettings>> {
+        self.audit.sessions.clone()
+    }
+
     pub fn annotate(&mut self, key: &str, value: impl Into<String>) {
         self.event.annotations.insert(key.to_owned(), value.into());
     }
@@ -298,20 +329,26 @@ impl Recorder {
             .then(|| CompleteOnDrop {
                 auditor: self.audit.auditor.clone(),
                 event: Some(self.event_at(Stage::ResponseComplete)),
+                at_end: self.at_end.clone(),
             })
     }
 }
 
-/// Emits its `ResponseComplete` event when dropped (the end of a stream).
+/// Emits its `ResponseComplete` event when dropped (the end of a stream), with the
+/// [`EndAnnotations`] added by then.
 pub struct CompleteOnDrop {
     auditor: Arc<Auditor>,
     event: Option<Event>,
+    at_end: EndAnnotations,
 }
 
 impl Drop for CompleteOnDrop {
     fn drop(&mut self) {
         if let Some(mut e) = self.event.take() {
             e.stage_timestamp = MicroTime::now();
+            let late =
+                std::mem::take(&mut *self.at_end.0.lock().unwrap_or_else(PoisonError::into_inner));
+            e.annotations.extend(late);
             self.auditor.emit_detached(e);
         }
     }

@@ -6,7 +6,9 @@
 //! `reason`). Rejects with 403 `Forbidden` worded as kube-apiserver's (`Refusal::Forbidden`;
 //! only a scope denial appends `: outside token scope`), the deciding reason logged. A
 //! server-side apply by a caller who may patch but not create is marked
-//! [`ApplyMustNotCreate`](super::apply_guard::ApplyMustNotCreate) for `apply_guard`.
+//! [`ApplyMustNotCreate`](super::apply_guard::ApplyMustNotCreate) for `apply_guard`; an exec /
+//! attach a `record_sessions` tenant or grant allows is marked
+//! [`RecordSession`](crate::audit::session::RecordSession) for the upgrade forwarder.
 
 use std::{
     convert::Infallible,
@@ -23,7 +25,7 @@ use super::{
     forbidden, Authorizer,
 };
 use crate::{
-    audit::AuditRecord,
+    audit::{session::RecordSession, AuditRecord},
     authn::Identity,
     body::Body,
     refusal::Refusal,
@@ -102,8 +104,12 @@ where
                 as_create.verb = "create".into();
                 !self.authorizer.authorize(identity, &as_create).allowed
             };
+        let record_session = self.authorizer.records_session(identity, info);
         if apply_without_create {
             req.extensions_mut().insert(ApplyMustNotCreate);
+        }
+        if record_session {
+            req.extensions_mut().insert(RecordSession);
         }
         service::boxed(self.inner.call(req))
     }

@@ -17,7 +17,7 @@
 //! channel protocols are not served (400).
 
 mod channels;
-mod dictionary;
+use portcullis::k8s::spdy_dictionary as dictionary;
 mod echo;
 mod session;
 pub mod spdy;

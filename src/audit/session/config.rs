@@ -67,3 +67,29 @@ pub fn build(
         max_session_bytes,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(yaml: &str, base: &Path) -> Vec<String> {
+        let cfg: SessionRecordingConfig = serde_saphyr::from_str(yaml).unwrap();
+        let mut p = Problems::new();
+        build(&mut p, &cfg, base, "audit.session_recording");
+        p.into_vec().into_iter().map(|p| p.path).collect()
+    }
+
+    #[test]
+    fn a_missing_directory_and_a_tiny_cap_name_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sessions")).unwrap();
+        assert!(problems("directory: sessions\n", dir.path()).is_empty());
+        assert_eq!(
+            problems("directory: nowhere\nmax_session_bytes: 100\n", dir.path()),
+            [
+                "audit.session_recording.directory",
+                "audit.session_recording.max_session_bytes"
+            ]
+        );
+    }
+}

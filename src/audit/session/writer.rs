@@ -86,7 +86,12 @@ impl Pending {
             let spawned = std::thread::Builder::new()
                 .name("session-recorder".into())
                 .spawn(move || {
-                    let _ = done_tx.send(write(cast, rx, &lost, started, protocol));
+                    let written = write(cast, rx, &lost, started, protocol).and_then(|(w, out)| {
+                        let file = out.into_inner().map_err(|e| e.error().to_string())?;
+                        file.sync_all().map_err(|e| e.to_string())?;
+                        Ok(w)
+                    });
+                    let _ = done_tx.send(written);
                 });
             if let Err(err) = spawned {
                 tracing::error!(%err, file = %name, "session recorder thread did not start");
@@ -197,16 +202,16 @@ impl Feeder {
 
 /// The writer thread: frames in order, a marker before the first one after a loss, a flush
 /// whenever the queue runs empty.
-fn write(
-    mut cast: Cast<BufWriter<File>>,
+fn write<W: std::io::Write>(
+    mut cast: Cast<W>,
     rx: Receiver<(f64, Frame)>,
     dropped: &AtomicU64,
     started: Instant,
     protocol: Protocol,
-) -> Result<Written, String> {
+) -> Result<(Written, W), String> {
     let err = |e: std::io::Error| e.to_string();
     let mut reported = 0u64;
-    let mut note_loss = |cast: &mut Cast<BufWriter<File>>, t: f64| {
+    let mut note_loss = |cast: &mut Cast<W>, t: f64| {
         let lost = dropped.load(Ordering::Relaxed);
         if lost > reported {
             let text = format!(
@@ -234,17 +239,103 @@ fn write(
     note_loss(&mut cast, started.elapsed().as_secs_f64()).map_err(err)?;
     let truncated = cast.truncated;
     let (sha256, bytes, out) = cast.finish().map_err(err)?;
-    let file = out.into_inner().map_err(|e| e.error().to_string())?;
-    file.sync_all().map_err(err)?;
-    Ok(Written {
-        sha256,
-        bytes,
-        truncated,
-    })
+    Ok((
+        Written {
+            sha256,
+            bytes,
+            truncated,
+        },
+        out,
+    ))
 }
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Session({})", self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client frame (masked) on channel 0.
+    fn stdin_frame(text: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x82, 0x80 | (text.len() as u8 + 1), 0, 0, 0, 0, 0];
+        f.extend_from_slice(text);
+        f
+    }
+
+    #[test]
+    fn a_full_queue_drops_frames_without_waiting_and_the_file_says_how_many() {
+        let (tx, rx) = mpsc::sync_channel(2);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let mut feeder = Feeder {
+            parser: super::super::Direction::WebSocket(Box::default()),
+            tx,
+            dropped: dropped.clone(),
+            started,
+            frames: Vec::new(),
+        };
+        // Nobody reads yet: two frames fit, three are dropped — and feed never blocks.
+        for word in [&b"one"[..], b"two", b"three", b"four", b"five"] {
+            feeder.feed(&stdin_frame(word));
+        }
+        assert_eq!(dropped.load(Ordering::Relaxed), 3);
+        drop(feeder);
+        let header = Header {
+            timestamp: 0,
+            title: String::new(),
+            command: String::new(),
+        };
+        let cast = Cast::new(Vec::new(), header, 1 << 20);
+        let (w, out) = write(cast, rx, &dropped, started, Protocol::WebSocket).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .skip(1)
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(events[0][1], "m");
+        assert_eq!(
+            events[0][2],
+            "portcullis: 3 frame(s) dropped: the recorder fell behind"
+        );
+        assert_eq!(
+            (events[1][1].as_str(), events[1][2].as_str()),
+            (Some("i"), Some("one"))
+        );
+        assert_eq!(
+            (events[2][1].as_str(), events[2][2].as_str()),
+            (Some("i"), Some("two"))
+        );
+        assert_eq!(events.len(), 3);
+        assert_eq!(w.sha256, crate::audit::session::sha256_hex(text.as_bytes()));
+    }
+
+    #[test]
+    fn a_session_that_never_upgraded_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = SessionSettings {
+            directory: dir.path().to_owned(),
+            max_session_bytes: 1 << 20,
+        };
+        let header = || Header {
+            timestamp: 0,
+            title: String::new(),
+            command: String::new(),
+        };
+        let p =
+            Pending::create(&settings, "0f1e2d3c-aaaa-4bbb-8ccc-123456789abc", header()).unwrap();
+        let path = dir.path().join("0f1e2d3c-aaaa-4bbb-8ccc-123456789abc.cast");
+        assert!(path.exists());
+        // Never over an existing file, never outside the directory.
+        assert!(
+            Pending::create(&settings, "0f1e2d3c-aaaa-4bbb-8ccc-123456789abc", header()).is_err()
+        );
+        assert!(Pending::create(&settings, "../escape", header()).is_err());
+        drop(p);
+        assert!(!path.exists());
     }
 }

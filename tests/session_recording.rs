@@ -50,6 +50,11 @@ async fn start(sessions: &Path, extra: &'static str) -> Env {
 
 /// `kubectl exec -i shell -- cat` as `kubeconfig`, `input` piped in; its stdout.
 async fn exec_cat(env: &Env, kubeconfig: &Path, input: &[u8]) -> Vec<u8> {
+    exec_cat_over(env, kubeconfig, input, true).await
+}
+
+/// The same over WebSocket (kubectl's default) or, with `websocket` false, SPDY/3.1.
+async fn exec_cat_over(env: &Env, kubeconfig: &Path, input: &[u8], websocket: bool) -> Vec<u8> {
     let mut child = tokio::process::Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(kubeconfig)
@@ -57,6 +62,10 @@ async fn exec_cat(env: &Env, kubeconfig: &Path, input: &[u8]) -> Vec<u8> {
         .arg(env.dir.path().join("kube-cache"))
         .args(["exec", "-i", "-n", "team-a", "shell", "--", "cat"])
         .env("HOME", env.dir.path())
+        .env(
+            "KUBECTL_REMOTE_COMMAND_WEBSOCKETS",
+            if websocket { "true" } else { "false" },
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -328,6 +337,52 @@ print(json.dumps(out))
     let (_, evs) = cast(&path);
     assert_eq!(joined(&evs, "i"), "typed in python\n");
     assert_eq!(joined(&evs, "o"), "typed in python\n");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubectl_exec_over_spdy_is_recorded_the_same_way() {
+    common::require_kubectl();
+    let sessions = tempfile::tempdir().unwrap();
+    let env = start(sessions.path(), "").await;
+    make_shell_pod(&env).await;
+    env.sandbox.sandbox.clear_recorded();
+    let typed = "typed over SPDY\nsecond line\n";
+    let got = exec_cat_over(&env, &env.files.team_a_kubeconfig, typed.as_bytes(), false).await;
+    assert_eq!(got, typed.as_bytes());
+    // It really was SPDY: the sandbox saw a POST (WebSocket exec is a GET).
+    let seen: Vec<String> = env
+        .sandbox
+        .sandbox
+        .recorded()
+        .iter()
+        .filter(|r| r.path.ends_with("/exec"))
+        .map(|r| r.method.to_string())
+        .collect();
+    assert_eq!(seen, ["POST"]);
+    let ev = exec_events(&env, "tenant:team-a", 1).await;
+    let rec = recording(&ev[0]);
+    let path = sessions.path().join(rec["file"].as_str().unwrap());
+    assert_eq!(rec["sha256"], sha256(&path).as_str());
+    let (header, evs) = cast(&path);
+    assert_eq!(header["version"], 2);
+    assert_eq!(joined(&evs, "i"), typed);
+    assert_eq!(joined(&evs, "o").as_bytes(), &got[..]);
+    assert!(evs
+        .iter()
+        .any(|e| e.1 == "m" && e.2.starts_with("status: ") && e.2.contains("Success")));
+    let out = replay(&[
+        path.to_str().unwrap(),
+        "--no-wait",
+        "--sha256",
+        rec["sha256"].as_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, got);
     env.stop().await;
 }
 

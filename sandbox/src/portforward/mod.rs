@@ -21,7 +21,7 @@ use portcullis::k8s::spdy_dictionary as dictionary;
 mod echo;
 mod session;
 pub mod spdy;
-mod tunnel;
+pub(crate) mod tunnel;
 
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;

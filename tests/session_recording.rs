@@ -387,6 +387,86 @@ async fn a_kubectl_exec_over_spdy_is_recorded_the_same_way() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubectl_exec_it_at_a_terminal_records_its_size_and_keystrokes() {
+    common::require_kubectl();
+    let sessions = tempfile::tempdir().unwrap();
+    let env = start(sessions.path(), "").await;
+    make_shell_pod(&env).await;
+    env.sandbox.sandbox.clear_recorded();
+    // `-it` needs a terminal: util-linux `script` gives kubectl one, 123x45.
+    let kubectl = format!(
+        "stty cols 123 rows 45; exec kubectl --kubeconfig {} --cache-dir {} exec -it -n team-a shell -- cat",
+        env.files.team_a_kubeconfig.display(),
+        env.dir.path().join("kube-cache").display()
+    );
+    let mut child = tokio::process::Command::new("script")
+        .args(["-qfc", &kubectl, "/dev/null"])
+        .env("HOME", env.dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Type only once the session is up and kubectl's terminal is raw (so nothing is echoed
+    // locally: what comes back came from the pod).
+    let up = common::poll(Duration::from_secs(20), || {
+        env.sandbox
+            .sandbox
+            .recorded()
+            .iter()
+            .any(|r| r.path.ends_with("/exec"))
+            .then_some(())
+    })
+    .await;
+    assert!(up.is_some(), "the exec never reached the sandbox");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"typed at a terminal\r").await.unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let echoed = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&seen).contains("typed at a terminal") {
+            let n = tokio::io::AsyncReadExt::read(&mut stdout, &mut buf)
+                .await
+                .unwrap();
+            assert!(
+                n > 0,
+                "the terminal closed: {}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(
+        echoed.is_ok(),
+        "no echo: {}",
+        String::from_utf8_lossy(&seen)
+    );
+    // Hang up, as a closed terminal does: the session ends and its event is written.
+    child.kill().await.unwrap();
+    let ev = exec_events(&env, "tenant:team-a", 1).await;
+    let rec = recording(&ev[0]);
+    let path = sessions.path().join(rec["file"].as_str().unwrap());
+    assert_eq!(rec["sha256"], sha256(&path).as_str());
+    let (header, evs) = cast(&path);
+    assert_eq!(
+        (header["width"].as_u64(), header["height"].as_u64()),
+        (Some(123), Some(45)),
+        "{header}"
+    );
+    assert_eq!(joined(&evs, "i"), "typed at a terminal\r");
+    assert_eq!(joined(&evs, "o"), "typed at a terminal\r");
+    let out = replay(&[path.to_str().unwrap(), "--no-wait"]);
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"typed at a terminal\r");
+    drop(stdin);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_cap_the_file_ends_with_its_truncation_marker_and_the_session_goes_on() {
     common::require_kubectl();
     let sessions = tempfile::tempdir().unwrap();

@@ -505,6 +505,44 @@ async fn past_the_cap_the_file_ends_with_its_truncation_marker_and_the_session_g
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_cannot_be_recorded_is_refused_and_never_reaches_the_api_server() {
+    common::require_kubectl();
+    let sessions = tempfile::tempdir().unwrap();
+    let env = start(sessions.path(), "").await;
+    make_shell_pod(&env).await;
+    // The directory goes away after start: no file can be created.
+    std::fs::remove_dir(sessions.path()).unwrap();
+    env.sandbox.sandbox.clear_recorded();
+    let out = common::kubectl(
+        &env.files.team_a_kubeconfig,
+        env.dir.path(),
+        &["exec", "-n", "team-a", "shell", "--", "echo", "hi"],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        common::stderr(&out).contains("the request could not be audited"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert!(
+        !env.sandbox
+            .sandbox
+            .recorded()
+            .iter()
+            .any(|r| r.path.contains("/exec")),
+        "an unrecordable session must not reach the API server"
+    );
+    let ev = exec_events(&env, "tenant:team-a", 1).await;
+    assert_eq!(ev[0]["responseStatus"]["code"], 503, "{}", ev[0]);
+    assert_eq!(ev[0]["annotations"]["portcullis.io/rejected-by"], "audit");
+    assert!(recording(&ev[0])["error"]
+        .as_str()
+        .is_some_and(|e| !e.is_empty()));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recording_is_off_by_default() {
     common::require_kubectl();
     let env = Env::start().await;

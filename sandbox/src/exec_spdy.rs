@@ -121,11 +121,7 @@ pub async fn run<S: Io>(io: S, prog: Program, want: Wanted) {
                         stdin_done = true;
                     }
                 }
-                Frame::Ping(id) => {
-                    if !out.send(&Frame::Ping(id)).await {
-                        break 'read;
-                    }
-                }
+                Frame::Ping(id) if !out.send(&Frame::Ping(id)).await => break 'read,
                 Frame::GoAway { .. } => break 'read,
                 _ => {}
             }

@@ -2,7 +2,8 @@
 //! file with its truncation marker while the session goes on; a session whose file cannot be
 //! created is refused (503) and never reaches the API server; nothing is recorded without a
 //! recording config; `record_sessions` without `audit.session_recording` is a config error
-//! naming the key.
+//! naming the key; `audit replay` keeps the pauses (divided by `--speed`) and refuses a file it
+//! cannot vouch for.
 // Test code: a failed unwrap / expect / panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -140,4 +141,52 @@ async fn record_sessions_without_a_directory_is_a_config_error_naming_the_key() 
     );
     assert!(said.contains("audit.session_recording"), "{said}");
     sandbox.stop().await;
+}
+
+#[test]
+fn replay_keeps_the_pauses_divided_by_speed_and_refuses_what_it_cannot_vouch_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.cast");
+    std::fs::write(
+        &file,
+        "{\"version\":2,\"width\":80,\"height\":24}\n[0.1,\"o\",\"a\"]\n[0.2,\"i\",\"typed\"]\n[1.1,\"m\",\"status: {}\"]\n[1.3,\"o\",\"b\\r\\n\"]\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    // 1.3 s of session at speed 2: at least 0.65 s (only a lower bound: a slow machine is fine).
+    let started = std::time::Instant::now();
+    let out = replay(&[path, "--speed", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(650));
+    assert_eq!(out.stdout, b"ab\r\n", "output only; input is not printed");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "[status: {}]\n");
+    let out = replay(&[path, "--no-wait"]);
+    assert_eq!(out.stdout, b"ab\r\n");
+
+    // No annotation naming the file: not played.
+    let log = dir.path().join("audit.log");
+    std::fs::write(&log, "{\"kind\":\"Event\",\"annotations\":{}}\n").unwrap();
+    let out = replay(&[path, "--no-wait", "--audit-log", log.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    for bad in [&["--speed", "0"][..], &["--speed=-1"], &["--speed", "NaN"]] {
+        let out = replay(&[&[path][..], bad].concat());
+        assert_eq!(out.status.code(), Some(1), "{bad:?}");
+    }
+    std::fs::write(
+        &file,
+        "{\"version\":2,\"width\":80,\"height\":24}\nnot an event\n",
+    )
+    .unwrap();
+    let out = replay(&[path, "--no-wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("s.cast:2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -284,6 +284,7 @@ mod tests {
         Arc::new(Audit {
             policy: Arc::new(Policy::from_yaml(policy).unwrap()),
             auditor: Arc::new(auditor),
+            sessions: None,
         })
     }
 

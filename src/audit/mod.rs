@@ -18,6 +18,7 @@
 //! | `verify.rs` | `portcullis audit verify`: chain and signature checking |
 //! | `query.rs` | `portcullis audit query`: streaming filters over audit files |
 //! | `metrics.rs` | Prometheus export of the sink counters |
+//! | `session/` | exec / attach session recording (asciicast v2 files) |
 
 pub mod canonical;
 pub mod chain;
@@ -27,6 +28,7 @@ pub mod event;
 pub mod metrics;
 pub mod policy;
 pub mod query;
+pub mod session;
 pub mod sink;
 pub mod verify;
 

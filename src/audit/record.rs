@@ -20,6 +20,7 @@
 //! | `pod-security.kubernetes.io/enforce-policy`, `.../audit-violations` | as the apiserver's PodSecurity plugin writes them |
 //! | `portcullis.io/exec-command` = the argv as a JSON array of strings (`["sh","-c","id"]`) | every `pods/exec` request, from its `command` parameters |
 //! | `portcullis.io/response-aborted` = `stalled` / `client-gone` / `upstream-error` | a `ResponseComplete` whose answer did not end normally |
+//! | `portcullis.io/session-recording` = `{"file","sha256","bytes","truncated","droppedFrames"}` | a recorded exec / attach session's `ResponseComplete` (`audit::session`), via [`EndAnnotations`] |
 //!
 //! Never recorded: request headers (so no `Authorization`, no token), bodies below level
 //! `Request`, and — with the default policy — any body of Secrets, ConfigMaps, TokenReviews
@@ -63,6 +64,24 @@ pub fn exec_command(request_uri: &str) -> Vec<String> {
 pub struct Audit {
     pub policy: Arc<Policy>,
     pub auditor: Arc<Auditor>,
+    /// `audit.session_recording` (None: sessions are never recorded).
+    pub sessions: Option<Arc<crate::audit::session::SessionSettings>>,
+}
+
+/// Annotations known only when a stream ends (a session recording's file and digest): its
+/// `ResponseComplete` event carries them. Shared by the stream's owner and the event's guard.
+#[derive(Clone, Default)]
+pub struct EndAnnotations(Arc<Mutex<Vec<(String, String)>>>);
+
+impl EndAnnotations {
+    /// Put `key` on the stream's `ResponseComplete` event (call before the stream's guards
+    /// are dropped).
+    pub fn annotate(&self, key: &str, value: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((key.to_owned(), value));
+    }
 }
 
 /// One request's event under construction.
@@ -76,6 +95,8 @@ pub struct Recorder {
     /// `ResponseComplete` was taken (it is emitted once, by whichever end comes first: the
     /// last frame, an abort, a stalled-stream reset, the end of a stream).
     completed: bool,
+    /// Annotations known only when a stream ends (a session recording's digest).
+    at_end: EndAnnotations,
 }
 
 /// The record shared by the layers of one request (a request extension): each layer adds what
@@ -176,6 +197,7 @@ impl Recorder {
             evaluated: false,
             info: None,
             completed: false,
+            at_end: EndAnnotations::default(),
         }
     }
 
@@ -268,6 +290,16 @@ impl Recorder {
         self.eval.level >= Level::RequestResponse
     }
 
+    /// Where annotations learned at the end of this request's stream go.
+    pub fn at_stream_end(&self) -> EndAnnotations {
+        self.at_end.clone()
+    }
+
+    /// The session-recording settings, when sessions may be recorded.
+    pub fn session_settings(&self) -> Option<Arc<crate::audit::session::SessionSettings>> {
+        self.audit.sessions.clone()
+    }
+
     pub fn annotate(&mut self, key: &str, value: impl Into<String>) {
         self.event.annotations.insert(key.to_owned(), value.into());
     }
@@ -340,7 +372,11 @@ impl Recorder {
             return None;
         }
         self.completed = true;
-        self.event_for(Stage::ResponseComplete)
+        let (auditor, mut event) = self.event_for(Stage::ResponseComplete)?;
+        let late =
+            std::mem::take(&mut *self.at_end.0.lock().unwrap_or_else(PoisonError::into_inner));
+        event.annotations.extend(late);
+        Some((auditor, event))
     }
 
     /// Whether `ResponseComplete` was taken already.

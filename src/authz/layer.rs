@@ -6,7 +6,9 @@
 //! `reason`). Rejects with 403 `Forbidden` worded as kube-apiserver's (`Refusal::Forbidden`;
 //! only a scope denial appends `: outside token scope`), the deciding reason logged. A
 //! server-side apply or a PUT by a caller who may patch / update but not create is marked
-//! [`MustNotCreate`](super::create_guard::MustNotCreate) for `create_guard`.
+//! [`MustNotCreate`](super::create_guard::MustNotCreate) for `create_guard`; an exec / attach a
+//! `record_sessions` tenant or grant allows is marked
+//! [`RecordSession`](crate::audit::session::RecordSession) for the upgrade forwarder.
 
 use std::{
     convert::Infallible,
@@ -23,7 +25,7 @@ use super::{
     forbidden, Authorizer,
 };
 use crate::{
-    audit::AuditRecord,
+    audit::{session::RecordSession, AuditRecord},
     authn::Identity,
     body::Body,
     refusal::Refusal,
@@ -111,8 +113,12 @@ where
                 as_create.verb = "create".into();
                 !self.authorizer.authorize(identity, &as_create).allowed
             });
+        let record_session = self.authorizer.records_session(identity, info);
         if let Some(kind) = may_create {
             req.extensions_mut().insert(kind);
+        }
+        if record_session {
+            req.extensions_mut().insert(RecordSession);
         }
         service::boxed(self.inner.call(req))
     }

@@ -114,3 +114,5 @@ pub use scope::{Scope, ScopeRule};
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod tests_sessions;

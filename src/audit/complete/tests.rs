@@ -81,6 +81,7 @@ fn audit(policy: &str, sink: &Memory) -> Arc<Audit> {
             DeliveryMode::BlockingStrict,
             sink.clone(),
         )),
+        sessions: None,
     })
 }
 

@@ -328,11 +328,14 @@ pub async fn capture_response(
 ) -> (http::Response<crate::body::Body>, Option<Value>) {
     use http_body_util::BodyExt;
     let (parts, mut body) = resp.into_parts();
-    let json = parts
+    let ct = parts
         .headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/json"));
+        .unwrap_or_default();
+    let json = ct.starts_with("application/json");
+    // A protobuf answer is recorded as JSON, as kube-apiserver's audit log has it.
+    let protobuf = ct == portcullis_proto::MEDIA_TYPE;
     let mut chunks: Vec<bytes::Bytes> = Vec::new();
     let mut total = 0usize;
     loop {
@@ -385,6 +388,8 @@ pub async fn capture_response(
     };
     let obj = if json {
         serde_json::from_slice(&bytes).ok()
+    } else if protobuf {
+        portcullis_proto::decode_object(&bytes).ok()
     } else {
         None
     };
@@ -405,5 +410,28 @@ mod tests {
             ["sh", "-c", "echo a b&c"]
         );
         assert!(exec_command("/api/v1/namespaces/a/pods/p/exec").is_empty());
+    }
+
+    /// A protobuf answer is kept as its JSON form, as kube-apiserver's audit log writes it;
+    /// the client still gets the very bytes upstream sent.
+    #[tokio::test]
+    async fn protobuf_response_object_is_recorded_as_json() {
+        use http_body_util::BodyExt;
+        let obj = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "team-a"}, "spec": {"replicas": 0}});
+        let pb = portcullis_proto::encode_object(&obj).unwrap();
+        let resp = http::Response::builder()
+            .header(http::header::CONTENT_TYPE, portcullis_proto::MEDIA_TYPE)
+            .body(crate::body::full(pb.clone()))
+            .unwrap();
+        let (resp, recorded) = super::capture_response(resp).await;
+        assert_eq!(recorded, Some(obj));
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), pb);
+        // Not an object we can read: forwarded as is, recorded without responseObject.
+        let resp = http::Response::builder()
+            .header(http::header::CONTENT_TYPE, portcullis_proto::MEDIA_TYPE)
+            .body(crate::body::full(&b"k8s\0garbage"[..]))
+            .unwrap();
+        assert_eq!(super::capture_response(resp).await.1, None);
     }
 }

@@ -254,3 +254,43 @@ print(len(client.CoreV1Api().list_namespaced_config_map("default").items) >= 0)
     assert_eq!(r.answered.unwrap(), "application/json");
     running.stop().await;
 }
+
+/// Through the proxy, a protobuf answer reaches the client as upstream sent it, and the audit
+/// log records `responseObject` as its JSON form, as kube-apiserver's audit log does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_answer_is_audited_as_json() {
+    let env = common::Env::start().await;
+    let pem = std::fs::read_to_string(env.files.dir.join("jwt-signing.key")).unwrap();
+    let now = common::jwt::now();
+    let token = common::jwt::Forge::from_pem(&pem, "demo-1").token(&serde_json::json!({
+        "iss": "https://portcullis-demo.local", "aud": "portcullis", "sub": "alice",
+        "groups": ["tenant:team-a"], "iat": now, "nbf": now, "exp": now + 600, "jti": "pb-1"}));
+    let sa = serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "pbbot"}});
+    let req = Request::post("https://localhost/api/v1/namespaces/team-a/serviceaccounts")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("accept", format!("{PB}, application/json"))
+        .body(Full::new(Bytes::from(serde_json::to_vec(&sa).unwrap())))
+        .unwrap();
+    let resp = env.request(req, None, true).await;
+    assert_eq!(resp.status(), 201, "{:?}", resp.body());
+    assert_eq!(resp.headers()["content-type"], PB);
+    let u = Unknown::decode(resp.body().strip_prefix(b"k8s\0").unwrap()).unwrap();
+    let got = k8s_pb::api::core::v1::ServiceAccount::decode(u.raw.unwrap().as_slice()).unwrap();
+    let uid = got.metadata.unwrap().uid.unwrap();
+    let id = resp.headers()["audit-id"].to_str().unwrap().to_owned();
+    let text = std::fs::read_to_string(env.files.dir.join("audit.log")).unwrap();
+    let event = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["auditID"] == id.as_str() && e["stage"] == "ResponseComplete")
+        .expect("the ResponseComplete event");
+    assert_eq!(event["level"], "RequestResponse");
+    let obj = &event["responseObject"];
+    assert_eq!(obj["kind"], "ServiceAccount");
+    assert_eq!(obj["apiVersion"], "v1");
+    assert_eq!(obj["metadata"]["name"], "pbbot");
+    assert_eq!(obj["metadata"]["namespace"], "team-a");
+    assert_eq!(obj["metadata"]["uid"], uid.as_str());
+    env.stop().await;
+}

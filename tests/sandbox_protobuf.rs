@@ -13,8 +13,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
@@ -27,7 +25,7 @@ use prost::Message;
 
 const PB: &str = "application/vnd.kubernetes.protobuf";
 
-async fn kubectl_ok(kubeconfig: &PathBuf, home: &std::path::Path, args: &[&str]) -> String {
+async fn kubectl_ok(kubeconfig: &std::path::Path, home: &std::path::Path, args: &[&str]) -> String {
     let out = common::kubectl(kubeconfig, home, args).await;
     assert!(
         out.status.success(),
@@ -39,7 +37,7 @@ async fn kubectl_ok(kubeconfig: &PathBuf, home: &std::path::Path, args: &[&str])
 }
 
 /// kubectl's typed commands: each must succeed on protobuf answers.
-async fn typed_tour(kubeconfig: &PathBuf, home: &std::path::Path) {
+async fn typed_tour(kubeconfig: &std::path::Path, home: &std::path::Path) {
     let k = |args: &'static [&'static str]| kubectl_ok(kubeconfig, home, args);
     k(&[
         "create",

@@ -222,7 +222,7 @@ fn special_message(name: &str, v: &Value, out: &mut Vec<u8>) -> R<Option<()>> {
             encoding::string::encode(1, &s, out);
         }
         special::RAW_EXTENSION | special::FIELDS_V1 | special::EXT_JSON => {
-            let raw = serde_json::to_vec(v).map_err(|e| bad(e))?;
+            let raw = serde_json::to_vec(v).map_err(bad)?;
             encoding::bytes::encode(1, &raw, out);
         }
         _ => return Ok(None),

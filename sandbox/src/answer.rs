@@ -96,6 +96,27 @@ mod tests {
 
     const BOTH: &str = "application/vnd.kubernetes.protobuf, application/json";
 
+    /// Every kind the sandbox serves, and its list, can be answered in protobuf.
+    #[test]
+    fn every_served_kind_has_a_message() {
+        for def in super::super::catalogue::RESOURCES {
+            let av = def.api_version();
+            assert!(
+                portcullis_proto::schema::message_of(&av, def.kind).is_some(),
+                "{av} {}",
+                def.kind
+            );
+            if !def.verbs.contains(&"list") {
+                continue;
+            }
+            let list = format!("{}List", def.kind);
+            assert!(
+                portcullis_proto::schema::message_of(&av, &list).is_some(),
+                "{av} {list}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn objects_lists_and_errors_in_protobuf() {
         let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",

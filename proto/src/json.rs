@@ -76,12 +76,14 @@ pub fn message(message: &str, buf: &[u8]) -> R<Value> {
     read_message(message, buf, 0)
 }
 
-fn read_message(name: &str, buf: &[u8], depth: usize) -> R<Value> {
+/// The same, `depth` levels down (an object embedded in a `RawExtension` counts its parents,
+/// so envelopes nested in envelopes cannot recurse without bound).
+pub(crate) fn read_message(name: &str, buf: &[u8], depth: usize) -> R<Value> {
     if depth >= MAX_DEPTH {
         return Err(bad(format!("nesting deeper than {MAX_DEPTH} levels")));
     }
     let fs = fields(buf)?;
-    if let Some(v) = special_message(name, &fs)? {
+    if let Some(v) = special_message(name, &fs, depth)? {
         return Ok(v);
     }
     let msg: &Msg = schema::get()
@@ -190,7 +192,11 @@ fn text(fs: &BTreeMap<u32, Vec<Wire<'_>>>, n: u32) -> R<String> {
 }
 
 /// The types whose JSON is not their fields; `None` for every other message.
-fn special_message(name: &str, fs: &BTreeMap<u32, Vec<Wire<'_>>>) -> R<Option<Value>> {
+fn special_message(
+    name: &str,
+    fs: &BTreeMap<u32, Vec<Wire<'_>>>,
+    depth: usize,
+) -> R<Option<Value>> {
     Ok(Some(match name {
         special::TIME | special::MICRO_TIME => {
             let (secs, nanos) = (varint(fs, 1), varint(fs, 2) as i32);
@@ -216,7 +222,7 @@ fn special_message(name: &str, fs: &BTreeMap<u32, Vec<Wire<'_>>>) -> R<Option<Va
                 Value::Null
             } else if raw.starts_with(b"k8s\0") {
                 // An object embedded as protobuf (a watch event's object).
-                crate::response::decode_object(raw)?
+                crate::response::decode_object_at(raw, depth + 1)?
             } else {
                 serde_json::from_slice(raw).map_err(|e| bad(format!("embedded JSON: {e}")))?
             }

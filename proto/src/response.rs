@@ -53,6 +53,10 @@ pub fn encode_object(obj: &Value) -> Result<Vec<u8>, Error> {
 /// Any enveloped object of a kind in the schema, as its JSON form (apiVersion and kind
 /// included).
 pub fn decode_object(bytes: &[u8]) -> Result<Value, Error> {
+    decode_object_at(bytes, 0)
+}
+
+pub(crate) fn decode_object_at(bytes: &[u8], depth: usize) -> Result<Value, Error> {
     let env = crate::envelope(bytes)?;
     let message = schema::message_of(&env.api_version, &env.kind).ok_or_else(|| {
         Error::Unsupported(format!(
@@ -60,7 +64,7 @@ pub fn decode_object(bytes: &[u8]) -> Result<Value, Error> {
             env.api_version, env.kind
         ))
     })?;
-    let mut v = json::message(message, &env.raw)?;
+    let mut v = json::read_message(message, &env.raw, depth)?;
     if let Value::Object(m) = &mut v {
         // apiVersion and kind first, as Go writes them.
         let mut out = serde_json::Map::new();

@@ -375,4 +375,25 @@ fn odd_protobuf_is_refused_not_panicked() {
         let _ = decode_object(&flipped);
     }
     assert!(decode_object(b"k8s\0\x0a\x02\x0a\x00").is_err());
+
+    // Envelopes nested in RawExtensions (a ControllerRevision's `data` holding another) stop at
+    // the depth limit instead of overflowing the stack.
+    let obj = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+    let mut bytes = encode_object(&obj).unwrap();
+    for _ in 0..300 {
+        let rev = k8s_pb::api::apps::v1::ControllerRevision {
+            data: Some(k8s_pb::apimachinery::pkg::runtime::RawExtension { raw: Some(bytes) }),
+            ..Default::default()
+        };
+        let unknown = k8s_pb::apimachinery::pkg::runtime::Unknown {
+            type_meta: Some(k8s_pb::apimachinery::pkg::runtime::TypeMeta {
+                api_version: Some("apps/v1".into()),
+                kind: Some("ControllerRevision".into()),
+            }),
+            raw: Some(rev.encode_to_vec()),
+            ..Default::default()
+        };
+        bytes = [b"k8s\0".to_vec(), unknown.encode_to_vec()].concat();
+    }
+    assert!(decode_object(&bytes).is_err());
 }

@@ -1,5 +1,5 @@
 //! Protobuf *answers* from the sandbox, with real clients: kubectl's typed commands (client-go
-//! sends `Accept: application/vnd.kubernetes.protobuf, application/json`: `create deployment |
+//! sends `Accept: application/vnd.kubernetes.protobuf, application/json`: `run`, `debug --copy-to`, `create deployment |
 //! job | cronjob`) get `k8s\0` + `runtime.Unknown` answers, directly and through the proxy
 //! (which forwards them as sent), and the tour around them (`scale`, `rollout status`, `get`)
 //! keeps working; a raw GET, LIST and watch with `Accept: application/vnd.kubernetes.protobuf`
@@ -59,6 +59,26 @@ async fn typed_tour(kubeconfig: &std::path::Path, home: &std::path::Path) {
         "--schedule=*/5 * * * *",
     ])
     .await;
+    k(&["run", "pbpod", "--image=nginx"]).await;
+    k(&[
+        "debug",
+        "pbpod",
+        "--copy-to=pbcopy",
+        "--image=busybox",
+        "--attach=false",
+        "--",
+        "true",
+    ])
+    .await;
+    let out = k(&[
+        "get",
+        "pod",
+        "pbcopy",
+        "-o",
+        "jsonpath={.spec.containers[*].image}",
+    ])
+    .await;
+    assert!(out.contains("busybox"), "{out}");
     let out = k(&["get", "deployment", "pb", "-o", "jsonpath={.spec.replicas}"]).await;
     assert_eq!(out.trim(), "3");
 }
@@ -77,6 +97,7 @@ fn assert_protobuf_answers(recorded: &[sandbox::Recorded]) {
     assert!(answered("POST", "/deployments", PB), "create deployment");
     assert!(answered("POST", "/jobs", PB), "create job");
     assert!(answered("POST", "/cronjobs", PB), "create cronjob");
+    assert!(answered("POST", "/pods", PB), "run / debug --copy-to");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,8 +3,9 @@
 //! --copy-to`, `create deployment | job | cronjob`) get `k8s\0` + `runtime.Unknown` answers,
 //! directly and through the proxy (which forwards them as sent), and the tour around them
 //! (`scale`, `rollout status`, `get`) keeps working; a raw GET, LIST and watch with `Accept:
-//! application/vnd.kubernetes.protobuf` decode with k8s-pb (kube-rs' prost types, not our converter); errors come back as a protobuf
-//! `Status`; the Python client, which accepts only JSON, still gets JSON. What the sandbox
+//! application/vnd.kubernetes.protobuf` decode with k8s-pb (kube-rs' prost types, not our
+//! converter); errors come back as a protobuf `Status`; the Python client, which accepts only
+//! JSON, still gets JSON; a protobuf answer through the proxy is audited as JSON. What the sandbox
 //! answered is read from its request record (`Recorded::answered`).
 //!
 //! Fails (never skips) when kubectl or the Python client is missing.

@@ -4,7 +4,7 @@
 //!
 //! The sandbox accepts: health and version endpoints, legacy and aggregated (v2) discovery,
 //! CRUD / list / watch / patch on a fixed catalogue of core, apps and batch resources, Table
-//! output for kubectl, `pods/log` (with follow), `pods/exec` / `pods/attach` over WebSocket and
+//! output for kubectl, protobuf answers when `Accept` prefers them (`answer`), `pods/log` (with follow), `pods/exec` / `pods/attach` over WebSocket and
 //! `pods/portforward` over SPDY/3.1 (plain or tunnelled in WebSocket) to an echo / HTTP service.
 //! Authenticates (tokens, client certificates of its CA, anonymous), honours impersonation
 //! and authorizes every request with RBAC like kube-apiserver (`gate`, `rbac`), answers the

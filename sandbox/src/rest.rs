@@ -232,15 +232,7 @@ pub async fn handle(sb: &Sandbox, req: Request<Incoming>, t: Target) -> Response
                     f = FieldSelector::parse(&format!("metadata.name={n}"), t.def.kind)
                         .unwrap_or(f);
                 }
-                watch::serve(
-                    sb,
-                    t.def,
-                    t.namespace.clone(),
-                    l,
-                    f,
-                    &q,
-                    table::wanted(req.headers()),
-                )
+                watch::serve(sb, t.def, t.namespace.clone(), l, f, &q, req.headers())
             }
             Err(s) => s.into_response(),
         };

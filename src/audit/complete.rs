@@ -61,18 +61,22 @@ struct Capture {
     over: bool,
     /// `responseObject` is wanted (else only a failure Status is looked for).
     object: bool,
+    /// A protobuf answer, recorded as its JSON form (as kube-apiserver's audit log has it).
+    protobuf: bool,
 }
 
 impl Capture {
     /// `None` when the event needs nothing of this body.
     fn new(resp: &Response<Body>, wants_object: bool) -> Option<Capture> {
-        let json = resp
+        let ct = resp
             .headers()
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/json"));
+            .unwrap_or_default();
+        let json = ct.starts_with("application/json");
+        let protobuf = ct == portcullis_proto::MEDIA_TYPE;
         let failure = resp.status().as_u16() >= 400;
-        (json && (wants_object || failure)).then(|| Capture {
+        ((json || protobuf) && (wants_object || failure)).then(|| Capture {
             chunks: Vec::new(),
             total: 0,
             limit: if wants_object {
@@ -82,6 +86,7 @@ impl Capture {
             },
             over: false,
             object: wants_object,
+            protobuf,
         })
     }
 
@@ -105,7 +110,12 @@ impl Capture {
             return;
         }
         let bytes: Vec<u8> = self.chunks.concat();
-        let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
+        let v = if self.protobuf {
+            portcullis_proto::decode_object(&bytes).ok()
+        } else {
+            serde_json::from_slice::<Value>(&bytes).ok()
+        };
+        let Some(v) = v else {
             return;
         };
         rec.with(|r| {

@@ -358,3 +358,42 @@ async fn a_streamed_answer_keeps_its_response_object() {
         blob.len()
     );
 }
+
+/// A protobuf answer is kept as its JSON form, as kube-apiserver's audit log writes it; the
+/// client still gets the very bytes upstream sent. One that does not decode is forwarded as
+/// is, recorded without `responseObject`.
+#[tokio::test]
+async fn a_protobuf_answer_is_recorded_as_json() {
+    let obj = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "team-a"}, "spec": {"replicas": 0}});
+    let pb = portcullis_proto::encode_object(&obj).unwrap();
+    let protobuf = |body: Body| {
+        Response::builder()
+            .header("content-type", portcullis_proto::MEDIA_TYPE)
+            .body(body)
+            .unwrap()
+    };
+    let sink = Memory::default();
+    let resp = through(
+        audit(RESPONSES, &sink),
+        protobuf(crate::body::full(pb.clone())),
+        None,
+    )
+    .await;
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), pb);
+    assert_eq!(sink.events()[0]["responseObject"], obj);
+
+    let sink = Memory::default();
+    let garbage = Bytes::from_static(b"k8s\0garbage");
+    let resp = through(
+        audit(RESPONSES, &sink),
+        protobuf(crate::body::full(garbage.clone())),
+        None,
+    )
+    .await;
+    assert_eq!(
+        resp.into_body().collect().await.unwrap().to_bytes(),
+        garbage
+    );
+    assert!(sink.events()[0].get("responseObject").is_none());
+}

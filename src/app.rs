@@ -99,6 +99,7 @@ impl Runtime {
                 Some(Arc::new(crate::audit::Audit {
                     policy: settings.policy.clone(),
                     auditor,
+                    sessions: settings.sessions.clone(),
                 }))
             }
         };

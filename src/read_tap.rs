@@ -1,6 +1,7 @@
-//! [`ReadTap`]: a byte stream that reports how many bytes each read delivered, for code that
-//! must notice a connection speaking without parsing it — the listener's preface watchdog
-//! (`server::conn`) and the idle timeout of upgraded sessions (`upstream::idle`). Writes pass
+//! [`ReadTap`]: a byte stream that shows each read's bytes to a callback, for code that must
+//! notice a connection speaking — the listener's preface watchdog (`server::conn`), the idle
+//! timeout of upgraded sessions (`upstream::idle`) — or read along (session recording,
+//! `upstream::upgrade`). Writes pass
 //! through untouched (vectored included, so hyper's batched writes stay batched).
 
 use std::{
@@ -11,19 +12,19 @@ use std::{
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// `inner`, calling `on_read(n)` after every read that delivered `n > 0` bytes.
+/// `inner`, calling `on_read(bytes)` after every read that delivered bytes.
 pub struct ReadTap<T, F> {
     inner: T,
     on_read: F,
 }
 
-impl<T, F: FnMut(usize)> ReadTap<T, F> {
+impl<T, F: FnMut(&[u8])> ReadTap<T, F> {
     pub fn new(inner: T, on_read: F) -> Self {
         ReadTap { inner, on_read }
     }
 }
 
-impl<T: AsyncRead + Unpin, F: FnMut(usize) + Unpin> AsyncRead for ReadTap<T, F> {
+impl<T: AsyncRead + Unpin, F: FnMut(&[u8]) + Unpin> AsyncRead for ReadTap<T, F> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -31,9 +32,9 @@ impl<T: AsyncRead + Unpin, F: FnMut(usize) + Unpin> AsyncRead for ReadTap<T, F> 
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len().saturating_sub(before);
-        if n > 0 {
-            (self.on_read)(n);
+        if buf.filled().len() > before {
+            let this = &mut *self;
+            (this.on_read)(&buf.filled()[before..]);
         }
         polled
     }

@@ -14,7 +14,7 @@ use tower::{Service, ServiceBuilder};
 use crate::{
     audit::{Audit, AuditLayer, ReceivedLayer},
     authn::{jwt::JwtAuthenticator, request::Authenticator, AuthnLayer},
-    authz::{apply_guard::ApplyGuardLayer, review::ReviewLayer, Authorizer, AuthzLayer},
+    authz::{create_guard::CreateGuardLayer, review::ReviewLayer, Authorizer, AuthzLayer},
     body::{Body, BoxError},
     classify::ClassifyLayer,
     config::Config,
@@ -134,12 +134,12 @@ where
             ),
             on,
         ))
-        // 11a. A server-side apply by a caller without `create` is forwarded only with the
-        //      existing object's uid, which the API server enforces: it cannot create. Last, on
-        //      the judged body, so the precondition is what goes out.
+        // 11a. A server-side apply or a PUT by a caller without `create` is forwarded only
+        //      with the existing object's uid, which the API server enforces: it cannot
+        //      create. Last, on the judged body, so the precondition is what goes out.
         .layer(traced(
-            "apply_guard",
-            ApplyGuardLayer::new(rt.upstream.clone(), c.trust_forwarded_for),
+            "create_guard",
+            CreateGuardLayer::new(rt.upstream.clone(), c.trust_forwarded_for),
             on,
         ))
         // 11b. The `upstream` span, and its `traceparent` / `tracestate` on the forwarded

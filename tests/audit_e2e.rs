@@ -303,8 +303,29 @@ async fn every_refusal_is_recorded_and_secrets_never_are() {
             );
             // The refused create names the pod it refused (from the decoded body).
             assert_eq!(e["objectRef"]["name"], "p", "{e}");
+            // At RequestResponse (the default policy's level for pod writes) the refused
+            // write carries its body as received, as the apiserver logs it before admission.
+            assert_eq!(e["level"], "RequestResponse", "{e}");
+            assert_eq!(e["requestObject"], bad, "{e}");
+        } else {
+            // Refused before the body was read: no requestObject (nor does the apiserver log
+            // one when authentication or authorization refuses).
+            assert!(e.get("requestObject").is_none(), "{by}: {e}");
         }
     }
+    // A write refused by authorization: its body is never read, never recorded.
+    let (id, code) = send(
+        with_token(
+            req("POST", "/api/v1/namespaces/team-b/pods", Some(&bad)),
+            &token,
+        ),
+        false,
+    )
+    .await;
+    assert_eq!(code, 403);
+    let e = event_for(&dir, &id, "ResponseComplete");
+    assert_eq!(e["level"], "RequestResponse", "{e}");
+    assert!(e.get("requestObject").is_none(), "{e}");
 
     // Never in audit: the bearer token, Authorization headers, Secret data.
     let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
@@ -448,8 +469,8 @@ async fn a_strict_sink_that_cannot_record_answers_503() {
 }
 
 /// The real binary, blocking-strict file sink, 16 concurrent clients; kill -9 mid-load. Every
-/// request that got an answer has its event in the file, and the file verifies up to its last
-/// complete line.
+/// request that got a complete answer (the whole body: a list that streams, a 404 held whole)
+/// has its event in the file, and the file verifies up to its last complete line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_no_answered_request() {
     use portcullis::server::tls;
@@ -476,6 +497,19 @@ async fn kill_9_under_load_loses_no_answered_request() {
     }
     let cert = ca.client_cert("admin", &["demo:admins"]).unwrap();
     let tls_cfg = std::sync::Arc::new(common::client_tls(&ca, Some(&cert), &[b"http/1.1"]));
+    // Two 100 kB configmaps: the list below is then an answer that streams (its last frame
+    // held until its event is durable), the gets of missing ones are answers held whole.
+    for name in ["big-0", "big-1"] {
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+            "data": {"blob": "x".repeat(100_000)}});
+        let created = try_send(
+            listen,
+            tls_cfg.clone(),
+            req("POST", "/api/v1/namespaces/default/configmaps", Some(&cm)),
+        )
+        .await;
+        assert_eq!(created.map(|(code, _)| code), Some(201));
+    }
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -562,12 +596,23 @@ async fn kill_9_under_load_loses_no_answered_request() {
     sb.stop().await;
 }
 
-/// One GET on a fresh connection; the response's Audit-Id once the whole answer arrived.
+/// One GET on a fresh connection; the response's Audit-Id once the whole answer arrived (a
+/// list answers 200 with the two big configmaps in it, a get of a missing one 404).
 async fn try_request(
     addr: std::net::SocketAddr,
     tls_cfg: std::sync::Arc<rustls::ClientConfig>,
     path: &str,
 ) -> Option<String> {
+    let (_, id) = try_send(addr, tls_cfg, req("GET", path, None)).await?;
+    Some(id)
+}
+
+/// One request on a fresh connection: its status and Audit-Id once the whole answer arrived.
+async fn try_send(
+    addr: std::net::SocketAddr,
+    tls_cfg: std::sync::Arc<rustls::ClientConfig>,
+    request: Request<Full<Bytes>>,
+) -> Option<(u16, String)> {
     use http_body_util::BodyExt;
     let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
     let connector = tokio_rustls::TlsConnector::from(tls_cfg);
@@ -583,10 +628,11 @@ async fn try_request(
             .await
             .ok()?;
     tokio::spawn(conn);
-    let resp = sender.send_request(req("GET", path, None)).await.ok()?;
+    let resp = sender.send_request(request).await.ok()?;
+    let code = resp.status().as_u16();
     let id = resp.headers().get("audit-id")?.to_str().ok()?.to_owned();
     resp.into_body().collect().await.ok()?;
-    Some(id)
+    Some((code, id))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -486,3 +486,63 @@ async fn a_tenant_may_read_status_but_not_write_it_by_default() {
     assert_eq!(count_recorded(&env, &path), 1);
     env.stop().await;
 }
+
+/// Issue 17: the stalled-stream reset is audited when it happens — the request's
+/// `ResponseComplete`, annotated `portcullis.io/response-aborted: stalled`, is written at the
+/// reset while the client (a zero-window h2 stream) still holds the stream and reads nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stream_reset_is_audited_at_the_reset() {
+    let env = Env::start_with(|c| {
+        *c = c.replace("upstream:\n", "upstream:\n  stalled_stream_timeout: 2s\n");
+    })
+    .await;
+    seed_configmaps(&env, 2).await;
+    let tenant = env.ca.client_cert("mallory", &["tenant:team-a"]).unwrap();
+    let tls = tls_connect(env.proxy_addr, &env.ca, Some(&tenant), &[b"h2"]).await;
+    let (h2c, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(tls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(format!("https://localhost{NS}/configmaps"))
+        .body(())
+        .unwrap();
+    let mut h2c = h2c.ready().await.unwrap();
+    let (resp, _) = h2c.send_request(req, true).unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let id = resp.headers()["audit-id"].to_str().unwrap().to_owned();
+    let log = env.files.dir.join("audit.log");
+    let complete = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["auditID"] == id.as_str() && e["stage"] == "ResponseComplete")
+    };
+    // Nothing is recorded as complete while the stream is merely slow…
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(complete().is_none(), "{:?}", complete());
+    // …and the reset is, within the timeout (and a margin), with the client still connected.
+    let e = poll(Duration::from_secs(15), complete)
+        .await
+        .expect("the reset stream's ResponseComplete");
+    assert_eq!(
+        e["annotations"]["portcullis.io/response-aborted"], "stalled",
+        "{e}"
+    );
+    assert_eq!(e["responseStatus"]["code"], 200);
+    assert_eq!(e["user"]["username"], "mallory");
+    assert!(metric(&env, "portcullis_upstream_stalled_streams_total").await >= 1.0);
+    // One ResponseComplete for the request, also after the client goes away.
+    drop((h2c, resp));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let n = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&id) && l.contains("\"ResponseComplete\""))
+        .count();
+    assert_eq!(n, 1);
+    env.stop().await;
+}

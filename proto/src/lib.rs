@@ -1,5 +1,8 @@
 //! Kubernetes protobuf bodies (`application/vnd.kubernetes.protobuf`) → their JSON form, through
-//! kube-rs' prost-generated `k8s-pb` types. Shared by the proxy (which judges the JSON form and
+//! kube-rs' prost-generated `k8s-pb` types; and the way back for answers: [`encode_object`] /
+//! [`decode_object`] / [`watch_frame`] convert any built-in kind generically through the schema
+//! in `schema/k8s.schema` (see [`schema`], [`encode`], [`json`], [`response`]), and [`accept`]
+//! negotiates JSON or protobuf from `Accept`. Shared by the proxy (which judges the JSON form and
 //! forwards the original bytes) and the sandbox (which stores the JSON form).
 //!
 //! Accepts the `k8s\0` magic followed by a `runtime.Unknown` (typeMeta, raw, contentEncoding,
@@ -23,12 +26,20 @@
 //! kept, as the apiserver resets them on create. Go writes every non-pointer field, zero or
 //! not; those zeros become absent keys, as Go's `omitempty` JSON has them.
 
+pub mod accept;
 mod conv;
+pub mod encode;
+pub mod json;
 mod kinds;
 mod pod;
 mod podmore;
+pub mod response;
+pub mod schema;
+mod special;
 pub mod unknown;
 mod volume;
+
+pub use response::{decode_object, encode_object, watch_frame, WATCH_MEDIA_TYPE};
 
 use k8s_pb::apimachinery::pkg::{apis::meta::v1::ObjectMeta, runtime::Unknown};
 use prost::Message;
@@ -156,5 +167,7 @@ pub fn metadata_names(env: &Envelope) -> Option<Value> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_encode;
 #[cfg(test)]
 mod tests_pod;

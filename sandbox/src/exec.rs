@@ -1,13 +1,17 @@
-//! `pods/exec` and `pods/attach` over WebSocket (`v5.channel.k8s.io` / `v4.channel.k8s.io`).
+//! `pods/exec` and `pods/attach` over WebSocket (`v5.channel.k8s.io` / `v4.channel.k8s.io`),
+//! and over SPDY/3.1 (`exec_spdy.rs`).
 //!
 //! Accepts a `GET` with `Connection: Upgrade`, `Upgrade: websocket` and a
 //! `Sec-WebSocket-Protocol` offering v5 or v4; answers 101 and speaks the channel protocol
-//! (first byte: 0 stdin, 1 stdout, 2 stderr, 3 error/status, 4 resize, 255 close in v5).
+//! (first byte: 0 stdin, 1 stdout, 2 stderr, 3 error/status, 4 resize, 255 close in v5). Or a
+//! `POST` (or `GET`) with `Upgrade: SPDY/3.1` offering `X-Stream-Protocol-Version:
+//! v4.channel.k8s.io`: 101, then one SPDY stream per channel.
 //! Commands: `echo ARGS...`, `cat`, `env`, `true`, `false`, `sh -c "exit N"`, and what
 //! `kubectl cp` runs on the pod's in-memory files (`tar cf - SRC`, `tar -xmf - [-C DIR]`,
 //! `test -d PATH`; see `podfs.rs`); anything else exits 127. `attach` copies stdin to stdout (or prints one line without stdin).
-//! Rejects: SPDY upgrades (400, not supported here), non-upgrade requests (400), no common
-//! subprotocol (400), unknown pod (404), unknown container (400), exec without a command (400).
+//! Rejects: non-upgrade requests (400), no common WebSocket subprotocol (400), a SPDY upgrade
+//! without `v4.channel.k8s.io` (403, as the kubelet's handshake), unknown pod (404), unknown
+//! container (400), exec without a command (400).
 
 use super::IntoResponse as _;
 use std::time::Duration;
@@ -35,6 +39,9 @@ use super::{
 use portcullis::{body::Body, k8s::Status};
 
 const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
+
+#[path = "exec_spdy.rs"]
+mod spdy;
 
 /// How long a command without stdin waits before its output (see `run`).
 const FIRST_OUTPUT_DELAY: Duration = Duration::from_millis(100);
@@ -171,33 +178,45 @@ pub fn serve(
     q: &Query,
 ) -> Response<Body> {
     let h = req.headers();
-    if header_has(h, header::UPGRADE, "SPDY/3.1") {
-        return Status::bad_request(
-            "SPDY upgrades are not supported by the sandbox; use WebSocket (v5.channel.k8s.io)",
-        )
-        .into_response();
-    }
+    let is_spdy =
+        header_has(h, header::CONNECTION, "upgrade") && header_has(h, header::UPGRADE, "SPDY/3.1");
     let is_ws =
         header_has(h, header::CONNECTION, "upgrade") && header_has(h, header::UPGRADE, "websocket");
-    if !is_ws || req.method() != http::Method::GET {
-        return Status::bad_request("Upgrade request required").into_response();
-    }
-    let Some(key) = h
-        .get(header::SEC_WEBSOCKET_KEY)
-        .map(|k| derive_accept_key(k.as_bytes()))
-    else {
-        return Status::bad_request("missing Sec-WebSocket-Key").into_response();
-    };
-    let Some(proto) = PROTOCOLS
-        .iter()
-        .find(|p| header_has(h, header::SEC_WEBSOCKET_PROTOCOL, p))
-        .copied()
-    else {
-        return Status::bad_request(format!(
-            "no supported Sec-WebSocket-Protocol; the sandbox speaks {}",
-            PROTOCOLS.join(", ")
-        ))
-        .into_response();
+    let (key, proto) = if is_spdy {
+        if !header_has(
+            h,
+            header::HeaderName::from_static("x-stream-protocol-version"),
+            spdy::PROTOCOL,
+        ) {
+            return Status::forbidden(format!(
+                "unable to upgrade: unable to negotiate protocol: the sandbox speaks {}",
+                spdy::PROTOCOL
+            ))
+            .into_response();
+        }
+        (String::new(), spdy::PROTOCOL)
+    } else {
+        if !is_ws || req.method() != http::Method::GET {
+            return Status::bad_request("Upgrade request required").into_response();
+        }
+        let Some(key) = h
+            .get(header::SEC_WEBSOCKET_KEY)
+            .map(|k| derive_accept_key(k.as_bytes()))
+        else {
+            return Status::bad_request("missing Sec-WebSocket-Key").into_response();
+        };
+        let Some(proto) = PROTOCOLS
+            .iter()
+            .find(|p| header_has(h, header::SEC_WEBSOCKET_PROTOCOL, p))
+            .copied()
+        else {
+            return Status::bad_request(format!(
+                "no supported Sec-WebSocket-Protocol; the sandbox speaks {}",
+                PROTOCOLS.join(", ")
+            ))
+            .into_response();
+        };
+        (key, proto)
     };
     let Some(def) = discovery::find("", "v1", "pods") else {
         return Status::internal("pods not in catalogue").into_response();
@@ -234,6 +253,30 @@ pub fn serve(
     let prog = program(sub, &cmd, &ctx, q.flag("stdin"));
     let v5 = proto.starts_with("v5");
     let on_upgrade = hyper::upgrade::on(&mut req);
+    if is_spdy {
+        let want = spdy::Wanted {
+            stdin: q.flag("stdin"),
+            stdout: q.flag("stdout"),
+            stderr: q.flag("stderr"),
+            tty: q.flag("tty"),
+        };
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => spdy::run(TokioIo::new(upgraded), prog, want).await,
+                Err(err) => tracing::debug!(%err, "exec upgrade failed"),
+            }
+        });
+        let mut resp = Response::new(portcullis::body::empty());
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let rh = resp.headers_mut();
+        rh.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        rh.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
+        rh.insert(
+            "x-stream-protocol-version",
+            HeaderValue::from_static(spdy::PROTOCOL),
+        );
+        return resp;
+    }
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {

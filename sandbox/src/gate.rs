@@ -58,7 +58,7 @@ fn authenticate(sb: &Sandbox, h: &HeaderMap, conn: &ConnInfo) -> Result<User, St
     Ok(User::new("system:anonymous", &["system:unauthenticated"]))
 }
 
-fn attributes(req: &Request<Incoming>) -> Attrs {
+pub fn attributes(req: &Request<Incoming>) -> Attrs {
     match portcullis::k8s::request::classify(req.method(), req.uri(), req.headers()) {
         Ok(info) => Attrs::from_info(&info),
         // A path the proxy would refuse as ambiguous: judge it as a non-resource path, which

@@ -4,7 +4,7 @@
 //!
 //! The sandbox accepts: health and version endpoints, legacy and aggregated (v2) discovery,
 //! CRUD / list / watch / patch on a fixed catalogue of core, apps and batch resources, Table
-//! output for kubectl, `pods/log` (with follow), `pods/exec` / `pods/attach` over WebSocket and
+//! output for kubectl, protobuf answers when `Accept` prefers them (`answer`), `pods/log` (with follow), `pods/exec` / `pods/attach` over WebSocket and
 //! `pods/portforward` over SPDY/3.1 (plain or tunnelled in WebSocket) to an echo / HTTP service.
 //! Authenticates (tokens, client certificates of its CA, anonymous), honours impersonation
 //! and authorizes every request with RBAC like kube-apiserver (`gate`, `rbac`), answers the
@@ -23,6 +23,7 @@
 pub mod demo;
 pub mod pki;
 
+mod answer;
 mod catalogue;
 mod clock;
 mod controller;
@@ -38,6 +39,7 @@ mod openapi_schemas;
 mod patch;
 mod podfs;
 mod portforward;
+mod put_create;
 pub use portcullis_proto as proto;
 mod rbac;
 mod rbac_seed;
@@ -77,6 +79,10 @@ pub struct Recorded {
     pub h2: bool,
     /// The body, for requests the sandbox read one from (writes).
     pub body: Option<bytes::Bytes>,
+    /// The Content-Type of the answer (`application/vnd.kubernetes.protobuf` when it was
+    /// protobuf), once it was sent.
+    pub answered: Option<HeaderValue>,
+    seq: u64,
 }
 
 /// The in-memory API server. Cheap to clone; clones share state.
@@ -89,6 +95,7 @@ struct Inner {
     store: Mutex<store::Store>,
     files: podfs::PodFiles,
     recorded: Mutex<Vec<Recorded>>,
+    seq: std::sync::atomic::AtomicU64,
     tokens: Mutex<gate::Tokens>,
 }
 
@@ -110,6 +117,7 @@ impl Sandbox {
                 store: Mutex::new(store::Store::new()),
                 files: podfs::PodFiles::default(),
                 recorded: Mutex::new(Vec::new()),
+                seq: Default::default(),
                 tokens: Mutex::new(gate::Tokens::from([(
                     gate::ADMIN_TOKEN.to_string(),
                     rbac::User::new("sandbox-admin", &[rbac::MASTERS]),
@@ -167,6 +175,10 @@ impl Sandbox {
 
     /// Serve one request.
     pub async fn handle(&self, mut req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Body> {
+        let seq = self
+            .inner
+            .seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         {
             let mut recorded = lock(&self.inner.recorded);
             // Bounded so a long demo or bench cannot grow it without limit; tests clear it anyway.
@@ -181,6 +193,8 @@ impl Sandbox {
                 peer: conn.peer,
                 h2: conn.h2,
                 body: None,
+                answered: None,
+                seq,
             });
         }
         let head = req.method() == Method::HEAD;
@@ -190,10 +204,24 @@ impl Sandbox {
             .get("audit-id")
             .cloned()
             .or_else(|| HeaderValue::from_str(&self.store().next_uid()).ok());
+        // Resource answers (objects, lists, Status errors) may go back as protobuf; watches
+        // frame their own events.
+        let accept = is_resource_path(req.uri().path())
+            .then(|| answer::accept_of(req.headers()))
+            .flatten();
         let mut resp = match gate::admit(self, &mut req, &conn) {
             Ok(()) => self.route(req).await,
             Err(refused) => refused.into_response(),
         };
+        if accept.is_some() {
+            resp = answer::finish(resp, accept.as_deref()).await;
+        }
+        if let Some(ct) = resp.headers().get(header::CONTENT_TYPE) {
+            let mut recorded = lock(&self.inner.recorded);
+            if let Some(r) = recorded.iter_mut().rev().find(|r| r.seq == seq) {
+                r.answered = Some(ct.clone());
+            }
+        }
         if head {
             *resp.body_mut() = portcullis::body::empty();
         }
@@ -254,6 +282,16 @@ impl Sandbox {
             return not_found_page();
         };
         rest::handle(self, req, target).await
+    }
+}
+
+/// `/api/v1/...` or `/apis/GROUP/VERSION/...` below the group-version (not discovery).
+fn is_resource_path(path: &str) -> bool {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.first() {
+        Some(&"api") => segs.len() >= 3,
+        Some(&"apis") => segs.len() >= 4,
+        _ => false,
     }
 }
 

@@ -18,6 +18,7 @@ use super::{
     discovery::ResourceDef,
     exec, logs,
     patch::{self, PatchType},
+    put_create,
     selectors::{FieldSelector, LabelSelector},
     table, watch, Sandbox,
 };
@@ -231,15 +232,7 @@ pub async fn handle(sb: &Sandbox, req: Request<Incoming>, t: Target) -> Response
                     f = FieldSelector::parse(&format!("metadata.name={n}"), t.def.kind)
                         .unwrap_or(f);
                 }
-                watch::serve(
-                    sb,
-                    t.def,
-                    t.namespace.clone(),
-                    l,
-                    f,
-                    &q,
-                    table::wanted(req.headers()),
-                )
+                watch::serve(sb, t.def, t.namespace.clone(), l, f, &q, req.headers())
             }
             Err(s) => s.into_response(),
         };
@@ -380,6 +373,8 @@ async fn object(sb: &Sandbox, req: Request<Incoming>, t: &Target, q: &Query) -> 
             }
         }),
         Method::PUT => {
+            let user = super::gate::user_of(&req);
+            let attrs = super::gate::attributes(&req);
             async {
                 let (ct, bytes) = read_body(sb, req).await?;
                 let mut obj = decode(ct.as_deref(), &bytes)?;
@@ -390,7 +385,18 @@ async fn object(sb: &Sandbox, req: Request<Incoming>, t: &Target, q: &Query) -> 
                 }
                 check_identity(t, &mut obj)?;
                 let mut store = sb.store();
-                let current = store.get(t.def, ns, &name)?;
+                let current = match store.get(t.def, ns, &name) {
+                    Ok(c) => c,
+                    Err(missing) if t.sub.is_none() => {
+                        let dry = dry_run(q);
+                        return put_create::create(
+                            &mut store, t.def, &attrs, &user, obj, dry, missing,
+                        )
+                        .map(|o| json_response(StatusCode::CREATED, &o, "application/json"));
+                    }
+                    Err(e) => return Err(e),
+                };
+                put_create::check_uid(t.def, &name, &obj, Some(&current))?;
                 let obj = super::writes::split_status(t.def, t.sub.as_deref(), &current, obj);
                 store
                     .update(t.def, ns, &name, obj, dry_run(q))
@@ -419,6 +425,8 @@ async fn patch_object(
 ) -> Result<Response<Body>, Status> {
     let name = t.name.clone().unwrap_or_default();
     let ns = t.namespace.as_deref();
+    let user = super::gate::user_of(&req);
+    let attrs = super::gate::attributes(&req);
     let (ct, bytes) = read_body(sb, req).await?;
     let kind = ct
         .as_deref()
@@ -456,6 +464,8 @@ async fn patch_object(
                 return Err(s);
             }
             check_identity(t, &mut obj)?;
+            // kube-apiserver authorizes an apply's create path as `create` (patch.go).
+            put_create::may_create(&store, &attrs, &user)?;
             let created = store.create(t.def, ns, obj, dry_run(q))?;
             return Ok(json_response(
                 StatusCode::CREATED,

@@ -3,7 +3,9 @@
 //! Accepts `resourceVersion` (unset or "0": synthetic ADDED for current objects, then live;
 //! N: events after N from the bounded history), `sendInitialEvents=true` (initial ADDED then a
 //! BOOKMARK annotated `k8s.io/initial-events-end`), `allowWatchBookmarks`, `timeoutSeconds`,
-//! label / field selectors, and Table-wrapped events when `Accept` asks `as=Table`. A too-old
+//! label / field selectors, Table-wrapped events when `Accept` asks `as=Table`, and protobuf
+//! frames (`application/vnd.kubernetes.protobuf;stream=watch`: 4-byte length + `WatchEvent`)
+//! when `Accept` prefers protobuf, as client-go's typed informers ask. A too-old
 //! resourceVersion gets HTTP 200 and an in-stream ERROR event carrying a 410 Expired Status.
 //! The producer stops when the client goes away, on timeout, or if it falls too far behind.
 
@@ -33,6 +35,7 @@ struct Filter {
     labels: LabelSelector,
     fields: FieldSelector,
     as_table: bool,
+    protobuf: bool,
     /// Like the apiserver, only the first Table event carries column definitions.
     headers_sent: bool,
 }
@@ -57,6 +60,16 @@ impl Filter {
         } else {
             object.clone()
         };
+        if self.protobuf {
+            // Every stored kind has a message; an object that does not encode still ends the
+            // stream cleanly, as an in-stream error.
+            let frame = portcullis_proto::watch_frame(kind, &object).or_else(|e| {
+                let st = Status::internal(format!("cannot encode the event: {e}"));
+                let obj: Value = serde_json::from_slice(&st.to_json()).unwrap_or_default();
+                portcullis_proto::watch_frame("ERROR", &obj)
+            });
+            return Bytes::from(frame.unwrap_or_default());
+        }
         let mut v =
             serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
         v.push(b'\n');
@@ -82,8 +95,10 @@ pub fn serve(
     labels: LabelSelector,
     fields: FieldSelector,
     q: &Query,
-    as_table: bool,
+    headers: &http::HeaderMap,
 ) -> Response<Body> {
+    let as_table = table::wanted(headers);
+    let protobuf = !as_table && super::answer::wants_protobuf(headers);
     let from = match q
         .get("resourceVersion")
         .filter(|v| !v.is_empty() && *v != "0")
@@ -111,6 +126,7 @@ pub fn serve(
         labels,
         fields,
         as_table,
+        protobuf,
         headers_sent: false,
     };
     let start = sb.store().watch(def, filter.ns.as_deref(), from);
@@ -142,11 +158,15 @@ pub fn serve(
     let mut resp = Response::new(body);
     let ct = if as_table {
         table::CONTENT_TYPE
+    } else if protobuf {
+        portcullis_proto::WATCH_MEDIA_TYPE
     } else {
         "application/json"
     };
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    // A stream: `answer::finish` must not wait for its end.
+    resp.extensions_mut().insert(super::answer::Streaming);
     resp
 }
 
@@ -213,18 +233,28 @@ mod tests {
     }
 
     fn start_as(sb: &Sandbox, query: &str, as_table: bool) -> Body {
+        let accept = if as_table {
+            "application/json;as=Table;v=v1;g=meta.k8s.io, application/json"
+        } else {
+            "application/json"
+        };
+        start_accepting(sb, query, accept).into_body()
+    }
+
+    fn start_accepting(sb: &Sandbox, query: &str, accept: &str) -> Response<Body> {
         let def = find("", "v1", "configmaps").unwrap();
+        let mut headers = http::HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_str(accept).unwrap());
         let q = Query::parse(Some(query));
-        let resp = serve(
+        serve(
             sb,
             def,
             Some("default".into()),
             LabelSelector::parse(q.get("labelSelector").unwrap_or("")).unwrap(),
             FieldSelector::default(),
             &q,
-            as_table,
-        );
-        resp.into_body()
+            &headers,
+        )
     }
 
     async fn next_event(body: &mut Body) -> Option<Value> {
@@ -258,6 +288,41 @@ mod tests {
         create(&sb, "new", json!({"app": "a"}));
         let ev = next_event(&mut body).await.unwrap();
         assert_eq!(ev["object"]["metadata"]["name"], "new");
+    }
+
+    #[tokio::test]
+    async fn protobuf_frames_when_preferred() {
+        let sb = Sandbox::new();
+        create(&sb, "old", json!({"app": "a"}));
+        let resp = start_accepting(
+            &sb,
+            "watch=1",
+            "application/vnd.kubernetes.protobuf, application/json",
+        );
+        assert_eq!(
+            resp.headers()[header::CONTENT_TYPE],
+            "application/vnd.kubernetes.protobuf;stream=watch"
+        );
+        let mut body = resp.into_body();
+        create(&sb, "new", json!({}));
+        let mut buf = Vec::new();
+        let mut events = Vec::new();
+        while events.len() < 2 {
+            let frame = tokio::time::timeout(Duration::from_secs(2), body.frame())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            buf.extend_from_slice(&frame.into_data().unwrap());
+            let (evs, rest) = portcullis_proto::response::read_watch_frames(&buf).unwrap();
+            let rest = rest.to_vec();
+            events.extend(evs);
+            buf = rest;
+        }
+        assert_eq!(events[0]["type"], "ADDED");
+        assert_eq!(events[0]["object"]["metadata"]["name"], "old");
+        assert_eq!(events[0]["object"]["kind"], "ConfigMap");
+        assert_eq!(events[1]["object"]["metadata"]["name"], "new");
     }
 
     #[tokio::test]

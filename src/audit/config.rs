@@ -21,6 +21,8 @@
 //!     - name: stdout
 //!       stdout: {}
 //!       mode: blocking                    # default for stdout
+//!   session_recording:                    # exec / attach recordings (session/config.rs)
+//!     directory: sessions
 //! ```
 //!
 //! Rejects, with the key path: a missing or invalid policy file, an unreadable or non-Ed25519
@@ -47,6 +49,9 @@ pub struct AuditConfig {
     #[serde(default)]
     pub signing_key_file: Option<PathBuf>,
     pub sinks: Vec<SinkConfig>,
+    /// Where recorded exec / attach sessions go (`session/config.rs`).
+    #[serde(default)]
+    pub session_recording: Option<super::session::SessionRecordingConfig>,
 }
 
 /// `audit.sinks[]`: exactly one of `file`, `webhook`, `stdout`.
@@ -141,6 +146,8 @@ pub struct AuditSettings {
     pub policy: Arc<Policy>,
     pub policy_file: PathBuf,
     sinks: Vec<ValidSink>,
+    /// `session_recording` (None: no session is recorded).
+    pub sessions: Option<Arc<super::session::SessionSettings>>,
 }
 
 #[derive(Debug, Clone)]
@@ -248,10 +255,19 @@ pub fn build(cfg: &AuditConfig, base: &Path, prefix: &str) -> Result<AuditSettin
             sinks.push(sink);
         }
     }
+    let sessions = cfg.session_recording.as_ref().map(|s| {
+        Arc::new(super::session::config::build(
+            &mut p,
+            s,
+            base,
+            &format!("{prefix}.session_recording"),
+        ))
+    });
     p.finish(policy.map(|policy| AuditSettings {
         policy,
         policy_file,
         sinks,
+        sessions,
     }))
 }
 

@@ -1,16 +1,25 @@
 //! The audit layers: one `audit.k8s.io/v1` event per request, refusals included.
 //!
 //! [`AuditLayer`] starts the request's [`AuditRecord`] (the request line as received), puts it
-//! in the request extensions for the layers below to fill in, and when the response comes back
-//! records the outcome (a [`Refused`] marker's stage and Status, or the status code), keeps the
-//! response body for `responseObject` when the policy asks, and emits: `ResponseComplete` before
-//! the head is released, or — for a long-running request whose stream started —
-//! `ResponseStarted` now and `ResponseComplete` when the stream ends (a guard attached to the
-//! forwarder's [`StreamGuards`]). [`ReceivedLayer`] emits `RequestReceived`.
+//! in the request extensions for the layers below to fill in (with an [`OnStall`] hook that
+//! records a stalled-stream reset when the pump makes it), and when the response comes back
+//! records the outcome (a [`Refused`] marker's stage and Status, or the status code) and emits
+//! `ResponseComplete` once the answer is complete:
 //!
-//! Rejects: only when a blocking-strict sink cannot make an event durable → 503
-//! (`Refusal::AuditUnavailable`), so no client sees an answer whose event was lost. Without an
-//! `audit:` section both layers pass requests through untouched.
+//! * a refusal (no upstream body): before its head is released, as the answer is complete;
+//! * an ordinary answer: after its last byte, by `complete.rs` (small answers are held whole;
+//!   a longer one streams and only its last frame waits for the event);
+//! * a long-running request whose stream started: `ResponseStarted` before the head, and
+//!   `ResponseComplete` when the stream ends (a guard attached to the forwarder's
+//!   [`StreamGuards`]).
+//!
+//! [`ReceivedLayer`] emits `RequestReceived`.
+//!
+//! Rejects: only when a blocking-strict sink cannot make an event durable, so that no client
+//! holds a complete answer whose event was lost: 503 (`Refusal::AuditUnavailable`) for an
+//! answer whose head is still held (`RequestReceived`, `ResponseStarted`, a refusal, an answer
+//! held whole); a streamed answer is cut off before its end instead. Without an `audit:`
+//! section both layers pass requests through untouched.
 
 use std::{
     convert::Infallible,
@@ -21,12 +30,16 @@ use std::{
 use http::{Request, Response};
 use tower::{Layer, Service};
 
-use super::{record, Audit, AuditRecord, Recorder, Stage};
+use super::{
+    complete,
+    record::{self, CompleteOnDrop},
+    Audit, AuditRecord, Recorder, Stage,
+};
 use crate::{
     body::Body,
     refusal::{Refusal, Refused},
     service::{self, AuditId, Classified, ResponseFuture},
-    upstream::StreamGuards,
+    upstream::{pump::OnStall, StreamGuards},
 };
 
 /// Starts, fills in and emits each request's event.
@@ -81,6 +94,10 @@ where
         };
         let rec = AuditRecord::new(start(audit.clone(), &req, self.layer.trust_forwarded_for));
         req.extensions_mut().insert(rec.clone());
+        let stalled = rec.clone();
+        req.extensions_mut().insert(OnStall(Arc::new(move || {
+            stalled.aborted(record::ABORTED_STALLED);
+        })));
         let inner = self.inner.call(req);
         service::boxed(async move {
             let resp = inner.await?;
@@ -127,8 +144,9 @@ fn start<B>(audit: Arc<Audit>, req: &Request<B>, trust_forwarded_for: bool) -> R
 /// Response headers of the replaced answer that a strict-audit 503 carries on.
 const KEPT_ON_AUDIT_FAILURE: [&str; 3] = ["ratelimit-policy", "ratelimit", "warning"];
 
-/// Record the outcome and emit. In blocking-strict mode the response is not released until
-/// its event is durable; if it cannot be, the answer is 503.
+/// Record the outcome and emit (see the module doc for when). In blocking-strict mode an
+/// answer held whole is not released until its event is durable; if it cannot be, the answer
+/// is 503.
 async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
     let long_running = resp
         .extensions()
@@ -137,49 +155,53 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
     let streams = resp.extensions_mut().remove::<StreamGuards>();
     let code = resp.status().as_u16();
     let stream_started = long_running && code < 300 && streams.is_some();
-    let (stage, wants_body) = rec.with(|r| {
+    let (wants_body, recorded) = rec.with(|r| {
         if let Some(refused) = resp.extensions().get::<Refused>() {
             r.refused(refused);
         }
-        if let (true, Some(streams)) = (stream_started, &streams) {
-            // Taken before the status is set, as the stream's head goes out.
-            if let Some(guard) = r.complete_on_drop() {
-                streams.hold(Box::new(guard));
-            }
-        }
         r.status_code(code);
-        if stream_started {
-            (Stage::ResponseStarted, false)
-        } else {
-            (
-                Stage::ResponseComplete,
-                r.wants_response_body() && !long_running,
-            )
+        if let (true, Some(streams)) = (stream_started, &streams) {
+            // Emits ResponseComplete from the record as it is when the stream ends.
+            streams.hold(Box::new(CompleteOnDrop(rec.clone())));
         }
+        let eval = r.evaluate();
+        (
+            r.wants_response_body(),
+            eval.records(Stage::ResponseComplete),
+        )
     });
     drop(streams);
-    if wants_body {
-        let (captured, obj) = record::capture_response(resp).await;
-        resp = captured;
-        if let Some(obj) = obj {
-            rec.with(|r| r.response_object(obj));
+    if !stream_started && !recorded {
+        // Nothing to write: the answer goes as it is.
+        return resp;
+    }
+    let outcome = if stream_started {
+        match rec.emit(Stage::ResponseStarted).await {
+            Ok(()) => Ok(resp),
+            Err(err) => Err((err, resp)),
+        }
+    } else {
+        // Refusals (and streams that never started) are small answers: held whole.
+        complete::deliver(rec.clone(), resp, wants_body && !long_running).await
+    };
+    let (err, replaced) = match outcome {
+        Ok(resp) => return resp,
+        Err(failed) => failed,
+    };
+    tracing::error!(%err, "audit event could not be recorded; answering 503");
+    let mut refused = Refusal::AuditUnavailable.respond();
+    if let Some(marker) = refused.extensions().get::<Refused>() {
+        // A stream's ResponseComplete, still to come, tells what the client got.
+        rec.with(|r| r.refused(marker));
+    }
+    // What the layers below added on the way out (rate-limit state, Pod Security warnings)
+    // still describes this request; the 503 keeps it.
+    for name in KEPT_ON_AUDIT_FAILURE {
+        for value in replaced.headers().get_all(name) {
+            refused.headers_mut().append(name, value.clone());
         }
     }
-    match rec.emit(stage).await {
-        Ok(()) => resp,
-        Err(err) => {
-            tracing::error!(%err, "audit event could not be recorded; answering 503");
-            let mut refused = Refusal::AuditUnavailable.respond();
-            // What the layers below added on the way out (rate-limit state, Pod Security
-            // warnings) still describes this request; the 503 keeps it.
-            for name in KEPT_ON_AUDIT_FAILURE {
-                for value in resp.headers().get_all(name) {
-                    refused.headers_mut().append(name, value.clone());
-                }
-            }
-            refused
-        }
-    }
+    refused
 }
 
 /// Emits `RequestReceived` once the caller is known and admitted, when the policy records that
@@ -262,6 +284,7 @@ mod tests {
         Arc::new(Audit {
             policy: Arc::new(Policy::from_yaml(policy).unwrap()),
             auditor: Arc::new(auditor),
+            sessions: None,
         })
     }
 

@@ -12,18 +12,23 @@
 //! | `policy.rs` | `Policy` (apiserver schema, first match), `Attributes`, `RuleEvaluation` |
 //! | `chain.rs` | canonical bytes, links, checkpoints, Ed25519 signing keys |
 //! | `canonical.rs` | the same canonical bytes from our own compact line (emit path) |
+//! | `layer.rs`, `record.rs` | the pipeline's audit layers and the per-request record |
+//! | `complete.rs` | `ResponseComplete` after the last byte of an ordinary answer (the held last frame) |
 //! | `sink/` | `Auditor` fan-out, delivery modes, file / webhook / stdout sinks |
 //! | `verify.rs` | `portcullis audit verify`: chain and signature checking |
 //! | `query.rs` | `portcullis audit query`: streaming filters over audit files |
 //! | `metrics.rs` | Prometheus export of the sink counters |
+//! | `session/` | exec / attach session recording (asciicast v2 files) |
 
 pub mod canonical;
 pub mod chain;
+pub mod complete;
 pub mod config;
 pub mod event;
 pub mod metrics;
 pub mod policy;
 pub mod query;
+pub mod session;
 pub mod sink;
 pub mod verify;
 

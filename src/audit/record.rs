@@ -19,14 +19,17 @@
 //! | `portcullis.io/sanitize` = inspected / refused | for write bodies |
 //! | `pod-security.kubernetes.io/enforce-policy`, `.../audit-violations` | as the apiserver's PodSecurity plugin writes them |
 //! | `portcullis.io/exec-command` = the argv as a JSON array of strings (`["sh","-c","id"]`) | every `pods/exec` request, from its `command` parameters |
+//! | `portcullis.io/response-aborted` = `stalled` / `client-gone` / `upstream-error` | a `ResponseComplete` whose answer did not end normally |
+//! | `portcullis.io/session-recording` = `{"file","sha256","bytes","truncated","droppedFrames"}` | a recorded exec / attach session's `ResponseComplete` (`audit::session`), via [`EndAnnotations`] |
 //!
 //! Never recorded: request headers (so no `Authorization`, no token), bodies below level
 //! `Request`, and — with the default policy — any body of Secrets, ConfigMaps, TokenReviews
 //! or TokenRequests.
 //!
 //! Stages: `RequestReceived` (when the policy records it, emitted by `audit::ReceivedLayer`),
-//! `ResponseStarted` and `ResponseComplete` (by `audit::AuditLayer`; for a stream,
-//! `ResponseComplete` when it ends), `Panic` (by the request-id layer). Where these sit in the
+//! `ResponseStarted` and `ResponseComplete` (by `audit::AuditLayer` and `audit::complete`:
+//! after the answer's last byte; for a stream, when it ends), `Panic` (by the request-id
+//! layer). `ResponseComplete` is taken once, by whichever end comes first. Where these sit in the
 //! request's life is `crate::stack`'s to say.
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -61,6 +64,24 @@ pub fn exec_command(request_uri: &str) -> Vec<String> {
 pub struct Audit {
     pub policy: Arc<Policy>,
     pub auditor: Arc<Auditor>,
+    /// `audit.session_recording` (None: sessions are never recorded).
+    pub sessions: Option<Arc<crate::audit::session::SessionSettings>>,
+}
+
+/// Annotations known only when a stream ends (a session recording's file and digest): its
+/// `ResponseComplete` event carries them. Shared by the stream's owner and the event's guard.
+#[derive(Clone, Default)]
+pub struct EndAnnotations(Arc<Mutex<Vec<(String, String)>>>);
+
+impl EndAnnotations {
+    /// Put `key` on the stream's `ResponseComplete` event (call before the stream's guards
+    /// are dropped).
+    pub fn annotate(&self, key: &str, value: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((key.to_owned(), value));
+    }
 }
 
 /// One request's event under construction.
@@ -71,6 +92,11 @@ pub struct Recorder {
     evaluated: bool,
     /// The classified request, for policy evaluation.
     info: Option<Arc<RequestInfo>>,
+    /// `ResponseComplete` was taken (it is emitted once, by whichever end comes first: the
+    /// last frame, an abort, a stalled-stream reset, the end of a stream).
+    completed: bool,
+    /// Annotations known only when a stream ends (a session recording's digest).
+    at_end: EndAnnotations,
 }
 
 /// The record shared by the layers of one request (a request extension): each layer adds what
@@ -97,7 +123,44 @@ impl AuditRecord {
         };
         auditor.emit(event).await
     }
+
+    /// The `ResponseComplete` event as it stands now, if not taken yet: a future that emits
+    /// it (owning everything, so it may outlive the caller). `Err` only from a strict sink.
+    pub fn complete(&self) -> impl std::future::Future<Output = Result<(), AuditError>> + Send {
+        let taken = self.with(Recorder::take_complete);
+        async move {
+            match taken {
+                Some((auditor, event)) => auditor.emit(event).await,
+                None => Ok(()),
+            }
+        }
+    }
+
+    /// The answer ended abnormally (`how`: [`ABORTED_STALLED`], [`ABORTED_CLIENT`],
+    /// [`ABORTED_UPSTREAM`]): unless `ResponseComplete` was already taken, annotate it and
+    /// emit it now without waiting — nobody is left to answer.
+    pub fn aborted(&self, how: &str) {
+        let taken = self.with(|r| {
+            if r.completed {
+                return None;
+            }
+            r.annotate(ABORTED_ANNOTATION, how);
+            r.take_complete()
+        });
+        if let Some((auditor, event)) = taken {
+            auditor.emit_detached(event);
+        }
+    }
 }
+
+/// The annotation of a `ResponseComplete` whose answer did not end normally.
+pub const ABORTED_ANNOTATION: &str = "portcullis.io/response-aborted";
+/// The proxy reset the answer: its client read nothing for `upstream.stalled_stream_timeout`.
+pub const ABORTED_STALLED: &str = "stalled";
+/// The client went away (closed, reset its stream) before the last byte.
+pub const ABORTED_CLIENT: &str = "client-gone";
+/// The upstream broke off mid-body; the client's answer ended in an error.
+pub const ABORTED_UPSTREAM: &str = "upstream-error";
 
 impl Recorder {
     /// Start recording: the request line as received.
@@ -133,6 +196,8 @@ impl Recorder {
             },
             evaluated: false,
             info: None,
+            completed: false,
+            at_end: EndAnnotations::default(),
         }
     }
 
@@ -225,6 +290,16 @@ impl Recorder {
         self.eval.level >= Level::RequestResponse
     }
 
+    /// Where annotations learned at the end of this request's stream go.
+    pub fn at_stream_end(&self) -> EndAnnotations {
+        self.at_end.clone()
+    }
+
+    /// The session-recording settings, when sessions may be recorded.
+    pub fn session_settings(&self) -> Option<Arc<crate::audit::session::SessionSettings>> {
+        self.audit.sessions.clone()
+    }
+
     pub fn annotate(&mut self, key: &str, value: impl Into<String>) {
         self.event.annotations.insert(key.to_owned(), value.into());
     }
@@ -290,108 +365,67 @@ impl Recorder {
             .then(|| (self.audit.auditor.clone(), self.event_at(stage)))
     }
 
-    /// For a long-running request whose head went out: a guard that emits `ResponseComplete`
-    /// when the stream ends (it is dropped with the response body or the upgrade splice).
-    pub fn complete_on_drop(&mut self) -> Option<CompleteOnDrop> {
-        let eval = self.evaluate();
-        eval.records(Stage::ResponseComplete)
-            .then(|| CompleteOnDrop {
-                auditor: self.audit.auditor.clone(),
-                event: Some(self.event_at(Stage::ResponseComplete)),
-            })
+    /// The `ResponseComplete` event and where to send it, once: `None` if already taken or
+    /// not recorded by the policy.
+    fn take_complete(&mut self) -> Option<(Arc<Auditor>, Event)> {
+        if self.completed {
+            return None;
+        }
+        self.completed = true;
+        let (auditor, mut event) = self.event_for(Stage::ResponseComplete)?;
+        let late =
+            std::mem::take(&mut *self.at_end.0.lock().unwrap_or_else(PoisonError::into_inner));
+        event.annotations.extend(late);
+        Some((auditor, event))
+    }
+
+    /// Whether `ResponseComplete` was taken already.
+    pub fn is_completed(&self) -> bool {
+        self.completed
+    }
+
+    /// A failure Status the upstream answered with fills `responseStatus` as the apiserver's
+    /// `LogResponseObject` copies it (status, message, reason, details, code), at every level.
+    /// Anything else leaves it as it is.
+    pub fn response_status_from(&mut self, body: &Value) {
+        if body.get("kind").and_then(Value::as_str) != Some("Status") {
+            return;
+        }
+        let text = |k: &str| {
+            body.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let code = body
+            .get("code")
+            .and_then(Value::as_i64)
+            .and_then(|c| i32::try_from(c).ok());
+        let rs = self
+            .event
+            .response_status
+            .get_or_insert_with(ResponseStatus::default);
+        rs.status = text("status");
+        rs.message = text("message");
+        rs.reason = text("reason");
+        rs.details = body.get("details").filter(|d| !d.is_null()).cloned();
+        if let Some(code) = code.filter(|c| *c != 0) {
+            rs.code = code;
+        }
     }
 }
 
-/// Emits its `ResponseComplete` event when dropped (the end of a stream).
-pub struct CompleteOnDrop {
-    auditor: Arc<Auditor>,
-    event: Option<Event>,
-}
+/// For a long-running request whose head went out: emits the request's `ResponseComplete`
+/// when dropped (the end of the stream: it is dropped with the response body or the upgrade
+/// splice), with what the record holds then — unless a stalled-stream reset took it first.
+pub struct CompleteOnDrop(pub AuditRecord);
 
 impl Drop for CompleteOnDrop {
     fn drop(&mut self) {
-        if let Some(mut e) = self.event.take() {
-            e.stage_timestamp = MicroTime::now();
-            self.auditor.emit_detached(e);
+        if let Some((auditor, event)) = self.0.with(Recorder::take_complete) {
+            auditor.emit_detached(event);
         }
     }
-}
-
-/// Largest response body kept for `responseObject`; larger ones stream on without it.
-const MAX_RESPONSE_OBJECT: usize = 3 * 1024 * 1024;
-
-/// Read a (not long-running) response body for `responseObject`: up to
-/// [`MAX_RESPONSE_OBJECT`] bytes are buffered; a JSON body that fits is returned parsed, and
-/// the response is rebuilt around the same bytes. A larger body streams on unrecorded.
-pub async fn capture_response(
-    resp: http::Response<crate::body::Body>,
-) -> (http::Response<crate::body::Body>, Option<Value>) {
-    use http_body_util::BodyExt;
-    let (parts, mut body) = resp.into_parts();
-    let json = parts
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/json"));
-    let mut chunks: Vec<bytes::Bytes> = Vec::new();
-    let mut total = 0usize;
-    loop {
-        match body.frame().await {
-            None => break,
-            Some(Ok(frame)) => {
-                // Trailers are not part of the object (Kubernetes sends none).
-                if let Ok(data) = frame.into_data() {
-                    total += data.len();
-                    chunks.push(data);
-                    if total > MAX_RESPONSE_OBJECT {
-                        // Too large to record: send what we have, then the rest as it comes.
-                        let head =
-                            futures_util::stream::iter(chunks.into_iter().map(|c| {
-                                Ok::<_, crate::body::BoxError>(http_body::Frame::data(c))
-                            }));
-                        let rest = http_body_util::BodyStream::new(body);
-                        let joined = http_body_util::StreamBody::new(
-                            futures_util::StreamExt::chain(head, rest),
-                        );
-                        return (
-                            http::Response::from_parts(parts, crate::body::boxed(joined)),
-                            None,
-                        );
-                    }
-                }
-            }
-            Some(Err(e)) => {
-                // The upstream broke off mid-body: pass the error on as the body's end.
-                let head = futures_util::stream::iter(
-                    chunks
-                        .into_iter()
-                        .map(|c| Ok::<_, crate::body::BoxError>(http_body::Frame::data(c)))
-                        .chain(std::iter::once(Err(e))),
-                );
-                return (
-                    http::Response::from_parts(
-                        parts,
-                        crate::body::boxed(http_body_util::StreamBody::new(head)),
-                    ),
-                    None,
-                );
-            }
-        }
-    }
-    let bytes: bytes::Bytes = if chunks.len() == 1 {
-        chunks.pop().unwrap_or_default()
-    } else {
-        chunks.concat().into()
-    };
-    let obj = if json {
-        serde_json::from_slice(&bytes).ok()
-    } else {
-        None
-    };
-    (
-        http::Response::from_parts(parts, crate::body::full(bytes)),
-        obj,
-    )
 }
 
 #[cfg(test)]

@@ -121,6 +121,7 @@ impl Check {
                 allow_reason: format!("tenant {}", t.name),
                 subjects,
                 rules,
+                record_sessions: t.record_sessions,
             });
         }
         principals
@@ -268,6 +269,7 @@ impl Check {
                 allow_reason: format!("grant {}", g.name),
                 subjects,
                 rules,
+                record_sessions: g.record_sessions,
             });
         }
         principals

@@ -76,6 +76,8 @@ pub(super) struct Principal {
     pub allow_reason: String,
     pub subjects: Vec<Subject>,
     pub rules: Vec<Rule>,
+    /// `record_sessions`: the exec / attach sessions this principal allows are recorded.
+    pub record_sessions: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,9 +246,40 @@ impl Authorizer {
         Decision::allow(&by.allow_reason)
     }
 
+    /// Whether the session `req` opens (an allowed `pods/exec` or `pods/attach`) is to be
+    /// recorded: some tenant or grant with `record_sessions` applies to `id` *and* allows
+    /// `req`. Any such principal counts, not only the first one that allowed it, so a second
+    /// grant without recording never switches recording off.
+    pub fn records_session(&self, id: &Identity, req: &RequestInfo) -> bool {
+        let session = req.is_resource_request
+            && req.api_group.is_empty()
+            && req.resource == "pods"
+            && (req.subresource == "exec" || req.subresource == "attach");
+        session
+            && self
+                .applying(id, req, false)
+                .is_some_and(|mut applying| applying.any(|p| p.record_sessions))
+    }
+
     /// The first tenant or grant (tenants first, then grants, each in config order) that applies
     /// to `id` and has a rule allowing `req`.
-    fn granted_by(&self, id: &Identity, req: &RequestInfo, named_only: bool) -> Option<&Principal> {
+    fn granted_by<'s>(
+        &'s self,
+        id: &'s Identity,
+        req: &'s RequestInfo,
+        named_only: bool,
+    ) -> Option<&'s Principal> {
+        self.applying(id, req, named_only)?.next()
+    }
+
+    /// Every tenant or grant, in decision order, that applies to `id` and has a rule allowing
+    /// `req`; `None` for a resource request without a resource (nothing allows it).
+    fn applying<'s>(
+        &'s self,
+        id: &'s Identity,
+        req: &'s RequestInfo,
+        named_only: bool,
+    ) -> Option<impl Iterator<Item = &'s Principal> + 's> {
         let bit = verb_bit(&req.verb);
         let place = if req.is_resource_request {
             if req.resource.is_empty() {
@@ -256,7 +289,7 @@ impl Authorizer {
         } else {
             None
         };
-        self.principals.iter().find(|p| {
+        Some(self.principals.iter().filter(move |p| {
             p.subjects.iter().any(|s| s.matches(id))
                 && p.rules.iter().any(|r| {
                     r.verbs.contains(bit)
@@ -270,7 +303,7 @@ impl Authorizer {
                             _ => false,
                         }
                 })
-        })
+        }))
     }
 
     pub(super) fn place<'a>(&self, req: &'a RequestInfo) -> Place<'a> {

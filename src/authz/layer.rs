@@ -5,8 +5,10 @@
 //! classification. Tells the audit record the decision (`authorization.k8s.io/decision` and
 //! `reason`). Rejects with 403 `Forbidden` worded as kube-apiserver's (`Refusal::Forbidden`;
 //! only a scope denial appends `: outside token scope`), the deciding reason logged. A
-//! server-side apply by a caller who may patch but not create is marked
-//! [`ApplyMustNotCreate`](super::apply_guard::ApplyMustNotCreate) for `apply_guard`.
+//! server-side apply or a PUT by a caller who may patch / update but not create is marked
+//! [`MustNotCreate`](super::create_guard::MustNotCreate) for `create_guard`; an exec / attach a
+//! `record_sessions` tenant or grant allows is marked
+//! [`RecordSession`](crate::audit::session::RecordSession) for the upgrade forwarder.
 
 use std::{
     convert::Infallible,
@@ -18,12 +20,12 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 
 use super::{
-    apply_guard::{is_apply, ApplyMustNotCreate},
+    create_guard::{is_apply, MustNotCreate},
     engine::OUTSIDE_SCOPE,
     forbidden, Authorizer,
 };
 use crate::{
-    audit::AuditRecord,
+    audit::{session::RecordSession, AuditRecord},
     authn::Identity,
     body::Body,
     refusal::Refusal,
@@ -93,17 +95,30 @@ where
             let words = forbidden(identity, info, why);
             return service::ready(Refusal::Forbidden(Box::new(words)).respond());
         }
-        // A server-side apply may create: without `create` too, it must not (`apply_guard`).
-        let apply_without_create = info.verb == "patch"
-            && info.subresource.is_empty()
-            && is_apply(req.headers().get(http::header::CONTENT_TYPE))
-            && {
+        // A server-side apply or a PUT may create: without `create` too, it must not
+        // (`create_guard`).
+        let may_create = info
+            .subresource
+            .is_empty()
+            .then(|| match info.verb.as_str() {
+                "patch" if is_apply(req.headers().get(http::header::CONTENT_TYPE)) => {
+                    Some(MustNotCreate::Apply)
+                }
+                "update" => Some(MustNotCreate::Update),
+                _ => None,
+            })
+            .flatten()
+            .filter(|_| {
                 let mut as_create = (**info).clone();
                 as_create.verb = "create".into();
                 !self.authorizer.authorize(identity, &as_create).allowed
-            };
-        if apply_without_create {
-            req.extensions_mut().insert(ApplyMustNotCreate);
+            });
+        let record_session = self.authorizer.records_session(identity, info);
+        if let Some(kind) = may_create {
+            req.extensions_mut().insert(kind);
+        }
+        if record_session {
+            req.extensions_mut().insert(RecordSession);
         }
         service::boxed(self.inner.call(req))
     }

@@ -94,8 +94,8 @@
 //! `api_groups`/`namespaces` lists, missing `api_groups`, malformed resource, namespace and URL
 //! patterns, a rule mixing resources and URLs, and a public URL list containing `*`.
 
-pub mod apply_guard;
 pub mod config;
+pub mod create_guard;
 pub mod engine;
 pub mod escalation;
 pub mod forbidden;
@@ -114,3 +114,5 @@ pub use scope::{Scope, ScopeRule};
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod tests_sessions;

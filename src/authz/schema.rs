@@ -67,6 +67,9 @@ pub struct TenantConfig {
     /// Absent: every verb on every resource (not the namespace objects) in the namespaces.
     #[serde(default)]
     pub rules: Option<Vec<TenantRuleConfig>>,
+    /// Record the exec / attach sessions this tenant's rules allow (`audit.session_recording`).
+    #[serde(default)]
+    pub record_sessions: bool,
 }
 
 /// `authorization.tenants[].rules[]` — always confined to the tenant's namespaces.
@@ -92,6 +95,9 @@ pub struct GrantConfig {
     pub subjects: Vec<SubjectConfig>,
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// Record the exec / attach sessions this grant allows (`audit.session_recording`).
+    #[serde(default)]
+    pub record_sessions: bool,
 }
 
 /// `authorization.grants[].rules[]`: either a resource rule or a non-resource rule.

@@ -74,7 +74,7 @@ struct File {
     authorization: AuthorizationConfig,
 }
 
-fn parse(yaml: &str) -> AuthorizationConfig {
+pub(crate) fn parse(yaml: &str) -> AuthorizationConfig {
     let v: serde_json::Value = serde_saphyr::from_str(yaml).expect("yaml");
     serde_json::from_value::<File>(v)
         .expect("schema")
@@ -104,7 +104,7 @@ fn scoped(mut i: Identity, scope_json: &str) -> Identity {
     i
 }
 
-fn req(method: &str, uri: &str, hdrs: &[(&str, &str)]) -> RequestInfo {
+pub(crate) fn req(method: &str, uri: &str, hdrs: &[(&str, &str)]) -> RequestInfo {
     let mut h = HeaderMap::new();
     for (k, v) in hdrs {
         h.append(
@@ -118,8 +118,8 @@ fn req(method: &str, uri: &str, hdrs: &[(&str, &str)]) -> RequestInfo {
 }
 
 const NO: &[(&str, &str)] = &[];
-const WS: &[(&str, &str)] = &[("connection", "Upgrade"), ("upgrade", "websocket")];
-const SPDY: &[(&str, &str)] = &[("connection", "Upgrade"), ("upgrade", "SPDY/3.1")];
+pub(crate) const WS: &[(&str, &str)] = &[("connection", "Upgrade"), ("upgrade", "websocket")];
+pub(crate) const SPDY: &[(&str, &str)] = &[("connection", "Upgrade"), ("upgrade", "SPDY/3.1")];
 
 #[derive(Clone, Copy)]
 enum Who {

@@ -10,6 +10,8 @@
 //!   key next to it; refuses to overwrite an existing key.
 //! * `check-policy FILE`: load an `audit.k8s.io/v1` Policy and report the first problem with
 //!   its key path.
+//! * `replay FILE [--speed N] [--no-wait] [--sha256 HEX] [--audit-log LOG]...`: play a
+//!   recorded session (`replay.rs`).
 //!
 //! Rejected arguments (bad times, codes, unreadable files or keys) exit 1 with the reason.
 
@@ -64,6 +66,9 @@ pub enum AuditCommand {
     },
     /// Load an audit policy file and report the first problem with its key path.
     CheckPolicy { policy: PathBuf },
+    /// Play a recorded exec / attach session back (asciicast v2), checking its SHA-256 first
+    /// when asked.
+    Replay(super::replay::ReplayArgs),
 }
 
 /// The filters and output of `audit query`.
@@ -131,6 +136,7 @@ fn run_inner(cmd: AuditCommand) -> Result<i32> {
             files,
         } => verify_cmd(&keys, max_unsigned_tail, &anchors, &files),
         AuditCommand::Query(args) => query_cmd(args),
+        AuditCommand::Replay(args) => super::replay::run(&args),
         AuditCommand::Keygen { out, public_out } => keygen_cmd(&out, public_out),
         AuditCommand::CheckPolicy { policy } => match Policy::load(&policy) {
             Ok(p) => {

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod check_config;
 pub mod demo;
+pub mod replay;
 pub mod sandbox;
 pub mod serve;
 pub mod signal;

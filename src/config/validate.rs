@@ -123,6 +123,7 @@ pub fn build(
         Some(t) => c.take(crate::telemetry::config::build(t, base, "tracing")),
     };
     check_dangerous(&mut c, file);
+    check_session_recording(&mut c, file);
     let (admin_addr, ready_window) = server_config::admin(&mut c, &file.admin);
     let upstream = crate::upstream::config::validate(&mut c, &file.upstream, base, env);
     let config = (|| {
@@ -147,6 +148,32 @@ pub fn build(
         })
     })();
     c.finish(config)
+}
+
+/// `record_sessions` on a tenant or grant needs somewhere to put the recordings.
+fn check_session_recording(c: &mut Problems, file: &schema::File) {
+    let configured = file
+        .audit
+        .as_ref()
+        .is_some_and(|a| a.session_recording.is_some());
+    if configured {
+        return;
+    }
+    let authz = &file.authorization;
+    let tenants = authz.tenants.iter().map(|t| ("tenants", t.record_sessions));
+    let grants = authz.grants.iter().map(|g| ("grants", g.record_sessions));
+    let mut index = std::collections::HashMap::new();
+    for (list, on) in tenants.chain(grants) {
+        let i = index.entry(list).or_insert(0usize);
+        if on {
+            c.err(
+                format!("authorization.{list}[{i}].record_sessions"),
+                "sessions cannot be recorded without audit.session_recording",
+                "add audit.session_recording: {directory: DIR} (an audit section is needed), or remove record_sessions",
+            );
+        }
+        *i += 1;
+    }
 }
 
 /// Options that weaken a guard need their `dangerous.*` acknowledgement (DESIGN decision 10).

@@ -3,6 +3,7 @@
 pub mod headers;
 pub mod request;
 pub mod review_proto;
+pub mod spdy_dictionary;
 pub mod status;
 
 pub use status::Status;

@@ -51,6 +51,7 @@ pub(crate) fn rebuild(
             Some(Arc::new(crate::audit::Audit {
                 policy: settings.policy.clone(),
                 auditor: old.auditor.clone(),
+                sessions: settings.sessions.clone(),
             }))
         }
         (None, None) => None,

@@ -127,7 +127,8 @@ where
             let body = match checked {
                 Ok(passed) => passed,
                 Err(refusal) => {
-                    return Ok(layer.refused(refusal, rec.as_ref(), policy, identity, info));
+                    let body = verdict.body.take();
+                    return Ok(layer.refused(refusal, rec.as_ref(), policy, body, identity, info));
                 }
             };
             layer.record(&mut verdict, rec.as_ref(), policy, identity, info);
@@ -152,13 +153,14 @@ where
 }
 
 impl SanitizeLayer {
-    /// A refused body: counted (enforce), noted in the audit record, logged; the refusal's
-    /// response.
+    /// A refused body: counted (enforce), noted in the audit record (with the body as received
+    /// when it was decoded and the policy records it), logged; the refusal's response.
     fn refused(
         &self,
         refusal: Refusal,
         rec: Option<&AuditRecord>,
         policy: Option<String>,
+        body: Option<serde_json::Value>,
         identity: &Identity,
         info: &RequestInfo,
     ) -> Response<Body> {
@@ -168,6 +170,9 @@ impl SanitizeLayer {
         if let Some(rec) = rec {
             rec.with(|r| {
                 r.annotate("portcullis.io/sanitize", "refused");
+                if let Some(b) = body {
+                    r.request_object(b);
+                }
                 if let Some(p) = policy {
                     r.annotate("pod-security.kubernetes.io/enforce-policy", p);
                 }

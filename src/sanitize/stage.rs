@@ -68,7 +68,8 @@ pub struct Verdict {
     pub pss_warned: bool,
     /// Set by the caller: keep the judged body (for the audit `requestObject`).
     pub keep_body: bool,
-    /// The judged body, when `keep_body` was set.
+    /// The judged body, when `keep_body` was set; for a write the judge refused, the body as
+    /// received.
     pub body: Option<serde_json::Value>,
     /// The names in the decoded object of a create or update (for the audit `objectRef`), set
     /// as soon as the body parsed: a refused write is named too.
@@ -136,7 +137,16 @@ where
     }
     verdict.inspected = true;
     let decoded = protobuf.then(|| parsed.value.clone());
-    let judged_body = judge_write(s, up, info, ob, parsed, verdict).await?;
+    // A refused write's event carries the body as received (the apiserver logs the decoded
+    // object before admission); an allowed one's, the body as judged and forwarded.
+    let as_received = verdict.keep_body.then(|| parsed.value.clone());
+    let judged_body = match judge_write(s, up, info, ob, parsed, verdict).await {
+        Ok(body) => body,
+        Err(refusal) => {
+            verdict.body = as_received;
+            return Err(refusal);
+        }
+    };
 
     // A protobuf body the judge left as decoded goes upstream as sent: the bytes whose
     // conversion was judged. One the judge changed (a strip rule) goes as the JSON it judged.

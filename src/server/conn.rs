@@ -226,11 +226,11 @@ async fn watchdog(shared: &Shared, timeouts: Timeouts) -> Closed {
 
 /// The connection's byte stream, noting when the client has said enough to be past the
 /// preface. Holds [`Shared`] (in the closure) so the connection stays counted after an upgrade.
-pub fn tracked<T>(inner: T, shared: Arc<Shared>) -> ReadTap<T, impl FnMut(usize) + Unpin> {
+pub fn tracked<T>(inner: T, shared: Arc<Shared>) -> ReadTap<T, impl FnMut(&[u8]) + Unpin> {
     let mut seen = 0usize;
-    ReadTap::new(inner, move |n| {
+    ReadTap::new(inner, move |read: &[u8]| {
         if seen < PREFACE_LEN {
-            seen += n;
+            seen += read.len();
             if seen >= PREFACE_LEN {
                 shared.prefaced.store(true, Ordering::Release);
             }

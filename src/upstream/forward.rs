@@ -65,6 +65,7 @@ pub async fn forward(
 ) -> Result<Response<Body>, Refusal> {
     let (mut parts, incoming) = req.into_parts();
     let guard = ob.guard.take();
+    let on_stall = parts.extensions.get::<pump::OnStall>().cloned();
     if parts.version == Version::HTTP_11 && headers::is_upgrade(&parts.headers) {
         return upgrade::forward(up, parts, incoming, &ob, guard).await;
     }
@@ -97,6 +98,7 @@ pub async fn forward(
             endpoint: endpoint.name.clone(),
             user: ob.identity.user.clone(),
             audit_id: ob.audit_id.to_str().unwrap_or_default().to_owned(),
+            on_stall,
         },
     );
     if let Some(guard) = guard {

@@ -35,9 +35,9 @@ impl Activity {
     }
 
     /// `io`, noting every read as activity of this session.
-    pub(crate) fn watch<T>(&self, io: T) -> ReadTap<T, impl FnMut(usize) + Unpin> {
+    pub(crate) fn watch<T>(&self, io: T) -> ReadTap<T, impl FnMut(&[u8]) + Unpin> {
         let activity = self.clone();
-        ReadTap::new(io, move |_| activity.touch())
+        ReadTap::new(io, move |_: &[u8]| activity.touch())
     }
 
     fn touch(&self) {

@@ -67,7 +67,13 @@ pub struct StallReport {
     pub user: String,
     pub audit_id: String,
     pub counter: Counter,
+    /// Told at the reset (the audit layer writes the request's `ResponseComplete` then).
+    pub on_stall: Option<OnStall>,
 }
+
+/// A request extension: called once when the pump resets that request's stalled response.
+#[derive(Clone)]
+pub struct OnStall(pub Arc<dyn Fn() + Send + Sync>);
 
 type Item = Result<(Frame<Bytes>, [OwnedSemaphorePermit; 2]), BoxError>;
 type Shared = Arc<Mutex<mpsc::UnboundedReceiver<Item>>>;
@@ -149,6 +155,9 @@ async fn pump(
             Ok(None) => return,
             Err(_) => {
                 report.counter.inc();
+                if let Some(on_stall) = &report.on_stall {
+                    (on_stall.0)();
+                }
                 tracing::warn!(
                     endpoint = %report.endpoint,
                     user = %report.user,
@@ -183,6 +192,7 @@ mod tests {
             user: "u".into(),
             audit_id: "id".into(),
             counter: Counter::default(),
+            on_stall: None,
         }
     }
 

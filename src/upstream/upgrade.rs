@@ -13,6 +13,11 @@
 //! The endpoint: the first in `Upstream::candidates` order whose breaker admits it and that
 //! accepts a TLS connection (nothing of the request is sent before that, so trying the next
 //! one is safe); every breaker refusing is a 503 `BreakerOpen`, no endpoint reachable a 502.
+//!
+//! A session to be recorded (`audit::session`) gets its file before anything goes upstream —
+//! a file that cannot be created is a 503 `ServiceUnavailable` (`AuditUnavailable`), never an
+//! unrecorded session — and the splice reads both byte streams along into it; the recording's
+//! annotation is set before the splice's guards (the `ResponseComplete` event) are dropped.
 
 use http::{header, request::Parts, HeaderValue, Request, Response, StatusCode};
 use hyper::{body::Incoming, upgrade::OnUpgrade};
@@ -26,11 +31,14 @@ use super::{
     Upstream,
 };
 use crate::{
+    audit::session,
     body::{self, Body},
     k8s::headers,
+    read_tap::ReadTap,
     refusal::{Refusal, UpstreamFailure},
 };
 use std::{sync::Arc, time::Duration};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -44,6 +52,10 @@ pub async fn forward(
 ) -> Result<Response<Body>, Refusal> {
     let Some(client_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
         return Err(UpstreamFailure::NotUpgradable.into());
+    };
+    let recording = match session::prepare(&mut parts) {
+        Ok(r) => r,
+        Err(_) => return Err(Refusal::AuditUnavailable),
     };
     let (ep, permit, io) = connect(up).await?;
     prepare_upgrade_request(up, &ep, &mut parts, ob)?;
@@ -74,11 +86,13 @@ pub async fn forward(
 
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
     let (rparts, _) = resp.into_parts();
+    let recording = recording.map(|r| (r, session::Protocol::of_101(&rparts.headers)));
     tokio::spawn(splice(
         client_upgrade,
         upstream_upgrade,
         guard,
         up.stream_idle_timeout,
+        recording,
     ));
     // Pass the 101 with its headers (Connection/Upgrade included) to the client.
     Ok(Response::from_parts(rparts, body::empty()))
@@ -192,15 +206,17 @@ async fn send_on_fresh_connection(
 }
 
 /// Once both sides have upgraded, copies bytes both ways until either closes (or, with an
-/// idle timeout, until neither side sent anything for that long).
+/// idle timeout, until neither side sent anything for that long), recording the session when
+/// asked to.
 async fn splice(
     client_upgrade: OnUpgrade,
     upstream_upgrade: OnUpgrade,
     guard: Option<Guard>,
     idle: Option<Duration>,
+    recording: Option<(session::Recording, session::Protocol)>,
 ) {
-    // Whatever the guard holds (a session permit) lives as long as the splice.
-    let _guard = guard;
+    // Whatever the guard holds (a session permit, the `ResponseComplete` event) lives as long
+    // as the splice.
     let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
         Ok(pair) => pair,
         Err(err) => {
@@ -208,7 +224,29 @@ async fn splice(
             return;
         }
     };
-    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    let (client, upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    match recording {
+        None => copy(client, upstream, idle).await,
+        Some((recording, protocol)) => {
+            let session = recording.pending.start(protocol);
+            let (mut from_client, mut from_upstream) = session.feeders();
+            let client = ReadTap::new(client, move |b: &[u8]| from_client.feed(b));
+            let upstream = ReadTap::new(upstream, move |b: &[u8]| from_upstream.feed(b));
+            // Both taps (and their feeders) are gone once this returns: the file can end.
+            copy(client, upstream, idle).await;
+            let value = session.finish().await;
+            recording.at_end.annotate(session::ANNOTATION, value);
+        }
+    }
+    drop(guard);
+}
+
+/// The copy itself, with or without the idle watchdog.
+async fn copy<C, U>(mut client: C, mut upstream: U, idle: Option<Duration>)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
     let copied = match idle {
         // No idle timeout: the plain copy, with nothing noted per read.
         None => tokio::io::copy_bidirectional(&mut client, &mut upstream).await,

@@ -6,6 +6,7 @@ pub mod binary;
 pub mod direct;
 pub mod jwt;
 pub mod redis;
+pub mod session;
 
 use std::{net::SocketAddr, path::PathBuf, process::Output, sync::Arc, time::Duration};
 

@@ -17,11 +17,11 @@
 //! channel protocols are not served (400).
 
 mod channels;
-mod dictionary;
+use portcullis::k8s::spdy_dictionary as dictionary;
 mod echo;
 mod session;
 pub mod spdy;
-mod tunnel;
+pub(crate) mod tunnel;
 
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;

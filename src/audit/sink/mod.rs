@@ -423,4 +423,27 @@ impl Auditor {
 }
 
 #[cfg(test)]
+impl Auditor {
+    /// One sink named `test` writing through `backend` on its own thread (for tests of the
+    /// layers above, with a backend that records, stalls or fails on command).
+    pub(crate) fn with_backend<B: LineBackend>(mode: DeliveryMode, backend: B) -> Auditor {
+        let counters = Arc::new(SinkCounters::default());
+        let (tx, rx) = mpsc::channel(mode.queue_len());
+        let durable = mode == DeliveryMode::BlockingStrict;
+        if let Err(e) = spawn_thread("test", backend, rx, Arc::clone(&counters), durable) {
+            panic!("test sink: {e}");
+        }
+        Auditor {
+            sinks: vec![SinkHandle {
+                name: "test".into(),
+                mode,
+                tx,
+                counters,
+            }],
+            chained: false,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests;

@@ -3,6 +3,7 @@
 //! parts — header names and common values, each with a 4-byte big-endian length, then a run of
 //! common strings — instead of a 1 423-byte literal. A wrong byte fails loudly: the peer's
 //! inflate checks the dictionary's Adler-32 (the `kubectl port-forward` tests talk to Go's).
+//! Shared by the sandbox's SPDY framer and the session recorder (`audit::session::spdy`).
 
 use std::sync::OnceLock;
 

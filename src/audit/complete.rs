@@ -1,0 +1,294 @@
+//! `ResponseComplete` after the last byte of an ordinary (not long-running) answer.
+//!
+//! The audit layer hands every answer but a started stream here ([`deliver`]). The body is
+//! read ahead up to [`WHOLE_ANSWER`] bytes before the head goes out:
+//!
+//! * **It ends within that** (most answers: a get, a small list, a Status, an empty body, every
+//!   refusal): the whole answer is in hand. `ResponseComplete` is emitted, then the answer is released in
+//!   one piece — a blocking-strict sink that cannot make the event durable turns it into a
+//!   503, as for refusals (the apiserver's small answers likewise leave the server only after
+//!   its handler, and its audit, returned).
+//! * **It goes on** (a large list): the head and the body flow at once, but the newest frame is
+//!   always held back until the next one arrives ([`Completing`]); when the upstream body ends,
+//!   `ResponseComplete` is emitted and the held frame — the last bytes, with the end of the
+//!   stream — is released only once [`AuditRecord::complete`] returned: for blocking-strict,
+//!   when the event is durable. If it cannot be, the body ends in an error instead (HTTP/2:
+//!   the stream is reset; HTTP/1.1: the connection closes short of `Content-Length` or the
+//!   last chunk), so no client ever holds a *complete* answer whose event was lost.
+//! * **It breaks off** (the upstream fails mid-body), or the client goes away, or the proxy
+//!   resets a stalled stream: the event is emitted at once, annotated
+//!   `portcullis.io/response-aborted` (`upstream-error`, `client-gone`, `stalled`).
+//!
+//! `stageTimestamp` is taken when the upstream body ended, i.e. after every byte but the held
+//! frame went to the client. The body is also kept, up to a cap, for what the event records of
+//! it: `responseObject` at `RequestResponse` (up to [`MAX_RESPONSE_OBJECT`]), and the fields of
+//! a failure `Status` (code ≥ 400) in `responseStatus`, as the apiserver records them.
+
+use std::{
+    collections::VecDeque,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::Response;
+use http_body::{Body as _, Frame};
+use http_body_util::BodyExt;
+use serde_json::Value;
+
+use super::{
+    record::{ABORTED_CLIENT, ABORTED_UPSTREAM},
+    AuditError, AuditRecord,
+};
+use crate::body::{self, Body, BoxError};
+
+/// Answers up to this size are read whole before their head goes out.
+pub const WHOLE_ANSWER: usize = 64 * 1024;
+/// Largest response body kept for `responseObject`; larger ones stream on without it.
+pub const MAX_RESPONSE_OBJECT: usize = 3 * 1024 * 1024;
+/// The error a strict answer ends in when its event could not be made durable.
+const AUDIT_FAILED: &str = "the audit event of this answer could not be recorded";
+/// Largest failure body read for its `Status`.
+const MAX_STATUS_BODY: usize = 64 * 1024;
+
+/// What the event keeps of the body.
+struct Capture {
+    chunks: Vec<Bytes>,
+    total: usize,
+    limit: usize,
+    /// Past `limit`: nothing more is kept, nothing is recorded.
+    over: bool,
+    /// `responseObject` is wanted (else only a failure Status is looked for).
+    object: bool,
+    /// A protobuf answer, recorded as its JSON form (as kube-apiserver's audit log has it).
+    protobuf: bool,
+}
+
+impl Capture {
+    /// `None` when the event needs nothing of this body.
+    fn new(resp: &Response<Body>, wants_object: bool) -> Option<Capture> {
+        let ct = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let json = ct.starts_with("application/json");
+        let protobuf = ct == portcullis_proto::MEDIA_TYPE;
+        let failure = resp.status().as_u16() >= 400;
+        ((json || protobuf) && (wants_object || failure)).then(|| Capture {
+            chunks: Vec::new(),
+            total: 0,
+            limit: if wants_object {
+                MAX_RESPONSE_OBJECT
+            } else {
+                MAX_STATUS_BODY
+            },
+            over: false,
+            object: wants_object,
+            protobuf,
+        })
+    }
+
+    fn push(&mut self, frame: &Frame<Bytes>) {
+        let Some(data) = frame.data_ref() else { return };
+        if self.over {
+            return;
+        }
+        self.total += data.len();
+        if self.total > self.limit {
+            self.over = true;
+            self.chunks = Vec::new();
+        } else {
+            self.chunks.push(data.clone());
+        }
+    }
+
+    /// Put what was kept into the record (before `ResponseComplete` is taken).
+    fn finish(self, rec: &AuditRecord) {
+        if self.over {
+            return;
+        }
+        let bytes: Vec<u8> = self.chunks.concat();
+        let v = if self.protobuf {
+            portcullis_proto::decode_object(&bytes).ok()
+        } else {
+            serde_json::from_slice::<Value>(&bytes).ok()
+        };
+        let Some(v) = v else {
+            return;
+        };
+        rec.with(|r| {
+            r.response_status_from(&v);
+            if self.object {
+                r.response_object(v);
+            }
+        });
+    }
+}
+
+/// Deliver an ordinary answer (see the module doc): `Ok` the response to release, `Err` when
+/// a strict sink could not record the event of an answer held whole (the caller answers 503).
+pub async fn deliver(
+    rec: AuditRecord,
+    resp: Response<Body>,
+    wants_object: bool,
+) -> Result<Response<Body>, (AuditError, Response<Body>)> {
+    let mut capture = Capture::new(&resp, wants_object);
+    let (parts, mut inner) = resp.into_parts();
+    let mut frames: VecDeque<Frame<Bytes>> = VecDeque::new();
+    let mut read = 0usize;
+    let streaming = loop {
+        if inner.is_end_stream() {
+            break false;
+        }
+        match inner.frame().await {
+            None => break false,
+            Some(Ok(frame)) => {
+                read += frame.data_ref().map_or(0, Bytes::len);
+                if let Some(c) = capture.as_mut() {
+                    c.push(&frame);
+                }
+                frames.push_back(frame);
+                if read > WHOLE_ANSWER {
+                    break true;
+                }
+            }
+            Some(Err(err)) => {
+                // Broken before the head went out: the client gets what came and the error.
+                rec.aborted(ABORTED_UPSTREAM);
+                let replay = frames.into_iter().map(Ok).chain(std::iter::once(Err(err)));
+                let body = http_body_util::StreamBody::new(futures_util::stream::iter(replay));
+                return Ok(Response::from_parts(parts, body::boxed(body)));
+            }
+        }
+    };
+    if streaming {
+        let body = Completing {
+            inner,
+            pending: frames,
+            capture,
+            rec,
+            end: End::Streaming,
+        };
+        return Ok(Response::from_parts(parts, body::boxed(body)));
+    }
+    if let Some(c) = capture {
+        c.finish(&rec);
+    }
+    let whole = Response::from_parts(parts, replay(frames));
+    match rec.complete().await {
+        Ok(()) => Ok(whole),
+        Err(err) => Err((err, whole)),
+    }
+}
+
+/// A body of frames in hand.
+fn replay(frames: VecDeque<Frame<Bytes>>) -> Body {
+    if frames.is_empty() {
+        return body::empty();
+    }
+    let stream = futures_util::stream::iter(frames.into_iter().map(Ok::<_, BoxError>));
+    body::boxed(http_body_util::StreamBody::new(stream))
+}
+
+type Emitting = Pin<Box<dyn Future<Output = Result<(), AuditError>> + Send>>;
+
+enum End {
+    /// Frames flow; the newest is held back.
+    Streaming,
+    /// The upstream body ended: `ResponseComplete` is on its way; the held frame waits.
+    Emitting(Emitting),
+    /// The event was taken: the held frame (if any) goes, then the end.
+    Done,
+    /// Ended in an error: nothing more.
+    Failed,
+}
+
+/// A streamed ordinary answer whose last frame waits for `ResponseComplete` (module doc).
+struct Completing {
+    inner: Body,
+    /// Frames read and not yet handed out; while streaming, the last one is held back.
+    pending: VecDeque<Frame<Bytes>>,
+    capture: Option<Capture>,
+    rec: AuditRecord,
+    end: End,
+}
+
+impl http_body::Body for Completing {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let me = &mut *self;
+        loop {
+            match &mut me.end {
+                End::Failed => return Poll::Ready(None),
+                End::Done => return Poll::Ready(me.pending.pop_front().map(Ok)),
+                End::Emitting(fut) => match fut.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(())) => me.end = End::Done,
+                    Poll::Ready(Err(err)) => {
+                        tracing::error!(%err, "audit event could not be recorded; cutting the answer off before its end");
+                        me.end = End::Failed;
+                        me.pending.clear();
+                        return Poll::Ready(Some(Err(AUDIT_FAILED.into())));
+                    }
+                },
+                End::Streaming => {
+                    if me.pending.len() > 1 {
+                        return Poll::Ready(me.pending.pop_front().map(Ok));
+                    }
+                    match Pin::new(&mut me.inner).poll_frame(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Some(Ok(frame))) => {
+                            if let Some(c) = me.capture.as_mut() {
+                                c.push(&frame);
+                            }
+                            me.pending.push_back(frame);
+                        }
+                        Poll::Ready(Some(Err(err))) => {
+                            // A stalled-stream reset was recorded by the pump's hook already.
+                            me.rec.aborted(ABORTED_UPSTREAM);
+                            me.end = End::Failed;
+                            me.pending.clear();
+                            return Poll::Ready(Some(Err(err)));
+                        }
+                        Poll::Ready(None) => {
+                            if let Some(c) = me.capture.take() {
+                                c.finish(&me.rec);
+                            }
+                            me.end = End::Emitting(Box::pin(me.rec.complete()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.end, End::Done | End::Failed) && self.pending.is_empty()
+    }
+}
+
+impl Drop for Completing {
+    fn drop(&mut self) {
+        match std::mem::replace(&mut self.end, End::Failed) {
+            // The client went away before the end.
+            End::Streaming => self.rec.aborted(ABORTED_CLIENT),
+            // Gone while the event was being written: let the write finish (it is taken).
+            End::Emitting(fut) => {
+                if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                    handle.spawn(fut);
+                }
+            }
+            End::Done | End::Failed => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,399 @@
+//! `ResponseComplete` after the last byte, through the audit layer, with a sink that records
+//! events in memory and can be held or made to fail.
+
+use std::{
+    convert::Infallible,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body as _, Frame};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tower::{Layer, Service};
+
+use crate::{
+    audit::{
+        sink::{DeliveryMode, LineBackend, Prepared},
+        Audit, AuditLayer, Auditor, Policy,
+    },
+    body::{Body, BoxError},
+    service::testing::{request, TestBody},
+    upstream::pump::OnStall,
+};
+
+/// Records every event; holds writes while `hold` is set; fails them while `fail` is set.
+#[derive(Clone, Default)]
+struct Memory {
+    events: Arc<Mutex<Vec<Value>>>,
+    hold: Arc<AtomicBool>,
+    fail: Arc<AtomicBool>,
+}
+
+impl LineBackend for Memory {
+    fn write(&mut self, events: &[Arc<Prepared>], _: bool) -> Result<(), (usize, String)> {
+        while self.hold.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if self.fail.load(Ordering::SeqCst) {
+            return Err((0, "disk on fire".into()));
+        }
+        let mut all = self.events.lock().unwrap();
+        for e in events {
+            all.push(serde_json::from_slice(e.line()).unwrap());
+        }
+        Ok(())
+    }
+}
+
+impl Memory {
+    fn events(&self) -> Vec<Value> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Wait (bounded) for `n` events.
+    async fn wait_for(&self, n: usize) -> Vec<Value> {
+        for _ in 0..400 {
+            let all = self.events();
+            if all.len() >= n {
+                return all;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("expected {n} events, got {:?}", self.events());
+    }
+}
+
+const METADATA: &str = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n";
+const RESPONSES: &str =
+    "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: RequestResponse\n";
+
+fn audit(policy: &str, sink: &Memory) -> Arc<Audit> {
+    Arc::new(Audit {
+        policy: Arc::new(Policy::from_yaml(policy).unwrap()),
+        auditor: Arc::new(Auditor::with_backend(
+            DeliveryMode::BlockingStrict,
+            sink.clone(),
+        )),
+        sessions: None,
+    })
+}
+
+/// An upstream body fed frame by frame (an `Err` item breaks it off).
+fn upstream() -> (mpsc::Sender<Result<Bytes, BoxError>>, Body) {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, BoxError>>(64);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|r| (r.map(Frame::data), rx))
+    });
+    (
+        tx,
+        crate::body::boxed(http_body_util::StreamBody::new(stream)),
+    )
+}
+
+/// The audit layer over a service answering `resp` once; the request's `OnStall` hook goes
+/// to `stall` when given.
+async fn through(
+    audit: Arc<Audit>,
+    resp: Response<Body>,
+    stall: Option<Arc<Mutex<Option<OnStall>>>>,
+) -> Response<Body> {
+    let resp = Arc::new(Mutex::new(Some(resp)));
+    let mut svc = AuditLayer::new(Some(audit), false).layer(tower::service_fn(
+        move |req: Request<TestBody>| {
+            if let Some(slot) = &stall {
+                *slot.lock().unwrap() = req.extensions().get::<OnStall>().cloned();
+            }
+            let resp = resp.lock().unwrap().take().unwrap();
+            async move { Ok::<_, Infallible>(resp) }
+        },
+    ));
+    svc.call(request("GET", "/api/v1/configmaps"))
+        .await
+        .unwrap()
+}
+
+fn json(status: u16, body: Body) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap()
+}
+
+/// The next frame's data, or `None` if none comes within a short while.
+async fn next_soon(body: &mut Body) -> Option<Result<Bytes, BoxError>> {
+    match tokio::time::timeout(Duration::from_millis(150), body.frame()).await {
+        Ok(Some(Ok(f))) => Some(Ok(f.into_data().unwrap_or_default())),
+        Ok(Some(Err(e))) => Some(Err(e)),
+        Ok(None) | Err(_) => None,
+    }
+}
+
+const CHUNK: usize = 40 * 1024;
+
+#[tokio::test]
+async fn a_small_answer_is_released_whole_after_its_event() {
+    let sink = Memory::default();
+    let resp = through(
+        audit(METADATA, &sink),
+        json(
+            200,
+            crate::body::full(r#"{"kind":"ConfigMapList","items":[]}"#),
+        ),
+        None,
+    )
+    .await;
+    // Written before the head was released.
+    let all = sink.events();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["stage"], "ResponseComplete");
+    assert_eq!(all[0]["responseStatus"]["code"], 200);
+    assert!(all[0]["annotations"]
+        .get("portcullis.io/response-aborted")
+        .is_none());
+    let got = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&got[..], br#"{"kind":"ConfigMapList","items":[]}"#);
+}
+
+#[tokio::test]
+async fn a_small_answer_whose_event_a_strict_sink_cannot_take_is_a_503() {
+    let sink = Memory::default();
+    sink.fail.store(true, Ordering::SeqCst);
+    let resp = through(
+        audit(METADATA, &sink),
+        json(200, crate::body::full("{}")),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 503);
+}
+
+#[tokio::test]
+async fn a_long_answer_streams_and_its_last_frame_waits_for_the_event() {
+    let sink = Memory::default();
+    let (tx, body) = upstream();
+    for i in 0..3u8 {
+        tx.send(Ok(Bytes::from(vec![i; CHUNK]))).await.unwrap();
+    }
+    // The head is out while the upstream body is still open (more than WHOLE_ANSWER came).
+    let resp = through(audit(METADATA, &sink), json(200, body), None).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    assert_eq!(next_soon(&mut body).await.unwrap().unwrap()[0], 0);
+    assert_eq!(next_soon(&mut body).await.unwrap().unwrap()[0], 1);
+    // The newest frame is held until the next one (or the end) arrives.
+    assert!(next_soon(&mut body).await.is_none());
+    assert!(sink.events().is_empty(), "no event before the body ended");
+    tx.send(Ok(Bytes::from(vec![3u8; CHUNK]))).await.unwrap();
+    assert_eq!(next_soon(&mut body).await.unwrap().unwrap()[0], 2);
+    // The upstream body ends while the sink is held: the last frame waits for the event.
+    sink.hold.store(true, Ordering::SeqCst);
+    drop(tx);
+    assert!(next_soon(&mut body).await.is_none());
+    assert!(sink.events().is_empty());
+    sink.hold.store(false, Ordering::SeqCst);
+    let last = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let all = sink.events();
+    assert_eq!(
+        all.len(),
+        1,
+        "the event is written before the last frame goes"
+    );
+    assert_eq!(last.into_data().unwrap()[0], 3);
+    assert!(body.is_end_stream());
+    assert!(body.frame().await.is_none());
+    assert_eq!(all[0]["stage"], "ResponseComplete");
+    assert_eq!(all[0]["responseStatus"]["code"], 200);
+}
+
+#[tokio::test]
+async fn a_strict_sink_failing_at_the_end_cuts_a_long_answer_off() {
+    let sink = Memory::default();
+    sink.fail.store(true, Ordering::SeqCst);
+    let (tx, body) = upstream();
+    for i in 0..4u8 {
+        tx.send(Ok(Bytes::from(vec![i; CHUNK]))).await.unwrap();
+    }
+    drop(tx);
+    let resp = through(audit(METADATA, &sink), json(200, body), None).await;
+    assert_eq!(resp.status(), 200, "the head went out before the end");
+    let mut body = resp.into_body();
+    let mut got = 0;
+    let ended = loop {
+        match body.frame().await {
+            Some(Ok(f)) => got += f.into_data().map_or(0, |d| d.len()),
+            Some(Err(e)) => break e.to_string(),
+            None => panic!("a complete body ({got} bytes) whose event was lost"),
+        }
+    };
+    assert_eq!(got, 3 * CHUNK, "everything but the last frame");
+    assert!(ended.contains("audit event"), "{ended}");
+    assert!(body.frame().await.is_none());
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_mid_body_is_recorded() {
+    let sink = Memory::default();
+    let (tx, body) = upstream();
+    for i in 0..3u8 {
+        tx.send(Ok(Bytes::from(vec![i; CHUNK]))).await.unwrap();
+    }
+    let resp = through(audit(METADATA, &sink), json(200, body), None).await;
+    let mut body = resp.into_body();
+    assert!(next_soon(&mut body).await.is_some());
+    drop(body);
+    let all = sink.wait_for(1).await;
+    assert_eq!(
+        all[0]["annotations"]["portcullis.io/response-aborted"],
+        "client-gone"
+    );
+    drop(tx);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(sink.events().len(), 1, "one ResponseComplete");
+}
+
+#[tokio::test]
+async fn an_upstream_that_breaks_off_is_recorded_and_the_client_gets_the_error() {
+    let sink = Memory::default();
+    let (tx, body) = upstream();
+    for i in 0..3u8 {
+        tx.send(Ok(Bytes::from(vec![i; CHUNK]))).await.unwrap();
+    }
+    tx.send(Err("connection reset".into())).await.unwrap();
+    let resp = through(audit(METADATA, &sink), json(200, body), None).await;
+    let mut body = resp.into_body();
+    let err = loop {
+        match body.frame().await {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => break e.to_string(),
+            None => panic!("a broken answer looked complete"),
+        }
+    };
+    assert_eq!(err, "connection reset");
+    let all = sink.wait_for(1).await;
+    assert_eq!(
+        all[0]["annotations"]["portcullis.io/response-aborted"],
+        "upstream-error"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_reset_is_recorded_at_the_reset_and_only_once() {
+    let sink = Memory::default();
+    let (tx, body) = upstream();
+    for i in 0..3u8 {
+        tx.send(Ok(Bytes::from(vec![i; CHUNK]))).await.unwrap();
+    }
+    let slot = Arc::new(Mutex::new(None));
+    let resp = through(audit(METADATA, &sink), json(200, body), Some(slot.clone())).await;
+    let hook = slot
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the request carries the hook");
+    // The pump resets the stream: the event is written now, whatever the client does.
+    (hook.0)();
+    let all = sink.wait_for(1).await;
+    assert_eq!(all[0]["stage"], "ResponseComplete");
+    assert_eq!(
+        all[0]["annotations"]["portcullis.io/response-aborted"],
+        "stalled"
+    );
+    tx.send(Err("stalled".into())).await.unwrap();
+    let mut body = resp.into_body();
+    while let Some(Ok(_)) = body.frame().await {}
+    drop(body);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(sink.events().len(), 1, "one ResponseComplete");
+}
+
+#[tokio::test]
+async fn a_failure_status_fills_response_status_at_metadata_level() {
+    let sink = Memory::default();
+    let status = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"configmaps \"x\" not found","reason":"NotFound","details":{"name":"x","kind":"configmaps"},"code":404}"#;
+    let resp = through(
+        audit(METADATA, &sink),
+        json(404, crate::body::full(status)),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 404);
+    let e = &sink.events()[0];
+    assert_eq!(e["responseStatus"]["code"], 404);
+    assert_eq!(e["responseStatus"]["status"], "Failure");
+    assert_eq!(e["responseStatus"]["reason"], "NotFound");
+    assert_eq!(e["responseStatus"]["message"], "configmaps \"x\" not found");
+    assert_eq!(e["responseStatus"]["details"]["name"], "x");
+    assert!(e.get("responseObject").is_none(), "Metadata level");
+}
+
+#[tokio::test]
+async fn a_streamed_answer_keeps_its_response_object() {
+    let sink = Memory::default();
+    let (tx, body) = upstream();
+    let blob = "x".repeat(3 * CHUNK);
+    let text = format!(r#"{{"kind":"ConfigMap","data":{{"blob":"{blob}"}}}}"#);
+    let bytes = Bytes::from(text);
+    for part in bytes.chunks(CHUNK / 2) {
+        tx.send(Ok(Bytes::copy_from_slice(part))).await.unwrap();
+    }
+    drop(tx);
+    let resp = through(audit(RESPONSES, &sink), json(200, body), None).await;
+    let got = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(got, bytes);
+    let e = &sink.events()[0];
+    assert_eq!(
+        e["responseObject"]["data"]["blob"].as_str().unwrap().len(),
+        blob.len()
+    );
+}
+
+/// A protobuf answer is kept as its JSON form, as kube-apiserver's audit log writes it; the
+/// client still gets the very bytes upstream sent. One that does not decode is forwarded as
+/// is, recorded without `responseObject`.
+#[tokio::test]
+async fn a_protobuf_answer_is_recorded_as_json() {
+    let obj = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "team-a"}, "spec": {"replicas": 0}});
+    let pb = portcullis_proto::encode_object(&obj).unwrap();
+    let protobuf = |body: Body| {
+        Response::builder()
+            .header("content-type", portcullis_proto::MEDIA_TYPE)
+            .body(body)
+            .unwrap()
+    };
+    let sink = Memory::default();
+    let resp = through(
+        audit(RESPONSES, &sink),
+        protobuf(crate::body::full(pb.clone())),
+        None,
+    )
+    .await;
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), pb);
+    assert_eq!(sink.events()[0]["responseObject"], obj);
+
+    let sink = Memory::default();
+    let garbage = Bytes::from_static(b"k8s\0garbage");
+    let resp = through(
+        audit(RESPONSES, &sink),
+        protobuf(crate::body::full(garbage.clone())),
+        None,
+    )
+    .await;
+    assert_eq!(
+        resp.into_body().collect().await.unwrap().to_bytes(),
+        garbage
+    );
+    assert!(sink.events()[0].get("responseObject").is_none());
+}

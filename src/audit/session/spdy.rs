@@ -1,0 +1,294 @@
+//! Reading a spliced SPDY/3.1 exec / attach session (client-go's `remotecommand` over
+//! `moby/spdystream`) off both byte streams, for the recording only: the bytes pass on
+//! untouched whatever this makes of them.
+//!
+//! The client opens one stream per channel with a SYN_STREAM whose `streamtype` header says
+//! which (`stdin`, `stdout`, `stderr`, `error`, `resize`); its header blocks travel through one
+//! zlib stream (SPDY/3 dictionary, `k8s::spdy_dictionary`) per direction, so every header
+//! block the client sends is inflated in order to keep that stream in step; the server's are
+//! skipped unread (nothing the recording needs is in them). DATA frames are then stdin and
+//! resize (`{"Width":W,"Height":H}` objects, one after another) from the client, stdout,
+//! stderr and the error Status from the server. Accepts frames in any split across reads.
+//! Stops reading a direction (the splice goes on) at a frame longer than [`MAX_FRAME`] that
+//! is not DATA, a header block that does not inflate or inflates past
+//! [`MAX_HEADER_BLOCK`].
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use bytes::Bytes;
+use flate2::{Decompress, FlushDecompress};
+
+use super::cast::{Frame, Kind};
+
+/// Largest control frame read (spdystream's are a few hundred bytes).
+pub const MAX_FRAME: usize = 1 << 20;
+/// Largest inflated header block accepted.
+pub const MAX_HEADER_BLOCK: usize = 64 * 1024;
+/// Largest resize message buffered.
+const MAX_RESIZE: usize = 1024;
+
+const SYN_STREAM: u16 = 1;
+const SYN_REPLY: u16 = 2;
+const HEADERS: u16 = 8;
+
+/// Which channel each stream id carries, learned from the client's SYN_STREAMs and read by
+/// both directions.
+pub type Streams = Arc<Mutex<HashMap<u32, Kind>>>;
+
+/// One direction of a SPDY connection.
+pub struct Direction {
+    from_client: bool,
+    streams: Streams,
+    resize_streams: Arc<Mutex<Vec<u32>>>,
+    inflate: Option<Decompress>,
+    /// The frame being gathered: its 8-byte header, then (control frames) its body.
+    head: Vec<u8>,
+    body: Vec<u8>,
+    /// A DATA frame's payload left to pass, and its stream.
+    data_left: usize,
+    data_stream: u32,
+    /// A control frame's body left to gather (or skip, when `skip`).
+    control_left: usize,
+    skip: bool,
+    resize: Vec<u8>,
+    broken: bool,
+}
+
+/// The two directions of one session, sharing the stream table.
+pub fn pair() -> (Direction, Direction) {
+    let streams: Streams = Arc::default();
+    let resize_streams: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let dir = |from_client| Direction {
+        from_client,
+        streams: streams.clone(),
+        resize_streams: resize_streams.clone(),
+        inflate: from_client.then(|| Decompress::new(true)),
+        head: Vec::with_capacity(8),
+        body: Vec::new(),
+        data_left: 0,
+        data_stream: 0,
+        control_left: 0,
+        skip: false,
+        resize: Vec::new(),
+        broken: false,
+    };
+    (dir(true), dir(false))
+}
+
+impl Direction {
+    /// Read `bytes` (the next bytes of this direction); what they carried goes to `out`.
+    pub fn feed(&mut self, mut bytes: &[u8], out: &mut Vec<Frame>) {
+        while !bytes.is_empty() && !self.broken {
+            if self.data_left > 0 {
+                let take = self.data_left.min(bytes.len());
+                let (chunk, rest) = bytes.split_at(take);
+                bytes = rest;
+                self.data_left -= take;
+                self.data(chunk, out);
+                continue;
+            }
+            if self.control_left > 0 {
+                let take = self.control_left.min(bytes.len());
+                if !self.skip {
+                    self.body.extend_from_slice(&bytes[..take]);
+                }
+                bytes = &bytes[take..];
+                self.control_left -= take;
+                if self.control_left == 0 && !self.skip {
+                    self.control();
+                }
+                continue;
+            }
+            let take = (8 - self.head.len()).min(bytes.len());
+            self.head.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.head.len() == 8 {
+                self.start_frame();
+            }
+        }
+    }
+
+    fn start_frame(&mut self) {
+        let h = std::mem::take(&mut self.head);
+        let len = usize::from(h[5]) << 16 | usize::from(h[6]) << 8 | usize::from(h[7]);
+        if h[0] & 0x80 == 0 {
+            self.data_stream = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) & 0x7fff_ffff;
+            self.data_left = len;
+        } else {
+            let kind = u16::from_be_bytes([h[2], h[3]]);
+            // Header blocks of the client's direction are read; everything else is skipped.
+            self.skip = !(self.from_client && matches!(kind, SYN_STREAM | SYN_REPLY | HEADERS));
+            if !self.skip && len > MAX_FRAME {
+                self.broken = true;
+            }
+            self.body.clear();
+            self.body.push((kind & 0xff) as u8);
+            self.control_left = len;
+            if len == 0 && !self.skip {
+                self.control();
+            }
+        }
+        self.head = h;
+        self.head.clear();
+    }
+
+    /// A whole control frame of the client's direction (its type byte first, then its body).
+    fn control(&mut self) {
+        let body = std::mem::take(&mut self.body);
+        let kind = u16::from(body[0]);
+        let rest = &body[1..];
+        // SYN_STREAM: stream id, associated id, priority + slot; HEADERS / SYN_REPLY: stream
+        // id + 2 unused bytes (SPDY/3 keeps them), then the block.
+        let fixed = if kind == SYN_STREAM { 10 } else { 4 };
+        let Some(stream) = rest
+            .get(..4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff)
+        else {
+            return;
+        };
+        let Some(block) = rest.get(fixed..) else {
+            return;
+        };
+        let Some(headers) = self.inflate_block(block) else {
+            self.broken = true;
+            return;
+        };
+        if kind != SYN_STREAM {
+            return;
+        }
+        let Some(stream_type) = header(&headers, "streamtype") else {
+            return;
+        };
+        let kind = match stream_type.as_str() {
+            "stdin" => Kind::Stdin,
+            "stdout" => Kind::Stdout,
+            "stderr" => Kind::Stderr,
+            "error" => Kind::Status,
+            "resize" => {
+                self.resize_streams
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(stream);
+                return;
+            }
+            _ => return,
+        };
+        self.streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(stream, kind);
+    }
+
+    fn inflate_block(&mut self, block: &[u8]) -> Option<Vec<u8>> {
+        let inflate = self.inflate.as_mut()?;
+        let mut out = Vec::with_capacity(256);
+        let mut used = 0usize;
+        while used < block.len() {
+            if out.len() == out.capacity() {
+                if out.len() >= MAX_HEADER_BLOCK {
+                    return None;
+                }
+                out.reserve(out.len().max(256));
+            }
+            let (in_before, out_before) = (inflate.total_in(), out.len());
+            match inflate.decompress_vec(&block[used..], &mut out, FlushDecompress::Sync) {
+                Ok(_) => {}
+                Err(e) if e.needs_dictionary().is_some() => {
+                    inflate
+                        .set_dictionary(crate::k8s::spdy_dictionary::bytes())
+                        .ok()?;
+                }
+                Err(_) => return None,
+            }
+            used += usize::try_from(inflate.total_in() - in_before).ok()?;
+            if inflate.total_in() == in_before
+                && out.len() == out_before
+                && out.len() < out.capacity()
+            {
+                return None;
+            }
+        }
+        Some(out)
+    }
+
+    fn data(&mut self, chunk: &[u8], out: &mut Vec<Frame>) {
+        let stream = self.data_stream;
+        let kind = self
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&stream)
+            .copied();
+        match kind {
+            // Each direction carries only its own channels.
+            Some(kind) => {
+                if (kind == Kind::Stdin) == self.from_client && !chunk.is_empty() {
+                    out.push(Frame::Data(kind, Bytes::copy_from_slice(chunk)));
+                }
+            }
+            None => {
+                let resize = self.from_client
+                    && self
+                        .resize_streams
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .contains(&stream);
+                if resize {
+                    self.resize_chunk(chunk, out);
+                }
+            }
+        }
+    }
+
+    /// Resize objects follow one another on their stream; each complete one is a frame.
+    fn resize_chunk(&mut self, chunk: &[u8], out: &mut Vec<Frame>) {
+        if self.resize.len() + chunk.len() > MAX_RESIZE {
+            self.resize.clear();
+            return;
+        }
+        self.resize.extend_from_slice(chunk);
+        let mut de =
+            serde_json::Deserializer::from_slice(&self.resize).into_iter::<serde_json::Value>();
+        let mut consumed = 0;
+        while let Some(Ok(v)) = de.next() {
+            consumed = de.byte_offset();
+            if let Ok(bytes) = serde_json::to_vec(&v) {
+                if let Some(f) = super::websocket::resize(&bytes) {
+                    out.push(f);
+                }
+            }
+        }
+        self.resize.drain(..consumed);
+    }
+}
+
+/// The first value of header `name` in an inflated block (count, then length-prefixed name
+/// and value pairs).
+fn header(block: &[u8], name: &str) -> Option<String> {
+    let be32 = |b: &[u8]| -> Option<usize> {
+        let b: [u8; 4] = b.get(..4)?.try_into().ok()?;
+        usize::try_from(u32::from_be_bytes(b)).ok()
+    };
+    let count = be32(block)?;
+    let mut at = 4usize;
+    for _ in 0..count {
+        let n = be32(block.get(at..)?)?;
+        let key = block.get(at + 4..at + 4 + n)?;
+        at += 4 + n;
+        let v = be32(block.get(at..)?)?;
+        let value = block.get(at + 4..at + 4 + v)?;
+        at += 4 + v;
+        if key.eq_ignore_ascii_case(name.as_bytes()) {
+            let value = String::from_utf8_lossy(value);
+            return Some(value.split('\0').next().unwrap_or_default().to_owned());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+#[path = "spdy_tests.rs"]
+mod tests;

@@ -1,0 +1,319 @@
+//! Reading the Kubernetes channel protocol (`v4.channel.k8s.io`, `v5.channel.k8s.io`, and the
+//! older binary `channel.k8s.io`) off both byte streams of a spliced WebSocket, for the
+//! recording only: the bytes themselves pass on untouched whatever this makes of them.
+//!
+//! Accepts RFC 6455 frames in any split across reads: client frames masked, server frames
+//! not; data messages fragmented over continuation frames (the channel is the first byte of
+//! the message); control frames (ping, pong, close) skipped. Channels: 0 stdin, 1 stdout, 2
+//! stderr, 3 the error channel (the exit Status), 4 resize (`{"Width":W,"Height":H}`), 255 the
+//! v5 stream close (skipped). A frame it cannot read (a reserved bit set: an extension it does
+//! not know) stops the reading of that direction — the splice goes on; the recorder strips
+//! `Sec-WebSocket-Extensions` and the base64 protocols from a recorded request so the API
+//! server never picks what this cannot read.
+
+use bytes::{Bytes, BytesMut};
+
+use super::cast::{Frame, Kind};
+
+/// One direction of a WebSocket connection.
+pub struct Direction {
+    /// Header bytes of the frame being read (at most 14).
+    head: Vec<u8>,
+    /// Payload bytes left in the current frame, its mask, and how far into it we are.
+    left: u64,
+    mask: Option<[u8; 4]>,
+    offset: usize,
+    /// The current frame is a control frame (payload skipped).
+    control: bool,
+    /// The next payload byte is the first of a data message (its channel).
+    at_message_start: bool,
+    channel: Option<u8>,
+    /// Resize JSON gathered until its message ends.
+    resize: Vec<u8>,
+    fin: bool,
+    broken: bool,
+}
+
+/// Largest resize message kept (a few dozen bytes in practice).
+const MAX_RESIZE: usize = 1024;
+
+impl Default for Direction {
+    fn default() -> Self {
+        Direction {
+            head: Vec::with_capacity(14),
+            left: 0,
+            mask: None,
+            offset: 0,
+            control: false,
+            at_message_start: true,
+            channel: None,
+            resize: Vec::new(),
+            fin: true,
+            broken: false,
+        }
+    }
+}
+
+impl Direction {
+    /// Read `bytes` (the next bytes of this direction); what they carried goes to `out`.
+    pub fn feed(&mut self, mut bytes: &[u8], out: &mut Vec<Frame>) {
+        while !bytes.is_empty() && !self.broken {
+            if self.left == 0 {
+                // Gather the header.
+                let need = self.header_len();
+                let take = need.saturating_sub(self.head.len()).min(bytes.len());
+                self.head.extend_from_slice(&bytes[..take]);
+                bytes = &bytes[take..];
+                if self.head.len() < self.header_len() {
+                    continue;
+                }
+                self.start_frame(out);
+                continue;
+            }
+            let take = usize::try_from(self.left)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            let (chunk, rest) = bytes.split_at(take);
+            bytes = rest;
+            self.left -= take as u64;
+            if !self.control {
+                let mut data = BytesMut::from(chunk);
+                if let Some(mask) = self.mask {
+                    for (i, b) in data.iter_mut().enumerate() {
+                        *b ^= mask[(self.offset + i) % 4];
+                    }
+                }
+                self.offset += take;
+                self.payload(data.freeze(), out);
+            }
+            if self.left == 0 {
+                self.end_frame(out);
+            }
+        }
+    }
+
+    /// Bytes of the header as far as known from what was read.
+    fn header_len(&self) -> usize {
+        let Some(&b1) = self.head.get(1) else {
+            return 2;
+        };
+        let masked = if b1 & 0x80 != 0 { 4 } else { 0 };
+        2 + masked
+            + match b1 & 0x7f {
+                126 => 2,
+                127 => 8,
+                _ => 0,
+            }
+    }
+
+    fn start_frame(&mut self, out: &mut Vec<Frame>) {
+        let head = std::mem::take(&mut self.head);
+        let (b0, b1) = (head[0], head[1]);
+        if b0 & 0x70 != 0 {
+            // An extension's bits: nothing here can be read any more.
+            self.broken = true;
+            return;
+        }
+        let opcode = b0 & 0x0f;
+        let mut i = 2;
+        let len = match b1 & 0x7f {
+            126 => {
+                i += 2;
+                u64::from(u16::from_be_bytes([head[2], head[3]]))
+            }
+            127 => {
+                i += 8;
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&head[2..10]);
+                u64::from_be_bytes(b)
+            }
+            n => u64::from(n),
+        };
+        self.mask = (b1 & 0x80 != 0).then(|| [head[i], head[i + 1], head[i + 2], head[i + 3]]);
+        self.offset = 0;
+        self.left = len;
+        self.control = opcode >= 8;
+        if !self.control {
+            self.fin = b0 & 0x80 != 0;
+            if opcode != 0 {
+                // A new message (text or binary).
+                self.at_message_start = true;
+                self.channel = None;
+                self.resize.clear();
+            }
+        }
+        if len == 0 {
+            self.end_frame(out);
+        }
+        // The header buffer is reused for the next frame.
+        self.head = head;
+        self.head.clear();
+    }
+
+    fn payload(&mut self, mut data: Bytes, out: &mut Vec<Frame>) {
+        if self.at_message_start && !data.is_empty() {
+            self.channel = Some(data[0]);
+            self.at_message_start = false;
+            data = data.slice(1..);
+        }
+        if data.is_empty() {
+            return;
+        }
+        let kind = match self.channel {
+            Some(0) => Kind::Stdin,
+            Some(1) => Kind::Stdout,
+            Some(2) => Kind::Stderr,
+            Some(3) => Kind::Status,
+            Some(4) => {
+                if self.resize.len() + data.len() <= MAX_RESIZE {
+                    self.resize.extend_from_slice(&data);
+                }
+                return;
+            }
+            _ => return,
+        };
+        // Consecutive pieces of one channel in one read go out as one event.
+        if let Some(Frame::Data(k, prev)) = out.last_mut() {
+            if *k == kind {
+                let mut joined = BytesMut::from(&prev[..]);
+                joined.extend_from_slice(&data);
+                *prev = joined.freeze();
+                return;
+            }
+        }
+        out.push(Frame::Data(kind, data));
+    }
+
+    fn end_frame(&mut self, out: &mut Vec<Frame>) {
+        if self.control || !self.fin {
+            return;
+        }
+        if self.channel == Some(4) {
+            if let Some(r) = resize(&self.resize) {
+                out.push(r);
+            }
+            self.resize.clear();
+        }
+    }
+}
+
+/// A resize message (`{"Width":W,"Height":H}`), as client-go's `TerminalSize` encodes it.
+pub fn resize(json: &[u8]) -> Option<Frame> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Size {
+        width: u16,
+        height: u16,
+    }
+    let s: Size = serde_json::from_slice(json).ok()?;
+    Some(Frame::Resize {
+        width: s.width,
+        height: s.height,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame as a client sends it (masked), or a server (`mask: None`).
+    fn frame(fin: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+        let mut f = vec![(u8::from(fin) << 7) | opcode];
+        let m = if mask.is_some() { 0x80 } else { 0 };
+        match payload.len() {
+            n if n < 126 => f.push(m | n as u8),
+            n if n < 65536 => {
+                f.push(m | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(m | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        match mask {
+            Some(k) => {
+                f.extend_from_slice(&k);
+                f.extend(payload.iter().enumerate().map(|(i, b)| b ^ k[i % 4]));
+            }
+            None => f.extend_from_slice(payload),
+        }
+        f
+    }
+
+    fn feed_bytewise(bytes: &[u8]) -> Vec<Frame> {
+        let mut d = Direction::default();
+        let mut out = Vec::new();
+        for b in bytes {
+            d.feed(std::slice::from_ref(b), &mut out);
+        }
+        out
+    }
+
+    fn text(frames: &[Frame], kind: Kind) -> Vec<u8> {
+        frames
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Data(k, d) if *k == kind => Some(d.to_vec()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    #[test]
+    fn masked_client_frames_split_anywhere_give_stdin_and_resize() {
+        let k = Some([1, 2, 3, 4]);
+        let mut wire = frame(
+            true,
+            2,
+            &[&[4u8][..], br#"{"Width":120,"Height":40}"#].concat(),
+            k,
+        );
+        wire.extend(frame(true, 9, b"ping", k));
+        wire.extend(frame(false, 2, b"\x00ec", k));
+        wire.extend(frame(true, 0, b"ho hi\n", k));
+        let big = vec![b'x'; 70_000];
+        wire.extend(frame(true, 2, &[&[0u8][..], &big].concat(), k));
+        wire.extend(frame(true, 2, &[255, 0], k));
+        wire.extend(frame(true, 8, &[3, 232], k));
+        for frames in [feed_bytewise(&wire), {
+            let mut out = Vec::new();
+            Direction::default().feed(&wire, &mut out);
+            out
+        }] {
+            assert_eq!(
+                frames[0],
+                Frame::Resize {
+                    width: 120,
+                    height: 40
+                }
+            );
+            let stdin = text(&frames, Kind::Stdin);
+            assert_eq!(&stdin[..8], b"echo hi\n");
+            assert_eq!(stdin.len(), 8 + big.len());
+        }
+    }
+
+    #[test]
+    fn server_frames_give_stdout_stderr_and_status() {
+        let mut wire = frame(true, 2, b"\x01out", None);
+        wire.extend(frame(true, 2, b"\x02err", None));
+        wire.extend(frame(true, 2, b"\x03{}", None));
+        wire.extend(frame(true, 2, b"\x01", None));
+        let mut out = Vec::new();
+        Direction::default().feed(&wire, &mut out);
+        assert_eq!(text(&out, Kind::Stdout), b"out");
+        assert_eq!(text(&out, Kind::Stderr), b"err");
+        assert_eq!(out.len(), 3);
+    }
+
+    #[test]
+    fn an_extension_frame_stops_the_reading() {
+        let mut wire = vec![0xc2, 0x02, 0x01, b'x'];
+        wire.extend(frame(true, 2, b"\x01out", None));
+        let mut out = Vec::new();
+        Direction::default().feed(&wire, &mut out);
+        assert!(out.is_empty());
+    }
+}

@@ -1,0 +1,341 @@
+//! The bounded writer of one session file: the splice hands it parsed frames without ever
+//! waiting, a thread of its own writes them (`cast.rs`), and the session's end yields the
+//! file's name and SHA-256 for its audit event.
+//!
+//! The file is created (`<Audit-ID>.cast`, mode 0600, never over an existing file) before the
+//! request goes upstream, so a session that could not be recorded is refused (503, see
+//! `upstream::upgrade`) instead of running unrecorded; an answer other than 101 removes it.
+//! Frames that find the queue full are dropped and counted; the next frame written is
+//! preceded by a marker saying how many were lost, and the annotation carries the total.
+
+use std::{
+    fs::File,
+    io::BufWriter,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        mpsc::{self, Receiver, SyncSender, TrySendError},
+        Arc,
+    },
+    time::Instant,
+};
+
+use serde_json::json;
+
+use super::{
+    cast::{Cast, Frame, Header},
+    config::SessionSettings,
+    Protocol,
+};
+
+/// Frames queued between the splice and the writer thread.
+const QUEUE: usize = 4096;
+
+/// A session file created for a request not yet upgraded.
+pub struct Pending {
+    file: Option<File>,
+    path: PathBuf,
+    name: String,
+    max_bytes: u64,
+    header: Option<Header>,
+}
+
+impl Pending {
+    /// Create `<audit_id>.cast` in the configured directory.
+    pub fn create(
+        settings: &SessionSettings,
+        audit_id: &str,
+        header: Header,
+    ) -> std::io::Result<Pending> {
+        // Our own UUIDs; anything else must not become a path.
+        if audit_id.is_empty()
+            || !audit_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(std::io::Error::other("audit ID unusable as a file name"));
+        }
+        let name = format!("{audit_id}.cast");
+        let path = settings.directory.join(&name);
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let file = opts.open(&path)?;
+        Ok(Pending {
+            file: Some(file),
+            path,
+            name,
+            max_bytes: settings.max_session_bytes,
+            header: Some(header),
+        })
+    }
+
+    /// The session was upgraded: start writing.
+    pub fn start(mut self, protocol: Protocol) -> Session {
+        let started = Instant::now();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let name = self.name.clone();
+        if let (Some(file), Some(header)) = (self.file.take(), self.header.take()) {
+            let cast = Cast::new(BufWriter::new(file), header, self.max_bytes);
+            let lost = dropped.clone();
+            let spawned = std::thread::Builder::new()
+                .name("session-recorder".into())
+                .spawn(move || {
+                    let written = write(cast, rx, &lost, started, protocol).and_then(|(w, out)| {
+                        let file = out.into_inner().map_err(|e| e.error().to_string())?;
+                        file.sync_all().map_err(|e| e.to_string())?;
+                        Ok(w)
+                    });
+                    let _ = done_tx.send(written);
+                });
+            if let Err(err) = spawned {
+                tracing::error!(%err, file = %name, "session recorder thread did not start");
+            }
+        }
+        Session {
+            tx,
+            dropped,
+            started,
+            done,
+            name,
+            protocol,
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        // Never upgraded: no session happened, no file stays.
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A session being recorded.
+pub struct Session {
+    tx: SyncSender<(f64, Frame)>,
+    dropped: Arc<AtomicU64>,
+    started: Instant,
+    done: tokio::sync::oneshot::Receiver<Result<Written, String>>,
+    name: String,
+    protocol: Protocol,
+}
+
+/// What the writer thread made.
+struct Written {
+    sha256: String,
+    bytes: u64,
+    truncated: bool,
+}
+
+impl Session {
+    /// The readers of the client's and the upstream's byte streams.
+    pub fn feeders(&self) -> (Feeder, Feeder) {
+        let (from_client, from_upstream) = self.protocol.directions();
+        let feeder = |parser| Feeder {
+            parser,
+            tx: self.tx.clone(),
+            dropped: self.dropped.clone(),
+            started: self.started,
+            frames: Vec::new(),
+        };
+        (feeder(from_client), feeder(from_upstream))
+    }
+
+    /// Wait for the file to be complete (every feeder dropped); the annotation's value.
+    pub async fn finish(self) -> String {
+        let Session {
+            tx,
+            dropped,
+            done,
+            name,
+            ..
+        } = self;
+        drop(tx);
+        let lost = dropped.load(Ordering::Relaxed);
+        match done.await {
+            Ok(Ok(w)) => json!({
+                "file": name,
+                "sha256": w.sha256,
+                "bytes": w.bytes,
+                "truncated": w.truncated,
+                "droppedFrames": lost,
+            }),
+            Ok(Err(err)) => json!({"file": name, "error": err, "droppedFrames": lost}),
+            Err(_) => json!({"file": name, "error": "the recorder did not run"}),
+        }
+        .to_string()
+    }
+}
+
+/// Turns one direction's bytes into frames for the writer, never waiting for it.
+pub struct Feeder {
+    parser: super::Direction,
+    tx: SyncSender<(f64, Frame)>,
+    dropped: Arc<AtomicU64>,
+    started: Instant,
+    frames: Vec<Frame>,
+}
+
+impl Feeder {
+    /// The next bytes read from this direction.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        let t = self.started.elapsed().as_secs_f64();
+        self.parser.feed(bytes, &mut self.frames);
+        for frame in self.frames.drain(..) {
+            match self.tx.try_send((t, frame)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(TrySendError::Disconnected(_)) => {}
+            }
+        }
+    }
+}
+
+/// The writer thread: frames in order, a marker before the first one after a loss, a flush
+/// whenever the queue runs empty.
+fn write<W: std::io::Write>(
+    mut cast: Cast<W>,
+    rx: Receiver<(f64, Frame)>,
+    dropped: &AtomicU64,
+    started: Instant,
+    protocol: Protocol,
+) -> Result<(Written, W), String> {
+    let err = |e: std::io::Error| e.to_string();
+    let mut reported = 0u64;
+    let mut note_loss = |cast: &mut Cast<W>, t: f64| {
+        let lost = dropped.load(Ordering::Relaxed);
+        if lost > reported {
+            let text = format!(
+                "portcullis: {} frame(s) dropped: the recorder fell behind",
+                lost - reported
+            );
+            reported = lost;
+            return cast.marker(t, &text);
+        }
+        Ok(())
+    };
+    if let Protocol::Unreadable(what) = protocol {
+        cast.marker(0.0, &format!("portcullis: {what} cannot be recorded"))
+            .map_err(err)?;
+    }
+    while let Ok((t, frame)) = rx.recv() {
+        note_loss(&mut cast, t).map_err(err)?;
+        cast.frame(t, &frame).map_err(err)?;
+        while let Ok((t, frame)) = rx.try_recv() {
+            note_loss(&mut cast, t).map_err(err)?;
+            cast.frame(t, &frame).map_err(err)?;
+        }
+        cast.flush().map_err(err)?;
+    }
+    note_loss(&mut cast, started.elapsed().as_secs_f64()).map_err(err)?;
+    let truncated = cast.truncated;
+    let (sha256, bytes, out) = cast.finish().map_err(err)?;
+    Ok((
+        Written {
+            sha256,
+            bytes,
+            truncated,
+        },
+        out,
+    ))
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Session({})", self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client frame (masked) on channel 0.
+    fn stdin_frame(text: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x82, 0x80 | (text.len() as u8 + 1), 0, 0, 0, 0, 0];
+        f.extend_from_slice(text);
+        f
+    }
+
+    #[test]
+    fn a_full_queue_drops_frames_without_waiting_and_the_file_says_how_many() {
+        let (tx, rx) = mpsc::sync_channel(2);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let mut feeder = Feeder {
+            parser: super::super::Direction::WebSocket(Box::default()),
+            tx,
+            dropped: dropped.clone(),
+            started,
+            frames: Vec::new(),
+        };
+        // Nobody reads yet: two frames fit, three are dropped — and feed never blocks.
+        for word in [&b"one"[..], b"two", b"three", b"four", b"five"] {
+            feeder.feed(&stdin_frame(word));
+        }
+        assert_eq!(dropped.load(Ordering::Relaxed), 3);
+        drop(feeder);
+        let header = Header {
+            timestamp: 0,
+            title: String::new(),
+            command: String::new(),
+        };
+        let cast = Cast::new(Vec::new(), header, 1 << 20);
+        let (w, out) = write(cast, rx, &dropped, started, Protocol::WebSocket).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .skip(1)
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(events[0][1], "m");
+        assert_eq!(
+            events[0][2],
+            "portcullis: 3 frame(s) dropped: the recorder fell behind"
+        );
+        assert_eq!(
+            (events[1][1].as_str(), events[1][2].as_str()),
+            (Some("i"), Some("one"))
+        );
+        assert_eq!(
+            (events[2][1].as_str(), events[2][2].as_str()),
+            (Some("i"), Some("two"))
+        );
+        assert_eq!(events.len(), 3);
+        assert_eq!(w.sha256, crate::audit::session::sha256_hex(text.as_bytes()));
+    }
+
+    #[test]
+    fn a_session_that_never_upgraded_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = SessionSettings {
+            directory: dir.path().to_owned(),
+            max_session_bytes: 1 << 20,
+        };
+        let header = || Header {
+            timestamp: 0,
+            title: String::new(),
+            command: String::new(),
+        };
+        let p =
+            Pending::create(&settings, "0f1e2d3c-aaaa-4bbb-8ccc-123456789abc", header()).unwrap();
+        let path = dir.path().join("0f1e2d3c-aaaa-4bbb-8ccc-123456789abc.cast");
+        assert!(path.exists());
+        // Never over an existing file, never outside the directory.
+        assert!(
+            Pending::create(&settings, "0f1e2d3c-aaaa-4bbb-8ccc-123456789abc", header()).is_err()
+        );
+        assert!(Pending::create(&settings, "../escape", header()).is_err());
+        drop(p);
+        assert!(!path.exists());
+    }
+}

@@ -1,0 +1,192 @@
+//! Issue 16, item 2, the edges of session recording through the proxy: the size cap ends the
+//! file with its truncation marker while the session goes on; a session whose file cannot be
+//! created is refused (503) and never reaches the API server; nothing is recorded without a
+//! recording config; `record_sessions` without `audit.session_recording` is a config error
+//! naming the key; `audit replay` keeps the pauses (divided by `--speed`) and refuses a file it
+//! cannot vouch for.
+// Test code: a failed unwrap / expect / panic is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{session::*, Env};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_cap_the_file_ends_with_its_truncation_marker_and_the_session_goes_on() {
+    common::require_kubectl();
+    let sessions = tempfile::tempdir().unwrap();
+    let env = start(sessions.path(), "    max_session_bytes: 4096\n").await;
+    make_shell_pod(&env).await;
+    let input: String = (0..400)
+        .map(|i| format!("line {i:04} of a long session\n"))
+        .collect();
+    let got = exec_cat(&env, &env.files.team_a_kubeconfig, input.as_bytes()).await;
+    assert_eq!(
+        got,
+        input.as_bytes(),
+        "the session is not cut by its recording's cap"
+    );
+    let ev = exec_events(&env, "tenant:team-a", 1).await;
+    let rec = recording(&ev[0]);
+    assert_eq!(rec["truncated"], true, "{rec}");
+    let path = sessions.path().join(rec["file"].as_str().unwrap());
+    assert!(std::fs::metadata(&path).unwrap().len() <= 4096);
+    assert_eq!(rec["sha256"], sha256(&path).as_str());
+    let (_, evs) = cast(&path);
+    let last = evs.last().unwrap();
+    assert_eq!(last.1, "m");
+    assert!(
+        last.2.starts_with("portcullis: recording truncated") && last.2.contains("4096"),
+        "{last:?}"
+    );
+    assert!(
+        input.starts_with(&joined(&evs, "i")),
+        "what was kept is the session's start"
+    );
+    let out = replay(&[path.to_str().unwrap(), "--no-wait"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("recording truncated"));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_cannot_be_recorded_is_refused_and_never_reaches_the_api_server() {
+    common::require_kubectl();
+    let sessions = tempfile::tempdir().unwrap();
+    let env = start(sessions.path(), "").await;
+    make_shell_pod(&env).await;
+    // The directory goes away after start: no file can be created.
+    std::fs::remove_dir(sessions.path()).unwrap();
+    env.sandbox.sandbox.clear_recorded();
+    let out = common::kubectl(
+        &env.files.team_a_kubeconfig,
+        env.dir.path(),
+        &["exec", "-n", "team-a", "shell", "--", "echo", "hi"],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        common::stderr(&out).contains("the request could not be audited"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert!(
+        !env.sandbox
+            .sandbox
+            .recorded()
+            .iter()
+            .any(|r| r.path.contains("/exec")),
+        "an unrecordable session must not reach the API server"
+    );
+    let ev = exec_events(&env, "tenant:team-a", 1).await;
+    assert_eq!(ev[0]["responseStatus"]["code"], 503, "{}", ev[0]);
+    assert_eq!(ev[0]["annotations"]["portcullis.io/rejected-by"], "audit");
+    assert!(recording(&ev[0])["error"]
+        .as_str()
+        .is_some_and(|e| !e.is_empty()));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_is_off_by_default() {
+    common::require_kubectl();
+    let env = Env::start().await;
+    make_shell_pod(&env).await;
+    let got = exec_cat(&env, &env.files.admin_kubeconfig, b"unrecorded\n").await;
+    assert_eq!(got, b"unrecorded\n");
+    let ev = exec_events(&env, "demo:admins", 1).await;
+    assert!(ev[0]["annotations"][ANNOTATION].is_null(), "{}", ev[0]);
+    let mut found = Vec::new();
+    let mut dirs = vec![env.dir.path().to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "cast") {
+                found.push(p);
+            }
+        }
+    }
+    assert!(found.is_empty(), "{found:?}");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_sessions_without_a_directory_is_a_config_error_naming_the_key() {
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = common::free_port();
+    let files =
+        portcullis_sandbox::demo::write(dir.path(), &ca, &sandbox.url(), addr, common::free_port())
+            .unwrap();
+    let text = std::fs::read_to_string(&files.config)
+        .unwrap()
+        .replace("  grants:\n", &format!("  grants:\n{RECORDED_GRANT}"));
+    std::fs::write(&files.config, text).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&files.config)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("authorization.grants[0].record_sessions"),
+        "{said}"
+    );
+    assert!(said.contains("audit.session_recording"), "{said}");
+    sandbox.stop().await;
+}
+
+#[test]
+fn replay_keeps_the_pauses_divided_by_speed_and_refuses_what_it_cannot_vouch_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.cast");
+    std::fs::write(
+        &file,
+        "{\"version\":2,\"width\":80,\"height\":24}\n[0.1,\"o\",\"a\"]\n[0.2,\"i\",\"typed\"]\n[1.1,\"m\",\"status: {}\"]\n[1.3,\"o\",\"b\\r\\n\"]\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    // 1.3 s of session at speed 2: at least 0.65 s (only a lower bound: a slow machine is fine).
+    let started = std::time::Instant::now();
+    let out = replay(&[path, "--speed", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(650));
+    assert_eq!(out.stdout, b"ab\r\n", "output only; input is not printed");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "[status: {}]\n");
+    let out = replay(&[path, "--no-wait"]);
+    assert_eq!(out.stdout, b"ab\r\n");
+
+    // No annotation naming the file: not played.
+    let log = dir.path().join("audit.log");
+    std::fs::write(&log, "{\"kind\":\"Event\",\"annotations\":{}}\n").unwrap();
+    let out = replay(&[path, "--no-wait", "--audit-log", log.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    for bad in [&["--speed", "0"][..], &["--speed=-1"], &["--speed", "NaN"]] {
+        let out = replay(&[&[path][..], bad].concat());
+        assert_eq!(out.status.code(), Some(1), "{bad:?}");
+    }
+    std::fs::write(
+        &file,
+        "{\"version\":2,\"width\":80,\"height\":24}\nnot an event\n",
+    )
+    .unwrap();
+    let out = replay(&[path, "--no-wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("s.cast:2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

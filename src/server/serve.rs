@@ -319,7 +319,7 @@ impl Conn {
         io: T,
         info: Arc<ConnInfo>,
         handler: H,
-    ) -> Http<'_, ReadTap<T, impl FnMut(usize) + Unpin + Send + 'static>, impl ConnService>
+    ) -> Http<'_, ReadTap<T, impl FnMut(&[u8]) + Unpin + Send + 'static>, impl ConnService>
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,

@@ -279,9 +279,16 @@ impl Conn {
         H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
+        // On every early exit the connection's place (the open gauge, the caps) is given back
+        // *before* its socket closes, so a client that sees the close sees the count.
         let mut tls = {
-            let Some(tls) = handshake(acceptor, tcp, self.peer, &self.opts).await else {
-                return;
+            let tls = match handshake(acceptor, tcp, self.peer, &self.opts).await {
+                Ok(tls) => tls,
+                Err(socket) => {
+                    drop(self);
+                    drop(socket);
+                    return;
+                }
             };
             self.shared.handshake_done();
             Box::new(tls)
@@ -291,10 +298,21 @@ impl Conn {
             Wait::Spoke => {}
             Wait::Failed(err) => {
                 tracing::debug!(peer = %self.peer, %err, "connection ended before its first request");
+                drop(self);
+                drop(tls);
                 return;
             }
-            Wait::Closed(why) => return self.closed(why),
-            Wait::Shutdown => return,
+            Wait::Closed(why) => {
+                self.closed(why);
+                drop(self);
+                drop(tls);
+                return;
+            }
+            Wait::Shutdown => {
+                drop(self);
+                drop(tls);
+                return;
+            }
         }
         let conn = {
             let info = tls_conn_info(self.peer, &tls);
@@ -411,29 +429,32 @@ const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The TLS handshake within the handshake timeout; `None` (logged, counted) when it fails or
-/// stalls.
+/// The handshake still holding its socket: dropping it closes the connection.
+type Handshaking = Pin<Box<tokio_rustls::Accept<TcpStream>>>;
+
+/// The TLS handshake within the handshake timeout; `Err` (logged, counted) when it fails or
+/// stalls, with the socket still open, for the caller to close after it gave the
+/// connection's place back.
 async fn handshake(
     acceptor: &TlsAcceptor,
     tcp: TcpStream,
     peer: SocketAddr,
     opts: &ServeOptions,
-) -> Option<TlsStream<TcpStream>> {
-    // Owned here, not by the timeout, so a stalled socket is closed only after it was counted
-    // (dropped at the end of this function): a client that sees the close sees the count.
+) -> Result<TlsStream<TcpStream>, Handshaking> {
+    // Owned here, not by the timeout, so a stalled socket is closed only after it was counted.
     // Boxed, and freed once the handshake is over, so the connection task does not keep room
     // for rustls' handshake state for the connection's whole life.
     let mut accept = Box::pin(acceptor.accept(tcp));
     match tokio::time::timeout(opts.handshake_timeout, accept.as_mut()).await {
-        Ok(Ok(tls)) => Some(tls),
+        Ok(Ok(tls)) => Ok(tls),
         Ok(Err(err)) => {
             tracing::debug!(%peer, %err, "TLS handshake failed");
-            None
+            Err(accept)
         }
         Err(_) => {
             opts.metrics.closed(Closed::HandshakeTimeout);
             tracing::debug!(%peer, "TLS handshake timed out");
-            None
+            Err(accept)
         }
     }
 }

@@ -20,7 +20,8 @@ use std::{borrow::Cow, ops::Range};
 pub fn from_compact(json: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(json.len());
     let mut pos = 0;
-    value(json, &mut pos, &mut out)?;
+    let mut lists = Lists::default();
+    value(json, &mut pos, &mut out, &mut lists)?;
     (pos == json.len()).then_some(out)
 }
 
@@ -33,11 +34,11 @@ pub fn via_value<T: serde::Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, serde_j
     Ok(out)
 }
 
-fn value(s: &[u8], pos: &mut usize, out: &mut Vec<u8>) -> Option<()> {
+fn value<'a>(s: &'a [u8], pos: &mut usize, out: &mut Vec<u8>, lists: &mut Lists<'a>) -> Option<()> {
     let start = *pos;
     match *s.get(start)? {
-        b'{' => object(s, pos, out),
-        b'[' => array(s, pos, out),
+        b'{' => object(s, pos, out, lists),
+        b'[' => array(s, pos, out, lists),
         b'"' => {
             skip_string(s, pos)?;
             out.extend_from_slice(s.get(start..*pos)?);
@@ -79,7 +80,7 @@ fn skip_string(s: &[u8], pos: &mut usize) -> Option<()> {
     }
 }
 
-fn array(s: &[u8], pos: &mut usize, out: &mut Vec<u8>) -> Option<()> {
+fn array<'a>(s: &'a [u8], pos: &mut usize, out: &mut Vec<u8>, lists: &mut Lists<'a>) -> Option<()> {
     *pos += 1;
     out.push(b'[');
     if s.get(*pos) == Some(&b']') {
@@ -88,7 +89,7 @@ fn array(s: &[u8], pos: &mut usize, out: &mut Vec<u8>) -> Option<()> {
         return Some(());
     }
     loop {
-        value(s, pos, out)?;
+        value(s, pos, out, lists)?;
         match *s.get(*pos)? {
             b',' => {
                 *pos += 1;
@@ -104,24 +105,72 @@ fn array(s: &[u8], pos: &mut usize, out: &mut Vec<u8>) -> Option<()> {
     }
 }
 
+/// `pos` at the start of a value; leaves it after the value, writing nothing (the value is
+/// written, and checked, when its object's members are written in order).
+fn skip_value(s: &[u8], pos: &mut usize) -> Option<()> {
+    match *s.get(*pos)? {
+        b'"' => skip_string(s, pos),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            loop {
+                match *s.get(*pos)? {
+                    b'"' => skip_string(s, pos)?,
+                    b'{' | b'[' => {
+                        depth += 1;
+                        *pos += 1;
+                    }
+                    b'}' | b']' => {
+                        depth = depth.checked_sub(1)?;
+                        *pos += 1;
+                        if depth == 0 {
+                            return Some(());
+                        }
+                    }
+                    _ => *pos += 1,
+                }
+            }
+        }
+        _ => {
+            let start = *pos;
+            while let Some(&c) = s.get(*pos) {
+                if matches!(c, b',' | b'}' | b']') {
+                    break;
+                }
+                *pos += 1;
+            }
+            (*pos > start).then_some(())
+        }
+    }
+}
+
 struct Member<'a> {
     /// Unescaped key bytes (what a `Value` map sorts by).
     sort: Cow<'a, [u8]>,
     /// The key as written, quotes included.
     raw: Range<usize>,
-    /// The canonical value, in the object's scratch buffer.
+    /// The value as written (compact JSON, not yet canonical).
     value: Range<usize>,
 }
 
-fn object(s: &[u8], pos: &mut usize, out: &mut Vec<u8>) -> Option<()> {
+/// Member lists reused by the objects of one document (one per nesting depth in use), so
+/// sorting an event's objects allocates a few lists per event, not one per object.
+#[derive(Default)]
+struct Lists<'a>(Vec<Vec<Member<'a>>>);
+
+fn object<'a>(
+    s: &'a [u8],
+    pos: &mut usize,
+    out: &mut Vec<u8>,
+    lists: &mut Lists<'a>,
+) -> Option<()> {
     *pos += 1;
     if s.get(*pos) == Some(&b'}') {
         *pos += 1;
         out.extend_from_slice(b"{}");
         return Some(());
     }
-    let mut members: Vec<Member<'_>> = Vec::with_capacity(16);
-    let mut scratch = Vec::with_capacity(256);
+    let mut members = lists.0.pop().unwrap_or_default();
+    members.clear();
     loop {
         if s.get(*pos) != Some(&b'"') {
             return None;
@@ -141,12 +190,12 @@ fn object(s: &[u8], pos: &mut usize, out: &mut Vec<u8>) -> Option<()> {
             return None;
         }
         *pos += 1;
-        let v_start = scratch.len();
-        value(s, pos, &mut scratch)?;
+        let v_start = *pos;
+        skip_value(s, pos)?;
         members.push(Member {
             sort,
             raw,
-            value: v_start..scratch.len(),
+            value: v_start..*pos,
         });
         match *s.get(*pos)? {
             b',' => *pos += 1,
@@ -165,9 +214,15 @@ fn object(s: &[u8], pos: &mut usize, out: &mut Vec<u8>) -> Option<()> {
         }
         out.extend_from_slice(s.get(m.raw.clone())?);
         out.push(b':');
-        out.extend_from_slice(scratch.get(m.value.clone())?);
+        // Written canonically now, in key order; it must end exactly where it was skipped to.
+        let mut p = m.value.start;
+        value(s, &mut p, out, lists)?;
+        if p != m.value.end {
+            return None;
+        }
     }
     out.push(b'}');
+    lists.0.push(members);
     Some(())
 }
 

@@ -20,8 +20,8 @@ use std::{borrow::Cow, ops::Range};
 pub fn from_compact(json: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(json.len());
     let mut pos = 0;
-    let mut lists = Lists::default();
-    value(json, &mut pos, &mut out, &mut lists)?;
+    let mut pool = Pool::default();
+    value(json, &mut pos, &mut out, &mut pool)?;
     (pos == json.len()).then_some(out)
 }
 
@@ -34,11 +34,11 @@ pub fn via_value<T: serde::Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, serde_j
     Ok(out)
 }
 
-fn value<'a>(s: &'a [u8], pos: &mut usize, out: &mut Vec<u8>, lists: &mut Lists<'a>) -> Option<()> {
+fn value<'a>(s: &'a [u8], pos: &mut usize, out: &mut Vec<u8>, pool: &mut Pool<'a>) -> Option<()> {
     let start = *pos;
     match *s.get(start)? {
-        b'{' => object(s, pos, out, lists),
-        b'[' => array(s, pos, out, lists),
+        b'{' => object(s, pos, out, pool),
+        b'[' => array(s, pos, out, pool),
         b'"' => {
             skip_string(s, pos)?;
             out.extend_from_slice(s.get(start..*pos)?);
@@ -80,7 +80,7 @@ fn skip_string(s: &[u8], pos: &mut usize) -> Option<()> {
     }
 }
 
-fn array<'a>(s: &'a [u8], pos: &mut usize, out: &mut Vec<u8>, lists: &mut Lists<'a>) -> Option<()> {
+fn array<'a>(s: &'a [u8], pos: &mut usize, out: &mut Vec<u8>, pool: &mut Pool<'a>) -> Option<()> {
     *pos += 1;
     out.push(b'[');
     if s.get(*pos) == Some(&b']') {
@@ -89,7 +89,7 @@ fn array<'a>(s: &'a [u8], pos: &mut usize, out: &mut Vec<u8>, lists: &mut Lists<
         return Some(());
     }
     loop {
-        value(s, pos, out, lists)?;
+        value(s, pos, out, pool)?;
         match *s.get(*pos)? {
             b',' => {
                 *pos += 1;
@@ -105,72 +105,30 @@ fn array<'a>(s: &'a [u8], pos: &mut usize, out: &mut Vec<u8>, lists: &mut Lists<
     }
 }
 
-/// `pos` at the start of a value; leaves it after the value, writing nothing (the value is
-/// written, and checked, when its object's members are written in order).
-fn skip_value(s: &[u8], pos: &mut usize) -> Option<()> {
-    match *s.get(*pos)? {
-        b'"' => skip_string(s, pos),
-        b'{' | b'[' => {
-            let mut depth = 0usize;
-            loop {
-                match *s.get(*pos)? {
-                    b'"' => skip_string(s, pos)?,
-                    b'{' | b'[' => {
-                        depth += 1;
-                        *pos += 1;
-                    }
-                    b'}' | b']' => {
-                        depth = depth.checked_sub(1)?;
-                        *pos += 1;
-                        if depth == 0 {
-                            return Some(());
-                        }
-                    }
-                    _ => *pos += 1,
-                }
-            }
-        }
-        _ => {
-            let start = *pos;
-            while let Some(&c) = s.get(*pos) {
-                if matches!(c, b',' | b'}' | b']') {
-                    break;
-                }
-                *pos += 1;
-            }
-            (*pos > start).then_some(())
-        }
-    }
-}
-
 struct Member<'a> {
     /// Unescaped key bytes (what a `Value` map sorts by).
     sort: Cow<'a, [u8]>,
     /// The key as written, quotes included.
     raw: Range<usize>,
-    /// The value as written (compact JSON, not yet canonical).
+    /// The canonical value, in the object's scratch buffer.
     value: Range<usize>,
 }
 
-/// Member lists reused by the objects of one document (one per nesting depth in use), so
-/// sorting an event's objects allocates a few lists per event, not one per object.
+/// The member lists and scratch buffers of one document's objects, reused (one pair per
+/// nesting depth in use): an event's dozen objects cost a few allocations, not two each.
 #[derive(Default)]
-struct Lists<'a>(Vec<Vec<Member<'a>>>);
+struct Pool<'a>(Vec<(Vec<Member<'a>>, Vec<u8>)>);
 
-fn object<'a>(
-    s: &'a [u8],
-    pos: &mut usize,
-    out: &mut Vec<u8>,
-    lists: &mut Lists<'a>,
-) -> Option<()> {
+fn object<'a>(s: &'a [u8], pos: &mut usize, out: &mut Vec<u8>, pool: &mut Pool<'a>) -> Option<()> {
     *pos += 1;
     if s.get(*pos) == Some(&b'}') {
         *pos += 1;
         out.extend_from_slice(b"{}");
         return Some(());
     }
-    let mut members = lists.0.pop().unwrap_or_default();
+    let (mut members, mut scratch) = pool.0.pop().unwrap_or_default();
     members.clear();
+    scratch.clear();
     loop {
         if s.get(*pos) != Some(&b'"') {
             return None;
@@ -190,12 +148,12 @@ fn object<'a>(
             return None;
         }
         *pos += 1;
-        let v_start = *pos;
-        skip_value(s, pos)?;
+        let v_start = scratch.len();
+        value(s, pos, &mut scratch, pool)?;
         members.push(Member {
             sort,
             raw,
-            value: v_start..*pos,
+            value: v_start..scratch.len(),
         });
         match *s.get(*pos)? {
             b',' => *pos += 1,
@@ -214,15 +172,10 @@ fn object<'a>(
         }
         out.extend_from_slice(s.get(m.raw.clone())?);
         out.push(b':');
-        // Written canonically now, in key order; it must end exactly where it was skipped to.
-        let mut p = m.value.start;
-        value(s, &mut p, out, lists)?;
-        if p != m.value.end {
-            return None;
-        }
+        out.extend_from_slice(scratch.get(m.value.clone())?);
     }
     out.push(b'}');
-    lists.0.push(members);
+    pool.0.push((members, scratch));
     Some(())
 }
 

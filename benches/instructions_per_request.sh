@@ -16,7 +16,7 @@
 #   PC_EXTRA_YAML=$'tracing:\n  endpoint: http://127.0.0.1:18448\n  sampling_ratio: 0.01' benches/...
 # COUNT=perf runs the binary natively under `perf record -g` instead (apt-get install -y
 # linux-perf) and prints where its CPU time went (self time by symbol); the proportions hold on a
-# shared machine, the absolute times do not.
+# shared machine, the absolute times do not. It also prints the resident memory after the run.
 # COUNT=allocs counts heap allocations per request instead (valgrind's DHAT: blocks allocated,
 # same workload and the same difference of two runs), e.g. to see what an allocator-saving
 # change buys:  COUNT=allocs benches/instructions_per_request.sh TOOLS_BIN BIN
@@ -56,8 +56,9 @@ for B in "$@"; do
    for _ in $(seq 1 300); do (exec 3<>/dev/tcp/127.0.0.1/18446) 2>/dev/null && break; sleep 0.2; done
    perf record -q -F 2000 -g -p $p -o perf.data >/dev/null 2>&1 & rec=$!
    h2load -n 40000 -c 32 -m 4 -t 1 -H "authorization: Bearer $TOKEN" https://127.0.0.1:18446/api/v1/namespaces/team-a/pods > h2.out 2>&1
-   kill -INT $rec; wait $rec 2>/dev/null; kill $p; wait $p 2>/dev/null
-   echo "$B: $(grep -m1 '^status codes' h2.out)"
+   kill -INT $rec; wait $rec 2>/dev/null
+   rss=$(awk '/^VmRSS/ {print $2 " " $3}' /proc/$p/status); kill $p; wait $p 2>/dev/null
+   echo "$B: $(grep -m1 '^status codes' h2.out); RSS after the run $rss"
    perf report -i perf.data --stdio --no-children --sort symbol 2>/dev/null | grep -E '^ +[0-9.]+%' | head -${PERF_TOP:-25}
    continue
   fi

@@ -126,7 +126,10 @@ fn object<'a>(s: &'a [u8], pos: &mut usize, out: &mut Vec<u8>, pool: &mut Pool<'
         out.extend_from_slice(b"{}");
         return Some(());
     }
-    let (mut members, mut scratch) = pool.0.pop().unwrap_or_default();
+    let (mut members, mut scratch) = pool
+        .0
+        .pop()
+        .unwrap_or_else(|| (Vec::with_capacity(16), Vec::with_capacity(512)));
     members.clear();
     scratch.clear();
     loop {

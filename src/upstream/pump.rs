@@ -12,7 +12,8 @@
 //! socket is full) is *handed off*: from then on its body is read by a task of its own into a
 //! bounded buffer, so the upstream window is given back as fast as the API server sends,
 //! whatever the client does. A response whose client is waiting for the API server (a quiet
-//! watch) is not stalled and stays inline.
+//! watch) is not stalled and stays inline — until the API server sends and the client, woken
+//! for it, does not come to take it for a whole sweep interval: then it is handed off too.
 //!
 //! Bounds of a handed-off response: [`PER_STREAM`] bytes, and a budget of [`PER_IDENTITY`]
 //! bytes shared by every response of one identity (user name). When either is full the pump
@@ -30,8 +31,11 @@ use std::{
     collections::HashMap,
     mem,
     pin::Pin,
-    sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
-    task::{Context, Poll},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError, Weak,
+    },
+    task::{Context, Poll, Wake, Waker},
     time::Duration,
 };
 
@@ -149,6 +153,7 @@ where
         return inner;
     }
     let slot = Arc::new(Slot {
+        wakeup: Arc::default(),
         state: Mutex::new(State {
             mode: Mode::Inline(inner),
             // A response just made gets one whole sweep interval before it can be handed off.
@@ -165,6 +170,31 @@ where
 
 struct Slot<R> {
     state: Mutex<State<R>>,
+    /// The waker the upstream body is polled with while inline: it notes that the upstream
+    /// has something for the client, then wakes the client.
+    wakeup: Arc<Wakeup>,
+}
+
+/// Held by the upstream body's waker registration, so it must not own the body (a cycle):
+/// only the client's waker and a flag.
+#[derive(Default)]
+struct Wakeup {
+    /// The upstream woke the client since its last ask.
+    woken: AtomicBool,
+    client: Mutex<Option<Waker>>,
+}
+
+impl Wake for Wakeup {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        if let Some(w) = lock(&self.client).as_ref() {
+            w.wake_by_ref();
+        }
+    }
 }
 
 struct State<R> {
@@ -194,7 +224,9 @@ impl<R: FnOnce() -> StallReport + Send + 'static> Sweep for Slot<R> {
         if !matches!(st.mode, Mode::Inline(_)) {
             return false;
         }
-        if st.polled || st.waiting {
+        // Keeping up: it asked since the last sweep, or it waits for the API server, which
+        // has not sent it anything it left untaken.
+        if st.polled || (st.waiting && !self.wakeup.woken.load(Ordering::Acquire)) {
             st.polled = false;
             return true;
         }
@@ -249,7 +281,16 @@ impl<R: Send + 'static> http_body::Body for Decoupled<R> {
         st.polled = true;
         match &mut st.mode {
             Mode::Inline(inner) => {
-                let polled = Pin::new(inner).poll_frame(cx);
+                let wakeup = &self.slot.wakeup;
+                {
+                    let mut client = lock(&wakeup.client);
+                    if !client.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        *client = Some(cx.waker().clone());
+                    }
+                }
+                wakeup.woken.store(false, Ordering::Release);
+                let waker = Waker::from(wakeup.clone());
+                let polled = Pin::new(inner).poll_frame(&mut Context::from_waker(&waker));
                 st.waiting = polled.is_pending();
                 if let Poll::Ready(None) = polled {
                     st.mode = Mode::Ended;
@@ -349,8 +390,6 @@ async fn pump<R>(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
     use super::*;
 
     fn report() -> StallReport {
@@ -462,6 +501,30 @@ mod tests {
             lock(&budgets.inner.by_identity).is_empty(),
             "no budget taken"
         );
+    }
+
+    #[tokio::test]
+    async fn a_quiet_watch_whose_client_does_not_take_an_event_is_handed_off() {
+        let (tx, inner) = crate::body::channel(1);
+        let (handed_off, r) = flagged();
+        let mut body = decouple(inner, &Budgets::default(), Duration::from_secs(5), r);
+        // The client asks once (nothing yet), then ignores its wake-ups, as hyper does for a
+        // client whose window is closed.
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(Pin::new(&mut body).poll_frame(&mut cx).is_pending());
+        tokio::time::sleep(SWEEP * 3).await;
+        assert!(
+            !handed_off.load(Ordering::SeqCst),
+            "waiting for the API server"
+        );
+        tx.send(Bytes::from_static(b"event")).await.unwrap();
+        tokio::time::sleep(SWEEP * 3).await;
+        assert!(
+            handed_off.load(Ordering::SeqCst),
+            "the event was left untaken"
+        );
+        let got = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&got[..], b"event");
     }
 
     #[tokio::test]

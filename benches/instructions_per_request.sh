@@ -14,6 +14,12 @@
 # PC_EXTRA_YAML is appended to the proxy's config, e.g. to measure traces (an OTLP sink that
 # answers 200 listens on 127.0.0.1:18448):
 #   PC_EXTRA_YAML=$'tracing:\n  endpoint: http://127.0.0.1:18448\n  sampling_ratio: 0.01' benches/...
+# COUNT=perf runs the binary natively under `perf record -g` instead (apt-get install -y
+# linux-perf) and prints where its CPU time went (self time by symbol); the proportions hold on a
+# shared machine, the absolute times do not. It also prints the resident memory after the run.
+# COUNT=allocs counts heap allocations per request instead (valgrind's DHAT: blocks allocated,
+# same workload and the same difference of two runs), e.g. to see what an allocator-saving
+# change buys:  COUNT=allocs benches/instructions_per_request.sh TOOLS_BIN BIN
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 W=$(mktemp -d -t ab.XXXX); chmod 755 "$W"; cd "$W"
@@ -43,15 +49,39 @@ sleep 1
 shift
 for B in "$@"; do
  for n in 500 2500; do
-  rm -f audit.log* cg.out
-  TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file=cg.out "$B" serve --config pc.yaml > pc.log 2>&1 & p=$!
+  rm -f audit.log* cg.out dhat.out
+  if [ "${COUNT:-instructions}" = perf ]; then
+   [ "$n" = 500 ] && continue
+   TOKIO_WORKER_THREADS=1 "$B" serve --config pc.yaml > pc.log 2>&1 & p=$!
+   for _ in $(seq 1 300); do (exec 3<>/dev/tcp/127.0.0.1/18446) 2>/dev/null && break; sleep 0.2; done
+   perf record -q -F 2000 -g -p $p -o perf.data >/dev/null 2>&1 & rec=$!
+   h2load -n 40000 -c 32 -m 4 -t 1 -H "authorization: Bearer $TOKEN" https://127.0.0.1:18446/api/v1/namespaces/team-a/pods > h2.out 2>&1
+   kill -INT $rec; wait $rec 2>/dev/null
+   rss=$(awk '/^VmRSS/ {print $2 " " $3}' /proc/$p/status); kill $p; wait $p 2>/dev/null
+   echo "$B: $(grep -m1 '^status codes' h2.out); RSS after the run $rss"
+   perf report -i perf.data --stdio --no-children --sort symbol 2>/dev/null | grep -E '^ +[0-9.]+%' | head -${PERF_TOP:-25}
+   continue
+  fi
+  if [ "${COUNT:-instructions}" = allocs ]; then
+   TOKIO_WORKER_THREADS=1 valgrind --tool=dhat --dhat-out-file=dhat.out "$B" serve --config pc.yaml > pc.log 2>&1 & p=$!
+  else
+   TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file=cg.out "$B" serve --config pc.yaml > pc.log 2>&1 & p=$!
+  fi
   for _ in $(seq 1 300); do (exec 3<>/dev/tcp/127.0.0.1/18446) 2>/dev/null && break; sleep 0.2; done
   h2load -n "$n" -c 32 -m 4 -t 1 -H "authorization: Bearer $TOKEN" https://127.0.0.1:18446/api/v1/namespaces/team-a/pods > h2.out 2>&1
   kill $p; wait $p 2>/dev/null
-  ir=$(grep -m1 "^summary:" cg.out | awk '{print $2}')
+  if [ "${COUNT:-instructions}" = allocs ]; then
+   # DHAT's summary on stderr: "Total:     N bytes in M blocks"
+   ir=$(sed -n 's/.*Total: *[0-9,]* bytes in \([0-9,]*\) blocks.*/\1/p' pc.log | tr -d ,)
+  else
+   ir=$(grep -m1 "^summary:" cg.out | awk '{print $2}')
+  fi
+  # Kept for a per-function difference of the two runs (callgrind_annotate on each).
+  cp cg.out "cg.$n.out" 2>/dev/null; cp dhat.out "dhat.$n.out" 2>/dev/null
   ok=$(sed -n "s/^status codes: \([0-9]*\) 2xx.*/\1/p" h2.out)
-  echo "$B n=$n 2xx=$ok Ir=$ir"
+  echo "$B n=$n 2xx=$ok ${COUNT:-instructions}=$ir"
   eval "ir_$n=$ir"
  done
- echo "$B instructions/request=$(( (ir_2500 - ir_500) / 2000 ))"
+ [ "${COUNT:-instructions}" = perf ] && continue
+ echo "$B ${COUNT:-instructions}/request=$(( (ir_2500 - ir_500) / 2000 ))"
 done

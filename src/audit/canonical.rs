@@ -20,7 +20,8 @@ use std::{borrow::Cow, ops::Range};
 pub fn from_compact(json: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(json.len());
     let mut pos = 0;
-    value(json, &mut pos, &mut out)?;
+    let mut pool = Pool::default();
+    value(json, &mut pos, &mut out, &mut pool)?;
     (pos == json.len()).then_some(out)
 }
 
@@ -33,11 +34,11 @@ pub fn via_value<T: serde::Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, serde_j
     Ok(out)
 }
 
-fn value(s: &[u8], pos: &mut usize, out: &mut Vec<u8>) -> Option<()> {
+fn value<'a>(s: &'a [u8], pos: &mut usize, out: &mut Vec<u8>, pool: &mut Pool<'a>) -> Option<()> {
     let start = *pos;
     match *s.get(start)? {
-        b'{' => object(s, pos, out),
-        b'[' => array(s, pos, out),
+        b'{' => object(s, pos, out, pool),
+        b'[' => array(s, pos, out, pool),
         b'"' => {
             skip_string(s, pos)?;
             out.extend_from_slice(s.get(start..*pos)?);
@@ -79,7 +80,7 @@ fn skip_string(s: &[u8], pos: &mut usize) -> Option<()> {
     }
 }
 
-fn array(s: &[u8], pos: &mut usize, out: &mut Vec<u8>) -> Option<()> {
+fn array<'a>(s: &'a [u8], pos: &mut usize, out: &mut Vec<u8>, pool: &mut Pool<'a>) -> Option<()> {
     *pos += 1;
     out.push(b'[');
     if s.get(*pos) == Some(&b']') {
@@ -88,7 +89,7 @@ fn array(s: &[u8], pos: &mut usize, out: &mut Vec<u8>) -> Option<()> {
         return Some(());
     }
     loop {
-        value(s, pos, out)?;
+        value(s, pos, out, pool)?;
         match *s.get(*pos)? {
             b',' => {
                 *pos += 1;
@@ -113,15 +114,24 @@ struct Member<'a> {
     value: Range<usize>,
 }
 
-fn object(s: &[u8], pos: &mut usize, out: &mut Vec<u8>) -> Option<()> {
+/// The member lists and scratch buffers of one document's objects, reused (one pair per
+/// nesting depth in use): an event's dozen objects cost a few allocations, not two each.
+#[derive(Default)]
+struct Pool<'a>(Vec<(Vec<Member<'a>>, Vec<u8>)>);
+
+fn object<'a>(s: &'a [u8], pos: &mut usize, out: &mut Vec<u8>, pool: &mut Pool<'a>) -> Option<()> {
     *pos += 1;
     if s.get(*pos) == Some(&b'}') {
         *pos += 1;
         out.extend_from_slice(b"{}");
         return Some(());
     }
-    let mut members: Vec<Member<'_>> = Vec::with_capacity(16);
-    let mut scratch = Vec::with_capacity(256);
+    let (mut members, mut scratch) = pool
+        .0
+        .pop()
+        .unwrap_or_else(|| (Vec::with_capacity(16), Vec::with_capacity(512)));
+    members.clear();
+    scratch.clear();
     loop {
         if s.get(*pos) != Some(&b'"') {
             return None;
@@ -142,7 +152,7 @@ fn object(s: &[u8], pos: &mut usize, out: &mut Vec<u8>) -> Option<()> {
         }
         *pos += 1;
         let v_start = scratch.len();
-        value(s, pos, &mut scratch)?;
+        value(s, pos, &mut scratch, pool)?;
         members.push(Member {
             sort,
             raw,
@@ -168,6 +178,7 @@ fn object(s: &[u8], pos: &mut usize, out: &mut Vec<u8>) -> Option<()> {
         out.extend_from_slice(scratch.get(m.value.clone())?);
     }
     out.push(b'}');
+    pool.0.push((members, scratch));
     Some(())
 }
 

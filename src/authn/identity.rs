@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::authz::Scope;
+use crate::{
+    authz::Scope,
+    k8s::headers::{IMPERSONATE_GROUP, IMPERSONATE_UID, IMPERSONATE_USER},
+};
 
 /// How the caller proved who they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,16 +39,16 @@ impl Identity {
     pub fn impersonation_headers(&self, h: &mut HeaderMap) {
         // Values were validated as header-safe when the identity was built; skip any that is not.
         if let Ok(v) = HeaderValue::from_str(&self.user) {
-            h.insert("impersonate-user", v);
+            h.insert(IMPERSONATE_USER, v);
         }
         for g in &self.groups {
             if let Ok(v) = HeaderValue::from_str(g) {
-                h.append("impersonate-group", v);
+                h.append(IMPERSONATE_GROUP, v);
             }
         }
         if !self.uid.is_empty() {
             if let Ok(v) = HeaderValue::from_str(&self.uid) {
-                h.insert("impersonate-uid", v);
+                h.insert(IMPERSONATE_UID, v);
             }
         }
         for (key, values) in &self.extra {

@@ -50,12 +50,9 @@ pub fn is_identity_header(name: &HeaderName) -> bool {
 
 /// Remove every identity header (see [`is_identity_header`]).
 pub fn strip_identity(headers: &mut HeaderMap) {
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| is_identity_header(n))
-        .cloned()
-        .collect();
-    for name in doomed {
+    // One name at a time: a request carries a handful of headers and usually one identity
+    // header (its `Authorization`), so this allocates nothing, unlike collecting the names.
+    while let Some(name) = headers.keys().find(|n| is_identity_header(n)).cloned() {
         headers.remove(name);
     }
 }
@@ -76,28 +73,38 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// dropped first — and so is `X-Real-Ip`: the API server records every XFF entry and then
 /// X-Real-Ip as source IPs (`utilnet.SourceIPs`), and the client can forge all of them.
 pub fn append_forwarded_for(headers: &mut HeaderMap, peer: std::net::IpAddr, trust_existing: bool) {
-    let existing: Vec<String> = if trust_existing {
-        headers
-            .get_all("x-forwarded-for")
+    use std::fmt::Write as _;
+    let mut value = String::with_capacity(64);
+    if trust_existing {
+        for v in headers
+            .get_all(&X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .map(|v| v.trim().to_string())
+            .map(str::trim)
             .filter(|v| !v.is_empty())
-            .collect()
+        {
+            value.push_str(v);
+            value.push_str(", ");
+        }
     } else {
-        headers.remove("x-real-ip");
-        Vec::new()
-    };
-    headers.remove("x-forwarded-for");
-    let mut value = existing.join(", ");
-    if !value.is_empty() {
-        value.push_str(", ");
+        headers.remove(&X_REAL_IP);
     }
-    value.push_str(&peer.to_string());
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert("x-forwarded-for", v);
+    headers.remove(&X_FORWARDED_FOR);
+    let _ = write!(value, "{peer}");
+    // The String's buffer becomes the header value as it is (validated, not copied).
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+        headers.insert(X_FORWARDED_FOR, v);
     }
 }
+
+/// Header names the forwarder sets on every request, made once (a `&str` name not known to
+/// the http crate is copied into a new `HeaderName` at each use).
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub const AUDIT_ID: HeaderName = HeaderName::from_static("audit-id");
+pub const IMPERSONATE_USER: HeaderName = HeaderName::from_static("impersonate-user");
+pub const IMPERSONATE_GROUP: HeaderName = HeaderName::from_static("impersonate-group");
+pub const IMPERSONATE_UID: HeaderName = HeaderName::from_static("impersonate-uid");
 
 #[cfg(test)]
 mod tests {

@@ -7,10 +7,11 @@
 //! refuses, 504 `Timeout` when a request that is not long-running gets no response head within
 //! its deadline (`deadline.rs`), 503 `UpstreamBusy` when every connection is full at the
 //! cap (`pool.rs`). Which endpoint, fail-over and the breaker: `send.rs`. A long-running body
-//! ends cleanly when its endpoint dies (`stream.rs`). Every body is read on through a bounded
-//! buffer and reset when its client stalls (`pump.rs`). Upgrades go to `upgrade.rs`.
+//! ends cleanly when its endpoint dies (`stream.rs`). Every body is read inline while its
+//! client keeps up, through a bounded buffer once it stops, and reset when it stalls
+//! (`pump.rs`). Upgrades go to `upgrade.rs`.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use http::{header, HeaderMap, HeaderValue, Request, Response, Version};
 
@@ -30,7 +31,7 @@ use crate::{
 
 /// What the forwarder needs to know about the caller.
 pub struct Outbound<'a> {
-    pub identity: &'a Identity,
+    pub identity: &'a Arc<Identity>,
     pub audit_id: &'a HeaderValue,
     pub peer: IpAddr,
     pub trust_forwarded_for: bool,
@@ -53,7 +54,7 @@ pub fn prepare_headers(h: &mut HeaderMap, up: &Upstream, ob: &Outbound<'_>) {
         h.insert(header::AUTHORIZATION, (*auth).clone());
     }
     ob.identity.impersonation_headers(h);
-    h.insert("audit-id", ob.audit_id.clone());
+    h.insert(headers::AUDIT_ID, ob.audit_id.clone());
     headers::append_forwarded_for(h, ob.peer, ob.trust_forwarded_for);
 }
 
@@ -84,23 +85,23 @@ pub async fn forward(
         body = stream::ending_cleanly(body, endpoint.name.clone(), up.stream_idle_timeout);
     }
     // Outside the clean end: a stalled stream must end in an error (a reset), never look
-    // complete.
-    body = pump::decouple(
-        body,
-        up.budgets.of(&ob.identity.user),
-        up.stalled_stream_timeout,
+    // complete. The report is built only if the response is ever handed off to a pump.
+    let (metrics, user, audit_id) = (
+        up.metrics.stalled.clone(),
+        ob.identity.clone(),
+        ob.audit_id.clone(),
+    );
+    body = pump::decouple(body, &up.budgets, up.stalled_stream_timeout, move || {
         pump::StallReport {
-            counter: up
-                .metrics
-                .stalled
+            counter: metrics
                 .get_or_create(&UpstreamMetrics::endpoint(&endpoint.name))
                 .clone(),
             endpoint: endpoint.name.clone(),
-            user: ob.identity.user.clone(),
-            audit_id: ob.audit_id.to_str().unwrap_or_default().to_owned(),
+            user: user.user.clone(),
+            audit_id: audit_id.to_str().unwrap_or_default().to_owned(),
             on_stall,
-        },
-    );
+        }
+    });
     if let Some(guard) = guard {
         body = body::hold(body, guard);
     }

@@ -1,28 +1,47 @@
-//! Per-stream flow-control decoupling: the upstream response body is read by a task of its own
-//! into a bounded buffer, so the upstream connection's flow-control window is given back as
-//! fast as the API server sends, whatever the client does.
+//! Per-stream flow-control decoupling, paid for only when a client stops keeping up.
 //!
-//! Bounds: [`PER_STREAM`] bytes per response, and a budget of [`PER_IDENTITY`] bytes shared by
-//! every response of one identity (user name). When either is full the pump stops reading —
-//! the upstream stream's own window (`pool::STREAM_WINDOW`) then fills and the API server
-//! pauses that stream only. A response whose buffer stays full for
-//! `upstream.stalled_stream_timeout` (its client read nothing in that time) is *stalled*: the
-//! upstream stream is cancelled (RST_STREAM) and the client's response ends with an error
-//! (HTTP/2: its stream is reset; HTTP/1.1: its connection is closed) — logged with the audit
-//! ID and counted in `portcullis_upstream_stalled_streams_total`. A client that goes away
-//! stops the pump at once.
+//! A response body is first read *inline*: each chunk the client's connection asks for is
+//! taken straight from the upstream stream, so nothing is buffered beyond the upstream stream's
+//! own window (`pool::STREAM_WINDOW`), and the connection window stays open for every other
+//! stream (it is sized for all of them, see `pool.rs`). No task, channel or lock hand-off is
+//! spent on the common case of a client that reads what it asked for.
+//!
+//! One sweeper task per [`Budgets`] (running only while responses are in flight) looks at the
+//! inline responses every [`SWEEP`]. A response whose client took its last chunk and has not
+//! asked for the next one for a whole sweep interval (its HTTP/2 window is closed, or its
+//! socket is full) is *handed off*: from then on its body is read by a task of its own into a
+//! bounded buffer, so the upstream window is given back as fast as the API server sends,
+//! whatever the client does. A response whose client is waiting for the API server (a quiet
+//! watch) is not stalled and stays inline — until the API server sends and the client, woken
+//! for it, does not come to take it for a whole sweep interval: then it is handed off too.
+//!
+//! Bounds of a handed-off response: [`PER_STREAM`] bytes, and a budget of [`PER_IDENTITY`]
+//! bytes shared by every response of one identity (user name). When either is full the pump
+//! stops reading — the upstream stream's window then fills and the API server pauses that
+//! stream only. A response whose buffer stays full for `upstream.stalled_stream_timeout` (its
+//! client read nothing in that time) is *stalled*: the upstream stream is cancelled
+//! (RST_STREAM) and the client's response ends with an error (HTTP/2: its stream is reset;
+//! HTTP/1.1: its connection is closed) — logged with the audit ID and counted in
+//! `portcullis_upstream_stalled_streams_total`. So a stalled response is reset at most one or
+//! two sweep intervals later than if it had been pumped from the start. A client that goes
+//! away stops the reading at once (inline: the upstream body is dropped with the response;
+//! handed off: the pump sees its channel closed).
 
 use std::{
     collections::HashMap,
+    mem,
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError, Weak},
-    task::{Context, Poll},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError, Weak,
+    },
+    task::{Context, Poll, Wake, Waker},
     time::Duration,
 };
 
 use bytes::Bytes;
 use http_body::Body as _;
-use http_body::Frame;
+use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -33,20 +52,53 @@ use crate::body::{Body, BoxError};
 pub const PER_STREAM: usize = 1024 * 1024;
 /// The most all responses of one identity hold in their pumps' buffers together.
 pub const PER_IDENTITY: usize = 16 * 1024 * 1024;
+/// How often inline responses are looked at: a client that asks for nothing for between one
+/// and two of these, with a chunk already taken, is handed off to a pump.
+pub const SWEEP: Duration = Duration::from_millis(250);
 
-/// The per-identity budgets (one semaphore per identity with a response in flight).
-#[derive(Default)]
+/// The per-identity budgets (one semaphore per identity with a pumped response in flight) and
+/// the inline responses the sweeper watches. Cheap to clone (shared).
+#[derive(Default, Clone)]
 pub struct Budgets {
+    inner: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
     by_identity: Mutex<HashMap<String, Weak<Semaphore>>>,
+    watched: Mutex<Watched>,
+}
+
+#[derive(Default)]
+struct Watched {
+    inline: Vec<Weak<dyn Sweep>>,
+    sweeper_running: bool,
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Budgets {
-    /// The budget of `user`, shared by all its responses in flight.
+    /// The budget of `user`, shared by all its pumped responses in flight.
     pub fn of(&self, user: &str) -> Arc<Semaphore> {
-        let mut map = self
-            .by_identity
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        self.inner.budget_of(user)
+    }
+
+    /// Watch `slot` until it ends or is handed off; starts the sweeper if it is not running.
+    fn watch(&self, slot: Weak<dyn Sweep>) {
+        let mut w = lock(&self.inner.watched);
+        w.inline.push(slot);
+        if !w.sweeper_running {
+            w.sweeper_running = true;
+            tokio::spawn(sweeper(self.inner.clone()));
+        }
+    }
+}
+
+impl Shared {
+    fn budget_of(&self, user: &str) -> Arc<Semaphore> {
+        let mut map = lock(&self.by_identity);
         if let Some(s) = map.get(user).and_then(Weak::upgrade) {
             return s;
         }
@@ -58,6 +110,25 @@ impl Budgets {
         let s = Arc::new(Semaphore::new(PER_IDENTITY));
         map.insert(user.to_owned(), Arc::downgrade(&s));
         s
+    }
+}
+
+/// Looks at the inline responses every [`SWEEP`]; ends when none is left (the next response
+/// starts it again), so an idle proxy does not wake for it.
+async fn sweeper(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(SWEEP).await;
+        let watched = mem::take(&mut lock(&shared.watched).inline);
+        let still: Vec<Weak<dyn Sweep>> = watched
+            .into_iter()
+            .filter(|w| w.upgrade().is_some_and(|s| s.sweep(&shared)))
+            .collect();
+        let mut w = lock(&shared.watched);
+        w.inline.extend(still);
+        if w.inline.is_empty() {
+            w.sweeper_running = false;
+            return;
+        }
     }
 }
 
@@ -76,27 +147,135 @@ pub struct StallReport {
 pub struct OnStall(pub Arc<dyn Fn() + Send + Sync>);
 
 type Item = Result<(Frame<Bytes>, [OwnedSemaphorePermit; 2]), BoxError>;
-type Shared = Arc<Mutex<mpsc::UnboundedReceiver<Item>>>;
 
-/// Read `inner` on a task of its own into a buffer bounded by [`PER_STREAM`] and `budget`
-/// (see the module doc).
-pub fn decouple(inner: Body, budget: Arc<Semaphore>, stall: Duration, report: StallReport) -> Body {
+/// Read `inner` inline while its client keeps up, on a pump task bounded by [`PER_STREAM`]
+/// and the identity's budget once it does not (see the module doc). `report` is called only
+/// at a hand-off, so a response that never stalls builds no report.
+pub fn decouple<R>(inner: Body, budgets: &Budgets, stall: Duration, report: R) -> Body
+where
+    R: FnOnce() -> StallReport + Send + 'static,
+{
     if inner.is_end_stream() {
         return inner;
     }
-    let (tx, rx) = mpsc::unbounded_channel::<Item>();
-    let rx: Shared = Arc::new(Mutex::new(rx));
-    tokio::spawn(pump(inner, tx, Arc::downgrade(&rx), budget, stall, report));
-    Decoupled { rx }.boxed_unsync()
+    let slot = Arc::new(Slot {
+        wakeup: Arc::default(),
+        state: Mutex::new(State {
+            mode: Mode::Inline(inner),
+            // A response just made gets one whole sweep interval before it can be handed off.
+            polled: true,
+            waiting: false,
+            report: Some(report),
+            stall,
+        }),
+    });
+    let weak: Weak<Slot<R>> = Arc::downgrade(&slot);
+    budgets.watch(weak);
+    Decoupled { slot }.boxed_unsync()
 }
 
-/// The client's side of the buffer. The pump holds only a weak handle to it, so dropping this
-/// body (the client went away) closes the channel and stops the pump.
-struct Decoupled {
-    rx: Shared,
+struct Slot<R> {
+    state: Mutex<State<R>>,
+    /// The waker the upstream body is polled with while inline: it notes that the upstream
+    /// has something for the client, then wakes the client.
+    wakeup: Arc<Wakeup>,
 }
 
-impl http_body::Body for Decoupled {
+/// Held by the upstream body's waker registration, so it must not own the body (a cycle):
+/// only the client's waker and a flag.
+#[derive(Default)]
+struct Wakeup {
+    /// The upstream woke the client since its last ask.
+    woken: AtomicBool,
+    client: Mutex<Option<Waker>>,
+}
+
+impl Wake for Wakeup {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        if let Some(w) = lock(&self.client).as_ref() {
+            w.wake_by_ref();
+        }
+    }
+}
+
+struct State<R> {
+    mode: Mode,
+    /// The client asked for a chunk since the last sweep.
+    polled: bool,
+    /// The client's last ask is waiting for the API server (it keeps up).
+    waiting: bool,
+    report: Option<R>,
+    stall: Duration,
+}
+
+enum Mode {
+    Inline(Body),
+    Pumped(mpsc::UnboundedReceiver<Item>),
+    Ended,
+}
+
+trait Sweep: Send + Sync {
+    /// Hand the response off if its client stopped asking; whether to keep watching it.
+    fn sweep(self: Arc<Self>, shared: &Arc<Shared>) -> bool;
+}
+
+impl<R: FnOnce() -> StallReport + Send + 'static> Sweep for Slot<R> {
+    fn sweep(self: Arc<Self>, shared: &Arc<Shared>) -> bool {
+        let mut st = lock(&self.state);
+        if !matches!(st.mode, Mode::Inline(_)) {
+            return false;
+        }
+        // Keeping up: it asked since the last sweep, or it waits for the API server, which
+        // has not sent it anything it left untaken.
+        if st.polled || (st.waiting && !self.wakeup.woken.load(Ordering::Acquire)) {
+            st.polled = false;
+            return true;
+        }
+        let (Mode::Inline(inner), Some(report)) =
+            (mem::replace(&mut st.mode, Mode::Ended), st.report.take())
+        else {
+            return false;
+        };
+        let report = report();
+        let budget = shared.budget_of(&report.user);
+        let (tx, rx) = mpsc::unbounded_channel::<Item>();
+        st.mode = Mode::Pumped(rx);
+        let stall = st.stall;
+        drop(st);
+        tokio::spawn(pump(
+            inner,
+            tx,
+            Arc::downgrade(&self),
+            budget,
+            stall,
+            report,
+        ));
+        false
+    }
+}
+
+impl<R> Slot<R> {
+    /// Throw away what the client never read (its identity's budget with it).
+    fn drain(&self) {
+        if let Mode::Pumped(rx) = &mut lock(&self.state).mode {
+            while rx.try_recv().is_ok() {}
+        }
+    }
+}
+
+/// The client's side. The sweeper and the pump hold only weak handles to the slot, so dropping
+/// this body (the client went away) drops an inline upstream body at once, or closes the
+/// channel and stops the pump.
+struct Decoupled<R> {
+    slot: Arc<Slot<R>>,
+}
+
+impl<R: Send + 'static> http_body::Body for Decoupled<R> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -104,17 +283,54 @@ impl http_body::Body for Decoupled {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut rx = self.rx.lock().unwrap_or_else(PoisonError::into_inner);
-        // The permits are released as the frame is handed to the client side.
-        rx.poll_recv(cx)
-            .map(|item| item.map(|r| r.map(|(frame, _permits)| frame)))
+        let mut st = lock(&self.slot.state);
+        st.polled = true;
+        match &mut st.mode {
+            Mode::Inline(inner) => {
+                let wakeup = &self.slot.wakeup;
+                {
+                    let mut client = lock(&wakeup.client);
+                    if !client.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        *client = Some(cx.waker().clone());
+                    }
+                }
+                wakeup.woken.store(false, Ordering::Release);
+                let waker = Waker::from(wakeup.clone());
+                let polled = Pin::new(inner).poll_frame(&mut Context::from_waker(&waker));
+                st.waiting = polled.is_pending();
+                if let Poll::Ready(None) = polled {
+                    st.mode = Mode::Ended;
+                }
+                polled
+            }
+            // The permits are released as the frame is handed to the client side.
+            Mode::Pumped(rx) => rx
+                .poll_recv(cx)
+                .map(|item| item.map(|r| r.map(|(frame, _permits)| frame))),
+            Mode::Ended => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &lock(&self.slot.state).mode {
+            Mode::Inline(inner) => inner.is_end_stream(),
+            Mode::Pumped(_) => false,
+            Mode::Ended => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &lock(&self.slot.state).mode {
+            Mode::Inline(inner) => inner.size_hint(),
+            Mode::Pumped(_) | Mode::Ended => SizeHint::default(),
+        }
     }
 }
 
-async fn pump(
+async fn pump<R>(
     mut inner: Body,
     tx: mpsc::UnboundedSender<Item>,
-    rx: Weak<Mutex<mpsc::UnboundedReceiver<Item>>>,
+    slot: Weak<Slot<R>>,
     budget: Arc<Semaphore>,
     stall: Duration,
     report: StallReport,
@@ -167,9 +383,8 @@ async fn pump(
                 );
                 // Free what the client never read (its identity's budget with it): the client
                 // gets the error as soon as it reads again, and nothing else.
-                if let Some(rx) = rx.upgrade() {
-                    let mut rx = rx.lock().unwrap_or_else(PoisonError::into_inner);
-                    while rx.try_recv().is_ok() {}
+                if let Some(slot) = slot.upgrade() {
+                    slot.drain();
                 }
                 let _ = tx.send(Err(
                     "stalled: the client read nothing within upstream.stalled_stream_timeout"
@@ -196,15 +411,24 @@ mod tests {
         }
     }
 
+    /// A report that says whether it was asked for (only a hand-off asks).
+    fn flagged() -> (
+        Arc<AtomicBool>,
+        impl FnOnce() -> StallReport + Send + 'static,
+    ) {
+        let asked = Arc::new(AtomicBool::new(false));
+        let flag = asked.clone();
+        (asked, move || {
+            flag.store(true, Ordering::SeqCst);
+            report()
+        })
+    }
+
     #[tokio::test]
     async fn everything_arrives_in_order_when_the_client_reads() {
         let (tx, inner) = crate::body::channel(4);
-        let body = decouple(
-            inner,
-            Budgets::default().of("u"),
-            Duration::from_secs(5),
-            report(),
-        );
+        let (handed_off, r) = flagged();
+        let body = decouple(inner, &Budgets::default(), Duration::from_secs(5), r);
         tokio::spawn(async move {
             for i in 0..100u8 {
                 tx.send(Bytes::from(vec![i; 50_000])).await.unwrap();
@@ -213,6 +437,104 @@ mod tests {
         let got = body.collect().await.unwrap().to_bytes();
         assert_eq!(got.len(), 100 * 50_000);
         assert_eq!(got[50_000 * 42], 42);
+        assert!(!handed_off.load(Ordering::SeqCst), "read inline");
+    }
+
+    #[tokio::test]
+    async fn everything_arrives_in_order_across_a_hand_off() {
+        let (tx, inner) = crate::body::channel(1);
+        let (handed_off, r) = flagged();
+        let mut body = decouple(inner, &Budgets::default(), Duration::from_secs(5), r);
+        tokio::spawn(async move {
+            for i in 0..100u8 {
+                tx.send(Bytes::from(vec![i; 50_000])).await.unwrap();
+            }
+        });
+        // One chunk inline, then the client stops asking for longer than two sweeps.
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        tokio::time::sleep(SWEEP * 3).await;
+        assert!(handed_off.load(Ordering::SeqCst), "handed off to a pump");
+        let rest = body.collect().await.unwrap().to_bytes();
+        let mut got = first.to_vec();
+        got.extend_from_slice(&rest);
+        assert_eq!(got.len(), 100 * 50_000);
+        assert!((0..100u8).all(|i| got[50_000 * usize::from(i)] == i));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_has_the_upstream_read_ahead_within_bounds() {
+        let (tx, inner) = crate::body::channel(1);
+        let budgets = Budgets::default();
+        let (_, r) = flagged();
+        let mut body = decouple(inner, &budgets, Duration::from_secs(30), r);
+        let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = sent.clone();
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                if tx.send(Bytes::from(vec![0u8; 64 * 1024])).await.is_err() {
+                    return;
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        body.frame().await.unwrap().unwrap();
+        // Inline, the upstream waits for the client; handed off, the pump reads on until
+        // its per-stream bound.
+        tokio::time::sleep(SWEEP * 4).await;
+        let read_ahead = sent.load(Ordering::SeqCst);
+        assert!(read_ahead >= 8, "read ahead: {read_ahead} chunks");
+        // The buffer, plus the chunk the client took, the one the pump holds waiting for room
+        // and the one in the test channel.
+        assert!(
+            read_ahead * 64 * 1024 <= PER_STREAM + 4 * 64 * 1024,
+            "{read_ahead}"
+        );
+        assert!(PER_IDENTITY - budgets.of("u").available_permits() <= PER_STREAM);
+    }
+
+    #[tokio::test]
+    async fn a_client_waiting_for_the_api_server_stays_inline() {
+        let (tx, inner) = crate::body::channel(1);
+        let budgets = Budgets::default();
+        let (handed_off, r) = flagged();
+        let mut body = decouple(inner, &budgets, Duration::from_secs(5), r);
+        // A quiet watch: the client asks, nothing comes for several sweeps.
+        let next =
+            tokio::spawn(async move { body.frame().await.map(|f| f.map(|f| f.into_data())) });
+        tokio::time::sleep(SWEEP * 4).await;
+        assert!(!handed_off.load(Ordering::SeqCst));
+        tx.send(Bytes::from_static(b"event")).await.unwrap();
+        let got = next.await.unwrap().unwrap().unwrap().unwrap();
+        assert_eq!(&got[..], b"event");
+        assert!(!handed_off.load(Ordering::SeqCst));
+        assert!(
+            lock(&budgets.inner.by_identity).is_empty(),
+            "no budget taken"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_quiet_watch_whose_client_does_not_take_an_event_is_handed_off() {
+        let (tx, inner) = crate::body::channel(1);
+        let (handed_off, r) = flagged();
+        let mut body = decouple(inner, &Budgets::default(), Duration::from_secs(5), r);
+        // The client asks once (nothing yet), then ignores its wake-ups, as hyper does for a
+        // client whose window is closed.
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(Pin::new(&mut body).poll_frame(&mut cx).is_pending());
+        tokio::time::sleep(SWEEP * 3).await;
+        assert!(
+            !handed_off.load(Ordering::SeqCst),
+            "waiting for the API server"
+        );
+        tx.send(Bytes::from_static(b"event")).await.unwrap();
+        tokio::time::sleep(SWEEP * 3).await;
+        assert!(
+            handed_off.load(Ordering::SeqCst),
+            "the event was left untaken"
+        );
+        let got = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&got[..], b"event");
     }
 
     #[tokio::test]
@@ -222,7 +544,7 @@ mod tests {
         let counter = r.counter.clone();
         let budgets = Budgets::default();
         let budget = budgets.of("u");
-        let mut body = decouple(inner, budget.clone(), Duration::from_millis(600), r);
+        let mut body = decouple(inner, &budgets, Duration::from_millis(600), move || r);
         // More than the per-stream buffer, and nobody reads.
         let writer = tokio::spawn(async move {
             for _ in 0..40 {
@@ -236,7 +558,8 @@ mod tests {
         assert_eq!(counter.get(), 0);
         // Only the per-stream bound is buffered, charged to the identity too.
         assert!(PER_IDENTITY - budget.available_permits() <= PER_STREAM);
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Handed off within two sweeps, then reset after the stall timeout.
+        tokio::time::sleep(SWEEP * 2 + Duration::from_millis(1500)).await;
         assert_eq!(counter.get(), 1);
         // The writer (the upstream) was cut off rather than drained.
         assert!(!writer.await.unwrap());
@@ -244,6 +567,28 @@ mod tests {
         assert_eq!(budget.available_permits(), PER_IDENTITY);
         // The client, reading at last, gets the error and no data.
         assert!(body.frame().await.unwrap().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_client_that_goes_away_cancels_the_upstream_body() {
+        let (tx, inner) = crate::body::channel(1);
+        let (_, r) = flagged();
+        let body = decouple(inner, &Budgets::default(), Duration::from_secs(5), r);
+        drop(body);
+        assert!(tx.send(Bytes::from_static(b"x")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_stops_when_nothing_is_in_flight() {
+        let budgets = Budgets::default();
+        let (tx, inner) = crate::body::channel(1);
+        let (_, r) = flagged();
+        let body = decouple(inner, &budgets, Duration::from_secs(5), r);
+        assert!(lock(&budgets.inner.watched).sweeper_running);
+        drop((body, tx));
+        tokio::time::sleep(SWEEP * 2).await;
+        let w = lock(&budgets.inner.watched);
+        assert!(!w.sweeper_running && w.inline.is_empty());
     }
 
     #[tokio::test]

@@ -53,7 +53,7 @@ pub fn is_safe(parts: &Parts, body: &Body) -> bool {
 /// each endpoint) within `deadline` (None: no deadline, a long-running request).
 pub async fn send(
     up: &Upstream,
-    parts: Parts,
+    mut parts: Parts,
     body: Body,
     deadline: Option<Duration>,
 ) -> Result<Sent, Refusal> {
@@ -88,7 +88,12 @@ pub async fn send(
         });
         *req.method_mut() = parts.method.clone();
         *req.uri_mut() = uri;
-        *req.headers_mut() = parts.headers.clone();
+        // The last candidate takes the headers; earlier ones send a copy (a fail-over needs them).
+        *req.headers_mut() = if i == last {
+            std::mem::take(&mut parts.headers)
+        } else {
+            parts.headers.clone()
+        };
         let sent = ep.pool().request(req);
         let result = match until {
             None => Ok(sent.await),

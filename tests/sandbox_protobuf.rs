@@ -82,6 +82,42 @@ async fn typed_tour(kubeconfig: &std::path::Path, home: &std::path::Path) {
     assert!(out.contains("busybox"), "{out}");
     let out = k(&["get", "deployment", "pb", "-o", "jsonpath={.spec.replicas}"]).await;
     assert_eq!(out.trim(), "3");
+    // RBAC bindings: kubectl sends them as protobuf too; the sandbox reads every kind in the
+    // schema, not only the ones the proxy's strict decoder converts for judging.
+    k(&[
+        "create",
+        "rolebinding",
+        "pbrb",
+        "--clusterrole=view",
+        "--user=bob",
+    ])
+    .await;
+    k(&[
+        "create",
+        "clusterrolebinding",
+        "pbcrb",
+        "--clusterrole=view",
+        "--group=auditors",
+    ])
+    .await;
+    let out = k(&[
+        "get",
+        "rolebinding",
+        "pbrb",
+        "-o",
+        "jsonpath={.subjects[0].name} {.roleRef.name}",
+    ])
+    .await;
+    assert_eq!(out.trim(), "bob view");
+    let out = k(&[
+        "get",
+        "clusterrolebinding",
+        "pbcrb",
+        "-o",
+        "jsonpath={.subjects[0].kind} {.subjects[0].name}",
+    ])
+    .await;
+    assert_eq!(out.trim(), "Group auditors");
 }
 
 /// The sandbox answered protobuf to kubectl's typed creates. (kubectl 1.3x asks protobuf only
@@ -99,6 +135,11 @@ fn assert_protobuf_answers(recorded: &[sandbox::Recorded]) {
     assert!(answered("POST", "/jobs", PB), "create job");
     assert!(answered("POST", "/cronjobs", PB), "create cronjob");
     assert!(answered("POST", "/pods", PB), "run / debug --copy-to");
+    assert!(answered("POST", "/rolebindings", PB), "create rolebinding");
+    assert!(
+        answered("POST", "/clusterrolebindings", PB),
+        "create clusterrolebinding"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -117,8 +117,15 @@ pub(crate) async fn read_body(
 /// Decode a JSON or YAML body.
 pub fn decode(ct: Option<&str>, bytes: &[u8]) -> Result<Value, Status> {
     if ct.is_some_and(|c| c.starts_with(super::proto::MEDIA_TYPE)) {
+        // The strict decoder (the one the proxy judges with) first; any other kind in the
+        // schema (RBAC bindings, Services …) through the schema-driven one, as kube-apiserver
+        // reads every built-in kind.
         return super::proto::decode(bytes)
             .map(|d| d.object)
+            .or_else(|e| match e {
+                super::proto::Error::Unsupported(_) => super::proto::decode_object(bytes),
+                e => Err(e),
+            })
             .map_err(|e| match e {
                 super::proto::Error::Malformed(m) => Status::bad_request(m),
                 super::proto::Error::Unsupported(m) => Status::failure(

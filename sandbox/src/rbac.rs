@@ -91,18 +91,13 @@ impl Attrs {
             is_resource_request: self.resource_request,
             path: self.path.clone(),
             verb: self.verb.clone(),
-            api_prefix: String::new(),
             api_group: self.group.clone(),
             api_version: self.version.clone(),
             namespace: self.namespace.clone(),
             resource: self.resource.clone(),
             subresource: self.subresource.clone(),
             name: self.name.clone(),
-            parts: Vec::new(),
-            field_selector: None,
-            label_selector: None,
-            upgrade: None,
-            long_running: false,
+            ..RequestInfo::default()
         }
     }
 }

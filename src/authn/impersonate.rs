@@ -94,7 +94,6 @@ fn unescape(key: &str) -> String {
 fn check(group: &str, resource: &str, sub: &str, ns: &str, name: &str) -> RequestInfo {
     RequestInfo {
         is_resource_request: true,
-        path: String::new(),
         verb: "impersonate".into(),
         api_prefix: "apis".into(),
         api_group: group.into(),
@@ -103,11 +102,7 @@ fn check(group: &str, resource: &str, sub: &str, ns: &str, name: &str) -> Reques
         resource: resource.into(),
         subresource: sub.into(),
         name: name.into(),
-        parts: Vec::new(),
-        field_selector: None,
-        label_selector: None,
-        upgrade: None,
-        long_running: false,
+        ..RequestInfo::default()
     }
 }
 

@@ -66,8 +66,9 @@ use query::{
     list_options_decode, parse_query, query_first, QueryPair,
 };
 
-/// What the apiserver would put in its `RequestInfo`, plus what a proxy needs on top.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the apiserver would put in its `RequestInfo`, plus what a proxy needs on top. The
+/// default is an empty non-resource request (no verb: nothing is allowed for it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestInfo {
     /// Whether this is a request for an API resource (`/api/v1/...`, `/apis/g/v/...`).
     pub is_resource_request: bool,
@@ -176,21 +177,10 @@ pub fn classify(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Reque
     };
 
     let mut info = RequestInfo {
-        is_resource_request: false,
         path,
         verb: method.as_str().to_ascii_lowercase(),
-        api_prefix: String::new(),
-        api_group: String::new(),
-        api_version: String::new(),
-        namespace: String::new(),
-        resource: String::new(),
-        subresource: String::new(),
-        name: String::new(),
-        parts: Vec::new(),
-        field_selector: None,
-        label_selector: None,
         upgrade,
-        long_running: false,
+        ..RequestInfo::default()
     };
 
     resolve(&mut info, method, &segments, &query)?;

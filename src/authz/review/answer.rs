@@ -69,23 +69,7 @@ pub fn whoami(id: &Identity) -> Value {
 /// The request an access review asks about, as the classification would have made it.
 pub fn asked_request(spec: &Value) -> Result<RequestInfo, Refusal> {
     let (r, n) = (&spec["resourceAttributes"], &spec["nonResourceAttributes"]);
-    let mut info = RequestInfo {
-        is_resource_request: false,
-        path: String::new(),
-        verb: String::new(),
-        api_prefix: String::new(),
-        api_group: String::new(),
-        api_version: String::new(),
-        namespace: String::new(),
-        resource: String::new(),
-        subresource: String::new(),
-        name: String::new(),
-        parts: Vec::new(),
-        field_selector: None,
-        label_selector: None,
-        upgrade: None,
-        long_running: false,
-    };
+    let mut info = RequestInfo::default();
     match (r.is_object(), n.is_object()) {
         (true, false) => {
             info.is_resource_request = true;

@@ -40,6 +40,8 @@ pub mod unknown;
 mod volume;
 
 pub use response::{decode_object, encode_object, watch_frame, WATCH_MEDIA_TYPE};
+/// RFC 3339 as Go writes and reads `metav1.Time` (shared with the sandbox's clock).
+pub use special::{format_time, parse_time};
 
 use k8s_pb::apimachinery::pkg::{apis::meta::v1::ObjectMeta, runtime::Unknown};
 use prost::Message;

@@ -46,10 +46,12 @@ use tower::{Layer, Service};
 use super::forbidden;
 use crate::{
     body::{self, Body},
+    k8s::request::RequestInfo,
     refusal::{BodyRefusal, Refusal},
     sanitize::{
         judge::Current,
         parse::{self, protobuf, Limits},
+        stage::{parse_refusal, proto_refusal},
     },
     service::{self, Caller, ResponseFuture},
     upstream::{fetch, Upstream},
@@ -168,7 +170,7 @@ impl CreateGuardLayer {
         let bytes = tokio::time::timeout(self.upstream.request_timeout, read_all(body))
             .await
             .map_err(|_| Refusal::from(BodyRefusal::NotReceived))??;
-        let sent = Sent::read(&content_type, bytes, kind)?;
+        let sent = Sent::read(&content_type, bytes, kind, &caller.info)?;
         if kind == MustNotCreate::Update && sent.uid().is_some() {
             // The body's uid is already the API server's precondition.
             return Ok(Request::from_parts(parts, body::full(sent.bytes)));
@@ -228,7 +230,12 @@ enum Form {
 }
 
 impl Sent {
-    fn read(content_type: &str, bytes: bytes::Bytes, kind: MustNotCreate) -> Result<Sent, Refusal> {
+    fn read(
+        content_type: &str,
+        bytes: bytes::Bytes,
+        kind: MustNotCreate,
+        info: &RequestInfo,
+    ) -> Result<Sent, Refusal> {
         let essence = content_type
             .split(';')
             .next()
@@ -236,7 +243,7 @@ impl Sent {
             .trim()
             .to_ascii_lowercase();
         if kind == MustNotCreate::Update && essence == protobuf::MEDIA_TYPE {
-            let env = protobuf::open(&bytes).map_err(proto_refusal("", ""))?;
+            let env = protobuf::open(&bytes).map_err(|e| proto_refusal(info, e))?;
             let uid = protobuf::names(&env)
                 .and_then(|n| n["metadata"]["uid"].as_str().map(str::to_owned))
                 .filter(|u| !u.is_empty());
@@ -246,16 +253,7 @@ impl Sent {
             });
         }
         let parsed = parse::parse_body(content_type, &bytes, &Limits::default())
-            .map_err(|e| match e {
-                parse::ParseError::UnsupportedMediaType(_) => {
-                    Refusal::from(BodyRefusal::UnknownFormat)
-                }
-                e => BodyRefusal::Parse {
-                    message: e.to_string(),
-                    field: e.field_path().map(str::to_owned),
-                }
-                .into(),
-            })?
+            .map_err(|e| parse_refusal(&e))?
             .value;
         if !parsed.is_object() {
             let what = match kind {
@@ -279,39 +277,13 @@ impl Sent {
     }
 
     /// The body as a JSON object, and whether it was converted from protobuf.
-    fn into_object(
-        self,
-        info: &crate::k8s::request::RequestInfo,
-    ) -> Result<(Value, bool), Refusal> {
+    fn into_object(self, info: &RequestInfo) -> Result<(Value, bool), Refusal> {
         match self.form {
             Form::Parsed(v) => Ok((v, false)),
             Form::Protobuf(env, _) => protobuf::decode(env, &Limits::default())
                 .map(|v| (v, true))
-                .map_err(proto_refusal(&info.resource, &info.subresource)),
+                .map_err(|e| proto_refusal(info, e)),
         }
-    }
-}
-
-/// A protobuf body that cannot be opened (400) or converted without loss (415).
-fn proto_refusal<'a>(
-    resource: &'a str,
-    subresource: &'a str,
-) -> impl Fn(protobuf::ProtoError) -> Refusal + 'a {
-    move |e| match e {
-        protobuf::ProtoError::Parse(e) => BodyRefusal::Parse {
-            message: e.to_string(),
-            field: e.field_path().map(str::to_owned),
-        }
-        .into(),
-        protobuf::ProtoError::Unsupported(reason) => BodyRefusal::Unconvertible {
-            resource: if subresource.is_empty() {
-                resource.to_owned()
-            } else {
-                format!("{resource}/{subresource}")
-            },
-            reason,
-        }
-        .into(),
     }
 }
 
@@ -371,25 +343,33 @@ mod tests {
         let update = MustNotCreate::Update;
         let json = |v: serde_json::Value| bytes::Bytes::from(v.to_string());
         let with = json(serde_json::json!({"metadata": {"name": "web", "uid": "u-1"}}));
-        let sent = Sent::read("application/json", with, update).unwrap();
+        let sent = Sent::read("application/json", with, update, &RequestInfo::default()).unwrap();
         assert_eq!(sent.uid(), Some("u-1"));
         let without = json(serde_json::json!({"metadata": {"name": "web", "uid": ""}}));
         assert_eq!(
-            Sent::read("application/json", without, update)
+            Sent::read("application/json", without, update, &RequestInfo::default())
                 .unwrap()
                 .uid(),
             None
         );
         let yaml = bytes::Bytes::from_static(b"metadata: {name: web, uid: u-2}\n");
         assert_eq!(
-            Sent::read("application/yaml", yaml, update).unwrap().uid(),
+            Sent::read("application/yaml", yaml, update, &RequestInfo::default())
+                .unwrap()
+                .uid(),
             Some("u-2")
         );
         let pb = "application/vnd.kubernetes.protobuf";
-        let sent = Sent::read(pb, protobuf_service(Some("u-3")), update).unwrap();
+        let sent = Sent::read(
+            pb,
+            protobuf_service(Some("u-3")),
+            update,
+            &RequestInfo::default(),
+        )
+        .unwrap();
         assert_eq!(sent.uid(), Some("u-3"));
         assert_eq!(
-            Sent::read(pb, protobuf_service(None), update)
+            Sent::read(pb, protobuf_service(None), update, &RequestInfo::default())
                 .unwrap()
                 .uid(),
             None
@@ -400,10 +380,28 @@ mod tests {
     fn a_body_that_is_not_an_object_is_refused() {
         let update = MustNotCreate::Update;
         let list = bytes::Bytes::from_static(b"[1, 2]");
-        assert!(Sent::read("application/json", list.clone(), update).is_err());
-        assert!(Sent::read("application/apply-patch+yaml", list, MustNotCreate::Apply).is_err());
+        assert!(Sent::read(
+            "application/json",
+            list.clone(),
+            update,
+            &RequestInfo::default()
+        )
+        .is_err());
+        assert!(Sent::read(
+            "application/apply-patch+yaml",
+            list,
+            MustNotCreate::Apply,
+            &RequestInfo::default()
+        )
+        .is_err());
         let garbage = bytes::Bytes::from_static(b"k8s\0\xff\xff");
-        assert!(Sent::read("application/vnd.kubernetes.protobuf", garbage, update).is_err());
+        assert!(Sent::read(
+            "application/vnd.kubernetes.protobuf",
+            garbage,
+            update,
+            &RequestInfo::default()
+        )
+        .is_err());
     }
 
     #[test]

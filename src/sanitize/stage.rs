@@ -241,7 +241,6 @@ fn parse_inspected(
             }
             .into());
         }
-        Err(ParseError::UnsupportedMediaType(_)) => return Err(BodyRefusal::UnknownFormat.into()),
         Err(e) => return Err(parse_refusal(&e)),
     };
     let is_patch = parsed.kind != BodyKind::Object;
@@ -267,16 +266,7 @@ fn protobuf_body(
         return Err(BodyRefusal::UnknownFormat.into());
     }
     let resource = judge::resource_path(info);
-    let refusal = |e: ProtoError| -> Refusal {
-        match e {
-            ProtoError::Parse(e) => parse_refusal(&e),
-            ProtoError::Unsupported(reason) => BodyRefusal::Unconvertible {
-                resource: resource.clone(),
-                reason,
-            }
-            .into(),
-        }
-    };
+    let refusal = |e: ProtoError| proto_refusal(info, e);
     let env = protobuf::open(bytes).map_err(refusal)?;
     let judged = matches!(info.verb.as_str(), "create" | "update")
         && judge::would_judge(s, info, ob.identity);
@@ -377,12 +367,30 @@ fn set_length(parts: &mut Parts, n: usize) {
 }
 
 /// A parse failure: a 400 naming the field (`details.causes`) where it has one.
-fn parse_refusal(e: &ParseError) -> Refusal {
-    BodyRefusal::Parse {
-        message: e.to_string(),
-        field: e.field_path().map(str::to_owned),
+/// A body that does not parse: 415 for a media type no parser takes, 400 (with the field,
+/// when known) otherwise. Shared with the create guard, which re-reads judged bodies.
+pub(crate) fn parse_refusal(e: &ParseError) -> Refusal {
+    match e {
+        ParseError::UnsupportedMediaType(_) => BodyRefusal::UnknownFormat.into(),
+        e => BodyRefusal::Parse {
+            message: e.to_string(),
+            field: e.field_path().map(str::to_owned),
+        }
+        .into(),
     }
-    .into()
+}
+
+/// A protobuf body that does not open or decode (400), or cannot be converted without loss
+/// (415, naming the resource `info` addresses).
+pub(crate) fn proto_refusal(info: &RequestInfo, e: ProtoError) -> Refusal {
+    match e {
+        ProtoError::Parse(e) => parse_refusal(&e),
+        ProtoError::Unsupported(reason) => BodyRefusal::Unconvertible {
+            resource: judge::resource_path(info),
+            reason,
+        }
+        .into(),
+    }
 }
 
 /// `Warning` header values (`299 - "text"`), text reduced to printable ASCII and quoted.

@@ -137,13 +137,18 @@ where
     }
     verdict.inspected = true;
     let decoded = protobuf.then(|| parsed.value.clone());
-    // A refused write's event carries the body as received (the apiserver logs the decoded
-    // object before admission); an allowed one's, the body as judged and forwarded.
-    let as_received = verdict.keep_body.then(|| parsed.value.clone());
     let judged_body = match judge_write(s, up, info, ob, parsed, verdict).await {
         Ok(body) => body,
         Err(refusal) => {
-            verdict.body = as_received;
+            // A refused write's event carries the body as received (the apiserver logs the
+            // decoded object before admission): parsed again from the bytes, on this rare
+            // path, rather than a copy of every write's body kept in case it is refused.
+            if verdict.keep_body {
+                verdict.body = match parse_inspected(s, info, ob, parts, &bytes) {
+                    Ok(Inspected::Parsed(p) | Inspected::Protobuf(p)) => Some(p.value),
+                    _ => None,
+                };
+            }
             return Err(refusal);
         }
     };

@@ -45,4 +45,6 @@ audit:
       file: {path: $dir/audit.log}
       mode: $mode
 Y
+  [[ $mode == batch ]] && echo "      overflow: block"
+  return 0
 }

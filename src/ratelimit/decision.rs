@@ -235,10 +235,8 @@ impl RateLimiter {
             Prologue::Done(admission) => return Ok(admission),
             Prologue::Bucket(cost, admission, quota, source) => (cost, admission, quota, source),
         };
-        match redis
-            .check(cost.bucket.as_str(), &id.user, quota, cost.tokens)
-            .await
-        {
+        // Boxed so the local-only path's future stays small (it is every request's).
+        match Box::pin(redis.check(cost.bucket.as_str(), &id.user, quota, cost.tokens)).await {
             Ok(outcome) => self.finish(id, cost, quota, source, outcome, admission.take_all()),
             Err(_) => {
                 let metrics = &self.inner.metrics;

@@ -84,7 +84,8 @@ where
             let mut resp = match outcome {
                 Ok(Ok(resp)) => resp,
                 Ok(Err(never)) => match never {},
-                Err(_) => panicked(audit, &audit_id, &uri, &method, peer).await,
+                // Boxed: the rare path's state would otherwise sit in every request's future.
+                Err(_) => Box::pin(panicked(audit, &audit_id, &uri, &method, peer)).await,
             };
             resp.headers_mut().insert("audit-id", audit_id);
             Ok(resp)

@@ -105,6 +105,26 @@ where
     if !has_body_to_check(parts, info) {
         return Ok(body::boxed(incoming));
     }
+    // Boxed: judging (collecting the body, perhaps fetching the current object) is a future of
+    // about 9 KiB, and inline every request's future — reads included — would carry that space
+    // and copy it at each move.
+    Box::pin(check_body(s, up, info, parts, incoming, ob, verdict)).await
+}
+
+/// The body's checks, for a request that has one (see [`run`]).
+async fn check_body<B>(
+    s: &Sanitizer,
+    up: &Upstream,
+    info: &RequestInfo,
+    parts: &mut Parts,
+    incoming: B,
+    ob: &Outbound<'_>,
+    verdict: &mut Verdict,
+) -> Result<Body, Refusal>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let (cap, inspect) = s.body_rule(info);
     check_headers(parts, cap, inspect)?;
     let bytes = collect(incoming, cap, up).await?;

@@ -68,7 +68,9 @@ pub async fn forward(
     let guard = ob.guard.take();
     let on_stall = parts.extensions.get::<pump::OnStall>().cloned();
     if parts.version == Version::HTTP_11 && headers::is_upgrade(&parts.headers) {
-        return upgrade::forward(up, parts, incoming, &ob, guard).await;
+        // Boxed, like every rare path here: inline, its state would sit in every request's
+        // future (see `pool::request`).
+        return Box::pin(upgrade::forward(up, parts, incoming, &ob, guard)).await;
     }
     let limit = deadline(
         &parts.uri,

@@ -163,12 +163,18 @@ impl Pool {
         // A connection that closed between the slot being taken and the stream being opened
         // (GOAWAY, idle close) gave the request back unsent: try once more on another.
         for _ in 0..2 {
+            // The rare paths are boxed: inline, a connect's or hyper's HTTP/1.1 client's state
+            // (kilobytes) would sit in every request's future and be copied at each move.
             if self.h1_only.load(Ordering::Relaxed) {
-                return self.via_h1(req).await;
+                return Box::pin(self.via_h1(req)).await;
             }
-            let slot = match self.take_slot().await {
+            let taken = match self.slot_on_existing() {
+                Some(slot) => Ok(Taken::Slot(slot)),
+                None => Box::pin(self.take_slot()).await,
+            };
+            let slot = match taken {
                 Ok(Taken::Slot(slot)) => slot,
-                Ok(Taken::Http1(tls)) => return once_over_http1(*tls, req).await,
+                Ok(Taken::Http1(tls)) => return Box::pin(once_over_http1(*tls, req)).await,
                 Err(None) => return Err(PoolError::Busy(Box::new(req))),
                 Err(Some(err)) => return Err(err),
             };

@@ -244,7 +244,9 @@ impl JwtAuthenticator {
                 return Ok(c.identity);
             }
         }
-        let (identity, exp, keys, generation) = self.verify(token, now).await?;
+        // Boxed: a miss may wait for a key refresh, whose state would otherwise sit (and be
+        // copied) in every request's future, cache hits included.
+        let (identity, exp, keys, generation) = Box::pin(self.verify(token, now)).await?;
         let cached = Cached {
             identity: identity.clone(),
             keys,

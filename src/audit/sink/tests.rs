@@ -46,6 +46,7 @@ fn mock_auditor(mode: DeliveryMode, mock: Mock) -> Auditor {
             mode,
             tx,
             counters,
+            inline: None,
         }],
         chained: false,
     }

@@ -13,10 +13,7 @@
 //! Each sink owns one worker (a dedicated OS thread for file and stdout, whose writes block; a
 //! tokio task for the webhook) fed by a bounded channel. Workers take everything queued at once,
 //! write it with one system call, sync once and then answer every waiter: concurrent requests
-//! share one fsync (group commit). A file sink in `Blocking` mode is written inline instead:
-//! `emit` appends the line itself under the file's lock (one `write`, no sync), which costs
-//! less than handing the event to the thread and being woken by its answer; the thread keeps
-//! the checkpoints (their `fdatasync` never stalls a request), the timers and the shutdown.
+//! share one fsync (group commit).
 //!
 //! `emit` serializes the event once ([`Prepared`]); all sinks share those bytes. When a chained
 //! (file) sink is present, the canonical bytes for the hash chain are also computed there
@@ -44,7 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{chain, event::Event};
 
 pub use file::FileSinkConfig;
-pub(crate) use thread::{spawn_thread, LineBackend, Shared};
+pub(crate) use thread::{spawn_thread, LineBackend};
 pub use webhook::WebhookConfig;
 
 /// How `emit` waits for one sink.
@@ -217,8 +214,6 @@ pub(crate) type Ack = oneshot::Sender<AckResult>;
 /// What a sink worker receives.
 pub(crate) enum Msg {
     Event(Arc<Prepared>, Option<Ack>),
-    /// An inline writer left work to the thread (see [`LineBackend::wants_tick`]).
-    Tick,
     /// Finish everything queued before this, close cleanly, then answer.
     Shutdown(oneshot::Sender<()>),
 }
@@ -246,8 +241,6 @@ pub struct SinkHandle {
     mode: DeliveryMode,
     tx: mpsc::Sender<Msg>,
     counters: Arc<SinkCounters>,
-    /// Written inline by `emit` (a file sink in `Blocking` mode).
-    inline: Option<Shared<file::FileBackend>>,
 }
 
 impl SinkHandle {
@@ -259,24 +252,6 @@ impl SinkHandle {
     }
     pub fn counters(&self) -> &Arc<SinkCounters> {
         &self.counters
-    }
-
-    /// Append `prepared` now, on the caller's thread (`Blocking`: a failure is counted and
-    /// logged, never returned); nudge the thread when the backend left it work.
-    fn write_inline(&self, inline: &Shared<file::FileBackend>, prepared: &Arc<Prepared>) {
-        match inline.write_now(prepared) {
-            Ok(nudge) => {
-                SinkCounters::add(&self.counters.events_written, 1);
-                // A full queue already holds a nudge the thread has yet to see.
-                if nudge {
-                    let _ = self.tx.try_send(Msg::Tick);
-                }
-            }
-            Err(err) => {
-                SinkCounters::add(&self.counters.events_failed, 1);
-                tracing::error!(sink = %self.name, %err, lost = 1, "audit write failed");
-            }
-        }
     }
 }
 
@@ -303,19 +278,10 @@ impl Auditor {
             let counters = Arc::new(SinkCounters::default());
             let (tx, rx) = mpsc::channel(spec.mode.queue_len());
             let durable = spec.mode == DeliveryMode::BlockingStrict;
-            let mut inline = None;
             match spec.kind {
                 SinkKind::File(cfg) => {
                     chained = true;
-                    let write_inline = spec.mode == DeliveryMode::Blocking;
-                    inline = file::spawn(
-                        &spec.name,
-                        cfg,
-                        rx,
-                        Arc::clone(&counters),
-                        durable,
-                        write_inline,
-                    )?;
+                    file::spawn(&spec.name, cfg, rx, Arc::clone(&counters), durable)?;
                 }
                 SinkKind::Stdout => stdout::spawn(&spec.name, rx, Arc::clone(&counters))?,
                 SinkKind::Webhook(cfg) => {
@@ -327,7 +293,6 @@ impl Auditor {
                 mode: spec.mode,
                 tx,
                 counters,
-                inline,
             });
         }
         Ok(Auditor { sinks, chained })
@@ -356,10 +321,6 @@ impl Auditor {
         let mut first_err: Option<AuditError> = None;
         for sink in &self.sinks {
             let c = &sink.counters;
-            if let Some(inline) = &sink.inline {
-                sink.write_inline(inline, &prepared);
-                continue;
-            }
             match sink.mode {
                 DeliveryMode::Batch {
                     overflow: Overflow::Drop,
@@ -478,7 +439,6 @@ impl Auditor {
                 mode,
                 tx,
                 counters,
-                inline: None,
             }],
             chained: false,
         }

@@ -46,7 +46,6 @@ fn mock_auditor(mode: DeliveryMode, mock: Mock) -> Auditor {
             mode,
             tx,
             counters,
-            inline: None,
         }],
         chained: false,
     }

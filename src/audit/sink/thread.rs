@@ -3,16 +3,8 @@
 //! writes it in one go, syncs once when a waiter needs durability, and then answers every
 //! waiter (group commit). A write failure is counted, logged and reported to the waiters of
 //! the events it lost. After `Shutdown` it closes the backend and refuses whatever slipped in.
-//!
-//! A backend wrapped in [`Shared`] is also written *inline* by the emitting tasks (a file sink
-//! in `blocking` mode: a buffered append is cheaper than two thread hand-offs and their
-//! wake-ups); its thread then keeps only the timers, the work it is nudged for
-//! ([`Msg::Tick`]) and the shutdown.
 
-use std::{
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -28,88 +20,8 @@ pub(crate) trait LineBackend: Send + 'static {
         None
     }
     fn on_timer(&mut self) {}
-    /// The work an inline writer left to the thread ([`Msg::Tick`]), e.g. a checkpoint, whose
-    /// `fdatasync` must not stall a request task.
-    fn on_tick(&mut self) {}
-    /// After an inline write: does the thread need a [`Msg::Tick`] (work left, a timer to
-    /// arm)? Answers yes once per new need.
-    fn take_tick(&mut self) -> bool {
-        false
-    }
     /// Clean shutdown.
     fn close(&mut self) {}
-}
-
-/// A backend written both by its thread and inline by the emitting tasks, under one lock.
-pub(crate) struct Shared<B> {
-    state: Arc<Mutex<SharedState<B>>>,
-}
-
-struct SharedState<B> {
-    backend: B,
-    /// Closed by the shutdown: later inline writes are refused, as queued ones are.
-    closed: bool,
-}
-
-impl<B> Clone for Shared<B> {
-    fn clone(&self) -> Self {
-        Shared {
-            state: Arc::clone(&self.state),
-        }
-    }
-}
-
-impl<B: LineBackend> Shared<B> {
-    pub(crate) fn new(backend: B) -> Shared<B> {
-        Shared {
-            state: Arc::new(Mutex::new(SharedState {
-                backend,
-                closed: false,
-            })),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, SharedState<B>> {
-        // A panic while writing leaves the backend's own state consistent enough to go on
-        // (its failure paths roll back); refusing every later event would be worse.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Write one event now, on the caller's thread (no sync). `Ok(true)`: nudge the thread.
-    pub(crate) fn write_now(&self, event: &Arc<Prepared>) -> Result<bool, String> {
-        let mut s = self.lock();
-        if s.closed {
-            return Err("audit is shutting down".into());
-        }
-        s.backend
-            .write(std::slice::from_ref(event), false)
-            .map_err(|(_, e)| e)?;
-        Ok(s.backend.take_tick())
-    }
-}
-
-impl<B: LineBackend> LineBackend for Shared<B> {
-    fn write(&mut self, events: &[Arc<Prepared>], durable: bool) -> Result<(), (usize, String)> {
-        let mut s = self.lock();
-        if s.closed {
-            return Err((0, "audit is shutting down".into()));
-        }
-        s.backend.write(events, durable)
-    }
-    fn next_timer(&self) -> Option<Duration> {
-        self.lock().backend.next_timer()
-    }
-    fn on_timer(&mut self) {
-        self.lock().backend.on_timer();
-    }
-    fn on_tick(&mut self) {
-        self.lock().backend.on_tick();
-    }
-    fn close(&mut self) {
-        let mut s = self.lock();
-        s.backend.close();
-        s.closed = true;
-    }
 }
 
 /// At most this many events per write (bounds the buffer; a backlog takes several rounds).
@@ -202,22 +114,18 @@ impl<B: LineBackend> Writer<B> {
                 }
                 Some(_) => {}
             }
-            let (mut shutdown, mut tick) = (None, false);
+            let mut shutdown = None;
             for m in self.msgs.drain(..) {
                 match m {
                     Msg::Event(ev, ack) => {
                         self.events.push(ev);
                         self.acks.push(ack);
                     }
-                    Msg::Tick => tick = true,
                     Msg::Shutdown(done) => shutdown = Some(done),
                 }
             }
             if !self.events.is_empty() {
                 self.write_batch();
-            }
-            if tick {
-                self.backend.on_tick();
             }
             if let Some(done) = shutdown {
                 self.shut_down(done);

@@ -411,8 +411,6 @@ fn absorb(
         match m {
             Msg::Event(p, ack) => pending.push((p, ack)),
             Msg::Shutdown(done) => *shutdown = Some(done),
-            // Only inline writers send it, and a webhook has none.
-            Msg::Tick => {}
         }
     }
 }

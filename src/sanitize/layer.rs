@@ -108,16 +108,23 @@ where
                 keep_body,
                 ..stage::Verdict::default()
             };
-            let checked = stage::run(
-                &layer.sanitizer,
-                &layer.upstream,
-                info,
-                &mut parts,
-                incoming,
-                &outbound,
-                &mut verdict,
-            )
-            .await;
+            let checked = if stage::has_body_to_check(&parts, info) {
+                // Boxed: judging (collecting the body, perhaps fetching the current object) is
+                // a future of about 9 KiB; inline, every request's future — reads included —
+                // would carry that space and copy it at each move.
+                Box::pin(stage::run(
+                    &layer.sanitizer,
+                    &layer.upstream,
+                    info,
+                    &mut parts,
+                    incoming,
+                    &outbound,
+                    &mut verdict,
+                ))
+                .await
+            } else {
+                Ok(crate::body::boxed(incoming))
+            };
             if let (Some(rec), Some(names)) = (rec.as_ref(), verdict.named.as_ref()) {
                 rec.with(|r| r.request_names(names));
             }

@@ -76,8 +76,8 @@ pub struct Verdict {
     pub named: Option<ObjectNames>,
 }
 
-/// Whether this request carries a body the stage looks at.
-fn has_body_to_check(parts: &Parts, info: &RequestInfo) -> bool {
+/// Whether this request carries a body the stage looks at; [`run`] is only for those.
+pub fn has_body_to_check(parts: &Parts, info: &RequestInfo) -> bool {
     info.is_resource_request
         && !info.long_running
         && info.upgrade.is_none()
@@ -87,32 +87,10 @@ fn has_body_to_check(parts: &Parts, info: &RequestInfo) -> bool {
         )
 }
 
-/// Run the stage. On success the returned body replaces the request's; `parts` headers are
-/// adjusted to it. What the stage learned goes into `verdict`, also when it refuses.
+/// Run the stage on a request that [has a body to check](has_body_to_check). On success the
+/// returned body replaces the request's; `parts` headers are adjusted to it. What the stage
+/// learned goes into `verdict`, also when it refuses.
 pub async fn run<B>(
-    s: &Sanitizer,
-    up: &Upstream,
-    info: &RequestInfo,
-    parts: &mut Parts,
-    incoming: B,
-    ob: &Outbound<'_>,
-    verdict: &mut Verdict,
-) -> Result<Body, Refusal>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    if !has_body_to_check(parts, info) {
-        return Ok(body::boxed(incoming));
-    }
-    // Boxed: judging (collecting the body, perhaps fetching the current object) is a future of
-    // about 9 KiB, and inline every request's future — reads included — would carry that space
-    // and copy it at each move.
-    Box::pin(check_body(s, up, info, parts, incoming, ob, verdict)).await
-}
-
-/// The body's checks, for a request that has one (see [`run`]).
-async fn check_body<B>(
     s: &Sanitizer,
     up: &Upstream,
     info: &RequestInfo,

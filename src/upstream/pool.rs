@@ -205,12 +205,9 @@ impl Pool {
         Ok(Response::from_parts(parts, body::boxed(incoming)))
     }
 
-    /// A stream slot on a connection with room, opening one if allowed. `Err(None)`: every
-    /// connection is full at the cap.
+    /// When no connection had room (the caller looked): one at a time, look again, then open
+    /// a connection if allowed. `Err(None)`: every connection is full at the cap.
     async fn take_slot(&self) -> Result<Taken, Option<PoolError>> {
-        if let Some(slot) = self.slot_on_existing() {
-            return Ok(Taken::Slot(slot));
-        }
         let _one = self.connecting.lock().await;
         if let Some(slot) = self.slot_on_existing() {
             return Ok(Taken::Slot(slot));

@@ -69,7 +69,7 @@ impl Caller {
         crate::upstream::Outbound {
             identity: &self.identity,
             audit_id: &self.audit_id.0,
-            peer: self.conn.peer.ip(),
+            peer: &self.conn.peer_ip,
             trust_forwarded_for,
             long_running: self.info.long_running,
             guard,
@@ -122,12 +122,8 @@ pub mod testing {
             .body(Full::new(Bytes::new()))
             .unwrap();
         let peer: SocketAddr = peer.parse().unwrap();
-        req.extensions_mut().insert(Arc::new(ConnInfo {
-            peer,
-            peer_certs: None,
-            h2: true,
-            cert_identity: Default::default(),
-        }));
+        req.extensions_mut()
+            .insert(Arc::new(ConnInfo::new(peer, None, true)));
         req
     }
 

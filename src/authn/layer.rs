@@ -168,12 +168,11 @@ mod tests {
                 }
             }));
         let mut req = request("GET", "/api");
-        let conn = crate::server::ConnInfo {
-            peer: "192.0.2.1:1".parse().unwrap(),
-            peer_certs: Some(Arc::new(vec![])),
-            h2: true,
-            cert_identity: Default::default(),
-        };
+        let conn = crate::server::ConnInfo::new(
+            "192.0.2.1:1".parse().unwrap(),
+            Some(Arc::new(vec![])),
+            true,
+        );
         // The mapping of this connection's certificate, as the first request would leave it.
         let mut alice = crate::authz::tests::id("alice", &[]);
         alice.tenant = Some("team-a".into());

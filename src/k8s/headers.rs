@@ -8,33 +8,38 @@
 use http::{header, HeaderMap, HeaderName, HeaderValue};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1 plus the de-facto ones).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Remove every header named in any `Connection` value (comma-separated, any case, any
 /// surrounding whitespace), then the hop-by-hop set.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    // One pass over the names present (usually none is hop-by-hop) instead of a hashed
+    // `remove` per hop-by-hop name: 18 of those per proxied request had cost ≈ 5 k
+    // instructions (callgrind), more than the rest of the header preparation.
+    while let Some(name) = headers.keys().find(|n| HOP_BY_HOP.contains(n)).cloned() {
+        headers.remove(name);
     }
 }
 
@@ -72,26 +77,26 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// Append `peer` to `X-Forwarded-For`. With `trust_existing` false, any client-sent value is
 /// dropped first — and so is `X-Real-Ip`: the API server records every XFF entry and then
 /// X-Real-Ip as source IPs (`utilnet.SourceIPs`), and the client can forge all of them.
-pub fn append_forwarded_for(headers: &mut HeaderMap, peer: std::net::IpAddr, trust_existing: bool) {
-    use std::fmt::Write as _;
-    let mut value = String::with_capacity(64);
-    if trust_existing {
-        for v in headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-        {
-            value.push_str(v);
-            value.push_str(", ");
-        }
-    } else {
+pub fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue, trust_existing: bool) {
+    if !trust_existing {
         headers.remove(&X_REAL_IP);
+        // The peer's value as it is: a clone shares its bytes.
+        headers.insert(X_FORWARDED_FOR, peer.clone());
+        return;
     }
-    headers.remove(&X_FORWARDED_FOR);
-    let _ = write!(value, "{peer}");
-    // The String's buffer becomes the header value as it is (validated, not copied).
+    let mut value = Vec::new();
+    for v in headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+    {
+        value.extend_from_slice(v.as_bytes());
+        value.extend_from_slice(b", ");
+    }
+    value.extend_from_slice(peer.as_bytes());
+    // The buffer becomes the header value as it is (validated, not copied).
     if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
         headers.insert(X_FORWARDED_FOR, v);
     }
@@ -140,6 +145,38 @@ mod tests {
     }
 
     #[test]
+    fn every_hop_by_hop_header_is_removed_with_all_its_values_and_nothing_else() {
+        let mut h = map(&[
+            ("proxy-connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("keep-alive", "max=9"),
+            ("proxy-authenticate", "Basic"),
+            ("proxy-authorization", "Basic eA=="),
+            ("te", "trailers"),
+            ("trailer", "x-checksum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("accept", "application/json"),
+            ("x-keep", "1"),
+            ("x-keep", "2"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+            .collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            [
+                ("accept", "application/json"),
+                ("x-keep", "1"),
+                ("x-keep", "2")
+            ]
+        );
+    }
+
+    #[test]
     fn identity_headers_are_all_stripped() {
         let mut h = map(&[
             ("authorization", "Bearer x"),
@@ -169,7 +206,7 @@ mod tests {
 
     #[test]
     fn forwarded_for_drops_untrusted_and_appends() {
-        let peer: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+        let peer = &HeaderValue::from_static("10.1.2.3");
         let mut h = map(&[("x-forwarded-for", "1.1.1.1"), ("x-real-ip", "2.2.2.2")]);
         append_forwarded_for(&mut h, peer, false);
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");

@@ -57,6 +57,28 @@ pub struct ConnInfo {
     pub h2: bool,
     /// The identity mapped from `peer_certs`, computed by the first request that needs it.
     pub cert_identity: std::sync::OnceLock<Arc<crate::authn::Identity>>,
+    /// `peer`'s IP as a header value (`X-Forwarded-For`), written once per connection instead
+    /// of formatted again for every request on it.
+    pub peer_ip: http::HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(
+        peer: SocketAddr,
+        peer_certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+        h2: bool,
+    ) -> ConnInfo {
+        let ip = peer.ip().to_string();
+        ConnInfo {
+            peer,
+            peer_certs,
+            h2,
+            cert_identity: Default::default(),
+            // An IP address is always a valid header value.
+            peer_ip: http::HeaderValue::from_maybe_shared(bytes::Bytes::from(ip))
+                .unwrap_or_else(|_| http::HeaderValue::from_static("unknown")),
+        }
+    }
 }
 
 /// Limits and timeouts of one listener (validated from `listen:` by `server::config`).
@@ -464,12 +486,7 @@ fn conn_info(
     peer_certs: Option<Arc<Vec<CertificateDer<'static>>>>,
     h2: bool,
 ) -> Arc<ConnInfo> {
-    Arc::new(ConnInfo {
-        peer,
-        peer_certs,
-        h2,
-        cert_identity: Default::default(),
-    })
+    Arc::new(ConnInfo::new(peer, peer_certs, h2))
 }
 
 /// The peer, its certificate and the negotiated protocol of a TLS connection.

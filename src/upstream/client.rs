@@ -120,18 +120,7 @@ impl Endpoint {
 
     /// The upstream URI for a client path and query (the base URL's path is a prefix).
     pub fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
-        let prefix = self.base.path().trim_end_matches('/');
-        let pq = path_and_query.map(PathAndQuery::as_str).unwrap_or("/");
-        Uri::builder()
-            .scheme("https")
-            .authority(
-                self.base
-                    .authority()
-                    .map(|a| a.as_str())
-                    .unwrap_or_default(),
-            )
-            .path_and_query(format!("{prefix}{pq}"))
-            .build()
+        upstream_uri(&self.base, path_and_query)
     }
 
     /// The endpoint's connections.
@@ -250,6 +239,77 @@ impl Endpoint {
                 tracing::warn!(endpoint = %self.name, "upstream /readyz timed out");
                 false
             }
+        }
+    }
+}
+
+/// The URI toward `base`: HTTPS, its authority, and its path (if any) as a prefix of the
+/// client's path and query.
+fn upstream_uri(base: &Uri, path_and_query: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
+    let prefix = base.path().trim_end_matches('/');
+    let pq = match path_and_query {
+        // The usual base URL has no path: the client's path and query go as they are (a clone
+        // shares their bytes). Formatting and parsing them again, with the authority, had cost
+        // ≈ 1.6 k instructions per request (callgrind).
+        Some(pq) if prefix.is_empty() => pq.clone(),
+        Some(pq) => PathAndQuery::try_from(format!("{prefix}{}", pq.as_str()))?,
+        None => PathAndQuery::try_from(format!("{prefix}/"))?,
+    };
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTPS);
+    parts.authority = base.authority().cloned();
+    parts.path_and_query = Some(pq);
+    Ok(Uri::from_parts(parts)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{uri::PathAndQuery, Uri};
+
+    use super::upstream_uri;
+
+    fn pq(s: &'static str) -> PathAndQuery {
+        PathAndQuery::from_static(s)
+    }
+
+    #[test]
+    fn the_client_path_and_query_go_to_the_base_authority_over_https() {
+        let base: Uri = "https://10.0.0.1:6443".parse().unwrap();
+        let q = pq("/api/v1/namespaces/a/pods?labelSelector=app%3Dweb&watch=1");
+        assert_eq!(
+            upstream_uri(&base, Some(&q)).unwrap().to_string(),
+            "https://10.0.0.1:6443/api/v1/namespaces/a/pods?labelSelector=app%3Dweb&watch=1"
+        );
+        let slash: Uri = "https://kube.example:443/".parse().unwrap();
+        assert_eq!(
+            upstream_uri(&slash, Some(&pq("/version")))
+                .unwrap()
+                .to_string(),
+            "https://kube.example:443/version"
+        );
+        assert_eq!(
+            upstream_uri(&base, None).unwrap().to_string(),
+            "https://10.0.0.1:6443/"
+        );
+    }
+
+    #[test]
+    fn a_base_path_prefixes_the_client_path() {
+        for base in [
+            "https://lb.example/k8s/east",
+            "https://lb.example/k8s/east/",
+        ] {
+            let base: Uri = base.parse().unwrap();
+            assert_eq!(
+                upstream_uri(&base, Some(&pq("/api?timeout=32s")))
+                    .unwrap()
+                    .to_string(),
+                "https://lb.example/k8s/east/api?timeout=32s"
+            );
+            assert_eq!(
+                upstream_uri(&base, None).unwrap().to_string(),
+                "https://lb.example/k8s/east/"
+            );
         }
     }
 }

@@ -11,7 +11,7 @@
 //! client keeps up, through a bounded buffer once it stops, and reset when it stalls
 //! (`pump.rs`). Upgrades go to `upgrade.rs`.
 
-use std::{net::IpAddr, sync::Arc};
+use std::sync::Arc;
 
 use http::{header, HeaderMap, HeaderValue, Request, Response, Version};
 
@@ -33,7 +33,8 @@ use crate::{
 pub struct Outbound<'a> {
     pub identity: &'a Arc<Identity>,
     pub audit_id: &'a HeaderValue,
-    pub peer: IpAddr,
+    /// The TCP peer's IP (as the connection wrote it once).
+    pub peer: &'a HeaderValue,
     pub trust_forwarded_for: bool,
     pub long_running: bool,
     /// Held for as long as the exchange lasts — until the response body ends or, for an

@@ -87,7 +87,8 @@ where
                 // Boxed: the rare path's state would otherwise sit in every request's future.
                 Err(_) => Box::pin(panicked(audit, &audit_id, &uri, &method, peer)).await,
             };
-            resp.headers_mut().insert("audit-id", audit_id);
+            resp.headers_mut()
+                .insert(crate::k8s::headers::AUDIT_ID, audit_id);
             Ok(resp)
         })
     }

@@ -40,18 +40,24 @@ pub struct RateLimitState {
 impl RateLimitState {
     /// `"reads";q=100;w=2`
     pub fn policy_header(&self) -> HeaderValue {
-        header_value(format!(
-            "\"{}\";q={};w={}",
-            self.policy, self.quota, self.window_secs
-        ))
+        structured(
+            self.policy,
+            ("q", self.quota.into()),
+            ("w", self.window_secs),
+        )
     }
 
-    /// `"reads";r=57;t=1`
+    /// `"reads";r=57;t=1`. Marked sensitive: HPACK sends it as a never-indexed literal, since
+    /// it changes with nearly every response and indexed it would churn the connection's
+    /// dynamic table (see `request_id::id::new_audit_id`).
     pub fn limit_header(&self) -> HeaderValue {
-        header_value(format!(
-            "\"{}\";r={};t={}",
-            self.policy, self.remaining, self.reset_secs
-        ))
+        let mut v = structured(
+            self.policy,
+            ("r", self.remaining.into()),
+            ("t", self.reset_secs),
+        );
+        v.set_sensitive(true);
+        v
     }
 
     /// Insert both headers.
@@ -61,9 +67,23 @@ impl RateLimitState {
     }
 }
 
-fn header_value(s: String) -> HeaderValue {
-    // Policy names are fixed ASCII and the rest are digits.
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""))
+/// `"<name>";<a>=<n>;<b>=<m>`, written straight into the value's buffer: on every admitted
+/// response, `format!` had cost ≈ 1 k instructions a header (callgrind).
+fn structured(name: &str, a: (&str, u64), b: (&str, u64)) -> HeaderValue {
+    let mut digits = itoa::Buffer::new();
+    let mut out = Vec::with_capacity(name.len() + 48);
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'"');
+    for (key, n) in [a, b] {
+        out.push(b';');
+        out.extend_from_slice(key.as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(digits.format(n).as_bytes());
+    }
+    // Policy names are fixed ASCII and the rest are digits; the buffer becomes the value.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(out))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""))
 }
 
 /// A request may proceed.

@@ -13,7 +13,9 @@
 //! Each sink owns one worker (a dedicated OS thread for file and stdout, whose writes block; a
 //! tokio task for the webhook) fed by a bounded channel. Workers take everything queued at once,
 //! write it with one system call, sync once and then answer every waiter: concurrent requests
-//! share one fsync (group commit).
+//! share one fsync (group commit). For the waiting modes, the events emitted during one turn of
+//! the runtime reach the channel together, as one message (`outbox.rs`), so the worker wakes
+//! once per turn rather than once per event.
 //!
 //! `emit` serializes the event once ([`Prepared`]); all sinks share those bytes. When a chained
 //! (file) sink is present, the canonical bytes for the hash chain are also computed there
@@ -23,6 +25,7 @@
 //! file sink sets it). Rejects: nothing at emit time except what the delivery mode says.
 
 pub mod file;
+mod outbox;
 pub mod stdout;
 mod thread;
 pub mod webhook;
@@ -214,8 +217,27 @@ pub(crate) type Ack = oneshot::Sender<AckResult>;
 /// What a sink worker receives.
 pub(crate) enum Msg {
     Event(Arc<Prepared>, Option<Ack>),
+    /// The waiting events of one runtime turn, in order (`outbox.rs`).
+    Events(Vec<(Arc<Prepared>, Option<Ack>)>),
     /// Finish everything queued before this, close cleanly, then answer.
     Shutdown(oneshot::Sender<()>),
+}
+
+impl Msg {
+    /// Answer this message's waiters with `why`: it will never be written.
+    pub(crate) fn refuse(self, why: &str) {
+        let answer = |ack: Option<Ack>| {
+            if let Some(ack) = ack {
+                let _ = ack.send(Err(why.into()));
+            }
+        };
+        match self {
+            Msg::Event(_, ack) => answer(ack),
+            Msg::Events(events) => events.into_iter().for_each(|(_, ack)| answer(ack)),
+            // Dropping the sender answers the shutdown's waiter.
+            Msg::Shutdown(_) => {}
+        }
+    }
 }
 
 /// What kind of sink, with its settings.
@@ -240,10 +262,40 @@ pub struct SinkHandle {
     name: String,
     mode: DeliveryMode,
     tx: mpsc::Sender<Msg>,
+    /// For a waiting mode (inside a runtime): where emits gather (`outbox.rs`).
+    outbox: Option<Arc<outbox::Outbox>>,
     counters: Arc<SinkCounters>,
 }
 
+impl Drop for SinkHandle {
+    fn drop(&mut self) {
+        if let Some(o) = &self.outbox {
+            o.close();
+        }
+    }
+}
+
 impl SinkHandle {
+    fn new(
+        name: String,
+        mode: DeliveryMode,
+        tx: mpsc::Sender<Msg>,
+        counters: Arc<SinkCounters>,
+    ) -> SinkHandle {
+        let outbox = if mode.waits() {
+            outbox::Outbox::start(&tx)
+        } else {
+            None
+        };
+        SinkHandle {
+            name,
+            mode,
+            tx,
+            outbox,
+            counters,
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -288,12 +340,7 @@ impl Auditor {
                     webhook::spawn(&spec.name, cfg, spec.mode, rx, Arc::clone(&counters))?
                 }
             }
-            sinks.push(SinkHandle {
-                name: spec.name,
-                mode: spec.mode,
-                tx,
-                counters,
-            });
+            sinks.push(SinkHandle::new(spec.name, spec.mode, tx, counters));
         }
         Ok(Auditor { sinks, chained })
     }
@@ -349,12 +396,20 @@ impl Auditor {
                 }
                 DeliveryMode::Blocking | DeliveryMode::BlockingStrict => {
                     let (ack, rx) = oneshot::channel();
-                    if sink
-                        .tx
-                        .send(Msg::Event(Arc::clone(&prepared), Some(ack)))
-                        .await
-                        .is_err()
-                    {
+                    let sent = match &sink.outbox {
+                        // A worker already gone fails here, as a direct send would.
+                        Some(outbox) if !sink.tx.is_closed() => {
+                            outbox.push_event(Arc::clone(&prepared), ack);
+                            true
+                        }
+                        Some(_) => false,
+                        None => sink
+                            .tx
+                            .send(Msg::Event(Arc::clone(&prepared), Some(ack)))
+                            .await
+                            .is_ok(),
+                    };
+                    if !sent {
                         SinkCounters::add(&c.events_failed, 1);
                         if sink.mode == DeliveryMode::BlockingStrict {
                             first_err.get_or_insert(AuditError::Closed {
@@ -413,9 +468,15 @@ impl Auditor {
     pub async fn shutdown(&self, timeout: Duration) {
         for sink in &self.sinks {
             let (tx, rx) = oneshot::channel();
-            if sink.tx.send(Msg::Shutdown(tx)).await.is_ok()
-                && tokio::time::timeout(timeout, rx).await.is_err()
-            {
+            let sent = match &sink.outbox {
+                // Behind the events still gathered there.
+                Some(outbox) => {
+                    outbox.push_shutdown(tx);
+                    true
+                }
+                None => sink.tx.send(Msg::Shutdown(tx)).await.is_ok(),
+            };
+            if sent && tokio::time::timeout(timeout, rx).await.is_err() {
                 tracing::warn!(sink = %sink.name, "audit sink did not finish in time");
             }
         }
@@ -434,12 +495,7 @@ impl Auditor {
             panic!("test sink: {e}");
         }
         Auditor {
-            sinks: vec![SinkHandle {
-                name: "test".into(),
-                mode,
-                tx,
-                counters,
-            }],
+            sinks: vec![SinkHandle::new("test".into(), mode, tx, counters)],
             chained: false,
         }
     }

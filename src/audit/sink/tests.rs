@@ -41,13 +41,63 @@ fn mock_auditor(mode: DeliveryMode, mock: Mock) -> Auditor {
     let durable = mode == DeliveryMode::BlockingStrict;
     spawn_thread("mock", mock, rx, counters.clone(), durable).unwrap();
     Auditor {
-        sinks: vec![SinkHandle {
-            name: "mock".into(),
-            mode,
-            tx,
-            counters,
-        }],
+        sinks: vec![SinkHandle::new("mock".into(), mode, tx, counters)],
         chained: false,
+    }
+}
+
+/// A backend that records each write's events (their audit IDs), in order.
+struct Recording(Arc<std::sync::Mutex<Vec<Vec<String>>>>);
+
+impl LineBackend for Recording {
+    fn write(&mut self, events: &[Arc<Prepared>], _: bool) -> Result<(), (usize, String)> {
+        let ids = events
+            .iter()
+            .map(|p| {
+                let v: serde_json::Value = serde_json::from_slice(p.line()).unwrap();
+                v["auditID"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        self.0.lock().unwrap().push(ids);
+        Ok(())
+    }
+}
+
+fn numbered(i: usize) -> Event {
+    Event {
+        audit_id: format!("e{i}"),
+        ..event(&[])
+    }
+}
+
+#[tokio::test]
+async fn waiting_emits_of_one_turn_share_a_write_and_keep_their_order() {
+    for mode in [DeliveryMode::Blocking, DeliveryMode::BlockingStrict] {
+        let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let a = Arc::new(Auditor::with_backend(mode, Recording(writes.clone())));
+        // 200 requests emitting in the same turn, each waiting for its own event.
+        let emits = (0..200).map(|i| {
+            let a = a.clone();
+            async move { a.emit(numbered(i)).await }
+        });
+        for r in futures_util::future::join_all(emits).await {
+            r.unwrap();
+        }
+        // Then one more, alone, and a shutdown behind an event still gathering.
+        a.emit(numbered(200)).await.unwrap();
+        let last = {
+            let a = a.clone();
+            tokio::spawn(async move { a.emit(numbered(201)).await })
+        };
+        tokio::task::yield_now().await;
+        a.shutdown(Duration::from_secs(5)).await;
+        let written: Vec<String> = writes.lock().unwrap().concat();
+        let expected: Vec<String> = (0..202).map(|i| format!("e{i}")).collect();
+        assert_eq!(written, expected, "{mode:?}: every event, in emit order");
+        let batches = writes.lock().unwrap().len();
+        assert!(batches <= 5, "{mode:?}: 202 events took {batches} writes");
+        last.await.unwrap().unwrap();
+        assert_eq!(count(&a, |c| &c.events_written), 202);
     }
 }
 

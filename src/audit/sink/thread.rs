@@ -24,7 +24,9 @@ pub(crate) trait LineBackend: Send + 'static {
     fn close(&mut self) {}
 }
 
-/// At most this many events per write (bounds the buffer; a backlog takes several rounds).
+/// At most this many messages per write (bounds the buffer; a backlog takes several rounds).
+/// A message from a waiting sink's outbox carries one runtime turn's events, themselves
+/// bounded by the requests in flight, each waiting for its own.
 const MAX_BATCH: usize = 4096;
 
 /// Run `backend` on a dedicated thread fed by `rx`: take everything queued (up to
@@ -121,6 +123,12 @@ impl<B: LineBackend> Writer<B> {
                         self.events.push(ev);
                         self.acks.push(ack);
                     }
+                    Msg::Events(evs) => {
+                        for (ev, ack) in evs {
+                            self.events.push(ev);
+                            self.acks.push(ack);
+                        }
+                    }
                     Msg::Shutdown(done) => shutdown = Some(done),
                 }
             }
@@ -168,9 +176,7 @@ impl<B: LineBackend> Writer<B> {
         // the channel closed; what slipped in meanwhile is refused.
         self.rx.close();
         while let Ok(m) = self.rx.try_recv() {
-            if let Msg::Event(_, Some(ack)) = m {
-                let _ = ack.send(Err("audit is shutting down".into()));
-            }
+            m.refuse("audit is shutting down");
         }
         let _ = done.send(());
     }

@@ -268,9 +268,7 @@ impl Worker {
                 // Closed before answering (see spawn_thread).
                 rx.close();
                 while let Ok(m) = rx.try_recv() {
-                    if let Msg::Event(_, Some(ack)) = m {
-                        let _ = ack.send(Err("audit is shutting down".into()));
-                    }
+                    m.refuse("audit is shutting down");
                 }
                 let _ = done.send(());
                 return;
@@ -410,6 +408,7 @@ fn absorb(
     for m in msgs.drain(..) {
         match m {
             Msg::Event(p, ack) => pending.push((p, ack)),
+            Msg::Events(events) => pending.extend(events),
             Msg::Shutdown(done) => *shutdown = Some(done),
         }
     }

@@ -1,0 +1,118 @@
+//! Gathers the events of a waiting sink (`Blocking`, `BlockingStrict`) emitted during one turn
+//! of the runtime and hands them to the sink's worker as one message.
+//!
+//! Why: every message used to wake the worker's thread (a futex wake, a context switch) and
+//! cost it one write system call, so under load the writer woke for every two or three events
+//! (measured: 1.3 futex calls, 0.8 writes and 0.8 context switches per proxied request). Here
+//! an emit only appends to a list; the first append of a turn wakes the flusher task, which
+//! yields once — tokio runs it again after every task already runnable and after polling the
+//! I/O driver — and then sends everything gathered. A lone request waits one extra scheduling
+//! pass (microseconds), a busy runtime batches whole turns.
+//!
+//! Order is kept: events and a `Shutdown` leave in the order they were pushed. Backpressure is
+//! the channel's, as before (the flusher awaits room). When the sink's worker is gone, every
+//! gathered waiter is answered with an error; an event pushed after that gets the same answer.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use super::{Ack, Msg, Prepared};
+
+/// The shared list and the flusher's wake-up.
+pub(super) struct Outbox {
+    pending: Mutex<Vec<Msg>>,
+    notify: Notify,
+}
+
+impl Outbox {
+    /// An outbox for `tx`, its flusher spawned on the current runtime; `None` outside one (the
+    /// caller then sends each event itself).
+    pub(super) fn start(tx: &mpsc::Sender<Msg>) -> Option<Arc<Outbox>> {
+        let rt = tokio::runtime::Handle::try_current().ok()?;
+        let outbox = Arc::new(Outbox {
+            pending: Mutex::new(Vec::new()),
+            notify: Notify::new(),
+        });
+        // A weak sender: the worker still sees every sender gone when the Auditor is dropped.
+        rt.spawn(flush(Arc::clone(&outbox), tx.downgrade()));
+        Some(outbox)
+    }
+
+    /// Queue an event and the waiter's ack.
+    pub(super) fn push_event(&self, event: Arc<Prepared>, ack: Ack) {
+        self.push(Msg::Event(event, Some(ack)));
+    }
+
+    /// Queue a shutdown, after everything pushed before it.
+    pub(super) fn push_shutdown(&self, done: oneshot::Sender<()>) {
+        self.push(Msg::Shutdown(done));
+    }
+
+    fn push(&self, msg: Msg) {
+        let first = {
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            pending.push(msg);
+            pending.len() == 1
+        };
+        if first {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Wake the flusher so it notices its sink is gone (called when the handle drops).
+    pub(super) fn close(&self) {
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> Vec<Msg> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// The flusher: after each wake-up and one yield, send what was gathered — consecutive events
+/// as one `Msg::Events` — until the sink's handle and its sender are gone.
+async fn flush(outbox: Arc<Outbox>, tx: mpsc::WeakSender<Msg>) {
+    loop {
+        outbox.notify.notified().await;
+        tokio::task::yield_now().await;
+        let gathered = outbox.take();
+        let Some(tx) = tx.upgrade() else {
+            refuse(gathered);
+            return;
+        };
+        let mut events = Vec::new();
+        for msg in gathered {
+            match msg {
+                Msg::Event(event, ack) => events.push((event, ack)),
+                other => {
+                    send(&tx, std::mem::take(&mut events)).await;
+                    if let Err(mpsc::error::SendError(m)) = tx.send(other).await {
+                        refuse(vec![m]);
+                    }
+                }
+            }
+        }
+        send(&tx, events).await;
+        if Arc::strong_count(&outbox) == 1 {
+            // The handle is gone; nothing more can be pushed.
+            return;
+        }
+    }
+}
+
+async fn send(tx: &mpsc::Sender<Msg>, events: Vec<(Arc<Prepared>, Option<Ack>)>) {
+    if events.is_empty() {
+        return;
+    }
+    if let Err(mpsc::error::SendError(m)) = tx.send(Msg::Events(events)).await {
+        refuse(vec![m]);
+    }
+}
+
+/// Answer the waiters of messages the worker will never see.
+fn refuse(msgs: Vec<Msg>) {
+    for msg in msgs {
+        msg.refuse("the audit sink is not running");
+    }
+}

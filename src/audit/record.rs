@@ -348,7 +348,11 @@ impl Recorder {
     }
 
     fn event_at(&self, stage: Stage) -> Event {
-        let mut e = self.event.clone();
+        self.staged(self.event.clone(), stage)
+    }
+
+    /// `e` as the event of `stage`: its timestamp, cut to the policy's level.
+    fn staged(&self, mut e: Event, stage: Stage) -> Event {
         e.stage = stage;
         e.stage_timestamp = MicroTime::now();
         e.limit_to_level(self.eval.level);
@@ -372,7 +376,14 @@ impl Recorder {
             return None;
         }
         self.completed = true;
-        let (auditor, mut event) = self.event_for(Stage::ResponseComplete)?;
+        if !self.evaluate().records(Stage::ResponseComplete) {
+            return None;
+        }
+        // The request's last event: its fields move out instead of being cloned. Nothing reads
+        // them afterwards (the policy's evaluation is kept; later setters change nothing sent).
+        let event = std::mem::take(&mut self.event);
+        let mut event = self.staged(event, Stage::ResponseComplete);
+        let auditor = self.audit.auditor.clone();
         let late =
             std::mem::take(&mut *self.at_end.0.lock().unwrap_or_else(PoisonError::into_inner));
         event.annotations.extend(late);

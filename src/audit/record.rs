@@ -118,7 +118,7 @@ impl AuditRecord {
 
     /// Emit the event at `stage` if the policy records it; `Err` only from a strict sink.
     pub async fn emit(&self, stage: Stage) -> Result<(), AuditError> {
-        let Some((auditor, event)) = self.with(|r| r.event_for(stage)) else {
+        let Some((auditor, event)) = self.with(|r| r.event_for(stage, false)) else {
             return Ok(());
         };
         auditor.emit(event).await
@@ -347,10 +347,6 @@ impl Recorder {
         }
     }
 
-    fn event_at(&self, stage: Stage) -> Event {
-        self.staged(self.event.clone(), stage)
-    }
-
     /// `e` as the event of `stage`: its timestamp, cut to the policy's level.
     fn staged(&self, mut e: Event, stage: Stage) -> Event {
         e.stage = stage;
@@ -362,11 +358,19 @@ impl Recorder {
         e
     }
 
-    /// The event at `stage` and where to send it, if the policy records that stage.
-    fn event_for(&mut self, stage: Stage) -> Option<(Arc<Auditor>, Event)> {
-        let eval = self.evaluate();
-        eval.records(stage)
-            .then(|| (self.audit.auditor.clone(), self.event_at(stage)))
+    /// The event at `stage` and where to send it, if the policy records that stage. The
+    /// request's `last` event moves the record's fields out instead of cloning them: nothing
+    /// reads them afterwards (the policy's evaluation is kept; later setters change nothing sent).
+    fn event_for(&mut self, stage: Stage, last: bool) -> Option<(Arc<Auditor>, Event)> {
+        if !self.evaluate().records(stage) {
+            return None;
+        }
+        let e = if last {
+            std::mem::take(&mut self.event)
+        } else {
+            self.event.clone()
+        };
+        Some((self.audit.auditor.clone(), self.staged(e, stage)))
     }
 
     /// The `ResponseComplete` event and where to send it, once: `None` if already taken or
@@ -376,14 +380,7 @@ impl Recorder {
             return None;
         }
         self.completed = true;
-        if !self.evaluate().records(Stage::ResponseComplete) {
-            return None;
-        }
-        // The request's last event: its fields move out instead of being cloned. Nothing reads
-        // them afterwards (the policy's evaluation is kept; later setters change nothing sent).
-        let event = std::mem::take(&mut self.event);
-        let mut event = self.staged(event, Stage::ResponseComplete);
-        let auditor = self.audit.auditor.clone();
+        let (auditor, mut event) = self.event_for(Stage::ResponseComplete, true)?;
         let late =
             std::mem::take(&mut *self.at_end.0.lock().unwrap_or_else(PoisonError::into_inner));
         event.annotations.extend(late);

@@ -268,27 +268,28 @@ mod tests {
 
     use super::upstream_uri;
 
-    fn pq(s: &'static str) -> PathAndQuery {
-        PathAndQuery::from_static(s)
+    /// The upstream URI for `base` and a client path and query, as text.
+    fn upstream(base: &str, pq: Option<&'static str>) -> String {
+        let base: Uri = base.parse().unwrap();
+        let pq = pq.map(PathAndQuery::from_static);
+        upstream_uri(&base, pq.as_ref()).unwrap().to_string()
     }
 
     #[test]
     fn the_client_path_and_query_go_to_the_base_authority_over_https() {
-        let base: Uri = "https://10.0.0.1:6443".parse().unwrap();
-        let q = pq("/api/v1/namespaces/a/pods?labelSelector=app%3Dweb&watch=1");
         assert_eq!(
-            upstream_uri(&base, Some(&q)).unwrap().to_string(),
+            upstream(
+                "https://10.0.0.1:6443",
+                Some("/api/v1/namespaces/a/pods?labelSelector=app%3Dweb&watch=1")
+            ),
             "https://10.0.0.1:6443/api/v1/namespaces/a/pods?labelSelector=app%3Dweb&watch=1"
         );
-        let slash: Uri = "https://kube.example:443/".parse().unwrap();
         assert_eq!(
-            upstream_uri(&slash, Some(&pq("/version")))
-                .unwrap()
-                .to_string(),
+            upstream("https://kube.example:443/", Some("/version")),
             "https://kube.example:443/version"
         );
         assert_eq!(
-            upstream_uri(&base, None).unwrap().to_string(),
+            upstream("https://10.0.0.1:6443", None),
             "https://10.0.0.1:6443/"
         );
     }
@@ -299,17 +300,11 @@ mod tests {
             "https://lb.example/k8s/east",
             "https://lb.example/k8s/east/",
         ] {
-            let base: Uri = base.parse().unwrap();
             assert_eq!(
-                upstream_uri(&base, Some(&pq("/api?timeout=32s")))
-                    .unwrap()
-                    .to_string(),
+                upstream(base, Some("/api?timeout=32s")),
                 "https://lb.example/k8s/east/api?timeout=32s"
             );
-            assert_eq!(
-                upstream_uri(&base, None).unwrap().to_string(),
-                "https://lb.example/k8s/east/"
-            );
+            assert_eq!(upstream(base, None), "https://lb.example/k8s/east/");
         }
     }
 }

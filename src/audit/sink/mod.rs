@@ -262,7 +262,7 @@ pub struct SinkHandle {
     name: String,
     mode: DeliveryMode,
     tx: mpsc::Sender<Msg>,
-    /// For a waiting mode (inside a runtime): where emits gather (`outbox.rs`).
+    /// For a waiting mode: where emits gather (`outbox.rs`).
     outbox: Option<Arc<outbox::Outbox>>,
     counters: Arc<SinkCounters>,
 }
@@ -282,11 +282,7 @@ impl SinkHandle {
         tx: mpsc::Sender<Msg>,
         counters: Arc<SinkCounters>,
     ) -> SinkHandle {
-        let outbox = if mode.waits() {
-            outbox::Outbox::start(&tx)
-        } else {
-            None
-        };
+        let outbox = mode.waits().then(|| outbox::Outbox::start(&tx));
         SinkHandle {
             name,
             mode,
@@ -396,30 +392,22 @@ impl Auditor {
                 }
                 DeliveryMode::Blocking | DeliveryMode::BlockingStrict => {
                     let (ack, rx) = oneshot::channel();
-                    let sent = match &sink.outbox {
-                        // A worker already gone fails here, as a direct send would.
-                        Some(outbox) if !sink.tx.is_closed() => {
+                    // A worker already gone fails here, as a send on its channel would.
+                    match sink.outbox.as_ref().filter(|_| !sink.tx.is_closed()) {
+                        Some(outbox) => {
                             outbox.push_event(Arc::clone(&prepared), ack);
-                            true
+                            waits.push((sink, rx));
                         }
-                        Some(_) => false,
-                        None => sink
-                            .tx
-                            .send(Msg::Event(Arc::clone(&prepared), Some(ack)))
-                            .await
-                            .is_ok(),
-                    };
-                    if !sent {
-                        SinkCounters::add(&c.events_failed, 1);
-                        if sink.mode == DeliveryMode::BlockingStrict {
-                            first_err.get_or_insert(AuditError::Closed {
-                                sink: sink.name.clone(),
-                            });
-                        } else {
-                            tracing::warn!(sink = %sink.name, "audit sink is not running; event lost");
+                        None => {
+                            SinkCounters::add(&c.events_failed, 1);
+                            if sink.mode == DeliveryMode::BlockingStrict {
+                                first_err.get_or_insert(AuditError::Closed {
+                                    sink: sink.name.clone(),
+                                });
+                            } else {
+                                tracing::warn!(sink = %sink.name, "audit sink is not running; event lost");
+                            }
                         }
-                    } else {
-                        waits.push((sink, rx));
                     }
                 }
             }

@@ -26,17 +26,16 @@ pub(super) struct Outbox {
 }
 
 impl Outbox {
-    /// An outbox for `tx`, its flusher spawned on the current runtime; `None` outside one (the
-    /// caller then sends each event itself).
-    pub(super) fn start(tx: &mpsc::Sender<Msg>) -> Option<Arc<Outbox>> {
-        let rt = tokio::runtime::Handle::try_current().ok()?;
+    /// An outbox for `tx`, its flusher spawned on the current runtime (sinks start inside one,
+    /// see `Auditor::start`).
+    pub(super) fn start(tx: &mpsc::Sender<Msg>) -> Arc<Outbox> {
         let outbox = Arc::new(Outbox {
             pending: Mutex::new(Vec::new()),
             notify: Notify::new(),
         });
         // A weak sender: the worker still sees every sender gone when the Auditor is dropped.
-        rt.spawn(flush(Arc::clone(&outbox), tx.downgrade()));
-        Some(outbox)
+        tokio::spawn(flush(Arc::clone(&outbox), tx.downgrade()));
+        outbox
     }
 
     /// Queue an event and the waiter's ack.

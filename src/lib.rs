@@ -28,3 +28,4 @@ pub mod telemetry;
 #[cfg(test)]
 mod test_pki;
 pub mod upstream;
+pub mod write_batch;

@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod deadline;
 pub mod fetch;
 pub mod forward;
+pub mod h2conn;
 pub mod idle;
 pub mod metrics;
 pub mod pool;

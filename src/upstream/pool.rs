@@ -14,6 +14,11 @@
 //! slots, so the unread data of every stream on a connection together cannot exhaust the
 //! connection window — a stream whose reader stalls holds back only itself.
 //!
+//! Each HTTP/2 connection is an [`H2Conn`] (`h2conn.rs`: the `h2` crate driven directly, so a
+//! request opens its stream and awaits its response head on its own task), over a
+//! [`WriteBatch`](crate::write_batch::WriteBatch) so the frames that request tasks queue in one
+//! scheduler pass leave in one write.
+//!
 //! An endpoint that does not negotiate `h2` by ALPN is spoken to with hyper's pooled
 //! HTTP/1.1 client instead (one request per connection at a time; neither the stream count nor
 //! the cap apply).
@@ -27,7 +32,6 @@ use std::{
 };
 
 use http::{Request, Response};
-use hyper::client::conn::http2;
 use hyper_util::{
     client::legacy::Client,
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -36,7 +40,10 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::connector::Connector;
+use super::{
+    connector::Connector,
+    h2conn::{H2Conn, SendError},
+};
 use crate::body::{self, Body};
 
 /// Receive window of one upstream stream: the most the proxy's HTTP/2 layer holds unread for
@@ -52,7 +59,9 @@ pub enum PoolError {
     /// and the request comes back.
     Busy(Box<Request<Body>>),
     /// The connection broke before a response head.
-    Broken(hyper::Error),
+    Broken(h2::Error),
+    /// The HTTP/1.1 connection to an endpoint without `h2` broke before a response head.
+    BrokenHttp1(hyper::Error),
     /// The HTTP/1.1 client's error.
     Legacy(hyper_util::client::legacy::Error),
 }
@@ -64,7 +73,9 @@ impl PoolError {
             PoolError::Connect(_) => "connection failed",
             PoolError::Legacy(e) if e.is_connect() => "connection failed",
             PoolError::Busy(_) => "every upstream connection is busy",
-            PoolError::Broken(_) | PoolError::Legacy(_) => "the connection broke before a response",
+            PoolError::Broken(_) | PoolError::BrokenHttp1(_) | PoolError::Legacy(_) => {
+                "the connection broke before a response"
+            }
         }
     }
 }
@@ -75,6 +86,7 @@ impl std::fmt::Display for PoolError {
             PoolError::Connect(e) => write!(f, "connect: {e}"),
             PoolError::Busy(_) => f.write_str("every connection is at its stream limit"),
             PoolError::Broken(e) => write!(f, "{e}"),
+            PoolError::BrokenHttp1(e) => write!(f, "{e}"),
             PoolError::Legacy(e) => write!(f, "{e}"),
         }
     }
@@ -91,7 +103,7 @@ pub struct PoolSettings {
 
 /// One HTTP/2 connection and how many of its stream slots are taken.
 struct Conn {
-    sender: http2::SendRequest<Body>,
+    h2: H2Conn,
     in_use: AtomicUsize,
 }
 
@@ -179,20 +191,14 @@ impl Pool {
                 Err(Some(err)) => return Err(err),
             };
             *req.version_mut() = http::Version::HTTP_2;
-            let mut sender = slot.0.sender.clone();
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    let (parts, incoming) = resp.into_parts();
-                    let body = body::hold(body::boxed(incoming), slot);
-                    return Ok(Response::from_parts(parts, body));
+            let conn = slot.0.clone();
+            match conn.h2.send(req, slot).await {
+                Ok(resp) => return Ok(resp),
+                Err(SendError::Unsent(unsent)) => {
+                    tracing::debug!(endpoint = %self.host_port, "upstream connection closing before the request went out; retrying on another");
+                    req = unsent;
                 }
-                Err(mut err) => match err.take_message() {
-                    Some(unsent) => {
-                        tracing::debug!(endpoint = %self.host_port, err = %err.error(), "upstream connection closed before the request went out; retrying on another");
-                        req = unsent;
-                    }
-                    None => return Err(PoolError::Broken(err.into_error())),
-                },
+                Err(SendError::Broken(err)) => return Err(PoolError::Broken(err)),
             }
         }
         Err(PoolError::Connect("connections kept closing".into()))
@@ -215,8 +221,8 @@ impl Pool {
         if self.connections() >= self.settings.max_connections {
             return Err(None);
         }
-        let sender = match self.connect().await.map_err(Some)? {
-            Connected::H2(sender) => sender,
+        let h2 = match self.connect().await.map_err(Some)? {
+            Connected::H2(h2) => h2,
             Connected::Http1(tls) => {
                 // From now on hyper's HTTP/1.1 pool; this request uses the connection at hand.
                 self.h1_only.store(true, Ordering::Relaxed);
@@ -224,7 +230,7 @@ impl Pool {
             }
         };
         let conn = Arc::new(Conn {
-            sender,
+            h2,
             in_use: AtomicUsize::new(1),
         });
         self.conns
@@ -241,7 +247,7 @@ impl Pool {
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
         let mut idle_kept = false;
         conns.retain(|c| {
-            if c.sender.is_closed() {
+            if c.h2.is_closed() {
                 return false;
             }
             // Slots are only taken under this lock, so an idle connection stays idle here.
@@ -293,33 +299,24 @@ impl Pool {
             return Ok(Connected::Http1(Box::new(tls)));
         }
         let slots = u32::try_from(s.streams_per_connection).unwrap_or(u32::MAX);
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .initial_stream_window_size(STREAM_WINDOW)
+        let h2 = H2Conn::handshake(
+            crate::write_batch::WriteBatch::new(tls),
+            STREAM_WINDOW,
             // Room for every slot's full stream window: a stalled stream never starves the
             // others of connection-level window (h2 caps windows at 2^31-1).
-            .initial_connection_window_size(
-                STREAM_WINDOW.saturating_mul(slots).min(i32::MAX as u32),
-            )
-            .keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_while_idle(true)
-            .handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| PoolError::Connect(format!("HTTP/2 handshake: {e}")))?;
-        let endpoint = self.host_port.clone();
-        tokio::spawn(async move {
-            if let Err(err) = conn.await {
-                tracing::debug!(%endpoint, %err, "upstream HTTP/2 connection ended");
-            }
-        });
-        Ok(Connected::H2(sender))
+            STREAM_WINDOW.saturating_mul(slots).min(i32::MAX as u32),
+            self.host_port.clone(),
+        )
+        .await
+        .map_err(|e| PoolError::Connect(format!("HTTP/2 handshake: {e}")))?;
+        Ok(Connected::H2(h2))
     }
 }
 
 type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
 enum Connected {
-    H2(http2::SendRequest<Body>),
+    H2(H2Conn),
     Http1(Box<Tls>),
 }
 
@@ -349,7 +346,10 @@ async fn once_over_http1(tls: Tls, mut req: Request<Body>) -> Result<Response<Bo
         .await
         .map_err(|e| PoolError::Connect(format!("HTTP/1.1 handshake: {e}")))?;
     tokio::spawn(conn);
-    let resp = sender.send_request(req).await.map_err(PoolError::Broken)?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(PoolError::BrokenHttp1)?;
     let (parts, incoming) = resp.into_parts();
     Ok(Response::from_parts(parts, body::boxed(incoming)))
 }

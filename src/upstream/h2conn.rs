@@ -1,0 +1,324 @@
+//! One HTTP/2 connection to an upstream endpoint, spoken with the `h2` crate directly.
+//!
+//! Why not hyper's HTTP/2 client: it sends each request through a channel to the connection's
+//! task, which opens the stream and then spawns one more task per request to wait for the
+//! response head and hand it back through a oneshot. That is a task spawn, two channel
+//! hand-offs and an extra task wake-up for every proxied request. Here the request's own task
+//! opens the stream and awaits the response head itself; the connection's task only drives
+//! the connection (frames, flow control, keep-alive pings). A request body that is not
+//! already complete when the stream opens is sent by a task of its own, as hyper does.
+//!
+//! What hyper's client did that this keeps: the same settings (no server push, its header-list
+//! and send-buffer limits, frame size, initial stream count), `Content-Length` set from an
+//! exact body size when missing, request bodies sent only as the stream's send window allows
+//! and stopped when the upstream resets the stream, window capacity released as the response
+//! body is read, an upstream `RST_STREAM(NO_ERROR)` after the response ends the body cleanly,
+//! and keep-alive pings (every 30 s, idle or not; no answer within 20 s closes the
+//! connection, failing its streams).
+//!
+//! Callers strip connection-specific headers before sending (`forward.rs` removes every
+//! hop-by-hop header; the proxy's own requests carry none): `h2` refuses a request with one.
+
+use std::{
+    future::poll_fn,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use h2::{client::SendRequest, Ping, Reason, RecvStream, SendStream};
+use http::{header::CONTENT_LENGTH, HeaderMap, HeaderValue, Method, Request, Response};
+use http_body::{Body as _, Frame, SizeHint};
+
+use crate::body::{Body, BoxError};
+
+/// hyper's defaults for its HTTP/2 client, kept as they were.
+const MAX_FRAME_SIZE: u32 = 16 * 1024;
+const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+const MAX_SEND_BUFFER_SIZE: usize = 1024 * 1024;
+const INITIAL_MAX_SEND_STREAMS: usize = 100;
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// How often a keep-alive PING goes out, and how long its answer may take.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The sending side of one connection; `closed` turns true when its task has ended.
+pub struct H2Conn {
+    sender: SendRequest<Bytes>,
+    closed: Arc<AtomicBool>,
+}
+
+/// Why a request got no response head.
+pub enum SendError {
+    /// The connection is closing or closed and the request was not sent: it comes back.
+    Unsent(Request<Body>),
+    /// The stream failed (after it was opened, or the connection broke under it).
+    Broken(h2::Error),
+}
+
+impl H2Conn {
+    /// The HTTP/2 handshake over `io`, and the task that drives the connection from then on.
+    pub async fn handshake<T>(
+        io: T,
+        stream_window: u32,
+        connection_window: u32,
+        endpoint: String,
+    ) -> Result<H2Conn, h2::Error>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, mut conn) = h2::client::Builder::new()
+            .initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
+            .initial_window_size(stream_window)
+            .initial_connection_window_size(connection_window)
+            .max_frame_size(MAX_FRAME_SIZE)
+            .max_header_list_size(MAX_HEADER_LIST_SIZE)
+            .max_send_buffer_size(MAX_SEND_BUFFER_SIZE)
+            .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
+            .enable_push(false)
+            .handshake::<T, Bytes>(io)
+            .await?;
+        let closed = Arc::new(AtomicBool::new(false));
+        let done = closed.clone();
+        let pings = conn.ping_pong();
+        tokio::spawn(async move {
+            let keep_alive = keep_alive(pings);
+            tokio::select! {
+                biased;
+                ended = &mut conn => {
+                    if let Err(err) = ended {
+                        tracing::debug!(%endpoint, %err, "upstream HTTP/2 connection ended");
+                    }
+                }
+                why = keep_alive => {
+                    tracing::warn!(%endpoint, why, "upstream HTTP/2 connection closed: keep-alive failed");
+                }
+            }
+            done.store(true, Ordering::Release);
+        });
+        Ok(H2Conn { sender, closed })
+    }
+
+    /// Whether the connection's task has ended (nothing more can be sent on it).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Send `req` (absolute URI, no connection-specific headers) and await the response head.
+    /// The response body holds `guard` until it ends or is dropped.
+    pub async fn send<G: Send + Unpin + 'static>(
+        &self,
+        req: Request<Body>,
+        guard: G,
+    ) -> Result<Response<Body>, SendError> {
+        let mut sender = self.sender.clone();
+        // Refused here (GOAWAY received, connection gone), nothing was sent: the request is
+        // still whole and may go to another connection.
+        if poll_fn(|cx| sender.poll_ready(cx)).await.is_err() {
+            self.closed.store(true, Ordering::Release);
+            return Err(SendError::Unsent(req));
+        }
+        let (parts, body) = req.into_parts();
+        let mut head = Request::from_parts(parts, ());
+        if let Some(len) = body.size_hint().exact() {
+            // As hyper: a known length is announced, except a zero one for methods whose
+            // request body has no defined meaning.
+            if len != 0 || !matches!(*head.method(), Method::GET | Method::HEAD | Method::DELETE) {
+                head.headers_mut()
+                    .entry(CONTENT_LENGTH)
+                    .or_insert_with(|| HeaderValue::from(len));
+            }
+        }
+        let eos = body.is_end_stream();
+        let (response, send_stream) = sender.send_request(head, eos).map_err(|err| {
+            // The request was consumed but not sent; the connection is no longer usable.
+            self.closed.store(true, Ordering::Release);
+            SendError::Broken(err)
+        })?;
+        if !eos {
+            tokio::spawn(pipe(body, send_stream));
+        }
+        let resp = response.await.map_err(SendError::Broken)?;
+        let (parts, recv) = resp.into_parts();
+        let remaining =
+            content_length(&parts.headers).or_else(|| recv.is_end_stream().then_some(0));
+        let body = RecvBody {
+            recv,
+            data_done: false,
+            ended: false,
+            remaining,
+            guard: Some(guard),
+        };
+        Ok(Response::from_parts(parts, crate::body::boxed(body)))
+    }
+}
+
+/// Sends a PING every [`KEEP_ALIVE_INTERVAL`]; returns why the connection is dead when an
+/// answer does not come within [`KEEP_ALIVE_TIMEOUT`]. Pending forever without pings.
+async fn keep_alive(pings: Option<h2::PingPong>) -> &'static str {
+    let Some(mut pings) = pings else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(KEEP_ALIVE_INTERVAL).await;
+        match tokio::time::timeout(KEEP_ALIVE_TIMEOUT, pings.ping(Ping::opaque())).await {
+            Ok(Ok(_pong)) => {}
+            Ok(Err(_)) => return std::future::pending().await,
+            Err(_) => return "no PING answer in time",
+        }
+    }
+}
+
+/// The exact `Content-Length`, when the header is present once and valid.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    let mut values = headers.get_all(CONTENT_LENGTH).iter();
+    let one = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    one.to_str().ok()?.trim().parse().ok()
+}
+
+/// Sends a request body on its stream, as the stream's send window allows; stops when the
+/// upstream resets the stream, and resets it when the body fails.
+async fn pipe(mut body: Body, mut tx: SendStream<Bytes>) {
+    let mut body = Pin::new(&mut body);
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = poll_fn(|cx| tx.poll_reset(cx)) => return,
+            frame = poll_fn(|cx| body.as_mut().poll_frame(cx)) => frame,
+        };
+        let frame = match frame {
+            None => {
+                let _ = tx.send_data(Bytes::new(), true);
+                return;
+            }
+            Some(Err(err)) => {
+                tracing::debug!(%err, "request body failed; resetting the upstream stream");
+                tx.send_reset(Reason::INTERNAL_ERROR);
+                return;
+            }
+            Some(Ok(frame)) => frame,
+        };
+        let frame = match frame.into_data() {
+            Ok(data) => {
+                let eos = body.is_end_stream();
+                if !data.is_empty() && !wait_for_window(&mut tx).await {
+                    return;
+                }
+                if tx.send_data(data, eos).is_err() || eos {
+                    return;
+                }
+                continue;
+            }
+            Err(frame) => frame,
+        };
+        if let Ok(trailers) = frame.into_trailers() {
+            let _ = tx.send_trailers(trailers);
+            return;
+        }
+    }
+}
+
+/// Waits until the stream may send at least one byte (h2 takes the rest as it comes); false
+/// when the stream is gone or was reset.
+async fn wait_for_window(tx: &mut SendStream<Bytes>) -> bool {
+    // A one-byte claim, as hyper makes: h2 raises it to the buffered length in `send_data`,
+    // and a claim of the whole chunk could pin connection window another stream needs.
+    tx.reserve_capacity(1);
+    while tx.capacity() == 0 {
+        let ready = poll_fn(|cx| {
+            if tx.poll_reset(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            tx.poll_capacity(cx).map(|c| matches!(c, Some(Ok(_))))
+        })
+        .await;
+        if !ready {
+            return false;
+        }
+    }
+    true
+}
+
+/// A response body read from its stream: window capacity given back as each chunk is taken.
+struct RecvBody<G> {
+    recv: RecvStream,
+    data_done: bool,
+    /// Ended (trailers read, or failed): later polls answer `None`.
+    ended: bool,
+    /// Bytes still announced by `Content-Length` (for the size hint).
+    remaining: Option<u64>,
+    /// Held until the body ends or is dropped (the connection's stream slot).
+    guard: Option<G>,
+}
+
+impl<G: Unpin> http_body::Body for RecvBody<G> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if !this.data_done {
+            match this.recv.poll_data(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(data))) => {
+                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    if let Some(left) = &mut this.remaining {
+                        *left = left.saturating_sub(data.len() as u64);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Poll::Ready(Some(Err(err))) => {
+                    this.guard = None;
+                    this.ended = true;
+                    // RFC 9113 §8.1: a reset with NO_ERROR after the response means "stop
+                    // sending the request", not a failed response.
+                    return Poll::Ready(match err.reason() {
+                        Some(Reason::NO_ERROR) => None,
+                        _ => Some(Err(err.into())),
+                    });
+                }
+                Poll::Ready(None) => this.data_done = true,
+            }
+        }
+        let polled = match this.recv.poll_trailers(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(trailers)) => trailers.map(|t| Ok(Frame::trailers(t))),
+            Poll::Ready(Err(err)) => match err.reason() {
+                Some(Reason::NO_ERROR) => None,
+                _ => Some(Err(err.into())),
+            },
+        };
+        // The stream is over: its slot is free before the body is dropped.
+        this.guard = None;
+        this.ended = true;
+        Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.recv.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.remaining {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

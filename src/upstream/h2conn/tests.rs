@@ -1,0 +1,185 @@
+//! The direct HTTP/2 client against an in-process `h2` server over a duplex pipe.
+
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
+};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+
+use super::{H2Conn, SendError};
+use crate::body;
+
+/// Drops its flag when dropped: shows when the response body let go of its guard.
+struct Flag(Arc<AtomicBool>);
+impl Drop for Flag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// An HTTP/2 server on one end of a pipe (16 KiB stream windows, so a bigger body must wait
+/// for window updates), answering each request with `answer`; the client on the other end.
+async fn pair<F, Fut>(answer: F) -> H2Conn
+where
+    F: Fn(Request<h2::RecvStream>, h2::server::SendResponse<Bytes>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (client, server) = tokio::io::duplex(1 << 20);
+    tokio::spawn(async move {
+        let mut conn = h2::server::Builder::new()
+            .initial_window_size(16 * 1024)
+            .handshake::<_, Bytes>(server)
+            .await
+            .unwrap();
+        while let Some(Ok((req, respond))) = conn.accept().await {
+            tokio::spawn(answer(req, respond));
+        }
+    });
+    H2Conn::handshake(client, 256 * 1024, 1 << 20, "test".into())
+        .await
+        .unwrap()
+}
+
+fn get(path: &str) -> Request<body::Body> {
+    Request::get(format!("https://upstream.test{path}"))
+        .body(body::empty())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_get_goes_without_a_body_and_its_answer_is_read_whole() {
+    let conn = pair(|req, mut respond| async move {
+        // END_STREAM on the request's HEADERS: nothing to read, no Content-Length added.
+        assert!(req.body().is_end_stream());
+        assert!(req.headers().get("content-length").is_none());
+        let resp = Response::builder()
+            .status(200)
+            .header("content-length", "11")
+            .body(())
+            .unwrap();
+        let mut tx = respond.send_response(resp, false).unwrap();
+        tx.send_data(Bytes::from_static(b"hello "), false).unwrap();
+        tx.send_data(Bytes::from_static(b"world"), true).unwrap();
+    })
+    .await;
+    let released = Arc::new(AtomicBool::new(false));
+    let resp = match conn.send(get("/x"), Flag(released.clone())).await {
+        Ok(r) => r,
+        Err(_) => panic!("no response"),
+    };
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body();
+    assert_eq!(http_body::Body::size_hint(&body).exact(), Some(11));
+    let bytes = body.collect().await.unwrap().to_bytes();
+    assert_eq!(&bytes[..], b"hello world");
+    assert!(
+        released.load(Ordering::SeqCst),
+        "the slot is given back when the body ends"
+    );
+}
+
+#[tokio::test]
+async fn a_body_bigger_than_the_window_arrives_whole_with_its_length() {
+    let conn = pair(|req, mut respond| async move {
+        let len = req.headers()["content-length"].to_str().unwrap().to_owned();
+        let mut recv = req.into_body();
+        let mut got = Vec::new();
+        while let Some(chunk) = recv.data().await {
+            let chunk = chunk.unwrap();
+            let _ = recv.flow_control().release_capacity(chunk.len());
+            got.extend_from_slice(&chunk);
+        }
+        let ok = got.len().to_string() == len && got.iter().all(|&b| b == b'a');
+        let resp = Response::builder()
+            .status(if ok { 201 } else { 400 })
+            .body(())
+            .unwrap();
+        respond.send_response(resp, true).unwrap();
+    })
+    .await;
+    let req = Request::post("https://upstream.test/api/v1/namespaces/a/configmaps")
+        .body(body::full(vec![b'a'; 200_000]))
+        .unwrap();
+    let resp = match conn.send(req, ()).await {
+        Ok(r) => r,
+        Err(_) => panic!("no response"),
+    };
+    assert_eq!(resp.status(), StatusCode::CREATED);
+}
+
+/// An answer of one data frame, then a reset with `reason` once the client has read it.
+async fn reset_after_first_frame(reason: h2::Reason) -> Vec<Result<Bytes, ()>> {
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let go = Arc::new(std::sync::Mutex::new(Some(go_rx)));
+    let conn = pair(move |_req, mut respond| {
+        let go = go.lock().unwrap().take();
+        async move {
+            let resp = Response::builder().status(200).body(()).unwrap();
+            let mut tx = respond.send_response(resp, false).unwrap();
+            tx.send_data(Bytes::from_static(b"partial"), false).unwrap();
+            if let Some(go) = go {
+                let _ = go.await;
+            }
+            tx.send_reset(reason);
+        }
+    })
+    .await;
+    let resp = match conn.send(get("/y"), ()).await {
+        Ok(r) => r,
+        Err(_) => panic!("no response"),
+    };
+    let mut body = resp.into_body();
+    let mut seen = Vec::new();
+    let mut go_tx = Some(go_tx);
+    while let Some(frame) = body.frame().await {
+        seen.push(
+            frame
+                .map(|f| f.into_data().unwrap_or_default())
+                .map_err(|_| ()),
+        );
+        if let Some(go) = go_tx.take() {
+            let _ = go.send(());
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_reset_with_no_error_after_the_answer_ends_the_body_cleanly() {
+    let seen = reset_after_first_frame(h2::Reason::NO_ERROR).await;
+    assert_eq!(seen, vec![Ok(Bytes::from_static(b"partial"))]);
+}
+
+#[tokio::test]
+async fn a_reset_with_an_error_fails_the_body() {
+    let seen = reset_after_first_frame(h2::Reason::INTERNAL_ERROR).await;
+    assert_eq!(seen, vec![Ok(Bytes::from_static(b"partial")), Err(())]);
+}
+
+#[tokio::test]
+async fn a_closed_connection_gives_the_request_back_unsent() {
+    let (client, server) = tokio::io::duplex(1 << 16);
+    // The server takes the connection and then goes away (its end of the pipe is dropped).
+    let server = tokio::spawn(async move {
+        let _conn: h2::server::Connection<_, Bytes> = h2::server::handshake(server).await.unwrap();
+    });
+    let conn = H2Conn::handshake(client, 65_535, 65_535, "test".into())
+        .await
+        .unwrap();
+    server.await.unwrap();
+    for _ in 0..200 {
+        if conn.is_closed() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(conn.is_closed(), "the connection's task noticed the end");
+    match conn.send(get("/again"), ()).await {
+        Err(SendError::Unsent(req)) => assert_eq!(req.uri().path(), "/again"),
+        Err(SendError::Broken(e)) => panic!("sent on a closed connection: {e}"),
+        Ok(_) => panic!("answered on a closed connection"),
+    }
+}

@@ -83,14 +83,14 @@ fn per_event_cost(c: &mut Criterion) {
     g.bench_function("prepare_unchained", |b| {
         b.iter_batched(
             || event(7),
-            |e| black_box(Prepared::new(e, false).expect("prepare")),
+            |e| black_box(Prepared::new(e, false)),
             BatchSize::SmallInput,
         )
     });
     g.bench_function("prepare_chained", |b| {
         b.iter_batched(
             || event(7),
-            |e| black_box(Prepared::new(e, true).expect("prepare")),
+            |e| black_box(Prepared::new(e, true)),
             BatchSize::SmallInput,
         )
     });
@@ -105,7 +105,7 @@ fn per_event_cost(c: &mut Criterion) {
     g.bench_function("canonical_via_value", |b| {
         b.iter(|| black_box(canonical::via_value(black_box(&e)).expect("canon")))
     });
-    let p = Prepared::new(event(7), true).expect("prepare");
+    let p = Prepared::new(event(7), true);
     g.bench_function("sha256_link", |b| {
         b.iter(|| black_box(GENESIS.next(black_box(p.line()))))
     });

@@ -588,5 +588,7 @@ impl<'de> Deserialize<'de> for MicroTime {
     }
 }
 
+pub(crate) mod json;
+
 #[cfg(test)]
 mod tests;

@@ -132,9 +132,6 @@ pub enum AuditError {
     /// The sink's worker has stopped (after `shutdown`, or it died).
     #[error("audit sink {sink} is not running")]
     Closed { sink: String },
-    /// The event could not be serialized.
-    #[error("audit event cannot be encoded: {0}")]
-    Encode(String),
 }
 
 /// An event serialized once for every sink.
@@ -156,25 +153,15 @@ impl fmt::Debug for Prepared {
 
 impl Prepared {
     /// Serialize `event`; `chained` also computes its canonical bytes.
-    pub fn new(mut event: Event, chained: bool) -> Result<Prepared, AuditError> {
+    pub fn new(mut event: Event, chained: bool) -> Prepared {
         event.annotations.remove(chain::CHAIN_ANNOTATION);
-        let enc = |e: serde_json::Error| AuditError::Encode(e.to_string());
-        let line = serde_json::to_vec(&event).map_err(enc)?;
-        let canonical = if chained {
-            // The fast path always applies to serde_json's own output; the Value path is the
-            // safety net should it ever not.
-            match super::canonical::from_compact(&line) {
-                Some(c) => Some(c),
-                None => Some(super::canonical::via_value(&event).map_err(enc)?),
-            }
-        } else {
-            None
-        };
-        Ok(Prepared {
+        // One pass writes the line and the canonical bytes (`event/json.rs`).
+        let (line, canonical) = super::event::json::write(&event, chained);
+        Prepared {
             line,
             has_annotations: !event.annotations.is_empty(),
             canonical,
-        })
+        }
     }
 
     /// The event's JSON (without a chain annotation), no newline.
@@ -352,7 +339,7 @@ impl Auditor {
         if self.sinks.is_empty() {
             return Ok(());
         }
-        let prepared = Arc::new(Prepared::new(event, self.chained)?);
+        let prepared = Arc::new(Prepared::new(event, self.chained));
         self.emit_prepared(prepared).await
     }
 

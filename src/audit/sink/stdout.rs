@@ -62,7 +62,7 @@ mod tests {
             audit_id: "x".into(),
             ..Event::default()
         };
-        let p = Arc::new(Prepared::new(e, false).unwrap());
+        let p = Arc::new(Prepared::new(e, false));
         b.write(&[p.clone(), p], false).unwrap();
         let text = String::from_utf8(b.out).unwrap();
         let lines: Vec<&str> = text.lines().collect();

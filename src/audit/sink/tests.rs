@@ -174,7 +174,7 @@ fn chained_line_is_valid_json_with_the_link_and_canonical_matches() {
         &[("a", "b")][..],
         &[(chain::CHAIN_ANNOTATION, "forged")][..],
     ] {
-        let p = Prepared::new(event(ann), true).unwrap();
+        let p = Prepared::new(event(ann), true);
         let link = chain::GENESIS.next(p.canonical());
         let mut out = Vec::new();
         p.write_chained(&link, &mut out);
@@ -199,7 +199,7 @@ fn canonical_survives_awkward_bodies() {
         "f": 0.1, "big": 1e300, "neg": -5, "u": u64::MAX, "z": [1.5, -0.0, "\u{0}"],
         "nested": {"b": {}, "a": []}
     }));
-    let p = Prepared::new(e, true).unwrap();
+    let p = Prepared::new(e, true);
     let link = chain::GENESIS.next(p.canonical());
     let mut out = Vec::new();
     p.write_chained(&link, &mut out);

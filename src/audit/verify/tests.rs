@@ -25,8 +25,7 @@ fn write_file(path: &Path, key: &SigningKey, n: usize, every: usize, copy: Optio
                 ..Event::default()
             },
             true,
-        )
-        .unwrap();
+        );
         link = link.next(p.canonical());
         p.write_chained(&link, &mut out);
         if (i + 1) % every == 0 {

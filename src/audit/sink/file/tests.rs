@@ -234,7 +234,7 @@ async fn failed_write_is_undone_then_a_new_file_is_started() {
     cfg.signing_key = Some(key.clone());
     let counters = Arc::new(SinkCounters::default());
     let mut w = FileBackend::open(cfg, counters.clone()).unwrap();
-    let p = |i| Arc::new(Prepared::new(event(i), true).unwrap());
+    let p = |i| Arc::new(Prepared::new(event(i), true));
     w.write(&[p(0), p(1)], true).unwrap();
     // Swap in a read-only handle: the next write fails, and so does the truncation.
     w.file = File::open(&path).unwrap();

@@ -121,7 +121,12 @@ fn start<B>(audit: Arc<Audit>, req: &Request<B>, trust_forwarded_for: bool) -> R
         }
     }
     if let Some(conn) = service::conn(req) {
-        ips.push(conn.peer.ip().to_string());
+        // The IP's text, written once per connection (formatting it here cost ≈ 1.3 k
+        // instructions per request).
+        ips.push(match conn.peer_ip.to_str() {
+            Ok(ip) => ip.to_owned(),
+            Err(_) => conn.peer.ip().to_string(),
+        });
     }
     let id = req
         .extensions()

@@ -26,8 +26,110 @@ struct Two {
     canon: Range<usize>,
 }
 
+/// A member's JSON name (plain ASCII: nothing to escape) and its rank among its object's
+/// members sorted by name: canonical order is rank order, so no string is compared at run time.
+type Key = (&'static str, u8);
+
 /// One member of an object being assembled.
-type Member = (&'static str, Two);
+type Member = (Key, Two);
+
+/// The event's members: JSON name and rank in canonical (sorted) order.
+mod top {
+    use super::Key;
+    pub const KIND: Key = ("kind", 5);
+    pub const API_VERSION: Key = ("apiVersion", 1);
+    pub const LEVEL: Key = ("level", 6);
+    pub const AUDIT_ID: Key = ("auditID", 2);
+    pub const STAGE: Key = ("stage", 14);
+    pub const REQUEST_URI: Key = ("requestURI", 10);
+    pub const VERB: Key = ("verb", 18);
+    pub const USER: Key = ("user", 16);
+    pub const IMPERSONATED_USER: Key = ("impersonatedUser", 4);
+    pub const SOURCE_IPS: Key = ("sourceIPs", 13);
+    pub const USER_AGENT: Key = ("userAgent", 17);
+    pub const OBJECT_REF: Key = ("objectRef", 7);
+    pub const RESPONSE_STATUS: Key = ("responseStatus", 12);
+    pub const REQUEST_OBJECT: Key = ("requestObject", 8);
+    pub const RESPONSE_OBJECT: Key = ("responseObject", 11);
+    pub const REQUEST_RECEIVED_TIMESTAMP: Key = ("requestReceivedTimestamp", 9);
+    pub const STAGE_TIMESTAMP: Key = ("stageTimestamp", 15);
+    pub const AUTHENTICATION_METADATA: Key = ("authenticationMetadata", 3);
+    pub const ANNOTATIONS: Key = ("annotations", 0);
+    /// Every member, in line order (for the test of the ranks).
+    #[cfg(test)]
+    pub const ALL: [Key; 19] = [
+        KIND,
+        API_VERSION,
+        LEVEL,
+        AUDIT_ID,
+        STAGE,
+        REQUEST_URI,
+        VERB,
+        USER,
+        IMPERSONATED_USER,
+        SOURCE_IPS,
+        USER_AGENT,
+        OBJECT_REF,
+        RESPONSE_STATUS,
+        REQUEST_OBJECT,
+        RESPONSE_OBJECT,
+        REQUEST_RECEIVED_TIMESTAMP,
+        STAGE_TIMESTAMP,
+        AUTHENTICATION_METADATA,
+        ANNOTATIONS,
+    ];
+}
+
+/// `UserInfo`'s members.
+mod user {
+    use super::Key;
+    pub const USERNAME: Key = ("username", 3);
+    pub const UID: Key = ("uid", 2);
+    pub const GROUPS: Key = ("groups", 1);
+    pub const EXTRA: Key = ("extra", 0);
+    /// Every member, in line order (for the test of the ranks).
+    #[cfg(test)]
+    pub const ALL: [Key; 4] = [USERNAME, UID, GROUPS, EXTRA];
+}
+
+/// `ObjectReference`'s members.
+mod oref {
+    use super::Key;
+    pub const RESOURCE: Key = ("resource", 4);
+    pub const NAMESPACE: Key = ("namespace", 3);
+    pub const NAME: Key = ("name", 2);
+    pub const UID: Key = ("uid", 7);
+    pub const API_GROUP: Key = ("apiGroup", 0);
+    pub const API_VERSION: Key = ("apiVersion", 1);
+    pub const RESOURCE_VERSION: Key = ("resourceVersion", 5);
+    pub const SUBRESOURCE: Key = ("subresource", 6);
+    /// Every member, in line order (for the test of the ranks).
+    #[cfg(test)]
+    pub const ALL: [Key; 8] = [
+        RESOURCE,
+        NAMESPACE,
+        NAME,
+        UID,
+        API_GROUP,
+        API_VERSION,
+        RESOURCE_VERSION,
+        SUBRESOURCE,
+    ];
+}
+
+/// `ResponseStatus`'s members.
+mod status {
+    use super::Key;
+    pub const METADATA: Key = ("metadata", 3);
+    pub const STATUS: Key = ("status", 5);
+    pub const MESSAGE: Key = ("message", 2);
+    pub const REASON: Key = ("reason", 4);
+    pub const DETAILS: Key = ("details", 1);
+    pub const CODE: Key = ("code", 0);
+    /// Every member, in line order (for the test of the ranks).
+    #[cfg(test)]
+    pub const ALL: [Key; 6] = [METADATA, STATUS, MESSAGE, REASON, DETAILS, CODE];
+}
 
 /// `event`'s line (no newline) and, when `chained`, its canonical bytes.
 pub fn write(event: &Event, chained: bool) -> (Vec<u8>, Option<Vec<u8>>) {
@@ -36,50 +138,50 @@ pub fn write(event: &Event, chained: bool) -> (Vec<u8>, Option<Vec<u8>>) {
         chained,
     };
     let mut members: Vec<Member> = Vec::with_capacity(20);
-    members.push(("kind", w.str(&event.kind)));
-    members.push(("apiVersion", w.str(&event.api_version)));
-    members.push(("level", w.plain(event.level.as_str())));
-    members.push(("auditID", w.str(&event.audit_id)));
-    members.push(("stage", w.plain(event.stage.as_str())));
-    members.push(("requestURI", w.str(&event.request_uri)));
-    members.push(("verb", w.str(&event.verb)));
-    members.push(("user", w.user(&event.user)));
+    members.push((top::KIND, w.str(&event.kind)));
+    members.push((top::API_VERSION, w.str(&event.api_version)));
+    members.push((top::LEVEL, w.plain(event.level.as_str())));
+    members.push((top::AUDIT_ID, w.str(&event.audit_id)));
+    members.push((top::STAGE, w.plain(event.stage.as_str())));
+    members.push((top::REQUEST_URI, w.str(&event.request_uri)));
+    members.push((top::VERB, w.str(&event.verb)));
+    members.push((top::USER, w.user(&event.user)));
     if let Some(u) = &event.impersonated_user {
-        members.push(("impersonatedUser", w.user(u)));
+        members.push((top::IMPERSONATED_USER, w.user(u)));
     }
     if !event.source_ips.is_empty() {
-        members.push(("sourceIPs", w.strings(&event.source_ips)));
+        members.push((top::SOURCE_IPS, w.strings(&event.source_ips)));
     }
     if !event.user_agent.is_empty() {
-        members.push(("userAgent", w.str(&event.user_agent)));
+        members.push((top::USER_AGENT, w.str(&event.user_agent)));
     }
     if let Some(r) = &event.object_ref {
-        members.push(("objectRef", w.object_ref(r)));
+        members.push((top::OBJECT_REF, w.object_ref(r)));
     }
     if let Some(s) = &event.response_status {
-        members.push(("responseStatus", w.response_status(s)));
+        members.push((top::RESPONSE_STATUS, w.response_status(s)));
     }
     if let Some(v) = &event.request_object {
-        members.push(("requestObject", w.value(v)));
+        members.push((top::REQUEST_OBJECT, w.value(v)));
     }
     if let Some(v) = &event.response_object {
-        members.push(("responseObject", w.value(v)));
+        members.push((top::RESPONSE_OBJECT, w.value(v)));
     }
     members.push((
-        "requestReceivedTimestamp",
+        top::REQUEST_RECEIVED_TIMESTAMP,
         w.time(event.request_received_timestamp),
     ));
-    members.push(("stageTimestamp", w.time(event.stage_timestamp)));
+    members.push((top::STAGE_TIMESTAMP, w.time(event.stage_timestamp)));
     if let Some(v) = &event.authentication_metadata {
-        members.push(("authenticationMetadata", w.value(v)));
+        members.push((top::AUTHENTICATION_METADATA, w.value(v)));
     }
     if !event.annotations.is_empty() {
-        members.push(("annotations", w.string_map(&event.annotations)));
+        members.push((top::ANNOTATIONS, w.string_map(&event.annotations)));
     }
     let mut line = Vec::with_capacity(w.buf.len() + 16 * members.len());
     object_into(&w.buf, &members, |t| &t.line, &mut line);
     let canonical = chained.then(|| {
-        members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        members.sort_unstable_by_key(|m| m.0 .1);
         let mut out = Vec::with_capacity(line.len());
         object_into(&w.buf, &members, |t| &t.canon, &mut out);
         out
@@ -90,7 +192,7 @@ pub fn write(event: &Event, chained: bool) -> (Vec<u8>, Option<Vec<u8>>) {
 /// `{"k":v,…}` from members whose values are in `buf` (`form` picks line or canonical).
 fn object_into(buf: &[u8], members: &[Member], form: fn(&Two) -> &Range<usize>, out: &mut Vec<u8>) {
     out.push(b'{');
-    for (i, (key, value)) in members.iter().enumerate() {
+    for (i, ((key, _), value)) in members.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -205,7 +307,7 @@ impl Writer {
                 canon: line,
             };
         }
-        members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        members.sort_unstable_by_key(|m| m.0 .1);
         line_bytes.clear();
         object_into(&self.buf, &members, |t| &t.canon, &mut line_bytes);
         let at = self.buf.len();
@@ -219,17 +321,17 @@ impl Writer {
     fn user(&mut self, u: &UserInfo) -> Two {
         let mut m: Vec<Member> = Vec::with_capacity(4);
         if !u.username.is_empty() {
-            m.push(("username", self.str(&u.username)));
+            m.push((user::USERNAME, self.str(&u.username)));
         }
         if !u.uid.is_empty() {
-            m.push(("uid", self.str(&u.uid)));
+            m.push((user::UID, self.str(&u.uid)));
         }
         if !u.groups.is_empty() {
-            m.push(("groups", self.strings(&u.groups)));
+            m.push((user::GROUPS, self.strings(&u.groups)));
         }
         if !u.extra.is_empty() {
             m.push((
-                "extra",
+                user::EXTRA,
                 self.leaf(|b| {
                     b.push(b'{');
                     for (i, (k, v)) in u.extra.iter().enumerate() {
@@ -250,14 +352,14 @@ impl Writer {
     fn object_ref(&mut self, r: &ObjectReference) -> Two {
         let mut m: Vec<Member> = Vec::with_capacity(8);
         for (key, value) in [
-            ("resource", &r.resource),
-            ("namespace", &r.namespace),
-            ("name", &r.name),
-            ("uid", &r.uid),
-            ("apiGroup", &r.api_group),
-            ("apiVersion", &r.api_version),
-            ("resourceVersion", &r.resource_version),
-            ("subresource", &r.subresource),
+            (oref::RESOURCE, &r.resource),
+            (oref::NAMESPACE, &r.namespace),
+            (oref::NAME, &r.name),
+            (oref::UID, &r.uid),
+            (oref::API_GROUP, &r.api_group),
+            (oref::API_VERSION, &r.api_version),
+            (oref::RESOURCE_VERSION, &r.resource_version),
+            (oref::SUBRESOURCE, &r.subresource),
         ] {
             if !value.is_empty() {
                 m.push((key, self.str(value)));
@@ -273,23 +375,23 @@ impl Writer {
         } else {
             self.value(&s.metadata)
         };
-        m.push(("metadata", metadata));
+        m.push((status::METADATA, metadata));
         for (key, value) in [
-            ("status", &s.status),
-            ("message", &s.message),
-            ("reason", &s.reason),
+            (status::STATUS, &s.status),
+            (status::MESSAGE, &s.message),
+            (status::REASON, &s.reason),
         ] {
             if !value.is_empty() {
                 m.push((key, self.str(value)));
             }
         }
         if let Some(d) = &s.details {
-            m.push(("details", self.value(d)));
+            m.push((status::DETAILS, self.value(d)));
         }
         if s.code != 0 {
             let code = s.code;
             m.push((
-                "code",
+                status::CODE,
                 self.leaf(|b| b.extend_from_slice(itoa::Buffer::new().format(code).as_bytes())),
             ));
         }
@@ -311,11 +413,7 @@ fn write_strings(b: &mut Vec<u8>, items: &[String]) {
 
 /// A JSON string as serde_json writes it.
 fn write_str(b: &mut Vec<u8>, s: &str) {
-    // Without a short cut, so the compiler can check many bytes at a time.
-    let needs_escape = s.bytes().fold(false, |acc, c| {
-        acc | (c < 0x20) | (c == b'"') | (c == b'\\')
-    });
-    if needs_escape {
+    if needs_escape(s.as_bytes()) {
         // Writing a str into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *b, s);
         return;
@@ -324,6 +422,30 @@ fn write_str(b: &mut Vec<u8>, s: &str) {
     b.push(b'"');
     b.extend_from_slice(s.as_bytes());
     b.push(b'"');
+}
+
+/// Whether `s` holds a byte serde_json escapes: a control character, `"` or `\`. Eight bytes
+/// at a time (the classic "has a byte less than n" word test, exact for n ≤ 128).
+fn needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGH;
+    let mut words = s.chunks_exact(8);
+    for word in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(word);
+        let v = u64::from_ne_bytes(b);
+        let hit = below(v, 0x20)
+            | below(v ^ (ONES * u64::from(b'"')), 1)
+            | below(v ^ (ONES * u64::from(b'\\')), 1);
+        if hit != 0 {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::write;
+use super::{needs_escape, oref, status, top, user, write, Key};
 use crate::audit::{
     canonical,
     event::{Event, Level, MicroTime, ObjectReference, ResponseStatus, Stage, UserInfo},
@@ -233,5 +233,56 @@ fn random_events_match_both_references() {
             .map(|_| (r.string(), r.string()))
             .collect();
         check(&e);
+    }
+}
+
+#[test]
+fn ranks_are_the_sorted_order_of_the_names() {
+    for all in [
+        &top::ALL[..],
+        &user::ALL[..],
+        &oref::ALL[..],
+        &status::ALL[..],
+    ] {
+        let mut by_name: Vec<Key> = all.to_vec();
+        by_name.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let ranks: Vec<u8> = by_name.iter().map(|k| k.1).collect();
+        let want: Vec<u8> = (0..all.len() as u8).collect();
+        assert_eq!(ranks, want, "{by_name:?}");
+    }
+}
+
+#[test]
+fn the_escape_test_agrees_with_a_byte_by_byte_one_at_every_position() {
+    for len in 0..20 {
+        for at in 0..len {
+            for c in 0u8..=255 {
+                let mut s = vec![b'a'; len];
+                s[at] = c;
+                let want = c < 0x20 || c == b'"' || c == b'\\';
+                assert_eq!(needs_escape(&s), want, "byte {c:#x} at {at} of {len}");
+            }
+        }
+        assert!(!needs_escape(&vec![b'a'; len]));
+    }
+}
+
+#[test]
+fn the_escape_test_agrees_on_random_bytes() {
+    let mut r = Lcg(7);
+    for _ in 0..20_000 {
+        let len = (r.next() % 40) as usize;
+        // Mostly high and printable bytes, with a rare special one.
+        let s: Vec<u8> = (0..len)
+            .map(|_| match r.next() % 64 {
+                0 => (r.next() % 0x20) as u8,
+                1 => b'"',
+                2 => b'\\',
+                n if n < 40 => 0x80 + (r.next() % 0x80) as u8,
+                _ => 0x20 + (r.next() % 0x60) as u8,
+            })
+            .collect();
+        let want = s.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
+        assert_eq!(needs_escape(&s), want, "{s:?}");
     }
 }

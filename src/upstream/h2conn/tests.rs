@@ -183,3 +183,31 @@ async fn a_closed_connection_gives_the_request_back_unsent() {
         Ok(_) => panic!("answered on a closed connection"),
     }
 }
+
+#[tokio::test]
+async fn after_a_goaway_the_request_comes_back_unsent_for_another_connection() {
+    let (client, server) = tokio::io::duplex(1 << 16);
+    tokio::spawn(async move {
+        let mut conn: h2::server::Connection<_, Bytes> =
+            h2::server::handshake(server).await.unwrap();
+        // The upstream retires the connection (GOAWAY) but keeps serving it until it is idle.
+        conn.graceful_shutdown();
+        while let Some(Ok((_req, mut respond))) = conn.accept().await {
+            let resp = Response::builder().status(500).body(()).unwrap();
+            let _ = respond.send_response(resp, true);
+        }
+    });
+    let conn = H2Conn::handshake(client, 65_535, 65_535, "test".into())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    match conn.send(get("/after-goaway"), ()).await {
+        Err(SendError::Unsent(req)) => assert_eq!(req.uri().path(), "/after-goaway"),
+        Err(SendError::Broken(e)) => panic!("failed instead of coming back: {e}"),
+        Ok(r) => panic!("sent on a retiring connection: {}", r.status()),
+    }
+    assert!(
+        conn.is_closed(),
+        "the pool no longer offers this connection"
+    );
+}

@@ -37,10 +37,6 @@ impl<T> WriteBatch<T> {
         }
     }
 
-    pub fn get_ref(&self) -> &T {
-        &self.inner
-    }
-
     /// `Pending` once per burst, after waking the task so it runs again behind the tasks that
     /// are already runnable.
     fn defer(&mut self, cx: &mut Context<'_>) -> Poll<()> {

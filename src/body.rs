@@ -52,7 +52,11 @@ pub fn channel(buffer: usize) -> (tokio::sync::mpsc::Sender<Bytes>, Body) {
 /// `body`, holding `guard` until the body ends or is dropped (when the client finished reading
 /// or went away): how a resource (a stream permit, a place under the in-flight cap) lives
 /// exactly as long as the response.
-pub fn hold<G: Send + Unpin + 'static>(body: Body, guard: G) -> Body {
+pub fn hold<B, G>(body: B, guard: G) -> Body
+where
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Send + Unpin + 'static,
+    G: Send + Unpin + 'static,
+{
     Guarded {
         inner: body,
         guard: Some(guard),
@@ -60,12 +64,16 @@ pub fn hold<G: Send + Unpin + 'static>(body: Body, guard: G) -> Body {
     .boxed_unsync()
 }
 
-struct Guarded<G> {
-    inner: Body,
+struct Guarded<B, G> {
+    inner: B,
     guard: Option<G>,
 }
 
-impl<G: Send + Unpin + 'static> http_body::Body for Guarded<G> {
+impl<B, G> http_body::Body for Guarded<B, G>
+where
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin,
+    G: Unpin,
+{
     type Data = Bytes;
     type Error = BoxError;
 

@@ -1,6 +1,8 @@
-//! Canonical bytes for the hash chain (`chain.rs`) on the emit path, derived from the compact
-//! JSON line serde_json has just written for the event, by reordering object members — no
-//! re-parse into a `serde_json::Value`, no re-escaping of strings.
+//! Canonical bytes for the hash chain (`chain.rs`) of compact JSON that serde_json has just
+//! written, by reordering object members — no re-parse into a `serde_json::Value`, no
+//! re-escaping of strings. The event writer (`event/json.rs`) writes an event's own fields in
+//! both orders itself and uses this only for the free-form JSON values an event carries
+//! (`requestObject`, `responseObject`, `responseStatus.details`, …).
 //!
 //! The result is, byte for byte, what [`chain::write_canonical`](super::chain::write_canonical)
 //! produces from the `Value` of the same line — the form `verify` recomputes — because for

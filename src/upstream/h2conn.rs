@@ -44,8 +44,17 @@ const MAX_SEND_BUFFER_SIZE: usize = 1024 * 1024;
 const INITIAL_MAX_SEND_STREAMS: usize = 100;
 const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 /// How often a keep-alive PING goes out, and how long its answer may take.
-const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
-const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+pub const KEEP_ALIVE: KeepAlive = KeepAlive {
+    interval: Duration::from_secs(30),
+    timeout: Duration::from_secs(20),
+};
+
+/// Keep-alive PINGs: one every `interval`; no answer within `timeout` closes the connection.
+#[derive(Debug, Clone, Copy)]
+pub struct KeepAlive {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
 
 /// The sending side of one connection; `closed` turns true when its task has ended.
 pub struct H2Conn {
@@ -68,6 +77,7 @@ impl H2Conn {
         stream_window: u32,
         connection_window: u32,
         endpoint: String,
+        keep_alive: KeepAlive,
     ) -> Result<H2Conn, h2::Error>
     where
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -87,7 +97,7 @@ impl H2Conn {
         let done = closed.clone();
         let pings = conn.ping_pong();
         tokio::spawn(async move {
-            let keep_alive = keep_alive(pings);
+            let keep_alive = ping(pings, keep_alive);
             tokio::select! {
                 biased;
                 ended = &mut conn => {
@@ -110,12 +120,7 @@ impl H2Conn {
     }
 
     /// Send `req` (absolute URI, no connection-specific headers) and await the response head.
-    /// The response body holds `guard` until it ends or is dropped.
-    pub async fn send<G: Send + Unpin + 'static>(
-        &self,
-        req: Request<Body>,
-        guard: G,
-    ) -> Result<Response<Body>, SendError> {
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<RecvBody>, SendError> {
         let mut sender = self.sender.clone();
         // Refused here (GOAWAY received, connection gone), nothing was sent: the request is
         // still whole and may go to another connection.
@@ -145,6 +150,7 @@ impl H2Conn {
         }
         let resp = response.await.map_err(SendError::Broken)?;
         let (parts, recv) = resp.into_parts();
+        // hyper's size hint, kept: the announced length, or 0 for a stream already ended.
         let remaining =
             content_length(&parts.headers).or_else(|| recv.is_end_stream().then_some(0));
         let body = RecvBody {
@@ -152,36 +158,25 @@ impl H2Conn {
             data_done: false,
             ended: false,
             remaining,
-            guard: Some(guard),
         };
-        Ok(Response::from_parts(parts, crate::body::boxed(body)))
+        Ok(Response::from_parts(parts, body))
     }
 }
 
-/// Sends a PING every [`KEEP_ALIVE_INTERVAL`]; returns why the connection is dead when an
-/// answer does not come within [`KEEP_ALIVE_TIMEOUT`]. Pending forever without pings.
-async fn keep_alive(pings: Option<h2::PingPong>) -> &'static str {
+/// Sends a PING every `interval`; returns why the connection is dead when an answer does not
+/// come within `timeout`. Pending forever without pings.
+async fn ping(pings: Option<h2::PingPong>, every: KeepAlive) -> &'static str {
     let Some(mut pings) = pings else {
         return std::future::pending().await;
     };
     loop {
-        tokio::time::sleep(KEEP_ALIVE_INTERVAL).await;
-        match tokio::time::timeout(KEEP_ALIVE_TIMEOUT, pings.ping(Ping::opaque())).await {
+        tokio::time::sleep(every.interval).await;
+        match tokio::time::timeout(every.timeout, pings.ping(Ping::opaque())).await {
             Ok(Ok(_pong)) => {}
             Ok(Err(_)) => return std::future::pending().await,
             Err(_) => return "no PING answer in time",
         }
     }
-}
-
-/// The exact `Content-Length`, when the header is present once and valid.
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    let mut values = headers.get_all(CONTENT_LENGTH).iter();
-    let one = values.next()?;
-    if values.next().is_some() {
-        return None;
-    }
-    one.to_str().ok()?.trim().parse().ok()
 }
 
 /// Sends a request body on its stream, as the stream's send window allows; stops when the
@@ -247,19 +242,27 @@ async fn wait_for_window(tx: &mut SendStream<Bytes>) -> bool {
     true
 }
 
+/// The exact `Content-Length`, when the header is present once and valid.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    let mut values = headers.get_all(CONTENT_LENGTH).iter();
+    let one = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    one.to_str().ok()?.trim().parse().ok()
+}
+
 /// A response body read from its stream: window capacity given back as each chunk is taken.
-struct RecvBody<G> {
+pub struct RecvBody {
     recv: RecvStream,
     data_done: bool,
     /// Ended (trailers read, or failed): later polls answer `None`.
     ended: bool,
     /// Bytes still announced by `Content-Length` (for the size hint).
     remaining: Option<u64>,
-    /// Held until the body ends or is dropped (the connection's stream slot).
-    guard: Option<G>,
 }
 
-impl<G: Unpin> http_body::Body for RecvBody<G> {
+impl http_body::Body for RecvBody {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -282,7 +285,6 @@ impl<G: Unpin> http_body::Body for RecvBody<G> {
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Poll::Ready(Some(Err(err))) => {
-                    this.guard = None;
                     this.ended = true;
                     // RFC 9113 §8.1: a reset with NO_ERROR after the response means "stop
                     // sending the request", not a failed response.
@@ -302,8 +304,6 @@ impl<G: Unpin> http_body::Body for RecvBody<G> {
                 _ => Some(Err(err.into())),
             },
         };
-        // The stream is over: its slot is free before the body is dropped.
-        this.guard = None;
         this.ended = true;
         Poll::Ready(polled)
     }

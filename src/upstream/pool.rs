@@ -42,7 +42,7 @@ use tokio_rustls::TlsConnector;
 
 use super::{
     connector::Connector,
-    h2conn::{H2Conn, SendError},
+    h2conn::{self, H2Conn, SendError},
 };
 use crate::body::{self, Body};
 
@@ -191,9 +191,9 @@ impl Pool {
                 Err(Some(err)) => return Err(err),
             };
             *req.version_mut() = http::Version::HTTP_2;
-            let conn = slot.0.clone();
-            match conn.h2.send(req, slot).await {
-                Ok(resp) => return Ok(resp),
+            match slot.0.h2.send(req).await {
+                // The slot is held until the response body ends or is dropped.
+                Ok(resp) => return Ok(resp.map(|recv| body::hold(recv, slot))),
                 Err(SendError::Unsent(unsent)) => {
                     tracing::debug!(endpoint = %self.host_port, "upstream connection closing before the request went out; retrying on another");
                     req = unsent;
@@ -306,6 +306,7 @@ impl Pool {
             // others of connection-level window (h2 caps windows at 2^31-1).
             STREAM_WINDOW.saturating_mul(slots).min(i32::MAX as u32),
             self.host_port.clone(),
+            h2conn::KEEP_ALIVE,
         )
         .await
         .map_err(|e| PoolError::Connect(format!("HTTP/2 handshake: {e}")))?;

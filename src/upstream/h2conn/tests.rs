@@ -38,9 +38,15 @@ where
             tokio::spawn(answer(req, respond));
         }
     });
-    H2Conn::handshake(client, 256 * 1024, 1 << 20, "test".into())
-        .await
-        .unwrap()
+    H2Conn::handshake(
+        client,
+        256 * 1024,
+        1 << 20,
+        "test".into(),
+        super::KEEP_ALIVE,
+    )
+    .await
+    .unwrap()
 }
 
 fn get(path: &str) -> Request<body::Body> {
@@ -66,12 +72,13 @@ async fn a_get_goes_without_a_body_and_its_answer_is_read_whole() {
     })
     .await;
     let released = Arc::new(AtomicBool::new(false));
-    let resp = match conn.send(get("/x"), Flag(released.clone())).await {
+    let resp = match conn.send(get("/x")).await {
         Ok(r) => r,
         Err(_) => panic!("no response"),
     };
     assert_eq!(resp.status(), StatusCode::OK);
-    let body = resp.into_body();
+    // As the pool holds a connection's stream slot.
+    let body = body::hold(resp.into_body(), Flag(released.clone()));
     assert_eq!(http_body::Body::size_hint(&body).exact(), Some(11));
     let bytes = body.collect().await.unwrap().to_bytes();
     assert_eq!(&bytes[..], b"hello world");
@@ -103,7 +110,7 @@ async fn a_body_bigger_than_the_window_arrives_whole_with_its_length() {
     let req = Request::post("https://upstream.test/api/v1/namespaces/a/configmaps")
         .body(body::full(vec![b'a'; 200_000]))
         .unwrap();
-    let resp = match conn.send(req, ()).await {
+    let resp = match conn.send(req).await {
         Ok(r) => r,
         Err(_) => panic!("no response"),
     };
@@ -127,7 +134,7 @@ async fn reset_after_first_frame(reason: h2::Reason) -> Vec<Result<Bytes, ()>> {
         }
     })
     .await;
-    let resp = match conn.send(get("/y"), ()).await {
+    let resp = match conn.send(get("/y")).await {
         Ok(r) => r,
         Err(_) => panic!("no response"),
     };
@@ -166,7 +173,7 @@ async fn a_closed_connection_gives_the_request_back_unsent() {
     let server = tokio::spawn(async move {
         let _conn: h2::server::Connection<_, Bytes> = h2::server::handshake(server).await.unwrap();
     });
-    let conn = H2Conn::handshake(client, 65_535, 65_535, "test".into())
+    let conn = H2Conn::handshake(client, 65_535, 65_535, "test".into(), super::KEEP_ALIVE)
         .await
         .unwrap();
     server.await.unwrap();
@@ -177,7 +184,7 @@ async fn a_closed_connection_gives_the_request_back_unsent() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert!(conn.is_closed(), "the connection's task noticed the end");
-    match conn.send(get("/again"), ()).await {
+    match conn.send(get("/again")).await {
         Err(SendError::Unsent(req)) => assert_eq!(req.uri().path(), "/again"),
         Err(SendError::Broken(e)) => panic!("sent on a closed connection: {e}"),
         Ok(_) => panic!("answered on a closed connection"),
@@ -197,11 +204,11 @@ async fn after_a_goaway_the_request_comes_back_unsent_for_another_connection() {
             let _ = respond.send_response(resp, true);
         }
     });
-    let conn = H2Conn::handshake(client, 65_535, 65_535, "test".into())
+    let conn = H2Conn::handshake(client, 65_535, 65_535, "test".into(), super::KEEP_ALIVE)
         .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    match conn.send(get("/after-goaway"), ()).await {
+    match conn.send(get("/after-goaway")).await {
         Err(SendError::Unsent(req)) => assert_eq!(req.uri().path(), "/after-goaway"),
         Err(SendError::Broken(e)) => panic!("failed instead of coming back: {e}"),
         Ok(r) => panic!("sent on a retiring connection: {}", r.status()),
@@ -210,4 +217,46 @@ async fn after_a_goaway_the_request_comes_back_unsent_for_another_connection() {
         conn.is_closed(),
         "the pool no longer offers this connection"
     );
+}
+
+/// A connection whose upstream answers PINGs (`serve`) or has stopped reading (not `serve`),
+/// with pings every 50 ms that must be answered within 100 ms.
+async fn pinged(serve: bool) -> H2Conn {
+    let (client, server) = tokio::io::duplex(1 << 16);
+    tokio::spawn(async move {
+        let mut conn: h2::server::Connection<_, Bytes> =
+            h2::server::handshake(server).await.unwrap();
+        if serve {
+            // h2 answers PINGs while the connection is polled.
+            while conn.accept().await.is_some() {}
+        } else {
+            // Alive (the pipe stays open) but silent: nothing reads the PINGs.
+            std::future::pending::<()>().await;
+            drop(conn);
+        }
+    });
+    let every = super::KeepAlive {
+        interval: std::time::Duration::from_millis(50),
+        timeout: std::time::Duration::from_millis(100),
+    };
+    H2Conn::handshake(client, 65_535, 65_535, "test".into(), every)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_unanswered_keep_alive_ping_closes_the_connection() {
+    let conn = pinged(false).await;
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert!(
+        conn.is_closed(),
+        "no PING answer: the connection is given up"
+    );
+}
+
+#[tokio::test]
+async fn answered_keep_alive_pings_keep_the_connection() {
+    let conn = pinged(true).await;
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert!(!conn.is_closed(), "PINGs answered: the connection stays");
 }

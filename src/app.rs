@@ -8,8 +8,6 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 
-use tower::Service;
-
 use crate::{
     config::Config,
     server::{self, admin::Admin},
@@ -191,9 +189,9 @@ pub async fn run_with(
             // A body a refusal leaves unread is drained, so the client sees the refusal.
             let req = req.map(crate::drain::DrainOnDrop::new);
             // The configuration in force now serves this request to its end.
-            let mut proxy = proxy_live.proxy();
+            let fut = proxy_live.call(req);
             async move {
-                match proxy.call(req).await {
+                match fut.await {
                     Ok(resp) => resp,
                     Err(never) => match never {},
                 }

@@ -7,7 +7,7 @@
 //! stream permit). Response extensions: [`Classified`] (classify, for metrics and audit),
 //! `Refused` (any refusal, see `crate::refusal`), `StreamGuards` (the forwarder, for a stream).
 
-use std::{convert::Infallible, future::Future, pin::Pin, sync::Arc};
+use std::{any::Any, convert::Infallible, future::Future, pin::Pin, sync::Arc};
 
 use http::{HeaderValue, Request, Response};
 
@@ -77,11 +77,24 @@ impl Caller {
     }
 }
 
-/// Box a future as a [`ResponseFuture`].
-pub fn boxed(
-    f: impl Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
-) -> ResponseFuture {
-    Box::pin(f)
+/// Box a future as a [`ResponseFuture`]. A future that already is one (a layer handing on its
+/// inner service's future) is returned as it is: boxing it again would cost an allocation and
+/// an extra indirect call on every poll, once per layer and request.
+pub fn boxed<F>(f: F) -> ResponseFuture
+where
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let mut slot = Some(f);
+    if let Some(same) = (&mut slot as &mut dyn Any).downcast_mut::<Option<ResponseFuture>>() {
+        if let Some(fut) = same.take() {
+            return fut;
+        }
+    }
+    match slot {
+        Some(f) => Box::pin(f),
+        // Only taken above, where it returned; deny by default all the same.
+        None => ready(crate::refusal::Refusal::Panic.respond()),
+    }
 }
 
 /// An immediate answer (a refusal).
@@ -196,5 +209,37 @@ pub mod testing {
         };
         let credentials = crate::upstream::Credentials::load(&UpstreamToken::None).unwrap();
         Arc::new(crate::upstream::Upstream::new(&cfg, credentials).unwrap())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn address(f: &ResponseFuture) -> *const u8 {
+        let r: &(dyn Future<Output = Result<Response<Body>, Infallible>> + Send) = &**f;
+        (r as *const (dyn Future<Output = Result<Response<Body>, Infallible>> + Send)).cast::<u8>()
+    }
+
+    #[tokio::test]
+    async fn boxed_hands_on_a_response_future_without_boxing_it_again() {
+        let inner = ready(Response::new(crate::body::empty()));
+        let before = address(&inner);
+        let outer = boxed(inner);
+        assert_eq!(
+            address(&outer),
+            before,
+            "the same allocation, not a box around it"
+        );
+        let resp = outer.await.unwrap_or_else(|never| match never {});
+        assert_eq!(resp.status(), http::StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn boxed_boxes_any_other_future() {
+        let resp = boxed(async { Ok(Response::new(crate::body::empty())) })
+            .await
+            .unwrap_or_else(|never| match never {});
+        assert_eq!(resp.status(), http::StatusCode::OK);
     }
 }

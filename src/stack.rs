@@ -21,6 +21,7 @@ use crate::{
     ratelimit::{LoadShedLayer, RateLimitLayer, RateLimiter, SourceBlockLayer},
     request_id::RequestIdLayer,
     sanitize::{SanitizeLayer, Sanitizer},
+    service::ResponseFuture,
     telemetry::{traced, Metrics, MetricsLayer, RequestSpanLayer, Tracing, UpstreamSpanLayer},
     upstream::{Credentials, Upstream, UpstreamService},
 };
@@ -54,7 +55,7 @@ pub struct Runtime {
 /// one beside the old.
 pub fn build<B>(
     rt: &Runtime,
-) -> impl Service<Request<B>, Response = Response<Body>, Error = Infallible, Future: Send>
+) -> impl Service<Request<B>, Response = Response<Body>, Error = Infallible, Future = ResponseFuture>
        + Clone
        + Send
        + 'static

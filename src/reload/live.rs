@@ -18,19 +18,48 @@ use std::{convert::Infallible, sync::Arc, time::Duration};
 use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tower::util::BoxCloneSyncService;
+use tower::Service;
 
 use crate::{
     body::Body,
     config::{Config, UpstreamToken},
     drain::DrainOnDrop,
+    service::ResponseFuture,
     shutdown::{self, Shutdown, Trigger},
     stack::{self, Runtime},
     upstream::Upstream,
 };
 
 /// The request stack of one generation, type-erased so generations can be swapped.
-pub type Proxy = BoxCloneSyncService<Request<DrainOnDrop<Incoming>>, Response<Body>, Infallible>;
+///
+/// A request runs on a clone of the stack, because tower's `call` takes `&mut self`. The
+/// clone lives only for the call: the future it returns owns what it needs. So no clone is
+/// boxed, and the stack's [`ResponseFuture`] is handed on without boxing it again (tower's
+/// `BoxCloneSyncService` did both on every request).
+#[derive(Clone)]
+pub struct Proxy(Arc<dyn Fn(Request<DrainOnDrop<Incoming>>) -> ResponseFuture + Send + Sync>);
+
+impl Proxy {
+    fn new<S>(stack: S) -> Proxy
+    where
+        S: Service<
+                Request<DrainOnDrop<Incoming>>,
+                Response = Response<Body>,
+                Error = Infallible,
+                Future = ResponseFuture,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+    {
+        Proxy(Arc::new(move |req| stack.clone().call(req)))
+    }
+
+    /// Run `req` through the stack.
+    pub fn call(&self, req: Request<DrainOnDrop<Incoming>>) -> ResponseFuture {
+        (self.0)(req)
+    }
+}
 
 /// One configuration, built and running.
 pub struct Generation {
@@ -84,7 +113,7 @@ impl Generation {
             jwt.spawn_refresh(stop.clone());
         }
         Generation {
-            proxy: BoxCloneSyncService::new(stack::build(&rt)),
+            proxy: Proxy::new(stack::build(&rt)),
             rt,
             tasks,
         }
@@ -144,9 +173,9 @@ impl Live {
         self.current.load().rt.config.clone()
     }
 
-    /// The stack a request arriving now runs on, to its end.
-    pub fn proxy(&self) -> Proxy {
-        self.current.load().proxy.clone()
+    /// Run `req` on the stack in force now, to its end.
+    pub fn call(&self, req: Request<DrainOnDrop<Incoming>>) -> ResponseFuture {
+        self.current.load().proxy.call(req)
     }
 
     /// The listener's TLS config, for `server::serve_live`.

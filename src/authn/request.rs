@@ -90,9 +90,18 @@ pub async fn authenticate(
         Bearer::Invalid(why) => Err(Failure::BadHeader(why)),
         Bearer::Token(token) => {
             let jwt = config.jwt.as_ref().ok_or(Failure::NoIssuer)?;
-            let mut id = jwt.authenticate(token).await?;
-            id.tenant = config.authorizer.tenant_of(&id);
-            Ok(Arc::new(id))
+            let id = jwt.authenticate(token).await?;
+            // The cached identity has no tenant (the authorizer, which names it, may be
+            // replaced by a reload while the token cache lives on): resolved per request, and
+            // the shared identity is copied only when it has one.
+            match config.authorizer.tenant_of(&id) {
+                None => Ok(id),
+                Some(tenant) => {
+                    let mut id = Arc::unwrap_or_clone(id);
+                    id.tenant = Some(tenant);
+                    Ok(Arc::new(id))
+                }
+            }
         }
     }
 }

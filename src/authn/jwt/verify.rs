@@ -150,7 +150,9 @@ impl std::ops::Deref for IssuerPolicy {
 
 #[derive(Clone)]
 struct Cached {
-    identity: Identity,
+    /// Shared with every request it authenticates: a cache hit clones a pointer, not the
+    /// identity's strings.
+    identity: Arc<Identity>,
     keys: Arc<KeyStore>,
     generation: u64,
 }
@@ -230,7 +232,7 @@ impl JwtAuthenticator {
 
     /// Verify a bearer token (without the `Bearer ` prefix) and map it to an [`Identity`]
     /// (`tenant` is left `None`).
-    pub async fn authenticate(&self, token: &str) -> Result<Identity, Rejected> {
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<Identity>, Rejected> {
         if token.is_empty() {
             return Err(Rejected::Empty);
         }
@@ -247,6 +249,7 @@ impl JwtAuthenticator {
         // Boxed: a miss may wait for a key refresh, whose state would otherwise sit (and be
         // copied) in every request's future, cache hits included.
         let (identity, exp, keys, generation) = Box::pin(self.verify(token, now)).await?;
+        let identity = Arc::new(identity);
         let cached = Cached {
             identity: identity.clone(),
             keys,

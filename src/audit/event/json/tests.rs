@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::{needs_escape, oref, status, top, user, write, Key};
+use super::{by_rank, needs_escape, oref, status, top, user, write, Key, Member, Two, RANKS};
 use crate::audit::{
     canonical,
     event::{Event, Level, MicroTime, ObjectReference, ResponseStatus, Stage, UserInfo},
@@ -249,7 +249,29 @@ fn ranks_are_the_sorted_order_of_the_names() {
         let ranks: Vec<u8> = by_name.iter().map(|k| k.1).collect();
         let want: Vec<u8> = (0..all.len() as u8).collect();
         assert_eq!(ranks, want, "{by_name:?}");
+        // `by_rank` places members in an array of RANKS slots.
+        assert!(all.len() <= RANKS, "{} members", all.len());
     }
+}
+
+#[test]
+fn by_rank_orders_any_subset_of_members_by_rank() {
+    let two = |n: usize| Two {
+        line: n..n,
+        canon: n..n,
+    };
+    // Every other field of the top level, pushed in reverse order.
+    let members: Vec<Member> = top::ALL
+        .iter()
+        .rev()
+        .step_by(2)
+        .enumerate()
+        .map(|(i, k)| (*k, two(i)))
+        .collect();
+    let mut want: Vec<&str> = members.iter().map(|m| m.0 .0).collect();
+    want.sort();
+    let got: Vec<&str> = by_rank(&members).map(|m| m.0 .0).collect();
+    assert_eq!(got, want);
 }
 
 #[test]

@@ -17,9 +17,10 @@
 # COUNT=perf runs the binary natively under `perf record -g` instead (apt-get install -y
 # linux-perf) and prints where its CPU time went (self time by symbol); the proportions hold on a
 # shared machine, the absolute times do not. It also prints the resident memory after the run.
-# COUNT=allocs counts heap allocations per request instead (valgrind's DHAT: blocks allocated,
-# same workload and the same difference of two runs), e.g. to see what an allocator-saving
-# change buys:  COUNT=allocs benches/instructions_per_request.sh TOOLS_BIN BIN
+# Each binary's heap allocations per request are printed beside its instructions: the calls
+# into the allocator (`__rust_alloc`, `__rust_alloc_zeroed`, libc `malloc` / `calloc`;
+# reallocations apart) that callgrind recorded in the same two runs, by callgrind_calls.py.
+# That works with any global allocator (valgrind's DHAT, used before, cannot see mimalloc's).
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 W=$(mktemp -d -t ab.XXXX); chmod 755 "$W"; cd "$W"
@@ -49,7 +50,7 @@ sleep 1
 shift
 for B in "$@"; do
  for n in 500 2500; do
-  rm -f audit.log* cg.out dhat.out
+  rm -f audit.log* cg.out
   if [ "${COUNT:-instructions}" = perf ]; then
    [ "$n" = 500 ] && continue
    TOKIO_WORKER_THREADS=1 "$B" serve --config pc.yaml > pc.log 2>&1 & p=$!
@@ -62,26 +63,21 @@ for B in "$@"; do
    perf report -i perf.data --stdio --no-children --sort symbol 2>/dev/null | grep -E '^ +[0-9.]+%' | head -${PERF_TOP:-25}
    continue
   fi
-  if [ "${COUNT:-instructions}" = allocs ]; then
-   TOKIO_WORKER_THREADS=1 valgrind --tool=dhat --dhat-out-file=dhat.out "$B" serve --config pc.yaml > pc.log 2>&1 & p=$!
-  else
-   TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file=cg.out "$B" serve --config pc.yaml > pc.log 2>&1 & p=$!
-  fi
+  TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file=cg.out "$B" serve --config pc.yaml > pc.log 2>&1 & p=$!
   for _ in $(seq 1 300); do (exec 3<>/dev/tcp/127.0.0.1/18446) 2>/dev/null && break; sleep 0.2; done
   h2load -n "$n" -c 32 -m 4 -t 1 -H "authorization: Bearer $TOKEN" https://127.0.0.1:18446/api/v1/namespaces/team-a/pods > h2.out 2>&1
   kill $p; wait $p 2>/dev/null
-  if [ "${COUNT:-instructions}" = allocs ]; then
-   # DHAT's summary on stderr: "Total:     N bytes in M blocks"
-   ir=$(sed -n 's/.*Total: *[0-9,]* bytes in \([0-9,]*\) blocks.*/\1/p' pc.log | tr -d ,)
-  else
-   ir=$(grep -m1 "^summary:" cg.out | awk '{print $2}')
-  fi
+  ir=$(grep -m1 "^summary:" cg.out | awk '{print $2}')
+  read -r allocs grow < <(python3 "$HERE/callgrind_calls.py" cg.out)
+  eval "allocs_$n=$allocs grow_$n=$grow"
   # Kept for a per-function difference of the two runs (callgrind_annotate on each).
-  cp cg.out "cg.$n.out" 2>/dev/null; cp dhat.out "dhat.$n.out" 2>/dev/null
+  cp cg.out "cg.$n.out" 2>/dev/null
   ok=$(sed -n "s/^status codes: \([0-9]*\) 2xx.*/\1/p" h2.out)
-  echo "$B n=$n 2xx=$ok ${COUNT:-instructions}=$ir"
+  echo "$B n=$n 2xx=$ok instructions=$ir allocations=$allocs"
   eval "ir_$n=$ir"
  done
  [ "${COUNT:-instructions}" = perf ] && continue
- echo "$B ${COUNT:-instructions}/request=$(( (ir_2500 - ir_500) / 2000 ))"
+ echo "$B instructions/request=$(( (ir_2500 - ir_500) / 2000 ))"
+ # Two decimals: one allocation saved every few requests shows.
+ echo "$B allocations/request=$(awk "BEGIN{printf \"%.2f\", ($allocs_2500 - $allocs_500) / 2000}") reallocations/request=$(awk "BEGIN{printf \"%.2f\", ($grow_2500 - $grow_500) / 2000}")"
 done

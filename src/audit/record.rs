@@ -39,8 +39,8 @@ use serde_json::Value;
 
 use crate::{
     audit::{
-        event::ResponseStatus, Attributes, AuditError, Auditor, Event, Level, MicroTime,
-        ObjectNames, ObjectReference, Policy, RuleEvaluation, Stage, UserInfo,
+        event::ResponseStatus, sink::Prepared, Attributes, AuditError, Auditor, Event, Level,
+        MicroTime, ObjectNames, ObjectReference, Policy, RuleEvaluation, Stage, UserInfo,
     },
     authn::{identity::Method, Identity},
     k8s::request::RequestInfo,
@@ -118,10 +118,13 @@ impl AuditRecord {
 
     /// Emit the event at `stage` if the policy records it; `Err` only from a strict sink.
     pub async fn emit(&self, stage: Stage) -> Result<(), AuditError> {
-        let Some((auditor, event)) = self.with(|r| r.event_for(stage, false)) else {
+        let Some((auditor, prepared)) = self.with(|r| r.prepared_for(stage)) else {
             return Ok(());
         };
-        auditor.emit(event).await
+        match prepared {
+            Some(prepared) => auditor.emit_prepared(prepared).await,
+            None => Ok(()),
+        }
     }
 
     /// The `ResponseComplete` event as it stands now, if not taken yet: a future that emits
@@ -371,6 +374,30 @@ impl Recorder {
             self.event.clone()
         };
         Some((self.audit.auditor.clone(), self.staged(e, stage)))
+    }
+
+    /// A stage before the last (`RequestReceived`, `ResponseStarted`, `Panic`), serialized for
+    /// its sinks if the policy records it. The record stays as it is, so the event is written
+    /// from it in place rather than copied first (as `event_for` does), whenever staging it
+    /// would change only its stage, timestamp and level: it holds no request or response
+    /// object yet, which is the case at `RequestReceived`.
+    fn prepared_for(&mut self, stage: Stage) -> Option<(Arc<Auditor>, Option<Arc<Prepared>>)> {
+        if self.event.request_object.is_some() || self.event.response_object.is_some() {
+            let (auditor, event) = self.event_for(stage, false)?;
+            let prepared = auditor.prepare(&event);
+            return Some((auditor, prepared));
+        }
+        if !self.evaluate().records(stage) {
+            return None;
+        }
+        let e = &mut self.event;
+        let kept = (e.stage, e.stage_timestamp, e.level);
+        (e.stage, e.stage_timestamp, e.level) = (stage, MicroTime::now(), self.eval.level);
+        let auditor = self.audit.auditor.clone();
+        let prepared = auditor.prepare(&self.event);
+        let e = &mut self.event;
+        (e.stage, e.stage_timestamp, e.level) = kept;
+        Some((auditor, prepared))
     }
 
     /// The `ResponseComplete` event and where to send it, once: `None` if already taken or

@@ -397,3 +397,42 @@ async fn a_protobuf_answer_is_recorded_as_json() {
     );
     assert!(sink.events()[0].get("responseObject").is_none());
 }
+
+/// `RequestReceived` is written from the record in place (no copy of the event); the record
+/// must come out unchanged, and the two events agree on everything but the stage's own fields.
+#[tokio::test]
+async fn request_received_written_in_place_leaves_the_record_as_it_was() {
+    use crate::audit::{record::Recorder, AuditRecord, Stage};
+    let sink = Memory::default();
+    let rec = AuditRecord::new(Recorder::new(
+        audit(METADATA, &sink),
+        &http::HeaderValue::from_static("0000-id"),
+        "/api/v1/namespaces/a/configmaps?limit=5".into(),
+        &http::Method::GET,
+        Some(&http::HeaderValue::from_static("kubectl/v1.32")),
+        vec!["10.0.0.1".into()],
+    ));
+    rec.with(|r| r.annotate("portcullis.io/ratelimit", "allowed"));
+    rec.emit(Stage::RequestReceived).await.unwrap();
+    rec.complete().await.unwrap();
+    let all = sink.wait_for(2).await;
+    let (received, complete) = (&all[0], &all[1]);
+    assert_eq!(received["stage"], "RequestReceived");
+    assert_eq!(complete["stage"], "ResponseComplete");
+    assert_eq!(received["level"], "Metadata");
+    assert!(received["stageTimestamp"].as_str() >= received["requestReceivedTimestamp"].as_str());
+    assert!(complete["stageTimestamp"].as_str() >= received["stageTimestamp"].as_str());
+    let without = |v: &Value| {
+        let mut v = v.clone();
+        for k in ["stage", "stageTimestamp", "responseStatus"] {
+            v.as_object_mut().unwrap().remove(k);
+        }
+        v
+    };
+    assert_eq!(without(received), without(complete));
+    assert_eq!(
+        received["annotations"]["portcullis.io/ratelimit"],
+        "allowed"
+    );
+    assert_eq!(received["userAgent"], "kubectl/v1.32");
+}

@@ -155,8 +155,22 @@ impl Prepared {
     /// Serialize `event`; `chained` also computes its canonical bytes.
     pub fn new(mut event: Event, chained: bool) -> Prepared {
         event.annotations.remove(chain::CHAIN_ANNOTATION);
+        Prepared::written(&event, chained)
+    }
+
+    /// [`new`](Self::new) from a borrowed event: no copy unless it carries a chain annotation
+    /// (then a copy without it).
+    pub fn of(event: &Event, chained: bool) -> Prepared {
+        if event.annotations.contains_key(chain::CHAIN_ANNOTATION) {
+            return Prepared::new(event.clone(), chained);
+        }
+        Prepared::written(event, chained)
+    }
+
+    /// `event` has no chain annotation.
+    fn written(event: &Event, chained: bool) -> Prepared {
         // One pass writes the line and the canonical bytes (`event/json.rs`).
-        let (line, canonical) = super::event::json::write(&event, chained);
+        let (line, canonical) = super::event::json::write(event, chained);
         Prepared {
             line,
             has_annotations: !event.annotations.is_empty(),
@@ -341,6 +355,12 @@ impl Auditor {
         }
         let prepared = Arc::new(Prepared::new(event, self.chained));
         self.emit_prepared(prepared).await
+    }
+
+    /// `event` prepared for [`emit_prepared`](Self::emit_prepared), without taking it; `None`
+    /// when there is no sink (nothing to write).
+    pub fn prepare(&self, event: &Event) -> Option<Arc<Prepared>> {
+        (!self.sinks.is_empty()).then(|| Arc::new(Prepared::of(event, self.chained)))
     }
 
     /// [`emit`](Self::emit) for an already prepared event (prepare with `chained` =

@@ -18,6 +18,8 @@
 
 use std::{collections::BTreeMap, ops::Range};
 
+use smallvec::SmallVec;
+
 use super::{Event, MicroTime, ObjectReference, ResponseStatus, UserInfo};
 
 /// A value written into the scratch buffer: where its line form and its canonical form are
@@ -34,6 +36,9 @@ type Key = (&'static str, u8);
 
 /// One member of an object being assembled.
 type Member = (Key, Two);
+
+/// The members of a nested object (at most 8), kept on the stack.
+type Members = SmallVec<[Member; 8]>;
 
 /// The event's members: JSON name and rank in canonical (sorted) order.
 mod top {
@@ -139,7 +144,7 @@ pub fn write(event: &Event, chained: bool) -> (Vec<u8>, Option<Vec<u8>>) {
         buf: Vec::with_capacity(1024),
         chained,
     };
-    let mut members: Vec<Member> = Vec::with_capacity(20);
+    let mut members: SmallVec<[Member; 20]> = SmallVec::new();
     members.push((top::KIND, w.str(&event.kind)));
     members.push((top::API_VERSION, w.str(&event.api_version)));
     members.push((top::LEVEL, w.plain(event.level.as_str())));
@@ -215,6 +220,29 @@ fn by_rank(members: &[Member]) -> impl Iterator<Item = &Member> {
         Some(rank)
     })
     .filter_map(move |rank| at.get(rank).and_then(|&i| members.get(usize::from(i))))
+}
+
+/// [`object_into`] appending to the buffer that holds the members' values.
+fn object_within<'a>(
+    buf: &mut Vec<u8>,
+    members: impl IntoIterator<Item = &'a Member>,
+    form: fn(&Two) -> &Range<usize>,
+) {
+    buf.push(b'{');
+    for (i, ((key, _), value)) in members.into_iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.push(b'"');
+        buf.extend_from_slice(key.as_bytes());
+        buf.extend_from_slice(b"\":");
+        let range = form(value).clone();
+        // Ranges are of bytes already written, so always within; an empty one otherwise.
+        if range.end <= buf.len() {
+            buf.extend_from_within(range);
+        }
+    }
+    buf.push(b'}');
 }
 
 /// `{"k":v,…}` from members whose values are in `buf` (`form` picks line or canonical).
@@ -328,11 +356,9 @@ impl Writer {
     }
 
     /// An object from its members in line order; also sorted when the hash chain needs it.
-    fn object(&mut self, members: Vec<Member>) -> Two {
-        let mut line_bytes = Vec::with_capacity(64);
-        object_into(&self.buf, &members, |t| &t.line, &mut line_bytes);
+    fn object(&mut self, members: &[Member]) -> Two {
         let at = self.buf.len();
-        self.buf.extend_from_slice(&line_bytes);
+        object_within(&mut self.buf, members, |t| &t.line);
         let line = at..self.buf.len();
         if !self.chained {
             return Two {
@@ -340,10 +366,8 @@ impl Writer {
                 canon: line,
             };
         }
-        line_bytes.clear();
-        object_into(&self.buf, by_rank(&members), |t| &t.canon, &mut line_bytes);
         let at = self.buf.len();
-        self.buf.extend_from_slice(&line_bytes);
+        object_within(&mut self.buf, by_rank(members), |t| &t.canon);
         Two {
             line,
             canon: at..self.buf.len(),
@@ -351,7 +375,7 @@ impl Writer {
     }
 
     fn user(&mut self, u: &UserInfo) -> Two {
-        let mut m: Vec<Member> = Vec::with_capacity(4);
+        let mut m: Members = Members::new();
         if !u.username.is_empty() {
             m.push((user::USERNAME, self.str(&u.username)));
         }
@@ -378,11 +402,11 @@ impl Writer {
                 }),
             ));
         }
-        self.object(m)
+        self.object(&m)
     }
 
     fn object_ref(&mut self, r: &ObjectReference) -> Two {
-        let mut m: Vec<Member> = Vec::with_capacity(8);
+        let mut m: Members = Members::new();
         for (key, value) in [
             (oref::RESOURCE, &r.resource),
             (oref::NAMESPACE, &r.namespace),
@@ -397,11 +421,11 @@ impl Writer {
                 m.push((key, self.str(value)));
             }
         }
-        self.object(m)
+        self.object(&m)
     }
 
     fn response_status(&mut self, s: &ResponseStatus) -> Two {
-        let mut m: Vec<Member> = Vec::with_capacity(6);
+        let mut m: Members = Members::new();
         let metadata = if s.metadata.is_empty() {
             self.leaf(|b| b.extend_from_slice(b"{}"))
         } else {
@@ -427,7 +451,7 @@ impl Writer {
                 self.leaf(|b| b.extend_from_slice(itoa::Buffer::new().format(code).as_bytes())),
             ));
         }
-        self.object(m)
+        self.object(&m)
     }
 }
 

@@ -11,7 +11,20 @@ K=$(mktemp -d -t pcbench.XXXX); trap 'rm -rf "$K"' EXIT
 . "$HERE/proxy_config.sh"
 bench_credentials "$BIN" "$K"
 bench_config "$K" @SERVER_CERT@ @SERVER_KEY@ @UPSTREAM@ @UPSTREAM_CA@ "${AUDIT_MODE:-blocking}" >"$K/pc.yaml"
-export PORTCULLIS_CMD="sed -e \"s#@SERVER_CERT@#\$SERVER_CERT#;s#@SERVER_KEY@#\$SERVER_KEY#;s#@UPSTREAM@#\$UPSTREAM#;s#@UPSTREAM_CA@#\$UPSTREAM_CA#\" $K/pc.yaml > $K/run.yaml && exec $BIN serve --config $K/run.yaml"
+# The proxy runs under a small shell that, when anchors.sh stops it, first writes the CPU time
+# the proxy used (user and system ticks from /proc/<pid>/stat). The proxy sits idle while the
+# anchors run, so that is its CPU for its own run (plus startup, a few ticks): CPU per request
+# is steadier than req/s on a shared machine, where neighbours take the cores.
+cat >"$K/cpu.sh" <<'S'
+"$@" & p=$!
+trap 'read -r -a s < /proc/$p/stat; echo "${s[13]} ${s[14]}" > "$CPU_OUT"; kill $p; wait $p; exit 0' TERM
+wait $p
+S
+export PORTCULLIS_CMD="sed -e \"s#@SERVER_CERT@#\$SERVER_CERT#;s#@SERVER_KEY@#\$SERVER_KEY#;s#@UPSTREAM@#\$UPSTREAM#;s#@UPSTREAM_CA@#\$UPSTREAM_CA#\" $K/pc.yaml > $K/run.yaml && CPU_OUT=$K/cpu exec bash $K/cpu.sh $BIN serve --config $K/run.yaml"
 export PORTCULLIS_HEADER="authorization: Bearer $TOKEN"
 bash "$HERE/anchors.sh" "$@"
 echo "audit events written: $(grep -c '"kind":"Event"' "$K/audit.log" 2>/dev/null)"
+if read -r ut st 2>/dev/null <"$K/cpu"; then
+  hz=$(getconf CLK_TCK); n=${1:-60000}
+  awk -v u="$ut" -v s="$st" -v hz="$hz" -v n="$n" 'BEGIN { printf "portcullis CPU: %.2f s user, %.2f s system; %.1f us per request (startup included)\n", u/hz, s/hz, (u+s)/hz*1e6/n }'
+fi

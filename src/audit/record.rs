@@ -121,10 +121,7 @@ impl AuditRecord {
         let Some((auditor, prepared)) = self.with(|r| r.prepared_for(stage)) else {
             return Ok(());
         };
-        match prepared {
-            Some(prepared) => auditor.emit_prepared(prepared).await,
-            None => Ok(()),
-        }
+        auditor.emit_prepared(prepared).await
     }
 
     /// The `ResponseComplete` event as it stands now, if not taken yet: a future that emits
@@ -377,14 +374,14 @@ impl Recorder {
     }
 
     /// A stage before the last (`RequestReceived`, `ResponseStarted`, `Panic`), serialized for
-    /// its sinks if the policy records it. The record stays as it is, so the event is written
-    /// from it in place rather than copied first (as `event_for` does), whenever staging it
-    /// would change only its stage, timestamp and level: it holds no request or response
-    /// object yet, which is the case at `RequestReceived`.
-    fn prepared_for(&mut self, stage: Stage) -> Option<(Arc<Auditor>, Option<Arc<Prepared>>)> {
+    /// its sinks if the policy records it and a sink exists. The record stays as it is, so the
+    /// event is written from it in place rather than copied first (as `event_for` does),
+    /// whenever staging it would change only its stage, timestamp and level: it holds no
+    /// request or response object yet, which is the case at `RequestReceived`.
+    fn prepared_for(&mut self, stage: Stage) -> Option<(Arc<Auditor>, Arc<Prepared>)> {
         if self.event.request_object.is_some() || self.event.response_object.is_some() {
             let (auditor, event) = self.event_for(stage, false)?;
-            let prepared = auditor.prepare(&event);
+            let prepared = auditor.prepare(&event)?;
             return Some((auditor, prepared));
         }
         if !self.evaluate().records(stage) {
@@ -397,7 +394,7 @@ impl Recorder {
         let prepared = auditor.prepare(&self.event);
         let e = &mut self.event;
         (e.stage, e.stage_timestamp, e.level) = kept;
-        Some((auditor, prepared))
+        Some((auditor, prepared?))
     }
 
     /// The `ResponseComplete` event and where to send it, once: `None` if already taken or

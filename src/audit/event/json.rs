@@ -222,38 +222,14 @@ fn by_rank(members: &[Member]) -> impl Iterator<Item = &Member> {
     .filter_map(move |rank| at.get(rank).and_then(|&i| members.get(usize::from(i))))
 }
 
-/// [`object_into`] appending to the buffer that holds the members' values.
-fn object_within<'a>(
-    buf: &mut Vec<u8>,
-    members: impl IntoIterator<Item = &'a Member>,
-    form: fn(&Two) -> &Range<usize>,
-) {
-    buf.push(b'{');
-    for (i, ((key, _), value)) in members.into_iter().enumerate() {
-        if i > 0 {
-            buf.push(b',');
-        }
-        buf.push(b'"');
-        buf.extend_from_slice(key.as_bytes());
-        buf.extend_from_slice(b"\":");
-        let range = form(value).clone();
-        // Ranges are of bytes already written, so always within; an empty one otherwise.
-        if range.end <= buf.len() {
-            buf.extend_from_within(range);
-        }
-    }
-    buf.push(b'}');
-}
-
-/// `{"k":v,…}` from members whose values are in `buf` (`form` picks line or canonical).
-fn object_into<'a>(
-    buf: &[u8],
-    members: impl IntoIterator<Item = &'a Member>,
-    form: fn(&Two) -> &Range<usize>,
+/// `{"k":v,…}` appended to `out`; `value` appends one member's value.
+fn assemble<'a>(
     out: &mut Vec<u8>,
+    members: impl IntoIterator<Item = &'a Member>,
+    mut value: impl FnMut(&mut Vec<u8>, &Two),
 ) {
     out.push(b'{');
-    for (i, ((key, _), value)) in members.into_iter().enumerate() {
+    for (i, ((key, _), v)) in members.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -261,9 +237,37 @@ fn object_into<'a>(
         out.push(b'"');
         out.extend_from_slice(key.as_bytes());
         out.extend_from_slice(b"\":");
-        out.extend_from_slice(buf.get(form(value).clone()).unwrap_or_default());
+        value(out, v);
     }
     out.push(b'}');
+}
+
+/// An object from members whose values are in `buf`, appended to `out` (`form` picks line or
+/// canonical).
+fn object_into<'a>(
+    buf: &[u8],
+    members: impl IntoIterator<Item = &'a Member>,
+    form: fn(&Two) -> &Range<usize>,
+    out: &mut Vec<u8>,
+) {
+    assemble(out, members, |out, v| {
+        out.extend_from_slice(buf.get(form(v).clone()).unwrap_or_default())
+    });
+}
+
+/// [`object_into`] appending to the buffer that holds the members' values.
+fn object_within<'a>(
+    buf: &mut Vec<u8>,
+    members: impl IntoIterator<Item = &'a Member>,
+    form: fn(&Two) -> &Range<usize>,
+) {
+    assemble(buf, members, |buf, v| {
+        let range = form(v).clone();
+        // Ranges are of bytes already written, so always within; an empty one otherwise.
+        if range.end <= buf.len() {
+            buf.extend_from_within(range);
+        }
+    });
 }
 
 struct Writer {

@@ -16,7 +16,10 @@
 #   PC_EXTRA_YAML=$'tracing:\n  endpoint: http://127.0.0.1:18448\n  sampling_ratio: 0.01' benches/...
 # COUNT=perf runs the binary natively under `perf record -g` instead (apt-get install -y
 # linux-perf) and prints where its CPU time went (self time by symbol); the proportions hold on a
-# shared machine, the absolute times do not. It also prints the resident memory after the run.
+# shared machine, the absolute times do not (KEEP_PERF=file keeps perf.data). It also prints the resident memory after the run.
+# COUNT=syscalls runs it natively under `perf stat` and prints, per request, the system calls
+# that move bytes or wait (writev, write, recvfrom, read, epoll_wait, futex) and the context
+# switches, under the same 40 000-request load: what batching per turn and per write buys.
 # Each binary's heap allocations per request are printed beside its instructions: the calls
 # into the allocator (`__rust_alloc`, `__rust_alloc_zeroed`, libc `malloc` / `calloc`;
 # reallocations apart) that callgrind recorded in the same two runs, by callgrind_calls.py.
@@ -51,21 +54,35 @@ shift
 for B in "$@"; do
  for n in 500 2500; do
   rm -f audit.log* cg.out
+  if [ "${COUNT:-instructions}" = syscalls ]; then
+   [ "$n" = 500 ] && continue
+   TOKIO_WORKER_THREADS=1 "$B" serve --config pc.yaml > pc.log 2>&1 & p=$!
+   for _ in $(seq 1 300); do (exec 3<>/dev/tcp/127.0.0.1/18446) 2>/dev/null && break; sleep 0.2; done
+   ev=context-switches; for c in writev write recvfrom read epoll_wait futex; do ev="$ev,syscalls:sys_enter_$c"; done
+   perf stat -e "$ev" -x, -o stat.out -p $p & rec=$!
+   sleep 0.5
+   h2load -n 40000 -c ${CLIENTS:-32} -m ${STREAMS:-4} -t 1 -H "authorization: Bearer $TOKEN" https://127.0.0.1:18446/api/v1/namespaces/team-a/pods > h2.out 2>&1
+   kill -INT $rec; wait $rec 2>/dev/null; kill $p; wait $p 2>/dev/null
+   echo "$B: $(grep -m1 '^status codes' h2.out)"
+   awk -F, '/^[0-9]/ { sub("syscalls:sys_enter_", "", $3); printf "  %-16s %6.2f per request\n", $3, $1 / 40000 }' stat.out
+   continue
+  fi
   if [ "${COUNT:-instructions}" = perf ]; then
    [ "$n" = 500 ] && continue
    TOKIO_WORKER_THREADS=1 "$B" serve --config pc.yaml > pc.log 2>&1 & p=$!
    for _ in $(seq 1 300); do (exec 3<>/dev/tcp/127.0.0.1/18446) 2>/dev/null && break; sleep 0.2; done
    perf record -q -F 2000 -g -p $p -o perf.data >/dev/null 2>&1 & rec=$!
-   h2load -n 40000 -c 32 -m 4 -t 1 -H "authorization: Bearer $TOKEN" https://127.0.0.1:18446/api/v1/namespaces/team-a/pods > h2.out 2>&1
+   h2load -n 40000 -c ${CLIENTS:-32} -m ${STREAMS:-4} -t 1 -H "authorization: Bearer $TOKEN" https://127.0.0.1:18446/api/v1/namespaces/team-a/pods > h2.out 2>&1
    kill -INT $rec; wait $rec 2>/dev/null
    rss=$(awk '/^VmRSS/ {print $2 " " $3}' /proc/$p/status); kill $p; wait $p 2>/dev/null
    echo "$B: $(grep -m1 '^status codes' h2.out); RSS after the run $rss"
+   [ -n "${KEEP_PERF:-}" ] && cp perf.data "$KEEP_PERF"
    perf report -i perf.data --stdio --no-children --sort symbol 2>/dev/null | grep -E '^ +[0-9.]+%' | head -${PERF_TOP:-25}
    continue
   fi
   TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file=cg.out "$B" serve --config pc.yaml > pc.log 2>&1 & p=$!
   for _ in $(seq 1 300); do (exec 3<>/dev/tcp/127.0.0.1/18446) 2>/dev/null && break; sleep 0.2; done
-  h2load -n "$n" -c 32 -m 4 -t 1 -H "authorization: Bearer $TOKEN" https://127.0.0.1:18446/api/v1/namespaces/team-a/pods > h2.out 2>&1
+  h2load -n "$n" -c ${CLIENTS:-32} -m ${STREAMS:-4} -t 1 -H "authorization: Bearer $TOKEN" https://127.0.0.1:18446/api/v1/namespaces/team-a/pods > h2.out 2>&1
   kill $p; wait $p 2>/dev/null
   ir=$(grep -m1 "^summary:" cg.out | awk '{print $2}')
   read -r allocs grow < <(python3 "$HERE/callgrind_calls.py" cg.out)
@@ -76,7 +93,7 @@ for B in "$@"; do
   echo "$B n=$n 2xx=$ok instructions=$ir allocations=$allocs"
   eval "ir_$n=$ir"
  done
- [ "${COUNT:-instructions}" = perf ] && continue
+ [ "${COUNT:-instructions}" != instructions ] && continue
  echo "$B instructions/request=$(( (ir_2500 - ir_500) / 2000 ))"
  # Two decimals: one allocation saved every few requests shows.
  echo "$B allocations/request=$(awk "BEGIN{printf \"%.2f\", ($allocs_2500 - $allocs_500) / 2000}") reallocations/request=$(awk "BEGIN{printf \"%.2f\", ($grow_2500 - $grow_500) / 2000}")"

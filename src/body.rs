@@ -3,7 +3,10 @@
 //! Responses are either fully known (`full`, `empty`, `json`) or streamed (`channel`): a streamed
 //! body hands each chunk to hyper as soon as it is sent, which is what watches and `logs -f` need.
 
+use std::collections::VecDeque;
+
 use bytes::Bytes;
+use http_body::Frame;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
 
 /// Errors a body may yield while streaming.
@@ -25,6 +28,48 @@ pub fn full(data: impl Into<Bytes>) -> Body {
     Full::new(data.into())
         .map_err(|never| match never {})
         .boxed_unsync()
+}
+
+/// A body of frames already in hand, in order. It reports its end with the last frame and its
+/// exact size (when it holds no trailers), so hyper sets HTTP/2 `END_STREAM` on the last DATA
+/// frame and HTTP/1.1 can send `Content-Length`. A stream-of-frames body would end only when
+/// polled once more: an empty DATA frame after the last one, in a write of its own.
+pub fn frames(frames: VecDeque<Frame<Bytes>>) -> Body {
+    if frames.is_empty() {
+        return empty();
+    }
+    Frames(frames).boxed_unsync()
+}
+
+struct Frames(VecDeque<Frame<Bytes>>);
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        if self.0.iter().any(Frame::is_trailers) {
+            return http_body::SizeHint::default();
+        }
+        let len = self
+            .0
+            .iter()
+            .filter_map(Frame::data_ref)
+            .map(Bytes::len)
+            .sum::<usize>();
+        http_body::SizeHint::with_exact(len as u64)
+    }
 }
 
 /// Box any body whose error converts into [`BoxError`].

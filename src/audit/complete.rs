@@ -176,20 +176,11 @@ pub async fn deliver(
     if let Some(c) = capture {
         c.finish(&rec);
     }
-    let whole = Response::from_parts(parts, replay(frames));
+    let whole = Response::from_parts(parts, body::frames(frames));
     match rec.complete().await {
         Ok(()) => Ok(whole),
         Err(err) => Err((err, whole)),
     }
-}
-
-/// A body of frames in hand.
-fn replay(frames: VecDeque<Frame<Bytes>>) -> Body {
-    if frames.is_empty() {
-        return body::empty();
-    }
-    let stream = futures_util::stream::iter(frames.into_iter().map(Ok::<_, BoxError>));
-    body::boxed(http_body_util::StreamBody::new(stream))
 }
 
 type Emitting = Pin<Box<dyn Future<Output = Result<(), AuditError>> + Send>>;

@@ -162,6 +162,35 @@ async fn a_small_answer_is_released_whole_after_its_event() {
     assert_eq!(&got[..], br#"{"kind":"ConfigMapList","items":[]}"#);
 }
 
+/// Released whole, the answer ends with its last frame and states its size: hyper then sets
+/// HTTP/2 END_STREAM on the last DATA frame (and HTTP/1.1 `Content-Length`) instead of
+/// sending an empty DATA frame later, in a write of its own.
+#[tokio::test]
+async fn a_small_answer_released_whole_ends_with_its_last_frame() {
+    let sink = Memory::default();
+    let (tx, upstream) = upstream();
+    tx.send(Ok(Bytes::from_static(b"{\"kind\":")))
+        .await
+        .unwrap();
+    tx.send(Ok(Bytes::from_static(b"\"List\"}"))).await.unwrap();
+    drop(tx);
+    let resp = through(audit(METADATA, &sink), json(200, upstream), None).await;
+    let mut body = resp.into_body();
+    assert_eq!(body.size_hint().exact(), Some(15));
+    assert!(!body.is_end_stream());
+    assert_eq!(
+        &next_soon(&mut body).await.unwrap().unwrap()[..],
+        b"{\"kind\":"
+    );
+    assert!(!body.is_end_stream());
+    assert_eq!(
+        &next_soon(&mut body).await.unwrap().unwrap()[..],
+        b"\"List\"}"
+    );
+    assert!(body.is_end_stream(), "the end is known with the last frame");
+    assert_eq!(sink.events().len(), 1);
+}
+
 #[tokio::test]
 async fn a_small_answer_whose_event_a_strict_sink_cannot_take_is_a_503() {
     let sink = Memory::default();

@@ -18,7 +18,7 @@
 # linux-perf) and prints where its CPU time went (self time by symbol); the proportions hold on a
 # shared machine, the absolute times do not (KEEP_PERF=file keeps perf.data). It also prints the resident memory after the run.
 # COUNT=syscalls runs it natively under `perf stat` and prints, per request, the system calls
-# that move bytes or wait (writev, write, recvfrom, read, epoll_wait, futex) and the context
+# that move bytes or wait (writev, write, recvfrom, read, epoll_wait, futex, fdatasync) and the context
 # switches, under the same 40 000-request load: what batching per turn and per write buys.
 # Each binary's heap allocations per request are printed beside its instructions: the calls
 # into the allocator (`__rust_alloc`, `__rust_alloc_zeroed`, libc `malloc` / `calloc`;
@@ -58,7 +58,7 @@ for B in "$@"; do
    [ "$n" = 500 ] && continue
    TOKIO_WORKER_THREADS=1 "$B" serve --config pc.yaml > pc.log 2>&1 & p=$!
    for _ in $(seq 1 300); do (exec 3<>/dev/tcp/127.0.0.1/18446) 2>/dev/null && break; sleep 0.2; done
-   ev=context-switches; for c in writev write recvfrom read epoll_wait futex; do ev="$ev,syscalls:sys_enter_$c"; done
+   ev=context-switches; for c in writev write recvfrom read epoll_wait futex fdatasync; do ev="$ev,syscalls:sys_enter_$c"; done
    perf stat -e "$ev" -x, -o stat.out -p $p & rec=$!
    sleep 0.5
    h2load -n 40000 -c ${CLIENTS:-32} -m ${STREAMS:-4} -t 1 -H "authorization: Bearer $TOKEN" https://127.0.0.1:18446/api/v1/namespaces/team-a/pods > h2.out 2>&1
@@ -71,7 +71,7 @@ for B in "$@"; do
    [ "$n" = 500 ] && continue
    TOKIO_WORKER_THREADS=1 "$B" serve --config pc.yaml > pc.log 2>&1 & p=$!
    for _ in $(seq 1 300); do (exec 3<>/dev/tcp/127.0.0.1/18446) 2>/dev/null && break; sleep 0.2; done
-   perf record -q -F 2000 -g -p $p -o perf.data >/dev/null 2>&1 & rec=$!
+   perf record -q -F ${PERF_FREQ:-2000} ${PERF_G:--g} -p $p -o perf.data >/dev/null 2>&1 & rec=$!
    h2load -n 40000 -c ${CLIENTS:-32} -m ${STREAMS:-4} -t 1 -H "authorization: Bearer $TOKEN" https://127.0.0.1:18446/api/v1/namespaces/team-a/pods > h2.out 2>&1
    kill -INT $rec; wait $rec 2>/dev/null
    rss=$(awk '/^VmRSS/ {print $2 " " $3}' /proc/$p/status); kill $p; wait $p 2>/dev/null

@@ -22,7 +22,13 @@ wait $p
 S
 export PORTCULLIS_CMD="sed -e \"s#@SERVER_CERT@#\$SERVER_CERT#;s#@SERVER_KEY@#\$SERVER_KEY#;s#@UPSTREAM@#\$UPSTREAM#;s#@UPSTREAM_CA@#\$UPSTREAM_CA#\" $K/pc.yaml > $K/run.yaml && CPU_OUT=$K/cpu exec bash $K/cpu.sh $BIN serve --config $K/run.yaml"
 export PORTCULLIS_HEADER="authorization: Bearer $TOKEN"
-bash "$HERE/anchors.sh" "$@"
+bash "$HERE/anchors.sh" "$@" | tee "$K/anchors.out"
+# The ratios the performance goal is stated in, from this run's lines.
+awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[$1 "," kv[1]] = kv[2] } }
+  END { if (v["portcullis,req/s"] > 0 && v["haproxy,req/s"] > 0 && v["direct,req/s"] > 0)
+    printf "portcullis / haproxy: req/s %.2f, CPU per request %.2fx; portcullis / direct: req/s %.2f\n",
+      v["portcullis,req/s"] / v["haproxy,req/s"], v["portcullis,cpu_us/req"] / v["haproxy,cpu_us/req"],
+      v["portcullis,req/s"] / v["direct,req/s"] }' "$K/anchors.out"
 echo "audit events written: $(grep -c '"kind":"Event"' "$K/audit.log" 2>/dev/null)"
 if read -r ut st 2>/dev/null <"$K/cpu"; then
   hz=$(getconf CLK_TCK); n=${1:-60000}

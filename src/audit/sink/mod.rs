@@ -15,7 +15,11 @@
 //! write it with one system call, sync once and then answer every waiter: concurrent requests
 //! share one fsync (group commit). For the waiting modes, the events emitted during one turn of
 //! the runtime reach the channel together, as one message (`outbox.rs`), so the worker wakes
-//! once per turn rather than once per event.
+//! once per turn rather than once per event. A file sink in `Blocking` mode is written by the
+//! outbox's flusher itself instead, one append per turn on the runtime (no sync), which costs
+//! less than handing the turn to the thread and waking every waiter from there; the thread
+//! keeps the checkpoints and their `fdatasync`, the timers and the shutdown, and takes a turn's
+//! batch whenever it holds the file (`thread.rs`, `Shared`), so the runtime never blocks on a sync.
 //!
 //! `emit` serializes the event once ([`Prepared`]); all sinks share those bytes. When a chained
 //! (file) sink is present, the canonical bytes for the hash chain are also computed there
@@ -44,7 +48,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{chain, event::Event};
 
 pub use file::FileSinkConfig;
-pub(crate) use thread::{spawn_thread, LineBackend};
+pub(crate) use thread::{spawn_thread, LineBackend, Shared};
 pub use webhook::WebhookConfig;
 
 /// How `emit` waits for one sink.
@@ -220,6 +224,8 @@ pub(crate) enum Msg {
     Event(Arc<Prepared>, Option<Ack>),
     /// The waiting events of one runtime turn, in order (`outbox.rs`).
     Events(Vec<(Arc<Prepared>, Option<Ack>)>),
+    /// An inline writer left work to the thread (see [`LineBackend::wants_tick`]).
+    Tick,
     /// Finish everything queued before this, close cleanly, then answer.
     Shutdown(oneshot::Sender<()>),
 }
@@ -235,8 +241,8 @@ impl Msg {
         match self {
             Msg::Event(_, ack) => answer(ack),
             Msg::Events(events) => events.into_iter().for_each(|(_, ack)| answer(ack)),
-            // Dropping the sender answers the shutdown's waiter.
-            Msg::Shutdown(_) => {}
+            // Dropping the sender answers the shutdown's waiter; a nudge has none.
+            Msg::Shutdown(_) | Msg::Tick => {}
         }
     }
 }
@@ -266,6 +272,8 @@ pub struct SinkHandle {
     /// For a waiting mode: where emits gather (`outbox.rs`).
     outbox: Option<Arc<outbox::Outbox>>,
     counters: Arc<SinkCounters>,
+    /// Written by the outbox's flusher (a file sink in `Blocking` mode).
+    inline: bool,
 }
 
 impl Drop for SinkHandle {
@@ -277,19 +285,42 @@ impl Drop for SinkHandle {
 }
 
 impl SinkHandle {
-    fn new(
+    fn new<B: LineBackend>(
         name: String,
         mode: DeliveryMode,
         tx: mpsc::Sender<Msg>,
         counters: Arc<SinkCounters>,
+        inline: Option<Shared<B>>,
     ) -> SinkHandle {
-        let outbox = mode.waits().then(|| outbox::Outbox::start(&tx));
+        let writes_inline = inline.is_some();
+        // Written on the flusher's task: one append per turn, the thread nudged for the
+        // checkpoints the backend leaves it.
+        let inline = inline.map(|shared| {
+            let (tx, counters, sink) = (tx.clone(), Arc::clone(&counters), name.clone());
+            Box::new(move |batch: thread::Batch| {
+                match shared.try_write_batch(batch, &counters, &sink) {
+                    // A full queue already holds a nudge the thread has yet to see.
+                    Ok(nudge) => {
+                        if nudge {
+                            let _ = tx.try_send(Msg::Tick);
+                        }
+                        None
+                    }
+                    Err(batch) => {
+                        shared.handed_over(batch.len());
+                        Some(batch)
+                    }
+                }
+            }) as outbox::InlineWrite
+        });
+        let outbox = mode.waits().then(|| outbox::Outbox::start(&tx, inline));
         SinkHandle {
             name,
             mode,
             tx,
             outbox,
             counters,
+            inline: writes_inline,
         }
     }
 
@@ -301,6 +332,10 @@ impl SinkHandle {
     }
     pub fn counters(&self) -> &Arc<SinkCounters> {
         &self.counters
+    }
+    /// Whether the outbox's flusher writes this sink itself (a file sink in `Blocking` mode).
+    pub fn writes_inline(&self) -> bool {
+        self.inline
     }
 }
 
@@ -327,17 +362,26 @@ impl Auditor {
             let counters = Arc::new(SinkCounters::default());
             let (tx, rx) = mpsc::channel(spec.mode.queue_len());
             let durable = spec.mode == DeliveryMode::BlockingStrict;
+            let mut inline = None;
             match spec.kind {
                 SinkKind::File(cfg) => {
                     chained = true;
-                    file::spawn(&spec.name, cfg, rx, Arc::clone(&counters), durable)?;
+                    let write_inline = spec.mode == DeliveryMode::Blocking;
+                    inline = file::spawn(
+                        &spec.name,
+                        cfg,
+                        rx,
+                        Arc::clone(&counters),
+                        durable,
+                        write_inline,
+                    )?;
                 }
                 SinkKind::Stdout => stdout::spawn(&spec.name, rx, Arc::clone(&counters))?,
                 SinkKind::Webhook(cfg) => {
                     webhook::spawn(&spec.name, cfg, spec.mode, rx, Arc::clone(&counters))?
                 }
             }
-            sinks.push(SinkHandle::new(spec.name, spec.mode, tx, counters));
+            sinks.push(SinkHandle::new(spec.name, spec.mode, tx, counters, inline));
         }
         Ok(Auditor { sinks, chained })
     }
@@ -490,7 +534,13 @@ impl Auditor {
             panic!("test sink: {e}");
         }
         Auditor {
-            sinks: vec![SinkHandle::new("test".into(), mode, tx, counters)],
+            sinks: vec![SinkHandle::new::<B>(
+                "test".into(),
+                mode,
+                tx,
+                counters,
+                None,
+            )],
             chained: false,
         }
     }

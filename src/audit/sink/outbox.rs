@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::{Ack, Msg, Prepared};
+use super::{thread::Batch, Ack, Msg, Prepared};
 
 /// The shared list and the flusher's wake-up.
 pub(super) struct Outbox {
@@ -25,16 +25,21 @@ pub(super) struct Outbox {
     notify: Notify,
 }
 
+/// Writes a turn's events on the flusher's own task instead of handing them to the sink's
+/// thread (a file sink in `Blocking` mode; see `thread.rs`, `Shared`). Gives the batch back
+/// when it must go to the thread after all.
+pub(super) type InlineWrite = Box<dyn Fn(Batch) -> Option<Batch> + Send + Sync>;
+
 impl Outbox {
     /// An outbox for `tx`, its flusher spawned on the current runtime (sinks start inside one,
     /// see `Auditor::start`).
-    pub(super) fn start(tx: &mpsc::Sender<Msg>) -> Arc<Outbox> {
+    pub(super) fn start(tx: &mpsc::Sender<Msg>, inline: Option<InlineWrite>) -> Arc<Outbox> {
         let outbox = Arc::new(Outbox {
             pending: Mutex::new(Vec::new()),
             notify: Notify::new(),
         });
         // A weak sender: the worker still sees every sender gone when the Auditor is dropped.
-        tokio::spawn(flush(Arc::clone(&outbox), tx.downgrade()));
+        tokio::spawn(flush(Arc::clone(&outbox), tx.downgrade(), inline));
         outbox
     }
 
@@ -71,7 +76,7 @@ impl Outbox {
 
 /// The flusher: after each wake-up and one yield, send what was gathered — consecutive events
 /// as one `Msg::Events` — until the sink's handle and its sender are gone.
-async fn flush(outbox: Arc<Outbox>, tx: mpsc::WeakSender<Msg>) {
+async fn flush(outbox: Arc<Outbox>, tx: mpsc::WeakSender<Msg>, inline: Option<InlineWrite>) {
     loop {
         outbox.notify.notified().await;
         tokio::task::yield_now().await;
@@ -85,14 +90,14 @@ async fn flush(outbox: Arc<Outbox>, tx: mpsc::WeakSender<Msg>) {
             match msg {
                 Msg::Event(event, ack) => events.push((event, ack)),
                 other => {
-                    send(&tx, std::mem::take(&mut events)).await;
+                    send(&tx, inline.as_ref(), std::mem::take(&mut events)).await;
                     if let Err(mpsc::error::SendError(m)) = tx.send(other).await {
                         refuse(vec![m]);
                     }
                 }
             }
         }
-        send(&tx, events).await;
+        send(&tx, inline.as_ref(), events).await;
         if Arc::strong_count(&outbox) == 1 {
             // The handle is gone; nothing more can be pushed.
             return;
@@ -100,10 +105,21 @@ async fn flush(outbox: Arc<Outbox>, tx: mpsc::WeakSender<Msg>) {
     }
 }
 
-async fn send(tx: &mpsc::Sender<Msg>, events: Vec<(Arc<Prepared>, Option<Ack>)>) {
+async fn send(
+    tx: &mpsc::Sender<Msg>,
+    inline: Option<&InlineWrite>,
+    events: Vec<(Arc<Prepared>, Option<Ack>)>,
+) {
     if events.is_empty() {
         return;
     }
+    let events = match inline {
+        Some(write) => match write(events) {
+            None => return,
+            Some(events) => events,
+        },
+        None => events,
+    };
     if let Err(mpsc::error::SendError(m)) = tx.send(Msg::Events(events)).await {
         refuse(vec![m]);
     }

@@ -41,7 +41,13 @@ fn mock_auditor(mode: DeliveryMode, mock: Mock) -> Auditor {
     let durable = mode == DeliveryMode::BlockingStrict;
     spawn_thread("mock", mock, rx, counters.clone(), durable).unwrap();
     Auditor {
-        sinks: vec![SinkHandle::new("mock".into(), mode, tx, counters)],
+        sinks: vec![SinkHandle::new::<Mock>(
+            "mock".into(),
+            mode,
+            tx,
+            counters,
+            None,
+        )],
         chained: false,
     }
 }
@@ -208,4 +214,95 @@ fn canonical_survives_awkward_bodies() {
     let mut canon = Vec::new();
     chain::write_canonical(&v, &mut canon);
     assert_eq!(canon, p.canonical());
+}
+
+/// Records its writes; after the first, asks for a nudge, and its nudged work (a stand-in for a
+/// checkpoint's `fdatasync`) takes `stall` while the thread holds the backend.
+struct SlowTick {
+    writes: Arc<std::sync::Mutex<Vec<Vec<String>>>>,
+    stall: Duration,
+    asked: bool,
+}
+
+impl LineBackend for SlowTick {
+    fn write(&mut self, events: &[Arc<Prepared>], _: bool) -> Result<(), (usize, String)> {
+        let ids = events
+            .iter()
+            .map(|p| {
+                let v: serde_json::Value = serde_json::from_slice(p.line()).unwrap();
+                v["auditID"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        self.writes.lock().unwrap().push(ids);
+        Ok(())
+    }
+    fn take_tick(&mut self) -> bool {
+        !std::mem::replace(&mut self.asked, true)
+    }
+    fn on_tick(&mut self) {
+        std::thread::sleep(self.stall);
+    }
+}
+
+fn event_id(id: &str) -> Event {
+    Event {
+        audit_id: id.into(),
+        ..event(&[])
+    }
+}
+
+/// A blocking file-like sink is written by the outbox's flusher itself; while its thread holds
+/// the backend (a checkpoint), turns go to the thread instead: the runtime never waits on the
+/// lock, and the events keep their order.
+#[tokio::test]
+async fn inline_writes_hand_over_while_the_thread_holds_the_backend() {
+    let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let shared = Shared::new(SlowTick {
+        writes: writes.clone(),
+        stall: Duration::from_millis(400),
+        asked: false,
+    });
+    let counters = Arc::new(SinkCounters::default());
+    let mode = DeliveryMode::Blocking;
+    let (tx, rx) = mpsc::channel(mode.queue_len());
+    spawn_thread("slow", shared.clone(), rx, counters.clone(), false).unwrap();
+    let a = Auditor {
+        sinks: vec![SinkHandle::new(
+            "slow".into(),
+            mode,
+            tx,
+            counters.clone(),
+            Some(shared),
+        )],
+        chained: false,
+    };
+    assert!(a.sinks()[0].writes_inline());
+
+    // Written inline; the nudge sends the thread into its long tick, holding the backend.
+    a.emit(event_id("a")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // This single-threaded runtime keeps running while b and c wait for the thread.
+    let ticks = Arc::new(AtomicU64::new(0));
+    let t = ticks.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            t.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let (rb, rc) = tokio::join!(a.emit(event_id("b")), a.emit(event_id("c")));
+    rb.unwrap();
+    rc.unwrap();
+    assert!(
+        ticks.load(Ordering::Relaxed) >= 5,
+        "the runtime ran while the thread held the backend"
+    );
+    // The thread wrote b and c: inline again, after them.
+    a.emit(event_id("d")).await.unwrap();
+    ticker.abort();
+    let order: Vec<String> = writes.lock().unwrap().iter().flatten().cloned().collect();
+    assert_eq!(order, ["a", "b", "c", "d"]);
+    assert_eq!(counters.events_written.load(Ordering::Relaxed), 4);
+    a.shutdown(Duration::from_secs(5)).await;
 }

@@ -3,8 +3,20 @@
 //! writes it in one go, syncs once when a waiter needs durability, and then answers every
 //! waiter (group commit). A write failure is counted, logged and reported to the waiters of
 //! the events it lost. After `Shutdown` it closes the backend and refuses whatever slipped in.
+//!
+//! A backend wrapped in [`Shared`] is also written *inline*, by the outbox flusher of a file sink
+//! in `blocking` mode: one buffered append per runtime turn costs less than handing the turn's
+//! events to the thread and waking their tasks from it. Its thread then keeps the timers, the
+//! work it is nudged for ([`Msg::Tick`]: checkpoints and their `fdatasync`), the batches the
+//! flusher hands over while the thread holds the backend, and the shutdown.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError, TryLockError,
+    },
+    time::Duration,
+};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -20,8 +32,143 @@ pub(crate) trait LineBackend: Send + 'static {
         None
     }
     fn on_timer(&mut self) {}
+    /// The work an inline writer left to the thread ([`Msg::Tick`]), e.g. a checkpoint, whose
+    /// `fdatasync` must not stall a request task.
+    fn on_tick(&mut self) {}
+    /// After an inline write: does the thread need a [`Msg::Tick`] (work left, a timer to
+    /// arm)? Answers yes once per new need.
+    fn take_tick(&mut self) -> bool {
+        false
+    }
     /// Clean shutdown.
     fn close(&mut self) {}
+}
+
+/// A backend written both by its thread and inline by a waiting sink's outbox flusher, under
+/// one lock.
+///
+/// The flusher never waits for the lock: while the thread holds it (a checkpoint's
+/// `fdatasync`, a timer), a batch goes to the thread through the channel instead, and so does
+/// every later batch until the thread has written those — the file keeps the order in which
+/// events were emitted, and the runtime never blocks on a sync.
+pub(crate) struct Shared<B> {
+    inner: Arc<SharedInner<B>>,
+}
+
+struct SharedInner<B> {
+    state: Mutex<SharedState<B>>,
+    /// Events handed to the thread and not yet written by it.
+    at_thread: AtomicUsize,
+}
+
+struct SharedState<B> {
+    backend: B,
+    /// Closed by the shutdown: later inline writes are refused, as queued ones are.
+    closed: bool,
+}
+
+impl<B> Clone for Shared<B> {
+    fn clone(&self) -> Self {
+        Shared {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+/// One turn's events with their waiters.
+pub(crate) type Batch = Vec<(Arc<Prepared>, Option<Ack>)>;
+
+impl<B: LineBackend> Shared<B> {
+    pub(crate) fn new(backend: B) -> Shared<B> {
+        Shared {
+            inner: Arc::new(SharedInner {
+                state: Mutex::new(SharedState {
+                    backend,
+                    closed: false,
+                }),
+                at_thread: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SharedState<B>> {
+        // A panic while writing leaves the backend's own state consistent enough to go on
+        // (its failure paths roll back); refusing every later event would be worse.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Write a batch now, on the caller's thread (no sync), count it and answer its waiters as
+    /// the thread would: `Ok(nudge)`, where `nudge` says the thread must be sent a
+    /// [`Msg::Tick`]. `Err(batch)` when the thread holds the backend or still has events to
+    /// write: the caller hands the batch to the thread ([`handed_over`](Self::handed_over)).
+    pub(crate) fn try_write_batch(
+        &self,
+        batch: Batch,
+        counters: &SinkCounters,
+        sink: &str,
+    ) -> Result<bool, Batch> {
+        if self.inner.at_thread.load(Ordering::Acquire) > 0 {
+            return Err(batch);
+        }
+        let mut s = match self.inner.state.try_lock() {
+            Ok(s) => s,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return Err(batch),
+        };
+        let (events, acks): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let result = if s.closed {
+            Err((0, "audit is shutting down".to_string()))
+        } else {
+            s.backend.write(&events, false)
+        };
+        let nudge = s.backend.take_tick();
+        drop(s);
+        answer(events.len(), result, acks, counters, sink);
+        Ok(nudge)
+    }
+
+    /// `n` events are on their way to the thread: inline writes wait until it wrote them.
+    pub(crate) fn handed_over(&self, n: usize) {
+        self.inner.at_thread.fetch_add(n, Ordering::AcqRel);
+    }
+}
+
+impl<B: LineBackend> LineBackend for Shared<B> {
+    fn write(&mut self, events: &[Arc<Prepared>], durable: bool) -> Result<(), (usize, String)> {
+        let mut s = self.lock();
+        let result = if s.closed {
+            Err((0, "audit is shutting down".into()))
+        } else {
+            s.backend.write(events, durable)
+        };
+        // Only handed-over batches reach the thread: once written (or failed), inline writes
+        // may go on. Released under the lock, so no inline write overtakes them.
+        let _ = self
+            .inner
+            .at_thread
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(events.len()))
+            });
+        drop(s);
+        result
+    }
+    fn next_timer(&self) -> Option<Duration> {
+        self.lock().backend.next_timer()
+    }
+    fn on_timer(&mut self) {
+        self.lock().backend.on_timer();
+    }
+    fn on_tick(&mut self) {
+        self.lock().backend.on_tick();
+    }
+    fn close(&mut self) {
+        let mut s = self.lock();
+        s.backend.close();
+        s.closed = true;
+    }
 }
 
 /// At most this many messages per write (bounds the buffer; a backlog takes several rounds).
@@ -116,7 +263,7 @@ impl<B: LineBackend> Writer<B> {
                 }
                 Some(_) => {}
             }
-            let mut shutdown = None;
+            let (mut shutdown, mut tick) = (None, false);
             for m in self.msgs.drain(..) {
                 match m {
                     Msg::Event(ev, ack) => {
@@ -129,11 +276,15 @@ impl<B: LineBackend> Writer<B> {
                             self.acks.push(ack);
                         }
                     }
+                    Msg::Tick => tick = true,
                     Msg::Shutdown(done) => shutdown = Some(done),
                 }
             }
             if !self.events.is_empty() {
                 self.write_batch();
+            }
+            if tick {
+                self.backend.on_tick();
             }
             if let Some(done) = shutdown {
                 self.shut_down(done);
@@ -145,27 +296,15 @@ impl<B: LineBackend> Writer<B> {
     /// Write the gathered events (synced when a waiter needs durability), count them, and
     /// answer every waiter: an error for each event the failure lost.
     fn write_batch(&mut self) {
-        let n = self.events.len();
         let wants_sync = self.durable && self.acks.iter().any(Option::is_some);
-        let (ok, err) = match self.backend.write(&self.events, wants_sync) {
-            Ok(()) => (n, None),
-            Err((ok, e)) => (ok.min(n), Some(e)),
-        };
-        SinkCounters::add(&self.counters.events_written, ok);
-        if let Some(e) = &err {
-            SinkCounters::add(&self.counters.events_failed, n - ok);
-            tracing::error!(sink = %self.sink, err = %e, lost = n - ok, "audit write failed");
-        }
-        for (i, ack) in self.acks.drain(..).enumerate() {
-            if let Some(ack) = ack {
-                let r = match &err {
-                    Some(e) if i >= ok => Err(e.clone()),
-                    _ => Ok(()),
-                };
-                // The waiter may have gone (client disconnected); the event stays.
-                let _ = ack.send(r);
-            }
-        }
+        let result = self.backend.write(&self.events, wants_sync);
+        answer(
+            self.events.len(),
+            result,
+            self.acks.drain(..),
+            &self.counters,
+            &self.sink,
+        );
         self.events.clear();
     }
 
@@ -179,5 +318,35 @@ impl<B: LineBackend> Writer<B> {
             m.refuse("audit is shutting down");
         }
         let _ = done.send(());
+    }
+}
+
+/// Count a write of `n` events and answer their waiters: an error for each event the failure
+/// lost (the backend reports how many from the start were written).
+fn answer(
+    n: usize,
+    result: Result<(), (usize, String)>,
+    acks: impl IntoIterator<Item = Option<Ack>>,
+    counters: &SinkCounters,
+    sink: &str,
+) {
+    let (ok, err) = match result {
+        Ok(()) => (n, None),
+        Err((ok, e)) => (ok.min(n), Some(e)),
+    };
+    SinkCounters::add(&counters.events_written, ok);
+    if let Some(e) = &err {
+        SinkCounters::add(&counters.events_failed, n - ok);
+        tracing::error!(sink = %sink, err = %e, lost = n - ok, "audit write failed");
+    }
+    for (i, ack) in acks.into_iter().enumerate() {
+        if let Some(ack) = ack {
+            let r = match &err {
+                Some(e) if i >= ok => Err(e.clone()),
+                _ => Ok(()),
+            };
+            // The waiter may have gone (client disconnected); the event stays.
+            let _ = ack.send(r);
+        }
     }
 }

@@ -410,6 +410,8 @@ fn absorb(
             Msg::Event(p, ack) => pending.push((p, ack)),
             Msg::Events(events) => pending.extend(events),
             Msg::Shutdown(done) => *shutdown = Some(done),
+            // Only inline writers send it, and a webhook has none.
+            Msg::Tick => {}
         }
     }
 }

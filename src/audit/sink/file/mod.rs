@@ -13,6 +13,13 @@
 //! followed by good ones; the failed events' waiters get `Err` (→ 503 in strict mode). If even
 //! the truncation fails, the next batch starts a new file.
 //!
+//! In `blocking` mode the sink's outbox flusher appends each runtime turn's lines itself, one
+//! `write` under the writer's lock ([`Shared`](super::Shared)), and leaves the checkpoints
+//! (count and time) to the thread, nudged when one is due; while the thread holds the lock
+//! (a checkpoint's `fdatasync`), turns go to the thread instead, so the runtime never blocks
+//! on a sync. A rotation still happens in the write that needs it (rare: once per `max_size_mb`;
+//! with a signing key it syncs the new file's first checkpoint).
+//!
 //! # Rotation (as lumberjack, which kube-apiserver's `--audit-log-*` flags drive)
 //!
 //! * `max_size_bytes`: before a line would take the file past it (sidecars are not counted), the file is closed and renamed
@@ -98,7 +105,7 @@ pub use names::{list_backups, Backup};
 use tail::ReverseLines;
 use tail::{scan_tail, TailState};
 
-use super::{LineBackend, Msg, Prepared, SinkCounters};
+use super::{LineBackend, Msg, Prepared, Shared, SinkCounters};
 use crate::audit::{
     chain::{sidecar_path, Checkpoint, Link, SigningKey},
     event::MicroTime,
@@ -142,7 +149,7 @@ impl FileSinkConfig {
 
 /// Bytes a chained line adds to the event's JSON, at most (`,"annotations":{"…":"<64>"}}\n`).
 const CHAIN_OVERHEAD: u64 = 107;
-struct FileBackend {
+pub(crate) struct FileBackend {
     cfg: FileSinkConfig,
     file: File,
     /// Committed length of the current file.
@@ -163,6 +170,12 @@ struct FileBackend {
     pending_ckpts: u64,
     /// A failed write could not be undone: start a new file before the next write.
     needs_reopen: bool,
+    /// Written inline (see the module doc): checkpoints are the thread's, on a nudge.
+    inline: bool,
+    /// Inline: a checkpoint is due by count, for the thread to write.
+    checkpoint_wanted: bool,
+    /// Inline: the thread has something new to do (see `take_tick`).
+    nudge: bool,
     counters: Arc<SinkCounters>,
     buf: Vec<u8>,
 }
@@ -177,17 +190,26 @@ struct Snapshot {
 }
 
 /// Start the writer thread for `cfg` (the file is opened and resumed here, synchronously).
+/// With `inline`, the backend is shared with the emitting tasks, which get it back.
 pub(crate) fn spawn(
     name: &str,
     cfg: FileSinkConfig,
     rx: mpsc::Receiver<Msg>,
     counters: Arc<SinkCounters>,
     durable: bool,
-) -> anyhow::Result<()> {
+    inline: bool,
+) -> anyhow::Result<Option<Shared<FileBackend>>> {
     let path = cfg.path.clone();
-    let backend = FileBackend::open(cfg, counters.clone())
+    let mut backend = FileBackend::open(cfg, counters.clone())
         .map_err(|e| anyhow::anyhow!("audit file {}: {e}", path.display()))?;
-    super::spawn_thread(name, backend, rx, counters, durable)
+    if !inline {
+        super::spawn_thread(name, backend, rx, counters, durable)?;
+        return Ok(None);
+    }
+    backend.inline = true;
+    let shared = Shared::new(backend);
+    super::spawn_thread(name, shared.clone(), rx, counters, durable)?;
+    Ok(Some(shared))
 }
 
 impl FileBackend {
@@ -261,6 +283,9 @@ impl FileBackend {
             last_ckpt: Instant::now(),
             pending_ckpts: 0,
             needs_reopen: false,
+            inline: false,
+            checkpoint_wanted: false,
+            nudge: false,
             counters,
             buf: Vec::with_capacity(1 << 20),
         };
@@ -494,11 +519,22 @@ impl LineBackend for FileBackend {
                 self.since_ckpt += 1;
                 self.events_in_file += 1;
                 i += 1;
+                if self.inline && self.since_ckpt == 1 {
+                    // The first unsigned event: the thread arms its checkpoint timer (it
+                    // sleeps without one while everything is signed).
+                    self.nudge = true;
+                }
                 if every > 0 && self.since_ckpt >= every {
-                    self.append_checkpoint();
+                    if self.inline {
+                        self.nudge |= !self.checkpoint_wanted;
+                        self.checkpoint_wanted = true;
+                    } else {
+                        self.append_checkpoint();
+                    }
                 }
             }
-            let timed = self.time_checkpoint_due();
+            // Inline, the thread's timer keeps the time (next_timer / on_timer).
+            let timed = !self.inline && self.time_checkpoint_due();
             if timed {
                 self.append_checkpoint();
             }
@@ -527,6 +563,16 @@ impl LineBackend for FileBackend {
                 .checkpoint_interval
                 .saturating_sub(self.last_ckpt.elapsed()),
         )
+    }
+
+    fn take_tick(&mut self) -> bool {
+        std::mem::take(&mut self.nudge)
+    }
+
+    fn on_tick(&mut self) {
+        if std::mem::take(&mut self.checkpoint_wanted) {
+            self.on_timer();
+        }
     }
 
     fn on_timer(&mut self) {

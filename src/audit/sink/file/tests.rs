@@ -127,6 +127,80 @@ async fn strict_group_commit_verifies_and_resumes() {
     assert_eq!(r.events, 645);
 }
 
+/// Polls until every event in `path` is signed (10 s at most); the report.
+async fn signed_soon(path: &Path, key: &SigningKey) -> verify::Report {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = verify_files(&[path.to_path_buf()], key);
+        assert!(r.ok(), "{r:?}");
+        if r.unsigned_tail == 0 {
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tail never signed: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_mode_writes_inline_and_leaves_checkpoints_to_the_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = key();
+    let lines = |p: &Path| std::fs::read_to_string(p).unwrap().lines().count();
+
+    // By count only: the inline writer nudges the thread, which signs.
+    let path = dir.path().join("count.log");
+    let mut cfg = FileSinkConfig::new(&path);
+    cfg.signing_key = Some(key.clone());
+    cfg.checkpoint_every_events = 10;
+    cfg.checkpoint_interval = Duration::ZERO;
+    let a = auditor(cfg, DeliveryMode::Blocking);
+    assert!(
+        a.sinks()[0].writes_inline(),
+        "a blocking file sink is written inline"
+    );
+    for i in 0..10 {
+        a.emit(event(i)).await.unwrap();
+        // Written (not synced) before emit returns, as `blocking` promises.
+        assert_eq!(lines(&path), i + 1);
+    }
+    assert_eq!(signed_soon(&path, &key).await.events, 10);
+    for i in 10..15 {
+        a.emit(event(i)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = verify_files(std::slice::from_ref(&path), &key);
+    assert_eq!((r.events, r.unsigned_tail), (15, 5), "nothing signs early");
+    let c = a.sinks()[0].counters().clone();
+    assert_eq!(c.events_written.load(Ordering::Relaxed), 15);
+    a.shutdown(Duration::from_secs(5)).await;
+    let r = verify_files(std::slice::from_ref(&path), &key);
+    assert_eq!(
+        (r.events, r.unsigned_tail),
+        (15, 0),
+        "shutdown signs the tail"
+    );
+    // After the shutdown an inline write is refused and counted, never appended.
+    a.emit(event(99)).await.unwrap();
+    assert_eq!(c.events_failed.load(Ordering::Relaxed), 1);
+    assert_eq!(lines(&path), 15);
+
+    // By time only: the first unsigned event arms the thread's timer.
+    let path = dir.path().join("time.log");
+    let mut cfg = FileSinkConfig::new(&path);
+    cfg.signing_key = Some(key.clone());
+    cfg.checkpoint_every_events = 0;
+    cfg.checkpoint_interval = Duration::from_millis(200);
+    let a = auditor(cfg, DeliveryMode::Blocking);
+    for i in 0..3 {
+        a.emit(event(i)).await.unwrap();
+    }
+    assert_eq!(signed_soon(&path, &key).await.events, 3);
+    a.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_keeps_the_chain_and_applies_retention() {
     let dir = tempfile::tempdir().unwrap();

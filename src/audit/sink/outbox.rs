@@ -7,7 +7,9 @@
 //! an emit only appends to a list; the first append of a turn wakes the flusher task, which
 //! yields once — tokio runs it again after every task already runnable and after polling the
 //! I/O driver — and then sends everything gathered. A lone request waits one extra scheduling
-//! pass (microseconds), a busy runtime batches whole turns.
+//! pass (microseconds), a busy runtime batches whole turns. A file sink in `Blocking` mode gets
+//! an [`InlineWrite`]: the flusher appends the turn's events itself and answers their waiters
+//! on the runtime, unless the sink's thread holds the file, which then takes the turn.
 //!
 //! Order is kept: events and a `Shutdown` leave in the order they were pushed. Backpressure is
 //! the channel's, as before (the flusher awaits room). When the sink's worker is gone, every

@@ -27,7 +27,12 @@
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 W=$(mktemp -d -t ab.XXXX); chmod 755 "$W"; cd "$W"
-pids=(); cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }; trap cleanup EXIT
+# The work directory (keys, logs, each binary's cg.500.out / cg.2500.out) is removed at exit;
+# KEEP_WORK=1 keeps it and prints where it is.
+pids=(); cleanup() {
+ for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null
+ if [ -n "${KEEP_WORK:-}" ]; then echo "work directory kept: $W"; else cd / && rm -rf "$W"; fi
+}; trap cleanup EXIT
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca -keyout ca.key -out ca.crt 2>/dev/null
 openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost -keyout srv.key -out srv.csr 2>/dev/null
 printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > ext
@@ -87,7 +92,7 @@ for B in "$@"; do
   ir=$(grep -m1 "^summary:" cg.out | awk '{print $2}')
   read -r allocs grow < <(python3 "$HERE/callgrind_calls.py" cg.out)
   eval "allocs_$n=$allocs grow_$n=$grow"
-  # Kept for a per-function difference of the two runs (callgrind_annotate on each).
+  # Kept (with KEEP_WORK=1) for a per-function difference of the two runs (callgrind_annotate on each).
   cp cg.out "cg.$n.out" 2>/dev/null
   ok=$(sed -n "s/^status codes: \([0-9]*\) 2xx.*/\1/p" h2.out)
   echo "$B n=$n 2xx=$ok instructions=$ir allocations=$allocs"

@@ -216,38 +216,23 @@ fn canonical_survives_awkward_bodies() {
     assert_eq!(canon, p.canonical());
 }
 
-/// Records its writes; after the first, asks for a nudge, and its nudged work (a stand-in for a
-/// checkpoint's `fdatasync`) takes `stall` while the thread holds the backend.
+/// [`Recording`]; after its first write it asks for a nudge, and its nudged work (a stand-in
+/// for a checkpoint's `fdatasync`) takes `stall` while the thread holds the backend.
 struct SlowTick {
-    writes: Arc<std::sync::Mutex<Vec<Vec<String>>>>,
+    rec: Recording,
     stall: Duration,
     asked: bool,
 }
 
 impl LineBackend for SlowTick {
-    fn write(&mut self, events: &[Arc<Prepared>], _: bool) -> Result<(), (usize, String)> {
-        let ids = events
-            .iter()
-            .map(|p| {
-                let v: serde_json::Value = serde_json::from_slice(p.line()).unwrap();
-                v["auditID"].as_str().unwrap().to_owned()
-            })
-            .collect();
-        self.writes.lock().unwrap().push(ids);
-        Ok(())
+    fn write(&mut self, events: &[Arc<Prepared>], durable: bool) -> Result<(), (usize, String)> {
+        self.rec.write(events, durable)
     }
     fn take_tick(&mut self) -> bool {
         !std::mem::replace(&mut self.asked, true)
     }
     fn on_tick(&mut self) {
         std::thread::sleep(self.stall);
-    }
-}
-
-fn event_id(id: &str) -> Event {
-    Event {
-        audit_id: id.into(),
-        ..event(&[])
     }
 }
 
@@ -258,7 +243,7 @@ fn event_id(id: &str) -> Event {
 async fn inline_writes_hand_over_while_the_thread_holds_the_backend() {
     let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
     let shared = Shared::new(SlowTick {
-        writes: writes.clone(),
+        rec: Recording(writes.clone()),
         stall: Duration::from_millis(400),
         asked: false,
     });
@@ -279,10 +264,10 @@ async fn inline_writes_hand_over_while_the_thread_holds_the_backend() {
     assert!(a.sinks()[0].writes_inline());
 
     // Written inline; the nudge sends the thread into its long tick, holding the backend.
-    a.emit(event_id("a")).await.unwrap();
+    a.emit(numbered(0)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
 
-    // This single-threaded runtime keeps running while b and c wait for the thread.
+    // This single-threaded runtime keeps running while e1 and e2 wait for the thread.
     let ticks = Arc::new(AtomicU64::new(0));
     let t = ticks.clone();
     let ticker = tokio::spawn(async move {
@@ -291,18 +276,18 @@ async fn inline_writes_hand_over_while_the_thread_holds_the_backend() {
             t.fetch_add(1, Ordering::Relaxed);
         }
     });
-    let (rb, rc) = tokio::join!(a.emit(event_id("b")), a.emit(event_id("c")));
+    let (rb, rc) = tokio::join!(a.emit(numbered(1)), a.emit(numbered(2)));
     rb.unwrap();
     rc.unwrap();
     assert!(
         ticks.load(Ordering::Relaxed) >= 5,
         "the runtime ran while the thread held the backend"
     );
-    // The thread wrote b and c: inline again, after them.
-    a.emit(event_id("d")).await.unwrap();
+    // The thread wrote e1 and e2: inline again, after them.
+    a.emit(numbered(3)).await.unwrap();
     ticker.abort();
     let order: Vec<String> = writes.lock().unwrap().iter().flatten().cloned().collect();
-    assert_eq!(order, ["a", "b", "c", "d"]);
+    assert_eq!(order, ["e0", "e1", "e2", "e3"]);
     assert_eq!(counters.events_written.load(Ordering::Relaxed), 4);
     a.shutdown(Duration::from_secs(5)).await;
 }

@@ -19,7 +19,8 @@
 //! outbox's flusher itself instead, one append per turn on the runtime (no sync), which costs
 //! less than handing the turn to the thread and waking every waiter from there; the thread
 //! keeps the checkpoints and their `fdatasync`, the timers and the shutdown, and takes a turn's
-//! batch whenever it holds the file (`thread.rs`, `Shared`), so the runtime never blocks on a sync.
+//! batch whenever it holds the file or the write would sync (a rotation) (`thread.rs`,
+//! `Shared`), so the runtime never blocks on a sync.
 //!
 //! `emit` serializes the event once ([`Prepared`]); all sinks share those bytes. When a chained
 //! (file) sink is present, the canonical bytes for the hash chain are also computed there
@@ -224,7 +225,7 @@ pub(crate) enum Msg {
     Event(Arc<Prepared>, Option<Ack>),
     /// The waiting events of one runtime turn, in order (`outbox.rs`).
     Events(Vec<(Arc<Prepared>, Option<Ack>)>),
-    /// An inline writer left work to the thread (see [`LineBackend::wants_tick`]).
+    /// An inline writer left work to the thread (see [`LineBackend::take_tick`]).
     Tick,
     /// Finish everything queued before this, close cleanly, then answer.
     Shutdown(oneshot::Sender<()>),

@@ -216,6 +216,20 @@ fn canonical_survives_awkward_bodies() {
     assert_eq!(canon, p.canonical());
 }
 
+/// A `Blocking` sink over `shared`, written inline by its outbox's flusher, with its thread.
+fn inline_auditor<B: LineBackend>(name: &str, shared: Shared<B>) -> (Auditor, Arc<SinkCounters>) {
+    let counters = Arc::new(SinkCounters::default());
+    let mode = DeliveryMode::Blocking;
+    let (tx, rx) = mpsc::channel(mode.queue_len());
+    spawn_thread(name, shared.clone(), rx, counters.clone(), false).unwrap();
+    let sink = SinkHandle::new(name.into(), mode, tx, counters.clone(), Some(shared));
+    let a = Auditor {
+        sinks: vec![sink],
+        chained: false,
+    };
+    (a, counters)
+}
+
 /// [`Recording`]; after its first write it asks for a nudge, and its nudged work (a stand-in
 /// for a checkpoint's `fdatasync`) takes `stall` while the thread holds the backend.
 struct SlowTick {
@@ -247,20 +261,7 @@ async fn inline_writes_hand_over_while_the_thread_holds_the_backend() {
         stall: Duration::from_millis(400),
         asked: false,
     });
-    let counters = Arc::new(SinkCounters::default());
-    let mode = DeliveryMode::Blocking;
-    let (tx, rx) = mpsc::channel(mode.queue_len());
-    spawn_thread("slow", shared.clone(), rx, counters.clone(), false).unwrap();
-    let a = Auditor {
-        sinks: vec![SinkHandle::new(
-            "slow".into(),
-            mode,
-            tx,
-            counters.clone(),
-            Some(shared),
-        )],
-        chained: false,
-    };
+    let (a, counters) = inline_auditor("slow", shared);
     assert!(a.sinks()[0].writes_inline());
 
     // Written inline; the nudge sends the thread into its long tick, holding the backend.
@@ -289,5 +290,52 @@ async fn inline_writes_hand_over_while_the_thread_holds_the_backend() {
     let order: Vec<String> = writes.lock().unwrap().iter().flatten().cloned().collect();
     assert_eq!(order, ["e0", "e1", "e2", "e3"]);
     assert_eq!(counters.events_written.load(Ordering::Relaxed), 4);
+    a.shutdown(Duration::from_secs(5)).await;
+}
+
+/// [`Recording`], noting which thread wrote each batch; a batch holding `syncs` (its audit ID)
+/// would sync, like a file's rotation.
+struct Rotating {
+    rec: Recording,
+    threads: Arc<std::sync::Mutex<Vec<String>>>,
+    syncs: String,
+}
+
+impl LineBackend for Rotating {
+    fn write(&mut self, events: &[Arc<Prepared>], durable: bool) -> Result<(), (usize, String)> {
+        let name = std::thread::current().name().unwrap_or_default().to_owned();
+        self.threads.lock().unwrap().push(name);
+        self.rec.write(events, durable)
+    }
+    fn would_sync(&self, events: &[Arc<Prepared>]) -> bool {
+        events
+            .iter()
+            .any(|p| String::from_utf8_lossy(p.line()).contains(&self.syncs))
+    }
+}
+
+/// A turn whose write would sync is written by the sink's thread, never on the runtime; the
+/// turns after it are inline again, in order.
+#[tokio::test]
+async fn a_turn_that_would_sync_is_left_to_the_thread() {
+    let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let threads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let shared = Shared::new(Rotating {
+        rec: Recording(writes.clone()),
+        threads: threads.clone(),
+        syncs: "\"e1\"".into(),
+    });
+    let (a, counters) = inline_auditor("rot", shared);
+    for i in 0..3 {
+        a.emit(numbered(i)).await.unwrap();
+    }
+    let order: Vec<String> = writes.lock().unwrap().iter().flatten().cloned().collect();
+    assert_eq!(order, ["e0", "e1", "e2"]);
+    let here = std::thread::current().name().unwrap_or_default().to_owned();
+    assert_eq!(
+        *threads.lock().unwrap(),
+        [here.clone(), "audit-rot".into(), here]
+    );
+    assert_eq!(counters.events_written.load(Ordering::Relaxed), 3);
     a.shutdown(Duration::from_secs(5)).await;
 }

@@ -40,6 +40,11 @@ pub(crate) trait LineBackend: Send + 'static {
     fn take_tick(&mut self) -> bool {
         false
     }
+    /// Would writing `events` sync (a rotation, a reopen after a failed write)? Such a batch is
+    /// left to the thread rather than written inline.
+    fn would_sync(&self, _events: &[Arc<Prepared>]) -> bool {
+        false
+    }
     /// Clean shutdown.
     fn close(&mut self) {}
 }
@@ -47,10 +52,11 @@ pub(crate) trait LineBackend: Send + 'static {
 /// A backend written both by its thread and inline by a waiting sink's outbox flusher, under
 /// one lock.
 ///
-/// The flusher never waits for the lock: while the thread holds it (a checkpoint's
-/// `fdatasync`, a timer), a batch goes to the thread through the channel instead, and so does
-/// every later batch until the thread has written those — the file keeps the order in which
-/// events were emitted, and the runtime never blocks on a sync.
+/// The flusher never waits for the lock and never syncs: while the thread holds the lock (a
+/// checkpoint's `fdatasync`, a timer), or when writing a batch would sync (a rotation), the
+/// batch goes to the thread through the channel instead, and so does every later batch until
+/// the thread has written those — the file keeps the order in which events were emitted, and
+/// the runtime never blocks on a sync.
 pub(crate) struct Shared<B> {
     inner: Arc<SharedInner<B>>,
 }
@@ -102,8 +108,9 @@ impl<B: LineBackend> Shared<B> {
 
     /// Write a batch now, on the caller's thread (no sync), count it and answer its waiters as
     /// the thread would: `Ok(nudge)`, where `nudge` says the thread must be sent a
-    /// [`Msg::Tick`]. `Err(batch)` when the thread holds the backend or still has events to
-    /// write: the caller hands the batch to the thread ([`handed_over`](Self::handed_over)).
+    /// [`Msg::Tick`]. `Err(batch)` when the thread holds the backend, still has events to
+    /// write, or writing the batch would sync: the caller hands the batch to the thread
+    /// ([`handed_over`](Self::handed_over)).
     pub(crate) fn try_write_batch(
         &self,
         batch: Batch,
@@ -119,6 +126,9 @@ impl<B: LineBackend> Shared<B> {
             Err(TryLockError::WouldBlock) => return Err(batch),
         };
         let (events, acks): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        if !s.closed && s.backend.would_sync(&events) {
+            return Err(events.into_iter().zip(acks).collect());
+        }
         let result = if s.closed {
             Err((0, "audit is shutting down".to_string()))
         } else {

@@ -17,8 +17,8 @@
 //! `write` under the writer's lock ([`Shared`](super::Shared)), and leaves the checkpoints
 //! (count and time) to the thread, nudged when one is due; while the thread holds the lock
 //! (a checkpoint's `fdatasync`), turns go to the thread instead, so the runtime never blocks
-//! on a sync. A rotation still happens in the write that needs it (rare: once per `max_size_mb`;
-//! with a signing key it syncs the new file's first checkpoint).
+//! on a sync. A turn whose write would rotate the file (or reopen it after a failed write)
+//! goes to the thread too, as those sync.
 //!
 //! # Rotation (as lumberjack, which kube-apiserver's `--audit-log-*` flags drive)
 //!
@@ -190,7 +190,7 @@ struct Snapshot {
 }
 
 /// Start the writer thread for `cfg` (the file is opened and resumed here, synchronously).
-/// With `inline`, the backend is shared with the emitting tasks, which get it back.
+/// With `inline`, the backend is shared with the sink's outbox flusher, which gets it back.
 pub(crate) fn spawn(
     name: &str,
     cfg: FileSinkConfig,
@@ -567,6 +567,27 @@ impl LineBackend for FileBackend {
 
     fn take_tick(&mut self) -> bool {
         std::mem::take(&mut self.nudge)
+    }
+
+    /// A reopen, or a rotation before the batch's end, syncs. Each line is counted at its
+    /// largest chained size, so this may say yes where `write` would not rotate yet: the
+    /// thread then writes that turn, which costs only the hand-off.
+    fn would_sync(&self, events: &[Arc<Prepared>]) -> bool {
+        let max = self.cfg.max_size_bytes;
+        if self.needs_reopen {
+            return true;
+        }
+        if max == 0 {
+            return false;
+        }
+        let (mut size, mut in_file) = (self.size, self.events_in_file);
+        events.iter().any(|p| {
+            let need = p.line().len() as u64 + CHAIN_OVERHEAD;
+            let rotates = in_file > 0 && size + need > max;
+            size += need;
+            in_file += 1;
+            rotates
+        })
     }
 
     fn on_tick(&mut self) {

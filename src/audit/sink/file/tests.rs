@@ -203,6 +203,21 @@ async fn blocking_mode_writes_inline_and_leaves_checkpoints_to_the_thread() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_keeps_the_chain_and_applies_retention() {
+    // Batch: the thread writes everything. Blocking: the flusher writes inline and leaves the
+    // turns that rotate to the thread.
+    let modes = [
+        DeliveryMode::Batch {
+            queue: 1000,
+            overflow: Overflow::Block,
+        },
+        DeliveryMode::Blocking,
+    ];
+    for mode in modes {
+        rotation_in(mode).await;
+    }
+}
+
+async fn rotation_in(mode: DeliveryMode) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
     let key = key();
@@ -210,13 +225,7 @@ async fn rotation_keeps_the_chain_and_applies_retention() {
     cfg.signing_key = Some(key.clone());
     cfg.max_size_bytes = 4096;
     cfg.max_backups = 3;
-    let a = auditor(
-        cfg.clone(),
-        DeliveryMode::Batch {
-            queue: 1000,
-            overflow: Overflow::Block,
-        },
-    );
+    let a = auditor(cfg.clone(), mode);
     // (60 events: the files hold only events now, no checkpoint lines.)
     for i in 0..60 {
         a.emit(event(i)).await.unwrap();

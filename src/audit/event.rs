@@ -17,6 +17,7 @@
 //! so a serialized event ends in `}}` when it has annotations and in `}` when it has none.
 
 use std::{
+    borrow::Cow,
     collections::BTreeMap,
     fmt,
     str::FromStr,
@@ -253,10 +254,11 @@ impl ResponseStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
+    /// `Cow`: every event we write has the same two words, so none of them allocates them.
     #[serde(default = "event_kind")]
-    pub kind: String,
-    #[serde(default = "api_version")]
-    pub api_version: String,
+    pub kind: Cow<'static, str>,
+    #[serde(default = "event_api_version")]
+    pub api_version: Cow<'static, str>,
     pub level: Level,
     #[serde(rename = "auditID")]
     pub audit_id: String,
@@ -293,8 +295,11 @@ pub struct Event {
     pub annotations: BTreeMap<String, String>,
 }
 
-fn event_kind() -> String {
-    "Event".into()
+fn event_kind() -> Cow<'static, str> {
+    Cow::Borrowed("Event")
+}
+fn event_api_version() -> Cow<'static, str> {
+    Cow::Borrowed(API_VERSION)
 }
 fn api_version() -> String {
     API_VERSION.into()
@@ -303,10 +308,17 @@ fn api_version() -> String {
 /// Level `Metadata`, stage `ResponseComplete`, both timestamps now, everything else empty.
 impl Default for Event {
     fn default() -> Self {
-        let now = MicroTime::now();
+        Event::blank(MicroTime::now())
+    }
+}
+
+impl Event {
+    /// Level `Metadata`, stage `ResponseComplete`, both timestamps `now`, everything else
+    /// empty; allocates nothing.
+    pub fn blank(now: MicroTime) -> Event {
         Event {
             kind: event_kind(),
-            api_version: api_version(),
+            api_version: event_api_version(),
             level: Level::Metadata,
             audit_id: String::new(),
             stage: Stage::ResponseComplete,
@@ -326,9 +338,7 @@ impl Default for Event {
             annotations: BTreeMap::new(),
         }
     }
-}
 
-impl Event {
     /// Drop what `level` does not record, as the apiserver does: below `Request` no request
     /// body, below `RequestResponse` no response body, and at `None` the caller should not
     /// emit at all. Non-resource requests never carry a request object.

@@ -184,7 +184,7 @@ impl Recorder {
             source_ips,
             request_received_timestamp: now,
             stage_timestamp: now,
-            ..Event::default()
+            ..Event::blank(now)
         };
         Recorder {
             audit,
@@ -253,13 +253,7 @@ impl Recorder {
     pub fn evaluate(&mut self) -> RuleEvaluation {
         if !self.evaluated {
             let info = self.info.as_deref();
-            let path = self
-                .event
-                .request_uri
-                .split('?')
-                .next()
-                .unwrap_or_default()
-                .to_owned();
+            let path = self.event.request_uri.split('?').next().unwrap_or_default();
             let attrs = match info {
                 Some(info) => Attributes::from_request(
                     info,
@@ -270,7 +264,7 @@ impl Recorder {
                     user: &self.event.user.username,
                     groups: &self.event.user.groups,
                     verb: &self.event.verb,
-                    path: &path,
+                    path,
                     ..Attributes::default()
                 },
             };
@@ -366,7 +360,9 @@ impl Recorder {
             return None;
         }
         let e = if last {
-            std::mem::take(&mut self.event)
+            // A blank in its place, not `Event::default()`: that reads the clock for nothing.
+            let blank = Event::blank(self.event.request_received_timestamp);
+            std::mem::replace(&mut self.event, blank)
         } else {
             self.event.clone()
         };

@@ -138,12 +138,44 @@ mod status {
     pub const ALL: [Key; 6] = [METADATA, STATUS, MESSAGE, REASON, DETAILS, CODE];
 }
 
+/// An event's line and, when chained, its canonical bytes: one allocation, the line first.
+pub struct Written {
+    bytes: Vec<u8>,
+    /// Where the line ends and the canonical bytes begin.
+    line_end: usize,
+    chained: bool,
+}
+
+impl Written {
+    /// The JSON line, no newline.
+    pub fn line(&self) -> &[u8] {
+        self.bytes.get(..self.line_end).unwrap_or_default()
+    }
+
+    /// The canonical bytes, if they were asked for.
+    pub fn canonical(&self) -> Option<&[u8]> {
+        self.chained
+            .then(|| self.bytes.get(self.line_end..).unwrap_or_default())
+    }
+}
+
+thread_local! {
+    /// The members' values of the event being written. Kept between events: a fresh 1 KiB
+    /// buffer per event was two allocator calls and, with many requests in flight, memory
+    /// that was cold in the cache when written.
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// A scratch buffer larger than this (an event with a large request or response object) is
+/// not kept for the next event: the thread would hold the largest event's size forever.
+const SCRATCH_KEPT: usize = 16 * 1024;
+
 /// `event`'s line (no newline) and, when `chained`, its canonical bytes.
-pub fn write(event: &Event, chained: bool) -> (Vec<u8>, Option<Vec<u8>>) {
-    let mut w = Writer {
-        buf: Vec::with_capacity(1024),
-        chained,
-    };
+pub fn write(event: &Event, chained: bool) -> Written {
+    let mut buf = SCRATCH.with(std::cell::Cell::take);
+    buf.clear();
+    buf.reserve(1024);
+    let mut w = Writer { buf, chained };
     let mut members: SmallVec<[Member; 20]> = SmallVec::new();
     members.push((top::KIND, w.str(&event.kind)));
     members.push((top::API_VERSION, w.str(&event.api_version)));
@@ -185,14 +217,22 @@ pub fn write(event: &Event, chained: bool) -> (Vec<u8>, Option<Vec<u8>>) {
     if !event.annotations.is_empty() {
         members.push((top::ANNOTATIONS, w.string_map(&event.annotations)));
     }
-    let mut line = Vec::with_capacity(w.buf.len() + 16 * members.len());
-    object_into(&w.buf, &members, |t| &t.line, &mut line);
-    let canonical = chained.then(|| {
-        let mut out = Vec::with_capacity(line.len());
-        object_into(&w.buf, by_rank(&members), |t| &t.canon, &mut out);
-        out
-    });
-    (line, canonical)
+    // Each form is about the values' bytes plus the members' names.
+    let one = w.buf.len() + 16 * members.len();
+    let mut bytes = Vec::with_capacity(if chained { 2 * one } else { one });
+    object_into(&w.buf, &members, |t| &t.line, &mut bytes);
+    let line_end = bytes.len();
+    if chained {
+        object_into(&w.buf, by_rank(&members), |t| &t.canon, &mut bytes);
+    }
+    if w.buf.capacity() <= SCRATCH_KEPT {
+        SCRATCH.with(|s| s.set(w.buf));
+    }
+    Written {
+        bytes,
+        line_end,
+        chained,
+    }
 }
 
 /// Above every rank (a bit of a `u32` each): no object has this many members.

@@ -46,7 +46,10 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{chain, event::Event};
+use super::{
+    chain,
+    event::{json::Written, Event},
+};
 
 pub use file::FileSinkConfig;
 pub(crate) use thread::{spawn_thread, LineBackend, Shared};
@@ -141,17 +144,16 @@ pub enum AuditError {
 
 /// An event serialized once for every sink.
 pub struct Prepared {
-    /// Compact JSON of the event (Go field order, `annotations` last), no newline.
-    line: Vec<u8>,
+    /// Compact JSON of the event (Go field order, `annotations` last), no newline; and the
+    /// canonical bytes for the hash chain (only when a chained sink exists).
+    written: Written,
     has_annotations: bool,
-    /// Canonical bytes for the hash chain (only when a chained sink exists).
-    canonical: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for Prepared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Prepared")
-            .field("line", &String::from_utf8_lossy(&self.line))
+            .field("line", &String::from_utf8_lossy(self.line()))
             .finish()
     }
 }
@@ -175,29 +177,28 @@ impl Prepared {
     /// `event` has no chain annotation.
     fn written(event: &Event, chained: bool) -> Prepared {
         // One pass writes the line and the canonical bytes (`event/json.rs`).
-        let (line, canonical) = super::event::json::write(event, chained);
         Prepared {
-            line,
+            written: super::event::json::write(event, chained),
             has_annotations: !event.annotations.is_empty(),
-            canonical,
         }
     }
 
     /// The event's JSON (without a chain annotation), no newline.
     pub fn line(&self) -> &[u8] {
-        &self.line
+        self.written.line()
     }
 
     /// Append the line with `"portcullis.io/chain": link` added to its annotations, and `\n`.
     /// Relies on `annotations` being the last field of a serialized [`Event`].
     pub(crate) fn write_chained(&self, link: &chain::Link, out: &mut Vec<u8>) {
+        let line = self.line();
         let (body, open) = if self.has_annotations {
             // …,"annotations":{…}}  → cut "}}" and add ,"portcullis.io/chain":"…"}}
-            (&self.line[..self.line.len().saturating_sub(2)], &b","[..])
+            (&line[..line.len().saturating_sub(2)], &b","[..])
         } else {
             // …}  → cut "}" and add ,"annotations":{"portcullis.io/chain":"…"}}
             (
-                &self.line[..self.line.len().saturating_sub(1)],
+                &line[..line.len().saturating_sub(1)],
                 &b",\"annotations\":{"[..],
             )
         };
@@ -212,7 +213,7 @@ impl Prepared {
 
     /// The canonical bytes (empty when not computed).
     pub(crate) fn canonical(&self) -> &[u8] {
-        self.canonical.as_deref().unwrap_or_default()
+        self.written.canonical().unwrap_or_default()
     }
 }
 

@@ -152,6 +152,50 @@ async fn foreign_and_expired_client_certificates_cannot_connect() {
     env.stop().await;
 }
 
+/// TLS sessions are resumed (a reconnecting client skips the full handshake), but not with a
+/// client certificate that has expired since the session began: rustls restores the chain
+/// from the stored session without verifying it again, so the proxy checks it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_resumes_only_while_its_client_certificate_is_valid() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    let env = Env::start().await;
+    let lifetime = std::time::Duration::from_secs(6);
+    let issued = std::time::Instant::now();
+    let cert = env.ca.client_cert_valid_for("carol", lifetime).unwrap();
+    let config = std::sync::Arc::new(common::client_tls(&env.ca, Some(&cert), &[b"http/1.1"]));
+
+    let (kind, ok) = request_on_new_connection(&env, &config).await;
+    assert_eq!((kind, ok), (Some(Full), true), "first connection");
+    let (kind, ok) = request_on_new_connection(&env, &config).await;
+    assert_eq!(
+        (kind, ok),
+        (Some(Resumed), true),
+        "a second connection resumes the session and is served"
+    );
+    assert!(
+        issued.elapsed() < lifetime,
+        "the certificate expired before the test's first requests: rerun on a less busy machine"
+    );
+
+    // Past the certificate's notAfter (whole seconds) with a margin.
+    let past = lifetime + std::time::Duration::from_millis(1500);
+    tokio::time::sleep(past.saturating_sub(issued.elapsed())).await;
+    env.sandbox.sandbox.clear_recorded();
+    let (kind, ok) = request_on_new_connection(&env, &config).await;
+    assert_eq!(kind, Some(Resumed), "the client resumed its session");
+    assert!(
+        !ok,
+        "a resumed session with an expired certificate was served"
+    );
+    assert!(
+        env.sandbox.sandbox.recorded().is_empty(),
+        "upstream saw a request"
+    );
+    // A full handshake with the expired certificate fails, as it did before.
+    assert!(!cert_connects(&env, &cert).await);
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_token_stays_in_its_namespace() {
     let env = Env::start().await;
@@ -490,21 +534,32 @@ async fn kube_rs_with_a_scoped_token() {
 
 /// Whether a TLS connection presenting `cert` can complete one request.
 async fn cert_connects(env: &Env, cert: &portcullis_sandbox::pki::Issued) -> bool {
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(common::client_tls(
-        &env.ca,
-        Some(cert),
-        &[b"http/1.1"],
-    )));
+    let config = std::sync::Arc::new(common::client_tls(&env.ca, Some(cert), &[b"http/1.1"]));
+    request_on_new_connection(env, &config).await.1
+}
+
+/// One `GET /api` on a new TLS connection made with `config` (which keeps the sessions it may
+/// resume): the kind of handshake the client saw, and whether the answer was 200.
+async fn request_on_new_connection(
+    env: &Env,
+    config: &std::sync::Arc<rustls::ClientConfig>,
+) -> (Option<rustls::HandshakeKind>, bool) {
+    let connector = tokio_rustls::TlsConnector::from(config.clone());
     let tcp = tokio::net::TcpStream::connect(env.proxy_addr)
         .await
         .unwrap();
+    let tls = match connector
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+    {
+        Ok(tls) => tls,
+        Err(_) => return (None, false),
+    };
+    let kind = tls.get_ref().1.handshake_kind();
     let outcome = async {
-        let tls = connector
-            .connect(
-                rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-                tcp,
-            )
-            .await?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
                 .await
@@ -516,7 +571,7 @@ async fn cert_connects(env: &Env, cert: &portcullis_sandbox::pki::Issued) -> boo
             .map_err(std::io::Error::other)
     }
     .await;
-    outcome.is_ok_and(|r| r.status() == StatusCode::OK)
+    (kind, outcome.is_ok_and(|r| r.status() == StatusCode::OK))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

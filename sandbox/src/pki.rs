@@ -113,6 +113,19 @@ impl Ca {
         crl.pem().context("encode CRL")
     }
 
+    /// A client certificate valid from now for `valid_for` (X.509 times are whole seconds).
+    pub fn client_cert_valid_for(
+        &self,
+        user: &str,
+        valid_for: std::time::Duration,
+    ) -> Result<Issued> {
+        let mut params = client_params(user, &[])?;
+        let now = time_now();
+        params.not_before = now - std::time::Duration::from_secs(60);
+        params.not_after = now + valid_for;
+        self.sign(params)
+    }
+
     /// A client certificate that expired on 2020-01-02 (for tests of expiry handling).
     pub fn expired_client_cert(&self, user: &str) -> Result<Issued> {
         let mut params = client_params(user, &[])?;

@@ -6,7 +6,8 @@
 //! credentials, an empty or malformed bearer token, a token the verifier refuses, a certificate
 //! without a CN, or — unless allowed in config — a user or group beginning with `system:`,
 //! since the proxy's impersonate grant would otherwise hand out e.g. `system:masters`.
-//! Certificates from unknown CAs, and expired ones, never get past the TLS handshake.
+//! Certificates from unknown CAs, and expired ones, never get past the TLS handshake, nor past
+//! the resumption of a session begun while the certificate was valid (`server/resumption.rs`).
 
 pub mod config;
 pub mod identity;

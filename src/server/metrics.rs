@@ -27,6 +27,8 @@ pub enum Closed {
     HeaderTimeout,
     /// No open request for `listen.idle_timeout`.
     IdleTimeout,
+    /// A resumed TLS session whose client certificate is no longer valid (`resumption.rs`).
+    ResumedCertificateExpired,
 }
 
 impl Closed {
@@ -36,6 +38,7 @@ impl Closed {
             Closed::PrefaceTimeout => "preface_timeout",
             Closed::HeaderTimeout => "header_read_timeout",
             Closed::IdleTimeout => "idle_timeout",
+            Closed::ResumedCertificateExpired => "resumed_certificate_expired",
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod config;
 mod conn;
 pub mod limits;
 pub mod metrics;
+mod resumption;
 pub mod serve;
 pub mod tls;
 

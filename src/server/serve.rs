@@ -313,6 +313,13 @@ impl Conn {
                 }
             };
             self.shared.handshake_done();
+            if super::resumption::resumed_with_invalid_certificate(tls.get_ref().1) {
+                self.opts.metrics.closed(Closed::ResumedCertificateExpired);
+                tracing::info!(peer = %self.peer, "TLS session resumed with a client certificate that is no longer valid; connection closed");
+                drop(self);
+                drop(tls);
+                return;
+            }
             Box::new(tls)
         };
         let timeouts = self.opts.timeouts();

@@ -8,8 +8,8 @@
 # per second of its own CPU time.
 #
 # A resumed session skips the server's signature and the client certificate's verification;
-# the proxy still checks that the certificate is within its validity period (see
-# src/server/resumption.rs).
+# the proxy still checks on every request that the certificate is within its validity period
+# (src/authn/x509.rs).
 #
 # Needs: openssl. Usage: benches/tls_resumption.sh BIN [ROUNDS]
 set -u

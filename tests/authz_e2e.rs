@@ -152,11 +152,12 @@ async fn foreign_and_expired_client_certificates_cannot_connect() {
     env.stop().await;
 }
 
-/// TLS sessions are resumed (a reconnecting client skips the full handshake), but not with a
-/// client certificate that has expired since the session began: rustls restores the chain
-/// from the stored session without verifying it again, so the proxy checks it.
+/// A client certificate's validity period is checked on every request, as kube-apiserver's
+/// x509 authenticator does: once it has expired, a connection opened while it was valid and a
+/// TLS session resumed from such a connection (rustls resumes without verifying the
+/// certificate again) are answered 401, and nothing reaches the upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_resumes_only_while_its_client_certificate_is_valid() {
+async fn an_expired_client_certificate_is_refused_on_open_and_resumed_connections() {
     use rustls::HandshakeKind::{Full, Resumed};
     let env = Env::start().await;
     let lifetime = std::time::Duration::from_secs(6);
@@ -164,14 +165,16 @@ async fn a_session_resumes_only_while_its_client_certificate_is_valid() {
     let cert = env.ca.client_cert_valid_for("carol", lifetime).unwrap();
     let config = std::sync::Arc::new(common::client_tls(&env.ca, Some(&cert), &[b"http/1.1"]));
 
-    let (kind, ok) = request_on_new_connection(&env, &config).await;
-    assert_eq!((kind, ok), (Some(Full), true), "first connection");
-    let (kind, ok) = request_on_new_connection(&env, &config).await;
+    let (kind, mut open) = connect(&env, &config).await.expect("first connection");
+    assert_eq!(kind, Some(Full));
+    assert_eq!(get_api(&mut open).await, Some(StatusCode::OK));
+    let (kind, mut resumed) = connect(&env, &config).await.expect("second connection");
     assert_eq!(
-        (kind, ok),
-        (Some(Resumed), true),
-        "a second connection resumes the session and is served"
+        kind,
+        Some(Resumed),
+        "a second connection resumes the session"
     );
+    assert_eq!(get_api(&mut resumed).await, Some(StatusCode::OK));
     assert!(
         issued.elapsed() < lifetime,
         "the certificate expired before the test's first requests: rerun on a less busy machine"
@@ -181,11 +184,17 @@ async fn a_session_resumes_only_while_its_client_certificate_is_valid() {
     let past = lifetime + std::time::Duration::from_millis(1500);
     tokio::time::sleep(past.saturating_sub(issued.elapsed())).await;
     env.sandbox.sandbox.clear_recorded();
-    let (kind, ok) = request_on_new_connection(&env, &config).await;
+    assert_eq!(
+        get_api(&mut open).await,
+        Some(StatusCode::UNAUTHORIZED),
+        "the connection opened while the certificate was valid"
+    );
+    let (kind, mut late) = connect(&env, &config).await.expect("third connection");
     assert_eq!(kind, Some(Resumed), "the client resumed its session");
-    assert!(
-        !ok,
-        "a resumed session with an expired certificate was served"
+    assert_eq!(
+        get_api(&mut late).await,
+        Some(StatusCode::UNAUTHORIZED),
+        "a session resumed after the certificate expired"
     );
     assert!(
         env.sandbox.sandbox.recorded().is_empty(),
@@ -535,43 +544,49 @@ async fn kube_rs_with_a_scoped_token() {
 /// Whether a TLS connection presenting `cert` can complete one request.
 async fn cert_connects(env: &Env, cert: &portcullis_sandbox::pki::Issued) -> bool {
     let config = std::sync::Arc::new(common::client_tls(&env.ca, Some(cert), &[b"http/1.1"]));
-    request_on_new_connection(env, &config).await.1
+    match connect(env, &config).await {
+        Some((_, mut sender)) => get_api(&mut sender).await == Some(StatusCode::OK),
+        None => false,
+    }
 }
 
-/// One `GET /api` on a new TLS connection made with `config` (which keeps the sessions it may
-/// resume): the kind of handshake the client saw, and whether the answer was 200.
-async fn request_on_new_connection(
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// A new HTTP/1.1 connection over TLS made with `config` (which keeps the sessions it may
+/// resume), and the kind of handshake the client saw; `None` if the handshake failed.
+async fn connect(
     env: &Env,
     config: &std::sync::Arc<rustls::ClientConfig>,
-) -> (Option<rustls::HandshakeKind>, bool) {
+) -> Option<(Option<rustls::HandshakeKind>, Sender)> {
     let connector = tokio_rustls::TlsConnector::from(config.clone());
     let tcp = tokio::net::TcpStream::connect(env.proxy_addr)
         .await
         .unwrap();
-    let tls = match connector
+    let tls = connector
         .connect(
             rustls_pki_types::ServerName::try_from("localhost").unwrap(),
             tcp,
         )
         .await
-    {
-        Ok(tls) => tls,
-        Err(_) => return (None, false),
-    };
+        .ok()?;
     let kind = tls.get_ref().1.handshake_kind();
-    let outcome = async {
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                .await
-                .map_err(std::io::Error::other)?;
-        tokio::spawn(conn);
-        sender
-            .send_request(req("GET", "/api", None))
-            .await
-            .map_err(std::io::Error::other)
-    }
-    .await;
-    (kind, outcome.is_ok_and(|r| r.status() == StatusCode::OK))
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    Some((kind, sender))
+}
+
+/// `GET /api` on `sender`'s connection: the answer's status, `None` if the connection failed.
+async fn get_api(sender: &mut Sender) -> Option<StatusCode> {
+    sender.ready().await.ok()?;
+    let resp = sender.send_request(req("GET", "/api", None)).await.ok()?;
+    let status = resp.status();
+    // Read the body so the connection is ready for the next request.
+    http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .ok()?;
+    Some(status)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

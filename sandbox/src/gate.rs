@@ -108,7 +108,7 @@ mod cert {
             groups_prefix: String::new(),
             allow_system_identities: true,
         };
-        let id = x509::identity(Some(leaf), &cfg).ok()?;
+        let (id, _) = x509::identity(Some(leaf), &cfg).ok()?;
         Some(User {
             name: id.user,
             groups: id.groups,

@@ -176,7 +176,13 @@ mod tests {
         // The mapping of this connection's certificate, as the first request would leave it.
         let mut alice = crate::authz::tests::id("alice", &[]);
         alice.tenant = Some("team-a".into());
-        let _ = conn.cert_identity.set(Arc::new(alice));
+        let _ = conn.cert_identity.set(crate::authn::x509::CertIdentity {
+            identity: Arc::new(alice),
+            validity: crate::authn::x509::Validity {
+                not_before: i64::MIN,
+                not_after: i64::MAX,
+            },
+        });
         req.extensions_mut().insert(Arc::new(conn));
         assert_eq!(send(svc, req).await.status(), 200);
     }

@@ -6,8 +6,10 @@
 //! credentials, an empty or malformed bearer token, a token the verifier refuses, a certificate
 //! without a CN, or — unless allowed in config — a user or group beginning with `system:`,
 //! since the proxy's impersonate grant would otherwise hand out e.g. `system:masters`.
-//! Certificates from unknown CAs, and expired ones, never get past the TLS handshake, nor past
-//! the resumption of a session begun while the certificate was valid (`server/resumption.rs`).
+//! Certificates from unknown CAs, and expired ones, never get past the TLS handshake; a
+//! certificate that expires later is refused (401) from then on, checked on every request
+//! (`x509.rs`): on a connection kept open, and on a resumed TLS session, which rustls does not
+//! verify again.
 
 pub mod config;
 pub mod identity;

@@ -5,7 +5,9 @@
 //! token that verifies against a configured JWT issuer. Rejected (the caller turns every case
 //! into the same 401 `Unauthorized` Status): no credentials; more than one `Authorization`
 //! header; a scheme other than Bearer; an empty token; a token when no issuer is configured; any
-//! token the JWT verifier refuses; a certificate identity the x509 mapping refuses.
+//! token the JWT verifier refuses; a certificate identity the x509 mapping refuses; a
+//! certificate outside its validity period (checked on every request: a connection outlives
+//! its handshake's check).
 //!
 //! The identity leaves here with its tenant resolved from `authorization.tenants`.
 
@@ -77,13 +79,21 @@ pub async fn authenticate(
     conn: &ConnInfo,
 ) -> Result<Arc<Identity>, Failure> {
     if let (Some(mapping), Some(chain)) = (&config.x509, &conn.peer_certs) {
-        // The certificate is the connection's: map it once, reuse for every request on it.
-        if let Some(id) = conn.cert_identity.get() {
-            return Ok(id.clone());
-        }
-        let mut id = x509::identity(chain.first(), mapping)?;
-        id.tenant = config.authorizer.tenant_of(&id);
-        return Ok(conn.cert_identity.get_or_init(|| Arc::new(id)).clone());
+        // The certificate is the connection's: map it once, reuse for every request on it,
+        // but check its validity period on every request (see `x509`'s module doc).
+        let mapped = match conn.cert_identity.get() {
+            Some(mapped) => mapped,
+            None => {
+                let (mut id, validity) = x509::identity(chain.first(), mapping)?;
+                id.tenant = config.authorizer.tenant_of(&id);
+                conn.cert_identity.get_or_init(|| x509::CertIdentity {
+                    identity: Arc::new(id),
+                    validity,
+                })
+            }
+        };
+        mapped.validity.check_now()?;
+        return Ok(mapped.identity.clone());
     }
     match bearer(headers) {
         Bearer::Absent => Err(Failure::NoCredentials),

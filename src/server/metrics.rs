@@ -27,8 +27,6 @@ pub enum Closed {
     HeaderTimeout,
     /// No open request for `listen.idle_timeout`.
     IdleTimeout,
-    /// A resumed TLS session whose client certificate is no longer valid (`resumption.rs`).
-    ResumedCertificateExpired,
 }
 
 impl Closed {
@@ -38,7 +36,6 @@ impl Closed {
             Closed::PrefaceTimeout => "preface_timeout",
             Closed::HeaderTimeout => "header_read_timeout",
             Closed::IdleTimeout => "idle_timeout",
-            Closed::ResumedCertificateExpired => "resumed_certificate_expired",
         }
     }
 }

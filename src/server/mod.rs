@@ -5,7 +5,6 @@ pub mod config;
 mod conn;
 pub mod limits;
 pub mod metrics;
-mod resumption;
 pub mod serve;
 pub mod tls;
 

@@ -55,8 +55,9 @@ pub struct ConnInfo {
     pub peer_certs: Option<Arc<Vec<CertificateDer<'static>>>>,
     /// Whether the connection negotiated HTTP/2.
     pub h2: bool,
-    /// The identity mapped from `peer_certs`, computed by the first request that needs it.
-    pub cert_identity: std::sync::OnceLock<Arc<crate::authn::Identity>>,
+    /// The identity mapped from `peer_certs` and the certificate's validity period, computed
+    /// by the first request that needs them.
+    pub cert_identity: std::sync::OnceLock<crate::authn::x509::CertIdentity>,
     /// `peer`'s IP as a header value (`X-Forwarded-For`), written once per connection instead
     /// of formatted again for every request on it.
     pub peer_ip: http::HeaderValue,
@@ -313,13 +314,6 @@ impl Conn {
                 }
             };
             self.shared.handshake_done();
-            if super::resumption::resumed_with_invalid_certificate(tls.get_ref().1) {
-                self.opts.metrics.closed(Closed::ResumedCertificateExpired);
-                tracing::info!(peer = %self.peer, "TLS session resumed with a client certificate that is no longer valid; connection closed");
-                drop(self);
-                drop(tls);
-                return;
-            }
             Box::new(tls)
         };
         let timeouts = self.opts.timeouts();

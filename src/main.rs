@@ -18,10 +18,17 @@ fn main() {
     if !matches!(cli.command, cli::Command::Serve { .. }) {
         portcullis::telemetry::init_logging(portcullis::telemetry::LogFormat::Text);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // One worker asked for: tokio's current-thread runtime, everything async on one thread.
+    // The multi-thread runtime with one worker also keeps the main thread for `block_on`'s
+    // future and pays for cross-thread scheduling: about 10 % more CPU per request (README,
+    // Performance, sixth session).
+    let one = std::env::var("TOKIO_WORKER_THREADS").is_ok_and(|v| v.trim() == "1");
+    let mut builder = if one {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");

@@ -1,5 +1,6 @@
 //! The real `portcullis serve` binary: SIGTERM stops accepting but lets an in-flight request
-//! finish, then the process exits 0.
+//! finish, then the process exits 0. Once on the default multi-thread runtime, once with
+//! `TOKIO_WORKER_THREADS=1`, which runs tokio's current-thread runtime (`src/main.rs`).
 // Test code: a failed unwrap / expect / panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -14,6 +15,16 @@ use portcullis_sandbox::{self as sandbox, demo, pki::Ca};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_request_finish() {
+    sigterm_run(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_request_finish_on_one_thread() {
+    sigterm_run(Some("1")).await;
+}
+
+/// The scenario, with `TOKIO_WORKER_THREADS` set to `threads` for the proxy when given.
+async fn sigterm_run(threads: Option<&str>) {
     tls::install_crypto_provider();
     let ca = Ca::new("test CA").unwrap();
     let sandbox = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
@@ -22,12 +33,12 @@ async fn sigterm_lets_in_flight_request_finish() {
     let dir = tempfile::tempdir().unwrap();
     let (listen, admin) = (common::free_port(), common::free_port());
     let files = demo::write(dir.path(), &ca, &sandbox.url(), listen, admin).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["serve", "--config"])
-        .arg(&files.config)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command.args(["serve", "--config"]).arg(&files.config);
+    if let Some(n) = threads {
+        command.env("TOKIO_WORKER_THREADS", n);
+    }
+    let mut child = command.kill_on_drop(true).spawn().unwrap();
 
     // Wait until the proxy accepts connections.
     let mut up = false;

@@ -98,6 +98,20 @@ impl Binary {
         self.log.lock().unwrap().clone()
     }
 
+    /// The log once `ready` holds for it, or after 10 s (the caller's assertions then fail
+    /// with the log as it is). The process's stderr is read by a task of the test, so a line
+    /// the proxy wrote before a metric the test saw may not be in `log()` yet.
+    pub async fn log_when(&self, ready: impl Fn(&str) -> bool) -> String {
+        for _ in 0..500 {
+            let log = self.log();
+            if ready(&log) {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.log()
+    }
+
     /// Send a signal (`HUP`, `TERM`) to the process.
     pub fn signal(&self, name: &str) {
         let pid = self.child.id().unwrap().to_string();

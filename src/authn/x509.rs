@@ -12,7 +12,10 @@ use std::collections::BTreeMap;
 use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::identity::{Identity, Method};
+use super::{
+    identity::{Identity, Method},
+    jwt::{Clock, SystemClock},
+};
 use crate::authn::config::X509Identity;
 
 /// Why a certificate yields no identity (logged; the client only ever sees 401).
@@ -52,12 +55,10 @@ impl Validity {
         }
     }
 
-    /// [`check`](Self::check) against the system clock.
+    /// [`check`](Self::check) against the system clock (the one JWT verification reads).
     pub fn check_now(&self) -> Result<(), Rejected> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        self.check(now)
+        let now = SystemClock.now().as_secs();
+        self.check(i64::try_from(now).unwrap_or(i64::MAX))
     }
 }
 
@@ -194,13 +195,7 @@ mod tests {
         let ca = Ca::new("t").unwrap();
         let c = ca.client_cert("alice", &[]).unwrap();
         let (_, v) = identity(Some(&c.cert_der), &cfg(false)).unwrap();
-        let now = i64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs(),
-        )
-        .unwrap();
+        let now = i64::try_from(SystemClock.now().as_secs()).unwrap();
         assert!(v.not_before < now && now < v.not_after, "{v:?}");
         assert!(v.check_now().is_ok());
         assert!(v.check(v.not_before).is_ok() && v.check(v.not_after).is_ok());

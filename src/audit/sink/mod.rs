@@ -225,7 +225,7 @@ pub(crate) type Ack = oneshot::Sender<AckResult>;
 pub(crate) enum Msg {
     Event(Arc<Prepared>, Option<Ack>),
     /// The waiting events of one runtime turn, in order (`outbox.rs`).
-    Events(Vec<(Arc<Prepared>, Option<Ack>)>),
+    Events(thread::Batch),
     /// An inline writer left work to the thread (see [`LineBackend::take_tick`]).
     Tick,
     /// Finish everything queued before this, close cleanly, then answer.

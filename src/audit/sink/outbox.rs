@@ -110,11 +110,7 @@ async fn flush(outbox: Arc<Outbox>, tx: mpsc::WeakSender<Msg>, inline: Option<In
     }
 }
 
-async fn send(
-    tx: &mpsc::Sender<Msg>,
-    inline: Option<&InlineWrite>,
-    events: Vec<(Arc<Prepared>, Option<Ack>)>,
-) {
+async fn send(tx: &mpsc::Sender<Msg>, inline: Option<&InlineWrite>, events: Batch) {
     if events.is_empty() {
         return;
     }

@@ -73,6 +73,16 @@ struct SharedState<B> {
     closed: bool,
 }
 
+impl<B: LineBackend> SharedState<B> {
+    /// The backend's write, unless the shutdown closed it.
+    fn write(&mut self, events: &[Arc<Prepared>], durable: bool) -> Result<(), (usize, String)> {
+        if self.closed {
+            return Err((0, "audit is shutting down".into()));
+        }
+        self.backend.write(events, durable)
+    }
+}
+
 impl<B> Clone for Shared<B> {
     fn clone(&self) -> Self {
         Shared {
@@ -129,11 +139,7 @@ impl<B: LineBackend> Shared<B> {
         if !s.closed && s.backend.would_sync(&events) {
             return Err(events.into_iter().zip(acks).collect());
         }
-        let result = if s.closed {
-            Err((0, "audit is shutting down".to_string()))
-        } else {
-            s.backend.write(&events, false)
-        };
+        let result = s.write(&events, false);
         let nudge = s.backend.take_tick();
         drop(s);
         answer(events.len(), result, acks, counters, sink);
@@ -149,11 +155,7 @@ impl<B: LineBackend> Shared<B> {
 impl<B: LineBackend> LineBackend for Shared<B> {
     fn write(&mut self, events: &[Arc<Prepared>], durable: bool) -> Result<(), (usize, String)> {
         let mut s = self.lock();
-        let result = if s.closed {
-            Err((0, "audit is shutting down".into()))
-        } else {
-            s.backend.write(events, durable)
-        };
+        let result = s.write(events, durable);
         // Only handed-over batches reach the thread: once written (or failed), inline writes
         // may go on. Released under the lock, so no inline write overtakes them.
         let _ = self

@@ -149,6 +149,18 @@ impl FileSinkConfig {
 
 /// Bytes a chained line adds to the event's JSON, at most (`,"annotations":{"…":"<64>"}}\n`).
 const CHAIN_OVERHEAD: u64 = 107;
+
+/// `p`'s line at its largest chained size.
+fn chained_len(p: &Prepared) -> u64 {
+    p.line().len() as u64 + CHAIN_OVERHEAD
+}
+
+/// Whether a line of `need` bytes rotates a file of `size` bytes holding `events_in_file`
+/// events first (`max` 0: no size limit). A line alone in its file never rotates it, however
+/// long. The one rule for `write` and `would_sync`.
+fn rotates_before(need: u64, max: u64, size: u64, events_in_file: u64) -> bool {
+    max > 0 && events_in_file > 0 && size + need > max
+}
 pub(crate) struct FileBackend {
     cfg: FileSinkConfig,
     file: File,
@@ -505,11 +517,8 @@ impl LineBackend for FileBackend {
             self.buf.clear();
             self.side_buf.clear();
             while let Some(p) = events.get(i) {
-                let need = p.line().len() as u64 + CHAIN_OVERHEAD;
-                if max > 0
-                    && self.events_in_file > 0
-                    && self.size + self.buf.len() as u64 + need > max
-                {
+                let size = self.size + self.buf.len() as u64;
+                if rotates_before(chained_len(p), max, size, self.events_in_file) {
                     break;
                 }
                 let link = self.link.next(p.canonical());
@@ -582,8 +591,8 @@ impl LineBackend for FileBackend {
         }
         let (mut size, mut in_file) = (self.size, self.events_in_file);
         events.iter().any(|p| {
-            let need = p.line().len() as u64 + CHAIN_OVERHEAD;
-            let rotates = in_file > 0 && size + need > max;
+            let need = chained_len(p);
+            let rotates = rotates_before(need, max, size, in_file);
             size += need;
             in_file += 1;
             rotates

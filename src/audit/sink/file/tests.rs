@@ -33,6 +33,13 @@ fn key() -> Arc<SigningKey> {
     Arc::new(SigningKey::generate().unwrap().2)
 }
 
+/// A file sink at `path` whose checkpoints `key` signs.
+fn signed(path: &Path, key: &Arc<SigningKey>) -> FileSinkConfig {
+    let mut cfg = FileSinkConfig::new(path);
+    cfg.signing_key = Some(key.clone());
+    cfg
+}
+
 fn verify_files(files: &[PathBuf], key: &SigningKey) -> verify::Report {
     verify::verify_files(files, &[key.verifying_key()]).unwrap()
 }
@@ -90,8 +97,7 @@ async fn strict_group_commit_verifies_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
     let key = key();
-    let mut cfg = FileSinkConfig::new(&path);
-    cfg.signing_key = Some(key.clone());
+    let mut cfg = signed(&path, &key);
     cfg.checkpoint_every_events = 50;
     let a = Arc::new(auditor(cfg.clone(), DeliveryMode::BlockingStrict));
     let mut tasks = Vec::new();
@@ -152,8 +158,7 @@ async fn blocking_mode_writes_inline_and_leaves_checkpoints_to_the_thread() {
 
     // By count only: the inline writer nudges the thread, which signs.
     let path = dir.path().join("count.log");
-    let mut cfg = FileSinkConfig::new(&path);
-    cfg.signing_key = Some(key.clone());
+    let mut cfg = signed(&path, &key);
     cfg.checkpoint_every_events = 10;
     cfg.checkpoint_interval = Duration::ZERO;
     let a = auditor(cfg, DeliveryMode::Blocking);
@@ -189,8 +194,7 @@ async fn blocking_mode_writes_inline_and_leaves_checkpoints_to_the_thread() {
 
     // By time only: the first unsigned event arms the thread's timer.
     let path = dir.path().join("time.log");
-    let mut cfg = FileSinkConfig::new(&path);
-    cfg.signing_key = Some(key.clone());
+    let mut cfg = signed(&path, &key);
     cfg.checkpoint_every_events = 0;
     cfg.checkpoint_interval = Duration::from_millis(200);
     let a = auditor(cfg, DeliveryMode::Blocking);
@@ -221,8 +225,7 @@ async fn rotation_in(mode: DeliveryMode) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
     let key = key();
-    let mut cfg = FileSinkConfig::new(&path);
-    cfg.signing_key = Some(key.clone());
+    let mut cfg = signed(&path, &key);
     cfg.max_size_bytes = 4096;
     cfg.max_backups = 3;
     let a = auditor(cfg.clone(), mode);
@@ -267,8 +270,7 @@ async fn torn_tail_is_moved_away_and_the_chain_continues() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
     let key = key();
-    let mut cfg = FileSinkConfig::new(&path);
-    cfg.signing_key = Some(key.clone());
+    let cfg = signed(&path, &key);
     let a = auditor(cfg.clone(), DeliveryMode::BlockingStrict);
     for i in 0..3 {
         a.emit(event(i)).await.unwrap();
@@ -313,8 +315,7 @@ async fn failed_write_is_undone_then_a_new_file_is_started() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
     let key = key();
-    let mut cfg = FileSinkConfig::new(&path);
-    cfg.signing_key = Some(key.clone());
+    let cfg = signed(&path, &key);
     let counters = Arc::new(SinkCounters::default());
     let mut w = FileBackend::open(cfg, counters.clone()).unwrap();
     let p = |i| Arc::new(Prepared::new(event(i), true));
@@ -345,8 +346,7 @@ async fn a_rotation_stopped_between_its_renames_is_finished_on_start() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
     let key = key();
-    let mut cfg = FileSinkConfig::new(&path);
-    cfg.signing_key = Some(key.clone());
+    let cfg = signed(&path, &key);
     let a = auditor(cfg.clone(), DeliveryMode::BlockingStrict);
     for i in 0..3 {
         a.emit(event(i)).await.unwrap();

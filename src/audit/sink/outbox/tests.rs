@@ -5,21 +5,28 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::relayed;
-use crate::audit::{event::Event, sink::Prepared};
+use crate::audit::{
+    event::Event,
+    sink::{thread::Batch, AckResult, Prepared},
+};
 
 fn event() -> Arc<Prepared> {
     Arc::new(Prepared::new(Event::default(), false))
 }
 
+/// A turn of `n` events, each with a waiter: the waiters' ends and the batch.
+fn turn(n: usize) -> (Vec<oneshot::Receiver<AckResult>>, Batch) {
+    (0..n)
+        .map(|_| {
+            let (ack, rx) = oneshot::channel();
+            (rx, (event(), Some(ack)))
+        })
+        .unzip()
+}
+
 #[tokio::test]
 async fn each_waiter_gets_its_own_answer_and_a_dropped_answer_fails_it() {
-    let mut waiters = Vec::new();
-    let mut batch = Vec::new();
-    for _ in 0..4 {
-        let (ack, rx) = oneshot::channel();
-        waiters.push(rx);
-        batch.push((event(), Some(ack)));
-    }
+    let (waiters, mut batch) = turn(4);
     batch.push((event(), None));
     let relays = relayed(batch);
     assert_eq!(relays.len(), 5);
@@ -42,13 +49,7 @@ async fn each_waiter_gets_its_own_answer_and_a_dropped_answer_fails_it() {
 
 #[tokio::test]
 async fn a_turn_the_thread_drops_whole_fails_every_waiter() {
-    let mut waiters = Vec::new();
-    let mut batch = Vec::new();
-    for _ in 0..3 {
-        let (ack, rx) = oneshot::channel();
-        waiters.push(rx);
-        batch.push((event(), Some(ack)));
-    }
+    let (waiters, batch) = turn(3);
     drop(relayed(batch));
     for w in waiters {
         assert!(w.await.is_err());

@@ -60,12 +60,14 @@ impl Runtime {
     fn build_next(config: &Config, prev: Option<&Runtime>) -> Result<Runtime> {
         crate::server::tls::install_crypto_provider();
         let server_tls = config.tls.server_config().context("listen.tls")?;
+        let client_verifier =
+            crate::server::tls::client_verifier(&config.tls.client_auth).context("listen.tls")?;
         let jwt = match &config.jwt {
             None => None,
             Some(settings) => Some(Arc::new(settings.build()?)),
         };
         if let Some(prev) = prev {
-            return crate::reload::carry::rebuild(config, prev, server_tls, jwt);
+            return crate::reload::carry::rebuild(config, prev, (server_tls, client_verifier), jwt);
         }
         let limiter = config
             .rate_limits
@@ -117,6 +119,7 @@ impl Runtime {
             limiter,
             jwt,
             server_tls,
+            client_verifier,
             tracing,
         })
     }

@@ -47,6 +47,9 @@ pub struct Runtime {
     pub sanitizer: Arc<Sanitizer>,
     /// The listener's TLS config.
     pub server_tls: Arc<rustls::ServerConfig>,
+    /// A verifier with the same client CAs and CRLs, for authentication to verify again the
+    /// chain of a connection an earlier configuration accepted (None: no client certificates).
+    pub client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     /// OpenTelemetry traces (None: no `tracing` section; the trace layers only pass through).
     pub tracing: Option<Arc<Tracing>>,
 }
@@ -98,7 +101,11 @@ where
         .layer(traced(
             "authn",
             AuthnLayer::new(Authenticator {
-                x509: c.x509.clone(),
+                x509: c.x509.clone().map(|mapping| crate::authn::x509::CertAuth {
+                    mapping,
+                    listener: Some(rt.server_tls.clone()),
+                    verifier: rt.client_verifier.clone(),
+                }),
                 jwt: rt.jwt.clone(),
                 authorizer: rt.authorizer.clone(),
             }),

@@ -167,14 +167,14 @@ async fn an_expired_client_certificate_is_refused_on_open_and_resumed_connection
 
     let (kind, mut open) = connect(&env, &config).await.expect("first connection");
     assert_eq!(kind, Some(Full));
-    assert_eq!(get_api(&mut open).await, Some(StatusCode::OK));
+    assert_eq!(common::get_api(&mut open).await, Some(StatusCode::OK));
     let (kind, mut resumed) = connect(&env, &config).await.expect("second connection");
     assert_eq!(
         kind,
         Some(Resumed),
         "a second connection resumes the session"
     );
-    assert_eq!(get_api(&mut resumed).await, Some(StatusCode::OK));
+    assert_eq!(common::get_api(&mut resumed).await, Some(StatusCode::OK));
     assert!(
         issued.elapsed() < lifetime,
         "the certificate expired before the test's first requests: rerun on a less busy machine"
@@ -185,14 +185,14 @@ async fn an_expired_client_certificate_is_refused_on_open_and_resumed_connection
     tokio::time::sleep(past.saturating_sub(issued.elapsed())).await;
     env.sandbox.sandbox.clear_recorded();
     assert_eq!(
-        get_api(&mut open).await,
+        common::get_api(&mut open).await,
         Some(StatusCode::UNAUTHORIZED),
         "the connection opened while the certificate was valid"
     );
     let (kind, mut late) = connect(&env, &config).await.expect("third connection");
     assert_eq!(kind, Some(Resumed), "the client resumed its session");
     assert_eq!(
-        get_api(&mut late).await,
+        common::get_api(&mut late).await,
         Some(StatusCode::UNAUTHORIZED),
         "a session resumed after the certificate expired"
     );
@@ -543,50 +543,14 @@ async fn kube_rs_with_a_scoped_token() {
 
 /// Whether a TLS connection presenting `cert` can complete one request.
 async fn cert_connects(env: &Env, cert: &portcullis_sandbox::pki::Issued) -> bool {
-    let config = std::sync::Arc::new(common::client_tls(&env.ca, Some(cert), &[b"http/1.1"]));
-    match connect(env, &config).await {
-        Some((_, mut sender)) => get_api(&mut sender).await == Some(StatusCode::OK),
-        None => false,
-    }
+    common::cert_connects(env.proxy_addr, &env.ca, cert).await
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-/// A new HTTP/1.1 connection over TLS made with `config` (which keeps the sessions it may
-/// resume), and the kind of handshake the client saw; `None` if the handshake failed.
 async fn connect(
     env: &Env,
     config: &std::sync::Arc<rustls::ClientConfig>,
-) -> Option<(Option<rustls::HandshakeKind>, Sender)> {
-    let connector = tokio_rustls::TlsConnector::from(config.clone());
-    let tcp = tokio::net::TcpStream::connect(env.proxy_addr)
-        .await
-        .unwrap();
-    let tls = connector
-        .connect(
-            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
-        )
-        .await
-        .ok()?;
-    let kind = tls.get_ref().1.handshake_kind();
-    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .ok()?;
-    tokio::spawn(conn);
-    Some((kind, sender))
-}
-
-/// `GET /api` on `sender`'s connection: the answer's status, `None` if the connection failed.
-async fn get_api(sender: &mut Sender) -> Option<StatusCode> {
-    sender.ready().await.ok()?;
-    let resp = sender.send_request(req("GET", "/api", None)).await.ok()?;
-    let status = resp.status();
-    // Read the body so the connection is ready for the next request.
-    http_body_util::BodyExt::collect(resp.into_body())
-        .await
-        .ok()?;
-    Some(status)
+) -> Option<(Option<rustls::HandshakeKind>, common::Http1)> {
+    common::connect(env.proxy_addr, config).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

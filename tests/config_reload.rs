@@ -573,3 +573,95 @@ async fn a_configmap_symlink_swap_reloads_without_a_signal() {
     assert_eq!(b.reloads("failure").await, 0);
     b.stop().await;
 }
+
+/// After a reload, a connection opened before it is held to the new configuration's client CAs
+/// and CRLs, as a new handshake would be (kube-apiserver verifies the client's chain against
+/// the bundle in force on every request): a certificate a reloaded CRL revokes, or whose CA a
+/// reload drops, is refused (401) on its open connection from the next request on, and nothing
+/// reaches the upstream; a session saved before the reload is not resumed after it; a
+/// connection the new CAs still trust goes on being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_holds_open_connections_to_the_new_client_cas_and_crls() {
+    use http::StatusCode;
+    use rustls::HandshakeKind::{Full, Resumed};
+    let b = Binary::start(&["--reload-poll", "0s"], |_| {}).await;
+    let dir = b.files.config.parent().unwrap().to_owned();
+    let base = std::fs::read_to_string(&b.files.config).unwrap();
+    let with_cas = |cas: &str| base.replace("    ca_files: [ca.crt]\n", cas);
+    let client = |cert| Arc::new(common::client_tls(&b.ca, Some(cert), &[b"http/1.1"]));
+    let admin = admin_cert(&b);
+    let mallory = b.ca.client_cert_with_serial("mallory", 4242).unwrap();
+    let admin_tls = client(&admin);
+    let (kind, mut admins) = common::connect(b.listen, &admin_tls).await.unwrap();
+    assert_eq!(kind, Some(Full));
+    // (A first answer read also reads the session tickets sent after the handshake.)
+    assert_eq!(common::get_api(&mut admins).await, Some(StatusCode::OK));
+    let (kind, mut resumed) = common::connect(b.listen, &admin_tls).await.unwrap();
+    assert_eq!(
+        kind,
+        Some(Resumed),
+        "a second connection resumes the session"
+    );
+    let (_, mut mallorys) = common::connect(b.listen, &client(&mallory)).await.unwrap();
+    for conn in [&mut resumed, &mut mallorys] {
+        assert_eq!(common::get_api(conn).await, Some(StatusCode::OK));
+    }
+
+    // Reload 1: the same CA, and a CRL that revokes mallory's certificate.
+    std::fs::write(dir.join("revoked.crl"), b.ca.crl(&[4242]).unwrap()).unwrap();
+    b.write_config(&with_cas(
+        "    ca_files: [ca.crt]\n    crl_files: [revoked.crl]\n",
+    ));
+    b.signal("HUP");
+    b.wait_reloads("success", 1).await;
+    b.sandbox.sandbox.clear_recorded();
+    assert_eq!(
+        common::get_api(&mut mallorys).await,
+        Some(StatusCode::UNAUTHORIZED),
+        "a certificate the reloaded CRL revokes, on its open connection"
+    );
+    assert!(
+        b.sandbox.sandbox.recorded().is_empty(),
+        "upstream saw a request"
+    );
+    for conn in [&mut admins, &mut resumed] {
+        assert_eq!(
+            common::get_api(conn).await,
+            Some(StatusCode::OK),
+            "verified again and still trusted"
+        );
+    }
+
+    // Reload 2: only another CA's certificates are accepted.
+    let other = portcullis_sandbox::pki::Ca::new("another client CA").unwrap();
+    std::fs::write(dir.join("other-ca.crt"), &other.cert.cert_pem).unwrap();
+    b.write_config(&with_cas("    ca_files: [other-ca.crt]\n"));
+    b.signal("HUP");
+    b.wait_reloads("success", 2).await;
+    b.sandbox.sandbox.clear_recorded();
+    for conn in [&mut admins, &mut resumed] {
+        assert_eq!(
+            common::get_api(conn).await,
+            Some(StatusCode::UNAUTHORIZED),
+            "a connection whose CA the reload dropped"
+        );
+    }
+    // The client still holds its session from before the reload: it must not resume it.
+    if let Some((kind, mut late)) = common::connect(b.listen, &admin_tls).await {
+        assert_ne!(
+            kind,
+            Some(Resumed),
+            "a session from before the reload resumed"
+        );
+        assert_ne!(common::get_api(&mut late).await, Some(StatusCode::OK));
+    }
+    assert!(
+        b.sandbox.sandbox.recorded().is_empty(),
+        "upstream saw a request"
+    );
+    // The new CA's certificates are served, on new connections.
+    let newcomer = other.client_cert("admin", &["demo:admins"]).unwrap();
+    assert!(common::cert_connects(b.listen, &b.ca, &newcomer).await);
+    assert_eq!(b.reloads("failure").await, 0);
+    b.stop().await;
+}

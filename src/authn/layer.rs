@@ -123,10 +123,14 @@ mod tests {
 
     fn authenticator() -> Authenticator {
         Authenticator {
-            x509: Some(crate::config::X509Identity {
-                username_prefix: String::new(),
-                groups_prefix: String::new(),
-                allow_system_identities: false,
+            x509: Some(crate::authn::x509::CertAuth {
+                mapping: crate::config::X509Identity {
+                    username_prefix: String::new(),
+                    groups_prefix: String::new(),
+                    allow_system_identities: false,
+                },
+                listener: None,
+                verifier: None,
             }),
             jwt: None,
             authorizer: Arc::new(crate::authz::tests::authorizer()),
@@ -176,12 +180,13 @@ mod tests {
         // The mapping of this connection's certificate, as the first request would leave it.
         let mut alice = crate::authz::tests::id("alice", &[]);
         alice.tenant = Some("team-a".into());
-        let _ = conn.cert_identity.set(crate::authn::x509::CertIdentity {
+        *conn.cert_identity.lock().unwrap() = Some(crate::authn::x509::CertIdentity {
             identity: Arc::new(alice),
             validity: crate::authn::x509::Validity {
                 not_before: i64::MIN,
                 not_after: i64::MAX,
             },
+            under: None,
         });
         req.extensions_mut().insert(Arc::new(conn));
         assert_eq!(send(svc, req).await.status(), 200);

@@ -7,7 +7,8 @@
 //! header; a scheme other than Bearer; an empty token; a token when no issuer is configured; any
 //! token the JWT verifier refuses; a certificate identity the x509 mapping refuses; a
 //! certificate outside its validity period (checked on every request: a connection outlives
-//! its handshake's check).
+//! its handshake's check); a connection's chain that a reload's CAs or CRLs refuse (verified
+//! again by its first request after the reload, `x509::CertAuth`).
 //!
 //! The identity leaves here with its tenant resolved from `authorization.tenants`.
 
@@ -16,13 +17,14 @@ use std::sync::Arc;
 use http::{header, HeaderMap};
 
 use super::{jwt::JwtAuthenticator, x509, Identity};
-use crate::{authn::config::X509Identity, authz::Authorizer, server::ConnInfo};
+use crate::{authz::Authorizer, server::ConnInfo};
 
 /// What authentication needs, taken from the config once when the stack is built.
 #[derive(Clone)]
 pub struct Authenticator {
-    /// Client-certificate mapping (None: certificates do not authenticate).
-    pub x509: Option<X509Identity>,
+    /// Client certificates: the mapping and this configuration's CAs (None: certificates do
+    /// not authenticate).
+    pub x509: Option<x509::CertAuth>,
     /// JWT issuers (None: bearer tokens do not authenticate).
     pub jwt: Option<Arc<JwtAuthenticator>>,
     /// Resolves each identity's tenant (`authorization.tenants`).
@@ -78,22 +80,13 @@ pub async fn authenticate(
     headers: &HeaderMap,
     conn: &ConnInfo,
 ) -> Result<Arc<Identity>, Failure> {
-    if let (Some(mapping), Some(chain)) = (&config.x509, &conn.peer_certs) {
-        // The certificate is the connection's: map it once, reuse for every request on it,
-        // but check its validity period on every request (see `x509`'s module doc).
-        let mapped = match conn.cert_identity.get() {
-            Some(mapped) => mapped,
-            None => {
-                let (mut id, validity) = x509::identity(chain.first(), mapping)?;
-                id.tenant = config.authorizer.tenant_of(&id);
-                conn.cert_identity.get_or_init(|| x509::CertIdentity {
-                    identity: Arc::new(id),
-                    validity,
-                })
-            }
-        };
-        mapped.validity.check_now()?;
-        return Ok(mapped.identity.clone());
+    if let (Some(certs), Some(chain)) = (&config.x509, &conn.peer_certs) {
+        // Mapped once per connection and configuration (verified again after a reload), but
+        // the validity period is checked on every request (see `x509`'s module doc).
+        let (identity, validity) =
+            certs.identity(conn, chain, |id| config.authorizer.tenant_of(id))?;
+        validity.check_now()?;
+        return Ok(identity);
     }
     match bearer(headers) {
         Bearer::Absent => Err(Failure::NoCredentials),

@@ -1,22 +1,37 @@
 //! Client-certificate identity: CN → user, each O → group (Kubernetes x509 convention), with
 //! the configured prefixes. rustls has already verified the chain against the configured CAs.
 //!
-//! The certificate's validity period is checked again on every request, as kube-apiserver's
-//! x509 authenticator verifies the certificate on every request: a long-lived connection, or a
-//! resumed TLS session (rustls resumes TLS 1.3 sessions without verifying the client's
-//! certificate again; each resumption issues new tickets for the same chain), whose certificate
-//! has expired since its handshake is refused (401) from then on, like a fresh one would be.
+//! kube-apiserver's x509 authenticator verifies the client's chain on every request, against
+//! the CA bundle in force then. A connection outlives its handshake, so here:
+//!
+//! * The leaf's validity period is checked on every request: a long-lived connection, or a
+//!   resumed TLS session (rustls resumes TLS 1.3 sessions without verifying the client's
+//!   certificate again; each resumption issues new tickets for the same chain), whose
+//!   certificate has expired since its handshake is refused (401) from then on, like a fresh
+//!   one would be.
+//! * The chain is verified again, once, by the first request a connection makes under a
+//!   configuration other than the one whose listener accepted it (a reload since): against
+//!   that configuration's client CAs and CRLs, at the current time. A connection whose CA a
+//!   reload removed, or whose certificate a reloaded CRL revokes, is refused (401) from its
+//!   next request on. The mapping (prefixes, reserved names) and the tenant are those of the
+//!   configuration the request runs under, too.
+//! * What is not re-checked between reloads: an intermediate certificate's expiry (the
+//!   connection's chain is verified at its handshake and at each reload).
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, PoisonError, Weak},
+};
 
-use rustls_pki_types::CertificateDer;
+use rustls::server::danger::ClientCertVerifier;
+use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::{
     identity::{Identity, Method},
     jwt::{Clock, SystemClock},
 };
-use crate::authn::config::X509Identity;
+use crate::{authn::config::X509Identity, server::ConnInfo};
 
 /// Why a certificate yields no identity (logged; the client only ever sees 401).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +48,12 @@ pub enum Rejected {
     BadCharacters(String),
     #[error("client certificate is outside its validity period (notBefore {not_before}, notAfter {not_after}, Unix seconds)")]
     OutsideValidity { not_before: i64, not_after: i64 },
+    /// Verified again after a reload and refused by the new client CAs or CRLs.
+    #[error("client certificate chain refused by the reloaded client CAs or CRLs: {0}")]
+    ChainRefused(String),
+    /// A reload left no client CA to verify the connection's chain against.
+    #[error("client certificate cannot be verified: no client CAs are configured now")]
+    NoClientCas,
 }
 
 /// A certificate's validity period, in Unix seconds (both ends included, as RFC 5280 says).
@@ -62,11 +83,78 @@ impl Validity {
     }
 }
 
-/// A connection's certificate, mapped once by its first request.
+/// A connection's certificate, mapped by its first request under one configuration.
 #[derive(Debug, Clone)]
 pub struct CertIdentity {
-    pub identity: std::sync::Arc<Identity>,
+    pub identity: Arc<Identity>,
     pub validity: Validity,
+    /// The listener config of the configuration that mapped it ([`CertAuth::listener`]).
+    pub under: Option<Weak<rustls::ServerConfig>>,
+}
+
+/// How one configuration authenticates a connection's client certificate.
+#[derive(Clone)]
+pub struct CertAuth {
+    /// CN / O → user / groups.
+    pub mapping: X509Identity,
+    /// This configuration's listener config: a connection it accepted had its chain verified
+    /// by it. `None` only in tests that hand a connection in without a listener, whose chain
+    /// is then taken as verified.
+    pub listener: Option<Arc<rustls::ServerConfig>>,
+    /// This configuration's client CAs and CRLs, for a connection accepted under another.
+    pub verifier: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+impl CertAuth {
+    /// The identity of `conn`'s certificate (`chain`, leaf first) under this configuration,
+    /// and the leaf's validity period (for the caller to check against the clock). Mapped once
+    /// per connection and configuration; `tenant_of` names the identity's tenant.
+    pub fn identity(
+        &self,
+        conn: &ConnInfo,
+        chain: &[CertificateDer<'static>],
+        tenant_of: impl FnOnce(&Identity) -> Option<String>,
+    ) -> Result<(Arc<Identity>, Validity), Rejected> {
+        let here = self.listener.as_ref().map(Arc::as_ptr);
+        // A `Weak` keeps its allocation, so a pointer it holds is never another config's.
+        let is_here = |w: &Option<Weak<rustls::ServerConfig>>| w.as_ref().map(Weak::as_ptr) == here;
+        let cached = conn
+            .cert_identity
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|c| is_here(&c.under))
+            .map(|c| (c.identity.clone(), c.validity));
+        if let Some(mapped) = cached {
+            return Ok(mapped);
+        }
+        if !is_here(&conn.accepted_by) {
+            // Accepted under an earlier configuration: verified as a new handshake would be now.
+            self.verify_again(chain)?;
+        }
+        let (mut id, validity) = identity(chain.first(), &self.mapping)?;
+        id.tenant = tenant_of(&id);
+        let id = Arc::new(id);
+        *conn
+            .cert_identity
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(CertIdentity {
+            identity: id.clone(),
+            validity,
+            under: self.listener.as_ref().map(Arc::downgrade),
+        });
+        Ok((id, validity))
+    }
+
+    /// Verify `chain` against this configuration's client CAs and CRLs, at the current time.
+    fn verify_again(&self, chain: &[CertificateDer<'static>]) -> Result<(), Rejected> {
+        let verifier = self.verifier.as_ref().ok_or(Rejected::NoClientCas)?;
+        let (leaf, intermediates) = chain.split_first().ok_or(Rejected::NoCertificate)?;
+        verifier
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| Rejected::ChainRefused(e.to_string()))
+    }
 }
 
 fn header_safe(s: &str) -> bool {
@@ -187,6 +275,113 @@ mod tests {
         assert_eq!(
             identity(None, &cfg(false)).map(|(id, _)| id),
             Err(Rejected::NoCertificate)
+        );
+    }
+
+    /// One configuration's certificate authentication: its listener config and verifier both
+    /// trust `ca`, the mapping puts `prefix` before user names.
+    fn configuration(ca: &Ca, prefix: &str) -> CertAuth {
+        use crate::server::tls::{self, ClientAuth, ClientCas};
+        tls::install_crypto_provider();
+        let client_auth = ClientAuth::Optional(ClientCas {
+            cas: vec![ca.cert.cert_der.clone()],
+            crls: vec![],
+        });
+        let server = ca.server_cert(&["localhost"]).unwrap();
+        CertAuth {
+            mapping: X509Identity {
+                username_prefix: prefix.into(),
+                ..cfg(false)
+            },
+            listener: Some(
+                tls::server_config(
+                    vec![server.cert_der.clone()],
+                    server.key(),
+                    client_auth.clone(),
+                )
+                .unwrap(),
+            ),
+            verifier: tls::client_verifier(&client_auth).unwrap(),
+        }
+    }
+
+    /// A connection with `chain` that `by`'s listener accepted.
+    fn accepted(by: &CertAuth, chain: &[CertificateDer<'static>]) -> ConnInfo {
+        let mut conn = ConnInfo::new(
+            "192.0.2.1:1".parse().unwrap(),
+            Some(Arc::new(chain.to_vec())),
+            true,
+        );
+        conn.accepted_by = by.listener.as_ref().map(Arc::downgrade);
+        conn
+    }
+
+    #[test]
+    fn a_connection_is_mapped_once_per_configuration_and_verified_again_after_a_reload() {
+        let ca = Ca::new("t").unwrap();
+        let chain = [ca.client_cert("alice", &["dev"]).unwrap().cert_der];
+        let first = configuration(&ca, "");
+        let conn = accepted(&first, &chain);
+        let tenants = std::cell::Cell::new(0);
+        let tenant = |_: &Identity| {
+            tenants.set(tenants.get() + 1);
+            Some("team-a".to_owned())
+        };
+        let (id, _) = first.identity(&conn, &chain, tenant).unwrap();
+        assert_eq!(
+            (id.user.as_str(), id.tenant.as_deref()),
+            ("alice", Some("team-a"))
+        );
+        // The accepting configuration needs no verifier: its handshake verified the chain.
+        let no_verifier = CertAuth {
+            verifier: None,
+            ..first.clone()
+        };
+        let (again, _) = no_verifier.identity(&conn, &chain, tenant).unwrap();
+        assert!(Arc::ptr_eq(&id, &again), "mapped once");
+        assert_eq!(tenants.get(), 1);
+
+        // A reload trusting the same CA maps again, with its own prefix and tenant.
+        let reloaded = configuration(&ca, "cert:");
+        let (id, _) = reloaded.identity(&conn, &chain, tenant).unwrap();
+        assert_eq!(id.user, "cert:alice");
+        assert_eq!(tenants.get(), 2);
+        // ...and once: back under the first configuration it maps again too.
+        assert!(Arc::ptr_eq(
+            &id,
+            &reloaded.identity(&conn, &chain, tenant).unwrap().0
+        ));
+        assert_eq!(
+            first.identity(&conn, &chain, tenant).unwrap().0.user,
+            "alice"
+        );
+    }
+
+    #[test]
+    fn after_a_reload_a_chain_the_new_cas_do_not_trust_is_refused() {
+        let ca = Ca::new("t").unwrap();
+        let chain = [ca.client_cert("alice", &[]).unwrap().cert_der];
+        let first = configuration(&ca, "");
+        let conn = accepted(&first, &chain);
+        assert!(first.identity(&conn, &chain, |_| None).is_ok());
+
+        let other = configuration(&Ca::new("another").unwrap(), "");
+        let refused = other.identity(&conn, &chain, |_| None);
+        assert!(
+            matches!(refused, Err(Rejected::ChainRefused(_))),
+            "{refused:?}"
+        );
+        // Refused on every request under it, not only the first.
+        assert!(other.identity(&conn, &chain, |_| None).is_err());
+        // A configuration without client CAs cannot verify it either.
+        let none = CertAuth {
+            verifier: None,
+            ..other
+        };
+        assert_eq!(
+            none.identity(&conn, &chain, |_| None)
+                .map(|(id, _)| id.user.clone()),
+            Err(Rejected::NoClientCas)
         );
     }
 

@@ -29,12 +29,18 @@ use crate::{
     upstream::{config::UpstreamConfig, Credentials, Upstream},
 };
 
-/// The runtime for `config` beside `prev`; `server_tls` and `jwt` were built by the caller
-/// (the same code as at start).
+/// The listener's TLS config and its client-certificate verifier (see `Runtime`).
+pub(crate) type ListenerTls = (
+    Arc<rustls::ServerConfig>,
+    Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+);
+
+/// The runtime for `config` beside `prev`; `tls` and `jwt` were built by the caller (the same
+/// code as at start).
 pub(crate) fn rebuild(
     config: &Config,
     prev: &Runtime,
-    server_tls: Arc<rustls::ServerConfig>,
+    (server_tls, client_verifier): ListenerTls,
     jwt: Option<Arc<JwtAuthenticator>>,
 ) -> Result<Runtime> {
     // `fixed` refuses these before the build; a caller that skipped it must not half-apply.
@@ -90,6 +96,7 @@ pub(crate) fn rebuild(
         limiter,
         jwt,
         server_tls,
+        client_verifier,
         tracing: prev.tracing.clone(),
     })
 }

@@ -188,7 +188,9 @@ impl Live {
     pub fn swap(&self, rt: Runtime) {
         let server_tls = rt.server_tls.clone();
         let next = Arc::new(Generation::start(rt, &self.process));
-        self.tls.store(server_tls);
+        // The stack first: a connection the new listener config accepts then never meets the
+        // old stack, which would verify its chain again against the old CAs (`authn::x509`).
         self.current.store(next);
+        self.tls.store(server_tls);
     }
 }

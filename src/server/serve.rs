@@ -15,7 +15,13 @@
 //! On shutdown it stops accepting at once, lets in-flight requests finish for `grace`, then
 //! drops whatever is left.
 
-use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex, Weak},
+    time::Duration,
+};
 
 use arc_swap::ArcSwap;
 
@@ -45,19 +51,24 @@ use crate::{
 };
 
 /// What the connection knows about its peer, handed to every request on it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConnInfo {
     /// The TCP peer address.
     pub peer: SocketAddr,
-    /// The client's certificate, when it presented one (its chain verified by rustls against
-    /// the configured client CA). Only the leaf is kept, the one certificate authentication
-    /// reads: intermediates a client sends would otherwise be copied for the connection's life.
+    /// The client's certificate chain as it sent it, leaf first, when it presented one
+    /// (verified by rustls against the client CAs of the configuration that accepted the
+    /// connection). The intermediates are kept for one purpose: after a reload, authentication
+    /// verifies the chain again against the new configuration's CAs and CRLs.
     pub peer_certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+    /// The listener config whose handshake accepted the connection (weak: a superseded
+    /// configuration's session cache is not kept alive by its connections; the allocation
+    /// stays, so the pointer is never reused while this lives).
+    pub accepted_by: Option<Weak<rustls::ServerConfig>>,
     /// Whether the connection negotiated HTTP/2.
     pub h2: bool,
     /// The identity mapped from `peer_certs` and the certificate's validity period, computed
-    /// by the first request that needs them.
-    pub cert_identity: std::sync::OnceLock<crate::authn::x509::CertIdentity>,
+    /// by the first request that needs them under each configuration (`authn::x509`).
+    pub cert_identity: Mutex<Option<crate::authn::x509::CertIdentity>>,
     /// `peer`'s IP as a header value (`X-Forwarded-For`), written once per connection instead
     /// of formatted again for every request on it.
     pub peer_ip: http::HeaderValue,
@@ -73,6 +84,7 @@ impl ConnInfo {
         ConnInfo {
             peer,
             peer_certs,
+            accepted_by: None,
             h2,
             cert_identity: Default::default(),
             // An IP address is always a valid header value.
@@ -234,13 +246,13 @@ async fn accept_loop<H, F>(
             opts: opts.clone(),
             stop: shutdown.clone(),
         };
-        let acceptor = tls.as_ref().map(|t| TlsAcceptor::from(t.load_full()));
+        let tls_config = tls.as_ref().map(|t| t.load_full());
         let handler = handler.clone();
         let alive = alive.clone();
         tokio::spawn(async move {
             let _alive = alive;
-            match acceptor {
-                Some(acceptor) => conn.serve_tls(&acceptor, tcp, handler).await,
+            match tls_config {
+                Some(config) => conn.serve_tls(config, tcp, handler).await,
                 None => conn.serve_plain(tcp, handler).await,
             }
         });
@@ -297,15 +309,18 @@ impl Conn {
     /// then moved into the boxed hyper connection, and the handshake future is boxed too, so
     /// the connection task keeps no room for either while it serves (a smaller allocation per
     /// idle connection); hyper's connection is built only once the client speaks.
-    async fn serve_tls<H, F>(self, acceptor: &TlsAcceptor, tcp: TcpStream, handler: H)
+    async fn serve_tls<H, F>(self, config: Arc<rustls::ServerConfig>, tcp: TcpStream, handler: H)
     where
         H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
         // On every early exit the connection's place (the open gauge, the caps) is given back
         // *before* its socket closes, so a client that sees the close sees the count.
+        // Only a weak reference outlives the handshake (see `ConnInfo::accepted_by`).
+        let accepted_by = Arc::downgrade(&config);
         let mut tls = {
-            let tls = match handshake(acceptor, tcp, self.peer, &self.opts).await {
+            let acceptor = TlsAcceptor::from(config);
+            let tls = match handshake(&acceptor, tcp, self.peer, &self.opts).await {
                 Ok(tls) => tls,
                 Err(socket) => {
                     drop(self);
@@ -338,7 +353,7 @@ impl Conn {
             }
         }
         let conn = {
-            let info = tls_conn_info(self.peer, &tls);
+            let info = tls_conn_info(self.peer, &tls, accepted_by);
             self.http(tls, info, handler)
         };
         self.run(conn).await
@@ -490,17 +505,21 @@ fn conn_info(
     Arc::new(ConnInfo::new(peer, peer_certs, h2))
 }
 
-/// The peer, its certificate and the negotiated protocol of a TLS connection.
-fn tls_conn_info(peer: SocketAddr, tls: &TlsStream<TcpStream>) -> Arc<ConnInfo> {
+/// The peer, its certificate chain, the listener config that accepted it and the negotiated
+/// protocol of a TLS connection.
+fn tls_conn_info(
+    peer: SocketAddr,
+    tls: &TlsStream<TcpStream>,
+    accepted_by: Weak<rustls::ServerConfig>,
+) -> Arc<ConnInfo> {
     let (_, session) = tls.get_ref();
-    conn_info(
-        peer,
-        session
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .map(|leaf| Arc::new(vec![leaf.clone().into_owned()])),
-        session.alpn_protocol() == Some(b"h2"),
-    )
+    let chain = session
+        .peer_certificates()
+        .filter(|chain| !chain.is_empty())
+        .map(|chain| Arc::new(chain.iter().map(|c| c.clone().into_owned()).collect()));
+    let mut info = ConnInfo::new(peer, chain, session.alpn_protocol() == Some(b"h2"));
+    info.accepted_by = Some(accepted_by);
+    Arc::new(info)
 }
 
 /// The handler as a hyper service; each request counts as open on its connection until its

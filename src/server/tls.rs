@@ -101,35 +101,48 @@ pub fn server_config(
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?;
-    let builder = match &client_auth {
-        ClientAuth::None => builder.with_no_client_auth(),
-        ClientAuth::Optional(c) | ClientAuth::Required(c) if c.cas.is_empty() => {
-            bail!("client certificate CA bundle is empty")
-        }
-        ClientAuth::Optional(c) | ClientAuth::Required(c) => {
-            let required = matches!(client_auth, ClientAuth::Required(_));
-            let mut verifier = WebPkiClientVerifier::builder_with_provider(
-                Arc::new(root_store(c.cas.clone())?),
-                provider(),
-            );
-            if !c.crls.is_empty() {
-                // Only the client's own certificate: our anchors are the configured CAs.
-                verifier = verifier
-                    .with_crls(c.crls.clone())
-                    .only_check_end_entity_revocation();
-            }
-            if !required {
-                verifier = verifier.allow_unauthenticated();
-            }
-            builder
-                .with_client_cert_verifier(verifier.build().context("client certificate verifier")?)
-        }
+    let builder = match client_verifier(&client_auth)? {
+        None => builder.with_no_client_auth(),
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
     };
     let mut config = builder
         .with_single_cert(chain, key)
         .context("certificate and key do not form a usable pair")?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The verifier of client certificates `client_auth` asks for (`None`: none are requested).
+/// The listener's handshakes use one; authentication keeps another, built from the same CAs
+/// and CRLs, to verify again the chain of a connection accepted under an earlier configuration
+/// (`authn::x509`).
+pub fn client_verifier(
+    client_auth: &ClientAuth,
+) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>> {
+    let (cas, required) = match client_auth {
+        ClientAuth::None => return Ok(None),
+        ClientAuth::Optional(c) | ClientAuth::Required(c) if c.cas.is_empty() => {
+            bail!("client certificate CA bundle is empty")
+        }
+        ClientAuth::Optional(c) => (c, false),
+        ClientAuth::Required(c) => (c, true),
+    };
+    let mut verifier = WebPkiClientVerifier::builder_with_provider(
+        Arc::new(root_store(cas.cas.clone())?),
+        provider(),
+    );
+    if !cas.crls.is_empty() {
+        // Only the client's own certificate: our anchors are the configured CAs.
+        verifier = verifier
+            .with_crls(cas.crls.clone())
+            .only_check_end_entity_revocation();
+    }
+    if !required {
+        verifier = verifier.allow_unauthenticated();
+    }
+    Ok(Some(
+        verifier.build().context("client certificate verifier")?,
+    ))
 }
 
 /// A client config trusting `roots`, optionally presenting a client certificate, with the

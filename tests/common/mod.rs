@@ -401,3 +401,48 @@ pub async fn admin_get(addr: SocketAddr, path: &str) -> (http::StatusCode, Strin
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
 }
+
+/// An HTTP/1.1 client connection (see [`connect`]).
+pub type Http1 = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// A new HTTP/1.1 connection over TLS to `addr` made with `config` (which keeps the sessions it
+/// may resume), and the kind of handshake the client saw; `None` if the handshake failed.
+pub async fn connect(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+) -> Option<(Option<rustls::HandshakeKind>, Http1)> {
+    let connector = tokio_rustls::TlsConnector::from(config.clone());
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .ok()?;
+    let kind = tls.get_ref().1.handshake_kind();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    Some((kind, sender))
+}
+
+/// `GET /api` on `sender`'s connection: the answer's status, `None` if the connection failed.
+pub async fn get_api(sender: &mut Http1) -> Option<http::StatusCode> {
+    sender.ready().await.ok()?;
+    let req = Request::get("https://localhost/api")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.ok()?;
+    let status = resp.status();
+    // Read the body so the connection is ready for the next request.
+    resp.into_body().collect().await.ok()?;
+    Some(status)
+}
+
+/// Whether a new connection to `addr` with `cert` (trusting `ca`) is served `GET /api`.
+pub async fn cert_connects(addr: SocketAddr, ca: &Ca, cert: &Issued) -> bool {
+    let config = Arc::new(client_tls(ca, Some(cert), &[b"http/1.1"]));
+    match connect(addr, &config).await {
+        Some((_, mut sender)) => get_api(&mut sender).await == Some(http::StatusCode::OK),
+        None => false,
+    }
+}

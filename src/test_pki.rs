@@ -54,6 +54,30 @@ impl Ca {
         })
     }
 
+    /// An intermediate CA signed by this one, valid until 1 January of `until_year`.
+    pub fn intermediate(&self, common_name: &str, until_year: i32) -> Result<Ca> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name = dn(common_name, &[]);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.not_after = rcgen::date_time_ymd(until_year, 1, 1);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let issued = Issued {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().clone(),
+            key_der: key.serialize_der(),
+        };
+        Ok(Ca {
+            issuer: Issuer::new(params, key),
+            cert: issued,
+        })
+    }
+
     /// A server certificate for the given DNS names / IP addresses.
     pub fn server_cert(&self, names: &[&str]) -> Result<Issued> {
         let mut params =

@@ -187,6 +187,7 @@ mod tests {
                 not_after: i64::MAX,
             },
             under: None,
+            recheck_after: i64::MAX,
         });
         req.extensions_mut().insert(Arc::new(conn));
         assert_eq!(send(svc, req).await.status(), 200);

@@ -15,8 +15,9 @@
 //!   reload removed, or whose certificate a reloaded CRL revokes, is refused (401) from its
 //!   next request on. The mapping (prefixes, reserved names) and the tenant are those of the
 //!   configuration the request runs under, too.
-//! * What is not re-checked between reloads: an intermediate certificate's expiry (the
-//!   connection's chain is verified at its handshake and at each reload).
+//! * The chain is also verified again once an intermediate certificate the client sent has
+//!   expired (the earliest such `notAfter` is kept with the mapping): refused if that
+//!   intermediate was on the path to a CA, served as before if it was a spare.
 
 use std::{
     collections::BTreeMap,
@@ -76,10 +77,9 @@ impl Validity {
         }
     }
 
-    /// [`check`](Self::check) against the system clock (the one JWT verification reads).
+    /// [`check`](Self::check) against the system clock ([`now`]).
     pub fn check_now(&self) -> Result<(), Rejected> {
-        let now = SystemClock.now().as_secs();
-        self.check(i64::try_from(now).unwrap_or(i64::MAX))
+        self.check(now())
     }
 }
 
@@ -90,6 +90,9 @@ pub struct CertIdentity {
     pub validity: Validity,
     /// The listener config of the configuration that mapped it ([`CertAuth::listener`]).
     pub under: Option<Weak<rustls::ServerConfig>>,
+    /// The earliest `notAfter` (Unix seconds) of an intermediate the client sent that was
+    /// still valid when this was mapped; past it the chain is verified again.
+    pub recheck_after: i64,
 }
 
 /// How one configuration authenticates a connection's client certificate.
@@ -106,15 +109,18 @@ pub struct CertAuth {
 }
 
 impl CertAuth {
-    /// The identity of `conn`'s certificate (`chain`, leaf first) under this configuration,
-    /// and the leaf's validity period (for the caller to check against the clock). Mapped once
-    /// per connection and configuration; `tenant_of` names the identity's tenant.
+    /// The identity of `conn`'s certificate (`chain`, leaf first) under this configuration at
+    /// `now` (Unix seconds): mapped once per connection and configuration (`tenant_of` names
+    /// its tenant), the chain verified again when the connection was accepted under another
+    /// configuration or an intermediate it sent has expired since, and the leaf's validity
+    /// period checked every time.
     pub fn identity(
         &self,
         conn: &ConnInfo,
         chain: &[CertificateDer<'static>],
+        now: i64,
         tenant_of: impl FnOnce(&Identity) -> Option<String>,
-    ) -> Result<(Arc<Identity>, Validity), Rejected> {
+    ) -> Result<Arc<Identity>, Rejected> {
         let here = self.listener.as_ref().map(Arc::as_ptr);
         // A `Weak` keeps its allocation, so a pointer it holds is never another config's.
         let is_here = |w: &Option<Weak<rustls::ServerConfig>>| w.as_ref().map(Weak::as_ptr) == here;
@@ -123,16 +129,21 @@ impl CertAuth {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
-            .filter(|c| is_here(&c.under))
+            .filter(|c| is_here(&c.under) && now <= c.recheck_after)
             .map(|c| (c.identity.clone(), c.validity));
-        if let Some(mapped) = cached {
-            return Ok(mapped);
+        if let Some((id, validity)) = cached {
+            validity.check(now)?;
+            return Ok(id);
         }
-        if !is_here(&conn.accepted_by) {
-            // Accepted under an earlier configuration: verified as a new handshake would be now.
-            self.verify_again(chain)?;
+        let expiries = intermediate_expiries(chain);
+        if !is_here(&conn.accepted_by) || expiries.iter().any(|&t| t < now) {
+            // Accepted under an earlier configuration, or a certificate it sent has expired
+            // since: verified as a new handshake would be now (an expired intermediate that
+            // is not on the path to a CA does not refuse it).
+            self.verify_again(chain, now)?;
         }
         let (mut id, validity) = identity(chain.first(), &self.mapping)?;
+        validity.check(now)?;
         id.tenant = tenant_of(&id);
         let id = Arc::new(id);
         *conn
@@ -142,19 +153,43 @@ impl CertAuth {
             identity: id.clone(),
             validity,
             under: self.listener.as_ref().map(Arc::downgrade),
+            recheck_after: expiries
+                .into_iter()
+                .filter(|&t| t >= now)
+                .min()
+                .unwrap_or(i64::MAX),
         });
-        Ok((id, validity))
+        Ok(id)
     }
 
-    /// Verify `chain` against this configuration's client CAs and CRLs, at the current time.
-    fn verify_again(&self, chain: &[CertificateDer<'static>]) -> Result<(), Rejected> {
+    /// Verify `chain` against this configuration's client CAs and CRLs at `now`.
+    fn verify_again(&self, chain: &[CertificateDer<'static>], now: i64) -> Result<(), Rejected> {
         let verifier = self.verifier.as_ref().ok_or(Rejected::NoClientCas)?;
         let (leaf, intermediates) = chain.split_first().ok_or(Rejected::NoCertificate)?;
+        let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            u64::try_from(now).unwrap_or(0),
+        ));
         verifier
-            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .verify_client_cert(leaf, intermediates, at)
             .map(|_| ())
             .map_err(|e| Rejected::ChainRefused(e.to_string()))
     }
+}
+
+/// The `notAfter` of each certificate after the leaf (an unparsable one has none: the
+/// verifier judges it).
+fn intermediate_expiries(chain: &[CertificateDer<'static>]) -> Vec<i64> {
+    chain
+        .iter()
+        .skip(1)
+        .filter_map(|c| X509Certificate::from_der(c.as_ref()).ok())
+        .map(|(_, c)| c.validity().not_after.timestamp())
+        .collect()
+}
+
+/// The system clock in Unix seconds (the one JWT verification reads).
+pub fn now() -> i64 {
+    i64::try_from(SystemClock.now().as_secs()).unwrap_or(i64::MAX)
 }
 
 fn header_safe(s: &str) -> bool {
@@ -327,7 +362,7 @@ mod tests {
             tenants.set(tenants.get() + 1);
             Some("team-a".to_owned())
         };
-        let (id, _) = first.identity(&conn, &chain, tenant).unwrap();
+        let id = first.identity(&conn, &chain, now(), tenant).unwrap();
         assert_eq!(
             (id.user.as_str(), id.tenant.as_deref()),
             ("alice", Some("team-a"))
@@ -337,22 +372,22 @@ mod tests {
             verifier: None,
             ..first.clone()
         };
-        let (again, _) = no_verifier.identity(&conn, &chain, tenant).unwrap();
+        let again = no_verifier.identity(&conn, &chain, now(), tenant).unwrap();
         assert!(Arc::ptr_eq(&id, &again), "mapped once");
         assert_eq!(tenants.get(), 1);
 
         // A reload trusting the same CA maps again, with its own prefix and tenant.
         let reloaded = configuration(&ca, "cert:");
-        let (id, _) = reloaded.identity(&conn, &chain, tenant).unwrap();
+        let id = reloaded.identity(&conn, &chain, now(), tenant).unwrap();
         assert_eq!(id.user, "cert:alice");
         assert_eq!(tenants.get(), 2);
         // ...and once: back under the first configuration it maps again too.
         assert!(Arc::ptr_eq(
             &id,
-            &reloaded.identity(&conn, &chain, tenant).unwrap().0
+            &reloaded.identity(&conn, &chain, now(), tenant).unwrap()
         ));
         assert_eq!(
-            first.identity(&conn, &chain, tenant).unwrap().0.user,
+            first.identity(&conn, &chain, now(), tenant).unwrap().user,
             "alice"
         );
     }
@@ -363,26 +398,79 @@ mod tests {
         let chain = [ca.client_cert("alice", &[]).unwrap().cert_der];
         let first = configuration(&ca, "");
         let conn = accepted(&first, &chain);
-        assert!(first.identity(&conn, &chain, |_| None).is_ok());
+        assert!(first.identity(&conn, &chain, now(), |_| None).is_ok());
 
         let other = configuration(&Ca::new("another").unwrap(), "");
-        let refused = other.identity(&conn, &chain, |_| None);
+        let refused = other.identity(&conn, &chain, now(), |_| None);
         assert!(
             matches!(refused, Err(Rejected::ChainRefused(_))),
             "{refused:?}"
         );
         // Refused on every request under it, not only the first.
-        assert!(other.identity(&conn, &chain, |_| None).is_err());
+        assert!(other.identity(&conn, &chain, now(), |_| None).is_err());
         // A configuration without client CAs cannot verify it either.
         let none = CertAuth {
             verifier: None,
             ..other
         };
         assert_eq!(
-            none.identity(&conn, &chain, |_| None)
-                .map(|(id, _)| id.user.clone()),
+            none.identity(&conn, &chain, now(), |_| None)
+                .map(|id| id.user.clone()),
             Err(Rejected::NoClientCas)
         );
+    }
+
+    /// 1 January of `year`, in Unix seconds.
+    fn new_year(year: i32) -> i64 {
+        rcgen::date_time_ymd(year, 1, 1).unix_timestamp()
+    }
+
+    #[test]
+    fn an_intermediate_that_expires_on_an_open_connection_refuses_it_from_then_on() {
+        let root = Ca::new("root").unwrap();
+        let intermediate = root.intermediate("intermediate", 2040).unwrap();
+        let leaf = intermediate.client_cert("alice", &[]).unwrap();
+        let chain = [leaf.cert_der, intermediate.cert.cert_der.clone()];
+        let config = configuration(&root, "");
+        let conn = accepted(&config, &chain);
+        let before = new_year(2039);
+        assert_eq!(
+            config
+                .identity(&conn, &chain, before, |_| None)
+                .unwrap()
+                .user,
+            "alice"
+        );
+        let after = new_year(2041);
+        let refused = config.identity(&conn, &chain, after, |_| None);
+        assert!(
+            matches!(refused, Err(Rejected::ChainRefused(_))),
+            "{refused:?}"
+        );
+
+        // An expired certificate the client sends but the path does not use refuses nothing.
+        let spare = root.intermediate("spare", 2030).unwrap();
+        let with_spare = [
+            chain[0].clone(),
+            chain[1].clone(),
+            spare.cert.cert_der.clone(),
+        ];
+        let conn = accepted(&config, &with_spare);
+        let id = config
+            .identity(&conn, &with_spare, before, |_| None)
+            .unwrap();
+        assert!(
+            Arc::ptr_eq(
+                &id,
+                &config
+                    .identity(&conn, &with_spare, before, |_| None)
+                    .unwrap()
+            ),
+            "verified once, then mapped from the cache"
+        );
+        assert!(config
+            .identity(&conn, &with_spare, after, |_| None)
+            .is_err());
     }
 
     #[test]

@@ -78,13 +78,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn without_audit(c: &mut String) {
-    let start = c.find("\naudit:\n").unwrap() + 1;
-    let end = start + c[start..].find("\ndangerous:").unwrap() + 1;
-    c.replace_range(start..end, "");
-    *c = c.replace(
-        "reads: {rate: 1000/s, burst: 2000}",
-        "reads: {rate: 1000000/s, burst: 1000000}",
-    );
+    common::without_audit(c);
+    common::unlimited_admin_reads(c);
     *c = c.replacen(
         "upstream:\n",
         &format!(

@@ -70,23 +70,8 @@ async fn measure(admin: &mut SendRequest<Full<Bytes>>, what: &str) -> (Duration,
 }
 
 fn config(c: &mut String) {
-    // Drop the demo's `audit:` section: up to the next top-level key, or the end.
-    let start = c.find("\naudit:\n").unwrap() + 1;
-    let body = start + "audit:\n".len();
-    let end = c[body..]
-        .match_indices('\n')
-        .map(|(i, _)| body + i + 1)
-        .find(|&i| c[i..].starts_with(|ch: char| ch.is_ascii_alphabetic()))
-        .unwrap_or(c.len());
-    c.replace_range(start..end, "");
-    assert!(
-        !c.contains("\naudit:"),
-        "the demo's audit section is still there"
-    );
-    *c = c.replace(
-        "reads: {rate: 1000/s, burst: 2000}",
-        "reads: {rate: 1000000/s, burst: 1000000}",
-    );
+    common::without_audit(c);
+    common::unlimited_admin_reads(c);
 }
 
 async fn seed(env: &common::Env) {

@@ -446,3 +446,28 @@ pub async fn cert_connects(addr: SocketAddr, ca: &Ca, cert: &Issued) -> bool {
         None => false,
     }
 }
+
+/// Bench edit of the demo config: its `audit:` section removed (up to the next top-level key,
+/// or the end).
+pub fn without_audit(c: &mut String) {
+    let start = c.find("\naudit:\n").unwrap() + 1;
+    let body = start + "audit:\n".len();
+    let end = c[body..]
+        .match_indices('\n')
+        .map(|(i, _)| body + i + 1)
+        .find(|&i| c[i..].starts_with(|ch: char| ch.is_ascii_alphabetic()))
+        .unwrap_or(c.len());
+    c.replace_range(start..end, "");
+    assert!(
+        !c.contains("\naudit:"),
+        "the demo's audit section is still there"
+    );
+}
+
+/// Bench edit of the demo config: the admins' read quota far above any bench's load.
+pub fn unlimited_admin_reads(c: &mut String) {
+    *c = c.replace(
+        "reads: {rate: 1000/s, burst: 2000}",
+        "reads: {rate: 1000000/s, burst: 1000000}",
+    );
+}

@@ -181,11 +181,13 @@ mod tests {
         let mut alice = crate::authz::tests::id("alice", &[]);
         alice.tenant = Some("team-a".into());
         *conn.cert_identity.lock().unwrap() = Some(crate::authn::x509::CertIdentity {
-            identity: Arc::new(alice),
-            validity: crate::authn::x509::Validity {
-                not_before: i64::MIN,
-                not_after: i64::MAX,
-            },
+            mapped: Ok((
+                Arc::new(alice),
+                crate::authn::x509::Validity {
+                    not_before: i64::MIN,
+                    not_after: i64::MAX,
+                },
+            )),
             under: None,
             recheck_after: i64::MAX,
         });

@@ -14,7 +14,9 @@
 //!   that configuration's client CAs and CRLs, at the current time. A connection whose CA a
 //!   reload removed, or whose certificate a reloaded CRL revokes, is refused (401) from its
 //!   next request on. The mapping (prefixes, reserved names) and the tenant are those of the
-//!   configuration the request runs under, too.
+//!   configuration the request runs under, too. A refusal is kept like a mapping, so a refused
+//!   connection's further requests cost no verification (nor does a client gain anything by
+//!   sending them: the refusal stands for that configuration).
 //! * The chain is also verified again once an intermediate certificate the client sent has
 //!   expired (the earliest such `notAfter` is kept with the mapping): refused if that
 //!   intermediate was on the path to a CA, served as before if it was a spare.
@@ -86,8 +88,9 @@ impl Validity {
 /// A connection's certificate, mapped by its first request under one configuration.
 #[derive(Debug, Clone)]
 pub struct CertIdentity {
-    pub identity: Arc<Identity>,
-    pub validity: Validity,
+    /// The identity and the leaf's validity period, or why the chain or its mapping was
+    /// refused: kept too, so a refused connection does not cost a verification per request.
+    pub mapped: Result<(Arc<Identity>, Validity), Rejected>,
     /// The listener config of the configuration that mapped it ([`CertAuth::listener`]).
     pub under: Option<Weak<rustls::ServerConfig>>,
     /// The earliest `notAfter` (Unix seconds) of an intermediate the client sent that was
@@ -130,12 +133,42 @@ impl CertAuth {
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
             .filter(|c| is_here(&c.under) && now <= c.recheck_after)
-            .map(|c| (c.identity.clone(), c.validity));
-        if let Some((id, validity)) = cached {
-            validity.check(now)?;
-            return Ok(id);
-        }
-        let expiries = intermediate_expiries(chain);
+            .map(|c| c.mapped.clone());
+        let mapped = match cached {
+            Some(mapped) => mapped,
+            None => {
+                let expiries = intermediate_expiries(chain);
+                let mapped = self.map(conn, chain, &expiries, now, tenant_of, is_here);
+                *conn
+                    .cert_identity
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(CertIdentity {
+                    mapped: mapped.clone(),
+                    under: self.listener.as_ref().map(Arc::downgrade),
+                    recheck_after: expiries
+                        .into_iter()
+                        .filter(|&t| t >= now)
+                        .min()
+                        .unwrap_or(i64::MAX),
+                });
+                mapped
+            }
+        };
+        let (id, validity) = mapped?;
+        validity.check(now)?;
+        Ok(id)
+    }
+
+    /// Verify the chain again when needed (see [`identity`](Self::identity)), then map it.
+    fn map(
+        &self,
+        conn: &ConnInfo,
+        chain: &[CertificateDer<'static>],
+        expiries: &[i64],
+        now: i64,
+        tenant_of: impl FnOnce(&Identity) -> Option<String>,
+        is_here: impl Fn(&Option<Weak<rustls::ServerConfig>>) -> bool,
+    ) -> Result<(Arc<Identity>, Validity), Rejected> {
         if !is_here(&conn.accepted_by) || expiries.iter().any(|&t| t < now) {
             // Accepted under an earlier configuration, or a certificate it sent has expired
             // since: verified as a new handshake would be now (an expired intermediate that
@@ -143,23 +176,8 @@ impl CertAuth {
             self.verify_again(chain, now)?;
         }
         let (mut id, validity) = identity(chain.first(), &self.mapping)?;
-        validity.check(now)?;
         id.tenant = tenant_of(&id);
-        let id = Arc::new(id);
-        *conn
-            .cert_identity
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(CertIdentity {
-            identity: id.clone(),
-            validity,
-            under: self.listener.as_ref().map(Arc::downgrade),
-            recheck_after: expiries
-                .into_iter()
-                .filter(|&t| t >= now)
-                .min()
-                .unwrap_or(i64::MAX),
-        });
-        Ok(id)
+        Ok((Arc::new(id), validity))
     }
 
     /// Verify `chain` against this configuration's client CAs and CRLs at `now`.
@@ -400,24 +418,70 @@ mod tests {
         let conn = accepted(&first, &chain);
         assert!(first.identity(&conn, &chain, now(), |_| None).is_ok());
 
-        let other = configuration(&Ca::new("another").unwrap(), "");
+        let mut other = configuration(&Ca::new("another").unwrap(), "");
+        let counting = Arc::new(Counting(
+            other.verifier.clone().unwrap(),
+            Default::default(),
+        ));
+        other.verifier = Some(counting.clone());
         let refused = other.identity(&conn, &chain, now(), |_| None);
         assert!(
             matches!(refused, Err(Rejected::ChainRefused(_))),
             "{refused:?}"
         );
-        // Refused on every request under it, not only the first.
-        assert!(other.identity(&conn, &chain, now(), |_| None).is_err());
+        // Refused on every request under it, not only the first, from one verification.
+        for _ in 0..3 {
+            assert_eq!(other.identity(&conn, &chain, now(), |_| None), refused);
+        }
+        assert_eq!(counting.1.load(std::sync::atomic::Ordering::Relaxed), 1);
         // A configuration without client CAs cannot verify it either.
         let none = CertAuth {
             verifier: None,
-            ..other
+            ..configuration(&ca, "")
         };
         assert_eq!(
             none.identity(&conn, &chain, now(), |_| None)
                 .map(|id| id.user.clone()),
             Err(Rejected::NoClientCas)
         );
+    }
+
+    /// A verifier that counts the chain verifications it passes on.
+    #[derive(Debug)]
+    struct Counting(Arc<dyn ClientCertVerifier>, std::sync::atomic::AtomicUsize);
+
+    impl ClientCertVerifier for Counting {
+        fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+            self.0.root_hint_subjects()
+        }
+        fn verify_client_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            now: UnixTime,
+        ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0.verify_client_cert(end_entity, intermediates, now)
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls12_signature(message, cert, dss)
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls13_signature(message, cert, dss)
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.supported_verify_schemes()
+        }
     }
 
     /// 1 January of `year`, in Unix seconds.

@@ -1,0 +1,289 @@
+//! Unit tests of `x509`: the CN / O mapping, the validity period, and a connection's
+//! certificate across configurations (mapped once, verified again after a reload, refused and
+//! cached, an intermediate expiring).
+use super::*;
+use crate::test_pki::Ca;
+
+fn cfg(allow: bool) -> X509Identity {
+    X509Identity {
+        username_prefix: String::new(),
+        groups_prefix: String::new(),
+        allow_system_identities: allow,
+    }
+}
+
+#[test]
+fn cn_and_o_become_user_and_groups() {
+    let ca = Ca::new("t").unwrap();
+    let c = ca.client_cert("alice", &["dev"]).unwrap();
+    let (id, _) = identity(Some(&c.cert_der), &cfg(false)).unwrap();
+    assert_eq!(id.user, "alice");
+    assert_eq!(id.groups, ["dev"]);
+    let c = ca.client_cert("bob", &[]).unwrap();
+    let (id, _) = identity(Some(&c.cert_der), &cfg(false)).unwrap();
+    assert_eq!((id.user.as_str(), id.groups.len()), ("bob", 0));
+}
+
+#[test]
+fn prefixes_apply_and_fingerprint_is_sha256_hex() {
+    let ca = Ca::new("t").unwrap();
+    let c = ca.client_cert("alice", &["dev"]).unwrap();
+    let cfg = X509Identity {
+        username_prefix: "cert:".into(),
+        groups_prefix: "cert:".into(),
+        allow_system_identities: false,
+    };
+    let (id, _) = identity(Some(&c.cert_der), &cfg).unwrap();
+    assert_eq!(
+        (id.user.as_str(), id.groups[0].as_str()),
+        ("cert:alice", "cert:dev")
+    );
+    let Method::ClientCertificate { fingerprint } = id.method else {
+        panic!("not a certificate identity")
+    };
+    assert_eq!(fingerprint.len(), 64);
+}
+
+#[test]
+fn system_identities_refused_unless_allowed() {
+    let ca = Ca::new("t").unwrap();
+    let c = ca.client_cert("mallory", &["system:masters"]).unwrap();
+    assert_eq!(
+        identity(Some(&c.cert_der), &cfg(false)).map(|(id, _)| id),
+        Err(Rejected::Reserved("system:masters".into()))
+    );
+    assert!(identity(Some(&c.cert_der), &cfg(true)).is_ok());
+}
+
+#[test]
+fn missing_certificate_rejected() {
+    assert_eq!(
+        identity(None, &cfg(false)).map(|(id, _)| id),
+        Err(Rejected::NoCertificate)
+    );
+}
+
+/// One configuration's certificate authentication: its listener config and verifier both
+/// trust `ca`, the mapping puts `prefix` before user names.
+fn configuration(ca: &Ca, prefix: &str) -> CertAuth {
+    use crate::server::tls::{self, ClientAuth, ClientCas};
+    tls::install_crypto_provider();
+    let client_auth = ClientAuth::Optional(ClientCas {
+        cas: vec![ca.cert.cert_der.clone()],
+        crls: vec![],
+    });
+    let server = ca.server_cert(&["localhost"]).unwrap();
+    CertAuth {
+        mapping: X509Identity {
+            username_prefix: prefix.into(),
+            ..cfg(false)
+        },
+        listener: Some(
+            tls::server_config(
+                vec![server.cert_der.clone()],
+                server.key(),
+                client_auth.clone(),
+            )
+            .unwrap(),
+        ),
+        verifier: tls::client_verifier(&client_auth).unwrap(),
+    }
+}
+
+/// A connection with `chain` that `by`'s listener accepted.
+fn accepted(by: &CertAuth, chain: &[CertificateDer<'static>]) -> ConnInfo {
+    let mut conn = ConnInfo::new(
+        "192.0.2.1:1".parse().unwrap(),
+        Some(Arc::new(chain.to_vec())),
+        true,
+    );
+    conn.accepted_by = by.listener.as_ref().map(Arc::downgrade);
+    conn
+}
+
+#[test]
+fn a_connection_is_mapped_once_per_configuration_and_verified_again_after_a_reload() {
+    let ca = Ca::new("t").unwrap();
+    let chain = [ca.client_cert("alice", &["dev"]).unwrap().cert_der];
+    let first = configuration(&ca, "");
+    let conn = accepted(&first, &chain);
+    let tenants = std::cell::Cell::new(0);
+    let tenant = |_: &Identity| {
+        tenants.set(tenants.get() + 1);
+        Some("team-a".to_owned())
+    };
+    let id = first.identity(&conn, &chain, now(), tenant).unwrap();
+    assert_eq!(
+        (id.user.as_str(), id.tenant.as_deref()),
+        ("alice", Some("team-a"))
+    );
+    // The accepting configuration needs no verifier: its handshake verified the chain.
+    let no_verifier = CertAuth {
+        verifier: None,
+        ..first.clone()
+    };
+    let again = no_verifier.identity(&conn, &chain, now(), tenant).unwrap();
+    assert!(Arc::ptr_eq(&id, &again), "mapped once");
+    assert_eq!(tenants.get(), 1);
+
+    // A reload trusting the same CA maps again, with its own prefix and tenant.
+    let reloaded = configuration(&ca, "cert:");
+    let id = reloaded.identity(&conn, &chain, now(), tenant).unwrap();
+    assert_eq!(id.user, "cert:alice");
+    assert_eq!(tenants.get(), 2);
+    // ...and once: back under the first configuration it maps again too.
+    assert!(Arc::ptr_eq(
+        &id,
+        &reloaded.identity(&conn, &chain, now(), tenant).unwrap()
+    ));
+    assert_eq!(
+        first.identity(&conn, &chain, now(), tenant).unwrap().user,
+        "alice"
+    );
+}
+
+#[test]
+fn after_a_reload_a_chain_the_new_cas_do_not_trust_is_refused() {
+    let ca = Ca::new("t").unwrap();
+    let chain = [ca.client_cert("alice", &[]).unwrap().cert_der];
+    let first = configuration(&ca, "");
+    let conn = accepted(&first, &chain);
+    assert!(first.identity(&conn, &chain, now(), |_| None).is_ok());
+
+    let mut other = configuration(&Ca::new("another").unwrap(), "");
+    let counting = Arc::new(Counting(
+        other.verifier.clone().unwrap(),
+        Default::default(),
+    ));
+    other.verifier = Some(counting.clone());
+    let refused = other.identity(&conn, &chain, now(), |_| None);
+    assert!(
+        matches!(refused, Err(Rejected::ChainRefused(_))),
+        "{refused:?}"
+    );
+    // Refused on every request under it, not only the first, from one verification.
+    for _ in 0..3 {
+        assert_eq!(other.identity(&conn, &chain, now(), |_| None), refused);
+    }
+    assert_eq!(counting.1.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // A configuration without client CAs cannot verify it either.
+    let none = CertAuth {
+        verifier: None,
+        ..configuration(&ca, "")
+    };
+    assert_eq!(
+        none.identity(&conn, &chain, now(), |_| None)
+            .map(|id| id.user.clone()),
+        Err(Rejected::NoClientCas)
+    );
+}
+
+/// A verifier that counts the chain verifications it passes on.
+#[derive(Debug)]
+struct Counting(Arc<dyn ClientCertVerifier>, std::sync::atomic::AtomicUsize);
+
+impl ClientCertVerifier for Counting {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.verify_client_cert(end_entity, intermediates, now)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// 1 January of `year`, in Unix seconds.
+fn new_year(year: i32) -> i64 {
+    rcgen::date_time_ymd(year, 1, 1).unix_timestamp()
+}
+
+#[test]
+fn an_intermediate_that_expires_on_an_open_connection_refuses_it_from_then_on() {
+    let root = Ca::new("root").unwrap();
+    let intermediate = root.intermediate("intermediate", 2040).unwrap();
+    let leaf = intermediate.client_cert("alice", &[]).unwrap();
+    let chain = [leaf.cert_der, intermediate.cert.cert_der.clone()];
+    let config = configuration(&root, "");
+    let conn = accepted(&config, &chain);
+    let before = new_year(2039);
+    assert_eq!(
+        config
+            .identity(&conn, &chain, before, |_| None)
+            .unwrap()
+            .user,
+        "alice"
+    );
+    let after = new_year(2041);
+    let refused = config.identity(&conn, &chain, after, |_| None);
+    assert!(
+        matches!(refused, Err(Rejected::ChainRefused(_))),
+        "{refused:?}"
+    );
+
+    // An expired certificate the client sends but the path does not use refuses nothing.
+    let spare = root.intermediate("spare", 2030).unwrap();
+    let with_spare = [
+        chain[0].clone(),
+        chain[1].clone(),
+        spare.cert.cert_der.clone(),
+    ];
+    let conn = accepted(&config, &with_spare);
+    let id = config
+        .identity(&conn, &with_spare, before, |_| None)
+        .unwrap();
+    assert!(
+        Arc::ptr_eq(
+            &id,
+            &config
+                .identity(&conn, &with_spare, before, |_| None)
+                .unwrap()
+        ),
+        "verified once, then mapped from the cache"
+    );
+    assert!(config
+        .identity(&conn, &with_spare, after, |_| None)
+        .is_err());
+}
+
+#[test]
+fn the_validity_period_is_read_and_checked_inclusively() {
+    let ca = Ca::new("t").unwrap();
+    let c = ca.client_cert("alice", &[]).unwrap();
+    let (_, v) = identity(Some(&c.cert_der), &cfg(false)).unwrap();
+    let now = i64::try_from(SystemClock.now().as_secs()).unwrap();
+    assert!(v.not_before < now && now < v.not_after, "{v:?}");
+    assert!(v.check_now().is_ok());
+    assert!(v.check(v.not_before).is_ok() && v.check(v.not_after).is_ok());
+    assert_eq!(
+        v.check(v.not_after + 1),
+        Err(Rejected::OutsideValidity {
+            not_before: v.not_before,
+            not_after: v.not_after
+        })
+    );
+    assert!(v.check(v.not_before - 1).is_err());
+}

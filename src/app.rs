@@ -59,9 +59,7 @@ impl Runtime {
 
     fn build_next(config: &Config, prev: Option<&Runtime>) -> Result<Runtime> {
         crate::server::tls::install_crypto_provider();
-        let server_tls = config.tls.server_config().context("listen.tls")?;
-        let client_verifier =
-            crate::server::tls::client_verifier(&config.tls.client_auth).context("listen.tls")?;
+        let (server_tls, client_verifier) = config.tls.listener().context("listen.tls")?;
         let jwt = match &config.jwt {
             None => None,
             Some(settings) => Some(Arc::new(settings.build()?)),

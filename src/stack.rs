@@ -47,7 +47,7 @@ pub struct Runtime {
     pub sanitizer: Arc<Sanitizer>,
     /// The listener's TLS config.
     pub server_tls: Arc<rustls::ServerConfig>,
-    /// A verifier with the same client CAs and CRLs, for authentication to verify again the
+    /// The verifier `server_tls`'s handshakes use, kept for authentication to verify again the
     /// chain of a connection an earlier configuration accepted (None: no client certificates).
     pub client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     /// OpenTelemetry traces (None: no `tracing` section; the trace layers only pass through).

@@ -29,18 +29,12 @@ use crate::{
     upstream::{config::UpstreamConfig, Credentials, Upstream},
 };
 
-/// The listener's TLS config and its client-certificate verifier (see `Runtime`).
-pub(crate) type ListenerTls = (
-    Arc<rustls::ServerConfig>,
-    Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
-);
-
 /// The runtime for `config` beside `prev`; `tls` and `jwt` were built by the caller (the same
 /// code as at start).
 pub(crate) fn rebuild(
     config: &Config,
     prev: &Runtime,
-    (server_tls, client_verifier): ListenerTls,
+    (server_tls, client_verifier): crate::server::tls::ListenerTls,
     jwt: Option<Arc<JwtAuthenticator>>,
 ) -> Result<Runtime> {
     // `fixed` refuses these before the build; a caller that skipped it must not half-apply.

@@ -35,6 +35,15 @@ impl TlsSettings {
         )
     }
 
+    /// The rustls server config and its client-certificate verifier, one instance shared
+    /// (`Runtime::client_verifier`).
+    pub fn listener(&self) -> anyhow::Result<tls::ListenerTls> {
+        let verifier = tls::client_verifier(&self.client_auth)?;
+        let config =
+            tls::server_config_with(self.chain.clone(), self.key.clone_key(), verifier.clone())?;
+        Ok((config, verifier))
+    }
+
     /// Rustls must accept the chain, key and client CAs together (checked while validating,
     /// so `check-config` reports it).
     pub fn check(&self, c: &mut Problems) {

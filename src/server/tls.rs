@@ -92,16 +92,33 @@ pub struct ClientCas {
     pub crls: Vec<CertificateRevocationListDer<'static>>,
 }
 
+/// A listener's TLS config and its client-certificate verifier, the one its handshakes use
+/// (`None`: no client certificates are requested).
+pub type ListenerTls = (
+    Arc<rustls::ServerConfig>,
+    Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+);
+
 /// A server config with ALPN `h2` then `http/1.1`, from a chain and key already in memory.
 pub fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     client_auth: ClientAuth,
 ) -> Result<Arc<rustls::ServerConfig>> {
+    server_config_with(chain, key, client_verifier(&client_auth)?)
+}
+
+/// [`server_config`] with the client-certificate verifier already built (`None`: none are
+/// requested), so the caller can keep the same verifier for authentication.
+pub fn server_config_with(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> Result<Arc<rustls::ServerConfig>> {
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?;
-    let builder = match client_verifier(&client_auth)? {
+    let builder = match verifier {
         None => builder.with_no_client_auth(),
         Some(verifier) => builder.with_client_cert_verifier(verifier),
     };
@@ -113,9 +130,8 @@ pub fn server_config(
 }
 
 /// The verifier of client certificates `client_auth` asks for (`None`: none are requested).
-/// The listener's handshakes use one; authentication keeps another, built from the same CAs
-/// and CRLs, to verify again the chain of a connection accepted under an earlier configuration
-/// (`authn::x509`).
+/// The listener's handshakes use it, and authentication keeps the same one to verify again the
+/// chain of a connection accepted under an earlier configuration (`authn::x509`).
 pub fn client_verifier(
     client_auth: &ClientAuth,
 ) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>> {

@@ -78,11 +78,6 @@ impl Validity {
             })
         }
     }
-
-    /// [`check`](Self::check) against the system clock ([`now`]).
-    pub fn check_now(&self) -> Result<(), Rejected> {
-        self.check(now())
-    }
 }
 
 /// A connection's certificate, mapped by its first request under one configuration.
@@ -138,7 +133,11 @@ impl CertAuth {
             Some(mapped) => mapped,
             None => {
                 let expiries = intermediate_expiries(chain);
-                let mapped = self.map(conn, chain, &expiries, now, tenant_of, is_here);
+                // Accepted under an earlier configuration, or a certificate it sent has
+                // expired since: verified as a new handshake would be now (an expired
+                // intermediate that is not on the path to a CA does not refuse it).
+                let verify = !is_here(&conn.accepted_by) || expiries.iter().any(|&t| t < now);
+                let mapped = self.map(chain, verify, now, tenant_of);
                 *conn
                     .cert_identity
                     .lock()
@@ -159,20 +158,15 @@ impl CertAuth {
         Ok(id)
     }
 
-    /// Verify the chain again when needed (see [`identity`](Self::identity)), then map it.
+    /// Verify the chain again if `verify`, then map it.
     fn map(
         &self,
-        conn: &ConnInfo,
         chain: &[CertificateDer<'static>],
-        expiries: &[i64],
+        verify: bool,
         now: i64,
         tenant_of: impl FnOnce(&Identity) -> Option<String>,
-        is_here: impl Fn(&Option<Weak<rustls::ServerConfig>>) -> bool,
     ) -> Result<(Arc<Identity>, Validity), Rejected> {
-        if !is_here(&conn.accepted_by) || expiries.iter().any(|&t| t < now) {
-            // Accepted under an earlier configuration, or a certificate it sent has expired
-            // since: verified as a new handshake would be now (an expired intermediate that
-            // is not on the path to a CA does not refuse it).
+        if verify {
             self.verify_again(chain, now)?;
         }
         let (mut id, validity) = identity(chain.first(), &self.mapping)?;

@@ -33,29 +33,22 @@ type Result<T> = std::result::Result<T, rcgen::Error>;
 
 impl Ca {
     pub fn new(common_name: &str) -> Result<Ca> {
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name = dn(common_name, &[]);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = params.self_signed(&key)?;
-        let issued = Issued {
-            cert_pem: cert.pem(),
-            cert_der: cert.der().clone(),
-            key_der: key.serialize_der(),
-        };
-        Ok(Ca {
-            issuer: Issuer::new(params, key),
-            cert: issued,
-        })
+        Ca::make(common_name, |params, key| params.self_signed(key))
     }
 
     /// An intermediate CA signed by this one, valid until 1 January of `until_year`.
     pub fn intermediate(&self, common_name: &str, until_year: i32) -> Result<Ca> {
+        Ca::make(common_name, |params, key| {
+            params.not_after = rcgen::date_time_ymd(until_year, 1, 1);
+            params.signed_by(key, &self.issuer)
+        })
+    }
+
+    /// A CA named `common_name`, its certificate made by `sign` from its parameters and key.
+    fn make(
+        common_name: &str,
+        sign: impl FnOnce(&mut CertificateParams, &KeyPair) -> Result<rcgen::Certificate>,
+    ) -> Result<Ca> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name = dn(common_name, &[]);
@@ -65,16 +58,10 @@ impl Ca {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        params.not_after = rcgen::date_time_ymd(until_year, 1, 1);
-        let cert = params.signed_by(&key, &self.issuer)?;
-        let issued = Issued {
-            cert_pem: cert.pem(),
-            cert_der: cert.der().clone(),
-            key_der: key.serialize_der(),
-        };
+        let cert = issued(&sign(&mut params, &key)?, &key);
         Ok(Ca {
             issuer: Issuer::new(params, key),
-            cert: issued,
+            cert,
         })
     }
 
@@ -99,12 +86,16 @@ impl Ca {
 
     fn sign(&self, params: CertificateParams) -> Result<Issued> {
         let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(Issued {
-            cert_pem: cert.pem(),
-            cert_der: cert.der().clone(),
-            key_der: key.serialize_der(),
-        })
+        Ok(issued(&params.signed_by(&key, &self.issuer)?, &key))
+    }
+}
+
+/// `cert` with its `key`.
+fn issued(cert: &rcgen::Certificate, key: &KeyPair) -> Issued {
+    Issued {
+        cert_pem: cert.pem(),
+        cert_der: cert.der().clone(),
+        key_der: key.serialize_der(),
     }
 }
 

@@ -73,10 +73,6 @@ async fn status(sender: &mut SendRequest<Full<Bytes>>) -> u16 {
     code
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 fn without_audit(c: &mut String) {
     common::without_audit(c);
     common::unlimited_admin_reads(c);
@@ -129,10 +125,10 @@ fn main() {
         println!(
             "refusal while open ({} requests, one h2 connection): p50 {:?}  p90 {:?}  p99 {:?}  p99.9 {:?}  max {:?}",
             took.len(),
-            percentile(&took, 0.5),
-            percentile(&took, 0.9),
-            percentile(&took, 0.99),
-            percentile(&took, 0.999),
+            common::percentile(&took, 0.5),
+            common::percentile(&took, 0.9),
+            common::percentile(&took, 0.99),
+            common::percentile(&took, 0.999),
             took[took.len() - 1],
         );
 
@@ -156,7 +152,7 @@ fn main() {
         println!(
             "recovery after the upstream returns (10 rounds, open_for {OPEN_FOR:?}): min {:?}  median {:?}  max {:?}",
             recovery[0],
-            percentile(&recovery, 0.5),
+            common::percentile(&recovery, 0.5),
             recovery[recovery.len() - 1],
         );
         env.stop().await;

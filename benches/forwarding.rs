@@ -59,8 +59,10 @@ async fn percentiles(
         took.push(start.elapsed());
     }
     took.sort();
-    let at = |p: f64| took[((took.len() - 1) as f64 * p).round() as usize];
-    let (p50, p99) = (at(0.5), at(0.99));
+    let (p50, p99) = (
+        common::percentile(&took, 0.5),
+        common::percentile(&took, 0.99),
+    );
     println!("{what:<40} p50 {p50:>10.2?}  p99 {p99:>10.2?}");
     (p50, p99)
 }

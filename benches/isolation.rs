@@ -40,10 +40,6 @@ async fn h2(env: &common::Env, cert: &Issued) -> SendRequest<Full<Bytes>> {
     sender
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 /// `SAMPLES` sequential `GET /version` on the admin's connection; (p50, p99).
 async fn measure(admin: &mut SendRequest<Full<Bytes>>, what: &str) -> (Duration, Duration) {
     let mut took = Vec::with_capacity(SAMPLES);
@@ -61,7 +57,10 @@ async fn measure(admin: &mut SendRequest<Full<Bytes>>, what: &str) -> (Duration,
         took.push(t.elapsed());
     }
     took.sort();
-    let (p50, p99) = (percentile(&took, 0.5), percentile(&took, 0.99));
+    let (p50, p99) = (
+        common::percentile(&took, 0.5),
+        common::percentile(&took, 0.99),
+    );
     println!(
         "{what:<55} p50 {p50:>10.2?}  p99 {p99:>10.2?}  max {:>10.2?}",
         took[SAMPLES - 1]

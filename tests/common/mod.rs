@@ -471,3 +471,8 @@ pub fn unlimited_admin_reads(c: &mut String) {
         "reads: {rate: 1000000/s, burst: 1000000}",
     );
 }
+
+/// The `p` quantile (0..=1, nearest rank) of `sorted` samples, for the benches.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}

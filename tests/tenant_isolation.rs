@@ -233,6 +233,81 @@ async fn three_hundred_watches_do_not_queue_a_short_request() {
     env.stop().await;
 }
 
+/// The proxy's source addresses (one per upstream connection) of the requests the sandbox
+/// saw for `path`.
+fn upstream_peers(env: &Env, path: &str) -> std::collections::BTreeSet<std::net::SocketAddr> {
+    env.sandbox
+        .sandbox
+        .recorded()
+        .iter()
+        .filter(|r| r.path == path)
+        .map(|r| r.peer)
+        .collect()
+}
+
+/// Three watches at once over one client connection, their heads received.
+async fn three_watches(env: &Env) -> Vec<http::Response<hyper::body::Incoming>> {
+    let mut admin = h2_conn(env, &env.admin_cert).await;
+    let mut watches = Vec::new();
+    for _ in 0..3 {
+        admin.ready().await.unwrap();
+        let resp = admin
+            .send_request(get(&format!("{NS}/pods?watch=1")))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        watches.push(resp);
+    }
+    watches
+}
+
+/// With two streams per upstream connection, three watches open a second connection. When
+/// they end, that connection is kept for `upstream.idle_connection_timeout`, so the next
+/// burst within it opens none (before, it was closed at the next request, and a steady load
+/// above one connection's streams reconnected every few hundred requests); idle longer, it is
+/// closed and the next burst opens a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extra_upstream_connection_stays_open_for_the_idle_timeout() {
+    for (idle_timeout, connections) in [("90s", 2), ("1s", 3)] {
+        let env = Env::start_with(|c| {
+            *c = c.replace(
+                "upstream:\n",
+                &format!(
+                    "upstream:\n  max_connections_per_endpoint: 4\n  streams_per_connection: 2\n  idle_connection_timeout: {idle_timeout}\n"
+                ),
+            );
+        })
+        .await;
+        let pods = format!("{NS}/pods");
+        let watches = three_watches(&env).await;
+        assert_eq!(
+            upstream_peers(&env, &pods).len(),
+            2,
+            "3 watches, 2 per connection"
+        );
+        drop(watches);
+        // Every stream has ended and both connections are idle; the request after that is
+        // the one that closes an idle connection past the first.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let resp = env
+            .request(
+                get(&format!("{NS}/configmaps")),
+                Some(&env.admin_cert),
+                true,
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let watches = three_watches(&env).await;
+        assert_eq!(
+            upstream_peers(&env, &pods).len(),
+            connections,
+            "idle_connection_timeout {idle_timeout}: upstream connections used by two bursts"
+        );
+        drop(watches);
+        env.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upstream_connection_cap_answers_503_without_reaching_the_api_server() {
     let env = Env::start_with(|c| {
@@ -419,6 +494,10 @@ async fn the_new_upstream_keys_are_validated_with_their_key_path() {
     assert_eq!(cfg.upstream.streams_per_connection, 100);
     assert_eq!(cfg.upstream.max_connections_per_endpoint, 16);
     assert_eq!(cfg.upstream.stalled_stream_timeout, Duration::from_secs(60));
+    assert_eq!(
+        cfg.upstream.idle_connection_timeout,
+        Duration::from_secs(90)
+    );
     let cfg = load("  streams_per_connection: 50\n  max_connections_per_endpoint: 4\n  stalled_stream_timeout: 5s\n").unwrap();
     assert_eq!(
         (
@@ -440,6 +519,10 @@ async fn the_new_upstream_keys_are_validated_with_their_key_path() {
         (
             "  stalled_stream_timeout: 0s\n",
             "upstream.stalled_stream_timeout",
+        ),
+        (
+            "  idle_connection_timeout: 0s\n",
+            "upstream.idle_connection_timeout",
         ),
     ] {
         let problems = load(extra).unwrap_err();

@@ -196,6 +196,10 @@ pub struct Upstream {
     /// finds every stream taken is refused with 503 + Retry-After.
     #[serde(default)]
     pub max_connections_per_endpoint: Option<u32>,
+    /// Close an upstream connection past the first after it carried no stream for this long
+    /// (default `90s`, client-go's `IdleConnTimeout`).
+    #[serde(default)]
+    pub idle_connection_timeout: Option<String>,
     /// The circuit breaker of each endpoint (on by default).
     #[serde(default)]
     pub breaker: Option<Breaker>,

@@ -97,6 +97,7 @@ impl Endpoint {
                 max_connections: cfg.max_connections_per_endpoint as usize,
                 connect_timeout: cfg.connect_timeout,
                 handshake_timeout: cfg.tls_handshake_timeout,
+                idle_timeout: cfg.idle_connection_timeout,
             },
         );
         let name = format!("https://{authority}");

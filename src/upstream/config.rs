@@ -66,6 +66,9 @@ pub struct UpstreamConfig {
     pub streams_per_connection: u32,
     /// Upstream HTTP/2 connections per endpoint.
     pub max_connections_per_endpoint: u32,
+    /// An upstream connection past the first that carried no stream for this long is closed
+    /// (`pool.rs`).
+    pub idle_connection_timeout: Duration,
     pub health_interval: Duration,
     pub token_reload_interval: Duration,
     pub breaker: BreakerSettings,
@@ -89,6 +92,7 @@ impl UpstreamConfig {
             stalled_stream_timeout: Duration::from_secs(60),
             streams_per_connection: 100,
             max_connections_per_endpoint: 16,
+            idle_connection_timeout: Duration::from_secs(90),
             health_interval: Duration::from_secs(10),
             token_reload_interval: Duration::from_secs(10),
             breaker: BreakerSettings::default(),
@@ -135,6 +139,11 @@ pub fn validate(
         &u.stalled_stream_timeout,
         secs(60),
     );
+    let idle_connection_timeout = duration(
+        "idle_connection_timeout",
+        &u.idle_connection_timeout,
+        secs(90),
+    );
     let stream_idle_timeout = u
         .stream_idle_timeout
         .as_deref()
@@ -161,6 +170,7 @@ pub fn validate(
     for (key, d) in [
         ("connect_timeout", Some(connect_timeout)),
         ("stalled_stream_timeout", Some(stalled_stream_timeout)),
+        ("idle_connection_timeout", Some(idle_connection_timeout)),
         ("tls_handshake_timeout", Some(tls_handshake_timeout)),
         ("request_timeout", Some(request_timeout)),
         ("max_request_timeout", Some(max_request_timeout)),
@@ -246,6 +256,7 @@ pub fn validate(
         stalled_stream_timeout,
         streams_per_connection,
         max_connections_per_endpoint,
+        idle_connection_timeout,
         health_interval,
         token_reload_interval,
         breaker,

@@ -7,7 +7,11 @@
 //! `tls_handshake_timeout`, one connect at a time per endpoint); at the cap, it is refused
 //! without a network attempt ([`PoolError::Busy`], a 503 `UpstreamBusy` with Retry-After), so
 //! short requests never queue behind long-running watches inside one connection. The slot is
-//! held until the response body ends or is dropped.
+//! held until the response body ends or is dropped. The first connection stays open while
+//! idle; one past it that has carried no stream for `upstream.idle_connection_timeout` (90 s by
+//! default, client-go's `IdleConnTimeout`) is closed when the next request finds it so. Closing
+//! extras as soon as they went idle made a steady load above one connection's streams reconnect
+//! every few hundred requests: on one worker thread every stream of a turn can end together.
 //!
 //! Flow control (see ARCHITECTURE.md, "Upstream connections and flow control"): each stream's
 //! receive window is [`STREAM_WINDOW`] and the connection window is that times the stream
@@ -25,10 +29,10 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, PoisonError,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use http::{Request, Response};
@@ -99,12 +103,26 @@ pub struct PoolSettings {
     pub max_connections: usize,
     pub connect_timeout: Duration,
     pub handshake_timeout: Duration,
+    /// An idle connection past the first is closed after this long without a stream.
+    pub idle_timeout: Duration,
 }
 
 /// One HTTP/2 connection and how many of its stream slots are taken.
 struct Conn {
     h2: H2Conn,
     in_use: AtomicUsize,
+    /// When a slot was last released, in milliseconds since `epoch`: once `in_use` is 0, how
+    /// long the connection has been idle.
+    released_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Conn {
+    /// Milliseconds since the connection opened (saturating; a connection lives far less than
+    /// 2^64 ms).
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 /// A taken stream slot; released on drop.
@@ -112,6 +130,8 @@ struct Slot(Arc<Conn>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        // Stamped before the release, so a connection seen idle was idle since at least then.
+        self.0.released_ms.store(self.0.now_ms(), Ordering::Relaxed);
         self.0.in_use.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -232,6 +252,8 @@ impl Pool {
         let conn = Arc::new(Conn {
             h2,
             in_use: AtomicUsize::new(1),
+            released_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
         });
         self.conns
             .lock()
@@ -241,11 +263,13 @@ impl Pool {
     }
 
     /// The first live connection with a free slot. Closed connections are forgotten on the
-    /// way, and so are idle ones past the first: a burst of watches opens connections, and
-    /// they close again (gracefully, once dropped) when the burst is over.
+    /// way, and so are idle ones past the first once idle for the idle timeout: a burst of
+    /// watches opens connections, and they close again (gracefully, once dropped) after the
+    /// burst is over, while a load that comes back within the timeout finds them open.
     fn slot_on_existing(&self) -> Option<Slot> {
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
         let mut idle_kept = false;
+        let idle_ms = u64::try_from(self.settings.idle_timeout.as_millis()).unwrap_or(u64::MAX);
         conns.retain(|c| {
             if c.h2.is_closed() {
                 return false;
@@ -253,7 +277,8 @@ impl Pool {
             // Slots are only taken under this lock, so an idle connection stays idle here.
             if c.in_use.load(Ordering::Acquire) == 0 {
                 if idle_kept {
-                    return false;
+                    let released = c.released_ms.load(Ordering::Relaxed);
+                    return c.now_ms().saturating_sub(released) < idle_ms;
                 }
                 idle_kept = true;
             }

@@ -33,6 +33,25 @@ async fn h2_conn(env: &Env, cert: &Issued) -> hyper::client::conn::http2::SendRe
     sender
 }
 
+/// `n` pod watches at once on `conn`, their heads received (each open while its response is
+/// kept).
+async fn open_watches(
+    conn: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    n: usize,
+) -> Vec<http::Response<hyper::body::Incoming>> {
+    let mut watches = Vec::new();
+    for _ in 0..n {
+        conn.ready().await.unwrap();
+        let resp = conn
+            .send_request(get(&format!("{NS}/pods?watch=1")))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        watches.push(resp);
+    }
+    watches
+}
+
 fn post(path: &str, body: &Value) -> Request<Full<Bytes>> {
     Request::post(format!("https://localhost{path}"))
         .header("content-type", "application/json")
@@ -245,22 +264,6 @@ fn upstream_peers(env: &Env, path: &str) -> std::collections::BTreeSet<std::net:
         .collect()
 }
 
-/// Three watches at once over one client connection, their heads received.
-async fn three_watches(env: &Env) -> Vec<http::Response<hyper::body::Incoming>> {
-    let mut admin = h2_conn(env, &env.admin_cert).await;
-    let mut watches = Vec::new();
-    for _ in 0..3 {
-        admin.ready().await.unwrap();
-        let resp = admin
-            .send_request(get(&format!("{NS}/pods?watch=1")))
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        watches.push(resp);
-    }
-    watches
-}
-
 /// With two streams per upstream connection, three watches open a second connection. When
 /// they end, that connection is kept for `upstream.idle_connection_timeout`, so the next
 /// burst within it opens none (before, it was closed at the next request, and a steady load
@@ -279,7 +282,8 @@ async fn an_extra_upstream_connection_stays_open_for_the_idle_timeout() {
         })
         .await;
         let pods = format!("{NS}/pods");
-        let watches = three_watches(&env).await;
+        let mut admin = h2_conn(&env, &env.admin_cert).await;
+        let watches = open_watches(&mut admin, 3).await;
         assert_eq!(
             upstream_peers(&env, &pods).len(),
             2,
@@ -297,7 +301,7 @@ async fn an_extra_upstream_connection_stays_open_for_the_idle_timeout() {
             )
             .await;
         assert_eq!(resp.status(), StatusCode::OK);
-        let watches = three_watches(&env).await;
+        let watches = open_watches(&mut admin, 3).await;
         assert_eq!(
             upstream_peers(&env, &pods).len(),
             connections,
@@ -318,16 +322,7 @@ async fn the_upstream_connection_cap_answers_503_without_reaching_the_api_server
     })
     .await;
     let mut admin = h2_conn(&env, &env.admin_cert).await;
-    let mut watches = Vec::new();
-    for _ in 0..2 {
-        admin.ready().await.unwrap();
-        let resp = admin
-            .send_request(get(&format!("{NS}/pods?watch=1")))
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        watches.push(resp);
-    }
+    let mut watches = open_watches(&mut admin, 2).await;
     env.sandbox.sandbox.clear_recorded();
     let resp = env
         .request(

@@ -612,17 +612,19 @@ async fn a_reload_holds_open_connections_to_the_new_client_cas_and_crls() {
     b.write_config(&with_cas(
         "    ca_files: [ca.crt]\n    crl_files: [revoked.crl]\n",
     ));
-    b.signal("HUP");
-    b.wait_reloads("success", 1).await;
-    b.sandbox.sandbox.clear_recorded();
+    b.reload_and_clear_recorded(1).await;
     assert_eq!(
         common::get_api(&mut mallorys).await,
         Some(StatusCode::UNAUTHORIZED),
         "a certificate the reloaded CRL revokes, on its open connection"
     );
+    let seen = b.sandbox.sandbox.recorded();
     assert!(
-        b.sandbox.sandbox.recorded().is_empty(),
-        "upstream saw a request"
+        seen.is_empty(),
+        "upstream saw a request: {:?}",
+        seen.iter()
+            .map(|r| (&r.method, &r.path))
+            .collect::<Vec<_>>()
     );
     for conn in [&mut admins, &mut resumed] {
         assert_eq!(
@@ -636,9 +638,7 @@ async fn a_reload_holds_open_connections_to_the_new_client_cas_and_crls() {
     let other = portcullis_sandbox::pki::Ca::new("another client CA").unwrap();
     std::fs::write(dir.join("other-ca.crt"), &other.cert.cert_pem).unwrap();
     b.write_config(&with_cas("    ca_files: [other-ca.crt]\n"));
-    b.signal("HUP");
-    b.wait_reloads("success", 2).await;
-    b.sandbox.sandbox.clear_recorded();
+    b.reload_and_clear_recorded(2).await;
     for conn in [&mut admins, &mut resumed] {
         assert_eq!(
             common::get_api(conn).await,
@@ -655,9 +655,13 @@ async fn a_reload_holds_open_connections_to_the_new_client_cas_and_crls() {
         );
         assert_ne!(common::get_api(&mut late).await, Some(StatusCode::OK));
     }
+    let seen = b.sandbox.sandbox.recorded();
     assert!(
-        b.sandbox.sandbox.recorded().is_empty(),
-        "upstream saw a request"
+        seen.is_empty(),
+        "upstream saw a request: {:?}",
+        seen.iter()
+            .map(|r| (&r.method, &r.path))
+            .collect::<Vec<_>>()
     );
     // The new CA's certificates are served, on new connections.
     let newcomer = other.client_cert("admin", &["demo:admins"]).unwrap();

@@ -574,6 +574,18 @@ async fn a_configmap_symlink_swap_reloads_without_a_signal() {
     b.stop().await;
 }
 
+/// Nothing reached the sandbox since its record was last cleared (the message names what did).
+fn assert_upstream_saw_nothing(b: &Binary) {
+    let seen = b.sandbox.sandbox.recorded();
+    assert!(
+        seen.is_empty(),
+        "upstream saw a request: {:?}",
+        seen.iter()
+            .map(|r| (&r.method, &r.path))
+            .collect::<Vec<_>>()
+    );
+}
+
 /// After a reload, a connection opened before it is held to the new configuration's client CAs
 /// and CRLs, as a new handshake would be (kube-apiserver verifies the client's chain against
 /// the bundle in force on every request): a certificate a reloaded CRL revokes, or whose CA a
@@ -618,14 +630,7 @@ async fn a_reload_holds_open_connections_to_the_new_client_cas_and_crls() {
         Some(StatusCode::UNAUTHORIZED),
         "a certificate the reloaded CRL revokes, on its open connection"
     );
-    let seen = b.sandbox.sandbox.recorded();
-    assert!(
-        seen.is_empty(),
-        "upstream saw a request: {:?}",
-        seen.iter()
-            .map(|r| (&r.method, &r.path))
-            .collect::<Vec<_>>()
-    );
+    assert_upstream_saw_nothing(&b);
     for conn in [&mut admins, &mut resumed] {
         assert_eq!(
             common::get_api(conn).await,
@@ -655,14 +660,7 @@ async fn a_reload_holds_open_connections_to_the_new_client_cas_and_crls() {
         );
         assert_ne!(common::get_api(&mut late).await, Some(StatusCode::OK));
     }
-    let seen = b.sandbox.sandbox.recorded();
-    assert!(
-        seen.is_empty(),
-        "upstream saw a request: {:?}",
-        seen.iter()
-            .map(|r| (&r.method, &r.path))
-            .collect::<Vec<_>>()
-    );
+    assert_upstream_saw_nothing(&b);
     // The new CA's certificates are served, on new connections.
     let newcomer = other.client_cert("admin", &["demo:admins"]).unwrap();
     assert!(common::cert_connects(b.listen, &b.ca, &newcomer).await);

@@ -149,24 +149,13 @@ impl Binary {
         panic!("no {n}th {result} reload within 30 s\n{}", self.log());
     }
 
-    /// Signal a reload, wait for the `n`th successful one, then for the new configuration's
-    /// first `/readyz` probe of the upstream (every configuration probes once when it starts,
-    /// from a task of its own, so it can land after the reload metric), and forget every
-    /// recorded request: "nothing reached the upstream" checks that follow see only what the
-    /// test's clients send, not the proxy's own probe. The wait for the probe is bounded (10 s);
-    /// a probe later than that would show up in such a check with its path.
+    /// Signal a reload, wait for the `n`th successful one, then for the new configuration's own
+    /// `/readyz` probe, and forget every recorded request ([`super::clear_recorded_after_probe`]).
     pub async fn reload_and_clear_recorded(&self, n: u64) {
-        let recorded = || self.sandbox.sandbox.recorded();
         self.sandbox.sandbox.clear_recorded();
         self.signal("HUP");
         self.wait_reloads("success", n).await;
-        for _ in 0..500 {
-            if recorded().iter().any(|r| r.path == "/readyz") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.sandbox.sandbox.clear_recorded();
+        super::clear_recorded_after_probe(&self.sandbox, Duration::from_secs(10)).await;
     }
 
     /// Replace the config file atomically (write beside it, rename over), as a deploy tool

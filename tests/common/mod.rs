@@ -101,18 +101,7 @@ impl Env {
         let task = tokio::spawn(app::run(cfg, app::Listeners { proxy, admin }, shutdown));
         let admin_cert = ca.client_cert("admin", &["demo:admins"]).unwrap();
         // Wait (bounded) for that first probe to land, then start every test from a clean record.
-        for _ in 0..100 {
-            if sandbox
-                .sandbox
-                .recorded()
-                .iter()
-                .any(|r| r.path == "/readyz")
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        sandbox.sandbox.clear_recorded();
+        clear_recorded_after_probe(&sandbox, Duration::from_secs(2)).await;
         Env {
             dir,
             files,
@@ -253,6 +242,20 @@ pub async fn poll<T>(within: Duration, mut check: impl FnMut() -> Option<T>) -> 
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Wait (at most `within`) for the proxy's own `/readyz` probe of `sandbox` (sent once when a
+/// configuration starts, from a task of its own, so it can land after the proxy reports
+/// ready or reloaded), then forget every recorded request: "the upstream saw nothing" checks
+/// that follow see only what the test's clients send. A probe later than `within` shows up in
+/// such a check by its path.
+pub async fn clear_recorded_after_probe(sandbox: &Running, within: Duration) {
+    let probed = || {
+        let recorded = sandbox.sandbox.recorded();
+        recorded.iter().any(|r| r.path == "/readyz").then_some(())
+    };
+    poll(within, probed).await;
+    sandbox.sandbox.clear_recorded();
 }
 
 /// Run kubectl with `kubeconfig`, a private cache dir and HOME under `home`, bounded to 60 s.

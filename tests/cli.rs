@@ -353,3 +353,56 @@ fn weakening_options_need_their_dangerous_acknowledgement() {
     let cfg = load(&acknowledged).unwrap_or_else(|p| panic!("{p:?}"));
     assert!(cfg.dangerous.allow_audit_event_loss);
 }
+
+/// The running proxy has transparent huge pages off (src/main.rs says why: they held 60 % more
+/// memory per idle connection), and `MIMALLOC_ALLOW_THP` hands the choice back to the operator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_runs_without_transparent_huge_pages_unless_told() {
+    async fn thp_enabled(env: Option<(&str, &str)>) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .env_remove("MIMALLOC_ALLOW_THP")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(l) = lines.next_line().await.unwrap() {
+                if l.contains("Ctrl-C") {
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("demo did not print its banner");
+        let pid = child.id().unwrap();
+        let status = thp_of(&pid.to_string());
+        child.kill().await.unwrap();
+        status
+    }
+    fn thp_of(pid: &str) -> String {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("THP_enabled:"))
+            .unwrap_or_else(|| panic!("no THP_enabled in /proc/{pid}/status:\n{status}"))
+            .trim()
+            .to_owned()
+    }
+    assert_eq!(thp_enabled(None).await, "0");
+    // Left as this test process has it (a child inherits the setting).
+    let own = thp_of("self");
+    assert_eq!(thp_enabled(Some(("MIMALLOC_ALLOW_THP", "1"))).await, own);
+}

@@ -23,7 +23,7 @@ fn main() {
     // One worker asked for: tokio's current-thread runtime, everything async on one thread.
     // The multi-thread runtime with one worker also keeps the main thread for `block_on`'s
     // future and pays for cross-thread scheduling: about 10 % more CPU per request (README,
-    // Performance, sixth session).
+    // Performance; benches/PERFORMANCE-LOG.md, sixth session).
     let one = std::env::var("TOKIO_WORKER_THREADS").is_ok_and(|v| v.trim() == "1");
     let mut builder = if one {
         tokio::runtime::Builder::new_current_thread()
@@ -47,7 +47,7 @@ fn main() {
 /// Why: mimalloc asks for huge pages on the arenas it reserves (`madvise(MADV_HUGEPAGE)`), and
 /// the kernel then backs a 2 MiB page where a 4 KiB one was touched. The proxy's memory is
 /// many small allocations spread over many connections, so that held 41.8 KiB per idle HTTP/2
-/// connection against 25.9 without, and 34 MiB at rest against 17 (README, Performance); the
+/// connection against 25.8 without, and 34 MiB at rest against 22 (README, Performance); the
 /// CPU per request did not move beyond the bench's noise. A failure (a kernel without the
 /// call) changes nothing but memory.
 #[cfg(target_os = "linux")]

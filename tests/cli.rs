@@ -157,33 +157,7 @@ fn in_cluster_upstream_reads_service_account_files() {
 async fn demo_starts_and_kubectl_works_against_it() {
     common::require_kubectl();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(BIN)
-        .args([
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--dir",
-        ])
-        .arg(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut banner = String::new();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(l) = lines.next_line().await.unwrap() {
-            banner.push_str(&l);
-            banner.push('\n');
-            if l.contains("Ctrl-C") {
-                break;
-            }
-        }
-    })
-    .await
-    .expect("demo did not print its banner");
+    let (mut child, banner) = spawn_demo(&mut demo_command(dir.path())).await;
     assert!(banner.contains("kubectl --kubeconfig"), "{banner}");
     let kc = dir.path().join("admin.kubeconfig");
     let out = common::kubectl(&kc, dir.path(), &["get", "ns"]).await;
@@ -360,33 +334,12 @@ fn weakening_options_need_their_dangerous_acknowledgement() {
 async fn the_proxy_runs_without_transparent_huge_pages_unless_told() {
     async fn thp_enabled(env: Option<(&str, &str)>) -> String {
         let dir = tempfile::tempdir().unwrap();
-        let mut cmd = tokio::process::Command::new(BIN);
-        cmd.args([
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--dir",
-        ])
-        .arg(dir.path())
-        .env_remove("MIMALLOC_ALLOW_THP")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true);
+        let mut cmd = demo_command(dir.path());
+        cmd.env_remove("MIMALLOC_ALLOW_THP");
         if let Some((k, v)) = env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(l) = lines.next_line().await.unwrap() {
-                if l.contains("Ctrl-C") {
-                    break;
-                }
-            }
-        })
-        .await
-        .expect("demo did not print its banner");
+        let (mut child, _) = spawn_demo(&mut cmd).await;
         let pid = child.id().unwrap();
         let status = thp_of(&pid.to_string());
         child.kill().await.unwrap();
@@ -405,4 +358,43 @@ async fn the_proxy_runs_without_transparent_huge_pages_unless_told() {
     // Left as this test process has it (a child inherits the setting).
     let own = thp_of("self");
     assert_eq!(thp_enabled(Some(("MIMALLOC_ALLOW_THP", "1"))).await, own);
+}
+
+/// `portcullis demo` on free ports, writing its files into `dir`, stdout piped.
+fn demo_command(dir: &std::path::Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args([
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--dir",
+    ])
+    .arg(dir)
+    .stdout(std::process::Stdio::piped())
+    .kill_on_drop(true);
+    cmd
+}
+
+/// Start `cmd` (see [`demo_command`]) and return once its banner has ended (the "Ctrl-C" line,
+/// within 30 s): the process and the banner. A task keeps reading the rest of its stdout, so
+/// nothing the demo prints later meets a closed pipe.
+async fn spawn_demo(cmd: &mut tokio::process::Command) -> (tokio::process::Child, String) {
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = String::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            banner.push_str(&l);
+            banner.push('\n');
+            if l.contains("Ctrl-C") {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("demo did not print its banner");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, banner)
 }

@@ -152,6 +152,7 @@ impl Binary {
     /// Signal a reload, wait for the `n`th successful one, then for the new configuration's own
     /// `/readyz` probe, and forget every recorded request ([`super::clear_recorded_after_probe`]).
     pub async fn reload_and_clear_recorded(&self, n: u64) {
+        // Cleared first too: an earlier configuration's probe must not pass for the new one's.
         self.sandbox.sandbox.clear_recorded();
         self.signal("HUP");
         self.wait_reloads("success", n).await;

@@ -13,7 +13,7 @@ bench_credentials() {
   printf 'bench-token\n' >"$dir/up.token"
   printf 'apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n' >"$dir/policy.yaml"
   # Not the shared harness's policy: AUDIT_OMIT_STAGES=RequestReceived measures what a policy
-  # that omits that stage (as many clusters' do) saves; unset, the policy is the harness's.
+  # that omits that stage (as config/audit-policy.yaml does) saves; unset, the policy is the harness's.
   [[ -n ${AUDIT_OMIT_STAGES:-} ]] && printf 'omitStages: [%s]\n' "$AUDIT_OMIT_STAGES" >>"$dir/policy.yaml"
   return 0
 }

@@ -3,14 +3,24 @@
 
 # bench_credentials BIN DIR: a JWT signing key + JWKS, a token for it ($TOKEN), the audit signing
 # key, the upstream token and a Metadata audit policy, all in DIR. Sets $TOKEN and $JWKS.
-# AUDIT_OMIT_STAGES (e.g. RequestReceived) adds a policy-wide omitStages.
+# AUDIT_OMIT_STAGES (e.g. RequestReceived) adds a policy-wide omitStages; UPSTREAM_TOKEN_BYTES
+# sets the upstream token's length.
 bench_credentials() {
   local bin=$1 dir=$2 key
   "$bin" token keygen --out "$dir/jwt" --kid bench >/dev/null
   key=$(ls "$dir"/jwt/*.key "$dir"/jwt/*.pem 2>/dev/null | head -1); JWKS=$(ls "$dir"/jwt/*.json | head -1)
   TOKEN=$("$bin" token issue --key "$key" --kid bench --issuer https://bench.local --audience portcullis --sub bench --group bench --ttl 2h)
   "$bin" audit keygen --out "$dir/audit.key" >/dev/null 2>&1 || true
-  printf 'bench-token\n' >"$dir/up.token"
+  # UPSTREAM_TOKEN_BYTES=N: a random token of N base64url characters instead of the short one
+  # (a projected service-account token, the proxy's own credential in a pod, is on the order of
+  # 1 000; README "Where a request's CPU goes now").
+  if [[ -n ${UPSTREAM_TOKEN_BYTES:-} ]]; then
+    local tok
+    tok=$(head -c $((UPSTREAM_TOKEN_BYTES * 3 / 4 + 3)) /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d =)
+    printf '%s\n' "${tok:0:UPSTREAM_TOKEN_BYTES}" >"$dir/up.token"
+  else
+    printf 'bench-token\n' >"$dir/up.token"
+  fi
   printf 'apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n' >"$dir/policy.yaml"
   # Not the shared harness's policy: AUDIT_OMIT_STAGES=RequestReceived measures what a policy
   # that omits that stage (as config/audit-policy.yaml does) saves; unset, the policy is the harness's.

@@ -509,7 +509,14 @@ impl LineBackend for FileBackend {
             self.reopen().map_err(|e| (0, e))?;
         }
         let max = self.cfg.max_size_bytes;
-        let every = self.cfg.checkpoint_every_events;
+        // Without a key there is nothing to sign: no count-based checkpoints, and an inline
+        // writer never nudges the thread for one (its answer would be a bare `fdatasync`).
+        let signs = self.cfg.signing_key.is_some();
+        let every = if signs {
+            self.cfg.checkpoint_every_events
+        } else {
+            0
+        };
         let mut i = 0;
         while i < events.len() {
             let snap = self.snapshot();
@@ -528,7 +535,7 @@ impl LineBackend for FileBackend {
                 self.since_ckpt += 1;
                 self.events_in_file += 1;
                 i += 1;
-                if self.inline && self.since_ckpt == 1 {
+                if self.inline && signs && self.since_ckpt == 1 {
                     // The first unsigned event: the thread arms its checkpoint timer (it
                     // sleeps without one while everything is signed).
                     self.nudge = true;
@@ -606,7 +613,7 @@ impl LineBackend for FileBackend {
     }
 
     fn on_timer(&mut self) {
-        if self.since_ckpt == 0 || self.needs_reopen {
+        if self.cfg.signing_key.is_none() || self.since_ckpt == 0 || self.needs_reopen {
             return;
         }
         self.buf.clear();

@@ -205,6 +205,36 @@ async fn blocking_mode_writes_inline_and_leaves_checkpoints_to_the_thread() {
     a.shutdown(Duration::from_secs(5)).await;
 }
 
+/// Without a signing key there is nothing to checkpoint, so `blocking` never syncs: the count
+/// of unsigned events used to reach `checkpoint_every_events` and then ask the thread for a
+/// checkpoint after every write, which it answered with an `fdatasync` each time (and held the
+/// lock through it, sending later turns to the thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_without_a_signing_key_never_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("unsigned.log");
+    let mut cfg = FileSinkConfig::new(&path);
+    cfg.checkpoint_every_events = 10;
+    let a = auditor(cfg, DeliveryMode::Blocking);
+    for i in 0..50 {
+        a.emit(event(i)).await.unwrap();
+        // Room for a nudged thread to act before the next write.
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let c = a.sinks()[0].counters().clone();
+    assert_eq!(c.events_written.load(Ordering::Relaxed), 50);
+    assert_eq!(
+        c.fsyncs.load(Ordering::Relaxed),
+        0,
+        "blocking, unsigned: no fdatasync"
+    );
+    assert_eq!(c.checkpoints.load(Ordering::Relaxed), 0);
+    a.shutdown(Duration::from_secs(5)).await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 50);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_keeps_the_chain_and_applies_retention() {
     // Batch: the thread writes everything. Blocking: the flusher writes inline and leaves the

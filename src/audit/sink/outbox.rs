@@ -15,7 +15,10 @@
 //! the channel's, as before (the flusher awaits room). When the sink's worker is gone, every
 //! gathered waiter is answered with an error; an event pushed after that gets the same answer.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc, Mutex, PoisonError,
+};
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -28,6 +31,8 @@ mod tests;
 pub(super) struct Outbox {
     pending: Mutex<Vec<Msg>>,
     notify: Notify,
+    /// Set when the sink's handle goes ([`Outbox::close`]): nothing more will be pushed.
+    closed: AtomicBool,
 }
 
 /// Writes a turn's events on the flusher's own task instead of handing them to the sink's
@@ -42,6 +47,7 @@ impl Outbox {
         let outbox = Arc::new(Outbox {
             pending: Mutex::new(Vec::new()),
             notify: Notify::new(),
+            closed: AtomicBool::new(false),
         });
         // A weak sender: the worker still sees every sender gone when the Auditor is dropped.
         tokio::spawn(flush(Arc::clone(&outbox), tx.downgrade(), inline));
@@ -69,8 +75,10 @@ impl Outbox {
         }
     }
 
-    /// Wake the flusher so it notices its sink is gone (called when the handle drops).
+    /// Tell the flusher its sink is gone (called when the handle drops): it sends what is
+    /// gathered and ends, which lets the sink's worker see its last sender go.
     pub(super) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         self.notify.notify_one();
     }
 
@@ -85,6 +93,10 @@ async fn flush(outbox: Arc<Outbox>, tx: mpsc::WeakSender<Msg>, inline: Option<In
     loop {
         outbox.notify.notified().await;
         tokio::task::yield_now().await;
+        // Read before taking: every push came before the close, so this turn takes the last of
+        // them. (Counting the Arc's owners instead raced the handle's drop, which closes before
+        // its own Arc goes: a flusher woken in between waited for good.)
+        let closing = outbox.closed.load(Ordering::Acquire);
         let gathered = outbox.take();
         let Some(tx) = tx.upgrade() else {
             refuse(gathered);
@@ -103,8 +115,7 @@ async fn flush(outbox: Arc<Outbox>, tx: mpsc::WeakSender<Msg>, inline: Option<In
             }
         }
         send(&tx, inline.as_ref(), events).await;
-        if Arc::strong_count(&outbox) == 1 {
-            // The handle is gone; nothing more can be pushed.
+        if closing {
             return;
         }
     }

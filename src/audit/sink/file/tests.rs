@@ -205,6 +205,27 @@ async fn blocking_mode_writes_inline_and_leaves_checkpoints_to_the_thread() {
     a.shutdown(Duration::from_secs(5)).await;
 }
 
+/// An Auditor dropped without `shutdown` still closes its sinks: the flusher ends, the worker
+/// sees its last sender go and signs the tail. (The flusher used to decide by counting the
+/// outbox's owners, which raced the handle's drop; this runs the drop many times.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_blocking_auditor_signs_its_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = key();
+    for round in 0..20 {
+        let path = dir.path().join(format!("dropped-{round}.log"));
+        let mut cfg = signed(&path, &key);
+        cfg.checkpoint_every_events = 0;
+        cfg.checkpoint_interval = Duration::ZERO;
+        let a = auditor(cfg, DeliveryMode::Blocking);
+        for i in 0..3 {
+            a.emit(event(i)).await.unwrap();
+        }
+        drop(a);
+        assert_eq!(signed_soon(&path, &key).await.events, 3, "round {round}");
+    }
+}
+
 /// Without a signing key there is nothing to checkpoint, so `blocking` never syncs: the count
 /// of unsigned events used to reach `checkpoint_every_events` and then ask the thread for a
 /// checkpoint after every write, which it answered with an `fdatasync` each time (and held the

@@ -511,6 +511,79 @@ async fn two_api_servers_one_dies_under_read_load_and_no_get_is_lost() {
     second.stop().await;
 }
 
+/// A write is never replayed once it may have reached an API server, but one that never left
+/// the proxy (no connection to the first API server could be opened) goes to the second, whatever
+/// its method: raw POSTs alternate their first endpoint, and each one that started at the dead
+/// API server (its relay accepts and drops the connection: the TLS handshake fails) is created
+/// on the other. The breaker is set not to open, so every other POST tries the dead one first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_could_not_be_sent_goes_to_the_other_api_server() {
+    common::require_kubectl();
+    let (ca, first) = Env::ca_and_sandbox().await;
+    let second = portcullis_sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
+        .await
+        .unwrap();
+    let (a, b) = (
+        Relay::start(first.addr).await,
+        Relay::start(second.addr).await,
+    );
+    let urls = format!("  urls: [https://{}, https://{}]", a.addr, b.addr);
+    let env = Env::start_in_front_of(ca, first, |c| {
+        let start = c.find("\n  url: ").unwrap() + 1;
+        let end = start + c[start..].find('\n').unwrap();
+        c.replace_range(start..end, &urls);
+        upstream_keys(c, "  breaker: {consecutive_failures: 1000, open_for: 1s}\n");
+    })
+    .await;
+    a.set(false);
+    let tried_before = a.accepted();
+    for i in 0..6 {
+        let body = format!(
+            r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"cm-{i}"}},"data":{{"a":"b"}}}}"#
+        );
+        let req = http::Request::post("https://localhost/api/v1/namespaces/default/configmaps")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let resp = env.request(req, Some(&env.admin_cert), true).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::CREATED,
+            "POST {i}: {}",
+            String::from_utf8_lossy(resp.body())
+        );
+    }
+    // kubectl's create, its discovery and validation reads included.
+    let out = env
+        .kubectl(&["create", "configmap", "cm-kubectl", "--from-literal=a=b"])
+        .await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(
+        a.accepted() >= tried_before + 3,
+        "the POSTs that started at the dead API server tried it first"
+    );
+    let created: Vec<_> = second
+        .sandbox
+        .recorded()
+        .into_iter()
+        .filter(|r| r.method == http::Method::POST && r.path.ends_with("/configmaps"))
+        .collect();
+    assert_eq!(
+        created.len(),
+        7,
+        "every create reached the second API server once"
+    );
+    let failovers = metric(&env, "portcullis_upstream_failovers_total").await;
+    assert!(
+        failovers.is_some_and(|n| n.parse::<f64>().unwrap_or(0.0) >= 3.0),
+        "failovers counted"
+    );
+    b.set(false);
+    drop(b);
+    env.stop().await;
+    second.stop().await;
+}
+
 /// `kubectl exec -i POD -- cat` through the proxy, stdin and stdout piped.
 fn exec_cat(env: &Env, pod: &str) -> tokio::process::Child {
     tokio::process::Command::new("kubectl")

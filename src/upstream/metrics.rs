@@ -5,7 +5,7 @@
 //! | `portcullis_upstream_breaker_state` | endpoint | 0 closed, 1 open, 2 half-open |
 //! | `portcullis_upstream_breaker_transitions_total` | endpoint, to | state changes |
 //! | `portcullis_upstream_throttled_total` | endpoint | 429 answers of the API server (passed on, not a failure) |
-//! | `portcullis_upstream_failovers_total` | endpoint | safe requests retried elsewhere after this endpoint failed to connect |
+//! | `portcullis_upstream_failovers_total` | endpoint | requests sent on to another endpoint after this one failed: a safe request after a connect or transport error, any request this endpoint could not be sent to |
 //! | `portcullis_upstream_stalled_streams_total` | endpoint | responses reset because their client read nothing for `stalled_stream_timeout` |
 //! | `portcullis_upstream_busy_total` | endpoint | requests that found every connection full at the connection cap |
 //!
@@ -62,7 +62,7 @@ impl UpstreamMetrics {
         );
         registry.register(
             "upstream_failovers",
-            "Safe requests sent to another endpoint after this one could not be reached",
+            "Requests sent to another endpoint after this one failed (safe ones after a connect or transport error, any one that could not be sent)",
             self.failovers.clone(),
         );
         registry.register(

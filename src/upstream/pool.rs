@@ -4,7 +4,8 @@
 //!
 //! A request takes a stream slot on the first live connection with room; when every
 //! connection is full, one more is opened (TCP within `connect_timeout`, TLS within
-//! `tls_handshake_timeout`, one connect at a time per endpoint); at the cap, it is refused
+//! `tls_handshake_timeout`, one connect at a time per endpoint; requests that waited for a
+//! connect that failed share its error instead of each trying again); at the cap, it is refused
 //! without a network attempt ([`PoolError::Busy`], a 503 `UpstreamBusy` with Retry-After), so
 //! short requests never queue behind long-running watches inside one connection. The slot is
 //! held until the response body ends or is dropped. The first connection stays open while
@@ -50,6 +51,9 @@ use super::{
 };
 use crate::body::{self, Body};
 
+#[cfg(test)]
+mod tests;
+
 /// Receive window of one upstream stream: the most the proxy's HTTP/2 layer holds unread for
 /// one response (the pump in `pump.rs` holds more, bounded on its own).
 pub const STREAM_WINDOW: u32 = 256 * 1024;
@@ -59,6 +63,10 @@ pub const STREAM_WINDOW: u32 = 256 * 1024;
 pub enum PoolError {
     /// TCP or TLS toward the endpoint failed or timed out (nothing was sent).
     Connect(String),
+    /// Nothing was sent: no connection could be opened (the reason), or every connection
+    /// closed (GOAWAY) before the request went out. The request comes back, so even a write
+    /// may go to another endpoint.
+    NotSent(String, Box<Request<Body>>),
     /// Every connection is full and the endpoint is at its connection cap: nothing was sent,
     /// and the request comes back.
     Busy(Box<Request<Body>>),
@@ -74,7 +82,7 @@ impl PoolError {
     /// A short, non-leaky description for the client's Status.
     pub fn describe(&self) -> &'static str {
         match self {
-            PoolError::Connect(_) => "connection failed",
+            PoolError::Connect(_) | PoolError::NotSent(..) => "connection failed",
             PoolError::Legacy(e) if e.is_connect() => "connection failed",
             PoolError::Busy(_) => "every upstream connection is busy",
             PoolError::Broken(_) | PoolError::BrokenHttp1(_) | PoolError::Legacy(_) => {
@@ -87,7 +95,7 @@ impl PoolError {
 impl std::fmt::Display for PoolError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PoolError::Connect(e) => write!(f, "connect: {e}"),
+            PoolError::Connect(e) | PoolError::NotSent(e, _) => write!(f, "connect: {e}"),
             PoolError::Busy(_) => f.write_str("every connection is at its stream limit"),
             PoolError::Broken(e) => write!(f, "{e}"),
             PoolError::BrokenHttp1(e) => write!(f, "{e}"),
@@ -145,6 +153,10 @@ pub struct Pool {
     conns: Mutex<Vec<Arc<Conn>>>,
     /// One connect at a time, so a burst opens one connection, not one per request.
     connecting: tokio::sync::Mutex<()>,
+    /// When the last connect failed, and why: a request that waited for `connecting` while
+    /// that attempt ran takes its answer instead of trying again, so a burst toward a dead
+    /// endpoint fails together, not one `connect_timeout` after another.
+    failed_connect: Mutex<Option<(Instant, String)>>,
     /// ALPN chose HTTP/1.1: every request goes through `h1`.
     h1_only: AtomicBool,
     h1: Client<Connector, Body>,
@@ -176,6 +188,7 @@ impl Pool {
             settings,
             conns: Mutex::new(Vec::new()),
             connecting: tokio::sync::Mutex::new(()),
+            failed_connect: Mutex::new(None),
             h1_only: AtomicBool::new(false),
             h1,
         }
@@ -193,8 +206,10 @@ impl Pool {
     pub async fn request(&self, req: Request<Body>) -> Result<Response<Body>, PoolError> {
         let mut req = req;
         // A connection that closed between the slot being taken and the stream being opened
-        // (GOAWAY, idle close) gave the request back unsent: try once more on another.
-        for _ in 0..2 {
+        // (GOAWAY, idle close) gave the request back unsent and is forgotten: try the next.
+        // An API server shutting down retires every connection at once, so as many tries as
+        // there can be connections, and one for a new one.
+        for _ in 0..=self.settings.max_connections {
             // The rare paths are boxed: inline, a connect's or hyper's HTTP/1.1 client's state
             // (kilobytes) would sit in every request's future and be copied at each move.
             if self.h1_only.load(Ordering::Relaxed) {
@@ -208,6 +223,9 @@ impl Pool {
                 Ok(Taken::Slot(slot)) => slot,
                 Ok(Taken::Http1(tls)) => return Box::pin(once_over_http1(*tls, req)).await,
                 Err(None) => return Err(PoolError::Busy(Box::new(req))),
+                Err(Some(PoolError::Connect(why))) => {
+                    return Err(PoolError::NotSent(why, Box::new(req)))
+                }
                 Err(Some(err)) => return Err(err),
             };
             *req.version_mut() = http::Version::HTTP_2;
@@ -221,7 +239,10 @@ impl Pool {
                 Err(SendError::Broken(err)) => return Err(PoolError::Broken(err)),
             }
         }
-        Err(PoolError::Connect("connections kept closing".into()))
+        Err(PoolError::NotSent(
+            "every connection closed before the request went out".into(),
+            Box::new(req),
+        ))
     }
 
     async fn via_h1(&self, mut req: Request<Body>) -> Result<Response<Body>, PoolError> {
@@ -234,6 +255,7 @@ impl Pool {
     /// When no connection had room (the caller looked): one at a time, look again, then open
     /// a connection if allowed. `Err(None)`: every connection is full at the cap.
     async fn take_slot(&self) -> Result<Taken, Option<PoolError>> {
+        let waited_from = Instant::now();
         let _one = self.connecting.lock().await;
         if let Some(slot) = self.slot_on_existing() {
             return Ok(Taken::Slot(slot));
@@ -241,7 +263,24 @@ impl Pool {
         if self.connections() >= self.settings.max_connections {
             return Err(None);
         }
-        let h2 = match self.connect().await.map_err(Some)? {
+        if let Some((at, why)) = &*self
+            .failed_connect
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            if *at >= waited_from {
+                return Err(Some(PoolError::Connect(why.clone())));
+            }
+        }
+        let connected = self.connect().await;
+        *self
+            .failed_connect
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = match &connected {
+            Err(PoolError::Connect(why)) => Some((Instant::now(), why.clone())),
+            _ => None,
+        };
+        let h2 = match connected.map_err(Some)? {
             Connected::H2(h2) => h2,
             Connected::Http1(tls) => {
                 // From now on hyper's HTTP/1.1 pool; this request uses the connection at hand.

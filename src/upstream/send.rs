@@ -6,7 +6,10 @@
 //! start, discovery) — that fails on the way (connect or TLS error, or the connection broke
 //! before a response head) is sent again to the next endpoint: it is idempotent and carries
 //! nothing to lose. Any other request gets one network attempt: its body may have reached an
-//! API server and is never replayed. The deadline covers all attempts; running out of it is a
+//! API server and is never replayed. A request that was not sent at all (no connection to the
+//! endpoint could be opened, or each one was closing, e.g. after the API server's GOAWAY:
+//! [`PoolError::NotSent`]) goes on to the next endpoint whatever its method, its body
+//! untouched. The deadline covers all attempts; running out of it is a
 //! 504 and is not retried.
 //!
 //! The breaker learns: a response head with 502 / 503 / 504, a transport error or a timeout is
@@ -118,6 +121,22 @@ pub async fn send(
                 tracing::warn!(endpoint = %ep.name, "every upstream connection is at its stream limit and the connection cap is reached");
                 busy = true;
                 continue;
+            }
+            Ok(Err(PoolError::NotSent(why, unsent))) => {
+                // Nothing left the proxy (no connection, or each one closing): even a write
+                // goes on to the next endpoint, its body untouched.
+                tracing::warn!(endpoint = %ep.name, err = %why, "upstream request not sent");
+                report(&ep, permit, Outcome::Failure);
+                last_error = Some("connection failed");
+                if !safe {
+                    body = Some(unsent.into_body());
+                }
+                if i != last {
+                    up.metrics
+                        .failovers
+                        .get_or_create(&UpstreamMetrics::endpoint(&ep.name))
+                        .inc();
+                }
             }
             Ok(Err(err)) => {
                 tracing::warn!(endpoint = %ep.name, %err, "upstream request failed");

@@ -1,0 +1,212 @@
+//! The pool against real TLS + HTTP/2 servers on loopback: a request that never left the
+//! proxy comes back whole (an endpoint that retires its connections and refuses new ones), and
+//! requests waiting for a connect that fails share its answer instead of each trying again.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use rustls_pki_types::ServerName;
+use tokio::{net::TcpListener, sync::watch};
+
+use super::{Pool, PoolError, PoolSettings};
+use crate::{body, server::tls, test_pki::Ca};
+
+fn settings() -> PoolSettings {
+    PoolSettings {
+        streams_per_connection: 100,
+        max_connections: 4,
+        connect_timeout: Duration::from_secs(2),
+        handshake_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_secs(90),
+    }
+}
+
+fn pool_for(ca: &Ca, addr: SocketAddr) -> Pool {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert.cert_der.clone()).unwrap();
+    let cfg = tls::client_config(roots, None, &[b"h2", b"http/1.1"]).unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap().to_owned();
+    Pool::new(Arc::new(cfg), name, addr.to_string(), settings())
+}
+
+/// An HTTP/2 server: `/hang` is never answered, anything else gets an empty 200; counts the
+/// requests other than `/hang`. Setting `retire` makes it behave as an API server shutting
+/// down: GOAWAY on every connection (which stays open while it has streams) and no new
+/// connections (the listener is closed).
+async fn server(ca: &Ca) -> (SocketAddr, watch::Sender<bool>, Arc<AtomicUsize>) {
+    tls::install_crypto_provider();
+    let leaf = ca.server_cert(&["127.0.0.1"]).unwrap();
+    let cfg = tls::server_config(
+        vec![leaf.cert_der.clone()],
+        leaf.key(),
+        tls::ClientAuth::None,
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (retire, _) = watch::channel(false);
+    let answered = Arc::new(AtomicUsize::new(0));
+    let (state, count) = (retire.clone(), answered.clone());
+    tokio::spawn(async move {
+        let mut rx = state.subscribe();
+        loop {
+            let tcp = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _)) => tcp,
+                    Err(_) => return,
+                },
+                // Returning drops the listener: new connections are refused.
+                _ = rx.wait_for(|retired| *retired) => return,
+            };
+            let (acceptor, count, mut rx) = (acceptor.clone(), count.clone(), state.subscribe());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut conn): Result<h2::server::Connection<_, Bytes>, _> =
+                    h2::server::handshake(tls).await
+                else {
+                    return;
+                };
+                let mut hanging = Vec::new();
+                let mut retired = false;
+                loop {
+                    tokio::select! {
+                        next = conn.accept() => match next {
+                            Some(Ok((req, mut respond))) => {
+                                if req.uri().path() == "/hang" {
+                                    hanging.push(respond);
+                                } else {
+                                    count.fetch_add(1, Ordering::SeqCst);
+                                    let _ = respond.send_response(Response::new(()), true);
+                                }
+                            }
+                            _ => return,
+                        },
+                        _ = rx.wait_for(|r| *r), if !retired => {
+                            conn.graceful_shutdown();
+                            retired = true;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, retire, answered)
+}
+
+fn request(method: &str, addr: SocketAddr, path: &str, body: &'static str) -> Request<body::Body> {
+    Request::builder()
+        .method(method)
+        .uri(format!("https://{addr}{path}"))
+        .body(if body.is_empty() {
+            body::empty()
+        } else {
+            body::full(body)
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_never_left_comes_back_whole_when_the_endpoint_retires() {
+    let ca = Ca::new("pool-test-ca").unwrap();
+    let (addr, retire, answered) = server(&ca).await;
+    let pool = Arc::new(pool_for(&ca, addr));
+    let resp = pool
+        .request(request("GET", addr, "/version", ""))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // A long-running request keeps the connection open through the GOAWAY, as a watch does.
+    let watching = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.request(request("GET", addr, "/hang", "")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(pool.connections(), 1);
+    retire.send_replace(true);
+    // h2's graceful shutdown: a first GOAWAY, a PING round trip, the final GOAWAY.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let post = request(
+        "POST",
+        addr,
+        "/api/v1/namespaces/a/configmaps",
+        r#"{"kind":"ConfigMap"}"#,
+    );
+    match pool.request(post).await {
+        Err(PoolError::NotSent(why, req)) => {
+            assert_eq!(req.method(), "POST");
+            assert_eq!(req.uri().path(), "/api/v1/namespaces/a/configmaps");
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(
+                &body[..],
+                br#"{"kind":"ConfigMap"}"#,
+                "the body is untouched"
+            );
+            assert!(!why.is_empty());
+        }
+        Err(other) => panic!("the request was lost: {other}"),
+        Ok(resp) => panic!("sent to a retired endpoint: {}", resp.status()),
+    }
+    assert_eq!(
+        answered.load(Ordering::SeqCst),
+        1,
+        "only the first GET reached the server"
+    );
+    watching.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_for_a_failed_connect_share_its_answer() {
+    tls::install_crypto_provider();
+    let ca = Ca::new("pool-test-ca").unwrap();
+    // Accepts TCP and never answers the TLS handshake: each connect costs the handshake timeout.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(tcp);
+        }
+    });
+    let pool = Arc::new(pool_for(&ca, addr));
+    let burst: Vec<_> = (0..5)
+        .map(|i| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                pool.request(request("GET", addr, &format!("/r{i}"), ""))
+                    .await
+            })
+        })
+        .collect();
+    for r in burst {
+        match r.await.unwrap() {
+            Err(PoolError::NotSent(why, _)) => assert!(why.contains("TLS handshake"), "{why}"),
+            Err(other) => panic!("unexpected error: {other}"),
+            Ok(resp) => panic!("answered: {}", resp.status()),
+        }
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one connect for the burst, its failure shared"
+    );
+    // A request that comes later tries again.
+    let later = pool.request(request("GET", addr, "/later", "")).await;
+    assert!(matches!(later, Err(PoolError::NotSent(..))));
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}

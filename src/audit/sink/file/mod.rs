@@ -43,7 +43,8 @@
 //! that as truncation); the sidecar itself is synced with the log when the batch asks for a
 //! sync, otherwise a lost checkpoint only shortens the signed prefix. Rotation renames the log
 //! and then its sidecar; a sink that finds a sidecar without its log on start finishes that
-//! rename.
+//! rename. (An empty log keeps its sidecar: a run that wrote no event leaves both, the
+//! sidecar holding the start checkpoint, and the next run appends to them.)
 //!
 //! **`checkpoint_copy`** (optional): every checkpoint line is also appended to this path —
 //! opened once in append mode, never rotated or truncated by the sink. It is the record of the
@@ -238,7 +239,10 @@ impl FileBackend {
             move_away = !state.clean_end;
         } else {
             let newest = list_backups(&cfg.path)?.pop();
-            if std::fs::metadata(&side_path).is_ok_and(|m| m.len() > 0) {
+            // An empty log that exists owns its sidecar (the start checkpoint of a run that
+            // wrote no event); only a missing log leaves its sidecar behind.
+            let orphan = !cfg.path.exists();
+            if orphan && std::fs::metadata(&side_path).is_ok_and(|m| m.len() > 0) {
                 // A sidecar without its log: a rotation stopped between its two renames.
                 // It belongs to the newest backup if that has none; otherwise it is kept
                 // aside as found.

@@ -418,3 +418,33 @@ async fn a_rotation_stopped_between_its_renames_is_finished_on_start() {
     assert_eq!(r.events, 4);
     assert_eq!(r.unsigned_tail, 0);
 }
+
+/// A signed sink started and stopped without an event leaves an empty log whose sidecar holds
+/// the start checkpoint. Starting again keeps that pair as it is: no "sidecar without its log"
+/// warning, no orphaned sidecar moved aside on every idle restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_restart_keeps_the_empty_log_and_its_sidecar() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let key = key();
+    let cfg = signed(&path, &key);
+    for _ in 0..2 {
+        auditor(cfg.clone(), DeliveryMode::BlockingStrict)
+            .shutdown(Duration::from_secs(5))
+            .await;
+    }
+    let a = auditor(cfg, DeliveryMode::BlockingStrict);
+    for i in 0..2 {
+        a.emit(event(i)).await.unwrap();
+    }
+    a.shutdown(Duration::from_secs(5)).await;
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["audit.log", "audit.log.checkpoints"]);
+    let r = verify_files(&[path], &key);
+    assert!(r.ok(), "{r:?}");
+    assert_eq!((r.events, r.unsigned_tail), (2, 0));
+}

@@ -666,7 +666,9 @@ fn sync_dir(path: &Path) {
         None => PathBuf::from("."),
     };
     if let Err(e) = File::open(&dir).and_then(|d| d.sync_all()) {
-        tracing::debug!(dir = %dir.display(), err = %e, "cannot sync the audit folder");
+        // Once per new file (start, rotation): the file's name may not survive a crash, which
+        // `blocking-strict` promises for its events, so an operator must hear of it.
+        tracing::warn!(dir = %dir.display(), err = %e, "cannot sync the audit folder: a new audit file's name may not survive a crash");
     }
 }
 

@@ -120,7 +120,14 @@ impl H2Conn {
     }
 
     /// Send `req` (absolute URI, no connection-specific headers) and await the response head.
-    pub async fn send(&self, req: Request<Body>) -> Result<Response<RecvBody>, SendError> {
+    /// `while_open` is held until the request body has been sent (or given up on), which can
+    /// be after the response: the stream stays open on the connection until then, so whoever
+    /// counts the connection's streams keeps counting this one.
+    pub async fn send<G: Send + 'static>(
+        &self,
+        req: Request<Body>,
+        while_open: G,
+    ) -> Result<Response<RecvBody>, SendError> {
         let mut sender = self.sender.clone();
         // Refused here (GOAWAY received, connection gone), nothing was sent: the request is
         // still whole and may go to another connection.
@@ -146,7 +153,10 @@ impl H2Conn {
             SendError::Broken(err)
         })?;
         if !eos {
-            tokio::spawn(pipe(body, send_stream));
+            tokio::spawn(async move {
+                pipe(body, send_stream).await;
+                drop(while_open);
+            });
         }
         let resp = response.await.map_err(SendError::Broken)?;
         let (parts, recv) = resp.into_parts();

@@ -8,7 +8,8 @@
 //! connect that failed share its error instead of each trying again); at the cap, it is refused
 //! without a network attempt ([`PoolError::Busy`], a 503 `UpstreamBusy` with Retry-After), so
 //! short requests never queue behind long-running watches inside one connection. The slot is
-//! held until the response body ends or is dropped. The first connection stays open while
+//! held until the response body ends or is dropped and the request body has been sent (an
+//! upload can outlive its answer, and its stream stays open on the connection until then). The first connection stays open while
 //! idle; one past it that has carried no stream for `upstream.idle_connection_timeout` (90 s by
 //! default, client-go's `IdleConnTimeout`) is closed when the next request finds it so. Closing
 //! extras as soon as they went idle made a steady load above one connection's streams reconnect
@@ -133,7 +134,8 @@ impl Conn {
     }
 }
 
-/// A taken stream slot; released on drop.
+/// A taken stream slot; released on drop (shared by a response body and a request body still
+/// being sent: the last of them releases it).
 struct Slot(Arc<Conn>);
 
 impl Drop for Slot {
@@ -229,7 +231,10 @@ impl Pool {
                 Err(Some(err)) => return Err(err),
             };
             *req.version_mut() = http::Version::HTTP_2;
-            match slot.0.h2.send(req).await {
+            // Released when both the response body and the request body are done with it: a
+            // request body still being sent after the answer keeps its stream open.
+            let slot = Arc::new(slot);
+            match slot.0.h2.send(req, Arc::clone(&slot)).await {
                 // The slot is held until the response body ends or is dropped.
                 Ok(resp) => return Ok(resp.map(|recv| body::hold(recv, slot))),
                 Err(SendError::Unsent(unsent)) => {

@@ -72,7 +72,7 @@ async fn a_get_goes_without_a_body_and_its_answer_is_read_whole() {
     })
     .await;
     let released = Arc::new(AtomicBool::new(false));
-    let resp = match conn.send(get("/x")).await {
+    let resp = match conn.send(get("/x"), ()).await {
         Ok(r) => r,
         Err(_) => panic!("no response"),
     };
@@ -110,7 +110,7 @@ async fn a_body_bigger_than_the_window_arrives_whole_with_its_length() {
     let req = Request::post("https://upstream.test/api/v1/namespaces/a/configmaps")
         .body(body::full(vec![b'a'; 200_000]))
         .unwrap();
-    let resp = match conn.send(req).await {
+    let resp = match conn.send(req, ()).await {
         Ok(r) => r,
         Err(_) => panic!("no response"),
     };
@@ -134,7 +134,7 @@ async fn reset_after_first_frame(reason: h2::Reason) -> Vec<Result<Bytes, ()>> {
         }
     })
     .await;
-    let resp = match conn.send(get("/y")).await {
+    let resp = match conn.send(get("/y"), ()).await {
         Ok(r) => r,
         Err(_) => panic!("no response"),
     };
@@ -184,7 +184,7 @@ async fn a_closed_connection_gives_the_request_back_unsent() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert!(conn.is_closed(), "the connection's task noticed the end");
-    match conn.send(get("/again")).await {
+    match conn.send(get("/again"), ()).await {
         Err(SendError::Unsent(req)) => assert_eq!(req.uri().path(), "/again"),
         Err(SendError::Broken(e)) => panic!("sent on a closed connection: {e}"),
         Ok(_) => panic!("answered on a closed connection"),
@@ -208,7 +208,7 @@ async fn after_a_goaway_the_request_comes_back_unsent_for_another_connection() {
         .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    match conn.send(get("/after-goaway")).await {
+    match conn.send(get("/after-goaway"), ()).await {
         Err(SendError::Unsent(req)) => assert_eq!(req.uri().path(), "/after-goaway"),
         Err(SendError::Broken(e)) => panic!("failed instead of coming back: {e}"),
         Ok(r) => panic!("sent on a retiring connection: {}", r.status()),

@@ -21,8 +21,12 @@ use super::{Pool, PoolError, PoolSettings};
 use crate::{body, server::tls, test_pki::Ca};
 
 fn settings() -> PoolSettings {
+    settings_with(100)
+}
+
+fn settings_with(streams_per_connection: usize) -> PoolSettings {
     PoolSettings {
-        streams_per_connection: 100,
+        streams_per_connection,
         max_connections: 4,
         connect_timeout: Duration::from_secs(2),
         handshake_timeout: Duration::from_millis(300),
@@ -31,15 +35,20 @@ fn settings() -> PoolSettings {
 }
 
 fn pool_for(ca: &Ca, addr: SocketAddr) -> Pool {
+    pool_with(ca, addr, settings())
+}
+
+fn pool_with(ca: &Ca, addr: SocketAddr, settings: PoolSettings) -> Pool {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.cert.cert_der.clone()).unwrap();
     let cfg = tls::client_config(roots, None, &[b"h2", b"http/1.1"]).unwrap();
     let name = ServerName::try_from("127.0.0.1").unwrap().to_owned();
-    Pool::new(Arc::new(cfg), name, addr.to_string(), settings())
+    Pool::new(Arc::new(cfg), name, addr.to_string(), settings)
 }
 
-/// An HTTP/2 server: `/hang` is never answered, anything else gets an empty 200; counts the
-/// requests other than `/hang`. Setting `retire` makes it behave as an API server shutting
+/// An HTTP/2 server: `/hang` is never answered, `/upload` is answered at once while its
+/// request body is left unread, anything else gets an empty 200; counts the requests other
+/// than those two. Setting `retire` makes it behave as an API server shutting
 /// down: GOAWAY on every connection (which stays open while it has streams) and no new
 /// connections (the listener is closed).
 async fn server(ca: &Ca) -> (SocketAddr, watch::Sender<bool>, Arc<AtomicUsize>) {
@@ -79,6 +88,7 @@ async fn server(ca: &Ca) -> (SocketAddr, watch::Sender<bool>, Arc<AtomicUsize>) 
                     return;
                 };
                 let mut hanging = Vec::new();
+                let mut uploads = Vec::new();
                 let mut retired = false;
                 loop {
                     tokio::select! {
@@ -86,6 +96,10 @@ async fn server(ca: &Ca) -> (SocketAddr, watch::Sender<bool>, Arc<AtomicUsize>) 
                             Some(Ok((req, mut respond))) => {
                                 if req.uri().path() == "/hang" {
                                     hanging.push(respond);
+                                } else if req.uri().path() == "/upload" {
+                                    // Answered at once; the upload is left open, unread.
+                                    let _ = respond.send_response(Response::new(()), true);
+                                    uploads.push(req);
                                 } else {
                                     count.fetch_add(1, Ordering::SeqCst);
                                     let _ = respond.send_response(Response::new(()), true);
@@ -209,4 +223,52 @@ async fn requests_waiting_for_a_failed_connect_share_its_answer() {
     let later = pool.request(request("GET", addr, "/later", "")).await;
     assert!(matches!(later, Err(PoolError::NotSent(..))));
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+/// A request whose body is still being sent after its answer keeps its stream slot: the
+/// stream is still open on the connection, so a connection with one slot is full until the
+/// upload ends, and the next request opens another connection instead of queueing inside h2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_still_sending_after_the_answer_keeps_its_slot() {
+    let ca = Ca::new("pool-test-ca").unwrap();
+    let (addr, _retire, _) = server(&ca).await;
+    let pool = pool_with(&ca, addr, settings_with(1));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((Ok::<_, body::BoxError>(http_body::Frame::data(chunk)), rx))
+    });
+    let upload = Request::post(format!("https://{addr}/upload"))
+        .body(body::boxed(http_body_util::StreamBody::new(chunks)))
+        .unwrap();
+    tx.send(Bytes::from_static(b"first part")).await.unwrap();
+    let resp = pool.request(upload).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // The answer is read to its end and dropped; the upload goes on.
+    resp.into_body().collect().await.unwrap();
+    let resp = pool
+        .request(request("GET", addr, "/version", ""))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        pool.connections(),
+        2,
+        "the uploading stream's connection was full"
+    );
+    // The upload ends: its slot comes free. With the second connection's slot still held by
+    // the answer above, the next request goes on the first connection.
+    drop(tx);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let third = pool
+        .request(request("GET", addr, "/version", ""))
+        .await
+        .unwrap();
+    assert_eq!(third.status(), 200);
+    assert_eq!(
+        pool.connections(),
+        2,
+        "the first connection's slot was released"
+    );
+    drop((resp, third));
 }

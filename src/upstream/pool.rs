@@ -9,8 +9,8 @@
 //! without a network attempt ([`PoolError::Busy`], a 503 `UpstreamBusy` with Retry-After), so
 //! short requests never queue behind long-running watches inside one connection. The slot is
 //! held until the response body ends or is dropped and the request body has been sent (an
-//! upload can outlive its answer, and its stream stays open on the connection until then). The first connection stays open while
-//! idle; one past it that has carried no stream for `upstream.idle_connection_timeout` (90 s by
+//! upload can outlive its answer, and its stream stays open on the connection until then).
+//! The first connection stays open while idle; one past it that has carried no stream for `upstream.idle_connection_timeout` (90 s by
 //! default, client-go's `IdleConnTimeout`) is closed when the next request finds it so. Closing
 //! extras as soon as they went idle made a steady load above one connection's streams reconnect
 //! every few hundred requests: on one worker thread every stream of a turn can end together.

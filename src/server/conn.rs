@@ -139,10 +139,12 @@ pub enum Outcome<E> {
 
 /// Run `conn` until it ends, the watchdog closes it, or shutdown. `graceful` starts hyper's
 /// graceful close (GOAWAY / close when idle); the rest of the connection then gets
-/// `timeouts.grace` before it is dropped.
+/// `timeouts.grace` before it is dropped. `closing` hears the watchdog's reason as it fires,
+/// before the client can see the connection close (so whatever it counts is counted by then).
 pub async fn drive<C, E>(
     mut conn: Pin<&mut C>,
     graceful: impl FnOnce(Pin<&mut C>),
+    closing: impl FnOnce(Closed),
     shared: &Shared,
     timeouts: Timeouts,
     mut stop: Shutdown,
@@ -155,6 +157,9 @@ where
         why = watchdog(shared, timeouts) => Outcome::Closed(why),
         _ = stop.wait() => Outcome::Shutdown,
     };
+    if let Outcome::Closed(why) = outcome {
+        closing(why);
+    }
     if matches!(outcome, Outcome::Closed(Closed::PrefaceTimeout)) {
         // Nothing was spoken: drop the socket without ceremony.
         return outcome;

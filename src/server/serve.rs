@@ -395,6 +395,7 @@ impl Conn {
         let outcome = conn::drive(
             conn.as_mut(),
             |c| c.graceful_shutdown(),
+            |why| self.closed(why),
             &self.shared,
             self.opts.timeouts(),
             self.stop.clone(),
@@ -409,7 +410,8 @@ impl Conn {
                 }
                 tracing::debug!(%peer, err = %err, "connection ended with error");
             }
-            Outcome::Closed(why) => self.closed(why),
+            // Counted as the watchdog fired (`closing` above).
+            Outcome::Closed(_) => {}
         }
     }
 

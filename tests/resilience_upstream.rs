@@ -345,6 +345,62 @@ async fn no_answer_in_time_is_a_504_and_the_clients_timeout_is_honoured_up_to_th
     env.stop().await;
 }
 
+/// A client that goes away while the upstream is still answering (it resets its stream) still
+/// leaves its request's `ResponseComplete` in the audit log, annotated `client-gone`: the API
+/// server may have carried the request out. (The demo's policy omits `RequestReceived`, so
+/// without it the request would leave no event at all.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_before_the_answer_still_leaves_its_response_complete() {
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let fake = Fake::start(&ca).await;
+    let env = Env::start_against(ca, sandbox, fake.addr, |c| {
+        upstream_keys(c, "  breaker: {enabled: false}\n")
+    })
+    .await;
+    fake.mode.store(SLOW, Ordering::SeqCst);
+    let io = TokioIo::new(
+        common::tls_connect(env.proxy_addr, &env.ca, Some(&env.admin_cert), &[b"h2"]).await,
+    );
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let uri = "/api/v1/namespaces?labelSelector=gone";
+    let before = fake.requests();
+    let pending = sender.send_request(get(uri));
+    // The fake answers after 1 s; the client gives up before (its stream is reset).
+    assert!(tokio::time::timeout(Duration::from_millis(300), pending)
+        .await
+        .is_err());
+    let log = env.files.dir.join("audit.log");
+    let event = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let found = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|e| e["requestURI"] == uri && e["stage"] == "ResponseComplete");
+            if let Some(e) = found {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("no ResponseComplete for the request whose client went away");
+    assert_eq!(
+        event["annotations"]["portcullis.io/response-aborted"], "client-gone",
+        "{event}"
+    );
+    assert_eq!(event["verb"], "list");
+    assert!(
+        fake.requests() > before,
+        "the request had reached the upstream"
+    );
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_handshake_that_never_finishes_is_a_502_within_the_handshake_timeout() {
     let (ca, sandbox) = Env::ca_and_sandbox().await;

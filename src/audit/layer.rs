@@ -11,7 +11,12 @@
 //!   a longer one streams and only its last frame waits for the event);
 //! * a long-running request whose stream started: `ResponseStarted` before the head, and
 //!   `ResponseComplete` when the stream ends (a guard attached to the forwarder's
-//!   [`StreamGuards`]).
+//!   [`StreamGuards`]);
+//! * a request whose client went away before its head was released (hyper drops the request's
+//!   future: the client reset its stream or closed its connection while the upstream was
+//!   answering, or while the answer was read ahead or its event written): `ResponseComplete`
+//!   all the same, from what the record holds, annotated `portcullis.io/response-aborted:
+//!   client-gone` unless it was already taken — the upstream may have carried out the request.
 //!
 //! [`ReceivedLayer`] emits `RequestReceived`.
 //!
@@ -99,10 +104,32 @@ where
             stalled.aborted(record::ABORTED_STALLED);
         })));
         let inner = self.inner.call(req);
+        let gone = ClientGone(Some(rec.clone()));
         service::boxed(async move {
             let resp = inner.await?;
-            Ok(finish(rec, resp).await)
+            let resp = finish(rec, resp).await;
+            gone.disarm();
+            Ok(resp)
         })
+    }
+}
+
+/// Held by the request's future until its head is released: dropped before that (the client
+/// went away and hyper dropped the future), it emits `ResponseComplete` as `client-gone`,
+/// unless the event was already taken.
+struct ClientGone(Option<AuditRecord>);
+
+impl ClientGone {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ClientGone {
+    fn drop(&mut self) {
+        if let Some(rec) = self.0.take() {
+            rec.aborted(record::ABORTED_CLIENT);
+        }
     }
 }
 

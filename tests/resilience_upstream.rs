@@ -20,7 +20,7 @@ use std::{
 use bytes::Bytes;
 use common::{get, Env};
 use http::{Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpListener, sync::watch};
 
@@ -73,9 +73,12 @@ const OK: u8 = 0;
 const HANG: u8 = 1;
 const RESET: u8 = 2;
 const SLOW: u8 = 3;
+/// The head and a first chunk, then the connection is cut mid-body.
+const CUT: u8 = 4;
 
 /// A fake API server (HTTP/1.1 over TLS, keep-alive) answering every request with the status
-/// in `mode` (or hanging / resetting / answering after 1 s); counts requests.
+/// in `mode` (or hanging / resetting / answering after 1 s / cutting the body after its first
+/// chunk); counts requests.
 struct Fake {
     addr: SocketAddr,
     mode: Arc<AtomicU8>,
@@ -105,9 +108,23 @@ impl Fake {
                             _ => {}
                         }
                         let code = if req.uri().path() == "/readyz" { 200 } else { *s.lock().unwrap() };
+                        if m.load(Ordering::SeqCst) == CUT && req.uri().path() != "/readyz" {
+                            // The head and the chunk go out before the cut.
+                            let chunks = futures_util::stream::unfold(0, |step| async move {
+                                match step {
+                                    0 => Some((Ok(hyper::body::Frame::data(Bytes::from_static(b"first line\n"))), 1)),
+                                    1 => {
+                                        tokio::time::sleep(Duration::from_millis(200)).await;
+                                        Some((Err(std::io::Error::other("cut")), 2))
+                                    }
+                                    _ => None,
+                                }
+                            });
+                            return Ok(Response::new(http_body_util::StreamBody::new(chunks).boxed_unsync()));
+                        }
                         let mut resp = Response::new(Full::new(Bytes::from(format!(
                             r#"{{"kind":"Status","apiVersion":"v1","status":"Failure","message":"from the fake","code":{code}}}"#
-                        ))));
+                        ))).map_err(|never| match never {}).boxed_unsync());
                         *resp.status_mut() = StatusCode::from_u16(code).unwrap();
                         resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
                         if code == 429 {
@@ -398,6 +415,56 @@ async fn a_client_gone_before_the_answer_still_leaves_its_response_complete() {
         fake.requests() > before,
         "the request had reached the upstream"
     );
+    env.stop().await;
+}
+
+/// An answer the API server breaks off mid-body: a watch and a followed log end cleanly (the
+/// client watches again / the stream is over), but a log read whole is a file: its cut end
+/// stays an error for the client, never a complete-looking answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_log_read_whole_stays_an_error_while_a_cut_watch_ends_cleanly() {
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let fake = Fake::start(&ca).await;
+    let env = Env::start_against(ca, sandbox, fake.addr, |c| {
+        upstream_keys(c, "  breaker: {enabled: false}\n")
+    })
+    .await;
+    fake.mode.store(CUT, Ordering::SeqCst);
+    let body_of = |path: &'static str| {
+        let env = &env;
+        async move {
+            let io = TokioIo::new(
+                common::tls_connect(env.proxy_addr, &env.ca, Some(&env.admin_cert), &[b"h2"]).await,
+            );
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            let resp = sender.send_request(get(path)).await.unwrap();
+            assert_eq!(resp.status(), 200, "{path}");
+            tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
+                .await
+                .expect("the body neither ended nor failed")
+                .map(|b| b.to_bytes())
+        }
+    };
+    let log = body_of("/api/v1/namespaces/default/pods/p/log").await;
+    assert!(
+        log.is_err(),
+        "a cut log read whole looked complete: {log:?}"
+    );
+    for path in [
+        "/api/v1/namespaces/default/pods/p/log?follow=true",
+        "/api/v1/namespaces/default/configmaps?watch=1",
+    ] {
+        let body = body_of(path).await;
+        assert_eq!(
+            body.as_deref().ok(),
+            Some(&b"first line\n"[..]),
+            "{path}: {body:?}"
+        );
+    }
     env.stop().await;
 }
 

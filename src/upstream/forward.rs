@@ -37,6 +37,10 @@ pub struct Outbound<'a> {
     pub peer: &'a HeaderValue,
     pub trust_forwarded_for: bool,
     pub long_running: bool,
+    /// A watch or a followed log: its body ends cleanly when the upstream breaks under it
+    /// (`stream.rs`). Other long-running answers (a log read whole, `proxy`, `/debug/pprof/`)
+    /// are files or byte streams whose cut end must stay an error.
+    pub ends_cleanly: bool,
     /// Held for as long as the exchange lasts — until the response body ends or, for an
     /// upgrade, until the spliced connection closes (e.g. a concurrent-stream permit).
     pub guard: Option<Guard>,
@@ -84,7 +88,7 @@ pub async fn forward(
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     let mut body = body;
-    if ob.long_running {
+    if ob.ends_cleanly {
         body = stream::ending_cleanly(body, endpoint.name.clone(), up.stream_idle_timeout);
     }
     // Outside the clean end: a stalled stream must end in an error (a reset), never look

@@ -100,7 +100,9 @@ impl Service<Request<Body>> for UpstreamService {
             }
             let guard = streams.clone().map(|s| Box::new(s) as Guard);
             let audit = req.extensions().get::<AuditRecord>().cloned();
-            let outbound = caller.outbound(this.trust_forwarded_for, guard);
+            let mut outbound = caller.outbound(this.trust_forwarded_for, guard);
+            outbound.ends_cleanly = info.verb == "watch"
+                || (info.subresource == "log" && info.is_follow_log(req.uri()));
             let started = Instant::now();
             let result = forward(&this.upstream, req, outbound).await;
             this.metrics

@@ -6,8 +6,9 @@
 //! again from its last resourceVersion (or re-lists), on whichever endpoint the proxy then
 //! picks; an error mid-stream would instead surface as a broken response. With
 //! `upstream.stream_idle_timeout` set, a stream that carried no frame for that long ends the
-//! same way. Bodies of requests that are not long-running are never wrapped: a list cut short
-//! must stay an error, never look complete.
+//! same way. Only watches and followed logs are wrapped: a list cut short, a log read whole,
+//! a file through `proxy` or a profile from `/debug/pprof/` must stay an error, never look
+//! complete.
 
 use std::{
     future::Future,

@@ -224,6 +224,28 @@ async fn shadow_mode_admits_and_records() {
         .unwrap_or_else(|| panic!("no shadow_rejected series:\n{metrics}"));
     let n: f64 = shadowed.rsplit(' ').next().unwrap().parse().unwrap();
     assert_eq!(n, 3.0, "{shadowed}");
+    // The audit events tell which requests enforcing would have refused.
+    let log = std::fs::read_to_string(env.files.dir.join("audit.log")).unwrap();
+    let marks: Vec<String> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            e["stage"] == "ResponseComplete"
+                && e["requestURI"] == "/api/v1/namespaces/team-a/pods?limit=5"
+        })
+        .map(|e| e["annotations"]["portcullis.io/ratelimit"].to_string())
+        .collect();
+    assert_eq!(marks.len(), 5, "{marks:?}");
+    assert_eq!(
+        marks.iter().filter(|m| *m == "\"shadow-rejected\"").count(),
+        3,
+        "{marks:?}"
+    );
+    assert_eq!(
+        marks.iter().filter(|m| *m == "\"allowed\"").count(),
+        2,
+        "{marks:?}"
+    );
     env.stop().await;
 }
 

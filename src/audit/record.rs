@@ -15,7 +15,7 @@
 //! | `portcullis.io/method` (`x509` / `jwt`), `portcullis.io/issuer`, `portcullis.io/token-id`, `portcullis.io/cert-fingerprint` | after authentication |
 //! | `portcullis.io/tenant`, `portcullis.io/scope` (the token's scope, JSON) | when set |
 //! | `portcullis.io/rejected-by` = classify / load-shed / authn / authz / ratelimit / sanitize / audit / upstream (the refusal table, `crate::refusal`) | when portcullis refused |
-//! | `portcullis.io/ratelimit` = allowed / rejected | with rate limits configured |
+//! | `portcullis.io/ratelimit` = allowed / rejected / shadow-rejected | with rate limits configured |
 //! | `portcullis.io/sanitize` = inspected / refused | for write bodies |
 //! | `pod-security.kubernetes.io/enforce-policy`, `.../audit-violations` | as the apiserver's PodSecurity plugin writes them |
 //! | `portcullis.io/exec-command` = the argv as a JSON array of strings (`["sh","-c","id"]`) | every `pods/exec` request, from its `command` parameters |

@@ -25,9 +25,11 @@
 //! * in-flight cap → **503 ServiceUnavailable**, `Retry-After: 1`;
 //! * Redis down with `on_backend_error: deny` → **503**, `Retry-After: 1`.
 //!
-//! In `shadow` mode every 429 above becomes an admission carrying
-//! [`Admission::shadow_rejection`] (logged and counted as `shadow_rejected`); the in-flight cap
-//! and `deny` still apply.
+//! In `shadow` mode every 429 above, and the 503 of a Redis backend down with `deny`, becomes
+//! an admission carrying [`Admission::shadow_rejection`] (logged, counted as `shadow_rejected`,
+//! and annotated `portcullis.io/ratelimit: shadow-rejected` in the audit event): a trial of the
+//! limits never refuses traffic, not even while its backend is down. The in-flight cap (load
+//! shedding, not a limit under trial) still applies.
 //!
 //! # RateLimit headers
 //!

@@ -164,7 +164,12 @@ where
                 }
             };
             if let Some(rec) = rec {
-                rec.with(|r| r.annotate("portcullis.io/ratelimit", "allowed"));
+                // Shadow mode: what enforcing would have done, for whoever reads the log.
+                let outcome = match admission.shadow_rejection {
+                    Some(_) => "shadow-rejected",
+                    None => "allowed",
+                };
+                rec.with(|r| r.annotate("portcullis.io/ratelimit", outcome));
             }
             if let Some(permit) = admission.permit {
                 req.extensions_mut()

@@ -16,8 +16,9 @@
 //! Every rejection is a `metav1.Status` with `details.retryAfterSeconds` and an integer
 //! `Retry-After` header, so client-go backs off and retries (DESIGN.md decision 6). Quotas are
 //! resolved per identity, most specific first ([`quota`]); costs and classes are in
-//! [`decision`]; `mode: shadow` admits everything the table would reject with 429 and records
-//! it (log + `shadow_rejected` metric + [`Admission::shadow_rejection`] for audit).
+//! [`decision`]; `mode: shadow` admits everything the table would reject with 429 (and what a
+//! Redis backend down with `deny` would refuse) and records it (log + `shadow_rejected` metric
+//! + `portcullis.io/ratelimit: shadow-rejected` in the audit event).
 //!
 //! # Layers
 //!

@@ -642,6 +642,42 @@ async fn check_async_without_redis_is_check() {
     assert_eq!(n, 10);
 }
 
+/// Shadow mode with `on_backend_error: deny`: while Redis cannot be reached the 503 it would
+/// answer is recorded, not answered (a trial of the limits never refuses traffic); enforce
+/// answers it.
+#[tokio::test]
+async fn shadow_mode_records_a_deny_of_an_unreachable_backend_instead_of_answering_it() {
+    // A port nobody listens on: every backend call fails at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let yaml = |mode: &str| {
+        format!(
+            r#"
+mode: {mode}
+default: {{reads: {{rate: 1/m, burst: 2}}}}
+backend: redis
+redis: {{url: "redis://127.0.0.1:{port}", replicas: 1, on_backend_error: deny, timeout: 300ms, backoff: 100ms}}
+"#
+        )
+    };
+    let alice = id("alice", &[], None);
+    let r = get_pod();
+    let (shadow, _clock) = limiter(&yaml("shadow"));
+    let a = shadow
+        .check_async(&alice, &r.0, &r.1)
+        .await
+        .expect("shadow admits");
+    let note = a.shadow_rejection.expect("the would-be 503 is recorded");
+    assert_eq!(note.status().code, 503);
+    assert!(a.degraded);
+    let (enforce, _clock) = limiter(&yaml("enforce"));
+    let refused = enforce.check_async(&alice, &r.0, &r.1).await;
+    assert_eq!(refused.err().map(|r| r.status().code), Some(503));
+}
+
 #[test]
 fn metrics_register_and_encode_closed_labels() {
     let (rl, _clock) = limiter(BASIC);

@@ -469,8 +469,14 @@ const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The handshake still holding its socket: dropping it closes the connection.
-type Handshaking = Pin<Box<tokio_rustls::Accept<TcpStream>>>;
+/// What is left of a handshake that did not finish, still holding its socket: dropping it
+/// closes the connection.
+enum Unfinished {
+    /// It failed (the alert, if any, was written): the socket, given back by rustls.
+    Failed(#[allow(dead_code)] TcpStream),
+    /// It stalled past the timeout.
+    Stalled(#[allow(dead_code)] Pin<Box<tokio_rustls::FallibleAccept<TcpStream>>>),
+}
 
 /// The TLS handshake within the handshake timeout; `Err` (logged, counted) when it fails or
 /// stalls, with the socket still open, for the caller to close after it gave the
@@ -480,21 +486,23 @@ async fn handshake(
     tcp: TcpStream,
     peer: SocketAddr,
     opts: &ServeOptions,
-) -> Result<TlsStream<TcpStream>, Handshaking> {
+) -> Result<TlsStream<TcpStream>, Unfinished> {
     // Owned here, not by the timeout, so a stalled socket is closed only after it was counted.
     // Boxed, and freed once the handshake is over, so the connection task does not keep room
-    // for rustls' handshake state for the connection's whole life.
-    let mut accept = Box::pin(acceptor.accept(tcp));
+    // for rustls' handshake state for the connection's whole life. Fallible: a failed
+    // handshake gives its socket back instead of closing it inside the poll, so it too is
+    // closed only after the connection's place was given back.
+    let mut accept = Box::pin(acceptor.accept(tcp).into_fallible());
     match tokio::time::timeout(opts.handshake_timeout, accept.as_mut()).await {
         Ok(Ok(tls)) => Ok(tls),
-        Ok(Err(err)) => {
+        Ok(Err((err, socket))) => {
             tracing::debug!(%peer, %err, "TLS handshake failed");
-            Err(accept)
+            Err(Unfinished::Failed(socket))
         }
         Err(_) => {
             opts.metrics.closed(Closed::HandshakeTimeout);
             tracing::debug!(%peer, "TLS handshake timed out");
-            Err(accept)
+            Err(Unfinished::Stalled(accept))
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The real `portcullis serve` binary: SIGTERM stops accepting but lets an in-flight request
 //! finish, then the process exits 0. Once on the default multi-thread runtime, once with
-//! `TOKIO_WORKER_THREADS=1`, which runs tokio's current-thread runtime (`src/main.rs`).
+//! `TOKIO_WORKER_THREADS=1`, which runs tokio's current-thread runtime (`src/main.rs`). An
+//! exec session (an upgraded connection, which outlives its connection's task) gets the same
+//! grace.
 // Test code: a failed unwrap / expect / panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -104,6 +106,102 @@ async fn sigterm_run(threads: Option<&str>) {
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
         .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    sandbox.stop().await;
+}
+
+/// `kubectl exec -i POD -- cat` through the proxy: after SIGTERM the session still echoes
+/// (within `shutdown.grace`, 30 s by default), and the process exits once it has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_open_exec_session_finish() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    common::require_kubectl();
+    tls::install_crypto_provider();
+    let ca = Ca::new("test CA").unwrap();
+    let sandbox = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (listen, admin) = (common::free_port(), common::free_port());
+    let files = demo::write(dir.path(), &ca, &sandbox.url(), listen, admin).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--config"])
+        .arg(&files.config)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    for _ in 0..600 {
+        if tokio::net::TcpStream::connect(listen).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = common::kubectl(
+        &files.admin_kubeconfig,
+        dir.path(),
+        &["run", "shell", "--image=busybox", "--restart=Never"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let mut exec = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&files.admin_kubeconfig)
+        .args(["exec", "-i", "shell", "--", "cat"])
+        .env("HOME", dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = exec.stdin.take().unwrap();
+    let mut lines = BufReader::new(exec.stdout.take().unwrap()).lines();
+    let mut echo = async |line: &str| {
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("no echo")
+            .unwrap()
+    };
+    assert_eq!(echo("before").await.as_deref(), Some("before"));
+
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // The listener closes; the session goes on.
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(listen).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        echo("during shutdown").await.as_deref(),
+        Some("during shutdown")
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the proxy exited with a session open"
+    );
+    // The session ends (stdin closed): the proxy exits.
+    drop(echo);
+    drop(stdin);
+    let ended = tokio::time::timeout(Duration::from_secs(20), exec.wait()).await;
+    assert!(
+        matches!(ended, Ok(Ok(s)) if s.success()),
+        "kubectl exec: {ended:?}"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("the proxy did not exit after the session ended")
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
     sandbox.stop().await;

@@ -48,7 +48,8 @@ struct Activity {
 }
 
 /// What a connection's IO, its requests and its watchdog share. Holds the connection's place
-/// under the caps until the last of them (the socket, possibly upgraded) is gone.
+/// under the caps, and keeps the listener's shutdown drain waiting, until the last of them (the
+/// socket, possibly upgraded: an exec, attach or port-forward session) is gone.
 ///
 /// Kept small because every open connection has one: a mutex and a single `Notify` (the
 /// watchdog is the only waiter) rather than a `watch` channel, whose eight-way notifier for
@@ -56,15 +57,18 @@ struct Activity {
 #[derive(Debug)]
 pub struct Shared {
     _permit: ConnPermit,
+    /// The listener's drain waits (up to `shutdown.grace`) until every one is dropped.
+    _alive: tokio::sync::mpsc::Sender<()>,
     prefaced: AtomicBool,
     activity: Mutex<Activity>,
     changed: Notify,
 }
 
 impl Shared {
-    pub fn new(permit: ConnPermit) -> Arc<Shared> {
+    pub fn new(permit: ConnPermit, alive: tokio::sync::mpsc::Sender<()>) -> Arc<Shared> {
         Arc::new(Shared {
             _permit: permit,
+            _alive: alive,
             prefaced: AtomicBool::new(false),
             activity: Mutex::new(Activity {
                 open: 0,

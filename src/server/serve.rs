@@ -214,7 +214,9 @@ async fn accept_loop<H, F>(
         opts.max_connections_per_source,
         opts.metrics.clone(),
     );
-    // Every connection task holds a sender; the drain below ends when the last is dropped.
+    // Every connection holds a sender (in its task and in its `Shared`, which an upgraded
+    // socket keeps: a session outlives its connection's task); the drain below ends when the
+    // last is dropped.
     let (alive, mut drained) = mpsc::channel::<()>(1);
 
     loop {
@@ -241,7 +243,7 @@ async fn accept_loop<H, F>(
         let _ = tcp.set_nodelay(true);
         let conn = Conn {
             peer,
-            shared: Shared::new(permit),
+            shared: Shared::new(permit, alive.clone()),
             builder: builder.clone(),
             opts: opts.clone(),
             stop: shutdown.clone(),

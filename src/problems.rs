@@ -100,6 +100,9 @@ pub enum UrlKind {
     Endpoint,
 }
 
+/// The longest duration any setting accepts (see [`Problems::parse_duration`]).
+pub const MAX_CONFIG_DURATION: Duration = Duration::from_secs(10 * 366 * 86_400);
+
 /// Collects problems while a config is validated.
 #[derive(Debug, Default)]
 pub struct Problems(Vec<Problem>);
@@ -179,7 +182,9 @@ impl Problems {
         }
     }
 
-    /// A duration (`500ms`, `10s`, `5m`, `1h`); `None` after reporting a bad one.
+    /// A duration (`500ms`, `10s`, `5m`, `1h`); `None` after reporting a bad one. At most
+    /// [`MAX_CONFIG_DURATION`]: every duration ends up added to a clock reading somewhere, and
+    /// an absurd one (`1000000000y`) would overflow it on every request instead of failing here.
     pub fn parse_duration(
         &mut self,
         path: &str,
@@ -187,6 +192,14 @@ impl Problems {
         wording: Wording,
     ) -> Option<Duration> {
         match humantime::parse_duration(value) {
+            Ok(d) if d > MAX_CONFIG_DURATION => {
+                self.err(
+                    path,
+                    format!("{value:?} is longer than 10 years"),
+                    "no setting needs more; write e.g. 1h or 30d",
+                );
+                None
+            }
             Ok(d) => Some(d),
             Err(e) => {
                 self.err(path, wording.message(value, &e), wording.hint());
@@ -400,6 +413,22 @@ mod tests {
             assert_eq!(p.duration(path, None, d, w), d);
             assert_eq!(p.duration(path, Some("2m"), d, w), Duration::from_secs(120));
         }
+        // An absurd length is refused here, not left to overflow a clock later.
+        let mut q = Problems::new();
+        assert_eq!(q.duration("e", Some("1000000000y"), d, Wording::Jwt), d);
+        assert_eq!(
+            q.duration("f", Some("3650d"), d, Wording::Jwt),
+            Duration::from_secs(3650 * 86_400)
+        );
+        let long: Vec<(String, String)> = q
+            .into_vec()
+            .into_iter()
+            .map(|p| (p.path, p.message))
+            .collect();
+        assert_eq!(
+            long,
+            [("e".into(), "\"1000000000y\" is longer than 10 years".into())]
+        );
         let got: Vec<(String, String)> = p
             .into_vec()
             .into_iter()

@@ -192,7 +192,6 @@ async fn sigterm_lets_an_open_exec_session_finish() {
         "the proxy exited with a session open"
     );
     // The session ends (stdin closed): the proxy exits.
-    drop(echo);
     drop(stdin);
     let ended = tokio::time::timeout(Duration::from_secs(20), exec.wait()).await;
     assert!(

@@ -461,6 +461,12 @@ async fn malformed_scope_and_unsafe_values_are_rejected() {
             .await,
         Err(Rejected::UnsafeValue("user"))
     );
+    // Padded values would arrive trimmed through an HTTP/1.1 hop, past the system: check
+    // (here `sub` is the uid; the username carries a prefix).
+    assert!(matches!(
+        l.check(json!({"sub": " admin"})).await,
+        Err(Rejected::UnsafeValue(_))
+    ));
 }
 
 #[tokio::test]

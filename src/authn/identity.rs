@@ -66,6 +66,15 @@ impl Identity {
     }
 }
 
+/// Whether `s` can travel upstream as an `Impersonate-*` header value and arrive as it is:
+/// valid header text with no space or tab at either end. HTTP/1.1 parsers (Go's included, on
+/// the upgrade path and the HTTP/1.1 fallback) trim those, so `" system:masters"` would arrive
+/// as `system:masters`, past every check made on the padded name. Every identity source
+/// (certificate, token, `--as`) refuses what fails this.
+pub fn forwards_intact(s: &str) -> bool {
+    HeaderValue::from_str(s).is_ok() && !s.starts_with([' ', '\t']) && !s.ends_with([' ', '\t'])
+}
+
 /// Extra key naming the caller's tenant.
 pub const TENANT_EXTRA: &str = "portcullis.io/tenant";
 /// Extra key naming the token's `jti`.

@@ -13,8 +13,13 @@
 //! the proxy itself sends (`portcullis.io/tenant`, `portcullis.io/token-id`) are never
 //! impersonable: they would forge the proxy's own statements.
 //!
-//! Rejects: groups, uid or extras without a user, or a value that is not text (400
-//! `BadRequest`, `Refusal::BadImpersonation`); any check the grants refuse (403 `Forbidden`
+//! An empty `Impersonate-User` is no user, as in the API server (alone: no impersonation).
+//! The reserved extra keys are compared case-insensitively (header names are lower-cased on
+//! the way out).
+//!
+//! Rejects: groups, uid or extras without a user, a value that is not text or that starts or
+//! ends with whitespace (an HTTP/1.1 hop would trim it, past the checks made on the padded
+//! form) (400 `BadRequest`, `Refusal::BadImpersonation`); any check the grants refuse (403 `Forbidden`
 //! worded as the API server: `users "bob" is forbidden: User "alice" cannot impersonate
 //! resource "users" in API group "" at the cluster scope`). The client's headers are never
 //! forwarded (`k8s::headers::strip_identity`); an allowed request runs — is authorized, rate
@@ -41,17 +46,29 @@ struct Asked {
 }
 
 fn text(v: &http::HeaderValue) -> Result<String, Refusal> {
-    v.to_str().map(str::to_owned).map_err(|_| {
+    let s = v.to_str().map_err(|_| {
         Refusal::BadImpersonation("an Impersonate-* header value is not valid text".into())
-    })
+    })?;
+    if !super::identity::forwards_intact(s) {
+        return Err(Refusal::BadImpersonation(
+            "an Impersonate-* header value starts or ends with whitespace".into(),
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 fn asked(h: &HeaderMap) -> Result<Asked, Refusal> {
     let mut a = Asked::default();
+    let mut user_seen = false;
     for (name, value) in h {
         let n = name.as_str(); // lower-case, as Go's canonical form lower-cased
         match n {
-            "impersonate-user" if a.user.is_none() => a.user = Some(text(value)?),
+            // The first value, as Go's `Header.Get`; an empty one is no user (the filter's
+            // `hasUser := len(...) > 0`), not a user named "".
+            "impersonate-user" if !user_seen => {
+                user_seen = true;
+                a.user = Some(text(value)?).filter(|u| !u.is_empty());
+            }
             "impersonate-group" => a.groups.push(text(value)?),
             "impersonate-uid" if a.uid.is_none() => a.uid = Some(text(value)?),
             _ => {
@@ -117,6 +134,10 @@ pub fn impersonate(
         return Ok(None);
     }
     let a = asked(h)?;
+    if a == Asked::default() {
+        // Only an empty Impersonate-User: the API server impersonates nobody either.
+        return Ok(None);
+    }
     let Some(user) = a.user.clone() else {
         let mut items: Vec<String> = a.groups.iter().map(|g| format!("Group {g}")).collect();
         items.extend(a.extra.keys().map(|k| format!("UserExtra {k}")));
@@ -169,7 +190,10 @@ pub fn impersonate(
         )?;
     }
     for (key, values) in &a.extra {
-        let reserved = key == TENANT_EXTRA || key == TOKEN_ID_EXTRA;
+        // Case-insensitive: a key with upper-case letters (`%50ortcullis.io%2ftenant`) loses
+        // them on the way out (header names are lower-cased), arriving as ours.
+        let reserved =
+            key.eq_ignore_ascii_case(TENANT_EXTRA) || key.eq_ignore_ascii_case(TOKEN_ID_EXTRA);
         for v in values {
             let c = check("authentication.k8s.io", "userextras", key, "", v);
             allow(c, false, reserved)?;
@@ -332,8 +356,46 @@ grants:
                 ("impersonate-user", "bob"),
                 ("impersonate-extra-portcullis.io%2ftenant", "team-a"),
             ]),
+            // Upper case, percent-encoded: lower-cased on the way out, it would arrive as ours.
+            headers(&[
+                ("impersonate-user", "bob"),
+                ("impersonate-extra-%50ortcullis.io%2ftenant", "team-b"),
+            ]),
+            headers(&[
+                ("impersonate-user", "bob"),
+                ("impersonate-extra-portcullis.io%2fToken-ID", "t"),
+            ]),
         ] {
             assert_eq!(refusal(impersonate(&p, &admin, &h)).0, 403, "{h:?}");
+        }
+    }
+
+    #[test]
+    fn an_empty_user_is_no_user_and_padded_values_are_refused() {
+        let p = policy();
+        let admin = crate::authz::tests::id("root", &["admins"]);
+        // Alone, as the API server: no impersonation (the request runs as the caller).
+        let h = headers(&[("impersonate-user", "")]);
+        assert_eq!(impersonate(&p, &admin, &h).unwrap(), None);
+        // With a group, as the API server: a group without a user.
+        let h = headers(&[("impersonate-user", ""), ("impersonate-group", "dev")]);
+        assert_eq!(refusal(impersonate(&p, &admin, &h)).0, 400);
+        // Whitespace at either end would be trimmed by an HTTP/1.1 parser upstream: refused.
+        for (k, v) in [
+            ("impersonate-user", " bob"),
+            ("impersonate-group", "system:masters "),
+        ] {
+            let mut h = headers(&[("impersonate-user", "bob")]);
+            if k == "impersonate-user" {
+                h.remove(k);
+            }
+            h.append(
+                http::HeaderName::from_static(k),
+                http::HeaderValue::from_str(v).unwrap(),
+            );
+            let (code, msg) = refusal(impersonate(&p, &admin, &h));
+            assert_eq!(code, 400, "{k}: {v:?}");
+            assert!(msg.contains("whitespace"), "{msg}");
         }
     }
 

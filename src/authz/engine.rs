@@ -186,7 +186,7 @@ impl ResourceRule {
         let resource_ok = self.resources.iter().any(|p| {
             (!named_only || matches!(p, ResourcePattern::Named { .. }))
                 && p.matches(&req.resource, &req.subresource)
-                && (!guarded || super::escalation::names(p, &req.subresource))
+                && (!guarded || super::escalation::names(p, &req.resource, &req.subresource))
         });
         resource_ok
             && ((self.resource_names.is_empty() && !names_required)

@@ -4,13 +4,14 @@
 //! | subresource | why |
 //! |---|---|
 //! | `serviceaccounts/token` | TokenRequest mints a token that works against the API server directly, outside the proxy, its limits and its audit |
-//! | `pods/binding` | picks the node, around the field rule that forbids tenants to choose nodes |
+//! | `pods/binding`, and the legacy `bindings` resource (`POST …/namespaces/t/bindings`, the same binding by another URL) | picks the node, around the field rule that forbids tenants to choose nodes |
 //! | `pods/eviction` | a pod delete spelled as a `create` on a subresource: a rule that withholds `delete` on pods would still evict them through `create` on `*` |
 //! | `pods/proxy`, `services/proxy`, `nodes/proxy` | the API server relays arbitrary HTTP to the pod / service / kubelet: nothing in it is judged |
 //! | `*/status` (writes: create, update, patch, delete) | status is what controllers and the kubelet report; a tenant writing it can fake readiness or a Service's load-balancer address (CVE-2020-8554). Reading status stays covered |
 //!
 //! "Names it" means a resource pattern with that exact subresource (`serviceaccounts/token`,
-//! `pods/binding`, `*/status`, `*/proxy`); `*`, `pods/*` and `*/*` do not. Grants
+//! `pods/binding`, `*/status`, `*/proxy`), or, for `bindings`, that exact resource; `*`,
+//! `pods/*` and `*/*` do not. Grants
 //! (`authorization.grants`) keep Kubernetes RBAC's meaning, where `*` covers everything: they
 //! are written for operators, not tenants.
 
@@ -26,10 +27,14 @@ pub const ALWAYS: [(&str, &str); 6] = [
     ("nodes", "proxy"),
 ];
 
-/// Whether a tenant rule must name this request's subresource to cover it.
+/// Resources (not subresources) a tenant rule must name, for every verb.
+pub const WHOLE: [&str; 1] = ["bindings"];
+
+/// Whether a tenant rule must name this request's subresource (or, for [`WHOLE`], its
+/// resource) to cover it.
 pub fn must_be_named(resource: &str, subresource: &str, verb: &str) -> bool {
     if subresource.is_empty() {
-        return false;
+        return WHOLE.contains(&resource);
     }
     if subresource == "status" {
         return !matches!(verb, "get" | "list" | "watch");
@@ -39,8 +44,12 @@ pub fn must_be_named(resource: &str, subresource: &str, verb: &str) -> bool {
         .any(|(r, s)| *r == resource && *s == subresource)
 }
 
-/// Whether `p` names `subresource` exactly (see the module doc).
-pub fn names(p: &ResourcePattern, subresource: &str) -> bool {
+/// Whether `p` names `subresource` exactly (see the module doc); with no subresource, whether
+/// it names `resource` itself.
+pub fn names(p: &ResourcePattern, resource: &str, subresource: &str) -> bool {
+    if subresource.is_empty() {
+        return matches!(p, ResourcePattern::Named { resource: r, sub: Sub::None } if r == resource);
+    }
     match p {
         ResourcePattern::Named {
             sub: Sub::Exact(s), ..
@@ -91,6 +100,7 @@ mod tests {
                 "/api/v1/namespaces/t/serviceaccounts/default/token"
             ));
             assert!(!allowed(&a, "POST", "/api/v1/namespaces/t/pods/p/binding"));
+            assert!(!allowed(&a, "POST", "/api/v1/namespaces/t/bindings"));
             assert!(!allowed(&a, "POST", "/api/v1/namespaces/t/pods/p/eviction"));
             assert!(!allowed(&a, "GET", "/api/v1/namespaces/t/pods/p/proxy/x"));
             assert!(!allowed(
@@ -115,7 +125,7 @@ mod tests {
     fn a_tenant_rule_naming_them_allows_them() {
         let a = tenant(serde_json::json!([
             {"verbs": ["*"], "api_groups": ["*"], "resources": ["*"]},
-            {"verbs": ["create"], "api_groups": [""], "resources": ["serviceaccounts/token", "pods/binding"]},
+            {"verbs": ["create"], "api_groups": [""], "resources": ["serviceaccounts/token", "pods/binding", "bindings"]},
             {"verbs": ["patch"], "api_groups": ["*"], "resources": ["*/status"]},
         ]));
         assert!(allowed(
@@ -124,6 +134,7 @@ mod tests {
             "/api/v1/namespaces/t/serviceaccounts/default/token"
         ));
         assert!(allowed(&a, "POST", "/api/v1/namespaces/t/pods/p/binding"));
+        assert!(allowed(&a, "POST", "/api/v1/namespaces/t/bindings"));
         assert!(allowed(
             &a,
             "PATCH",
@@ -152,12 +163,19 @@ mod tests {
 
     #[test]
     fn only_an_exact_subresource_names_it() {
-        let n = |p: &str| names(&ResourcePattern::new(p), "token");
+        let n = |p: &str| names(&ResourcePattern::new(p), "serviceaccounts", "token");
         assert!(n("serviceaccounts/token"));
         assert!(n("*/token"));
         assert!(!n("*"));
         assert!(!n("serviceaccounts/*"));
         assert!(!n("*/*"));
         assert!(!n("serviceaccounts"));
+        // A guarded resource (no subresource) is named only by itself.
+        let b = |p: &str| names(&ResourcePattern::new(p), "bindings", "");
+        assert!(b("bindings"));
+        assert!(!b("*"));
+        assert!(!b("bindings/*"));
+        assert!(!b("pods"));
+        assert!(must_be_named("bindings", "", "create"));
     }
 }

@@ -10,7 +10,6 @@
 use std::{collections::BTreeMap, str::FromStr, sync::Arc, time::Duration};
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use http::HeaderValue;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde_json::{Map, Value};
 
@@ -443,9 +442,11 @@ fn string_list(claims: &Map<String, Value>, name: &str) -> Result<Vec<String>, R
 }
 
 fn header_safe(value: &str, what: &'static str) -> Result<(), Rejected> {
-    HeaderValue::from_str(value)
-        .map(|_| ())
-        .map_err(|_| Rejected::UnsafeValue(what))
+    if crate::authn::identity::forwards_intact(value) {
+        Ok(())
+    } else {
+        Err(Rejected::UnsafeValue(what))
+    }
 }
 
 fn map_identity(p: &IssuerPolicy, claims: &Map<String, Value>) -> Result<Identity, Rejected> {

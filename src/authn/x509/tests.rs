@@ -55,6 +55,20 @@ fn system_identities_refused_unless_allowed() {
     assert!(identity(Some(&c.cert_der), &cfg(true)).is_ok());
 }
 
+/// A name padded with a space would arrive trimmed upstream (HTTP/1.1 parsers trim header
+/// values), past the `system:` check made on the padded form.
+#[test]
+fn names_padded_with_whitespace_are_refused() {
+    let ca = Ca::new("t").unwrap();
+    let c = ca.client_cert("mallory", &[" system:masters"]).unwrap();
+    assert_eq!(
+        identity(Some(&c.cert_der), &cfg(false)).map(|(id, _)| id),
+        Err(Rejected::BadCharacters(" system:masters".into()))
+    );
+    let c = ca.client_cert("admin ", &[]).unwrap();
+    assert!(identity(Some(&c.cert_der), &cfg(false)).is_err());
+}
+
 #[test]
 fn missing_certificate_rejected() {
     assert_eq!(

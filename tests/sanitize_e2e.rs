@@ -483,6 +483,34 @@ async fn create(env: &Env, path: &str, obj: &Value) {
     accepted(env, json_req("POST", path, "application/json", obj)).await;
 }
 
+/// `Connection: Upgrade` on a write does not skip the judge: the API server ignores it and
+/// applies the patch, so the proxy judges it as any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_header_on_a_write_does_not_skip_the_judge() {
+    let env = Env::start().await;
+    let deps = "/apis/apps/v1/namespaces/team-a/deployments";
+    let (_, dep, _) = kinds("team-a", "d1", good_spec()).swap_remove(4);
+    create(&env, deps, &dep).await;
+    env.sandbox.sandbox.clear_recorded();
+    let mut r = json_req(
+        "PATCH",
+        &format!("{deps}/d1"),
+        "application/strategic-merge-patch+json",
+        &json!({"spec": {"template": {"spec": {"hostPID": true}}}}),
+    );
+    r.headers_mut()
+        .insert("connection", "Upgrade".parse().unwrap());
+    r.headers_mut()
+        .insert("upgrade", "websocket".parse().unwrap());
+    // HTTP/1.1: the only protocol with an Upgrade.
+    let resp = env.request(r, Some(&env.admin_cert), false).await;
+    let s = status(resp.body());
+    assert_eq!(resp.status().as_u16(), 403, "{s}");
+    assert_eq!(s["reason"], "Forbidden", "{s}");
+    let w = writes(&env);
+    assert!(w.is_empty(), "the patch reached the upstream: {w:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_patch_type_smuggles_a_violation() {
     let env = Env::start().await;

@@ -2,7 +2,7 @@
 //!
 //! Accepts a request that passed authorization and rate limits. Requests without a body to
 //! inspect pass untouched: reads, long-running requests (watch, exec, attach, port-forward,
-//! proxy, logs), upgrades, and non-resource requests. For every other resource request with a
+//! proxy, logs — the upgrades among them), and non-resource requests. For every other resource request with a
 //! body:
 //!
 //! | check | status |
@@ -76,11 +76,13 @@ pub struct Verdict {
     pub named: Option<ObjectNames>,
 }
 
-/// Whether this request carries a body the stage looks at; [`run`] is only for those.
+/// Whether this request carries a body the stage looks at; [`run`] is only for those. An
+/// `Upgrade` header changes nothing here: the upgrades the API server serves (exec, attach,
+/// port-forward, proxy) are long-running already, and on any other write it would only have
+/// skipped the judge (the API server ignores it and applies the write).
 pub fn has_body_to_check(parts: &Parts, info: &RequestInfo) -> bool {
     info.is_resource_request
         && !info.long_running
-        && info.upgrade.is_none()
         && matches!(
             parts.method,
             Method::POST | Method::PUT | Method::PATCH | Method::DELETE

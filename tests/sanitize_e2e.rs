@@ -483,6 +483,39 @@ async fn create(env: &Env, path: &str, obj: &Value) {
     accepted(env, json_req("POST", path, "application/json", obj)).await;
 }
 
+/// A JSON patch whose `copy` operations double the pod spec again and again is refused once
+/// its copies pass 3 MiB (the API server's own limit), not applied by the judge until the
+/// proxy runs out of memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_patch_copies_are_capped() {
+    let env = Env::start().await;
+    let deps = "/apis/apps/v1/namespaces/team-a/deployments";
+    let (_, dep, _) = kinds("team-a", "d1", good_spec()).swap_remove(4);
+    create(&env, deps, &dep).await;
+    // A 16 KiB value in the pod spec, then copies of the whole spec into itself: each doubles
+    // it (16 KiB · 2^8 = 4 MiB by the eighth).
+    let spec = "/spec/template/spec";
+    let mut ops = vec![
+        json!({"op": "add", "path": format!("{spec}/containers/0/env"),
+        "value": [{"name": "X", "value": "a".repeat(16 * 1024)}]}),
+    ];
+    for i in 0..10 {
+        ops.push(json!({"op": "copy", "from": spec, "path": format!("{spec}/x{i}")}));
+    }
+    refused(
+        &env,
+        json_req(
+            "PATCH",
+            &format!("{deps}/d1"),
+            "application/json-patch+json",
+            &json!(ops),
+        ),
+        413,
+        "RequestEntityTooLarge",
+    )
+    .await;
+}
+
 /// `Connection: Upgrade` on a write does not skip the judge: the API server ignores it and
 /// applies the patch, so the proxy judges it as any other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,10 @@
 //!
 //! Rejects: a JSON patch that does not parse or an unknown strategic directive → 400
 //! (`BadPatch`); a patch that does not apply to the current object → 422
-//! (`PatchDoesNotApply`).
+//! (`PatchDoesNotApply`); a JSON patch whose `copy` operations together copy more than
+//! [`MAX_COPIED_BYTES`] → 413 (`TooLarge`): each copy can double the object, so a few dozen
+//! would exhaust the proxy's memory (kube-apiserver caps the same, CVE-2019-1002100; the
+//! json-patch crate does not).
 
 use serde_json::{json, Value};
 
@@ -34,7 +37,25 @@ pub(super) fn apply_patch(
         BodyKind::JsonPatch => {
             let ops: json_patch::Patch = serde_json::from_value(parsed.value.clone())
                 .map_err(|e| BodyRefusal::BadPatch(format!("invalid JSON patch: {e}")))?;
-            json_patch::patch(&mut result, &ops).map_err(|e| unprocessable(e.to_string()))?;
+            // One operation at a time, counting what copies add before each is applied.
+            let mut copied = 0usize;
+            for (i, op) in ops.0.iter().enumerate() {
+                if let json_patch::PatchOperation::Copy(c) = op {
+                    if let Some(v) = result.pointer(c.from.as_str()) {
+                        copied = copied.saturating_add(json_len(v));
+                        if copied > MAX_COPIED_BYTES {
+                            return Err(BodyRefusal::TooLarge {
+                                limit: MAX_COPIED_BYTES,
+                            }
+                            .into());
+                        }
+                    }
+                }
+                json_patch::patch(&mut result, std::slice::from_ref(op)).map_err(|mut e| {
+                    e.operation = i;
+                    unprocessable(e.to_string())
+                })?;
+            }
         }
         BodyKind::MergePatch => json_patch::merge(&mut result, &parsed.value),
         BodyKind::StrategicMergePatch => merge::merge(&mut result, &parsed.value, Mode::Strategic)
@@ -44,6 +65,28 @@ pub(super) fn apply_patch(
         BodyKind::Object => result = parsed.value.clone(),
     }
     Ok(result)
+}
+
+/// The most a JSON patch's `copy` operations may copy in all (serialized bytes): the API
+/// server's default request-body limit, which is also its copy limit.
+pub(super) const MAX_COPIED_BYTES: usize = 3 * 1024 * 1024;
+
+/// `v`'s length as compact JSON, counted without writing it out.
+fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    // Writing a Value into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut n, v);
+    n.0
 }
 
 /// Drop JSON-patch operations that write at or under `segs`; strip the field from values

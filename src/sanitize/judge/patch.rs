@@ -135,10 +135,44 @@ pub(super) fn add_precondition(parsed: &mut Parsed, rv: Value) {
             if let Some(root) = parsed.value.as_object_mut() {
                 let meta = root.entry("metadata").or_insert_with(|| json!({}));
                 if let Some(m) = meta.as_object_mut() {
-                    m.entry("resourceVersion").or_insert(rv);
+                    // The client's own precondition stands (the API server holds the write to
+                    // it); anything else — absent, or `null`, which would delete the pin — is
+                    // replaced by the version the patch was judged on.
+                    let theirs = m.get("resourceVersion").is_some_and(Value::is_string);
+                    if !theirs {
+                        m.insert("resourceVersion".into(), rv);
+                    }
                 }
             }
         }
         BodyKind::ApplyPatch | BodyKind::Object => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn merge(value: Value) -> Parsed {
+        Parsed {
+            value,
+            kind: BodyKind::MergePatch,
+        }
+    }
+
+    /// The pin is the version the patch was judged on unless the client set its own: a `null`
+    /// (which would delete the pin, letting a concurrent change slip under the judged patch)
+    /// is replaced.
+    #[test]
+    fn the_precondition_pins_the_judged_version_unless_the_client_set_one() {
+        for (body, want) in [
+            (json!({"spec": {}}), json!("7")),
+            (json!({"metadata": {"resourceVersion": null}}), json!("7")),
+            (json!({"metadata": {"resourceVersion": "5"}}), json!("5")),
+        ] {
+            let mut p = merge(body.clone());
+            add_precondition(&mut p, json!("7"));
+            assert_eq!(p.value["metadata"]["resourceVersion"], want, "{body}");
+        }
     }
 }

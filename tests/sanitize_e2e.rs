@@ -483,6 +483,43 @@ async fn create(env: &Env, path: &str, obj: &Value) {
     accepted(env, json_req("POST", path, "application/json", obj)).await;
 }
 
+/// `pods/ephemeralcontainers` keeps only the ephemeral containers of what it is sent: pod-level
+/// fields in the body (`spec.os: windows`, `hostUsers: false`) must not exempt a root debug
+/// container from `restricted` on the stored Linux pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemeral_containers_are_judged_on_the_stored_pod() {
+    let env = Env::start().await;
+    let pods = "/api/v1/namespaces/team-a/pods";
+    create(&env, pods, &pod("p1", good_spec())).await;
+    let body = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1"},
+        "spec": {
+            "os": {"name": "windows"}, "hostUsers": false,
+            "containers": [{"name": "c", "image": "nginx"}],
+            "ephemeralContainers": [{"name": "dbg", "image": "busybox", "securityContext": {"runAsUser": 0}}]
+        }
+    });
+    let s = refused(
+        &env,
+        json_req(
+            "PUT",
+            &format!("{pods}/p1/ephemeralcontainers"),
+            "application/json",
+            &body,
+        ),
+        403,
+        "Forbidden",
+    )
+    .await;
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("restricted"),
+        "{s}"
+    );
+}
+
 /// A JSON patch whose `copy` operations double the pod spec again and again is refused once
 /// its copies pass 3 MiB (the API server's own limit), not applied by the judge until the
 /// proxy runs out of memory.

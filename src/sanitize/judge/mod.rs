@@ -154,8 +154,12 @@ pub fn would_judge(s: &Sanitizer, info: &RequestInfo, id: &Identity) -> bool {
 /// Whether judging this write needs the current object.
 pub fn needs_current(s: &Sanitizer, info: &RequestInfo, id: &Identity, parsed: &Parsed) -> bool {
     let deny = s.rules_for(info, id).any(|r| !r.deny.is_empty());
+    // `pods/ephemeralcontainers` keeps only the body's ephemeral containers: the stored pod
+    // is what is judged (`objects_to_judge`).
+    let ephemeral =
+        is_ephemeral_containers(info) && s.modes_for(&info.namespace, id.tenant.as_deref()).any();
     match (info.verb.as_str(), parsed.kind) {
-        ("update", BodyKind::Object) => deny,
+        ("update", BodyKind::Object) => deny || ephemeral,
         ("patch", BodyKind::Object) | (_, BodyKind::Object) => false,
         ("patch", _) => {
             deny || pod_kind(info).is_some_and(|k| {
@@ -245,9 +249,20 @@ fn strip_fields(
     }
 }
 
+/// `pods/ephemeralcontainers`: of what it is sent, the API server keeps only
+/// `spec.ephemeralContainers` (`dropNonEphemeralContainerUpdates`).
+fn is_ephemeral_containers(info: &RequestInfo) -> bool {
+    info.api_group.is_empty()
+        && info.resource == "pods"
+        && info.subresource == "ephemeralcontainers"
+}
+
 /// The object(s) the write would store: the body itself, or the patch applied to the current
 /// object (and, for an apply patch, the applied configuration alone as well). Borrowed where
-/// the body itself is judged: no copy of the object on the common path.
+/// the body itself is judged: no copy of the object on the common path. For
+/// `pods/ephemeralcontainers`, the current pod with only its ephemeral containers replaced:
+/// pod-level fields in the body (`spec.os`, `hostUsers`, a pod security context) would
+/// otherwise exempt or excuse containers the stored pod does not.
 fn objects_to_judge<'a>(
     parsed: &'a Parsed,
     current: &Current,
@@ -282,6 +297,27 @@ fn objects_to_judge<'a>(
                 judged.push(Cow::Borrowed(&parsed.value));
             }
         }
+    }
+    if is_ephemeral_containers(info) {
+        let Current::Found(cur) = current else {
+            // needs_current asked for it; judging the body alone would trust its pod fields.
+            return Err(BodyRefusal::Unjudged.into());
+        };
+        judged = judged
+            .into_iter()
+            .map(|sent| {
+                let mut stored = cur.clone();
+                match sent.pointer("/spec/ephemeralContainers") {
+                    Some(ec) => stored["spec"]["ephemeralContainers"] = ec.clone(),
+                    None => {
+                        if let Some(spec) = stored.get_mut("spec").and_then(Value::as_object_mut) {
+                            spec.remove("ephemeralContainers");
+                        }
+                    }
+                }
+                Cow::Owned(stored)
+            })
+            .collect();
     }
     Ok(judged)
 }

@@ -194,6 +194,11 @@ fn merge_field(
             tmap.remove(k);
         }
         Value::Object(_) => {
+            if !tmap.contains_key(k) {
+                // A new key: the API server keeps a `$retainKeys` inside it as data instead of
+                // applying it, so the fields it would drop are stored — and must be judged.
+                no_retain_keys(v, here)?;
+            }
             let slot = tmap.entry(k.to_owned()).or_insert(Value::Null);
             merge_at(slot, v, mode, here)?;
             if slot.is_null() {
@@ -297,6 +302,20 @@ fn merge_list(
             (None, true) => {}
             (Some(p), false) => merge_at(&mut existing[p], item, mode, &here)?,
             (None, false) => {
+                // A new element: the API server appends it as sent, directives inside it
+                // left as data (the fields they would delete or drop are stored): they
+                // cannot be judged as applied.
+                for (k, child) in obj {
+                    if k != "$patch" {
+                        if k.starts_with('$') {
+                            return Err(format!(
+                                "{}: {k:?} is not allowed in a new list element",
+                                child_path(&here, k)
+                            ));
+                        }
+                        no_directives_in_new(child, &child_path(&here, k))?;
+                    }
+                }
                 let mut fresh = Value::Object(Map::new());
                 merge_at(&mut fresh, item, mode, &here)?;
                 existing.push(fresh);
@@ -304,6 +323,52 @@ fn merge_list(
         }
     }
     Ok(())
+}
+
+/// Inside a new list element no directive is applied by the API server (see `merge_list`).
+fn no_directives_in_new(v: &Value, at: &str) -> Result<(), String> {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                if k.starts_with('$') {
+                    return Err(format!(
+                        "{}: {k:?} is not allowed in a new list element",
+                        child_path(at, k)
+                    ));
+                }
+                no_directives_in_new(child, &child_path(at, k))?;
+            }
+            Ok(())
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, x)| no_directives_in_new(x, &format!("{at}[{i}]"))),
+        _ => Ok(()),
+    }
+}
+
+/// No `$retainKeys` anywhere in `v` (a new key's value, see `merge_field`).
+fn no_retain_keys(v: &Value, at: &str) -> Result<(), String> {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                if k == "$retainKeys" {
+                    return Err(format!(
+                        "{}: \"$retainKeys\" is not allowed in a field the current object does not have",
+                        child_path(at, k)
+                    ));
+                }
+                no_retain_keys(child, &child_path(at, k))?;
+            }
+            Ok(())
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, x)| no_retain_keys(x, &format!("{at}[{i}]"))),
+        _ => Ok(()),
+    }
 }
 
 /// A value copied verbatim must not carry directives (the apiserver would store them as data,
@@ -412,6 +477,42 @@ mod tests {
             json!({"spec": {"$setElementOrder/containers": [{"name": "a"}]}}),
         );
         assert_eq!(out, cur);
+    }
+
+    /// The API server appends a new list element as sent and keeps a `$retainKeys` in a new
+    /// field as data: directives there would hide stored fields from the judge, so they are
+    /// refused. Existing elements and fields still apply them.
+    #[test]
+    fn directives_inside_new_elements_and_fields_are_refused() {
+        let cur = json!({"spec": {"containers": [{"name": "a", "image": "x"}]}});
+        for patch in [
+            json!({"spec": {"containers": [{"name": "pwn", "securityContext": {"$patch": "delete", "privileged": true}}]}}),
+            json!({"spec": {"containers": [{"name": "pwn", "securityContext": {"capabilities":
+                {"$retainKeys": ["drop"], "drop": ["ALL"], "add": ["SYS_ADMIN"]}}}]}}),
+            json!({"spec": {"volumes": [{"name": "h", "$retainKeys": ["name"], "hostPath": {"path": "/"}}]}}),
+            json!({"spec": {"securityContext": {"$retainKeys": ["runAsUser"], "runAsUser": 0}}}),
+        ] {
+            let mut t = cur.clone();
+            let err = merge(&mut t, &patch, Mode::Strategic).unwrap_err();
+            assert!(err.contains("not allowed"), "{patch}: {err}");
+        }
+        // A new element may still say `$patch: merge`; an existing element keeps its directives.
+        let out = smp(
+            cur.clone(),
+            json!({"spec": {"containers": [{"name": "b", "$patch": "merge", "image": "y"}]}}),
+        );
+        assert_eq!(
+            out["spec"]["containers"][1],
+            json!({"name": "b", "image": "y"})
+        );
+        let out = smp(
+            json!({"spec": {"containers": [{"name": "a", "securityContext": {"runAsUser": 1, "runAsGroup": 2}}]}}),
+            json!({"spec": {"containers": [{"name": "a", "securityContext": {"$retainKeys": ["runAsUser"]}}]}}),
+        );
+        assert_eq!(
+            out["spec"]["containers"][0]["securityContext"],
+            json!({"runAsUser": 1})
+        );
     }
 
     #[test]

@@ -470,6 +470,77 @@ async fn a_bad_config_is_refused_with_its_key_paths_and_the_old_one_keeps_servin
     b.stop().await;
 }
 
+/// A reload refused for a reason that passes — a new issuer whose JWKS endpoint is not up yet —
+/// is tried again without another edit or signal, and applies once the endpoint answers: the
+/// change it held back (here: the ci grant removed) does not wait for the next edit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reload_is_retried_until_it_applies() {
+    common::require_kubectl();
+    let b = Binary::start(&["--reload-poll", "200ms"], |_| {}).await;
+    let good = std::fs::read_to_string(&b.files.config).unwrap();
+    ci_reads(&b).await.expect("ci may read before the change");
+    // A second issuer whose keys come from an HTTPS endpoint that is not listening yet.
+    let jwks_addr = common::free_port();
+    std::fs::write(
+        b.files.dir.join("jwks-ca.crt"),
+        b.ca.cert.cert_pem.as_bytes(),
+    )
+    .unwrap();
+    let issuer = format!(
+        "  jwt:\n    - issuer:\n        url: https://second.example\n        audiences: [portcullis]\n        jwks_url: https://127.0.0.1:{}/jwks\n        certificate_authority_file: jwks-ca.crt\n      claim_mappings:\n        username: {{claim: sub, prefix: \"second:\"}}\n",
+        jwks_addr.port()
+    );
+    let changed = without_ci_grant(&good).replacen("  jwt:\n", &issuer, 1);
+    b.write_config(&changed);
+    b.wait_reloads("failure", 1).await;
+    ci_reads(&b)
+        .await
+        .expect("refused: the old config still grants ci");
+
+    // The endpoint comes up, serving the demo issuer's keys; nothing else changes.
+    let jwks = std::fs::read(b.files.dir.join("jwks.json")).unwrap();
+    let leaf = b.ca.server_cert(&["127.0.0.1"]).unwrap();
+    let cfg = portcullis::server::tls::server_config(
+        vec![leaf.cert_der.clone()],
+        leaf.key(),
+        portcullis::server::tls::ClientAuth::None,
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    let listener = tokio::net::TcpListener::bind(jwks_addr).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, jwks) = (acceptor.clone(), jwks.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |_req| {
+                    let body = http_body_util::Full::new(bytes::Bytes::from(jwks.clone()));
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(body)
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    b.wait_reloads("success", 1).await;
+    let log = b
+        .log_when(|log| log.contains("retry of a refused reload"))
+        .await;
+    assert!(log.contains("retry of a refused reload"), "{log}");
+    assert_ci_refused(&b).await;
+    b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listen_address_or_audit_file_change_is_refused_restart_to_apply() {
     common::require_kubectl();

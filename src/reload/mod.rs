@@ -12,7 +12,11 @@
 //! changes nothing that cannot change live. **Refuses** anything else, whole — never half
 //! applied: the running configuration keeps serving, `/readyz` is unaffected, one log line
 //! per problem names its key path (`fixed` refusals say "restart to apply"), and
-//! `portcullis_config_reloads_total{result="failure"}` counts it (`success` otherwise).
+//! `portcullis_config_reloads_total{result="failure"}` counts it (`success` otherwise). With
+//! file polling on, a refused reload is tried again after one poll interval, then after twice
+//! as long each time, up to [`MAX_RETRY_WAIT`], until one is applied: a refusal can pass (an
+//! identity provider briefly unreachable), and the change it held back must not wait for the
+//! next edit.
 
 pub mod carry;
 pub mod fixed;
@@ -57,6 +61,10 @@ pub struct Options {
 /// free.
 pub const DEFAULT_POLL: Duration = Duration::from_secs(5);
 
+/// The longest wait between retries of a refused reload (the first waits one poll interval,
+/// each next one twice as long).
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(300);
+
 /// Run reloads for `live` on request and on change until `shutdown`. Reloads run one at a
 /// time.
 pub fn spawn(live: Arc<Live>, opts: Options, mut shutdown: Shutdown) {
@@ -74,21 +82,35 @@ pub fn spawn(live: Arc<Live>, opts: Options, mut shutdown: Shutdown) {
         let period = opts.poll.unwrap_or(Duration::from_secs(3600));
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // After a refused reload: when to try again, and the wait after that. A refusal can
+        // pass (an identity provider down for a moment), and the change that was refused —
+        // perhaps a revoked certificate or a removed grant — must not wait for the next edit
+        // or a SIGHUP; a configuration that stays wrong is retried less and less often.
+        let mut retry: Option<(tokio::time::Instant, Duration)> = None;
         loop {
             let cause = tokio::select! {
                 _ = opts.trigger.0.notified() => "SIGHUP",
                 _ = tick.tick(), if opts.poll.is_some() => {
                     let now = fingerprint().await;
-                    if now.is_none() || now == seen {
+                    if now.is_some() && now != seen {
+                        "file change"
+                    } else if retry.is_some_and(|(at, _)| tokio::time::Instant::now() >= at) {
+                        "retry of a refused reload"
+                    } else {
                         continue;
                     }
-                    "file change"
                 }
                 _ = shutdown.wait() => return,
             };
             // Taken before reading, so a change during the reload is seen next time.
             seen = fingerprint().await;
-            reload(&live, &opts.path, cause).await;
+            retry = match reload(&live, &opts.path, cause).await {
+                Outcome::Applied(_) => None,
+                Outcome::Refused(_) => {
+                    let wait = retry.map_or(period, |(_, w)| (w * 2).min(MAX_RETRY_WAIT));
+                    Some((tokio::time::Instant::now() + wait, wait))
+                }
+            };
         }
     });
 }

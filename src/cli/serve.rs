@@ -8,6 +8,8 @@ use anyhow::{bail, Result};
 use portcullis::{app, config, shutdown};
 
 pub async fn run(path: &Path, reload_poll: std::time::Duration) -> Result<()> {
+    // Before reading: a change made while starting is then seen as one (reload::Options).
+    let baseline = portcullis::reload::watch::Fingerprint::take(path);
     let cfg = match config::load(path) {
         Ok(cfg) => cfg,
         Err(problems) => {
@@ -23,6 +25,7 @@ pub async fn run(path: &Path, reload_poll: std::time::Duration) -> Result<()> {
         path: path.to_path_buf(),
         poll: (!reload_poll.is_zero()).then_some(reload_poll),
         trigger: Default::default(),
+        baseline: Some(baseline),
     };
     super::signal::on_hangup(reload.trigger.clone());
     let listeners = app::Listeners::bind(&cfg).await?;

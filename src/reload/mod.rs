@@ -54,6 +54,11 @@ pub struct Options {
     pub poll: Option<Duration>,
     /// Reload requests (SIGHUP).
     pub trigger: Trigger,
+    /// The files as they were before the running configuration was read (None: as they are
+    /// when the watch starts). Taken before `config::load`, so a change made while the
+    /// process was starting (a ConfigMap swap during a slow first key fetch) is not taken
+    /// for the configuration in force.
+    pub baseline: Option<watch::Fingerprint>,
 }
 
 /// The default poll interval: a ConfigMap update reaches the pod after the kubelet's sync
@@ -78,7 +83,10 @@ pub fn spawn(live: Arc<Live>, opts: Options, mut shutdown: Shutdown) {
                     .ok()
             }
         };
-        let mut seen = fingerprint().await;
+        let mut seen = match opts.baseline.clone() {
+            Some(before) => Some(before),
+            None => fingerprint().await,
+        };
         let period = opts.poll.unwrap_or(Duration::from_secs(3600));
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -177,38 +177,11 @@ pub async fn deliver(
         c.finish(&rec);
     }
     let whole = Response::from_parts(parts, body::frames(frames));
-    // The event is taken now: if the client goes away while it is written (this future
-    // dropped), the write finishes on its own task rather than being lost.
-    let mut emitting = FinishOnDrop(Some(Box::pin(rec.complete())));
-    match (&mut emitting).await {
+    // Dropped while waiting (the client went away), the event is still written: it was handed
+    // to the sinks on the first poll (`Auditor::emit_prepared`).
+    match rec.complete().await {
         Ok(()) => Ok(whole),
         Err(err) => Err((err, whole)),
-    }
-}
-
-/// An event being written, spawned to finish on its own if dropped before it is done.
-struct FinishOnDrop(Option<Emitting>);
-
-impl Future for FinishOnDrop {
-    type Output = Result<(), AuditError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some(fut) = self.0.as_mut() else {
-            return Poll::Ready(Ok(()));
-        };
-        let out = std::task::ready!(fut.as_mut().poll(cx));
-        self.0 = None;
-        Poll::Ready(out)
-    }
-}
-
-impl Drop for FinishOnDrop {
-    fn drop(&mut self) {
-        if let Some(fut) = self.0.take() {
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(fut);
-            }
-        }
     }
 }
 

@@ -411,9 +411,15 @@ impl Auditor {
 
     /// [`emit`](Self::emit) for an already prepared event (prepare with `chained` =
     /// [`Auditor::needs_canonical`]).
+    ///
+    /// The event is handed to every sink on the first poll, before anything is awaited, so
+    /// dropping the future afterwards (its request's client went away) loses nothing: the
+    /// sinks write it, only the answer goes unread. A `batch` sink with `overflow: block` whose
+    /// queue is full waits for room on a task of its own for the same reason.
     pub async fn emit_prepared(&self, prepared: Arc<Prepared>) -> Result<(), AuditError> {
         // Enqueue everywhere first, then wait: sinks work in parallel.
         let mut waits: Vec<(&SinkHandle, oneshot::Receiver<AckResult>)> = Vec::new();
+        let mut full: Vec<tokio::task::JoinHandle<()>> = Vec::new();
         let mut first_err: Option<AuditError> = None;
         for sink in &self.sinks {
             let c = &sink.counters;
@@ -433,16 +439,20 @@ impl Auditor {
                 DeliveryMode::Batch {
                     overflow: Overflow::Block,
                     ..
-                } => {
-                    if sink
-                        .tx
-                        .send(Msg::Event(Arc::clone(&prepared), None))
-                        .await
-                        .is_err()
-                    {
-                        SinkCounters::add(&c.events_failed, 1);
+                } => match sink.tx.try_send(Msg::Event(Arc::clone(&prepared), None)) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(msg)) => {
+                        let (tx, c) = (sink.tx.clone(), Arc::clone(c));
+                        full.push(tokio::spawn(async move {
+                            if tx.send(msg).await.is_err() {
+                                SinkCounters::add(&c.events_failed, 1);
+                            }
+                        }));
                     }
-                }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        SinkCounters::add(&c.events_failed, 1)
+                    }
+                },
                 DeliveryMode::Blocking | DeliveryMode::BlockingStrict => {
                     let (ack, rx) = oneshot::channel();
                     // A worker already gone fails here, as a send on its channel would.
@@ -464,6 +474,10 @@ impl Auditor {
                     }
                 }
             }
+        }
+        for wait in full {
+            // Backpressure as before: the emit returns once the event is queued.
+            let _ = wait.await;
         }
         for (sink, rx) in waits {
             debug_assert!(sink.mode.waits());

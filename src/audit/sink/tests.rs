@@ -146,6 +146,44 @@ async fn batch_drop_counts_and_batch_block_waits() {
     assert_eq!(count(&a, |c| &c.events_dropped), 0);
 }
 
+/// An emit dropped after its first poll (its request's client went away) still gets its event
+/// written, in every waiting mode and when a `block` batch queue is full.
+#[tokio::test]
+async fn an_emit_dropped_while_waiting_loses_no_event() {
+    use std::future::Future;
+    let slow = || Mock {
+        delay: Duration::from_millis(50),
+        fail: false,
+    };
+    let full_block = DeliveryMode::Batch {
+        queue: 1,
+        overflow: Overflow::Block,
+    };
+    for mode in [
+        DeliveryMode::Blocking,
+        DeliveryMode::BlockingStrict,
+        full_block,
+    ] {
+        let a = mock_auditor(mode, slow());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for _ in 0..5 {
+            let mut emit = Box::pin(a.emit(event(&[])));
+            // One poll, then the request is gone.
+            let _ = emit.as_mut().poll(&mut cx);
+        }
+        // Written by the sink (before a shutdown, which events still waiting for room in a
+        // full queue would not get ahead of).
+        for _ in 0..250 {
+            if count(&a, |c| &c.events_written) == 5 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(count(&a, |c| &c.events_written), 5, "{mode:?}");
+        a.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn failures_surface_only_in_strict_mode() {
     let failing = || Mock {

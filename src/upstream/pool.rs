@@ -134,8 +134,7 @@ impl Conn {
     }
 }
 
-/// A taken stream slot; released on drop (shared by a response body and a request body still
-/// being sent: the last of them releases it).
+/// A taken stream slot; released on drop (see [`Held`]).
 struct Slot(Arc<Conn>);
 
 impl Drop for Slot {
@@ -143,6 +142,40 @@ impl Drop for Slot {
         // Stamped before the release, so a connection seen idle was idle since at least then.
         self.0.released_ms.store(self.0.now_ms(), Ordering::Relaxed);
         self.0.in_use.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A taken slot as the response body holds it: alone, or — for a request with a body, which
+/// may still be sent after the answer, keeping its stream open — shared with the task sending
+/// it, the last of the two releasing it. Shared only then: a bodiless request (most) costs no
+/// allocation for it.
+enum Held {
+    Alone(Slot),
+    Shared(Arc<Slot>),
+}
+
+impl Held {
+    fn new(slot: Slot, has_body: bool) -> Held {
+        if has_body {
+            Held::Shared(Arc::new(slot))
+        } else {
+            Held::Alone(slot)
+        }
+    }
+
+    fn conn(&self) -> &Conn {
+        match self {
+            Held::Alone(s) => &s.0,
+            Held::Shared(s) => &s.0,
+        }
+    }
+
+    /// The request-body sender's share (none without a body).
+    fn share(&self) -> Option<Arc<Slot>> {
+        match self {
+            Held::Alone(_) => None,
+            Held::Shared(s) => Some(Arc::clone(s)),
+        }
     }
 }
 
@@ -231,10 +264,8 @@ impl Pool {
                 Err(Some(err)) => return Err(err),
             };
             *req.version_mut() = http::Version::HTTP_2;
-            // Released when both the response body and the request body are done with it: a
-            // request body still being sent after the answer keeps its stream open.
-            let slot = Arc::new(slot);
-            match slot.0.h2.send(req, Arc::clone(&slot)).await {
+            let slot = Held::new(slot, !http_body::Body::is_end_stream(req.body()));
+            match slot.conn().h2.send(req, slot.share()).await {
                 // The slot is held until the response body ends or is dropped.
                 Ok(resp) => return Ok(resp.map(|recv| body::hold(recv, slot))),
                 Err(SendError::Unsent(unsent)) => {

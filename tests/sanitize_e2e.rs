@@ -553,6 +553,39 @@ async fn json_patch_copies_are_capped() {
     .await;
 }
 
+/// Strategic-merge directives inside a new container are refused before the upstream: the API
+/// server would append the container as sent, `privileged: true` included, so they cannot be
+/// judged as applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directives_inside_a_new_container_are_refused() {
+    let env = Env::start().await;
+    let deps = "/apis/apps/v1/namespaces/team-a/deployments";
+    let (_, dep, _) = kinds("team-a", "d1", good_spec()).swap_remove(4);
+    create(&env, deps, &dep).await;
+    let patch = json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "pwn", "image": "busybox", "securityContext": {"$patch": "delete", "privileged": true}}
+    ]}}}});
+    let s = refused(
+        &env,
+        json_req(
+            "PATCH",
+            &format!("{deps}/d1"),
+            "application/strategic-merge-patch+json",
+            &patch,
+        ),
+        400,
+        "BadRequest",
+    )
+    .await;
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("new list element"),
+        "{s}"
+    );
+}
+
 /// `Connection: Upgrade` on a write does not skip the judge: the API server ignores it and
 /// applies the patch, so the proxy judges it as any other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

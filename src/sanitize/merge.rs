@@ -197,7 +197,12 @@ fn merge_field(
             if !tmap.contains_key(k) {
                 // A new key: the API server keeps a `$retainKeys` inside it as data instead of
                 // applying it, so the fields it would drop are stored — and must be judged.
-                no_retain_keys(v, here)?;
+                refuse_keys(
+                    v,
+                    here,
+                    |k| k == "$retainKeys",
+                    "a field the current object does not have",
+                )?;
             }
             let slot = tmap.entry(k.to_owned()).or_insert(Value::Null);
             merge_at(slot, v, mode, here)?;
@@ -305,17 +310,11 @@ fn merge_list(
                 // A new element: the API server appends it as sent, directives inside it
                 // left as data (the fields they would delete or drop are stored): they
                 // cannot be judged as applied.
-                for (k, child) in obj {
-                    if k != "$patch" {
-                        if k.starts_with('$') {
-                            return Err(format!(
-                                "{}: {k:?} is not allowed in a new list element",
-                                child_path(&here, k)
-                            ));
-                        }
-                        no_directives_in_new(child, &child_path(&here, k))?;
-                    }
-                }
+                obj.iter()
+                    .filter(|(k, _)| *k != "$patch")
+                    .try_for_each(|(k, child)| {
+                        refuse_key(k, child, &here, is_directive, "a new list element")
+                    })?;
                 let mut fresh = Value::Object(Map::new());
                 merge_at(&mut fresh, item, mode, &here)?;
                 existing.push(fresh);
@@ -325,79 +324,49 @@ fn merge_list(
     Ok(())
 }
 
-/// Inside a new list element no directive is applied by the API server (see `merge_list`).
-fn no_directives_in_new(v: &Value, at: &str) -> Result<(), String> {
-    match v {
-        Value::Object(m) => {
-            for (k, child) in m {
-                if k.starts_with('$') {
-                    return Err(format!(
-                        "{}: {k:?} is not allowed in a new list element",
-                        child_path(at, k)
-                    ));
-                }
-                no_directives_in_new(child, &child_path(at, k))?;
-            }
-            Ok(())
-        }
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .try_for_each(|(i, x)| no_directives_in_new(x, &format!("{at}[{i}]"))),
-        _ => Ok(()),
-    }
-}
-
-/// No `$retainKeys` anywhere in `v` (a new key's value, see `merge_field`).
-fn no_retain_keys(v: &Value, at: &str) -> Result<(), String> {
-    match v {
-        Value::Object(m) => {
-            for (k, child) in m {
-                if k == "$retainKeys" {
-                    return Err(format!(
-                        "{}: \"$retainKeys\" is not allowed in a field the current object does not have",
-                        child_path(at, k)
-                    ));
-                }
-                no_retain_keys(child, &child_path(at, k))?;
-            }
-            Ok(())
-        }
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .try_for_each(|(i, x)| no_retain_keys(x, &format!("{at}[{i}]"))),
-        _ => Ok(()),
-    }
-}
-
 /// A value copied verbatim must not carry directives (the apiserver would store them as data,
 /// or refuse; either way we cannot judge it).
 fn no_directives(v: &Value, mode: Mode, at: &str) -> Result<(), String> {
+    let place = if mode == Mode::Apply {
+        "an apply patch"
+    } else {
+        "a list or value that replaces the current one"
+    };
+    refuse_keys(v, at, is_directive, place)
+}
+
+fn is_directive(k: &str) -> bool {
+    k.starts_with('$')
+}
+
+/// The first key anywhere in `v` that `bad` picks is an error: "`<path>`: `<key>` is not
+/// allowed in `<place>`".
+fn refuse_keys(v: &Value, at: &str, bad: fn(&str) -> bool, place: &str) -> Result<(), String> {
     match v {
-        Value::Object(m) => {
-            for (k, child) in m {
-                if k.starts_with('$') {
-                    let what = if mode == Mode::Apply {
-                        "an apply patch"
-                    } else {
-                        "a list or value that replaces the current one"
-                    };
-                    return Err(format!(
-                        "{}: {k:?} is not allowed in {what}",
-                        child_path(at, k)
-                    ));
-                }
-                no_directives(child, mode, &child_path(at, k))?;
-            }
-            Ok(())
-        }
+        Value::Object(m) => m
+            .iter()
+            .try_for_each(|(k, child)| refuse_key(k, child, at, bad, place)),
         Value::Array(items) => items
             .iter()
             .enumerate()
-            .try_for_each(|(i, x)| no_directives(x, mode, &format!("{at}[{i}]"))),
+            .try_for_each(|(i, x)| refuse_keys(x, &format!("{at}[{i}]"), bad, place)),
         _ => Ok(()),
     }
+}
+
+/// [`refuse_keys`] for one member `k` of the object at `at`.
+fn refuse_key(
+    k: &str,
+    child: &Value,
+    at: &str,
+    bad: fn(&str) -> bool,
+    place: &str,
+) -> Result<(), String> {
+    let here = child_path(at, k);
+    if bad(k) {
+        return Err(format!("{here}: {k:?} is not allowed in {place}"));
+    }
+    refuse_keys(child, &here, bad, place)
 }
 
 #[cfg(test)]

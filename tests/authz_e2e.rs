@@ -374,6 +374,59 @@ async fn scope_narrows_and_websocket_exec_needs_create() {
     env.stop().await;
 }
 
+/// Refused before the upstream: a tenant's legacy
+/// `bindings` (it picks a node, as `pods/binding`); an impersonated extra that would arrive as
+/// the proxy's own tenant once its upper-case key is lower-cased; groups with an empty
+/// `Impersonate-User` (no user, as in the API server). The caller may impersonate anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bindings_and_forged_impersonation_are_refused_before_the_upstream() {
+    let env = Env::start().await;
+    let alice = forge(&env).token(&claims("alice", &["tenant:team-a"]));
+    refused(
+        &env,
+        req("POST", "/api/v1/namespaces/team-a/bindings", Some(&alice)),
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+    )
+    .await;
+    let root = forge(&env).token(&claims("root", &["demo:admins"]));
+    let with = |pairs: &[(&str, &str)]| {
+        let mut r = req("GET", "/api/v1/namespaces/team-a/pods", Some(&root));
+        for (k, v) in pairs {
+            r.headers_mut().append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        r
+    };
+    let s = refused(
+        &env,
+        with(&[
+            ("impersonate-user", "bob"),
+            ("impersonate-extra-%50ortcullis.io%2ftenant", "team-b"),
+        ]),
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+    )
+    .await;
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the proxy sets this extra itself"),
+        "{s}"
+    );
+    refused(
+        &env,
+        with(&[("impersonate-user", ""), ("impersonate-group", "dev")]),
+        StatusCode::BAD_REQUEST,
+        "BadRequest",
+    )
+    .await;
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_identity_headers_are_replaced_by_the_proxys() {
     let env = Env::start().await;

@@ -271,19 +271,7 @@ async fn twenty_reloads_under_load_drop_nothing_and_apply_at_once() {
         )
         .await;
     assert!(out.status.success(), "{}", common::stderr(&out));
-    let mut exec = tokio::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&b.files.admin_kubeconfig)
-        .arg("--cache-dir")
-        .arg(b.path("kube-cache"))
-        .args(["exec", "-i", "shell", "--", "cat"])
-        .env("HOME", b.dir.path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut exec = common::kubectl_exec_cat(&b.files.admin_kubeconfig, b.dir.path(), "shell");
     let mut exec_in = exec.stdin.take().unwrap();
     let mut exec_out =
         tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(exec.stdout.take().unwrap()));
@@ -470,7 +458,7 @@ async fn a_bad_config_is_refused_with_its_key_paths_and_the_old_one_keeps_servin
     b.stop().await;
 }
 
-/// A reload refused for a reason that passes — a new issuer whose JWKS endpoint is not up yet —
+/// A reload refused for a reason that passes — a new issuer whose JWKS endpoint fails (503) —
 /// is tried again without another edit or signal, and applies once the endpoint answers: the
 /// change it held back (here: the ci grant removed) does not wait for the next edit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -480,7 +468,36 @@ async fn a_refused_reload_is_retried_until_it_applies() {
     let good = std::fs::read_to_string(&b.files.config).unwrap();
     ci_reads(&b).await.expect("ci may read before the change");
     // A second issuer whose keys come from an HTTPS endpoint that is not listening yet.
-    let jwks_addr = common::free_port();
+    // A second issuer whose JWKS endpoint answers 503 until `up` is set.
+    let up = Arc::new(AtomicBool::new(false));
+    let jwks = bytes::Bytes::from(std::fs::read(b.files.dir.join("jwks.json")).unwrap());
+    let served = up.clone();
+    let jwks_addr = common::fake_upstream(&b.ca, move |tls| {
+        let (up, jwks) = (served.clone(), jwks.clone());
+        async move {
+            let svc = hyper::service::service_fn(move |_req| {
+                let ready = up.load(Ordering::SeqCst);
+                let body = http_body_util::Full::new(if ready {
+                    jwks.clone()
+                } else {
+                    bytes::Bytes::new()
+                });
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        http::Response::builder()
+                            .status(if ready { 200 } else { 503 })
+                            .header("content-type", "application/json")
+                            .body(body)
+                            .unwrap(),
+                    )
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                .await;
+        }
+    })
+    .await;
     std::fs::write(
         b.files.dir.join("jwks-ca.crt"),
         b.ca.cert.cert_pem.as_bytes(),
@@ -497,41 +514,8 @@ async fn a_refused_reload_is_retried_until_it_applies() {
         .await
         .expect("refused: the old config still grants ci");
 
-    // The endpoint comes up, serving the demo issuer's keys; nothing else changes.
-    let jwks = std::fs::read(b.files.dir.join("jwks.json")).unwrap();
-    let leaf = b.ca.server_cert(&["127.0.0.1"]).unwrap();
-    let cfg = portcullis::server::tls::server_config(
-        vec![leaf.cert_der.clone()],
-        leaf.key(),
-        portcullis::server::tls::ClientAuth::None,
-    )
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-    let listener = tokio::net::TcpListener::bind(jwks_addr).await.unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, jwks) = (acceptor.clone(), jwks.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let svc = hyper::service::service_fn(move |_req| {
-                    let body = http_body_util::Full::new(bytes::Bytes::from(jwks.clone()));
-                    async move {
-                        Ok::<_, std::convert::Infallible>(
-                            http::Response::builder()
-                                .header("content-type", "application/json")
-                                .body(body)
-                                .unwrap(),
-                        )
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                    .await;
-            });
-        }
-    });
+    // The endpoint recovers, serving the demo issuer's keys; nothing else changes.
+    up.store(true, Ordering::SeqCst);
     b.wait_reloads("success", 1).await;
     let log = b
         .log_when(|log| log.contains("retry of a refused reload"))

@@ -58,14 +58,7 @@ async fn sigterm_run(threads: Option<&str>) {
 
     // An in-flight request that lasts ~2 s: a watch with timeoutSeconds.
     let client_cert = ca.client_cert("admin", &["demo:admins"]).unwrap();
-    let io = hyper_util::rt::TokioIo::new(
-        common::tls_connect(listen, &ca, Some(&client_cert), &[b"h2"]).await,
-    );
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = common::h2_sender(listen, &ca, Some(&client_cert)).await;
     let resp = sender
         .send_request(
             http::Request::get(
@@ -117,44 +110,15 @@ async fn sigterm_run(threads: Option<&str>) {
 async fn sigterm_lets_an_open_exec_session_finish() {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     common::require_kubectl();
-    tls::install_crypto_provider();
-    let ca = Ca::new("test CA").unwrap();
-    let sandbox = sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (listen, admin) = (common::free_port(), common::free_port());
-    let files = demo::write(dir.path(), &ca, &sandbox.url(), listen, admin).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["serve", "--config"])
-        .arg(&files.config)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    for _ in 0..600 {
-        if tokio::net::TcpStream::connect(listen).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let out = common::kubectl(
-        &files.admin_kubeconfig,
-        dir.path(),
-        &["run", "shell", "--image=busybox", "--restart=Never"],
-    )
-    .await;
+    let mut b = common::binary::Binary::start(&[], |_| {}).await;
+    let out = b
+        .kubectl(
+            &b.files.admin_kubeconfig,
+            &["run", "shell", "--image=busybox", "--restart=Never"],
+        )
+        .await;
     assert!(out.status.success(), "{}", common::stderr(&out));
-    let mut exec = tokio::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&files.admin_kubeconfig)
-        .args(["exec", "-i", "shell", "--", "cat"])
-        .env("HOME", dir.path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut exec = common::kubectl_exec_cat(&b.files.admin_kubeconfig, b.dir.path(), "shell");
     let mut stdin = exec.stdin.take().unwrap();
     let mut lines = BufReader::new(exec.stdout.take().unwrap()).lines();
     let mut echo = async |line: &str| {
@@ -169,15 +133,10 @@ async fn sigterm_lets_an_open_exec_session_finish() {
     };
     assert_eq!(echo("before").await.as_deref(), Some("before"));
 
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    b.signal("TERM");
     // The listener closes; the session goes on.
     for _ in 0..100 {
-        if tokio::net::TcpStream::connect(listen).await.is_err() {
+        if tokio::net::TcpStream::connect(b.listen).await.is_err() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -188,7 +147,7 @@ async fn sigterm_lets_an_open_exec_session_finish() {
         Some("during shutdown")
     );
     assert!(
-        child.try_wait().unwrap().is_none(),
+        b.child.try_wait().unwrap().is_none(),
         "the proxy exited with a session open"
     );
     // The session ends (stdin closed): the proxy exits.
@@ -198,10 +157,10 @@ async fn sigterm_lets_an_open_exec_session_finish() {
         matches!(ended, Ok(Ok(s)) if s.success()),
         "kubectl exec: {ended:?}"
     );
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+    let status = tokio::time::timeout(Duration::from_secs(20), b.child.wait())
         .await
         .expect("the proxy did not exit after the session ended")
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
-    sandbox.stop().await;
+    b.sandbox.stop().await;
 }

@@ -215,14 +215,7 @@ async fn failed_upgrade_drops_the_upstream_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_carries_more_than_100_concurrent_watches_on_one_connection() {
     let env = Env::start().await;
-    let io = hyper_util::rt::TokioIo::new(
-        common::tls_connect(env.proxy_addr, &env.ca, Some(&env.admin_cert), &[b"h2"]).await,
-    );
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let sender = common::h2_sender(env.proxy_addr, &env.ca, Some(&env.admin_cert)).await;
     let mut heads = Vec::new();
     for _ in 0..110 {
         let mut sender = sender.clone();
@@ -318,14 +311,7 @@ async fn admin_endpoints_report_health_readiness_and_metrics() {
 async fn watch_events_stream_through_without_buffering() {
     let env = Env::start().await;
     // A watch: the head must arrive although the body stays open (streamed, not buffered).
-    let io = hyper_util::rt::TokioIo::new(
-        common::tls_connect(env.proxy_addr, &env.ca, Some(&env.admin_cert), &[b"h2"]).await,
-    );
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = common::h2_sender(env.proxy_addr, &env.ca, Some(&env.admin_cert)).await;
     let resp = tokio::time::timeout(
         Duration::from_secs(10),
         sender.send_request(get(

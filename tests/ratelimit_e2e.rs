@@ -348,14 +348,7 @@ async fn saturated_proxy_sheds_load_with_503() {
         *c = c.replace("upstream:\n", "upstream:\n  request_timeout: 20s\n");
     })
     .await;
-    let io = hyper_util::rt::TokioIo::new(
-        common::tls_connect(env.proxy_addr, &env.ca, Some(&env.admin_cert), &[b"h2"]).await,
-    );
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = common::h2_sender(env.proxy_addr, &env.ca, Some(&env.admin_cert)).await;
     let pending = tokio::spawn({
         let mut sender = sender.clone();
         async move {

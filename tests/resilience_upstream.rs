@@ -375,14 +375,7 @@ async fn a_client_gone_before_the_answer_still_leaves_its_response_complete() {
     })
     .await;
     fake.mode.store(SLOW, Ordering::SeqCst);
-    let io = TokioIo::new(
-        common::tls_connect(env.proxy_addr, &env.ca, Some(&env.admin_cert), &[b"h2"]).await,
-    );
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = common::h2_sender(env.proxy_addr, &env.ca, Some(&env.admin_cert)).await;
     let uri = "/api/v1/namespaces?labelSelector=gone";
     let before = fake.requests();
     let pending = sender.send_request(get(uri));
@@ -433,14 +426,8 @@ async fn a_cut_log_read_whole_stays_an_error_while_a_cut_watch_ends_cleanly() {
     let body_of = |path: &'static str| {
         let env = &env;
         async move {
-            let io = TokioIo::new(
-                common::tls_connect(env.proxy_addr, &env.ca, Some(&env.admin_cert), &[b"h2"]).await,
-            );
-            let (mut sender, conn) =
-                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-                    .await
-                    .unwrap();
-            tokio::spawn(conn);
+            let mut sender =
+                common::h2_sender(env.proxy_addr, &env.ca, Some(&env.admin_cert)).await;
             let resp = sender.send_request(get(path)).await.unwrap();
             assert_eq!(resp.status(), 200, "{path}");
             tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
@@ -504,6 +491,47 @@ async fn kube_client(env: &Env) -> kube::Client {
     kube::Client::try_from(config).unwrap()
 }
 
+/// Two sandbox API servers, each behind a [`Relay`] (`a` in front of the proxy's own sandbox,
+/// `b` in front of `second`), and the proxy with both as `upstream.urls` and `keys` added to
+/// its `upstream:` section.
+struct TwoServers {
+    env: Env,
+    second: portcullis_sandbox::Running,
+    a: Relay,
+    b: Relay,
+}
+
+impl TwoServers {
+    async fn start(keys: &str) -> TwoServers {
+        let (ca, first) = Env::ca_and_sandbox().await;
+        let second = portcullis_sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
+            .await
+            .unwrap();
+        let (a, b) = (
+            Relay::start(first.addr).await,
+            Relay::start(second.addr).await,
+        );
+        let urls = format!("  urls: [https://{}, https://{}]", a.addr, b.addr);
+        let env = Env::start_in_front_of(ca, first, |c| {
+            let start = c.find("\n  url: ").unwrap() + 1;
+            let end = start + c[start..].find('\n').unwrap();
+            c.replace_range(start..end, &urls);
+            upstream_keys(c, keys);
+        })
+        .await;
+        TwoServers { env, second, a, b }
+    }
+
+    /// Cut the second relay too, then stop the proxy and both API servers.
+    async fn stop(self) {
+        self.b.set(false);
+        drop(self.b);
+        drop(self.a);
+        self.env.stop().await;
+        self.second.stop().await;
+    }
+}
+
 fn watches(sandbox: &portcullis_sandbox::Running) -> usize {
     let recorded = sandbox.sandbox.recorded();
     recorded
@@ -519,22 +547,8 @@ async fn two_api_servers_one_dies_under_read_load_and_no_get_is_lost() {
     use kube::api::{Api, ListParams, WatchParams};
 
     common::require_kubectl();
-    let (ca, first) = Env::ca_and_sandbox().await;
-    let second = portcullis_sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
-        .await
-        .unwrap();
-    let (a, b) = (
-        Relay::start(first.addr).await,
-        Relay::start(second.addr).await,
-    );
-    let urls = format!("  urls: [https://{}, https://{}]", a.addr, b.addr);
-    let env = Env::start_in_front_of(ca, first, |c| {
-        let start = c.find("\n  url: ").unwrap() + 1;
-        let end = start + c[start..].find('\n').unwrap();
-        c.replace_range(start..end, &urls);
-        upstream_keys(c, "  breaker: {consecutive_failures: 3, open_for: 1s}\n");
-    })
-    .await;
+    let TwoServers { env, second, a, b } =
+        TwoServers::start("  breaker: {consecutive_failures: 3, open_for: 1s}\n").await;
     let client = kube_client(&env).await;
 
     // A watch that lands on the first API server (requests alternate between the two).
@@ -628,10 +642,7 @@ async fn two_api_servers_one_dies_under_read_load_and_no_get_is_lost() {
     // Ready while one endpoint is.
     let (ready, why) = common::admin_get(env.admin_addr, "/readyz").await;
     assert_eq!(ready, 200, "{why}");
-    b.set(false);
-    drop(b);
-    env.stop().await;
-    second.stop().await;
+    TwoServers { env, second, a, b }.stop().await;
 }
 
 /// A write is never replayed once it may have reached an API server, but one that never left
@@ -642,22 +653,8 @@ async fn two_api_servers_one_dies_under_read_load_and_no_get_is_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_that_could_not_be_sent_goes_to_the_other_api_server() {
     common::require_kubectl();
-    let (ca, first) = Env::ca_and_sandbox().await;
-    let second = portcullis_sandbox::start("127.0.0.1:0".parse().unwrap(), &ca)
-        .await
-        .unwrap();
-    let (a, b) = (
-        Relay::start(first.addr).await,
-        Relay::start(second.addr).await,
-    );
-    let urls = format!("  urls: [https://{}, https://{}]", a.addr, b.addr);
-    let env = Env::start_in_front_of(ca, first, |c| {
-        let start = c.find("\n  url: ").unwrap() + 1;
-        let end = start + c[start..].find('\n').unwrap();
-        c.replace_range(start..end, &urls);
-        upstream_keys(c, "  breaker: {consecutive_failures: 1000, open_for: 1s}\n");
-    })
-    .await;
+    let TwoServers { env, second, a, b } =
+        TwoServers::start("  breaker: {consecutive_failures: 1000, open_for: 1s}\n").await;
     a.set(false);
     let tried_before = a.accepted();
     for i in 0..6 {
@@ -701,27 +698,7 @@ async fn a_write_that_could_not_be_sent_goes_to_the_other_api_server() {
         failovers.is_some_and(|n| n.parse::<f64>().unwrap_or(0.0) >= 3.0),
         "failovers counted"
     );
-    b.set(false);
-    drop(b);
-    env.stop().await;
-    second.stop().await;
-}
-
-/// `kubectl exec -i POD -- cat` through the proxy, stdin and stdout piped.
-fn exec_cat(env: &Env, pod: &str) -> tokio::process::Child {
-    tokio::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&env.files.admin_kubeconfig)
-        .arg("--cache-dir")
-        .arg(env.dir.path().join("kube-cache"))
-        .args(["exec", "-i", pod, "--", "cat"])
-        .env("HOME", env.dir.path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
+    TwoServers { env, second, a, b }.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -735,7 +712,7 @@ async fn an_idle_exec_session_is_closed_after_the_stream_idle_timeout_an_active_
 
     // An active session: a line every 500 ms for 5 s (more than twice the idle timeout), each
     // echoed back by the pod's `cat`.
-    let mut active = exec_cat(&env, "shell");
+    let mut active = common::kubectl_exec_cat(&env.files.admin_kubeconfig, env.dir.path(), "shell");
     let mut stdin = active.stdin.take().unwrap();
     let mut lines = BufReader::new(active.stdout.take().unwrap()).lines();
     for i in 0..10 {
@@ -755,7 +732,7 @@ async fn an_idle_exec_session_is_closed_after_the_stream_idle_timeout_an_active_
 
     // An idle session: one echoed line proves it works, then silence. The proxy closes it,
     // so kubectl ends although its stdin stays open.
-    let mut idle = exec_cat(&env, "shell");
+    let mut idle = common::kubectl_exec_cat(&env.files.admin_kubeconfig, env.dir.path(), "shell");
     let mut stdin = idle.stdin.take().unwrap();
     let mut lines = BufReader::new(idle.stdout.take().unwrap()).lines();
     stdin.write_all(b"hello\n").await.unwrap();

@@ -16,7 +16,6 @@ use bytes::Bytes;
 use common::{get, https_request, poll, tls_connect, Env};
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use portcullis_sandbox::pki::Issued;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -25,12 +24,7 @@ const NS: &str = "/api/v1/namespaces/team-a";
 
 /// An h2 connection (hyper) to the proxy with `cert`, for several requests.
 async fn h2_conn(env: &Env, cert: &Issued) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
-    let io = TokioIo::new(tls_connect(env.proxy_addr, &env.ca, Some(cert), &[b"h2"]).await);
-    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    sender
+    common::h2_sender(env.proxy_addr, &env.ca, Some(cert)).await
 }
 
 /// `n` pod watches at once on `conn`, their heads received (each open while its response is

@@ -167,6 +167,20 @@ pub async fn tls_connect(
         .unwrap()
 }
 
+/// A fresh HTTP/2 connection over TLS to `addr` (presenting `cert`), its driver spawned.
+pub async fn h2_sender(
+    addr: SocketAddr,
+    ca: &Ca,
+    cert: Option<&Issued>,
+) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let io = TokioIo::new(tls_connect(addr, ca, cert, &[b"h2"]).await);
+    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
 /// One request on a fresh HTTPS connection (HTTP/1.1 or h2), body collected.
 pub async fn https_request(
     addr: SocketAddr,
@@ -175,15 +189,14 @@ pub async fn https_request(
     cert: Option<&Issued>,
     h2: bool,
 ) -> Response<Bytes> {
-    let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
-    let io = TokioIo::new(tls_connect(addr, ca, cert, alpn).await);
     let resp = if h2 {
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        h2_sender(addr, ca, cert)
             .await
-            .unwrap();
-        tokio::spawn(conn);
-        sender.send_request(req).await.unwrap()
+            .send_request(req)
+            .await
+            .unwrap()
     } else {
+        let io = TokioIo::new(tls_connect(addr, ca, cert, &[b"http/1.1"]).await);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
         tokio::spawn(conn);
         sender.send_request(req).await.unwrap()
@@ -286,8 +299,28 @@ pub fn kubectl_spawn(
     home: &std::path::Path,
     args: &[&str],
 ) -> tokio::process::Child {
-    tokio::process::Command::new("kubectl")
-        .arg("--kubeconfig")
+    kubectl_command(kubeconfig, home, args).spawn().unwrap()
+}
+
+/// `kubectl exec -i POD -- cat` (in the kubeconfig's namespace), stdin and stdout piped.
+pub fn kubectl_exec_cat(
+    kubeconfig: &std::path::Path,
+    home: &std::path::Path,
+    pod: &str,
+) -> tokio::process::Child {
+    kubectl_command(kubeconfig, home, &["exec", "-i", pod, "--", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn kubectl_command(
+    kubeconfig: &std::path::Path,
+    home: &std::path::Path,
+    args: &[&str],
+) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new("kubectl");
+    c.arg("--kubeconfig")
         .arg(kubeconfig)
         .arg("--cache-dir")
         .arg(home.join("kube-cache"))
@@ -295,9 +328,8 @@ pub fn kubectl_spawn(
         .env("HOME", home)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
+        .kill_on_drop(true);
+    c
 }
 
 pub fn stdout(o: &Output) -> String {

@@ -483,6 +483,16 @@ async fn create(env: &Env, path: &str, obj: &Value) {
     accepted(env, json_req("POST", path, "application/json", obj)).await;
 }
 
+/// The proxy in front of a sandbox holding a compliant Deployment `d1` in `team-a`
+/// (`restricted`), and that Deployment's URL.
+async fn with_deployment() -> (Env, String) {
+    let env = Env::start().await;
+    let deps = "/apis/apps/v1/namespaces/team-a/deployments";
+    let (_, dep, _) = kinds("team-a", "d1", good_spec()).swap_remove(4);
+    create(&env, deps, &dep).await;
+    (env, format!("{deps}/d1"))
+}
+
 /// `pods/ephemeralcontainers` keeps only the ephemeral containers of what it is sent: pod-level
 /// fields in the body (`spec.os: windows`, `hostUsers: false`) must not exempt a root debug
 /// container from `restricted` on the stored Linux pod.
@@ -525,10 +535,7 @@ async fn ephemeral_containers_are_judged_on_the_stored_pod() {
 /// proxy runs out of memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_patch_copies_are_capped() {
-    let env = Env::start().await;
-    let deps = "/apis/apps/v1/namespaces/team-a/deployments";
-    let (_, dep, _) = kinds("team-a", "d1", good_spec()).swap_remove(4);
-    create(&env, deps, &dep).await;
+    let (env, d1) = with_deployment().await;
     // A 16 KiB value in the pod spec, then copies of the whole spec into itself: each doubles
     // it (16 KiB · 2^8 = 4 MiB by the eighth).
     let spec = "/spec/template/spec";
@@ -541,12 +548,7 @@ async fn json_patch_copies_are_capped() {
     }
     refused(
         &env,
-        json_req(
-            "PATCH",
-            &format!("{deps}/d1"),
-            "application/json-patch+json",
-            &json!(ops),
-        ),
+        json_req("PATCH", &d1, "application/json-patch+json", &json!(ops)),
         413,
         "RequestEntityTooLarge",
     )
@@ -558,10 +560,7 @@ async fn json_patch_copies_are_capped() {
 /// judged as applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directives_inside_a_new_container_are_refused() {
-    let env = Env::start().await;
-    let deps = "/apis/apps/v1/namespaces/team-a/deployments";
-    let (_, dep, _) = kinds("team-a", "d1", good_spec()).swap_remove(4);
-    create(&env, deps, &dep).await;
+    let (env, d1) = with_deployment().await;
     let patch = json!({"spec": {"template": {"spec": {"containers": [
         {"name": "pwn", "image": "busybox", "securityContext": {"$patch": "delete", "privileged": true}}
     ]}}}});
@@ -569,7 +568,7 @@ async fn directives_inside_a_new_container_are_refused() {
         &env,
         json_req(
             "PATCH",
-            &format!("{deps}/d1"),
+            &d1,
             "application/strategic-merge-patch+json",
             &patch,
         ),
@@ -590,14 +589,11 @@ async fn directives_inside_a_new_container_are_refused() {
 /// applies the patch, so the proxy judges it as any other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_header_on_a_write_does_not_skip_the_judge() {
-    let env = Env::start().await;
-    let deps = "/apis/apps/v1/namespaces/team-a/deployments";
-    let (_, dep, _) = kinds("team-a", "d1", good_spec()).swap_remove(4);
-    create(&env, deps, &dep).await;
+    let (env, d1) = with_deployment().await;
     env.sandbox.sandbox.clear_recorded();
     let mut r = json_req(
         "PATCH",
-        &format!("{deps}/d1"),
+        &d1,
         "application/strategic-merge-patch+json",
         &json!({"spec": {"template": {"spec": {"hostPID": true}}}}),
     );

@@ -18,7 +18,7 @@
 # linux-perf) and prints where its CPU time went (self time by symbol); the proportions hold on a
 # shared machine, the absolute times do not (KEEP_PERF=file keeps perf.data). It also prints the resident memory after the run.
 # UPSTREAM_TOKEN_BYTES=N gives the proxy a random N-character upstream token instead of the
-# short one (as a projected service-account token in a pod; see proxy_config.sh).
+# short one (the proxy's own token in a pod is a signed JWT; see proxy_config.sh).
 # COUNT=syscalls runs it natively under `perf stat` and prints, per request, the system calls
 # that move bytes or wait (writev, write, recvfrom, read, epoll_wait, futex, fdatasync) and the context
 # switches, under the same 40 000-request load: what batching per turn and per write buys.

@@ -404,6 +404,8 @@ async fn a_client_gone_before_the_answer_still_leaves_its_response_complete() {
         "{event}"
     );
     assert_eq!(event["verb"], "list");
+    // Written as it goes: no answer was recorded (README, "Audit").
+    assert!(event.get("responseStatus").is_none(), "{event}");
     assert!(
         fake.requests() > before,
         "the request had reached the upstream"

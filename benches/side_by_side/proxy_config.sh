@@ -12,8 +12,8 @@ bench_credentials() {
   TOKEN=$("$bin" token issue --key "$key" --kid bench --issuer https://bench.local --audience portcullis --sub bench --group bench --ttl 2h)
   "$bin" audit keygen --out "$dir/audit.key" >/dev/null 2>&1 || true
   # UPSTREAM_TOKEN_BYTES=N: a random token of N base64url characters instead of the short one
-  # (a projected service-account token, the proxy's own credential in a pod, is on the order of
-  # 1 000; README "Where a request's CPU goes now").
+  # (the proxy's own credential in a pod is a projected service-account token, a signed JWT far
+  # longer than 11 characters; README "Where a request's CPU goes now").
   if [[ -n ${UPSTREAM_TOKEN_BYTES:-} ]]; then
     local tok
     tok=$(head -c $((UPSTREAM_TOKEN_BYTES * 3 / 4 + 3)) /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d =)

@@ -195,8 +195,8 @@ fn merge_field(
         }
         Value::Object(_) => {
             if !tmap.contains_key(k) {
-                // A new key: the API server keeps a `$retainKeys` inside it as data instead of
-                // applying it, so the fields it would drop are stored — and must be judged.
+                // A new key: applying a `$retainKeys` inside it could hide fields the API server
+                // keeps (it is not sure to apply it there), so it cannot be judged as applied.
                 refuse_keys(
                     v,
                     here,

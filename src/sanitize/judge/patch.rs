@@ -51,10 +51,13 @@ pub(super) fn apply_patch(
                         }
                     }
                 }
-                json_patch::patch(&mut result, std::slice::from_ref(op)).map_err(|mut e| {
-                    e.operation = i;
-                    unprocessable(e.to_string())
-                })?;
+                // No undo log: on an error the scratch copy is dropped anyway.
+                json_patch::patch_unsafe(&mut result, std::slice::from_ref(op)).map_err(
+                    |mut e| {
+                        e.operation = i;
+                        unprocessable(e.to_string())
+                    },
+                )?;
             }
         }
         BodyKind::MergePatch => json_patch::merge(&mut result, &parsed.value),

@@ -475,9 +475,11 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// closes the connection.
 enum Unfinished {
     /// It failed (the alert, if any, was written): the socket, given back by rustls.
-    Failed(#[allow(dead_code)] TcpStream),
+    Failed { _socket: TcpStream },
     /// It stalled past the timeout.
-    Stalled(#[allow(dead_code)] Pin<Box<tokio_rustls::FallibleAccept<TcpStream>>>),
+    Stalled {
+        _handshake: Pin<Box<tokio_rustls::FallibleAccept<TcpStream>>>,
+    },
 }
 
 /// The TLS handshake within the handshake timeout; `Err` (logged, counted) when it fails or
@@ -499,12 +501,12 @@ async fn handshake(
         Ok(Ok(tls)) => Ok(tls),
         Ok(Err((err, socket))) => {
             tracing::debug!(%peer, %err, "TLS handshake failed");
-            Err(Unfinished::Failed(socket))
+            Err(Unfinished::Failed { _socket: socket })
         }
         Err(_) => {
             opts.metrics.closed(Closed::HandshakeTimeout);
             tracing::debug!(%peer, "TLS handshake timed out");
-            Err(Unfinished::Stalled(accept))
+            Err(Unfinished::Stalled { _handshake: accept })
         }
     }
 }

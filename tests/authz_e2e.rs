@@ -427,6 +427,159 @@ async fn bindings_and_forged_impersonation_are_refused_before_the_upstream() {
     env.stop().await;
 }
 
+/// A Secret of type `kubernetes.io/service-account-token` gets a token that works outside the
+/// proxy: a tenant (whose rules do not name `serviceaccounts/token`) may not create one — as
+/// JSON, or through kubectl's typed create (protobuf) — nor turn an existing one to another
+/// service account with a patch; an Opaque Secret and the admin's token Secret pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_secrets_need_what_a_token_request_needs() {
+    common::require_kubectl();
+    let env = Env::start().await;
+    let alice = forge(&env).token(&claims("alice", &["tenant:team-a"]));
+    let with_body = |method: &str, path: &str, ct: &str, body: Value| {
+        let mut r = req(method, path, Some(&alice));
+        r.headers_mut().insert("content-type", ct.parse().unwrap());
+        *r.body_mut() = Full::new(Bytes::from(body.to_string()));
+        r
+    };
+    let secret = |name: &str, ty: &str, sa: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "type": ty,
+            "metadata": {"name": name, "annotations": {"kubernetes.io/service-account.name": sa}}})
+    };
+    let s = refused(
+        &env,
+        with_body(
+            "POST",
+            "/api/v1/namespaces/team-a/secrets",
+            "application/json",
+            secret("tok", "kubernetes.io/service-account-token", "default"),
+        ),
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+    )
+    .await;
+    assert_eq!(
+        s["message"],
+        r#"serviceaccounts "default" is forbidden: User "alice" cannot create resource "serviceaccounts/token" in API group "" in the namespace "team-a": a Secret of type kubernetes.io/service-account-token gets a token for service account "default""#
+    );
+
+    // kubectl's typed create sends protobuf: decoded and refused the same way.
+    let team_a = env.files.team_a_kubeconfig.clone();
+    let home = env.dir.path();
+    env.sandbox.sandbox.clear_recorded();
+    let out = common::kubectl(
+        &team_a,
+        home,
+        &[
+            "-n",
+            "team-a",
+            "create",
+            "secret",
+            "generic",
+            "tok2",
+            "--type=kubernetes.io/service-account-token",
+        ],
+    )
+    .await;
+    assert!(
+        common::stderr(&out).contains(r#"failed to create secret serviceaccounts is forbidden: User "alice" cannot create resource "serviceaccounts/token" in API group "" in the namespace "team-a": a Secret of type kubernetes.io/service-account-token gets a token for service account """#),
+        "{}",
+        common::stderr(&out)
+    );
+    let writes: Vec<_> = env
+        .sandbox
+        .sandbox
+        .recorded()
+        .into_iter()
+        .filter(|r| r.method != http::Method::GET)
+        .collect();
+    assert!(writes.is_empty(), "reached the upstream: {writes:?}");
+    // An Opaque Secret is an ordinary write.
+    let out = common::kubectl(
+        &team_a,
+        home,
+        &[
+            "-n",
+            "team-a",
+            "create",
+            "secret",
+            "generic",
+            "plain",
+            "--from-literal=a=b",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+
+    // The admin (a grant whose `*` covers serviceaccounts/token) may create one; the tenant
+    // may not point it at another account with a merge patch (the current object is read to
+    // know its type: only that GET reaches the upstream).
+    let admin = env
+        .request(
+            {
+                let mut r = req("POST", "/api/v1/namespaces/team-a/secrets", None);
+                r.headers_mut()
+                    .insert("content-type", "application/json".parse().unwrap());
+                *r.body_mut() = Full::new(Bytes::from(
+                    secret("ci-token", "kubernetes.io/service-account-token", "default")
+                        .to_string(),
+                ));
+                r
+            },
+            Some(&env.admin_cert),
+            true,
+        )
+        .await;
+    assert_eq!(admin.status(), StatusCode::CREATED, "{:?}", admin.body());
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env
+        .request(
+            with_body(
+                "PATCH",
+                "/api/v1/namespaces/team-a/secrets/ci-token",
+                "application/merge-patch+json",
+                json!({"metadata": {"annotations": {"kubernetes.io/service-account.name": "builder"}}, "data": null}),
+            ),
+            None,
+            false,
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{:?}", resp.body());
+    assert_eq!(status(resp.body())["reason"], "Forbidden");
+    let seen: Vec<_> = env
+        .sandbox
+        .sandbox
+        .recorded()
+        .into_iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(seen, ["GET /api/v1/namespaces/team-a/secrets/ci-token"]);
+    // A server-side apply that would create one: judged as the create it is.
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env
+        .request(
+            with_body(
+                "PATCH",
+                "/api/v1/namespaces/team-a/secrets/tok3?fieldManager=t",
+                "application/apply-patch+yaml",
+                secret("tok3", "kubernetes.io/service-account-token", "default"),
+            ),
+            None,
+            false,
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{:?}", resp.body());
+    let seen: Vec<_> = env
+        .sandbox
+        .sandbox
+        .recorded()
+        .into_iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(seen, ["GET /api/v1/namespaces/team-a/secrets/tok3"]);
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_identity_headers_are_replaced_by_the_proxys() {
     let env = Env::start().await;

@@ -98,12 +98,12 @@ pub fn check(data: &[u8]) {
     };
     let id = caller();
     let verdict = |p: parse::Parsed| {
-        let cur = if judge::needs_current(&s, &info, &id, &p) {
+        let cur = if judge::needs_current(&s, &info, &id, &p, false) {
             Current::Found(current())
         } else {
             Current::NotFetched
         };
-        match judge::judge(&s, &info, &id, p, cur) {
+        match judge::judge(&s, &info, &id, p, cur, None) {
             Ok(j) => Ok((parse::canonical_bytes(&j.body), j.warnings)),
             Err(st) => Err(st.status().to_json()),
         }

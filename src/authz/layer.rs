@@ -8,7 +8,9 @@
 //! server-side apply or a PUT by a caller who may patch / update but not create is marked
 //! [`MustNotCreate`](super::create_guard::MustNotCreate) for `create_guard`; an exec / attach a
 //! `record_sessions` tenant or grant allows is marked
-//! [`RecordSession`](crate::audit::session::RecordSession) for the upgrade forwarder.
+//! [`RecordSession`](crate::audit::session::RecordSession) for the upgrade forwarder; a Secret
+//! write of a caller who may not mint tokens for every service account of the namespace is
+//! marked [`TokenSecrets`] for the sanitize stage (`sanitize/token_secret.rs`).
 
 use std::{
     convert::Infallible,
@@ -28,7 +30,9 @@ use crate::{
     audit::{session::RecordSession, AuditRecord},
     authn::Identity,
     body::Body,
+    k8s::request::RequestInfo,
     refusal::Refusal,
+    sanitize::token_secret::{self, TokenSecrets},
     service::{self, ResponseFuture},
 };
 
@@ -57,6 +61,31 @@ impl<S> Layer<S> for AuthzLayer {
 pub struct AuthzService<S> {
     inner: S,
     authorizer: Arc<Authorizer>,
+}
+
+impl<S> AuthzService<S> {
+    /// A Secret write may be a token Secret (`sanitize/token_secret.rs`): unless the caller
+    /// may mint tokens for every service account of the namespace (a rule without resource
+    /// names allows the nameless TokenRequest), the sanitize stage checks the one it names.
+    fn token_secrets(&self, identity: &Arc<Identity>, info: &RequestInfo) -> Option<TokenSecrets> {
+        if !token_secret::is_secret_write(info) {
+            return None;
+        }
+        if self
+            .authorizer
+            .authorize(identity, &token_secret::token_request(info, ""))
+            .allowed
+        {
+            return None;
+        }
+        let (authorizer, identity, info) =
+            (self.authorizer.clone(), identity.clone(), info.clone());
+        Some(TokenSecrets::new(move |sa| {
+            authorizer
+                .authorize(&identity, &token_secret::token_request(&info, sa))
+                .allowed
+        }))
+    }
 }
 
 impl<S, B> Service<Request<B>> for AuthzService<S>
@@ -114,8 +143,12 @@ where
                 !self.authorizer.authorize(identity, &as_create).allowed
             });
         let record_session = self.authorizer.records_session(identity, info);
+        let token_secrets = self.token_secrets(identity, info);
         if let Some(kind) = may_create {
             req.extensions_mut().insert(kind);
+        }
+        if let Some(marker) = token_secrets {
+            req.extensions_mut().insert(marker);
         }
         if record_session {
             req.extensions_mut().insert(RecordSession);
@@ -158,5 +191,65 @@ mod tests {
             "{body}"
         );
         assert_eq!(calls(&seen), 1, "the refused request never went further");
+    }
+
+    /// The marker is set for Secret writes of callers who may not mint every token of the
+    /// namespace, and answers per service account as the authorizer does.
+    #[test]
+    fn secret_writes_are_marked_for_the_token_secret_check() {
+        use serde_json::json;
+        let cfg = json!({
+            "tenants": [{"name": "t", "namespaces": ["t"], "subjects": [{"group": "tenant:t"}],
+                "rules": [
+                    {"verbs": ["*"], "api_groups": [""], "resources": ["*"]},
+                    {"verbs": ["create"], "api_groups": [""], "resources": ["serviceaccounts/token"], "resource_names": ["builder"]}]},
+                {"name": "u", "namespaces": ["u"], "subjects": [{"group": "tenant:u"}]}],
+            "grants": [{"name": "ops", "subjects": [{"group": "ops"}],
+                "rules": [{"namespaces": ["*"], "verbs": ["*"], "api_groups": ["*"], "resources": ["*"]}]}]
+        });
+        let a =
+            super::super::build(&serde_json::from_value(cfg).unwrap(), "authorization").unwrap();
+        let svc = AuthzLayer::new(Arc::new(a)).layer(());
+        let mark = |user: &str, group: &str, method: &str, path: &str| {
+            let req = classified(method, path);
+            let info = service::info(&req).unwrap().clone();
+            let id = Arc::new(super::super::tests::id(user, &[group]));
+            svc.token_secrets(&id, &info).map(|m| (m, id, info))
+        };
+        let token_secret = |sa: &str| {
+            std::borrow::Cow::Owned(json!({"type": token_secret::TOKEN_TYPE,
+                "metadata": {"annotations": {token_secret::SERVICE_ACCOUNT: sa}}}))
+        };
+        // A tenant rule naming serviceaccounts/token for one account: that one only.
+        for (method, path) in [
+            ("POST", "/api/v1/namespaces/t/secrets"),
+            ("PUT", "/api/v1/namespaces/t/secrets/s"),
+            ("PATCH", "/api/v1/namespaces/t/secrets/s"),
+        ] {
+            let (m, id, info) = mark("alice", "tenant:t", method, path).expect("marked");
+            assert!(m.check(&[token_secret("builder")], &info, &id).is_ok());
+            assert!(m.check(&[token_secret("default")], &info, &id).is_err());
+        }
+        // A tenant with the default rules: none.
+        let (m, id, info) =
+            mark("bob", "tenant:u", "POST", "/api/v1/namespaces/u/secrets").unwrap();
+        assert!(m.check(&[token_secret("builder")], &info, &id).is_err());
+        // A grant whose `*` covers serviceaccounts/token, reads, deletes, other resources: no mark.
+        assert!(mark("op", "ops", "POST", "/api/v1/namespaces/t/secrets").is_none());
+        assert!(mark("alice", "tenant:t", "GET", "/api/v1/namespaces/t/secrets/s").is_none());
+        assert!(mark(
+            "alice",
+            "tenant:t",
+            "DELETE",
+            "/api/v1/namespaces/t/secrets/s"
+        )
+        .is_none());
+        assert!(mark(
+            "alice",
+            "tenant:t",
+            "POST",
+            "/api/v1/namespaces/t/configmaps"
+        )
+        .is_none());
     }
 }

@@ -12,7 +12,9 @@
 //!   Security modes per namespace and tenant, field rules);
 //! - `judge`: the pure verdict on one parsed write;
 //! - `stage`: the pipeline stage (size, encoding, media type, parse, fetch current, judge,
-//!   re-serialize), with the Status table in its module doc.
+//!   re-serialize), with the Status table in its module doc;
+//! - `token_secret`: a Secret of type `kubernetes.io/service-account-token` is authorized as
+//!   the TokenRequest it amounts to (403 otherwise).
 pub mod config;
 pub mod fields;
 pub mod judge;
@@ -22,6 +24,7 @@ pub mod parse;
 pub mod policy;
 pub mod pss;
 pub mod stage;
+pub mod token_secret;
 
 pub use config::SanitizeConfig;
 pub use layer::SanitizeLayer;

@@ -20,6 +20,7 @@
 //! | strict parse failure (duplicate key, depth, size, UTF-8, YAML anchors, patch ops) | 400 `BadRequest` naming the field |
 //! | judging (`judge.rs`): Pod Security enforce | 403 `Forbidden` in PodSecurity's wording |
 //! | judging: field rules, keys differing only in case from a Pod Security field | 422 `Invalid` with causes |
+//! | judging: a Secret of type `kubernetes.io/service-account-token` for a service account the caller may not mint tokens for (`token_secret.rs`) | 403 `Forbidden` |
 //!
 //! A POST, PUT or DELETE body without a `Content-Type` is read as JSON, as kube-apiserver reads
 //! it (the official Python client sends none), with every check above still applying. The
@@ -31,7 +32,8 @@
 //! sent when the judge left that form unchanged (as the JSON it judged when a strip rule
 //! changed it); protobuf that nothing judges (kinds without Pod Security or field rules,
 //! DeleteOptions) is forwarded as sent once its envelope opens, named from its metadata.
-//! Uninspected resources (`inspect: false`) are size-capped and forwarded as sent.
+//! Uninspected resources (`inspect: false`) are size-capped and forwarded as sent, except a
+//! Secret write the authorize layer marked for the token-Secret check, which is always read.
 
 use bytes::Bytes;
 use http::{header, request::Parts, HeaderValue, Method};
@@ -46,6 +48,7 @@ use super::{
     },
     policy::{BinaryBodies, Sanitizer},
     pss::PodBearing,
+    token_secret::TokenSecrets,
 };
 use crate::{
     audit::ObjectNames,
@@ -106,6 +109,8 @@ where
     B::Error: Into<BoxError>,
 {
     let (cap, inspect) = s.body_rule(info);
+    // A write the token-Secret check applies to is read whatever `inspect` says.
+    let inspect = inspect || marked(parts);
     check_headers(parts, cap, inspect)?;
     let bytes = collect(incoming, cap, up).await?;
     parts.headers.remove(header::TRANSFER_ENCODING);
@@ -137,7 +142,8 @@ where
     }
     verdict.inspected = true;
     let decoded = protobuf.then(|| parsed.value.clone());
-    let judged_body = match judge_write(s, up, info, ob, parsed, verdict).await {
+    let tokens = parts.extensions.get::<TokenSecrets>().cloned();
+    let judged_body = match judge_write(s, up, info, ob, parsed, tokens.as_ref(), verdict).await {
         Ok(body) => body,
         Err(refusal) => {
             // A refused write's event carries the body as received (the apiserver logs the
@@ -236,7 +242,7 @@ fn parse_inspected(
         Ok(p) => p,
         Err(ParseError::UnsupportedMediaType(_)) if essence(content_type) == "application/cbor" => {
             if s.binary_bodies(info) == BinaryBodies::ForwardUnjudged
-                && !judge::would_judge(s, info, ob.identity)
+                && !judge::would_judge(s, info, ob.identity, marked(parts))
             {
                 return Ok(Inspected::AsSent(None));
             }
@@ -274,7 +280,7 @@ fn protobuf_body(
     let refusal = |e: ProtoError| proto_refusal(info, e);
     let env = protobuf::open(bytes).map_err(refusal)?;
     let judged = matches!(info.verb.as_str(), "create" | "update")
-        && judge::would_judge(s, info, ob.identity);
+        && judge::would_judge(s, info, ob.identity, marked(parts));
     if !judged {
         let names = protobuf::names(&env);
         return Ok(Inspected::AsSent(names.as_ref().and_then(ObjectNames::of)));
@@ -310,17 +316,18 @@ async fn judge_write(
     info: &RequestInfo,
     ob: &Outbound<'_>,
     parsed: Parsed,
+    tokens: Option<&TokenSecrets>,
     verdict: &mut Verdict,
 ) -> Result<serde_json::Value, Refusal> {
     if !matches!(info.verb.as_str(), "create" | "update" | "patch") {
         return Ok(parsed.value);
     }
-    let current = if judge::needs_current(s, info, ob.identity, &parsed) {
+    let current = if judge::needs_current(s, info, ob.identity, &parsed, tokens.is_some()) {
         fetch::current(up, info, ob).await?
     } else {
         Current::NotFetched
     };
-    let judged = judge::judge(s, info, ob.identity, parsed, current)?;
+    let judged = judge::judge(s, info, ob.identity, parsed, current, tokens)?;
     verdict.pss_warned = judged
         .warnings
         .iter()
@@ -363,6 +370,11 @@ where
         }
         Ok(Err(e)) => Err(BodyRefusal::Unreadable(e.to_string()).into()),
     }
+}
+
+/// Whether the authorize layer marked this write for the token-Secret check.
+fn marked(parts: &Parts) -> bool {
+    parts.extensions.get::<TokenSecrets>().is_some()
 }
 
 fn set_length(parts: &mut Parts, n: usize) {

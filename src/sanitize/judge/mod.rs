@@ -52,6 +52,7 @@ use super::{
     parse::{BodyKind, Parsed},
     policy::{FieldRule, Modes, Sanitizer},
     pss::{self, PodBearing},
+    token_secret::TokenSecrets,
 };
 use crate::{
     authn::Identity,
@@ -144,15 +145,24 @@ fn touches(kind: PodBearing, parsed: &Parsed) -> bool {
     })
 }
 
-/// Whether anything (Pod Security, a field rule) would judge a write of this resource by this
-/// caller — a body that cannot be parsed (protobuf, CBOR) must then be refused.
-pub fn would_judge(s: &Sanitizer, info: &RequestInfo, id: &Identity) -> bool {
-    s.rules_for(info, id).next().is_some()
+/// Whether anything (Pod Security, a field rule, the token-Secret check when `tokens`) would
+/// judge a write of this resource by this caller — a body that cannot be parsed (protobuf,
+/// CBOR) must then be refused.
+pub fn would_judge(s: &Sanitizer, info: &RequestInfo, id: &Identity, tokens: bool) -> bool {
+    tokens
+        || s.rules_for(info, id).next().is_some()
         || pod_kind(info).is_some() && s.modes_for(&info.namespace, id.tenant.as_deref()).any()
 }
 
-/// Whether judging this write needs the current object.
-pub fn needs_current(s: &Sanitizer, info: &RequestInfo, id: &Identity, parsed: &Parsed) -> bool {
+/// Whether judging this write needs the current object (`tokens`: the token-Secret check
+/// applies, which judges what a patch produces).
+pub fn needs_current(
+    s: &Sanitizer,
+    info: &RequestInfo,
+    id: &Identity,
+    parsed: &Parsed,
+    tokens: bool,
+) -> bool {
     let deny = s.rules_for(info, id).any(|r| !r.deny.is_empty());
     // `pods/ephemeralcontainers` keeps only the body's ephemeral containers: the stored pod
     // is what is judged (`objects_to_judge`).
@@ -162,21 +172,24 @@ pub fn needs_current(s: &Sanitizer, info: &RequestInfo, id: &Identity, parsed: &
         ("update", BodyKind::Object) => deny || ephemeral,
         ("patch", BodyKind::Object) | (_, BodyKind::Object) => false,
         ("patch", _) => {
-            deny || pod_kind(info).is_some_and(|k| {
-                s.modes_for(&info.namespace, id.tenant.as_deref()).any() && touches(k, parsed)
-            })
+            deny || tokens
+                || pod_kind(info).is_some_and(|k| {
+                    s.modes_for(&info.namespace, id.tenant.as_deref()).any() && touches(k, parsed)
+                })
         }
         _ => false,
     }
 }
 
-/// Judge `parsed`; `current` as fetched when [`needs_current`] was true.
+/// Judge `parsed`; `current` as fetched when [`needs_current`] was true; `tokens` when the
+/// authorize layer marked the write for the token-Secret check.
 pub fn judge(
     s: &Sanitizer,
     info: &RequestInfo,
     id: &Identity,
     mut parsed: Parsed,
     current: Current,
+    tokens: Option<&TokenSecrets>,
 ) -> Result<Judged, Refusal> {
     let kind = pod_kind(info);
     let rules: Vec<_> = s.rules_for(info, id).collect();
@@ -196,11 +209,16 @@ pub fn judge(
         Current::Found(v) => Some(v),
         _ => None,
     };
-    let judged = if pss_needed || deny_needed {
+    let judged = if pss_needed || deny_needed || tokens.is_some() {
         objects_to_judge(&parsed, &current, info)?
     } else {
         Vec::new()
     };
+
+    // 2b. a token Secret: the TokenRequest it amounts to must be allowed (403).
+    if let Some(t) = tokens {
+        t.check(&judged, info, id)?;
+    }
 
     // 3. field denials
     let mut causes = field_denials(&rules, kind, info, current_value, &judged);
@@ -217,7 +235,7 @@ pub fn judge(
     }
 
     // 5. pin the judged version
-    if let (Some(cur), true) = (current_value, pss_needed || deny_needed) {
+    if let (Some(cur), true) = (current_value, pss_needed || deny_needed || tokens.is_some()) {
         if let Some(rv) = cur.pointer("/metadata/resourceVersion").cloned() {
             add_precondition(&mut parsed, rv);
         }

@@ -1,0 +1,196 @@
+//! Secrets of type `kubernetes.io/service-account-token`: authorized as a TokenRequest too.
+//!
+//! The API server's token controller fills such a Secret with a token that never expires for
+//! the service account its `kubernetes.io/service-account.name` annotation names. That token
+//! works against the API server directly, outside the proxy, its limits and its audit: the
+//! capability `create` on `serviceaccounts/token` gives, which a tenant's wildcards never
+//! reach (`authz/escalation.rs`). So a write of such a Secret — a create, or an update / patch
+//! whose result has that type (which also covers re-pointing an existing one at another
+//! service account) — needs, besides the write itself, `create` on `serviceaccounts/token`
+//! for the named service account in the Secret's namespace, as the authorizer judges it
+//! (grants keep RBAC's meaning, where `*` covers it; a tenant rule must name the subresource).
+//!
+//! The authorize layer marks a core `secrets` create / update / patch of a caller who may not
+//! mint a token for every service account of the namespace with [`TokenSecrets`]; the sanitize
+//! stage then reads the body even where `inspect: false` (and decodes protobuf, refuses CBOR
+//! with 415 as for any judged write), fetches the current object of a patch, and judges the
+//! result here. Refuses with 403 `Forbidden` worded as the authorizer's refusal of the
+//! TokenRequest, with the reason appended; the API server never sees the write. Requests
+//! without the marker (and Secrets of any other type) pass.
+
+use std::{borrow::Cow, fmt, sync::Arc};
+
+use serde_json::Value;
+
+use crate::{authn::Identity, authz::forbidden, k8s::request::RequestInfo, refusal::Refusal};
+
+/// The Secret type the token controller fills in.
+pub const TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
+/// The annotation naming the service account whose token it gets.
+pub const SERVICE_ACCOUNT: &str = "kubernetes.io/service-account.name";
+
+/// Request extension set by the authorize layer: this Secret write needs the caller to be
+/// allowed `create` on `serviceaccounts/token` for the service account it names, if it is a
+/// token Secret. The check answers for one service account name.
+#[derive(Clone)]
+pub struct TokenSecrets {
+    may_mint: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+}
+
+impl fmt::Debug for TokenSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenSecrets")
+    }
+}
+
+impl TokenSecrets {
+    pub fn new(may_mint: impl Fn(&str) -> bool + Send + Sync + 'static) -> TokenSecrets {
+        TokenSecrets {
+            may_mint: Arc::new(may_mint),
+        }
+    }
+
+    /// Refuse when one of `objects` (what the write would store) is a token Secret for a
+    /// service account the caller may not mint tokens for.
+    pub fn check(
+        &self,
+        objects: &[Cow<'_, Value>],
+        info: &RequestInfo,
+        id: &Identity,
+    ) -> Result<(), Refusal> {
+        for o in objects {
+            if o.get("type").and_then(Value::as_str) != Some(TOKEN_TYPE) {
+                continue;
+            }
+            // Absent or not a string: the API server refuses the Secret anyway; "" matches
+            // only a rule without resource names.
+            let sa = o
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(SERVICE_ACCOUNT))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if !(self.may_mint)(sa) {
+                let mint = token_request(info, sa);
+                let why = format!(
+                    "a Secret of type {TOKEN_TYPE} gets a token for service account {sa:?}"
+                );
+                return Err(Refusal::Forbidden(Box::new(forbidden(id, &mint, &why))));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a request is a write the marker applies to: create, update or patch of a core
+/// `secrets` object (no subresource).
+pub fn is_secret_write(info: &RequestInfo) -> bool {
+    info.is_resource_request
+        && info.api_group.is_empty()
+        && info.resource == "secrets"
+        && info.subresource.is_empty()
+        && matches!(info.verb.as_str(), "create" | "update" | "patch")
+}
+
+/// The TokenRequest a token Secret for `service_account` amounts to, in `info`'s namespace.
+pub fn token_request(info: &RequestInfo, service_account: &str) -> RequestInfo {
+    let mut r = info.clone();
+    r.verb = "create".into();
+    r.api_group = String::new();
+    r.resource = "serviceaccounts".into();
+    r.subresource = "token".into();
+    r.name = service_account.to_owned();
+    r.parts = vec![
+        "serviceaccounts".into(),
+        service_account.to_owned(),
+        "token".into(),
+    ];
+    // Core group only (`is_secret_write`): `/api/v1/…`.
+    r.path = format!(
+        "/{}/{}/namespaces/{}/serviceaccounts/{service_account}/token",
+        info.api_prefix, info.api_version, info.namespace
+    );
+    r.field_selector = None;
+    r.label_selector = None;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::k8s::request::classify;
+
+    fn info(method: &str, uri: &str) -> RequestInfo {
+        let m = http::Method::from_bytes(method.as_bytes()).unwrap();
+        classify(&m, &uri.parse().unwrap(), &http::HeaderMap::new()).unwrap()
+    }
+
+    fn id() -> Identity {
+        crate::authz::tests::id("alice", &["tenant:t"])
+    }
+
+    #[test]
+    fn only_core_secret_writes_are_marked() {
+        assert!(is_secret_write(&info(
+            "POST",
+            "/api/v1/namespaces/t/secrets"
+        )));
+        assert!(is_secret_write(&info(
+            "PUT",
+            "/api/v1/namespaces/t/secrets/s"
+        )));
+        assert!(is_secret_write(&info(
+            "PATCH",
+            "/api/v1/namespaces/t/secrets/s"
+        )));
+        assert!(!is_secret_write(&info(
+            "GET",
+            "/api/v1/namespaces/t/secrets/s"
+        )));
+        assert!(!is_secret_write(&info(
+            "DELETE",
+            "/api/v1/namespaces/t/secrets/s"
+        )));
+        assert!(!is_secret_write(&info(
+            "POST",
+            "/api/v1/namespaces/t/configmaps"
+        )));
+        assert!(!is_secret_write(&info(
+            "POST",
+            "/apis/x.io/v1/namespaces/t/secrets"
+        )));
+    }
+
+    #[test]
+    fn the_token_request_is_the_one_the_authorizer_would_see() {
+        let r = token_request(&info("POST", "/api/v1/namespaces/t/secrets"), "builder");
+        let want = info("POST", "/api/v1/namespaces/t/serviceaccounts/builder/token");
+        assert_eq!(r, want);
+    }
+
+    #[test]
+    fn only_a_token_secret_for_an_unmintable_account_is_refused() {
+        let guard = TokenSecrets::new(|sa| sa == "ok");
+        let i = info("POST", "/api/v1/namespaces/t/secrets");
+        let secret = |ty: &str, sa: &str| json!({"metadata": {"name": "s", "annotations": {SERVICE_ACCOUNT: sa}}, "type": ty});
+        let pass = |v: Value| guard.check(&[Cow::Owned(v)], &i, &id()).is_ok();
+        assert!(pass(secret("Opaque", "admin")));
+        assert!(pass(secret(TOKEN_TYPE, "ok")));
+        assert!(!pass(secret(TOKEN_TYPE, "admin")));
+        assert!(!pass(json!({"type": TOKEN_TYPE})), "no annotation: refused");
+        // Every object judged counts (an apply patch: the configuration and the merged result).
+        let both = [
+            Cow::Owned(secret("Opaque", "x")),
+            Cow::Owned(secret(TOKEN_TYPE, "admin")),
+        ];
+        let Err(Refusal::Forbidden(f)) = guard.check(&both, &i, &id()) else {
+            panic!("refused as Forbidden")
+        };
+        let text = format!("{f:?}");
+        assert!(
+            text.contains(r#"cannot create resource \"serviceaccounts/token\" in API group \"\" in the namespace \"t\": a Secret of type kubernetes.io/service-account-token gets a token for service account \"admin\""#),
+            "{text}"
+        );
+    }
+}

@@ -8,7 +8,7 @@ use std::{
     convert::Infallible,
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -547,6 +547,9 @@ struct Idp {
     jwks: Arc<Mutex<String>>,
     discovery: Arc<Mutex<String>>,
     jwks_hits: Arc<AtomicUsize>,
+    /// While set, `/jwks` answers only after a minute (an unreachable provider, as the
+    /// fetcher sees it: no answer within its timeout).
+    stalled: Arc<AtomicBool>,
 }
 
 impl Idp {
@@ -573,14 +576,20 @@ impl Idp {
             json!({"issuer": url, "jwks_uri": format!("{url}/jwks")}).to_string(),
         ));
         let jwks_hits = Arc::new(AtomicUsize::new(0));
-        let (j, d, h) = (jwks.clone(), discovery.clone(), jwks_hits.clone());
+        let stalled = Arc::new(AtomicBool::new(false));
+        let (j, d, h, st) = (
+            jwks.clone(),
+            discovery.clone(),
+            jwks_hits.clone(),
+            stalled.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
                 let acceptor = acceptor.clone();
-                let (j, d, h) = (j.clone(), d.clone(), h.clone());
+                let (j, d, h, st) = (j.clone(), d.clone(), h.clone(), st.clone());
                 tokio::spawn(async move {
                     let Ok(stream) = acceptor.accept(tcp).await else {
                         return;
@@ -601,7 +610,13 @@ impl Idp {
                                 .body(Full::new(Bytes::new()))
                                 .unwrap(),
                         };
-                        async move { Ok::<_, Infallible>(resp) }
+                        let stall = st.load(Ordering::SeqCst) && req.uri().path() == "/jwks";
+                        async move {
+                            if stall {
+                                tokio::time::sleep(Duration::from_secs(60)).await;
+                            }
+                            Ok::<_, Infallible>(resp)
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
@@ -615,6 +630,7 @@ impl Idp {
             jwks,
             discovery,
             jwks_hits,
+            stalled,
         }
     }
 
@@ -712,6 +728,43 @@ async fn unknown_kids_cause_at_most_one_refetch_per_interval() {
     assert_eq!(idp.hits(), 3);
     // The good token still works throughout.
     assert!(auth.authenticate(&good).await.is_ok());
+}
+
+/// While the provider does not answer, one request fetches (bounded by the fetch timeout) and
+/// the others with unknown kids are answered within `UNKNOWN_KID_WAIT`, not held for the
+/// whole fetch; known kids never wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_kids_do_not_wait_out_a_stalled_fetch() {
+    let idp = Idp::start().await;
+    let k1 = signer("k1");
+    idp.publish(&[&k1]);
+    let clock = Arc::new(ManualClock::new(Duration::from_secs(T0)));
+    let auth = Arc::new(idp.authenticator(&format!(", jwks_url: \"{}/jwks\"", idp.url), &clock));
+    assert!(auth.refresh_all().await.is_empty());
+    let good = k1.issue(&idp.claims(json!({}))).unwrap();
+
+    idp.stalled.store(true, Ordering::SeqCst);
+    let iss = json!(idp.url);
+    let fetcher = {
+        let (auth, t) = (auth.clone(), random_kid_token(&iss, 0));
+        tokio::spawn(async move { auth.authenticate(&t).await })
+    };
+    while idp.hits() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let tokens: Vec<String> = (1..=20).map(|n| random_kid_token(&iss, n)).collect();
+    let results = futures_util::future::join_all(tokens.iter().map(|t| auth.authenticate(t))).await;
+    assert!(
+        results.iter().all(|r| *r == Err(Rejected::UnknownKid)),
+        "{results:?}"
+    );
+    assert!(
+        !fetcher.is_finished(),
+        "the waiters were answered while the fetch was still in progress"
+    );
+    assert_eq!(auth.key_stats(&idp.url).unwrap().waits_abandoned, 20);
+    assert_eq!(auth.authenticate(&good).await.unwrap().user, "alice");
+    fetcher.abort();
 }
 
 #[tokio::test]

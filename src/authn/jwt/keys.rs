@@ -12,8 +12,11 @@
 //! keys.
 //!
 //! Unknown `kid`: at most one refetch per `unknown_kid_min_interval` per issuer; concurrent
-//! requests share one in-flight fetch; a `kid` still unknown after a refetch is negatively
-//! cached for the interval, so spraying random kids cannot hammer the identity provider.
+//! requests share one in-flight fetch, waiting for it at most [`UNKNOWN_KID_WAIT`] (then the
+//! kid is unknown: 401) — so while the identity provider is slow or unreachable, tokens with
+//! made-up kids cannot hold requests (and their `max_in_flight` places) for the whole
+//! [`FETCH_TIMEOUT`]; a `kid` still unknown after a refetch is negatively cached for the
+//! interval, so spraying random kids cannot hammer the identity provider.
 //!
 //! Parts: `set.rs` turns JWKS and PEM documents into keys; this file fetches them and caches
 //! them per issuer.
@@ -53,6 +56,10 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_DOCUMENT: usize = 1024 * 1024;
 /// Most keys kept from one JWKS.
 const MAX_KEYS: usize = 64;
+/// Longest a request with an unknown kid waits for a key fetch another request (or the
+/// periodic refresh) has in progress. A healthy JWKS endpoint answers well within it; the
+/// fetch itself goes on (bounded by [`FETCH_TIMEOUT`]) and later tokens find its keys.
+pub const UNKNOWN_KID_WAIT: Duration = Duration::from_secs(2);
 /// Most kids remembered as unknown per issuer.
 const MAX_NEGATIVE: usize = 4096;
 /// Retry period while an issuer has never loaded keys (as the API server: every 10 s).
@@ -108,6 +115,9 @@ pub struct KeyStats {
     pub refetches_suppressed: u64,
     /// Unknown kids answered from the negative cache.
     pub negative_hits: u64,
+    /// Unknown kids answered as unknown after waiting [`UNKNOWN_KID_WAIT`] for a fetch in
+    /// progress.
+    pub waits_abandoned: u64,
 }
 
 #[derive(Default)]
@@ -116,6 +126,7 @@ struct Counters {
     fetch_failures: AtomicU64,
     refetches_suppressed: AtomicU64,
     negative_hits: AtomicU64,
+    waits_abandoned: AtomicU64,
 }
 
 #[derive(Default)]
@@ -208,6 +219,7 @@ impl KeyStore {
             fetches: self.counters.fetches.load(Ordering::Relaxed),
             fetch_failures: self.counters.fetch_failures.load(Ordering::Relaxed),
             refetches_suppressed: self.counters.refetches_suppressed.load(Ordering::Relaxed),
+            waits_abandoned: self.counters.waits_abandoned.load(Ordering::Relaxed),
             negative_hits: self.counters.negative_hits.load(Ordering::Relaxed),
         }
     }
@@ -319,7 +331,15 @@ impl KeyStore {
             return Err(self.miss());
         }
         let generation = self.generation.load(Ordering::SeqCst);
-        let _guard = self.fetch_lock.lock().await;
+        // Bounded: the lock is held for a whole fetch, which an unreachable provider makes
+        // last FETCH_TIMEOUT (twice, through discovery).
+        let Ok(_guard) = tokio::time::timeout(UNKNOWN_KID_WAIT, self.fetch_lock.lock()).await
+        else {
+            self.counters
+                .waits_abandoned
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(self.miss());
+        };
         if self.generation.load(Ordering::SeqCst) != generation {
             // Someone loaded keys while we waited: use that answer.
             let set = self.keys.load_full();

@@ -92,6 +92,7 @@ impl Generation {
                 }
             });
         }
+        rt.upstream.set_in_service(true);
         let config = &rt.config;
         if let UpstreamToken::File(path) = &config.upstream.token {
             rt.credentials.spawn_reloader(
@@ -187,6 +188,10 @@ impl Live {
     /// generation's tasks stop once the swap is done; requests holding its stack finish on it.
     pub fn swap(&self, rt: Runtime) {
         let server_tls = rt.server_tls.clone();
+        let prev = self.current.load_full();
+        if !Arc::ptr_eq(&prev.rt.upstream, &rt.upstream) {
+            prev.rt.upstream.set_in_service(false);
+        }
         let next = Arc::new(Generation::start(rt, &self.process));
         // The stack first: a connection the new listener config accepts then never meets the
         // old stack, which would verify its chain again against the old CAs (`authn::x509`).

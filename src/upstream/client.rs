@@ -59,6 +59,7 @@ impl Endpoint {
         base: &Uri,
         credentials: Arc<Credentials>,
         metrics: &UpstreamMetrics,
+        in_service: Arc<AtomicBool>,
     ) -> Result<Arc<Endpoint>> {
         let roots = tls::root_store(cfg.ca.clone())?;
         let identity = cfg
@@ -102,7 +103,10 @@ impl Endpoint {
         );
         let name = format!("https://{authority}");
         Ok(Arc::new(Endpoint {
-            breaker: Breaker::new(cfg.breaker.clone(), metrics.on_transition(&name)),
+            breaker: Breaker::new(
+                cfg.breaker.clone(),
+                metrics.on_transition(&name, in_service),
+            ),
             name,
             base: base.clone(),
             pool,

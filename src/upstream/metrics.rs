@@ -11,7 +11,10 @@
 //!
 //! `endpoint` is a configured URL, so the label sets are closed.
 
-use std::sync::{atomic::AtomicI64, Arc};
+use std::sync::{
+    atomic::{AtomicBool, AtomicI64, Ordering},
+    Arc,
+};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -77,24 +80,34 @@ impl UpstreamMetrics {
         );
     }
 
+    /// Set `endpoint`'s breaker gauge to `state` (an upstream put in service publishes its
+    /// breakers' states).
+    pub fn publish_state(&self, endpoint: &str, state: State) {
+        self.breaker_state
+            .get_or_create(&Self::endpoint(endpoint))
+            .set(state.gauge());
+    }
+
     pub fn endpoint(name: &str) -> EndpointLabels {
         EndpointLabels {
             endpoint: name.to_owned(),
         }
     }
 
-    /// The breaker's transition hook for `endpoint`: gauge, counter, a log line. Sets the
-    /// gauge to closed now so every endpoint has a series from the start.
-    pub fn on_transition(&self, endpoint: &str) -> OnTransition {
+    /// The breaker's transition hook for `endpoint`: gauge, counter, a log line. The gauge is
+    /// written only while `in_service` is set ([`crate::upstream::Upstream::set_in_service`]):
+    /// a reload builds a candidate upstream whose endpoints share the series, and a candidate
+    /// that is refused — or the upstream a reload replaced — must not overwrite the state of
+    /// the breaker actually serving requests.
+    pub fn on_transition(&self, endpoint: &str, in_service: Arc<AtomicBool>) -> OnTransition {
         let this = Arc::new(self.clone());
         let name = endpoint.to_owned();
-        this.breaker_state
-            .get_or_create(&Self::endpoint(&name))
-            .set(State::Closed.gauge());
         Box::new(move |from: State, to: State| {
-            this.breaker_state
-                .get_or_create(&Self::endpoint(&name))
-                .set(to.gauge());
+            if in_service.load(Ordering::SeqCst) {
+                this.breaker_state
+                    .get_or_create(&Self::endpoint(&name))
+                    .set(to.gauge());
+            }
             this.transitions
                 .get_or_create(&TransitionLabels {
                     endpoint: name.clone(),

@@ -9,7 +9,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -37,6 +37,8 @@ pub struct Upstream {
     pub(crate) credentials: Arc<Credentials>,
     pub(crate) metrics: UpstreamMetrics,
     next: AtomicUsize,
+    /// Whether this upstream serves requests (and so owns its endpoints' breaker gauges).
+    in_service: Arc<AtomicBool>,
 }
 
 impl Upstream {
@@ -51,10 +53,11 @@ impl Upstream {
         credentials: Arc<Credentials>,
         metrics: UpstreamMetrics,
     ) -> Result<Upstream> {
+        let in_service = Arc::new(AtomicBool::new(false));
         let endpoints = cfg
             .endpoints
             .iter()
-            .map(|base| Endpoint::new(cfg, base, credentials.clone(), &metrics))
+            .map(|base| Endpoint::new(cfg, base, credentials.clone(), &metrics, in_service.clone()))
             .collect::<Result<Vec<_>>>()?;
         anyhow::ensure!(!endpoints.is_empty(), "upstream has no endpoint");
         Ok(Upstream {
@@ -67,7 +70,22 @@ impl Upstream {
             credentials,
             metrics,
             next: AtomicUsize::new(0),
+            in_service,
         })
+    }
+
+    /// Put this upstream in service (`on`: its breakers' states go to the
+    /// `portcullis_upstream_breaker_state` gauge, now and at each transition) or out of it (a
+    /// reload replaced it; its breakers, still finishing requests, no longer write the gauge).
+    /// Until then — a reload's candidate — it writes no gauge.
+    pub fn set_in_service(&self, on: bool) {
+        self.in_service.store(on, Ordering::SeqCst);
+        if on {
+            let now = Instant::now();
+            for e in &self.endpoints {
+                self.metrics.publish_state(&e.name, e.breaker.state(now));
+            }
+        }
     }
 
     /// Put the upstream's series (breaker state, transitions, throttling, fail-overs) in
@@ -132,5 +150,64 @@ impl Upstream {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::{
+        breaker::{Outcome, State},
+        config::UpstreamToken,
+    };
+
+    /// The gauge follows the breaker in service only: a reload's candidate for the same
+    /// endpoint (refused, or not yet swapped in) leaves it alone, and once the candidate is
+    /// in service the replaced upstream's late transitions do.
+    #[test]
+    fn only_the_upstream_in_service_writes_the_breaker_gauge() {
+        let ca = crate::test_pki::Ca::new("ca").unwrap();
+        let cfg = UpstreamConfig::new(
+            vec!["https://127.0.0.1:1".parse().unwrap()],
+            vec![ca.cert.cert_der.clone()],
+        );
+        let metrics = UpstreamMetrics::default();
+        let gauge = || {
+            metrics
+                .breaker_state
+                .get_or_create(&UpstreamMetrics::endpoint("https://127.0.0.1:1"))
+                .get()
+        };
+        let creds = || Credentials::load(&UpstreamToken::None).unwrap();
+        let open = |u: &Upstream| {
+            let b = &u.endpoints()[0].breaker;
+            while b.state(Instant::now()) == State::Closed {
+                b.admit(Instant::now()).unwrap().record(Outcome::Failure);
+            }
+        };
+        let serving = Upstream::with_metrics(&cfg, creds(), metrics.clone()).unwrap();
+        serving.set_in_service(true);
+        open(&serving);
+        assert_eq!(gauge(), State::Open.gauge());
+
+        let candidate = Upstream::with_metrics(&cfg, creds(), metrics.clone()).unwrap();
+        assert_eq!(
+            gauge(),
+            State::Open.gauge(),
+            "a candidate changed the gauge"
+        );
+
+        serving.set_in_service(false);
+        candidate.set_in_service(true);
+        assert_eq!(gauge(), State::Closed.gauge());
+        open(&candidate);
+        assert_eq!(gauge(), State::Open.gauge());
+        // The replaced upstream's breaker closes late: the gauge stays the candidate's.
+        serving.endpoints()[0].breaker.probed(true, Instant::now());
+        assert_eq!(
+            serving.endpoints()[0].breaker.state(Instant::now()),
+            State::Closed
+        );
+        assert_eq!(gauge(), State::Open.gauge());
     }
 }

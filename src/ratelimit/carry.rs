@@ -11,7 +11,8 @@
 //!   table is shared, so streams opened before the reload still count against the new caps,
 //!   and their permits release into the same table when they end.
 //! - **Failing-address blocks** are kept when `unauthenticated` is unchanged.
-//! - **In-flight count**: shared, with the new `max_in_flight` as the cap.
+//! - **In-flight count**: shared (counted also without a cap, so a `max_in_flight` added by a
+//!   reload counts the requests already in flight), with the new `max_in_flight` as the cap.
 //! - **Metrics**: the same families (registered once, at start).
 //!
 //! The Redis backend is rebuilt (its state lives in Redis, keyed by identity).
@@ -28,7 +29,7 @@ pub(super) struct Carried<'a> {
     pub buckets: Option<&'a LocalBuckets>,
     pub streams: Arc<StreamTable>,
     pub sources: Option<Arc<SourceLimiter>>,
-    pub in_flight: Option<InFlight>,
+    pub in_flight: InFlight,
 }
 
 impl<'a> Carried<'a> {
@@ -41,13 +42,10 @@ impl<'a> Carried<'a> {
             .and_then(|p| p.sources.as_ref())
             .filter(|s| Some(s.quota()) == settings.unauthenticated)
             .cloned();
-        let in_flight =
-            settings
-                .max_in_flight
-                .map(|max| match prev.and_then(|p| p.in_flight.as_ref()) {
-                    Some(old) => old.resized(max),
-                    None => InFlight::new(max),
-                });
+        let in_flight = match prev {
+            Some(p) => p.in_flight.resized(settings.max_in_flight),
+            None => InFlight::new(settings.max_in_flight),
+        };
         Carried {
             buckets: prev.map(|p| &p.buckets),
             streams,
@@ -155,5 +153,19 @@ users: {alice: {reads: {rate: 1/m, burst: 5}}, dave: {reads: {rate: 1/m, burst: 
         drop(first);
         new.check(&id("bob"), &watch.0, &watch.1)
             .expect("released into the shared table");
+    }
+
+    /// Requests admitted while no cap was set still count once a reload sets one.
+    #[test]
+    fn a_cap_added_by_a_reload_counts_the_requests_already_in_flight() {
+        let old = RateLimiter::from_settings(settings("default: {watches: 1}"));
+        let held: Vec<_> = (0..2)
+            .map(|_| old.try_in_flight().expect("no cap"))
+            .collect();
+        let new = old.reconfigured(settings("default: {watches: 1}\nmax_in_flight: 2"));
+        let refused = new.try_in_flight().expect_err("both places are taken");
+        assert_eq!(refused.limit, "in_flight");
+        drop(held);
+        let _one = new.try_in_flight().expect("released into the shared count");
     }
 }

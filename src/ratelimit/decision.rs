@@ -451,9 +451,7 @@ impl RateLimiter {
     /// Take a global in-flight slot (hold it until the response is complete). Beyond
     /// `max_in_flight`: 503 ServiceUnavailable, `Retry-After: 1`.
     pub fn try_in_flight(&self) -> Result<InFlightGuard, Box<Rejection>> {
-        let Some(cap) = &self.inner.in_flight else {
-            return Ok(InFlightGuard::unlimited());
-        };
+        let cap = &self.inner.in_flight;
         match cap.try_acquire() {
             Some(guard) => Ok(guard),
             None => {
@@ -463,7 +461,7 @@ impl RateLimiter {
                 Err(Box::new(unavailable(
                     &format!(
                         "the proxy is overloaded ({} requests in flight); try again shortly",
-                        cap.max()
+                        cap.max().unwrap_or_default()
                     ),
                     "in_flight",
                 )))

@@ -9,30 +9,32 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+/// The count of requests in flight, and the cap (None: `max_in_flight` not set). Counted also
+/// without a cap, so that a reload adding one starts from the requests already in flight.
 #[derive(Debug)]
 pub struct InFlight {
-    max: usize,
+    max: Option<usize>,
     current: Arc<AtomicUsize>,
 }
 
 impl InFlight {
-    pub fn new(max: u32) -> InFlight {
+    pub fn new(max: Option<u32>) -> InFlight {
         InFlight {
-            max: usize::try_from(max).unwrap_or(usize::MAX),
+            max: max.map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
             current: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     /// The same count under a new cap (a configuration reload): requests admitted before it
-    /// still hold their slots.
-    pub fn resized(&self, max: u32) -> InFlight {
+    /// still hold their slots, also when the previous configuration had no cap.
+    pub fn resized(&self, max: Option<u32>) -> InFlight {
         InFlight {
-            max: usize::try_from(max).unwrap_or(usize::MAX),
+            max: max.map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
             current: Arc::clone(&self.current),
         }
     }
 
-    pub fn max(&self) -> usize {
+    pub fn max(&self) -> Option<usize> {
         self.max
     }
 
@@ -40,31 +42,23 @@ impl InFlight {
         self.current.load(Ordering::Relaxed)
     }
 
-    /// A guard if a slot is free.
+    /// A guard if a slot is free (always, without a cap).
     pub fn try_acquire(&self) -> Option<InFlightGuard> {
         let prev = self.current.fetch_add(1, Ordering::AcqRel);
-        if prev >= self.max {
+        if self.max.is_some_and(|max| prev >= max) {
             self.current.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        Some(InFlightGuard(Some(Arc::clone(&self.current))))
+        Some(InFlightGuard(Arc::clone(&self.current)))
     }
 }
 
-/// One in-flight slot, released on drop. Holds nothing when no cap is configured.
+/// One in-flight slot, released on drop.
 #[derive(Debug)]
-pub struct InFlightGuard(Option<Arc<AtomicUsize>>);
-
-impl InFlightGuard {
-    pub(crate) fn unlimited() -> InFlightGuard {
-        InFlightGuard(None)
-    }
-}
+pub struct InFlightGuard(Arc<AtomicUsize>);
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        if let Some(c) = self.0.take() {
-            c.fetch_sub(1, Ordering::AcqRel);
-        }
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -77,7 +77,7 @@ struct Inner {
     buckets: LocalBuckets,
     streams: Arc<StreamTable>,
     sources: Option<Arc<SourceLimiter>>,
-    in_flight: Option<InFlight>,
+    in_flight: InFlight,
     redis: Option<RedisBackend>,
     metrics: Metrics,
     idle_eviction: Duration,

@@ -100,6 +100,30 @@ impl Status {
         s
     }
 
+    /// 409 Conflict for a write whose `resourceVersion` precondition does not hold, as the
+    /// API server's optimistic-lock error: `Operation cannot be fulfilled on <resource>[.<group>]
+    /// "<name>": the object has been modified; please apply your changes to the latest version
+    /// and try again` (client-go's `IsConflict` retries it).
+    pub fn conflict(resource: &str, group: &str, name: &str) -> Self {
+        let qualified = if group.is_empty() {
+            resource.to_string()
+        } else {
+            format!("{resource}.{group}")
+        };
+        let mut s = Self::failure(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!("Operation cannot be fulfilled on {qualified} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+        );
+        s.details = Some(StatusDetails {
+            name: Some(name.to_string()),
+            group: Some(group.to_string()).filter(|g| !g.is_empty()),
+            kind: Some(resource.to_string()),
+            ..Default::default()
+        });
+        s
+    }
+
     /// 413 RequestEntityTooLarge, worded as the apiserver's body limit.
     pub fn too_large(limit: usize) -> Self {
         Self::failure(

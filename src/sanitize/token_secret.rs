@@ -9,6 +9,10 @@
 //! service account) — needs, besides the write itself, `create` on `serviceaccounts/token`
 //! for the named service account in the Secret's namespace, as the authorizer judges it
 //! (grants keep RBAC's meaning, where `*` covers it; a tenant rule must name the subresource).
+//! So does any Secret write whose body or result carries the `kubernetes.io/service-account.name`
+//! annotation, whatever its type: a patch or apply judged while the Secret was Opaque or absent
+//! could otherwise land on a token Secret created in between and re-point it (a judged patch
+//! is pinned to the version it was judged on, but an apply that creates has no version).
 //!
 //! The authorize layer marks a core `secrets` create / update / patch of a caller who may not
 //! mint a token for every service account of the namespace with [`TokenSecrets`]; the sanitize
@@ -59,21 +63,23 @@ impl TokenSecrets {
         id: &Identity,
     ) -> Result<(), Refusal> {
         for o in objects {
-            if o.get("type").and_then(Value::as_str) != Some(TOKEN_TYPE) {
-                continue;
-            }
-            // Absent or not a string: the API server refuses the Secret anyway; "" matches
-            // only a rule without resource names.
-            let sa = o
+            let token = o.get("type").and_then(Value::as_str) == Some(TOKEN_TYPE);
+            let named = o
                 .pointer("/metadata/annotations")
-                .and_then(|a| a.get(SERVICE_ACCOUNT))
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            if !(self.may_mint)(sa) {
+                .and_then(|a| a.get(SERVICE_ACCOUNT));
+            // Absent or not a string: the API server refuses a token Secret anyway; "" matches
+            // only a rule without resource names.
+            let sa = named.and_then(Value::as_str).unwrap_or("");
+            // The annotation alone counts too: a patch or apply judged while the Secret was
+            // of another type (or absent) may land on a token Secret created in between, and
+            // re-point it.
+            if (token || named.is_some()) && !(self.may_mint)(sa) {
                 let mint = token_request(info, sa);
-                let why = format!(
-                    "a Secret of type {TOKEN_TYPE} gets a token for service account {sa:?}"
-                );
+                let why = if token {
+                    format!("a Secret of type {TOKEN_TYPE} gets a token for service account {sa:?}")
+                } else {
+                    format!("a Secret naming service account {sa:?} in {SERVICE_ACCOUNT} would get its token as a {TOKEN_TYPE}")
+                };
                 return Err(Refusal::Forbidden(Box::new(forbidden(id, &mint, &why))));
             }
         }
@@ -175,13 +181,16 @@ mod tests {
         let i = info("POST", "/api/v1/namespaces/t/secrets");
         let secret = |ty: &str, sa: &str| json!({"metadata": {"name": "s", "annotations": {SERVICE_ACCOUNT: sa}}, "type": ty});
         let pass = |v: Value| guard.check(&[Cow::Owned(v)], &i, &id()).is_ok();
-        assert!(pass(secret("Opaque", "admin")));
+        assert!(pass(json!({"metadata": {"name": "s"}, "type": "Opaque"})));
+        assert!(pass(secret("Opaque", "ok")));
+        // The annotation alone, for an account not mintable: refused whatever the type.
+        assert!(!pass(secret("Opaque", "admin")));
         assert!(pass(secret(TOKEN_TYPE, "ok")));
         assert!(!pass(secret(TOKEN_TYPE, "admin")));
         assert!(!pass(json!({"type": TOKEN_TYPE})), "no annotation: refused");
         // Every object judged counts (an apply patch: the configuration and the merged result).
         let both = [
-            Cow::Owned(secret("Opaque", "x")),
+            Cow::Owned(secret("Opaque", "ok")),
             Cow::Owned(secret(TOKEN_TYPE, "admin")),
         ];
         let Err(Refusal::Forbidden(f)) = guard.check(&both, &i, &id()) else {

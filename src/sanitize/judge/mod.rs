@@ -20,10 +20,11 @@
 //! does not exist, JSON, merge and strategic patches get the 404 the apiserver would give and an
 //! apply patch is judged as a create; if it cannot be read, the patch is refused.
 //!
-//! A judged JSON, merge or strategic patch is forwarded with the current object's
-//! `resourceVersion` as a precondition (a leading `test` op, or `metadata.resourceVersion`), so
-//! the apiserver applies it to exactly the object that was judged — a concurrent change makes it
-//! fail with a conflict instead of producing an unjudged result.
+//! A judged patch of an existing object (JSON, merge, strategic, apply) is forwarded with the
+//! current object's `resourceVersion` as a precondition (a leading `test` op, or
+//! `metadata.resourceVersion`), so the apiserver applies it to exactly the object that was
+//! judged — a concurrent change makes it fail with a conflict instead of producing an unjudged
+//! result. A client's own version other than the judged one is 409 `Conflict` (`patch.rs`).
 //!
 //! Rejects: Pod Security `enforce` violations → 403 `Forbidden` in PodSecurity admission's
 //! words (`pods "x" is forbidden: violates PodSecurity "restricted:latest": …`; for the other
@@ -237,7 +238,7 @@ pub fn judge(
     // 5. pin the judged version
     if let (Some(cur), true) = (current_value, pss_needed || deny_needed || tokens.is_some()) {
         if let Some(rv) = cur.pointer("/metadata/resourceVersion").cloned() {
-            add_precondition(&mut parsed, rv);
+            add_precondition(&mut parsed, rv, info)?;
         }
     }
     out.body = parsed.value;

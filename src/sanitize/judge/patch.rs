@@ -124,9 +124,22 @@ pub(super) fn strip_json_patch(ops: &mut Value, segs: &[fields::Seg]) -> bool {
     changed || list.len() != before
 }
 
-pub(super) fn add_precondition(parsed: &mut Parsed, rv: Value) {
+/// Pin a judged patch to the version it was judged on, `rv`, so that the API server applies it
+/// to exactly that object: a leading `test` op (JSON patch) or `metadata.resourceVersion`
+/// (merge, strategic and apply patches — server-side apply holds the write to it too).
+///
+/// A client's own precondition (a non-empty `resourceVersion` other than `"0"`, which the API
+/// server treats as none) stands when it is `rv`; any other version is refused as the conflict
+/// the API server would answer for the object judged, because keeping it would let the write
+/// land on a later object nobody judged. `null`, `""` and `"0"` are replaced by `rv`.
+pub(super) fn add_precondition(
+    parsed: &mut Parsed,
+    rv: Value,
+    info: &RequestInfo,
+) -> Result<(), Refusal> {
     match parsed.kind {
         BodyKind::JsonPatch => {
+            // The leading test runs against the stored object before any client op.
             if let Some(list) = parsed.value.as_array_mut() {
                 list.insert(
                     0,
@@ -134,48 +147,92 @@ pub(super) fn add_precondition(parsed: &mut Parsed, rv: Value) {
                 );
             }
         }
-        BodyKind::MergePatch | BodyKind::StrategicMergePatch => {
+        BodyKind::MergePatch | BodyKind::StrategicMergePatch | BodyKind::ApplyPatch => {
             if let Some(root) = parsed.value.as_object_mut() {
                 let meta = root.entry("metadata").or_insert_with(|| json!({}));
                 if let Some(m) = meta.as_object_mut() {
-                    // The client's own precondition stands (the API server holds the write to
-                    // it); anything else — absent, or `null`, which would delete the pin — is
-                    // replaced by the version the patch was judged on.
-                    let theirs = m.get("resourceVersion").is_some_and(Value::is_string);
-                    if !theirs {
-                        m.insert("resourceVersion".into(), rv);
+                    let theirs = m
+                        .get("resourceVersion")
+                        .and_then(Value::as_str)
+                        .filter(|v| !v.is_empty() && *v != "0");
+                    match theirs {
+                        Some(v) if Some(v) != rv.as_str() => {
+                            return Err(BodyRefusal::StalePrecondition {
+                                resource: info.resource.clone(),
+                                group: info.api_group.clone(),
+                                name: info.name.clone(),
+                            }
+                            .into())
+                        }
+                        Some(_) => {}
+                        None => {
+                            m.insert("resourceVersion".into(), rv);
+                        }
                     }
                 }
             }
         }
-        BodyKind::ApplyPatch | BodyKind::Object => {}
+        BodyKind::Object => {}
     }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn merge(value: Value) -> Parsed {
-        Parsed {
-            value,
-            kind: BodyKind::MergePatch,
-        }
+    fn info() -> RequestInfo {
+        let m = http::Method::PATCH;
+        crate::k8s::request::classify(
+            &m,
+            &"/api/v1/namespaces/t/secrets/x".parse().unwrap(),
+            &http::HeaderMap::new(),
+        )
+        .unwrap()
     }
 
-    /// The pin is the version the patch was judged on unless the client set its own: a `null`
-    /// (which would delete the pin, letting a concurrent change slip under the judged patch)
-    /// is replaced.
+    /// The pin is the version the patch was judged on: a `null`, `""` or `"0"` (none, to the
+    /// API server) is replaced, the client's own equal version stands, another one is the
+    /// conflict the API server would answer; apply patches are pinned too.
     #[test]
-    fn the_precondition_pins_the_judged_version_unless_the_client_set_one() {
-        for (body, want) in [
-            (json!({"spec": {}}), json!("7")),
-            (json!({"metadata": {"resourceVersion": null}}), json!("7")),
-            (json!({"metadata": {"resourceVersion": "5"}}), json!("5")),
+    fn the_precondition_pins_the_judged_version() {
+        for kind in [
+            BodyKind::MergePatch,
+            BodyKind::StrategicMergePatch,
+            BodyKind::ApplyPatch,
         ] {
-            let mut p = merge(body.clone());
-            add_precondition(&mut p, json!("7"));
-            assert_eq!(p.value["metadata"]["resourceVersion"], want, "{body}");
+            for (body, want) in [
+                (json!({"spec": {}}), Some("7")),
+                (json!({"metadata": {"resourceVersion": null}}), Some("7")),
+                (json!({"metadata": {"resourceVersion": ""}}), Some("7")),
+                (json!({"metadata": {"resourceVersion": "0"}}), Some("7")),
+                (json!({"metadata": {"resourceVersion": "7"}}), Some("7")),
+                (json!({"metadata": {"resourceVersion": "8"}}), None),
+                (json!({"metadata": {"resourceVersion": "5"}}), None),
+            ] {
+                let mut p = Parsed {
+                    value: body.clone(),
+                    kind,
+                };
+                match (add_precondition(&mut p, json!("7"), &info()), want) {
+                    (Ok(()), Some(w)) => {
+                        assert_eq!(p.value["metadata"]["resourceVersion"], w, "{body}")
+                    }
+                    (Err(Refusal::Body(BodyRefusal::StalePrecondition { name, .. })), None) => {
+                        assert_eq!(name, "x")
+                    }
+                    (got, _) => panic!("{kind:?} {body}: {got:?}"),
+                }
+            }
         }
+        let mut p = Parsed {
+            value: json!([{"op": "add", "path": "/metadata/resourceVersion", "value": ""}]),
+            kind: BodyKind::JsonPatch,
+        };
+        add_precondition(&mut p, json!("7"), &info()).unwrap();
+        assert_eq!(
+            p.value[0],
+            json!({"op": "test", "path": "/metadata/resourceVersion", "value": "7"})
+        );
     }
 }

@@ -189,6 +189,13 @@ pub enum BodyRefusal {
         group: String,
         name: String,
     },
+    /// A patch whose own `resourceVersion` precondition names another version than the one it
+    /// was judged on: the API server would apply it to an object nobody judged, or refuse it.
+    StalePrecondition {
+        resource: String,
+        group: String,
+        name: String,
+    },
     /// A patch that could not be judged because the current object was not read (a bug guard).
     Unjudged,
     /// The patch itself is malformed (the message names the patch type).
@@ -214,6 +221,9 @@ pub enum UpstreamFailure {
     Unforwardable,
     /// An upgrade was requested on a connection hyper cannot upgrade.
     NotUpgradable,
+    /// A session to be recorded was switched to a protocol the recorder cannot read (what it
+    /// is): ended instead of running unrecorded.
+    Unrecordable(&'static str),
 }
 
 /// The endpoints that refused, and when the first of them admits a request again.
@@ -296,6 +306,9 @@ impl Refusal {
             Refusal::Upstream(UpstreamFailure::NotUpgradable) => {
                 Status::bad_request("this connection cannot be upgraded")
             }
+            Refusal::Upstream(UpstreamFailure::Unrecordable(what)) => Status::bad_gateway(format!(
+                "the upstream API server switched this session to {what}, which the session recorder cannot read; a recorded session does not run unrecorded"
+            )),
             Refusal::Timeout => Status::timeout(),
             Refusal::BreakerOpen(b) => {
                 let which = match b.endpoints.as_slice() {
@@ -392,6 +405,9 @@ impl BodyRefusal {
             }
             BodyRefusal::PatchTargetMissing { resource, group, name } => {
                 Status::not_found(resource, group, name)
+            }
+            BodyRefusal::StalePrecondition { resource, group, name } => {
+                Status::conflict(resource, group, name)
             }
             BodyRefusal::Unjudged => Status::internal(
                 "portcullis could not judge this patch without the current object",

@@ -585,6 +585,55 @@ async fn directives_inside_a_new_container_are_refused() {
     );
 }
 
+/// A judged patch carrying its own `resourceVersion` other than the one it was judged on is the
+/// API server's conflict (forwarded, it would land on a later object nobody judged); `""` is
+/// no precondition to the API server and is replaced by the judged version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_pinned_to_another_version_is_a_conflict() {
+    let (env, d1) = with_deployment().await;
+    let patch = |rv: &str| {
+        json!({"metadata": {"resourceVersion": rv},
+            "spec": {"template": {"spec": {"terminationGracePeriodSeconds": 5}}}})
+    };
+    let s = refused(
+        &env,
+        json_req(
+            "PATCH",
+            &d1,
+            "application/merge-patch+json",
+            &patch("999999"),
+        ),
+        409,
+        "Conflict",
+    )
+    .await;
+    assert_eq!(
+        s["message"],
+        r#"Operation cannot be fulfilled on deployments.apps "d1": the object has been modified; please apply your changes to the latest version and try again"#
+    );
+    env.sandbox.sandbox.clear_recorded();
+    let resp = send_as(
+        &env,
+        json_req("PATCH", &d1, "application/merge-patch+json", &patch("")),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.body());
+    let sent: Value = env
+        .sandbox
+        .sandbox
+        .recorded()
+        .into_iter()
+        .find(|r| r.method == http::Method::PATCH)
+        .and_then(|r| r.body)
+        .map(|b| serde_json::from_slice(&b).unwrap())
+        .unwrap();
+    let judged_rv = sent["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(!judged_rv.is_empty() && judged_rv != "0", "{sent}");
+}
+
 /// `Connection: Upgrade` on a write does not skip the judge: the API server ignores it and
 /// applies the patch, so the proxy judges it as any other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

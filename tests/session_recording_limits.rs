@@ -49,6 +49,49 @@ async fn past_the_cap_the_file_ends_with_its_truncation_marker_and_the_session_g
     env.stop().await;
 }
 
+/// A WebSocket exec that offers no subprotocol speaks the binary channel protocol (the
+/// kubelet's `""` entry; a hand-written client does this): recorded like any other, not run
+/// unrecorded behind a "cannot be recorded" marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_exec_without_a_subprotocol_is_recorded() {
+    common::require_kubectl();
+    let sessions = tempfile::tempdir().unwrap();
+    let env = start(sessions.path(), "").await;
+    make_shell_pod(&env).await;
+    let script = r#"
+import websocket, time
+c = client.Configuration.get_default_copy()
+url = c.host.replace('https://', 'wss://', 1) + '/api/v1/namespaces/team-a/pods/shell/exec?command=cat&stdin=true&stdout=true'
+ws = websocket.create_connection(url, header=['Authorization: ' + c.auth_settings()['BearerToken']['value']],
+                                 sslopt={'ca_certs': c.ssl_ca_cert})
+offered = ws.getheaders().get('sec-websocket-protocol')
+ws.send_binary(b'\x00typed raw\n')
+out = b''
+end = time.time() + 20
+while b'typed raw\n' not in out and time.time() < end:
+    op, data = ws.recv_data()
+    if data[:1] == b'\x01':
+        out += data[1:]
+ws.close()
+print(json.dumps([offered, out.decode()]))
+"#;
+    let printed = python(&env, script).await;
+    let got: serde_json::Value = serde_json::from_str(printed.trim()).unwrap();
+    assert_eq!(got, serde_json::json!([null, "typed raw\n"]));
+    let ev = exec_events(&env, "tenant:team-a", 1).await;
+    let rec = recording(&ev[0]);
+    assert!(rec.get("error").is_none(), "{rec}");
+    let path = sessions.path().join(rec["file"].as_str().unwrap());
+    let (_, evs) = cast(&path);
+    assert_eq!(joined(&evs, "i"), "typed raw\n");
+    assert_eq!(joined(&evs, "o"), "typed raw\n");
+    assert!(
+        !evs.iter().any(|e| e.1 == "m"),
+        "no marker: the session was read: {evs:?}"
+    );
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_that_cannot_be_recorded_is_refused_and_never_reaches_the_api_server() {
     common::require_kubectl();

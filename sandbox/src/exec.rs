@@ -9,6 +9,8 @@
 //! Commands: `echo ARGS...`, `cat`, `env`, `true`, `false`, `sh -c "exit N"`, and what
 //! `kubectl cp` runs on the pod's in-memory files (`tar cf - SRC`, `tar -xmf - [-C DIR]`,
 //! `test -d PATH`; see `podfs.rs`); anything else exits 127. `attach` copies stdin to stdout (or prints one line without stdin).
+//! No `Sec-WebSocket-Protocol` at all is the binary channel protocol, as the kubelet takes it
+//! (`""` in its protocol table), answered without one.
 //! Rejects: non-upgrade requests (400), no common WebSocket subprotocol (400), a SPDY upgrade
 //! without `v4.channel.k8s.io` (403, as the kubelet's handshake), unknown pod (404), unknown
 //! container (400), exec without a command (400).
@@ -205,10 +207,14 @@ pub fn serve(
         else {
             return Status::bad_request("missing Sec-WebSocket-Key").into_response();
         };
+        // No subprotocol offered: the binary channel protocol, as the kubelet maps "" to it
+        // (its status on channel 3 is sent here in v4's form).
+        let offered = h.contains_key(header::SEC_WEBSOCKET_PROTOCOL);
         let Some(proto) = PROTOCOLS
             .iter()
             .find(|p| header_has(h, header::SEC_WEBSOCKET_PROTOCOL, p))
             .copied()
+            .or((!offered).then_some(""))
         else {
             return Status::bad_request(format!(
                 "no supported Sec-WebSocket-Protocol; the sandbox speaks {}",
@@ -293,10 +299,12 @@ pub fn serve(
     let rh = resp.headers_mut();
     rh.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     rh.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    rh.insert(
-        header::SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(proto),
-    );
+    if !proto.is_empty() {
+        rh.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(proto),
+        );
+    }
     if let Ok(v) = HeaderValue::from_str(&key) {
         rh.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }

@@ -17,7 +17,10 @@
 //! A session to be recorded (`audit::session`) gets its file before anything goes upstream —
 //! a file that cannot be created is a 503 `ServiceUnavailable` (`AuditUnavailable`), never an
 //! unrecorded session — and the splice reads both byte streams along into it; the recording's
-//! annotation is set before the splice's guards (the `ResponseComplete` event) are dropped.
+//! annotation is set before the splice's guards (the `ResponseComplete` event) are dropped. An
+//! upstream that switches a recorded session to a protocol the recorder cannot read (a
+//! `base64.` or unknown subprotocol, an extension, another upgrade) gets no splice: the client
+//! gets 502 `BadGateway` and the annotation an `error`.
 
 use http::{header, request::Parts, HeaderValue, Request, Response, StatusCode};
 use hyper::{body::Incoming, upgrade::OnUpgrade};
@@ -87,6 +90,25 @@ pub async fn forward(
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
     let (rparts, _) = resp.into_parts();
     let recording = recording.map(|r| (r, session::Protocol::of_101(&rparts.headers)));
+    if let Some((rec, session::Protocol::Unreadable(what))) = recording {
+        // The offer was narrowed to what the recorder reads; an upstream that switched to
+        // something else anyway gets no splice: the session ends here, its upgraded
+        // connection dropped unused.
+        tracing::warn!(
+            what,
+            "a recorded session switched to a protocol the recorder cannot read; refused"
+        );
+        let written = rec
+            .pending
+            .start(session::Protocol::Unreadable(what))
+            .finish()
+            .await;
+        let mut value: serde_json::Value =
+            serde_json::from_str(&written).unwrap_or_else(|_| serde_json::json!({}));
+        value["error"] = format!("{what} cannot be recorded; the session was refused").into();
+        rec.at_end.annotate(session::ANNOTATION, value.to_string());
+        return Err(UpstreamFailure::Unrecordable(what).into());
+    }
     tokio::spawn(splice(
         client_upgrade,
         upstream_upgrade,

@@ -45,7 +45,8 @@ pub enum Protocol {
     /// The binary channel protocols (`channel.k8s.io`, `v4.`, `v5.`).
     WebSocket,
     Spdy,
-    /// Something the recorder cannot read (the file says so in a marker).
+    /// Something the recorder cannot read: the session is ended, not run unrecorded (the
+    /// file says why in a marker, the audit annotation in `error`).
     Unreadable(&'static str),
 }
 
@@ -70,8 +71,15 @@ impl Protocol {
             return Protocol::Unreadable("a WebSocket extension");
         }
         let sub = get(header::SEC_WEBSOCKET_PROTOCOL);
+        // No subprotocol is the binary channel protocol: the kubelet's exec / attach / port-
+        // forward handlers map "" to it (`remotecommand/websocket.go`: `"": {Binary: true}`).
+        if sub.is_empty() {
+            return Protocol::WebSocket;
+        }
         if sub.starts_with("base64.") || !sub.ends_with("channel.k8s.io") {
-            return Protocol::Unreadable("this WebSocket subprotocol");
+            return Protocol::Unreadable(
+                "a WebSocket subprotocol other than the binary channel protocols",
+            );
         }
         Protocol::WebSocket
     }
@@ -222,6 +230,11 @@ mod tests {
             HeaderValue::from_static("base64.channel.k8s.io"),
         );
         assert!(matches!(Protocol::of_101(&h), Protocol::Unreadable(_)));
+        // None (or an empty one): the binary channel protocol, as the kubelet takes it.
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(""));
+        assert_eq!(Protocol::of_101(&h), Protocol::WebSocket);
+        h.remove(header::SEC_WEBSOCKET_PROTOCOL);
+        assert_eq!(Protocol::of_101(&h), Protocol::WebSocket);
         h.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
         assert_eq!(Protocol::of_101(&h), Protocol::Spdy);
     }

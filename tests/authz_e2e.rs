@@ -295,6 +295,23 @@ async fn tenant_token_stays_in_its_namespace() {
         )
         .await;
     }
+    // So is a query the API server's Go would read as empty (a name-scoped list would run as
+    // a list of everything).
+    let padded = format!(
+        "/api/v1/namespaces/team-a/pods?fieldSelector=metadata.name%3Dweb{}",
+        "&".repeat(1000)
+    );
+    let s = refused(
+        &env,
+        req("GET", &padded, t),
+        StatusCode::BAD_REQUEST,
+        "BadRequest",
+    )
+    .await;
+    assert_eq!(
+        s["message"],
+        "invalid request path: query has more than 1000 parameters"
+    );
 
     // Discovery stays open to every authenticated identity (kubectl needs it).
     for path in ["/api", "/apis", "/api/v1", "/apis/apps/v1", "/version"] {

@@ -134,6 +134,8 @@ pub enum PathError {
     InvalidQueryEncoding,
     /// A decoded query key or value is not UTF-8.
     InvalidQueryUtf8,
+    /// More `&`-separated parts than `query::MAX_QUERY_PARTS`.
+    TooManyQueryParameters,
 }
 
 impl fmt::Display for PathError {
@@ -158,6 +160,11 @@ impl fmt::Display for PathError {
                 f.write_str("query contains an invalid percent-encoding")
             }
             PathError::InvalidQueryUtf8 => f.write_str("query is not valid UTF-8 after decoding"),
+            PathError::TooManyQueryParameters => write!(
+                f,
+                "query has more than {} parameters",
+                query::MAX_QUERY_PARTS
+            ),
         }
     }
 }

@@ -45,7 +45,10 @@ pub fn object_path(info: &RequestInfo) -> String {
             segment(&info.api_version)
         )
     };
-    if !info.namespace.is_empty() {
+    // A namespace object is classified with itself as its namespace (as the API server's
+    // RequestInfo does) but is cluster-scoped: `/api/v1/namespaces/{name}`.
+    let namespace_object = info.api_group.is_empty() && info.resource == "namespaces";
+    if !info.namespace.is_empty() && !namespace_object {
         p.push_str("/namespaces/");
         p.push_str(&segment(&info.namespace));
     }
@@ -158,5 +161,12 @@ mod tests {
             )),
             "/apis/rbac.authorization.k8s.io/v1/clusterroles/system:x%20y"
         );
+        // The namespace object (and its status) is cluster-scoped.
+        for p in [
+            "/api/v1/namespaces/team-a",
+            "/api/v1/namespaces/team-a/status",
+        ] {
+            assert_eq!(object_path(&c(p)), "/api/v1/namespaces/team-a");
+        }
     }
 }

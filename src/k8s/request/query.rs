@@ -9,11 +9,22 @@ use super::{path::hex_value, PathError};
 /// One decoded `key=value` pair of the query, borrowed when nothing needed decoding.
 pub(super) type QueryPair<'a> = (Cow<'a, str>, Cow<'a, str>);
 
+/// Most `&`-separated parts a query may have. Go's `net/url` (GODEBUG `urlmaxqueryparams`,
+/// 10 000 by default, lower if an operator sets it) parses a query over its limit as *empty*
+/// and `URL.Query()` drops the error: the API server would then run a request without the
+/// `fieldSelector`, `watch` or `limit` the proxy authorized it by. Far below that limit, and
+/// far above what any client sends, such a query is refused (400) instead.
+pub(super) const MAX_QUERY_PARTS: usize = 1000;
+
 pub(super) fn parse_query(query: Option<&str>) -> Result<Vec<QueryPair<'_>>, PathError> {
     let mut pairs = Vec::new();
     let Some(query) = query else {
         return Ok(pairs);
     };
+    // Counted as Go counts (`&`s plus one), empty parts included.
+    if query.bytes().filter(|b| *b == b'&').count() >= MAX_QUERY_PARTS {
+        return Err(PathError::TooManyQueryParameters);
+    }
     for part in query.split('&') {
         // Go >= 1.17 drops a pair containing ';' (and reports an error Query() ignores).
         if part.is_empty() || part.contains(';') {

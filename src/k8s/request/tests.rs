@@ -700,3 +700,21 @@ fn property_never_panics_deterministic_and_clean() {
         "{accepted} accepted, {rejected} rejected"
     );
 }
+
+/// A query the API server's Go would parse as empty (over `urlmaxqueryparams`) is refused
+/// before anything is authorized on its `fieldSelector`; one part fewer than the cap still
+/// classifies.
+#[test]
+fn a_query_with_too_many_parameters_is_refused() {
+    let get = |uri: &str| classify(&Method::GET, &uri.parse().unwrap(), &HeaderMap::new());
+    let base = "/api/v1/namespaces/a/secrets?fieldSelector=metadata.name%3Dx";
+    let over = format!("{base}{}", "&".repeat(query::MAX_QUERY_PARTS));
+    assert_eq!(get(&over), Err(PathError::TooManyQueryParameters));
+    let under = format!("{base}{}", "&".repeat(query::MAX_QUERY_PARTS - 1));
+    let info = get(&under).unwrap();
+    assert_eq!((info.verb.as_str(), info.name.as_str()), ("list", "x"));
+    assert_eq!(
+        PathError::TooManyQueryParameters.to_string(),
+        "query has more than 1000 parameters"
+    );
+}

@@ -9,7 +9,10 @@
 //!   deletecollection, exec/attach/port-forward, which are `create`, and `proxy`).
 //! * **cost** in tokens: 1, or the largest configured weight that applies —
 //!   `cluster_wide_list` (a `list` without namespace), `unpaginated_list` (a `list` without a
-//!   positive `limit`), `deletecollection`. A cost above the burst is clamped to the burst.
+//!   `limit` from 1 to [`MAX_PAGE`], or with `resourceVersion=0`, which the watch cache may
+//!   serve whole), `deletecollection`; a watch that starts with the collection (no
+//!   `resourceVersion`, `""`, `"0"`, or `sendInitialEvents=true`) costs what that list would.
+//!   A cost above the burst is clamped to the burst.
 //! * **stream permit** for long-running requests: `watches` (watch, `pods/log?follow`) or
 //!   `sessions` (exec, attach, portforward, proxy); see [`super::streams`]. A non-follow log
 //!   read is a plain read.
@@ -102,33 +105,48 @@ impl BucketClass {
     }
 }
 
-/// Whether a `list` asks for a page (`limit` > 0; the first `limit` wins, as in Go). The query
-/// was validated by classification; escaped keys or values take the decoding path.
-fn paginated(uri: &Uri) -> bool {
-    let Some(q) = uri.query() else {
-        return false;
-    };
-    for pair in q.split('&') {
+/// The largest `limit` charged as a page: client-go's pager and kubectl page by 500. A larger
+/// one returns as much as the API server holds, up to that limit — no cheaper than no limit.
+pub const MAX_PAGE: i64 = 500;
+
+/// The first value of query parameter `key` (as Go's `Values.Get`: the first wins, escapes
+/// decoded, pairs with a raw `;` dropped). The query was validated by classification.
+fn query_value<'a>(uri: &'a Uri, key: &str) -> Option<std::borrow::Cow<'a, str>> {
+    for pair in uri.query()?.split('&') {
         if pair.contains(';') {
             continue; // Go drops pairs with a raw ';'
         }
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         if k.contains(['%', '+']) || v.contains(['%', '+']) {
-            let decoded = form_urlencoded::parse(pair.as_bytes()).next();
-            match decoded {
-                Some((k, v)) if k == "limit" => return positive(&v),
+            match form_urlencoded::parse(pair.as_bytes()).next() {
+                Some((k, v)) if k == key => return Some(v),
                 _ => continue,
             }
         }
-        if k == "limit" {
-            return positive(v);
+        if k == key {
+            return Some(std::borrow::Cow::Borrowed(v));
         }
     }
-    false
+    None
 }
 
-fn positive(v: &str) -> bool {
-    v.parse::<i64>().is_ok_and(|n| n > 0)
+/// Whether a `list` is served a page at a time: a `limit` between 1 and [`MAX_PAGE`], and not
+/// `resourceVersion=0` (served from the API server's watch cache, which may ignore `limit`).
+fn paginated(uri: &Uri) -> bool {
+    let page = query_value(uri, "limit")
+        .and_then(|v| v.parse::<i64>().ok())
+        .is_some_and(|n| (1..=MAX_PAGE).contains(&n));
+    page && query_value(uri, "resourceVersion").as_deref() != Some("0")
+}
+
+/// Whether a watch starts with the whole collection as `ADDED` events, as a list would: no
+/// `resourceVersion` (or `""`, `"0"`), or `sendInitialEvents=true`.
+fn starts_with_a_list(uri: &Uri) -> bool {
+    let from_now = !matches!(
+        query_value(uri, "resourceVersion").as_deref(),
+        None | Some("" | "0")
+    );
+    !from_now || query_value(uri, "sendInitialEvents").as_deref() == Some("true")
 }
 
 impl RateLimiter {
@@ -145,11 +163,14 @@ impl RateLimiter {
         };
         let mut tokens = 1;
         if req.is_resource_request {
-            if verb == "list" {
+            // A watch that starts with the collection costs the list it replaces (its
+            // initial events are not paged).
+            let initial_list = verb == "watch" && starts_with_a_list(uri);
+            if verb == "list" || initial_list {
                 if req.namespace.is_empty() {
                     tokens = tokens.max(costs.cluster_wide_list);
                 }
-                if !paginated(uri) {
+                if initial_list || !paginated(uri) {
                     tokens = tokens.max(costs.unpaginated_list);
                 }
             } else if verb == "deletecollection" {

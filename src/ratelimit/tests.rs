@@ -299,6 +299,23 @@ costs: {cluster_wide_list: 5, unpaginated_list: 3, deletecollection: 20}
         ("/api/v1/namespaces/d/pods?limit=5;x=1", 3),
         ("/api/v1/namespaces/d/pods?limit=-1", 3),
         ("/api/v1/namespaces/d/pods?watch=false&limit=7", 1),
+        // A page no smaller than everything, or one the watch cache may serve whole.
+        ("/api/v1/namespaces/d/pods?limit=500", 1),
+        ("/api/v1/namespaces/d/pods?limit=501", 3),
+        ("/api/v1/namespaces/d/pods?limit=1000000000", 3),
+        ("/api/v1/namespaces/d/pods?limit=5&resourceVersion=0", 3),
+        ("/api/v1/namespaces/d/pods?limit=5&resourceVersion=123", 1),
+        // A watch that starts with the collection costs that list; one from a version, 1.
+        ("/api/v1/pods?watch=1", 5),
+        ("/api/v1/namespaces/d/pods?watch=1", 3),
+        ("/api/v1/namespaces/d/pods?watch=1&resourceVersion=0", 3),
+        ("/api/v1/namespaces/d/pods?watch=1&resourceVersion=", 3),
+        ("/api/v1/namespaces/d/pods?watch=1&resourceVersion=42", 1),
+        ("/api/v1/pods?watch=1&resourceVersion=42", 1),
+        (
+            "/api/v1/namespaces/d/pods?watch=1&resourceVersion=42&sendInitialEvents=true",
+            3,
+        ),
     ] {
         let r = req("GET", target);
         assert_eq!(rl.cost(&r.0, &r.1).tokens, want, "{target}");

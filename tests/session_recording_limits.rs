@@ -92,6 +92,59 @@ print(json.dumps([offered, out.decode()]))
     env.stop().await;
 }
 
+/// A frame the recorder cannot read (an extension's reserved bit, with no extension
+/// negotiated) ends the session instead of letting what follows go unrecorded: the file
+/// ends with a marker, the annotation has an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_frame_ends_a_recorded_session() {
+    common::require_kubectl();
+    let sessions = tempfile::tempdir().unwrap();
+    let env = start(sessions.path(), "").await;
+    make_shell_pod(&env).await;
+    let script = r#"
+import websocket, time
+from websocket import ABNF
+c = client.Configuration.get_default_copy()
+url = c.host.replace('https://', 'wss://', 1) + '/api/v1/namespaces/team-a/pods/shell/exec?command=cat&stdin=true&stdout=true'
+ws = websocket.create_connection(url, header=['Authorization: ' + c.auth_settings()['BearerToken']['value']],
+                                 subprotocols=['v4.channel.k8s.io'], sslopt={'ca_certs': c.ssl_ca_cert})
+ws.send_binary(b'\x00before\n')
+out = b''
+while b'before\n' not in out:
+    op, data = ws.recv_data()
+    if data[:1] == b'\x01':
+        out += data[1:]
+ws.send_frame(ABNF(fin=1, rsv1=1, opcode=ABNF.OPCODE_BINARY, data=b'\x00after\n'))
+closed = False
+end = time.time() + 20
+while time.time() < end:
+    try:
+        op, data = ws.recv_data()
+    except Exception:
+        closed = True
+        break
+    if op == ABNF.OPCODE_CLOSE:
+        closed = True
+        break
+print(json.dumps(closed))
+"#;
+    let printed = python(&env, script).await;
+    assert_eq!(printed.trim(), "true", "the session ended");
+    let ev = exec_events(&env, "tenant:team-a", 1).await;
+    let rec = recording(&ev[0]);
+    assert_eq!(
+        rec["error"],
+        "portcullis: a frame could not be read (recording would stop here); the session was ended",
+        "{rec}"
+    );
+    let path = sessions.path().join(rec["file"].as_str().unwrap());
+    let (_, evs) = cast(&path);
+    assert_eq!(joined(&evs, "i"), "before\n");
+    let last = evs.last().unwrap();
+    assert_eq!(last.1, "m", "{evs:?}");
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_that_cannot_be_recorded_is_refused_and_never_reaches_the_api_server() {
     common::require_kubectl();

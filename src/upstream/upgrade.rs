@@ -254,8 +254,16 @@ async fn splice(
             let (mut from_client, mut from_upstream) = session.feeders();
             let client = ReadTap::new(client, move |b: &[u8]| from_client.feed(b));
             let upstream = ReadTap::new(upstream, move |b: &[u8]| from_upstream.feed(b));
+            // A direction whose frames can no longer be read ends the session (dropping the
+            // copy closes both connections) rather than letting it go on unrecorded.
+            let unreadable = session.unreadable();
             // Both taps (and their feeders) are gone once this returns: the file can end.
-            copy(client, upstream, idle).await;
+            tokio::select! {
+                () = copy(client, upstream, idle) => {}
+                () = unreadable => {
+                    tracing::warn!("a recorded session sent a frame the recorder cannot read; session ended");
+                }
+            }
             let value = session.finish().await;
             recording.at_end.annotate(session::ANNOTATION, value);
         }

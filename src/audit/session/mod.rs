@@ -14,7 +14,11 @@
 //! asciicast file (`cast.rs`: stdin `"i"`, stdout and stderr `"o"`, resizes `"r"`, markers
 //! `"m"`, a size cap with a truncation marker). When the session ends, the session's
 //! `ResponseComplete` audit event gets [`ANNOTATION`]: `{"file", "sha256", "bytes",
-//! "truncated", "droppedFrames"}` (or `"error"` when the file could not be completed).
+//! "truncated", "droppedFrames"}` (or `"error"` when the file could not be completed). A
+//! direction whose frames stop being readable mid-session (reserved bits of an extension that
+//! was never offered, an impossible length, an undecodable SPDY header block) ends the
+//! session — both connections closed, a marker in the file, `"error"` in the annotation —
+//! rather than letting it go on unrecorded.
 
 pub mod cast;
 pub mod config;
@@ -107,6 +111,14 @@ pub enum Direction {
 }
 
 impl Direction {
+    fn broken(&self) -> bool {
+        match self {
+            Direction::WebSocket(d) => d.broken(),
+            Direction::Spdy(d) => d.broken(),
+            Direction::None => false,
+        }
+    }
+
     fn feed(&mut self, bytes: &[u8], out: &mut Vec<cast::Frame>) {
         match self {
             Direction::WebSocket(d) => d.feed(bytes, out),

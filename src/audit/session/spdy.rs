@@ -79,6 +79,12 @@ pub fn pair() -> (Direction, Direction) {
 }
 
 impl Direction {
+    /// Whether this direction stopped being readable (an oversized or undecodable header
+    /// block): what follows would not be recorded.
+    pub fn broken(&self) -> bool {
+        self.broken
+    }
+
     /// Read `bytes` (the next bytes of this direction); what they carried goes to `out`.
     pub fn feed(&mut self, mut bytes: &[u8], out: &mut Vec<Frame>) {
         while !bytes.is_empty() && !self.broken {

@@ -55,6 +55,12 @@ impl Default for Direction {
 }
 
 impl Direction {
+    /// Whether this direction stopped being readable (an extension's bits, an impossible
+    /// length): what follows would not be recorded.
+    pub fn broken(&self) -> bool {
+        self.broken
+    }
+
     /// Read `bytes` (the next bytes of this direction); what they carried goes to `out`.
     pub fn feed(&mut self, mut bytes: &[u8], out: &mut Vec<Frame>) {
         while !bytes.is_empty() && !self.broken {
@@ -125,7 +131,15 @@ impl Direction {
                 i += 8;
                 let mut b = [0u8; 8];
                 b.copy_from_slice(&head[2..10]);
-                u64::from_be_bytes(b)
+                let len = u64::from_be_bytes(b);
+                if len >> 63 != 0 {
+                    // RFC 6455 §5.2: the top bit is 0. Go's x/net reader (the kubelet's)
+                    // overflows it into a negative length and reads the next bytes as the
+                    // next frame, where this reader would take them as payload.
+                    self.broken = true;
+                    return;
+                }
+                len
             }
             n => u64::from(n),
         };

@@ -13,7 +13,7 @@ use std::{
     io::BufWriter,
     path::PathBuf,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc::{self, Receiver, SyncSender, TrySendError},
         Arc,
     },
@@ -30,6 +30,18 @@ use super::{
 
 /// Frames queued between the splice and the writer thread.
 const QUEUE: usize = 4096;
+
+/// The marker (and annotation error) of a session ended because a direction's frames could
+/// no longer be read.
+pub const UNREADABLE: &str =
+    "portcullis: a frame could not be read (recording would stop here); the session was ended";
+
+/// Raised by a feeder whose parser broke: the splice ends the session.
+#[derive(Default)]
+struct Cut {
+    raised: AtomicBool,
+    notify: tokio::sync::Notify,
+}
 
 /// A session file created for a request not yet upgraded.
 pub struct Pending {
@@ -77,20 +89,23 @@ impl Pending {
     pub fn start(mut self, protocol: Protocol) -> Session {
         let started = Instant::now();
         let dropped = Arc::new(AtomicU64::new(0));
+        let cut = Arc::new(Cut::default());
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let (done_tx, done) = tokio::sync::oneshot::channel();
         let name = self.name.clone();
         if let (Some(file), Some(header)) = (self.file.take(), self.header.take()) {
             let cast = Cast::new(BufWriter::new(file), header, self.max_bytes);
             let lost = dropped.clone();
+            let ended = cut.clone();
             let spawned = std::thread::Builder::new()
                 .name("session-recorder".into())
                 .spawn(move || {
-                    let written = write(cast, rx, &lost, started, protocol).and_then(|(w, out)| {
-                        let file = out.into_inner().map_err(|e| e.error().to_string())?;
-                        file.sync_all().map_err(|e| e.to_string())?;
-                        Ok(w)
-                    });
+                    let written =
+                        write(cast, rx, &lost, &ended, started, protocol).and_then(|(w, out)| {
+                            let file = out.into_inner().map_err(|e| e.error().to_string())?;
+                            file.sync_all().map_err(|e| e.to_string())?;
+                            Ok(w)
+                        });
                     let _ = done_tx.send(written);
                 });
             if let Err(err) = spawned {
@@ -100,6 +115,7 @@ impl Pending {
         Session {
             tx,
             dropped,
+            cut,
             started,
             done,
             name,
@@ -121,6 +137,7 @@ impl Drop for Pending {
 pub struct Session {
     tx: SyncSender<(f64, Frame)>,
     dropped: Arc<AtomicU64>,
+    cut: Arc<Cut>,
     started: Instant,
     done: tokio::sync::oneshot::Receiver<Result<Written, String>>,
     name: String,
@@ -142,10 +159,17 @@ impl Session {
             parser,
             tx: self.tx.clone(),
             dropped: self.dropped.clone(),
+            cut: self.cut.clone(),
             started: self.started,
             frames: Vec::new(),
         };
         (feeder(from_client), feeder(from_upstream))
+    }
+
+    /// Resolves once a direction's frames could no longer be read: the session must end.
+    pub fn unreadable(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let cut = self.cut.clone();
+        async move { cut.notify.notified().await }
     }
 
     /// Wait for the file to be complete (every feeder dropped); the annotation's value.
@@ -153,6 +177,7 @@ impl Session {
         let Session {
             tx,
             dropped,
+            cut,
             done,
             name,
             ..
@@ -160,6 +185,14 @@ impl Session {
         drop(tx);
         let lost = dropped.load(Ordering::Relaxed);
         match done.await {
+            Ok(Ok(w)) if cut.raised.load(Ordering::SeqCst) => json!({
+                "file": name,
+                "sha256": w.sha256,
+                "bytes": w.bytes,
+                "truncated": w.truncated,
+                "droppedFrames": lost,
+                "error": UNREADABLE,
+            }),
             Ok(Ok(w)) => json!({
                 "file": name,
                 "sha256": w.sha256,
@@ -179,6 +212,7 @@ pub struct Feeder {
     parser: super::Direction,
     tx: SyncSender<(f64, Frame)>,
     dropped: Arc<AtomicU64>,
+    cut: Arc<Cut>,
     started: Instant,
     frames: Vec<Frame>,
 }
@@ -197,6 +231,10 @@ impl Feeder {
                 Err(TrySendError::Disconnected(_)) => {}
             }
         }
+        if self.parser.broken() && !self.cut.raised.swap(true, Ordering::SeqCst) {
+            // notify_one keeps a permit: the splice sees it even if it is not waiting yet.
+            self.cut.notify.notify_one();
+        }
     }
 }
 
@@ -206,6 +244,7 @@ fn write<W: std::io::Write>(
     mut cast: Cast<W>,
     rx: Receiver<(f64, Frame)>,
     dropped: &AtomicU64,
+    cut: &Cut,
     started: Instant,
     protocol: Protocol,
 ) -> Result<(Written, W), String> {
@@ -237,6 +276,10 @@ fn write<W: std::io::Write>(
         cast.flush().map_err(err)?;
     }
     note_loss(&mut cast, started.elapsed().as_secs_f64()).map_err(err)?;
+    if cut.raised.load(Ordering::SeqCst) {
+        cast.marker(started.elapsed().as_secs_f64(), UNREADABLE)
+            .map_err(err)?;
+    }
     let truncated = cast.truncated;
     let (sha256, bytes, out) = cast.finish().map_err(err)?;
     Ok((
@@ -275,6 +318,7 @@ mod tests {
             parser: super::super::Direction::WebSocket(Box::default()),
             tx,
             dropped: dropped.clone(),
+            cut: Arc::default(),
             started,
             frames: Vec::new(),
         };
@@ -290,7 +334,15 @@ mod tests {
             command: String::new(),
         };
         let cast = Cast::new(Vec::new(), header, 1 << 20);
-        let (w, out) = write(cast, rx, &dropped, started, Protocol::WebSocket).unwrap();
+        let (w, out) = write(
+            cast,
+            rx,
+            &dropped,
+            &Cut::default(),
+            started,
+            Protocol::WebSocket,
+        )
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         let events: Vec<serde_json::Value> = text
             .lines()
@@ -337,5 +389,52 @@ mod tests {
         assert!(Pending::create(&settings, "../escape", header()).is_err());
         drop(p);
         assert!(!path.exists());
+    }
+
+    /// A frame with an extension's reserved bit (none was negotiated) breaks the client's
+    /// direction: the cut is raised once, the file ends with the marker.
+    #[tokio::test]
+    async fn an_unreadable_frame_raises_the_cut_and_the_file_says_so() {
+        let (tx, rx) = mpsc::sync_channel(16);
+        let (dropped, cut) = (Arc::new(AtomicU64::new(0)), Arc::new(Cut::default()));
+        let started = Instant::now();
+        let mut feeder = Feeder {
+            parser: super::super::Direction::WebSocket(Box::default()),
+            tx,
+            dropped: dropped.clone(),
+            cut: cut.clone(),
+            started,
+            frames: Vec::new(),
+        };
+        feeder.feed(&stdin_frame(b"before"));
+        assert!(!cut.raised.load(Ordering::SeqCst));
+        let mut rsv1 = stdin_frame(b"after");
+        rsv1[0] |= 0x40;
+        feeder.feed(&rsv1);
+        assert!(cut.raised.load(Ordering::SeqCst));
+        tokio::time::timeout(std::time::Duration::from_secs(1), cut.notify.notified())
+            .await
+            .expect("the splice is told");
+        // A 64-bit length with its top bit set breaks it too.
+        let mut other = super::super::websocket::Direction::default();
+        let mut huge = vec![0x82, 0x80 | 127];
+        huge.extend_from_slice(&(1u64 << 63 | 5).to_be_bytes());
+        huge.extend_from_slice(&[0, 0, 0, 0]);
+        other.feed(&huge, &mut Vec::new());
+        assert!(other.broken());
+        drop(feeder);
+        let header = Header {
+            timestamp: 0,
+            title: String::new(),
+            command: String::new(),
+        };
+        let cast = Cast::new(Vec::new(), header, 1 << 20);
+        let (_, out) = write(cast, rx, &dropped, &cut, started, Protocol::WebSocket).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("before") && !text.contains("after"), "{text}");
+        assert!(
+            text.trim_end().ends_with(&format!("{:?}]", UNREADABLE)),
+            "{text}"
+        );
     }
 }

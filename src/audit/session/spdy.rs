@@ -9,7 +9,7 @@
 //! skipped unread (nothing the recording needs is in them). DATA frames are then stdin and
 //! resize (`{"Width":W,"Height":H}` objects, one after another) from the client, stdout,
 //! stderr and the error Status from the server. Accepts frames in any split across reads.
-//! Stops reading a direction (the splice goes on) at a frame longer than [`MAX_FRAME`] that
+//! Stops reading a direction (which ends the session: `writer.rs`) at a frame longer than [`MAX_FRAME`] that
 //! is not DATA, a header block that does not inflate or inflates past
 //! [`MAX_HEADER_BLOCK`].
 

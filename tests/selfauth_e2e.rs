@@ -113,6 +113,38 @@ async fn whoami_and_can_i_are_answered_by_the_proxy_for_each_demo_identity() {
     );
     assert!(!no.status.success());
     assert!(seen(&env, "selfsubjectaccessreviews").is_empty());
+    // can-i impersonate: the proxy impersonates with its own right, so its answer is the
+    // whole answer — yes for the admin's grant, no for an extra the proxy sets itself —
+    // and nothing is asked upstream.
+    env.sandbox.sandbox.clear_recorded();
+    let imp = k(
+        &admin_kc,
+        &env,
+        &["auth", "can-i", "impersonate", "users/bob"],
+    )
+    .await;
+    assert_eq!(stdout(&imp).trim(), "yes", "{}", stderr(&imp));
+    // kubectl cannot map `userextras` (no such resource in discovery): the review as a
+    // client-go program sends it.
+    let review = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": {"verb": "impersonate", "group": "authentication.k8s.io",
+            "resource": "userextras", "subresource": "portcullis.io/tenant", "name": "team-b"}}});
+    let r = http::Request::builder()
+        .method("POST")
+        .uri("https://localhost/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            review.to_string(),
+        )))
+        .unwrap();
+    let resp = env.request(r, Some(&env.admin_cert), true).await;
+    assert_eq!(resp.status().as_u16(), 201);
+    let answered: Value = serde_json::from_slice(resp.body()).unwrap();
+    assert_eq!(
+        answered["status"],
+        json!({"allowed": false, "reason": "portcullis: the proxy sets this extra itself"})
+    );
+    assert!(seen(&env, "selfsubjectaccessreviews").is_empty());
     // Out of scope: the grant allows patch in team-a, this token's scope only get.
     let now = jwt::now();
     let pem = std::fs::read_to_string(env.files.dir.join("jwt-signing.key")).unwrap();

@@ -97,11 +97,30 @@ pub fn asked_request(spec: &Value) -> Result<RequestInfo, Refusal> {
 /// The proxy's own decision on an access review's request.
 pub fn local_decision(authorizer: &Authorizer, id: &Identity, asked: &RequestInfo) -> Decision {
     if asked.verb == "impersonate" {
-        // As `authn::impersonate` decides a real `--as`: system: targets must be named.
+        // As `authn::impersonate` decides a real `--as`: system: targets must be named, and
+        // the extras the proxy sets itself are never the caller's to give.
+        let reserved = asked.api_group == "authentication.k8s.io"
+            && asked.resource == "userextras"
+            && (asked.subresource.eq_ignore_ascii_case(TENANT_EXTRA)
+                || asked.subresource.eq_ignore_ascii_case(TOKEN_ID_EXTRA));
+        if reserved {
+            return Decision {
+                allowed: false,
+                reason: "the proxy sets this extra itself".into(),
+            };
+        }
         let system = asked.name.starts_with("system:") || asked.resource == "serviceaccounts";
         return authorizer.authorize_impersonation(id, asked, system);
     }
     authorizer.authorize(id, asked)
+}
+
+/// Whether the proxy's decision is the whole answer: impersonation (`--as`) is carried out
+/// with the proxy's own right to impersonate, after the proxy's check alone — the caller's
+/// own RBAC is never consulted, so asking the API server as the caller would answer another
+/// question.
+pub fn answered_locally(asked: &RequestInfo) -> bool {
+    asked.verb == "impersonate"
 }
 
 /// `status` of a SelfSubjectAccessReview, from the proxy's decision and (when the proxy
@@ -164,7 +183,7 @@ pub fn rules(authorizer: &Authorizer, id: &Identity, spec: &Value) -> Result<Val
         "resourceRules": resource_rules,
         "nonResourceRules": non_resource_rules,
         "incomplete": true,
-        "evaluationError": "portcullis lists its grants ∩ the token's scope; the API server's RBAC may allow less (kubectl auth can-i VERB RESOURCE asks both)",
+        "evaluationError": "portcullis lists its grants ∩ the token's scope; the API server's RBAC may allow less (kubectl auth can-i VERB RESOURCE asks both); a tenant rule's wildcards do not reach serviceaccounts/token, pods/binding, bindings, pods/eviction, the proxy subresources or writes of status unless the rule names them",
     }))
 }
 
@@ -212,5 +231,34 @@ mod tests {
             json!({"allowed": false, "reason": "portcullis: no grant"})
         );
         assert!(asked_request(&json!({})).is_err());
+    }
+
+    /// `can-i impersonate` is the proxy's answer alone, and a reserved extra is never given.
+    #[test]
+    fn impersonation_is_answered_by_the_proxy_with_its_reserved_extras() {
+        let cfg = json!({"grants": [{"name": "root", "subjects": [{"group": "admins"}],
+            "rules": [{"namespaces": ["*"], "verbs": ["*"], "api_groups": ["*"], "resources": ["*"]}]}]});
+        let a =
+            crate::authz::build(&serde_json::from_value(cfg).unwrap(), "authorization").unwrap();
+        let root = crate::authz::tests::id("root", &["admins"]);
+        let ask = |resource: &str, sub: &str, name: &str| {
+            asked_request(&json!({"resourceAttributes": {"verb": "impersonate",
+                "group": if resource == "users" { "" } else { "authentication.k8s.io" },
+                "resource": resource, "subresource": sub, "name": name}}))
+            .unwrap()
+        };
+        let bob = ask("users", "", "bob");
+        assert!(answered_locally(&bob));
+        assert!(local_decision(&a, &root, &bob).allowed);
+        for key in ["portcullis.io/tenant", "Portcullis.io/Token-Id"] {
+            let d = local_decision(&a, &root, &ask("userextras", key, "team-b"));
+            assert!(!d.allowed, "{key}");
+            assert_eq!(d.reason, "the proxy sets this extra itself");
+        }
+        assert!(local_decision(&a, &root, &ask("userextras", "scopes", "x")).allowed);
+        let get =
+            asked_request(&json!({"resourceAttributes": {"verb": "get", "resource": "pods"}}))
+                .unwrap();
+        assert!(!answered_locally(&get));
     }
 }

@@ -9,7 +9,8 @@
 //! reads; the audit layer above records them), in JSON, YAML or kubectl's protobuf; answers
 //! 201 with the review and its `status`, in JSON — or protobuf when the client accepts only
 //! that. Only an allowed access review costs an upstream request (a SelfSubjectAccessReview
-//! as the caller). Rejects: a body over 1 MiB (413), not received in time (408), not
+//! as the caller) — except `impersonate`, which the proxy alone decides (it impersonates with
+//! its own right), reserved extras included. Rejects: a body over 1 MiB (413), not received in time (408), not
 //! decodable (400 `BadRequest`; protobuf or another media type that does not decode: 415),
 //! an `Accept` that allows neither JSON nor protobuf (406), a malformed review (400).
 //! Everything else passes through untouched.
@@ -193,7 +194,7 @@ impl ReviewLayer {
             "SelfSubjectAccessReview" => {
                 let asked = answer::asked_request(&obj["spec"])?;
                 let local = answer::local_decision(&self.authorizer, id, &asked);
-                let upstream = if local.allowed {
+                let upstream = if local.allowed && !answer::answered_locally(&asked) {
                     let ob = caller.outbound(self.trust_forwarded_for, None);
                     Some(access_review(&self.upstream, Asker::Caller(&ob), &obj["spec"]).await)
                 } else {

@@ -131,12 +131,22 @@ fn read_rel(base: &Path, field: &str, p: &Path) -> Result<Vec<u8>> {
     std::fs::read(&full).with_context(|| format!("{field}: cannot read {}", full.display()))
 }
 
+/// YAML options for files that hold credentials: an error names its line and column but
+/// quotes no source lines (serde-saphyr's default snippet shows two lines either side of the
+/// error, whole — a token or a `client-key-data` next to a typo would reach the log).
+pub fn no_snippet() -> serde_saphyr::Options {
+    let mut o = serde_saphyr::Options::default();
+    o.with_snippet = false;
+    o
+}
+
 impl Kubeconfig {
     /// Parse a kubeconfig file.
     pub fn load(path: &Path) -> Result<Kubeconfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        serde_saphyr::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
+        serde_saphyr::from_str_with_options(&text, no_snippet())
+            .map_err(|e| anyhow!("{}: {e}", path.display()))
     }
 
     /// Resolve `context` (or the current context) to server, CA and credentials. Relative
@@ -270,4 +280,27 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     f.write_all(data)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A YAML error next to a credential names where it is, never the credential.
+    #[test]
+    fn a_syntax_error_does_not_quote_the_credentials_around_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("kubeconfig");
+        std::fs::write(
+            &p,
+            "apiVersion: v1\nusers:\n- name: u\n  user:\n    token: SECRET-TOKEN-123\n   client-certificate: x\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", Kubeconfig::load(&p).unwrap_err());
+        assert!(!err.contains("SECRET-TOKEN-123"), "{err}");
+        assert!(err.contains("line"), "{err}");
+        let cfg = "upstream:\n  redis: redis://user:SECRET-PW@h\n bad: [\n";
+        let p = crate::config::parse(cfg).unwrap_err();
+        assert!(!p.message.contains("SECRET-PW"), "{}", p.message);
+    }
 }

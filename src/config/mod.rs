@@ -56,13 +56,17 @@ pub fn load_str(
 /// duplicate keys and bounds alias expansion) and then deserialized with the key path tracked,
 /// so an unknown key or a wrong type is reported at its path.
 pub fn parse(text: &str) -> Result<schema::File, Problem> {
-    let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| {
-        Problem::new(
-            "(yaml)",
-            e.to_string(),
-            "fix the YAML syntax at the position shown",
-        )
-    })?;
+    // No source snippet: the config may hold a credential inline (a Redis URL's password).
+    let value: serde_json::Value =
+        serde_saphyr::from_str_with_options(text, crate::kubeconfig::no_snippet()).map_err(
+            |e| {
+                Problem::new(
+                    "(yaml)",
+                    e.to_string(),
+                    "fix the YAML syntax at the position shown",
+                )
+            },
+        )?;
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         Problem::new(

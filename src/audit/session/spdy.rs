@@ -11,7 +11,7 @@
 //! stderr and the error Status from the server. Accepts frames in any split across reads.
 //! Stops reading a direction (which ends the session: `writer.rs`) at a frame longer than [`MAX_FRAME`] that
 //! is not DATA, a header block that does not inflate or inflates past
-//! [`MAX_HEADER_BLOCK`].
+//! [`MAX_HEADER_BLOCK`], more than [`MAX_STREAMS`] streams of a kind.
 
 use std::{
     collections::HashMap,
@@ -25,6 +25,9 @@ use super::cast::{Frame, Kind};
 
 /// Largest control frame read (spdystream's are a few hundred bytes).
 pub const MAX_FRAME: usize = 1 << 20;
+/// Most streams of each table (data streams; resize streams) a session may open: a remote
+/// command uses at most five (stdin, stdout, stderr, error, resize).
+pub const MAX_STREAMS: usize = 16;
 /// Largest inflated header block accepted.
 pub const MAX_HEADER_BLOCK: usize = 64 * 1024;
 /// Largest resize message buffered.
@@ -174,18 +177,26 @@ impl Direction {
             "stderr" => Kind::Stderr,
             "error" => Kind::Status,
             "resize" => {
-                self.resize_streams
+                let mut r = self
+                    .resize_streams
                     .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(stream);
+                    .unwrap_or_else(PoisonError::into_inner);
+                if r.len() >= MAX_STREAMS {
+                    self.broken = true;
+                    return;
+                }
+                r.push(stream);
                 return;
             }
             _ => return,
         };
-        self.streams
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(stream, kind);
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        if streams.len() >= MAX_STREAMS && !streams.contains_key(&stream) {
+            // kubectl opens at most five; thousands would only grow the tables.
+            self.broken = true;
+            return;
+        }
+        streams.insert(stream, kind);
     }
 
     fn inflate_block(&mut self, block: &[u8]) -> Option<Vec<u8>> {

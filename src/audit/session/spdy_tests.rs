@@ -132,3 +132,32 @@ fn a_block_that_does_not_inflate_stops_the_reading() {
     assert!(out.is_empty());
     assert!(c.broken);
 }
+
+/// A client opening streams without end breaks the reading (which ends the session) instead
+/// of growing the tables; kubectl's five pass.
+#[test]
+fn more_streams_than_a_remote_command_uses_break_the_reading() {
+    let (mut c, _) = pair();
+    let mut d = Deflate::new();
+    let mut out = Vec::new();
+    for (id, kind) in [
+        (1, "error"),
+        (3, "stdin"),
+        (5, "stdout"),
+        (7, "stderr"),
+        (9, "resize"),
+    ] {
+        c.feed(&syn_stream(&mut d, id, kind), &mut out);
+    }
+    assert!(!c.broken());
+    for id in 0..MAX_STREAMS as u32 {
+        c.feed(&syn_stream(&mut d, 11 + 2 * id, "resize"), &mut out);
+    }
+    assert!(c.broken());
+    let (mut c, _) = pair();
+    let mut d = Deflate::new();
+    for id in 0..=MAX_STREAMS as u32 {
+        c.feed(&syn_stream(&mut d, 1 + 2 * id, "stdout"), &mut out);
+    }
+    assert!(c.broken());
+}

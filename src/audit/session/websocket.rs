@@ -186,10 +186,14 @@ impl Direction {
             }
             _ => return,
         };
-        // Consecutive pieces of one channel in one read go out as one event.
+        // Consecutive pieces of one channel in one read go out as one event, grown in place
+        // (copying what was joined so far for every tiny frame would cost a read of 1-byte
+        // frames quadratic time).
         if let Some(Frame::Data(k, prev)) = out.last_mut() {
             if *k == kind {
-                let mut joined = BytesMut::from(&prev[..]);
+                let mut joined = std::mem::take(prev)
+                    .try_into_mut()
+                    .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
                 joined.extend_from_slice(&data);
                 *prev = joined.freeze();
                 return;
@@ -329,5 +333,25 @@ mod tests {
         let mut out = Vec::new();
         Direction::default().feed(&wire, &mut out);
         assert!(out.is_empty());
+    }
+
+    /// Many tiny frames of one channel in one read join in place: 128 Ki one-byte frames
+    /// (1 MiB on the wire) give one Stdin event of 128 KiB without copying it per frame.
+    #[test]
+    fn a_read_of_tiny_frames_is_joined_in_place() {
+        let wire: Vec<u8> = (0..131_072)
+            .flat_map(|_| frame(true, 2, b"\x00x", Some([1, 2, 3, 4])))
+            .collect();
+        let mut d = Direction::default();
+        let mut out = Vec::new();
+        d.feed(&wire, &mut out);
+        assert_eq!(out.len(), 1);
+        match &out[0] {
+            Frame::Data(Kind::Stdin, data) => {
+                assert_eq!(data.len(), 131_072);
+                assert!(data.iter().all(|b| *b == b'x'));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -156,6 +156,13 @@ pub(super) fn read_anchor(
             .zip(text.rfind('}'))
             .and_then(|(a, b)| text.get(a..=b))
             .unwrap_or_default();
+        // Only an object whose own `kind` is a checkpoint is one: an audit event whose
+        // `requestURI` (or any string) holds the word is another line of the log.
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(json) {
+            if v.get("kind").and_then(serde_json::Value::as_str) != Some(CHECKPOINT_KIND) {
+                return Ok(());
+            }
+        }
         let cp: Checkpoint = serde_json::from_str(json)
             .map_err(|e| fail(path, line, format!("not a valid checkpoint ({e})")))?;
         let link = check(&cp, keys).map_err(|m| fail(path, line, m))?;

@@ -202,7 +202,11 @@ fn a_truncated_tail_is_caught_by_the_sidecar_or_by_an_anchor() {
     // Intact files pass with the anchor; foreign lines in it are skipped, a forged one fails.
     put(&p, &orig);
     put(&side, &orig_side);
-    let mut a = vec!["some other log line".to_string()];
+    let mut a = vec![
+        "some other log line".to_string(),
+        // An event of a request that named the checkpoint kind (anyone can send one).
+        r#"2026-12-02T10:00:00.0Z stdout F {"kind":"Event","apiVersion":"audit.k8s.io/v1","requestURI":"/PortcullisAuditCheckpoint","verb":"get"}"#.to_string(),
+    ];
     a.extend(
         orig_side
             .iter()
@@ -217,11 +221,11 @@ fn a_truncated_tail_is_caught_by_the_sidecar_or_by_an_anchor() {
     .unwrap();
     assert!(r.ok(), "{r:?}");
     assert_eq!(r.anchors_matched, 3);
-    a[2] = a[2].replace("\"time\":\"20", "\"time\":\"19");
+    a[3] = a[3].replace("\"time\":\"20", "\"time\":\"19");
     put(&anchor, &a);
     let r = verify_with_anchors(&[p], &keys, std::slice::from_ref(&anchor)).unwrap();
     let f = r.failure.unwrap();
-    assert_eq!((f.file, f.line), (anchor, 3));
+    assert_eq!((f.file, f.line), (anchor, 4));
     assert!(f.message.contains("signature invalid"), "{}", f.message);
 }
 

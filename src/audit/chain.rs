@@ -215,8 +215,13 @@ pub fn strip_chain(event: &mut Value) -> Option<Value> {
 }
 
 /// The signed message of a checkpoint.
-pub fn checkpoint_message(seq: u64, chain: &Link, time: &str) -> Vec<u8> {
-    format!("{CHECKPOINT_DOMAIN}{seq}\n{}\n{time}", chain.to_hex()).into_bytes()
+pub fn checkpoint_message(seq: u64, chain: &Link, time: &str, adopted: u64) -> Vec<u8> {
+    let mut m = format!("{CHECKPOINT_DOMAIN}{seq}\n{}\n{time}", chain.to_hex());
+    // Only when there is something to say, so checkpoints without it sign what they always did.
+    if adopted > 0 {
+        m.push_str(&format!("\nadopted {adopted}"));
+    }
+    m.into_bytes()
 }
 
 /// A checkpoint line (of a sidecar file).
@@ -230,6 +235,16 @@ pub struct Checkpoint {
     pub time: String,
     pub key_id: String,
     pub signature: String,
+    /// How many of the events this checkpoint signs, the newest before its predecessor's range
+    /// ended, the signer did not write itself: found after the last checkpoint when the proxy
+    /// started (a crash's unsigned tail — or lines someone appended while it was stopped).
+    /// Part of the signed message; absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub adopted: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Checkpoint {
@@ -240,8 +255,20 @@ impl Checkpoint {
 
     /// Sign the state `(seq, chain)` as of `time`.
     pub fn sign_at(key: &SigningKey, seq: u64, chain: &Link, time: MicroTime) -> Checkpoint {
+        Checkpoint::sign_adopting(key, seq, chain, time, 0)
+    }
+
+    /// Sign the state `(seq, chain)` as of `time`, of whose newest events `adopted` were found
+    /// on disk at start rather than written by this process (see [`Checkpoint::adopted`]).
+    pub fn sign_adopting(
+        key: &SigningKey,
+        seq: u64,
+        chain: &Link,
+        time: MicroTime,
+        adopted: u64,
+    ) -> Checkpoint {
         let time = time.to_string();
-        let sig = key.pair.sign(&checkpoint_message(seq, chain, &time));
+        let sig = key.pair.sign(&checkpoint_message(seq, chain, &time, adopted));
         Checkpoint {
             kind: CHECKPOINT_KIND.into(),
             api_version: CHECKPOINT_API_VERSION.into(),
@@ -250,6 +277,7 @@ impl Checkpoint {
             time,
             key_id: key.key_id.clone(),
             signature: base64::engine::general_purpose::STANDARD.encode(sig.as_ref()),
+            adopted,
         }
     }
 
@@ -283,7 +311,10 @@ impl Checkpoint {
             .decode(&self.signature)
             .map_err(|_| "signature invalid (not base64)".to_string())?;
         UnparsedPublicKey::new(&signature::ED25519, &key.raw)
-            .verify(&checkpoint_message(self.seq, &chain, &self.time), &sig)
+            .verify(
+                &checkpoint_message(self.seq, &chain, &self.time, self.adopted),
+                &sig,
+            )
             .map_err(|_| "signature invalid".to_string())?;
         Ok(chain)
     }

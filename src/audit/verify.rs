@@ -24,7 +24,9 @@
 //!
 //! The first failure stops the run and names `file:line`. A last line without its newline
 //! (a crash mid-write) is a warning, not a failure: everything before it verifies. Events after
-//! the last checkpoint are reported as the "unsigned tail". With keys given, files without any
+//! the last checkpoint are reported as the "unsigned tail"; events a checkpoint signed only
+//! because the restarted proxy found them unsigned on disk (its `adopted` count) are reported
+//! as such, with a warning. With keys given, files without any
 //! checkpoint fail (nothing is signed). Without keys, only the chain and the checkpoints' links
 //! are checked, and the report says so.
 
@@ -52,6 +54,10 @@ pub struct Report {
     pub last_link: Option<Link>,
     /// Events after the last checkpoint.
     pub unsigned_tail: u64,
+    /// Ranges of events (first, last seq) a checkpoint signed only after a restart found them
+    /// unsigned on disk: not witnessed by a signature when written (a crash's tail, or lines
+    /// appended while the proxy was stopped).
+    pub adopted: Vec<(u64, u64)>,
     /// Whether signatures were checked (keys were given).
     pub signatures_checked: bool,
     /// The newest checkpoint that matched: `(seq, signed time)`.
@@ -122,6 +128,25 @@ impl State {
                     "{} does not match the chain (it signs {} at event #{seq}, the chain is at {link})",
                     cp.at(),
                     cp.link
+                ));
+            }
+            if cp.adopted > 0 {
+                // The oldest events of its range: those since the previous checkpoint, up to
+                // where the restarted signer took over.
+                if cp.adopted > self.since_ckpt {
+                    return Err(format!(
+                        "{} says {} events were found unsigned at a restart, but only {} precede it since the previous checkpoint",
+                        cp.at(),
+                        cp.adopted,
+                        self.since_ckpt
+                    ));
+                }
+                let first = seq - self.since_ckpt + 1;
+                let last = first + cp.adopted - 1;
+                self.report.adopted.push((first, last));
+                self.report.warnings.push(format!(
+                    "{}: events #{first}–#{last} were found unsigned when the proxy started and are signed by this checkpoint, not by one written with them: after a crash that is its unsigned tail; after a clean stop they were added while it was stopped",
+                    cp.at()
                 ));
             }
             self.report.checkpoints += 1;

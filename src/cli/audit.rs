@@ -316,11 +316,24 @@ fn verify_cmd(
             "WARNING: no --key given: checkpoint signatures were NOT checked; the chain alone does not prove the file was not rewritten"
         );
     }
+    for (first, last) in &report.adopted {
+        println!(
+            "adopted at a restart: events #{first}–#{last} (signed only when the proxy started again, not when written)"
+        );
+    }
     if let Some(max) = max_tail {
         if report.unsigned_tail > max {
             eprintln!(
                 "unsigned tail of {} events exceeds --max-unsigned-tail {max}",
                 report.unsigned_tail
+            );
+            return Ok(1);
+        }
+        // Events adopted at a restart were unsigned as long as the proxy was down: the same
+        // budget applies.
+        if let Some((first, last)) = report.adopted.iter().find(|(f, l)| l - f + 1 > max) {
+            eprintln!(
+                "events #{first}–#{last} adopted at a restart exceed --max-unsigned-tail {max}"
             );
             return Ok(1);
         }

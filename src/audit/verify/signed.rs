@@ -22,6 +22,8 @@ pub(super) struct Signed {
     pub seq: u64,
     pub link: Link,
     pub time: String,
+    /// Events of its range the signer found on disk at start instead of writing them.
+    pub adopted: u64,
     pub file: PathBuf,
     pub line: u64,
 }
@@ -122,6 +124,7 @@ pub(super) fn read_sidecar(
             seq: cp.seq,
             link,
             time: cp.time,
+            adopted: cp.adopted,
             file: path.to_path_buf(),
             line,
         });
@@ -170,6 +173,7 @@ pub(super) fn read_anchor(
             seq: cp.seq,
             link,
             time: cp.time,
+            adopted: cp.adopted,
             file: path.to_path_buf(),
             line,
         });

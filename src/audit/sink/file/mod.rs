@@ -178,6 +178,9 @@ pub(crate) struct FileBackend {
     link: Link,
     seq: u64,
     since_ckpt: u64,
+    /// Of the events since the last checkpoint, how many were found on disk at start (not
+    /// written by this process): the next checkpoint carries the number.
+    adopted: u64,
     last_ckpt: Instant,
     /// Checkpoints appended to `buf` but not yet committed.
     pending_ckpts: u64,
@@ -198,6 +201,7 @@ struct Snapshot {
     link: Link,
     seq: u64,
     since_ckpt: u64,
+    adopted: u64,
     events_in_file: u64,
     last_ckpt: Instant,
 }
@@ -296,6 +300,9 @@ impl FileBackend {
             link: state.link,
             seq: state.seq,
             since_ckpt: state.since_ckpt,
+            // Events after the last checkpoint were not written by this process: the next
+            // checkpoint says so instead of vouching for them (`Checkpoint::adopted`).
+            adopted: state.since_ckpt,
             last_ckpt: Instant::now(),
             pending_ckpts: 0,
             needs_reopen: false,
@@ -316,6 +323,7 @@ impl FileBackend {
             link: self.link,
             seq: self.seq,
             since_ckpt: self.since_ckpt,
+            adopted: self.adopted,
             events_in_file: self.events_in_file,
             last_ckpt: self.last_ckpt,
         }
@@ -325,6 +333,7 @@ impl FileBackend {
         self.link = s.link;
         self.seq = s.seq;
         self.since_ckpt = s.since_ckpt;
+        self.adopted = s.adopted;
         self.events_in_file = s.events_in_file;
         self.last_ckpt = s.last_ckpt;
         self.pending_ckpts = 0;
@@ -333,10 +342,17 @@ impl FileBackend {
     /// Append a signed checkpoint of the current state to `side_buf` (no-op without a key).
     fn append_checkpoint(&mut self) {
         if let Some(key) = &self.cfg.signing_key {
-            let cp = Checkpoint::sign(key, self.seq, &self.link);
+            let cp = Checkpoint::sign_adopting(
+                key,
+                self.seq,
+                &self.link,
+                crate::audit::event::MicroTime::now(),
+                self.adopted,
+            );
             self.side_buf.extend_from_slice(&cp.to_line());
             self.side_buf.push(b'\n');
             self.since_ckpt = 0;
+            self.adopted = 0;
             self.last_ckpt = Instant::now();
             self.pending_ckpts += 1;
         }

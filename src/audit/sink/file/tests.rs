@@ -448,3 +448,46 @@ async fn an_idle_restart_keeps_the_empty_log_and_its_sidecar() {
     assert!(r.ok(), "{r:?}");
     assert_eq!((r.events, r.unsigned_tail), (2, 0));
 }
+
+/// Lines appended while the proxy was stopped (links recomputed: that takes no key) are not
+/// vouched for by the restarted proxy: its first checkpoint says how many events it found
+/// unsigned, and verify reports them as adopted, not as signed when written.
+#[tokio::test]
+async fn a_restart_does_not_vouch_for_lines_it_did_not_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let key = key();
+    let cfg = signed(&path, &key);
+    let a = auditor(cfg.clone(), DeliveryMode::Blocking);
+    for i in 0..3 {
+        a.emit(event(i)).await.unwrap();
+    }
+    a.shutdown(Duration::from_secs(5)).await;
+    let r = verify_files(std::slice::from_ref(&path), &key);
+    assert!(r.ok() && r.unsigned_tail == 0 && r.adopted.is_empty(), "{r:?}");
+    // Someone with write access appends a forged event with a correct link.
+    let last = r.last_link.unwrap();
+    let forged = crate::audit::sink::Prepared::new(event(99), true);
+    let link = last.next(forged.canonical());
+    let mut line = Vec::new();
+    forged.write_chained(&link, &mut line);
+    OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&line)
+        .unwrap();
+    // The proxy starts again, writes one event and stops.
+    let a = auditor(cfg, DeliveryMode::Blocking);
+    a.emit(event(3)).await.unwrap();
+    a.shutdown(Duration::from_secs(5)).await;
+    let r = verify_files(std::slice::from_ref(&path), &key);
+    assert!(r.ok(), "{r:?}");
+    assert_eq!((r.events, r.unsigned_tail), (5, 0));
+    assert_eq!(r.adopted, [(4, 4)], "{r:?}");
+    assert!(
+        r.warnings.iter().any(|w| w.contains("events #4–#4 were found unsigned")),
+        "{:?}",
+        r.warnings
+    );
+}

@@ -42,8 +42,33 @@ use std::{
 
 use serde_json::Value;
 
-use super::chain::{self, sidecar_path, Link, VerifyingKey, GENESIS};
+use super::{
+    canonical,
+    chain::{self, sidecar_path, Link, VerifyingKey, GENESIS},
+};
 use signed::Signed;
+
+/// The line as written before its chain link was added (`sink::Prepared::write_chained`):
+/// `…,"portcullis.io/chain":"<link>"}}` was `…}}`, and `…,"annotations":{"portcullis.io/chain":
+/// "<link>"}}` was `…}`. `None` when the link is not where the proxy puts it.
+fn unchained(raw: &[u8]) -> Option<Vec<u8>> {
+    let key = format!("\"{}\":\"", chain::CHAIN_ANNOTATION);
+    let end = raw.strip_suffix(b"\"}}")?;
+    let (before, hex) = end.split_at_checked(end.len().checked_sub(64)?)?;
+    if !hex.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let body = before.strip_suffix(key.as_bytes())?;
+    let mut out = Vec::with_capacity(raw.len());
+    if let Some(b) = body.strip_suffix(b",\"annotations\":{") {
+        out.extend_from_slice(b);
+        out.push(b'}');
+    } else {
+        out.extend_from_slice(body.strip_suffix(b",")?);
+        out.extend_from_slice(b"}}");
+    }
+    Some(out)
+}
 
 /// The outcome of a verification.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -184,7 +209,7 @@ impl State {
     fn line(&mut self, bytes: &[u8]) -> Result<(), String> {
         let mut v: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON ({e})"))?;
         match v.get("kind").and_then(Value::as_str) {
-            Some("Event") => self.event(&mut v),
+            Some("Event") => self.event(&mut v, bytes),
             Some(chain::CHECKPOINT_KIND) => Err(
                 "a checkpoint line inside the log: files of earlier versions verify with the release that wrote them".into(),
             ),
@@ -193,7 +218,7 @@ impl State {
         }
     }
 
-    fn event(&mut self, v: &mut Value) -> Result<(), String> {
+    fn event(&mut self, v: &mut Value, raw: &[u8]) -> Result<(), String> {
         let found = match chain::strip_chain(v) {
             Some(Value::String(s)) => Link::from_hex(&s)
                 .ok_or_else(|| format!("{} is not a link: {s:?}", chain::CHAIN_ANNOTATION))?,
@@ -206,6 +231,18 @@ impl State {
         };
         let mut canonical = Vec::with_capacity(bytes_hint(v));
         chain::write_canonical(v, &mut canonical);
+        // The link covers the parsed value; the line must be exactly that value as the proxy
+        // writes it, or a duplicate key (the last one wins when parsed), another escape of the
+        // same string or another spelling of the same number would change what readers of
+        // the line see without changing the hash.
+        if unchained(raw).and_then(|l| canonical::from_compact(&l)).as_deref()
+            != Some(canonical.as_slice())
+        {
+            return Err(
+                "the line is not the event its link covers as the proxy writes it (a duplicate key, or a string or number spelt differently)"
+                    .into(),
+            );
+        }
         if self.head.is_none() {
             // The chain's start: GENESIS, or the state the first checkpoint signs.
             match self.pending.front() {

@@ -108,6 +108,20 @@ fn every_tampering_names_its_line() {
     put(&p, &l);
     assert_eq!(fail_at(&p, &keys).1, 2, "reordered");
 
+    // The same parsed value spelt differently: a duplicate key (the last wins when parsed,
+    // so a reader taking the first sees "get"), an escaped letter. The hash alone would pass.
+    for forged in [
+        orig[2].replacen("{", r#"{"verb":"get","#, 1),
+        orig[2].replace("\"a2\"", r#""\u0061\u0032""#),
+    ] {
+        let mut l = orig.clone();
+        l[2] = forged;
+        put(&p, &l);
+        let (_, line, msg) = fail_at(&p, &keys);
+        assert_eq!(line, 3, "{msg}");
+        assert!(msg.contains("not the event its link covers"), "{msg}");
+    }
+
     let mut l = orig.clone();
     l[7] = "{not json".into();
     put(&p, &l);

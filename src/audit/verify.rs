@@ -79,6 +79,8 @@ pub struct Report {
     pub last_link: Option<Link>,
     /// Events after the last checkpoint.
     pub unsigned_tail: u64,
+    /// The number of events before the first one verified (0: the chain starts at genesis).
+    pub starts_after: u64,
     /// Ranges of events (first, last seq) a checkpoint signed only after a restart found them
     /// unsigned on disk: not witnessed by a signature when written (a crash's tail, or lines
     /// appended while the proxy was stopped).
@@ -202,6 +204,12 @@ impl State {
             self.report.anchors_before += n as u64;
         }
         self.head = Some((link, seq));
+        if seq > 0 {
+            self.report.starts_after = seq;
+            self.report.warnings.push(format!(
+                "the chain starts after event #{seq} (a checkpoint signs the state the first file given continues from): events #1–#{seq} are not in these files — expected for a backup whose predecessors retention deleted, not for a log that was never rotated"
+            ));
+        }
         self.reached(link, seq)
     }
 

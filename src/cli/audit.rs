@@ -296,6 +296,12 @@ fn verify_cmd(
             .last_link
             .map_or_else(|| "-".to_string(), |l| l.to_hex())
     );
+    if report.starts_after > 0 {
+        println!(
+            "chain starts after event #{} (earlier events are not in these files)",
+            report.starts_after
+        );
+    }
     if let Some((seq, time)) = &report.last_checkpoint {
         println!("last checkpoint: event #{seq}, signed at {time}");
     }

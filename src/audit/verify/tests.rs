@@ -323,3 +323,28 @@ fn other_lines_fail() {
     assert_eq!((file, line), (sidecar_path(&p), 1));
     assert!(msg.contains("not a valid checkpoint"), "{msg}");
 }
+
+/// A file whose first events (and the checkpoints before a later one) were cut verifies from
+/// that checkpoint on, as the oldest backup left by retention does — but says where the chain
+/// starts, so a log that was never rotated shows its missing start.
+#[test]
+fn a_cut_start_is_reported_where_the_chain_begins() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    let side = sidecar_path(&p);
+    let (_, _, key) = SigningKey::generate().unwrap();
+    write_file(&p, &key, 10, 4, None);
+    let r = verify_files(std::slice::from_ref(&p), &[key.verifying_key()]).unwrap();
+    assert_eq!((r.starts_after, r.warnings.len()), (0, 0), "{r:?}");
+    let (orig, orig_side) = (lines(&p), lines(&side));
+    put(&p, &orig[4..]);
+    put(&side, &orig_side[1..]);
+    let r = verify_files(std::slice::from_ref(&p), &[key.verifying_key()]).unwrap();
+    assert!(r.ok(), "{r:?}");
+    assert_eq!((r.events, r.starts_after), (6, 4));
+    assert!(
+        r.warnings[0].starts_with("the chain starts after event #4"),
+        "{:?}",
+        r.warnings
+    );
+}

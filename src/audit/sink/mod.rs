@@ -518,23 +518,35 @@ impl Auditor {
         }
     }
 
-    /// Finish queued events, write final checkpoints, sync and stop every sink (waits at most
-    /// `timeout` per sink). Later `emit`s fail (strict) or are counted as failed.
+    /// Finish queued events, write final checkpoints, sync and stop every sink, all at once
+    /// (a webhook behind a full queue must not keep a file sink from its final checkpoint);
+    /// each gets at most `timeout`, its wait for room in a full queue included. Events still
+    /// queued when a sink's time is up are counted as failed. Later `emit`s fail (strict) or
+    /// are counted as failed.
     pub async fn shutdown(&self, timeout: Duration) {
-        for sink in &self.sinks {
+        let stops = self.sinks.iter().map(|sink| async move {
             let (tx, rx) = oneshot::channel();
-            let sent = match &sink.outbox {
-                // Behind the events still gathered there.
-                Some(outbox) => {
-                    outbox.push_shutdown(tx);
-                    true
+            let finished = tokio::time::timeout(timeout, async {
+                let sent = match &sink.outbox {
+                    // Behind the events still gathered there.
+                    Some(outbox) => {
+                        outbox.push_shutdown(tx);
+                        true
+                    }
+                    None => sink.tx.send(Msg::Shutdown(tx)).await.is_ok(),
+                };
+                if sent {
+                    let _ = rx.await;
                 }
-                None => sink.tx.send(Msg::Shutdown(tx)).await.is_ok(),
-            };
-            if sent && tokio::time::timeout(timeout, rx).await.is_err() {
-                tracing::warn!(sink = %sink.name, "audit sink did not finish in time");
+            })
+            .await;
+            if finished.is_err() {
+                let queued = sink.tx.max_capacity() - sink.tx.capacity();
+                SinkCounters::add(&sink.counters.events_failed, queued);
+                tracing::warn!(sink = %sink.name, queued, "audit sink did not finish in time; its queued events are counted as failed");
             }
-        }
+        });
+        futures_util::future::join_all(stops).await;
     }
 }
 

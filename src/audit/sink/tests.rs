@@ -377,3 +377,33 @@ async fn a_turn_that_would_sync_is_left_to_the_thread() {
     assert_eq!(counters.events_written.load(Ordering::Relaxed), 3);
     a.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Shutdown of a sink whose queue is full behind a slow backend waits at most its timeout,
+/// the wait for room in the queue included, and counts what was still queued as failed;
+/// sinks are stopped together, so another one is not held up behind it.
+#[tokio::test]
+async fn shutdown_of_a_stuck_batch_sink_is_bounded_and_counts_what_it_loses() {
+    let mode = DeliveryMode::Batch {
+        queue: 4,
+        overflow: Overflow::Block,
+    };
+    let slow = Mock {
+        delay: Duration::from_secs(5),
+        fail: false,
+    };
+    let a = Arc::new(mock_auditor(mode, slow));
+    // Fill the queue (the backend holds one batch, the queue the rest).
+    for _ in 0..12 {
+        let a = a.clone();
+        tokio::spawn(async move {
+            let _ = a.emit(event(&[])).await;
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    a.shutdown(Duration::from_millis(200)).await;
+    // Far below the backend's 5 s per batch: the timeout, not the queue, ended the wait.
+    assert!(started.elapsed() < Duration::from_secs(3), "bounded by the timeout");
+    let failed = a.sinks()[0].counters().events_failed.load(Ordering::Relaxed);
+    assert!(failed > 0, "queued events counted as failed");
+}

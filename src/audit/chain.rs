@@ -268,7 +268,9 @@ impl Checkpoint {
         adopted: u64,
     ) -> Checkpoint {
         let time = time.to_string();
-        let sig = key.pair.sign(&checkpoint_message(seq, chain, &time, adopted));
+        let sig = key
+            .pair
+            .sign(&checkpoint_message(seq, chain, &time, adopted));
         Checkpoint {
             kind: CHECKPOINT_KIND.into(),
             api_version: CHECKPOINT_API_VERSION.into(),

@@ -36,7 +36,7 @@ use std::{
     collections::{BTreeMap, VecDeque},
     fmt,
     fs::File,
-    io::{self, BufRead, BufReader},
+    io::{self, BufRead, BufReader, Read},
     path::{Path, PathBuf},
 };
 
@@ -68,6 +68,37 @@ fn unchained(raw: &[u8]) -> Option<Vec<u8>> {
         out.extend_from_slice(b"}}");
     }
     Some(out)
+}
+
+/// Longest line read: an event is a few MiB at most (its request and response objects are
+/// capped at 3 MiB each); a file of gigabytes without a newline must not be read into memory.
+const MAX_LINE: u64 = 64 << 20;
+
+/// Read one line (newline kept) into `buf`: `Some(bytes read)`, 0 at the end; `None` for a
+/// line over [`MAX_LINE`], whose rest is skipped unread into memory.
+fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+    let n = reader.by_ref().take(MAX_LINE + 1).read_until(b'\n', buf)?;
+    if (n as u64) <= MAX_LINE || buf.last() == Some(&b'\n') {
+        return Ok(Some(n));
+    }
+    buf.clear();
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            break;
+        }
+        match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => {
+                reader.consume(i + 1);
+                break;
+            }
+            None => {
+                let len = chunk.len();
+                reader.consume(len);
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// The outcome of a verification.
@@ -243,7 +274,9 @@ impl State {
         // writes it, or a duplicate key (the last one wins when parsed), another escape of the
         // same string or another spelling of the same number would change what readers of
         // the line see without changing the hash.
-        if unchained(raw).and_then(|l| canonical::from_compact(&l)).as_deref()
+        if unchained(raw)
+            .and_then(|l| canonical::from_compact(&l))
+            .as_deref()
             != Some(canonical.as_slice())
         {
             return Err(
@@ -389,13 +422,23 @@ pub fn verify_with_anchors(
         let mut line_no = 0u64;
         loop {
             buf.clear();
-            let n = reader
-                .read_until(b'\n', &mut buf)
+            let n = read_line(&mut reader, &mut buf)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            line_no += 1;
+            let Some(n) = n else {
+                let f = Failure {
+                    file: path.clone(),
+                    line: line_no,
+                    message: format!(
+                        "a line longer than {} MiB: not an event the proxy writes",
+                        MAX_LINE >> 20
+                    ),
+                };
+                return Ok(stop(st, f));
+            };
             if n == 0 {
                 break;
             }
-            line_no += 1;
             if buf.last() != Some(&b'\n') {
                 st.report.warnings.push(format!(
                     "{}:{line_no}: truncated final line ignored (a crash mid-write?); everything before it verifies",

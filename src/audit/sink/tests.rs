@@ -403,7 +403,13 @@ async fn shutdown_of_a_stuck_batch_sink_is_bounded_and_counts_what_it_loses() {
     let started = std::time::Instant::now();
     a.shutdown(Duration::from_millis(200)).await;
     // Far below the backend's 5 s per batch: the timeout, not the queue, ended the wait.
-    assert!(started.elapsed() < Duration::from_secs(3), "bounded by the timeout");
-    let failed = a.sinks()[0].counters().events_failed.load(Ordering::Relaxed);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "bounded by the timeout"
+    );
+    let failed = a.sinks()[0]
+        .counters()
+        .events_failed
+        .load(Ordering::Relaxed);
     assert!(failed > 0, "queued events counted as failed");
 }

@@ -9,7 +9,7 @@
 
 use std::{
     fs::File,
-    io::{self, BufRead, BufReader},
+    io::{self, BufReader},
     path::{Path, PathBuf},
 };
 
@@ -68,13 +68,20 @@ fn for_each_line(
     let mut line_no = 0u64;
     loop {
         buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
+        let n = super::read_line(&mut reader, &mut buf)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        line_no += 1;
+        // A line over the cap is passed on empty: no checkpoint (a sidecar fails on it, an
+        // anchor file skips it).
+        let Some(n) = n else {
+            if let Err(f) = each(line_no, b"") {
+                return Ok(Err(f));
+            }
+            continue;
+        };
         if n == 0 {
             return Ok(Ok(false));
         }
-        line_no += 1;
         if buf.last() != Some(&b'\n') {
             return Ok(Ok(true));
         }

@@ -348,3 +348,19 @@ fn a_cut_start_is_reported_where_the_chain_begins() {
         r.warnings
     );
 }
+
+/// A line over 64 MiB (no event is that long) fails at its line, read no further into memory;
+/// the lines after it are not needed to say so.
+#[test]
+fn an_oversized_line_fails_without_being_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    let (_, _, key) = SigningKey::generate().unwrap();
+    write_file(&p, &key, 3, 3, None);
+    let mut l = lines(&p);
+    l.insert(1, "x".repeat((64 << 20) + 1));
+    put(&p, &l);
+    let (file, line, msg) = fail_at(&p, &[key.verifying_key()]);
+    assert_eq!((file, line), (p, 2));
+    assert!(msg.starts_with("a line longer than 64 MiB"), "{msg}");
+}

@@ -464,7 +464,10 @@ async fn a_restart_does_not_vouch_for_lines_it_did_not_write() {
     }
     a.shutdown(Duration::from_secs(5)).await;
     let r = verify_files(std::slice::from_ref(&path), &key);
-    assert!(r.ok() && r.unsigned_tail == 0 && r.adopted.is_empty(), "{r:?}");
+    assert!(
+        r.ok() && r.unsigned_tail == 0 && r.adopted.is_empty(),
+        "{r:?}"
+    );
     // Someone with write access appends a forged event with a correct link.
     let last = r.last_link.unwrap();
     let forged = crate::audit::sink::Prepared::new(event(99), true);
@@ -486,7 +489,9 @@ async fn a_restart_does_not_vouch_for_lines_it_did_not_write() {
     assert_eq!((r.events, r.unsigned_tail), (5, 0));
     assert_eq!(r.adopted, [(4, 4)], "{r:?}");
     assert!(
-        r.warnings.iter().any(|w| w.contains("events #4–#4 were found unsigned")),
+        r.warnings
+            .iter()
+            .any(|w| w.contains("events #4–#4 were found unsigned")),
         "{:?}",
         r.warnings
     );

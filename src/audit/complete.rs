@@ -232,7 +232,17 @@ impl http_body::Body for Completing {
                     }
                 },
                 End::Streaming => {
-                    if me.pending.len() > 1 {
+                    // Hold back the newest frame with bytes (and any empty or trailers frames
+                    // after it): released only once a later frame carries bytes, so the
+                    // client never has the whole body — nor, with a Content-Length, knows it
+                    // has — before the event is written.
+                    if me.pending.len() > 1
+                        && me
+                            .pending
+                            .iter()
+                            .skip(1)
+                            .any(|f| f.data_ref().is_some_and(|d| !d.is_empty()))
+                    {
                         return Poll::Ready(me.pending.pop_front().map(Ok));
                     }
                     match Pin::new(&mut me.inner).poll_frame(cx) {

@@ -246,6 +246,39 @@ async fn a_long_answer_streams_and_its_last_frame_waits_for_the_event() {
     assert_eq!(all[0]["responseStatus"]["code"], 200);
 }
 
+/// Empty frames after the last bytes do not release them: the frame with the last bytes
+/// still waits for the event.
+#[tokio::test]
+async fn empty_frames_do_not_release_the_last_bytes_before_the_event() {
+    let sink = Memory::default();
+    let (tx, body) = upstream();
+    for i in 0..3u8 {
+        tx.send(Ok(Bytes::from(vec![i; CHUNK]))).await.unwrap();
+    }
+    let resp = through(audit(METADATA, &sink), json(200, body), None).await;
+    let mut body = resp.into_body();
+    assert_eq!(next_soon(&mut body).await.unwrap().unwrap()[0], 0);
+    assert_eq!(next_soon(&mut body).await.unwrap().unwrap()[0], 1);
+    tx.send(Ok(Bytes::new())).await.unwrap();
+    tx.send(Ok(Bytes::new())).await.unwrap();
+    assert!(
+        next_soon(&mut body).await.is_none(),
+        "the last bytes are held behind empty frames"
+    );
+    sink.hold.store(true, Ordering::SeqCst);
+    drop(tx);
+    assert!(next_soon(&mut body).await.is_none());
+    assert!(sink.events().is_empty());
+    sink.hold.store(false, Ordering::SeqCst);
+    let last = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(sink.events().len(), 1, "the event is written first");
+    assert_eq!(last.into_data().unwrap()[0], 2);
+}
+
 #[tokio::test]
 async fn a_strict_sink_failing_at_the_end_cuts_a_long_answer_off() {
     let sink = Memory::default();

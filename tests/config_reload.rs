@@ -722,3 +722,31 @@ async fn a_reload_holds_open_connections_to_the_new_client_cas_and_crls() {
     assert_eq!(b.reloads("failure").await, 0);
     b.stop().await;
 }
+
+/// The upstream's kubeconfig is watched like the files the config names: a change to it
+/// (here its token, as a rotation would) reloads without a signal, and the upstream is
+/// rebuilt from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_to_the_upstream_kubeconfig_reloads() {
+    common::require_kubectl();
+    let b = Binary::start(&["--reload-poll", "200ms"], |c| {
+        *c = c
+            .replace(
+                "upstream:\n  url: ",
+                "upstream:\n  kubeconfig: {path: upstream.kubeconfig}\n  #url: ",
+            )
+            .replace(
+                "  ca_file: ca.crt\n  credentials:\n    token_file: proxy.token\n",
+                "",
+            );
+    })
+    .await;
+    ci_reads(&b)
+        .await
+        .expect("served through the kubeconfig's upstream");
+    let kc = std::fs::read_to_string(&b.files.upstream_kubeconfig).unwrap();
+    std::fs::write(&b.files.upstream_kubeconfig, format!("{kc}\n# rotated\n")).unwrap();
+    b.wait_reloads("success", 1).await;
+    ci_reads(&b).await.expect("still served after the reload");
+    b.stop().await;
+}

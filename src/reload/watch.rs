@@ -12,7 +12,9 @@
 //!
 //! Watched: the config file, and every file the config names under a key ending in `_file`
 //! or `_files` (certificates, keys, CA bundles, CRLs, JWKS and PEM key files, the audit policy
-//! and signing key), resolved from the config's folder. Not watched: `upstream.credentials.
+//! and signing key), resolved from the config's folder; `upstream.kubeconfig.path`; with
+//! `upstream.in_cluster`, the service account's `ca.crt`. Not watched: files a kubeconfig
+//! itself names (its content is), `upstream.credentials.
 //! token_file` (re-read on its own interval; a rotating projected token must not reload
 //! everything) and the audit log itself (a `path:` key).
 
@@ -55,8 +57,27 @@ pub fn named_files(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     if let Ok(value) = serde_saphyr::from_str::<serde_json::Value>(text) {
         collect(&value, &mut out);
+        upstream_files(&value, &mut out);
     }
     out
+}
+
+/// What the upstream is read from besides `*_file` keys: `upstream.kubeconfig.path` (its
+/// server, CA and credentials), and with `upstream.in_cluster` the service account's `ca.crt`
+/// (the cluster CA, rotated by the control plane). The in-cluster token is re-read on its
+/// own interval, as `token_file`.
+fn upstream_files(v: &serde_json::Value, out: &mut Vec<String>) {
+    let Some(up) = v.get("upstream") else {
+        return;
+    };
+    if let Some(p) = up.pointer("/kubeconfig/path").and_then(|p| p.as_str()) {
+        out.push(p.to_owned());
+    }
+    if up.get("in_cluster").and_then(serde_json::Value::as_bool) == Some(true) {
+        let dir = std::env::var("PORTCULLIS_SERVICE_ACCOUNT_DIR")
+            .unwrap_or_else(|_| "/var/run/secrets/kubernetes.io/serviceaccount".into());
+        out.push(format!("{dir}/ca.crt"));
+    }
 }
 
 fn collect(v: &serde_json::Value, out: &mut Vec<String>) {
@@ -109,6 +130,13 @@ mod tests {
             files,
             ["a.crt", "a.key", "c.crl", "ca.pem", "j.json", "k.pem", "k2.pem", "p.yaml"]
         );
+        assert_eq!(
+            named_files("upstream: {kubeconfig: {path: kc.yaml, context: x}}\n"),
+            ["kc.yaml"]
+        );
+        let in_cluster = named_files("upstream: {in_cluster: true}\n");
+        assert_eq!(in_cluster.len(), 1);
+        assert!(in_cluster[0].ends_with("/ca.crt"), "{in_cluster:?}");
     }
 
     #[test]

@@ -76,7 +76,7 @@ fn one(
         Some(v) => Current::Found(v.clone()),
         None => Current::NotFetched,
     };
-    let judged = judge::judge(s, &info, id, parsed, current, None).unwrap();
+    let judged = judge::judge(s, &info, id, parsed, current, None, None).unwrap();
     parse::canonical_bytes(&judged.body).len()
 }
 

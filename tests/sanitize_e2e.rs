@@ -634,6 +634,63 @@ async fn a_patch_pinned_to_another_version_is_a_conflict() {
     assert!(!judged_rv.is_empty() && judged_rv != "0", "{sent}");
 }
 
+/// A manager re-applying without the pod-level security context it applied before: the API
+/// server would remove it, leaving another manager's container (which relied on it) running
+/// as root without seccomp. Judged on the current object with what the re-apply leaves out
+/// removed: refused before the upstream; a manager's first apply, or one that keeps it, passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reapply_that_drops_what_others_rely_on_is_refused() {
+    let env = Env::start().await;
+    let deps = "/apis/apps/v1/namespaces/team-a/deployments";
+    let compliant = json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}});
+    let (_, mut dep, _) = kinds(
+        "team-a",
+        "d2",
+        json!({
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {"name": "a", "image": "nginx", "securityContext": compliant},
+                {"name": "b", "image": "nginx", "securityContext": compliant}]
+        }),
+    )
+    .swap_remove(4);
+    // As the API server records it: x applied the pod-level fields and container a, y added b.
+    dep["metadata"]["managedFields"] = json!([
+        {"manager": "x", "operation": "Apply", "apiVersion": "apps/v1", "fieldsType": "FieldsV1", "fieldsV1": {}},
+        {"manager": "y", "operation": "Update", "apiVersion": "apps/v1", "fieldsType": "FieldsV1", "fieldsV1": {}}]);
+    create(&env, deps, &dep).await;
+    let d2 = format!("{deps}/d2");
+    // x's new configuration: container a alone, compliant on its own; no pod-level context.
+    let mut a_alone = compliant.clone();
+    a_alone["runAsNonRoot"] = json!(true);
+    a_alone["seccompProfile"] = json!({"type": "RuntimeDefault"});
+    let config = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "d2"},
+        "spec": {"selector": {"matchLabels": {"app": "d2"}}, "template": {
+            "metadata": {"labels": {"app": "d2"}},
+            "spec": {"containers": [{"name": "a", "image": "nginx", "securityContext": a_alone}]}}}});
+    let apply = |manager: &str| {
+        json_req(
+            "PATCH",
+            &format!("{d2}?fieldManager={manager}"),
+            "application/apply-patch+yaml",
+            &config,
+        )
+    };
+    let s = refused(&env, apply("x"), 403, "Forbidden").await;
+    assert!(
+        has_cause(
+            &s,
+            "spec.template.spec.containers[1].securityContext.runAsNonRoot"
+        ),
+        "{s}"
+    );
+    // Another manager's first apply removes nothing: judged as before, and it passes.
+    env.sandbox.sandbox.clear_recorded();
+    let resp = send_as(&env, apply("z"), None).await;
+    assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.body());
+}
+
 /// `Connection: Upgrade` on a write does not skip the judge: the API server ignores it and
 /// applies the patch, so the proxy judges it as any other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

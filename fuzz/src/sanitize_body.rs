@@ -103,7 +103,7 @@ pub fn check(data: &[u8]) {
         } else {
             Current::NotFetched
         };
-        match judge::judge(&s, &info, &id, p, cur, None) {
+        match judge::judge(&s, &info, &id, p, cur, None, None) {
             Ok(j) => Ok((parse::canonical_bytes(&j.body), j.warnings)),
             Err(st) => Err(st.status().to_json()),
         }

@@ -143,7 +143,9 @@ where
     verdict.inspected = true;
     let decoded = protobuf.then(|| parsed.value.clone());
     let tokens = parts.extensions.get::<TokenSecrets>().cloned();
-    let judged_body = match judge_write(s, up, info, ob, parsed, tokens.as_ref(), verdict).await {
+    let manager = field_manager(parts);
+    let marks = (tokens.as_ref(), manager.as_deref());
+    let judged_body = match judge_write(s, up, info, ob, parsed, marks, verdict).await {
         Ok(body) => body,
         Err(refusal) => {
             // A refused write's event carries the body as received (the apiserver logs the
@@ -316,7 +318,7 @@ async fn judge_write(
     info: &RequestInfo,
     ob: &Outbound<'_>,
     parsed: Parsed,
-    tokens: Option<&TokenSecrets>,
+    (tokens, manager): (Option<&TokenSecrets>, Option<&str>),
     verdict: &mut Verdict,
 ) -> Result<serde_json::Value, Refusal> {
     if !matches!(info.verb.as_str(), "create" | "update" | "patch") {
@@ -327,7 +329,7 @@ async fn judge_write(
     } else {
         Current::NotFetched
     };
-    let judged = judge::judge(s, info, ob.identity, parsed, current, tokens)?;
+    let judged = judge::judge(s, info, ob.identity, parsed, current, tokens, manager)?;
     verdict.pss_warned = judged
         .warnings
         .iter()
@@ -370,6 +372,14 @@ where
         }
         Ok(Err(e)) => Err(BodyRefusal::Unreadable(e.to_string()).into()),
     }
+}
+
+/// The request's `fieldManager` query parameter (the first, as Go's `Values.Get`).
+fn field_manager(parts: &Parts) -> Option<String> {
+    let q = parts.uri.query()?;
+    form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == "fieldManager")
+        .map(|(_, v)| v.into_owned())
 }
 
 /// Whether the authorize layer marked this write for the token-Secret check.

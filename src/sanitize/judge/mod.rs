@@ -10,7 +10,7 @@
 //! | JSON patch (RFC 6902) | the current object with the patch applied (`json-patch` crate) |
 //! | merge patch (RFC 7386) | the current object with the patch merged |
 //! | strategic merge patch | the current object merged per `merge.rs` (directives applied) |
-//! | apply patch (server-side apply) | the applied configuration alone **and** merged onto the current object; both must pass |
+//! | apply patch (server-side apply) | the applied configuration alone **and** merged onto the current object; both must pass; for a manager that applied the object before, also merged onto the current object with the security fields it leaves out removed (`reapply.rs`) |
 //!
 //! A patch that touches no pod spec and no pod annotations of a pod-bearing kind (a label, a
 //! replica count) is not judged by Pod Security, as the apiserver only re-checks updates that
@@ -40,6 +40,7 @@
 
 mod case;
 mod patch;
+mod reapply;
 
 use case::case_variant_causes;
 use patch::{add_precondition, apply_patch, strip_json_patch};
@@ -183,7 +184,8 @@ pub fn needs_current(
 }
 
 /// Judge `parsed`; `current` as fetched when [`needs_current`] was true; `tokens` when the
-/// authorize layer marked the write for the token-Secret check.
+/// authorize layer marked the write for the token-Secret check; `field_manager` the request's
+/// `fieldManager` (a server-side apply's manager).
 pub fn judge(
     s: &Sanitizer,
     info: &RequestInfo,
@@ -191,6 +193,7 @@ pub fn judge(
     mut parsed: Parsed,
     current: Current,
     tokens: Option<&TokenSecrets>,
+    field_manager: Option<&str>,
 ) -> Result<Judged, Refusal> {
     let kind = pod_kind(info);
     let rules: Vec<_> = s.rules_for(info, id).collect();
@@ -211,7 +214,7 @@ pub fn judge(
         _ => None,
     };
     let judged = if pss_needed || deny_needed || tokens.is_some() {
-        objects_to_judge(&parsed, &current, info)?
+        objects_to_judge(&parsed, &current, info, field_manager)?
     } else {
         Vec::new()
     };
@@ -286,6 +289,7 @@ fn objects_to_judge<'a>(
     parsed: &'a Parsed,
     current: &Current,
     info: &RequestInfo,
+    field_manager: Option<&str>,
 ) -> Result<Vec<Cow<'a, Value>>, Refusal> {
     let mut judged: Vec<Cow<'a, Value>> = Vec::new();
     match parsed.kind {
@@ -308,6 +312,15 @@ fn objects_to_judge<'a>(
                 }
                 (Current::Found(cur), _) => {
                     judged.push(Cow::Owned(apply_patch(cur, parsed, info)?));
+                    // A re-apply may remove what its manager applied before (`reapply.rs`).
+                    if let (BodyKind::ApplyPatch, Some(kind), Some(manager)) =
+                        (patch_kind, pod_kind(info), field_manager)
+                    {
+                        if reapply::reapplies(cur, manager) {
+                            let reduced = reapply::without_omitted(cur, &parsed.value, kind);
+                            judged.push(Cow::Owned(apply_patch(&reduced, parsed, info)?));
+                        }
+                    }
                 }
             }
             if patch_kind == BodyKind::ApplyPatch {

@@ -167,6 +167,14 @@ const FREE_FORM: &[&str] = &[
     "binaryData",
 ];
 
+/// A ReplicationController's (or Service's) `selector`: a plain map of label keys to values,
+/// free-form like `matchLabels` (a `LabelSelector`, with `matchExpressions`, is walked).
+fn string_map_selector(key: &str, v: &Value) -> bool {
+    key == "selector"
+        && v.as_object()
+            .is_some_and(|m| m.values().all(Value::is_string))
+}
+
 /// A cause for every key of `obj` that differs only in case from a field Pod Security reads.
 pub(super) fn case_variant_causes(obj: &Value, causes: &mut Vec<StatusCause>) {
     let mut at = Vec::new();
@@ -187,7 +195,10 @@ fn case_variants<'a>(v: &'a Value, at: &mut Vec<PathSeg<'a>>, causes: &mut Vec<S
                         field: render(at),
                     });
                 }
-                if (child.is_object() || child.is_array()) && !FREE_FORM.contains(&k.as_str()) {
+                if (child.is_object() || child.is_array())
+                    && !FREE_FORM.contains(&k.as_str())
+                    && !string_map_selector(k, child)
+                {
                     case_variants(child, at, causes);
                 }
                 at.pop();
@@ -248,5 +259,16 @@ mod tests {
         assert_eq!(case_variant_of("hostPID"), None);
         assert_eq!(case_variant_of("image"), None);
         assert_eq!(case_variant_of(""), None);
+    }
+
+    /// A ReplicationController's plain-map selector holds label keys, not fields: `Role`,
+    /// `User` there are labels like any other.
+    #[test]
+    fn a_plain_map_selector_is_free_form() {
+        let rc = serde_json::json!({"spec": {"selector": {"Role": "db", "User": "x"},
+            "template": {"metadata": {"labels": {"Role": "db", "User": "x"}}, "spec": {"containers": []}}}});
+        let mut causes = Vec::new();
+        case_variant_causes(&rc, &mut causes);
+        assert!(causes.is_empty(), "{causes:?}");
     }
 }

@@ -20,6 +20,8 @@
 //!       inspect: true                # false: forward the bytes as sent (size cap still applies)
 //!       binary_bodies: forward-unjudged
 //!   pod_security:
+//!     latest_version: v1.32          # what `latest` means: the API server's version (default:
+//!                                    # the newest rules the proxy knows, v1.37)
 //!     defaults: {enforce: privileged}
 //!     namespaces:
 //!       team-a: {enforce: restricted}
@@ -108,6 +110,11 @@ pub enum BinaryBodies {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PodSecurityConfig {
+    /// The newest rules `latest` may mean: the API server's minor version (`v1.N`), as
+    /// PodSecurity admission caps `latest` at its own version. Absent: the newest rules the
+    /// proxy knows.
+    #[serde(default)]
+    pub latest_version: Option<String>,
     #[serde(default)]
     pub defaults: ModesConfig,
     #[serde(default)]
@@ -268,13 +275,39 @@ fn pod_security(
     path: &str,
 ) -> super::policy::PodSecurity {
     let mut problem = |at: String, message: String, hint: &str| p.err(at, message, hint);
-    let defaults = modes(&ps.defaults, &format!("{path}.defaults"), &mut problem);
+    let latest = match ps.latest_version.as_deref().map(pss::Version::parse) {
+        None => pss::Version::Latest,
+        Some(Ok(v @ pss::Version::V1(_))) => v,
+        Some(Ok(pss::Version::Latest)) | Some(Err(_)) => {
+            problem(
+                format!("{path}.latest_version"),
+                format!(
+                    "{:?} is not a version",
+                    ps.latest_version.as_deref().unwrap_or_default()
+                ),
+                "give the API server's version as v1.N, e.g. v1.32 (what `latest` means there)",
+            );
+            pss::Version::Latest
+        }
+    };
+    let mut problem = |at: String, message: String, hint: &str| problem(at, message, hint);
+    let mut modes = |m: &ModesConfig, at: &str| {
+        let mut out = modes(m, at, &mut problem);
+        for policy in [&mut out.enforce, &mut out.warn, &mut out.audit]
+            .into_iter()
+            .flatten()
+        {
+            policy.cap_latest(latest);
+        }
+        out
+    };
+    let defaults = modes(&ps.defaults, &format!("{path}.defaults"));
     let namespaces = ps
         .namespaces
         .iter()
         .map(|(ns, m)| {
             let at = format!("{path}.namespaces.{ns}");
-            (ns.clone(), modes(m, &at, &mut problem))
+            (ns.clone(), modes(m, &at))
         })
         .collect();
     let tenants = ps
@@ -282,7 +315,7 @@ fn pod_security(
         .iter()
         .map(|(t, m)| {
             let at = format!("{path}.tenants.{t}");
-            (t.clone(), modes(m, &at, &mut problem))
+            (t.clone(), modes(m, &at))
         })
         .collect();
     super::policy::PodSecurity {
@@ -434,5 +467,30 @@ mod tests {
             "pod_security: {defaults: {enforce: restricted, enforce_version: v1.30}}\n"
         )
         .is_empty());
+    }
+
+    /// `latest_version` holds `latest` (and newer pins) to the API server's rules, as
+    /// PodSecurity admission there would; it must be a version.
+    #[test]
+    fn latest_version_caps_latest_and_newer_pins() {
+        let yaml = "pod_security:\n  latest_version: v1.32\n  defaults: {enforce: restricted, warn: baseline, warn_version: v1.35, audit: restricted, audit_version: v1.30}\n";
+        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
+        let cfg: SanitizeConfig = serde_path_to_error::deserialize(v).unwrap();
+        let s = build(&cfg, "sanitize").unwrap();
+        let m = s.modes_for("any", None);
+        let versions: Vec<pss::Version> = [m.enforce, m.warn, m.audit]
+            .into_iter()
+            .map(|p| p.unwrap().version)
+            .collect();
+        assert_eq!(
+            versions,
+            [
+                pss::Version::V1(32),
+                pss::Version::V1(32),
+                pss::Version::V1(30)
+            ]
+        );
+        let got = problems("pod_security: {latest_version: latest}\n");
+        assert_eq!(got[0].0, "sanitize.pod_security.latest_version", "{got:?}");
     }
 }

@@ -146,6 +146,17 @@ impl Policy {
     pub fn latest(level: Level) -> Self {
         Self::new(level, Version::Latest)
     }
+
+    /// Hold the rules to those of `newest` (the API server's version, `latest` for no cap):
+    /// `latest`, and any pinned version after it, evaluate as `newest` — as PodSecurity
+    /// admission caps both at its own version. The policy is then named by that version.
+    pub fn cap_latest(&mut self, newest: Version) {
+        let Version::V1(n) = newest else { return };
+        self.version = match self.version {
+            Version::Latest => Version::V1(n),
+            Version::V1(m) => Version::V1(m.min(n)),
+        };
+    }
 }
 
 /// One offending field.

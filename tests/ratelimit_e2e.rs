@@ -161,6 +161,72 @@ async fn watch_permits_are_released_when_the_client_disconnects() {
     env.stop().await;
 }
 
+/// A watch asked over HTTP/1.1 with an `Upgrade` the API server ignores (`foo`) is answered
+/// as an ordinary stream, and holds its permit for as long as it streams: three such watches
+/// fill team-a's cap, the fourth (an ordinary one) is 429 and never reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_with_a_bogus_upgrade_still_holds_its_permit() {
+    let env = Env::start().await; // team-a: 3 concurrent watches
+    let alice = token(&env, "alice", &["tenant:team-a"]);
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let io = hyper_util::rt::TokioIo::new(
+            common::tls_connect(env.proxy_addr, &env.ca, None, &[b"http/1.1"]).await,
+        );
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        let conn = tokio::spawn(conn);
+        let mut r = get("/api/v1/namespaces/team-a/pods?watch=1", &alice);
+        r.headers_mut()
+            .insert("connection", "Upgrade".parse().unwrap());
+        r.headers_mut().insert("upgrade", "foo".parse().unwrap());
+        let resp = sender.send_request(r).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        open.push((resp, sender, conn));
+    }
+    // The streams are open and read from; the permits are still held.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    env.sandbox.sandbox.clear_recorded();
+    let io = hyper_util::rt::TokioIo::new(
+        common::tls_connect(env.proxy_addr, &env.ca, None, &[b"h2"]).await,
+    );
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let refused = sender
+        .send_request(get("/api/v1/namespaces/team-a/pods?watch=1", &alice))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(env.sandbox.sandbox.recorded().is_empty());
+    // A request that cannot be upgraded (not long-running) goes the ordinary way with its
+    // `Upgrade` dropped: over the pooled HTTP/2 connection, under the request deadline.
+    let (resp, mut sender, _) = open.pop().unwrap();
+    drop(resp);
+    let io = hyper_util::rt::TokioIo::new(
+        common::tls_connect(env.proxy_addr, &env.ca, None, &[b"http/1.1"]).await,
+    );
+    let (mut h1, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let mut r = get("/api/v1/namespaces/team-a/configmaps", &alice);
+    r.headers_mut()
+        .insert("connection", "Upgrade".parse().unwrap());
+    r.headers_mut().insert("upgrade", "foo".parse().unwrap());
+    let resp = h1.send_request(r).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen = env.sandbox.sandbox.recorded();
+    let list = seen
+        .iter()
+        .find(|r| r.path == "/api/v1/namespaces/team-a/configmaps")
+        .expect("the list reached the upstream");
+    assert!(list.h2, "sent over the pool");
+    assert!(!list.headers.contains_key("upgrade"));
+    let _ = sender.ready().await;
+    drop(open);
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_credentials_are_limited_per_address_before_authentication() {
     let env = Env::start_with(|c| {

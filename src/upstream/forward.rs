@@ -72,7 +72,10 @@ pub async fn forward(
     let (mut parts, incoming) = req.into_parts();
     let guard = ob.guard.take();
     let on_stall = parts.extensions.get::<pump::OnStall>().cloned();
-    if parts.version == Version::HTTP_11 && headers::is_upgrade(&parts.headers) {
+    // Only a long-running request (exec, attach, port-forward, proxy, a watch over WebSocket)
+    // can be upgraded by the API server; on any other the `Upgrade` is ignored there, so it
+    // goes the ordinary way (its hop-by-hop headers stripped), deadline and pool included.
+    if parts.version == Version::HTTP_11 && ob.long_running && headers::is_upgrade(&parts.headers) {
         // Boxed, like every rare path here: inline, its state would sit in every request's
         // future (see `pool::request`).
         return Box::pin(upgrade::forward(up, parts, incoming, &ob, guard)).await;

@@ -84,7 +84,14 @@ pub async fn forward(
         rparts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return Ok(Response::from_parts(rparts, body::boxed(rbody)));
+        // An answer that is not a switch may still stream (a watch asked with an `Upgrade`
+        // the API server ignores): the guard — a stream permit, the `ResponseComplete`
+        // event — lasts as long as its body, as on the ordinary path.
+        let mut out = body::boxed(rbody);
+        if let Some(guard) = guard {
+            out = body::hold(out, guard);
+        }
+        return Ok(Response::from_parts(rparts, out));
     }
 
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
@@ -134,6 +141,7 @@ fn prepare_upgrade_request(
         Err(_) => return Err(UpstreamFailure::Unforwardable.into()),
     };
     prepare_headers(&mut parts.headers, up, ob);
+    strip_bearer_protocols(&mut parts.headers);
     // Hop-by-hop hygiene removed them; an upgrade needs exactly these two back.
     parts
         .headers
@@ -227,6 +235,34 @@ async fn send_on_fresh_connection(
     Ok(resp)
 }
 
+/// The subprotocol prefix through which a browser WebSocket client carries a bearer token
+/// (kube-apiserver's `websocket.NewProtocolAuthenticator` reads it).
+const BEARER_PROTOCOL: &str = "base64url.bearer.authorization.k8s.io.";
+
+/// Remove token-carrying subprotocols from the offer: the API server must authenticate the
+/// proxy (and impersonate the caller), never fall back to a client's token — e.g. were the
+/// proxy's own credential ever rejected.
+fn strip_bearer_protocols(h: &mut http::HeaderMap) {
+    if !h.contains_key(header::SEC_WEBSOCKET_PROTOCOL) {
+        return;
+    }
+    let kept: Vec<String> = h
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && !p.to_ascii_lowercase().starts_with(BEARER_PROTOCOL))
+        .map(str::to_owned)
+        .collect();
+    h.remove(header::SEC_WEBSOCKET_PROTOCOL);
+    if let Ok(v) = HeaderValue::from_str(&kept.join(", ")) {
+        if !kept.is_empty() {
+            h.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
+        }
+    }
+}
+
 /// Once both sides have upgraded, copies bytes both ways until either closes (or, with an
 /// idle timeout, until neither side sent anything for that long), recording the session when
 /// asked to.
@@ -295,5 +331,35 @@ where
     match copied {
         Ok((to_up, to_client)) => tracing::debug!(to_up, to_client, "upgraded stream closed"),
         Err(err) => tracing::debug!(%err, "upgraded stream ended with error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_carrying_subprotocols_are_not_offered_upstream() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(
+                "v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.c2VjcmV0",
+            ),
+        );
+        h.append(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("Base64url.Bearer.Authorization.K8s.Io.eA"),
+        );
+        strip_bearer_protocols(&mut h);
+        assert_eq!(h.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().count(), 1);
+        assert_eq!(h[header::SEC_WEBSOCKET_PROTOCOL], "v5.channel.k8s.io");
+        let mut only = http::HeaderMap::new();
+        only.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("base64url.bearer.authorization.k8s.io.c2VjcmV0"),
+        );
+        strip_bearer_protocols(&mut only);
+        assert!(!only.contains_key(header::SEC_WEBSOCKET_PROTOCOL));
     }
 }

@@ -37,7 +37,7 @@ use crate::{
     audit::session,
     body::{self, Body},
     k8s::headers,
-    read_tap::ReadTap,
+    read_tap::CheckedTap,
     refusal::{Refusal, UpstreamFailure},
 };
 use std::{sync::Arc, time::Duration};
@@ -288,8 +288,15 @@ async fn splice(
         Some((recording, protocol)) => {
             let session = recording.pending.start(protocol);
             let (mut from_client, mut from_upstream) = session.feeders();
-            let client = ReadTap::new(client, move |b: &[u8]| from_client.feed(b));
-            let upstream = ReadTap::new(upstream, move |b: &[u8]| from_upstream.feed(b));
+            // A read holding a frame the recorder cannot read is withheld, not passed on.
+            let client = CheckedTap::new(client, move |b: &[u8]| {
+                from_client.feed(b);
+                !from_client.broken()
+            });
+            let upstream = CheckedTap::new(upstream, move |b: &[u8]| {
+                from_upstream.feed(b);
+                !from_upstream.broken()
+            });
             // A direction whose frames can no longer be read ends the session (dropping the
             // copy closes both connections) rather than letting it go on unrecorded.
             let unreadable = session.unreadable();

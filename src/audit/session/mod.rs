@@ -111,7 +111,7 @@ pub enum Direction {
 }
 
 impl Direction {
-    fn broken(&self) -> bool {
+    pub(crate) fn broken(&self) -> bool {
         match self {
             Direction::WebSocket(d) => d.broken(),
             Direction::Spdy(d) => d.broken(),

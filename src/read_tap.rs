@@ -149,17 +149,24 @@ mod tests {
     async fn a_refused_read_is_withheld_and_fails() {
         let (mut w, r) = tokio::io::duplex(64);
         let mut tap = CheckedTap::new(r, |b: &[u8]| !b.contains(&b'X'));
-        tokio::io::AsyncWriteExt::write_all(&mut w, b"fine").await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut w, b"fine")
+            .await
+            .unwrap();
         let mut buf = [0u8; 16];
         let n = tap.read(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"fine");
-        tokio::io::AsyncWriteExt::write_all(&mut w, b"abXcd").await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut w, b"abXcd")
+            .await
+            .unwrap();
         let mut buf = [0u8; 16];
         let mut rb = ReadBuf::new(&mut buf);
         let err = std::future::poll_fn(|cx| Pin::new(&mut tap).poll_read(cx, &mut rb))
             .await
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        assert!(rb.filled().is_empty(), "nothing of the refused read was handed on");
+        assert!(
+            rb.filled().is_empty(),
+            "nothing of the refused read was handed on"
+        );
     }
 }

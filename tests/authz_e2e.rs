@@ -527,6 +527,32 @@ async fn token_secrets_need_what_a_token_request_needs() {
     )
     .await;
     assert!(out.status.success(), "{}", common::stderr(&out));
+    // Labelling it is not pinned (it cannot make or re-point a token Secret), nor read by the
+    // proxy: the one GET upstream is kubectl's own.
+    env.sandbox.sandbox.clear_recorded();
+    let out = common::kubectl(
+        &team_a,
+        home,
+        &["-n", "team-a", "label", "secret", "plain", "x=y"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let seen = env.sandbox.sandbox.recorded();
+    let gets = seen
+        .iter()
+        .filter(|r| r.method == http::Method::GET && r.path.ends_with("/secrets/plain"))
+        .count();
+    assert!(gets <= 1, "{gets} reads of the Secret");
+    let patch: Value = seen
+        .iter()
+        .find(|r| r.method == http::Method::PATCH)
+        .and_then(|r| r.body.as_ref())
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .expect("the label's patch");
+    assert!(
+        patch.pointer("/metadata/resourceVersion").is_none(),
+        "{patch}"
+    );
 
     // The admin (a grant whose `*` covers serviceaccounts/token) may create one; the tenant
     // may not point it at another account with a merge patch (the current object is read to

@@ -227,13 +227,19 @@ mod tests {
             ("PATCH", "/api/v1/namespaces/t/secrets/s"),
         ] {
             let (m, id, info) = mark("alice", "tenant:t", method, path).expect("marked");
-            assert!(m.check(&[token_secret("builder")], &info, &id).is_ok());
-            assert!(m.check(&[token_secret("default")], &info, &id).is_err());
+            assert!(m
+                .check(&[token_secret("builder")], None, &info, &id)
+                .is_ok());
+            assert!(m
+                .check(&[token_secret("default")], None, &info, &id)
+                .is_err());
         }
         // A tenant with the default rules: none.
         let (m, id, info) =
             mark("bob", "tenant:u", "POST", "/api/v1/namespaces/u/secrets").unwrap();
-        assert!(m.check(&[token_secret("builder")], &info, &id).is_err());
+        assert!(m
+            .check(&[token_secret("builder")], None, &info, &id)
+            .is_err());
         // A grant whose `*` covers serviceaccounts/token, reads, deletes, other resources: no mark.
         assert!(mark("op", "ops", "POST", "/api/v1/namespaces/t/secrets").is_none());
         assert!(mark("alice", "tenant:t", "GET", "/api/v1/namespaces/t/secrets/s").is_none());

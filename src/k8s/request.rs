@@ -452,6 +452,20 @@ impl RequestInfo {
     /// `PodLogOptions.Follow` (`Convert_Slice_string_To_bool`: any first value other than `0` or
     /// `false`, case-insensitively, is true — so `follow=true`, `follow=1`, and even `follow=`).
     /// A query that does not parse is not a follow.
+    /// Query parameter `key` as the API server reads it (`Values.Get`: the first value,
+    /// pairs with a raw `;` dropped, escapes decoded); `None` when absent or the query does
+    /// not parse.
+    pub fn query_param(uri: &Uri, key: &str) -> Option<String> {
+        let query = parse_query(uri.query()).ok()?;
+        query_first(&query, key).map(str::to_owned)
+    }
+
+    /// A boolean query parameter as the API server converts it (`Convert_Slice_string_To_bool`):
+    /// present and neither `"0"` nor `false` in any case.
+    pub fn query_flag(uri: &Uri, key: &str) -> bool {
+        Self::query_param(uri, key).is_some_and(|v| v != "0" && !go_equal_fold_false(&v))
+    }
+
     pub fn is_follow_log(&self, uri: &Uri) -> bool {
         if !(self.is_resource_request && self.resource == "pods" && self.subresource == "log") {
             return false;

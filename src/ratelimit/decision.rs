@@ -109,44 +109,24 @@ impl BucketClass {
 /// one returns as much as the API server holds, up to that limit — no cheaper than no limit.
 pub const MAX_PAGE: i64 = 500;
 
-/// The first value of query parameter `key` (as Go's `Values.Get`: the first wins, escapes
-/// decoded, pairs with a raw `;` dropped). The query was validated by classification.
-fn query_value<'a>(uri: &'a Uri, key: &str) -> Option<std::borrow::Cow<'a, str>> {
-    for pair in uri.query()?.split('&') {
-        if pair.contains(';') {
-            continue; // Go drops pairs with a raw ';'
-        }
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if k.contains(['%', '+']) || v.contains(['%', '+']) {
-            match form_urlencoded::parse(pair.as_bytes()).next() {
-                Some((k, v)) if k == key => return Some(v),
-                _ => continue,
-            }
-        }
-        if k == key {
-            return Some(std::borrow::Cow::Borrowed(v));
-        }
-    }
-    None
-}
-
 /// Whether a `list` is served a page at a time: a `limit` between 1 and [`MAX_PAGE`], and not
 /// `resourceVersion=0` (served from the API server's watch cache, which may ignore `limit`).
 fn paginated(uri: &Uri) -> bool {
-    let page = query_value(uri, "limit")
+    let page = RequestInfo::query_param(uri, "limit")
         .and_then(|v| v.parse::<i64>().ok())
         .is_some_and(|n| (1..=MAX_PAGE).contains(&n));
-    page && query_value(uri, "resourceVersion").as_deref() != Some("0")
+    page && RequestInfo::query_param(uri, "resourceVersion").as_deref() != Some("0")
 }
 
 /// Whether a watch starts with the whole collection as `ADDED` events, as a list would: no
-/// `resourceVersion` (or `""`, `"0"`), or `sendInitialEvents=true`.
+/// `resourceVersion` (or `""`, `"0"`), or `sendInitialEvents` set.
 fn starts_with_a_list(uri: &Uri) -> bool {
     let from_now = !matches!(
-        query_value(uri, "resourceVersion").as_deref(),
+        RequestInfo::query_param(uri, "resourceVersion").as_deref(),
         None | Some("" | "0")
     );
-    !from_now || query_value(uri, "sendInitialEvents").as_deref() == Some("true")
+    // A boolean as the API server converts it: `1`, `True`, … all ask for the events.
+    !from_now || RequestInfo::query_flag(uri, "sendInitialEvents")
 }
 
 impl RateLimiter {

@@ -316,6 +316,14 @@ costs: {cluster_wide_list: 5, unpaginated_list: 3, deletecollection: 20}
             "/api/v1/namespaces/d/pods?watch=1&resourceVersion=42&sendInitialEvents=true",
             3,
         ),
+        (
+            "/api/v1/namespaces/d/pods?watch=1&resourceVersion=42&sendInitialEvents=1",
+            3,
+        ),
+        (
+            "/api/v1/namespaces/d/pods?watch=1&resourceVersion=42&sendInitialEvents=False",
+            1,
+        ),
     ] {
         let r = req("GET", target);
         assert_eq!(rl.cost(&r.0, &r.1).tokens, want, "{target}");

@@ -374,12 +374,9 @@ where
     }
 }
 
-/// The request's `fieldManager` query parameter (the first, as Go's `Values.Get`).
+/// The request's `fieldManager` query parameter, as the API server reads it.
 fn field_manager(parts: &Parts) -> Option<String> {
-    let q = parts.uri.query()?;
-    form_urlencoded::parse(q.as_bytes())
-        .find(|(k, _)| k == "fieldManager")
-        .map(|(_, v)| v.into_owned())
+    RequestInfo::query_param(&parts.uri, "fieldManager")
 }
 
 /// Whether the authorize layer marked this write for the token-Secret check.

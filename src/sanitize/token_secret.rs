@@ -59,10 +59,22 @@ impl TokenSecrets {
     pub fn check(
         &self,
         objects: &[Cow<'_, Value>],
+        current: Option<&Value>,
         info: &RequestInfo,
         id: &Identity,
     ) -> Result<(), Refusal> {
+        let named_in = |o: &Value| {
+            o.pointer("/metadata/annotations")
+                .and_then(|a| a.get(SERVICE_ACCOUNT))
+                .cloned()
+        };
+        let type_of = |o: &Value| o.get("type").and_then(Value::as_str).map(str::to_owned);
         for o in objects {
+            // A Secret left as it was — same type, same account — mints nothing new (an
+            // edit of a token Secret made by someone who may mint for its account).
+            if current.is_some_and(|c| type_of(c) == type_of(o) && named_in(c) == named_in(o)) {
+                continue;
+            }
             let token = o.get("type").and_then(Value::as_str) == Some(TOKEN_TYPE);
             let named = o
                 .pointer("/metadata/annotations")
@@ -180,7 +192,7 @@ mod tests {
         let guard = TokenSecrets::new(|sa| sa == "ok");
         let i = info("POST", "/api/v1/namespaces/t/secrets");
         let secret = |ty: &str, sa: &str| json!({"metadata": {"name": "s", "annotations": {SERVICE_ACCOUNT: sa}}, "type": ty});
-        let pass = |v: Value| guard.check(&[Cow::Owned(v)], &i, &id()).is_ok();
+        let pass = |v: Value| guard.check(&[Cow::Owned(v)], None, &i, &id()).is_ok();
         assert!(pass(json!({"metadata": {"name": "s"}, "type": "Opaque"})));
         assert!(pass(secret("Opaque", "ok")));
         // The annotation alone, for an account not mintable: refused whatever the type.
@@ -193,7 +205,25 @@ mod tests {
             Cow::Owned(secret("Opaque", "ok")),
             Cow::Owned(secret(TOKEN_TYPE, "admin")),
         ];
-        let Err(Refusal::Forbidden(f)) = guard.check(&both, &i, &id()) else {
+        // An edit that keeps an existing token Secret's type and account passes.
+        let admin = secret(TOKEN_TYPE, "admin");
+        let mut relabelled = admin.clone();
+        relabelled["metadata"]["labels"] = json!({"x": "y"});
+        assert!(guard
+            .check(&[Cow::Owned(relabelled)], Some(&admin), &i, &id())
+            .is_ok());
+        assert!(
+            guard
+                .check(
+                    &[Cow::Owned(secret(TOKEN_TYPE, "root"))],
+                    Some(&admin),
+                    &i,
+                    &id()
+                )
+                .is_err(),
+            "re-pointed"
+        );
+        let Err(Refusal::Forbidden(f)) = guard.check(&both, None, &i, &id()) else {
             panic!("refused as Forbidden")
         };
         let text = format!("{f:?}");

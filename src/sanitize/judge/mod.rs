@@ -54,7 +54,7 @@ use super::{
     parse::{BodyKind, Parsed},
     policy::{FieldRule, Modes, Sanitizer},
     pss::{self, PodBearing},
-    token_secret::TokenSecrets,
+    token_secret::{self, TokenSecrets},
 };
 use crate::{
     authn::Identity,
@@ -170,16 +170,38 @@ pub fn needs_current(
     // is what is judged (`objects_to_judge`).
     let ephemeral =
         is_ephemeral_containers(info) && s.modes_for(&info.namespace, id.tenant.as_deref()).any();
+    let tokens = tokens && token_relevant(parsed);
     match (info.verb.as_str(), parsed.kind) {
-        ("update", BodyKind::Object) => deny || ephemeral,
+        ("update", BodyKind::Object) => deny || ephemeral || tokens,
         ("patch", BodyKind::Object) | (_, BodyKind::Object) => false,
         ("patch", _) => {
             deny || tokens
                 || pod_kind(info).is_some_and(|k| {
-                    s.modes_for(&info.namespace, id.tenant.as_deref()).any() && touches(k, parsed)
+                    s.modes_for(&info.namespace, id.tenant.as_deref()).any()
+                        // A re-apply may remove pod fields it does not mention (`reapply.rs`):
+                        // whether it is one, the current object's managedFields say.
+                        && (touches(k, parsed) || parsed.kind == BodyKind::ApplyPatch)
                 })
         }
         _ => false,
+    }
+}
+
+/// Whether a Secret write can make or re-point a token Secret: an object that is one or
+/// names a service account, a patch reaching `type` or the annotations.
+fn token_relevant(parsed: &Parsed) -> bool {
+    let areas: [&[&str]; 2] = [&["type"], &["metadata", "annotations"]];
+    match parsed.kind {
+        BodyKind::Object => {
+            parsed.value.get("type").and_then(Value::as_str) == Some(token_secret::TOKEN_TYPE)
+                || parsed
+                    .value
+                    .pointer("/metadata/annotations")
+                    .and_then(|a| a.get(token_secret::SERVICE_ACCOUNT))
+                    .is_some()
+        }
+        BodyKind::JsonPatch => areas.iter().any(|a| json_patch_touches(&parsed.value, a)),
+        _ => areas.iter().any(|a| merge_touches(&parsed.value, a)),
     }
 }
 
@@ -207,12 +229,18 @@ pub fn judge(
         Some(_) => s.modes_for(&info.namespace, id.tenant.as_deref()),
         None => Modes::default(),
     };
-    let pss_needed = kind.is_some_and(|k| modes.any() && touches(k, &parsed));
-    let deny_needed = rules.iter().any(|r| !r.deny.is_empty());
     let current_value = match &current {
         Current::Found(v) => Some(v),
         _ => None,
     };
+    let reapply = parsed.kind == BodyKind::ApplyPatch
+        && current_value
+            .zip(field_manager)
+            .is_some_and(|(cur, m)| reapply::reapplies(cur, m));
+    let pss_needed = kind.is_some_and(|k| modes.any() && (reapply || touches(k, &parsed)));
+    let deny_needed = rules.iter().any(|r| !r.deny.is_empty());
+    // Only a write that can make or re-point a token Secret is checked (and pinned).
+    let tokens = tokens.filter(|_| token_relevant(&parsed));
     let judged = if pss_needed || deny_needed || tokens.is_some() {
         objects_to_judge(&parsed, &current, info, field_manager)?
     } else {
@@ -221,7 +249,7 @@ pub fn judge(
 
     // 2b. a token Secret: the TokenRequest it amounts to must be allowed (403).
     if let Some(t) = tokens {
-        t.check(&judged, info, id)?;
+        t.check(&judged, current_value, info, id)?;
     }
 
     // 3. field denials

@@ -164,6 +164,8 @@ struct State {
     /// Anchor checkpoints by seq.
     anchors: BTreeMap<u64, Vec<Signed>>,
     since_ckpt: u64,
+    /// The checkpoint being placed starts the chain (nothing of its range was read).
+    at_start: bool,
     report: Report,
 }
 
@@ -190,7 +192,11 @@ impl State {
             }
             if cp.adopted > 0 {
                 // The oldest events of its range: those since the previous checkpoint, up to
-                // where the restarted signer took over.
+                // where the restarted signer took over. At the chain's start (the header of
+                // a file whose predecessor is not given) they precede the files given.
+                if self.at_start {
+                    self.since_ckpt = cp.adopted;
+                }
                 if cp.adopted > self.since_ckpt {
                     return Err(format!(
                         "{} says {} events were found unsigned at a restart, but only {} precede it since the previous checkpoint",
@@ -235,13 +241,16 @@ impl State {
             self.report.anchors_before += n as u64;
         }
         self.head = Some((link, seq));
+        self.at_start = true;
         if seq > 0 {
             self.report.starts_after = seq;
             self.report.warnings.push(format!(
                 "the chain starts after event #{seq} (a checkpoint signs the state the first file given continues from): events #1–#{seq} are not in these files — expected for a backup whose predecessors retention deleted, not for a log that was never rotated"
             ));
         }
-        self.reached(link, seq)
+        let placed = self.reached(link, seq);
+        self.at_start = false;
+        placed
     }
 
     /// Check one complete line (without its newline). `Err` is the failure message.
@@ -361,6 +370,7 @@ pub fn verify_with_anchors(
         pending: VecDeque::new(),
         anchors: BTreeMap::new(),
         since_ckpt: 0,
+        at_start: false,
         report: Report {
             signatures_checked: !keys.is_empty(),
             ..Report::default()

@@ -496,3 +496,47 @@ async fn a_restart_does_not_vouch_for_lines_it_did_not_write() {
         r.warnings
     );
 }
+
+/// A crash's unsigned tail taken over into a *new* file (the old one ends torn): the new
+/// file's header says how many events it adopted, and the log verifies — with the backup, and
+/// alone once retention deleted it — reporting them as adopted.
+#[tokio::test]
+async fn adopted_events_before_a_new_file_verify_with_and_without_their_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let key = key();
+    let mut cfg = signed(&path, &key);
+    cfg.checkpoint_every_events = 1000;
+    let a = auditor(cfg.clone(), DeliveryMode::Blocking);
+    for i in 0..3 {
+        a.emit(event(i)).await.unwrap();
+    }
+    // A crash: no final checkpoint (the auditor is leaked, never shut down), and a torn line.
+    std::mem::forget(a);
+    let r = verify_files(std::slice::from_ref(&path), &key);
+    let tail = r.unsigned_tail;
+    assert!(tail > 0, "{r:?}");
+    OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(br#"{"kind":"Eve"#)
+        .unwrap();
+    let a = auditor(cfg, DeliveryMode::Blocking);
+    a.emit(event(3)).await.unwrap();
+    a.shutdown(Duration::from_secs(5)).await;
+    let backups: Vec<PathBuf> = list_backups(&path)
+        .unwrap()
+        .into_iter()
+        .map(|b| b.path)
+        .collect();
+    assert_eq!(backups.len(), 1);
+    let both = [backups[0].clone(), path.clone()];
+    let r = verify_files(&both, &key);
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(r.adopted, [(4 - tail, 3)], "{r:?}");
+    // Retention took the backup: the new file still verifies, its adopted events before it.
+    let r = verify_files(std::slice::from_ref(&path), &key);
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(r.adopted, [(4 - tail, 3)], "{r:?}");
+}

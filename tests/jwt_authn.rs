@@ -749,9 +749,13 @@ async fn unknown_kids_do_not_wait_out_a_stalled_fetch() {
         let (auth, t) = (auth.clone(), random_kid_token(&iss, 0));
         tokio::spawn(async move { auth.authenticate(&t).await })
     };
-    while idp.hits() < 2 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while idp.hits() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the refetch reached the provider");
     let tokens: Vec<String> = (1..=20).map(|n| random_kid_token(&iss, n)).collect();
     let results = futures_util::future::join_all(tokens.iter().map(|t| auth.authenticate(t))).await;
     assert!(

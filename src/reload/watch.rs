@@ -75,7 +75,7 @@ fn upstream_files(v: &serde_json::Value, out: &mut Vec<String>) {
     }
     if up.get("in_cluster").and_then(serde_json::Value::as_bool) == Some(true) {
         let dir = std::env::var("PORTCULLIS_SERVICE_ACCOUNT_DIR")
-            .unwrap_or_else(|_| "/var/run/secrets/kubernetes.io/serviceaccount".into());
+            .unwrap_or_else(|_| crate::upstream::config::SERVICE_ACCOUNT_DIR.into());
         out.push(format!("{dir}/ca.crt"));
     }
 }

@@ -375,8 +375,7 @@ fn in_cluster(
     let host = env("KUBERNETES_SERVICE_HOST");
     let port = env("KUBERNETES_SERVICE_PORT");
     let dir = PathBuf::from(
-        env("PORTCULLIS_SERVICE_ACCOUNT_DIR")
-            .unwrap_or_else(|| "/var/run/secrets/kubernetes.io/serviceaccount".into()),
+        env("PORTCULLIS_SERVICE_ACCOUNT_DIR").unwrap_or_else(|| SERVICE_ACCOUNT_DIR.into()),
     );
     let (Some(host), Some(port)) = (host, port) else {
         c.err(
@@ -408,6 +407,10 @@ fn in_cluster(
         token: UpstreamToken::File(token_path),
     })
 }
+
+/// Where a pod's service-account token and cluster CA are mounted (overridden by
+/// `PORTCULLIS_SERVICE_ACCOUNT_DIR`).
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// `upstream.kubeconfig`: a context's server, CA, and token or client certificate.
 fn from_kubeconfig(

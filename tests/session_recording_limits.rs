@@ -58,24 +58,18 @@ async fn a_websocket_exec_without_a_subprotocol_is_recorded() {
     let sessions = tempfile::tempdir().unwrap();
     let env = start(sessions.path(), "").await;
     make_shell_pod(&env).await;
-    let script = r#"
-import websocket, time
-c = client.Configuration.get_default_copy()
-url = c.host.replace('https://', 'wss://', 1) + '/api/v1/namespaces/team-a/pods/shell/exec?command=cat&stdin=true&stdout=true'
-ws = websocket.create_connection(url, header=['Authorization: ' + c.auth_settings()['BearerToken']['value']],
-                                 sslopt={'ca_certs': c.ssl_ca_cert})
+    let script = format!(
+        "{RAW_EXEC}{}",
+        r#"
+ws = connect()
 offered = ws.getheaders().get('sec-websocket-protocol')
 ws.send_binary(b'\x00typed raw\n')
-out = b''
-end = time.time() + 20
-while b'typed raw\n' not in out and time.time() < end:
-    op, data = ws.recv_data()
-    if data[:1] == b'\x01':
-        out += data[1:]
+out = echoed(ws, b'typed raw\n')
 ws.close()
 print(json.dumps([offered, out.decode()]))
-"#;
-    let printed = python(&env, script).await;
+"#
+    );
+    let printed = python(&env, &script).await;
     let got: serde_json::Value = serde_json::from_str(printed.trim()).unwrap();
     assert_eq!(got, serde_json::json!([null, "typed raw\n"]));
     let ev = exec_events(&env, "tenant:team-a", 1).await;
@@ -101,19 +95,12 @@ async fn an_unreadable_frame_ends_a_recorded_session() {
     let sessions = tempfile::tempdir().unwrap();
     let env = start(sessions.path(), "").await;
     make_shell_pod(&env).await;
-    let script = r#"
-import websocket, time
-from websocket import ABNF
-c = client.Configuration.get_default_copy()
-url = c.host.replace('https://', 'wss://', 1) + '/api/v1/namespaces/team-a/pods/shell/exec?command=cat&stdin=true&stdout=true'
-ws = websocket.create_connection(url, header=['Authorization: ' + c.auth_settings()['BearerToken']['value']],
-                                 subprotocols=['v4.channel.k8s.io'], sslopt={'ca_certs': c.ssl_ca_cert})
+    let script = format!(
+        "{RAW_EXEC}{}",
+        r#"
+ws = connect(['v4.channel.k8s.io'])
 ws.send_binary(b'\x00before\n')
-out = b''
-while b'before\n' not in out:
-    op, data = ws.recv_data()
-    if data[:1] == b'\x01':
-        out += data[1:]
+echoed(ws, b'before\n')
 ws.send_frame(ABNF(fin=1, rsv1=1, opcode=ABNF.OPCODE_BINARY, data=b'\x00after\n'))
 closed = False
 end = time.time() + 20
@@ -127,8 +114,9 @@ while time.time() < end:
         closed = True
         break
 print(json.dumps(closed))
-"#;
-    let printed = python(&env, script).await;
+"#
+    );
+    let printed = python(&env, &script).await;
     assert_eq!(printed.trim(), "true", "the session ended");
     let ev = exec_events(&env, "tenant:team-a", 1).await;
     let rec = recording(&ev[0]);

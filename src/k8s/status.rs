@@ -81,23 +81,14 @@ impl Status {
 
     /// 404 NotFound for a named object: `<resource>[.<group>] "<name>" not found`.
     pub fn not_found(resource: &str, group: &str, name: &str) -> Self {
-        let qualified = if group.is_empty() {
-            resource.to_string()
-        } else {
-            format!("{resource}.{group}")
-        };
-        let mut s = Self::failure(
+        Self::about_object(
             StatusCode::NOT_FOUND,
             "NotFound",
-            format!("{qualified} \"{name}\" not found"),
-        );
-        s.details = Some(StatusDetails {
-            name: Some(name.to_string()),
-            group: Some(group.to_string()).filter(|g| !g.is_empty()),
-            kind: Some(resource.to_string()),
-            ..Default::default()
-        });
-        s
+            resource,
+            group,
+            name,
+            |q| format!("{q} \"{name}\" not found"),
+        )
     }
 
     /// 409 Conflict for a write whose `resourceVersion` precondition does not hold, as the
@@ -105,16 +96,34 @@ impl Status {
     /// "<name>": the object has been modified; please apply your changes to the latest version
     /// and try again` (client-go's `IsConflict` retries it).
     pub fn conflict(resource: &str, group: &str, name: &str) -> Self {
+        Self::about_object(
+            StatusCode::CONFLICT,
+            "Conflict",
+            resource,
+            group,
+            name,
+            |q| {
+                format!("Operation cannot be fulfilled on {q} \"{name}\": the object has been modified; please apply your changes to the latest version and try again")
+            },
+        )
+    }
+
+    /// A failure about one named object: the message from `<resource>[.<group>]`, and
+    /// `details.{name, group, kind}` as the API server's `errors.New*` fill them.
+    fn about_object(
+        code: StatusCode,
+        reason: &str,
+        resource: &str,
+        group: &str,
+        name: &str,
+        message: impl FnOnce(&str) -> String,
+    ) -> Self {
         let qualified = if group.is_empty() {
             resource.to_string()
         } else {
             format!("{resource}.{group}")
         };
-        let mut s = Self::failure(
-            StatusCode::CONFLICT,
-            "Conflict",
-            format!("Operation cannot be fulfilled on {qualified} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
-        );
+        let mut s = Self::failure(code, reason, message(&qualified));
         s.details = Some(StatusDetails {
             name: Some(name.to_string()),
             group: Some(group.to_string()).filter(|g| !g.is_empty()),

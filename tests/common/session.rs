@@ -174,6 +174,27 @@ pub async fn make_shell_pod(env: &Env) {
     assert!(out.status.success(), "{}", super::stderr(&out));
 }
 
+/// Python (after [`python`]'s prelude) for a hand-written WebSocket exec of `cat` in the shell
+/// pod as team-a: `connect(subprotocols)` opens it, `echoed(ws, data)` reads stdout until
+/// `data` came back (20 s at most).
+pub const RAW_EXEC: &str = r#"
+import websocket, time
+from websocket import ABNF
+def connect(subprotocols=None):
+    c = client.Configuration.get_default_copy()
+    url = c.host.replace('https://', 'wss://', 1) + '/api/v1/namespaces/team-a/pods/shell/exec?command=cat&stdin=true&stdout=true'
+    return websocket.create_connection(url, header=['Authorization: ' + c.auth_settings()['BearerToken']['value']],
+                                       subprotocols=subprotocols, sslopt={'ca_certs': c.ssl_ca_cert})
+def echoed(ws, data):
+    out = b''
+    end = time.time() + 20
+    while data not in out and time.time() < end:
+        op, got = ws.recv_data()
+        if got[:1] == b'\x01':
+            out += got[1:]
+    return out
+"#;
+
 /// Run a Python script with the official `kubernetes` client as team-a; its stdout.
 pub async fn python(env: &Env, script: &str) -> String {
     let prelude = format!(

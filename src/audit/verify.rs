@@ -195,6 +195,13 @@ impl State {
                 // where the restarted signer took over. At the chain's start (the header of
                 // a file whose predecessor is not given) they precede the files given.
                 if self.at_start {
+                    if cp.adopted > seq {
+                        return Err(format!(
+                            "{} says {} events were found unsigned at a restart, but it signs event #{seq}",
+                            cp.at(),
+                            cp.adopted
+                        ));
+                    }
                     self.since_ckpt = cp.adopted;
                 }
                 if cp.adopted > self.since_ckpt {

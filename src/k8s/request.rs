@@ -448,10 +448,6 @@ impl RequestInfo {
             }
     }
 
-    /// Whether this is `pods/log` with `follow` set, decoded as the apiserver decodes
-    /// `PodLogOptions.Follow` (`Convert_Slice_string_To_bool`: any first value other than `0` or
-    /// `false`, case-insensitively, is true — so `follow=true`, `follow=1`, and even `follow=`).
-    /// A query that does not parse is not a follow.
     /// Query parameter `key` as the API server reads it (`Values.Get`: the first value,
     /// pairs with a raw `;` dropped, escapes decoded); `None` when absent or the query does
     /// not parse.
@@ -466,6 +462,10 @@ impl RequestInfo {
         Self::query_param(uri, key).is_some_and(|v| v != "0" && !go_equal_fold_false(&v))
     }
 
+    /// Whether this is `pods/log` with `follow` set, decoded as the apiserver decodes
+    /// `PodLogOptions.Follow` (`Convert_Slice_string_To_bool`: any first value other than `0` or
+    /// `false`, case-insensitively, is true — so `follow=true`, `follow=1`, and even `follow=`).
+    /// A query that does not parse is not a follow.
     pub fn is_follow_log(&self, uri: &Uri) -> bool {
         if !(self.is_resource_request && self.resource == "pods" && self.subresource == "log") {
             return false;

@@ -218,13 +218,13 @@ pub struct Feeder {
 }
 
 impl Feeder {
-    /// The next bytes read from this direction.
     /// Whether this direction can no longer be read: the read that broke it must not be
     /// passed on (`upstream::upgrade` fails it instead).
     pub fn broken(&self) -> bool {
         self.parser.broken()
     }
 
+    /// The next bytes read from this direction.
     pub fn feed(&mut self, bytes: &[u8]) {
         let t = self.started.elapsed().as_secs_f64();
         self.parser.feed(bytes, &mut self.frames);

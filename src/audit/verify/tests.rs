@@ -364,3 +364,24 @@ fn an_oversized_line_fails_without_being_read_whole() {
     assert_eq!((file, line), (p, 2));
     assert!(msg.starts_with("a line longer than 64 MiB"), "{msg}");
 }
+
+/// A start checkpoint claiming to have adopted more events than it signs is refused, not
+/// counted backwards past event #1.
+#[test]
+fn an_adopted_count_beyond_the_start_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    let side = sidecar_path(&p);
+    let (_, _, key) = SigningKey::generate().unwrap();
+    write_file(&p, &key, 10, 4, None);
+    let (orig, orig_side) = (lines(&p), lines(&side));
+    put(&p, &orig[4..]);
+    let cp: Checkpoint = serde_json::from_str(&orig_side[1]).unwrap();
+    let link = Link::from_hex(&cp.chain).unwrap();
+    let forged = Checkpoint::sign_adopting(&key, cp.seq, &link, MicroTime::now(), cp.seq + 5);
+    let mut s = vec![String::from_utf8(forged.to_line()).unwrap()];
+    s.extend(orig_side[2..].iter().cloned());
+    put(&side, &s);
+    let (_, _, msg) = fail_at(&p, &[key.verifying_key()]);
+    assert!(msg.contains("but it signs event #4"), "{msg}");
+}

@@ -65,6 +65,31 @@ pub fn strip_identity(headers: &mut HeaderMap) {
     remove_where(headers, is_identity_header);
 }
 
+/// Keep only the `Sec-WebSocket-Protocol` offers `keep` accepts (comma-separated values across
+/// every such header, trimmed, empties dropped), as one header — none left, no header. An
+/// absent header stays absent.
+pub fn retain_websocket_protocols(headers: &mut HeaderMap, keep: impl Fn(&str) -> bool) {
+    if !headers.contains_key(header::SEC_WEBSOCKET_PROTOCOL) {
+        return;
+    }
+    let kept: Vec<String> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && keep(p))
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::SEC_WEBSOCKET_PROTOCOL);
+    if kept.is_empty() {
+        return;
+    }
+    if let Ok(v) = HeaderValue::from_str(&kept.join(", ")) {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
+    }
+}
+
 /// Whether the request asks for an HTTP/1.1 upgrade: a `Connection` token `upgrade` and an
 /// `Upgrade` header (as the apiserver's `httpstream.IsUpgradeRequest`, plus the header itself).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {

@@ -243,24 +243,9 @@ const BEARER_PROTOCOL: &str = "base64url.bearer.authorization.k8s.io.";
 /// proxy (and impersonate the caller), never fall back to a client's token — e.g. were the
 /// proxy's own credential ever rejected.
 fn strip_bearer_protocols(h: &mut http::HeaderMap) {
-    if !h.contains_key(header::SEC_WEBSOCKET_PROTOCOL) {
-        return;
-    }
-    let kept: Vec<String> = h
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|p| !p.is_empty() && !p.to_ascii_lowercase().starts_with(BEARER_PROTOCOL))
-        .map(str::to_owned)
-        .collect();
-    h.remove(header::SEC_WEBSOCKET_PROTOCOL);
-    if let Ok(v) = HeaderValue::from_str(&kept.join(", ")) {
-        if !kept.is_empty() {
-            h.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
-        }
-    }
+    headers::retain_websocket_protocols(h, |p| {
+        !p.to_ascii_lowercase().starts_with(BEARER_PROTOCOL)
+    });
 }
 
 /// Once both sides have upgraded, copies bytes both ways until either closes (or, with an

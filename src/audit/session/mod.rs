@@ -185,24 +185,9 @@ pub fn prepare(parts: &mut http::request::Parts) -> Result<Option<Recording>, st
 /// frames), no base64 channel protocols.
 pub fn restrict_offer(h: &mut HeaderMap) {
     h.remove(header::SEC_WEBSOCKET_EXTENSIONS);
-    let offered: Vec<String> = h
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|p| !p.is_empty() && !p.to_ascii_lowercase().starts_with("base64."))
-        .map(str::to_owned)
-        .collect();
-    if !h.contains_key(header::SEC_WEBSOCKET_PROTOCOL) {
-        return;
-    }
-    h.remove(header::SEC_WEBSOCKET_PROTOCOL);
-    if let Ok(v) = HeaderValue::from_str(&offered.join(", ")) {
-        if !offered.is_empty() {
-            h.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
-        }
-    }
+    crate::k8s::headers::retain_websocket_protocols(h, |p| {
+        !p.to_ascii_lowercase().starts_with("base64.")
+    });
 }
 
 #[cfg(test)]

@@ -171,6 +171,29 @@ impl fmt::Display for PathError {
 
 impl std::error::Error for PathError {}
 
+/// A request's query parameters as the API server reads them (`URL.Query()`: pairs with a
+/// raw `;` dropped, escapes decoded; `Values.Get`: the first value of a key), parsed once for
+/// several lookups. A query that does not parse is empty (classification refused it already).
+pub struct Query<'a>(Vec<QueryPair<'a>>);
+
+impl<'a> Query<'a> {
+    pub fn of(uri: &'a Uri) -> Query<'a> {
+        Query(parse_query(uri.query()).unwrap_or_default())
+    }
+
+    /// The first value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        query_first(&self.0, key)
+    }
+
+    /// A boolean as the API server converts it (`Convert_Slice_string_To_bool`): present and
+    /// neither `"0"` nor `false` in any case.
+    pub fn flag(&self, key: &str) -> bool {
+        self.get(key)
+            .is_some_and(|v| v != "0" && !go_equal_fold_false(v))
+    }
+}
+
 /// Classify one request exactly as kube-apiserver's `RequestInfoFactory` would (with
 /// `APIPrefixes = {api, apis}`, `GrouplessAPIPrefixes = {api}`), after refusing ambiguous paths.
 pub fn classify(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<RequestInfo, PathError> {
@@ -448,20 +471,6 @@ impl RequestInfo {
             }
     }
 
-    /// Query parameter `key` as the API server reads it (`Values.Get`: the first value,
-    /// pairs with a raw `;` dropped, escapes decoded); `None` when absent or the query does
-    /// not parse.
-    pub fn query_param(uri: &Uri, key: &str) -> Option<String> {
-        let query = parse_query(uri.query()).ok()?;
-        query_first(&query, key).map(str::to_owned)
-    }
-
-    /// A boolean query parameter as the API server converts it (`Convert_Slice_string_To_bool`):
-    /// present and neither `"0"` nor `false` in any case.
-    pub fn query_flag(uri: &Uri, key: &str) -> bool {
-        Self::query_param(uri, key).is_some_and(|v| v != "0" && !go_equal_fold_false(&v))
-    }
-
     /// Whether this is `pods/log` with `follow` set, decoded as the apiserver decodes
     /// `PodLogOptions.Follow` (`Convert_Slice_string_To_bool`: any first value other than `0` or
     /// `false`, case-insensitively, is true — so `follow=true`, `follow=1`, and even `follow=`).
@@ -470,10 +479,7 @@ impl RequestInfo {
         if !(self.is_resource_request && self.resource == "pods" && self.subresource == "log") {
             return false;
         }
-        let Ok(query) = parse_query(uri.query()) else {
-            return false;
-        };
-        query_first(&query, "follow").is_some_and(|v| v != "0" && !go_equal_fold_false(v))
+        Query::of(uri).flag("follow")
     }
 }
 

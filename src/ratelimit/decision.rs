@@ -51,7 +51,7 @@ use std::time::Duration;
 use http::Uri;
 
 use crate::authn::identity::Identity;
-use crate::k8s::request::RequestInfo;
+use crate::k8s::request::{Query, RequestInfo};
 
 use super::config::{Mode, OnBackendError};
 use super::inflight::InFlightGuard;
@@ -111,22 +111,19 @@ pub const MAX_PAGE: i64 = 500;
 
 /// Whether a `list` is served a page at a time: a `limit` between 1 and [`MAX_PAGE`], and not
 /// `resourceVersion=0` (served from the API server's watch cache, which may ignore `limit`).
-fn paginated(uri: &Uri) -> bool {
-    let page = RequestInfo::query_param(uri, "limit")
+fn paginated(q: &Query<'_>) -> bool {
+    let page = q
+        .get("limit")
         .and_then(|v| v.parse::<i64>().ok())
         .is_some_and(|n| (1..=MAX_PAGE).contains(&n));
-    page && RequestInfo::query_param(uri, "resourceVersion").as_deref() != Some("0")
+    page && q.get("resourceVersion") != Some("0")
 }
 
 /// Whether a watch starts with the whole collection as `ADDED` events, as a list would: no
-/// `resourceVersion` (or `""`, `"0"`), or `sendInitialEvents` set.
-fn starts_with_a_list(uri: &Uri) -> bool {
-    let from_now = !matches!(
-        RequestInfo::query_param(uri, "resourceVersion").as_deref(),
-        None | Some("" | "0")
-    );
-    // A boolean as the API server converts it: `1`, `True`, … all ask for the events.
-    !from_now || RequestInfo::query_flag(uri, "sendInitialEvents")
+/// `resourceVersion` (or `""`, `"0"`), or `sendInitialEvents` set (a boolean as the API
+/// server converts it: `1`, `True`, … all ask for the events).
+fn starts_with_a_list(q: &Query<'_>) -> bool {
+    matches!(q.get("resourceVersion"), None | Some("" | "0")) || q.flag("sendInitialEvents")
 }
 
 impl RateLimiter {
@@ -145,12 +142,14 @@ impl RateLimiter {
         if req.is_resource_request {
             // A watch that starts with the collection costs the list it replaces (its
             // initial events are not paged).
-            let initial_list = verb == "watch" && starts_with_a_list(uri);
+            // Parsed only for the verbs whose cost depends on it, once.
+            let q = matches!(verb, "list" | "watch").then(|| Query::of(uri));
+            let initial_list = verb == "watch" && q.as_ref().is_some_and(starts_with_a_list);
             if verb == "list" || initial_list {
                 if req.namespace.is_empty() {
                     tokens = tokens.max(costs.cluster_wide_list);
                 }
-                if initial_list || !paginated(uri) {
+                if initial_list || !q.as_ref().is_some_and(paginated) {
                     tokens = tokens.max(costs.unpaginated_list);
                 }
             } else if verb == "deletecollection" {

@@ -143,7 +143,10 @@ where
     verdict.inspected = true;
     let decoded = protobuf.then(|| parsed.value.clone());
     let tokens = parts.extensions.get::<TokenSecrets>().cloned();
-    let manager = field_manager(parts);
+    // Only a server-side apply's manager matters (`judge/reapply.rs`).
+    let manager = (parsed.kind == BodyKind::ApplyPatch)
+        .then(|| field_manager(parts))
+        .flatten();
     let marks = (tokens.as_ref(), manager.as_deref());
     let judged_body = match judge_write(s, up, info, ob, parsed, marks, verdict).await {
         Ok(body) => body,
@@ -376,7 +379,9 @@ where
 
 /// The request's `fieldManager` query parameter, as the API server reads it.
 fn field_manager(parts: &Parts) -> Option<String> {
-    RequestInfo::query_param(&parts.uri, "fieldManager")
+    crate::k8s::request::Query::of(&parts.uri)
+        .get("fieldManager")
+        .map(str::to_owned)
 }
 
 /// Whether the authorize layer marked this write for the token-Secret check.

@@ -126,7 +126,8 @@ pub(super) fn strip_json_patch(ops: &mut Value, segs: &[fields::Seg]) -> bool {
 
 /// Pin a judged patch to the version it was judged on, `rv`, so that the API server applies it
 /// to exactly that object: a leading `test` op (JSON patch) or `metadata.resourceVersion`
-/// (merge, strategic and apply patches — server-side apply holds the write to it too).
+/// (merge, strategic and apply patches — for apply, on the reading that the API server carries
+/// the configuration's `resourceVersion` into the object it updates; not run against one here).
 ///
 /// A client's own precondition (a non-empty `resourceVersion` other than `"0"`, which the API
 /// server treats as none) stands when it is `rv`; any other version is refused as the conflict

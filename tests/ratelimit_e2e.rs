@@ -186,14 +186,7 @@ async fn a_watch_with_a_bogus_upgrade_still_holds_its_permit() {
     // The streams are open and read from; the permits are still held.
     tokio::time::sleep(Duration::from_millis(200)).await;
     env.sandbox.sandbox.clear_recorded();
-    let io = hyper_util::rt::TokioIo::new(
-        common::tls_connect(env.proxy_addr, &env.ca, None, &[b"h2"]).await,
-    );
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = common::h2_sender(env.proxy_addr, &env.ca, None).await;
     let refused = sender
         .send_request(get("/api/v1/namespaces/team-a/pods?watch=1", &alice))
         .await

@@ -138,6 +138,25 @@ async fn next_soon(body: &mut Body) -> Option<Result<Bytes, BoxError>> {
 
 const CHUNK: usize = 40 * 1024;
 
+/// End the upstream body while the sink holds its writes: nothing more reaches the client and
+/// no event is written; then release the sink and return the frame that was held back.
+async fn end_while_held(
+    sink: &Memory,
+    tx: mpsc::Sender<Result<Bytes, BoxError>>,
+    body: &mut Body,
+) -> Frame<Bytes> {
+    sink.hold.store(true, Ordering::SeqCst);
+    drop(tx);
+    assert!(next_soon(body).await.is_none());
+    assert!(sink.events().is_empty());
+    sink.hold.store(false, Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_small_answer_is_released_whole_after_its_event() {
     let sink = Memory::default();
@@ -223,16 +242,7 @@ async fn a_long_answer_streams_and_its_last_frame_waits_for_the_event() {
     tx.send(Ok(Bytes::from(vec![3u8; CHUNK]))).await.unwrap();
     assert_eq!(next_soon(&mut body).await.unwrap().unwrap()[0], 2);
     // The upstream body ends while the sink is held: the last frame waits for the event.
-    sink.hold.store(true, Ordering::SeqCst);
-    drop(tx);
-    assert!(next_soon(&mut body).await.is_none());
-    assert!(sink.events().is_empty());
-    sink.hold.store(false, Ordering::SeqCst);
-    let last = tokio::time::timeout(Duration::from_secs(5), body.frame())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let last = end_while_held(&sink, tx, &mut body).await;
     let all = sink.events();
     assert_eq!(
         all.len(),
@@ -265,16 +275,7 @@ async fn empty_frames_do_not_release_the_last_bytes_before_the_event() {
         next_soon(&mut body).await.is_none(),
         "the last bytes are held behind empty frames"
     );
-    sink.hold.store(true, Ordering::SeqCst);
-    drop(tx);
-    assert!(next_soon(&mut body).await.is_none());
-    assert!(sink.events().is_empty());
-    sink.hold.store(false, Ordering::SeqCst);
-    let last = tokio::time::timeout(Duration::from_secs(5), body.frame())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let last = end_while_held(&sink, tx, &mut body).await;
     assert_eq!(sink.events().len(), 1, "the event is written first");
     assert_eq!(last.into_data().unwrap()[0], 2);
 }

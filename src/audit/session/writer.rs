@@ -308,6 +308,23 @@ impl std::fmt::Debug for Session {
 mod tests {
     use super::*;
 
+    /// A WebSocket feeder into `tx`.
+    fn ws_feeder(
+        tx: SyncSender<(f64, Frame)>,
+        dropped: &Arc<AtomicU64>,
+        cut: &Arc<Cut>,
+        started: Instant,
+    ) -> Feeder {
+        Feeder {
+            parser: super::super::Direction::WebSocket(Box::default()),
+            tx,
+            dropped: dropped.clone(),
+            cut: cut.clone(),
+            started,
+            frames: Vec::new(),
+        }
+    }
+
     /// A client frame (masked) on channel 0.
     fn stdin_frame(text: &[u8]) -> Vec<u8> {
         let mut f = vec![0x82, 0x80 | (text.len() as u8 + 1), 0, 0, 0, 0, 0];
@@ -320,14 +337,7 @@ mod tests {
         let (tx, rx) = mpsc::sync_channel(2);
         let dropped = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
-        let mut feeder = Feeder {
-            parser: super::super::Direction::WebSocket(Box::default()),
-            tx,
-            dropped: dropped.clone(),
-            cut: Arc::default(),
-            started,
-            frames: Vec::new(),
-        };
+        let mut feeder = ws_feeder(tx, &dropped, &Arc::default(), started);
         // Nobody reads yet: two frames fit, three are dropped — and feed never blocks.
         for word in [&b"one"[..], b"two", b"three", b"four", b"five"] {
             feeder.feed(&stdin_frame(word));
@@ -404,14 +414,7 @@ mod tests {
         let (tx, rx) = mpsc::sync_channel(16);
         let (dropped, cut) = (Arc::new(AtomicU64::new(0)), Arc::new(Cut::default()));
         let started = Instant::now();
-        let mut feeder = Feeder {
-            parser: super::super::Direction::WebSocket(Box::default()),
-            tx,
-            dropped: dropped.clone(),
-            cut: cut.clone(),
-            started,
-            frames: Vec::new(),
-        };
+        let mut feeder = ws_feeder(tx, &dropped, &cut, started);
         feeder.feed(&stdin_frame(b"before"));
         assert!(!cut.raised.load(Ordering::SeqCst));
         let mut rsv1 = stdin_frame(b"after");

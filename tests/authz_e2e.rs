@@ -620,6 +620,103 @@ async fn token_secrets_need_what_a_token_request_needs() {
         .map(|r| format!("{} {}", r.method, r.path))
         .collect();
     assert_eq!(seen, ["GET /api/v1/namespaces/team-a/secrets/tok3"]);
+
+    // An update that leaves the token Secret's type and account as they are passes, pinned to
+    // the version it was judged on (the body carried none: unconditional otherwise); one with
+    // an older version is the API server's conflict, before it.
+    let ci_token = "/api/v1/namespaces/team-a/secrets/ci-token";
+    let mut same = secret("ci-token", "kubernetes.io/service-account-token", "default");
+    same["data"] = json!({"note": "eA=="});
+    let before = env
+        .request(req("GET", ci_token, None), Some(&env.admin_cert), true)
+        .await;
+    let judged_rv = serde_json::from_slice::<Value>(before.body()).unwrap()["metadata"]
+        ["resourceVersion"]
+        .clone();
+    assert!(judged_rv.is_string(), "{:?}", before.body());
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env
+        .request(
+            with_body("PUT", ci_token, "application/json", same.clone()),
+            None,
+            false,
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK, "{:?}", resp.body());
+    let seen = env.sandbox.sandbox.recorded();
+    let put: Value = seen
+        .iter()
+        .find(|r| r.method == http::Method::PUT)
+        .and_then(|r| r.body.as_ref())
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .expect("the update reached the upstream");
+    assert_eq!(put["metadata"]["resourceVersion"], judged_rv, "{put}");
+    let read_rv = judged_rv;
+    let mut stale = same.clone();
+    stale["metadata"]["resourceVersion"] = read_rv.clone();
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env
+        .request(
+            with_body("PUT", ci_token, "application/json", stale),
+            None,
+            false,
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::CONFLICT, "{:?}", resp.body());
+    assert_eq!(status(resp.body())["reason"], "Conflict");
+    let seen: Vec<_> = env
+        .sandbox
+        .sandbox
+        .recorded()
+        .into_iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(seen, [format!("GET {ci_token}")]);
+
+    // A tenant whose RBAC allows updating Secrets but not reading them is judged on the body
+    // alone: the token Secret counts as new (the TokenRequest refusal), not "may not get".
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "team-a-workloads", "namespace": "team-a"},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "update"]}]});
+    let narrowed = env
+        .request(
+            {
+                let mut r = req(
+                    "PUT",
+                    "/apis/rbac.authorization.k8s.io/v1/namespaces/team-a/roles/team-a-workloads",
+                    None,
+                );
+                r.headers_mut()
+                    .insert("content-type", "application/json".parse().unwrap());
+                *r.body_mut() = Full::new(Bytes::from(role.to_string()));
+                r
+            },
+            Some(&env.admin_cert),
+            true,
+        )
+        .await;
+    assert_eq!(narrowed.status(), StatusCode::OK, "{:?}", narrowed.body());
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env
+        .request(
+            with_body("PUT", ci_token, "application/json", same),
+            None,
+            false,
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{:?}", resp.body());
+    assert_eq!(
+        status(resp.body())["message"],
+        r#"serviceaccounts "default" is forbidden: User "alice" cannot create resource "serviceaccounts/token" in API group "" in the namespace "team-a": a Secret of type kubernetes.io/service-account-token gets a token for service account "default""#
+    );
+    let seen: Vec<_> = env
+        .sandbox
+        .sandbox
+        .recorded()
+        .into_iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(seen, [format!("GET {ci_token}")]);
     env.stop().await;
 }
 

@@ -328,7 +328,17 @@ async fn judge_write(
         return Ok(parsed.value);
     }
     let current = if judge::needs_current(s, info, ob.identity, &parsed, tokens.is_some()) {
-        fetch::current(up, info, ob).await?
+        match fetch::current(up, info, ob).await {
+            // An update carries the whole object: the current one only lets an unchanged
+            // denied field or token Secret through, so a caller who may not read it (RBAC
+            // allows update without get) is judged on the body alone — stricter, not refused.
+            Err(Refusal::Body(BodyRefusal::CurrentForbidden(_)))
+                if judge::judges_update_without_current(info, &parsed) =>
+            {
+                Current::NotFetched
+            }
+            fetched => fetched?,
+        }
     } else {
         Current::NotFetched
     };

@@ -187,6 +187,14 @@ pub fn needs_current(
     }
 }
 
+/// Whether this update can be judged on its body alone when the current object cannot be
+/// read: an update's body is the whole object, and without the current one every denied field
+/// and token Secret in it counts as new. Not `pods/ephemeralcontainers`, which is judged on the
+/// stored pod.
+pub fn judges_update_without_current(info: &RequestInfo, parsed: &Parsed) -> bool {
+    info.verb == "update" && parsed.kind == BodyKind::Object && !is_ephemeral_containers(info)
+}
+
 /// Whether a Secret write can make or re-point a token Secret: an object that is one or
 /// names a service account, a patch reaching `type` or the annotations.
 fn token_relevant(parsed: &Parsed) -> bool {

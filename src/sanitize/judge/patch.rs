@@ -124,9 +124,10 @@ pub(super) fn strip_json_patch(ops: &mut Value, segs: &[fields::Seg]) -> bool {
     changed || list.len() != before
 }
 
-/// Pin a judged patch to the version it was judged on, `rv`, so that the API server applies it
-/// to exactly that object: a leading `test` op (JSON patch) or `metadata.resourceVersion`
-/// (merge, strategic and apply patches — for apply, on the reading that the API server carries
+/// Pin a judged patch, or an update judged with the current object, to the version it was
+/// judged on, `rv`, so that the API server applies it to exactly that object: a leading `test`
+/// op (JSON patch) or `metadata.resourceVersion` (an update's object; merge, strategic and
+/// apply patches — for apply, on the reading that the API server carries
 /// the configuration's `resourceVersion` into the object it updates; not run against one here).
 ///
 /// A client's own precondition (a non-empty `resourceVersion` other than `"0"`, which the API
@@ -148,7 +149,12 @@ pub(super) fn add_precondition(
                 );
             }
         }
-        BodyKind::MergePatch | BodyKind::StrategicMergePatch | BodyKind::ApplyPatch => {
+        // An update is the whole object: its own `resourceVersion` is the precondition, and
+        // one left out ("" or "0": unconditional) would let it replace a later, unjudged one.
+        BodyKind::MergePatch
+        | BodyKind::StrategicMergePatch
+        | BodyKind::ApplyPatch
+        | BodyKind::Object => {
             if let Some(root) = parsed.value.as_object_mut() {
                 let meta = root.entry("metadata").or_insert_with(|| json!({}));
                 if let Some(m) = meta.as_object_mut() {
@@ -173,7 +179,6 @@ pub(super) fn add_precondition(
                 }
             }
         }
-        BodyKind::Object => {}
     }
     Ok(())
 }
@@ -194,13 +199,15 @@ mod tests {
 
     /// The pin is the version the patch was judged on: a `null`, `""` or `"0"` (none, to the
     /// API server) is replaced, the client's own equal version stands, another one is the
-    /// conflict the API server would answer; apply patches are pinned too.
+    /// conflict the API server would answer; apply patches and updates (whose object's own
+    /// version is their precondition) are pinned too.
     #[test]
     fn the_precondition_pins_the_judged_version() {
         for kind in [
             BodyKind::MergePatch,
             BodyKind::StrategicMergePatch,
             BodyKind::ApplyPatch,
+            BodyKind::Object,
         ] {
             for (body, want) in [
                 (json!({"spec": {}}), Some("7")),

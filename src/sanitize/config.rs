@@ -470,7 +470,7 @@ mod tests {
     }
 
     /// `latest_version` holds `latest` (and newer pins) to the API server's rules, as
-    /// PodSecurity admission there would; it must be a version.
+    /// PodSecurity admission there would, each still named as written; it must be a version.
     #[test]
     fn latest_version_caps_latest_and_newer_pins() {
         let yaml = "pod_security:\n  latest_version: v1.32\n  defaults: {enforce: restricted, warn: baseline, warn_version: v1.35, audit: restricted, audit_version: v1.30}\n";
@@ -480,7 +480,7 @@ mod tests {
         let m = s.modes_for("any", None);
         let versions: Vec<pss::Version> = [m.enforce, m.warn, m.audit]
             .into_iter()
-            .map(|p| p.unwrap().version)
+            .map(|p| p.unwrap().rules())
             .collect();
         assert_eq!(
             versions,
@@ -490,6 +490,11 @@ mod tests {
                 pss::Version::V1(30)
             ]
         );
+        let named: Vec<String> = [m.enforce, m.warn, m.audit]
+            .into_iter()
+            .map(|p| p.unwrap().version.to_string())
+            .collect();
+        assert_eq!(named, ["latest", "v1.35", "v1.30"]);
         let got = problems("pod_security: {latest_version: latest}\n");
         assert_eq!(got[0].0, "sanitize.pod_security.latest_version", "{got:?}");
     }

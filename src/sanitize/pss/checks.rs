@@ -53,7 +53,7 @@ pub(crate) fn check_into(policy: &Policy, pod: &PodSpecRef<'_>, out: &mut Vec<Vi
         out,
     };
     let level = policy.level;
-    let v = policy.version;
+    let v = policy.rules();
     let resolved = versions::resolve(level, v);
     let rev = |id: &str| resolved.get(id);
 

@@ -132,14 +132,21 @@ pub enum ParseError {
 pub struct Policy {
     /// The level.
     pub level: Level,
-    /// The version whose rules apply.
+    /// The version as written (what refusals and audit annotations name).
     pub version: Version,
+    /// The newest rules to apply (`sanitize.pod_security.latest_version`): `None` for the
+    /// proxy's newest.
+    cap: Option<u64>,
 }
 
 impl Policy {
     /// A policy at `level`, `version`.
     pub fn new(level: Level, version: Version) -> Self {
-        Self { level, version }
+        Self {
+            level,
+            version,
+            cap: None,
+        }
     }
 
     /// A policy at `level` with `latest` rules.
@@ -149,13 +156,21 @@ impl Policy {
 
     /// Hold the rules to those of `newest` (the API server's version, `latest` for no cap):
     /// `latest`, and any pinned version after it, evaluate as `newest` — as PodSecurity
-    /// admission caps both at its own version. The policy is then named by that version.
+    /// admission caps both at its own version. The policy keeps its name (`restricted:latest`),
+    /// as PodSecurity's messages name the namespace label's version, not the rules it ran.
     pub fn cap_latest(&mut self, newest: Version) {
-        let Version::V1(n) = newest else { return };
-        self.version = match self.version {
-            Version::Latest => Version::V1(n),
-            Version::V1(m) => Version::V1(m.min(n)),
-        };
+        if let Version::V1(n) = newest {
+            self.cap = Some(n);
+        }
+    }
+
+    /// The version whose rules apply: the written one, held to the cap.
+    pub fn rules(self) -> Version {
+        match (self.version, self.cap) {
+            (v, None) => v,
+            (Version::Latest, Some(n)) => Version::V1(n),
+            (Version::V1(m), Some(n)) => Version::V1(m.min(n)),
+        }
     }
 }
 

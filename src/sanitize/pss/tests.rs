@@ -1260,6 +1260,35 @@ fn parse_level_and_version() {
     assert!(Version::Latest.at_least(Version::LATEST_MINOR));
 }
 
+/// A policy capped at the API server's version (`latest_version`) runs that version's rules
+/// but keeps the name written: `hostUsers: false` relaxes `runAsNonRoot` only from v1.35.
+#[test]
+fn a_capped_policy_runs_older_rules_under_its_own_name() {
+    let pod = with(
+        restricted_pod(),
+        &json!({"spec": {"hostUsers": false, "securityContext": {"runAsNonRoot": null}}}),
+    );
+    let mut capped = Policy::latest(Level::Restricted);
+    capped.cap_latest(Version::V1(34));
+    let checks = |p: &Policy| -> Vec<&str> {
+        check_object(p, "", "pods", &pod)
+            .into_iter()
+            .map(|v| v.check)
+            .collect()
+    };
+    assert_eq!(checks(&capped), ["runAsNonRoot"]);
+    assert!(checks(&Policy::latest(Level::Restricted)).is_empty());
+    assert_eq!(capped.version.to_string(), "latest");
+    assert_eq!(capped.rules(), Version::V1(34));
+    // A pin older than the cap stays as it is; `latest` as the cap caps nothing.
+    let mut older = Policy::new(Level::Restricted, Version::V1(30));
+    older.cap_latest(Version::V1(34));
+    assert_eq!(older.rules(), Version::V1(30));
+    let mut uncapped = Policy::latest(Level::Restricted);
+    uncapped.cap_latest(Version::Latest);
+    assert_eq!(uncapped.rules(), Version::Latest);
+}
+
 #[test]
 fn malformed_input_never_panics() {
     let junk = [

@@ -203,11 +203,17 @@ impl Breaker {
 
     /// The state now (an open breaker whose time is up reads as half-open).
     pub fn state(&self, now: Instant) -> State {
+        self.with_state(now, |s| s)
+    }
+
+    /// `f` of the state now, called with the breaker's lock held: no transition (whose hook
+    /// runs under the same lock) can come between reading the state and `f`'s use of it.
+    pub fn with_state<T>(&self, now: Instant, f: impl FnOnce(State) -> T) -> T {
         let g = self.lock();
-        match g.state {
+        f(match g.state {
             State::Open if now >= g.reopen_at => State::HalfOpen,
             s => s,
-        }
+        })
     }
 
     /// When an open breaker admits its next trial (None unless open).

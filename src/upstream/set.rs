@@ -80,11 +80,17 @@ impl Upstream {
     /// Until then — a reload's candidate — it writes no gauge.
     pub fn set_in_service(&self, on: bool) {
         self.in_service.store(on, Ordering::SeqCst);
-        if on {
-            let now = Instant::now();
-            for e in &self.endpoints {
-                self.metrics.publish_state(&e.name, e.breaker.state(now));
-            }
+        // Under each breaker's lock, which its transition hook also runs under: a transition
+        // racing this call either sees the new flag or finished before the state is read —
+        // so the gauge never ends on a state read before a transition (on), and no hook that
+        // read the old flag writes after the next upstream published (off).
+        let now = Instant::now();
+        for e in &self.endpoints {
+            e.breaker.with_state(now, |state| {
+                if on {
+                    self.metrics.publish_state(&e.name, state);
+                }
+            });
         }
     }
 

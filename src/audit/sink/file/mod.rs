@@ -229,6 +229,25 @@ pub(crate) fn spawn(
     Ok(Some(shared))
 }
 
+/// A sidecar without its log — a rotation stopped between its two renames (a crash, or a
+/// failed second rename) — is moved to the newest backup if that has none, otherwise kept
+/// aside as found, so that a new log never starts with another file's checkpoints. An empty
+/// log that exists owns its sidecar (the start checkpoint of a run that wrote no event): left.
+/// The newest backup, listed on the way.
+fn move_orphan_sidecar(path: &Path) -> io::Result<Option<Backup>> {
+    let newest = list_backups(path)?.pop();
+    let side_path = sidecar_path(path);
+    if !path.exists() && std::fs::metadata(&side_path).is_ok_and(|m| m.len() > 0) {
+        let target = match &newest {
+            Some(b) if !sidecar_path(&b.path).exists() => sidecar_path(&b.path),
+            _ => sidecar_path(&backup_path(path)?),
+        };
+        tracing::warn!(sidecar = %side_path.display(), moved_to = %target.display(), "audit checkpoint sidecar without its log file");
+        std::fs::rename(&side_path, &target)?;
+    }
+    Ok(newest)
+}
+
 impl FileBackend {
     fn open(cfg: FileSinkConfig, counters: Arc<SinkCounters>) -> io::Result<FileBackend> {
         if let Some(dir) = cfg.path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -242,21 +261,7 @@ impl FileBackend {
             state = scan_tail(&cfg.path)?;
             move_away = !state.clean_end;
         } else {
-            let newest = list_backups(&cfg.path)?.pop();
-            // An empty log that exists owns its sidecar (the start checkpoint of a run that
-            // wrote no event); only a missing log leaves its sidecar behind.
-            let orphan = !cfg.path.exists();
-            if orphan && std::fs::metadata(&side_path).is_ok_and(|m| m.len() > 0) {
-                // A sidecar without its log: a rotation stopped between its two renames.
-                // It belongs to the newest backup if that has none; otherwise it is kept
-                // aside as found.
-                let target = match &newest {
-                    Some(b) if !sidecar_path(&b.path).exists() => sidecar_path(&b.path),
-                    _ => sidecar_path(&backup_path(&cfg.path)?),
-                };
-                tracing::warn!(sidecar = %side_path.display(), moved_to = %target.display(), "audit checkpoint sidecar without its log file");
-                std::fs::rename(&side_path, &target)?;
-            }
+            let newest = move_orphan_sidecar(&cfg.path)?;
             if let Some(newest) = newest {
                 state = scan_tail(&newest.path)?;
             }
@@ -469,6 +474,9 @@ impl FileBackend {
                     std::fs::rename(&side_path, sidecar_path(&backup))
                         .map_err(|e| fail("rotate", e))?;
                 }
+            } else if self.cfg.signing_key.is_some() {
+                // A previous attempt may have stopped between the two renames.
+                move_orphan_sidecar(&path).map_err(|e| fail("rotate", e))?;
             }
             self.file = open_append(&path).map_err(|e| fail("open", e))?;
             self.size = 0;

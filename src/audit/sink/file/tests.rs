@@ -419,6 +419,31 @@ async fn a_rotation_stopped_between_its_renames_is_finished_on_start() {
     assert_eq!(r.unsigned_tail, 0);
 }
 
+/// A running sink whose rotation stopped between its renames (the log moved, its sidecar not:
+/// the second rename failed) finishes it at the next attempt: the new log does not start with
+/// the backup's checkpoints, and both files verify.
+#[tokio::test]
+async fn a_rotation_stopped_between_its_renames_is_finished_by_the_next_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let key = key();
+    let mut w = FileBackend::open(signed(&path, &key), Arc::new(SinkCounters::default())).unwrap();
+    let p = |i| Arc::new(Prepared::new(event(i), true));
+    w.write(&[p(0), p(1)], true).unwrap();
+    let backup = backup_path(&path).unwrap();
+    std::fs::rename(&path, &backup).unwrap();
+    w.needs_reopen = true;
+    w.write(&[p(2)], true).unwrap();
+    w.close();
+    assert!(
+        sidecar_path(&backup).exists(),
+        "the sidecar followed its log"
+    );
+    let r = verify_files(&[backup, path], &key);
+    assert!(r.ok(), "{r:?}");
+    assert_eq!((r.events, r.unsigned_tail), (3, 0));
+}
+
 /// A signed sink started and stopped without an event leaves an empty log whose sidecar holds
 /// the start checkpoint. Starting again keeps that pair as it is: no "sidecar without its log"
 /// warning, no orphaned sidecar moved aside on every idle restart.

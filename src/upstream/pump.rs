@@ -19,7 +19,8 @@
 //! bytes shared by every response of one identity (user name). When either is full the pump
 //! stops reading — the upstream stream's window then fills and the API server pauses that
 //! stream only. A response whose buffer stays full for `upstream.stalled_stream_timeout` (its
-//! client read nothing in that time) is *stalled*: the upstream stream is cancelled
+//! client read nothing in that time; waiting for the identity's budget does not count — the
+//! responses holding it are read or reset on their own timers) is *stalled*: the upstream stream is cancelled
 //! (RST_STREAM) and the client's response ends with an error (HTTP/2: its stream is reset;
 //! HTTP/1.1: its connection is closed) — logged with the audit ID and counted in
 //! `portcullis_upstream_stalled_streams_total`. So a stalled response is reset at most one or
@@ -353,48 +354,55 @@ async fn pump<R>(
         let size = frame.data_ref().map_or(0, Bytes::len).max(1);
         let own = u32::try_from(size.min(PER_STREAM)).unwrap_or(u32::MAX);
         let shared = u32::try_from(size.min(PER_IDENTITY)).unwrap_or(u32::MAX);
-        let room = async {
-            let a = mine.clone().acquire_many_owned(own).await;
-            let b = budget.clone().acquire_many_owned(shared).await;
-            a.ok().zip(b.ok())
-        };
-        let permits = tokio::select! {
-            r = tokio::time::timeout(stall, room) => r,
+        // The stall timer runs only while this stream's own buffer is full: the client read
+        // nothing of it. The identity's shared budget is held by its other pumped responses,
+        // each read or reset by its own timer — waiting for it is not this client stalling.
+        let own = tokio::select! {
+            r = tokio::time::timeout(stall, mine.clone().acquire_many_owned(own)) => r,
             () = tx.closed() => return,
         };
-        match permits {
-            Ok(Some((a, b))) => {
-                if tx.send(Ok((frame, [a, b]))).is_err() {
-                    return;
-                }
-            }
-            Ok(None) => return,
-            Err(_) => {
-                report.counter.inc();
-                if let Some(on_stall) = &report.on_stall {
-                    (on_stall.0)();
-                }
-                tracing::warn!(
-                    endpoint = %report.endpoint,
-                    user = %report.user,
-                    audit_id = %report.audit_id,
-                    timeout = ?stall,
-                    "the client read nothing of this response for the stalled-stream timeout; resetting the stream"
-                );
-                // Free what the client never read (its identity's budget with it): the client
-                // gets the error as soon as it reads again, and nothing else.
-                if let Some(slot) = slot.upgrade() {
-                    slot.drain();
-                }
-                let _ = tx.send(Err(
-                    "stalled: the client read nothing within upstream.stalled_stream_timeout"
-                        .into(),
-                ));
-                // Dropping `inner` cancels the upstream stream.
-                return;
-            }
+        let a = match own {
+            Ok(Ok(a)) => a,
+            Ok(Err(_)) => return,
+            Err(_) => return reset_stalled(&report, stall, &slot, &tx),
+        };
+        let b = tokio::select! {
+            r = budget.clone().acquire_many_owned(shared) => r,
+            () = tx.closed() => return,
+        };
+        let Ok(b) = b else { return };
+        if tx.send(Ok((frame, [a, b]))).is_err() {
+            return;
         }
     }
+}
+
+/// A stalled response: counted, reported, logged; what its client never read is freed (its
+/// identity's budget with it) and the client gets an error as soon as it reads again, and
+/// nothing else. The caller then drops the upstream body, which cancels the upstream stream.
+fn reset_stalled<R>(
+    report: &StallReport,
+    stall: Duration,
+    slot: &Weak<Slot<R>>,
+    tx: &mpsc::UnboundedSender<Item>,
+) {
+    report.counter.inc();
+    if let Some(on_stall) = &report.on_stall {
+        (on_stall.0)();
+    }
+    tracing::warn!(
+        endpoint = %report.endpoint,
+        user = %report.user,
+        audit_id = %report.audit_id,
+        timeout = ?stall,
+        "the client read nothing of this response for the stalled-stream timeout; resetting the stream"
+    );
+    if let Some(slot) = slot.upgrade() {
+        slot.drain();
+    }
+    let _ = tx.send(Err(
+        "stalled: the client read nothing within upstream.stalled_stream_timeout".into(),
+    ));
 }
 
 #[cfg(test)]
@@ -567,6 +575,45 @@ mod tests {
         assert_eq!(budget.available_permits(), PER_IDENTITY);
         // The client, reading at last, gets the error and no data.
         assert!(body.frame().await.unwrap().is_err());
+    }
+
+    /// A response whose client reads, waiting only for its identity's budget (held by other
+    /// responses of the same user), is not reset as stalled: it goes on once the budget frees.
+    #[tokio::test]
+    async fn waiting_for_the_identity_s_budget_is_not_a_stall() {
+        let (tx, inner) = crate::body::channel(1);
+        let r = report();
+        let counter = r.counter.clone();
+        let budgets = Budgets::default();
+        let held = budgets
+            .of("u")
+            .acquire_many_owned(PER_IDENTITY as u32)
+            .await
+            .unwrap();
+        let mut body = decouple(inner, &budgets, Duration::from_millis(400), move || r);
+        tx.send(Bytes::from_static(b"first")).await.unwrap();
+        // Unread for two sweeps: handed off to the pump, which waits for the budget.
+        tokio::time::sleep(SWEEP * 2 + Duration::from_millis(100)).await;
+        tx.send(Bytes::from_static(b"second")).await.unwrap();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(f) = body.frame().await {
+                got.extend_from_slice(&f.unwrap().into_data().unwrap());
+                if got.len() >= 11 {
+                    break;
+                }
+            }
+            got
+        });
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(counter.get(), 0, "reset as stalled while its client read");
+        drop(held);
+        let got = tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("the response went on once the budget freed")
+            .unwrap();
+        assert_eq!(&got[..], b"firstsecond");
+        assert_eq!(counter.get(), 0);
     }
 
     #[tokio::test]

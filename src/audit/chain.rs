@@ -214,6 +214,50 @@ pub fn strip_chain(event: &mut Value) -> Option<Value> {
     link
 }
 
+/// Append `line` (an event's JSON whose last member is `annotations` when `has_annotations`,
+/// without a chain annotation) with `"portcullis.io/chain": link` added as the last
+/// annotation, and `\n`. [`unlink_line`] undoes it.
+pub fn link_line(line: &[u8], has_annotations: bool, link: &Link, out: &mut Vec<u8>) {
+    let (body, open) = if has_annotations {
+        // …,"annotations":{…}}  → cut "}}" and add ,"portcullis.io/chain":"…"}}
+        (&line[..line.len().saturating_sub(2)], &b","[..])
+    } else {
+        // …}  → cut "}" and add ,"annotations":{"portcullis.io/chain":"…"}}
+        (
+            &line[..line.len().saturating_sub(1)],
+            &b",\"annotations\":{"[..],
+        )
+    };
+    out.extend_from_slice(body);
+    out.extend_from_slice(open);
+    out.extend_from_slice(b"\"");
+    out.extend_from_slice(CHAIN_ANNOTATION.as_bytes());
+    out.extend_from_slice(b"\":\"");
+    link.write_hex(out);
+    out.extend_from_slice(b"\"}}\n");
+}
+
+/// The line as it was before [`link_line`] (without its newline): `None` when the link is not
+/// where `link_line` puts it.
+pub fn unlink_line(raw: &[u8]) -> Option<Vec<u8>> {
+    let key = format!("\"{CHAIN_ANNOTATION}\":\"");
+    let end = raw.strip_suffix(b"\"}}")?;
+    let (before, hex) = end.split_at_checked(end.len().checked_sub(64)?)?;
+    if !hex.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let body = before.strip_suffix(key.as_bytes())?;
+    let mut out = Vec::with_capacity(raw.len());
+    if let Some(b) = body.strip_suffix(b",\"annotations\":{") {
+        out.extend_from_slice(b);
+        out.push(b'}');
+    } else {
+        out.extend_from_slice(body.strip_suffix(b",")?);
+        out.extend_from_slice(b"}}");
+    }
+    Some(out)
+}
+
 /// The signed message of a checkpoint.
 pub fn checkpoint_message(seq: u64, chain: &Link, time: &str, adopted: u64) -> Vec<u8> {
     let mut m = format!("{CHECKPOINT_DOMAIN}{seq}\n{}\n{time}", chain.to_hex());
@@ -468,6 +512,31 @@ fn pem(label: &str, der: &[u8]) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A line with and without annotations gets its link as the last annotation, and
+    /// `unlink_line` gives back exactly the line it was; a link moved or altered is `None`.
+    #[test]
+    fn linking_a_line_and_undoing_it() {
+        for line in [
+            &br#"{"kind":"Event","stage":"ResponseComplete"}"#[..],
+            br#"{"kind":"Event","annotations":{"a":"b"}}"#,
+        ] {
+            let has = line.ends_with(b"}}");
+            let mut out = Vec::new();
+            link_line(line, has, &GENESIS, &mut out);
+            let linked = out.strip_suffix(b"\n").unwrap();
+            let v: Value = serde_json::from_slice(linked).unwrap();
+            assert_eq!(v["annotations"][CHAIN_ANNOTATION], GENESIS.to_hex());
+            assert_eq!(unlink_line(linked).as_deref(), Some(line));
+        }
+        let moved = format!(
+            r#"{{"annotations":{{"{CHAIN_ANNOTATION}":"{}","a":"b"}}}}"#,
+            GENESIS.to_hex()
+        );
+        assert_eq!(unlink_line(moved.as_bytes()), None);
+        let short = format!(r#"{{"annotations":{{"{CHAIN_ANNOTATION}":"ab"}}}}"#);
+        assert_eq!(unlink_line(short.as_bytes()), None);
+    }
 
     #[test]
     fn genesis_is_the_documented_hash() {

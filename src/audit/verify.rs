@@ -48,28 +48,6 @@ use super::{
 };
 use signed::Signed;
 
-/// The line as written before its chain link was added (`sink::Prepared::write_chained`):
-/// `…,"portcullis.io/chain":"<link>"}}` was `…}}`, and `…,"annotations":{"portcullis.io/chain":
-/// "<link>"}}` was `…}`. `None` when the link is not where the proxy puts it.
-fn unchained(raw: &[u8]) -> Option<Vec<u8>> {
-    let key = format!("\"{}\":\"", chain::CHAIN_ANNOTATION);
-    let end = raw.strip_suffix(b"\"}}")?;
-    let (before, hex) = end.split_at_checked(end.len().checked_sub(64)?)?;
-    if !hex.iter().all(u8::is_ascii_hexdigit) {
-        return None;
-    }
-    let body = before.strip_suffix(key.as_bytes())?;
-    let mut out = Vec::with_capacity(raw.len());
-    if let Some(b) = body.strip_suffix(b",\"annotations\":{") {
-        out.extend_from_slice(b);
-        out.push(b'}');
-    } else {
-        out.extend_from_slice(body.strip_suffix(b",")?);
-        out.extend_from_slice(b"}}");
-    }
-    Some(out)
-}
-
 /// Longest line read: an event is a few MiB at most (its request and response objects are
 /// capped at 3 MiB each); a file of gigabytes without a newline must not be read into memory.
 const MAX_LINE: u64 = 64 << 20;
@@ -290,7 +268,7 @@ impl State {
         // writes it, or a duplicate key (the last one wins when parsed), another escape of the
         // same string or another spelling of the same number would change what readers of
         // the line see without changing the hash.
-        if unchained(raw)
+        if chain::unlink_line(raw)
             .and_then(|l| canonical::from_compact(&l))
             .as_deref()
             != Some(canonical.as_slice())

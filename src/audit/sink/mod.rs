@@ -191,24 +191,7 @@ impl Prepared {
     /// Append the line with `"portcullis.io/chain": link` added to its annotations, and `\n`.
     /// Relies on `annotations` being the last field of a serialized [`Event`].
     pub(crate) fn write_chained(&self, link: &chain::Link, out: &mut Vec<u8>) {
-        let line = self.line();
-        let (body, open) = if self.has_annotations {
-            // …,"annotations":{…}}  → cut "}}" and add ,"portcullis.io/chain":"…"}}
-            (&line[..line.len().saturating_sub(2)], &b","[..])
-        } else {
-            // …}  → cut "}" and add ,"annotations":{"portcullis.io/chain":"…"}}
-            (
-                &line[..line.len().saturating_sub(1)],
-                &b",\"annotations\":{"[..],
-            )
-        };
-        out.extend_from_slice(body);
-        out.extend_from_slice(open);
-        out.extend_from_slice(b"\"");
-        out.extend_from_slice(chain::CHAIN_ANNOTATION.as_bytes());
-        out.extend_from_slice(b"\":\"");
-        link.write_hex(out);
-        out.extend_from_slice(b"\"}}\n");
+        chain::link_line(self.line(), self.has_annotations, link, out);
     }
 
     /// The canonical bytes (empty when not computed).

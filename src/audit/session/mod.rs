@@ -80,7 +80,7 @@ impl Protocol {
         if sub.is_empty() {
             return Protocol::WebSocket;
         }
-        if sub.starts_with("base64.") || !sub.ends_with("channel.k8s.io") {
+        if !RECORDABLE_SUBPROTOCOLS.contains(&sub.as_str()) {
             return Protocol::Unreadable(
                 "a WebSocket subprotocol other than the binary channel protocols",
             );
@@ -181,12 +181,18 @@ pub fn prepare(parts: &mut http::request::Parts) -> Result<Option<Recording>, st
     }
 }
 
+/// The binary channel protocols the recorder reads, by name (the kubelet's and the API
+/// server's; their base64 variants — `base64.channel.k8s.io`, `v4.base64.channel.k8s.io` —
+/// carry the channel as an ASCII digit and are not among them).
+const RECORDABLE_SUBPROTOCOLS: [&str; 3] =
+    ["channel.k8s.io", "v4.channel.k8s.io", "v5.channel.k8s.io"];
+
 /// Offer the upstream only what the recorder can read: no WebSocket extensions (compressed
-/// frames), no base64 channel protocols.
+/// frames), only the binary channel protocols it knows.
 pub fn restrict_offer(h: &mut HeaderMap) {
     h.remove(header::SEC_WEBSOCKET_EXTENSIONS);
     crate::k8s::headers::retain_websocket_protocols(h, |p| {
-        !p.to_ascii_lowercase().starts_with("base64.")
+        RECORDABLE_SUBPROTOCOLS.contains(&p.to_ascii_lowercase().as_str())
     });
 }
 
@@ -199,7 +205,9 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static("v5.channel.k8s.io, base64.channel.k8s.io, v4.channel.k8s.io"),
+            HeaderValue::from_static(
+                "v5.channel.k8s.io, base64.channel.k8s.io, v4.base64.channel.k8s.io, v4.channel.k8s.io, x.channel.k8s.io",
+            ),
         );
         h.insert(
             header::SEC_WEBSOCKET_EXTENSIONS,
@@ -225,6 +233,12 @@ mod tests {
         h.insert(
             header::SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_static("base64.channel.k8s.io"),
+        );
+        assert!(matches!(Protocol::of_101(&h), Protocol::Unreadable(_)));
+        // The v4 base64 variant ends like the binary ones but carries ASCII channel digits.
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("v4.base64.channel.k8s.io"),
         );
         assert!(matches!(Protocol::of_101(&h), Protocol::Unreadable(_)));
         // None (or an empty one): the binary channel protocol, as the kubelet takes it.

@@ -210,6 +210,8 @@ pub enum BodyRefusal {
     CurrentForbidden(String),
     /// A field rule denies the body.
     FieldRules(Box<Invalid>),
+    /// An upgrade request (exec, attach, port-forward) that announces a body.
+    UpgradeBody,
 }
 
 /// Why forwarding failed before any upstream answer.
@@ -419,6 +421,9 @@ impl BodyRefusal {
             BodyRefusal::CurrentUnavailable(m) => Status::service_unavailable(m.clone(), 1),
             BodyRefusal::CurrentForbidden(m) => Status::forbidden(m.clone()),
             BodyRefusal::FieldRules(i) => i.status(),
+            BodyRefusal::UpgradeBody => Status::bad_request(
+                "an upgrade request (exec, attach, port-forward) must not carry a body",
+            ),
         }
     }
 }

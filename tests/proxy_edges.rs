@@ -278,3 +278,73 @@ async fn spdy_upgrade_is_spliced_and_upstream_headers_pass_through() {
     }
     env.stop().await;
 }
+
+/// An upgrade request that announces a body (bytes the API server would read as the first
+/// frames of the hijacked session, outside the recorder) is refused with 400, and the API
+/// server never sees it; `Content-Length: 0` (kubectl's SPDY POST) is fine (the test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_request_with_a_body_is_refused_before_the_upstream() {
+    let env = Env::start().await;
+    let exec = "/api/v1/namespaces/default/pods/web/exec?command=sh&stdin=true&stdout=true";
+    let frame = b"\x82\x8a\x00\x00\x00\x00\x00rm -rf /\n";
+    for (framing, body) in [
+        (
+            format!("Content-Length: {}\r\n", frame.len()),
+            frame.to_vec(),
+        ),
+        (
+            "Transfer-Encoding: chunked\r\n".to_owned(),
+            [
+                format!("{:x}\r\n", frame.len()).into_bytes(),
+                frame.to_vec(),
+                b"\r\n0\r\n\r\n".to_vec(),
+            ]
+            .concat(),
+        ),
+    ] {
+        env.sandbox.sandbox.clear_recorded();
+        let mut s = common::tls_connect(
+            env.proxy_addr,
+            &env.ca,
+            Some(&env.admin_cert),
+            &[b"http/1.1"],
+        )
+        .await;
+        let head = format!(
+            "GET {exec} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Protocol: v5.channel.k8s.io\r\n{framing}\r\n"
+        );
+        s.write_all(&[head.into_bytes(), body].concat())
+            .await
+            .unwrap();
+        // The answer's head and its Status (the connection may stay open).
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = [0u8; 4096];
+            while !answer.ends_with(b"}") && !answer.ends_with(b"}\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{framing}: {answer}");
+        assert!(
+            answer
+                .contains("an upgrade request (exec, attach, port-forward) must not carry a body"),
+            "{answer}"
+        );
+        assert!(
+            !env.sandbox
+                .sandbox
+                .recorded()
+                .iter()
+                .any(|r| r.path.contains("/exec")),
+            "{framing}: the upgrade reached the API server"
+        );
+    }
+    env.stop().await;
+}

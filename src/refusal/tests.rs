@@ -89,6 +89,7 @@ fn every_refusal() -> Vec<Refusal> {
         BodyRefusal::CurrentUnavailable("down".into()),
         BodyRefusal::CurrentForbidden("no".into()),
         BodyRefusal::FieldRules(invalid()),
+        BodyRefusal::UpgradeBody,
     ];
     all.extend(bodies.into_iter().map(Refusal::from));
     all

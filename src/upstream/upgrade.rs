@@ -10,6 +10,10 @@
 //! `upstream.stream_idle_timeout` set it ends once neither side sent a byte for that long
 //! (`idle.rs`), and both connections close.
 //!
+//! An upgrade request that announces a body (`Transfer-Encoding`, a `Content-Length` other
+//! than 0) is refused with 400 `BadRequest` before anything goes upstream: the API server would
+//! read those bytes on the hijacked connection as the session's first frames.
+//!
 //! The endpoint: the first in `Upstream::candidates` order whose breaker admits it and that
 //! accepts a TLS connection (nothing of the request is sent before that, so trying the next
 //! one is safe); every breaker refusing is a 503 `BreakerOpen`, no endpoint reachable a 502.
@@ -38,7 +42,7 @@ use crate::{
     body::{self, Body},
     k8s::headers,
     read_tap::CheckedTap,
-    refusal::{Refusal, UpstreamFailure},
+    refusal::{BodyRefusal, Refusal, UpstreamFailure},
 };
 use std::{sync::Arc, time::Duration};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -56,13 +60,21 @@ pub async fn forward(
     let Some(client_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
         return Err(UpstreamFailure::NotUpgradable.into());
     };
+    // The API server hijacks the connection on an upgrade, and bytes of a body it did not read
+    // would be read there as the first frames of the session — past the recorder, which reads
+    // only what follows the 101. No client sends one: refused (400), and nothing of the
+    // client's body goes upstream.
+    if carries_body(&parts.headers) {
+        return Err(BodyRefusal::UpgradeBody.into());
+    }
+    drop(incoming);
     let recording = match session::prepare(&mut parts) {
         Ok(r) => r,
         Err(_) => return Err(Refusal::AuditUnavailable),
     };
     let (ep, permit, io) = connect(up).await?;
     prepare_upgrade_request(up, &ep, &mut parts, ob)?;
-    let sent = send_on_fresh_connection(io, parts, incoming).await;
+    let sent = send_on_fresh_connection(io, parts, body::empty()).await;
     let mut resp = match sent {
         Ok(resp) => resp,
         Err(refusal) => {
@@ -129,6 +141,15 @@ pub async fn forward(
 
 /// The request as the upstream gets it: forwarded headers, `Connection: Upgrade` and the
 /// client's `Upgrade` back, the upstream's `Host`, and an origin-form URI.
+/// Whether a request head announces a body: any `Transfer-Encoding`, or a `Content-Length`
+/// other than 0.
+fn carries_body(h: &http::HeaderMap) -> bool {
+    h.contains_key(header::TRANSFER_ENCODING)
+        || h.get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.as_bytes().trim_ascii() != b"0")
+}
+
 fn prepare_upgrade_request(
     up: &Upstream,
     ep: &Endpoint,

@@ -91,8 +91,8 @@ impl Protocol {
     fn directions(self) -> (Direction, Direction) {
         match self {
             Protocol::WebSocket => (
-                Direction::WebSocket(Box::default()),
-                Direction::WebSocket(Box::default()),
+                Direction::WebSocket(Box::new(websocket::Direction::new(true))),
+                Direction::WebSocket(Box::new(websocket::Direction::new(false))),
             ),
             Protocol::Spdy => {
                 let (c, s) = spdy::pair();

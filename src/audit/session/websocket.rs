@@ -2,14 +2,25 @@
 //! older binary `channel.k8s.io`) off both byte streams of a spliced WebSocket, for the
 //! recording only: the bytes themselves pass on untouched whatever this makes of them.
 //!
-//! Accepts RFC 6455 frames in any split across reads: client frames masked, server frames
-//! not; data messages fragmented over continuation frames (the channel is the first byte of
-//! the message); control frames (ping, pong, close) skipped. Channels: 0 stdin, 1 stdout, 2
-//! stderr, 3 the error channel (the exit Status), 4 resize (`{"Width":W,"Height":H}`), 255 the
-//! v5 stream close (skipped). A frame it cannot read (a reserved bit set: an extension it does
-//! not know) stops the reading of that direction — the splice goes on; the recorder strips
-//! `Sec-WebSocket-Extensions` and the base64 protocols from a recorded request so the API
-//! server never picks what this cannot read.
+//! Accepts RFC 6455 frames in any split across reads. Each direction is read as its receiver
+//! reads it, so that the recording holds what the other side got:
+//! - **From the client**, as the API server's and the kubelet's reader (Go's
+//!   `golang.org/x/net/websocket` under apimachinery's `wsstream`) takes it: *every frame* whose
+//!   opcode is not close, ping or pong is a message of its own — continuation frames and
+//!   reserved opcodes included, FIN not looked at — whose first byte is its channel. Only
+//!   channel 0 (stdin) and 4 (resize, `{"Width":W,"Height":H}`, one per frame) are the
+//!   client's to send; `wsstream` drops anything else, and so does the recording. After a
+//!   close frame, an unmasked frame or one over that reader's 32 MiB cap, the reader stops:
+//!   nothing after it is recorded. A control frame over 125 bytes or fragmented (which no
+//!   client sends, and whose unread rest Go's reader might take as frames) stops this reading.
+//! - **From the API server**, as kubectl's reader (gorilla) takes it: messages, fragmented over
+//!   continuation frames or not, channel first; 1 stdout, 2 stderr, 3 the exit Status; control
+//!   frames skipped.
+//!
+//! 255 (the v5 stream close) is skipped. A frame it cannot read (a reserved bit set: an
+//! extension it does not know) stops the reading of that direction — which ends the session
+//! (`writer.rs`); the recorder offers the API server only the binary channel protocols and no
+//! extensions (`restrict_offer`).
 
 use bytes::{Bytes, BytesMut};
 
@@ -17,6 +28,11 @@ use super::cast::{Frame, Kind};
 
 /// One direction of a WebSocket connection.
 pub struct Direction {
+    /// The client's direction (read as the API server reads it), or the API server's.
+    from_client: bool,
+    /// The client's direction: the API server's reader stopped (a close frame, an unmasked
+    /// or oversized frame); nothing more is recorded.
+    closed: bool,
     /// Header bytes of the frame being read (at most 14).
     head: Vec<u8>,
     /// Payload bytes left in the current frame, its mask, and how far into it we are.
@@ -36,10 +52,17 @@ pub struct Direction {
 
 /// Largest resize message kept (a few dozen bytes in practice).
 const MAX_RESIZE: usize = 1024;
+/// Largest frame the API server's reader takes (`x/net/websocket`'s `DefaultMaxPayloadBytes`).
+const MAX_CLIENT_FRAME: u64 = 32 << 20;
+/// Largest control frame payload (RFC 6455 §5.5).
+const MAX_CONTROL: u64 = 125;
 
-impl Default for Direction {
-    fn default() -> Self {
+impl Direction {
+    /// The client's direction (`from_client`) or the API server's.
+    pub fn new(from_client: bool) -> Self {
         Direction {
+            from_client,
+            closed: false,
             head: Vec::with_capacity(14),
             left: 0,
             mask: None,
@@ -52,9 +75,7 @@ impl Default for Direction {
             broken: false,
         }
     }
-}
 
-impl Direction {
     /// Whether this direction stopped being readable (an extension's bits, an impossible
     /// length): what follows would not be recorded.
     pub fn broken(&self) -> bool {
@@ -146,14 +167,35 @@ impl Direction {
         self.mask = (b1 & 0x80 != 0).then(|| [head[i], head[i + 1], head[i + 2], head[i + 3]]);
         self.offset = 0;
         self.left = len;
-        self.control = opcode >= 8;
-        if !self.control {
-            self.fin = b0 & 0x80 != 0;
-            if opcode != 0 {
-                // A new message (text or binary).
-                self.at_message_start = true;
-                self.channel = None;
-                self.resize.clear();
+        let fin = b0 & 0x80 != 0;
+        if self.from_client {
+            let control = matches!(opcode, 8..=10);
+            if control && (len > MAX_CONTROL || !fin) {
+                // Go's reader may leave part of it unread and take that as the next frame.
+                self.broken = true;
+                return;
+            }
+            if opcode == 8 || self.mask.is_none() || len > MAX_CLIENT_FRAME {
+                // The API server's reader stops here: nothing after reaches the pod.
+                self.closed = true;
+            }
+            // Skipped: control frames, and everything once the reader stopped.
+            self.control = control || self.closed;
+            // Every other frame is a message of its own, as Go's reader takes it.
+            self.fin = true;
+            self.at_message_start = true;
+            self.channel = None;
+            self.resize.clear();
+        } else {
+            self.control = opcode >= 8;
+            if !self.control {
+                self.fin = fin;
+                if opcode != 0 {
+                    // A new message (text or binary).
+                    self.at_message_start = true;
+                    self.channel = None;
+                    self.resize.clear();
+                }
             }
         }
         if len == 0 {
@@ -173,12 +215,14 @@ impl Direction {
         if data.is_empty() {
             return;
         }
-        let kind = match self.channel {
-            Some(0) => Kind::Stdin,
-            Some(1) => Kind::Stdout,
-            Some(2) => Kind::Stderr,
-            Some(3) => Kind::Status,
-            Some(4) => {
+        // Each side's own channels only: `wsstream` drops what a client sends on an output
+        // channel, and the API server sends nothing on stdin or resize.
+        let kind = match (self.channel, self.from_client) {
+            (Some(0), true) => Kind::Stdin,
+            (Some(1), false) => Kind::Stdout,
+            (Some(2), false) => Kind::Stderr,
+            (Some(3), false) => Kind::Status,
+            (Some(4), true) => {
                 if self.resize.len() + data.len() <= MAX_RESIZE {
                     self.resize.extend_from_slice(&data);
                 }
@@ -260,7 +304,7 @@ mod tests {
     }
 
     fn feed_bytewise(bytes: &[u8]) -> Vec<Frame> {
-        let mut d = Direction::default();
+        let mut d = Direction::new(true);
         let mut out = Vec::new();
         for b in bytes {
             d.feed(std::slice::from_ref(b), &mut out);
@@ -279,6 +323,10 @@ mod tests {
             .collect()
     }
 
+    /// The client's frames as the API server's reader takes them: each frame a message of its
+    /// own whose first byte is the channel — a continuation frame too, so `echo hi` sent as
+    /// `\0ec` + a continuation `ho hi` reaches the pod as `ec` (and `ho hi` on channel `h`,
+    /// dropped); in any split across reads; nothing after the close frame.
     #[test]
     fn masked_client_frames_split_anywhere_give_stdin_and_resize() {
         let k = Some([1, 2, 3, 4]);
@@ -295,9 +343,10 @@ mod tests {
         wire.extend(frame(true, 2, &[&[0u8][..], &big].concat(), k));
         wire.extend(frame(true, 2, &[255, 0], k));
         wire.extend(frame(true, 8, &[3, 232], k));
+        wire.extend(frame(true, 2, b"\x00after close", k));
         for frames in [feed_bytewise(&wire), {
             let mut out = Vec::new();
-            Direction::default().feed(&wire, &mut out);
+            Direction::new(true).feed(&wire, &mut out);
             out
         }] {
             assert_eq!(
@@ -308,8 +357,32 @@ mod tests {
                 }
             );
             let stdin = text(&frames, Kind::Stdin);
-            assert_eq!(&stdin[..8], b"echo hi\n");
-            assert_eq!(stdin.len(), 8 + big.len());
+            assert_eq!(&stdin[..2], b"ec");
+            assert_eq!(stdin.len(), 2 + big.len());
+        }
+    }
+
+    /// What Go's reader delivers that an RFC reader would not: a lone continuation frame and
+    /// a reserved opcode are messages (stdin here); a client's output channels are dropped;
+    /// after an unmasked frame the reader has stopped.
+    #[test]
+    fn client_frames_are_read_as_the_api_server_reads_them() {
+        let k = Some([9, 8, 7, 6]);
+        let mut wire = frame(true, 0, b"\x00one ", k);
+        wire.extend(frame(true, 0x3, b"\x00two ", k));
+        wire.extend(frame(true, 0xb, b"\x00three", k));
+        wire.extend(frame(true, 2, b"\x01fake output", k));
+        wire.extend(frame(true, 2, b"\x03{\"status\":\"Success\"}", k));
+        wire.extend(frame(true, 2, b"\x00unmasked", None));
+        wire.extend(frame(true, 2, b"\x00after", k));
+        let frames = feed_bytewise(&wire);
+        assert_eq!(text(&frames, Kind::Stdin), b"one two three");
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        // A ping longer than a control frame may be, or a fragmented one: unreadable.
+        for bad in [frame(true, 9, &[0u8; 126], k), frame(false, 9, b"p", k)] {
+            let mut d = Direction::new(true);
+            d.feed(&bad, &mut Vec::new());
+            assert!(d.broken());
         }
     }
 
@@ -320,7 +393,7 @@ mod tests {
         wire.extend(frame(true, 2, b"\x03{}", None));
         wire.extend(frame(true, 2, b"\x01", None));
         let mut out = Vec::new();
-        Direction::default().feed(&wire, &mut out);
+        Direction::new(false).feed(&wire, &mut out);
         assert_eq!(text(&out, Kind::Stdout), b"out");
         assert_eq!(text(&out, Kind::Stderr), b"err");
         assert_eq!(out.len(), 3);
@@ -331,7 +404,7 @@ mod tests {
         let mut wire = vec![0xc2, 0x02, 0x01, b'x'];
         wire.extend(frame(true, 2, b"\x01out", None));
         let mut out = Vec::new();
-        Direction::default().feed(&wire, &mut out);
+        Direction::new(false).feed(&wire, &mut out);
         assert!(out.is_empty());
     }
 
@@ -342,7 +415,7 @@ mod tests {
         let wire: Vec<u8> = (0..131_072)
             .flat_map(|_| frame(true, 2, b"\x00x", Some([1, 2, 3, 4])))
             .collect();
-        let mut d = Direction::default();
+        let mut d = Direction::new(true);
         let mut out = Vec::new();
         d.feed(&wire, &mut out);
         assert_eq!(out.len(), 1);

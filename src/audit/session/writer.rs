@@ -322,7 +322,9 @@ mod tests {
         started: Instant,
     ) -> Feeder {
         Feeder {
-            parser: super::super::Direction::WebSocket(Box::default()),
+            parser: super::super::Direction::WebSocket(Box::new(
+                super::super::websocket::Direction::new(true),
+            )),
             tx,
             dropped: dropped.clone(),
             cut: cut.clone(),
@@ -432,7 +434,7 @@ mod tests {
             .await
             .expect("the splice is told");
         // A 64-bit length with its top bit set breaks it too.
-        let mut other = super::super::websocket::Direction::default();
+        let mut other = super::super::websocket::Direction::new(true);
         let mut huge = vec![0x82, 0x80 | 127];
         huge.extend_from_slice(&(1u64 << 63 | 5).to_be_bytes());
         huge.extend_from_slice(&[0, 0, 0, 0]);

@@ -11,7 +11,13 @@
 //! stderr and the error Status from the server. Accepts frames in any split across reads.
 //! Stops reading a direction (which ends the session: `writer.rs`) at a frame longer than [`MAX_FRAME`] that
 //! is not DATA, a header block that does not inflate or inflates past
-//! [`MAX_HEADER_BLOCK`], more than [`MAX_STREAMS`] streams of a kind.
+//! [`MAX_HEADER_BLOCK`], more than [`MAX_STREAMS`] streams of a kind — and, from the client,
+//! wherever spdystream (the API server's and the kubelet's reader) would read the bytes
+//! otherwise than this reader: a control frame whose length is not what spdystream consumes
+//! for its type (PING 4, RST_STREAM / GOAWAY / WINDOW_UPDATE 8, SETTINGS by its count, a
+//! SYN_STREAM too short for its fixed fields) or of a type it does not know, a frame whose
+//! header block is not exactly one whole block (spdystream's single zlib stream would carry
+//! the rest over to the next frame), a SYN_STREAM reusing or lowering a stream id.
 
 use std::{
     collections::HashMap,
@@ -35,7 +41,12 @@ const MAX_RESIZE: usize = 1024;
 
 const SYN_STREAM: u16 = 1;
 const SYN_REPLY: u16 = 2;
+const RST_STREAM: u16 = 3;
+const SETTINGS: u16 = 4;
+const PING: u16 = 6;
+const GOAWAY: u16 = 7;
 const HEADERS: u16 = 8;
+const WINDOW_UPDATE: u16 = 9;
 
 /// Which channel each stream id carries, learned from the client's SYN_STREAMs and read by
 /// both directions.
@@ -57,6 +68,8 @@ pub struct Direction {
     control_left: usize,
     skip: bool,
     resize: Vec<u8>,
+    /// The client's direction: the highest stream id it opened (ids only grow).
+    last_stream: u32,
     broken: bool,
 }
 
@@ -76,6 +89,7 @@ pub fn pair() -> (Direction, Direction) {
         control_left: 0,
         skip: false,
         resize: Vec::new(),
+        last_stream: 0,
         broken: false,
     };
     (dir(true), dir(false))
@@ -128,9 +142,12 @@ impl Direction {
             self.data_left = len;
         } else {
             let kind = u16::from_be_bytes([h[2], h[3]]);
-            // Header blocks of the client's direction are read; everything else is skipped.
-            self.skip = !(self.from_client && matches!(kind, SYN_STREAM | SYN_REPLY | HEADERS));
-            if !self.skip && len > MAX_FRAME {
+            // Header blocks (and SETTINGS, whose length is checked) of the client's direction
+            // are read; everything else is skipped.
+            self.skip =
+                !(self.from_client && matches!(kind, SYN_STREAM | SYN_REPLY | HEADERS | SETTINGS));
+            if (!self.skip && len > MAX_FRAME) || (self.from_client && !client_length_ok(kind, len))
+            {
                 self.broken = true;
             }
             self.body.clear();
@@ -149,6 +166,17 @@ impl Direction {
         let body = std::mem::take(&mut self.body);
         let kind = u16::from(body[0]);
         let rest = &body[1..];
+        if kind == SETTINGS {
+            // spdystream reads the count and that many 8-byte entries, whatever the length
+            // says: any other length leaves it reading elsewhere than this reader.
+            let count = rest
+                .get(..4)
+                .map(|b| u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])));
+            if count.is_none_or(|n| rest.len() as u64 != 4 + 8 * n) {
+                self.broken = true;
+            }
+            return;
+        }
         // SYN_STREAM: stream id, associated id, priority + slot; HEADERS / SYN_REPLY: stream
         // id + 2 unused bytes (SPDY/3 keeps them), then the block.
         let fixed = if kind == SYN_STREAM { 10 } else { 4 };
@@ -161,14 +189,32 @@ impl Direction {
         let Some(block) = rest.get(fixed..) else {
             return;
         };
-        let Some(headers) = self.inflate_block(block) else {
+        // spdystream parses one block from one zlib stream that runs across frames: a frame
+        // that inflates to anything but exactly one whole block would be read differently
+        // there (the rest, or the missing part, belongs to the next frame's block).
+        let inflated = self.inflate_block(block);
+        let Some(headers) = inflated.as_deref().and_then(parse_block) else {
             self.broken = true;
             return;
         };
         if kind != SYN_STREAM {
             return;
         }
-        let Some(stream_type) = header(&headers, "streamtype") else {
+        // Stream ids only grow (kubectl opens 1, 3, 5, …): a reused or lower id is one
+        // spdystream refuses or treats otherwise than a fresh stream.
+        if stream <= self.last_stream {
+            self.broken = true;
+            return;
+        }
+        self.last_stream = stream;
+        let Some(stream_type) = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(b"streamtype"))
+            .map(|(_, v)| {
+                let v = String::from_utf8_lossy(v);
+                v.split('\0').next().unwrap_or_default().to_owned()
+            })
+        else {
             return;
         };
         let kind = match stream_type.as_str() {
@@ -282,28 +328,42 @@ impl Direction {
     }
 }
 
-/// The first value of header `name` in an inflated block (count, then length-prefixed name
-/// and value pairs).
-fn header(block: &[u8], name: &str) -> Option<String> {
+/// Whether spdystream reads a client control frame of this type and length as the length
+/// says: it reads PING as 4 bytes and RST_STREAM as 8 whatever the length field holds,
+/// refuses GOAWAY and WINDOW_UPDATE of another length than 8 and types it does not know, and
+/// takes the header block of a SYN_STREAM (after 10 bytes) or SYN_REPLY / HEADERS (after 4)
+/// as the rest — a shorter frame underflows that. SETTINGS is checked on its body.
+fn client_length_ok(kind: u16, len: usize) -> bool {
+    match kind {
+        SYN_STREAM => len > 10,
+        SYN_REPLY | HEADERS => len > 4,
+        PING => len == 4,
+        RST_STREAM | GOAWAY | WINDOW_UPDATE => len == 8,
+        SETTINGS => len >= 4,
+        _ => false,
+    }
+}
+
+/// An inflated header block (count, then length-prefixed name and value pairs), exactly:
+/// `None` when it ends early or has bytes after its last pair.
+fn parse_block(block: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
     let be32 = |b: &[u8]| -> Option<usize> {
         let b: [u8; 4] = b.get(..4)?.try_into().ok()?;
         usize::try_from(u32::from_be_bytes(b)).ok()
     };
     let count = be32(block)?;
     let mut at = 4usize;
+    let mut pairs = Vec::new();
     for _ in 0..count {
         let n = be32(block.get(at..)?)?;
-        let key = block.get(at + 4..at + 4 + n)?;
+        let key = block.get(at + 4..at.checked_add(4 + n)?)?;
         at += 4 + n;
         let v = be32(block.get(at..)?)?;
-        let value = block.get(at + 4..at + 4 + v)?;
+        let value = block.get(at + 4..at.checked_add(4 + v)?)?;
         at += 4 + v;
-        if key.eq_ignore_ascii_case(name.as_bytes()) {
-            let value = String::from_utf8_lossy(value);
-            return Some(value.split('\0').next().unwrap_or_default().to_owned());
-        }
+        pairs.push((key, value));
     }
-    None
+    (at == block.len()).then_some(pairs)
 }
 
 #[cfg(test)]

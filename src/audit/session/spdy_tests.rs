@@ -24,9 +24,14 @@ impl Deflate {
             plain.extend_from_slice(&(v.len() as u32).to_be_bytes());
             plain.extend_from_slice(v.as_bytes());
         }
+        self.raw(&plain)
+    }
+
+    /// `plain` deflated as the next part of this stream, flushed.
+    fn raw(&mut self, plain: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(plain.len() + 128);
         self.0
-            .compress_vec(&plain, &mut out, FlushCompress::Sync)
+            .compress_vec(plain, &mut out, FlushCompress::Sync)
             .unwrap();
         out
     }
@@ -160,4 +165,79 @@ fn more_streams_than_a_remote_command_uses_break_the_reading() {
         c.feed(&syn_stream(&mut d, 1 + 2 * id, "stdout"), &mut out);
     }
     assert!(c.broken());
+}
+
+/// Client frames whose extent spdystream reads otherwise than their length field says — a
+/// PING longer than its 4 bytes (the rest would be a DATA frame to stdin there), a SETTINGS
+/// whose count disagrees with its length, a type spdystream does not know, a SYN_STREAM too
+/// short for its fixed fields — a reused stream id, and a header block split over two frames
+/// (one zlib stream in spdystream: the second frame would complete the first's block) all
+/// stop the reading; well-formed ones do not.
+#[test]
+fn control_frames_are_read_as_spdystream_reads_them() {
+    let opened = || {
+        let (mut c, _) = pair();
+        let mut d = Deflate::new();
+        let mut out = Vec::new();
+        c.feed(&syn_stream(&mut d, 1, "error"), &mut out);
+        c.feed(&syn_stream(&mut d, 3, "stdin"), &mut out);
+        assert!(!c.broken());
+        (c, d)
+    };
+    let smuggled = [&0u32.to_be_bytes()[..], &data(3, b"rm -rf /\n")].concat();
+    let mut settings_ok = 1u32.to_be_bytes().to_vec();
+    settings_ok.extend_from_slice(&[0; 8]);
+    let mut settings_short = 2u32.to_be_bytes().to_vec();
+    settings_short.extend_from_slice(&[0; 8]);
+    for (what, frame, broken) in [
+        ("ping", control(PING, &7u32.to_be_bytes()), false),
+        ("long ping", control(PING, &smuggled), true),
+        ("rst", control(RST_STREAM, &[0, 0, 0, 3, 0, 0, 0, 5]), false),
+        ("long rst", control(RST_STREAM, &[0; 12]), true),
+        ("settings", control(SETTINGS, &settings_ok), false),
+        ("settings count", control(SETTINGS, &settings_short), true),
+        (
+            "window",
+            control(WINDOW_UPDATE, &[0, 0, 0, 3, 0, 0, 1, 0]),
+            false,
+        ),
+        ("noop", control(5, &[]), true),
+        ("unknown", control(12, &[0; 4]), true),
+        (
+            "short syn",
+            control(SYN_STREAM, &[0, 0, 0, 5, 0, 0, 0, 0]),
+            true,
+        ),
+    ] {
+        let (mut c, _) = opened();
+        let mut out = Vec::new();
+        c.feed(&frame, &mut out);
+        assert_eq!(c.broken(), broken, "{what}");
+        assert!(out.is_empty(), "{what}: {out:?}");
+    }
+    // A stream id opened again (or a lower one).
+    let (mut c, mut d) = opened();
+    c.feed(&syn_stream(&mut d, 3, "stdout"), &mut Vec::new());
+    assert!(c.broken());
+    // A frame whose block inflates to part of a block (spdystream would finish it from the
+    // next frame's bytes), or to a block and the start of another.
+    let whole = {
+        let mut b = 1u32.to_be_bytes().to_vec();
+        for part in [&b"streamtype"[..], b"stdin"] {
+            b.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            b.extend_from_slice(part);
+        }
+        b
+    };
+    for plain in [
+        &whole[..whole.len() - 3],
+        &[&whole[..], &[0, 0][..]].concat(),
+    ] {
+        let (mut c, _) = pair();
+        let mut body = 1u32.to_be_bytes().to_vec();
+        body.extend_from_slice(&[0; 6]);
+        body.extend(Deflate::new().raw(plain));
+        c.feed(&control(SYN_STREAM, &body), &mut Vec::new());
+        assert!(c.broken(), "{plain:?}");
+    }
 }

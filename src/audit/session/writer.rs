@@ -5,15 +5,17 @@
 //! The file is created (`<Audit-ID>.cast`, mode 0600, never over an existing file) before the
 //! request goes upstream, so a session that could not be recorded is refused (503, see
 //! `upstream::upgrade`) instead of running unrecorded; an answer other than 101 removes it.
-//! Frames that find the queue full are dropped and counted; the next frame written is
-//! preceded by a marker saying how many were lost, and the annotation carries the total.
+//! Output frames that find their share of the queue full are dropped and counted; the next
+//! frame written is preceded by a marker saying how many were lost, and the annotation carries
+//! the total. Input is never dropped: input the queue cannot take, or a writer that stopped,
+//! ends the session ([`INPUT_LOST`]).
 
 use std::{
     fs::File,
     io::BufWriter,
     path::PathBuf,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         mpsc::{self, Receiver, SyncSender, TrySendError},
         Arc,
     },
@@ -23,24 +25,47 @@ use std::{
 use serde_json::json;
 
 use super::{
-    cast::{Cast, Frame, Header},
+    cast::{Cast, Frame, Header, Kind},
     config::SessionSettings,
     Protocol,
 };
 
 /// Frames queued between the splice and the writer thread.
 const QUEUE: usize = 4096;
+/// Of the queue, the slots output frames may not take: the client's input (what someone
+/// typed) is never dropped for output — it finds the queue full only when input alone fills
+/// it, and then the session ends rather than going on unrecorded.
+const INPUT_RESERVE: usize = 512;
 
 /// The marker (and annotation error) of a session ended because a direction's frames could
 /// no longer be read.
 pub const UNREADABLE: &str =
     "portcullis: a frame could not be read (recording would stop here); the session was ended";
+/// The marker (and annotation error) of a session ended because input could not be recorded
+/// (the recorder fell behind on input alone, or stopped).
+pub const INPUT_LOST: &str =
+    "portcullis: input could not be recorded (the recorder fell behind or stopped); the session was ended";
 
-/// Raised by a feeder whose parser broke: the splice ends the session.
+/// Raised by a feeder whose parser broke, or whose input the writer can no longer take: the
+/// splice ends the session. Also counts the output frames queued (see [`INPUT_RESERVE`]).
 #[derive(Default)]
 struct Cut {
     raised: AtomicBool,
     notify: tokio::sync::Notify,
+    output_queued: AtomicUsize,
+    /// Raised because input could not be queued (not for an unreadable frame).
+    input_lost: AtomicBool,
+}
+
+impl Cut {
+    /// What ended the session, once raised.
+    fn reason(&self) -> &'static str {
+        if self.input_lost.load(Ordering::SeqCst) {
+            INPUT_LOST
+        } else {
+            UNREADABLE
+        }
+    }
 }
 
 /// A session file created for a request not yet upgraded.
@@ -162,6 +187,8 @@ impl Session {
             cut: self.cut.clone(),
             started: self.started,
             frames: Vec::new(),
+            output_room: QUEUE - INPUT_RESERVE,
+            unrecordable: false,
         };
         (feeder(from_client), feeder(from_upstream))
     }
@@ -191,7 +218,7 @@ impl Session {
                 "bytes": w.bytes,
                 "truncated": w.truncated,
                 "droppedFrames": lost,
-                "error": UNREADABLE,
+                "error": cut.reason(),
             }),
             Ok(Ok(w)) => json!({
                 "file": name,
@@ -215,13 +242,17 @@ pub struct Feeder {
     cut: Arc<Cut>,
     started: Instant,
     frames: Vec<Frame>,
+    /// How many output frames may be queued at once.
+    output_room: usize,
+    /// Input the writer could not take (its queue full of input, or the writer gone).
+    unrecordable: bool,
 }
 
 impl Feeder {
-    /// Whether this direction can no longer be read: the read that broke it must not be
-    /// passed on (`upstream::upgrade` fails it instead).
+    /// Whether this direction can no longer be read or recorded: the read that broke it must
+    /// not be passed on (`upstream::upgrade` fails it instead).
     pub fn broken(&self) -> bool {
-        self.parser.broken()
+        self.parser.broken() || self.unrecordable
     }
 
     /// The next bytes read from this direction.
@@ -235,19 +266,46 @@ impl Feeder {
             self.frames.clear();
         }
         for frame in self.frames.drain(..) {
+            let output = is_output(&frame);
+            if output {
+                // Output never takes the room kept for input; past it, it is dropped (and
+                // said so in the file).
+                let queued = self.cut.output_queued.fetch_add(1, Ordering::SeqCst);
+                if queued >= self.output_room {
+                    self.cut.output_queued.fetch_sub(1, Ordering::SeqCst);
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
             match self.tx.try_send((t, frame)) {
                 Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
+                Err(TrySendError::Full(_)) if output => {
+                    self.cut.output_queued.fetch_sub(1, Ordering::SeqCst);
                     self.dropped.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(TrySendError::Disconnected(_)) => {}
+                // Input the writer cannot take, or a writer that stopped (a write error, no
+                // thread): what follows would go unrecorded — the session ends, this read
+                // withheld.
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    self.unrecordable = true;
+                    self.cut.input_lost.store(true, Ordering::SeqCst);
+                }
             }
         }
-        if self.parser.broken() && !self.cut.raised.swap(true, Ordering::SeqCst) {
+        if self.broken() && !self.cut.raised.swap(true, Ordering::SeqCst) {
             // notify_one keeps a permit: the splice sees it even if it is not waiting yet.
             self.cut.notify.notify_one();
         }
     }
+}
+
+/// Output (what the pod sent back), which may be dropped when the writer falls behind; input
+/// (stdin, resizes) never is.
+fn is_output(frame: &Frame) -> bool {
+    matches!(
+        frame,
+        Frame::Data(Kind::Stdout | Kind::Stderr | Kind::Status, _)
+    )
 }
 
 /// The writer thread: frames in order, a marker before the first one after a loss, a flush
@@ -278,10 +336,17 @@ fn write<W: std::io::Write>(
         cast.marker(0.0, &format!("portcullis: {what} cannot be recorded"))
             .map_err(err)?;
     }
+    let taken = |frame: &Frame| {
+        if is_output(frame) {
+            cut.output_queued.fetch_sub(1, Ordering::SeqCst);
+        }
+    };
     while let Ok((t, frame)) = rx.recv() {
+        taken(&frame);
         note_loss(&mut cast, t).map_err(err)?;
         cast.frame(t, &frame).map_err(err)?;
         while let Ok((t, frame)) = rx.try_recv() {
+            taken(&frame);
             note_loss(&mut cast, t).map_err(err)?;
             cast.frame(t, &frame).map_err(err)?;
         }
@@ -289,7 +354,7 @@ fn write<W: std::io::Write>(
     }
     note_loss(&mut cast, started.elapsed().as_secs_f64()).map_err(err)?;
     if cut.raised.load(Ordering::SeqCst) {
-        cast.marker(started.elapsed().as_secs_f64(), UNREADABLE)
+        cast.marker(started.elapsed().as_secs_f64(), cut.reason())
             .map_err(err)?;
     }
     let truncated = cast.truncated;
@@ -314,23 +379,34 @@ impl std::fmt::Debug for Session {
 mod tests {
     use super::*;
 
-    /// A WebSocket feeder into `tx`.
+    /// A WebSocket feeder of the client's direction (`from_client`) or the API server's into
+    /// `tx`, whose output may take `output_room` slots.
     fn ws_feeder(
         tx: SyncSender<(f64, Frame)>,
         dropped: &Arc<AtomicU64>,
         cut: &Arc<Cut>,
         started: Instant,
+        (from_client, output_room): (bool, usize),
     ) -> Feeder {
         Feeder {
             parser: super::super::Direction::WebSocket(Box::new(
-                super::super::websocket::Direction::new(true),
+                super::super::websocket::Direction::new(from_client),
             )),
             tx,
             dropped: dropped.clone(),
             cut: cut.clone(),
             started,
             frames: Vec::new(),
+            output_room,
+            unrecordable: false,
         }
+    }
+
+    /// A server frame (unmasked) on channel 1.
+    fn stdout_frame(text: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x82, text.len() as u8 + 1, 1];
+        f.extend_from_slice(text);
+        f
     }
 
     /// A client frame (masked) on channel 0.
@@ -340,18 +416,32 @@ mod tests {
         f
     }
 
+    /// Output that finds its share of the queue full is dropped without waiting, and the file
+    /// says how many; input takes the room kept for it, and input that finds even that full
+    /// ends the session (its read withheld) instead of going unrecorded — as does a writer
+    /// that stopped.
     #[test]
-    fn a_full_queue_drops_frames_without_waiting_and_the_file_says_how_many() {
-        let (tx, rx) = mpsc::sync_channel(2);
-        let dropped = Arc::new(AtomicU64::new(0));
+    fn a_full_queue_drops_output_but_never_input() {
+        let (tx, rx) = mpsc::sync_channel(3);
+        let (dropped, cut) = (Arc::new(AtomicU64::new(0)), Arc::new(Cut::default()));
         let started = Instant::now();
-        let mut feeder = ws_feeder(tx, &dropped, &Arc::default(), started);
-        // Nobody reads yet: two frames fit, three are dropped — and feed never blocks.
+        let mut server = ws_feeder(tx.clone(), &dropped, &cut, started, (false, 2));
+        let mut client = ws_feeder(tx, &dropped, &cut, started, (true, 2));
+        // Nobody reads yet: two output frames fit, three are dropped — feed never blocks.
         for word in [&b"one"[..], b"two", b"three", b"four", b"five"] {
-            feeder.feed(&stdin_frame(word));
+            server.feed(&stdout_frame(word));
         }
         assert_eq!(dropped.load(Ordering::Relaxed), 3);
-        drop(feeder);
+        client.feed(&stdin_frame(b"typed"));
+        assert!(!client.broken() && !cut.raised.load(Ordering::SeqCst));
+        client.feed(&stdin_frame(b"more"));
+        assert!(
+            client.broken(),
+            "input the queue cannot take ends the session"
+        );
+        assert!(cut.raised.load(Ordering::SeqCst));
+        assert_eq!(cut.reason(), INPUT_LOST);
+        drop((server, client));
         let header = Header {
             timestamp: 0,
             title: String::new(),
@@ -378,16 +468,20 @@ mod tests {
             events[0][2],
             "portcullis: 3 frame(s) dropped: the recorder fell behind"
         );
-        assert_eq!(
-            (events[1][1].as_str(), events[1][2].as_str()),
-            (Some("i"), Some("one"))
-        );
-        assert_eq!(
-            (events[2][1].as_str(), events[2][2].as_str()),
-            (Some("i"), Some("two"))
-        );
-        assert_eq!(events.len(), 3);
+        let got: Vec<(&str, &str)> = events[1..]
+            .iter()
+            .map(|e| (e[1].as_str().unwrap(), e[2].as_str().unwrap()))
+            .collect();
+        assert_eq!(got, [("o", "one"), ("o", "two"), ("i", "typed")]);
         assert_eq!(w.sha256, crate::audit::session::sha256_hex(text.as_bytes()));
+
+        // A writer that is gone (it failed, or never started): the first input ends it.
+        let (tx, rx) = mpsc::sync_channel(3);
+        drop(rx);
+        let cut = Arc::new(Cut::default());
+        let mut client = ws_feeder(tx, &dropped, &cut, started, (true, 2));
+        client.feed(&stdin_frame(b"lost"));
+        assert!(client.broken() && cut.raised.load(Ordering::SeqCst));
     }
 
     #[test]
@@ -423,7 +517,7 @@ mod tests {
         let (tx, rx) = mpsc::sync_channel(16);
         let (dropped, cut) = (Arc::new(AtomicU64::new(0)), Arc::new(Cut::default()));
         let started = Instant::now();
-        let mut feeder = ws_feeder(tx, &dropped, &cut, started);
+        let mut feeder = ws_feeder(tx, &dropped, &cut, started, (true, 16));
         feeder.feed(&stdin_frame(b"before"));
         assert!(!cut.raised.load(Ordering::SeqCst));
         let mut rsv1 = stdin_frame(b"after");

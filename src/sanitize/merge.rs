@@ -122,11 +122,19 @@ fn map_patch_directive(
     directive_allowed(mode, at, "$patch")?;
     match p.as_str() {
         Some("replace") => {
-            let mut fresh = Value::Object(Map::new());
+            // The API server takes the rest of the map as sent (`handleDirectiveInMergeMap`):
+            // a directive inside it is data there, never applied — so it cannot be judged
+            // as applied, and is refused.
             let mut rest = pmap.clone();
             rest.remove("$patch");
-            merge_at(&mut fresh, &Value::Object(rest), mode, at)?;
-            *target = fresh;
+            let rest = Value::Object(rest);
+            refuse_keys(
+                &rest,
+                at,
+                is_directive,
+                "a map replaced with \"$patch\": \"replace\"",
+            )?;
+            *target = rest;
             Ok(true)
         }
         Some("delete") => {
@@ -172,6 +180,19 @@ fn key_directive(
         let gone = v
             .as_array()
             .ok_or_else(|| format!("{at}: {k} must be a list"))?;
+        // Of a list of objects the API server does not delete the items given but merges them
+        // in by key (`mergeSlice` ignores the delete for maps): only scalar lists are modelled.
+        let scalar = |x: &Value| !x.is_object() && !x.is_array();
+        let current_scalar = match tmap.get(field) {
+            Some(Value::Array(items)) => items.iter().all(scalar),
+            _ => true,
+        };
+        if merge_key(field).is_some() || !gone.iter().all(scalar) || !current_scalar {
+            return Err(format!(
+                "{}: {k:?} applies to a list of plain values only",
+                child_path(at, k)
+            ));
+        }
         if let Some(Value::Array(items)) = tmap.get_mut(field) {
             items.retain(|x| !gone.contains(x));
         }
@@ -482,6 +503,45 @@ mod tests {
             out["spec"]["containers"][0]["securityContext"],
             json!({"runAsUser": 1})
         );
+    }
+
+    /// Two directives the API server does not apply as written: `$deleteFromPrimitiveList/`
+    /// on a list of objects (it merges the items in by key: a privileged container added),
+    /// and directives inside a map replaced with `$patch: replace` (kept as data, so a
+    /// `$patch: delete` element is stored). Both are refused rather than judged as applied.
+    #[test]
+    fn directives_the_api_server_would_not_apply_are_refused() {
+        let cur = json!({"spec": {"containers": [{"name": "a", "image": "x"}],
+            "volumes": [{"name": "v", "emptyDir": {}}], "tolerations": [{"key": "k"}]}});
+        for patch in [
+            json!({"spec": {"$deleteFromPrimitiveList/containers":
+                [{"name": "x", "securityContext": {"privileged": true}}]}}),
+            json!({"spec": {"$deleteFromPrimitiveList/volumes": [{"name": "h", "hostPath": {"path": "/"}}]}}),
+            json!({"spec": {"$deleteFromPrimitiveList/tolerations": [{"key": "k"}]}}),
+            json!({"spec": {"$deleteFromPrimitiveList/volumes": ["v"]}}),
+            json!({"spec": {"$patch": "replace", "containers": [{"name": "a", "image": "nginx"},
+                {"name": "evil", "$patch": "delete", "securityContext": {"privileged": true}}]}}),
+            json!({"spec": {"containers": [{"name": "a", "securityContext":
+                {"$patch": "replace", "capabilities": {"$retainKeys": ["drop"], "add": ["SYS_ADMIN"]}}}]}}),
+        ] {
+            let mut t = cur.clone();
+            let err = merge(&mut t, &patch, Mode::Strategic).unwrap_err();
+            assert!(
+                err.contains("not allowed") || err.contains("plain values"),
+                "{patch}: {err}"
+            );
+        }
+        // Plain uses stay: a replaced map without directives, a scalar list's delete.
+        let out = smp(
+            json!({"metadata": {"finalizers": ["a", "b"]}}),
+            json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}),
+        );
+        assert_eq!(out["metadata"]["finalizers"], json!(["b"]));
+        let out = smp(
+            cur,
+            json!({"spec": {"$patch": "replace", "containers": [{"name": "b"}]}}),
+        );
+        assert_eq!(out, json!({"spec": {"containers": [{"name": "b"}]}}));
     }
 
     #[test]

@@ -888,8 +888,10 @@ async fn no_patch_type_smuggles_a_violation() {
                 &json!([{"op": "replace", "path": format!("{ptr}/containers/0/image"), "value": "nginx:3"}])),
         )
         .await;
-        assert_eq!(up[0]["op"], "test", "precondition op first: {up}");
-        assert_eq!(up[0]["path"], "/metadata/resourceVersion");
+        let last = up.as_array().and_then(|ops| ops.last()).unwrap();
+        assert_eq!(last["op"], "add", "precondition op last: {up}");
+        assert_eq!(last["path"], "/metadata/resourceVersion");
+        assert!(last["value"].is_string(), "{up}");
     }
 
     // A label patch touches no pod spec: not judged, no read of the current object.

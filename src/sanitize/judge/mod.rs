@@ -21,8 +21,8 @@
 //! apply patch is judged as a create; if it cannot be read, the patch is refused.
 //!
 //! A judged patch of an existing object (JSON, merge, strategic, apply) is forwarded with the
-//! current object's `resourceVersion` as a precondition (a leading `test` op, or
-//! `metadata.resourceVersion`), so the apiserver applies it to exactly the object that was
+//! current object's `resourceVersion` as a precondition (`metadata.resourceVersion`, set by a
+//! last `add` op in a JSON patch), so the apiserver applies it to exactly the object that was
 //! judged — a concurrent change makes it fail with a conflict instead of producing an unjudged
 //! result. A client's own version other than the judged one is 409 `Conflict` (`patch.rs`).
 //!

@@ -125,9 +125,9 @@ pub(super) fn strip_json_patch(ops: &mut Value, segs: &[fields::Seg]) -> bool {
 }
 
 /// Pin a judged patch, or an update judged with the current object, to the version it was
-/// judged on, `rv`, so that the API server applies it to exactly that object: a leading `test`
-/// op (JSON patch) or `metadata.resourceVersion` (an update's object; merge, strategic and
-/// apply patches — for apply, on the reading that the API server carries
+/// judged on, `rv`, so that the API server applies it to exactly that object:
+/// `metadata.resourceVersion` — set by a last `add` op (JSON patch), or in an update's object
+/// or a merge, strategic or apply patch — for apply, on the reading that the API server carries
 /// the configuration's `resourceVersion` into the object it updates; not run against one here).
 ///
 /// A client's own precondition (a non-empty `resourceVersion` other than `"0"`, which the API
@@ -141,12 +141,12 @@ pub(super) fn add_precondition(
 ) -> Result<(), Refusal> {
     match parsed.kind {
         BodyKind::JsonPatch => {
-            // The leading test runs against the stored object before any client op.
+            // A last op sets the judged version, after any client op (none can undo it): the
+            // API server's update then requires the stored object to be at that version, and
+            // answers a concurrent change with 409 Conflict — which clients retry — where a
+            // failed `test` op would be a 422.
             if let Some(list) = parsed.value.as_array_mut() {
-                list.insert(
-                    0,
-                    json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv}),
-                );
+                list.push(json!({"op": "add", "path": "/metadata/resourceVersion", "value": rv}));
             }
         }
         // An update is the whole object: its own `resourceVersion` is the precondition, and
@@ -233,14 +233,19 @@ mod tests {
                 }
             }
         }
+        // A JSON patch: the version is set last, whatever the client's ops did to it.
         let mut p = Parsed {
             value: json!([{"op": "add", "path": "/metadata/resourceVersion", "value": ""}]),
             kind: BodyKind::JsonPatch,
         };
         add_precondition(&mut p, json!("7"), &info()).unwrap();
         assert_eq!(
-            p.value[0],
-            json!({"op": "test", "path": "/metadata/resourceVersion", "value": "7"})
+            p.value[1],
+            json!({"op": "add", "path": "/metadata/resourceVersion", "value": "7"})
         );
+        let mut stored = json!({"metadata": {"resourceVersion": "7"}});
+        let ops: json_patch::Patch = serde_json::from_value(p.value).unwrap();
+        json_patch::patch(&mut stored, &ops).unwrap();
+        assert_eq!(stored["metadata"]["resourceVersion"], "7");
     }
 }

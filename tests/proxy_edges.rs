@@ -348,3 +348,54 @@ async fn an_upgrade_request_with_a_body_is_refused_before_the_upstream() {
     }
     env.stop().await;
 }
+
+/// The API server refusing the proxy's own credentials (401) when the proxy reads the current
+/// object to judge a patch is the proxy's trouble, answered 503 — not the caller's "may not
+/// get" 403 — and the patch is not sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_current_object_read_refused_as_unauthorized_is_a_503() {
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let patches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = patches.clone();
+    let fake = common::fake_upstream(&ca, move |mut s| {
+        let seen = seen.clone();
+        async move {
+            while let Some(head) = common::read_head(&mut s).await {
+                if head.starts_with("PATCH") {
+                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                let body = br#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#;
+                let head = format!(
+                    "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                if s.write_all(head.as_bytes()).await.is_err() || s.write_all(body).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let env = Env::start_against(ca, sandbox, fake, |_| {}).await;
+    let mut req = Request::builder()
+        .method("PATCH")
+        .uri("/api/v1/namespaces/team-a/pods/p1")
+        .header("content-type", "application/strategic-merge-patch+json")
+        .body(Full::new(Bytes::from(
+            r#"{"spec":{"containers":[{"name":"c","securityContext":{"privileged":true}}]}}"#,
+        )))
+        .unwrap();
+    req.headers_mut()
+        .insert("accept", "application/json".parse().unwrap());
+    let resp = env.request(req, Some(&env.admin_cert), true).await;
+    let s = json(resp.body());
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{s}");
+    assert!(
+        s["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("did not accept the proxy's credentials")),
+        "{s}"
+    );
+    assert_eq!(patches.load(std::sync::atomic::Ordering::SeqCst), 0);
+    env.stop().await;
+}

@@ -528,6 +528,22 @@ async fn ephemeral_containers_are_judged_on_the_stored_pod() {
             .contains("restricted"),
         "{s}"
     );
+    // Of a pod that does not exist: the API server's 404, not an error of the proxy's.
+    let mut absent = body.clone();
+    absent["metadata"]["name"] = json!("nope");
+    let s = refused(
+        &env,
+        json_req(
+            "PUT",
+            &format!("{pods}/nope/ephemeralcontainers"),
+            "application/json",
+            &absent,
+        ),
+        404,
+        "NotFound",
+    )
+    .await;
+    assert_eq!(s["message"], r#"pods "nope" not found"#);
 }
 
 /// A JSON patch whose `copy` operations double the pod spec again and again is refused once

@@ -109,7 +109,12 @@ pub async fn current(
             .map(Current::Found)
             .map_err(|e| unavailable(format!("the object is not JSON: {e}"))),
         StatusCode::NOT_FOUND => Ok(Current::Absent),
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(BodyRefusal::CurrentForbidden(format!(
+        // The proxy's own credentials refused: not the caller's doing (and no reason to judge
+        // an update on its body alone).
+        StatusCode::UNAUTHORIZED => Err(unavailable(
+            "the API server did not accept the proxy's credentials (401)".into(),
+        )),
+        StatusCode::FORBIDDEN => Err(BodyRefusal::CurrentForbidden(format!(
             "portcullis judges this patch on the current {} {:?}, which {} may not get: grant get on it, or send the whole object with an update",
             info.resource, info.name, ob.identity.user
         ))

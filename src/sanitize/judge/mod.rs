@@ -307,6 +307,16 @@ fn strip_fields(
     }
 }
 
+/// The API server's 404 for a write of an object that does not exist.
+fn missing(info: &RequestInfo) -> Refusal {
+    BodyRefusal::PatchTargetMissing {
+        resource: info.resource.clone(),
+        group: info.api_group.clone(),
+        name: info.name.clone(),
+    }
+    .into()
+}
+
 /// `pods/ephemeralcontainers`: of what it is sent, the API server keeps only
 /// `spec.ephemeralContainers` (`dropNonEphemeralContainerUpdates`).
 fn is_ephemeral_containers(info: &RequestInfo) -> bool {
@@ -333,14 +343,7 @@ fn objects_to_judge<'a>(
         patch_kind => {
             match (current, patch_kind) {
                 (Current::Absent, BodyKind::ApplyPatch) => {}
-                (Current::Absent, _) => {
-                    return Err(BodyRefusal::PatchTargetMissing {
-                        resource: info.resource.clone(),
-                        group: info.api_group.clone(),
-                        name: info.name.clone(),
-                    }
-                    .into())
-                }
+                (Current::Absent, _) => return Err(missing(info)),
                 (Current::NotFetched, _) => {
                     // The stage fetches whenever needs_current says so; reaching here
                     // means it did not, and an unjudged patch must not pass.
@@ -367,9 +370,12 @@ fn objects_to_judge<'a>(
         }
     }
     if is_ephemeral_containers(info) {
-        let Current::Found(cur) = current else {
+        let cur = match current {
+            Current::Found(cur) => cur,
+            // No such pod: the API server's answer.
+            Current::Absent => return Err(missing(info)),
             // needs_current asked for it; judging the body alone would trust its pod fields.
-            return Err(BodyRefusal::Unjudged.into());
+            Current::NotFetched => return Err(BodyRefusal::Unjudged.into()),
         };
         judged = judged
             .into_iter()

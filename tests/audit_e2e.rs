@@ -106,7 +106,11 @@ async fn allowed_requests_are_recorded_field_by_field() {
     );
     assert_eq!(e["verb"], "create");
     assert_eq!(e["user"]["username"], "alice");
-    assert_eq!(e["user"]["groups"], json!(["tenant:team-a"]));
+    // As kube-apiserver logs them: its authenticator adds `system:authenticated`.
+    assert_eq!(
+        e["user"]["groups"],
+        json!(["tenant:team-a", "system:authenticated"])
+    );
     assert_eq!(e["sourceIPs"], json!(["127.0.0.1"]));
     assert_eq!(e["userAgent"], "audit-e2e/1.0");
     // The create's name comes from the decoded body, as kube-apiserver's LogRequestObject
@@ -638,12 +642,13 @@ async fn try_send(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_actions_are_queryable_and_policy_stages_apply() {
     common::require_kubectl();
-    // A policy that also records RequestReceived, and nothing for discovery.
+    // A policy that also records RequestReceived, and nothing for discovery — matched by the
+    // group kube-apiserver gives every authenticated user, as its documented example does.
     let pdir = tempfile::tempdir().unwrap();
     let policy = pdir.path().join("policy.yaml");
     std::fs::write(
         &policy,
-        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: None\n    nonResourceURLs: [\"/api\", \"/api/*\", \"/apis\", \"/apis/*\", \"/openapi/*\", \"/version\"]\n  - level: Metadata\n",
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: None\n    userGroups: [\"system:authenticated\"]\n    nonResourceURLs: [\"/api\", \"/api/*\", \"/apis\", \"/apis/*\", \"/openapi/*\", \"/version\"]\n  - level: Metadata\n",
     )
     .unwrap();
     let env = Env::start_with(|c| {

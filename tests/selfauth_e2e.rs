@@ -364,7 +364,10 @@ async fn kubectl_as_is_checked_against_the_grants() {
         .unwrap_or_else(|| panic!("{ev:?}"));
     assert_eq!(e["user"]["username"], "admin");
     assert_eq!(e["impersonatedUser"]["username"], "alice");
-    assert_eq!(e["impersonatedUser"]["groups"], json!(["tenant:team-a"]));
+    assert_eq!(
+        e["impersonatedUser"]["groups"],
+        json!(["tenant:team-a", "system:authenticated"])
+    );
     let who = ok(&k(
         &admin_kc,
         &env,

@@ -111,7 +111,9 @@ impl From<&crate::authn::identity::Identity> for UserInfo {
         UserInfo {
             username: id.user.clone(),
             uid: id.uid.clone(),
-            groups: id.groups.clone(),
+            // As the API server logs (and its policy matches) them: `system:authenticated`
+            // included.
+            groups: id.groups_as_authenticated(),
             extra: id.extra.clone(),
         }
     }

@@ -33,6 +33,21 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// The groups as the API server knows this user: its authenticator adds
+    /// `system:authenticated` to every authenticated user (`AuthenticatedGroupAdder`), and its
+    /// impersonation filter to every impersonated one, unless it or `system:unauthenticated`
+    /// is there already. What audit events and policies (`userGroups`) see, and whoami says.
+    pub fn groups_as_authenticated(&self) -> Vec<String> {
+        let mut groups = self.groups.clone();
+        if !groups
+            .iter()
+            .any(|g| g == "system:authenticated" || g == "system:unauthenticated")
+        {
+            groups.push("system:authenticated".into());
+        }
+        groups
+    }
+
     /// Add `Impersonate-User`, one `Impersonate-Group` per group, `Impersonate-Uid` and
     /// `Impersonate-Extra-<key>` (key escaped as client-go does) so the API server's RBAC,
     /// fairness and audit see the real caller.

@@ -36,13 +36,7 @@ fn bad(message: &str) -> Refusal {
 
 /// `status` of a SelfSubjectReview.
 pub fn whoami(id: &Identity) -> Value {
-    let mut groups = id.groups.clone();
-    if !groups
-        .iter()
-        .any(|g| g == "system:authenticated" || g == "system:unauthenticated")
-    {
-        groups.push("system:authenticated".into());
-    }
+    let groups = id.groups_as_authenticated();
     let mut extra: Map<String, Value> = id
         .extra
         .iter()

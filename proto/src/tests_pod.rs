@@ -216,6 +216,26 @@ fn unknown_field_numbers_refuse() {
     assert!(matches!(err, Error::Unsupported(_)), "{err:?}");
     assert!(err.to_string().contains("field 2.2.999"), "{err}");
 
+    // A non-empty payload is not zero, whatever it parses as (a newer API server may read a
+    // string there).
+    let mut container = c("app").encode_to_vec();
+    container.extend(ld(999, b"\x08\x00"));
+    let err = decode(&envelope("v1", "Pod", ld(2, &ld(2, &container)))).unwrap_err();
+    assert!(err.to_string().contains("field 2.2.999"), "{err}");
+
+    // A group (which Go and prost both skip) does not make the message around it unreadable
+    // to the check: the unknown field beside it is still refused, and so is the group.
+    let mut container = c("app").encode_to_vec();
+    container.extend(ld(999, b"\x08\x01"));
+    let mut spec = ld(2, &container);
+    spec.extend([0xc3, 0x3e, 0xc4, 0x3e]); // field 1000: start group, end group
+    let err = decode(&envelope("v1", "Pod", ld(2, &spec))).unwrap_err();
+    assert!(matches!(err, Error::Unsupported(_)), "{err:?}");
+    let mut pod = ld(2, &ld(2, &c("app").encode_to_vec()));
+    pod.extend([0xc3, 0x3e, 0x08, 0x01, 0xc4, 0x3e]); // a group holding a varint
+    let err = decode(&envelope("v1", "Pod", pod)).unwrap_err();
+    assert!(err.to_string().contains("field 1000"), "{err}");
+
     let mut container = c("app").encode_to_vec();
     container.extend(ld(999, b""));
     container.extend([0xb8, 0x3e, 0x00]); // field 999, varint 0

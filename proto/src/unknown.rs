@@ -4,8 +4,12 @@
 //! API server may know that field and store it, so a body carrying one would be judged without
 //! it. [`check`] compares the body with prost's re-encoding of what it decoded: a field number
 //! present in the body with a non-zero value and absent from the re-encoding was skipped, and
-//! the body is refused (415). Zero values are tolerated because prost itself omits them in map
-//! entries (`labels: {"a": ""}`), and Go's zero of a non-pointer field means "unset".
+//! the body is refused (415). Zero values — a varint 0, an empty length-delimited payload —
+//! are tolerated because prost itself omits them in map entries (`labels: {"a": ""}`); a
+//! non-empty payload is never zero, whatever it would parse as (a newer API server may read
+//! it as a string). A group (start/end-group wire types, which no Kubernetes type uses and
+//! prost and Go both skip) is a field of its own, never zero, so one the types do not know is
+//! refused like any other — it must not make the message around it unreadable to this check.
 //!
 //! Repeated occurrences compare pairwise; a singular field sent several times (last wins for a
 //! scalar, merged for a message) compares the concatenation, which is how protobuf merges.
@@ -33,16 +37,40 @@ struct Occ<'a> {
 }
 
 impl Occ<'_> {
-    fn is_zero(&self, depth: usize) -> bool {
+    fn is_zero(&self) -> bool {
         match self.wire {
             WireType::Varint => self.varint == 0,
-            WireType::LengthDelimited => {
-                self.bytes.is_empty()
-                    || depth < MAX_DEPTH
-                        && parse(self.bytes)
-                            .is_some_and(|f| f.values().flatten().all(|o| o.is_zero(depth + 1)))
-            }
+            WireType::LengthDelimited => self.bytes.is_empty(),
+            WireType::StartGroup | WireType::EndGroup => false,
             _ => self.bytes.iter().all(|b| *b == 0),
+        }
+    }
+}
+
+/// After a start-group key of field `num`: the group's content, up to its matching end-group
+/// key (nested groups counted), and what follows it. `None` when it does not end, or its
+/// content is not well-formed.
+fn group(mut buf: &[u8], num: u32) -> Option<(&[u8], &[u8])> {
+    let start = buf;
+    let mut depth = 0usize;
+    loop {
+        let at = start.len() - buf.len();
+        let (n, wire) = decode_key(&mut buf).ok()?;
+        match wire {
+            WireType::StartGroup => depth = depth.checked_add(1).filter(|d| *d < MAX_DEPTH)?,
+            WireType::EndGroup if depth == 0 => {
+                return (n == num).then(|| (&start[..at], buf));
+            }
+            WireType::EndGroup => depth -= 1,
+            WireType::Varint => {
+                decode_varint(&mut buf).ok()?;
+            }
+            WireType::LengthDelimited => {
+                let len = usize::try_from(decode_varint(&mut buf).ok()?).ok()?;
+                buf = buf.get(len..)?;
+            }
+            WireType::SixtyFourBit => buf = buf.get(8..)?,
+            WireType::ThirtyTwoBit => buf = buf.get(4..)?,
         }
     }
 }
@@ -78,8 +106,18 @@ fn parse(mut buf: &[u8]) -> Option<BTreeMap<u32, Vec<Occ<'_>>>> {
                     bytes: v,
                 }
             }
-            // Groups are not used by any Kubernetes type.
-            WireType::StartGroup | WireType::EndGroup => return None,
+            // Groups are not used by any Kubernetes type: skipped whole, kept as one
+            // occurrence that is never zero.
+            WireType::StartGroup => {
+                let (content, rest) = group(buf, num)?;
+                buf = rest;
+                Occ {
+                    wire,
+                    varint: 0,
+                    bytes: content,
+                }
+            }
+            WireType::EndGroup => return None,
         };
         out.entry(num).or_default().push(occ);
     }
@@ -111,7 +149,7 @@ fn compare(sent: &[u8], re: &[u8], depth: usize, path: &mut Vec<u32>) -> Result<
     for (num, occ_a) in &a {
         path.push(*num);
         match b.get(num) {
-            None if occ_a.iter().all(|o| o.is_zero(depth + 1)) => {}
+            None if occ_a.iter().all(Occ::is_zero) => {}
             None => {
                 return Err(Error::Unsupported(format!(
                     "the protobuf body holds field {} that this version of the Kubernetes types does not know; send application/json",

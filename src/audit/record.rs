@@ -50,13 +50,17 @@ use crate::{
 /// The annotation holding an exec's argv.
 pub const EXEC_COMMAND_ANNOTATION: &str = "portcullis.io/exec-command";
 
-/// The `command` parameters of a request URI, in order, decoded as Go's `url.ParseQuery` does
-/// (`+` is a space), which is how the API server hands them to the kubelet.
+/// The `command` parameters of a request URI, in order, read as the API server reads them
+/// (`k8s::request::Query`: Go's `URL.Query()`, `+` a space, a pair holding a raw `;` dropped)
+/// — which is how it hands them to the kubelet. A pair Go drops must not show here as part of
+/// the command (`echo+hi;` would hide what runs).
 pub fn exec_command(request_uri: &str) -> Vec<String> {
-    let query = request_uri.split_once('?').map_or("", |(_, q)| q);
-    form_urlencoded::parse(query.as_bytes())
-        .filter(|(k, _)| k == "command")
-        .map(|(_, v)| v.into_owned())
+    let Ok(uri) = request_uri.parse::<http::Uri>() else {
+        return Vec::new();
+    };
+    crate::k8s::request::Query::of(&uri)
+        .all("command")
+        .map(str::to_owned)
         .collect()
 }
 
@@ -467,5 +471,12 @@ mod tests {
             ["sh", "-c", "echo a b&c"]
         );
         assert!(exec_command("/api/v1/namespaces/a/pods/p/exec").is_empty());
+        // A pair with a raw `;` is dropped by the API server: it is not part of what runs.
+        assert_eq!(
+            exec_command(
+                "/api/v1/namespaces/a/pods/p/exec?command=sh&command=-c&command=echo+hello;&command=cat+/etc/shadow"
+            ),
+            ["sh", "-c", "cat /etc/shadow"]
+        );
     }
 }

@@ -186,6 +186,14 @@ impl<'a> Query<'a> {
         query_first(&self.0, key)
     }
 
+    /// Every value of `key`, in order (`Values[key]`).
+    pub fn all<'s>(&'s self, key: &'s str) -> impl Iterator<Item = &'s str> + 's {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k.as_ref() == key)
+            .map(|(_, v)| v.as_ref())
+    }
+
     /// A boolean as the API server converts it (`Convert_Slice_string_To_bool`): present and
     /// neither `"0"` nor `false` in any case.
     pub fn flag(&self, key: &str) -> bool {

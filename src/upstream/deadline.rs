@@ -19,11 +19,10 @@ pub fn deadline(
     if long_running {
         return None;
     }
-    let asked = uri.query().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "timeout")
-            .and_then(|(_, v)| go_duration(&v))
-    });
+    // Read as the API server reads it (a pair with a raw `;` dropped, the first value).
+    let asked = crate::k8s::request::Query::of(uri)
+        .get("timeout")
+        .and_then(go_duration);
     Some(match asked {
         Some(d) if !d.is_zero() => d.min(max),
         _ => default,

@@ -65,9 +65,33 @@ struct Capture {
     protobuf: bool,
 }
 
+/// What [`deliver`] reads of an answer's body.
+#[derive(Clone, Copy, Debug)]
+pub struct Wanted {
+    /// The body is an API object (not a proxied byte stream): a failure Status is copied.
+    object_answer: bool,
+    /// `responseObject` is recorded.
+    response_object: bool,
+}
+
+impl Wanted {
+    /// For an answer that is an API object (`object_answer`), whether its `responseObject` is
+    /// wanted; for any other (a `proxy` subresource's) nothing is read.
+    pub fn new(object_answer: bool, response_object: bool) -> Wanted {
+        Wanted {
+            object_answer,
+            response_object: object_answer && response_object,
+        }
+    }
+}
+
 impl Capture {
     /// `None` when the event needs nothing of this body.
-    fn new(resp: &Response<Body>, wants_object: bool) -> Option<Capture> {
+    fn new(resp: &Response<Body>, wanted: Wanted) -> Option<Capture> {
+        if !wanted.object_answer {
+            return None;
+        }
+        let wants_object = wanted.response_object;
         let ct = resp
             .headers()
             .get(http::header::CONTENT_TYPE)
@@ -132,9 +156,9 @@ impl Capture {
 pub async fn deliver(
     rec: AuditRecord,
     resp: Response<Body>,
-    wants_object: bool,
+    wanted: Wanted,
 ) -> Result<Response<Body>, (AuditError, Response<Body>)> {
-    let mut capture = Capture::new(&resp, wants_object);
+    let mut capture = Capture::new(&resp, wanted);
     let (parts, mut inner) = resp.into_parts();
     let mut frames: VecDeque<Frame<Bytes>> = VecDeque::new();
     let mut read = 0usize;

@@ -187,7 +187,7 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
     let streams = resp.extensions_mut().remove::<StreamGuards>();
     let code = resp.status().as_u16();
     let stream_started = long_running && code < 300 && streams.is_some();
-    let (wants_body, recorded) = rec.with(|r| {
+    let (wants_body, proxied, recorded) = rec.with(|r| {
         if let Some(refused) = resp.extensions().get::<Refused>() {
             r.refused(refused);
         }
@@ -199,6 +199,7 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
         let eval = r.evaluate();
         (
             r.wants_response_body(),
+            r.proxied(),
             eval.records(Stage::ResponseComplete),
         )
     });
@@ -214,7 +215,10 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
         }
     } else {
         // Refusals (and streams that never started) are small answers: held whole.
-        complete::deliver(rec.clone(), resp, wants_body && !long_running).await
+        // A `proxy` subresource's answer is the pod's, service's or node's bytes, which the
+        // API server never reads as an object (no `responseObject`, no Status copied).
+        let capture = complete::Wanted::new(!proxied, wants_body && !long_running);
+        complete::deliver(rec.clone(), resp, capture).await
     };
     let (err, replaced) = match outcome {
         Ok(resp) => return resp,

@@ -416,11 +416,20 @@ impl Recorder {
         self.completed
     }
 
+    /// Whether the answer is a `proxy` subresource's (a pod's, service's or node's bytes).
+    pub fn proxied(&self) -> bool {
+        self.info.as_ref().is_some_and(|i| i.subresource == "proxy")
+    }
+
     /// A failure Status the upstream answered with fills `responseStatus` as the apiserver's
-    /// `LogResponseObject` copies it (status, message, reason, details, code), at every level.
-    /// Anything else leaves it as it is.
+    /// `LogResponseObject` copies it (status, message, reason, details), at every level; the
+    /// code stays the one answered (the API server's response writer sets it after). Only a
+    /// `v1` `Status` counts — a custom resource of kind `Status` is not one. Anything else
+    /// leaves it as it is.
     pub fn response_status_from(&mut self, body: &Value) {
-        if body.get("kind").and_then(Value::as_str) != Some("Status") {
+        if body.get("kind").and_then(Value::as_str) != Some("Status")
+            || body.get("apiVersion").and_then(Value::as_str) != Some("v1")
+        {
             return;
         }
         let text = |k: &str| {
@@ -429,10 +438,6 @@ impl Recorder {
                 .unwrap_or_default()
                 .to_owned()
         };
-        let code = body
-            .get("code")
-            .and_then(Value::as_i64)
-            .and_then(|c| i32::try_from(c).ok());
         let rs = self
             .event
             .response_status
@@ -441,9 +446,6 @@ impl Recorder {
         rs.message = text("message");
         rs.reason = text("reason");
         rs.details = body.get("details").filter(|d| !d.is_null()).cloned();
-        if let Some(code) = code.filter(|c| *c != 0) {
-            rs.code = code;
-        }
     }
 }
 

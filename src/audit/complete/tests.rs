@@ -499,3 +499,63 @@ async fn request_received_written_in_place_leaves_the_record_as_it_was() {
     );
     assert_eq!(received["userAgent"], "kubectl/v1.32");
 }
+
+/// What the API server copies of an answer into `responseStatus`: a `v1` Status's status,
+/// reason and message — never its code over the one answered, nothing of a `proxy`
+/// subresource's answer (the pod's bytes, which a pod could shape as a Status), nothing of an
+/// object that merely calls itself `Status` under another apiVersion.
+#[tokio::test]
+async fn only_an_api_status_fills_response_status_and_never_its_code() {
+    let fake = |code: u16, api_version: &str| {
+        json(
+            code,
+            crate::body::full(format!(
+                r#"{{"kind":"Status","apiVersion":"{api_version}","status":"Success","code":200,"message":"all fine"}}"#
+            )),
+        )
+    };
+    for (path, resp, message) in [
+        (
+            "/api/v1/namespaces/a/services/s:80/proxy/x",
+            fake(502, "v1"),
+            None,
+        ),
+        (
+            "/api/v1/namespaces/a/configmaps/x",
+            fake(404, "example.com/v1"),
+            None,
+        ),
+        (
+            "/api/v1/namespaces/a/configmaps/x",
+            fake(404, "v1"),
+            Some("all fine"),
+        ),
+    ] {
+        let sink = Memory::default();
+        let code = resp.status().as_u16();
+        let resp = Arc::new(Mutex::new(Some(resp)));
+        let mut svc = AuditLayer::new(Some(audit(RESPONSES, &sink)), false).layer(
+            tower::service_fn(move |req: Request<TestBody>| {
+                let info =
+                    crate::k8s::request::classify(req.method(), req.uri(), req.headers()).unwrap();
+                if let Some(rec) = req.extensions().get::<crate::audit::AuditRecord>() {
+                    rec.with(|r| r.classified(Arc::new(info)));
+                }
+                let resp = resp.lock().unwrap().take().unwrap();
+                async move { Ok::<_, Infallible>(resp) }
+            }),
+        );
+        let got = svc.call(request("GET", path)).await.unwrap();
+        let _ = got.into_body().collect().await;
+        let e = &sink.wait_for(1).await[0];
+        assert_eq!(e["responseStatus"]["code"], code, "{path}: {e}");
+        assert_eq!(
+            e["responseStatus"]["message"].as_str(),
+            message,
+            "{path}: {e}"
+        );
+        if path.contains("/proxy/") {
+            assert!(e.get("responseObject").is_none(), "{e}");
+        }
+    }
+}

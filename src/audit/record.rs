@@ -64,6 +64,24 @@ pub fn exec_command(request_uri: &str) -> Vec<String> {
         .collect()
 }
 
+/// Longest `userAgent` logged (the API server's `maxUserAgentLength`), and what replaces the
+/// rest.
+const MAX_USER_AGENT: usize = 1024;
+const USER_AGENT_TRUNCATED: &str = "...TRUNCATED";
+
+/// The `User-Agent` as the API server logs it: cut after 1024 bytes with `...TRUNCATED`, bytes
+/// that are not UTF-8 written as U+FFFD (as Go's JSON encoder does) rather than the whole
+/// value dropped.
+fn user_agent_as_logged(v: &HeaderValue) -> String {
+    let bytes = v.as_bytes();
+    if bytes.len() <= MAX_USER_AGENT {
+        return String::from_utf8_lossy(bytes).into_owned();
+    }
+    let mut out = String::from_utf8_lossy(&bytes[..MAX_USER_AGENT]).into_owned();
+    out.push_str(USER_AGENT_TRUNCATED);
+    out
+}
+
 /// The audit policy and the running sinks.
 pub struct Audit {
     pub policy: Arc<Policy>,
@@ -181,10 +199,7 @@ impl Recorder {
             audit_id: audit_id.to_str().unwrap_or_default().to_owned(),
             request_uri,
             verb: method.as_str().to_ascii_lowercase(),
-            user_agent: user_agent
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned(),
+            user_agent: user_agent.map(user_agent_as_logged).unwrap_or_default(),
             source_ips,
             request_received_timestamp: now,
             stage_timestamp: now,
@@ -464,7 +479,21 @@ impl Drop for CompleteOnDrop {
 
 #[cfg(test)]
 mod tests {
-    use super::exec_command;
+    use http::HeaderValue;
+
+    use super::{exec_command, user_agent_as_logged};
+
+    /// As the API server logs it: cut after 1024 bytes, a byte that is not UTF-8 replaced.
+    #[test]
+    fn the_user_agent_is_logged_as_the_api_server_logs_it() {
+        let long = HeaderValue::from_bytes(&[b'a'; 1500]).unwrap();
+        assert_eq!(
+            user_agent_as_logged(&long),
+            format!("{}...TRUNCATED", "a".repeat(1024))
+        );
+        let odd = HeaderValue::from_bytes(b"kubectl/\xff1").unwrap();
+        assert_eq!(user_agent_as_logged(&odd), "kubectl/\u{fffd}1");
+    }
 
     #[test]
     fn exec_command_is_the_decoded_command_parameters_in_order() {

@@ -559,3 +559,32 @@ async fn only_an_api_status_fills_response_status_and_never_its_code() {
         }
     }
 }
+
+/// With `trust_forwarded_for`, `sourceIPs` as the API server's `SourceIPs` makes them: the
+/// first `X-Forwarded-For` header's entries that are IPs, then the peer unless already there.
+#[tokio::test]
+async fn forwarded_source_ips_are_ips_and_the_peer_once() {
+    let sink = Memory::default();
+    let mut svc =
+        AuditLayer::new(Some(audit(METADATA, &sink)), true).layer(tower::service_fn(
+            |_req: Request<TestBody>| async move {
+                Ok::<_, Infallible>(json(200, crate::body::full("{}")))
+            },
+        ));
+    let mut req = request("GET", "/api/v1/configmaps");
+    req.headers_mut().append(
+        "x-forwarded-for",
+        "10.0.0.9, not-an-ip;rm, 192.0.2.1, 2001:db8:0:0::1"
+            .parse()
+            .unwrap(),
+    );
+    req.headers_mut()
+        .append("x-forwarded-for", "203.0.113.7".parse().unwrap());
+    let got = svc.call(req).await.unwrap();
+    let _ = got.into_body().collect().await;
+    let e = &sink.wait_for(1).await[0];
+    assert_eq!(
+        e["sourceIPs"],
+        serde_json::json!(["10.0.0.9", "192.0.2.1", "2001:db8::1"])
+    );
+}

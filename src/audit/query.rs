@@ -222,12 +222,26 @@ impl Filter {
 /// The table header.
 pub const TABLE_HEADER: &str = "TIME                 USER                     VERB             RESOURCE                 NAMESPACE        NAME                     CODE  DECISION";
 
-fn dash(s: &str) -> &str {
+/// A table cell: `-` for nothing, and control characters (a name taken from a request body
+/// may hold a newline or a terminal escape) written as `\u{…}` so a value cannot forge a row or
+/// drive the terminal.
+fn dash(s: &str) -> std::borrow::Cow<'_, str> {
     if s.is_empty() {
-        "-"
-    } else {
-        s
+        return "-".into();
     }
+    if !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 fn table_row(e: &View<'_>, time: Option<MicroTime>) -> String {
@@ -258,7 +272,7 @@ fn table_row(e: &View<'_>, time: Option<MicroTime>) -> String {
         dash(&obj.namespace),
         dash(&obj.name),
         code,
-        e.annotations.get(DECISION).map_or("-", |v| v.as_ref()),
+        dash(e.annotations.get(DECISION).map_or("", |v| v.as_ref())),
     )
 }
 

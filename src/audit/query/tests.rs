@@ -282,3 +282,24 @@ fn time_and_code_args() {
     assert!("9xx".parse::<CodeMatch>().is_err());
     assert!("x".parse::<CodeMatch>().is_err());
 }
+
+/// A name taken from a request body may hold a newline or a terminal escape: in the table it
+/// is written escaped, so it can neither forge a row nor drive the terminal.
+#[test]
+fn table_cells_escape_control_characters() {
+    let lines = vec![ev(
+        "mallory",
+        "create",
+        "configmaps",
+        "team-a",
+        "x\n2026-11-26T23:10:00Z admin delete secrets kube-system all 200 allow\u{1b}[2J",
+        201,
+        "allow",
+        "2026-11-26T23:10:00Z",
+    )];
+    let (out, _, _) = query(&lines, &Filter::default(), Output::Table);
+    let rows: Vec<&str> = out.lines().collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert!(rows[1].contains(r"x\u{a}2026"), "{}", rows[1]);
+}

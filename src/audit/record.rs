@@ -64,6 +64,25 @@ pub fn exec_command(request_uri: &str) -> Vec<String> {
         .collect()
 }
 
+/// Deepest request or response object kept in an event (the event adds a level or two around
+/// it; JSON readers commonly stop at 128).
+const MAX_OBJECT_DEPTH: usize = 100;
+
+/// How deeply `v` nests (a scalar is 0, `[]` and `{}` are 1), without recursion.
+fn nesting(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        match v {
+            Value::Array(a) => stack.extend(a.iter().map(|c| (c, d + 1))),
+            Value::Object(o) => stack.extend(o.values().map(|c| (c, d + 1))),
+            _ => continue,
+        }
+        deepest = deepest.max(d + 1);
+    }
+    deepest
+}
+
 /// Longest `userAgent` logged (the API server's `maxUserAgentLength`), and what replaces the
 /// rest.
 const MAX_USER_AGENT: usize = 1024;
@@ -346,11 +365,26 @@ impl Recorder {
     }
 
     pub fn request_object(&mut self, v: Value) {
-        self.event.request_object = Some(v);
+        self.event.request_object = self.within_depth(v, "request");
     }
 
     pub fn response_object(&mut self, v: Value) {
-        self.event.response_object = Some(v);
+        self.event.response_object = self.within_depth(v, "response");
+    }
+
+    /// `v` unless it nests deeper than [`MAX_OBJECT_DEPTH`]: the event line around it must stay
+    /// within what a JSON reader with serde_json's default limit (128 levels) reads — `audit
+    /// verify` and `audit query` among them — or the signed line would read as not JSON.
+    /// Left out with `portcullis.io/<which>-object-omitted` saying why.
+    fn within_depth(&mut self, v: Value, which: &str) -> Option<Value> {
+        if nesting(&v) <= MAX_OBJECT_DEPTH {
+            return Some(v);
+        }
+        self.event.annotations.insert(
+            format!("portcullis.io/{which}-object-omitted"),
+            format!("nested deeper than {MAX_OBJECT_DEPTH} levels"),
+        );
+        None
     }
 
     /// The final status code (unless a refusal already set the status).
@@ -482,6 +516,45 @@ mod tests {
     use http::HeaderValue;
 
     use super::{exec_command, user_agent_as_logged};
+
+    /// Nesting is counted without recursion; an object too deep for the event's readers is
+    /// left out with a note.
+    #[tokio::test]
+    async fn objects_too_deep_for_the_event_s_readers_are_left_out() {
+        use serde_json::{json, Value};
+        assert_eq!(super::nesting(&json!(1)), 0);
+        assert_eq!(super::nesting(&json!({"a": [1, {"b": []}]})), 4);
+        let deep = |n: usize| (0..n).fold(json!(0), |v, _| json!([v]));
+        assert_eq!(super::nesting(&deep(500)), 500);
+        let audit = std::sync::Arc::new(crate::audit::Audit {
+            policy: std::sync::Arc::new(
+                crate::audit::Policy::from_yaml(
+                    "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: RequestResponse\n",
+                )
+                .unwrap(),
+            ),
+            auditor: std::sync::Arc::new(crate::audit::Auditor::start(Vec::new()).unwrap()),
+            sessions: None,
+        });
+        let mut r = super::Recorder::new(
+            audit,
+            &HeaderValue::from_static("id"),
+            "/api/v1/configmaps".into(),
+            &http::Method::GET,
+            None,
+            Vec::new(),
+        );
+        r.response_object(deep(101));
+        r.request_object(deep(100));
+        let line = serde_json::to_string(&r.event).unwrap();
+        let back: Value = serde_json::from_str(&line).expect("the event reads back");
+        assert!(back.get("responseObject").is_none());
+        assert_eq!(
+            back["annotations"]["portcullis.io/response-object-omitted"],
+            "nested deeper than 100 levels"
+        );
+        assert_eq!(super::nesting(&back["requestObject"]), 100);
+    }
 
     /// As the API server logs it: cut after 1024 bytes, a byte that is not UTF-8 replaced.
     #[test]

@@ -29,6 +29,9 @@ async fn a_recorded_grant_s_kubectl_exec_is_a_replayable_asciicast_named_in_its_
 
     let ev = exec_events(&env, "tenant:team-a", 1).await;
     let event = &ev[0];
+    // A WebSocket exec is a GET: kube-apiserver's audit says `get` (it authorizes `create`
+    // besides, as the proxy does).
+    assert_eq!(event["verb"], "get");
     let rec = recording(event);
     let audit_id = event["auditID"].as_str().unwrap();
     let name = format!("{audit_id}.cast");
@@ -194,6 +197,7 @@ async fn a_kubectl_exec_over_spdy_is_recorded_the_same_way() {
         .collect();
     assert_eq!(seen, ["POST"]);
     let ev = exec_events(&env, "tenant:team-a", 1).await;
+    assert_eq!(ev[0]["verb"], "create", "the SPDY POST");
     let rec = recording(&ev[0]);
     let path = sessions.path().join(rec["file"].as_str().unwrap());
     assert_eq!(rec["sha256"], sha256(&path).as_str());

@@ -196,7 +196,7 @@ impl<'a> Attributes<'a> {
         Attributes {
             user,
             groups,
-            verb: &info.verb,
+            verb: info.audited_verb(),
             is_resource_request: info.is_resource_request,
             path: &info.path,
             namespace: &info.namespace,

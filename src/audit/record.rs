@@ -241,7 +241,7 @@ impl Recorder {
 
     /// The request was classified.
     pub fn classified(&mut self, info: Arc<RequestInfo>) {
-        self.event.verb = info.verb.clone();
+        self.event.verb = info.audited_verb().to_owned();
         self.event.object_ref = ObjectReference::from_request(&info);
         if info.is_resource_request && info.resource == "pods" && info.subresource == "exec" {
             let argv = exec_command(&self.event.request_uri);

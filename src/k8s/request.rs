@@ -96,6 +96,21 @@ pub struct RequestInfo {
     /// kube-apiserver's long-running predicate: verbs {watch, proxy}, subresources
     /// {attach, exec, proxy, log, portforward}, non-resource paths under `/debug/pprof/`.
     pub long_running: bool,
+    /// A WebSocket GET of exec / attach / port-forward, authorized as `create` (`verb`) while
+    /// the API server's RequestInfo — what its audit events and policy see — keeps `get`.
+    pub create_for_upgrade: bool,
+}
+
+impl RequestInfo {
+    /// The verb as the API server's RequestInfo has it (audit events, audit policy): `verb`,
+    /// except `get` for an upgrade GET this proxy authorizes as `create`.
+    pub fn audited_verb(&self) -> &str {
+        if self.create_for_upgrade {
+            "get"
+        } else {
+            &self.verb
+        }
+    }
 }
 
 /// The protocol an HTTP/1.1 upgrade request asks for.
@@ -236,6 +251,7 @@ pub fn classify(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Reque
         && matches!(info.subresource.as_str(), "exec" | "attach" | "portforward")
     {
         info.verb = "create".to_owned();
+        info.create_for_upgrade = true;
     }
 
     info.long_running = is_long_running(&info);

@@ -308,7 +308,26 @@ fn full_record_of_a_namespaced_list() {
             label_selector: Some("app=web".into()),
             upgrade: None,
             long_running: false,
+            create_for_upgrade: false,
         }
+    );
+}
+
+/// A WebSocket exec is authorized as `create`; the API server's RequestInfo — its audit
+/// events and policy — keeps `get`. The SPDY POST is `create` for both.
+#[test]
+fn a_websocket_exec_is_create_to_authorize_and_get_to_audit() {
+    let ws = run("GET", "/api/v1/namespaces/foo/pods/bar/exec?command=ls", WS).expect("ok");
+    assert_eq!((ws.verb.as_str(), ws.audited_verb()), ("create", "get"));
+    let spdy = run(
+        "POST",
+        "/api/v1/namespaces/foo/pods/bar/exec?command=ls",
+        SPDY,
+    )
+    .expect("ok");
+    assert_eq!(
+        (spdy.verb.as_str(), spdy.audited_verb()),
+        ("create", "create")
     );
 }
 

@@ -18,6 +18,10 @@
 //!   all the same, from what the record holds, annotated `portcullis.io/response-aborted:
 //!   client-gone` unless it was already taken — the upstream may have carried out the request.
 //!
+//! * a request whose handling panicked below: one `Panic` event from what the record holds
+//!   (500, `InternalError`, `APIServer panic'd: …`, as kube-apiserver's audit filter writes
+//!   it), and the 500 answer.
+//!
 //! [`ReceivedLayer`] emits `RequestReceived`.
 //!
 //! Rejects: only when a blocking-strict sink cannot make an event durable, so that no client
@@ -28,6 +32,7 @@
 
 use std::{
     convert::Infallible,
+    panic::AssertUnwindSafe,
     sync::Arc,
     task::{Context, Poll},
 };
@@ -106,12 +111,39 @@ where
         let inner = self.inner.call(req);
         let gone = ClientGone(Some(rec.clone()));
         service::boxed(async move {
-            let resp = inner.await?;
+            // A panic below is this request's one `Panic` event, with everything the record
+            // holds (as kube-apiserver's audit filter records it), and the 500 — not a
+            // `client-gone` completion here plus an anonymous event from the layer above.
+            let resp = match futures_util::FutureExt::catch_unwind(AssertUnwindSafe(inner)).await {
+                Ok(resp) => resp?,
+                Err(panic) => {
+                    gone.disarm();
+                    let what = panic_message(panic.as_ref());
+                    return Ok(panicked(rec, what).await);
+                }
+            };
             let resp = finish(rec, resp).await;
             gone.disarm();
             Ok(resp)
         })
     }
+}
+
+/// The `Panic` event of a request whose handling panicked below this layer, and its 500.
+async fn panicked(rec: AuditRecord, what: String) -> Response<Body> {
+    tracing::error!(panic = %what, "request handler panicked");
+    rec.with(|r| r.panicked(&what));
+    let _ = rec.emit(Stage::Panic).await;
+    Refusal::Panic.respond()
+}
+
+/// A panic's message (`panic!` with a literal or a formatted one), empty for anything else.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
 }
 
 /// Held by the request's future until its head is released: dropped before that (the client

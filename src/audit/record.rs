@@ -387,6 +387,18 @@ impl Recorder {
         None
     }
 
+    /// The handling panicked: `responseStatus` as kube-apiserver's audit filter writes it for
+    /// a panic (500, `InternalError`, `APIServer panic'd: <what>`).
+    pub fn panicked(&mut self, what: &str) {
+        self.event.response_status = Some(ResponseStatus {
+            code: 500,
+            status: "Failure".into(),
+            reason: "InternalError".into(),
+            message: format!("APIServer panic'd: {what}"),
+            ..ResponseStatus::default()
+        });
+    }
+
     /// The final status code (unless a refusal already set the status).
     pub fn status_code(&mut self, code: u16) {
         if self.event.response_status.is_none() {

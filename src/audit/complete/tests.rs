@@ -588,3 +588,43 @@ async fn forwarded_source_ips_are_ips_and_the_peer_once() {
         serde_json::json!(["10.0.0.9", "192.0.2.1", "2001:db8::1"])
     );
 }
+
+/// A panic below the layer is one `Panic` event with what the record holds (its objectRef
+/// here), as kube-apiserver's audit filter writes it — not a `client-gone` completion — and
+/// the client gets the 500.
+#[tokio::test]
+async fn a_panic_below_is_one_panic_event_with_the_request_s_metadata() {
+    let sink = Memory::default();
+    let mut svc = AuditLayer::new(Some(audit(METADATA, &sink)), false).layer(tower::service_fn(
+        |req: Request<TestBody>| {
+            let info =
+                crate::k8s::request::classify(req.method(), req.uri(), req.headers()).unwrap();
+            if let Some(rec) = req.extensions().get::<crate::audit::AuditRecord>() {
+                rec.with(|r| r.classified(Arc::new(info)));
+            }
+            async move {
+                if req.uri().path().ends_with("/x") {
+                    panic!("boom");
+                }
+                Ok::<_, Infallible>(json(200, crate::body::full("{}")))
+            }
+        },
+    ));
+    let resp = svc
+        .call(request("GET", "/api/v1/namespaces/a/configmaps/x"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let all = sink.events();
+    assert_eq!(all.len(), 1, "{all:?}");
+    let e = &all[0];
+    assert_eq!(e["stage"], "Panic");
+    assert_eq!(e["objectRef"]["name"], "x");
+    assert_eq!(e["responseStatus"]["code"], 500);
+    assert_eq!(e["responseStatus"]["reason"], "InternalError");
+    assert_eq!(e["responseStatus"]["message"], "APIServer panic'd: boom");
+    assert!(e["annotations"]
+        .get("portcullis.io/response-aborted")
+        .is_none());
+}

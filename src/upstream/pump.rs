@@ -19,8 +19,10 @@
 //! bytes shared by every response of one identity (user name). When either is full the pump
 //! stops reading — the upstream stream's window then fills and the API server pauses that
 //! stream only. A response whose buffer stays full for `upstream.stalled_stream_timeout` (its
-//! client read nothing in that time; waiting for the identity's budget does not count — the
-//! responses holding it are read or reset on their own timers) is *stalled*: the upstream stream is cancelled
+//! client took nothing of what was waiting for it in that time; a response whose client took
+//! everything and which waits for the identity's budget is not — the responses holding the
+//! budget have bytes waiting and are reset on their own timers, which frees it) is *stalled*:
+//! the upstream stream is cancelled
 //! (RST_STREAM) and the client's response ends with an error (HTTP/2: its stream is reset;
 //! HTTP/1.1: its connection is closed) — logged with the audit ID and counted in
 //! `portcullis_upstream_stalled_streams_total`. So a stalled response is reset at most one or
@@ -354,25 +356,61 @@ async fn pump<R>(
         let size = frame.data_ref().map_or(0, Bytes::len).max(1);
         let own = u32::try_from(size.min(PER_STREAM)).unwrap_or(u32::MAX);
         let shared = u32::try_from(size.min(PER_IDENTITY)).unwrap_or(u32::MAX);
-        // The stall timer runs only while this stream's own buffer is full: the client read
-        // nothing of it. The identity's shared budget is held by its other pumped responses,
-        // each read or reset by its own timer — waiting for it is not this client stalling.
-        let own = tokio::select! {
-            r = tokio::time::timeout(stall, mine.clone().acquire_many_owned(own)) => r,
-            () = tx.closed() => return,
+        // Room in this stream's buffer, then in the identity's budget. Stalled only when this
+        // response's client took nothing it could have for a whole `stall`: bytes of it were
+        // waiting and none was taken. One whose client took everything (its buffer empty) and
+        // waits for the budget is not stalled: the responses holding the budget are — each with
+        // bytes waiting and nothing taken — and their resets free it.
+        let a = match room(&mine, &mine, own, 0, stall, &tx).await {
+            Ok(a) => a,
+            Err(Stop::Closed) => return,
+            Err(Stop::Stalled) => return reset_stalled(&report, stall, &slot, &tx),
         };
-        let a = match own {
-            Ok(Ok(a)) => a,
-            Ok(Err(_)) => return,
-            Err(_) => return reset_stalled(&report, stall, &slot, &tx),
+        let b = match room(&budget, &mine, shared, own, stall, &tx).await {
+            Ok(b) => b,
+            Err(Stop::Closed) => return,
+            Err(Stop::Stalled) => return reset_stalled(&report, stall, &slot, &tx),
         };
-        let b = tokio::select! {
-            r = budget.clone().acquire_many_owned(shared) => r,
-            () = tx.closed() => return,
-        };
-        let Ok(b) = b else { return };
         if tx.send(Ok((frame, [a, b]))).is_err() {
             return;
+        }
+    }
+}
+
+/// Why a pump stopped waiting for room.
+enum Stop {
+    /// The client went away (or the budget closed).
+    Closed,
+    /// Its client took nothing of what was waiting for it for a whole stall timeout.
+    Stalled,
+}
+
+/// `n` permits of `sem`, waited for in stall-timeout rounds: after a round in which this
+/// stream's buffer (`mine`, less the `held` permits the pump holds for the frame in hand) had
+/// bytes waiting and its client took none of them, the response is stalled.
+async fn room(
+    sem: &Arc<Semaphore>,
+    mine: &Semaphore,
+    n: u32,
+    held: u32,
+    stall: Duration,
+    tx: &mpsc::UnboundedSender<Item>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, Stop> {
+    loop {
+        let before = mine.available_permits();
+        tokio::select! {
+            r = tokio::time::timeout(stall, sem.clone().acquire_many_owned(n)) => match r {
+                Ok(Ok(p)) => return Ok(p),
+                Ok(Err(_)) => return Err(Stop::Closed),
+                Err(_) => {
+                    let now = mine.available_permits();
+                    let waiting = PER_STREAM.saturating_sub(now + held as usize);
+                    if waiting > 0 && now == before {
+                        return Err(Stop::Stalled);
+                    }
+                }
+            },
+            () = tx.closed() => return Err(Stop::Closed),
         }
     }
 }
@@ -614,6 +652,35 @@ mod tests {
             .unwrap();
         assert_eq!(&got[..], b"firstsecond");
         assert_eq!(counter.get(), 0);
+    }
+
+    /// A response whose client reads nothing, stuck on the identity's budget (held by others)
+    /// with fewer bytes buffered than its own bound, is still reset after the stall timeout:
+    /// otherwise budget holders that never read would freeze the identity's responses.
+    #[tokio::test]
+    async fn a_response_holding_part_of_the_budget_and_never_read_is_reset() {
+        let (tx, inner) = crate::body::channel(1);
+        let r = report();
+        let counter = r.counter.clone();
+        let budgets = Budgets::default();
+        let others = budgets
+            .of("u")
+            .acquire_many_owned((PER_IDENTITY - 100 * 1024) as u32)
+            .await
+            .unwrap();
+        let _body = decouple(inner, &budgets, Duration::from_millis(600), move || r);
+        let writer = tokio::spawn(async move {
+            for _ in 0..40 {
+                if tx.send(Bytes::from(vec![0u8; 64 * 1024])).await.is_err() {
+                    return false;
+                }
+            }
+            true
+        });
+        tokio::time::sleep(SWEEP * 2 + Duration::from_millis(2000)).await;
+        assert_eq!(counter.get(), 1, "reset although it never read");
+        assert!(!writer.await.unwrap());
+        drop(others);
     }
 
     #[tokio::test]

@@ -146,6 +146,16 @@ pub(super) fn add_precondition(
             // answers a concurrent change with 409 Conflict — which clients retry — where a
             // failed `test` op would be a 422.
             if let Some(list) = parsed.value.as_array_mut() {
+                // A client op that sets the version is the client's precondition: it stands
+                // when it is the judged one, as for the other patch types; any other (or one
+                // whose value is not known here: `copy` / `move`) is the conflict.
+                for op in list.iter() {
+                    if let Some(theirs) = client_version(op) {
+                        if theirs.as_deref() != rv.as_str() {
+                            return Err(stale(info));
+                        }
+                    }
+                }
                 list.push(json!({"op": "add", "path": "/metadata/resourceVersion", "value": rv}));
             }
         }
@@ -163,14 +173,7 @@ pub(super) fn add_precondition(
                         .and_then(Value::as_str)
                         .filter(|v| !v.is_empty() && *v != "0");
                     match theirs {
-                        Some(v) if Some(v) != rv.as_str() => {
-                            return Err(BodyRefusal::StalePrecondition {
-                                resource: info.resource.clone(),
-                                group: info.api_group.clone(),
-                                name: info.name.clone(),
-                            }
-                            .into())
-                        }
+                        Some(v) if Some(v) != rv.as_str() => return Err(stale(info)),
                         Some(_) => {}
                         None => {
                             m.insert("resourceVersion".into(), rv);
@@ -181,6 +184,40 @@ pub(super) fn add_precondition(
         }
     }
     Ok(())
+}
+
+/// The API server's conflict for a precondition other than the judged version.
+fn stale(info: &RequestInfo) -> Refusal {
+    BodyRefusal::StalePrecondition {
+        resource: info.resource.clone(),
+        group: info.api_group.clone(),
+        name: info.name.clone(),
+    }
+    .into()
+}
+
+/// The `resourceVersion` a JSON patch op sets, if it sets one: `Some(Some(v))` for a value
+/// other than none (`null`, `""`, `"0"`), `Some(None)` for a `copy` / `move` there (a value
+/// not known before it runs); `None` when the op does not write it (`remove` leaves the judged
+/// version, set last, in charge; `test` is the client's check against the stored object).
+fn client_version(op: &Value) -> Option<Option<String>> {
+    let name = op.get("op").and_then(Value::as_str)?;
+    let path = op.get("path").and_then(Value::as_str)?;
+    let value = op.get("value");
+    let set = match path {
+        "/metadata/resourceVersion" => value,
+        "/metadata" => value.and_then(|v| v.get("resourceVersion")),
+        "" => value.and_then(|v| v.pointer("/metadata/resourceVersion")),
+        _ => return None,
+    };
+    match name {
+        "add" | "replace" => set
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty() && *v != "0")
+            .map(|v| Some(v.to_owned())),
+        "copy" | "move" => Some(None),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -243,6 +280,48 @@ mod tests {
             p.value[1],
             json!({"op": "add", "path": "/metadata/resourceVersion", "value": "7"})
         );
+        // The client's own version in its ops: the judged one stands, another is the
+        // conflict, one copied or moved there (unknown here) too.
+        for (ops, ok) in [
+            (
+                json!([{"op": "replace", "path": "/metadata/resourceVersion", "value": "7"}]),
+                true,
+            ),
+            (
+                json!([{"op": "replace", "path": "/metadata/resourceVersion", "value": "5"}]),
+                false,
+            ),
+            (
+                json!([{"op": "add", "path": "/metadata", "value": {"name": "x", "resourceVersion": "5"}}]),
+                false,
+            ),
+            (
+                json!([{"op": "replace", "path": "", "value": {"metadata": {"resourceVersion": "5"}}}]),
+                false,
+            ),
+            (
+                json!([{"op": "copy", "from": "/metadata/name", "path": "/metadata/resourceVersion"}]),
+                false,
+            ),
+            (
+                json!([{"op": "remove", "path": "/metadata/resourceVersion"}]),
+                true,
+            ),
+            (
+                json!([{"op": "test", "path": "/metadata/resourceVersion", "value": "5"}]),
+                true,
+            ),
+        ] {
+            let mut q = Parsed {
+                value: ops.clone(),
+                kind: BodyKind::JsonPatch,
+            };
+            assert_eq!(
+                add_precondition(&mut q, json!("7"), &info()).is_ok(),
+                ok,
+                "{ops}"
+            );
+        }
         let mut stored = json!({"metadata": {"resourceVersion": "7"}});
         let ops: json_patch::Patch = serde_json::from_value(p.value).unwrap();
         json_patch::patch(&mut stored, &ops).unwrap();

@@ -223,18 +223,24 @@ impl Filter {
 pub const TABLE_HEADER: &str = "TIME                 USER                     VERB             RESOURCE                 NAMESPACE        NAME                     CODE  DECISION";
 
 /// A table cell: `-` for nothing, and control characters (a name taken from a request body
-/// may hold a newline or a terminal escape) written as `\u{…}` so a value cannot forge a row or
-/// drive the terminal.
+/// may hold a newline or a terminal escape), line and paragraph separators and the bidi
+/// controls (which reorder what is shown) written as `\u{…}`, so a value can neither forge a
+/// row nor drive the terminal nor rearrange what it shows. (Use `--output json` for values as
+/// logged.)
 fn dash(s: &str) -> std::borrow::Cow<'_, str> {
+    fn hidden(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
     if s.is_empty() {
         return "-".into();
     }
-    if !s.chars().any(char::is_control) {
+    if !s.chars().any(hidden) {
         return s.into();
     }
     s.chars()
         .map(|c| {
-            if c.is_control() {
+            if hidden(c) {
                 c.escape_unicode().to_string()
             } else {
                 c.to_string()

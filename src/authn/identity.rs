@@ -35,17 +35,22 @@ pub struct Identity {
 impl Identity {
     /// The groups as the API server knows this user: its authenticator adds
     /// `system:authenticated` to every authenticated user (`AuthenticatedGroupAdder`), and its
-    /// impersonation filter to every impersonated one, unless it or `system:unauthenticated`
-    /// is there already. What audit events and policies (`userGroups`) see, and whoami says.
+    /// impersonation filter to every impersonated one — `system:unauthenticated` instead to
+    /// `system:anonymous` — unless either is there already. What audit events and policies
+    /// (`userGroups`) see, and whoami says. (The proxy's own grants and quotas match the groups
+    /// as authenticated, without it.)
     pub fn groups_as_authenticated(&self) -> Vec<String> {
-        // Sized for the added group at once: one allocation per event, as before.
         let mut groups = Vec::with_capacity(self.groups.len() + 1);
         groups.extend_from_slice(&self.groups);
         if !groups
             .iter()
             .any(|g| g == "system:authenticated" || g == "system:unauthenticated")
         {
-            groups.push("system:authenticated".into());
+            groups.push(if self.user == "system:anonymous" {
+                "system:unauthenticated".into()
+            } else {
+                "system:authenticated".into()
+            });
         }
         groups
     }
@@ -161,6 +166,39 @@ mod tests {
         assert_eq!(h["impersonate-uid"], "u-1");
         assert_eq!(h["impersonate-extra-example.com%2fscopes"], "a");
         assert!(h.get("impersonate-extra-portcullis.io%2ftenant").is_none());
+    }
+
+    /// As the API server sees the groups: `system:authenticated` added (once), except for
+    /// `system:anonymous`, which gets `system:unauthenticated`; the impersonation headers stay
+    /// the groups as authenticated.
+    #[test]
+    fn the_api_server_s_implicit_group_is_added_for_audit_only() {
+        let mut id = Identity {
+            user: "alice".into(),
+            uid: String::new(),
+            groups: vec!["dev".into()],
+            extra: BTreeMap::new(),
+            tenant: None,
+            scope: None,
+            method: Method::ClientCertificate {
+                fingerprint: "00".into(),
+            },
+        };
+        assert_eq!(
+            id.groups_as_authenticated(),
+            ["dev", "system:authenticated"]
+        );
+        let mut h = HeaderMap::new();
+        id.impersonation_headers(&mut h);
+        assert_eq!(h.get_all("impersonate-group").iter().count(), 1);
+        id.groups.push("system:authenticated".into());
+        assert_eq!(
+            id.groups_as_authenticated(),
+            ["dev", "system:authenticated"]
+        );
+        id.user = "system:anonymous".into();
+        id.groups = Vec::new();
+        assert_eq!(id.groups_as_authenticated(), ["system:unauthenticated"]);
     }
 
     #[test]

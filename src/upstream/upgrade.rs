@@ -139,8 +139,6 @@ pub async fn forward(
     Ok(Response::from_parts(rparts, body::empty()))
 }
 
-/// The request as the upstream gets it: forwarded headers, `Connection: Upgrade` and the
-/// client's `Upgrade` back, the upstream's `Host`, and an origin-form URI.
 /// Whether a request head announces a body: any `Transfer-Encoding`, or a `Content-Length`
 /// other than 0.
 fn carries_body(h: &http::HeaderMap) -> bool {
@@ -150,6 +148,8 @@ fn carries_body(h: &http::HeaderMap) -> bool {
             .any(|v| v.as_bytes().trim_ascii() != b"0")
 }
 
+/// The request as the upstream gets it: forwarded headers, `Connection: Upgrade` and the
+/// client's `Upgrade` back, the upstream's `Host`, and an origin-form URI.
 fn prepare_upgrade_request(
     up: &Upstream,
     ep: &Endpoint,

@@ -561,7 +561,8 @@ async fn only_an_api_status_fills_response_status_and_never_its_code() {
 }
 
 /// With `trust_forwarded_for`, `sourceIPs` as the API server's `SourceIPs` makes them: the
-/// first `X-Forwarded-For` header's entries that are IPs, then the peer unless already there.
+/// first `X-Forwarded-For` header's entries that are IPs, then `X-Real-Ip` and the peer unless
+/// the same IP is there already (an IPv4-mapped address is that IPv4 address).
 #[tokio::test]
 async fn forwarded_source_ips_are_ips_and_the_peer_once() {
     let sink = Memory::default();
@@ -580,6 +581,8 @@ async fn forwarded_source_ips_are_ips_and_the_peer_once() {
     );
     req.headers_mut()
         .append("x-forwarded-for", "203.0.113.7".parse().unwrap());
+    req.headers_mut()
+        .insert("x-real-ip", "::ffff:10.0.0.9".parse().unwrap());
     let got = svc.call(req).await.unwrap();
     let _ = got.into_body().collect().await;
     let e = &sink.wait_for(1).await[0];
@@ -618,6 +621,25 @@ async fn a_panic_below_is_one_panic_event_with_the_request_s_metadata() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let all = sink.events();
     assert_eq!(all.len(), 1, "{all:?}");
+    // A panic while the layer below builds its future is the same event.
+    let sync_sink = Memory::default();
+    let mut sync_svc =
+        AuditLayer::new(Some(audit(METADATA, &sync_sink)), false).layer(tower::service_fn(
+            |_req: Request<TestBody>| -> std::future::Ready<Result<Response<Body>, Infallible>> {
+                panic!("at once")
+            },
+        ));
+    let resp = sync_svc
+        .call(request("GET", "/api/v1/namespaces/a/configmaps/y"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    let sync = sync_sink.wait_for(1).await;
+    assert_eq!(sync[0]["stage"], "Panic");
+    assert_eq!(
+        sync[0]["responseStatus"]["message"],
+        "APIServer panic'd: at once"
+    );
     let e = &all[0];
     assert_eq!(e["stage"], "Panic");
     assert_eq!(e["objectRef"]["name"], "x");

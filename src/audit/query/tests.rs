@@ -292,7 +292,7 @@ fn table_cells_escape_control_characters() {
         "create",
         "configmaps",
         "team-a",
-        "x\n2026-11-26T23:10:00Z admin delete secrets kube-system all 200 allow\u{1b}[2J",
+        "x\n2026-11-26T23:10:00Z admin delete secrets kube-system all 200 allow\u{1b}[2J\u{202e}",
         201,
         "allow",
         "2026-11-26T23:10:00Z",
@@ -300,6 +300,9 @@ fn table_cells_escape_control_characters() {
     let (out, _, _) = query(&lines, &Filter::default(), Output::Table);
     let rows: Vec<&str> = out.lines().collect();
     assert_eq!(rows.len(), 2, "{out}");
-    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert!(
+        !out.contains('\u{1b}') && !out.contains('\u{202e}'),
+        "{out:?}"
+    );
     assert!(rows[1].contains(r"x\u{a}2026"), "{}", rows[1]);
 }

@@ -265,7 +265,7 @@ impl Feeder {
             // if they had.
             self.frames.clear();
         }
-        for frame in self.frames.drain(..) {
+        for frame in std::mem::take(&mut self.frames) {
             let output = is_output(&frame);
             if output {
                 // Output never takes the room kept for input; past it, it is dropped (and
@@ -289,6 +289,9 @@ impl Feeder {
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                     self.unrecordable = true;
                     self.cut.input_lost.store(true, Ordering::SeqCst);
+                    // Nothing after it in this (withheld) read is queued either.
+                    self.frames.clear();
+                    break;
                 }
             }
         }

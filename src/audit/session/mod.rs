@@ -46,8 +46,11 @@ pub struct RecordSession;
 /// The session's wire protocol, from the 101's headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
-    /// The binary channel protocols (`channel.k8s.io`, `v4.`, `v5.`).
-    WebSocket,
+    /// The binary channel protocols (`channel.k8s.io`, `v4.`, `v5.`); `stream_close`: v5's
+    /// stream-close message (channel 255) is in use.
+    WebSocket {
+        stream_close: bool,
+    },
     Spdy,
     /// Something the recorder cannot read: the session is ended, not run unrecorded (the
     /// file says why in a marker, the audit annotation in `error`).
@@ -78,22 +81,34 @@ impl Protocol {
         // No subprotocol is the binary channel protocol: the kubelet's exec / attach / port-
         // forward handlers map "" to it (`remotecommand/websocket.go`: `"": {Binary: true}`).
         if sub.is_empty() {
-            return Protocol::WebSocket;
+            return Protocol::WebSocket {
+                stream_close: false,
+            };
         }
         if !RECORDABLE_SUBPROTOCOLS.contains(&sub.as_str()) {
             return Protocol::Unreadable(
                 "a WebSocket subprotocol other than the binary channel protocols",
             );
         }
-        Protocol::WebSocket
+        Protocol::WebSocket {
+            stream_close: sub == "v5.channel.k8s.io",
+        }
     }
 
-    fn directions(self) -> (Direction, Direction) {
+    /// Each direction's parser; `stdin`: the request asked for stdin (without it the API
+    /// server drops what the client sends on channel 0).
+    fn directions(self, stdin: bool) -> (Direction, Direction) {
         match self {
-            Protocol::WebSocket => (
-                Direction::WebSocket(Box::new(websocket::Direction::new(true))),
-                Direction::WebSocket(Box::new(websocket::Direction::new(false))),
-            ),
+            Protocol::WebSocket { stream_close } => {
+                let channels = websocket::Channels {
+                    stream_close,
+                    stdin,
+                };
+                (
+                    Direction::WebSocket(Box::new(websocket::Direction::new(true, channels))),
+                    Direction::WebSocket(Box::new(websocket::Direction::new(false, channels))),
+                )
+            }
             Protocol::Spdy => {
                 let (c, s) = spdy::pair();
                 (Direction::Spdy(Box::new(c)), Direction::Spdy(Box::new(s)))
@@ -167,7 +182,8 @@ pub fn prepare(parts: &mut http::request::Parts) -> Result<Option<Recording>, st
         title: parts.uri.path().to_owned(),
         command: crate::audit::record::exec_command(uri).join(" "),
     };
-    match Pending::create(&settings, audit_id, header) {
+    let stdin = crate::k8s::request::Query::of(&parts.uri).flag("stdin");
+    match Pending::create(&settings, audit_id, header, stdin) {
         Ok(pending) => {
             restrict_offer(&mut parts.headers);
             Ok(Some(Recording { pending, at_end }))
@@ -229,7 +245,10 @@ mod tests {
             header::SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_static("v5.channel.k8s.io"),
         );
-        assert_eq!(Protocol::of_101(&h), Protocol::WebSocket);
+        assert_eq!(
+            Protocol::of_101(&h),
+            Protocol::WebSocket { stream_close: true }
+        );
         h.insert(
             header::SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_static("base64.channel.k8s.io"),
@@ -242,10 +261,13 @@ mod tests {
         );
         assert!(matches!(Protocol::of_101(&h), Protocol::Unreadable(_)));
         // None (or an empty one): the binary channel protocol, as the kubelet takes it.
+        let binary = Protocol::WebSocket {
+            stream_close: false,
+        };
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(""));
-        assert_eq!(Protocol::of_101(&h), Protocol::WebSocket);
+        assert_eq!(Protocol::of_101(&h), binary);
         h.remove(header::SEC_WEBSOCKET_PROTOCOL);
-        assert_eq!(Protocol::of_101(&h), Protocol::WebSocket);
+        assert_eq!(Protocol::of_101(&h), binary);
         h.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
         assert_eq!(Protocol::of_101(&h), Protocol::Spdy);
     }

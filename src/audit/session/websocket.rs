@@ -9,9 +9,11 @@
 //!   opcode is not close, ping or pong is a message of its own — continuation frames and
 //!   reserved opcodes included, FIN not looked at — whose first byte is its channel. Only
 //!   channel 0 (stdin) and 4 (resize, `{"Width":W,"Height":H}`, one per frame) are the
-//!   client's to send; `wsstream` drops anything else, and so does the recording. After a
-//!   close frame, an unmasked frame or one over that reader's 32 MiB cap, the reader stops:
-//!   nothing after it is recorded. A control frame over 125 bytes or fragmented (which no
+//!   client's to send; `wsstream` drops anything else, and so does the recording — stdin too
+//!   when the request did not ask for it, or after v5's stream close of channel 0
+//!   (`[255, 0]`). After a close frame, an unmasked frame, one over that reader's 32 MiB cap,
+//!   or a stream close of another length or of a channel that does not exist, the reader
+//!   stops: nothing after it is recorded. A control frame over 125 bytes or fragmented (which no
 //!   client sends, and whose unread rest Go's reader might take as frames) stops this reading.
 //! - **From the API server**, as kubectl's reader (gorilla) takes it: messages, fragmented over
 //!   continuation frames or not, channel first; 1 stdout, 2 stderr, 3 the exit Status; control
@@ -26,10 +28,39 @@ use bytes::{Bytes, BytesMut};
 
 use super::cast::{Frame, Kind};
 
+/// What the API server does with the client's channels (`wsstream`'s `handle`).
+#[derive(Clone, Copy, Debug)]
+pub struct Channels {
+    /// v5: channel 255 is the stream-close message (`[255, channel]`).
+    pub stream_close: bool,
+    /// The request asked for stdin; without it channel 0 is ignored.
+    pub stdin: bool,
+}
+
+impl Default for Channels {
+    fn default() -> Self {
+        Channels {
+            stream_close: true,
+            stdin: true,
+        }
+    }
+}
+
+/// The channels of a remote command (stdin, stdout, stderr, error, resize): a stream close
+/// naming another makes `wsstream` stop reading.
+const REMOTE_COMMAND_CHANNELS: u8 = 5;
+
 /// One direction of a WebSocket connection.
 pub struct Direction {
     /// The client's direction (read as the API server reads it), or the API server's.
     from_client: bool,
+    channels: Channels,
+    /// The client closed stdin (v5 stream close of channel 0): later stdin is dropped there.
+    stdin_closed: bool,
+    /// The current client frame's payload length, and whether it is a stream close whose
+    /// channel byte is still to come.
+    frame_len: u64,
+    close_pending: bool,
     /// The client's direction: the API server's reader stopped (a close frame, an unmasked
     /// or oversized frame); nothing more is recorded.
     closed: bool,
@@ -59,9 +90,13 @@ const MAX_CONTROL: u64 = 125;
 
 impl Direction {
     /// The client's direction (`from_client`) or the API server's.
-    pub fn new(from_client: bool) -> Self {
+    pub fn new(from_client: bool, channels: Channels) -> Self {
         Direction {
             from_client,
+            channels,
+            stdin_closed: false,
+            frame_len: 0,
+            close_pending: false,
             closed: false,
             head: Vec::with_capacity(14),
             left: 0,
@@ -182,6 +217,8 @@ impl Direction {
             // Skipped: control frames, and everything once the reader stopped.
             self.control = control || self.closed;
             // Every other frame is a message of its own, as Go's reader takes it.
+            self.frame_len = len;
+            self.close_pending = false;
             self.fin = true;
             self.at_message_start = true;
             self.channel = None;
@@ -211,8 +248,38 @@ impl Direction {
             self.channel = Some(data[0]);
             self.at_message_start = false;
             data = data.slice(1..);
+            if self.from_client && self.channels.stream_close && self.channel == Some(255) {
+                if self.frame_len != 2 {
+                    // `wsstream` stops reading at a stream close of another length.
+                    self.closed = true;
+                    self.control = true;
+                    return;
+                }
+                // Its channel byte may come in this read or the next.
+                self.close_pending = true;
+            }
+        }
+        if self.close_pending && !data.is_empty() {
+            self.close_pending = false;
+            match data[0] {
+                0 => self.stdin_closed = true,
+                c if c >= REMOTE_COMMAND_CHANNELS => {
+                    // A close of a channel that does not exist: `wsstream` stops reading.
+                    self.closed = true;
+                    self.control = true;
+                }
+                _ => {}
+            }
+            return;
         }
         if data.is_empty() {
+            return;
+        }
+        if self.from_client
+            && self.channel == Some(0)
+            && (!self.channels.stdin || self.stdin_closed)
+        {
+            // Dropped by the API server: stdin was not asked for, or the client closed it.
             return;
         }
         // Each side's own channels only: `wsstream` drops what a client sends on an output
@@ -304,7 +371,7 @@ mod tests {
     }
 
     fn feed_bytewise(bytes: &[u8]) -> Vec<Frame> {
-        let mut d = Direction::new(true);
+        let mut d = Direction::new(true, Channels::default());
         let mut out = Vec::new();
         for b in bytes {
             d.feed(std::slice::from_ref(b), &mut out);
@@ -346,7 +413,7 @@ mod tests {
         wire.extend(frame(true, 2, b"\x00after close", k));
         for frames in [feed_bytewise(&wire), {
             let mut out = Vec::new();
-            Direction::new(true).feed(&wire, &mut out);
+            Direction::new(true, Channels::default()).feed(&wire, &mut out);
             out
         }] {
             assert_eq!(
@@ -380,10 +447,47 @@ mod tests {
         assert_eq!(frames.len(), 1, "{frames:?}");
         // A ping longer than a control frame may be, or a fragmented one: unreadable.
         for bad in [frame(true, 9, &[0u8; 126], k), frame(false, 9, b"p", k)] {
-            let mut d = Direction::new(true);
+            let mut d = Direction::new(true, Channels::default());
             d.feed(&bad, &mut Vec::new());
             assert!(d.broken());
         }
+    }
+
+    /// v5's stream close as `wsstream` handles it: stdin after `[255, 0]` is dropped there,
+    /// so not recorded; a close of another length, or of a channel that does not exist,
+    /// stops its reading. Without `stdin=true` channel 0 is ignored.
+    #[test]
+    fn stream_close_and_absent_stdin_are_read_as_the_api_server_does() {
+        let k = Some([1, 2, 3, 4]);
+        let stdin_of = |wire: &[u8], channels: Channels| {
+            let mut d = Direction::new(true, channels);
+            let mut out = Vec::new();
+            for b in wire {
+                d.feed(std::slice::from_ref(b), &mut out);
+            }
+            text(&out, Kind::Stdin)
+        };
+        let mut wire = frame(true, 2, b"\x00kept", k);
+        wire.extend(frame(true, 2, &[255, 0], k));
+        wire.extend(frame(true, 2, b"\x00after close", k));
+        assert_eq!(stdin_of(&wire, Channels::default()), b"kept");
+        // v4 has no stream close: channel 255 is just dropped.
+        let v4 = Channels {
+            stream_close: false,
+            stdin: true,
+        };
+        assert_eq!(stdin_of(&wire, v4), b"keptafter close");
+        for bad in [&[255u8, 0, 0][..], &[255, 9]] {
+            let mut wire = frame(true, 2, b"\x00kept", k);
+            wire.extend(frame(true, 2, bad, k));
+            wire.extend(frame(true, 2, b"\x00never read", k));
+            assert_eq!(stdin_of(&wire, Channels::default()), b"kept", "{bad:?}");
+        }
+        let no_stdin = Channels {
+            stream_close: true,
+            stdin: false,
+        };
+        assert!(stdin_of(&frame(true, 2, b"\x00ignored", k), no_stdin).is_empty());
     }
 
     #[test]
@@ -393,7 +497,7 @@ mod tests {
         wire.extend(frame(true, 2, b"\x03{}", None));
         wire.extend(frame(true, 2, b"\x01", None));
         let mut out = Vec::new();
-        Direction::new(false).feed(&wire, &mut out);
+        Direction::new(false, Channels::default()).feed(&wire, &mut out);
         assert_eq!(text(&out, Kind::Stdout), b"out");
         assert_eq!(text(&out, Kind::Stderr), b"err");
         assert_eq!(out.len(), 3);
@@ -404,7 +508,7 @@ mod tests {
         let mut wire = vec![0xc2, 0x02, 0x01, b'x'];
         wire.extend(frame(true, 2, b"\x01out", None));
         let mut out = Vec::new();
-        Direction::new(false).feed(&wire, &mut out);
+        Direction::new(false, Channels::default()).feed(&wire, &mut out);
         assert!(out.is_empty());
     }
 
@@ -415,7 +519,7 @@ mod tests {
         let wire: Vec<u8> = (0..131_072)
             .flat_map(|_| frame(true, 2, b"\x00x", Some([1, 2, 3, 4])))
             .collect();
-        let mut d = Direction::new(true);
+        let mut d = Direction::new(true, Channels::default());
         let mut out = Vec::new();
         d.feed(&wire, &mut out);
         assert_eq!(out.len(), 1);

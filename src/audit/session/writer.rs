@@ -75,6 +75,8 @@ pub struct Pending {
     name: String,
     max_bytes: u64,
     header: Option<Header>,
+    /// The request asked for stdin.
+    stdin: bool,
 }
 
 impl Pending {
@@ -83,6 +85,7 @@ impl Pending {
         settings: &SessionSettings,
         audit_id: &str,
         header: Header,
+        stdin: bool,
     ) -> std::io::Result<Pending> {
         // Our own UUIDs; anything else must not become a path.
         if audit_id.is_empty()
@@ -107,6 +110,7 @@ impl Pending {
             name,
             max_bytes: settings.max_session_bytes,
             header: Some(header),
+            stdin,
         })
     }
 
@@ -145,6 +149,7 @@ impl Pending {
             done,
             name,
             protocol,
+            stdin: self.stdin,
         }
     }
 }
@@ -160,6 +165,8 @@ impl Drop for Pending {
 
 /// A session being recorded.
 pub struct Session {
+    /// The request asked for stdin.
+    stdin: bool,
     tx: SyncSender<(f64, Frame)>,
     dropped: Arc<AtomicU64>,
     cut: Arc<Cut>,
@@ -179,7 +186,7 @@ struct Written {
 impl Session {
     /// The readers of the client's and the upstream's byte streams.
     pub fn feeders(&self) -> (Feeder, Feeder) {
-        let (from_client, from_upstream) = self.protocol.directions();
+        let (from_client, from_upstream) = self.protocol.directions(self.stdin);
         let feeder = |parser| Feeder {
             parser,
             tx: self.tx.clone(),
@@ -393,7 +400,10 @@ mod tests {
     ) -> Feeder {
         Feeder {
             parser: super::super::Direction::WebSocket(Box::new(
-                super::super::websocket::Direction::new(from_client),
+                super::super::websocket::Direction::new(
+                    from_client,
+                    super::super::websocket::Channels::default(),
+                ),
             )),
             tx,
             dropped: dropped.clone(),
@@ -457,7 +467,7 @@ mod tests {
             &dropped,
             &Cut::default(),
             started,
-            Protocol::WebSocket,
+            Protocol::WebSocket { stream_close: true },
         )
         .unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -499,15 +509,24 @@ mod tests {
             title: String::new(),
             command: String::new(),
         };
-        let p =
-            Pending::create(&settings, "0f1e2d3c-aaaa-4bbb-8ccc-123456789abc", header()).unwrap();
+        let p = Pending::create(
+            &settings,
+            "0f1e2d3c-aaaa-4bbb-8ccc-123456789abc",
+            header(),
+            true,
+        )
+        .unwrap();
         let path = dir.path().join("0f1e2d3c-aaaa-4bbb-8ccc-123456789abc.cast");
         assert!(path.exists());
         // Never over an existing file, never outside the directory.
-        assert!(
-            Pending::create(&settings, "0f1e2d3c-aaaa-4bbb-8ccc-123456789abc", header()).is_err()
-        );
-        assert!(Pending::create(&settings, "../escape", header()).is_err());
+        assert!(Pending::create(
+            &settings,
+            "0f1e2d3c-aaaa-4bbb-8ccc-123456789abc",
+            header(),
+            true
+        )
+        .is_err());
+        assert!(Pending::create(&settings, "../escape", header(), true).is_err());
         drop(p);
         assert!(!path.exists());
     }
@@ -531,7 +550,10 @@ mod tests {
             .await
             .expect("the splice is told");
         // A 64-bit length with its top bit set breaks it too.
-        let mut other = super::super::websocket::Direction::new(true);
+        let mut other = super::super::websocket::Direction::new(
+            true,
+            super::super::websocket::Channels::default(),
+        );
         let mut huge = vec![0x82, 0x80 | 127];
         huge.extend_from_slice(&(1u64 << 63 | 5).to_be_bytes());
         huge.extend_from_slice(&[0, 0, 0, 0]);
@@ -544,7 +566,8 @@ mod tests {
             command: String::new(),
         };
         let cast = Cast::new(Vec::new(), header, 1 << 20);
-        let (_, out) = write(cast, rx, &dropped, &cut, started, Protocol::WebSocket).unwrap();
+        let ws = Protocol::WebSocket { stream_close: true };
+        let (_, out) = write(cast, rx, &dropped, &cut, started, ws).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("before") && !text.contains("after"), "{text}");
         assert!(!text.contains("withheld"), "{text}");

@@ -19,10 +19,17 @@ pub fn deadline(
     if long_running {
         return None;
     }
-    // Read as the API server reads it (a pair with a raw `;` dropped, the first value).
-    let asked = crate::k8s::request::Query::of(uri)
-        .get("timeout")
-        .and_then(go_duration);
+    // Read as the API server reads it (a pair with a raw `;` dropped, the first value) — parsed
+    // only when the query can hold one: this runs for every request.
+    let asked = uri
+        .query()
+        .is_some_and(|q| q.contains("timeout") || q.contains('%'))
+        .then(|| {
+            crate::k8s::request::Query::of(uri)
+                .get("timeout")
+                .and_then(go_duration)
+        })
+        .flatten();
     Some(match asked {
         Some(d) if !d.is_zero() => d.min(max),
         _ => default,

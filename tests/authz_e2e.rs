@@ -35,6 +35,16 @@ fn req(method: &str, path: &str, token: Option<&str>) -> Request<Full<Bytes>> {
     b.body(Full::new(Bytes::new())).unwrap()
 }
 
+/// What reached the upstream since it was last cleared, as `METHOD path`.
+fn upstream_saw(env: &Env) -> Vec<String> {
+    env.sandbox
+        .sandbox
+        .recorded()
+        .into_iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
 fn status(body: &Bytes) -> Value {
     serde_json::from_slice(body)
         .unwrap_or_else(|e| panic!("not a Status ({e}): {}", String::from_utf8_lossy(body)))
@@ -589,13 +599,7 @@ async fn token_secrets_need_what_a_token_request_needs() {
         .await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{:?}", resp.body());
     assert_eq!(status(resp.body())["reason"], "Forbidden");
-    let seen: Vec<_> = env
-        .sandbox
-        .sandbox
-        .recorded()
-        .into_iter()
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect();
+    let seen = upstream_saw(&env);
     assert_eq!(seen, ["GET /api/v1/namespaces/team-a/secrets/ci-token"]);
     // A server-side apply that would create one: judged as the create it is.
     env.sandbox.sandbox.clear_recorded();
@@ -612,13 +616,7 @@ async fn token_secrets_need_what_a_token_request_needs() {
         )
         .await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{:?}", resp.body());
-    let seen: Vec<_> = env
-        .sandbox
-        .sandbox
-        .recorded()
-        .into_iter()
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect();
+    let seen = upstream_saw(&env);
     assert_eq!(seen, ["GET /api/v1/namespaces/team-a/secrets/tok3"]);
 
     // An update that leaves the token Secret's type and account as they are passes, pinned to
@@ -664,13 +662,7 @@ async fn token_secrets_need_what_a_token_request_needs() {
         .await;
     assert_eq!(resp.status(), StatusCode::CONFLICT, "{:?}", resp.body());
     assert_eq!(status(resp.body())["reason"], "Conflict");
-    let seen: Vec<_> = env
-        .sandbox
-        .sandbox
-        .recorded()
-        .into_iter()
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect();
+    let seen = upstream_saw(&env);
     assert_eq!(seen, [format!("GET {ci_token}")]);
 
     // A tenant whose RBAC allows updating Secrets but not reading them is judged on the body
@@ -709,13 +701,7 @@ async fn token_secrets_need_what_a_token_request_needs() {
         status(resp.body())["message"],
         r#"serviceaccounts "default" is forbidden: User "alice" cannot create resource "serviceaccounts/token" in API group "" in the namespace "team-a": a Secret of type kubernetes.io/service-account-token gets a token for service account "default""#
     );
-    let seen: Vec<_> = env
-        .sandbox
-        .sandbox
-        .recorded()
-        .into_iter()
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect();
+    let seen = upstream_saw(&env);
     assert_eq!(seen, [format!("GET {ci_token}")]);
     env.stop().await;
 }

@@ -59,6 +59,15 @@ pub fn object_path(info: &RequestInfo) -> String {
     p
 }
 
+/// What the judged write is called in messages.
+fn write_kind(info: &RequestInfo) -> &'static str {
+    if info.verb == "patch" {
+        "patch"
+    } else {
+        "update"
+    }
+}
+
 /// GET the object `info` names, as the caller.
 pub async fn current(
     up: &Upstream,
@@ -68,8 +77,10 @@ pub async fn current(
     let unavailable = |why: String| -> Refusal {
         tracing::warn!(%why, path = %info.path, "current object unavailable for judging a patch");
         BodyRefusal::CurrentUnavailable(format!(
-            "portcullis could not read the current {} {:?} to judge this patch: {why}",
-            info.resource, info.name
+            "portcullis could not read the current {} {:?} to judge this {}: {why}",
+            info.resource,
+            info.name,
+            write_kind(info)
         ))
         .into()
     };
@@ -114,10 +125,17 @@ pub async fn current(
         StatusCode::UNAUTHORIZED => Err(unavailable(
             "the API server did not accept the proxy's credentials (401)".into(),
         )),
-        StatusCode::FORBIDDEN => Err(BodyRefusal::CurrentForbidden(format!(
-            "portcullis judges this patch on the current {} {:?}, which {} may not get: grant get on it, or send the whole object with an update",
-            info.resource, info.name, ob.identity.user
-        ))
+        StatusCode::FORBIDDEN => Err(BodyRefusal::CurrentForbidden(if info.verb == "patch" {
+            format!(
+                "portcullis judges this patch on the current {} {:?}, which {} may not get: grant get on it, or send the whole object with an update",
+                info.resource, info.name, ob.identity.user
+            )
+        } else {
+            format!(
+                "portcullis judges this {} on the current {} {:?}, which {} may not get: grant get on it",
+                write_kind(info), info.resource, info.name, ob.identity.user
+            )
+        })
         .into()),
         other => Err(unavailable(format!("upstream answered {}", other.as_u16()))),
     }

@@ -274,3 +274,58 @@ fn replay_keeps_the_pauses_divided_by_speed_and_refuses_what_it_cannot_vouch_for
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// An API server that switches a recorded session to a protocol the recorder cannot read (a
+/// base64 channel protocol, which the proxy did not offer) gets no splice: the client is
+/// answered 502 and the event's recording annotation says why — the session never runs
+/// unrecorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_switching_to_an_unreadable_protocol_gets_no_splice() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sessions = tempfile::tempdir().unwrap();
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let fake = common::fake_upstream(&ca, |mut s| async move {
+        let Some(head) = common::read_head(&mut s).await else {
+            return;
+        };
+        if head.to_lowercase().contains("upgrade: websocket") {
+            let _ = s
+                .write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                      Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+                      Sec-WebSocket-Protocol: base64.channel.k8s.io\r\n\r\n",
+                )
+                .await;
+            let mut buf = [0u8; 1024];
+            while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+        }
+    })
+    .await;
+    let dir = sessions.path().to_owned();
+    let env = Env::start_against(ca, sandbox, fake, move |c| {
+        recording_config(c, &dir, "");
+    })
+    .await;
+    let script = format!(
+        "{RAW_EXEC}{}",
+        r#"
+try:
+    connect(['v5.channel.k8s.io'])
+    print(json.dumps('opened'))
+except Exception as e:
+    print(json.dumps(getattr(e, 'status_code', str(e))))
+"#
+    );
+    let printed = python(&env, &script).await;
+    assert_eq!(printed.trim(), "502", "{printed}");
+    let ev = exec_events(&env, "tenant:team-a", 1).await;
+    assert_eq!(ev[0]["responseStatus"]["code"], 502, "{}", ev[0]);
+    let rec = recording(&ev[0]);
+    assert!(
+        rec["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot be recorded; the session was refused")),
+        "{rec}"
+    );
+    env.stop().await;
+}

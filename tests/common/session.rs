@@ -26,18 +26,22 @@ pub const RECORDED_GRANT: &str = r#"    - name: recorded-exec
 
 /// The demo config plus the recorded grant and `audit.session_recording` in `sessions`.
 pub async fn start(sessions: &Path, extra: &'static str) -> Env {
+    let sessions = sessions.to_owned();
+    Env::start_with(move |c| recording_config(c, &sessions, extra)).await
+}
+
+/// Edit a demo config: the recorded grant, and `audit.session_recording` in `sessions` (plus
+/// `extra` lines under it).
+pub fn recording_config(c: &mut String, sessions: &Path, extra: &str) {
     let sessions = sessions.display().to_string();
-    Env::start_with(move |c| {
-        *c = c.replace("  grants:\n", &format!("  grants:\n{RECORDED_GRANT}"));
-        let anchor = "      mode: blocking-strict";
-        let at = c.find(anchor).expect("the demo audit sink");
-        let end = at + c[at..].find('\n').unwrap() + 1;
-        c.insert_str(
-            end,
-            &format!("  session_recording:\n    directory: {sessions}\n{extra}"),
-        );
-    })
-    .await
+    *c = c.replace("  grants:\n", &format!("  grants:\n{RECORDED_GRANT}"));
+    let anchor = "      mode: blocking-strict";
+    let at = c.find(anchor).expect("the demo audit sink");
+    let end = at + c[at..].find('\n').unwrap() + 1;
+    c.insert_str(
+        end,
+        &format!("  session_recording:\n    directory: {sessions}\n{extra}"),
+    );
 }
 
 /// `kubectl exec -i shell -- cat` as `kubeconfig`, `input` piped in; its stdout.

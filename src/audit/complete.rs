@@ -140,6 +140,16 @@ impl Capture {
             serde_json::from_slice::<Value>(&bytes).ok()
         };
         let Some(v) = v else {
+            // A body the event cannot hold (not JSON, or nested past the reader's limit): said,
+            // not silently left out.
+            if self.object {
+                rec.with(|r| {
+                    r.annotate(
+                        "portcullis.io/response-object-omitted",
+                        "the response body could not be read as an object",
+                    )
+                });
+            }
             return;
         };
         rec.with(|r| {

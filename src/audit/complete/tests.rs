@@ -650,3 +650,24 @@ async fn a_panic_below_is_one_panic_event_with_the_request_s_metadata() {
         .get("portcullis.io/response-aborted")
         .is_none());
 }
+
+/// A response object the event cannot hold — here nested past serde_json's 128 levels — is
+/// left out with a note rather than silently.
+#[tokio::test]
+async fn an_unreadable_response_object_is_noted() {
+    let sink = Memory::default();
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let resp = through(
+        audit(RESPONSES, &sink),
+        json(200, crate::body::full(deep)),
+        None,
+    )
+    .await;
+    let _ = resp.into_body().collect().await;
+    let e = &sink.wait_for(1).await[0];
+    assert!(e.get("responseObject").is_none(), "{e}");
+    assert_eq!(
+        e["annotations"]["portcullis.io/response-object-omitted"],
+        "the response body could not be read as an object"
+    );
+}

@@ -66,32 +66,24 @@ struct Capture {
 }
 
 /// What [`deliver`] reads of an answer's body.
-#[derive(Clone, Copy, Debug)]
-pub struct Wanted {
-    /// The body is an API object (not a proxied byte stream): a failure Status is copied.
-    object_answer: bool,
-    /// `responseObject` is recorded.
-    response_object: bool,
-}
-
-impl Wanted {
-    /// For an answer that is an API object (`object_answer`), whether its `responseObject` is
-    /// wanted; for any other (a `proxy` subresource's) nothing is read.
-    pub fn new(object_answer: bool, response_object: bool) -> Wanted {
-        Wanted {
-            object_answer,
-            response_object: object_answer && response_object,
-        }
-    }
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wanted {
+    /// Nothing: a `proxy` subresource's answer (a pod's, service's or node's bytes, which the
+    /// API server never reads as an object).
+    Nothing,
+    /// A failure Status, for `responseStatus`.
+    Status,
+    /// The whole object, for `responseObject` (and a failure Status).
+    Object,
 }
 
 impl Capture {
     /// `None` when the event needs nothing of this body.
     fn new(resp: &Response<Body>, wanted: Wanted) -> Option<Capture> {
-        if !wanted.object_answer {
+        if wanted == Wanted::Nothing {
             return None;
         }
-        let wants_object = wanted.response_object;
+        let wants_object = wanted == Wanted::Object;
         let ct = resp
             .headers()
             .get(http::header::CONTENT_TYPE)

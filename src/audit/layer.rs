@@ -268,10 +268,14 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
         }
     } else {
         // Refusals (and streams that never started) are small answers: held whole.
-        // A `proxy` subresource's answer is the pod's, service's or node's bytes, which the
-        // API server never reads as an object (no `responseObject`, no Status copied).
-        let capture = complete::Wanted::new(!proxied, wants_body && !long_running);
-        complete::deliver(rec.clone(), resp, capture).await
+        let wanted = if proxied {
+            complete::Wanted::Nothing
+        } else if wants_body && !long_running {
+            complete::Wanted::Object
+        } else {
+            complete::Wanted::Status
+        };
+        complete::deliver(rec.clone(), resp, wanted).await
     };
     let (err, replaced) = match outcome {
         Ok(resp) => return resp,

@@ -97,6 +97,23 @@ fn upstream() -> (mpsc::Sender<Result<Bytes, BoxError>>, Body) {
     )
 }
 
+/// What the classify layer does for the record: the request's classification into it.
+fn classify_into_record(req: &Request<TestBody>) {
+    let info = crate::k8s::request::classify(req.method(), req.uri(), req.headers()).unwrap();
+    if let Some(rec) = req.extensions().get::<crate::audit::AuditRecord>() {
+        rec.with(|r| r.classified(Arc::new(info)));
+    }
+}
+
+/// [`upstream`] with `n` frames of [`CHUNK`] bytes already sent (bytes 0, 1, …).
+async fn upstream_with(n: u8) -> (mpsc::Sender<Result<Bytes, BoxError>>, Body) {
+    let (tx, body) = upstream();
+    for i in 0..n {
+        tx.send(Ok(Bytes::from(vec![i; CHUNK]))).await.unwrap();
+    }
+    (tx, body)
+}
+
 /// The audit layer over a service answering `resp` once; the request's `OnStall` hook goes
 /// to `stall` when given.
 async fn through(
@@ -226,10 +243,7 @@ async fn a_small_answer_whose_event_a_strict_sink_cannot_take_is_a_503() {
 #[tokio::test]
 async fn a_long_answer_streams_and_its_last_frame_waits_for_the_event() {
     let sink = Memory::default();
-    let (tx, body) = upstream();
-    for i in 0..3u8 {
-        tx.send(Ok(Bytes::from(vec![i; CHUNK]))).await.unwrap();
-    }
+    let (tx, body) = upstream_with(3).await;
     // The head is out while the upstream body is still open (more than WHOLE_ANSWER came).
     let resp = through(audit(METADATA, &sink), json(200, body), None).await;
     assert_eq!(resp.status(), 200);
@@ -261,10 +275,7 @@ async fn a_long_answer_streams_and_its_last_frame_waits_for_the_event() {
 #[tokio::test]
 async fn empty_frames_do_not_release_the_last_bytes_before_the_event() {
     let sink = Memory::default();
-    let (tx, body) = upstream();
-    for i in 0..3u8 {
-        tx.send(Ok(Bytes::from(vec![i; CHUNK]))).await.unwrap();
-    }
+    let (tx, body) = upstream_with(3).await;
     let resp = through(audit(METADATA, &sink), json(200, body), None).await;
     let mut body = resp.into_body();
     assert_eq!(next_soon(&mut body).await.unwrap().unwrap()[0], 0);
@@ -284,10 +295,7 @@ async fn empty_frames_do_not_release_the_last_bytes_before_the_event() {
 async fn a_strict_sink_failing_at_the_end_cuts_a_long_answer_off() {
     let sink = Memory::default();
     sink.fail.store(true, Ordering::SeqCst);
-    let (tx, body) = upstream();
-    for i in 0..4u8 {
-        tx.send(Ok(Bytes::from(vec![i; CHUNK]))).await.unwrap();
-    }
+    let (tx, body) = upstream_with(4).await;
     drop(tx);
     let resp = through(audit(METADATA, &sink), json(200, body), None).await;
     assert_eq!(resp.status(), 200, "the head went out before the end");
@@ -308,10 +316,7 @@ async fn a_strict_sink_failing_at_the_end_cuts_a_long_answer_off() {
 #[tokio::test]
 async fn a_client_that_goes_away_mid_body_is_recorded() {
     let sink = Memory::default();
-    let (tx, body) = upstream();
-    for i in 0..3u8 {
-        tx.send(Ok(Bytes::from(vec![i; CHUNK]))).await.unwrap();
-    }
+    let (tx, body) = upstream_with(3).await;
     let resp = through(audit(METADATA, &sink), json(200, body), None).await;
     let mut body = resp.into_body();
     assert!(next_soon(&mut body).await.is_some());
@@ -329,10 +334,7 @@ async fn a_client_that_goes_away_mid_body_is_recorded() {
 #[tokio::test]
 async fn an_upstream_that_breaks_off_is_recorded_and_the_client_gets_the_error() {
     let sink = Memory::default();
-    let (tx, body) = upstream();
-    for i in 0..3u8 {
-        tx.send(Ok(Bytes::from(vec![i; CHUNK]))).await.unwrap();
-    }
+    let (tx, body) = upstream_with(3).await;
     tx.send(Err("connection reset".into())).await.unwrap();
     let resp = through(audit(METADATA, &sink), json(200, body), None).await;
     let mut body = resp.into_body();
@@ -354,10 +356,7 @@ async fn an_upstream_that_breaks_off_is_recorded_and_the_client_gets_the_error()
 #[tokio::test]
 async fn a_stalled_reset_is_recorded_at_the_reset_and_only_once() {
     let sink = Memory::default();
-    let (tx, body) = upstream();
-    for i in 0..3u8 {
-        tx.send(Ok(Bytes::from(vec![i; CHUNK]))).await.unwrap();
-    }
+    let (tx, body) = upstream_with(3).await;
     let slot = Arc::new(Mutex::new(None));
     let resp = through(audit(METADATA, &sink), json(200, body), Some(slot.clone())).await;
     let hook = slot
@@ -536,11 +535,7 @@ async fn only_an_api_status_fills_response_status_and_never_its_code() {
         let resp = Arc::new(Mutex::new(Some(resp)));
         let mut svc = AuditLayer::new(Some(audit(RESPONSES, &sink)), false).layer(
             tower::service_fn(move |req: Request<TestBody>| {
-                let info =
-                    crate::k8s::request::classify(req.method(), req.uri(), req.headers()).unwrap();
-                if let Some(rec) = req.extensions().get::<crate::audit::AuditRecord>() {
-                    rec.with(|r| r.classified(Arc::new(info)));
-                }
+                classify_into_record(&req);
                 let resp = resp.lock().unwrap().take().unwrap();
                 async move { Ok::<_, Infallible>(resp) }
             }),
@@ -600,11 +595,7 @@ async fn a_panic_below_is_one_panic_event_with_the_request_s_metadata() {
     let sink = Memory::default();
     let mut svc = AuditLayer::new(Some(audit(METADATA, &sink)), false).layer(tower::service_fn(
         |req: Request<TestBody>| {
-            let info =
-                crate::k8s::request::classify(req.method(), req.uri(), req.headers()).unwrap();
-            if let Some(rec) = req.extensions().get::<crate::audit::AuditRecord>() {
-                rec.with(|r| r.classified(Arc::new(info)));
-            }
+            classify_into_record(&req);
             async move {
                 if req.uri().path().ends_with("/x") {
                     panic!("boom");

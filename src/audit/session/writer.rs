@@ -272,7 +272,9 @@ impl Feeder {
             // if they had.
             self.frames.clear();
         }
-        for frame in std::mem::take(&mut self.frames) {
+        // Taken out for the loop and put back after, so the buffer is reused read after read.
+        let mut frames = std::mem::take(&mut self.frames);
+        for frame in frames.drain(..) {
             let output = is_output(&frame);
             if output {
                 // Output never takes the room kept for input; past it, it is dropped (and
@@ -296,12 +298,13 @@ impl Feeder {
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                     self.unrecordable = true;
                     self.cut.input_lost.store(true, Ordering::SeqCst);
-                    // Nothing after it in this (withheld) read is queued either.
-                    self.frames.clear();
+                    // Nothing after it in this (withheld) read is queued either (the drain
+                    // drops the rest).
                     break;
                 }
             }
         }
+        self.frames = frames;
         if self.broken() && !self.cut.raised.swap(true, Ordering::SeqCst) {
             // notify_one keeps a permit: the splice sees it even if it is not waiting yet.
             self.cut.notify.notify_one();

@@ -870,18 +870,28 @@ async fn no_patch_type_smuggles_a_violation() {
             ),
             "{s}"
         );
-        refused(
-            &env,
-            json_req(
-                "PATCH",
-                url,
-                "application/strategic-merge-patch+json",
-                &nest(json!({"$unknownDirective": 1})),
-            ),
-            400,
-            "BadRequest",
-        )
-        .await;
+        // Directives the API server would not apply as written: a delete-from list of
+        // containers (merged in by key there), directives inside a replaced map (stored as
+        // data there) — refused, never forwarded.
+        for directive in [
+            json!({"$unknownDirective": 1}),
+            json!({"$deleteFromPrimitiveList/containers": [{"name": "x", "image": "busybox", "securityContext": {"privileged": true}}]}),
+            json!({"$patch": "replace", "containers": [{"name": "c", "image": "nginx"},
+                {"name": "evil", "$patch": "delete", "image": "busybox", "securityContext": {"privileged": true}}]}),
+        ] {
+            refused(
+                &env,
+                json_req(
+                    "PATCH",
+                    url,
+                    "application/strategic-merge-patch+json",
+                    &nest(directive),
+                ),
+                400,
+                "BadRequest",
+            )
+            .await;
+        }
 
         // A harmless spec patch passes, pinned to the judged resourceVersion.
         let (_, up) = accepted(
@@ -908,6 +918,24 @@ async fn no_patch_type_smuggles_a_violation() {
         assert_eq!(last["op"], "add", "precondition op last: {up}");
         assert_eq!(last["path"], "/metadata/resourceVersion");
         assert!(last["value"].is_string(), "{up}");
+        // The client's own version in an op, other than the judged one: the API server's
+        // conflict, answered before it.
+        let s = refused(
+            &env,
+            json_req("PATCH", url, "application/json-patch+json",
+                &json!([{"op": "replace", "path": "/metadata/resourceVersion", "value": "1"},
+                    {"op": "replace", "path": format!("{ptr}/containers/0/image"), "value": "nginx:4"}])),
+            409,
+            "Conflict",
+        )
+        .await;
+        assert!(
+            s["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("has been modified"),
+            "{s}"
+        );
     }
 
     // A label patch touches no pod spec: not judged, no read of the current object.

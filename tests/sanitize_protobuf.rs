@@ -417,6 +417,17 @@ async fn protobuf_pods_are_judged_as_the_api_server_decodes_them() {
         s["message"].as_str().unwrap().contains("field 2.999"),
         "{s}"
     );
+    // A group beside it (which Go and prost skip) hides nothing: still 415.
+    spec.extend([0xc3, 0x3e, 0xc4, 0x3e]); // field 1000: start group, end group
+    let mut raw = Vec::new();
+    prost::encoding::bytes::encode(2, &spec, &mut raw);
+    refused(
+        &env,
+        post(pods, envelope("v1", "Pod", raw)),
+        415,
+        "UnsupportedMediaType",
+    )
+    .await;
 
     // No envelope: 400 as the API server answers an undecodable body.
     refused(

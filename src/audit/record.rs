@@ -91,6 +91,17 @@ fn nests_deeper(v: &Value, max: usize) -> bool {
     false
 }
 
+/// An event's `stageTimestamp`, as kube-apiserver's `processAuditEvent` sets it:
+/// `RequestReceived` carries the time the request was received (so a policy reader can pair
+/// it with `requestReceivedTimestamp`), every later stage the time it is written.
+fn stage_timestamp(stage: Stage, received: MicroTime) -> MicroTime {
+    if stage == Stage::RequestReceived {
+        received
+    } else {
+        MicroTime::now()
+    }
+}
+
 /// Longest `userAgent` logged (the API server's `maxUserAgentLength`), and what replaces the
 /// rest.
 const MAX_USER_AGENT: usize = 1024;
@@ -417,7 +428,7 @@ impl Recorder {
     /// `e` as the event of `stage`: its timestamp, cut to the policy's level.
     fn staged(&self, mut e: Event, stage: Stage) -> Event {
         e.stage = stage;
-        e.stage_timestamp = MicroTime::now();
+        e.stage_timestamp = stage_timestamp(stage, e.request_received_timestamp);
         e.limit_to_level(self.eval.level);
         if self.eval.omit_managed_fields {
             e.omit_managed_fields();
@@ -458,7 +469,8 @@ impl Recorder {
         }
         let e = &mut self.event;
         let kept = (e.stage, e.stage_timestamp, e.level);
-        (e.stage, e.stage_timestamp, e.level) = (stage, MicroTime::now(), self.eval.level);
+        let at = stage_timestamp(stage, e.request_received_timestamp);
+        (e.stage, e.stage_timestamp, e.level) = (stage, at, self.eval.level);
         let auditor = self.audit.auditor.clone();
         let prepared = auditor.prepare(&self.event);
         let e = &mut self.event;

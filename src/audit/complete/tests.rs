@@ -662,3 +662,42 @@ async fn an_unreadable_response_object_is_noted() {
         "the response body could not be read as an object"
     );
 }
+
+/// `RequestReceived`'s `stageTimestamp` is the time the request was received, as
+/// kube-apiserver's `processAuditEvent` sets it — not the time the event was written, which
+/// comes later (after authentication here) — whether the event is written from the record in
+/// place or copied first (a request object already held); later stages take their own time.
+#[tokio::test]
+async fn request_received_is_stamped_with_the_time_the_request_arrived() {
+    use crate::audit::{record::Recorder, AuditRecord, Stage};
+    const REQUEST: &str = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Request\n";
+    for with_object in [false, true] {
+        let sink = Memory::default();
+        let rec = AuditRecord::new(Recorder::new(
+            audit(REQUEST, &sink),
+            &http::HeaderValue::from_static("0000-id"),
+            "/api/v1/namespaces/a/configmaps".into(),
+            &http::Method::POST,
+            None,
+            vec!["10.0.0.1".into()],
+        ));
+        // Time passes between the request's arrival and the event's write.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        if with_object {
+            rec.with(|r| r.request_object(serde_json::json!({"kind": "ConfigMap"})));
+        }
+        rec.emit(Stage::RequestReceived).await.unwrap();
+        rec.complete().await.unwrap();
+        let all = sink.wait_for(2).await;
+        let (received, complete) = (&all[0], &all[1]);
+        assert_eq!(received["stage"], "RequestReceived");
+        assert_eq!(
+            received["stageTimestamp"], received["requestReceivedTimestamp"],
+            "with_object={with_object}: {received}"
+        );
+        assert!(
+            complete["stageTimestamp"].as_str() > received["stageTimestamp"].as_str(),
+            "{complete}"
+        );
+    }
+}

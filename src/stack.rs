@@ -111,16 +111,19 @@ where
             }),
             on,
         ))
+        // 7b. RequestReceived once the caller is known, where kube-apiserver's audit filter
+        //     sits (after authentication, before impersonation, APF and authorization): a
+        //     refused request has its RequestReceived too, without the decision that came
+        //     after; a strict sink failing here refuses before anything is judged, read or
+        //     forwarded.
+        .layer(traced("audit_received", ReceivedLayer, on))
         // 8. Grants ∩ token scope, on the classification above; deny by default.
         .layer(traced("authz", AuthzLayer::new(rt.authorizer.clone()), on))
         // 9. Keyed by identity, after authorization: a refused request spends no quota.
         .layer(traced("rate_limit", RateLimitLayer::new(limiter), on))
-        // 10. RequestReceived once the caller is known and admitted; a strict sink failing
-        //     here refuses before anything is read or forwarded.
-        .layer(traced("audit_received", ReceivedLayer, on))
-        // 10b. The self-reviews (`kubectl auth whoami|can-i`) are answered here, never
-        //      forwarded with the proxy's power: after authorization (which lets everyone ask),
-        //      rate limits (a read) and RequestReceived, before any body judging.
+        // 10. The self-reviews (`kubectl auth whoami|can-i`) are answered here, never
+        //     forwarded with the proxy's power: after authorization (which lets everyone ask),
+        //     rate limits (a read) and RequestReceived, before any body judging.
         .layer(traced(
             "review",
             ReviewLayer::new(

@@ -331,6 +331,41 @@ async fn every_refusal_is_recorded_and_secrets_never_are() {
     assert_eq!(e["level"], "RequestResponse", "{e}");
     assert!(e.get("requestObject").is_none(), "{e}");
 
+    // A refused watch (long-running) has its `ResponseStarted` too, with the refusal's
+    // status, as kube-apiserver writes one whenever a long-running request's status is written;
+    // an unauthenticated one (refused before the point where that filter sits) does not.
+    let (id, code) = send(
+        with_token(
+            req("GET", "/api/v1/namespaces/team-b/pods?watch=1", None),
+            &token,
+        ),
+        false,
+    )
+    .await;
+    assert_eq!(code, 403);
+    let started = event_for(&dir, &id, "ResponseStarted");
+    assert_eq!(started["verb"], "watch", "{started}");
+    assert_eq!(started["responseStatus"]["code"], 403, "{started}");
+    assert_eq!(
+        started["responseStatus"]["reason"], "Forbidden",
+        "{started}"
+    );
+    let done = event_for(&dir, &id, "ResponseComplete");
+    assert_eq!(done["responseStatus"]["code"], 403, "{done}");
+    let (id, code) = send(
+        req("GET", "/api/v1/namespaces/team-a/pods?watch=1", None),
+        false,
+    )
+    .await;
+    assert_eq!(code, 401);
+    event_for(&dir, &id, "ResponseComplete");
+    assert!(
+        !events(&dir)
+            .iter()
+            .any(|e| e["auditID"] == id.as_str() && e["stage"] == "ResponseStarted"),
+        "no ResponseStarted for a request refused before authentication"
+    );
+
     // Never in audit: the bearer token, Authorization headers, Secret data.
     let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
         "stringData": {"password": "s3cret-value-42"}, "data": {"k": "c2VjcmV0LWJ5dGVzLTQy"}});
@@ -706,5 +741,45 @@ async fn kubectl_actions_are_queryable_and_policy_stages_apply() {
         !all.iter().any(|e| e["requestURI"] == "/api"),
         "discovery recorded"
     );
+
+    // A request authorization refuses has its RequestReceived too, as in kube-apiserver (its
+    // audit filter sits before authorization), without the decision taken after it.
+    let out = common::kubectl(kc, home, &["get", "pods", "-n", "team-b"]).await;
+    assert!(!out.status.success());
+    assert!(
+        common::stderr(&out).contains("forbidden"),
+        "{}",
+        common::stderr(&out)
+    );
+    let all = events(&dir);
+    let refused: Vec<&Value> = all
+        .iter()
+        .filter(|e| {
+            e["requestURI"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("/api/v1/namespaces/team-b/pods")
+        })
+        .collect();
+    let stage = |s: &str| {
+        refused
+            .iter()
+            .find(|e| e["stage"] == s)
+            .unwrap_or_else(|| panic!("no {s}: {refused:?}"))
+    };
+    let (received, complete) = (stage("RequestReceived"), stage("ResponseComplete"));
+    assert_eq!(received["auditID"], complete["auditID"]);
+    assert_eq!(received["user"]["username"], "alice", "{received}");
+    assert!(
+        received["annotations"]
+            .get("authorization.k8s.io/decision")
+            .is_none(),
+        "{received}"
+    );
+    assert_eq!(
+        complete["annotations"]["authorization.k8s.io/decision"], "forbid",
+        "{complete}"
+    );
+    assert_eq!(complete["responseStatus"]["code"], 403, "{complete}");
     env.stop().await;
 }

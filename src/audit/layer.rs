@@ -11,7 +11,10 @@
 //!   a longer one streams and only its last frame waits for the event);
 //! * a long-running request whose stream started: `ResponseStarted` before the head, and
 //!   `ResponseComplete` when the stream ends (a guard attached to the forwarder's
-//!   [`StreamGuards`]);
+//!   [`StreamGuards`]); any other answer to an authenticated long-running request (a refused
+//!   watch, an exec the API server answered 404) has its `ResponseStarted` too, before its
+//!   `ResponseComplete`, as kube-apiserver's audit filter writes one whenever a long-running
+//!   request's status is written;
 //! * a request whose client went away before its head was released (hyper drops the request's
 //!   future: the client reset its stream or closed its connection while the upstream was
 //!   answering, or while the answer was read ahead or its event written): `ResponseComplete`
@@ -240,7 +243,7 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
     let streams = resp.extensions_mut().remove::<StreamGuards>();
     let code = resp.status().as_u16();
     let stream_started = long_running && code < 300 && streams.is_some();
-    let (wants_body, proxied, recorded) = rec.with(|r| {
+    let (wants_body, proxied, recorded, started_event) = rec.with(|r| {
         if let Some(refused) = resp.extensions().get::<Refused>() {
             r.refused(refused);
         }
@@ -254,18 +257,26 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
             r.wants_response_body(),
             r.proxied(),
             eval.records(Stage::ResponseComplete),
+            // kube-apiserver writes `ResponseStarted` for every answer to a long-running
+            // request its audit filter saw (a refused watch, a 404 exec too) — the filter sits
+            // after authentication, so not for a request refused before it.
+            long_running && r.is_authenticated() && eval.records(Stage::ResponseStarted),
         )
     });
     drop(streams);
-    if !stream_started && !recorded {
+    if !started_event && !recorded {
         // Nothing to write: the answer goes as it is.
         return resp;
     }
-    let outcome = if stream_started {
-        match rec.emit(Stage::ResponseStarted).await {
-            Ok(()) => Ok(resp),
-            Err(err) => Err((err, resp)),
-        }
+    let started = if started_event {
+        rec.emit(Stage::ResponseStarted).await
+    } else {
+        Ok(())
+    };
+    let outcome = if let Err(err) = started {
+        Err((err, resp))
+    } else if stream_started {
+        Ok(resp)
     } else {
         // Refusals (and streams that never started) are small answers: held whole.
         let wanted = if proxied {
@@ -418,6 +429,46 @@ mod tests {
         assert_eq!(e["responseStatus"]["code"], 403);
         assert_eq!(e["responseStatus"]["message"], "no");
         assert_eq!(e["sourceIPs"][0], "192.0.2.1");
+    }
+
+    /// A long-running request answered without a stream: kube-apiserver's audit filter writes
+    /// `ResponseStarted` whenever a long-running request's status is written, refusals
+    /// included, then `ResponseComplete`; a request refused before authentication (where that
+    /// filter sits) has only its `ResponseComplete`.
+    #[tokio::test]
+    async fn a_refused_long_running_request_has_response_started_once_authenticated() {
+        for authenticated in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let inner = tower::service_fn(move |req: Request<TestBody>| async move {
+                let rec = req.extensions().get::<AuditRecord>().unwrap();
+                if authenticated {
+                    rec.with(|r| r.authenticated(&crate::authz::tests::id("alice", &[])));
+                }
+                Ok::<_, Infallible>(
+                    Refusal::Forbidden(Box::new(Forbidden {
+                        message: "no".into(),
+                        name: String::new(),
+                        group: String::new(),
+                        resource: String::new(),
+                    }))
+                    .respond(),
+                )
+            });
+            let svc = AuditLayer::new(Some(audit(dir.path(), METADATA)), false)
+                .layer(crate::classify::ClassifyLayer.layer(inner));
+            let resp = send(svc, request("GET", "/api/v1/pods?watch=true")).await;
+            assert_eq!(resp.status(), 403);
+            let all = events(dir.path());
+            let stages: Vec<_> = all.iter().map(|e| e["stage"].as_str().unwrap()).collect();
+            if authenticated {
+                assert_eq!(stages, ["ResponseStarted", "ResponseComplete"], "{all:?}");
+                assert_eq!(all[0]["responseStatus"]["code"], 403);
+                assert_eq!(all[0]["responseStatus"]["message"], "no");
+                assert_eq!(all[0]["verb"], "watch");
+            } else {
+                assert_eq!(stages, ["ResponseComplete"], "{all:?}");
+            }
+        }
     }
 
     #[tokio::test]

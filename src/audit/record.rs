@@ -492,6 +492,11 @@ impl Recorder {
         Some((auditor, event))
     }
 
+    /// Whether authentication succeeded (the caller is known; `system:anonymous` included).
+    pub fn is_authenticated(&self) -> bool {
+        !self.event.user.username.is_empty()
+    }
+
     /// Whether `ResponseComplete` was taken already.
     pub fn is_completed(&self) -> bool {
         self.completed

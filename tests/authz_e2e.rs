@@ -706,6 +706,108 @@ async fn token_secrets_need_what_a_token_request_needs() {
     env.stop().await;
 }
 
+/// What makes a token Secret's token usable is minting too, though type and account stay:
+/// re-activating a token the API server invalidated (its cleaner's label removed) or clearing
+/// the token (the token controller fills in a new one) — refused like the TokenRequest, with
+/// only the read of the current Secret reaching the API server; another label passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_activating_or_clearing_a_token_secret_is_minting() {
+    let env = Env::start().await;
+    let alice = forge(&env).token(&claims("alice", &["tenant:team-a"]));
+    let with_body = |method: &str, path: &str, ct: &str, body: Value| {
+        let mut r = req(method, path, Some(&alice));
+        r.headers_mut().insert("content-type", ct.parse().unwrap());
+        *r.body_mut() = Full::new(Bytes::from(body.to_string()));
+        r
+    };
+    let ci_token = "/api/v1/namespaces/team-a/secrets/ci-token";
+    let mut admin_req = req("POST", "/api/v1/namespaces/team-a/secrets", None);
+    admin_req
+        .headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    *admin_req.body_mut() = Full::new(Bytes::from(
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+            "metadata": {"name": "ci-token", "annotations": {"kubernetes.io/service-account.name": "default"},
+                "labels": {"kubernetes.io/legacy-token-invalid-since": "2026-01-01"}},
+            "data": {"token": "ZXlK"}})
+        .to_string(),
+    ));
+    let created = env.request(admin_req, Some(&env.admin_cert), true).await;
+    assert_eq!(
+        created.status(),
+        StatusCode::CREATED,
+        "{:?}",
+        created.body()
+    );
+    for patch in [
+        json!({"metadata": {"labels": {"kubernetes.io/legacy-token-invalid-since": null}}}),
+        json!({"metadata": {"labels": {"kubernetes.io/legacy-token-invalid-since": ""}}}),
+        json!({"data": {"token": null}}),
+        json!({"stringData": {"token": "x"}}),
+    ] {
+        env.sandbox.sandbox.clear_recorded();
+        let resp = env
+            .request(
+                with_body(
+                    "PATCH",
+                    ci_token,
+                    "application/merge-patch+json",
+                    patch.clone(),
+                ),
+                None,
+                false,
+            )
+            .await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::FORBIDDEN,
+            "{patch}: {:?}",
+            resp.body()
+        );
+        assert!(
+            status(resp.body())["message"]
+                .as_str()
+                .unwrap()
+                .contains(r#"cannot create resource "serviceaccounts/token""#),
+            "{:?}",
+            resp.body()
+        );
+        let seen = upstream_saw(&env);
+        assert_eq!(seen, [format!("GET {ci_token}")], "{patch}");
+    }
+    // The same through a JSON patch.
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env
+        .request(
+            with_body(
+                "PATCH",
+                ci_token,
+                "application/json-patch+json",
+                json!([{"op": "remove", "path": "/metadata/labels/kubernetes.io~1legacy-token-invalid-since"}]),
+            ),
+            None,
+            false,
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{:?}", resp.body());
+    assert_eq!(upstream_saw(&env), [format!("GET {ci_token}")]);
+    // Another label is an edit like any other.
+    let resp = env
+        .request(
+            with_body(
+                "PATCH",
+                ci_token,
+                "application/merge-patch+json",
+                json!({"metadata": {"labels": {"team": "a"}}}),
+            ),
+            None,
+            false,
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK, "{:?}", resp.body());
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_identity_headers_are_replaced_by_the_proxys() {
     let env = Env::start().await;

@@ -13,6 +13,11 @@
 //! annotation, whatever its type: a patch or apply judged while the Secret was Opaque or absent
 //! could otherwise land on a token Secret created in between and re-point it (a judged patch
 //! is pinned to the version it was judged on, but an apply that creates has no version).
+//! An update or patch that keeps an existing token Secret's type and account needs nothing
+//! more, unless it changes what makes its token usable: `data.token` or `stringData.token`
+//! (the token controller fills a cleared token with a new one) or the
+//! `kubernetes.io/legacy-token-invalid-since` label (removing it re-activates a token the API
+//! server had invalidated) — minting, for a caller who may read the Secret.
 //!
 //! The authorize layer marks a core `secrets` create / update / patch of a caller who may not
 //! mint a token for every service account of the namespace with [`TokenSecrets`]; the sanitize
@@ -70,9 +75,14 @@ impl TokenSecrets {
         };
         let type_of = |o: &Value| o.get("type").and_then(Value::as_str).map(str::to_owned);
         for o in objects {
-            // A Secret left as it was — same type, same account — mints nothing new (an
-            // edit of a token Secret made by someone who may mint for its account).
-            if current.is_some_and(|c| type_of(c) == type_of(o) && named_in(c) == named_in(o)) {
+            // A Secret whose token is left as it was — same type, same account, same token,
+            // still invalidated or not — mints nothing new (an edit of a token Secret made by
+            // someone who may mint for its account: its labels, say).
+            if current.is_some_and(|c| {
+                type_of(c) == type_of(o)
+                    && named_in(c) == named_in(o)
+                    && token_state(c) == token_state(o)
+            }) {
                 continue;
             }
             let token = o.get("type").and_then(Value::as_str) == Some(TOKEN_TYPE);
@@ -97,6 +107,24 @@ impl TokenSecrets {
         }
         Ok(())
     }
+}
+
+/// The label the API server's legacy-token cleaner sets on a token Secret unused for a year:
+/// the API server refuses its token while it is there, and removing it re-activates the token.
+pub const INVALID_SINCE: &str = "kubernetes.io/legacy-token-invalid-since";
+
+/// What decides whether a token Secret holds a usable token, besides its type and account:
+/// the token (the token controller fills an empty one with a new token; `stringData.token`
+/// replaces it on write) and the label that invalidates it. Changing any of them is minting:
+/// a caller who may read the Secret gets a working token it did not have.
+fn token_state(o: &Value) -> [Option<&Value>; 3] {
+    [
+        o.pointer("/data/token"),
+        o.pointer("/stringData/token"),
+        o.get("metadata")
+            .and_then(|m| m.get("labels"))
+            .and_then(|l| l.get(INVALID_SINCE)),
+    ]
 }
 
 /// Whether a request is a write the marker applies to: create, update or patch of a core
@@ -223,6 +251,49 @@ mod tests {
                 .is_err(),
             "re-pointed"
         );
+        // What makes the token usable is minting too: re-activating an invalidated token (the
+        // label removed or emptied), clearing the token (the controller fills in a new one),
+        // or replacing it.
+        let mut invalidated = admin.clone();
+        invalidated["metadata"]["labels"] = json!({INVALID_SINCE: "2026-01-01", "x": "y"});
+        invalidated["data"] = json!({"token": "ZXlK"});
+        let edited = |f: &dyn Fn(&mut Value)| {
+            let mut v = invalidated.clone();
+            f(&mut v);
+            guard.check(&[Cow::Owned(v)], Some(&invalidated), &i, &id())
+        };
+        assert!(edited(&|v| v["metadata"]["labels"]["x"] = json!("z")).is_ok());
+        for (what, change) in [
+            (
+                "label removed",
+                &(|v: &mut Value| {
+                    v["metadata"]["labels"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove(INVALID_SINCE);
+                }) as &dyn Fn(&mut Value),
+            ),
+            ("label emptied", &|v| {
+                v["metadata"]["labels"][INVALID_SINCE] = json!("")
+            }),
+            ("token cleared", &|v| v["data"] = json!({})),
+            ("token replaced", &|v| {
+                v["data"]["token"] = json!("b3RoZXI=")
+            }),
+            ("stringData token", &|v| {
+                v["stringData"] = json!({"token": ""})
+            }),
+        ] {
+            assert!(edited(change).is_err(), "{what}");
+        }
+        // Someone who may mint for the account may do all of it.
+        let mut ok = invalidated.clone();
+        ok["metadata"]["annotations"][SERVICE_ACCOUNT] = json!("ok");
+        let mut cleared = ok.clone();
+        cleared["data"] = json!({});
+        assert!(guard
+            .check(&[Cow::Owned(cleared)], Some(&ok), &i, &id())
+            .is_ok());
         let Err(Refusal::Forbidden(f)) = guard.check(&both, None, &i, &id()) else {
             panic!("refused as Forbidden")
         };

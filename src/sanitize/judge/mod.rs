@@ -195,10 +195,17 @@ pub fn judges_update_without_current(info: &RequestInfo, parsed: &Parsed) -> boo
     info.verb == "update" && parsed.kind == BodyKind::Object && !is_ephemeral_containers(info)
 }
 
-/// Whether a Secret write can make or re-point a token Secret: an object that is one or
-/// names a service account, a patch reaching `type` or the annotations.
+/// Whether a Secret write can make, re-point or re-activate a token Secret: an object that is
+/// one or names a service account, a patch reaching `type`, the annotations, the token
+/// (`data` / `stringData`) or the label that invalidates it.
 fn token_relevant(parsed: &Parsed) -> bool {
-    let areas: [&[&str]; 2] = [&["type"], &["metadata", "annotations"]];
+    let areas: [&[&str]; 5] = [
+        &["type"],
+        &["metadata", "annotations"],
+        &["data", "token"],
+        &["stringData", "token"],
+        &["metadata", "labels", token_secret::INVALID_SINCE],
+    ];
     match parsed.kind {
         BodyKind::Object => {
             parsed.value.get("type").and_then(Value::as_str) == Some(token_secret::TOKEN_TYPE)

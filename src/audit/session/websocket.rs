@@ -119,7 +119,11 @@ impl Direction {
 
     /// Read `bytes` (the next bytes of this direction); what they carried goes to `out`.
     pub fn feed(&mut self, mut bytes: &[u8], out: &mut Vec<Frame>) {
-        while !bytes.is_empty() && !self.broken {
+        // Once the API server's reader has stopped, nothing the client sends reaches the pod:
+        // its bytes are not read (so trailing bytes cannot make an ended session look
+        // unreadable).
+        let stopped = |d: &Self| d.broken || d.from_client && d.closed;
+        while !bytes.is_empty() && !stopped(self) {
             if self.left == 0 {
                 // Gather the header.
                 let need = self.header_len();
@@ -450,6 +454,16 @@ mod tests {
             let mut d = Direction::new(true, Channels::default());
             d.feed(&bad, &mut Vec::new());
             assert!(d.broken());
+        }
+        // ... but not after the reader stopped (a close frame, an unmasked frame): what
+        // follows never reaches the pod, so it is not read at all.
+        for stop in [frame(true, 8, b"", k), frame(true, 2, b"\x00x", None)] {
+            let mut wire = stop;
+            wire.extend(frame(true, 9, &[0u8; 126], k));
+            wire.push(0x70);
+            let mut d = Direction::new(true, Channels::default());
+            d.feed(&wire, &mut Vec::new());
+            assert!(!d.broken());
         }
     }
 

@@ -706,12 +706,12 @@ async fn token_secrets_need_what_a_token_request_needs() {
     env.stop().await;
 }
 
-/// What makes a token Secret's token usable is minting too, though type and account stay:
-/// re-activating a token the API server invalidated (its cleaner's label removed) or clearing
-/// the token (the token controller fills in a new one) — refused like the TokenRequest, with
-/// only the read of the current Secret reaching the API server; another label passes.
+/// Re-activating a token the API server invalidated (its cleaner's label removed or emptied)
+/// is minting though type and account stay: refused like the TokenRequest, with only the read
+/// of the current Secret reaching the API server. Another label, or the token itself, passes
+/// (a cleared token is refilled by the token controller under the same label).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn re_activating_or_clearing_a_token_secret_is_minting() {
+async fn re_activating_an_invalidated_token_secret_is_minting() {
     let env = Env::start().await;
     let alice = forge(&env).token(&claims("alice", &["tenant:team-a"]));
     let with_body = |method: &str, path: &str, ct: &str, body: Value| {
@@ -742,8 +742,6 @@ async fn re_activating_or_clearing_a_token_secret_is_minting() {
     for patch in [
         json!({"metadata": {"labels": {"kubernetes.io/legacy-token-invalid-since": null}}}),
         json!({"metadata": {"labels": {"kubernetes.io/legacy-token-invalid-since": ""}}}),
-        json!({"data": {"token": null}}),
-        json!({"stringData": {"token": "x"}}),
     ] {
         env.sandbox.sandbox.clear_recorded();
         let resp = env
@@ -791,20 +789,48 @@ async fn re_activating_or_clearing_a_token_secret_is_minting() {
         .await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{:?}", resp.body());
     assert_eq!(upstream_saw(&env), [format!("GET {ci_token}")]);
-    // Another label is an edit like any other.
+    // Another label, or the token, is an edit like any other.
+    for patch in [
+        json!({"metadata": {"labels": {"team": "a"}}}),
+        json!({"stringData": {"token": ""}}),
+    ] {
+        let resp = env
+            .request(
+                with_body(
+                    "PATCH",
+                    ci_token,
+                    "application/merge-patch+json",
+                    patch.clone(),
+                ),
+                None,
+                false,
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK, "{patch}: {:?}", resp.body());
+    }
+    // A server-side apply of the same token Secret by a manager that never applied the label
+    // (the configuration carries no token and no such label) leaves it in place: passes.
+    let config = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+        "metadata": {"name": "ci-token", "annotations": {"kubernetes.io/service-account.name": "default"},
+            "labels": {"team": "b"}}});
     let resp = env
         .request(
             with_body(
                 "PATCH",
-                ci_token,
-                "application/merge-patch+json",
-                json!({"metadata": {"labels": {"team": "a"}}}),
+                &format!("{ci_token}?fieldManager=tenant"),
+                "application/apply-patch+yaml",
+                config,
             ),
             None,
             false,
         )
         .await;
     assert_eq!(resp.status(), StatusCode::OK, "{:?}", resp.body());
+    let stored: Value = serde_json::from_slice(resp.body()).unwrap();
+    assert_eq!(
+        stored["metadata"]["labels"]["kubernetes.io/legacy-token-invalid-since"], "2026-01-01",
+        "{stored}"
+    );
     env.stop().await;
 }
 

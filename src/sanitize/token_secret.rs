@@ -14,10 +14,10 @@
 //! could otherwise land on a token Secret created in between and re-point it (a judged patch
 //! is pinned to the version it was judged on, but an apply that creates has no version).
 //! An update or patch that keeps an existing token Secret's type and account needs nothing
-//! more, unless it changes what makes its token usable: `data.token` or `stringData.token`
-//! (the token controller fills a cleared token with a new one) or the
-//! `kubernetes.io/legacy-token-invalid-since` label (removing it re-activates a token the API
-//! server had invalidated) — minting, for a caller who may read the Secret.
+//! more, unless it removes (or empties) the `kubernetes.io/legacy-token-invalid-since` label
+//! the API server's cleaner put on an unused token: that re-activates a token the API server
+//! refuses — minting, for a caller who may read the Secret. (Clearing `data.token` is not: the
+//! token controller fills in a new token under the same label.)
 //!
 //! The authorize layer marks a core `secrets` create / update / patch of a caller who may not
 //! mint a token for every service account of the namespace with [`TokenSecrets`]; the sanitize
@@ -75,14 +75,10 @@ impl TokenSecrets {
         };
         let type_of = |o: &Value| o.get("type").and_then(Value::as_str).map(str::to_owned);
         for o in objects {
-            // A Secret whose token is left as it was — same type, same account, same token,
-            // still invalidated or not — mints nothing new (an edit of a token Secret made by
-            // someone who may mint for its account: its labels, say).
-            if current.is_some_and(|c| {
-                type_of(c) == type_of(o)
-                    && named_in(c) == named_in(o)
-                    && token_state(c) == token_state(o)
-            }) {
+            // A Secret left as it was — same type, same account — mints nothing new (an
+            // edit of a token Secret made by someone who may mint for its account); whether
+            // it re-activates the token is `check_reactivation`'s.
+            if current.is_some_and(|c| type_of(c) == type_of(o) && named_in(c) == named_in(o)) {
                 continue;
             }
             let token = o.get("type").and_then(Value::as_str) == Some(TOKEN_TYPE);
@@ -107,25 +103,87 @@ impl TokenSecrets {
         }
         Ok(())
     }
+
+    /// Refuse re-activating a token the API server invalidated: `current` carries the
+    /// legacy-token cleaner's label and `result` (what the write would store) does not —
+    /// removed or emptied, or, for a server-side apply by `reapplying` (a manager whose earlier
+    /// apply owns the label), left out of the configuration, which removes it. Any token Secret
+    /// counts (the type and account checks above decide who may hold one); adding the label
+    /// (revoking) or changing the token passes — a cleared token is refilled by the token
+    /// controller, but under the same label, so nothing usable appears that was not before.
+    pub fn check_reactivation(
+        &self,
+        current: &Value,
+        result: &Value,
+        reapplying: Option<(&Value, &str)>,
+        info: &RequestInfo,
+        id: &Identity,
+    ) -> Result<(), Refusal> {
+        if current.get("type").and_then(Value::as_str) != Some(TOKEN_TYPE) || !invalidated(current)
+        {
+            return Ok(());
+        }
+        let dropped_by_apply = reapplying.is_some_and(|(config, manager)| {
+            label(config).is_none() && applied_label(current, manager)
+        });
+        if invalidated(result) && !dropped_by_apply {
+            return Ok(());
+        }
+        let sa = current
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(SERVICE_ACCOUNT))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if (self.may_mint)(sa) {
+            return Ok(());
+        }
+        let why = format!(
+            "removing {INVALID_SINCE} re-activates the invalidated token of service account {sa:?}"
+        );
+        let mint = token_request(info, sa);
+        Err(Refusal::Forbidden(Box::new(forbidden(id, &mint, &why))))
+    }
+}
+
+/// The cleaner's label on `o`, as written.
+fn label(o: &Value) -> Option<&Value> {
+    o.get("metadata")
+        .and_then(|m| m.get("labels"))
+        .and_then(|l| l.get(INVALID_SINCE))
+}
+
+/// Whether the API server refuses `o`'s token: the label is there and not empty
+/// (`legacy.go`'s `invalidSince != ""`). A value that is not a string counts as no label (the
+/// API server refuses such a write anyway).
+fn invalidated(o: &Value) -> bool {
+    label(o)
+        .and_then(Value::as_str)
+        .is_some_and(|v| !v.is_empty())
+}
+
+/// Whether `manager`'s `Apply` entry in `current`'s `managedFields` owns the cleaner's label:
+/// a re-apply that leaves it out then removes it.
+fn applied_label(current: &Value, manager: &str) -> bool {
+    let owned = format!("f:{INVALID_SINCE}");
+    current
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .is_some_and(|entries| {
+            entries.iter().any(|e| {
+                e.get("manager").and_then(Value::as_str) == Some(manager)
+                    && e.get("operation").and_then(Value::as_str) == Some("Apply")
+                    && e.get("fieldsV1")
+                        .and_then(|f| f.get("f:metadata"))
+                        .and_then(|m| m.get("f:labels"))
+                        .and_then(|l| l.get(&owned))
+                        .is_some()
+            })
+        })
 }
 
 /// The label the API server's legacy-token cleaner sets on a token Secret unused for a year:
 /// the API server refuses its token while it is there, and removing it re-activates the token.
 pub const INVALID_SINCE: &str = "kubernetes.io/legacy-token-invalid-since";
-
-/// What decides whether a token Secret holds a usable token, besides its type and account:
-/// the token (the token controller fills an empty one with a new token; `stringData.token`
-/// replaces it on write) and the label that invalidates it. Changing any of them is minting:
-/// a caller who may read the Secret gets a working token it did not have.
-fn token_state(o: &Value) -> [Option<&Value>; 3] {
-    [
-        o.pointer("/data/token"),
-        o.pointer("/stringData/token"),
-        o.get("metadata")
-            .and_then(|m| m.get("labels"))
-            .and_then(|l| l.get(INVALID_SINCE)),
-    ]
-}
 
 /// Whether a request is a write the marker applies to: create, update or patch of a core
 /// `secrets` object (no subresource).
@@ -251,49 +309,6 @@ mod tests {
                 .is_err(),
             "re-pointed"
         );
-        // What makes the token usable is minting too: re-activating an invalidated token (the
-        // label removed or emptied), clearing the token (the controller fills in a new one),
-        // or replacing it.
-        let mut invalidated = admin.clone();
-        invalidated["metadata"]["labels"] = json!({INVALID_SINCE: "2026-01-01", "x": "y"});
-        invalidated["data"] = json!({"token": "ZXlK"});
-        let edited = |f: &dyn Fn(&mut Value)| {
-            let mut v = invalidated.clone();
-            f(&mut v);
-            guard.check(&[Cow::Owned(v)], Some(&invalidated), &i, &id())
-        };
-        assert!(edited(&|v| v["metadata"]["labels"]["x"] = json!("z")).is_ok());
-        for (what, change) in [
-            (
-                "label removed",
-                &(|v: &mut Value| {
-                    v["metadata"]["labels"]
-                        .as_object_mut()
-                        .unwrap()
-                        .remove(INVALID_SINCE);
-                }) as &dyn Fn(&mut Value),
-            ),
-            ("label emptied", &|v| {
-                v["metadata"]["labels"][INVALID_SINCE] = json!("")
-            }),
-            ("token cleared", &|v| v["data"] = json!({})),
-            ("token replaced", &|v| {
-                v["data"]["token"] = json!("b3RoZXI=")
-            }),
-            ("stringData token", &|v| {
-                v["stringData"] = json!({"token": ""})
-            }),
-        ] {
-            assert!(edited(change).is_err(), "{what}");
-        }
-        // Someone who may mint for the account may do all of it.
-        let mut ok = invalidated.clone();
-        ok["metadata"]["annotations"][SERVICE_ACCOUNT] = json!("ok");
-        let mut cleared = ok.clone();
-        cleared["data"] = json!({});
-        assert!(guard
-            .check(&[Cow::Owned(cleared)], Some(&ok), &i, &id())
-            .is_ok());
         let Err(Refusal::Forbidden(f)) = guard.check(&both, None, &i, &id()) else {
             panic!("refused as Forbidden")
         };
@@ -302,5 +317,61 @@ mod tests {
             text.contains(r#"cannot create resource \"serviceaccounts/token\" in API group \"\" in the namespace \"t\": a Secret of type kubernetes.io/service-account-token gets a token for service account \"admin\""#),
             "{text}"
         );
+    }
+
+    /// Removing or emptying the cleaner's label re-activates a token the API server refuses:
+    /// minting, for a caller who may not mint for the account; so is a re-apply leaving out a
+    /// label its manager applied. Adding the label, changing other labels or the token pass.
+    #[test]
+    fn re_activating_an_invalidated_token_is_minting() {
+        let guard = TokenSecrets::new(|sa| sa == "ok");
+        let i = info("PATCH", "/api/v1/namespaces/t/secrets/s");
+        let stored = |sa: &str, label: Option<&str>| {
+            let mut v = json!({"metadata": {"name": "s", "annotations": {SERVICE_ACCOUNT: sa},
+                "labels": {"x": "y"}}, "type": TOKEN_TYPE, "data": {"token": "ZXlK"}});
+            if let Some(l) = label {
+                v["metadata"]["labels"][INVALID_SINCE] = json!(l);
+            }
+            v
+        };
+        let check = |cur: &Value, result: &Value, reapplying: Option<(&Value, &str)>| {
+            guard.check_reactivation(cur, result, reapplying, &i, &id())
+        };
+        let invalid = stored("admin", Some("2026-01-01"));
+        for (what, result) in [
+            ("removed", stored("admin", None)),
+            ("emptied", stored("admin", Some(""))),
+        ] {
+            let Err(Refusal::Forbidden(f)) = check(&invalid, &result, None) else {
+                panic!("{what}: refused as Forbidden")
+            };
+            let text = format!("{f:?}");
+            assert!(
+                text.contains(
+                    "re-activates the invalidated token of service account \\\"admin\\\""
+                ),
+                "{text}"
+            );
+        }
+        // Someone who may mint for the account may re-activate it.
+        assert!(check(&stored("ok", Some("2026-01-01")), &stored("ok", None), None).is_ok());
+        // Revoking, relabelling, replacing or clearing the token: nothing usable appears.
+        assert!(check(&stored("admin", None), &invalid, None).is_ok());
+        let mut other = invalid.clone();
+        other["metadata"]["labels"]["x"] = json!("z");
+        other["data"] = json!({});
+        assert!(check(&invalid, &other, None).is_ok());
+        // A re-apply leaving out the label its manager applied removes it.
+        let mut applied = invalid.clone();
+        applied["metadata"]["managedFields"] = json!([{"manager": "m", "operation": "Apply",
+            "fieldsV1": {"f:metadata": {"f:labels": {format!("f:{INVALID_SINCE}"): {}}}}}]);
+        let config = json!({"metadata": {"name": "s", "labels": {"x": "z"}}, "type": TOKEN_TYPE});
+        assert!(check(&applied, &applied, Some((&config, "m"))).is_err());
+        assert!(check(&applied, &applied, Some((&config, "other"))).is_ok());
+        assert!(check(&invalid, &invalid, Some((&config, "m"))).is_ok());
+        // Not a token Secret: nothing to re-activate.
+        let mut opaque = invalid.clone();
+        opaque["type"] = json!("Opaque");
+        assert!(check(&opaque, &stored("admin", None), None).is_ok());
     }
 }

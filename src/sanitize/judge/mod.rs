@@ -196,14 +196,12 @@ pub fn judges_update_without_current(info: &RequestInfo, parsed: &Parsed) -> boo
 }
 
 /// Whether a Secret write can make, re-point or re-activate a token Secret: an object that is
-/// one or names a service account, a patch reaching `type`, the annotations, the token
-/// (`data` / `stringData`) or the label that invalidates it.
+/// one or names a service account, a patch reaching `type`, the annotations or the label that
+/// invalidates a token.
 fn token_relevant(parsed: &Parsed) -> bool {
-    let areas: [&[&str]; 5] = [
+    let areas: [&[&str]; 3] = [
         &["type"],
         &["metadata", "annotations"],
-        &["data", "token"],
-        &["stringData", "token"],
         &["metadata", "labels", token_secret::INVALID_SINCE],
     ];
     match parsed.kind {
@@ -265,6 +263,15 @@ pub fn judge(
     // 2b. a token Secret: the TokenRequest it amounts to must be allowed (403).
     if let Some(t) = tokens {
         t.check(&judged, current_value, info, id)?;
+        // What the write stores is the first object judged (the body of an update, the
+        // current object patched); a re-apply may also remove what its manager applied.
+        if let (Some(cur), Some(result)) = (current_value, judged.first()) {
+            let reapplying = (parsed.kind == BodyKind::ApplyPatch)
+                .then_some(field_manager)
+                .flatten()
+                .map(|m| (&parsed.value, m));
+            t.check_reactivation(cur, result, reapplying, info, id)?;
+        }
     }
 
     // 3. field denials

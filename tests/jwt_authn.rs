@@ -790,6 +790,32 @@ async fn rotated_keys_are_picked_up_on_an_unknown_kid() {
     assert_eq!(idp.hits(), 2);
 }
 
+/// A provider that publishes a JWKS without a usable key has revoked the old ones: the next
+/// refresh stores the empty set, and a token verified (and cached) under the old key is
+/// refused, as go-oidc stores whatever a JWKS answer holds. A provider that cannot be read
+/// keeps the old keys.
+#[tokio::test]
+async fn an_empty_jwks_revokes_the_old_keys() {
+    let idp = Idp::start().await;
+    let k1 = signer("k1");
+    idp.publish(&[&k1]);
+    let clock = Arc::new(ManualClock::new(Duration::from_secs(T0)));
+    let auth = idp.authenticator(&format!(", jwks_url: \"{}/jwks\"", idp.url), &clock);
+    assert!(auth.refresh_all().await.is_empty());
+    let token = k1.issue(&idp.claims(json!({}))).unwrap();
+    assert!(auth.authenticate(&token).await.is_ok());
+    *idp.jwks.lock().unwrap() = "not json".into();
+    assert_eq!(
+        auth.refresh_all().await.len(),
+        1,
+        "an unreadable answer is a failure"
+    );
+    assert!(auth.authenticate(&token).await.is_ok(), "the old keys stay");
+    idp.publish(&[]);
+    assert!(auth.refresh_all().await.is_empty());
+    assert_eq!(auth.authenticate(&token).await, Err(Rejected::UnknownKid));
+}
+
 #[tokio::test]
 async fn keys_load_lazily_on_the_first_token() {
     let idp = Idp::start().await;

@@ -197,6 +197,11 @@ impl KeyStore {
         match &self.source {
             Source::JwksFile(_) | Source::PemFiles(_) => {
                 let (set, fp) = load_local(&self.source)?;
+                if set.keys.is_empty() {
+                    // At start a key file without a usable key is a mistake to report; later
+                    // (a refresh) it is the provider's answer, and revokes the old keys.
+                    return Err(NO_USABLE_KEY.into());
+                }
                 self.store(set, fp);
                 Ok(())
             }
@@ -264,6 +269,9 @@ impl KeyStore {
         };
         match result {
             Ok((set, fp)) => {
+                if set.keys.is_empty() {
+                    tracing::warn!(issuer = %self.issuer, "{NO_USABLE_KEY}: every token of this issuer is refused until it holds one");
+                }
                 tracing::debug!(issuer = %self.issuer, keys = set.keys.len(), "JWT keys loaded");
                 self.store(set, fp);
                 Ok(())
@@ -424,6 +432,9 @@ impl KeyStore {
         })
     }
 }
+
+const NO_USABLE_KEY: &str =
+    "the JWKS holds no usable signature key (RSA, EC P-256 / P-384 or Ed25519, not `use: enc`)";
 
 /// Read a local JWKS file or the PEM files.
 fn load_local(source: &Source) -> Result<(KeySet, [u8; 32]), String> {

@@ -59,7 +59,10 @@ impl KeySet {
         self.candidates(kid, alg).next().is_some()
     }
 
-    /// Parse a JWKS document, keeping the usable signature keys.
+    /// Parse a JWKS document, keeping the usable signature keys. A well-formed document
+    /// without one is an answer too (an empty set): an identity provider that revokes by
+    /// publishing `{"keys":[]}`, or moves to keys this proxy cannot use, has revoked the old
+    /// ones — as go-oidc stores whatever its JWKS holds.
     pub fn from_jwks(bytes: &[u8]) -> Result<KeySet, String> {
         let doc: Value =
             serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS JSON document: {e}"))?;
@@ -67,9 +70,6 @@ impl KeySet {
             return Err("not a JWKS: no \"keys\" array".into());
         };
         let keys: Vec<VerifyKey> = list.iter().filter_map(jwk_to_key).take(MAX_KEYS).collect();
-        if keys.is_empty() {
-            return Err("the JWKS holds no usable signature key".into());
-        }
         Ok(KeySet { keys })
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! Keyed by SHA-256 of the whole token (the token itself is never stored). An entry is never
 //! used at or after the token's `exp`, nor after `max_ttl` from when it was cached, so a cached
-//! answer can never outlive what a fresh verification would allow (`exp` leeway is *not*
-//! applied here). Bounded: 16 shards, each holding at most `max_entries / 16` (rounded up);
+//! answer can never outlive what a fresh verification would allow (no `exp` leeway either).
+//! Bounded: 16 shards, each holding at most `max_entries / 16` (rounded up);
 //! a full shard first drops expired entries, then an eighth of its entries in hash order —
 //! effectively random, since keys are SHA-256 digests.
 

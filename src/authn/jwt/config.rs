@@ -53,7 +53,8 @@ pub const DEFAULT_ALGORITHMS: [Algorithm; 9] = [
     Algorithm::EdDSA,
 ];
 
-const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+/// go-oidc's fixed allowance on `nbf` (v2, which kube-apiserver uses).
+const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
 const MAX_LEEWAY: Duration = Duration::from_secs(300);
 const DEFAULT_REFRESH: Duration = Duration::from_secs(3600);
 const MIN_REFRESH: Duration = Duration::from_secs(10);

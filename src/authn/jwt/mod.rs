@@ -4,9 +4,9 @@
 //!
 //! Accepts a compact JWS whose unverified `iss` names a configured issuer, whose header `alg` is
 //! in that issuer's allowed list *and* matches the type of the key it is checked against, whose
-//! signature verifies, which carries `exp` (not past, within `leeway`), `aud` (one of the
-//! configured audiences), and whose optional `nbf` / `iat` are not in the future (within
-//! `leeway`); then every `claim_validation_rules` entry must hold and the claim mappings must
+//! signature verifies, which carries `exp` (not past: no leeway, as the API server), `aud`
+//! (one of the configured audiences), and whose optional `nbf` / `iat` are not in the future
+//! (within `leeway`, 1 minute by default as go-oidc's `nbf`); then every `claim_validation_rules` entry must hold and the claim mappings must
 //! produce a user.
 //!
 //! Rejects (the client only ever sees 401; [`Rejected`] says why, for logs): an empty or

@@ -372,7 +372,9 @@ fn validate_claims(
     let now_s = now.as_secs_f64();
     let leeway = p.leeway.as_secs_f64();
     let exp = numeric(claims, "exp")?.ok_or_else(|| Rejected::MissingClaim("exp".into()))?;
-    if now_s > exp + leeway {
+    // No leeway on `exp`, as kube-apiserver (go-oidc: `Expiry.Before(now)`): the proxy's
+    // answer is final, so an expired token must not outlive what the API server would allow.
+    if now_s > exp {
         return Err(Rejected::Expired);
     }
     if let Some(nbf) = numeric(claims, "nbf")? {

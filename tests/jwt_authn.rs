@@ -213,7 +213,10 @@ async fn time_claims_are_enforced_with_leeway() {
         Err(Rejected::Expired),
         "no leeway on exp"
     );
-    assert!(l.check(json!({"exp": T0})).await.is_ok(), "exp not yet past");
+    assert!(
+        l.check(json!({"exp": T0})).await.is_ok(),
+        "exp not yet past"
+    );
     assert_eq!(
         l.check(json!({"exp": null})).await,
         Err(Rejected::MissingClaim("exp".into()))
@@ -252,6 +255,36 @@ async fn issuer_and_audience_must_match() {
         l.check(json!({"aud": null})).await,
         Err(Rejected::MissingClaim("aud".into()))
     );
+    // A list with anything but strings does not parse as go-oidc's audience: the API server
+    // refuses the token, whatever else the list holds.
+    assert_eq!(
+        l.check(json!({"aud": ["portcullis", 5]})).await,
+        Err(Rejected::InvalidClaim("aud".into()))
+    );
+}
+
+/// Groups the token leaves to a claim source (`_claim_names`, OIDC distributed claims) would
+/// be fetched by the API server; without fetching them the caller would get an identity the
+/// API server would not give: refused. Groups in the token itself win, as upstream.
+#[tokio::test]
+async fn distributed_groups_are_refused_not_dropped() {
+    let l = local("");
+    let sources = json!({"src1": {"endpoint": "https://idp.example/groups", "access_token": "x"}});
+    assert_eq!(
+        l.check(json!({"groups": null, "_claim_names": {"groups": "src1"}, "_claim_sources": sources.clone()}))
+            .await,
+        Err(Rejected::DistributedClaim("groups".into()))
+    );
+    let id = l
+        .check(json!({"_claim_names": {"groups": "src1"}, "_claim_sources": sources}))
+        .await
+        .unwrap();
+    assert_eq!(id.groups, ["gh:dev", "gh:ops"]);
+    // Another claim's source is not ours to resolve.
+    assert!(l
+        .check(json!({"groups": null, "_claim_names": {"roles": "src1"}}))
+        .await
+        .is_ok());
 }
 
 #[tokio::test]

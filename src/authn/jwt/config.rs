@@ -36,6 +36,7 @@ use super::{
     DEFAULT_SCOPE_CLAIM,
 };
 use crate::{
+    authn::identity::{TENANT_EXTRA, TOKEN_ID_EXTRA},
     problems::{Problem, Problems, UrlKind, Wording},
     server::tls,
 };
@@ -169,9 +170,21 @@ fn audiences(e: &IssuerConfig, ip: &str, p: &mut Problems) {
             "the token's aud must contain one of them, e.g. [portcullis]",
         );
     }
+    let mut seen = HashSet::new();
     for (j, a) in e.issuer.audiences.iter().enumerate() {
         if a.is_empty() {
-            p.err(format!("{ip}.audiences[{j}]"), "audience is empty", "");
+            p.err(
+                format!("{ip}.audiences[{j}]"),
+                "audience is empty",
+                "name the audience the tokens carry in aud, e.g. portcullis",
+            );
+        } else if !seen.insert(a.as_str()) {
+            // As the API server's validation: a duplicate is a mistake, not a second value.
+            p.err(
+                format!("{ip}.audiences[{j}]"),
+                format!("audience {a:?} is listed more than once"),
+                "remove the duplicate",
+            );
         }
     }
 }
@@ -372,12 +385,20 @@ struct Claims {
 /// `claim_validation_rules`, `claim_mappings`, `scope_claim`.
 fn claims(e: &IssuerConfig, path: &str, p: &mut Problems) -> Claims {
     let mut rules = Vec::new();
+    let mut seen = HashSet::new();
     for (j, r) in e.claim_validation_rules.iter().enumerate() {
         if r.claim.is_empty() {
             p.err(
                 format!("{path}.claim_validation_rules[{j}].claim"),
                 "claim name is empty",
-                "",
+                "name the claim to check, e.g. repository",
+            );
+        } else if !seen.insert(r.claim.as_str()) {
+            // As the API server's validation: two rules on one claim cannot both hold.
+            p.err(
+                format!("{path}.claim_validation_rules[{j}].claim"),
+                format!("claim {:?} has more than one rule", r.claim),
+                "keep one required_value per claim",
             );
         }
         rules.push((r.claim.clone(), r.required_value.clone()));
@@ -474,6 +495,15 @@ fn key_source(e: &IssuerConfig, base_dir: &Path, ip: &str, p: &mut Problems) -> 
     }
     if let Some(u) = &i.discovery_url {
         p.https_url(&format!("{ip}.discovery_url"), u, UrlKind::Endpoint);
+        if u.trim_end_matches('/') == i.url.trim_end_matches('/') {
+            // As the API server's validation: the discovery document is fetched from this
+            // URL as given, so it must not be the issuer itself.
+            p.err(
+                format!("{ip}.discovery_url"),
+                "discovery_url is the issuer URL",
+                "leave discovery_url out for {url}/.well-known/openid-configuration, or give the document's own URL",
+            );
+        }
         return Some(Source::Discovery {
             url: u.clone(),
             issuer: i.url.clone(),
@@ -590,6 +620,15 @@ fn check_extra_key(key: &str) -> Result<(), String> {
             return Err(format!("the {reserved} domain is reserved"));
         }
     }
+    // The proxy's own statements to the API server (impersonation refuses them for
+    // `--as-extra` for the same reason): a claim must not fill them.
+    for own in [TENANT_EXTRA, TOKEN_ID_EXTRA] {
+        if key == own {
+            return Err(format!(
+                "{key:?} is what portcullis itself tells the API server about the caller"
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -657,8 +696,9 @@ mod tests {
   claim_mappings:
     username: {claim: sub}
     groups: {prefix: ""}
-    extra: [{key: Example.com/repo, claim: r}, {key: repo, claim: r}, {key: x.k8s.io/a, claim: r}]
-- issuer: {url: "https://b.example", audiences: [a], jwks_url: "https://b.example/keys"}
+    extra: [{key: Example.com/repo, claim: r}, {key: repo, claim: r}, {key: x.k8s.io/a, claim: r}, {key: portcullis.io/tenant, claim: t}]
+  claim_validation_rules: [{claim: repo, required_value: a}, {claim: repo, required_value: b}]
+- issuer: {url: "https://b.example", audiences: [a, a], jwks_url: "https://b.example/keys"}
   hmac_secret_file: short
   claim_mappings: {username: {claim: sub, prefix: ""}}
 - issuer: {url: "https://b.example", audiences: [a], jwks_file: missing.json}
@@ -681,6 +721,9 @@ mod tests {
             "authentication.jwt[0].claim_mappings.extra[0].key",
             "authentication.jwt[0].claim_mappings.extra[1].key",
             "authentication.jwt[0].claim_mappings.extra[2].key",
+            "authentication.jwt[0].claim_mappings.extra[3].key",
+            "authentication.jwt[0].claim_validation_rules[1].claim",
+            "authentication.jwt[1].issuer.audiences[1]",
             "authentication.jwt[1].hmac_secret_file",
             "authentication.jwt[1].issuer.certificate_authority_file",
             "authentication.jwt[2].issuer.url",
@@ -688,6 +731,22 @@ mod tests {
             "authentication.jwt[2].refresh_interval",
         ] {
             assert!(got.contains(&want), "missing {want} in {got:#?}");
+        }
+    }
+
+    #[test]
+    fn a_discovery_url_that_is_the_issuer_is_refused() {
+        for url in ["https://a.example", "https://a.example/"] {
+            let p = problems(&format!(
+                "
+- issuer: {{url: \"https://a.example\", audiences: [a], discovery_url: \"{url}\"}}
+  claim_mappings: {{username: {{claim: sub, prefix: \"\"}}}}
+"
+            ));
+            assert!(
+                paths(&p).contains(&"authentication.jwt[0].issuer.discovery_url"),
+                "{url}: {p:?}"
+            );
         }
     }
 
@@ -720,5 +779,9 @@ mod tests {
         assert!(check_extra_key("example/repo").is_err());
         assert!(check_extra_key("kubernetes.io/x").is_err());
         assert!(check_extra_key("Example.com/x").is_err());
+        // The proxy's own extras cannot be filled from a claim.
+        assert!(check_extra_key("portcullis.io/tenant").is_err());
+        assert!(check_extra_key("portcullis.io/token-id").is_err());
+        assert!(check_extra_key("portcullis.io/repository").is_ok());
     }
 }

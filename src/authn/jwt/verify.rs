@@ -71,6 +71,8 @@ pub enum Rejected {
     InvalidClaim(String),
     #[error("claim {0:?} does not have the required value")]
     RuleMismatch(String),
+    #[error("claim {0:?} is a distributed claim (_claim_names), which portcullis does not fetch")]
+    DistributedClaim(String),
     #[error("email claim used but email_verified is not true")]
     EmailNotVerified,
     #[error("{0} starts with system: (reserved)")]
@@ -104,6 +106,7 @@ impl Rejected {
             Rejected::MissingClaim(_) => "missing_claim",
             Rejected::InvalidClaim(_) => "invalid_claim",
             Rejected::RuleMismatch(_) => "claim_rule_mismatch",
+            Rejected::DistributedClaim(_) => "distributed_claim",
             Rejected::EmailNotVerified => "email_not_verified",
             Rejected::SystemIdentity(_) => "system_identity",
             Rejected::UnsafeValue(_) => "unsafe_value",
@@ -392,10 +395,16 @@ fn validate_claims(
     }
     let aud_ok = match claims.get("aud") {
         Some(Value::String(a)) => p.audiences.iter().any(|x| x == a),
-        Some(Value::Array(list)) => list
-            .iter()
-            .filter_map(Value::as_str)
-            .any(|a| p.audiences.iter().any(|x| x == a)),
+        Some(Value::Array(list)) => {
+            // A list holding anything but strings does not parse as go-oidc's `audience`
+            // (a `[]string`): the API server refuses the token, so must we.
+            if list.iter().any(|a| !a.is_string()) {
+                return Err(Rejected::InvalidClaim("aud".into()));
+            }
+            list.iter()
+                .filter_map(Value::as_str)
+                .any(|a| p.audiences.iter().any(|x| x == a))
+        }
         None => return Err(Rejected::MissingClaim("aud".into())),
         Some(_) => return Err(Rejected::InvalidClaim("aud".into())),
     };
@@ -412,6 +421,14 @@ fn validate_claims(
     }
     // exp is a finite number here; negative or absurd values clamp.
     Ok(Duration::try_from_secs_f64(exp.max(0.0)).unwrap_or(Duration::MAX))
+}
+
+/// Whether `_claim_names` points `claim` at a claim source (OIDC distributed claims).
+fn distributed(claims: &Map<String, Value>, claim: &str) -> bool {
+    claims
+        .get("_claim_names")
+        .and_then(Value::as_object)
+        .is_some_and(|names| names.contains_key(claim))
 }
 
 /// A claim that must be a non-empty string.
@@ -461,6 +478,12 @@ fn map_identity(p: &IssuerPolicy, claims: &Map<String, Value>) -> Result<Identit
     }
     let user = format!("{}{}", p.username_prefix, name);
     let groups: Vec<String> = match &p.groups {
+        Some((claim, _)) if !claims.contains_key(claim) && distributed(claims, claim) => {
+            // The API server would fetch them from the claim source (an identity provider
+            // that has too many groups for a token, e.g. Entra ID past 200); authenticating
+            // without them would give the caller an identity the API server would not.
+            return Err(Rejected::DistributedClaim(claim.clone()));
+        }
         Some((claim, prefix)) => string_list(claims, claim)?
             .into_iter()
             .map(|g| format!("{prefix}{g}"))

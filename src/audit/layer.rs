@@ -295,8 +295,17 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
     tracing::error!(%err, "audit event could not be recorded; answering 503");
     let mut refused = Refusal::AuditUnavailable.respond();
     if let Some(marker) = refused.extensions().get::<Refused>() {
-        // A stream's ResponseComplete, still to come, tells what the client got.
+        // ResponseComplete, still to come, tells what the client got.
         rec.with(|r| r.refused(marker));
+    }
+    if !stream_started {
+        // A failed ResponseStarted left no ResponseComplete behind (a stream's comes when its
+        // guard drops with the replaced answer): write it, so that the other sinks, which may
+        // have taken ResponseStarted, learn the outcome — the API server always writes it.
+        // After a failed ResponseComplete this finds it taken and does nothing.
+        if let Err(err) = rec.complete().await {
+            tracing::error!(%err, "audit ResponseComplete of the 503 could not be recorded");
+        }
     }
     // What the layers below added on the way out (rate-limit state, Pod Security warnings)
     // still describes this request; the 503 keeps it.
@@ -308,8 +317,9 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
     refused
 }
 
-/// Emits `RequestReceived` once the caller is known and admitted, when the policy records that
-/// stage; a strict sink that cannot take it refuses the request before anything is forwarded.
+/// Emits `RequestReceived` once the caller is authenticated (where kube-apiserver's audit
+/// filter sits), when the policy records that stage; a strict sink that cannot take it refuses
+/// the request before anything is judged or forwarded.
 #[derive(Clone, Copy, Default)]
 pub struct ReceivedLayer;
 

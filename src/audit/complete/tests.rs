@@ -28,12 +28,14 @@ use crate::{
     upstream::pump::OnStall,
 };
 
-/// Records every event; holds writes while `hold` is set; fails them while `fail` is set.
+/// Records every event; holds writes while `hold` is set; fails them while `fail` is set, and
+/// the next `fail_writes` writes.
 #[derive(Clone, Default)]
 struct Memory {
     events: Arc<Mutex<Vec<Value>>>,
     hold: Arc<AtomicBool>,
     fail: Arc<AtomicBool>,
+    fail_writes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl LineBackend for Memory {
@@ -41,7 +43,11 @@ impl LineBackend for Memory {
         while self.hold.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(5));
         }
-        if self.fail.load(Ordering::SeqCst) {
+        let once = self
+            .fail_writes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if once || self.fail.load(Ordering::SeqCst) {
             return Err((0, "disk on fire".into()));
         }
         let mut all = self.events.lock().unwrap();
@@ -700,4 +706,45 @@ async fn request_received_is_stamped_with_the_time_the_request_arrived() {
             "{complete}"
         );
     }
+}
+
+/// A strict sink that fails a refused watch's `ResponseStarted`: the client gets the 503, and
+/// `ResponseComplete` is still written (with the 503) — the API server always writes it, and
+/// another sink that took `ResponseStarted` must learn the outcome.
+#[tokio::test]
+async fn a_failed_response_started_still_leaves_its_response_complete() {
+    use crate::{
+        audit::AuditRecord,
+        refusal::{Forbidden, Refusal},
+    };
+    let sink = Memory::default();
+    sink.fail_writes.store(1, Ordering::SeqCst);
+    let svc = AuditLayer::new(Some(audit(METADATA, &sink)), false).layer(
+        crate::classify::ClassifyLayer.layer(tower::service_fn(
+            |req: Request<TestBody>| async move {
+                let rec = req.extensions().get::<AuditRecord>().unwrap();
+                rec.with(|r| r.authenticated(&crate::authz::tests::id("alice", &[])));
+                Ok::<_, std::convert::Infallible>(
+                    Refusal::Forbidden(Box::new(Forbidden {
+                        message: "no".into(),
+                        name: String::new(),
+                        group: String::new(),
+                        resource: String::new(),
+                    }))
+                    .respond(),
+                )
+            },
+        )),
+    );
+    let resp = crate::service::testing::send(
+        svc,
+        crate::service::testing::request("GET", "/api/v1/pods?watch=true"),
+    )
+    .await;
+    assert_eq!(resp.status(), 503);
+    let all = sink.wait_for(1).await;
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["stage"], "ResponseComplete");
+    assert_eq!(all[0]["responseStatus"]["code"], 503, "{}", all[0]);
+    assert_eq!(all[0]["annotations"]["portcullis.io/rejected-by"], "audit");
 }

@@ -39,7 +39,7 @@ use serde_json::Value;
 
 use super::{
     record::{ABORTED_CLIENT, ABORTED_UPSTREAM},
-    AuditError, AuditRecord,
+    AuditError, AuditRecord, Stage,
 };
 use crate::body::{self, Body, BoxError};
 
@@ -155,10 +155,13 @@ impl Capture {
 
 /// Deliver an ordinary answer (see the module doc): `Ok` the response to release, `Err` when
 /// a strict sink could not record the event of an answer held whole (the caller answers 503).
+/// `started`: emit `ResponseStarted` first (an answer to a long-running request that did not
+/// start a stream) — for an answer held whole, once its Status is in the record.
 pub async fn deliver(
     rec: AuditRecord,
     resp: Response<Body>,
     wanted: Wanted,
+    started: bool,
 ) -> Result<Response<Body>, (AuditError, Response<Body>)> {
     let mut capture = Capture::new(&resp, wanted);
     let (parts, mut inner) = resp.into_parts();
@@ -181,7 +184,11 @@ pub async fn deliver(
                 }
             }
             Some(Err(err)) => {
-                // Broken before the head went out: the client gets what came and the error.
+                // Broken before the head went out: the client gets what came and the error
+                // (the answer fails anyway, so a strict sink's failure changes nothing).
+                if started {
+                    let _ = rec.emit(Stage::ResponseStarted).await;
+                }
                 rec.aborted(ABORTED_UPSTREAM);
                 let replay = frames.into_iter().map(Ok).chain(std::iter::once(Err(err)));
                 let body = http_body_util::StreamBody::new(futures_util::stream::iter(replay));
@@ -190,6 +197,11 @@ pub async fn deliver(
         }
     };
     if streaming {
+        let started = if started {
+            rec.emit(Stage::ResponseStarted).await
+        } else {
+            Ok(())
+        };
         let body = Completing {
             inner,
             pending: frames,
@@ -197,12 +209,23 @@ pub async fn deliver(
             rec,
             end: End::Streaming,
         };
-        return Ok(Response::from_parts(parts, body::boxed(body)));
+        let resp = Response::from_parts(parts, body::boxed(body));
+        return match started {
+            Ok(()) => Ok(resp),
+            Err(err) => Err((err, resp)),
+        };
     }
     if let Some(c) = capture {
         c.finish(&rec);
     }
     let whole = Response::from_parts(parts, body::frames(frames));
+    if started {
+        // After the answer's Status is read into the record, as the API server's
+        // `LogResponseObject` fills it before the status code is written.
+        if let Err(err) = rec.emit(Stage::ResponseStarted).await {
+            return Err((err, whole));
+        }
+    }
     // Dropped while waiting (the client went away), the event is still written: it was handed
     // to the sinks on the first poll (`Auditor::emit_prepared`).
     match rec.complete().await {

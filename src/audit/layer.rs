@@ -268,15 +268,11 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
         // Nothing to write: the answer goes as it is.
         return resp;
     }
-    let started = if started_event {
-        rec.emit(Stage::ResponseStarted).await
-    } else {
-        Ok(())
-    };
-    let outcome = if let Err(err) = started {
-        Err((err, resp))
-    } else if stream_started {
-        Ok(resp)
+    let outcome = if stream_started {
+        match rec.emit(Stage::ResponseStarted).await {
+            Ok(()) => Ok(resp),
+            Err(err) => Err((err, resp)),
+        }
     } else {
         // Refusals (and streams that never started) are small answers: held whole.
         let wanted = if proxied {
@@ -286,7 +282,8 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
         } else {
             complete::Wanted::Status
         };
-        complete::deliver(rec.clone(), resp, wanted).await
+        // Its ResponseStarted, if any, once its Status is read (`deliver`).
+        complete::deliver(rec.clone(), resp, wanted, started_event).await
     };
     let (err, replaced) = match outcome {
         Ok(resp) => return resp,

@@ -748,3 +748,44 @@ async fn a_failed_response_started_still_leaves_its_response_complete() {
     assert_eq!(all[0]["responseStatus"]["code"], 503, "{}", all[0]);
     assert_eq!(all[0]["annotations"]["portcullis.io/rejected-by"], "audit");
 }
+
+/// An answer from the API server to a long-running request that started no stream (an exec of
+/// a missing pod): its `ResponseStarted` carries the Status read from the answer, as the API
+/// server's `LogResponseObject` fills it before the status code is written — not the code
+/// alone.
+#[tokio::test]
+async fn response_started_of_an_upstream_refusal_carries_its_status() {
+    use crate::audit::AuditRecord;
+    let sink = Memory::default();
+    let svc = AuditLayer::new(Some(audit(METADATA, &sink)), false).layer(
+        crate::classify::ClassifyLayer.layer(tower::service_fn(|req: Request<TestBody>| async move {
+            let rec = req.extensions().get::<AuditRecord>().unwrap();
+            rec.with(|r| r.authenticated(&crate::authz::tests::id("alice", &[])));
+            let status = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"pods \"x\" not found","reason":"NotFound","details":{"name":"x","kind":"pods"},"code":404}"#;
+            let mut resp = Response::new(crate::body::full(Bytes::from_static(status.as_bytes())));
+            *resp.status_mut() = http::StatusCode::NOT_FOUND;
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            Ok::<_, std::convert::Infallible>(resp)
+        })),
+    );
+    let resp = crate::service::testing::send(
+        svc,
+        crate::service::testing::request("POST", "/api/v1/namespaces/a/pods/x/exec?command=id"),
+    )
+    .await;
+    assert_eq!(resp.status(), 404);
+    let all = sink.wait_for(2).await;
+    let stages: Vec<_> = all.iter().map(|e| e["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["ResponseStarted", "ResponseComplete"], "{all:?}");
+    for e in &all {
+        assert_eq!(e["responseStatus"]["code"], 404, "{e}");
+        assert_eq!(e["responseStatus"]["reason"], "NotFound", "{e}");
+        assert_eq!(
+            e["responseStatus"]["message"], "pods \"x\" not found",
+            "{e}"
+        );
+    }
+}

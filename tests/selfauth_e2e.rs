@@ -48,6 +48,43 @@ fn events(env: &Env) -> Vec<Value> {
         .collect()
 }
 
+/// kubectl sends its current namespace with every `can-i`, also for cluster-scoped
+/// resources: a grant rule without namespaces (cluster-scoped resources only) must answer for
+/// `nodes` as the real `GET /api/v1/nodes` is decided — allowed by the proxy, so the API server
+/// is asked — not "no grant" for the namespace kubectl happened to send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn can_i_on_a_cluster_scoped_resource_ignores_kubectls_namespace() {
+    common::require_kubectl();
+    let env = Env::start_with(|c| {
+        *c = c.replacen(
+            "    - name: ci\n",
+            "    - name: node-readers\n      subjects: [{user: alice}]\n      rules:\n        - {verbs: [get, list], api_groups: [\"\"], resources: [nodes]}\n    - name: ci\n",
+            1,
+        )
+    })
+    .await;
+    let alice = env.files.team_a_kubeconfig.clone();
+    for args in [
+        &["auth", "can-i", "list", "nodes", "-n", "default"][..],
+        &["auth", "can-i", "list", "nodes", "-n", "team-b"][..],
+    ] {
+        env.sandbox.sandbox.clear_recorded();
+        let out = k(&alice, &env, args).await;
+        assert_ne!(
+            stdout(&out).trim(),
+            "no - portcullis: no grant",
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(
+            seen(&env, "selfsubjectaccessreviews").len(),
+            1,
+            "{args:?}: the proxy allowed it and asked the API server: {} {}", stdout(&out), stderr(&out)
+        );
+    }
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whoami_and_can_i_are_answered_by_the_proxy_for_each_demo_identity() {
     common::require_kubectl();

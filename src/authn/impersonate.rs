@@ -59,7 +59,7 @@ fn text(v: &http::HeaderValue) -> Result<String, Refusal> {
 
 fn asked(h: &HeaderMap) -> Result<Asked, Refusal> {
     let mut a = Asked::default();
-    let mut user_seen = false;
+    let (mut user_seen, mut uid_seen) = (false, false);
     for (name, value) in h {
         let n = name.as_str(); // lower-case, as Go's canonical form lower-cased
         match n {
@@ -70,7 +70,11 @@ fn asked(h: &HeaderMap) -> Result<Asked, Refusal> {
                 a.user = Some(text(value)?).filter(|u| !u.is_empty());
             }
             "impersonate-group" => a.groups.push(text(value)?),
-            "impersonate-uid" if a.uid.is_none() => a.uid = Some(text(value)?),
+            // The first value too; an empty one is no uid (`hasUID := len(...) > 0`).
+            "impersonate-uid" if !uid_seen => {
+                uid_seen = true;
+                a.uid = Some(text(value)?).filter(|u| !u.is_empty());
+            }
             _ => {
                 if let Some(key) = n.strip_prefix("impersonate-extra-") {
                     a.extra.entry(unescape(key)).or_default().push(text(value)?);
@@ -105,6 +109,29 @@ fn unescape(key: &str) -> String {
         i += 1;
     }
     String::from_utf8(out).unwrap_or_else(|_| key.to_owned())
+}
+
+/// The namespace and name of a service account's username, as `serviceaccount.SplitUsername`
+/// reads it: `system:serviceaccount:<namespace>:<name>` with exactly those two parts, a valid
+/// namespace (DNS-1123 label) and name (DNS-1123 subdomain). Anything else is a user name (the
+/// API server impersonates it as a user, without the service-account groups).
+pub fn service_account(user: &str) -> Option<(&str, &str)> {
+    let (ns, name) = user
+        .strip_prefix("system:serviceaccount:")?
+        .split_once(':')?;
+    let subdomain = name.len() <= 253 && name.split('.').all(|l| dns_label(l, usize::MAX));
+    (dns_label(ns, 63) && !name.contains(':') && subdomain).then_some((ns, name))
+}
+
+/// A DNS-1123 label of at most `max` bytes: `a-z 0-9 -`, starting and ending alphanumeric
+/// (the parts of a subdomain have no length limit of their own).
+fn dns_label(s: &str, max: usize) -> bool {
+    let b = s.as_bytes();
+    (1..=max).contains(&b.len())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
 }
 
 /// One `impersonate` check, as the filter builds it.
@@ -163,10 +190,7 @@ pub fn impersonate(
         Err(Refusal::Forbidden(Box::new(forbidden(caller, &info, why))))
     };
     let mut groups = a.groups.clone();
-    match user
-        .strip_prefix("system:serviceaccount:")
-        .and_then(|r| r.split_once(':'))
-    {
+    match service_account(&user) {
         Some((ns, sa)) => {
             allow(check("", "serviceaccounts", "", ns, sa), true, false)?;
             if groups.is_empty() {
@@ -397,6 +421,58 @@ grants:
             assert_eq!(code, 400, "{k}: {v:?}");
             assert!(msg.contains("whitespace"), "{msg}");
         }
+    }
+
+    /// An empty `Impersonate-Uid` is no uid (`hasUID := len(...) > 0`): alone it asks for no
+    /// impersonation, beside a user it adds no `uids` check; only the first value counts.
+    #[test]
+    fn an_empty_uid_is_no_uid() {
+        let p = policy();
+        let alice = crate::authz::tests::id("alice", &[]);
+        let h = headers(&[("impersonate-uid", "")]);
+        assert_eq!(impersonate(&p, &alice, &h).unwrap(), None);
+        // alice may impersonate bob but no uid: an empty one is none.
+        let h = headers(&[("impersonate-user", "bob"), ("impersonate-uid", "")]);
+        let id = impersonate(&p, &alice, &h).unwrap().unwrap();
+        assert_eq!((id.user.as_str(), id.uid.as_str()), ("bob", ""));
+        let h = headers(&[
+            ("impersonate-user", "bob"),
+            ("impersonate-uid", ""),
+            ("impersonate-uid", "u-1"),
+        ]);
+        assert_eq!(impersonate(&p, &alice, &h).unwrap().unwrap().uid, "");
+    }
+
+    /// `serviceaccount.SplitUsername`: exactly a namespace and a name, both valid; anything
+    /// else is a user (no service-account check, no service-account groups).
+    #[test]
+    fn service_account_usernames_are_split_as_the_api_server_splits_them() {
+        assert_eq!(
+            service_account("system:serviceaccount:team-a:builder"),
+            Some(("team-a", "builder"))
+        );
+        assert_eq!(
+            service_account("system:serviceaccount:team-a:my.app-1"),
+            Some(("team-a", "my.app-1"))
+        );
+        for user in [
+            "system:serviceaccount:team-a:a:b",
+            "system:serviceaccount::builder",
+            "system:serviceaccount:team-a:",
+            "system:serviceaccount:Team-A:builder",
+            "system:serviceaccount:team-a:-x",
+            "system:serviceaccount:team-a",
+            "bob",
+        ] {
+            assert_eq!(service_account(user), None, "{user}");
+        }
+        // Checked as a user: a `system:` user needs a rule naming it, which nobody has here.
+        let p = policy();
+        let alice = crate::authz::tests::id("alice", &[]);
+        let h = headers(&[("impersonate-user", "system:serviceaccount:team-a:builder:x")]);
+        let (code, msg) = refusal(impersonate(&p, &alice, &h));
+        assert_eq!(code, 403);
+        assert!(msg.contains("users"), "{msg}");
     }
 
     #[test]

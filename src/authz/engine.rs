@@ -306,6 +306,16 @@ impl Authorizer {
         }))
     }
 
+    /// Whether `(group, resource)` is cluster-scoped: built in, or configured
+    /// (`cluster_scoped_resources`).
+    pub fn is_cluster_scoped(&self, group: &str, resource: &str) -> bool {
+        builtin_cluster_scoped(group, resource)
+            || self
+                .extra_cluster_scoped
+                .iter()
+                .any(|(g, r)| g == group && r == resource)
+    }
+
     pub(super) fn place<'a>(&self, req: &'a RequestInfo) -> Place<'a> {
         let ns = req.namespace.as_str();
         if !ns.is_empty() {
@@ -314,12 +324,7 @@ impl Authorizer {
             } else {
                 Place::Namespace(ns)
             }
-        } else if builtin_cluster_scoped(&req.api_group, &req.resource)
-            || self
-                .extra_cluster_scoped
-                .iter()
-                .any(|(g, r)| *g == req.api_group && *r == req.resource)
-        {
+        } else if self.is_cluster_scoped(&req.api_group, &req.resource) {
             Place::ClusterScoped
         } else {
             Place::ClusterWide

@@ -45,6 +45,21 @@ fn strings(v: &[&str]) -> Vec<String> {
 }
 
 impl Authorizer {
+    /// Whether a rule's `resource` (as written, maybe `x/sub`) names a cluster-scoped resource
+    /// in one of its `api_groups` (`*`: any group); a wildcard resource does not.
+    fn names_cluster_scoped(&self, api_groups: &[String], resource: &str) -> bool {
+        let base = resource.split('/').next().unwrap_or_default();
+        !base.contains('*')
+            && api_groups.iter().any(|g| {
+                if g == "*" {
+                    super::pattern::builtin_cluster_scoped_in_any_group(base)
+                        || self.extra_cluster_scoped.iter().any(|(_, r)| r == base)
+                } else {
+                    self.is_cluster_scoped(g, base)
+                }
+            })
+    }
+
     /// Whether any tenant is configured (the proxy then sends `portcullis.io/tenant`).
     pub fn has_tenants(&self) -> bool {
         self.principals
@@ -63,18 +78,26 @@ impl Authorizer {
             for r in &p.rules {
                 match &r.target {
                     RuleTarget::Resource(rr) => {
+                        let api_groups = rr.api_groups.clone().unwrap_or_else(|| strings(&["*"]));
+                        let mut resources: Vec<String> =
+                            rr.resources.iter().map(|x| x.as_written()).collect();
                         let applies = match &rr.namespaces {
-                            NsMatch::All | NsMatch::ClusterOnly => true,
+                            NsMatch::All => true,
                             NsMatch::Patterns(globs) => globs.iter().any(|g| g.matches(ns)),
+                            NsMatch::ClusterOnly => {
+                                // A rule without namespaces reaches cluster-scoped resources
+                                // only, while kubectl reads every listed rule as holding in
+                                // this namespace: list the cluster-scoped resources it names
+                                // (a wildcard is not expanded).
+                                resources.retain(|res| self.names_cluster_scoped(&api_groups, res));
+                                !resources.is_empty()
+                            }
                         };
                         if applies {
                             policy.resource_rules.push(ResourceRuleView {
                                 verbs: r.verbs.names(),
-                                api_groups: rr
-                                    .api_groups
-                                    .clone()
-                                    .unwrap_or_else(|| strings(&["*"])),
-                                resources: rr.resources.iter().map(|x| x.as_written()).collect(),
+                                api_groups,
+                                resources,
                                 resource_names: rr.resource_names.clone(),
                             });
                         }
@@ -296,5 +319,28 @@ mod tests {
             .resource_rules
             .iter()
             .all(|r| r.verbs == ["create"] && r.api_groups[0].ends_with(".k8s.io")));
+    }
+
+    /// A rule without namespaces reaches cluster-scoped resources only: in a namespace's list
+    /// it shows with the cluster-scoped resources it names, never as `*` (which kubectl would
+    /// read as every resource of that namespace).
+    #[test]
+    fn a_rule_without_namespaces_lists_only_cluster_scoped_resources() {
+        let cfg = serde_json::json!({"grants": [{"name": "readers", "subjects": [{"user": "rita"}],
+        "rules": [
+            {"verbs": ["get", "list"], "api_groups": ["*"], "resources": ["*"]},
+            {"verbs": ["get"], "api_groups": [""], "resources": ["nodes"]}
+        ]}]});
+        let a =
+            super::super::build(&serde_json::from_value(cfg).unwrap(), "authorization").unwrap();
+        let rita = super::super::tests::id("rita", &[]);
+        let view = a.rules_in(&rita, "team-b");
+        let listed: Vec<_> = view
+            .resource_rules
+            .iter()
+            .filter(|r| r.verbs != ["create"])
+            .collect();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].resources, ["nodes"]);
     }
 }

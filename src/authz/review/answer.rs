@@ -21,7 +21,7 @@ use crate::{
         identity::{Method, TENANT_EXTRA, TOKEN_ID_EXTRA},
         Identity,
     },
-    authz::{Authorizer, Decision},
+    authz::{pattern::RESOURCE_VERBS, Authorizer, Decision},
     k8s::{request::RequestInfo, Status},
     refusal::Refusal,
 };
@@ -88,8 +88,33 @@ pub fn asked_request(spec: &Value) -> Result<RequestInfo, Refusal> {
     Ok(info)
 }
 
-/// The proxy's own decision on an access review's request.
+/// The proxy's own decision on an access review's request, taken on the request as the URL
+/// would classify it: kubectl sends its current namespace with every question (also for
+/// nodes, namespaces, `users` to impersonate), where the real request has none — or, for a
+/// namespace object, its own name; and without a version, which a self-review's create has.
 pub fn local_decision(authorizer: &Authorizer, id: &Identity, asked: &RequestInfo) -> Decision {
+    let mut asked = asked.clone();
+    if asked.is_resource_request {
+        if asked.api_group.is_empty() && asked.resource == "namespaces" {
+            asked.namespace = asked.name.clone();
+        } else if authorizer.is_cluster_scoped(&asked.api_group, &asked.resource) {
+            asked.namespace.clear();
+        }
+        if asked.api_version.is_empty() {
+            asked.api_version = "v1".into();
+        }
+        if !RESOURCE_VERBS.contains(&asked.verb.as_str()) && asked.verb != "*" {
+            // `bind`, `escalate`, `approve`, `sign`, `use`…: verbs no request carries, which
+            // the API server checks itself (creating a binding, approving a CSR) for the
+            // impersonated caller; the proxy never judges them, so its answer is the API
+            // server's.
+            return Decision {
+                allowed: true,
+                reason: format!("{:?} is not a verb portcullis checks", asked.verb),
+            };
+        }
+    }
+    let asked = &asked;
     if asked.verb == "impersonate" {
         // As `authn::impersonate` decides a real `--as`: system: targets must be named, and
         // the extras the proxy sets itself are never the caller's to give.
@@ -103,7 +128,12 @@ pub fn local_decision(authorizer: &Authorizer, id: &Identity, asked: &RequestInf
                 reason: "the proxy sets this extra itself".into(),
             };
         }
-        let system = asked.name.starts_with("system:") || asked.resource == "serviceaccounts";
+        // As `authn::impersonate`: a `system:` user or group, and every service account, must
+        // be named by a rule; uids and extras need not be.
+        let system = asked.resource == "serviceaccounts"
+            || asked.api_group.is_empty()
+                && matches!(asked.resource.as_str(), "users" | "groups")
+                && asked.name.starts_with("system:");
         return authorizer.authorize_impersonation(id, asked, system);
     }
     authorizer.authorize(id, asked)
@@ -177,7 +207,7 @@ pub fn rules(authorizer: &Authorizer, id: &Identity, spec: &Value) -> Result<Val
         "resourceRules": resource_rules,
         "nonResourceRules": non_resource_rules,
         "incomplete": true,
-        "evaluationError": "portcullis lists its grants ∩ the token's scope; the API server's RBAC may allow less (kubectl auth can-i VERB RESOURCE asks both); a tenant rule's wildcards do not reach serviceaccounts/token, pods/binding, bindings, pods/eviction, the proxy subresources or writes of status unless the rule names them",
+        "evaluationError": "portcullis lists its grants ∩ the token's scope; the API server's RBAC may allow less (kubectl auth can-i VERB RESOURCE asks both); a tenant rule's wildcards do not reach serviceaccounts/token, pods/binding, bindings, pods/eviction, the proxy subresources or writes of status unless the rule names them; a grant rule without namespaces reaches cluster-scoped resources only, and is listed with those it names",
     }))
 }
 
@@ -254,5 +284,98 @@ mod tests {
             asked_request(&json!({"resourceAttributes": {"verb": "get", "resource": "pods"}}))
                 .unwrap();
         assert!(!answered_locally(&get));
+    }
+
+    /// kubectl sends its current namespace with every question: `can-i` is decided on the
+    /// request as the URL classifies it (no namespace for nodes or `users`, its own name for a
+    /// namespace object), so it answers what the proxy would do with the real request.
+    #[test]
+    fn can_i_is_decided_on_the_request_as_the_url_classifies_it() {
+        use crate::authz::tests::{authorizer, id};
+        let a = authorizer();
+        let nina = id("nina", &["node-viewers"]);
+        let alice = id("alice", &["tenant:team-a"]);
+        let carol = id("carol", &[]);
+        let cases = [
+            (
+                &nina,
+                json!({"namespace": "default", "verb": "list", "resource": "nodes"}),
+                "/api/v1/nodes",
+            ),
+            (
+                &nina,
+                json!({"namespace": "default", "verb": "get", "resource": "namespaces", "name": "team-b"}),
+                "/api/v1/namespaces/team-b",
+            ),
+            (
+                &alice,
+                json!({"namespace": "team-a", "verb": "get", "resource": "namespaces", "name": "team-b"}),
+                "/api/v1/namespaces/team-b",
+            ),
+            (
+                &carol,
+                json!({"namespace": "team-c", "verb": "get", "resource": "namespaces", "name": "team-c"}),
+                "/api/v1/namespaces/team-c",
+            ),
+            (
+                &carol,
+                json!({"namespace": "team-b", "verb": "get", "resource": "namespaces", "name": "team-c"}),
+                "/api/v1/namespaces/team-c",
+            ),
+            (
+                &alice,
+                json!({"namespace": "team-a", "verb": "list", "resource": "nodes"}),
+                "/api/v1/nodes",
+            ),
+            (
+                &alice,
+                json!({"namespace": "team-a", "verb": "get", "resource": "pods"}),
+                "/api/v1/namespaces/team-a/pods",
+            ),
+        ];
+        for (who, attrs, path) in cases {
+            let asked = asked_request(&json!({"resourceAttributes": attrs})).unwrap();
+            let real = crate::k8s::request::classify(
+                &http::Method::GET,
+                &path.parse().unwrap(),
+                &http::HeaderMap::new(),
+            )
+            .unwrap();
+            let real = if attrs["verb"] == "list" || attrs.get("name").is_some() {
+                real
+            } else {
+                let mut r = real;
+                r.verb = "get".into();
+                r
+            };
+            assert_eq!(
+                local_decision(&a, who, &asked).allowed,
+                a.authorize(who, &real).allowed,
+                "{} {attrs}",
+                who.user
+            );
+        }
+        assert!(
+            local_decision(
+                &a,
+                &nina,
+                &asked_request(&json!({"resourceAttributes":
+            {"namespace": "default", "verb": "list", "resource": "nodes"}}))
+                .unwrap()
+            )
+            .allowed
+        );
+        // A self-review's create (kubectl sends no version) is allowed to everyone, as the
+        // real request is.
+        let ssar = asked_request(&json!({"resourceAttributes": {"namespace": "team-a",
+            "verb": "create", "group": "authorization.k8s.io", "resource": "selfsubjectaccessreviews"}}))
+        .unwrap();
+        assert!(local_decision(&a, &alice, &ssar).allowed);
+        // Verbs no request carries are the API server's to judge (it is asked as the caller).
+        let bind = asked_request(&json!({"resourceAttributes": {"namespace": "team-a",
+            "verb": "bind", "group": "rbac.authorization.k8s.io", "resource": "clusterroles", "name": "edit"}}))
+        .unwrap();
+        let d = local_decision(&a, &alice, &bind);
+        assert!(d.allowed && !answered_locally(&bind), "{}", d.reason);
     }
 }

@@ -105,6 +105,23 @@ where
     Guarded {
         inner: body,
         guard: Some(guard),
+        until_read: false,
+    }
+    .boxed_unsync()
+}
+
+/// [`hold`], but `guard` goes as soon as the last frame has been *taken* from `body`, not when
+/// the client has it: a client that grants no HTTP/2 flow-control window makes hyper wait with
+/// that frame forever, and a place under the in-flight cap must not wait with it.
+pub fn hold_until_read<B, G>(body: B, guard: G) -> Body
+where
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Send + Unpin + 'static,
+    G: Send + Unpin + 'static,
+{
+    Guarded {
+        inner: body,
+        guard: Some(guard),
+        until_read: true,
     }
     .boxed_unsync()
 }
@@ -112,6 +129,8 @@ where
 struct Guarded<B, G> {
     inner: B,
     guard: Option<G>,
+    /// Release once the inner body says it has ended after a frame ([`hold_until_read`]).
+    until_read: bool,
 }
 
 impl<B, G> http_body::Body for Guarded<B, G>
@@ -127,9 +146,15 @@ where
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if let std::task::Poll::Ready(None) = polled {
+        match &polled {
             // Released at the end of the body, not only when hyper drops it.
-            self.guard.take();
+            std::task::Poll::Ready(None) => drop(self.guard.take()),
+            std::task::Poll::Ready(Some(Ok(_)))
+                if self.until_read && self.inner.is_end_stream() =>
+            {
+                drop(self.guard.take())
+            }
+            _ => {}
         }
         polled
     }

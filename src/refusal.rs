@@ -491,5 +491,17 @@ pub fn render(status: Status) -> Response<Body> {
     resp
 }
 
+/// A 403 authorization refusal saying `message`, for tests of the layers above.
+#[cfg(test)]
+pub(crate) fn forbidden_for_test(message: &str) -> http::Response<crate::body::Body> {
+    Refusal::Forbidden(Box::new(Forbidden {
+        message: message.into(),
+        name: String::new(),
+        group: String::new(),
+        resource: String::new(),
+    }))
+    .respond()
+}
+
 #[cfg(test)]
 mod tests;

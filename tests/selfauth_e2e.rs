@@ -79,7 +79,9 @@ async fn can_i_on_a_cluster_scoped_resource_ignores_kubectls_namespace() {
         assert_eq!(
             seen(&env, "selfsubjectaccessreviews").len(),
             1,
-            "{args:?}: the proxy allowed it and asked the API server: {} {}", stdout(&out), stderr(&out)
+            "{args:?}: the proxy allowed it and asked the API server: {} {}",
+            stdout(&out),
+            stderr(&out)
         );
     }
     env.stop().await;

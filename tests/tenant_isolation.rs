@@ -100,6 +100,67 @@ async fn metric(env: &Env, name: &str) -> f64 {
         .sum()
 }
 
+/// A client that grants no HTTP/2 window cannot keep places under the global in-flight cap:
+/// its unread lists hold them while the proxy reads them from the API server, and give them
+/// back when the stalled-stream reset comes — not when (never) the client reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_nothing_gives_back_its_in_flight_places() {
+    let env = Env::start_with(|c| {
+        *c = c.replace("  max_in_flight: 400\n", "  max_in_flight: 2\n");
+        *c = c.replace("upstream:\n", "upstream:\n  stalled_stream_timeout: 5s\n");
+    })
+    .await;
+    seed_configmaps(&env, 2).await;
+    let tenant = env.ca.client_cert("mallory", &["tenant:team-a"]).unwrap();
+    let tls = tls_connect(env.proxy_addr, &env.ca, Some(&tenant), &[b"h2"]).await;
+    let (mut h2c, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(tls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let req = Request::get(format!("https://localhost{NS}/configmaps"))
+            .body(())
+            .unwrap();
+        h2c = h2c.ready().await.unwrap();
+        let (resp, _) = h2c.send_request(req, true).unwrap();
+        held.push(resp);
+    }
+    // Both places are taken while the lists are read from the API server.
+    let lists = format!("{NS}/configmaps");
+    poll(Duration::from_secs(20), || {
+        (count_recorded(&env, &lists) >= 2).then_some(())
+    })
+    .await
+    .expect("the two lists reached the API server");
+    // Then the stalled-stream reset gives them back: another caller is served again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut statuses = Vec::new();
+    loop {
+        let r = env
+            .request(get(&format!("{NS}/pods")), Some(&env.admin_cert), true)
+            .await;
+        statuses.push(r.status().as_u16());
+        if r.status() == StatusCode::OK || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&200),
+        "the unread lists kept the in-flight places: {statuses:?}"
+    );
+    assert!(
+        statuses.len() > 1,
+        "the cap was full while the lists were read: {statuses:?}"
+    );
+    drop(held);
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_that_reads_nothing_does_not_stall_the_admin() {
     let env = Env::start_with(|c| {

@@ -371,7 +371,6 @@ mod tests {
             sink::{file::FileSinkConfig, DeliveryMode, SinkKind, SinkSpec},
             Auditor, Policy,
         },
-        refusal::{Forbidden, Refusal},
         service::testing::{request, send, TestBody},
     };
 
@@ -415,15 +414,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let svc = AuditLayer::new(Some(audit(dir.path(), METADATA)), false).layer(
             tower::service_fn(|_req: Request<TestBody>| async {
-                Ok::<_, Infallible>(
-                    Refusal::Forbidden(Box::new(Forbidden {
-                        message: "no".into(),
-                        name: String::new(),
-                        group: String::new(),
-                        resource: String::new(),
-                    }))
-                    .respond(),
-                )
+                Ok::<_, Infallible>(crate::refusal::forbidden_for_test("no"))
             }),
         );
         let resp = send(svc, request("GET", "/api/v1/pods")).await;
@@ -451,15 +442,7 @@ mod tests {
                 if authenticated {
                     rec.with(|r| r.authenticated(&crate::authz::tests::id("alice", &[])));
                 }
-                Ok::<_, Infallible>(
-                    Refusal::Forbidden(Box::new(Forbidden {
-                        message: "no".into(),
-                        name: String::new(),
-                        group: String::new(),
-                        resource: String::new(),
-                    }))
-                    .respond(),
-                )
+                Ok::<_, Infallible>(crate::refusal::forbidden_for_test("no"))
             });
             let svc = AuditLayer::new(Some(audit(dir.path(), METADATA)), false)
                 .layer(crate::classify::ClassifyLayer.layer(inner));

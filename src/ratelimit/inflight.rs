@@ -1,7 +1,8 @@
 //! Global cap on requests in flight through this replica (load shedding).
 //!
-//! The proxy takes an [`InFlightGuard`] for every non-long-running request and holds it until
-//! the response is complete; beyond `max_in_flight` it answers **503 ServiceUnavailable** with
+//! The proxy takes an [`InFlightGuard`] for every non-long-running request and holds it while
+//! the answer is read from the upstream (`ratelimit::layer`: not while a client that reads
+//! nothing keeps hyper waiting with the last frame); beyond `max_in_flight` it answers **503 ServiceUnavailable** with
 //! `Retry-After: 1` and `details.retryAfterSeconds: 1` (client-go retries it). Long-running
 //! requests are bounded by stream permits instead (DESIGN.md decision 7). Always enforced,
 //! also in shadow mode: it protects the proxy itself.

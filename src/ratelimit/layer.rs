@@ -3,13 +3,13 @@
 //!
 //! | layer | refuses | with |
 //! |---|---|---|
-//! | [`LoadShedLayer`] | a request that is not long-running while the global in-flight cap is full; its place is held until the response body ends | 503 + `Retry-After` (`Refusal::Overloaded`) |
+//! | [`LoadShedLayer`] | a request that is not long-running while the global in-flight cap is full; its place is held while the answer is read from the upstream — until its last frame is taken, the pump resets it as stalled, or at once for the proxy's own refusal — not while a client that grants no HTTP/2 window keeps it waiting | 503 + `Retry-After` (`Refusal::Overloaded`) |
 //! | [`SourceBlockLayer`] | any request from an address that keeps failing authentication, before any signature work; counts every 401 from below | 429 + `Retry-After` (`Refusal::SourceBlocked`) |
 //! | [`RateLimitLayer`] | an identity over its read/write bucket or stream cap (or the Redis backend down with `deny`); adds `RateLimit-Policy` / `RateLimit` headers; a stream permit rides with the response ([`HoldWhileStreaming`]) | 429 / 503 + `Retry-After` (`Refusal::RateLimited`) |
 
 use std::{
     convert::Infallible,
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     task::{Context, Poll},
 };
 
@@ -23,7 +23,7 @@ use crate::{
     body::{self, Body},
     refusal::{Refusal, Refused},
     service::{self, ResponseFuture},
-    upstream::HoldWhileStreaming,
+    upstream::{pump::OnStall, HoldWhileStreaming},
 };
 
 /// Implements `Layer` for a layer struct holding `limiter: Option<RateLimiter>`.
@@ -75,7 +75,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> ResponseFuture {
+    fn call(&mut self, mut req: Request<B>) -> ResponseFuture {
         // Long-running requests have stream caps instead.
         let long_running = service::info(&req).is_none_or(|i| i.long_running);
         let Some(limiter) = self.limiter.as_ref().filter(|_| !long_running) else {
@@ -85,12 +85,49 @@ where
             Ok(place) => place,
             Err(rejection) => return service::ready(Refusal::Overloaded(rejection).respond()),
         };
+        // The place is held while the answer is read from the upstream — not while a client
+        // that grants no HTTP/2 window keeps hyper waiting: it goes with the last frame taken
+        // (`hold_until_read`), and when the pump resets a stalled stream (its `OnStall` hook,
+        // chained after the audit layer's), since hyper keeps the reset body until the client
+        // reads again, which such a client never does.
+        // (Only under a cap: the hook costs an allocation per request, and an uncapped count
+        // refuses nobody.)
+        let held = if limiter.in_flight_capped() {
+            let earlier = req.extensions().get::<OnStall>().cloned();
+            let slot = Mutex::new(Some(place));
+            let release: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+                if let Some(earlier) = &earlier {
+                    (earlier.0)();
+                }
+                drop(slot.lock().unwrap_or_else(PoisonError::into_inner).take());
+            });
+            req.extensions_mut().insert(OnStall(Arc::clone(&release)));
+            Place::Hook(release)
+        } else {
+            Place::Counted(place)
+        };
         let inner = self.inner.call(req);
         service::boxed(async move {
             let (parts, body) = inner.await?.into_parts();
-            Ok(Response::from_parts(parts, body::hold(body, place)))
+            if parts.extensions.get::<Refused>().is_some() {
+                // The proxy's own answer: no upstream work goes on, so the place goes now
+                // (with the last holder of the hook; the refusing layer dropped the request).
+                drop(held);
+                return Ok(Response::from_parts(parts, body));
+            }
+            Ok(Response::from_parts(
+                parts,
+                body::hold_until_read(body, held),
+            ))
         })
     }
+}
+
+/// A place under the in-flight cap as the response holds it (released when dropped): the
+/// guard itself, or, under a cap, the stalled-stream hook that owns it.
+enum Place {
+    Counted(#[allow(dead_code)] crate::ratelimit::inflight::InFlightGuard),
+    Hook(#[allow(dead_code)] Arc<dyn Fn() + Send + Sync>),
 }
 
 impl<S, B> Service<Request<B>> for SourceBlockService<S>
@@ -238,6 +275,70 @@ mod tests {
         let _ = text(first).await;
         let again = send(svc, classified("GET", "/api/v1/pods")).await;
         assert_eq!(again.status(), 200);
+    }
+
+    /// A place is not held while a client that grants no HTTP/2 window keeps hyper waiting:
+    /// the proxy's own refusal frees it at once, an answer once its last frame is taken from
+    /// the upstream (not when the client has it), a stalled stream when the pump resets it.
+    #[tokio::test]
+    async fn load_shed_places_go_with_the_upstream_work_not_the_client() {
+        use http_body::Body as _;
+        let one = || limiter("max_in_flight: 1");
+        let admitted = |l: &RateLimiter| l.try_in_flight().is_ok();
+        // A refusal from below: released before anyone reads it.
+        let l = one();
+        let refusing = tower::service_fn(|_req: Request<TestBody>| async {
+            Ok::<_, Infallible>(crate::refusal::forbidden_for_test("no"))
+        });
+        let unread = send(
+            LoadShedLayer::new(Some(l.clone())).layer(refusing),
+            classified("GET", "/api/v1/pods"),
+        )
+        .await;
+        assert_eq!(unread.status(), 403);
+        assert!(admitted(&l), "the refusal's place was freed");
+        // An answer: released once its last frame is taken.
+        let l = one();
+        let answering = tower::service_fn(|_req: Request<TestBody>| async {
+            Ok::<_, Infallible>(Response::new(body::full(bytes::Bytes::from_static(b"ok"))))
+        });
+        let mut resp = send(
+            LoadShedLayer::new(Some(l.clone())).layer(answering),
+            classified("GET", "/api/v1/pods"),
+        )
+        .await;
+        assert!(!admitted(&l), "held while the answer is unread");
+        let frame =
+            std::future::poll_fn(|cx| std::pin::Pin::new(resp.body_mut()).poll_frame(cx)).await;
+        assert!(frame.is_some());
+        assert!(
+            admitted(&l),
+            "freed with the last frame taken, before the end is polled"
+        );
+        // A stream that never ends: released when the pump resets it as stalled.
+        let l = one();
+        let hook: Arc<Mutex<Option<OnStall>>> = Arc::default();
+        let seen = Arc::clone(&hook);
+        let streaming = tower::service_fn(move |req: Request<TestBody>| {
+            *seen.lock().unwrap() = req.extensions().get::<OnStall>().cloned();
+            async {
+                let (_tx, body) = body::channel(1);
+                Ok::<_, Infallible>(Response::new(body))
+            }
+        });
+        let _held = send(
+            LoadShedLayer::new(Some(l.clone())).layer(streaming),
+            classified("GET", "/api/v1/pods"),
+        )
+        .await;
+        assert!(!admitted(&l));
+        let on_stall = hook
+            .lock()
+            .unwrap()
+            .take()
+            .expect("the hook reaches the forwarder");
+        (on_stall.0)();
+        assert!(admitted(&l), "freed by the stalled-stream reset");
     }
 
     #[tokio::test]

@@ -165,20 +165,13 @@ fn invalidated(o: &Value) -> bool {
 /// a re-apply that leaves it out then removes it.
 fn applied_label(current: &Value, manager: &str) -> bool {
     let owned = format!("f:{INVALID_SINCE}");
-    current
-        .pointer("/metadata/managedFields")
-        .and_then(Value::as_array)
-        .is_some_and(|entries| {
-            entries.iter().any(|e| {
-                e.get("manager").and_then(Value::as_str) == Some(manager)
-                    && e.get("operation").and_then(Value::as_str) == Some("Apply")
-                    && e.get("fieldsV1")
-                        .and_then(|f| f.get("f:metadata"))
-                        .and_then(|m| m.get("f:labels"))
-                        .and_then(|l| l.get(&owned))
-                        .is_some()
-            })
-        })
+    super::judge::applied_entries(current, manager).any(|e| {
+        e.get("fieldsV1")
+            .and_then(|f| f.get("f:metadata"))
+            .and_then(|m| m.get("f:labels"))
+            .and_then(|l| l.get(&owned))
+            .is_some()
+    })
 }
 
 /// The label the API server's legacy-token cleaner sets on a token Secret unused for a year:

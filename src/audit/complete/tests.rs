@@ -713,10 +713,7 @@ async fn request_received_is_stamped_with_the_time_the_request_arrived() {
 /// another sink that took `ResponseStarted` must learn the outcome.
 #[tokio::test]
 async fn a_failed_response_started_still_leaves_its_response_complete() {
-    use crate::{
-        audit::AuditRecord,
-        refusal::{Forbidden, Refusal},
-    };
+    use crate::audit::AuditRecord;
     let sink = Memory::default();
     sink.fail_writes.store(1, Ordering::SeqCst);
     let svc = AuditLayer::new(Some(audit(METADATA, &sink)), false).layer(
@@ -724,15 +721,7 @@ async fn a_failed_response_started_still_leaves_its_response_complete() {
             |req: Request<TestBody>| async move {
                 let rec = req.extensions().get::<AuditRecord>().unwrap();
                 rec.with(|r| r.authenticated(&crate::authz::tests::id("alice", &[])));
-                Ok::<_, std::convert::Infallible>(
-                    Refusal::Forbidden(Box::new(Forbidden {
-                        message: "no".into(),
-                        name: String::new(),
-                        group: String::new(),
-                        resource: String::new(),
-                    }))
-                    .respond(),
-                )
+                Ok::<_, std::convert::Infallible>(crate::refusal::forbidden_for_test("no"))
             },
         )),
     );

@@ -41,6 +41,7 @@
 mod case;
 mod patch;
 mod reapply;
+pub(crate) use reapply::applied_entries;
 
 use case::case_variant_causes;
 use patch::{add_precondition, apply_patch, strip_json_patch};

@@ -21,14 +21,23 @@ use crate::sanitize::pss::PodBearing;
 /// Whether `manager` has applied this object before (an `Apply` entry in its
 /// `managedFields`): only then can an apply remove fields.
 pub(super) fn reapplies(current: &Value, manager: &str) -> bool {
+    applied_entries(current, manager).next().is_some()
+}
+
+/// `manager`'s `Apply` entries in `current`'s `managedFields` (what it owns by applying is in
+/// each entry's `fieldsV1`).
+pub(crate) fn applied_entries<'a>(
+    current: &'a Value,
+    manager: &'a str,
+) -> impl Iterator<Item = &'a Value> + 'a {
     current
         .pointer("/metadata/managedFields")
         .and_then(Value::as_array)
-        .is_some_and(|entries| {
-            entries.iter().any(|e| {
-                e.get("manager").and_then(Value::as_str) == Some(manager)
-                    && e.get("operation").and_then(Value::as_str) == Some("Apply")
-            })
+        .into_iter()
+        .flatten()
+        .filter(move |e| {
+            e.get("manager").and_then(Value::as_str) == Some(manager)
+                && e.get("operation").and_then(Value::as_str) == Some("Apply")
         })
 }
 

@@ -241,6 +241,7 @@ async fn accept_loop<H, F>(
             }
         };
         let _ = tcp.set_nodelay(true);
+        keep_alive(&tcp);
         let conn = Conn {
             peer,
             shared: Shared::new(permit, alive.clone()),
@@ -560,4 +561,40 @@ where
             Ok::<_, std::convert::Infallible>(resp.map(|b| body::hold(b, open)))
         }
     })
+}
+
+/// TCP keep-alive on an accepted connection, as Go's servers (kube-apiserver's among them)
+/// turn it on: a client that vanished without a FIN or RST (a laptop asleep, a NAT entry
+/// dropped) is found within about two minutes — its connection slot, watch and session
+/// permits freed — instead of when the API server's side of its stream times out (hours, for
+/// an idle exec session). A failure to set it only loses that.
+fn keep_alive(tcp: &tokio::net::TcpStream) {
+    let _ = socket2::SockRef::from(tcp).set_tcp_keepalive(&KEEP_ALIVE);
+}
+
+/// First probe after a minute of silence, then every 15 s; four unanswered ones end it.
+const KEEP_ALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
+    .with_time(std::time::Duration::from_secs(60))
+    .with_interval(std::time::Duration::from_secs(15))
+    .with_retries(4);
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// An accepted connection gets the keep-alive the accept loop sets.
+    #[tokio::test]
+    async fn accepted_connections_get_tcp_keep_alive() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let sock = socket2::SockRef::from(&tcp);
+        assert!(!sock.keepalive().unwrap(), "off before");
+        super::keep_alive(&tcp);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(60));
+        assert_eq!(sock.tcp_keepalive_interval().unwrap(), Duration::from_secs(15));
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 4);
+    }
 }

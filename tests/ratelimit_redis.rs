@@ -197,3 +197,67 @@ async fn replicas_share_one_limit_degrade_and_recover() {
     }
     redis.kill().await;
 }
+
+/// Redis' clock stepping back (an NTP correction, a failover to a replica behind) must not lock
+/// out every recently active identity for the length of the step: a stored bucket is never
+/// treated as further ahead than empty, so the wait is one emission interval at most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_clock_stepping_back_does_not_lock_identities_out() {
+    let Some(bin) = redis_binary() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("redis-server is required in CI (apt-get install -y redis-server)");
+        }
+        eprintln!("SKIPPED: redis-server not found in PATH (apt-get install -y redis-server)");
+        return;
+    };
+    let port = common::free_port().port();
+    let _redis = Redis::start(bin, port).await;
+    let prefix = format!("clock:{}:", std::process::id());
+    let yaml = format!(
+        r#"
+default: {{reads: {{rate: 1/s, burst: 10}}}}
+backend: redis
+redis: {{url: "redis://127.0.0.1:{port}", replicas: 1, on_backend_error: deny, timeout: 300ms, backoff: 100ms, key_prefix: "{prefix}"}}
+"#
+    );
+    let cfg: RateLimitsConfig = serde_saphyr::from_str(&yaml).expect("yaml");
+    let rl = build(&cfg, "rate_limits").expect("valid config");
+    let carol = id("carol");
+    assert_eq!(admitted_via_redis(&[&rl], &carol, 1).await, 1);
+    // As if Redis' clock had stepped back an hour: the stored bucket is an hour ahead.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli (installed with redis-server)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let keys = cli(&["--scan", "--pattern", &format!("{prefix}*")]);
+    let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+    assert!(!keys.is_empty(), "the bucket is in Redis");
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    for key in keys {
+        let ahead = (now_us + 3_600_000_000).to_string();
+        cli(&["SET", key, &ahead, "EX", "7200"]);
+    }
+    let (info, uri) = get_pod();
+    let refused = rl
+        .check_async(&carol, &info, &uri)
+        .await
+        .expect_err("a full bucket refuses");
+    assert_eq!(refused.status().code, 429);
+    assert!(
+        refused.retry_after_secs() <= 2,
+        "waits {} s for a bucket an hour ahead",
+        refused.retry_after_secs()
+    );
+}

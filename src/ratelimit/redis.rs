@@ -38,6 +38,9 @@ local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local tat = tonumber(redis.call('GET', KEYS[1]))
 if not tat or tat < now then tat = now end
 local limit = t * burst
+-- A bucket is never further ahead than empty: after Redis' clock stepped back, a stored tat
+-- would otherwise refuse every recent identity for as long as the step.
+if tat > now + limit then tat = now + limit end
 local new_tat = tat + t * cost
 if new_tat - now > limit then
   local remaining = math.floor((limit - (tat - now)) / t)

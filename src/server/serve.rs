@@ -594,7 +594,10 @@ mod tests {
         super::keep_alive(&tcp);
         assert!(sock.keepalive().unwrap());
         assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(60));
-        assert_eq!(sock.tcp_keepalive_interval().unwrap(), Duration::from_secs(15));
+        assert_eq!(
+            sock.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(15)
+        );
         assert_eq!(sock.tcp_keepalive_retries().unwrap(), 4);
     }
 }

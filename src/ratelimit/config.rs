@@ -14,7 +14,7 @@
 //!   unauthenticated: {rate: 5/s, burst: 10}
 //!   max_in_flight: 500
 //!   idle_eviction: 10m
-//!   backend: local           # local | redis
+//!   backend: redis           # local (default) | redis, which needs the redis section
 //!   redis: {url: "redis://127.0.0.1:6379", replicas: 3, on_backend_error: local, timeout: 50ms,
 //!           backoff: 1s, key_prefix: "portcullis:rl:"}
 //! ```
@@ -257,7 +257,17 @@ pub fn validate(cfg: &RateLimitsConfig, key_prefix: &str) -> Result<Settings, Ve
         &format!("{p}.idle_eviction"),
     );
     let redis = match (cfg.backend, &cfg.redis) {
-        (Backend::Local, _) => None,
+        (Backend::Local, None) => None,
+        (Backend::Local, Some(_)) => {
+            // Most likely a forgotten `backend: redis`: every replica would then keep its own
+            // buckets, N times the limit meant, with no sign of it.
+            v.problem(
+                format!("{p}.redis"),
+                "a redis section is set but backend is local (the default), so it would be ignored",
+                "add backend: redis to share the limits through it, or remove the redis section",
+            );
+            None
+        }
         (Backend::Redis, None) => {
             v.problem(
                 format!("{p}.redis"),
@@ -327,9 +337,21 @@ impl Validator {
                 .writes
                 .as_ref()
                 .and_then(|b| self.bucket(b, &format!("{path}.writes"))),
-            watches: cfg.watches,
-            sessions: cfg.sessions,
+            watches: self.stream_cap(cfg.watches, &format!("{path}.watches")),
+            sessions: self.stream_cap(cfg.sessions, &format!("{path}.sessions")),
         }
+    }
+
+    /// A stream cap: 0 would answer every watch or session 429, which clients retry forever.
+    fn stream_cap(&mut self, cap: Option<u32>, path: &str) -> Option<u32> {
+        if cap == Some(0) {
+            self.problem(
+                path.to_owned(),
+                "0 refuses every one, and clients retry a 429 forever",
+                "give at least 1, or omit the key for no cap at this level",
+            );
+        }
+        cap
     }
 
     fn bucket(&mut self, cfg: &BucketConfig, path: &str) -> Option<BucketQuota> {

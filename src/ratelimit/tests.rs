@@ -156,6 +156,31 @@ redis: {url: "http://x", replicas: 0, timeout: 0s, key_prefix: ""}
     }
 }
 
+/// A redis section without `backend: redis` would be ignored (each replica keeping its own
+/// buckets), and a stream cap of 0 refuses every stream forever: both are config errors.
+#[test]
+fn an_ignored_redis_section_and_zero_stream_caps_are_refused() {
+    let cfg = parse(
+        r#"
+default: {watches: 0}
+users: {bob: {sessions: 0}}
+redis: {url: "redis://127.0.0.1:6379", replicas: 2}
+"#,
+    );
+    let problems = config::validate(&cfg, "rate_limits").expect_err("invalid");
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "rate_limits.default.watches",
+            "rate_limits.users.bob.sessions",
+            "rate_limits.redis"
+        ],
+        "{problems:?}"
+    );
+    assert!(problems.iter().all(|p| !p.hint.is_empty()), "{problems:?}");
+}
+
 #[test]
 fn unknown_keys_are_rejected() {
     assert!(

@@ -92,8 +92,10 @@ fn unescape(key: &str) -> String {
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         if b == b'%' {
+            // Two hex digits, as Go's `ishex` (`from_str_radix` alone would take `+f`).
             let hex = bytes
                 .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok());
             match hex {
@@ -421,6 +423,16 @@ grants:
             assert_eq!(code, 400, "{k}: {v:?}");
             assert!(msg.contains("whitespace"), "{msg}");
         }
+    }
+
+    /// Extra keys are unescaped as Go's `url.PathUnescape`: two hex digits per escape, or the
+    /// raw key.
+    #[test]
+    fn extra_keys_unescape_as_go_does() {
+        assert_eq!(unescape("example.com%2fteam"), "example.com/team");
+        assert_eq!(unescape("a%+fb"), "a%+fb");
+        assert_eq!(unescape("a%-1b"), "a%-1b");
+        assert_eq!(unescape("a%2"), "a%2");
     }
 
     /// An empty `Impersonate-Uid` is no uid (`hasUID := len(...) > 0`): alone it asks for no

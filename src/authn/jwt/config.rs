@@ -238,7 +238,11 @@ fn algorithms(e: &IssuerConfig, path: &str, p: &mut Problems) -> Vec<Algorithm> 
             for (j, name) in list.iter().enumerate() {
                 let key = format!("{path}.algorithms[{j}]");
                 if name.eq_ignore_ascii_case("none") {
-                    p.err(key, "`none` (unsigned tokens) is never allowed", "");
+                    p.err(
+                        key,
+                        "`none` (unsigned tokens) is never allowed",
+                        "remove it; list the algorithms the issuer signs with, e.g. RS256",
+                    );
                     continue;
                 }
                 match Algorithm::from_str(name) {
@@ -412,7 +416,11 @@ fn claims(e: &IssuerConfig, path: &str, p: &mut Problems) -> Claims {
         .and_then(|g| prefixed(g, &format!("{mp}.groups"), p));
     let uid = e.claim_mappings.uid.as_ref().map(|u| {
         if u.claim.is_empty() {
-            p.err(format!("{mp}.uid.claim"), "claim name is empty", "");
+            p.err(
+                format!("{mp}.uid.claim"),
+                "claim name is empty",
+                "name the claim holding the uid, e.g. sub, or remove uid",
+            );
         }
         u.claim.clone()
     });
@@ -431,11 +439,15 @@ fn claims(e: &IssuerConfig, path: &str, p: &mut Problems) -> Claims {
             p.err(
                 format!("{xp}.key"),
                 format!("{:?} is mapped more than once", x.key),
-                "",
+                "keep one mapping per key",
             );
         }
         if x.claim.is_empty() {
-            p.err(format!("{xp}.claim"), "claim name is empty", "");
+            p.err(
+                format!("{xp}.claim"),
+                "claim name is empty",
+                "name the claim whose values fill this extra, e.g. repository",
+            );
         }
         extra.push((x.key.clone(), x.claim.clone()));
     }
@@ -529,7 +541,11 @@ fn key_source(e: &IssuerConfig, base_dir: &Path, ip: &str, p: &mut Problems) -> 
                 PemFile::WithKid(k) => (k.path.clone(), k.kid.clone()),
             };
             if kid.is_empty() {
-                p.err(format!("{ip}.pem_files[{j}]"), "the key id is empty", "");
+                p.err(
+                    format!("{ip}.pem_files[{j}]"),
+                    "the key id is empty",
+                    "give the kid the tokens carry for this key, e.g. {path: key.pem, kid: key-1}",
+                );
             } else if !kids.insert(kid.clone()) {
                 p.err(
                     format!("{ip}.pem_files[{j}]"),

@@ -1,14 +1,14 @@
 //! Global cap on requests in flight through this replica (load shedding).
 //!
 //! The proxy takes an [`InFlightGuard`] for every non-long-running request and holds it while
-//! the answer is read from the upstream (`ratelimit::layer`: not while a client that reads
-//! nothing keeps hyper waiting with the last frame); beyond `max_in_flight` it answers **503 ServiceUnavailable** with
+//! the answer is read from the upstream ([`SharedPlace`]: not while a client that reads
+//! nothing keeps hyper waiting with it); beyond `max_in_flight` it answers **503 ServiceUnavailable** with
 //! `Retry-After: 1` and `details.retryAfterSeconds: 1` (client-go retries it). Long-running
 //! requests are bounded by stream permits instead (DESIGN.md decision 7). Always enforced,
 //! also in shadow mode: it protects the proxy itself.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The count of requests in flight, and the cap (None: `max_in_flight` not set). Counted also
 /// without a cap, so that a reload adding one starts from the requests already in flight.
@@ -61,5 +61,38 @@ pub struct InFlightGuard(Arc<AtomicUsize>);
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A place given back by whoever is done with it first (a request extension): the forwarder,
+/// once the upstream answer has been read to its end or dropped (read straight through, by the
+/// pump, or reset as stalled) — the work the cap bounds — and, as a backstop, the response
+/// that carries it (the proxy's own answers never reach the forwarder).
+#[derive(Clone, Debug)]
+pub struct SharedPlace(Arc<Mutex<Option<InFlightGuard>>>);
+
+impl SharedPlace {
+    pub fn new(guard: InFlightGuard) -> SharedPlace {
+        SharedPlace(Arc::new(Mutex::new(Some(guard))))
+    }
+
+    /// Give the place back (once; later calls do nothing).
+    pub fn release(&self) {
+        drop(self.0.lock().unwrap_or_else(PoisonError::into_inner).take());
+    }
+
+    /// A guard that gives the place back when dropped (for `body::hold_until_read`).
+    pub fn on_drop(&self) -> ReleaseOnDrop {
+        ReleaseOnDrop(self.clone())
+    }
+}
+
+/// Gives its [`SharedPlace`] back when dropped.
+#[derive(Debug)]
+pub struct ReleaseOnDrop(SharedPlace);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        self.0.release();
     }
 }

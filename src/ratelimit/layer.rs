@@ -3,27 +3,27 @@
 //!
 //! | layer | refuses | with |
 //! |---|---|---|
-//! | [`LoadShedLayer`] | a request that is not long-running while the global in-flight cap is full; its place is held while the answer is read from the upstream — until its last frame is taken, the pump resets it as stalled, or at once for the proxy's own refusal — not while a client that grants no HTTP/2 window keeps it waiting | 503 + `Retry-After` (`Refusal::Overloaded`) |
+//! | [`LoadShedLayer`] | a request that is not long-running while the global in-flight cap is full; its place ([`SharedPlace`], a request extension) is held while the answer is read from the upstream — the forwarder gives it back when the upstream body ended or was dropped; the proxy's own refusal at once, its other answers with their last frame — not while a client that grants no HTTP/2 window keeps hyper waiting | 503 + `Retry-After` (`Refusal::Overloaded`) |
 //! | [`SourceBlockLayer`] | any request from an address that keeps failing authentication, before any signature work; counts every 401 from below | 429 + `Retry-After` (`Refusal::SourceBlocked`) |
 //! | [`RateLimitLayer`] | an identity over its read/write bucket or stream cap (or the Redis backend down with `deny`); adds `RateLimit-Policy` / `RateLimit` headers; a stream permit rides with the response ([`HoldWhileStreaming`]) | 429 / 503 + `Retry-After` (`Refusal::RateLimited`) |
 
 use std::{
     convert::Infallible,
-    sync::{Arc, Mutex, PoisonError},
+    sync::Arc,
     task::{Context, Poll},
 };
 
 use http::{Request, Response};
 use tower::{Layer, Service};
 
-use super::RateLimiter;
+use super::{inflight::SharedPlace, RateLimiter};
 use crate::{
     audit::AuditRecord,
     authn::Identity,
     body::{self, Body},
     refusal::{Refusal, Refused},
     service::{self, ResponseFuture},
-    upstream::{pump::OnStall, HoldWhileStreaming},
+    upstream::HoldWhileStreaming,
 };
 
 /// Implements `Layer` for a layer struct holding `limiter: Option<RateLimiter>`.
@@ -86,48 +86,26 @@ where
             Err(rejection) => return service::ready(Refusal::Overloaded(rejection).respond()),
         };
         // The place is held while the answer is read from the upstream — not while a client
-        // that grants no HTTP/2 window keeps hyper waiting: it goes with the last frame taken
-        // (`hold_until_read`), and when the pump resets a stalled stream (its `OnStall` hook,
-        // chained after the audit layer's), since hyper keeps the reset body until the client
-        // reads again, which such a client never does.
-        // (Only under a cap: the hook costs an allocation per request, and an uncapped count
-        // refuses nobody.)
-        let held = if limiter.in_flight_capped() {
-            let earlier = req.extensions().get::<OnStall>().cloned();
-            let slot = Mutex::new(Some(place));
-            let release: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
-                if let Some(earlier) = &earlier {
-                    (earlier.0)();
-                }
-                drop(slot.lock().unwrap_or_else(PoisonError::into_inner).take());
-            });
-            req.extensions_mut().insert(OnStall(Arc::clone(&release)));
-            Place::Hook(release)
-        } else {
-            Place::Counted(place)
-        };
+        // that grants no HTTP/2 window keeps hyper waiting with it: the forwarder gives it back
+        // once the upstream body has ended or been dropped (read straight through, by the pump,
+        // or reset as stalled), and an answer that never reached the upstream (a refusal, a
+        // self-review) gives it back here or with its last frame taken.
+        let place = SharedPlace::new(place);
+        req.extensions_mut().insert(place.clone());
         let inner = self.inner.call(req);
         service::boxed(async move {
             let (parts, body) = inner.await?.into_parts();
             if parts.extensions.get::<Refused>().is_some() {
-                // The proxy's own answer: no upstream work goes on, so the place goes now
-                // (with the last holder of the hook; the refusing layer dropped the request).
-                drop(held);
+                // The proxy's own answer: no upstream work goes on.
+                place.release();
                 return Ok(Response::from_parts(parts, body));
             }
             Ok(Response::from_parts(
                 parts,
-                body::hold_until_read(body, held),
+                body::hold_until_read(body, place.on_drop()),
             ))
         })
     }
-}
-
-/// A place under the in-flight cap as the response holds it (released when dropped): the
-/// guard itself, or, under a cap, the stalled-stream hook that owns it.
-enum Place {
-    Counted(#[allow(dead_code)] crate::ratelimit::inflight::InFlightGuard),
-    Hook(#[allow(dead_code)] Arc<dyn Fn() + Send + Sync>),
 }
 
 impl<S, B> Service<Request<B>> for SourceBlockService<S>
@@ -315,30 +293,32 @@ mod tests {
             admitted(&l),
             "freed with the last frame taken, before the end is polled"
         );
-        // A stream that never ends: released when the pump resets it as stalled.
+        // An answer from the upstream: the place rides the request to the forwarder, which
+        // gives it back when the upstream body is read or dropped — here by hand, while the
+        // client-facing body is never read.
         let l = one();
-        let hook: Arc<Mutex<Option<OnStall>>> = Arc::default();
-        let seen = Arc::clone(&hook);
-        let streaming = tower::service_fn(move |req: Request<TestBody>| {
-            *seen.lock().unwrap() = req.extensions().get::<OnStall>().cloned();
+        let seen: Arc<std::sync::Mutex<Option<SharedPlace>>> = Arc::default();
+        let grab = Arc::clone(&seen);
+        let forwarding = tower::service_fn(move |req: Request<TestBody>| {
+            *grab.lock().unwrap() = req.extensions().get::<SharedPlace>().cloned();
             async {
                 let (_tx, body) = body::channel(1);
                 Ok::<_, Infallible>(Response::new(body))
             }
         });
-        let _held = send(
-            LoadShedLayer::new(Some(l.clone())).layer(streaming),
+        let _unread = send(
+            LoadShedLayer::new(Some(l.clone())).layer(forwarding),
             classified("GET", "/api/v1/pods"),
         )
         .await;
         assert!(!admitted(&l));
-        let on_stall = hook
+        let place = seen
             .lock()
             .unwrap()
             .take()
-            .expect("the hook reaches the forwarder");
-        (on_stall.0)();
-        assert!(admitted(&l), "freed by the stalled-stream reset");
+            .expect("the place reaches the forwarder");
+        drop(place.on_drop());
+        assert!(admitted(&l), "freed by the forwarder");
     }
 
     #[tokio::test]

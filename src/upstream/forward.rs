@@ -26,6 +26,7 @@ use crate::{
     authn::Identity,
     body::{self, Body},
     k8s::headers,
+    ratelimit::inflight::SharedPlace,
     refusal::Refusal,
 };
 
@@ -72,6 +73,7 @@ pub async fn forward(
     let (mut parts, incoming) = req.into_parts();
     let guard = ob.guard.take();
     let on_stall = parts.extensions.get::<pump::OnStall>().cloned();
+    let place = parts.extensions.get::<SharedPlace>().cloned();
     // Only a long-running request (exec, attach, port-forward, proxy, a watch over WebSocket)
     // can be upgraded by the API server; on any other the `Upgrade` is ignored there, so it
     // goes the ordinary way (its hop-by-hop headers stripped), deadline and pool included.
@@ -101,6 +103,11 @@ pub async fn forward(
         ob.identity.clone(),
         ob.audit_id.clone(),
     );
+    if let Some(place) = place {
+        // The in-flight place goes when the upstream answer has been read (or dropped: a
+        // stalled-stream reset), not when a client that reads nothing lets hyper send it.
+        body = body::hold_until_read(body, place.on_drop());
+    }
     body = pump::decouple(body, &up.budgets, up.stalled_stream_timeout, move || {
         pump::StallReport {
             counter: metrics

@@ -728,7 +728,11 @@ async fn re_activating_an_invalidated_token_secret_is_minting() {
     *admin_req.body_mut() = Full::new(Bytes::from(
         json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
             "metadata": {"name": "ci-token", "annotations": {"kubernetes.io/service-account.name": "default"},
-                "labels": {"kubernetes.io/legacy-token-invalid-since": "2026-01-01"}},
+                "labels": {"kubernetes.io/legacy-token-invalid-since": "2026-01-01"},
+                // As the API server records it after manager m force-applied the label.
+                "managedFields": [{"manager": "m", "operation": "Apply", "apiVersion": "v1",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:labels":
+                        {"f:kubernetes.io/legacy-token-invalid-since": {}}}}}]},
             "data": {"token": "ZXlK"}})
         .to_string(),
     ));
@@ -808,6 +812,24 @@ async fn re_activating_an_invalidated_token_secret_is_minting() {
             .await;
         assert_eq!(resp.status(), StatusCode::OK, "{patch}: {:?}", resp.body());
     }
+    // A re-apply by m that leaves the label out, mentioning nothing token-related, removes it
+    // (m owns it alone): refused like the rest, with only the read of the current Secret.
+    env.sandbox.sandbox.clear_recorded();
+    let bare = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ci-token"}});
+    let resp = env
+        .request(
+            with_body(
+                "PATCH",
+                &format!("{ci_token}?fieldManager=m"),
+                "application/apply-patch+yaml",
+                bare,
+            ),
+            None,
+            false,
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{:?}", resp.body());
+    assert_eq!(upstream_saw(&env), [format!("GET {ci_token}")]);
     // A server-side apply of the same token Secret by a manager that never applied the label
     // (the configuration carries no token and no such label) leaves it in place: passes.
     let config = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",

@@ -198,7 +198,9 @@ pub fn judges_update_without_current(info: &RequestInfo, parsed: &Parsed) -> boo
 
 /// Whether a Secret write can make, re-point or re-activate a token Secret: an object that is
 /// one or names a service account, a patch reaching `type`, the annotations or the label that
-/// invalidates a token.
+/// invalidates a token, and every server-side apply — one that does not mention the label
+/// still removes it when its manager applied it before (only the current object's
+/// `managedFields` say).
 fn token_relevant(parsed: &Parsed) -> bool {
     let areas: [&[&str]; 3] = [
         &["type"],
@@ -214,6 +216,7 @@ fn token_relevant(parsed: &Parsed) -> bool {
                     .and_then(|a| a.get(token_secret::SERVICE_ACCOUNT))
                     .is_some()
         }
+        BodyKind::ApplyPatch => true,
         BodyKind::JsonPatch => areas.iter().any(|a| json_patch_touches(&parsed.value, a)),
         _ => areas.iter().any(|a| merge_touches(&parsed.value, a)),
     }

@@ -396,9 +396,10 @@ fn validate_claims(
     let aud_ok = match claims.get("aud") {
         Some(Value::String(a)) => p.audiences.iter().any(|x| x == a),
         Some(Value::Array(list)) => {
-            // A list holding anything but strings does not parse as go-oidc's `audience`
-            // (a `[]string`): the API server refuses the token, so must we.
-            if list.iter().any(|a| !a.is_string()) {
+            // A list holding anything but strings (or `null`, which Go's decoder takes as "")
+            // does not parse as go-oidc's `audience` (a `[]string`): the API server refuses
+            // the token, so must we.
+            if list.iter().any(|a| !a.is_string() && !a.is_null()) {
                 return Err(Rejected::InvalidClaim("aud".into()));
             }
             list.iter()

@@ -154,6 +154,8 @@ where
             {
                 drop(self.guard.take())
             }
+            // A broken body delivers nothing more.
+            std::task::Poll::Ready(Some(Err(_))) if self.until_read => drop(self.guard.take()),
             _ => {}
         }
         polled

@@ -257,7 +257,8 @@ mod tests {
 
     /// A place is not held while a client that grants no HTTP/2 window keeps hyper waiting:
     /// the proxy's own refusal frees it at once, an answer once its last frame is taken from
-    /// the upstream (not when the client has it), a stalled stream when the pump resets it.
+    /// the upstream (not when the client has it), and a forwarded answer when the forwarder
+    /// gives the place it got with the request back.
     #[tokio::test]
     async fn load_shed_places_go_with_the_upstream_work_not_the_client() {
         use http_body::Body as _;

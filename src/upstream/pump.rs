@@ -21,7 +21,8 @@
 //! stream only. A response whose buffer stays full for `upstream.stalled_stream_timeout` (its
 //! client took nothing of what was waiting for it in that time; a response whose client took
 //! everything and which waits for the identity's budget is not — the responses holding the
-//! budget have bytes waiting and are reset on their own timers, which frees it) is *stalled*:
+//! budget have bytes waiting and are reset on their own timers, which frees it — also once
+//! the upstream has ended and only the buffered frames are left for the client) is *stalled*:
 //! the upstream stream is cancelled
 //! (RST_STREAM) and the client's response ends with an error (HTTP/2: its stream is reset;
 //! HTTP/1.1: its connection is closed) — logged with the audit ID and counted in
@@ -345,7 +346,16 @@ async fn pump<R>(
             () = tx.closed() => return,
         };
         let frame = match frame {
-            None => return,
+            None => {
+                // The upstream is done (dropping its body gives its in-flight place back), but
+                // the frames still buffered hold this identity's budget until the client takes
+                // them: a client that takes none of them for a whole stall timeout is reset as
+                // one the pump waits on would be, or its buffer would hold the budget — and
+                // every later response of the identity waiting for it — for the connection's
+                // life.
+                drop(inner);
+                return watch_taken(&mine, stall, &tx, &report, &slot).await;
+            }
             Some(Err(err)) => {
                 let _ = tx.send(Err(err));
                 return;
@@ -373,6 +383,31 @@ async fn pump<R>(
         };
         if tx.send(Ok((frame, [a, b]))).is_err() {
             return;
+        }
+    }
+}
+
+/// After the upstream ended: wait until the client has taken everything buffered, resetting the
+/// response if, for a whole `stall`, bytes were waiting and it took none of them.
+async fn watch_taken<R>(
+    mine: &Semaphore,
+    stall: Duration,
+    tx: &mpsc::UnboundedSender<Item>,
+    report: &StallReport,
+    slot: &Weak<Slot<R>>,
+) {
+    loop {
+        let before = mine.available_permits();
+        if before >= PER_STREAM {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(stall) => {
+                if mine.available_permits() == before {
+                    return reset_stalled(report, stall, slot, tx);
+                }
+            }
+            () = tx.closed() => return,
         }
     }
 }
@@ -613,6 +648,42 @@ mod tests {
         assert_eq!(budget.available_permits(), PER_IDENTITY);
         // The client, reading at last, gets the error and no data.
         assert!(body.frame().await.unwrap().is_err());
+    }
+
+    /// A response the pump read to its end (smaller than the per-stream buffer) and whose client
+    /// takes nothing still holds the identity's budget with its buffered frames: it is reset
+    /// after the stall timeout like one the pump waits on, freeing the budget for the
+    /// identity's other responses; one that is taken ends normally.
+    #[tokio::test]
+    async fn a_response_read_to_its_end_and_never_taken_is_reset() {
+        for taken in [false, true] {
+            let (tx, inner) = crate::body::channel(4);
+            let r = report();
+            let counter = r.counter.clone();
+            let budgets = Budgets::default();
+            let budget = budgets.of("u");
+            let mut body = decouple(inner, &budgets, Duration::from_millis(600), move || r);
+            for _ in 0..3 {
+                tx.send(Bytes::from(vec![0u8; 64 * 1024])).await.unwrap();
+            }
+            drop(tx);
+            // Handed off within two sweeps; the pump reads to the end and holds the frames.
+            tokio::time::sleep(SWEEP * 2 + Duration::from_millis(200)).await;
+            assert!(budget.available_permits() < PER_IDENTITY, "buffered");
+            if taken {
+                let mut got = 0;
+                while let Some(f) = body.frame().await {
+                    got += f.unwrap().into_data().unwrap().len();
+                }
+                assert_eq!(got, 3 * 64 * 1024);
+            }
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            assert_eq!(counter.get(), u64::from(!taken), "taken={taken}");
+            assert_eq!(budget.available_permits(), PER_IDENTITY, "taken={taken}");
+            if !taken {
+                assert!(body.frame().await.unwrap().is_err());
+            }
+        }
     }
 
     /// A response whose client reads, waiting only for its identity's budget (held by other

@@ -102,12 +102,7 @@ where
     B: http_body::Body<Data = Bytes, Error = BoxError> + Send + Unpin + 'static,
     G: Send + Unpin + 'static,
 {
-    Guarded {
-        inner: body,
-        guard: Some(guard),
-        until_read: false,
-    }
-    .boxed_unsync()
+    guarded(body, guard, false)
 }
 
 /// [`hold`], but `guard` goes as soon as the last frame has been *taken* from `body`, not when
@@ -118,10 +113,18 @@ where
     B: http_body::Body<Data = Bytes, Error = BoxError> + Send + Unpin + 'static,
     G: Send + Unpin + 'static,
 {
+    guarded(body, guard, true)
+}
+
+fn guarded<B, G>(body: B, guard: G, until_read: bool) -> Body
+where
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Send + Unpin + 'static,
+    G: Send + Unpin + 'static,
+{
     Guarded {
         inner: body,
         guard: Some(guard),
-        until_read: true,
+        until_read,
     }
     .boxed_unsync()
 }

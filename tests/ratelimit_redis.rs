@@ -73,13 +73,21 @@ async fn admitted_via_redis(replicas: &[&RateLimiter], who: &Identity, n: usize)
     ok
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_share_one_limit_degrade_and_recover() {
-    let Some(bin) = redis_binary() else {
+/// `redis-server`, or `None` after saying the test is skipped (a failure in CI).
+fn redis_or_skip() -> Option<std::path::PathBuf> {
+    let bin = redis_binary();
+    if bin.is_none() {
         if std::env::var_os("CI").is_some() {
             panic!("redis-server is required in CI (apt-get install -y redis-server)");
         }
         eprintln!("SKIPPED: redis-server not found in PATH (apt-get install -y redis-server)");
+    }
+    bin
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_one_limit_degrade_and_recover() {
+    let Some(bin) = redis_or_skip() else {
         return;
     };
     let port = common::free_port().port();
@@ -203,11 +211,7 @@ async fn replicas_share_one_limit_degrade_and_recover() {
 /// treated as further ahead than empty, so the wait is one emission interval at most.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_clock_stepping_back_does_not_lock_identities_out() {
-    let Some(bin) = redis_binary() else {
-        if std::env::var_os("CI").is_some() {
-            panic!("redis-server is required in CI (apt-get install -y redis-server)");
-        }
-        eprintln!("SKIPPED: redis-server not found in PATH (apt-get install -y redis-server)");
+    let Some(bin) = redis_or_skip() else {
         return;
     };
     let port = common::free_port().port();

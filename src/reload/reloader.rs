@@ -99,8 +99,16 @@ async fn prepare(rt: &Runtime, old: &Runtime) -> Result<(), Vec<Problem>> {
             return Err(failed
                 .into_iter()
                 .map(|(issuer, err)| {
+                    // The issuer's own entry, as every other JWT problem is reported.
+                    let path = rt
+                        .config
+                        .jwt
+                        .iter()
+                        .flat_map(|j| &j.issuers)
+                        .find(|i| i.checks.url == issuer)
+                        .map_or_else(|| "authentication.jwt".to_owned(), |i| i.path.clone());
                     Problem::new(
-                        "authentication.jwt",
+                        path,
                         format!("no keys could be loaded for issuer {issuer}: {err}"),
                         "fix the issuer's key source; the running configuration keeps its keys",
                     )

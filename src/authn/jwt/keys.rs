@@ -269,11 +269,15 @@ impl KeyStore {
         };
         match result {
             Ok((set, fp)) => {
-                if set.keys.is_empty() {
-                    tracing::warn!(issuer = %self.issuer, "{NO_USABLE_KEY}: every token of this issuer is refused until it holds one");
-                }
+                let empty = set.keys.is_empty();
                 tracing::debug!(issuer = %self.issuer, keys = set.keys.len(), "JWT keys loaded");
                 self.store(set, fp);
+                if empty {
+                    // Stored all the same (it revokes the old keys), but a failure to whoever
+                    // needs usable keys: a configuration reload does not go ahead with it.
+                    tracing::warn!(issuer = %self.issuer, "{NO_USABLE_KEY}: every token of this issuer is refused until it holds one");
+                    return Err(NO_USABLE_KEY.into());
+                }
                 Ok(())
             }
             Err(err) => {

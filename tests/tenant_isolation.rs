@@ -590,6 +590,11 @@ async fn the_new_upstream_keys_are_validated_with_their_key_path() {
             "  idle_connection_timeout: 0s\n",
             "upstream.idle_connection_timeout",
         ),
+        // Its timer would panic in the token re-read task, which then dies quietly.
+        (
+            "  token_reload_interval: 0s\n",
+            "upstream.token_reload_interval",
+        ),
     ] {
         let problems = load(extra).unwrap_err();
         assert!(

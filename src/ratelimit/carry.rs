@@ -155,6 +155,27 @@ users: {alice: {reads: {rate: 1/m, burst: 5}}, dave: {reads: {rate: 1/m, burst: 
             .expect("released into the shared table");
     }
 
+    /// Streams opened while no cap applied still count once a reload sets one: a cap added to
+    /// curb a flood finds the flood.
+    #[test]
+    fn streams_opened_without_a_cap_count_against_a_cap_added_later() {
+        let old = RateLimiter::from_settings(settings("default: {reads: {rate: 1/s, burst: 10}}"));
+        let watch = req("/api/v1/namespaces/default/pods?watch=1");
+        let open: Vec<_> = (0..2)
+            .map(|_| old.check(&id("bob"), &watch.0, &watch.1).expect("no cap"))
+            .collect();
+        let new = old.reconfigured(settings(
+            "default: {reads: {rate: 1/s, burst: 10}, watches: 2}",
+        ));
+        let refused = new
+            .check(&id("bob"), &watch.0, &watch.1)
+            .expect_err("the two watches opened before the reload fill the new cap");
+        assert_eq!(refused.limit, "watches");
+        drop(open);
+        new.check(&id("bob"), &watch.0, &watch.1)
+            .expect("released into the shared table");
+    }
+
     /// Requests admitted while no cap was set still count once a reload sets one.
     #[test]
     fn a_cap_added_by_a_reload_counts_the_requests_already_in_flight() {

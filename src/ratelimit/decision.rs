@@ -308,14 +308,17 @@ impl RateLimiter {
             StreamKind::Watches => Class::Watches,
             StreamKind::Sessions => Class::Sessions,
         };
-        let Some((cap, source)) = self.inner.policy.streams(id, pick) else {
-            return Ok(admission);
-        };
-        let shadow = self.inner.mode == Mode::Shadow;
         let key = self
             .inner
             .buckets
             .key(BucketClass::Streams, id.user.as_bytes());
+        let Some((cap, source)) = self.inner.policy.streams(id, pick) else {
+            // Counted all the same (never refused): a reload that adds a cap must find the
+            // streams already open, or a flood it is meant to curb would go on on top of it.
+            admission.permit = self.inner.streams.acquire(key, kind, u32::MAX, false).0;
+            return Ok(admission);
+        };
+        let shadow = self.inner.mode == Mode::Shadow;
         let (permit, over) = self.inner.streams.acquire(key, kind, cap, shadow);
         admission.permit = permit;
         let metrics = &self.inner.metrics;

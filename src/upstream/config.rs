@@ -176,6 +176,8 @@ pub fn validate(
         ("max_request_timeout", Some(max_request_timeout)),
         ("stream_idle_timeout", stream_idle_timeout),
         ("health_interval", Some(health_interval)),
+        // A zero interval would make the token re-read task's timer panic.
+        ("token_reload_interval", Some(token_reload_interval)),
     ] {
         if d.is_some_and(|d| d.is_zero()) {
             c.err(

@@ -62,7 +62,32 @@ impl Runtime {
         let (server_tls, client_verifier) = config.tls.listener().context("listen.tls")?;
         let jwt = match &config.jwt {
             None => None,
-            Some(settings) => Some(Arc::new(settings.build()?)),
+            Some(settings) => {
+                let mut jwt = settings.build()?;
+                if let (Some(prev_jwt), Some(prev_settings)) = (
+                    prev.and_then(|p| p.jwt.as_deref()),
+                    prev.and_then(|p| p.config.jwt.as_ref()),
+                ) {
+                    // A remote key source fetched as before keeps its store (local files are
+                    // read anew: they may have changed).
+                    jwt.adopt_key_stores(prev_jwt, |url| {
+                        let find = |s: &crate::authn::jwt::settings::JwtSettings| {
+                            s.issuers.iter().find(|i| i.checks.url == url).cloned()
+                        };
+                        match (find(settings), find(prev_settings)) {
+                            (Some(new), Some(old)) => {
+                                new.source.is_remote()
+                                    && new.source == old.source
+                                    && new.ca == old.ca
+                                    && new.refresh == old.refresh
+                                    && new.unknown_kid == old.unknown_kid
+                            }
+                            _ => false,
+                        }
+                    });
+                }
+                Some(Arc::new(jwt))
+            }
         };
         if let Some(prev) = prev {
             return crate::reload::carry::rebuild(config, prev, (server_tls, client_verifier), jwt);

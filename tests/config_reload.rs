@@ -522,6 +522,14 @@ async fn a_refused_reload_is_retried_until_it_applies() {
         .await;
     assert!(log.contains("retry of a refused reload"), "{log}");
     assert_ci_refused(&b).await;
+
+    // The endpoint goes down again. A later change that leaves that issuer as it is applies
+    // all the same: its key store (keys loaded) is carried over, with nothing to fetch — an
+    // identity provider that is down blocks no unrelated reload (a revocation, a grant).
+    up.store(false, Ordering::SeqCst);
+    b.write_config(&good.replacen("  jwt:\n", &issuer, 1));
+    b.wait_reloads("success", 2).await;
+    ci_reads(&b).await.expect("the ci grant is back");
     b.stop().await;
 }
 

@@ -94,7 +94,9 @@ async fn attempt(live: &Live, path: &Path) -> Result<String, Vec<Problem>> {
 /// re-read into carried credentials.
 async fn prepare(rt: &Runtime, old: &Runtime) -> Result<(), Vec<Problem>> {
     if let Some(jwt) = &rt.jwt {
-        let failed = jwt.refresh_all().await;
+        // Issuers whose key store was carried over (fetched as before) need no fetch: the
+        // running configuration is in the same state with them.
+        let failed = jwt.refresh_new(old.jwt.as_deref()).await;
         if !failed.is_empty() {
             return Err(failed
                 .into_iter()

@@ -83,7 +83,7 @@ pub fn https_client(roots: RootCertStore) -> anyhow::Result<HttpsClient> {
 }
 
 /// Where an issuer's keys come from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     /// OIDC discovery at `url`; the document's `issuer` must equal `issuer`.
     Discovery {
@@ -99,7 +99,7 @@ pub enum Source {
 }
 
 impl Source {
-    fn is_remote(&self) -> bool {
+    pub fn is_remote(&self) -> bool {
         matches!(self, Source::Discovery { .. } | Source::JwksUrl(_))
     }
 }

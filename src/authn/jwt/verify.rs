@@ -211,6 +211,39 @@ impl JwtAuthenticator {
         self.cache.len()
     }
 
+    /// For a configuration reload: take over `prev`'s key store of every issuer `unchanged`
+    /// says fetches its keys as before (the keys it holds, its negative cache, its refresh
+    /// state), instead of starting that issuer empty — a reload then needs no fetch for it, so
+    /// an identity provider that is down blocks no reload that does not touch it.
+    pub fn adopt_key_stores(&mut self, prev: &JwtAuthenticator, unchanged: impl Fn(&str) -> bool) {
+        for (url, policy) in &mut self.issuers {
+            if let Some(old) = prev.issuers.get(url).filter(|_| unchanged(url)) {
+                *policy = Arc::new(IssuerPolicy {
+                    checks: policy.checks.clone(),
+                    keys: Arc::clone(&old.keys),
+                });
+            }
+        }
+    }
+
+    /// [`refresh_all`](Self::refresh_all) for the issuers whose key store is not `prev`'s
+    /// (those [`adopt_key_stores`](Self::adopt_key_stores) did not take over).
+    pub async fn refresh_new(&self, prev: Option<&JwtAuthenticator>) -> Vec<(String, String)> {
+        let mut failed = Vec::new();
+        for p in self.issuers.values() {
+            let shared = prev
+                .and_then(|prev| prev.issuers.get(&p.url))
+                .is_some_and(|old| Arc::ptr_eq(&old.keys, &p.keys));
+            if shared {
+                continue;
+            }
+            if let Err(e) = p.keys.refresh().await {
+                failed.push((p.url.clone(), e));
+            }
+        }
+        failed
+    }
+
     /// Load every issuer's keys now; returns the failures as `(issuer, error)`.
     pub async fn refresh_all(&self) -> Vec<(String, String)> {
         let mut failed = Vec::new();

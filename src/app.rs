@@ -50,8 +50,8 @@ impl Runtime {
     /// requests that hold it). Everything is built anew from `config` — certificates, CA
     /// bundles, CRLs, JWKS files, the audit policy and the upstream token re-read — except what
     /// must outlive one configuration (`crate::reload::carry`): the metrics registry, the audit
-    /// sinks, the tracer, the upstream when its settings did not change, and the rate-limit
-    /// state whose quota did not change. Settings that cannot change live are refused before
+    /// sinks, the tracer, the upstream when its settings did not change, the rate-limit state
+    /// whose quota did not change, and the key store of a remote JWT issuer fetched as before. Settings that cannot change live are refused before
     /// this (`crate::reload::fixed`).
     pub fn rebuild(config: &Config, prev: &Runtime) -> Result<Runtime> {
         Self::build_next(config, Some(prev))

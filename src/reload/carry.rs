@@ -14,9 +14,13 @@
 //!   before the swap.
 //! - **Rate limits**: `RateLimiter::reconfigured` (buckets of unchanged quotas, open-stream
 //!   counts).
+//! - **JWT key stores** of issuers whose remote key source is fetched as before
+//!   (`JwtAuthenticator::adopt_key_stores`, in `app.rs`): the keys they hold, so the reload
+//!   needs no fetch for them and an identity provider that is down blocks no unrelated reload.
 //!
-//! Everything else — listener TLS (certificate, client CAs, CRLs), JWT issuers and keys,
-//! grants and tenants, sanitize rules, the audit policy — is the new build's.
+//! Everything else — listener TLS (certificate, client CAs, CRLs), the other JWT issuers and
+//! keys (local key files are read again), grants and tenants, sanitize rules, the audit policy
+//! — is the new build's.
 
 use std::sync::Arc;
 

@@ -117,6 +117,25 @@ async fn bad_credentials_are_401_and_never_reach_upstream() {
             Some(f.token(&claims("alice", &["system:masters"]))),
         ),
         ("garbage", Some("not.a.jwt".into())),
+        // No leeway on exp, as the API server.
+        (
+            "expired two seconds ago",
+            Some(f.token(&with("exp", json!(now - 2)))),
+        ),
+        (
+            "aud holding a non-string",
+            Some(f.token(&with("aud", json!([AUD, 5])))),
+        ),
+        (
+            "groups only as a distributed claim",
+            Some(f.token(&{
+                let mut c = good.clone();
+                c.as_object_mut().unwrap().remove("groups");
+                c["_claim_names"] = json!({"groups": "src1"});
+                c["_claim_sources"] = json!({"src1": {"endpoint": "https://idp.example/groups"}});
+                c
+            })),
+        ),
     ];
     for (name, token) in cases {
         let s = refused(

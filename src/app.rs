@@ -68,22 +68,8 @@ impl Runtime {
                     prev.and_then(|p| p.jwt.as_deref()),
                     prev.and_then(|p| p.config.jwt.as_ref()),
                 ) {
-                    // A remote key source fetched as before keeps its store (local files are
-                    // read anew: they may have changed).
                     jwt.adopt_key_stores(prev_jwt, |url| {
-                        let find = |s: &crate::authn::jwt::settings::JwtSettings| {
-                            s.issuers.iter().find(|i| i.checks.url == url).cloned()
-                        };
-                        match (find(settings), find(prev_settings)) {
-                            (Some(new), Some(old)) => {
-                                new.source.is_remote()
-                                    && new.source == old.source
-                                    && new.ca == old.ca
-                                    && new.refresh == old.refresh
-                                    && new.unknown_kid == old.unknown_kid
-                            }
-                            _ => false,
-                        }
+                        settings.fetches_keys_as(prev_settings, url)
                     });
                 }
                 Some(Arc::new(jwt))

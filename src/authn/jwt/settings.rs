@@ -36,6 +36,26 @@ pub struct JwtSettings {
     pub cache: CacheOptions,
 }
 
+impl JwtSettings {
+    /// Whether issuer `url` fetches its keys from a remote source exactly as in `prev` (same
+    /// source, CA bundle and intervals): a reload may then keep its key store. Local key files
+    /// never qualify — they are read again, as they may have changed.
+    pub fn fetches_keys_as(&self, prev: &JwtSettings, url: &str) -> bool {
+        fn find<'a>(s: &'a JwtSettings, url: &str) -> Option<&'a IssuerSettings> {
+            s.issuers.iter().find(|i| i.checks.url == url)
+        }
+        find(self, url)
+            .zip(find(prev, url))
+            .is_some_and(|(new, old)| {
+                new.source.is_remote()
+                    && new.source == old.source
+                    && new.ca == old.ca
+                    && new.refresh == old.refresh
+                    && new.unknown_kid == old.unknown_kid
+            })
+    }
+}
+
 /// One issuer validated: claims and checks as [`IssuerPolicy`] has them, plus where its keys
 /// come from (with the CA bundle for remote sources), without the live key store.
 #[derive(Debug, Clone)]

@@ -451,6 +451,11 @@ impl RateLimiter {
         }
     }
 
+    /// Whether `max_in_flight` is set (without it places are only counted).
+    pub fn in_flight_capped(&self) -> bool {
+        self.inner.in_flight.max().is_some()
+    }
+
     /// Take a global in-flight slot (hold it until the response is complete). Beyond
     /// `max_in_flight`: 503 ServiceUnavailable, `Retry-After: 1`.
     pub fn try_in_flight(&self) -> Result<InFlightGuard, Box<Rejection>> {

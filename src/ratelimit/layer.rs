@@ -90,6 +90,19 @@ where
         // once the upstream body has ended or been dropped (read straight through, by the pump,
         // or reset as stalled), and an answer that never reached the upstream (a refusal, a
         // self-review) gives it back here or with its last frame taken.
+        if !limiter.in_flight_capped() {
+            // Only counted (for a reload that adds a cap): not worth the three allocations
+            // the forwarder's hand-back costs per request, so held with the answer as before —
+            // a client that reads nothing can inflate this count, never refuse anyone.
+            let inner = self.inner.call(req);
+            return service::boxed(async move {
+                let (parts, body) = inner.await?.into_parts();
+                Ok(Response::from_parts(
+                    parts,
+                    body::hold_until_read(body, place),
+                ))
+            });
+        }
         let place = SharedPlace::new(place);
         req.extensions_mut().insert(place.clone());
         let inner = self.inner.call(req);

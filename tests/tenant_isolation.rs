@@ -110,21 +110,13 @@ async fn a_client_that_reads_nothing_gives_back_its_in_flight_places() {
         seed_configmap_kb(&env, seed_kb).await;
         let tenant = env.ca.client_cert("mallory", &["tenant:team-a"]).unwrap();
         let tls = tls_connect(env.proxy_addr, &env.ca, Some(&tenant), &[b"h2"]).await;
-        let (mut h2c, conn) = h2::client::Builder::new()
+        let (h2c, conn) = h2::client::Builder::new()
             .initial_window_size(0)
             .handshake::<_, Bytes>(tls)
             .await
             .unwrap();
         tokio::spawn(conn);
-        let mut held = Vec::new();
-        for _ in 0..2 {
-            let req = Request::get(format!("https://localhost{NS}/configmaps"))
-                .body(())
-                .unwrap();
-            h2c = h2c.ready().await.unwrap();
-            let (resp, _) = h2c.send_request(req, true).unwrap();
-            held.push(resp);
-        }
+        let held = send_lists(h2c, 2).await;
         let lists = format!("{NS}/configmaps");
         poll(Duration::from_secs(20), || {
             (count_recorded(&env, &lists) >= 2).then_some(())
@@ -160,6 +152,23 @@ async fn a_client_that_reads_nothing_gives_back_its_in_flight_places() {
     }
 }
 
+/// `n` lists of the tenant's configmaps on `h2c`, whose answers are left unread.
+async fn send_lists(
+    mut h2c: h2::client::SendRequest<Bytes>,
+    n: usize,
+) -> Vec<h2::client::ResponseFuture> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let req = Request::get(format!("https://localhost{NS}/configmaps"))
+            .body(())
+            .unwrap();
+        h2c = h2c.ready().await.unwrap();
+        let (resp, _) = h2c.send_request(req, true).unwrap();
+        held.push(resp);
+    }
+    held
+}
+
 /// One configmap of about `kb` kilobytes per 250 KB, written by the admin.
 async fn seed_configmap_kb(env: &Env, kb: usize) {
     let mut admin = h2_conn(env, &env.admin_cert).await;
@@ -189,7 +198,7 @@ async fn a_tenant_that_reads_nothing_does_not_stall_the_admin() {
 
     // HTTP/2 with a stream window of 0: four ~2 MB lists whose bodies can never be sent.
     let tls = tls_connect(env.proxy_addr, &env.ca, Some(&tenant), &[b"h2"]).await;
-    let (mut h2c, mut conn) = h2::client::Builder::new()
+    let (h2c, mut conn) = h2::client::Builder::new()
         .initial_window_size(0)
         .handshake::<_, Bytes>(tls)
         .await
@@ -204,15 +213,7 @@ async fn a_tenant_that_reads_nothing_does_not_stall_the_admin() {
         conn.set_initial_window_size(1 << 20).unwrap();
         let _ = conn.await;
     });
-    let mut held = Vec::new();
-    for _ in 0..4 {
-        let req = Request::get(format!("https://localhost{NS}/configmaps"))
-            .body(())
-            .unwrap();
-        h2c = h2c.ready().await.unwrap();
-        let (resp, _) = h2c.send_request(req, true).unwrap();
-        held.push(resp);
-    }
+    let mut held = send_lists(h2c, 4).await;
     // HTTP/1.1: three more lists whose responses are never read.
     let mut raw = Vec::new();
     for _ in 0..3 {

@@ -105,7 +105,7 @@ pub struct Context_ {
 }
 
 /// What the proxy takes from a kubeconfig context.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
     pub server: String,
     pub ca_pem: Option<Vec<u8>>,

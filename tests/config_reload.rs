@@ -758,3 +758,149 @@ async fn a_change_to_the_upstream_kubeconfig_reloads() {
     ci_reads(&b).await.expect("still served after the reload");
     b.stop().await;
 }
+
+/// An audit webhook receiver on loopback (plain http, which the sink allows there): each
+/// event's `Authorization` header and `requestURI`, as received.
+struct Siem {
+    url: String,
+    seen: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl Siem {
+    async fn start() -> Siem {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/events", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                        let log = log.clone();
+                        async move {
+                            let auth = req
+                                .headers()
+                                .get("authorization")
+                                .map(|v| v.to_str().unwrap().to_owned())
+                                .unwrap_or_default();
+                            let body: hyper::body::Incoming = req.into_body();
+                            let body = body.collect().await?.to_bytes();
+                            let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                            assert_eq!(list["kind"], "EventList");
+                            for e in list["items"].as_array().unwrap() {
+                                let uri = e["requestURI"].as_str().unwrap().to_owned();
+                                log.lock().unwrap().push((auth.clone(), uri));
+                            }
+                            Ok::<_, hyper::Error>(hyper::Response::new(http_body_util::Empty::<
+                                bytes::Bytes,
+                            >::new(
+                            )))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        Siem { url, seen }
+    }
+
+    /// `kind: Config` with one context posting to this receiver with `token`.
+    fn kubeconfig(&self, token: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: siem\n  cluster: {{server: \"{}\"}}\nusers:\n- name: siem\n  user: {{token: {token}}}\ncontexts:\n- name: siem\n  context: {{cluster: siem, user: siem}}\ncurrent-context: siem\n",
+            self.url
+        )
+    }
+
+    /// How many events of ci-bot's read arrived, with `Bearer <token>`.
+    fn ci_events(&self, token: &str) -> usize {
+        let bearer = format!("Bearer {token}");
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(auth, uri)| *auth == bearer && uri.starts_with(CI_PATH))
+            .count()
+    }
+
+    fn all(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+/// Kube-apiserver reads its webhook kubeconfig only at start; here a changed receiver (a
+/// collector moved, its token rotated) applies at the next reload, which the file's change
+/// itself starts — and a kubeconfig the sink cannot use is refused with its key path while
+/// the running receiver keeps receiving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_audit_webhook_kubeconfig_re_points_the_sink() {
+    common::require_kubectl();
+    let (first, second) = (Siem::start().await, Siem::start().await);
+    let kc_dir = tempfile::tempdir().unwrap();
+    let kc = kc_dir.path().join("siem.kubeconfig");
+    std::fs::write(&kc, first.kubeconfig("first-token")).unwrap();
+    let sink = format!(
+        "      mode: blocking-strict      # no answer leaves before its event is on disk\n    - name: siem\n      webhook: {{kubeconfig: {}, max_retries: 0, request_timeout: 2s}}\n      mode: blocking\n",
+        kc.display()
+    );
+    let b = Binary::start(&["--reload-poll", "200ms"], |c| {
+        *c = c.replace(
+            "      mode: blocking-strict      # no answer leaves before its event is on disk\n",
+            &sink,
+        );
+    })
+    .await;
+    ci_reads(&b).await.expect("ci-bot reads");
+    // `blocking`: the answer left after the receiver took its event.
+    assert!(first.ci_events("first-token") >= 1, "{:?}", first.seen);
+    assert_eq!(second.all(), 0);
+
+    // Moved and rotated: noticed by the watch, no signal.
+    replace(&kc, second.kubeconfig("second-token").as_bytes());
+    b.wait_reloads("success", 1).await;
+    let before = first.all();
+    ci_reads(&b).await.expect("ci-bot reads after the reload");
+    assert!(second.ci_events("second-token") >= 1, "{:?}", second.seen);
+    assert_eq!(first.all(), before, "the old receiver still got events");
+    assert!(
+        b.log().contains("audit webhook receiver changed"),
+        "{}",
+        b.log()
+    );
+
+    // A receiver the sink refuses (plain http off the host): refused whole, with the key
+    // path; the second receiver keeps getting every event.
+    replace(
+        &kc,
+        second
+            .kubeconfig("third-token")
+            .replace(&second.url, "http://192.0.2.1/events")
+            .as_bytes(),
+    );
+    let log = b
+        .log_when(|log| log.contains("key=audit.sinks[1].webhook.kubeconfig"))
+        .await;
+    assert!(
+        log.lines()
+            .any(|l| l.contains("configuration reload refused")
+                && l.contains("key=audit.sinks[1].webhook.kubeconfig")
+                && l.contains("plain http")),
+        "{log}"
+    );
+    assert!(b.reloads("failure").await >= 1);
+    assert_eq!(b.reloads("success").await, 1);
+    let before = second.ci_events("second-token");
+    ci_reads(&b)
+        .await
+        .expect("ci-bot reads after the refused reload");
+    assert!(
+        second.ci_events("second-token") > before,
+        "{:?}",
+        second.seen
+    );
+    b.stop().await;
+}

@@ -376,6 +376,18 @@ fn webhook_sink(p: &mut Problems, w: &WebhookSinkConfig, path: &str, base: &Path
     }
     let mut wc = WebhookConfig::new(kc);
     wc.context = w.context.clone();
+    // Resolved now, so a kubeconfig the sink would refuse at start (an exec plugin, plain http
+    // to another host, no CA) is a config error with its key path — at `check-config` and at
+    // a reload too.
+    if wc.kubeconfig.is_file() {
+        if let Err(e) = super::sink::webhook::check(&wc) {
+            p.err(
+                format!("{path}.webhook.kubeconfig"),
+                format!("{}: {e:#}", wc.kubeconfig.display()),
+                "a kubeconfig naming the receiver's https URL, its CA and credentials",
+            );
+        }
+    }
     if let Some(n) = w.max_batch_size {
         wc.max_batch_size = n.max(1);
     }
@@ -476,5 +488,33 @@ mod tests {
             "policy_file: p.yaml\nsinks: [{file: {path: a.log}}]\n"
         )
         .is_empty());
+        // A kubeconfig the webhook sink would refuse at start is a config error (check-config,
+        // reload), not a startup failure without a key path.
+        let kc = |server: &str, user: &str| {
+            format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"{server}\"}}\nusers:\n- name: u\n  user: {user}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n")
+        };
+        let sink = "policy_file: p.yaml\nsinks: [{webhook: {kubeconfig: siem.kubeconfig}, mode: blocking}]\n";
+        for (server, user, why) in [
+            ("http://192.0.2.1/events", "{}", "plain http"),
+            ("https://192.0.2.1/events", "{}", "certificate-authority"),
+            (
+                "http://127.0.0.1:9/events",
+                "{exec: {command: get-token}}",
+                "exec plugin",
+            ),
+        ] {
+            std::fs::write(dir.path().join("siem.kubeconfig"), kc(server, user)).unwrap();
+            let cfg: AuditConfig = serde_saphyr::from_str(sink).unwrap();
+            let errs = build(&cfg, dir.path(), "audit").unwrap_err();
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            assert_eq!(errs[0].path, "audit.sinks[0].webhook.kubeconfig");
+            assert!(errs[0].message.contains(why), "{why}: {errs:?}");
+        }
+        std::fs::write(
+            dir.path().join("siem.kubeconfig"),
+            kc("http://127.0.0.1:9/events", "{}"),
+        )
+        .unwrap();
+        assert!(problems(dir.path(), sink).is_empty());
     }
 }

@@ -5,7 +5,8 @@
 //!   new object counts into the families registered at start.
 //! - **Audit sinks**: a file sink owns its file, hash chain and checkpoints, so two cannot
 //!   run side by side; the sinks stay, the policy is the new one. Sink changes are refused by
-//!   `fixed` (restart to apply).
+//!   `fixed` (restart to apply); a webhook sink's receiver, read from its kubeconfig, is
+//!   re-pointed by `reloader` after the swap when it changed.
 //! - **Tracer**: one exporter per process (changes refused by `fixed`).
 //! - **Upstream** (pools, breakers, health): kept when its settings — including the CA and
 //!   client certificate read from disk — are unchanged, so a reload opens no new connections

@@ -5,6 +5,7 @@ use std::{path::Path, sync::Arc};
 
 use super::{fixed, live::Live};
 use crate::{
+    audit::sink::webhook::Retarget,
     config::{self, UpstreamToken},
     problems::Problem,
     stack::Runtime,
@@ -73,20 +74,45 @@ async fn attempt(live: &Live, path: &Path) -> Result<String, Vec<Problem>> {
         return Err(refused);
     }
     let prev = old.clone();
-    let rt = tokio::task::spawn_blocking(move || Runtime::rebuild(&config, &prev.rt))
-        .await
-        .map_err(|e| problem("(reload)", e.to_string(), "see the log"))?
-        .map_err(|e| {
+    let (rt, receivers) = tokio::task::spawn_blocking(move || {
+        let rt = Runtime::rebuild(&config, &prev.rt).map_err(|e| {
             problem(
                 "(build)",
                 format!("{e:#}"),
                 "fix the setting named in the message",
             )
         })?;
+        let receivers = audit_receivers(&rt)?;
+        Ok::<_, Vec<Problem>>((rt, receivers))
+    })
+    .await
+    .map_err(|e| problem("(reload)", e.to_string(), "see the log"))??;
     prepare(&rt, &old.rt).await?;
     let summary = rt.config.summary();
     live.swap(rt);
+    // After the swap: a reload refused before it leaves the running receivers as they were.
+    for r in receivers {
+        r.apply();
+    }
     Ok(summary)
+}
+
+/// The audit webhook sinks' kubeconfigs read again: the receivers that changed, built (the
+/// sinks themselves carry over, see `carry.rs`).
+fn audit_receivers(rt: &Runtime) -> Result<Vec<Retarget>, Vec<Problem>> {
+    let (Some(audit), Some(settings)) = (&rt.audit, &rt.config.audit) else {
+        return Ok(Vec::new());
+    };
+    audit
+        .auditor
+        .retarget(&settings.sink_specs())
+        .map_err(|(i, e)| {
+            problem(
+                &format!("audit.sinks[{i}].webhook.kubeconfig"),
+                format!("{e:#}"),
+                "a kubeconfig naming the receiver's https URL, its CA and credentials; the running receiver stays",
+            )
+        })
 }
 
 /// Make the new runtime able to serve its first request: JWT keys loaded (an issuer without

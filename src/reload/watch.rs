@@ -13,8 +13,9 @@
 //! Watched: the config file, and every file the config names under a key ending in `_file`
 //! or `_files` (certificates, keys, CA bundles, CRLs, JWKS and PEM key files, the audit policy
 //! and signing key), resolved from the config's folder; `upstream.kubeconfig.path`; with
-//! `upstream.in_cluster`, the service account's `ca.crt`. Not watched: files a kubeconfig
-//! itself names (its content is), `upstream.credentials.
+//! `upstream.in_cluster`, the service account's `ca.crt`; each audit webhook sink's
+//! `kubeconfig`. Not watched: files a kubeconfig itself names (its content is),
+//! `upstream.credentials.
 //! token_file` (re-read on its own interval; a rotating projected token must not reload
 //! everything) and the audit log itself (a `path:` key).
 
@@ -58,6 +59,7 @@ pub fn named_files(text: &str) -> Vec<String> {
     if let Ok(value) = serde_saphyr::from_str::<serde_json::Value>(text) {
         collect(&value, &mut out);
         upstream_files(&value, &mut out);
+        webhook_files(&value, &mut out);
     }
     out
 }
@@ -77,6 +79,19 @@ fn upstream_files(v: &serde_json::Value, out: &mut Vec<String>) {
         let dir = std::env::var("PORTCULLIS_SERVICE_ACCOUNT_DIR")
             .unwrap_or_else(|_| crate::upstream::config::SERVICE_ACCOUNT_DIR.into());
         out.push(format!("{dir}/ca.crt"));
+    }
+}
+
+/// `audit.sinks[].webhook.kubeconfig`: a reload re-points a webhook sink whose receiver it
+/// changed (`audit::sink::webhook::retarget`).
+fn webhook_files(v: &serde_json::Value, out: &mut Vec<String>) {
+    let sinks = v
+        .pointer("/audit/sinks")
+        .and_then(serde_json::Value::as_array);
+    for sink in sinks.into_iter().flatten() {
+        if let Some(p) = sink.pointer("/webhook/kubeconfig").and_then(|p| p.as_str()) {
+            out.push(p.to_owned());
+        }
     }
 }
 
@@ -133,6 +148,12 @@ mod tests {
         assert_eq!(
             named_files("upstream: {kubeconfig: {path: kc.yaml, context: x}}\n"),
             ["kc.yaml"]
+        );
+        assert_eq!(
+            named_files(
+                "audit: {sinks: [{file: {path: a.log}}, {webhook: {kubeconfig: siem.kubeconfig}}]}\n"
+            ),
+            ["siem.kubeconfig"]
         );
         let in_cluster = named_files("upstream: {in_cluster: true}\n");
         assert_eq!(in_cluster.len(), 1);

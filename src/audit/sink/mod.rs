@@ -259,6 +259,8 @@ pub struct SinkHandle {
     counters: Arc<SinkCounters>,
     /// Written by the outbox's flusher (a file sink in `Blocking` mode).
     inline: bool,
+    /// A webhook sink's receiver, which a reload may re-point.
+    receiver: Option<webhook::Slot>,
 }
 
 impl Drop for SinkHandle {
@@ -306,6 +308,7 @@ impl SinkHandle {
             outbox,
             counters,
             inline: writes_inline,
+            receiver: None,
         }
     }
 
@@ -348,6 +351,7 @@ impl Auditor {
             let (tx, rx) = mpsc::channel(spec.mode.queue_len());
             let durable = spec.mode == DeliveryMode::BlockingStrict;
             let mut inline = None;
+            let mut receiver = None;
             match spec.kind {
                 SinkKind::File(cfg) => {
                     chained = true;
@@ -363,12 +367,38 @@ impl Auditor {
                 }
                 SinkKind::Stdout => stdout::spawn(&spec.name, rx, Arc::clone(&counters))?,
                 SinkKind::Webhook(cfg) => {
-                    webhook::spawn(&spec.name, cfg, spec.mode, rx, Arc::clone(&counters))?
+                    receiver = Some(webhook::spawn(
+                        &spec.name,
+                        cfg,
+                        spec.mode,
+                        rx,
+                        Arc::clone(&counters),
+                    )?);
                 }
             }
-            sinks.push(SinkHandle::new(spec.name, spec.mode, tx, counters, inline));
+            let mut sink = SinkHandle::new(spec.name, spec.mode, tx, counters, inline);
+            sink.receiver = receiver;
+            sinks.push(sink);
         }
         Ok(Auditor { sinks, chained })
+    }
+
+    /// For a reload whose sinks are the running ones (`reload::fixed` refuses any other):
+    /// every webhook sink's kubeconfig read again, and a new receiver built where it resolves
+    /// differently — to be applied once the reload commits. `Err` names the sink's index in
+    /// `specs` (that is, in `audit.sinks`) and why its kubeconfig cannot be used; nothing
+    /// changes then.
+    pub(crate) fn retarget(
+        &self,
+        specs: &[SinkSpec],
+    ) -> Result<Vec<webhook::Retarget>, (usize, anyhow::Error)> {
+        let mut out = Vec::new();
+        for (i, (sink, spec)) in self.sinks.iter().zip(specs).enumerate() {
+            if let (Some(slot), SinkKind::Webhook(cfg)) = (&sink.receiver, &spec.kind) {
+                out.extend(webhook::retarget(slot, cfg).map_err(|e| (i, e))?);
+            }
+        }
+        Ok(out)
     }
 
     /// The running sinks (names, modes, counters).

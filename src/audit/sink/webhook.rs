@@ -6,6 +6,15 @@
 //! the upstream client (`upstream/client.rs`): rustls with aws-lc-rs, h2 or HTTP/1.1 by ALPN.
 //! A `tokenFile` is re-read for every request, so rotated projected tokens are picked up.
 //!
+//! The receiver can change without a restart: a configuration reload reads the kubeconfig
+//! again ([`retarget`]); if what it resolves to (server, CA, TLS name, token, client
+//! certificate and key) differs, the worker posts with the new client from the swap on —
+//! batches already being retried included. A kubeconfig that no longer resolves, or names a
+//! receiver refused below, refuses the reload at `audit.sinks[i].webhook.kubeconfig` and the
+//! running receiver stays. Kube-apiserver reads its webhook config only at start; a sink
+//! that a restart alone could re-point would leave a rotated collector certificate failing
+//! every batch until then.
+//!
 //! Batching: in `Batch` mode a batch is sent when it holds `max_batch_size` events or
 //! `max_wait` after its first event. In the blocking modes whatever is queued is sent at once
 //! (up to `max_batch_size`), so a waiting request never waits for `max_wait`. One request is in
@@ -39,6 +48,7 @@ use std::{
 };
 
 use anyhow::{bail, Context};
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, Request, StatusCode, Uri};
 use http_body_util::Full;
@@ -54,7 +64,10 @@ use super::{Ack, DeliveryMode, Msg, Prepared, SinkCounters};
 use limits::{Fit, Throttle};
 
 pub mod limits;
-use crate::{kubeconfig::Kubeconfig, server::tls};
+use crate::{
+    kubeconfig::{Kubeconfig, Resolved},
+    server::tls,
+};
 
 /// Webhook sink settings. [`WebhookConfig::new`] gives the apiserver's batch defaults, with a
 /// shorter first backoff (1 s rather than 10 s) since our requests may be waiting.
@@ -100,11 +113,46 @@ impl WebhookConfig {
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-struct Target {
+/// Where and how the worker posts: built from the kubeconfig.
+pub(crate) struct Target {
     uri: Uri,
     client: HttpClient,
     token: Option<String>,
     token_file: Option<PathBuf>,
+    /// What the kubeconfig resolved to: a reload that resolves the same keeps this client
+    /// (and its open connections).
+    resolved: Resolved,
+}
+
+/// A running webhook sink's receiver, swapped by a reload ([`retarget`]).
+pub(crate) type Slot = Arc<ArcSwap<Target>>;
+
+/// A receiver a reload built, put in place by [`Retarget::apply`] once the reload commits.
+pub(crate) struct Retarget {
+    slot: Slot,
+    next: Target,
+}
+
+impl Retarget {
+    pub(crate) fn apply(self) {
+        tracing::info!(server = %self.next.uri, "audit webhook receiver changed");
+        self.slot.store(Arc::new(self.next));
+    }
+}
+
+/// Read `cfg`'s kubeconfig again for a reload: `None` when it resolves to what `slot` posts
+/// to now, `Err` when it no longer resolves to a receiver this sink accepts.
+pub(crate) fn retarget(slot: &Slot, cfg: &WebhookConfig) -> anyhow::Result<Option<Retarget>> {
+    let next = build_target(cfg)?;
+    Ok((next.resolved != slot.load().resolved).then(|| Retarget {
+        slot: Arc::clone(slot),
+        next,
+    }))
+}
+
+/// Whether `cfg`'s kubeconfig names a receiver this sink accepts (for config validation).
+pub(crate) fn check(cfg: &WebhookConfig) -> anyhow::Result<()> {
+    build_target(cfg).map(drop)
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -180,39 +228,43 @@ fn build_target(cfg: &WebhookConfig) -> anyhow::Result<Target> {
     Ok(Target {
         uri,
         client,
-        token: r.token,
-        token_file: r.token_file,
+        token: r.token.clone(),
+        token_file: r.token_file.clone(),
+        resolved: r,
     })
 }
 
-/// Start the webhook worker task (the kubeconfig is read and the client built here).
+/// Start the webhook worker task (the kubeconfig is read and the client built here); the
+/// receiver's slot is for [`retarget`].
 pub(crate) fn spawn(
     name: &str,
     cfg: WebhookConfig,
     mode: DeliveryMode,
     rx: mpsc::Receiver<Msg>,
     counters: Arc<SinkCounters>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Slot> {
     let target = build_target(&cfg)
         .with_context(|| format!("audit webhook {}", cfg.kubeconfig.display()))?;
+    let slot: Slot = Arc::new(ArcSwap::from_pointee(target));
     let worker = Worker {
         name: name.to_string(),
         cfg,
         batch_mode: matches!(mode, DeliveryMode::Batch { .. }),
-        target,
+        target: Arc::clone(&slot),
         counters,
     };
     tokio::runtime::Handle::try_current()
         .context("the audit webhook needs a tokio runtime")?
         .spawn(worker.run(rx));
-    Ok(())
+    Ok(slot)
 }
 
 struct Worker {
     name: String,
     cfg: WebhookConfig,
     batch_mode: bool,
-    target: Target,
+    /// Loaded for each POST, so a retried batch goes to a receiver a reload put in place.
+    target: Slot,
     counters: Arc<SinkCounters>,
 }
 
@@ -339,7 +391,7 @@ impl Worker {
     }
 
     async fn post(&self, body: Bytes) -> Result<(), PostError> {
-        let t = &self.target;
+        let t = self.target.load_full();
         let token = match (&t.token, &t.token_file) {
             (Some(tok), _) => Some(tok.trim().to_string()),
             (None, Some(path)) => match tokio::fs::read_to_string(path).await {

@@ -904,3 +904,30 @@ async fn a_changed_audit_webhook_kubeconfig_re_points_the_sink() {
     );
     b.stop().await;
 }
+
+/// A reload that replaces the upstream's URL drops the old endpoint's series: a breaker
+/// gauge left behind (perhaps at "open") for an API server no longer configured would keep an
+/// alert firing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_upstream_endpoint_leaves_no_metric_series() {
+    common::require_kubectl();
+    let b = Binary::start(&["--reload-poll", "0s"], |_| {}).await;
+    let old = b.sandbox.url();
+    let new = format!("https://localhost:{}", b.sandbox.addr.port());
+    let series =
+        |endpoint: &str| format!("portcullis_upstream_breaker_state{{endpoint=\"{endpoint}\"}}");
+    let (_, metrics) = common::admin_get(b.admin, "/metrics").await;
+    assert!(metrics.contains(&series(&old)), "{metrics}");
+    let text = std::fs::read_to_string(&b.files.config).unwrap();
+    assert!(text.contains(&format!("url: {old}\n")));
+    b.write_config(&text.replace(&format!("url: {old}\n"), &format!("url: {new}\n")));
+    b.reload_and_clear_recorded(1).await;
+    ci_reads(&b).await.expect("served through the new URL");
+    let (_, metrics) = common::admin_get(b.admin, "/metrics").await;
+    assert!(metrics.contains(&series(&new)), "{metrics}");
+    assert!(
+        !metrics.contains(&format!("endpoint=\"{old}\"")),
+        "the removed endpoint's series stayed:\n{metrics}"
+    );
+    b.stop().await;
+}

@@ -191,6 +191,18 @@ impl Live {
         let prev = self.current.load_full();
         if !Arc::ptr_eq(&prev.rt.upstream, &rt.upstream) {
             prev.rt.upstream.set_in_service(false);
+            // Series of endpoints the new configuration no longer has (they share the families).
+            let kept: Vec<&str> = rt
+                .upstream
+                .endpoints()
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect();
+            for gone in prev.rt.upstream.endpoints() {
+                if !kept.contains(&gone.name.as_str()) {
+                    rt.upstream.metrics.forget(&gone.name);
+                }
+            }
         }
         let next = Arc::new(Generation::start(rt, &self.process));
         // The stack first: a connection the new listener config accepts then never meets the

@@ -9,7 +9,11 @@
 //! | `portcullis_upstream_stalled_streams_total` | endpoint | responses reset because their client read nothing for `stalled_stream_timeout` |
 //! | `portcullis_upstream_busy_total` | endpoint | requests that found every connection full at the connection cap |
 //!
-//! `endpoint` is a configured URL, so the label sets are closed.
+//! `endpoint` is a configured URL, so the label sets are closed. A reload that drops an
+//! endpoint drops its series ([`UpstreamMetrics::forget`]): a breaker gauge left at "open"
+//! for an API server no longer configured would keep an alert firing. A request the old
+//! configuration is still finishing may count into a dropped counter again once (it comes
+//! back from 0; Prometheus' `rate` reads that as a reset).
 
 use std::sync::{
     atomic::{AtomicBool, AtomicI64, Ordering},
@@ -86,6 +90,21 @@ impl UpstreamMetrics {
         self.breaker_state
             .get_or_create(&Self::endpoint(endpoint))
             .set(state.gauge());
+    }
+
+    /// Drop every series of `endpoint` (a reload removed it from the configuration).
+    pub fn forget(&self, endpoint: &str) {
+        let labels = Self::endpoint(endpoint);
+        self.breaker_state.remove(&labels);
+        for family in [&self.throttled, &self.failovers, &self.stalled, &self.busy] {
+            family.remove(&labels);
+        }
+        for to in [State::Closed, State::Open, State::HalfOpen] {
+            self.transitions.remove(&TransitionLabels {
+                endpoint: endpoint.to_owned(),
+                to: to.name(),
+            });
+        }
     }
 
     pub fn endpoint(name: &str) -> EndpointLabels {

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::{
     config::Config,
+    problems::BuildProblems,
     server::{self, admin::Admin},
     shutdown::Shutdown,
     stack::Runtime,
@@ -59,11 +60,15 @@ impl Runtime {
 
     fn build_next(config: &Config, prev: Option<&Runtime>) -> Result<Runtime> {
         crate::server::tls::install_crypto_provider();
-        let (server_tls, client_verifier) = config.tls.listener().context("listen.tls")?;
+        let (server_tls, client_verifier) = config
+            .tls
+            .listener()
+            .map_err(|e| BuildProblems::at("listen.tls", e))?;
         let jwt = match &config.jwt {
             None => None,
             Some(settings) => {
-                let mut jwt = settings.build()?;
+                let mut jwt =
+                    crate::authn::jwt::config::authenticator(settings).map_err(BuildProblems)?;
                 if let (Some(prev_jwt), Some(prev_settings)) = (
                     prev.and_then(|p| p.jwt.as_deref()),
                     prev.and_then(|p| p.config.jwt.as_ref()),
@@ -82,8 +87,12 @@ impl Runtime {
             .rate_limits
             .clone()
             .map(crate::ratelimit::RateLimiter::from_settings);
-        let credentials = Credentials::load(&config.upstream.token)?;
-        let upstream = Arc::new(Upstream::new(&config.upstream, credentials.clone())?);
+        let credentials = Credentials::load(&config.upstream.token)
+            .map_err(|e| BuildProblems::at("upstream", e))?;
+        let upstream = Arc::new(
+            Upstream::new(&config.upstream, credentials.clone())
+                .map_err(|e| BuildProblems::at("upstream", e))?,
+        );
         let mut metrics = Metrics::new();
         upstream.register_metrics(&mut metrics.registry);
         let selftest = Arc::new(crate::upstream::selftest::SelfTest::new(

@@ -46,6 +46,32 @@ impl Problem {
     }
 }
 
+/// Problems found while building a runtime from a validated configuration (a file that
+/// changed between validation and build, keys that do not load), each at its key path: a
+/// reload reports them as validation problems are reported.
+#[derive(Debug)]
+pub struct BuildProblems(pub Vec<Problem>);
+
+impl BuildProblems {
+    /// `err` at `path`, its whole chain as the message.
+    pub fn at(path: &str, err: anyhow::Error) -> BuildProblems {
+        BuildProblems(vec![Problem::new(
+            path,
+            format!("{err:#}"),
+            "fix this setting; the running configuration stays in force",
+        )])
+    }
+}
+
+impl std::fmt::Display for BuildProblems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let all: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&all.join("; "))
+    }
+}
+
+impl std::error::Error for BuildProblems {}
+
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.path, self.message)?;

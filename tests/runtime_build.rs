@@ -37,3 +37,46 @@ fn a_key_that_does_not_match_the_certificate_is_reported_at_listen_tls() {
     let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
     assert_eq!(paths, ["listen.tls"], "{problems:?}");
 }
+
+/// Files read again by the build (a JWKS, the upstream token) may have changed since the
+/// configuration was validated: the build's problems carry their key paths too, so a reload
+/// refused for them names the setting, not "(build)".
+#[tokio::test]
+async fn a_file_that_changed_after_validation_is_reported_at_its_key_path() {
+    use portcullis::problems::BuildProblems;
+    tls::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test").unwrap();
+    let files = demo_files(dir.path(), &ca);
+    let cfg = config::load(&files.config).unwrap_or_else(|p| panic!("{p:?}"));
+    let rt = Runtime::build(&cfg).unwrap();
+    let paths = |e: anyhow::Error| -> Vec<String> {
+        let at = e
+            .downcast::<BuildProblems>()
+            .expect("problems at key paths");
+        at.0.into_iter().map(|p| p.path).collect()
+    };
+
+    let jwks = std::fs::read(dir.path().join("jwks.json")).unwrap();
+    std::fs::write(dir.path().join("jwks.json"), "{\"keys\": 7}").unwrap();
+    let first = paths(
+        Runtime::build(&cfg)
+            .err()
+            .expect("the JWKS no longer loads"),
+    );
+    let again = paths(Runtime::rebuild(&cfg, &rt).err().expect("nor at a reload"));
+    assert_eq!(first, again);
+    assert_eq!(first.len(), 1);
+    assert!(
+        first[0].starts_with("authentication.jwt[0]") && first[0].ends_with("jwks_file"),
+        "{first:?}"
+    );
+
+    // The upstream token emptied: read again for a new upstream (a reload that changes it).
+    std::fs::write(dir.path().join("jwks.json"), &jwks).unwrap();
+    std::fs::write(dir.path().join("proxy.token"), "").unwrap();
+    let mut changed = cfg.clone();
+    changed.upstream.request_timeout += std::time::Duration::from_secs(1);
+    let at = paths(Runtime::rebuild(&changed, &rt).err().expect("no token"));
+    assert_eq!(at, ["upstream"]);
+}

@@ -30,6 +30,7 @@ use anyhow::{bail, Result};
 use crate::{
     authn::jwt::JwtAuthenticator,
     config::Config,
+    problems::BuildProblems,
     stack::Runtime,
     upstream::{config::UpstreamConfig, Credentials, Upstream},
 };
@@ -65,12 +66,14 @@ pub(crate) fn rebuild(
     let (upstream, credentials) = if same_upstream(&prev.config.upstream, &config.upstream) {
         (prev.upstream.clone(), prev.credentials.clone())
     } else {
-        let credentials = Credentials::load(&config.upstream.token)?;
+        let credentials = Credentials::load(&config.upstream.token)
+            .map_err(|e| BuildProblems::at("upstream", e))?;
         let upstream = Upstream::with_metrics(
             &config.upstream,
             credentials.clone(),
             prev.upstream.metrics.clone(),
-        )?;
+        )
+        .map_err(|e| BuildProblems::at("upstream", e))?;
         (Arc::new(upstream), credentials)
     };
     // A new self-test for the new upstream and rights, reporting into the same gauge series.

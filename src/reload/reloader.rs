@@ -7,7 +7,7 @@ use super::{fixed, live::Live};
 use crate::{
     audit::sink::webhook::Retarget,
     config::{self, UpstreamToken},
-    problems::Problem,
+    problems::{BuildProblems, Problem},
     stack::Runtime,
     telemetry::metrics::ResultLabels,
 };
@@ -76,11 +76,14 @@ async fn attempt(live: &Live, path: &Path) -> Result<String, Vec<Problem>> {
     let prev = old.clone();
     let (rt, receivers) = tokio::task::spawn_blocking(move || {
         let rt = Runtime::rebuild(&config, &prev.rt).map_err(|e| {
-            problem(
-                "(build)",
-                format!("{e:#}"),
-                "fix the setting named in the message",
-            )
+            match e.downcast::<BuildProblems>() {
+                Ok(at_keys) => at_keys.0,
+                Err(e) => problem(
+                    "(build)",
+                    format!("{e:#}"),
+                    "fix the setting named in the message",
+                ),
+            }
         })?;
         let receivers = audit_receivers(&rt)?;
         Ok::<_, Vec<Problem>>((rt, receivers))

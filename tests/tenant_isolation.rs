@@ -108,6 +108,9 @@ async fn a_client_that_reads_nothing_gives_back_its_in_flight_places() {
         })
         .await;
         seed_configmap_kb(&env, seed_kb).await;
+        // The seeding POSTs share the lists' path: cleared, so the wait below is for the lists
+        // (without it the check could run before they held their places — a CI run did).
+        env.sandbox.sandbox.clear_recorded();
         let tenant = env.ca.client_cert("mallory", &["tenant:team-a"]).unwrap();
         let tls = tls_connect(env.proxy_addr, &env.ca, Some(&tenant), &[b"h2"]).await;
         let (h2c, conn) = h2::client::Builder::new()

@@ -202,8 +202,12 @@ pub enum BodyRefusal {
     BadPatch(String),
     /// The patch does not apply to the current object.
     PatchDoesNotApply(String),
-    /// A patch without an object name, or a name that makes no path.
+    /// A name that makes no path.
     PatchTarget(String),
+    /// A patch (or update) of a collection, which names no object: no route takes that
+    /// method there, so the API server answers 405 (go-restful's, through
+    /// `NewGenericServerResponse`).
+    NoObjectName,
     /// The current object could not be read to judge the patch.
     CurrentUnavailable(String),
     /// The caller may not read the current object the patch is judged on.
@@ -415,6 +419,11 @@ impl BodyRefusal {
                 "portcullis could not judge this patch without the current object",
             ),
             BodyRefusal::BadPatch(m) | BodyRefusal::PatchTarget(m) => Status::bad_request(m.clone()),
+            BodyRefusal::NoObjectName => Status::failure(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            ),
             BodyRefusal::PatchDoesNotApply(m) => {
                 Status::failure(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", m.clone())
             }

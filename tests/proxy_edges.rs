@@ -399,3 +399,58 @@ async fn a_current_object_read_refused_as_unauthorized_is_a_503() {
     assert_eq!(patches.load(std::sync::atomic::Ordering::SeqCst), 0);
     env.stop().await;
 }
+
+/// A patch of a collection names no object: the API server has no route for it and answers
+/// 405 MethodNotAllowed. A tenant's patch of pods is judged on the current object first; with
+/// no object to read it gets the same 405 (it was a 400 of the proxy's own), and nothing is
+/// forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_of_a_collection_is_method_not_allowed_as_the_api_server_says() {
+    let env = Env::start().await;
+    let tenant = env.ca.client_cert("alice", &["tenant:team-a"]).unwrap();
+    let path = "/api/v1/namespaces/team-a/pods";
+    for (ct, body) in [
+        (
+            "application/merge-patch+json",
+            r#"{"metadata":{"labels":{"a":"b"}}}"#,
+        ),
+        (
+            "application/strategic-merge-patch+json",
+            r#"{"metadata":{"labels":{"a":"b"}}}"#,
+        ),
+        (
+            "application/apply-patch+yaml",
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"x"}}"#,
+        ),
+    ] {
+        env.sandbox.sandbox.clear_recorded();
+        let req = Request::builder()
+            .method("PATCH")
+            .uri(format!("https://localhost{path}?fieldManager=t"))
+            .header("content-type", ct)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let resp = env.request(req, Some(&tenant), true).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{ct}: {:?}",
+            resp.body()
+        );
+        let s = json(resp.body());
+        assert_eq!(s["reason"], "MethodNotAllowed", "{s}");
+        assert_eq!(
+            s["message"],
+            "the server does not allow this method on the requested resource"
+        );
+        assert!(
+            env.sandbox
+                .sandbox
+                .recorded()
+                .iter()
+                .all(|r| r.path != path),
+            "{ct}: forwarded"
+        );
+    }
+    env.stop().await;
+}

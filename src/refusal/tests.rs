@@ -86,6 +86,7 @@ fn every_refusal() -> Vec<Refusal> {
         BodyRefusal::BadPatch("bad".into()),
         BodyRefusal::PatchDoesNotApply("no".into()),
         BodyRefusal::PatchTarget("no name".into()),
+        BodyRefusal::NoObjectName,
         BodyRefusal::CurrentUnavailable("down".into()),
         BodyRefusal::CurrentForbidden("no".into()),
         BodyRefusal::FieldRules(invalid()),

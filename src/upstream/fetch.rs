@@ -85,7 +85,7 @@ pub async fn current(
         .into()
     };
     if info.name.is_empty() {
-        return Err(BodyRefusal::PatchTarget("a patch must name an object".into()).into());
+        return Err(BodyRefusal::NoObjectName.into());
     }
     let path = object_path(info);
     let pq = path

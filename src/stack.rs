@@ -105,6 +105,7 @@ where
                     mapping,
                     listener: Some(rt.server_tls.clone()),
                     verifier: rt.client_verifier.clone(),
+                    crl_due: rt.config.tls.client_auth.crl_due(),
                 }),
                 jwt: rt.jwt.clone(),
                 authorizer: rt.authorizer.clone(),

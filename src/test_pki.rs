@@ -44,6 +44,48 @@ impl Ca {
         })
     }
 
+    /// An intermediate CA signed by this one with serial number `serial` (so a CRL of this
+    /// one can revoke it), valid until 1 January of `until_year`.
+    pub fn intermediate_with_serial(
+        &self,
+        common_name: &str,
+        until_year: i32,
+        serial: u64,
+    ) -> Result<Ca> {
+        Ca::make(common_name, |params, key| {
+            params.not_after = rcgen::date_time_ymd(until_year, 1, 1);
+            params.serial_number = Some(rcgen::SerialNumber::from(serial));
+            params.signed_by(key, &self.issuer)
+        })
+    }
+
+    /// A CRL (DER) of this CA revoking `revoked`, issued at `this_update` and due to be
+    /// replaced at `next_update`.
+    pub fn crl(
+        &self,
+        revoked: &[u64],
+        this_update: time::OffsetDateTime,
+        next_update: time::OffsetDateTime,
+    ) -> Result<rustls_pki_types::CertificateRevocationListDer<'static>> {
+        let params = rcgen::CertificateRevocationListParams {
+            this_update,
+            next_update,
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(*s),
+                    revocation_time: this_update,
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.der().clone())
+    }
+
     /// A CA named `common_name`, its certificate made by `sign` from its parameters and key.
     fn make(
         common_name: &str,
@@ -82,6 +124,12 @@ impl Ca {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         self.sign(params)
+    }
+
+    /// A certificate from `params` as given (a subject made by the test).
+    pub fn sign_params(&self, params: CertificateParams) -> Issued {
+        #[allow(clippy::expect_used)] // test PKI: a failure is a failed test
+        self.sign(params).expect("sign")
     }
 
     fn sign(&self, params: CertificateParams) -> Result<Issued> {

@@ -131,6 +131,7 @@ mod tests {
                 },
                 listener: None,
                 verifier: None,
+                crl_due: i64::MAX,
             }),
             jwt: None,
             authorizer: Arc::new(crate::authz::tests::authorizer()),

@@ -45,6 +45,14 @@ pub enum Rejected {
     Unparsable,
     #[error("client certificate has no usable common name")]
     NoCommonName,
+    /// More than one CN: Go (kube-apiserver, and the CSR tools that read subjects through
+    /// Go) takes the last, others the first; neither is safe to guess.
+    #[error("client certificate has more than one common name")]
+    AmbiguousCommonName,
+    /// A CN or O in a string type other than UTF8, Printable, IA5 or Numeric (a T61String,
+    /// a BMPString): refused rather than a group silently dropped.
+    #[error("client certificate has a {0} value in a string encoding the proxy does not read")]
+    UndecodableName(&'static str),
     #[error("identity {0:?} is reserved (system:) and not allowed by config")]
     Reserved(String),
     #[error("identity {0:?} contains characters that cannot travel in a header")]
@@ -88,8 +96,9 @@ pub struct CertIdentity {
     pub mapped: Result<(Arc<Identity>, Validity), Rejected>,
     /// The listener config of the configuration that mapped it ([`CertAuth::listener`]).
     pub under: Option<Weak<rustls::ServerConfig>>,
-    /// The earliest `notAfter` (Unix seconds) of an intermediate the client sent that was
-    /// still valid when this was mapped; past it the chain is verified again.
+    /// The earliest `notAfter` (Unix seconds) of an intermediate the client sent, or
+    /// `nextUpdate` of a client CRL, still ahead when this was mapped; past it the chain is
+    /// verified again.
     pub recheck_after: i64,
 }
 
@@ -104,6 +113,9 @@ pub struct CertAuth {
     pub listener: Option<Arc<rustls::ServerConfig>>,
     /// This configuration's client CAs and CRLs, for a connection accepted under another.
     pub verifier: Option<Arc<dyn ClientCertVerifier>>,
+    /// The earliest `nextUpdate` of those CRLs (Unix seconds; `i64::MAX`: none): past it a
+    /// connection's chain is verified again, and refused until a reload brings a fresh CRL.
+    pub crl_due: i64,
 }
 
 impl CertAuth {
@@ -136,7 +148,9 @@ impl CertAuth {
                 // Accepted under an earlier configuration, or a certificate it sent has
                 // expired since: verified as a new handshake would be now (an expired
                 // intermediate that is not on the path to a CA does not refuse it).
-                let verify = !is_here(&conn.accepted_by) || expiries.iter().any(|&t| t < now);
+                let verify = !is_here(&conn.accepted_by)
+                    || self.crl_due < now
+                    || expiries.iter().any(|&t| t < now);
                 let mapped = self.map(chain, verify, now, tenant_of);
                 *conn
                     .cert_identity
@@ -146,6 +160,7 @@ impl CertAuth {
                     under: self.listener.as_ref().map(Arc::downgrade),
                     recheck_after: expiries
                         .into_iter()
+                        .chain([self.crl_due])
                         .filter(|&t| t >= now)
                         .min()
                         .unwrap_or(i64::MAX),
@@ -221,19 +236,23 @@ pub fn identity(
         not_after: cert.validity().not_after.timestamp(),
     };
     let subject = cert.subject();
-    let cn = subject
-        .iter_common_name()
-        .next()
-        .and_then(|a| a.as_str().ok())
-        .filter(|s| !s.is_empty())
-        .ok_or(Rejected::NoCommonName)?;
+    let mut cns = subject.iter_common_name();
+    let cn = cns.next().ok_or(Rejected::NoCommonName)?;
+    if cns.next().is_some() {
+        return Err(Rejected::AmbiguousCommonName);
+    }
+    let cn = cn.as_str().map_err(|_| Rejected::UndecodableName("CN"))?;
+    if cn.is_empty() {
+        return Err(Rejected::NoCommonName);
+    }
     let user = format!("{}{}", cfg.username_prefix, cn);
-    let groups: Vec<String> = subject
-        .iter_organization()
-        .filter_map(|a| a.as_str().ok())
-        .filter(|s| !s.is_empty())
-        .map(|o| format!("{}{}", cfg.groups_prefix, o))
-        .collect();
+    let mut groups = Vec::new();
+    for o in subject.iter_organization() {
+        let o = o.as_str().map_err(|_| Rejected::UndecodableName("O"))?;
+        if !o.is_empty() {
+            groups.push(format!("{}{}", cfg.groups_prefix, o));
+        }
+    }
     for name in std::iter::once(&user).chain(groups.iter()) {
         if !header_safe(name) {
             return Err(Rejected::BadCharacters(name.clone()));

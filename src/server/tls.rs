@@ -87,9 +87,29 @@ pub enum ClientAuth {
 #[derive(Debug, Clone, Default)]
 pub struct ClientCas {
     pub cas: Vec<CertificateDer<'static>>,
-    /// When any CRL is given, a client certificate must be covered by one from its issuer and
-    /// not be listed (revocation status unknown is refused: fail closed).
+    /// When any CRL is given, every certificate on a client's path below the configured CA —
+    /// the client's own and each intermediate it sends — must be covered by a current CRL
+    /// from its issuer and not be listed: a status unknown (no CRL of that issuer) or
+    /// out of date (past the CRL's `nextUpdate`) is refused (fail closed, RFC 5280 §6.3).
     pub crls: Vec<CertificateRevocationListDer<'static>>,
+}
+
+impl ClientAuth {
+    /// The earliest `nextUpdate` (Unix seconds) of the client CRLs: past it the verifier
+    /// refuses what that CRL covers, so a connection verified before is verified again then
+    /// (`authn::x509`). `i64::MAX` without CRLs, or when none names a `nextUpdate`.
+    pub fn crl_due(&self) -> i64 {
+        let (ClientAuth::Optional(c) | ClientAuth::Required(c)) = self else {
+            return i64::MAX;
+        };
+        c.crls
+            .iter()
+            .filter_map(|crl| x509_parser::parse_x509_crl(crl.as_ref()).ok())
+            .filter_map(|(_, crl)| crl.next_update())
+            .map(|t| t.timestamp())
+            .min()
+            .unwrap_or(i64::MAX)
+    }
 }
 
 /// A listener's TLS config and its client-certificate verifier, the one its handshakes use
@@ -148,10 +168,13 @@ pub fn client_verifier(
         provider(),
     );
     if !cas.crls.is_empty() {
-        // Only the client's own certificate: our anchors are the configured CAs.
+        // The whole path, not only the client's certificate: an intermediate the root's CRL
+        // revokes must not go on vouching for the leaves it signs. And a CRL past its
+        // `nextUpdate` no longer tells the status (a refresh job that stopped would otherwise
+        // leave every later revocation unseen), as OpenSSL-based proxies refuse it too.
         verifier = verifier
             .with_crls(cas.crls.clone())
-            .only_check_end_entity_revocation();
+            .enforce_revocation_expiration();
     }
     if !required {
         verifier = verifier.allow_unauthenticated();

@@ -80,11 +80,19 @@ fn missing_certificate_rejected() {
 /// One configuration's certificate authentication: its listener config and verifier both
 /// trust `ca`, the mapping puts `prefix` before user names.
 fn configuration(ca: &Ca, prefix: &str) -> CertAuth {
+    configuration_with_crls(ca, prefix, vec![])
+}
+
+fn configuration_with_crls(
+    ca: &Ca,
+    prefix: &str,
+    crls: Vec<rustls_pki_types::CertificateRevocationListDer<'static>>,
+) -> CertAuth {
     use crate::server::tls::{self, ClientAuth, ClientCas};
     tls::install_crypto_provider();
     let client_auth = ClientAuth::Optional(ClientCas {
         cas: vec![ca.cert.cert_der.clone()],
-        crls: vec![],
+        crls,
     });
     let server = ca.server_cert(&["localhost"]).unwrap();
     CertAuth {
@@ -101,6 +109,7 @@ fn configuration(ca: &Ca, prefix: &str) -> CertAuth {
             .unwrap(),
         ),
         verifier: tls::client_verifier(&client_auth).unwrap(),
+        crl_due: client_auth.crl_due(),
     }
 }
 
@@ -300,4 +309,149 @@ fn the_validity_period_is_read_and_checked_inclusively() {
         })
     );
     assert!(v.check(v.not_before - 1).is_err());
+}
+
+/// The client verifier of `root` with `crls`, and whether it accepts `chain` (leaf first) at
+/// the current time.
+fn verifies(
+    root: &Ca,
+    crls: Vec<rustls_pki_types::CertificateRevocationListDer<'static>>,
+    chain: &[CertificateDer<'static>],
+) -> Result<(), rustls::Error> {
+    use crate::server::tls::{client_verifier, ClientAuth, ClientCas};
+    crate::server::tls::install_crypto_provider();
+    let verifier = client_verifier(&ClientAuth::Required(ClientCas {
+        cas: vec![root.cert.cert_der.clone()],
+        crls,
+    }))
+    .unwrap()
+    .unwrap();
+    verifier
+        .verify_client_cert(&chain[0], &chain[1..], rustls_pki_types::UnixTime::now())
+        .map(drop)
+}
+
+/// Revocation covers the whole path: an intermediate the root's CRL lists no longer vouches
+/// for a leaf it signs (RFC 5280 §6.3), a sibling intermediate still does, and without the
+/// root's CRL an intermediate's status is unknown — refused, as a leaf's is.
+#[test]
+fn a_revoked_intermediate_refuses_the_leaves_it_signed() {
+    let now = time::OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+    let root = Ca::new("root").unwrap();
+    let (bad, good) = (
+        root.intermediate_with_serial("compromised", 2040, 7001)
+            .unwrap(),
+        root.intermediate_with_serial("sound", 2040, 7002).unwrap(),
+    );
+    let chain = |ca: &Ca| {
+        [
+            ca.client_cert("bob", &[]).unwrap().cert_der,
+            ca.cert.cert_der.clone(),
+        ]
+    };
+    let crls = |revoked: &[u64]| {
+        vec![
+            root.crl(revoked, now - day, now + day).unwrap(),
+            bad.crl(&[], now - day, now + day).unwrap(),
+            good.crl(&[], now - day, now + day).unwrap(),
+        ]
+    };
+    assert!(verifies(&root, crls(&[]), &chain(&bad)).is_ok());
+    let refused = verifies(&root, crls(&[7001]), &chain(&bad));
+    assert!(
+        matches!(
+            refused,
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Revoked
+            ))
+        ),
+        "{refused:?}"
+    );
+    assert!(verifies(&root, crls(&[7001]), &chain(&good)).is_ok());
+    // Only the intermediates' CRLs: the intermediates' own status is unknown.
+    let unknown = verifies(&root, crls(&[])[1..].to_vec(), &chain(&good));
+    assert!(unknown.is_err(), "{unknown:?}");
+}
+
+/// A CRL past its `nextUpdate` tells nothing about revocations since: refused, not trusted
+/// for ever (a CRL refresh job that stopped would otherwise hide every later revocation).
+#[test]
+fn an_out_of_date_crl_refuses_the_certificates_it_covers() {
+    let now = time::OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+    let root = Ca::new("root").unwrap();
+    let leaf = [root.client_cert("bob", &[]).unwrap().cert_der];
+    let fresh = root.crl(&[], now - day, now + day).unwrap();
+    assert!(verifies(&root, vec![fresh], &leaf).is_ok());
+    let stale = root.crl(&[], now - day * 3, now - day).unwrap();
+    let refused = verifies(&root, vec![stale], &leaf);
+    assert!(refused.is_err(), "{refused:?}");
+}
+
+/// An open connection verified under a CRL is verified again once that CRL is past its
+/// `nextUpdate` (as a new handshake would be refused then), not served on it for ever.
+#[test]
+fn an_open_connection_is_verified_again_when_its_crl_falls_due() {
+    let now = time::OffsetDateTime::now_utc();
+    let root = Ca::new("root").unwrap();
+    let due = now + time::Duration::days(1);
+    let crl = root.crl(&[], now - time::Duration::days(1), due).unwrap();
+    let config = configuration_with_crls(&root, "", vec![crl]);
+    assert_eq!(config.crl_due, due.unix_timestamp());
+    let chain = [root.client_cert("alice", &[]).unwrap().cert_der];
+    let conn = accepted(&config, &chain);
+    let before = now.unix_timestamp();
+    assert_eq!(
+        config
+            .identity(&conn, &chain, before, |_| None)
+            .unwrap()
+            .user,
+        "alice"
+    );
+    let after = due.unix_timestamp() + 1;
+    let refused = config.identity(&conn, &chain, after, |_| None);
+    assert!(
+        matches!(refused, Err(Rejected::ChainRefused(_))),
+        "{refused:?}"
+    );
+}
+
+/// A certificate made elsewhere with `subject`, signed by `ca`.
+fn with_subject(ca: &Ca, subject: rcgen::DistinguishedName) -> CertificateDer<'static> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = subject;
+    ca.sign_params(params).cert_der
+}
+
+/// Two CNs: Go (kube-apiserver) maps the last, x509-parser's first; a CA that copies a
+/// requested subject verbatim could be made to issue `bob` a certificate a Go-based approver
+/// read as `alice` — refused. A name in an encoding not read (a BMPString O) is refused, not
+/// dropped (a group, perhaps a tenant's, silently lost).
+#[test]
+fn ambiguous_or_unreadable_names_are_refused() {
+    let ca = Ca::new("t").unwrap();
+    let mut two = rcgen::DistinguishedName::new();
+    two.push(rcgen::DnType::CommonName, "bob");
+    two.push(rcgen::DnType::CustomDnType(vec![2, 5, 4, 3]), "alice");
+    let got = identity(Some(&with_subject(&ca, two)), &cfg(false));
+    assert_eq!(got.err(), Some(Rejected::AmbiguousCommonName));
+
+    let mut bmp = rcgen::DistinguishedName::new();
+    bmp.push(rcgen::DnType::CommonName, "bob");
+    bmp.push(
+        rcgen::DnType::OrganizationName,
+        rcgen::DnValue::BmpString(rcgen::string::BmpString::try_from("dev").unwrap()),
+    );
+    let got = identity(Some(&with_subject(&ca, bmp)), &cfg(false));
+    assert_eq!(got.err(), Some(Rejected::UndecodableName("O")));
+
+    let mut plain = rcgen::DistinguishedName::new();
+    plain.push(rcgen::DnType::CommonName, "bob");
+    plain.push(rcgen::DnType::OrganizationName, "dev");
+    let (id, _) = identity(Some(&with_subject(&ca, plain)), &cfg(false)).unwrap();
+    assert_eq!(
+        (id.user.as_str(), id.groups.as_slice()),
+        ("bob", &["dev".to_owned()][..])
+    );
 }

@@ -72,6 +72,7 @@ impl Caller {
             peer: &self.conn.peer_ip,
             trust_forwarded_for,
             long_running: self.info.long_running,
+            relays_backend: self.info.verb == "proxy" || self.info.subresource == "proxy",
             // Set by the upstream service, which has the request's query (`follow`).
             ends_cleanly: false,
             guard,

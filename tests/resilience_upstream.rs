@@ -756,3 +756,58 @@ async fn an_idle_exec_session_is_closed_after_the_stream_idle_timeout_an_active_
     );
     drop(stdin);
 }
+
+/// What a client decides is not the API server's health: running out of a deadline its own
+/// `?timeout=` made shorter than `request_timeout`, and a 503 relayed from behind the API
+/// server (a `proxy` request), leave the breaker closed. Before, any caller could open every
+/// breaker (503 for everyone, `/readyz` failing) with a few such requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_short_timeout_or_a_proxied_503_cannot_open_the_breaker() {
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let fake = Fake::start(&ca).await;
+    let env = Env::start_against(ca, sandbox, fake.addr, |c| {
+        upstream_keys(
+            c,
+            "  request_timeout: 500ms\n  breaker: {consecutive_failures: 3, open_for: 30s}\n",
+        )
+    })
+    .await;
+    fake.mode.store(SLOW, Ordering::SeqCst);
+    for _ in 0..5 {
+        let resp = get_ns(&env, "?timeout=100ms").await;
+        assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
+    fake.mode.store(OK, Ordering::SeqCst);
+    fake.answer(503);
+    let proxied = "/api/v1/namespaces/default/pods/web/proxy/healthz";
+    for _ in 0..5 {
+        let resp = env
+            .request(get(proxied), Some(&env.admin_cert), false)
+            .await;
+        assert_eq!(resp.status(), 503);
+        assert_eq!(json(&resp)["message"], "from the fake", "relayed unchanged");
+    }
+    fake.answer(200);
+    let resp = get_ns(&env, "").await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.body());
+    assert_eq!(
+        metric(&env, "portcullis_upstream_breaker_transitions_total").await,
+        None
+    );
+
+    // The operator's own deadline still counts: a slow API server opens it.
+    fake.mode.store(SLOW, Ordering::SeqCst);
+    for _ in 0..3 {
+        assert_eq!(get_ns(&env, "").await.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
+    let resp = get_ns(&env, "").await;
+    assert!(
+        json(&resp)["message"]
+            .as_str()
+            .unwrap()
+            .contains("circuit breaker open"),
+        "{:?}",
+        resp.body()
+    );
+    env.stop().await;
+}

@@ -10,7 +10,11 @@
 use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 
-use super::{forward::prepare_headers, send::send, Outbound, Upstream};
+use super::{
+    forward::prepare_headers,
+    send::{send, Judged},
+    Outbound, Upstream,
+};
 use crate::{
     body,
     k8s::request::RequestInfo,
@@ -99,7 +103,7 @@ pub async fn current(
     *req.uri_mut() = http::Uri::from(pq);
     *req.headers_mut() = headers;
     let (parts, empty) = req.into_parts();
-    let resp = match send(up, parts, empty, Some(up.request_timeout)).await {
+    let resp = match send(up, parts, empty, Some(up.request_timeout), Judged::ALL).await {
         Ok(sent) => sent.resp,
         Err(Refusal::Timeout) => return Err(unavailable("upstream timeout".into())),
         Err(refusal) => return Err(unavailable(refusal.status().message)),

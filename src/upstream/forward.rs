@@ -19,7 +19,7 @@ use super::{
     deadline::deadline,
     metrics::UpstreamMetrics,
     pump,
-    send::{send, Sent},
+    send::{send, Judged, Sent},
     stream, upgrade, Upstream,
 };
 use crate::{
@@ -38,6 +38,8 @@ pub struct Outbound<'a> {
     pub peer: &'a HeaderValue,
     pub trust_forwarded_for: bool,
     pub long_running: bool,
+    /// A `proxy` request (verb or subresource): its answer may be a backend's, relayed.
+    pub relays_backend: bool,
     /// A watch or a followed log: its body ends cleanly when the upstream breaks under it
     /// (`stream.rs`). Other long-running answers (a log read whole, `proxy`, `/debug/pprof/`)
     /// are files or byte streams whose cut end must stay an error.
@@ -89,7 +91,13 @@ pub async fn forward(
         up.max_request_timeout,
     );
     prepare_headers(&mut parts.headers, up, &ob);
-    let Sent { resp, endpoint } = send(up, parts, incoming, limit).await?;
+    let judged = Judged {
+        // A deadline the client's `?timeout=` made shorter than the operator's says nothing
+        // about the API server.
+        deadline_is_operators: limit.is_none_or(|d| d >= up.request_timeout),
+        relays_backend: ob.relays_backend,
+    };
+    let Sent { resp, endpoint } = send(up, parts, incoming, limit, judged).await?;
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     let mut body = body;

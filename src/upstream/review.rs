@@ -12,7 +12,11 @@
 use http::{header, HeaderMap, HeaderValue, Method, Request};
 use serde_json::{json, Value};
 
-use super::{forward::prepare_headers, send::send, Outbound, Upstream};
+use super::{
+    forward::prepare_headers,
+    send::{send, Judged},
+    Outbound, Upstream,
+};
 use crate::body;
 
 /// Largest review answer we read (a review is a few hundred bytes).
@@ -54,7 +58,7 @@ pub async fn access_review(up: &Upstream, asker: Asker<'_>, spec: &Value) -> Res
     let resp = match asker {
         Asker::Caller(_) => {
             let (parts, body) = req.into_parts();
-            match send(up, parts, body, Some(up.request_timeout)).await {
+            match send(up, parts, body, Some(up.request_timeout), Judged::ALL).await {
                 Ok(sent) => sent.resp,
                 Err(refusal) => return Err(refusal.status().message),
             }

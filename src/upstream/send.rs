@@ -15,7 +15,12 @@
 //! The breaker learns: a response head with 502 / 503 / 504, a transport error or a timeout is
 //! a failure; a 429 (the API server's priority and fairness) is neutral and counted in
 //! `portcullis_upstream_throttled_total`; any other answer (4xx included) is a success. The
-//! answer itself always goes to the client unchanged. Refused by every breaker: 503
+//! answer itself always goes to the client unchanged. What a client decides is not the API
+//! server's health ([`Judged`]): running out of a deadline the client's own `?timeout=` made
+//! shorter than `upstream.request_timeout` (and the API server's 504 for such a request), and
+//! a 502 / 503 / 504 relayed from behind the API server (a `proxy` request: the pod, service or
+//! node answered it) are neutral — otherwise any caller could open every breaker, and take
+//! the proxy out of its Service's endpoints, with five `GET /api?timeout=1ns`. Refused by every breaker: 503
 //! `Refusal::BreakerOpen`; nothing reachable: 502; out of time: 504.
 //!
 //! An endpoint whose connections are all full at its connection cap (`pool.rs`) is skipped
@@ -41,6 +46,33 @@ use crate::{
     refusal::{BreakerOpen, Refusal, UpstreamFailure},
 };
 
+/// Which outcomes of one request tell the breaker about the API server itself (see the
+/// module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Judged {
+    /// The deadline is the operator's (`request_timeout`, or a longer one a client asked for):
+    /// running out of it, or the API server's 504, is a failure.
+    pub deadline_is_operators: bool,
+    /// A `proxy` request: a 5xx may be the backend's, relayed.
+    pub relays_backend: bool,
+}
+
+impl Judged {
+    /// Every outcome counts (the proxy's own requests: reads for judging, reviews).
+    pub const ALL: Judged = Judged {
+        deadline_is_operators: true,
+        relays_backend: false,
+    };
+
+    fn timeout(self) -> Outcome {
+        if self.deadline_is_operators {
+            Outcome::Failure
+        } else {
+            Outcome::Neutral
+        }
+    }
+}
+
 /// An upstream answer and the endpoint that gave it.
 pub struct Sent {
     pub resp: Response<Body>,
@@ -59,6 +91,7 @@ pub async fn send(
     mut parts: Parts,
     body: Body,
     deadline: Option<Duration>,
+    judged: Judged,
 ) -> Result<Sent, Refusal> {
     let safe = is_safe(&parts, &body);
     let until = deadline.map(|d| Instant::now() + d);
@@ -105,7 +138,11 @@ pub async fn send(
         match result {
             Ok(Ok(resp)) => {
                 ep.mark_ok();
-                report(&ep, permit, outcome_of(resp.status(), &ep, &up.metrics));
+                report(
+                    &ep,
+                    permit,
+                    outcome_of(resp.status(), judged, &ep, &up.metrics),
+                );
                 return Ok(Sent { resp, endpoint: ep });
             }
             Ok(Err(PoolError::Busy(unsent))) => {
@@ -155,7 +192,7 @@ pub async fn send(
             }
             Err(_) => {
                 tracing::warn!(endpoint = %ep.name, "upstream gave no response head in time");
-                report(&ep, permit, Outcome::Failure);
+                report(&ep, permit, judged.timeout());
                 return Err(Refusal::Timeout);
             }
         }
@@ -178,11 +215,20 @@ pub fn breaker_open(endpoints: Vec<(String, &'static str)>, retry_after: Duratio
 }
 
 /// What an answer tells the breaker.
-pub fn outcome_of(status: StatusCode, ep: &Endpoint, metrics: &UpstreamMetrics) -> Outcome {
+pub fn outcome_of(
+    status: StatusCode,
+    judged: Judged,
+    ep: &Endpoint,
+    metrics: &UpstreamMetrics,
+) -> Outcome {
     match status {
-        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
-            Outcome::Failure
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+            if judged.relays_backend =>
+        {
+            Outcome::Neutral
         }
+        StatusCode::GATEWAY_TIMEOUT => judged.timeout(),
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => Outcome::Failure,
         StatusCode::TOO_MANY_REQUESTS => {
             metrics
                 .throttled

@@ -34,7 +34,7 @@ use super::{
     client::Endpoint,
     forward::{prepare_headers, Guard, Outbound},
     idle::Activity,
-    send::{breaker_open, outcome_of, report},
+    send::{breaker_open, outcome_of, report, Judged},
     Upstream,
 };
 use crate::{
@@ -85,7 +85,16 @@ pub async fn forward(
     ep.mark_ok();
     let outcome = match resp.status() {
         StatusCode::SWITCHING_PROTOCOLS => super::breaker::Outcome::Success,
-        status => outcome_of(status, &ep, &up.metrics),
+        // Long-running: no deadline; a `proxy` upgrade may relay a backend's 5xx.
+        status => outcome_of(
+            status,
+            Judged {
+                deadline_is_operators: true,
+                relays_backend: ob.relays_backend,
+            },
+            &ep,
+            &up.metrics,
+        ),
     };
     report(&ep, permit, outcome);
 

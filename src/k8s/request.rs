@@ -96,7 +96,8 @@ pub struct RequestInfo {
     /// kube-apiserver's long-running predicate: verbs {watch, proxy}, subresources
     /// {attach, exec, proxy, log, portforward}, non-resource paths under `/debug/pprof/`.
     pub long_running: bool,
-    /// A WebSocket GET of exec / attach / port-forward, authorized as `create` (`verb`) while
+    /// A WebSocket GET of exec / attach / port-forward (or of `nodes/proxy`, which reaches
+    /// the kubelet's), authorized as `create` (`verb`) while
     /// the API server's RequestInfo — what its audit events and policy see — keeps `get`.
     pub create_for_upgrade: bool,
 }
@@ -242,13 +243,18 @@ pub fn classify(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Reque
     // subresources must be authorised as `create`, like the SPDY POST. We key on the
     // `Connection: upgrade` token alone (what the apiserver's upgrade handler keys on), so a
     // request cannot dodge this by omitting or mangling the `Upgrade` header.
+    // Beyond the gate, which leaves `nodes/proxy` a `get`: an upgrade there reaches the
+    // kubelet's own `/exec`, `/attach`, `/portforward` (a shell in any pod of the node, with
+    // the API server's kubelet credentials), so the proxy's grants see it as the `create` it
+    // is. Stricter than the API server: a `get nodes/proxy` grant no longer opens one.
     if connection_upgrade
         && info.verb == "get"
         && info.is_resource_request
         && info.api_prefix == "api"
         && info.api_group.is_empty()
-        && info.resource == "pods"
-        && matches!(info.subresource.as_str(), "exec" | "attach" | "portforward")
+        && ((info.resource == "pods"
+            && matches!(info.subresource.as_str(), "exec" | "attach" | "portforward"))
+            || (info.resource == "nodes" && info.subresource == "proxy"))
     {
         info.verb = "create".to_owned();
         info.create_for_upgrade = true;

@@ -188,6 +188,9 @@ const CASES: &[Case] = &[
     case("GET", "/api/v1/namespaces/foo/pods/bar/portforward?ports=80", WS, res("create", "", "foo", "pods", "bar", "portforward", true, "stream")),
     case("POST", "/api/v1/namespaces/foo/pods/bar/portforward", SPDY, res("create", "", "foo", "pods", "bar", "portforward", true, "stream")),
     case("GET", "/api/v1/namespaces/foo/pods/bar/exec", &[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")], res("create", "", "foo", "pods", "bar", "exec", true, "stream")),
+    // A node's proxy upgraded reaches the kubelet's exec: never a mere `get` for our grants.
+    case("GET", "/api/v1/nodes/n1/proxy/exec/kube-system/etcd-n1/etcd?command=sh&tty=1", WS, res("create", "", "", "nodes", "n1", "proxy", true, "stream")),
+    case("GET", "/api/v1/nodes/n1/proxy/metrics", NO, res("get", "", "", "nodes", "n1", "proxy", true, "stream")),
     // Connection: upgrade without an Upgrade header still cannot be a mere `get`.
     case("GET", "/api/v1/namespaces/foo/pods/bar/exec", &[("connection", "upgrade")], res("create", "", "foo", "pods", "bar", "exec", true, "stream")),
     case("GET", "/api/v1/namespaces/foo/pods/bar/exec", &[("connection", "UPGRADE"), ("upgrade", "h2c")], res("create", "", "foo", "pods", "bar", "exec", true, "stream")),

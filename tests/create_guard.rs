@@ -35,7 +35,7 @@ async fn start() -> Env {
         assert!(config.contains(rule), "the demo's ci grant moved");
         *config = config.replace(
             rule,
-            &format!("{rule}\n        - {{namespaces: [team-a], verbs: [get, update], api_groups: [\"\"], resources: [services]}}"),
+            &format!("{rule}\n        - {{namespaces: [team-a], verbs: [get, update], api_groups: [\"\"], resources: [services, services/status]}}"),
         );
         // The demo's CI write budget (burst 3) is not what this test is about.
         let limits = "ci: {reads: {rate: 2/s, burst: 10}, writes: {rate: 1/s, burst: 3}";
@@ -56,7 +56,7 @@ fn ci_with_services(env: &Env) -> PathBuf {
         "iss": "https://portcullis-demo.local", "aud": "portcullis", "sub": "ci-bot",
         "groups": ["ci"], "iat": now, "nbf": now, "exp": now + 600, "jti": "svc-1",
         "portcullis.io/scope": [
-            {"namespaces": ["team-a"], "verbs": ["get", "update"], "apiGroups": [""], "resources": ["services"]}]}));
+            {"namespaces": ["team-a"], "verbs": ["get", "update"], "apiGroups": [""], "resources": ["services", "services/status"]}]}));
     let like = &env.files.ci_kubeconfig;
     let kc: Value = serde_json::from_str(&std::fs::read_to_string(like).unwrap()).unwrap();
     let old = kc["users"][0]["user"]["token"].as_str().unwrap().to_owned();
@@ -83,7 +83,7 @@ async fn let_ci_write_services(env: &Env, admin: &Path) {
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
 metadata: {name: ci-services, namespace: team-a}
-rules: [{apiGroups: [""], resources: [services], verbs: ["*"]}]
+rules: [{apiGroups: [""], resources: [services, services/status], verbs: ["*"]}]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -165,6 +165,43 @@ async fn a_put_by_an_update_only_identity_never_creates() {
         get_service(&env, &admin, "web").await.unwrap()["spec"]["ports"][0]["port"],
         9090
     );
+
+    // Through `/status`: a Service's status strategy keeps create-on-update, so a PUT of the
+    // status of a missing Service would create it — refused the same way, nothing forwarded.
+    // (The sandbox answers such a PUT 404, not modelling that path; the guard never lets it
+    // reach the API server, which is what is checked.)
+    env.sandbox.sandbox.clear_recorded();
+    let out = k_in(
+        &ci,
+        &env,
+        &["replace", "--subresource", "status", "-f", "-"],
+        &service("ghost-lb", 80),
+    )
+    .await;
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("Error from server (Forbidden)")
+            && err.contains(r#"User "ci-bot" cannot create resource "services/status" in API group "" in the namespace "team-a""#),
+        "{err}"
+    );
+    assert!(
+        !seen(&env, "/services/ghost-lb/status")
+            .iter()
+            .any(|r| r.method == http::Method::PUT),
+        "the PUT never reached the sandbox"
+    );
+    assert!(get_service(&env, &admin, "ghost-lb").await.is_none());
+    // Present: a status update goes through.
+    let mut with_status = get_service(&env, &admin, "web").await.unwrap();
+    with_status["status"] = json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.7"}]}});
+    ok(&k_in(
+        &ci,
+        &env,
+        &["replace", "--subresource", "status", "-f", "-"],
+        &with_status.to_string(),
+    )
+    .await);
     env.stop().await;
 }
 

@@ -125,10 +125,10 @@ where
             return service::ready(Refusal::Forbidden(Box::new(words)).respond());
         }
         // A server-side apply or a PUT may create: without `create` too, it must not
-        // (`create_guard`).
-        let may_create = info
-            .subresource
-            .is_empty()
+        // (`create_guard`). Through `/status` too: a kind whose strategy allows create on
+        // update (a Service, a PodDisruptionBudget) is created by a write to the status of a
+        // missing object, authorized by the API server as `create` on that subresource.
+        let may_create = (info.subresource.is_empty() || info.subresource == "status")
             .then(|| match info.verb.as_str() {
                 "patch" if is_apply(req.headers().get(http::header::CONTENT_TYPE)) => {
                     Some(MustNotCreate::Apply)

@@ -100,7 +100,7 @@ impl Check {
     fn tenants(&mut self, cfg: &AuthorizationConfig, key_prefix: &str) -> Vec<Principal> {
         let mut principals = Vec::new();
         let mut tenant_names: BTreeMap<&str, usize> = BTreeMap::new();
-        let mut claimed: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut claimed: Vec<(&str, &str)> = Vec::new();
         for (ti, t) in cfg.tenants.iter().enumerate() {
             let base = format!("{key_prefix}.tenants[{ti}]");
             self.name(&format!("{base}.name"), &t.name);
@@ -132,7 +132,7 @@ impl Check {
         &mut self,
         base: &str,
         t: &'a TenantConfig,
-        claimed: &mut BTreeMap<&'a str, &'a str>,
+        claimed: &mut Vec<(&'a str, &'a str)>,
     ) -> Vec<Glob> {
         let mut globs = Vec::new();
         if t.namespaces.is_empty() {
@@ -156,17 +156,21 @@ impl Check {
                 self.err(&path, e, NS_HINT);
                 continue;
             }
-            if !n.contains('*') {
-                if let Some(other) = claimed.insert(n.as_str(), t.name.as_str()) {
-                    if other != t.name {
-                        self.err(
-                            &path,
-                            format!("namespace {n:?} already belongs to tenant {other:?}"),
-                            "a namespace belongs to one tenant",
-                        );
-                    }
-                }
+            // A namespace belongs to one tenant: no name or pattern of another tenant may
+            // match a namespace this one does (`team-*` and `team-b` would both claim
+            // `team-b`, and the first tenant listed would silently own it).
+            let taken = claimed
+                .iter()
+                .find(|(p, owner)| *owner != t.name && super::pattern::globs_overlap(p, n));
+            if let Some((p, other)) = taken {
+                let message = if p == n {
+                    format!("namespace {n:?} already belongs to tenant {other:?}")
+                } else {
+                    format!("namespace {n:?} overlaps {p:?} of tenant {other:?}: a namespace both match would belong to both")
+                };
+                self.err(&path, message, "a namespace belongs to one tenant");
             }
+            claimed.push((n.as_str(), t.name.as_str()));
             globs.push(Glob::new(n));
         }
         globs

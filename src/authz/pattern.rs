@@ -128,6 +128,45 @@ impl Glob {
     }
 }
 
+/// Whether some string matches both namespace patterns (`*`: any run of characters,
+/// possibly empty): a search over pairs of positions, where a `*` may stay on while the other
+/// pattern's character passes, or be left behind.
+pub fn globs_overlap(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut seen = vec![false; (a.len() + 1) * (b.len() + 1)];
+    let mut todo = vec![(0usize, 0usize)];
+    while let Some((i, j)) = todo.pop() {
+        let Some(slot) = seen.get_mut(i * (b.len() + 1) + j) else {
+            continue;
+        };
+        if std::mem::replace(slot, true) {
+            continue;
+        }
+        let (x, y) = (a.get(i), b.get(j));
+        if x.is_none() && y.is_none() {
+            return true;
+        }
+        if x == Some(&b'*') {
+            todo.push((i + 1, j)); // `*` matches nothing more
+            if y.is_some() {
+                todo.push((i, j + 1)); // `*` takes b's next character (or b's `*` ends)
+            }
+        }
+        if y == Some(&b'*') {
+            todo.push((i, j + 1));
+            if x.is_some() {
+                todo.push((i + 1, j));
+            }
+        }
+        if let (Some(x), Some(y)) = (x, y) {
+            if x == y && *x != b'*' {
+                todo.push((i + 1, j + 1));
+            }
+        }
+    }
+    false
+}
+
 /// Match `s` against a pattern where `*` is any run of characters. Linear-time greedy
 /// backtracking (the classic two-pointer wildcard algorithm), byte-wise.
 pub fn glob_match(pattern: &str, s: &str) -> bool {
@@ -475,6 +514,33 @@ pub fn builtin_cluster_scoped_in_any_group(resource: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn namespace_patterns_overlap_when_some_name_matches_both() {
+        for (a, b) in [
+            ("team-*", "team-b"),
+            ("team-*", "*-b"),
+            ("team-*", "te*"),
+            ("*-prod", "shop-*"),
+            ("a*b*c", "*bc"),
+            ("x", "x"),
+            ("*", "anything"),
+        ] {
+            assert!(globs_overlap(a, b), "{a} {b}");
+            assert!(globs_overlap(b, a), "{b} {a}");
+        }
+        for (a, b) in [
+            ("team-*", "ops-*"),
+            ("*-prod", "*-dev"),
+            ("team-a", "team-b"),
+            ("a*c", "b*"),
+            ("team-a*", "team-b*"),
+        ] {
+            assert!(!globs_overlap(a, b), "{a} {b}");
+            assert!(!globs_overlap(b, a), "{b} {a}");
+        }
+    }
+
     use super::*;
 
     #[test]

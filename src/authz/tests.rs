@@ -464,6 +464,18 @@ authorization:
         - {verbs: [], namespaces: [a], api_groups: [""], resources: [pods]}
 "#;
     let got = problems(yaml);
+    // A pattern of one tenant over another's namespace: both would claim it.
+    let overlapping = problems(
+        "authorization:\n  tenants:\n    - {name: a, namespaces: [\"team-*\"], subjects: [{group: ga}]}\n    - {name: b, namespaces: [team-b, ops], subjects: [{group: gb}]}\n    - {name: c, namespaces: [\"x*\", \"o*\"], subjects: [{group: gc}]}\n",
+    );
+    assert_eq!(
+        overlapping,
+        [
+            "authorization.tenants[1].namespaces[0]",
+            "authorization.tenants[2].namespaces[1]"
+        ],
+        "{overlapping:?}"
+    );
     let want = [
         "authorization.public_non_resource_urls[0]",
         "authorization.public_non_resource_urls[1]",

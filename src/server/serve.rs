@@ -568,7 +568,10 @@ where
 /// dropped) is found within about two minutes — its connection slot, watch and session
 /// permits freed — instead of when the API server's side of its stream times out (hours, for
 /// an idle exec session). A failure to set it only loses that.
-fn keep_alive(tcp: &tokio::net::TcpStream) {
+/// TCP keep-alive on `tcp` (accepted here; also the upstream's connections, `upstream::pool`
+/// and `client`): a peer that vanished without a FIN or RST is noticed in about two minutes,
+/// as Go's dialers and servers notice it (client-go and kube-apiserver set keep-alive too).
+pub(crate) fn keep_alive(tcp: &tokio::net::TcpStream) {
     let _ = socket2::SockRef::from(tcp).set_tcp_keepalive(&KEEP_ALIVE);
 }
 

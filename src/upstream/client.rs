@@ -141,6 +141,9 @@ impl Endpoint {
             .await
             .map_err(|_| timed_out("connect timed out"))??;
         tcp.set_nodelay(true)?;
+        // An upgraded session (exec, port-forward) reads the API server with no deadline: an
+        // API server that vanished silently would hold it, and its session permit, for ever.
+        crate::server::serve::keep_alive(&tcp);
         let tls = self.upgrade_tls.connect(self.server_name.clone(), tcp);
         tokio::time::timeout(self.handshake_timeout, tls)
             .await
@@ -311,5 +314,58 @@ mod tests {
             );
             assert_eq!(upstream(base, None), "https://lb.example/k8s/east/");
         }
+    }
+}
+
+#[cfg(test)]
+mod keep_alive_tests {
+    use std::{
+        sync::{atomic::AtomicBool, Arc},
+        time::Duration,
+    };
+
+    use super::Endpoint;
+    use crate::upstream::{
+        config::UpstreamConfig, credentials::Credentials, metrics::UpstreamMetrics,
+    };
+
+    /// The upstream connection of an upgraded session has TCP keep-alive, as accepted client
+    /// connections do: nothing else would notice an API server that vanished silently under
+    /// an exec or port-forward (no deadline on those).
+    #[tokio::test]
+    async fn an_upgrade_connection_has_tcp_keep_alive() {
+        crate::server::tls::install_crypto_provider();
+        let ca = crate::test_pki::Ca::new("t").unwrap();
+        let leaf = ca.server_cert(&["127.0.0.1"]).unwrap();
+        let server = crate::server::tls::server_config(
+            vec![leaf.cert_der.clone()],
+            leaf.key(),
+            crate::server::tls::ClientAuth::None,
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let tls = tokio_rustls::TlsAcceptor::from(server).accept(tcp).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(tls);
+        });
+        let cfg = UpstreamConfig::new(
+            vec![format!("https://{addr}").parse().unwrap()],
+            vec![ca.cert.cert_der.clone()],
+        );
+        let ep = Endpoint::new(
+            &cfg,
+            &cfg.endpoints[0],
+            Arc::new(Credentials::default()),
+            &UpstreamMetrics::default(),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .unwrap();
+        let tls = ep.connect_for_upgrade().await.unwrap();
+        let sock = socket2::SockRef::from(tls.get_ref().0);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(60));
     }
 }

@@ -45,6 +45,11 @@ impl Connector {
         http.enforce_http(false);
         http.set_connect_timeout(Some(connect_timeout));
         http.set_nodelay(true);
+        // As `serve::keep_alive`: an HTTP/1.1 stream (a watch) of an API server that vanished
+        // silently must end.
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        http.set_keepalive_interval(Some(Duration::from_secs(15)));
+        http.set_keepalive_retries(Some(4));
         Connector {
             http,
             tls: TlsConnector::from(tls),

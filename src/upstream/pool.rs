@@ -383,6 +383,8 @@ impl Pool {
             })?
             .map_err(|e| PoolError::Connect(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
+        // HTTP/2 PINGs watch these too; keep-alive costs nothing and covers the time between.
+        crate::server::serve::keep_alive(&tcp);
         let tls = tokio::time::timeout(
             s.handshake_timeout,
             self.tls.connect(self.server_name.clone(), tcp),

@@ -225,6 +225,10 @@ pub enum UpstreamFailure {
     Unreachable(&'static str),
     /// The request URI cannot be rebased onto the upstream.
     Unforwardable,
+    /// The API server answered 401 to a request carrying the proxy's own credentials (a
+    /// revoked or expired token, a deleted ServiceAccount): the caller's credentials were
+    /// fine, so its client must not be told to log in again.
+    CredentialsRefused,
     /// An upgrade was requested on a connection hyper cannot upgrade.
     NotUpgradable,
     /// A session to be recorded was switched to a protocol the recorder cannot read (what it
@@ -306,6 +310,9 @@ impl Refusal {
             Refusal::Upstream(UpstreamFailure::Unreachable(why)) => Status::bad_gateway(format!(
                 "the upstream API server could not be reached: {why}"
             )),
+            Refusal::Upstream(UpstreamFailure::CredentialsRefused) => Status::bad_gateway(
+                "the upstream API server did not accept the proxy's credentials (401): its token or certificate must be renewed",
+            ),
             Refusal::Upstream(UpstreamFailure::Unforwardable) => {
                 Status::bad_request("request URI cannot be forwarded")
             }

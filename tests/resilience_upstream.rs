@@ -811,3 +811,44 @@ async fn a_clients_short_timeout_or_a_proxied_503_cannot_open_the_breaker() {
     );
     env.stop().await;
 }
+
+/// A 401 from the API server is about the proxy's own credentials (only they travel
+/// upstream): the client gets a 502 naming them — not a 401 that makes kubectl and exec
+/// credential plugins ask its user to log in again — and the breaker is not told. A `proxy`
+/// request's 401 is the backend's, relayed unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_servers_401_is_the_proxys_credentials_not_the_callers() {
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let fake = Fake::start(&ca).await;
+    let env = Env::start_against(ca, sandbox, fake.addr, |c| {
+        upstream_keys(c, "  breaker: {consecutive_failures: 2, open_for: 30s}\n")
+    })
+    .await;
+    fake.answer(401);
+    for _ in 0..3 {
+        let resp = get_ns(&env, "").await;
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+        let s = json(&resp);
+        assert_eq!(s["reason"], "BadGateway");
+        assert!(
+            s["message"]
+                .as_str()
+                .unwrap()
+                .contains("did not accept the proxy's credentials (401)"),
+            "{s}"
+        );
+    }
+    let proxied = "/api/v1/namespaces/default/pods/web/proxy/";
+    let resp = env
+        .request(get(proxied), Some(&env.admin_cert), false)
+        .await;
+    assert_eq!(resp.status(), 401);
+    assert_eq!(json(&resp)["message"], "from the fake");
+    fake.answer(200);
+    assert_eq!(
+        get_ns(&env, "").await.status(),
+        200,
+        "the breaker stayed closed"
+    );
+    env.stop().await;
+}

@@ -136,6 +136,16 @@ pub async fn send(
             Some(until) => tokio::time::timeout_at(until, sent).await,
         };
         match result {
+            Ok(Ok(resp)) if resp.status() == StatusCode::UNAUTHORIZED && !judged.relays_backend => {
+                // Only the proxy's own credentials travel upstream, so a 401 is theirs: a 502
+                // naming them (not a 401 that makes kubectl and exec plugins ask the user to
+                // log in again), and no sign of health — an endpoint answering only this goes
+                // unready. Neutral for the breaker: one aggregated API's 401 must not open it
+                // for every request.
+                tracing::error!(endpoint = %ep.name, "the upstream API server refused the proxy's own credentials (401)");
+                report(&ep, permit, Outcome::Neutral);
+                return Err(UpstreamFailure::CredentialsRefused.into());
+            }
             Ok(Ok(resp)) => {
                 ep.mark_ok();
                 report(

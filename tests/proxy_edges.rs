@@ -454,3 +454,45 @@ async fn a_patch_of_a_collection_is_method_not_allowed_as_the_api_server_says() 
     }
     env.stop().await;
 }
+
+/// With both a client certificate and a bearer token (`mode: optional` beside JWT issuers), a
+/// certificate that yields no identity — here a reserved `system:` name — does not refuse the
+/// request when the token is good: kube's union authenticator goes on to the token after the
+/// x509 authenticator fails. A good certificate still comes first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_certificate_falls_through_to_a_good_bearer_token() {
+    let env = Env::start().await;
+    let kc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&env.files.ci_kubeconfig).unwrap()).unwrap();
+    let token = kc["users"][0]["user"]["token"].as_str().unwrap().to_owned();
+    let reserved = env.ca.client_cert("system:kube-proxy", &[]).unwrap();
+    let with_token = |path: &str| {
+        Request::get(format!("https://localhost{path}"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let path = "/apis/apps/v1/namespaces/team-a/deployments";
+    let resp = env.request(get(path), Some(&reserved), true).await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::UNAUTHORIZED,
+        "the certificate alone"
+    );
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env.request(with_token(path), Some(&reserved), true).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{:?}", resp.body());
+    let seen = env.sandbox.sandbox.recorded();
+    let forwarded = seen.iter().find(|r| r.path == path).expect("forwarded");
+    assert_eq!(forwarded.headers["impersonate-user"], "ci-bot");
+    // A good certificate wins over the token, as x509 comes first in kube's union.
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env
+        .request(with_token(path), Some(&env.admin_cert), true)
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen = env.sandbox.sandbox.recorded();
+    let forwarded = seen.iter().find(|r| r.path == path).expect("forwarded");
+    assert_ne!(forwarded.headers["impersonate-user"], "ci-bot");
+    env.stop().await;
+}

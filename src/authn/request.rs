@@ -83,9 +83,20 @@ pub async fn authenticate(
     if let (Some(certs), Some(chain)) = (&config.x509, &conn.peer_certs) {
         // Mapped once per connection and configuration (verified again after a reload), the
         // validity period checked on every request (see `x509`'s module doc).
-        return Ok(certs.identity(conn, chain, x509::now(), |id| {
+        match certs.identity(conn, chain, x509::now(), |id| {
             config.authorizer.tenant_of(id)
-        })?);
+        }) {
+            Ok(id) => return Ok(id),
+            // A certificate that yields no identity (no CN, a reserved name, refused after a
+            // reload) does not end it when a bearer token came too: kube's union
+            // authenticator goes on to the next authenticator after the x509 one fails.
+            Err(rejected)
+                if config.jwt.is_some() && matches!(bearer(headers), Bearer::Token(_)) =>
+            {
+                tracing::info!(reason = %rejected, "client certificate yields no identity; trying the bearer token");
+            }
+            Err(rejected) => return Err(rejected.into()),
+        }
     }
     match bearer(headers) {
         Bearer::Absent => Err(Failure::NoCredentials),

@@ -154,6 +154,13 @@ pub(crate) fn warn_dangerous(config: &Config) {
             tracing::warn!("{what}");
         }
     }
+    let due = config.tls.client_auth.crl_due();
+    if due < time::OffsetDateTime::now_utc().unix_timestamp() {
+        tracing::warn!(
+            next_update = due,
+            "authentication.client_certificates.crl_files: a CRL is past its nextUpdate; the client certificates it covers are refused until a fresh one is loaded"
+        );
+    }
 }
 
 /// Serve until `shutdown` fires, then drain in-flight requests for the configured grace.

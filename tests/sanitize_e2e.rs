@@ -601,6 +601,35 @@ async fn directives_inside_a_new_container_are_refused() {
     );
 }
 
+/// A list's `$patch: delete` element applies to the current list before the patch's other
+/// elements (apimachinery's `mergeSliceWithSpecialElements`), so one after a new element of the
+/// same name does not undo it: the API server would store the privileged container and the
+/// host path volume. Judged that way, it is refused and nothing is forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_directive_after_a_new_element_does_not_hide_it() {
+    let (env, d1) = with_deployment().await;
+    let patch = json!({"spec": {"template": {"spec": {
+        "containers": [
+            {"name": "pwn", "image": "busybox", "securityContext": {"privileged": true},
+             "volumeMounts": [{"name": "host", "mountPath": "/host"}]},
+            {"name": "pwn", "$patch": "delete"}],
+        "volumes": [{"name": "host", "hostPath": {"path": "/"}}, {"name": "host", "$patch": "delete"}]}}}});
+    let s = refused(
+        &env,
+        json_req(
+            "PATCH",
+            &d1,
+            "application/strategic-merge-patch+json",
+            &patch,
+        ),
+        403,
+        "Forbidden",
+    )
+    .await;
+    let m = s["message"].as_str().unwrap_or_default();
+    assert!(m.contains("privileged") && m.contains("hostPath"), "{s}");
+}
+
 /// A judged patch carrying its own `resourceVersion` other than the one it was judged on is the
 /// API server's conflict (forwarded, it would land on a later object nobody judged); `""` is
 /// no precondition to the API server and is replaced by the judged version.

@@ -289,15 +289,38 @@ fn merge_list(
     mode: Mode,
     at: &str,
 ) -> Result<(), String> {
-    // `{"$patch": "replace"}` as an element: the list becomes the other elements.
-    let replace = items.iter().any(|i| {
-        i.as_object()
-            .is_some_and(|m| m.len() == 1 && m.get("$patch") == Some(&Value::from("replace")))
-    });
-    if replace {
+    // In apimachinery's order (`mergeSliceWithSpecialElements`, then
+    // `mergeSliceWithoutSpecialElements`): first every `$patch` element, wherever it stands in
+    // the list — a `delete` removes the original's entries with its key, a `replace` makes the
+    // list the patch's other elements — and only then the other elements, merged by key or
+    // appended. Applied in list order instead, `[{name: x, privileged}, {name: x, $patch:
+    // delete}]` would judge as no change while the API server deletes first and appends `x`.
+    let mut replace = false;
+    for (i, item) in items.iter().enumerate() {
+        let here = format!("{at}[{i}]");
+        let Some(directive) = item.as_object().and_then(|o| o.get("$patch")) else {
+            continue;
+        };
         if mode == Mode::Apply {
-            return Err(format!("{at}: \"$patch\" is not allowed in an apply patch"));
+            return Err(format!(
+                "{here}: \"$patch\" is not allowed in an apply patch"
+            ));
         }
+        match directive.as_str() {
+            Some("delete") => {
+                let Some(id) = item.get(key) else {
+                    return Err(format!(
+                        "{here}: a $patch: delete element needs its {key:?}"
+                    ));
+                };
+                existing.retain(|e| e.get(key) != Some(id));
+            }
+            Some("replace") => replace = true,
+            // apimachinery: "merging lists cannot yet be specified in the patch".
+            _ => return Err(format!("{here}: unsupported $patch value {directive}")),
+        }
+    }
+    if replace {
         existing.clear();
     }
     for (i, item) in items.iter().enumerate() {
@@ -305,37 +328,19 @@ fn merge_list(
         let Some(obj) = item.as_object() else {
             return Err(format!("{here}: expected an object with {key:?}"));
         };
-        if replace && obj.len() == 1 && obj.contains_key("$patch") {
+        if obj.contains_key("$patch") {
             continue;
         }
         let id = obj.get(key);
-        let pos = id.and_then(|id| existing.iter().position(|e| e.get(key) == Some(id)));
-        let delete = match obj.get("$patch") {
-            None => false,
-            Some(_) if mode == Mode::Apply => {
-                return Err(format!(
-                    "{here}: \"$patch\" is not allowed in an apply patch"
-                ))
-            }
-            Some(Value::String(s)) if s == "delete" => true,
-            Some(Value::String(s)) if s == "merge" => false,
-            Some(other) => return Err(format!("{here}: unsupported $patch value {other}")),
-        };
-        match (pos, delete) {
-            (Some(p), true) => {
-                existing.remove(p);
-            }
-            (None, true) => {}
-            (Some(p), false) => merge_at(&mut existing[p], item, mode, &here)?,
-            (None, false) => {
+        match id.and_then(|id| existing.iter().position(|e| e.get(key) == Some(id))) {
+            Some(p) => merge_at(&mut existing[p], item, mode, &here)?,
+            None => {
                 // A new element: the API server appends it as sent, directives inside it
                 // left as data (the fields they would delete or drop are stored): they
                 // cannot be judged as applied.
-                obj.iter()
-                    .filter(|(k, _)| *k != "$patch")
-                    .try_for_each(|(k, child)| {
-                        refuse_key(k, child, &here, is_directive, "a new list element")
-                    })?;
+                obj.iter().try_for_each(|(k, child)| {
+                    refuse_key(k, child, &here, is_directive, "a new list element")
+                })?;
                 let mut fresh = Value::Object(Map::new());
                 merge_at(&mut fresh, item, mode, &here)?;
                 existing.push(fresh);
@@ -399,6 +404,47 @@ mod tests {
     fn smp(mut t: Value, p: Value) -> Value {
         merge(&mut t, &p, Mode::Strategic).unwrap();
         t
+    }
+
+    /// apimachinery applies a list's `$patch` elements to the original first
+    /// (`mergeSliceWithSpecialElements`), then merges or appends the others: a `delete` after
+    /// an element with the same key does not undo it, and a `replace` anywhere keeps the
+    /// others. Taken in list order, the privileged container below would judge as no change.
+    #[test]
+    fn list_directives_apply_to_the_original_before_the_other_elements() {
+        let cur = json!({"spec": {"containers": [{"name": "app", "image": "x"}]}});
+        let out = smp(
+            cur.clone(),
+            json!({"spec": {"containers": [
+                {"name": "pwn", "image": "busybox", "securityContext": {"privileged": true}},
+                {"name": "pwn", "$patch": "delete"}]}}),
+        );
+        assert_eq!(out["spec"]["containers"][1]["name"], "pwn");
+        assert_eq!(
+            out["spec"]["containers"][1]["securityContext"]["privileged"],
+            true
+        );
+        let out = smp(
+            cur.clone(),
+            json!({"spec": {"containers": [
+                {"name": "app", "$patch": "delete"},
+                {"name": "app", "image": "y"}]}}),
+        );
+        assert_eq!(
+            out["spec"]["containers"],
+            json!([{"name": "app", "image": "y"}])
+        );
+        let out = smp(
+            cur,
+            json!({"spec": {"containers": [
+                {"$patch": "replace"},
+                {"name": "x", "image": "z", "securityContext": {"privileged": true}},
+                {"name": "x", "$patch": "delete"}]}}),
+        );
+        assert_eq!(
+            out["spec"]["containers"],
+            json!([{"name": "x", "image": "z", "securityContext": {"privileged": true}}])
+        );
     }
 
     #[test]
@@ -486,15 +532,17 @@ mod tests {
             let err = merge(&mut t, &patch, Mode::Strategic).unwrap_err();
             assert!(err.contains("not allowed"), "{patch}: {err}");
         }
-        // A new element may still say `$patch: merge`; an existing element keeps its directives.
-        let out = smp(
-            cur.clone(),
-            json!({"spec": {"containers": [{"name": "b", "$patch": "merge", "image": "y"}]}}),
-        );
-        assert_eq!(
-            out["spec"]["containers"][1],
-            json!({"name": "b", "image": "y"})
-        );
+        // `$patch: merge` on a list element is refused, as apimachinery refuses it ("merging
+        // lists cannot yet be specified in the patch"); an existing element keeps its
+        // directives.
+        let mut t = cur.clone();
+        let err = merge(
+            &mut t,
+            &json!({"spec": {"containers": [{"name": "b", "$patch": "merge", "image": "y"}]}}),
+            Mode::Strategic,
+        )
+        .unwrap_err();
+        assert!(err.contains("unsupported $patch"), "{err}");
         let out = smp(
             json!({"spec": {"containers": [{"name": "a", "securityContext": {"runAsUser": 1, "runAsGroup": 2}}]}}),
             json!({"spec": {"containers": [{"name": "a", "securityContext": {"$retainKeys": ["runAsUser"]}}]}}),

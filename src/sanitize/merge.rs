@@ -85,6 +85,23 @@ fn merge_at(target: &mut Value, patch: &Value, mode: Mode, at: &str) -> Result<(
             continue;
         }
         if k.starts_with('$') {
+            // `$deleteFromPrimitiveList/f` beside an `f` in the same patch map: the API server's
+            // order between the two is not the map's (its `$setElementOrder` pass goes first,
+            // else Go's map order decides), and when they share a value it decides what is
+            // stored (`drop: [ALL]` kept or emptied) — not judgeable, refused. kubectl never
+            // sends a value in both.
+            if let Some(field) = k.strip_prefix(DELETE_FROM) {
+                if let (Some(Value::Array(gone)), Some(Value::Array(set))) =
+                    (Some(v), pmap.get(field))
+                {
+                    if gone.iter().any(|g| set.contains(g)) {
+                        return Err(format!(
+                            "{}: a value both in {k:?} and in {field:?} of the same patch",
+                            child_path(at, k)
+                        ));
+                    }
+                }
+            }
             if let Some(keys) = key_directive(tmap, k, v, mode, at)? {
                 retain = Some(keys);
             }
@@ -444,6 +461,31 @@ mod tests {
         assert_eq!(
             out["spec"]["containers"],
             json!([{"name": "x", "image": "z", "securityContext": {"privileged": true}}])
+        );
+    }
+
+    /// `$deleteFromPrimitiveList/drop` and `drop` sharing a value: the API server's order
+    /// decides whether `ALL` stays dropped; refused, not guessed. Disjoint values are fine.
+    #[test]
+    fn a_value_both_deleted_and_set_in_one_patch_is_refused() {
+        let cur = json!({"securityContext": {"capabilities": {"drop": ["ALL"]}}});
+        let mut t = cur.clone();
+        let err = merge(
+            &mut t,
+            &json!({"securityContext": {"capabilities": {
+                "$setElementOrder/drop": ["ALL"], "$deleteFromPrimitiveList/drop": ["ALL"], "drop": ["ALL"]}}}),
+            Mode::Strategic,
+        )
+        .unwrap_err();
+        assert!(err.contains("both in"), "{err}");
+        let out = smp(
+            cur,
+            json!({"securityContext": {"capabilities": {
+                "$deleteFromPrimitiveList/drop": ["NET_RAW"], "drop": ["ALL"]}}}),
+        );
+        assert_eq!(
+            out["securityContext"]["capabilities"]["drop"],
+            json!(["ALL"])
         );
     }
 

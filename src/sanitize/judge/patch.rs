@@ -92,8 +92,9 @@ fn json_len(v: &Value) -> usize {
     n.0
 }
 
-/// Drop JSON-patch operations that write at or under `segs`; strip the field from values
-/// written above it. True when anything changed.
+/// Drop JSON-patch operations that write at or under `segs`, and `move` / `copy` operations
+/// that write above it; strip the field from values written above it. True when anything
+/// changed.
 pub(super) fn strip_json_patch(ops: &mut Value, segs: &[fields::Seg]) -> bool {
     let Some(list) = ops.as_array_mut() else {
         return false;
@@ -112,6 +113,10 @@ pub(super) fn strip_json_patch(ops: &mut Value, segs: &[fields::Seg]) -> bool {
             .unwrap_or_default();
         match relate(&tokens, segs) {
             Relation::AtOrUnder => false,
+            // A `move` or `copy` above the field writes a subtree taken from elsewhere in the
+            // object, which may hold the field (copied in after an `add` under its source):
+            // it has no value to strip, so it goes as an op at the field would.
+            Relation::Above(_) if matches!(op_name, "move" | "copy") => false,
             Relation::Above(n) => {
                 if let Some(v) = op.get_mut("value") {
                     changed |= fields::strip(v, &segs[n..]);
@@ -223,6 +228,34 @@ fn client_version(op: &Value) -> Option<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `copy` or `move` writing above a stripped field carries no value to strip — its
+    /// subtree comes from elsewhere and may hold the field — so it is dropped like a write at
+    /// the field; `add` above keeps its op with the field stripped from its value.
+    #[test]
+    fn copies_and_moves_above_a_stripped_field_are_dropped() {
+        let segs = fields::FieldPath::parse("spec.nodeName")
+            .unwrap()
+            .resolve(None)
+            .unwrap();
+        let mut ops = json!([
+            {"op": "copy", "from": "/spec", "path": "/metadata/x"},
+            {"op": "add", "path": "/metadata/x/nodeName", "value": "node-1"},
+            {"op": "move", "from": "/metadata/x", "path": "/spec"},
+            {"op": "add", "path": "/spec", "value": {"nodeName": "n", "a": 1}},
+            {"op": "copy", "from": "/spec/a", "path": "/spec/b"}
+        ]);
+        assert!(strip_json_patch(&mut ops, &segs));
+        assert_eq!(
+            ops,
+            json!([
+                {"op": "copy", "from": "/spec", "path": "/metadata/x"},
+                {"op": "add", "path": "/metadata/x/nodeName", "value": "node-1"},
+                {"op": "add", "path": "/spec", "value": {"a": 1}},
+                {"op": "copy", "from": "/spec/a", "path": "/spec/b"}
+            ])
+        );
+    }
 
     fn info() -> RequestInfo {
         let m = http::Method::PATCH;

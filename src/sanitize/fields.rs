@@ -119,6 +119,55 @@ fn walk<'a>(v: &'a Value, segs: &[Seg], at: String, out: &mut Vec<(String, &'a V
     }
 }
 
+/// [`present`], each field also with its identity: the path with every list element's `name`
+/// (the merge key of containers, volumes, ports…) beside its index — so a list element
+/// replaced by another at the same index is another field, even where the value is equal.
+pub fn present_with_ids<'a>(v: &'a Value, segs: &[Seg]) -> Vec<(String, String, &'a Value)> {
+    fn walk_ids<'a>(
+        v: &'a Value,
+        segs: &[Seg],
+        at: String,
+        id: String,
+        out: &mut Vec<(String, String, &'a Value)>,
+    ) {
+        let Some((first, rest)) = segs.split_first() else {
+            if !v.is_null() {
+                out.push((at, id, v));
+            }
+            return;
+        };
+        match first {
+            Seg::Key(k) => {
+                if let Some(child) = v.get(k.as_str()) {
+                    let (p, q) = if at.is_empty() {
+                        (k.clone(), k.clone())
+                    } else {
+                        (format!("{at}.{k}"), format!("{id}.{k}"))
+                    };
+                    walk_ids(child, rest, p, q, out);
+                }
+            }
+            Seg::Each => {
+                if let Some(items) = v.as_array() {
+                    for (i, item) in items.iter().enumerate() {
+                        let name = item.get("name").map(Value::to_string).unwrap_or_default();
+                        walk_ids(
+                            item,
+                            rest,
+                            format!("{at}[{i}]"),
+                            format!("{id}[{i}={name}]"),
+                            out,
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk_ids(v, segs, String::new(), String::new(), &mut out);
+    out
+}
+
 /// Remove every field matching `segs` from `v`; true when something was removed.
 pub fn strip(v: &mut Value, segs: &[Seg]) -> bool {
     match segs {
@@ -194,6 +243,23 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// A container swapped for another at the same index keeps its display path but not its
+    /// identity: a deny rule does not take the newcomer's denied value for the old one's.
+    #[test]
+    fn identities_follow_list_elements_by_name() {
+        let segs = FieldPath::parse("podSpec.containers[*].securityContext.privileged")
+            .unwrap()
+            .resolve(Some(crate::sanitize::pss::PodBearing::Pod))
+            .unwrap();
+        let c = |name: &str| json!({"spec": {"containers": [{"name": name, "securityContext": {"privileged": true}}]}});
+        let (old, new) = (c("admin-tool"), c("pwn"));
+        let before = present_with_ids(&old, &segs);
+        let after = present_with_ids(&new, &segs);
+        assert_eq!(before[0].0, after[0].0, "same display path");
+        assert_ne!(before[0].1, after[0].1, "another element");
+        assert_eq!(present_with_ids(&c("pwn"), &segs)[0].1, after[0].1);
+    }
 
     #[test]
     fn parse_and_resolve() {

@@ -429,13 +429,16 @@ fn field_denials(
             let Some(segs) = path.resolve(kind) else {
                 continue;
             };
-            let before: Vec<(String, &Value)> = match (info.verb.as_str(), current_value) {
-                ("update" | "patch", Some(cur)) => fields::present(cur, &segs),
+            // Unchanged means the same value in the same element: a container replaced by
+            // another at the same index (a JSON patch `replace /…/containers/0`) carrying the
+            // same denied value is a new field, not the old one left alone.
+            let before: Vec<(String, String, &Value)> = match (info.verb.as_str(), current_value) {
+                ("update" | "patch", Some(cur)) => fields::present_with_ids(cur, &segs),
                 _ => Vec::new(),
             };
             for obj in judged {
-                for (at, v) in fields::present(obj, &segs) {
-                    let unchanged = before.iter().any(|(p, old)| *p == at && *old == v);
+                for (at, id, v) in fields::present_with_ids(obj, &segs) {
+                    let unchanged = before.iter().any(|(_, was, old)| *was == id && *old == v);
                     if !unchanged && !causes.iter().any(|c| c.field == at) {
                         causes.push(StatusCause {
                             reason: "FieldValueForbidden".into(),

@@ -496,3 +496,117 @@ async fn a_refused_certificate_falls_through_to_a_good_bearer_token() {
     assert_ne!(forwarded.headers["impersonate-user"], "ci-bot");
     env.stop().await;
 }
+
+/// A write the proxy pins to the version it judged meets a concurrent write (a controller's
+/// status update between the proxy's read and the patch): the API server's 409 on the
+/// proxy's own pin is judged again on the new version and sent again — kubectl does not retry
+/// a 409 (`rollout restart`, `set image`, `label`), and without the pin the API server would
+/// have applied the patch to the newer object itself. A version the client pinned itself is
+/// the client's conflict, passed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_on_the_proxys_own_pin_is_judged_again_and_retried() {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    };
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let reads = Arc::new(AtomicUsize::new(0));
+    let patches: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (r, p) = (reads.clone(), patches.clone());
+    let fake = common::fake_upstream(&ca, move |mut s| {
+        let (reads, patches) = (r.clone(), p.clone());
+        async move {
+            while let Some(raw) = common::read_head(&mut s).await {
+                let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                    .unwrap_or(0);
+                let mut body = rest.as_bytes().to_vec();
+                while body.len() < len {
+                    let mut buf = [0u8; 4096];
+                    let n = s.read(&mut buf).await.unwrap();
+                    body.extend_from_slice(&buf[..n]);
+                }
+                let pod = |rv: usize| {
+                    serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": "p1", "namespace": "team-a", "uid": "u1", "resourceVersion": rv.to_string()},
+                        "spec": {"securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+                            "containers": [{"name": "c", "image": "nginx:1", "securityContext": {
+                                "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]}})
+                    .to_string()
+                };
+                let (code, out) = if head.starts_with("GET /api/v1/namespaces/team-a/pods/p1") {
+                    (200, pod(reads.fetch_add(1, Ordering::SeqCst) + 1))
+                } else if head.starts_with("PATCH") {
+                    let text = String::from_utf8_lossy(&body).into_owned();
+                    let n = {
+                        let mut all = patches.lock().unwrap();
+                        all.push(text);
+                        all.len()
+                    };
+                    if n == 1 || n == 3 {
+                        (409, r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Operation cannot be fulfilled on pods \"p1\": the object has been modified; please apply your changes to the latest version and try again","reason":"Conflict","details":{"name":"p1","kind":"pods"},"code":409}"#.to_owned())
+                    } else {
+                        (200, pod(9))
+                    }
+                } else {
+                    (200, "{}".to_owned())
+                };
+                let head = format!(
+                    "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    out.len()
+                );
+                if s.write_all(head.as_bytes()).await.is_err() || s.write_all(out.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let env = Env::start_against(ca, sandbox, fake, |_| {}).await;
+    let tenant = env.ca.client_cert("alice", &["tenant:team-a"]).unwrap();
+    let patch = |body: &str| {
+        Request::builder()
+            .method("PATCH")
+            .uri("https://localhost/api/v1/namespaces/team-a/pods/p1")
+            .header("content-type", "application/strategic-merge-patch+json")
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap()
+    };
+    let resp = env
+        .request(
+            patch(r#"{"spec":{"containers":[{"name":"c","image":"nginx:2"}]}}"#),
+            Some(&tenant),
+            true,
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK, "{:?}", resp.body());
+    {
+        let sent = patches.lock().unwrap();
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        let rv = |i: usize| {
+            serde_json::from_str::<serde_json::Value>(&sent[i]).unwrap()["metadata"]
+                ["resourceVersion"]
+                .clone()
+        };
+        assert_eq!(
+            (rv(0), rv(1)),
+            (serde_json::json!("1"), serde_json::json!("2")),
+            "judged again on the version read again"
+        );
+    }
+    assert_eq!(reads.load(Ordering::SeqCst), 2);
+
+    // The client's own precondition: its conflict, once.
+    let resp = env
+        .request(
+            patch(r#"{"metadata":{"resourceVersion":"3"},"spec":{"containers":[{"name":"c","image":"nginx:3"}]}}"#),
+            Some(&tenant),
+            true,
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::CONFLICT, "{:?}", resp.body());
+    assert_eq!(patches.lock().unwrap().len(), 3);
+    env.stop().await;
+}

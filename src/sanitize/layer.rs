@@ -108,7 +108,15 @@ where
                 keep_body,
                 ..stage::Verdict::default()
             };
-            let checked = if stage::has_body_to_check(&parts, info) {
+            let to_check = stage::has_body_to_check(&parts, info);
+            // A patch or update the proxy pins to the version it read may meet a concurrent
+            // write (a controller's status update) and get 409: judged again on the new
+            // version and sent again, as the API server's own `GuaranteedUpdate` retries an
+            // unconditional write — kubectl does not retry a 409. Only for those verbs is the
+            // request head kept for it.
+            let head = (to_check && matches!(info.verb.as_str(), "patch" | "update"))
+                .then(|| Head::of(&parts));
+            let checked = if to_check {
                 // Boxed: judging (collecting the body, perhaps fetching the current object) is
                 // a future of about 9 KiB; inline, every request's future — reads included —
                 // would carry that space and copy it at each move.
@@ -138,13 +146,120 @@ where
                     return Ok(layer.refused(refusal, rec.as_ref(), policy, body, identity, info));
                 }
             };
-            layer.record(&mut verdict, rec.as_ref(), policy, identity, info);
+            layer.record(&mut verdict, rec.as_ref(), policy.clone(), identity, info);
             let mut resp = call_boxed(&mut inner, Request::from_parts(parts, body)).await?;
+            for _ in 0..MAX_RETRIES {
+                let (Some(raw), Some(head)) = (verdict.retry.take(), head.as_ref()) else {
+                    break;
+                };
+                let Some(conflict) = concurrent_write(resp).await else {
+                    return Ok(Refusal::Panic.respond());
+                };
+                resp = match conflict {
+                    Err(other) => other,
+                    Ok(_) => {
+                        tracing::info!(path = %info.path, "a write pinned to the version judged met a concurrent write; judging it again");
+                        let mut parts = head.parts();
+                        verdict = stage::Verdict {
+                            keep_body,
+                            ..stage::Verdict::default()
+                        };
+                        let checked = Box::pin(stage::run(
+                            &layer.sanitizer,
+                            &layer.upstream,
+                            info,
+                            &mut parts,
+                            http_body_util::Full::new(raw),
+                            &outbound,
+                            &mut verdict,
+                        ))
+                        .await;
+                        let body = match checked {
+                            Ok(passed) => passed,
+                            Err(refusal) => {
+                                let body = verdict.body.take();
+                                return Ok(layer.refused(
+                                    refusal,
+                                    rec.as_ref(),
+                                    policy.clone(),
+                                    body,
+                                    identity,
+                                    info,
+                                ));
+                            }
+                        };
+                        layer.record(&mut verdict, rec.as_ref(), policy.clone(), identity, info);
+                        call_boxed(&mut inner, Request::from_parts(parts, body)).await?
+                    }
+                };
+            }
             for w in stage::warning_headers(&verdict.warnings) {
                 resp.headers_mut().append(http::header::WARNING, w);
             }
             Ok(resp)
         })
+    }
+}
+
+/// Judged again and sent again at most this many times after a conflict (the API server's
+/// `GuaranteedUpdate` has no bound, but meets no network between its tries).
+const MAX_RETRIES: usize = 4;
+
+/// What a request is sent with, kept to send a judged write again.
+struct Head {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+    extensions: http::Extensions,
+}
+
+impl Head {
+    fn of(parts: &http::request::Parts) -> Head {
+        Head {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            extensions: parts.extensions.clone(),
+        }
+    }
+
+    fn parts(&self) -> http::request::Parts {
+        let (mut parts, ()) = Request::new(()).into_parts();
+        parts.method = self.method.clone();
+        parts.uri = self.uri.clone();
+        parts.version = self.version;
+        parts.headers = self.headers.clone();
+        parts.extensions = self.extensions.clone();
+        parts
+    }
+}
+
+/// `Ok` when `resp` is the API server's optimistic-lock conflict (`409`, "the object has been
+/// modified"; not a server-side apply's field-manager conflict, which is the client's to
+/// resolve), `Err` with the response otherwise (rebuilt when its body had to be read); `None`
+/// if the body could not be read.
+async fn concurrent_write(resp: Response<Body>) -> Option<Result<(), Response<Body>>> {
+    if resp.status() != http::StatusCode::CONFLICT {
+        return Some(Err(resp));
+    }
+    let (parts, body) = resp.into_parts();
+    // A Status is small; a larger body is not the conflict looked for.
+    let bytes = crate::upstream::fetch::collect_limited(body, 64 * 1024)
+        .await
+        .ok()?;
+    let status: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
+    let optimistic = status.as_ref().is_some_and(|s| {
+        s["reason"] == "Conflict"
+            && s["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("the object has been modified"))
+    });
+    if optimistic {
+        Some(Ok(()))
+    } else {
+        Some(Err(Response::from_parts(parts, crate::body::full(bytes))))
     }
 }
 

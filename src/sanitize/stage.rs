@@ -77,6 +77,9 @@ pub struct Verdict {
     /// The names in the decoded object of a create or update (for the audit `objectRef`), set
     /// as soon as the body parsed: a refused write is named too.
     pub named: Option<ObjectNames>,
+    /// The judged write is pinned to the version read by the proxy (`Judged::pinned`); with
+    /// the body as received, so a conflict can be judged again and sent again.
+    pub retry: Option<Bytes>,
 }
 
 /// Whether this request carries a body the stage looks at; [`run`] is only for those. An
@@ -149,7 +152,10 @@ where
         .flatten();
     let marks = (tokens.as_ref(), manager.as_deref());
     let judged_body = match judge_write(s, up, info, ob, parsed, marks, verdict).await {
-        Ok(body) => body,
+        Ok((body, pinned)) => {
+            verdict.retry = pinned.then(|| bytes.clone());
+            body
+        }
         Err(refusal) => {
             // A refused write's event carries the body as received (the apiserver logs the
             // decoded object before admission): parsed again from the bytes, on this rare
@@ -323,9 +329,9 @@ async fn judge_write(
     parsed: Parsed,
     (tokens, manager): (Option<&TokenSecrets>, Option<&str>),
     verdict: &mut Verdict,
-) -> Result<serde_json::Value, Refusal> {
+) -> Result<(serde_json::Value, bool), Refusal> {
     if !matches!(info.verb.as_str(), "create" | "update" | "patch") {
-        return Ok(parsed.value);
+        return Ok((parsed.value, false));
     }
     let current = if judge::needs_current(s, info, ob.identity, &parsed, tokens.is_some()) {
         match fetch::current(up, info, ob).await {
@@ -349,7 +355,7 @@ async fn judge_write(
         .any(|w| w.starts_with("would violate PodSecurity"));
     verdict.warnings = judged.warnings;
     verdict.audit = judged.audit;
-    Ok(judged.body)
+    Ok((judged.body, judged.pinned))
 }
 
 /// The media type to read a body as. No (or an empty) `Content-Type` is read as JSON on

@@ -81,6 +81,9 @@ pub struct Judged {
     pub warnings: Vec<String>,
     /// Audit-mode violations.
     pub audit: Vec<String>,
+    /// The body is pinned to the judged version by the proxy, not by the client: a 409 on it
+    /// is a concurrent write the proxy may judge again and retry.
+    pub pinned: bool,
 }
 
 /// `resource` or `resource/subresource`, as PodSecurity and the rules see it.
@@ -295,7 +298,7 @@ pub fn judge(
     // 5. pin the judged version
     if let (Some(cur), true) = (current_value, pss_needed || deny_needed || tokens.is_some()) {
         if let Some(rv) = cur.pointer("/metadata/resourceVersion").cloned() {
-            add_precondition(&mut parsed, rv, info)?;
+            out.pinned = add_precondition(&mut parsed, rv, info)?;
         }
     }
     out.body = parsed.value;

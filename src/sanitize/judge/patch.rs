@@ -139,11 +139,14 @@ pub(super) fn strip_json_patch(ops: &mut Value, segs: &[fields::Seg]) -> bool {
 /// server treats as none) stands when it is `rv`; any other version is refused as the conflict
 /// the API server would answer for the object judged, because keeping it would let the write
 /// land on a later object nobody judged. `null`, `""` and `"0"` are replaced by `rv`.
+/// True when the version is the proxy's (the client sent no precondition of its own): a
+/// conflict on it is the proxy's to retry (`sanitize::layer`).
 pub(super) fn add_precondition(
     parsed: &mut Parsed,
     rv: Value,
     info: &RequestInfo,
-) -> Result<(), Refusal> {
+) -> Result<bool, Refusal> {
+    let mut ours = false;
     match parsed.kind {
         BodyKind::JsonPatch => {
             // A last op sets the judged version, after any client op (none can undo it): the
@@ -154,11 +157,13 @@ pub(super) fn add_precondition(
                 // A client op that sets the version is the client's precondition: it stands
                 // when it is the judged one, as for the other patch types; any other (or one
                 // whose value is not known here: `copy` / `move`) is the conflict.
+                ours = true;
                 for op in list.iter() {
                     if let Some(theirs) = client_version(op) {
                         if theirs.as_deref() != rv.as_str() {
                             return Err(stale(info));
                         }
+                        ours = false;
                     }
                 }
                 list.push(json!({"op": "add", "path": "/metadata/resourceVersion", "value": rv}));
@@ -182,13 +187,14 @@ pub(super) fn add_precondition(
                         Some(_) => {}
                         None => {
                             m.insert("resourceVersion".into(), rv);
+                            ours = true;
                         }
                     }
                 }
             }
         }
     }
-    Ok(())
+    Ok(ours)
 }
 
 /// The API server's conflict for a precondition other than the judged version.
@@ -293,8 +299,10 @@ mod tests {
                     kind,
                 };
                 match (add_precondition(&mut p, json!("7"), &info()), want) {
-                    (Ok(()), Some(w)) => {
-                        assert_eq!(p.value["metadata"]["resourceVersion"], w, "{body}")
+                    (Ok(ours), Some(w)) => {
+                        assert_eq!(p.value["metadata"]["resourceVersion"], w, "{body}");
+                        // The pin is the proxy's unless the client sent that version itself.
+                        assert_eq!(ours, body["metadata"]["resourceVersion"] != "7", "{body}");
                     }
                     (Err(Refusal::Body(BodyRefusal::StalePrecondition { name, .. })), None) => {
                         assert_eq!(name, "x")

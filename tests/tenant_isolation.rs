@@ -704,3 +704,66 @@ async fn a_stalled_stream_reset_is_audited_at_the_reset() {
     assert_eq!(n, 1);
     env.stop().await;
 }
+
+/// A log its reader pauses (`kubectl logs … | less`) is not reset after
+/// `stalled_stream_timeout`, as the API server never times such a write out: 8 MiB, the
+/// reader stops after its first chunk for longer than the timeout, then gets every byte — and
+/// the end of the answer as soon as it has taken them (the pump used to hold the end back for
+/// the rest of a stall round once the upstream had finished first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_log_reader_is_not_reset() {
+    use http_body_util::BodyExt;
+    const SIZE: usize = 8 * 1024 * 1024;
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let fake = common::fake_upstream(&ca, |mut s| async move {
+        while let Some(head) = common::read_head(&mut s).await {
+            let log = head.starts_with("GET /api/v1/namespaces/team-a/pods/web/log");
+            let body = if log {
+                vec![b'x'; SIZE]
+            } else {
+                b"{}".to_vec()
+            };
+            let ct = if log {
+                "text/plain"
+            } else {
+                "application/json"
+            };
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: {ct}\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            if s.write_all(head.as_bytes()).await.is_err() || s.write_all(&body).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let env = Env::start_against(ca, sandbox, fake, |c| {
+        *c = c.replace("upstream:\n", "upstream:\n  stalled_stream_timeout: 2s\n");
+    })
+    .await;
+    let mut conn = h2_conn(&env, &env.admin_cert).await;
+    conn.ready().await.unwrap();
+    let resp = conn
+        .send_request(get("/api/v1/namespaces/team-a/pods/web/log"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    let mut got = first.into_data().unwrap().len();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let rest = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.expect("the paused log was reset");
+            got += frame.into_data().map(|d| d.len()).unwrap_or(0);
+        }
+        got
+    };
+    let got = match tokio::time::timeout(Duration::from_secs(30), rest).await {
+        Ok(g) => g,
+        Err(_) => panic!("the log stopped"),
+    };
+    assert_eq!(got, SIZE);
+    env.stop().await;
+}

@@ -40,6 +40,10 @@ pub struct Outbound<'a> {
     pub long_running: bool,
     /// A `proxy` request (verb or subresource): its answer may be a backend's, relayed.
     pub relays_backend: bool,
+    /// A long-running answer that is not a watch (a log, a proxied stream): a client that
+    /// pauses it (`kubectl logs | less`) is not reset after `stalled_stream_timeout` — the API
+    /// server never times such a write out — only after [`PAUSED_READER_LIMIT`].
+    pub pausable: bool,
     /// A watch or a followed log: its body ends cleanly when the upstream breaks under it
     /// (`stream.rs`). Other long-running answers (a log read whole, `proxy`, `/debug/pprof/`)
     /// are files or byte streams whose cut end must stay an error.
@@ -48,6 +52,13 @@ pub struct Outbound<'a> {
     /// upgrade, until the spliced connection closes (e.g. a concurrent-stream permit).
     pub guard: Option<Guard>,
 }
+
+/// How long a paused log or proxied stream keeps its buffer and upstream stream: a day. A
+/// watch's client that stops reading is reset after `stalled_stream_timeout`, as the API
+/// server's cache ends a watcher too slow to keep up; a log's is not in the API server (its
+/// copy just blocks), so a pager left open is not cut — bounded still, as the stream caps
+/// bound how many one identity holds.
+pub const PAUSED_READER_LIMIT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Anything whose drop releases a resource.
 pub type Guard = Box<dyn Send + Sync + 'static>;
@@ -116,16 +127,19 @@ pub async fn forward(
         // stalled-stream reset), not when a client that reads nothing lets hyper send it.
         body = body::hold_until_read(body, place.on_drop());
     }
-    body = pump::decouple(body, &up.budgets, up.stalled_stream_timeout, move || {
-        pump::StallReport {
-            counter: metrics
-                .get_or_create(&UpstreamMetrics::endpoint(&endpoint.name))
-                .clone(),
-            endpoint: endpoint.name.clone(),
-            user: user.user.clone(),
-            audit_id: audit_id.to_str().unwrap_or_default().to_owned(),
-            on_stall,
-        }
+    let stall = if ob.pausable {
+        PAUSED_READER_LIMIT.max(up.stalled_stream_timeout)
+    } else {
+        up.stalled_stream_timeout
+    };
+    body = pump::decouple(body, &up.budgets, stall, move || pump::StallReport {
+        counter: metrics
+            .get_or_create(&UpstreamMetrics::endpoint(&endpoint.name))
+            .clone(),
+        endpoint: endpoint.name.clone(),
+        user: user.user.clone(),
+        audit_id: audit_id.to_str().unwrap_or_default().to_owned(),
+        on_stall,
     });
     if let Some(guard) = guard {
         body = body::hold(body, guard);

@@ -396,12 +396,18 @@ async fn watch_taken<R>(
     report: &StallReport,
     slot: &Weak<Slot<R>>,
 ) {
+    let all = u32::try_from(PER_STREAM).unwrap_or(u32::MAX);
     loop {
         let before = mine.available_permits();
         if before >= PER_STREAM {
             return;
         }
         tokio::select! {
+            // Everything taken: the pump returns at once, and the client's response ends with
+            // it (waiting out the rest of a stall round instead delayed its end — by up to the
+            // whole timeout — for any client that drained a handed-off response after its
+            // upstream had ended).
+            _ = mine.acquire_many(all) => return,
             () = tokio::time::sleep(stall) => {
                 if mine.available_permits() == before {
                     return reset_stalled(report, stall, slot, tx);

@@ -1675,3 +1675,56 @@ async fn audit_mode_is_recorded_only_and_caps_are_per_resource() {
     .await;
     env.stop().await;
 }
+
+/// A pod the namespace's level would refuse today (made before the level was tightened, or by
+/// a controller straight to the API server) can still be annotated: a patch of annotations
+/// Pod Security does not read is not re-judged, as PodSecurity's `isSignificantPodUpdate`
+/// does not re-check it either. An AppArmor annotation is still judged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annotating_a_pod_is_judged_only_for_the_annotations_pod_security_reads() {
+    common::require_kubectl();
+    let env = Env::start().await;
+    let mut spec = good_spec();
+    spec["hostNetwork"] = json!(true);
+    let direct = common::direct::admin(&env);
+    common::direct::ok(
+        &common::direct::k_in(
+            &direct,
+            &env,
+            &["-n", "team-a", "create", "-f", "-"],
+            &pod("legacy", spec).to_string(),
+        )
+        .await,
+    );
+    let pem = std::fs::read_to_string(env.files.dir.join("jwt-signing.key")).unwrap();
+    let now = jwt::now();
+    let alice = jwt::Forge::from_pem(&pem, "demo-1").token(&json!({
+        "iss": "https://portcullis-demo.local", "aud": "portcullis", "sub": "alice",
+        "groups": ["tenant:team-a"], "iat": now, "nbf": now, "exp": now + 600}));
+    let path = "/api/v1/namespaces/team-a/pods/legacy";
+    let annotate = |key: &str, value: &str| {
+        json_req(
+            "PATCH",
+            path,
+            "application/merge-patch+json",
+            &json!({"metadata": {"annotations": {key: value}}}),
+        )
+    };
+    accepted_as(
+        &env,
+        annotate("cluster-autoscaler.kubernetes.io/safe-to-evict", "true"),
+        Some(&alice),
+    )
+    .await;
+    refused_as(
+        &env,
+        annotate(
+            "container.apparmor.security.beta.kubernetes.io/c",
+            "unconfined",
+        ),
+        Some(&alice),
+        403,
+        "Forbidden",
+    )
+    .await;
+}

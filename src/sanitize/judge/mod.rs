@@ -144,10 +144,66 @@ fn json_patch_touches(ops: &Value, area: &[&str]) -> bool {
 }
 
 fn touches(kind: PodBearing, parsed: &Parsed) -> bool {
-    pod_areas(kind).iter().any(|area| match parsed.kind {
+    let [spec, annotations] = pod_areas(kind);
+    match parsed.kind {
         BodyKind::Object => true,
-        BodyKind::JsonPatch => json_patch_touches(&parsed.value, area),
-        _ => merge_touches(&parsed.value, area),
+        BodyKind::JsonPatch => {
+            json_patch_touches(&parsed.value, &spec)
+                || json_patch_touches_annotations(&parsed.value, &annotations)
+        }
+        _ => {
+            merge_touches(&parsed.value, &spec)
+                || merge_touches_annotations(&parsed.value, &annotations)
+        }
+    }
+}
+
+/// The pod annotations Pod Security reads (legacy seccomp, AppArmor): a patch of any other
+/// annotation (`kubectl annotate pod web safe-to-evict=true`) is not re-judged, as
+/// PodSecurity's own `isSignificantPodUpdate` does not re-check such an update either.
+fn pss_annotation(key: &str) -> bool {
+    key == "seccomp.security.alpha.kubernetes.io/pod"
+        || key.starts_with("container.seccomp.security.alpha.kubernetes.io/")
+        || key.starts_with("container.apparmor.security.beta.kubernetes.io/")
+}
+
+/// Does a merge-shaped patch set a [`pss_annotation`] at `area` (or replace the map)?
+fn merge_touches_annotations(patch: &Value, area: &[&str]) -> bool {
+    if !merge_touches(patch, area) {
+        return false;
+    }
+    let mut v = patch;
+    for key in area {
+        match v.as_object().and_then(|m| m.get(*key)) {
+            Some(child) => v = child,
+            // `merge_touches` said yes above the map (a directive, a replaced parent).
+            None => return true,
+        }
+    }
+    match v.as_object() {
+        Some(m) => m.keys().any(|k| k.starts_with('$') || pss_annotation(k)),
+        None => true,
+    }
+}
+
+/// Does a JSON patch write (or move from) a [`pss_annotation`], the annotations map whole, or
+/// something above it?
+fn json_patch_touches_annotations(ops: &Value, area: &[&str]) -> bool {
+    let segs: Vec<fields::Seg> = area
+        .iter()
+        .map(|k| fields::Seg::Key((*k).to_owned()))
+        .collect();
+    ops.as_array().into_iter().flatten().any(|op| {
+        ["path", "from"].iter().any(|k| {
+            let Some(tokens) = op.get(*k).and_then(Value::as_str).map(pointer_tokens) else {
+                return false;
+            };
+            match relate(&tokens, &segs) {
+                Relation::Unrelated => false,
+                Relation::Above(_) => true,
+                Relation::AtOrUnder => tokens.get(area.len()).is_none_or(|k| pss_annotation(k)),
+            }
+        })
     })
 }
 

@@ -1362,6 +1362,20 @@ async fn warn_mode_field_rules_and_binary_bodies() {
         "{:?}",
         resp.headers()
     );
+    // An empty `status: {}` (client-go's JSON of every typed Pod) is removed without a word.
+    let mut obj = pod("with-empty-status", good_spec());
+    obj["status"] = json!({});
+    let (resp, up) = accepted(&env, json_req("POST", a, "application/json", &obj)).await;
+    assert!(up.get("status").is_none(), "{up}");
+    assert!(
+        !resp
+            .headers()
+            .get_all("warning")
+            .iter()
+            .any(|w| w.to_str().unwrap().contains("removed status")),
+        "{:?}",
+        resp.headers()
+    );
 
     // Protobuf where nothing judges it is forwarded as sent once its envelope opens (the
     // demo config, no `dangerous` acknowledgement): here the sandbox itself answers that it

@@ -373,14 +373,31 @@ fn strip_fields(
             let Some(segs) = path.resolve(kind) else {
                 continue;
             };
+            // An empty value removed (client-go's JSON of a typed Pod always carries
+            // `"status": {}`: Go's `omitempty` keeps structs) changes nothing worth a `Warning`
+            // on every create.
+            let said_something = parsed.kind == BodyKind::JsonPatch
+                || fields::present(&parsed.value, &segs)
+                    .iter()
+                    .any(|(_, v)| !is_empty_value(v));
             let removed = match parsed.kind {
                 BodyKind::JsonPatch => strip_json_patch(&mut parsed.value, &segs),
                 _ => fields::strip(&mut parsed.value, &segs),
             };
-            if removed {
+            if removed && said_something {
                 warnings.push(format!("portcullis removed {} from the request", path.text));
             }
         }
+    }
+}
+
+/// `{}`, `[]` or `""` (null is never present).
+fn is_empty_value(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::String(s) => s.is_empty(),
+        _ => false,
     }
 }
 

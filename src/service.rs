@@ -73,7 +73,8 @@ impl Caller {
             trust_forwarded_for,
             long_running: self.info.long_running,
             relays_backend: self.info.verb == "proxy" || self.info.subresource == "proxy",
-            pausable: self.info.long_running && self.info.verb != "watch",
+            // Set by the upstream service, which has the request's query (`follow`).
+            pausable: false,
             // Set by the upstream service, which has the request's query (`follow`).
             ends_cleanly: false,
             guard,

@@ -705,7 +705,7 @@ async fn a_stalled_stream_reset_is_audited_at_the_reset() {
     env.stop().await;
 }
 
-/// A log its reader pauses (`kubectl logs … | less`) is not reset after
+/// A followed log its reader pauses (`kubectl logs -f … | less`) is not reset after
 /// `stalled_stream_timeout`, as the API server never times such a write out: 8 MiB, the
 /// reader stops after its first chunk for longer than the timeout, then gets every byte — and
 /// the end of the answer as soon as it has taken them (the pump used to hold the end back for
@@ -745,7 +745,7 @@ async fn a_paused_log_reader_is_not_reset() {
     let mut conn = h2_conn(&env, &env.admin_cert).await;
     conn.ready().await.unwrap();
     let resp = conn
-        .send_request(get("/api/v1/namespaces/team-a/pods/web/log"))
+        .send_request(get("/api/v1/namespaces/team-a/pods/web/log?follow=true"))
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);

@@ -4,11 +4,11 @@
 //! * a server-side apply (`application/apply-patch+yaml|cbor`, no subresource) creates an
 //!   absent object (`handlers/patch.go`: the create path runs `withAuthorization` with verb
 //!   `create`);
-//! * either one through the `status` subresource, for those kinds too: `StatusREST.Update`
-//!   passes `forceAllowCreate=false`, but their status strategy keeps the kind's
-//!   `AllowCreateOnUpdate` (a PUT of `services/x/status` with a whole Service creates it; the
-//!   create is authorized on `services/status`); the object read and the uid precondition are
-//!   the main object's;
+//! * either one through the `status` subresource of the kinds whose status strategy keeps
+//!   `AllowCreateOnUpdate` — Services and PodDisruptionBudgets (`StatusREST.Update` passes
+//!   `forceAllowCreate=false`; a PUT of `services/x/status` with a whole Service creates it,
+//!   the create authorized on `services/status`); the object read and the uid precondition
+//!   are the main object's;
 //! * a PUT creates an absent object of the kinds whose update strategy allows create-on-update
 //!   — Services, Endpoints, Events, Leases, PodDisruptionBudgets, LimitRanges, the four RBAC
 //!   kinds, RuntimeClasses, admission policies … (`handlers/update.go` authorizes that path as

@@ -128,7 +128,7 @@ where
         // (`create_guard`). Through `/status` too: a kind whose strategy allows create on
         // update (a Service, a PodDisruptionBudget) is created by a write to the status of a
         // missing object, authorized by the API server as `create` on that subresource.
-        let may_create = (info.subresource.is_empty() || info.subresource == "status")
+        let may_create = (info.subresource.is_empty() || status_creates(info))
             .then(|| match info.verb.as_str() {
                 "patch" if is_apply(req.headers().get(http::header::CONTENT_TYPE)) => {
                     Some(MustNotCreate::Apply)
@@ -155,6 +155,17 @@ where
         }
         service::boxed(self.inner.call(req))
     }
+}
+
+/// A write of `/status` that can create: the kinds whose status strategy keeps
+/// `AllowCreateOnUpdate` (Services, PodDisruptionBudgets). Other kinds' status writes of a
+/// missing object are 404, so they pay no guard (no read of the object as the caller).
+fn status_creates(info: &RequestInfo) -> bool {
+    info.subresource == "status"
+        && matches!(
+            (info.api_group.as_str(), info.resource.as_str()),
+            ("", "services") | ("policy", "poddisruptionbudgets")
+        )
 }
 
 #[cfg(test)]

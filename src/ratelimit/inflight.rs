@@ -81,6 +81,17 @@ impl SharedPlace {
         drop(self.0.lock().unwrap_or_else(PoisonError::into_inner).take());
     }
 
+    /// Take the place out, to be given back by its holder (or [`restore`](Self::restore)d):
+    /// a write sent again after a conflict keeps its place across the tries.
+    pub fn take(&self) -> Option<InFlightGuard> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    /// Put a place taken out back in, for the next forward to give back.
+    pub fn restore(&self, guard: InFlightGuard) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(guard);
+    }
+
     /// A guard that gives the place back when dropped (for `body::hold_until_read`).
     pub fn on_drop(&self) -> ReleaseOnDrop {
         ReleaseOnDrop(self.clone())

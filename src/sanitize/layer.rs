@@ -25,7 +25,8 @@ use crate::{
     authn::Identity,
     body::{Body, BoxError},
     k8s::request::RequestInfo,
-    refusal::Refusal,
+    ratelimit::inflight::SharedPlace,
+    refusal::{Refusal, UpstreamFailure},
     service::{self, Caller, ResponseFuture},
     telemetry::{metrics::ModeLabels, Metrics},
     upstream::Upstream,
@@ -152,9 +153,22 @@ where
                 let (Some(raw), Some(head)) = (verdict.retry.take(), head.as_ref()) else {
                     break;
                 };
+                // Reading the 409 to its end would give the in-flight place back (the
+                // forwarder holds it until the upstream answer is read): kept for the next try.
+                if resp.status() != http::StatusCode::CONFLICT {
+                    break;
+                }
+                let place = head.extensions.get::<SharedPlace>();
+                let kept = place.and_then(SharedPlace::take);
                 let Some(conflict) = concurrent_write(resp).await else {
-                    return Ok(Refusal::Panic.respond());
+                    return Ok(Refusal::from(UpstreamFailure::Unreachable(
+                        "the connection broke during the answer",
+                    ))
+                    .respond());
                 };
+                if let (Some(place), Some(kept), Ok(())) = (place, kept, &conflict) {
+                    place.restore(kept);
+                }
                 resp = match conflict {
                     Err(other) => other,
                     Ok(_) => {

@@ -40,9 +40,10 @@ pub struct Outbound<'a> {
     pub long_running: bool,
     /// A `proxy` request (verb or subresource): its answer may be a backend's, relayed.
     pub relays_backend: bool,
-    /// A long-running answer that is not a watch (a log, a proxied stream): a client that
-    /// pauses it (`kubectl logs | less`) is not reset after `stalled_stream_timeout` — the API
-    /// server never times such a write out — only after [`PAUSED_READER_LIMIT`].
+    /// A long-running answer that is not a watch and holds a stream permit (a followed log, a
+    /// `proxy` stream): a client that pauses it (`kubectl logs -f | less`) is not reset after
+    /// `stalled_stream_timeout` — the API server never times such a write out — only after
+    /// [`PAUSED_READER_LIMIT`].
     pub pausable: bool,
     /// A watch or a followed log: its body ends cleanly when the upstream breaks under it
     /// (`stream.rs`). Other long-running answers (a log read whole, `proxy`, `/debug/pprof/`)
@@ -53,11 +54,13 @@ pub struct Outbound<'a> {
     pub guard: Option<Guard>,
 }
 
-/// How long a paused log or proxied stream keeps its buffer and upstream stream: a day. A
-/// watch's client that stops reading is reset after `stalled_stream_timeout`, as the API
-/// server's cache ends a watcher too slow to keep up; a log's is not in the API server (its
-/// copy just blocks), so a pager left open is not cut — bounded still, as the stream caps
-/// bound how many one identity holds.
+/// How long a paused followed log or proxied stream keeps its buffer and upstream stream: a
+/// day. A watch's client that stops reading is reset after `stalled_stream_timeout`, as the
+/// API server's cache ends a watcher too slow to keep up; a log's is not in the API server
+/// (its copy just blocks), so a pager left open is not cut. Such streams hold a stream permit
+/// and run as long as they follow anyway, so a pause adds no new way to hold upstream slots
+/// (the streams caps, when set, bound them); a log read whole, which holds no permit, is still
+/// reset after `stalled_stream_timeout`.
 pub const PAUSED_READER_LIMIT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Anything whose drop releases a resource.

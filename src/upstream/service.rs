@@ -101,8 +101,16 @@ impl Service<Request<Body>> for UpstreamService {
             let guard = streams.clone().map(|s| Box::new(s) as Guard);
             let audit = req.extensions().get::<AuditRecord>().cloned();
             let mut outbound = caller.outbound(this.trust_forwarded_for, guard);
-            outbound.ends_cleanly = info.verb == "watch"
-                || (info.subresource == "log" && info.is_follow_log(req.uri()));
+            let follow_log = info.subresource == "log" && info.is_follow_log(req.uri());
+            outbound.ends_cleanly = info.verb == "watch" || follow_log;
+            // Only streams that hold a stream permit (`ratelimit::decision`: a followed log, a
+            // session, a `proxy` stream), which already run as long as they like: a log read
+            // whole or `/debug/pprof/` holds none, and a day's pause of many of them would
+            // hold the upstream connections' stream slots for everyone.
+            outbound.pausable = info.verb != "watch"
+                && info.is_resource_request
+                && info.long_running
+                && (info.subresource != "log" || follow_log);
             let started = Instant::now();
             let result = forward(&this.upstream, req, outbound).await;
             this.metrics

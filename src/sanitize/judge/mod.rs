@@ -130,15 +130,27 @@ fn merge_touches(patch: &Value, area: &[&str]) -> bool {
 }
 
 fn json_patch_touches(ops: &Value, area: &[&str]) -> bool {
+    json_patch_ops_relate(ops, area, |_, relation| relation != Relation::Unrelated)
+}
+
+/// Whether `judge` says yes for the `path` or `from` of any op of a JSON patch, given its
+/// tokens and how they relate to `area`.
+fn json_patch_ops_relate(
+    ops: &Value,
+    area: &[&str],
+    judge: impl Fn(&[String], Relation) -> bool,
+) -> bool {
     let segs: Vec<fields::Seg> = area
         .iter()
         .map(|k| fields::Seg::Key((*k).to_owned()))
         .collect();
     ops.as_array().into_iter().flatten().any(|op| {
         ["path", "from"].iter().any(|k| {
-            op.get(*k)
-                .and_then(Value::as_str)
-                .is_some_and(|p| relate(&pointer_tokens(p), &segs) != Relation::Unrelated)
+            op.get(*k).and_then(Value::as_str).is_some_and(|p| {
+                let tokens = pointer_tokens(p);
+                let relation = relate(&tokens, &segs);
+                judge(&tokens, relation)
+            })
         })
     })
 }
@@ -189,21 +201,10 @@ fn merge_touches_annotations(patch: &Value, area: &[&str]) -> bool {
 /// Does a JSON patch write (or move from) a [`pss_annotation`], the annotations map whole, or
 /// something above it?
 fn json_patch_touches_annotations(ops: &Value, area: &[&str]) -> bool {
-    let segs: Vec<fields::Seg> = area
-        .iter()
-        .map(|k| fields::Seg::Key((*k).to_owned()))
-        .collect();
-    ops.as_array().into_iter().flatten().any(|op| {
-        ["path", "from"].iter().any(|k| {
-            let Some(tokens) = op.get(*k).and_then(Value::as_str).map(pointer_tokens) else {
-                return false;
-            };
-            match relate(&tokens, &segs) {
-                Relation::Unrelated => false,
-                Relation::Above(_) => true,
-                Relation::AtOrUnder => tokens.get(area.len()).is_none_or(|k| pss_annotation(k)),
-            }
-        })
+    json_patch_ops_relate(ops, area, |tokens, relation| match relation {
+        Relation::Unrelated => false,
+        Relation::Above(_) => true,
+        Relation::AtOrUnder => tokens.get(area.len()).is_none_or(|k| pss_annotation(k)),
     })
 }
 

@@ -83,89 +83,55 @@ impl FieldPath {
     }
 }
 
-/// Every concrete field matching `segs` in `v` whose value is not null, as
-/// (`a.b[2].c`, value).
-pub fn present<'a>(v: &'a Value, segs: &[Seg]) -> Vec<(String, &'a Value)> {
+/// Every concrete field matching `segs` in `v` whose value is not null, as (`a.b[2].c`, its
+/// identity, value). The identity is the path with every list element's `name` (the merge
+/// key of containers, volumes, ports…) beside its index — so a list element replaced by
+/// another at the same index is another field, even where the value is equal.
+pub fn present<'a>(v: &'a Value, segs: &[Seg]) -> Vec<(String, String, &'a Value)> {
     let mut out = Vec::new();
-    walk(v, segs, String::new(), &mut out);
+    walk(v, segs, String::new(), String::new(), &mut out);
     out
 }
 
-fn walk<'a>(v: &'a Value, segs: &[Seg], at: String, out: &mut Vec<(String, &'a Value)>) {
+fn walk<'a>(
+    v: &'a Value,
+    segs: &[Seg],
+    at: String,
+    id: String,
+    out: &mut Vec<(String, String, &'a Value)>,
+) {
     let Some((first, rest)) = segs.split_first() else {
         if !v.is_null() {
-            out.push((at, v));
+            out.push((at, id, v));
         }
         return;
     };
     match first {
         Seg::Key(k) => {
             if let Some(child) = v.get(k.as_str()) {
-                let p = if at.is_empty() {
-                    k.clone()
+                let (p, q) = if at.is_empty() {
+                    (k.clone(), k.clone())
                 } else {
-                    format!("{at}.{k}")
+                    (format!("{at}.{k}"), format!("{id}.{k}"))
                 };
-                walk(child, rest, p, out);
+                walk(child, rest, p, q, out);
             }
         }
         Seg::Each => {
             if let Some(items) = v.as_array() {
                 for (i, item) in items.iter().enumerate() {
-                    walk(item, rest, format!("{at}[{i}]"), out);
+                    let name = item.get("name").map(Value::to_string).unwrap_or_default();
+                    walk(
+                        item,
+                        rest,
+                        format!("{at}[{i}]"),
+                        format!("{id}[{i}={name}]"),
+                        out,
+                    );
                 }
             }
         }
     }
-}
-
-/// [`present`], each field also with its identity: the path with every list element's `name`
-/// (the merge key of containers, volumes, ports…) beside its index — so a list element
-/// replaced by another at the same index is another field, even where the value is equal.
-pub fn present_with_ids<'a>(v: &'a Value, segs: &[Seg]) -> Vec<(String, String, &'a Value)> {
-    fn walk_ids<'a>(
-        v: &'a Value,
-        segs: &[Seg],
-        at: String,
-        id: String,
-        out: &mut Vec<(String, String, &'a Value)>,
-    ) {
-        let Some((first, rest)) = segs.split_first() else {
-            if !v.is_null() {
-                out.push((at, id, v));
-            }
-            return;
-        };
-        match first {
-            Seg::Key(k) => {
-                if let Some(child) = v.get(k.as_str()) {
-                    let (p, q) = if at.is_empty() {
-                        (k.clone(), k.clone())
-                    } else {
-                        (format!("{at}.{k}"), format!("{id}.{k}"))
-                    };
-                    walk_ids(child, rest, p, q, out);
-                }
-            }
-            Seg::Each => {
-                if let Some(items) = v.as_array() {
-                    for (i, item) in items.iter().enumerate() {
-                        let name = item.get("name").map(Value::to_string).unwrap_or_default();
-                        walk_ids(
-                            item,
-                            rest,
-                            format!("{at}[{i}]"),
-                            format!("{id}[{i}={name}]"),
-                            out,
-                        );
-                    }
-                }
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk_ids(v, segs, String::new(), String::new(), &mut out);
-    out
 }
 
 /// Remove every field matching `segs` from `v`; true when something was removed.
@@ -254,11 +220,11 @@ mod tests {
             .unwrap();
         let c = |name: &str| json!({"spec": {"containers": [{"name": name, "securityContext": {"privileged": true}}]}});
         let (old, new) = (c("admin-tool"), c("pwn"));
-        let before = present_with_ids(&old, &segs);
-        let after = present_with_ids(&new, &segs);
+        let before = present(&old, &segs);
+        let after = present(&new, &segs);
         assert_eq!(before[0].0, after[0].0, "same display path");
         assert_ne!(before[0].1, after[0].1, "another element");
-        assert_eq!(present_with_ids(&c("pwn"), &segs)[0].1, after[0].1);
+        assert_eq!(present(&c("pwn"), &segs)[0].1, after[0].1);
     }
 
     #[test]
@@ -287,7 +253,10 @@ mod tests {
     fn present_and_strip() {
         let mut v = json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b"}], "nodeName": null}});
         let img = FieldPath::parse("spec.containers[*].image").unwrap().segs;
-        let found = present(&v, &img);
+        let found: Vec<(String, &Value)> = present(&v, &img)
+            .into_iter()
+            .map(|(at, _, v)| (at, v))
+            .collect();
         assert_eq!(
             found,
             vec![("spec.containers[0].image".to_string(), &json!("x"))]

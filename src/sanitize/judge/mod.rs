@@ -380,7 +380,7 @@ fn strip_fields(
             let said_something = parsed.kind == BodyKind::JsonPatch
                 || fields::present(&parsed.value, &segs)
                     .iter()
-                    .any(|(_, v)| !is_empty_value(v));
+                    .any(|(_, _, v)| !is_empty_value(v));
             let removed = match parsed.kind {
                 BodyKind::JsonPatch => strip_json_patch(&mut parsed.value, &segs),
                 _ => fields::strip(&mut parsed.value, &segs),
@@ -510,11 +510,11 @@ fn field_denials(
             // another at the same index (a JSON patch `replace /…/containers/0`) carrying the
             // same denied value is a new field, not the old one left alone.
             let before: Vec<(String, String, &Value)> = match (info.verb.as_str(), current_value) {
-                ("update" | "patch", Some(cur)) => fields::present_with_ids(cur, &segs),
+                ("update" | "patch", Some(cur)) => fields::present(cur, &segs),
                 _ => Vec::new(),
             };
             for obj in judged {
-                for (at, id, v) in fields::present_with_ids(obj, &segs) {
+                for (at, id, v) in fields::present(obj, &segs) {
                     let unchanged = before.iter().any(|(_, was, old)| *was == id && *old == v);
                     if !unchanged && !causes.iter().any(|c| c.field == at) {
                         causes.push(StatusCause {

@@ -106,6 +106,8 @@ pub async fn current(
     let resp = match send(up, parts, empty, Some(up.request_timeout), Judged::ALL).await {
         Ok(sent) => sent.resp,
         Err(Refusal::Timeout) => return Err(unavailable("upstream timeout".into())),
+        // A 401 arrives here as `CredentialsRefused` (`send`): the proxy's own credentials,
+        // not the caller's doing, and no reason to judge an update on its body alone.
         Err(refusal) => return Err(unavailable(refusal.status().message)),
     };
     let status = resp.status();
@@ -124,11 +126,6 @@ pub async fn current(
             .map(Current::Found)
             .map_err(|e| unavailable(format!("the object is not JSON: {e}"))),
         StatusCode::NOT_FOUND => Ok(Current::Absent),
-        // The proxy's own credentials refused: not the caller's doing (and no reason to judge
-        // an update on its body alone).
-        StatusCode::UNAUTHORIZED => Err(unavailable(
-            "the API server did not accept the proxy's credentials (401)".into(),
-        )),
         StatusCode::FORBIDDEN => Err(BodyRefusal::CurrentForbidden(if info.verb == "patch" {
             format!(
                 "portcullis judges this patch on the current {} {:?}, which {} may not get: grant get on it, or send the whole object with an update",

@@ -20,7 +20,8 @@
 //! shorter than `upstream.request_timeout` (and the API server's 504 for such a request), and
 //! a 502 / 503 / 504 relayed from behind the API server (a `proxy` request: the pod, service or
 //! node answered it) are neutral — otherwise any caller could open every breaker, and take
-//! the proxy out of its Service's endpoints, with five `GET /api?timeout=1ns`. Refused by every breaker: 503
+//! the proxy out of its Service's endpoints, with a few reads whose `?timeout=` runs out
+//! before the API server answers. Refused by every breaker: 503
 //! `Refusal::BreakerOpen`; nothing reachable: 502; out of time: 504.
 //!
 //! An endpoint whose connections are all full at its connection cap (`pool.rs`) is skipped

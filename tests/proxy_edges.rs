@@ -610,3 +610,61 @@ async fn a_conflict_on_the_proxys_own_pin_is_judged_again_and_retried() {
     assert_eq!(patches.lock().unwrap().len(), 3);
     env.stop().await;
 }
+
+/// A WebSocket upgrade of `nodes/proxy` reaches the kubelet's exec (a shell in any pod of the
+/// node): a grant of `get` on `nodes/proxy` alone is refused it (403, judged as `create`), and
+/// the API server never sees it; the plain GET that grant is for still goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_proxy_upgrade_needs_create_not_get() {
+    let env = Env::start_with(|c| {
+        let grants = "  grants:\n";
+        assert!(c.contains(grants), "the demo's grants moved");
+        *c = c.replacen(
+            grants,
+            "  grants:\n    - name: node-viewers\n      subjects: [{user: nina}]\n      rules:\n        - {namespaces: [\"*\"], verbs: [get], api_groups: [\"\"], resources: [nodes/proxy]}\n",
+            1,
+        );
+    })
+    .await;
+    let nina = env.ca.client_cert("nina", &[]).unwrap();
+    let exec = "/api/v1/nodes/n1/proxy/exec/kube-system/etcd-n1/etcd?command=sh&stdin=1&tty=1";
+    env.sandbox.sandbox.clear_recorded();
+    let upgrade = Request::get(format!("https://localhost{exec}"))
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-protocol", "v5.channel.k8s.io")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = env.request(upgrade, Some(&nina), false).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{:?}", resp.body());
+    let s = json(resp.body());
+    assert_eq!(s["reason"], "Forbidden");
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot create resource \"nodes/proxy\""),
+        "{s}"
+    );
+    assert!(
+        env.sandbox
+            .sandbox
+            .recorded()
+            .iter()
+            .all(|r| !r.path.contains("/nodes/n1/proxy")),
+        "the upgrade reached the API server"
+    );
+    // The plain GET the grant is for is forwarded (upstream RBAC, which has no binding for
+    // nina in the sandbox, answers it).
+    env.request(get("/api/v1/nodes/n1/proxy/metrics"), Some(&nina), true)
+        .await;
+    assert!(env
+        .sandbox
+        .sandbox
+        .recorded()
+        .iter()
+        .any(|r| r.path == "/api/v1/nodes/n1/proxy/metrics"));
+    env.stop().await;
+}

@@ -630,6 +630,36 @@ async fn a_delete_directive_after_a_new_element_does_not_hide_it() {
     assert!(m.contains("privileged") && m.contains("hostPath"), "{s}");
 }
 
+/// A value both deleted (`$deleteFromPrimitiveList/drop`) and set (`drop`) in one patch map:
+/// the API server's order between the two decides whether `ALL` stays dropped — refused (400),
+/// nothing forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_both_deleted_and_set_is_refused_before_the_upstream() {
+    let (env, d1) = with_deployment().await;
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "c",
+        "securityContext": {"capabilities": {
+            "$setElementOrder/drop": ["ALL"], "$deleteFromPrimitiveList/drop": ["ALL"], "drop": ["ALL"]}}}]}}}});
+    let s = refused(
+        &env,
+        json_req(
+            "PATCH",
+            &d1,
+            "application/strategic-merge-patch+json",
+            &patch,
+        ),
+        400,
+        "BadRequest",
+    )
+    .await;
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("both in"),
+        "{s}"
+    );
+}
+
 /// A judged patch carrying its own `resourceVersion` other than the one it was judged on is the
 /// API server's conflict (forwarded, it would land on a later object nobody judged); `""` is
 /// no precondition to the API server and is replaced by the judged version.

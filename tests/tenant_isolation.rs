@@ -111,15 +111,7 @@ async fn a_client_that_reads_nothing_gives_back_its_in_flight_places() {
         // The seeding POSTs share the lists' path: cleared, so the wait below is for the lists
         // (without it the check could run before they held their places — a CI run did).
         env.sandbox.sandbox.clear_recorded();
-        let tenant = env.ca.client_cert("mallory", &["tenant:team-a"]).unwrap();
-        let tls = tls_connect(env.proxy_addr, &env.ca, Some(&tenant), &[b"h2"]).await;
-        let (h2c, conn) = h2::client::Builder::new()
-            .initial_window_size(0)
-            .handshake::<_, Bytes>(tls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let held = send_lists(h2c, 2).await;
+        let held = send_lists(zero_window_tenant(&env).await, 2).await;
         let lists = format!("{NS}/configmaps");
         poll(Duration::from_secs(20), || {
             (count_recorded(&env, &lists) >= 2).then_some(())
@@ -153,6 +145,20 @@ async fn a_client_that_reads_nothing_gives_back_its_in_flight_places() {
         drop(held);
         env.stop().await;
     }
+}
+
+/// An HTTP/2 connection of tenant `mallory` that grants no stream window: nothing of an
+/// answer can be sent to it.
+async fn zero_window_tenant(env: &Env) -> h2::client::SendRequest<Bytes> {
+    let tenant = env.ca.client_cert("mallory", &["tenant:team-a"]).unwrap();
+    let tls = tls_connect(env.proxy_addr, &env.ca, Some(&tenant), &[b"h2"]).await;
+    let (h2c, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(tls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    h2c
 }
 
 /// `n` lists of the tenant's configmaps on `h2c`, whose answers are left unread.
@@ -655,14 +661,7 @@ async fn a_stalled_stream_reset_is_audited_at_the_reset() {
     })
     .await;
     seed_configmaps(&env, 2).await;
-    let tenant = env.ca.client_cert("mallory", &["tenant:team-a"]).unwrap();
-    let tls = tls_connect(env.proxy_addr, &env.ca, Some(&tenant), &[b"h2"]).await;
-    let (h2c, conn) = h2::client::Builder::new()
-        .initial_window_size(0)
-        .handshake::<_, Bytes>(tls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let h2c = zero_window_tenant(&env).await;
     let req = Request::get(format!("https://localhost{NS}/configmaps"))
         .body(())
         .unwrap();

@@ -223,6 +223,7 @@ async fn spdy_upgrade_is_spliced_and_upstream_headers_pass_through() {
         );
         let _ = s.write_all(resp.as_bytes()).await;
         let _ = s.write_all(body).await;
+        let _ = s.flush().await;
     })
     .await;
     let env = Env::start_against(ca, sandbox, fake, |_| {}).await;
@@ -369,7 +370,10 @@ async fn a_current_object_read_refused_as_unauthorized_is_a_503() {
                     "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
                     body.len()
                 );
-                if s.write_all(head.as_bytes()).await.is_err() || s.write_all(body).await.is_err() {
+                if s.write_all(head.as_bytes()).await.is_err()
+                    || s.write_all(body).await.is_err()
+                    || s.flush().await.is_err()
+                {
                     return;
                 }
             }
@@ -557,7 +561,10 @@ async fn a_conflict_on_the_proxys_own_pin_is_judged_again_and_retried() {
                     "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
                     out.len()
                 );
-                if s.write_all(head.as_bytes()).await.is_err() || s.write_all(out.as_bytes()).await.is_err() {
+                if s.write_all(head.as_bytes()).await.is_err()
+                    || s.write_all(out.as_bytes()).await.is_err()
+                    || s.flush().await.is_err()
+                {
                     return;
                 }
             }

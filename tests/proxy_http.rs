@@ -169,6 +169,7 @@ async fn failed_upgrade_drops_the_upstream_connection() {
             if !head.to_lowercase().contains("upgrade: websocket") {
                 // Readiness probes and the like.
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                let _ = s.flush().await;
                 return;
             }
             let body = br#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"denied","reason":"Forbidden","code":403}"#;

@@ -731,7 +731,12 @@ async fn a_paused_log_reader_is_not_reset() {
                 "HTTP/1.1 200 OK\r\ncontent-type: {ct}\r\ncontent-length: {}\r\n\r\n",
                 body.len()
             );
-            if s.write_all(head.as_bytes()).await.is_err() || s.write_all(&body).await.is_err() {
+            // Flushed: tokio-rustls may keep the tail of a write it could not send in its
+            // buffer, and this fake waits for the next request after it.
+            if s.write_all(head.as_bytes()).await.is_err()
+                || s.write_all(&body).await.is_err()
+                || s.flush().await.is_err()
+            {
                 return;
             }
         }

@@ -636,15 +636,9 @@ async fn a_node_proxy_upgrade_needs_create_not_get() {
     let nina = env.ca.client_cert("nina", &[]).unwrap();
     let exec = "/api/v1/nodes/n1/proxy/exec/kube-system/etcd-n1/etcd?command=sh&stdin=1&tty=1";
     env.sandbox.sandbox.clear_recorded();
-    let upgrade = Request::get(format!("https://localhost{exec}"))
-        .header("connection", "Upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .header("sec-websocket-protocol", "v5.channel.k8s.io")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let resp = env.request(upgrade, Some(&nina), false).await;
+    let resp = env
+        .request(common::websocket_get(exec), Some(&nina), false)
+        .await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{:?}", resp.body());
     let s = json(resp.body());
     assert_eq!(s["reason"], "Forbidden");

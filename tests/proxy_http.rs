@@ -185,16 +185,8 @@ async fn failed_upgrade_drops_the_upstream_connection() {
     })
     .await;
     let env = Env::start_against(ca, sandbox, fake_addr, |_| {}).await;
-    let req = Request::get(
-        "https://localhost/api/v1/namespaces/default/pods/p/exec?command=echo&stdout=true",
-    )
-    .header("connection", "Upgrade")
-    .header("upgrade", "websocket")
-    .header("sec-websocket-version", "13")
-    .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-    .header("sec-websocket-protocol", "v5.channel.k8s.io")
-    .body(Full::new(Bytes::new()))
-    .unwrap();
+    let req =
+        common::websocket_get("/api/v1/namespaces/default/pods/p/exec?command=echo&stdout=true");
     let resp = env.request(req, Some(&env.admin_cert), false).await;
     assert_eq!(
         resp.status(),

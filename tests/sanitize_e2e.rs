@@ -33,6 +33,16 @@ fn json_req(method: &str, path: &str, ct: &str, v: &Value) -> Request<Full<Bytes
     req(method, path, Some(ct), serde_json::to_vec(v).unwrap())
 }
 
+/// A strategic merge patch of `path`.
+fn smp(path: &str, v: &Value) -> Request<Full<Bytes>> {
+    json_req("PATCH", path, "application/strategic-merge-patch+json", v)
+}
+
+/// A refusal's `Status` message.
+fn message(s: &Value) -> &str {
+    s["message"].as_str().unwrap_or_default()
+}
+
 /// Writes (anything but GET) the upstream saw since the last clear.
 fn writes(env: &Env) -> Vec<String> {
     env.sandbox
@@ -136,7 +146,7 @@ fn causes(s: &Value) -> Vec<(String, String)> {
                 .map(|c| {
                     (
                         c["field"].as_str().unwrap_or_default().to_owned(),
-                        c["message"].as_str().unwrap_or_default().to_owned(),
+                        message(c).to_owned(),
                     )
                 })
                 .collect()
@@ -521,13 +531,7 @@ async fn ephemeral_containers_are_judged_on_the_stored_pod() {
         "Forbidden",
     )
     .await;
-    assert!(
-        s["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("restricted"),
-        "{s}"
-    );
+    assert!(message(&s).contains("restricted"), "{s}");
     // Of a pod that does not exist: the API server's 404, not an error of the proxy's.
     let mut absent = body.clone();
     absent["metadata"]["name"] = json!("nope");
@@ -580,25 +584,8 @@ async fn directives_inside_a_new_container_are_refused() {
     let patch = json!({"spec": {"template": {"spec": {"containers": [
         {"name": "pwn", "image": "busybox", "securityContext": {"$patch": "delete", "privileged": true}}
     ]}}}});
-    let s = refused(
-        &env,
-        json_req(
-            "PATCH",
-            &d1,
-            "application/strategic-merge-patch+json",
-            &patch,
-        ),
-        400,
-        "BadRequest",
-    )
-    .await;
-    assert!(
-        s["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("new list element"),
-        "{s}"
-    );
+    let s = refused(&env, smp(&d1, &patch), 400, "BadRequest").await;
+    assert!(message(&s).contains("new list element"), "{s}");
 }
 
 /// A list's `$patch: delete` element applies to the current list before the patch's other
@@ -614,19 +601,8 @@ async fn a_delete_directive_after_a_new_element_does_not_hide_it() {
              "volumeMounts": [{"name": "host", "mountPath": "/host"}]},
             {"name": "pwn", "$patch": "delete"}],
         "volumes": [{"name": "host", "hostPath": {"path": "/"}}, {"name": "host", "$patch": "delete"}]}}}});
-    let s = refused(
-        &env,
-        json_req(
-            "PATCH",
-            &d1,
-            "application/strategic-merge-patch+json",
-            &patch,
-        ),
-        403,
-        "Forbidden",
-    )
-    .await;
-    let m = s["message"].as_str().unwrap_or_default();
+    let s = refused(&env, smp(&d1, &patch), 403, "Forbidden").await;
+    let m = message(&s);
     assert!(m.contains("privileged") && m.contains("hostPath"), "{s}");
 }
 
@@ -639,25 +615,8 @@ async fn a_value_both_deleted_and_set_is_refused_before_the_upstream() {
     let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "c",
         "securityContext": {"capabilities": {
             "$setElementOrder/drop": ["ALL"], "$deleteFromPrimitiveList/drop": ["ALL"], "drop": ["ALL"]}}}]}}}});
-    let s = refused(
-        &env,
-        json_req(
-            "PATCH",
-            &d1,
-            "application/strategic-merge-patch+json",
-            &patch,
-        ),
-        400,
-        "BadRequest",
-    )
-    .await;
-    assert!(
-        s["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("both in"),
-        "{s}"
-    );
+    let s = refused(&env, smp(&d1, &patch), 400, "BadRequest").await;
+    assert!(message(&s).contains("both in"), "{s}");
 }
 
 /// A judged patch carrying its own `resourceVersion` other than the one it was judged on is the
@@ -772,10 +731,8 @@ async fn a_reapply_that_drops_what_others_rely_on_is_refused() {
 async fn an_upgrade_header_on_a_write_does_not_skip_the_judge() {
     let (env, d1) = with_deployment().await;
     env.sandbox.sandbox.clear_recorded();
-    let mut r = json_req(
-        "PATCH",
+    let mut r = smp(
         &d1,
-        "application/strategic-merge-patch+json",
         &json!({"spec": {"template": {"spec": {"hostPID": true}}}}),
     );
     r.headers_mut()
@@ -901,8 +858,7 @@ async fn no_patch_type_smuggles_a_violation() {
         // Strategic directives are applied, so they cannot hide a removal.
         let s = refused(
             &env,
-            json_req("PATCH", url, "application/strategic-merge-patch+json",
-                &nest(json!({"securityContext": {"$patch": "replace", "seccompProfile": {"type": "RuntimeDefault"}}}))),
+            smp(url, &nest(json!({"securityContext": {"$patch": "replace", "seccompProfile": {"type": "RuntimeDefault"}}}))),
             403,
             "Forbidden",
         )
@@ -916,8 +872,7 @@ async fn no_patch_type_smuggles_a_violation() {
         );
         let s = refused(
             &env,
-            json_req("PATCH", url, "application/strategic-merge-patch+json",
-                &nest(json!({"containers": [{"name": "c", "securityContext": {"capabilities": {"$deleteFromPrimitiveList/drop": ["ALL"]}}}]}))),
+            smp(url, &nest(json!({"containers": [{"name": "c", "securityContext": {"capabilities": {"$deleteFromPrimitiveList/drop": ["ALL"]}}}]}))),
             403,
             "Forbidden",
         )
@@ -938,27 +893,14 @@ async fn no_patch_type_smuggles_a_violation() {
             json!({"$patch": "replace", "containers": [{"name": "c", "image": "nginx"},
                 {"name": "evil", "$patch": "delete", "image": "busybox", "securityContext": {"privileged": true}}]}),
         ] {
-            refused(
-                &env,
-                json_req(
-                    "PATCH",
-                    url,
-                    "application/strategic-merge-patch+json",
-                    &nest(directive),
-                ),
-                400,
-                "BadRequest",
-            )
-            .await;
+            refused(&env, smp(url, &nest(directive)), 400, "BadRequest").await;
         }
 
         // A harmless spec patch passes, pinned to the judged resourceVersion.
         let (_, up) = accepted(
             &env,
-            json_req(
-                "PATCH",
+            smp(
                 url,
-                "application/strategic-merge-patch+json",
                 &nest(json!({"containers": [{"name": "c", "image": "nginx:2"}]})),
             ),
         )
@@ -988,13 +930,7 @@ async fn no_patch_type_smuggles_a_violation() {
             "Conflict",
         )
         .await;
-        assert!(
-            s["message"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("has been modified"),
-            "{s}"
-        );
+        assert!(message(&s).contains("has been modified"), "{s}");
     }
 
     // A label patch touches no pod spec: not judged, no read of the current object.
@@ -1022,8 +958,7 @@ async fn no_patch_type_smuggles_a_violation() {
     // An ephemeral container is judged like any other container.
     let s = refused(
         &env,
-        json_req("PATCH", &format!("{pods}/p1/ephemeralcontainers"), "application/strategic-merge-patch+json",
-            &json!({"spec": {"ephemeralContainers": [{"name": "dbg", "image": "busybox", "securityContext": {"privileged": true}}]}})),
+        smp(&format!("{pods}/p1/ephemeralcontainers"), &json!({"spec": {"ephemeralContainers": [{"name": "dbg", "image": "busybox", "securityContext": {"privileged": true}}]}})),
         403,
         "Forbidden",
     )

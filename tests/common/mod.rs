@@ -222,6 +222,18 @@ pub fn get(path: &str) -> Request<Full<Bytes>> {
         .unwrap()
 }
 
+/// A WebSocket upgrade GET of `path` as kubectl's exec sends it (`v5.channel.k8s.io`).
+pub fn websocket_get(path: &str) -> Request<Full<Bytes>> {
+    Request::get(format!("https://localhost{path}"))
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-protocol", "v5.channel.k8s.io")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
 /// Fail the calling test unless kubectl can be run: the kubectl tests never skip (.ci/run
 /// installs kubectl; elsewhere install it, e.g. `apt-get install kubectl`).
 pub fn require_kubectl() {

@@ -106,6 +106,7 @@ where
                     listener: Some(rt.server_tls.clone()),
                     verifier: rt.client_verifier.clone(),
                     crl_due: rt.config.tls.client_auth.crl_due(),
+                    ca_expiries: rt.config.tls.client_auth.ca_expiries().into(),
                 }),
                 jwt: rt.jwt.clone(),
                 authorizer: rt.authorizer.clone(),

@@ -36,6 +36,19 @@ impl Ca {
         Ca::make(common_name, |params, key| params.self_signed(key))
     }
 
+    /// A self-signed CA valid only from `not_before` to `not_after`.
+    pub fn with_validity(
+        common_name: &str,
+        not_before: time::OffsetDateTime,
+        not_after: time::OffsetDateTime,
+    ) -> Result<Ca> {
+        Ca::make(common_name, |params, key| {
+            params.not_before = not_before;
+            params.not_after = not_after;
+            params.self_signed(key)
+        })
+    }
+
     /// An intermediate CA signed by this one, valid until 1 January of `until_year`.
     pub fn intermediate(&self, common_name: &str, until_year: i32) -> Result<Ca> {
         Ca::make(common_name, |params, key| {

@@ -234,6 +234,91 @@ async fn an_expired_client_certificate_is_refused_on_open_and_resumed_connection
     env.stop().await;
 }
 
+/// A client CA outside its validity period anchors nothing, as in kube-apiserver (Go's
+/// verification checks the root's dates too): a certificate of a CA that expired before the
+/// proxy started cannot connect; one of a CA that expires while the proxy runs works until
+/// then, and after it its open connection and a resumed session are answered 401 and a new
+/// handshake fails — nothing reaches the upstream. The bundle's current CA is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_ca_outside_its_validity_period_anchors_nothing() {
+    use portcullis_sandbox::pki::Ca;
+    use rustls::HandshakeKind::{Full, Resumed};
+    let expired = Ca::expired("retired CA").unwrap();
+    let lifetime = std::time::Duration::from_secs(6);
+    let issued = std::time::Instant::now();
+    let short = Ca::valid_for("short-lived CA", lifetime).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (old_pem, short_pem) = (dir.path().join("old.crt"), dir.path().join("short.crt"));
+    std::fs::write(&old_pem, &expired.cert.cert_pem).unwrap();
+    std::fs::write(&short_pem, &short.cert.cert_pem).unwrap();
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let env = Env::start_in_front_of(ca, sandbox, |c| {
+        *c = c.replace(
+            "    ca_files: [ca.crt]\n",
+            &format!(
+                "    ca_files: [ca.crt, {}, {}]\n",
+                old_pem.display(),
+                short_pem.display()
+            ),
+        );
+    })
+    .await;
+
+    let retired = expired.client_cert("dave", &[]).unwrap();
+    env.sandbox.sandbox.clear_recorded();
+    assert!(
+        !cert_connects(&env, &retired).await,
+        "a certificate of an expired CA was accepted"
+    );
+    assert!(
+        env.sandbox.sandbox.recorded().is_empty(),
+        "upstream saw a request"
+    );
+
+    let cert = short.client_cert("carol", &[]).unwrap();
+    let config = std::sync::Arc::new(common::client_tls(&env.ca, Some(&cert), &[b"http/1.1"]));
+    let (kind, mut open) = connect(&env, &config).await.expect("first connection");
+    assert_eq!(kind, Some(Full));
+    assert_eq!(common::get_api(&mut open).await, Some(StatusCode::OK));
+    let (kind, mut resumed) = connect(&env, &config).await.expect("second connection");
+    assert_eq!(
+        kind,
+        Some(Resumed),
+        "a second connection resumes the session"
+    );
+    assert_eq!(common::get_api(&mut resumed).await, Some(StatusCode::OK));
+    assert!(
+        issued.elapsed() < lifetime,
+        "the CA expired before the test's first requests: rerun on a less busy machine"
+    );
+
+    // Past the CA's notAfter (whole seconds) with a margin.
+    let past = lifetime + std::time::Duration::from_millis(1500);
+    tokio::time::sleep(past.saturating_sub(issued.elapsed())).await;
+    env.sandbox.sandbox.clear_recorded();
+    assert_eq!(
+        common::get_api(&mut open).await,
+        Some(StatusCode::UNAUTHORIZED),
+        "the connection opened while its CA was in force"
+    );
+    assert_eq!(
+        common::get_api(&mut resumed).await,
+        Some(StatusCode::UNAUTHORIZED),
+        "the session resumed while its CA was in force"
+    );
+    assert!(
+        !cert_connects(&env, &cert).await,
+        "a new handshake under the expired CA"
+    );
+    assert!(
+        env.sandbox.sandbox.recorded().is_empty(),
+        "upstream saw a request"
+    );
+    // The bundle's current CA still vouches for its clients.
+    assert!(cert_connects(&env, &env.admin_cert).await);
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_token_stays_in_its_namespace() {
     let env = Env::start().await;

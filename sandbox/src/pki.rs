@@ -33,6 +33,42 @@ pub struct Ca {
 impl Ca {
     /// A fresh self-signed CA with the given common name.
     pub fn new(common_name: &str) -> Result<Ca> {
+        Ca::with_params(common_name, |_| {})
+    }
+
+    /// A fresh self-signed CA valid only from `not_before` to `not_after` (for tests of a
+    /// CA's own expiry).
+    pub fn with_validity(
+        common_name: &str,
+        not_before: time::OffsetDateTime,
+        not_after: time::OffsetDateTime,
+    ) -> Result<Ca> {
+        Ca::with_params(common_name, |params| {
+            params.not_before = not_before;
+            params.not_after = not_after;
+        })
+    }
+
+    /// A CA that expired on 2020-01-02 (for tests of a CA's own expiry).
+    pub fn expired(common_name: &str) -> Result<Ca> {
+        Ca::with_validity(
+            common_name,
+            rcgen::date_time_ymd(2019, 1, 1),
+            rcgen::date_time_ymd(2020, 1, 2),
+        )
+    }
+
+    /// A CA valid from a minute ago for `valid_for` from now (X.509 times are whole seconds).
+    pub fn valid_for(common_name: &str, valid_for: std::time::Duration) -> Result<Ca> {
+        let now = time_now();
+        Ca::with_validity(
+            common_name,
+            now - std::time::Duration::from_secs(60),
+            now + valid_for,
+        )
+    }
+
+    fn with_params(common_name: &str, edit: impl FnOnce(&mut CertificateParams)) -> Result<Ca> {
         let key = KeyPair::generate().context("generate CA key")?;
         let mut params = CertificateParams::new(Vec::<String>::new()).context("CA params")?;
         let mut dn = DistinguishedName::new();
@@ -44,6 +80,7 @@ impl Ca {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
+        edit(&mut params);
         let cert = params.self_signed(&key).context("self-sign CA")?;
         let issued = Issued {
             cert_pem: cert.pem(),

@@ -132,6 +132,7 @@ mod tests {
                 listener: None,
                 verifier: None,
                 crl_due: i64::MAX,
+                ca_expiries: Arc::from([]),
             }),
             jwt: None,
             authorizer: Arc::new(crate::authz::tests::authorizer()),
@@ -191,6 +192,7 @@ mod tests {
             )),
             under: None,
             recheck_after: i64::MAX,
+            checked_at: i64::MIN,
         });
         req.extensions_mut().insert(Arc::new(conn));
         assert_eq!(send(svc, req).await.status(), 200);

@@ -19,7 +19,10 @@
 //!   sending them: the refusal stands for that configuration).
 //! * The chain is also verified again once an intermediate certificate the client sent has
 //!   expired (the earliest such `notAfter` is kept with the mapping): refused if that
-//!   intermediate was on the path to a CA, served as before if it was a spare.
+//!   intermediate was on the path to a CA, served as before if it was a spare. Likewise once a
+//!   client CA has expired since the chain was last verified: an expired CA anchors nothing
+//!   (`server::anchors`), as in Go's verification. A resumed TLS session's chain was verified
+//!   at a time not known, so it is verified again if any client CA has expired at all.
 
 use std::{
     collections::BTreeMap,
@@ -98,8 +101,11 @@ pub struct CertIdentity {
     pub under: Option<Weak<rustls::ServerConfig>>,
     /// The earliest `notAfter` (Unix seconds) of an intermediate the client sent, or
     /// `nextUpdate` of a client CRL, still ahead when this was mapped; past it the chain is
-    /// verified again.
+    /// verified again. Also the next client CA's `notAfter`.
     pub recheck_after: i64,
+    /// When (Unix seconds) the chain was last verified under that configuration: by the
+    /// handshake ([`ConnInfo::verified_at`]) or by authentication verifying it again.
+    pub checked_at: i64,
 }
 
 /// How one configuration authenticates a connection's client certificate.
@@ -116,6 +122,10 @@ pub struct CertAuth {
     /// The earliest `nextUpdate` of those CRLs (Unix seconds; `i64::MAX`: none): past it a
     /// connection's chain is verified again, and refused until a reload brings a fresh CRL.
     pub crl_due: i64,
+    /// The `notAfter` of each client CA, ascending ([`crate::server::tls::ClientCas::ca_expiries`]):
+    /// an expired CA anchors nothing, so a chain verified before one expired is verified again
+    /// after it.
+    pub ca_expiries: Arc<[i64]>,
 }
 
 impl CertAuth {
@@ -134,23 +144,32 @@ impl CertAuth {
         let here = self.listener.as_ref().map(Arc::as_ptr);
         // A `Weak` keeps its allocation, so a pointer it holds is never another config's.
         let is_here = |w: &Option<Weak<rustls::ServerConfig>>| w.as_ref().map(Weak::as_ptr) == here;
-        let cached = conn
+        // The mapping still current, else when the chain was last verified under this
+        // configuration (by the handshake that accepted the connection, or again here).
+        let (cached, checked_at) = match conn
             .cert_identity
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
-            .filter(|c| is_here(&c.under) && now <= c.recheck_after)
-            .map(|c| c.mapped.clone());
+            .filter(|c| is_here(&c.under))
+        {
+            Some(c) if now <= c.recheck_after => (Some(c.mapped.clone()), c.checked_at),
+            Some(c) => (None, c.checked_at),
+            None if is_here(&conn.accepted_by) => (None, conn.verified_at),
+            None => (None, i64::MIN),
+        };
         let mapped = match cached {
             Some(mapped) => mapped,
             None => {
                 let expiries = intermediate_expiries(chain);
-                // Accepted under an earlier configuration, or a certificate it sent has
-                // expired since: verified as a new handshake would be now (an expired
-                // intermediate that is not on the path to a CA does not refuse it).
+                // Accepted under an earlier configuration, a certificate it sent has expired
+                // since, or a client CA has expired since the chain was last verified (it may
+                // have been the one anchoring it): verified as a new handshake would be now
+                // (an expired intermediate or CA that is not on the path does not refuse it).
                 let verify = !is_here(&conn.accepted_by)
                     || self.crl_due < now
-                    || expiries.iter().any(|&t| t < now);
+                    || expiries.iter().any(|&t| t < now)
+                    || self.ca_expiries.iter().any(|&t| checked_at <= t && t < now);
                 let mapped = self.map(chain, verify, now, tenant_of);
                 *conn
                     .cert_identity
@@ -161,9 +180,11 @@ impl CertAuth {
                     recheck_after: expiries
                         .into_iter()
                         .chain([self.crl_due])
+                        .chain(self.ca_expiries.iter().copied())
                         .filter(|&t| t >= now)
                         .min()
                         .unwrap_or(i64::MAX),
+                    checked_at: if verify { now } else { checked_at },
                 });
                 mapped
             }

@@ -1,6 +1,7 @@
 //! Listeners: TLS setup, the accept loop, connection caps and timeouts, and the admin endpoints.
 
 pub mod admin;
+pub mod anchors;
 pub mod config;
 mod conn;
 pub mod limits;

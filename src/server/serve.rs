@@ -64,6 +64,11 @@ pub struct ConnInfo {
     /// configuration's session cache is not kept alive by its connections; the allocation
     /// stays, so the pointer is never reused while this lives).
     pub accepted_by: Option<Weak<rustls::ServerConfig>>,
+    /// When (Unix seconds) the handshake that verified `peer_certs` started: the chain was
+    /// verified at or after it. `i64::MIN` when not known (a resumed TLS session, a connection
+    /// handed in by a test): authentication then verifies it again once any client CA has
+    /// expired since it may have been verified (`authn::x509`).
+    pub verified_at: i64,
     /// Whether the connection negotiated HTTP/2.
     pub h2: bool,
     /// The identity mapped from `peer_certs` and the certificate's validity period, computed
@@ -85,6 +90,7 @@ impl ConnInfo {
             peer,
             peer_certs,
             accepted_by: None,
+            verified_at: i64::MIN,
             h2,
             cert_identity: Default::default(),
             // An IP address is always a valid header value.
@@ -321,6 +327,8 @@ impl Conn {
         // *before* its socket closes, so a client that sees the close sees the count.
         // Only a weak reference outlives the handshake (see `ConnInfo::accepted_by`).
         let accepted_by = Arc::downgrade(&config);
+        // rustls verifies the client's chain during the handshake, so at or after this.
+        let started = unix_now();
         let mut tls = {
             let acceptor = TlsAcceptor::from(config);
             let tls = match handshake(&acceptor, tcp, self.peer, &self.opts).await {
@@ -356,7 +364,7 @@ impl Conn {
             }
         }
         let conn = {
-            let info = tls_conn_info(self.peer, &tls, accepted_by);
+            let info = tls_conn_info(self.peer, &tls, accepted_by, started);
             self.http(tls, info, handler)
         };
         self.run(conn).await
@@ -526,6 +534,7 @@ fn tls_conn_info(
     peer: SocketAddr,
     tls: &TlsStream<TcpStream>,
     accepted_by: Weak<rustls::ServerConfig>,
+    started: i64,
 ) -> Arc<ConnInfo> {
     let (_, session) = tls.get_ref();
     let chain = session
@@ -534,7 +543,18 @@ fn tls_conn_info(
         .map(|chain| Arc::new(chain.iter().map(|c| c.clone().into_owned()).collect()));
     let mut info = ConnInfo::new(peer, chain, session.alpn_protocol() == Some(b"h2"));
     info.accepted_by = Some(accepted_by);
+    // A resumed session's chain was verified by an earlier handshake, at a time not known here.
+    if session.handshake_kind() != Some(rustls::HandshakeKind::Resumed) {
+        info.verified_at = started;
+    }
     Arc::new(info)
+}
+
+/// The system clock in Unix seconds.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// The handler as a hyper service; each request counts as open on its connection until its

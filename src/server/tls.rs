@@ -6,6 +6,7 @@
 
 use std::{path::Path, sync::Arc};
 
+use super::anchors::{Anchor, InForce};
 use anyhow::{bail, Context, Result};
 use rustls::{server::WebPkiClientVerifier, RootCertStore};
 use rustls_pki_types::{
@@ -94,7 +95,31 @@ pub struct ClientCas {
     pub crls: Vec<CertificateRevocationListDer<'static>>,
 }
 
+impl ClientCas {
+    /// The `notAfter` of each CA (Unix seconds, ascending; a CA whose dates cannot be read
+    /// has none): a chain verified while one was in force is verified again once it has
+    /// expired (`authn::x509`), since past it that CA anchors nothing (`anchors`).
+    pub fn ca_expiries(&self) -> Vec<i64> {
+        let mut t: Vec<i64> = self
+            .cas
+            .iter()
+            .filter_map(|c| Anchor::new(c.clone()).not_after())
+            .collect();
+        t.sort_unstable();
+        t.dedup();
+        t
+    }
+}
+
 impl ClientAuth {
+    /// [`ClientCas::ca_expiries`] of the client CAs (none without client certificates).
+    pub fn ca_expiries(&self) -> Vec<i64> {
+        match self {
+            ClientAuth::Optional(c) | ClientAuth::Required(c) => c.ca_expiries(),
+            ClientAuth::None => Vec::new(),
+        }
+    }
+
     /// The earliest `nextUpdate` (Unix seconds) of the client CRLs: past it the verifier
     /// refuses what that CRL covers, so a connection verified before is verified again then
     /// (`authn::x509`). `i64::MAX` without CRLs, or when none names a `nextUpdate`.
@@ -163,25 +188,56 @@ pub fn client_verifier(
         ClientAuth::Optional(c) => (c, false),
         ClientAuth::Required(c) => (c, true),
     };
-    let mut verifier = WebPkiClientVerifier::builder_with_provider(
-        Arc::new(root_store(cas.cas.clone())?),
-        provider(),
-    );
-    if !cas.crls.is_empty() {
+    // Checked here once, so the subsets `InForce` builds later cannot fail on a CA.
+    root_store(cas.cas.clone())?;
+    let crls = cas.crls.clone();
+    let anchors: Vec<Anchor> = cas.cas.iter().cloned().map(Anchor::new).collect();
+    warn_out_of_period(&anchors);
+    let build = move |cas: Vec<CertificateDer<'static>>| webpki_client(cas, &crls, required);
+    Ok(Some(Arc::new(InForce::new(anchors, Box::new(build))?)))
+}
+
+/// Log each client CA outside its validity period now: it anchors no client certificate
+/// (`anchors`), which an operator would otherwise only learn from refused handshakes.
+fn warn_out_of_period(anchors: &[Anchor]) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    for a in anchors.iter().filter(|a| !a.in_force(now)) {
+        let (not_before, not_after) = a.validity.unwrap_or_default();
+        tracing::warn!(
+            subject = %a.subject(),
+            not_before,
+            not_after,
+            "authentication.client_certificates.ca_files holds a CA outside its validity \
+             period: it anchors no client certificate while it is (kube-apiserver refuses \
+             such chains too); replace it with a renewed CA or remove it"
+        );
+    }
+}
+
+/// rustls' verifier of client certificates chaining to `cas` (their dates not checked), with
+/// `crls`.
+fn webpki_client(
+    cas: Vec<CertificateDer<'static>>,
+    crls: &[CertificateRevocationListDer<'static>],
+    required: bool,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+    let mut verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(cas)?), provider());
+    if !crls.is_empty() {
         // The whole path, not only the client's certificate: an intermediate the root's CRL
         // revokes must not go on vouching for the leaves it signs. And a CRL past its
         // `nextUpdate` no longer tells the status (a refresh job that stopped would otherwise
         // leave every later revocation unseen), as OpenSSL-based proxies refuse it too.
         verifier = verifier
-            .with_crls(cas.crls.clone())
+            .with_crls(crls.iter().cloned())
             .enforce_revocation_expiration();
     }
     if !required {
         verifier = verifier.allow_unauthenticated();
     }
-    Ok(Some(
-        verifier.build().context("client certificate verifier")?,
-    ))
+    verifier.build().context("client certificate verifier")
 }
 
 /// A client config trusting `roots`, optionally presenting a client certificate, with the

@@ -110,6 +110,7 @@ fn configuration_with_crls(
         ),
         verifier: tls::client_verifier(&client_auth).unwrap(),
         crl_due: client_auth.crl_due(),
+        ca_expiries: client_auth.ca_expiries().into(),
     }
 }
 
@@ -454,4 +455,128 @@ fn ambiguous_or_unreadable_names_are_refused() {
         (id.user.as_str(), id.groups.as_slice()),
         ("bob", &["dev".to_owned()][..])
     );
+}
+
+/// A configuration trusting every CA of `cas`, its verifier counting its verifications.
+fn bundle(cas: &[&Ca]) -> (CertAuth, Arc<Counting>) {
+    use crate::server::tls::{self, ClientAuth, ClientCas};
+    tls::install_crypto_provider();
+    let client_auth = ClientAuth::Optional(ClientCas {
+        cas: cas.iter().map(|c| c.cert.cert_der.clone()).collect(),
+        crls: Vec::new(),
+    });
+    let server = cas[0].server_cert(&["localhost"]).unwrap();
+    let counting = Arc::new(Counting(
+        tls::client_verifier(&client_auth).unwrap().unwrap(),
+        Default::default(),
+    ));
+    let config = CertAuth {
+        mapping: cfg(false),
+        listener: Some(
+            tls::server_config(
+                vec![server.cert_der.clone()],
+                server.key(),
+                client_auth.clone(),
+            )
+            .unwrap(),
+        ),
+        verifier: Some(counting.clone()),
+        crl_due: client_auth.crl_due(),
+        ca_expiries: client_auth.ca_expiries().into(),
+    };
+    (config, counting)
+}
+
+/// How many chains `c` has verified.
+fn verified(c: &Counting) -> usize {
+    c.1.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A client CA that expires while a connection it anchored is open refuses that connection
+/// from then on (kube-apiserver verifies the chain per request, and Go refuses an expired
+/// root); a connection anchored by another CA of the bundle is verified again once, then
+/// served from the cache.
+#[test]
+fn a_ca_that_expires_on_an_open_connection_refuses_it_from_then_on() {
+    let now = time::OffsetDateTime::now_utc();
+    let until = now + time::Duration::days(1);
+    let old = Ca::with_validity("old", now - time::Duration::days(10), until).unwrap();
+    let current = Ca::new("current").unwrap();
+    let (config, counting) = bundle(&[&old, &current]);
+    let (before, after) = (now.unix_timestamp(), until.unix_timestamp() + 1);
+    let old_chain = [old.client_cert("alice", &[]).unwrap().cert_der];
+    let cur_chain = [current.client_cert("bob", &[]).unwrap().cert_der];
+    let mut old_conn = accepted(&config, &old_chain);
+    let mut cur_conn = accepted(&config, &cur_chain);
+    old_conn.verified_at = before;
+    cur_conn.verified_at = before;
+
+    let id = |conn: &ConnInfo, chain: &[CertificateDer<'static>], at: i64| {
+        config
+            .identity(conn, chain, at, |_| None)
+            .map(|id| id.user.clone())
+    };
+    assert_eq!(id(&old_conn, &old_chain, before), Ok("alice".into()));
+    assert_eq!(id(&cur_conn, &cur_chain, before), Ok("bob".into()));
+    assert_eq!(
+        verified(&counting),
+        0,
+        "the handshake's verification stands"
+    );
+    // The CA's last second is still inside its period.
+    assert_eq!(id(&old_conn, &old_chain, after - 1), Ok("alice".into()));
+
+    let refused = id(&old_conn, &old_chain, after);
+    assert!(
+        matches!(&refused, Err(Rejected::ChainRefused(e)) if e.contains("validity period")),
+        "{refused:?}"
+    );
+    assert_eq!(id(&cur_conn, &cur_chain, after), Ok("bob".into()));
+    assert_eq!(verified(&counting), 2);
+    for later in [after + 1, after + 3600] {
+        assert_eq!(id(&cur_conn, &cur_chain, later), Ok("bob".into()));
+        assert!(id(&old_conn, &old_chain, later).is_err());
+    }
+    assert_eq!(verified(&counting), 2, "each verified again once");
+}
+
+/// A CA that had expired before the handshake costs an open connection no second verification
+/// (the handshake already judged without it); a resumed TLS session, whose chain was verified
+/// at a time not known, is verified again once — refused if only that CA anchored it.
+#[test]
+fn a_ca_expired_before_the_handshake_is_rechecked_only_for_resumed_sessions() {
+    let now = time::OffsetDateTime::now_utc();
+    let old = Ca::with_validity(
+        "old",
+        now - time::Duration::days(400),
+        now - time::Duration::days(1),
+    )
+    .unwrap();
+    let current = Ca::new("current").unwrap();
+    let (config, counting) = bundle(&[&old, &current]);
+    let at = now.unix_timestamp();
+    let chain = [current.client_cert("bob", &[]).unwrap().cert_der];
+    let id = |conn: &ConnInfo, chain: &[CertificateDer<'static>]| {
+        config
+            .identity(conn, chain, at, |_| None)
+            .map(|id| id.user.clone())
+    };
+
+    let mut fresh = accepted(&config, &chain);
+    fresh.verified_at = at;
+    assert_eq!(id(&fresh, &chain), Ok("bob".into()));
+    assert_eq!(verified(&counting), 0);
+
+    let resumed = accepted(&config, &chain);
+    assert_eq!(resumed.verified_at, i64::MIN);
+    assert_eq!(id(&resumed, &chain), Ok("bob".into()));
+    assert_eq!(id(&resumed, &chain), Ok("bob".into()));
+    assert_eq!(verified(&counting), 1, "verified once, then from the cache");
+
+    let old_chain = [old.client_cert("alice", &[]).unwrap().cert_der];
+    let resumed_old = accepted(&config, &old_chain);
+    assert!(matches!(
+        id(&resumed_old, &old_chain),
+        Err(Rejected::ChainRefused(_))
+    ));
 }

@@ -75,6 +75,63 @@ async fn client_certificate_upstream_sends_no_token() {
     env.stop().await;
 }
 
+/// The proxy trusts an upstream CA only within its validity period, as client-go does (Go
+/// checks the root's dates): an API server whose certificate chains only to an expired CA in
+/// `upstream.ca_file` is never talked to — the client gets the unreachable-upstream 502 and
+/// the server never completes a handshake, let alone sees a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_whose_ca_has_expired_is_not_trusted() {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    };
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let retired = Ca::expired("retired upstream CA").unwrap();
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let counted = handshakes.clone();
+    let fake = common::fake_upstream(&retired, move |mut s| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let _ = common::read_head(&mut s).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                .await;
+            let _ = s.flush().await;
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("upstream-cas.crt");
+    std::fs::write(
+        &bundle,
+        format!("{}{}", ca.cert.cert_pem, retired.cert.cert_pem),
+    )
+    .unwrap();
+    let env = Env::start_against(ca, sandbox, fake, |c| {
+        *c = c.replace(
+            "  ca_file: ca.crt\n",
+            &format!("  ca_file: {}\n", bundle.display()),
+        );
+    })
+    .await;
+    let resp = env
+        .request(
+            get("/api/v1/namespaces/default/configmaps"),
+            Some(&env.admin_cert),
+            true,
+        )
+        .await;
+    let s = json(resp.body());
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY, "{s}");
+    assert_eq!(s["kind"], "Status", "{s}");
+    assert_eq!(
+        handshakes.load(Ordering::SeqCst),
+        0,
+        "the upstream's handshake completed"
+    );
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_upstream_times_out_with_504_but_watches_do_not() {
     let (ca, sandbox) = Env::ca_and_sandbox().await;

@@ -1,25 +1,29 @@
-//! Client CAs as Go's x509 verification uses them (kube-apiserver's x509 authenticator): a CA
-//! certificate outside its validity period anchors nothing.
+//! CAs as Go's x509 verification uses them (kube-apiserver's x509 authenticator, and client-go
+//! toward the API server): a CA certificate outside its validity period anchors nothing.
 //!
 //! rustls' webpki checks the dates of every certificate on a path except the trust anchor's,
-//! so an expired CA left in `ca_files` would go on vouching for every client it signed, and a
-//! CA whose `notBefore` is still ahead would already vouch for them. Go checks the root's dates
-//! like any other certificate's on the chain (`isValid` in crypto/x509's `verify.go`), so
-//! kube-apiserver refuses both. [`InForce`] wraps the webpki verifier: a verification at time
-//! `now` (the handshake's, or authentication's when it verifies an open connection's chain
-//! again) uses only the CAs in force at `now`. A chain that only a CA outside its period
-//! would accept is refused with a `CertificateError::Other` that says so (logged; the TLS
-//! alert is `bad_certificate`, and on an open connection the client gets 401).
+//! so an expired CA left in a bundle would go on vouching for every certificate it signed, and
+//! a CA whose `notBefore` is still ahead would already vouch for them. Go checks the root's
+//! dates like any other certificate's on the chain (`isValid` in crypto/x509's `verify.go`),
+//! so kube-apiserver refuses such a client chain and kubectl such an API server. [`InForce`]
+//! wraps the webpki verifier, on both sides: for client certificates (`ca_files`) and for the
+//! servers the proxy connects to (the API server, JWKS endpoints, the OTLP collector, the
+//! audit webhook). A verification at time `now` (the handshake's, or authentication's when it
+//! verifies an open connection's chain again) uses only the CAs in force at `now`. A chain
+//! that only a CA outside its period would accept is refused with a `CertificateError::Other`
+//! that says so (logged; the TLS alert is `bad_certificate`; on an open client connection the
+//! client gets 401, toward the API server the request gets the unreachable-upstream 502).
 //!
-//! Accepts: whatever the inner verifier accepts with the CAs in force. The CertificateRequest's
-//! CA names stay those of every configured CA, as Go's server sends its whole `ClientCAs` pool.
+//! Accepts: whatever the inner verifier accepts with the CAs in force. A server's
+//! CertificateRequest names every configured client CA, as Go's server sends its whole
+//! `ClientCAs` pool.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Result;
 use rustls::{
-    client::danger::HandshakeSignatureValid,
-    pki_types::{CertificateDer, UnixTime},
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    pki_types::{CertificateDer, ServerName, UnixTime},
     server::danger::{ClientCertVerified, ClientCertVerifier},
     CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
 };
@@ -65,25 +69,25 @@ impl Anchor {
 }
 
 /// Builds the inner verifier for a set of CAs (never empty).
-type Build =
-    dyn Fn(Vec<CertificateDer<'static>>) -> Result<Arc<dyn ClientCertVerifier>> + Send + Sync;
+type Build<V> = dyn Fn(Vec<CertificateDer<'static>>) -> Result<Arc<V>> + Send + Sync;
 
-/// A client-certificate verifier that trusts only the CAs in force at the time it verifies.
-pub struct InForce {
+/// Which CAs are in force (by position), and their verifier (`None`: no CA).
+type Subset<V> = (Vec<bool>, Option<Arc<V>>);
+
+/// A verifier (`V`: rustls' client- or server-certificate verifier) that trusts only the CAs
+/// in force at the time it verifies.
+pub struct InForce<V: ?Sized> {
     anchors: Vec<Anchor>,
     /// Built with every CA: used while all are in force (no lock, no allocation), and for
     /// what does not depend on the CAs (signatures, schemes, the CA names sent).
-    all: Arc<dyn ClientCertVerifier>,
-    build: Box<Build>,
-    /// The verifier of the last subset used (which CAs; `None`: none is in force). Rebuilt
-    /// only when a CA's period starts or ends, so a handshake costs a lock and a comparison.
-    subset: Mutex<Option<Subset>>,
+    all: Arc<V>,
+    build: Box<Build<V>>,
+    /// The verifier of the last subset used. Rebuilt only when a CA's period starts or ends,
+    /// so a handshake costs a lock and a comparison then.
+    subset: Mutex<Option<Subset<V>>>,
 }
 
-/// Which CAs are in force (by position), and their verifier (`None`: no CA).
-type Subset = (Vec<bool>, Option<Arc<dyn ClientCertVerifier>>);
-
-impl std::fmt::Debug for InForce {
+impl<V: ?Sized> std::fmt::Debug for InForce<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InForce")
             .field("anchors", &self.anchors.len())
@@ -91,9 +95,9 @@ impl std::fmt::Debug for InForce {
     }
 }
 
-impl InForce {
+impl<V: ?Sized> InForce<V> {
     /// `build` makes the webpki verifier of a set of CAs; it is called here with all of them.
-    pub fn new(anchors: Vec<Anchor>, build: Box<Build>) -> Result<InForce> {
+    pub fn new(anchors: Vec<Anchor>, build: Box<Build<V>>) -> Result<InForce<V>> {
         let all = build(anchors.iter().map(|a| a.cert.clone()).collect())?;
         Ok(InForce {
             anchors,
@@ -104,7 +108,7 @@ impl InForce {
     }
 
     /// The verifier for the CAs in force at `now`, `None` when none is.
-    fn at(&self, now: i64) -> Result<Option<Arc<dyn ClientCertVerifier>>, rustls::Error> {
+    fn at(&self, now: i64) -> Result<Option<Arc<V>>, rustls::Error> {
         if self.anchors.iter().all(|a| a.in_force(now)) {
             return Ok(Some(self.all.clone()));
         }
@@ -125,14 +129,40 @@ impl InForce {
         let verifier = if cas.is_empty() {
             None
         } else {
-            // The same CRLs and options with fewer CAs: this cannot fail where building with
-            // all of them succeeded, but if it does, nothing is verified by it.
-            Some((self.build)(cas).map_err(|e| {
-                rustls::Error::General(format!("client certificate verifier: {e:#}"))
-            })?)
+            // The same options with fewer CAs: this cannot fail where building with all of
+            // them succeeded, but if it does, nothing is verified by it.
+            Some(
+                (self.build)(cas)
+                    .map_err(|e| rustls::Error::General(format!("certificate verifier: {e:#}")))?,
+            )
         };
         *subset = Some((key, verifier.clone()));
         Ok(verifier)
+    }
+
+    /// `verify` with the verifier of the CAs in force at `now`.
+    fn verify<T>(
+        &self,
+        now: UnixTime,
+        verify: impl Fn(&V) -> Result<T, rustls::Error>,
+    ) -> Result<T, rustls::Error> {
+        let secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let refused = match self.at(secs)? {
+            Some(v) => match verify(&v) {
+                Ok(ok) => return Ok(ok),
+                Err(e) => e,
+            },
+            None => other("no CA of the bundle is within its validity period"),
+        };
+        // Say why when it is the CAs' dates (the all-CA verifier would have accepted it):
+        // "unknown issuer" would send an operator looking for the wrong problem.
+        if verify(&self.all).is_ok() {
+            return Err(other(
+                "the certificate chains only to a CA outside its validity period \
+                 (expired, or not yet valid)",
+            ));
+        }
+        Err(refused)
     }
 }
 
@@ -154,7 +184,7 @@ impl std::fmt::Display for Message {
 
 impl std::error::Error for Message {}
 
-impl ClientCertVerifier for InForce {
+impl ClientCertVerifier for InForce<dyn ClientCertVerifier> {
     fn offer_client_auth(&self) -> bool {
         self.all.offer_client_auth()
     }
@@ -173,27 +203,9 @@ impl ClientCertVerifier for InForce {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        let refused = match self.at(secs)? {
-            Some(v) => match v.verify_client_cert(end_entity, intermediates, now) {
-                Ok(ok) => return Ok(ok),
-                Err(e) => e,
-            },
-            None => other("no client CA in ca_files is within its validity period"),
-        };
-        // Say why when it is the CAs' dates (the all-CA verifier would have accepted it):
-        // "unknown issuer" would send an operator looking for the wrong problem.
-        if self
-            .all
-            .verify_client_cert(end_entity, intermediates, now)
-            .is_ok()
-        {
-            return Err(other(
-                "the certificate chains only to a client CA outside its validity period \
-                 (expired, or not yet valid)",
-            ));
-        }
-        Err(refused)
+        self.verify(now, |v| {
+            v.verify_client_cert(end_entity, intermediates, now)
+        })
     }
 
     fn verify_tls12_signature(
@@ -220,6 +232,51 @@ impl ClientCertVerifier for InForce {
 
     fn requires_raw_public_keys(&self) -> bool {
         self.all.requires_raw_public_keys()
+    }
+}
+
+impl ServerCertVerifier for InForce<dyn ServerCertVerifier> {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.verify(now, |v| {
+            v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        })
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.all.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.all.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.all.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.all.requires_raw_public_keys()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[DistinguishedName]> {
+        self.all.root_hint_subjects()
     }
 }
 

@@ -8,7 +8,7 @@ use std::{path::Path, sync::Arc};
 
 use super::anchors::{Anchor, InForce};
 use anyhow::{bail, Context, Result};
-use rustls::{server::WebPkiClientVerifier, RootCertStore};
+use rustls::{client::WebPkiServerVerifier, server::WebPkiClientVerifier, RootCertStore};
 use rustls_pki_types::{
     pem::PemObject, CertificateDer, CertificateRevocationListDer, PrivateKeyDer,
 };
@@ -194,7 +194,9 @@ pub fn client_verifier(
     let anchors: Vec<Anchor> = cas.cas.iter().cloned().map(Anchor::new).collect();
     warn_out_of_period(&anchors);
     let build = move |cas: Vec<CertificateDer<'static>>| webpki_client(cas, &crls, required);
-    Ok(Some(Arc::new(InForce::new(anchors, Box::new(build))?)))
+    let verifier: InForce<dyn rustls::server::danger::ClientCertVerifier> =
+        InForce::new(anchors, Box::new(build))?;
+    Ok(Some(Arc::new(verifier)))
 }
 
 /// Log each client CA outside its validity period now: it anchors no client certificate
@@ -240,17 +242,44 @@ fn webpki_client(
     verifier.build().context("client certificate verifier")
 }
 
-/// A client config trusting `roots`, optionally presenting a client certificate, with the
-/// given ALPN list.
+/// The verifier of servers' certificates chaining to one of `cas` (not empty) in force at the
+/// time of the handshake.
+pub fn server_verifier(
+    cas: Vec<CertificateDer<'static>>,
+) -> Result<Arc<dyn rustls::client::danger::ServerCertVerifier>> {
+    root_store(cas.clone())?;
+    let anchors = cas.into_iter().map(Anchor::new).collect();
+    let build = |cas: Vec<CertificateDer<'static>>| {
+        let verifier =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(root_store(cas)?), provider())
+                .build()
+                .context("server certificate verifier")?;
+        Ok(verifier as Arc<dyn rustls::client::danger::ServerCertVerifier>)
+    };
+    let verifier: InForce<dyn rustls::client::danger::ServerCertVerifier> =
+        InForce::new(anchors, Box::new(build))?;
+    Ok(Arc::new(verifier))
+}
+
+/// A client config trusting the CAs `cas` (each only within its validity period, as Go's
+/// verification: `anchors`; none: no server is trusted), optionally presenting a client
+/// certificate, with the given ALPN list.
 pub fn client_config(
-    roots: RootCertStore,
+    cas: Vec<CertificateDer<'static>>,
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     alpn: &[&[u8]],
 ) -> Result<rustls::ClientConfig> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_root_certificates(roots);
+        .context("TLS protocol versions")?;
+    let builder = if cas.is_empty() {
+        // Nothing to filter; rustls' verifier with no root refuses every server.
+        builder.with_root_certificates(RootCertStore::empty())
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(server_verifier(cas)?)
+    };
     let mut config = match identity {
         Some((chain, key)) => builder
             .with_client_auth_cert(chain, key)

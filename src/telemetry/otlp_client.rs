@@ -50,9 +50,8 @@ impl OtlpClient {
             Some(pem) => tls::certs_from_pem(pem)?,
             None => Vec::new(),
         };
-        let roots = tls::root_store(certs)?;
         // No ALPN here: the connector sets it (http/1.1) and refuses a preset list.
-        let tls = tls::client_config(roots, None, &[])?;
+        let tls = tls::client_config(certs, None, &[])?;
         Ok(OtlpClient {
             tls,
             timeout: settings.timeout,

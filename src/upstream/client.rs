@@ -61,7 +61,7 @@ impl Endpoint {
         metrics: &UpstreamMetrics,
         in_service: Arc<AtomicBool>,
     ) -> Result<Arc<Endpoint>> {
-        let roots = tls::root_store(cfg.ca.clone())?;
+        let roots = cfg.ca.clone();
         let identity = cfg
             .client_identity
             .as_ref()

@@ -355,7 +355,7 @@ fn fetch_ca(
                     let file = base_dir.join(f);
                     let certs = tls::load_certs(&file);
                     let checked = certs.and_then(|c| {
-                        tls::root_store(c.clone()).and_then(keys::https_client)?;
+                        keys::https_client(c.clone())?;
                         Ok(c)
                     });
                     match checked {

@@ -41,7 +41,7 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use jsonwebtoken::Algorithm;
-use rustls::RootCertStore;
+use rustls_pki_types::CertificateDer;
 use serde_json::Value;
 
 use crate::{server::tls, shutdown::Shutdown};
@@ -68,8 +68,8 @@ const INIT_RETRY: Duration = Duration::from_secs(10);
 /// The https client used for discovery and JWKS.
 pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
-/// An https-only client trusting exactly `roots`.
-pub fn https_client(roots: RootCertStore) -> anyhow::Result<HttpsClient> {
+/// An https-only client trusting exactly the CAs `roots` (each within its validity period).
+pub fn https_client(roots: Vec<CertificateDer<'static>>) -> anyhow::Result<HttpsClient> {
     let config = tls::client_config(roots, None, &[])?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);

@@ -11,10 +11,7 @@ use super::{
     keys::{self, KeyStore, Source},
     verify::{IssuerChecks, IssuerPolicy, JwtAuthenticator},
 };
-use crate::{
-    problems::{Problem, Problems},
-    server::tls,
-};
+use crate::problems::{Problem, Problems};
 
 /// The authenticator: per issuer its key store (local keys read now) and, for remote keys, an
 /// HTTPS client trusting the issuer's CA bundle.
@@ -78,7 +75,7 @@ impl IssuerSettings {
     pub(super) fn policy(&self, p: &mut Problems) -> Option<IssuerPolicy> {
         let client = match &self.ca {
             None => None,
-            Some(certs) => match tls::root_store(certs.clone()).and_then(keys::https_client) {
+            Some(certs) => match keys::https_client(certs.clone()) {
                 Ok(c) => Some(c),
                 Err(err) => {
                     p.err(

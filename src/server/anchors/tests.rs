@@ -1,7 +1,9 @@
 //! Unit tests of `anchors`: a client CA anchors chains only within its validity period, judged
 //! at the time of each verification.
 use super::*;
-use crate::server::tls::{client_verifier, install_crypto_provider, ClientAuth, ClientCas};
+use crate::server::tls::{
+    client_verifier, install_crypto_provider, server_verifier, ClientAuth, ClientCas,
+};
 use crate::test_pki::Ca;
 use time::{Duration, OffsetDateTime};
 
@@ -38,7 +40,7 @@ fn an_expired_ca_anchors_nothing_and_a_current_one_still_does() {
     assert_eq!(verify(&*v, &current, now), Ok(()));
     let refused = verify(&*v, &old, now).unwrap_err();
     assert!(
-        refused.contains("chains only to a client CA outside its validity period"),
+        refused.contains("chains only to a CA outside its validity period"),
         "{refused}"
     );
     // The same chain, verified at a time the old CA was in force, is accepted.
@@ -99,4 +101,34 @@ fn ca_expiries_are_the_cas_not_after_ascending() {
             (now + Duration::days(9)).unix_timestamp()
         ]
     );
+}
+
+/// Toward servers the same holds: an API server (or JWKS endpoint, collector, webhook) whose
+/// certificate chains only to an expired CA of the bundle is not trusted, as client-go would
+/// not trust it; the bundle's current CA still is.
+#[test]
+fn a_server_certificate_of_an_expired_ca_is_not_trusted() {
+    install_crypto_provider();
+    let now = OffsetDateTime::now_utc();
+    let old = Ca::with_validity("old", now - Duration::days(400), now - Duration::days(1)).unwrap();
+    let current = Ca::new("current").unwrap();
+    let v = server_verifier(vec![
+        old.cert.cert_der.clone(),
+        current.cert.cert_der.clone(),
+    ])
+    .unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let verify = |ca: &Ca, at: OffsetDateTime| {
+        let cert = ca.server_cert(&["localhost"]).unwrap().cert_der;
+        let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            u64::try_from(at.unix_timestamp()).unwrap(),
+        ));
+        v.verify_server_cert(&cert, &[], &name, &[], at)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(verify(&current, now), Ok(()));
+    let refused = verify(&old, now).unwrap_err();
+    assert!(refused.contains("outside its validity period"), "{refused}");
+    assert_eq!(verify(&old, now - Duration::days(2)), Ok(()));
 }

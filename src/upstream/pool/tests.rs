@@ -39,9 +39,8 @@ fn pool_for(ca: &Ca, addr: SocketAddr) -> Pool {
 }
 
 fn pool_with(ca: &Ca, addr: SocketAddr, settings: PoolSettings) -> Pool {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert.cert_der.clone()).unwrap();
-    let cfg = tls::client_config(roots, None, &[b"h2", b"http/1.1"]).unwrap();
+    let cfg =
+        tls::client_config(vec![ca.cert.cert_der.clone()], None, &[b"h2", b"http/1.1"]).unwrap();
     let name = ServerName::try_from("127.0.0.1").unwrap().to_owned();
     Pool::new(Arc::new(cfg), name, addr.to_string(), settings)
 }

@@ -75,6 +75,9 @@ const RESET: u8 = 2;
 const SLOW: u8 = 3;
 /// The head and a first chunk, then the connection is cut mid-body.
 const CUT: u8 = 4;
+/// The status in `status` as kube-apiserver's aggregator answers for an aggregated API it
+/// cannot reach: Go's `http.Error` (plain text, `nosniff`), not a Status.
+const AGGREGATOR: u8 = 5;
 
 /// A fake API server (HTTP/1.1 over TLS, keep-alive) answering every request with the status
 /// in `mode` (or hanging / resetting / answering after 1 s / cutting the body after its first
@@ -121,6 +124,14 @@ impl Fake {
                                 }
                             });
                             return Ok(Response::new(http_body_util::StreamBody::new(chunks).boxed_unsync()));
+                        }
+                        if m.load(Ordering::SeqCst) == AGGREGATOR && req.uri().path() != "/readyz" {
+                            let code = *s.lock().unwrap();
+                            let mut resp = Response::new(Full::new(Bytes::from_static(b"service unavailable\n")).map_err(|never| match never {}).boxed_unsync());
+                            *resp.status_mut() = StatusCode::from_u16(code).unwrap();
+                            resp.headers_mut().insert("content-type", "text/plain; charset=utf-8".parse().unwrap());
+                            resp.headers_mut().insert("x-content-type-options", "nosniff".parse().unwrap());
+                            return Ok(resp);
                         }
                         let mut resp = Response::new(Full::new(Bytes::from(format!(
                             r#"{{"kind":"Status","apiVersion":"v1","status":"Failure","message":"from the fake","code":{code}}}"#
@@ -799,6 +810,62 @@ async fn a_clients_short_timeout_or_a_proxied_503_cannot_open_the_breaker() {
     fake.mode.store(SLOW, Ordering::SeqCst);
     for _ in 0..3 {
         assert_eq!(get_ns(&env, "").await.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
+    let resp = get_ns(&env, "").await;
+    assert!(
+        json(&resp)["message"]
+            .as_str()
+            .unwrap()
+            .contains("circuit breaker open"),
+        "{:?}",
+        resp.body()
+    );
+    env.stop().await;
+}
+
+/// An aggregated API the API server cannot reach (metrics-server down: `kubectl top`, an HPA,
+/// discovery of its group) is answered by the aggregator with a plain-text 503 — every API
+/// server would answer the same, so it must not open the breaker and cut every other request
+/// off. Relayed unchanged. The API server's own 503 (a Status) still opens it
+/// (`upstream_503s_and_resets_open_the_breaker_and_a_healthy_probe_closes_it`), and so does a
+/// plain-text one outside an API group's path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_aggregated_api_cannot_open_the_breaker() {
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let fake = Fake::start(&ca).await;
+    let env = Env::start_against(ca, sandbox, fake.addr, |c| {
+        upstream_keys(c, "  breaker: {consecutive_failures: 3, open_for: 30s}\n")
+    })
+    .await;
+    fake.answer(503);
+    fake.mode.store(AGGREGATOR, Ordering::SeqCst);
+    for path in [
+        "/apis/metrics.k8s.io/v1beta1",
+        "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods",
+        "/apis/metrics.k8s.io/v1beta1/nodes",
+    ] {
+        for _ in 0..3 {
+            let resp = env.request(get(path), Some(&env.admin_cert), false).await;
+            assert_eq!(resp.status(), 503, "{path}");
+            assert_eq!(
+                resp.body().as_ref(),
+                b"service unavailable\n",
+                "{path}: relayed unchanged"
+            );
+        }
+    }
+    fake.answer(200);
+    let resp = get_ns(&env, "").await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.body());
+    assert_eq!(
+        metric(&env, "portcullis_upstream_breaker_transitions_total").await,
+        None
+    );
+
+    // The same plain-text 503 for a core path is not the aggregator's: it counts.
+    fake.answer(503);
+    for _ in 0..3 {
+        assert_eq!(get_ns(&env, "").await.status(), 503);
     }
     let resp = get_ns(&env, "").await;
     assert!(

@@ -21,7 +21,9 @@
 //! a 502 / 503 / 504 relayed from behind the API server (a `proxy` request: the pod, service or
 //! node answered it) are neutral — otherwise any caller could open every breaker, and take
 //! the proxy out of its Service's endpoints, with a few reads whose `?timeout=` runs out
-//! before the API server answers. Refused by every breaker: 503
+//! before the API server answers. So is the aggregator's error for an aggregated API it could
+//! not reach (`from_aggregator`): one broken APIService must not open the breaker for every
+//! request. Refused by every breaker: 503
 //! `Refusal::BreakerOpen`; nothing reachable: 502; out of time: 504.
 //!
 //! An endpoint whose connections are all full at its connection cap (`pool.rs`) is skipped
@@ -31,7 +33,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use http::{request::Parts, Method, Request, Response, StatusCode};
+use http::{request::Parts, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use tokio::time::Instant;
 
@@ -152,7 +154,14 @@ pub async fn send(
                 report(
                     &ep,
                     permit,
-                    outcome_of(resp.status(), judged, &ep, &up.metrics),
+                    outcome_of(
+                        resp.status(),
+                        resp.headers(),
+                        parts.uri.path(),
+                        judged,
+                        &ep,
+                        &up.metrics,
+                    ),
                 );
                 return Ok(Sent { resp, endpoint: ep });
             }
@@ -225,16 +234,18 @@ pub fn breaker_open(endpoints: Vec<(String, &'static str)>, retry_after: Duratio
     }))
 }
 
-/// What an answer tells the breaker.
+/// What an answer (its status and headers, for a request to `path`) tells the breaker.
 pub fn outcome_of(
     status: StatusCode,
+    headers: &HeaderMap,
+    path: &str,
     judged: Judged,
     ep: &Endpoint,
     metrics: &UpstreamMetrics,
 ) -> Outcome {
     match status {
         StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
-            if judged.relays_backend =>
+            if judged.relays_backend || from_aggregator(path, headers) =>
         {
             Outcome::Neutral
         }
@@ -251,10 +262,86 @@ pub fn outcome_of(
     }
 }
 
+/// Whether an error answer is kube-apiserver's aggregator reporting an aggregated API (an
+/// APIService backed by a Service, e.g. metrics-server) it could not reach: every API server
+/// would give the same answer, so it says nothing of this endpoint's health — counted, one
+/// broken APIService (`kubectl top`, an HPA, legacy discovery of its group) would open the
+/// breaker for every request. The aggregator writes those answers with Go's `http.Error`
+/// (`text/plain; charset=utf-8` and `X-Content-Type-Options: nosniff`, kube-aggregator's
+/// `handler_proxy.go`) and only for paths under `/apis/<group>/<version>`, while the API
+/// server's own failures (not ready, shutting down, a timeout) are Status JSON, and a load
+/// balancer's error pages are HTML.
+fn from_aggregator(path: &str, headers: &HeaderMap) -> bool {
+    let in_group_version = path
+        .strip_prefix("/apis/")
+        .is_some_and(|rest| rest.split('/').take(2).filter(|s| !s.is_empty()).count() == 2);
+    in_group_version
+        && headers
+            .get(http::header::CONTENT_TYPE)
+            .map(HeaderValue::as_bytes)
+            == Some(b"text/plain; charset=utf-8")
+        && headers
+            .get("x-content-type-options")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"nosniff"))
+}
+
 /// Tell the breaker; an endpoint whose breaker just opened starts probing for its recovery.
 pub fn report(ep: &Arc<Endpoint>, permit: Permit, outcome: Outcome) {
     permit.record(outcome);
     if ep.breaker.next_probe().is_some() {
         ep.spawn_recovery();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(content_type: &str, nosniff: bool) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_str(content_type).unwrap(),
+        );
+        if nosniff {
+            h.insert(
+                "x-content-type-options",
+                HeaderValue::from_static("nosniff"),
+            );
+        }
+        h
+    }
+
+    /// Only Go's `http.Error` shape, and only under `/apis/<group>/<version>`, is the
+    /// aggregator's: the API server's Status JSON, an HTML error page, a plain text without
+    /// `nosniff`, and core or group-discovery paths are not.
+    #[test]
+    fn the_aggregators_error_is_told_by_its_shape_and_path() {
+        let go = headers("text/plain; charset=utf-8", true);
+        for path in [
+            "/apis/metrics.k8s.io/v1beta1",
+            "/apis/metrics.k8s.io/v1beta1/",
+            "/apis/custom.metrics.k8s.io/v1beta2/namespaces/a/pods/*/qps",
+        ] {
+            assert!(from_aggregator(path, &go), "{path}");
+        }
+        for path in [
+            "/api/v1/pods",
+            "/apis",
+            "/apis/",
+            "/apis/metrics.k8s.io",
+            "/readyz",
+        ] {
+            assert!(!from_aggregator(path, &go), "{path}");
+        }
+        let path = "/apis/metrics.k8s.io/v1beta1/nodes";
+        for other in [
+            headers("application/json", true),
+            headers("text/html", true),
+            headers("text/plain; charset=utf-8", false),
+            HeaderMap::new(),
+        ] {
+            assert!(!from_aggregator(path, &other), "{other:?}");
+        }
     }
 }

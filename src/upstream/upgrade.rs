@@ -72,6 +72,8 @@ pub async fn forward(
         Ok(r) => r,
         Err(_) => return Err(Refusal::AuditUnavailable),
     };
+    // The client's path, before it is rebased onto the endpoint's URL (for the breaker).
+    let path = parts.uri.path().to_owned();
     let (ep, permit, io) = connect(up).await?;
     prepare_upgrade_request(up, &ep, &mut parts, ob)?;
     let sent = send_on_fresh_connection(io, parts, body::empty()).await;
@@ -88,6 +90,8 @@ pub async fn forward(
         // Long-running: no deadline; a `proxy` upgrade may relay a backend's 5xx.
         status => outcome_of(
             status,
+            resp.headers(),
+            &path,
             Judged {
                 deadline_is_operators: true,
                 relays_backend: ob.relays_backend,

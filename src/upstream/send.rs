@@ -263,19 +263,28 @@ pub fn outcome_of(
 }
 
 /// Whether an error answer is kube-apiserver's aggregator reporting an aggregated API (an
-/// APIService backed by a Service, e.g. metrics-server) it could not reach: every API server
-/// would give the same answer, so it says nothing of this endpoint's health — counted, one
-/// broken APIService (`kubectl top`, an HPA, legacy discovery of its group) would open the
-/// breaker for every request. The aggregator writes those answers with Go's `http.Error`
+/// APIService backed by a Service, e.g. metrics-server) it could not reach: it says nothing of
+/// the API server's own health — its other APIs keep working — and counted, one broken
+/// APIService (`kubectl top`, an HPA, legacy discovery of its group) would open the breaker
+/// and cut every request off. (When one API server of several cannot reach the service while
+/// the others can — its network path to the service network — it is not failed over either:
+/// the lesser harm.) The aggregator writes those answers with Go's `http.Error`
 /// (`text/plain; charset=utf-8` and `X-Content-Type-Options: nosniff`, kube-aggregator's
-/// `handler_proxy.go`) and only for paths under `/apis/<group>/<version>`, while the API
+/// `handler_proxy.go` and its upgrade-aware responder) and only for paths under
+/// `/apis/<group>/<version>` of a group kube-apiserver does not serve itself; the API
 /// server's own failures (not ready, shutting down, a timeout) are Status JSON, and a load
 /// balancer's error pages are HTML.
 fn from_aggregator(path: &str, headers: &HeaderMap) -> bool {
-    let in_group_version = path
-        .strip_prefix("/apis/")
-        .is_some_and(|rest| rest.split('/').take(2).filter(|s| !s.is_empty()).count() == 2);
-    in_group_version
+    let Some(rest) = path.strip_prefix("/apis/") else {
+        return false;
+    };
+    let mut segments = rest.split('/');
+    let (Some(group), Some(version)) = (segments.next(), segments.next()) else {
+        return false;
+    };
+    !group.is_empty()
+        && !version.is_empty()
+        && !BUILT_IN_GROUPS.contains(&group)
         && headers
             .get(http::header::CONTENT_TYPE)
             .map(HeaderValue::as_bytes)
@@ -284,6 +293,33 @@ fn from_aggregator(path: &str, headers: &HeaderMap) -> bool {
             .get("x-content-type-options")
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"nosniff"))
 }
+
+/// The API groups kube-apiserver serves itself (the aggregator never proxies them).
+const BUILT_IN_GROUPS: &[&str] = &[
+    "admissionregistration.k8s.io",
+    "apiextensions.k8s.io",
+    "apiregistration.k8s.io",
+    "apps",
+    "authentication.k8s.io",
+    "authorization.k8s.io",
+    "autoscaling",
+    "batch",
+    "certificates.k8s.io",
+    "coordination.k8s.io",
+    "discovery.k8s.io",
+    "events.k8s.io",
+    "extensions",
+    "flowcontrol.apiserver.k8s.io",
+    "internal.apiserver.k8s.io",
+    "networking.k8s.io",
+    "node.k8s.io",
+    "policy",
+    "rbac.authorization.k8s.io",
+    "resource.k8s.io",
+    "scheduling.k8s.io",
+    "storage.k8s.io",
+    "storagemigration.k8s.io",
+];
 
 /// Tell the breaker; an endpoint whose breaker just opened starts probing for its recovery.
 pub fn report(ep: &Arc<Endpoint>, permit: Permit, outcome: Outcome) {
@@ -312,9 +348,10 @@ mod tests {
         h
     }
 
-    /// Only Go's `http.Error` shape, and only under `/apis/<group>/<version>`, is the
-    /// aggregator's: the API server's Status JSON, an HTML error page, a plain text without
-    /// `nosniff`, and core or group-discovery paths are not.
+    /// Only Go's `http.Error` shape, and only under `/apis/<group>/<version>` of a group
+    /// the API server does not serve itself, is the aggregator's: the API server's Status
+    /// JSON, an HTML error page, a plain text without `nosniff`, core, built-in group and
+    /// group-discovery paths are not.
     #[test]
     fn the_aggregators_error_is_told_by_its_shape_and_path() {
         let go = headers("text/plain; charset=utf-8", true);
@@ -330,7 +367,10 @@ mod tests {
             "/apis",
             "/apis/",
             "/apis/metrics.k8s.io",
+            "/apis/metrics.k8s.io/",
             "/readyz",
+            "/apis/apps/v1/deployments",
+            "/apis/rbac.authorization.k8s.io/v1/roles",
         ] {
             assert!(!from_aggregator(path, &go), "{path}");
         }

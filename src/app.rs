@@ -143,7 +143,8 @@ impl Runtime {
     }
 }
 
-/// Each `dangerous:` acknowledgement in use, logged at start (and at each reload).
+/// Each `dangerous:` acknowledgement in use, a CA outside its validity period, a CRL past due:
+/// logged at start (and at each reload).
 pub(crate) fn warn_dangerous(config: &Config) {
     for (on, what) in [
         (config.dangerous.allow_uninspected_bodies, "dangerous.allow_uninspected_bodies: some write bodies may be forwarded without strict parsing"),
@@ -154,6 +155,18 @@ pub(crate) fn warn_dangerous(config: &Config) {
             tracing::warn!("{what}");
         }
     }
+    if let crate::server::tls::ClientAuth::Optional(c)
+    | crate::server::tls::ClientAuth::Required(c) = &config.tls.client_auth
+    {
+        crate::server::anchors::warn_out_of_period(
+            "authentication.client_certificates.ca_files",
+            &c.cas,
+        );
+    }
+    crate::server::anchors::warn_out_of_period(
+        "upstream (ca_file, the kubeconfig's certificate-authority, or the in-cluster ca.crt)",
+        &config.upstream.ca,
+    );
     let due = config.tls.client_auth.crl_due();
     if due < time::OffsetDateTime::now_utc().unix_timestamp() {
         tracing::warn!(

@@ -62,8 +62,9 @@ pub enum Rejected {
     BadCharacters(String),
     #[error("client certificate is outside its validity period (notBefore {not_before}, notAfter {not_after}, Unix seconds)")]
     OutsideValidity { not_before: i64, not_after: i64 },
-    /// Verified again after a reload and refused by the new client CAs or CRLs.
-    #[error("client certificate chain refused by the reloaded client CAs or CRLs: {0}")]
+    /// Verified again (after a reload, a CRL falling due, a CA or intermediate expiring) and
+    /// refused by the client CAs or CRLs in force.
+    #[error("client certificate chain refused by the client CAs or CRLs now in force: {0}")]
     ChainRefused(String),
     /// A reload left no client CA to verify the connection's chain against.
     #[error("client certificate cannot be verified: no client CAs are configured now")]

@@ -11,16 +11,17 @@
 //! audit webhook). A verification at time `now` (the handshake's, or authentication's when it
 //! verifies an open connection's chain again) uses only the CAs in force at `now`. A chain
 //! that only a CA outside its period would accept is refused with a `CertificateError::Other`
-//! that says so (logged; the TLS alert is `bad_certificate`; on an open client connection the
+//! that says so (logged; the TLS alert is `certificate_unknown`; on an open client connection the
 //! client gets 401, toward the API server the request gets the unreachable-upstream 502).
 //!
 //! Accepts: whatever the inner verifier accepts with the CAs in force. A server's
 //! CertificateRequest names every configured client CA, as Go's server sends its whole
 //! `ClientCAs` pool.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use anyhow::Result;
+use arc_swap::ArcSwapOption;
 use rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     pki_types::{CertificateDer, ServerName, UnixTime},
@@ -68,23 +69,54 @@ impl Anchor {
     }
 }
 
+/// Log each CA of `cas` outside its validity period now, naming the bundle (`bundle`): it
+/// anchors nothing while it is, which an operator would otherwise only learn from refused
+/// handshakes. Called at start and at each reload.
+pub fn warn_out_of_period(bundle: &str, cas: &[CertificateDer<'static>]) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    for a in cas.iter().cloned().map(Anchor::new) {
+        if let (false, Some((not_before, not_after))) = (a.in_force(now), a.validity) {
+            tracing::warn!(
+                bundle,
+                subject = %a.subject(),
+                not_before,
+                not_after,
+                "a CA outside its validity period: it anchors no certificate while it is \
+                 (Go's verification, and so kube-apiserver and client-go, refuse such chains \
+                 too); replace it with a renewed CA or remove it"
+            );
+        }
+    }
+}
+
 /// Builds the inner verifier for a set of CAs (never empty).
 type Build<V> = dyn Fn(Vec<CertificateDer<'static>>) -> Result<Arc<V>> + Send + Sync;
 
-/// Which CAs are in force (by position), and their verifier (`None`: no CA).
-type Subset<V> = (Vec<bool>, Option<Arc<V>>);
+/// The verifier of the CAs in force during `from..=until` (Unix seconds): no CA's period
+/// starts or ends inside it.
+struct Window<V: ?Sized> {
+    from: i64,
+    until: i64,
+    /// `None`: no CA is in force.
+    verifier: Option<Arc<V>>,
+    /// Whether every CA is in force (the verifier is the all-CA one).
+    all: bool,
+}
 
 /// A verifier (`V`: rustls' client- or server-certificate verifier) that trusts only the CAs
 /// in force at the time it verifies.
 pub struct InForce<V: ?Sized> {
     anchors: Vec<Anchor>,
-    /// Built with every CA: used while all are in force (no lock, no allocation), and for
-    /// what does not depend on the CAs (signatures, schemes, the CA names sent).
+    /// Built with every CA: used while all are in force, and for what does not depend on the
+    /// CAs (signatures, schemes, the CA names sent).
     all: Arc<V>,
     build: Box<Build<V>>,
-    /// The verifier of the last subset used. Rebuilt only when a CA's period starts or ends,
-    /// so a handshake costs a lock and a comparison then.
-    subset: Mutex<Option<Subset<V>>>,
+    /// The window the last verification fell in. A handshake inside it costs an atomic load
+    /// and two comparisons (no lock, no allocation), whether or not a CA of the bundle is
+    /// outside its period; the verifier is built again only when a CA's period starts or ends.
+    window: ArcSwapOption<Window<V>>,
 }
 
 impl<V: ?Sized> std::fmt::Debug for InForce<V> {
@@ -103,30 +135,39 @@ impl<V: ?Sized> InForce<V> {
             anchors,
             all,
             build,
-            subset: Mutex::new(None),
+            window: ArcSwapOption::empty(),
         })
     }
 
-    /// The verifier for the CAs in force at `now`, `None` when none is.
-    fn at(&self, now: i64) -> Result<Option<Arc<V>>, rustls::Error> {
-        if self.anchors.iter().all(|a| a.in_force(now)) {
-            return Ok(Some(self.all.clone()));
+    /// The window holding `now`: the last one, or a new one (its verifier built).
+    fn at(&self, now: i64) -> Result<Arc<Window<V>>, rustls::Error> {
+        if let Some(w) = self.window.load_full() {
+            if (w.from..=w.until).contains(&now) {
+                return Ok(w);
+            }
         }
-        let key: Vec<bool> = self.anchors.iter().map(|a| a.in_force(now)).collect();
-        let mut subset = self.subset.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((k, v)) = subset.as_ref() {
-            if *k == key {
-                return Ok(v.clone());
+        // The CAs' period ends around `now`: the window is bounded by the nearest of them.
+        let (mut from, mut until) = (i64::MIN, i64::MAX);
+        for (start, end) in self.anchors.iter().filter_map(|a| a.validity) {
+            // In force from `start`, out of force from `end + 1`.
+            for change in [start, end.saturating_add(1)] {
+                if change <= now {
+                    from = from.max(change);
+                } else {
+                    until = until.min(change - 1);
+                }
             }
         }
         let cas: Vec<_> = self
             .anchors
             .iter()
-            .zip(&key)
-            .filter(|(_, &on)| on)
-            .map(|(a, _)| a.cert.clone())
+            .filter(|a| a.in_force(now))
+            .map(|a| a.cert.clone())
             .collect();
-        let verifier = if cas.is_empty() {
+        let all = cas.len() == self.anchors.len();
+        let verifier = if all {
+            Some(self.all.clone())
+        } else if cas.is_empty() {
             None
         } else {
             // The same options with fewer CAs: this cannot fail where building with all of
@@ -136,8 +177,14 @@ impl<V: ?Sized> InForce<V> {
                     .map_err(|e| rustls::Error::General(format!("certificate verifier: {e:#}")))?,
             )
         };
-        *subset = Some((key, verifier.clone()));
-        Ok(verifier)
+        let w = Arc::new(Window {
+            from,
+            until,
+            verifier,
+            all,
+        });
+        self.window.store(Some(w.clone()));
+        Ok(w)
     }
 
     /// `verify` with the verifier of the CAs in force at `now`.
@@ -147,9 +194,12 @@ impl<V: ?Sized> InForce<V> {
         verify: impl Fn(&V) -> Result<T, rustls::Error>,
     ) -> Result<T, rustls::Error> {
         let secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        let refused = match self.at(secs)? {
-            Some(v) => match verify(&v) {
+        let w = self.at(secs)?;
+        let refused = match &w.verifier {
+            Some(v) => match verify(v) {
                 Ok(ok) => return Ok(ok),
+                // With every CA in force there is no other reason to look for.
+                Err(e) if w.all => return Err(e),
                 Err(e) => e,
             },
             None => other("no CA of the bundle is within its validity period"),

@@ -192,35 +192,15 @@ pub fn client_verifier(
     root_store(cas.cas.clone())?;
     let crls = cas.crls.clone();
     let anchors: Vec<Anchor> = cas.cas.iter().cloned().map(Anchor::new).collect();
-    warn_out_of_period(&anchors);
     let build = move |cas: Vec<CertificateDer<'static>>| webpki_client(cas, &crls, required);
     let verifier: InForce<dyn rustls::server::danger::ClientCertVerifier> =
         InForce::new(anchors, Box::new(build))?;
     Ok(Some(Arc::new(verifier)))
 }
 
-/// Log each client CA outside its validity period now: it anchors no client certificate
-/// (`anchors`), which an operator would otherwise only learn from refused handshakes.
-fn warn_out_of_period(anchors: &[Anchor]) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    for a in anchors.iter().filter(|a| !a.in_force(now)) {
-        let (not_before, not_after) = a.validity.unwrap_or_default();
-        tracing::warn!(
-            subject = %a.subject(),
-            not_before,
-            not_after,
-            "authentication.client_certificates.ca_files holds a CA outside its validity \
-             period: it anchors no client certificate while it is (kube-apiserver refuses \
-             such chains too); replace it with a renewed CA or remove it"
-        );
-    }
-}
-
 /// rustls' verifier of client certificates chaining to `cas` (their dates not checked), with
 /// `crls`.
-fn webpki_client(
+pub(crate) fn webpki_client(
     cas: Vec<CertificateDer<'static>>,
     crls: &[CertificateRevocationListDer<'static>],
     required: bool,
@@ -287,5 +267,10 @@ pub fn client_config(
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    // A resumed session skips the server's certificate (rustls does not verify it again), so
+    // a session saved while a CA was in force would go on being trusted after it expired;
+    // client-go never resumes either (no `ClientSessionCache`). The proxy's connections to
+    // the API server are pooled and long-lived, so a full handshake costs little.
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
 }

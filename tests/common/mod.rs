@@ -141,14 +141,17 @@ impl Env {
     }
 }
 
-/// A client TLS config trusting `ca`, optionally presenting `cert`.
+/// A client TLS config trusting `ca`, optionally presenting `cert`. Unlike the proxy's own
+/// client configs it resumes TLS sessions, as many clients of the proxy do.
 pub fn client_tls(ca: &Ca, cert: Option<&Issued>, alpn: &[&[u8]]) -> rustls::ClientConfig {
-    tls::client_config(
+    let mut config = tls::client_config(
         vec![ca.cert.cert_der.clone()],
         cert.map(|c| (vec![c.cert_der.clone()], c.key())),
         alpn,
     )
-    .unwrap()
+    .unwrap();
+    config.resumption = rustls::client::Resumption::default();
+    config
 }
 
 /// Open a TLS connection to `addr` (verifying `localhost`).

@@ -132,3 +132,176 @@ fn a_server_certificate_of_an_expired_ca_is_not_trusted() {
     assert!(refused.contains("outside its validity period"), "{refused}");
     assert_eq!(verify(&old, now - Duration::days(2)), Ok(()));
 }
+
+/// Counts the chains it verifies, passing them on.
+#[derive(Debug)]
+struct Counting(
+    Arc<dyn ClientCertVerifier>,
+    Arc<std::sync::atomic::AtomicUsize>,
+);
+
+impl ClientCertVerifier for Counting {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.verify_client_cert(end_entity, intermediates, now)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// An `InForce` over `cas` whose inner verifiers count the chains they verify (`verified`)
+/// and whose builds are counted (`builds`).
+fn counted(
+    cas: &[&Ca],
+) -> (
+    InForce<dyn ClientCertVerifier>,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    install_crypto_provider();
+    let verified = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let builds = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (v, b) = (verified.clone(), builds.clone());
+    let build = move |cas: Vec<CertificateDer<'static>>| {
+        b.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let inner = crate::server::tls::webpki_client(cas, &[], true)?;
+        Ok(Arc::new(Counting(inner, v.clone())) as Arc<dyn ClientCertVerifier>)
+    };
+    let anchors = cas
+        .iter()
+        .map(|c| Anchor::new(c.cert.cert_der.clone()))
+        .collect();
+    (
+        InForce::new(anchors, Box::new(build)).unwrap(),
+        verified,
+        builds,
+    )
+}
+
+fn count(c: &std::sync::atomic::AtomicUsize) -> usize {
+    c.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// With every CA in force, a refused chain costs one verification (nothing else could explain
+/// the refusal); with one out of force, the refusal of a chain it would anchor costs two (the
+/// second says why).
+#[test]
+fn a_refused_chain_is_verified_again_only_to_name_an_out_of_period_ca() {
+    let now = OffsetDateTime::now_utc();
+    let current = Ca::new("current").unwrap();
+    let stranger = Ca::new("stranger").unwrap();
+    let (v, verified, _) = counted(&[&current]);
+    assert!(verify(&v, &stranger, now).is_err());
+    assert_eq!(count(&verified), 1);
+
+    let old = Ca::with_validity("old", now - Duration::days(400), now - Duration::days(1)).unwrap();
+    let (v, verified, _) = counted(&[&old, &current]);
+    let refused = verify(&v, &old, now).unwrap_err();
+    assert!(refused.contains("outside its validity period"), "{refused}");
+    assert_eq!(count(&verified), 2);
+}
+
+/// The verifier of the CAs in force is built once per window between two CA period changes,
+/// not per handshake, also while a CA of the bundle is out of its period.
+#[test]
+fn the_verifier_is_built_again_only_when_a_ca_period_starts_or_ends() {
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let until = now + Duration::days(1);
+    let current = Ca::new("current").unwrap();
+    let ending = Ca::with_validity("ending", now - Duration::days(9), until).unwrap();
+    let old = Ca::with_validity("old", now - Duration::days(400), now - Duration::days(5)).unwrap();
+    let (v, _, builds) = counted(&[&current, &ending, &old]);
+    assert_eq!(count(&builds), 1, "the all-CA verifier, built at once");
+    for _ in 0..5 {
+        assert_eq!(verify(&v, &current, now), Ok(()));
+        assert_eq!(verify(&v, &ending, now + Duration::hours(1)), Ok(()));
+    }
+    assert_eq!(count(&builds), 2, "one subset for the whole window");
+    // Past `ending`'s notAfter: the next window, one more build.
+    for _ in 0..5 {
+        assert!(verify(&v, &ending, until + Duration::seconds(1)).is_err());
+        assert_eq!(verify(&v, &current, until + Duration::days(3)), Ok(()));
+    }
+    assert_eq!(count(&builds), 3);
+    // While every CA was in force the all-CA verifier serves, built nothing.
+    assert_eq!(verify(&v, &old, now - Duration::days(6)), Ok(()));
+    assert_eq!(count(&builds), 3);
+}
+
+/// The proxy's client configs never resume a TLS session: a resumed handshake skips the
+/// server's certificate, so a session saved while its CA was in force would outlive the CA
+/// (client-go does not resume either). A second connection is a full handshake.
+#[tokio::test]
+async fn client_configs_never_resume_a_session() {
+    use crate::server::tls::{client_config, server_config};
+    install_crypto_provider();
+    let ca = Ca::new("server CA").unwrap();
+    let server = ca.server_cert(&["localhost"]).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(
+        server_config(
+            vec![server.cert_der.clone()],
+            server.key(),
+            ClientAuth::None,
+        )
+        .unwrap(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(tcp).await {
+                    use tokio::io::AsyncWriteExt;
+                    // TLS 1.3 tickets travel after the handshake: let them go out.
+                    let _ = tls.write_all(b"hi").await;
+                    let _ = tls.flush().await;
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            });
+        }
+    });
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(
+        client_config(vec![ca.cert.cert_der.clone()], None, &[]).unwrap(),
+    ));
+    for round in 0..2 {
+        use tokio::io::AsyncReadExt;
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut tls = connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let mut hi = [0u8; 2];
+        tls.read_exact(&mut hi).await.unwrap();
+        assert_eq!(
+            tls.get_ref().1.handshake_kind(),
+            Some(rustls::HandshakeKind::Full),
+            "connection {round}"
+        );
+    }
+}

@@ -501,12 +501,14 @@ impl RequestInfo {
             }
     }
 
-    /// Whether this is `pods/log` with `follow` set, decoded as the apiserver decodes
+    /// Whether this is a `log` subresource with `follow` set, decoded as the apiserver decodes
     /// `PodLogOptions.Follow` (`Convert_Slice_string_To_bool`: any first value other than `0` or
     /// `false`, case-insensitively, is true — so `follow=true`, `follow=1`, and even `follow=`).
-    /// A query that does not parse is not a follow.
+    /// A query that does not parse is not a follow. Any resource's `log`, not only pods': an
+    /// extension API's followed log (OpenShift's `builds/log`, `deploymentconfigs/log`, with
+    /// the same `follow` option) lasts as long as the log grows, as a pod's does.
     pub fn is_follow_log(&self, uri: &Uri) -> bool {
-        if !(self.is_resource_request && self.resource == "pods" && self.subresource == "log") {
+        if !(self.is_resource_request && self.subresource == "log") {
             return false;
         }
         Query::of(uri).flag("follow")

@@ -205,6 +205,8 @@ pub struct Settings {
 
 const DEFAULT_IDLE_EVICTION: Duration = Duration::from_secs(600);
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
+/// The longest `redis.timeout` accepted.
+const MAX_REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest accepted duration (keeps every nanosecond computation far from overflow).
 const MAX_DURATION: Duration = Duration::from_secs(86_400 * 365);
@@ -441,6 +443,17 @@ impl Validator {
             DEFAULT_TIMEOUT,
             &format!("{path}.timeout"),
         );
+        if timeout > MAX_REDIS_TIMEOUT {
+            // Every limited request waits up to this for a slow Redis: a typo (`50s` for
+            // `50ms`) would stall the whole proxy behind one slow reply.
+            self.problem(
+                format!("{path}.timeout"),
+                format!(
+                    "{timeout:?} is too long: every limited request may wait that long for Redis"
+                ),
+                "at most 5s; the default 50ms suits a Redis in the same network",
+            );
+        }
         let backoff = self.duration(
             r.backoff.as_deref(),
             DEFAULT_BACKOFF,

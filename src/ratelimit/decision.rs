@@ -13,7 +13,7 @@
 //!   serve whole), `deletecollection`; a watch that starts with the collection (no
 //!   `resourceVersion`, `""`, `"0"`, or `sendInitialEvents=true`) costs what that list would.
 //!   A cost above the burst is clamped to the burst.
-//! * **stream permit** for long-running requests: `watches` (watch, `pods/log?follow`) or
+//! * **stream permit** for long-running requests: `watches` (watch, any `log?follow`) or
 //!   `sessions` (exec, attach, portforward, proxy); see [`super::streams`]. A non-follow log
 //!   read is a plain read.
 //!

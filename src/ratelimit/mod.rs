@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `reads` bucket (rate + burst) | `get`, `list`, each `watch` start, non-resource GET/HEAD | **429 TooManyRequests**, `Retry-After` = ⌈bucket wait⌉ ≥ 1 |
 //! | `writes` bucket | create, update, patch, delete, deletecollection, exec/attach/portforward (`create`), the `proxy` verb (`/api/v1/proxy/…`) and writes through a proxy subresource (a `GET …/pods/x/proxy` is a `get`: a read) | **429**, same |
-//! | `watches` (concurrent) | watch, `pods/log?follow` | **429**, `Retry-After: 5` |
+//! | `watches` (concurrent) | watch, any `log?follow` (a pod's, or an extension API's such as `builds/log`) | **429**, `Retry-After: 5` |
 //! | `sessions` (concurrent) | exec, attach, portforward, proxy | **429**, `Retry-After: 5` |
 //! | `unauthenticated` bucket per source /32 or /64 | requests that failed authentication | **429** before authentication |
 //! | `max_in_flight` | all non-long-running requests through this replica | **503 ServiceUnavailable**, `Retry-After: 1` |

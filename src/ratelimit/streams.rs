@@ -1,6 +1,6 @@
 //! Concurrent-stream permits for long-running requests, per identity and per replica.
 //!
-//! * **watches**: `watch` (including `?watch=true` lists) and `pods/log?follow=…` — one-way
+//! * **watches**: `watch` (including `?watch=true` lists) and any resource's `log?follow=…` — one-way
 //!   streams the server pushes, like a watch.
 //! * **sessions**: `exec`, `attach`, `portforward` and every `proxy` (verb `proxy` or the
 //!   `proxy` subresource) — interactive or arbitrary byte streams.

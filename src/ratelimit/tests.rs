@@ -154,6 +154,21 @@ redis: {url: "http://x", replicas: 0, timeout: 0s, key_prefix: ""}
     ] {
         assert!(paths.contains(&want), "missing {want} in {paths:?}");
     }
+    // A timeout every limited request could wait through (a typo for 50ms) is refused.
+    let slow = parse(
+        r#"
+backend: redis
+redis: {url: "redis://127.0.0.1:6379", replicas: 1, timeout: 50s}
+"#,
+    );
+    let problems = config::validate(&slow, "rate_limits").expect_err("invalid");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].path, "rate_limits.redis.timeout");
+    assert!(
+        problems[0].to_string().contains("at most 5s"),
+        "{}",
+        problems[0]
+    );
 }
 
 /// A redis section without `backend: redis` would be ignored (each replica keeping its own
@@ -548,6 +563,32 @@ fn stream_permits_are_counted_and_released_on_drop() {
         rl.metrics().decisions(Class::Sessions, Outcome::Rejected),
         1
     );
+}
+
+/// Another resource's followed log is a watch too (OpenShift's `builds/log`): without a
+/// permit, a caller could hold any number of upstream streams through it.
+#[test]
+fn any_followed_log_takes_a_watch_permit() {
+    let (rl, _clock) = limiter("default: {watches: 2, sessions: 1}");
+    let bob = id("bob", &[], None);
+    let build_log = req(
+        "GET",
+        "/apis/build.openshift.io/v1/namespaces/default/builds/b/log?follow=true",
+    );
+    let b1 = check(&rl, &bob, &build_log).expect("bob's first");
+    let b2 = check(&rl, &bob, &build_log).expect("bob's second");
+    assert!(b1.permit.is_some() && b2.permit.is_some());
+    let rej = check(&rl, &bob, &build_log).expect_err("bob's cap 2");
+    assert_eq!(rej.limit, "watches");
+    drop((b1, b2));
+    let whole = req(
+        "GET",
+        "/apis/build.openshift.io/v1/namespaces/default/builds/b/log",
+    );
+    assert!(check(&rl, &bob, &whole)
+        .expect("a log read whole")
+        .permit
+        .is_none());
 }
 
 #[test]

@@ -461,8 +461,12 @@ fn follow_log() {
     assert!(!check("/api/v1/namespaces/foo/pods/bar/log?follow=false"));
     assert!(!check("/api/v1/namespaces/foo/pods/bar/log?follow=0"));
     assert!(!check("/api/v1/namespaces/foo/pods/bar/status?follow=true"));
+    // Another resource's log follows the same way (OpenShift's builds/log).
+    assert!(check(
+        "/apis/build.openshift.io/v1/namespaces/foo/builds/bar/log?follow=true"
+    ));
     assert!(!check(
-        "/api/v1/namespaces/foo/services/bar/log?follow=true"
+        "/apis/build.openshift.io/v1/namespaces/foo/builds/bar/log"
     ));
 }
 

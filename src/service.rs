@@ -83,6 +83,8 @@ impl Caller {
             pausable: false,
             // Set by the upstream service, which has the request's query (`follow`).
             ends_cleanly: false,
+            // Set by the upstream service, which has the request's query (`follow`).
+            follows_log: false,
             guard,
         }
     }

@@ -45,10 +45,12 @@ pub struct Outbound<'a> {
     /// `stalled_stream_timeout` — the API server never times such a write out — only after
     /// [`PAUSED_READER_LIMIT`].
     pub pausable: bool,
-    /// A watch or a followed log: its body ends cleanly when the upstream breaks under it
-    /// (`stream.rs`). Other long-running answers (a log read whole, `proxy`, `/debug/pprof/`)
-    /// are files or byte streams whose cut end must stay an error.
+    /// A watch: its body ends cleanly when the upstream breaks under it (`stream.rs`). Other
+    /// long-running answers (a followed log, a log read whole, `proxy`, `/debug/pprof/`) are
+    /// files or byte streams whose cut end must stay an error.
     pub ends_cleanly: bool,
+    /// A followed log: with `upstream.stream_idle_timeout` it ends cleanly once idle that long.
+    pub follows_log: bool,
     /// Held for as long as the exchange lasts — until the response body ends or, for an
     /// upgrade, until the spliced connection closes (e.g. a concurrent-stream permit).
     pub guard: Option<Guard>,
@@ -115,8 +117,13 @@ pub async fn forward(
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     let mut body = body;
-    if ob.ends_cleanly {
-        body = stream::ending_cleanly(body, endpoint.name.clone(), up.stream_idle_timeout);
+    if ob.ends_cleanly || (ob.follows_log && up.stream_idle_timeout.is_some()) {
+        body = stream::ending_cleanly(
+            body,
+            endpoint.name.clone(),
+            up.stream_idle_timeout,
+            ob.ends_cleanly,
+        );
     }
     // Outside the clean end: a stalled stream must end in an error (a reset), never look
     // complete. The report is built only if the response is ever handed off to a pump.

@@ -102,7 +102,8 @@ impl Service<Request<Body>> for UpstreamService {
             let audit = req.extensions().get::<AuditRecord>().cloned();
             let mut outbound = caller.outbound(this.trust_forwarded_for, guard);
             let follow_log = info.subresource == "log" && info.is_follow_log(req.uri());
-            outbound.ends_cleanly = info.verb == "watch" || follow_log;
+            outbound.ends_cleanly = info.verb == "watch";
+            outbound.follows_log = follow_log;
             // Only streams that hold a stream permit (`ratelimit::decision`: a followed log, a
             // session, a `proxy` stream), which already run as long as they like: a log read
             // whole or `/debug/pprof/` holds none, and a day's pause of many of them would

@@ -8,7 +8,10 @@
 //! `upstream.stream_idle_timeout` set, a stream that carried no frame for that long ends the
 //! same way. Only watches and followed logs are wrapped: a list cut short, a log read whole,
 //! a file through `proxy` or a profile from `/debug/pprof/` must stay an error, never look
-//! complete.
+//! complete. A followed log is wrapped only for the idle end: when the upstream breaks under
+//! it, the break stays an error — `kubectl logs -f` does not follow again after a clean end,
+//! it exits 0 as if the container had finished, so a log cut off by a dying API server would
+//! look complete (straight to the API server, kubectl reports the broken stream and exits 1).
 
 use std::{
     future::Future,
@@ -24,12 +27,20 @@ use tokio::time::{Instant, Sleep};
 
 use crate::body::{Body, BoxError};
 
-/// Wrap a long-running response body (see the module doc).
-pub fn ending_cleanly(inner: Body, endpoint: String, idle: Option<Duration>) -> Body {
+/// Wrap a long-running response body (see the module doc): it ends after `idle` without a
+/// frame, and when the upstream breaks under it if `break_ends_cleanly` (a watch), else the
+/// break stays the client's error (a followed log).
+pub fn ending_cleanly(
+    inner: Body,
+    endpoint: String,
+    idle: Option<Duration>,
+    break_ends_cleanly: bool,
+) -> Body {
     CleanEnd {
         inner,
         endpoint,
         idle: idle.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
+        break_ends_cleanly,
         done: false,
     }
     .boxed_unsync()
@@ -39,6 +50,7 @@ struct CleanEnd {
     inner: Body,
     endpoint: String,
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
+    break_ends_cleanly: bool,
     done: bool,
 }
 
@@ -60,10 +72,15 @@ impl http_body::Body for CleanEnd {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(err))) => {
+            Poll::Ready(Some(Err(err))) if self.break_ends_cleanly => {
                 tracing::info!(endpoint = %self.endpoint, %err, "upstream stream broke; ending it cleanly");
                 self.done = true;
                 Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(err))) => {
+                tracing::info!(endpoint = %self.endpoint, %err, "upstream stream broke; the client sees the break");
+                self.done = true;
+                Poll::Ready(Some(Err(err)))
             }
             Poll::Ready(None) => {
                 self.done = true;
@@ -93,8 +110,8 @@ impl http_body::Body for CleanEnd {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn an_error_ends_the_stream_cleanly_after_what_came_before() {
+    /// A body that sends one frame, then breaks.
+    async fn one_frame_then_a_break() -> Body {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
@@ -106,16 +123,35 @@ mod tests {
         .await
         .unwrap();
         tx.send(Err("connection reset".into())).await.unwrap();
-        let body = ending_cleanly(inner, "https://a".into(), None);
+        inner
+    }
+
+    #[tokio::test]
+    async fn an_error_ends_the_stream_cleanly_after_what_came_before() {
+        let inner = one_frame_then_a_break().await;
+        let body = ending_cleanly(inner, "https://a".into(), None, true);
         let got = body.collect().await.unwrap().to_bytes();
         assert_eq!(&got[..], b"{\"type\":\"ADDED\"}\n");
     }
 
+    /// A followed log's break stays the client's error (after what came before).
+    #[tokio::test]
+    async fn a_followed_logs_break_stays_an_error() {
+        let inner = one_frame_then_a_break().await;
+        let mut body = ending_cleanly(inner, "https://a".into(), None, false);
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"{\"type\":\"ADDED\"}\n");
+        assert!(body.frame().await.unwrap().is_err());
+    }
+
     #[tokio::test]
     async fn an_idle_stream_ends_after_the_idle_timeout() {
-        let (_tx, inner) = crate::body::channel(1);
-        let body = ending_cleanly(inner, "https://a".into(), Some(Duration::from_millis(50)));
-        let got = body.collect().await.unwrap().to_bytes();
-        assert!(got.is_empty());
+        for break_ends_cleanly in [true, false] {
+            let (_tx, inner) = crate::body::channel(1);
+            let idle = Some(Duration::from_millis(50));
+            let body = ending_cleanly(inner, "https://a".into(), idle, break_ends_cleanly);
+            let got = body.collect().await.unwrap().to_bytes();
+            assert!(got.is_empty());
+        }
     }
 }

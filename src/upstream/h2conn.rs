@@ -119,6 +119,25 @@ impl H2Conn {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Whether no new stream can be opened on the connection: its task has ended, or the API
+    /// server sent GOAWAY (retiring it; its open streams — watches — go on). Asked of a
+    /// connection no request would try (all its streams taken), which otherwise would only
+    /// be found retired when one of them ends, holding a place under the connection cap.
+    pub fn is_retired(&self) -> bool {
+        if self.is_closed() {
+            return true;
+        }
+        // A clone has no pending stream, so this only looks for a connection error (GOAWAY
+        // included) and never parks the no-op waker.
+        let mut sender = self.sender.clone();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if let std::task::Poll::Ready(Err(_)) = sender.poll_ready(&mut cx) {
+            self.closed.store(true, Ordering::Release);
+            return true;
+        }
+        false
+    }
+
     /// Send `req` (absolute URI, no connection-specific headers) and await the response head.
     /// `while_open` is held until the request body has been sent (or given up on), which can
     /// be after the response: the stream stays open on the connection until then, so whoever

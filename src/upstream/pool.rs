@@ -345,8 +345,16 @@ impl Pool {
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
         let mut idle_kept = false;
         let idle_ms = u64::try_from(self.settings.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+        let limit = self.settings.streams_per_connection;
         conns.retain(|c| {
             if c.h2.is_closed() {
+                return false;
+            }
+            // A full connection is never tried, so a GOAWAY on it would go unseen while its
+            // watches last, and it would keep a place under the connection cap: with every
+            // place so held, each request would be refused busy although a new connection
+            // would be accepted.
+            if c.in_use.load(Ordering::Acquire) >= limit && c.h2.is_retired() {
                 return false;
             }
             // Slots are only taken under this lock, so an idle connection stays idle here.
@@ -359,7 +367,6 @@ impl Pool {
             }
             true
         });
-        let limit = self.settings.streams_per_connection;
         conns.iter().find_map(|c| {
             c.in_use
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {

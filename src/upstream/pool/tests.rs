@@ -271,3 +271,111 @@ async fn a_request_body_still_sending_after_the_answer_keeps_its_slot() {
     );
     drop((resp, third));
 }
+
+/// An HTTP/2 server whose connections are retired (GOAWAY; their open streams go on) each
+/// time `epoch` moves past the one they were accepted in, while new connections are still
+/// accepted — an API server closing old connections (`--goaway-chance`, its idle timeout).
+/// `/hang` is never answered; anything else gets an empty 200.
+async fn retiring_server(ca: &Ca) -> (SocketAddr, watch::Sender<u32>, Arc<AtomicUsize>) {
+    tls::install_crypto_provider();
+    let leaf = ca.server_cert(&["127.0.0.1"]).unwrap();
+    let cfg = tls::server_config(
+        vec![leaf.cert_der.clone()],
+        leaf.key(),
+        tls::ClientAuth::None,
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (epoch, _) = watch::channel(0u32);
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (state, count) = (epoch.clone(), accepted.clone());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, mut rx) = (acceptor.clone(), state.subscribe());
+            let born = *rx.borrow();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut conn): Result<h2::server::Connection<_, Bytes>, _> =
+                    h2::server::handshake(tls).await
+                else {
+                    return;
+                };
+                let mut hanging = Vec::new();
+                let mut retired = false;
+                loop {
+                    tokio::select! {
+                        next = conn.accept() => match next {
+                            Some(Ok((req, mut respond))) => {
+                                if req.uri().path() == "/hang" {
+                                    hanging.push(respond);
+                                } else {
+                                    let _ = respond.send_response(Response::new(()), true);
+                                }
+                            }
+                            _ => return,
+                        },
+                        _ = rx.wait_for(|e| *e > born), if !retired => {
+                            conn.graceful_shutdown();
+                            retired = true;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, epoch, accepted)
+}
+
+/// A connection the API server retired while every stream of it is taken (watches) is never
+/// tried, so its GOAWAY went unseen: it kept its place under the connection cap, and with the
+/// cap reached each new request was refused busy although the API server would accept a new
+/// connection. Now the retired connection gives its place up; its watches go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_connection_the_api_server_retired_gives_its_place_up() {
+    let ca = Ca::new("pool-test-ca").unwrap();
+    let (addr, epoch, accepted) = retiring_server(&ca).await;
+    let settings = PoolSettings {
+        max_connections: 1,
+        ..settings_with(2)
+    };
+    let pool = Arc::new(pool_with(&ca, addr, settings));
+    let watches: Vec<_> = (0..2)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.request(request("GET", addr, "/hang", "")).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        (pool.connections(), accepted.load(Ordering::SeqCst)),
+        (1, 1)
+    );
+    // The cap is reached: a third request is busy, as it should be while the connection lives.
+    assert!(matches!(
+        pool.request(request("GET", addr, "/version", "")).await,
+        Err(PoolError::Busy(_))
+    ));
+    epoch.send_replace(1);
+    // h2's graceful shutdown: a first GOAWAY, a PING round trip, the final GOAWAY.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let resp = tokio::time::timeout(
+        Duration::from_secs(5),
+        pool.request(request("GET", addr, "/version", "")),
+    )
+    .await
+    .expect("the request neither answered nor failed");
+    assert_eq!(resp.map(|r| r.status()).ok(), Some(http::StatusCode::OK));
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "a new connection");
+    assert!(
+        watches.iter().all(|w| !w.is_finished()),
+        "the watches on the retired connection go on"
+    );
+    for w in watches {
+        w.abort();
+    }
+}

@@ -28,12 +28,6 @@ pub struct Classified {
     pub long_running: bool,
 }
 
-/// Something a layer before authentication holds for as long as the request is being
-/// authenticated (the failed-credentials limit's count of requests in authentication,
-/// `ratelimit`): the authentication layer drops it as soon as it has decided.
-#[derive(Clone)]
-pub struct HeldUntilAuthenticated(pub Arc<dyn Any + Send + Sync>);
-
 /// The classified request (set by the classify layer).
 pub fn info<B>(req: &Request<B>) -> Option<&Arc<RequestInfo>> {
     req.extensions().get::<Arc<RequestInfo>>()

@@ -249,6 +249,66 @@ async fn failing_credentials_are_limited_per_address_before_authentication() {
     env.stop().await;
 }
 
+/// 40 `GET /api` on `sender` at once (with `bearer` as the credential, if given): the statuses.
+async fn at_once(
+    sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    bearer: Option<&str>,
+) -> Vec<StatusCode> {
+    let sends = (0..40).map(|_| {
+        let mut sender = sender.clone();
+        let mut req = Request::get("https://localhost/api")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        if let Some(t) = bearer {
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        async move { sender.send_request(req).await.unwrap().status() }
+    });
+    futures_util::future::join_all(sends).await
+}
+
+/// Streams that arrive together on one HTTP/2 connection are all handed to the proxy's
+/// service before any of them runs. Good credentials sent that way are all served; a flood of
+/// bad ones reaches authentication only until the burst is spent (one more per worker
+/// thread at most), the rest are refused with 429 before any credential check — not every
+/// stream of the flood, as when the address was only checked as the streams were handed in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_sent_at_once_is_stopped_at_the_burst_and_good_requests_at_once_pass() {
+    let env = Env::start_with(|c| {
+        *c = c.replace(
+            "unauthenticated: {rate: 5/s, burst: 30}",
+            "unauthenticated: {rate: 1/m, burst: 3}",
+        )
+    })
+    .await;
+    let good = at_once(
+        common::h2_sender(env.proxy_addr, &env.ca, Some(&env.admin_cert)).await,
+        None,
+    )
+    .await;
+    assert!(good.iter().all(|&c| c == StatusCode::OK), "{good:?}");
+    let bad = at_once(
+        common::h2_sender(env.proxy_addr, &env.ca, None).await,
+        Some("not-a-token"),
+    )
+    .await;
+    let checked = bad
+        .iter()
+        .filter(|&&c| c == StatusCode::UNAUTHORIZED)
+        .count();
+    let refused = bad
+        .iter()
+        .filter(|&&c| c == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!(checked + refused, 40, "{bad:?}");
+    assert!(
+        (3..=5).contains(&checked),
+        "{checked} reached authentication: {bad:?}"
+    );
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadow_mode_admits_and_records() {
     let env = Env::start_with(|c| {

@@ -82,13 +82,7 @@ where
         let config = self.config.clone();
         let mut inner = self.inner.clone();
         service::boxed(async move {
-            let authenticated = authenticate(&config, req.headers(), &conn).await;
-            // Decided: the request no longer counts as being authenticated.
-            drop(
-                req.extensions_mut()
-                    .remove::<service::HeldUntilAuthenticated>(),
-            );
-            let identity = match authenticated {
+            let identity = match authenticate(&config, req.headers(), &conn).await {
                 Ok(id) => id,
                 Err(why) => {
                     tracing::info!(peer = %conn.peer, %why, "authentication failed");
@@ -172,12 +166,7 @@ mod tests {
         let svc =
             AuthnLayer::new(authenticator()).layer(tower::service_fn(|req: Request<TestBody>| {
                 let id = req.extensions().get::<Arc<Identity>>().cloned();
-                let still_held = req
-                    .extensions()
-                    .get::<service::HeldUntilAuthenticated>()
-                    .is_some();
                 async move {
-                    assert!(!still_held, "released once authentication decided");
                     let id = id.expect("authenticated");
                     assert_eq!(id.user, "alice");
                     assert_eq!(id.tenant.as_deref(), Some("team-a"));
@@ -206,23 +195,6 @@ mod tests {
             checked_at: i64::MIN,
         });
         req.extensions_mut().insert(Arc::new(conn));
-        let held: Arc<dyn std::any::Any + Send + Sync> = Arc::new(());
-        req.extensions_mut()
-            .insert(service::HeldUntilAuthenticated(held.clone()));
         assert_eq!(send(svc, req).await.status(), 200);
-        assert_eq!(Arc::strong_count(&held), 1, "dropped, not kept downstream");
-    }
-
-    /// A refused request lets go of what was held for its authentication too.
-    #[tokio::test]
-    async fn a_refused_request_releases_what_was_held_for_its_authentication() {
-        let (inner, _) = counting::<TestBody>();
-        let svc = AuthnLayer::new(authenticator()).layer(inner);
-        let held: Arc<dyn std::any::Any + Send + Sync> = Arc::new(());
-        let mut req = request("GET", "/api");
-        req.extensions_mut()
-            .insert(service::HeldUntilAuthenticated(held.clone()));
-        assert_eq!(send(svc, req).await.status(), 401);
-        assert_eq!(Arc::strong_count(&held), 1);
     }
 }

@@ -126,21 +126,6 @@ fn starts_with_a_list(q: &Query<'_>) -> bool {
     matches!(q.get("resourceVersion"), None | Some("" | "0")) || q.flag("sendInitialEvents")
 }
 
-/// A request of one address in authentication ([`RateLimiter::source_admit`]): counted until
-/// this is dropped.
-pub struct AuthPending {
-    limiter: RateLimiter,
-    key: u64,
-}
-
-impl Drop for AuthPending {
-    fn drop(&mut self) {
-        if let Some(sources) = &self.limiter.inner.sources {
-            sources.end(self.key);
-        }
-    }
-}
-
 impl RateLimiter {
     /// How `req` is charged (bucket, tokens, stream kind).
     pub fn cost(&self, req: &RequestInfo, uri: &Uri) -> RequestCost {
@@ -450,57 +435,6 @@ impl RateLimiter {
         }
         .apply(&mut rejection.headers);
         Some(rejection)
-    }
-
-    /// Before authentication: [`Self::source_blocked`], then the cap on requests of `ip` in
-    /// authentication at once (its `unauthenticated` burst). `Ok(Some(held))`: hold `held`
-    /// until authentication has decided; `Ok(None)`: no such limit configured (or shadow mode
-    /// let a refusal through, counted).
-    pub fn source_admit(&self, ip: IpAddr) -> Result<Option<AuthPending>, Box<Rejection>> {
-        let Some(sources) = self.inner.sources.as_ref() else {
-            return Ok(None);
-        };
-        if let Some(rejection) = self.source_blocked(ip) {
-            return Err(Box::new(rejection));
-        }
-        let key = SourceLimiter::key(&self.inner.buckets, ip);
-        if sources.begin(key) {
-            return Ok(Some(AuthPending {
-                limiter: self.clone(),
-                key,
-            }));
-        }
-        let metrics = &self.inner.metrics;
-        if self.inner.mode == Mode::Shadow {
-            metrics.decision(Class::Unauthenticated, Outcome::ShadowRejected);
-            return Ok(None);
-        }
-        metrics.decision(Class::Unauthenticated, Outcome::Rejected);
-        let quota = sources.quota();
-        let mut rejection = too_many(
-            format!(
-                "too many requests from this address are having their credentials checked at once (at most {}, the unauthenticated burst)",
-                quota.burst
-            ),
-            1,
-            "unauthenticated",
-        );
-        RateLimitState {
-            policy: "unauthenticated",
-            quota: quota.burst,
-            window_secs: quota.window_secs(),
-            remaining: 0,
-            reset_secs: 1,
-        }
-        .apply(&mut rejection.headers);
-        Err(Box::new(rejection))
-    }
-
-    /// Requests of `ip` in authentication now.
-    pub fn in_authentication(&self, ip: IpAddr) -> u32 {
-        self.inner.sources.as_ref().map_or(0, |s| {
-            s.in_authentication(SourceLimiter::key(&self.inner.buckets, ip))
-        })
     }
 
     /// After a request from `ip` failed authentication (or had no credentials).

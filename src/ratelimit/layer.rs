@@ -4,7 +4,7 @@
 //! | layer | refuses | with |
 //! |---|---|---|
 //! | [`LoadShedLayer`] | a request that is not long-running while the global in-flight cap is full; its place ([`SharedPlace`], a request extension) is held while the answer is read from the upstream — the forwarder gives it back when the upstream body ended or was dropped; the proxy's own refusal at once, its other answers with their last frame — not while a client that grants no HTTP/2 window keeps hyper waiting | 503 + `Retry-After` (`Refusal::Overloaded`) |
-//! | [`SourceBlockLayer`] | any request from an address that keeps failing authentication, before any signature work, and one beyond the `unauthenticated` burst of requests of that address in authentication at once; counts every 401 from below | 429 + `Retry-After` (`Refusal::SourceBlocked`) |
+//! | [`SourceBlockLayer`] | any request from an address that keeps failing authentication, before any signature work; counts every 401 from below | 429 + `Retry-After` (`Refusal::SourceBlocked`) |
 //! | [`RateLimitLayer`] | an identity over its read/write bucket or stream cap (or the Redis backend down with `deny`); adds `RateLimit-Policy` / `RateLimit` headers; a stream permit rides with the response ([`HoldWhileStreaming`]) | 429 / 503 + `Retry-After` (`Refusal::RateLimited`) |
 
 use std::{
@@ -134,23 +134,26 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> ResponseFuture {
+    fn call(&mut self, req: Request<B>) -> ResponseFuture {
         let (Some(limiter), Some(peer)) = (self.limiter.clone(), service::conn(&req)) else {
             return service::boxed(self.inner.call(req));
         };
         let ip = peer.peer.ip();
-        match limiter.source_admit(ip) {
-            Err(rejection) => {
-                return service::ready(Refusal::SourceBlocked(rejection).respond());
-            }
-            Ok(Some(pending)) => {
-                req.extensions_mut()
-                    .insert(service::HeldUntilAuthenticated(Arc::new(pending)));
-            }
-            Ok(None) => {}
+        if let Some(rejection) = limiter.source_blocked(ip) {
+            return service::ready(Refusal::SourceBlocked(Box::new(rejection)).respond());
         }
         let inner = self.inner.call(req);
         service::boxed(async move {
+            // Again when the request runs: hyper's HTTP/2 server calls the service for every
+            // stream that arrived together before it runs any of them, so a flood sent at
+            // once would all pass the check above before the first failure was charged.
+            // Here each request is checked after the ones run before it have been charged
+            // (authentication does its signature work without yielding), so a flood costs
+            // about `burst` signature checks (one more per worker thread) before the block.
+            if let Some(rejection) = limiter.source_blocked(ip) {
+                drop(inner);
+                return Ok(Refusal::SourceBlocked(Box::new(rejection)).respond());
+            }
             let resp = inner.await?;
             if resp
                 .extensions()
@@ -369,43 +372,54 @@ mod tests {
         assert_eq!(other.status(), 401, "only the failing address is blocked");
     }
 
-    /// Failures are charged when authentication answers: a flood sent all at once would all
-    /// be inside authentication before the first was charged. At most the burst are let in
-    /// at once; the others get 429 `Retry-After: 1` without a signature check.
+    /// hyper's HTTP/2 server calls the service for every stream that arrived together, then
+    /// runs them. A flood of bad credentials sent at once reaches authentication only until
+    /// the burst is spent — not every stream, as when the address was only checked in
+    /// `call` — while good credentials sent at once are never refused by this limit.
     #[tokio::test]
-    async fn a_concurrent_flood_reaches_authentication_at_most_burst_at_a_time() {
+    async fn a_flood_called_at_once_reaches_authentication_only_until_the_burst_is_spent() {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let reached = Arc::new(AtomicUsize::new(0));
         let counted = reached.clone();
-        // Authentication as the authn layer does it: decide (slowly, as a signature check
-        // or a key fetch may), let go of what was held for it, answer 401.
-        let slow_authn = tower::service_fn(move |mut req: Request<TestBody>| {
-            counted.fetch_add(1, Ordering::SeqCst);
+        let failing_authn = tower::service_fn(move |_req: Request<TestBody>| {
+            let counted = counted.clone();
             async move {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                drop(
-                    req.extensions_mut()
-                        .remove::<service::HeldUntilAuthenticated>(),
-                );
+                counted.fetch_add(1, Ordering::SeqCst);
                 Ok::<_, Infallible>(
                     Refusal::Unauthenticated(crate::authn::request::Failure::NoCredentials)
                         .respond(),
                 )
             }
         });
-        let l = limiter("unauthenticated: {rate: 1/m, burst: 2}");
-        let svc = SourceBlockLayer::new(Some(l.clone())).layer(slow_authn);
-        let flood = (0..50).map(|_| send(svc.clone(), request("GET", "/api")));
-        let codes: Vec<u16> = futures_util::future::join_all(flood)
+        let mut svc =
+            SourceBlockLayer::new(Some(limiter("unauthenticated: {rate: 1/m, burst: 2}")))
+                .layer(failing_authn);
+        // Every call first, then every future run: as hyper does with the streams of a read.
+        let called: Vec<_> = (0..50)
+            .map(|_| Service::call(&mut svc, request("GET", "/api")))
+            .collect();
+        assert_eq!(reached.load(Ordering::SeqCst), 0, "nothing ran in `call`");
+        let codes: Vec<u16> = futures_util::future::join_all(called)
             .await
             .iter()
-            .map(|r| r.status().as_u16())
+            .map(|r| r.as_ref().unwrap().status().as_u16())
             .collect();
         assert_eq!(reached.load(Ordering::SeqCst), 2, "{codes:?}");
-        assert_eq!(codes.iter().filter(|&&c| c == 401).count(), 2);
         assert_eq!(codes.iter().filter(|&&c| c == 429).count(), 48);
-        let ip = "192.0.2.1".parse().unwrap();
-        assert_eq!(l.in_authentication(ip), 0, "every place given back");
+
+        // Good credentials, called at once the same way: none refused.
+        let ok = tower::service_fn(|_req: Request<TestBody>| async {
+            Ok::<_, Infallible>(Response::new(body::full(bytes::Bytes::from_static(b"ok"))))
+        });
+        let mut svc =
+            SourceBlockLayer::new(Some(limiter("unauthenticated: {rate: 1/m, burst: 2}")))
+                .layer(ok);
+        let called: Vec<_> = (0..50)
+            .map(|_| Service::call(&mut svc, request("GET", "/api")))
+            .collect();
+        for resp in futures_util::future::join_all(called).await {
+            assert_eq!(resp.unwrap().status(), 200);
+        }
     }
 
     #[tokio::test]

@@ -7,10 +7,6 @@
 //! without the signature check this limit exists to avoid. Successful authentications spend
 //! nothing, so a NAT full of good clients is only blocked by its bad ones.
 //!
-//! At most `burst` requests of one address are authenticated at once (429 with `Retry-After: 1`
-//! beyond): as many as it may fail before being blocked, so a flood sent all at once, over
-//! many streams and connections, costs at most that many signature checks before the block.
-//!
 //! Addresses are grouped as IPv4 /32 and IPv6 /64 (IPv4-mapped IPv6 counts as IPv4): one host
 //! usually owns a whole /64 and could otherwise rotate addresses. Limits are per replica.
 
@@ -28,8 +24,6 @@ pub struct SourceLimiter {
     bucket: Keyed,
     /// key → limiter-clock nanoseconds until which the address is blocked.
     blocked: DashMap<u64, u64, PreHashedState>,
-    /// key → requests from the address being authenticated now (only while any are).
-    pending: DashMap<u64, u32, PreHashedState>,
     clock: LimiterClock,
 }
 
@@ -39,7 +33,6 @@ impl SourceLimiter {
             quota,
             bucket: keyed(quota, &clock),
             blocked: DashMap::with_hasher(PreHashedState::default()),
-            pending: DashMap::with_hasher(PreHashedState::default()),
             clock,
         }
     }
@@ -94,32 +87,6 @@ impl SourceLimiter {
                 Some(wait)
             }
         }
-    }
-
-    /// Count one more request of `key` in authentication, unless `burst` already are (`false`).
-    /// A failure is charged when authentication answers, so without this cap every request an
-    /// address had in authentication when it was blocked — up to its connections times their
-    /// streams — would still get its signature checked.
-    pub fn begin(&self, key: u64) -> bool {
-        let mut n = self.pending.entry(key).or_insert(0);
-        if *n >= self.quota.burst {
-            return false;
-        }
-        *n += 1;
-        true
-    }
-
-    /// One request of `key` is out of authentication.
-    pub fn end(&self, key: u64) {
-        if let Some(mut n) = self.pending.get_mut(&key) {
-            *n = n.saturating_sub(1);
-        }
-        self.pending.remove_if(&key, |_, n| *n == 0);
-    }
-
-    /// Requests of `key` in authentication now.
-    pub fn in_authentication(&self, key: u64) -> u32 {
-        self.pending.get(&key).map_or(0, |n| *n)
     }
 
     fn block(&self, key: u64, wait: Duration) {

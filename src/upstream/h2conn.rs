@@ -316,9 +316,12 @@ impl http_body::Body for RecvBody {
                 Poll::Ready(Some(Err(err))) => {
                     this.ended = true;
                     // RFC 9113 §8.1: a reset with NO_ERROR after the response means "stop
-                    // sending the request", not a failed response.
+                    // sending the request", not a failed response — unless bytes its
+                    // `Content-Length` announced are missing: then the answer was cut short
+                    // and must not look complete.
+                    let short = this.remaining.is_some_and(|left| left > 0);
                     return Poll::Ready(match err.reason() {
-                        Some(Reason::NO_ERROR) => None,
+                        Some(Reason::NO_ERROR) if !short => None,
                         _ => Some(Err(err.into())),
                     });
                 }

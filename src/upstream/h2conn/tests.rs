@@ -117,15 +117,24 @@ async fn a_body_bigger_than_the_window_arrives_whole_with_its_length() {
     assert_eq!(resp.status(), StatusCode::CREATED);
 }
 
-/// An answer of one data frame, then a reset with `reason` once the client has read it.
-async fn reset_after_first_frame(reason: h2::Reason) -> Vec<Result<Bytes, ()>> {
+/// An answer of one data frame (announcing `content_length`, if given), then a reset with
+/// `reason` once the client has read it.
+async fn reset_after_first_frame(
+    reason: h2::Reason,
+    content_length: Option<u64>,
+) -> Vec<Result<Bytes, ()>> {
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
     let go = Arc::new(std::sync::Mutex::new(Some(go_rx)));
     let conn = pair(move |_req, mut respond| {
         let go = go.lock().unwrap().take();
         async move {
-            let resp = Response::builder().status(200).body(()).unwrap();
-            let mut tx = respond.send_response(resp, false).unwrap();
+            let mut resp = Response::builder().status(200);
+            if let Some(len) = content_length {
+                resp = resp.header("content-length", len);
+            }
+            let mut tx = respond
+                .send_response(resp.body(()).unwrap(), false)
+                .unwrap();
             tx.send_data(Bytes::from_static(b"partial"), false).unwrap();
             if let Some(go) = go {
                 let _ = go.await;
@@ -156,13 +165,23 @@ async fn reset_after_first_frame(reason: h2::Reason) -> Vec<Result<Bytes, ()>> {
 
 #[tokio::test]
 async fn a_reset_with_no_error_after_the_answer_ends_the_body_cleanly() {
-    let seen = reset_after_first_frame(h2::Reason::NO_ERROR).await;
+    let seen = reset_after_first_frame(h2::Reason::NO_ERROR, None).await;
     assert_eq!(seen, vec![Ok(Bytes::from_static(b"partial"))]);
+}
+
+/// ...but not when bytes its `Content-Length` announced are missing: the answer was cut
+/// short and must not look complete.
+#[tokio::test]
+async fn a_reset_with_no_error_short_of_the_content_length_fails_the_body() {
+    let seen = reset_after_first_frame(h2::Reason::NO_ERROR, Some(100)).await;
+    assert_eq!(seen, vec![Ok(Bytes::from_static(b"partial")), Err(())]);
+    let whole = reset_after_first_frame(h2::Reason::NO_ERROR, Some(7)).await;
+    assert_eq!(whole, vec![Ok(Bytes::from_static(b"partial"))]);
 }
 
 #[tokio::test]
 async fn a_reset_with_an_error_fails_the_body() {
-    let seen = reset_after_first_frame(h2::Reason::INTERNAL_ERROR).await;
+    let seen = reset_after_first_frame(h2::Reason::INTERNAL_ERROR, None).await;
     assert_eq!(seen, vec![Ok(Bytes::from_static(b"partial")), Err(())]);
 }
 

@@ -172,6 +172,18 @@ async fn silent_upstream_times_out_with_504_but_watches_do_not() {
             .is_err(),
         "a watch was cut by the request timeout"
     );
+    // An upgrade (exec) whose answer never comes is not held for ever either: its 101 or
+    // refusal is the head of an answer like any other.
+    let exec = env.request(
+        common::websocket_get("/api/v1/namespaces/default/pods/p/exec?command=sh&stdout=1"),
+        Some(&env.admin_cert),
+        false,
+    );
+    let resp = tokio::time::timeout(Duration::from_secs(10), exec)
+        .await
+        .expect("an unanswered upgrade was held past the request timeout");
+    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(json(resp.body())["reason"], "Timeout");
     env.stop().await;
 }
 

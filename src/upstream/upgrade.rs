@@ -76,12 +76,24 @@ pub async fn forward(
     let path = parts.uri.path().to_owned();
     let (ep, permit, io) = connect(up).await?;
     prepare_upgrade_request(up, &ep, &mut parts, ob)?;
-    let sent = send_on_fresh_connection(io, parts, body::empty()).await;
+    // The answer to an upgrade (the 101, or a refusal) comes as soon as the API server has
+    // reached the kubelet; one that never comes must not hold the request for ever:
+    // `request_timeout`, as for the head of any other answer, then 504.
+    let sent = tokio::time::timeout(
+        up.request_timeout,
+        send_on_fresh_connection(io, parts, body::empty()),
+    )
+    .await;
     let mut resp = match sent {
-        Ok(resp) => resp,
-        Err(refusal) => {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(refusal)) => {
             report(&ep, permit, super::breaker::Outcome::Failure);
             return Err(refusal);
+        }
+        Err(_) => {
+            tracing::warn!(endpoint = %ep.name, "upstream gave no answer to an upgrade in time");
+            report(&ep, permit, super::breaker::Outcome::Failure);
+            return Err(Refusal::Timeout);
         }
     };
     ep.mark_ok();

@@ -296,7 +296,7 @@ impl Pool {
         if let Some(slot) = self.slot_on_existing() {
             return Ok(Taken::Slot(slot));
         }
-        if self.connections() >= self.settings.max_connections {
+        if self.connections() >= self.settings.max_connections && !self.forget_retired() {
             return Err(None);
         }
         if let Some((at, why)) = &*self
@@ -345,16 +345,8 @@ impl Pool {
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
         let mut idle_kept = false;
         let idle_ms = u64::try_from(self.settings.idle_timeout.as_millis()).unwrap_or(u64::MAX);
-        let limit = self.settings.streams_per_connection;
         conns.retain(|c| {
             if c.h2.is_closed() {
-                return false;
-            }
-            // A full connection is never tried, so a GOAWAY on it would go unseen while its
-            // watches last, and it would keep a place under the connection cap: with every
-            // place so held, each request would be refused busy although a new connection
-            // would be accepted.
-            if c.in_use.load(Ordering::Acquire) >= limit && c.h2.is_retired() {
                 return false;
             }
             // Slots are only taken under this lock, so an idle connection stays idle here.
@@ -367,6 +359,7 @@ impl Pool {
             }
             true
         });
+        let limit = self.settings.streams_per_connection;
         conns.iter().find_map(|c| {
             c.in_use
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -375,6 +368,19 @@ impl Pool {
                 .ok()
                 .map(|_| Slot(c.clone()))
         })
+    }
+
+    /// Forget the connections the API server retired (GOAWAY) while all their streams were
+    /// taken; whether any went. Such a connection is never tried, so its GOAWAY would go
+    /// unseen while its watches last, holding a place under the connection cap: with every
+    /// place so held, each request would be refused busy although a new connection would be
+    /// accepted. Asked only at the cap, so the common path costs nothing; the forgotten
+    /// connection's streams go on (their slots hold it).
+    fn forget_retired(&self) -> bool {
+        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = conns.len();
+        conns.retain(|c| !c.h2.is_retired());
+        conns.len() < before
     }
 
     /// TCP + TLS + the HTTP/2 handshake; the bare TLS stream when ALPN did not choose h2.

@@ -315,15 +315,12 @@ impl http_body::Body for RecvBody {
                 }
                 Poll::Ready(Some(Err(err))) => {
                     this.ended = true;
-                    // RFC 9113 §8.1: a reset with NO_ERROR after the response means "stop
-                    // sending the request", not a failed response — unless bytes its
-                    // `Content-Length` announced are missing: then the answer was cut short
-                    // and must not look complete.
-                    let short = this.remaining.is_some_and(|left| left > 0);
-                    return Poll::Ready(match err.reason() {
-                        Some(Reason::NO_ERROR) if !short => None,
-                        _ => Some(Err(err.into())),
-                    });
+                    // Even a reset with NO_ERROR: RFC 9113 §8.1 allows one after a complete
+                    // response ("stop sending the request"), and h2 then ends the data
+                    // cleanly itself (the stream is closed `ErrorAfterEndStream`); one that
+                    // reaches here came before END_STREAM, so the answer was cut short and
+                    // must not look complete.
+                    return Poll::Ready(Some(Err(err.into())));
                 }
                 Poll::Ready(None) => this.data_done = true,
             }

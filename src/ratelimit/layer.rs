@@ -150,7 +150,9 @@ where
             // Here each request is checked after the ones run before it have been charged
             // (authentication does its signature work without yielding), so a flood costs
             // about `burst` signature checks (one more per worker thread) before the block.
-            if let Some(rejection) = limiter.source_blocked(ip) {
+            // (In shadow mode nothing is refused, and the check above counted it once.)
+            let again = (!limiter.is_shadow()).then(|| limiter.source_blocked(ip));
+            if let Some(rejection) = again.flatten() {
                 drop(inner);
                 return Ok(Refusal::SourceBlocked(Box::new(rejection)).respond());
             }
@@ -420,6 +422,32 @@ mod tests {
         for resp in futures_util::future::join_all(called).await {
             assert_eq!(resp.unwrap().status(), 200);
         }
+    }
+
+    /// Shadow mode refuses nothing and counts each request a block would have refused once
+    /// (the check is made twice, when the request arrives and when it runs).
+    #[tokio::test]
+    async fn shadow_mode_counts_a_blocked_address_once_per_request() {
+        use super::super::metrics::{Class, Outcome};
+        let l = limiter("mode: shadow\nunauthenticated: {rate: 1/m, burst: 1}");
+        let svc = SourceBlockLayer::new(Some(l.clone())).layer(tower::service_fn(
+            |_req: Request<TestBody>| async {
+                Ok::<_, Infallible>(
+                    Refusal::Unauthenticated(crate::authn::request::Failure::NoCredentials)
+                        .respond(),
+                )
+            },
+        ));
+        for _ in 0..3 {
+            assert_eq!(
+                send(svc.clone(), request("GET", "/api")).await.status(),
+                401
+            );
+        }
+        let shadowed = l
+            .metrics()
+            .decisions(Class::Unauthenticated, Outcome::ShadowRejected);
+        assert_eq!(shadowed, 2, "the two requests after the block, once each");
     }
 
     #[tokio::test]

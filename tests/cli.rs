@@ -153,6 +153,32 @@ fn in_cluster_upstream_reads_service_account_files() {
     assert_eq!(problems[0].path, "upstream.in_cluster");
 }
 
+/// `upstream.upgrade_timeout` defaults to the kubelet's 2 minutes, is read when given, and a
+/// zero is an error naming the key.
+#[test]
+fn the_upgrade_timeout_is_read_defaulted_and_checked() {
+    portcullis::server::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = portcullis_sandbox::pki::Ca::new("t").unwrap();
+    let files = portcullis_sandbox::demo::write(
+        dir.path(),
+        &ca,
+        "https://127.0.0.1:1",
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&files.config).unwrap();
+    let with = |line: &str| text.replace("upstream:\n", &format!("upstream:\n  {line}\n"));
+    let load = |t: &str| portcullis::config::load_str(t, dir.path(), &|_| None);
+    let secs = std::time::Duration::from_secs;
+    assert_eq!(load(&text).unwrap().upstream.upgrade_timeout, secs(120));
+    let set = load(&with("upgrade_timeout: 5m")).unwrap();
+    assert_eq!(set.upstream.upgrade_timeout, secs(300));
+    let problems = load(&with("upgrade_timeout: 0s")).unwrap_err();
+    assert_eq!(problems[0].path, "upstream.upgrade_timeout", "{problems:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_starts_and_kubectl_works_against_it() {
     common::require_kubectl();

@@ -142,7 +142,10 @@ async fn silent_upstream_times_out_with_504_but_watches_do_not() {
     })
     .await;
     let env = Env::start_against(ca, sandbox, silent, |c| {
-        *c = c.replace("upstream:\n", "upstream:\n  request_timeout: 300ms\n");
+        *c = c.replace(
+            "upstream:\n",
+            "upstream:\n  request_timeout: 300ms\n  upgrade_timeout: 500ms\n",
+        );
     })
     .await;
     let resp = env
@@ -173,7 +176,7 @@ async fn silent_upstream_times_out_with_504_but_watches_do_not() {
         "a watch was cut by the request timeout"
     );
     // An upgrade (exec) whose answer never comes is not held for ever either: its 101 or
-    // refusal is the head of an answer like any other.
+    // refusal is awaited for `upgrade_timeout`.
     let exec = env.request(
         common::websocket_get("/api/v1/namespaces/default/pods/p/exec?command=sh&stdout=1"),
         Some(&env.admin_cert),

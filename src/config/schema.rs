@@ -180,6 +180,10 @@ pub struct Upstream {
     /// The most a client's `?timeout=` may ask for (default: `request_timeout`).
     #[serde(default)]
     pub max_request_timeout: Option<String>,
+    /// To the API server's answer to an upgrade (exec, attach, port-forward: the 101 or a
+    /// refusal; default `2m`, the kubelet's default runtime request timeout).
+    #[serde(default)]
+    pub upgrade_timeout: Option<String>,
     /// End a long-running response (watch, `logs -f`) that carried no bytes for this long
     /// (default: none, streams live as long as their peers).
     #[serde(default)]

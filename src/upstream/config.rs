@@ -37,6 +37,9 @@ pub enum UpstreamToken {
     File(PathBuf),
 }
 
+/// `upstream.upgrade_timeout` when not set: the kubelet's default `--runtime-request-timeout`,
+/// which bounds the container runtime call an exec or attach waits on before its 101.
+pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(120);
 /// A client certificate chain and its key.
 pub type ClientIdentity = (Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>);
 
@@ -57,6 +60,8 @@ pub struct UpstreamConfig {
     pub request_timeout: Duration,
     /// The cap on a client's `?timeout=`.
     pub max_request_timeout: Duration,
+    /// To the answer to an upgrade (the 101 or a refusal; `upgrade.rs`).
+    pub upgrade_timeout: Duration,
     /// A long-running response that carries no bytes for this long is ended (None: never).
     pub stream_idle_timeout: Option<Duration>,
     /// A response stream whose client read nothing for this long, with its buffer full, is
@@ -88,6 +93,7 @@ impl UpstreamConfig {
             tls_handshake_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(60),
             max_request_timeout: Duration::from_secs(60),
+            upgrade_timeout: DEFAULT_UPGRADE_TIMEOUT,
             stream_idle_timeout: None,
             stalled_stream_timeout: Duration::from_secs(60),
             streams_per_connection: 100,
@@ -130,6 +136,11 @@ pub fn validate(
         "max_request_timeout",
         &u.max_request_timeout,
         request_timeout,
+    );
+    let upgrade_timeout = duration(
+        "upgrade_timeout",
+        &u.upgrade_timeout,
+        DEFAULT_UPGRADE_TIMEOUT,
     );
     let health_interval = duration("health_interval", &u.health_interval, secs(10));
     let token_reload_interval =
@@ -174,6 +185,7 @@ pub fn validate(
         ("tls_handshake_timeout", Some(tls_handshake_timeout)),
         ("request_timeout", Some(request_timeout)),
         ("max_request_timeout", Some(max_request_timeout)),
+        ("upgrade_timeout", Some(upgrade_timeout)),
         ("stream_idle_timeout", stream_idle_timeout),
         ("health_interval", Some(health_interval)),
         // A zero interval would make the token re-read task's timer panic.
@@ -254,6 +266,7 @@ pub fn validate(
         tls_handshake_timeout,
         request_timeout,
         max_request_timeout,
+        upgrade_timeout,
         stream_idle_timeout,
         stalled_stream_timeout,
         streams_per_connection,

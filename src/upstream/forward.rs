@@ -6,8 +6,8 @@
 //! breaks off before answering, 503 `ServiceUnavailable` when every endpoint's circuit breaker
 //! refuses, 504 `Timeout` when a request that is not long-running gets no response head within
 //! its deadline (`deadline.rs`), 503 `UpstreamBusy` when every connection is full at the
-//! cap (`pool.rs`). Which endpoint, fail-over and the breaker: `send.rs`. A long-running body
-//! ends cleanly when its endpoint dies (`stream.rs`). Every body is read inline while its
+//! cap (`pool.rs`). Which endpoint, fail-over and the breaker: `send.rs`. A watch ends
+//! cleanly when its endpoint dies, any other body with an error (`stream.rs`). Every body is read inline while its
 //! client keeps up, through a bounded buffer once it stops, and reset when it stalls
 //! (`pump.rs`). Upgrades go to `upgrade.rs`.
 
@@ -49,7 +49,8 @@ pub struct Outbound<'a> {
     /// long-running answers (a followed log, a log read whole, `proxy`, `/debug/pprof/`) are
     /// files or byte streams whose cut end must stay an error.
     pub ends_cleanly: bool,
-    /// A followed log: with `upstream.stream_idle_timeout` it ends cleanly once idle that long.
+    /// A followed log: with `upstream.stream_idle_timeout` it ends, with an error, once idle
+    /// that long.
     pub follows_log: bool,
     /// Held for as long as the exchange lasts — until the response body ends or, for an
     /// upgrade, until the spliced connection closes (e.g. a concurrent-stream permit).

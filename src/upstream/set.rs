@@ -28,6 +28,8 @@ pub struct Upstream {
     pub(crate) request_timeout: Duration,
     /// The cap on a client's `?timeout=`.
     pub(crate) max_request_timeout: Duration,
+    /// To the answer to an upgrade.
+    pub(crate) upgrade_timeout: Duration,
     /// A long-running response that carries nothing for this long is ended.
     pub(crate) stream_idle_timeout: Option<Duration>,
     /// A response whose client read nothing for this long, its buffer full, is reset.
@@ -64,6 +66,7 @@ impl Upstream {
             endpoints,
             request_timeout: cfg.request_timeout,
             max_request_timeout: cfg.max_request_timeout,
+            upgrade_timeout: cfg.upgrade_timeout,
             stream_idle_timeout: cfg.stream_idle_timeout,
             stalled_stream_timeout: cfg.stalled_stream_timeout,
             budgets: Budgets::default(),

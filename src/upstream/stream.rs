@@ -1,17 +1,18 @@
 //! The body of a long-running response (watch, `logs -f`) on its way to the client.
 //!
-//! When the upstream connection under it breaks (its API server died, was cut off, or reset
-//! the stream), the body ends *cleanly* instead of with an error: a watch is a sequence of
-//! whole events, so client-go's reflector treats a clean end as "watch closed" and watches
-//! again from its last resourceVersion (or re-lists), on whichever endpoint the proxy then
-//! picks; an error mid-stream would instead surface as a broken response. With
-//! `upstream.stream_idle_timeout` set, a stream that carried no frame for that long ends the
-//! same way. Only watches and followed logs are wrapped: a list cut short, a log read whole,
-//! a file through `proxy` or a profile from `/debug/pprof/` must stay an error, never look
-//! complete. A followed log is wrapped only for the idle end: when the upstream breaks under
-//! it, the break stays an error — `kubectl logs -f` does not follow again after a clean end,
-//! it exits 0 as if the container had finished, so a log cut off by a dying API server would
-//! look complete (straight to the API server, kubectl reports the broken stream and exits 1).
+//! A watch whose upstream connection breaks (its API server died, was cut off, or reset the
+//! stream) ends *cleanly* instead of with an error: a watch is a sequence of whole events, so
+//! client-go's reflector treats a clean end as "watch closed" and watches again from its last
+//! resourceVersion (or re-lists), on whichever endpoint the proxy then picks; an error
+//! mid-stream would instead surface as a broken response. With `upstream.stream_idle_timeout`
+//! set, a watch that carried no frame for that long ends the same way.
+//!
+//! A followed log is wrapped only for that idle end, and it ends with an error, as its
+//! upstream break does: `kubectl logs -f` does not follow again after a clean end, it exits 0
+//! as if the container had finished, so a log cut off by a dying API server or by the idle
+//! timeout would look complete (straight to the API server, kubectl reports the broken stream
+//! and exits 1). Nothing else is wrapped: a list cut short, a log read whole, a file through
+//! `proxy` or a profile from `/debug/pprof/` stay errors, never look complete.
 
 use std::{
     future::Future,
@@ -27,9 +28,9 @@ use tokio::time::{Instant, Sleep};
 
 use crate::body::{Body, BoxError};
 
-/// Wrap a long-running response body (see the module doc): it ends after `idle` without a
-/// frame, and when the upstream breaks under it if `break_ends_cleanly` (a watch), else the
-/// break stays the client's error (a followed log).
+/// Wrap a long-running response body (see the module doc): after `idle` without a frame, and
+/// when the upstream breaks under it, it ends cleanly if `break_ends_cleanly` (a watch), else
+/// with an error (a followed log).
 pub fn ending_cleanly(
     inner: Body,
     endpoint: String,
@@ -94,6 +95,9 @@ impl http_body::Body for CleanEnd {
                 if idle {
                     tracing::info!(endpoint = %self.endpoint, "upstream stream idle; ending it");
                     self.done = true;
+                    if !self.break_ends_cleanly {
+                        return Poll::Ready(Some(Err("ended by stream_idle_timeout".into())));
+                    }
                     return Poll::Ready(None);
                 }
                 Poll::Pending
@@ -146,12 +150,15 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_stream_ends_after_the_idle_timeout() {
-        for break_ends_cleanly in [true, false] {
-            let (_tx, inner) = crate::body::channel(1);
-            let idle = Some(Duration::from_millis(50));
-            let body = ending_cleanly(inner, "https://a".into(), idle, break_ends_cleanly);
-            let got = body.collect().await.unwrap().to_bytes();
-            assert!(got.is_empty());
-        }
+        let (_tx, inner) = crate::body::channel(1);
+        let idle = Some(Duration::from_millis(50));
+        let body = ending_cleanly(inner, "https://a".into(), idle, true);
+        let got = body.collect().await.unwrap().to_bytes();
+        assert!(got.is_empty());
+        // A followed log ends too, with an error: a clean end would look like the container
+        // had finished.
+        let (_tx, inner) = crate::body::channel(1);
+        let body = ending_cleanly(inner, "https://a".into(), idle, false);
+        assert!(body.collect().await.is_err());
     }
 }

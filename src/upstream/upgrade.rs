@@ -76,11 +76,12 @@ pub async fn forward(
     let path = parts.uri.path().to_owned();
     let (ep, permit, io) = connect(up).await?;
     prepare_upgrade_request(up, &ep, &mut parts, ob)?;
-    // The answer to an upgrade (the 101, or a refusal) comes as soon as the API server has
-    // reached the kubelet; one that never comes must not hold the request for ever:
-    // `request_timeout`, as for the head of any other answer, then 504.
+    // The answer to an upgrade (the 101, or a refusal) comes once the kubelet has started
+    // the exec or attach in the container runtime (or the backend of a `proxy` answered);
+    // one that never comes must not hold the request and its session permit for ever:
+    // `upgrade_timeout`, then 504.
     let sent = tokio::time::timeout(
-        up.request_timeout,
+        up.upgrade_timeout,
         send_on_fresh_connection(io, parts, body::empty()),
     )
     .await;
@@ -91,8 +92,10 @@ pub async fn forward(
             return Err(refusal);
         }
         Err(_) => {
+            // Neutral for the breaker: the wait is the kubelet's and the container runtime's
+            // (or a proxied backend's), which says nothing of the API server's own health.
             tracing::warn!(endpoint = %ep.name, "upstream gave no answer to an upgrade in time");
-            report(&ep, permit, super::breaker::Outcome::Failure);
+            report(&ep, permit, super::breaker::Outcome::Neutral);
             return Err(Refusal::Timeout);
         }
     };

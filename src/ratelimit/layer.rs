@@ -139,8 +139,12 @@ where
             return service::boxed(self.inner.call(req));
         };
         let ip = peer.peer.ip();
-        if let Some(rejection) = limiter.source_blocked(ip) {
-            return service::ready(Refusal::SourceBlocked(Box::new(rejection)).respond());
+        // (In shadow mode only the check when the request runs counts what would be refused:
+        // that is the one that refuses a flood in enforce mode.)
+        if !limiter.is_shadow() {
+            if let Some(rejection) = limiter.source_blocked(ip) {
+                return service::ready(Refusal::SourceBlocked(Box::new(rejection)).respond());
+            }
         }
         let inner = self.inner.call(req);
         service::boxed(async move {
@@ -150,9 +154,7 @@ where
             // Here each request is checked after the ones run before it have been charged
             // (authentication does its signature work without yielding), so a flood costs
             // about `burst` signature checks (one more per worker thread) before the block.
-            // (In shadow mode nothing is refused, and the check above counted it once.)
-            let again = (!limiter.is_shadow()).then(|| limiter.source_blocked(ip));
-            if let Some(rejection) = again.flatten() {
+            if let Some(rejection) = limiter.source_blocked(ip) {
                 drop(inner);
                 return Ok(Refusal::SourceBlocked(Box::new(rejection)).respond());
             }
@@ -424,8 +426,8 @@ mod tests {
         }
     }
 
-    /// Shadow mode refuses nothing and counts each request a block would have refused once
-    /// (the check is made twice, when the request arrives and when it runs).
+    /// Shadow mode refuses nothing and counts each request a block would have refused once,
+    /// also in a flood called at once.
     #[tokio::test]
     async fn shadow_mode_counts_a_blocked_address_once_per_request() {
         use super::super::metrics::{Class, Outcome};
@@ -444,10 +446,33 @@ mod tests {
                 401
             );
         }
-        let shadowed = l
-            .metrics()
-            .decisions(Class::Unauthenticated, Outcome::ShadowRejected);
-        assert_eq!(shadowed, 2, "the two requests after the block, once each");
+        let shadowed = |l: &RateLimiter| {
+            l.metrics()
+                .decisions(Class::Unauthenticated, Outcome::ShadowRejected)
+        };
+        assert_eq!(
+            shadowed(&l),
+            2,
+            "the two requests after the block, once each"
+        );
+        // A flood called at once, as hyper's HTTP/2 server does: counted as enforce mode
+        // would refuse it (all but the burst), not as passing.
+        let l = limiter("mode: shadow\nunauthenticated: {rate: 1/m, burst: 1}");
+        let mut svc = SourceBlockLayer::new(Some(l.clone())).layer(tower::service_fn(
+            |_req: Request<TestBody>| async {
+                Ok::<_, Infallible>(
+                    Refusal::Unauthenticated(crate::authn::request::Failure::NoCredentials)
+                        .respond(),
+                )
+            },
+        ));
+        let called: Vec<_> = (0..3)
+            .map(|_| Service::call(&mut svc, request("GET", "/api")))
+            .collect();
+        for resp in futures_util::future::join_all(called).await {
+            assert_eq!(resp.unwrap().status(), 401, "shadow mode refuses nothing");
+        }
+        assert_eq!(shadowed(&l), 2);
     }
 
     #[tokio::test]

@@ -296,7 +296,7 @@ impl Pool {
         if let Some(slot) = self.slot_on_existing() {
             return Ok(Taken::Slot(slot));
         }
-        if self.connections() >= self.settings.max_connections && !self.forget_retired() {
+        if !self.room_for_another() {
             return Err(None);
         }
         if let Some((at, why)) = &*self
@@ -370,17 +370,20 @@ impl Pool {
         })
     }
 
-    /// Forget the connections the API server retired (GOAWAY) while all their streams were
-    /// taken; whether any went. Such a connection is never tried, so its GOAWAY would go
-    /// unseen while its watches last, holding a place under the connection cap: with every
-    /// place so held, each request would be refused busy although a new connection would be
-    /// accepted. Asked only at the cap, so the common path costs nothing; the forgotten
-    /// connection's streams go on (their slots hold it).
-    fn forget_retired(&self) -> bool {
+    /// Whether another connection may be opened under the cap. At the cap, the connections
+    /// the API server retired (GOAWAY) while all their streams were taken are forgotten
+    /// first: such a connection is never tried, so its GOAWAY would go unseen while its
+    /// watches last, holding a place under the cap — with every place so held, each request
+    /// would be refused busy although a new connection would be accepted. Looked for only at
+    /// the cap, so the common path costs nothing; a forgotten connection's streams go on
+    /// (their slots hold it).
+    fn room_for_another(&self) -> bool {
+        let max = self.settings.max_connections;
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
-        let before = conns.len();
-        conns.retain(|c| !c.h2.is_retired());
-        conns.len() < before
+        if conns.len() >= max {
+            conns.retain(|c| !c.h2.is_retired());
+        }
+        conns.len() < max
     }
 
     /// TCP + TLS + the HTTP/2 handshake; the bare TLS stream when ALPN did not choose h2.

@@ -284,3 +284,49 @@ async fn answered_keep_alive_pings_keep_the_connection() {
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     assert!(!conn.is_closed(), "PINGs answered: the connection stays");
 }
+
+/// RFC 9113 §8.1: a server may answer a request whose body it does not want in full, then
+/// reset the stream with NO_ERROR ("stop sending"). The answer is complete: its data, queued
+/// unread when the reset arrives, is all read and the body ends cleanly — whether the last
+/// frame was data or the head itself.
+#[tokio::test]
+async fn a_no_error_reset_after_a_complete_answer_to_an_unfinished_upload_ends_cleanly() {
+    for empty in [false, true] {
+        let conn = pair(move |_req, mut respond| async move {
+            // The request body is never read; the answer ends, then the stream is reset.
+            let resp = Response::builder().status(200).body(()).unwrap();
+            if empty {
+                let _ = respond.send_response(resp, true).unwrap();
+            } else {
+                let mut tx = respond.send_response(resp, false).unwrap();
+                tx.send_data(Bytes::from_static(b"whole"), true).unwrap();
+            }
+            // Once the answer is on the wire: h2 drops a stream's frames still queued when
+            // that stream is reset.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            respond.send_reset(h2::Reason::NO_ERROR);
+        })
+        .await;
+        // An upload that never ends (its sender kept alive).
+        let (_upload, upload) = body::channel(1);
+        let req = Request::post("https://upstream.test/upload")
+            .body(upload)
+            .unwrap();
+        let resp = match conn.send(req, ()).await {
+            Ok(r) => r,
+            Err(SendError::Broken(e)) => panic!("no response (empty={empty}): {e:?}"),
+            Err(_) => panic!("no response: unsent"),
+        };
+        // Let the reset arrive while the data is still queued unread.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let got = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            resp.into_body().collect(),
+        )
+        .await
+        .expect("the body neither ended nor failed")
+        .map(|b| b.to_bytes());
+        let want: &[u8] = if empty { b"" } else { b"whole" };
+        assert_eq!(got.as_deref().ok(), Some(want), "empty={empty}: {got:?}");
+    }
+}

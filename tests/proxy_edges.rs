@@ -184,7 +184,7 @@ async fn silent_upstream_times_out_with_504_but_watches_do_not() {
     );
     let resp = tokio::time::timeout(Duration::from_secs(10), exec)
         .await
-        .expect("an unanswered upgrade was held past the request timeout");
+        .expect("an unanswered upgrade was held past upgrade_timeout");
     assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(json(resp.body())["reason"], "Timeout");
     env.stop().await;

@@ -180,8 +180,9 @@ pub struct Upstream {
     /// The most a client's `?timeout=` may ask for (default: `request_timeout`).
     #[serde(default)]
     pub max_request_timeout: Option<String>,
-    /// To the API server's answer to an upgrade (exec, attach, port-forward: the 101 or a
-    /// refusal; default `2m`, the kubelet's default runtime request timeout).
+    /// To the API server's answer to an upgrade (exec, attach, port-forward, a `proxy`
+    /// WebSocket: the 101 or a refusal; default `2m`, the kubelet's default runtime request
+    /// timeout).
     #[serde(default)]
     pub upgrade_timeout: Option<String>,
     /// End a long-running response (watch, `logs -f`) that carried no bytes for this long

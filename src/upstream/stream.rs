@@ -159,6 +159,7 @@ mod tests {
         // had finished.
         let (_tx, inner) = crate::body::channel(1);
         let body = ending_cleanly(inner, "https://a".into(), idle, false);
-        assert!(body.collect().await.is_err());
+        let ended = tokio::time::timeout(Duration::from_secs(10), body.collect()).await;
+        assert!(ended.expect("the idle timer never fired").is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! Certificates for the library's own unit tests (test builds only): a CA, server and client
-//! certificates. The full throwaway PKI of `demo`, `sandbox` and the integration tests is
+//! certificates, and a client-certificate verifier that counts what it verifies. The full
+//! throwaway PKI of `demo`, `sandbox` and the integration tests is
 //! `portcullis_sandbox::pki`; the library cannot depend on that crate, so its unit tests get
 //! this small copy (rcgen is a dev-dependency here).
 
@@ -167,4 +168,63 @@ fn dn(common_name: &str, organizations: &[&str]) -> DistinguishedName {
         dn.push(DnType::OrganizationName, *o);
     }
     dn
+}
+
+/// A client-certificate verifier that counts the chains it verifies, passing them on to
+/// `inner` (the tests of re-verification count how often a chain is verified).
+#[derive(Debug)]
+pub struct CountingVerifier {
+    inner: std::sync::Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    verified: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingVerifier {
+    /// Counting into `verified` (shared, so several verifiers can add to one count).
+    pub fn new(
+        inner: std::sync::Arc<dyn rustls::server::danger::ClientCertVerifier>,
+        verified: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) -> CountingVerifier {
+        CountingVerifier { inner, verified }
+    }
+
+    /// How many chains it has verified.
+    pub fn count(&self) -> usize {
+        self.verified.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for CountingVerifier {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> std::result::Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.verified
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }

@@ -113,6 +113,21 @@ fn check_config_names_an_unknown_key() {
     );
 }
 
+/// The demo's files in `dir` (the config's upstream an unreachable URL), for config tests.
+fn demo_files(
+    dir: &std::path::Path,
+    ca: &portcullis_sandbox::pki::Ca,
+) -> portcullis_sandbox::demo::Files {
+    portcullis_sandbox::demo::write(
+        dir,
+        ca,
+        "https://127.0.0.1:1",
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap()
+}
+
 #[test]
 fn in_cluster_upstream_reads_service_account_files() {
     portcullis::server::tls::install_crypto_provider();
@@ -122,14 +137,7 @@ fn in_cluster_upstream_reads_service_account_files() {
     std::fs::create_dir(&sa).unwrap();
     std::fs::write(sa.join("ca.crt"), &ca.cert.cert_pem).unwrap();
     std::fs::write(sa.join("token"), "sa-token").unwrap();
-    let files = portcullis_sandbox::demo::write(
-        dir.path(),
-        &ca,
-        "https://127.0.0.1:1",
-        "127.0.0.1:0".parse().unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .unwrap();
+    let files = demo_files(dir.path(), &ca);
     let mut text = std::fs::read_to_string(&files.config).unwrap();
     common::replace_upstream_source(&mut text, "  in_cluster: true\n");
     let sa_dir = sa.to_string_lossy().into_owned();
@@ -160,14 +168,7 @@ fn the_upgrade_timeout_is_read_defaulted_and_checked() {
     portcullis::server::tls::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let ca = portcullis_sandbox::pki::Ca::new("t").unwrap();
-    let files = portcullis_sandbox::demo::write(
-        dir.path(),
-        &ca,
-        "https://127.0.0.1:1",
-        "127.0.0.1:0".parse().unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .unwrap();
+    let files = demo_files(dir.path(), &ca);
     let text = std::fs::read_to_string(&files.config).unwrap();
     let with = |line: &str| text.replace("upstream:\n", &format!("upstream:\n  {line}\n"));
     let load = |t: &str| portcullis::config::load_str(t, dir.path(), &|_| None);
@@ -305,14 +306,7 @@ fn weakening_options_need_their_dangerous_acknowledgement() {
     portcullis::server::tls::install_crypto_provider();
     let ca = portcullis_sandbox::pki::Ca::new("test CA").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let files = portcullis_sandbox::demo::write(
-        dir.path(),
-        &ca,
-        "https://127.0.0.1:1",
-        "127.0.0.1:0".parse().unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .unwrap();
+    let files = demo_files(dir.path(), &ca);
     let demo = std::fs::read_to_string(&files.config).unwrap();
     let load = |t: &str| portcullis::config::load_str(t, dir.path(), &|_| None);
     assert!(load(&demo).is_ok(), "the demo acknowledges what it uses");

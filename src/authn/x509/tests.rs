@@ -2,7 +2,7 @@
 //! certificate across configurations (mapped once, verified again after a reload, refused and
 //! cached, an intermediate expiring).
 use super::*;
-use crate::test_pki::Ca;
+use crate::test_pki::{Ca, CountingVerifier};
 
 fn cfg(allow: bool) -> X509Identity {
     X509Identity {
@@ -175,7 +175,7 @@ fn after_a_reload_a_chain_the_new_cas_do_not_trust_is_refused() {
     assert!(first.identity(&conn, &chain, now(), |_| None).is_ok());
 
     let mut other = configuration(&Ca::new("another").unwrap(), "");
-    let counting = Arc::new(Counting(
+    let counting = Arc::new(CountingVerifier::new(
         other.verifier.clone().unwrap(),
         Default::default(),
     ));
@@ -189,7 +189,7 @@ fn after_a_reload_a_chain_the_new_cas_do_not_trust_is_refused() {
     for _ in 0..3 {
         assert_eq!(other.identity(&conn, &chain, now(), |_| None), refused);
     }
-    assert_eq!(counting.1.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(counting.count(), 1);
     // A configuration without client CAs cannot verify it either.
     let none = CertAuth {
         verifier: None,
@@ -200,44 +200,6 @@ fn after_a_reload_a_chain_the_new_cas_do_not_trust_is_refused() {
             .map(|id| id.user.clone()),
         Err(Rejected::NoClientCas)
     );
-}
-
-/// A verifier that counts the chain verifications it passes on.
-#[derive(Debug)]
-struct Counting(Arc<dyn ClientCertVerifier>, std::sync::atomic::AtomicUsize);
-
-impl ClientCertVerifier for Counting {
-    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
-        self.0.root_hint_subjects()
-    }
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
-        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.0.verify_client_cert(end_entity, intermediates, now)
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
 }
 
 /// 1 January of `year`, in Unix seconds.
@@ -458,7 +420,7 @@ fn ambiguous_or_unreadable_names_are_refused() {
 }
 
 /// A configuration trusting every CA of `cas`, its verifier counting its verifications.
-fn bundle(cas: &[&Ca]) -> (CertAuth, Arc<Counting>) {
+fn bundle(cas: &[&Ca]) -> (CertAuth, Arc<CountingVerifier>) {
     use crate::server::tls::{self, ClientAuth, ClientCas};
     tls::install_crypto_provider();
     let client_auth = ClientAuth::Optional(ClientCas {
@@ -466,7 +428,7 @@ fn bundle(cas: &[&Ca]) -> (CertAuth, Arc<Counting>) {
         crls: Vec::new(),
     });
     let server = cas[0].server_cert(&["localhost"]).unwrap();
-    let counting = Arc::new(Counting(
+    let counting = Arc::new(CountingVerifier::new(
         tls::client_verifier(&client_auth).unwrap().unwrap(),
         Default::default(),
     ));
@@ -488,8 +450,8 @@ fn bundle(cas: &[&Ca]) -> (CertAuth, Arc<Counting>) {
 }
 
 /// How many chains `c` has verified.
-fn verified(c: &Counting) -> usize {
-    c.1.load(std::sync::atomic::Ordering::Relaxed)
+fn verified(c: &CountingVerifier) -> usize {
+    c.count()
 }
 
 /// A client CA that expires while a connection it anchored is open refuses that connection

@@ -4,7 +4,7 @@ use super::*;
 use crate::server::tls::{
     client_verifier, install_crypto_provider, server_verifier, ClientAuth, ClientCas,
 };
-use crate::test_pki::Ca;
+use crate::test_pki::{Ca, CountingVerifier};
 use time::{Duration, OffsetDateTime};
 
 /// The verifier of a bundle of `cas` (client certificates required).
@@ -133,47 +133,6 @@ fn a_server_certificate_of_an_expired_ca_is_not_trusted() {
     assert_eq!(verify(&old, now - Duration::days(2)), Ok(()));
 }
 
-/// Counts the chains it verifies, passing them on.
-#[derive(Debug)]
-struct Counting(
-    Arc<dyn ClientCertVerifier>,
-    Arc<std::sync::atomic::AtomicUsize>,
-);
-
-impl ClientCertVerifier for Counting {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.0.root_hint_subjects()
-    }
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.0.verify_client_cert(end_entity, intermediates, now)
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
 /// An `InForce` over `cas` whose inner verifiers count the chains they verify (`verified`)
 /// and whose builds are counted (`builds`).
 fn counted(
@@ -190,7 +149,7 @@ fn counted(
     let build = move |cas: Vec<CertificateDer<'static>>| {
         b.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let inner = crate::server::tls::webpki_client(cas, &[], true)?;
-        Ok(Arc::new(Counting(inner, v.clone())) as Arc<dyn ClientCertVerifier>)
+        Ok(Arc::new(CountingVerifier::new(inner, v.clone())) as Arc<dyn ClientCertVerifier>)
     };
     let anchors = cas
         .iter()

@@ -45,12 +45,8 @@ fn pool_with(ca: &Ca, addr: SocketAddr, settings: PoolSettings) -> Pool {
     Pool::new(Arc::new(cfg), name, addr.to_string(), settings)
 }
 
-/// An HTTP/2 server: `/hang` is never answered, `/upload` is answered at once while its
-/// request body is left unread, anything else gets an empty 200; counts the requests other
-/// than those two. Setting `retire` makes it behave as an API server shutting
-/// down: GOAWAY on every connection (which stays open while it has streams) and no new
-/// connections (the listener is closed).
-async fn server(ca: &Ca) -> (SocketAddr, watch::Sender<bool>, Arc<AtomicUsize>) {
+/// A loopback listener and the TLS acceptor of a server certificate for 127.0.0.1 from `ca`.
+async fn tls_listener(ca: &Ca) -> (TcpListener, tokio_rustls::TlsAcceptor, SocketAddr) {
     tls::install_crypto_provider();
     let leaf = ca.server_cert(&["127.0.0.1"]).unwrap();
     let cfg = tls::server_config(
@@ -59,9 +55,27 @@ async fn server(ca: &Ca) -> (SocketAddr, watch::Sender<bool>, Arc<AtomicUsize>) 
         tls::ClientAuth::None,
     )
     .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    (listener, tokio_rustls::TlsAcceptor::from(cfg), addr)
+}
+
+/// The TLS and HTTP/2 handshakes of an accepted connection (`None` if either fails).
+async fn h2_accept(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+) -> Option<h2::server::Connection<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, Bytes>> {
+    let tls = acceptor.accept(tcp).await.ok()?;
+    h2::server::handshake(tls).await.ok()
+}
+
+/// An HTTP/2 server: `/hang` is never answered, `/upload` is answered at once while its
+/// request body is left unread, anything else gets an empty 200; counts the requests other
+/// than those two. Setting `retire` makes it behave as an API server shutting
+/// down: GOAWAY on every connection (which stays open while it has streams) and no new
+/// connections (the listener is closed).
+async fn server(ca: &Ca) -> (SocketAddr, watch::Sender<bool>, Arc<AtomicUsize>) {
+    let (listener, acceptor, addr) = tls_listener(ca).await;
     let (retire, _) = watch::channel(false);
     let answered = Arc::new(AtomicUsize::new(0));
     let (state, count) = (retire.clone(), answered.clone());
@@ -78,12 +92,7 @@ async fn server(ca: &Ca) -> (SocketAddr, watch::Sender<bool>, Arc<AtomicUsize>) 
             };
             let (acceptor, count, mut rx) = (acceptor.clone(), count.clone(), state.subscribe());
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(mut conn): Result<h2::server::Connection<_, Bytes>, _> =
-                    h2::server::handshake(tls).await
-                else {
+                let Some(mut conn) = h2_accept(&acceptor, tcp).await else {
                     return;
                 };
                 let mut hanging = Vec::new();
@@ -277,17 +286,7 @@ async fn a_request_body_still_sending_after_the_answer_keeps_its_slot() {
 /// accepted — an API server closing old connections (`--goaway-chance`, its idle timeout).
 /// `/hang` is never answered; anything else gets an empty 200.
 async fn retiring_server(ca: &Ca) -> (SocketAddr, watch::Sender<u32>, Arc<AtomicUsize>) {
-    tls::install_crypto_provider();
-    let leaf = ca.server_cert(&["127.0.0.1"]).unwrap();
-    let cfg = tls::server_config(
-        vec![leaf.cert_der.clone()],
-        leaf.key(),
-        tls::ClientAuth::None,
-    )
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, acceptor, addr) = tls_listener(ca).await;
     let (epoch, _) = watch::channel(0u32);
     let accepted = Arc::new(AtomicUsize::new(0));
     let (state, count) = (epoch.clone(), accepted.clone());
@@ -297,12 +296,7 @@ async fn retiring_server(ca: &Ca) -> (SocketAddr, watch::Sender<u32>, Arc<Atomic
             let born = *rx.borrow();
             count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(mut conn): Result<h2::server::Connection<_, Bytes>, _> =
-                    h2::server::handshake(tls).await
-                else {
+                let Some(mut conn) = h2_accept(&acceptor, tcp).await else {
                     return;
                 };
                 let mut hanging = Vec::new();

@@ -14,6 +14,8 @@
 //! - **In-flight count**: shared (counted also without a cap, so a `max_in_flight` added by a
 //!   reload counts the requests already in flight), with the new `max_in_flight` as the cap.
 //! - **Metrics**: the same families (registered once, at start).
+//! - **The eviction schedule**: when the last sweep ran, so the new limiter's sweep comes on
+//!   time instead of a whole `idle_eviction` after the reload.
 //!
 //! The Redis backend is rebuilt (its state lives in Redis, keyed by identity).
 
@@ -30,6 +32,7 @@ pub(super) struct Carried<'a> {
     pub streams: Arc<StreamTable>,
     pub sources: Option<Arc<SourceLimiter>>,
     pub in_flight: InFlight,
+    pub last_sweep: Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
 }
 
 impl<'a> Carried<'a> {
@@ -46,11 +49,16 @@ impl<'a> Carried<'a> {
             Some(p) => p.in_flight.resized(settings.max_in_flight),
             None => InFlight::new(settings.max_in_flight),
         };
+        let last_sweep = match prev {
+            Some(p) => Arc::clone(&p.last_sweep),
+            None => Arc::default(),
+        };
         Carried {
             buckets: prev.map(|p| &p.buckets),
             streams,
             sources,
             in_flight,
+            last_sweep,
         }
     }
 }

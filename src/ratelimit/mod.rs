@@ -81,6 +81,9 @@ struct Inner {
     redis: Option<RedisBackend>,
     metrics: Metrics,
     idle_eviction: Duration,
+    /// When the last eviction sweep ran (shared with the limiters this one replaces and
+    /// is replaced by, `carry.rs`): a sweep task started by a reload keeps the schedule.
+    last_sweep: Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -147,6 +150,7 @@ impl RateLimiter {
                 costs: settings.costs,
                 buckets,
                 streams: c.streams,
+                last_sweep: c.last_sweep,
                 sources,
                 in_flight: c.in_flight,
                 redis,
@@ -181,6 +185,11 @@ impl RateLimiter {
     /// One eviction sweep: drop keys whose buckets are full again (`retain_recent`), expired
     /// source blocks, and shrink the maps. Returns how many keys were evicted.
     pub fn evict_idle(&self) -> usize {
+        *self
+            .inner
+            .last_sweep
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tokio::time::Instant::now());
         let mut evicted = self.inner.buckets.evict_idle();
         if let Some(s) = &self.inner.sources {
             evicted += s.evict_idle();
@@ -193,12 +202,21 @@ impl RateLimiter {
         evicted
     }
 
-    /// Run [`RateLimiter::evict_idle`] every `idle_eviction` until `shutdown`.
+    /// Run [`RateLimiter::evict_idle`] every `idle_eviction` until `shutdown`, the first sweep
+    /// `idle_eviction` after the last one (of this limiter or the one a reload replaced): a
+    /// reload more often than the period would otherwise put every sweep off for ever, and
+    /// the maps of buckets and blocked addresses would only grow.
     pub fn spawn_maintenance(&self, mut shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
             let period = this.inner.idle_eviction;
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            let last = *this
+                .inner
+                .last_sweep
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let first = last.unwrap_or_else(tokio::time::Instant::now) + period;
+            let mut tick = tokio::time::interval_at(first, period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {

@@ -798,3 +798,41 @@ fn check_async_future_is_send() {
     assert_send(&fut);
     drop(fut);
 }
+
+/// A reload replaces the limiter and its eviction task: the new task keeps the schedule (the
+/// first sweep `idle_eviction` after the last one), so reloads more often than the period do
+/// not put every sweep off for ever.
+#[tokio::test(start_paused = true)]
+async fn a_reload_keeps_the_eviction_schedule() {
+    let yaml = "default: {reads: {rate: 1/s, burst: 5}}\nidle_eviction: 10m";
+    let (rl, _clock) = limiter(yaml);
+    let last = |rl: &RateLimiter| {
+        *rl.inner
+            .last_sweep
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    let minutes = |m: u64| Duration::from_secs(60 * m);
+    let start = tokio::time::Instant::now();
+    let (trigger, shutdown) = crate::shutdown::channel();
+    let task = rl.spawn_maintenance(shutdown);
+    tokio::time::sleep(minutes(11)).await;
+    assert_eq!(last(&rl), Some(start + minutes(10)), "the first sweep");
+    // Reloads every 6 minutes: each new limiter's task replaces the old one's.
+    let mut current = rl;
+    let (mut trigger, mut task) = (trigger, task);
+    for _ in 0..3 {
+        tokio::time::sleep(minutes(6)).await;
+        trigger.fire();
+        let _ = task.await;
+        let settings = config::validate(&parse(yaml), "rate_limits").expect("valid config");
+        current = current.reconfigured(settings);
+        let (t, shutdown) = crate::shutdown::channel();
+        trigger = t;
+        task = current.spawn_maintenance(shutdown);
+    }
+    // 11 + 18 = 29 minutes: sweeps were due at 10 and 20 (and 30 is still ahead).
+    assert_eq!(last(&current), Some(start + minutes(20)));
+    trigger.fire();
+    let _ = task.await;
+}

@@ -161,6 +161,10 @@ pub struct KeyStore {
     refresh_interval: Duration,
     unknown_kid_min_interval: Duration,
     counters: Counters,
+    /// When the last fetch started: a refresh task started later (a reload carries this
+    /// store into a new configuration, whose task replaces the old one's) keeps the schedule
+    /// instead of waiting a whole `refresh_interval` again.
+    last_fetch: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl KeyStore {
@@ -184,6 +188,7 @@ impl KeyStore {
             refresh_interval,
             unknown_kid_min_interval,
             counters: Counters::default(),
+            last_fetch: Mutex::new(None),
         }
     }
 
@@ -262,6 +267,8 @@ impl KeyStore {
 
     async fn fetch_and_store(&self) -> Result<(), String> {
         self.counters.fetches.fetch_add(1, Ordering::Relaxed);
+        *self.last_fetch.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(tokio::time::Instant::now());
         let result = match &self.source {
             Source::JwksFile(_) | Source::PemFiles(_) => load_local(&self.source),
             Source::Discovery { .. } | Source::JwksUrl(_) => self.load_remote().await,
@@ -407,7 +414,10 @@ impl KeyStore {
     }
 
     /// Refresh in the background until `shutdown`: immediately (then every 10 s until the
-    /// first success for a remote source), then every `refresh_interval`.
+    /// first success for a remote source), then every `refresh_interval` — counted from the
+    /// store's last fetch, so a task started by a reload keeps the schedule (a reload more
+    /// often than the interval would otherwise put the refresh off for ever, and keys the
+    /// issuer removed would stay trusted).
     pub fn spawn_refresh(self: &Arc<Self>, mut shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
         let store = Arc::clone(self);
         tokio::spawn(async move {
@@ -423,7 +433,7 @@ impl KeyStore {
                         INIT_RETRY.min(store.refresh_interval)
                     }
                 } else {
-                    store.refresh_interval
+                    store.until_due()
                 };
                 tokio::select! {
                     _ = shutdown.wait() => return,
@@ -434,6 +444,17 @@ impl KeyStore {
                 }
             }
         })
+    }
+}
+
+impl KeyStore {
+    /// Time left until the next scheduled refresh: `refresh_interval` after the last fetch.
+    fn until_due(&self) -> Duration {
+        let last = *self.last_fetch.lock().unwrap_or_else(|e| e.into_inner());
+        match last {
+            Some(at) => self.refresh_interval.saturating_sub(at.elapsed()),
+            None => self.refresh_interval,
+        }
     }
 }
 

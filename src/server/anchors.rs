@@ -73,9 +73,7 @@ impl Anchor {
 /// anchors nothing while it is, which an operator would otherwise only learn from refused
 /// handshakes. Called at start and at each reload.
 pub fn warn_out_of_period(bundle: &str, cas: &[CertificateDer<'static>]) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let now = crate::authn::x509::now();
     for a in cas.iter().cloned().map(Anchor::new) {
         if let (false, Some((not_before, not_after))) = (a.in_force(now), a.validity) {
             tracing::warn!(
@@ -128,7 +126,9 @@ impl<V: ?Sized> std::fmt::Debug for InForce<V> {
 }
 
 impl<V: ?Sized> InForce<V> {
-    /// `build` makes the webpki verifier of a set of CAs; it is called here with all of them.
+    /// `build` makes the webpki verifier of a set of CAs; it is called here with all of them,
+    /// so a CA that is no trust anchor at all is refused now, and the subsets built later
+    /// cannot fail on one.
     pub fn new(anchors: Vec<Anchor>, build: Box<Build<V>>) -> Result<InForce<V>> {
         let all = build(anchors.iter().map(|a| a.cert.clone()).collect())?;
         Ok(InForce {

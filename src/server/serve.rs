@@ -328,7 +328,7 @@ impl Conn {
         // Only a weak reference outlives the handshake (see `ConnInfo::accepted_by`).
         let accepted_by = Arc::downgrade(&config);
         // rustls verifies the client's chain during the handshake, so at or after this.
-        let started = unix_now();
+        let started = crate::authn::x509::now();
         let mut tls = {
             let acceptor = TlsAcceptor::from(config);
             let tls = match handshake(&acceptor, tcp, self.peer, &self.opts).await {
@@ -548,13 +548,6 @@ fn tls_conn_info(
         info.verified_at = started;
     }
     Arc::new(info)
-}
-
-/// The system clock in Unix seconds.
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// The handler as a hyper service; each request counts as open on its connection until its

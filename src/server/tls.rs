@@ -188,8 +188,6 @@ pub fn client_verifier(
         ClientAuth::Optional(c) => (c, false),
         ClientAuth::Required(c) => (c, true),
     };
-    // Checked here once, so the subsets `InForce` builds later cannot fail on a CA.
-    root_store(cas.cas.clone())?;
     let crls = cas.crls.clone();
     let anchors: Vec<Anchor> = cas.cas.iter().cloned().map(Anchor::new).collect();
     let build = move |cas: Vec<CertificateDer<'static>>| webpki_client(cas, &crls, required);
@@ -227,7 +225,6 @@ pub(crate) fn webpki_client(
 pub fn server_verifier(
     cas: Vec<CertificateDer<'static>>,
 ) -> Result<Arc<dyn rustls::client::danger::ServerCertVerifier>> {
-    root_store(cas.clone())?;
     let anchors = cas.into_iter().map(Anchor::new).collect();
     let build = |cas: Vec<CertificateDer<'static>>| {
         let verifier =

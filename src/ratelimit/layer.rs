@@ -139,21 +139,16 @@ where
             return service::boxed(self.inner.call(req));
         };
         let ip = peer.peer.ip();
-        // (In shadow mode only the check when the request runs counts what would be refused:
-        // that is the one that refuses a flood in enforce mode.)
-        if !limiter.is_shadow() {
-            if let Some(rejection) = limiter.source_blocked(ip) {
-                return service::ready(Refusal::SourceBlocked(Box::new(rejection)).respond());
-            }
-        }
         let inner = self.inner.call(req);
         service::boxed(async move {
-            // Again when the request runs: hyper's HTTP/2 server calls the service for every
-            // stream that arrived together before it runs any of them, so a flood sent at
-            // once would all pass the check above before the first failure was charged.
-            // Here each request is checked after the ones run before it have been charged
-            // (authentication does its signature work without yielding), so a flood costs
-            // about `burst` signature checks (one more per worker thread) before the block.
+            // Checked when the request runs, not when it is handed in: hyper's HTTP/2 server
+            // calls the service for every stream that arrived together before it runs any of
+            // them, so a flood sent at once would all pass a check made in `call` before the
+            // first failure was charged. Here each request is checked after the ones run
+            // before it have been charged (authentication does its signature work without
+            // yielding), so a flood costs about `burst` signature checks (one more per worker
+            // thread) before the block. (`inner` has done no work yet: authentication runs
+            // in its future.)
             if let Some(rejection) = limiter.source_blocked(ip) {
                 drop(inner);
                 return Ok(Refusal::SourceBlocked(Box::new(rejection)).respond());
@@ -349,15 +344,33 @@ mod tests {
         assert!(admitted(&l), "freed by the forwarder");
     }
 
-    #[tokio::test]
-    async fn an_address_that_keeps_failing_is_refused_before_authentication() {
-        let svc = SourceBlockLayer::new(Some(limiter("unauthenticated: {rate: 1/m, burst: 2}")))
-            .layer(tower::service_fn(|_req: Request<TestBody>| async {
+    /// Authentication that refuses every request (401, no credentials), counting them in
+    /// `reached`.
+    fn failing_authn(
+        reached: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> impl Service<
+        Request<TestBody>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future = impl std::future::Future<Output = Result<Response<Body>, Infallible>> + Send,
+    > + Clone {
+        tower::service_fn(move |_req: Request<TestBody>| {
+            let reached = reached.clone();
+            // Counted when it runs: the layer hands every request in before running any.
+            async move {
+                reached.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 Ok::<_, Infallible>(
                     Refusal::Unauthenticated(crate::authn::request::Failure::NoCredentials)
                         .respond(),
                 )
-            }));
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn an_address_that_keeps_failing_is_refused_before_authentication() {
+        let svc = SourceBlockLayer::new(Some(limiter("unauthenticated: {rate: 1/m, burst: 2}")))
+            .layer(failing_authn(Default::default()));
         let mut codes = Vec::new();
         for _ in 0..3 {
             codes.push(
@@ -384,20 +397,9 @@ mod tests {
     async fn a_flood_called_at_once_reaches_authentication_only_until_the_burst_is_spent() {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let reached = Arc::new(AtomicUsize::new(0));
-        let counted = reached.clone();
-        let failing_authn = tower::service_fn(move |_req: Request<TestBody>| {
-            let counted = counted.clone();
-            async move {
-                counted.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, Infallible>(
-                    Refusal::Unauthenticated(crate::authn::request::Failure::NoCredentials)
-                        .respond(),
-                )
-            }
-        });
         let mut svc =
             SourceBlockLayer::new(Some(limiter("unauthenticated: {rate: 1/m, burst: 2}")))
-                .layer(failing_authn);
+                .layer(failing_authn(reached.clone()));
         // Every call first, then every future run: as hyper does with the streams of a read.
         let called: Vec<_> = (0..50)
             .map(|_| Service::call(&mut svc, request("GET", "/api")))
@@ -432,14 +434,7 @@ mod tests {
     async fn shadow_mode_counts_a_blocked_address_once_per_request() {
         use super::super::metrics::{Class, Outcome};
         let l = limiter("mode: shadow\nunauthenticated: {rate: 1/m, burst: 1}");
-        let svc = SourceBlockLayer::new(Some(l.clone())).layer(tower::service_fn(
-            |_req: Request<TestBody>| async {
-                Ok::<_, Infallible>(
-                    Refusal::Unauthenticated(crate::authn::request::Failure::NoCredentials)
-                        .respond(),
-                )
-            },
-        ));
+        let svc = SourceBlockLayer::new(Some(l.clone())).layer(failing_authn(Default::default()));
         for _ in 0..3 {
             assert_eq!(
                 send(svc.clone(), request("GET", "/api")).await.status(),
@@ -458,14 +453,8 @@ mod tests {
         // A flood called at once, as hyper's HTTP/2 server does: counted as enforce mode
         // would refuse it (all but the burst), not as passing.
         let l = limiter("mode: shadow\nunauthenticated: {rate: 1/m, burst: 1}");
-        let mut svc = SourceBlockLayer::new(Some(l.clone())).layer(tower::service_fn(
-            |_req: Request<TestBody>| async {
-                Ok::<_, Infallible>(
-                    Refusal::Unauthenticated(crate::authn::request::Failure::NoCredentials)
-                        .respond(),
-                )
-            },
-        ));
+        let mut svc =
+            SourceBlockLayer::new(Some(l.clone())).layer(failing_authn(Default::default()));
         let called: Vec<_> = (0..3)
             .map(|_| Service::call(&mut svc, request("GET", "/api")))
             .collect();

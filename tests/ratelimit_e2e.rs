@@ -288,6 +288,7 @@ async fn a_flood_sent_at_once_is_stopped_at_the_burst_and_good_requests_at_once_
     )
     .await;
     assert!(good.iter().all(|&c| c == StatusCode::OK), "{good:?}");
+    env.sandbox.sandbox.clear_recorded();
     let bad = at_once(
         common::h2_sender(env.proxy_addr, &env.ca, None).await,
         Some("not-a-token"),
@@ -306,6 +307,8 @@ async fn a_flood_sent_at_once_is_stopped_at_the_burst_and_good_requests_at_once_
         (3..=5).contains(&checked),
         "{checked} reached authentication: {bad:?}"
     );
+    let seen = env.sandbox.sandbox.recorded();
+    assert!(seen.is_empty(), "the upstream saw the flood: {seen:?}");
     env.stop().await;
 }
 

@@ -425,8 +425,8 @@ async fn a_client_gone_before_the_answer_still_leaves_its_response_complete() {
 }
 
 /// An answer the API server breaks off mid-body: a watch ends cleanly (the client watches
-/// again), but a log — read whole, or followed (`kubectl logs -f` does not follow again after
-/// a clean end: it would exit 0 on a cut log) — keeps its cut end an error for the client,
+/// again), but a log — read whole, or followed (a clean end would read as the log's real
+/// end) — keeps its cut end an error for the client,
 /// never a complete-looking answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_log_read_whole_stays_an_error_while_a_cut_watch_ends_cleanly() {

@@ -265,9 +265,9 @@ pub fn client_config(
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     // A resumed session skips the server's certificate (rustls does not verify it again), so
-    // a session saved while a CA was in force would go on being trusted after it expired;
-    // client-go never resumes either (no `ClientSessionCache`). The proxy's connections to
-    // the API server are pooled and long-lived, so a full handshake costs little.
+    // a session saved while a CA was in force would go on being trusted after it expired.
+    // The proxy's connections to the API server are pooled and long-lived, so a full
+    // handshake costs little.
     config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
 }

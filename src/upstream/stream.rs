@@ -8,10 +8,9 @@
 //! set, a watch that carried no frame for that long ends the same way.
 //!
 //! A followed log is wrapped only for that idle end, and it ends with an error, as its
-//! upstream break does: `kubectl logs -f` does not follow again after a clean end, it exits 0
-//! as if the container had finished, so a log cut off by a dying API server or by the idle
-//! timeout would look complete (straight to the API server, kubectl reports the broken stream
-//! and exits 1). Nothing else is wrapped: a list cut short, a log read whole, a file through
+//! upstream break does: a log has no events to resume from, and a clean end is what its
+//! reader takes for the log's real end (the container finished), so a log cut off by a dying
+//! API server or by the idle timeout would look complete. Nothing else is wrapped: a list cut short, a log read whole, a file through
 //! `proxy` or a profile from `/debug/pprof/` stay errors, never look complete.
 
 use std::{

@@ -213,8 +213,8 @@ fn the_verifier_is_built_again_only_when_a_ca_period_starts_or_ends() {
 }
 
 /// The proxy's client configs never resume a TLS session: a resumed handshake skips the
-/// server's certificate, so a session saved while its CA was in force would outlive the CA
-/// (client-go does not resume either). A second connection is a full handshake.
+/// server's certificate, so a session saved while its CA was in force would outlive the CA.
+/// A second connection is a full handshake.
 #[tokio::test]
 async fn client_configs_never_resume_a_session() {
     use crate::server::tls::{client_config, server_config};

@@ -919,3 +919,193 @@ async fn the_api_servers_401_is_the_proxys_credentials_not_the_callers() {
     );
     env.stop().await;
 }
+
+/// Reads one HTTP/2 frame: the whole frame (header included), its type and stream id.
+async fn read_frame<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> Option<(Vec<u8>, u8, u32)> {
+    use tokio::io::AsyncReadExt;
+    let mut frame = vec![0u8; 9];
+    r.read_exact(&mut frame).await.ok()?;
+    let len = u32::from_be_bytes([0, frame[0], frame[1], frame[2]]) as usize;
+    let stream = u32::from_be_bytes([frame[5], frame[6], frame[7], frame[8]]) & 0x7fff_ffff;
+    let kind = frame[3];
+    frame.resize(9 + len, 0);
+    r.read_exact(&mut frame[9..]).await.ok()?;
+    Some((frame, kind, stream))
+}
+
+/// A relay of HTTP/2 frames, TLS on both sides, between the proxy and a real API server, on
+/// which every connection loses the GOAWAY race after its first request: at the next
+/// request's HEADERS it sends the proxy a GOAWAY naming the streams it passed on as the last
+/// processed, and drops that request and every later new stream — as kube-apiserver (Go's
+/// server) does when it closes a connection (idle, `--goaway-chance`, shutting down) while a
+/// request is already on its way: it ignores streams above its GOAWAY. Counts the requests it
+/// refused so.
+struct GoawayRelay {
+    addr: SocketAddr,
+    refused: Arc<AtomicUsize>,
+}
+
+impl GoawayRelay {
+    async fn start(ca: &portcullis_sandbox::pki::Ca, target: SocketAddr) -> GoawayRelay {
+        let leaf = ca.server_cert(&["localhost", "127.0.0.1"]).unwrap();
+        let mut cfg = (*portcullis::server::tls::server_config(
+            vec![leaf.cert_der.clone()],
+            leaf.key(),
+            portcullis::server::tls::ClientAuth::None,
+        )
+        .unwrap())
+        .clone();
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let refused = Arc::new(AtomicUsize::new(0));
+        let count = refused.clone();
+        let connector =
+            tokio_rustls::TlsConnector::from(Arc::new(common::client_tls(ca, None, &[b"h2"])));
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, count, connector) =
+                    (acceptor.clone(), count.clone(), connector.clone());
+                tokio::spawn(async move {
+                    let Ok(client) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+                    let Ok(tcp) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let Ok(upstream) = connector.connect(name, tcp).await else {
+                        return;
+                    };
+                    Self::relay(client, upstream, count).await;
+                });
+            }
+        });
+        GoawayRelay { addr, refused }
+    }
+
+    async fn relay<C, U>(client: C, upstream: U, refused: Arc<AtomicUsize>)
+    where
+        C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+        U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut from_client, to_client) = tokio::io::split(client);
+        let (mut from_upstream, mut to_upstream) = tokio::io::split(upstream);
+        let to_client = Arc::new(tokio::sync::Mutex::new(to_client));
+        // Frame by frame toward the proxy, so that the GOAWAY goes in between two frames.
+        let down = {
+            let to_client = to_client.clone();
+            tokio::spawn(async move {
+                while let Some((frame, _, _)) = read_frame(&mut from_upstream).await {
+                    if to_client.lock().await.write_all(&frame).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        };
+        let mut preface = [0u8; 24];
+        if from_client.read_exact(&mut preface).await.is_err()
+            || to_upstream.write_all(&preface).await.is_err()
+        {
+            down.abort();
+            return;
+        }
+        const HEADERS: u8 = 1;
+        let (mut requests, mut last, mut cut) = (0, 0u32, None);
+        while let Some((frame, kind, stream)) = read_frame(&mut from_client).await {
+            if kind == HEADERS && cut.is_none() && stream > last {
+                requests += 1;
+                if requests == 1 {
+                    last = stream;
+                } else {
+                    cut = Some(last);
+                    refused.fetch_add(1, Ordering::SeqCst);
+                    let mut goaway = vec![0, 0, 8, 7, 0, 0, 0, 0, 0];
+                    goaway.extend_from_slice(&last.to_be_bytes());
+                    goaway.extend_from_slice(&0u32.to_be_bytes()); // NO_ERROR
+                    let _ = to_client.lock().await.write_all(&goaway).await;
+                }
+            }
+            // Streams above the GOAWAY never reach the API server.
+            if cut.is_some_and(|cut| stream > cut) {
+                continue;
+            }
+            if to_upstream.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+        down.abort();
+    }
+
+    fn refused(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
+    }
+}
+
+/// A request the API server ignored because its GOAWAY crossed it (it never processed it) is
+/// sent again on another connection, as client-go's transport does, instead of failing with a
+/// 502: reads, kubectl's create (a body) and delete, and a raw POST all succeed although
+/// every upstream connection refuses the request after its first, and each write reached the
+/// API server once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_crossed_by_the_api_servers_goaway_are_sent_again_not_failed() {
+    common::require_kubectl();
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let relay = GoawayRelay::start(&ca, sandbox.addr).await;
+    let env = Env::start_against(ca, sandbox, relay.addr, |_| {}).await;
+    let out = env
+        .kubectl(&["create", "configmap", "raced", "--from-literal=k=v"])
+        .await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let out = env
+        .kubectl(&["get", "configmap", "raced", "-o", "jsonpath={.data.k}"])
+        .await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(common::stdout(&out), "v");
+    let body =
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"raw"},"data":{"a":"b"}}"#;
+    for _ in 0..2 {
+        // Twice on one connection to the proxy: the second upstream request of a connection
+        // is the one refused.
+        let req = http::Request::post("https://localhost/api/v1/namespaces/default/configmaps")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap();
+        let resp = env.request(req, Some(&env.admin_cert), true).await;
+        let created = [StatusCode::CREATED, StatusCode::CONFLICT];
+        assert!(
+            created.contains(&resp.status()),
+            "{}: {}",
+            resp.status(),
+            String::from_utf8_lossy(resp.body())
+        );
+    }
+    let out = env.kubectl(&["delete", "configmap", "raced"]).await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(
+        relay.refused() >= 3,
+        "the race was lost {} times: the test did not test it",
+        relay.refused()
+    );
+    let writes: Vec<_> = env
+        .sandbox
+        .sandbox
+        .recorded()
+        .into_iter()
+        .filter(|r| r.method != http::Method::GET && r.path.contains("/configmaps"))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            "POST /api/v1/namespaces/default/configmaps",
+            "POST /api/v1/namespaces/default/configmaps",
+            "POST /api/v1/namespaces/default/configmaps",
+            "DELETE /api/v1/namespaces/default/configmaps/raced",
+        ],
+        "each write reached the API server once"
+    );
+    env.stop().await;
+}

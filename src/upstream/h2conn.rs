@@ -16,6 +16,10 @@
 //! and keep-alive pings (every 30 s, idle or not; no answer within 20 s closes the
 //! connection, failing its streams).
 //!
+//! A stream the API server refused without processing it — above the last stream id of a
+//! GOAWAY that crossed the request, or reset with `REFUSED_STREAM` — gives the request back
+//! to be sent again when the whole of it was in hand (`replay`), as client-go's transport does.
+//!
 //! Callers strip connection-specific headers before sending (`forward.rs` removes every
 //! hop-by-hop header; the proxy's own requests carry none): `h2` refuses a request with one.
 
@@ -35,6 +39,7 @@ use h2::{client::SendRequest, Ping, Reason, RecvStream, SendStream};
 use http::{header::CONTENT_LENGTH, HeaderMap, HeaderValue, Method, Request, Response};
 use http_body::{Body as _, Frame, SizeHint};
 
+use self::replay::Replay;
 use crate::body::{Body, BoxError};
 
 /// hyper's defaults for its HTTP/2 client, kept as they were.
@@ -64,7 +69,8 @@ pub struct H2Conn {
 
 /// Why a request got no response head.
 pub enum SendError {
-    /// The connection is closing or closed and the request was not sent: it comes back.
+    /// The request was not sent (the connection is closing or closed), or the API server
+    /// refused its stream unprocessed (`replay`) and all of it was in hand: it comes back.
     Unsent(Request<Body>),
     /// The stream failed (after it was opened, or the connection broke under it).
     Broken(h2::Error),
@@ -166,18 +172,50 @@ impl H2Conn {
             }
         }
         let eos = body.is_end_stream();
-        let (response, send_stream) = sender.send_request(head, eos).map_err(|err| {
-            // The request was consumed but not sent; the connection is no longer usable.
-            self.closed.store(true, Ordering::Release);
-            SendError::Broken(err)
-        })?;
+        // Kept to send the request again if the API server refuses the stream unprocessed
+        // (`replay`): the head is consumed by h2, and so is a body being sent.
+        let (body, whole) = if eos {
+            (body, Some(Vec::new()))
+        } else {
+            replay::in_hand(body)
+        };
+        let again = whole.map(|body| Replay::of(&head, body));
+        let (response, send_stream) = match sender.send_request(head, eos) {
+            Ok(sent) => sent,
+            Err(err) => {
+                // Consumed but not sent; the connection is no longer usable.
+                self.closed.store(true, Ordering::Release);
+                return Err(match again {
+                    Some(again) => SendError::Unsent(again.request()),
+                    None => SendError::Broken(err),
+                });
+            }
+        };
         if !eos {
             tokio::spawn(async move {
                 pipe(body, send_stream).await;
                 drop(while_open);
             });
         }
-        let resp = response.await.map_err(SendError::Broken)?;
+        let resp = match response.await {
+            Ok(resp) => resp,
+            Err(err) => {
+                if !replay::unprocessed(&err) {
+                    return Err(SendError::Broken(err));
+                }
+                if err.is_go_away() {
+                    // No new stream may be opened on it: the pool must not offer it again.
+                    self.closed.store(true, Ordering::Release);
+                }
+                return Err(match again {
+                    Some(again) => {
+                        tracing::debug!(%err, "the upstream refused the stream unprocessed; the request comes back to be sent again");
+                        SendError::Unsent(again.request())
+                    }
+                    None => SendError::Broken(err),
+                });
+            }
+        };
         let (parts, recv) = resp.into_parts();
         // hyper's size hint, kept: the announced length, or 0 for a stream already ended.
         let remaining =
@@ -349,5 +387,6 @@ impl http_body::Body for RecvBody {
     }
 }
 
+mod replay;
 #[cfg(test)]
 mod tests;

@@ -242,6 +242,8 @@ impl Pool {
         let mut req = req;
         // A connection that closed between the slot being taken and the stream being opened
         // (GOAWAY, idle close) gave the request back unsent and is forgotten: try the next.
+        // So did a stream the API server refused unprocessed (`h2conn::replay`): a GOAWAY that
+        // crossed the request retires its connection too; a `REFUSED_STREAM` does not.
         // An API server shutting down retires every connection at once, so as many tries as
         // there can be connections, and one for a new one.
         for _ in 0..=self.settings.max_connections {
@@ -269,7 +271,7 @@ impl Pool {
                 // The slot is held until the response body ends or is dropped.
                 Ok(resp) => return Ok(resp.map(|recv| body::hold(recv, slot))),
                 Err(SendError::Unsent(unsent)) => {
-                    tracing::debug!(endpoint = %self.host_port, "upstream connection closing before the request went out; retrying on another");
+                    tracing::debug!(endpoint = %self.host_port, "upstream connection closing before the request went out, or its stream refused unprocessed; sending it again");
                     req = unsent;
                 }
                 Err(SendError::Broken(err)) => return Err(PoolError::Broken(err)),

@@ -9,7 +9,9 @@
 //! API server and is never replayed. A request that was not sent at all (no connection to the
 //! endpoint could be opened, or each one was closing, e.g. after the API server's GOAWAY:
 //! [`PoolError::NotSent`]) goes on to the next endpoint whatever its method, its body
-//! untouched. The deadline covers all attempts; running out of it is a
+//! untouched; a request whose stream the API server refused unprocessed (a GOAWAY that crossed
+//! it, `REFUSED_STREAM`: `h2conn::replay`) is first sent again by the pool, as client-go's
+//! transport does, when its whole body was in hand. The deadline covers all attempts; running out of it is a
 //! 504 and is not retried.
 //!
 //! The breaker learns: a response head with 502 / 503 / 504, a transport error or a timeout is

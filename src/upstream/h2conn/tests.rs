@@ -330,3 +330,190 @@ async fn a_no_error_reset_after_a_complete_answer_to_an_unfinished_upload_ends_c
         assert_eq!(got.as_deref().ok(), Some(want), "empty={empty}: {got:?}");
     }
 }
+
+/// One HTTP/2 frame: its 9-byte header, then `payload`.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut out = vec![len[1], len[2], len[3], kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A GOAWAY frame naming `last` as the last stream processed.
+fn goaway(last: u32, code: u32) -> Vec<u8> {
+    let payload = [last.to_be_bytes(), code.to_be_bytes()].concat();
+    frame(7, 0, 0, &payload)
+}
+
+/// A RST_STREAM frame for `stream`.
+fn reset(stream: u32, code: u32) -> Vec<u8> {
+    frame(3, 0, stream, &code.to_be_bytes())
+}
+
+const NO_ERROR: u32 = 0;
+const INTERNAL_ERROR: u32 = 2;
+const REFUSED_STREAM: u32 = 7;
+
+/// A server speaking raw HTTP/2 frames — `h2`'s own server counts every stream it has read
+/// as processed, so it cannot refuse one unprocessed. It answers the first request's HEADERS
+/// (stream id given) with `answer`'s frames, then reads on until the client goes (or, with
+/// `hang_up`, closes the connection), and reports how many requests (HEADERS frames) it saw.
+async fn raw_server(
+    answer: fn(u32) -> Vec<u8>,
+    hang_up: bool,
+) -> (H2Conn, tokio::task::JoinHandle<usize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (client, mut server) = tokio::io::duplex(1 << 20);
+    let seen = tokio::spawn(async move {
+        let mut preface = [0u8; 24];
+        server.read_exact(&mut preface).await.unwrap();
+        assert_eq!(&preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        // Its SETTINGS (none changed), then each frame of the client's in turn.
+        server.write_all(&frame(4, 0, 0, &[])).await.unwrap();
+        let mut requests = 0;
+        loop {
+            let mut head = [0u8; 9];
+            if server.read_exact(&mut head).await.is_err() {
+                return requests;
+            }
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let (kind, flags) = (head[3], head[4]);
+            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            let mut payload = vec![0u8; len];
+            if server.read_exact(&mut payload).await.is_err() {
+                return requests;
+            }
+            match kind {
+                // The client's SETTINGS (not an ACK): acknowledged.
+                4 if flags & 1 == 0 => server.write_all(&frame(4, 1, 0, &[])).await.unwrap(),
+                1 => {
+                    requests += 1;
+                    if requests == 1 {
+                        server.write_all(&answer(stream)).await.unwrap();
+                        if hang_up {
+                            return requests;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    let conn = H2Conn::handshake(client, 65_535, 65_535, "test".into(), super::KEEP_ALIVE)
+        .await
+        .unwrap();
+    (conn, seen)
+}
+
+/// A write with a body and a header of its own, all in hand (as the sanitize stage leaves it).
+fn write() -> Request<body::Body> {
+    Request::post("https://upstream.test/api/v1/namespaces/a/configmaps")
+        .header("x-kept", "yes")
+        .body(body::full(r#"{"kind":"ConfigMap"}"#))
+        .unwrap()
+}
+
+/// Sends `req` and expects it back unsent, whole: method, path, header and body.
+async fn comes_back_whole(conn: &H2Conn, req: Request<body::Body>, why: &str) {
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let want = match req.method().as_str() {
+        "GET" => &b""[..],
+        _ => &br#"{"kind":"ConfigMap"}"#[..],
+    };
+    let back = match tokio::time::timeout(std::time::Duration::from_secs(5), conn.send(req, ()))
+        .await
+        .expect("no outcome")
+    {
+        Err(SendError::Unsent(back)) => back,
+        Err(SendError::Broken(e)) => panic!("{why}: failed instead of coming back: {e}"),
+        Ok(r) => panic!("{why}: answered {}", r.status()),
+    };
+    assert_eq!(back.method(), method, "{why}");
+    assert_eq!(back.uri(), &uri, "{why}");
+    if method == "POST" {
+        assert_eq!(back.headers()["x-kept"], "yes", "{why}");
+        assert_eq!(back.headers()["content-length"], "20", "{why}");
+    }
+    let got = back.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&got[..], want, "{why}: the body is whole");
+}
+
+#[tokio::test]
+async fn a_request_crossed_by_a_goaway_that_excludes_it_comes_back_whole() {
+    for req in [get("/api/v1/pods"), write()] {
+        // Go's server, shutting down or closing an idle connection: GOAWAY naming the streams
+        // it had read before, not this one, which it ignores.
+        let (conn, seen) =
+            raw_server(|stream| goaway(stream.saturating_sub(2), NO_ERROR), false).await;
+        comes_back_whole(&conn, req, "GOAWAY below the stream").await;
+        assert!(
+            conn.is_closed(),
+            "a connection its server retired is not offered again"
+        );
+        drop(conn);
+        assert_eq!(seen.await.unwrap(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_refused_stream_comes_back_whole_and_its_connection_stays() {
+    for req in [get("/api/v1/pods"), write()] {
+        let (conn, _seen) = raw_server(|stream| reset(stream, REFUSED_STREAM), false).await;
+        comes_back_whole(&conn, req, "REFUSED_STREAM").await;
+        assert!(
+            !conn.is_closed(),
+            "REFUSED_STREAM does not end the connection"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stream_that_may_have_been_processed_is_not_sent_again() {
+    // A GOAWAY covering the stream, then the connection closed under it; a reset with another
+    // reason: the API server may have acted on the request.
+    type Answer = fn(u32) -> Vec<u8>;
+    let processed: [(Answer, bool, &str); 2] = [
+        (
+            |stream| goaway(stream, NO_ERROR),
+            true,
+            "GOAWAY covering the stream, then the end",
+        ),
+        (
+            |stream| reset(stream, INTERNAL_ERROR),
+            false,
+            "INTERNAL_ERROR",
+        ),
+    ];
+    for (answer, hang_up, why) in processed {
+        let (conn, _seen) = raw_server(answer, hang_up).await;
+        match tokio::time::timeout(std::time::Duration::from_secs(5), conn.send(write(), ()))
+            .await
+            .expect("no outcome")
+        {
+            Err(SendError::Broken(_)) => {}
+            Err(SendError::Unsent(_)) => panic!("{why}: sent again"),
+            Ok(r) => panic!("{why}: answered {}", r.status()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_refused_upload_still_arriving_is_not_sent_again() {
+    // The body is still coming from the client: what was sent of it is gone.
+    let (conn, _seen) = raw_server(|stream| reset(stream, REFUSED_STREAM), false).await;
+    let (upload, body) = body::channel(1);
+    upload.send(Bytes::from_static(b"part")).await.unwrap();
+    let req = Request::post("https://upstream.test/upload")
+        .body(body)
+        .unwrap();
+    match tokio::time::timeout(std::time::Duration::from_secs(5), conn.send(req, ()))
+        .await
+        .expect("no outcome")
+    {
+        Err(SendError::Broken(e)) => assert_eq!(e.reason(), Some(h2::Reason::REFUSED_STREAM)),
+        Err(SendError::Unsent(_)) => panic!("a body not in hand came back as if whole"),
+        Ok(r) => panic!("answered {}", r.status()),
+    }
+    drop(upload);
+}

@@ -439,3 +439,96 @@ async fn oversized_request_heads_are_refused_before_the_upstream() {
     assert_eq!(upstream_requests(&env), 2);
     env.stop().await;
 }
+
+/// kube-apiserver's `UnauthenticatedHTTP2DOSMitigation`: an HTTP/2 request that fails
+/// authentication gets its 401 and the connection is then closed (GOAWAY, then closed after
+/// `shutdown.grace`), so a client that grants no flow-control window cannot keep the answers to
+/// its unauthenticated streams pending for as long as it answers pings. Authenticated HTTP/2
+/// connections and HTTP/1.1 keep-alive (as kube-apiserver) stay open; the upstream saw nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_is_closed_after_a_request_fails_authentication() {
+    // The demo config's `shutdown.grace` is 5 s.
+    let env = Env::start().await;
+    env.sandbox.sandbox.clear_recorded();
+    let tls = common::tls_connect(env.proxy_addr, &env.ca, None, &[b"h2"]).await;
+    let (mut h2c, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(tls)
+        .await
+        .unwrap();
+    let conn_task = tokio::spawn(conn);
+    let mut heads = Vec::new();
+    for _ in 0..20 {
+        let Ok(ready) = h2c.clone().ready().await else {
+            break; // the GOAWAY has arrived
+        };
+        h2c = ready;
+        let req = Request::get("https://localhost/api/v1/namespaces/default/configmaps")
+            .header("authorization", "Bearer not-a-valid-token")
+            .body(())
+            .unwrap();
+        let Ok((resp, _)) = h2c.send_request(req, true) else {
+            break;
+        };
+        heads.push(resp);
+    }
+    let first = tokio::time::timeout(Duration::from_secs(10), heads.remove(0))
+        .await
+        .expect("no answer")
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(20), conn_task)
+            .await
+            .is_ok(),
+        "an HTTP/2 connection whose request failed authentication is still open 20 s later \
+         (its answers held by a window of 0)"
+    );
+    assert!(
+        metric(
+            &env,
+            "portcullis_listener_connections_closed_total{reason=\"unauthenticated\"}"
+        )
+        .await
+            >= 1.0
+    );
+    assert_eq!(
+        upstream_requests(&env),
+        0,
+        "the upstream saw a refused request"
+    );
+
+    // Authenticated HTTP/2: many requests, one connection.
+    let (mut admin, admin_task) = h2_client(&env).await;
+    for _ in 0..5 {
+        let resp = admin.send_request(get("/version")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.into_body().collect().await.unwrap();
+    }
+    // HTTP/1.1 without credentials: two 401s on one keep-alive connection.
+    let mut h1 = common::tls_connect(env.proxy_addr, &env.ca, None, &[b"http/1.1"]).await;
+    for _ in 0..2 {
+        h1.write_all(b"GET /api/v1/namespaces HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let head = common::read_head(&mut h1).await.expect("HTTP/1.1 closed");
+        assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap();
+        // `read_head` may have read some of the body with the head.
+        let (_, already) = head.split_once("\r\n\r\n").unwrap();
+        let mut rest = vec![0u8; len - already.len()];
+        h1.read_exact(&mut rest).await.unwrap();
+    }
+    assert!(
+        !admin_task.is_finished(),
+        "an authenticated HTTP/2 connection was closed"
+    );
+    env.stop().await;
+}

@@ -12,6 +12,12 @@
 //!   connection open for as long as it runs) for `idle_timeout`: HTTP/2 gets a GOAWAY, HTTP/1.1
 //!   is closed between requests. A stuck HTTP/2 header block (HEADERS without END_HEADERS) never
 //!   starts a request, so on a connection with no other request it ends here too.
+//! - **unauthenticated**: an HTTP/2 request failed authentication (401, or 429 for an address
+//!   the failed-credentials limit blocks): the same graceful close, at once. kube-apiserver
+//!   sends GOAWAY after such a request (`UnauthenticatedHTTP2DOSMitigation`, on since 1.29):
+//!   HTTP/2 lets one connection hold many streams cheaply, and a client that never opens its
+//!   flow-control window would otherwise keep the answers to its unauthenticated streams (and
+//!   their memory) pending for as long as it answers pings. The close is bounded by `grace`.
 //! - **shutdown**: the same graceful close; the caller bounds the drain.
 //!
 //! Before hyper's connection exists, [`first_bytes`] waits for the client to speak under the
@@ -45,6 +51,8 @@ struct Activity {
     open: usize,
     started: bool,
     idle_since: Instant,
+    /// A request failed authentication on HTTP/2: close the connection.
+    unauthenticated: bool,
 }
 
 /// What a connection's IO, its requests and its watchdog share. Holds the connection's place
@@ -74,6 +82,7 @@ impl Shared {
                 open: 0,
                 started: false,
                 idle_since: Instant::now(),
+                unauthenticated: false,
             }),
             changed: Notify::new(),
         })
@@ -104,6 +113,12 @@ impl Shared {
             a.started = true;
         });
         RequestGuard(self.clone())
+    }
+
+    /// An HTTP/2 request on the connection failed authentication: the watchdog closes the
+    /// connection gracefully (GOAWAY; its open streams get `grace` to finish).
+    pub fn refused_unauthenticated(&self) {
+        self.update(|a| a.unauthenticated = true);
     }
 }
 
@@ -216,12 +231,25 @@ where
 /// Resolves when the connection should be closed, and why.
 async fn watchdog(shared: &Shared, timeouts: Timeouts) -> Closed {
     let start = shared.activity().idle_since;
-    tokio::time::sleep_until(start + timeouts.preface).await;
+    let preface = tokio::time::sleep_until(start + timeouts.preface);
+    tokio::pin!(preface);
+    loop {
+        if shared.activity().unauthenticated {
+            return Closed::Unauthenticated;
+        }
+        tokio::select! {
+            _ = &mut preface => break,
+            _ = shared.changed.notified() => {}
+        }
+    }
     if !shared.prefaced.load(Ordering::Acquire) && !shared.activity().started {
         return Closed::PrefaceTimeout;
     }
     loop {
         let now = *shared.activity();
+        if now.unauthenticated {
+            return Closed::Unauthenticated;
+        }
         if now.open > 0 {
             shared.changed.notified().await;
             continue;

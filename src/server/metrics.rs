@@ -27,6 +27,9 @@ pub enum Closed {
     HeaderTimeout,
     /// No open request for `listen.idle_timeout`.
     IdleTimeout,
+    /// An HTTP/2 request failed authentication: the connection is closed after it, as
+    /// kube-apiserver does (`UnauthenticatedHTTP2DOSMitigation`).
+    Unauthenticated,
 }
 
 impl Closed {
@@ -36,6 +39,7 @@ impl Closed {
             Closed::PrefaceTimeout => "preface_timeout",
             Closed::HeaderTimeout => "header_read_timeout",
             Closed::IdleTimeout => "idle_timeout",
+            Closed::Unauthenticated => "unauthenticated",
         }
     }
 }

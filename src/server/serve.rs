@@ -566,14 +566,29 @@ where
     H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    hyper::service::service_fn(move |req| {
+    hyper::service::service_fn(move |req: Request<Incoming>| {
         let open = shared.request_started();
+        let h2 = req.version() == http::Version::HTTP_2;
         let fut = handler(req, info.clone());
+        let shared = shared.clone();
         async move {
             let resp = fut.await;
+            if h2 && failed_authentication(&resp) {
+                shared.refused_unauthenticated();
+            }
             Ok::<_, std::convert::Infallible>(resp.map(|b| body::hold(b, open)))
         }
     })
+}
+
+/// Whether `resp` refuses a request that failed authentication: a 401, or the 429 of an
+/// address the failed-credentials limit blocks (both refused by authentication).
+fn failed_authentication(resp: &Response<Body>) -> bool {
+    matches!(resp.status().as_u16(), 401 | 429)
+        && resp
+            .extensions()
+            .get::<crate::refusal::Refused>()
+            .is_some_and(|r| r.by == "authn")
 }
 
 /// TCP keep-alive on an accepted connection, as Go's servers (kube-apiserver's among them)

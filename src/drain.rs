@@ -13,6 +13,12 @@
 //! [`DRAIN_MAX_BYTES`] bytes within [`DRAIN_MAX_TIME`] — so the client finishes its upload and
 //! the stream closes cleanly once the answer is out. Past either bound the body is dropped (the
 //! old reset), so a client cannot make the proxy read without end.
+//!
+//! Not every client finishes: curl 7.88 over HTTP/2 stops uploading once it sees a final answer
+//! of 300 or more and ends its stream at once, shorter than its `Content-Length` — a malformed
+//! request (RFC 9113 §8.1.1) that h2 resets with PROTOCOL_ERROR, dropping whatever of the
+//! answer is still queued. The answer is normally out already (head and body are queued
+//! together); curl reports the error only in the rare turn where the head was written alone.
 
 use std::{
     pin::Pin,

@@ -67,6 +67,16 @@ async fn curl_post(
     )
 }
 
+/// Whether curl's HTTP/2 stream was reset because curl cut its own upload short. curl (7.88)
+/// stops uploading at a final answer of 300 or more and ends its stream at once, shorter than
+/// its Content-Length: RFC 9113 §8.1.1 makes that request malformed, and h2 resets the stream
+/// with PROTOCOL_ERROR, dropping what of the answer is still queued (rarely anything: only
+/// when the head was written alone before curl's END_STREAM was read). The head, checked by
+/// the caller, has reached curl then; the body has not, by curl's doing.
+fn cut_by_a_short_upload(http: &str, ok: bool, err: &str) -> bool {
+    http == "--http2" && !ok && err.contains("PROTOCOL_ERROR")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_early_refusal_reaches_a_client_still_uploading() {
     let env = Env::start().await;
@@ -84,27 +94,32 @@ async fn an_early_refusal_reaches_a_client_still_uploading() {
         env.sandbox.sandbox.clear_recorded();
         // 413: refused on the declared Content-Length, before any byte is read.
         let (ok, out, err) = curl_post(&env, http, Some(&token), path, &big).await;
-        assert!(ok, "{http}: curl failed: {err}\n{out}");
+        let cut = cut_by_a_short_upload(http, ok, &err);
+        assert!(ok || cut, "{http}: curl failed: {err}\n{out}");
         assert!(
             out.starts_with("HTTP/2 413") || out.starts_with("HTTP/1.1 413"),
-            "{http}: {out}"
-        );
-        assert!(
-            out.contains("\"reason\":\"RequestEntityTooLarge\""),
             "{http}: {out}"
         );
         assert!(
             out.contains("cache-control: no-cache, private"),
             "{http}: {out}"
         );
+        assert!(
+            cut || out.contains("\"reason\":\"RequestEntityTooLarge\""),
+            "{http}: {out}"
+        );
         // 401: refused before the body is even looked at.
         let (ok, out, err) = curl_post(&env, http, None, path, &big).await;
-        assert!(ok, "{http}: curl failed: {err}\n{out}");
+        let cut = cut_by_a_short_upload(http, ok, &err);
+        assert!(ok || cut, "{http}: curl failed: {err}\n{out}");
         assert!(
             out.starts_with("HTTP/2 401") || out.starts_with("HTTP/1.1 401"),
             "{http}: {out}"
         );
-        assert!(out.contains("\"reason\":\"Unauthorized\""), "{http}: {out}");
+        assert!(
+            cut || out.contains("\"reason\":\"Unauthorized\""),
+            "{http}: {out}"
+        );
         assert!(writes(&env).is_empty(), "{http}: {:?}", writes(&env));
     }
     env.stop().await;

@@ -76,12 +76,23 @@ async fn can_i_on_a_cluster_scoped_resource_ignores_kubectls_namespace() {
             "{args:?}: {}",
             stderr(&out)
         );
+        let asked = seen(&env, "selfsubjectaccessreviews");
         assert_eq!(
-            seen(&env, "selfsubjectaccessreviews").len(),
+            asked.len(),
             1,
             "{args:?}: the proxy allowed it and asked the API server: {} {}",
             stdout(&out),
             stderr(&out)
+        );
+        // About the same request: the API server's RBAC would otherwise answer for the
+        // namespace kubectl happened to send (RoleBindings there), not for `GET /api/v1/nodes`.
+        let review: Value = serde_json::from_slice(asked[0].body.as_deref().unwrap()).unwrap();
+        let attrs = &review["spec"]["resourceAttributes"];
+        assert_eq!(attrs["resource"], "nodes", "{review}");
+        assert_eq!(
+            attrs["namespace"].as_str().unwrap_or(""),
+            "",
+            "{args:?}: {review}"
         );
     }
     env.stop().await;

@@ -83,6 +83,13 @@ impl Check {
             let path = format!("{key_prefix}.cluster_scoped_resources[{i}]");
             let (resource, group) = r.split_once('.').unwrap_or((r.as_str(), ""));
             match check_resource_pattern(resource) {
+                Ok(()) if super::pattern::builtin_namespaced(group, resource) => self.err(
+                    &path,
+                    format!(
+                        "{r:?} is a built-in namespaced resource: a grant rule without namespaces would cover it in every namespace"
+                    ),
+                    "remove it; list only custom cluster-scoped resources here, and grant namespaced ones with namespaces: [...]",
+                ),
                 Ok(()) if !resource.contains('*') && !resource.is_empty() => {
                     extra_cluster_scoped.push((group.to_owned(), resource.to_owned()))
                 }

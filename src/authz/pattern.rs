@@ -507,6 +507,58 @@ pub fn builtin_cluster_scoped(group: &str, resource: &str) -> bool {
         .any(|(g, r)| *g == group && *r == resource)
 }
 
+/// Built-in namespaced resources (group, resource) of Kubernetes 1.3x: never cluster-scoped,
+/// so `cluster_scoped_resources` may not name them (a grant rule without namespaces would then
+/// cover them in every namespace).
+const NAMESPACED: &[(&str, &str)] = &[
+    ("", "bindings"),
+    ("", "configmaps"),
+    ("", "endpoints"),
+    ("", "events"),
+    ("", "limitranges"),
+    ("", "persistentvolumeclaims"),
+    ("", "pods"),
+    ("", "podtemplates"),
+    ("", "replicationcontrollers"),
+    ("", "resourcequotas"),
+    ("", "secrets"),
+    ("", "serviceaccounts"),
+    ("", "services"),
+    ("apps", "controllerrevisions"),
+    ("apps", "daemonsets"),
+    ("apps", "deployments"),
+    ("apps", "replicasets"),
+    ("apps", "statefulsets"),
+    ("authorization.k8s.io", "localsubjectaccessreviews"),
+    ("autoscaling", "horizontalpodautoscalers"),
+    ("batch", "cronjobs"),
+    ("batch", "jobs"),
+    ("coordination.k8s.io", "leases"),
+    ("discovery.k8s.io", "endpointslices"),
+    ("events.k8s.io", "events"),
+    ("extensions", "daemonsets"),
+    ("extensions", "deployments"),
+    ("extensions", "ingresses"),
+    ("extensions", "networkpolicies"),
+    ("extensions", "replicasets"),
+    ("metrics.k8s.io", "pods"),
+    ("networking.k8s.io", "ingresses"),
+    ("networking.k8s.io", "networkpolicies"),
+    ("policy", "poddisruptionbudgets"),
+    ("rbac.authorization.k8s.io", "rolebindings"),
+    ("rbac.authorization.k8s.io", "roles"),
+    ("resource.k8s.io", "resourceclaims"),
+    ("resource.k8s.io", "resourceclaimtemplates"),
+    ("storage.k8s.io", "csistoragecapacities"),
+];
+
+/// Whether `(group, resource)` is a built-in namespaced resource.
+pub fn builtin_namespaced(group: &str, resource: &str) -> bool {
+    NAMESPACED
+        .iter()
+        .any(|(g, r)| *g == group && *r == resource)
+}
+
 /// Every built-in cluster-scoped resource name, whatever its group.
 pub fn builtin_cluster_scoped_in_any_group(resource: &str) -> bool {
     CLUSTER_SCOPED.iter().any(|(_, r)| *r == resource)

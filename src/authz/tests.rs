@@ -725,3 +725,26 @@ fn forbidden_status_of(
 ) -> crate::k8s::Status {
     crate::refusal::Refusal::Forbidden(Box::new(super::forbidden(id, req, reason))).status()
 }
+
+/// `cluster_scoped_resources` cannot make a built-in namespaced resource cluster-scoped: a
+/// grant rule without namespaces would then cover it in every namespace (all Secrets).
+#[test]
+fn a_builtin_namespaced_resource_cannot_be_declared_cluster_scoped() {
+    for entry in [
+        "secrets",
+        "deployments.apps",
+        "roles.rbac.authorization.k8s.io",
+    ] {
+        let yaml = format!("authorization:\n  cluster_scoped_resources: [{entry}]\n");
+        assert_eq!(
+            problems(&yaml),
+            ["authorization.cluster_scoped_resources[0]"],
+            "{entry}"
+        );
+    }
+    // Custom ones, and built-in cluster-scoped ones newer than the proxy's list, are accepted.
+    for entry in ["clusterwidgets.example.com", "newthings.storage.k8s.io"] {
+        let yaml = format!("authorization:\n  cluster_scoped_resources: [{entry}]\n");
+        assert!(problems(&yaml).is_empty(), "{entry}");
+    }
+}

@@ -88,31 +88,51 @@ pub fn asked_request(spec: &Value) -> Result<RequestInfo, Refusal> {
     Ok(info)
 }
 
-/// The proxy's own decision on an access review's request, taken on the request as the URL
-/// would classify it: kubectl sends its current namespace with every question (also for
-/// nodes, namespaces, `users` to impersonate), where the real request has none — or, for a
-/// namespace object, its own name; and without a version, which a self-review's create has.
-pub fn local_decision(authorizer: &Authorizer, id: &Identity, asked: &RequestInfo) -> Decision {
+/// An access review's request as the URL of the real request would classify it: kubectl
+/// sends its current namespace with every question (also for nodes, namespaces, `users` to
+/// impersonate), where the real request has none — or, for one namespace object (get, update,
+/// patch, delete: its name is in the path), its own name; a list or watch of namespaces (a
+/// name only through a field selector) or a create has none. And without a version, which a
+/// self-review's create has. The proxy decides on this, and asks the API server about this,
+/// so both answer about the same request.
+pub fn as_classified(authorizer: &Authorizer, asked: &RequestInfo) -> RequestInfo {
     let mut asked = asked.clone();
     if asked.is_resource_request {
         if asked.api_group.is_empty() && asked.resource == "namespaces" {
-            asked.namespace = asked.name.clone();
+            let named_in_path = !matches!(
+                asked.verb.as_str(),
+                "list" | "watch" | "deletecollection" | "create"
+            );
+            asked.namespace = if named_in_path {
+                asked.name.clone()
+            } else {
+                String::new()
+            };
         } else if authorizer.is_cluster_scoped(&asked.api_group, &asked.resource) {
             asked.namespace.clear();
         }
         if asked.api_version.is_empty() {
             asked.api_version = "v1".into();
         }
-        if !RESOURCE_VERBS.contains(&asked.verb.as_str()) && asked.verb != "*" {
-            // `bind`, `escalate`, `approve`, `sign`, `use`…: verbs no request carries, which
-            // the API server checks itself (creating a binding, approving a CSR) for the
-            // impersonated caller; the proxy never judges them, so its answer is the API
-            // server's.
-            return Decision {
-                allowed: true,
-                reason: format!("{:?} is not a verb portcullis checks", asked.verb),
-            };
-        }
+    }
+    asked
+}
+
+/// The proxy's own decision on an access review's request, taken on the request as the URL
+/// would classify it ([`as_classified`]).
+pub fn local_decision(authorizer: &Authorizer, id: &Identity, asked: &RequestInfo) -> Decision {
+    let asked = as_classified(authorizer, asked);
+    if asked.is_resource_request
+        && !RESOURCE_VERBS.contains(&asked.verb.as_str())
+        && asked.verb != "*"
+    {
+        // `bind`, `escalate`, `approve`, `sign`, `use`…: verbs no request carries, which the
+        // API server checks itself (creating a binding, approving a CSR) for the impersonated
+        // caller; the proxy never judges them, so its answer is the API server's.
+        return Decision {
+            allowed: true,
+            reason: format!("{:?} is not a verb portcullis checks", asked.verb),
+        };
     }
     let asked = &asked;
     if asked.verb == "impersonate" {
@@ -255,6 +275,29 @@ mod tests {
             json!({"allowed": false, "reason": "portcullis: no grant"})
         );
         assert!(asked_request(&json!({})).is_err());
+    }
+
+    /// A question is taken as the real request's URL classifies it: a namespace object's
+    /// name is its namespace only when the name is in the path; a cluster-scoped resource
+    /// has none, whatever kubectl sent.
+    #[test]
+    fn questions_are_classified_as_their_requests() {
+        let a = crate::authz::tests::authorizer();
+        let ask = |verb: &str, resource: &str, name: &str| {
+            let q = asked_request(&json!({"resourceAttributes": {"namespace": "default",
+                "verb": verb, "resource": resource, "name": name}}))
+            .unwrap();
+            as_classified(&a, &q).namespace
+        };
+        for verb in ["get", "update", "patch", "delete"] {
+            assert_eq!(ask(verb, "namespaces", "team-c"), "team-c", "{verb}");
+        }
+        // `kubectl get ns team-c -w`: a watch of /api/v1/namespaces with a field selector.
+        for verb in ["list", "watch", "deletecollection", "create"] {
+            assert_eq!(ask(verb, "namespaces", "team-c"), "", "{verb}");
+        }
+        assert_eq!(ask("list", "nodes", ""), "");
+        assert_eq!(ask("list", "pods", ""), "default");
     }
 
     /// `can-i impersonate` is the proxy's answer alone, and a reserved extra is never given.

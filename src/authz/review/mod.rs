@@ -196,7 +196,15 @@ impl ReviewLayer {
                 let local = answer::local_decision(&self.authorizer, id, &asked);
                 let upstream = if local.allowed && !answer::answered_locally(&asked) {
                     let ob = caller.outbound(self.trust_forwarded_for, None);
-                    Some(access_review(&self.upstream, Asker::Caller(&ob), &obj["spec"]).await)
+                    // The API server is asked about the request as the URL classifies it, as
+                    // the proxy decided: kubectl's current namespace on a question about a
+                    // cluster-scoped resource would make its RBAC answer for another request.
+                    let mut spec = obj["spec"].clone();
+                    if asked.is_resource_request {
+                        let classified = answer::as_classified(&self.authorizer, &asked);
+                        spec["resourceAttributes"]["namespace"] = json!(classified.namespace);
+                    }
+                    Some(access_review(&self.upstream, Asker::Caller(&ob), &spec).await)
                 } else {
                     None
                 };

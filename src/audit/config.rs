@@ -242,6 +242,8 @@ pub fn build(cfg: &AuditConfig, base: &Path, prefix: &str) -> Result<AuditSettin
         );
     }
     let mut sinks: Vec<ValidSink> = Vec::new();
+    // Each valid sink's index in `audit.sinks` (an invalid one is left out of `sinks`).
+    let mut at: Vec<usize> = Vec::new();
     for (i, s) in cfg.sinks.iter().enumerate() {
         let path = format!("{prefix}.sinks[{i}]");
         if let Some(sink) = sink(&mut p, s, &path, base, &key) {
@@ -253,8 +255,10 @@ pub fn build(cfg: &AuditConfig, base: &Path, prefix: &str) -> Result<AuditSettin
                 );
             }
             sinks.push(sink);
+            at.push(i);
         }
     }
+    overlapping_files(&mut p, &sinks, &at, prefix);
     let sessions = cfg.session_recording.as_ref().map(|s| {
         Arc::new(super::session::config::build(
             &mut p,
@@ -269,6 +273,53 @@ pub fn build(cfg: &AuditConfig, base: &Path, prefix: &str) -> Result<AuditSettin
         sinks,
         sessions,
     }))
+}
+
+/// File sinks must not share files: two sinks on one log would each resume and extend the same
+/// chain (every event twice, with one link: a broken chain) and rotate it from under each
+/// other; a checkpoint copy written into a log (or its `.checkpoints` sidecar) puts lines
+/// there that `verify` refuses. Paths are compared by their components (relative to the
+/// config's folder; `./a.log` is `a.log`), not resolved: one file reached through a link or
+/// `..` under two names is not caught.
+fn overlapping_files(p: &mut Problems, sinks: &[ValidSink], at: &[usize], prefix: &str) {
+    let files: Vec<(usize, &FileSinkConfig)> = sinks
+        .iter()
+        .zip(at)
+        .filter_map(|(s, &i)| match &s.kind {
+            ValidKind::File(f) => Some((i, &**f)),
+            _ => None,
+        })
+        .collect();
+    let sidecar = |f: &FileSinkConfig| {
+        let mut s = f.path.clone().into_os_string();
+        s.push(".checkpoints");
+        std::path::PathBuf::from(s)
+    };
+    for (n, &(i, f)) in files.iter().enumerate() {
+        for &(j, g) in &files[..n] {
+            if f.path == g.path {
+                p.err(
+                    format!("{prefix}.sinks[{i}].file.path"),
+                    format!("{} is also the log of audit.sinks[{j}]", f.path.display()),
+                    "give each file sink its own path",
+                );
+            }
+        }
+        if let Some(copy) = &f.checkpoint_copy {
+            for &(j, g) in &files {
+                if *copy == g.path || *copy == sidecar(g) {
+                    p.err(
+                        format!("{prefix}.sinks[{i}].file.checkpoint_copy"),
+                        format!(
+                            "{} is a file of the log of audit.sinks[{j}]",
+                            copy.display()
+                        ),
+                        "copy checkpoints to a file of their own (or /dev/stderr)",
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// One `audit.sinks[]` entry (at `path`).
@@ -488,6 +539,34 @@ mod tests {
             "policy_file: p.yaml\nsinks: [{file: {path: a.log}}]\n"
         )
         .is_empty());
+        // File sinks sharing a file: one log, or a checkpoint copy into a log or its sidecar.
+        let (private, _, _) = crate::audit::chain::SigningKey::generate().unwrap();
+        std::fs::write(dir.path().join("k.pem"), private).unwrap();
+        let shared = |sinks: &str| {
+            problems(
+                dir.path(),
+                &format!("policy_file: p.yaml\nsigning_key_file: k.pem\nsinks: [{sinks}]\n"),
+            )
+        };
+        for second in ["a.log", "./a.log"] {
+            assert_eq!(
+                shared(&format!(
+                    "{{stdout: {{}}}}, {{file: {{path: a.log}}}}, {{name: b, file: {{path: {second}}}}}"
+                )),
+                ["audit.sinks[2].file.path"],
+                "{second}"
+            );
+        }
+        for copy in ["a.log", "a.log.checkpoints", "b.log"] {
+            assert_eq!(
+                shared(&format!(
+                    "{{file: {{path: a.log}}}}, {{name: b, file: {{path: b.log, checkpoint_copy: {copy}}}}}"
+                )),
+                ["audit.sinks[1].file.checkpoint_copy"],
+                "{copy}"
+            );
+        }
+        assert!(shared("{file: {path: a.log, checkpoint_copy: copies.log}}").is_empty());
         // A kubeconfig the webhook sink would refuse at start is a config error (check-config,
         // reload), not a startup failure without a key path.
         let kc = |server: &str, user: &str| {

@@ -179,30 +179,41 @@ impl Drop for ClientGone {
 /// The event as the request arrived: id, request line, user agent, source addresses.
 fn start<B>(audit: Arc<Audit>, req: &Request<B>, trust_forwarded_for: bool) -> Recorder {
     let mut ips: Vec<String> = Vec::new();
-    // As the API server's `SourceIPs`: the first `X-Forwarded-For` header's entries that are
-    // IPs, then `X-Real-Ip`, then the peer — each unless the same IP is listed already.
+    // As the API server's `SourceIPs` (apimachinery `utilnet.SourceIPs`): every entry of the
+    // first `X-Forwarded-For` header that is an IP, in order, repeats included; then
+    // `X-Real-Ip` unless that IP is listed already; then the peer unless it is already the
+    // *last* entry — so the last one is always the address the proxy saw, the one a client
+    // cannot forge (the audit type's doc: all but the last can be).
     let mut seen: Vec<std::net::IpAddr> = Vec::new();
     if trust_forwarded_for {
-        let mut add = |text: &str| {
-            if let Ok(ip) = text.trim().parse::<std::net::IpAddr>() {
-                let ip = ip.to_canonical();
-                if !seen.contains(&ip) {
-                    seen.push(ip);
-                    ips.push(ip.to_string());
-                }
-            }
+        let ip_of = |text: &str| {
+            text.trim()
+                .parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| ip.to_canonical())
         };
         if let Some(v) = req.headers().get("x-forwarded-for") {
-            String::from_utf8_lossy(v.as_bytes())
+            for ip in String::from_utf8_lossy(v.as_bytes())
                 .split(',')
-                .for_each(&mut add);
+                .filter_map(ip_of)
+            {
+                seen.push(ip);
+                ips.push(ip.to_string());
+            }
         }
-        if let Some(v) = req.headers().get("x-real-ip") {
-            add(&String::from_utf8_lossy(v.as_bytes()));
+        if let Some(ip) = req
+            .headers()
+            .get("x-real-ip")
+            .and_then(|v| ip_of(&String::from_utf8_lossy(v.as_bytes())))
+        {
+            if !seen.contains(&ip) {
+                seen.push(ip);
+                ips.push(ip.to_string());
+            }
         }
     }
     if let Some(conn) = service::conn(req) {
-        if !seen.contains(&conn.peer.ip().to_canonical()) {
+        if seen.last() != Some(&conn.peer.ip().to_canonical()) {
             // The IP's text, written once per connection (formatting it here cost ≈ 1.3 k
             // instructions per request).
             ips.push(match conn.peer_ip.to_str() {

@@ -524,6 +524,13 @@ impl Recorder {
                 .unwrap_or_default()
                 .to_owned()
         };
+        // Bounded as the objects are: any upstream (an aggregated API) can answer a Status
+        // whose details nest deep enough to make the event a line no JSON reader takes.
+        let details = body
+            .get("details")
+            .filter(|d| !d.is_null())
+            .cloned()
+            .and_then(|d| self.within_depth(d, "response-status-details"));
         let rs = self
             .event
             .response_status
@@ -531,7 +538,7 @@ impl Recorder {
         rs.status = text("status");
         rs.message = text("message");
         rs.reason = text("reason");
-        rs.details = body.get("details").filter(|d| !d.is_null()).cloned();
+        rs.details = details;
     }
 }
 
@@ -585,8 +592,16 @@ mod tests {
         );
         r.response_object(deep(101));
         r.request_object(deep(100));
+        r.response_status_from(&json!({"kind": "Status", "apiVersion": "v1",
+            "status": "Failure", "code": 500, "details": deep(126)}));
         let line = serde_json::to_string(&r.event).unwrap();
         let back: Value = serde_json::from_str(&line).expect("the event reads back");
+        assert_eq!(back["responseStatus"]["status"], "Failure");
+        assert!(back["responseStatus"].get("details").is_none());
+        assert_eq!(
+            back["annotations"]["portcullis.io/response-status-details-object-omitted"],
+            "nested deeper than 100 levels"
+        );
         assert!(back.get("responseObject").is_none());
         assert_eq!(
             back["annotations"]["portcullis.io/response-object-omitted"],

@@ -562,8 +562,10 @@ async fn only_an_api_status_fills_response_status_and_never_its_code() {
 }
 
 /// With `trust_forwarded_for`, `sourceIPs` as the API server's `SourceIPs` makes them: the
-/// first `X-Forwarded-For` header's entries that are IPs, then `X-Real-Ip` and the peer unless
-/// the same IP is there already (an IPv4-mapped address is that IPv4 address).
+/// first `X-Forwarded-For` header's entries that are IPs (repeats kept), then `X-Real-Ip`
+/// unless the same IP is there already (an IPv4-mapped address is that IPv4 address), then
+/// the peer unless it is the last entry already: the last is always the peer, which a client
+/// cannot forge.
 #[tokio::test]
 async fn forwarded_source_ips_are_ips_and_the_peer_once() {
     let sink = Memory::default();
@@ -576,7 +578,7 @@ async fn forwarded_source_ips_are_ips_and_the_peer_once() {
     let mut req = request("GET", "/api/v1/configmaps");
     req.headers_mut().append(
         "x-forwarded-for",
-        "10.0.0.9, not-an-ip;rm, 192.0.2.1, 2001:db8:0:0::1"
+        "10.0.0.9, not-an-ip;rm, 192.0.2.1, 2001:db8:0:0::1, 10.0.0.9"
             .parse()
             .unwrap(),
     );
@@ -589,8 +591,22 @@ async fn forwarded_source_ips_are_ips_and_the_peer_once() {
     let e = &sink.wait_for(1).await[0];
     assert_eq!(
         e["sourceIPs"],
-        serde_json::json!(["10.0.0.9", "192.0.2.1", "2001:db8::1"])
+        serde_json::json!([
+            "10.0.0.9",
+            "192.0.2.1",
+            "2001:db8::1",
+            "10.0.0.9",
+            "192.0.2.1"
+        ])
     );
+    // The peer is not repeated when the header already ends with it.
+    let mut req = request("GET", "/api/v1/configmaps");
+    req.headers_mut()
+        .insert("x-forwarded-for", "10.0.0.9, 192.0.2.1".parse().unwrap());
+    let got = svc.call(req).await.unwrap();
+    let _ = got.into_body().collect().await;
+    let e = &sink.wait_for(2).await[1];
+    assert_eq!(e["sourceIPs"], serde_json::json!(["10.0.0.9", "192.0.2.1"]));
 }
 
 /// A panic below the layer is one `Panic` event with what the record holds (its objectRef

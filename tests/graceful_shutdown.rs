@@ -105,20 +105,48 @@ async fn sigterm_run(threads: Option<&str>) {
 }
 
 /// `kubectl exec -i POD -- cat` through the proxy: after SIGTERM the session still echoes
-/// (within `shutdown.grace`, 30 s by default), and the process exits once it has ended.
+/// (within `shutdown.grace`, 30 s by default), and the process exits once it has ended — with
+/// the session's `ResponseComplete` in the audit log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_an_open_exec_session_finish() {
+    exec_through_sigterm(None).await;
+}
+
+/// The same for a recorded session (team-a's recorded grant): its recording is synced after
+/// the client's socket has gone, and its `ResponseComplete`, naming the recording, is still
+/// written before the audit sinks stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_recorded_exec_session_finish_with_its_event() {
+    let sessions = tempfile::tempdir().unwrap();
+    exec_through_sigterm(Some(sessions.path())).await;
+}
+
+/// An exec session open across SIGTERM; recorded into `sessions` when given.
+async fn exec_through_sigterm(sessions: Option<&std::path::Path>) {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     common::require_kubectl();
-    let mut b = common::binary::Binary::start(&[], |_| {}).await;
-    let out = b
-        .kubectl(
-            &b.files.admin_kubeconfig,
-            &["run", "shell", "--image=busybox", "--restart=Never"],
-        )
-        .await;
+    let mut b = common::binary::Binary::start(&[], |c| {
+        if let Some(dir) = sessions {
+            common::session::recording_config(c, dir, "");
+        }
+    })
+    .await;
+    // A recorded session is team-a's, in its namespace (Pod Security restricted).
+    let (who, out) = match sessions {
+        Some(_) => {
+            let file = common::session::shell_pod_file(b.dir.path());
+            let create = ["create", "-n", "team-a", "-f", file.to_str().unwrap()];
+            let out = b.kubectl(&b.files.admin_kubeconfig, &create).await;
+            (b.files.team_a_kubeconfig.clone(), out)
+        }
+        None => {
+            let run = ["run", "shell", "--image=busybox", "--restart=Never"];
+            let out = b.kubectl(&b.files.admin_kubeconfig, &run).await;
+            (b.files.admin_kubeconfig.clone(), out)
+        }
+    };
     assert!(out.status.success(), "{}", common::stderr(&out));
-    let mut exec = common::kubectl_exec_cat(&b.files.admin_kubeconfig, b.dir.path(), "shell");
+    let mut exec = common::kubectl_exec_cat(&who, b.dir.path(), "shell");
     let mut stdin = exec.stdin.take().unwrap();
     let mut lines = BufReader::new(exec.stdout.take().unwrap()).lines();
     let mut echo = async |line: &str| {
@@ -162,5 +190,28 @@ async fn sigterm_lets_an_open_exec_session_finish() {
         .expect("the proxy did not exit after the session ended")
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
+    let log = std::fs::read_to_string(b.files.dir.join("audit.log")).unwrap();
+    let completes: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            e["stage"] == "ResponseComplete"
+                && e["requestURI"]
+                    .as_str()
+                    .is_some_and(|u| u.contains("/pods/shell/exec"))
+        })
+        .collect();
+    assert_eq!(
+        completes.len(),
+        1,
+        "the session's ResponseComplete: {completes:?}"
+    );
+    if sessions.is_some() {
+        assert!(
+            completes[0]["annotations"][common::session::ANNOTATION].is_string(),
+            "{}",
+            completes[0]
+        );
+    }
     b.sandbox.stop().await;
 }

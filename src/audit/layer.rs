@@ -261,7 +261,7 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
         r.status_code(code);
         if let (true, Some(streams)) = (stream_started, &streams) {
             // Emits ResponseComplete from the record as it is when the stream ends.
-            streams.hold(Box::new(CompleteOnDrop(rec.clone())));
+            streams.hold(Box::new(CompleteOnDrop::new(rec.clone(), r)));
         }
         let eval = r.evaluate();
         (

@@ -39,8 +39,10 @@ use serde_json::Value;
 
 use crate::{
     audit::{
-        event::ResponseStatus, sink::Prepared, Attributes, AuditError, Auditor, Event, Level,
-        MicroTime, ObjectNames, ObjectReference, Policy, RuleEvaluation, Stage, UserInfo,
+        event::ResponseStatus,
+        sink::{pending::PendingGuard, Prepared},
+        Attributes, AuditError, Auditor, Event, Level, MicroTime, ObjectNames, ObjectReference,
+        Policy, RuleEvaluation, Stage, UserInfo,
     },
     authn::{identity::Method, Identity},
     k8s::request::RequestInfo,
@@ -545,11 +547,28 @@ impl Recorder {
 /// For a long-running request whose head went out: emits the request's `ResponseComplete`
 /// when dropped (the end of the stream: it is dropped with the response body or the upgrade
 /// splice), with what the record holds then — unless a stalled-stream reset took it first.
-pub struct CompleteOnDrop(pub AuditRecord);
+/// Counted as an event still to come until then, so the auditor's shutdown waits for a stream
+/// that ends while the proxy drains.
+pub struct CompleteOnDrop {
+    rec: AuditRecord,
+    _pending: PendingGuard,
+}
+
+impl CompleteOnDrop {
+    /// For `rec`, whose recorder `locked` the caller holds (locking it again here would
+    /// deadlock).
+    pub fn new(rec: AuditRecord, locked: &Recorder) -> CompleteOnDrop {
+        CompleteOnDrop {
+            rec,
+            _pending: locked.audit.auditor.pending_event(),
+        }
+    }
+}
 
 impl Drop for CompleteOnDrop {
     fn drop(&mut self) {
-        if let Some((auditor, event)) = self.0.with(Recorder::take_complete) {
+        // The detached emit counts itself before this guard goes.
+        if let Some((auditor, event)) = self.rec.with(Recorder::take_complete) {
             auditor.emit_detached(event);
         }
     }

@@ -162,7 +162,16 @@ pub fn casts(dir: &Path) -> Vec<PathBuf> {
 
 /// Pod `shell` in team-a (which enforces Pod Security `restricted`), made by the admin.
 pub async fn make_shell_pod(env: &Env) {
-    let file = env.dir.path().join("shell.json");
+    let file = shell_pod_file(env.dir.path());
+    let out = env
+        .kubectl(&["create", "-n", "team-a", "-f", file.to_str().unwrap()])
+        .await;
+    assert!(out.status.success(), "{}", super::stderr(&out));
+}
+
+/// A pod `shell` that team-a's restricted Pod Security level admits, written in `dir`.
+pub fn shell_pod_file(dir: &Path) -> PathBuf {
+    let file = dir.join("shell.json");
     let pod = serde_json::json!({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "shell"},
         "spec": {
@@ -172,10 +181,7 @@ pub async fn make_shell_pod(env: &Env) {
         }
     });
     std::fs::write(&file, pod.to_string()).unwrap();
-    let out = env
-        .kubectl(&["create", "-n", "team-a", "-f", file.to_str().unwrap()])
-        .await;
-    assert!(out.status.success(), "{}", super::stderr(&out));
+    file
 }
 
 /// Python (after [`python`]'s prelude) for a hand-written WebSocket exec of `cat` in the shell

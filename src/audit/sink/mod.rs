@@ -31,6 +31,7 @@
 
 pub mod file;
 mod outbox;
+pub mod pending;
 pub mod stdout;
 mod thread;
 pub mod webhook;
@@ -45,6 +46,9 @@ use std::{
 };
 
 use tokio::sync::{mpsc, oneshot};
+
+/// Longest wait at shutdown for open streams to end and emit their `ResponseComplete`.
+const OPEN_STREAMS_WAIT: Duration = Duration::from_secs(5);
 
 use super::{
     chain,
@@ -331,6 +335,8 @@ impl SinkHandle {
 pub struct Auditor {
     sinks: Vec<SinkHandle>,
     chained: bool,
+    /// Events still to come from open streams and detached emits ([`pending`]).
+    pending: Arc<pending::Pending>,
 }
 
 impl fmt::Debug for Auditor {
@@ -380,7 +386,11 @@ impl Auditor {
             sink.receiver = receiver;
             sinks.push(sink);
         }
-        Ok(Auditor { sinks, chained })
+        Ok(Auditor {
+            sinks,
+            chained,
+            pending: Arc::default(),
+        })
     }
 
     /// For a reload whose sinks are the running ones (`reload::fixed` refuses any other):
@@ -511,6 +521,12 @@ impl Auditor {
         first_err.map_or(Ok(()), Err)
     }
 
+    /// One more event to come (an open stream's `ResponseComplete`): shutdown waits for it
+    /// until the guard is dropped.
+    pub fn pending_event(&self) -> pending::PendingGuard {
+        self.pending.enter()
+    }
+
     /// Whether events must be prepared with canonical bytes (a file sink is configured).
     pub fn needs_canonical(&self) -> bool {
         self.chained
@@ -521,10 +537,13 @@ impl Auditor {
     pub fn emit_detached(self: &Arc<Self>, event: Event) {
         let me = Arc::clone(self);
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            // Counted until the sinks have it: shutdown waits for it.
+            let pending = self.pending.enter();
             handle.spawn(async move {
                 if let Err(err) = me.emit(event).await {
                     tracing::error!(%err, "audit event lost");
                 }
+                drop(pending);
             });
         } else {
             tracing::error!("audit event lost: no runtime to emit it on");
@@ -537,6 +556,16 @@ impl Auditor {
     /// time is up is logged with what it still held. Later `emit`s fail (strict) or are
     /// counted as failed.
     pub async fn shutdown(&self, timeout: Duration) {
+        // Streams still ending (their `ResponseComplete` is on its way) go first; a stream
+        // still open after the listener's drain (a session outliving `shutdown.grace`) is cut
+        // when the process exits, without its event, as in kube-apiserver.
+        let left = self.pending.settled(timeout.min(OPEN_STREAMS_WAIT)).await;
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "streams still open at shutdown: their ResponseComplete events are not written"
+            );
+        }
         let stops = self.sinks.iter().map(|sink| async move {
             let (tx, rx) = oneshot::channel();
             let finished = tokio::time::timeout(timeout, async {
@@ -583,6 +612,7 @@ impl Auditor {
                 None,
             )],
             chained: false,
+            pending: Arc::default(),
         }
     }
 }

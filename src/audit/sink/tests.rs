@@ -49,6 +49,7 @@ fn mock_auditor(mode: DeliveryMode, mock: Mock) -> Auditor {
             None,
         )],
         chained: false,
+        pending: Arc::default(),
     }
 }
 
@@ -264,6 +265,7 @@ fn inline_auditor<B: LineBackend>(name: &str, shared: Shared<B>) -> (Auditor, Ar
     let a = Auditor {
         sinks: vec![sink],
         chained: false,
+        pending: Arc::default(),
     };
     (a, counters)
 }
@@ -410,4 +412,36 @@ async fn shutdown_of_a_stuck_batch_sink_is_bounded() {
             .load(Ordering::Relaxed),
         0
     );
+}
+
+/// Shutdown waits (bounded) for an open stream's `ResponseComplete`: a stream ending while the
+/// proxy drains — its guard dropped after the listener let go — still has its event written,
+/// instead of an emit refused by sinks already stopped.
+#[tokio::test]
+async fn shutdown_waits_for_an_open_stream_s_event() {
+    let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let a = Arc::new(Auditor::with_backend(
+        DeliveryMode::BlockingStrict,
+        Recording(writes.clone()),
+    ));
+    // A watch or exec session still open when shutdown begins.
+    let open = a.pending_event();
+    let stopping = {
+        let a = a.clone();
+        tokio::spawn(async move { a.shutdown(Duration::from_secs(10)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !stopping.is_finished(),
+        "shutdown did not wait for the stream"
+    );
+    // The stream ends: its event goes out detached, then the stream's guard goes.
+    a.emit_detached(numbered(1));
+    drop(open);
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("shutdown finished once the stream ended")
+        .unwrap();
+    assert_eq!(writes.lock().unwrap().concat(), ["e1"]);
+    assert_eq!(count(&a, |c| &c.events_written), 1);
 }

@@ -30,6 +30,8 @@ async fn identity_and_hop_by_hop_headers_never_reach_upstream() {
         .header("authorization", "Bearer client-token")
         .header("x-remote-group", "system:masters")
         .header("x-remote-user", "root")
+        .header("impersonate_user", "root")
+        .header("x_remote_group", "system:masters")
         .header("audit-id", "forged-id")
         .header("x-forwarded-for", "6.6.6.6")
         .header("x-real-ip", "7.7.7.7")
@@ -52,6 +54,8 @@ async fn identity_and_hop_by_hop_headers_never_reach_upstream() {
         "proxy-authorization",
         "x-remote-group",
         "x-remote-user",
+        "impersonate_user",
+        "x_remote_group",
         "x-real-ip",
         "connection",
     ] {

@@ -51,9 +51,16 @@ fn remove_where(headers: &mut HeaderMap, matches: impl Fn(&HeaderName) -> bool) 
 }
 
 /// Whether a header carries identity a client must never pass upstream: `Authorization`,
-/// `Impersonate-*` (User, Group, Uid, Extra-*), `X-Remote-*` (front-proxy auth), `Audit-ID`.
+/// `Impersonate-*` (User, Group, Uid, Extra-*), `X-Remote-*` (front-proxy auth), `Audit-ID` —
+/// also spelled with `_` for `-` (`Impersonate_User`): Go's server ignores those, but a hop
+/// between the proxy and the API server that treats `_` as `-` (as some proxies and CGI-style
+/// servers do) would turn them into identity headers.
 pub fn is_identity_header(name: &HeaderName) -> bool {
     let n = name.as_str(); // always lower-case in the http crate
+    is_identity_name(n) || (n.contains('_') && is_identity_name(&n.replace('_', "-")))
+}
+
+fn is_identity_name(n: &str) -> bool {
     n == "authorization"
         || n == "audit-id"
         || n.starts_with("impersonate-")
@@ -216,10 +223,17 @@ mod tests {
             ("x-remote-extra-foo", "bar"),
             ("audit-id", "forged"),
             ("user-agent", "kubectl"),
+            ("impersonate_user", "a"),
+            ("impersonate_group", "system:masters"),
+            ("x_remote_user", "root"),
+            ("x-remote_group", "system:masters"),
+            ("audit_id", "forged"),
+            ("x_custom", "kept"),
         ]);
         strip_identity(&mut h);
-        assert_eq!(h.len(), 1);
+        assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h["user-agent"], "kubectl");
+        assert_eq!(h["x_custom"], "kept");
     }
 
     #[test]

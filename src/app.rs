@@ -227,8 +227,17 @@ pub async fn run_with(
         config.serve.clone(),
         move |mut req, conn| {
             req.extensions_mut().insert(conn);
-            // A body a refusal leaves unread is drained, so the client sees the refusal.
-            let req = req.map(crate::drain::DrainOnDrop::new);
+            // A body a refusal leaves unread is drained, so the client sees the refusal —
+            // unless the client has not started sending it (`Expect: 100-continue`).
+            let awaits_continue = req.version() == http::Version::HTTP_11
+                && req
+                    .headers()
+                    .get(http::header::EXPECT)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+            let req = req.map(|body| match awaits_continue {
+                true => crate::drain::DrainOnDrop::awaiting_continue(body),
+                false => crate::drain::DrainOnDrop::new(body),
+            });
             // The configuration in force now serves this request to its end.
             let fut = proxy_live.call(req);
             async move {

@@ -41,6 +41,8 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
 {
     inner: Option<B>,
+    /// An HTTP/1.1 client waiting for `100 Continue` before it sends the body.
+    awaits_continue: bool,
 }
 
 impl<B> DrainOnDrop<B>
@@ -48,7 +50,24 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
 {
     pub fn new(inner: B) -> Self {
-        DrainOnDrop { inner: Some(inner) }
+        DrainOnDrop {
+            inner: Some(inner),
+            awaits_continue: false,
+        }
+    }
+
+    /// For an HTTP/1.1 request with `Expect: 100-continue`: a refusal before the body was
+    /// read drops it without draining. hyper writes `100 Continue` at the body's first read
+    /// when no answer is out yet, and the drain starts before the refusal's head is written:
+    /// the client would be invited to upload everything the proxy already refused (RFC 9110
+    /// §10.1.1 lets a server answer with the final status instead, as kube-apiserver's
+    /// filters do). hyper then closes the connection after the answer, which the client is
+    /// ready for: it has not sent the body.
+    pub fn awaiting_continue(inner: B) -> Self {
+        DrainOnDrop {
+            inner: Some(inner),
+            awaits_continue: true,
+        }
     }
 }
 
@@ -63,6 +82,8 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        // Read once: `100 Continue` has gone out, the client is sending; drain it if dropped.
+        self.awaits_continue = false;
         let Some(inner) = self.inner.as_mut() else {
             return Poll::Ready(None);
         };
@@ -93,7 +114,7 @@ where
         let Some(mut body) = self.inner.take() else {
             return;
         };
-        if body.is_end_stream() {
+        if body.is_end_stream() || self.awaits_continue {
             return;
         }
         // Outside a runtime (a unit test dropping a request) there is no one to drain for.

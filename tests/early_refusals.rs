@@ -207,3 +207,54 @@ async fn every_proxy_made_answer_is_marked_uncacheable() {
     assert_eq!(resp.headers()["cache-control"], "no-cache, private");
     env.stop().await;
 }
+
+/// An HTTP/1.1 client that waits for `100 Continue` before uploading (`Expect: 100-continue`)
+/// gets the refusal as its first answer, never an invitation to upload what the proxy has
+/// already refused (RFC 9110 §10.1.1; kube-apiserver's filters answer so); an accepted write
+/// still gets its `100 Continue`, and the upstream sees only that one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_awaiting_100_continue_gets_the_refusal_first() {
+    use tokio::io::AsyncWriteExt;
+    let env = Env::start().await;
+    let token = alice(&env);
+    env.sandbox.sandbox.clear_recorded();
+    let path = "/api/v1/namespaces/team-a/configmaps";
+    for (auth, length, want) in [
+        (true, 4 * 1024 * 1024, "HTTP/1.1 413"),
+        (false, 100, "HTTP/1.1 401"),
+    ] {
+        let mut tls = common::tls_connect(env.proxy_addr, &env.ca, None, &[b"http/1.1"]).await;
+        let bearer = if auth {
+            format!("Authorization: Bearer {token}\r\n")
+        } else {
+            String::new()
+        };
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\n{bearer}Content-Type: application/json\r\nContent-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+        );
+        tls.write_all(head.as_bytes()).await.unwrap();
+        let got = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            common::read_head(&mut tls),
+        )
+        .await
+        .expect("no answer")
+        .expect("closed without an answer");
+        assert!(got.starts_with(want), "{want}: {got}");
+    }
+    // Accepted: 100 Continue, the body, 201.
+    let body = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"continued"}}"#;
+    let mut tls = common::tls_connect(env.proxy_addr, &env.ca, None, &[b"http/1.1"]).await;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let got = common::read_head(&mut tls).await.unwrap();
+    assert!(got.starts_with("HTTP/1.1 100"), "{got}");
+    tls.write_all(body.as_bytes()).await.unwrap();
+    let got = common::read_head(&mut tls).await.unwrap();
+    assert!(got.starts_with("HTTP/1.1 201"), "{got}");
+    assert_eq!(writes(&env), [format!("POST {path}")]);
+    env.stop().await;
+}

@@ -113,7 +113,11 @@ impl Authorizer {
         }
         let mut out = match &id.scope {
             None => policy,
-            Some(scope) => narrow(&policy, &scope.0, ns),
+            Some(scope) => narrow(&policy, &scope.0, ns, &|groups, res| {
+                // The namespace object itself is addressed in its own namespace.
+                res.split('/').next() != Some("namespaces")
+                    && self.names_cluster_scoped(groups, res)
+            }),
         };
         // Allowed to everyone, whatever the scope (`Authorizer::authorize` steps 0 and 1).
         out.resource_rules.push(ResourceRuleView {
@@ -139,13 +143,24 @@ impl Authorizer {
 }
 
 /// `policy ∩ scope` in namespace `ns`: each policy rule intersected with each scope rule that
-/// reaches `ns`; empty intersections dropped.
-fn narrow(policy: &RulesView, scope: &[ScopeRule], ns: &str) -> RulesView {
+/// reaches `ns`; empty intersections dropped. A scope rule that lists namespaces (no `*`)
+/// refuses every request without one (`ScopeRule::matches`), so the cluster-scoped resources
+/// a policy rule names (`cluster_scoped(groups, resource)`) are left out of its intersections.
+fn narrow(
+    policy: &RulesView,
+    scope: &[ScopeRule],
+    ns: &str,
+    cluster_scoped: &dyn Fn(&[String], &str) -> bool,
+) -> RulesView {
     let mut out = RulesView::default();
     for s in scope {
         let in_ns = match &s.namespaces {
             None => true,
             Some(list) => list.iter().any(|n| n == "*" || glob_match(n, ns)),
+        };
+        let reaches_cluster = match &s.namespaces {
+            None => true,
+            Some(list) => list.iter().any(|n| n == "*"),
         };
         if in_ns && !s.resources.is_empty() {
             for p in &policy.resource_rules {
@@ -157,6 +172,7 @@ fn narrow(policy: &RulesView, scope: &[ScopeRule], ns: &str) -> RulesView {
                 let resources: Vec<String> = p
                     .resources
                     .iter()
+                    .filter(|a| reaches_cluster || !cluster_scoped(&p.api_groups, a))
                     .flat_map(|a| s.resources.iter().filter_map(|b| resource_meet(a, b)))
                     .collect();
                 let names = match (p.resource_names.is_empty(), s.resource_names.is_empty()) {
@@ -342,5 +358,51 @@ mod tests {
             .collect();
         assert_eq!(listed.len(), 1, "{listed:?}");
         assert_eq!(listed[0].resources, ["nodes"]);
+    }
+
+    /// A token scope that lists namespaces refuses every request without one: its namespace's
+    /// list keeps no cluster-scoped resource (what `kubectl get nodes` would be refused), but
+    /// keeps the namespace object itself and namespaced resources; a scope reaching `*` keeps
+    /// them all. Every listed rule is one the authorizer allows.
+    #[test]
+    fn a_namespace_limited_scope_lists_no_cluster_scoped_resource() {
+        let cfg = serde_json::json!({"grants": [{"name": "readers", "subjects": [{"user": "rita"}],
+        "rules": [
+            {"verbs": ["get", "list"], "api_groups": [""], "resources": ["nodes"]},
+            {"namespaces": ["*"], "verbs": ["get", "list"], "api_groups": [""],
+             "resources": ["nodes", "namespaces", "pods"]}
+        ]}]});
+        let a =
+            super::super::build(&serde_json::from_value(cfg).unwrap(), "authorization").unwrap();
+        let listed = |namespaces: &[&str]| {
+            let mut rita = super::super::tests::id("rita", &[]);
+            rita.scope = Some(super::super::Scope(vec![ScopeRule {
+                namespaces: Some(strings(namespaces)),
+                verbs: strings(&["*"]),
+                resources: strings(&["*"]),
+                ..Default::default()
+            }]));
+            let mut got: Vec<String> = a
+                .rules_in(&rita, "team-a")
+                .resource_rules
+                .into_iter()
+                .filter(|r| r.verbs != ["create"])
+                .flat_map(|r| r.resources)
+                .collect();
+            got.sort();
+            (rita, got)
+        };
+        let (rita, got) = listed(&["team-a"]);
+        assert_eq!(got, ["namespaces", "pods"]);
+        use super::super::tests::req;
+        let allowed = |uri: &str| a.authorize(&rita, &req("GET", uri, &[])).allowed;
+        assert!(
+            !allowed("/api/v1/nodes"),
+            "the scope refuses it: not listed"
+        );
+        assert!(allowed("/api/v1/namespaces/team-a"));
+        assert!(allowed("/api/v1/namespaces/team-a/pods"));
+        let (_, got) = listed(&["*"]);
+        assert_eq!(got, ["namespaces", "nodes", "nodes", "pods"]);
     }
 }

@@ -73,6 +73,11 @@ pub enum Wanted {
     Nothing,
     /// A failure Status, for `responseStatus`.
     Status,
+    /// A Status whatever the code, for `responseStatus`: a delete's answer, which is a
+    /// success Status (`status: Success`, the object's name, kind and uid in `details`) for
+    /// most resources; `LogResponseObject` copies any Status at Metadata and above. Only
+    /// deletes are read so: reading every success body would cost each list its parse.
+    AnyStatus,
     /// The whole object, for `responseObject` (and a failure Status).
     Object,
 }
@@ -92,7 +97,8 @@ impl Capture {
         let json = ct.starts_with("application/json");
         let protobuf = ct == portcullis_proto::MEDIA_TYPE;
         let failure = resp.status().as_u16() >= 400;
-        ((json || protobuf) && (wants_object || failure)).then(|| Capture {
+        let any_status = wanted == Wanted::AnyStatus;
+        ((json || protobuf) && (wants_object || failure || any_status)).then(|| Capture {
             chunks: Vec::new(),
             total: 0,
             limit: if wants_object {

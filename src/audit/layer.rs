@@ -254,7 +254,7 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
     let streams = resp.extensions_mut().remove::<StreamGuards>();
     let code = resp.status().as_u16();
     let stream_started = long_running && code < 300 && streams.is_some();
-    let (wants_body, proxied, recorded, started_event) = rec.with(|r| {
+    let (wants_body, proxied, deletes, recorded, started_event) = rec.with(|r| {
         if let Some(refused) = resp.extensions().get::<Refused>() {
             r.refused(refused);
         }
@@ -267,6 +267,7 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
         (
             r.wants_response_body(),
             r.proxied(),
+            r.deletes(),
             eval.records(Stage::ResponseComplete),
             // kube-apiserver writes `ResponseStarted` for every answer to a long-running
             // request its audit filter saw (a refused watch, a 404 exec too) — the filter sits
@@ -290,6 +291,8 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
             complete::Wanted::Nothing
         } else if wants_body && !long_running {
             complete::Wanted::Object
+        } else if deletes {
+            complete::Wanted::AnyStatus
         } else {
             complete::Wanted::Status
         };

@@ -504,13 +504,19 @@ impl Recorder {
         self.completed
     }
 
+    /// Whether the request is a `delete` or `deletecollection`.
+    pub fn deletes(&self) -> bool {
+        matches!(self.event.verb.as_str(), "delete" | "deletecollection")
+    }
+
     /// Whether the answer is a `proxy` subresource's (a pod's, service's or node's bytes).
     pub fn proxied(&self) -> bool {
         self.info.as_ref().is_some_and(|i| i.subresource == "proxy")
     }
 
-    /// A failure Status the upstream answered with fills `responseStatus` as the apiserver's
-    /// `LogResponseObject` copies it (status, message, reason, details), at every level; the
+    /// A Status the upstream answered with (a failure; a delete's success) fills
+    /// `responseStatus` as the apiserver's `LogResponseObject` copies it (status, message,
+    /// reason, details), at every level; the
     /// code stays the one answered (the API server's response writer sets it after). Only a
     /// `v1` `Status` counts — a custom resource of kind `Status` is not one. Anything else
     /// leaves it as it is.

@@ -794,3 +794,37 @@ async fn response_started_of_an_upstream_refusal_carries_its_status() {
         );
     }
 }
+
+/// A delete's answer is, for most resources, a success Status naming what was deleted:
+/// `LogResponseObject` copies any Status into `responseStatus` at Metadata level, so the
+/// delete's event says `Success` and which object; other success answers are not read for it.
+#[tokio::test]
+async fn a_delete_s_success_status_fills_response_status_at_metadata_level() {
+    let success = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success","details":{"name":"x","kind":"configmaps","uid":"u-1"}}"#;
+    for (method, read) in [("DELETE", true), ("GET", false)] {
+        let sink = Memory::default();
+        let resp = Arc::new(Mutex::new(Some(json(200, crate::body::full(success)))));
+        let mut svc = AuditLayer::new(Some(audit(METADATA, &sink)), false).layer(
+            tower::service_fn(move |req: Request<TestBody>| {
+                classify_into_record(&req);
+                let resp = resp.lock().unwrap().take().unwrap();
+                async move { Ok::<_, Infallible>(resp) }
+            }),
+        );
+        let got = svc
+            .call(request(method, "/api/v1/namespaces/a/configmaps/x"))
+            .await
+            .unwrap();
+        let body = got.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], success.as_bytes(), "the answer is unchanged");
+        let e = &sink.wait_for(1).await[0];
+        assert_eq!(e["responseStatus"]["code"], 200, "{e}");
+        if read {
+            assert_eq!(e["responseStatus"]["status"], "Success", "{e}");
+            assert_eq!(e["responseStatus"]["details"]["uid"], "u-1", "{e}");
+        } else {
+            assert!(e["responseStatus"].get("status").is_none(), "{e}");
+        }
+        assert!(e.get("responseObject").is_none(), "Metadata level");
+    }
+}

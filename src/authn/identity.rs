@@ -32,6 +32,9 @@ pub struct Identity {
     pub method: Method,
 }
 
+/// How the API server names a service account user: `system:serviceaccount:<ns>:<name>`.
+pub const SERVICE_ACCOUNT_PREFIX: &str = "system:serviceaccount:";
+
 impl Identity {
     /// The groups as the API server knows this user: its authenticator adds
     /// `system:authenticated` to every authenticated user (`AuthenticatedGroupAdder`), and its
@@ -67,6 +70,18 @@ impl Identity {
             if let Ok(v) = HeaderValue::from_str(g) {
                 h.append(IMPERSONATE_GROUP, v);
             }
+        }
+        if self.groups.is_empty() && self.user.starts_with(SERVICE_ACCOUNT_PREFIX) {
+            // The API server gives an impersonated service account named without groups its
+            // service-account groups (`system:serviceaccounts`, `…:<namespace>`). A
+            // certificate or token mapped to that name (`allow_system_identities`) never
+            // authenticated as one — kube-apiserver's own x509 authenticator would give it
+            // `system:authenticated` alone — so that group is named, and none is added.
+            // (`kubectl --as system:serviceaccount:…` has its groups derived already.)
+            h.append(
+                IMPERSONATE_GROUP,
+                HeaderValue::from_static("system:authenticated"),
+            );
         }
         if !self.uid.is_empty() {
             if let Ok(v) = HeaderValue::from_str(&self.uid) {
@@ -166,6 +181,28 @@ mod tests {
         assert_eq!(h["impersonate-uid"], "u-1");
         assert_eq!(h["impersonate-extra-example.com%2fscopes"], "a");
         assert!(h.get("impersonate-extra-portcullis.io%2ftenant").is_none());
+    }
+
+    /// A certificate or token mapped to a service account's name, without groups, is sent
+    /// with the one group any authenticated user has, so the API server does not add the
+    /// service-account groups it would give a real service account.
+    #[test]
+    fn a_service_account_name_without_groups_gets_no_service_account_groups() {
+        let mut id = crate::authz::tests::id("system:serviceaccount:ns:sa", &[]);
+        let mut h = HeaderMap::new();
+        id.impersonation_headers(&mut h);
+        let groups: Vec<_> = h.get_all("impersonate-group").iter().collect();
+        assert_eq!(groups, ["system:authenticated"]);
+        assert_eq!(id.groups_as_authenticated(), ["system:authenticated"]);
+        id.groups = vec!["ops".into()];
+        let mut h = HeaderMap::new();
+        id.impersonation_headers(&mut h);
+        let groups: Vec<_> = h.get_all("impersonate-group").iter().collect();
+        assert_eq!(groups, ["ops"]);
+        let plain = crate::authz::tests::id("alice", &[]);
+        let mut h = HeaderMap::new();
+        plain.impersonation_headers(&mut h);
+        assert!(h.get("impersonate-group").is_none());
     }
 
     /// As the API server sees the groups: `system:authenticated` added (once), except for

@@ -119,7 +119,7 @@ fn unescape(key: &str) -> String {
 /// API server impersonates it as a user, without the service-account groups).
 pub fn service_account(user: &str) -> Option<(&str, &str)> {
     let (ns, name) = user
-        .strip_prefix("system:serviceaccount:")?
+        .strip_prefix(super::identity::SERVICE_ACCOUNT_PREFIX)?
         .split_once(':')?;
     let subdomain = name.len() <= 253 && name.split('.').all(|l| dns_label(l, usize::MAX));
     (dns_label(ns, 63) && !name.contains(':') && subdomain).then_some((ns, name))

@@ -83,7 +83,16 @@ impl Authorizer {
                             rr.resources.iter().map(|x| x.as_written()).collect();
                         let applies = match &rr.namespaces {
                             NsMatch::All => true,
-                            NsMatch::Patterns(globs) => globs.iter().any(|g| g.matches(ns)),
+                            NsMatch::Patterns(globs) => {
+                                // A rule limited to namespaces never reaches a cluster-scoped
+                                // resource (a request for one has no namespace), except the
+                                // namespace object, addressed in its own namespace.
+                                resources.retain(|res| {
+                                    res.split('/').next() == Some("namespaces")
+                                        || !self.names_cluster_scoped(&api_groups, res)
+                                });
+                                !resources.is_empty() && globs.iter().any(|g| g.matches(ns))
+                            }
                             NsMatch::ClusterOnly => {
                                 // A rule without namespaces reaches cluster-scoped resources
                                 // only, while kubectl reads every listed rule as holding in
@@ -393,6 +402,30 @@ mod tests {
             (rita, got)
         };
         let (rita, got) = listed(&["team-a"]);
+        // Without a scope: the rule limited to namespaces lists no cluster-scoped resource.
+        let cfg = serde_json::json!({"grants": [{"name": "ns-readers", "subjects": [{"user": "rita"}],
+        "rules": [{"namespaces": ["team-*"], "verbs": ["get"], "api_groups": [""],
+                   "resources": ["nodes", "namespaces", "pods"]}]}]});
+        let limited =
+            super::super::build(&serde_json::from_value(cfg).unwrap(), "authorization").unwrap();
+        let plain = super::super::tests::id("rita", &[]);
+        let view = limited.rules_in(&plain, "team-a");
+        let mut names: Vec<String> = view
+            .resource_rules
+            .into_iter()
+            .filter(|r| r.verbs != ["create"])
+            .flat_map(|r| r.resources)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["namespaces", "pods"]);
+        assert!(
+            !limited
+                .authorize(
+                    &plain,
+                    &super::super::tests::req("GET", "/api/v1/nodes", &[])
+                )
+                .allowed
+        );
         assert_eq!(got, ["namespaces", "pods"]);
         use super::super::tests::req;
         let allowed = |uri: &str| a.authorize(&rita, &req("GET", uri, &[])).allowed;

@@ -532,3 +532,47 @@ async fn an_http2_connection_is_closed_after_a_request_fails_authentication() {
     );
     env.stop().await;
 }
+
+/// An authenticated HTTP/2 client that grants no flow-control window cannot keep the proxy's
+/// own small answers (403s here) and its connection open for ever: hyper hands such an answer
+/// to h2, which buffers it, so the request is done and the connection idle; it gets its GOAWAY
+/// after `idle_timeout` and is dropped after `shutdown.grace` (5 s in the demo config), its
+/// buffered answers with it. The upstream saw nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_window_client_cannot_hold_refusals_and_its_connection_open() {
+    let env = start("  idle_timeout: 1s\n").await;
+    env.sandbox.sandbox.clear_recorded();
+    let tenant = env.ca.client_cert("mallory", &["tenant:team-a"]).unwrap();
+    let tls = common::tls_connect(env.proxy_addr, &env.ca, Some(&tenant), &[b"h2"]).await;
+    let (mut h2c, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(tls)
+        .await
+        .unwrap();
+    let conn_task = tokio::spawn(conn);
+    let mut heads = Vec::new();
+    for _ in 0..20 {
+        h2c = h2c.ready().await.unwrap();
+        // Another tenant's namespace: the proxy's own 403.
+        let req = Request::get("https://localhost/api/v1/namespaces/team-b/configmaps")
+            .body(())
+            .unwrap();
+        let (resp, _) = h2c.send_request(req, true).unwrap();
+        heads.push(resp);
+    }
+    for head in heads {
+        let resp = tokio::time::timeout(Duration::from_secs(10), head)
+            .await
+            .expect("no answer")
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_secs(20), conn_task)
+            .await
+            .is_ok(),
+        "a connection whose answers a window of 0 holds is still open 20 s after a 1 s idle timeout"
+    );
+    assert_eq!(upstream_requests(&env), 0, "the upstream saw a refused request");
+    env.stop().await;
+}

@@ -15,9 +15,10 @@
 //! - **unauthenticated**: an HTTP/2 request failed authentication (401, or 429 for an address
 //!   the failed-credentials limit blocks): the same graceful close, at once. kube-apiserver
 //!   sends GOAWAY after such a request (`UnauthenticatedHTTP2DOSMitigation`, on since 1.29):
-//!   HTTP/2 lets one connection hold many streams cheaply, and a client that never opens its
-//!   flow-control window would otherwise keep the answers to its unauthenticated streams (and
-//!   their memory) pending for as long as it answers pings. The close is bounded by `grace`.
+//!   HTTP/2 lets one connection hold many streams cheaply: a client without credentials that
+//!   never opens its flow-control window would otherwise keep the answers to its streams
+//!   buffered (up to the stream limit) until the idle timeout, restarted by each new stream.
+//!   The close is bounded by `grace`.
 //! - **shutdown**: the same graceful close; the caller bounds the drain.
 //!
 //! Before hyper's connection exists, [`first_bytes`] waits for the client to speak under the

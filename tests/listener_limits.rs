@@ -573,6 +573,75 @@ async fn a_zero_window_client_cannot_hold_refusals_and_its_connection_open() {
             .is_ok(),
         "a connection whose answers a window of 0 holds is still open 20 s after a 1 s idle timeout"
     );
-    assert_eq!(upstream_requests(&env), 0, "the upstream saw a refused request");
+    assert_eq!(
+        upstream_requests(&env),
+        0,
+        "the upstream saw a refused request"
+    );
+    env.stop().await;
+}
+
+/// After a failed authentication the connection gets its GOAWAY, but, as after Go's
+/// `Connection: close`, the other streams on it — another identity's watch on a connection a
+/// multi-user client shares — run to their end: only an answer to the unauthenticated
+/// request still held after `shutdown.grace` (5 s) would cut it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_authentication_does_not_cut_another_identity_s_watch() {
+    let env = Env::start().await;
+    let pem = std::fs::read_to_string(env.files.dir.join("jwt-signing.key")).unwrap();
+    let now = common::jwt::now();
+    let alice = common::jwt::Forge::from_pem(&pem, "demo-1").token(&serde_json::json!({
+        "iss": "https://portcullis-demo.local", "aud": "portcullis", "sub": "alice",
+        "groups": ["tenant:team-a"], "iat": now, "nbf": now, "exp": now + 600}));
+    let tls = common::tls_connect(env.proxy_addr, &env.ca, None, &[b"h2"]).await;
+    let (mut shared, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    let conn_task = tokio::spawn(conn);
+    let with_token = |path: &str, token: &str| {
+        Request::get(format!("https://localhost{path}"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let watch = shared
+        .send_request(with_token(
+            "/api/v1/namespaces/team-a/configmaps?watch=1",
+            &alice,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(watch.status(), StatusCode::OK);
+    let mut events = watch.into_body();
+    let refused = shared
+        .send_request(with_token("/api/v1/namespaces", "not-a-valid-token"))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    refused.into_body().collect().await.unwrap();
+    // Past the grace: the watch is still there and delivers.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(!conn_task.is_finished(), "the connection was cut");
+    let out = env
+        .kubectl(&["create", "configmap", "after-goaway", "-n", "team-a"])
+        .await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut got = Vec::new();
+        while let Some(frame) = events.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                got.extend_from_slice(&data);
+                if String::from_utf8_lossy(&got).contains("after-goaway") {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(seen.ok(), Some(true), "the watch did not deliver the event");
+    // New requests go on a new connection (the GOAWAY).
+    assert!(shared.ready().await.is_err() || shared.send_request(get("/version")).await.is_err());
     env.stop().await;
 }

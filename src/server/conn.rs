@@ -18,7 +18,9 @@
 //!   HTTP/2 lets one connection hold many streams cheaply: a client without credentials that
 //!   never opens its flow-control window would otherwise keep the answers to its streams
 //!   buffered (up to the stream limit) until the idle timeout, restarted by each new stream.
-//!   The close is bounded by `grace`.
+//!   Other streams on the connection (another identity's watch) run to their end, as after
+//!   Go's `Connection: close`; the connection is cut `grace` after the GOAWAY only if the
+//!   answer to a failed request is still not taken then.
 //! - **shutdown**: the same graceful close; the caller bounds the drain.
 //!
 //! Before hyper's connection exists, [`first_bytes`] waits for the client to speak under the
@@ -54,6 +56,8 @@ struct Activity {
     idle_since: Instant,
     /// A request failed authentication on HTTP/2: close the connection.
     unauthenticated: bool,
+    /// Answers to requests that failed authentication not yet taken by the client.
+    unauthenticated_open: usize,
 }
 
 /// What a connection's IO, its requests and its watchdog share. Holds the connection's place
@@ -84,6 +88,7 @@ impl Shared {
                 started: false,
                 idle_since: Instant::now(),
                 unauthenticated: false,
+                unauthenticated_open: 0,
             }),
             changed: Notify::new(),
         })
@@ -117,9 +122,27 @@ impl Shared {
     }
 
     /// An HTTP/2 request on the connection failed authentication: the watchdog closes the
-    /// connection gracefully (GOAWAY; its open streams get `grace` to finish).
-    pub fn refused_unauthenticated(&self) {
-        self.update(|a| a.unauthenticated = true);
+    /// connection gracefully (GOAWAY). Its answer counts as open until the returned guard is
+    /// dropped (with the response body): the connection is cut `grace` after the GOAWAY only
+    /// while such an answer is still open; other streams (another identity's watch on a
+    /// shared connection) run to their end, as after Go's `Connection: close`.
+    pub fn refused_unauthenticated(self: &Arc<Self>) -> UnauthenticatedGuard {
+        self.update(|a| {
+            a.unauthenticated = true;
+            a.unauthenticated_open += 1;
+        });
+        UnauthenticatedGuard(self.clone())
+    }
+}
+
+/// Keeps one answer to a request that failed authentication counted as open.
+#[derive(Debug)]
+pub struct UnauthenticatedGuard(Arc<Shared>);
+
+impl Drop for UnauthenticatedGuard {
+    fn drop(&mut self) {
+        self.0
+            .update(|a| a.unauthenticated_open = a.unauthenticated_open.saturating_sub(1));
     }
 }
 
@@ -185,7 +208,26 @@ where
         return outcome;
     }
     graceful(conn.as_mut());
-    let _ = tokio::time::timeout(timeouts.grace, conn).await;
+    if !matches!(outcome, Outcome::Closed(Closed::Unauthenticated)) {
+        let _ = tokio::time::timeout(timeouts.grace, conn).await;
+        return outcome;
+    }
+    // After a failed authentication: cut at `grace` only if an answer to an unauthenticated
+    // request is still not taken (the client holding it with a window of 0); otherwise the
+    // other streams run to their end, and a shutdown gives them its grace.
+    tokio::select! {
+        _ = conn.as_mut() => return outcome,
+        _ = tokio::time::sleep(timeouts.grace) => {}
+    }
+    if shared.activity().unauthenticated_open > 0 {
+        return outcome;
+    }
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.wait() => {
+            let _ = tokio::time::timeout(timeouts.grace, conn).await;
+        }
+    }
     outcome
 }
 

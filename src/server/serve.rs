@@ -574,7 +574,8 @@ where
         async move {
             let resp = fut.await;
             if h2 && failed_authentication(&resp) {
-                shared.refused_unauthenticated();
+                let refused = shared.refused_unauthenticated();
+                return Ok(resp.map(|b| body::hold(b, (open, refused))));
             }
             Ok::<_, std::convert::Infallible>(resp.map(|b| body::hold(b, open)))
         }

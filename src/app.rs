@@ -221,7 +221,7 @@ pub async fn run_with(
 
     tracing::info!(summary = %config.summary(), "serving");
     let proxy_live = live.clone();
-    server::serve_live(
+    let drained = server::serve_live(
         listeners.proxy,
         live.tls(),
         config.serve.clone(),
@@ -255,7 +255,9 @@ pub async fn run_with(
     let current = live.current();
     if let Some(a) = &current.rt.audit {
         // Queued events, final checkpoints, sync.
-        a.auditor.shutdown(std::time::Duration::from_secs(10)).await;
+        a.auditor
+            .shutdown_after_drain(std::time::Duration::from_secs(10), drained)
+            .await;
     }
     if let Some(t) = current.rt.tracing.clone() {
         // Export the spans still buffered; the SDK's shutdown blocks its caller.

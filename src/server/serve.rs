@@ -170,19 +170,21 @@ pub async fn serve<H, F>(
         handler,
         shutdown,
     )
-    .await
+    .await;
 }
 
 /// [`serve`] with a TLS config that may be replaced while serving (a configuration reload):
 /// each new connection's handshake uses the config current when it was accepted; connections
-/// already open keep theirs.
+/// already open keep theirs. True when the drain ended with every connection (an upgraded
+/// session's included) closed within `grace`.
 pub async fn serve_live<H, F>(
     listener: TcpListener,
     tls: Arc<ArcSwap<rustls::ServerConfig>>,
     opts: ServeOptions,
     handler: H,
     shutdown: Shutdown,
-) where
+) -> bool
+where
     H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
@@ -199,16 +201,18 @@ pub async fn serve_plain<H, F>(
     H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    accept_loop(listener, None, opts, handler, shutdown).await
+    accept_loop(listener, None, opts, handler, shutdown).await;
 }
 
+/// True when the drain ended with every connection closed within `grace`.
 async fn accept_loop<H, F>(
     listener: TcpListener,
     tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
     opts: ServeOptions,
     handler: H,
     mut shutdown: Shutdown,
-) where
+) -> bool
+where
     H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
@@ -273,7 +277,9 @@ async fn accept_loop<H, F>(
         .is_err()
     {
         tracing::warn!(grace = ?opts.grace, "grace period ended with requests still in flight");
+        return false;
     }
+    true
 }
 
 /// One accepted connection, counted under the caps.

@@ -335,8 +335,10 @@ impl SinkHandle {
 pub struct Auditor {
     sinks: Vec<SinkHandle>,
     chained: bool,
-    /// Events still to come from open streams and detached emits ([`pending`]).
+    /// Events still to come from open streams ([`pending`]).
     pending: Arc<pending::Pending>,
+    /// Detached emits on their way to the sinks.
+    emitting: Arc<pending::Pending>,
 }
 
 impl fmt::Debug for Auditor {
@@ -390,6 +392,7 @@ impl Auditor {
             sinks,
             chained,
             pending: Arc::default(),
+            emitting: Arc::default(),
         })
     }
 
@@ -538,7 +541,7 @@ impl Auditor {
         let me = Arc::clone(self);
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             // Counted until the sinks have it: shutdown waits for it.
-            let pending = self.pending.enter();
+            let pending = self.emitting.enter();
             handle.spawn(async move {
                 if let Err(err) = me.emit(event).await {
                     tracing::error!(%err, "audit event lost");
@@ -556,16 +559,29 @@ impl Auditor {
     /// time is up is logged with what it still held. Later `emit`s fail (strict) or are
     /// counted as failed.
     pub async fn shutdown(&self, timeout: Duration) {
-        // Streams still ending (their `ResponseComplete` is on its way) go first; a stream
-        // still open after the listener's drain (a session outliving `shutdown.grace`) is cut
-        // when the process exits, without its event, as in kube-apiserver.
-        let left = self.pending.settled(timeout.min(OPEN_STREAMS_WAIT)).await;
-        if left > 0 {
+        self.shutdown_after_drain(timeout, true).await
+    }
+
+    /// [`shutdown`](Self::shutdown) once the listener's drain has ended: `drained` when every
+    /// connection had ended within its grace. Then streams still ending (their socket gone,
+    /// their `ResponseComplete` on its way) are waited for, up to 5 s; after a drain that ran
+    /// out of time, the streams still open (a session outliving `shutdown.grace`) are not —
+    /// they are cut when the process exits, without their event, as in kube-apiserver — so
+    /// the sinks keep their time for their final checkpoints before the pod is killed.
+    /// Detached emits already on their way are waited for either way.
+    pub async fn shutdown_after_drain(&self, timeout: Duration, drained: bool) {
+        let wait = timeout.min(OPEN_STREAMS_WAIT);
+        let open = match drained {
+            true => self.pending.settled(wait).await,
+            false => self.pending.settled(Duration::ZERO).await,
+        };
+        if open > 0 {
             tracing::warn!(
-                left,
+                open,
                 "streams still open at shutdown: their ResponseComplete events are not written"
             );
         }
+        self.emitting.settled(wait).await;
         let stops = self.sinks.iter().map(|sink| async move {
             let (tx, rx) = oneshot::channel();
             let finished = tokio::time::timeout(timeout, async {
@@ -613,6 +629,7 @@ impl Auditor {
             )],
             chained: false,
             pending: Arc::default(),
+            emitting: Arc::default(),
         }
     }
 }

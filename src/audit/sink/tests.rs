@@ -50,6 +50,7 @@ fn mock_auditor(mode: DeliveryMode, mock: Mock) -> Auditor {
         )],
         chained: false,
         pending: Arc::default(),
+        emitting: Arc::default(),
     }
 }
 
@@ -266,6 +267,7 @@ fn inline_auditor<B: LineBackend>(name: &str, shared: Shared<B>) -> (Auditor, Ar
         sinks: vec![sink],
         chained: false,
         pending: Arc::default(),
+        emitting: Arc::default(),
     };
     (a, counters)
 }
@@ -444,4 +446,26 @@ async fn shutdown_waits_for_an_open_stream_s_event() {
         .unwrap();
     assert_eq!(writes.lock().unwrap().concat(), ["e1"]);
     assert_eq!(count(&a, |c| &c.events_written), 1);
+}
+
+/// After a drain that ran out of time the streams still open (a session outliving the grace)
+/// are not waited for — the sinks keep their time for their final checkpoints — but a detached
+/// emit already on its way is.
+#[tokio::test]
+async fn a_timed_out_drain_does_not_wait_for_open_streams() {
+    let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let a = Arc::new(Auditor::with_backend(
+        DeliveryMode::BlockingStrict,
+        Recording(writes.clone()),
+    ));
+    let _open = a.pending_event();
+    a.emit_detached(numbered(7));
+    let started = std::time::Instant::now();
+    a.shutdown_after_drain(Duration::from_secs(10), false).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "waited {:?} for a stream that cannot end",
+        started.elapsed()
+    );
+    assert_eq!(writes.lock().unwrap().concat(), ["e7"]);
 }

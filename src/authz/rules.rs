@@ -81,17 +81,13 @@ impl Authorizer {
                         let api_groups = rr.api_groups.clone().unwrap_or_else(|| strings(&["*"]));
                         let mut resources: Vec<String> =
                             rr.resources.iter().map(|x| x.as_written()).collect();
+                        // A rule limited to namespaces never reaches a request without one.
+                        let mut bound = false;
                         let applies = match &rr.namespaces {
                             NsMatch::All => true,
                             NsMatch::Patterns(globs) => {
-                                // A rule limited to namespaces never reaches a cluster-scoped
-                                // resource (a request for one has no namespace), except the
-                                // namespace object, addressed in its own namespace.
-                                resources.retain(|res| {
-                                    res.split('/').next() == Some("namespaces")
-                                        || !self.names_cluster_scoped(&api_groups, res)
-                                });
-                                !resources.is_empty() && globs.iter().any(|g| g.matches(ns))
+                                bound = true;
+                                globs.iter().any(|g| g.matches(ns))
                             }
                             NsMatch::ClusterOnly => {
                                 // A rule without namespaces reaches cluster-scoped resources
@@ -103,12 +99,21 @@ impl Authorizer {
                             }
                         };
                         if applies {
-                            policy.resource_rules.push(ResourceRuleView {
+                            let rule = ResourceRuleView {
                                 verbs: r.verbs.names(),
                                 api_groups,
                                 resources,
                                 resource_names: rr.resource_names.clone(),
-                            });
+                            };
+                            if bound {
+                                policy
+                                    .resource_rules
+                                    .extend(namespace_bound(rule, &|g, res| {
+                                        self.names_cluster_scoped(g, res)
+                                    }));
+                            } else {
+                                policy.resource_rules.push(rule);
+                            }
                         }
                     }
                     RuleTarget::NonResource(urls) => {
@@ -123,9 +128,7 @@ impl Authorizer {
         let mut out = match &id.scope {
             None => policy,
             Some(scope) => narrow(&policy, &scope.0, ns, &|groups, res| {
-                // The namespace object itself is addressed in its own namespace.
-                res.split('/').next() != Some("namespaces")
-                    && self.names_cluster_scoped(groups, res)
+                self.names_cluster_scoped(groups, res)
             }),
         };
         // Allowed to everyone, whatever the scope (`Authorizer::authorize` steps 0 and 1).
@@ -151,10 +154,55 @@ impl Authorizer {
     }
 }
 
+/// `rule` as it holds where every request must carry a namespace (a grant rule limited to
+/// namespaces; a token scope rule that lists them): none of the cluster-scoped resources it
+/// names (`cluster_scoped(groups, resource)`), and the namespace object only with the verbs
+/// that name it in the path (get, update, patch, delete: a list, watch or create of
+/// namespaces carries none). Empty pieces are dropped.
+fn namespace_bound(
+    rule: ResourceRuleView,
+    cluster_scoped: &dyn Fn(&[String], &str) -> bool,
+) -> Vec<ResourceRuleView> {
+    const NAMED: [&str; 4] = ["get", "update", "patch", "delete"];
+    let (objects, others): (Vec<String>, Vec<String>) = rule
+        .resources
+        .iter()
+        .cloned()
+        .partition(|r| r.split('/').next() == Some("namespaces"));
+    let others: Vec<String> = others
+        .into_iter()
+        .filter(|r| !cluster_scoped(&rule.api_groups, r))
+        .collect();
+    let object_verbs: Vec<String> = if rule.verbs.iter().any(|v| v == "*") {
+        strings(&NAMED)
+    } else {
+        rule.verbs
+            .iter()
+            .filter(|v| NAMED.contains(&v.as_str()))
+            .cloned()
+            .collect()
+    };
+    let mut out = Vec::new();
+    if !others.is_empty() {
+        out.push(ResourceRuleView {
+            resources: others,
+            ..rule.clone()
+        });
+    }
+    if !objects.is_empty() && !object_verbs.is_empty() {
+        out.push(ResourceRuleView {
+            verbs: object_verbs,
+            resources: objects,
+            ..rule
+        });
+    }
+    out
+}
+
 /// `policy ∩ scope` in namespace `ns`: each policy rule intersected with each scope rule that
 /// reaches `ns`; empty intersections dropped. A scope rule that lists namespaces (no `*`)
-/// refuses every request without one (`ScopeRule::matches`), so the cluster-scoped resources
-/// a policy rule names (`cluster_scoped(groups, resource)`) are left out of its intersections.
+/// refuses every request without one (`ScopeRule::matches`), so its intersections are
+/// [`namespace_bound`].
 fn narrow(
     policy: &RulesView,
     scope: &[ScopeRule],
@@ -181,7 +229,6 @@ fn narrow(
                 let resources: Vec<String> = p
                     .resources
                     .iter()
-                    .filter(|a| reaches_cluster || !cluster_scoped(&p.api_groups, a))
                     .flat_map(|a| s.resources.iter().filter_map(|b| resource_meet(a, b)))
                     .collect();
                 let names = match (p.resource_names.is_empty(), s.resource_names.is_empty()) {
@@ -199,12 +246,18 @@ fn narrow(
                 };
                 if let Some(resource_names) = names {
                     if !verbs.is_empty() && !groups.is_empty() && !resources.is_empty() {
-                        out.resource_rules.push(ResourceRuleView {
+                        let rule = ResourceRuleView {
                             verbs,
                             api_groups: groups,
                             resources: dedup(resources),
                             resource_names,
-                        });
+                        };
+                        if reaches_cluster {
+                            out.resource_rules.push(rule);
+                        } else {
+                            out.resource_rules
+                                .extend(namespace_bound(rule, cluster_scoped));
+                        }
                     }
                 }
             }
@@ -437,5 +490,77 @@ mod tests {
         assert!(allowed("/api/v1/namespaces/team-a/pods"));
         let (_, got) = listed(&["*"]);
         assert_eq!(got, ["namespaces", "nodes", "nodes", "pods"]);
+    }
+
+    /// Whatever grant and scope: every (verb, resource) `can-i --list` shows in team-a is one
+    /// the authorizer allows there — a wildcard narrowed to a cluster-scoped resource, the
+    /// namespace object listed or watched, included.
+    #[test]
+    fn every_listed_rule_is_allowed() {
+        use super::super::tests::req;
+        let grants = [
+            r#"[{"namespaces": ["*"], "verbs": ["get", "list"], "api_groups": [""], "resources": ["*"]}]"#,
+            r#"[{"namespaces": ["team-*"], "verbs": ["*"], "api_groups": [""], "resources": ["namespaces", "pods", "nodes"]}]"#,
+            r#"[{"verbs": ["get", "list"], "api_groups": [""], "resources": ["nodes", "namespaces"]},
+                {"namespaces": ["*"], "verbs": ["get", "list"], "api_groups": [""], "resources": ["pods", "namespaces"]}]"#,
+        ];
+        let scopes = [
+            None,
+            Some(
+                r#"[{"namespaces": ["team-a"], "verbs": ["*"], "resources": ["pods", "nodes", "namespaces"]}]"#,
+            ),
+            Some(r#"[{"namespaces": ["team-a"], "verbs": ["*"], "resources": ["*"]}]"#),
+            Some(r#"[{"namespaces": ["*"], "verbs": ["get", "list"], "resources": ["*"]}]"#),
+        ];
+        for grant in grants {
+            let cfg: serde_json::Value = serde_json::from_str(&format!(
+                r#"{{"grants": [{{"name": "g", "subjects": [{{"user": "rita"}}], "rules": {grant}}}]}}"#
+            ))
+            .unwrap();
+            let a = super::super::build(&serde_json::from_value(cfg).unwrap(), "authorization")
+                .unwrap();
+            for scope in scopes {
+                let mut rita = super::super::tests::id("rita", &[]);
+                if let Some(s) = scope {
+                    rita.scope = Some(serde_json::from_str(s).unwrap());
+                }
+                let view = a.rules_in(&rita, "team-a");
+                for rule in view.resource_rules.iter().filter(|r| r.verbs != ["create"]) {
+                    for verb in &rule.verbs {
+                        for resource in &rule.resources {
+                            let (verb, resource) = (verb.as_str(), resource.as_str());
+                            let verb = if verb == "*" { "get" } else { verb };
+                            let uri = match (resource, verb) {
+                                ("*", "list") => "/api/v1/namespaces/team-a/pods".to_owned(),
+                                ("*", _) => "/api/v1/namespaces/team-a/pods/x".to_owned(),
+                                ("namespaces", "list") => "/api/v1/namespaces".to_owned(),
+                                ("namespaces", _) => "/api/v1/namespaces/team-a".to_owned(),
+                                ("nodes", "list") => "/api/v1/nodes".to_owned(),
+                                ("nodes", _) => "/api/v1/nodes/x".to_owned(),
+                                (r, "list") => format!("/api/v1/namespaces/team-a/{r}"),
+                                (r, _) => format!("/api/v1/namespaces/team-a/{r}/x"),
+                            };
+                            let method = match verb {
+                                "get" | "list" | "watch" => "GET",
+                                "update" => "PUT",
+                                "patch" => "PATCH",
+                                "delete" => "DELETE",
+                                _ => continue,
+                            };
+                            let mut headers = Vec::new();
+                            if method == "PATCH" {
+                                headers.push(("content-type", "application/merge-patch+json"));
+                            }
+                            let d = a.authorize(&rita, &req(method, &uri, &headers));
+                            assert!(
+                                d.allowed,
+                                "grant {grant}, scope {scope:?}: listed {verb} {resource}, but {method} {uri} is refused: {}",
+                                d.reason
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -575,6 +575,34 @@ async fn json_patch_copies_are_capped() {
     .await;
 }
 
+/// A JSON patch whose operations each pass every cap but together nest the object ever
+/// deeper (each add at the innermost point of the last) is refused with 422 before the
+/// upstream — judging the result recursed past the stack and aborted the whole proxy — and
+/// the proxy goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_patch_nesting_ever_deeper_is_refused_and_the_proxy_lives() {
+    let (env, d1) = with_deployment().await;
+    let chain = |k: usize| (1..k).fold(json!({}), |v, _| json!({"a": v}));
+    let root = "/spec/template/spec/x";
+    let mut ops = vec![json!({"op": "add", "path": root, "value": chain(90)})];
+    let mut rel = "/a".repeat(89);
+    // ≈ 2 MiB of paths, 13 000 levels: within the body limit, and deep enough to overflow.
+    for _ in 0..150 {
+        ops.push(json!({"op": "add", "path": format!("{root}{rel}/a"), "value": chain(90)}));
+        rel.push_str(&"/a".repeat(90));
+    }
+    let s = refused(
+        &env,
+        json_req("PATCH", &d1, "application/json-patch+json", &json!(ops)),
+        422,
+        "Invalid",
+    )
+    .await;
+    assert!(message(&s).contains("deeper than 128 levels"), "{s}");
+    let resp = send_as(&env, common::get("/version"), None).await;
+    assert_eq!(resp.status(), 200, "the proxy is still serving");
+}
+
 /// Strategic-merge directives inside a new container are refused before the upstream: the API
 /// server would append the container as sent, `privileged: true` included, so they cannot be
 /// judged as applied.

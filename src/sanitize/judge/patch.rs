@@ -58,6 +58,28 @@ pub(super) fn apply_patch(
                         unprocessable(e.to_string())
                     },
                 )?;
+                // Each operation may nest deeper than any body could (add 95 levels at the
+                // innermost point of the last add; copy a chain into itself): bounded, or the
+                // recursive walks and drops of the result overflow the stack.
+                if let Some(at) = written_at(op) {
+                    let levels = at.split('/').count().saturating_sub(1);
+                    // `…/-` appended to an array: its last element.
+                    let written = match at.strip_suffix("/-") {
+                        Some(list) => result
+                            .pointer(list)
+                            .and_then(Value::as_array)
+                            .and_then(|l| l.last()),
+                        None => result.pointer(at),
+                    };
+                    if written
+                        .is_some_and(|v| deeper_than(v, MAX_RESULT_DEPTH.saturating_sub(levels)))
+                    {
+                        return Err(unprocessable(format!(
+                            "operation {i} nests the object deeper than {MAX_RESULT_DEPTH} levels"
+                        ))
+                        .into());
+                    }
+                }
             }
         }
         BodyKind::MergePatch => json_patch::merge(&mut result, &parsed.value),
@@ -73,6 +95,46 @@ pub(super) fn apply_patch(
 /// The most a JSON patch's `copy` operations may copy in all (serialized bytes): the API
 /// server's default request-body limit, which is also its copy limit.
 pub(super) const MAX_COPIED_BYTES: usize = 3 * 1024 * 1024;
+
+/// The deepest a JSON patch may make the object (the root is level 1): above any body the
+/// parser takes (`sanitize.max_depth` ≤ 120), far above any pod-bearing object (≈ 10), and
+/// shallow enough for the judge's recursive walks.
+pub(super) const MAX_RESULT_DEPTH: usize = 128;
+
+/// Where an operation writes (`add`, `replace`, `copy`, `move`); `remove` and `test` nest
+/// nothing deeper.
+fn written_at(op: &json_patch::PatchOperation) -> Option<&str> {
+    use json_patch::PatchOperation as Op;
+    match op {
+        Op::Add(o) => Some(o.path.as_str()),
+        Op::Replace(o) => Some(o.path.as_str()),
+        Op::Copy(o) => Some(o.path.as_str()),
+        Op::Move(o) => Some(o.path.as_str()),
+        Op::Remove(_) | Op::Test(_) => None,
+    }
+}
+
+/// Whether `v` nests more than `max` levels (itself level 1), walked without recursion and
+/// given up as soon as it is known.
+fn deeper_than(v: &Value, max: usize) -> bool {
+    let mut stack = vec![(v, 1usize)];
+    while let Some((v, depth)) = stack.pop() {
+        let children: &mut dyn Iterator<Item = &Value> = match v {
+            Value::Array(a) => &mut a.iter(),
+            Value::Object(o) => &mut o.values(),
+            _ => continue,
+        };
+        if depth > max {
+            return true;
+        }
+        stack.extend(
+            children
+                .filter(|c| c.is_array() || c.is_object())
+                .map(|c| (c, depth + 1)),
+        );
+    }
+    false
+}
 
 /// `v`'s length as compact JSON, counted without writing it out.
 fn json_len(v: &Value) -> usize {
@@ -367,5 +429,57 @@ mod tests {
         let ops: json_patch::Patch = serde_json::from_value(p.value).unwrap();
         json_patch::patch(&mut stored, &ops).unwrap();
         assert_eq!(stored["metadata"]["resourceVersion"], "7");
+    }
+
+    /// A JSON patch whose operations each pass every cap but together nest the object ever
+    /// deeper — adds at the innermost point of the last add, copies of the chain into itself —
+    /// is refused (422) once it passes [`MAX_RESULT_DEPTH`], on a worker-sized stack: past it,
+    /// the judge's recursive walks (and the drop of the result) overflowed the stack and
+    /// aborted the process.
+    #[test]
+    fn a_patch_nesting_ever_deeper_is_refused_not_a_crash() {
+        let chain = |k: usize| (1..k).fold(json!({}), |v, _| json!({"a": v}));
+        let root = "/spec/x";
+        let mut adds = vec![json!({"op": "add", "path": root, "value": chain(95)})];
+        let mut rel = "/a".repeat(94);
+        for _ in 0..200 {
+            adds.push(json!({"op": "add", "path": format!("{root}{rel}/a"), "value": chain(95)}));
+            rel.push_str(&"/a".repeat(95));
+        }
+        let mut copies = vec![json!({"op": "add", "path": root, "value": chain(95)})];
+        let mut rel = "/a".repeat(94);
+        for _ in 0..20 {
+            copies.push(json!({"op": "copy", "from": root, "path": format!("{root}{rel}/b")}));
+            rel = format!("{rel}/b{rel}");
+        }
+        let shallow = json!([{"op": "add", "path": root, "value": chain(95)}]);
+        std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024) // tokio's worker stack
+            .spawn(move || {
+                let cur = json!({"apiVersion": "v1", "kind": "Secret", "spec": {}});
+                for ops in [adds, copies] {
+                    let parsed = Parsed {
+                        value: Value::Array(ops),
+                        kind: BodyKind::JsonPatch,
+                    };
+                    match apply_patch(&cur, &parsed, &info()) {
+                        Err(Refusal::Body(BodyRefusal::PatchDoesNotApply(why))) => {
+                            assert!(why.contains("deeper than 128 levels"), "{why}")
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                }
+                let parsed = Parsed {
+                    value: shallow,
+                    kind: BodyKind::JsonPatch,
+                };
+                assert!(
+                    apply_patch(&cur, &parsed, &info()).is_ok(),
+                    "97 levels is fine"
+                );
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }

@@ -232,13 +232,17 @@ fn merge_field(
             tmap.remove(k);
         }
         Value::Object(_) => {
-            if !tmap.contains_key(k) {
-                // A new key: applying a `$retainKeys` inside it could hide fields the API server
-                // keeps (it is not sure to apply it there), so it cannot be judged as applied.
+            if !tmap.get(k).is_some_and(Value::is_object) {
+                // A new key (or one that is not a map yet): the API server takes the value
+                // through `removeDirectives` (apimachinery ≥ 1.28), which drops a map holding
+                // `$patch` whole and a `$deleteFromPrimitiveList` / `$retainKeys` unapplied —
+                // `{"os": {"$patch": "merge", "name": "windows"}}` judged as a Windows pod
+                // would be stored without `os`. Applied here they cannot be judged as stored,
+                // so they are refused; `$setElementOrder` changes nothing either way.
                 refuse_keys(
                     v,
                     here,
-                    |k| k == "$retainKeys",
+                    is_applied_directive,
                     "a field the current object does not have",
                 )?;
             }
@@ -340,6 +344,31 @@ fn merge_list(
     if replace {
         existing.clear();
     }
+    // Two elements with one key: the API server merges them into one only when it merges the
+    // list with a current one; a list it takes as sent (`$patch: replace`, a list the object
+    // lacks) keeps both — the proxy would judge one where two are stored (a host port on one
+    // of them). Never sent by kubectl or client-go: refused.
+    let mut seen = std::collections::HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        if let Some(id) = item
+            .as_object()
+            .filter(|o| !o.contains_key("$patch"))
+            .and_then(|o| o.get(key))
+        {
+            if !seen.insert(id.to_string()) {
+                return Err(format!(
+                    "{at}[{i}]: a second element with {key} {id} (one element per {key})"
+                ));
+            }
+        }
+    }
+    // Where each key stands in the list: one lookup per element, not a scan of the list.
+    let mut at_key: std::collections::HashMap<String, usize> = existing
+        .iter()
+        .enumerate()
+        .filter_map(|(p, e)| Some((e.get(key)?.to_string(), p)))
+        .rev()
+        .collect();
     for (i, item) in items.iter().enumerate() {
         let here = format!("{at}[{i}]");
         let Some(obj) = item.as_object() else {
@@ -349,7 +378,7 @@ fn merge_list(
             continue;
         }
         let id = obj.get(key);
-        match id.and_then(|id| existing.iter().position(|e| e.get(key) == Some(id))) {
+        match id.and_then(|id| at_key.get(&id.to_string()).copied()) {
             Some(p) => merge_at(&mut existing[p], item, mode, &here)?,
             None => {
                 // A new element: the API server appends it as sent, directives inside it
@@ -360,6 +389,9 @@ fn merge_list(
                 })?;
                 let mut fresh = Value::Object(Map::new());
                 merge_at(&mut fresh, item, mode, &here)?;
+                if let Some(id) = id {
+                    at_key.insert(id.to_string(), existing.len());
+                }
                 existing.push(fresh);
             }
         }
@@ -380,6 +412,11 @@ fn no_directives(v: &Value, mode: Mode, at: &str) -> Result<(), String> {
 
 fn is_directive(k: &str) -> bool {
     k.starts_with('$')
+}
+
+/// A directive that changes the result when applied (all but `$setElementOrder`).
+fn is_applied_directive(k: &str) -> bool {
+    is_directive(k) && !k.starts_with(SET_ORDER)
 }
 
 /// The first key anywhere in `v` that `bad` picks is an error: "`<path>`: `<key>` is not
@@ -421,6 +458,60 @@ mod tests {
     fn smp(mut t: Value, p: Value) -> Value {
         merge(&mut t, &p, Mode::Strategic).unwrap();
         t
+    }
+
+    /// Under a key the current object lacks, the API server drops a map holding `$patch`
+    /// and leaves `$deleteFromPrimitiveList` unapplied (`removeDirectives`): applied here,
+    /// `os: windows` would exempt a pod stored as Linux, and a capability deleted here would be
+    /// stored. Refused; `$setElementOrder` (a no-op either way) still passes.
+    #[test]
+    fn directives_under_a_new_key_are_refused() {
+        let cur = json!({"spec": {"containers": [{"name": "app"}]}});
+        for patch in [
+            json!({"spec": {"os": {"$patch": "merge", "name": "windows"}}}),
+            json!({"spec": {"securityContext": {"seccompProfile": {"$patch": "replace", "type": "RuntimeDefault"}}}}),
+            json!({"spec": {"containers": [{"name": "app", "securityContext": {"capabilities": {
+                "add": ["SYS_ADMIN"], "$deleteFromPrimitiveList/add": ["SYS_ADMIN"]}}}]}}),
+        ] {
+            let mut t = cur.clone();
+            let err = merge(&mut t, &patch, Mode::Strategic).unwrap_err();
+            assert!(err.contains("does not have"), "{patch}: {err}");
+        }
+        let out = smp(
+            cur,
+            json!({"spec": {"affinity": {"$setElementOrder/x": [{"name": "a"}], "y": 1}}}),
+        );
+        assert_eq!(out["spec"]["affinity"], json!({"y": 1}));
+    }
+
+    /// Two elements with one merge key: merged into one here, kept as two by the API server
+    /// when it takes the list as sent (a list the object lacks, `$patch: replace`) — a host
+    /// port on the one the proxy did not judge. Refused wherever they appear.
+    #[test]
+    fn two_elements_with_one_merge_key_are_refused() {
+        let ports = json!([
+            {"containerPort": 8080, "hostPort": 8080},
+            {"containerPort": 8080, "protocol": "UDP", "hostPort": null}]);
+        let cur = json!({"spec": {"containers": [{"name": "app"}]}});
+        let new_list = json!({"spec": {"containers": [{"name": "app", "ports": ports.clone()}]}});
+        let mut replaced = ports.as_array().unwrap().clone();
+        replaced.insert(0, json!({"$patch": "replace"}));
+        let replacing = json!({"spec": {"containers": [{"name": "app", "ports": replaced}]}});
+        let twice = json!({"spec": {"containers": [{"name": "x"}, {"name": "x", "image": "y"}]}});
+        for patch in [new_list, replacing, twice] {
+            let mut t = cur.clone();
+            let err = merge(&mut t, &patch, Mode::Strategic).unwrap_err();
+            assert!(err.contains("a second element"), "{patch}: {err}");
+        }
+        // Distinct keys merge as before.
+        let out = smp(
+            cur,
+            json!({"spec": {"containers": [{"name": "app", "image": "i"}, {"name": "b"}]}}),
+        );
+        assert_eq!(
+            out["spec"]["containers"],
+            json!([{"name": "app", "image": "i"}, {"name": "b"}])
+        );
     }
 
     /// apimachinery applies a list's `$patch` elements to the original first

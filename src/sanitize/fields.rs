@@ -176,8 +176,16 @@ pub fn pointer_tokens(pointer: &str) -> Vec<String> {
 fn token_matches(seg: &Seg, token: &str) -> bool {
     match seg {
         Seg::Key(k) => k == token,
-        // Any index, or `-` (append).
-        Seg::Each => token == "-" || token.bytes().all(|b| b.is_ascii_digit()),
+        // Any index, or `-` (append) — as the API server's JSON patch reads an index
+        // (evanphx/json-patch: Go's `strconv.Atoi`, so `+0` and `00`, and negative indices
+        // counting from the end, `-1`), not only RFC 6901's plain digits: a strip rule must
+        // not be passed by spelling the index another way.
+        Seg::Each => {
+            let digits = token.strip_prefix(['+', '-']).unwrap_or(token);
+            token == "-"
+                || token.is_empty()
+                || (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        }
     }
 }
 

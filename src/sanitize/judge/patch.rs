@@ -325,6 +325,25 @@ mod tests {
         );
     }
 
+    /// A strip rule on a list's elements catches every spelling of an index the API server's
+    /// JSON patch reads (`+0`, `00`, `-1` for the last), not only plain digits.
+    #[test]
+    fn every_spelling_of_an_index_is_stripped() {
+        let segs = fields::FieldPath::parse("podSpec.containers[*].securityContext")
+            .unwrap()
+            .resolve(Some(crate::sanitize::pss::locate::PodBearing::Deployment))
+            .unwrap();
+        for index in ["0", "+0", "00", "-1", "-"] {
+            let mut ops = json!([{"op": "add",
+                "path": format!("/spec/template/spec/containers/{index}/securityContext"),
+                "value": {"privileged": true}}]);
+            assert!(strip_json_patch(&mut ops, &segs), "{index}");
+            assert_eq!(ops, json!([]), "{index}");
+        }
+        let mut ops = json!([{"op": "add", "path": "/spec/template/spec/containers/x/securityContext", "value": {}}]);
+        assert!(!strip_json_patch(&mut ops, &segs), "a key is not an index");
+    }
+
     fn info() -> RequestInfo {
         let m = http::Method::PATCH;
         crate::k8s::request::classify(

@@ -4,7 +4,10 @@
 //! * a typical ~3 KB Deployment, JSON and YAML, created in a namespace that enforces
 //!   `restricted` and warns `restricted` (every check runs twice, nothing reported);
 //! * a strategic merge patch of that Deployment, judged on the merged object;
-//! * a 1 MB ConfigMap (parsed and canonicalized; nothing pod-shaped to judge).
+//! * a 1 MB ConfigMap (parsed and canonicalized; nothing pod-shaped to judge);
+//! * attacker-sized bodies, which must stay linear: a pod of 10 000 bare containers refused at
+//!   `restricted` (violations per container), and a strategic merge patch adding an `env` list
+//!   of 20 000 entries (a keyed list merge).
 //!
 //! Run: `cargo bench --bench sanitize`.
 // Bench code: a failed unwrap / expect / panic is a broken benchmark setup, not a proxy crash.
@@ -164,6 +167,73 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    let mut g = c.benchmark_group("sanitize_attacker_sized");
+    g.sample_size(10);
+    let containers: Vec<serde_json::Value> = (0..10_000)
+        .map(|i| serde_json::json!({"name": format!("c{i}"), "image": "x"}))
+        .collect();
+    let pod = serde_json::to_vec(&serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p"}, "spec": {"containers": containers}}))
+    .unwrap();
+    g.bench_function("pod_10k_containers_refused", |b| {
+        b.iter(|| {
+            refused(
+                &s,
+                &id,
+                "POST",
+                "/api/v1/namespaces/team-a/pods",
+                "application/json",
+                black_box(&pod),
+                None,
+            )
+        })
+    });
+    let env: Vec<serde_json::Value> = (0..20_000)
+        .map(|i| serde_json::json!({"name": format!("V{i:06}"), "value": "x"}))
+        .collect();
+    let big_env = serde_json::to_vec(&serde_json::json!(
+        {"spec": {"template": {"spec": {"containers": [{"name": image, "env": env}]}}}}
+    ))
+    .unwrap();
+    g.bench_function("strategic_patch_20k_env", |b| {
+        b.iter(|| {
+            one(
+                &s,
+                &id,
+                "PATCH",
+                &target,
+                "application/strategic-merge-patch+json",
+                black_box(&big_env),
+                Some(&current),
+            )
+        })
+    });
+    g.finish();
+}
+
+/// [`one`] for a body that is refused: whether it was.
+fn refused(
+    s: &Sanitizer,
+    id: &Identity,
+    method: &str,
+    path: &str,
+    ct: &str,
+    body: &[u8],
+    cur: Option<&serde_json::Value>,
+) -> bool {
+    let info = classify(
+        &method.parse().unwrap(),
+        &path.parse().unwrap(),
+        &http::HeaderMap::new(),
+    )
+    .unwrap();
+    let parsed = parse::parse_body(ct, body, &s.limits).unwrap();
+    let current = match cur {
+        Some(v) => Current::Found(v.clone()),
+        None => Current::NotFetched,
+    };
+    judge::judge(s, &info, id, parsed, current, None, None).is_err()
 }
 
 criterion_group!(benches, bench);

@@ -276,8 +276,11 @@ fn merge_list_field(
             Some(Value::Array(l)) => l,
             _ => Vec::new(),
         };
+        // A set of what the list holds: an attacker-sized list stays linear.
+        let mut held: std::collections::HashSet<String> =
+            list.iter().map(Value::to_string).collect();
         for item in items {
-            if !list.contains(item) {
+            if held.insert(item.to_string()) {
                 list.push(item.clone());
             }
         }

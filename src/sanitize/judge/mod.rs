@@ -513,10 +513,21 @@ fn field_denials(
                 ("update" | "patch", Some(cur)) => fields::present(cur, &segs),
                 _ => Vec::new(),
             };
+            // By element id, and the fields already refused: lookups, not scans (thousands
+            // of containers made this quadratic).
+            let mut was: std::collections::HashMap<&str, Vec<&Value>> =
+                std::collections::HashMap::new();
+            for (_, id, old) in &before {
+                was.entry(id.as_str()).or_default().push(old);
+            }
+            let mut refused: std::collections::HashSet<String> =
+                causes.iter().map(|c| c.field.clone()).collect();
             for obj in judged {
                 for (at, id, v) in fields::present(obj, &segs) {
-                    let unchanged = before.iter().any(|(_, was, old)| *was == id && *old == v);
-                    if !unchanged && !causes.iter().any(|c| c.field == at) {
+                    let unchanged = was
+                        .get(id.as_str())
+                        .is_some_and(|olds| olds.contains(&v));
+                    if !unchanged && refused.insert(at.clone()) {
                         causes.push(StatusCause {
                             reason: "FieldValueForbidden".into(),
                             message: format!(
@@ -551,9 +562,13 @@ fn pod_security(
             return v.clone();
         }
         let mut all: Vec<pss::Violation> = Vec::new();
+        // (field, check) pairs already listed: a set, not a scan of the list per violation
+        // (a pod of thousands of containers made that quadratic).
+        let mut seen: std::collections::HashSet<(String, &'static str)> =
+            std::collections::HashSet::new();
         for obj in judged {
             for v in pss::check_object(policy, &info.api_group, &resource, obj) {
-                if !all.iter().any(|x| x.field == v.field && x.check == v.check) {
+                if seen.insert((v.field.clone(), v.check)) {
                     all.push(v);
                 }
             }

@@ -232,6 +232,9 @@ fn check_order(id: &str) -> usize {
 /// (`containers "a", "b" must …`) and ours lists each.
 pub fn forbidden_detail(violations: &[Violation]) -> String {
     let mut by_check: Vec<(&'static str, &str, Vec<&str>)> = Vec::new();
+    // Details already listed, per check: a set, so a pod of thousands of containers is not
+    // compared detail by detail (quadratic).
+    let mut listed: std::collections::HashSet<(usize, &str)> = std::collections::HashSet::new();
     for v in violations {
         let (reason, detail) = match v.message.split_once(" (") {
             Some((r, d)) => (r, d.strip_suffix(')').unwrap_or(d)),
@@ -247,7 +250,7 @@ pub fn forbidden_detail(violations: &[Violation]) -> String {
                 by_check.len() - 1
             }
         };
-        if !detail.is_empty() && !by_check[at].2.contains(&detail) {
+        if !detail.is_empty() && listed.insert((at, detail)) {
             by_check[at].2.push(detail);
         }
     }

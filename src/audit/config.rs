@@ -296,6 +296,18 @@ fn overlapping_files(p: &mut Problems, sinks: &[ValidSink], at: &[usize], prefix
         std::path::PathBuf::from(s)
     };
     for (n, &(i, f)) in files.iter().enumerate() {
+        for &(j, g) in &files {
+            if i != j && f.path == sidecar(g) {
+                p.err(
+                    format!("{prefix}.sinks[{i}].file.path"),
+                    format!(
+                        "{} is the checkpoint sidecar of audit.sinks[{j}]",
+                        f.path.display()
+                    ),
+                    "give each file sink its own path",
+                );
+            }
+        }
         for &(j, g) in &files[..n] {
             if f.path == g.path {
                 p.err(
@@ -567,6 +579,10 @@ mod tests {
             );
         }
         assert!(shared("{file: {path: a.log, checkpoint_copy: copies.log}}").is_empty());
+        assert_eq!(
+            shared("{file: {path: a.log}}, {name: b, file: {path: a.log.checkpoints}}"),
+            ["audit.sinks[1].file.path"]
+        );
         // A kubeconfig the webhook sink would refuse at start is a config error (check-config,
         // reload), not a startup failure without a key path.
         let kc = |server: &str, user: &str| {

@@ -52,12 +52,19 @@ fn remove_where(headers: &mut HeaderMap, matches: impl Fn(&HeaderName) -> bool) 
 
 /// Whether a header carries identity a client must never pass upstream: `Authorization`,
 /// `Impersonate-*` (User, Group, Uid, Extra-*), `X-Remote-*` (front-proxy auth), `Audit-ID` —
-/// also spelled with `_` for `-` (`Impersonate_User`): Go's server ignores those, but a hop
+/// also spelled with `_` for `-` (`Impersonate_User`, and `X_Forwarded_For` / `X_Real_Ip`,
+/// which would forge the API server's `sourceIPs`): Go's server ignores those, but a hop
 /// between the proxy and the API server that treats `_` as `-` (as some proxies and CGI-style
 /// servers do) would turn them into identity headers.
 pub fn is_identity_header(name: &HeaderName) -> bool {
     let n = name.as_str(); // always lower-case in the http crate
-    is_identity_name(n) || (n.contains('_') && is_identity_name(&n.replace('_', "-")))
+    is_identity_name(n) || (n.contains('_') && underscored_identity(&n.replace('_', "-")))
+}
+
+/// An `_` spelling of an identity header, or of `X-Forwarded-For` / `X-Real-Ip` (which the
+/// API server reads for its audit `sourceIPs`; the proxy sets or drops the real ones).
+fn underscored_identity(n: &str) -> bool {
+    is_identity_name(n) || n == "x-forwarded-for" || n == "x-real-ip"
 }
 
 fn is_identity_name(n: &str) -> bool {
@@ -228,6 +235,8 @@ mod tests {
             ("x_remote_user", "root"),
             ("x-remote_group", "system:masters"),
             ("audit_id", "forged"),
+            ("x_forwarded_for", "6.6.6.6"),
+            ("x_real_ip", "6.6.6.6"),
             ("x_custom", "kept"),
         ]);
         strip_identity(&mut h);

@@ -293,11 +293,13 @@ fn merge_list_field(
             key
         }
     }) {
-        let mut list = match tmap.remove(k) {
-            Some(Value::Array(l)) => l,
-            _ => Vec::new(),
+        // A list the object lacks is taken as sent (`mergeMap` stores the patch's value for a
+        // new key): its elements are not merged with one another by key.
+        let (mut list, as_sent) = match tmap.remove(k) {
+            Some(Value::Array(l)) => (l, false),
+            _ => (Vec::new(), true),
         };
-        merge_list(&mut list, items, key, mode, here)?;
+        merge_list(&mut list, items, key, mode, as_sent, here)?;
         tmap.insert(k.to_owned(), Value::Array(list));
     } else {
         no_directives(v, mode, here)?;
@@ -311,6 +313,7 @@ fn merge_list(
     items: &[Value],
     key: &str,
     mode: Mode,
+    as_sent: bool,
     at: &str,
 ) -> Result<(), String> {
     // In apimachinery's order (`mergeSliceWithSpecialElements`, then
@@ -347,24 +350,12 @@ fn merge_list(
     if replace {
         existing.clear();
     }
-    // Two elements with one key: the API server merges them into one only when it merges the
-    // list with a current one; a list it takes as sent (`$patch: replace`, a list the object
-    // lacks) keeps both — the proxy would judge one where two are stored (a host port on one
-    // of them). Never sent by kubectl or client-go: refused.
-    let mut seen = std::collections::HashSet::new();
-    for (i, item) in items.iter().enumerate() {
-        if let Some(id) = item
-            .as_object()
-            .filter(|o| !o.contains_key("$patch"))
-            .and_then(|o| o.get(key))
-        {
-            if !seen.insert(id.to_string()) {
-                return Err(format!(
-                    "{at}[{i}]: a second element with {key} {id} (one element per {key})"
-                ));
-            }
-        }
-    }
+    // A list taken as sent — one the object lacks, or replaced (`$patch: replace`:
+    // `mergeSliceWithSpecialElements` returns the patch's other elements as they are) — keeps
+    // two elements with one key as two (ports 53/TCP and 53/UDP share `containerPort`); a
+    // list merged with the current one merges such an element into the earlier one, as
+    // `mergeSliceWithoutSpecialElements` looks each up in the list it is building.
+    let by_key = !(as_sent || replace);
     // Where each key stands in the list: one lookup per element, not a scan of the list.
     let mut at_key: std::collections::HashMap<String, usize> = existing
         .iter()
@@ -380,7 +371,7 @@ fn merge_list(
         if obj.contains_key("$patch") {
             continue;
         }
-        let id = obj.get(key);
+        let id = obj.get(key).filter(|_| by_key);
         match id.and_then(|id| at_key.get(&id.to_string()).copied()) {
             Some(p) => merge_at(&mut existing[p], item, mode, &here)?,
             None => {
@@ -487,33 +478,44 @@ mod tests {
         assert_eq!(out["spec"]["affinity"], json!({"y": 1}));
     }
 
-    /// Two elements with one merge key: merged into one here, kept as two by the API server
-    /// when it takes the list as sent (a list the object lacks, `$patch: replace`) — a host
-    /// port on the one the proxy did not judge. Refused wherever they appear.
+    /// Two elements with one merge key (ports 53/TCP and 53/UDP share `containerPort`) are
+    /// kept as two where the API server takes the list as sent — a list the object lacks, a
+    /// `$patch: replace` — and the later merged into the earlier where it merges the list with
+    /// the current one: judged as stored, a host port on either is seen.
     #[test]
-    fn two_elements_with_one_merge_key_are_refused() {
+    fn two_elements_with_one_merge_key_are_kept_as_the_api_server_keeps_them() {
         let ports = json!([
-            {"containerPort": 8080, "hostPort": 8080},
-            {"containerPort": 8080, "protocol": "UDP", "hostPort": null}]);
+            {"containerPort": 53, "protocol": "UDP", "hostPort": 53},
+            {"containerPort": 53, "protocol": "TCP"}]);
         let cur = json!({"spec": {"containers": [{"name": "app"}]}});
-        let new_list = json!({"spec": {"containers": [{"name": "app", "ports": ports.clone()}]}});
-        let mut replaced = ports.as_array().unwrap().clone();
-        replaced.insert(0, json!({"$patch": "replace"}));
-        let replacing = json!({"spec": {"containers": [{"name": "app", "ports": replaced}]}});
-        let twice = json!({"spec": {"containers": [{"name": "x"}, {"name": "x", "image": "y"}]}});
-        for patch in [new_list, replacing, twice] {
-            let mut t = cur.clone();
-            let err = merge(&mut t, &patch, Mode::Strategic).unwrap_err();
-            assert!(err.contains("a second element"), "{patch}: {err}");
-        }
-        // Distinct keys merge as before.
         let out = smp(
-            cur,
-            json!({"spec": {"containers": [{"name": "app", "image": "i"}, {"name": "b"}]}}),
+            cur.clone(),
+            json!({"spec": {"containers": [{"name": "app", "ports": ports.clone()}]}}),
         );
         assert_eq!(
-            out["spec"]["containers"],
-            json!([{"name": "app", "image": "i"}, {"name": "b"}])
+            out["spec"]["containers"][0]["ports"], ports,
+            "a new list, as sent"
+        );
+        let with_ports =
+            json!({"spec": {"containers": [{"name": "app", "ports": [{"containerPort": 80}]}]}});
+        let mut replaced = ports.as_array().unwrap().clone();
+        replaced.insert(0, json!({"$patch": "replace"}));
+        let out = smp(
+            with_ports.clone(),
+            json!({"spec": {"containers": [{"name": "app", "ports": replaced}]}}),
+        );
+        assert_eq!(
+            out["spec"]["containers"][0]["ports"], ports,
+            "replaced, as sent"
+        );
+        let out = smp(
+            with_ports,
+            json!({"spec": {"containers": [{"name": "app", "ports": ports}]}}),
+        );
+        assert_eq!(
+            out["spec"]["containers"][0]["ports"],
+            json!([{"containerPort": 80}, {"containerPort": 53, "protocol": "TCP", "hostPort": 53}]),
+            "merged with the current list: the second merges into the first"
         );
     }
 

@@ -58,6 +58,8 @@ struct Activity {
     unauthenticated: bool,
     /// Answers to requests that failed authentication not yet taken by the client.
     unauthenticated_open: usize,
+    /// Since when at least one such answer has been open.
+    unauthenticated_since: Option<Instant>,
 }
 
 /// What a connection's IO, its requests and its watchdog share. Holds the connection's place
@@ -89,6 +91,7 @@ impl Shared {
                 idle_since: Instant::now(),
                 unauthenticated: false,
                 unauthenticated_open: 0,
+                unauthenticated_since: None,
             }),
             changed: Notify::new(),
         })
@@ -129,6 +132,9 @@ impl Shared {
     pub fn refused_unauthenticated(self: &Arc<Self>) -> UnauthenticatedGuard {
         self.update(|a| {
             a.unauthenticated = true;
+            if a.unauthenticated_open == 0 {
+                a.unauthenticated_since = Some(Instant::now());
+            }
             a.unauthenticated_open += 1;
         });
         UnauthenticatedGuard(self.clone())
@@ -141,8 +147,12 @@ pub struct UnauthenticatedGuard(Arc<Shared>);
 
 impl Drop for UnauthenticatedGuard {
     fn drop(&mut self) {
-        self.0
-            .update(|a| a.unauthenticated_open = a.unauthenticated_open.saturating_sub(1));
+        self.0.update(|a| {
+            a.unauthenticated_open = a.unauthenticated_open.saturating_sub(1);
+            if a.unauthenticated_open == 0 {
+                a.unauthenticated_since = None;
+            }
+        });
     }
 }
 
@@ -212,23 +222,28 @@ where
         let _ = tokio::time::timeout(timeouts.grace, conn).await;
         return outcome;
     }
-    // After a failed authentication: cut at `grace` only if an answer to an unauthenticated
-    // request is still not taken (the client holding it with a window of 0); otherwise the
-    // other streams run to their end, and a shutdown gives them its grace.
-    tokio::select! {
-        _ = conn.as_mut() => return outcome,
-        _ = tokio::time::sleep(timeouts.grace) => {}
-    }
-    if shared.activity().unauthenticated_open > 0 {
-        return outcome;
-    }
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        _ = stop.wait() => {
-            let _ = tokio::time::timeout(timeouts.grace, conn).await;
+    // After a failed authentication the other streams run to their end (a shutdown gives them
+    // its grace); the connection is cut only once answers to unauthenticated requests have
+    // stayed untaken for `grace` (a client holding them with a window of 0 — including ones
+    // it opened after the GOAWAY, which h2 accepts until its shutdown PING is answered).
+    loop {
+        let since = shared.activity().unauthenticated_since;
+        let cut_at = since.map(|t| t + timeouts.grace);
+        tokio::select! {
+            _ = conn.as_mut() => return outcome,
+            _ = stop.wait() => {
+                let _ = tokio::time::timeout(timeouts.grace, conn).await;
+                return outcome;
+            }
+            // The watchdog has returned: this is the only waiter now.
+            _ = shared.changed.notified() => {}
+            _ = tokio::time::sleep_until(cut_at.unwrap_or_else(Instant::now)), if cut_at.is_some() => {
+                if shared.activity().unauthenticated_since == since {
+                    return outcome;
+                }
+            }
         }
     }
-    outcome
 }
 
 /// How [`first_bytes`] ended.
@@ -316,4 +331,62 @@ pub fn tracked<T>(inner: T, shared: Arc<Shared>) -> ReadTap<T, impl FnMut(&[u8])
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> Arc<Shared> {
+        let limiter = super::super::limits::ConnLimiter::new(10, 10, Default::default());
+        let permit = limiter
+            .try_acquire("127.0.0.1".parse().unwrap())
+            .unwrap_or_else(|_| panic!("a permit"));
+        let (alive, _drained) = tokio::sync::mpsc::channel(1);
+        Shared::new(permit, alive)
+    }
+
+    const TIMEOUTS: Timeouts = Timeouts {
+        preface: Duration::from_secs(10),
+        idle: Duration::from_secs(90),
+        grace: Duration::from_secs(5),
+    };
+
+    /// A connection after a failed authentication: the GOAWAY goes at once; the connection
+    /// is cut once answers to unauthenticated requests have stayed untaken for `grace` —
+    /// also ones opened later (a client that never acknowledges h2's shutdown PING may open
+    /// streams after the first GOAWAY) — and otherwise runs on (another identity's watch).
+    #[tokio::test(start_paused = true)]
+    async fn after_a_failed_authentication_only_held_refusals_cut_the_connection() {
+        let s = shared();
+        s.handshake_done();
+        s.prefaced.store(true, Ordering::Release);
+        let (_trigger, stop) = crate::shutdown::channel();
+        let watch = s.request_started(); // another identity's open stream
+        let first = s.refused_unauthenticated();
+        let driving = {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut conn = std::pin::pin!(std::future::pending::<Result<(), ()>>());
+                let started = Instant::now();
+                let out = drive(conn.as_mut(), |_| {}, |_| {}, &s, TIMEOUTS, stop).await;
+                (
+                    matches!(out, Outcome::Closed(Closed::Unauthenticated)),
+                    started.elapsed(),
+                )
+            })
+        };
+        // The first refusal is taken at once: nothing is held.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(first);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(!driving.is_finished(), "cut with no refusal held");
+        // A refusal opened later and held: cut `grace` after it.
+        let held = s.refused_unauthenticated();
+        let (closed, after) = driving.await.unwrap();
+        assert!(closed);
+        assert!(after >= Duration::from_secs(35), "{after:?}");
+        assert!(after < Duration::from_secs(36), "{after:?}");
+        drop((held, watch));
+    }
 }

@@ -524,9 +524,7 @@ fn field_denials(
                 causes.iter().map(|c| c.field.clone()).collect();
             for obj in judged {
                 for (at, id, v) in fields::present(obj, &segs) {
-                    let unchanged = was
-                        .get(id.as_str())
-                        .is_some_and(|olds| olds.contains(&v));
+                    let unchanged = was.get(id.as_str()).is_some_and(|olds| olds.contains(&v));
                     if !unchanged && refused.insert(at.clone()) {
                         causes.push(StatusCause {
                             reason: "FieldValueForbidden".into(),

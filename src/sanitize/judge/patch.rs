@@ -63,12 +63,14 @@ pub(super) fn apply_patch(
                 // recursive walks and drops of the result overflow the stack.
                 if let Some(at) = written_at(op) {
                     let levels = at.split('/').count().saturating_sub(1);
-                    // `…/-` appended to an array: its last element.
-                    let written = match at.strip_suffix("/-") {
-                        Some(list) => result
-                            .pointer(list)
-                            .and_then(Value::as_array)
-                            .and_then(|l| l.last()),
+                    // `…/-` appended to an array: its last element (under an object, `-` is
+                    // just a key, and the value is there).
+                    let appended = at
+                        .strip_suffix("/-")
+                        .and_then(|list| result.pointer(list))
+                        .and_then(Value::as_array);
+                    let written = match appended {
+                        Some(list) => list.last(),
                         None => result.pointer(at),
                     };
                     if written
@@ -471,12 +473,31 @@ mod tests {
             copies.push(json!({"op": "copy", "from": root, "path": format!("{root}{rel}/b")}));
             rel = format!("{rel}/b{rel}");
         }
+        // `-` as a key under an object: the value is checked there too.
+        let mut dashes = vec![json!({"op": "add", "path": "/spec/-", "value": chain(95)})];
+        let mut rel = "/a".repeat(94);
+        for _ in 0..200 {
+            dashes
+                .push(json!({"op": "add", "path": format!("/spec/-{rel}/-"), "value": chain(95)}));
+            rel.push_str("/-");
+            rel.push_str(&"/a".repeat(94));
+        }
+        // And appended to a list.
+        let mut appends = vec![json!({"op": "add", "path": root, "value": [chain(95)]})];
+        let mut rel = format!("/0{}", "/a".repeat(94));
+        for _ in 0..200 {
+            appends.push(json!({"op": "add", "path": format!("{root}{rel}/b"), "value": []}));
+            appends
+                .push(json!({"op": "add", "path": format!("{root}{rel}/b/-"), "value": chain(95)}));
+            rel.push_str("/b/0");
+            rel.push_str(&"/a".repeat(94));
+        }
         let shallow = json!([{"op": "add", "path": root, "value": chain(95)}]);
         std::thread::Builder::new()
             .stack_size(2 * 1024 * 1024) // tokio's worker stack
             .spawn(move || {
                 let cur = json!({"apiVersion": "v1", "kind": "Secret", "spec": {}});
-                for ops in [adds, copies] {
+                for ops in [adds, copies, dashes, appends] {
                     let parsed = Parsed {
                         value: Value::Array(ops),
                         kind: BodyKind::JsonPatch,

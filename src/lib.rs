@@ -11,6 +11,7 @@ pub mod body;
 pub mod classify;
 pub mod config;
 pub mod drain;
+pub mod json_depth;
 pub mod k8s;
 pub mod kubeconfig;
 pub mod problems;

@@ -287,6 +287,32 @@ async fn connection_caps_refuse_per_source_and_per_listener() {
     env.stop().await;
 }
 
+/// Create configmap `name` in `ns` with kubectl (which must succeed); whether the watch
+/// answer `body` delivers it within 10 s.
+async fn created_and_watched(
+    env: &Env,
+    ns: &str,
+    name: &str,
+    body: &mut hyper::body::Incoming,
+) -> bool {
+    let out = env.kubectl(&["create", "configmap", name, "-n", ns]).await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut got = Vec::new();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                got.extend_from_slice(&data);
+                if String::from_utf8_lossy(&got).contains(name) {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await;
+    seen == Ok(true)
+}
+
 /// Wait (bounded) until `series` reads `want`.
 async fn wait_for_metric(env: &Env, series: &str, want: f64) {
     for _ in 0..200 {
@@ -376,26 +402,8 @@ async fn idle_timeout_closes_an_idle_connection_but_not_one_with_a_watch() {
         !watch_task.is_finished(),
         "a connection holding a watch was closed as idle"
     );
-    let out = env
-        .kubectl(&["create", "configmap", "idle-check", "-n", "default"])
-        .await;
-    assert!(out.status.success(), "{}", common::stderr(&out));
-    let event = tokio::time::timeout(Duration::from_secs(10), async {
-        let mut seen = Vec::new();
-        while let Some(frame) = body.frame().await {
-            if let Ok(data) = frame.unwrap().into_data() {
-                seen.extend_from_slice(&data);
-                if String::from_utf8_lossy(&seen).contains("idle-check") {
-                    return true;
-                }
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(
-        event.ok(),
-        Some(true),
+    assert!(
+        created_and_watched(&env, "default", "idle-check", &mut body).await,
         "the watch did not deliver the new configmap"
     );
     env.stop().await;
@@ -623,24 +631,10 @@ async fn a_failed_authentication_does_not_cut_another_identity_s_watch() {
     // Past the grace: the watch is still there and delivers.
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert!(!conn_task.is_finished(), "the connection was cut");
-    let out = env
-        .kubectl(&["create", "configmap", "after-goaway", "-n", "team-a"])
-        .await;
-    assert!(out.status.success(), "{}", common::stderr(&out));
-    let seen = tokio::time::timeout(Duration::from_secs(10), async {
-        let mut got = Vec::new();
-        while let Some(frame) = events.frame().await {
-            if let Ok(data) = frame.unwrap().into_data() {
-                got.extend_from_slice(&data);
-                if String::from_utf8_lossy(&got).contains("after-goaway") {
-                    return true;
-                }
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(seen.ok(), Some(true), "the watch did not deliver the event");
+    assert!(
+        created_and_watched(&env, "team-a", "after-goaway", &mut events).await,
+        "the watch did not deliver the event"
+    );
     // New requests go on a new connection (the GOAWAY).
     assert!(shared.ready().await.is_err() || shared.send_request(get("/version")).await.is_err());
     env.stop().await;

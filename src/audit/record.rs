@@ -45,6 +45,7 @@ use crate::{
         Policy, RuleEvaluation, Stage, UserInfo,
     },
     authn::{identity::Method, Identity},
+    json_depth::nests_deeper,
     k8s::request::RequestInfo,
     refusal::Refused,
 };
@@ -69,29 +70,6 @@ pub fn exec_command(request_uri: &str) -> Vec<String> {
 /// Deepest request or response object kept in an event (the event adds a level or two around
 /// it; JSON readers commonly stop at 128).
 const MAX_OBJECT_DEPTH: usize = 100;
-
-/// Whether `v` nests deeper than `max` levels (a scalar is 0, `[]` and `{}` are 1): depth
-/// first, without recursion, stopping at the first container past `max`; only containers are
-/// kept on the way.
-fn nests_deeper(v: &Value, max: usize) -> bool {
-    let mut stack = vec![(v, 1usize)];
-    while let Some((v, d)) = stack.pop() {
-        let children: &mut dyn Iterator<Item = &Value> = match v {
-            Value::Array(a) => &mut a.iter(),
-            Value::Object(o) => &mut o.values(),
-            _ => continue,
-        };
-        if d > max {
-            return true;
-        }
-        stack.extend(
-            children
-                .filter(|c| c.is_array() || c.is_object())
-                .map(|c| (c, d + 1)),
-        );
-    }
-    false
-}
 
 /// An event's `stageTimestamp`, as kube-apiserver's `processAuditEvent` sets it:
 /// `RequestReceived` carries the time the request was received (so a policy reader can pair
@@ -591,7 +569,7 @@ mod tests {
     #[tokio::test]
     async fn objects_too_deep_for_the_event_s_readers_are_left_out() {
         use serde_json::{json, Value};
-        let deeper = super::nests_deeper;
+        let deeper = crate::json_depth::nests_deeper;
         assert!(!deeper(&json!(1), 0));
         assert!(!deeper(&json!({"a": [1, {"b": []}]}), 4));
         assert!(deeper(&json!({"a": [1, {"b": []}]}), 3));

@@ -11,6 +11,8 @@
 
 use serde_json::{json, Value};
 
+use crate::json_depth::nests_deeper;
+
 use super::super::{
     fields::{self, pointer_tokens, relate, Relation},
     merge::{self, Mode},
@@ -74,7 +76,7 @@ pub(super) fn apply_patch(
                         None => result.pointer(at),
                     };
                     if written
-                        .is_some_and(|v| deeper_than(v, MAX_RESULT_DEPTH.saturating_sub(levels)))
+                        .is_some_and(|v| nests_deeper(v, MAX_RESULT_DEPTH.saturating_sub(levels)))
                     {
                         return Err(unprocessable(format!(
                             "operation {i} nests the object deeper than {MAX_RESULT_DEPTH} levels"
@@ -114,28 +116,6 @@ fn written_at(op: &json_patch::PatchOperation) -> Option<&str> {
         Op::Move(o) => Some(o.path.as_str()),
         Op::Remove(_) | Op::Test(_) => None,
     }
-}
-
-/// Whether `v` nests more than `max` levels (itself level 1), walked without recursion and
-/// given up as soon as it is known.
-fn deeper_than(v: &Value, max: usize) -> bool {
-    let mut stack = vec![(v, 1usize)];
-    while let Some((v, depth)) = stack.pop() {
-        let children: &mut dyn Iterator<Item = &Value> = match v {
-            Value::Array(a) => &mut a.iter(),
-            Value::Object(o) => &mut o.values(),
-            _ => continue,
-        };
-        if depth > max {
-            return true;
-        }
-        stack.extend(
-            children
-                .filter(|c| c.is_array() || c.is_object())
-                .map(|c| (c, depth + 1)),
-        );
-    }
-    false
 }
 
 /// `v`'s length as compact JSON, counted without writing it out.

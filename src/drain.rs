@@ -14,11 +14,10 @@
 //! the stream closes cleanly once the answer is out. Past either bound the body is dropped (the
 //! old reset), so a client cannot make the proxy read without end.
 //!
-//! Not every client finishes: curl 7.88 over HTTP/2 stops uploading once it sees a final answer
-//! of 300 or more and ends its stream at once, shorter than its `Content-Length` — a malformed
-//! request (RFC 9113 §8.1.1) that h2 resets with PROTOCOL_ERROR, dropping whatever of the
-//! answer is still queued. The answer is normally out already (head and body are queued
-//! together); curl reports the error only in the rare turn where the head was written alone.
+//! Not every client finishes: a review traced a PROTOCOL_ERROR curl 7.88 reported once in CI
+//! (with a model server, not reproduced against this proxy) to curl ending its HTTP/2 upload
+//! at a final answer of 300 or more, shorter than its `Content-Length` — a malformed request
+//! (RFC 9113 §8.1.1) that h2 resets, dropping whatever of the answer is still queued.
 
 use std::{
     pin::Pin,
@@ -60,8 +59,7 @@ where
     /// read drops it without draining. hyper writes `100 Continue` at the body's first read
     /// when no answer is out yet, and the drain starts before the refusal's head is written:
     /// the client would be invited to upload everything the proxy already refused (RFC 9110
-    /// §10.1.1 lets a server answer with the final status instead, as kube-apiserver's
-    /// filters do). hyper then closes the connection after the answer, which the client is
+    /// §10.1.1 lets a server answer with the final status instead). hyper then closes the connection after the answer, which the client is
     /// ready for: it has not sent the body.
     pub fn awaiting_continue(inner: B) -> Self {
         DrainOnDrop {

@@ -67,12 +67,11 @@ async fn curl_post(
     )
 }
 
-/// Whether curl's HTTP/2 stream was reset because curl cut its own upload short. curl (7.88)
-/// stops uploading at a final answer of 300 or more and ends its stream at once, shorter than
-/// its Content-Length: RFC 9113 §8.1.1 makes that request malformed, and h2 resets the stream
-/// with PROTOCOL_ERROR, dropping what of the answer is still queued (rarely anything: only
-/// when the head was written alone before curl's END_STREAM was read). The head, checked by
-/// the caller, has reached curl then; the body has not, by curl's doing.
+/// Whether curl's HTTP/2 stream was reset because curl cut its own upload short: seen once in
+/// CI (the 413 head, then PROTOCOL_ERROR), traced by a review with a model server to curl 7.88
+/// ending its upload at a final answer of 300 or more, shorter than its Content-Length — a
+/// malformed request (RFC 9113 §8.1.1) that h2 resets, dropping what of the answer is still
+/// queued. The head, checked by the caller, has reached curl then; the body has not.
 fn cut_by_a_short_upload(http: &str, ok: bool, err: &str) -> bool {
     http == "--http2" && !ok && err.contains("PROTOCOL_ERROR")
 }
@@ -210,7 +209,7 @@ async fn every_proxy_made_answer_is_marked_uncacheable() {
 
 /// An HTTP/1.1 client that waits for `100 Continue` before uploading (`Expect: 100-continue`)
 /// gets the refusal as its first answer, never an invitation to upload what the proxy has
-/// already refused (RFC 9110 §10.1.1; kube-apiserver's filters answer so); an accepted write
+/// already refused (RFC 9110 §10.1.1); an accepted write
 /// still gets its `100 Continue`, and the upstream sees only that one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_awaiting_100_continue_gets_the_refusal_first() {

@@ -18,9 +18,8 @@
 //!   HTTP/2 lets one connection hold many streams cheaply: a client without credentials that
 //!   never opens its flow-control window would otherwise keep the answers to its streams
 //!   buffered (up to the stream limit) until the idle timeout, restarted by each new stream.
-//!   Other streams on the connection (another identity's watch) run to their end, as after
-//!   Go's `Connection: close`; the connection is cut `grace` after the GOAWAY only if the
-//!   answer to a failed request is still not taken then.
+//!   Other streams on the connection (another identity's watch) run to their end; the
+//!   connection is cut only once answers to failed requests have stayed untaken for `grace`.
 //! - **shutdown**: the same graceful close; the caller bounds the drain.
 //!
 //! Before hyper's connection exists, [`first_bytes`] waits for the client to speak under the
@@ -126,9 +125,9 @@ impl Shared {
 
     /// An HTTP/2 request on the connection failed authentication: the watchdog closes the
     /// connection gracefully (GOAWAY). Its answer counts as open until the returned guard is
-    /// dropped (with the response body): the connection is cut `grace` after the GOAWAY only
-    /// while such an answer is still open; other streams (another identity's watch on a
-    /// shared connection) run to their end, as after Go's `Connection: close`.
+    /// dropped (with the response body): the connection is cut once such answers have stayed
+    /// open for `grace`; other streams (another identity's watch on a shared connection) run
+    /// to their end.
     pub fn refused_unauthenticated(self: &Arc<Self>) -> UnauthenticatedGuard {
         self.update(|a| {
             a.unauthenticated = true;

@@ -566,7 +566,7 @@ impl Auditor {
     /// connection had ended within its grace. Then streams still ending (their socket gone,
     /// their `ResponseComplete` on its way) are waited for, up to 5 s; after a drain that ran
     /// out of time, the streams still open (a session outliving `shutdown.grace`) are not —
-    /// they are cut when the process exits, without their event, as in kube-apiserver — so
+    /// they are cut when the process exits, without their event — so
     /// the sinks keep their time for their final checkpoints before the pod is killed.
     /// Detached emits already on their way are waited for either way.
     pub async fn shutdown_after_drain(&self, timeout: Duration, drained: bool) {

@@ -313,6 +313,24 @@ async fn created_and_watched(
     seen == Ok(true)
 }
 
+/// An HTTP/2 connection (presenting `cert`) whose client grants no stream window: nothing of
+/// an answer's body can be sent to it. The task driving it ends when the proxy closes it.
+async fn zero_window(
+    env: &Env,
+    cert: Option<&portcullis_sandbox::pki::Issued>,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tls = common::tls_connect(env.proxy_addr, &env.ca, cert, &[b"h2"]).await;
+    let (h2c, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(tls)
+        .await
+        .unwrap();
+    (h2c, tokio::spawn(conn))
+}
+
 /// Wait (bounded) until `series` reads `want`.
 async fn wait_for_metric(env: &Env, series: &str, want: f64) {
     for _ in 0..200 {
@@ -458,13 +476,7 @@ async fn an_http2_connection_is_closed_after_a_request_fails_authentication() {
     // The demo config's `shutdown.grace` is 5 s.
     let env = Env::start().await;
     env.sandbox.sandbox.clear_recorded();
-    let tls = common::tls_connect(env.proxy_addr, &env.ca, None, &[b"h2"]).await;
-    let (mut h2c, conn) = h2::client::Builder::new()
-        .initial_window_size(0)
-        .handshake::<_, Bytes>(tls)
-        .await
-        .unwrap();
-    let conn_task = tokio::spawn(conn);
+    let (mut h2c, conn_task) = zero_window(&env, None).await;
     let mut heads = Vec::new();
     for _ in 0..20 {
         let Ok(ready) = h2c.clone().ready().await else {
@@ -551,13 +563,7 @@ async fn a_zero_window_client_cannot_hold_refusals_and_its_connection_open() {
     let env = start("  idle_timeout: 1s\n").await;
     env.sandbox.sandbox.clear_recorded();
     let tenant = env.ca.client_cert("mallory", &["tenant:team-a"]).unwrap();
-    let tls = common::tls_connect(env.proxy_addr, &env.ca, Some(&tenant), &[b"h2"]).await;
-    let (mut h2c, conn) = h2::client::Builder::new()
-        .initial_window_size(0)
-        .handshake::<_, Bytes>(tls)
-        .await
-        .unwrap();
-    let conn_task = tokio::spawn(conn);
+    let (mut h2c, conn_task) = zero_window(&env, Some(&tenant)).await;
     let mut heads = Vec::new();
     for _ in 0..20 {
         h2c = h2c.ready().await.unwrap();

@@ -71,6 +71,16 @@ impl LineBackend for Recording {
     }
 }
 
+/// Each write's audit IDs, in order ([`Recording`]).
+type Writes = Arc<std::sync::Mutex<Vec<Vec<String>>>>;
+
+/// An auditor in `mode` whose one sink records each write's audit IDs, and those writes.
+fn recording_auditor(mode: DeliveryMode) -> (Arc<Auditor>, Writes) {
+    let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let a = Arc::new(Auditor::with_backend(mode, Recording(writes.clone())));
+    (a, writes)
+}
+
 fn numbered(i: usize) -> Event {
     Event {
         audit_id: format!("e{i}"),
@@ -81,8 +91,7 @@ fn numbered(i: usize) -> Event {
 #[tokio::test]
 async fn waiting_emits_of_one_turn_share_a_write_and_keep_their_order() {
     for mode in [DeliveryMode::Blocking, DeliveryMode::BlockingStrict] {
-        let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let a = Arc::new(Auditor::with_backend(mode, Recording(writes.clone())));
+        let (a, writes) = recording_auditor(mode);
         // 200 requests emitting in the same turn, each waiting for its own event.
         let emits = (0..200).map(|i| {
             let a = a.clone();
@@ -421,11 +430,7 @@ async fn shutdown_of_a_stuck_batch_sink_is_bounded() {
 /// instead of an emit refused by sinks already stopped.
 #[tokio::test]
 async fn shutdown_waits_for_an_open_stream_s_event() {
-    let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let a = Arc::new(Auditor::with_backend(
-        DeliveryMode::BlockingStrict,
-        Recording(writes.clone()),
-    ));
+    let (a, writes) = recording_auditor(DeliveryMode::BlockingStrict);
     // A watch or exec session still open when shutdown begins.
     let open = a.pending_event();
     let stopping = {
@@ -453,11 +458,7 @@ async fn shutdown_waits_for_an_open_stream_s_event() {
 /// emit already on its way is.
 #[tokio::test]
 async fn a_timed_out_drain_does_not_wait_for_open_streams() {
-    let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let a = Arc::new(Auditor::with_backend(
-        DeliveryMode::BlockingStrict,
-        Recording(writes.clone()),
-    ));
+    let (a, writes) = recording_auditor(DeliveryMode::BlockingStrict);
     let _open = a.pending_event();
     a.emit_detached(numbered(7));
     let started = std::time::Instant::now();

@@ -63,8 +63,7 @@ impl Replay {
 
     /// The request, whole again.
     pub fn request(self) -> Request<Body> {
-        let body = body::frames(self.body.into_iter().map(Frame::data).collect());
-        let mut req = Request::new(body);
+        let mut req = Request::new(copy(&self.body));
         *req.method_mut() = self.method;
         *req.uri_mut() = self.uri;
         *req.version_mut() = self.version;
@@ -106,6 +105,7 @@ pub fn in_hand(mut body: Body) -> (Body, Option<Vec<Bytes>>) {
     (Ahead { queued, rest: body }.boxed_unsync(), None)
 }
 
+/// A body of these frames (each a cheap reference to data in hand).
 fn copy(data: &[Bytes]) -> Body {
     body::frames(data.iter().cloned().map(Frame::data).collect())
 }

@@ -11,6 +11,7 @@
 //! usually owns a whole /64 and could otherwise rotate addresses. Limits are per replica.
 
 use std::net::IpAddr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -25,6 +26,11 @@ pub struct SourceLimiter {
     /// key → limiter-clock nanoseconds until which the address is blocked.
     blocked: DashMap<u64, u64, PreHashedState>,
     clock: LimiterClock,
+    /// Failures of one key are charged one at a time (striped by key): the bucket reads its
+    /// clock before it updates, and "that was the last token" is computed from that reading —
+    /// a thread that read the clock first but updated second saw an empty bucket one failure
+    /// early. Only failed authentications take these locks.
+    charging: [Mutex<()>; 16],
 }
 
 impl SourceLimiter {
@@ -34,6 +40,7 @@ impl SourceLimiter {
             bucket: keyed(quota, &clock),
             blocked: DashMap::with_hasher(PreHashedState::default()),
             clock,
+            charging: Default::default(),
         }
     }
 
@@ -73,6 +80,11 @@ impl SourceLimiter {
     /// Spend a token for one failed authentication; `Some(wait)` when the bucket is now empty
     /// (the address is blocked for `wait`).
     pub fn record_failure(&self, key: u64) -> Option<Duration> {
+        // The index is < 16; a poisoned stripe guards nothing but ordering.
+        let stripe = &self.charging[(key % 16) as usize];
+        let _ordered = stripe
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match self.bucket.check_key(&key) {
             Ok(snapshot) if snapshot.remaining_burst_capacity() > 0 => None,
             Ok(_) => {
@@ -115,5 +127,50 @@ impl SourceLimiter {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // Test code: a failed unwrap is a failed test.
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::{Arc, Barrier};
+
+    use super::*;
+    use crate::ratelimit::quota::{Per, Rate};
+
+    /// Two failures from one address at the same moment, on two threads, leave it one short
+    /// of the burst — never blocked. (The bucket's "last token" used to be read from a clock
+    /// sampled before the update: a thread that read the clock first but updated second saw
+    /// an empty bucket after two of three failures, and the address was blocked early.)
+    #[test]
+    fn failures_racing_on_two_threads_block_only_at_the_burst() {
+        let quota = BucketQuota {
+            rate: Rate {
+                tokens: 1,
+                per: Per::Minute,
+            },
+            burst: 3,
+        };
+        for round in 0..5_000u64 {
+            let limiter = Arc::new(SourceLimiter::new(quota, LimiterClock::real()));
+            let barrier = Arc::new(Barrier::new(2));
+            let racers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (limiter, barrier) = (limiter.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        limiter.record_failure(round)
+                    })
+                })
+                .collect();
+            for r in racers {
+                assert_eq!(r.join().unwrap(), None, "round {round}: blocked after two");
+            }
+            assert_eq!(limiter.blocked(round), None, "round {round}");
+            assert!(limiter.record_failure(round).is_some(), "the third blocks");
+            assert!(limiter.blocked(round).is_some());
+        }
     }
 }

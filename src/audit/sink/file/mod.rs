@@ -59,7 +59,10 @@
 //! (read backwards from the end; a crash can leave a torn last line) or, when the file is
 //! missing or empty, from the newest backup. If the file ends in a torn or invalid line, it is
 //! renamed to a backup as found (kept as evidence) and a new file is started, rather than
-//! appending after garbage.
+//! appending after garbage. With a key, a file whose sidecar holds no checkpoint (written
+//! before a key was configured) continues the count from where its backups end (`tail.rs`
+//! `chain_end`): its sidecar starts with a checkpoint of that state, adopting the unsigned
+//! events before it, so `verify` holds the whole history and the file alone.
 //!
 //! # Measured (`cargo bench --bench audit`, release, 2-core VM, idle runs, 2026-11-27)
 //!
@@ -104,7 +107,7 @@ use names::{backup_stamp, parse_backup_stamp, split_name};
 pub use names::{list_backups, Backup};
 #[cfg(test)]
 use tail::ReverseLines;
-use tail::{scan_tail, TailState};
+use tail::{chain_end, scan_tail, TailState};
 
 use super::{LineBackend, Msg, Prepared, Shared, SinkCounters};
 use crate::audit::{
@@ -233,19 +236,20 @@ pub(crate) fn spawn(
 /// failed second rename) — is moved to the newest backup if that has none, otherwise kept
 /// aside as found, so that a new log never starts with another file's checkpoints. An empty
 /// log that exists owns its sidecar (the start checkpoint of a run that wrote no event): left.
-/// The newest backup, listed on the way.
-fn move_orphan_sidecar(path: &Path) -> io::Result<Option<Backup>> {
-    let newest = list_backups(path)?.pop();
+/// The backups (oldest first), listed on the way.
+fn move_orphan_sidecar(path: &Path) -> io::Result<Vec<Backup>> {
+    let backups = list_backups(path)?;
+    let newest = backups.last();
     let side_path = sidecar_path(path);
     if !path.exists() && std::fs::metadata(&side_path).is_ok_and(|m| m.len() > 0) {
-        let target = match &newest {
+        let target = match newest {
             Some(b) if !sidecar_path(&b.path).exists() => sidecar_path(&b.path),
             _ => sidecar_path(&backup_path(path)?),
         };
         tracing::warn!(sidecar = %side_path.display(), moved_to = %target.display(), "audit checkpoint sidecar without its log file");
         std::fs::rename(&side_path, &target)?;
     }
-    Ok(newest)
+    Ok(backups)
 }
 
 impl FileBackend {
@@ -255,17 +259,39 @@ impl FileBackend {
         }
         let existing = std::fs::metadata(&cfg.path).map(|m| m.len()).unwrap_or(0);
         let side_path = sidecar_path(&cfg.path);
-        let mut state = TailState::genesis();
+        let signs = cfg.signing_key.is_some();
         let mut move_away = false;
-        if existing > 0 {
-            state = scan_tail(&cfg.path)?;
+        // A log no checkpoint counts (written without a key) continues from where its backups
+        // end: with a key now, its sidecar starts with a checkpoint of that state, and the
+        // events it counts on are adopted (found on disk, not witnessed when written).
+        let mut header = None;
+        let state = if existing > 0 {
+            let mut state = scan_tail(&cfg.path)?;
             move_away = !state.clean_end;
-        } else {
-            let newest = move_orphan_sidecar(&cfg.path)?;
-            if let Some(newest) = newest {
-                state = scan_tail(&newest.path)?;
+            if signs && !state.counted {
+                let start = chain_end(&list_backups(&cfg.path)?)?;
+                state.seq = state.seq.saturating_add(start.seq);
+                if move_away {
+                    // The new file's first checkpoint signs it all: the backups' unsigned
+                    // events are adopted with this file's.
+                    state.since_ckpt = state.since_ckpt.saturating_add(start.since_ckpt);
+                } else {
+                    header = Some(start);
+                }
             }
-        }
+            state
+        } else {
+            let backups = move_orphan_sidecar(&cfg.path)?;
+            if signs {
+                chain_end(&backups)?
+            } else {
+                // Without a key only the link is needed.
+                match backups.last() {
+                    Some(newest) => scan_tail(&newest.path)?,
+                    None => TailState::genesis(),
+                }
+            }
+        };
         if move_away {
             let backup = backup_path(&cfg.path)?;
             tracing::warn!(
@@ -319,8 +345,32 @@ impl FileBackend {
         };
         if size == 0 {
             w.start_file()?;
+        } else if let Some(start) = header {
+            w.sign_start(&start)?;
         }
         Ok(w)
+    }
+
+    /// The first checkpoint of a file found with events and no checkpoint: the state it
+    /// continues from (`start`, with the events it counts since a checkpoint as adopted).
+    fn sign_start(&mut self, start: &TailState) -> io::Result<()> {
+        let Some(key) = &self.cfg.signing_key else {
+            return Ok(());
+        };
+        let snap = self.snapshot();
+        self.buf.clear();
+        self.side_buf.clear();
+        let cp = Checkpoint::sign_adopting(
+            key,
+            start.seq,
+            &start.link,
+            MicroTime::now(),
+            start.since_ckpt,
+        );
+        self.side_buf.extend_from_slice(&cp.to_line());
+        self.side_buf.push(b'\n');
+        self.pending_ckpts += 1;
+        self.commit(true, snap).map_err(io::Error::other)
     }
 
     fn snapshot(&self) -> Snapshot {

@@ -1,7 +1,8 @@
 //! Where an existing file leaves the chain: the last checkpoint of its sidecar, then the log
 //! read backwards from the end to the event that checkpoint signs — the last valid link and how
 //! many events follow the checkpoint — and whether both files end cleanly (a torn last line or
-//! an invalid one does not).
+//! an invalid one does not). A file no checkpoint counts (written without a signing key)
+//! counts from where the backups before it end ([`chain_end`]).
 
 use std::{
     fs::File,
@@ -9,6 +10,7 @@ use std::{
     path::Path,
 };
 
+use super::Backup;
 use crate::audit::chain::{self, sidecar_path, Checkpoint, Link, GENESIS};
 
 /// What the end of an existing file says about the chain.
@@ -20,6 +22,9 @@ pub(super) struct TailState {
     /// The log ends with `\n` and its last line is an event; the sidecar (if any) ends with
     /// `\n` and its last line is a checkpoint.
     pub(super) clean_end: bool,
+    /// A checkpoint of the sidecar counts `seq`; without one, `seq` counts this file's events
+    /// only.
+    pub(super) counted: bool,
 }
 
 impl TailState {
@@ -29,8 +34,33 @@ impl TailState {
             seq: 0,
             since_ckpt: 0,
             clean_end: true,
+            counted: true,
         }
     }
+}
+
+/// Where the chain stands at the end of the newest of `backups` (oldest first), counted from
+/// its start: a backup no checkpoint counts (written without a signing key) adds its events to
+/// those of the backup before it, back to one a checkpoint counts or to the oldest retained.
+/// `since_ckpt` sums the events since that checkpoint. Reads every unsigned backup whole — once, when signing is
+/// turned on over an unsigned history.
+pub(super) fn chain_end(backups: &[Backup]) -> io::Result<TailState> {
+    let Some((newest, older)) = backups.split_last() else {
+        return Ok(TailState::genesis());
+    };
+    let mut end = scan_tail(&newest.path)?;
+    let mut rest = older;
+    while !end.counted {
+        let Some((prev, before)) = rest.split_last() else {
+            break;
+        };
+        let state = scan_tail(&prev.path)?;
+        end.seq = end.seq.saturating_add(state.seq);
+        end.since_ckpt = end.since_ckpt.saturating_add(state.since_ckpt);
+        end.counted = state.counted;
+        rest = before;
+    }
+    Ok(end)
 }
 
 fn event_link(line: &[u8]) -> Option<Link> {
@@ -87,6 +117,7 @@ pub(super) fn scan_tail(path: &Path) -> io::Result<TailState> {
         seq: base_seq.saturating_add(after),
         since_ckpt: after,
         clean_end: !torn && last_line_valid != Some(false) && side_clean,
+        counted: cp.is_some(),
     })
 }
 

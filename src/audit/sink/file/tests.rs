@@ -565,3 +565,63 @@ async fn adopted_events_before_a_new_file_verify_with_and_without_their_file() {
     assert!(r.ok(), "{r:?}");
     assert_eq!(r.adopted, [(4 - tail, 3)], "{r:?}");
 }
+
+/// Signing turned on over a history written without a key (rotated backups, and a current
+/// file with events, none, or a torn last line): the restarted sink signs the state the
+/// current file continues from, counted from the chain's start, and every event before it as
+/// adopted — the whole history verifies, and so does the current file alone.
+#[tokio::test]
+async fn signing_turned_on_over_an_unsigned_history_verifies() {
+    for (current_file_has_events, torn) in [(true, false), (false, false), (true, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut cfg = FileSinkConfig::new(&path);
+        cfg.max_size_bytes = 4096;
+        cfg.max_backups = 0;
+        let a = auditor(cfg.clone(), DeliveryMode::Blocking);
+        for i in 0..60 {
+            a.emit(event(i)).await.unwrap();
+        }
+        a.shutdown(Duration::from_secs(5)).await;
+        assert!(list_backups(&path).unwrap().len() >= 2);
+        if !current_file_has_events {
+            // As a rotation leaves it: the current file moved to a backup, none in its place.
+            std::fs::rename(&path, backup_path(&path).unwrap()).unwrap();
+        }
+        if torn {
+            // A crash mid-line: the file is kept as a backup and a new one started.
+            OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap()
+                .write_all(br#"{"kind":"Eve"#)
+                .unwrap();
+        }
+        let key = key();
+        cfg.signing_key = Some(key.clone());
+        let a = auditor(cfg, DeliveryMode::Blocking);
+        for i in 60..65 {
+            a.emit(event(i)).await.unwrap();
+        }
+        a.shutdown(Duration::from_secs(5)).await;
+        let mut files: Vec<PathBuf> = list_backups(&path)
+            .unwrap()
+            .into_iter()
+            .map(|b| b.path)
+            .collect();
+        files.push(path.clone());
+        let r = verify_files(&files, &key);
+        assert!(r.ok(), "{current_file_has_events}: {r:?}");
+        assert_eq!((r.events, r.unsigned_tail), (65, 0), "{r:?}");
+        let adopted: u64 = r.adopted.iter().map(|(a, b)| b - a + 1).sum();
+        assert_eq!(
+            (r.adopted.first().map(|a| a.0), adopted),
+            (Some(1), 60),
+            "{r:?}"
+        );
+        // The newest file alone: its header says where it continues from.
+        let r = verify_files(std::slice::from_ref(&path), &key);
+        assert!(r.ok(), "{current_file_has_events}: {r:?}");
+        assert_eq!(r.events + r.starts_after, 65, "{r:?}");
+    }
+}

@@ -27,7 +27,9 @@
 //! the last checkpoint are reported as the "unsigned tail"; events a checkpoint signed only
 //! because the restarted proxy found them unsigned on disk (its `adopted` count) are reported
 //! as such, with a warning. With keys given, files without any
-//! checkpoint fail (nothing is signed). Without keys, only the chain and the checkpoints' links
+//! checkpoint fail (nothing is signed), and so does a file without checkpoints after a signed
+//! one (its sidecar deleted or emptied — the sink starts every sidecar with a checkpoint — or
+//! signing turned off). Without keys, only the chain and the checkpoints' links
 //! are checked, and the report says so.
 
 mod signed;
@@ -372,10 +374,32 @@ pub fn verify_with_anchors(
         }
     }
     let mut buf = Vec::with_capacity(64 * 1024);
+    // A file before this one had checkpoints.
+    let mut signed_before = false;
     for path in files {
         let sidecar = sidecar_path(path);
-        match signed::read_sidecar(&sidecar, keys, &mut st.report.warnings)? {
-            Ok(Some(list)) => st.pending = list.into(),
+        let read = signed::read_sidecar(&sidecar, keys, &mut st.report.warnings)?;
+        let unsigned = match &read {
+            Ok(None) => true,
+            Ok(Some(list)) => list.is_empty(),
+            Err(_) => false,
+        };
+        if signed_before && unsigned && !keys.is_empty() {
+            // The sink starts every file's sidecar with a checkpoint while it has a key: a
+            // later file without one had its checkpoints removed (a rewrite of the file would
+            // otherwise pass as an unsigned tail) — or signing was turned off, which leaves
+            // nothing after it to vouch for either.
+            let message = format!(
+                "no checkpoint signs this file, but the files before it were signed: its sidecar {} was deleted or emptied, or signing was turned off",
+                sidecar.display()
+            );
+            return Ok(stop(st, whole(path, message)));
+        }
+        match read {
+            Ok(Some(list)) => {
+                signed_before |= !list.is_empty();
+                st.pending = list.into();
+            }
             Ok(None) => {
                 st.pending.clear();
                 if !keys.is_empty() {

@@ -625,3 +625,57 @@ async fn signing_turned_on_over_an_unsigned_history_verifies() {
         assert_eq!(r.events + r.starts_after, 65, "{r:?}");
     }
 }
+
+/// With keys, a file after signed ones must be signed too: the newest file rewritten (its
+/// links recomputed from where the file before it ends — that takes no key) with its sidecar
+/// deleted or emptied fails verify, where it used to pass as an unsigned tail.
+#[tokio::test]
+async fn a_rewritten_newest_file_without_its_checkpoints_fails() {
+    for empty_sidecar in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let key = key();
+        let mut cfg = signed(&path, &key);
+        cfg.max_size_bytes = 4096;
+        cfg.max_backups = 0;
+        let a = auditor(cfg, DeliveryMode::Blocking);
+        for i in 0..30 {
+            a.emit(event(i)).await.unwrap();
+        }
+        a.shutdown(Duration::from_secs(5)).await;
+        let mut files: Vec<PathBuf> = list_backups(&path)
+            .unwrap()
+            .into_iter()
+            .map(|b| b.path)
+            .collect();
+        let before = verify_files(&files, &key);
+        files.push(path.clone());
+        assert!(verify_files(&files, &key).ok());
+        let mut link = before.last_link.unwrap();
+        let mut forged = Vec::new();
+        for i in 100..103 {
+            let p = crate::audit::sink::Prepared::new(event(i), true);
+            link = link.next(p.canonical());
+            p.write_chained(&link, &mut forged);
+        }
+        std::fs::write(&path, forged).unwrap();
+        if empty_sidecar {
+            std::fs::write(sidecar_path(&path), b"").unwrap();
+        } else {
+            std::fs::remove_file(sidecar_path(&path)).unwrap();
+        }
+        let r = verify_files(&files, &key);
+        let f = r
+            .failure
+            .clone()
+            .unwrap_or_else(|| panic!("{empty_sidecar}: passed: {r:?}"));
+        assert_eq!(f.file, path);
+        assert!(
+            f.message.contains("no checkpoint signs this file"),
+            "{}",
+            f.message
+        );
+        // The files before it still verify.
+        assert!(verify_files(&files[..files.len() - 1], &key).ok());
+    }
+}

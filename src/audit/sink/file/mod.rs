@@ -269,7 +269,12 @@ impl FileBackend {
             let mut state = scan_tail(&cfg.path)?;
             move_away = !state.clean_end;
             if signs && !state.counted {
-                let start = chain_end(&list_backups(&cfg.path)?)?;
+                let backups = list_backups(&cfg.path)?;
+                let start = chain_end(&backups)?;
+                if start.counted && !backups.is_empty() {
+                    // Not a history from before the key: this file's checkpoints went.
+                    tracing::warn!(file = %cfg.path.display(), "audit file without checkpoints after signed backups (its sidecar was deleted?): its events are signed as adopted, and `audit verify` reports them so");
+                }
                 state.seq = state.seq.saturating_add(start.seq);
                 if move_away {
                     // The new file's first checkpoint signs it all: the backups' unsigned

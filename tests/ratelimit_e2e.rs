@@ -220,6 +220,43 @@ async fn a_watch_with_a_bogus_upgrade_still_holds_its_permit() {
     env.stop().await;
 }
 
+/// A log read whole asked over HTTP/1.1 with a WebSocket upgrade would be spliced with no
+/// deadline and no stalled-stream reset: it holds a watch permit like a followed log. With
+/// team-a's three watches open it is 429, and the upstream never sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_asked_over_websocket_holds_a_watch_permit() {
+    let env = Env::start().await; // team-a: 3 concurrent watches
+    let alice = token(&env, "alice", &["tenant:team-a"]);
+    let mut watches = common::h2_sender(env.proxy_addr, &env.ca, None).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let resp = watches
+            .send_request(get("/api/v1/namespaces/team-a/pods?watch=1", &alice))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        open.push(resp);
+    }
+    env.sandbox.sandbox.clear_recorded();
+    let io = hyper_util::rt::TokioIo::new(
+        common::tls_connect(env.proxy_addr, &env.ca, None, &[b"http/1.1"]).await,
+    );
+    let (mut h1, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let mut r = common::websocket_get("/api/v1/namespaces/team-a/pods/web/log");
+    r.headers_mut()
+        .insert("authorization", format!("Bearer {alice}").parse().unwrap());
+    let refused = h1.send_request(r).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        env.sandbox.sandbox.recorded().is_empty(),
+        "{:?}",
+        env.sandbox.sandbox.recorded()
+    );
+    drop(open);
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_credentials_are_limited_per_address_before_authentication() {
     let env = Env::start_with(|c| {

@@ -156,11 +156,15 @@ impl RateLimiter {
                 tokens = tokens.max(costs.deletecollection);
             }
         }
+        // An HTTP/1.1 upgrade of a long-running request is spliced for as long as either side
+        // keeps it open (a log over WebSocket, `/debug/pprof/` with an `Upgrade`): no deadline,
+        // no stalled-stream reset — it holds a permit whatever it is.
+        let upgraded = req.long_running && req.upgrade.is_some();
         let stream = if verb == "watch" {
             Some(StreamKind::Watches)
-        } else if req.is_resource_request && req.long_running {
+        } else if req.long_running && (req.is_resource_request || upgraded) {
             match req.subresource.as_str() {
-                "log" if req.is_follow_log(uri) => Some(StreamKind::Watches),
+                "log" if upgraded || req.is_follow_log(uri) => Some(StreamKind::Watches),
                 "log" => None,
                 _ => Some(StreamKind::Sessions),
             }

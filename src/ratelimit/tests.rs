@@ -591,6 +591,36 @@ fn any_followed_log_takes_a_watch_permit() {
         .is_none());
 }
 
+/// A log or `/debug/pprof/` asked with an HTTP/1.1 `Upgrade` is spliced with no deadline and
+/// no stalled-stream reset: it holds a permit (a log a watch one, pprof a session one), where
+/// the same request without the upgrade holds none.
+#[test]
+fn an_upgraded_log_or_pprof_takes_a_permit() {
+    let (rl, _clock) = limiter("default: {watches: 1, sessions: 1}");
+    let carol = id("carol", &[], None);
+    let log = req_with(
+        "GET",
+        "/api/v1/namespaces/default/pods/p/log",
+        &upgrade_headers(),
+    );
+    let l1 = check(&rl, &carol, &log).expect("the first");
+    assert!(l1.permit.is_some());
+    assert_eq!(
+        check(&rl, &carol, &log).expect_err("cap 1").limit,
+        "watches"
+    );
+    let pprof = req_with("GET", "/debug/pprof/profile", &upgrade_headers());
+    let p1 = check(&rl, &carol, &pprof).expect("the first");
+    assert!(p1.permit.is_some());
+    assert_eq!(
+        check(&rl, &carol, &pprof).expect_err("cap 1").limit,
+        "sessions"
+    );
+    let plain = req("GET", "/debug/pprof/profile");
+    assert!(check(&rl, &carol, &plain).expect("plain").permit.is_none());
+    drop((l1, p1));
+}
+
 #[test]
 fn permit_is_send_and_static() {
     fn assert_send_static<T: Send + Sync + 'static>() {}

@@ -11,8 +11,14 @@
 //!   table is shared, so streams opened before the reload still count against the new caps,
 //!   and their permits release into the same table when they end.
 //! - **Failing-address blocks** are kept when `unauthenticated` is unchanged.
-//! - **In-flight count**: shared (counted also without a cap, so a `max_in_flight` added by a
-//!   reload counts the requests already in flight), with the new `max_in_flight` as the cap.
+//! - **In-flight count**: shared when the old limiter had a cap (its places are given back when
+//!   the upstream answer has been read, so the count is what the API server is working on),
+//!   with the new `max_in_flight` as the cap. Without a cap nothing is counted, so a cap added
+//!   by a reload starts from zero: the requests in flight then are not counted against it
+//!   (they end within their deadline). Counting them would mean holding uncapped places with
+//!   the answer (the hand-back costs three allocations per request), and a client that reads
+//!   nothing could pin such places until the cap an operator adds in an incident refused
+//!   everyone (review).
 //! - **Metrics**: the same families (registered once, at start).
 //! - **The eviction schedule**: when the last sweep ran, so the new limiter's sweep comes on
 //!   time instead of a whole `idle_eviction` after the reload.
@@ -46,8 +52,8 @@ impl<'a> Carried<'a> {
             .filter(|s| Some(s.quota()) == settings.unauthenticated)
             .cloned();
         let in_flight = match prev {
-            Some(p) => p.in_flight.resized(settings.max_in_flight),
-            None => InFlight::new(settings.max_in_flight),
+            Some(p) if p.in_flight.max().is_some() => p.in_flight.resized(settings.max_in_flight),
+            _ => InFlight::new(settings.max_in_flight),
         };
         let last_sweep = match prev {
             Some(p) => Arc::clone(&p.last_sweep),
@@ -184,17 +190,25 @@ users: {alice: {reads: {rate: 1/m, burst: 5}}, dave: {reads: {rate: 1/m, burst: 
             .expect("released into the shared table");
     }
 
-    /// Requests admitted while no cap was set still count once a reload sets one.
+    /// A cap changed by a reload counts the places the old cap's requests hold; a cap added
+    /// where there was none starts from zero (nothing is counted without a cap).
     #[test]
-    fn a_cap_added_by_a_reload_counts_the_requests_already_in_flight() {
-        let old = RateLimiter::from_settings(settings("default: {watches: 1}"));
+    fn a_reload_keeps_the_count_of_a_cap_and_adds_a_cap_from_zero() {
+        let old = RateLimiter::from_settings(settings("default: {watches: 1}\nmax_in_flight: 2"));
         let held: Vec<_> = (0..2)
-            .map(|_| old.try_in_flight().expect("no cap"))
+            .map(|_| old.try_in_flight().expect("within the cap"))
             .collect();
-        let new = old.reconfigured(settings("default: {watches: 1}\nmax_in_flight: 2"));
-        let refused = new.try_in_flight().expect_err("both places are taken");
+        let new = old.reconfigured(settings("default: {watches: 1}\nmax_in_flight: 3"));
+        let third = new.try_in_flight().expect("the new cap has room for one");
+        let refused = new.try_in_flight().expect_err("the old places count");
         assert_eq!(refused.limit, "in_flight");
         drop(held);
         let _one = new.try_in_flight().expect("released into the shared count");
+        drop(third);
+        let uncapped = new.reconfigured(settings("default: {watches: 1}"));
+        let capped = uncapped.reconfigured(settings("default: {watches: 1}\nmax_in_flight: 2"));
+        let _a = capped.try_in_flight().expect("from zero");
+        let _b = capped.try_in_flight().expect("from zero");
+        assert!(capped.try_in_flight().is_err());
     }
 }

@@ -78,7 +78,13 @@ where
     fn call(&mut self, mut req: Request<B>) -> ResponseFuture {
         // Long-running requests have stream caps instead.
         let long_running = service::info(&req).is_none_or(|i| i.long_running);
-        let Some(limiter) = self.limiter.as_ref().filter(|_| !long_running) else {
+        // Without `max_in_flight` nothing is counted: a reload that adds a cap starts from
+        // zero (see `carry.rs`).
+        let Some(limiter) = self
+            .limiter
+            .as_ref()
+            .filter(|l| !long_running && l.in_flight_capped())
+        else {
             return service::boxed(self.inner.call(req));
         };
         let place = match limiter.try_in_flight() {
@@ -90,19 +96,6 @@ where
         // once the upstream body has ended or been dropped (read straight through, by the pump,
         // or reset as stalled), and an answer that never reached the upstream (a refusal, a
         // self-review) gives it back here or with its last frame taken.
-        if !limiter.in_flight_capped() {
-            // Only counted (for a reload that adds a cap): not worth the three allocations
-            // the forwarder's hand-back costs per request, so held with the answer as before —
-            // a client that reads nothing can inflate this count, never refuse anyone.
-            let inner = self.inner.call(req);
-            return service::boxed(async move {
-                let (parts, body) = inner.await?.into_parts();
-                Ok(Response::from_parts(
-                    parts,
-                    body::hold_until_read(body, place),
-                ))
-            });
-        }
         let place = SharedPlace::new(place);
         req.extensions_mut().insert(place.clone());
         let inner = self.inner.call(req);

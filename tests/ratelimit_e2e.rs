@@ -485,6 +485,36 @@ async fn two_replicas_share_one_redis_bucket() {
     b.stop().await;
 }
 
+/// A decision taken without the Redis backend is written to audit with the mode that took it
+/// (DESIGN: a degraded mode is counted in metrics and written to audit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_without_redis_is_written_to_audit() {
+    let env = Env::start_with(|c| {
+        *c = c.replace(
+            "  max_in_flight: 400\n",
+            "  max_in_flight: 400\n  backend: redis\n  redis: {url: \"redis://127.0.0.1:1\", replicas: 2, on_backend_error: local, timeout: 200ms}\n",
+        );
+    })
+    .await;
+    let alice = token(&env, "alice", &["tenant:team-a"]);
+    let path = "/api/v1/namespaces/team-a/configmaps?limit=10";
+    let r = env.request(get(path, &alice), None, true).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let log = std::fs::read_to_string(env.files.dir.join("audit.log")).unwrap();
+    let event = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["stage"] == "ResponseComplete" && e["requestURI"] == path)
+        .unwrap_or_else(|| panic!("no event:\n{log}"));
+    assert_eq!(
+        event["annotations"]["portcullis.io/ratelimit-backend"],
+        "unavailable; on_backend_error: local",
+        "{event}"
+    );
+    assert_eq!(event["annotations"]["portcullis.io/ratelimit"], "allowed");
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saturated_proxy_sheds_load_with_503() {
     let (ca, sandbox) = Env::ca_and_sandbox().await;

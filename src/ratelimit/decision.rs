@@ -246,7 +246,6 @@ impl RateLimiter {
             Ok(outcome) => self.finish(id, cost, quota, source, outcome, admission.take_all()),
             Err(_) => {
                 let metrics = &self.inner.metrics;
-                admission.degraded = true;
                 match redis.settings().on_backend_error {
                     OnBackendError::Local => {
                         metrics.degraded[0].inc();
@@ -254,7 +253,7 @@ impl RateLimiter {
                         let effective = self.inner.buckets.effective(quota);
                         let mut r = self.finish(id, cost, effective, source, outcome, admission);
                         if let Ok(a) = &mut r {
-                            a.degraded = true;
+                            a.degraded = Some("local");
                         }
                         r
                     }
@@ -266,6 +265,7 @@ impl RateLimiter {
                         );
                         if self.inner.mode == Mode::Shadow {
                             metrics.decision(Class::Backend, Outcome::ShadowRejected);
+                            admission.degraded = Some("deny");
                             admission.shadow_rejection = Some(Box::new(Rejection {
                                 shadow: true,
                                 ..rejection
@@ -279,6 +279,7 @@ impl RateLimiter {
                     OnBackendError::Allow => {
                         metrics.degraded[2].inc();
                         metrics.decision(cost.bucket.metric(), Outcome::Allowed);
+                        admission.degraded = Some("allow");
                         Ok(admission)
                     }
                 }

@@ -199,7 +199,17 @@ where
                     Some(_) => "shadow-rejected",
                     None => "allowed",
                 };
-                rec.with(|r| r.annotate("portcullis.io/ratelimit", outcome));
+                rec.with(|r| {
+                    r.annotate("portcullis.io/ratelimit", outcome);
+                    // Decided without the Redis backend: say which `on_backend_error` mode
+                    // decided (DESIGN: a degraded mode is counted and written to audit).
+                    if let Some(mode) = admission.degraded {
+                        r.annotate(
+                            "portcullis.io/ratelimit-backend",
+                            format!("unavailable; on_backend_error: {mode}"),
+                        );
+                    }
+                });
             }
             if let Some(permit) = admission.permit {
                 req.extensions_mut()

@@ -793,7 +793,7 @@ redis: {{url: "redis://127.0.0.1:{port}", replicas: 1, on_backend_error: deny, t
         .expect("shadow admits");
     let note = a.shadow_rejection.expect("the would-be 503 is recorded");
     assert_eq!(note.status().code, 503);
-    assert!(a.degraded);
+    assert_eq!(a.degraded, Some("deny"));
     let (enforce, _clock) = limiter(&yaml("enforce"));
     let refused = enforce.check_async(&alice, &r.0, &r.1).await;
     assert_eq!(refused.err().map(|r| r.status().code), Some(503));

@@ -97,8 +97,9 @@ pub struct Admission {
     /// Shadow mode: the rejection enforce mode would have answered (already logged and counted;
     /// the audit layer may annotate it).
     pub shadow_rejection: Option<Box<Rejection>>,
-    /// Decided without the Redis backend (`on_backend_error` applied).
-    pub degraded: bool,
+    /// Decided without the Redis backend: the `on_backend_error` mode applied (`local`,
+    /// `allow`, or `deny` in shadow mode), for the audit event.
+    pub degraded: Option<&'static str>,
 }
 
 impl Admission {

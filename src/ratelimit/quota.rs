@@ -78,15 +78,28 @@ pub struct BucketQuota {
 }
 
 impl BucketQuota {
-    /// This quota split across `replicas` (rate and burst divided, rounded up, at least 1).
+    /// This quota split across `replicas`: the rate divided exactly (in the largest unit that
+    /// holds it whole: 2/s over 10 replicas is 12/m, 1/m over 3 is 20/h; below 1/h, 1/h), the
+    /// burst divided rounded up, at least 1. (Rounding the rate up in its own unit let 10
+    /// replicas admit 10/s of a 2/s quota.)
     pub fn divided(self, replicas: u32) -> BucketQuota {
-        let r = replicas.max(1);
+        let r = u64::from(replicas.max(1));
+        let per_hour = self.rate.per_hour();
+        let exact = [Per::Second, Per::Minute, Per::Hour]
+            .into_iter()
+            .find_map(|per| {
+                // Tokens per hour that one token per `per` is.
+                let denom = r * (3600 / per.secs());
+                let tokens = u32::try_from(per_hour / denom).ok()?;
+                (per_hour.is_multiple_of(denom) && tokens > 0).then_some(Rate { tokens, per })
+            });
+        let rate = exact.unwrap_or(Rate {
+            tokens: u32::try_from(per_hour / r).unwrap_or(u32::MAX).max(1),
+            per: Per::Hour,
+        });
         BucketQuota {
-            rate: Rate {
-                tokens: self.rate.tokens.div_ceil(r).max(1),
-                per: self.rate.per,
-            },
-            burst: self.burst.div_ceil(r).max(1),
+            rate,
+            burst: self.burst.div_ceil(replicas.max(1)).max(1),
         }
     }
 

@@ -866,3 +866,33 @@ async fn a_reload_keeps_the_eviction_schedule() {
     trigger.fire();
     let _ = task.await;
 }
+
+/// Redis down with `on_backend_error: local`: each replica's share of a quota adds up to no
+/// more than the quota (it was rounded up in its own unit: 2/s over 10 replicas was 1/s each,
+/// 10/s in all).
+#[test]
+fn a_quota_divided_across_replicas_adds_up_to_no_more_than_the_quota() {
+    use super::quota::{BucketQuota, Per, Rate};
+    let q = |tokens, per, burst| BucketQuota {
+        rate: Rate { tokens, per },
+        burst,
+    };
+    assert_eq!(q(2, Per::Second, 5).divided(10), q(12, Per::Minute, 1));
+    assert_eq!(q(1, Per::Minute, 3).divided(3), q(20, Per::Hour, 1));
+    assert_eq!(q(10, Per::Second, 20).divided(2), q(5, Per::Second, 10));
+    assert_eq!(q(7, Per::Second, 10).divided(3), q(140, Per::Minute, 4));
+    // Below one per hour a replica keeps one per hour.
+    assert_eq!(q(1, Per::Hour, 1).divided(3), q(1, Per::Hour, 1));
+    for tokens in [1, 2, 3, 5, 7, 100, 1000] {
+        for per in [Per::Second, Per::Minute, Per::Hour] {
+            for replicas in 1..=12u32 {
+                let total = q(tokens, per, 10).rate.per_hour();
+                let share = q(tokens, per, 10).divided(replicas).rate.per_hour();
+                assert!(
+                    share * u64::from(replicas) <= total.max(u64::from(replicas)),
+                    "{tokens} per {per:?} over {replicas}: {share}/h each"
+                );
+            }
+        }
+    }
+}

@@ -166,6 +166,7 @@ fn get_with_traceparent(path: &str) -> http::Request<Full<Bytes>> {
             .unwrap(),
     );
     h.insert("tracestate", "vendor=client-state".parse().unwrap());
+    h.insert("baggage", "tenant=forged".parse().unwrap());
     req
 }
 
@@ -261,6 +262,11 @@ async fn an_untrusted_client_traceparent_starts_a_new_trace_and_is_never_forward
         up.headers.get("tracestate").is_none(),
         "client tracestate forwarded"
     );
+    // W3C baggage rides with the trace context (kube-apiserver's propagator reads it too).
+    assert!(
+        up.headers.get("baggage").is_none(),
+        "client baggage forwarded"
+    );
     env.stop().await;
     let spans = rx.spans();
     let req = request_span(&spans, &audit_id);
@@ -282,6 +288,7 @@ async fn a_trusted_client_traceparent_is_continued() {
     let up = rec.iter().find(|r| r.path == path).unwrap();
     let seen = up.headers["traceparent"].to_str().unwrap().to_string();
     assert_eq!(up.headers["tracestate"], "vendor=client-state");
+    assert_eq!(up.headers["baggage"], "tenant=forged");
     env.stop().await;
     let spans = rx.spans();
     let req = request_span(&spans, &audit_id);

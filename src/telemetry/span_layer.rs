@@ -6,7 +6,7 @@
 //! every log line inside names its request) and, with `tracing:` configured, the request span
 //! `portcullis.request` (a new root, or the client's trace continued when
 //! `tracing.trust_incoming`); it always removes the client's `traceparent` / `tracestate`
-//! so they are never forwarded as they came. [`traced`] wraps one layer: its span covers that
+//! so they are never forwarded as they came, and without `trust_incoming` its `baggage`. [`traced`] wraps one layer: its span covers that
 //! layer's own work, from the request reaching it until it calls inward (or, when it answers
 //! itself — a refusal — until its answer), so the spans of a request are siblings under the
 //! request span whose durations add up to where the time went, and a refused request's last
@@ -161,6 +161,11 @@ where
         let parent = t.parent(req.headers());
         for h in TRACE_HEADERS {
             req.headers_mut().remove(h);
+        }
+        if !t.trust_incoming {
+            // W3C baggage travels with the trace context: kube-apiserver's propagator reads it
+            // (and passes it on, to webhooks among others). An untrusted client's goes too.
+            req.headers_mut().remove("baggage");
         }
         let span = t
             .tracer

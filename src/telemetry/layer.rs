@@ -19,7 +19,7 @@ use http_body::{Frame, SizeHint};
 use tower::{Layer, Service};
 
 use super::{
-    metrics::{ClassLabels, RefusalLabels, RequestLabels},
+    metrics::{code_label, ClassLabels, RefusalLabels, RequestLabels},
     Metrics,
 };
 use crate::{
@@ -84,7 +84,7 @@ where
             m.requests
                 .get_or_create(&RequestLabels {
                     verb_class: done.class,
-                    code: resp.status().as_u16(),
+                    code: code_label(resp.status().as_u16()),
                 })
                 .inc();
             if let Some(r) = resp.extensions().get::<Refused>() {
@@ -180,7 +180,7 @@ mod tests {
             .requests
             .get_or_create(&RequestLabels {
                 verb_class: "nonresource",
-                code: 504,
+                code: "504",
             })
             .get();
         let refused = metrics
@@ -188,5 +188,38 @@ mod tests {
             .get_or_create(&RefusalLabels { by: "upstream" })
             .get();
         assert_eq!((code, refused), (1, 1));
+    }
+
+    /// A backend behind a `proxy` subresource can answer any status from 100 to 999: the
+    /// statuses Kubernetes uses keep their own series, any other counts under its class.
+    #[tokio::test]
+    async fn any_status_a_backend_invents_lands_in_a_closed_set_of_series() {
+        let metrics = Arc::new(Metrics::new());
+        for status in 100..=999u16 {
+            let svc = MetricsLayer::new(metrics.clone()).layer(tower::service_fn(
+                move |_req: Request<TestBody>| async move {
+                    let mut resp = Response::new(crate::body::empty());
+                    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or_default();
+                    Ok::<_, Infallible>(resp)
+                },
+            ));
+            let _ = text(send(svc, request("GET", "/version")).await).await;
+        }
+        let text = metrics.render();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("portcullis_requests_total{"))
+            .count();
+        assert!(series <= 50, "{series} series:\n{text}");
+        for (code, want) in [("200", 1.0), ("599", 0.0), ("5xx", 94.0), ("other", 400.0)] {
+            let line = text.lines().find(|l| {
+                l.starts_with("portcullis_requests_total{")
+                    && l.contains(&format!("code=\"{code}\""))
+            });
+            let n: f64 = line.map_or(0.0, |l| {
+                l.rsplit(' ').next().unwrap_or("0").parse().unwrap_or(0.0)
+            });
+            assert_eq!(n, want, "{code}");
+        }
     }
 }

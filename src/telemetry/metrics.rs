@@ -1,7 +1,9 @@
 //! Prometheus metrics (prometheus-client, text exposition on the admin listener).
 //!
 //! Label sets are closed: `verb_class` is one of read / write / watch / stream / nonresource
-//! and `code` is the HTTP status, so no client input can grow the series count.
+//! and `code` is the HTTP status for the statuses Kubernetes and this proxy answer with, its
+//! class (`1xx` … `5xx`, `other`) for any other ([`code_label`]: a backend behind a `proxy`
+//! subresource can answer any of 100–999), so no client input can grow the series count.
 
 use std::sync::atomic::AtomicI64;
 
@@ -14,7 +16,29 @@ use prometheus_client::{
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub verb_class: &'static str,
-    pub code: u16,
+    pub code: &'static str,
+}
+
+/// The `code` label of a status (see the module doc).
+pub fn code_label(status: u16) -> &'static str {
+    macro_rules! known {
+        ($($code:literal),*) => {
+            match status {
+                $($code => stringify!($code),)*
+                100..=199 => "1xx",
+                200..=299 => "2xx",
+                300..=399 => "3xx",
+                400..=499 => "4xx",
+                500..=599 => "5xx",
+                _ => "other",
+            }
+        };
+    }
+    known!(
+        101, 200, 201, 202, 204, 206, 301, 302, 304, 307, 308, 400, 401, 403, 404, 405, 406, 408,
+        409, 410, 411, 412, 413, 414, 415, 416, 417, 422, 426, 428, 429, 431, 500, 501, 502, 503,
+        504, 505
+    )
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -44,6 +44,24 @@ fn verify_files(files: &[PathBuf], key: &SigningKey) -> verify::Report {
     verify::verify_files(files, &[key.verifying_key()]).unwrap()
 }
 
+/// The backups of `path`, oldest first.
+fn backup_paths(path: &Path) -> Vec<PathBuf> {
+    list_backups(path)
+        .unwrap()
+        .into_iter()
+        .map(|b| b.path)
+        .collect()
+}
+
+/// A blocking file sink with `cfg` that writes `events` and stops cleanly.
+async fn write_events(cfg: FileSinkConfig, events: std::ops::Range<usize>) {
+    let a = auditor(cfg, DeliveryMode::Blocking);
+    for i in events {
+        a.emit(event(i)).await.unwrap();
+    }
+    a.shutdown(Duration::from_secs(5)).await;
+}
+
 #[test]
 fn names_and_stamps() {
     assert_eq!(
@@ -334,11 +352,7 @@ async fn torn_tail_is_moved_away_and_the_chain_continues() {
     let a = auditor(cfg, DeliveryMode::BlockingStrict);
     a.emit(event(3)).await.unwrap();
     a.shutdown(Duration::from_secs(5)).await;
-    let mut files: Vec<PathBuf> = list_backups(&path)
-        .unwrap()
-        .into_iter()
-        .map(|b| b.path)
-        .collect();
+    let mut files: Vec<PathBuf> = backup_paths(&path);
     assert_eq!(files.len(), 1);
     files.push(path);
     let r = verify_files(&files, &key);
@@ -381,11 +395,7 @@ async fn failed_write_is_undone_then_a_new_file_is_started() {
     // The next batch starts a new file that continues the chain.
     w.write(&[p(4)], true).unwrap();
     w.close();
-    let mut files: Vec<PathBuf> = list_backups(&path)
-        .unwrap()
-        .into_iter()
-        .map(|b| b.path)
-        .collect();
+    let mut files: Vec<PathBuf> = backup_paths(&path);
     files.push(path);
     let r = verify_files(&files, &key);
     assert!(r.ok(), "{r:?}");
@@ -550,11 +560,7 @@ async fn adopted_events_before_a_new_file_verify_with_and_without_their_file() {
     let a = auditor(cfg, DeliveryMode::Blocking);
     a.emit(event(3)).await.unwrap();
     a.shutdown(Duration::from_secs(5)).await;
-    let backups: Vec<PathBuf> = list_backups(&path)
-        .unwrap()
-        .into_iter()
-        .map(|b| b.path)
-        .collect();
+    let backups: Vec<PathBuf> = backup_paths(&path);
     assert_eq!(backups.len(), 1);
     let both = [backups[0].clone(), path.clone()];
     let r = verify_files(&both, &key);
@@ -578,11 +584,7 @@ async fn signing_turned_on_over_an_unsigned_history_verifies() {
         let mut cfg = FileSinkConfig::new(&path);
         cfg.max_size_bytes = 4096;
         cfg.max_backups = 0;
-        let a = auditor(cfg.clone(), DeliveryMode::Blocking);
-        for i in 0..60 {
-            a.emit(event(i)).await.unwrap();
-        }
-        a.shutdown(Duration::from_secs(5)).await;
+        write_events(cfg.clone(), 0..60).await;
         assert!(list_backups(&path).unwrap().len() >= 2);
         if !current_file_has_events {
             // As a rotation leaves it: the current file moved to a backup, none in its place.
@@ -599,16 +601,8 @@ async fn signing_turned_on_over_an_unsigned_history_verifies() {
         }
         let key = key();
         cfg.signing_key = Some(key.clone());
-        let a = auditor(cfg, DeliveryMode::Blocking);
-        for i in 60..65 {
-            a.emit(event(i)).await.unwrap();
-        }
-        a.shutdown(Duration::from_secs(5)).await;
-        let mut files: Vec<PathBuf> = list_backups(&path)
-            .unwrap()
-            .into_iter()
-            .map(|b| b.path)
-            .collect();
+        write_events(cfg, 60..65).await;
+        let mut files: Vec<PathBuf> = backup_paths(&path);
         files.push(path.clone());
         let r = verify_files(&files, &key);
         assert!(r.ok(), "{current_file_has_events}: {r:?}");
@@ -638,16 +632,8 @@ async fn a_rewritten_newest_file_without_its_checkpoints_fails() {
         let mut cfg = signed(&path, &key);
         cfg.max_size_bytes = 4096;
         cfg.max_backups = 0;
-        let a = auditor(cfg, DeliveryMode::Blocking);
-        for i in 0..30 {
-            a.emit(event(i)).await.unwrap();
-        }
-        a.shutdown(Duration::from_secs(5)).await;
-        let mut files: Vec<PathBuf> = list_backups(&path)
-            .unwrap()
-            .into_iter()
-            .map(|b| b.path)
-            .collect();
+        write_events(cfg, 0..30).await;
+        let mut files: Vec<PathBuf> = backup_paths(&path);
         let before = verify_files(&files, &key);
         files.push(path.clone());
         assert!(verify_files(&files, &key).ok());

@@ -850,9 +850,42 @@ async fn an_empty_jwks_revokes_the_old_keys() {
     );
     assert!(auth.authenticate(&token).await.is_ok(), "the old keys stay");
     idp.publish(&[]);
-    // Reported (a reload would not go ahead with it), and stored all the same.
+    // Reported (a reload would not go ahead with it), and stored all the same: the issuer has
+    // no key that can verify anything, which readiness says.
     assert_eq!(auth.refresh_all().await.len(), 1);
-    assert_eq!(auth.authenticate(&token).await, Err(Rejected::UnknownKid));
+    assert_eq!(
+        auth.authenticate(&token).await,
+        Err(Rejected::KeysNotLoaded)
+    );
+    assert_eq!(auth.issuers_not_ready(), vec![idp.url.clone()]);
+    idp.publish(&[&k1]);
+    assert!(auth.refresh_all().await.is_empty());
+    assert!(auth.issuers_not_ready().is_empty());
+}
+
+/// A provider that rotates a key under the same `kid` (or signs without one): a signature that
+/// fails with the cached keys gets one refetch, as go-oidc's `RemoteKeySet` does — limited like
+/// an unknown kid, so forged signatures cannot make the proxy hammer the provider.
+#[tokio::test]
+async fn a_key_rotated_under_the_same_kid_is_picked_up_on_a_bad_signature() {
+    let idp = Idp::start().await;
+    let (old, new, forged) = (signer("k1"), signer("k1"), signer("k1"));
+    idp.publish(&[&old]);
+    let clock = Arc::new(ManualClock::new(Duration::from_secs(T0)));
+    let auth = idp.authenticator(&format!(", jwks_url: \"{}/jwks\"", idp.url), &clock);
+    assert!(auth.refresh_all().await.is_empty());
+    assert!(auth
+        .authenticate(&old.issue(&idp.claims(json!({}))).unwrap())
+        .await
+        .is_ok());
+    idp.publish(&[&new]);
+    let token = new.issue(&idp.claims(json!({"sub": "bob"}))).unwrap();
+    assert_eq!(auth.authenticate(&token).await.unwrap().user, "bob");
+    assert_eq!(idp.hits(), 2, "one refetch");
+    // Within unknown_kid_min_interval a failing signature fetches nothing more.
+    let bad = forged.issue(&idp.claims(json!({"sub": "eve"}))).unwrap();
+    assert_eq!(auth.authenticate(&bad).await, Err(Rejected::BadSignature));
+    assert_eq!(idp.hits(), 2);
 }
 
 #[tokio::test]

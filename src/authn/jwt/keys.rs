@@ -8,8 +8,9 @@
 //!
 //! Accepted keys: RSA, EC P-256 / P-384 and Ed25519 signature keys. Skipped: `use: enc` keys,
 //! symmetric (`oct`) keys (an HMAC secret only ever comes from `hmac_secret_file`), unsupported
-//! curves and anything unparsable. A refresh that fails, or yields no usable key, keeps the old
-//! keys.
+//! curves and anything unparsable. A refresh that fails keeps the old keys; one that yields no
+//! usable key revokes them (the provider's answer) and the issuer counts as not loaded again
+//! (readiness fails; a remote source is retried every 10 s).
 //!
 //! Unknown `kid`: at most one refetch per `unknown_kid_min_interval` per issuer; concurrent
 //! requests share one in-flight fetch, waiting for it at most [`UNKNOWN_KID_WAIT`] (then the
@@ -17,6 +18,11 @@
 //! made-up kids cannot hold requests (and their `max_in_flight` places) for the whole
 //! [`FETCH_TIMEOUT`]; a `kid` still unknown after a refetch is negatively cached for the
 //! interval, so spraying random kids cannot hammer the identity provider.
+//!
+//! A signature that fails with the cached keys also gets one refetch under the same limit
+//! ([`KeyStore::refetched`]), as go-oidc's `RemoteKeySet` (kube-apiserver's) refetches after any
+//! failure: a provider that rotates a key under the same `kid`, or signs without one, would
+//! otherwise see its new tokens refused until the next scheduled refresh.
 //!
 //! Parts: `set.rs` turns JWKS and PEM documents into keys; this file fetches them and caches
 //! them per issuer.
@@ -80,6 +86,16 @@ pub fn https_client(roots: Vec<CertificateDer<'static>>) -> anyhow::Result<Https
         .enable_http1()
         .wrap_connector(http);
     Ok(Client::builder(TokioExecutor::new()).build(https))
+}
+
+/// What [`KeyStore::refetch`] did.
+enum Refetch {
+    /// Another caller's fetch changed the keys while this one waited.
+    Changed,
+    /// Fetched (the keys may or may not have changed).
+    Fetched,
+    /// Not fetched: the limit, or the wait for another fetch ran out.
+    Suppressed,
 }
 
 /// Where an issuer's keys come from.
@@ -249,10 +265,13 @@ impl KeyStore {
         let mut fp = self.fingerprint.lock().unwrap_or_else(|e| e.into_inner());
         if *fp != Some(fingerprint) {
             *fp = Some(fingerprint);
+            let usable = !set.keys.is_empty();
             self.keys.store(Arc::new(set));
             self.generation.fetch_add(1, Ordering::SeqCst);
+            // Loaded means holding a key that can verify something: a set with none leaves
+            // every token refused, which readiness must say.
+            self.loaded.store(usable, Ordering::SeqCst);
         }
-        self.loaded.store(true, Ordering::SeqCst);
     }
 
     /// Reload now (shares the fetch lock with unknown-kid refetches). A failure keeps the old
@@ -349,6 +368,36 @@ impl KeyStore {
             self.counters.negative_hits.fetch_add(1, Ordering::Relaxed);
             return Err(self.miss());
         }
+        let set = match self.refetch(now).await {
+            Refetch::Changed | Refetch::Fetched => self.keys.load_full(),
+            Refetch::Suppressed => return Err(self.miss()),
+        };
+        if set.has(kid, alg) {
+            return Ok(set);
+        }
+        self.remember_unknown(neg_key, now);
+        Err(self.miss())
+    }
+
+    /// After a signature failed with the cached keys: one refetch under the unknown-kid limit
+    /// (see the module doc). The new keys when they changed, `None` otherwise.
+    pub async fn refetched(&self, now: Duration) -> Option<Arc<KeySet>> {
+        if matches!(self.source, Source::None) {
+            return None;
+        }
+        let before = self.generation.load(Ordering::SeqCst);
+        match self.refetch(now).await {
+            Refetch::Suppressed => None,
+            Refetch::Changed | Refetch::Fetched => {
+                (self.generation.load(Ordering::SeqCst) != before).then(|| self.keys.load_full())
+            }
+        }
+    }
+
+    /// One fetch for a request that cannot wait for the schedule: shared with concurrent
+    /// callers (waiting for the lock at most [`UNKNOWN_KID_WAIT`]) and limited to one per
+    /// `unknown_kid_min_interval`.
+    async fn refetch(&self, now: Duration) -> Refetch {
         let generation = self.generation.load(Ordering::SeqCst);
         // Bounded: the lock is held for a whole fetch, which an unreachable provider makes
         // last FETCH_TIMEOUT (twice, through discovery).
@@ -357,16 +406,11 @@ impl KeyStore {
             self.counters
                 .waits_abandoned
                 .fetch_add(1, Ordering::Relaxed);
-            return Err(self.miss());
+            return Refetch::Suppressed;
         };
         if self.generation.load(Ordering::SeqCst) != generation {
             // Someone loaded keys while we waited: use that answer.
-            let set = self.keys.load_full();
-            if set.has(kid, alg) {
-                return Ok(set);
-            }
-            self.remember_unknown(neg_key, now);
-            return Err(self.miss());
+            return Refetch::Changed;
         }
         {
             let mut l = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
@@ -375,18 +419,13 @@ impl KeyStore {
                     self.counters
                         .refetches_suppressed
                         .fetch_add(1, Ordering::Relaxed);
-                    return Err(self.miss());
+                    return Refetch::Suppressed;
                 }
             }
             l.last_unknown_refetch = Some(now);
         }
         let _ = self.fetch_and_store().await;
-        let set = self.keys.load_full();
-        if set.has(kid, alg) {
-            return Ok(set);
-        }
-        self.remember_unknown(neg_key, now);
-        Err(self.miss())
+        Refetch::Fetched
     }
 
     fn miss(&self) -> KeyMiss {
@@ -439,7 +478,9 @@ impl KeyStore {
                     _ = shutdown.wait() => return,
                     _ = tokio::time::sleep(wait) => {}
                 }
-                if store.is_loaded() {
+                // (A remote source not loaded is fetched at the top of the loop; a file that
+                // held no usable key is read again on the schedule.)
+                if store.is_loaded() || !store.source.is_remote() {
                     let _ = store.refresh().await;
                 }
             }

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use super::{
     cache::{CacheOptions, TokenCache, TokenKey},
-    keys::{KeyMiss, KeyStats, KeyStore},
+    keys::{KeyMiss, KeySet, KeyStats, KeyStore},
     Clock, SystemClock,
 };
 use crate::{
@@ -356,11 +356,18 @@ impl JwtAuthenticator {
                     KeyMiss::UnknownKid => Rejected::UnknownKid,
                     KeyMiss::NotInitialized => Rejected::KeysNotLoaded,
                 })?;
-            let ok = set
-                .candidates(kid, alg)
-                .take(MAX_CANDIDATES)
-                .any(|k| check(s64, message, &k.key, alg));
-            ok
+            let verifies = |set: &KeySet| {
+                set.candidates(kid, alg)
+                    .take(MAX_CANDIDATES)
+                    .any(|k| check(s64, message, &k.key, alg))
+            };
+            // A key rotated under the same `kid` (or a token without one): the new key may
+            // be published already — one refetch, under the unknown-kid limit.
+            verifies(&set)
+                || match policy.keys.refetched(now).await {
+                    Some(fresh) => verifies(&fresh),
+                    None => false,
+                }
         };
         if !verified {
             return Err(Rejected::BadSignature);

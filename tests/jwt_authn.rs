@@ -8,7 +8,7 @@ use std::{
     convert::Infallible,
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -504,7 +504,14 @@ async fn malformed_scope_and_unsafe_values_are_rejected() {
     assert!(matches!(
         l.check(json!({"sub": " admin"})).await,
         Err(Rejected::UnsafeValue(_))
-    ));
+    )); // The jti travels as the token-id extra and is audited on both sides.
+    for jti in ["j-1\u{7}", " j-1", "j-1\n"] {
+        assert_eq!(
+            l.check(json!({"jti": jti})).await,
+            Err(Rejected::UnsafeValue("jti")),
+            "{jti:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -585,9 +592,9 @@ struct Idp {
     jwks: Arc<Mutex<String>>,
     discovery: Arc<Mutex<String>>,
     jwks_hits: Arc<AtomicUsize>,
-    /// While set, `/jwks` answers only after a minute (an unreachable provider, as the
-    /// fetcher sees it: no answer within its timeout).
-    stalled: Arc<AtomicBool>,
+    /// `/jwks` answers only after this many milliseconds (a minute: an unreachable provider,
+    /// as the fetcher sees it — no answer within its timeout).
+    stalled: Arc<AtomicU64>,
 }
 
 impl Idp {
@@ -614,7 +621,7 @@ impl Idp {
             json!({"issuer": url, "jwks_uri": format!("{url}/jwks")}).to_string(),
         ));
         let jwks_hits = Arc::new(AtomicUsize::new(0));
-        let stalled = Arc::new(AtomicBool::new(false));
+        let stalled = Arc::new(AtomicU64::new(0));
         let (j, d, h, st) = (
             jwks.clone(),
             discovery.clone(),
@@ -648,10 +655,13 @@ impl Idp {
                                 .body(Full::new(Bytes::new()))
                                 .unwrap(),
                         };
-                        let stall = st.load(Ordering::SeqCst) && req.uri().path() == "/jwks";
+                        let stall = match req.uri().path() {
+                            "/jwks" => st.load(Ordering::SeqCst),
+                            _ => 0,
+                        };
                         async move {
-                            if stall {
-                                tokio::time::sleep(Duration::from_secs(60)).await;
+                            if stall > 0 {
+                                tokio::time::sleep(Duration::from_millis(stall)).await;
                             }
                             Ok::<_, Infallible>(resp)
                         }
@@ -781,7 +791,7 @@ async fn unknown_kids_do_not_wait_out_a_stalled_fetch() {
     assert!(auth.refresh_all().await.is_empty());
     let good = k1.issue(&idp.claims(json!({}))).unwrap();
 
-    idp.stalled.store(true, Ordering::SeqCst);
+    idp.stalled.store(60_000, Ordering::SeqCst);
     let iss = json!(idp.url);
     let fetcher = {
         let (auth, t) = (auth.clone(), random_kid_token(&iss, 0));
@@ -861,6 +871,26 @@ async fn an_empty_jwks_revokes_the_old_keys() {
     idp.publish(&[&k1]);
     assert!(auth.refresh_all().await.is_empty());
     assert!(auth.issuers_not_ready().is_empty());
+}
+
+/// `exp` is checked against the time after the keys were fetched: a token that expired while
+/// the request that brought the keys waited for them is refused, not accepted once.
+#[tokio::test]
+async fn a_token_that_expires_during_its_key_fetch_is_refused() {
+    let idp = Idp::start().await;
+    let k1 = signer("k1");
+    idp.publish(&[&k1]);
+    let clock = Arc::new(ManualClock::new(Duration::from_secs(T0)));
+    let auth = idp.authenticator(&format!(", jwks_url: \"{}/jwks\"", idp.url), &clock);
+    idp.stalled.store(500, Ordering::SeqCst);
+    let token = k1.issue(&idp.claims(json!({"exp": T0 + 5}))).unwrap();
+    let later = clock.clone();
+    let tick = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        later.advance(Duration::from_secs(60));
+    });
+    assert_eq!(auth.authenticate(&token).await, Err(Rejected::Expired));
+    tick.await.unwrap();
 }
 
 /// A provider that rotates a key under the same `kid` (or signs without one): a signature that

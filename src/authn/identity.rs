@@ -132,12 +132,14 @@ fn append_extra<'a>(h: &mut HeaderMap, key: &str, values: impl IntoIterator<Item
     }
 }
 
-/// client-go's `headerKeyEscape`: every byte that is not an RFC 7230 token byte, and `%`,
-/// becomes `%XX` with upper-case hex.
+/// client-go's `headerKeyEscape` — every byte that is not an RFC 7230 token byte, and `%`,
+/// becomes `%XX` with upper-case hex — and upper-case letters too: header names arrive
+/// lower-cased (HTTP/2 requires it; the API server lower-cases the key before unescaping), so
+/// `Abc` sent as a letter would be impersonated as `abc`, another key than the one authorized.
 pub fn escape_extra_key(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
     for b in key.bytes() {
-        let token = b.is_ascii_alphanumeric() || b"!#$&'*+-.^_`|~".contains(&b);
+        let token = b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$&'*+-.^_`|~".contains(&b);
         if token {
             out.push(b as char);
         } else {
@@ -158,6 +160,10 @@ mod tests {
             "example.com%2Fscopes"
         );
         assert_eq!(escape_extra_key("a%b"), "a%25b");
+        // An upper-case letter survives the lower-casing of header names only escaped.
+        assert_eq!(escape_extra_key("Abc"), "%41bc");
+        let name = format!("impersonate-extra-{}", escape_extra_key("Team/ID")).to_lowercase();
+        assert_eq!(name, "impersonate-extra-%54eam%2f%49%44");
     }
 
     #[test]

@@ -373,7 +373,9 @@ impl JwtAuthenticator {
             return Err(Rejected::BadSignature);
         }
 
-        // From here on the claims are authentic.
+        // From here on the claims are authentic. The time is read again: the request that
+        // brought the keys may have waited for them for seconds.
+        let now = self.clock.now();
         let exp = validate_claims(policy, &claims, now)?;
         let identity = map_identity(policy, &claims)?;
         Ok((identity, exp, Arc::clone(&policy.keys), generation))
@@ -571,6 +573,9 @@ fn map_identity(p: &IssuerPolicy, claims: &Map<String, Value>) -> Result<Identit
         Some(Value::String(j)) => j.clone(),
         _ => String::new(),
     };
+    // Sent upstream as the `portcullis.io/token-id` extra and written to audit: a value that
+    // cannot travel intact would make the two audits name different tokens.
+    header_safe(&token_id, "jti")?;
     Ok(Identity {
         user,
         uid,

@@ -150,6 +150,7 @@ pub(crate) fn warn_dangerous(config: &Config) {
         (config.dangerous.allow_uninspected_bodies, "dangerous.allow_uninspected_bodies: some write bodies may be forwarded without strict parsing"),
         (config.dangerous.allow_audit_event_loss, "dangerous.allow_audit_event_loss: audit events may be dropped under load"),
         (config.dangerous.allow_unlimited_on_backend_error, "dangerous.allow_unlimited_on_backend_error: no rate limit while Redis is down"),
+        (config.dangerous.allow_system_identities, "dangerous.allow_system_identities: identities named system:… may reach the API server"),
     ] {
         if on {
             tracing::warn!("{what}");

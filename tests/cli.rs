@@ -322,6 +322,14 @@ fn weakening_options_need_their_dangerous_acknowledgement() {
         .replace(
             "  max_in_flight: 400\n",
             "  max_in_flight: 400\n  backend: redis\n  redis: {url: \"redis://127.0.0.1:1\", replicas: 2, on_backend_error: allow}\n",
+        )
+        .replace(
+            "    mode: optional             # certificates for admins, bearer tokens for the rest\n",
+            "    mode: optional             # certificates for admins, bearer tokens for the rest\n    allow_system_identities: true\n",
+        )
+        .replace(
+            "      algorithms: [ES256]\n",
+            "      algorithms: [ES256]\n      allow_system_identities: true\n",
         );
     // The demo acknowledges nothing dangerous (its protobuf bodies are judged, issue 12).
     assert!(!demo.contains("dangerous:"), "{demo}");
@@ -333,6 +341,8 @@ fn weakening_options_need_their_dangerous_acknowledgement() {
         "sanitize.resources[0].inspect",
         "audit.sinks[1].overflow",
         "rate_limits.redis.on_backend_error",
+        "authentication.client_certificates.allow_system_identities",
+        "authentication.jwt[0].allow_system_identities",
     ] {
         let p = problems
             .iter()
@@ -342,10 +352,11 @@ fn weakening_options_need_their_dangerous_acknowledgement() {
     }
     let acknowledged = without.replace(
         "dangerous:\n  allow_uninspected_bodies: false",
-        "dangerous:\n  allow_uninspected_bodies: true\n  allow_audit_event_loss: true\n  allow_unlimited_on_backend_error: true",
+        "dangerous:\n  allow_uninspected_bodies: true\n  allow_audit_event_loss: true\n  allow_unlimited_on_backend_error: true\n  allow_system_identities: true",
     );
     let cfg = load(&acknowledged).unwrap_or_else(|p| panic!("{p:?}"));
     assert!(cfg.dangerous.allow_audit_event_loss);
+    assert!(cfg.dangerous.allow_system_identities);
 }
 
 /// The running proxy has transparent huge pages off (src/main.rs says why: they held 60 % more

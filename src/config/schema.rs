@@ -62,6 +62,10 @@ pub struct Dangerous {
     /// Allows `rate_limits.redis.on_backend_error: allow`: no limit while Redis is down.
     #[serde(default)]
     pub allow_unlimited_on_backend_error: bool,
+    /// Allows `allow_system_identities: true` on client certificates or a JWT issuer: names
+    /// such as `system:masters` reach the API server, which skips RBAC for that group.
+    #[serde(default)]
+    pub allow_system_identities: bool,
 }
 
 /// `listen:` — the client-facing TLS listener.

@@ -221,6 +221,31 @@ fn check_dangerous(c: &mut Problems, file: &schema::File) {
             }
         }
     }
+    if !d.allow_system_identities {
+        let hint = "remove it, or set dangerous.allow_system_identities: true";
+        let what = "lets an identity named system:… (system:masters skips RBAC) reach the API server";
+        if file
+            .authentication
+            .client_certificates
+            .as_ref()
+            .is_some_and(|cc| cc.allow_system_identities)
+        {
+            c.err(
+                "authentication.client_certificates.allow_system_identities",
+                what,
+                hint,
+            );
+        }
+        for (i, issuer) in file.authentication.jwt.iter().enumerate() {
+            if issuer.allow_system_identities {
+                c.err(
+                    format!("authentication.jwt[{i}].allow_system_identities"),
+                    what,
+                    hint,
+                );
+            }
+        }
+    }
     if let Some(rl) = &file.rate_limits {
         if !d.allow_unlimited_on_backend_error
             && rl.redis.as_ref().is_some_and(|r| {

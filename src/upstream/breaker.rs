@@ -6,6 +6,10 @@
 //! `ServiceUnavailable` with `Retry-After` = seconds to that moment, without touching the
 //! network); then half-open admits up to `half_open_requests` trial requests at once: the first
 //! success (or a successful `/readyz` probe) closes it, a failure opens it again for `open_for`.
+//! A trial that has not decided within `open_for` (a `proxy` request to a backend that never
+//! answers, an exec to a slow kubelet: long-running requests have no deadline) does not hold
+//! the endpoint: from then on `/readyz` is probed as while open ([`Breaker::next_probe`]), and
+//! its answer decides; the trials of an earlier half-open period count for nothing after it.
 //!
 //! What counts is decided by the caller ([`Outcome`]): connect / TLS errors, timeouts and
 //! 502/503/504 are failures; 4xx and the API server's own 429 are not (429 is `Neutral`: it
@@ -163,6 +167,10 @@ struct Inner {
     reopen_at: Instant,
     consecutive: u32,
     trials: u32,
+    /// Half-open: since when.
+    half_open_at: Instant,
+    /// Bumped whenever half-open ends: a trial admitted before counts for nothing after.
+    epoch: u64,
     /// (bucket start, requests, failures).
     buckets: [(Option<Instant>, u32, u32); BUCKETS],
 }
@@ -178,7 +186,8 @@ pub struct Breaker {
 /// neutral.
 pub struct Permit {
     breaker: Arc<Breaker>,
-    trial: bool,
+    /// A half-open trial: the epoch it was admitted in.
+    trial: Option<u64>,
     done: bool,
 }
 
@@ -191,6 +200,8 @@ impl Breaker {
                 reopen_at: Instant::now(),
                 consecutive: 0,
                 trials: 0,
+                half_open_at: Instant::now(),
+                epoch: 0,
                 buckets: [(None, 0, 0); BUCKETS],
             }),
             on_transition,
@@ -216,10 +227,15 @@ impl Breaker {
         })
     }
 
-    /// When an open breaker admits its next trial (None unless open).
+    /// When `/readyz` should be probed next: an open breaker when it admits its next trial,
+    /// a half-open one once its trials have had `open_for` to decide (None when closed).
     pub fn next_probe(&self) -> Option<Instant> {
         let g = self.lock();
-        (g.state == State::Open).then_some(g.reopen_at)
+        match g.state {
+            State::Open => Some(g.reopen_at),
+            State::HalfOpen => Some(g.half_open_at + self.settings.open_for),
+            State::Closed => None,
+        }
     }
 
     /// Admit a request, or say why not.
@@ -229,8 +245,9 @@ impl Breaker {
             trial,
             done: false,
         };
+        let trial = |epoch| permit(Some(epoch));
         if !self.settings.enabled {
-            return Ok(permit(false));
+            return Ok(permit(None));
         }
         let mut g = self.lock();
         if g.state == State::Open {
@@ -241,12 +258,13 @@ impl Breaker {
                 });
             }
             self.transition(&mut g, State::HalfOpen);
+            g.half_open_at = now;
         }
         match g.state {
-            State::Closed => Ok(permit(false)),
+            State::Closed => Ok(permit(None)),
             _ if g.trials < self.settings.half_open_requests => {
                 g.trials += 1;
-                Ok(permit(true))
+                Ok(trial(g.epoch))
             }
             _ => Err(Rejected {
                 state: State::HalfOpen,
@@ -269,11 +287,13 @@ impl Breaker {
         }
     }
 
-    fn record(&self, trial: bool, outcome: Outcome, now: Instant) {
+    fn record(&self, trial: Option<u64>, outcome: Outcome, now: Instant) {
         if !self.settings.enabled {
             return;
         }
         let mut g = self.lock();
+        // A trial of an earlier half-open period is an ordinary late answer.
+        let trial = trial == Some(g.epoch) && g.state == State::HalfOpen;
         if trial {
             g.trials = g.trials.saturating_sub(1);
         }
@@ -343,6 +363,9 @@ impl Breaker {
             return;
         }
         g.state = to;
+        if from == State::HalfOpen {
+            g.epoch += 1;
+        }
         if to == State::HalfOpen {
             g.trials = 0;
         }
@@ -427,6 +450,44 @@ mod tests {
         trial.record_at(Outcome::Failure, later);
         assert_eq!(b.state(later), State::Open);
         assert_eq!(b.next_probe(), Some(later + Duration::from_secs(5)));
+    }
+
+    /// A trial that never answers (a `proxy` request to a silent backend: long-running, no
+    /// deadline) holds the endpoint half-open only until `open_for` has passed: then
+    /// `/readyz` is probed and decides, and the hung trial's slot and late answer count for
+    /// nothing in a later half-open period.
+    #[test]
+    fn a_hung_trial_does_not_hold_the_breaker_half_open() {
+        let (b, _) = breaker(BreakerSettings::default());
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            fail(&b, t0);
+        }
+        let half = t0 + Duration::from_secs(5);
+        let hung = b.admit(half).unwrap();
+        assert_eq!(b.admit(half).err().unwrap().state, State::HalfOpen);
+        assert_eq!(b.next_probe(), Some(half + Duration::from_secs(5)));
+        // The probe fails: open again; when that ends, a new trial is admitted although the
+        // hung one still holds its permit.
+        let probe = half + Duration::from_secs(5);
+        b.probed(false, probe);
+        assert_eq!(b.state(probe), State::Open);
+        let again = probe + Duration::from_secs(5);
+        let trial = b.admit(again).unwrap();
+        // The hung trial's late success is an ordinary late answer: it closes nothing.
+        hung.record_at(Outcome::Success, again);
+        assert_eq!(b.state(again), State::HalfOpen);
+        trial.record_at(Outcome::Success, again);
+        assert_eq!(b.state(again), State::Closed);
+        // A passing probe closes a half-open breaker whose trial hangs.
+        for _ in 0..5 {
+            fail(&b, again);
+        }
+        let half = again + Duration::from_secs(5);
+        let _hung = b.admit(half).unwrap();
+        b.probed(true, half + Duration::from_secs(5));
+        assert_eq!(b.state(half + Duration::from_secs(5)), State::Closed);
+        assert_eq!(b.next_probe(), None);
     }
 
     #[test]

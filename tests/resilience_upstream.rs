@@ -78,6 +78,9 @@ const CUT: u8 = 4;
 /// The status in `status` as kube-apiserver's aggregator answers for an aggregated API it
 /// cannot reach: Go's `http.Error` (plain text, `nosniff`), not a Status.
 const AGGREGATOR: u8 = 5;
+/// Requests under a `/proxy/` path get a 400 with more header fields than the proxy reads (a
+/// backend's answer the API server writes through as it is).
+const HEADERS: u8 = 6;
 
 /// A fake API server (HTTP/1.1 over TLS, keep-alive) answering every request with the status
 /// in `mode` (or hanging / resetting / answering after 1 s / cutting the body after its first
@@ -124,6 +127,17 @@ impl Fake {
                                 }
                             });
                             return Ok(Response::new(http_body_util::StreamBody::new(chunks).boxed_unsync()));
+                        }
+                        if m.load(Ordering::SeqCst) == HEADERS && req.uri().path().contains("/proxy/") {
+                            let mut resp = Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync());
+                            *resp.status_mut() = StatusCode::BAD_REQUEST;
+                            for i in 0..1100 {
+                                resp.headers_mut().insert(
+                                    http::HeaderName::from_bytes(format!("x-h-{i}").as_bytes()).unwrap(),
+                                    "v".parse().unwrap(),
+                                );
+                            }
+                            return Ok(resp);
                         }
                         if m.load(Ordering::SeqCst) == AGGREGATOR && req.uri().path() != "/readyz" {
                             let code = *s.lock().unwrap();
@@ -819,6 +833,39 @@ async fn a_clients_short_timeout_or_a_proxied_503_cannot_open_the_breaker() {
             .contains("circuit breaker open"),
         "{:?}",
         resp.body()
+    );
+    env.stop().await;
+}
+
+/// A backend behind a `proxy` request whose answer the proxy cannot read (more header fields
+/// than it takes, written through by the API server) — over the pooled connection or an
+/// upgrade — gets a 502, and is neutral for the breaker: a tenant's pod answering so could
+/// otherwise open every breaker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxied_backends_unreadable_answer_cannot_open_the_breaker() {
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let fake = Fake::start(&ca).await;
+    let env = Env::start_against(ca, sandbox, fake.addr, |c| {
+        upstream_keys(c, "  breaker: {consecutive_failures: 3, open_for: 30s}\n")
+    })
+    .await;
+    fake.mode.store(HEADERS, Ordering::SeqCst);
+    let proxied = "/api/v1/namespaces/default/pods/web/proxy/";
+    for _ in 0..4 {
+        let resp = env
+            .request(get(proxied), Some(&env.admin_cert), false)
+            .await;
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY, "{:?}", resp.body());
+        let resp = env
+            .request(common::websocket_get(proxied), Some(&env.admin_cert), false)
+            .await;
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY, "{:?}", resp.body());
+    }
+    let resp = get_ns(&env, "").await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.body());
+    assert_eq!(
+        metric(&env, "portcullis_upstream_breaker_transitions_total").await,
+        None
     );
     env.stop().await;
 }

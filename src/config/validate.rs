@@ -223,7 +223,8 @@ fn check_dangerous(c: &mut Problems, file: &schema::File) {
     }
     if !d.allow_system_identities {
         let hint = "remove it, or set dangerous.allow_system_identities: true";
-        let what = "lets an identity named system:… (system:masters skips RBAC) reach the API server";
+        let what =
+            "lets an identity named system:… (system:masters skips RBAC) reach the API server";
         if file
             .authentication
             .client_certificates

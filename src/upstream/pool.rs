@@ -80,6 +80,19 @@ pub enum PoolError {
 }
 
 impl PoolError {
+    /// The request's own stream failed (reset by either side, or an answer that could not
+    /// be read) while its connection stays usable.
+    pub fn is_stream_level(&self) -> bool {
+        match self {
+            PoolError::Broken(e) => e.is_reset() && !e.is_go_away() && !e.is_io(),
+            PoolError::BrokenHttp1(e) => e.is_parse() || e.is_parse_too_large(),
+            PoolError::Legacy(e) => std::error::Error::source(e)
+                .and_then(|s| s.downcast_ref::<hyper::Error>())
+                .is_some_and(|h| h.is_parse() || h.is_parse_too_large()),
+            _ => false,
+        }
+    }
+
     /// A short, non-leaky description for the client's Status.
     pub fn describe(&self) -> &'static str {
         match self {

@@ -21,7 +21,8 @@
 //! server's health ([`Judged`]): running out of a deadline the client's own `?timeout=` made
 //! shorter than `upstream.request_timeout` (and the API server's 504 for such a request), and
 //! a 502 / 503 / 504 relayed from behind the API server (a `proxy` request: the pod, service or
-//! node answered it) are neutral — otherwise any caller could open every breaker, and take
+//! node answered it), and a `proxy` request whose stream was reset or whose answer could not be
+//! read ([`PoolError::is_stream_level`]; a 502, not sent elsewhere) are neutral — otherwise any caller could open every breaker, and take
 //! the proxy out of its Service's endpoints, with a few reads whose `?timeout=` runs out
 //! before the API server answers. So is the aggregator's error for an aggregated API it could
 //! not reach (`from_aggregator`): one broken APIService must not open the breaker for every
@@ -196,6 +197,16 @@ pub async fn send(
                         .get_or_create(&UpstreamMetrics::endpoint(&ep.name))
                         .inc();
                 }
+            }
+            Ok(Err(err)) if judged.relays_backend && err.is_stream_level() => {
+                // A `proxy` request's stream reset, or an answer that could not be read (a
+                // header block over the limit): the backend's doing as much as the API
+                // server's, and the connection is fine — neutral and not sent elsewhere, or
+                // any caller whose pod answers so could open every breaker.
+                tracing::warn!(endpoint = %ep.name, %err, "upstream proxy request failed");
+                report(&ep, permit, Outcome::Neutral);
+                last_error = Some(err.describe());
+                break;
             }
             Ok(Err(err)) => {
                 tracing::warn!(endpoint = %ep.name, %err, "upstream request failed");

@@ -87,8 +87,19 @@ pub async fn forward(
     .await;
     let mut resp = match sent {
         Ok(Ok(resp)) => resp,
-        Ok(Err(refusal)) => {
-            report(&ep, permit, super::breaker::Outcome::Failure);
+        Ok(Err(Unanswered {
+            refusal,
+            unreadable,
+        })) => {
+            // An answer that could not be read (too many headers, not HTTP) on a `proxy`
+            // upgrade is the backend's, written through by the API server: neutral, or any
+            // caller whose pod answers so could open every breaker.
+            let outcome = if unreadable && ob.relays_backend {
+                super::breaker::Outcome::Neutral
+            } else {
+                super::breaker::Outcome::Failure
+            };
+            report(&ep, permit, outcome);
             return Err(refusal);
         }
         Err(_) => {
@@ -246,21 +257,39 @@ async fn connect(
     Err(breaker_open(refused, retry_after))
 }
 
+/// No response head: the refusal for the client, and whether an answer came that could not
+/// be read (rather than none).
+struct Unanswered {
+    refusal: Refusal,
+    unreadable: bool,
+}
+
+/// Response headers read on the upgrade connection. hyper's default (100) is below what a
+/// backend behind a `proxy` upgrade may send through the API server, which copies the
+/// backend's answer as it is.
+const UPGRADE_MAX_HEADERS: usize = 1000;
+
 /// Sends the request on a new HTTP/1.1 connection (with upgrades) that serves no other
 /// request; the upstream's response head.
 async fn send_on_fresh_connection(
     io: TlsStream<TcpStream>,
     parts: Parts,
     incoming: Body,
-) -> Result<Response<Incoming>, Refusal> {
-    let (mut sender, conn) =
-        match hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(io)).await {
-            Ok(pair) => pair,
-            Err(err) => {
-                tracing::warn!(%err, "upstream handshake for upgrade failed");
-                return Err(UpstreamFailure::Unreachable("handshake failed").into());
-            }
-        };
+) -> Result<Response<Incoming>, Unanswered> {
+    let handshake = hyper::client::conn::http1::Builder::new()
+        .max_headers(UPGRADE_MAX_HEADERS)
+        .handshake::<_, Body>(TokioIo::new(io))
+        .await;
+    let (mut sender, conn) = match handshake {
+        Ok(pair) => pair,
+        Err(err) => {
+            tracing::warn!(%err, "upstream handshake for upgrade failed");
+            return Err(Unanswered {
+                refusal: UpstreamFailure::Unreachable("handshake failed").into(),
+                unreadable: false,
+            });
+        }
+    };
     tokio::spawn(async move {
         if let Err(err) = conn.with_upgrades().await {
             tracing::debug!(%err, "upstream upgrade connection ended with error");
@@ -274,9 +303,11 @@ async fn send_on_fresh_connection(
         Ok(resp) => resp,
         Err(err) => {
             tracing::warn!(%err, "upstream upgrade request failed");
-            return Err(
-                UpstreamFailure::Unreachable("the connection broke before a response").into(),
-            );
+            return Err(Unanswered {
+                refusal: UpstreamFailure::Unreachable("the connection broke before a response")
+                    .into(),
+                unreadable: err.is_parse() || err.is_parse_too_large(),
+            });
         }
     };
     // Whatever happens next, this connection serves no other request.

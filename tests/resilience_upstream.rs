@@ -952,6 +952,21 @@ async fn the_api_servers_401_is_the_proxys_credentials_not_the_callers() {
             "{s}"
         );
     }
+    // The same for an exec's upgrade.
+    let exec = env
+        .request(
+            common::websocket_get(
+                "/api/v1/namespaces/default/pods/web/exec?command=sh&stdout=true",
+            ),
+            Some(&env.admin_cert),
+            false,
+        )
+        .await;
+    assert_eq!(exec.status(), StatusCode::BAD_GATEWAY, "{:?}", exec.body());
+    assert!(json(&exec)["message"]
+        .as_str()
+        .unwrap()
+        .contains("did not accept the proxy's credentials (401)"));
     let proxied = "/api/v1/namespaces/default/pods/web/proxy/";
     let resp = env
         .request(get(proxied), Some(&env.admin_cert), false)

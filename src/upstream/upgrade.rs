@@ -110,6 +110,14 @@ pub async fn forward(
             return Err(Refusal::Timeout);
         }
     };
+    if resp.status() == StatusCode::UNAUTHORIZED && !ob.relays_backend {
+        // As on the ordinary path (`send.rs`): only the proxy's own credentials travel
+        // upstream, so the 401 is theirs — a 502 naming them, not a 401 that makes kubectl
+        // and exec plugins ask the user to log in again; neutral, and no sign of health.
+        tracing::error!(endpoint = %ep.name, "the upstream API server refused the proxy's own credentials (401)");
+        report(&ep, permit, super::breaker::Outcome::Neutral);
+        return Err(UpstreamFailure::CredentialsRefused.into());
+    }
     ep.mark_ok();
     let outcome = match resp.status() {
         StatusCode::SWITCHING_PROTOCOLS => super::breaker::Outcome::Success,

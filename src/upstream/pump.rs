@@ -19,7 +19,8 @@
 //! bytes shared by every response of one identity (user name). When either is full the pump
 //! stops reading — the upstream stream's window then fills and the API server pauses that
 //! stream only. A response whose buffer stays full for `upstream.stalled_stream_timeout` (its
-//! client took nothing of what was waiting for it in that time; a response whose client took
+//! client took nothing of what was waiting for it in that time — or less than [`MIN_TAKEN`]
+//! of it, over rounds of that length: a trickling reader, found within two timeouts; a response whose client took
 //! everything and which waits for the identity's budget is not — the responses holding the
 //! budget have bytes waiting and are reset on their own timers, which frees it — also once
 //! the upstream has ended and only the buffered frames are left for the client) is *stalled*:
@@ -56,6 +57,18 @@ use crate::body::{Body, BoxError};
 pub const PER_STREAM: usize = 1024 * 1024;
 /// The most all responses of one identity hold in their pumps' buffers together.
 pub const PER_IDENTITY: usize = 16 * 1024 * 1024;
+/// What a client must take of the bytes waiting for it in each stall-timeout round (or all of
+/// them, when fewer wait): a client that trickles — one frame now and then, as a reader that
+/// grants one byte of HTTP/2 window a minute makes hyper send — holds its buffer, its share of
+/// the identity's budget and its upstream stream as surely as one that takes nothing.
+pub const MIN_TAKEN: usize = 64 * 1024;
+
+/// Whether a stall round is a stall: `waiting` bytes were there for the client at its start
+/// and it took `taken` of them.
+fn stalled_round(waiting: usize, taken: usize) -> bool {
+    waiting > 0 && taken < waiting.min(MIN_TAKEN)
+}
+
 /// How often inline responses are looked at: a client that asks for nothing for between one
 /// and two of these, with a chunk already taken, is handed off to a pump.
 pub const SWEEP: Duration = Duration::from_millis(250);
@@ -340,6 +353,10 @@ async fn pump<R>(
     report: StallReport,
 ) {
     let mine = Arc::new(Semaphore::new(PER_STREAM));
+    // Bytes put in the buffer so far, and the client's progress over stall-timeout rounds
+    // (a client that frees room a frame at a time never lets a wait for room last a round).
+    let mut added = 0usize;
+    let mut progress = Progress::start(tokio::time::Instant::now());
     loop {
         let frame = tokio::select! {
             f = inner.frame() => f,
@@ -384,6 +401,53 @@ async fn pump<R>(
         if tx.send(Ok((frame, [a, b]))).is_err() {
             return;
         }
+        added += own as usize;
+        let in_buffer = PER_STREAM.saturating_sub(mine.available_permits());
+        let taken = added.saturating_sub(in_buffer);
+        if progress.stalled(tokio::time::Instant::now(), stall, taken, in_buffer) {
+            return reset_stalled(&report, stall, &slot, &tx);
+        }
+    }
+}
+
+/// A pumped response's client over stall-timeout rounds: bytes waiting for it when a round
+/// began, and how many it had taken by then.
+struct Progress {
+    since: tokio::time::Instant,
+    taken: usize,
+    waiting: usize,
+}
+
+impl Progress {
+    fn start(now: tokio::time::Instant) -> Progress {
+        Progress {
+            since: now,
+            taken: 0,
+            waiting: 0,
+        }
+    }
+
+    /// At `now`, with `taken` bytes taken by the client in all and `in_buffer` waiting: whether
+    /// the round that has lasted `stall` is a stall ([`stalled_round`]); a new round starts.
+    fn stalled(
+        &mut self,
+        now: tokio::time::Instant,
+        stall: Duration,
+        taken: usize,
+        in_buffer: usize,
+    ) -> bool {
+        if now.duration_since(self.since) < stall {
+            return false;
+        }
+        if stalled_round(self.waiting, taken.saturating_sub(self.taken)) {
+            return true;
+        }
+        *self = Progress {
+            since: now,
+            taken,
+            waiting: in_buffer,
+        };
+        false
     }
 }
 
@@ -402,6 +466,7 @@ async fn watch_taken<R>(
         if before >= PER_STREAM {
             return;
         }
+        let waiting = PER_STREAM - before;
         tokio::select! {
             // Everything taken: the pump returns at once, and the client's response ends with
             // it (waiting out the rest of a stall round instead delayed its end — by up to the
@@ -409,7 +474,8 @@ async fn watch_taken<R>(
             // upstream had ended).
             _ = mine.acquire_many(all) => return,
             () = tokio::time::sleep(stall) => {
-                if mine.available_permits() == before {
+                let taken = mine.available_permits().saturating_sub(before);
+                if stalled_round(waiting, taken) {
                     return reset_stalled(report, stall, slot, tx);
                 }
             }
@@ -428,7 +494,8 @@ enum Stop {
 
 /// `n` permits of `sem`, waited for in stall-timeout rounds: after a round in which this
 /// stream's buffer (`mine`, less the `held` permits the pump holds for the frame in hand) had
-/// bytes waiting and its client took none of them, the response is stalled.
+/// bytes waiting and its client took less than [`MIN_TAKEN`] of them (or than all, when fewer
+/// waited), the response is stalled.
 async fn room(
     sem: &Arc<Semaphore>,
     mine: &Semaphore,
@@ -439,14 +506,15 @@ async fn room(
 ) -> Result<tokio::sync::OwnedSemaphorePermit, Stop> {
     loop {
         let before = mine.available_permits();
+        // Bytes in this stream's buffer for its client (nothing is added while the pump waits).
+        let waiting = PER_STREAM.saturating_sub(before + held as usize);
         tokio::select! {
             r = tokio::time::timeout(stall, sem.clone().acquire_many_owned(n)) => match r {
                 Ok(Ok(p)) => return Ok(p),
                 Ok(Err(_)) => return Err(Stop::Closed),
                 Err(_) => {
-                    let now = mine.available_permits();
-                    let waiting = PER_STREAM.saturating_sub(now + held as usize);
-                    if waiting > 0 && now == before {
+                    let taken = mine.available_permits().saturating_sub(before);
+                    if stalled_round(waiting, taken) {
                         return Err(Stop::Stalled);
                     }
                 }
@@ -690,6 +758,40 @@ mod tests {
                 assert!(body.frame().await.unwrap().is_err());
             }
         }
+    }
+
+    /// A client that trickles — one small frame now and then, never nothing for a whole round
+    /// — is reset like one that takes nothing: less than MIN_TAKEN per stall timeout.
+    #[tokio::test]
+    async fn a_client_that_trickles_is_reset_as_stalled() {
+        let (tx, inner) = crate::body::channel(1);
+        let r = report();
+        let counter = r.counter.clone();
+        let budgets = Budgets::default();
+        let mut body = decouple(inner, &budgets, Duration::from_millis(600), move || r);
+        let writer = tokio::spawn(async move {
+            for _ in 0..200 {
+                if tx.send(Bytes::from(vec![0u8; 16 * 1024])).await.is_err() {
+                    return false;
+                }
+            }
+            true
+        });
+        // One 16 KiB frame every 400 ms: ~24 KiB a round.
+        let mut reset = false;
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            match body.frame().await {
+                Some(Ok(_)) => {}
+                _ => {
+                    reset = true;
+                    break;
+                }
+            }
+        }
+        assert!(reset, "still served after 8 s of trickling");
+        assert_eq!(counter.get(), 1);
+        assert!(!writer.await.unwrap());
     }
 
     /// A response whose client reads, waiting only for its identity's budget (held by other

@@ -5,6 +5,8 @@
 //! The file is created (`<Audit-ID>.cast`, mode 0600, never over an existing file) before the
 //! request goes upstream, so a session that could not be recorded is refused (503, see
 //! `upstream::upgrade`) instead of running unrecorded; an answer other than 101 removes it.
+//! Once the session is upgraded the recorder's thread syncs the directory (best effort, a
+//! warning when it cannot), so the file's name survives a crash.
 //! Output frames that find their share of the queue full are dropped and counted; the next
 //! frame written is preceded by a marker saying how many were lost, and the annotation carries
 //! the total. Input is never dropped: input the queue cannot take, or a writer that stopped,
@@ -181,9 +183,13 @@ impl Pending {
             cut.file_bound.store(cast.size_bound(), Ordering::SeqCst);
             let lost = dropped.clone();
             let ended = cut.clone();
+            let dir = self.path.parent().map(std::path::Path::to_path_buf);
             let spawned = std::thread::Builder::new()
                 .name("session-recorder".into())
                 .spawn(move || {
+                    if let Some(dir) = dir {
+                        sync_dir(&dir);
+                    }
                     let written =
                         write(cast, rx, &lost, &ended, started, protocol).and_then(|(w, out)| {
                             let file = out.into_inner().map_err(|e| e.error().to_string())?;
@@ -464,6 +470,15 @@ fn write<W: std::io::Write>(
         },
         out,
     ))
+}
+
+/// Make the new file's name durable: its directory synced once, from the recorder's thread
+/// (off the request's path). Best effort: a failure is logged, the session goes on — its
+/// file is there, only a crash could lose its name.
+fn sync_dir(dir: &std::path::Path) {
+    if let Err(err) = File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::warn!(dir = %dir.display(), %err, "cannot sync the session recording directory: a new recording's name may not survive a crash");
+    }
 }
 
 impl std::fmt::Debug for Session {

@@ -7,7 +7,8 @@
 //! zlib stream (SPDY/3 dictionary, `k8s::spdy_dictionary`) per direction, so every header
 //! block the client sends is inflated in order to keep that stream in step; the server's are
 //! skipped unread (nothing the recording needs is in them). DATA frames are then stdin and
-//! resize (`{"Width":W,"Height":H}` objects, one after another) from the client, stdout,
+//! resize (`{"Width":W,"Height":H}` objects, one after another, decoded as Go's
+//! `json.Decoder` does: `websocket::Resizes`) from the client, stdout,
 //! stderr and the error Status from the server. Accepts frames in any split across reads.
 //! Stops reading a direction (which ends the session: `writer.rs`) at a frame longer than [`MAX_FRAME`] that
 //! is not DATA, a header block that does not inflate or inflates past
@@ -43,8 +44,6 @@ pub const MAX_FRAME: usize = 1 << 20;
 pub const MAX_STREAMS: usize = 16;
 /// Largest inflated header block accepted.
 pub const MAX_HEADER_BLOCK: usize = 64 * 1024;
-/// Largest resize message buffered.
-const MAX_RESIZE: usize = 1024;
 
 const SYN_STREAM: u16 = 1;
 const SYN_REPLY: u16 = 2;
@@ -82,7 +81,7 @@ pub struct Direction {
     /// A control frame's body left to gather (or skip, when `skip`).
     control_left: usize,
     skip: bool,
-    resize: Vec<u8>,
+    resize: super::websocket::Resizes,
     /// The client's direction: the highest stream id it opened (ids only grow).
     last_stream: u32,
     broken: bool,
@@ -106,7 +105,7 @@ pub fn pair() -> (Direction, Direction) {
         control_flags: 0,
         control_left: 0,
         skip: false,
-        resize: Vec::new(),
+        resize: super::websocket::Resizes::default(),
         last_stream: 0,
         broken: false,
     };
@@ -381,31 +380,10 @@ impl Direction {
                         .unwrap_or_else(PoisonError::into_inner)
                         .contains(&stream);
                 if resize {
-                    self.resize_chunk(chunk, out);
+                    self.resize.feed(chunk, out);
                 }
             }
         }
-    }
-
-    /// Resize objects follow one another on their stream; each complete one is a frame.
-    fn resize_chunk(&mut self, chunk: &[u8], out: &mut Vec<Frame>) {
-        if self.resize.len() + chunk.len() > MAX_RESIZE {
-            self.resize.clear();
-            return;
-        }
-        self.resize.extend_from_slice(chunk);
-        let mut de =
-            serde_json::Deserializer::from_slice(&self.resize).into_iter::<serde_json::Value>();
-        let mut consumed = 0;
-        while let Some(Ok(v)) = de.next() {
-            consumed = de.byte_offset();
-            if let Ok(bytes) = serde_json::to_vec(&v) {
-                if let Some(f) = super::websocket::resize(&bytes) {
-                    out.push(f);
-                }
-            }
-        }
-        self.resize.drain(..consumed);
     }
 }
 

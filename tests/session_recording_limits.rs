@@ -54,6 +54,54 @@ async fn past_the_cap_output_is_no_longer_recorded_input_is_and_the_session_goes
     env.stop().await;
 }
 
+/// Input past the hard limit (twice the cap: 12 KB typed with a cap of 4096) ends the session
+/// rather than running on unrecorded: both connections closed (kubectl does not get all of it
+/// back), the file within 8192 bytes ending with the marker, the annotation with the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_past_twice_the_cap_ends_the_session() {
+    use tokio::io::AsyncWriteExt;
+    common::require_kubectl();
+    let sessions = tempfile::tempdir().unwrap();
+    let env = start(sessions.path(), "    max_session_bytes: 4096\n").await;
+    make_shell_pod(&env).await;
+    let input: String = (0..400)
+        .map(|i| format!("line {i:04} of a long session\n"))
+        .collect();
+    let mut child = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&env.files.team_a_kubeconfig)
+        .arg("--cache-dir")
+        .arg(env.dir.path().join("kube-cache"))
+        .args(["exec", "-i", "-n", "team-a", "shell", "--", "cat"])
+        .env("HOME", env.dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // The session may be ended while this is written: a broken pipe is expected then.
+    let _ = stdin.write_all(input.as_bytes()).await;
+    drop(stdin);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("kubectl exec did not end within 60 s")
+        .unwrap();
+    assert!(out.stdout.len() < input.len(), "the session was not cut");
+    let ev = exec_events(&env, "tenant:team-a", 1).await;
+    let rec = recording(&ev[0]);
+    let marker = "portcullis: input would take the recording past twice max_session_bytes; the session was ended";
+    assert_eq!(rec["error"], marker, "{rec}");
+    let path = sessions.path().join(rec["file"].as_str().unwrap());
+    assert!(std::fs::metadata(&path).unwrap().len() <= 8192);
+    assert_eq!(rec["sha256"], sha256(&path).as_str());
+    let (_, evs) = cast(&path);
+    assert_eq!(evs.last().unwrap().2, marker);
+    assert!(input.starts_with(&joined(&evs, "i")));
+    env.stop().await;
+}
+
 /// A WebSocket exec that offers no subprotocol speaks the binary channel protocol (the
 /// kubelet's `""` entry; a hand-written client does this): recorded like any other, not run
 /// unrecorded behind a "cannot be recorded" marker.

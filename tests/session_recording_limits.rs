@@ -1,5 +1,6 @@
-//! Issue 16, item 2, the edges of session recording through the proxy: the size cap ends the
-//! file with its truncation marker while the session goes on; a session whose file cannot be
+//! Issue 16, item 2, the edges of session recording through the proxy: at the size cap the
+//! file gets its truncation marker and output stops being recorded, while input still is and
+//! the session goes on; a session whose file cannot be
 //! created is refused (503) and never reaches the API server; nothing is recorded without a
 //! recording config; `record_sessions` without `audit.session_recording` is a config error
 //! naming the key; `audit replay` keeps the pauses (divided by `--speed`) and refuses a file it
@@ -12,12 +13,14 @@ mod common;
 use common::{session::*, Env};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn past_the_cap_the_file_ends_with_its_truncation_marker_and_the_session_goes_on() {
+async fn past_the_cap_output_is_no_longer_recorded_input_is_and_the_session_goes_on() {
     common::require_kubectl();
     let sessions = tempfile::tempdir().unwrap();
     let env = start(sessions.path(), "    max_session_bytes: 4096\n").await;
     make_shell_pod(&env).await;
-    let input: String = (0..400)
+    // About 2 KB typed and 2 KB echoed: past the cap of 4096, within the input's hard limit
+    // (twice the cap).
+    let input: String = (0..70)
         .map(|i| format!("line {i:04} of a long session\n"))
         .collect();
     let got = exec_cat(&env, &env.files.team_a_kubeconfig, input.as_bytes()).await;
@@ -30,22 +33,72 @@ async fn past_the_cap_the_file_ends_with_its_truncation_marker_and_the_session_g
     let rec = recording(&ev[0]);
     assert_eq!(rec["truncated"], true, "{rec}");
     let path = sessions.path().join(rec["file"].as_str().unwrap());
-    assert!(std::fs::metadata(&path).unwrap().len() <= 4096);
+    assert!(rec.get("error").is_none(), "{rec}");
+    assert!(std::fs::metadata(&path).unwrap().len() <= 8192);
     assert_eq!(rec["sha256"], sha256(&path).as_str());
     let (_, evs) = cast(&path);
-    let last = evs.last().unwrap();
-    assert_eq!(last.1, "m");
+    let markers: Vec<_> = evs
+        .iter()
+        .filter(|e| e.1 == "m" && e.2.starts_with("portcullis: recording truncated"))
+        .collect();
+    assert_eq!(markers.len(), 1, "{evs:?}");
+    assert!(markers[0].2.contains("4096"), "{markers:?}");
+    assert_eq!(joined(&evs, "i"), input, "input is recorded past the cap");
     assert!(
-        last.2.starts_with("portcullis: recording truncated") && last.2.contains("4096"),
-        "{last:?}"
-    );
-    assert!(
-        input.starts_with(&joined(&evs, "i")),
-        "what was kept is the session's start"
+        input.starts_with(&joined(&evs, "o")) && joined(&evs, "o").len() < input.len(),
+        "output is kept up to the cap"
     );
     let out = replay(&[path.to_str().unwrap(), "--no-wait"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("recording truncated"));
+    env.stop().await;
+}
+
+/// Input past the hard limit (twice the cap: 12 KB typed with a cap of 4096) ends the session
+/// rather than running on unrecorded: both connections closed (kubectl does not get all of it
+/// back), the file within 8192 bytes ending with the marker, the annotation with the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_past_twice_the_cap_ends_the_session() {
+    use tokio::io::AsyncWriteExt;
+    common::require_kubectl();
+    let sessions = tempfile::tempdir().unwrap();
+    let env = start(sessions.path(), "    max_session_bytes: 4096\n").await;
+    make_shell_pod(&env).await;
+    let input: String = (0..400)
+        .map(|i| format!("line {i:04} of a long session\n"))
+        .collect();
+    let mut child = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&env.files.team_a_kubeconfig)
+        .arg("--cache-dir")
+        .arg(env.dir.path().join("kube-cache"))
+        .args(["exec", "-i", "-n", "team-a", "shell", "--", "cat"])
+        .env("HOME", env.dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // The session may be ended while this is written: a broken pipe is expected then.
+    let _ = stdin.write_all(input.as_bytes()).await;
+    drop(stdin);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("kubectl exec did not end within 60 s")
+        .unwrap();
+    assert!(out.stdout.len() < input.len(), "the session was not cut");
+    let ev = exec_events(&env, "tenant:team-a", 1).await;
+    let rec = recording(&ev[0]);
+    let marker = "portcullis: input would take the recording past twice max_session_bytes; the session was ended";
+    assert_eq!(rec["error"], marker, "{rec}");
+    let path = sessions.path().join(rec["file"].as_str().unwrap());
+    assert!(std::fs::metadata(&path).unwrap().len() <= 8192);
+    assert_eq!(rec["sha256"], sha256(&path).as_str());
+    let (_, evs) = cast(&path);
+    assert_eq!(evs.last().unwrap().2, marker);
+    assert!(input.starts_with(&joined(&evs, "i")));
     env.stop().await;
 }
 

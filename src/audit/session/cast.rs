@@ -12,8 +12,16 @@
 //! session announces first (kubectl sends it before any byte) becomes the header's
 //! `width`/`height` (80x24 when none came). Data is text: a UTF-8 sequence split across frames
 //! is joined; bytes that are not UTF-8 become U+FFFD (once marked) — binary payloads such as
-//! `kubectl cp`'s tar are not kept byte for byte. Past `max_bytes` one marker says the
-//! recording was truncated and nothing more is written.
+//! `kubectl cp`'s tar are not kept byte for byte.
+//!
+//! At `max_bytes` one marker says the recording was truncated: *output* (stdout, stderr, the
+//! status, the writer's loss markers) is no longer written, so a large download (`kubectl cp`
+//! from a pod) runs on with its file capped. *Input* (stdin, resizes) still is, up to twice
+//! `max_bytes` ([`Cast::hard_limit`]): what is typed after someone filled the cap on purpose
+//! (a pipe of NULs, escaped to six bytes each) is kept. The writer (`writer.rs`) never lets
+//! input reach that hard limit: input that could take the file past it ends the session before
+//! it is passed on, so every input line handed to this file fits ([`input_line_bound`] is what
+//! a line may take at most).
 
 use std::io::Write;
 
@@ -39,8 +47,28 @@ pub enum Frame {
 
 /// The marker written once the cap is reached.
 pub const TRUNCATED: &str = "portcullis: recording truncated: the session reached";
-/// Room kept below the cap for the truncation marker itself.
-const MARKER_ROOM: usize = 160;
+/// Room kept for one marker line: below the cap for the truncation marker, below the hard
+/// limit for the marker that ends a session (and the one on bytes that are not UTF-8).
+pub const MARKER_ROOM: u64 = 256;
+/// What an input line takes besides its escaped data: the time (at most 24 characters as
+/// serde_json writes an `f64`), `[`, `,"i",`, the quotes, `]`, the newline; a resize's
+/// `"65535x65535"` fits in it too.
+const LINE_OVERHEAD: u64 = 64;
+/// Bytes of a UTF-8 sequence cut at the previous frame's end that this frame's line may carry
+/// (up to three bytes, each at worst a U+FFFD of three), and the frame's first bytes that
+/// joining them reads otherwise.
+const CARRY_SLACK: u64 = 18;
+
+/// Which limit an event is written under.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// Output and the writer's notes on it: up to the cap.
+    Output,
+    /// Stdin and resizes: up to the hard limit, less the room for the closing marker.
+    Input,
+    /// The marker saying why the session was ended: up to the hard limit.
+    End,
+}
 
 /// The header facts known when the session starts.
 pub struct Header {
@@ -60,11 +88,17 @@ pub struct Cast<W: Write> {
     /// Incomplete UTF-8 sequences held for the next frame, per stream (stdin, stdout, stderr).
     carry: [Vec<u8>; 3],
     lossy_marked: bool,
+    /// The header's largest size (`width`/`height` of 5 digits) while it is not written.
+    header_bound: u64,
     pub truncated: bool,
+    /// An input event did not fit below the hard limit (the writer keeps this from happening;
+    /// should it, the writer ends the session).
+    pub input_refused: bool,
 }
 
 impl<W: Write> Cast<W> {
     pub fn new(out: W, header: Header, max_bytes: u64) -> Self {
+        let header_bound = header_line(&header, (u16::MAX, u16::MAX)).len() as u64 + 1;
         Cast {
             out,
             sha: digest::Context::new(&digest::SHA256),
@@ -74,7 +108,23 @@ impl<W: Write> Cast<W> {
             size: (80, 24),
             carry: Default::default(),
             lossy_marked: false,
+            header_bound,
             truncated: false,
+            input_refused: false,
+        }
+    }
+
+    /// The hard limit of the file: twice `max_bytes`, reached by input alone.
+    pub fn hard_limit(&self) -> u64 {
+        self.max_bytes.saturating_mul(2)
+    }
+
+    /// The file's size so far, with the header counted at its largest while not written.
+    pub fn size_bound(&self) -> u64 {
+        if self.header.is_some() {
+            self.written + self.header_bound
+        } else {
+            self.written
         }
     }
 
@@ -86,18 +136,18 @@ impl<W: Write> Cast<W> {
                     self.size = (*width, *height);
                     Ok(())
                 } else {
-                    self.event(t, "r", &format!("{width}x{height}"))
+                    self.event(t, "r", &format!("{width}x{height}"), Class::Input)
                 }
             }
             Frame::Data(Kind::Status, data) => {
                 let text = String::from_utf8_lossy(data);
-                self.event(t, "m", &format!("status: {text}"))
+                self.event(t, "m", &format!("status: {text}"), Class::Output)
             }
             Frame::Data(kind, data) => {
-                let (slot, code) = match kind {
-                    Kind::Stdin => (0, "i"),
-                    Kind::Stderr => (2, "o"),
-                    _ => (1, "o"),
+                let (slot, code, class) = match kind {
+                    Kind::Stdin => (0, "i", Class::Input),
+                    Kind::Stderr => (2, "o", Class::Output),
+                    _ => (1, "o", Class::Output),
                 };
                 let (text, lossy) = utf8(&mut self.carry[slot], data);
                 if lossy && !self.lossy_marked {
@@ -106,19 +156,26 @@ impl<W: Write> Cast<W> {
                         t,
                         "m",
                         "portcullis: bytes that are not UTF-8 were replaced by U+FFFD",
+                        class,
                     )?;
                 }
                 if text.is_empty() {
                     return Ok(());
                 }
-                self.event(t, code, &text)
+                self.event(t, code, &text, class)
             }
         }
     }
 
-    /// A marker event.
+    /// A marker event about output (not written past the cap).
     pub fn marker(&mut self, t: f64, text: &str) -> std::io::Result<()> {
-        self.event(t, "m", text)
+        self.event(t, "m", text, Class::Output)
+    }
+
+    /// The marker saying why the session was ended: written past the cap, up to the hard
+    /// limit.
+    pub fn end_marker(&mut self, t: f64, text: &str) -> std::io::Result<()> {
+        self.event(t, "m", text, Class::End)
     }
 
     /// Write the header if nothing did yet; flush. The digest (hex) and size of the file,
@@ -134,27 +191,42 @@ impl<W: Write> Cast<W> {
         self.out.flush()
     }
 
-    fn event(&mut self, t: f64, code: &str, data: &str) -> std::io::Result<()> {
-        if self.truncated {
+    fn event(&mut self, t: f64, code: &str, data: &str, class: Class) -> std::io::Result<()> {
+        if self.truncated && class == Class::Output {
             return Ok(());
         }
         self.write_header()?;
         // Microseconds, as asciinema writes them.
         let t = (t * 1e6).round() / 1e6;
         let line = json!([t, code, data]).to_string();
-        let room = self.max_bytes.saturating_sub(MARKER_ROOM as u64);
-        if self.written + line.len() as u64 + 1 > room {
+        let len = line.len() as u64 + 1;
+        let room = self.max_bytes.saturating_sub(MARKER_ROOM);
+        if !self.truncated && self.written + len > room {
+            // The cap: output stops here; input goes on to the hard limit.
             self.truncated = true;
             let marker = json!([
                 t,
                 "m",
                 format!(
-                    "{TRUNCATED} its cap of {} bytes; later frames are not recorded",
-                    self.max_bytes
+                    "{TRUNCATED} its cap of {} bytes; later output is not recorded (input is, up to {} bytes)",
+                    self.max_bytes,
+                    self.hard_limit()
                 )
             ])
             .to_string();
-            return self.line(&marker);
+            self.line(&marker)?;
+        }
+        let limit = match class {
+            Class::Output if self.truncated => return Ok(()),
+            Class::Output => room,
+            Class::Input => self.hard_limit().saturating_sub(MARKER_ROOM),
+            Class::End => self.hard_limit(),
+        };
+        if self.written + len > limit {
+            if class == Class::Input {
+                self.input_refused = true;
+            }
+            return Ok(());
         }
         self.line(&line)
     }
@@ -163,15 +235,7 @@ impl<W: Write> Cast<W> {
         let Some(h) = self.header.take() else {
             return Ok(());
         };
-        let line = json!({
-            "version": 2,
-            "width": self.size.0,
-            "height": self.size.1,
-            "timestamp": h.timestamp,
-            "title": h.title,
-            "command": h.command,
-        })
-        .to_string();
+        let line = header_line(&h, self.size);
         self.line(&line)
     }
 
@@ -183,6 +247,46 @@ impl<W: Write> Cast<W> {
         self.sha.update(&bytes);
         self.written += bytes.len() as u64;
         Ok(())
+    }
+}
+
+/// The header line of `h` for a terminal of `size`.
+fn header_line(h: &Header, size: (u16, u16)) -> String {
+    json!({
+        "version": 2,
+        "width": size.0,
+        "height": size.1,
+        "timestamp": h.timestamp,
+        "title": h.title,
+        "command": h.command,
+    })
+    .to_string()
+}
+
+/// The most an input frame's line (stdin or resize) takes in the file, its newline included,
+/// computed before it is queued: its bytes as serde_json escapes them (`\u0000` for a NUL,
+/// U+FFFD's three bytes for a byte that is not UTF-8) and room for the time and for bytes
+/// carried over from the frame before. `0` for output.
+pub fn input_line_bound(frame: &Frame) -> u64 {
+    match frame {
+        Frame::Resize { .. } => LINE_OVERHEAD,
+        Frame::Data(Kind::Stdin, data) => {
+            let mut len = LINE_OVERHEAD + CARRY_SLACK;
+            for chunk in data.utf8_chunks() {
+                for b in chunk.valid().bytes() {
+                    len += match b {
+                        b'"' | b'\\' | 0x08 | 0x0c | b'\n' | b'\r' | b'\t' => 2,
+                        0..=0x1f => 6,
+                        _ => 1,
+                    };
+                }
+                if !chunk.invalid().is_empty() {
+                    len += 3;
+                }
+            }
+            len
+        }
+        Frame::Data(..) => 0,
     }
 }
 
@@ -325,5 +429,93 @@ mod tests {
         assert_eq!(last[1], "m");
         assert!(last[2].as_str().unwrap().starts_with(TRUNCATED), "{last}");
         assert_eq!(l.iter().filter(|e| e[1] == "m").count(), 1);
+    }
+
+    /// Past the cap output is no longer written but input is, up to the hard limit (less the
+    /// room for the closing marker, which still fits).
+    #[test]
+    fn past_the_cap_input_is_still_written_up_to_the_hard_limit() {
+        let mut buf = Vec::new();
+        let mut c = Cast::new(&mut buf, header(), 4096);
+        c.frame(0.0, &data(Kind::Stdin, &[0; 700])).unwrap();
+        assert!(c.truncated, "4200 bytes of escaped NULs fill the cap");
+        c.frame(0.1, &data(Kind::Stdout, b"not kept")).unwrap();
+        c.frame(0.2, &data(Kind::Stdin, b"id\n")).unwrap();
+        c.frame(
+            0.3,
+            &Frame::Resize {
+                width: 1,
+                height: 2,
+            },
+        )
+        .unwrap();
+        assert!(!c.input_refused);
+        c.frame(0.4, &data(Kind::Stdin, &[0; 700])).unwrap();
+        assert!(c.input_refused, "past twice the cap");
+        c.end_marker(0.5, "the end").unwrap();
+        let (_, size, _) = c.finish().unwrap();
+        assert!(size <= 8192, "{size}");
+        let l = lines(&buf);
+        let got: Vec<&str> = l[1..].iter().map(|e| e[1].as_str().unwrap()).collect();
+        assert_eq!(got, ["m", "i", "i", "r", "m"], "{l:?}");
+        assert!(l[1][2].as_str().unwrap().starts_with(TRUNCATED));
+        assert_eq!(l[3], json!([0.2, "i", "id\n"]));
+        assert_eq!(l[5], json!([0.5, "m", "the end"]));
+    }
+
+    /// What an input line takes is never more than [`input_line_bound`] said, whatever its
+    /// bytes: escaped controls, bytes that are not UTF-8, sequences cut between frames.
+    #[test]
+    fn an_input_line_never_outgrows_its_bound() {
+        /// Each write is one line (`Cast::line` writes a line at once): its length.
+        #[derive(Default)]
+        struct Lens(Vec<u64>);
+        impl Write for Lens {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.push(b.len() as u64);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let e = "€".as_bytes();
+        let frames: Vec<Frame> = [
+            vec![0; 50],
+            b"\"\\\n\t\x7f".to_vec(),
+            vec![0xff, 0xfe, b'a', e[0], e[1]],
+            vec![e[2], 0x80, 0x80, e[0]],
+            vec![0x41, 0xf0, 0x9f],
+            vec![0x98, 0x80, 0xc3],
+            vec![0x1b; 3],
+        ]
+        .iter()
+        .map(|f| data(Kind::Stdin, f))
+        .chain([Frame::Resize {
+            width: u16::MAX,
+            height: u16::MAX,
+        }])
+        .collect();
+        for t in [0.5, 86_399.999_999, 1.0e15 + 0.123_457] {
+            let mut c = Cast::new(Lens::default(), header(), 1 << 20);
+            c.marker(0.0, "start").unwrap();
+            c.frame(
+                0.0,
+                &Frame::Resize {
+                    width: 1,
+                    height: 1,
+                },
+            )
+            .unwrap();
+            for f in &frames {
+                let before = c.out.0.len();
+                c.frame(t, f).unwrap();
+                let new = &c.out.0[before..];
+                let (line, marker) = new.split_last().unwrap();
+                assert!(*line <= input_line_bound(f), "{f:?} at {t}: {line}");
+                // At most the marker on bytes that are not UTF-8 before it.
+                assert!(marker.iter().all(|m| *m <= MARKER_ROOM), "{marker:?}");
+            }
+        }
     }
 }

@@ -12,11 +12,13 @@
 //! `v4`/`v5.channel.k8s.io`; `spdy.rs`: SPDY/3.1) into frames for a bounded writer
 //! (`writer.rs`, never blocking the splice: a full queue drops and marks), which writes the
 //! asciicast file (`cast.rs`: stdin `"i"`, stdout and stderr `"o"`, resizes `"r"`, markers
-//! `"m"`, a size cap with a truncation marker). When the session ends, the session's
+//! `"m"`, a size cap with a truncation marker past which output is no longer recorded, input
+//! up to twice the cap — input past that ends the session). When the session ends, the session's
 //! `ResponseComplete` audit event gets [`ANNOTATION`]: `{"file", "sha256", "bytes",
 //! "truncated", "droppedFrames"}` (or `"error"` when the file could not be completed). A
 //! direction whose frames stop being readable mid-session (reserved bits of an extension that
-//! was never offered, an impossible length, an undecodable SPDY header block) ends the
+//! was never offered, an impossible length, an undecodable SPDY header block), or whose input
+//! could not be recorded (the writer fell behind on input alone, the hard size limit), ends the
 //! session — both connections closed, a marker in the file, `"error"` in the annotation —
 //! rather than letting it go on unrecorded.
 

@@ -7,7 +7,8 @@
 //! zlib stream (SPDY/3 dictionary, `k8s::spdy_dictionary`) per direction, so every header
 //! block the client sends is inflated in order to keep that stream in step; the server's are
 //! skipped unread (nothing the recording needs is in them). DATA frames are then stdin and
-//! resize (`{"Width":W,"Height":H}` objects, one after another) from the client, stdout,
+//! resize (`{"Width":W,"Height":H}` objects, one after another, decoded as Go's
+//! `json.Decoder` does: `websocket::Resizes`) from the client, stdout,
 //! stderr and the error Status from the server. Accepts frames in any split across reads.
 //! Stops reading a direction (which ends the session: `writer.rs`) at a frame longer than [`MAX_FRAME`] that
 //! is not DATA, a header block that does not inflate or inflates past
@@ -17,7 +18,14 @@
 //! for its type (PING 4, RST_STREAM / GOAWAY / WINDOW_UPDATE 8, SETTINGS by its count, a
 //! SYN_STREAM too short for its fixed fields) or of a type it does not know, a frame whose
 //! header block is not exactly one whole block (spdystream's single zlib stream would carry
-//! the rest over to the next frame), a SYN_STREAM reusing or lowering a stream id.
+//! the rest over to the next frame), a SYN_STREAM reusing or lowering a stream id, a second
+//! `stdin` stream (the kubelet keeps whichever `stdin` stream came last while it waits for the
+//! streams, and stops reading new ones after: which one it reads depends on timing).
+//!
+//! The client's data is read as spdystream delivers it: a stream the client has ended — the
+//! DATA frame with FLAG_FIN (its own data still delivered), a SYN_STREAM carrying FLAG_FIN
+//! (opened half-closed), a RST_STREAM from the client — gets nothing more to the pod ("stream
+//! shut down": spdystream drops later DATA for it), so nothing more of it is recorded.
 
 use std::{
     collections::HashMap,
@@ -36,8 +44,6 @@ pub const MAX_FRAME: usize = 1 << 20;
 pub const MAX_STREAMS: usize = 16;
 /// Largest inflated header block accepted.
 pub const MAX_HEADER_BLOCK: usize = 64 * 1024;
-/// Largest resize message buffered.
-const MAX_RESIZE: usize = 1024;
 
 const SYN_STREAM: u16 = 1;
 const SYN_REPLY: u16 = 2;
@@ -47,6 +53,8 @@ const PING: u16 = 6;
 const GOAWAY: u16 = 7;
 const HEADERS: u16 = 8;
 const WINDOW_UPDATE: u16 = 9;
+/// FLAG_FIN, of DATA frames and of SYN_STREAM: the sender's last frame on the stream.
+const FLAG_FIN: u8 = 0x01;
 
 /// Which channel each stream id carries, learned from the client's SYN_STREAMs and read by
 /// both directions.
@@ -61,13 +69,19 @@ pub struct Direction {
     /// The frame being gathered: its 8-byte header, then (control frames) its body.
     head: Vec<u8>,
     body: Vec<u8>,
-    /// A DATA frame's payload left to pass, and its stream.
+    /// A DATA frame's payload left to pass, its stream, and whether it ends the stream.
     data_left: usize,
     data_stream: u32,
+    data_fin: bool,
+    /// The client's direction: streams it ended (FLAG_FIN, RST_STREAM), whose later data
+    /// spdystream drops. Only streams in the tables, so bounded as they are.
+    closed: std::collections::HashSet<u32>,
+    /// The flags of the control frame being gathered.
+    control_flags: u8,
     /// A control frame's body left to gather (or skip, when `skip`).
     control_left: usize,
     skip: bool,
-    resize: Vec<u8>,
+    resize: super::websocket::Resizes,
     /// The client's direction: the highest stream id it opened (ids only grow).
     last_stream: u32,
     broken: bool,
@@ -86,9 +100,12 @@ pub fn pair() -> (Direction, Direction) {
         body: Vec::new(),
         data_left: 0,
         data_stream: 0,
+        data_fin: false,
+        closed: std::collections::HashSet::new(),
+        control_flags: 0,
         control_left: 0,
         skip: false,
-        resize: Vec::new(),
+        resize: super::websocket::Resizes::default(),
         last_stream: 0,
         broken: false,
     };
@@ -111,6 +128,9 @@ impl Direction {
                 bytes = rest;
                 self.data_left -= take;
                 self.data(chunk, out);
+                if self.data_left == 0 {
+                    self.end_data();
+                }
                 continue;
             }
             if self.control_left > 0 {
@@ -140,12 +160,20 @@ impl Direction {
         if h[0] & 0x80 == 0 {
             self.data_stream = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) & 0x7fff_ffff;
             self.data_left = len;
+            self.data_fin = h[4] & FLAG_FIN != 0;
+            if len == 0 {
+                self.end_data();
+            }
         } else {
             let kind = u16::from_be_bytes([h[2], h[3]]);
-            // Header blocks (and SETTINGS, whose length is checked) of the client's direction
-            // are read; everything else is skipped.
-            self.skip =
-                !(self.from_client && matches!(kind, SYN_STREAM | SYN_REPLY | HEADERS | SETTINGS));
+            self.control_flags = h[4];
+            // Header blocks (and SETTINGS, whose length is checked, and RST_STREAM, which
+            // ends a stream) of the client's direction are read; everything else is skipped.
+            self.skip = !(self.from_client
+                && matches!(
+                    kind,
+                    SYN_STREAM | SYN_REPLY | HEADERS | SETTINGS | RST_STREAM
+                ));
             if (!self.skip && len > MAX_FRAME) || (self.from_client && !client_length_ok(kind, len))
             {
                 self.broken = true;
@@ -174,6 +202,14 @@ impl Direction {
                 .map(|b| u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])));
             if count.is_none_or(|n| rest.len() as u64 != 4 + 8 * n) {
                 self.broken = true;
+            }
+            return;
+        }
+        if kind == RST_STREAM {
+            // Stream id, status (8 bytes, checked): spdystream removes the stream, and drops
+            // what comes for it after.
+            if let Some(b) = rest.get(..4) {
+                self.close(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff);
             }
             return;
         }
@@ -207,6 +243,15 @@ impl Direction {
             return;
         }
         self.last_stream = stream;
+        self.open(stream, &headers);
+        if !self.broken && self.control_flags & FLAG_FIN != 0 {
+            // Opened half-closed: spdystream closes its data channel at once.
+            self.close(stream);
+        }
+    }
+
+    /// A SYN_STREAM of the client's: the channel its `streamtype` names, in the tables.
+    fn open(&mut self, stream: u32, headers: &[(&[u8], &[u8])]) {
         let Some(stream_type) = headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(b"streamtype"))
@@ -242,7 +287,38 @@ impl Direction {
             self.broken = true;
             return;
         }
+        if kind == Kind::Stdin && streams.values().any(|k| *k == Kind::Stdin) {
+            // A second stdin stream: the kubelet reads the last one it saw while waiting for
+            // the streams and never takes one after, so which one reaches the pod is a matter
+            // of timing — unreadable here.
+            self.broken = true;
+            return;
+        }
         streams.insert(stream, kind);
+    }
+
+    /// The client's DATA frame is through: after FLAG_FIN its stream is closed.
+    fn end_data(&mut self) {
+        if self.from_client && self.data_fin {
+            self.close(self.data_stream);
+        }
+    }
+
+    /// The client ended `stream` (FLAG_FIN, RST_STREAM): spdystream drops its later data.
+    fn close(&mut self, stream: u32) {
+        let known = self
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&stream)
+            || self
+                .resize_streams
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&stream);
+        if known {
+            self.closed.insert(stream);
+        }
     }
 
     fn inflate_block(&mut self, block: &[u8]) -> Option<Vec<u8>> {
@@ -279,6 +355,10 @@ impl Direction {
 
     fn data(&mut self, chunk: &[u8], out: &mut Vec<Frame>) {
         let stream = self.data_stream;
+        if self.from_client && self.closed.contains(&stream) {
+            // Dropped by spdystream: the client ended the stream (FLAG_FIN) or reset it.
+            return;
+        }
         let kind = self
             .streams
             .lock()
@@ -300,31 +380,10 @@ impl Direction {
                         .unwrap_or_else(PoisonError::into_inner)
                         .contains(&stream);
                 if resize {
-                    self.resize_chunk(chunk, out);
+                    self.resize.feed(chunk, out);
                 }
             }
         }
-    }
-
-    /// Resize objects follow one another on their stream; each complete one is a frame.
-    fn resize_chunk(&mut self, chunk: &[u8], out: &mut Vec<Frame>) {
-        if self.resize.len() + chunk.len() > MAX_RESIZE {
-            self.resize.clear();
-            return;
-        }
-        self.resize.extend_from_slice(chunk);
-        let mut de =
-            serde_json::Deserializer::from_slice(&self.resize).into_iter::<serde_json::Value>();
-        let mut consumed = 0;
-        while let Some(Ok(v)) = de.next() {
-            consumed = de.byte_offset();
-            if let Ok(bytes) = serde_json::to_vec(&v) {
-                if let Some(f) = super::websocket::resize(&bytes) {
-                    out.push(f);
-                }
-            }
-        }
-        self.resize.drain(..consumed);
     }
 }
 

@@ -241,3 +241,90 @@ fn control_frames_are_read_as_spdystream_reads_them() {
         assert!(c.broken(), "{plain:?}");
     }
 }
+
+/// A DATA frame with `flags` (FLAG_FIN: the sender's last on the stream).
+fn data_flags(id: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = data(id, payload);
+    f[4] = flags;
+    f
+}
+
+/// Stdin a client sends on a stream it has ended — after the DATA frame with FLAG_FIN (whose
+/// own data is delivered), after its RST_STREAM, on a stream its SYN_STREAM opened half-closed
+/// — is dropped by spdystream, so it is not recorded: a forged command never shows as typed.
+/// A second stdin stream stops the reading.
+#[test]
+fn stdin_after_the_client_ended_its_stream_is_not_recorded() {
+    let stdin_of = |frames: &[Vec<u8>], fin_syn: bool| {
+        let (mut c, _) = pair();
+        let mut d = Deflate::new();
+        let mut out = Vec::new();
+        let mut syn = syn_stream(&mut d, 1, "stdin");
+        if fin_syn {
+            syn[4] = FLAG_FIN;
+        }
+        c.feed(&syn, &mut out);
+        // Byte by byte: the end of a frame is found across reads too.
+        for b in frames.concat() {
+            c.feed(&[b], &mut out);
+        }
+        assert!(!c.broken());
+        gathered(&out, Kind::Stdin)
+    };
+    let forged = data(1, b"forged\n");
+    let real = || data(1, b"real\n");
+    for (what, frames) in [
+        (
+            "FLAG_FIN",
+            vec![data_flags(1, FLAG_FIN, b"real\n"), forged.clone()],
+        ),
+        (
+            "empty FLAG_FIN",
+            vec![real(), data_flags(1, FLAG_FIN, b""), forged.clone()],
+        ),
+        (
+            "RST_STREAM",
+            vec![
+                real(),
+                control(RST_STREAM, &[0, 0, 0, 1, 0, 0, 0, 5]),
+                forged.clone(),
+            ],
+        ),
+    ] {
+        assert_eq!(stdin_of(&frames, false), b"real\n", "{what}");
+    }
+    // A RST_STREAM of another stream leaves stdin open.
+    let other = [
+        real(),
+        control(RST_STREAM, &[0, 0, 0, 3, 0, 0, 0, 5]),
+        data(1, b"more\n"),
+    ];
+    assert_eq!(stdin_of(&other, false), b"real\nmore\n");
+    // Opened with FLAG_FIN: nothing on it reaches the pod.
+    assert_eq!(stdin_of(std::slice::from_ref(&forged), true), b"");
+
+    // A resize stream ended the same way gives no more resizes.
+    let (mut c, _) = pair();
+    let mut d = Deflate::new();
+    let mut out = Vec::new();
+    c.feed(&syn_stream(&mut d, 1, "resize"), &mut out);
+    c.feed(
+        &data_flags(1, FLAG_FIN, br#"{"Width":10,"Height":5}"#),
+        &mut out,
+    );
+    c.feed(&data(1, br#"{"Width":99,"Height":9}"#), &mut out);
+    assert_eq!(
+        out,
+        [Frame::Resize {
+            width: 10,
+            height: 5
+        }]
+    );
+
+    // A second stdin stream: which one the kubelet reads is a matter of timing.
+    let (mut c, _) = pair();
+    let mut d = Deflate::new();
+    c.feed(&syn_stream(&mut d, 1, "stdin"), &mut Vec::new());
+    c.feed(&syn_stream(&mut d, 3, "stdin"), &mut Vec::new());
+    assert!(c.broken());
+}

@@ -8,16 +8,20 @@
 //!   `golang.org/x/net/websocket` under apimachinery's `wsstream`) takes it: *every frame* whose
 //!   opcode is not close, ping or pong is a message of its own — continuation frames and
 //!   reserved opcodes included, FIN not looked at — whose first byte is its channel. Only
-//!   channel 0 (stdin) and 4 (resize, `{"Width":W,"Height":H}`, one per frame) are the
-//!   client's to send; `wsstream` drops anything else, and so does the recording — stdin too
-//!   when the request did not ask for it, or after v5's stream close of channel 0
-//!   (`[255, 0]`). After a close frame, an unmasked frame, one over that reader's 32 MiB cap,
-//!   or a stream close of another length or of a channel that does not exist, the reader
-//!   stops: nothing after it is recorded. A control frame over 125 bytes or fragmented (which no
+//!   channel 0 (stdin) and 4 (resize) are the client's to send; `wsstream` drops anything
+//!   else, and so does the recording — stdin too when the request did not ask for it, or
+//!   after v5's stream close of channel 0 (`[255, 0]`). After a close frame, an unmasked
+//!   frame, one over that reader's 32 MiB cap, or a stream close of another length or of a
+//!   channel that does not exist, the reader stops: nothing after it is recorded. A control frame over 125 bytes or fragmented (which no
 //!   client sends, and whose unread rest Go's reader might take as frames) stops this reading.
 //! - **From the API server**, as kubectl's reader (gorilla) takes it: messages, fragmented over
 //!   continuation frames or not, channel first; 1 stdout, 2 stderr, 3 the exit Status; control
 //!   frames skipped.
+//!
+//! Resize messages (`{"Width":W,"Height":H}`) are read as the API server and the kubelet read
+//! them, with Go's `json.NewDecoder` over the channel's bytes as one stream ([`Resizes`]): an
+//! object may span frames, one frame may carry several, keys match case-insensitively, a
+//! missing one is 0; after a value that does not decode into a terminal size, none are read.
 //!
 //! 255 (the v5 stream close) is skipped. A frame it cannot read (a reserved bit set: an
 //! extension it does not know) stops the reading of that direction — which ends the session
@@ -75,9 +79,8 @@ pub struct Direction {
     /// The next payload byte is the first of a data message (its channel).
     at_message_start: bool,
     channel: Option<u8>,
-    /// Resize JSON gathered until its message ends.
-    resize: Vec<u8>,
-    fin: bool,
+    /// The client's resize channel, read as one stream.
+    resizes: Resizes,
     broken: bool,
 }
 
@@ -105,8 +108,7 @@ impl Direction {
             control: false,
             at_message_start: true,
             channel: None,
-            resize: Vec::new(),
-            fin: true,
+            resizes: Resizes::default(),
             broken: false,
         }
     }
@@ -133,7 +135,7 @@ impl Direction {
                 if self.head.len() < self.header_len() {
                     continue;
                 }
-                self.start_frame(out);
+                self.start_frame();
                 continue;
             }
             let take = usize::try_from(self.left)
@@ -152,9 +154,6 @@ impl Direction {
                 self.offset += take;
                 self.payload(data.freeze(), out);
             }
-            if self.left == 0 {
-                self.end_frame(out);
-            }
         }
     }
 
@@ -172,7 +171,7 @@ impl Direction {
             }
     }
 
-    fn start_frame(&mut self, out: &mut Vec<Frame>) {
+    fn start_frame(&mut self) {
         let head = std::mem::take(&mut self.head);
         let (b0, b1) = (head[0], head[1]);
         if b0 & 0x70 != 0 {
@@ -223,24 +222,15 @@ impl Direction {
             // Every other frame is a message of its own, as Go's reader takes it.
             self.frame_len = len;
             self.close_pending = false;
-            self.fin = true;
             self.at_message_start = true;
             self.channel = None;
-            self.resize.clear();
         } else {
             self.control = opcode >= 8;
-            if !self.control {
-                self.fin = fin;
-                if opcode != 0 {
-                    // A new message (text or binary).
-                    self.at_message_start = true;
-                    self.channel = None;
-                    self.resize.clear();
-                }
+            if !self.control && opcode != 0 {
+                // A new message (text or binary).
+                self.at_message_start = true;
+                self.channel = None;
             }
-        }
-        if len == 0 {
-            self.end_frame(out);
         }
         // The header buffer is reused for the next frame.
         self.head = head;
@@ -294,9 +284,7 @@ impl Direction {
             (Some(2), false) => Kind::Stderr,
             (Some(3), false) => Kind::Status,
             (Some(4), true) => {
-                if self.resize.len() + data.len() <= MAX_RESIZE {
-                    self.resize.extend_from_slice(&data);
-                }
+                self.resizes.feed(&data, out);
                 return;
             }
             _ => return,
@@ -316,33 +304,106 @@ impl Direction {
         }
         out.push(Frame::Data(kind, data));
     }
+}
 
-    fn end_frame(&mut self, out: &mut Vec<Frame>) {
-        if self.control || !self.fin {
+/// A resize channel read as the API server and the kubelet read it (`handleResizeEvents`:
+/// `json.NewDecoder` over the channel's bytes, one `TerminalSize` after another): values span
+/// frames or share one; the first that does not decode ends the reading there, and so here.
+#[derive(Default)]
+pub struct Resizes {
+    /// Bytes of a value not complete yet.
+    buf: Vec<u8>,
+    /// A value did not decode: the decoder loop has stopped.
+    stopped: bool,
+}
+
+impl Resizes {
+    /// The next bytes of the resize channel; each complete value is a frame.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Frame>) {
+        if self.stopped {
             return;
         }
-        if self.channel == Some(4) {
-            if let Some(r) = resize(&self.resize) {
-                out.push(r);
+        self.buf.extend_from_slice(chunk);
+        let mut values =
+            serde_json::Deserializer::from_slice(&self.buf).into_iter::<TerminalSize>();
+        let mut consumed = 0;
+        loop {
+            match values.next() {
+                Some(Ok(size)) => {
+                    consumed = values.byte_offset();
+                    out.push(Frame::Resize {
+                        width: size.width,
+                        height: size.height,
+                    });
+                }
+                // Incomplete: the rest comes in a later frame.
+                Some(Err(e)) if e.is_eof() => break,
+                Some(Err(_)) => {
+                    self.stopped = true;
+                    break;
+                }
+                None => {
+                    consumed = self.buf.len();
+                    break;
+                }
             }
-            self.resize.clear();
+        }
+        self.buf.drain(..consumed);
+        if self.buf.len() > MAX_RESIZE {
+            // Not a terminal size still growing: stop following (resizes only).
+            self.stopped = true;
+        }
+        if self.stopped {
+            self.buf = Vec::new();
         }
     }
 }
 
-/// A resize message (`{"Width":W,"Height":H}`), as client-go's `TerminalSize` encodes it.
-pub fn resize(json: &[u8]) -> Option<Frame> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Size {
-        width: u16,
-        height: u16,
+/// client-go's `TerminalSize` as Go's `encoding/json` decodes it: an object whose keys match
+/// `Width` / `Height` case-insensitively (the last one wins; `null` leaves it), others
+/// ignored, a missing one 0; `null` itself is a size of 0x0; anything else (a number out of
+/// `uint16`, a string, an array) is an error.
+struct TerminalSize {
+    width: u16,
+    height: u16,
+}
+
+impl<'de> serde::Deserialize<'de> for TerminalSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = TerminalSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a terminal size object")
+            }
+            fn visit_unit<E>(self) -> Result<TerminalSize, E> {
+                Ok(TerminalSize {
+                    width: 0,
+                    height: 0,
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<TerminalSize, A::Error> {
+                let mut size = TerminalSize {
+                    width: 0,
+                    height: 0,
+                };
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key.eq_ignore_ascii_case("width") {
+                        size.width = map.next_value::<Option<u16>>()?.unwrap_or(size.width);
+                    } else if key.eq_ignore_ascii_case("height") {
+                        size.height = map.next_value::<Option<u16>>()?.unwrap_or(size.height);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(size)
+            }
+        }
+        d.deserialize_any(Visit)
     }
-    let s: Size = serde_json::from_slice(json).ok()?;
-    Some(Frame::Resize {
-        width: s.width,
-        height: s.height,
-    })
 }
 
 #[cfg(test)]
@@ -543,6 +604,44 @@ mod tests {
                 assert!(data.iter().all(|b| *b == b'x'));
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// The resize channel read as the API server's `json.Decoder` reads it: one stream, so an
+    /// object split across frames, two in one frame, keys in any case (a missing one 0) all
+    /// give their sizes; after a value that does not decode (a negative width) none are read.
+    #[test]
+    fn resizes_are_one_stream_decoded_as_go_decodes_them() {
+        let k = Some([1, 2, 3, 4]);
+        let resize = |json: &[u8]| frame(true, 2, &[&[4u8][..], json].concat(), k);
+        let mut wire = resize(br#"{"Width":100,"#);
+        wire.extend(frame(true, 2, b"\x00typed", k));
+        wire.extend(resize(br#""Height":30}"#));
+        wire.extend(resize(
+            br#"{"Width":90,"Height":20} {"Width":80,"Height":10}"#,
+        ));
+        wire.extend(resize(br#"{"width":70,"HEIGHT":5,"other":[1]}"#));
+        wire.extend(resize(br#"{"Width":60}null"#));
+        wire.extend(resize(br#"{"Width":-1,"Height":1}"#));
+        wire.extend(resize(br#"{"Width":50,"Height":5}"#));
+        let whole = {
+            let mut out = Vec::new();
+            Direction::new(true, Channels::default()).feed(&wire, &mut out);
+            out
+        };
+        for frames in [feed_bytewise(&wire), whole] {
+            let sizes: Vec<(u16, u16)> = frames
+                .iter()
+                .filter_map(|f| match f {
+                    Frame::Resize { width, height } => Some((*width, *height)),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                sizes,
+                [(100, 30), (90, 20), (80, 10), (70, 5), (60, 0), (0, 0)]
+            );
+            assert_eq!(text(&frames, Kind::Stdin), b"typed");
         }
     }
 }

@@ -5,10 +5,21 @@
 //! The file is created (`<Audit-ID>.cast`, mode 0600, never over an existing file) before the
 //! request goes upstream, so a session that could not be recorded is refused (503, see
 //! `upstream::upgrade`) instead of running unrecorded; an answer other than 101 removes it.
+//! Once the session is upgraded the recorder's thread syncs the directory (best effort, a
+//! warning when it cannot), so the file's name survives a crash.
 //! Output frames that find their share of the queue full are dropped and counted; the next
 //! frame written is preceded by a marker saying how many were lost, and the annotation carries
 //! the total. Input is never dropped: input the queue cannot take, or a writer that stopped,
 //! ends the session ([`INPUT_LOST`]).
+//!
+//! Nor does input go unrecorded past the size cap: at `max_session_bytes` output stops being
+//! written (`cast.rs`), input goes on up to twice the cap, and input that could take the file
+//! past that hard limit ends the session the same way ([`INPUT_OVER_LIMIT`]) — checked before
+//! the read is passed on, against the file's size as the writer last reported it, the input
+//! still queued (each line at the most it may take, [`cast::input_line_bound`]), and output
+//! queued as if it filled the cap. So filling the cap on purpose (a pipe of NULs) does not buy
+//! an unrecorded session; a large download (output) goes on with its file capped; input larger
+//! than its room (an upload, `kubectl cp` into a pod) ends the session.
 
 use std::{
     fs::File,
@@ -25,7 +36,7 @@ use std::{
 use serde_json::json;
 
 use super::{
-    cast::{Cast, Frame, Header, Kind},
+    cast::{self, Cast, Frame, Header, Kind, MARKER_ROOM},
     config::SessionSettings,
     Protocol,
 };
@@ -45,26 +56,71 @@ pub const UNREADABLE: &str =
 /// (the recorder fell behind on input alone, or stopped).
 pub const INPUT_LOST: &str =
     "portcullis: input could not be recorded (the recorder fell behind or stopped); the session was ended";
+/// The marker (and annotation error) of a session ended because its input would have taken the
+/// file past its hard limit (twice `max_session_bytes`).
+pub const INPUT_OVER_LIMIT: &str =
+    "portcullis: input would take the recording past twice max_session_bytes; the session was ended";
 
 /// Raised by a feeder whose parser broke, or whose input the writer can no longer take: the
-/// splice ends the session. Also counts the output frames queued (see [`INPUT_RESERVE`]).
-#[derive(Default)]
+/// splice ends the session. Also counts the output frames queued (see [`INPUT_RESERVE`]) and
+/// what the file may still grow to (see [`Cut::input_fits`]).
 struct Cut {
     raised: AtomicBool,
     notify: tokio::sync::Notify,
     output_queued: AtomicUsize,
     /// Raised because input could not be queued (not for an unreadable frame).
     input_lost: AtomicBool,
+    /// Raised because input would have taken the file past its hard limit.
+    input_over: AtomicBool,
+    /// `max_session_bytes`.
+    max_bytes: u64,
+    /// The file's size as the writer last reported it (an unwritten header at its largest).
+    file_bound: AtomicU64,
+    /// The input queued and not yet written, each line at the most it may take.
+    input_pending: AtomicU64,
 }
 
 impl Cut {
+    fn new(max_bytes: u64) -> Cut {
+        Cut {
+            raised: AtomicBool::new(false),
+            notify: tokio::sync::Notify::new(),
+            output_queued: AtomicUsize::new(0),
+            input_lost: AtomicBool::new(false),
+            input_over: AtomicBool::new(false),
+            max_bytes,
+            file_bound: AtomicU64::new(0),
+            input_pending: AtomicU64::new(0),
+        }
+    }
+
     /// What ended the session, once raised.
     fn reason(&self) -> &'static str {
-        if self.input_lost.load(Ordering::SeqCst) {
+        if self.input_over.load(Ordering::SeqCst) {
+            INPUT_OVER_LIMIT
+        } else if self.input_lost.load(Ordering::SeqCst) {
             INPUT_LOST
         } else {
             UNREADABLE
         }
+    }
+
+    /// Whether an input line of at most `bound` bytes, queued now, stays below the hard limit
+    /// whatever happens before it is written: output may still fill the file up to the cap
+    /// (never past it), the truncation marker may come, the input queued before it is written
+    /// first; room stays for the marker on bytes that are not UTF-8 and the one ending the
+    /// session. The pending input is read before the size: the writer reports a line's size
+    /// before it stops counting it as pending, so a line is counted at least once.
+    fn input_fits(&self, bound: u64) -> bool {
+        let pending = self.input_pending.load(Ordering::SeqCst);
+        let file = self.file_bound.load(Ordering::SeqCst);
+        let at_most = file
+            .max(self.max_bytes)
+            .saturating_add(MARKER_ROOM)
+            .saturating_add(pending)
+            .saturating_add(bound)
+            .saturating_add(2 * MARKER_ROOM);
+        at_most <= self.max_bytes.saturating_mul(2)
     }
 }
 
@@ -118,17 +174,22 @@ impl Pending {
     pub fn start(mut self, protocol: Protocol) -> Session {
         let started = Instant::now();
         let dropped = Arc::new(AtomicU64::new(0));
-        let cut = Arc::new(Cut::default());
+        let cut = Arc::new(Cut::new(self.max_bytes));
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let (done_tx, done) = tokio::sync::oneshot::channel();
         let name = self.name.clone();
         if let (Some(file), Some(header)) = (self.file.take(), self.header.take()) {
             let cast = Cast::new(BufWriter::new(file), header, self.max_bytes);
+            cut.file_bound.store(cast.size_bound(), Ordering::SeqCst);
             let lost = dropped.clone();
             let ended = cut.clone();
+            let dir = self.path.parent().map(std::path::Path::to_path_buf);
             let spawned = std::thread::Builder::new()
                 .name("session-recorder".into())
                 .spawn(move || {
+                    if let Some(dir) = dir {
+                        sync_dir(&dir);
+                    }
                     let written =
                         write(cast, rx, &lost, &ended, started, protocol).and_then(|(w, out)| {
                             let file = out.into_inner().map_err(|e| e.error().to_string())?;
@@ -276,6 +337,19 @@ impl Feeder {
         let mut frames = std::mem::take(&mut self.frames);
         for frame in frames.drain(..) {
             let output = is_output(&frame);
+            let input_bound = cast::input_line_bound(&frame);
+            if !output {
+                // Input that could take the file past its hard limit: the session ends here,
+                // this read withheld, rather than going on unrecorded.
+                if !self.cut.input_fits(input_bound) {
+                    self.unrecordable = true;
+                    self.cut.input_over.store(true, Ordering::SeqCst);
+                    break;
+                }
+                self.cut
+                    .input_pending
+                    .fetch_add(input_bound, Ordering::SeqCst);
+            }
             if output {
                 // Output never takes the room kept for input; past it, it is dropped (and
                 // said so in the file).
@@ -296,6 +370,9 @@ impl Feeder {
                 // thread): what follows would go unrecorded — the session ends, this read
                 // withheld.
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    self.cut
+                        .input_pending
+                        .fetch_sub(input_bound, Ordering::SeqCst);
                     self.unrecordable = true;
                     self.cut.input_lost.store(true, Ordering::SeqCst);
                     // Nothing after it in this (withheld) read is queued either (the drain
@@ -349,25 +426,38 @@ fn write<W: std::io::Write>(
         cast.marker(0.0, &format!("portcullis: {what} cannot be recorded"))
             .map_err(err)?;
     }
-    let taken = |frame: &Frame| {
-        if is_output(frame) {
+    let mut one = |cast: &mut Cast<W>, t: f64, frame: Frame| -> std::io::Result<()> {
+        if is_output(&frame) {
             cut.output_queued.fetch_sub(1, Ordering::SeqCst);
         }
+        note_loss(cast, t)?;
+        cast.frame(t, &frame)?;
+        // The size first, then the line no longer pending (see `Cut::input_fits`).
+        cut.file_bound.store(cast.size_bound(), Ordering::SeqCst);
+        let bound = cast::input_line_bound(&frame);
+        let _ = cut
+            .input_pending
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |p| {
+                Some(p.saturating_sub(bound))
+            });
+        if cast.input_refused && !cut.raised.swap(true, Ordering::SeqCst) {
+            // Not expected (the feeder keeps input below the hard limit): should it happen,
+            // the session ends rather than going on unrecorded.
+            cut.input_over.store(true, Ordering::SeqCst);
+            cut.notify.notify_one();
+        }
+        Ok(())
     };
     while let Ok((t, frame)) = rx.recv() {
-        taken(&frame);
-        note_loss(&mut cast, t).map_err(err)?;
-        cast.frame(t, &frame).map_err(err)?;
+        one(&mut cast, t, frame).map_err(err)?;
         while let Ok((t, frame)) = rx.try_recv() {
-            taken(&frame);
-            note_loss(&mut cast, t).map_err(err)?;
-            cast.frame(t, &frame).map_err(err)?;
+            one(&mut cast, t, frame).map_err(err)?;
         }
         cast.flush().map_err(err)?;
     }
     note_loss(&mut cast, started.elapsed().as_secs_f64()).map_err(err)?;
     if cut.raised.load(Ordering::SeqCst) {
-        cast.marker(started.elapsed().as_secs_f64(), cut.reason())
+        cast.end_marker(started.elapsed().as_secs_f64(), cut.reason())
             .map_err(err)?;
     }
     let truncated = cast.truncated;
@@ -380,6 +470,15 @@ fn write<W: std::io::Write>(
         },
         out,
     ))
+}
+
+/// Make the new file's name durable: its directory synced once, from the recorder's thread
+/// (off the request's path). Best effort: a failure is logged, the session goes on — its
+/// file is there, only a crash could lose its name.
+fn sync_dir(dir: &std::path::Path) {
+    if let Err(err) = File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::warn!(dir = %dir.display(), %err, "cannot sync the session recording directory: a new recording's name may not survive a crash");
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -439,7 +538,7 @@ mod tests {
     #[test]
     fn a_full_queue_drops_output_but_never_input() {
         let (tx, rx) = mpsc::sync_channel(3);
-        let (dropped, cut) = (Arc::new(AtomicU64::new(0)), Arc::new(Cut::default()));
+        let (dropped, cut) = (Arc::new(AtomicU64::new(0)), Arc::new(Cut::new(1 << 20)));
         let started = Instant::now();
         let mut server = ws_feeder(tx.clone(), &dropped, &cut, started, (false, 2));
         let mut client = ws_feeder(tx, &dropped, &cut, started, (true, 2));
@@ -468,7 +567,7 @@ mod tests {
             cast,
             rx,
             &dropped,
-            &Cut::default(),
+            &Cut::new(1 << 20),
             started,
             Protocol::WebSocket { stream_close: true },
         )
@@ -494,7 +593,7 @@ mod tests {
         // A writer that is gone (it failed, or never started): the first input ends it.
         let (tx, rx) = mpsc::sync_channel(3);
         drop(rx);
-        let cut = Arc::new(Cut::default());
+        let cut = Arc::new(Cut::new(1 << 20));
         let mut client = ws_feeder(tx, &dropped, &cut, started, (true, 2));
         client.feed(&stdin_frame(b"lost"));
         assert!(client.broken() && cut.raised.load(Ordering::SeqCst));
@@ -540,7 +639,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreadable_frame_raises_the_cut_and_the_file_says_so() {
         let (tx, rx) = mpsc::sync_channel(16);
-        let (dropped, cut) = (Arc::new(AtomicU64::new(0)), Arc::new(Cut::default()));
+        let (dropped, cut) = (Arc::new(AtomicU64::new(0)), Arc::new(Cut::new(1 << 20)));
         let started = Instant::now();
         let mut feeder = ws_feeder(tx, &dropped, &cut, started, (true, 16));
         feeder.feed(&stdin_frame(b"before"));
@@ -578,5 +677,126 @@ mod tests {
             text.trim_end().ends_with(&format!("{:?}]", UNREADABLE)),
             "{text}"
         );
+    }
+
+    /// A client frame (masked, with a zero mask) on channel 0, of up to 64 KiB.
+    fn stdin_frame_any(text: &[u8]) -> Vec<u8> {
+        let n = text.len() + 1;
+        let mut f = vec![0x82];
+        match u8::try_from(n) {
+            Ok(n) if n < 126 => f.push(0x80 | n),
+            _ => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&u16::try_from(n).unwrap().to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&[0, 0, 0, 0, 0]);
+        f.extend_from_slice(text);
+        f
+    }
+
+    /// A recorded WebSocket session with a cap of 4096 bytes, in `dir`, and its file.
+    fn small_session(dir: &std::path::Path) -> (Session, PathBuf) {
+        let settings = SessionSettings {
+            directory: dir.to_owned(),
+            max_session_bytes: 4096,
+        };
+        let header = Header {
+            timestamp: 0,
+            title: "/api/v1/namespaces/a/pods/p/exec".into(),
+            command: "sh".into(),
+        };
+        let id = "0f1e2d3c-aaaa-4bbb-8ccc-123456789abd";
+        let pending = Pending::create(&settings, id, header, true).unwrap();
+        let session = pending.start(Protocol::WebSocket { stream_close: true });
+        (session, dir.join(format!("{id}.cast")))
+    }
+
+    /// Wait until the writer has written every input line queued.
+    async fn caught_up(cut: &Cut) {
+        for _ in 0..5000 {
+            if cut.input_pending.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        panic!("the writer did not catch up");
+    }
+
+    fn events(path: &std::path::Path) -> (u64, Vec<serde_json::Value>) {
+        let text = std::fs::read_to_string(path).unwrap();
+        let events = text
+            .lines()
+            .skip(1)
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (text.len() as u64, events)
+    }
+
+    /// Filling `max_session_bytes` with input on purpose (NULs, six bytes each in the file)
+    /// stops the recording of output only: what is typed after it is in the file.
+    #[tokio::test]
+    async fn input_past_the_cap_is_still_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (session, path) = small_session(dir.path());
+        let (mut client, mut server) = session.feeders();
+        // 7 × 100 NULs: 4200 bytes of `\u0000` in the file, past the cap of 4096.
+        for _ in 0..7 {
+            client.feed(&stdin_frame_any(&[0; 100]));
+            assert!(!client.broken());
+            caught_up(&session.cut).await;
+        }
+        server.feed(&stdout_frame(b"output past the cap"));
+        client.feed(&stdin_frame(b"id\n"));
+        assert!(!client.broken() && !session.cut.raised.load(Ordering::SeqCst));
+        drop((client, server));
+        let annotation: serde_json::Value = serde_json::from_str(&session.finish().await).unwrap();
+        assert_eq!(annotation["truncated"], true, "{annotation}");
+        assert!(annotation.get("error").is_none(), "{annotation}");
+        let (size, events) = events(&path);
+        assert_eq!(annotation["bytes"], size);
+        assert_eq!(
+            events.last().unwrap(),
+            &serde_json::json!([events.last().unwrap()[0], "i", "id\n"])
+        );
+        let truncated: Vec<_> = events
+            .iter()
+            .filter(|e| e[1] == "m" && e[2].as_str().unwrap().starts_with(cast::TRUNCATED))
+            .collect();
+        assert_eq!(truncated.len(), 1, "{events:?}");
+        assert!(!events.iter().any(|e| e[1] == "o"), "{events:?}");
+        assert!(size > 4096 && size <= 8192, "{size}");
+    }
+
+    /// Input that would take the file past twice `max_session_bytes` ends the session as input
+    /// the queue cannot take does: that read withheld (not in the file), the splice told, the
+    /// file ending with the marker, the annotation with the error.
+    #[tokio::test]
+    async fn input_past_the_hard_limit_ends_the_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let (session, path) = small_session(dir.path());
+        let (mut client, server) = session.feeders();
+        let ended = session.unreadable();
+        let mut recorded = 0;
+        for _ in 0..20 {
+            client.feed(&stdin_frame_any(&[0; 100]));
+            if client.broken() {
+                break;
+            }
+            recorded += 1;
+            caught_up(&session.cut).await;
+        }
+        assert!(client.broken(), "input never reached the hard limit");
+        assert!(recorded > 7, "{recorded}: input stopped at the cap");
+        tokio::time::timeout(std::time::Duration::from_secs(1), ended)
+            .await
+            .expect("the splice is told");
+        drop((client, server));
+        let annotation: serde_json::Value = serde_json::from_str(&session.finish().await).unwrap();
+        assert_eq!(annotation["error"], INPUT_OVER_LIMIT, "{annotation}");
+        let (size, events) = events(&path);
+        assert!(size <= 8192, "{size}");
+        assert_eq!(events.iter().filter(|e| e[1] == "i").count(), recorded);
+        assert_eq!(events.last().unwrap()[2], INPUT_OVER_LIMIT);
     }
 }

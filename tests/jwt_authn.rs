@@ -860,17 +860,31 @@ async fn an_empty_jwks_revokes_the_old_keys() {
     );
     assert!(auth.authenticate(&token).await.is_ok(), "the old keys stay");
     idp.publish(&[]);
-    // Reported (a reload would not go ahead with it), and stored all the same: the issuer has
-    // no key that can verify anything, which readiness says.
+    // Reported (a reload would not go ahead with it), and stored all the same.
     assert_eq!(auth.refresh_all().await.len(), 1);
-    assert_eq!(
-        auth.authenticate(&token).await,
-        Err(Rejected::KeysNotLoaded)
-    );
+    assert_eq!(auth.authenticate(&token).await, Err(Rejected::UnknownKid));
+    // Readiness stays: one provider emptying its JWKS must not take every replica out.
+    assert!(auth.issuers_not_ready().is_empty());
+}
+
+/// A provider whose first answer holds no usable key (an empty JWKS, or only keys the proxy
+/// skips) has not given the issuer keys: not ready, as keys never fetched, until one comes.
+#[tokio::test]
+async fn an_issuer_whose_first_jwks_is_empty_is_not_ready() {
+    let idp = Idp::start().await;
+    idp.publish(&[]);
+    let clock = Arc::new(ManualClock::new(Duration::from_secs(T0)));
+    let auth = idp.authenticator(&format!(", jwks_url: \"{}/jwks\"", idp.url), &clock);
+    assert_eq!(auth.refresh_all().await.len(), 1);
     assert_eq!(auth.issuers_not_ready(), vec![idp.url.clone()]);
+    let k1 = signer("k1");
     idp.publish(&[&k1]);
     assert!(auth.refresh_all().await.is_empty());
     assert!(auth.issuers_not_ready().is_empty());
+    assert!(auth
+        .authenticate(&k1.issue(&idp.claims(json!({}))).unwrap())
+        .await
+        .is_ok());
 }
 
 /// `exp` is checked against the time after the keys were fetched: a token that expired while

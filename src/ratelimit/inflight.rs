@@ -26,8 +26,9 @@ impl InFlight {
         }
     }
 
-    /// The same count under a new cap (a configuration reload): requests admitted before it
-    /// still hold their slots, also when the previous configuration had no cap.
+    /// The same count under a new cap (a configuration reload from one with a cap): requests
+    /// admitted before it still hold their slots. (Without a cap nothing is counted: a cap
+    /// added by a reload starts a new count, see `carry.rs`.)
     pub fn resized(&self, max: Option<u32>) -> InFlight {
         InFlight {
             max: max.map(|m| usize::try_from(m).unwrap_or(usize::MAX)),

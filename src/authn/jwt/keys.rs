@@ -9,8 +9,9 @@
 //! Accepted keys: RSA, EC P-256 / P-384 and Ed25519 signature keys. Skipped: `use: enc` keys,
 //! symmetric (`oct`) keys (an HMAC secret only ever comes from `hmac_secret_file`), unsupported
 //! curves and anything unparsable. A refresh that fails keeps the old keys; one that yields no
-//! usable key revokes them (the provider's answer) and the issuer counts as not loaded again
-//! (readiness fails; a remote source is retried every 10 s).
+//! usable key revokes them (the provider's answer: its tokens are refused, readiness stays). An
+//! issuer whose first answer holds no usable key is not loaded (readiness fails, a remote source
+//! is retried every 10 s), as one never fetched.
 //!
 //! Unknown `kid`: at most one refetch per `unknown_kid_min_interval` per issuer; concurrent
 //! requests share one in-flight fetch, waiting for it at most [`UNKNOWN_KID_WAIT`] (then the
@@ -268,9 +269,13 @@ impl KeyStore {
             let usable = !set.keys.is_empty();
             self.keys.store(Arc::new(set));
             self.generation.fetch_add(1, Ordering::SeqCst);
-            // Loaded means holding a key that can verify something: a set with none leaves
-            // every token refused, which readiness must say.
-            self.loaded.store(usable, Ordering::SeqCst);
+            // Loaded means: has held a key that can verify something. A first answer without
+            // one leaves the issuer not ready (and retried every 10 s), as keys never fetched
+            // do; a later one revokes the keys but keeps readiness — one provider emptying its
+            // JWKS must not take every replica, and every other user, out of service.
+            if usable {
+                self.loaded.store(true, Ordering::SeqCst);
+            }
         }
     }
 
@@ -379,13 +384,17 @@ impl KeyStore {
         Err(self.miss())
     }
 
-    /// After a signature failed with the cached keys: one refetch under the unknown-kid limit
-    /// (see the module doc). The new keys when they changed, `None` otherwise.
-    pub async fn refetched(&self, now: Duration) -> Option<Arc<KeySet>> {
+    /// After a signature failed with the keys of generation `tried`: those keys if they have
+    /// changed since, else one refetch under the unknown-kid limit (see the module doc). The
+    /// new keys when they changed, `None` otherwise.
+    pub async fn refetched(&self, now: Duration, tried: u64) -> Option<Arc<KeySet>> {
         if matches!(self.source, Source::None) {
             return None;
         }
         let before = self.generation.load(Ordering::SeqCst);
+        if before != tried {
+            return Some(self.keys.load_full());
+        }
         match self.refetch(now).await {
             Refetch::Suppressed => None,
             Refetch::Changed | Refetch::Fetched => {

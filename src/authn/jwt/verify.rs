@@ -364,7 +364,7 @@ impl JwtAuthenticator {
             // A key rotated under the same `kid` (or a token without one): the new key may
             // be published already — one refetch, under the unknown-kid limit.
             verifies(&set)
-                || match policy.keys.refetched(now).await {
+                || match policy.keys.refetched(now, generation).await {
                     Some(fresh) => verifies(&fresh),
                     None => false,
                 }

@@ -384,17 +384,13 @@ pub fn verify_with_anchors(
             Ok(Some(list)) => list.is_empty(),
             Err(_) => false,
         };
-        if signed_before && unsigned && !keys.is_empty() {
-            // The sink starts every file's sidecar with a checkpoint while it has a key: a
-            // later file without one had its checkpoints removed (a rewrite of the file would
-            // otherwise pass as an unsigned tail) — or signing was turned off, which leaves
-            // nothing after it to vouch for either.
-            let message = format!(
-                "no checkpoint signs this file, but the files before it were signed: its sidecar {} was deleted or emptied, or signing was turned off",
-                sidecar.display()
-            );
-            return Ok(stop(st, whole(path, message)));
-        }
+        // The sink starts every file's sidecar with a checkpoint while it has a key: a later
+        // file with events and without one had its checkpoints removed (a rewrite of the file
+        // would otherwise pass as an unsigned tail) — or signing was turned off, which leaves
+        // nothing after it to vouch for either. (An empty one is a start a crash or a full
+        // disk interrupted: nothing to vouch for.)
+        let must_be_signed = signed_before && unsigned && !keys.is_empty();
+        let events_before = st.report.events;
         match read {
             Ok(Some(list)) => {
                 signed_before |= !list.is_empty();
@@ -474,6 +470,13 @@ pub fn verify_with_anchors(
                 };
                 return Ok(stop(st, f));
             }
+        }
+        if must_be_signed && st.report.events > events_before {
+            let message = format!(
+                "no checkpoint signs this file, but the files before it were signed: its sidecar {} was deleted or emptied, or signing was turned off",
+                sidecar.display()
+            );
+            return Ok(stop(st, whole(path, message)));
         }
         if let Err(f) = st.end_of_file(path) {
             return Ok(stop(st, f));

@@ -268,12 +268,19 @@ impl FileBackend {
         let state = if existing > 0 {
             let mut state = scan_tail(&cfg.path)?;
             move_away = !state.clean_end;
+            if move_away {
+                tracing::warn!(file = %cfg.path.display(), "audit file ends in a torn or invalid line");
+            }
             if signs && !state.counted {
                 let backups = list_backups(&cfg.path)?;
                 let start = chain_end(&backups)?;
                 if start.counted && !backups.is_empty() {
-                    // Not a history from before the key: this file's checkpoints went.
-                    tracing::warn!(file = %cfg.path.display(), "audit file without checkpoints after signed backups (its sidecar was deleted?): its events are signed as adopted, and `audit verify` reports them so");
+                    // Not a history from before the key: this file's checkpoints went (or
+                    // signing was off for it). Signing its events now, even as adopted, would
+                    // vouch for a file rewritten with its sidecar deleted: it is kept aside as
+                    // found, unsigned — `audit verify` fails on it — and a new file starts.
+                    tracing::warn!(file = %cfg.path.display(), "audit file without checkpoints after signed backups (its sidecar was deleted, or signing was off): kept as a backup unsigned, and a new file started");
+                    move_away = true;
                 }
                 state.seq = state.seq.saturating_add(start.seq);
                 if move_away {
@@ -302,7 +309,7 @@ impl FileBackend {
             tracing::warn!(
                 file = %cfg.path.display(),
                 kept_as = %backup.display(),
-                "audit file ends in a torn or invalid line; keeping it (and its checkpoints) as a backup and starting a new file"
+                "keeping the audit file (and its checkpoints, if any) as a backup as found, and starting a new file"
             );
             std::fs::rename(&cfg.path, &backup)?;
             if side_path.exists() {

@@ -663,5 +663,50 @@ async fn a_rewritten_newest_file_without_its_checkpoints_fails() {
         );
         // The files before it still verify.
         assert!(verify_files(&files[..files.len() - 1], &key).ok());
+        // A restart (any rollout) does not sign the forged events, even as adopted: the file
+        // is kept aside unsigned, and the history still fails.
+        write_events(signed(&path, &key), 200..201).await;
+        let mut after = backup_paths(&path);
+        after.push(path.clone());
+        let r = verify_files(&after, &key);
+        let f = r
+            .failure
+            .clone()
+            .unwrap_or_else(|| panic!("{empty_sidecar}: passed after a restart: {r:?}"));
+        assert!(
+            f.message.contains("no checkpoint signs this file"),
+            "{}",
+            f.message
+        );
+    }
+}
+
+/// A current file that is empty, its sidecar missing or empty, after signed backups (a start
+/// that a crash or a full disk interrupted before its first checkpoint) holds nothing to vouch
+/// for: the history verifies.
+#[tokio::test]
+async fn an_empty_file_without_checkpoints_after_signed_ones_verifies() {
+    for sidecar_left in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let key = key();
+        let mut cfg = signed(&path, &key);
+        cfg.max_size_bytes = 4096;
+        cfg.max_backups = 0;
+        write_events(cfg, 0..30).await;
+        std::fs::rename(&path, backup_path(&path).unwrap()).unwrap();
+        let side = sidecar_path(&path);
+        if side.exists() {
+            std::fs::rename(&side, sidecar_path(&backup_paths(&path).pop().unwrap())).unwrap();
+        }
+        std::fs::write(&path, b"").unwrap();
+        if sidecar_left {
+            std::fs::write(&side, b"").unwrap();
+        }
+        let mut files = backup_paths(&path);
+        files.push(path.clone());
+        let r = verify_files(&files, &key);
+        assert!(r.ok(), "{sidecar_left}: {r:?}");
+        assert_eq!(r.events, 30);
     }
 }

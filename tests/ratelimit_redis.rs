@@ -136,7 +136,14 @@ async fn replicas_share_one_limit_degrade_and_recover() {
                 assert_eq!(adm.degraded, Some("local"));
                 ok += 1;
             }
-            Err(r) => assert_eq!(r.status().code, 429),
+            Err(r) => {
+                assert_eq!(r.status().code, 429);
+                assert_eq!(
+                    r.degraded,
+                    Some("local"),
+                    "the refusal says how it was decided"
+                );
+            }
         }
     }
     assert_eq!(ok, 5, "degraded local mode enforces quota / replicas");

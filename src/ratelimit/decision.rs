@@ -252,17 +252,21 @@ impl RateLimiter {
                         let outcome = self.local_bucket(id, cost, quota);
                         let effective = self.inner.buckets.effective(quota);
                         let mut r = self.finish(id, cost, effective, source, outcome, admission);
-                        if let Ok(a) = &mut r {
-                            a.degraded = Some("local");
+                        match &mut r {
+                            Ok(a) => a.degraded = Some("local"),
+                            Err(rejection) => rejection.degraded = Some("local"),
                         }
                         r
                     }
                     OnBackendError::Deny => {
                         metrics.degraded[1].inc();
-                        let rejection = unavailable(
-                            "rate limit backend unavailable; try again shortly",
-                            "backend",
-                        );
+                        let rejection = Rejection {
+                            degraded: Some("deny"),
+                            ..unavailable(
+                                "rate limit backend unavailable; try again shortly",
+                                "backend",
+                            )
+                        };
                         if self.inner.mode == Mode::Shadow {
                             metrics.decision(Class::Backend, Outcome::ShadowRejected);
                             admission.degraded = Some("deny");

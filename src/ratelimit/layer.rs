@@ -188,7 +188,10 @@ where
                 Ok(admission) => admission,
                 Err(rejection) => {
                     if let Some(rec) = rec {
-                        rec.with(|r| r.annotate("portcullis.io/ratelimit", "rejected"));
+                        rec.with(|r| {
+                            r.annotate("portcullis.io/ratelimit", "rejected");
+                            annotate_degraded(r, rejection.degraded);
+                        });
                     }
                     return Ok(Refusal::RateLimited(rejection).respond());
                 }
@@ -201,14 +204,7 @@ where
                 };
                 rec.with(|r| {
                     r.annotate("portcullis.io/ratelimit", outcome);
-                    // Decided without the Redis backend: say which `on_backend_error` mode
-                    // decided (DESIGN: a degraded mode is counted and written to audit).
-                    if let Some(mode) = admission.degraded {
-                        r.annotate(
-                            "portcullis.io/ratelimit-backend",
-                            format!("unavailable; on_backend_error: {mode}"),
-                        );
-                    }
+                    annotate_degraded(r, admission.degraded);
                 });
             }
             if let Some(permit) = admission.permit {
@@ -221,6 +217,17 @@ where
             }
             Ok(resp)
         })
+    }
+}
+
+/// Decided without the Redis backend: say which `on_backend_error` mode decided (DESIGN: a
+/// degraded mode is counted and written to audit).
+fn annotate_degraded(r: &mut crate::audit::record::Recorder, mode: Option<&'static str>) {
+    if let Some(mode) = mode {
+        r.annotate(
+            "portcullis.io/ratelimit-backend",
+            format!("unavailable; on_backend_error: {mode}"),
+        );
     }
 }
 

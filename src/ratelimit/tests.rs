@@ -796,7 +796,10 @@ redis: {{url: "redis://127.0.0.1:{port}", replicas: 1, on_backend_error: deny, t
     assert_eq!(a.degraded, Some("deny"));
     let (enforce, _clock) = limiter(&yaml("enforce"));
     let refused = enforce.check_async(&alice, &r.0, &r.1).await;
-    assert_eq!(refused.err().map(|r| r.status().code), Some(503));
+    let refused = refused.expect_err("enforce refuses");
+    assert_eq!(refused.status().code, 503);
+    // The refusal says which degraded mode decided, for the audit event.
+    assert_eq!(refused.degraded, Some("deny"));
 }
 
 #[test]

@@ -20,6 +20,7 @@ fn every_refusal() -> Vec<Refusal> {
             headers: http::HeaderMap::new(),
             shadow: false,
             limit: "reads",
+            degraded: None,
         })
     };
     let invalid = || {

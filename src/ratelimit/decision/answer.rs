@@ -128,6 +128,8 @@ pub struct Rejection {
     /// Which limit: `reads`, `writes`, `watches`, `sessions`, `unauthenticated`, `in_flight`,
     /// `backend` (a closed set, fit for metrics and audit annotations).
     pub limit: &'static str,
+    /// Decided without the Redis backend: the `on_backend_error` mode that refused.
+    pub degraded: Option<&'static str>,
 }
 
 /// 429 (a bucket or cap) or 503 (in-flight cap, backend down).
@@ -162,6 +164,7 @@ pub(super) fn too_many(message: String, retry_after: u32, limit: &'static str) -
         headers: HeaderMap::new(),
         shadow: false,
         limit,
+        degraded: None,
     }
 }
 
@@ -173,5 +176,6 @@ pub(super) fn unavailable(message: &str, limit: &'static str) -> Rejection {
         headers: HeaderMap::new(),
         shadow: false,
         limit,
+        degraded: None,
     }
 }

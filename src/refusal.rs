@@ -229,6 +229,9 @@ pub enum UpstreamFailure {
     /// revoked or expired token, a deleted ServiceAccount): the caller's credentials were
     /// fine, so its client must not be told to log in again.
     CredentialsRefused,
+    /// The same on an upgrade (exec, attach, port-forward): the API server writes the node's
+    /// non-101 answer through, so the 401 may also be the kubelet refusing the API server's.
+    UpgradeUnauthorized,
     /// An upgrade was requested on a connection hyper cannot upgrade.
     NotUpgradable,
     /// A session to be recorded was switched to a protocol the recorder cannot read (what it
@@ -310,6 +313,10 @@ impl Refusal {
             Refusal::Upstream(UpstreamFailure::Unreachable(why)) => Status::bad_gateway(format!(
                 "the upstream API server could not be reached: {why}"
             )),
+            Refusal::Upstream(UpstreamFailure::UpgradeUnauthorized) => Status::bad_gateway(
+                "the upstream answered this upgrade with 401: the API server did not accept the proxy's credentials, or the node's kubelet did not accept the API server's"
+                    .to_owned(),
+            ),
             Refusal::Upstream(UpstreamFailure::CredentialsRefused) => Status::bad_gateway(
                 "the upstream API server did not accept the proxy's credentials (401): its token or certificate must be renewed",
             ),

@@ -966,7 +966,7 @@ async fn the_api_servers_401_is_the_proxys_credentials_not_the_callers() {
     assert!(json(&exec)["message"]
         .as_str()
         .unwrap()
-        .contains("did not accept the proxy's credentials (401)"));
+        .contains("answered this upgrade with 401"));
     let proxied = "/api/v1/namespaces/default/pods/web/proxy/";
     let resp = env
         .request(get(proxied), Some(&env.admin_cert), false)

@@ -56,6 +56,8 @@ fn every_refusal() -> Vec<Refusal> {
         Refusal::Upstream(UpstreamFailure::Unreachable("refused")),
         Refusal::Upstream(UpstreamFailure::Unforwardable),
         Refusal::Upstream(UpstreamFailure::NotUpgradable),
+        Refusal::Upstream(UpstreamFailure::CredentialsRefused),
+        Refusal::Upstream(UpstreamFailure::UpgradeUnauthorized),
         Refusal::Timeout,
         Refusal::UpstreamBusy,
         Refusal::Panic,

@@ -112,11 +112,13 @@ pub async fn forward(
     };
     if resp.status() == StatusCode::UNAUTHORIZED && !ob.relays_backend {
         // As on the ordinary path (`send.rs`): only the proxy's own credentials travel
-        // upstream, so the 401 is theirs — a 502 naming them, not a 401 that makes kubectl
-        // and exec plugins ask the user to log in again; neutral, and no sign of health.
-        tracing::error!(endpoint = %ep.name, "the upstream API server refused the proxy's own credentials (401)");
+        // upstream — a 502, not a 401 that makes kubectl and exec plugins ask the user to log
+        // in again; neutral, and no sign of health. The API server writes the node's non-101
+        // answer through, so the 401 may also be the kubelet refusing the API server's
+        // credentials: the message names both.
+        tracing::error!(endpoint = %ep.name, "the upstream answered an upgrade with 401 (the proxy's credentials, or the kubelet refusing the API server's)");
         report(&ep, permit, super::breaker::Outcome::Neutral);
-        return Err(UpstreamFailure::CredentialsRefused.into());
+        return Err(UpstreamFailure::UpgradeUnauthorized.into());
     }
     ep.mark_ok();
     let outcome = match resp.status() {

@@ -53,6 +53,18 @@ fn backup_paths(path: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// 30 events written with a key to `dir/audit.log` in 4 KiB files (backups kept): the path
+/// and the key.
+async fn signed_rotated_history(dir: &Path) -> (PathBuf, Arc<SigningKey>) {
+    let path = dir.join("audit.log");
+    let key = key();
+    let mut cfg = signed(&path, &key);
+    cfg.max_size_bytes = 4096;
+    cfg.max_backups = 0;
+    write_events(cfg, 0..30).await;
+    (path, key)
+}
+
 /// A blocking file sink with `cfg` that writes `events` and stops cleanly.
 async fn write_events(cfg: FileSinkConfig, events: std::ops::Range<usize>) {
     let a = auditor(cfg, DeliveryMode::Blocking);
@@ -627,12 +639,7 @@ async fn signing_turned_on_over_an_unsigned_history_verifies() {
 async fn a_rewritten_newest_file_without_its_checkpoints_fails() {
     for empty_sidecar in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let key = key();
-        let mut cfg = signed(&path, &key);
-        cfg.max_size_bytes = 4096;
-        cfg.max_backups = 0;
-        write_events(cfg, 0..30).await;
+        let (path, key) = signed_rotated_history(dir.path()).await;
         let mut files: Vec<PathBuf> = backup_paths(&path);
         let before = verify_files(&files, &key);
         files.push(path.clone());
@@ -688,12 +695,7 @@ async fn a_rewritten_newest_file_without_its_checkpoints_fails() {
 async fn an_empty_file_without_checkpoints_after_signed_ones_verifies() {
     for sidecar_left in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let key = key();
-        let mut cfg = signed(&path, &key);
-        cfg.max_size_bytes = 4096;
-        cfg.max_backups = 0;
-        write_events(cfg, 0..30).await;
+        let (path, key) = signed_rotated_history(dir.path()).await;
         std::fs::rename(&path, backup_path(&path).unwrap()).unwrap();
         let side = sidecar_path(&path);
         if side.exists() {

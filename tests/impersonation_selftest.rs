@@ -81,5 +81,36 @@ async fn self_test_reports_a_missing_impersonate_right() {
         text.contains("MISSING  impersonate groups (required)"),
         "{text}"
     );
+
+    // Narrowed with resourceNames, as README and deploy/ advise: allowed for the names listed
+    // only — reported, not a readiness failure (every replica would otherwise go unready).
+    let role = r#"{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+      "metadata": {"name": "portcullis-impersonator"},
+      "rules": [{"apiGroups": [""], "resources": ["users"], "verbs": ["impersonate"]},
+        {"apiGroups": [""], "resources": ["groups"], "verbs": ["impersonate"], "resourceNames": ["tenant:team-a", "ci"]},
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["userextras/portcullis.io/tenant", "userextras/portcullis.io/token-id", "uids"], "verbs": ["impersonate"]}]}"#;
+    ok(&k_in(&admin(&env), &env, &["apply", "-f", "-"], role).await);
+    let mut ready = false;
+    for _ in 0..30 {
+        let (status, _) = common::admin_get(env.admin_addr, "/readyz").await;
+        if status == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(ready, "a narrowed right kept /readyz failing");
+    let (_, metrics) = common::admin_get(env.admin_addr, "/metrics").await;
+    assert!(
+        metrics.contains(r#"portcullis_upstream_impersonation_allowed{right="groups"} 2"#),
+        "{metrics}"
+    );
+    let out = check(&env);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("narrowed impersonate groups (required)"),
+        "{text}"
+    );
     env.stop().await;
 }

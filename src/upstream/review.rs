@@ -34,6 +34,36 @@ pub enum Asker<'a> {
 /// POST a SelfSubjectAccessReview with `spec` (`resourceAttributes` or
 /// `nonResourceAttributes`) and return its `status`.
 pub async fn access_review(up: &Upstream, asker: Asker<'_>, spec: &Value) -> Result<Value, String> {
+    self_review(
+        up,
+        asker,
+        "SelfSubjectAccessReview",
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+        spec,
+    )
+    .await
+}
+
+/// POST a SelfSubjectRulesReview for `namespace` as the proxy and return its `status`
+/// (`resourceRules`: cluster-wide rules are listed in every namespace's answer).
+pub async fn rules_review(up: &Upstream, namespace: &str) -> Result<Value, String> {
+    self_review(
+        up,
+        Asker::Proxy,
+        "SelfSubjectRulesReview",
+        "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+        &json!({ "namespace": namespace }),
+    )
+    .await
+}
+
+async fn self_review(
+    up: &Upstream,
+    asker: Asker<'_>,
+    kind: &str,
+    path: &'static str,
+    spec: &Value,
+) -> Result<Value, String> {
     let mut headers = HeaderMap::new();
     match asker {
         Asker::Caller(ob) => prepare_headers(&mut headers, up, ob),
@@ -49,11 +79,10 @@ pub async fn access_review(up: &Upstream, asker: Asker<'_>, spec: &Value) -> Res
     );
     headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
     let review = json!({"apiVersion": "authorization.k8s.io/v1",
-        "kind": "SelfSubjectAccessReview", "spec": spec});
+        "kind": kind, "spec": spec});
     let mut req = Request::new(body::full(review.to_string()));
     *req.method_mut() = Method::POST;
-    *req.uri_mut() =
-        http::Uri::from_static("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews");
+    *req.uri_mut() = http::Uri::from_static(path);
     *req.headers_mut() = headers;
     let resp = match asker {
         Asker::Caller(_) => {

@@ -8,13 +8,18 @@
 //! `uids` and `userextras/<key>` (`authentication.k8s.io`) for every extra key it sends —
 //! `portcullis.io/tenant` when tenants are configured, `portcullis.io/token-id` and each
 //! issuer's `claim_mappings.extra` keys when JWT issuers are. The questions carry no name, so a
-//! ClusterRole that narrows a right with `resourceNames` answers "no" here (reported as such).
+//! ClusterRole that narrows a right with `resourceNames` (as README and `deploy/` advise)
+//! answers "no" here: a refused right is then looked up in the proxy's rules
+//! (`SelfSubjectRulesReview`), and one that a rule grants for some names is *narrowed* —
+//! reported (gauge 2, a warning), never fatal: requests for other names are refused upstream,
+//! which is the point of narrowing it.
 //!
 //! When: at start (before the first readiness probe) and again from `/readyz` once the last
 //! answer is older than `upstream.health_interval`. Reports: one log line per right that is
 //! refused (error for a required right, warning for an optional one) or could not be asked,
 //! logged when the answer changes; the gauge
-//! `portcullis_upstream_impersonation_allowed{right}` (1 allowed, 0 refused, -1 unknown); and
+//! `portcullis_upstream_impersonation_allowed{right}` (1 allowed, 2 for some names only,
+//! 0 refused, -1 unknown); and
 //! [`SelfTest::not_ready`] for `/readyz`. Required rights — `users`, `groups`, the extras it
 //! sends, and `uids` when an issuer maps a uid — make `/readyz` fail when refused: without
 //! them every request of that kind fails. `serviceaccounts` (needed only for service-account
@@ -34,7 +39,7 @@ use prometheus_client::{
 use serde_json::{json, Value};
 
 use super::{
-    review::{access_review, Asker},
+    review::{access_review, rules_review, Asker},
     Upstream,
 };
 use crate::authn::identity::{TENANT_EXTRA, TOKEN_ID_EXTRA};
@@ -55,14 +60,43 @@ pub struct Right {
 }
 
 impl Right {
-    fn attributes(&self) -> Value {
-        let (group, resource, sub) = match self.name.split_once('/') {
+    /// API group, resource and subresource, as RBAC names them.
+    fn parts(&self) -> (&'static str, &str, &str) {
+        match self.name.split_once('/') {
             Some((r, key)) => ("authentication.k8s.io", r, key),
             None if self.name == "uids" => ("authentication.k8s.io", "uids", ""),
             None => ("", self.name.as_str(), ""),
-        };
+        }
+    }
+
+    fn attributes(&self) -> Value {
+        let (group, resource, sub) = self.parts();
         json!({"resourceAttributes": {"verb": "impersonate", "group": group,
             "resource": resource, "subresource": sub}})
+    }
+
+    /// Whether one of `rules` (a SelfSubjectRulesReview's `resourceRules`) grants this right
+    /// for some names only.
+    fn narrowed_in(&self, rules: &Value) -> bool {
+        let (group, resource, sub) = self.parts();
+        let full = if sub.is_empty() {
+            resource.to_owned()
+        } else {
+            format!("{resource}/{sub}")
+        };
+        let has = |rule: &Value, key: &str, want: &str| {
+            rule[key]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|x| x == want || x == "*"))
+        };
+        rules.as_array().is_some_and(|rules| {
+            rules.iter().any(|r| {
+                has(r, "verbs", "impersonate")
+                    && has(r, "apiGroups", group)
+                    && has(r, "resources", &full)
+                    && r["resourceNames"].as_array().is_some_and(|n| !n.is_empty())
+            })
+        })
     }
 
     /// The rule the operator would add, in RBAC's words.
@@ -79,6 +113,8 @@ impl Right {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     Allowed,
+    /// Allowed for the names a rule lists (`resourceNames`), refused for others.
+    Narrowed,
     Refused,
     /// It could not be asked (unreachable, not a review answer): the reason.
     Unknown(String),
@@ -151,7 +187,7 @@ impl SelfTest {
         let gauge = Family::<RightLabels, Gauge>::default();
         registry.register(
             "portcullis_upstream_impersonation_allowed",
-            "Whether the upstream lets the proxy impersonate this (1 yes, 0 no, -1 could not ask)",
+            "Whether the upstream lets the proxy impersonate this (1 yes, 2 for some names only, 0 no, -1 could not ask)",
             gauge.clone(),
         );
         SelfTest {
@@ -205,6 +241,7 @@ impl SelfTest {
         for (i, (right, answer)) in self.rights.iter().zip(&answers).enumerate() {
             let value = match answer {
                 Answer::Allowed => 1,
+                Answer::Narrowed => 2,
                 Answer::Refused => 0,
                 Answer::Unknown(_) => -1,
             };
@@ -267,13 +304,28 @@ async fn ask_all(up: &Upstream, rights: &[Right]) -> Vec<Answer> {
             Err(e) => Answer::Unknown(e),
         }
     });
-    futures_util::future::join_all(asks).await
+    let mut answers = futures_util::future::join_all(asks).await;
+    if answers.contains(&Answer::Refused) {
+        // Refused for a question without a name: granted for some names? (Cluster-wide rules
+        // are in any namespace's answer.) Not asked when nothing is refused.
+        if let Ok(status) = rules_review(up, "default").await {
+            for (right, answer) in rights.iter().zip(answers.iter_mut()) {
+                if *answer == Answer::Refused && right.narrowed_in(&status["resourceRules"]) {
+                    *answer = Answer::Narrowed;
+                }
+            }
+        }
+    }
+    answers
 }
 
 fn log(right: &Right, answer: &Answer) {
     match answer {
         Answer::Allowed => {
             tracing::info!(right = %right.name, "the upstream lets portcullis impersonate {}", right.name)
+        }
+        Answer::Narrowed => {
+            tracing::warn!(right = %right.name, "the upstream lets portcullis impersonate {} for the names its role lists only (resourceNames): requests for other names are refused upstream", right.name)
         }
         Answer::Refused if right.required => {
             tracing::error!(right = %right.name, rule = %right.rule(), "the upstream does not let portcullis impersonate {}: requests that need it will be refused upstream; add the rule to the proxy's ClusterRole (README: portcullis-impersonator)", right.name)
@@ -298,6 +350,10 @@ pub fn report(rights: &[Right], answers: &[Answer]) -> (Vec<String>, bool) {
             let need = if r.required { "required" } else { "optional" };
             match a {
                 Answer::Allowed => format!("ok       impersonate {} ({need})", r.name),
+                Answer::Narrowed => format!(
+                    "narrowed impersonate {} ({need}): only for the names its role lists (resourceNames)",
+                    r.name
+                ),
                 Answer::Refused => {
                     ok &= !r.required;
                     format!(

@@ -274,6 +274,10 @@ fn admin_of(rt: &Runtime) -> Admin {
         metrics: rt.metrics.clone(),
         upstream: rt.upstream.clone(),
         jwt: rt.jwt.clone(),
+        client_certificates: !matches!(
+            rt.config.tls.client_auth,
+            crate::server::tls::ClientAuth::None
+        ),
         ready_window: rt.config.ready_window,
         selftest: Some(rt.selftest.clone()),
     }

@@ -114,3 +114,54 @@ async fn self_test_reports_a_missing_impersonate_right() {
     );
     env.stop().await;
 }
+
+/// An identity provider that cannot be reached at a cold start leaves its issuer without keys:
+/// its tokens are refused, but the proxy stays ready while anyone can authenticate (client
+/// certificates here) — one provider must not take every replica, and every other user, out
+/// of service. Without client certificates and with no issuer holding keys, it is not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_identity_provider_does_not_make_the_proxy_unready() {
+    let unreachable_issuer = "  jwt:
+    - issuer:
+        url: https://idp.unreachable.example
+        audiences: [portcullis]
+        jwks_url: https://127.0.0.1:1/jwks
+        certificate_authority_file: ca.crt
+      claim_mappings:
+        username: {claim: sub, prefix: \"other:\"}
+";
+    let env = Env::start_with(|c| {
+        *c = c.replacen("  jwt:\n", unreachable_issuer, 1);
+    })
+    .await;
+    let (status, body) = common::admin_get(env.admin_addr, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    env.stop().await;
+
+    // No client certificates, and the only issuer has no keys: nobody can authenticate.
+    let env = Env::start_with(|c| {
+        let certs = "  client_certificates:\n    ca_files: [ca.crt]\n    mode: optional             # certificates for admins, bearer tokens for the rest\n";
+        assert!(c.contains(certs), "{c}");
+        *c = c.replace(certs, "").replace(
+            "        jwks_file: jwks.json\n",
+            "        jwks_url: https://127.0.0.1:1/jwks\n        certificate_authority_file: ca.crt\n",
+        );
+    })
+    .await;
+    let mut last = (http::StatusCode::OK, String::new());
+    for _ in 0..20 {
+        last = common::admin_get(env.admin_addr, "/readyz").await;
+        if last.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(last.0, 503, "{}", last.1);
+    assert!(
+        last.1
+            .contains("no keys loaded for JWT issuer https://portcullis-demo.local"),
+        "{}",
+        last.1
+    );
+    env.stop().await;
+}

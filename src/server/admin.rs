@@ -1,6 +1,8 @@
 //! The admin listener: `/healthz`, `/livez` (the process serves), `/readyz` (config loaded, at
 //! least one upstream endpoint answered within `admin.ready_window` and its circuit breaker is
-//! not open, every JWT issuer has keys, and the upstream lets the proxy impersonate what it
+//! not open, some way to authenticate works — client certificates are configured, or a JWT
+//! issuer has keys (one identity provider down at a cold start must not take every replica,
+//! and every other user, out of service) — and the upstream lets the proxy impersonate what it
 //! must (`upstream::selftest`, re-asked here when stale); 503 otherwise, with the reasons), and
 //! `/metrics` (Prometheus text). Anything else is a plain 404. Plain HTTP, loopback by default.
 
@@ -20,6 +22,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub upstream: Arc<Upstream>,
     pub jwt: Option<Arc<crate::authn::jwt::JwtAuthenticator>>,
+    /// Client certificates are accepted (then issuers without keys do not fail readiness).
+    pub client_certificates: bool,
     pub ready_window: Duration,
     /// The impersonation self-test (None: not run, e.g. in unit tests).
     pub selftest: Option<Arc<crate::upstream::selftest::SelfTest>>,
@@ -57,8 +61,15 @@ impl Admin {
                 self.metrics
                     .upstream_healthy
                     .set(problems.is_empty() as i64);
-                for issuer in self.jwt.iter().flat_map(|j| j.issuers_not_ready()) {
-                    problems.push(format!("no keys loaded for JWT issuer {issuer}"));
+                if let Some(jwt) = &self.jwt {
+                    let missing = jwt.issuers_not_ready();
+                    // Unready only when nobody could authenticate: an issuer without keys
+                    // refuses its own tokens (logged by its key refresh), others still work.
+                    if !self.client_certificates && missing.len() == jwt.issuer_count() {
+                        for issuer in missing {
+                            problems.push(format!("no keys loaded for JWT issuer {issuer}"));
+                        }
+                    }
                 }
                 if let Some(t) = &self.selftest {
                     problems.extend(t.not_ready().await);

@@ -197,6 +197,11 @@ impl JwtAuthenticator {
         self.issuers.get(issuer).map(|p| p.keys.stats())
     }
 
+    /// How many issuers are configured.
+    pub fn issuer_count(&self) -> usize {
+        self.issuers.len()
+    }
+
     /// Issuers that have not loaded keys yet (for readiness).
     pub fn issuers_not_ready(&self) -> Vec<String> {
         self.issuers

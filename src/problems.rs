@@ -268,6 +268,16 @@ impl Problems {
         let parsed = value.parse::<Uri>();
         if kind == UrlKind::ApiServer {
             return match parsed {
+                // User info is never used (credentials are their own keys) and the endpoint's
+                // name — a metric label, `/readyz`, logs — would publish it.
+                Ok(uri) if uri.authority().is_some_and(|a| a.as_str().contains('@')) => {
+                    self.err(
+                        path,
+                        "has user info (user:password@), which is never used and would be shown in metrics and logs",
+                        "write e.g. https://10.0.0.1:6443 and give credentials under upstream.credentials",
+                    );
+                    None
+                }
                 Ok(uri)
                     if uri.scheme_str() == Some("https")
                         && uri.authority().is_some()
@@ -424,6 +434,27 @@ pub fn resolve(base: &Path, p: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An API server URL with user info is refused: it is never used, and the endpoint's name
+    /// (a metric label, `/readyz`, logs) would publish the password.
+    #[test]
+    fn an_api_server_url_with_user_info_is_refused() {
+        let mut p = Problems::new();
+        assert!(p
+            .https_url(
+                "upstream.url",
+                "https://admin:s3cret@10.0.0.1:6443",
+                UrlKind::ApiServer
+            )
+            .is_none());
+        assert!(p
+            .https_url("upstream.url", "https://10.0.0.1:6443", UrlKind::ApiServer)
+            .is_some());
+        let got = p.into_vec();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].path, "upstream.url");
+        assert!(!got[0].message.contains("s3cret"), "{}", got[0].message);
+    }
 
     #[test]
     fn each_section_keeps_its_duration_wording() {

@@ -265,11 +265,19 @@ impl Kubeconfig {
     }
 }
 
-/// Write a file readable only by its owner (keys, kubeconfigs, tokens).
+/// Write a file readable only by its owner (keys, kubeconfigs, tokens). A symbolic link in its
+/// place is refused (it could point the secret anywhere), and an existing file is made 0600
+/// before the secret goes in (the mode given at creation applies only to a new file).
 pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
     #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        anyhow::bail!(
+            "{} is a symbolic link: not writing a secret through it",
+            path.display()
+        );
+    }
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -277,6 +285,9 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     let mut f = opts
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot make {} private", path.display()))?;
     f.write_all(data)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
@@ -287,6 +298,26 @@ mod tests {
     use super::*;
 
     /// A YAML error next to a credential names where it is, never the credential.
+    /// An existing file is made owner-only before the secret goes in; a symbolic link in its
+    /// place is refused.
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_is_never_left_readable_or_written_through_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("proxy.key");
+        std::fs::write(&p, "old").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&p, b"secret").unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let target = dir.path().join("elsewhere");
+        let link = dir.path().join("link.key");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(write_private(&link, b"secret").is_err());
+        assert!(!target.exists());
+    }
+
     #[test]
     fn a_syntax_error_does_not_quote_the_credentials_around_it() {
         let dir = tempfile::tempdir().unwrap();

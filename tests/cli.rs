@@ -221,6 +221,22 @@ async fn token_keygen_issue_inspect_and_use_through_the_proxy() {
     let key = keys.path().join("jwt-signing-key.pem");
     let jwks = keys.path().join("jwks.json");
     assert!(key.exists() && jwks.exists());
+    // Run again: refused, the key untouched (a new one would invalidate every token minted).
+    let before = std::fs::read(&key).unwrap();
+    let again = Command::new(BIN)
+        .args([
+            "token", "keygen", "--alg", "ES256", "--kid", "cli-2", "--out",
+        ])
+        .arg(keys.path())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("not replacing it"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(std::fs::read(&key).unwrap(), before);
 
     let out = Command::new(BIN)
         .args([

@@ -215,3 +215,39 @@ async fn exec_through_sigterm(sessions: Option<&std::path::Path>) {
     }
     b.sandbox.stop().await;
 }
+
+/// A second SIGTERM during the drain is the operator saying not to wait: the proxy exits at
+/// once (status 130) although a session is still open, where one signal waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_during_the_drain_exits_at_once() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    common::require_kubectl();
+    let mut b = common::binary::Binary::start(&[], |_| {}).await;
+    let run = ["run", "shell", "--image=busybox", "--restart=Never"];
+    let out = b.kubectl(&b.files.admin_kubeconfig, &run).await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let mut exec = common::kubectl_exec_cat(&b.files.admin_kubeconfig, b.dir.path(), "shell");
+    let mut stdin = exec.stdin.take().unwrap();
+    let mut lines = BufReader::new(exec.stdout.take().unwrap()).lines();
+    stdin.write_all(b"before\n").await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("no echo")
+        .unwrap();
+    assert_eq!(echoed.as_deref(), Some("before"));
+    b.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        b.child.try_wait().unwrap().is_none(),
+        "one signal waits for the open session"
+    );
+    b.signal("TERM");
+    let status = tokio::time::timeout(Duration::from_secs(10), b.child.wait())
+        .await
+        .expect("the second signal did not end the proxy")
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    drop(stdin);
+    let _ = exec.kill().await;
+    b.sandbox.stop().await;
+}

@@ -1,4 +1,5 @@
-//! SIGTERM / SIGINT → the shutdown trigger; SIGHUP → a configuration reload.
+//! SIGTERM / SIGINT → the shutdown trigger (a second one during the drain: exit at once,
+//! status 130, as an operator pressing Ctrl-C twice means); SIGHUP → a configuration reload.
 
 use portcullis::shutdown::Trigger;
 
@@ -13,9 +14,18 @@ pub fn on_signal(trigger: Trigger) {
             match (term, int) {
                 (Ok(mut term), Ok(mut int)) => {
                     tokio::select! {
-                        _ = term.recv() => tracing::info!("SIGTERM: draining"),
-                        _ = int.recv() => tracing::info!("SIGINT: draining"),
+                        _ = term.recv() => tracing::info!("SIGTERM: draining (a second signal exits at once)"),
+                        _ = int.recv() => tracing::info!("SIGINT: draining (a second signal exits at once)"),
                     }
+                    trigger.fire();
+                    // The drain waits for open sessions up to `shutdown.grace`, then for the
+                    // audit sinks: a second signal is the operator saying not to wait.
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                    tracing::error!("second signal: exiting without finishing the drain (open requests are cut, their audit events may be missing)");
+                    std::process::exit(130);
                 }
                 _ => {
                     let _ = tokio::signal::ctrl_c().await;

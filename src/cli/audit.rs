@@ -241,7 +241,7 @@ fn query_cmd(args: QueryArgs) -> Result<i32> {
 fn keygen_cmd(out: &std::path::Path, public_out: Option<PathBuf>) -> Result<i32> {
     let public = public_out.unwrap_or_else(|| public_path(out));
     let (private_pem, public_pem, key) = SigningKey::generate().map_err(anyhow::Error::msg)?;
-    write_new_private(out, private_pem.as_bytes())?;
+    super::write_new_private(out, private_pem.as_bytes())?;
     std::fs::write(&public, public_pem)
         .with_context(|| format!("cannot write {}", public.display()))?;
     println!(
@@ -354,28 +354,6 @@ fn public_path(private: &Path) -> PathBuf {
         Some(stem) => PathBuf::from(format!("{stem}.pub.pem")),
         None => PathBuf::from(format!("{s}.pub")),
     }
-}
-
-/// Create a private key file readable only by its owner; never overwrite one.
-fn write_new_private(path: &Path, data: &[u8]) -> Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = match opts.open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
-            "{} exists; refusing to overwrite a signing key (move it away first)",
-            path.display()
-        ),
-        Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
-    };
-    f.write_all(data)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

@@ -103,3 +103,28 @@ pub async fn run(cli: Cli) -> i32 {
         }
     }
 }
+
+/// Create a private key file readable only by its owner; never overwrite one (nor follow a
+/// symbolic link in its place: `create_new`). `audit keygen` and `token keygen`.
+pub(crate) fn write_new_private(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = match opts.open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => anyhow::bail!(
+            "{} exists: not replacing it (a signing key: what it signed would no longer verify); move it away first",
+            path.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+    };
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
+}

@@ -14,7 +14,6 @@ use portcullis::{
         DEFAULT_SCOPE_CLAIM,
     },
     authz::Scope,
-    kubeconfig::write_private,
 };
 
 /// `portcullis token …`.
@@ -146,15 +145,7 @@ fn run_inner(cmd: TokenCommand) -> Result<()> {
             let jwks_path = out.join("jwks.json");
             // As `audit keygen`: never replace a key — a `serve` watching these files would
             // reload, and every token minted with the old key would be refused.
-            for p in [&key_path, &jwks_path] {
-                if std::fs::symlink_metadata(p).is_ok() {
-                    bail!(
-                        "{} exists: not replacing it (tokens minted with the old key would stop working); remove it first, or choose another --out",
-                        p.display()
-                    );
-                }
-            }
-            write_private(&key_path, key.as_bytes())?;
+            super::write_new_private(&key_path, key.as_bytes())?;
             std::fs::write(&jwks_path, jwks)
                 .with_context(|| format!("cannot write {}", jwks_path.display()))?;
             println!("private key: {}", key_path.display());

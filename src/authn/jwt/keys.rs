@@ -89,16 +89,6 @@ pub fn https_client(roots: Vec<CertificateDer<'static>>) -> anyhow::Result<Https
     Ok(Client::builder(TokioExecutor::new()).build(https))
 }
 
-/// What [`KeyStore::refetch`] did.
-enum Refetch {
-    /// Another caller's fetch changed the keys while this one waited.
-    Changed,
-    /// Fetched (the keys may or may not have changed).
-    Fetched,
-    /// Not fetched: the limit, or the wait for another fetch ran out.
-    Suppressed,
-}
-
 /// Where an issuer's keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -373,10 +363,10 @@ impl KeyStore {
             self.counters.negative_hits.fetch_add(1, Ordering::Relaxed);
             return Err(self.miss());
         }
-        let set = match self.refetch(now).await {
-            Refetch::Changed | Refetch::Fetched => self.keys.load_full(),
-            Refetch::Suppressed => return Err(self.miss()),
-        };
+        if !self.refetch(now).await {
+            return Err(self.miss());
+        }
+        let set = self.keys.load_full();
         if set.has(kid, alg) {
             return Ok(set);
         }
@@ -395,18 +385,16 @@ impl KeyStore {
         if before != tried {
             return Some(self.keys.load_full());
         }
-        match self.refetch(now).await {
-            Refetch::Suppressed => None,
-            Refetch::Changed | Refetch::Fetched => {
-                (self.generation.load(Ordering::SeqCst) != before).then(|| self.keys.load_full())
-            }
-        }
+        let fresh = self.refetch(now).await && self.generation.load(Ordering::SeqCst) != before;
+        fresh.then(|| self.keys.load_full())
     }
 
     /// One fetch for a request that cannot wait for the schedule: shared with concurrent
     /// callers (waiting for the lock at most [`UNKNOWN_KID_WAIT`]) and limited to one per
-    /// `unknown_kid_min_interval`.
-    async fn refetch(&self, now: Duration) -> Refetch {
+    /// `unknown_kid_min_interval`. False when nothing was fetched (the limit, or the wait for
+    /// another fetch ran out); true when fetched, or another caller's fetch changed the keys
+    /// while this one waited.
+    async fn refetch(&self, now: Duration) -> bool {
         let generation = self.generation.load(Ordering::SeqCst);
         // Bounded: the lock is held for a whole fetch, which an unreachable provider makes
         // last FETCH_TIMEOUT (twice, through discovery).
@@ -415,11 +403,11 @@ impl KeyStore {
             self.counters
                 .waits_abandoned
                 .fetch_add(1, Ordering::Relaxed);
-            return Refetch::Suppressed;
+            return false;
         };
         if self.generation.load(Ordering::SeqCst) != generation {
             // Someone loaded keys while we waited: use that answer.
-            return Refetch::Changed;
+            return true;
         }
         {
             let mut l = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
@@ -428,13 +416,13 @@ impl KeyStore {
                     self.counters
                         .refetches_suppressed
                         .fetch_add(1, Ordering::Relaxed);
-                    return Refetch::Suppressed;
+                    return false;
                 }
             }
             l.last_unknown_refetch = Some(now);
         }
         let _ = self.fetch_and_store().await;
-        Refetch::Fetched
+        true
     }
 
     fn miss(&self) -> KeyMiss {

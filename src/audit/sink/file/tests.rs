@@ -44,6 +44,16 @@ fn verify_files(files: &[PathBuf], key: &SigningKey) -> verify::Report {
     verify::verify_files(files, &[key.verifying_key()]).unwrap()
 }
 
+/// A crash mid-write: `path` ends in a torn line.
+fn tear(path: &Path) {
+    OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(br#"{"kind":"Eve"#)
+        .unwrap();
+}
+
 /// The backups of `path`, oldest first.
 fn backup_paths(path: &Path) -> Vec<PathBuf> {
     list_backups(path)
@@ -563,12 +573,7 @@ async fn adopted_events_before_a_new_file_verify_with_and_without_their_file() {
     let r = verify_files(std::slice::from_ref(&path), &key);
     let tail = r.unsigned_tail;
     assert!(tail > 0, "{r:?}");
-    OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .unwrap()
-        .write_all(br#"{"kind":"Eve"#)
-        .unwrap();
+    tear(&path);
     let a = auditor(cfg, DeliveryMode::Blocking);
     a.emit(event(3)).await.unwrap();
     a.shutdown(Duration::from_secs(5)).await;
@@ -604,12 +609,7 @@ async fn signing_turned_on_over_an_unsigned_history_verifies() {
         }
         if torn {
             // A crash mid-line: the file is kept as a backup and a new one started.
-            OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .unwrap()
-                .write_all(br#"{"kind":"Eve"#)
-                .unwrap();
+            tear(&path);
         }
         let key = key();
         cfg.signing_key = Some(key.clone());

@@ -245,7 +245,6 @@ impl Breaker {
             trial,
             done: false,
         };
-        let trial = |epoch| permit(Some(epoch));
         if !self.settings.enabled {
             return Ok(permit(None));
         }
@@ -264,7 +263,7 @@ impl Breaker {
             State::Closed => Ok(permit(None)),
             _ if g.trials < self.settings.half_open_requests => {
                 g.trials += 1;
-                Ok(trial(g.epoch))
+                Ok(permit(Some(g.epoch)))
             }
             _ => Err(Rejected {
                 state: State::HalfOpen,

@@ -147,6 +147,73 @@ async fn a_client_that_reads_nothing_gives_back_its_in_flight_places() {
     }
 }
 
+/// One identity cannot hold more upstream streams than its `in_flight` cap: two unread lists
+/// larger than the pump's buffer hold mallory's two places (until the stalled-stream reset,
+/// 120 s here), her third request is answered 429 and never reaches the API server, another
+/// caller is served, and her places come back when she goes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_cannot_hold_more_upstream_requests_than_its_in_flight_cap() {
+    let env = Env::start_with(|c| {
+        let default = "  default: {";
+        assert!(c.contains(default), "the demo config's default quota");
+        *c = c.replacen(
+            default,
+            "  users: {mallory: {in_flight: 2}}\n  default: {",
+            1,
+        );
+        *c = c.replace("upstream:\n", "upstream:\n  stalled_stream_timeout: 120s\n");
+    })
+    .await;
+    seed_configmap_kb(&env, 2000).await;
+    env.sandbox.sandbox.clear_recorded();
+    let held = send_lists(zero_window_tenant(&env).await, 2).await;
+    let lists = format!("{NS}/configmaps");
+    poll(Duration::from_secs(20), || {
+        (count_recorded(&env, &lists) >= 2).then_some(())
+    })
+    .await
+    .expect("the two lists reached the API server");
+
+    let mallory = env.ca.client_cert("mallory", &["tenant:team-a"]).unwrap();
+    let pod = format!("{NS}/pods/nothing-here");
+    let refused = env.request(get(&pod), Some(&mallory), true).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let status: Value = serde_json::from_slice(refused.body()).unwrap();
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["reason"], "TooManyRequests");
+    assert_eq!(
+        status["message"],
+        "too many requests in flight for user \"mallory\" (cap 2; user quota)"
+    );
+    assert_eq!(count_recorded(&env, &pod), 0, "the API server never saw it");
+    assert!(admin_version(&env).await.contains("gitVersion"));
+    assert_eq!(
+        metric(
+            &env,
+            "portcullis_ratelimit_stream_permits{kind=\"identity_in_flight\"}"
+        )
+        .await,
+        2.0
+    );
+
+    // Gone (her streams reset): her places are given back.
+    drop(held);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut statuses = Vec::new();
+    loop {
+        let r = env.request(get(&pod), Some(&mallory), true).await;
+        statuses.push(r.status().as_u16());
+        if r.status() != StatusCode::TOO_MANY_REQUESTS || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(statuses.last(), Some(&404), "{statuses:?}");
+    assert_eq!(count_recorded(&env, &pod), 1);
+    env.stop().await;
+}
+
 /// An HTTP/2 connection of tenant `mallory` that grants no stream window: nothing of an
 /// answer can be sent to it.
 async fn zero_window_tenant(env: &Env) -> h2::client::SendRequest<Bytes> {

@@ -225,12 +225,12 @@ const AUTHZ: &str = r#"authorization:
 
 const LIMITS: &str = r#"rate_limits:
   mode: enforce
-  default: {reads: {rate: 50/s, burst: 100}, writes: {rate: 20/s, burst: 40}, watches: 20, sessions: 5}
+  default: {reads: {rate: 50/s, burst: 100}, writes: {rate: 20/s, burst: 40}, watches: 20, sessions: 5, in_flight: 50}
   groups:
-    "demo:admins": {reads: {rate: 1000/s, burst: 2000}, writes: {rate: 500/s, burst: 1000}, watches: 500, sessions: 50}
-    ci: {reads: {rate: 2/s, burst: 10}, writes: {rate: 1/s, burst: 3}, watches: 2, sessions: 1}
+    "demo:admins": {reads: {rate: 1000/s, burst: 2000}, writes: {rate: 500/s, burst: 1000}, watches: 500, sessions: 50, in_flight: 1000}
+    ci: {reads: {rate: 2/s, burst: 10}, writes: {rate: 1/s, burst: 3}, watches: 2, sessions: 1, in_flight: 10}
   tenants:
-    team-a: {reads: {rate: 5/s, burst: 20}, writes: {rate: 2/s, burst: 10}, watches: 3, sessions: 2}
+    team-a: {reads: {rate: 5/s, burst: 20}, writes: {rate: 2/s, burst: 10}, watches: 3, sessions: 2, in_flight: 20}
   costs: {cluster_wide_list: 5, unpaginated_list: 2, deletecollection: 10}
   unauthenticated: {rate: 5/s, burst: 30}
   max_in_flight: 400

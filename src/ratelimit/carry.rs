@@ -9,7 +9,9 @@
 //!   limiter.
 //! - **Open streams** (watches, sessions) are counted per identity whatever the caps: the
 //!   table is shared, so streams opened before the reload still count against the new caps,
-//!   and their permits release into the same table when they end.
+//!   and their permits release into the same table when they end. The same table counts each
+//!   identity's `in_flight` places, but only where a cap applies (as `max_in_flight`, below):
+//!   a changed cap keeps its count, an added one starts from zero.
 //! - **Failing-address blocks** are kept when `unauthenticated` is unchanged.
 //! - **In-flight count**: shared when the old limiter had a cap (its places are given back when
 //!   the upstream answer has been read, so the count is what the API server is working on),

@@ -6,7 +6,8 @@
 //! ```yaml
 //! rate_limits:
 //!   mode: enforce            # enforce | shadow
-//!   default: {reads: {rate: 50/s, burst: 100}, writes: {rate: 10/s, burst: 20}, watches: 20, sessions: 5}
+//!   default: {reads: {rate: 50/s, burst: 100}, writes: {rate: 10/s, burst: 20}, watches: 20, sessions: 5,
+//!             in_flight: 50}
 //!   users:   {alice: {reads: {rate: 5/s, burst: 10}}}
 //!   groups:  {ci: {writes: {rate: 2/s, burst: 5}}}
 //!   tenants: {team-a: {reads: {rate: 20/s, burst: 40}}}
@@ -109,6 +110,10 @@ pub struct LimitsConfig {
     /// Concurrent exec / attach / port-forward / proxy per identity.
     #[serde(default)]
     pub sessions: Option<u32>,
+    /// Requests that are not long-running in flight at once per identity (each held until the
+    /// upstream answer has been read).
+    #[serde(default)]
+    pub in_flight: Option<u32>,
 }
 
 /// A token bucket: refill `rate`, size `burst`.
@@ -341,10 +346,12 @@ impl Validator {
                 .and_then(|b| self.bucket(b, &format!("{path}.writes"))),
             watches: self.stream_cap(cfg.watches, &format!("{path}.watches")),
             sessions: self.stream_cap(cfg.sessions, &format!("{path}.sessions")),
+            in_flight: self.stream_cap(cfg.in_flight, &format!("{path}.in_flight")),
         }
     }
 
-    /// A stream cap: 0 would answer every watch or session 429, which clients retry forever.
+    /// A concurrency cap: 0 would answer every request it covers 429, which clients retry
+    /// forever.
     fn stream_cap(&mut self, cap: Option<u32>, path: &str) -> Option<u32> {
         if cap == Some(0) {
             self.problem(

@@ -16,6 +16,8 @@
 //! * **stream permit** for long-running requests: `watches` (watch, any `log?follow`) or
 //!   `sessions` (exec, attach, portforward, proxy); see [`super::streams`]. A non-follow log
 //!   read is a plain read.
+//! * **in-flight place** for every other request, where an `in_flight` cap applies: held until
+//!   the upstream answer has been read (see [`super::inflight::SharedPlace`]).
 //!
 //! # Answers
 //!
@@ -24,6 +26,8 @@
 //!   `details.retryAfterSeconds` = `Retry-After` = ⌈time until the bucket holds the cost⌉ ≥ 1;
 //! * stream cap reached → **429** `too many concurrent watches for user "alice" (cap 20; default
 //!   quota)`, `Retry-After: 5` (no bucket tells when a stream ends);
+//! * `in_flight` cap reached → **429** `too many requests in flight for user "alice" (cap 50;
+//!   default quota)`, `Retry-After: 1`;
 //! * failed-authentication limit → **429** before authentication (see [`super::source`]);
 //! * in-flight cap → **503 ServiceUnavailable**, `Retry-After: 1`;
 //! * Redis down with `on_backend_error: deny` → **503**, `Retry-After: 1`.
@@ -84,6 +88,9 @@ fn pick_watches(l: &Limits) -> Option<u32> {
 }
 fn pick_sessions(l: &Limits) -> Option<u32> {
     l.sessions
+}
+fn pick_in_flight(l: &Limits) -> Option<u32> {
+    l.in_flight
 }
 
 impl BucketClass {
@@ -191,7 +198,7 @@ impl RateLimiter {
         uri: &Uri,
     ) -> Result<Prologue<'a>, Box<Rejection>> {
         let cost = self.cost(req, uri);
-        let admission = self.stream_permit(id, cost)?;
+        let admission = self.stream_permit(id, req, cost)?;
         let pick = if cost.bucket == BucketClass::Reads {
             pick_reads
         } else {
@@ -303,25 +310,36 @@ impl RateLimiter {
             })
     }
 
-    /// Take the stream permit a long-running request needs (if a cap applies).
-    fn stream_permit(&self, id: &Identity, cost: RequestCost) -> Result<Admission, Box<Rejection>> {
+    /// Take the stream permit a long-running request needs, or the in-flight place of one that
+    /// is not (if an `in_flight` cap applies).
+    fn stream_permit(
+        &self,
+        id: &Identity,
+        req: &RequestInfo,
+        cost: RequestCost,
+    ) -> Result<Admission, Box<Rejection>> {
         let mut admission = Admission::default();
-        let Some(kind) = cost.stream else {
+        let kind = match cost.stream {
+            Some(kind) => kind,
+            None if !req.long_running => StreamKind::InFlight,
+            None => return Ok(admission),
+        };
+        let (pick, class): (fn(&Limits) -> Option<u32>, Class) = match kind {
+            StreamKind::Watches => (pick_watches, Class::Watches),
+            StreamKind::Sessions => (pick_sessions, Class::Sessions),
+            StreamKind::InFlight => (pick_in_flight, Class::IdentityInFlight),
+        };
+        let capped = self.inner.policy.streams(id, pick);
+        if capped.is_none() && kind == StreamKind::InFlight {
+            // Not counted without a cap (a cap added by a reload starts from zero, as
+            // `max_in_flight`'s does: see `carry.rs`).
             return Ok(admission);
-        };
-        let pick = match kind {
-            StreamKind::Watches => pick_watches,
-            StreamKind::Sessions => pick_sessions,
-        };
-        let class = match kind {
-            StreamKind::Watches => Class::Watches,
-            StreamKind::Sessions => Class::Sessions,
-        };
+        }
         let key = self
             .inner
             .buckets
             .key(BucketClass::Streams, id.user.as_bytes());
-        let Some((cap, source)) = self.inner.policy.streams(id, pick) else {
+        let Some((cap, source)) = capped else {
             // Counted all the same (never refused): a reload that adds a cap must find the
             // streams already open, or a flood it is meant to curb would go on on top of it.
             admission.permit = self.inner.streams.acquire(key, kind, u32::MAX, false).0;
@@ -329,21 +347,36 @@ impl RateLimiter {
         };
         let shadow = self.inner.mode == Mode::Shadow;
         let (permit, over) = self.inner.streams.acquire(key, kind, cap, shadow);
-        admission.permit = permit;
+        if kind == StreamKind::InFlight {
+            admission.place = permit;
+        } else {
+            admission.permit = permit;
+        }
         let metrics = &self.inner.metrics;
         if !over {
             metrics.decision(class, Outcome::Allowed);
             return Ok(admission);
         }
-        let mut rejection = too_many(
-            format!(
-                "too many concurrent {} for user {:?} (cap {cap}; {source})",
+        let mut rejection = match kind {
+            // A request ends within its deadline: try again soon.
+            StreamKind::InFlight => too_many(
+                format!(
+                    "too many requests in flight for user {:?} (cap {cap}; {source})",
+                    id.user
+                ),
+                1,
                 kind.as_str(),
-                id.user
             ),
-            STREAM_RETRY_AFTER,
-            kind.as_str(),
-        );
+            _ => too_many(
+                format!(
+                    "too many concurrent {} for user {:?} (cap {cap}; {source})",
+                    kind.as_str(),
+                    id.user
+                ),
+                STREAM_RETRY_AFTER,
+                kind.as_str(),
+            ),
+        };
         if shadow {
             metrics.decision(class, Outcome::ShadowRejected);
             tracing::info!(user = %id.user, limit = kind.as_str(), "shadow rate-limit rejection");

@@ -1,4 +1,5 @@
-//! Global cap on requests in flight through this replica (load shedding).
+//! Global cap on requests in flight through this replica (load shedding), and the places a
+//! request holds ([`SharedPlace`]: this cap's and its identity's `in_flight`).
 //!
 //! The proxy takes an [`InFlightGuard`] for every non-long-running request and holds it while
 //! the answer is read from the upstream ([`SharedPlace`]: not while a client that reads
@@ -10,8 +11,14 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// The count of requests in flight, and the cap (None: `max_in_flight` not set). Counted also
-/// without a cap, so that a reload adding one starts from the requests already in flight.
+use http::Response;
+
+use super::streams::Permit;
+use crate::body::{self, Body};
+use crate::refusal::Refused;
+
+/// The count of requests in flight, and the cap (None: `max_in_flight` not set; then nothing is
+/// counted, see `carry.rs`).
 #[derive(Debug)]
 pub struct InFlight {
     max: Option<usize>,
@@ -65,37 +72,77 @@ impl Drop for InFlightGuard {
     }
 }
 
-/// A place given back by whoever is done with it first (a request extension): the forwarder,
+/// The places one request holds: the replica's (`max_in_flight`) and its identity's
+/// (`in_flight`, a [`Permit`] of the stream table), each only where a cap applies.
+#[derive(Debug, Default)]
+pub struct Places {
+    global: Option<InFlightGuard>,
+    identity: Option<Permit>,
+}
+
+impl Places {
+    fn is_empty(&self) -> bool {
+        self.global.is_none() && self.identity.is_none()
+    }
+}
+
+/// Places given back by whoever is done with them first (a request extension): the forwarder,
 /// once the upstream answer has been read to its end or dropped (read straight through, by the
-/// pump, or reset as stalled) — the work the cap bounds — and, as a backstop, the response
-/// that carries it (the proxy's own answers never reach the forwarder).
-#[derive(Clone, Debug)]
-pub struct SharedPlace(Arc<Mutex<Option<InFlightGuard>>>);
+/// pump, or reset as stalled) — the work the caps bound — and, as a backstop, the response
+/// that carries them (the proxy's own answers never reach the forwarder).
+#[derive(Clone, Debug, Default)]
+pub struct SharedPlace(Arc<Mutex<Places>>);
 
 impl SharedPlace {
     pub fn new(guard: InFlightGuard) -> SharedPlace {
-        SharedPlace(Arc::new(Mutex::new(Some(guard))))
+        SharedPlace(Arc::new(Mutex::new(Places {
+            global: Some(guard),
+            identity: None,
+        })))
     }
 
-    /// Give the place back (once; later calls do nothing).
+    fn lock(&self) -> std::sync::MutexGuard<'_, Places> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hold the identity's place too (given back with the replica's).
+    pub fn add_identity(&self, permit: Permit) {
+        self.lock().identity = Some(permit);
+    }
+
+    /// Give the places back (once; later calls do nothing).
     pub fn release(&self) {
-        drop(self.0.lock().unwrap_or_else(PoisonError::into_inner).take());
+        drop(std::mem::take(&mut *self.lock()));
     }
 
-    /// Take the place out, to be given back by its holder (or [`restore`](Self::restore)d):
-    /// a write sent again after a conflict keeps its place across the tries.
-    pub fn take(&self) -> Option<InFlightGuard> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    /// Take the places out, to be given back by their holder (or [`restore`](Self::restore)d):
+    /// a write sent again after a conflict keeps its places across the tries.
+    pub fn take(&self) -> Option<Places> {
+        let places = std::mem::take(&mut *self.lock());
+        (!places.is_empty()).then_some(places)
     }
 
-    /// Put a place taken out back in, for the next forward to give back.
-    pub fn restore(&self, guard: InFlightGuard) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(guard);
+    /// Put places taken out back in, for the next forward to give back.
+    pub fn restore(&self, places: Places) {
+        *self.lock() = places;
     }
 
-    /// A guard that gives the place back when dropped (for `body::hold_until_read`).
+    /// A guard that gives the places back when dropped (for `body::hold_until_read`).
     pub fn on_drop(&self) -> ReleaseOnDrop {
         ReleaseOnDrop(self.clone())
+    }
+
+    /// The response to a request holding these places: the proxy's own refusal gives them back
+    /// at once (no upstream work goes on); any other answer holds them until its body has been
+    /// read or dropped (a backstop: the forwarder gives them back when the upstream answer has
+    /// been read).
+    pub fn hold(self, resp: Response<Body>) -> Response<Body> {
+        let (parts, body) = resp.into_parts();
+        if parts.extensions.get::<Refused>().is_some() {
+            self.release();
+            return Response::from_parts(parts, body);
+        }
+        Response::from_parts(parts, body::hold_until_read(body, self.on_drop()))
     }
 }
 

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | [`LoadShedLayer`] | a request that is not long-running while the global in-flight cap is full; its place ([`SharedPlace`], a request extension) is held while the answer is read from the upstream — the forwarder gives it back when the upstream body ended or was dropped; the proxy's own refusal at once, its other answers with their last frame — not while a client that grants no HTTP/2 window keeps hyper waiting | 503 + `Retry-After` (`Refusal::Overloaded`) |
 //! | [`SourceBlockLayer`] | any request from an address that keeps failing authentication, before any signature work; counts every 401 from below | 429 + `Retry-After` (`Refusal::SourceBlocked`) |
-//! | [`RateLimitLayer`] | an identity over its read/write bucket or stream cap (or the Redis backend down with `deny`); adds `RateLimit-Policy` / `RateLimit` headers; a stream permit rides with the response ([`HoldWhileStreaming`]) | 429 / 503 + `Retry-After` (`Refusal::RateLimited`) |
+//! | [`RateLimitLayer`] | an identity over its read/write bucket, stream cap or `in_flight` cap (or the Redis backend down with `deny`); adds `RateLimit-Policy` / `RateLimit` headers; a stream permit rides with the response ([`HoldWhileStreaming`]), an in-flight place with the request's [`SharedPlace`] (given back as the global one is) | 429 / 503 + `Retry-After` (`Refusal::RateLimited`) |
 
 use std::{
     convert::Infallible,
@@ -20,7 +20,7 @@ use super::{inflight::SharedPlace, RateLimiter};
 use crate::{
     audit::AuditRecord,
     authn::Identity,
-    body::{self, Body},
+    body::Body,
     refusal::{Refusal, Refused},
     service::{self, ResponseFuture},
     upstream::HoldWhileStreaming,
@@ -99,18 +99,7 @@ where
         let place = SharedPlace::new(place);
         req.extensions_mut().insert(place.clone());
         let inner = self.inner.call(req);
-        service::boxed(async move {
-            let (parts, body) = inner.await?.into_parts();
-            if parts.extensions.get::<Refused>().is_some() {
-                // The proxy's own answer: no upstream work goes on.
-                place.release();
-                return Ok(Response::from_parts(parts, body));
-            }
-            Ok(Response::from_parts(
-                parts,
-                body::hold_until_read(body, place.on_drop()),
-            ))
-        })
+        service::boxed(async move { Ok(place.hold(inner.await?)) })
     }
 }
 
@@ -211,7 +200,25 @@ where
                 req.extensions_mut()
                     .insert(HoldWhileStreaming(Arc::new(permit)));
             }
+            // The identity's in-flight place rides with the replica's, given back as it is
+            // (see `LoadShedLayer`); without `max_in_flight` it gets a place of its own.
+            let own = match (admission.place, req.extensions().get::<SharedPlace>()) {
+                (Some(permit), Some(shared)) => {
+                    shared.add_identity(permit);
+                    None
+                }
+                (Some(permit), None) => {
+                    let shared = SharedPlace::default();
+                    shared.add_identity(permit);
+                    req.extensions_mut().insert(shared.clone());
+                    Some(shared)
+                }
+                (None, _) => None,
+            };
             let mut resp = inner.call(req).await?;
+            if let Some(shared) = own {
+                resp = shared.hold(resp);
+            }
             if let Some(state) = &admission.rate_limit {
                 state.apply(resp.headers_mut());
             }
@@ -238,6 +245,7 @@ mod tests {
     use super::*;
     use crate::{
         authn::identity::Method as AuthMethod,
+        body,
         refusal::Refusal,
         service::testing::{calls, classified, counting, request, send, text, TestBody},
     };
@@ -490,5 +498,84 @@ mod tests {
             "ratelimit"
         );
         assert_eq!(calls(&seen), 1);
+    }
+
+    /// An identity's `in_flight` place rides the request to the forwarder (alone, or with the
+    /// replica's `max_in_flight` place) and is given back as that one is: by the forwarder when
+    /// the upstream answer has been read, at once for the proxy's own refusal. Over the cap: 429,
+    /// nothing below reached.
+    #[tokio::test]
+    async fn an_identitys_in_flight_place_goes_with_the_upstream_work() {
+        // A forwarder that keeps the places it was given and never sends a byte of body.
+        type Seen = Arc<std::sync::Mutex<Vec<SharedPlace>>>;
+        fn forwarding(
+            seen: Seen,
+        ) -> impl Service<
+            Request<TestBody>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future = impl std::future::Future<Output = Result<Response<Body>, Infallible>> + Send,
+        > + Clone
+               + Send
+               + 'static {
+            tower::service_fn(move |req: Request<TestBody>| {
+                if let Some(p) = req.extensions().get::<SharedPlace>() {
+                    seen.lock().unwrap().push(p.clone());
+                }
+                async {
+                    let (_tx, body) = body::channel(1);
+                    Ok::<_, Infallible>(Response::new(body))
+                }
+            })
+        }
+        for max_in_flight in ["", "max_in_flight: 10\n"] {
+            let l = limiter(&format!("{max_in_flight}default: {{in_flight: 1}}"));
+            let seen: Seen = Arc::default();
+            let svc = LoadShedLayer::new(Some(l.clone()))
+                .layer(RateLimitLayer::new(Some(l.clone())).layer(forwarding(Arc::clone(&seen))));
+            let _unread = send(svc.clone(), as_alice(classified("GET", "/api/v1/pods"))).await;
+            let refused = send(svc.clone(), as_alice(classified("GET", "/api/v1/pods"))).await;
+            assert_eq!(refused.status(), 429, "{max_in_flight}");
+            assert_eq!(
+                refused.extensions().get::<Refused>().unwrap().by,
+                "ratelimit"
+            );
+            assert_eq!(
+                seen.lock().unwrap().len(),
+                1,
+                "the refused one went no further"
+            );
+            assert_eq!(l.metrics().identity_in_flight(), 1);
+            // The forwarder gives the place back (the client still reads nothing).
+            let place = seen
+                .lock()
+                .unwrap()
+                .pop()
+                .expect("the place reached the forwarder");
+            drop(place.on_drop());
+            assert_eq!(l.metrics().identity_in_flight(), 0);
+            if !max_in_flight.is_empty() {
+                // The replica's place went with it.
+                assert!(l.try_in_flight().is_ok());
+            }
+            let _again = send(svc, as_alice(classified("GET", "/api/v1/pods"))).await;
+            assert_eq!(seen.lock().unwrap().len(), 1, "admitted again");
+        }
+        // A refusal from below gives the place back before anyone reads it.
+        let l = limiter("default: {in_flight: 1}");
+        let refusing = tower::service_fn(|_req: Request<TestBody>| async {
+            Ok::<_, Infallible>(crate::refusal::forbidden_for_test("no"))
+        });
+        let svc = RateLimitLayer::new(Some(l.clone())).layer(refusing);
+        let unread = send(svc.clone(), as_alice(classified("GET", "/api/v1/pods"))).await;
+        assert_eq!(unread.status(), 403);
+        assert_eq!(l.metrics().identity_in_flight(), 0);
+        assert_eq!(
+            send(svc, as_alice(classified("GET", "/api/v1/pods")))
+                .await
+                .status(),
+            403,
+            "not 429: the place was free"
+        );
     }
 }

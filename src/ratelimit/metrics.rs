@@ -3,8 +3,10 @@
 //! Closed label sets only — never a user, group, tenant or address:
 //!
 //! * `ratelimit_decisions_total{class, outcome}`: class ∈ reads, writes, watches, sessions,
-//!   unauthenticated, in_flight, backend; outcome ∈ allowed, rejected, shadow_rejected.
-//! * `ratelimit_stream_permits{kind}` (gauge): kind ∈ watches, sessions.
+//!   identity_in_flight, unauthenticated, in_flight (the global `max_in_flight`), backend;
+//!   outcome ∈ allowed, rejected, shadow_rejected.
+//! * `ratelimit_stream_permits{kind}` (gauge): kind ∈ watches, sessions, identity_in_flight
+//!   (requests of identities with an `in_flight` cap).
 //! * `ratelimit_backend_errors_total{kind}`: kind ∈ timeout, error.
 //! * `ratelimit_degraded_decisions_total{mode}`: mode ∈ local, deny, allow — decisions taken
 //!   without Redis.
@@ -28,10 +30,11 @@ pub enum Class {
     Unauthenticated = 4,
     InFlight = 5,
     Backend = 6,
+    IdentityInFlight = 7,
 }
 
 impl Class {
-    pub const ALL: [Class; 7] = [
+    pub const ALL: [Class; 8] = [
         Class::Reads,
         Class::Writes,
         Class::Watches,
@@ -39,6 +42,7 @@ impl Class {
         Class::Unauthenticated,
         Class::InFlight,
         Class::Backend,
+        Class::IdentityInFlight,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +54,7 @@ impl Class {
             Class::Unauthenticated => "unauthenticated",
             Class::InFlight => "in_flight",
             Class::Backend => "backend",
+            Class::IdentityInFlight => "identity_in_flight",
         }
     }
 }
@@ -96,7 +101,7 @@ pub struct Metrics {
     decisions_family: Family<DecisionLabels, Counter>,
     decisions: Vec<Counter>,
     streams_family: Family<KindLabels, Gauge>,
-    pub(crate) stream_gauges: [Gauge; 2],
+    pub(crate) stream_gauges: [Gauge; super::streams::KINDS],
     backend_errors_family: Family<KindLabels, Counter>,
     pub(crate) backend_timeouts: Counter,
     pub(crate) backend_failures: Counter,
@@ -129,7 +134,7 @@ impl Metrics {
             }
         }
         let streams_family = Family::<KindLabels, Gauge>::default();
-        let stream_gauges = ["watches", "sessions"]
+        let stream_gauges = ["watches", "sessions", "identity_in_flight"]
             .map(|kind| streams_family.get_or_create(&KindLabels { kind }).clone());
         let backend_errors_family = Family::<KindLabels, Counter>::default();
         let backend_timeouts = backend_errors_family
@@ -166,7 +171,7 @@ impl Metrics {
         );
         r.register(
             "stream_permits",
-            "Long-running stream permits held now, by kind",
+            "Concurrency permits held now, by kind",
             self.streams_family.clone(),
         );
         r.register(
@@ -221,6 +226,11 @@ impl Metrics {
     /// Stream permits held now, (watches, sessions).
     pub fn stream_permits(&self) -> (i64, i64) {
         (self.stream_gauges[0].get(), self.stream_gauges[1].get())
+    }
+
+    /// Per-identity in-flight places held now (identities with an `in_flight` cap).
+    pub fn identity_in_flight(&self) -> i64 {
+        self.stream_gauges[2].get()
     }
 
     pub fn evicted(&self) -> u64 {

@@ -1,12 +1,12 @@
 //! Quotas and which one applies to an identity.
 //!
-//! **Most specific wins, field by field**: for each of `reads`, `writes`, `watches` and
-//! `sessions` separately, the first level that sets it among *user* > *group* > *tenant* >
+//! **Most specific wins, field by field**: for each of `reads`, `writes`, `watches`,
+//! `sessions` and `in_flight` separately, the first level that sets it among *user* > *group* > *tenant* >
 //! *default* decides. So `users: {alice: {reads: ..}}` changes alice's reads and leaves her
 //! writes to her groups, tenant or the default.
 //!
 //! **Several matching groups**: the **most generous** of them wins (highest rate, then highest
-//! burst; for stream caps the highest count). Group membership is additive, like RBAC grants,
+//! burst; for stream and in-flight caps the highest count). Group membership is additive, like RBAC grants,
 //! and the order of groups in a token or certificate is not something an operator controls, so
 //! "first listed" would make the effective quota depend on the issuer. To hold one member of a
 //! generous group down, configure that user under `users:`.
@@ -129,6 +129,8 @@ pub struct Limits {
     pub writes: Option<BucketQuota>,
     pub watches: Option<u32>,
     pub sessions: Option<u32>,
+    /// Requests that are not long-running, in flight at once.
+    pub in_flight: Option<u32>,
 }
 
 /// A fast, unkeyed string hasher for the name → limits tables.

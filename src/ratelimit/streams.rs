@@ -1,13 +1,17 @@
-//! Concurrent-stream permits for long-running requests, per identity and per replica.
+//! Concurrency permits per identity and per replica: streams of long-running requests, and
+//! the places of the others.
 //!
 //! * **watches**: `watch` (including `?watch=true` lists) and any resource's `log?follow=…` — one-way
 //!   streams the server pushes, like a watch.
 //! * **sessions**: `exec`, `attach`, `portforward` and every `proxy` (verb `proxy` or the
 //!   `proxy` subresource) — interactive or arbitrary byte streams.
+//! * **in_flight**: every other request while the API server works on it and its answer is read
+//!   from the upstream (counted only for identities a cap applies to).
 //!
-//! A [`Permit`] is `Send + 'static` and releases its slot when dropped. The proxy keeps it inside
-//! the response body (or the upgrade splice task), so the slot frees when the stream ends for
-//! any reason, client disconnect included. Over the cap the request gets **429
+//! A [`Permit`] is `Send + 'static` and releases its slot when dropped. The proxy keeps a stream
+//! permit inside the response body (or the upgrade splice task), so the slot frees when the
+//! stream ends for any reason, client disconnect included; an in-flight permit rides in the
+//! request's `SharedPlace` (see [`super::inflight`]). Over the cap the request gets **429
 //! TooManyRequests** (see [`super::decision`]).
 //!
 //! Stream caps are enforced per replica (in memory) even with the Redis backend: a stream is a
@@ -20,30 +24,39 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use super::local::PreHashedState;
 
-/// Which stream cap a long-running request counts against.
+/// Which concurrency cap a request counts against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StreamKind {
     Watches = 0,
     Sessions = 1,
+    /// A request that is not long-running, per identity (`in_flight`).
+    InFlight = 2,
 }
+
+/// The number of kinds.
+pub const KINDS: usize = 3;
+
+/// No permit of any kind.
+const NONE: [u32; KINDS] = [0; KINDS];
 
 impl StreamKind {
     pub fn as_str(self) -> &'static str {
         match self {
             StreamKind::Watches => "watches",
             StreamKind::Sessions => "sessions",
+            StreamKind::InFlight => "identity_in_flight",
         }
     }
 }
 
 /// Live stream counts per identity key. An entry exists only while its identity holds a stream.
 pub struct StreamTable {
-    counts: DashMap<u64, [u32; 2], PreHashedState>,
-    gauges: [Gauge; 2],
+    counts: DashMap<u64, [u32; KINDS], PreHashedState>,
+    gauges: [Gauge; KINDS],
 }
 
 impl StreamTable {
-    pub fn new(gauges: [Gauge; 2]) -> Arc<StreamTable> {
+    pub fn new(gauges: [Gauge; KINDS]) -> Arc<StreamTable> {
         Arc::new(StreamTable {
             counts: DashMap::with_hasher(PreHashedState::default()),
             gauges,
@@ -60,13 +73,13 @@ impl StreamTable {
         force: bool,
     ) -> (Option<Permit>, bool) {
         let i = kind as usize;
-        let mut entry = self.counts.entry(key).or_insert([0, 0]);
+        let mut entry = self.counts.entry(key).or_insert(NONE);
         let over = entry[i] >= cap;
         if over && !force {
-            let empty = *entry == [0, 0];
+            let empty = *entry == NONE;
             drop(entry);
             if empty {
-                self.counts.remove_if(&key, |_, v| *v == [0, 0]);
+                self.counts.remove_if(&key, |_, v| *v == NONE);
             }
             return (None, true);
         }
@@ -88,12 +101,12 @@ impl StreamTable {
         let empty = match self.counts.get_mut(&key) {
             Some(mut e) => {
                 e[i] = e[i].saturating_sub(1);
-                *e == [0, 0]
+                *e == NONE
             }
             None => false,
         };
         if empty {
-            self.counts.remove_if(&key, |_, v| *v == [0, 0]);
+            self.counts.remove_if(&key, |_, v| *v == NONE);
         }
         self.gauges[i].dec();
     }
@@ -103,7 +116,7 @@ impl StreamTable {
         self.counts.get(&key).map_or(0, |e| e[kind as usize])
     }
 
-    /// Identities holding at least one stream.
+    /// Identities holding at least one permit.
     pub fn identities(&self) -> usize {
         self.counts.len()
     }
@@ -113,7 +126,7 @@ impl StreamTable {
     }
 }
 
-/// One held stream slot; dropping it releases the slot.
+/// One held slot; dropping it releases the slot.
 pub struct Permit {
     table: Arc<StreamTable>,
     key: u64,

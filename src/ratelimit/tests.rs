@@ -196,6 +196,16 @@ redis: {url: "redis://127.0.0.1:6379", replicas: 2}
     assert!(problems.iter().all(|p| !p.hint.is_empty()), "{problems:?}");
 }
 
+/// An `in_flight` cap of 0 would refuse every request of its identities, for ever.
+#[test]
+fn a_zero_in_flight_cap_is_refused_with_its_path() {
+    let problems = config::validate(&parse("groups: {ci: {in_flight: 0}}"), "rate_limits")
+        .expect_err("invalid");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].path, "rate_limits.groups.ci.in_flight");
+    assert!(problems[0].hint.contains("at least 1"), "{problems:?}");
+}
+
 #[test]
 fn unknown_keys_are_rejected() {
     assert!(
@@ -711,6 +721,91 @@ fn in_flight_cap_sheds_with_503() {
     let (free, _c) = limiter(BASIC);
     let guards: Vec<_> = (0..1000).map(|_| free.try_in_flight()).collect();
     assert!(guards.iter().all(Result::is_ok));
+}
+
+/// `in_flight`: an identity's requests that are not long-running, at once. Over the cap 429
+/// with `Retry-After: 1`; a place is given back when dropped; long-running requests take stream
+/// permits instead; an identity no cap applies to is not counted; the most specific level wins.
+#[test]
+fn an_identitys_in_flight_cap_refuses_with_429_and_frees_on_drop() {
+    let (rl, _clock) = limiter(
+        r#"
+default: {in_flight: 2}
+users: {bob: {reads: {rate: 1/s, burst: 100}}}
+groups: {ops: {in_flight: 3}}
+tenants: {free: {reads: {rate: 1/s, burst: 100}}}
+"#,
+    );
+    let alice = id("alice", &[], None);
+    let a1 = check(&rl, &alice, &get_pod()).expect("1");
+    let a2 = check(&rl, &alice, &create_pod()).expect("2: reads and writes share the cap");
+    assert!(a1.place.is_some() && a2.place.is_some() && a1.permit.is_none());
+    let rej = check(&rl, &alice, &get_pod()).expect_err("cap 2");
+    assert_eq!(rej.status().code, 429);
+    assert_eq!(rej.status().reason, "TooManyRequests");
+    assert_eq!(rej.retry_after_secs(), 1);
+    assert_eq!(rej.limit, "identity_in_flight");
+    assert_eq!(
+        rej.status().message,
+        "too many requests in flight for user \"alice\" (cap 2; default quota)"
+    );
+    assert_eq!(rl.metrics().identity_in_flight(), 2);
+    assert_eq!(
+        rl.metrics()
+            .decisions(Class::IdentityInFlight, Outcome::Rejected),
+        1
+    );
+    // Long-running requests are not counted here (their stream caps apply).
+    let watch = req("GET", "/api/v1/namespaces/default/pods?watch=1");
+    let w = check(&rl, &alice, &watch).expect("a watch is not an in-flight request");
+    assert!(w.place.is_none());
+    // Other identities have their own places; a group's cap is more specific than the default.
+    let carol = id("carol", &["ops"], None);
+    let c: Vec<_> = (0..3)
+        .map(|_| check(&rl, &carol, &get_pod()).expect("group cap 3"))
+        .collect();
+    assert!(check(&rl, &carol, &get_pod()).is_err());
+    // Given back on drop, from any thread.
+    let place = a1.place.expect("place");
+    std::thread::spawn(move || drop(place))
+        .join()
+        .expect("thread");
+    let a3 = check(&rl, &alice, &get_pod()).expect("place given back");
+    drop((a2, a3, c, w));
+    assert_eq!(rl.metrics().identity_in_flight(), 0);
+
+    // Without a cap nothing is counted (not even in the table: no place at all).
+    let (free, _c) = limiter(BASIC);
+    let many: Vec<_> = (0..5)
+        .map(|_| check(&free, &alice, &get_pod()).expect("admitted"))
+        .collect();
+    assert!(many.iter().all(|a| a.place.is_none()));
+    assert_eq!(free.metrics().identity_in_flight(), 0);
+}
+
+/// Shadow mode lets the request over the cap through, counted and recorded; a bucket that
+/// refuses after the place was taken gives it back.
+#[test]
+fn an_in_flight_cap_in_shadow_mode_admits_and_a_refused_request_gives_its_place_back() {
+    let (rl, _clock) = limiter("mode: shadow\ndefault: {in_flight: 1}");
+    let alice = id("alice", &[], None);
+    let first = check(&rl, &alice, &get_pod()).expect("first");
+    let over = check(&rl, &alice, &get_pod()).expect("shadow admits");
+    let shadow = over.shadow_rejection.as_ref().expect("recorded");
+    assert_eq!(shadow.limit, "identity_in_flight");
+    assert_eq!(rl.metrics().identity_in_flight(), 2);
+    drop((first, over));
+
+    let (rl, _clock) = limiter("default: {reads: {rate: 1/m, burst: 1}, in_flight: 5}");
+    let first = check(&rl, &alice, &get_pod()).expect("first");
+    assert!(check(&rl, &alice, &get_pod()).is_err(), "bucket empty");
+    assert_eq!(
+        rl.metrics().identity_in_flight(),
+        1,
+        "the refused one's place is back"
+    );
+    drop(first);
+    assert_eq!(rl.metrics().identity_in_flight(), 0);
 }
 
 #[test]

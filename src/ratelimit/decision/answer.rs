@@ -92,6 +92,9 @@ pub struct Admission {
     /// The stream slot of a long-running request: keep it alive as long as the stream (inside
     /// the response body or the upgrade task).
     pub permit: Option<Permit>,
+    /// The identity's in-flight place of a request that is not long-running (where an
+    /// `in_flight` cap applies): held with the request's `SharedPlace`.
+    pub place: Option<Permit>,
     /// For the `RateLimit-Policy` / `RateLimit` response headers; `None` when no bucket applied.
     pub rate_limit: Option<RateLimitState>,
     /// Shadow mode: the rejection enforce mode would have answered (already logged and counted;
@@ -125,8 +128,9 @@ pub struct Rejection {
     pub headers: HeaderMap,
     /// Recorded in shadow mode only; the request was let through.
     pub shadow: bool,
-    /// Which limit: `reads`, `writes`, `watches`, `sessions`, `unauthenticated`, `in_flight`,
-    /// `backend` (a closed set, fit for metrics and audit annotations).
+    /// Which limit: `reads`, `writes`, `watches`, `sessions`, `identity_in_flight`,
+    /// `unauthenticated`, `in_flight`, `backend` (a closed set, fit for metrics and audit
+    /// annotations).
     pub limit: &'static str,
     /// Decided without the Redis backend: the `on_backend_error` mode that refused.
     pub degraded: Option<&'static str>,

@@ -107,17 +107,7 @@ async fn a_client_that_reads_nothing_gives_back_its_in_flight_places() {
             );
         })
         .await;
-        seed_configmap_kb(&env, seed_kb).await;
-        // The seeding POSTs share the lists' path: cleared, so the wait below is for the lists
-        // (without it the check could run before they held their places — a CI run did).
-        env.sandbox.sandbox.clear_recorded();
-        let held = send_lists(zero_window_tenant(&env).await, 2).await;
-        let lists = format!("{NS}/configmaps");
-        poll(Duration::from_secs(20), || {
-            (count_recorded(&env, &lists) >= 2).then_some(())
-        })
-        .await
-        .expect("the two lists reached the API server");
+        let held = two_unread_lists(&env, seed_kb).await;
         // Another caller is served again within the bound (well before a 120 s stall reset
         // for the small lists).
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -164,15 +154,7 @@ async fn an_identity_cannot_hold_more_upstream_requests_than_its_in_flight_cap()
         *c = c.replace("upstream:\n", "upstream:\n  stalled_stream_timeout: 120s\n");
     })
     .await;
-    seed_configmap_kb(&env, 2000).await;
-    env.sandbox.sandbox.clear_recorded();
-    let held = send_lists(zero_window_tenant(&env).await, 2).await;
-    let lists = format!("{NS}/configmaps");
-    poll(Duration::from_secs(20), || {
-        (count_recorded(&env, &lists) >= 2).then_some(())
-    })
-    .await
-    .expect("the two lists reached the API server");
+    let held = two_unread_lists(&env, 2000).await;
 
     let mallory = env.ca.client_cert("mallory", &["tenant:team-a"]).unwrap();
     let pod = format!("{NS}/pods/nothing-here");
@@ -212,6 +194,23 @@ async fn an_identity_cannot_hold_more_upstream_requests_than_its_in_flight_cap()
     assert_eq!(statuses.last(), Some(&404), "{statuses:?}");
     assert_eq!(count_recorded(&env, &pod), 1);
     env.stop().await;
+}
+
+/// About `seed_kb` KB of configmaps, then two lists of them by `mallory` on a connection that
+/// grants no window, once both have reached the API server (their answers left unread).
+async fn two_unread_lists(env: &Env, seed_kb: usize) -> Vec<h2::client::ResponseFuture> {
+    seed_configmap_kb(env, seed_kb).await;
+    // The seeding POSTs share the lists' path: cleared, so the wait below is for the lists
+    // (without it the check could run before they held their places — a CI run did).
+    env.sandbox.sandbox.clear_recorded();
+    let held = send_lists(zero_window_tenant(env).await, 2).await;
+    let lists = format!("{NS}/configmaps");
+    poll(Duration::from_secs(20), || {
+        (count_recorded(env, &lists) >= 2).then_some(())
+    })
+    .await
+    .expect("the two lists reached the API server");
+    held
 }
 
 /// An HTTP/2 connection of tenant `mallory` that grants no stream window: nothing of an

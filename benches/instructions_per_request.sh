@@ -14,6 +14,8 @@
 # PC_EXTRA_YAML is appended to the proxy's config, e.g. to measure traces (an OTLP sink that
 # answers 200 listens on 127.0.0.1:18448):
 #   PC_EXTRA_YAML=$'tracing:\n  endpoint: http://127.0.0.1:18448\n  sampling_ratio: 0.01' benches/...
+# PC_SED is a sed script applied to the proxy's config (to change a key the config already has),
+# e.g. a per-identity in-flight cap: PC_SED='s/sessions: 1}/sessions: 1, in_flight: 1000}/'
 # COUNT=perf runs the binary natively under `perf record -g` instead (apt-get install -y
 # linux-perf) and prints where its CPU time went (self time by symbol); the proportions hold on a
 # shared machine, the absolute times do not (KEEP_PERF=file keeps perf.data). It also prints the resident memory after the run.
@@ -56,6 +58,7 @@ B1=$1
 bench_credentials "$B1" "$W"
 bench_config "$W" "$W/srv.crt" "$W/srv.key" https://127.0.0.1:18443 "$W/ca.crt" "${AUDIT_MODE:-blocking}" > pc.yaml
 [ -n "${PC_EXTRA_YAML:-}" ] && printf '%s\n' "$PC_EXTRA_YAML" >> pc.yaml
+[ -n "${PC_SED:-}" ] && sed -i -e "$PC_SED" pc.yaml
 sleep 1
 shift
 for B in "$@"; do

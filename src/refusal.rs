@@ -15,7 +15,7 @@
 //! | `SourceBlocked` (address keeps failing authentication) | 429 + Retry-After | TooManyRequests | authn |
 //! | `Unauthenticated` | 401 | Unauthorized | authn |
 //! | `BadImpersonation` (`Impersonate-Group/Uid/Extra` without a user, or an unreadable value) | 400 | BadRequest | authn |
-//! | `BadReview` (a self-review body that does not decode) | 400 / 415 / 406 | BadRequest / UnsupportedMediaType / NotAcceptable | review |
+//! | `BadReview` (a self-review body that does not decode, or an access review that asks about neither or both attribute kinds) | 400 / 422 / 415 / 406 | BadRequest / Invalid / UnsupportedMediaType / NotAcceptable | review |
 //! | `Forbidden` | 403 | Forbidden | authz |
 //! | `RateLimited` | 429 / 503 + Retry-After | TooManyRequests / ServiceUnavailable | ratelimit |
 //! | `Body` (size, encoding, media type, parse, patch, field rules) | 400 / 403 / 404 / 408 / 413 / 415 / 422 / 500 / 503 | as the apiserver | sanitize |

@@ -324,9 +324,25 @@ async fn whoami_and_can_i_are_answered_by_the_proxy_for_each_demo_identity() {
             true,
         )
         .await;
-    assert_eq!(resp.status(), 415, "{:?}", resp.body());
+    // 400, as kube-apiserver answers a body it cannot decode (`transformDecodeError`).
+    assert_eq!(resp.status(), 400, "{:?}", resp.body());
     let status: Value = serde_json::from_slice(resp.body()).unwrap();
     assert_eq!(status["kind"], "Status", "{status}");
+    // A question about nothing: 422 Invalid naming the field, as kube-apiserver's validation.
+    let resp = env
+        .request(
+            review("application/json", "application/json", br#"{"spec": {}}"#),
+            Some(&env.admin_cert),
+            true,
+        )
+        .await;
+    assert_eq!(resp.status(), 422, "{:?}", resp.body());
+    let status: Value = serde_json::from_slice(resp.body()).unwrap();
+    assert_eq!(status["reason"], "Invalid", "{status}");
+    assert_eq!(
+        status["details"]["causes"][0]["field"],
+        "spec.resourceAttributes"
+    );
     assert!(
         env.sandbox.sandbox.recorded().is_empty(),
         "the sandbox saw a refused review: {:?}",

@@ -130,7 +130,7 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
         ("SelfSubjectAccessReview", Some(s)) => access_spec(s, true)?,
         ("SubjectAccessReview" | "LocalSubjectAccessReview", Some(s)) => access_spec(s, false)?,
         ("SelfSubjectRulesReview", Some(s)) => strings(s, &["namespace"])?,
-        (other, _) => return Err(format!("the sandbox cannot decode protobuf {other}")),
+        (other, _) => return Err(format!("a protobuf {other} is not a review")),
     };
     Ok(json!({"kind": kind, "spec": spec}))
 }

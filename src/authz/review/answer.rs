@@ -11,8 +11,8 @@
 //! * `SelfSubjectRulesReview` (`kubectl auth can-i --list`): the rules of `authz::rules`,
 //!   always `incomplete` (the API server's RBAC may narrow them further).
 //!
-//! Rejects (400): an access review with neither or both attribute kinds, a rules review
-//! without `spec.namespace`.
+//! Rejects: an access review with neither or both attribute kinds (422 Invalid, as
+//! kube-apiserver's validation), a rules review without `spec.namespace` (400).
 
 use serde_json::{json, Map, Value};
 
@@ -22,7 +22,7 @@ use crate::{
         Identity,
     },
     authz::{pattern::RESOURCE_VERBS, Authorizer, Decision},
-    k8s::{request::RequestInfo, Status},
+    k8s::{request::RequestInfo, status::StatusCause, Status},
     refusal::Refusal,
 };
 
@@ -79,13 +79,35 @@ pub fn asked_request(spec: &Value) -> Result<RequestInfo, Refusal> {
             info.verb = text(&n["verb"]);
             info.path = text(&n["path"]);
         }
-        _ => {
-            return Err(bad(
-                "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+        // 422 Invalid, as `ValidateSelfSubjectAccessReviewSpec` words it (kubernetes
+        // `pkg/apis/authorization/validation/validation.go`, as read).
+        (true, true) => {
+            return Err(invalid_access_review(
+                "spec.nonResourceAttributes",
+                "Invalid value: \"object\": cannot be specified in combination with resourceAttributes",
+            ))
+        }
+        (false, false) => {
+            return Err(invalid_access_review(
+                "spec.resourceAttributes",
+                "Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified",
             ))
         }
     }
     Ok(info)
+}
+
+fn invalid_access_review(field: &str, message: &str) -> Refusal {
+    Refusal::BadReview(Box::new(Status::invalid(
+        "SelfSubjectAccessReview",
+        "authorization.k8s.io",
+        "",
+        vec![StatusCause {
+            reason: "FieldValueInvalid".into(),
+            message: message.into(),
+            field: field.into(),
+        }],
+    )))
 }
 
 /// An access review's request as the URL of the real request would classify it: kubectl
@@ -275,6 +297,22 @@ mod tests {
             json!({"allowed": false, "reason": "portcullis: no grant"})
         );
         assert!(asked_request(&json!({})).is_err());
+        // As kube-apiserver's validation: 422 Invalid naming the field.
+        for (spec, field) in [
+            (json!({}), "spec.resourceAttributes"),
+            (
+                json!({"resourceAttributes": {}, "nonResourceAttributes": {}}),
+                "spec.nonResourceAttributes",
+            ),
+        ] {
+            let s = asked_request(&spec).unwrap_err().status();
+            assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"), "{spec}");
+            let causes = &s.details.as_ref().unwrap().causes;
+            assert_eq!(causes[0].field, field);
+            assert!(s
+                .message
+                .starts_with("SelfSubjectAccessReview.authorization.k8s.io \"\" is invalid: "));
+        }
     }
 
     /// A question is taken as the real request's URL classifies it: a namespace object's

@@ -11,8 +11,9 @@
 //! that. Only an allowed access review costs an upstream request (a SelfSubjectAccessReview
 //! as the caller) — except `impersonate`, which the proxy alone decides (it impersonates with
 //! its own right), reserved extras included. Rejects: a body over 1 MiB (413), not received in time (408), not
-//! decodable (400 `BadRequest`; protobuf or another media type that does not decode: 415),
-//! an `Accept` that allows neither JSON nor protobuf (406), a malformed review (400).
+//! decodable (400 `BadRequest`, protobuf included, as kube-apiserver; a media type it does not
+//! read: 415), an `Accept` that allows neither JSON nor protobuf (406), a malformed review
+//! (400; an access review with neither or both attribute kinds: 422 `Invalid`).
 //! Everything else passes through untouched.
 
 pub mod answer;
@@ -238,8 +239,9 @@ fn decode(content_type: Option<&str>, bytes: &[u8]) -> Result<Value, Refusal> {
         .trim()
         .to_ascii_lowercase();
     let value = if essence == PROTOBUF {
+        // 400, as kube-apiserver answers a body its decoder cannot read (`transformDecodeError`).
         review_proto::decode(bytes).map_err(|e| {
-            Refusal::BadReview(Box::new(Status::unsupported_media_type(format!(
+            Refusal::BadReview(Box::new(Status::bad_request(format!(
                 "the protobuf review could not be decoded: {e}"
             ))))
         })?
@@ -297,7 +299,10 @@ mod tests {
         let s = decode(Some("text/plain"), b"x").unwrap_err().status();
         assert_eq!(s.code, 415);
         let s = decode(Some(PROTOBUF), b"nope").unwrap_err().status();
-        assert_eq!(s.code, 415);
+        assert_eq!(
+            s.code, 400,
+            "as kube-apiserver answers a body it cannot decode"
+        );
         assert_eq!(decode(None, b"[1]").unwrap_err().status().code, 400);
     }
 }

@@ -566,6 +566,43 @@ fn binding() -> Value {
         "target": {"apiVersion": "v1", "kind": "Node", "name": "node-1"}})
 }
 
+/// A StatefulSet's controller builds pods from the controller revision its status names: a
+/// tenant's wildcards may read revisions but not write one (403, the API server never sees it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_write_controller_revisions_by_default() {
+    let env = Env::start().await;
+    let tenant = env.ca.client_cert("mallory", &["tenant:team-a"]).unwrap();
+    let revisions = "/apis/apps/v1/namespaces/team-a/controllerrevisions";
+    let revision = serde_json::json!({"apiVersion": "apps/v1", "kind": "ControllerRevision",
+        "metadata": {"name": "db-5d8f"}, "revision": 1,
+        "data": {"spec": {"template": {"$patch": "replace", "spec": {"hostPID": true,
+            "containers": [{"name": "c", "image": "busybox", "securityContext": {"privileged": true}}]}}}}});
+    let (code, status) = tenant_post(&env, &tenant, revisions, &revision).await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{status}");
+    assert_eq!(status["reason"], "Forbidden");
+    assert!(
+        env.sandbox
+            .sandbox
+            .recorded()
+            .iter()
+            .all(|r| r.path != revisions),
+        "the API server saw the write"
+    );
+    // Reading them is not the proxy's to refuse (the sandbox serves no revisions: its 404).
+    let read = env.request(get(revisions), Some(&tenant), true).await;
+    assert_ne!(read.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        env.sandbox
+            .sandbox
+            .recorded()
+            .iter()
+            .filter(|r| r.path == revisions)
+            .count(),
+        1
+    );
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_requests_and_bindings_are_refused_to_a_tenant_by_default() {
     common::require_kubectl();

@@ -7,10 +7,12 @@
 //! | `pods/binding`, and the legacy `bindings` resource (`POST …/namespaces/t/bindings`, the same binding by another URL) | picks the node, around the field rule that forbids tenants to choose nodes |
 //! | `pods/eviction` | a pod delete spelled as a `create` on a subresource: a rule that withholds `delete` on pods would still evict them through `create` on `*` |
 //! | `pods/proxy`, `services/proxy`, `nodes/proxy` | the API server relays arbitrary HTTP to the pod / service / kubelet: nothing in it is judged |
+//! | `controllerrevisions` (writes: create, update, patch, delete, deletecollection) | a StatefulSet's or DaemonSet's controller builds pods from the revision its status names (a full template patch in `data`) and talks to the API server directly: a revision deleted and written again under the same name puts a pod template nobody judged into the next pod the controller makes (review). Reading them (`kubectl rollout history`, `rollout undo`, which patches the workload itself) stays covered |
 //! | `*/status` (writes: create, update, patch, delete) | status is what controllers and the kubelet report; a tenant writing it can fake readiness or a Service's load-balancer address (CVE-2020-8554). Reading status stays covered |
 //!
 //! "Names it" means a resource pattern with that exact subresource (`serviceaccounts/token`,
-//! `pods/binding`, `*/status`, `*/proxy`), or, for `bindings`, that exact resource; `*`,
+//! `pods/binding`, `*/status`, `*/proxy`), or, for `bindings` and `controllerrevisions`, that
+//! exact resource; `*`,
 //! `pods/*` and `*/*` do not. Grants
 //! (`authorization.grants`) keep Kubernetes RBAC's meaning, where `*` covers everything: they
 //! are written for operators, not tenants.
@@ -30,14 +32,21 @@ pub const ALWAYS: [(&str, &str); 6] = [
 /// Resources (not subresources) a tenant rule must name, for every verb.
 pub const WHOLE: [&str; 1] = ["bindings"];
 
+/// Resources a tenant rule must name to write them (reads stay covered by wildcards).
+pub const WRITES_NAMED: [&str; 1] = ["controllerrevisions"];
+
+fn is_read(verb: &str) -> bool {
+    matches!(verb, "get" | "list" | "watch")
+}
+
 /// Whether a tenant rule must name this request's subresource (or, for [`WHOLE`], its
 /// resource) to cover it.
 pub fn must_be_named(resource: &str, subresource: &str, verb: &str) -> bool {
     if subresource.is_empty() {
-        return WHOLE.contains(&resource);
+        return WHOLE.contains(&resource) || (WRITES_NAMED.contains(&resource) && !is_read(verb));
     }
     if subresource == "status" {
-        return !matches!(verb, "get" | "list" | "watch");
+        return !is_read(verb);
     }
     ALWAYS
         .iter()
@@ -159,6 +168,36 @@ mod tests {
         assert!(!must_be_named("pods", "log", "get"));
         assert!(!must_be_named("pods", "exec", "create"));
         assert!(!must_be_named("serviceaccounts", "", "create"));
+    }
+
+    /// A tenant's wildcards read controller revisions but never write them: the controllers
+    /// build pods from them, unjudged. A rule naming `controllerrevisions` allows the writes.
+    #[test]
+    fn controller_revisions_are_read_by_wildcards_and_written_only_when_named() {
+        let rev = "/apis/apps/v1/namespaces/t/controllerrevisions";
+        let wild =
+            serde_json::json!([{"verbs": ["*"], "api_groups": ["*"], "resources": ["*", "*/*"]}]);
+        for a in [tenant(serde_json::Value::Null), tenant(wild)] {
+            assert!(allowed(&a, "GET", rev));
+            assert!(allowed(&a, "GET", &format!("{rev}/db-5d8f")));
+            assert!(allowed(&a, "GET", &format!("{rev}?watch=1")));
+            for (m, u) in [
+                ("POST", rev.to_owned()),
+                ("PUT", format!("{rev}/db-5d8f")),
+                ("PATCH", format!("{rev}/db-5d8f")),
+                ("DELETE", format!("{rev}/db-5d8f")),
+                ("DELETE", rev.to_owned()),
+            ] {
+                assert!(!allowed(&a, m, &u), "{m} {u}");
+            }
+        }
+        let named = tenant(serde_json::json!([
+            {"verbs": ["*"], "api_groups": ["*"], "resources": ["*"]},
+            {"verbs": ["create", "delete"], "api_groups": ["apps"], "resources": ["controllerrevisions"]},
+        ]));
+        assert!(allowed(&named, "POST", rev));
+        assert!(allowed(&named, "DELETE", &format!("{rev}/db-5d8f")));
+        assert!(!allowed(&named, "PATCH", &format!("{rev}/db-5d8f")));
     }
 
     #[test]

@@ -163,6 +163,27 @@ async fn whoami_and_can_i_are_answered_by_the_proxy_for_each_demo_identity() {
     );
     assert!(!no.status.success());
     assert!(seen(&env, "selfsubjectaccessreviews").is_empty());
+    // can-i '*' '*': "everything here" — a tenant's wildcards stop at the guarded requests, so
+    // the proxy says no, and why, without asking upstream; `list '*'` covers nothing guarded.
+    env.sandbox.sandbox.clear_recorded();
+    let all = k(&team_a, &env, &["auth", "can-i", "*", "*", "-n", "team-a"]).await;
+    assert!(!all.status.success());
+    assert!(
+        stdout(&all)
+            .trim()
+            .starts_with("no - portcullis: the question covers create serviceaccounts/token, which portcullis refuses"),
+        "{}{}",
+        stdout(&all),
+        stderr(&all)
+    );
+    assert!(seen(&env, "selfsubjectaccessreviews").is_empty());
+    let list = k(
+        &team_a,
+        &env,
+        &["auth", "can-i", "list", "*", "-n", "team-a"],
+    )
+    .await;
+    assert_eq!(stdout(&list).trim(), "yes", "{}", stderr(&list));
     // can-i impersonate: the proxy impersonates with its own right, so its answer is the
     // whole answer — yes for the admin's grant, no for an extra the proxy sets itself —
     // and nothing is asked upstream.

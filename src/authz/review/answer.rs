@@ -21,7 +21,7 @@ use crate::{
         identity::{Method, TENANT_EXTRA, TOKEN_ID_EXTRA},
         Identity,
     },
-    authz::{pattern::RESOURCE_VERBS, Authorizer, Decision},
+    authz::{escalation, pattern::RESOURCE_VERBS, Authorizer, Decision},
     k8s::{request::RequestInfo, status::StatusCause, Status},
     refusal::Refusal,
 };
@@ -171,14 +171,131 @@ pub fn local_decision(authorizer: &Authorizer, id: &Identity, asked: &RequestInf
             };
         }
         // As `authn::impersonate`: a `system:` user or group, and every service account, must
-        // be named by a rule; uids and extras need not be.
+        // be named by a rule; uids and extras need not be. A question without a name asks
+        // about every user (or group), `system:` ones included.
         let system = asked.resource == "serviceaccounts"
             || asked.api_group.is_empty()
                 && matches!(asked.resource.as_str(), "users" | "groups")
-                && asked.name.starts_with("system:");
+                && (asked.name.is_empty() || asked.name.starts_with("system:"));
         return authorizer.authorize_impersonation(id, asked, system);
     }
-    authorizer.authorize(id, asked)
+    let decision = authorizer.authorize(id, asked);
+    if !decision.allowed {
+        return decision;
+    }
+    // To RBAC a wildcard means all (`can-i '*' '*'`: "may I do everything here?"), and a
+    // tenant's wildcards stop at the guarded requests: the answer is yes only if those are
+    // allowed too (review: it said yes where the proxy refuses part of it).
+    for probe in guarded_instances(asked) {
+        let d = authorizer.authorize(id, &probe);
+        if !d.allowed {
+            let sub = if probe.subresource.is_empty() {
+                String::new()
+            } else {
+                format!("/{}", probe.subresource)
+            };
+            return Decision {
+                allowed: false,
+                reason: format!(
+                    "the question covers {} {}{sub}, which portcullis refuses ({})",
+                    probe.verb, probe.resource, d.reason
+                ),
+            };
+        }
+    }
+    decision
+}
+
+/// The guarded requests (`authz::escalation`, and the namespace object a rule limited to
+/// namespaces reaches only when it names `namespaces`) that a question with a wildcard verb,
+/// group, resource or subresource covers, each as a concrete request in the question's place.
+fn guarded_instances(asked: &RequestInfo) -> Vec<RequestInfo> {
+    let wild = |s: &str| s == "*";
+    if !asked.is_resource_request
+        || ![
+            &asked.verb,
+            &asked.api_group,
+            &asked.resource,
+            &asked.subresource,
+        ]
+        .iter()
+        .any(|s| wild(s))
+    {
+        return Vec::new();
+    }
+    // (group, resource, subresource, the verb to ask when the question's is `*`).
+    let status_of = if wild(&asked.resource) {
+        "pods"
+    } else {
+        asked.resource.as_str()
+    };
+    let status_group = if wild(&asked.api_group) {
+        ""
+    } else {
+        asked.api_group.as_str()
+    };
+    let mut candidates: Vec<(&str, &str, &str, &str)> = escalation::ALWAYS
+        .iter()
+        .filter(|(r, _)| *r != "nodes") // cluster-scoped: never in a namespace's question
+        .map(|(r, s)| ("", *r, *s, "create"))
+        .collect();
+    candidates.extend(escalation::WHOLE.iter().map(|r| ("", *r, "", "create")));
+    candidates.extend(
+        escalation::WRITES_NAMED
+            .iter()
+            .map(|r| ("apps", *r, "", "create")),
+    );
+    candidates.push((status_group, status_of, "status", "update"));
+    let mut out = Vec::new();
+    for (group, resource, sub, verb) in candidates {
+        let verb = if wild(&asked.verb) {
+            verb
+        } else {
+            asked.verb.as_str()
+        };
+        let covered = (wild(&asked.api_group) || asked.api_group == group)
+            && (wild(&asked.resource) || asked.resource == resource)
+            && (asked.subresource == sub
+                || wild(&asked.subresource)
+                || (wild(&asked.resource) && asked.subresource.is_empty()));
+        // Only the verbs such requests carry: TokenRequest, binding and eviction are only ever
+        // created, a proxied call is the verb of its HTTP method — `can-i list '*'` is not
+        // refused because nobody lists evictions.
+        let real = match sub {
+            "proxy" => matches!(verb, "get" | "create" | "update" | "patch" | "delete"),
+            "token" | "binding" | "eviction" => verb == "create",
+            "" if resource == "bindings" => verb == "create",
+            _ => true,
+        };
+        if covered && real && escalation::must_be_named(resource, sub, verb) {
+            let mut probe = asked.clone();
+            probe.verb = verb.into();
+            probe.api_group = group.into();
+            probe.resource = resource.into();
+            probe.subresource = sub.into();
+            out.push(probe);
+        }
+    }
+    // The namespace object itself, which a wildcard does not reach from a rule limited to
+    // namespaces (only verbs that name it in the path reach it: a list of namespaces is
+    // cluster-scoped, as `as_classified` takes it).
+    let core = wild(&asked.api_group) || asked.api_group.is_empty();
+    let verb = if wild(&asked.verb) {
+        "delete"
+    } else {
+        asked.verb.as_str()
+    };
+    let named_in_path = !matches!(verb, "list" | "watch" | "deletecollection" | "create");
+    if core && wild(&asked.resource) && !asked.namespace.is_empty() && named_in_path {
+        let mut probe = asked.clone();
+        probe.verb = verb.into();
+        probe.api_group = String::new();
+        probe.resource = "namespaces".into();
+        probe.subresource = String::new();
+        probe.name = asked.namespace.clone();
+        out.push(probe);
+    }
+    out
 }
 
 /// Whether the proxy's decision is the whole answer: impersonation (`--as`) is carried out
@@ -249,7 +366,7 @@ pub fn rules(authorizer: &Authorizer, id: &Identity, spec: &Value) -> Result<Val
         "resourceRules": resource_rules,
         "nonResourceRules": non_resource_rules,
         "incomplete": true,
-        "evaluationError": "portcullis lists its grants ∩ the token's scope; the API server's RBAC may allow less (kubectl auth can-i VERB RESOURCE asks both); a tenant rule's wildcards do not reach serviceaccounts/token, pods/binding, bindings, pods/eviction, the proxy subresources or writes of status unless the rule names them; a grant rule without namespaces reaches cluster-scoped resources only, and is listed with those it names",
+        "evaluationError": "portcullis lists its grants ∩ the token's scope; the API server's RBAC may allow less (kubectl auth can-i VERB RESOURCE asks both); a tenant rule's wildcards do not reach serviceaccounts/token, pods/binding, bindings, pods/eviction, the proxy subresources, or writes of status or of controllerrevisions unless the rule names them, and a rule limited to namespaces reaches the namespace object itself only when it names namespaces; a grant rule without namespaces reaches cluster-scoped resources only, and is listed with those it names",
     }))
 }
 
@@ -313,6 +430,98 @@ mod tests {
                 .message
                 .starts_with("SelfSubjectAccessReview.authorization.k8s.io \"\" is invalid: "));
         }
+    }
+
+    /// A wildcard asks about everything it covers, as RBAC reads it: a tenant (default rules)
+    /// is told no where the proxy refuses part of it, and why; concrete questions and the
+    /// wildcards that cover nothing guarded keep their answers. An operator's grant of `*`
+    /// covers all.
+    #[test]
+    fn a_wildcard_question_is_yes_only_if_everything_it_covers_is_allowed() {
+        let a = crate::authz::tests::authorizer();
+        let alice = crate::authz::tests::id("alice", &["tenant:team-a"]);
+        let ask = |verb: &str, group: &str, resource: &str, sub: &str| {
+            let q = asked_request(&json!({"resourceAttributes": {"namespace": "team-a",
+                "verb": verb, "group": group, "resource": resource, "subresource": sub}}))
+            .unwrap();
+            local_decision(&a, &alice, &q)
+        };
+        for (verb, group, resource, sub, covers) in [
+            ("*", "*", "*", "", "create serviceaccounts/token"),
+            ("create", "", "pods", "*", "create pods/binding"),
+            ("create", "", "*", "", "create serviceaccounts/token"),
+            (
+                "update",
+                "apps",
+                "deployments",
+                "*",
+                "update deployments/status",
+            ),
+            ("delete", "apps", "*", "", "delete controllerrevisions"),
+            ("get", "", "*", "", "get pods/proxy"),
+            ("delete", "", "*", "", "delete pods/proxy"),
+        ] {
+            let d = ask(verb, group, resource, sub);
+            assert!(!d.allowed, "{verb} {group}/{resource}/{sub}");
+            assert!(
+                d.reason.starts_with(&format!(
+                    "the question covers {covers}, which portcullis refuses"
+                )),
+                "{verb} {group}/{resource}/{sub}: {}",
+                d.reason
+            );
+        }
+        // The namespace object: a rule limited to namespaces reaches it only by name.
+        let d = ask("patch", "*", "*", "");
+        assert!(!d.allowed);
+        // Nothing guarded is covered: the answer is the rules'.
+        for (verb, group, resource, sub) in [
+            ("list", "", "*", ""),
+            ("watch", "*", "*", ""),
+            ("get", "apps", "deployments", "*"),
+            ("create", "", "pods", ""),
+            ("get", "", "pods", "log"),
+        ] {
+            assert!(
+                ask(verb, group, resource, sub).allowed,
+                "{verb} {group}/{resource}/{sub}"
+            );
+        }
+        // An auditor's grant (`*` read everywhere) is not a tenant's: its wildcards cover all it
+        // reads, proxy GETs included.
+        let auditor = crate::authz::tests::id("ada", &["auditors"]);
+        let q = asked_request(&json!({"resourceAttributes": {"namespace": "team-a",
+            "verb": "get", "group": "*", "resource": "*"}}))
+        .unwrap();
+        assert!(local_decision(&a, &auditor, &q).allowed);
+        // Impersonating without a name asks about every user, `system:` ones included, which
+        // a rule must name: a grant of any user is a yes by name, a no without one.
+        let a = crate::authz::build(
+            &crate::authz::tests::parse(
+                r#"
+authorization:
+  grants:
+    - name: impersonators
+      subjects: [{user: ops}]
+      rules:
+        - {verbs: [impersonate], api_groups: [""], resources: [users, groups]}
+"#,
+            ),
+            "authorization",
+        )
+        .unwrap();
+        let ops = crate::authz::tests::id("ops", &[]);
+        let imp = |resource: &str, name: &str| {
+            let q = asked_request(&json!({"resourceAttributes": {"verb": "impersonate",
+                "resource": resource, "name": name}}))
+            .unwrap();
+            local_decision(&a, &ops, &q).allowed
+        };
+        assert!(imp("users", "bob"));
+        assert!(imp("groups", "devs"));
+        assert!(!imp("users", "system:admin"));
+        assert!(!imp("users", ""));
+        assert!(!imp("groups", ""));
     }
 
     /// A question is taken as the real request's URL classifies it: a namespace object's

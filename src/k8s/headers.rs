@@ -21,15 +21,16 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Remove every header named in any `Connection` value (comma-separated, any case, any
-/// surrounding whitespace), then the hop-by-hop set.
+/// surrounding whitespace), then the hop-by-hop set. A value with bytes beyond visible ASCII
+/// still names the headers its valid tokens spell (it was skipped whole, so the headers it
+/// named went on: review).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
             .collect();
         for name in named {
             headers.remove(name);
@@ -184,6 +185,17 @@ mod tests {
         assert!(h.get("keep-alive").is_none());
         assert!(h.get("connection").is_none());
         assert_eq!(h["accept"], "application/json");
+        // A value with a byte beyond visible ASCII still names the others.
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_bytes(b"x-secret, caf\xe9").unwrap(),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("x-secret").is_none(), "{h:?}");
+        assert_eq!(h["accept"], "*/*");
     }
 
     #[test]

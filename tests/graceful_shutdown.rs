@@ -251,3 +251,70 @@ async fn a_second_signal_during_the_drain_exits_at_once() {
     let _ = exec.kill().await;
     b.sandbox.stop().await;
 }
+
+/// A client that connected just before SIGTERM and sends its request just after is answered,
+/// not cut (as Go's `Server.Shutdown` gives a new connection 5 s): over HTTP/1.1 with
+/// `Connection: close`, over HTTP/2 before the GOAWAY closes the connection (a request the
+/// client sends after that GOAWAY is refused unprocessed, which clients retry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_accepted_before_sigterm_gets_its_first_request_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut b = common::binary::Binary::start(&[], |_| {}).await;
+    let cert = b.ca.client_cert("admin", &["demo:admins"]).unwrap();
+    // Both handshaken, neither has sent a byte of HTTP yet.
+    let mut h1 = common::tls_connect(b.listen, &b.ca, Some(&cert), &[b"http/1.1"]).await;
+    let h2 = common::tls_connect(b.listen, &b.ca, Some(&cert), &[b"h2"]).await;
+    b.signal("TERM");
+    let mut closed = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(b.listen).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(closed, "the listener is closed: shutdown has begun");
+
+    h1.write_all(b"GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    // Everything until the close (with or without TLS close_notify).
+    let mut answer = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = h1.read(&mut buf).await {
+            answer.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("the connection was neither answered nor closed");
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+
+    // The preface and the request leave together (the h2 crate writes both at the
+    // connection's first poll), as a client's first flight does.
+    let (mut sender, conn) = h2::client::handshake(h2).await.unwrap();
+    let (resp, _) = sender
+        .send_request(
+            http::Request::get("https://localhost/version")
+                .body(())
+                .unwrap(),
+            true,
+        )
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+        .await
+        .expect("no answer over HTTP/2")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let status = tokio::time::timeout(Duration::from_secs(20), b.child.wait())
+        .await
+        .expect("the proxy did not exit")
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    b.sandbox.stop().await;
+}

@@ -204,6 +204,26 @@ pub async fn drive<C, E>(
 where
     C: Future<Output = Result<(), E>>,
 {
+    if stop.is_fired() {
+        // A connection whose client spoke only after shutdown began (within
+        // `NEW_CONNECTION_GRACE`): its first request is served before the graceful close —
+        // closed any sooner, hyper's `auto` connection cancels one still reading its version
+        // (HTTP/1.1: unanswered) and HTTP/2 one still in its handshake (GOAWAY before the
+        // client's first stream). The watchdog is not running here: this is `changed`'s only
+        // waiter.
+        let deadline = tokio::time::sleep(NEW_CONNECTION_GRACE);
+        tokio::pin!(deadline);
+        while !shared.activity().started {
+            tokio::select! {
+                done = conn.as_mut() => return Outcome::Ended(done),
+                _ = shared.changed.notified() => {}
+                _ = &mut deadline => break,
+            }
+        }
+        graceful(conn.as_mut());
+        let _ = tokio::time::timeout(timeouts.grace, conn).await;
+        return Outcome::Shutdown;
+    }
     let outcome = tokio::select! {
         done = conn.as_mut() => return Outcome::Ended(done),
         why = watchdog(shared, timeouts) => Outcome::Closed(why),
@@ -257,10 +277,17 @@ pub enum Wait {
     Shutdown,
 }
 
+/// How long a connection accepted before shutdown may still take to send its first request
+/// once shutdown has begun: Go's `Server.Shutdown` closes a new connection only once it has
+/// been silent for 5 s (`closeIdleConns`, as read in net/http), so a client whose request was
+/// on its way is answered (with `Connection: close` / a GOAWAY) rather than cut.
+pub const NEW_CONNECTION_GRACE: Duration = Duration::from_secs(5);
+
 /// Wait until the client has sent its first bytes, without consuming them, so the caller
 /// builds hyper's connection state (≈ 2.7 KiB) only for a client that speaks: a TLS connection
 /// silent after its handshake holds just its TLS stream. The same watchdog as [`drive`] bounds
-/// the wait (`preface_timeout`), and shutdown ends it.
+/// the wait (`preface_timeout`); after shutdown the client has [`NEW_CONNECTION_GRACE`] more
+/// to speak (its request is then served as the connection closes gracefully).
 pub async fn first_bytes<T>(
     io: &mut T,
     shared: &Shared,
@@ -275,13 +302,22 @@ where
         Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
         Poll::Pending => Poll::Pending,
     });
+    tokio::pin!(spoke);
+    let watchdog = watchdog(shared, timeouts);
+    tokio::pin!(watchdog);
+    let spoke_or_failed = |read: std::io::Result<()>| match read {
+        Ok(()) => Wait::Spoke,
+        Err(err) => Wait::Failed(err),
+    };
     tokio::select! {
-        read = spoke => match read {
-            Ok(()) => Wait::Spoke,
-            Err(err) => Wait::Failed(err),
-        },
-        why = watchdog(shared, timeouts) => Wait::Closed(why),
-        _ = stop.wait() => Wait::Shutdown,
+        read = &mut spoke => return spoke_or_failed(read),
+        why = &mut watchdog => return Wait::Closed(why),
+        _ = stop.wait() => {}
+    }
+    tokio::select! {
+        read = spoke => spoke_or_failed(read),
+        why = watchdog => Wait::Closed(why),
+        _ = tokio::time::sleep(NEW_CONNECTION_GRACE) => Wait::Shutdown,
     }
 }
 

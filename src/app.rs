@@ -280,5 +280,6 @@ fn admin_of(rt: &Runtime) -> Admin {
         ),
         ready_window: rt.config.ready_window,
         selftest: Some(rt.selftest.clone()),
+        audit: rt.audit.as_ref().map(|a| a.auditor.clone()),
     }
 }

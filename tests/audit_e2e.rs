@@ -1,6 +1,7 @@
 //! Issue 6 through the proxy: one audit.k8s.io/v1 event per request with the apiserver's fields,
 //! refusals included; what must never be recorded; stream stages; verify and query on the log
-//! the proxy wrote; a strict sink that cannot record answers 503; and kill -9 of the real
+//! the proxy wrote; a strict sink that cannot record answers 503 (and a strict file sink that
+//! cannot write makes the replica unready until it writes again); and kill -9 of the real
 //! binary under load loses no event of an answered request.
 // Test code: a failed unwrap / expect / panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -504,6 +505,85 @@ async fn a_strict_sink_that_cannot_record_answers_503() {
     assert_eq!(resp.status(), 503, "{:?}", resp.body());
     let seen = env.sandbox.sandbox.recorded();
     assert!(seen.is_empty(), "the upstream saw {seen:?}");
+    // The failing sink is a webhook every replica shares: failing readiness would take them
+    // all out of service at once, so this replica stays ready (its file sink works).
+    let (status, body) = common::admin_get(env.admin_addr, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    env.stop().await;
+}
+
+/// A blocking-strict file sink whose disk is full: the audit file is a link to `/dev/full`
+/// (every write fails with ENOSPC, whoever runs the test — root ignores permissions). Every
+/// audited request is refused before the upstream sees it, and `/readyz` says why, so the load
+/// balancer stops sending this replica traffic it would refuse; once a write succeeds again
+/// (the link removed: the sink starts a real file) the replica is ready again.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strict_file_sink_that_cannot_write_makes_the_replica_unready() {
+    let full = tempfile::tempdir().unwrap();
+    let log = full.path().join("audit.log");
+    std::os::unix::fs::symlink("/dev/full", &log).unwrap();
+    // Every stage recorded: RequestReceived is written before forwarding.
+    let policy = full.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n",
+    )
+    .unwrap();
+    let env = Env::start_with(|c| {
+        *c = c
+            .replace("{path: audit.log,", &format!("{{path: {},", log.display()))
+            .replace(
+                "  policy_file: audit-policy.yaml\n",
+                &format!("  policy_file: {}\n", policy.display()),
+            )
+            // Without a key: a checkpoint's fdatasync of /dev/full fails (EINVAL) at start.
+            .replace("  signing_key_file: audit-signing.key\n", "");
+        // Each edit took: the demo config still has the lines it replaces.
+        assert!(c.contains(&*log.to_string_lossy()), "{c}");
+        assert!(c.contains(&*policy.to_string_lossy()), "{c}");
+        assert!(!c.contains("signing_key_file"), "{c}");
+    })
+    .await;
+    let get = || req("GET", "/api/v1/namespaces/default/configmaps", None);
+    let (status, body) = common::admin_get(env.admin_addr, "/readyz").await;
+    assert_eq!(status, 200, "nothing written yet: {body}");
+
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env.request(get(), Some(&env.admin_cert), true).await;
+    assert_eq!(resp.status(), 503, "{:?}", resp.body());
+    let seen = env.sandbox.sandbox.recorded();
+    assert!(seen.is_empty(), "the upstream saw {seen:?}");
+    let (status, body) = common::admin_get(env.admin_addr, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    let reason = format!(
+        "audit sink file failing: write {}: No space left on device (os error 28)",
+        log.display()
+    );
+    assert!(body.lines().any(|l| l == reason), "{body}");
+    let (_, metrics) = common::admin_get(env.admin_addr, "/metrics").await;
+    assert!(
+        metrics.contains("portcullis_audit_sink_healthy{sink=\"file\"} 0"),
+        "{metrics}"
+    );
+
+    // Room again: the next write starts a real file, the request is served and recorded.
+    std::fs::remove_file(&log).unwrap();
+    let resp = env.request(get(), Some(&env.admin_cert), true).await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.body());
+    assert_eq!(env.sandbox.sandbox.recorded().len(), 1);
+    let (status, body) = common::admin_get(env.admin_addr, "/readyz").await;
+    assert_eq!(status, 200, "ready again after a write succeeded: {body}");
+    let (_, metrics) = common::admin_get(env.admin_addr, "/metrics").await;
+    assert!(
+        metrics.contains("portcullis_audit_sink_healthy{sink=\"file\"} 1"),
+        "{metrics}"
+    );
+    let recorded = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        recorded.contains("\"stage\":\"RequestReceived\""),
+        "{recorded}"
+    );
     env.stop().await;
 }
 

@@ -1,4 +1,5 @@
-//! Prometheus export of the audit sinks' counters (`SinkCounters`, plain atomics).
+//! Prometheus export of the audit sinks' counters (`SinkCounters`, plain atomics) and of the
+//! health of the sinks written on this replica.
 //!
 //! [`register`] adds a collector to the proxy's registry that reads the atomics at scrape time,
 //! one series per sink labelled `sink="<name>"` (names come from config, not from clients, so
@@ -14,13 +15,14 @@
 //! | `portcullis_audit_rotations_total` | file rotations |
 //! | `portcullis_audit_retries_total` | webhook retries |
 //! | `portcullis_audit_events_truncated_total` | webhook events sent without their objects (`max_event_size`) |
+//! | `portcullis_audit_sink_healthy` | gauge, file and stdout sinks only: 1, or 0 while the last event write failed (`sink/health.rs`; a webhook records no health, so it has no series rather than a constant 1) |
 
 use std::sync::{atomic::Ordering, Arc};
 
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
-    metrics::{counter::ConstCounter, MetricType},
+    metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
     registry::Registry,
 };
 
@@ -29,6 +31,8 @@ use super::sink::{Auditor, SinkCounters};
 #[derive(Debug)]
 struct AuditCollector {
     sinks: Vec<(String, Arc<SinkCounters>)>,
+    /// The sinks written on this replica (file, stdout): the ones with a health to export.
+    local: Vec<(String, Arc<SinkCounters>)>,
 }
 
 type Getter = fn(&SinkCounters) -> u64;
@@ -80,18 +84,34 @@ impl Collector for AuditCollector {
                 ConstCounter::new(get(counters)).encode(metric)?;
             }
         }
+        if !self.local.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "audit_sink_healthy",
+                "1 when the audit sink's last event write succeeded (or none was made), 0 while it failed (file and stdout sinks)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (sink, counters) in &self.local {
+                let labels = [("sink", sink.as_str())];
+                let metric = family.encode_family(&labels)?;
+                ConstGauge::new(i64::from(counters.health.healthy())).encode(metric)?;
+            }
+        }
         Ok(())
     }
 }
 
 /// Export `auditor`'s sink counters through `registry`.
 pub fn register(registry: &mut Registry, auditor: &Auditor) {
-    let sinks = auditor
+    let of = |s: &super::sink::SinkHandle| (s.name().to_string(), Arc::clone(s.counters()));
+    let sinks = auditor.sinks().iter().map(of).collect();
+    let local = auditor
         .sinks()
         .iter()
-        .map(|s| (s.name().to_string(), Arc::clone(s.counters())))
+        .filter(|s| s.is_local())
+        .map(of)
         .collect();
-    registry.register_collector(Box::new(AuditCollector { sinks }));
+    registry.register_collector(Box::new(AuditCollector { sinks, local }));
 }
 
 #[cfg(test)]
@@ -126,6 +146,20 @@ mod tests {
         );
         assert!(
             text.contains("# TYPE portcullis_audit_fsyncs counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE portcullis_audit_sink_healthy gauge"),
+            "{text}"
+        );
+        assert!(
+            text.contains("portcullis_audit_sink_healthy{sink=\"file\"} 1"),
+            "{text}"
+        );
+        a.sinks()[0].counters().health.record(Err("disk full"));
+        let text = m.render();
+        assert!(
+            text.contains("portcullis_audit_sink_healthy{sink=\"file\"} 0"),
             "{text}"
         );
     }

@@ -3,8 +3,12 @@
 //! not open, some way to authenticate works — client certificates are configured, or a JWT
 //! issuer has keys (one identity provider down at a cold start must not take every replica,
 //! and every other user, out of service) — and the upstream lets the proxy impersonate what it
-//! must (`upstream::selftest`, re-asked here when stale); 503 otherwise, with the reasons), and
-//! `/metrics` (Prometheus text). Anything else is a plain 404. Plain HTTP, loopback by default.
+//! must (`upstream::selftest`, re-asked here when stale), and no `blocking-strict` audit sink
+//! written on this replica (file, stdout) failed its last write within `admin.ready_window`
+//! (`audit::sink::health`: such a replica refuses every audited request with 503; a webhook
+//! sink's failure is shared by every replica and never fails readiness); 503 otherwise, with
+//! the reasons, one per line), and `/metrics` (Prometheus text). Anything else is a plain 404.
+//! Plain HTTP, loopback by default.
 
 use std::{sync::Arc, time::Duration};
 
@@ -27,6 +31,8 @@ pub struct Admin {
     pub ready_window: Duration,
     /// The impersonation self-test (None: not run, e.g. in unit tests).
     pub selftest: Option<Arc<crate::upstream::selftest::SelfTest>>,
+    /// The audit sinks (None: audit off).
+    pub audit: Option<Arc<crate::audit::Auditor>>,
 }
 
 fn text(
@@ -73,6 +79,11 @@ impl Admin {
                 }
                 if let Some(t) = &self.selftest {
                     problems.extend(t.not_ready().await);
+                }
+                if let Some(a) = &self.audit {
+                    // A failing strict local sink refuses every audited request here, however
+                    // healthy the upstream; only sinks of this replica count (see `not_ready`).
+                    problems.extend(a.not_ready(self.ready_window));
                 }
                 if problems.is_empty() {
                     text(StatusCode::OK, "text/plain; charset=utf-8", "ok")

@@ -10,6 +10,10 @@
 //! * `Batch { queue, overflow }`: `emit` only enqueues into a bounded queue. When it is full,
 //!   `Drop` discards the event and counts it; `Block` waits for room.
 //!
+//! A `BlockingStrict` sink written on this replica (file, stdout) whose last write failed makes
+//! the replica unready ([`Auditor::not_ready`], `health.rs`), since it refuses every audited
+//! request; a webhook's failure never does (every replica shares its receiver).
+//!
 //! Each sink owns one worker (a dedicated OS thread for file and stdout, whose writes block; a
 //! tokio task for the webhook) fed by a bounded channel. Workers take everything queued at once,
 //! write it with one system call, sync once and then answer every waiter: concurrent requests
@@ -30,6 +34,7 @@
 //! file sink sets it). Rejects: nothing at emit time except what the delivery mode says.
 
 pub mod file;
+pub mod health;
 mod outbox;
 pub mod pending;
 pub mod stdout;
@@ -93,7 +98,8 @@ impl DeliveryMode {
     }
 }
 
-/// Per-sink counters: plain atomics, read by `metrics.rs` at scrape time.
+/// Per-sink counters: plain atomics, read by `metrics.rs` at scrape time; and the sink's
+/// [`health`](health::SinkHealth), recorded with them by the writer of a file or stdout sink.
 #[derive(Debug, Default)]
 pub struct SinkCounters {
     /// Events written (file/stdout) or delivered (webhook).
@@ -112,6 +118,9 @@ pub struct SinkCounters {
     pub retries: AtomicU64,
     /// Events sent without their objects because of `max_event_size` (webhook sink).
     pub events_truncated: AtomicU64,
+    /// The outcome of the last event write (file and stdout sinks: written by `thread.rs`'s
+    /// `answer`; a webhook never records one).
+    pub health: health::SinkHealth,
 }
 
 impl SinkCounters {
@@ -265,6 +274,9 @@ pub struct SinkHandle {
     inline: bool,
     /// A webhook sink's receiver, which a reload may re-point.
     receiver: Option<webhook::Slot>,
+    /// Written on this replica (file, stdout): its failure is this replica's alone, so it may
+    /// fail readiness ([`Auditor::not_ready`]).
+    local: bool,
 }
 
 impl Drop for SinkHandle {
@@ -313,6 +325,7 @@ impl SinkHandle {
             counters,
             inline: writes_inline,
             receiver: None,
+            local: false,
         }
     }
 
@@ -328,6 +341,11 @@ impl SinkHandle {
     /// Whether the outbox's flusher writes this sink itself (a file sink in `Blocking` mode).
     pub fn writes_inline(&self) -> bool {
         self.inline
+    }
+    /// Whether this replica writes the sink itself (file, stdout), rather than a receiver
+    /// every replica shares (webhook).
+    pub fn is_local(&self) -> bool {
+        self.local
     }
 }
 
@@ -360,6 +378,7 @@ impl Auditor {
             let durable = spec.mode == DeliveryMode::BlockingStrict;
             let mut inline = None;
             let mut receiver = None;
+            let local = matches!(spec.kind, SinkKind::File(_) | SinkKind::Stdout);
             match spec.kind {
                 SinkKind::File(cfg) => {
                     chained = true;
@@ -386,6 +405,7 @@ impl Auditor {
             }
             let mut sink = SinkHandle::new(spec.name, spec.mode, tx, counters, inline);
             sink.receiver = receiver;
+            sink.local = local;
             sinks.push(sink);
         }
         Ok(Auditor {
@@ -417,6 +437,32 @@ impl Auditor {
     /// The running sinks (names, modes, counters).
     pub fn sinks(&self) -> &[SinkHandle] {
         &self.sinks
+    }
+
+    /// Why this replica cannot serve audited requests, for `/readyz` (empty: it can): a
+    /// `blocking-strict` sink written on this replica (file, stdout) whose last event write
+    /// failed within `window`, with nothing written since — every audited request is then
+    /// refused with 503 — or whose writer is gone.
+    ///
+    /// Deliberately not here: a webhook sink (its receiver is shared by every replica, so its
+    /// failure would take them all out of the load balancer at once — an outage amplifier for
+    /// a failure no other replica can avoid either; it stays visible in
+    /// `portcullis_audit_events_failed_total`), and sinks in `blocking` / `batch` mode, whose
+    /// failures refuse nothing (the replica keeps serving).
+    pub fn not_ready(&self, window: Duration) -> Vec<String> {
+        self.sinks
+            .iter()
+            .filter(|s| s.local && s.mode == DeliveryMode::BlockingStrict)
+            .filter_map(|s| {
+                if s.tx.is_closed() {
+                    // Only its thread's end closes the channel before shutdown (a panic):
+                    // every strict emit fails from then on, and nothing will recover it.
+                    return Some(format!("audit sink {} is not running", s.name));
+                }
+                let why = s.counters.health.failing_within(window)?;
+                Some(format!("audit sink {} failing: {why}", s.name))
+            })
+            .collect()
     }
 
     /// Record one event in every sink, waiting as each sink's mode says. `Err` only when a
@@ -619,14 +665,11 @@ impl Auditor {
         if let Err(e) = spawn_thread("test", backend, rx, Arc::clone(&counters), durable) {
             panic!("test sink: {e}");
         }
+        let mut sink = SinkHandle::new::<B>("test".into(), mode, tx, counters, None);
+        // Written on a thread of this process, as a file sink is.
+        sink.local = true;
         Auditor {
-            sinks: vec![SinkHandle::new::<B>(
-                "test".into(),
-                mode,
-                tx,
-                counters,
-                None,
-            )],
+            sinks: vec![sink],
             chained: false,
             pending: Arc::default(),
             emitting: Arc::default(),

@@ -470,3 +470,99 @@ async fn a_timed_out_drain_does_not_wait_for_open_streams() {
     );
     assert_eq!(writes.lock().unwrap().concat(), ["e7"]);
 }
+
+/// The readiness lines of `a` with the default `admin.ready_window`.
+fn not_ready(a: &Auditor) -> Vec<String> {
+    a.not_ready(Duration::from_secs(30))
+}
+
+/// A real file sink in `mode` whose file is `/dev/full` (every write: ENOSPC) behind a link in
+/// a temporary folder; removing the link lets the next write start a real file there.
+fn full_disk_sink(mode: DeliveryMode) -> (Auditor, tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+    let a = Auditor::start(vec![SinkSpec {
+        name: "file".into(),
+        kind: SinkKind::File(FileSinkConfig::new(&path)),
+        mode,
+    }])
+    .unwrap();
+    (a, dir, path)
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_strict_file_sink_that_cannot_write_fails_readiness_until_a_write_succeeds() {
+    let (a, _dir, path) = full_disk_sink(DeliveryMode::BlockingStrict);
+    assert_eq!(not_ready(&a), Vec::<String>::new(), "nothing written yet");
+    assert!(a.sinks()[0].counters().health.healthy());
+    let err = a.emit(event(&[])).await.unwrap_err();
+    assert!(matches!(err, AuditError::Sink { .. }), "{err}");
+    let lines = not_ready(&a);
+    assert_eq!(
+        lines,
+        [format!(
+            "audit sink file failing: write {}: No space left on device (os error 28)",
+            path.display()
+        )]
+    );
+    assert!(!a.sinks()[0].counters().health.healthy());
+    // The disk has room again (here: the link gone, a real file is started in its place).
+    std::fs::remove_file(&path).unwrap();
+    a.emit(event(&[])).await.unwrap();
+    assert_eq!(
+        not_ready(&a),
+        Vec::<String>::new(),
+        "ready once a write succeeds"
+    );
+    assert!(a.sinks()[0].counters().health.healthy());
+    a.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_failing_sink_that_refuses_nothing_leaves_readiness_alone() {
+    for mode in [
+        DeliveryMode::Blocking,
+        DeliveryMode::Batch {
+            queue: 10,
+            overflow: Overflow::Block,
+        },
+    ] {
+        let (a, _dir, _path) = full_disk_sink(mode);
+        a.emit(event(&[])).await.unwrap();
+        // The batch sink's thread writes after the emit returned.
+        for _ in 0..200 {
+            if count(&a, |c| &c.events_failed) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(count(&a, |c| &c.events_failed), 1, "{mode:?}");
+        assert!(!a.sinks()[0].counters().health.healthy(), "{mode:?}");
+        assert_eq!(
+            not_ready(&a),
+            Vec::<String>::new(),
+            "{mode:?}: the replica keeps serving"
+        );
+        a.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
+/// A backend whose writes panic: its thread dies.
+struct Panics;
+
+impl LineBackend for Panics {
+    fn write(&mut self, _: &[Arc<Prepared>], _: bool) -> Result<(), (usize, String)> {
+        panic!("test: the writer thread dies");
+    }
+}
+
+#[tokio::test]
+async fn a_strict_sink_whose_writer_died_fails_readiness() {
+    let a = Auditor::with_backend(DeliveryMode::BlockingStrict, Panics);
+    assert!(a.emit(event(&[])).await.is_err());
+    assert_eq!(not_ready(&a), ["audit sink test is not running"]);
+}

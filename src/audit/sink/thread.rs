@@ -1,8 +1,8 @@
 //! The writer thread of a sink whose writes block (file, stdout): one dedicated OS thread per
 //! sink, fed by a bounded channel. It takes everything queued at once (up to [`MAX_BATCH`]),
 //! writes it in one go, syncs once when a waiter needs durability, and then answers every
-//! waiter (group commit). A write failure is counted, logged and reported to the waiters of
-//! the events it lost. After `Shutdown` it closes the backend and refuses whatever slipped in.
+//! waiter (group commit). A write failure is counted, logged, reported to the waiters of the
+//! events it lost and kept as the sink's health until a write succeeds (`health.rs`). After `Shutdown` it closes the backend and refuses whatever slipped in.
 //!
 //! A backend wrapped in [`Shared`] is also written *inline*, by the outbox flusher of a file sink
 //! in `blocking` mode: one buffered append per runtime turn costs less than handing the turn's
@@ -347,6 +347,7 @@ fn answer(
         Err((ok, e)) => (ok.min(n), Some(e)),
     };
     SinkCounters::add(&counters.events_written, ok);
+    counters.health.record(err.as_deref().map_or(Ok(()), Err));
     if let Some(e) = &err {
         SinkCounters::add(&counters.events_failed, n - ok);
         tracing::error!(sink = %sink, err = %e, lost = n - ok, "audit write failed");

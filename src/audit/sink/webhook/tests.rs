@@ -215,6 +215,9 @@ async fn batch_mode_fills_batches_and_strict_reports_refusal() {
     let err = a.emit(event(99)).await.unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");
     assert_eq!(a.sinks()[0].counters().retries.load(Ordering::Relaxed), 0);
+    // Every replica shares the receiver: its failure must not take them all out of service.
+    assert!(!a.sinks()[0].is_local());
+    assert_eq!(a.not_ready(Duration::from_secs(30)), Vec::<String>::new());
 }
 
 #[test]

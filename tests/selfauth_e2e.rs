@@ -184,6 +184,14 @@ async fn whoami_and_can_i_are_answered_by_the_proxy_for_each_demo_identity() {
     )
     .await;
     assert_eq!(stdout(&list).trim(), "yes", "{}", stderr(&list));
+    // The demo admin's grant covers everything: yes (the sandbox's RBAC agrees).
+    let admin_all = k(
+        &admin_kc,
+        &env,
+        &["auth", "can-i", "*", "*", "-n", "team-a"],
+    )
+    .await;
+    assert_eq!(stdout(&admin_all).trim(), "yes", "{}", stderr(&admin_all));
     // can-i impersonate: the proxy impersonates with its own right, so its answer is the
     // whole answer — yes for the admin's grant, no for an extra the proxy sets itself —
     // and nothing is asked upstream.

@@ -213,4 +213,30 @@ users: {alice: {reads: {rate: 1/m, burst: 5}}, dave: {reads: {rate: 1/m, burst: 
         let _b = capped.try_in_flight().expect("from zero");
         assert!(capped.try_in_flight().is_err());
     }
+
+    /// An identity's `in_flight` count lives in the shared table: a changed cap counts the
+    /// places held under the old one; a cap added where there was none starts from zero.
+    #[test]
+    fn a_reload_keeps_an_identitys_in_flight_count_and_adds_a_cap_from_zero() {
+        let get = req("/api/v1/namespaces/default/pods/p");
+        let take = |rl: &RateLimiter| rl.check(&id("bob"), &get.0, &get.1);
+        let old = RateLimiter::from_settings(settings("default: {in_flight: 2}"));
+        let held: Vec<_> = (0..2)
+            .map(|_| take(&old).expect("within the cap"))
+            .collect();
+        let new = old.reconfigured(settings("default: {in_flight: 3}"));
+        let third = take(&new).expect("the new cap has room for one");
+        let refused = take(&new).expect_err("the old places count");
+        assert_eq!(refused.limit, "identity_in_flight");
+        drop(held);
+        let _one = take(&new).expect("released into the shared table");
+        drop(third);
+        let uncapped = new.reconfigured(settings("default: {reads: {rate: 1/s, burst: 100}}"));
+        let unheld: Vec<_> = (0..5).map(|_| take(&uncapped).expect("no cap")).collect();
+        let capped = uncapped.reconfigured(settings("default: {in_flight: 2}"));
+        // `_one` (admitted under a cap) still counts; the five admitted without one do not.
+        let _b = take(&capped).expect("one place left");
+        assert!(take(&capped).is_err());
+        drop(unheld);
+    }
 }

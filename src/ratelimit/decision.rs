@@ -16,8 +16,9 @@
 //! * **stream permit** for long-running requests: `watches` (watch, any `log?follow`) or
 //!   `sessions` (exec, attach, portforward, proxy); see [`super::streams`]. A non-follow log
 //!   read is a plain read.
-//! * **in-flight place** for every other request, where an `in_flight` cap applies: held until
-//!   the upstream answer has been read (see [`super::inflight::SharedPlace`]).
+//! * **in-flight place** for every other request (a log read whole and `/debug/pprof/`
+//!   included), where an `in_flight` cap applies: held until the upstream answer has been read
+//!   (see [`super::inflight::SharedPlace`]).
 //!
 //! # Answers
 //!
@@ -198,7 +199,7 @@ impl RateLimiter {
         uri: &Uri,
     ) -> Result<Prologue<'a>, Box<Rejection>> {
         let cost = self.cost(req, uri);
-        let admission = self.stream_permit(id, req, cost)?;
+        let admission = self.stream_permit(id, cost)?;
         let pick = if cost.bucket == BucketClass::Reads {
             pick_reads
         } else {
@@ -310,20 +311,14 @@ impl RateLimiter {
             })
     }
 
-    /// Take the stream permit a long-running request needs, or the in-flight place of one that
-    /// is not (if an `in_flight` cap applies).
-    fn stream_permit(
-        &self,
-        id: &Identity,
-        req: &RequestInfo,
-        cost: RequestCost,
-    ) -> Result<Admission, Box<Rejection>> {
+    /// Take the stream permit a long-running request needs, or the in-flight place of every
+    /// other (if an `in_flight` cap applies).
+    fn stream_permit(&self, id: &Identity, cost: RequestCost) -> Result<Admission, Box<Rejection>> {
         let mut admission = Admission::default();
-        let kind = match cost.stream {
-            Some(kind) => kind,
-            None if !req.long_running => StreamKind::InFlight,
-            None => return Ok(admission),
-        };
+        // Every request without a stream permit, long-running ones included: a log read whole
+        // and `/debug/pprof/` have no deadline and no `max_in_flight` place, so without one an
+        // identity could hold any number of them (review).
+        let kind = cost.stream.unwrap_or(StreamKind::InFlight);
         let (pick, class): (fn(&Limits) -> Option<u32>, Class) = match kind {
             StreamKind::Watches => (pick_watches, Class::Watches),
             StreamKind::Sessions => (pick_sessions, Class::Sessions),

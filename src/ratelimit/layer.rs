@@ -546,6 +546,8 @@ mod tests {
                 "the refused one went no further"
             );
             assert_eq!(l.metrics().identity_in_flight(), 1);
+            let global = usize::from(!max_in_flight.is_empty());
+            assert_eq!(l.inner.in_flight.current(), global, "{max_in_flight}");
             // The forwarder gives the place back (the client still reads nothing).
             let place = seen
                 .lock()
@@ -554,10 +556,8 @@ mod tests {
                 .expect("the place reached the forwarder");
             drop(place.on_drop());
             assert_eq!(l.metrics().identity_in_flight(), 0);
-            if !max_in_flight.is_empty() {
-                // The replica's place went with it.
-                assert!(l.try_in_flight().is_ok());
-            }
+            // The replica's place (when capped) went with it.
+            assert_eq!(l.inner.in_flight.current(), 0, "{max_in_flight}");
             let _again = send(svc, as_alice(classified("GET", "/api/v1/pods"))).await;
             assert_eq!(seen.lock().unwrap().len(), 1, "admitted again");
         }

@@ -9,7 +9,7 @@
 //! | `writes` bucket | create, update, patch, delete, deletecollection, exec/attach/portforward (`create`), the `proxy` verb (`/api/v1/proxy/…`) and writes through a proxy subresource (a `GET …/pods/x/proxy` is a `get`: a read) | **429**, same |
 //! | `watches` (concurrent) | watch, any `log?follow` (a pod's, or an extension API's such as `builds/log`) | **429**, `Retry-After: 5` |
 //! | `sessions` (concurrent) | exec, attach, portforward, proxy | **429**, `Retry-After: 5` |
-//! | `in_flight` (concurrent, per identity) | every other request, held until its upstream answer has been read | **429**, `Retry-After: 1` |
+//! | `in_flight` (concurrent, per identity) | every other request (a log read whole and `/debug/pprof/` included), held until its upstream answer has been read | **429**, `Retry-After: 1` |
 //! | `unauthenticated` bucket per source /32 or /64 | requests that failed authentication | **429** before authentication |
 //! | `max_in_flight` | all non-long-running requests through this replica | **503 ServiceUnavailable**, `Retry-After: 1` |
 //! | Redis unreachable, `on_backend_error: deny` | bucket decisions | **503**, `Retry-After: 1` |

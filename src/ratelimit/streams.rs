@@ -5,7 +5,7 @@
 //!   streams the server pushes, like a watch.
 //! * **sessions**: `exec`, `attach`, `portforward` and every `proxy` (verb `proxy` or the
 //!   `proxy` subresource) — interactive or arbitrary byte streams.
-//! * **in_flight**: every other request while the API server works on it and its answer is read
+//! * **in_flight**: every other request (a log read whole, `/debug/pprof/`) while the API server works on it and its answer is read
 //!   from the upstream (counted only for identities a cap applies to).
 //!
 //! A [`Permit`] is `Send + 'static` and releases its slot when dropped. The proxy keeps a stream

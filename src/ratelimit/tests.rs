@@ -759,6 +759,18 @@ tenants: {free: {reads: {rate: 1/s, burst: 100}}}
     let watch = req("GET", "/api/v1/namespaces/default/pods?watch=1");
     let w = check(&rl, &alice, &watch).expect("a watch is not an in-flight request");
     assert!(w.place.is_none());
+    // A log read whole is long-running (no deadline, no `max_in_flight` place) and has no
+    // stream permit: it takes an in-flight place (bob has the default cap of 2).
+    let bob = id("bob", &[], None);
+    let log = req("GET", "/api/v1/namespaces/default/pods/p/log");
+    let l1 = check(&rl, &bob, &log).expect("log 1");
+    assert!(l1.place.is_some() && l1.permit.is_none());
+    let _l2 = check(&rl, &bob, &log).expect("log 2");
+    assert_eq!(
+        check(&rl, &bob, &log).expect_err("cap 2").limit,
+        "identity_in_flight"
+    );
+    drop((l1, _l2));
     // Other identities have their own places; a group's cap is more specific than the default.
     let carol = id("carol", &["ops"], None);
     let c: Vec<_> = (0..3)

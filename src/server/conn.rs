@@ -277,10 +277,12 @@ pub enum Wait {
     Shutdown,
 }
 
-/// How long a connection accepted before shutdown may still take to send its first request
-/// once shutdown has begun: Go's `Server.Shutdown` closes a new connection only once it has
-/// been silent for 5 s (`closeIdleConns`, as read in net/http), so a client whose request was
-/// on its way is answered (with `Connection: close` / a GOAWAY) rather than cut.
+/// How long a connection accepted before shutdown may still take, once shutdown has begun, to
+/// send its first bytes — and then, in [`drive`], to start its first request: Go's
+/// `Server.Shutdown` closes a new connection once it has sent no request header for 5 s since
+/// it was accepted (`closeIdleConns`, as read in net/http); here the 5 s run from the signal,
+/// twice at most, so a client whose request was on its way is answered (with
+/// `Connection: close` / a GOAWAY) rather than cut.
 pub const NEW_CONNECTION_GRACE: Duration = Duration::from_secs(5);
 
 /// Wait until the client has sent its first bytes, without consuming them, so the caller

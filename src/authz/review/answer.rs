@@ -505,6 +505,10 @@ authorization:
       subjects: [{user: ops}]
       rules:
         - {verbs: [impersonate], api_groups: [""], resources: [users, groups]}
+    - name: operators
+      subjects: [{group: operators}]
+      rules:
+        - {namespaces: ["*"], verbs: ["*"], api_groups: ["*"], resources: ["*"]}
 "#,
             ),
             "authorization",
@@ -522,6 +526,14 @@ authorization:
         assert!(!imp("users", "system:admin"));
         assert!(!imp("users", ""));
         assert!(!imp("groups", ""));
+        // An operator's grant of everything: `can-i '*' '*'` is yes, as RBAC's `*` is.
+        let op = crate::authz::tests::id("olga", &["operators"]);
+        for (verb, group) in [("*", "*"), ("*", ""), ("create", "*"), ("get", "")] {
+            let q = asked_request(&json!({"resourceAttributes": {"namespace": "team-a",
+                "verb": verb, "group": group, "resource": "*", "subresource": ""}}))
+            .unwrap();
+            assert!(local_decision(&a, &op, &q).allowed, "{verb} {group}");
+        }
     }
 
     /// A question is taken as the real request's URL classifies it: a namespace object's

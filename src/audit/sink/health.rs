@@ -32,7 +32,14 @@ pub struct SinkHealth {
     /// atomic load, not a lock.
     failing: AtomicBool,
     failure: Mutex<Option<Failure>>,
+    /// When the sink's thread began the write it has not finished (None: none under way).
+    writing_since: Mutex<Option<Instant>>,
 }
+
+/// A write under way longer than this is stuck (a hung volume — NFS, a dying disk — rather than
+/// one that fails): every strict request waits on it, so the replica is not ready. An fsync on
+/// a healthy but busy disk takes well under this.
+pub const STUCK_WRITE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 struct Failure {
@@ -45,6 +52,7 @@ struct Failure {
 impl SinkHealth {
     /// Record a batch write's outcome: `Err` carries the reason in words.
     pub(crate) fn record(&self, result: Result<(), &str>) {
+        *self.lock_writing() = None;
         match result {
             Ok(()) => {
                 if self.failing.load(Ordering::Acquire) {
@@ -62,6 +70,24 @@ impl SinkHealth {
         }
     }
 
+    /// The sink's thread begins a write (its outcome is [`record`](Self::record)ed after).
+    pub(crate) fn writing(&self) {
+        *self.lock_writing() = Some(Instant::now());
+    }
+
+    /// How long the write under way has been running at `now`, when longer than
+    /// [`STUCK_WRITE`].
+    pub fn stuck_at(&self, now: Instant) -> Option<Duration> {
+        let since = (*self.lock_writing())?;
+        Some(now.saturating_duration_since(since)).filter(|d| *d > STUCK_WRITE)
+    }
+
+    fn lock_writing(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.writing_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Whether the last write succeeded (or none was made yet).
     pub fn healthy(&self) -> bool {
         !self.failing.load(Ordering::Acquire)
@@ -76,7 +102,8 @@ impl SinkHealth {
         self.failing_at(Instant::now(), window)
     }
 
-    fn failing_at(&self, now: Instant, window: Duration) -> Option<String> {
+    /// [`failing_within`](Self::failing_within) as of `now`.
+    pub fn failing_at(&self, now: Instant, window: Duration) -> Option<String> {
         if self.healthy() {
             return None;
         }
@@ -117,6 +144,22 @@ mod tests {
         h.record(Ok(()));
         assert!(h.healthy());
         assert_eq!(h.failing_within(window), None, "one success clears it");
+    }
+
+    #[test]
+    fn a_write_that_does_not_return_is_stuck_after_a_while() {
+        let h = SinkHealth::default();
+        assert_eq!(h.stuck_at(Instant::now()), None, "no write under way");
+        h.writing();
+        let since = h.lock_writing().unwrap();
+        assert_eq!(h.stuck_at(since + STUCK_WRITE), None);
+        let later = since + STUCK_WRITE + Duration::from_secs(1);
+        assert_eq!(
+            h.stuck_at(later),
+            Some(STUCK_WRITE + Duration::from_secs(1))
+        );
+        h.record(Ok(()));
+        assert_eq!(h.stuck_at(later), None, "returned");
     }
 
     #[test]

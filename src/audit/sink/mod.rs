@@ -442,7 +442,9 @@ impl Auditor {
     /// Why this replica cannot serve audited requests, for `/readyz` (empty: it can): a
     /// `blocking-strict` sink written on this replica (file, stdout) whose last event write
     /// failed within `window`, with nothing written since — every audited request is then
-    /// refused with 503 — or whose writer is gone.
+    /// refused with 503 — whose write under way has not returned for
+    /// [`health::STUCK_WRITE`] (a hung volume: every audited request waits), or whose writer
+    /// is gone.
     ///
     /// Deliberately not here: a webhook sink (its receiver is shared by every replica, so its
     /// failure would take them all out of the load balancer at once — an outage amplifier for
@@ -450,6 +452,11 @@ impl Auditor {
     /// `portcullis_audit_events_failed_total`), and sinks in `blocking` / `batch` mode, whose
     /// failures refuse nothing (the replica keeps serving).
     pub fn not_ready(&self, window: Duration) -> Vec<String> {
+        self.not_ready_at(window, std::time::Instant::now())
+    }
+
+    /// [`not_ready`](Self::not_ready) as of `now`.
+    pub(crate) fn not_ready_at(&self, window: Duration, now: std::time::Instant) -> Vec<String> {
         self.sinks
             .iter()
             .filter(|s| s.local && s.mode == DeliveryMode::BlockingStrict)
@@ -459,7 +466,15 @@ impl Auditor {
                     // every strict emit fails from then on, and nothing will recover it.
                     return Some(format!("audit sink {} is not running", s.name));
                 }
-                let why = s.counters.health.failing_within(window)?;
+                if let Some(d) = s.counters.health.stuck_at(now) {
+                    // A hung volume: every strict request waits on this write.
+                    return Some(format!(
+                        "audit sink {} stuck: a write has not returned for {} s",
+                        s.name,
+                        d.as_secs()
+                    ));
+                }
+                let why = s.counters.health.failing_at(now, window)?;
                 Some(format!("audit sink {} failing: {why}", s.name))
             })
             .collect()

@@ -566,3 +566,52 @@ async fn a_strict_sink_whose_writer_died_fails_readiness() {
     assert!(a.emit(event(&[])).await.is_err());
     assert_eq!(not_ready(&a), ["audit sink test is not running"]);
 }
+
+/// A backend whose writes hang until the test lets them go (a hung volume).
+struct Hangs(std::sync::Mutex<std::sync::mpsc::Receiver<()>>);
+
+impl LineBackend for Hangs {
+    fn write(&mut self, _: &[Arc<Prepared>], _: bool) -> Result<(), (usize, String)> {
+        let _ = self.0.lock().unwrap().recv();
+        Ok(())
+    }
+}
+
+/// A strict write that does not return (a hung NFS volume: no error, every audited request
+/// waits) fails readiness once it has run for `STUCK_WRITE`, and stops failing it when it
+/// returns.
+#[tokio::test]
+async fn a_strict_sink_whose_write_hangs_fails_readiness() {
+    let (go, wait) = std::sync::mpsc::channel();
+    let a = Arc::new(Auditor::with_backend(
+        DeliveryMode::BlockingStrict,
+        Hangs(std::sync::Mutex::new(wait)),
+    ));
+    let emitting = tokio::spawn({
+        let a = Arc::clone(&a);
+        async move { a.emit(event(&[])).await }
+    });
+    let window = Duration::from_secs(30);
+    let later = || std::time::Instant::now() + super::health::STUCK_WRITE + Duration::from_secs(1);
+    let mut lines = Vec::new();
+    for _ in 0..200 {
+        lines = a.not_ready_at(window, later());
+        if !lines.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("audit sink test stuck: a write has not returned for "),
+        "{lines:?}"
+    );
+    assert_eq!(
+        a.not_ready(window),
+        Vec::<String>::new(),
+        "not yet stuck now"
+    );
+    go.send(()).unwrap();
+    assert!(emitting.await.unwrap().is_ok());
+    assert_eq!(a.not_ready_at(window, later()), Vec::<String>::new());
+}

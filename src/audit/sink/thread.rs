@@ -309,6 +309,7 @@ impl<B: LineBackend> Writer<B> {
     /// answer every waiter: an error for each event the failure lost.
     fn write_batch(&mut self) {
         let wants_sync = self.durable && self.acks.iter().any(Option::is_some);
+        self.counters.health.writing();
         let result = self.backend.write(&self.events, wants_sync);
         answer(
             self.events.len(),

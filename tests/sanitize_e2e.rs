@@ -1761,3 +1761,62 @@ async fn annotating_a_pod_is_judged_only_for_the_annotations_pod_security_reads(
     )
     .await;
 }
+
+/// The review's root pod (`runAsUser: 0`) claiming a user namespace, otherwise restricted.
+fn root_in_a_user_namespace(name: &str) -> Value {
+    pod(
+        name,
+        json!({
+            "hostUsers": false,
+            "securityContext": {"runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "c", "image": "busybox", "securityContext": {
+                "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]
+        }),
+    )
+}
+
+/// `hostUsers: false` exempts a pod from restricted's `runAsNonRoot` / `runAsUser` (v1.35
+/// rules) only when the operator says the API server keeps the field
+/// (`pod_security.user_namespaces: true`): with `UserNamespacesSupport` off it drops the field
+/// and the pod would run as root in the host user namespace. By default: refused, unsent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_users_false_exempts_only_where_user_namespaces_are_on() {
+    let env = Env::start().await;
+    let s = refused(
+        &env,
+        json_req(
+            "POST",
+            "/api/v1/namespaces/team-a/pods",
+            "application/json",
+            &root_in_a_user_namespace("r"),
+        ),
+        403,
+        "Forbidden",
+    )
+    .await;
+    assert!(
+        message(&s).starts_with("pods \"r\" is forbidden: violates PodSecurity \"restricted:latest\": runAsNonRoot != true"),
+        "{s}"
+    );
+    assert!(has_cause(&s, "spec.securityContext.runAsUser"), "{s}");
+    drop(env);
+
+    let env = Env::start_with(|c| {
+        *c = c.replace(
+            "  pod_security:\n",
+            "  pod_security:\n    user_namespaces: true\n",
+        );
+    })
+    .await;
+    let (_, sent) = accepted(
+        &env,
+        json_req(
+            "POST",
+            "/api/v1/namespaces/team-a/pods",
+            "application/json",
+            &root_in_a_user_namespace("r"),
+        ),
+    )
+    .await;
+    assert_eq!(sent["spec"]["hostUsers"], false);
+}

@@ -19,7 +19,12 @@
 //! * Windows pods (`spec.os.name: windows`) exempt from allowPrivilegeEscalation,
 //!   seccompProfile_restricted and capabilities_restricted from their 1.25 revisions;
 //! * 1.35 revisions: procMount (baseline) allows any value when `spec.hostUsers: false`,
-//!   runAsNonRoot and runAsUser are not checked when `spec.hostUsers: false`.
+//!   runAsNonRoot and runAsUser are not checked when `spec.hostUsers: false` — only where the
+//!   policy trusts `hostUsers` ([`Policy::user_namespaces`], config
+//!   `sanitize.pod_security.user_namespaces`). Otherwise the pod is judged as if `hostUsers`
+//!   were absent: an API server with the `UserNamespacesSupport` gate off drops the field
+//!   before PodSecurity admission (`pkg/api/pod/util.go` `dropDisabledFields`), so the pod
+//!   would run as root in the host user namespace.
 
 use serde_json::Value;
 
@@ -53,6 +58,8 @@ pub(crate) fn check_into(policy: &Policy, pod: &PodSpecRef<'_>, out: &mut Vec<Vi
         out,
     };
     let level = policy.level;
+    // `hostUsers: false` counts only where the API server keeps it (see the module doc).
+    let trusts_userns = policy.user_namespaces();
     let v = policy.rules();
     let resolved = versions::resolve(level, v);
     let rev = |id: &str| resolved.get(id);
@@ -84,7 +91,7 @@ pub(crate) fn check_into(policy: &Policy, pod: &PodSpecRef<'_>, out: &mut Vec<Vi
         ck.se_linux_options(r);
     }
     if let Some(r) = rev("procMount") {
-        ck.proc_mount("procMount", r >= 35);
+        ck.proc_mount("procMount", r >= 35 && trusts_userns);
     }
     match rev("seccompProfile_baseline") {
         Some(r) if r >= 19 => ck.seccomp_baseline(),
@@ -102,7 +109,7 @@ pub(crate) fn check_into(policy: &Policy, pod: &PodSpecRef<'_>, out: &mut Vec<Vi
     }
     // The 1.25 revisions exempt Windows pods; the 1.35 revisions user-namespaced pods.
     let windows = ck.is_windows();
-    let userns = ck.host_users_false();
+    let userns = trusts_userns && ck.host_users_false();
     if rev("restrictedVolumes").is_some() {
         ck.restricted_volumes();
     }

@@ -381,6 +381,7 @@ fn baseline_checks_violating_and_compliant() {
             ctr(&b, json!({"securityContext": {"procMount": "Default"}})),
             &[],
         ),
+        // `hostUsers` is not trusted by default (`user_namespaces` off): judged as absent.
         case(
             "procMount userns at latest",
             bl,
@@ -389,7 +390,7 @@ fn baseline_checks_violating_and_compliant() {
                 ctr(&b, json!({"securityContext": {"procMount": "Unmasked"}})),
                 &json!({"spec": {"hostUsers": false}}),
             ),
-            &[],
+            &[("procMount", "spec.containers[0].securityContext.procMount")],
         ),
         case(
             "procMount userns before 1.35",
@@ -616,12 +617,20 @@ fn restricted_checks_violating_and_compliant() {
             ),
             &[],
         ),
+        // `hostUsers` is not trusted by default (`user_namespaces` off): judged as absent.
         case(
             "runAsNonRoot userns exception",
             rs,
             L,
             json!({"spec": {"hostUsers": false, "securityContext": {"runAsNonRoot": false, "runAsUser": 0}}}),
-            &[],
+            &[
+                ("runAsNonRoot", "spec.securityContext.runAsNonRoot"),
+                (
+                    "runAsNonRoot",
+                    "spec.containers[0].securityContext.runAsNonRoot",
+                ),
+                ("runAsUser", "spec.securityContext.runAsUser"),
+            ],
         ),
         case(
             "runAsNonRoot userns before 1.35",
@@ -1261,7 +1270,8 @@ fn parse_level_and_version() {
 }
 
 /// A policy capped at the API server's version (`latest_version`) runs that version's rules
-/// but keeps the name written: `hostUsers: false` relaxes `runAsNonRoot` only from v1.35.
+/// but keeps the name written: `hostUsers: false` relaxes `runAsNonRoot` only from v1.35
+/// (and only where the cluster's user namespaces are trusted).
 #[test]
 fn a_capped_policy_runs_older_rules_under_its_own_name() {
     let pod = with(
@@ -1277,7 +1287,9 @@ fn a_capped_policy_runs_older_rules_under_its_own_name() {
             .collect()
     };
     assert_eq!(checks(&capped), ["runAsNonRoot"]);
-    assert!(checks(&Policy::latest(Level::Restricted)).is_empty());
+    let mut uncapped_userns = Policy::latest(Level::Restricted);
+    uncapped_userns.trust_host_users(true);
+    assert!(checks(&uncapped_userns).is_empty());
     assert_eq!(capped.version.to_string(), "latest");
     assert_eq!(capped.rules(), Version::V1(34));
     // A pin older than the cap stays as it is; `latest` as the cap caps nothing.
@@ -1287,6 +1299,62 @@ fn a_capped_policy_runs_older_rules_under_its_own_name() {
     let mut uncapped = Policy::latest(Level::Restricted);
     uncapped.cap_latest(Version::Latest);
     assert_eq!(uncapped.rules(), Version::Latest);
+}
+
+/// `hostUsers: false` relaxes the v1.35 rules only when the operator says the API server keeps
+/// the field (`user_namespaces`); otherwise the pod is judged as if it were absent, as
+/// PodSecurity judges it after `dropDisabledFields` removed it (UserNamespacesSupport off).
+#[test]
+fn host_users_is_trusted_only_with_user_namespaces() {
+    // The review's pod: restricted in every other respect, root, claiming a user namespace.
+    let root = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "r"},
+        "spec": {
+            "hostUsers": false,
+            "securityContext": {"runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "c", "image": "busybox", "securityContext": {
+                "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]
+        }
+    });
+    let unmasked = with(
+        ctr(
+            &baseline_pod(),
+            json!({"securityContext": {"procMount": "Unmasked"}}),
+        ),
+        &json!({"spec": {"hostUsers": false}}),
+    );
+    let ids = |p: &Policy, obj: &Value| -> Vec<&'static str> {
+        check_object(p, "", "pods", obj)
+            .into_iter()
+            .map(|v| v.check)
+            .collect()
+    };
+    for version in [L, Version::V1(35), Version::V1(37)] {
+        let mut trusting = Policy::new(Level::Restricted, version);
+        trusting.trust_host_users(true);
+        let mut trusting_baseline = Policy::new(Level::Baseline, version);
+        trusting_baseline.trust_host_users(true);
+        // Default (user namespaces not known to be on): refused, as kube-apiserver would.
+        let strict = Policy::new(Level::Restricted, version);
+        assert!(!strict.user_namespaces());
+        assert_eq!(
+            ids(&strict, &root),
+            ["runAsNonRoot", "runAsUser"],
+            "{version}"
+        );
+        assert_eq!(
+            ids(&Policy::new(Level::Baseline, version), &unmasked),
+            ["procMount"],
+            "{version}"
+        );
+        // Trusted: the v1.35 exemptions apply.
+        assert!(ids(&trusting, &root).is_empty(), "{version}");
+        assert!(ids(&trusting_baseline, &unmasked).is_empty(), "{version}");
+    }
+    // Before v1.35 nothing is relaxed either way.
+    let mut old = Policy::new(Level::Restricted, Version::V1(34));
+    old.trust_host_users(true);
+    assert_eq!(ids(&old, &root), ["runAsNonRoot", "runAsUser"]);
 }
 
 #[test]

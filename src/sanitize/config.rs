@@ -503,7 +503,7 @@ mod tests {
         let m = s.modes_for("any", None);
         let versions: Vec<pss::Version> = [m.enforce, m.warn, m.audit]
             .into_iter()
-            .map(|p| p.unwrap().rules())
+            .map(|p| p.first().unwrap().rules())
             .collect();
         assert_eq!(
             versions,
@@ -515,7 +515,7 @@ mod tests {
         );
         let named: Vec<String> = [m.enforce, m.warn, m.audit]
             .into_iter()
-            .map(|p| p.unwrap().version.to_string())
+            .map(|p| p.first().unwrap().version.to_string())
             .collect();
         assert_eq!(named, ["latest", "v1.35", "v1.30"]);
         let got = problems("pod_security: {latest_version: latest}\n");
@@ -534,8 +534,8 @@ mod tests {
         let trusted = |s: &Sanitizer, ns: &str, tenant: Option<&str>| -> Vec<bool> {
             let m = s.modes_for(ns, tenant);
             [m.enforce, m.warn, m.audit]
-                .into_iter()
-                .flatten()
+                .iter()
+                .flat_map(|p| p.iter())
                 .map(|p| p.user_namespaces())
                 .collect()
         };
@@ -544,7 +544,8 @@ mod tests {
         assert_eq!(trusted(&off, "x", None), [false, false, false]);
         let on = build_yaml(&format!("pod_security:\n  user_namespaces: true\n{body}"));
         assert_eq!(trusted(&on, "x", None), [true, true, true]);
-        assert_eq!(trusted(&on, "a", Some("t")), [true, true, true]);
+        // The namespace's and the tenant's enforce policies, the defaults' warn and audit.
+        assert_eq!(trusted(&on, "a", Some("t")), [true, true, true, true]);
         assert!(
             problems("pod_security: {user_namespaces: true, latest_version: v1.35}\n").is_empty()
         );

@@ -1891,3 +1891,44 @@ async fn a_tenant_s_old_higher_level_does_not_replace_the_namespace_s() {
         "{event}"
     );
 }
+
+/// With `latest_version` below v1.27 the API server copies the legacy seccomp annotations into
+/// unset `seccompProfile` fields before PodSecurity judges the pod: a container annotated
+/// `unconfined` in a pod whose pod-level profile is `RuntimeDefault` would run unconfined.
+/// Refused (403), never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_seccomp_annotations_are_judged_where_the_api_server_copies_them() {
+    let env = Env::start_with(|c| {
+        *c = c.replace(
+            "  pod_security:\n",
+            "  pod_security:\n    latest_version: v1.26\n",
+        );
+    })
+    .await;
+    let mut obj = pod("legacy-seccomp", good_spec());
+    obj["metadata"]["annotations"] =
+        json!({"container.seccomp.security.alpha.kubernetes.io/c": "unconfined"});
+    let s = refused(
+        &env,
+        json_req(
+            "POST",
+            "/api/v1/namespaces/team-a/pods",
+            "application/json",
+            &obj,
+        ),
+        403,
+        "Forbidden",
+    )
+    .await;
+    assert!(
+        message(&s).contains("violates PodSecurity \"restricted:latest\": seccompProfile (container \"c\" must not set securityContext.seccompProfile.type to \"Unconfined\")"),
+        "{s}"
+    );
+    assert!(
+        has_cause(
+            &s,
+            "metadata.annotations[container.seccomp.security.alpha.kubernetes.io/c]"
+        ),
+        "{s}"
+    );
+}

@@ -184,6 +184,16 @@ impl Policy {
         self.user_namespaces
     }
 
+    /// Whether the API server this policy stands for copies the legacy seccomp annotations
+    /// into unset `seccompProfile` fields of a new pod before PodSecurity admission sees it:
+    /// API servers 1.19 to 1.26 (`applySeccompVersionSkew`, called from the pod strategy's
+    /// `PrepareForCreate` in `pkg/registry/core/pod/strategy.go`; removed in 1.27 by
+    /// kubernetes PR #114947). Known only from `latest_version`: without it the proxy's own
+    /// newest rules, and no copy, are assumed.
+    pub fn api_server_copies_seccomp_annotations(self) -> bool {
+        matches!(self.cap, Some(n) if (19..27).contains(&n))
+    }
+
     /// The version whose rules apply: the written one, held to the cap.
     pub fn rules(self) -> Version {
         match (self.version, self.cap) {

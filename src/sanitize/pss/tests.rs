@@ -1357,6 +1357,150 @@ fn host_users_is_trusted_only_with_user_namespaces() {
     assert_eq!(ids(&old, &root), ["runAsNonRoot", "runAsUser"]);
 }
 
+/// An API server 1.19–1.26 (`latest_version`) copies the legacy seccomp annotations into unset
+/// `seccompProfile` fields before PodSecurity judges a new pod (`applySeccompVersionSkew`), so
+/// such an annotation is judged as the field it becomes; from 1.27 (and without
+/// `latest_version`) it is not copied and only the fields count.
+#[test]
+fn legacy_seccomp_annotations_count_where_the_api_server_copies_them() {
+    let at = |level: Level, server: Option<u64>| {
+        let mut p = Policy::latest(level);
+        if let Some(n) = server {
+            p.cap_latest(Version::V1(n));
+        }
+        p
+    };
+    let annotated = |base: Value, annotations: Value| {
+        with(base, &json!({"metadata": {"annotations": annotations}}))
+    };
+    let found = |p: &Policy, obj: &Value| -> Vec<(&'static str, String, String)> {
+        check_object(p, "", "pods", obj)
+            .into_iter()
+            .map(|v| (v.check, v.field, v.message))
+            .collect()
+    };
+    const POD: &str = "seccomp.security.alpha.kubernetes.io/pod";
+    const APP: &str = "container.seccomp.security.alpha.kubernetes.io/app";
+
+    // Baseline: `unconfined` beside an unset field is `Unconfined`.
+    let pod_unconfined = annotated(baseline_pod(), json!({POD: "unconfined"}));
+    let ctr_unconfined = annotated(baseline_pod(), json!({APP: "unconfined"}));
+    for server in [19, 22, 26] {
+        assert_eq!(
+            found(&at(Level::Baseline, Some(server)), &pod_unconfined),
+            [(
+                "seccompProfile_baseline",
+                format!("metadata.annotations[{POD}]"),
+                "seccompProfile (pod must not set securityContext.seccompProfile.type to \"Unconfined\")".to_owned()
+            )],
+            "v1.{server}"
+        );
+        assert_eq!(
+            found(&at(Level::Baseline, Some(server)), &ctr_unconfined),
+            [(
+                "seccompProfile_baseline",
+                format!("metadata.annotations[{APP}]"),
+                "seccompProfile (container \"app\" must not set securityContext.seccompProfile.type to \"Unconfined\")".to_owned()
+            )],
+            "v1.{server}"
+        );
+    }
+    // Not copied from 1.27, nor where the API server's version is not known.
+    for server in [Some(27), Some(30), None] {
+        assert!(found(&at(Level::Baseline, server), &pod_unconfined).is_empty());
+        assert!(found(&at(Level::Baseline, server), &ctr_unconfined).is_empty());
+    }
+    // A set field is not overwritten: the annotation is not copied (and the API server's
+    // validation refuses the mismatch).
+    let field_set = annotated(
+        with(
+            baseline_pod(),
+            &json!({"spec": {"securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}}}),
+        ),
+        json!({POD: "unconfined"}),
+    );
+    assert!(found(&at(Level::Baseline, Some(26)), &field_set).is_empty());
+    // Baseline refuses only what becomes `Unconfined`.
+    let other = annotated(
+        baseline_pod(),
+        json!({POD: "bogus", APP: "runtime/default"}),
+    );
+    assert!(found(&at(Level::Baseline, Some(26)), &other).is_empty());
+
+    // Restricted: the review's bypass — a pod-level profile, a container annotation `unconfined`.
+    let r = at(Level::Restricted, Some(26));
+    let bypass = annotated(restricted_pod(), json!({APP: "unconfined"}));
+    assert_eq!(
+        found(&r, &bypass),
+        [(
+            "seccompProfile_restricted",
+            format!("metadata.annotations[{APP}]"),
+            "seccompProfile (container \"app\" must not set securityContext.seccompProfile.type to \"Unconfined\")".to_owned()
+        )]
+    );
+    assert!(found(&at(Level::Restricted, Some(27)), &bypass).is_empty());
+    assert!(found(&Policy::latest(Level::Restricted), &bypass).is_empty());
+    // Anything that would not become RuntimeDefault / Localhost is refused at restricted.
+    for value in ["bogus", "localhost/", ""] {
+        let obj = annotated(restricted_pod(), json!({APP: value}));
+        assert_eq!(
+            found(&r, &obj),
+            [(
+                "seccompProfile_restricted",
+                format!("metadata.annotations[{APP}]"),
+                format!("seccompProfile (forbidden annotation {APP}={value:?})")
+            )],
+            "{value:?}"
+        );
+    }
+    for value in ["runtime/default", "docker/default", "localhost/p.json"] {
+        let obj = annotated(restricted_pod(), json!({APP: value}));
+        assert!(found(&r, &obj).is_empty(), "{value:?}");
+    }
+    // A pod-level `unconfined` is refused even where every container sets a profile.
+    let mut pod_level = annotated(restricted_pod(), json!({POD: "unconfined"}));
+    pod_level["spec"]["securityContext"]["seccompProfile"] = Value::Null;
+    pod_level["spec"]["containers"][0]["securityContext"]["seccompProfile"] =
+        json!({"type": "RuntimeDefault"});
+    assert_eq!(
+        found(&r, &pod_level)
+            .into_iter()
+            .map(|(c, f, _)| (c, f))
+            .collect::<Vec<_>>(),
+        [(
+            "seccompProfile_restricted",
+            format!("metadata.annotations[{POD}]")
+        )]
+    );
+    // An allowed annotation is not counted as a profile (stricter than that API server, as
+    // before): the container must still set one.
+    let mut credited = annotated(restricted_pod(), json!({POD: "runtime/default"}));
+    credited["spec"]["securityContext"]["seccompProfile"] = Value::Null;
+    assert_eq!(
+        found(&r, &credited)
+            .into_iter()
+            .map(|(c, f, _)| (c, f))
+            .collect::<Vec<_>>(),
+        [(
+            "seccompProfile_restricted",
+            "spec.containers[0].securityContext.seccompProfile.type".to_owned()
+        )]
+    );
+    // Templates: the annotations of the template's metadata.
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"template": {
+            "metadata": {"annotations": {APP: "unconfined"}},
+            "spec": restricted_pod()["spec"].clone()
+        }}
+    });
+    let got: Vec<String> = check_object(&r, "apps", "deployments", &deployment)
+        .into_iter()
+        .map(|v| v.field)
+        .collect();
+    assert_eq!(got, [format!("spec.template.metadata.annotations[{APP}]")]);
+}
+
 #[test]
 fn malformed_input_never_panics() {
     let junk = [

@@ -1761,3 +1761,174 @@ async fn annotating_a_pod_is_judged_only_for_the_annotations_pod_security_reads(
     )
     .await;
 }
+
+/// The review's root pod (`runAsUser: 0`) claiming a user namespace, otherwise restricted.
+fn root_in_a_user_namespace(name: &str) -> Value {
+    pod(
+        name,
+        json!({
+            "hostUsers": false,
+            "securityContext": {"runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "c", "image": "busybox", "securityContext": {
+                "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]
+        }),
+    )
+}
+
+/// `hostUsers: false` exempts a pod from restricted's `runAsNonRoot` / `runAsUser` (v1.35
+/// rules) only when the operator says the API server keeps the field
+/// (`pod_security.user_namespaces: true`): with `UserNamespacesSupport` off it drops the field
+/// and the pod would run as root in the host user namespace. By default: refused, unsent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_users_false_exempts_only_where_user_namespaces_are_on() {
+    let env = Env::start().await;
+    let s = refused(
+        &env,
+        json_req(
+            "POST",
+            "/api/v1/namespaces/team-a/pods",
+            "application/json",
+            &root_in_a_user_namespace("r"),
+        ),
+        403,
+        "Forbidden",
+    )
+    .await;
+    assert!(
+        message(&s).starts_with("pods \"r\" is forbidden: violates PodSecurity \"restricted:latest\": runAsNonRoot != true"),
+        "{s}"
+    );
+    assert!(has_cause(&s, "spec.securityContext.runAsUser"), "{s}");
+    drop(env);
+
+    let env = Env::start_with(|c| {
+        *c = c.replace(
+            "  pod_security:\n",
+            "  pod_security:\n    user_namespaces: true\n",
+        );
+    })
+    .await;
+    let (_, sent) = accepted(
+        &env,
+        json_req(
+            "POST",
+            "/api/v1/namespaces/team-a/pods",
+            "application/json",
+            &root_in_a_user_namespace("r"),
+        ),
+    )
+    .await;
+    assert_eq!(sent["spec"]["hostUsers"], false);
+}
+
+/// A namespace's Pod Security policy and a tenant's both bind: team-a's `baseline:latest` is not
+/// replaced by the tenant's higher but older `restricted:v1.18`, which reads seccomp only from
+/// the annotations and has no host-probe check. Refused (403, naming the policy that refused,
+/// in the response and the audit event), never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_s_old_higher_level_does_not_replace_the_namespace_s() {
+    let env = Env::start_with(|c| {
+        *c = c
+            .replace(
+                "      team-a: {enforce: restricted}\n",
+                "      team-a: {enforce: baseline}\n",
+            )
+            .replace(
+                "      team-b: {enforce: baseline, warn: restricted}\n",
+                "      team-b: {enforce: baseline, warn: restricted}\n    tenants:\n      team-a: {enforce: restricted, enforce_version: v1.18}\n",
+            );
+    })
+    .await;
+    let pem = std::fs::read_to_string(env.files.dir.join("jwt-signing.key")).unwrap();
+    let now = jwt::now();
+    let alice = jwt::Forge::from_pem(&pem, "demo-1").token(&json!({
+        "iss": "https://portcullis-demo.local", "aud": "portcullis", "sub": "alice",
+        "groups": ["tenant:team-a"], "iat": now, "nbf": now, "exp": now + 600}));
+    let mut spec = good_spec();
+    spec["securityContext"]["seccompProfile"] = json!({"type": "Unconfined"});
+    spec["containers"][0]["livenessProbe"] =
+        json!({"httpGet": {"host": "169.254.169.254", "port": 80, "path": "/"}});
+    let s = refused_as(
+        &env,
+        json_req(
+            "POST",
+            "/api/v1/namespaces/team-a/pods",
+            "application/json",
+            &pod("contractor", spec),
+        ),
+        Some(&alice),
+        403,
+        "Forbidden",
+    )
+    .await;
+    assert!(
+        message(&s).starts_with(
+            "pods \"contractor\" is forbidden: violates PodSecurity \"baseline:latest\": probe or lifecycle host"
+        ),
+        "{s}"
+    );
+    assert!(
+        has_cause(&s, "spec.securityContext.seccompProfile.type"),
+        "{s}"
+    );
+    assert!(
+        has_cause(&s, "spec.containers[0].livenessProbe.httpGet.host"),
+        "{s}"
+    );
+    // The audit event names the policy that refused, as the message does.
+    let log = std::fs::read_to_string(env.files.dir.join("audit.log")).unwrap();
+    let event: Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| {
+            e["stage"] == "ResponseComplete"
+                && e["objectRef"]["name"] == "contractor"
+                && e["responseStatus"]["code"] == 403
+        })
+        .expect("the refusal's audit event");
+    assert_eq!(
+        event["annotations"]["pod-security.kubernetes.io/enforce-policy"], "baseline:latest",
+        "{event}"
+    );
+}
+
+/// With `latest_version` below v1.27 the API server copies the legacy seccomp annotations into
+/// unset `seccompProfile` fields before PodSecurity judges the pod: a container annotated
+/// `unconfined` in a pod whose pod-level profile is `RuntimeDefault` would run unconfined.
+/// Refused (403), never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_seccomp_annotations_are_judged_where_the_api_server_copies_them() {
+    let env = Env::start_with(|c| {
+        *c = c.replace(
+            "  pod_security:\n",
+            "  pod_security:\n    latest_version: v1.26\n",
+        );
+    })
+    .await;
+    let mut obj = pod("legacy-seccomp", good_spec());
+    obj["metadata"]["annotations"] =
+        json!({"container.seccomp.security.alpha.kubernetes.io/c": "unconfined"});
+    let s = refused(
+        &env,
+        json_req(
+            "POST",
+            "/api/v1/namespaces/team-a/pods",
+            "application/json",
+            &obj,
+        ),
+        403,
+        "Forbidden",
+    )
+    .await;
+    assert!(
+        message(&s).contains("violates PodSecurity \"restricted:latest\": seccompProfile (container \"c\" must not set securityContext.seccompProfile.type to \"Unconfined\")"),
+        "{s}"
+    );
+    assert!(
+        has_cause(
+            &s,
+            "metadata.annotations[container.seccomp.security.alpha.kubernetes.io/c]"
+        ),
+        "{s}"
+    );
+}

@@ -22,6 +22,9 @@
 //!   pod_security:
 //!     latest_version: v1.32          # what `latest` means: the API server's version (default:
 //!                                    # the newest rules the proxy knows, v1.37)
+//!     user_namespaces: false         # true only when the API server keeps `hostUsers`
+//!                                    # (`UserNamespacesSupport` on): `hostUsers: false` then
+//!                                    # relaxes the v1.35 rules; false judges it as absent
 //!     defaults: {enforce: privileged}
 //!     namespaces:
 //!       team-a: {enforce: restricted}
@@ -38,7 +41,8 @@
 //! ```
 //!
 //! Rejects, each with its key path: unknown keys, zero or absurd caps, unknown Pod Security
-//! levels or versions, unknown verbs, malformed field paths.
+//! levels or versions, `user_namespaces: true` where `latest_version` is older than v1.35 (no
+//! rule it relaxes runs there), unknown verbs, malformed field paths.
 
 use std::collections::BTreeMap;
 
@@ -115,6 +119,13 @@ pub struct PodSecurityConfig {
     /// proxy knows.
     #[serde(default)]
     pub latest_version: Option<String>,
+    /// Whether the API server runs with user namespaces on (the `UserNamespacesSupport`
+    /// feature gate, on by default from 1.33): only then does it keep `spec.hostUsers`, and only
+    /// then may `hostUsers: false` relax the v1.35 rules (`runAsNonRoot`, `runAsUser`, baseline
+    /// `procMount`). Default false: the API server drops the field when the gate is off and
+    /// PodSecurity judges the pod without it, so the proxy does too (fail closed).
+    #[serde(default)]
+    pub user_namespaces: bool,
     #[serde(default)]
     pub defaults: ModesConfig,
     #[serde(default)]
@@ -290,6 +301,17 @@ fn pod_security(
             pss::Version::Latest
         }
     };
+    // The relaxation is a v1.35 rule: under an older `latest_version` every policy is held to
+    // older rules, so the key would promise something that never happens.
+    if ps.user_namespaces && !latest.at_least(35) {
+        problem(
+            format!("{path}.user_namespaces"),
+            format!(
+                "has no effect: `hostUsers: false` relaxes Pod Security only from v1.35, and latest_version is {latest}"
+            ),
+            "remove user_namespaces, or set latest_version to the API server's version if it is v1.35 or later",
+        );
+    }
     let mut problem = |at: String, message: String, hint: &str| problem(at, message, hint);
     let mut modes = |m: &ModesConfig, at: &str| {
         let mut out = modes(m, at, &mut problem);
@@ -298,6 +320,7 @@ fn pod_security(
             .flatten()
         {
             policy.cap_latest(latest);
+            policy.trust_host_users(ps.user_namespaces);
         }
         out
     };
@@ -480,7 +503,7 @@ mod tests {
         let m = s.modes_for("any", None);
         let versions: Vec<pss::Version> = [m.enforce, m.warn, m.audit]
             .into_iter()
-            .map(|p| p.unwrap().rules())
+            .map(|p| p.first().unwrap().rules())
             .collect();
         assert_eq!(
             versions,
@@ -492,10 +515,45 @@ mod tests {
         );
         let named: Vec<String> = [m.enforce, m.warn, m.audit]
             .into_iter()
-            .map(|p| p.unwrap().version.to_string())
+            .map(|p| p.first().unwrap().version.to_string())
             .collect();
         assert_eq!(named, ["latest", "v1.35", "v1.30"]);
         let got = problems("pod_security: {latest_version: latest}\n");
         assert_eq!(got[0].0, "sanitize.pod_security.latest_version", "{got:?}");
+    }
+
+    /// `user_namespaces` (default false) is what lets `hostUsers: false` relax the v1.35 rules;
+    /// it reaches every mode of every entry, and is refused where no such rule can run.
+    #[test]
+    fn user_namespaces_defaults_off_and_reaches_every_policy() {
+        let build_yaml = |yaml: &str| {
+            let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
+            let cfg: SanitizeConfig = serde_path_to_error::deserialize(v).unwrap();
+            build(&cfg, "sanitize").unwrap()
+        };
+        let trusted = |s: &Sanitizer, ns: &str, tenant: Option<&str>| -> Vec<bool> {
+            let m = s.modes_for(ns, tenant);
+            [m.enforce, m.warn, m.audit]
+                .iter()
+                .flat_map(|p| p.iter())
+                .map(|p| p.user_namespaces())
+                .collect()
+        };
+        let body = "  defaults: {enforce: restricted, warn: restricted, audit: baseline}\n  namespaces: {a: {enforce: baseline}}\n  tenants: {t: {enforce: restricted}}\n";
+        let off = build_yaml(&format!("pod_security:\n{body}"));
+        assert_eq!(trusted(&off, "x", None), [false, false, false]);
+        let on = build_yaml(&format!("pod_security:\n  user_namespaces: true\n{body}"));
+        assert_eq!(trusted(&on, "x", None), [true, true, true]);
+        // The namespace's and the tenant's enforce policies, the defaults' warn and audit.
+        assert_eq!(trusted(&on, "a", Some("t")), [true, true, true, true]);
+        assert!(
+            problems("pod_security: {user_namespaces: true, latest_version: v1.35}\n").is_empty()
+        );
+        let got = problems("pod_security: {user_namespaces: true, latest_version: v1.34}\n");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, "sanitize.pod_security.user_namespaces", "{got:?}");
+        assert!(got[0].1.contains("v1.34"), "{got:?}");
+        let got = problems("pod_security: {user_namespaces: maybe}\n");
+        assert_eq!(got[0].0, "pod_security.user_namespaces", "{got:?}");
     }
 }

@@ -5,8 +5,9 @@
 //! strict parse, Pod Security, field rules). On the way in it replaces the request body with
 //! the canonical bytes of what was judged; on the way out it adds its `Warning: 299` headers
 //! (Pod Security warn mode, stripped fields). It tells the audit record what it did
-//! (`portcullis.io/sanitize`, `pod-security.kubernetes.io/enforce-policy` and
-//! `audit-violations`, `requestObject` when the policy keeps bodies) and counts
+//! (`portcullis.io/sanitize`, `pod-security.kubernetes.io/enforce-policy` — the policy that
+//! refused, else every enforced one — and `audit-violations`, `requestObject` when the policy
+//! keeps bodies) and counts
 //! `portcullis_pod_security_violating_requests{mode}`.
 
 use std::{
@@ -309,6 +310,12 @@ impl SanitizeLayer {
                 if let Some(b) = body {
                     r.request_object(b);
                 }
+                // A Pod Security refusal names the policy that refused, as its message does
+                // (where a namespace's and a tenant's both apply, that is one of the two).
+                let policy = match &refusal {
+                    Refusal::PodSecurity(d) => Some(d.policy.clone()),
+                    _ => policy,
+                };
                 if let Some(p) = policy {
                     r.annotate("pod-security.kubernetes.io/enforce-policy", p);
                 }
@@ -367,7 +374,9 @@ impl SanitizeLayer {
     }
 }
 
-/// `level:version` of the enforced Pod Security policy for this write, if any.
+/// `level:version` of the enforced Pod Security policy for this write, if any; where a
+/// namespace's and a tenant's policy both apply, both, the stricter level first
+/// (`restricted:v1.18, baseline:latest`).
 fn pss_policy(s: &Sanitizer, info: &RequestInfo, id: &Identity) -> Option<String> {
     super::pss::PodBearing::from_group_resource(
         &info.api_group,
@@ -375,7 +384,7 @@ fn pss_policy(s: &Sanitizer, info: &RequestInfo, id: &Identity) -> Option<String
     )?;
     s.modes_for(&info.namespace, id.tenant.as_deref())
         .enforce
-        .map(|p| format!("{}:{}", p.level, p.version))
+        .names()
 }
 
 #[cfg(test)]

@@ -3,8 +3,13 @@
 //!
 //! Pod Security resolution, mode by mode (enforce, warn, audit): the namespace's entry if it
 //! sets that mode, else `defaults`; then, if the caller's tenant has an entry setting that mode,
-//! the **stricter** of the two levels applies (a tenant's floor follows it into every namespace
-//! it may write to, and a namespace's floor binds every tenant in it).
+//! **both** apply (a tenant's floor follows it into every namespace it may write to, and a
+//! namespace's floor binds every tenant in it): a pod must pass each enforced policy, and warn
+//! and audit report what either finds. Comparing levels alone would not do: a higher level
+//! pinned to an old version (`restricted` at `v1.18`: seccomp read from annotations only, no
+//! host-probe check) lets through what a lower level at `latest` refuses. The two are kept in
+//! order, the stricter level first (on a tie the namespace's), which is the one a refusal names
+//! when both are violated ([`Policies`]).
 
 use std::collections::BTreeMap;
 
@@ -36,6 +41,78 @@ impl Modes {
         [self.enforce, self.warn, self.audit]
             .iter()
             .flatten()
+            .any(|p| p.level != pss::Level::Privileged)
+    }
+}
+
+/// The policies one mode applies to a write: the namespace's (or `defaults`') and the caller's
+/// tenant's, each of which the pod must pass — the stricter level first (on a tie the
+/// namespace's), a policy equal to the first kept once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Policies {
+    first: Option<pss::Policy>,
+    second: Option<pss::Policy>,
+}
+
+impl Policies {
+    /// `base` (namespace or defaults) and `tenant`, ordered.
+    fn of(base: Option<pss::Policy>, tenant: Option<pss::Policy>) -> Self {
+        match (base, tenant) {
+            (Some(b), Some(t)) if b == t => Self::one(Some(b)),
+            (Some(b), Some(t)) if t.level > b.level => Self {
+                first: Some(t),
+                second: Some(b),
+            },
+            (Some(b), Some(t)) => Self {
+                first: Some(b),
+                second: Some(t),
+            },
+            (b, t) => Self::one(b.or(t)),
+        }
+    }
+
+    fn one(p: Option<pss::Policy>) -> Self {
+        Self {
+            first: p,
+            second: None,
+        }
+    }
+
+    /// The policy a single-policy view names: the stricter level (what PodSecurity's
+    /// `enforce-policy` would name had only one applied).
+    pub fn first(&self) -> Option<pss::Policy> {
+        self.first
+    }
+
+    /// Every policy of this mode, in order.
+    pub fn iter(&self) -> impl Iterator<Item = pss::Policy> {
+        self.first.into_iter().chain(self.second)
+    }
+
+    /// `level:version` of each policy, in order, joined by `, ` (one name when one applies).
+    pub fn names(&self) -> Option<String> {
+        let names: Vec<String> = self
+            .iter()
+            .map(|p| format!("{}:{}", p.level, p.version))
+            .collect();
+        (!names.is_empty()).then(|| names.join(", "))
+    }
+}
+
+/// What each mode applies to one write ([`Sanitizer::modes_for`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub enforce: Policies,
+    pub warn: Policies,
+    pub audit: Policies,
+}
+
+impl Applied {
+    /// True when some mode checks anything.
+    pub fn any(&self) -> bool {
+        [self.enforce, self.warn, self.audit]
+            .iter()
+            .flat_map(Policies::iter)
             .any(|p| p.level != pss::Level::Privileged)
     }
 }
@@ -133,22 +210,19 @@ impl Sanitizer {
             .find(|r| matches(&r.group, &r.resources, info))
     }
 
-    /// The Pod Security modes for a write in `namespace` by a caller of `tenant`.
-    pub fn modes_for(&self, namespace: &str, tenant: Option<&str>) -> Modes {
+    /// The Pod Security policies each mode applies to a write in `namespace` by a caller of
+    /// `tenant`: the namespace's (or the defaults') and the tenant's, both (module doc).
+    pub fn modes_for(&self, namespace: &str, tenant: Option<&str>) -> Applied {
         let Some(ps) = &self.pod_security else {
-            return Modes::default();
+            return Applied::default();
         };
         let ns = ps.namespaces.get(namespace);
         let t = tenant.and_then(|t| ps.tenants.get(t));
         let pick = |f: fn(&Modes) -> Option<pss::Policy>| {
             let base = ns.and_then(f).or_else(|| f(&ps.defaults));
-            match (base, t.and_then(f)) {
-                (Some(b), Some(t)) if t.level > b.level => Some(t),
-                (Some(b), _) => Some(b),
-                (None, t) => t,
-            }
+            Policies::of(base, t.and_then(f))
         };
-        Modes {
+        Applied {
             enforce: pick(|m| m.enforce),
             warn: pick(|m| m.warn),
             audit: pick(|m| m.audit),
@@ -234,11 +308,69 @@ mod tests {
             }),
             ..Sanitizer::default()
         };
-        let lvl = |ns, t| s.modes_for(ns, t).enforce.map(|p| p.level);
+        let lvl = |ns, t| s.modes_for(ns, t).enforce.first().map(|p| p.level);
         assert_eq!(lvl("a", None), Some(Level::Baseline));
         assert_eq!(lvl("a", Some("t")), Some(Level::Restricted));
         assert_eq!(lvl("other", None), Some(Level::Privileged));
         assert_eq!(lvl("other", Some("t")), Some(Level::Restricted));
         assert_eq!(lvl("a", Some("unknown")), Some(Level::Baseline));
+    }
+
+    /// A namespace's policy and a tenant's both apply, whatever their levels: a higher level at
+    /// an old version does not replace a lower one at `latest` (the review's case).
+    #[test]
+    fn namespace_and_tenant_policies_both_apply() {
+        let p = |l: Level, v: pss::Version| Modes {
+            enforce: Some(Policy::new(l, v)),
+            warn: Some(Policy::new(l, v)),
+            ..Modes::default()
+        };
+        let s = Sanitizer {
+            pod_security: Some(PodSecurity {
+                defaults: Modes::default(),
+                namespaces: [
+                    (
+                        "team-a".to_string(),
+                        p(Level::Baseline, pss::Version::Latest),
+                    ),
+                    (
+                        "same".to_string(),
+                        p(Level::Restricted, pss::Version::V1(18)),
+                    ),
+                ]
+                .into(),
+                tenants: [(
+                    "contractors".to_string(),
+                    p(Level::Restricted, pss::Version::V1(18)),
+                )]
+                .into(),
+            }),
+            ..Sanitizer::default()
+        };
+        let names = |ns, t| {
+            let m = s.modes_for(ns, t);
+            (m.enforce.names(), m.warn.names(), m.audit.names())
+        };
+        assert_eq!(
+            names("team-a", Some("contractors")),
+            (
+                Some("restricted:v1.18, baseline:latest".to_string()),
+                Some("restricted:v1.18, baseline:latest".to_string()),
+                None
+            )
+        );
+        assert_eq!(names("team-a", None).0, Some("baseline:latest".to_string()));
+        assert_eq!(
+            names("elsewhere", Some("contractors")).0,
+            Some("restricted:v1.18".to_string())
+        );
+        // The same policy twice is one.
+        assert_eq!(
+            s.modes_for("same", Some("contractors"))
+                .enforce
+                .iter()
+                .count(),
+            1
+        );
     }
 }

@@ -41,6 +41,8 @@
 mod case;
 mod patch;
 mod reapply;
+#[cfg(test)]
+mod tests;
 pub(crate) use reapply::applied_entries;
 
 use case::case_variant_causes;
@@ -53,7 +55,7 @@ use serde_json::Value;
 use super::{
     fields::{self, pointer_tokens, relate, Relation},
     parse::{BodyKind, Parsed},
-    policy::{FieldRule, Modes, Sanitizer},
+    policy::{Applied, FieldRule, Sanitizer},
     pss::{self, PodBearing},
     token_secret::{self, TokenSecrets},
 };
@@ -304,7 +306,7 @@ pub fn judge(
     // 2. the object(s) to judge
     let modes = match kind {
         Some(_) => s.modes_for(&info.namespace, id.tenant.as_deref()),
-        None => Modes::default(),
+        None => Applied::default(),
     };
     let current_value = match &current {
         Current::Found(v) => Some(v),
@@ -543,10 +545,20 @@ fn field_denials(
 }
 
 /// Pod Security on the judged objects: enforce violations and case-variant keys become causes,
-/// warn violations a warning, audit violations an audit note. The enforced policy and its
-/// violations when it was violated.
+/// warn violations a warning, audit violations an audit note. The enforced policy the refusal
+/// names and its violations, when one was violated.
+///
+/// A mode may apply two policies (a namespace's and a tenant's, `policy.rs`): the pod must pass
+/// every enforced one. The refusal names the first violated, in [`Policies`] order (the stricter
+/// level first); each field a later policy finds and an earlier one did not is a cause too,
+/// worded with the later policy's name. Warn and audit report each policy as PodSecurity words
+/// one level (`would violate PodSecurity "<level>:<version>": …`); a later policy only when it
+/// finds a field the earlier ones did not (`restricted:latest` already reports every field
+/// `baseline:latest` would).
+///
+/// [`Policies`]: super::policy::Policies
 fn pod_security(
-    modes: Modes,
+    modes: Applied,
     info: &RequestInfo,
     judged: &[Cow<'_, Value>],
     causes: &mut Vec<StatusCause>,
@@ -581,9 +593,11 @@ fn pod_security(
         case_variant_causes(obj, causes);
     }
     let mut enforced = None;
-    if let Some(p) = modes.enforce {
+    // Fields an earlier policy of the mode already reported.
+    let mut reported: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for p in modes.enforce.iter() {
         let found = check(&p);
-        for v in &found {
+        for v in found.iter().filter(|v| !reported.contains(&v.field)) {
             causes.push(StatusCause {
                 reason: "FieldValueForbidden".into(),
                 message: format!(
@@ -593,7 +607,8 @@ fn pod_security(
                 field: v.field.clone(),
             });
         }
-        if !found.is_empty() {
+        reported.extend(found.iter().map(|v| v.field.clone()));
+        if !found.is_empty() && enforced.is_none() {
             enforced = Some((p, found));
         }
     }
@@ -606,16 +621,17 @@ fn pod_security(
             pss::forbidden_detail(found)
         )
     };
-    if let Some(p) = modes.warn {
-        let found = check(&p);
-        if !found.is_empty() {
-            out.warnings.push(would_violate(&p, &found));
-        }
-    }
-    if let Some(p) = modes.audit {
-        let found = check(&p);
-        if !found.is_empty() {
-            out.audit.push(would_violate(&p, &found));
+    for (policies, texts) in [
+        (modes.warn, &mut out.warnings),
+        (modes.audit, &mut out.audit),
+    ] {
+        let mut reported: std::collections::HashSet<String> = std::collections::HashSet::new();
+        for p in policies.iter() {
+            let found = check(&p);
+            if found.iter().any(|v| !reported.contains(&v.field)) {
+                texts.push(would_violate(&p, &found));
+            }
+            reported.extend(found.into_iter().map(|v| v.field));
         }
     }
     enforced

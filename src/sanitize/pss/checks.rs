@@ -11,7 +11,12 @@
 //! `seccompProfile_restricted` (from 1.19) `seccompProfile_baseline`, and
 //! `procMount_restricted` (from 1.35) `procMount`. Revisions that change a check's rule:
 //! * seccompProfile_baseline: the alpha `seccomp.security.alpha.kubernetes.io/*` annotations
-//!   before 1.19, the `seccompProfile.type` fields from 1.19;
+//!   before 1.19, the `seccompProfile.type` fields from 1.19 — and, where `latest_version` says
+//!   the API server is 1.19 to 1.26, the annotations as the fields that server copies them into
+//!   ([`Policy::api_server_copies_seccomp_annotations`]): an annotation beside an unset field
+//!   is judged as that field would be (`unconfined` as `Unconfined`; for restricted, any value
+//!   that would not become `RuntimeDefault` / `Localhost`). A value that would become an allowed
+//!   profile is not counted as setting one (stricter than that API server, as before);
 //! * seLinuxOptions: `container_engine_t` allowed from 1.31;
 //! * sysctls: the safe set grows at 1.27, 1.29, 1.32 and 1.37;
 //! * allowPrivilegeEscalation from 1.8; capabilities_restricted from 1.22; runAsUser from 1.23;
@@ -19,7 +24,12 @@
 //! * Windows pods (`spec.os.name: windows`) exempt from allowPrivilegeEscalation,
 //!   seccompProfile_restricted and capabilities_restricted from their 1.25 revisions;
 //! * 1.35 revisions: procMount (baseline) allows any value when `spec.hostUsers: false`,
-//!   runAsNonRoot and runAsUser are not checked when `spec.hostUsers: false`.
+//!   runAsNonRoot and runAsUser are not checked when `spec.hostUsers: false` — only where the
+//!   policy trusts `hostUsers` ([`Policy::user_namespaces`], config
+//!   `sanitize.pod_security.user_namespaces`). Otherwise the pod is judged as if `hostUsers`
+//!   were absent: an API server with the `UserNamespacesSupport` gate off drops the field
+//!   before PodSecurity admission (`pkg/api/pod/util.go` `dropDisabledFields`), so the pod
+//!   would run as root in the host user namespace.
 
 use serde_json::Value;
 
@@ -53,6 +63,8 @@ pub(crate) fn check_into(policy: &Policy, pod: &PodSpecRef<'_>, out: &mut Vec<Vi
         out,
     };
     let level = policy.level;
+    // `hostUsers: false` counts only where the API server keeps it (see the module doc).
+    let trusts_userns = policy.user_namespaces();
     let v = policy.rules();
     let resolved = versions::resolve(level, v);
     let rev = |id: &str| resolved.get(id);
@@ -84,10 +96,12 @@ pub(crate) fn check_into(policy: &Policy, pod: &PodSpecRef<'_>, out: &mut Vec<Vi
         ck.se_linux_options(r);
     }
     if let Some(r) = rev("procMount") {
-        ck.proc_mount("procMount", r >= 35);
+        ck.proc_mount("procMount", r >= 35 && trusts_userns);
     }
+    // An API server 1.19–1.26 turns the legacy annotations into the fields first.
+    let copied_seccomp = policy.api_server_copies_seccomp_annotations();
     match rev("seccompProfile_baseline") {
-        Some(r) if r >= 19 => ck.seccomp_baseline(),
+        Some(r) if r >= 19 => ck.seccomp_baseline(copied_seccomp),
         Some(_) => ck.seccomp_legacy_annotations(),
         None => {}
     }
@@ -102,7 +116,7 @@ pub(crate) fn check_into(policy: &Policy, pod: &PodSpecRef<'_>, out: &mut Vec<Vi
     }
     // The 1.25 revisions exempt Windows pods; the 1.35 revisions user-namespaced pods.
     let windows = ck.is_windows();
-    let userns = ck.host_users_false();
+    let userns = trusts_userns && ck.host_users_false();
     if rev("restrictedVolumes").is_some() {
         ck.restricted_volumes();
     }
@@ -123,7 +137,7 @@ pub(crate) fn check_into(policy: &Policy, pod: &PodSpecRef<'_>, out: &mut Vec<Vi
     }
     if let Some(r) = rev("seccompProfile_restricted") {
         if !(r >= 25 && windows) {
-            ck.seccomp_restricted();
+            ck.seccomp_restricted(copied_seccomp);
         }
     }
     if let Some(r) = rev("capabilities_restricted") {
@@ -249,6 +263,51 @@ impl<'p, 'a> Ck<'p, 'a> {
             .flatten()
     }
 
+    fn annotation(&self, key: &str) -> Option<&'a Value> {
+        self.pod
+            .metadata
+            .and_then(|m| m.get("annotations"))
+            .and_then(|a| a.get(key))
+    }
+
+    /// The legacy seccomp annotation `key` judged as the `seccompProfile.type` an API server
+    /// 1.19–1.26 copies it into when `who`'s field (`pod` or `container "c"`) is unset
+    /// (`SeccompFieldForAnnotation`, `pkg/api/pod/util.go`): `unconfined` becomes `Unconfined`,
+    /// forbidden at both levels; at `restricted` (`restricted_level`) any value that would not
+    /// become `RuntimeDefault` / `Localhost` is refused too (the API server's validation
+    /// refuses such values; the field would stay unset). True when a violation was reported.
+    fn copied_seccomp_annotation(
+        &mut self,
+        check: &'static str,
+        key: &str,
+        who: &str,
+        restricted_level: bool,
+    ) -> bool {
+        let Some(value) = self.annotation(key) else {
+            return false;
+        };
+        let copied = value.as_str().and_then(seccomp_type_for_annotation);
+        let forbidden = match copied {
+            Some(t) => t == "Unconfined",
+            None => restricted_level,
+        };
+        if !forbidden {
+            return false;
+        }
+        let message = match copied {
+            // PodSecurity on that API server sees the field, and words it so.
+            Some(t) => format!(
+                "seccompProfile ({who} must not set securityContext.seccompProfile.type to {t:?})"
+            ),
+            None => format!(
+                "seccompProfile (forbidden annotation {key}={:?})",
+                disp(value)
+            ),
+        };
+        self.push(check, self.annotation_path(key), message);
+        true
+    }
+
     fn annotation_path(&self, key: &str) -> String {
         format!("{}.annotations[{key}]", self.pod.metadata_prefix)
     }
@@ -286,6 +345,20 @@ impl<'p, 'a> Ck<'p, 'a> {
                 }
             }
         }
+    }
+}
+
+/// The `seccompProfile.type` an API server 1.19–1.26 copies a legacy seccomp annotation value
+/// into (`SeccompFieldForAnnotation`): none for a value it does not recognise (validation then
+/// refuses the pod) or `localhost/` without a profile name.
+fn seccomp_type_for_annotation(v: &str) -> Option<&'static str> {
+    match v {
+        "unconfined" => Some("Unconfined"),
+        "runtime/default" | "docker/default" => Some("RuntimeDefault"),
+        _ => v
+            .strip_prefix("localhost/")
+            .filter(|name| !name.is_empty())
+            .map(|_| "Localhost"),
     }
 }
 

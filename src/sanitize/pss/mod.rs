@@ -137,6 +137,12 @@ pub struct Policy {
     /// The newest rules to apply (`sanitize.pod_security.latest_version`): `None` for the
     /// proxy's newest.
     cap: Option<u64>,
+    /// Whether the API server keeps `spec.hostUsers` (`sanitize.pod_security.user_namespaces`):
+    /// only then may `hostUsers: false` relax the v1.35 rules. Off by default, failing closed:
+    /// with the `UserNamespacesSupport` gate off the API server drops the field before
+    /// PodSecurity admission sees the pod (`pkg/api/pod/util.go` `dropDisabledFields`), which
+    /// then runs as root in the host user namespace.
+    user_namespaces: bool,
 }
 
 impl Policy {
@@ -146,6 +152,7 @@ impl Policy {
             level,
             version,
             cap: None,
+            user_namespaces: false,
         }
     }
 
@@ -162,6 +169,29 @@ impl Policy {
         if let Version::V1(n) = newest {
             self.cap = Some(n);
         }
+    }
+
+    /// Trust `spec.hostUsers: false` (the cluster runs with user namespaces on): the v1.35
+    /// revisions of `procMount`, `runAsNonRoot` and `runAsUser` then exempt such pods, as
+    /// PodSecurity does when the field reaches it. Off, the pod is judged as if `hostUsers`
+    /// were absent.
+    pub fn trust_host_users(&mut self, on: bool) {
+        self.user_namespaces = on;
+    }
+
+    /// Whether `spec.hostUsers: false` is trusted ([`Policy::trust_host_users`]).
+    pub fn user_namespaces(self) -> bool {
+        self.user_namespaces
+    }
+
+    /// Whether the API server this policy stands for copies the legacy seccomp annotations
+    /// into unset `seccompProfile` fields of a new pod before PodSecurity admission sees it:
+    /// API servers 1.19 to 1.26 (`applySeccompVersionSkew`, called from the pod strategy's
+    /// `PrepareForCreate` in `pkg/registry/core/pod/strategy.go`; removed in 1.27 by
+    /// kubernetes PR #114947). Known only from `latest_version`: without it the proxy's own
+    /// newest rules, and no copy, are assumed.
+    pub fn api_server_copies_seccomp_annotations(self) -> bool {
+        matches!(self.cap, Some(n) if (19..27).contains(&n))
     }
 
     /// The version whose rules apply: the written one, held to the cap.

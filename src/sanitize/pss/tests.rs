@@ -381,6 +381,7 @@ fn baseline_checks_violating_and_compliant() {
             ctr(&b, json!({"securityContext": {"procMount": "Default"}})),
             &[],
         ),
+        // `hostUsers` is not trusted by default (`user_namespaces` off): judged as absent.
         case(
             "procMount userns at latest",
             bl,
@@ -389,7 +390,7 @@ fn baseline_checks_violating_and_compliant() {
                 ctr(&b, json!({"securityContext": {"procMount": "Unmasked"}})),
                 &json!({"spec": {"hostUsers": false}}),
             ),
-            &[],
+            &[("procMount", "spec.containers[0].securityContext.procMount")],
         ),
         case(
             "procMount userns before 1.35",
@@ -616,12 +617,20 @@ fn restricted_checks_violating_and_compliant() {
             ),
             &[],
         ),
+        // `hostUsers` is not trusted by default (`user_namespaces` off): judged as absent.
         case(
             "runAsNonRoot userns exception",
             rs,
             L,
             json!({"spec": {"hostUsers": false, "securityContext": {"runAsNonRoot": false, "runAsUser": 0}}}),
-            &[],
+            &[
+                ("runAsNonRoot", "spec.securityContext.runAsNonRoot"),
+                (
+                    "runAsNonRoot",
+                    "spec.containers[0].securityContext.runAsNonRoot",
+                ),
+                ("runAsUser", "spec.securityContext.runAsUser"),
+            ],
         ),
         case(
             "runAsNonRoot userns before 1.35",
@@ -1261,7 +1270,8 @@ fn parse_level_and_version() {
 }
 
 /// A policy capped at the API server's version (`latest_version`) runs that version's rules
-/// but keeps the name written: `hostUsers: false` relaxes `runAsNonRoot` only from v1.35.
+/// but keeps the name written: `hostUsers: false` relaxes `runAsNonRoot` only from v1.35
+/// (and only where the cluster's user namespaces are trusted).
 #[test]
 fn a_capped_policy_runs_older_rules_under_its_own_name() {
     let pod = with(
@@ -1277,7 +1287,9 @@ fn a_capped_policy_runs_older_rules_under_its_own_name() {
             .collect()
     };
     assert_eq!(checks(&capped), ["runAsNonRoot"]);
-    assert!(checks(&Policy::latest(Level::Restricted)).is_empty());
+    let mut uncapped_userns = Policy::latest(Level::Restricted);
+    uncapped_userns.trust_host_users(true);
+    assert!(checks(&uncapped_userns).is_empty());
     assert_eq!(capped.version.to_string(), "latest");
     assert_eq!(capped.rules(), Version::V1(34));
     // A pin older than the cap stays as it is; `latest` as the cap caps nothing.
@@ -1287,6 +1299,206 @@ fn a_capped_policy_runs_older_rules_under_its_own_name() {
     let mut uncapped = Policy::latest(Level::Restricted);
     uncapped.cap_latest(Version::Latest);
     assert_eq!(uncapped.rules(), Version::Latest);
+}
+
+/// `hostUsers: false` relaxes the v1.35 rules only when the operator says the API server keeps
+/// the field (`user_namespaces`); otherwise the pod is judged as if it were absent, as
+/// PodSecurity judges it after `dropDisabledFields` removed it (UserNamespacesSupport off).
+#[test]
+fn host_users_is_trusted_only_with_user_namespaces() {
+    // The review's pod: restricted in every other respect, root, claiming a user namespace.
+    let root = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "r"},
+        "spec": {
+            "hostUsers": false,
+            "securityContext": {"runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "c", "image": "busybox", "securityContext": {
+                "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]
+        }
+    });
+    let unmasked = with(
+        ctr(
+            &baseline_pod(),
+            json!({"securityContext": {"procMount": "Unmasked"}}),
+        ),
+        &json!({"spec": {"hostUsers": false}}),
+    );
+    let ids = |p: &Policy, obj: &Value| -> Vec<&'static str> {
+        check_object(p, "", "pods", obj)
+            .into_iter()
+            .map(|v| v.check)
+            .collect()
+    };
+    for version in [L, Version::V1(35), Version::V1(37)] {
+        let mut trusting = Policy::new(Level::Restricted, version);
+        trusting.trust_host_users(true);
+        let mut trusting_baseline = Policy::new(Level::Baseline, version);
+        trusting_baseline.trust_host_users(true);
+        // Default (user namespaces not known to be on): refused, as kube-apiserver would.
+        let strict = Policy::new(Level::Restricted, version);
+        assert!(!strict.user_namespaces());
+        assert_eq!(
+            ids(&strict, &root),
+            ["runAsNonRoot", "runAsUser"],
+            "{version}"
+        );
+        assert_eq!(
+            ids(&Policy::new(Level::Baseline, version), &unmasked),
+            ["procMount"],
+            "{version}"
+        );
+        // Trusted: the v1.35 exemptions apply.
+        assert!(ids(&trusting, &root).is_empty(), "{version}");
+        assert!(ids(&trusting_baseline, &unmasked).is_empty(), "{version}");
+    }
+    // Before v1.35 nothing is relaxed either way.
+    let mut old = Policy::new(Level::Restricted, Version::V1(34));
+    old.trust_host_users(true);
+    assert_eq!(ids(&old, &root), ["runAsNonRoot", "runAsUser"]);
+}
+
+/// An API server 1.19–1.26 (`latest_version`) copies the legacy seccomp annotations into unset
+/// `seccompProfile` fields before PodSecurity judges a new pod (`applySeccompVersionSkew`), so
+/// such an annotation is judged as the field it becomes; from 1.27 (and without
+/// `latest_version`) it is not copied and only the fields count.
+#[test]
+fn legacy_seccomp_annotations_count_where_the_api_server_copies_them() {
+    let at = |level: Level, server: Option<u64>| {
+        let mut p = Policy::latest(level);
+        if let Some(n) = server {
+            p.cap_latest(Version::V1(n));
+        }
+        p
+    };
+    let annotated = |base: Value, annotations: Value| {
+        with(base, &json!({"metadata": {"annotations": annotations}}))
+    };
+    let found = |p: &Policy, obj: &Value| -> Vec<(&'static str, String, String)> {
+        check_object(p, "", "pods", obj)
+            .into_iter()
+            .map(|v| (v.check, v.field, v.message))
+            .collect()
+    };
+    const POD: &str = "seccomp.security.alpha.kubernetes.io/pod";
+    const APP: &str = "container.seccomp.security.alpha.kubernetes.io/app";
+
+    // Baseline: `unconfined` beside an unset field is `Unconfined`.
+    let pod_unconfined = annotated(baseline_pod(), json!({POD: "unconfined"}));
+    let ctr_unconfined = annotated(baseline_pod(), json!({APP: "unconfined"}));
+    for server in [19, 22, 26] {
+        assert_eq!(
+            found(&at(Level::Baseline, Some(server)), &pod_unconfined),
+            [(
+                "seccompProfile_baseline",
+                format!("metadata.annotations[{POD}]"),
+                "seccompProfile (pod must not set securityContext.seccompProfile.type to \"Unconfined\")".to_owned()
+            )],
+            "v1.{server}"
+        );
+        assert_eq!(
+            found(&at(Level::Baseline, Some(server)), &ctr_unconfined),
+            [(
+                "seccompProfile_baseline",
+                format!("metadata.annotations[{APP}]"),
+                "seccompProfile (container \"app\" must not set securityContext.seccompProfile.type to \"Unconfined\")".to_owned()
+            )],
+            "v1.{server}"
+        );
+    }
+    // Not copied from 1.27, nor where the API server's version is not known.
+    for server in [Some(27), Some(30), None] {
+        assert!(found(&at(Level::Baseline, server), &pod_unconfined).is_empty());
+        assert!(found(&at(Level::Baseline, server), &ctr_unconfined).is_empty());
+    }
+    // A set field is not overwritten: the annotation is not copied (and the API server's
+    // validation refuses the mismatch).
+    let field_set = annotated(
+        with(
+            baseline_pod(),
+            &json!({"spec": {"securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}}}),
+        ),
+        json!({POD: "unconfined"}),
+    );
+    assert!(found(&at(Level::Baseline, Some(26)), &field_set).is_empty());
+    // Baseline refuses only what becomes `Unconfined`.
+    let other = annotated(
+        baseline_pod(),
+        json!({POD: "bogus", APP: "runtime/default"}),
+    );
+    assert!(found(&at(Level::Baseline, Some(26)), &other).is_empty());
+
+    // Restricted: the review's bypass — a pod-level profile, a container annotation `unconfined`.
+    let r = at(Level::Restricted, Some(26));
+    let bypass = annotated(restricted_pod(), json!({APP: "unconfined"}));
+    assert_eq!(
+        found(&r, &bypass),
+        [(
+            "seccompProfile_restricted",
+            format!("metadata.annotations[{APP}]"),
+            "seccompProfile (container \"app\" must not set securityContext.seccompProfile.type to \"Unconfined\")".to_owned()
+        )]
+    );
+    assert!(found(&at(Level::Restricted, Some(27)), &bypass).is_empty());
+    assert!(found(&Policy::latest(Level::Restricted), &bypass).is_empty());
+    // Anything that would not become RuntimeDefault / Localhost is refused at restricted.
+    for value in ["bogus", "localhost/", ""] {
+        let obj = annotated(restricted_pod(), json!({APP: value}));
+        assert_eq!(
+            found(&r, &obj),
+            [(
+                "seccompProfile_restricted",
+                format!("metadata.annotations[{APP}]"),
+                format!("seccompProfile (forbidden annotation {APP}={value:?})")
+            )],
+            "{value:?}"
+        );
+    }
+    for value in ["runtime/default", "docker/default", "localhost/p.json"] {
+        let obj = annotated(restricted_pod(), json!({APP: value}));
+        assert!(found(&r, &obj).is_empty(), "{value:?}");
+    }
+    // A pod-level `unconfined` is refused even where every container sets a profile.
+    let mut pod_level = annotated(restricted_pod(), json!({POD: "unconfined"}));
+    pod_level["spec"]["securityContext"]["seccompProfile"] = Value::Null;
+    pod_level["spec"]["containers"][0]["securityContext"]["seccompProfile"] =
+        json!({"type": "RuntimeDefault"});
+    assert_eq!(
+        found(&r, &pod_level)
+            .into_iter()
+            .map(|(c, f, _)| (c, f))
+            .collect::<Vec<_>>(),
+        [(
+            "seccompProfile_restricted",
+            format!("metadata.annotations[{POD}]")
+        )]
+    );
+    // An allowed annotation is not counted as a profile (stricter than that API server, as
+    // before): the container must still set one.
+    let mut credited = annotated(restricted_pod(), json!({POD: "runtime/default"}));
+    credited["spec"]["securityContext"]["seccompProfile"] = Value::Null;
+    assert_eq!(
+        found(&r, &credited)
+            .into_iter()
+            .map(|(c, f, _)| (c, f))
+            .collect::<Vec<_>>(),
+        [(
+            "seccompProfile_restricted",
+            "spec.containers[0].securityContext.seccompProfile.type".to_owned()
+        )]
+    );
+    // Templates: the annotations of the template's metadata.
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"template": {
+            "metadata": {"annotations": {APP: "unconfined"}},
+            "spec": restricted_pod()["spec"].clone()
+        }}
+    });
+    let got: Vec<String> = check_object(&r, "apps", "deployments", &deployment)
+        .into_iter()
+        .map(|v| v.field)
+        .collect();
+    assert_eq!(got, [format!("spec.template.metadata.annotations[{APP}]")]);
 }
 
 #[test]

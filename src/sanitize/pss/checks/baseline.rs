@@ -35,8 +35,9 @@ const SELINUX_TYPES_1_31: &[&str] = &[
 ];
 
 const APPARMOR_ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
-const SECCOMP_POD_ANNOTATION: &str = "seccomp.security.alpha.kubernetes.io/pod";
-const SECCOMP_CONTAINER_ANNOTATION_PREFIX: &str = "container.seccomp.security.alpha.kubernetes.io/";
+pub(super) const SECCOMP_POD_ANNOTATION: &str = "seccomp.security.alpha.kubernetes.io/pod";
+pub(super) const SECCOMP_CONTAINER_ANNOTATION_PREFIX: &str =
+    "container.seccomp.security.alpha.kubernetes.io/";
 
 /// Safe sysctls, each with the revision of `check_sysctls.go` that first allowed it
 /// (`sysctlsAllowedV1Dot0`, `V1Dot27`, `V1Dot29`, `V1Dot32`, `V1Dot37`).
@@ -360,9 +361,14 @@ impl<'a> Ck<'_, 'a> {
     }
 
     /// From 1.19: pod and container `seccompProfile.type` must not be `Unconfined` (anything
-    /// other than `RuntimeDefault` / `Localhost` is refused).
-    pub(super) fn seccomp_baseline(&mut self) {
+    /// other than `RuntimeDefault` / `Localhost` is refused). `copied`: the API server copies
+    /// the legacy annotations into unset fields first (1.19–1.26), so an `unconfined` one
+    /// beside an unset field is refused as the field would be.
+    pub(super) fn seccomp_baseline(&mut self, copied: bool) {
         const C: &str = "seccompProfile_baseline";
+        if copied && self.psc_get("seccompProfile").is_none() {
+            self.copied_seccomp_annotation(C, SECCOMP_POD_ANNOTATION, "pod", false);
+        }
         if let Some(t) = self
             .psc_get("seccompProfile")
             .and_then(|p| present(p.get("type")))
@@ -379,6 +385,11 @@ impl<'a> Ck<'_, 'a> {
             }
         }
         for c in self.ctrs() {
+            if copied && c.sc_get("seccompProfile").is_none() {
+                let key = format!("{SECCOMP_CONTAINER_ANNOTATION_PREFIX}{}", c.name);
+                let who = format!("container {:?}", c.name);
+                self.copied_seccomp_annotation(C, &key, &who, false);
+            }
             let Some(t) = c
                 .sc_get("seccompProfile")
                 .and_then(|p| present(p.get("type")))

@@ -5,7 +5,10 @@
 
 use serde_json::Value;
 
-use super::{disp, is_zero, present, valid_seccomp, Ck};
+use super::{
+    baseline::{SECCOMP_CONTAINER_ANNOTATION_PREFIX, SECCOMP_POD_ANNOTATION},
+    disp, is_zero, present, valid_seccomp, Ck,
+};
 
 const RESTRICTED_VOLUME_SOURCES: &[&str] = &[
     "configMap",
@@ -119,9 +122,16 @@ impl Ck<'_, '_> {
         }
     }
 
-    pub(super) fn seccomp_restricted(&mut self) {
+    /// `copied`: the API server copies the legacy annotations into unset fields first
+    /// (1.19–1.26): an annotation beside an unset field that would not become `RuntimeDefault`
+    /// / `Localhost` is refused as that field would be. One that would is not counted as
+    /// setting a profile (stricter than that API server, as before).
+    pub(super) fn seccomp_restricted(&mut self, copied: bool) {
         const C: &str = "seccompProfile_restricted";
         let mut pod_set = false;
+        if copied && self.psc_get("seccompProfile").is_none() {
+            self.copied_seccomp_annotation(C, SECCOMP_POD_ANNOTATION, "pod", true);
+        }
         if let Some(p) = self.psc_get("seccompProfile") {
             match present(p.get("type")) {
                 Some(t) if valid_seccomp(t) => pod_set = true,
@@ -149,15 +159,24 @@ impl Ck<'_, '_> {
                         ),
                     ),
                 },
-                None if pod_set => {}
-                None => self.push(
-                    C,
-                    self.ctr_path(c, "securityContext.seccompProfile.type"),
-                    format!(
-                        "seccompProfile (pod or container {:?} must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\")",
-                        c.name
-                    ),
-                ),
+                None => {
+                    // The field the API server would copy the annotation into, judged as set.
+                    let refused_as_copied = copied && {
+                        let key = format!("{SECCOMP_CONTAINER_ANNOTATION_PREFIX}{}", c.name);
+                        let who = format!("container {:?}", c.name);
+                        self.copied_seccomp_annotation(C, &key, &who, true)
+                    };
+                    if !refused_as_copied && !pod_set {
+                        self.push(
+                            C,
+                            self.ctr_path(c, "securityContext.seccompProfile.type"),
+                            format!(
+                                "seccompProfile (pod or container {:?} must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\")",
+                                c.name
+                            ),
+                        );
+                    }
+                }
             }
         }
     }

@@ -1890,6 +1890,34 @@ async fn a_tenant_s_old_higher_level_does_not_replace_the_namespace_s() {
         event["annotations"]["pod-security.kubernetes.io/enforce-policy"], "baseline:latest",
         "{event}"
     );
+    // A pod that passes both: `enforce-policy` keeps PodSecurity's one `level:version` (the
+    // stricter), the proxy's own annotation lists both.
+    accepted_as(
+        &env,
+        json_req(
+            "POST",
+            "/api/v1/namespaces/team-a/pods",
+            "application/json",
+            &pod("compliant", good_spec()),
+        ),
+        Some(&alice),
+    )
+    .await;
+    let log = std::fs::read_to_string(env.files.dir.join("audit.log")).unwrap();
+    let event: Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["stage"] == "ResponseComplete" && e["objectRef"]["name"] == "compliant")
+        .expect("the create's audit event");
+    let a = &event["annotations"];
+    assert_eq!(
+        a["pod-security.kubernetes.io/enforce-policy"], "restricted:v1.18",
+        "{event}"
+    );
+    assert_eq!(
+        a["portcullis.io/pod-security-enforce-policies"], "restricted:v1.18, baseline:latest",
+        "{event}"
+    );
 }
 
 /// With `latest_version` below v1.27 the API server copies the legacy seccomp annotations into

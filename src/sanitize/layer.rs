@@ -5,9 +5,11 @@
 //! strict parse, Pod Security, field rules). On the way in it replaces the request body with
 //! the canonical bytes of what was judged; on the way out it adds its `Warning: 299` headers
 //! (Pod Security warn mode, stripped fields). It tells the audit record what it did
-//! (`portcullis.io/sanitize`, `pod-security.kubernetes.io/enforce-policy` — the policy that
-//! refused, else every enforced one — and `audit-violations`, `requestObject` when the policy
-//! keeps bodies) and counts
+//! (`portcullis.io/sanitize`, `pod-security.kubernetes.io/enforce-policy` — one
+//! `level:version`, as PodSecurity writes it: the policy that refused, else the stricter
+//! enforced one; `portcullis.io/pod-security-enforce-policies` lists both where a namespace's
+//! and a tenant's apply — and `audit-violations`, `requestObject` when the policy keeps
+//! bodies) and counts
 //! `portcullis_pod_security_violating_requests{mode}`.
 
 use std::{
@@ -138,9 +140,16 @@ where
             if let (Some(rec), Some(names)) = (rec.as_ref(), verdict.named.as_ref()) {
                 rec.with(|r| r.request_names(names));
             }
-            let policy = rec
-                .as_ref()
-                .and_then(|_| pss_policy(&layer.sanitizer, info, identity));
+            let policy = match rec.as_ref() {
+                Some(rec) => {
+                    let (first, all) = pss_policy(&layer.sanitizer, info, identity);
+                    if let Some(all) = all {
+                        rec.with(|r| r.annotate(PSS_POLICIES, all));
+                    }
+                    first
+                }
+                None => None,
+            };
             let body = match checked {
                 Ok(passed) => passed,
                 Err(refusal) => {
@@ -349,9 +358,14 @@ impl SanitizeLayer {
                 if let Some(p) = policy {
                     r.annotate("pod-security.kubernetes.io/enforce-policy", p);
                 }
-                if !verdict.audit.is_empty() {
+                // PodSecurity writes one text; a second policy's (a namespace's and a tenant's
+                // both apply) goes with every text under the proxy's own key.
+                if let Some(first) = verdict.audit.first() {
+                    r.annotate("pod-security.kubernetes.io/audit-violations", first.clone());
+                }
+                if verdict.audit.len() > 1 {
                     r.annotate(
-                        "pod-security.kubernetes.io/audit-violations",
+                        "portcullis.io/pod-security-audit-violations",
                         verdict.audit.join("; "),
                     );
                 }
@@ -374,17 +388,33 @@ impl SanitizeLayer {
     }
 }
 
-/// `level:version` of the enforced Pod Security policy for this write, if any; where a
-/// namespace's and a tenant's policy both apply, both, the stricter level first
-/// (`restricted:v1.18, baseline:latest`).
-fn pss_policy(s: &Sanitizer, info: &RequestInfo, id: &Identity) -> Option<String> {
-    super::pss::PodBearing::from_group_resource(
+/// Every enforced Pod Security policy of a write, where a namespace's and a tenant's both
+/// apply (`restricted:v1.18, baseline:latest`, the stricter level first).
+/// `pod-security.kubernetes.io/enforce-policy` keeps PodSecurity's format — one
+/// `level:version` — for whatever parses it (review).
+const PSS_POLICIES: &str = "portcullis.io/pod-security-enforce-policies";
+
+/// `level:version` of the enforced Pod Security policy for this write, if any (the stricter
+/// level's, where two apply), and the list of both when two apply.
+fn pss_policy(
+    s: &Sanitizer,
+    info: &RequestInfo,
+    id: &Identity,
+) -> (Option<String>, Option<String>) {
+    if super::pss::PodBearing::from_group_resource(
         &info.api_group,
         &super::judge::resource_path(info),
-    )?;
-    s.modes_for(&info.namespace, id.tenant.as_deref())
-        .enforce
-        .names()
+    )
+    .is_none()
+    {
+        return (None, None);
+    }
+    let enforce = s.modes_for(&info.namespace, id.tenant.as_deref()).enforce;
+    let first = enforce
+        .first()
+        .map(|p| format!("{}:{}", p.level, p.version));
+    let both = enforce.iter().count() > 1;
+    (first, enforce.names().filter(|_| both))
 }
 
 #[cfg(test)]

@@ -53,7 +53,19 @@ fn ctr(base: &Value, patch: Value) -> Value {
 }
 
 fn run(level: Level, version: Version, obj: &Value) -> Vec<(&'static str, String)> {
-    check_object(&Policy::new(level, version), "", "pods", obj)
+    run_trusting(level, version, false, obj)
+}
+
+/// [`run`] with `hostUsers: false` trusted or not (`pod_security.user_namespaces`).
+fn run_trusting(
+    level: Level,
+    version: Version,
+    trust: bool,
+    obj: &Value,
+) -> Vec<(&'static str, String)> {
+    let mut policy = Policy::new(level, version);
+    policy.trust_host_users(trust);
+    check_object(&policy, "", "pods", obj)
         .into_iter()
         .map(|v| (v.check, v.field))
         .collect()
@@ -71,6 +83,8 @@ struct Case {
     version: Version,
     patch: Value,
     want: Vec<(&'static str, &'static str)>,
+    /// `hostUsers: false` trusted (`pod_security.user_namespaces: true`).
+    trust: bool,
 }
 
 fn case(
@@ -86,7 +100,13 @@ fn case(
         version,
         patch,
         want: want.to_vec(),
+        trust: false,
     }
+}
+
+/// A [`case`] where the cluster's user namespaces are trusted: what the version alone decides.
+fn trusting(c: Case) -> Case {
+    Case { trust: true, ..c }
 }
 
 fn run_cases(cases: Vec<Case>) {
@@ -96,7 +116,7 @@ fn run_cases(cases: Vec<Case>) {
             _ => baseline_pod(),
         };
         let obj = with(base, &c.patch);
-        let got = run(c.level, c.version, &obj);
+        let got = run_trusting(c.level, c.version, c.trust, &obj);
         let want: Vec<(&str, String)> = c.want.iter().map(|(k, f)| (*k, f.to_string())).collect();
         assert_eq!(got, want, "case {:?}: object {obj}", c.name);
     }
@@ -392,7 +412,7 @@ fn baseline_checks_violating_and_compliant() {
             ),
             &[("procMount", "spec.containers[0].securityContext.procMount")],
         ),
-        case(
+        trusting(case(
             "procMount userns before 1.35",
             bl,
             Version::V1(34),
@@ -401,7 +421,7 @@ fn baseline_checks_violating_and_compliant() {
                 &json!({"spec": {"hostUsers": false}}),
             ),
             &[("procMount", "spec.containers[0].securityContext.procMount")],
-        ),
+        )),
         // seccompProfile_baseline
         case(
             "seccomp pod unconfined",
@@ -632,7 +652,7 @@ fn restricted_checks_violating_and_compliant() {
                 ("runAsUser", "spec.securityContext.runAsUser"),
             ],
         ),
-        case(
+        trusting(case(
             "runAsNonRoot userns before 1.35",
             rs,
             Version::V1(34),
@@ -641,7 +661,7 @@ fn restricted_checks_violating_and_compliant() {
                 "runAsNonRoot",
                 "spec.containers[0].securityContext.runAsNonRoot",
             )],
-        ),
+        )),
         // runAsUser
         case(
             "runAsUser 0",
@@ -1280,6 +1300,8 @@ fn a_capped_policy_runs_older_rules_under_its_own_name() {
     );
     let mut capped = Policy::latest(Level::Restricted);
     capped.cap_latest(Version::V1(34));
+    // Trusted, so only the cap can keep the exemption off.
+    capped.trust_host_users(true);
     let checks = |p: &Policy| -> Vec<&str> {
         check_object(p, "", "pods", &pod)
             .into_iter()

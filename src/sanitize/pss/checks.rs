@@ -102,7 +102,15 @@ pub(crate) fn check_into(policy: &Policy, pod: &PodSpecRef<'_>, out: &mut Vec<Vi
     let copied_seccomp = policy.api_server_copies_seccomp_annotations();
     match rev("seccompProfile_baseline") {
         Some(r) if r >= 19 => ck.seccomp_baseline(copied_seccomp),
-        Some(_) => ck.seccomp_legacy_annotations(),
+        Some(_) => {
+            ck.seccomp_legacy_annotations();
+            // An API server 1.19–1.24 writes a set field into the annotation these rules read:
+            // a field `Unconfined` is refused as the annotation `unconfined` would be (also
+            // beside an annotation, which the API server would keep instead: stricter there).
+            if policy.api_server_copies_seccomp_fields() {
+                ck.seccomp_baseline(false);
+            }
+        }
         None => {}
     }
     if let Some(r) = rev("sysctls") {

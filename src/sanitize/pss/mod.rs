@@ -194,6 +194,15 @@ impl Policy {
         matches!(self.cap, Some(n) if (19..27).contains(&n))
     }
 
+    /// Whether that API server also copies set `seccompProfile` fields into unset legacy
+    /// annotations (`Unconfined` → `unconfined`): 1.19 to 1.24, the same function (the
+    /// field-to-annotation half removed in 1.25 by kubernetes PR #109819, per its release
+    /// note). Rules before v1.19 read only the annotations, so there a field `Unconfined` is
+    /// refused as the annotation it becomes (review).
+    pub fn api_server_copies_seccomp_fields(self) -> bool {
+        matches!(self.cap, Some(n) if (19..25).contains(&n))
+    }
+
     /// The version whose rules apply: the written one, held to the cap.
     pub fn rules(self) -> Version {
         match (self.version, self.cap) {

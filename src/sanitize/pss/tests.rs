@@ -1383,6 +1383,37 @@ fn host_users_is_trusted_only_with_user_namespaces() {
 /// `seccompProfile` fields before PodSecurity judges a new pod (`applySeccompVersionSkew`), so
 /// such an annotation is judged as the field it becomes; from 1.27 (and without
 /// `latest_version`) it is not copied and only the fields count.
+/// Rules before v1.19 read seccomp from the legacy annotations only; an API server 1.19–1.24
+/// copies a set field into an unset annotation first, so a field `Unconfined` under such a
+/// pinned policy is refused there (and only there).
+#[test]
+fn a_field_unconfined_counts_under_old_rules_where_the_api_server_copies_it() {
+    let pod = with(
+        baseline_pod(),
+        &json!({"spec": {"securityContext": {"seccompProfile": {"type": "Unconfined"}}}}),
+    );
+    let checks = |server: Option<u64>| -> Vec<&str> {
+        let mut p = Policy::new(Level::Baseline, Version::V1(18));
+        if let Some(n) = server {
+            p.cap_latest(Version::V1(n));
+        }
+        check_object(&p, "", "pods", &pod)
+            .into_iter()
+            .map(|v| v.check)
+            .collect()
+    };
+    for server in [19, 22, 24] {
+        assert_eq!(
+            checks(Some(server)),
+            ["seccompProfile_baseline"],
+            "v1.{server}"
+        );
+    }
+    for server in [Some(18), Some(25), Some(30), None] {
+        assert!(checks(server).is_empty(), "{server:?}");
+    }
+}
+
 #[test]
 fn legacy_seccomp_annotations_count_where_the_api_server_copies_them() {
     let at = |level: Level, server: Option<u64>| {

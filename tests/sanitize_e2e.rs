@@ -1821,6 +1821,52 @@ async fn host_users_false_exempts_only_where_user_namespaces_are_on() {
     assert_eq!(sent["spec"]["hostUsers"], false);
 }
 
+/// A pod already stored with `hostUsers` (made straight at the API server): the API server keeps
+/// the field on its updates whatever its feature gate (`hostUsersInUse`), so an update through
+/// the proxy is judged with it trusted although `user_namespaces` is off — not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_of_a_pod_stored_with_host_users_is_judged_with_it() {
+    common::require_kubectl();
+    let env = Env::start().await;
+    let stored = root_in_a_user_namespace("stored");
+    common::direct::ok(
+        &common::direct::k_in(
+            &common::direct::admin(&env),
+            &env,
+            &["create", "-n", "team-a", "-f", "-"],
+            &stored.to_string(),
+        )
+        .await,
+    );
+    let mut changed = stored.clone();
+    changed["metadata"]["namespace"] = json!("team-a");
+    changed["metadata"]["labels"] = json!({"changed": "yes"});
+    let (_, sent) = accepted(
+        &env,
+        json_req(
+            "PUT",
+            "/api/v1/namespaces/team-a/pods/stored",
+            "application/json",
+            &changed,
+        ),
+    )
+    .await;
+    assert_eq!(sent["metadata"]["labels"]["changed"], "yes");
+    // A new pod claiming the same is still refused (nothing stored to trust).
+    refused(
+        &env,
+        json_req(
+            "POST",
+            "/api/v1/namespaces/team-a/pods",
+            "application/json",
+            &root_in_a_user_namespace("fresh"),
+        ),
+        403,
+        "Forbidden",
+    )
+    .await;
+}
+
 /// A namespace's Pod Security policy and a tenant's both bind: team-a's `baseline:latest` is not
 /// replaced by the tenant's higher but older `restricted:v1.18`, which reads seccomp only from
 /// the annotations and has no host-probe check. Refused (403, naming the policy that refused,

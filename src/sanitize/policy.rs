@@ -99,6 +99,11 @@ impl Policies {
     }
 }
 
+fn trusting(mut p: pss::Policy) -> pss::Policy {
+    p.trust_host_users(true);
+    p
+}
+
 /// What each mode applies to one write ([`Sanitizer::modes_for`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
@@ -108,6 +113,42 @@ pub struct Applied {
 }
 
 impl Applied {
+    /// The same policies trusting `hostUsers: false` (an update of an object already stored
+    /// with `hostUsers`: the API server keeps the field whatever its feature gate says,
+    /// `hostUsersInUse` in `pkg/api/pod/util.go`, and its PodSecurity relaxes on it).
+    pub fn trusting_host_users(self) -> Applied {
+        let trust = |p: Policies| Policies {
+            first: p.first.map(trusting),
+            second: p.second.map(trusting),
+        };
+        Applied {
+            enforce: trust(self.enforce),
+            warn: trust(self.warn),
+            audit: trust(self.audit),
+        }
+    }
+
+    /// Whether every policy already trusts `hostUsers: false`.
+    fn all_trust_host_users(&self) -> bool {
+        [self.enforce, self.warn, self.audit]
+            .iter()
+            .flat_map(Policies::iter)
+            .all(pss::Policy::user_namespaces)
+    }
+
+    /// Whether judging `object` (of `kind`) could depend on a stored `hostUsers`: it sets
+    /// `hostUsers: false` and some policy does not trust it by configuration.
+    pub fn host_users_may_be_kept(
+        &self,
+        kind: pss::PodBearing,
+        object: &serde_json::Value,
+    ) -> bool {
+        !self.all_trust_host_users()
+            && pss::pod_specs(kind, object)
+                .iter()
+                .any(|p| p.spec.get("hostUsers") == Some(&serde_json::Value::Bool(false)))
+    }
+
     /// True when some mode checks anything.
     pub fn any(&self) -> bool {
         [self.enforce, self.warn, self.audit]

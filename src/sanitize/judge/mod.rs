@@ -101,6 +101,14 @@ fn pod_kind(info: &RequestInfo) -> Option<PodBearing> {
     PodBearing::from_group_resource(&info.api_group, &resource_path(info))
 }
 
+/// Whether a stored object of `kind` has `hostUsers` set in its pod spec (`hostUsersInUse`:
+/// not null).
+fn stores_host_users(kind: PodBearing, stored: &Value) -> bool {
+    pss::pod_specs(kind, stored)
+        .iter()
+        .any(|p| p.spec.get("hostUsers").is_some_and(|v| !v.is_null()))
+}
+
 /// Paths (from the object root) whose change Pod Security judges: the pod spec and the pod
 /// annotations (AppArmor, legacy seccomp).
 fn pod_areas(kind: PodBearing) -> [Vec<&'static str>; 2] {
@@ -234,8 +242,16 @@ pub fn needs_current(
     let ephemeral =
         is_ephemeral_containers(info) && s.modes_for(&info.namespace, id.tenant.as_deref()).any();
     let tokens = tokens && token_relevant(parsed);
+    // An update setting `hostUsers: false` where it is not trusted by configuration: trusted
+    // after all if the stored object has the field (the API server keeps it there).
+    let host_users = || {
+        pod_kind(info).is_some_and(|k| {
+            s.modes_for(&info.namespace, id.tenant.as_deref())
+                .host_users_may_be_kept(k, &parsed.value)
+        })
+    };
     match (info.verb.as_str(), parsed.kind) {
-        ("update", BodyKind::Object) => deny || ephemeral || tokens,
+        ("update", BodyKind::Object) => deny || ephemeral || tokens || host_users(),
         ("patch", BodyKind::Object) | (_, BodyKind::Object) => false,
         ("patch", _) => {
             deny || tokens
@@ -304,13 +320,18 @@ pub fn judge(
     strip_fields(&rules, kind, &mut parsed, &mut out.warnings);
 
     // 2. the object(s) to judge
-    let modes = match kind {
-        Some(_) => s.modes_for(&info.namespace, id.tenant.as_deref()),
-        None => Applied::default(),
-    };
     let current_value = match &current {
         Current::Found(v) => Some(v),
         _ => None,
+    };
+    let modes = match kind {
+        // The API server keeps `hostUsers` on an object that has it (`hostUsersInUse`),
+        // whatever its feature gate: there the field is trusted.
+        Some(k) if current_value.is_some_and(|c| stores_host_users(k, c)) => s
+            .modes_for(&info.namespace, id.tenant.as_deref())
+            .trusting_host_users(),
+        Some(_) => s.modes_for(&info.namespace, id.tenant.as_deref()),
+        None => Applied::default(),
     };
     let reapply = parsed.kind == BodyKind::ApplyPatch
         && current_value

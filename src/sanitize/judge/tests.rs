@@ -230,3 +230,73 @@ fn warn_and_audit_report_either_policy() {
         ]
     );
 }
+
+/// An update of an object already stored with `hostUsers` (made before the proxy, or with the
+/// gate on): the API server keeps the field whatever its feature gate (`hostUsersInUse`), so
+/// its PodSecurity relaxes on it — and so does the proxy, though `user_namespaces` is off. The
+/// stored object is fetched for such an update; a new object's `hostUsers` stays untrusted.
+#[test]
+fn an_update_keeps_trusting_host_users_the_stored_object_already_has() {
+    let s = Sanitizer {
+        pod_security: Some(PodSecurity {
+            defaults: Modes::default(),
+            namespaces: [(
+                "team-a".to_string(),
+                all(Level::Restricted, Version::Latest),
+            )]
+            .into(),
+            tenants: Default::default(),
+        }),
+        ..Sanitizer::default()
+    };
+    let root_in_userns = |image: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {
+                "hostUsers": false,
+                "securityContext": {"runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [{"name": "c", "image": image, "securityContext": {
+                    "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]
+            }
+        })
+    };
+    let put = classify(
+        &http::Method::PUT,
+        &"/api/v1/namespaces/team-a/pods/p".parse().unwrap(),
+        &http::HeaderMap::new(),
+    )
+    .unwrap();
+    let body = || Parsed {
+        value: root_in_userns("busybox:2"),
+        kind: BodyKind::Object,
+    };
+    assert!(
+        needs_current(&s, &put, &caller(None), &body(), false),
+        "the stored object decides"
+    );
+    let update = |current| judge(&s, &put, &caller(None), body(), current, None, None);
+    assert!(update(Current::Found(root_in_userns("busybox:1"))).is_ok());
+    let mut without = root_in_userns("busybox:1");
+    without["spec"].as_object_mut().unwrap().remove("hostUsers");
+    assert!(matches!(
+        update(Current::Found(without)),
+        Err(Refusal::PodSecurity(_))
+    ));
+    assert!(matches!(
+        update(Current::Absent),
+        Err(Refusal::PodSecurity(_))
+    ));
+    // A create has no stored object: untrusted.
+    assert!(matches!(
+        judge(
+            &s,
+            &info("/api/v1/namespaces/team-a/pods"),
+            &caller(None),
+            body(),
+            Current::NotFetched,
+            None,
+            None
+        ),
+        Err(Refusal::PodSecurity(_))
+    ));
+}

@@ -167,6 +167,15 @@ fn good_spec() -> Value {
     })
 }
 
+/// A fresh token of the demo tenant alice (team-a), signed with the demo issuer's key.
+fn alice_token(env: &Env) -> String {
+    let pem = std::fs::read_to_string(env.files.dir.join("jwt-signing.key")).unwrap();
+    let now = jwt::now();
+    jwt::Forge::from_pem(&pem, "demo-1").token(&json!({
+        "iss": "https://portcullis-demo.local", "aud": "portcullis", "sub": "alice",
+        "groups": ["tenant:team-a"], "iat": now, "nbf": now, "exp": now + 600}))
+}
+
 fn pod(name: &str, spec: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})
 }
@@ -1333,11 +1342,7 @@ async fn warn_mode_field_rules_and_binary_bodies() {
     .await;
 
     // Field rules: tenants may not pick nodes; admins may.
-    let pem = std::fs::read_to_string(env.files.dir.join("jwt-signing.key")).unwrap();
-    let now = jwt::now();
-    let alice = jwt::Forge::from_pem(&pem, "demo-1").token(&json!({
-        "iss": "https://portcullis-demo.local", "aud": "portcullis", "sub": "alice",
-        "groups": ["tenant:team-a"], "iat": now, "nbf": now, "exp": now + 600}));
+    let alice = alice_token(&env);
     let a = "/api/v1/namespaces/team-a/pods";
     let mut spec = good_spec();
     spec["nodeName"] = json!("node-1");
@@ -1729,11 +1734,7 @@ async fn annotating_a_pod_is_judged_only_for_the_annotations_pod_security_reads(
         )
         .await,
     );
-    let pem = std::fs::read_to_string(env.files.dir.join("jwt-signing.key")).unwrap();
-    let now = jwt::now();
-    let alice = jwt::Forge::from_pem(&pem, "demo-1").token(&json!({
-        "iss": "https://portcullis-demo.local", "aud": "portcullis", "sub": "alice",
-        "groups": ["tenant:team-a"], "iat": now, "nbf": now, "exp": now + 600}));
+    let alice = alice_token(&env);
     let path = "/api/v1/namespaces/team-a/pods/legacy";
     let annotate = |key: &str, value: &str| {
         json_req(
@@ -1885,11 +1886,7 @@ async fn a_tenant_s_old_higher_level_does_not_replace_the_namespace_s() {
             );
     })
     .await;
-    let pem = std::fs::read_to_string(env.files.dir.join("jwt-signing.key")).unwrap();
-    let now = jwt::now();
-    let alice = jwt::Forge::from_pem(&pem, "demo-1").token(&json!({
-        "iss": "https://portcullis-demo.local", "aud": "portcullis", "sub": "alice",
-        "groups": ["tenant:team-a"], "iat": now, "nbf": now, "exp": now + 600}));
+    let alice = alice_token(&env);
     let mut spec = good_spec();
     spec["securityContext"]["seccompProfile"] = json!({"type": "Unconfined"});
     spec["containers"][0]["livenessProbe"] =

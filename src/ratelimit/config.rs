@@ -110,8 +110,8 @@ pub struct LimitsConfig {
     /// Concurrent exec / attach / port-forward / proxy per identity.
     #[serde(default)]
     pub sessions: Option<u32>,
-    /// Requests that are not long-running in flight at once per identity (each held until the
-    /// upstream answer has been read).
+    /// Requests without a stream permit (a log read whole and `/debug/pprof/` included) in
+    /// flight at once per identity, each held until the upstream answer has been read.
     #[serde(default)]
     pub in_flight: Option<u32>,
 }

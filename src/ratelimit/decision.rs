@@ -352,26 +352,19 @@ impl RateLimiter {
             metrics.decision(class, Outcome::Allowed);
             return Ok(admission);
         }
-        let mut rejection = match kind {
-            // A request ends within its deadline: try again soon.
-            StreamKind::InFlight => too_many(
-                format!(
-                    "too many requests in flight for user {:?} (cap {cap}; {source})",
-                    id.user
-                ),
-                1,
-                kind.as_str(),
-            ),
-            _ => too_many(
-                format!(
-                    "too many concurrent {} for user {:?} (cap {cap}; {source})",
-                    kind.as_str(),
-                    id.user
-                ),
-                STREAM_RETRY_AFTER,
-                kind.as_str(),
-            ),
+        let (what, retry_after) = match kind {
+            // A request ends soon: try again soon.
+            StreamKind::InFlight => ("requests in flight".to_owned(), 1),
+            _ => (format!("concurrent {}", kind.as_str()), STREAM_RETRY_AFTER),
         };
+        let mut rejection = too_many(
+            format!(
+                "too many {what} for user {:?} (cap {cap}; {source})",
+                id.user
+            ),
+            retry_after,
+            kind.as_str(),
+        );
         if shadow {
             metrics.decision(class, Outcome::ShadowRejected);
             tracing::info!(user = %id.user, limit = kind.as_str(), "shadow rate-limit rejection");

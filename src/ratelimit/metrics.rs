@@ -20,6 +20,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use super::streams::{StreamKind, KINDS};
+
 /// What a decision concerned (the `class` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Class {
@@ -101,7 +103,7 @@ pub struct Metrics {
     decisions_family: Family<DecisionLabels, Counter>,
     decisions: Vec<Counter>,
     streams_family: Family<KindLabels, Gauge>,
-    pub(crate) stream_gauges: [Gauge; super::streams::KINDS],
+    pub(crate) stream_gauges: [Gauge; KINDS],
     backend_errors_family: Family<KindLabels, Counter>,
     pub(crate) backend_timeouts: Counter,
     pub(crate) backend_failures: Counter,
@@ -134,8 +136,11 @@ impl Metrics {
             }
         }
         let streams_family = Family::<KindLabels, Gauge>::default();
-        let stream_gauges = ["watches", "sessions", "identity_in_flight"]
-            .map(|kind| streams_family.get_or_create(&KindLabels { kind }).clone());
+        let stream_gauges = StreamKind::ALL.map(|k| {
+            streams_family
+                .get_or_create(&KindLabels { kind: k.as_str() })
+                .clone()
+        });
         let backend_errors_family = Family::<KindLabels, Counter>::default();
         let backend_timeouts = backend_errors_family
             .get_or_create(&KindLabels { kind: "timeout" })

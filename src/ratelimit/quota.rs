@@ -129,7 +129,8 @@ pub struct Limits {
     pub writes: Option<BucketQuota>,
     pub watches: Option<u32>,
     pub sessions: Option<u32>,
-    /// Requests that are not long-running, in flight at once.
+    /// Requests without a stream permit in flight at once (a log read whole and
+    /// `/debug/pprof/` included).
     pub in_flight: Option<u32>,
 }
 

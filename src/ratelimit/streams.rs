@@ -5,8 +5,9 @@
 //!   streams the server pushes, like a watch.
 //! * **sessions**: `exec`, `attach`, `portforward` and every `proxy` (verb `proxy` or the
 //!   `proxy` subresource) — interactive or arbitrary byte streams.
-//! * **in_flight**: every other request (a log read whole, `/debug/pprof/`) while the API server works on it and its answer is read
-//!   from the upstream (counted only for identities a cap applies to).
+//! * **in_flight**: every other request (a log read whole, `/debug/pprof/`) while the API
+//!   server works on it and its answer is read from the upstream (counted only for identities
+//!   a cap applies to).
 //!
 //! A [`Permit`] is `Send + 'static` and releases its slot when dropped. The proxy keeps a stream
 //! permit inside the response body (or the upgrade splice task), so the slot frees when the
@@ -29,7 +30,7 @@ use super::local::PreHashedState;
 pub enum StreamKind {
     Watches = 0,
     Sessions = 1,
-    /// A request that is not long-running, per identity (`in_flight`).
+    /// A request without a stream permit, per identity (`in_flight`).
     InFlight = 2,
 }
 
@@ -40,6 +41,13 @@ pub const KINDS: usize = 3;
 const NONE: [u32; KINDS] = [0; KINDS];
 
 impl StreamKind {
+    /// Every kind, in index order (the gauges' labels).
+    pub const ALL: [StreamKind; KINDS] = [
+        StreamKind::Watches,
+        StreamKind::Sessions,
+        StreamKind::InFlight,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             StreamKind::Watches => "watches",

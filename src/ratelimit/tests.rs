@@ -723,7 +723,7 @@ fn in_flight_cap_sheds_with_503() {
     assert!(guards.iter().all(Result::is_ok));
 }
 
-/// `in_flight`: an identity's requests that are not long-running, at once. Over the cap 429
+/// `in_flight`: an identity's requests without a stream permit, at once. Over the cap 429
 /// with `Retry-After: 1`; a place is given back when dropped; long-running requests take stream
 /// permits instead; an identity no cap applies to is not counted; the most specific level wins.
 #[test]

@@ -92,7 +92,7 @@ pub struct Admission {
     /// The stream slot of a long-running request: keep it alive as long as the stream (inside
     /// the response body or the upgrade task).
     pub permit: Option<Permit>,
-    /// The identity's in-flight place of a request that is not long-running (where an
+    /// The identity's in-flight place of a request without a stream permit (where an
     /// `in_flight` cap applies): held with the request's `SharedPlace`.
     pub place: Option<Permit>,
     /// For the `RateLimit-Policy` / `RateLimit` response headers; `None` when no bucket applied.

@@ -410,11 +410,7 @@ fn pss_policy(
         return (None, None);
     }
     let enforce = s.modes_for(&info.namespace, id.tenant.as_deref()).enforce;
-    let first = enforce
-        .first()
-        .map(|p| format!("{}:{}", p.level, p.version));
-    let both = enforce.iter().count() > 1;
-    (first, enforce.names().filter(|_| both))
+    (enforce.first().map(|p| p.to_string()), enforce.both())
 }
 
 #[cfg(test)]

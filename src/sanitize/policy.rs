@@ -89,13 +89,11 @@ impl Policies {
         self.first.into_iter().chain(self.second)
     }
 
-    /// `level:version` of each policy, in order, joined by `, ` (one name when one applies).
-    pub fn names(&self) -> Option<String> {
-        let names: Vec<String> = self
-            .iter()
-            .map(|p| format!("{}:{}", p.level, p.version))
-            .collect();
-        (!names.is_empty()).then(|| names.join(", "))
+    /// `level:version` of each policy, in order, joined by `, ` — when two apply (one is the
+    /// [`first`](Self::first)'s name alone).
+    pub fn both(&self) -> Option<String> {
+        let (first, second) = self.first.zip(self.second)?;
+        Some(format!("{first}, {second}"))
     }
 }
 
@@ -388,9 +386,14 @@ mod tests {
             }),
             ..Sanitizer::default()
         };
+        // `level:version` of each policy of a mode, in order (None: none applies).
+        let of = |p: Policies| {
+            let names: Vec<String> = p.iter().map(|p| p.to_string()).collect();
+            (!names.is_empty()).then(|| names.join(", "))
+        };
         let names = |ns, t| {
             let m = s.modes_for(ns, t);
-            (m.enforce.names(), m.warn.names(), m.audit.names())
+            (of(m.enforce), of(m.warn), of(m.audit))
         };
         assert_eq!(
             names("team-a", Some("contractors")),

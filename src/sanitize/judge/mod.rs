@@ -325,12 +325,16 @@ pub fn judge(
         _ => None,
     };
     let modes = match kind {
-        // The API server keeps `hostUsers` on an object that has it (`hostUsersInUse`),
-        // whatever its feature gate: there the field is trusted.
-        Some(k) if current_value.is_some_and(|c| stores_host_users(k, c)) => s
-            .modes_for(&info.namespace, id.tenant.as_deref())
-            .trusting_host_users(),
-        Some(_) => s.modes_for(&info.namespace, id.tenant.as_deref()),
+        Some(k) => {
+            let modes = s.modes_for(&info.namespace, id.tenant.as_deref());
+            // The API server keeps `hostUsers` on an object that has it (`hostUsersInUse`),
+            // whatever its feature gate: there the field is trusted.
+            if current_value.is_some_and(|c| stores_host_users(k, c)) {
+                modes.trusting_host_users()
+            } else {
+                modes
+            }
+        }
         None => Applied::default(),
     };
     let reapply = parsed.kind == BodyKind::ApplyPatch
@@ -621,10 +625,7 @@ fn pod_security(
         for v in found.iter().filter(|v| !reported.contains(&v.field)) {
             causes.push(StatusCause {
                 reason: "FieldValueForbidden".into(),
-                message: format!(
-                    "Forbidden: violates PodSecurity \"{}:{}\": {}",
-                    p.level, p.version, v.message
-                ),
+                message: format!("Forbidden: violates PodSecurity \"{p}\": {}", v.message),
                 field: v.field.clone(),
             });
         }
@@ -636,9 +637,7 @@ fn pod_security(
     // As PodSecurity words its warning and its audit annotation: one text per level.
     let would_violate = |p: &pss::Policy, found: &[pss::Violation]| {
         format!(
-            "would violate PodSecurity \"{}:{}\": {}",
-            p.level,
-            p.version,
+            "would violate PodSecurity \"{p}\": {}",
             pss::forbidden_detail(found)
         )
     };
@@ -681,7 +680,7 @@ fn refusal(
             resource: info.resource.clone(),
             group: info.api_group.clone(),
             name,
-            policy: format!("{}:{}", policy.level, policy.version),
+            policy: policy.to_string(),
             detail: pss::forbidden_detail(&found),
             template,
             causes,

@@ -107,6 +107,14 @@ impl Version {
     }
 }
 
+/// `level:version`, as PodSecurity names a policy (`restricted:latest`, `baseline:v1.18`): the
+/// written version, not the one a `latest_version` cap runs.
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.level, self.version)
+    }
+}
+
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

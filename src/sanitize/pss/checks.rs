@@ -278,19 +278,27 @@ impl<'p, 'a> Ck<'p, 'a> {
             .and_then(|a| a.get(key))
     }
 
-    /// The legacy seccomp annotation `key` judged as the `seccompProfile.type` an API server
-    /// 1.19–1.26 copies it into when `who`'s field (`pod` or `container "c"`) is unset
-    /// (`SeccompFieldForAnnotation`, `pkg/api/pod/util.go`): `unconfined` becomes `Unconfined`,
-    /// forbidden at both levels; at `restricted` (`restricted_level`) any value that would not
-    /// become `RuntimeDefault` / `Localhost` is refused too (the API server's validation
-    /// refuses such values; the field would stay unset). True when a violation was reported.
+    /// The legacy seccomp annotation of the pod (`container`: None) or of a container, judged
+    /// as the `seccompProfile.type` an API server 1.19–1.26 copies it into when that field is
+    /// unset (`SeccompFieldForAnnotation`, `pkg/api/pod/util.go`): `unconfined` becomes
+    /// `Unconfined`, forbidden at both levels; at `restricted` (`restricted_level`) any value
+    /// that would not become `RuntimeDefault` / `Localhost` is refused too (the API server's
+    /// validation refuses such values; the field would stay unset). True when a violation was
+    /// reported.
     fn copied_seccomp_annotation(
         &mut self,
         check: &'static str,
-        key: &str,
-        who: &str,
+        container: Option<&str>,
         restricted_level: bool,
     ) -> bool {
+        let (key, who) = match container {
+            None => (SECCOMP_POD_ANNOTATION.to_owned(), "pod".to_owned()),
+            Some(name) => (
+                seccomp_container_annotation(name),
+                format!("container {name:?}"),
+            ),
+        };
+        let key = key.as_str();
         let Some(value) = self.annotation(key) else {
             return false;
         };
@@ -354,6 +362,14 @@ impl<'p, 'a> Ck<'p, 'a> {
             }
         }
     }
+}
+
+/// The legacy seccomp annotation of the pod.
+const SECCOMP_POD_ANNOTATION: &str = "seccomp.security.alpha.kubernetes.io/pod";
+
+/// The legacy seccomp annotation of container `name`.
+fn seccomp_container_annotation(name: &str) -> String {
+    format!("container.seccomp.security.alpha.kubernetes.io/{name}")
 }
 
 /// The `seccompProfile.type` an API server 1.19–1.26 copies a legacy seccomp annotation value

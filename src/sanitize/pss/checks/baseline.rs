@@ -6,7 +6,10 @@
 
 use serde_json::Value;
 
-use super::{disp, is_zero, present, str_in, unset_or_false, valid_seccomp, Ck};
+use super::{
+    disp, is_zero, present, seccomp_container_annotation, str_in, unset_or_false, valid_seccomp,
+    Ck, SECCOMP_POD_ANNOTATION,
+};
 
 const BASELINE_CAPABILITIES: &[&str] = &[
     "AUDIT_WRITE",
@@ -35,9 +38,6 @@ const SELINUX_TYPES_1_31: &[&str] = &[
 ];
 
 const APPARMOR_ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
-pub(super) const SECCOMP_POD_ANNOTATION: &str = "seccomp.security.alpha.kubernetes.io/pod";
-pub(super) const SECCOMP_CONTAINER_ANNOTATION_PREFIX: &str =
-    "container.seccomp.security.alpha.kubernetes.io/";
 
 /// Safe sysctls, each with the revision of `check_sysctls.go` that first allowed it
 /// (`sysctlsAllowedV1Dot0`, `V1Dot27`, `V1Dot29`, `V1Dot32`, `V1Dot37`).
@@ -332,7 +332,7 @@ impl<'a> Ck<'_, 'a> {
         };
         let mut keys = vec![SECCOMP_POD_ANNOTATION.to_owned()];
         for c in self.ctrs() {
-            keys.push(format!("{SECCOMP_CONTAINER_ANNOTATION_PREFIX}{}", c.name));
+            keys.push(seccomp_container_annotation(c.name));
         }
         let mut seen = Vec::new();
         for key in keys {
@@ -367,7 +367,7 @@ impl<'a> Ck<'_, 'a> {
     pub(super) fn seccomp_baseline(&mut self, copied: bool) {
         const C: &str = "seccompProfile_baseline";
         if copied && self.psc_get("seccompProfile").is_none() {
-            self.copied_seccomp_annotation(C, SECCOMP_POD_ANNOTATION, "pod", false);
+            self.copied_seccomp_annotation(C, None, false);
         }
         if let Some(t) = self
             .psc_get("seccompProfile")
@@ -386,9 +386,7 @@ impl<'a> Ck<'_, 'a> {
         }
         for c in self.ctrs() {
             if copied && c.sc_get("seccompProfile").is_none() {
-                let key = format!("{SECCOMP_CONTAINER_ANNOTATION_PREFIX}{}", c.name);
-                let who = format!("container {:?}", c.name);
-                self.copied_seccomp_annotation(C, &key, &who, false);
+                self.copied_seccomp_annotation(C, Some(c.name), false);
             }
             let Some(t) = c
                 .sc_get("seccompProfile")

@@ -5,10 +5,7 @@
 
 use serde_json::Value;
 
-use super::{
-    baseline::{SECCOMP_CONTAINER_ANNOTATION_PREFIX, SECCOMP_POD_ANNOTATION},
-    disp, is_zero, present, valid_seccomp, Ck,
-};
+use super::{disp, is_zero, present, valid_seccomp, Ck};
 
 const RESTRICTED_VOLUME_SOURCES: &[&str] = &[
     "configMap",
@@ -130,7 +127,7 @@ impl Ck<'_, '_> {
         const C: &str = "seccompProfile_restricted";
         let mut pod_set = false;
         if copied && self.psc_get("seccompProfile").is_none() {
-            self.copied_seccomp_annotation(C, SECCOMP_POD_ANNOTATION, "pod", true);
+            self.copied_seccomp_annotation(C, None, true);
         }
         if let Some(p) = self.psc_get("seccompProfile") {
             match present(p.get("type")) {
@@ -161,11 +158,8 @@ impl Ck<'_, '_> {
                 },
                 None => {
                     // The field the API server would copy the annotation into, judged as set.
-                    let refused_as_copied = copied && {
-                        let key = format!("{SECCOMP_CONTAINER_ANNOTATION_PREFIX}{}", c.name);
-                        let who = format!("container {:?}", c.name);
-                        self.copied_seccomp_annotation(C, &key, &who, true)
-                    };
+                    let refused_as_copied =
+                        copied && self.copied_seccomp_annotation(C, Some(c.name), true);
                     if !refused_as_copied && !pod_set {
                         self.push(
                             C,

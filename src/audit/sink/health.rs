@@ -10,7 +10,8 @@
 //! counts for readiness (strict, local) is decided by the [`Auditor`](super::Auditor). Only
 //! event writes count — a failed checkpoint or final sync refuses no request. Accepts any
 //! outcome; a failure is reported until the next successful write, and for readiness only
-//! within a window after it (see [`SinkHealth::failing_within`]).
+//! within a window after it (see [`SinkHealth::failing_at`]); a write that has not returned
+//! for [`STUCK_WRITE`] is reported as stuck.
 //!
 //! A batch write's outcome is recorded after the write returned. A `blocking-strict` sink has
 //! one writer (its thread), so outcomes are recorded in write order; a `blocking` file sink is
@@ -19,8 +20,8 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
-        Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Mutex, OnceLock, PoisonError,
     },
     time::{Duration, Instant},
 };
@@ -28,12 +29,19 @@ use std::{
 /// The last write outcome of one sink.
 #[derive(Debug, Default)]
 pub struct SinkHealth {
-    /// Set while `failure` holds a failure: a successful write, the common case, costs one
-    /// atomic load, not a lock.
+    /// Set while `failure` holds a failure: a successful write, the common case, costs an
+    /// atomic load here (and a store to `writing_since`), not a lock.
     failing: AtomicBool,
     failure: Mutex<Option<Failure>>,
-    /// When the sink's thread began the write it has not finished (None: none under way).
-    writing_since: Mutex<Option<Instant>>,
+    /// When the sink's thread began the write it has not finished, as nanoseconds after
+    /// [`base`] plus one (0: none under way): an atomic, so a write's start and end add no lock.
+    writing_since: AtomicU64,
+}
+
+/// The instant `writing_since` counts from (the first use in the process).
+fn base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
 }
 
 /// A write under way longer than this is stuck (a hung volume — NFS, a dying disk — rather than
@@ -52,7 +60,7 @@ struct Failure {
 impl SinkHealth {
     /// Record a batch write's outcome: `Err` carries the reason in words.
     pub(crate) fn record(&self, result: Result<(), &str>) {
-        *self.lock_writing() = None;
+        self.writing_since.store(0, Ordering::Release);
         match result {
             Ok(()) => {
                 if self.failing.load(Ordering::Acquire) {
@@ -72,20 +80,23 @@ impl SinkHealth {
 
     /// The sink's thread begins a write (its outcome is [`record`](Self::record)ed after).
     pub(crate) fn writing(&self) {
-        *self.lock_writing() = Some(Instant::now());
+        let since = u64::try_from(base().elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+        self.writing_since.store(since + 1, Ordering::Release);
+    }
+
+    /// When the write under way began, if one is.
+    fn writing_since(&self) -> Option<Instant> {
+        match self.writing_since.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(base() + Duration::from_nanos(n - 1)),
+        }
     }
 
     /// How long the write under way has been running at `now`, when longer than
     /// [`STUCK_WRITE`].
     pub fn stuck_at(&self, now: Instant) -> Option<Duration> {
-        let since = (*self.lock_writing())?;
+        let since = self.writing_since()?;
         Some(now.saturating_duration_since(since)).filter(|d| *d > STUCK_WRITE)
-    }
-
-    fn lock_writing(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
-        self.writing_since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether the last write succeeded (or none was made yet).
@@ -93,16 +104,17 @@ impl SinkHealth {
         !self.failing.load(Ordering::Acquire)
     }
 
-    /// The reason of the last write's failure when it failed within `window` and no write has
-    /// succeeded since. After `window` without writes the sink counts as healthy again: a
-    /// replica taken out of the load balancer gets no requests, so no write could show it
-    /// recovered (the disk freed) — it is let back in and the next request tries again (if
-    /// the sink still fails, that request is refused and readiness fails once more).
+    /// [`failing_at`](Self::failing_at) now.
+    #[cfg(test)]
     pub fn failing_within(&self, window: Duration) -> Option<String> {
         self.failing_at(Instant::now(), window)
     }
 
-    /// [`failing_within`](Self::failing_within) as of `now`.
+    /// The reason of the last write's failure when it failed within `window` before `now` and
+    /// no write has succeeded since. After `window` without writes the sink counts as healthy
+    /// again: a replica taken out of the load balancer gets no requests, so no write could
+    /// show it recovered (the disk freed) — it is let back in and the next request tries again
+    /// (if the sink still fails, that request is refused and readiness fails once more).
     pub fn failing_at(&self, now: Instant, window: Duration) -> Option<String> {
         if self.healthy() {
             return None;
@@ -151,7 +163,7 @@ mod tests {
         let h = SinkHealth::default();
         assert_eq!(h.stuck_at(Instant::now()), None, "no write under way");
         h.writing();
-        let since = h.lock_writing().unwrap();
+        let since = h.writing_since().unwrap();
         assert_eq!(h.stuck_at(since + STUCK_WRITE), None);
         let later = since + STUCK_WRITE + Duration::from_secs(1);
         assert_eq!(

@@ -2,7 +2,9 @@
 //! sink, fed by a bounded channel. It takes everything queued at once (up to [`MAX_BATCH`]),
 //! writes it in one go, syncs once when a waiter needs durability, and then answers every
 //! waiter (group commit). A write failure is counted, logged, reported to the waiters of the
-//! events it lost and kept as the sink's health until a write succeeds (`health.rs`). After `Shutdown` it closes the backend and refuses whatever slipped in.
+//! events it lost and kept as the sink's health until a write succeeds (`health.rs`, which
+//! also hears when each write starts, to report one that hangs). After `Shutdown` it closes
+//! the backend and refuses whatever slipped in.
 //!
 //! A backend wrapped in [`Shared`] is also written *inline*, by the outbox flusher of a file sink
 //! in `blocking` mode: one buffered append per runtime turn costs less than handing the turn's

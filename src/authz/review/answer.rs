@@ -121,11 +121,7 @@ pub fn as_classified(authorizer: &Authorizer, asked: &RequestInfo) -> RequestInf
     let mut asked = asked.clone();
     if asked.is_resource_request {
         if asked.api_group.is_empty() && asked.resource == "namespaces" {
-            let named_in_path = !matches!(
-                asked.verb.as_str(),
-                "list" | "watch" | "deletecollection" | "create"
-            );
-            asked.namespace = if named_in_path {
+            asked.namespace = if names_namespace_in_path(&asked.verb) {
                 asked.name.clone()
             } else {
                 String::new()
@@ -138,6 +134,13 @@ pub fn as_classified(authorizer: &Authorizer, asked: &RequestInfo) -> RequestInf
         }
     }
     asked
+}
+
+/// Whether a request with `verb` on one namespace object names it in its path (get, update,
+/// patch, delete: the namespace object's place) — a list, watch, deletecollection or create of
+/// namespaces does not (cluster-scoped).
+fn names_namespace_in_path(verb: &str) -> bool {
+    !matches!(verb, "list" | "watch" | "deletecollection" | "create")
 }
 
 /// The proxy's own decision on an access review's request, taken on the request as the URL
@@ -285,8 +288,8 @@ fn guarded_instances(asked: &RequestInfo) -> Vec<RequestInfo> {
     } else {
         asked.verb.as_str()
     };
-    let named_in_path = !matches!(verb, "list" | "watch" | "deletecollection" | "create");
-    if core && wild(&asked.resource) && !asked.namespace.is_empty() && named_in_path {
+    if core && wild(&asked.resource) && !asked.namespace.is_empty() && names_namespace_in_path(verb)
+    {
         let mut probe = asked.clone();
         probe.verb = verb.into();
         probe.api_group = String::new();

@@ -304,12 +304,21 @@ async fn a_connection_accepted_before_sigterm_gets_its_first_request_answered() 
             true,
         )
         .unwrap();
-    tokio::spawn(conn);
+    let conn = tokio::spawn(conn);
     let resp = tokio::time::timeout(Duration::from_secs(10), resp)
         .await
         .expect("no answer over HTTP/2")
         .unwrap();
     assert_eq!(resp.status(), 200);
+    // Then the proxy closes the connection gracefully (GOAWAY, NO_ERROR) — the client still
+    // holds its sender, so only the proxy can have ended it.
+    drop(resp);
+    let closed = tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the HTTP/2 connection stayed open after shutdown")
+        .unwrap();
+    assert!(closed.is_ok(), "{closed:?}");
+    drop(sender);
 
     let status = tokio::time::timeout(Duration::from_secs(20), b.child.wait())
         .await

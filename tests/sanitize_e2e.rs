@@ -94,6 +94,17 @@ async fn refused(env: &Env, r: Request<Full<Bytes>>, code: u16, reason: &str) ->
     refused_as(env, r, None, code, reason).await
 }
 
+/// A pod the admin creates in team-a, expected refused: 403 Forbidden, never sent upstream.
+async fn refused_pod(env: &Env, pod: &Value) -> Value {
+    let create = json_req(
+        "POST",
+        "/api/v1/namespaces/team-a/pods",
+        "application/json",
+        pod,
+    );
+    refused(env, create, 403, "Forbidden").await
+}
+
 /// Expect success; return the response and the body the upstream received for the write.
 async fn accepted_as(
     env: &Env,
@@ -1667,18 +1678,7 @@ async fn audit_mode_is_recorded_only_and_caps_are_per_resource() {
     .await;
     let mut spec = good_spec();
     spec["hostPID"] = json!(true);
-    refused(
-        &env,
-        json_req(
-            "POST",
-            "/api/v1/namespaces/team-a/pods",
-            "application/json",
-            &pod("refused", spec),
-        ),
-        403,
-        "Forbidden",
-    )
-    .await;
+    refused_pod(&env, &pod("refused", spec)).await;
     let (_, metrics) = common::admin_get(env.admin_addr, "/metrics").await;
     for mode in ["audit", "warn", "enforce"] {
         let line = format!("portcullis_pod_security_violating_requests_total{{mode=\"{mode}\"}} 1");
@@ -1783,18 +1783,7 @@ fn root_in_a_user_namespace(name: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_users_false_exempts_only_where_user_namespaces_are_on() {
     let env = Env::start().await;
-    let s = refused(
-        &env,
-        json_req(
-            "POST",
-            "/api/v1/namespaces/team-a/pods",
-            "application/json",
-            &root_in_a_user_namespace("r"),
-        ),
-        403,
-        "Forbidden",
-    )
-    .await;
+    let s = refused_pod(&env, &root_in_a_user_namespace("r")).await;
     assert!(
         message(&s).starts_with("pods \"r\" is forbidden: violates PodSecurity \"restricted:latest\": runAsNonRoot != true"),
         "{s}"
@@ -1854,18 +1843,7 @@ async fn an_update_of_a_pod_stored_with_host_users_is_judged_with_it() {
     .await;
     assert_eq!(sent["metadata"]["labels"]["changed"], "yes");
     // A new pod claiming the same is still refused (nothing stored to trust).
-    refused(
-        &env,
-        json_req(
-            "POST",
-            "/api/v1/namespaces/team-a/pods",
-            "application/json",
-            &root_in_a_user_namespace("fresh"),
-        ),
-        403,
-        "Forbidden",
-    )
-    .await;
+    refused_pod(&env, &root_in_a_user_namespace("fresh")).await;
 }
 
 /// A namespace's Pod Security policy and a tenant's both bind: team-a's `baseline:latest` is not
@@ -1979,18 +1957,7 @@ async fn legacy_seccomp_annotations_are_judged_where_the_api_server_copies_them(
     let mut obj = pod("legacy-seccomp", good_spec());
     obj["metadata"]["annotations"] =
         json!({"container.seccomp.security.alpha.kubernetes.io/c": "unconfined"});
-    let s = refused(
-        &env,
-        json_req(
-            "POST",
-            "/api/v1/namespaces/team-a/pods",
-            "application/json",
-            &obj,
-        ),
-        403,
-        "Forbidden",
-    )
-    .await;
+    let s = refused_pod(&env, &obj).await;
     assert!(
         message(&s).contains("violates PodSecurity \"restricted:latest\": seccompProfile (container \"c\" must not set securityContext.seccompProfile.type to \"Unconfined\")"),
         "{s}"

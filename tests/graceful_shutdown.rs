@@ -15,6 +15,17 @@ use http_body_util::BodyExt;
 use portcullis::server::tls;
 use portcullis_sandbox::{self as sandbox, demo, pki::Ca};
 
+/// Whether `addr` refuses new connections within about 2 s (the listener closed at shutdown).
+async fn listener_closed(addr: std::net::SocketAddr) -> bool {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_request_finish() {
     sigterm_run(None).await;
@@ -79,14 +90,7 @@ async fn sigterm_run(threads: Option<&str>) {
     assert!(killed.success());
 
     // New connections are refused once the listener is closed.
-    let mut refused = false;
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(listen).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let refused = listener_closed(listen).await;
     assert!(refused, "proxy still accepted connections after SIGTERM");
 
     // The in-flight watch still completes normally.
@@ -163,12 +167,7 @@ async fn exec_through_sigterm(sessions: Option<&std::path::Path>) {
 
     b.signal("TERM");
     // The listener closes; the session goes on.
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(b.listen).await.is_err() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    listener_closed(b.listen).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         echo("during shutdown").await.as_deref(),
@@ -265,14 +264,7 @@ async fn a_connection_accepted_before_sigterm_gets_its_first_request_answered() 
     let mut h1 = common::tls_connect(b.listen, &b.ca, Some(&cert), &[b"http/1.1"]).await;
     let h2 = common::tls_connect(b.listen, &b.ca, Some(&cert), &[b"h2"]).await;
     b.signal("TERM");
-    let mut closed = false;
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(b.listen).await.is_err() {
-            closed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let closed = listener_closed(b.listen).await;
     assert!(closed, "the listener is closed: shutdown has begun");
 
     h1.write_all(b"GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n")

@@ -2,7 +2,8 @@
 //! silent and half-handshaken connections are closed, a slowloris is cut, a crowd of idle
 //! connections does not stop kubectl, the per-source and per-listener caps refuse the next
 //! connection (counted in the metrics, never reaching the upstream), idle keep-alive closes an
-//! idle connection but not one holding a watch, and oversized request heads are refused.
+//! idle connection but not one holding a watch, oversized request heads are refused, and a closed
+//! connection is read a moment longer (no reset for a client's late bytes).
 // Test code: a failed unwrap / expect / panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -643,5 +644,43 @@ async fn a_failed_authentication_does_not_cut_another_identity_s_watch() {
     );
     // New requests go on a new connection (the GOAWAY).
     assert!(shared.ready().await.is_err() || shared.send_request(get("/version")).await.is_err());
+    env.stop().await;
+}
+
+/// A connection the proxy closes (here after `Connection: close`) is still read for a moment
+/// (lingering, as Go's servers): the client's late bytes — an HTTP/2 client's WINDOW_UPDATE,
+/// PING ack or TLS close_notify — are taken, not answered with a TCP reset that would make the
+/// client's kernel discard an answer it has received but not yet read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_writing_after_the_proxy_closes_is_not_reset() {
+    let env = start("").await;
+    let mut h1 = common::tls_connect(
+        env.proxy_addr,
+        &env.ca,
+        Some(&env.admin_cert),
+        &[b"http/1.1"],
+    )
+    .await;
+    h1.write_all(b"GET /version HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), h1.read_to_end(&mut answer))
+        .await
+        .expect("the proxy did not close the connection")
+        .unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    // Without lingering the first late write is answered with a reset, and the second fails.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h1.write_all(b"late").await.unwrap();
+    h1.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = async {
+        h1.write_all(b"later").await?;
+        h1.flush().await
+    };
+    second
+        .await
+        .expect("the proxy reset a connection it had closed");
     env.stop().await;
 }

@@ -5,6 +5,7 @@ pub mod anchors;
 pub mod config;
 mod conn;
 pub mod limits;
+mod linger;
 pub mod metrics;
 pub mod serve;
 pub mod tls;

@@ -46,7 +46,6 @@ use super::{
 };
 use crate::{
     body::{self, Body},
-    read_tap::ReadTap,
     shutdown::Shutdown,
 };
 
@@ -291,6 +290,11 @@ struct Conn {
     stop: Shutdown,
 }
 
+/// The byte stream hyper serves on (see `conn::tracked`).
+trait ConnIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ConnIo for T {}
+
 /// What hyper serves on a connection: the handler wrapped by [`service`].
 trait ConnService:
     hyper::service::Service<
@@ -392,7 +396,7 @@ impl Conn {
         io: T,
         info: Arc<ConnInfo>,
         handler: H,
-    ) -> Http<'_, ReadTap<T, impl FnMut(&[u8]) + Unpin + Send + 'static>, impl ConnService>
+    ) -> Http<'_, impl ConnIo, impl ConnService>
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
@@ -579,6 +583,9 @@ where
         let shared = shared.clone();
         async move {
             let resp = fut.await;
+            if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                shared.upgraded();
+            }
             if h2 && failed_authentication(&resp) {
                 let refused = shared.refused_unauthenticated();
                 return Ok(resp.map(|b| body::hold(b, (open, refused))));

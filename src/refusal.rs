@@ -20,7 +20,8 @@
 //! | `RateLimited` | 429 / 503 + Retry-After | TooManyRequests / ServiceUnavailable | ratelimit |
 //! | `Body` (size, encoding, media type, parse, patch, field rules) | 400 / 403 / 404 / 408 / 413 / 415 / 422 / 500 / 503 | as the apiserver | sanitize |
 //! | `PodSecurity` | 403 | Forbidden, in PodSecurity admission's words (+ one cause per field) | sanitize |
-//! | `AuditUnavailable` | 503 + Retry-After | ServiceUnavailable | audit |
+//! | `AuditUnavailable` (nothing was carried out, or only a read) | 503 + Retry-After | ServiceUnavailable | audit |
+//! | `AuditUnrecorded` (forwarded, not a read: it may have been carried out) | 500, no Retry-After | InternalError | audit |
 //! | `Upstream` | 400 / 502 | BadRequest / BadGateway | upstream |
 //! | `Timeout` | 504 | Timeout | upstream |
 //! | `BreakerOpen` (every endpoint's circuit breaker refuses; no network attempt) | 503 + Retry-After | ServiceUnavailable | upstream |
@@ -62,8 +63,14 @@ pub enum Refusal {
     Body(BodyRefusal),
     /// The object the write produces violates an enforced Pod Security level.
     PodSecurity(Box<PodSecurityDenial>),
-    /// A blocking-strict audit sink could not make the event durable.
+    /// A blocking-strict audit sink could not make the event durable — before the request
+    /// was forwarded, or after a read was: sending it again is safe.
     AuditUnavailable,
+    /// A blocking-strict audit sink could not make the event of a forwarded request that is
+    /// not a read durable: the API server may have carried it out, so the answer invites no
+    /// retry (client-go retries a 5xx only with `Retry-After`; a create retried would run
+    /// twice, unrecorded).
+    AuditUnrecorded,
     /// The upstream could not be reached or the request could not be forwarded.
     Upstream(UpstreamFailure),
     /// No response head from the upstream within `upstream.request_timeout` (or the client's
@@ -275,7 +282,7 @@ impl Refusal {
             Refusal::Forbidden(_) => "authz",
             Refusal::RateLimited(_) => "ratelimit",
             Refusal::Body(_) | Refusal::PodSecurity(_) => "sanitize",
-            Refusal::AuditUnavailable => "audit",
+            Refusal::AuditUnavailable | Refusal::AuditUnrecorded => "audit",
             Refusal::Upstream(_)
             | Refusal::Timeout
             | Refusal::BreakerOpen(_)
@@ -310,6 +317,9 @@ impl Refusal {
             Refusal::AuditUnavailable => {
                 Status::service_unavailable("the request could not be audited; try again later", 1)
             }
+            Refusal::AuditUnrecorded => Status::internal(
+                "the API server answered, but the request's audit event could not be recorded, so its answer is withheld; the request may have been carried out: check before sending it again",
+            ),
             Refusal::Upstream(UpstreamFailure::Unreachable(why)) => Status::bad_gateway(format!(
                 "the upstream API server could not be reached: {why}"
             )),

@@ -1,7 +1,8 @@
 //! Issue 6 through the proxy: one audit.k8s.io/v1 event per request with the apiserver's fields,
 //! refusals included; what must never be recorded; stream stages; verify and query on the log
 //! the proxy wrote; a strict sink that cannot record answers 503 (and a strict file sink that
-//! cannot write makes the replica unready until it writes again); and kill -9 of the real
+//! cannot write makes the replica unready until it writes again, and a write forwarded before
+//! its event failed invites no retry while later writes are held back); and kill -9 of the real
 //! binary under load loses no event of an answered request.
 // Test code: a failed unwrap / expect / panic is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -582,6 +583,138 @@ async fn a_strict_file_sink_that_cannot_write_makes_the_replica_unready() {
     let recorded = std::fs::read_to_string(&log).unwrap();
     assert!(
         recorded.contains("\"stage\":\"RequestReceived\""),
+        "{recorded}"
+    );
+    env.stop().await;
+}
+
+/// A strict file sink whose disk is full under a policy that omits `RequestReceived` (as the
+/// shipped one does): a write is forwarded before any event is durable. Its failed
+/// `ResponseComplete` must not invite a retry — kubectl's create is sent once and answered
+/// 500 without `Retry-After` (a 503 with it made client-go send the create again and again,
+/// each carried out unrecorded) — and while the sink is failing, writes are refused before
+/// the upstream sees them; reads still go (a retried read changes nothing) and their events
+/// are what find the disk writable again.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strict_sink_failing_after_forwarding_invites_no_retry_and_holds_back_writes() {
+    common::require_kubectl();
+    let full = tempfile::tempdir().unwrap();
+    let log = full.path().join("audit.log");
+    std::os::unix::fs::symlink("/dev/full", &log).unwrap();
+    let policy = full.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        // kubectl's discovery unaudited, so that its create is the first event to fail.
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  - level: None\n    nonResourceURLs: [/api, /api/*, /apis, /apis/*, /openapi/*, /version]\n  - level: Metadata\n",
+    )
+    .unwrap();
+    let env = Env::start_with(|c| {
+        *c = c
+            .replace("{path: audit.log,", &format!("{{path: {},", log.display()))
+            .replace(
+                "  policy_file: audit-policy.yaml\n",
+                &format!("  policy_file: {}\n", policy.display()),
+            )
+            // Without a key: a checkpoint's fdatasync of /dev/full fails (EINVAL) at start.
+            .replace("  signing_key_file: audit-signing.key\n", "");
+        assert!(c.contains(&*log.to_string_lossy()), "{c}");
+        assert!(c.contains(&*policy.to_string_lossy()), "{c}");
+        assert!(!c.contains("signing_key_file"), "{c}");
+    })
+    .await;
+    let posts = |env: &Env| {
+        env.sandbox
+            .sandbox
+            .recorded()
+            .iter()
+            .filter(|r| r.method == http::Method::POST)
+            .count()
+    };
+    let configmaps = "/api/v1/namespaces/default/configmaps";
+    env.sandbox.sandbox.clear_recorded();
+
+    // The first write reaches the API server (nothing is known to fail yet); its event fails,
+    // and kubectl does not send it again (it would on a 503 with Retry-After).
+    let out = env
+        .kubectl(&["create", "configmap", "first", "-n", "default"])
+        .await;
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("may have been carried out"), "{stderr}");
+    assert_eq!(posts(&env), 1, "kubectl sent the create again");
+    let direct = env
+        .sandbox
+        .sandbox
+        .recorded()
+        .into_iter()
+        .find(|r| r.method == http::Method::POST)
+        .unwrap();
+    assert_eq!(direct.path, configmaps);
+
+    let cm =
+        |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+    // While the sink is failing: a write is refused before the upstream sees it (503 and
+    // Retry-After: nothing was carried out, so a retry is safe).
+    let resp = env
+        .request(
+            req("POST", configmaps, Some(&cm("second"))),
+            Some(&env.admin_cert),
+            true,
+        )
+        .await;
+    assert_eq!(resp.status(), 503, "{:?}", resp.body());
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let s: Value = serde_json::from_slice(resp.body()).unwrap();
+    assert_eq!(s["reason"], "ServiceUnavailable");
+    assert_eq!(
+        posts(&env),
+        1,
+        "a write went upstream while the sink was failing"
+    );
+    let resp = env
+        .request(
+            req("DELETE", &format!("{configmaps}/first"), None),
+            Some(&env.admin_cert),
+            true,
+        )
+        .await;
+    assert_eq!(resp.status(), 503, "{:?}", resp.body());
+    assert!(
+        !env.sandbox
+            .sandbox
+            .recorded()
+            .iter()
+            .any(|r| r.method == http::Method::DELETE),
+        "a delete went upstream while the sink was failing"
+    );
+    // A read still goes (its answer is withheld: 503, retry-safe).
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env
+        .request(req("GET", configmaps, None), Some(&env.admin_cert), true)
+        .await;
+    assert_eq!(resp.status(), 503, "{:?}", resp.body());
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_eq!(env.sandbox.sandbox.recorded().len(), 1);
+
+    // Room again: the next read's event is written, and writes go again.
+    std::fs::remove_file(&log).unwrap();
+    let resp = env
+        .request(req("GET", configmaps, None), Some(&env.admin_cert), true)
+        .await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.body());
+    let resp = env
+        .request(
+            req("POST", configmaps, Some(&cm("third"))),
+            Some(&env.admin_cert),
+            true,
+        )
+        .await;
+    assert_eq!(resp.status(), 201, "{:?}", resp.body());
+    assert_eq!(posts(&env), 1);
+    let recorded = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        recorded.contains("\"verb\":\"create\"") && !recorded.contains("RequestReceived"),
         "{recorded}"
     );
     env.stop().await;

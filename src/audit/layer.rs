@@ -28,10 +28,14 @@
 //! [`ReceivedLayer`] emits `RequestReceived`.
 //!
 //! Rejects: only when a blocking-strict sink cannot make an event durable, so that no client
-//! holds a complete answer whose event was lost: 503 (`Refusal::AuditUnavailable`) for an
-//! answer whose head is still held (`RequestReceived`, `ResponseStarted`, a refusal, an answer
-//! held whole); a streamed answer is cut off before its end instead. Without an `audit:`
-//! section both layers pass requests through untouched.
+//! holds a complete answer whose event was lost: 503 + Retry-After (`Refusal::AuditUnavailable`)
+//! for an answer whose head is still held (`RequestReceived`, `ResponseStarted`, a refusal, an
+//! answer held whole) when nothing was forwarded or it was a read; 500 without Retry-After
+//! (`Refusal::AuditUnrecorded`) when a forwarded request that is not a read may have been
+//! carried out (a retry would run it again); a streamed answer is cut off before its end
+//! instead. While a strict sink of this replica is failing, a request that is not a read and
+//! whose `RequestReceived` the policy omits is refused (503) before it is forwarded. Without
+//! an `audit:` section both layers pass requests through untouched.
 
 use std::{
     convert::Infallible,
@@ -254,7 +258,7 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
     let streams = resp.extensions_mut().remove::<StreamGuards>();
     let code = resp.status().as_u16();
     let stream_started = long_running && code < 300 && streams.is_some();
-    let (wants_body, proxied, deletes, recorded, started_event) = rec.with(|r| {
+    let (wants_body, proxied, deletes, recorded, started_event, retry_safe) = rec.with(|r| {
         if let Some(refused) = resp.extensions().get::<Refused>() {
             r.refused(refused);
         }
@@ -273,6 +277,8 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
             // request its audit filter saw (a refused watch, a 404 exec too) — the filter sits
             // after authentication, so not for a request refused before it.
             long_running && r.is_authenticated() && eval.records(Stage::ResponseStarted),
+            // Asked now: the event leaves the record when it is emitted.
+            r.retry_safe(),
         )
     });
     drop(streams);
@@ -303,8 +309,20 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
         Ok(resp) => return resp,
         Err(failed) => failed,
     };
-    tracing::error!(%err, "audit event could not be recorded; answering 503");
-    let mut refused = Refusal::AuditUnavailable.respond();
+    // Forwarded (the answer is the upstream's, or an upstream failure that may have followed
+    // the sending) and not a read: the API server may have carried it out, so no retry is
+    // invited.
+    let forwarded = replaced
+        .extensions()
+        .get::<Refused>()
+        .is_none_or(|r| r.by == "upstream");
+    let refusal = if forwarded && !retry_safe {
+        Refusal::AuditUnrecorded
+    } else {
+        Refusal::AuditUnavailable
+    };
+    tracing::error!(%err, code = refusal.status().code, "audit event could not be recorded; answer withheld");
+    let mut refused = refusal.respond();
     if let Some(marker) = refused.extensions().get::<Refused>() {
         // ResponseComplete, still to come, tells what the client got.
         rec.with(|r| r.refused(marker));
@@ -330,7 +348,10 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
 
 /// Emits `RequestReceived` once the caller is authenticated (where kube-apiserver's audit
 /// filter sits), when the policy records that stage; a strict sink that cannot take it refuses
-/// the request before anything is judged or forwarded.
+/// the request before anything is judged or forwarded. When the policy omits that stage, a
+/// request that is not a read is refused here while a strict sink of this replica is failing
+/// ([`Recorder::held_back_by_audit`]): its `ResponseComplete` would fail after the API server
+/// carried it out.
 #[derive(Clone, Copy, Default)]
 pub struct ReceivedLayer;
 
@@ -368,6 +389,10 @@ where
         service::boxed(async move {
             if let Err(err) = rec.emit(Stage::RequestReceived).await {
                 tracing::error!(%err, "audit event could not be recorded; answering 503");
+                return Ok(Refusal::AuditUnavailable.respond());
+            }
+            if let Some(why) = rec.with(Recorder::held_back_by_audit) {
+                tracing::warn!(%why, "a strict audit sink is failing; a write refused before forwarding");
                 return Ok(Refusal::AuditUnavailable.respond());
             }
             inner.call(req).await

@@ -482,6 +482,33 @@ impl Recorder {
         self.completed
     }
 
+    /// Whether the client may safely send the request again after an answer it did not get: a
+    /// read (`get`, `list`, `watch`), but not of a session or of a pod's, service's or node's
+    /// own bytes (`exec`, `attach`, `portforward`, `proxy` — a WebSocket exec is a `get`).
+    pub fn retry_safe(&self) -> bool {
+        matches!(self.event.verb.as_str(), "get" | "list" | "watch")
+            && !self.info.as_ref().is_some_and(|i| {
+                matches!(
+                    i.subresource.as_str(),
+                    "exec" | "attach" | "portforward" | "proxy"
+                )
+            })
+    }
+
+    /// Why the request must not be forwarded now, if so: it is audited, not
+    /// [`retry_safe`](Self::retry_safe), its `RequestReceived` is not recorded (when it is,
+    /// that event's own write decides before forwarding), and a `blocking-strict` sink of this
+    /// replica is failing ([`Auditor::strict_failure`](super::Auditor::strict_failure)).
+    /// Forwarded, the API server would carry it out before its `ResponseComplete` failed —
+    /// unrecorded, and answered with an error the client cannot tell from "not done".
+    pub fn held_back_by_audit(&mut self) -> Option<String> {
+        let eval = self.evaluate();
+        if eval.level == Level::None || eval.records(Stage::RequestReceived) || self.retry_safe() {
+            return None;
+        }
+        self.audit.auditor.strict_failure()
+    }
+
     /// Whether the request is a `delete` or `deletecollection`.
     pub fn deletes(&self) -> bool {
         matches!(self.event.verb.as_str(), "delete" | "deletecollection")

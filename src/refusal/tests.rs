@@ -53,6 +53,7 @@ fn every_refusal() -> Vec<Refusal> {
             causes: Vec::new(),
         })),
         Refusal::AuditUnavailable,
+        Refusal::AuditUnrecorded,
         Refusal::Upstream(UpstreamFailure::Unreachable("refused")),
         Refusal::Upstream(UpstreamFailure::Unforwardable),
         Refusal::Upstream(UpstreamFailure::NotUpgradable),
@@ -177,6 +178,14 @@ fn every_refusal_carries_its_marker() {
     let m = r.extensions().get::<Refused>().unwrap();
     assert_eq!((m.by, m.code), ("audit", 503));
     assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    // Forwarded and maybe carried out: nothing invites the client to send it again.
+    let r = Refusal::AuditUnrecorded.respond();
+    let m = r.extensions().get::<Refused>().unwrap();
+    assert_eq!(
+        (m.by, m.code, m.reason.as_str()),
+        ("audit", 500, "InternalError")
+    );
+    assert!(r.headers().get(header::RETRY_AFTER).is_none());
     let r = Refusal::Unauthenticated(Failure::NoCredentials).respond();
     let m = r.extensions().get::<Refused>().unwrap();
     assert!(m.unauthenticated);

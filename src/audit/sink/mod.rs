@@ -457,10 +457,29 @@ impl Auditor {
 
     /// [`not_ready`](Self::not_ready) as of `now`.
     pub(crate) fn not_ready_at(&self, window: Duration, now: std::time::Instant) -> Vec<String> {
+        self.strict_problems(window, now).collect()
+    }
+
+    /// Why a `blocking-strict` sink of this replica (file, stdout) cannot take events now: its
+    /// writer is gone, a write has hung for [`health::STUCK_WRITE`], or its last event write
+    /// failed and none has succeeded since — without `not_ready`'s window: the events of the
+    /// requests this refuses (and of the reads it lets through) are what try the sink again.
+    /// `None` when every such sink can take events (atomic loads, no lock).
+    pub fn strict_failure(&self) -> Option<String> {
+        self.strict_problems(Duration::MAX, std::time::Instant::now())
+            .next()
+    }
+
+    /// Each local strict sink's problem, if it has one (a failure counts within `window`).
+    fn strict_problems(
+        &self,
+        window: Duration,
+        now: std::time::Instant,
+    ) -> impl Iterator<Item = String> + '_ {
         self.sinks
             .iter()
             .filter(|s| s.local && s.mode == DeliveryMode::BlockingStrict)
-            .filter_map(|s| {
+            .filter_map(move |s| {
                 if s.tx.is_closed() {
                     // Only its thread's end closes the channel before shutdown (a panic):
                     // every strict emit fails from then on, and nothing will recover it.
@@ -477,7 +496,6 @@ impl Auditor {
                 let why = s.counters.health.failing_at(now, window)?;
                 Some(format!("audit sink {} failing: {why}", s.name))
             })
-            .collect()
     }
 
     /// Record one event in every sink, waiting as each sink's mode says. `Err` only when a

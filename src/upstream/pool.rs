@@ -64,10 +64,15 @@ pub const STREAM_WINDOW: u32 = 256 * 1024;
 pub enum PoolError {
     /// TCP or TLS toward the endpoint failed or timed out (nothing was sent).
     Connect(String),
+    /// The connect another request made while this one waited for it failed: its reason,
+    /// shared (one observation of the endpoint, not one per waiter).
+    ConnectShared(String),
     /// Nothing was sent: no connection could be opened (the reason), or every connection
     /// closed (GOAWAY) before the request went out. The request comes back, so even a write
-    /// may go to another endpoint.
-    NotSent(String, Box<Request<Body>>),
+    /// may go to another endpoint. The flag: whether this request saw it happen itself
+    /// (`false`: it shared the answer of a connect another request made — the circuit
+    /// breaker counts that connect once, not once per waiter).
+    NotSent(String, Box<Request<Body>>, bool),
     /// Every connection is full and the endpoint is at its connection cap: nothing was sent,
     /// and the request comes back.
     Busy(Box<Request<Body>>),
@@ -96,7 +101,9 @@ impl PoolError {
     /// A short, non-leaky description for the client's Status.
     pub fn describe(&self) -> &'static str {
         match self {
-            PoolError::Connect(_) | PoolError::NotSent(..) => "connection failed",
+            PoolError::Connect(_) | PoolError::ConnectShared(_) | PoolError::NotSent(..) => {
+                "connection failed"
+            }
             PoolError::Legacy(e) if e.is_connect() => "connection failed",
             PoolError::Busy(_) => "every upstream connection is busy",
             PoolError::Broken(_) | PoolError::BrokenHttp1(_) | PoolError::Legacy(_) => {
@@ -109,7 +116,9 @@ impl PoolError {
 impl std::fmt::Display for PoolError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PoolError::Connect(e) | PoolError::NotSent(e, _) => write!(f, "connect: {e}"),
+            PoolError::Connect(e) | PoolError::ConnectShared(e) | PoolError::NotSent(e, ..) => {
+                write!(f, "connect: {e}")
+            }
             PoolError::Busy(_) => f.write_str("every connection is at its stream limit"),
             PoolError::Broken(e) => write!(f, "{e}"),
             PoolError::BrokenHttp1(e) => write!(f, "{e}"),
@@ -274,7 +283,10 @@ impl Pool {
                 Ok(Taken::Http1(tls)) => return Box::pin(once_over_http1(*tls, req)).await,
                 Err(None) => return Err(PoolError::Busy(Box::new(req))),
                 Err(Some(PoolError::Connect(why))) => {
-                    return Err(PoolError::NotSent(why, Box::new(req)))
+                    return Err(PoolError::NotSent(why, Box::new(req), true))
+                }
+                Err(Some(PoolError::ConnectShared(why))) => {
+                    return Err(PoolError::NotSent(why, Box::new(req), false))
                 }
                 Err(Some(err)) => return Err(err),
             };
@@ -293,6 +305,7 @@ impl Pool {
         Err(PoolError::NotSent(
             "every connection closed before the request went out".into(),
             Box::new(req),
+            true,
         ))
     }
 
@@ -320,7 +333,7 @@ impl Pool {
             .unwrap_or_else(PoisonError::into_inner)
         {
             if *at >= waited_from {
-                return Err(Some(PoolError::Connect(why.clone())));
+                return Err(Some(PoolError::ConnectShared(why.clone())));
             }
         }
         let connected = self.connect().await;

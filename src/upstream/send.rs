@@ -182,11 +182,18 @@ pub async fn send(
                 busy = true;
                 continue;
             }
-            Ok(Err(PoolError::NotSent(why, unsent))) => {
+            Ok(Err(PoolError::NotSent(why, unsent, first_hand))) => {
                 // Nothing left the proxy (no connection, or each one closing): even a write
                 // goes on to the next endpoint, its body untouched.
                 tracing::warn!(endpoint = %ep.name, err = %why, "upstream request not sent");
-                report(&ep, permit, Outcome::Failure);
+                // A connect shared by a burst is one observation: counted once (by the
+                // request that made it), or one slow handshake would open the breaker.
+                let outcome = if first_hand {
+                    Outcome::Failure
+                } else {
+                    Outcome::Neutral
+                };
+                report(&ep, permit, outcome);
                 last_error = Some("connection failed");
                 if !safe {
                     body = Some(unsent.into_body());

@@ -167,7 +167,7 @@ async fn a_write_that_never_left_comes_back_whole_when_the_endpoint_retires() {
         r#"{"kind":"ConfigMap"}"#,
     );
     match pool.request(post).await {
-        Err(PoolError::NotSent(why, req)) => {
+        Err(PoolError::NotSent(why, req, _)) => {
             assert_eq!(req.method(), "POST");
             assert_eq!(req.uri().path(), "/api/v1/namespaces/a/configmaps");
             let body = req.into_body().collect().await.unwrap().to_bytes();
@@ -215,13 +215,19 @@ async fn requests_waiting_for_a_failed_connect_share_its_answer() {
             })
         })
         .collect();
+    let mut first_hand = 0;
     for r in burst {
         match r.await.unwrap() {
-            Err(PoolError::NotSent(why, _)) => assert!(why.contains("TLS handshake"), "{why}"),
+            Err(PoolError::NotSent(why, _, made_it)) => {
+                assert!(why.contains("TLS handshake"), "{why}");
+                first_hand += usize::from(made_it);
+            }
             Err(other) => panic!("unexpected error: {other}"),
             Ok(resp) => panic!("answered: {}", resp.status()),
         }
     }
+    // The circuit breaker counts the connect once: only the request that made it saw it.
+    assert_eq!(first_hand, 1);
     assert_eq!(
         accepted.load(Ordering::SeqCst),
         1,

@@ -294,7 +294,18 @@ impl FileBackend {
             state
         } else {
             let backups = move_orphan_sidecar(&cfg.path)?;
-            if signs {
+            // An empty log that owns a sidecar (a rotation's start checkpoint, or a run that
+            // wrote no event) continues from that sidecar's last checkpoint: its backups may be
+            // gone (shipped and deleted), and the chain never restarts — verify would find the
+            // sidecar's seq going back.
+            let own = if signs && cfg.path.exists() {
+                Some(scan_tail(&cfg.path)?).filter(|s| s.counted && s.clean_end)
+            } else {
+                None
+            };
+            if let Some(own) = own {
+                own
+            } else if signs {
                 chain_end(&backups)?
             } else {
                 // Without a key only the link is needed.

@@ -506,6 +506,35 @@ async fn an_idle_restart_keeps_the_empty_log_and_its_sidecar() {
     assert_eq!((r.events, r.unsigned_tail), (2, 0));
 }
 
+/// An empty log whose sidecar holds the checkpoint it starts from (a rotation, then a restart
+/// before any event), with its backups gone (shipped and deleted): the chain continues from
+/// that checkpoint — it never restarts from the beginning, which `verify` would report as a
+/// checkpoint whose seq goes back.
+#[tokio::test]
+async fn an_empty_log_continues_from_its_sidecar_when_its_backups_are_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let key = key();
+    let cfg = signed(&path, &key);
+    write_events(cfg.clone(), 0..5).await;
+    // As a rotation leaves it: the full file (and its checkpoints) a backup, a new empty log
+    // whose sidecar starts where the backup ends.
+    let backup = backup_path(&path).unwrap();
+    std::fs::rename(&path, &backup).unwrap();
+    std::fs::rename(sidecar_path(&path), sidecar_path(&backup)).unwrap();
+    auditor(cfg.clone(), DeliveryMode::BlockingStrict)
+        .shutdown(Duration::from_secs(5))
+        .await;
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    // The backup shipped and deleted; the proxy restarts and writes.
+    std::fs::remove_file(&backup).unwrap();
+    std::fs::remove_file(sidecar_path(&backup)).unwrap();
+    write_events(cfg, 5..7).await;
+    let r = verify_files(&[path], &key);
+    assert!(r.ok(), "{r:?}");
+    assert_eq!((r.events, r.unsigned_tail), (2, 0));
+}
+
 /// Lines appended while the proxy was stopped (links recomputed: that takes no key) are not
 /// vouched for by the restarted proxy: its first checkpoint says how many events it found
 /// unsigned, and verify reports them as adopted, not as signed when written.

@@ -149,13 +149,20 @@ pub(super) fn read_sidecar(
     }))
 }
 
-/// The checkpoints found in an anchor file, whatever else its lines hold.
+/// The checkpoints found in an anchor file, whatever else its lines hold: a line that is a
+/// checkpoint, one after a prefix (a container runtime's `TIME stderr F `), or one wrapped as
+/// a string in a log collector's record (Docker's json-file `{"log": "…"}`, a `message` field)
+/// — any string member of an object without a `kind` of its own. An anchor file in which no
+/// checkpoint is found fails: it would anchor nothing, and silently (the file named by
+/// mistake, or wrapped in a way this does not read).
 pub(super) fn read_anchor(
     path: &Path,
     keys: &[VerifyingKey],
 ) -> io::Result<Result<Vec<Signed>, Failure>> {
     let mut out = Vec::new();
+    let mut lines = 0u64;
     let result = for_each_line(path, |line, bytes| {
+        lines = line;
         let text = String::from_utf8_lossy(bytes);
         if !text.contains(CHECKPOINT_KIND) {
             return Ok(());
@@ -166,11 +173,22 @@ pub(super) fn read_anchor(
             .zip(text.rfind('}'))
             .and_then(|(a, b)| text.get(a..=b))
             .unwrap_or_default();
+        let unwrapped;
+        let mut json = json;
         // Only an object whose own `kind` is a checkpoint is one: an audit event whose
-        // `requestURI` (or any string) holds the word is another line of the log.
+        // `requestURI` (or any string) holds the word is another line of the log. An object
+        // without a `kind` may be a collector's record holding the line as a string.
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(json) {
-            if v.get("kind").and_then(serde_json::Value::as_str) != Some(CHECKPOINT_KIND) {
-                return Ok(());
+            match v.get("kind") {
+                Some(k) if k.as_str() == Some(CHECKPOINT_KIND) => {}
+                Some(_) => return Ok(()),
+                None => match wrapped_checkpoint(&v) {
+                    Some(inner) => {
+                        unwrapped = inner;
+                        json = &unwrapped;
+                    }
+                    None => return Ok(()),
+                },
             }
         }
         let cp: Checkpoint = serde_json::from_str(json)
@@ -187,5 +205,34 @@ pub(super) fn read_anchor(
         Ok(())
     })?;
     // A torn last line of an anchor is just not counted.
-    Ok(result.map(|_| out))
+    Ok(result.and_then(|_| {
+        if out.is_empty() {
+            return Err(fail(
+                path,
+                lines.max(1),
+                format!("no checkpoint found in this anchor file (no line is a {CHECKPOINT_KIND}, alone, after a prefix, or as a string member of a log collector's record): it anchors nothing"),
+            ));
+        }
+        Ok(out)
+    }))
+}
+
+/// The checkpoint a log collector's record holds as one of its string members (`log`,
+/// `message`, … — at any depth), trimmed: the first whose text is an object of the checkpoint
+/// kind.
+fn wrapped_checkpoint(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) if s.contains(CHECKPOINT_KIND) => {
+            let t = s.trim();
+            serde_json::from_str::<serde_json::Value>(t)
+                .ok()
+                .filter(|inner| {
+                    inner.get("kind").and_then(serde_json::Value::as_str) == Some(CHECKPOINT_KIND)
+                })
+                .map(|_| t.to_owned())
+        }
+        serde_json::Value::Object(m) => m.values().find_map(wrapped_checkpoint),
+        serde_json::Value::Array(a) => a.iter().find_map(wrapped_checkpoint),
+        _ => None,
+    }
 }

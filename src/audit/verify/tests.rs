@@ -243,6 +243,70 @@ fn a_truncated_tail_is_caught_by_the_sidecar_or_by_an_anchor() {
     assert!(f.message.contains("signature invalid"), "{}", f.message);
 }
 
+/// The sidecar's checkpoints as a log collector keeps them: Docker's json-file driver (and
+/// Fluent Bit, Vector) wraps each line as a JSON string. They anchor the chain as the bare
+/// lines do — with them the cut-back files fail — and an anchor file in which no checkpoint can
+/// be found fails instead of anchoring nothing in silence.
+#[test]
+fn checkpoints_wrapped_by_a_log_collector_anchor_and_an_empty_anchor_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    let side = sidecar_path(&p);
+    let anchor = dir.path().join("anchor.log");
+    let (_, _, key) = SigningKey::generate().unwrap();
+    let keys = [key.verifying_key()];
+    write_file(&p, &key, 10, 4, Some(&anchor));
+    let orig = lines(&p);
+    let orig_side = lines(&side);
+    let wrapped: Vec<String> = orig_side
+        .iter()
+        .map(|l| {
+            serde_json::json!({"log": format!("{l}\n"), "stream": "stderr", "time": "2026-12-02T10:00:00.1Z"})
+                .to_string()
+        })
+        .chain(std::iter::once(
+            serde_json::json!({"message": "some other line", "stream": "stdout"}).to_string(),
+        ))
+        .collect();
+    put(&anchor, &wrapped);
+    let r = verify_with_anchors(
+        std::slice::from_ref(&p),
+        &keys,
+        std::slice::from_ref(&anchor),
+    )
+    .unwrap();
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(r.anchors_matched, 3);
+    // Log and sidecar cut back together: the wrapped anchors still sign event #8.
+    put(&p, &orig[..4]);
+    put(&side, &orig_side[..2]);
+    let r = verify_with_anchors(
+        std::slice::from_ref(&p),
+        &keys,
+        std::slice::from_ref(&anchor),
+    )
+    .unwrap();
+    let f = r.failure.unwrap();
+    assert!(
+        f.message
+            .contains("signs event #8, but the files end at event #4"),
+        "{}",
+        f.message
+    );
+    // An anchor file without a checkpoint (the wrong file, or one that names the kind only
+    // in an event) fails.
+    put(&p, &orig);
+    put(&side, &orig_side);
+    put(
+        &anchor,
+        &[r#"{"kind":"Event","requestURI":"/PortcullisAuditCheckpoint"}"#.to_string()],
+    );
+    let r = verify_with_anchors(&[p], &keys, std::slice::from_ref(&anchor)).unwrap();
+    let f = r.failure.unwrap();
+    assert_eq!(f.file, anchor);
+    assert!(f.message.contains("no checkpoint found"), "{}", f.message);
+}
+
 #[test]
 fn rewriting_the_whole_chain_is_caught_by_signatures() {
     let dir = tempfile::tempdir().unwrap();

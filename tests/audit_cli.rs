@@ -1,6 +1,7 @@
 //! `portcullis audit verify | query | keygen` through the real binary, on files written by the
 //! library's file sink: verify passes, then names the line after each kind of tampering; the
-//! chain holds across rotation; a torn last line is only a warning; query filters give exact
+//! chain holds across rotation; a torn last line is only a warning; an unsigned tail longer
+//! than the checkpoint interval fails; query filters give exact
 //! rows; and group commit in blocking-strict mode (fewer fsyncs than events, every acknowledged
 //! event in the file).
 // Test code: a failed unwrap / expect / panic is a failed test.
@@ -351,6 +352,76 @@ async fn torn_last_line_warns_and_unsigned_tail_is_reported() {
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.starts_with("OK: 7 events"), "{out}");
+}
+
+/// The newest events rewritten (links recomputed: that takes no key) and the sidecar cut back
+/// to the checkpoint before them: every remaining line is consistent, so only time tells — the
+/// sink signs unsigned events every `checkpoint_interval`, and these run on long after the
+/// last checkpoint. verify fails by default; told the sink's interval is longer, it passes.
+#[tokio::test]
+async fn an_unsigned_tail_longer_than_the_checkpoint_interval_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public) = keygen(dir.path());
+    let log = dir.path().join("audit.log");
+    let a = file_sink(&log, &private, |c| {
+        c.checkpoint_every_events = 100;
+        c.checkpoint_interval = Duration::from_secs(3600);
+    });
+    // Stamped a minute apart, as on a quiet day: the sink here signs only at its end.
+    let start = MicroTime::now().unix_micros();
+    for i in 0..4 {
+        let mut e = simple(i);
+        e.stage_timestamp = MicroTime::from_unix_micros(start + i as i64 * 60_000_000);
+        a.emit(e).await.unwrap();
+    }
+    a.shutdown(Duration::from_secs(5)).await;
+    let key = public.to_str().unwrap();
+    let (code, out, err) = run(
+        &["audit", "verify", "--key", key],
+        std::slice::from_ref(&log),
+    );
+    assert_eq!(code, 0, "signed at the end: {out}{err}");
+    // The closing checkpoint removed: the header (signed before the first event) is the last.
+    let sidecar = sidecar_path(&log);
+    let mut s = lines(&sidecar);
+    assert_eq!(s.len(), 2, "header and the closing checkpoint");
+    s.pop();
+    write_lines(&sidecar, &s);
+    let (code, out, err) = run(
+        &["audit", "verify", "--key", key],
+        std::slice::from_ref(&log),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("the 4 unsigned events after the last checkpoint")
+            && err.contains("--checkpoint-interval 10s"),
+        "{err}"
+    );
+    let (code, out, err) = run(
+        &[
+            "audit",
+            "verify",
+            "--checkpoint-interval",
+            "1h",
+            "--key",
+            key,
+        ],
+        std::slice::from_ref(&log),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("unsigned tail: 4 events"), "{out}");
+    let (code, _, _) = run(
+        &[
+            "audit",
+            "verify",
+            "--checkpoint-interval",
+            "0",
+            "--key",
+            key,
+        ],
+        std::slice::from_ref(&log),
+    );
+    assert_eq!(code, 0, "0 skips the check");
 }
 
 #[tokio::test]

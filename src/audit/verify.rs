@@ -100,6 +100,8 @@ pub struct Report {
     pub signatures_checked: bool,
     /// The newest checkpoint that matched: `(seq, signed time)`.
     pub last_checkpoint: Option<(u64, String)>,
+    /// The `stageTimestamp` of the last verified event.
+    pub last_event_time: Option<String>,
     /// Anchor checkpoints found on the verified chain.
     pub anchors_matched: u64,
     /// Anchor checkpoints signing events before the oldest given file (deleted by retention).
@@ -297,6 +299,10 @@ impl State {
         }
         let seq = seq.saturating_add(1);
         self.head = Some((found, seq));
+        self.report.last_event_time = v
+            .get("stageTimestamp")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         self.report.events += 1;
         self.since_ckpt += 1;
         self.reached(found, seq)

@@ -18,6 +18,7 @@
 use std::{
     io::Write,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use anyhow::{bail, Context, Result};
@@ -44,6 +45,12 @@ pub enum AuditCommand {
         /// Fail if more than this many events follow the last checkpoint.
         #[arg(long)]
         max_unsigned_tail: Option<u64>,
+        /// The file sink's `checkpoint_interval`: the sink signs unsigned events this often,
+        /// so (with keys) events stamped more than this (plus 5 s) after the last checkpoint
+        /// fail — the checkpoints after it were removed (an edit of the newest events, the
+        /// sidecar trimmed to match), or the writer could not write them. `0` skips the check.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        checkpoint_interval: Duration,
         /// A file holding copies of the checkpoints (the file sink's `checkpoint_copy`, e.g.
         /// the proxy's container log): the files must reach every checkpoint in it, so a cut
         /// of the newest events (sidecar included) fails. Repeatable.
@@ -132,9 +139,16 @@ fn run_inner(cmd: AuditCommand) -> Result<i32> {
         AuditCommand::Verify {
             keys,
             max_unsigned_tail,
+            checkpoint_interval,
             anchors,
             files,
-        } => verify_cmd(&keys, max_unsigned_tail, &anchors, &files),
+        } => verify_cmd(
+            &keys,
+            max_unsigned_tail,
+            checkpoint_interval,
+            &anchors,
+            &files,
+        ),
         AuditCommand::Query(args) => query_cmd(args),
         AuditCommand::Replay(args) => super::replay::run(&args),
         AuditCommand::Keygen { out, public_out } => keygen_cmd(&out, public_out),
@@ -259,6 +273,7 @@ fn keygen_cmd(out: &std::path::Path, public_out: Option<PathBuf>) -> Result<i32>
 fn verify_cmd(
     keys: &[PathBuf],
     max_tail: Option<u64>,
+    interval: Duration,
     anchors: &[PathBuf],
     files: &[PathBuf],
 ) -> Result<i32> {
@@ -327,6 +342,10 @@ fn verify_cmd(
             "adopted at a restart: events #{first}–#{last} (signed only when the proxy started again, not when written)"
         );
     }
+    if let Some(why) = tail_outlives_checkpoints(&report, interval) {
+        eprintln!("{why}");
+        return Ok(1);
+    }
     if let Some(max) = max_tail {
         if report.unsigned_tail > max {
             eprintln!(
@@ -345,6 +364,39 @@ fn verify_cmd(
         }
     }
     Ok(0)
+}
+
+/// How much later than the checkpoint timer an unsigned event may be stamped: the timer's tick,
+/// a slow sync, the clock read before the write.
+const CHECKPOINT_SLACK: Duration = Duration::from_secs(5);
+
+/// Why the unsigned tail cannot be what the sink left, if so: with signatures checked, its
+/// last event is stamped more than `interval` (+ [`CHECKPOINT_SLACK`]) after the last
+/// checkpoint, while the sink signs unsigned events every `interval`. A crash leaves a tail
+/// within the interval; one longer means checkpoints were removed — the newest events edited
+/// (links recomputed, which takes no key) and the sidecar cut back to match — unless the
+/// writer could not write them (its log says so).
+fn tail_outlives_checkpoints(report: &verify::Report, interval: Duration) -> Option<String> {
+    if interval.is_zero() || !report.signatures_checked || report.unsigned_tail == 0 {
+        return None;
+    }
+    let (_, signed_at) = report.last_checkpoint.as_ref()?;
+    let last = report.last_event_time.as_deref()?;
+    let (Ok(signed), Ok(stamped)) = (signed_at.parse::<MicroTime>(), last.parse::<MicroTime>())
+    else {
+        return None;
+    };
+    let allowed = i64::try_from((interval + CHECKPOINT_SLACK).as_micros()).unwrap_or(i64::MAX);
+    let gap = stamped.unix_micros().saturating_sub(signed.unix_micros());
+    (gap > allowed).then(|| {
+        format!(
+            "FAILED: the {} unsigned events after the last checkpoint (signed {signed_at}) run until {last}, {} s later, but the sink signs unsigned events every --checkpoint-interval {}: the checkpoints after it were removed (the newest events rewritten and the sidecar cut back to match), or the writer could not write them (see its log). Pass the sink's checkpoint_interval if it is not {}; --anchor with its checkpoint_copy proves which.",
+            report.unsigned_tail,
+            gap / 1_000_000,
+            humantime::format_duration(interval),
+            humantime::format_duration(interval),
+        )
+    })
 }
 
 /// `key.pem` → `key.pub.pem`; `key` → `key.pub`.

@@ -63,6 +63,22 @@ struct Capture {
     object: bool,
     /// A protobuf answer, recorded as its JSON form (as kube-apiserver's audit log has it).
     protobuf: bool,
+    /// The body's `Content-Encoding`, lower-cased, when not identity: `gzip` (what
+    /// kube-apiserver compresses answers over 128 KiB with, for clients that accept it — every
+    /// Go client does) is decoded for the event; any other leaves the object out, said so.
+    encoding: Option<String>,
+}
+
+/// Why `responseObject` is missing from an event at `RequestResponse`.
+const OMITTED_ANNOTATION: &str = "portcullis.io/response-object-omitted";
+
+/// `gz` decompressed, if it decodes whole to at most `limit` bytes (a bomb stops there).
+fn gunzip(gz: &[u8], limit: usize) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let mut reader = flate2::read::MultiGzDecoder::new(gz).take(limit as u64 + 1);
+    reader.read_to_end(&mut out).ok()?;
+    (out.len() <= limit).then_some(out)
 }
 
 /// What [`deliver`] reads of an answer's body.
@@ -98,6 +114,15 @@ impl Capture {
         let protobuf = ct == portcullis_proto::MEDIA_TYPE;
         let failure = resp.status().as_u16() >= 400;
         let any_status = wanted == Wanted::AnyStatus;
+        let encoding = resp
+            .headers()
+            .get(http::header::CONTENT_ENCODING)
+            .map(|v| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .filter(|e| !e.is_empty() && e != "identity");
         ((json || protobuf) && (wants_object || failure || any_status)).then(|| Capture {
             chunks: Vec::new(),
             total: 0,
@@ -109,6 +134,7 @@ impl Capture {
             over: false,
             object: wants_object,
             protobuf,
+            encoding,
         })
     }
 
@@ -128,26 +154,45 @@ impl Capture {
 
     /// Put what was kept into the record (before `ResponseComplete` is taken).
     fn finish(self, rec: &AuditRecord) {
+        // What the event cannot hold is said, not silently left out.
+        let omitted = |why: &str| {
+            if self.object {
+                rec.with(|r| r.annotate(OMITTED_ANNOTATION, why));
+            }
+        };
         if self.over {
+            omitted(&format!(
+                "the response body is larger than {} MiB",
+                MAX_RESPONSE_OBJECT >> 20
+            ));
             return;
         }
-        let bytes: Vec<u8> = self.chunks.concat();
+        let mut bytes: Vec<u8> = self.chunks.concat();
+        match self.encoding.as_deref() {
+            None => {}
+            Some("gzip" | "x-gzip") => match gunzip(&bytes, self.limit) {
+                Some(plain) => bytes = plain,
+                None => {
+                    omitted(&format!(
+                        "the gzip response body does not decode within {} MiB",
+                        self.limit >> 20
+                    ));
+                    return;
+                }
+            },
+            Some(other) => {
+                omitted(&format!("the response body is encoded ({other})"));
+                return;
+            }
+        }
         let v = if self.protobuf {
             portcullis_proto::decode_object(&bytes).ok()
         } else {
             serde_json::from_slice::<Value>(&bytes).ok()
         };
         let Some(v) = v else {
-            // A body the event cannot hold (not JSON, or nested past the reader's limit): said,
-            // not silently left out.
-            if self.object {
-                rec.with(|r| {
-                    r.annotate(
-                        "portcullis.io/response-object-omitted",
-                        "the response body could not be read as an object",
-                    )
-                });
-            }
+            // Not JSON, or nested past the reader's limit.
+            omitted("the response body could not be read as an object");
             return;
         };
         rec.with(|r| {

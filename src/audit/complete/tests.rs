@@ -427,6 +427,66 @@ async fn a_streamed_answer_keeps_its_response_object() {
     );
 }
 
+/// kube-apiserver gzips an answer over 128 KiB for a client that accepts gzip (every Go client
+/// does): the event records the decoded object, and the client gets the bytes as sent. One
+/// too large to keep, or in an encoding the proxy does not decode, is recorded without
+/// `responseObject` and says why.
+#[tokio::test]
+async fn a_gzip_answer_is_recorded_decoded_and_an_omitted_one_says_why() {
+    use std::io::Write;
+    let obj = serde_json::json!({"kind": "ConfigMapList", "items": [{"data": {"blob": "x".repeat(200_000)}}]});
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(obj.to_string().as_bytes()).unwrap();
+    let gz = Bytes::from(gz.finish().unwrap());
+    let encoded = |enc: &str, body: Bytes| {
+        let mut r = json(200, crate::body::full(body));
+        r.headers_mut()
+            .insert("content-encoding", enc.parse().unwrap());
+        r
+    };
+    let sink = Memory::default();
+    let resp = through(audit(RESPONSES, &sink), encoded("gzip", gz.clone()), None).await;
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), gz);
+    let e = &sink.events()[0];
+    assert_eq!(e["responseObject"], obj);
+    assert!(e["annotations"]
+        .get("portcullis.io/response-object-omitted")
+        .is_none());
+
+    let sink = Memory::default();
+    let resp = through(audit(RESPONSES, &sink), encoded("br", gz.clone()), None).await;
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), gz);
+    let e = &sink.events()[0];
+    assert!(e.get("responseObject").is_none());
+    assert_eq!(
+        e["annotations"]["portcullis.io/response-object-omitted"],
+        "the response body is encoded (br)"
+    );
+
+    // Over the cap: streamed on whole, recorded without the object.
+    let big = Bytes::from(format!(
+        r#"{{"kind":"ConfigMap","data":{{"blob":"{}"}}}}"#,
+        "x".repeat(super::MAX_RESPONSE_OBJECT)
+    ));
+    let sink = Memory::default();
+    let resp = through(
+        audit(RESPONSES, &sink),
+        json(200, crate::body::full(big.clone())),
+        None,
+    )
+    .await;
+    assert_eq!(
+        resp.into_body().collect().await.unwrap().to_bytes().len(),
+        big.len()
+    );
+    let e = &sink.wait_for(1).await[0];
+    assert!(e.get("responseObject").is_none());
+    assert_eq!(
+        e["annotations"]["portcullis.io/response-object-omitted"],
+        "the response body is larger than 3 MiB"
+    );
+}
+
 /// A protobuf answer is kept as its JSON form, as kube-apiserver's audit log writes it; the
 /// client still gets the very bytes upstream sent. One that does not decode is forwarded as
 /// is, recorded without `responseObject`.

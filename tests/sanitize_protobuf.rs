@@ -505,6 +505,46 @@ async fn protobuf_pods_are_judged_as_the_api_server_decodes_them() {
     env.stop().await;
 }
 
+/// A typed create of a kind nothing judges goes upstream as the protobuf kubectl sent, and its
+/// audit event still records the object (as JSON, as kube-apiserver logs a request object) at
+/// the policy's `RequestResponse` for writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unjudged_protobuf_write_is_recorded_as_json() {
+    common::require_kubectl();
+    let env = Env::start().await;
+    env.sandbox.sandbox.clear_recorded();
+    let out = env
+        .kubectl(&[
+            "create",
+            "service",
+            "clusterip",
+            "web",
+            "--tcp=80:8080",
+            "-n",
+            "team-b",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let (ct, body) = posted(&env, "/api/v1/namespaces/team-b/services").expect("forwarded");
+    assert_eq!(ct, PROTOBUF, "kubectl sent protobuf, forwarded as sent");
+    assert!(body.starts_with(b"k8s\0"));
+    let events = created(&env, "services");
+    let e = events
+        .iter()
+        .find(|e| e["objectRef"]["name"] == "web")
+        .unwrap_or_else(|| panic!("{events:?}"));
+    assert_eq!(e["level"], "RequestResponse", "{e}");
+    assert_eq!(e["requestObject"]["kind"], "Service", "{e}");
+    assert_eq!(
+        e["requestObject"]["spec"]["ports"][0]["targetPort"], 8080,
+        "{e}"
+    );
+    assert!(e["annotations"]
+        .get("portcullis.io/request-object-omitted")
+        .is_none());
+    env.stop().await;
+}
+
 /// The ResponseComplete audit events of creates of `resource`.
 fn created(env: &Env, resource: &str) -> Vec<Value> {
     std::fs::read_to_string(env.files.dir.join("audit.log"))

@@ -355,6 +355,9 @@ impl SanitizeLayer {
                 if let Some(b) = verdict.body.take() {
                     r.request_object(b);
                 }
+                if let Some(why) = verdict.body_omitted.take() {
+                    r.annotate("portcullis.io/request-object-omitted", why);
+                }
                 if let Some(p) = policy {
                     r.annotate("pod-security.kubernetes.io/enforce-policy", p);
                 }

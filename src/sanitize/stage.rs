@@ -72,8 +72,11 @@ pub struct Verdict {
     /// Set by the caller: keep the judged body (for the audit `requestObject`).
     pub keep_body: bool,
     /// The judged body, when `keep_body` was set; for a write the judge refused, the body as
-    /// received.
+    /// received; for a body forwarded unjudged, the body as sent, decoded for the record only.
     pub body: Option<serde_json::Value>,
+    /// Why a body `keep_body` asked for is not in `body` (for the audit
+    /// `portcullis.io/request-object-omitted` annotation).
+    pub body_omitted: Option<String>,
     /// The names in the decoded object of a create or update (for the audit `objectRef`), set
     /// as soon as the body parsed: a refused write is named too.
     pub named: Option<ObjectNames>,
@@ -119,6 +122,9 @@ where
     parts.headers.remove(header::TRANSFER_ENCODING);
 
     if !inspect {
+        if verdict.keep_body {
+            for_the_record(s, parts, &bytes, verdict);
+        }
         set_length(parts, bytes.len());
         return Ok(body::full(bytes));
     }
@@ -130,6 +136,9 @@ where
         Inspected::AsSent(names) => {
             if matches!(info.verb.as_str(), "create" | "update") {
                 verdict.named = names;
+            }
+            if verdict.keep_body {
+                for_the_record(s, parts, &bytes, verdict);
             }
             set_length(parts, bytes.len());
             return Ok(body::full(bytes));
@@ -270,6 +279,39 @@ fn parse_inspected(
         return Err(BodyRefusal::UnknownFormat.into());
     }
     Ok(Inspected::Parsed(parsed))
+}
+
+/// A body forwarded as sent (not inspected, or protobuf / CBOR nothing judges), decoded for the
+/// audit `requestObject` only — as kube-apiserver logs any request object as JSON — or the
+/// reason it is not (`body_omitted`). Nothing here refuses: the request goes on as sent.
+fn for_the_record(s: &Sanitizer, parts: &Parts, bytes: &[u8], verdict: &mut Verdict) {
+    if bytes.is_empty() {
+        return;
+    }
+    let sent = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let content_type = media_type_or_default(&sent, &parts.method).unwrap_or("");
+    let decoded = if essence(content_type) == protobuf::MEDIA_TYPE {
+        protobuf::open(bytes)
+            .and_then(|env| protobuf::decode(env, &s.limits))
+            .map_err(|e| match e {
+                ProtoError::Parse(p) => format!("the protobuf body could not be read: {p}"),
+                ProtoError::Unsupported(m) => format!("the protobuf body is not converted: {m}"),
+            })
+    } else if essence(content_type) == "application/cbor" {
+        Err("the CBOR body is forwarded as sent, not decoded".to_owned())
+    } else {
+        parse::parse_body(content_type, bytes, &s.limits)
+            .map(|p| p.value)
+            .map_err(|e| format!("the body could not be read: {e}"))
+    };
+    match decoded {
+        Ok(v) => verdict.body = Some(v),
+        Err(why) => verdict.body_omitted = Some(why),
+    }
 }
 
 /// A protobuf write. Its envelope must open (400 otherwise); a create or update that

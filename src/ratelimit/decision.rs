@@ -164,9 +164,9 @@ impl RateLimiter {
                 tokens = tokens.max(costs.deletecollection);
             }
         }
-        // An HTTP/1.1 upgrade of a long-running request is spliced for as long as either side
-        // keeps it open (a log over WebSocket, `/debug/pprof/` with an `Upgrade`): no deadline,
-        // no stalled-stream reset — it holds a permit whatever it is.
+        // An HTTP/1.1 upgrade of a long-running request is spliced until either side ends it
+        // (a log over WebSocket, `/debug/pprof/` with an `Upgrade`): no deadline, no
+        // stalled-stream reset — it holds a permit whatever it is.
         let upgraded = req.long_running && req.upgrade.is_some();
         let stream = if verb == "watch" {
             Some(StreamKind::Watches)

@@ -3,7 +3,8 @@
 //!
 //! On `101 Switching Protocols` the 101 (with `Sec-WebSocket-*`, `X-Stream-Protocol-Version`,
 //! `Connection` and `Upgrade`) goes to the client and both byte streams are copied until either
-//! side closes; then both close. On any other answer that response is returned as it is — kubectl
+//! side closes; then both close (as kube-apiserver's `UpgradeAwareHandler`: the other
+//! direction does not run on after a half-close). On any other answer that response is returned as it is — kubectl
 //! needs a real HTTP error to fall back from WebSocket to SPDY — and the upstream connection is
 //! dropped once the response body ends, never reused (CVE-2018-1002105). An established stream
 //! has no deadline (interactive sessions live as long as their peers); with
@@ -390,19 +391,18 @@ async fn splice(
 }
 
 /// The copy itself, with or without the idle watchdog.
-async fn copy<C, U>(mut client: C, mut upstream: U, idle: Option<Duration>)
+async fn copy<C, U>(client: C, upstream: U, idle: Option<Duration>)
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let copied = match idle {
         // No idle timeout: the plain copy, with nothing noted per read.
-        None => tokio::io::copy_bidirectional(&mut client, &mut upstream).await,
+        None => both_ways(client, upstream).await,
         Some(idle) => {
             let activity = Activity::new();
-            let (mut client, mut upstream) = (activity.watch(client), activity.watch(upstream));
             tokio::select! {
-                copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => copied,
+                copied = both_ways(activity.watch(client), activity.watch(upstream)) => copied,
                 () = activity.idle_for(idle) => {
                     tracing::debug!(?idle, "upgraded stream idle; closing both sides");
                     return;
@@ -411,14 +411,90 @@ where
         }
     };
     match copied {
-        Ok((to_up, to_client)) => tracing::debug!(to_up, to_client, "upgraded stream closed"),
+        Ok(Spliced::ClientEnded(n)) => {
+            tracing::debug!(to_up = n, "client closed the upgraded stream")
+        }
+        Ok(Spliced::UpstreamEnded(n)) => {
+            tracing::debug!(to_client = n, "upstream closed the upgraded stream")
+        }
         Err(err) => tracing::debug!(%err, "upgraded stream ended with error"),
+    }
+}
+
+/// Which side ended a splice, and the bytes copied from it.
+enum Spliced {
+    ClientEnded(u64),
+    UpstreamEnded(u64),
+}
+
+/// Bytes each way until either side ends its stream (or fails); the other side's write half is
+/// then closed in order (TLS `close_notify`, FIN) and both connections are dropped: as
+/// kube-apiserver's `UpgradeAwareHandler`, which returns once one direction's copy ends and
+/// closes both. A half-close that let the other direction run on would keep the session — its
+/// place under the stream caps, its recording, its `ResponseComplete` — for as long as a
+/// client that ignores the end keeps its connection.
+async fn both_ways<C, U>(client: C, upstream: U) -> std::io::Result<Spliced>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let (mut client_rx, mut client_tx) = tokio::io::split(client);
+    let (mut upstream_rx, mut upstream_tx) = tokio::io::split(upstream);
+    tokio::select! {
+        up = tokio::io::copy(&mut client_rx, &mut upstream_tx) => {
+            let n = up?;
+            upstream_tx.shutdown().await?;
+            Ok(Spliced::ClientEnded(n))
+        }
+        down = tokio::io::copy(&mut upstream_rx, &mut client_tx) => {
+            let n = down?;
+            client_tx.shutdown().await?;
+            Ok(Spliced::UpstreamEnded(n))
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Either side ending its stream ends the session — the other side is closed even while
+    /// its peer keeps its end open (as kube-apiserver's `UpgradeAwareHandler`; a half-close
+    /// would let the other direction run on as long as that peer liked) — after what was sent
+    /// before the end got through.
+    #[tokio::test]
+    async fn a_session_ends_when_either_side_ends() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        for upstream_ends in [true, false] {
+            let (client, mut client_peer) = tokio::io::duplex(64);
+            let (upstream, mut upstream_peer) = tokio::io::duplex(64);
+            let session = tokio::spawn(both_ways(client, upstream));
+            client_peer.write_all(b"in").await.unwrap();
+            let mut two = [0u8; 2];
+            upstream_peer.read_exact(&mut two).await.unwrap();
+            assert_eq!(&two, b"in");
+            let (ender, other) = if upstream_ends {
+                (&mut upstream_peer, &mut client_peer)
+            } else {
+                (&mut client_peer, &mut upstream_peer)
+            };
+            ender.write_all(b"last").await.unwrap();
+            ender.shutdown().await.unwrap();
+            let ended = tokio::time::timeout(Duration::from_secs(5), session)
+                .await
+                .expect("the session outlived one side's end")
+                .unwrap()
+                .unwrap();
+            assert_eq!(matches!(ended, Spliced::UpstreamEnded(_)), upstream_ends);
+            let mut rest = Vec::new();
+            tokio::time::timeout(Duration::from_secs(5), other.read_to_end(&mut rest))
+                .await
+                .expect("the other side was not closed")
+                .unwrap();
+            assert_eq!(rest, b"last");
+        }
+    }
 
     #[test]
     fn token_carrying_subprotocols_are_not_offered_upstream() {

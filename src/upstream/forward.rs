@@ -138,7 +138,8 @@ pub async fn forward(
         // stalled-stream reset), not when a client that reads nothing lets hyper send it.
         body = body::hold_until_read(body, place.on_drop());
     }
-    let stall = if ob.pausable {
+    let pausable = ob.pausable;
+    let stall = if pausable {
         PAUSED_READER_LIMIT.max(up.stalled_stream_timeout)
     } else {
         up.stalled_stream_timeout
@@ -149,6 +150,7 @@ pub async fn forward(
             .clone(),
         endpoint: endpoint.name.clone(),
         user: user.user.clone(),
+        pausable,
         audit_id: audit_id.to_str().unwrap_or_default().to_owned(),
         on_stall,
     });

@@ -16,7 +16,9 @@
 //! for it, does not come to take it for a whole sweep interval: then it is handed off too.
 //!
 //! Bounds of a handed-off response: [`PER_STREAM`] bytes, and a budget of [`PER_IDENTITY`]
-//! bytes shared by every response of one identity (user name). When either is full the pump
+//! bytes shared by every response of one identity (user name) — its pausable responses
+//! (followed logs, `proxy` streams, which a reader may pause for up to a day before the stall
+//! reset) sharing a separate [`PAUSABLE_PER_IDENTITY`], so they cannot hold the others up. When either is full the pump
 //! stops reading — the upstream stream's window then fills and the API server pauses that
 //! stream only. A response whose buffer stays full for `upstream.stalled_stream_timeout` (its
 //! client took nothing of what was waiting for it in that time — or less than [`MIN_TAKEN`]
@@ -57,6 +59,11 @@ use crate::body::{Body, BoxError};
 pub const PER_STREAM: usize = 1024 * 1024;
 /// The most all responses of one identity hold in their pumps' buffers together.
 pub const PER_IDENTITY: usize = 16 * 1024 * 1024;
+/// The most an identity's pausable responses (followed logs, `proxy` streams: a reader may
+/// pause them for hours, and the stalled-stream reset waits that long) hold together — a
+/// budget of their own, so that a few paused `logs -f` cannot take the budget the identity's
+/// other responses wait for (those would wait as long, with no reset to free it).
+pub const PAUSABLE_PER_IDENTITY: usize = 8 * 1024 * 1024;
 /// What a client must take of the bytes waiting for it in each stall-timeout round (or all of
 /// them, when fewer wait): a client that trickles — one frame now and then, as a reader that
 /// grants one byte of HTTP/2 window a minute makes hyper send — holds its buffer, its share of
@@ -82,7 +89,8 @@ pub struct Budgets {
 
 #[derive(Default)]
 struct Shared {
-    by_identity: Mutex<HashMap<String, Weak<Semaphore>>>,
+    /// Keyed by identity and whether the budget is its pausable responses' one.
+    by_identity: Mutex<HashMap<(String, bool), Weak<Semaphore>>>,
     watched: Mutex<Watched>,
 }
 
@@ -97,9 +105,9 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Budgets {
-    /// The budget of `user`, shared by all its pumped responses in flight.
+    /// The budget of `user`, shared by all its pumped responses in flight but the pausable.
     pub fn of(&self, user: &str) -> Arc<Semaphore> {
-        self.inner.budget_of(user)
+        self.inner.budget_of(user, false)
     }
 
     /// Watch `slot` until it ends or is handed off; starts the sweeper if it is not running.
@@ -114,9 +122,10 @@ impl Budgets {
 }
 
 impl Shared {
-    fn budget_of(&self, user: &str) -> Arc<Semaphore> {
+    fn budget_of(&self, user: &str, pausable: bool) -> Arc<Semaphore> {
         let mut map = lock(&self.by_identity);
-        if let Some(s) = map.get(user).and_then(Weak::upgrade) {
+        let key = (user.to_owned(), pausable);
+        if let Some(s) = map.get(&key).and_then(Weak::upgrade) {
             return s;
         }
         // Forget identities with nothing in flight before adding one, so the map stays as
@@ -124,8 +133,13 @@ impl Shared {
         if map.len() >= 64 {
             map.retain(|_, w| w.strong_count() > 0);
         }
-        let s = Arc::new(Semaphore::new(PER_IDENTITY));
-        map.insert(user.to_owned(), Arc::downgrade(&s));
+        let size = if pausable {
+            PAUSABLE_PER_IDENTITY
+        } else {
+            PER_IDENTITY
+        };
+        let s = Arc::new(Semaphore::new(size));
+        map.insert(key, Arc::downgrade(&s));
         s
     }
 }
@@ -153,6 +167,8 @@ async fn sweeper(shared: Arc<Shared>) {
 pub struct StallReport {
     pub endpoint: String,
     pub user: String,
+    /// A response its reader may pause (its own budget: [`PAUSABLE_PER_IDENTITY`]).
+    pub pausable: bool,
     pub audit_id: String,
     pub counter: Counter,
     /// Told at the reset (the audit layer writes the request's `ResponseComplete` then).
@@ -259,7 +275,7 @@ impl<R: FnOnce() -> StallReport + Send + 'static> Sweep for Slot<R> {
             return false;
         };
         let report = report();
-        let budget = shared.budget_of(&report.user);
+        let budget = shared.budget_of(&report.user, report.pausable);
         let (tx, rx) = mpsc::unbounded_channel::<Item>();
         st.mode = Mode::Pumped(rx);
         let stall = st.stall;
@@ -560,6 +576,7 @@ mod tests {
         StallReport {
             endpoint: "https://a".into(),
             user: "u".into(),
+            pausable: false,
             audit_id: "id".into(),
             counter: Counter::default(),
             on_stall: None,
@@ -831,6 +848,34 @@ mod tests {
             .unwrap();
         assert_eq!(&got[..], b"firstsecond");
         assert_eq!(counter.get(), 0);
+    }
+
+    /// An identity's pausable responses (followed logs a pager stopped reading) have a budget
+    /// of their own: with all of it held, the identity's other responses are still pumped —
+    /// they would otherwise wait for as long as a log may stay paused (a day).
+    #[tokio::test]
+    async fn paused_logs_cannot_take_the_budget_of_other_responses() {
+        let budgets = Budgets::default();
+        let paused = budgets.inner.budget_of("u", true);
+        assert!(!Arc::ptr_eq(&paused, &budgets.of("u")));
+        let held = paused
+            .acquire_many_owned(PAUSABLE_PER_IDENTITY as u32)
+            .await
+            .unwrap();
+        let (tx, inner) = crate::body::channel(1);
+        let body = decouple(inner, &budgets, Duration::from_secs(30), report);
+        tx.send(Bytes::from_static(b"first")).await.unwrap();
+        // Unread for two sweeps: handed off to the pump, which takes from its own budget.
+        tokio::time::sleep(SWEEP * 2 + Duration::from_millis(100)).await;
+        tx.send(Bytes::from_static(b"second")).await.unwrap();
+        drop(tx);
+        let got = tokio::time::timeout(Duration::from_secs(5), body.collect())
+            .await
+            .expect("the response waited for the paused logs' budget")
+            .unwrap()
+            .to_bytes();
+        assert_eq!(&got[..], b"firstsecond");
+        drop(held);
     }
 
     /// A response whose client reads nothing, stuck on the identity's budget (held by others)

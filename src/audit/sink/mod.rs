@@ -163,6 +163,13 @@ pub struct Prepared {
     has_annotations: bool,
 }
 
+/// The longest event line a sink is handed: `audit verify` and `audit query` read lines up to
+/// 64 MiB, and JSON escaping can make a line several times the object it holds
+/// (`max_body_bytes` may be raised to 64 MiB). A longer event is written without
+/// `requestObject` / `responseObject`, annotated `audit.k8s.io/truncated` — as kube-apiserver's
+/// truncating backend does — so that every line of the log stays verifiable.
+pub const MAX_EVENT_LINE: usize = 32 << 20;
+
 impl fmt::Debug for Prepared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Prepared")
@@ -189,10 +196,32 @@ impl Prepared {
 
     /// `event` has no chain annotation.
     fn written(event: &Event, chained: bool) -> Prepared {
+        Prepared::within(event, chained, MAX_EVENT_LINE)
+    }
+
+    /// [`written`](Self::written), an event over `limit` bytes without its objects.
+    fn within(event: &Event, chained: bool, limit: usize) -> Prepared {
         // One pass writes the line and the canonical bytes (`event/json.rs`).
+        let written = super::event::json::write(event, chained);
+        let has_objects = event.request_object.is_some() || event.response_object.is_some();
+        if written.line().len() <= limit || !has_objects {
+            return Prepared {
+                written,
+                has_annotations: !event.annotations.is_empty(),
+            };
+        }
+        tracing::warn!(audit_id = %event.audit_id, bytes = written.line().len(), "audit event too long for one line; written without its request and response objects");
+        drop(written);
+        let mut cut = event.clone();
+        cut.request_object = None;
+        cut.response_object = None;
+        cut.annotations.insert(
+            webhook::limits::TRUNCATED_ANNOTATION.to_owned(),
+            "true".to_owned(),
+        );
         Prepared {
-            written: super::event::json::write(event, chained),
-            has_annotations: !event.annotations.is_empty(),
+            written: super::event::json::write(&cut, chained),
+            has_annotations: true,
         }
     }
 

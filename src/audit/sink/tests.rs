@@ -615,3 +615,32 @@ async fn a_strict_sink_whose_write_hangs_fails_readiness() {
     assert!(emitting.await.unwrap().is_ok());
     assert_eq!(a.not_ready_at(window, later()), Vec::<String>::new());
 }
+
+/// An event whose line would be over the limit `audit verify` reads is written without its
+/// objects and annotated `audit.k8s.io/truncated`, so the log stays verifiable past it; one
+/// within the limit, or one with no object to leave out, is written whole.
+#[test]
+fn an_event_too_long_for_one_line_is_written_without_its_objects() {
+    let mut big = event(&[("a", "b")]);
+    big.request_object = Some(serde_json::json!({"data": {"blob": "\u{1}".repeat(1000)}}));
+    big.response_object = Some(serde_json::json!({"kind": "ConfigMap"}));
+    let whole = Prepared::within(&big, true, 100_000);
+    assert!(whole.line().len() > 6000, "escaped: six bytes per \\u0001");
+    let back: Event = serde_json::from_slice(whole.line()).unwrap();
+    assert!(back.request_object.is_some() && back.response_object.is_some());
+
+    let cut = Prepared::within(&big, true, 6000);
+    assert!(cut.line().len() < 6000);
+    let back: Event = serde_json::from_slice(cut.line()).unwrap();
+    assert_eq!(back.request_object, None);
+    assert_eq!(back.response_object, None);
+    assert_eq!(back.annotations["audit.k8s.io/truncated"], "true");
+    assert_eq!(back.annotations["a"], "b");
+    assert_eq!(back.audit_id, big.audit_id);
+    assert!(
+        !cut.canonical().is_empty(),
+        "chained: its canonical bytes too"
+    );
+    // The limit the sinks use stays well under what verify reads.
+    const { assert!(MAX_EVENT_LINE * 2 <= 64 << 20) };
+}

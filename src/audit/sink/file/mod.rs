@@ -167,6 +167,10 @@ fn rotates_before(need: u64, max: u64, size: u64, events_in_file: u64) -> bool {
 }
 pub(crate) struct FileBackend {
     cfg: FileSinkConfig,
+    /// `<path>.lock`, locked while this process writes the log ([`lock_writer`]); released at
+    /// [`close`](LineBackend::close), before the shutdown is answered, so a sink started next
+    /// in this process finds it free.
+    lock: Option<File>,
     file: File,
     /// Committed length of the current file.
     size: u64,
@@ -252,11 +256,43 @@ fn move_orphan_sidecar(path: &Path) -> io::Result<Vec<Backup>> {
     Ok(backups)
 }
 
+/// Take `<path>.lock` (created if missing, never rotated) for this process: a second writer
+/// of the same log — the proxy started twice, or two replicas sharing a volume during a
+/// rollout — would interleave two hash chains in one file, which no verification accepts.
+/// The lock (`flock`) is the kernel's: it goes with the process, however it ends; a volume
+/// that does not support it (some network file systems) is not refused, only unprotected.
+fn lock_writer(path: &Path) -> io::Result<File> {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".lock");
+    let lock_path = std::path::PathBuf::from(name);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!(
+                "{} is in use by another process ({} is locked): two writers would interleave two hash chains in one file; give each replica its own audit path",
+                path.display(),
+                lock_path.display()
+            ),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => {
+            tracing::warn!(lock = %lock_path.display(), err = %e, "cannot lock the audit file for this process (the volume may not support locks); a second writer would not be refused");
+            Ok(f)
+        }
+    }
+}
+
 impl FileBackend {
     fn open(cfg: FileSinkConfig, counters: Arc<SinkCounters>) -> io::Result<FileBackend> {
         if let Some(dir) = cfg.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
+        let lock = lock_writer(&cfg.path)?;
         let existing = std::fs::metadata(&cfg.path).map(|m| m.len()).unwrap_or(0);
         let side_path = sidecar_path(&cfg.path);
         let signs = cfg.signing_key.is_some();
@@ -344,6 +380,7 @@ impl FileBackend {
         };
         let mut w = FileBackend {
             cfg,
+            lock: Some(lock),
             file,
             size,
             side,
@@ -729,18 +766,18 @@ impl LineBackend for FileBackend {
     }
 
     fn close(&mut self) {
-        if self.needs_reopen {
-            return;
+        if !self.needs_reopen {
+            self.buf.clear();
+            self.side_buf.clear();
+            let snap = self.snapshot();
+            if self.since_ckpt > 0 {
+                self.append_checkpoint();
+            }
+            if let Err(e) = self.commit(true, snap) {
+                tracing::error!(err = %e, "audit file: final checkpoint failed");
+            }
         }
-        self.buf.clear();
-        self.side_buf.clear();
-        let snap = self.snapshot();
-        if self.since_ckpt > 0 {
-            self.append_checkpoint();
-        }
-        if let Err(e) = self.commit(true, snap) {
-            tracing::error!(err = %e, "audit file: final checkpoint failed");
-        }
+        self.lock = None;
     }
 }
 

@@ -500,10 +500,40 @@ async fn an_idle_restart_keeps_the_empty_log_and_its_sidecar() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["audit.log", "audit.log.checkpoints"]);
+    assert_eq!(
+        names,
+        ["audit.log", "audit.log.checkpoints", "audit.log.lock"]
+    );
     let r = verify_files(&[path], &key);
     assert!(r.ok(), "{r:?}");
     assert_eq!((r.events, r.unsigned_tail), (2, 0));
+}
+
+/// A second writer of the same log (the proxy started twice on one volume) is refused at
+/// start, naming the lock; once the first has shut down, a new one starts.
+#[tokio::test]
+async fn a_second_writer_of_the_same_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let cfg = FileSinkConfig::new(&path);
+    let first = auditor(cfg.clone(), DeliveryMode::BlockingStrict);
+    let err = Auditor::start(vec![SinkSpec {
+        name: "file".into(),
+        kind: SinkKind::File(cfg.clone()),
+        mode: DeliveryMode::BlockingStrict,
+    }])
+    .expect_err("a second writer started");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("is in use by another process") && msg.contains("audit.log.lock"),
+        "{msg}"
+    );
+    first.emit(event(0)).await.unwrap();
+    first.shutdown(Duration::from_secs(5)).await;
+    let again = auditor(cfg, DeliveryMode::BlockingStrict);
+    again.emit(event(1)).await.unwrap();
+    again.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
 }
 
 /// An empty log whose sidecar holds the checkpoint it starts from (a rotation, then a restart
@@ -598,7 +628,10 @@ async fn adopted_events_before_a_new_file_verify_with_and_without_their_file() {
         a.emit(event(i)).await.unwrap();
     }
     // A crash: no final checkpoint (the auditor is leaked, never shut down), and a torn line.
+    // A crashed process's lock goes with it; the leaked writer's here stays: its file is
+    // removed, so the restarted sink locks a new one.
     std::mem::forget(a);
+    std::fs::remove_file(dir.path().join("audit.log.lock")).unwrap();
     let r = verify_files(std::slice::from_ref(&path), &key);
     let tail = r.unsigned_tail;
     assert!(tail > 0, "{r:?}");

@@ -102,6 +102,9 @@ pub struct Report {
     pub last_checkpoint: Option<(u64, String)>,
     /// The `stageTimestamp` of the last verified event.
     pub last_event_time: Option<String>,
+    /// The `stageTimestamp` of the first event after the last checkpoint (of the unsigned
+    /// tail, when there is one).
+    pub first_unsigned_time: Option<String>,
     /// Anchor checkpoints found on the verified chain.
     pub anchors_matched: u64,
     /// Anchor checkpoints signing events before the oldest given file (deleted by retention).
@@ -303,6 +306,11 @@ impl State {
             .get("stageTimestamp")
             .and_then(Value::as_str)
             .map(str::to_owned);
+        if self.since_ckpt == 0 {
+            self.report
+                .first_unsigned_time
+                .clone_from(&self.report.last_event_time);
+        }
         self.report.events += 1;
         self.since_ckpt += 1;
         self.reached(found, seq)
@@ -369,15 +377,37 @@ pub fn verify_with_anchors(
             ..Report::default()
         },
     };
+    let mut anchored = 0usize;
     for a in anchors {
         match signed::read_anchor(a, keys)? {
             Ok(list) => {
+                if list.is_empty() {
+                    // One of several files (a container log's rotated chunks, some written
+                    // while audit was idle) may hold none.
+                    st.report.warnings.push(format!(
+                        "{}: no checkpoint found in this anchor file",
+                        a.display()
+                    ));
+                }
+                anchored += list.len();
                 for s in list {
                     st.anchors.entry(s.seq).or_default().push(s);
                 }
             }
             Err(f) => return Ok(stop(st, f)),
         }
+    }
+    if let (Some(first), 0) = (anchors.first(), anchored) {
+        // Anchors that anchor nothing: named by mistake, or wrapped in a way this does not
+        // read — never a silent pass.
+        return Ok(stop(
+            st,
+            Failure {
+                file: first.clone(),
+                line: 0,
+                message: format!("no checkpoint found in the anchor file(s) (no line is a {}, alone, after a prefix, or as a string member of a log collector's record): they anchor nothing", chain::CHECKPOINT_KIND),
+            },
+        ));
     }
     let mut buf = Vec::with_capacity(64 * 1024);
     // A file before this one had checkpoints.

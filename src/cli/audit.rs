@@ -371,28 +371,29 @@ fn verify_cmd(
 const CHECKPOINT_SLACK: Duration = Duration::from_secs(5);
 
 /// Why the unsigned tail cannot be what the sink left, if so: with signatures checked, its
-/// last event is stamped more than `interval` (+ [`CHECKPOINT_SLACK`]) after the last
-/// checkpoint, while the sink signs unsigned events every `interval`. A crash leaves a tail
-/// within the interval; one longer means checkpoints were removed — the newest events edited
-/// (links recomputed, which takes no key) and the sidecar cut back to match — unless the
-/// writer could not write them (its log says so).
+/// events span more than `interval` (+ [`CHECKPOINT_SLACK`]) — from the first after the last
+/// checkpoint to the last — while the sink signs events once the oldest unsigned one is
+/// `interval` old (a crash or a kill leaves a tail within that; a restart's first events are
+/// signed within an interval too). A longer tail means checkpoints were removed — the newest
+/// events edited (links recomputed, which takes no key) and the sidecar cut back to match —
+/// unless the writer could not write them (its log says so).
 fn tail_outlives_checkpoints(report: &verify::Report, interval: Duration) -> Option<String> {
     if interval.is_zero() || !report.signatures_checked || report.unsigned_tail == 0 {
         return None;
     }
-    let (_, signed_at) = report.last_checkpoint.as_ref()?;
+    report.last_checkpoint.as_ref()?;
+    let first = report.first_unsigned_time.as_deref()?;
     let last = report.last_event_time.as_deref()?;
-    let (Ok(signed), Ok(stamped)) = (signed_at.parse::<MicroTime>(), last.parse::<MicroTime>())
-    else {
+    let (Ok(from), Ok(to)) = (first.parse::<MicroTime>(), last.parse::<MicroTime>()) else {
         return None;
     };
     let allowed = i64::try_from((interval + CHECKPOINT_SLACK).as_micros()).unwrap_or(i64::MAX);
-    let gap = stamped.unix_micros().saturating_sub(signed.unix_micros());
-    (gap > allowed).then(|| {
+    let span = to.unix_micros().saturating_sub(from.unix_micros());
+    (span > allowed).then(|| {
         format!(
-            "FAILED: the {} unsigned events after the last checkpoint (signed {signed_at}) run until {last}, {} s later, but the sink signs unsigned events every --checkpoint-interval {}: the checkpoints after it were removed (the newest events rewritten and the sidecar cut back to match), or the writer could not write them (see its log). Pass the sink's checkpoint_interval if it is not {}; --anchor with its checkpoint_copy proves which.",
+            "FAILED: the {} unsigned events after the last checkpoint run from {first} to {last}, {} s, but the sink signs unsigned events within --checkpoint-interval {}: the checkpoints after it were removed (the newest events rewritten and the sidecar cut back to match), or the writer could not write them (see its log). Pass the sink's checkpoint_interval if it is not {}; --anchor with its checkpoint_copy proves which.",
             report.unsigned_tail,
-            gap / 1_000_000,
+            span / 1_000_000,
             humantime::format_duration(interval),
             humantime::format_duration(interval),
         )

@@ -152,17 +152,14 @@ pub(super) fn read_sidecar(
 /// The checkpoints found in an anchor file, whatever else its lines hold: a line that is a
 /// checkpoint, one after a prefix (a container runtime's `TIME stderr F `), or one wrapped as
 /// a string in a log collector's record (Docker's json-file `{"log": "…"}`, a `message` field)
-/// — any string member of an object without a `kind` of its own. An anchor file in which no
-/// checkpoint is found fails: it would anchor nothing, and silently (the file named by
-/// mistake, or wrapped in a way this does not read).
+/// — any string member of an object without a `kind` of its own. (Anchors that yield no
+/// checkpoint at all fail the verification: `verify_with_anchors`.)
 pub(super) fn read_anchor(
     path: &Path,
     keys: &[VerifyingKey],
 ) -> io::Result<Result<Vec<Signed>, Failure>> {
     let mut out = Vec::new();
-    let mut lines = 0u64;
     let result = for_each_line(path, |line, bytes| {
-        lines = line;
         let text = String::from_utf8_lossy(bytes);
         if !text.contains(CHECKPOINT_KIND) {
             return Ok(());
@@ -205,16 +202,7 @@ pub(super) fn read_anchor(
         Ok(())
     })?;
     // A torn last line of an anchor is just not counted.
-    Ok(result.and_then(|_| {
-        if out.is_empty() {
-            return Err(fail(
-                path,
-                lines.max(1),
-                format!("no checkpoint found in this anchor file (no line is a {CHECKPOINT_KIND}, alone, after a prefix, or as a string member of a log collector's record): it anchors nothing"),
-            ));
-        }
-        Ok(out)
-    }))
+    Ok(result.map(|_| out))
 }
 
 /// The checkpoint a log collector's record holds as one of its string members (`log`,

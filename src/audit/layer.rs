@@ -111,6 +111,7 @@ where
         };
         let rec = AuditRecord::new(start(audit.clone(), &req, self.layer.trust_forwarded_for));
         req.extensions_mut().insert(rec.clone());
+        req.extensions_mut().insert(rec.departure());
         let stalled = rec.clone();
         req.extensions_mut().insert(OnStall(Arc::new(move || {
             stalled.aborted(record::ABORTED_STALLED);
@@ -258,29 +259,31 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
     let streams = resp.extensions_mut().remove::<StreamGuards>();
     let code = resp.status().as_u16();
     let stream_started = long_running && code < 300 && streams.is_some();
-    let (wants_body, proxied, deletes, recorded, started_event, retry_safe) = rec.with(|r| {
-        if let Some(refused) = resp.extensions().get::<Refused>() {
-            r.refused(refused);
-        }
-        r.status_code(code);
-        if let (true, Some(streams)) = (stream_started, &streams) {
-            // Emits ResponseComplete from the record as it is when the stream ends.
-            streams.hold(Box::new(CompleteOnDrop::new(rec.clone(), r)));
-        }
-        let eval = r.evaluate();
-        (
-            r.wants_response_body(),
-            r.proxied(),
-            r.deletes(),
-            eval.records(Stage::ResponseComplete),
-            // kube-apiserver writes `ResponseStarted` for every answer to a long-running
-            // request its audit filter saw (a refused watch, a 404 exec too) — the filter sits
-            // after authentication, so not for a request refused before it.
-            long_running && r.is_authenticated() && eval.records(Stage::ResponseStarted),
-            // Asked now: the event leaves the record when it is emitted.
-            r.retry_safe(),
-        )
-    });
+    let (wants_body, proxied, deletes, recorded, started_event, retry_safe, forwarded) =
+        rec.with(|r| {
+            if let Some(refused) = resp.extensions().get::<Refused>() {
+                r.refused(refused);
+            }
+            r.status_code(code);
+            if let (true, Some(streams)) = (stream_started, &streams) {
+                // Emits ResponseComplete from the record as it is when the stream ends.
+                streams.hold(Box::new(CompleteOnDrop::new(rec.clone(), r)));
+            }
+            let eval = r.evaluate();
+            (
+                r.wants_response_body(),
+                r.proxied(),
+                r.deletes(),
+                eval.records(Stage::ResponseComplete),
+                // kube-apiserver writes `ResponseStarted` for every answer to a long-running
+                // request its audit filter saw (a refused watch, a 404 exec too) — the filter sits
+                // after authentication, so not for a request refused before it.
+                long_running && r.is_authenticated() && eval.records(Stage::ResponseStarted),
+                // Asked now: the event leaves the record when it is emitted.
+                r.retry_safe(),
+                r.has_left_the_proxy(),
+            )
+        });
     drop(streams);
     if !started_event && !recorded {
         // Nothing to write: the answer goes as it is.
@@ -309,13 +312,9 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
         Ok(resp) => return resp,
         Err(failed) => failed,
     };
-    // Forwarded (the answer is the upstream's, or an upstream failure that may have followed
-    // the sending) and not a read: the API server may have carried it out, so no retry is
+    // Forwarded (the upstream client marked it: an answer came, or a try may have reached the
+    // API server) and not a read: the API server may have carried it out, so no retry is
     // invited.
-    let forwarded = replaced
-        .extensions()
-        .get::<Refused>()
-        .is_none_or(|r| r.by == "upstream");
     let refusal = if forwarded && !retry_safe {
         Refusal::AuditUnrecorded
     } else {

@@ -135,8 +135,18 @@ pub struct Recorder {
     /// `ResponseComplete` was taken (it is emitted once, by whichever end comes first: the
     /// last frame, an abort, a stalled-stream reset, the end of a stream).
     completed: bool,
+    /// The request may have reached the API server (marked by the upstream client).
+    left_the_proxy: bool,
     /// Annotations known only when a stream ends (a session recording's digest).
     at_end: EndAnnotations,
+}
+
+impl crate::upstream::send::Departure for Mutex<Recorder> {
+    fn left_the_proxy(&self) {
+        self.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .left_the_proxy = true;
+    }
 }
 
 /// The record shared by the layers of one request (a request extension): each layer adds what
@@ -154,6 +164,12 @@ impl AuditRecord {
     pub fn with<R>(&self, f: impl FnOnce(&mut Recorder) -> R) -> R {
         let mut guard = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut guard)
+    }
+
+    /// The hook the upstream client marks once the request may have reached the API server
+    /// (this record, shared: no allocation).
+    pub fn departure(&self) -> crate::upstream::send::LeftTheProxy {
+        crate::upstream::send::LeftTheProxy(self.0.clone())
     }
 
     /// Emit the event at `stage` if the policy records it; `Err` only from a strict sink.
@@ -234,6 +250,7 @@ impl Recorder {
             evaluated: false,
             info: None,
             completed: false,
+            left_the_proxy: false,
             at_end: EndAnnotations::default(),
         }
     }
@@ -482,17 +499,30 @@ impl Recorder {
         self.completed
     }
 
+    /// Whether the request may have reached the API server (`upstream::send::LeftTheProxy`).
+    pub fn has_left_the_proxy(&self) -> bool {
+        self.left_the_proxy
+    }
+
     /// Whether the client may safely send the request again after an answer it did not get: a
-    /// read (`get`, `list`, `watch`), but not of a session or of a pod's, service's or node's
-    /// own bytes (`exec`, `attach`, `portforward`, `proxy` — a WebSocket exec is a `get`).
+    /// read (`get`, `list`, `watch`, a non-resource `HEAD` / `OPTIONS`), but not of a session or
+    /// of a pod's, service's or node's own bytes (`exec`, `attach`, `portforward`, `proxy` — a
+    /// WebSocket exec is a `get`); and a self-review (`kubectl auth can-i|whoami`, a create the
+    /// proxy answers itself).
     pub fn retry_safe(&self) -> bool {
-        matches!(self.event.verb.as_str(), "get" | "list" | "watch")
-            && !self.info.as_ref().is_some_and(|i| {
-                matches!(
-                    i.subresource.as_str(),
-                    "exec" | "attach" | "portforward" | "proxy"
-                )
-            })
+        if self.info.as_ref().is_some_and(|i| i.is_self_review()) {
+            // `kubectl auth can-i|whoami`: a create the proxy answers itself, changing nothing.
+            return true;
+        }
+        matches!(
+            self.event.verb.as_str(),
+            "get" | "list" | "watch" | "head" | "options"
+        ) && !self.info.as_ref().is_some_and(|i| {
+            matches!(
+                i.subresource.as_str(),
+                "exec" | "attach" | "portforward" | "proxy"
+            )
+        })
     }
 
     /// Why the request must not be forwarded now, if so: it is audited, not
@@ -590,6 +620,65 @@ mod tests {
     use http::HeaderValue;
 
     use super::{exec_command, user_agent_as_logged};
+
+    /// Which answers a client may get `Retry-After` on when their event is lost: reads and
+    /// self-reviews (answered by the proxy, nothing carried out), not writes nor sessions.
+    #[test]
+    fn retry_safe_requests_are_reads_and_self_reviews() {
+        let audit = std::sync::Arc::new(crate::audit::Audit {
+            policy: std::sync::Arc::new(
+                crate::audit::Policy::from_yaml(
+                    "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n",
+                )
+                .unwrap(),
+            ),
+            auditor: std::sync::Arc::new(crate::audit::Auditor::start(Vec::new()).unwrap()),
+            sessions: None,
+        });
+        let safe = |method: &str, path: &str, upgrade: bool| {
+            let method = http::Method::from_bytes(method.as_bytes()).unwrap();
+            let uri: http::Uri = path.parse().unwrap();
+            let mut headers = http::HeaderMap::new();
+            if upgrade {
+                headers.insert("connection", HeaderValue::from_static("Upgrade"));
+                headers.insert("upgrade", HeaderValue::from_static("websocket"));
+            }
+            let info = crate::k8s::request::classify(&method, &uri, &headers).unwrap();
+            let mut r = super::Recorder::new(
+                audit.clone(),
+                &HeaderValue::from_static("id"),
+                path.into(),
+                &method,
+                None,
+                Vec::new(),
+            );
+            r.classified(std::sync::Arc::new(info));
+            r.retry_safe()
+        };
+        assert!(safe("GET", "/api/v1/namespaces/a/pods", false));
+        assert!(safe("GET", "/api/v1/namespaces/a/pods/p", false));
+        assert!(safe("GET", "/api/v1/pods?watch=1", false));
+        assert!(safe("HEAD", "/healthz", false));
+        assert!(safe(
+            "POST",
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            false
+        ));
+        assert!(safe(
+            "POST",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            false
+        ));
+        assert!(!safe("POST", "/api/v1/namespaces/a/pods", false));
+        assert!(!safe("DELETE", "/api/v1/namespaces/a/pods/p", false));
+        assert!(!safe("PATCH", "/api/v1/namespaces/a/pods/p", false));
+        assert!(!safe(
+            "GET",
+            "/api/v1/namespaces/a/pods/p/exec?command=sh",
+            true
+        ));
+        assert!(!safe("GET", "/api/v1/namespaces/a/pods/p/proxy/", false));
+    }
 
     /// Nesting is counted without recursion; an object too deep for the event's readers is
     /// left out with a note.

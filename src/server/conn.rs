@@ -41,11 +41,7 @@ use std::{
 
 use tokio::{io::AsyncBufRead, sync::Notify, time::Instant};
 
-use super::{
-    limits::ConnPermit,
-    linger::{Linger, Lingers},
-    metrics::Closed,
-};
+use super::{limits::ConnPermit, linger::Linger, metrics::Closed};
 use crate::{read_tap::ReadTap, shutdown::Shutdown};
 
 /// Bytes that prove the client speaks: the length of the HTTP/2 connection preface.
@@ -78,8 +74,6 @@ pub struct Shared {
     /// The listener's drain waits (up to `shutdown.grace`) until every one is dropped.
     _alive: tokio::sync::mpsc::Sender<()>,
     prefaced: AtomicBool,
-    /// An answer switched protocols: the socket belongs to an upgraded session now.
-    upgraded: AtomicBool,
     activity: Mutex<Activity>,
     changed: Notify,
 }
@@ -90,7 +84,6 @@ impl Shared {
             _permit: permit,
             _alive: alive,
             prefaced: AtomicBool::new(false),
-            upgraded: AtomicBool::new(false),
             activity: Mutex::new(Activity {
                 open: 0,
                 started: false,
@@ -128,12 +121,6 @@ impl Shared {
             a.started = true;
         });
         RequestGuard(self.clone())
-    }
-
-    /// An answer switched protocols (exec, attach, port-forward): the connection's socket now
-    /// carries the session, whose copy loop closes it (no [`Linger`]).
-    pub fn upgraded(&self) {
-        self.upgraded.store(true, Ordering::Release);
     }
 
     /// An HTTP/2 request on the connection failed authentication: the watchdog closes the
@@ -369,24 +356,16 @@ async fn watchdog(shared: &Shared, timeouts: Timeouts) -> Closed {
     }
 }
 
-/// A connection lingers when closed unless an answer handed its socket to an upgraded session.
-pub struct NotUpgraded(Arc<Shared>);
-
-impl Lingers for NotUpgraded {
-    fn lingers(&self) -> bool {
-        !self.0.upgraded.load(Ordering::Acquire)
-    }
-}
-
 /// The connection's byte stream, noting when the client has said enough to be past the
-/// preface, and lingering when closed unless it was upgraded (see [`Linger`]). Holds
-/// [`Shared`] (in the closure) so the connection stays counted after an upgrade.
+/// preface, and lingering when closed (see [`Linger`]; an upgraded session's too, when its
+/// splice closes the client side). Holds [`Shared`] (in the closure) so the connection stays
+/// counted after an upgrade.
 pub fn tracked<T>(
     inner: T,
     shared: Arc<Shared>,
-) -> ReadTap<Linger<T, NotUpgraded>, impl FnMut(&[u8]) + Unpin> {
+) -> ReadTap<Linger<T, bool>, impl FnMut(&[u8]) + Unpin> {
     let mut seen = 0usize;
-    let inner = Linger::new(inner, NotUpgraded(shared.clone()));
+    let inner = Linger::new(inner, true);
     ReadTap::new(inner, move |read: &[u8]| {
         if seen < PREFACE_LEN {
             seen += read.len();

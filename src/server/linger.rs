@@ -15,9 +15,9 @@
 //! How: hyper ends a connection it closes with `poll_shutdown` (TLS `close_notify`, TCP FIN);
 //! after that, reads are drained until the client closes too (end of stream or an error), for
 //! at most [`LINGER`] and [`LINGER_BYTES`] — a client that keeps sending has had its chance and
-//! gets the reset. Not for a connection handed to an upgraded session (exec, attach,
-//! port-forward): its copy loop shuts the client's write side and still forwards what the
-//! client sends, so [`Lingers`] answers no there and the shutdown is the inner stream's own.
+//! gets the reset. An upgraded session (exec, attach, port-forward) lingers too when its splice
+//! ends and closes the client side: a client still sending stdin must not have the session's
+//! last frames (the exit status) reset away.
 
 use std::{
     future::Future,

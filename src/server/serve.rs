@@ -583,9 +583,6 @@ where
         let shared = shared.clone();
         async move {
             let resp = fut.await;
-            if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                shared.upgraded();
-            }
             if h2 && failed_authentication(&resp) {
                 let refused = shared.refused_unauthenticated();
                 return Ok(resp.map(|b| body::hold(b, (open, refused))));

@@ -307,6 +307,9 @@ async fn send_on_fresh_connection(
         }
     });
 
+    if let Some(mark) = parts.extensions.get::<super::send::LeftTheProxy>() {
+        mark.mark();
+    }
     let resp = match sender
         .send_request(Request::from_parts(parts, incoming))
         .await
@@ -441,18 +444,22 @@ where
     use tokio::io::AsyncWriteExt;
     let (mut client_rx, mut client_tx) = tokio::io::split(client);
     let (mut upstream_rx, mut upstream_tx) = tokio::io::split(upstream);
-    tokio::select! {
+    let ended = tokio::select! {
         up = tokio::io::copy(&mut client_rx, &mut upstream_tx) => {
             let n = up?;
             upstream_tx.shutdown().await?;
-            Ok(Spliced::ClientEnded(n))
+            Spliced::ClientEnded(n)
         }
         down = tokio::io::copy(&mut upstream_rx, &mut client_tx) => {
             let n = down?;
-            client_tx.shutdown().await?;
-            Ok(Spliced::UpstreamEnded(n))
+            Spliced::UpstreamEnded(n)
         }
-    }
+    };
+    // The client's side closes in order either way: its `close_notify` and FIN, then (the
+    // listener's lingering close) what it still sends is read and dropped for a moment, so
+    // stdin still in flight does not reset away the session's last frames.
+    client_tx.shutdown().await?;
+    Ok(ended)
 }
 
 #[cfg(test)]

@@ -422,6 +422,29 @@ async fn an_unsigned_tail_longer_than_the_checkpoint_interval_fails() {
         std::slice::from_ref(&log),
     );
     assert_eq!(code, 0, "0 skips the check");
+
+    // Not a false alarm after an idle night: the sink stopped cleanly (everything signed), a
+    // restart hours later writes one event and is killed before its checkpoint — a tail of
+    // one event, hours after the last checkpoint, but spanning nothing.
+    let log = dir.path().join("idle.log");
+    let a = file_sink(&log, &private, |c| c.checkpoint_every_events = 100);
+    a.emit(simple(0)).await.unwrap();
+    a.shutdown(Duration::from_secs(5)).await;
+    let a = file_sink(&log, &private, |c| c.checkpoint_every_events = 100);
+    let mut late = simple(1);
+    late.stage_timestamp = MicroTime::from_unix_micros(start + 3 * 3600 * 1_000_000);
+    a.emit(late).await.unwrap();
+    a.shutdown(Duration::from_secs(5)).await;
+    let sidecar = sidecar_path(&log);
+    let mut s = lines(&sidecar);
+    s.pop();
+    write_lines(&sidecar, &s);
+    let (code, out, err) = run(
+        &["audit", "verify", "--key", key],
+        std::slice::from_ref(&log),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("unsigned tail: 1 events"), "{out}");
 }
 
 #[tokio::test]

@@ -513,6 +513,34 @@ async fn a_strict_sink_that_cannot_record_answers_503() {
     env.stop().await;
 }
 
+/// The demo proxy whose blocking-strict audit file is a link to `/dev/full` (every write fails
+/// with ENOSPC, whoever runs the test — root ignores permissions), under `policy`: the folder
+/// (keep it), the log's path, the proxy.
+#[cfg(target_os = "linux")]
+async fn full_disk(policy: &str) -> (tempfile::TempDir, std::path::PathBuf, Env) {
+    let full = tempfile::tempdir().unwrap();
+    let log = full.path().join("audit.log");
+    std::os::unix::fs::symlink("/dev/full", &log).unwrap();
+    let policy_file = full.path().join("policy.yaml");
+    std::fs::write(&policy_file, policy).unwrap();
+    let env = Env::start_with(|c| {
+        *c = c
+            .replace("{path: audit.log,", &format!("{{path: {},", log.display()))
+            .replace(
+                "  policy_file: audit-policy.yaml\n",
+                &format!("  policy_file: {}\n", policy_file.display()),
+            )
+            // Without a key: a checkpoint's fdatasync of /dev/full fails (EINVAL) at start.
+            .replace("  signing_key_file: audit-signing.key\n", "");
+        // Each edit took: the demo config still has the lines it replaces.
+        assert!(c.contains(&*log.to_string_lossy()), "{c}");
+        assert!(c.contains(&*policy_file.to_string_lossy()), "{c}");
+        assert!(!c.contains("signing_key_file"), "{c}");
+    })
+    .await;
+    (full, log, env)
+}
+
 /// A blocking-strict file sink whose disk is full: the audit file is a link to `/dev/full`
 /// (every write fails with ENOSPC, whoever runs the test — root ignores permissions). Every
 /// audited request is refused before the upstream sees it, and `/readyz` says why, so the load
@@ -521,31 +549,9 @@ async fn a_strict_sink_that_cannot_record_answers_503() {
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_strict_file_sink_that_cannot_write_makes_the_replica_unready() {
-    let full = tempfile::tempdir().unwrap();
-    let log = full.path().join("audit.log");
-    std::os::unix::fs::symlink("/dev/full", &log).unwrap();
     // Every stage recorded: RequestReceived is written before forwarding.
-    let policy = full.path().join("policy.yaml");
-    std::fs::write(
-        &policy,
-        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n",
-    )
-    .unwrap();
-    let env = Env::start_with(|c| {
-        *c = c
-            .replace("{path: audit.log,", &format!("{{path: {},", log.display()))
-            .replace(
-                "  policy_file: audit-policy.yaml\n",
-                &format!("  policy_file: {}\n", policy.display()),
-            )
-            // Without a key: a checkpoint's fdatasync of /dev/full fails (EINVAL) at start.
-            .replace("  signing_key_file: audit-signing.key\n", "");
-        // Each edit took: the demo config still has the lines it replaces.
-        assert!(c.contains(&*log.to_string_lossy()), "{c}");
-        assert!(c.contains(&*policy.to_string_lossy()), "{c}");
-        assert!(!c.contains("signing_key_file"), "{c}");
-    })
-    .await;
+    let (_full, log, env) =
+        full_disk("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n").await;
     let get = || req("GET", "/api/v1/namespaces/default/configmaps", None);
     let (status, body) = common::admin_get(env.admin_addr, "/readyz").await;
     assert_eq!(status, 200, "nothing written yet: {body}");
@@ -599,29 +605,10 @@ async fn a_strict_file_sink_that_cannot_write_makes_the_replica_unready() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_strict_sink_failing_after_forwarding_invites_no_retry_and_holds_back_writes() {
     common::require_kubectl();
-    let full = tempfile::tempdir().unwrap();
-    let log = full.path().join("audit.log");
-    std::os::unix::fs::symlink("/dev/full", &log).unwrap();
-    let policy = full.path().join("policy.yaml");
-    std::fs::write(
-        &policy,
-        // kubectl's discovery unaudited, so that its create is the first event to fail.
+    // kubectl's discovery unaudited, so that its create is the first event to fail.
+    let (_full, log, env) = full_disk(
         "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  - level: None\n    nonResourceURLs: [/api, /api/*, /apis, /apis/*, /openapi/*, /version]\n  - level: Metadata\n",
     )
-    .unwrap();
-    let env = Env::start_with(|c| {
-        *c = c
-            .replace("{path: audit.log,", &format!("{{path: {},", log.display()))
-            .replace(
-                "  policy_file: audit-policy.yaml\n",
-                &format!("  policy_file: {}\n", policy.display()),
-            )
-            // Without a key: a checkpoint's fdatasync of /dev/full fails (EINVAL) at start.
-            .replace("  signing_key_file: audit-signing.key\n", "");
-        assert!(c.contains(&*log.to_string_lossy()), "{c}");
-        assert!(c.contains(&*policy.to_string_lossy()), "{c}");
-        assert!(!c.contains("signing_key_file"), "{c}");
-    })
     .await;
     let posts = |env: &Env| {
         env.sandbox

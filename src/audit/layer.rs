@@ -1,8 +1,9 @@
 //! The audit layers: one `audit.k8s.io/v1` event per request, refusals included.
 //!
 //! [`AuditLayer`] starts the request's [`AuditRecord`] (the request line as received), puts it
-//! in the request extensions for the layers below to fill in (with an [`OnStall`] hook that
-//! records a stalled-stream reset when the pump makes it), and when the response comes back
+//! in the request extensions for the layers below to fill in (with a
+//! [`Watcher`](crate::upstream::Watcher) through which the upstream client records a
+//! stalled-stream reset when the pump makes it, and that the request left the proxy), and when the response comes back
 //! records the outcome (a [`Refused`] marker's stage and Status, or the status code) and emits
 //! `ResponseComplete` once the answer is complete:
 //!
@@ -56,7 +57,7 @@ use crate::{
     body::Body,
     refusal::{Refusal, Refused},
     service::{self, AuditId, Classified, ResponseFuture},
-    upstream::{pump::OnStall, StreamGuards},
+    upstream::StreamGuards,
 };
 
 /// Starts, fills in and emits each request's event.
@@ -111,11 +112,7 @@ where
         };
         let rec = AuditRecord::new(start(audit.clone(), &req, self.layer.trust_forwarded_for));
         req.extensions_mut().insert(rec.clone());
-        req.extensions_mut().insert(rec.departure());
-        let stalled = rec.clone();
-        req.extensions_mut().insert(OnStall(Arc::new(move || {
-            stalled.aborted(record::ABORTED_STALLED);
-        })));
+        req.extensions_mut().insert(rec.watcher());
         // The layers below may panic while building their future (a synchronous check) as
         // well as while it runs: both are this request's `Panic` event.
         let inner = match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {

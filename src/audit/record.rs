@@ -141,11 +141,15 @@ pub struct Recorder {
     at_end: EndAnnotations,
 }
 
-impl crate::upstream::send::Departure for Mutex<Recorder> {
+impl crate::upstream::Watch for Mutex<Recorder> {
     fn left_the_proxy(&self) {
         self.lock()
             .unwrap_or_else(PoisonError::into_inner)
             .left_the_proxy = true;
+    }
+
+    fn stalled(&self) {
+        aborted(self, ABORTED_STALLED);
     }
 }
 
@@ -166,10 +170,10 @@ impl AuditRecord {
         f(&mut guard)
     }
 
-    /// The hook the upstream client marks once the request may have reached the API server
-    /// (this record, shared: no allocation).
-    pub fn departure(&self) -> crate::upstream::send::LeftTheProxy {
-        crate::upstream::send::LeftTheProxy(self.0.clone())
+    /// What the upstream client tells this record through (this record, shared: no
+    /// allocation): the request left the proxy, its stalled response was reset.
+    pub fn watcher(&self) -> crate::upstream::Watcher {
+        crate::upstream::Watcher(self.0.clone())
     }
 
     /// Emit the event at `stage` if the policy records it; `Err` only from a strict sink.
@@ -196,16 +200,22 @@ impl AuditRecord {
     /// [`ABORTED_UPSTREAM`]): unless `ResponseComplete` was already taken, annotate it and
     /// emit it now without waiting — nobody is left to answer.
     pub fn aborted(&self, how: &str) {
-        let taken = self.with(|r| {
-            if r.completed {
-                return None;
-            }
-            r.annotate(ABORTED_ANNOTATION, how);
-            r.take_complete()
-        });
-        if let Some((auditor, event)) = taken {
-            auditor.emit_detached(event);
+        aborted(&self.0, how);
+    }
+}
+
+/// [`AuditRecord::aborted`] on the record's lock.
+fn aborted(rec: &Mutex<Recorder>, how: &str) {
+    let taken = {
+        let mut r = rec.lock().unwrap_or_else(PoisonError::into_inner);
+        if r.completed {
+            return;
         }
+        r.annotate(ABORTED_ANNOTATION, how);
+        r.take_complete()
+    };
+    if let Some((auditor, event)) = taken {
+        auditor.emit_detached(event);
     }
 }
 
@@ -499,7 +509,7 @@ impl Recorder {
         self.completed
     }
 
-    /// Whether the request may have reached the API server (`upstream::send::LeftTheProxy`).
+    /// Whether the request may have reached the API server (told through `upstream::Watcher`).
     pub fn has_left_the_proxy(&self) -> bool {
         self.left_the_proxy
     }

@@ -91,7 +91,7 @@ pub async fn forward(
 ) -> Result<Response<Body>, Refusal> {
     let (mut parts, incoming) = req.into_parts();
     let guard = ob.guard.take();
-    let on_stall = parts.extensions.get::<pump::OnStall>().cloned();
+    let on_stall = parts.extensions.get::<super::Watcher>().cloned();
     let place = parts.extensions.get::<SharedPlace>().cloned();
     // Only a long-running request (exec, attach, port-forward, proxy, a watch over WebSocket)
     // can be upgraded by the API server; on any other the `Upgrade` is ignored there, so it

@@ -24,6 +24,22 @@ pub mod stream;
 pub mod upgrade;
 
 pub use client::Endpoint;
+
+/// A request extension through which the upstream client tells the request's owner (the audit
+/// record) what only it sees: that the request may have reached the API server (a try not
+/// known to have stayed in the proxy — so an answer withheld afterwards invites no retry of a
+/// write the API server may have carried out), and that the pump reset its stalled response.
+/// The owner itself behind the trait: no allocation per request.
+#[derive(Clone)]
+pub struct Watcher(pub std::sync::Arc<dyn Watch>);
+
+/// See [`Watcher`].
+pub trait Watch: Send + Sync {
+    /// The request may have reached the API server (called once per try).
+    fn left_the_proxy(&self);
+    /// The pump reset the request's stalled response (called once).
+    fn stalled(&self);
+}
 pub use credentials::Credentials;
 pub use forward::{forward, Guard, Outbound};
 pub use service::{HoldWhileStreaming, StreamGuards, UpstreamService};

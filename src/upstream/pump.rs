@@ -172,12 +172,8 @@ pub struct StallReport {
     pub audit_id: String,
     pub counter: Counter,
     /// Told at the reset (the audit layer writes the request's `ResponseComplete` then).
-    pub on_stall: Option<OnStall>,
+    pub on_stall: Option<super::Watcher>,
 }
-
-/// A request extension: called once when the pump resets that request's stalled response.
-#[derive(Clone)]
-pub struct OnStall(pub Arc<dyn Fn() + Send + Sync>);
 
 type Item = Result<(Frame<Bytes>, [OwnedSemaphorePermit; 2]), BoxError>;
 
@@ -551,7 +547,7 @@ fn reset_stalled<R>(
 ) {
     report.counter.inc();
     if let Some(on_stall) = &report.on_stall {
-        (on_stall.0)();
+        on_stall.0.stalled();
     }
     tracing::warn!(
         endpoint = %report.endpoint,

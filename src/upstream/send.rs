@@ -90,25 +90,6 @@ pub fn is_safe(parts: &Parts, body: &Body) -> bool {
     (parts.method == Method::GET || parts.method == Method::HEAD) && body.is_end_stream()
 }
 
-/// A request extension the caller (the audit layer) inserts to learn whether the request may
-/// have reached the API server — so that an answer it must withhold afterwards does not invite
-/// a retry of a write the API server may have carried out. Set by [`send`] once a try was not
-/// known to stay in the proxy, and by an upgrade once its request is written.
-/// (The audit record itself, behind [`Departure`]: no allocation of its own.)
-#[derive(Clone)]
-pub struct LeftTheProxy(pub std::sync::Arc<dyn Departure>);
-
-/// What learns that a request may have reached the API server.
-pub trait Departure: Send + Sync {
-    fn left_the_proxy(&self);
-}
-
-impl LeftTheProxy {
-    pub fn mark(&self) {
-        self.0.left_the_proxy();
-    }
-}
-
 /// Send `parts` + `body` (headers already prepared; the URI is origin-form and is rebased on
 /// each endpoint) within `deadline` (None: no deadline, a long-running request).
 pub async fn send(
@@ -119,7 +100,7 @@ pub async fn send(
     judged: Judged,
 ) -> Result<Sent, Refusal> {
     let safe = is_safe(&parts, &body);
-    let left_the_proxy = parts.extensions.get::<LeftTheProxy>().cloned();
+    let watcher = parts.extensions.get::<super::Watcher>().cloned();
     let until = deadline.map(|d| Instant::now() + d);
     let mut body = Some(body);
     let mut refused = Vec::new();
@@ -164,8 +145,8 @@ pub async fn send(
         // Anything but "nothing was sent" may have reached the API server (a deadline that
         // fired while waiting for a connection counts too: the caller cannot tell).
         if !matches!(result, Ok(Err(PoolError::NotSent(..) | PoolError::Busy(_)))) {
-            if let Some(mark) = &left_the_proxy {
-                mark.mark();
+            if let Some(w) = &watcher {
+                w.0.left_the_proxy();
             }
         }
         match result {

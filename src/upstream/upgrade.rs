@@ -307,8 +307,8 @@ async fn send_on_fresh_connection(
         }
     });
 
-    if let Some(mark) = parts.extensions.get::<super::send::LeftTheProxy>() {
-        mark.mark();
+    if let Some(w) = parts.extensions.get::<super::Watcher>() {
+        w.0.left_the_proxy();
     }
     let resp = match sender
         .send_request(Request::from_parts(parts, incoming))

@@ -25,7 +25,7 @@ use crate::{
     },
     body::{Body, BoxError},
     service::testing::{request, TestBody},
-    upstream::pump::OnStall,
+    upstream::Watcher,
 };
 
 /// Records every event; holds writes while `hold` is set; fails them while `fail` is set, and
@@ -120,18 +120,18 @@ async fn upstream_with(n: u8) -> (mpsc::Sender<Result<Bytes, BoxError>>, Body) {
     (tx, body)
 }
 
-/// The audit layer over a service answering `resp` once; the request's `OnStall` hook goes
+/// The audit layer over a service answering `resp` once; the request's `Watcher` goes
 /// to `stall` when given.
 async fn through(
     audit: Arc<Audit>,
     resp: Response<Body>,
-    stall: Option<Arc<Mutex<Option<OnStall>>>>,
+    stall: Option<Arc<Mutex<Option<Watcher>>>>,
 ) -> Response<Body> {
     let resp = Arc::new(Mutex::new(Some(resp)));
     let mut svc = AuditLayer::new(Some(audit), false).layer(tower::service_fn(
         move |req: Request<TestBody>| {
             if let Some(slot) = &stall {
-                *slot.lock().unwrap() = req.extensions().get::<OnStall>().cloned();
+                *slot.lock().unwrap() = req.extensions().get::<Watcher>().cloned();
             }
             let resp = resp.lock().unwrap().take().unwrap();
             async move { Ok::<_, Infallible>(resp) }
@@ -371,7 +371,7 @@ async fn a_stalled_reset_is_recorded_at_the_reset_and_only_once() {
         .take()
         .expect("the request carries the hook");
     // The pump resets the stream: the event is written now, whatever the client does.
-    (hook.0)();
+    hook.0.stalled();
     let all = sink.wait_for(1).await;
     assert_eq!(all[0]["stage"], "ResponseComplete");
     assert_eq!(

@@ -3,8 +3,8 @@
 //! [`AuditLayer`] starts the request's [`AuditRecord`] (the request line as received), puts it
 //! in the request extensions for the layers below to fill in (with a
 //! [`Watcher`](crate::upstream::Watcher) through which the upstream client records a
-//! stalled-stream reset when the pump makes it, and that the request left the proxy), and when the response comes back
-//! records the outcome (a [`Refused`] marker's stage and Status, or the status code) and emits
+//! stalled-stream reset when the pump makes it, and that the request left the proxy), and
+//! when the response comes back records the outcome (a [`Refused`] marker's stage and Status, or the status code) and emits
 //! `ResponseComplete` once the answer is complete:
 //!
 //! * a refusal (no upstream body): before its head is released, as the answer is complete;

@@ -246,11 +246,7 @@ fn parse_inspected(
     parts: &Parts,
     bytes: &[u8],
 ) -> Result<Inspected, Refusal> {
-    let sent = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .unwrap_or_default();
+    let sent = sent_content_type(parts);
     let content_type = match media_type_or_default(&sent, &parts.method) {
         Some(ct) => ct,
         None => return Err(BodyRefusal::UnknownFormat.into()),
@@ -288,11 +284,7 @@ fn for_the_record(s: &Sanitizer, parts: &Parts, bytes: &[u8], verdict: &mut Verd
     if bytes.is_empty() {
         return;
     }
-    let sent = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .unwrap_or_default();
+    let sent = sent_content_type(parts);
     let content_type = media_type_or_default(&sent, &parts.method).unwrap_or("");
     let decoded = if essence(content_type) == protobuf::MEDIA_TYPE {
         protobuf::open(bytes)
@@ -398,6 +390,15 @@ async fn judge_write(
     verdict.warnings = judged.warnings;
     verdict.audit = judged.audit;
     Ok((judged.body, judged.pinned))
+}
+
+/// The request's `Content-Type` as sent (empty when absent).
+fn sent_content_type(parts: &Parts) -> String {
+    parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default()
 }
 
 /// The media type to read a body as. No (or an empty) `Content-Type` is read as JSON on

@@ -360,12 +360,9 @@ async fn watchdog(shared: &Shared, timeouts: Timeouts) -> Closed {
 /// preface, and lingering when closed (see [`Linger`]; an upgraded session's too, when its
 /// splice closes the client side). Holds [`Shared`] (in the closure) so the connection stays
 /// counted after an upgrade.
-pub fn tracked<T>(
-    inner: T,
-    shared: Arc<Shared>,
-) -> ReadTap<Linger<T, bool>, impl FnMut(&[u8]) + Unpin> {
+pub fn tracked<T>(inner: T, shared: Arc<Shared>) -> ReadTap<Linger<T>, impl FnMut(&[u8]) + Unpin> {
     let mut seen = 0usize;
-    let inner = Linger::new(inner, true);
+    let inner = Linger::new(inner);
     ReadTap::new(inner, move |read: &[u8]| {
         if seen < PREFACE_LEN {
             seen += read.len();

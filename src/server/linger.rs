@@ -17,7 +17,8 @@
 //! at most [`LINGER`] and [`LINGER_BYTES`] — a client that keeps sending has had its chance and
 //! gets the reset. An upgraded session (exec, attach, port-forward) lingers too when its splice
 //! ends and closes the client side: a client still sending stdin must not have the session's
-//! last frames (the exit status) reset away.
+//! last frames (the exit status) reset away. Every client connection lingers: the listener
+//! wraps each one (`conn::tracked`).
 
 use std::{
     future::Future,
@@ -35,21 +36,9 @@ pub const LINGER: Duration = Duration::from_secs(1);
 /// How much a closed connection may still send before it is dropped anyway.
 pub const LINGER_BYTES: usize = 64 * 1024;
 
-/// Whether a connection should linger when closed (asked once, at its shutdown).
-pub trait Lingers {
-    fn lingers(&self) -> bool;
-}
-
-impl Lingers for bool {
-    fn lingers(&self) -> bool {
-        *self
-    }
-}
-
-/// `inner`, lingering at shutdown if `lingers` says so.
-pub struct Linger<T, L> {
+/// `inner`, lingering at shutdown.
+pub struct Linger<T> {
     inner: T,
-    lingers: L,
     state: State,
 }
 
@@ -63,17 +52,16 @@ enum State {
     Done,
 }
 
-impl<T, L: Lingers> Linger<T, L> {
-    pub fn new(inner: T, lingers: L) -> Self {
+impl<T> Linger<T> {
+    pub fn new(inner: T) -> Self {
         Linger {
             inner,
-            lingers,
             state: State::Open,
         }
     }
 }
 
-impl<T: AsyncRead + Unpin, L: Unpin> AsyncRead for Linger<T, L> {
+impl<T: AsyncRead + Unpin> AsyncRead for Linger<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -83,7 +71,7 @@ impl<T: AsyncRead + Unpin, L: Unpin> AsyncRead for Linger<T, L> {
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin, L: Lingers + Unpin> AsyncWrite for Linger<T, L> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Linger<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -114,10 +102,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin, L: Lingers + Unpin> AsyncWrite for Linge
             match &mut this.state {
                 State::Open => {
                     ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
-                    if !this.lingers.lingers() {
-                        this.state = State::Done;
-                        continue;
-                    }
                     this.state = State::Draining {
                         deadline: Box::pin(tokio::time::sleep(LINGER)),
                         left: LINGER_BYTES,
@@ -157,20 +141,33 @@ mod tests {
 
     use super::*;
 
-    /// A connected pair: the server's end wrapped in `Linger`.
-    async fn pair(lingers: bool) -> (Linger<TcpStream, bool>, TcpStream) {
+    /// A connected pair: (the server's end, the client's).
+    async fn tcp_pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        (Linger::new(server, lingers), client)
+        (server, client)
     }
 
-    /// The server answers and closes; the client reads the answer to its end, then writes
-    /// twice, 100 ms apart (late frames). Returns the second write's result.
-    async fn late_writes_after_close(lingers: bool) -> (Vec<u8>, io::Result<()>) {
-        let (mut server, mut client) = pair(lingers).await;
+    /// A connected pair: the server's end wrapped in `Linger`.
+    async fn pair() -> (Linger<TcpStream>, TcpStream) {
+        let (server, client) = tcp_pair().await;
+        (Linger::new(server), client)
+    }
+
+    /// The server (`server`: the bare socket or `Linger` over it) answers and closes; the
+    /// client reads the answer to its end, then writes twice, 100 ms apart (late frames).
+    /// Returns the second write's result.
+    async fn late_writes_after_close<S>(
+        server: impl FnOnce(TcpStream) -> S,
+    ) -> (Vec<u8>, io::Result<()>)
+    where
+        S: AsyncWrite + Unpin + Send + 'static,
+    {
+        let (server_end, mut client) = tcp_pair().await;
+        let mut server = server(server_end);
         let closing = tokio::spawn(async move {
             server.write_all(b"answer").await.unwrap();
             server.shutdown().await
@@ -189,7 +186,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_writing_after_the_close_is_not_reset() {
-        let (answer, second) = late_writes_after_close(true).await;
+        let (answer, second) = late_writes_after_close(Linger::new).await;
         assert_eq!(answer, b"answer");
         second.unwrap();
     }
@@ -198,7 +195,7 @@ mod tests {
     /// and the second fails.
     #[tokio::test]
     async fn without_lingering_a_late_write_is_reset() {
-        let (answer, second) = late_writes_after_close(false).await;
+        let (answer, second) = late_writes_after_close(|s| s).await;
         assert_eq!(answer, b"answer");
         let err = second.unwrap_err();
         assert!(
@@ -212,7 +209,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_closes_ends_the_linger_at_once() {
-        let (mut server, client) = pair(true).await;
+        let (mut server, client) = pair().await;
         drop(client);
         let started = Instant::now();
         server.shutdown().await.unwrap();
@@ -221,7 +218,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_client_that_stays_silent_is_dropped_after_the_linger() {
-        let (mut server, _client) = pair(true).await;
+        let (mut server, _client) = pair().await;
         let started = tokio::time::Instant::now();
         server.shutdown().await.unwrap();
         assert_eq!(started.elapsed(), LINGER);
@@ -229,7 +226,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_keeps_sending_is_dropped_after_the_byte_cap() {
-        let (mut server, mut client) = pair(true).await;
+        let (mut server, mut client) = pair().await;
         let flood = tokio::spawn(async move {
             let chunk = [b'x'; 4096];
             let mut sent = 0;

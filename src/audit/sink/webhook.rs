@@ -35,6 +35,10 @@
 //! `max_retries` times with exponential backoff (`initial_backoff`, factor 1.5, +0–20% jitter),
 //! as the apiserver's webhook client does; any other status fails the batch at once. A failed
 //! batch's waiters get `Err` (strict: 503) and its events are counted in `events_failed`.
+//! Every answer's body is read (up to 64 KiB, within `request_timeout`), so an HTTP/1.1
+//! connection goes back to the pool; a refusal's body (its first 512 characters, on one line)
+//! is quoted in the error (logged, and a strict request's 503), so the receiver's reason is
+//! in front of the operator.
 //!
 //! Accepts: `https://` servers (a CA is required: we never fall back to "any certificate"), and
 //! `http://` only to a loopback address (a collector on the same host). Rejects: other schemes,
@@ -431,12 +435,24 @@ impl Worker {
             }),
             Ok(Ok(resp)) => {
                 let status = resp.status();
+                // The answer's body is read (bounded, within what is left of the request's
+                // time) before the batch is settled: an HTTP/1.1 connection goes back to the
+                // pool only once its answer has been read to the end — left unread, every
+                // batch would open a new connection and TLS handshake — and a refusal's body
+                // is the receiver's reason, which the operator needs in the log.
+                let left = self.cfg.request_timeout.saturating_sub(started.elapsed());
+                let answer = tokio::time::timeout(left, read_answer(resp.into_body()))
+                    .await
+                    .unwrap_or_default();
                 tracing::debug!(sink = %self.name, %status, elapsed = ?started.elapsed(), "audit webhook answered");
                 if status.is_success() {
                     Ok(())
                 } else {
                     Err(PostError {
-                        message: format!("the receiver answered {status}"),
+                        message: match reason_text(&answer) {
+                            Some(why) => format!("the receiver answered {status}: {why}"),
+                            None => format!("the receiver answered {status}"),
+                        },
                         retryable: matches!(
                             status,
                             StatusCode::TOO_MANY_REQUESTS
@@ -450,6 +466,44 @@ impl Worker {
             }
         }
     }
+}
+
+/// How much of a receiver's answer is read: enough for any reason a collector gives; a longer
+/// answer is cut there (and its connection not reused).
+const MAX_ANSWER: usize = 64 * 1024;
+/// How much of a refusal's body the error message quotes.
+const MAX_REASON_CHARS: usize = 512;
+
+/// The answer's body, up to [`MAX_ANSWER`] bytes; what arrived before an error, if one cuts it.
+async fn read_answer(mut body: hyper::body::Incoming) -> Vec<u8> {
+    use http_body_util::BodyExt;
+    let mut out = Vec::new();
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            let room = MAX_ANSWER - out.len();
+            out.extend_from_slice(&data[..data.len().min(room)]);
+            if data.len() >= room {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// A refusal's body as one line for the log: its first [`MAX_REASON_CHARS`] characters,
+/// control characters (newlines included) as spaces; `None` when it says nothing.
+fn reason_text(answer: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(answer);
+    let mut why: String = text
+        .trim()
+        .chars()
+        .take(MAX_REASON_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.trim().chars().count() > MAX_REASON_CHARS {
+        why.push('…');
+    }
+    (!why.is_empty()).then_some(why)
 }
 
 fn absorb(

@@ -27,9 +27,17 @@ struct Receiver {
     /// Every accepted event with the time it arrived.
     events: Arc<Mutex<Vec<(Instant, Event)>>>,
     requests: Arc<AtomicUsize>,
+    /// TCP connections accepted.
+    connections: Arc<AtomicUsize>,
 }
 
 async fn receiver(fail_every: usize) -> Receiver {
+    receiver_with(fail_every, &[b"h2", b"http/1.1"], "").await
+}
+
+/// [`receiver`] offering only the ALPN protocols `alpn` (HTTP/1.1 alone: as many log
+/// collectors' HTTP inputs), and answering accepted batches with `accepted_body`.
+async fn receiver_with(fail_every: usize, alpn: &[&[u8]], accepted_body: &'static str) -> Receiver {
     crate::server::tls::install_crypto_provider();
     let ca = Ca::new("test-ca").unwrap();
     let leaf = ca.server_cert(&["127.0.0.1"]).unwrap();
@@ -39,18 +47,23 @@ async fn receiver(fail_every: usize) -> Receiver {
         crate::server::tls::ClientAuth::None,
     )
     .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    let mut cfg = (*cfg).clone();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let received = Arc::new(Mutex::new(Vec::new()));
     let events = Arc::new(Mutex::new(Vec::new()));
     let requests = Arc::new(AtomicUsize::new(0));
+    let connections = Arc::new(AtomicUsize::new(0));
     let (rcv, reqs, evs) = (received.clone(), requests.clone(), events.clone());
+    let conns = connections.clone();
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
+            conns.fetch_add(1, Ordering::SeqCst);
             let acceptor = acceptor.clone();
             let (rcv, reqs, evs) = (rcv.clone(), reqs.clone(), evs.clone());
             tokio::spawn(async move {
@@ -66,10 +79,11 @@ async fn receiver(fail_every: usize) -> Receiver {
                             .get(header::AUTHORIZATION)
                             .map(|v| v.to_str().unwrap_or_default().to_string());
                         let body = req.into_body().collect().await?.to_bytes();
-                        let status = if auth.as_deref() != Some("Bearer s3cret") {
-                            401
+                        let (status, answer) = if auth.as_deref() != Some("Bearer s3cret") {
+                            // As a collector says why: the sink's error should carry it.
+                            (401, "token not recognised\nby this collector\n")
                         } else if fail_every > 0 && n % fail_every == 0 {
-                            500
+                            (500, "")
                         } else {
                             let list: EventList = serde_json::from_slice(&body).unwrap();
                             assert_eq!(list.kind, "EventList");
@@ -80,12 +94,38 @@ async fn receiver(fail_every: usize) -> Receiver {
                             rcv.lock()
                                 .unwrap()
                                 .push(list.items.into_iter().map(|e| e.audit_id).collect());
-                            200
+                            (200, accepted_body)
                         };
+                        // The answer's body in two parts, the second 20 ms after the head:
+                        // a client that does not read it to its end cannot reuse the
+                        // connection.
+                        let (first, second) = answer.split_at(answer.len() / 2);
+                        type Parts = std::pin::Pin<
+                            Box<
+                                dyn futures_util::Stream<
+                                        Item = Result<http_body::Frame<Bytes>, hyper::Error>,
+                                    > + Send,
+                            >,
+                        >;
+                        let parts: Parts =
+                            Box::pin(futures_util::stream::unfold(0, move |i| async move {
+                                let part = match i {
+                                    0 => first,
+                                    1 => {
+                                        tokio::time::sleep(Duration::from_millis(20)).await;
+                                        second
+                                    }
+                                    _ => return None,
+                                };
+                                let frame =
+                                    http_body::Frame::data(Bytes::from_static(part.as_bytes()));
+                                Some((Ok::<_, hyper::Error>(frame), i + 1))
+                            }));
                         Ok::<_, hyper::Error>(
                             Response::builder()
                                 .status(status)
-                                .body(Full::new(Bytes::new()))
+                                .header(header::CONTENT_LENGTH, answer.len())
+                                .body(http_body_util::StreamBody::new(parts))
                                 .unwrap(),
                         )
                     }
@@ -102,6 +142,7 @@ async fn receiver(fail_every: usize) -> Receiver {
         received,
         events,
         requests,
+        connections,
     }
 }
 
@@ -214,10 +255,41 @@ async fn batch_mode_fills_batches_and_strict_reports_refusal() {
     .unwrap();
     let err = a.emit(event(99)).await.unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");
+    // The receiver's reason, on one line.
+    assert!(
+        err.to_string()
+            .contains("401 Unauthorized: token not recognised by this collector"),
+        "{err}"
+    );
     assert_eq!(a.sinks()[0].counters().retries.load(Ordering::Relaxed), 0);
     // Every replica shares the receiver: its failure must not take them all out of service.
     assert!(!a.sinks()[0].is_local());
     assert_eq!(a.not_ready(Duration::from_secs(30)), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_receiver_s_connection_is_reused_batch_after_batch() {
+    // A receiver without HTTP/2 that answers each batch with a body, as collectors' HTTP
+    // inputs do: the answer must be read for the connection to go back to the pool.
+    let r = receiver_with(0, &[b"http/1.1"], "{\"status\":\"accepted\"}\n").await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = Auditor::start(vec![SinkSpec {
+        name: "siem".into(),
+        kind: SinkKind::Webhook(config(kubeconfig(dir.path(), &r, "s3cret"))),
+        mode: DeliveryMode::Blocking,
+    }])
+    .unwrap();
+    // One at a time: each emit waits for its batch's answer, so each is its own POST.
+    for i in 0..5 {
+        a.emit(event(i)).await.unwrap();
+    }
+    a.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(r.requests.load(Ordering::SeqCst), 5);
+    assert_eq!(
+        r.connections.load(Ordering::SeqCst),
+        1,
+        "one connection for every batch"
+    );
 }
 
 #[test]

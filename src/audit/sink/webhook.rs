@@ -37,8 +37,8 @@
 //! batch's waiters get `Err` (strict: 503) and its events are counted in `events_failed`.
 //! Every answer's body is read (up to 64 KiB, within `request_timeout`), so an HTTP/1.1
 //! connection goes back to the pool; a refusal's body (its first 512 characters, on one line)
-//! is quoted in the error (logged, and a strict request's 503), so the receiver's reason is
-//! in front of the operator.
+//! is quoted in the logged error, so the receiver's reason is in front of the operator (a
+//! strict request's 503 does not carry it: the client learns nothing of the audit backend).
 //!
 //! Accepts: `https://` servers (a CA is required: we never fall back to "any certificate"), and
 //! `http://` only to a loopback address (a collector on the same host). Rejects: other schemes,

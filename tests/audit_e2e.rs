@@ -983,3 +983,118 @@ async fn kubectl_actions_are_queryable_and_policy_stages_apply() {
     assert_eq!(complete["responseStatus"]["code"], 403, "{complete}");
     env.stop().await;
 }
+
+/// kube-apiserver gzips an answer over 128 KiB for a client that accepts gzip (client-go's
+/// transport asks for it), and the sandbox does the same: such an answer reaches kubectl
+/// through the proxy intact, the proxy passes it on as it came (still gzipped, its encoding
+/// named), and a policy that records the response has the decoded list in `responseObject`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzipped_answer_passes_through_and_is_recorded_decoded() {
+    common::require_kubectl();
+    let pdir = tempfile::tempdir().unwrap();
+    let policy = pdir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  - level: RequestResponse\n    verbs: [\"list\"]\n    resources: [{group: \"\", resources: [\"configmaps\"]}]\n  - level: Metadata\n",
+    )
+    .unwrap();
+    let env = Env::start_with(|c| {
+        *c = c.replace(
+            "  policy_file: audit-policy.yaml\n",
+            &format!("  policy_file: {}\n", policy.display()),
+        )
+    })
+    .await;
+    let dir = env.files.dir.clone();
+    let home = env.dir.path();
+    let kc = &env.files.team_a_kubeconfig;
+    // Three configmaps of 60 000 characters each: a list of ≈ 180 KB.
+    for i in 0..3 {
+        let value = format!("--from-literal=blob={}", format!("{i}").repeat(60_000));
+        let name = format!("big-{i}");
+        let out = common::kubectl(kc, home, &["create", "configmap", &name, &value]).await;
+        assert!(out.status.success(), "{}", common::stderr(&out));
+    }
+    env.sandbox.sandbox.clear_recorded();
+
+    let out = common::kubectl(kc, home, &["get", "configmaps", "-o", "json"]).await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let list: Value = serde_json::from_str(&common::stdout(&out)).unwrap();
+    let blobs: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|cm| cm["data"]["blob"].as_str())
+        .collect();
+    assert_eq!(blobs.len(), 3, "{list}");
+    for (i, blob) in blobs.iter().enumerate() {
+        assert_eq!(*blob, format!("{i}").repeat(60_000));
+    }
+    // kubectl asked for gzip, and the proxy passed that on: the sandbox answered gzipped.
+    let up = env.sandbox.sandbox.recorded();
+    let listed = up
+        .iter()
+        .find(|r| r.method == "GET" && r.path == "/api/v1/namespaces/team-a/configmaps")
+        .expect("the list reached the sandbox");
+    assert!(
+        listed
+            .headers
+            .get("accept-encoding")
+            .is_some_and(|v| v.to_str().unwrap().contains("gzip")),
+        "{:?}",
+        listed.headers
+    );
+
+    // The answer as it leaves the proxy: still gzipped, and its encoding named.
+    let mut r = with_token(
+        req("GET", "/api/v1/namespaces/team-a/configmaps", None),
+        &alice(&env),
+    );
+    r.headers_mut()
+        .insert("accept-encoding", "gzip".parse().unwrap());
+    let resp = env.request(r, None, true).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&resp.body()[..]),
+        &mut plain,
+    )
+    .unwrap();
+    assert!(resp.body().len() < plain.len() / 10, "not compressed");
+    let direct: Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(direct["items"].as_array().unwrap().len(), 3);
+    let id = resp.headers()["audit-id"].to_str().unwrap().to_owned();
+
+    // Both lists recorded decoded.
+    let e = event_for(&dir, &id, "ResponseComplete");
+    assert_eq!(e["level"], "RequestResponse", "{e}");
+    assert_eq!(e["responseObject"]["kind"], "ConfigMapList");
+    assert_eq!(e["responseObject"]["items"], direct["items"]);
+    let kubectl_list = events(&dir)
+        .into_iter()
+        .find(|e| {
+            e["verb"] == "list"
+                && e["userAgent"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("kubectl")
+        })
+        .expect("kubectl's list recorded");
+    assert_eq!(
+        kubectl_list["responseObject"]["items"]
+            .as_array()
+            .map(Vec::len),
+        Some(3),
+        "{kubectl_list}"
+    );
+    for e in [&e, &kubectl_list] {
+        assert!(
+            e["annotations"]
+                .get("portcullis.io/response-object-omitted")
+                .is_none(),
+            "{e}"
+        );
+    }
+    env.stop().await;
+}

@@ -9,6 +9,10 @@
 //! discovery, `/version`, OpenAPI (own negotiation), logs and streams, and any body without a
 //! protobuf message (the client asked for JSON too). A client that accepts *only* protobuf for
 //! such a body gets `406 NotAcceptable`, as the API server answers it for custom resources.
+//!
+//! Compression ([`gzip_large`]): a serialized answer over 128 KiB goes gzipped to a client that
+//! accepts gzip, as kube-apiserver sends it; a watch is not compressed here (kube-apiserver
+//! compresses its frames per flush), nor a log.
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
@@ -82,6 +86,63 @@ pub async fn finish(resp: Response<Body>, accept: Option<&str>) -> Response<Body
     }
 }
 
+/// kube-apiserver's threshold (`defaultGzipThresholdBytes` in its `responsewriters/writers.go`):
+/// a serialized answer larger than this goes gzipped to a client that accepts gzip.
+pub const GZIP_THRESHOLD: u64 = 128 * 1024;
+
+/// Whether the client accepts gzip, read as kube-apiserver's `negotiateContentEncoding` reads
+/// it: the first `Accept-Encoding` line, a comma-separated token that is exactly `gzip`
+/// (`gzip;q=…` is not taken).
+pub fn accepts_gzip(h: &HeaderMap) -> bool {
+    h.get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == "gzip"))
+}
+
+/// `resp` gzipped as kube-apiserver's `deferredResponseWriter` sends it (level 1,
+/// `Content-Encoding: gzip`, `Vary: Accept-Encoding`) when it is a serialized object, list,
+/// Table or Status larger than [`GZIP_THRESHOLD`]; anything else — streams (watches, followed
+/// logs), logs, smaller answers — as it is.
+pub async fn gzip_large(resp: Response<Body>) -> Response<Body> {
+    let serialized = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ["application/json", "application/yaml", MEDIA_TYPE]
+                .iter()
+                .any(|t| ct.starts_with(t))
+        });
+    let large = hyper::body::Body::size_hint(resp.body())
+        .exact()
+        .is_some_and(|n| n > GZIP_THRESHOLD);
+    if !serialized
+        || !large
+        || resp.extensions().get::<Streaming>().is_some()
+        || resp.headers().contains_key(header::CONTENT_ENCODING)
+    {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(collected) = body.collect().await else {
+        return Status::internal("the answer could not be read").into_response();
+    };
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(1));
+    let zipped =
+        std::io::Write::write_all(&mut gz, &collected.to_bytes()).and_then(|()| gz.finish());
+    let Ok(zipped) = zipped else {
+        return Status::internal("the answer could not be compressed").into_response();
+    };
+    parts
+        .headers
+        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    parts
+        .headers
+        .append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, portcullis::body::full(zipped))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +156,49 @@ mod tests {
     }
 
     const BOTH: &str = "application/vnd.kubernetes.protobuf, application/json";
+
+    #[test]
+    fn gzip_is_accepted_as_kube_apiserver_reads_accept_encoding() {
+        let h = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT_ENCODING, v.parse().unwrap());
+            h
+        };
+        for yes in ["gzip", "deflate, gzip", " gzip ,br"] {
+            assert!(accepts_gzip(&h(yes)), "{yes}");
+        }
+        for no in ["", "identity", "gzip;q=1.0", "x-gzip", "br"] {
+            assert!(!accepts_gzip(&h(no)), "{no}");
+        }
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[tokio::test]
+    async fn only_serialized_answers_over_128_kib_are_gzipped() {
+        let big = serde_json::json!({"kind": "ConfigMapList", "items": [{"data": {"a": "x".repeat(140_000)}}]});
+        let resp = gzip_large(json(StatusCode::OK, big.clone())).await;
+        assert_eq!(resp.headers()[header::CONTENT_ENCODING], "gzip");
+        assert_eq!(resp.headers()[header::VARY], "Accept-Encoding");
+        let zipped = body(resp).await;
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&zipped[..]), &mut plain)
+            .unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&plain).unwrap(), big);
+
+        // At the threshold, not over it: as it is.
+        let small = serde_json::json!({"a": "x".repeat(1000)});
+        let resp = gzip_large(json(StatusCode::OK, small)).await;
+        assert!(resp.headers().get(header::CONTENT_ENCODING).is_none());
+        // A log is not a serialized object.
+        let mut log = Response::new(portcullis::body::full("l".repeat(200_000)));
+        log.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(gzip_large(log)
+            .await
+            .headers()
+            .get(header::CONTENT_ENCODING)
+            .is_none());
+    }
 
     /// Every kind the sandbox serves, and its list, can be answered in protobuf.
     #[test]

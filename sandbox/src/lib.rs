@@ -209,12 +209,18 @@ impl Sandbox {
         let accept = is_resource_path(req.uri().path())
             .then(|| answer::accept_of(req.headers()))
             .flatten();
+        // Like kube-apiserver: a large serialized answer goes gzipped to a client that accepts
+        // it (client-go's transport asks for gzip, so kubectl's lists do).
+        let gzip = is_resource_path(req.uri().path()) && answer::accepts_gzip(req.headers());
         let mut resp = match gate::admit(self, &mut req, &conn) {
             Ok(()) => self.route(req).await,
             Err(refused) => refused.into_response(),
         };
         if accept.is_some() {
             resp = answer::finish(resp, accept.as_deref()).await;
+        }
+        if gzip && !head {
+            resp = answer::gzip_large(resp).await;
         }
         if let Some(ct) = resp.headers().get(header::CONTENT_TYPE) {
             let mut recorded = lock(&self.inner.recorded);

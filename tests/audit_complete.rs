@@ -22,14 +22,26 @@ const LIST: &str = "/api/v1/namespaces/default/configmaps";
 
 /// About `mb` megabytes of configmaps in `default`, written by the admin through the proxy.
 /// The answers are not checked: with a failing strict sink they are 503s, but the upstream
-/// stored every object (it is checked by listing).
+/// stored every object (it is checked by listing). The values are letters that do not
+/// compress: kubectl asks for gzip, and the API server (the sandbox too) gzips a list this
+/// large, so a compressible one would reach the proxy as a few KiB — an answer it holds whole.
 async fn seed(env: &Env, mb: usize) {
     let mut admin = h2(env, &env.admin_cert, None).await;
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
     for i in 0..mb * 4 {
+        let blob: String = (0..250_000)
+            .map(|_| {
+                // xorshift64: a fixed sequence, no compressible pattern.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                char::from(b'a' + (state % 26) as u8)
+            })
+            .collect();
         let cm = serde_json::json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": format!("big-{i}")},
-            "data": {"blob": "x".repeat(250_000)},
+            "data": {"blob": blob},
         });
         let req = Request::post(format!("https://localhost{LIST}"))
             .header("content-type", "application/json")

@@ -734,6 +734,72 @@ async fn a_write_that_could_not_be_sent_goes_to_the_other_api_server() {
     TwoServers { env, second, a, b }.stop().await;
 }
 
+/// An API server without HTTP/2 (the proxy speaks HTTP/1.1 to it, through hyper's pooled
+/// client) that cannot be reached: a write goes to the next API server, as it does over
+/// HTTP/2 — hyper's client consumes the request even when it made no connection, so the
+/// proxy keeps a copy of it (head and body in hand) until the connection is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_to_an_unreachable_http1_api_server_goes_to_the_next() {
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let (first, second) = (Fake::start(&ca).await, Fake::start(&ca).await);
+    let relay = Relay::start(first.addr).await;
+    let urls = format!("  urls: [https://{}, https://{}]", relay.addr, second.addr);
+    let env = Env::start_in_front_of(ca, sandbox, |c| {
+        let start = c.find("\n  url: ").unwrap() + 1;
+        let end = start + c[start..].find('\n').unwrap();
+        c.replace_range(start..end, &urls);
+        upstream_keys(c, "  breaker: {consecutive_failures: 1000, open_for: 1s}\n");
+    })
+    .await;
+    // The first API server serves while it is up, over HTTP/1.1 (it has seen the proxy's
+    // start-up checks too).
+    let (first_before, second_before) = (first.requests(), second.requests());
+    let resp = get_ns(&env, "").await;
+    assert_eq!(
+        resp.status(),
+        200,
+        "{}",
+        String::from_utf8_lossy(resp.body())
+    );
+    assert_eq!(first.requests(), first_before + 1);
+    relay.set(false);
+    // The relay also ends the connection the proxy holds; let the proxy see that close, so
+    // each POST below needs a connection that cannot be made (as in the HTTP/2 test).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let tried_before = relay.accepted();
+    for i in 0..3 {
+        let body = format!(
+            r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"cm-{i}"}},"data":{{"a":"b"}}}}"#
+        );
+        let req = http::Request::post("https://localhost/api/v1/namespaces/default/configmaps")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let resp = env.request(req, Some(&env.admin_cert), false).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "POST {i}: {}",
+            String::from_utf8_lossy(resp.body())
+        );
+    }
+    assert!(
+        relay.accepted() > tried_before,
+        "the first API server was tried first"
+    );
+    assert_eq!(
+        first.requests(),
+        first_before + 1,
+        "nothing reached the unreachable one"
+    );
+    assert_eq!(
+        second.requests(),
+        second_before + 3,
+        "every write reached the next one once"
+    );
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_exec_session_is_closed_after_the_stream_idle_timeout_an_active_one_is_not() {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

@@ -387,6 +387,20 @@ impl http_body::Body for RecvBody {
     }
 }
 
+/// `req` to send, and a copy to send it again ([`replay`]) when all of its body is already in
+/// hand (none, or one the sanitize stage read whole); `None` for a body still arriving.
+pub(crate) fn with_copy(req: Request<Body>) -> (Request<Body>, Option<replay::Replay>) {
+    let (parts, body) = req.into_parts();
+    let head = Request::from_parts(parts, ());
+    let (body, whole) = if body.is_end_stream() {
+        (body, Some(Vec::new()))
+    } else {
+        replay::in_hand(body)
+    };
+    let again = whole.map(|data| replay::Replay::of(&head, data));
+    (head.map(|()| body), again)
+}
+
 mod replay;
 #[cfg(test)]
 mod tests;

@@ -309,11 +309,29 @@ impl Pool {
         ))
     }
 
+    /// Over hyper's pooled HTTP/1.1 client (an endpoint whose ALPN chose HTTP/1.1). That
+    /// client consumes the request even when it never made a connection, so a copy is kept
+    /// while it tries (`h2conn::with_copy`: the head, and a body already whole): a request
+    /// whose connection could not be made comes back [`PoolError::NotSent`] and goes to the
+    /// next endpoint, a write included, as over HTTP/2.
     async fn via_h1(&self, mut req: Request<Body>) -> Result<Response<Body>, PoolError> {
         *req.version_mut() = http::Version::HTTP_11;
-        let resp = self.h1.request(req).await.map_err(PoolError::Legacy)?;
-        let (parts, incoming) = resp.into_parts();
-        Ok(Response::from_parts(parts, body::boxed(incoming)))
+        let (req, again) = super::h2conn::with_copy(req);
+        match self.h1.request(req).await {
+            Ok(resp) => {
+                let (parts, incoming) = resp.into_parts();
+                Ok(Response::from_parts(parts, body::boxed(incoming)))
+            }
+            Err(e) if e.is_connect() => match again {
+                Some(again) => Err(PoolError::NotSent(
+                    error_chain(&e),
+                    Box::new(again.request()),
+                    true,
+                )),
+                None => Err(PoolError::Legacy(e)),
+            },
+            Err(e) => Err(PoolError::Legacy(e)),
+        }
     }
 
     /// When no connection had room (the caller looked): one at a time, look again, then open
@@ -465,6 +483,18 @@ type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 enum Connected {
     H2(H2Conn),
     Http1(Box<Tls>),
+}
+
+/// `e` and its sources, `: `-joined (hyper-util's own text is only "client error (Connect)").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 enum Taken {

@@ -174,12 +174,7 @@ impl H2Conn {
         let eos = body.is_end_stream();
         // Kept to send the request again if the API server refuses the stream unprocessed
         // (`replay`): the head is consumed by h2, and so is a body being sent.
-        let (body, whole) = if eos {
-            (body, Some(Vec::new()))
-        } else {
-            replay::in_hand(body)
-        };
-        let again = whole.map(|body| Replay::of(&head, body));
+        let (body, again) = copy_of(&head, body);
         let (response, send_stream) = match sender.send_request(head, eos) {
             Ok(sent) => sent,
             Err(err) => {
@@ -389,16 +384,21 @@ impl http_body::Body for RecvBody {
 
 /// `req` to send, and a copy to send it again ([`replay`]) when all of its body is already in
 /// hand (none, or one the sanitize stage read whole); `None` for a body still arriving.
-pub(crate) fn with_copy(req: Request<Body>) -> (Request<Body>, Option<replay::Replay>) {
+pub(crate) fn with_copy(req: Request<Body>) -> (Request<Body>, Option<Replay>) {
     let (parts, body) = req.into_parts();
     let head = Request::from_parts(parts, ());
+    let (body, again) = copy_of(&head, body);
+    (head.map(|()| body), again)
+}
+
+/// `body` to send, and a copy of `head` + `body` when all of the body is in hand.
+fn copy_of(head: &Request<()>, body: Body) -> (Body, Option<Replay>) {
     let (body, whole) = if body.is_end_stream() {
         (body, Some(Vec::new()))
     } else {
         replay::in_hand(body)
     };
-    let again = whole.map(|data| replay::Replay::of(&head, data));
-    (head.map(|()| body), again)
+    (body, whole.map(|data| Replay::of(head, data)))
 }
 
 mod replay;

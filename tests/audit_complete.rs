@@ -22,8 +22,8 @@ const LIST: &str = "/api/v1/namespaces/default/configmaps";
 
 /// About `mb` megabytes of configmaps in `default`, written by the admin through the proxy.
 /// The answers are not checked: with a failing strict sink they are 503s, but the upstream
-/// stored every object (it is checked by listing). The values are letters that do not
-/// compress: kubectl asks for gzip, and the API server (the sandbox too) gzips a list this
+/// stored every object (it is checked by listing). The values are random letters, which gzip
+/// shrinks only to about 60 %: kubectl asks for gzip, and the API server (the sandbox too) gzips a list this
 /// large, so a compressible one would reach the proxy as a few KiB — an answer it holds whole.
 async fn seed(env: &Env, mb: usize) {
     let mut admin = h2(env, &env.admin_cert, None).await;

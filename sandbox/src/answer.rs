@@ -10,9 +10,10 @@
 //! protobuf message (the client asked for JSON too). A client that accepts *only* protobuf for
 //! such a body gets `406 NotAcceptable`, as the API server answers it for custom resources.
 //!
-//! Compression ([`gzip_large`]): a serialized answer over 128 KiB goes gzipped to a client that
-//! accepts gzip, as kube-apiserver sends it; a watch is not compressed here (kube-apiserver
-//! compresses its frames per flush), nor a log.
+//! Compression ([`gzip_large`]): a resource request's serialized answer over 128 KiB goes
+//! gzipped to a client that accepts gzip, as kube-apiserver sends it; not here, where
+//! kube-apiserver would compress too: a watch (its frames, per flush) and discovery over 128 KiB
+//! (`/api`, `/apis/…`); nor a log, which it does not.
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
@@ -185,10 +186,14 @@ mod tests {
             .unwrap();
         assert_eq!(serde_json::from_slice::<Value>(&plain).unwrap(), big);
 
-        // At the threshold, not over it: as it is.
-        let small = serde_json::json!({"a": "x".repeat(1000)});
-        let resp = gzip_large(json(StatusCode::OK, small)).await;
+        // At the threshold, not over it: as it is (`{"a":"…"}` is 8 bytes and the value); a
+        // byte more is compressed.
+        let at = |n: u64| serde_json::json!({"a": "x".repeat(n as usize - 8)});
+        let resp = gzip_large(json(StatusCode::OK, at(GZIP_THRESHOLD))).await;
         assert!(resp.headers().get(header::CONTENT_ENCODING).is_none());
+        assert_eq!(body(resp).await.len() as u64, GZIP_THRESHOLD);
+        let resp = gzip_large(json(StatusCode::OK, at(GZIP_THRESHOLD + 1))).await;
+        assert_eq!(resp.headers()[header::CONTENT_ENCODING], "gzip");
         // A log is not a serialized object.
         let mut log = Response::new(portcullis::body::full("l".repeat(200_000)));
         log.headers_mut()

@@ -410,7 +410,7 @@ impl Worker {
             (None, None) => None,
         };
         let mut req = Request::post(t.uri.clone()).header(header::CONTENT_TYPE, "application/json");
-        if let Some(tok) = token.filter(|s| !s.is_empty()) {
+        if let Some(tok) = token.as_deref().filter(|s| !s.is_empty()) {
             let mut v =
                 http::HeaderValue::from_str(&format!("Bearer {tok}")).map_err(|_| PostError {
                     message: "the token is not a valid header value".into(),
@@ -440,16 +440,14 @@ impl Worker {
                 // pool only once its answer has been read to the end — left unread, every
                 // batch would open a new connection and TLS handshake — and a refusal's body
                 // is the receiver's reason, which the operator needs in the log.
-                let left = self.cfg.request_timeout.saturating_sub(started.elapsed());
-                let answer = tokio::time::timeout(left, read_answer(resp.into_body()))
-                    .await
-                    .unwrap_or_default();
+                let answer =
+                    read_answer(resp.into_body(), started + self.cfg.request_timeout).await;
                 tracing::debug!(sink = %self.name, %status, elapsed = ?started.elapsed(), "audit webhook answered");
                 if status.is_success() {
                     Ok(())
                 } else {
                     Err(PostError {
-                        message: match reason_text(&answer) {
+                        message: match reason_text(&answer, token.as_deref()) {
                             Some(why) => format!("the receiver answered {status}: {why}"),
                             None => format!("the receiver answered {status}"),
                         },
@@ -474,26 +472,34 @@ const MAX_ANSWER: usize = 64 * 1024;
 /// How much of a refusal's body the error message quotes.
 const MAX_REASON_CHARS: usize = 512;
 
-/// The answer's body, up to [`MAX_ANSWER`] bytes; what arrived before an error, if one cuts it.
-async fn read_answer(mut body: hyper::body::Incoming) -> Vec<u8> {
+/// The answer's body, up to [`MAX_ANSWER`] bytes, read until `deadline`; what arrived before
+/// an error, the deadline or the limit cuts it. Read whole, as client-go reads the answers of
+/// kube-apiserver's webhook: a receiver that trickles its answer holds the batch until then.
+async fn read_answer(mut body: hyper::body::Incoming, deadline: Instant) -> Vec<u8> {
     use http_body_util::BodyExt;
     let mut out = Vec::new();
-    while let Some(Ok(frame)) = body.frame().await {
+    let deadline = tokio::time::Instant::from_std(deadline);
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, body.frame()).await {
         if let Ok(data) = frame.into_data() {
             let room = MAX_ANSWER - out.len();
-            out.extend_from_slice(&data[..data.len().min(room)]);
-            if data.len() >= room {
+            if data.len() > room {
+                out.extend_from_slice(&data[..room]);
                 break;
             }
+            out.extend_from_slice(&data);
         }
     }
     out
 }
 
 /// A refusal's body as one line for the log: its first [`MAX_REASON_CHARS`] characters,
-/// control characters (newlines included) as spaces; `None` when it says nothing.
-fn reason_text(answer: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(answer);
+/// control characters (newlines included) as spaces, the sink's own token (should the
+/// receiver echo the request) replaced; `None` when it says nothing.
+fn reason_text(answer: &[u8], token: Option<&str>) -> Option<String> {
+    let mut text = String::from_utf8_lossy(answer).into_owned();
+    if let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) {
+        text = text.replace(token, "[token]");
+    }
     let mut why: String = text
         .trim()
         .chars()

@@ -280,16 +280,28 @@ async fn an_http1_receiver_s_connection_is_reused_batch_after_batch() {
     }])
     .unwrap();
     // One at a time: each emit waits for its batch's answer, so each is its own POST.
-    for i in 0..5 {
+    for i in 0..10 {
         a.emit(event(i)).await.unwrap();
     }
     a.shutdown(Duration::from_secs(5)).await;
-    assert_eq!(r.requests.load(Ordering::SeqCst), 5);
+    assert_eq!(r.requests.load(Ordering::SeqCst), 10);
+    // One connection (two, should hyper's pool start a connect in the moment before the last
+    // answer's connection is back in it); without reading the answers, six or more.
+    let connections = r.connections.load(Ordering::SeqCst);
+    assert!(connections <= 2, "{connections} connections for 10 batches");
+}
+
+#[test]
+fn a_refusal_s_reason_is_one_line_without_the_sink_s_token() {
     assert_eq!(
-        r.connections.load(Ordering::SeqCst),
-        1,
-        "one connection for every batch"
+        reason_text(b"  bad token\r\nBearer s3cret was sent\n", Some("s3cret")).as_deref(),
+        Some("bad token  Bearer [token] was sent")
     );
+    assert_eq!(reason_text(b" \n", None), None);
+    let long = "x".repeat(MAX_REASON_CHARS + 1);
+    let cut = reason_text(long.as_bytes(), None).unwrap();
+    assert_eq!(cut.chars().count(), MAX_REASON_CHARS + 1);
+    assert!(cut.ends_with('…'));
 }
 
 #[test]

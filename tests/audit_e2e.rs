@@ -63,6 +63,21 @@ fn alice(env: &Env) -> String {
         "groups": ["tenant:team-a"], "iat": now, "nbf": now, "exp": now + 600, "jti": "alice-token-1"}))
 }
 
+/// The demo proxy under the audit policy `policy` (written to a folder the caller keeps).
+async fn with_policy(policy: &str) -> (tempfile::TempDir, Env) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(&path, policy).unwrap();
+    let env = Env::start_with(|c| {
+        *c = c.replace(
+            "  policy_file: audit-policy.yaml\n",
+            &format!("  policy_file: {}\n", path.display()),
+        )
+    })
+    .await;
+    (dir, env)
+}
+
 fn is_micro(ts: &Value) -> bool {
     // 2026-11-27T07:25:09.123456Z
     let s = ts.as_str().unwrap_or_default();
@@ -879,19 +894,9 @@ async fn kubectl_actions_are_queryable_and_policy_stages_apply() {
     common::require_kubectl();
     // A policy that also records RequestReceived, and nothing for discovery — matched by the
     // group kube-apiserver gives every authenticated user, as its documented example does.
-    let pdir = tempfile::tempdir().unwrap();
-    let policy = pdir.path().join("policy.yaml");
-    std::fs::write(
-        &policy,
+    let (_pdir, env) = with_policy(
         "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: None\n    userGroups: [\"system:authenticated\"]\n    nonResourceURLs: [\"/api\", \"/api/*\", \"/apis\", \"/apis/*\", \"/openapi/*\", \"/version\"]\n  - level: Metadata\n",
     )
-    .unwrap();
-    let env = Env::start_with(|c| {
-        *c = c.replace(
-            "  policy_file: audit-policy.yaml\n",
-            &format!("  policy_file: {}\n", policy.display()),
-        )
-    })
     .await;
     let dir = env.files.dir.clone();
     let home = env.dir.path();
@@ -991,19 +996,9 @@ async fn kubectl_actions_are_queryable_and_policy_stages_apply() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gzipped_answer_passes_through_and_is_recorded_decoded() {
     common::require_kubectl();
-    let pdir = tempfile::tempdir().unwrap();
-    let policy = pdir.path().join("policy.yaml");
-    std::fs::write(
-        &policy,
+    let (_pdir, env) = with_policy(
         "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  - level: RequestResponse\n    verbs: [\"list\"]\n    resources: [{group: \"\", resources: [\"configmaps\"]}]\n  - level: Metadata\n",
     )
-    .unwrap();
-    let env = Env::start_with(|c| {
-        *c = c.replace(
-            "  policy_file: audit-policy.yaml\n",
-            &format!("  policy_file: {}\n", policy.display()),
-        )
-    })
     .await;
     let dir = env.files.dir.clone();
     let home = env.dir.path();

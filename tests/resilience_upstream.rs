@@ -192,6 +192,18 @@ async fn get_ns(env: &Env, query: &str) -> Response<Bytes> {
     env.request(get(&path), Some(&env.admin_cert), false).await
 }
 
+/// The admin's create of configmap `cm-{i}` in `default` (over HTTP/2 if `h2`).
+async fn create_configmap(env: &Env, i: usize, h2: bool) -> Response<Bytes> {
+    let body = format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"cm-{i}"}},"data":{{"a":"b"}}}}"#
+    );
+    let req = http::Request::post("https://localhost/api/v1/namespaces/default/configmaps")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    env.request(req, Some(&env.admin_cert), h2).await
+}
+
 fn json(resp: &Response<Bytes>) -> serde_json::Value {
     serde_json::from_slice(resp.body()).unwrap()
 }
@@ -691,14 +703,7 @@ async fn a_write_that_could_not_be_sent_goes_to_the_other_api_server() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let tried_before = a.accepted();
     for i in 0..6 {
-        let body = format!(
-            r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"cm-{i}"}},"data":{{"a":"b"}}}}"#
-        );
-        let req = http::Request::post("https://localhost/api/v1/namespaces/default/configmaps")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
-        let resp = env.request(req, Some(&env.admin_cert), true).await;
+        let resp = create_configmap(&env, i, true).await;
         assert_eq!(
             resp.status(),
             StatusCode::CREATED,
@@ -768,14 +773,7 @@ async fn a_write_to_an_unreachable_http1_api_server_goes_to_the_next() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let tried_before = relay.accepted();
     for i in 0..3 {
-        let body = format!(
-            r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"cm-{i}"}},"data":{{"a":"b"}}}}"#
-        );
-        let req = http::Request::post("https://localhost/api/v1/namespaces/default/configmaps")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
-        let resp = env.request(req, Some(&env.admin_cert), false).await;
+        let resp = create_configmap(&env, i, false).await;
         assert_eq!(
             resp.status(),
             StatusCode::OK,

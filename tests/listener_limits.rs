@@ -555,10 +555,11 @@ async fn an_http2_connection_is_closed_after_a_request_fails_authentication() {
 }
 
 /// An authenticated HTTP/2 client that grants no flow-control window cannot keep the proxy's
-/// own small answers (403s here) and its connection open for ever: hyper hands such an answer
-/// to h2, which buffers it, so the request is done and the connection idle; it gets its GOAWAY
-/// after `idle_timeout` and is dropped after `shutdown.grace` (5 s in the demo config), its
-/// buffered answers with it. The upstream saw nothing.
+/// own small answers (403s here) and its connection open for ever: hyper waits with each
+/// answer's last frame for a window that never comes, but the request counts as done once hyper
+/// has taken that frame, so the connection is idle; it gets its GOAWAY after `idle_timeout` and
+/// is dropped after `shutdown.grace` (5 s in the demo config), its unsent answers with it. The
+/// upstream saw nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_window_client_cannot_hold_refusals_and_its_connection_open() {
     let env = start("  idle_timeout: 1s\n").await;
@@ -575,12 +576,16 @@ async fn a_zero_window_client_cannot_hold_refusals_and_its_connection_open() {
         let (resp, _) = h2c.send_request(req, true).unwrap();
         heads.push(resp);
     }
+    // The answers are kept, unread: dropping one would make h2 reset its stream (CANCEL), which
+    // ends hyper's wait for the window — a client that means to hold the connection keeps them.
+    let mut kept = Vec::new();
     for head in heads {
         let resp = tokio::time::timeout(Duration::from_secs(10), head)
             .await
             .expect("no answer")
             .unwrap();
         assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        kept.push(resp);
     }
     assert!(
         tokio::time::timeout(Duration::from_secs(20), conn_task)

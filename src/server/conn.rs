@@ -113,8 +113,8 @@ impl Shared {
         self.update(|a| a.idle_since = Instant::now());
     }
 
-    /// A request began; it counts as open until the returned guard is dropped (with its
-    /// response body).
+    /// A request began; it counts as open until the returned guard is dropped (`serve.rs`
+    /// drops it once hyper has taken the answer's last frame).
     pub fn request_started(self: &Arc<Self>) -> RequestGuard {
         self.update(|a| {
             a.open += 1;

@@ -583,11 +583,19 @@ where
         let shared = shared.clone();
         async move {
             let resp = fut.await;
+            // The request is done once hyper has taken its answer's last frame, not once the
+            // client has it: a client that grants no HTTP/2 window makes hyper wait with that
+            // frame for ever, and a request still "open" would keep its connection from ever
+            // counting as idle (no idle timeout, no GOAWAY) as long as the client answers
+            // PINGs and keeps its streams.
+            let resp = resp.map(|b| body::hold_until_read(b, open));
             if h2 && failed_authentication(&resp) {
+                // An unauthenticated answer is tracked until the client has taken it
+                // (`drive` cuts a connection holding one past `shutdown.grace`).
                 let refused = shared.refused_unauthenticated();
-                return Ok(resp.map(|b| body::hold(b, (open, refused))));
+                return Ok(resp.map(|b| body::hold(b, refused)));
             }
-            Ok::<_, std::convert::Infallible>(resp.map(|b| body::hold(b, open)))
+            Ok::<_, std::convert::Infallible>(resp)
         }
     })
 }

@@ -554,6 +554,86 @@ async fn an_http2_connection_is_closed_after_a_request_fails_authentication() {
     env.stop().await;
 }
 
+/// After the GOAWAY that follows a failed authentication, h2 still accepts new streams until the
+/// client answers its shutdown PING. A client that never answers it, reads every 401 and opens
+/// a new stream each second would have its unauthenticated requests served on that connection
+/// for ever: a request refused more than a moment after the GOAWAY cuts the connection. Spoken
+/// in raw frames (the `h2` crate answers PINGs itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_ignoring_the_goaway_after_a_401_is_cut() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::start().await;
+    let tls = common::tls_connect(env.proxy_addr, &env.ca, None, &[b"h2"]).await;
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    // A GET without credentials, as one HPACK block of static-table names and literal values.
+    let get = |stream: u32| {
+        let mut block = vec![0x82, 0x87]; // :method GET, :scheme https
+        for (index, value) in [(4u8, "/api/v1/namespaces"), (1, "localhost")] {
+            block.extend([index, value.len() as u8]);
+            block.extend(value.as_bytes());
+        }
+        let mut frame = (block.len() as u32).to_be_bytes()[1..].to_vec();
+        frame.extend([0x1, 0x5]); // HEADERS, END_STREAM | END_HEADERS
+        frame.extend(stream.to_be_bytes());
+        frame.extend(block);
+        frame
+    };
+    wr.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    wr.write_all(&get(1)).await.unwrap();
+    // Read frames: acknowledge the server's SETTINGS, never a PING; note the GOAWAY and the
+    // 401s' HEADERS; end at EOF.
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<u8>();
+    let reader = tokio::spawn(async move {
+        let mut head = [0u8; 9];
+        while rd.read_exact(&mut head).await.is_ok() {
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            if rd.read_exact(&mut payload).await.is_err() {
+                break;
+            }
+            if head[3] == 0x4 && head[4] & 0x1 == 0 {
+                let _ = seen_tx.send(0xff); // SETTINGS to acknowledge
+            }
+            let _ = seen_tx.send(head[3]);
+        }
+    });
+    let mut goaway = false;
+    let mut stream = 1;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let closed = loop {
+        tokio::select! {
+            frame = seen.recv() => match frame {
+                None => break true, // the connection ended
+                Some(0xff) => wr.write_all(&[0, 0, 0, 0x4, 0x1, 0, 0, 0, 0]).await.unwrap(),
+                Some(0x7) => goaway = true,
+                Some(_) => {}
+            },
+            // Once the GOAWAY is in, a new request every second, as if it had not come.
+            _ = tokio::time::sleep(Duration::from_secs(1)), if goaway => {
+                stream += 2;
+                if wr.write_all(&get(stream)).await.is_err() {
+                    break true;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => break false,
+        }
+    };
+    reader.abort();
+    assert!(goaway, "no GOAWAY after the 401");
+    assert!(
+        closed,
+        "a client opening streams after the GOAWAY (stream {stream}) still has its connection"
+    );
+    assert_eq!(
+        upstream_requests(&env),
+        0,
+        "the upstream saw a refused request"
+    );
+    env.stop().await;
+}
+
 /// An authenticated HTTP/2 client that grants no flow-control window cannot keep the proxy's
 /// own small answers (403s here) and its connection open for ever: hyper waits with each
 /// answer's last frame for a window that never comes, but the request counts as done once hyper

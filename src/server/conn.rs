@@ -59,6 +59,8 @@ struct Activity {
     unauthenticated_open: usize,
     /// Since when at least one such answer has been open.
     unauthenticated_since: Option<Instant>,
+    /// When the last request that failed authentication was refused.
+    last_refusal: Option<Instant>,
 }
 
 /// What a connection's IO, its requests and its watchdog share. Holds the connection's place
@@ -91,6 +93,7 @@ impl Shared {
                 unauthenticated: false,
                 unauthenticated_open: 0,
                 unauthenticated_since: None,
+                last_refusal: None,
             }),
             changed: Notify::new(),
         })
@@ -135,6 +138,7 @@ impl Shared {
                 a.unauthenticated_since = Some(Instant::now());
             }
             a.unauthenticated_open += 1;
+            a.last_refusal = Some(Instant::now());
         });
         UnauthenticatedGuard(self.clone())
     }
@@ -245,6 +249,7 @@ where
     // its grace); the connection is cut only once answers to unauthenticated requests have
     // stayed untaken for `grace` (a client holding them with a window of 0 — including ones
     // it opened after the GOAWAY, which h2 accepts until its shutdown PING is answered).
+    let goaway_at = Instant::now();
     loop {
         let since = shared.activity().unauthenticated_since;
         let cut_at = since.map(|t| t + timeouts.grace);
@@ -254,8 +259,16 @@ where
                 let _ = tokio::time::timeout(timeouts.grace, conn).await;
                 return outcome;
             }
-            // The watchdog has returned: this is the only waiter now.
-            _ = shared.changed.notified() => {}
+            // The watchdog has returned: this is the only waiter now. A request refused well
+            // after the GOAWAY was opened after the client had it: a client that leaves h2's
+            // shutdown PING unanswered can go on opening streams (h2 accepts them until then;
+            // Go's server refuses streams past its GOAWAY at once), so it is cut, as the GOAWAY
+            // meant. Requests that crossed the GOAWAY on the wire are refused within a moment.
+            _ = shared.changed.notified() => {
+                if shared.activity().last_refusal.is_some_and(|t| t > goaway_at + GOAWAY_CROSSING) {
+                    return outcome;
+                }
+            }
             _ = tokio::time::sleep_until(cut_at.unwrap_or_else(Instant::now)), if cut_at.is_some() => {
                 if shared.activity().unauthenticated_since == since {
                     return outcome;
@@ -264,6 +277,11 @@ where
         }
     }
 }
+
+/// How long after its GOAWAY a connection that failed authentication may still have a request
+/// refused: one the client sent before the GOAWAY reached it (x/net's HTTP/2 server waits 1 s
+/// for a client to close after its GOAWAY, `goAwayTimeout`).
+const GOAWAY_CROSSING: Duration = Duration::from_secs(1);
 
 /// How [`first_bytes`] ended.
 pub enum Wait {
@@ -393,20 +411,15 @@ mod tests {
     };
 
     /// A connection after a failed authentication: the GOAWAY goes at once; the connection
-    /// is cut once answers to unauthenticated requests have stayed untaken for `grace` —
-    /// also ones opened later (a client that never acknowledges h2's shutdown PING may open
-    /// streams after the first GOAWAY) — and otherwise runs on (another identity's watch).
+    /// is cut once answers to unauthenticated requests have stayed untaken for `grace`, or at
+    /// once when a request is refused well after the GOAWAY (a client that never acknowledges
+    /// h2's shutdown PING may go on opening streams) — and otherwise runs on (another
+    /// identity's watch).
     #[tokio::test(start_paused = true)]
-    async fn after_a_failed_authentication_only_held_refusals_cut_the_connection() {
-        let s = shared();
-        s.handshake_done();
-        s.prefaced.store(true, Ordering::Release);
-        let (_trigger, stop) = crate::shutdown::channel();
-        let watch = s.request_started(); // another identity's open stream
-        let first = s.refused_unauthenticated();
-        let driving = {
-            let s = s.clone();
-            tokio::spawn(async move {
+    async fn after_a_failed_authentication_only_held_or_late_refusals_cut_the_connection() {
+        let drive_after_refusal = |s: Arc<Shared>| {
+            let (trigger, stop) = crate::shutdown::channel();
+            let handle = tokio::spawn(async move {
                 let mut conn = std::pin::pin!(std::future::pending::<Result<(), ()>>());
                 let started = Instant::now();
                 let out = drive(conn.as_mut(), |_| {}, |_| {}, &s, TIMEOUTS, stop).await;
@@ -414,19 +427,47 @@ mod tests {
                     matches!(out, Outcome::Closed(Closed::Unauthenticated)),
                     started.elapsed(),
                 )
-            })
+            });
+            (trigger, handle)
         };
-        // The first refusal is taken at once: nothing is held.
+        let fresh = || {
+            let s = shared();
+            s.handshake_done();
+            s.prefaced.store(true, Ordering::Release);
+            s
+        };
+
+        // Taken at once, then nothing: the connection runs on; a request refused 30 s after
+        // the GOAWAY cuts it at once.
+        let s = fresh();
+        let watch = s.request_started(); // another identity's open stream
+        let first = s.refused_unauthenticated();
+        let (_trigger, driving) = drive_after_refusal(s.clone());
         tokio::time::sleep(Duration::from_millis(10)).await;
         drop(first);
         tokio::time::sleep(Duration::from_secs(30)).await;
         assert!(!driving.is_finished(), "cut with no refusal held");
-        // A refusal opened later and held: cut `grace` after it.
+        let late = s.refused_unauthenticated();
+        let (closed, after) = driving.await.unwrap();
+        assert!(closed);
+        assert!(after >= Duration::from_secs(30), "{after:?}");
+        assert!(after < Duration::from_secs(31), "{after:?}");
+        drop((late, watch));
+
+        // A request that crossed the GOAWAY (refused within a moment of it) and is held: cut
+        // `grace` after it.
+        let s = fresh();
+        let watch = s.request_started();
+        let first = s.refused_unauthenticated();
+        let (_trigger, driving) = drive_after_refusal(s.clone());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(500)).await;
         let held = s.refused_unauthenticated();
         let (closed, after) = driving.await.unwrap();
         assert!(closed);
-        assert!(after >= Duration::from_secs(35), "{after:?}");
-        assert!(after < Duration::from_secs(36), "{after:?}");
+        assert!(after >= Duration::from_millis(5510), "{after:?}");
+        assert!(after < Duration::from_secs(6), "{after:?}");
         drop((held, watch));
     }
 }

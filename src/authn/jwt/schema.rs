@@ -18,7 +18,7 @@ pub struct IssuerConfig {
     /// accept HS256/HS384/HS512.
     #[serde(default)]
     pub hmac_secret_file: Option<PathBuf>,
-    /// Clock-skew allowance for `exp`, `nbf` and `iat` (default `30s`, at most `5m`).
+    /// Clock-skew allowance for `nbf` and `iat` (default `60s`, at most `5m`); `exp` has none.
     #[serde(default)]
     pub leeway: Option<String>,
     /// How often keys are re-read (default `1h`, at least `10s`).

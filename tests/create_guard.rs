@@ -149,6 +149,22 @@ async fn a_put_by_an_update_only_identity_never_creates() {
     let now = get_service(&env, &admin, "web").await.unwrap();
     assert_eq!(now["spec"]["ports"][0]["port"], 8080);
 
+    // A body whose uid is empty (or an apply's, null) names no precondition for the API server:
+    // it is forwarded with the object's uid too, or a delete racing the proxy's read would let
+    // the write create the object.
+    let mut empty_uid: Value = serde_json::from_str(&service("web", 8081)).unwrap();
+    empty_uid["metadata"]["uid"] = json!("");
+    env.sandbox.sandbox.clear_recorded();
+    ok(&k_in(&ci, &env, &["replace", "-f", "-"], &empty_uid.to_string()).await);
+    let put = seen(&env, "/services/web")
+        .into_iter()
+        .find(|r| r.method == http::Method::PUT)
+        .expect("the PUT was forwarded");
+    let body: Value = serde_json::from_slice(put.body.as_ref().unwrap()).unwrap();
+    assert_eq!(body["metadata"]["uid"], uid.as_str(), "{body}");
+    let now = get_service(&env, &admin, "web").await.unwrap();
+    assert_eq!(now["spec"]["ports"][0]["port"], 8081);
+
     // Body with a uid (a fetched object, as kubectl edit / client-go Update send): that is the
     // precondition already, so it goes out as sent and the proxy reads nothing first.
     let mut fetched = now.clone();

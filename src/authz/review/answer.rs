@@ -120,7 +120,9 @@ fn invalid_access_review(field: &str, message: &str) -> Refusal {
 pub fn as_classified(authorizer: &Authorizer, asked: &RequestInfo) -> RequestInfo {
     let mut asked = asked.clone();
     if asked.is_resource_request {
-        if asked.api_group.is_empty() && asked.resource == "namespaces" {
+        // Group `*` covers the core group's namespace object.
+        if (asked.api_group.is_empty() || asked.api_group == "*") && asked.resource == "namespaces"
+        {
             asked.namespace = if names_namespace_in_path(&asked.verb) {
                 asked.name.clone()
             } else {
@@ -163,10 +165,14 @@ pub fn local_decision(authorizer: &Authorizer, id: &Identity, asked: &RequestInf
     if asked.verb == "impersonate" {
         // As `authn::impersonate` decides a real `--as`: system: targets must be named, and
         // the extras the proxy sets itself are never the caller's to give.
-        let reserved = asked.api_group == "authentication.k8s.io"
-            && asked.resource == "userextras"
-            && (asked.subresource.eq_ignore_ascii_case(TENANT_EXTRA)
-                || asked.subresource.eq_ignore_ascii_case(TOKEN_ID_EXTRA));
+        // A wildcard asks about everything it covers, as RBAC reads it: group `*`, resource
+        // `*` (every resource, `userextras/…` included) or extra `*` cover the reserved ones.
+        let reserved = matches!(asked.api_group.as_str(), "authentication.k8s.io" | "*")
+            && (asked.resource == "*"
+                || asked.resource == "userextras"
+                    && (asked.subresource == "*"
+                        || asked.subresource.eq_ignore_ascii_case(TENANT_EXTRA)
+                        || asked.subresource.eq_ignore_ascii_case(TOKEN_ID_EXTRA)));
         if reserved {
             return Decision {
                 allowed: false,
@@ -176,8 +182,11 @@ pub fn local_decision(authorizer: &Authorizer, id: &Identity, asked: &RequestInf
         // As `authn::impersonate`: a `system:` user or group, and every service account, must
         // be named by a rule; uids and extras need not be. A question without a name asks
         // about every user (or group), `system:` ones included.
+        // Group `*` covers the core group, and resource `*` users, groups and service accounts.
+        let core = asked.api_group.is_empty() || asked.api_group == "*";
         let system = asked.resource == "serviceaccounts"
-            || asked.api_group.is_empty()
+            || core && asked.resource == "*"
+            || core
                 && matches!(asked.resource.as_str(), "users" | "groups")
                 && (asked.name.is_empty() || asked.name.starts_with("system:"));
         return authorizer.authorize_impersonation(id, asked, system);
@@ -288,8 +297,9 @@ fn guarded_instances(asked: &RequestInfo) -> Vec<RequestInfo> {
     } else {
         asked.verb.as_str()
     };
-    if core && wild(&asked.resource) && !asked.namespace.is_empty() && names_namespace_in_path(verb)
-    {
+    let namespaces =
+        wild(&asked.resource) || wild(&asked.api_group) && asked.resource == "namespaces";
+    if core && namespaces && !asked.namespace.is_empty() && names_namespace_in_path(verb) {
         let mut probe = asked.clone();
         probe.verb = verb.into();
         probe.api_group = String::new();
@@ -443,6 +453,11 @@ mod tests {
     fn a_wildcard_question_is_yes_only_if_everything_it_covers_is_allowed() {
         let a = crate::authz::tests::authorizer();
         let alice = crate::authz::tests::id("alice", &["tenant:team-a"]);
+        // Group `*` covers the core group's namespace object, which the tenant may not delete.
+        let ns = asked_request(&json!({"resourceAttributes": {"namespace": "team-a",
+            "verb": "delete", "group": "*", "resource": "namespaces", "name": "team-a"}}))
+        .unwrap();
+        assert!(!local_decision(&a, &alice, &ns).allowed);
         let ask = |verb: &str, group: &str, resource: &str, sub: &str| {
             let q = asked_request(&json!({"resourceAttributes": {"namespace": "team-a",
                 "verb": verb, "group": group, "resource": resource, "subresource": sub}}))
@@ -585,6 +600,22 @@ authorization:
             assert_eq!(d.reason, "the proxy sets this extra itself");
         }
         assert!(local_decision(&a, &root, &ask("userextras", "scopes", "x")).allowed);
+        // Wildcards cover what they name, as in RBAC: the reserved extras, and `system:` users
+        // and service accounts, which only a rule naming them gives.
+        let wild = |group: &str, resource: &str, sub: &str, name: &str| {
+            asked_request(&json!({"resourceAttributes": {"verb": "impersonate",
+                "group": group, "resource": resource, "subresource": sub, "name": name}}))
+            .unwrap()
+        };
+        for q in [
+            wild("authentication.k8s.io", "userextras", "*", ""),
+            wild("*", "userextras", "*", ""),
+            wild("*", "*", "", ""),
+            wild("", "*", "", ""),
+            wild("*", "users", "", "system:masters"),
+        ] {
+            assert!(!local_decision(&a, &root, &q).allowed, "{q:?}");
+        }
         let get =
             asked_request(&json!({"resourceAttributes": {"verb": "get", "resource": "pods"}}))
                 .unwrap();

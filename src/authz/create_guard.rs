@@ -27,15 +27,17 @@
 //!
 //! * A PUT whose body already names a uid (kubectl edit / replace of a fetched object, client-go
 //!   `Update`) is that precondition already: forwarded as sent, protobuf included, nothing read.
+//!   An empty or null uid names none (the API server checks only a uid that is set), so such a
+//!   body is treated as one without a uid, below, and its uid replaced.
 //! * Otherwise the object is read as the caller: absent → 403 `Forbidden`, worded as a refused
 //!   create (`services "web" is forbidden: User "ci-bot" cannot create resource "services" in
 //!   API group "" in the namespace "team-a"`), nothing forwarded; present → forwarded with the
-//!   object's uid added, as JSON (a protobuf PUT is converted to its JSON form, which the API
+//!   object's uid set (an apply's own non-empty uid kept), as JSON (a protobuf PUT is converted to its JSON form, which the API
 //!   server accepts for the same request; one that cannot be converted without loss is 415).
 //!
 //! Other refusals: the object cannot be read (403 when the caller may not `get` it, 503
-//! otherwise, as the sanitize stage's reads); the body cannot be read back as an object (400,
-//! 415 for CBOR). Requests without the marker pass untouched.
+//! otherwise, as the sanitize stage's reads); the body cannot be read back as an object, or its
+//! `metadata` is not one (400, 415 for CBOR). Requests without the marker pass untouched.
 
 use std::{
     convert::Infallible,

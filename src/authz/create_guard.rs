@@ -32,8 +32,9 @@
 //! * Otherwise the object is read as the caller: absent → 403 `Forbidden`, worded as a refused
 //!   create (`services "web" is forbidden: User "ci-bot" cannot create resource "services" in
 //!   API group "" in the namespace "team-a"`), nothing forwarded; present → forwarded with the
-//!   object's uid set (an apply's own non-empty uid kept), as JSON (a protobuf PUT is converted to its JSON form, which the API
-//!   server accepts for the same request; one that cannot be converted without loss is 415).
+//!   object's uid set (an apply's own non-empty uid kept), as JSON (a protobuf PUT is
+//!   converted to its JSON form, which the API server accepts for the same request; one that
+//!   cannot be converted without loss is 415).
 //!
 //! Other refusals: the object cannot be read (403 when the caller may not `get` it, 503
 //! otherwise, as the sanitize stage's reads); the body cannot be read back as an object, or its

@@ -69,6 +69,15 @@ fn ci_with_services(env: &Env) -> PathBuf {
     path
 }
 
+/// The body of the PUT of `suffix` the sandbox received.
+fn forwarded_put(env: &Env, suffix: &str) -> Value {
+    let put = seen(env, suffix)
+        .into_iter()
+        .find(|r| r.method == http::Method::PUT)
+        .expect("the PUT was forwarded");
+    serde_json::from_slice(put.body.as_ref().unwrap()).unwrap()
+}
+
 fn service(name: &str, port: u16) -> String {
     json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": name, "namespace": "team-a"},
@@ -140,11 +149,7 @@ async fn a_put_by_an_update_only_identity_never_creates() {
         .to_owned();
     env.sandbox.sandbox.clear_recorded();
     ok(&k_in(&ci, &env, &["replace", "-f", "-"], &service("web", 8080)).await);
-    let put = seen(&env, "/services/web")
-        .into_iter()
-        .find(|r| r.method == http::Method::PUT)
-        .expect("the PUT was forwarded");
-    let body: Value = serde_json::from_slice(put.body.as_ref().unwrap()).unwrap();
+    let body = forwarded_put(&env, "/services/web");
     assert_eq!(body["metadata"]["uid"], uid.as_str(), "{body}");
     let now = get_service(&env, &admin, "web").await.unwrap();
     assert_eq!(now["spec"]["ports"][0]["port"], 8080);
@@ -156,12 +161,35 @@ async fn a_put_by_an_update_only_identity_never_creates() {
     empty_uid["metadata"]["uid"] = json!("");
     env.sandbox.sandbox.clear_recorded();
     ok(&k_in(&ci, &env, &["replace", "-f", "-"], &empty_uid.to_string()).await);
-    let put = seen(&env, "/services/web")
-        .into_iter()
-        .find(|r| r.method == http::Method::PUT)
-        .expect("the PUT was forwarded");
-    let body: Value = serde_json::from_slice(put.body.as_ref().unwrap()).unwrap();
+    let body = forwarded_put(&env, "/services/web");
     assert_eq!(body["metadata"]["uid"], uid.as_str(), "{body}");
+
+    // A `metadata` that is not an object names no uid either, and cannot be given one: refused
+    // (400), and the sandbox saw no PUT.
+    env.sandbox.sandbox.clear_recorded();
+    let bad = json!({"apiVersion": "v1", "kind": "Service", "metadata": "web",
+        "spec": {"ports": [{"port": 8082}]}});
+    let out = k_in(
+        &ci,
+        &env,
+        &[
+            "replace",
+            "--raw",
+            "/api/v1/namespaces/team-a/services/web",
+            "-f",
+            "-",
+        ],
+        &bad.to_string(),
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("BadRequest"), "{}", stderr(&out));
+    assert!(
+        !seen(&env, "/services/web")
+            .iter()
+            .any(|r| r.method == http::Method::PUT),
+        "the PUT never reached the sandbox"
+    );
     let now = get_service(&env, &admin, "web").await.unwrap();
     assert_eq!(now["spec"]["ports"][0]["port"], 8081);
 

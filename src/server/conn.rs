@@ -134,11 +134,12 @@ impl Shared {
     pub fn refused_unauthenticated(self: &Arc<Self>) -> UnauthenticatedGuard {
         self.update(|a| {
             a.unauthenticated = true;
+            let now = Instant::now();
             if a.unauthenticated_open == 0 {
-                a.unauthenticated_since = Some(Instant::now());
+                a.unauthenticated_since = Some(now);
             }
             a.unauthenticated_open += 1;
-            a.last_refusal = Some(Instant::now());
+            a.last_refusal = Some(now);
         });
         UnauthenticatedGuard(self.clone())
     }
@@ -246,9 +247,9 @@ where
         return outcome;
     }
     // After a failed authentication the other streams run to their end (a shutdown gives them
-    // its grace); the connection is cut only once answers to unauthenticated requests have
-    // stayed untaken for `grace` (a client holding them with a window of 0 — including ones
-    // it opened after the GOAWAY, which h2 accepts until its shutdown PING is answered).
+    // its grace); the connection is cut once answers to unauthenticated requests have stayed
+    // untaken for `grace` (a client holding them with a window of 0), or once a request is
+    // refused well after the GOAWAY (below).
     let goaway_at = Instant::now();
     loop {
         let since = shared.activity().unauthenticated_since;
@@ -262,7 +263,7 @@ where
             // The watchdog has returned: this is the only waiter now. A request refused well
             // after the GOAWAY was opened after the client had it: a client that leaves h2's
             // shutdown PING unanswered can go on opening streams (h2 accepts them until then;
-            // Go's server refuses streams past its GOAWAY at once), so it is cut, as the GOAWAY
+            // Go's server, as a review read it, refuses them at once), so it is cut, as the GOAWAY
             // meant. Requests that crossed the GOAWAY on the wire are refused within a moment.
             _ = shared.changed.notified() => {
                 if shared.activity().last_refusal.is_some_and(|t| t > goaway_at + GOAWAY_CROSSING) {

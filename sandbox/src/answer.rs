@@ -11,9 +11,9 @@
 //! such a body gets `406 NotAcceptable`, as the API server answers it for custom resources.
 //!
 //! Compression ([`gzip_large`]): a resource request's serialized answer over 128 KiB goes
-//! gzipped to a client that accepts gzip, as kube-apiserver sends it; not here, where
-//! kube-apiserver would compress too: a watch (its frames, per flush) and discovery over 128 KiB
-//! (`/api`, `/apis/…`); nor a log, which it does not.
+//! gzipped to a client that accepts gzip, as kube-apiserver sends it. Not compressed here: watch
+//! streams (Kubernetes 1.37's `WatchListCompression` gzips a watch-list stream, one member per
+//! event, as read in kube-rs#2079 — not run here), discovery, logs.
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};

@@ -473,8 +473,8 @@ const MAX_ANSWER: usize = 64 * 1024;
 const MAX_REASON_CHARS: usize = 512;
 
 /// The answer's body, up to [`MAX_ANSWER`] bytes, read until `deadline`; what arrived before
-/// an error, the deadline or the limit cuts it. Read whole, as client-go reads the answers of
-/// kube-apiserver's webhook: a receiver that trickles its answer holds the batch until then.
+/// an error, the deadline or the limit cuts it. Read whole: a receiver that trickles its answer
+/// holds the batch until then.
 async fn read_answer(mut body: hyper::body::Incoming, deadline: Instant) -> Vec<u8> {
     use http_body_util::BodyExt;
     let mut out = Vec::new();

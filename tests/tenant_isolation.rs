@@ -603,6 +603,71 @@ async fn a_tenant_cannot_write_controller_revisions_by_default() {
     env.stop().await;
 }
 
+/// A Service without a selector sends its traffic wherever its Endpoints / EndpointSlices say
+/// (CVE-2021-25740): kubectl as a tenant with the default rules reads them but cannot write
+/// them (Forbidden, the API server never sees the write); the admin's grant can, so the kinds
+/// are served and the refusal is the proxy's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_write_endpoints_or_endpoint_slices_by_default() {
+    common::require_kubectl();
+    let env = Env::start().await;
+    let manifest = env.dir.path().join("endpoints.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Endpoints\nmetadata: {name: db, namespace: team-a}\n\
+         subsets: [{addresses: [{ip: 10.96.0.1}], ports: [{port: 443}]}]\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {name: db-x7k2p, namespace: team-a, labels: {kubernetes.io/service-name: db}}\n\
+         addressType: IPv4\nendpoints: [{addresses: [10.96.0.1]}]\nports: [{port: 443}]\n",
+    )
+    .unwrap();
+    let file = manifest.to_str().unwrap();
+    let tenant = |args: &'static [&'static str]| {
+        common::kubectl(&env.files.team_a_kubeconfig, env.dir.path(), args)
+    };
+    let out = common::kubectl(
+        &env.files.team_a_kubeconfig,
+        env.dir.path(),
+        &["create", "-f", file],
+    )
+    .await;
+    assert!(!out.status.success());
+    let err = common::stderr(&out);
+    for resource in ["\"endpoints\"", "\"endpointslices\""] {
+        assert!(
+            err.contains(&format!("cannot create resource {resource}")),
+            "{err}"
+        );
+    }
+    let wrote = |env: &Env| {
+        env.sandbox
+            .sandbox
+            .recorded()
+            .iter()
+            .filter(|r| r.method != http::Method::GET && r.path.contains("endpoint"))
+            .count()
+    };
+    assert_eq!(wrote(&env), 0, "the API server saw a tenant's write");
+    // The admin writes them; the tenant reads them and still cannot delete them.
+    let out = env.kubectl(&["create", "-f", file]).await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(wrote(&env), 2);
+    // (The sandbox's RBAC gives team-a the core, apps and batch groups: the Endpoints.)
+    let out = tenant(&["get", "endpoints", "-n", "team-a", "-o", "name"]).await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(listed.trim(), "endpoints/db");
+    let out = tenant(&["delete", "endpoints", "db", "-n", "team-a"]).await;
+    assert!(!out.status.success());
+    assert!(
+        common::stderr(&out).contains("forbidden"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert_eq!(wrote(&env), 2, "the API server saw the tenant's delete");
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_requests_and_bindings_are_refused_to_a_tenant_by_default() {
     common::require_kubectl();

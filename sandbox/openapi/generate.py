@@ -40,13 +40,14 @@ KINDS = [
     ("", "v1", k)
     for k in [
         "Namespace", "Pod", "PodTemplate", "ReplicationController", "ConfigMap", "Secret",
-        "Service", "ServiceAccount", "Event",
+        "Service", "ServiceAccount", "Event", "Endpoints",
     ]
 ] + [
     ("apps", "v1", k) for k in ["Deployment", "ReplicaSet", "StatefulSet", "DaemonSet"]
 ] + [
     ("batch", "v1", k) for k in ["Job", "CronJob"]
 ] + [
+    ("discovery.k8s.io", "v1", "EndpointSlice"),
     ("networking.k8s.io", "v1", "NetworkPolicy"),
     ("policy", "v1", "PodDisruptionBudget"),
 ] + [

@@ -187,6 +187,18 @@ pub static RESOURCES: &[ResourceDef] = &[
         &[],
     ),
     def("", "events", "event", "Event", true, &["ev"], &[], &[]),
+    // Stored only (no controller fills them): tests write them by hand, as for a Service
+    // without a selector.
+    def(
+        "",
+        "endpoints",
+        "endpoints",
+        "Endpoints",
+        true,
+        &["ep"],
+        &[],
+        &[],
+    ),
     def(
         "apps",
         "deployments",
@@ -308,6 +320,16 @@ pub static RESOURCES: &[ResourceDef] = &[
         &[],
         &[sub("status", "PodDisruptionBudget", GPU)],
     ),
+    def(
+        "discovery.k8s.io",
+        "endpointslices",
+        "endpointslice",
+        "EndpointSlice",
+        true,
+        &[],
+        &[],
+        &[],
+    ),
     // Served by `reviews` (create only, never stored).
     review(
         "authentication.k8s.io",
@@ -367,6 +389,7 @@ const fn review(
 pub const GROUPS: &[&str] = &[
     "apps",
     "batch",
+    "discovery.k8s.io",
     "networking.k8s.io",
     "policy",
     "rbac.authorization.k8s.io",

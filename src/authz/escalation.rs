@@ -8,11 +8,12 @@
 //! | `pods/eviction` | a pod delete spelled as a `create` on a subresource: a rule that withholds `delete` on pods would still evict them through `create` on `*` |
 //! | `pods/proxy`, `services/proxy`, `nodes/proxy` | the API server relays arbitrary HTTP to the pod / service / kubelet: nothing in it is judged |
 //! | `controllerrevisions` (writes: create, update, patch, delete, deletecollection) | a StatefulSet's or DaemonSet's controller builds pods from the revision its status names (a full template patch in `data`) and talks to the API server directly: a revision deleted and written again under the same name puts a pod template nobody judged into the next pod the controller makes (review). Reading them (`kubectl rollout history`, `rollout undo`, which patches the workload itself) stays covered |
+//! | `endpoints`, `endpointslices` (writes: create, update, patch, delete, deletecollection) | a Service without a selector sends its traffic wherever its Endpoints / EndpointSlices say: a tenant writing them can point its own Service (and any Ingress or Gateway in front of it) at pods of other namespaces or at cluster addresses its network policy cannot reach (CVE-2021-25740; Kubernetes 1.22 took Endpoints writes out of the default `edit` and `admin` roles for it, kubernetes#103704, and both kinds must be closed because the mirroring controller copies Endpoints into EndpointSlices). Reading them stays covered |
 //! | `*/status` (writes: create, update, patch, delete) | status is what controllers and the kubelet report; a tenant writing it can fake readiness or a Service's load-balancer address (CVE-2020-8554). Reading status stays covered |
 //!
 //! "Names it" means a resource pattern with that exact subresource (`serviceaccounts/token`,
-//! `pods/binding`, `*/status`, `*/proxy`), or, for `bindings` and `controllerrevisions`, that
-//! exact resource; `*`,
+//! `pods/binding`, `*/status`, `*/proxy`), or, for `bindings`, `controllerrevisions`,
+//! `endpoints` and `endpointslices`, that exact resource; `*`,
 //! `pods/*` and `*/*` do not. Grants
 //! (`authorization.grants`) keep Kubernetes RBAC's meaning, where `*` covers everything: they
 //! are written for operators, not tenants.
@@ -32,8 +33,14 @@ pub const ALWAYS: [(&str, &str); 6] = [
 /// Resources (not subresources) a tenant rule must name, for every verb.
 pub const WHOLE: [&str; 1] = ["bindings"];
 
-/// Resources a tenant rule must name to write them (reads stay covered by wildcards).
-pub const WRITES_NAMED: [&str; 1] = ["controllerrevisions"];
+/// Resources a tenant rule must name to write them (reads stay covered by wildcards), with the
+/// group each is served in. The check itself goes by the resource's name in any group, so a
+/// custom resource of the same plural is closed as well (conservative: its rule names it).
+pub const WRITES_NAMED: [(&str, &str); 3] = [
+    ("apps", "controllerrevisions"),
+    ("", "endpoints"),
+    ("discovery.k8s.io", "endpointslices"),
+];
 
 fn is_read(verb: &str) -> bool {
     matches!(verb, "get" | "list" | "watch")
@@ -43,7 +50,8 @@ fn is_read(verb: &str) -> bool {
 /// resource) to cover it.
 pub fn must_be_named(resource: &str, subresource: &str, verb: &str) -> bool {
     if subresource.is_empty() {
-        return WHOLE.contains(&resource) || (WRITES_NAMED.contains(&resource) && !is_read(verb));
+        return WHOLE.contains(&resource)
+            || (WRITES_NAMED.iter().any(|(_, r)| *r == resource) && !is_read(verb));
     }
     if subresource == "status" {
         return !is_read(verb);
@@ -170,34 +178,46 @@ mod tests {
         assert!(!must_be_named("serviceaccounts", "", "create"));
     }
 
-    /// A tenant's wildcards read controller revisions but never write them: the controllers
-    /// build pods from them, unjudged. A rule naming `controllerrevisions` allows the writes.
+    /// A tenant's wildcards read controller revisions, Endpoints and EndpointSlices but never
+    /// write them: controllers build pods from the first, Services send traffic where the other
+    /// two say, unjudged. A rule naming the resource allows its writes.
     #[test]
-    fn controller_revisions_are_read_by_wildcards_and_written_only_when_named() {
-        let rev = "/apis/apps/v1/namespaces/t/controllerrevisions";
-        let wild =
-            serde_json::json!([{"verbs": ["*"], "api_groups": ["*"], "resources": ["*", "*/*"]}]);
-        for a in [tenant(serde_json::Value::Null), tenant(wild)] {
-            assert!(allowed(&a, "GET", rev));
-            assert!(allowed(&a, "GET", &format!("{rev}/db-5d8f")));
-            assert!(allowed(&a, "GET", &format!("{rev}?watch=1")));
-            for (m, u) in [
-                ("POST", rev.to_owned()),
-                ("PUT", format!("{rev}/db-5d8f")),
-                ("PATCH", format!("{rev}/db-5d8f")),
-                ("DELETE", format!("{rev}/db-5d8f")),
-                ("DELETE", rev.to_owned()),
-            ] {
-                assert!(!allowed(&a, m, &u), "{m} {u}");
+    fn guarded_resources_are_read_by_wildcards_and_written_only_when_named() {
+        for (group, resource, name) in [
+            ("apps", "controllerrevisions", "db-5d8f"),
+            ("", "endpoints", "db"),
+            ("discovery.k8s.io", "endpointslices", "db-x7k2p"),
+        ] {
+            let base = if group.is_empty() {
+                "/api/v1".to_owned()
+            } else {
+                format!("/apis/{group}/v1")
+            };
+            let rev = format!("{base}/namespaces/t/{resource}");
+            let one = format!("{rev}/{name}");
+            let wild = serde_json::json!([{"verbs": ["*"], "api_groups": ["*"], "resources": ["*", "*/*"]}]);
+            for a in [tenant(serde_json::Value::Null), tenant(wild)] {
+                assert!(allowed(&a, "GET", &rev), "{rev}");
+                assert!(allowed(&a, "GET", &one), "{one}");
+                assert!(allowed(&a, "GET", &format!("{rev}?watch=1")), "{rev}");
+                for (m, u) in [
+                    ("POST", rev.as_str()),
+                    ("PUT", one.as_str()),
+                    ("PATCH", one.as_str()),
+                    ("DELETE", one.as_str()),
+                    ("DELETE", rev.as_str()),
+                ] {
+                    assert!(!allowed(&a, m, u), "{m} {u}");
+                }
             }
+            let named = tenant(serde_json::json!([
+                {"verbs": ["*"], "api_groups": ["*"], "resources": ["*"]},
+                {"verbs": ["create", "delete"], "api_groups": [group], "resources": [resource]},
+            ]));
+            assert!(allowed(&named, "POST", &rev), "{rev}");
+            assert!(allowed(&named, "DELETE", &one), "{one}");
+            assert!(!allowed(&named, "PATCH", &one), "{one}");
         }
-        let named = tenant(serde_json::json!([
-            {"verbs": ["*"], "api_groups": ["*"], "resources": ["*"]},
-            {"verbs": ["create", "delete"], "api_groups": ["apps"], "resources": ["controllerrevisions"]},
-        ]));
-        assert!(allowed(&named, "POST", rev));
-        assert!(allowed(&named, "DELETE", &format!("{rev}/db-5d8f")));
-        assert!(!allowed(&named, "PATCH", &format!("{rev}/db-5d8f")));
     }
 
     #[test]

@@ -255,7 +255,7 @@ fn guarded_instances(asked: &RequestInfo) -> Vec<RequestInfo> {
     candidates.extend(
         escalation::WRITES_NAMED
             .iter()
-            .map(|r| ("apps", *r, "", "create")),
+            .map(|(g, r)| (*g, *r, "", "create")),
     );
     candidates.push((status_group, status_of, "status", "update"));
     let mut out = Vec::new();
@@ -379,7 +379,7 @@ pub fn rules(authorizer: &Authorizer, id: &Identity, spec: &Value) -> Result<Val
         "resourceRules": resource_rules,
         "nonResourceRules": non_resource_rules,
         "incomplete": true,
-        "evaluationError": "portcullis lists its grants ∩ the token's scope; the API server's RBAC may allow less (kubectl auth can-i VERB RESOURCE asks both); a tenant rule's wildcards do not reach serviceaccounts/token, pods/binding, bindings, pods/eviction, the proxy subresources, or writes of status or of controllerrevisions unless the rule names them, and a rule limited to namespaces reaches the namespace object itself only when it names namespaces; a grant rule without namespaces reaches cluster-scoped resources only, and is listed with those it names",
+        "evaluationError": "portcullis lists its grants ∩ the token's scope; the API server's RBAC may allow less (kubectl auth can-i VERB RESOURCE asks both); a tenant rule's wildcards do not reach serviceaccounts/token, pods/binding, bindings, pods/eviction, the proxy subresources, or writes of status, controllerrevisions, endpoints or endpointslices unless the rule names them, and a rule limited to namespaces reaches the namespace object itself only when it names namespaces; a grant rule without namespaces reaches cluster-scoped resources only, and is listed with those it names",
     }))
 }
 
@@ -476,6 +476,7 @@ mod tests {
                 "update deployments/status",
             ),
             ("delete", "apps", "*", "", "delete controllerrevisions"),
+            ("patch", "discovery.k8s.io", "*", "", "patch endpointslices"),
             ("get", "", "*", "", "get pods/proxy"),
             ("delete", "", "*", "", "delete pods/proxy"),
         ] {
@@ -499,6 +500,8 @@ mod tests {
             ("get", "apps", "deployments", "*"),
             ("create", "", "pods", ""),
             ("get", "", "pods", "log"),
+            ("list", "", "endpoints", ""),
+            ("watch", "discovery.k8s.io", "endpointslices", ""),
         ] {
             assert!(
                 ask(verb, group, resource, sub).allowed,

@@ -119,10 +119,13 @@ where
         //     after; a strict sink failing here refuses before anything is judged, read or
         //     forwarded.
         .layer(traced("audit_received", ReceivedLayer, on))
-        // 8. Grants ∩ token scope, on the classification above; deny by default.
-        .layer(traced("authz", AuthzLayer::new(rt.authorizer.clone()), on))
-        // 9. Keyed by identity, after authorization: a refused request spends no quota.
+        // 8. Keyed by identity, before authorization, where kube-apiserver's APF sits: a
+        //    request refused below spends its quota too, so a job looping on 403s slows down
+        //    like one looping on reads instead of costing authorization and two audit events
+        //    at whatever rate it sends.
         .layer(traced("rate_limit", RateLimitLayer::new(limiter), on))
+        // 9. Grants ∩ token scope, on the classification above; deny by default.
+        .layer(traced("authz", AuthzLayer::new(rt.authorizer.clone()), on))
         // 10. The self-reviews (`kubectl auth whoami|can-i`) are answered here, never
         //     forwarded with the proxy's power: after authorization (which lets everyone ask),
         //     rate limits (a read) and RequestReceived, before any body judging.

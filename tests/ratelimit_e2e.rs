@@ -109,6 +109,46 @@ async fn exhausted_identity_gets_a_kubernetes_429_and_others_are_unaffected() {
     env.stop().await;
 }
 
+/// The limiter sits where kube-apiserver's priority and fairness does, before authorization: a
+/// job looping on a forbidden read spends its reads like one looping on allowed ones — 403
+/// within the burst, then 429 with the bucket's wait — and its allowed reads share that budget.
+/// The upstream sees none of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_looping_on_forbidden_requests_is_rate_limited() {
+    let env = Env::start_with(team_a_reads(2)).await;
+    let alice = token(&env, "alice", &["tenant:team-a"]);
+    env.sandbox.sandbox.clear_recorded();
+    let forbidden = "/api/v1/namespaces/kube-system/secrets/db-password";
+    for i in 0..2 {
+        let r = env.request(get(forbidden, &alice), None, true).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::FORBIDDEN,
+            "request {i} within the burst"
+        );
+    }
+    for path in [forbidden, "/api/v1/namespaces/team-a/configmaps?limit=10"] {
+        let r = env.request(get(path, &alice), None, true).await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "{path}");
+        let s: Value = serde_json::from_slice(r.body()).unwrap();
+        assert_eq!(s["reason"], "TooManyRequests", "{s}");
+        let retry: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            retry > 30,
+            "Retry-After {retry} does not reflect a 1/m refill"
+        );
+    }
+    assert!(
+        env.sandbox.sandbox.recorded().is_empty(),
+        "the upstream saw a refused request"
+    );
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_permits_are_released_when_the_client_disconnects() {
     let env = Env::start().await; // team-a: 3 concurrent watches

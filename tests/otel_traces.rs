@@ -489,3 +489,49 @@ async fn json_log_lines_carry_the_audit_id_and_trace_id_and_never_the_token() {
     let req = request_span(&spans, &audit_id);
     assert_eq!(hex(&req.trace_id), trace_id);
 }
+
+/// A reload that changes `tracing:` applies, like any other change (a rotated collector CA
+/// must not hold back one that revokes access): requests after it export to the new
+/// collector, and the replaced exporter sends what it held before it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_re_points_the_exporter() {
+    let (first, second) = (Receiver::start().await, Receiver::start().await);
+    let b =
+        common::binary::Binary::start(&["--reload-poll", "0s"], |c| c.push_str(&first.config("")))
+            .await;
+    let admin = b.ca.client_cert("admin", &["demo:admins"]).unwrap();
+    let audit_id = |resp: &http::Response<Bytes>| {
+        assert_eq!(resp.status(), 200);
+        resp.headers()["audit-id"].to_str().unwrap().to_string()
+    };
+    let path = "/api/v1/namespaces/default/configmaps";
+    let get = || common::https_request(b.listen, &b.ca, common::get(path), Some(&admin), true);
+    let before = audit_id(&get().await);
+    let text = std::fs::read_to_string(&b.files.config).unwrap();
+    b.write_config(&text.replace(
+        &first.addr.unwrap().to_string(),
+        &second.addr.unwrap().to_string(),
+    ));
+    b.signal("HUP");
+    b.wait_reloads("success", 1).await;
+    assert_eq!(b.reloads("failure").await, 0, "{}", b.log());
+    let after = audit_id(&get().await);
+    b.stop().await;
+    let (old, new) = (first.spans(), second.spans());
+    request_span(&old, &before);
+    request_span(&new, &after);
+    let has = |spans: &[Span], id: &str| {
+        spans.iter().any(|s| {
+            s.name == "portcullis.request"
+                && attr(&s.attributes, "portcullis.audit_id").as_deref() == Some(id)
+        })
+    };
+    assert!(
+        !has(&old, &after),
+        "the old collector got a span after the reload"
+    );
+    assert!(
+        !has(&new, &before),
+        "the new collector got a span from before it"
+    );
+}

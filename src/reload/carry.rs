@@ -7,7 +7,9 @@
 //!   run side by side; the sinks stay, the policy is the new one. Sink changes are refused by
 //!   `fixed` (restart to apply); a webhook sink's receiver, read from its kubeconfig, is
 //!   re-pointed by `reloader` after the swap when it changed.
-//! - **Tracer**: one exporter per process (changes refused by `fixed`).
+//! - **Tracer**: kept while `tracing:` is unchanged (the CA file's bytes included), so spans
+//!   keep one exporter and its connection; a changed section builds a new one — a rotated
+//!   collector CA must not hold back a reload that revokes access.
 //! - **Upstream** (pools, breakers, health): kept when its settings — including the CA and
 //!   client certificate read from disk — are unchanged, so a reload opens no new connections
 //!   and readiness carries over; the token file is re-read into the same credentials
@@ -82,6 +84,17 @@ pub(crate) fn rebuild(
         crate::upstream::selftest::rights_for(config),
         config.upstream.health_interval,
     ));
+    let tracing = if format!("{:?}", prev.config.tracing) == format!("{:?}", config.tracing) {
+        prev.tracing.clone()
+    } else {
+        match &config.tracing {
+            None => None,
+            Some(settings) => Some(Arc::new(
+                crate::telemetry::Tracing::start(settings)
+                    .map_err(|e| BuildProblems::at("tracing", e))?,
+            )),
+        }
+    };
     crate::app::warn_dangerous(config);
     let mut config = config.clone();
     // The listener (and its series) outlives the configuration.
@@ -99,7 +112,7 @@ pub(crate) fn rebuild(
         jwt,
         server_tls,
         client_verifier,
-        tracing: prev.tracing.clone(),
+        tracing,
     })
 }
 

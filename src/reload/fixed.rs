@@ -11,7 +11,6 @@
 //! - `audit` added or removed, `audit.sinks` (file path, rotation, signing key, webhook): a
 //!   sink owns its file and hash chain; two writers on one chain would break it.
 //! - `rate_limits` added or removed: its metric families are registered once, at start.
-//! - `tracing`: one exporter per process.
 //! - `log.format`: the log subscriber is installed once.
 
 use crate::{audit::config::AuditSettings, config::Config, problems::Problem};
@@ -92,11 +91,6 @@ pub fn refusals(old: &Config, new: &Config) -> Vec<Problem> {
         "rate_limits",
         old.rate_limits.is_some() != new.rate_limits.is_some(),
         "adding or removing rate limits".into(),
-    );
-    differ(
-        "tracing",
-        format!("{:?}", old.tracing) != format!("{:?}", new.tracing),
-        "the tracing exporter".into(),
     );
     differ(
         "log.format",

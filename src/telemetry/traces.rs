@@ -2,8 +2,10 @@
 //! parent-based ratio sampler, a batch span processor and the OTLP/HTTP protobuf exporter
 //! posting through [`super::otlp_client::OtlpClient`].
 //!
-//! Per `Runtime`, not process-global: a new configuration builds its own beside the old one,
-//! and several proxies in one process (the tests) export to their own collectors.
+//! Per `Runtime`, not process-global: a reload that changes `tracing:` (endpoint, CA file,
+//! sampling, …) builds a new one beside the old one, which exports what it holds and stops when
+//! the last request of its configuration ends; several proxies in one process (the tests)
+//! export to their own collectors.
 
 use anyhow::{Context as _, Result};
 use http::HeaderMap;
@@ -81,6 +83,25 @@ impl Tracing {
     pub fn shutdown(&self) {
         if let Err(err) = self.provider.shutdown() {
             tracing::debug!(%err, "trace exporter shutdown");
+        }
+    }
+}
+
+impl Drop for Tracing {
+    /// The provider's shutdown exports what is buffered and joins the exporter's thread, which
+    /// may wait on the collector up to the export timeout. The last reference to a replaced
+    /// configuration's tracer goes with its last request, on an async worker: shut down on a
+    /// blocking thread there, in place elsewhere. (After [`Tracing::shutdown`] it does nothing.)
+    fn drop(&mut self) {
+        let provider = self.provider.clone();
+        let stop = move || {
+            if let Err(err) = provider.shutdown() {
+                tracing::debug!(%err, "trace exporter shutdown");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(stop)),
+            Err(_) => stop(),
         }
     }
 }

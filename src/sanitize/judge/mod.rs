@@ -101,12 +101,16 @@ fn pod_kind(info: &RequestInfo) -> Option<PodBearing> {
     PodBearing::from_group_resource(&info.api_group, &resource_path(info))
 }
 
-/// Whether a stored object of `kind` has `hostUsers` set in its pod spec (`hostUsersInUse`:
-/// not null).
+/// Whether a stored object of `kind` is a pod with `hostUsers` set (`hostUsersInUse`: not
+/// null). Only a pod: the API server keeps the field on a stored workload's template too, but
+/// each pod its controller makes from it is a new pod, whose `hostUsers` is dropped with the
+/// gate off (`dropDisabledPodFields` with no old pod) — trusting the template's field would let
+/// `runAsUser: 0` through to pods running as root in the host user namespace.
 fn stores_host_users(kind: PodBearing, stored: &Value) -> bool {
-    pss::pod_specs(kind, stored)
-        .iter()
-        .any(|p| p.spec.get("hostUsers").is_some_and(|v| !v.is_null()))
+    kind == PodBearing::Pod
+        && pss::pod_specs(kind, stored)
+            .iter()
+            .any(|p| p.spec.get("hostUsers").is_some_and(|v| !v.is_null()))
 }
 
 /// Paths (from the object root) whose change Pod Security judges: the pod spec and the pod
@@ -242,12 +246,14 @@ pub fn needs_current(
     let ephemeral =
         is_ephemeral_containers(info) && s.modes_for(&info.namespace, id.tenant.as_deref()).any();
     let tokens = tokens && token_relevant(parsed);
-    // An update setting `hostUsers: false` where it is not trusted by configuration: trusted
-    // after all if the stored object has the field (the API server keeps it there).
+    // An update of a pod setting `hostUsers: false` where it is not trusted by configuration:
+    // trusted after all if the stored pod has the field (the API server keeps it there; see
+    // `stores_host_users` for why only a pod).
     let host_users = || {
         pod_kind(info).is_some_and(|k| {
-            s.modes_for(&info.namespace, id.tenant.as_deref())
-                .host_users_may_be_kept(k, &parsed.value)
+            k == PodBearing::Pod
+                && s.modes_for(&info.namespace, id.tenant.as_deref())
+                    .host_users_may_be_kept(k, &parsed.value)
         })
     };
     match (info.verb.as_str(), parsed.kind) {

@@ -300,3 +300,62 @@ fn an_update_keeps_trusting_host_users_the_stored_object_already_has() {
         Err(Refusal::PodSecurity(_))
     ));
 }
+
+/// A workload's template is not trusted by its stored `hostUsers`: the API server keeps the
+/// field on the template, but each pod made from it is new and loses the field with the gate
+/// off — a `runAsUser: 0` template would make pods running as root in the host user namespace.
+/// So the update is refused with the stored Deployment carrying the field, and the stored
+/// object is not even fetched for it.
+#[test]
+fn a_workload_template_is_not_trusted_by_its_stored_host_users() {
+    let s = Sanitizer {
+        pod_security: Some(PodSecurity {
+            defaults: Modes::default(),
+            namespaces: [(
+                "team-a".to_string(),
+                all(Level::Restricted, Version::Latest),
+            )]
+            .into(),
+            tenants: Default::default(),
+        }),
+        ..Sanitizer::default()
+    };
+    let deployment = |image: &str| {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+            "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": {
+                "metadata": {"labels": {"app": "d"}},
+                "spec": {
+                    "hostUsers": false,
+                    "securityContext": {"runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{"name": "c", "image": image, "securityContext": {
+                        "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]
+                }}}
+        })
+    };
+    let put = classify(
+        &http::Method::PUT,
+        &"/apis/apps/v1/namespaces/team-a/deployments/d"
+            .parse()
+            .unwrap(),
+        &http::HeaderMap::new(),
+    )
+    .unwrap();
+    let body = || Parsed {
+        value: deployment("busybox:2"),
+        kind: BodyKind::Object,
+    };
+    assert!(!needs_current(&s, &put, &caller(None), &body(), false));
+    assert!(matches!(
+        judge(
+            &s,
+            &put,
+            &caller(None),
+            body(),
+            Current::Found(deployment("busybox:1")),
+            None,
+            None
+        ),
+        Err(Refusal::PodSecurity(_))
+    ));
+}

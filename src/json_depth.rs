@@ -8,11 +8,23 @@ use serde_json::Value;
 /// first, without recursion, stopping at the first container past `max`; only containers are
 /// kept on the way.
 pub fn nests_deeper(v: &Value, max: usize) -> bool {
+    nests_deeper_counted(v, max, &mut 0)
+}
+
+/// [`nests_deeper`], adding to `visited` how many values it looked at: the work it did, for a
+/// caller that bounds the work of many such walks together.
+pub fn nests_deeper_counted(v: &Value, max: usize, visited: &mut usize) -> bool {
     let mut stack = vec![(v, 1usize)];
     while let Some((v, d)) = stack.pop() {
         let children: &mut dyn Iterator<Item = &Value> = match v {
-            Value::Array(a) => &mut a.iter(),
-            Value::Object(o) => &mut o.values(),
+            Value::Array(a) => {
+                *visited = visited.saturating_add(a.len());
+                &mut a.iter()
+            }
+            Value::Object(o) => {
+                *visited = visited.saturating_add(o.len());
+                &mut o.values()
+            }
             _ => continue,
         };
         if d > max {

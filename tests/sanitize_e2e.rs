@@ -595,6 +595,33 @@ async fn json_patch_copies_are_capped() {
     .await;
 }
 
+/// A JSON patch that adds one large list and then moves it back and forth — each `move` cheap
+/// for the API server, but each a walk of the whole list for the judge's depth check, 10 000
+/// of them minutes of a worker — is refused with 422 once its operations have shifted or
+/// walked 16 Mi values, before the upstream; the proxy goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_patch_moving_a_large_list_back_and_forth_is_refused() {
+    let (env, d1) = with_deployment().await;
+    let spec = "/spec/template/spec";
+    let mut ops =
+        vec![json!({"op": "add", "path": format!("{spec}/a"), "value": vec![0; 300_000]})];
+    for _ in 0..100 {
+        ops.push(json!({"op": "move", "from": format!("{spec}/a"), "path": format!("{spec}/b")}));
+        ops.push(json!({"op": "move", "from": format!("{spec}/b"), "path": format!("{spec}/a")}));
+    }
+    ops.push(json!({"op": "remove", "path": format!("{spec}/a")}));
+    let s = refused(
+        &env,
+        json_req("PATCH", &d1, "application/json-patch+json", &json!(ops)),
+        422,
+        "Invalid",
+    )
+    .await;
+    assert!(message(&s).contains("shift or rewrite more than"), "{s}");
+    let resp = send_as(&env, common::get("/version"), None).await;
+    assert_eq!(resp.status(), 200, "the proxy is still serving");
+}
+
 /// A JSON patch whose operations each pass every cap but together nest the object ever
 /// deeper (each add at the innermost point of the last) is refused with 422 before the
 /// upstream — judging the result recursed past the stack and aborted the whole proxy — and

@@ -7,11 +7,14 @@
 //! (`PatchDoesNotApply`); a JSON patch whose `copy` operations together copy more than
 //! [`MAX_COPIED_BYTES`] → 413 (`TooLarge`): each copy can double the object, so a few dozen
 //! would exhaust the proxy's memory (kube-apiserver caps the same, CVE-2019-1002100; the
-//! json-patch crate does not).
+//! json-patch crate does not); a JSON patch whose operations together shift or walk more than
+//! [`MAX_PATCH_WORK`] values → 422 (`PatchDoesNotApply`): each `add`, `remove` or `move` in
+//! the middle of a long list shifts what follows, and each write is walked for its depth, so
+//! 10 000 operations on one large value would hold a worker for seconds to minutes.
 
 use serde_json::{json, Value};
 
-use crate::json_depth::nests_deeper;
+use crate::json_depth::nests_deeper_counted;
 
 use super::super::{
     fields::{self, pointer_tokens, relate, Relation},
@@ -39,9 +42,12 @@ pub(super) fn apply_patch(
         BodyKind::JsonPatch => {
             let ops: json_patch::Patch = serde_json::from_value(parsed.value.clone())
                 .map_err(|e| BodyRefusal::BadPatch(format!("invalid JSON patch: {e}")))?;
-            // One operation at a time, counting what copies add before each is applied.
+            // One operation at a time, counting what copies add before each is applied, and
+            // the values each shifts or walks.
             let mut copied = 0usize;
+            let mut work = 0usize;
             for (i, op) in ops.0.iter().enumerate() {
+                work = work.saturating_add(shifted(&result, op));
                 if let json_patch::PatchOperation::Copy(c) = op {
                     if let Some(v) = result.pointer(c.from.as_str()) {
                         copied = copied.saturating_add(json_len(v));
@@ -75,14 +81,20 @@ pub(super) fn apply_patch(
                         Some(list) => list.last(),
                         None => result.pointer(at),
                     };
-                    if written
-                        .is_some_and(|v| nests_deeper(v, MAX_RESULT_DEPTH.saturating_sub(levels)))
-                    {
+                    if written.is_some_and(|v| {
+                        nests_deeper_counted(v, MAX_RESULT_DEPTH.saturating_sub(levels), &mut work)
+                    }) {
                         return Err(unprocessable(format!(
                             "operation {i} nests the object deeper than {MAX_RESULT_DEPTH} levels"
                         ))
                         .into());
                     }
+                }
+                if work > MAX_PATCH_WORK {
+                    return Err(unprocessable(format!(
+                        "operations 0 to {i} shift or rewrite more than {MAX_PATCH_WORK} values in all"
+                    ))
+                    .into());
                 }
             }
         }
@@ -104,6 +116,38 @@ pub(super) const MAX_COPIED_BYTES: usize = 3 * 1024 * 1024;
 /// parser takes (`sanitize.max_depth` ≤ 120), far above any pod-bearing object (≈ 10), and
 /// shallow enough for the judge's recursive walks.
 pub(super) const MAX_RESULT_DEPTH: usize = 128;
+
+/// The most values a JSON patch's operations may shift and walk in all (see the module doc):
+/// a few passes over the largest list a 3 MiB body can hold (≈ 1.5 million elements), far
+/// above what any patch a client builds does (kubectl's and client-go's touch a handful of
+/// small values), and well under a second of one core.
+pub(super) const MAX_PATCH_WORK: usize = 16 * 1024 * 1024;
+
+/// The values `op` shifts in a list before it is applied: an `add` or `copy` into a list
+/// index moves every element from it on, a `remove` or a `move` out of one the elements after
+/// it (`-`, the end, moves nothing). Nothing for a path into a map.
+fn shifted(result: &Value, op: &json_patch::PatchOperation) -> usize {
+    use json_patch::PatchOperation as Op;
+    let at = |path: &str| {
+        let Some((parent, last)) = path.rsplit_once('/') else {
+            return 0;
+        };
+        let Some(Value::Array(list)) = result.pointer(parent) else {
+            return 0;
+        };
+        match last.parse::<usize>() {
+            Ok(i) => list.len().saturating_sub(i),
+            Err(_) => 0,
+        }
+    };
+    match op {
+        Op::Add(o) => at(o.path.as_str()),
+        Op::Copy(o) => at(o.path.as_str()),
+        Op::Remove(o) => at(o.path.as_str()),
+        Op::Move(o) => at(o.from.as_str()).saturating_add(at(o.path.as_str())),
+        Op::Replace(_) | Op::Test(_) => 0,
+    }
+}
 
 /// Where an operation writes (`add`, `replace`, `copy`, `move`); `remove` and `test` nest
 /// nothing deeper.

@@ -321,7 +321,15 @@ async fn a_client_ca_outside_its_validity_period_anchors_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_token_stays_in_its_namespace() {
-    let env = Env::start().await;
+    // Refused requests spend the read bucket too (the limiter sits before authorization): room
+    // for the many refusals below.
+    let env = Env::start_with(|c| {
+        *c = c.replace(
+            "team-a: {reads: {rate: 5/s, burst: 20}",
+            "team-a: {reads: {rate: 50/s, burst: 500}",
+        )
+    })
+    .await;
     let t = forge(&env).token(&claims("alice", &["tenant:team-a"]));
     let t = Some(t.as_str());
 

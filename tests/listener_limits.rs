@@ -642,7 +642,17 @@ async fn a_client_ignoring_the_goaway_after_a_401_is_cut() {
 /// upstream saw nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_window_client_cannot_hold_refusals_and_its_connection_open() {
-    let env = start("  idle_timeout: 1s\n").await;
+    // Refused requests spend the read bucket too (the limiter sits before authorization): room
+    // for the 20 refusals below, unpaginated lists at 2 tokens each.
+    let env = Env::start_with(|c| {
+        *c = c
+            .replacen("listen:\n", "listen:\n  idle_timeout: 1s\n", 1)
+            .replace(
+                "team-a: {reads: {rate: 5/s, burst: 20}",
+                "team-a: {reads: {rate: 5/s, burst: 100}",
+            )
+    })
+    .await;
     env.sandbox.sandbox.clear_recorded();
     let tenant = env.ca.client_cert("mallory", &["tenant:team-a"]).unwrap();
     let (mut h2c, conn_task) = zero_window(&env, Some(&tenant)).await;

@@ -255,7 +255,15 @@ async fn token_of(env: &Env, kubeconfig: &Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_forward_without_the_grant_is_refused_and_never_reaches_the_sandbox() {
     common::require_kubectl();
-    let env = Env::start().await;
+    // Refused requests spend the write bucket too (the limiter sits before authorization), and
+    // kubectl tries each transport: room for the refusals below.
+    let env = Env::start_with(|c| {
+        *c = c.replace(
+            "writes: {rate: 1/s, burst: 3}, watches: 2, sessions: 1",
+            "writes: {rate: 1/s, burst: 30}, watches: 2, sessions: 1",
+        )
+    })
+    .await;
     with_pod(&env).await;
     // ci may get and list pods in team-a, but has no pods/portforward.
     let ci = env.files.ci_kubeconfig.clone();

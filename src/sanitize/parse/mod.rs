@@ -201,15 +201,49 @@ fn parse_yaml_or_json(bytes: &[u8], limits: &Limits) -> Result<Value, ParseError
     yaml::parse_yaml(bytes, limits)
 }
 
-/// The bytes to forward: compact serde_json serialization (object keys sorted).
+/// The bytes to forward: compact serde_json serialization (object keys sorted), with the three
+/// characters YAML 1.1 takes for line breaks escaped (see [`escape_yaml_breaks`]).
 pub fn canonical_bytes(value: &Value) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     // Serializing a `Value` into a `Vec` cannot fail (keys are strings, numbers finite); the
     // `Display` fallback (same bytes, ~2x slower) only keeps this total without a panic.
-    match serde_json::to_writer(&mut out, value) {
+    let out = match serde_json::to_writer(&mut out, value) {
         Ok(()) => out,
         Err(_) => value.to_string().into_bytes(),
+    };
+    escape_yaml_breaks(out)
+}
+
+/// NEL (U+0085), LS (U+2028) and PS (U+2029) as `\uXXXX` escapes. serde_json writes them raw,
+/// which is valid JSON; but an apply patch goes upstream as `application/apply-patch+yaml`,
+/// and the API server's YAML 1.1 reader (go-yaml v2's `is_break`) takes them for line breaks
+/// inside a quoted string too — a NEL folds to a space, blanks beside any of the three are
+/// dropped — so it would store a string other than the one judged.
+/// Escaped, every reader gets the same string. JSON's structure is ASCII, so these byte
+/// sequences (each opening with a lead byte, never a continuation byte) occur only inside
+/// strings, where the escape means the same character.
+fn escape_yaml_breaks(out: Vec<u8>) -> Vec<u8> {
+    // The lead bytes 0xC2 and 0xE2 open many other characters too: only a hint to look.
+    if !out.iter().any(|&b| b == 0xC2 || b == 0xE2) {
+        return out;
     }
+    let mut esc = Vec::with_capacity(out.len() + 16);
+    let mut rest = out.as_slice();
+    while let Some((&b, tail)) = rest.split_first() {
+        let (text, skip): (&[u8], usize) = match rest {
+            [0xC2, 0x85, ..] => (b"\\u0085", 2),
+            [0xE2, 0x80, 0xA8, ..] => (b"\\u2028", 3),
+            [0xE2, 0x80, 0xA9, ..] => (b"\\u2029", 3),
+            _ => {
+                esc.push(b);
+                rest = tail;
+                continue;
+            }
+        };
+        esc.extend_from_slice(text);
+        rest = rest.get(skip..).unwrap_or_default();
+    }
+    esc
 }
 
 const PATCH_OPS: [&str; 6] = ["add", "remove", "replace", "move", "copy", "test"];

@@ -523,6 +523,74 @@ async fn with_deployment() -> (Env, String) {
     (env, format!("{deps}/d1"))
 }
 
+/// A ControllerRevision holds the template a StatefulSet's or DaemonSet's controller makes pods
+/// from, straight at the API server: written through the proxy (here by the admin, whose grant
+/// reaches it) it is judged as that template in team-a's restricted namespace. A privileged
+/// template gets Pod Security's 403; a partial one — merged with the workload's, where a
+/// `null` removes what was judged there — and a directive elsewhere in `data` get 422; none
+/// reaches the API server. A whole, compliant template (the controllers' own form) is
+/// forwarded (the sandbox serves no revisions: its 404).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_revisions_are_judged_as_the_template_they_put_in_pods() {
+    let env = Env::start().await;
+    let revisions = "/apis/apps/v1/namespaces/team-a/controllerrevisions";
+    let revision = |template: Value| {
+        json!({"apiVersion": "apps/v1", "kind": "ControllerRevision",
+            "metadata": {"name": "web-5d8f"}, "revision": 2,
+            "data": {"spec": {"template": template}}})
+    };
+    let whole = |spec: Value| json!({"$patch": "replace", "metadata": {"labels": {"app": "web"}}, "spec": spec});
+    let mut privileged = good_spec();
+    privileged["hostPID"] = json!(true);
+    let s = refused(
+        &env,
+        json_req(
+            "POST",
+            revisions,
+            "application/json",
+            &revision(whole(privileged)),
+        ),
+        403,
+        "Forbidden",
+    )
+    .await;
+    assert!(message(&s).contains("violates PodSecurity"), "{s}");
+    assert!(message(&s).contains("hostPID"), "{s}");
+    let partial = json!({"spec": {"securityContext": {"runAsNonRoot": null}}});
+    let s = refused(
+        &env,
+        json_req("POST", revisions, "application/json", &revision(partial)),
+        422,
+        "Invalid",
+    )
+    .await;
+    assert!(message(&s).contains("must be whole"), "{s}");
+    let mut elsewhere = revision(whole(good_spec()));
+    elsewhere["data"]["spec"]["$retainKeys"] = json!(["template"]);
+    let s = refused(
+        &env,
+        json_req("POST", revisions, "application/json", &elsewhere),
+        422,
+        "Invalid",
+    )
+    .await;
+    assert!(message(&s).contains("data.spec.$retainKeys"), "{s}");
+    env.sandbox.sandbox.clear_recorded();
+    let resp = send_as(
+        &env,
+        json_req(
+            "POST",
+            revisions,
+            "application/json",
+            &revision(whole(good_spec())),
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 404, "forwarded: the sandbox's answer");
+    assert_eq!(writes(&env), [format!("POST {revisions}")]);
+}
+
 /// `pods/ephemeralcontainers` keeps only the ephemeral containers of what it is sent: pod-level
 /// fields in the body (`spec.os: windows`, `hostUsers: false`) must not exempt a root debug
 /// container from `restricted` on the stored Linux pod.

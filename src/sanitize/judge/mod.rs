@@ -373,6 +373,9 @@ pub fn judge(
 
     // 3. field denials
     let mut causes = field_denials(&rules, kind, info, current_value, &judged);
+    if kind == Some(PodBearing::ControllerRevision) && (pss_needed || deny_needed) {
+        causes.extend(judged.iter().filter_map(|o| revision_unjudgeable(o)));
+    }
 
     // 4. Pod Security: the enforced level's violations, if any (→ `Refusal::PodSecurity`).
     let enforced = if pss_needed {
@@ -661,6 +664,58 @@ fn pod_security(
         }
     }
     enforced
+}
+
+/// A ControllerRevision whose `data` is not what can be judged as the template it puts in
+/// pods: the controller strategic-merges `data` onto its workload, so only a whole template
+/// (`data.spec.template` with `"$patch": "replace"`, as the controllers write their own) makes
+/// pods from exactly the template judged; a partial one merges with the workload's (a
+/// `runAsNonRoot: null` in it removes the workload's), and any other directive in `data` acts
+/// on what was not judged. `None` when `data` holds no template and no directive.
+fn revision_unjudgeable(revision: &Value) -> Option<StatusCause> {
+    let data = revision.get("data")?;
+    let template = data.pointer("/spec/template").filter(|t| !t.is_null());
+    let whole = template.is_none_or(|t| t.get("$patch").and_then(Value::as_str) == Some("replace"));
+    // Every `$` key in `data` but the template's own `$patch`.
+    let mut stack = vec![("data".to_owned(), data)];
+    let mut directive = None;
+    while let Some((at, v)) = stack.pop() {
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m {
+                    let here = format!("{at}.{k}");
+                    if k.starts_with('$') && here != "data.spec.template.$patch" {
+                        directive = Some(here);
+                        break;
+                    }
+                    stack.push((here, child));
+                }
+            }
+            Value::Array(items) => {
+                stack.extend(items.iter().map(|x| (format!("{at}[]"), x)));
+            }
+            _ => {}
+        }
+        if directive.is_some() {
+            break;
+        }
+    }
+    let (field, message) = match (whole, directive) {
+        (_, Some(at)) => (
+            at,
+            "Forbidden: a directive in a ControllerRevision's data acts on the workload's template, which portcullis cannot judge here",
+        ),
+        (false, None) => (
+            "data.spec.template".to_owned(),
+            "Forbidden: a ControllerRevision's template must be whole (\"$patch\": \"replace\", as the controllers write it) to be judged: a partial one merges with the workload's",
+        ),
+        (true, None) => return None,
+    };
+    Some(StatusCause {
+        reason: "FieldValueForbidden".into(),
+        message: message.into(),
+        field,
+    })
 }
 
 /// The refusal of a write with causes: Pod Security's 403 when an enforced level was

@@ -23,6 +23,12 @@ pub enum PodBearing {
     Job,
     /// `batch/cronjobs`: `spec.jobTemplate.spec.template.spec`.
     CronJob,
+    /// `apps/controllerrevisions`: `data.spec.template.spec`. Not pod-bearing to the API
+    /// server's PodSecurity, but a StatefulSet's or DaemonSet's controller makes pods from the
+    /// revision its status names — `data` strategic-merged onto the workload, the controller's
+    /// own revisions holding the whole template with `$patch: replace` — straight at the API
+    /// server: a revision written through the proxy is judged as the template it puts in pods.
+    ControllerRevision,
 }
 
 /// Pod subresources PodSecurity does not evaluate (`admission/admission.go`); every other pod
@@ -40,7 +46,7 @@ const POD_SUBRESOURCES_IGNORED: &[&str] = &[
 
 impl PodBearing {
     /// Every pod-bearing kind.
-    pub const ALL: [PodBearing; 9] = [
+    pub const ALL: [PodBearing; 10] = [
         Self::Pod,
         Self::PodTemplate,
         Self::ReplicationController,
@@ -50,6 +56,7 @@ impl PodBearing {
         Self::DaemonSet,
         Self::Job,
         Self::CronJob,
+        Self::ControllerRevision,
     ];
 
     /// Classifies by API group and resource as the proxy classifies a request. `resource` may
@@ -71,6 +78,7 @@ impl PodBearing {
             ("apps", "daemonsets") => Self::DaemonSet,
             ("batch", "jobs") => Self::Job,
             ("batch", "cronjobs") => Self::CronJob,
+            ("apps", "controllerrevisions") => Self::ControllerRevision,
             _ => return None,
         };
         match sub {
@@ -92,6 +100,7 @@ impl PodBearing {
             "DaemonSet" => Self::DaemonSet,
             "Job" => Self::Job,
             "CronJob" => Self::CronJob,
+            "ControllerRevision" => Self::ControllerRevision,
             _ => return None,
         })
     }
@@ -108,6 +117,7 @@ impl PodBearing {
             Self::DaemonSet => "DaemonSet",
             Self::Job => "Job",
             Self::CronJob => "CronJob",
+            Self::ControllerRevision => "ControllerRevision",
         }
     }
 
@@ -124,6 +134,7 @@ impl PodBearing {
             | Self::DaemonSet
             | Self::Job => &["spec", "template"],
             Self::CronJob => &["spec", "jobTemplate", "spec", "template"],
+            Self::ControllerRevision => &["data", "spec", "template"],
         }
     }
 }

@@ -565,16 +565,44 @@ async fn controller_revisions_are_judged_as_the_template_they_put_in_pods() {
     )
     .await;
     assert!(message(&s).contains("must be whole"), "{s}");
+    // Anything in `data` beside the template (a directive, or a `Spec` the StatefulSet
+    // controller's case-insensitive decoder would read into the workload's `spec`).
     let mut elsewhere = revision(whole(good_spec()));
     elsewhere["data"]["spec"]["$retainKeys"] = json!(["template"]);
-    let s = refused(
-        &env,
-        json_req("POST", revisions, "application/json", &elsewhere),
-        422,
-        "Invalid",
-    )
-    .await;
-    assert!(message(&s).contains("data.spec.$retainKeys"), "{s}");
+    let mut cased = revision(whole(good_spec()));
+    cased["data"]["Spec"] = json!({"template": {"spec": {"hostPID": true}}});
+    for body in [elsewhere, cased] {
+        let s = refused(
+            &env,
+            json_req("POST", revisions, "application/json", &body),
+            422,
+            "Invalid",
+        )
+        .await;
+        assert!(message(&s).contains(r#"data must be {"spec""#), "{s}");
+    }
+    // A field in another case (Go's folding: `ſ` is an `s`) inside the whole template.
+    for key in ["HostPID", "ho\u{17F}tPID"] {
+        let mut spec = good_spec();
+        spec[key] = json!(true);
+        let s = refused(
+            &env,
+            json_req(
+                "POST",
+                revisions,
+                "application/json",
+                &revision(whole(spec)),
+            ),
+            422,
+            "Invalid",
+        )
+        .await;
+        assert!(message(&s).contains("differs only in case"), "{key}: {s}");
+        assert!(
+            message(&s).contains("data.spec.template.spec."),
+            "{key}: {s}"
+        );
+    }
     env.sandbox.sandbox.clear_recorded();
     let resp = send_as(
         &env,

@@ -57,9 +57,32 @@ const PSS_NAMES: &[&str] = &[
     "preStop",
 ];
 
-/// The PSS field name `k` differs from only in case, if any. Keys are lowered into a stack
-/// buffer once and looked up in a sorted table: this runs for every key of every judged body.
+/// The PSS field name `k` differs from only in case, if any — case as Go's `EqualFold` reads it
+/// (what a case-insensitive decoder such as `encoding/json` matches names with), where `ſ`
+/// (U+017F) folds to `s` and the Kelvin sign (U+212A) to `k`.
 fn case_variant_of(k: &str) -> Option<&'static str> {
+    if k.is_ascii() {
+        return ascii_variant_of(k).filter(|real| *real != k);
+    }
+    // The only non-ASCII characters that fold to ASCII letters.
+    let folded: String = k
+        .chars()
+        .map(|c| match c {
+            '\u{17F}' => 's',
+            '\u{212A}' => 'k',
+            c => c,
+        })
+        .collect();
+    if folded.is_ascii() {
+        ascii_variant_of(&folded)
+    } else {
+        None
+    }
+}
+
+/// The PSS field name an ASCII `k` names in any case. Keys are lowered into a stack buffer once
+/// and looked up in a sorted table: this runs for every key of every judged body.
+fn ascii_variant_of(k: &str) -> Option<&'static str> {
     const MAX: usize = 26;
     let bytes = k.as_bytes();
     let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else {
@@ -83,8 +106,7 @@ fn case_variant_of(k: &str) -> Option<&'static str> {
     let i = LOWER_NAMES
         .binary_search_by(|(l, _)| l.as_bytes().cmp(lower))
         .ok()?;
-    let real = LOWER_NAMES[i].1;
-    (real != k).then_some(real)
+    Some(LOWER_NAMES[i].1)
 }
 
 const fn bloom_slot(len: usize, first: u8, last: u8) -> usize {
@@ -177,8 +199,18 @@ fn string_map_selector(key: &str, v: &Value) -> bool {
 
 /// A cause for every key of `obj` that differs only in case from a field Pod Security reads.
 pub(super) fn case_variant_causes(obj: &Value, causes: &mut Vec<StatusCause>) {
-    let mut at = Vec::new();
-    case_variants(obj, &mut at, causes);
+    case_variant_causes_under(obj, &[], causes);
+}
+
+/// [`case_variant_causes`] for `v`, found at `prefix` in the object (named so in the causes):
+/// for a subtree the walk from the root does not enter, such as a ControllerRevision's `data`.
+pub(super) fn case_variant_causes_under<'a>(
+    v: &'a Value,
+    prefix: &[&'a str],
+    causes: &mut Vec<StatusCause>,
+) {
+    let mut at: Vec<PathSeg<'a>> = prefix.iter().map(|k| PathSeg::Key(k)).collect();
+    case_variants(v, &mut at, causes);
 }
 
 fn case_variants<'a>(v: &'a Value, at: &mut Vec<PathSeg<'a>>, causes: &mut Vec<StatusCause>) {
@@ -258,6 +290,12 @@ mod tests {
         assert_eq!(case_variant_of("HOSTPID"), Some("hostPID"));
         assert_eq!(case_variant_of("hostPID"), None);
         assert_eq!(case_variant_of("image"), None);
+        // Go's EqualFold: `ſ` is an `s`, the Kelvin sign a `k`.
+        assert_eq!(case_variant_of("ho\u{17F}tPID"), Some("hostPID"));
+        assert_eq!(case_variant_of("\u{212A}"), None);
+        assert_eq!(case_variant_of("ja\u{17F}"), None);
+        assert_eq!(case_variant_of("\u{17F}pec"), Some("spec"));
+        assert_eq!(case_variant_of("ta\u{212A}e"), None);
         assert_eq!(case_variant_of(""), None);
     }
 

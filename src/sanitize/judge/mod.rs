@@ -45,7 +45,7 @@ mod reapply;
 mod tests;
 pub(crate) use reapply::applied_entries;
 
-use case::case_variant_causes;
+use case::{case_variant_causes, case_variant_causes_under};
 use patch::{add_precondition, apply_patch, strip_json_patch};
 
 use std::borrow::Cow;
@@ -625,6 +625,14 @@ fn pod_security(
     // decoders; it can only be an attempt to confuse a reader, so it is refused.
     for obj in judged {
         case_variant_causes(obj, causes);
+        // A ControllerRevision's template sits under `data`, which the walk takes for a
+        // free-form map (a ConfigMap's): walked here, where the StatefulSet controller reads it
+        // with a case-insensitive decoder (see `revision_unjudgeable`).
+        if pod_kind(info) == Some(PodBearing::ControllerRevision) {
+            if let Some(t) = obj.pointer("/data/spec/template") {
+                case_variant_causes_under(t, &["data", "spec", "template"], causes);
+            }
+        }
     }
     let mut enforced = None;
     // Fields an earlier policy of the mode already reported.
@@ -671,51 +679,65 @@ fn pod_security(
 /// (`data.spec.template` with `"$patch": "replace"`, as the controllers write their own) makes
 /// pods from exactly the template judged; a partial one merges with the workload's (a
 /// `runAsNonRoot: null` in it removes the workload's), and any other directive in `data` acts
-/// on what was not judged. `None` when `data` holds no template and no directive.
+/// on what was not judged. And `data` must be exactly `{"spec": {"template": …}}`: the
+/// StatefulSet controller decodes the merged workload with Go's case-insensitive
+/// `encoding/json`, so a `Spec` beside the workload's `spec` would be read into it. `None`
+/// when `data` is absent or null, or is such a whole template.
 fn revision_unjudgeable(revision: &Value) -> Option<StatusCause> {
-    let data = revision.get("data")?;
-    let template = data.pointer("/spec/template").filter(|t| !t.is_null());
-    let whole = template.is_none_or(|t| t.get("$patch").and_then(Value::as_str) == Some("replace"));
-    // Every `$` key in `data` but the template's own `$patch`.
-    let mut stack = vec![("data".to_owned(), data)];
-    let mut directive = None;
-    while let Some((at, v)) = stack.pop() {
+    let cause = |field: &str, message: &str| {
+        Some(StatusCause {
+            reason: "FieldValueForbidden".into(),
+            message: format!("Forbidden: {message}"),
+            field: field.to_owned(),
+        })
+    };
+    let data = revision.get("data").filter(|d| !d.is_null())?;
+    let only = |v: &Value, key: &str| {
+        v.as_object()
+            .is_some_and(|m| m.len() == 1 && m.contains_key(key))
+    };
+    let template = match data.get("spec") {
+        Some(spec) if only(data, "spec") && only(spec, "template") => spec.get("template"),
+        _ => None,
+    };
+    let Some(template) = template.and_then(Value::as_object) else {
+        return cause(
+            "data",
+            "a ControllerRevision's data must be {\"spec\": {\"template\": {…}}} to be judged as the template it puts in pods",
+        );
+    };
+    if template.get("$patch").and_then(Value::as_str) != Some("replace") {
+        return cause(
+            "data.spec.template",
+            "a ControllerRevision's template must be whole (\"$patch\": \"replace\", as the controllers write it) to be judged: a partial one merges with the workload's",
+        );
+    }
+    // Any other `$` key in the template: with `replace` the controller takes the map as sent,
+    // a directive in it data it would store, never apply — nothing to judge as applied. A walk
+    // of values only (no path built per node: keys may be long and lists long).
+    let mut stack: Vec<&Value> = template
+        .iter()
+        .filter(|(k, _)| k.as_str() != "$patch")
+        .map(|(_, v)| v)
+        .collect();
+    let mut directive = template.keys().any(|k| k.starts_with('$') && k != "$patch");
+    while let (false, Some(v)) = (directive, stack.pop()) {
         match v {
             Value::Object(m) => {
-                for (k, child) in m {
-                    let here = format!("{at}.{k}");
-                    if k.starts_with('$') && here != "data.spec.template.$patch" {
-                        directive = Some(here);
-                        break;
-                    }
-                    stack.push((here, child));
-                }
+                directive = m.keys().any(|k| k.starts_with('$'));
+                stack.extend(m.values());
             }
-            Value::Array(items) => {
-                stack.extend(items.iter().map(|x| (format!("{at}[]"), x)));
-            }
+            Value::Array(items) => stack.extend(items),
             _ => {}
         }
-        if directive.is_some() {
-            break;
-        }
     }
-    let (field, message) = match (whole, directive) {
-        (_, Some(at)) => (
-            at,
-            "Forbidden: a directive in a ControllerRevision's data acts on the workload's template, which portcullis cannot judge here",
-        ),
-        (false, None) => (
-            "data.spec.template".to_owned(),
-            "Forbidden: a ControllerRevision's template must be whole (\"$patch\": \"replace\", as the controllers write it) to be judged: a partial one merges with the workload's",
-        ),
-        (true, None) => return None,
-    };
-    Some(StatusCause {
-        reason: "FieldValueForbidden".into(),
-        message: message.into(),
-        field,
-    })
+    if directive {
+        return cause(
+            "data.spec.template",
+            "a directive inside a ControllerRevision's whole template is stored by the controller as data, not applied: portcullis cannot judge it",
+        );
+    }
+    None
 }
 
 /// The refusal of a write with causes: Pod Security's 403 when an enforced level was

@@ -323,6 +323,29 @@ fn client_version(op: &Value) -> Option<Option<String>> {
 mod tests {
     use super::*;
 
+    /// What each operation shifts: everything from the index on for an insert or a removal in
+    /// a list, nothing at its end (`-`) or in a map; a `move` counts both ends.
+    #[test]
+    fn shifted_counts_the_list_elements_an_operation_moves() {
+        let doc = json!({"l": (0..1000).collect::<Vec<_>>(), "m": {"a": 1}});
+        let op = |v: Value| serde_json::from_value::<json_patch::PatchOperation>(v).unwrap();
+        for (o, want) in [
+            (json!({"op": "add", "path": "/l/0", "value": 1}), 1000),
+            (json!({"op": "add", "path": "/l/990", "value": 1}), 10),
+            (json!({"op": "add", "path": "/l/-", "value": 1}), 0),
+            (json!({"op": "remove", "path": "/l/1"}), 999),
+            (json!({"op": "copy", "from": "/m", "path": "/l/500"}), 500),
+            (
+                json!({"op": "move", "from": "/l/0", "path": "/l/999"}),
+                1001,
+            ),
+            (json!({"op": "add", "path": "/m/b", "value": 1}), 0),
+            (json!({"op": "replace", "path": "/l/0", "value": 1}), 0),
+        ] {
+            assert_eq!(shifted(&doc, &op(o.clone())), want, "{o}");
+        }
+    }
+
     /// A `copy` or `move` writing above a stripped field carries no value to strip — its
     /// subtree comes from elsewhere and may hold the field — so it is dropped like a write at
     /// the field; `add` above keeps its op with the field stripped from its value.

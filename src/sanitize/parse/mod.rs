@@ -214,33 +214,42 @@ pub fn canonical_bytes(value: &Value) -> Vec<u8> {
     escape_yaml_breaks(out)
 }
 
-/// NEL (U+0085), LS (U+2028) and PS (U+2029) as `\uXXXX` escapes. serde_json writes them raw,
-/// which is valid JSON; but an apply patch goes upstream as `application/apply-patch+yaml`,
-/// and the API server's YAML 1.1 reader (go-yaml v2's `is_break`) takes them for line breaks
-/// inside a quoted string too — a NEL folds to a space, blanks beside any of the three are
-/// dropped — so it would store a string other than the one judged.
-/// Escaped, every reader gets the same string. JSON's structure is ASCII, so these byte
-/// sequences (each opening with a lead byte, never a continuation byte) occur only inside
-/// strings, where the escape means the same character.
+/// Characters YAML 1.1 reads otherwise than JSON, as `\uXXXX` escapes. serde_json writes them
+/// raw, which is valid JSON; but an apply patch goes upstream as `application/apply-patch+yaml`,
+/// and the API server's YAML 1.1 reader (go-yaml v2) takes NEL (U+0085), LS (U+2028) and PS
+/// (U+2029) for line breaks inside a quoted string too (`is_break`: a NEL folds to a space,
+/// blanks beside any of the three are dropped) — it would store a string other than the one
+/// judged — and refuses DEL, the other C1 controls (U+0080–U+009F) and U+FFFE / U+FFFF raw
+/// ("control characters are not allowed"), where the client had sent them escaped. Escaped,
+/// every reader gets the same string. JSON's structure is ASCII, so these bytes occur only
+/// inside strings (each sequence opens with a lead byte, never a continuation byte), where the
+/// escape means the same character.
 fn escape_yaml_breaks(out: Vec<u8>) -> Vec<u8> {
-    // The lead bytes 0xC2 and 0xE2 open many other characters too: only a hint to look.
-    if !out.iter().any(|&b| b == 0xC2 || b == 0xE2) {
+    // 0xC2, 0xE2 and 0xEF open many other characters too: only a hint to look.
+    if !out.iter().any(|&b| matches!(b, 0x7F | 0xC2 | 0xE2 | 0xEF)) {
         return out;
     }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut esc = Vec::with_capacity(out.len() + 16);
     let mut rest = out.as_slice();
     while let Some((&b, tail)) = rest.split_first() {
-        let (text, skip): (&[u8], usize) = match rest {
-            [0xC2, 0x85, ..] => (b"\\u0085", 2),
-            [0xE2, 0x80, 0xA8, ..] => (b"\\u2028", 3),
-            [0xE2, 0x80, 0xA9, ..] => (b"\\u2029", 3),
+        let (code, skip): (u32, usize) = match rest {
+            [0x7F, ..] => (0x7F, 1),
+            [0xC2, c @ 0x80..=0x9F, ..] => (u32::from(*c), 2),
+            [0xE2, 0x80, 0xA8, ..] => (0x2028, 3),
+            [0xE2, 0x80, 0xA9, ..] => (0x2029, 3),
+            [0xEF, 0xBF, 0xBE, ..] => (0xFFFE, 3),
+            [0xEF, 0xBF, 0xBF, ..] => (0xFFFF, 3),
             _ => {
                 esc.push(b);
                 rest = tail;
                 continue;
             }
         };
-        esc.extend_from_slice(text);
+        esc.extend_from_slice(b"\\u");
+        for shift in [12, 8, 4, 0] {
+            esc.push(HEX[((code >> shift) & 0xF) as usize]);
+        }
         rest = rest.get(skip..).unwrap_or_default();
     }
     esc

@@ -3,7 +3,8 @@
 //! the judge reads, through the shared `portcullis-proto` crate (kube-rs' `k8s-pb` types).
 //!
 //! Accepts the `k8s\0` envelope around a `runtime.Unknown`. [`open`] reads only the envelope;
-//! [`decode`] converts the object, for every pod-bearing kind and ConfigMap, Secret, Service,
+//! [`decode`] converts the object, for every pod-bearing kind (but ControllerRevision: 415,
+//! its `data` a `RawExtension` of JSON not converted) and ConfigMap, Secret, Service,
 //! Namespace, ServiceAccount, and then applies the same caps as the JSON parser ([`Limits`]:
 //! nesting depth, string length). Decoding follows Go's protobuf rules (a singular scalar sent
 //! twice: the last wins; an embedded message sent twice: merged), so the value judged is the

@@ -430,16 +430,17 @@ fn canonical_bytes_round_trip() {
     assert_eq!(canonical_bytes(&v), br#"{"a":{"c":3,"d":2},"b":1}"#);
 }
 
-/// The characters YAML 1.1 reads as line breaks go upstream escaped (an apply patch is sent as
-/// YAML): the same string to every reader. Other characters, the same lead bytes included
-/// (`€` opens with 0xE2, `¥` with 0xC2), stay as they are.
+/// The characters YAML 1.1 reads as line breaks, or refuses raw (DEL, C1 controls, U+FFFE /
+/// U+FFFF), go upstream escaped (an apply patch is sent as YAML): the same string to every
+/// reader. Other characters, the same lead bytes included (`€` opens with 0xE2, `¥` and
+/// U+00A0 with 0xC2, U+FFFD with 0xEF), stay as they are.
 #[test]
 fn yaml_line_breaks_are_escaped_in_the_canonical_form() {
-    let v = serde_json::json!({"a": "x\u{2028}y\u{85}z\u{2029} €¥", "k\u{2028}": 1});
+    let v = serde_json::json!({"a": "x\u{2028}y\u{85}z\u{2029} €¥\u{7f}\u{80}\u{9f}\u{a0}\u{fffe}\u{ffff}\u{fffd}", "k\u{2028}": 1});
     let bytes = canonical_bytes(&v);
     assert_eq!(
         std::str::from_utf8(&bytes).unwrap(),
-        r#"{"a":"x\u2028y\u0085z\u2029 €¥","k\u2028":1}"#
+        "{\"a\":\"x\\u2028y\\u0085z\\u2029 €¥\\u007f\\u0080\\u009f\u{a0}\\ufffe\\uffff\u{fffd}\",\"k\\u2028\":1}"
     );
     assert_eq!(parse_json(&bytes, &lim()).unwrap(), v);
     assert_eq!(canonical_bytes(&parse_json(&bytes, &lim()).unwrap()), bytes);

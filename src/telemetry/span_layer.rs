@@ -192,11 +192,17 @@ where
             tracing: t.clone(),
         }));
         let fut = self.inner.call(req);
+        // The request span ends last: the tracer (and its exporter) must outlive it. After a
+        // reload replaced the tracer, this is what keeps it until its last request's spans
+        // have ended (the extension above goes when the request's parts are dropped, before
+        // the layers' spans end).
+        let tracer = t.clone();
         Box::pin(
             async move {
                 let resp = fut.await?;
                 record_outcome(&cx.span(), &resp);
                 cx.span().end();
+                drop(tracer);
                 Ok(resp)
             }
             .instrument(log),

@@ -46,8 +46,11 @@
 //!   field selector, we reproduce the field-selector grammar and the integer fields
 //!   (`timeoutSeconds`, `limit`) exactly, but do not validate the label-selector grammar. A
 //!   malformed `labelSelector` makes the apiserver ignore the field selector's name; we would still
-//!   fill [`RequestInfo::name`]. That only narrows what we authorise; the apiserver then rejects
-//!   the malformed selector itself.
+//!   fill [`RequestInfo::name`] — so a grant limited to that name by `resource_names` allows here
+//!   what the apiserver's authorizer would judge as a list of everything. Nothing is listed for
+//!   it: the list handler decodes the same `ListOptions` again and answers 400 before any read
+//!   (true of every backend built on `k8s.io/apiserver`), and upstream RBAC judges the
+//!   impersonated caller without the name first.
 //!
 //! Parts: `path.rs` validates and decodes the path, `query.rs` parses the query and the
 //! `ListOptions` fields; this file resolves them into a [`RequestInfo`].
@@ -221,6 +224,15 @@ impl<'a> Query<'a> {
 /// Classify one request exactly as kube-apiserver's `RequestInfoFactory` would (with
 /// `APIPrefixes = {api, apis}`, `GrouplessAPIPrefixes = {api}`), after refusing ambiguous paths.
 pub fn classify(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<RequestInfo, PathError> {
+    // An HTTP/2 `:path` of only a query (`?watch=1`) is a `PathAndQuery` the `http` crate
+    // accepts, and `Uri::path` stands `/` in for its missing path: classified as `/` while
+    // `?watch=1` would be forwarded. What is forwarded is what is judged, so it is refused.
+    if uri
+        .path_and_query()
+        .is_some_and(|p| !p.as_str().starts_with('/'))
+    {
+        return Err(PathError::NotAbsolute);
+    }
     let (path, segments) = decode_path(uri.path())?;
     let query = parse_query(uri.query())?;
     let connection_upgrade = connection_has_upgrade(headers);

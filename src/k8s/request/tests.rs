@@ -490,6 +490,27 @@ fn raw_path_rejects() {
     }
 }
 
+/// A path-and-query that is only a query (an HTTP/2 `:path` of `?watch=1`, which the `http`
+/// crate accepts; `#x` leaves the path empty and was refused already) is refused: `Uri::path` would stand `/` in for it and classify a request that
+/// is not the one forwarded.
+#[test]
+fn a_query_without_a_path_is_refused() {
+    for pq in ["?watch=1", "?"] {
+        let uri = Uri::from_parts({
+            let mut p = http::uri::Parts::default();
+            p.path_and_query = Some(pq.parse().unwrap());
+            p
+        })
+        .unwrap();
+        assert_eq!(uri.path(), "/", "{pq}");
+        assert_eq!(
+            classify(&Method::GET, &uri, &HeaderMap::new()).map(|_| ()),
+            Err(E::NotAbsolute),
+            "{pq}"
+        );
+    }
+}
+
 #[test]
 fn display_messages() {
     assert_eq!(

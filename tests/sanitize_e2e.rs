@@ -540,31 +540,28 @@ async fn controller_revisions_are_judged_as_the_template_they_put_in_pods() {
             "data": {"spec": {"template": template}}})
     };
     let whole = |spec: Value| json!({"$patch": "replace", "metadata": {"labels": {"app": "web"}}, "spec": spec});
+    // POST `body`: refused with `code` / `reason` (nothing upstream); the refusal's message.
+    let post = |body: Value, code: u16, reason: &'static str| {
+        let env = &env;
+        async move {
+            let s = refused(
+                env,
+                json_req("POST", revisions, "application/json", &body),
+                code,
+                reason,
+            )
+            .await;
+            message(&s).to_owned()
+        }
+    };
     let mut privileged = good_spec();
     privileged["hostPID"] = json!(true);
-    let s = refused(
-        &env,
-        json_req(
-            "POST",
-            revisions,
-            "application/json",
-            &revision(whole(privileged)),
-        ),
-        403,
-        "Forbidden",
-    )
-    .await;
-    assert!(message(&s).contains("violates PodSecurity"), "{s}");
-    assert!(message(&s).contains("hostPID"), "{s}");
+    let s = post(revision(whole(privileged)), 403, "Forbidden").await;
+    assert!(s.contains("violates PodSecurity"), "{s}");
+    assert!(s.contains("hostPID"), "{s}");
     let partial = json!({"spec": {"securityContext": {"runAsNonRoot": null}}});
-    let s = refused(
-        &env,
-        json_req("POST", revisions, "application/json", &revision(partial)),
-        422,
-        "Invalid",
-    )
-    .await;
-    assert!(message(&s).contains("must be whole"), "{s}");
+    let s = post(revision(partial), 422, "Invalid").await;
+    assert!(s.contains("must be whole"), "{s}");
     // Anything in `data` beside the template (a directive, or a `Spec` the StatefulSet
     // controller's case-insensitive decoder would read into the workload's `spec`).
     let mut elsewhere = revision(whole(good_spec()));
@@ -572,36 +569,16 @@ async fn controller_revisions_are_judged_as_the_template_they_put_in_pods() {
     let mut cased = revision(whole(good_spec()));
     cased["data"]["Spec"] = json!({"template": {"spec": {"hostPID": true}}});
     for body in [elsewhere, cased] {
-        let s = refused(
-            &env,
-            json_req("POST", revisions, "application/json", &body),
-            422,
-            "Invalid",
-        )
-        .await;
-        assert!(message(&s).contains(r#"data must be {"spec""#), "{s}");
+        let s = post(body, 422, "Invalid").await;
+        assert!(s.contains(r#"data must be {"spec""#), "{s}");
     }
     // A field in another case (Go's folding: `ſ` is an `s`) inside the whole template.
     for key in ["HostPID", "ho\u{17F}tPID"] {
         let mut spec = good_spec();
         spec[key] = json!(true);
-        let s = refused(
-            &env,
-            json_req(
-                "POST",
-                revisions,
-                "application/json",
-                &revision(whole(spec)),
-            ),
-            422,
-            "Invalid",
-        )
-        .await;
-        assert!(message(&s).contains("differs only in case"), "{key}: {s}");
-        assert!(
-            message(&s).contains("data.spec.template.spec."),
-            "{key}: {s}"
-        );
+        let s = post(revision(whole(spec)), 422, "Invalid").await;
+        assert!(s.contains("differs only in case"), "{key}: {s}");
+        assert!(s.contains("data.spec.template.spec."), "{key}: {s}");
     }
     env.sandbox.sandbox.clear_recorded();
     let resp = send_as(

@@ -38,6 +38,22 @@ fn all(level: Level, version: Version) -> Modes {
 
 /// team-a: `baseline` at `latest`; the contractors tenant: `restricted` pinned to v1.18 (the
 /// review's example).
+/// `restricted:latest` enforced in team-a and nothing else (`user_namespaces` off).
+fn restricted_team_a() -> Sanitizer {
+    Sanitizer {
+        pod_security: Some(PodSecurity {
+            defaults: Modes::default(),
+            namespaces: [(
+                "team-a".to_string(),
+                all(Level::Restricted, Version::Latest),
+            )]
+            .into(),
+            tenants: Default::default(),
+        }),
+        ..Sanitizer::default()
+    }
+}
+
 fn sanitizer() -> Sanitizer {
     Sanitizer {
         pod_security: Some(PodSecurity {
@@ -237,18 +253,7 @@ fn warn_and_audit_report_either_policy() {
 /// stored object is fetched for such an update; a new object's `hostUsers` stays untrusted.
 #[test]
 fn an_update_keeps_trusting_host_users_the_stored_object_already_has() {
-    let s = Sanitizer {
-        pod_security: Some(PodSecurity {
-            defaults: Modes::default(),
-            namespaces: [(
-                "team-a".to_string(),
-                all(Level::Restricted, Version::Latest),
-            )]
-            .into(),
-            tenants: Default::default(),
-        }),
-        ..Sanitizer::default()
-    };
+    let s = restricted_team_a();
     let root_in_userns = |image: &str| {
         json!({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
@@ -308,18 +313,7 @@ fn an_update_keeps_trusting_host_users_the_stored_object_already_has() {
 /// object is not even fetched for it.
 #[test]
 fn a_workload_template_is_not_trusted_by_its_stored_host_users() {
-    let s = Sanitizer {
-        pod_security: Some(PodSecurity {
-            defaults: Modes::default(),
-            namespaces: [(
-                "team-a".to_string(),
-                all(Level::Restricted, Version::Latest),
-            )]
-            .into(),
-            tenants: Default::default(),
-        }),
-        ..Sanitizer::default()
-    };
+    let s = restricted_team_a();
     let deployment = |image: &str| {
         json!({
             "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},

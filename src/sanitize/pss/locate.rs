@@ -24,10 +24,12 @@ pub enum PodBearing {
     /// `batch/cronjobs`: `spec.jobTemplate.spec.template.spec`.
     CronJob,
     /// `apps/controllerrevisions`: `data.spec.template.spec`. Not pod-bearing to the API
-    /// server's PodSecurity, but a StatefulSet's or DaemonSet's controller makes pods from the
-    /// revision its status names — `data` strategic-merged onto the workload, the controller's
-    /// own revisions holding the whole template with `$patch: replace` — straight at the API
-    /// server: a revision written through the proxy is judged as the template it puts in pods.
+    /// server's PodSecurity, but a StatefulSet's controller makes pods from the revision its
+    /// status names — `data` strategic-merged onto the workload, the controller's own revisions
+    /// holding the whole template with `$patch: replace` — straight at the API server: a
+    /// revision written through the proxy is judged as the template it puts in pods. (A
+    /// DaemonSet's controller makes pods from the DaemonSet's own template; its revisions
+    /// serve `kubectl rollout undo`, which patches the DaemonSet — judged as such.)
     ControllerRevision,
 }
 

@@ -54,6 +54,16 @@ fn restricted_team_a() -> Sanitizer {
     }
 }
 
+/// A restricted pod spec but for running as root in a user namespace (`hostUsers: false`).
+fn root_in_userns_spec(image: &str) -> Value {
+    json!({
+        "hostUsers": false,
+        "securityContext": {"runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{"name": "c", "image": image, "securityContext": {
+            "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]
+    })
+}
+
 fn sanitizer() -> Sanitizer {
     Sanitizer {
         pod_security: Some(PodSecurity {
@@ -255,15 +265,8 @@ fn warn_and_audit_report_either_policy() {
 fn an_update_keeps_trusting_host_users_the_stored_object_already_has() {
     let s = restricted_team_a();
     let root_in_userns = |image: &str| {
-        json!({
-            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
-            "spec": {
-                "hostUsers": false,
-                "securityContext": {"runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}},
-                "containers": [{"name": "c", "image": image, "securityContext": {
-                    "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]
-            }
-        })
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": root_in_userns_spec(image)})
     };
     let put = classify(
         &http::Method::PUT,
@@ -319,12 +322,7 @@ fn a_workload_template_is_not_trusted_by_its_stored_host_users() {
             "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
             "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": {
                 "metadata": {"labels": {"app": "d"}},
-                "spec": {
-                    "hostUsers": false,
-                    "securityContext": {"runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [{"name": "c", "image": image, "securityContext": {
-                        "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]
-                }}}
+                "spec": root_in_userns_spec(image)}}
         })
     };
     let put = classify(

@@ -173,7 +173,9 @@ const LOWER_NAMES: &[(&str, &str)] = &[
     ("windowsoptions", "windowsOptions"),
 ];
 
-/// Maps whose keys are data, not field names.
+/// Maps whose keys are data, not field names. (Not `data`: no pod-bearing kind has a map of
+/// that name, and a ControllerRevision's `data` holds the template its StatefulSet's pods are
+/// made from — read by the controller with a case-insensitive decoder, so walked.)
 const FREE_FORM: &[&str] = &[
     "labels",
     "annotations",
@@ -184,7 +186,6 @@ const FREE_FORM: &[&str] = &[
     "volumeAttributes",
     "options",
     "matchLabels",
-    "data",
     "stringData",
     "binaryData",
 ];
@@ -199,18 +200,8 @@ fn string_map_selector(key: &str, v: &Value) -> bool {
 
 /// A cause for every key of `obj` that differs only in case from a field Pod Security reads.
 pub(super) fn case_variant_causes(obj: &Value, causes: &mut Vec<StatusCause>) {
-    case_variant_causes_under(obj, &[], causes);
-}
-
-/// [`case_variant_causes`] for `v`, found at `prefix` in the object (named so in the causes):
-/// for a subtree the walk from the root does not enter, such as a ControllerRevision's `data`.
-pub(super) fn case_variant_causes_under<'a>(
-    v: &'a Value,
-    prefix: &[&'a str],
-    causes: &mut Vec<StatusCause>,
-) {
-    let mut at: Vec<PathSeg<'a>> = prefix.iter().map(|k| PathSeg::Key(k)).collect();
-    case_variants(v, &mut at, causes);
+    let mut at = Vec::new();
+    case_variants(obj, &mut at, causes);
 }
 
 fn case_variants<'a>(v: &'a Value, at: &mut Vec<PathSeg<'a>>, causes: &mut Vec<StatusCause>) {

@@ -45,7 +45,7 @@ mod reapply;
 mod tests;
 pub(crate) use reapply::applied_entries;
 
-use case::{case_variant_causes, case_variant_causes_under};
+use case::case_variant_causes;
 use patch::{add_precondition, apply_patch, strip_json_patch};
 
 use std::borrow::Cow;
@@ -625,14 +625,6 @@ fn pod_security(
     // decoders; it can only be an attempt to confuse a reader, so it is refused.
     for obj in judged {
         case_variant_causes(obj, causes);
-        // A ControllerRevision's template sits under `data`, which the walk takes for a
-        // free-form map (a ConfigMap's): walked here, where the StatefulSet controller reads it
-        // with a case-insensitive decoder (see `revision_unjudgeable`).
-        if pod_kind(info) == Some(PodBearing::ControllerRevision) {
-            if let Some(t) = obj.pointer("/data/spec/template") {
-                case_variant_causes_under(t, &["data", "spec", "template"], causes);
-            }
-        }
     }
     let mut enforced = None;
     // Fields an earlier policy of the mode already reported.

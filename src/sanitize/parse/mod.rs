@@ -220,7 +220,8 @@ pub fn canonical_bytes(value: &Value) -> Vec<u8> {
 /// (U+2029) for line breaks inside a quoted string too (`is_break`: a NEL folds to a space,
 /// blanks beside any of the three are dropped) — it would store a string other than the one
 /// judged — and refuses DEL, the other C1 controls (U+0080–U+009F) and U+FFFE / U+FFFF raw
-/// ("control characters are not allowed"), where the client had sent them escaped. Escaped,
+/// ("control characters are not allowed"), where the client had sent them escaped. (Both read
+/// in go-yaml v2's scanner and reader, not run against an API server.) Escaped,
 /// every reader gets the same string. JSON's structure is ASCII, so these bytes occur only
 /// inside strings (each sequence opens with a lead byte, never a continuation byte), where the
 /// escape means the same character.

@@ -779,3 +779,45 @@ async fn a_client_writing_after_the_proxy_closes_is_not_reset() {
         .expect("the proxy reset a connection it had closed");
     env.stop().await;
 }
+
+/// An HTTP/2 `:path` that is only a query (`?watch=1`, which the `http` crate accepts) is
+/// refused with 400 before anything judges it — it used to be classified as `/` while the query
+/// was forwarded — and the upstream sees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_path_that_is_only_a_query_is_refused() {
+    let env = Env::start().await;
+    env.sandbox.sandbox.clear_recorded();
+    let tls = common::tls_connect(env.proxy_addr, &env.ca, Some(&env.admin_cert), &[b"h2"]).await;
+    let (h2c, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    let mut h2c = h2c.ready().await.unwrap();
+    let uri = http::Uri::from_parts({
+        let mut p = http::uri::Parts::default();
+        p.scheme = Some(http::uri::Scheme::HTTPS);
+        p.authority = Some("localhost".parse().unwrap());
+        p.path_and_query = Some("?watch=1".parse().unwrap());
+        p
+    })
+    .unwrap();
+    let (resp, _) = h2c
+        .send_request(Request::get(uri).body(()).unwrap(), true)
+        .unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let mut body = resp.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        bytes.extend_from_slice(&chunk.unwrap());
+    }
+    let s: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(s["reason"], "BadRequest", "{s}");
+    assert!(
+        s["message"]
+            .as_str()
+            .unwrap()
+            .contains("must start with '/'"),
+        "{s}"
+    );
+    assert_eq!(upstream_requests(&env), 0, "the upstream saw the request");
+    env.stop().await;
+}

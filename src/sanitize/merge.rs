@@ -403,8 +403,8 @@ fn merge_list(
 
 /// A hashable stand-in for a value, equal for two values exactly when they are equal as
 /// `Value`s — for scalars (what primitive lists and merge keys hold): their JSON text, with the
-/// one float text pair `Value` calls equal (`-0.0`, `0.0`) made one. Containers get their text,
-/// which can tell equal maps apart by key order; no caller compares them.
+/// one float text pair `Value` calls equal (`-0.0`, `0.0`) made one. A container gets its text
+/// (maps in key order), which tells equal ones apart only by a `-0.0` inside.
 fn scalar_key(v: &Value) -> String {
     match v {
         Value::Number(n) if n.as_f64() == Some(0.0) && n.is_f64() => "0.0".to_owned(),

@@ -81,6 +81,9 @@ const AGGREGATOR: u8 = 5;
 /// Requests under a `/proxy/` path get a 400 with more header fields than the proxy reads (a
 /// backend's answer the API server writes through as it is).
 const HEADERS: u8 = 6;
+/// The watch cache's answer to a `resourceVersion` newer than it has seen: a 504 Status with
+/// `retryAfterSeconds: 1` and `Retry-After: 1` (`NewTooLargeResourceVersionError`).
+const TOO_LARGE_RV: u8 = 7;
 
 /// A fake API server (HTTP/1.1 over TLS, keep-alive) answering every request with the status
 /// in `mode` (or hanging / resetting / answering after 1 s / cutting the body after its first
@@ -94,11 +97,17 @@ struct Fake {
 
 impl Fake {
     async fn start(ca: &portcullis_sandbox::pki::Ca) -> Fake {
+        Self::start_speaking(ca, false).await
+    }
+
+    /// The same fake speaking HTTP/2 (`h2` by ALPN) if `h2`.
+    async fn start_speaking(ca: &portcullis_sandbox::pki::Ca, h2: bool) -> Fake {
         let mode = Arc::new(AtomicU8::new(OK));
         let status = Arc::new(std::sync::Mutex::new(200u16));
         let requests = Arc::new(AtomicUsize::new(0));
         let (m, s, n) = (mode.clone(), status.clone(), requests.clone());
-        let addr = common::fake_upstream(ca, move |tls| {
+        let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
+        let addr = common::fake_upstream_alpn(ca, alpn, move |tls| {
             let (m, s, n) = (m.clone(), s.clone(), n.clone());
             async move {
                 let svc = hyper::service::service_fn(move |req: http::Request<_>| {
@@ -139,6 +148,15 @@ impl Fake {
                             }
                             return Ok(resp);
                         }
+                        if m.load(Ordering::SeqCst) == TOO_LARGE_RV && req.uri().path() != "/readyz" {
+                            let mut resp = Response::new(Full::new(Bytes::from_static(
+                                br#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Timeout: Too large resource version: 99999999999, current: 1234","reason":"Timeout","details":{"causes":[{"reason":"ResourceVersionTooLarge","message":"Too large resource version"}],"retryAfterSeconds":1},"code":504}"#,
+                            )).map_err(|never| match never {}).boxed_unsync());
+                            *resp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+                            resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
+                            resp.headers_mut().insert("retry-after", "1".parse().unwrap());
+                            return Ok(resp);
+                        }
                         if m.load(Ordering::SeqCst) == AGGREGATOR && req.uri().path() != "/readyz" {
                             let code = *s.lock().unwrap();
                             let mut resp = Response::new(Full::new(Bytes::from_static(b"service unavailable\n")).map_err(|never| match never {}).boxed_unsync());
@@ -158,9 +176,15 @@ impl Fake {
                         Ok::<_, String>(resp)
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
+                if h2 {
+                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                }
             }
         })
         .await;
@@ -988,6 +1012,118 @@ async fn an_unavailable_aggregated_api_cannot_open_the_breaker() {
         resp.body()
     );
     env.stop().await;
+}
+
+/// A list asking for a `resourceVersion` newer than the API server's watch cache has seen is
+/// answered 504 with `Retry-After: 1` ("Too large resource version") by a healthy API server:
+/// any reader can ask for one, so it must not open the breaker — before, five such lists from
+/// one user made the proxy answer 503 to everyone and fail `/readyz`. Relayed unchanged. The
+/// API server's own request-timeout 504 (no `Retry-After`) still opens it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_too_large_resource_version_cannot_open_the_breaker() {
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let fake = Fake::start(&ca).await;
+    let env = Env::start_against(ca, sandbox, fake.addr, |c| {
+        upstream_keys(c, "  breaker: {consecutive_failures: 3, open_for: 30s}\n")
+    })
+    .await;
+    fake.mode.store(TOO_LARGE_RV, Ordering::SeqCst);
+    for _ in 0..5 {
+        let resp = get_ns(&env, "?resourceVersion=99999999999").await;
+        assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(resp.headers()["retry-after"], "1");
+        assert_eq!(
+            json(&resp)["details"]["causes"][0]["reason"],
+            "ResourceVersionTooLarge"
+        );
+    }
+    fake.mode.store(OK, Ordering::SeqCst);
+    fake.answer(200);
+    let resp = get_ns(&env, "").await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.body());
+    assert_eq!(
+        metric(&env, "portcullis_upstream_breaker_transitions_total").await,
+        None
+    );
+
+    // The API server's own 504 Status, without `Retry-After`, counts.
+    fake.answer(504);
+    for _ in 0..3 {
+        assert_eq!(get_ns(&env, "").await.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
+    let resp = get_ns(&env, "").await;
+    assert!(
+        json(&resp)["message"]
+            .as_str()
+            .unwrap()
+            .contains("circuit breaker open"),
+        "{:?}",
+        resp.body()
+    );
+    env.stop().await;
+}
+
+/// A raw HTTP/1.1 `GET` whose chunked body is broken at once (a chunk size that is not hex):
+/// the proxy streams such a body (nothing inspects a read's body), so the failure comes while
+/// it is forwarded. The status the client got (0: none, the connection closed).
+async fn broken_body_get(env: &Env) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = common::tls_connect(
+        env.proxy_addr,
+        &env.ca,
+        Some(&env.admin_cert),
+        &[b"http/1.1"],
+    )
+    .await;
+    let _ = s
+        .write_all(
+            b"GET /api/v1/namespaces/default/configmaps HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+        )
+        .await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// A client whose own request body breaks while it is forwarded (a malformed chunk, a
+/// connection lost mid-upload) makes the proxy reset the upstream stream (HTTP/2) or drop the
+/// request's connection (HTTP/1.1) before any answer. That is the client's failure: it gets a
+/// 400 (if its connection still takes one) and the breaker is not told — before, five such
+/// requests from any user opened every breaker (503 for everyone, `/readyz` failing). Over
+/// both upstream protocols, a fake API server answering after 1 s (the body fails first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_broken_request_body_cannot_open_the_breaker() {
+    let breaker = "  breaker: {consecutive_failures: 3, open_for: 30s}\n";
+    let mut envs = Vec::new();
+    for h2 in [true, false] {
+        let (ca, sandbox) = Env::ca_and_sandbox().await;
+        let fake = Fake::start_speaking(&ca, h2).await;
+        // Answered after 1 s: the body fails first, as it would for any slower answer.
+        fake.mode.store(SLOW, Ordering::SeqCst);
+        let env = Env::start_against(ca, sandbox, fake.addr, |c| upstream_keys(c, breaker)).await;
+        envs.push((env, fake, if h2 { "HTTP/2" } else { "HTTP/1.1" }));
+    }
+    for (env, fake, upstream) in &envs {
+        for _ in 0..5 {
+            let code = broken_body_get(env).await;
+            // Over HTTP/1.1 hyper's client still waits for the API server's answer (a read
+            // never needed the body), which then comes through.
+            let answered = *upstream == "HTTP/1.1" && code == 200;
+            assert!(code == 400 || code == 0 || answered, "{upstream}: {code}");
+        }
+        fake.mode.store(OK, Ordering::SeqCst);
+        let resp = get_ns(env, "").await;
+        assert_eq!(resp.status(), 200, "{upstream}: {:?}", resp.body());
+        assert_eq!(
+            metric(env, "portcullis_upstream_breaker_transitions_total").await,
+            None,
+            "{upstream}"
+        );
+    }
+    for (env, ..) in envs {
+        env.stop().await;
+    }
 }
 
 /// A 401 from the API server is about the proxy's own credentials (only they travel

@@ -257,8 +257,10 @@ async fn pipe(mut body: Body, mut tx: SendStream<Bytes>) {
                 return;
             }
             Some(Err(err)) => {
+                // CANCEL: the stream is no longer needed (RFC 9113 §7) — the client's body
+                // failed, nothing went wrong between the proxy and the API server.
                 tracing::debug!(%err, "request body failed; resetting the upstream stream");
-                tx.send_reset(Reason::INTERNAL_ERROR);
+                tx.send_reset(Reason::CANCEL);
                 return;
             }
             Some(Ok(frame)) => frame,

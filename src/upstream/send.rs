@@ -14,8 +14,10 @@
 //! transport does, when its whole body was in hand. The deadline covers all attempts; running out of it is a
 //! 504 and is not retried.
 //!
-//! The breaker learns: a response head with 502 / 503 / 504, a transport error or a timeout is
-//! a failure; a 429 (the API server's priority and fairness) is neutral and counted in
+//! The breaker learns: a response head with 502 / 503 / 504 (a 504 with `Retry-After` apart:
+//! the API server's answer to a `resourceVersion` it has not seen yet), a transport error or a
+//! timeout is a failure — a send that failed because the client's own body did is not
+//! (`client_body`: a 400 to the client); a 429 (the API server's priority and fairness) is neutral and counted in
 //! `portcullis_upstream_throttled_total`; any other answer (4xx included) is a success. The
 //! answer itself always goes to the client unchanged. What a client decides is not the API
 //! server's health ([`Judged`]): running out of a deadline the client's own `?timeout=` made
@@ -49,8 +51,10 @@ use super::{
 };
 use crate::{
     body::{self, Body},
-    refusal::{BreakerOpen, Refusal, UpstreamFailure},
+    refusal::{BodyRefusal, BreakerOpen, Refusal, UpstreamFailure},
 };
+
+mod client_body;
 
 /// Which outcomes of one request tell the breaker about the API server itself (see the
 /// module doc).
@@ -100,6 +104,12 @@ pub async fn send(
     judged: Judged,
 ) -> Result<Sent, Refusal> {
     let safe = is_safe(&parts, &body);
+    // A body that can still fail is watched: its failure is the client's, not the endpoint's.
+    let (body, body_failed) = if body.is_end_stream() {
+        (body, client_body::Failed::default())
+    } else {
+        client_body::watch(body)
+    };
     let watcher = parts.extensions.get::<super::Watcher>().cloned();
     let until = deadline.map(|d| Instant::now() + d);
     let mut body = Some(body);
@@ -213,6 +223,16 @@ pub async fn send(
                         .inc();
                 }
             }
+            Ok(Err(err)) if body_failed.happened() => {
+                // The client's body failed while it was sent (the stream was reset for it):
+                // neutral, not sent elsewhere, and the client's error — the API server does
+                // not act on a request whose body never ended.
+                tracing::debug!(endpoint = %ep.name, %err, "the client's request body failed while being forwarded");
+                report(&ep, permit, Outcome::Neutral);
+                return Err(Refusal::Body(BodyRefusal::Unreadable(
+                    "it failed while being forwarded".into(),
+                )));
+            }
             Ok(Err(err)) if judged.relays_backend && err.is_stream_level() => {
                 // A `proxy` request's stream reset, or an answer that could not be read (a
                 // header block over the limit): the backend's doing as much as the API
@@ -275,6 +295,16 @@ pub fn outcome_of(
         StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
             if judged.relays_backend || from_aggregator(path, headers) =>
         {
+            Outcome::Neutral
+        }
+        // A 504 with `Retry-After` is the API server judging the request, not failing: its
+        // watch cache answers a list or get asking for a `resourceVersion` newer than it has
+        // seen ("Too large resource version", `NewTooLargeResourceVersionError`: a 504 Status
+        // with `retryAfterSeconds: 1`, which `ErrorNegotiated` turns into the header) after
+        // 3 s — any reader can ask for one, and counted, five would open the breaker for
+        // everyone. Its own request timeout (the `WithTimeoutForNonLongRunningRequests`
+        // writer) encodes its 504 Status directly and sets no `Retry-After`: still counted.
+        StatusCode::GATEWAY_TIMEOUT if headers.contains_key(http::header::RETRY_AFTER) => {
             Outcome::Neutral
         }
         StatusCode::GATEWAY_TIMEOUT => judged.timeout(),

@@ -382,6 +382,17 @@ where
     F: Fn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    // These fakes speak HTTP/1.1 only, so they must not offer h2.
+    fake_upstream_alpn(ca, &[b"http/1.1"], on_conn).await
+}
+
+/// [`fake_upstream`] offering the ALPN protocols `alpn` (e.g. `h2` for a fake that serves
+/// HTTP/2).
+pub async fn fake_upstream_alpn<F, Fut>(ca: &Ca, alpn: &[&[u8]], on_conn: F) -> SocketAddr
+where
+    F: Fn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let server = ca.server_cert(&["localhost", "127.0.0.1"]).unwrap();
     let base = tls::server_config(
         vec![server.cert_der.clone()],
@@ -389,9 +400,8 @@ where
         tls::ClientAuth::None,
     )
     .unwrap();
-    // These fakes speak HTTP/1.1 only, so they must not offer h2.
     let mut cfg = (*base).clone();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let cfg = Arc::new(cfg);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -1,0 +1,104 @@
+//! A request body watched for the client's own failure while it is forwarded.
+//!
+//! A body that is not read whole before forwarding (any request the sanitize stage does not
+//! inspect: a `GET` with a body, a non-resource or `proxy` upload) streams from the client to
+//! the API server. When it fails — a malformed chunk, a connection lost mid-upload — the
+//! upstream stream is reset (HTTP/2) or its connection dropped (HTTP/1.1), and the send fails
+//! before any answer. That failure is the client's doing, not the API server's: counted, five
+//! such requests from any caller would open every breaker (503 for everyone, `/readyz`
+//! failing). [`Watched`] records it so the sender can tell ([`Failed::happened`]).
+
+use std::{
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+
+use crate::body::{self, Body, BoxError};
+
+/// Whether the watched body failed.
+#[derive(Clone, Default)]
+pub struct Failed(Arc<AtomicBool>);
+
+impl Failed {
+    pub fn happened(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// `body`, reporting its first error to the returned [`Failed`].
+pub fn watch(body: Body) -> (Body, Failed) {
+    let failed = Failed::default();
+    let watched = Watched {
+        inner: body,
+        failed: failed.clone(),
+    };
+    (body::boxed(watched), failed)
+}
+
+struct Watched {
+    inner: Body,
+    failed: Failed,
+}
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            // Set before the error reaches the sender, which resets the stream on it: the
+            // failed send is only seen after.
+            self.failed.0.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Body as _;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn an_error_is_reported_and_passed_on() {
+        let frames = futures_util::stream::iter([
+            Ok(Frame::data(Bytes::from_static(b"a"))),
+            Err::<Frame<Bytes>, BoxError>("broken chunk".into()),
+        ]);
+        let (mut b, failed) = watch(http_body_util::StreamBody::new(frames).boxed_unsync());
+        assert!(b.frame().await.is_some_and(|f| f.is_ok()));
+        assert!(!failed.happened());
+        assert!(b.frame().await.is_some_and(|f| f.is_err()));
+        assert!(failed.happened());
+    }
+
+    #[tokio::test]
+    async fn a_whole_body_keeps_its_size_and_end() {
+        let (b, failed) = watch(body::full("abc"));
+        assert_eq!(b.size_hint().exact(), Some(3));
+        assert!(!b.is_end_stream());
+        let data = b.collect().await.map(|c| c.to_bytes());
+        assert_eq!(data.ok().as_deref(), Some(&b"abc"[..]));
+        assert!(!failed.happened());
+    }
+}

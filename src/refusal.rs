@@ -22,7 +22,7 @@
 //! | `PodSecurity` | 403 | Forbidden, in PodSecurity admission's words (+ one cause per field) | sanitize |
 //! | `AuditUnavailable` (nothing was carried out, or only a read) | 503 + Retry-After | ServiceUnavailable | audit |
 //! | `AuditUnrecorded` (forwarded, not a read: it may have been carried out) | 500, no Retry-After | InternalError | audit |
-//! | `Upstream` | 400 / 502 | BadRequest / BadGateway | upstream |
+//! | `Upstream` | 400 / 500 / 502 | BadRequest / InternalError (an identity that cannot be sent) / BadGateway | upstream |
 //! | `Timeout` | 504 | Timeout | upstream |
 //! | `BreakerOpen` (every endpoint's circuit breaker refuses; no network attempt) | 503 + Retry-After | ServiceUnavailable | upstream |
 //! | `UpstreamBusy` (every endpoint's connections are at their stream limit and at the connection cap) | 503 + Retry-After | ServiceUnavailable | upstream |
@@ -241,6 +241,9 @@ pub enum UpstreamFailure {
     UpgradeUnauthorized,
     /// An upgrade was requested on a connection hyper cannot upgrade.
     NotUpgradable,
+    /// The caller's identity cannot be sent as impersonation headers (a bug: every identity
+    /// source refuses such names): refused rather than sent as someone else.
+    IdentityUnsendable,
     /// A session to be recorded was switched to a protocol the recorder cannot read (what it
     /// is): ended instead of running unrecorded.
     Unrecordable(&'static str),
@@ -336,6 +339,9 @@ impl Refusal {
             Refusal::Upstream(UpstreamFailure::NotUpgradable) => {
                 Status::bad_request("this connection cannot be upgraded")
             }
+            Refusal::Upstream(UpstreamFailure::IdentityUnsendable) => Status::internal(
+                "the caller's identity cannot be sent to the API server; the request was not forwarded",
+            ),
             Refusal::Upstream(UpstreamFailure::Unrecordable(what)) => Status::bad_gateway(format!(
                 "the upstream API server switched this session to {what}, which the session recorder cannot read; a recorded session does not run unrecorded"
             )),

@@ -61,15 +61,18 @@ impl Identity {
     /// Add `Impersonate-User`, one `Impersonate-Group` per group, `Impersonate-Uid` and
     /// `Impersonate-Extra-<key>` (key escaped as client-go does) so the API server's RBAC,
     /// fairness and audit see the real caller.
-    pub fn impersonation_headers(&self, h: &mut HeaderMap) {
-        // Values were validated as header-safe when the identity was built; skip any that is not.
-        if let Ok(v) = HeaderValue::from_str(&self.user) {
-            h.insert(IMPERSONATE_USER, v);
+    ///
+    /// Fails closed: values were validated as header-safe when the identity was built, so one
+    /// that cannot be sent (or an empty user name) is a bug — and skipped, it would change who
+    /// the API server sees (no `Impersonate-User`, or an empty one, is the proxy's own
+    /// account; a dropped extra can be a dropped restriction, such as a token's scopes).
+    pub fn impersonation_headers(&self, h: &mut HeaderMap) -> Result<(), Unsendable> {
+        if self.user.is_empty() {
+            return Err(Unsendable);
         }
+        h.insert(IMPERSONATE_USER, value(&self.user)?);
         for g in &self.groups {
-            if let Ok(v) = HeaderValue::from_str(g) {
-                h.append(IMPERSONATE_GROUP, v);
-            }
+            h.append(IMPERSONATE_GROUP, value(g)?);
         }
         if self.groups.is_empty() && self.user.starts_with(SERVICE_ACCOUNT_PREFIX) {
             // The API server gives an impersonated service account named without groups its
@@ -84,23 +87,31 @@ impl Identity {
             );
         }
         if !self.uid.is_empty() {
-            if let Ok(v) = HeaderValue::from_str(&self.uid) {
-                h.insert(IMPERSONATE_UID, v);
-            }
+            h.insert(IMPERSONATE_UID, value(&self.uid)?);
         }
         for (key, values) in &self.extra {
-            append_extra(h, key, values.iter().map(String::as_str));
+            append_extra(h, key, values.iter().map(String::as_str))?;
         }
         // Ours: which tenant and which token, so the API server's audit can name them.
         if let Some(tenant) = &self.tenant {
-            append_extra(h, TENANT_EXTRA, [tenant.as_str()]);
+            append_extra(h, TENANT_EXTRA, [tenant.as_str()])?;
         }
         if let Method::Jwt { token_id, .. } = &self.method {
             if !token_id.is_empty() {
-                append_extra(h, TOKEN_ID_EXTRA, [token_id.as_str()]);
+                append_extra(h, TOKEN_ID_EXTRA, [token_id.as_str()])?;
             }
         }
+        Ok(())
     }
+}
+
+/// An identity part that cannot travel as an `Impersonate-*` header (see
+/// [`Identity::impersonation_headers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsendable;
+
+fn value(s: &str) -> Result<HeaderValue, Unsendable> {
+    HeaderValue::from_str(s).map_err(|_| Unsendable)
 }
 
 /// Whether `s` can travel upstream as an `Impersonate-*` header value and arrive as it is:
@@ -120,16 +131,17 @@ pub const TENANT_EXTRA: &str = "portcullis.io/tenant";
 /// Extra key naming the token's `jti`.
 pub const TOKEN_ID_EXTRA: &str = "portcullis.io/token-id";
 
-fn append_extra<'a>(h: &mut HeaderMap, key: &str, values: impl IntoIterator<Item = &'a str>) {
+fn append_extra<'a>(
+    h: &mut HeaderMap,
+    key: &str,
+    values: impl IntoIterator<Item = &'a str>,
+) -> Result<(), Unsendable> {
     let header = format!("impersonate-extra-{}", escape_extra_key(key));
-    let Ok(name) = HeaderName::from_bytes(header.as_bytes()) else {
-        return;
-    };
-    for value in values {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            h.append(name.clone(), v);
-        }
+    let name = HeaderName::from_bytes(header.as_bytes()).map_err(|_| Unsendable)?;
+    for v in values {
+        h.append(name.clone(), value(v)?);
     }
+    Ok(())
 }
 
 /// client-go's `headerKeyEscape` — every byte that is not an RFC 7230 token byte, and `%`,
@@ -166,6 +178,56 @@ mod tests {
         assert_eq!(name, "impersonate-extra-%54eam%2f%49%44");
     }
 
+    /// Nothing is sent for an identity with a part that cannot travel: without
+    /// `Impersonate-User` (or with an empty one) the API server would run the request as the
+    /// proxy's own account, and a dropped extra can be a dropped restriction.
+    #[test]
+    fn an_identity_that_cannot_be_sent_whole_is_refused() {
+        let good = Identity {
+            user: "alice".into(),
+            uid: String::new(),
+            groups: vec!["dev".into()],
+            extra: BTreeMap::from([("scopes".to_string(), vec!["read".to_string()])]),
+            tenant: None,
+            scope: None,
+            method: Method::ClientCertificate {
+                fingerprint: "00".into(),
+            },
+        };
+        let mut h = HeaderMap::new();
+        assert_eq!(good.impersonation_headers(&mut h), Ok(()));
+        let bad = [
+            Identity {
+                user: String::new(),
+                ..good.clone()
+            },
+            Identity {
+                user: "al\nice".into(),
+                ..good.clone()
+            },
+            Identity {
+                groups: vec!["dev".into(), "o\u{7f}ps".into()],
+                ..good.clone()
+            },
+            Identity {
+                uid: "u\r1".into(),
+                ..good.clone()
+            },
+            Identity {
+                extra: BTreeMap::from([("scopes".to_string(), vec!["re\nad".to_string()])]),
+                ..good.clone()
+            },
+            Identity {
+                tenant: Some("team\0a".into()),
+                ..good.clone()
+            },
+        ];
+        for id in bad {
+            let mut h = HeaderMap::new();
+            assert_eq!(id.impersonation_headers(&mut h), Err(Unsendable), "{id:?}");
+        }
+    }
+
     #[test]
     fn impersonation_headers_carry_user_groups_and_extra() {
         let id = Identity {
@@ -180,7 +242,7 @@ mod tests {
             },
         };
         let mut h = HeaderMap::new();
-        id.impersonation_headers(&mut h);
+        id.impersonation_headers(&mut h).unwrap();
         assert_eq!(h["impersonate-user"], "alice");
         let groups: Vec<_> = h.get_all("impersonate-group").iter().collect();
         assert_eq!(groups, ["dev", "ops"]);
@@ -196,18 +258,18 @@ mod tests {
     fn a_service_account_name_without_groups_gets_no_service_account_groups() {
         let mut id = crate::authz::tests::id("system:serviceaccount:ns:sa", &[]);
         let mut h = HeaderMap::new();
-        id.impersonation_headers(&mut h);
+        id.impersonation_headers(&mut h).unwrap();
         let groups: Vec<_> = h.get_all("impersonate-group").iter().collect();
         assert_eq!(groups, ["system:authenticated"]);
         assert_eq!(id.groups_as_authenticated(), ["system:authenticated"]);
         id.groups = vec!["ops".into()];
         let mut h = HeaderMap::new();
-        id.impersonation_headers(&mut h);
+        id.impersonation_headers(&mut h).unwrap();
         let groups: Vec<_> = h.get_all("impersonate-group").iter().collect();
         assert_eq!(groups, ["ops"]);
         let plain = crate::authz::tests::id("alice", &[]);
         let mut h = HeaderMap::new();
-        plain.impersonation_headers(&mut h);
+        plain.impersonation_headers(&mut h).unwrap();
         assert!(h.get("impersonate-group").is_none());
     }
 
@@ -232,7 +294,7 @@ mod tests {
             ["dev", "system:authenticated"]
         );
         let mut h = HeaderMap::new();
-        id.impersonation_headers(&mut h);
+        id.impersonation_headers(&mut h).unwrap();
         assert_eq!(h.get_all("impersonate-group").iter().count(), 1);
         id.groups.push("system:authenticated".into());
         assert_eq!(
@@ -259,7 +321,7 @@ mod tests {
             },
         };
         let mut h = HeaderMap::new();
-        id.impersonation_headers(&mut h);
+        id.impersonation_headers(&mut h).unwrap();
         assert_eq!(h["impersonate-extra-portcullis.io%2ftenant"], "team-a");
         assert_eq!(h["impersonate-extra-portcullis.io%2ftoken-id"], "jti-1");
         assert!(h.get("impersonate-uid").is_none());

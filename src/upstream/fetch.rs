@@ -96,7 +96,7 @@ pub async fn current(
         .parse::<http::uri::PathAndQuery>()
         .map_err(|e| BodyRefusal::PatchTarget(format!("invalid object path: {e}")))?;
     let mut headers = HeaderMap::new();
-    prepare_headers(&mut headers, up, ob);
+    prepare_headers(&mut headers, up, ob)?;
     headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
     let mut req = Request::new(body::empty());
     *req.method_mut() = Method::GET;

@@ -27,7 +27,7 @@ use crate::{
     body::{self, Body},
     k8s::headers,
     ratelimit::inflight::SharedPlace,
-    refusal::Refusal,
+    refusal::{Refusal, UpstreamFailure},
 };
 
 /// What the forwarder needs to know about the caller.
@@ -71,16 +71,21 @@ pub type Guard = Box<dyn Send + Sync + 'static>;
 
 /// Rewrite client headers into upstream headers. Connection-named and hop-by-hop headers go
 /// first, then every client identity header; only then are ours added.
-pub fn prepare_headers(h: &mut HeaderMap, up: &Upstream, ob: &Outbound<'_>) {
+pub fn prepare_headers(h: &mut HeaderMap, up: &Upstream, ob: &Outbound<'_>) -> Result<(), Refusal> {
     headers::strip_hop_by_hop(h);
     headers::strip_identity(h);
     h.remove(header::HOST);
     if let Some(auth) = up.credentials.authorization() {
         h.insert(header::AUTHORIZATION, (*auth).clone());
     }
-    ob.identity.impersonation_headers(h);
+    if ob.identity.impersonation_headers(h).is_err() {
+        // Never sent without the caller's whole identity: it would run as someone else.
+        tracing::error!(user = ?ob.identity.user, "the caller's identity cannot be sent as impersonation headers; request refused");
+        return Err(UpstreamFailure::IdentityUnsendable.into());
+    }
     h.insert(headers::AUDIT_ID, ob.audit_id.clone());
     headers::append_forwarded_for(h, ob.peer, ob.trust_forwarded_for);
+    Ok(())
 }
 
 /// Forward `req` upstream (its body already checked by the sanitize stage).
@@ -107,7 +112,7 @@ pub async fn forward(
         up.request_timeout,
         up.max_request_timeout,
     );
-    prepare_headers(&mut parts.headers, up, &ob);
+    prepare_headers(&mut parts.headers, up, &ob)?;
     let judged = Judged {
         // A deadline the client's `?timeout=` made shorter than the operator's says nothing
         // about the API server.

@@ -66,7 +66,8 @@ async fn self_review(
 ) -> Result<Value, String> {
     let mut headers = HeaderMap::new();
     match asker {
-        Asker::Caller(ob) => prepare_headers(&mut headers, up, ob),
+        Asker::Caller(ob) => prepare_headers(&mut headers, up, ob)
+            .map_err(|_| "the caller's identity cannot be sent upstream".to_owned())?,
         Asker::Proxy => {
             if let Some(auth) = up.credentials.authorization() {
                 headers.insert(header::AUTHORIZATION, (*auth).clone());

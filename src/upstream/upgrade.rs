@@ -211,7 +211,7 @@ fn prepare_upgrade_request(
         Ok(uri) => uri,
         Err(_) => return Err(UpstreamFailure::Unforwardable.into()),
     };
-    prepare_headers(&mut parts.headers, up, ob);
+    prepare_headers(&mut parts.headers, up, ob)?;
     strip_bearer_protocols(&mut parts.headers);
     // Hop-by-hop hygiene removed them; an upgrade needs exactly these two back.
     parts

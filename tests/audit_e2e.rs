@@ -615,9 +615,10 @@ async fn a_strict_file_sink_that_cannot_write_makes_the_replica_unready() {
 /// shipped one does): a write is forwarded before any event is durable. Its failed
 /// `ResponseComplete` must not invite a retry — kubectl's create is sent once and answered
 /// 500 without `Retry-After` (a 503 with it made client-go send the create again and again,
-/// each carried out unrecorded) — and while the sink is failing, writes are refused before
-/// the upstream sees them; reads still go (a retried read changes nothing) and their events
-/// are what find the disk writable again.
+/// each carried out unrecorded) — and while the sink is failing, writes and reads are refused
+/// before the upstream sees them (a read forwarded then would stream a long answer to its
+/// client all but whole with no event); the refusals' own events are what find the disk
+/// writable again.
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_strict_sink_failing_after_forwarding_invites_no_retry_and_holds_back_writes() {
@@ -692,17 +693,26 @@ async fn a_strict_sink_failing_after_forwarding_invites_no_retry_and_holds_back_
             .any(|r| r.method == http::Method::DELETE),
         "a delete went upstream while the sink was failing"
     );
-    // A read still goes (its answer is withheld: 503, retry-safe).
+    // A read is held back too (503, retry-safe): nothing reaches the upstream.
     env.sandbox.sandbox.clear_recorded();
     let resp = env
         .request(req("GET", configmaps, None), Some(&env.admin_cert), true)
         .await;
     assert_eq!(resp.status(), 503, "{:?}", resp.body());
     assert_eq!(resp.headers()["retry-after"], "1");
-    assert_eq!(env.sandbox.sandbox.recorded().len(), 1);
+    assert!(
+        env.sandbox.sandbox.recorded().is_empty(),
+        "a read went upstream while the sink was failing"
+    );
 
-    // Room again: the next read's event is written, and writes go again.
+    // Room again: the next request is still refused (the sink is known to fail until a write
+    // succeeds), but its refusal's event is written; the read sent again is served, and
+    // writes go again.
     std::fs::remove_file(&log).unwrap();
+    let resp = env
+        .request(req("GET", configmaps, None), Some(&env.admin_cert), true)
+        .await;
+    assert_eq!(resp.status(), 503, "{:?}", resp.body());
     let resp = env
         .request(req("GET", configmaps, None), Some(&env.admin_cert), true)
         .await;

@@ -344,10 +344,10 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
 
 /// Emits `RequestReceived` once the caller is authenticated (where kube-apiserver's audit
 /// filter sits), when the policy records that stage; a strict sink that cannot take it refuses
-/// the request before anything is judged or forwarded. When the policy omits that stage, a
-/// request that is not a read is refused here while a strict sink of this replica is failing
-/// ([`Recorder::held_back_by_audit`]): its `ResponseComplete` would fail after the API server
-/// carried it out.
+/// the request before anything is judged or forwarded. When the policy omits that stage, an
+/// audited request is refused here (503, `Retry-After`) while a strict sink of this replica is
+/// failing ([`Recorder::held_back_by_audit`]): its `ResponseComplete` would fail after the API
+/// server carried it out, or after a long answer had all but streamed.
 #[derive(Clone, Copy, Default)]
 pub struct ReceivedLayer;
 

@@ -535,15 +535,19 @@ impl Recorder {
         })
     }
 
-    /// Why the request must not be forwarded now, if so: it is audited, not
-    /// [`retry_safe`](Self::retry_safe), its `RequestReceived` is not recorded (when it is,
-    /// that event's own write decides before forwarding), and a `blocking-strict` sink of this
-    /// replica is failing ([`Auditor::strict_failure`](super::Auditor::strict_failure)).
-    /// Forwarded, the API server would carry it out before its `ResponseComplete` failed —
-    /// unrecorded, and answered with an error the client cannot tell from "not done".
+    /// Why the request must not be forwarded now, if so: it is audited, its `RequestReceived`
+    /// is not recorded (when it is, that event's own write decides before forwarding), and a
+    /// `blocking-strict` sink of this replica is failing
+    /// ([`Auditor::strict_failure`](super::Auditor::strict_failure)). Forwarded, a write would
+    /// be carried out before its `ResponseComplete` failed — unrecorded, and answered with an
+    /// error the client cannot tell from "not done" — and a read would hand its client all
+    /// but the last frame of an answer too long to hold whole (a large list: the last frame
+    /// waits for the event) with no event ever recorded. Reads are held back too, then: the
+    /// refusal's own event is the write that finds the sink working again, and clients retry
+    /// the 503 after its `Retry-After`.
     pub fn held_back_by_audit(&mut self) -> Option<String> {
         let eval = self.evaluate();
-        if eval.level == Level::None || eval.records(Stage::RequestReceived) || self.retry_safe() {
+        if eval.level == Level::None || eval.records(Stage::RequestReceived) {
             return None;
         }
         self.audit.auditor.strict_failure()

@@ -31,8 +31,10 @@
 //! (`canonical.rs`), on the caller's task, so the single writer thread only hashes and writes.
 //!
 //! Accepts any [`Event`]; an event's own `portcullis.io/chain` annotation is discarded (only the
-//! file sink sets it). Rejects: nothing at emit time except what the delivery mode says.
+//! file sink sets it). Rejects at emit time: what the delivery mode says, and an event past the
+//! sinks' budget of bytes not yet written (`budget.rs`: dropped, failed, or a strict error).
 
+pub mod budget;
 pub mod file;
 pub mod health;
 mod outbox;
@@ -153,6 +155,10 @@ pub enum AuditError {
     /// The sink's worker has stopped (after `shutdown`, or it died).
     #[error("audit sink {sink} is not running")]
     Closed { sink: String },
+    /// The sinks hold their budget of events not yet written (`budget.rs`): one of them is
+    /// not keeping up.
+    #[error("audit sink {sink}: too many events are waiting to be written; event refused")]
+    Overloaded { sink: String },
 }
 
 /// An event serialized once for every sink.
@@ -161,6 +167,8 @@ pub struct Prepared {
     /// canonical bytes for the hash chain (only when a chained sink exists).
     written: Written,
     has_annotations: bool,
+    /// Its bytes' share of the sinks' budget, from its emit until the last sink drops it.
+    reservation: std::sync::OnceLock<budget::Reservation>,
 }
 
 /// The longest event line a sink is handed: `audit verify` and `audit query` read lines up to
@@ -208,6 +216,7 @@ impl Prepared {
             return Prepared {
                 written,
                 has_annotations: !event.annotations.is_empty(),
+                reservation: std::sync::OnceLock::new(),
             };
         }
         tracing::warn!(audit_id = %event.audit_id, bytes = written.line().len(), "audit event too long for one line; written without its request and response objects");
@@ -222,6 +231,7 @@ impl Prepared {
         Prepared {
             written: super::event::json::write(&cut, chained),
             has_annotations: true,
+            reservation: std::sync::OnceLock::new(),
         }
     }
 
@@ -239,6 +249,11 @@ impl Prepared {
     /// The canonical bytes (empty when not computed).
     pub(crate) fn canonical(&self) -> &[u8] {
         self.written.canonical().unwrap_or_default()
+    }
+
+    /// The bytes it holds (its line and its canonical bytes).
+    fn footprint(&self) -> usize {
+        self.line().len() + self.canonical().len()
     }
 }
 
@@ -386,6 +401,8 @@ pub struct Auditor {
     pending: Arc<pending::Pending>,
     /// Detached emits on their way to the sinks.
     emitting: Arc<pending::Pending>,
+    /// Bytes of events handed to the sinks and not yet written by all (`budget.rs`).
+    budget: Arc<budget::Budget>,
 }
 
 impl fmt::Debug for Auditor {
@@ -442,6 +459,7 @@ impl Auditor {
             chained,
             pending: Arc::default(),
             emitting: Arc::default(),
+            budget: budget::Budget::new(budget::MAX_QUEUED_BYTES),
         })
     }
 
@@ -551,6 +569,12 @@ impl Auditor {
     /// sinks write it, only the answer goes unread. A `batch` sink with `overflow: block` whose
     /// queue is full waits for room on a task of its own for the same reason.
     pub async fn emit_prepared(&self, prepared: Arc<Prepared>) -> Result<(), AuditError> {
+        if !self
+            .budget
+            .reserve(&prepared.reservation, prepared.footprint())
+        {
+            return self.refuse_over_budget();
+        }
         // Enqueue everywhere first, then wait: sinks work in parallel.
         let mut waits: Vec<(&SinkHandle, oneshot::Receiver<AckResult>)> = Vec::new();
         let mut full: Vec<tokio::task::JoinHandle<()>> = Vec::new();
@@ -626,6 +650,26 @@ impl Auditor {
                     });
                 } else {
                     tracing::warn!(sink = %sink.name, %message, "audit event not recorded");
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// An event the sinks have no room for ([`budget`]): handed to none of them, counted as
+    /// each sink's mode says, and an error for a strict one.
+    fn refuse_over_budget(&self) -> Result<(), AuditError> {
+        let mut first_err = None;
+        for sink in &self.sinks {
+            let c = &sink.counters;
+            match sink.mode {
+                DeliveryMode::Batch { .. } => SinkCounters::add(&c.events_dropped, 1),
+                DeliveryMode::Blocking => SinkCounters::add(&c.events_failed, 1),
+                DeliveryMode::BlockingStrict => {
+                    SinkCounters::add(&c.events_failed, 1);
+                    first_err.get_or_insert(AuditError::Overloaded {
+                        sink: sink.name.clone(),
+                    });
                 }
             }
         }
@@ -735,6 +779,7 @@ impl Auditor {
             chained: false,
             pending: Arc::default(),
             emitting: Arc::default(),
+            budget: budget::Budget::new(budget::MAX_QUEUED_BYTES),
         }
     }
 }

@@ -51,6 +51,7 @@ fn mock_auditor(mode: DeliveryMode, mock: Mock) -> Auditor {
         chained: false,
         pending: Arc::default(),
         emitting: Arc::default(),
+        budget: budget::Budget::new(budget::MAX_QUEUED_BYTES),
     }
 }
 
@@ -195,6 +196,53 @@ async fn an_emit_dropped_while_waiting_loses_no_event() {
     }
 }
 
+/// Emits dropped while their sink hangs (a webhook receiver that stopped answering; each
+/// request's client went away at once) hold their events until the sink takes them: at most
+/// the budget's bytes. Past it an event goes to no sink, is counted as its mode says, and a
+/// strict emit fails at once. Without the budget all 100 were held.
+#[tokio::test]
+async fn a_hung_sink_holds_no_more_than_the_budget_of_abandoned_events() {
+    use std::future::Future;
+    let size = Prepared::of(&event(&[]), false).footprint();
+    let block = DeliveryMode::Batch {
+        queue: 1000,
+        overflow: Overflow::Block,
+    };
+    for mode in [DeliveryMode::Blocking, DeliveryMode::BlockingStrict, block] {
+        let mut a = mock_auditor(
+            mode,
+            Mock {
+                delay: Duration::from_secs(3600),
+                fail: false,
+            },
+        );
+        a.budget = budget::Budget::new(10 * size);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for _ in 0..100 {
+            let mut emit = Box::pin(a.emit(event(&[])));
+            let _ = emit.as_mut().poll(&mut cx);
+        }
+        assert_eq!(a.budget.held(), 10 * size, "{mode:?}");
+        let refused = match mode {
+            DeliveryMode::Batch { .. } => count(&a, |c| &c.events_dropped),
+            _ => count(&a, |c| &c.events_failed),
+        };
+        assert_eq!(refused, 90, "{mode:?}");
+        let next = tokio::time::timeout(Duration::from_secs(5), a.emit(event(&[])))
+            .await
+            .expect("an emit over the budget waits for nothing");
+        match mode {
+            DeliveryMode::BlockingStrict => assert_eq!(
+                next,
+                Err(AuditError::Overloaded {
+                    sink: "mock".into()
+                })
+            ),
+            _ => assert_eq!(next, Ok(()), "{mode:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn failures_surface_only_in_strict_mode() {
     let failing = || Mock {
@@ -277,6 +325,7 @@ fn inline_auditor<B: LineBackend>(name: &str, shared: Shared<B>) -> (Auditor, Ar
         chained: false,
         pending: Arc::default(),
         emitting: Arc::default(),
+        budget: budget::Budget::new(budget::MAX_QUEUED_BYTES),
     };
     (a, counters)
 }

@@ -22,7 +22,7 @@
 //! | `PodSecurity` | 403 | Forbidden, in PodSecurity admission's words (+ one cause per field) | sanitize |
 //! | `AuditUnavailable` (nothing was carried out, or only a read) | 503 + Retry-After | ServiceUnavailable | audit |
 //! | `AuditUnrecorded` (forwarded, not a read: it may have been carried out) | 500, no Retry-After | InternalError | audit |
-//! | `Upstream` | 400 / 500 / 502 | BadRequest / InternalError (an identity that cannot be sent) / BadGateway | upstream |
+//! | `Upstream` | 400 / 500 / 502 / 503 | BadRequest / InternalError (an identity that cannot be sent) / BadGateway / ServiceUnavailable (refused unprocessed, `Retry-After: 1`) | upstream |
 //! | `Timeout` | 504 | Timeout | upstream |
 //! | `BreakerOpen` (every endpoint's circuit breaker refuses; no network attempt) | 503 + Retry-After | ServiceUnavailable | upstream |
 //! | `UpstreamBusy` (every endpoint's connections are at their stream limit and at the connection cap) | 503 + Retry-After | ServiceUnavailable | upstream |
@@ -241,6 +241,10 @@ pub enum UpstreamFailure {
     UpgradeUnauthorized,
     /// An upgrade was requested on a connection hyper cannot upgrade.
     NotUpgradable,
+    /// The API server refused the request unprocessed (its GOAWAY crossed it) while its body
+    /// was still arriving from the client: nothing was carried out; the client may send it
+    /// again.
+    RefusedUnprocessed,
     /// The caller's identity cannot be sent as impersonation headers (a bug: every identity
     /// source refuses such names): refused rather than sent as someone else.
     IdentityUnsendable,
@@ -339,6 +343,10 @@ impl Refusal {
             Refusal::Upstream(UpstreamFailure::NotUpgradable) => {
                 Status::bad_request("this connection cannot be upgraded")
             }
+            Refusal::Upstream(UpstreamFailure::RefusedUnprocessed) => Status::service_unavailable(
+                "the API server closed its connection before it processed the request (nothing was carried out); send it again",
+                1,
+            ),
             Refusal::Upstream(UpstreamFailure::IdentityUnsendable) => Status::internal(
                 "the caller's identity cannot be sent to the API server; the request was not forwarded",
             ),

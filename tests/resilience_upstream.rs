@@ -1306,6 +1306,58 @@ impl GoawayRelay {
     }
 }
 
+/// A request whose body is still arriving from its client when the API server's GOAWAY
+/// crosses it cannot be sent again by the proxy (the body is not all in hand), but the API
+/// server never processed it: 503 with `Retry-After` (client-go sends it again, any verb),
+/// not a 502 that reads as "may have been carried out", and the breaker is not told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_request_crossed_by_a_goaway_is_a_503_to_send_again() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let relay = GoawayRelay::start(&ca, sandbox.addr).await;
+    let env = Env::start_against(ca, sandbox, relay.addr, |c| {
+        upstream_keys(c, "  breaker: {consecutive_failures: 1, open_for: 30s}\n")
+    })
+    .await;
+    // The upstream connection's first request, which the relay passes on.
+    assert_eq!(get_ns(&env, "").await.status(), 200);
+    // The second: a GET whose chunked body (which nothing inspects) is still arriving.
+    let mut s = common::tls_connect(
+        env.proxy_addr,
+        &env.ca,
+        Some(&env.admin_cert),
+        &[b"http/1.1"],
+    )
+    .await;
+    s.write_all(
+        b"GET /api/v1/namespaces/default/configmaps HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .await
+    .unwrap();
+    let mut out = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut out))
+        .await
+        .expect("an answer while the body is still open")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out[..n]).into_owned();
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: 1"),
+        "{text}"
+    );
+    assert!(text.contains("nothing was carried out"), "{text}");
+    assert!(relay.refused() >= 1, "the race was not run");
+    drop(s);
+    // A breaker opening at the first failure did not open.
+    let resp = get_ns(&env, "").await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.body());
+    assert_eq!(
+        metric(&env, "portcullis_upstream_breaker_transitions_total").await,
+        None
+    );
+    env.stop().await;
+}
+
 /// A request the API server ignored because its GOAWAY crossed it (it never processed it) is
 /// sent again on another connection, as client-go's transport does, instead of failing with a
 /// 502: reads, kubectl's create (a body) and delete, and a raw POST all succeed although

@@ -74,6 +74,10 @@ pub enum SendError {
     Unsent(Request<Body>),
     /// The stream failed (after it was opened, or the connection broke under it).
     Broken(h2::Error),
+    /// The API server refused the stream unprocessed (`replay`), but the body was still
+    /// arriving from the client, so it cannot be sent again here: nothing was carried out,
+    /// and the client may send the request again.
+    Refused(h2::Error),
 }
 
 impl H2Conn {
@@ -207,7 +211,7 @@ impl H2Conn {
                         tracing::debug!(%err, "the upstream refused the stream unprocessed; the request comes back to be sent again");
                         SendError::Unsent(again.request())
                     }
-                    None => SendError::Broken(err),
+                    None => SendError::Refused(err),
                 });
             }
         };

@@ -78,6 +78,9 @@ pub enum PoolError {
     Busy(Box<Request<Body>>),
     /// The connection broke before a response head.
     Broken(h2::Error),
+    /// The API server refused the stream unprocessed while its body was still arriving
+    /// ([`SendError::Refused`]): nothing was carried out.
+    Refused(h2::Error),
     /// The HTTP/1.1 connection to an endpoint without `h2` broke before a response head.
     BrokenHttp1(hyper::Error),
     /// The HTTP/1.1 client's error.
@@ -106,6 +109,7 @@ impl PoolError {
             }
             PoolError::Legacy(e) if e.is_connect() => "connection failed",
             PoolError::Busy(_) => "every upstream connection is busy",
+            PoolError::Refused(_) => "the API server refused the request unprocessed",
             PoolError::Broken(_) | PoolError::BrokenHttp1(_) | PoolError::Legacy(_) => {
                 "the connection broke before a response"
             }
@@ -121,6 +125,7 @@ impl std::fmt::Display for PoolError {
             }
             PoolError::Busy(_) => f.write_str("every connection is at its stream limit"),
             PoolError::Broken(e) => write!(f, "{e}"),
+            PoolError::Refused(e) => write!(f, "refused unprocessed: {e}"),
             PoolError::BrokenHttp1(e) => write!(f, "{e}"),
             PoolError::Legacy(e) => write!(f, "{e}"),
         }
@@ -300,6 +305,7 @@ impl Pool {
                     req = unsent;
                 }
                 Err(SendError::Broken(err)) => return Err(PoolError::Broken(err)),
+                Err(SendError::Refused(err)) => return Err(PoolError::Refused(err)),
             }
         }
         Err(PoolError::NotSent(

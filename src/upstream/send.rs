@@ -11,8 +11,9 @@
 //! [`PoolError::NotSent`]) goes on to the next endpoint whatever its method, its body
 //! untouched; a request whose stream the API server refused unprocessed (a GOAWAY that crossed
 //! it, `REFUSED_STREAM`: `h2conn::replay`) is first sent again by the pool, as client-go's
-//! transport does, when its whole body was in hand. The deadline covers all attempts; running out of it is a
-//! 504 and is not retried.
+//! transport does, when its whole body was in hand — otherwise (a body still arriving) it is a
+//! neutral 503 with `Retry-After` (`UpstreamFailure::RefusedUnprocessed`): nothing was carried
+//! out. The deadline covers all attempts; running out of it is a 504 and is not retried.
 //!
 //! The breaker learns: a response head with 502 / 503 / 504 (a 504 with `Retry-After` apart:
 //! the API server's answer to a `resourceVersion` it has not seen yet), a transport error or a
@@ -154,7 +155,12 @@ pub async fn send(
         };
         // Anything but "nothing was sent" may have reached the API server (a deadline that
         // fired while waiting for a connection counts too: the caller cannot tell).
-        if !matches!(result, Ok(Err(PoolError::NotSent(..) | PoolError::Busy(_)))) {
+        if !matches!(
+            result,
+            Ok(Err(PoolError::NotSent(..)
+                | PoolError::Busy(_)
+                | PoolError::Refused(_)))
+        ) {
             if let Some(w) = &watcher {
                 w.0.left_the_proxy();
             }
@@ -222,6 +228,15 @@ pub async fn send(
                         .get_or_create(&UpstreamMetrics::endpoint(&ep.name))
                         .inc();
                 }
+            }
+            Ok(Err(PoolError::Refused(err))) => {
+                // A GOAWAY crossed the request (or `REFUSED_STREAM`) while its body was still
+                // arriving: the API server did not process it, but the body cannot be sent
+                // again from here. The client can: 503 with `Retry-After`. Neutral — a
+                // connection closing gracefully is the API server working as it should.
+                tracing::debug!(endpoint = %ep.name, %err, "the upstream refused a streamed request unprocessed");
+                report(&ep, permit, Outcome::Neutral);
+                return Err(UpstreamFailure::RefusedUnprocessed.into());
             }
             Ok(Err(err)) if body_failed.happened() => {
                 // The client's body failed while it was sent (the stream was reset for it):

@@ -12,7 +12,8 @@
 //! h2 consumes the request head when it opens the stream, so what it takes to send again is
 //! copied before: the head, and the body when all of it is already in hand (no body, or one
 //! the sanitize stage read whole). A body still arriving from the client cannot be sent twice:
-//! such a request stays a failure (502), as before.
+//! such a request fails [`SendError::Refused`](super::SendError::Refused) — unprocessed, so
+//! the client gets a 503 to send it again, and the breaker is not told.
 
 use std::{
     collections::VecDeque,

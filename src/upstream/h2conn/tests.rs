@@ -210,7 +210,9 @@ async fn a_closed_connection_gives_the_request_back_unsent() {
     assert!(conn.is_closed(), "the connection's task noticed the end");
     match conn.send(get("/again"), ()).await {
         Err(SendError::Unsent(req)) => assert_eq!(req.uri().path(), "/again"),
-        Err(SendError::Broken(e)) => panic!("sent on a closed connection: {e}"),
+        Err(SendError::Broken(e) | SendError::Refused(e)) => {
+            panic!("sent on a closed connection: {e}")
+        }
         Ok(_) => panic!("answered on a closed connection"),
     }
 }
@@ -234,7 +236,9 @@ async fn after_a_goaway_the_request_comes_back_unsent_for_another_connection() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     match conn.send(get("/after-goaway"), ()).await {
         Err(SendError::Unsent(req)) => assert_eq!(req.uri().path(), "/after-goaway"),
-        Err(SendError::Broken(e)) => panic!("failed instead of coming back: {e}"),
+        Err(SendError::Broken(e) | SendError::Refused(e)) => {
+            panic!("failed instead of coming back: {e}")
+        }
         Ok(r) => panic!("sent on a retiring connection: {}", r.status()),
     }
     assert!(
@@ -426,7 +430,9 @@ async fn comes_back_whole(conn: &H2Conn, req: Request<body::Body>, why: &str) {
         .expect("no outcome")
     {
         Err(SendError::Unsent(back)) => back,
-        Err(SendError::Broken(e)) => panic!("{why}: failed instead of coming back: {e}"),
+        Err(SendError::Broken(e) | SendError::Refused(e)) => {
+            panic!("{why}: failed instead of coming back: {e}")
+        }
         Ok(r) => panic!("{why}: answered {}", r.status()),
     };
     assert_eq!(back.method(), method, "{why}");
@@ -493,6 +499,7 @@ async fn a_stream_that_may_have_been_processed_is_not_sent_again() {
         {
             Err(SendError::Broken(_)) => {}
             Err(SendError::Unsent(_)) => panic!("{why}: sent again"),
+            Err(SendError::Refused(_)) => panic!("{why}: reported as unprocessed"),
             Ok(r) => panic!("{why}: answered {}", r.status()),
         }
     }
@@ -511,7 +518,9 @@ async fn a_refused_upload_still_arriving_is_not_sent_again() {
         .await
         .expect("no outcome")
     {
-        Err(SendError::Broken(e)) => assert_eq!(e.reason(), Some(h2::Reason::REFUSED_STREAM)),
+        // Not sent again, and said to be unprocessed: the client may send it again.
+        Err(SendError::Refused(e)) => assert_eq!(e.reason(), Some(h2::Reason::REFUSED_STREAM)),
+        Err(SendError::Broken(e)) => panic!("reported as broken: {e}"),
         Err(SendError::Unsent(_)) => panic!("a body not in hand came back as if whole"),
         Ok(r) => panic!("answered {}", r.status()),
     }

@@ -1481,7 +1481,18 @@ async fn warn_mode_field_rules_and_binary_bodies() {
     .await;
     assert!(has_cause(&s, "spec.template.spec.hostAliases"), "{s}");
 
-    // `status` is stripped from pod creates, with a warning.
+    // `status` is stripped from pod creates, with a warning, and its audit event names it
+    // (its `requestObject` is what was forwarded).
+    let stripped_in_event = |resp: &http::Response<bytes::Bytes>| {
+        let id = resp.headers()["audit-id"].to_str().unwrap().to_owned();
+        let log = std::fs::read_to_string(env.files.dir.join("audit.log")).unwrap();
+        let event: Value = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["auditID"] == id.as_str() && e["stage"] == "ResponseComplete")
+            .expect("the audit event");
+        event["annotations"]["portcullis.io/stripped-fields"].clone()
+    };
     let mut obj = pod("with-status", good_spec());
     obj["status"] = json!({"phase": "Running"});
     let (resp, up) = accepted(&env, json_req("POST", a, "application/json", &obj)).await;
@@ -1494,6 +1505,7 @@ async fn warn_mode_field_rules_and_binary_bodies() {
         "{:?}",
         resp.headers()
     );
+    assert_eq!(stripped_in_event(&resp), "status");
     // An empty `status: {}` (client-go's JSON of every typed Pod) is removed without a word.
     let mut obj = pod("with-empty-status", good_spec());
     obj["status"] = json!({});
@@ -1508,6 +1520,7 @@ async fn warn_mode_field_rules_and_binary_bodies() {
         "{:?}",
         resp.headers()
     );
+    assert_eq!(stripped_in_event(&resp), Value::Null);
 
     // Protobuf where nothing judges it is forwarded as sent once its envelope opens (the
     // demo config, no `dangerous` acknowledgement): here the sandbox itself answers that it

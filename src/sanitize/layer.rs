@@ -5,7 +5,8 @@
 //! strict parse, Pod Security, field rules). On the way in it replaces the request body with
 //! the canonical bytes of what was judged; on the way out it adds its `Warning: 299` headers
 //! (Pod Security warn mode, stripped fields). It tells the audit record what it did
-//! (`portcullis.io/sanitize`, `pod-security.kubernetes.io/enforce-policy` — one
+//! (`portcullis.io/sanitize`, `portcullis.io/stripped-fields` — the strip rules' paths of
+//! what was removed, `pod-security.kubernetes.io/enforce-policy` — one
 //! `level:version`, as PodSecurity writes it: the policy that refused, else the stricter
 //! enforced one; `portcullis.io/pod-security-enforce-policies` lists both where a namespace's
 //! and a tenant's apply — and `audit-violations`, `requestObject` when the policy keeps
@@ -354,6 +355,12 @@ impl SanitizeLayer {
                 }
                 if let Some(b) = verdict.body.take() {
                     r.request_object(b);
+                }
+                // The `requestObject` is what was forwarded: the fields a strip rule removed
+                // are named, so the record shows the attempt (the client's `Warning` only
+                // reaches the client).
+                if !verdict.stripped.is_empty() {
+                    r.annotate("portcullis.io/stripped-fields", verdict.stripped.join(","));
                 }
                 if let Some(why) = verdict.body_omitted.take() {
                     r.annotate("portcullis.io/request-object-omitted", why);

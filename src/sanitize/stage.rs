@@ -65,6 +65,8 @@ pub struct Verdict {
     pub warnings: Vec<String>,
     /// Audit-mode Pod Security violations.
     pub audit: Vec<String>,
+    /// The fields strip rules removed (their rules' paths).
+    pub stripped: Vec<String>,
     /// True when the body was parsed and re-serialized.
     pub inspected: bool,
     /// True when a warn-mode Pod Security level found violations.
@@ -389,6 +391,7 @@ async fn judge_write(
         .any(|w| w.starts_with("would violate PodSecurity"));
     verdict.warnings = judged.warnings;
     verdict.audit = judged.audit;
+    verdict.stripped = judged.stripped;
     Ok((judged.body, judged.pinned))
 }
 

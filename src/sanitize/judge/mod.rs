@@ -83,6 +83,8 @@ pub struct Judged {
     pub warnings: Vec<String>,
     /// Audit-mode violations.
     pub audit: Vec<String>,
+    /// The rules' paths of the fields a strip rule removed (that held something).
+    pub stripped: Vec<String>,
     /// The body is pinned to the judged version by the proxy, not by the client: a 409 on it
     /// is a concurrent write the proxy may judge again and retry.
     pub pinned: bool,
@@ -323,7 +325,7 @@ pub fn judge(
     let mut out = Judged::default();
 
     // 1. strip
-    strip_fields(&rules, kind, &mut parsed, &mut out.warnings);
+    strip_fields(&rules, kind, &mut parsed, &mut out);
 
     // 2. the object(s) to judge
     let current_value = match &current {
@@ -398,12 +400,13 @@ pub fn judge(
     Ok(out)
 }
 
-/// Removes every field the rules strip, with a warning for each one that was there.
+/// Removes every field the rules strip, with a warning (and its path in `stripped`, for the
+/// audit event) for each one that was there.
 fn strip_fields(
     rules: &[&FieldRule],
     kind: Option<PodBearing>,
     parsed: &mut Parsed,
-    warnings: &mut Vec<String>,
+    out: &mut Judged,
 ) {
     for rule in rules {
         for path in &rule.strip {
@@ -422,7 +425,9 @@ fn strip_fields(
                 _ => fields::strip(&mut parsed.value, &segs),
             };
             if removed && said_something {
-                warnings.push(format!("portcullis removed {} from the request", path.text));
+                out.warnings
+                    .push(format!("portcullis removed {} from the request", path.text));
+                out.stripped.push(path.text.clone());
             }
         }
     }

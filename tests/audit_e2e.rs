@@ -1105,3 +1105,37 @@ async fn a_gzipped_answer_passes_through_and_is_recorded_decoded() {
     }
     env.stop().await;
 }
+
+/// A create whose body the proxy does not inspect (`inspect: false`, acknowledged as
+/// dangerous) is still named in its event when the policy keeps its body: the API server names
+/// a create from its decoded object, and the body is decoded for `requestObject` anyway.
+/// Before, `objectRef.name` was empty (the URL of a create has no name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uninspected_create_is_named_from_its_body() {
+    let env = Env::start_with(|c| {
+        *c = c.replace(
+            "  pod_security:\n",
+            "  resources:\n    - {resources: [services], inspect: false}\n  pod_security:\n",
+        );
+        c.push_str("dangerous:\n  allow_uninspected_bodies: true\n");
+    })
+    .await;
+    let svc = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"ports": [{"port": 80}]}});
+    let resp = env
+        .request(
+            req("POST", "/api/v1/namespaces/default/services", Some(&svc)),
+            Some(&env.admin_cert),
+            true,
+        )
+        .await;
+    assert_eq!(resp.status(), 201, "{:?}", resp.body());
+    let id = resp.headers()["audit-id"].to_str().unwrap().to_owned();
+    let e = event_for(&env.files.dir, &id, "ResponseComplete");
+    assert!(e["annotations"]["portcullis.io/sanitize"].is_null(), "{e}");
+    assert_eq!(e["requestObject"]["metadata"]["name"], "web", "{e}");
+    assert_eq!(e["objectRef"]["name"], "web", "{e}");
+    assert_eq!(e["objectRef"]["namespace"], "default", "{e}");
+    env.stop().await;
+}

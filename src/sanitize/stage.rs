@@ -126,6 +126,11 @@ where
     if !inspect {
         if verdict.keep_body {
             for_the_record(s, parts, &bytes, verdict);
+            // Decoded anyway: a create or update is named from it, as an inspected one is
+            // (the API server names a create from its decoded object at every level).
+            if matches!(info.verb.as_str(), "create" | "update") {
+                verdict.named = verdict.body.as_ref().and_then(ObjectNames::of);
+            }
         }
         set_length(parts, bytes.len());
         return Ok(body::full(bytes));

@@ -14,7 +14,8 @@
 //!     - name: siem
 //!       webhook: {kubeconfig: siem.kubeconfig, max_batch_size: 400, max_wait: 30s,
 //!                 initial_backoff: 1s, max_retries: 4, request_timeout: 30s,
-//!                 throttle_qps: 10, throttle_burst: 15, max_event_size: 102400}
+//!                 throttle_qps: 10, throttle_burst: 15, max_event_size: 102400,
+//!                 max_batch_bytes: 10485760}
 //!       mode: batch                       # default for webhooks; needs overflow:
 //!       queue: 10000
 //!       overflow: block                   # or drop (counted)
@@ -27,7 +28,9 @@
 //!
 //! Rejects, with the key path: a missing or invalid policy file, an unreadable or non-Ed25519
 //! key, a sink with zero or several kinds, duplicate sink names, `batch` without an explicit
-//! `overflow`, bad durations, a missing webhook kubeconfig, `checkpoint_copy` without a signing key.
+//! `overflow`, bad durations, a missing webhook kubeconfig, a webhook `max_event_size` under 1024
+//! (0 aside) or `max_batch_bytes` under 1024 or under `max_event_size`, `checkpoint_copy` without
+//! a signing key.
 
 use std::{
     path::{Path, PathBuf},
@@ -138,6 +141,8 @@ pub struct WebhookSinkConfig {
     pub throttle_burst: Option<u32>,
     #[serde(default)]
     pub max_event_size: Option<usize>,
+    #[serde(default)]
+    pub max_batch_bytes: Option<usize>,
 }
 
 /// Validated audit settings; [`AuditSettings::sink_specs`] makes fresh specs to start.
@@ -481,6 +486,25 @@ fn webhook_sink(p: &mut Problems, w: &WebhookSinkConfig, path: &str, base: &Path
         }
         wc.max_event_size = n;
     }
+    if let Some(n) = w.max_batch_bytes {
+        // No 0 (off): an uncapped batch of 400 large events can exceed any receiver's body
+        // limit, and each 413 then costs a round of halved POSTs before anything is delivered.
+        if n < 1024 {
+            p.err(
+                format!("{path}.webhook.max_batch_bytes"),
+                format!("{n} bytes cannot hold a batch of events"),
+                "at least 1024; the default is 10485760 (10 MiB, the apiserver's)",
+            );
+        } else if wc.max_event_size > 0 && n < wc.max_event_size {
+            // As the apiserver refuses a truncate max batch size under its max event size.
+            p.err(
+                format!("{path}.webhook.max_batch_bytes"),
+                format!("{n} is less than max_event_size ({})", wc.max_event_size),
+                "at least max_event_size, so that an event of the size it allows fits a batch",
+            );
+        }
+        wc.max_batch_bytes = n;
+    }
     let mut duration = |key: &str, value: &Option<String>, default| {
         let at = format!("{path}.webhook.{key}");
         p.duration(&at, value.as_deref(), default, Wording::Audit)
@@ -523,7 +547,7 @@ mod tests {
         std::fs::write(dir.path().join("not-a-key"), "hello").unwrap();
         let got = problems(
             dir.path(),
-            "policy_file: bad.yaml\nsigning_key_file: not-a-key\nsinks:\n  - {file: {path: a.log}, stdout: {}}\n  - {name: x, stdout: {}, mode: batch}\n  - {name: x, stdout: {}}\n  - {file: {path: b.log, checkpoint_interval: soon, checkpoint_copy: c.log}}\n  - {webhook: {kubeconfig: missing.kubeconfig, throttle_qps: -1, max_event_size: 10}, overflow: drop}\n",
+            "policy_file: bad.yaml\nsigning_key_file: not-a-key\nsinks:\n  - {file: {path: a.log}, stdout: {}}\n  - {name: x, stdout: {}, mode: batch}\n  - {name: x, stdout: {}}\n  - {file: {path: b.log, checkpoint_interval: soon, checkpoint_copy: c.log}}\n  - {webhook: {kubeconfig: missing.kubeconfig, throttle_qps: -1, max_event_size: 10}, overflow: drop}\n  - {name: w5, webhook: {kubeconfig: missing.kubeconfig, max_batch_bytes: 10}, overflow: drop}\n  - {name: w6, webhook: {kubeconfig: missing.kubeconfig, max_event_size: 102400, max_batch_bytes: 4096}, overflow: drop}\n",
         );
         for want in [
             "audit.policy_file",
@@ -536,6 +560,8 @@ mod tests {
             "audit.sinks[4].webhook.kubeconfig",
             "audit.sinks[4].webhook.throttle_qps",
             "audit.sinks[4].webhook.max_event_size",
+            "audit.sinks[5].webhook.max_batch_bytes",
+            "audit.sinks[6].webhook.max_batch_bytes",
         ] {
             assert!(got.iter().any(|p| p == want), "{want} missing from {got:?}");
         }

@@ -20,10 +20,18 @@
 //! (up to `max_batch_size`), so a waiting request never waits for `max_wait`. One request is in
 //! flight at a time, so events arrive in order.
 //!
+//! Bytes (`max_batch_bytes`, default 10 MiB = 10485760, the apiserver's
+//! `--audit-webhook-truncate-max-batch-size`; always on): a batch whose `EventList` body would
+//! be larger is sent as several POSTs, in order, each body within the cap — the whole body,
+//! envelope included, where the apiserver counts only the events. An event larger than the cap
+//! on its own still goes, alone in its POST (`max_event_size` is what refuses events). See
+//! `webhook/limits.rs`.
+//!
 //! Throttle (`Batch` mode, as the apiserver's batch backend): at most `throttle_qps` batches a
 //! second after a burst of `throttle_burst` (defaults 10 and 15, the apiserver's; qps 0: off);
-//! a batch waits for its token while later events queue. The blocking modes are not throttled:
-//! a request is waiting.
+//! a batch waits for its token while later events queue, and so does each further POST a batch
+//! is split into by `max_batch_bytes`. The blocking modes are not throttled: a request is
+//! waiting.
 //!
 //! Size (`max_event_size`, bytes; 0 — the default, like the apiserver's
 //! `--audit-webhook-truncate-enabled=false` — means no limit): an event larger than that is
@@ -33,8 +41,13 @@
 //!
 //! Retries: connection errors, timeouts and HTTP 429, 500, 502, 503, 504 are retried up to
 //! `max_retries` times with exponential backoff (`initial_backoff`, factor 1.5, +0–20% jitter),
-//! as the apiserver's webhook client does; any other status fails the batch at once. A failed
-//! batch's waiters get `Err` (strict: 503) and its events are counted in `events_failed`.
+//! as the apiserver's webhook client does; any other status fails the batch at once — except
+//! 413 Payload Too Large to a POST of more than one event: its events are sent again in two
+//! halves (each halved again on a 413 of its own, not throttled: the receiver read none of
+//! them), so one event the receiver finds too large fails alone rather than taking the events
+//! it was batched with along (a single event answered 413 fails). Each event's waiter gets the
+//! outcome of the POST that carried it: a failed POST's waiters get `Err` (strict: 503) and
+//! its events are counted in `events_failed`.
 //! Every answer's body is read (up to 64 KiB, within `request_timeout`), so an HTTP/1.1
 //! connection goes back to the pool; a refusal's body (its first 512 characters, on one line)
 //! is quoted in the logged error, so the receiver's reason is in front of the operator (a
@@ -95,10 +108,18 @@ pub struct WebhookConfig {
     pub throttle_burst: u32,
     /// Truncate / refuse events larger than this many bytes (0: no limit).
     pub max_event_size: usize,
+    /// Largest `EventList` body of a POST, in bytes: larger batches are split (an event larger
+    /// than this alone goes alone).
+    pub max_batch_bytes: usize,
 }
 
+/// [`WebhookConfig::max_batch_bytes`]'s default: kube-apiserver's
+/// `--audit-webhook-truncate-max-batch-size` (10 MiB).
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 10 << 20;
+
 impl WebhookConfig {
-    /// 400 events per batch, 30 s max wait, backoff from 1 s, 4 retries, 30 s per request.
+    /// 400 events and 10 MiB per batch, 30 s max wait, backoff from 1 s, 4 retries, 30 s per
+    /// request.
     pub fn new(kubeconfig: impl Into<PathBuf>) -> WebhookConfig {
         WebhookConfig {
             kubeconfig: kubeconfig.into(),
@@ -111,6 +132,7 @@ impl WebhookConfig {
             throttle_qps: 10.0,
             throttle_burst: 15,
             max_event_size: 0,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
         }
     }
 }
@@ -276,6 +298,24 @@ struct Worker {
 struct PostError {
     message: String,
     retryable: bool,
+    /// The receiver answered 413 Payload Too Large: the same events in smaller POSTs may pass.
+    too_large: bool,
+}
+
+/// One event as it is posted: its line (or, over `max_event_size`, its truncated form) and its
+/// waiter.
+struct Outgoing {
+    prepared: Arc<Prepared>,
+    replaced: Option<Vec<u8>>,
+    ack: Option<Ack>,
+}
+
+impl Outgoing {
+    fn line(&self) -> &[u8] {
+        self.replaced
+            .as_deref()
+            .unwrap_or_else(|| self.prepared.line())
+    }
 }
 
 impl Worker {
@@ -318,7 +358,7 @@ impl Worker {
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;
                 }
-                self.deliver(batch).await;
+                self.deliver(batch, &mut throttle).await;
             }
             if let Some(done) = shutdown.take() {
                 // Closed before answering (see spawn_thread).
@@ -332,7 +372,9 @@ impl Worker {
         }
     }
 
-    async fn deliver(&self, all: Vec<(Arc<Prepared>, Option<Ack>)>) {
+    /// Post `all` (one batch of up to `max_batch_size` events; its throttle token taken): in as
+    /// many POSTs as `max_batch_bytes` needs, each further one waiting for a token of its own.
+    async fn deliver(&self, all: Vec<(Arc<Prepared>, Option<Ack>)>, throttle: &mut Throttle) {
         // Oversized events: truncated, or refused here.
         let mut batch = Vec::with_capacity(all.len());
         for (p, ack) in all {
@@ -354,21 +396,67 @@ impl Worker {
                     continue;
                 }
             };
-            batch.push((p, replaced, ack));
+            batch.push(Outgoing {
+                prepared: p,
+                replaced,
+                ack,
+            });
         }
-        if batch.is_empty() {
-            return;
+        let parts = limits::by_bytes(batch, |o| o.line().len(), self.cfg.max_batch_bytes);
+        for (i, part) in parts.into_iter().enumerate() {
+            if i > 0 {
+                let wait = throttle.take();
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            self.send(part).await;
         }
-        let body = event_list_body(
-            batch
-                .iter()
-                .map(|(p, r, _)| r.as_deref().unwrap_or_else(|| p.line())),
-        );
+    }
+
+    /// Post `batch` and answer its waiters. A 413 to more than one event sends them again in
+    /// two halves, first half first (so events still arrive in order), down to single events:
+    /// the receiver's size limit then fails only the events it refuses alone, and each waiter
+    /// gets the outcome of the POST that carried its event.
+    async fn send(&self, batch: Vec<Outgoing>) {
+        let mut todo = std::collections::VecDeque::from([batch]);
+        while let Some(mut batch) = todo.pop_front() {
+            let body = event_list_body(batch.iter().map(Outgoing::line));
+            let result = match self.post_with_retries(body).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.too_large && batch.len() > 1 => {
+                    tracing::warn!(sink = %self.name, err = %e.message, events = batch.len(), "audit webhook receiver refused a batch as too large; sending it in halves");
+                    let second = batch.split_off(batch.len() / 2);
+                    todo.push_front(second);
+                    todo.push_front(batch);
+                    continue;
+                }
+                Err(e) => Err(e.message),
+            };
+            let n = batch.len();
+            match &result {
+                Ok(()) => SinkCounters::add(&self.counters.events_written, n),
+                Err(e) => {
+                    SinkCounters::add(&self.counters.events_failed, n);
+                    tracing::error!(sink = %self.name, err = %e, lost = n, "audit webhook gave up on a batch");
+                }
+            }
+            for o in batch {
+                if let Some(ack) = o.ack {
+                    let _ = ack.send(result.clone());
+                }
+            }
+        }
+    }
+
+    /// One POST of `body`, retried (retryable failures only) up to `max_retries` times with
+    /// backoff.
+    async fn post_with_retries(&self, body: Bytes) -> Result<(), PostError> {
         let mut backoff = self.cfg.initial_backoff;
         let mut attempt = 0;
-        let result = loop {
+        loop {
             match self.post(body.clone()).await {
-                Ok(()) => break Ok(()),
+                Ok(()) => return Ok(()),
                 Err(e) if e.retryable && attempt < self.cfg.max_retries => {
                     attempt += 1;
                     SinkCounters::add(&self.counters.retries, 1);
@@ -376,20 +464,7 @@ impl Worker {
                     tokio::time::sleep(jitter(backoff)).await;
                     backoff = backoff.mul_f64(1.5);
                 }
-                Err(e) => break Err(e.message),
-            }
-        };
-        let n = batch.len();
-        match &result {
-            Ok(()) => SinkCounters::add(&self.counters.events_written, n),
-            Err(e) => {
-                SinkCounters::add(&self.counters.events_failed, n);
-                tracing::error!(sink = %self.name, err = %e, lost = n, "audit webhook gave up on a batch");
-            }
-        }
-        for (_, _, ack) in batch {
-            if let Some(ack) = ack {
-                let _ = ack.send(result.clone());
+                Err(e) => return Err(e),
             }
         }
     }
@@ -404,6 +479,7 @@ impl Worker {
                     return Err(PostError {
                         message: format!("cannot read tokenFile {}: {e}", path.display()),
                         retryable: true,
+                        too_large: false,
                     })
                 }
             },
@@ -415,6 +491,7 @@ impl Worker {
                 http::HeaderValue::from_str(&format!("Bearer {tok}")).map_err(|_| PostError {
                     message: "the token is not a valid header value".into(),
                     retryable: false,
+                    too_large: false,
                 })?;
             v.set_sensitive(true);
             req = req.header(header::AUTHORIZATION, v);
@@ -422,16 +499,19 @@ impl Worker {
         let req = req.body(Full::new(body)).map_err(|e| PostError {
             message: format!("cannot build the request: {e}"),
             retryable: false,
+            too_large: false,
         })?;
         let started = Instant::now();
         match tokio::time::timeout(self.cfg.request_timeout, t.client.request(req)).await {
             Err(_) => Err(PostError {
                 message: format!("no answer within {:?}", self.cfg.request_timeout),
                 retryable: true,
+                too_large: false,
             }),
             Ok(Err(e)) => Err(PostError {
                 message: format!("{e}"),
                 retryable: true,
+                too_large: false,
             }),
             Ok(Ok(resp)) => {
                 let status = resp.status();
@@ -459,6 +539,7 @@ impl Worker {
                                 | StatusCode::SERVICE_UNAVAILABLE
                                 | StatusCode::GATEWAY_TIMEOUT
                         ),
+                        too_large: status == StatusCode::PAYLOAD_TOO_LARGE,
                     })
                 }
             }
@@ -532,18 +613,22 @@ fn absorb(
 /// already serialized events (no re-parse).
 pub fn event_list_body<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Bytes {
     let mut out = Vec::with_capacity(4096);
-    out.extend_from_slice(
-        br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":["#,
-    );
+    out.extend_from_slice(LIST_HEAD);
     for (i, line) in lines.enumerate() {
         if i > 0 {
             out.push(b',');
         }
         out.extend_from_slice(line);
     }
-    out.extend_from_slice(b"]}");
+    out.extend_from_slice(LIST_TAIL);
     Bytes::from(out)
 }
+
+/// What [`event_list_body`] puts before the events, and after them (one comma between two):
+/// `limits::by_bytes` counts them.
+const LIST_HEAD: &[u8] =
+    br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":["#;
+const LIST_TAIL: &[u8] = b"]}";
 
 /// `d` plus 0–20 % (the apiserver's jitter 0.2), from the system RNG.
 fn jitter(d: Duration) -> Duration {

@@ -4,6 +4,12 @@
 //!   `max_event_size` bytes is sent without its `requestObject` and `responseObject` and with
 //!   the annotation `audit.k8s.io/truncated: "true"`; if it is still too big it is not sent
 //!   (its waiters get an error, it is counted as failed and logged with its audit ID).
+//! * [`by_bytes`] — the truncate backend's batch split (`--audit-webhook-truncate-max-batch-size`):
+//!   a batch whose `EventList` body would exceed `max_batch_bytes` is cut into consecutive
+//!   parts that each fit, the envelope and the commas counted (the apiserver counts the events
+//!   only). An event that does not fit even alone is a part of its own: refusing events by
+//!   size is `max_event_size`'s job, and a receiver that finds it too large answers 413 for
+//!   that event only.
 //! * [`Throttle`] — the batch backend's throttle (`--audit-webhook-batch-throttle-qps` /
 //!   `-burst`): a token bucket over batches sent; a batch waits for a token.
 
@@ -37,6 +43,29 @@ pub fn fit(line: &[u8], max: usize) -> Fit<'_> {
         Ok(v) if v.len() <= max => Fit::Truncated(v),
         _ => Fit::TooLarge,
     }
+}
+
+/// `items` in order, cut into consecutive parts whose `EventList` body ([`super::event_list_body`]:
+/// envelope, events of `len` bytes each, a comma between two) is at most `max` bytes; an item
+/// too large for that alone is a part of its own. No part is empty.
+pub fn by_bytes<T>(items: Vec<T>, len: impl Fn(&T) -> usize, max: usize) -> Vec<Vec<T>> {
+    let empty = super::LIST_HEAD.len() + super::LIST_TAIL.len();
+    let mut parts = Vec::new();
+    let mut part: Vec<T> = Vec::new();
+    let mut size = empty;
+    for item in items {
+        let n = len(&item);
+        if !part.is_empty() && size + 1 + n > max {
+            parts.push(std::mem::take(&mut part));
+            size = empty;
+        }
+        size += n + usize::from(!part.is_empty());
+        part.push(item);
+    }
+    if !part.is_empty() {
+        parts.push(part);
+    }
+    parts
 }
 
 /// A token bucket: `burst` tokens, refilled at `qps` per second (0: no throttle).
@@ -103,6 +132,28 @@ mod tests {
         assert_eq!(back.annotations["k"], "v");
         assert_eq!(back.audit_id, "big");
         assert!(matches!(fit(&line, 100), Fit::TooLarge));
+    }
+
+    #[test]
+    fn by_bytes_keeps_every_body_within_the_cap_and_an_oversized_item_alone() {
+        let empty = super::super::LIST_HEAD.len() + super::super::LIST_TAIL.len();
+        let body = |part: &[usize]| empty + part.iter().sum::<usize>() + part.len() - 1;
+        // Exactly at the cap: one part; one byte over: two.
+        assert_eq!(by_bytes(vec![10, 20], |n| *n, empty + 31), [vec![10, 20]]);
+        assert_eq!(
+            by_bytes(vec![10, 20], |n| *n, empty + 30),
+            [vec![10], vec![20]]
+        );
+        let sizes = vec![300, 5, 700, 2000, 1, 1, 1, 999, 400];
+        let max = empty + 1000;
+        let parts = by_bytes(sizes.clone(), |n| *n, max);
+        assert_eq!(parts.concat(), sizes, "all of them, in order");
+        for p in &parts {
+            assert!(!p.is_empty());
+            assert!(body(p) <= max || p.len() == 1, "{p:?}");
+        }
+        assert!(parts.contains(&vec![2000]), "{parts:?}");
+        assert!(by_bytes(Vec::<usize>::new(), |n| *n, max).is_empty());
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Webhook delivery against a local receiver (intermittent failures, batches, strict refusal),
-//! refused endpoints, and the `EventList` body.
+//! Webhook delivery against a local receiver (intermittent failures, batches, strict refusal,
+//! a size limit), refused endpoints, and the `EventList` body.
 
 use super::*;
 use crate::{
@@ -18,8 +18,9 @@ use std::sync::{
     Mutex,
 };
 
-/// An HTTPS receiver that answers 500 to every `fail_every`-th request and records the
-/// audit IDs of the batches it accepted.
+/// An HTTPS receiver that answers 500 to every `fail_every`-th request (and, given a
+/// `max_body`, 413 to a body larger than that) and records the audit IDs of the batches it
+/// accepted.
 struct Receiver {
     url: String,
     ca_pem: String,
@@ -29,15 +30,23 @@ struct Receiver {
     requests: Arc<AtomicUsize>,
     /// TCP connections accepted.
     connections: Arc<AtomicUsize>,
+    /// Every authorized POST: the status answered, its events and its body's length in bytes.
+    posts: Arc<Mutex<Vec<(u16, usize, usize)>>>,
 }
 
 async fn receiver(fail_every: usize) -> Receiver {
-    receiver_with(fail_every, &[b"h2", b"http/1.1"], "").await
+    receiver_with(fail_every, &[b"h2", b"http/1.1"], "", 0).await
 }
 
 /// [`receiver`] offering only the ALPN protocols `alpn` (HTTP/1.1 alone: as many log
-/// collectors' HTTP inputs), and answering accepted batches with `accepted_body`.
-async fn receiver_with(fail_every: usize, alpn: &[&[u8]], accepted_body: &'static str) -> Receiver {
+/// collectors' HTTP inputs), answering accepted batches with `accepted_body`, and a body over
+/// `max_body` bytes (0: no limit) with 413, as a collector's size limit does.
+async fn receiver_with(
+    fail_every: usize,
+    alpn: &[&[u8]],
+    accepted_body: &'static str,
+    max_body: usize,
+) -> Receiver {
     crate::server::tls::install_crypto_provider();
     let ca = Ca::new("test-ca").unwrap();
     let leaf = ca.server_cert(&["127.0.0.1"]).unwrap();
@@ -56,8 +65,9 @@ async fn receiver_with(fail_every: usize, alpn: &[&[u8]], accepted_body: &'stati
     let events = Arc::new(Mutex::new(Vec::new()));
     let requests = Arc::new(AtomicUsize::new(0));
     let connections = Arc::new(AtomicUsize::new(0));
+    let posts = Arc::new(Mutex::new(Vec::new()));
     let (rcv, reqs, evs) = (received.clone(), requests.clone(), events.clone());
-    let conns = connections.clone();
+    let (conns, psts) = (connections.clone(), posts.clone());
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
@@ -65,13 +75,14 @@ async fn receiver_with(fail_every: usize, alpn: &[&[u8]], accepted_body: &'stati
             };
             conns.fetch_add(1, Ordering::SeqCst);
             let acceptor = acceptor.clone();
-            let (rcv, reqs, evs) = (rcv.clone(), reqs.clone(), evs.clone());
+            let (rcv, reqs, evs, psts) = (rcv.clone(), reqs.clone(), evs.clone(), psts.clone());
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let (rcv, reqs, evs) = (rcv.clone(), reqs.clone(), evs.clone());
+                    let psts = psts.clone();
                     async move {
                         let n = reqs.fetch_add(1, Ordering::SeqCst) + 1;
                         let auth = req
@@ -84,9 +95,18 @@ async fn receiver_with(fail_every: usize, alpn: &[&[u8]], accepted_body: &'stati
                             (401, "token not recognised\nby this collector\n")
                         } else if fail_every > 0 && n % fail_every == 0 {
                             (500, "")
+                        } else if max_body > 0 && body.len() > max_body {
+                            let list: EventList = serde_json::from_slice(&body).unwrap();
+                            psts.lock()
+                                .unwrap()
+                                .push((413, list.items.len(), body.len()));
+                            (413, "request body too large")
                         } else {
                             let list: EventList = serde_json::from_slice(&body).unwrap();
                             assert_eq!(list.kind, "EventList");
+                            psts.lock()
+                                .unwrap()
+                                .push((200, list.items.len(), body.len()));
                             let now = Instant::now();
                             evs.lock()
                                 .unwrap()
@@ -143,6 +163,7 @@ async fn receiver_with(fail_every: usize, alpn: &[&[u8]], accepted_body: &'stati
         events,
         requests,
         connections,
+        posts,
     }
 }
 
@@ -271,7 +292,7 @@ async fn batch_mode_fills_batches_and_strict_reports_refusal() {
 async fn an_http1_receiver_s_connection_is_reused_batch_after_batch() {
     // A receiver without HTTP/2 that answers each batch with a body, as collectors' HTTP
     // inputs do: the answer must be read for the connection to go back to the pool.
-    let r = receiver_with(0, &[b"http/1.1"], "{\"status\":\"accepted\"}\n").await;
+    let r = receiver_with(0, &[b"http/1.1"], "{\"status\":\"accepted\"}\n", 0).await;
     let dir = tempfile::tempdir().unwrap();
     let a = Auditor::start(vec![SinkSpec {
         name: "siem".into(),
@@ -402,4 +423,128 @@ async fn throttle_paces_batches_and_oversized_events_are_truncated() {
         span >= Duration::from_millis(700),
         "not throttled: {span:?}"
     );
+}
+
+/// An event of about `bytes` bytes of JSON (an annotation fills it).
+fn event_of(i: usize, bytes: usize) -> Event {
+    let mut e = event(i);
+    let base = serde_json::to_vec(&e).unwrap().len() + r#","annotations":{"fill":""}"#.len();
+    e.annotations
+        .insert("fill".into(), "f".repeat(bytes.saturating_sub(base)));
+    e
+}
+
+/// A receiver that answers 413 to bodies over 16 KiB, sent one batch of 400 events of which
+/// one (in the middle) is 20 KB: the events batched with it are delivered — the batch is sent
+/// again in halves until the large event is alone — and only that event fails, its waiter
+/// told the receiver's answer, every other waiter told its event was delivered. (One thread:
+/// the 400 emits all run before the sink's worker does, so they are one batch.)
+#[tokio::test]
+async fn a_413_fails_only_the_event_the_receiver_refuses_alone() {
+    let limit = 16 * 1024;
+    let r = receiver_with(0, &[b"h2", b"http/1.1"], "", limit).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = WebhookConfig {
+        max_batch_size: 400,
+        ..config(kubeconfig(dir.path(), &r, "s3cret"))
+    };
+    let a = Auditor::start(vec![SinkSpec {
+        name: "siem".into(),
+        kind: SinkKind::Webhook(cfg),
+        mode: DeliveryMode::BlockingStrict,
+    }])
+    .unwrap();
+    const LARGE: usize = 200;
+    // Emitted in one turn of the runtime: the sink gets them as one batch.
+    let results = futures_util::future::join_all((0..400).map(|i| {
+        let e = if i == LARGE {
+            event_of(i, 20_000)
+        } else {
+            event(i)
+        };
+        a.emit(e)
+    }))
+    .await;
+    a.shutdown(Duration::from_secs(5)).await;
+
+    let posts = r.posts.lock().unwrap().clone();
+    assert_eq!(
+        posts.first().map(|p| (p.0, p.1)),
+        Some((413, 400)),
+        "the 400 events went as one batch: {posts:?}"
+    );
+    for (i, res) in results.iter().enumerate() {
+        if i == LARGE {
+            let err = res.as_ref().unwrap_err().to_string();
+            assert!(err.contains("413"), "{err}");
+        } else {
+            assert!(res.is_ok(), "e{i}: {res:?}");
+        }
+    }
+    let got: Vec<String> = r.received.lock().unwrap().concat();
+    let want: Vec<String> = (0..400)
+        .filter(|i| *i != LARGE)
+        .map(|i| format!("e{i}"))
+        .collect();
+    assert_eq!(got, want, "the 399 others, once each, in order");
+    let c = a.sinks()[0].counters();
+    assert_eq!(c.events_written.load(Ordering::Relaxed), 399);
+    assert_eq!(c.events_failed.load(Ordering::Relaxed), 1);
+    assert_eq!(c.retries.load(Ordering::Relaxed), 0, "413 is not retried");
+    // Halving: the large event's half is refused at every size down to the event alone (other
+    // halves until they fit); nothing accepted was over the receiver's limit.
+    let refused_alone = posts.iter().filter(|p| p.0 == 413 && p.1 == 1).count();
+    assert_eq!(refused_alone, 1, "{posts:?}");
+    assert!(posts.iter().filter(|p| p.0 == 200).all(|p| p.2 <= limit));
+}
+
+/// `max_batch_bytes`: a batch of 100 events of about 1000 bytes, capped at 8 KiB, goes as
+/// several POSTs, in order, none of whose bodies is over the cap — except one event larger than
+/// the cap alone, which goes alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_batch_body_is_larger_than_max_batch_bytes() {
+    let r = receiver(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cap = 8192;
+    let cfg = WebhookConfig {
+        max_batch_size: 400,
+        max_wait: Duration::from_secs(30),
+        throttle_qps: 0.0,
+        max_batch_bytes: cap,
+        ..config(kubeconfig(dir.path(), &r, "s3cret"))
+    };
+    let a = Auditor::start(vec![SinkSpec {
+        name: "siem".into(),
+        kind: SinkKind::Webhook(cfg),
+        mode: DeliveryMode::Batch {
+            queue: 1000,
+            overflow: Overflow::Block,
+        },
+    }])
+    .unwrap();
+    for i in 0..100 {
+        let size = if i == 50 { 20_000 } else { 1000 };
+        a.emit(event_of(i, size)).await.unwrap();
+    }
+    a.shutdown(Duration::from_secs(5)).await;
+
+    let got: Vec<String> = r.received.lock().unwrap().concat();
+    let want: Vec<String> = (0..100).map(|i| format!("e{i}")).collect();
+    assert_eq!(got, want, "all of them, in order");
+    let posts = r.posts.lock().unwrap().clone();
+    assert!(posts.len() >= 13, "100 KB in 8 KiB bodies: {posts:?}");
+    for &(status, events, bytes) in &posts {
+        assert_eq!(status, 200);
+        assert!(
+            bytes <= cap || events == 1,
+            "a body of {bytes} bytes holds {events} events"
+        );
+    }
+    assert_eq!(
+        posts.iter().filter(|p| p.2 > cap).count(),
+        1,
+        "the 20 KB event alone: {posts:?}"
+    );
+    let c = a.sinks()[0].counters();
+    assert_eq!(c.events_written.load(Ordering::Relaxed), 100);
 }

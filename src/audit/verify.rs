@@ -20,7 +20,9 @@
 //!   them (the file sink's `checkpoint_copy`, e.g. the container's stderr shipped off the
 //!   node). Each one inside the verified range must match the chain; one beyond its end means
 //!   the newest events — sidecar included — were cut off. Anchors before the oldest retained
-//!   event are counted, not checked (retention deleted what they sign).
+//!   event are counted, not checked (retention deleted what they sign). An anchor line that
+//!   names the checkpoint kind but holds no checkpoint (a logged request path) is skipped with
+//!   a warning; one holding a checkpoint that does not verify fails (`verify/signed.rs`).
 //!
 //! The first failure stops the run and names `file:line`. A last line without its newline
 //! (a crash mid-write) is a warning, not a failure: everything before it verifies. Events after
@@ -379,7 +381,7 @@ pub fn verify_with_anchors(
     };
     let mut anchored = 0usize;
     for a in anchors {
-        match signed::read_anchor(a, keys)? {
+        match signed::read_anchor(a, keys, &mut st.report.warnings)? {
             Ok(list) => {
                 if list.is_empty() {
                     // One of several files (a container log's rotated chunks, some written

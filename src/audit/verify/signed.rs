@@ -4,8 +4,11 @@
 //! syslog file the checkpoints were copied into can be given as it is).
 //!
 //! Rejects, naming `file:line`: a sidecar line that is not a checkpoint, a bad signature (with
-//! keys), a sidecar whose `seq` goes backwards; an anchor line that mentions a checkpoint but
-//! does not parse or verify (a forged or damaged copy is not silently ignored).
+//! keys), a sidecar whose `seq` goes backwards; an anchor line holding a checkpoint that does
+//! not verify (a bad signature, or without keys a link that is not one — a forged copy is not
+//! ignored). An anchor line that names the checkpoint kind but holds no checkpoint that parses
+//! (a logged request path naming it, say) is skipped and counted in a warning
+//! ([`read_anchor`] says why that is safe).
 
 use std::{
     fs::File,
@@ -149,60 +152,102 @@ pub(super) fn read_sidecar(
     }))
 }
 
+/// How many skipped anchor lines a warning names by number.
+const SKIPPED_NAMED: usize = 5;
+
 /// The checkpoints found in an anchor file, whatever else its lines hold: a line that is a
 /// checkpoint, one after a prefix (a container runtime's `TIME stderr F `), or one wrapped as
 /// a string in a log collector's record (Docker's json-file `{"log": "…"}`, a `message` field)
 /// — any string member of an object without a `kind` of its own. (Anchors that yield no
 /// checkpoint at all fail the verification: `verify_with_anchors`.)
+///
+/// A line that names the checkpoint kind but yields no checkpoint that parses is skipped, and
+/// `warnings` says how many and where. The anchor file is typically the proxy's own container
+/// log, which also holds text clients control (the path of every refused request is logged):
+/// failing on such a line would let any client that can send a request break `verify
+/// --anchor` for everyone, pushing operators to drop the anchor.
+///
+/// Why skipping is safe: a skipped line only ever leaves a checkpoint out of the anchor, never
+/// adds or changes one. The anchor's job is to hold the files to the newest checkpoint it has
+/// (catching a log and its sidecar cut back together); one checkpoint fewer is what deleting
+/// that line would do, which whoever can write the anchor file can do anyway. Whoever cannot
+/// (whom the anchor is for: someone able to rewrite the audit folder) cannot change what the
+/// proxy's own checkpoint line says by sending requests: the copy is written in one `write` of
+/// whole lines, well under `PIPE_BUF`, so its bytes stay together. What can still make a real
+/// copy unparseable is damage on its way — a collector cutting the line, or a log line longer
+/// than `PIPE_BUF` written to the same full stderr pipe at the same moment and split around
+/// it, which leaves the checkpoint at the end of a line starting with other text — and that
+/// line is skipped too (it failed before): the warning names it, to be looked at. A line that
+/// does hold a checkpoint is still held to it: a bad signature (or, without keys, a link that
+/// is not one) fails, as does one the files do not reach.
 pub(super) fn read_anchor(
     path: &Path,
     keys: &[VerifyingKey],
+    warnings: &mut Vec<String>,
 ) -> io::Result<Result<Vec<Signed>, Failure>> {
     let mut out = Vec::new();
+    let mut skipped: Vec<u64> = Vec::new();
     let result = for_each_line(path, |line, bytes| {
         let text = String::from_utf8_lossy(bytes);
         if !text.contains(CHECKPOINT_KIND) {
             return Ok(());
         }
-        // The JSON object may follow a prefix (a container runtime's `TIME stderr F `).
-        let json = text
-            .find('{')
-            .zip(text.rfind('}'))
-            .and_then(|(a, b)| text.get(a..=b))
-            .unwrap_or_default();
-        let unwrapped;
-        let mut json = json;
-        // Only an object whose own `kind` is a checkpoint is one: an audit event whose
-        // `requestURI` (or any string) holds the word is another line of the log. An object
-        // without a `kind` may be a collector's record holding the line as a string.
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(json) {
-            match v.get("kind") {
-                Some(k) if k.as_str() == Some(CHECKPOINT_KIND) => {}
-                Some(_) => return Ok(()),
-                None => match wrapped_checkpoint(&v) {
-                    Some(inner) => {
-                        unwrapped = inner;
-                        json = &unwrapped;
-                    }
-                    None => return Ok(()),
-                },
+        match anchor_checkpoint(&text) {
+            Some(cp) => {
+                let link = check(&cp, keys).map_err(|m| fail(path, line, m))?;
+                out.push(Signed {
+                    seq: cp.seq,
+                    link,
+                    time: cp.time,
+                    adopted: cp.adopted,
+                    file: path.to_path_buf(),
+                    line,
+                });
             }
+            None => skipped.push(line),
         }
-        let cp: Checkpoint = serde_json::from_str(json)
-            .map_err(|e| fail(path, line, format!("not a valid checkpoint ({e})")))?;
-        let link = check(&cp, keys).map_err(|m| fail(path, line, m))?;
-        out.push(Signed {
-            seq: cp.seq,
-            link,
-            time: cp.time,
-            adopted: cp.adopted,
-            file: path.to_path_buf(),
-            line,
-        });
         Ok(())
     })?;
+    if !skipped.is_empty() {
+        let named: Vec<String> = skipped
+            .iter()
+            .take(SKIPPED_NAMED)
+            .map(u64::to_string)
+            .collect();
+        let more = if skipped.len() > SKIPPED_NAMED {
+            ", …"
+        } else {
+            ""
+        };
+        warnings.push(format!(
+            "{}: {} line(s) name {CHECKPOINT_KIND} but hold no checkpoint (a logged request naming it?); skipped: line {}{more}",
+            path.display(),
+            skipped.len(),
+            named.join(", "),
+        ));
+    }
     // A torn last line of an anchor is just not counted.
     Ok(result.map(|_| out))
+}
+
+/// The checkpoint one anchor line holds, if it parses as one (see [`read_anchor`]).
+fn anchor_checkpoint(text: &str) -> Option<Checkpoint> {
+    // The JSON object may follow a prefix (a container runtime's `TIME stderr F `).
+    let json = text
+        .find('{')
+        .zip(text.rfind('}'))
+        .and_then(|(a, b)| text.get(a..=b))?;
+    // Only an object whose own `kind` is a checkpoint is one: an audit event whose
+    // `requestURI` (or any string) holds the word is another line of the log. An object
+    // without a `kind` may be a collector's record holding the line as a string.
+    let v = serde_json::from_str::<serde_json::Value>(json).ok()?;
+    match v.get("kind") {
+        // Parsed again from the text, not from `v`: with a duplicate key (which `v` resolved to
+        // the last) the line is no checkpoint.
+        Some(k) if k.as_str() == Some(CHECKPOINT_KIND) => serde_json::from_str(json).ok(),
+        Some(_) => None,
+        None => wrapped_checkpoint(&v).and_then(|inner| serde_json::from_str(&inner).ok()),
+    }
 }
 
 /// The checkpoint a log collector's record holds as one of its string members (`log`,

@@ -321,6 +321,94 @@ fn checkpoints_wrapped_by_a_log_collector_anchor_and_an_empty_anchor_fails() {
     assert!(f.message.contains("no checkpoint found"), "{}", f.message);
 }
 
+/// The anchor file is the proxy's own container log, which holds what clients send: the
+/// authorization layer logs the path of every refused request, so anyone can put the checkpoint
+/// kind on a line of it (`GET /api/v1/namespaces/default/pods/PortcullisAuditCheckpoint`). Such
+/// lines — text with the request span's `{…}` prefix, JSON, or wrapped by a collector — are
+/// skipped with a warning naming them; the real checkpoints around them still anchor the chain
+/// (a log cut back with its sidecar fails) and a forged one still fails.
+#[test]
+fn anchor_lines_naming_the_checkpoint_kind_without_a_checkpoint_are_skipped_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    let side = sidecar_path(&p);
+    let anchor = dir.path().join("anchor.log");
+    let (_, _, key) = SigningKey::generate().unwrap();
+    let keys = [key.verifying_key()];
+    write_file(&p, &key, 10, 4, Some(&anchor));
+    let orig = lines(&p);
+    let orig_side = lines(&side);
+    let cri = |l: &str| format!("2026-12-02T10:00:00.1Z stderr F {l}");
+    let path = "/api/v1/namespaces/default/pods/PortcullisAuditCheckpoint";
+    let text = format!(
+        "2026-12-02T10:00:00.123456Z  INFO request{{audit_id=5f0c7a0e-2b1d-4f6e-9a57-0d3c1e2f4a5b}}: portcullis::authz::layer: forbidden user=alice verb=get path={path} reason=\"no grant allows get pods\""
+    );
+    let json = serde_json::json!({
+        "timestamp": "2026-12-02T10:00:00.123456Z", "level": "INFO",
+        "fields": {"message": "forbidden", "user": "alice", "verb": "get", "path": path},
+        "target": "portcullis::authz::layer",
+        "span": {"audit_id": "5f0c7a0e-2b1d-4f6e-9a57-0d3c1e2f4a5b", "name": "request"},
+    })
+    .to_string();
+    let wrapped = serde_json::json!({"log": format!("{text}\n"), "stream": "stderr"}).to_string();
+    let mut a = vec![
+        cri(&orig_side[0]),
+        cri(&text),
+        cri(&orig_side[1]),
+        json,
+        wrapped,
+        cri(&orig_side[2]),
+    ];
+    put(&anchor, &a);
+    let r = verify_with_anchors(
+        std::slice::from_ref(&p),
+        &keys,
+        std::slice::from_ref(&anchor),
+    )
+    .unwrap();
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(r.anchors_matched, 3);
+    let warning = format!(
+        "{}: 3 line(s) name PortcullisAuditCheckpoint but hold no checkpoint",
+        anchor.display()
+    );
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.starts_with(&warning) && w.ends_with("skipped: line 2, 4, 5")),
+        "{:?}",
+        r.warnings
+    );
+
+    // Still an anchor: log and sidecar cut back to event #4 fail on the checkpoint of event #8.
+    put(&p, &orig[..4]);
+    put(&side, &orig_side[..2]);
+    let r = verify_with_anchors(
+        std::slice::from_ref(&p),
+        &keys,
+        std::slice::from_ref(&anchor),
+    )
+    .unwrap();
+    let f = r.failure.unwrap();
+    assert_eq!((f.file, f.line), (anchor.clone(), 6));
+    assert!(
+        f.message
+            .contains("signs event #8, but the files end at event #4"),
+        "{}",
+        f.message
+    );
+
+    // A checkpoint that parses but does not verify still fails, among skipped lines.
+    put(&p, &orig);
+    put(&side, &orig_side);
+    a[2] = a[2].replace("\"time\":\"20", "\"time\":\"19");
+    put(&anchor, &a);
+    let r = verify_with_anchors(&[p], &keys, std::slice::from_ref(&anchor)).unwrap();
+    let f = r.failure.unwrap();
+    assert_eq!((f.file, f.line), (anchor, 3));
+    assert!(f.message.contains("signature invalid"), "{}", f.message);
+}
+
 #[test]
 fn rewriting_the_whole_chain_is_caught_by_signatures() {
     let dir = tempfile::tempdir().unwrap();

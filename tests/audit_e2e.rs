@@ -1139,3 +1139,96 @@ async fn an_uninspected_create_is_named_from_its_body() {
     assert_eq!(e["objectRef"]["namespace"], "default", "{e}");
     env.stop().await;
 }
+
+/// `omitManagedFields` as kube-apiserver applies it: decoded objects lose
+/// `metadata.managedFields` (a create's `requestObject`, every `responseObject`:
+/// `copyWithoutManagedFields` in `LogRequestObject` / `LogResponseObject`), but a patch's
+/// `requestObject` is the patch as sent (`LogRequestPatch` records its bytes as they came), so
+/// a patch that writes `managedFields` is recorded writing them — merge, strategic merge and
+/// JSON patch alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn omit_managed_fields_strips_objects_but_records_patches_as_sent() {
+    let (_pdir, env) = with_policy(
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nomitManagedFields: true\nrules:\n  - level: RequestResponse\n    resources: [{group: \"\", resources: [\"configmaps\"]}]\n  - level: Metadata\n",
+    )
+    .await;
+    let dir = env.files.dir.clone();
+    let token = alice(&env);
+    let managed = |manager: &str| {
+        json!([{"manager": manager, "operation": "Update", "apiVersion": "v1",
+            "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {}}}])
+    };
+    let send = |method: &str, path: &str, content_type: &str, body: &Value| {
+        let r = Request::builder()
+            .method(method)
+            .uri(format!("https://localhost{path}"))
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::from(serde_json::to_vec(body).unwrap())))
+            .unwrap();
+        with_token(r, &token)
+    };
+    let recorded = |resp: &http::Response<Bytes>, code: u16| {
+        assert_eq!(resp.status(), code, "{:?}", resp.body());
+        let id = resp.headers()["audit-id"].to_str().unwrap();
+        let e = event_for(&dir, id, "ResponseComplete");
+        assert_eq!(e["level"], "RequestResponse", "{e}");
+        assert!(
+            e["responseObject"]["metadata"]
+                .get("managedFields")
+                .is_none(),
+            "{e}"
+        );
+        e
+    };
+
+    // A create: its decoded object is recorded without them.
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "mf", "managedFields": managed("creator")}, "data": {"a": "1"}});
+    let resp = env
+        .request(
+            send(
+                "POST",
+                "/api/v1/namespaces/team-a/configmaps",
+                "application/json",
+                &cm,
+            ),
+            None,
+            true,
+        )
+        .await;
+    let e = recorded(&resp, 201);
+    let mut stripped = cm.clone();
+    stripped["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("managedFields");
+    assert_eq!(e["requestObject"], stripped);
+
+    // Patches: recorded as sent, managedFields included.
+    let merge = json!({"metadata": {"labels": {"a": "b"}, "managedFields": managed("mallory")}});
+    let json_patch = json!([
+        {"op": "add", "path": "/metadata/labels/c", "value": "d"},
+        {"op": "add", "path": "/metadata/managedFields", "value": managed("mallory")}]);
+    for (content_type, patch) in [
+        ("application/merge-patch+json", &merge),
+        ("application/strategic-merge-patch+json", &merge),
+        ("application/json-patch+json", &json_patch),
+    ] {
+        let resp = env
+            .request(
+                send(
+                    "PATCH",
+                    "/api/v1/namespaces/team-a/configmaps/mf",
+                    content_type,
+                    patch,
+                ),
+                None,
+                true,
+            )
+            .await;
+        let e = recorded(&resp, 200);
+        assert_eq!(e["verb"], "patch");
+        assert_eq!(&e["requestObject"], patch, "{content_type}: {e}");
+    }
+    env.stop().await;
+}

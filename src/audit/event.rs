@@ -354,9 +354,19 @@ impl Event {
         }
     }
 
-    /// Remove `metadata.managedFields` from the recorded bodies (policy `omitManagedFields`).
+    /// Remove `metadata.managedFields` from the recorded objects (policy `omitManagedFields`),
+    /// as the apiserver does: from the response object, and from the request object unless the
+    /// request is a patch. Its patch handler records the patch body as sent
+    /// (`audit.LogRequestPatch`: the raw bytes as a `runtime.Unknown`), and only a decoded
+    /// object goes through `copyWithoutManagedFields` (`LogRequestObject`,
+    /// `LogResponseObject`) — a patch setting `managedFields` is recorded with them, so what
+    /// the caller wrote to them shows.
     pub fn omit_managed_fields(&mut self) {
-        for obj in [&mut self.request_object, &mut self.response_object]
+        let request = self
+            .request_object
+            .as_mut()
+            .filter(|_| self.verb != "patch");
+        for obj in [request, self.response_object.as_mut()]
             .into_iter()
             .flatten()
         {

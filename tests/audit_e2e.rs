@@ -492,6 +492,23 @@ async fn a_strict_sink_that_cannot_record_answers_503() {
     // A policy that records RequestReceived refuses before anything reaches the upstream.
     let seen = env.sandbox.sandbox.recorded();
     assert_eq!(seen.len(), 1, "{seen:?}");
+    // Now the strict webhook is known to fail: the next request is held back before it is
+    // forwarded (a write would otherwise be carried out unrecorded, and answered 500 after the
+    // delivery's retries), while this replica stays ready (every replica shares the receiver).
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env
+        .request(
+            req("GET", "/api/v1/namespaces/default/configmaps", None),
+            Some(&env.admin_cert),
+            true,
+        )
+        .await;
+    assert_eq!(resp.status(), 503, "{:?}", resp.body());
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let seen = env.sandbox.sandbox.recorded();
+    assert!(seen.is_empty(), "the upstream saw {seen:?}");
+    let (status, body) = common::admin_get(env.admin_addr, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
     env.sandbox.sandbox.clear_recorded();
     let policy = kc_dir.path().join("policy.yaml");
     std::fs::write(

@@ -15,7 +15,7 @@
 //! | `portcullis_audit_rotations_total` | file rotations |
 //! | `portcullis_audit_retries_total` | webhook retries |
 //! | `portcullis_audit_events_truncated_total` | webhook events sent without their objects (`max_event_size`) |
-//! | `portcullis_audit_sink_healthy` | gauge, file and stdout sinks only: 1, or 0 while the last event write failed (`sink/health.rs`; a webhook records no health, so it has no series rather than a constant 1) |
+//! | `portcullis_audit_sink_healthy` | gauge, file and stdout sinks only: 1, or 0 while the last event write failed (`sink/health.rs`; a webhook's health only holds back writes while it fails — its failures show in `portcullis_audit_events_failed_total`) |
 
 use std::sync::{atomic::Ordering, Arc};
 

@@ -1,6 +1,8 @@
-//! Whether a sink written on this replica (file, stdout) is failing: the outcome of its last
-//! event write, for `/readyz` ([`Auditor::not_ready`](super::Auditor::not_ready)) and the
-//! `portcullis_audit_sink_healthy` gauge.
+//! Whether a sink is failing: the outcome of its last event write, for `/readyz`
+//! ([`Auditor::not_ready`](super::Auditor::not_ready), sinks written on this replica — file,
+//! stdout), the `portcullis_audit_sink_healthy` gauge (the same) and holding requests back
+//! while a strict sink fails ([`Auditor::strict_failure`](super::Auditor::strict_failure), a
+//! webhook's deliveries included: recorded by `webhook.rs` per POST).
 //!
 //! Why: a `blocking-strict` sink that cannot write refuses every audited request (503), so a
 //! replica whose audit disk is full or unwritable serves nothing — while its upstream is fine.

@@ -12,7 +12,8 @@
 //!
 //! A `BlockingStrict` sink written on this replica (file, stdout) whose last write failed makes
 //! the replica unready ([`Auditor::not_ready`], `health.rs`), since it refuses every audited
-//! request; a webhook's failure never does (every replica shares its receiver).
+//! request; a webhook's failure never does (every replica shares its receiver), though a
+//! failing strict webhook holds requests back like a local sink ([`Auditor::strict_failure`]).
 //!
 //! Each sink owns one worker (a dedicated OS thread for file and stdout, whose writes block; a
 //! tokio task for the webhook) fed by a bounded channel. Workers take everything queued at once,
@@ -504,28 +505,32 @@ impl Auditor {
 
     /// [`not_ready`](Self::not_ready) as of `now`.
     pub(crate) fn not_ready_at(&self, window: Duration, now: std::time::Instant) -> Vec<String> {
-        self.strict_problems(window, now).collect()
+        self.strict_problems(window, now, false).collect()
     }
 
-    /// Why a `blocking-strict` sink of this replica (file, stdout) cannot take events now: its
-    /// writer is gone, a write has hung for [`health::STUCK_WRITE`], or its last event write
-    /// failed and none has succeeded since — without `not_ready`'s window: the events of the
-    /// requests this refuses (and of the reads it lets through) are what try the sink again.
-    /// `None` when every such sink can take events (atomic loads, no lock).
+    /// Why a `blocking-strict` sink cannot take events now: its writer is gone, a write has
+    /// hung for [`health::STUCK_WRITE`], or its last event write (a webhook's: its last
+    /// delivery) failed and none has succeeded since — without `not_ready`'s window: the
+    /// events of the requests this refuses are what try the sink again. Unlike readiness, a
+    /// webhook counts here: a write forwarded while it fails would be carried out unrecorded
+    /// and answered 500 after the delivery's retries. `None` when every such sink can take
+    /// events (atomic loads, no lock).
     pub fn strict_failure(&self) -> Option<String> {
-        self.strict_problems(Duration::MAX, std::time::Instant::now())
+        self.strict_problems(Duration::MAX, std::time::Instant::now(), true)
             .next()
     }
 
-    /// Each local strict sink's problem, if it has one (a failure counts within `window`).
+    /// Each strict sink's problem, if it has one (a failure counts within `window`): the local
+    /// ones (file, stdout), and the webhooks too when `remote`.
     fn strict_problems(
         &self,
         window: Duration,
         now: std::time::Instant,
+        remote: bool,
     ) -> impl Iterator<Item = String> + '_ {
         self.sinks
             .iter()
-            .filter(|s| s.local && s.mode == DeliveryMode::BlockingStrict)
+            .filter(move |s| (s.local || remote) && s.mode == DeliveryMode::BlockingStrict)
             .filter_map(move |s| {
                 if s.tx.is_closed() {
                     // Only its thread's end closes the channel before shutdown (a panic):

@@ -431,8 +431,17 @@ impl Worker {
                     todo.push_front(batch);
                     continue;
                 }
-                Err(e) => Err(e.message),
+                Err(e) => Err(e),
             };
+            // The receiver's health, for holding back writes while a strict webhook fails
+            // (`Auditor::strict_failure`): a 413 to one event refuses that event, not every
+            // later one.
+            match &result {
+                Ok(()) => self.counters.health.record(Ok(())),
+                Err(e) if !e.too_large => self.counters.health.record(Err(&e.message)),
+                Err(_) => {}
+            }
+            let result = result.map_err(|e| e.message);
             let n = batch.len();
             match &result {
                 Ok(()) => SinkCounters::add(&self.counters.events_written, n),

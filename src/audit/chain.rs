@@ -259,11 +259,20 @@ pub fn unlink_line(raw: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The signed message of a checkpoint.
-pub fn checkpoint_message(seq: u64, chain: &Link, time: &str, adopted: u64) -> Vec<u8> {
+pub fn checkpoint_message(
+    seq: u64,
+    chain: &Link,
+    time: &str,
+    adopted: u64,
+    clean_stop: bool,
+) -> Vec<u8> {
     let mut m = format!("{CHECKPOINT_DOMAIN}{seq}\n{}\n{time}", chain.to_hex());
     // Only when there is something to say, so checkpoints without it sign what they always did.
     if adopted > 0 {
         m.push_str(&format!("\nadopted {adopted}"));
+    }
+    if clean_stop {
+        m.push_str("\nclean stop");
     }
     m.into_bytes()
 }
@@ -285,10 +294,20 @@ pub struct Checkpoint {
     /// Part of the signed message; absent when 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub adopted: u64,
+    /// Written by a clean shutdown, the last of its log: whatever a later checkpoint says it
+    /// found unsigned on disk after this one (`adopted`) was added while the proxy was
+    /// stopped, not written by it — `audit verify` fails on it. Part of the signed message;
+    /// absent when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub clean_stop: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Checkpoint {
@@ -311,10 +330,23 @@ impl Checkpoint {
         time: MicroTime,
         adopted: u64,
     ) -> Checkpoint {
+        Checkpoint::sign_stopping(key, seq, chain, time, adopted, false)
+    }
+
+    /// [`sign_adopting`](Self::sign_adopting), marked as a clean shutdown's last checkpoint
+    /// when `clean_stop` (see [`Checkpoint::clean_stop`]).
+    pub fn sign_stopping(
+        key: &SigningKey,
+        seq: u64,
+        chain: &Link,
+        time: MicroTime,
+        adopted: u64,
+        clean_stop: bool,
+    ) -> Checkpoint {
         let time = time.to_string();
         let sig = key
             .pair
-            .sign(&checkpoint_message(seq, chain, &time, adopted));
+            .sign(&checkpoint_message(seq, chain, &time, adopted, clean_stop));
         Checkpoint {
             kind: CHECKPOINT_KIND.into(),
             api_version: CHECKPOINT_API_VERSION.into(),
@@ -324,6 +356,7 @@ impl Checkpoint {
             key_id: key.key_id.clone(),
             signature: base64::engine::general_purpose::STANDARD.encode(sig.as_ref()),
             adopted,
+            clean_stop,
         }
     }
 
@@ -358,7 +391,7 @@ impl Checkpoint {
             .map_err(|_| "signature invalid (not base64)".to_string())?;
         UnparsedPublicKey::new(&signature::ED25519, &key.raw)
             .verify(
-                &checkpoint_message(self.seq, &chain, &self.time, self.adopted),
+                &checkpoint_message(self.seq, &chain, &self.time, self.adopted, self.clean_stop),
                 &sig,
             )
             .map_err(|_| "signature invalid".to_string())?;

@@ -153,6 +153,8 @@ struct State {
     since_ckpt: u64,
     /// The checkpoint being placed starts the chain (nothing of its range was read).
     at_start: bool,
+    /// Where the last checkpoint placed was written, when it was a clean shutdown's.
+    after_clean_stop: Option<String>,
     report: Report,
 }
 
@@ -201,12 +203,21 @@ impl State {
                 }
                 let first = seq - self.since_ckpt + 1;
                 let last = first + cp.adopted - 1;
+                if let Some(stop) = &self.after_clean_stop {
+                    // The stop was clean: nothing was left unsigned, so these were added to
+                    // the log while the proxy was stopped.
+                    return Err(format!(
+                        "{}: events #{first}–#{last} were found unsigned at a start after the clean stop signed at {stop}: the proxy did not write them (added while it was stopped)",
+                        cp.at()
+                    ));
+                }
                 self.report.adopted.push((first, last));
                 self.report.warnings.push(format!(
                     "{}: events #{first}–#{last} were found unsigned when the proxy started and are signed by this checkpoint, not by one written with them: after a crash that is its unsigned tail; after a clean stop they were added while it was stopped",
                     cp.at()
                 ));
             }
+            self.after_clean_stop = cp.clean_stop.then(|| cp.at());
             self.report.checkpoints += 1;
             self.report.last_checkpoint = Some((cp.seq, cp.time.clone()));
             self.since_ckpt = 0;
@@ -374,6 +385,7 @@ pub fn verify_with_anchors(
         anchors: BTreeMap::new(),
         since_ckpt: 0,
         at_start: false,
+        after_clean_stop: None,
         report: Report {
             signatures_checked: !keys.is_empty(),
             ..Report::default()

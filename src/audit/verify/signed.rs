@@ -27,6 +27,8 @@ pub(super) struct Signed {
     pub time: String,
     /// Events of its range the signer found on disk at start instead of writing them.
     pub adopted: u64,
+    /// Written by a clean shutdown (`Checkpoint::clean_stop`).
+    pub clean_stop: bool,
     pub file: PathBuf,
     pub line: u64,
 }
@@ -135,6 +137,7 @@ pub(super) fn read_sidecar(
             link,
             time: cp.time,
             adopted: cp.adopted,
+            clean_stop: cp.clean_stop,
             file: path.to_path_buf(),
             line,
         });
@@ -200,6 +203,7 @@ pub(super) fn read_anchor(
                     link,
                     time: cp.time,
                     adopted: cp.adopted,
+                    clean_stop: cp.clean_stop,
                     file: path.to_path_buf(),
                     line,
                 });

@@ -456,13 +456,20 @@ impl FileBackend {
 
     /// Append a signed checkpoint of the current state to `side_buf` (no-op without a key).
     fn append_checkpoint(&mut self) {
+        self.append_checkpoint_stopping(false);
+    }
+
+    /// [`append_checkpoint`](Self::append_checkpoint), marked as a clean shutdown's last when
+    /// `clean_stop`.
+    fn append_checkpoint_stopping(&mut self, clean_stop: bool) {
         if let Some(key) = &self.cfg.signing_key {
-            let cp = Checkpoint::sign_adopting(
+            let cp = Checkpoint::sign_stopping(
                 key,
                 self.seq,
                 &self.link,
                 crate::audit::event::MicroTime::now(),
                 self.adopted,
+                clean_stop,
             );
             self.side_buf.extend_from_slice(&cp.to_line());
             self.side_buf.push(b'\n');
@@ -770,9 +777,9 @@ impl LineBackend for FileBackend {
             self.buf.clear();
             self.side_buf.clear();
             let snap = self.snapshot();
-            if self.since_ckpt > 0 {
-                self.append_checkpoint();
-            }
+            // Always, even right after another checkpoint: it says the stop was clean, so
+            // lines found after it at the next start were not written by the proxy.
+            self.append_checkpoint_stopping(true);
             if let Err(e) = self.commit(true, snap) {
                 tracing::error!(err = %e, "audit file: final checkpoint failed");
             }

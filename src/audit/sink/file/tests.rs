@@ -567,50 +567,81 @@ async fn an_empty_log_continues_from_its_sidecar_when_its_backups_are_gone() {
 
 /// Lines appended while the proxy was stopped (links recomputed: that takes no key) are not
 /// vouched for by the restarted proxy: its first checkpoint says how many events it found
-/// unsigned, and verify reports them as adopted, not as signed when written.
+/// unsigned. After a clean stop — its last checkpoint says so — there is no unsigned tail to
+/// take over, so verify fails on them; after a crash (no clean-stop checkpoint) they are
+/// reported as adopted, as the crash's own unsigned tail would be.
 #[tokio::test]
 async fn a_restart_does_not_vouch_for_lines_it_did_not_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.log");
-    let key = key();
-    let cfg = signed(&path, &key);
-    let a = auditor(cfg.clone(), DeliveryMode::Blocking);
-    for i in 0..3 {
-        a.emit(event(i)).await.unwrap();
+    for crashed in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let key = key();
+        let cfg = signed(&path, &key);
+        let a = auditor(cfg.clone(), DeliveryMode::Blocking);
+        for i in 0..3 {
+            a.emit(event(i)).await.unwrap();
+        }
+        a.shutdown(Duration::from_secs(5)).await;
+        let r = verify_files(std::slice::from_ref(&path), &key);
+        assert!(
+            r.ok() && r.unsigned_tail == 0 && r.adopted.is_empty(),
+            "{r:?}"
+        );
+        let sidecar = crate::audit::chain::sidecar_path(&path);
+        let text = std::fs::read_to_string(&sidecar).unwrap();
+        let last = text.lines().last().unwrap();
+        assert!(last.contains("\"cleanStop\":true"), "{text}");
+        if crashed {
+            // As if killed before its last checkpoint: none says the stop was clean.
+            let kept: String = text
+                .lines()
+                .take(text.lines().count() - 1)
+                .map(|l| format!("{l}\n"))
+                .collect();
+            std::fs::write(&sidecar, kept).unwrap();
+        }
+        // Someone with write access appends a forged event with a correct link.
+        let r = verify_files(std::slice::from_ref(&path), &key);
+        let last = r.last_link.unwrap();
+        let forged = crate::audit::sink::Prepared::new(event(99), true);
+        let link = last.next(forged.canonical());
+        let mut line = Vec::new();
+        forged.write_chained(&link, &mut line);
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&line)
+            .unwrap();
+        // The proxy starts again, writes one event and stops.
+        let a = auditor(cfg, DeliveryMode::Blocking);
+        a.emit(event(3)).await.unwrap();
+        a.shutdown(Duration::from_secs(5)).await;
+        let r = verify_files(std::slice::from_ref(&path), &key);
+        if crashed {
+            assert!(r.ok(), "{r:?}");
+            assert_eq!((r.events, r.unsigned_tail), (5, 0));
+            assert_eq!(r.adopted, [(1, 4)], "{r:?}");
+            assert!(
+                r.warnings
+                    .iter()
+                    .any(|w| w.contains("events #1–#4 were found unsigned")),
+                "{:?}",
+                r.warnings
+            );
+        } else {
+            let failure = r
+                .failure
+                .as_ref()
+                .map(|f| f.message.as_str())
+                .unwrap_or_default();
+            assert!(
+                failure
+                    .contains("events #4–#4 were found unsigned at a start after the clean stop"),
+                "{r:?}"
+            );
+        }
     }
-    a.shutdown(Duration::from_secs(5)).await;
-    let r = verify_files(std::slice::from_ref(&path), &key);
-    assert!(
-        r.ok() && r.unsigned_tail == 0 && r.adopted.is_empty(),
-        "{r:?}"
-    );
-    // Someone with write access appends a forged event with a correct link.
-    let last = r.last_link.unwrap();
-    let forged = crate::audit::sink::Prepared::new(event(99), true);
-    let link = last.next(forged.canonical());
-    let mut line = Vec::new();
-    forged.write_chained(&link, &mut line);
-    OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .unwrap()
-        .write_all(&line)
-        .unwrap();
-    // The proxy starts again, writes one event and stops.
-    let a = auditor(cfg, DeliveryMode::Blocking);
-    a.emit(event(3)).await.unwrap();
-    a.shutdown(Duration::from_secs(5)).await;
-    let r = verify_files(std::slice::from_ref(&path), &key);
-    assert!(r.ok(), "{r:?}");
-    assert_eq!((r.events, r.unsigned_tail), (5, 0));
-    assert_eq!(r.adopted, [(4, 4)], "{r:?}");
-    assert!(
-        r.warnings
-            .iter()
-            .any(|w| w.contains("events #4–#4 were found unsigned")),
-        "{:?}",
-        r.warnings
-    );
 }
 
 /// A crash's unsigned tail taken over into a *new* file (the old one ends torn): the new

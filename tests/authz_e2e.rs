@@ -320,6 +320,54 @@ async fn a_client_ca_outside_its_validity_period_anchors_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_apply_a_namespace_into_existence() {
+    // team-a may change its namespaces (`team-a`, `team-a-*`): a rule naming `namespaces`.
+    let env = Env::start_with(|c| {
+        *c = c.replace(
+            "      namespaces: [team-a]\n      subjects: [{group: \"tenant:team-a\"}]\n",
+            "      namespaces: [team-a, \"team-a-*\"]\n      subjects: [{group: \"tenant:team-a\"}]\n      rules:\n        - {verbs: [\"*\"], api_groups: [\"*\"], resources: [\"*\"]}\n        - {verbs: [\"*\"], api_groups: [\"\"], resources: [namespaces]}\n",
+        )
+    })
+    .await;
+    let t = forge(&env).token(&claims("alice", &["tenant:team-a"]));
+    let ns = |name: &str| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {"x": "y"}}});
+    let apply = |path: &str, body: Value| {
+        let mut r = req("PATCH", path, Some(&t));
+        r.headers_mut().insert(
+            "content-type",
+            "application/apply-patch+yaml".parse().unwrap(),
+        );
+        *r.body_mut() = Full::new(Bytes::from(body.to_string()));
+        r
+    };
+    // Its own namespace: changed.
+    let resp = env
+        .request(
+            apply("/api/v1/namespaces/team-a?fieldManager=t", ns("team-a")),
+            None,
+            false,
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK, "{:?}", resp.body());
+    // A new one matching its glob: a create, which is cluster-wide (`POST /api/v1/namespaces`
+    // is refused it as well) — the apply never reaches the API server.
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env
+        .request(
+            apply(
+                "/api/v1/namespaces/team-a-new?fieldManager=t",
+                ns("team-a-new"),
+            ),
+            None,
+            false,
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{:?}", resp.body());
+    assert_eq!(upstream_saw(&env), ["GET /api/v1/namespaces/team-a-new"]);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_token_stays_in_its_namespace() {
     // Refused requests spend the read bucket too (the limiter sits before authorization): room
     // for the many refusals below.

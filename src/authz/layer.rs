@@ -137,11 +137,7 @@ where
                 _ => None,
             })
             .flatten()
-            .filter(|_| {
-                let mut as_create = (**info).clone();
-                as_create.verb = "create".into();
-                !self.authorizer.authorize(identity, &as_create).allowed
-            });
+            .filter(|_| !self.may_create(identity, info));
         let record_session = self.authorizer.records_session(identity, info);
         let token_secrets = self.token_secrets(identity, info);
         if let Some(kind) = may_create {
@@ -154,6 +150,23 @@ where
             req.extensions_mut().insert(RecordSession);
         }
         service::boxed(self.inner.call(req))
+    }
+}
+
+impl<S> AuthzService<S> {
+    /// Whether `identity` may create what the write `info` names, judged as the create the API
+    /// server would authorize (`handlers/patch.go`, `update.go`: verb `create`, the same
+    /// attributes). A namespace is created cluster-wide — `POST /api/v1/namespaces`, which the
+    /// classifier places outside every namespace — although its own path names it as its
+    /// namespace: judged in that place, a rule limited to namespaces (`t-*`) would let an
+    /// apply create `t-new`, which a POST of the same namespace is refused.
+    fn may_create(&self, identity: &Identity, info: &RequestInfo) -> bool {
+        let mut as_create = info.clone();
+        as_create.verb = "create".into();
+        if as_create.api_group.is_empty() && as_create.resource == "namespaces" {
+            as_create.namespace.clear();
+        }
+        self.authorizer.authorize(identity, &as_create).allowed
     }
 }
 
@@ -202,6 +215,47 @@ mod tests {
             "{body}"
         );
         assert_eq!(calls(&seen), 1, "the refused request never went further");
+    }
+
+    /// A server-side apply or PUT of a namespace is judged as the cluster-wide create it is,
+    /// like `POST /api/v1/namespaces`: a tenant whose rule names `namespaces` within its own
+    /// `t-*` may change its namespaces but not create `t-new` (before, the apply was judged
+    /// inside `t-new` itself, matched the glob and was forwarded unmarked).
+    #[test]
+    fn a_namespace_is_created_cluster_wide_whatever_the_path_names() {
+        use serde_json::json;
+        let cfg = json!({
+            "tenants": [{"name": "t", "namespaces": ["t-*"], "subjects": [{"group": "tenant:t"}],
+                "rules": [{"verbs": ["*"], "api_groups": [""], "resources": ["namespaces"]}]}],
+            "grants": [{"name": "ops", "subjects": [{"group": "ops"}],
+                "rules": [{"namespaces": ["*"], "verbs": ["*"], "api_groups": ["*"], "resources": ["*"]}]}]
+        });
+        let a =
+            super::super::build(&serde_json::from_value(cfg).unwrap(), "authorization").unwrap();
+        let svc = AuthzLayer::new(Arc::new(a)).layer(());
+        let may_create = |group: &str, method: &str, path: &str| {
+            let req = classified(method, path);
+            let info = service::info(&req).unwrap().clone();
+            let id = super::super::tests::id("alice", &[group]);
+            svc.may_create(&id, &info)
+        };
+        let post = classified("POST", "/api/v1/namespaces");
+        let id = super::super::tests::id("alice", &["tenant:t"]);
+        assert!(
+            !svc.authorizer
+                .authorize(&id, service::info(&post).unwrap())
+                .allowed
+        );
+        assert!(!may_create("tenant:t", "PATCH", "/api/v1/namespaces/t-new"));
+        assert!(!may_create("tenant:t", "PUT", "/api/v1/namespaces/t-new"));
+        assert!(may_create("ops", "PATCH", "/api/v1/namespaces/t-new"));
+        // Changing one of its namespaces is still the tenant's.
+        let patch = classified("PATCH", "/api/v1/namespaces/t-a");
+        assert!(
+            svc.authorizer
+                .authorize(&id, service::info(&patch).unwrap())
+                .allowed
+        );
     }
 
     /// The marker is set for Secret writes of callers who may not mint every token of the

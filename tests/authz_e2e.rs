@@ -319,6 +319,56 @@ async fn a_client_ca_outside_its_validity_period_anchors_nothing() {
     env.stop().await;
 }
 
+/// A tenant's default rules do not write its namespace's quota and limits (the platform's
+/// share of the cluster; Kubernetes' `admin` and `edit` roles only read them), nor the storage
+/// capacities the scheduler reads for every namespace, nor anything through the legacy
+/// `/api/v1/proxy/` paths: 403 from the proxy, nothing upstream. Reads stay allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_does_not_write_its_quota_limits_or_storage_capacities() {
+    let env = Env::start().await;
+    let t = forge(&env).token(&claims("alice", &["tenant:team-a"]));
+    let t = Some(t.as_str());
+    for (method, path) in [
+        ("DELETE", "/api/v1/namespaces/team-a/resourcequotas/compute"),
+        ("POST", "/api/v1/namespaces/team-a/resourcequotas"),
+        ("PATCH", "/api/v1/namespaces/team-a/limitranges/defaults"),
+        (
+            "POST",
+            "/apis/storage.k8s.io/v1/namespaces/team-a/csistoragecapacities",
+        ),
+        ("GET", "/api/v1/proxy/namespaces/team-a/services/web/"),
+    ] {
+        let s = refused(
+            &env,
+            req(method, path, t),
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+        )
+        .await;
+        assert!(
+            s["message"]
+                .as_str()
+                .unwrap()
+                .contains("User \"alice\" cannot"),
+            "{s}"
+        );
+    }
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env
+        .request(
+            req("GET", "/api/v1/namespaces/team-a/resourcequotas", t),
+            None,
+            false,
+        )
+        .await;
+    assert_ne!(resp.status(), StatusCode::FORBIDDEN, "{:?}", resp.body());
+    assert_eq!(
+        upstream_saw(&env),
+        ["GET /api/v1/namespaces/team-a/resourcequotas"]
+    );
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_cannot_apply_a_namespace_into_existence() {
     // team-a may change its namespaces (`team-a`, `team-a-*`): a rule naming `namespaces`.

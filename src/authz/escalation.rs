@@ -9,11 +9,15 @@
 //! | `pods/proxy`, `services/proxy`, `nodes/proxy` | the API server relays arbitrary HTTP to the pod / service / kubelet: nothing in it is judged |
 //! | `controllerrevisions` (writes: create, update, patch, delete, deletecollection) | a StatefulSet's controller builds pods from the revision its status names (a full template patch in `data`) and talks to the API server directly: a revision deleted and written again under the same name puts a pod template nobody judged into the next pod the controller makes (review). Reading them (`kubectl rollout history`, `rollout undo`, which patches the workload itself) stays covered |
 //! | `endpoints`, `endpointslices` (writes: create, update, patch, delete, deletecollection) | a Service without a selector sends its traffic wherever its Endpoints / EndpointSlices say: a tenant writing them can point its own Service (and any Ingress or Gateway in front of it) at pods of other namespaces or at cluster addresses its network policy cannot reach (CVE-2021-25740; Kubernetes 1.22 took Endpoints writes out of the default `edit` and `admin` roles for it, kubernetes#103704, and both kinds must be closed because the mirroring controller copies Endpoints into EndpointSlices). Reading them stays covered |
+//! | `resourcequotas`, `limitranges` (writes) | the namespace's share of the cluster and its per-pod limits, set by the platform: a tenant deleting or raising its quota takes capacity other tenants were promised. Kubernetes' default `admin` and `edit` roles only read them. Reading stays covered |
+//! | `csistoragecapacities` (writes) | the scheduler reads every namespace's CSIStorageCapacity objects to place pods with volumes: a tenant's made-up capacities steer other tenants' pods. Reading stays covered |
+//! | the legacy `proxy` verb (`/api/v1/proxy/…`, every resource) | the pre-1.10 form of the `proxy` subresources above (the API server answers it 404 since kubernetes#59884); closed like them rather than left to that history |
 //! | `*/status` (writes: create, update, patch, delete) | status is what controllers and the kubelet report; a tenant writing it can fake readiness or a Service's load-balancer address (CVE-2020-8554). Reading status stays covered |
 //!
 //! "Names it" means a resource pattern with that exact subresource (`serviceaccounts/token`,
 //! `pods/binding`, `*/status`, `*/proxy`), or, for `bindings`, `controllerrevisions`,
-//! `endpoints` and `endpointslices`, that exact resource; `*`,
+//! `endpoints`, `endpointslices`, `resourcequotas`, `limitranges`, `csistoragecapacities` and
+//! the legacy `proxy` verb, that exact resource; `*`,
 //! `pods/*` and `*/*` do not. Grants
 //! (`authorization.grants`) keep Kubernetes RBAC's meaning, where `*` covers everything: they
 //! are written for operators, not tenants.
@@ -36,10 +40,13 @@ pub const WHOLE: [&str; 1] = ["bindings"];
 /// Resources a tenant rule must name to write them (reads stay covered by wildcards), with the
 /// group each is served in. The check itself goes by the resource's name in any group, so a
 /// custom resource of the same plural is closed as well (conservative: its rule names it).
-pub const WRITES_NAMED: [(&str, &str); 3] = [
+pub const WRITES_NAMED: [(&str, &str); 6] = [
     ("apps", "controllerrevisions"),
     ("", "endpoints"),
     ("discovery.k8s.io", "endpointslices"),
+    ("", "resourcequotas"),
+    ("", "limitranges"),
+    ("storage.k8s.io", "csistoragecapacities"),
 ];
 
 fn is_read(verb: &str) -> bool {
@@ -49,6 +56,9 @@ fn is_read(verb: &str) -> bool {
 /// Whether a tenant rule must name this request's subresource (or, for [`WHOLE`], its
 /// resource) to cover it.
 pub fn must_be_named(resource: &str, subresource: &str, verb: &str) -> bool {
+    if verb == "proxy" {
+        return true;
+    }
     if subresource.is_empty() {
         return WHOLE.contains(&resource)
             || (WRITES_NAMED.iter().any(|(_, r)| *r == resource) && !is_read(verb));
@@ -135,6 +145,13 @@ mod tests {
                 "PUT",
                 "/api/v1/namespaces/t/services/s/status"
             ));
+            // The legacy proxy verb's paths (404 upstream since 1.10), every resource.
+            for legacy in [
+                "/api/v1/proxy/namespaces/t/services/s/",
+                "/api/v1/proxy/namespaces/t/pods/p/x",
+            ] {
+                assert!(!allowed(&a, "GET", legacy), "{legacy}");
+            }
         }
     }
 
@@ -187,6 +204,9 @@ mod tests {
             ("apps", "controllerrevisions", "db-5d8f"),
             ("", "endpoints", "db"),
             ("discovery.k8s.io", "endpointslices", "db-x7k2p"),
+            ("", "resourcequotas", "compute"),
+            ("", "limitranges", "defaults"),
+            ("storage.k8s.io", "csistoragecapacities", "fast-zone-a"),
         ] {
             let base = if group.is_empty() {
                 "/api/v1".to_owned()

@@ -458,20 +458,11 @@ async fn a_bad_config_is_refused_with_its_key_paths_and_the_old_one_keeps_servin
     b.stop().await;
 }
 
-/// A reload refused for a reason that passes — a new issuer whose JWKS endpoint fails (503) —
-/// is tried again without another edit or signal, and applies once the endpoint answers: the
-/// change it held back (here: the ci grant removed) does not wait for the next edit.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_reload_is_retried_until_it_applies() {
-    common::require_kubectl();
-    let b = Binary::start(&["--reload-poll", "200ms"], |_| {}).await;
-    let good = std::fs::read_to_string(&b.files.config).unwrap();
-    ci_reads(&b).await.expect("ci may read before the change");
-    // A second issuer whose keys come from an HTTPS endpoint that is not listening yet.
-    // A second issuer whose JWKS endpoint answers 503 until `up` is set.
-    let up = Arc::new(AtomicBool::new(false));
+/// An HTTPS JWKS endpoint serving the demo issuer's keys while `up` is set, 503 otherwise;
+/// its CA written as `jwks-ca.crt` beside the config. Its address.
+async fn jwks_endpoint(b: &Binary, up: Arc<AtomicBool>) -> std::net::SocketAddr {
     let jwks = bytes::Bytes::from(std::fs::read(b.files.dir.join("jwks.json")).unwrap());
-    let served = up.clone();
+    let served = up;
     let jwks_addr = common::fake_upstream(&b.ca, move |tls| {
         let (up, jwks) = (served.clone(), jwks.clone());
         async move {
@@ -503,11 +494,55 @@ async fn a_refused_reload_is_retried_until_it_applies() {
         b.ca.cert.cert_pem.as_bytes(),
     )
     .unwrap();
+    jwks_addr
+}
+
+/// A new issuer whose keys cannot be loaded yet (its JWKS endpoint answers 503) accepts no
+/// token until they load — as at startup — but blocks nothing else the same edit changes: the
+/// ci grant it removes applies at once (a revocation must not wait for an unrelated identity
+/// provider). Before, the whole reload was refused until the endpoint answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_issuer_without_keys_holds_back_no_revocation() {
+    common::require_kubectl();
+    let b = Binary::start(&["--reload-poll", "200ms"], |_| {}).await;
+    let good = std::fs::read_to_string(&b.files.config).unwrap();
+    ci_reads(&b).await.expect("ci may read before the change");
+    let jwks_addr = jwks_endpoint(&b, Arc::new(AtomicBool::new(false))).await;
     let issuer = format!(
         "  jwt:\n    - issuer:\n        url: https://second.example\n        audiences: [portcullis]\n        jwks_url: https://127.0.0.1:{}/jwks\n        certificate_authority_file: jwks-ca.crt\n      claim_mappings:\n        username: {{claim: sub, prefix: \"second:\"}}\n",
         jwks_addr.port()
     );
-    let changed = without_ci_grant(&good).replacen("  jwt:\n", &issuer, 1);
+    b.write_config(&without_ci_grant(&good).replacen("  jwt:\n", &issuer, 1));
+    b.wait_reloads("success", 1).await;
+    assert_eq!(b.reloads("failure").await, 0);
+    assert_ci_refused(&b).await;
+    let log = b
+        .log_when(|log| log.contains("JWT keys of a new issuer not loaded yet"))
+        .await;
+    assert!(log.contains("https://second.example"), "{log}");
+    b.stop().await;
+}
+
+/// A reload refused for a reason that passes — the running issuer's key source moved to a
+/// JWKS endpoint that fails (503) — is tried again without another edit or signal, and
+/// applies once the endpoint answers: the change it held back (here: the ci grant removed)
+/// does not wait for the next edit. (Applied while the endpoint fails, the issuer would refuse
+/// every token it signs; refused, its running keys keep working.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reload_is_retried_until_it_applies() {
+    common::require_kubectl();
+    let b = Binary::start(&["--reload-poll", "200ms"], |_| {}).await;
+    let good = std::fs::read_to_string(&b.files.config).unwrap();
+    ci_reads(&b).await.expect("ci may read before the change");
+    // The demo issuer's keys, moved to an HTTPS endpoint that answers 503 until `up` is set.
+    let up = Arc::new(AtomicBool::new(false));
+    let jwks_addr = jwks_endpoint(&b, up.clone()).await;
+    let issuer = format!(
+        "        jwks_url: https://127.0.0.1:{}/jwks\n        certificate_authority_file: jwks-ca.crt\n",
+        jwks_addr.port()
+    );
+    assert!(good.contains("        jwks_file: jwks.json\n"), "{good}");
+    let changed = without_ci_grant(&good).replacen("        jwks_file: jwks.json\n", &issuer, 1);
     b.write_config(&changed);
     b.wait_reloads("failure", 1).await;
     ci_reads(&b)
@@ -527,7 +562,7 @@ async fn a_refused_reload_is_retried_until_it_applies() {
     // all the same: its key store (keys loaded) is carried over, with nothing to fetch — an
     // identity provider that is down blocks no unrelated reload (a revocation, a grant).
     up.store(false, Ordering::SeqCst);
-    b.write_config(&good.replacen("  jwt:\n", &issuer, 1));
+    b.write_config(&good.replacen("        jwks_file: jwks.json\n", &issuer, 1));
     b.wait_reloads("success", 2).await;
     ci_reads(&b).await.expect("the ci grant is back");
     b.stop().await;

@@ -118,14 +118,25 @@ fn audit_receivers(rt: &Runtime) -> Result<Vec<Retarget>, Vec<Problem>> {
         })
 }
 
-/// Make the new runtime able to serve its first request: JWT keys loaded (an issuer without
-/// keys would refuse every token it signs), a new upstream probed (readiness), the token file
-/// re-read into carried credentials.
+/// Make the new runtime able to serve its first request: JWT keys loaded (a running issuer
+/// whose new key source gives none would refuse every token it signs), a new upstream probed
+/// (readiness), the token file re-read into carried credentials.
+///
+/// An issuer the running configuration does not have yet blocks nothing: nobody's tokens are
+/// accepted by it yet, so without keys it only stays not ready — as at startup, its keys are
+/// retried every 10 s — while what the same edit revokes (a grant, a CA, a CRL) applies.
 async fn prepare(rt: &Runtime, old: &Runtime) -> Result<(), Vec<Problem>> {
     if let Some(jwt) = &rt.jwt {
         // Issuers whose key store was carried over (fetched as before) need no fetch: the
         // running configuration is in the same state with them.
-        let failed = jwt.refresh_new(old.jwt.as_deref()).await;
+        let mut failed = jwt.refresh_new(old.jwt.as_deref()).await;
+        failed.retain(|(issuer, err)| {
+            let running = old.jwt.as_deref().is_some_and(|j| j.has_issuer(issuer));
+            if !running {
+                tracing::warn!(%issuer, %err, "JWT keys of a new issuer not loaded yet; its tokens are refused until they load");
+            }
+            running
+        });
         if !failed.is_empty() {
             return Err(failed
                 .into_iter()

@@ -249,6 +249,11 @@ impl JwtAuthenticator {
         failed
     }
 
+    /// Whether an issuer with this `iss` URL is configured.
+    pub fn has_issuer(&self, url: &str) -> bool {
+        self.issuers.contains_key(url)
+    }
+
     /// Load every issuer's keys now; returns the failures as `(issuer, error)`.
     pub async fn refresh_all(&self) -> Vec<(String, String)> {
         let mut failed = Vec::new();

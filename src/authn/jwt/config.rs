@@ -101,7 +101,33 @@ pub fn validate(
             issuers.push(issuer);
         }
     }
+    shared_extra_keys(entries, key_prefix, &mut p);
     p.finish(Some(JwtSettings { issuers, cache }))
+}
+
+/// An extra key filled by two issuers: users and groups get each issuer's prefix, extras none,
+/// so a grant matching an extra's value (`subjects: [{extra: …}]`) would match the tokens of
+/// both — a repository name one CI system vouches for, claimed through another's.
+fn shared_extra_keys(entries: &[IssuerConfig], key_prefix: &str, p: &mut Problems) {
+    let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, entry) in entries.iter().enumerate() {
+        for (j, x) in entry.claim_mappings.extra.iter().enumerate() {
+            match first.get(x.key.as_str()) {
+                Some(&owner) if owner != i => p.err(
+                    format!("{key_prefix}[{i}].claim_mappings.extra[{j}].key"),
+                    format!(
+                        "{:?} is also filled by {key_prefix}[{owner}]: a grant on this extra would match the tokens of both issuers",
+                        x.key
+                    ),
+                    "give each issuer's extras keys of their own, e.g. under the issuer's domain",
+                ),
+                Some(_) => {}
+                None => {
+                    first.insert(x.key.as_str(), i);
+                }
+            }
+        }
+    }
 }
 
 fn build_one(
@@ -700,6 +726,31 @@ mod tests {
 "#,
         );
         assert!(p.is_empty(), "{p:?}");
+    }
+
+    /// Two issuers filling one extra key: a grant on it would match both issuers' tokens
+    /// (users and groups are kept apart by prefixes, extras are not). The same key twice in
+    /// one issuer is the other check's.
+    #[test]
+    fn two_issuers_may_not_fill_the_same_extra_key() {
+        let p = problems(
+            r#"
+- issuer: {url: "https://gh.example", audiences: [portcullis], jwks_file: keys.json}
+  claim_mappings:
+    username: {claim: sub, prefix: "gh:"}
+    extra: [{key: example.com/repository, claim: repository}]
+- issuer: {url: "https://corp.example", audiences: [portcullis], jwks_file: keys.json}
+  claim_mappings:
+    username: {claim: sub, prefix: "corp:"}
+    extra: [{key: example.com/team, claim: team}, {key: example.com/repository, claim: project}]
+"#,
+        );
+        assert_eq!(
+            paths(&p),
+            ["authentication.jwt[1].claim_mappings.extra[1].key"],
+            "{p:?}"
+        );
+        assert!(p[0].message.contains("authentication.jwt[0]"), "{p:?}");
     }
 
     #[test]

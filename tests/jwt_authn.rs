@@ -734,6 +734,42 @@ fn rand_suffix() -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// A token its claims refuse — expired, another audience — is refused before any signature
+/// work: a captured token replayed after its expiry, or one forged under a real `kid`, costs
+/// no signature check and never triggers a key refetch (before, a bad signature under a real
+/// `kid` refetched the keys and spent the issuer's unknown-kid budget).
+#[tokio::test]
+async fn tokens_their_claims_refuse_cost_no_key_refetch() {
+    let idp = Idp::start().await;
+    let k1 = signer("k1");
+    idp.publish(&[&k1]);
+    let clock = Arc::new(ManualClock::new(Duration::from_secs(T0)));
+    let auth = idp.authenticator(&format!(", jwks_url: \"{}/jwks\"", idp.url), &clock);
+    assert!(auth.refresh_all().await.is_empty());
+    assert_eq!(idp.hits(), 1);
+    // Forged under the real kid "k1" (another key), expired or for another audience.
+    let forger = Signer::from_pem(&mint::generate_es256("x").unwrap().0, Some("k1")).unwrap();
+    let expired = forger.issue(&idp.claims(json!({"exp": T0 - 10}))).unwrap();
+    assert_eq!(auth.authenticate(&expired).await, Err(Rejected::Expired));
+    let elsewhere = forger
+        .issue(&idp.claims(json!({"aud": "someone-else"})))
+        .unwrap();
+    assert!(auth.authenticate(&elsewhere).await.is_err());
+    assert_eq!(idp.hits(), 1, "no refetch for tokens their claims refuse");
+    let stats = auth.key_stats(&idp.url).unwrap();
+    assert_eq!(
+        (stats.fetches, stats.refetches_suppressed),
+        (1, 0),
+        "{stats:?}"
+    );
+    // The same forgery with valid claims is still a bad signature (after its one refetch).
+    let valid_claims = forger.issue(&idp.claims(json!({}))).unwrap();
+    assert_eq!(
+        auth.authenticate(&valid_claims).await,
+        Err(Rejected::BadSignature)
+    );
+}
+
 #[tokio::test]
 async fn unknown_kids_cause_at_most_one_refetch_per_interval() {
     let idp = Idp::start().await;

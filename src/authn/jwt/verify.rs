@@ -342,6 +342,12 @@ impl JwtAuthenticator {
         if !policy.algorithms.contains(&alg) {
             return Err(Rejected::AlgorithmNotAllowed(alg));
         }
+        // The claims' checks, before any signature work: they can only refuse, and a token
+        // they refuse would be refused after the signature too — so a captured token replayed
+        // after its expiry, or one forged under a real `kid`, costs no signature check and no
+        // key refetch (the issuer's shared unknown-kid budget). The reason logged for such a
+        // token is what its claims say, signed or not. Checked again once authentic.
+        validate_claims(policy, &claims, now)?;
 
         // Signature: the message is exactly the first two parts as sent.
         let message_len = h64.len() + 1 + p64.len();

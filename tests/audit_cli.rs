@@ -159,9 +159,10 @@ async fn verify_passes_then_names_the_line_of_each_tampering() {
     let key = ["audit", "verify", "--key", public.to_str().unwrap()];
     let (code, out, err) = run(&key, std::slice::from_ref(&log));
     assert_eq!(code, 0, "{out}{err}");
-    // Header + 20 events + a checkpoint every 5 events (the last one doubles as the final one).
+    // Header + 20 events + a checkpoint every 5 events, and the clean stop's own (at the same
+    // event as the fourth: it says the stop was clean).
     assert!(
-        out.starts_with("OK: 20 events, 5 checkpoints, last link "),
+        out.starts_with("OK: 20 events, 6 checkpoints, last link "),
         "{out}"
     );
     assert!(!out.contains("unsigned tail"), "{out}");
@@ -182,7 +183,11 @@ async fn verify_passes_then_names_the_line_of_each_tampering() {
     // Every line of the log is an event; the checkpoints are in the sidecar.
     assert_eq!(orig.len(), 20);
     assert!(orig.iter().all(|l| is_event(l)));
-    assert_eq!(orig_side.len(), 5);
+    assert_eq!(
+        orig_side.len(),
+        6,
+        "the header's, four periodic, the clean stop's"
+    );
     let events: Vec<usize> = (0..orig.len()).collect();
     let tampered = dir.path().join("tampered.log");
     let tampered_side = sidecar_path(&tampered);

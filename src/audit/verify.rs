@@ -232,6 +232,12 @@ impl State {
                         a.link
                     ));
                 }
+                if a.clean_stop {
+                    // The copy says the stop was clean, whatever the sidecar still says (its
+                    // clean-stop line may have been deleted to pass lines added later off as
+                    // a crash's tail).
+                    self.after_clean_stop = Some(a.at());
+                }
                 self.report.anchors_matched += 1;
             }
         }

@@ -1,44 +1,59 @@
-//! How many bytes of events the sinks may hold not yet written: a bound on the audit path's
-//! memory when a sink falls behind.
+//! How many bytes of events one sink may hold not yet handed on: a bound on the audit path's
+//! memory when a sink falls behind, charged to that sink alone.
 //!
 //! Why: an emit hands its event to every sink before it waits, so an emit dropped mid-wait
 //! loses nothing (its request's client went away). The price is that a slow or hung sink (a
 //! webhook receiver that stopped answering, a stalled volume) keeps every such event — and a
 //! client that sends requests and closes its connection at once is bounded by nothing else:
-//! its in-flight places are given back as it goes. Each event is held as its line and its
-//! canonical bytes, up to [`MAX_EVENT_LINE`](super::MAX_EVENT_LINE) each.
+//! its in-flight places are given back as it goes. Two places grow without a bound of their
+//! own: a waiting mode's outbox (events gathered while the flusher waits for room in the
+//! sink's channel, `outbox.rs`) and a `batch` sink with `overflow: block`'s waiters for room.
+//! What they hold is counted here per sink (each event's line and canonical bytes) until the
+//! sink's worker has taken it from its channel (a waiting mode's turn carries its [`Held`]
+//! bytes in its message, so the channel's 16 384 turns are counted too).
 //!
-//! An event that would take the held bytes over the budget is not handed to any sink: a
-//! `batch` sink counts it dropped, a `blocking` one failed, and a `blocking-strict` one fails
-//! the emit ([`AuditError::Overloaded`](super::AuditError::Overloaded)) — the request is
-//! refused (503) or its answer withheld (500), as for any strict sink that cannot take an
-//! event. One error is logged per episode; the counters count every event.
+//! An event that would take a sink over its budget is not handed to that sink — only to it: a
+//! hung webhook refuses its own events, never a file sink's. `batch` counts it dropped,
+//! `blocking` failed, and `blocking-strict` fails the emit
+//! ([`AuditError::Overloaded`](super::AuditError::Overloaded)); while a strict sink is over its
+//! budget, requests are also held back before forwarding
+//! ([`Auditor::strict_failure`](super::Auditor::strict_failure)), so a write is refused (503)
+//! rather than carried out and answered 500. One error is logged per episode; the counters
+//! count every event.
 
 use std::sync::{
     atomic::{AtomicBool, AtomicUsize, Ordering},
-    Arc, OnceLock,
+    Arc,
 };
 
-/// The default budget: far above what sinks keeping up hold (a turn's events), far below what
-/// would endanger the process.
+use super::SinkCounters;
+
+/// The budget of each sink: far above what a sink keeping up holds (a turn's events), far
+/// below what would endanger the process.
 pub const MAX_QUEUED_BYTES: usize = 256 << 20;
 
-/// The bytes held by events handed to the sinks and not yet released by all of them.
+/// The bytes one sink holds in its unbounded places.
 #[derive(Debug)]
-pub struct Budget {
+pub struct Queued {
     held: AtomicUsize,
     max: usize,
     /// Set while over budget, so that one error is logged per episode.
     over: AtomicBool,
 }
 
-impl Budget {
-    pub fn new(max: usize) -> Arc<Budget> {
-        Arc::new(Budget {
+impl Default for Queued {
+    fn default() -> Self {
+        Queued::new(MAX_QUEUED_BYTES)
+    }
+}
+
+impl Queued {
+    pub fn new(max: usize) -> Queued {
+        Queued {
             held: AtomicUsize::new(0),
             max,
             over: AtomicBool::new(false),
-        })
+        }
     }
 
     /// Bytes held now.
@@ -46,55 +61,64 @@ impl Budget {
         self.held.load(Ordering::Acquire)
     }
 
-    /// Take `bytes` for `slot` (the event's own), released when the event is dropped — by the
-    /// last sink done with it. False when the budget has no room (nothing taken); true when
-    /// the event already holds its bytes.
-    pub fn reserve(self: &Arc<Budget>, slot: &OnceLock<Reservation>, bytes: usize) -> bool {
-        if slot.get().is_some() {
-            return true;
-        }
-        // Check, then add: concurrent emits may pass the budget by their own sizes, a soft
-        // bound (each event is bounded in size).
-        let held = self.held.load(Ordering::Acquire);
-        if held.saturating_add(bytes) > self.max && held > 0 {
+    /// Whether the sink is at its budget (strict sinks then hold requests back).
+    pub fn full(&self) -> bool {
+        self.held() >= self.max
+    }
+
+    /// Take `bytes` for an event of `sink`; false (nothing taken) when that would pass the
+    /// budget — unless nothing is held, so that one event larger than the budget still goes.
+    /// Check, then add: concurrent emits may pass the budget by their own sizes, a soft bound
+    /// (each event is bounded in size).
+    pub fn take(&self, bytes: usize, sink: &str) -> bool {
+        let held = self.held();
+        if held > 0 && held.saturating_add(bytes) > self.max {
             if !self.over.swap(true, Ordering::AcqRel) {
                 tracing::error!(
+                    sink,
                     held,
                     max = self.max,
-                    "audit sinks are not keeping up: events over the queued-bytes budget are refused (counted as dropped or failed; strict sinks refuse their requests)"
+                    "audit sink is not keeping up: its events over the queued-bytes budget are refused (counted as dropped or failed; a strict sink refuses its requests)"
                 );
             }
             return false;
         }
         self.held.fetch_add(bytes, Ordering::AcqRel);
-        if slot
-            .set(Reservation {
-                budget: Arc::clone(self),
-                bytes,
-            })
-            .is_err()
-        {
-            // Another emit of the same event reserved first: give ours back.
-            self.held.fetch_sub(bytes, Ordering::AcqRel);
-        }
-        if self.over.load(Ordering::Acquire) {
-            self.over.store(false, Ordering::Release);
-            tracing::warn!("audit sinks are keeping up again: events are accepted");
+        if self.over.load(Ordering::Acquire) && self.over.swap(false, Ordering::AcqRel) {
+            tracing::warn!(sink, "audit sink is keeping up again: events are accepted");
         }
         true
     }
+
+    /// Give back what [`take`](Self::take) took, once the events left the unbounded place.
+    pub fn give_back(&self, bytes: usize) {
+        // Never below zero, whatever a caller gives back.
+        let _ = self
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
+                Some(h.saturating_sub(bytes))
+            });
+    }
 }
 
-/// An event's share of the [`Budget`], given back when dropped.
+/// A turn's bytes on their way through the sink's queue: given back to its budget when
+/// dropped — by the worker once it has taken the message, or with the message if it is never
+/// taken (a closed sink, a shutdown). Travels inside `Msg::Events`, so no path can keep them.
 #[derive(Debug)]
-pub struct Reservation {
-    budget: Arc<Budget>,
+pub(crate) struct Held {
+    counters: Arc<SinkCounters>,
     bytes: usize,
 }
 
-impl Drop for Reservation {
+impl Held {
+    pub(crate) fn new(counters: Arc<SinkCounters>, bytes: usize) -> Held {
+        Held { counters, bytes }
+    }
+}
+
+impl Drop for Held {
     fn drop(&mut self) {
-        self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.counters.queued.give_back(self.bytes);
     }
 }
 
@@ -103,20 +127,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bytes_are_held_until_the_event_goes() {
-        let b = Budget::new(100);
-        let (one, two, three) = (OnceLock::new(), OnceLock::new(), OnceLock::new());
-        assert!(b.reserve(&one, 60));
-        assert!(b.reserve(&one, 60), "already holding");
-        assert_eq!(b.held(), 60);
-        assert!(!b.reserve(&two, 50), "over the budget");
-        assert_eq!(b.held(), 60);
-        drop(one);
-        assert_eq!(b.held(), 0);
-        assert!(b.reserve(&two, 50));
+    fn bytes_are_held_until_given_back() {
+        let q = Queued::new(100);
+        assert!(q.take(60, "s"));
+        assert!(!q.full());
+        assert!(!q.take(50, "s"), "over the budget");
+        assert_eq!(q.held(), 60);
+        q.give_back(60);
+        assert_eq!(q.held(), 0);
+        assert!(q.take(50, "s"));
+        assert!(q.take(50, "s"));
+        assert!(q.full());
+        q.give_back(100);
         // One event larger than the whole budget still goes when nothing else is held.
-        drop(two);
-        assert!(b.reserve(&three, 500));
-        assert_eq!(b.held(), 500);
+        assert!(q.take(500, "s"));
+        assert_eq!(q.held(), 500);
+        q.give_back(1000);
+        assert_eq!(q.held(), 0, "never below zero");
     }
 }

@@ -32,8 +32,9 @@
 //! (`canonical.rs`), on the caller's task, so the single writer thread only hashes and writes.
 //!
 //! Accepts any [`Event`]; an event's own `portcullis.io/chain` annotation is discarded (only the
-//! file sink sets it). Rejects at emit time: what the delivery mode says, and an event past the
-//! sinks' budget of bytes not yet written (`budget.rs`: dropped, failed, or a strict error).
+//! file sink sets it). Rejects at emit time: what the delivery mode says, and an event past a
+//! sink's budget of bytes not yet taken (`budget.rs`: dropped, failed, or a strict error — for
+//! that sink only).
 
 pub mod budget;
 pub mod file;
@@ -122,8 +123,10 @@ pub struct SinkCounters {
     /// Events sent without their objects because of `max_event_size` (webhook sink).
     pub events_truncated: AtomicU64,
     /// The outcome of the last event write (file and stdout sinks: written by `thread.rs`'s
-    /// `answer`; a webhook never records one).
+    /// `answer`; a webhook by each delivery).
     pub health: health::SinkHealth,
+    /// Bytes of events in this sink's unbounded places (`budget.rs`).
+    pub queued: budget::Queued,
 }
 
 impl SinkCounters {
@@ -156,8 +159,7 @@ pub enum AuditError {
     /// The sink's worker has stopped (after `shutdown`, or it died).
     #[error("audit sink {sink} is not running")]
     Closed { sink: String },
-    /// The sinks hold their budget of events not yet written (`budget.rs`): one of them is
-    /// not keeping up.
+    /// The sink holds its budget of events not yet taken (`budget.rs`): it is not keeping up.
     #[error("audit sink {sink}: too many events are waiting to be written; event refused")]
     Overloaded { sink: String },
 }
@@ -168,8 +170,6 @@ pub struct Prepared {
     /// canonical bytes for the hash chain (only when a chained sink exists).
     written: Written,
     has_annotations: bool,
-    /// Its bytes' share of the sinks' budget, from its emit until the last sink drops it.
-    reservation: std::sync::OnceLock<budget::Reservation>,
 }
 
 /// The longest event line a sink is handed: `audit verify` and `audit query` read lines up to
@@ -217,7 +217,6 @@ impl Prepared {
             return Prepared {
                 written,
                 has_annotations: !event.annotations.is_empty(),
-                reservation: std::sync::OnceLock::new(),
             };
         }
         tracing::warn!(audit_id = %event.audit_id, bytes = written.line().len(), "audit event too long for one line; written without its request and response objects");
@@ -232,7 +231,6 @@ impl Prepared {
         Prepared {
             written: super::event::json::write(&cut, chained),
             has_annotations: true,
-            reservation: std::sync::OnceLock::new(),
         }
     }
 
@@ -253,7 +251,7 @@ impl Prepared {
     }
 
     /// The bytes it holds (its line and its canonical bytes).
-    fn footprint(&self) -> usize {
+    pub(crate) fn footprint(&self) -> usize {
         self.line().len() + self.canonical().len()
     }
 }
@@ -265,8 +263,9 @@ pub(crate) type Ack = oneshot::Sender<AckResult>;
 /// What a sink worker receives.
 pub(crate) enum Msg {
     Event(Arc<Prepared>, Option<Ack>),
-    /// The waiting events of one runtime turn, in order (`outbox.rs`).
-    Events(thread::Batch),
+    /// The waiting events of one runtime turn, in order (`outbox.rs`), and their bytes held
+    /// against the sink's budget until the worker has taken them.
+    Events(thread::Batch, budget::Held),
     /// An inline writer left work to the thread (see [`LineBackend::take_tick`]).
     Tick,
     /// Finish everything queued before this, close cleanly, then answer.
@@ -283,7 +282,7 @@ impl Msg {
         };
         match self {
             Msg::Event(_, ack) => answer(ack),
-            Msg::Events(events) => events.into_iter().for_each(|(_, ack)| answer(ack)),
+            Msg::Events(events, _held) => events.into_iter().for_each(|(_, ack)| answer(ack)),
             // Dropping the sender answers the shutdown's waiter; a nudge has none.
             Msg::Shutdown(_) | Msg::Tick => {}
         }
@@ -361,7 +360,9 @@ impl SinkHandle {
                 }
             }) as outbox::InlineWrite
         });
-        let outbox = mode.waits().then(|| outbox::Outbox::start(&tx, inline));
+        let outbox = mode
+            .waits()
+            .then(|| outbox::Outbox::start(&tx, inline, Arc::clone(&counters)));
         SinkHandle {
             name,
             mode,
@@ -402,8 +403,6 @@ pub struct Auditor {
     pending: Arc<pending::Pending>,
     /// Detached emits on their way to the sinks.
     emitting: Arc<pending::Pending>,
-    /// Bytes of events handed to the sinks and not yet written by all (`budget.rs`).
-    budget: Arc<budget::Budget>,
 }
 
 impl fmt::Debug for Auditor {
@@ -460,7 +459,6 @@ impl Auditor {
             chained,
             pending: Arc::default(),
             emitting: Arc::default(),
-            budget: budget::Budget::new(budget::MAX_QUEUED_BYTES),
         })
     }
 
@@ -545,6 +543,14 @@ impl Auditor {
                         d.as_secs()
                     ));
                 }
+                if s.counters.queued.full() {
+                    // Events it has not taken fill its budget: every strict emit would fail.
+                    return Some(format!(
+                        "audit sink {} is not keeping up: {} MiB of events wait to be written",
+                        s.name,
+                        s.counters.queued.held() >> 20
+                    ));
+                }
                 let why = s.counters.health.failing_at(now, window)?;
                 Some(format!("audit sink {} failing: {why}", s.name))
             })
@@ -574,12 +580,7 @@ impl Auditor {
     /// sinks write it, only the answer goes unread. A `batch` sink with `overflow: block` whose
     /// queue is full waits for room on a task of its own for the same reason.
     pub async fn emit_prepared(&self, prepared: Arc<Prepared>) -> Result<(), AuditError> {
-        if !self
-            .budget
-            .reserve(&prepared.reservation, prepared.footprint())
-        {
-            return self.refuse_over_budget();
-        }
+        let size = prepared.footprint();
         // Enqueue everywhere first, then wait: sinks work in parallel.
         let mut waits: Vec<(&SinkHandle, oneshot::Receiver<AckResult>)> = Vec::new();
         let mut full: Vec<tokio::task::JoinHandle<()>> = Vec::new();
@@ -605,11 +606,18 @@ impl Auditor {
                 } => match sink.tx.try_send(Msg::Event(Arc::clone(&prepared), None)) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(msg)) => {
+                        // Waiting for room, on a task of its own: held against the sink's
+                        // budget until it is in the queue (`budget.rs`).
+                        if !c.queued.take(size, &sink.name) {
+                            SinkCounters::add(&c.events_dropped, 1);
+                            continue;
+                        }
                         let (tx, c) = (sink.tx.clone(), Arc::clone(c));
                         full.push(tokio::spawn(async move {
                             if tx.send(msg).await.is_err() {
                                 SinkCounters::add(&c.events_failed, 1);
                             }
+                            c.queued.give_back(size);
                         }));
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -620,6 +628,16 @@ impl Auditor {
                     let (ack, rx) = oneshot::channel();
                     // A worker already gone fails here, as a send on its channel would.
                     match sink.outbox.as_ref().filter(|_| !sink.tx.is_closed()) {
+                        // The outbox holds it against the sink's budget until its flusher has
+                        // put it in the sink's queue (`budget.rs`).
+                        Some(_) if !c.queued.take(size, &sink.name) => {
+                            SinkCounters::add(&c.events_failed, 1);
+                            if sink.mode == DeliveryMode::BlockingStrict {
+                                first_err.get_or_insert(AuditError::Overloaded {
+                                    sink: sink.name.clone(),
+                                });
+                            }
+                        }
                         Some(outbox) => {
                             outbox.push_event(Arc::clone(&prepared), ack);
                             waits.push((sink, rx));
@@ -655,26 +673,6 @@ impl Auditor {
                     });
                 } else {
                     tracing::warn!(sink = %sink.name, %message, "audit event not recorded");
-                }
-            }
-        }
-        first_err.map_or(Ok(()), Err)
-    }
-
-    /// An event the sinks have no room for ([`budget`]): handed to none of them, counted as
-    /// each sink's mode says, and an error for a strict one.
-    fn refuse_over_budget(&self) -> Result<(), AuditError> {
-        let mut first_err = None;
-        for sink in &self.sinks {
-            let c = &sink.counters;
-            match sink.mode {
-                DeliveryMode::Batch { .. } => SinkCounters::add(&c.events_dropped, 1),
-                DeliveryMode::Blocking => SinkCounters::add(&c.events_failed, 1),
-                DeliveryMode::BlockingStrict => {
-                    SinkCounters::add(&c.events_failed, 1);
-                    first_err.get_or_insert(AuditError::Overloaded {
-                        sink: sink.name.clone(),
-                    });
                 }
             }
         }
@@ -784,7 +782,6 @@ impl Auditor {
             chained: false,
             pending: Arc::default(),
             emitting: Arc::default(),
-            budget: budget::Budget::new(budget::MAX_QUEUED_BYTES),
         }
     }
 }

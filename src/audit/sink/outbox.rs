@@ -22,7 +22,7 @@ use std::sync::{
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::{thread::Batch, Ack, Msg, Prepared};
+use super::{budget::Held, thread::Batch, Ack, Msg, Prepared, SinkCounters};
 
 #[cfg(test)]
 mod tests;
@@ -43,14 +43,18 @@ pub(super) type InlineWrite = Box<dyn Fn(Batch) -> Option<Batch> + Send + Sync>;
 impl Outbox {
     /// An outbox for `tx`, its flusher spawned on the current runtime (sinks start inside one,
     /// see `Auditor::start`).
-    pub(super) fn start(tx: &mpsc::Sender<Msg>, inline: Option<InlineWrite>) -> Arc<Outbox> {
+    pub(super) fn start(
+        tx: &mpsc::Sender<Msg>,
+        inline: Option<InlineWrite>,
+        counters: Arc<SinkCounters>,
+    ) -> Arc<Outbox> {
         let outbox = Arc::new(Outbox {
             pending: Mutex::new(Vec::new()),
             notify: Notify::new(),
             closed: AtomicBool::new(false),
         });
         // A weak sender: the worker still sees every sender gone when the Auditor is dropped.
-        tokio::spawn(flush(Arc::clone(&outbox), tx.downgrade(), inline));
+        tokio::spawn(flush(Arc::clone(&outbox), tx.downgrade(), inline, counters));
         outbox
     }
 
@@ -89,7 +93,12 @@ impl Outbox {
 
 /// The flusher: after each wake-up and one yield, send what was gathered — consecutive events
 /// as one `Msg::Events` — until the sink's handle and its sender are gone.
-async fn flush(outbox: Arc<Outbox>, tx: mpsc::WeakSender<Msg>, inline: Option<InlineWrite>) {
+async fn flush(
+    outbox: Arc<Outbox>,
+    tx: mpsc::WeakSender<Msg>,
+    inline: Option<InlineWrite>,
+    counters: Arc<SinkCounters>,
+) {
     loop {
         outbox.notify.notified().await;
         tokio::task::yield_now().await;
@@ -99,6 +108,12 @@ async fn flush(outbox: Arc<Outbox>, tx: mpsc::WeakSender<Msg>, inline: Option<In
         let closing = outbox.closed.load(Ordering::Acquire);
         let gathered = outbox.take();
         let Some(tx) = tx.upgrade() else {
+            // Never taken: their bytes leave the sink's budget now.
+            for m in &gathered {
+                if let Msg::Event(event, _) = m {
+                    counters.queued.give_back(event.footprint());
+                }
+            }
             refuse(gathered);
             return;
         };
@@ -107,24 +122,33 @@ async fn flush(outbox: Arc<Outbox>, tx: mpsc::WeakSender<Msg>, inline: Option<In
             match msg {
                 Msg::Event(event, ack) => events.push((event, ack)),
                 other => {
-                    send(&tx, inline.as_ref(), std::mem::take(&mut events)).await;
+                    send(&tx, inline.as_ref(), std::mem::take(&mut events), &counters).await;
                     if let Err(mpsc::error::SendError(m)) = tx.send(other).await {
                         refuse(vec![m]);
                     }
                 }
             }
         }
-        send(&tx, inline.as_ref(), events).await;
+        send(&tx, inline.as_ref(), events, &counters).await;
         if closing {
             return;
         }
     }
 }
 
-async fn send(tx: &mpsc::Sender<Msg>, inline: Option<&InlineWrite>, events: Batch) {
+/// A turn's events: written inline, or sent to the sink's worker with their bytes held against
+/// the sink's budget ([`Held`]) until it has taken them — given back either way.
+async fn send(
+    tx: &mpsc::Sender<Msg>,
+    inline: Option<&InlineWrite>,
+    events: Batch,
+    counters: &Arc<SinkCounters>,
+) {
     if events.is_empty() {
         return;
     }
+    let bytes = events.iter().map(|(e, _)| e.footprint()).sum();
+    let held = Held::new(Arc::clone(counters), bytes);
     let events = match inline {
         Some(write) => match write(events) {
             None => return,
@@ -133,7 +157,7 @@ async fn send(tx: &mpsc::Sender<Msg>, inline: Option<&InlineWrite>, events: Batc
         None => events,
     };
     let events = relayed(events);
-    if let Err(mpsc::error::SendError(m)) = tx.send(Msg::Events(events)).await {
+    if let Err(mpsc::error::SendError(m)) = tx.send(Msg::Events(events, held)).await {
         refuse(vec![m]);
     }
 }

@@ -284,7 +284,8 @@ impl<B: LineBackend> Writer<B> {
                         self.events.push(ev);
                         self.acks.push(ack);
                     }
-                    Msg::Events(evs) => {
+                    // Taken: its bytes leave the sink's budget (`_held` drops here).
+                    Msg::Events(evs, _held) => {
                         for (ev, ack) in evs {
                             self.events.push(ev);
                             self.acks.push(ack);

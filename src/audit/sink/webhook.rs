@@ -610,7 +610,8 @@ fn absorb(
     for m in msgs.drain(..) {
         match m {
             Msg::Event(p, ack) => pending.push((p, ack)),
-            Msg::Events(events) => pending.extend(events),
+            // Taken: its bytes leave the budget (`_held` drops here).
+            Msg::Events(events, _held) => pending.extend(events),
             Msg::Shutdown(done) => *shutdown = Some(done),
             // Only inline writers send it, and a webhook has none.
             Msg::Tick => {}

@@ -570,13 +570,19 @@ async fn an_empty_log_continues_from_its_sidecar_when_its_backups_are_gone() {
 /// unsigned. After a clean stop — its last checkpoint says so — there is no unsigned tail to
 /// take over, so verify fails on them; after a crash (no clean-stop checkpoint) they are
 /// reported as adopted, as the crash's own unsigned tail would be.
+/// The clean stop's line deleted from the sidecar does not pass the lines off as a crash's
+/// tail when the checkpoint copy (an anchor) still has it.
 #[tokio::test]
 async fn a_restart_does_not_vouch_for_lines_it_did_not_write() {
-    for crashed in [false, true] {
+    for (crashed, hidden) in [(false, false), (true, false), (true, true)] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
+        let copy = dir.path().join("checkpoints.copy");
         let key = key();
-        let cfg = signed(&path, &key);
+        let mut cfg = signed(&path, &key);
+        if hidden {
+            cfg.checkpoint_copy = Some(copy.clone());
+        }
         let a = auditor(cfg.clone(), DeliveryMode::Blocking);
         for i in 0..3 {
             a.emit(event(i)).await.unwrap();
@@ -592,7 +598,8 @@ async fn a_restart_does_not_vouch_for_lines_it_did_not_write() {
         let last = text.lines().last().unwrap();
         assert!(last.contains("\"cleanStop\":true"), "{text}");
         if crashed {
-            // As if killed before its last checkpoint: none says the stop was clean.
+            // As if killed before its last checkpoint: none says the stop was clean (or, when
+            // `hidden`, its line deleted from the sidecar while the copy keeps it).
             let kept: String = text
                 .lines()
                 .take(text.lines().count() - 1)
@@ -618,6 +625,23 @@ async fn a_restart_does_not_vouch_for_lines_it_did_not_write() {
         a.emit(event(3)).await.unwrap();
         a.shutdown(Duration::from_secs(5)).await;
         let r = verify_files(std::slice::from_ref(&path), &key);
+        if hidden {
+            let anchored = verify::verify_with_anchors(
+                std::slice::from_ref(&path),
+                &[key.verifying_key()],
+                std::slice::from_ref(&copy),
+            )
+            .unwrap();
+            let failure = anchored
+                .failure
+                .as_ref()
+                .map(|f| f.message.as_str())
+                .unwrap_or_default();
+            assert!(
+                failure.contains("found unsigned at a start after the clean stop"),
+                "{anchored:?}"
+            );
+        }
         if crashed {
             assert!(r.ok(), "{r:?}");
             assert_eq!((r.events, r.unsigned_tail), (5, 0));

@@ -734,10 +734,12 @@ fn rand_suffix() -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// A token its claims refuse — expired, another audience — is refused before any signature
-/// work: a captured token replayed after its expiry, or one forged under a real `kid`, costs
-/// no signature check and never triggers a key refetch (before, a bad signature under a real
-/// `kid` refetched the keys and spent the issuer's unknown-kid budget).
+/// A token its claims refuse — expired, another audience — never triggers a key fetch: a
+/// captured token replayed after its expiry, or one forged under a real or a random `kid`,
+/// does not spend the issuer's shared refetch budget (before, a bad signature under a real
+/// `kid` refetched the keys). Its signature is still checked against the keys in hand, so the
+/// reason recorded stays true: a forgery is `BadSignature` whatever its claims say, a genuine
+/// expired token `Expired`.
 #[tokio::test]
 async fn tokens_their_claims_refuse_cost_no_key_refetch() {
     let idp = Idp::start().await;
@@ -750,19 +752,34 @@ async fn tokens_their_claims_refuse_cost_no_key_refetch() {
     // Forged under the real kid "k1" (another key), expired or for another audience.
     let forger = Signer::from_pem(&mint::generate_es256("x").unwrap().0, Some("k1")).unwrap();
     let expired = forger.issue(&idp.claims(json!({"exp": T0 - 10}))).unwrap();
-    assert_eq!(auth.authenticate(&expired).await, Err(Rejected::Expired));
+    assert_eq!(
+        auth.authenticate(&expired).await,
+        Err(Rejected::BadSignature)
+    );
     let elsewhere = forger
         .issue(&idp.claims(json!({"aud": "someone-else"})))
         .unwrap();
-    assert!(auth.authenticate(&elsewhere).await.is_err());
-    assert_eq!(idp.hits(), 1, "no refetch for tokens their claims refuse");
+    assert_eq!(
+        auth.authenticate(&elsewhere).await,
+        Err(Rejected::BadSignature)
+    );
+    // Expired under a kid nobody published.
+    let stranger = Signer::from_pem(&mint::generate_es256("x").unwrap().0, Some("nobody")).unwrap();
+    let unknown = stranger
+        .issue(&idp.claims(json!({"exp": T0 - 10})))
+        .unwrap();
+    assert_eq!(auth.authenticate(&unknown).await, Err(Rejected::UnknownKid));
+    assert_eq!(idp.hits(), 1, "no fetch for tokens their claims refuse");
     let stats = auth.key_stats(&idp.url).unwrap();
     assert_eq!(
         (stats.fetches, stats.refetches_suppressed),
         (1, 0),
         "{stats:?}"
     );
-    // The same forgery with valid claims is still a bad signature (after its one refetch).
+    // A genuine expired token is recorded as expired.
+    let genuine = k1.issue(&idp.claims(json!({"exp": T0 - 10}))).unwrap();
+    assert_eq!(auth.authenticate(&genuine).await, Err(Rejected::Expired));
+    // The forgery with valid claims is a bad signature too (after its one refetch).
     let valid_claims = forger.issue(&idp.claims(json!({}))).unwrap();
     assert_eq!(
         auth.authenticate(&valid_claims).await,

@@ -193,8 +193,7 @@ impl CreateGuardLayer {
             Current::Absent | Current::NotFetched => None,
         };
         let Some(uid) = uid else {
-            let mut as_create = (**info).clone();
-            as_create.verb = "create".into();
+            let as_create = as_create(info);
             tracing::info!(user = %caller.identity.user, path = %info.path, "write would create; the caller may not create");
             return Err(Refusal::Forbidden(Box::new(forbidden(
                 &caller.identity,
@@ -322,6 +321,21 @@ async fn read_all(mut body: Body) -> Result<bytes::Bytes, Refusal> {
         }
     }
     Ok(buf.freeze())
+}
+
+/// The create a write that may create is authorized as by the API server (`handlers/patch.go`,
+/// `update.go`: verb `create`, the same attributes). A namespace is created cluster-wide —
+/// `POST /api/v1/namespaces`, which the classifier places outside every namespace — although
+/// its own path names it as its namespace: judged in that place, a rule limited to namespaces
+/// (`t-*`) would let an apply create `t-new`, which a POST of the same namespace is refused;
+/// and the refusal says "at the cluster scope", as the API server's does.
+pub fn as_create(info: &RequestInfo) -> RequestInfo {
+    let mut c = info.clone();
+    c.verb = "create".into();
+    if c.api_group.is_empty() && c.resource == "namespaces" {
+        c.namespace.clear();
+    }
+    c
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 
 use super::{
-    create_guard::{is_apply, MustNotCreate},
+    create_guard::{as_create, is_apply, MustNotCreate},
     engine::OUTSIDE_SCOPE,
     forbidden, Authorizer,
 };
@@ -154,19 +154,11 @@ where
 }
 
 impl<S> AuthzService<S> {
-    /// Whether `identity` may create what the write `info` names, judged as the create the API
-    /// server would authorize (`handlers/patch.go`, `update.go`: verb `create`, the same
-    /// attributes). A namespace is created cluster-wide — `POST /api/v1/namespaces`, which the
-    /// classifier places outside every namespace — although its own path names it as its
-    /// namespace: judged in that place, a rule limited to namespaces (`t-*`) would let an
-    /// apply create `t-new`, which a POST of the same namespace is refused.
+    /// Whether `identity` may create what the write `info` names ([`as_create`]).
     fn may_create(&self, identity: &Identity, info: &RequestInfo) -> bool {
-        let mut as_create = info.clone();
-        as_create.verb = "create".into();
-        if as_create.api_group.is_empty() && as_create.resource == "namespaces" {
-            as_create.namespace.clear();
-        }
-        self.authorizer.authorize(identity, &as_create).allowed
+        self.authorizer
+            .authorize(identity, &as_create(info))
+            .allowed
     }
 }
 
@@ -255,6 +247,16 @@ mod tests {
             svc.authorizer
                 .authorize(&id, service::info(&patch).unwrap())
                 .allowed
+        );
+        // The refusal is worded as the API server's for that create.
+        let apply = classified("PATCH", "/api/v1/namespaces/t-new");
+        let words = forbidden(&id, &as_create(service::info(&apply).unwrap()), "");
+        assert!(
+            words.message.ends_with(
+                r#"cannot create resource "namespaces" in API group "" at the cluster scope"#
+            ),
+            "{}",
+            words.message
         );
     }
 

@@ -342,12 +342,13 @@ impl JwtAuthenticator {
         if !policy.algorithms.contains(&alg) {
             return Err(Rejected::AlgorithmNotAllowed(alg));
         }
-        // The claims' checks, before any signature work: they can only refuse, and a token
-        // they refuse would be refused after the signature too — so a captured token replayed
-        // after its expiry, or one forged under a real `kid`, costs no signature check and no
-        // key refetch (the issuer's shared unknown-kid budget). The reason logged for such a
-        // token is what its claims say, signed or not. Checked again once authentic.
-        validate_claims(policy, &claims, now)?;
+        // The claims' checks on the unverified claims, before any key fetch: a token they
+        // refuse would be refused after the signature too, so it must not spend the issuer's
+        // shared refetch budget (a captured token replayed after its expiry, a forgery under
+        // a real or random `kid`). Its signature is still checked against the keys in hand, so
+        // the reason recorded is the true one — a forgery stays `bad_signature` in the metrics
+        // and the audit log, a genuine expired token `expired`.
+        let may_fetch = validate_claims(policy, &claims, now).is_ok();
 
         // Signature: the message is exactly the first two parts as sent.
         let message_len = h64.len() + 1 + p64.len();
@@ -364,14 +365,20 @@ impl JwtAuthenticator {
                 .ok_or(Rejected::AlgorithmNotAllowed(alg))?;
             check(s64, message, secret, alg)
         } else {
-            let set = policy
-                .keys
-                .keys_for(kid, alg, now)
-                .await
-                .map_err(|m| match m {
-                    KeyMiss::UnknownKid => Rejected::UnknownKid,
-                    KeyMiss::NotInitialized => Rejected::KeysNotLoaded,
-                })?;
+            let set = if may_fetch {
+                policy.keys.keys_for(kid, alg, now).await
+            } else {
+                let set = policy.keys.current();
+                if set.has(kid, alg) {
+                    Ok(set)
+                } else {
+                    Err(KeyMiss::UnknownKid)
+                }
+            }
+            .map_err(|m| match m {
+                KeyMiss::UnknownKid => Rejected::UnknownKid,
+                KeyMiss::NotInitialized => Rejected::KeysNotLoaded,
+            })?;
             let verifies = |set: &KeySet| {
                 set.candidates(kid, alg)
                     .take(MAX_CANDIDATES)
@@ -380,10 +387,11 @@ impl JwtAuthenticator {
             // A key rotated under the same `kid` (or a token without one): the new key may
             // be published already — one refetch, under the unknown-kid limit.
             verifies(&set)
-                || match policy.keys.refetched(now, generation).await {
-                    Some(fresh) => verifies(&fresh),
-                    None => false,
-                }
+                || (may_fetch
+                    && match policy.keys.refetched(now, generation).await {
+                        Some(fresh) => verifies(&fresh),
+                        None => false,
+                    })
         };
         if !verified {
             return Err(Rejected::BadSignature);

@@ -258,6 +258,9 @@ fn guarded_instances(asked: &RequestInfo) -> Vec<RequestInfo> {
             .map(|(g, r)| (*g, *r, "", "create")),
     );
     candidates.push((status_group, status_of, "status", "update"));
+    // The legacy `proxy` verb (`/api/v1/proxy/…`, core resources), refused to every tenant
+    // wildcard like the proxy subresources.
+    candidates.push(("", status_of, "", "proxy"));
     let mut out = Vec::new();
     for (group, resource, sub, verb) in candidates {
         let verb = if wild(&asked.verb) {
@@ -479,6 +482,8 @@ mod tests {
             ("patch", "discovery.k8s.io", "*", "", "patch endpointslices"),
             ("get", "", "*", "", "get pods/proxy"),
             ("delete", "", "*", "", "delete pods/proxy"),
+            // The legacy proxy verb a wildcard verb covers (`/api/v1/proxy/…` is refused).
+            ("*", "", "services", "", "proxy services"),
         ] {
             let d = ask(verb, group, resource, sub);
             assert!(!d.allowed, "{verb} {group}/{resource}/{sub}");

@@ -442,6 +442,16 @@ async fn every_refusal_is_recorded_and_secrets_never_are() {
     env.stop().await;
 }
 
+/// The admin lists the `default` namespace's ConfigMaps.
+async fn list_configmaps(env: &Env) -> http::Response<Bytes> {
+    env.request(
+        req("GET", "/api/v1/namespaces/default/configmaps", None),
+        Some(&env.admin_cert),
+        true,
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_strict_sink_that_cannot_record_answers_503() {
     // A second, blocking-strict sink: a webhook whose receiver is down, no retries.
@@ -466,13 +476,7 @@ async fn a_strict_sink_that_cannot_record_answers_503() {
     })
     .await;
     env.sandbox.sandbox.clear_recorded();
-    let resp = env
-        .request(
-            req("GET", "/api/v1/namespaces/default/configmaps", None),
-            Some(&env.admin_cert),
-            true,
-        )
-        .await;
+    let resp = list_configmaps(&env).await;
     assert_eq!(resp.status(), 503, "{:?}", resp.body());
     let s: Value = serde_json::from_slice(resp.body()).unwrap();
     assert_eq!(s["reason"], "ServiceUnavailable");
@@ -496,13 +500,7 @@ async fn a_strict_sink_that_cannot_record_answers_503() {
     // forwarded (a write would otherwise be carried out unrecorded, and answered 500 after the
     // delivery's retries), while this replica stays ready (every replica shares the receiver).
     env.sandbox.sandbox.clear_recorded();
-    let resp = env
-        .request(
-            req("GET", "/api/v1/namespaces/default/configmaps", None),
-            Some(&env.admin_cert),
-            true,
-        )
-        .await;
+    let resp = list_configmaps(&env).await;
     assert_eq!(resp.status(), 503, "{:?}", resp.body());
     assert_eq!(resp.headers()["retry-after"], "1");
     let seen = env.sandbox.sandbox.recorded();
@@ -530,13 +528,7 @@ async fn a_strict_sink_that_cannot_record_answers_503() {
     })
     .await;
     env.sandbox.sandbox.clear_recorded();
-    let resp = env
-        .request(
-            req("GET", "/api/v1/namespaces/default/configmaps", None),
-            Some(&env.admin_cert),
-            true,
-        )
-        .await;
+    let resp = list_configmaps(&env).await;
     assert_eq!(resp.status(), 503, "{:?}", resp.body());
     let seen = env.sandbox.sandbox.recorded();
     assert!(seen.is_empty(), "the upstream saw {seen:?}");

@@ -380,38 +380,29 @@ async fn a_tenant_cannot_apply_a_namespace_into_existence() {
     })
     .await;
     let t = forge(&env).token(&claims("alice", &["tenant:team-a"]));
-    let ns = |name: &str| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {"x": "y"}}});
-    let apply = |path: &str, body: Value| {
-        let mut r = req("PATCH", path, Some(&t));
+    // A server-side apply of namespace `name`, as alice.
+    let apply = |name: &str| {
+        let body = json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"x": "y"}}});
+        let mut r = req(
+            "PATCH",
+            &format!("/api/v1/namespaces/{name}?fieldManager=t"),
+            Some(&t),
+        );
         r.headers_mut().insert(
             "content-type",
             "application/apply-patch+yaml".parse().unwrap(),
         );
         *r.body_mut() = Full::new(Bytes::from(body.to_string()));
-        r
+        env.request(r, None, false)
     };
     // Its own namespace: changed.
-    let resp = env
-        .request(
-            apply("/api/v1/namespaces/team-a?fieldManager=t", ns("team-a")),
-            None,
-            false,
-        )
-        .await;
+    let resp = apply("team-a").await;
     assert_eq!(resp.status(), StatusCode::OK, "{:?}", resp.body());
     // A new one matching its glob: a create, which is cluster-wide (`POST /api/v1/namespaces`
     // is refused it as well) — the apply never reaches the API server.
     env.sandbox.sandbox.clear_recorded();
-    let resp = env
-        .request(
-            apply(
-                "/api/v1/namespaces/team-a-new?fieldManager=t",
-                ns("team-a-new"),
-            ),
-            None,
-            false,
-        )
-        .await;
+    let resp = apply("team-a-new").await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{:?}", resp.body());
     assert_eq!(upstream_saw(&env), ["GET /api/v1/namespaces/team-a-new"]);
     env.stop().await;

@@ -734,6 +734,19 @@ fn rand_suffix() -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// An identity provider publishing `k1`, and an authenticator that fetched its JWKS once (at
+/// `T0` on a manual clock).
+async fn idp_publishing_k1() -> (Idp, Signer, Arc<ManualClock>, JwtAuthenticator) {
+    let idp = Idp::start().await;
+    let k1 = signer("k1");
+    idp.publish(&[&k1]);
+    let clock = Arc::new(ManualClock::new(Duration::from_secs(T0)));
+    let auth = idp.authenticator(&format!(", jwks_url: \"{}/jwks\"", idp.url), &clock);
+    assert!(auth.refresh_all().await.is_empty());
+    assert_eq!(idp.hits(), 1);
+    (idp, k1, clock, auth)
+}
+
 /// A token its claims refuse — expired, another audience — never triggers a key fetch: a
 /// captured token replayed after its expiry, or one forged under a real or a random `kid`,
 /// does not spend the issuer's shared refetch budget (before, a bad signature under a real
@@ -742,13 +755,7 @@ fn rand_suffix() -> u64 {
 /// expired token `Expired`.
 #[tokio::test]
 async fn tokens_their_claims_refuse_cost_no_key_refetch() {
-    let idp = Idp::start().await;
-    let k1 = signer("k1");
-    idp.publish(&[&k1]);
-    let clock = Arc::new(ManualClock::new(Duration::from_secs(T0)));
-    let auth = idp.authenticator(&format!(", jwks_url: \"{}/jwks\"", idp.url), &clock);
-    assert!(auth.refresh_all().await.is_empty());
-    assert_eq!(idp.hits(), 1);
+    let (idp, k1, _clock, auth) = idp_publishing_k1().await;
     // Forged under the real kid "k1" (another key), expired or for another audience.
     let forger = Signer::from_pem(&mint::generate_es256("x").unwrap().0, Some("k1")).unwrap();
     let expired = forger.issue(&idp.claims(json!({"exp": T0 - 10}))).unwrap();
@@ -789,13 +796,7 @@ async fn tokens_their_claims_refuse_cost_no_key_refetch() {
 
 #[tokio::test]
 async fn unknown_kids_cause_at_most_one_refetch_per_interval() {
-    let idp = Idp::start().await;
-    let k1 = signer("k1");
-    idp.publish(&[&k1]);
-    let clock = Arc::new(ManualClock::new(Duration::from_secs(T0)));
-    let auth = idp.authenticator(&format!(", jwks_url: \"{}/jwks\"", idp.url), &clock);
-    assert!(auth.refresh_all().await.is_empty());
-    assert_eq!(idp.hits(), 1);
+    let (idp, k1, clock, auth) = idp_publishing_k1().await;
     let good = k1.issue(&idp.claims(json!({}))).unwrap();
     assert_eq!(auth.authenticate(&good).await.unwrap().user, "alice");
 

@@ -206,6 +206,29 @@ impl Fake {
     }
 }
 
+/// A request goes through, and the breaker never changed state.
+async fn assert_breaker_never_opened(env: &Env) {
+    let resp = get_ns(env, "").await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.body());
+    assert_eq!(
+        metric(env, "portcullis_upstream_breaker_transitions_total").await,
+        None
+    );
+}
+
+/// The next request is refused by the open breaker.
+async fn assert_breaker_open(env: &Env) {
+    let resp = get_ns(env, "").await;
+    assert!(
+        json(&resp)["message"]
+            .as_str()
+            .unwrap()
+            .contains("circuit breaker open"),
+        "{:?}",
+        resp.body()
+    );
+}
+
 /// Add `keys` (YAML lines, indented two spaces) to the `upstream:` section.
 fn upstream_keys(config: &mut String, keys: &str) {
     *config = config.replacen("upstream:\n", &format!("upstream:\n{keys}"), 1);
@@ -901,27 +924,14 @@ async fn a_clients_short_timeout_or_a_proxied_503_cannot_open_the_breaker() {
         assert_eq!(json(&resp)["message"], "from the fake", "relayed unchanged");
     }
     fake.answer(200);
-    let resp = get_ns(&env, "").await;
-    assert_eq!(resp.status(), 200, "{:?}", resp.body());
-    assert_eq!(
-        metric(&env, "portcullis_upstream_breaker_transitions_total").await,
-        None
-    );
+    assert_breaker_never_opened(&env).await;
 
     // The operator's own deadline still counts: a slow API server opens it.
     fake.mode.store(SLOW, Ordering::SeqCst);
     for _ in 0..3 {
         assert_eq!(get_ns(&env, "").await.status(), StatusCode::GATEWAY_TIMEOUT);
     }
-    let resp = get_ns(&env, "").await;
-    assert!(
-        json(&resp)["message"]
-            .as_str()
-            .unwrap()
-            .contains("circuit breaker open"),
-        "{:?}",
-        resp.body()
-    );
+    assert_breaker_open(&env).await;
     env.stop().await;
 }
 
@@ -949,12 +959,7 @@ async fn a_proxied_backends_unreadable_answer_cannot_open_the_breaker() {
             .await;
         assert_eq!(resp.status(), StatusCode::BAD_GATEWAY, "{:?}", resp.body());
     }
-    let resp = get_ns(&env, "").await;
-    assert_eq!(resp.status(), 200, "{:?}", resp.body());
-    assert_eq!(
-        metric(&env, "portcullis_upstream_breaker_transitions_total").await,
-        None
-    );
+    assert_breaker_never_opened(&env).await;
     env.stop().await;
 }
 
@@ -990,27 +995,14 @@ async fn an_unavailable_aggregated_api_cannot_open_the_breaker() {
         }
     }
     fake.answer(200);
-    let resp = get_ns(&env, "").await;
-    assert_eq!(resp.status(), 200, "{:?}", resp.body());
-    assert_eq!(
-        metric(&env, "portcullis_upstream_breaker_transitions_total").await,
-        None
-    );
+    assert_breaker_never_opened(&env).await;
 
     // The same plain-text 503 for a core path is not the aggregator's: it counts.
     fake.answer(503);
     for _ in 0..3 {
         assert_eq!(get_ns(&env, "").await.status(), 503);
     }
-    let resp = get_ns(&env, "").await;
-    assert!(
-        json(&resp)["message"]
-            .as_str()
-            .unwrap()
-            .contains("circuit breaker open"),
-        "{:?}",
-        resp.body()
-    );
+    assert_breaker_open(&env).await;
     env.stop().await;
 }
 
@@ -1039,27 +1031,14 @@ async fn a_too_large_resource_version_cannot_open_the_breaker() {
     }
     fake.mode.store(OK, Ordering::SeqCst);
     fake.answer(200);
-    let resp = get_ns(&env, "").await;
-    assert_eq!(resp.status(), 200, "{:?}", resp.body());
-    assert_eq!(
-        metric(&env, "portcullis_upstream_breaker_transitions_total").await,
-        None
-    );
+    assert_breaker_never_opened(&env).await;
 
     // The API server's own 504 Status, without `Retry-After`, counts.
     fake.answer(504);
     for _ in 0..3 {
         assert_eq!(get_ns(&env, "").await.status(), StatusCode::GATEWAY_TIMEOUT);
     }
-    let resp = get_ns(&env, "").await;
-    assert!(
-        json(&resp)["message"]
-            .as_str()
-            .unwrap()
-            .contains("circuit breaker open"),
-        "{:?}",
-        resp.body()
-    );
+    assert_breaker_open(&env).await;
     env.stop().await;
 }
 
@@ -1349,12 +1328,7 @@ async fn a_streamed_request_crossed_by_a_goaway_is_a_503_to_send_again() {
     assert!(relay.refused() >= 1, "the race was not run");
     drop(s);
     // A breaker opening at the first failure did not open.
-    let resp = get_ns(&env, "").await;
-    assert_eq!(resp.status(), 200, "{:?}", resp.body());
-    assert_eq!(
-        metric(&env, "portcullis_upstream_breaker_transitions_total").await,
-        None
-    );
+    assert_breaker_never_opened(&env).await;
     env.stop().await;
 }
 

@@ -579,7 +579,16 @@ async fn a_strict_file_sink_that_cannot_write_makes_the_replica_unready() {
     let (_full, log, env) =
         full_disk("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n").await;
     let get = || req("GET", "/api/v1/namespaces/default/configmaps", None);
-    let (status, body) = common::admin_get(env.admin_addr, "/readyz").await;
+    // Ready once the proxy's first probe of the upstream (a task of its own) has answered.
+    let mut ready = common::admin_get(env.admin_addr, "/readyz").await;
+    for _ in 0..200 {
+        if ready.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        ready = common::admin_get(env.admin_addr, "/readyz").await;
+    }
+    let (status, body) = ready;
     assert_eq!(status, 200, "nothing written yet: {body}");
 
     env.sandbox.sandbox.clear_recorded();

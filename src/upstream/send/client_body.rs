@@ -22,29 +22,30 @@ use http_body::{Frame, SizeHint};
 
 use crate::body::{self, Body, BoxError};
 
-/// Whether the watched body failed.
+/// Whether the watched body failed. `Default`: no body watched (nothing allocated — most
+/// requests, every read, have no body that can fail).
 #[derive(Clone, Default)]
-pub struct Failed(Arc<AtomicBool>);
+pub struct Failed(Option<Arc<AtomicBool>>);
 
 impl Failed {
     pub fn happened(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0.as_ref().is_some_and(|f| f.load(Ordering::Acquire))
     }
 }
 
 /// `body`, reporting its first error to the returned [`Failed`].
 pub fn watch(body: Body) -> (Body, Failed) {
-    let failed = Failed::default();
+    let flag = Arc::new(AtomicBool::new(false));
     let watched = Watched {
         inner: body,
-        failed: failed.clone(),
+        failed: Arc::clone(&flag),
     };
-    (body::boxed(watched), failed)
+    (body::boxed(watched), Failed(Some(flag)))
 }
 
 struct Watched {
     inner: Body,
-    failed: Failed,
+    failed: Arc<AtomicBool>,
 }
 
 impl http_body::Body for Watched {
@@ -59,7 +60,7 @@ impl http_body::Body for Watched {
         if let Poll::Ready(Some(Err(_))) = &polled {
             // Set before the error reaches the sender, which resets the stream on it: the
             // failed send is only seen after.
-            self.failed.0.store(true, Ordering::Release);
+            self.failed.store(true, Ordering::Release);
         }
         polled
     }

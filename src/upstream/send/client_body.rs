@@ -6,21 +6,16 @@
 //! upstream stream is reset (HTTP/2) or its connection dropped (HTTP/1.1), and the send fails
 //! before any answer. That failure is the client's doing, not the API server's: counted, five
 //! such requests from any caller would open every breaker (503 for everyone, `/readyz`
-//! failing). [`Watched`] records it so the sender can tell ([`Failed::happened`]).
+//! failing). [`watch`] records it so the sender can tell ([`Failed::happened`]).
 
-use std::{
-    pin::Pin,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    task::{Context, Poll},
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
 };
 
-use bytes::Bytes;
-use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
 
-use crate::body::{self, Body, BoxError};
+use crate::body::Body;
 
 /// Whether the watched body failed. `Default`: no body watched (nothing allocated — most
 /// requests, every read, have no body that can fail).
@@ -33,52 +28,28 @@ impl Failed {
     }
 }
 
-/// `body`, reporting its first error to the returned [`Failed`].
+/// `body`, reporting its errors to the returned [`Failed`] as they pass (size and end of
+/// stream unchanged: `map_err` keeps them).
 pub fn watch(body: Body) -> (Body, Failed) {
     let flag = Arc::new(AtomicBool::new(false));
-    let watched = Watched {
-        inner: body,
-        failed: Arc::clone(&flag),
-    };
-    (body::boxed(watched), Failed(Some(flag)))
-}
-
-struct Watched {
-    inner: Body,
-    failed: Arc<AtomicBool>,
-}
-
-impl http_body::Body for Watched {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Err(_))) = &polled {
+    let seen = Arc::clone(&flag);
+    let watched = body
+        .map_err(move |e| {
             // Set before the error reaches the sender, which resets the stream on it: the
             // failed send is only seen after.
-            self.failed.store(true, Ordering::Release);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
+            seen.store(true, Ordering::Release);
+            e
+        })
+        .boxed_unsync();
+    (watched, Failed(Some(flag)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body::Body as _;
-    use http_body_util::BodyExt;
+    use crate::body::{self, BoxError};
+    use bytes::Bytes;
+    use http_body::{Body as _, Frame};
 
     #[tokio::test]
     async fn an_error_is_reported_and_passed_on() {

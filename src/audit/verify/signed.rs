@@ -34,6 +34,19 @@ pub(super) struct Signed {
 }
 
 impl Signed {
+    /// `cp`, whose link `link` was checked, read at `path`:`line`.
+    fn of(cp: Checkpoint, link: Link, path: &Path, line: u64) -> Signed {
+        Signed {
+            seq: cp.seq,
+            link,
+            time: cp.time,
+            adopted: cp.adopted,
+            clean_stop: cp.clean_stop,
+            file: path.to_path_buf(),
+            line,
+        }
+    }
+
     pub fn at(&self) -> String {
         format!("{}:{}", self.file.display(), self.line)
     }
@@ -132,15 +145,7 @@ pub(super) fn read_sidecar(
                 ));
             }
         }
-        out.push(Signed {
-            seq: cp.seq,
-            link,
-            time: cp.time,
-            adopted: cp.adopted,
-            clean_stop: cp.clean_stop,
-            file: path.to_path_buf(),
-            line,
-        });
+        out.push(Signed::of(cp, link, path, line));
         Ok(())
     })?;
     Ok(torn.map(|torn| {
@@ -198,15 +203,7 @@ pub(super) fn read_anchor(
         match anchor_checkpoint(&text) {
             Some(cp) => {
                 let link = check(&cp, keys).map_err(|m| fail(path, line, m))?;
-                out.push(Signed {
-                    seq: cp.seq,
-                    link,
-                    time: cp.time,
-                    adopted: cp.adopted,
-                    clean_stop: cp.clean_stop,
-                    file: path.to_path_buf(),
-                    line,
-                });
+                out.push(Signed::of(cp, link, path, line));
             }
             None => skipped.push(line),
         }

@@ -208,13 +208,40 @@ pub async fn https_request(
     Response::from_parts(parts, bytes)
 }
 
-/// A loopback address with a port that was free a moment ago (for the real binary's listeners,
-/// and `.port()` for redis-server). The one free-port helper of the tests.
+/// A loopback address with a port that is free now (for the real binary's listeners, and
+/// `.port()` for redis-server), to be bound by another process a moment later. The one
+/// free-port helper of the tests.
+///
+/// Taken below the kernel's ephemeral range (`ip_local_port_range`, 32768–60999 by default),
+/// not from port 0: a port the kernel handed out as free is just as free for the next
+/// outgoing connection of a test running in parallel, which took one before the binary bound
+/// it ("Address already in use" at start). Each test process walks its own sequence from a
+/// start spread by its pid, so two test binaries running at once rarely meet; a port in use
+/// now is skipped.
 pub fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (eph_low, eph_high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|n| n.parse::<u32>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32_768, 60_999));
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    for _ in 0..SPAN {
+        let port = LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
+        if (eph_low..=eph_high).contains(&port) {
+            continue;
+        }
+        let addr = SocketAddr::from(([127, 0, 0, 1], port as u16));
+        if std::net::TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN);
 }
 
 /// A GET request for `path` with an empty body.

@@ -4,7 +4,11 @@
 //! Accepts every request whose path parses; puts `Arc<RequestInfo>` in the request extensions,
 //! tells the audit record, and puts [`Classified`] on the response for the metrics and audit
 //! layers above. Rejects an ambiguous or malformed path (`%2F`, `//`, dot segments, NUL, …)
-//! with 400 `BadRequest` (`Refusal::BadPath`).
+//! with 400 `BadRequest` (`Refusal::BadPath`), and a `Content-Type` holding a byte outside
+//! visible ASCII with 400 `BadRequest` (`Refusal::BadHeader`): Go's HTTP servers pass such
+//! bytes through and the API server reads the media type before the first `;` byte for byte,
+//! so a reader here that took the value as text could skip what the API server acts on (a
+//! server-side apply seen as a plain patch). No Kubernetes client sends one.
 
 use std::{
     convert::Infallible,
@@ -52,6 +56,21 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> ResponseFuture {
+        if let Some(v) = req.headers().get(http::header::CONTENT_TYPE) {
+            if !v
+                .as_bytes()
+                .iter()
+                .all(|b| matches!(b, b'\t' | b' '..=b'~'))
+            {
+                return service::ready(
+                    Refusal::BadHeader(
+                        "Content-Type must be visible ASCII (a media type such as application/json)"
+                            .into(),
+                    )
+                    .respond(),
+                );
+            }
+        }
         let info = match classify(req.method(), req.uri(), req.headers()) {
             Ok(info) => Arc::new(info),
             Err(err) => return service::ready(Refusal::BadPath(err.to_string()).respond()),
@@ -93,6 +112,26 @@ mod tests {
         assert_eq!(resp.status(), 400);
         assert_eq!(resp.extensions().get::<Refused>().unwrap().by, "classify");
         assert!(text(resp).await.contains("invalid request path"));
+        assert_eq!(calls(&seen), 0, "the layers below never saw it");
+    }
+
+    /// A `Content-Type` byte outside visible ASCII: 400 before any layer below reads it (the
+    /// authorization layer's apply check read such a value as "no media type", the sanitizer
+    /// as an apply patch, and the API server applies it — a create past a patch-only grant).
+    #[tokio::test]
+    async fn a_content_type_that_is_not_ascii_is_refused_before_anything_below() {
+        let (inner, seen) = counting::<TestBody>();
+        let mut req = request("PATCH", "/apis/apps/v1/namespaces/a/deployments/new");
+        req.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_bytes(b"application/apply-patch+yaml; x=\xff").unwrap(),
+        );
+        let resp = send(ClassifyLayer.layer(inner), req).await;
+        assert_eq!(resp.status(), 400);
+        assert_eq!(resp.extensions().get::<Refused>().unwrap().by, "classify");
+        assert!(text(resp)
+            .await
+            .contains("invalid request header: Content-Type"));
         assert_eq!(calls(&seen), 0, "the layers below never saw it");
     }
 

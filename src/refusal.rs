@@ -11,6 +11,7 @@
 //! | variant | HTTP | reason | rejected-by |
 //! |---|---|---|---|
 //! | `BadPath` | 400 | BadRequest | classify |
+//! | `BadHeader` (a `Content-Type` with bytes outside visible ASCII) | 400 | BadRequest | classify |
 //! | `Overloaded` (global in-flight cap) | 503 + Retry-After | ServiceUnavailable | load-shed |
 //! | `SourceBlocked` (address keeps failing authentication) | 429 + Retry-After | TooManyRequests | authn |
 //! | `Unauthenticated` | 401 | Unauthorized | authn |
@@ -45,6 +46,8 @@ use crate::{
 pub enum Refusal {
     /// The path is ambiguous or malformed (`%2F`, `//`, dot segments, NUL, …).
     BadPath(String),
+    /// A header every stage must read the same way is unreadable (not visible ASCII).
+    BadHeader(String),
     /// The global in-flight cap is reached.
     Overloaded(Box<Rejection>),
     /// The source address keeps failing authentication; refused before any signature work.
@@ -280,7 +283,7 @@ impl Refusal {
     /// `by` label of `portcullis_refusals_total` (a closed set).
     pub fn rejected_by(&self) -> &'static str {
         match self {
-            Refusal::BadPath(_) => "classify",
+            Refusal::BadPath(_) | Refusal::BadHeader(_) => "classify",
             Refusal::Overloaded(_) => "load-shed",
             Refusal::SourceBlocked(_)
             | Refusal::Unauthenticated(_)
@@ -302,6 +305,7 @@ impl Refusal {
     pub fn status(&self) -> Status {
         match self {
             Refusal::BadPath(err) => Status::bad_request(format!("invalid request path: {err}")),
+            Refusal::BadHeader(err) => Status::bad_request(format!("invalid request header: {err}")),
             Refusal::Overloaded(r) | Refusal::SourceBlocked(r) | Refusal::RateLimited(r) => {
                 r.status()
             }

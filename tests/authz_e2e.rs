@@ -408,6 +408,71 @@ async fn a_tenant_cannot_apply_a_namespace_into_existence() {
     env.stop().await;
 }
 
+/// An identity that may patch Deployments but not create them (the demo's `ci` grant) cannot
+/// apply one into existence by making its `Content-Type` unreadable as text: the API server
+/// reads the media type before the first `;` byte for byte and would apply (create) it, so a
+/// byte outside visible ASCII is a 400 before anything is judged, and the upstream never sees
+/// the request. Without it, the authorization layer took the value for "not an apply" and
+/// the sandbox received the PATCH.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_content_type_does_not_dodge_the_create_guard() {
+    let env = Env::start().await;
+    let t = forge(&env).token(&claims("ci-bot", &["ci"]));
+    let apply = |content_type: &[u8]| {
+        let body = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "brand-new"},
+            "spec": {"selector": {"matchLabels": {"a": "b"}},
+                "template": {"metadata": {"labels": {"a": "b"}},
+                    "spec": {"securityContext": {"runAsNonRoot": true,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+                        "containers": [{"name": "c", "image": "nginx",
+                            "securityContext": {"allowPrivilegeEscalation": false,
+                                "capabilities": {"drop": ["ALL"]}}}]}}}});
+        let mut r = req(
+            "PATCH",
+            "/apis/apps/v1/namespaces/team-a/deployments/brand-new?fieldManager=ci",
+            Some(&t),
+        );
+        r.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_bytes(content_type).unwrap(),
+        );
+        *r.body_mut() = Full::new(Bytes::from(body.to_string()));
+        r
+    };
+    let s = refused(
+        &env,
+        apply(b"application/apply-patch+yaml; x=\xff"),
+        StatusCode::BAD_REQUEST,
+        "BadRequest",
+    )
+    .await;
+    assert!(
+        s["message"].as_str().unwrap().contains("Content-Type"),
+        "{s}"
+    );
+    // Readable, the same apply is the create the grant does not allow: only reads of the
+    // (absent) object reach the upstream.
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env
+        .request(
+            apply(b"application/apply-patch+yaml; charset=utf-8"),
+            None,
+            false,
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{:?}", resp.body());
+    let seen = upstream_saw(&env);
+    assert!(
+        !seen.is_empty()
+            && seen
+                .iter()
+                .all(|r| r == "GET /apis/apps/v1/namespaces/team-a/deployments/brand-new"),
+        "{seen:?}"
+    );
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_token_stays_in_its_namespace() {
     // Refused requests spend the read bucket too (the limiter sits before authorization): room

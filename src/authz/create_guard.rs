@@ -78,13 +78,23 @@ pub enum MustNotCreate {
 /// resources it does not inspect).
 const MAX_BODY: usize = 64 * 1024 * 1024;
 
-/// Whether `content_type` is a server-side apply patch.
+/// Whether `content_type` is a server-side apply patch: read as bytes, as the API server's
+/// patch handler does (the media type is what comes before the first `;`), so no byte after it
+/// can make the value unreadable here and an apply still there (the classify layer refuses
+/// such values first; this does not lean on it). Compared ignoring case and spaces: a value
+/// the API server would refuse (415) is an apply here, which only makes the guard stricter.
 pub fn is_apply(content_type: Option<&HeaderValue>) -> bool {
-    content_type
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase())
-        .is_some_and(|v| v == "application/apply-patch+yaml" || v == "application/apply-patch+cbor")
+    let Some(v) = content_type else {
+        return false;
+    };
+    let media = v
+        .as_bytes()
+        .split(|b| *b == b';')
+        .next()
+        .unwrap_or_default();
+    let media = media.trim_ascii();
+    media.eq_ignore_ascii_case(b"application/apply-patch+yaml")
+        || media.eq_ignore_ascii_case(b"application/apply-patch+cbor")
 }
 
 #[derive(Clone)]
@@ -449,5 +459,8 @@ mod tests {
         assert!(is_apply(Some(&v("application/apply-patch+cbor"))));
         assert!(!is_apply(Some(&v("application/merge-patch+json"))));
         assert!(!is_apply(None));
+        // A byte that is not UTF-8 after the `;`: the API server still applies it.
+        let odd = HeaderValue::from_bytes(b"application/apply-patch+yaml; x=\xff").unwrap();
+        assert!(is_apply(Some(&odd)));
     }
 }

@@ -33,6 +33,7 @@ fn every_refusal() -> Vec<Refusal> {
     };
     let mut all = vec![
         Refusal::BadPath("//".into()),
+        Refusal::BadHeader("Content-Type".into()),
         Refusal::Overloaded(rejection(RejectionKind::Unavailable)),
         Refusal::SourceBlocked(rejection(RejectionKind::TooManyRequests)),
         Refusal::Unauthenticated(Failure::NoCredentials),

@@ -288,7 +288,7 @@ impl Problems {
                 Ok(_) => {
                     self.err(
                         path,
-                        format!("{value:?} is not an https:// URL with a host"),
+                        format!("{} is not an https:// URL with a host", quoted(value)),
                         "write e.g. https://10.0.0.1:6443; plain http is refused",
                     );
                     None
@@ -296,7 +296,7 @@ impl Problems {
                 Err(e) => {
                     self.err(
                         path,
-                        format!("{value:?} is not a URL: {e}"),
+                        format!("{} is not a URL: {e}", quoted(value)),
                         "write e.g. https://10.0.0.1:6443",
                     );
                     None
@@ -315,7 +315,7 @@ impl Problems {
             UrlKind::Issuer => "https://host[:port][/path], no user info, query or fragment",
             _ => "https://host[:port]/path",
         };
-        self.err(path, format!("{value:?} is not an https URL"), hint);
+        self.err(path, format!("{} is not an https URL", quoted(value)), hint);
         None
     }
 
@@ -422,6 +422,54 @@ impl Problems {
     }
 }
 
+/// `value` quoted for a message, with a URL's user info (`user:password@`) shown as `***@`:
+/// a config error is printed by `check-config` and logged on a reload, and the value may be a
+/// URL carrying a password the key was never meant to hold.
+pub fn quoted(value: &str) -> String {
+    if let Some(i) = value.find("://") {
+        let rest = &value[i + 3..];
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        if let Some(at) = rest[..end].rfind('@') {
+            return format!("{:?}", format!("{}***{}", &value[..i + 3], &rest[at..]));
+        }
+    }
+    format!("{value:?}")
+}
+
+/// A deserializer's message without the strings it quotes (serde writes `invalid type:
+/// string "…", expected …`): the string may be a credential (a Redis URL with its password
+/// where a map was expected), and the key path and the expected type say what is wrong.
+pub fn without_quoted_strings(message: &str) -> String {
+    const MARK: &str = "string \"";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find(MARK) {
+        out.push_str(&rest[..i]);
+        out.push_str("a string");
+        // Skip to the closing quote; `\"` and `\\` inside are escapes (Rust's `{:?}`).
+        let mut chars = rest[i + MARK.len()..].char_indices();
+        let mut end = None;
+        while let Some((j, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => {
+                    end = Some(i + MARK.len() + j + 1);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let Some(end) = end else {
+            return out;
+        };
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Relative paths in the config are relative to the config file's folder.
 pub fn resolve(base: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
@@ -434,6 +482,37 @@ pub fn resolve(base: &Path, p: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A refused URL is quoted without its password, and a deserializer's message without the
+    /// string it quotes: `check-config` prints them, a reload logs them.
+    #[test]
+    fn config_errors_do_not_echo_credentials() {
+        let mut p = Problems::new();
+        p.https_url(
+            "authentication.jwt[0].issuer.url",
+            "http://admin:s3cret@idp.example/path",
+            UrlKind::Issuer,
+        );
+        let all = format!("{:?}", p.into_vec());
+        assert!(!all.contains("s3cret"), "{all}");
+        assert!(all.contains("\\\"http://***@idp.example/path\\\""), "{all}");
+        assert_eq!(
+            quoted("https://idp.example/a@b"),
+            "\"https://idp.example/a@b\""
+        );
+        assert_eq!(
+            without_quoted_strings(
+                r#"invalid type: string "rediss://:hunter2@r:6380 \"x\\", expected struct RedisConfig"#
+            ),
+            "invalid type: a string, expected struct RedisConfig"
+        );
+        let e = crate::config::parse(
+            "rate_limits:\n  backend: redis\n  redis: \"rediss://:hunter2@r:6380\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "rate_limits.redis");
+        assert!(!e.message.contains("hunter2"), "{}", e.message);
+    }
 
     /// An API server URL with user info is refused: it is never used, and the endpoint's name
     /// (a metric label, `/readyz`, logs) would publish the password.

@@ -46,6 +46,29 @@ fn check_config_reports_every_problem_with_its_key_path() {
     assert!(text.contains("hint:"), "{text}");
 }
 
+/// `--reload-poll` is `0s` or 100ms–24h: a nanosecond would re-read every watched file in a
+/// tight loop, a huge value overflowed the reload task's timer (a panic, and SIGHUP then did
+/// nothing). Refused before anything starts, naming the flag.
+#[test]
+fn an_unusable_reload_poll_is_refused_at_once() {
+    for bad in ["1ns", "10ms", "500000000000y", "25h"] {
+        let out = Command::new(BIN)
+            .args([
+                "serve",
+                "--config",
+                "/nonexistent.yaml",
+                "--reload-poll",
+                bad,
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
+        assert!(err.contains("--reload-poll"), "{bad}: {err}");
+        assert!(err.contains("between 100ms and 24h"), "{bad}: {err}");
+    }
+}
+
 /// First contact: the annotated example checked on a fresh clone, before `demo --write-only`
 /// has written the files it points at, says in its first line what to run; after it, passes.
 #[test]
@@ -317,6 +340,109 @@ async fn token_keygen_issue_inspect_and_use_through_the_proxy() {
 
 /// Options that weaken a guard are config errors, naming the key and the `dangerous.*`
 /// acknowledgement, until that acknowledgement is given.
+/// A tenant named in `sanitize` or `rate_limits` must be one of `authorization.tenants`: a
+/// misspelt name would silently leave that tenant without its Pod Security, field rules or
+/// limits. An empty `verbs` or `tenants` list of a field rule would guard nothing.
+#[test]
+fn tenant_names_outside_authorization_must_name_a_tenant() {
+    portcullis::server::tls::install_crypto_provider();
+    let ca = portcullis_sandbox::pki::Ca::new("test CA").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files = demo_files(dir.path(), &ca);
+    let demo = std::fs::read_to_string(&files.config).unwrap();
+    let load = |t: &str| portcullis::config::load_str(t, dir.path(), &|_| None);
+    let named = |tenant: &str| {
+        demo.replace(
+            "      team-b: {enforce: baseline, warn: restricted}\n",
+            &format!("      team-b: {{enforce: baseline, warn: restricted}}\n    tenants:\n      {tenant}: {{enforce: restricted}}\n"),
+        )
+        .replace("      tenants: [\"*\"]\n", &format!("      tenants: [\"*\", {tenant}]\n"))
+        .replace("    team-a: {reads:", &format!("    {tenant}: {{reads:"))
+    };
+    let good = named("team-a");
+    assert_ne!(good, demo);
+    load(&good).unwrap_or_else(|p| panic!("{p:?}"));
+    let problems = load(&named("team_a")).unwrap_err();
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "sanitize.pod_security.tenants.team_a",
+            "sanitize.field_rules[0].tenants[1]",
+            "rate_limits.tenants.team_a"
+        ],
+        "{problems:?}"
+    );
+    assert!(
+        problems[0].message.contains("authorization.tenants"),
+        "{problems:?}"
+    );
+    let empty = demo
+        .replace("      tenants: [\"*\"]\n", "      tenants: []\n")
+        .replace("      verbs: [create]\n", "      verbs: []\n");
+    let problems = load(&empty).unwrap_err();
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "sanitize.field_rules[0].tenants",
+            "sanitize.field_rules[1].verbs"
+        ],
+        "{problems:?}"
+    );
+}
+
+/// Values that would break the proxy are refused with their key path rather than accepted:
+/// zero where zero cuts every request, fails every probe or POST, or spins; counts so large
+/// that the queue or batch would panic or abort at start.
+#[test]
+fn unusable_zeros_and_huge_counts_are_refused() {
+    portcullis::server::tls::install_crypto_provider();
+    let ca = portcullis_sandbox::pki::Ca::new("test CA").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files = demo_files(dir.path(), &ca);
+    let demo = std::fs::read_to_string(&files.config).unwrap();
+    std::fs::write(
+        dir.path().join("siem.kubeconfig"),
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: \"https://127.0.0.1:1\", certificate-authority: ca.crt}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n",
+    )
+    .unwrap();
+    let load = |t: &str| portcullis::config::load_str(t, dir.path(), &|_| None);
+    let sinks = "      mode: blocking-strict      # no answer leaves before its event is on disk\n";
+    let broken = demo
+        .replace("shutdown:\n  grace: 5s\n", "shutdown:\n  grace: 0s\n")
+        .replace("admin:\n", "admin:\n  ready_window: 0s\n")
+        .replace(
+            sinks,
+            &format!("{sinks}    - {{name: out, stdout: {{}}, mode: batch, overflow: block, queue: 3000000000000000000}}\n    - {{name: siem, webhook: {{kubeconfig: siem.kubeconfig, request_timeout: 0s, initial_backoff: 0s, max_batch_size: 1000000000}}, overflow: block}}\n"),
+        );
+    let problems = load(&broken).unwrap_err();
+    let mut paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        [
+            "admin.ready_window",
+            "audit.sinks[1].queue",
+            "audit.sinks[2].webhook.initial_backoff",
+            "audit.sinks[2].webhook.max_batch_size",
+            "audit.sinks[2].webhook.request_timeout",
+            "shutdown.grace",
+        ],
+        "{problems:?}"
+    );
+    // The same sinks with usable values load.
+    let fine = broken
+        .replace("grace: 0s", "grace: 5s")
+        .replace("  ready_window: 0s\n", "")
+        .replace("queue: 3000000000000000000", "queue: 1000000")
+        .replace(
+            "request_timeout: 0s, initial_backoff: 0s, max_batch_size: 1000000000",
+            "max_batch_size: 400",
+        );
+    load(&fine).unwrap_or_else(|p| panic!("{p:?}"));
+}
+
 #[test]
 fn weakening_options_need_their_dangerous_acknowledgement() {
     portcullis::server::tls::install_crypto_provider();

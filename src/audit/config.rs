@@ -381,8 +381,18 @@ fn sink(
                     Overflow::Block
                 }
             };
+            let queue = s.queue.unwrap_or(10_000).max(1);
+            if queue > MAX_QUEUE {
+                // Past this the queue is not a bound any more (the byte budget is), and a
+                // large enough number makes the channel's constructor panic at start.
+                p.err(
+                    format!("{path}.queue"),
+                    format!("{queue} is more than {MAX_QUEUE} events"),
+                    "use at most 1000000 (the default 10000 holds minutes of a busy cluster's events)",
+                );
+            }
             DeliveryMode::Batch {
-                queue: s.queue.unwrap_or(10_000).max(1),
+                queue: queue.min(MAX_QUEUE),
                 overflow,
             }
         }
@@ -457,7 +467,15 @@ fn webhook_sink(p: &mut Problems, w: &WebhookSinkConfig, path: &str, base: &Path
         }
     }
     if let Some(n) = w.max_batch_size {
-        wc.max_batch_size = n.max(1);
+        if n > MAX_BATCH_SIZE {
+            // The sender reserves room for a whole batch up front.
+            p.err(
+                format!("{path}.webhook.max_batch_size"),
+                format!("{n} is more than {MAX_BATCH_SIZE} events"),
+                "use at most 100000 (the API server's default is 400)",
+            );
+        }
+        wc.max_batch_size = n.clamp(1, MAX_BATCH_SIZE);
     }
     if let Some(n) = w.max_retries {
         wc.max_retries = n;
@@ -512,8 +530,27 @@ fn webhook_sink(p: &mut Problems, w: &WebhookSinkConfig, path: &str, base: &Path
     wc.max_wait = duration("max_wait", &w.max_wait, wc.max_wait);
     wc.initial_backoff = duration("initial_backoff", &w.initial_backoff, wc.initial_backoff);
     wc.request_timeout = duration("request_timeout", &w.request_timeout, wc.request_timeout);
+    for (key, d) in [
+        ("request_timeout", wc.request_timeout),
+        ("initial_backoff", wc.initial_backoff),
+    ] {
+        if d.is_zero() {
+            // A zero timeout fails every POST; a zero backoff retries a failing receiver in a
+            // tight loop.
+            p.err(
+                format!("{path}.webhook.{key}"),
+                "0 is not usable here",
+                "use a positive duration, e.g. 10s",
+            );
+        }
+    }
     wc
 }
+
+/// Most events a `batch` sink's queue may be configured to hold.
+const MAX_QUEUE: usize = 1_000_000;
+/// Most events a webhook batch may be configured to hold.
+const MAX_BATCH_SIZE: usize = 100_000;
 
 #[cfg(test)]
 mod tests {

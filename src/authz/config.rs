@@ -57,10 +57,13 @@ impl Check {
         let mut public = Vec::new();
         for (i, p) in cfg.public_non_resource_urls.iter().enumerate() {
             let path = format!("{key_prefix}.public_non_resource_urls[{i}]");
-            if p == "*" {
+            // `/*` is the same pattern spelt as a prefix: every path starts with `/`.
+            if p == "*" || p == "/*" {
                 self.err(
                     &path,
-                    "\"*\" would make every non-resource path public (metrics, debug endpoints)",
+                    format!(
+                        "{p:?} would make every non-resource path public (metrics, debug endpoints)"
+                    ),
                     "list the public paths explicitly; grant anything else with a grant",
                 );
             } else if let Err(e) = check_url_pattern(p) {

@@ -428,6 +428,26 @@ fn problems(yaml: &str) -> Vec<String> {
     }
 }
 
+/// `/*` matches every path as `*` does: refused alike, so a config cannot make `/metrics`,
+/// `/debug/pprof/` and `/logs/` public to every caller (token scopes included) by spelling it
+/// as a prefix.
+#[test]
+fn a_public_url_pattern_covering_every_path_is_refused() {
+    for everything in ["*", "/*"] {
+        let yaml = format!(
+            "authorization:\n  public_non_resource_urls: [\"/healthz\", \"{everything}\"]\n"
+        );
+        assert_eq!(
+            problems(&yaml),
+            ["authorization.public_non_resource_urls[1]"],
+            "{everything}"
+        );
+    }
+    assert!(
+        problems("authorization:\n  public_non_resource_urls: [\"/\", \"/version*\"]\n").is_empty()
+    );
+}
+
 #[test]
 fn validation_reports_every_problem_with_its_path() {
     let yaml = r#"

@@ -31,7 +31,7 @@ pub enum Command {
         /// How often the config file and the files it names are checked for a change, which
         /// reloads the configuration (`0s`: only on SIGHUP). See "Reloading the
         /// configuration" in README.md.
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "5s", value_parser = reload_poll)]
         reload_poll: std::time::Duration,
     },
     /// Check a config file: print every problem with its key path, exit 1 if there is any.
@@ -127,4 +127,16 @@ pub(crate) fn write_new_private(path: &std::path::Path, data: &[u8]) -> anyhow::
     f.write_all(data)
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `--reload-poll`: `0s` (only on SIGHUP) or 100ms–24h. Shorter re-reads every watched file in
+/// a tight loop; longer is never wanted, and an absurd value would overflow the timer.
+fn reload_poll(s: &str) -> Result<std::time::Duration, String> {
+    use std::time::Duration;
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.is_zero() || (Duration::from_millis(100)..=Duration::from_secs(86_400)).contains(&d) {
+        Ok(d)
+    } else {
+        Err("use 0s (reload only on SIGHUP) or between 100ms and 24h, e.g. 5s".into())
+    }
 }

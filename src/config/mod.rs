@@ -75,7 +75,7 @@ pub fn parse(text: &str) -> Result<schema::File, Problem> {
             } else {
                 path
             },
-            e.inner().to_string(),
+            crate::problems::without_quoted_strings(&e.inner().to_string()),
             "see config/portcullis.yaml for every key and its type",
         )
     })

@@ -124,6 +124,7 @@ pub fn build(
     };
     check_dangerous(&mut c, file);
     check_session_recording(&mut c, file);
+    check_tenant_names(&mut c, file);
     let (admin_addr, ready_window) = server_config::admin(&mut c, &file.admin);
     let upstream = crate::upstream::config::validate(&mut c, &file.upstream, base, env);
     let config = (|| {
@@ -148,6 +149,47 @@ pub fn build(
         })
     })();
     c.finish(config)
+}
+
+/// Tenant names outside `authorization` must name a tenant of `authorization.tenants`: a
+/// caller's tenant comes only from there, so a misspelt name (`team_a` for `team-a`), or one
+/// left behind when a reload renames the tenant, would silently take that tenant's Pod
+/// Security, field rules or rate limits away.
+fn check_tenant_names(c: &mut Problems, file: &schema::File) {
+    let known: std::collections::HashSet<&str> = file
+        .authorization
+        .tenants
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    let mut check = |key: String, name: &str| {
+        if !known.contains(name) {
+            c.err(
+                key,
+                format!("{name:?} is not the name of a tenant in authorization.tenants"),
+                "use a tenant's name as written in authorization.tenants[].name, or remove the entry",
+            );
+        }
+    };
+    if let Some(s) = &file.sanitize {
+        if let Some(ps) = &s.pod_security {
+            for name in ps.tenants.keys() {
+                check(format!("sanitize.pod_security.tenants.{name}"), name);
+            }
+        }
+        for (i, r) in s.field_rules.iter().enumerate() {
+            for (j, name) in r.tenants.iter().flatten().enumerate() {
+                if name != "*" {
+                    check(format!("sanitize.field_rules[{i}].tenants[{j}]"), name);
+                }
+            }
+        }
+    }
+    if let Some(r) = &file.rate_limits {
+        for name in r.tenants.keys() {
+            check(format!("rate_limits.tenants.{name}"), name);
+        }
+    }
 }
 
 /// `record_sessions` on a tenant or grant needs somewhere to put the recordings.

@@ -16,7 +16,9 @@
 //! file polling on, a refused reload is tried again after one poll interval, then after twice
 //! as long each time, up to [`MAX_RETRY_WAIT`], until one is applied: a refusal can pass (an
 //! identity provider briefly unreachable), and the change it held back must not wait for the
-//! next edit.
+//! next edit. A change seen by polling is read once two polls in a row see the files the same
+//! (so one to two poll intervals after it is written): a file being rewritten in place is not
+//! read half-written. SIGHUP reloads at once.
 
 pub mod carry;
 pub mod fixed;
@@ -95,12 +97,22 @@ pub fn spawn(live: Arc<Live>, opts: Options, mut shutdown: Shutdown) {
         // perhaps a revoked certificate or a removed grant — must not wait for the next edit
         // or a SIGHUP; a configuration that stays wrong is retried less and less often.
         let mut retry: Option<(tokio::time::Instant, Duration)> = None;
+        // The files as the last poll saw them: a change is read once two polls in a row agree
+        // on it, so a file rewritten in place is not read half-written — cut at a line
+        // boundary it can still be valid YAML, and weaker (a tenant without its `rules:`, a
+        // config without its `sanitize:` section).
+        let mut last_poll = seen.clone();
         loop {
             let cause = tokio::select! {
                 _ = opts.trigger.0.notified() => "SIGHUP",
                 _ = tick.tick(), if opts.poll.is_some() => {
                     let now = fingerprint().await;
+                    let settled = now == last_poll;
+                    last_poll.clone_from(&now);
                     if now.is_some() && now != seen {
+                        if !settled {
+                            continue;
+                        }
                         "file change"
                     } else if retry.is_some_and(|(at, _)| tokio::time::Instant::now() >= at) {
                         "retry of a refused reload"
@@ -115,7 +127,7 @@ pub fn spawn(live: Arc<Live>, opts: Options, mut shutdown: Shutdown) {
             retry = match reload(&live, &opts.path, cause).await {
                 Outcome::Applied(_) => None,
                 Outcome::Refused(_) => {
-                    let wait = retry.map_or(period, |(_, w)| (w * 2).min(MAX_RETRY_WAIT));
+                    let wait = retry.map_or(period, |(_, w)| w * 2).min(MAX_RETRY_WAIT);
                     Some((tokio::time::Instant::now() + wait, wait))
                 }
             };

@@ -357,6 +357,16 @@ fn field_rule(p: &mut Problems, r: &FieldRuleConfig, path: &str) -> FieldRule {
             "name at least one resource, or \"*\"",
         );
     }
+    // An empty list would match no request: a rule that silently guards nothing.
+    for (key, list) in [("verbs", &r.verbs), ("tenants", &r.tenants)] {
+        if list.as_ref().is_some_and(Vec::is_empty) {
+            p.err(
+                format!("{path}.{key}"),
+                "empty list: the rule would apply to no request",
+                "leave the key out to apply the rule to every caller and write verb, or name at least one",
+            );
+        }
+    }
     let verbs = r
         .verbs
         .clone()

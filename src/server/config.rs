@@ -116,6 +116,15 @@ fn serve_options(c: &mut Problems, file: &schema::File) -> ServeOptions {
         d.grace,
         Wording::General,
     );
+    if grace.is_zero() {
+        // Every request in flight would be cut at the signal, its `ResponseComplete` event
+        // with it — a write already carried out upstream left unrecorded.
+        c.err(
+            "shutdown.grace",
+            "0 would cut every request in flight at shutdown, unaudited",
+            "use a positive duration, e.g. 30s (the default)",
+        );
+    }
     let streams = l.max_concurrent_streams.unwrap_or(d.max_concurrent_streams);
     if streams < 100 {
         c.err(
@@ -188,5 +197,12 @@ pub fn admin(c: &mut Problems, a: &schema::Admin) -> (Option<SocketAddr>, Durati
         Duration::from_secs(30),
         Wording::General,
     );
+    if ready_window.is_zero() {
+        c.err(
+            "admin.ready_window",
+            "0 would keep /readyz failing forever (no upstream answer is ever recent enough)",
+            "use a positive duration, e.g. 30s (the default)",
+        );
+    }
     (addr, ready_window)
 }

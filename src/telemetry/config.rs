@@ -158,7 +158,10 @@ fn endpoint(c: &mut Problems, value: &str, key: &str) -> Option<Uri> {
     let Some(uri) = ok else {
         c.err(
             key,
-            format!("{value:?} is not an http(s) URL with a host"),
+            format!(
+                "{} is not an http(s) URL with a host",
+                crate::problems::quoted(value)
+            ),
             "write e.g. http://127.0.0.1:4318 (OTLP/HTTP), no user info or query",
         );
         return None;

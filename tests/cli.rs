@@ -443,6 +443,33 @@ fn unusable_zeros_and_huge_counts_are_refused() {
     load(&fine).unwrap_or_else(|p| panic!("{p:?}"));
 }
 
+/// A client certificate toward the API server whose key is another's is a config error at its
+/// key (`check-config` said OK, and `serve` then failed at start under the bare key `upstream`).
+#[test]
+fn an_upstream_client_certificate_with_another_key_is_refused_at_its_key() {
+    portcullis::server::tls::install_crypto_provider();
+    let ca = portcullis_sandbox::pki::Ca::new("test CA").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files = demo_files(dir.path(), &ca);
+    let demo = std::fs::read_to_string(&files.config).unwrap();
+    let load = |t: &str| portcullis::config::load_str(t, dir.path(), &|_| None);
+    let with_key = |key: &str| {
+        demo.replace(
+            "    token_file: proxy.token\n",
+            &format!("    client_cert_file: proxy.crt\n    client_key_file: {key}\n"),
+        )
+    };
+    let problems = load(&with_key("jwt-signing.key")).unwrap_err();
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["upstream.credentials.client_key_file"],
+        "{problems:?}"
+    );
+    assert!(problems[0].message.contains("pair"), "{problems:?}");
+    load(&with_key("proxy.key")).unwrap_or_else(|p| panic!("{p:?}"));
+}
+
 #[test]
 fn weakening_options_need_their_dangerous_acknowledgement() {
     portcullis::server::tls::install_crypto_provider();

@@ -96,6 +96,16 @@ fn every_overlay_renders_the_promised_objects() {
         let pod = &d["spec"]["template"]["spec"];
         let c = &pod["containers"][0];
         assert_eq!(pod["serviceAccountName"], "portcullis");
+        // The kill waits for the whole shutdown: the drain (`shutdown.grace`, 30 s in the
+        // base config), then up to 5 s for events being emitted and 10 s for the audit sinks.
+        let base_config =
+            std::fs::read_to_string(repo().join("deploy/base/config/portcullis.yaml")).unwrap();
+        assert!(base_config.contains("  grace: 30s"), "{overlay}");
+        let kill_after = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+        assert!(
+            kill_after >= 30 + 15,
+            "{overlay}: killed after {kill_after} s"
+        );
         for what in ["requests", "limits"] {
             for res in ["cpu", "memory"] {
                 assert!(

@@ -251,11 +251,14 @@ pub fn validate(
             c.err(
                 "upstream.tls_server_name",
                 format!("{name:?} is not a DNS name or IP"),
-                "",
+                "write the name the API server's certificate carries, e.g. kubernetes.default.svc",
             );
         }
         ok
     });
+    if let Some(ca) = &e.ca {
+        usable_tls(c, u, ca, e.identity.as_ref());
+    }
     Some(UpstreamConfig {
         endpoints: endpoints?,
         ca: e.ca?,
@@ -276,6 +279,45 @@ pub fn validate(
         token_reload_interval,
         breaker,
     })
+}
+
+/// The upstream TLS client is built here as at start, so `check-config` (and a reload)
+/// reports what `serve` would refuse — a CA bundle that makes no trust anchor, a client
+/// certificate whose key is not its own — at the key that holds it.
+fn usable_tls(
+    c: &mut Problems,
+    u: &schema::Upstream,
+    ca: &[CertificateDer<'static>],
+    identity: Option<&ClientIdentity>,
+) {
+    let (ca_key, identity_key) = if u.in_cluster {
+        ("upstream.in_cluster", "upstream.in_cluster")
+    } else if u.kubeconfig.is_some() {
+        ("upstream.kubeconfig", "upstream.kubeconfig")
+    } else {
+        ("upstream.ca_file", "upstream.credentials.client_key_file")
+    };
+    if let Err(e) = crate::server::tls::client_config(ca.to_vec(), None, &[]) {
+        c.err(
+            ca_key,
+            format!("the CA bundle is not usable: {e:#}"),
+            "give the PEM bundle of CA certificates that signs the API server's certificate",
+        );
+        return;
+    }
+    if let Some((chain, key)) = identity {
+        if let Err(e) = crate::server::tls::client_config(
+            ca.to_vec(),
+            Some((chain.clone(), key.clone_key())),
+            &[],
+        ) {
+            c.err(
+                identity_key,
+                format!("{e:#}"),
+                "give the private key of the client certificate (the pair must match)",
+            );
+        }
+    }
 }
 
 /// Each server as an `https://` URI: at least one, none twice.

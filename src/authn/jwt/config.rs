@@ -219,7 +219,11 @@ fn audiences(e: &IssuerConfig, ip: &str, p: &mut Problems) {
 fn hmac(e: &IssuerConfig, base_dir: &Path, path: &str, p: &mut Problems) -> Option<DecodingKey> {
     e.hmac_secret_file.as_ref().and_then(|f| {
         let file = base_dir.join(f);
-        match p.read(&format!("{path}.hmac_secret_file"), &file, "") {
+        match p.read(
+            &format!("{path}.hmac_secret_file"),
+            &file,
+            "give a readable file holding the HMAC secret (at least 32 bytes)",
+        ) {
             Some(bytes) => {
                 let secret = trim_end(&bytes);
                 if secret.len() < MIN_HMAC_SECRET {

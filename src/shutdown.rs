@@ -35,3 +35,28 @@ impl Shutdown {
         *self.0.borrow()
     }
 }
+
+/// The end of a connection's shutdown grace: what a stream that outlives its connection's
+/// drain (an upgraded exec, attach or port-forward session, spliced on its own task) waits for
+/// to end itself — so its recording is finished and its `ResponseComplete` written while the
+/// audit sinks still run, rather than cut unrecorded when the process exits.
+#[derive(Debug, Clone, Default)]
+pub struct Cutoff(Option<(Shutdown, std::time::Duration)>);
+
+impl Cutoff {
+    /// `grace` after `shutdown` fires.
+    pub fn after(shutdown: Shutdown, grace: std::time::Duration) -> Cutoff {
+        Cutoff(Some((shutdown, grace)))
+    }
+
+    /// Resolves at the cutoff; never for [`Cutoff::default`].
+    pub async fn reached(self) {
+        match self.0 {
+            None => std::future::pending().await,
+            Some((mut shutdown, grace)) => {
+                shutdown.wait().await;
+                tokio::time::sleep(grace).await;
+            }
+        }
+    }
+}

@@ -215,6 +215,67 @@ async fn exec_through_sigterm(sessions: Option<&std::path::Path>) {
     b.sandbox.stop().await;
 }
 
+/// A recorded session still open when `shutdown.grace` (5 s in the demo) runs out is ended by
+/// the proxy, not left to be cut unrecorded at exit: its recording is finished and its
+/// `ResponseComplete` — marked `response-aborted: shutdown`, naming the recording and its
+/// digest — is in the audit log before the sinks stop. Before, the event was lost (the
+/// session's task outlived the sinks) and the recording's digest with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_outliving_the_grace_is_ended_with_its_event() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    common::require_kubectl();
+    let sessions = tempfile::tempdir().unwrap();
+    let mut b = common::binary::Binary::start(&[], |c| {
+        common::session::recording_config(c, sessions.path(), "");
+    })
+    .await;
+    let file = common::session::shell_pod_file(b.dir.path());
+    let create = ["create", "-n", "team-a", "-f", file.to_str().unwrap()];
+    let out = b.kubectl(&b.files.admin_kubeconfig, &create).await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let mut exec = common::kubectl_exec_cat(&b.files.team_a_kubeconfig, b.dir.path(), "shell");
+    let mut stdin = exec.stdin.take().unwrap();
+    let mut lines = BufReader::new(exec.stdout.take().unwrap()).lines();
+    stdin.write_all(b"before\n").await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("no echo")
+        .unwrap();
+    assert_eq!(echoed.as_deref(), Some("before"));
+    b.signal("TERM");
+    // The session stays open: the proxy ends it at the end of the 5 s grace, then exits.
+    let status = tokio::time::timeout(Duration::from_secs(30), b.child.wait())
+        .await
+        .expect("the proxy did not exit after the grace")
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    let log = std::fs::read_to_string(b.files.dir.join("audit.log")).unwrap();
+    let completes: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            e["stage"] == "ResponseComplete"
+                && e["requestURI"]
+                    .as_str()
+                    .is_some_and(|u| u.contains("/pods/shell/exec"))
+        })
+        .collect();
+    assert_eq!(
+        completes.len(),
+        1,
+        "the session's ResponseComplete: {completes:?}\n{}",
+        b.log()
+    );
+    let a = &completes[0]["annotations"];
+    assert_eq!(a["portcullis.io/response-aborted"], "shutdown", "{a}");
+    let recording: serde_json::Value =
+        serde_json::from_str(a[common::session::ANNOTATION].as_str().unwrap()).unwrap();
+    assert!(recording["sha256"].is_string(), "{recording}");
+    drop(stdin);
+    let _ = exec.kill().await;
+    b.sandbox.stop().await;
+}
+
 /// A second SIGTERM during the drain is the operator saying not to wait: the proxy exits at
 /// once (status 130) although a session is still open, where one signal waits for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -541,6 +541,28 @@ async fn a_cut_log_read_whole_stays_an_error_while_a_cut_watch_ends_cleanly() {
     env.stop().await;
 }
 
+/// A watch asked over HTTP/1.1 with an `Upgrade` the API server does not switch to goes the
+/// upgrade way (a fresh connection), and its plain streamed answer goes out as on the ordinary
+/// path: here `stream_idle_timeout` (1 s) ends the quiet watch cleanly. Before, that answer
+/// skipped the idle timeout, the clean end and the stalled-stream reset, and stayed open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_answered_without_its_upgrade_keeps_the_stream_timeouts() {
+    let env = Env::start_with(|c| upstream_keys(c, "  stream_idle_timeout: 1s\n")).await;
+    let mut r = get("/api/v1/namespaces/default/configmaps?watch=1");
+    r.headers_mut()
+        .insert("connection", "Upgrade".parse().unwrap());
+    r.headers_mut()
+        .insert("upgrade", "x-not-a-protocol".parse().unwrap());
+    let resp = tokio::time::timeout(
+        Duration::from_secs(15),
+        env.request(r, Some(&env.admin_cert), false),
+    )
+    .await
+    .expect("the quiet watch outlived its 1 s idle timeout");
+    assert_eq!(resp.status(), 200, "{:?}", resp.body());
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_handshake_that_never_finishes_is_a_502_within_the_handshake_timeout() {
     let (ca, sandbox) = Env::ca_and_sandbox().await;

@@ -19,7 +19,7 @@
 //! | `portcullis.io/sanitize` = inspected / refused | for write bodies |
 //! | `pod-security.kubernetes.io/enforce-policy`, `.../audit-violations` | as the apiserver's PodSecurity plugin writes them |
 //! | `portcullis.io/exec-command` = the argv as a JSON array of strings (`["sh","-c","id"]`) | every `pods/exec` request, from its `command` parameters |
-//! | `portcullis.io/response-aborted` = `stalled` / `client-gone` / `upstream-error` | a `ResponseComplete` whose answer did not end normally |
+//! | `portcullis.io/response-aborted` = `stalled` / `client-gone` / `upstream-error` / `shutdown` | a `ResponseComplete` whose answer did not end normally (`shutdown`: a session still open when the shutdown grace ran out, ended by the proxy) |
 //! | `portcullis.io/session-recording` = `{"file","sha256","bytes","truncated","droppedFrames"}` | a recorded exec / attach session's `ResponseComplete` (`audit::session`), via [`EndAnnotations`] |
 //!
 //! Never recorded: request headers (so no `Authorization`, no token), bodies below level
@@ -227,6 +227,8 @@ pub const ABORTED_STALLED: &str = "stalled";
 pub const ABORTED_CLIENT: &str = "client-gone";
 /// The upstream broke off mid-body; the client's answer ended in an error.
 pub const ABORTED_UPSTREAM: &str = "upstream-error";
+/// The proxy ended the stream: it was still open when the shutdown grace ran out.
+pub const ABORTED_SHUTDOWN: &str = "shutdown";
 
 impl Recorder {
     /// Start recording: the request line as received.

@@ -76,6 +76,9 @@ pub struct ConnInfo {
     /// `peer`'s IP as a header value (`X-Forwarded-For`), written once per connection instead
     /// of formatted again for every request on it.
     pub peer_ip: http::HeaderValue,
+    /// The end of this connection's shutdown grace (never, for a connection handed in by a
+    /// test): an upgraded session spliced off the connection ends itself then.
+    pub cutoff: crate::shutdown::Cutoff,
 }
 
 impl ConnInfo {
@@ -95,6 +98,7 @@ impl ConnInfo {
             // An IP address is always a valid header value.
             peer_ip: http::HeaderValue::from_maybe_shared(bytes::Bytes::from(ip))
                 .unwrap_or_else(|_| http::HeaderValue::from_static("unknown")),
+            cutoff: Default::default(),
         }
     }
 }
@@ -374,7 +378,8 @@ impl Conn {
             }
         }
         let conn = {
-            let info = tls_conn_info(self.peer, &tls, accepted_by, started);
+            let cutoff = crate::shutdown::Cutoff::after(self.stop.clone(), self.opts.grace);
+            let info = tls_conn_info(self.peer, &tls, accepted_by, started, cutoff);
             self.http(tls, info, handler)
         };
         self.run(conn).await
@@ -545,6 +550,7 @@ fn tls_conn_info(
     tls: &TlsStream<TcpStream>,
     accepted_by: Weak<rustls::ServerConfig>,
     started: i64,
+    cutoff: crate::shutdown::Cutoff,
 ) -> Arc<ConnInfo> {
     let (_, session) = tls.get_ref();
     let chain = session
@@ -553,6 +559,7 @@ fn tls_conn_info(
         .map(|chain| Arc::new(chain.iter().map(|c| c.clone().into_owned()).collect()));
     let mut info = ConnInfo::new(peer, chain, session.alpn_protocol() == Some(b"h2"));
     info.accepted_by = Some(accepted_by);
+    info.cutoff = cutoff;
     // A resumed session's chain was verified by an earlier handshake, at a time not known here.
     if session.handshake_kind() != Some(rustls::HandshakeKind::Resumed) {
         info.verified_at = started;

@@ -96,15 +96,14 @@ pub async fn forward(
 ) -> Result<Response<Body>, Refusal> {
     let (mut parts, incoming) = req.into_parts();
     let guard = ob.guard.take();
-    let on_stall = parts.extensions.get::<super::Watcher>().cloned();
-    let place = parts.extensions.get::<SharedPlace>().cloned();
+    let watched = Watched::of(&parts);
     // Only a long-running request (exec, attach, port-forward, proxy, a watch over WebSocket)
     // can be upgraded by the API server; on any other the `Upgrade` is ignored there, so it
     // goes the ordinary way (its hop-by-hop headers stripped), deadline and pool included.
     if parts.version == Version::HTTP_11 && ob.long_running && headers::is_upgrade(&parts.headers) {
         // Boxed, like every rare path here: inline, its state would sit in every request's
         // future (see `pool::request`).
-        return Box::pin(upgrade::forward(up, parts, incoming, &ob, guard)).await;
+        return Box::pin(upgrade::forward(up, parts, incoming, &ob, guard, watched)).await;
     }
     let limit = deadline(
         &parts.uri,
@@ -122,7 +121,39 @@ pub async fn forward(
     let Sent { resp, endpoint } = send(up, parts, incoming, limit, judged).await?;
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    let mut body = body;
+    let body = answer_body(up, body, &endpoint, &ob, watched, guard);
+    Ok(Response::from_parts(parts, body))
+}
+
+/// What the request's answer reports to as it streams: the audit record (a stalled-stream
+/// reset) and the per-identity in-flight place (released once the answer is read).
+pub struct Watched {
+    pub on_stall: Option<super::Watcher>,
+    pub place: Option<SharedPlace>,
+}
+
+impl Watched {
+    /// Taken from the request's extensions (before the request is sent).
+    pub fn of(parts: &http::request::Parts) -> Watched {
+        Watched {
+            on_stall: parts.extensions.get::<super::Watcher>().cloned(),
+            place: parts.extensions.get::<SharedPlace>().cloned(),
+        }
+    }
+}
+
+/// An upstream answer's body as it goes to the client: a clean end and the idle timeout for a
+/// stream that asks for them, the stalled-stream reset, the in-flight place and `guard` (a
+/// stream permit, the `ResponseComplete` event) held as long as it. Every answer the API server
+/// streams goes out this way — an upgrade it answered without switching included.
+pub fn answer_body(
+    up: &Upstream,
+    mut body: Body,
+    endpoint: &super::client::Endpoint,
+    ob: &Outbound<'_>,
+    watched: Watched,
+    guard: Option<Guard>,
+) -> Body {
     if ob.ends_cleanly || (ob.follows_log && up.stream_idle_timeout.is_some()) {
         body = stream::ending_cleanly(
             body,
@@ -133,12 +164,13 @@ pub async fn forward(
     }
     // Outside the clean end: a stalled stream must end in an error (a reset), never look
     // complete. The report is built only if the response is ever handed off to a pump.
-    let (metrics, user, audit_id) = (
+    let (metrics, user, audit_id, name) = (
         up.metrics.stalled.clone(),
         ob.identity.clone(),
         ob.audit_id.clone(),
+        endpoint.name.clone(),
     );
-    if let Some(place) = place {
+    if let Some(place) = watched.place {
         // The in-flight place goes when the upstream answer has been read (or dropped: a
         // stalled-stream reset), not when a client that reads nothing lets hyper send it.
         body = body::hold_until_read(body, place.on_drop());
@@ -149,11 +181,12 @@ pub async fn forward(
     } else {
         up.stalled_stream_timeout
     };
+    let on_stall = watched.on_stall;
     body = pump::decouple(body, &up.budgets, stall, move || pump::StallReport {
         counter: metrics
-            .get_or_create(&UpstreamMetrics::endpoint(&endpoint.name))
+            .get_or_create(&UpstreamMetrics::endpoint(&name))
             .clone(),
-        endpoint: endpoint.name.clone(),
+        endpoint: name.clone(),
         user: user.user.clone(),
         pausable,
         audit_id: audit_id.to_str().unwrap_or_default().to_owned(),
@@ -162,5 +195,5 @@ pub async fn forward(
     if let Some(guard) = guard {
         body = body::hold(body, guard);
     }
-    Ok(Response::from_parts(parts, body))
+    body
 }

@@ -33,7 +33,7 @@ use hyper_util::rt::TokioIo;
 
 use super::{
     client::Endpoint,
-    forward::{prepare_headers, Guard, Outbound},
+    forward::{answer_body, prepare_headers, Guard, Outbound, Watched},
     idle::Activity,
     send::{breaker_open, outcome_of, report, Judged},
     Upstream,
@@ -57,6 +57,7 @@ pub async fn forward(
     incoming: Body,
     ob: &Outbound<'_>,
     guard: Option<Guard>,
+    watched: Watched,
 ) -> Result<Response<Body>, Refusal> {
     let Some(client_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
         return Err(UpstreamFailure::NotUpgradable.into());
@@ -75,6 +76,16 @@ pub async fn forward(
     };
     // The client's path, before it is rebased onto the endpoint's URL (for the breaker).
     let path = parts.uri.path().to_owned();
+    // A session outliving its connection's shutdown grace ends itself then (`Cutoff`), noted
+    // on its event.
+    let ending = Ending {
+        cutoff: parts
+            .extensions
+            .get::<Arc<crate::server::ConnInfo>>()
+            .map(|c| c.cutoff.clone())
+            .unwrap_or_default(),
+        record: parts.extensions.get::<crate::audit::AuditRecord>().cloned(),
+    };
     let (ep, permit, io) = connect(up).await?;
     prepare_upgrade_request(up, &ep, &mut parts, ob)?;
     // The answer to an upgrade (the 101, or a refusal) comes once the kubelet has started
@@ -147,12 +158,10 @@ pub async fn forward(
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         // An answer that is not a switch may still stream (a watch asked with an `Upgrade`
-        // the API server ignores): the guard — a stream permit, the `ResponseComplete`
-        // event — lasts as long as its body, as on the ordinary path.
-        let mut out = body::boxed(rbody);
-        if let Some(guard) = guard {
-            out = body::hold(out, guard);
-        }
+        // the API server ignores): it goes out as on the ordinary path — the stalled-stream
+        // reset, the idle timeout and clean end, the guard (a stream permit, the
+        // `ResponseComplete` event) held as long as its body.
+        let out = answer_body(up, body::boxed(rbody), &ep, ob, watched, guard);
         return Ok(Response::from_parts(rparts, out));
     }
 
@@ -184,6 +193,7 @@ pub async fn forward(
         guard,
         up.stream_idle_timeout,
         recording,
+        ending,
     ));
     // Pass the 101 with its headers (Connection/Upgrade included) to the client.
     Ok(Response::from_parts(rparts, body::empty()))
@@ -342,15 +352,44 @@ fn strip_bearer_protocols(h: &mut http::HeaderMap) {
     });
 }
 
+/// What ends a session besides its two sides: the end of its connection's shutdown grace,
+/// and the record its `ResponseComplete` is written from (to say so there).
+struct Ending {
+    cutoff: crate::shutdown::Cutoff,
+    record: Option<crate::audit::AuditRecord>,
+}
+
+impl Ending {
+    /// Resolves at the cutoff, having noted on the event that the shutdown ended the session.
+    async fn cut(self) {
+        self.cutoff.reached().await;
+        tracing::info!("session still open at the end of the shutdown grace; ended");
+        if let Some(rec) = &self.record {
+            rec.with(|r| {
+                r.annotate(
+                    crate::audit::record::ABORTED_ANNOTATION,
+                    crate::audit::record::ABORTED_SHUTDOWN,
+                )
+            });
+        }
+    }
+}
+
+/// Longest wait for a session's recording to be finished (written, synced) once the session
+/// ended: a hung file system must not hold the session's place under the stream caps, its
+/// `ResponseComplete` and the shutdown for ever.
+const RECORDING_FINISH_WAIT: Duration = Duration::from_secs(10);
+
 /// Once both sides have upgraded, copies bytes both ways until either closes (or, with an
-/// idle timeout, until neither side sent anything for that long), recording the session when
-/// asked to.
+/// idle timeout, until neither side sent anything for that long, or the shutdown grace ends),
+/// recording the session when asked to.
 async fn splice(
     client_upgrade: OnUpgrade,
     upstream_upgrade: OnUpgrade,
     guard: Option<Guard>,
     idle: Option<Duration>,
     recording: Option<(session::Recording, session::Protocol)>,
+    ending: Ending,
 ) {
     // Whatever the guard holds (a session permit, the `ResponseComplete` event) lives as long
     // as the splice.
@@ -362,8 +401,14 @@ async fn splice(
         }
     };
     let (client, upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    let cut = ending.cut();
     match recording {
-        None => copy(client, upstream, idle).await,
+        None => {
+            tokio::select! {
+                () = copy(client, upstream, idle) => {}
+                () = cut => {}
+            }
+        }
         Some((recording, protocol)) => {
             let session = recording.pending.start(protocol);
             let (mut from_client, mut from_upstream) = session.feeders();
@@ -385,8 +430,16 @@ async fn splice(
                 () = unreadable => {
                     tracing::warn!("a recorded session sent a frame the recorder cannot read; session ended");
                 }
+                () = cut => {}
             }
-            let value = session.finish().await;
+            let value = match tokio::time::timeout(RECORDING_FINISH_WAIT, session.finish()).await {
+                Ok(value) => value,
+                Err(_) => {
+                    tracing::error!("a session's recording was not finished in time (file system hung?); its event is written without its digest");
+                    serde_json::json!({"error": "the recording was not finished within 10 s"})
+                        .to_string()
+                }
+            };
             recording.at_end.annotate(session::ANNOTATION, value);
         }
     }

@@ -718,21 +718,19 @@ impl Auditor {
     }
 
     /// [`shutdown`](Self::shutdown) once the listener's drain has ended: `drained` when every
-    /// connection had ended within its grace. Then streams still ending (their socket gone,
-    /// their `ResponseComplete` on its way) are waited for, up to 5 s; after a drain that ran
-    /// out of time, the streams still open (a session outliving `shutdown.grace`) are not —
-    /// they are cut when the process exits, without their event — so
-    /// the sinks keep their time for their final checkpoints before the pod is killed.
-    /// Detached emits already on their way are waited for either way.
+    /// connection had ended within its grace. Streams still ending (their socket gone, their
+    /// `ResponseComplete` on its way) are waited for, up to 5 s — after a drain that ran out of
+    /// time too: the streams it cut at the end of the grace (a connection's with it; a session
+    /// spliced off its connection ends itself then, `shutdown::Cutoff`) are ending now, and
+    /// their events, a session's recording digest among them, must reach the sinks before they
+    /// stop. Detached emits already on their way are waited for either way.
     pub async fn shutdown_after_drain(&self, timeout: Duration, drained: bool) {
         let wait = timeout.min(OPEN_STREAMS_WAIT);
-        let open = match drained {
-            true => self.pending.settled(wait).await,
-            false => self.pending.settled(Duration::ZERO).await,
-        };
+        let open = self.pending.settled(wait).await;
         if open > 0 {
             tracing::warn!(
                 open,
+                drained,
                 "streams still open at shutdown: their ResponseComplete events are not written"
             );
         }

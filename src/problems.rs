@@ -422,6 +422,20 @@ impl Problems {
     }
 }
 
+/// serde's ``unknown variant `…`, expected …`` with the variant left out.
+fn without_unknown_variant(message: &str) -> String {
+    const MARK: &str = "unknown variant `";
+    let Some(i) = message.find(MARK) else {
+        return message.to_owned();
+    };
+    let after = &message[i + MARK.len()..];
+    // The variant ends at the last "`, expected" (the variant itself may hold a backtick).
+    match after.rfind("`, expected") {
+        Some(end) => format!("{}unknown value{}", &message[..i], &after[end + 1..]),
+        None => format!("{}unknown value", &message[..i]),
+    }
+}
+
 /// `value` quoted for a message, with a URL's user info (`user:password@`) shown as `***@`:
 /// a config error is printed by `check-config` and logged on a reload, and the value may be a
 /// URL carrying a password the key was never meant to hold.
@@ -437,9 +451,12 @@ pub fn quoted(value: &str) -> String {
 }
 
 /// A deserializer's message without the strings it quotes (serde writes `invalid type:
-/// string "…", expected …`): the string may be a credential (a Redis URL with its password
-/// where a map was expected), and the key path and the expected type say what is wrong.
+/// string "…", expected …` and `unknown variant `…`, expected …`): the string may be a
+/// credential (a Redis URL with its password where a map or a keyword was expected), and the
+/// key path and what was expected say what is wrong.
 pub fn without_quoted_strings(message: &str) -> String {
+    let message = without_unknown_variant(message);
+    let message = message.as_str();
     const MARK: &str = "string \"";
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
@@ -512,6 +529,16 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.path, "rate_limits.redis");
         assert!(!e.message.contains("hunter2"), "{}", e.message);
+        // A keyword that is not one: said without the value.
+        let e = crate::config::parse("rate_limits:\n  backend: \"rediss://:hunter2@r:6380\"\n")
+            .unwrap_err();
+        assert_eq!(e.path, "rate_limits.backend");
+        assert!(!e.message.contains("hunter2"), "{}", e.message);
+        assert!(
+            e.message.contains("unknown value, expected"),
+            "{}",
+            e.message
+        );
     }
 
     /// An API server URL with user info is refused: it is never used, and the endpoint's name

@@ -338,8 +338,6 @@ async fn token_keygen_issue_inspect_and_use_through_the_proxy() {
     env.stop().await;
 }
 
-/// Options that weaken a guard are config errors, naming the key and the `dangerous.*`
-/// acknowledgement, until that acknowledgement is given.
 /// A tenant named in `sanitize` or `rate_limits` must be one of `authorization.tenants`: a
 /// misspelt name would silently leave that tenant without its Pod Security, field rules or
 /// limits. An empty `verbs` or `tenants` list of a field rule would guard nothing.
@@ -470,6 +468,8 @@ fn an_upstream_client_certificate_with_another_key_is_refused_at_its_key() {
     load(&with_key("proxy.key")).unwrap_or_else(|p| panic!("{p:?}"));
 }
 
+/// Options that weaken a guard are config errors, naming the key and the `dangerous.*`
+/// acknowledgement, until that acknowledgement is given.
 #[test]
 fn weakening_options_need_their_dangerous_acknowledgement() {
     portcullis::server::tls::install_crypto_provider();

@@ -525,24 +525,34 @@ async fn a_new_issuer_without_keys_holds_back_no_revocation() {
 
 /// A config file that is still being written is not read: a change seen by polling is read
 /// once two polls in a row see the same files. Rewritten in place (truncated, then written)
-/// every 40 ms while the proxy polls every 200 ms, the file is never read; once the writes
-/// stop it is read once. (Read on the first change seen, a file cut at a line boundary can be
-/// valid YAML and weaker: a tenant without `rules:` has every verb in its namespaces.)
+/// every 20 ms for 3 s by a thread of its own while the proxy polls every 500 ms, the file is
+/// never read; once the writes stop it is read once. (Read on the first change seen, a file cut
+/// at a line boundary can be valid YAML and weaker: a tenant without `rules:` has every verb
+/// in its namespaces.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_file_still_being_written_is_not_read_half_written() {
-    let b = Binary::start(&["--reload-poll", "200ms"], |_| {}).await;
+    let b = Binary::start(&["--reload-poll", "500ms"], |_| {}).await;
     let good = std::fs::read_to_string(&b.files.config).unwrap();
-    for i in 0..40 {
-        std::fs::write(&b.files.config, format!("{good}# write {i}\n")).unwrap();
-        tokio::time::sleep(Duration::from_millis(40)).await;
-    }
+    let path = b.files.config.clone();
+    let writer = std::thread::spawn(move || {
+        let until = std::time::Instant::now() + Duration::from_secs(3);
+        let mut i = 0;
+        while std::time::Instant::now() < until {
+            std::fs::write(&path, format!("{good}# write {i}\n")).unwrap();
+            i += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    tokio::task::spawn_blocking(move || writer.join().unwrap())
+        .await
+        .unwrap();
     assert_eq!(
         (b.reloads("success").await, b.reloads("failure").await),
         (0, 0),
         "read while still changing"
     );
     b.wait_reloads("success", 1).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(b.reloads("success").await, 1);
     assert_eq!(b.reloads("failure").await, 0);
     b.stop().await;

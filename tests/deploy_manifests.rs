@@ -96,15 +96,21 @@ fn every_overlay_renders_the_promised_objects() {
         let pod = &d["spec"]["template"]["spec"];
         let c = &pod["containers"][0];
         assert_eq!(pod["serviceAccountName"], "portcullis");
-        // The kill waits for the whole shutdown: the drain (`shutdown.grace`, 30 s in the
-        // base config), then up to 5 s for events being emitted and 10 s for the audit sinks.
-        let base_config =
-            std::fs::read_to_string(repo().join("deploy/base/config/portcullis.yaml")).unwrap();
-        assert!(base_config.contains("  grace: 30s"), "{overlay}");
+        // The kill waits for the whole shutdown: the drain (the overlay's `shutdown.grace`),
+        // then up to 5 s for streams ending, 5 s for emits under way and 10 s for the sinks.
+        let config = find(&objs, "ConfigMap", "portcullis-config")["data"]["portcullis.yaml"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let grace: u64 = config
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("grace: "))
+            .and_then(|v| v.split_whitespace().next()?.strip_suffix('s')?.parse().ok())
+            .unwrap_or_else(|| panic!("{overlay}: no shutdown.grace in seconds"));
         let kill_after = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
         assert!(
-            kill_after >= 30 + 15,
-            "{overlay}: killed after {kill_after} s"
+            kill_after >= grace + 20,
+            "{overlay}: killed {kill_after} s after SIGTERM, grace {grace} s"
         );
         for what in ["requests", "limits"] {
             for res in ["cpu", "memory"] {

@@ -276,6 +276,65 @@ async fn a_session_outliving_the_grace_is_ended_with_its_event() {
     b.sandbox.stop().await;
 }
 
+/// A watch still open when `shutdown.grace` (5 s in the demo) runs out ends with its
+/// connection, and its `ResponseComplete` is in the audit log before the sinks stop (the
+/// auditor waits for the streams the drain cut).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_outliving_the_grace_still_leaves_its_event() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    common::require_kubectl();
+    let mut b = common::binary::Binary::start(&[], |_| {}).await;
+    let out = b
+        .kubectl(
+            &b.files.admin_kubeconfig,
+            &["create", "configmap", "seen", "-n", "default"],
+        )
+        .await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let mut watch = common::kubectl_command(
+        &b.files.admin_kubeconfig,
+        b.dir.path(),
+        &[
+            "get",
+            "configmaps",
+            "-n",
+            "default",
+            "--watch",
+            "-o",
+            "name",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    // The list's line, then the watch is open.
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("the watch printed nothing")
+        .unwrap();
+    assert_eq!(first.as_deref(), Some("configmap/seen"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.signal("TERM");
+    let status = tokio::time::timeout(Duration::from_secs(30), b.child.wait())
+        .await
+        .expect("the proxy did not exit after the grace")
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    let log = std::fs::read_to_string(b.files.dir.join("audit.log")).unwrap();
+    let completes = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            e["stage"] == "ResponseComplete"
+                && e["verb"] == "watch"
+                && e["objectRef"]["resource"] == "configmaps"
+        })
+        .count();
+    assert_eq!(completes, 1, "{}", b.log());
+    let _ = watch.kill().await;
+    b.sandbox.stop().await;
+}
+
 /// A second SIGTERM during the drain is the operator saying not to wait: the proxy exits at
 /// once (status 130) although a session is still open, where one signal waits for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

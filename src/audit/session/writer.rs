@@ -269,6 +269,13 @@ impl Session {
 
     /// Wait for the file to be complete (every feeder dropped); the annotation's value.
     pub async fn finish(self) -> String {
+        self.finish_within(None).await
+    }
+
+    /// [`finish`](Self::finish), waiting at most `limit` for the writer (a hung file system
+    /// must not hold the session's place under the stream caps, its `ResponseComplete` and a
+    /// shutdown): past it the value names the file and says the recording was not finished.
+    pub async fn finish_within(self, limit: Option<std::time::Duration>) -> String {
         let Session {
             tx,
             dropped,
@@ -279,7 +286,22 @@ impl Session {
         } = self;
         drop(tx);
         let lost = dropped.load(Ordering::Relaxed);
-        match done.await {
+        let done = match limit {
+            None => done.await,
+            Some(limit) => match tokio::time::timeout(limit, done).await {
+                Ok(done) => done,
+                Err(_) => {
+                    tracing::error!(file = %name, ?limit, "a session's recording was not finished in time (file system hung?); its event is written without its digest");
+                    return json!({
+                        "file": name,
+                        "error": format!("the recording was not finished within {} s", limit.as_secs()),
+                        "droppedFrames": lost,
+                    })
+                    .to_string();
+                }
+            },
+        };
+        match done {
             Ok(Ok(w)) if cut.raised.load(Ordering::SeqCst) => json!({
                 "file": name,
                 "sha256": w.sha256,

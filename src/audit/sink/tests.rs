@@ -554,22 +554,43 @@ async fn shutdown_waits_for_an_open_stream_s_event() {
     assert_eq!(count(&a, |c| &c.events_written), 1);
 }
 
-/// After a drain that ran out of time the streams still open (a session outliving the grace)
-/// are not waited for — the sinks keep their time for their final checkpoints — but a detached
-/// emit already on its way is.
+/// After a drain that ran out of time the streams it cut (a connection's at its grace, a
+/// session ending itself at `shutdown::Cutoff`) are ending: their events are waited for as
+/// after a full drain — before, they were not, and a session cut at the end of the grace lost
+/// its `ResponseComplete` — and a stream that never ends is given up after the bounded wait,
+/// so the sinks still get their time for their final checkpoints. A detached emit already on
+/// its way is waited for either way.
 #[tokio::test]
-async fn a_timed_out_drain_does_not_wait_for_open_streams() {
+async fn a_timed_out_drain_waits_for_the_streams_it_cut_within_bounds() {
     let (a, writes) = recording_auditor(DeliveryMode::BlockingStrict);
-    let _open = a.pending_event();
+    let cut = a.pending_event();
     a.emit_detached(numbered(7));
-    let started = std::time::Instant::now();
-    a.shutdown_after_drain(Duration::from_secs(10), false).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "waited {:?} for a stream that cannot end",
-        started.elapsed()
-    );
-    assert_eq!(writes.lock().unwrap().concat(), ["e7"]);
+    {
+        let a = a.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            a.emit_detached(numbered(8));
+            drop(cut);
+        });
+    }
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        a.shutdown_after_drain(Duration::from_secs(10), false),
+    )
+    .await
+    .expect("shutdown finished once the cut stream ended");
+    assert_eq!(writes.lock().unwrap().concat(), ["e7", "e8"]);
+
+    let (a, writes) = recording_auditor(DeliveryMode::BlockingStrict);
+    let _never = a.pending_event();
+    a.emit_detached(numbered(9));
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        a.shutdown_after_drain(Duration::from_secs(10), false),
+    )
+    .await
+    .expect("a stream that never ends is given up");
+    assert_eq!(writes.lock().unwrap().concat(), ["e9"]);
 }
 
 /// The readiness lines of `a` with the default `admin.ready_window`.

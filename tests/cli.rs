@@ -69,6 +69,48 @@ fn an_unusable_reload_poll_is_refused_at_once() {
     }
 }
 
+/// The shipped rule that keeps tenants from picking nodes (`podSpec.nodeName`, a pod placed
+/// past the scheduler) covers every kind whose pod template the API server turns into pods —
+/// a ReplicationController or PodTemplate left out would be a way around it — in the annotated
+/// example and in the demo.
+#[test]
+fn the_shipped_node_rule_covers_every_pod_bearing_kind() {
+    let ca = portcullis_sandbox::pki::Ca::new("test CA").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let demo = std::fs::read_to_string(demo_files(dir.path(), &ca).config).unwrap();
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/portcullis.yaml"),
+    )
+    .unwrap();
+    for (which, text) in [("config/portcullis.yaml", example), ("demo", demo)] {
+        let file = portcullis::config::parse(&text).unwrap();
+        let rule = file
+            .sanitize
+            .unwrap()
+            .field_rules
+            .into_iter()
+            .find(|r| r.deny.iter().any(|d| d == "podSpec.nodeName"))
+            .unwrap_or_else(|| panic!("{which}: no rule denies podSpec.nodeName"));
+        for kind in [
+            "pods",
+            "podtemplates",
+            "replicationcontrollers",
+            "replicasets",
+            "deployments",
+            "statefulsets",
+            "daemonsets",
+            "jobs",
+            "cronjobs",
+        ] {
+            assert!(
+                rule.resources.iter().any(|r| r == kind || r == "*"),
+                "{which}: {kind} not covered by {:?}",
+                rule.resources
+            );
+        }
+    }
+}
+
 /// First contact: the annotated example checked on a fresh clone, before `demo --write-only`
 /// has written the files it points at, says in its first line what to run; after it, passes.
 #[test]

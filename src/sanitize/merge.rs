@@ -212,6 +212,16 @@ fn key_directive(
                 child_path(at, k)
             ));
         }
+        // Of a plain list without a merge strategy (`capabilities.add`, `args`), API servers
+        // before 1.25 store the directive's values as the list (they replace it) where later
+        // ones delete them: no client writes it there (kubectl's patches delete only from
+        // `finalizers`), so it is refused rather than judged one way and stored the other.
+        if field != "finalizers" {
+            return Err(format!(
+                "{}: {k:?} is only accepted for finalizers (API servers before 1.25 store it as the list's new value elsewhere)",
+                child_path(at, k)
+            ));
+        }
         if let Some(Value::Array(items)) = tmap.get_mut(field) {
             let gone = scalar_set(gone);
             items.retain(|x| !gone.contains(&scalar_key(x)));
@@ -337,6 +347,15 @@ fn merge_list(
         if mode == Mode::Apply {
             return Err(format!(
                 "{here}: \"$patch\" is not allowed in an apply patch"
+            ));
+        }
+        if as_sent {
+            // A list the object lacks is stored as the patch sent it by API servers before
+            // 1.28 — this element too, as a list entry with `$patch` dropped as an unknown
+            // field — and with its directives applied by later ones: refused rather than
+            // judged one way and stored the other.
+            return Err(format!(
+                "{here}: a \"$patch\" element in a list the object does not have yet (API servers before 1.28 store it as an element)"
             ));
         }
         match directive.as_str() {
@@ -600,14 +619,54 @@ mod tests {
         .unwrap_err();
         assert!(err.contains("both in"), "{err}");
         let out = smp(
+            json!({"metadata": {"finalizers": ["a", "b"]}}),
+            json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["b"], "finalizers": ["c"]}}),
+        );
+        assert_eq!(out["metadata"]["finalizers"], json!(["a", "c"]));
+    }
+
+    /// `$deleteFromPrimitiveList` of a plain list without a merge strategy: API servers before
+    /// 1.25 store its values as the list (`add: ["SYS_ADMIN"]` where this judged the current
+    /// list minus SYS_ADMIN), later ones delete them — refused. Only `finalizers` takes it.
+    #[test]
+    fn delete_from_a_list_without_merge_strategy_is_refused() {
+        let cur = json!({"securityContext": {"capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL", "NET_RAW"]}}});
+        for field in ["add", "drop"] {
+            let mut t = cur.clone();
+            let err = merge(
+                &mut t,
+                &json!({"securityContext": {"capabilities": {
+                    format!("$deleteFromPrimitiveList/{field}"): ["SYS_ADMIN"]}}}),
+                Mode::Strategic,
+            )
+            .unwrap_err();
+            assert!(err.contains("only accepted for finalizers"), "{err}");
+        }
+    }
+
+    /// A `$patch` element in a list the object does not have yet: API servers before 1.28
+    /// store the list as sent, that element as an entry (a privileged init container) — refused
+    /// rather than judged as dropped.
+    #[test]
+    fn a_patch_element_in_a_list_the_object_lacks_is_refused() {
+        let cur = json!({"spec": {"containers": [{"name": "c"}]}});
+        for directive in ["replace", "delete"] {
+            let mut t = cur.clone();
+            let err = merge(
+                &mut t,
+                &json!({"spec": {"initContainers": [{"$patch": directive, "name": "x",
+                    "image": "busybox", "securityContext": {"privileged": true}}]}}),
+                Mode::Strategic,
+            )
+            .unwrap_err();
+            assert!(err.contains("does not have yet"), "{directive}: {err}");
+        }
+        // In a list the object has, the directive still applies.
+        let out = smp(
             cur,
-            json!({"securityContext": {"capabilities": {
-                "$deleteFromPrimitiveList/drop": ["NET_RAW"], "drop": ["ALL"]}}}),
+            json!({"spec": {"containers": [{"$patch": "replace"}, {"name": "z"}]}}),
         );
-        assert_eq!(
-            out["securityContext"]["capabilities"]["drop"],
-            json!(["ALL"])
-        );
+        assert_eq!(out["spec"]["containers"], json!([{"name": "z"}]));
     }
 
     /// Lists an attacker sizes (a 3 MiB patch holds ≈ 750 000 numbers in two lists) are
@@ -621,21 +680,22 @@ mod tests {
         let set: Vec<Value> = (0..n).map(|i| json!(i * 2 + 1)).collect();
         let mut kept: Vec<Value> = (0..n).map(|i| json!(format!("k{i}"))).collect();
         kept.extend([json!("x"), json!("y")]);
+        kept.push(json!("finalizers"));
         let mut cur = json!({"x": (0..2 * n).collect::<Vec<_>>(),
-            "y": (0..2 * n).collect::<Vec<_>>(), "z": 1});
-        let patch = json!({"$deleteFromPrimitiveList/x": gone, "x": set,
-            "$deleteFromPrimitiveList/y": gone, "$retainKeys": kept});
+            "finalizers": (0..2 * n).collect::<Vec<_>>(), "z": 1});
+        let patch = json!({"x": set, "$deleteFromPrimitiveList/finalizers": gone,
+            "$retainKeys": kept});
         merge(&mut cur, &patch, Mode::Strategic).unwrap();
-        // `x` is the patch's list; `y` lost its even numbers; `z`, not retained, went.
-        assert_eq!(cur, json!({"x": set, "y": set}));
-        let mut cur = json!({"y": [0.0, 1, 2, "2", -0.0]});
+        // `x` is the patch's list; `finalizers` lost its even numbers; `z`, not retained, went.
+        assert_eq!(cur, json!({"x": set, "finalizers": set}));
+        let mut cur = json!({"finalizers": [0.0, 1, 2, "2", -0.0]});
         merge(
             &mut cur,
-            &json!({"$deleteFromPrimitiveList/y": [-0.0, 2]}),
+            &json!({"$deleteFromPrimitiveList/finalizers": [-0.0, 2]}),
             Mode::Strategic,
         )
         .unwrap();
-        assert_eq!(cur, json!({"y": [1, "2"]}));
+        assert_eq!(cur, json!({"finalizers": [1, "2"]}));
         let ids: Vec<Value> = (0..n)
             .map(|i| json!({"name": format!("c{i}"), "$patch": "delete"}))
             .collect();
@@ -681,16 +741,13 @@ mod tests {
             json!({"spec": {"securityContext": {"$retainKeys": ["runAsUser"]}}}),
         );
         assert_eq!(out["spec"]["securityContext"], json!({"runAsUser": 1000}));
-        // $deleteFromPrimitiveList removes values.
+        // $deleteFromPrimitiveList removes values (of finalizers: see
+        // `delete_from_a_list_without_merge_strategy_is_refused`).
         let out = smp(
-            cur.clone(),
-            json!({"spec": {"containers": [{"name": "a", "securityContext": {"capabilities":
-            {"$deleteFromPrimitiveList/drop": ["ALL"]}}}]}}),
+            json!({"metadata": {"finalizers": ["a", "b"]}}),
+            json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}),
         );
-        assert_eq!(
-            out["spec"]["containers"][0]["securityContext"]["capabilities"]["drop"],
-            json!(["NET_RAW"])
-        );
+        assert_eq!(out["metadata"]["finalizers"], json!(["b"]));
         // $patch: delete on a map and on a list element.
         let out = smp(
             cur.clone(),

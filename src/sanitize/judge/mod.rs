@@ -390,8 +390,14 @@ pub fn judge(
         return Err(refusal(kind, info, &parsed.value, causes, enforced));
     }
 
-    // 5. pin the judged version
-    if let (Some(cur), true) = (current_value, pss_needed || deny_needed || tokens.is_some()) {
+    // 5. pin the judged version. Every apply of a pod-bearing kind under a policy is pinned,
+    // judged or not: what it changes depends on the managers recorded in the object
+    // (`reapply.rs`), and a write landing between the read and the apply could change them.
+    let apply_under_policy = parsed.kind == BodyKind::ApplyPatch && kind.is_some() && modes.any();
+    if let (Some(cur), true) = (
+        current_value,
+        pss_needed || deny_needed || tokens.is_some() || apply_under_policy,
+    ) {
         if let Some(rv) = cur.pointer("/metadata/resourceVersion").cloned() {
             out.pinned = add_precondition(&mut parsed, rv, info)?;
         }
@@ -587,6 +593,9 @@ fn field_denials(
 /// warn violations a warning, audit violations an audit note. The enforced policy the refusal
 /// names and its violations, when one was violated.
 ///
+/// Most containers (of every kind together) in one pod spec Pod Security judges.
+const MAX_CONTAINERS: usize = 1000;
+
 /// A mode may apply two policies (a namespace's and a tenant's, `policy.rs`): the pod must pass
 /// every enforced one. The refusal names the first violated, in [`Policies`] order (the stricter
 /// level first); each field a later policy finds and an earlier one did not is a cause too,
@@ -604,6 +613,29 @@ fn pod_security(
     out: &mut Judged,
 ) -> Option<(pss::Policy, Vec<pss::Violation>)> {
     let resource = resource_path(info);
+    // A pod spec of more containers than any real pod has is refused before it is judged:
+    // every container can fail several checks, and each failure is kept and worded, so a
+    // 3 MiB body of a million empty containers would cost gigabytes to refuse.
+    if let Some(kind) = pss::PodBearing::from_group_resource(&info.api_group, &resource) {
+        for obj in judged {
+            for pod in pss::pod_specs(kind, obj) {
+                let n: usize = ["containers", "initContainers", "ephemeralContainers"]
+                    .iter()
+                    .filter_map(|k| pod.spec.get(k)?.as_array().map(Vec::len))
+                    .sum();
+                if n > MAX_CONTAINERS {
+                    causes.push(StatusCause {
+                        reason: "FieldValueTooLong".into(),
+                        message: format!(
+                            "Too many: {n}: must have at most {MAX_CONTAINERS} containers, init containers and ephemeral containers together to be judged"
+                        ),
+                        field: format!("{}.containers", pod.path_prefix),
+                    });
+                    return None;
+                }
+            }
+        }
+    }
     // Each distinct policy is evaluated once (warn often equals enforce or audit).
     let mut memo: Vec<(pss::Policy, Vec<pss::Violation>)> = Vec::new();
     let mut check = |policy: &pss::Policy| -> Vec<pss::Violation> {

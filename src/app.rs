@@ -189,6 +189,11 @@ pub async fn run_with(
     shutdown: Shutdown,
     reload: Option<crate::reload::Options>,
 ) -> Result<()> {
+    // The signal fails `/readyz` at once; the listeners close and the drain begins
+    // `shutdown.delay` later (kube-apiserver's `--shutdown-delay-duration`): load balancers
+    // and kube-proxy stop sending to this replica before it refuses connections.
+    let signal = shutdown;
+    let shutdown = delayed(signal.clone(), config.serve.shutdown_delay);
     let rt = Runtime::build(&config)?;
 
     // JWT keys: load now, then refresh on each issuer's interval (and on unknown kids, inside
@@ -214,7 +219,7 @@ pub async fn run_with(
             ..config.serve.clone()
         },
         move |req, _conn| {
-            let admin = admin_of(&admin_live.current().rt);
+            let admin = admin_of(&admin_live.current().rt, Some(signal.clone()));
             async move { admin.handle(&req).await }
         },
         shutdown.clone(),
@@ -268,8 +273,27 @@ pub async fn run_with(
     Ok(())
 }
 
-/// The admin endpoints over the runtime in force.
-fn admin_of(rt: &Runtime) -> Admin {
+/// `signal`, fired `delay` after it fires (at once without a delay).
+fn delayed(signal: Shutdown, delay: std::time::Duration) -> Shutdown {
+    if delay.is_zero() {
+        return signal;
+    }
+    let (trigger, delayed) = crate::shutdown::channel();
+    tokio::spawn(async move {
+        let mut signal = signal;
+        signal.wait().await;
+        tracing::info!(
+            ?delay,
+            "shutting down: /readyz fails; still accepting until the delay ends"
+        );
+        tokio::time::sleep(delay).await;
+        trigger.fire();
+    });
+    delayed
+}
+
+/// The admin endpoints over the runtime in force; `/readyz` fails once `terminating` fired.
+fn admin_of(rt: &Runtime, terminating: Option<Shutdown>) -> Admin {
     Admin {
         metrics: rt.metrics.clone(),
         upstream: rt.upstream.clone(),
@@ -281,5 +305,6 @@ fn admin_of(rt: &Runtime) -> Admin {
         ready_window: rt.config.ready_window,
         selftest: Some(rt.selftest.clone()),
         audit: rt.audit.as_ref().map(|a| a.auditor.clone()),
+        terminating,
     }
 }

@@ -102,15 +102,21 @@ fn every_overlay_renders_the_promised_objects() {
             .as_str()
             .unwrap()
             .to_owned();
-        let grace: u64 = config
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("grace: "))
-            .and_then(|v| v.split_whitespace().next()?.strip_suffix('s')?.parse().ok())
-            .unwrap_or_else(|| panic!("{overlay}: no shutdown.grace in seconds"));
+        let seconds = |key: &str| -> u64 {
+            config
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next()?.strip_suffix('s')?.parse().ok())
+                .unwrap_or_else(|| panic!("{overlay}: no shutdown.{key} in seconds"))
+        };
+        let (delay, grace) = (seconds("delay: "), seconds("grace: "));
+        // The delay lets endpoints update before the listener closes (kube-apiserver's
+        // --shutdown-delay-duration); it comes out of the same budget.
+        assert!(delay >= 5, "{overlay}: shutdown.delay {delay} s");
         let kill_after = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
         assert!(
-            kill_after >= grace + 20,
-            "{overlay}: killed {kill_after} s after SIGTERM, grace {grace} s"
+            kill_after >= delay + grace + 20,
+            "{overlay}: killed {kill_after} s after SIGTERM, delay {delay} s, grace {grace} s"
         );
         for what in ["requests", "limits"] {
             for res in ["cpu", "memory"] {

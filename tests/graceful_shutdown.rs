@@ -335,6 +335,50 @@ async fn a_watch_outliving_the_grace_still_leaves_its_event() {
     b.sandbox.stop().await;
 }
 
+/// `shutdown.delay`: after SIGTERM `/readyz` fails at once while the listener still accepts
+/// and serves new connections (load balancers and kube-proxy stop sending first, as with
+/// kube-apiserver's `--shutdown-delay-duration`); the drain begins once the delay is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shutdown_delay_fails_readiness_but_keeps_serving() {
+    common::require_kubectl();
+    let mut b = common::binary::Binary::start(&[], |c| {
+        assert!(c.contains("shutdown:\n  grace: 5s\n"), "{c}");
+        *c = c.replace(
+            "shutdown:\n  grace: 5s\n",
+            "shutdown:\n  grace: 5s\n  delay: 3s\n",
+        );
+    })
+    .await;
+    assert_eq!(common::admin_get(b.admin, "/readyz").await.0, 200);
+    b.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = common::admin_get(b.admin, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("shutting down"), "{body}");
+    // A new connection during the delay is served.
+    let out = b
+        .kubectl(
+            &b.files.admin_kubeconfig,
+            &["get", "namespaces", "-o", "name"],
+        )
+        .await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    // Then the drain: the listener closes and the process exits.
+    let status = tokio::time::timeout(Duration::from_secs(30), b.child.wait())
+        .await
+        .expect("the proxy did not exit after the delay and the drain")
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    let log = b
+        .log_when(|l| l.contains("still accepting until the delay ends"))
+        .await;
+    assert!(
+        log.contains("still accepting until the delay ends"),
+        "{log}"
+    );
+    b.sandbox.stop().await;
+}
+
 /// A second SIGTERM during the drain is the operator saying not to wait: the proxy exits at
 /// once (status 130) although a session is still open, where one signal waits for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

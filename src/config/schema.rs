@@ -327,4 +327,8 @@ pub struct Shutdown {
     /// How long in-flight requests may finish after SIGTERM/SIGINT (default `30s`).
     #[serde(default)]
     pub grace: Option<String>,
+    /// How long the proxy keeps accepting after SIGTERM/SIGINT, `/readyz` failing, before the
+    /// drain begins (default `0s`), so load balancers stop sending first.
+    #[serde(default)]
+    pub delay: Option<String>,
 }

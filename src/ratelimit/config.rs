@@ -211,6 +211,8 @@ pub struct Settings {
 const DEFAULT_IDLE_EVICTION: Duration = Duration::from_secs(600);
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 /// The longest `redis.timeout` accepted.
+/// Longest `redis.backoff`.
+const MAX_REDIS_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest accepted duration (keeps every nanosecond computation far from overflow).
@@ -466,6 +468,16 @@ impl Validator {
             DEFAULT_BACKOFF,
             &format!("{path}.backoff"),
         );
+        if backoff > MAX_REDIS_BACKOFF {
+            // One slow reply makes the replica skip Redis this long — every request refused
+            // (`deny`) or unlimited (`allow`) meanwhile: a typo (`1h` for `1s`) would turn one
+            // blip into an outage.
+            self.problem(
+                format!("{path}.backoff"),
+                format!("{backoff:?} is too long: one slow Redis reply would skip Redis that long"),
+                "at most 30s; the default 1s retries Redis soon after a blip",
+            );
+        }
         if r.key_prefix.is_empty() {
             self.problem(
                 format!("{path}.key_prefix"),

@@ -169,6 +169,28 @@ redis: {url: "redis://127.0.0.1:6379", replicas: 1, timeout: 50s}
         "{}",
         problems[0]
     );
+    // So is a backoff that turns one slow reply into a long outage (a typo for 1s).
+    let long = parse(
+        r#"
+backend: redis
+redis: {url: "redis://127.0.0.1:6379", replicas: 1, backoff: 1h}
+"#,
+    );
+    let problems = config::validate(&long, "rate_limits").expect_err("invalid");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].path, "rate_limits.redis.backoff");
+    assert!(
+        problems[0].to_string().contains("at most 30s"),
+        "{}",
+        problems[0]
+    );
+    let fine = parse(
+        r#"
+backend: redis
+redis: {url: "redis://127.0.0.1:6379", replicas: 1, backoff: 30s}
+"#,
+    );
+    config::validate(&fine, "rate_limits").expect("30s is accepted");
 }
 
 /// A redis section without `backend: redis` would be ignored (each replica keeping its own

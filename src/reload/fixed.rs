@@ -6,7 +6,7 @@
 //!
 //! - `listen.address`, `admin.address`: the sockets are bound once (a rebind would drop every
 //!   open connection, which is what a restart does anyway).
-//! - `listen.*` timeouts and connection caps, `shutdown.grace`: the accept loop and every open
+//! - `listen.*` timeouts and connection caps, `shutdown.grace` and `.delay`: the accept loop and every open
 //!   connection's watchdog hold them.
 //! - `audit` added or removed, `audit.sinks` (file path, rotation, signing key, webhook): a
 //!   sink owns its file and hash chain; two writers on one chain would break it.
@@ -72,6 +72,7 @@ pub fn refusals(old: &Config, new: &Config) -> Vec<Problem> {
             a.max_connections_per_source != b.max_connections_per_source,
         ),
         ("shutdown.grace", a.grace != b.grace),
+        ("shutdown.delay", a.shutdown_delay != b.shutdown_delay),
     ] {
         differ(path, changed, "the listener's limit".into());
     }

@@ -33,6 +33,9 @@ pub struct Admin {
     pub selftest: Option<Arc<crate::upstream::selftest::SelfTest>>,
     /// The audit sinks (None: audit off).
     pub audit: Option<Arc<crate::audit::Auditor>>,
+    /// The shutdown signal: once it fired, `/readyz` fails (during `shutdown.delay` the
+    /// listener still serves, so load balancers stop sending before it closes).
+    pub terminating: Option<crate::shutdown::Shutdown>,
 }
 
 fn text(
@@ -64,6 +67,9 @@ impl Admin {
             "/readyz" => {
                 // Ready while at least one endpoint is (answered lately, breaker not open).
                 let mut problems = self.upstream.not_ready(self.ready_window);
+                if self.terminating.as_ref().is_some_and(|t| t.is_fired()) {
+                    problems.insert(0, "shutting down".to_owned());
+                }
                 self.metrics
                     .upstream_healthy
                     .set(problems.is_empty() as i64);

@@ -116,6 +116,19 @@ fn serve_options(c: &mut Problems, file: &schema::File) -> ServeOptions {
         d.grace,
         Wording::General,
     );
+    let shutdown_delay = c.duration(
+        "shutdown.delay",
+        file.shutdown.delay.as_deref(),
+        d.shutdown_delay,
+        Wording::General,
+    );
+    if shutdown_delay > MAX_SHUTDOWN_DELAY {
+        c.err(
+            "shutdown.delay",
+            format!("{shutdown_delay:?} is more than 10 minutes"),
+            "a few seconds cover a load balancer's health checks, e.g. 5s",
+        );
+    }
     if grace.is_zero() {
         // Every request in flight would be cut at the signal, its `ResponseComplete` event
         // with it — a write already carried out upstream left unrecorded.
@@ -152,9 +165,13 @@ fn serve_options(c: &mut Problems, file: &schema::File) -> ServeOptions {
         max_connections,
         max_connections_per_source: per_source,
         grace,
+        shutdown_delay,
         metrics: Default::default(),
     }
 }
+
+/// Longest `shutdown.delay`.
+const MAX_SHUTDOWN_DELAY: Duration = Duration::from_secs(600);
 
 /// `listen.max_connections` and `listen.max_connections_per_source`: positive, per source at
 /// most the listener's.

@@ -87,7 +87,9 @@ impl ConnInfo {
         peer_certs: Option<Arc<Vec<CertificateDer<'static>>>>,
         h2: bool,
     ) -> ConnInfo {
-        let ip = peer.ip().to_string();
+        // As Go's servers report it: `10.1.2.3`, not `::ffff:10.1.2.3` from a dual-stack
+        // listener (the audit `sourceIPs` and `X-Forwarded-For` carry it; SIEM rules match IPv4).
+        let ip = peer.ip().to_canonical().to_string();
         ConnInfo {
             peer,
             peer_certs,
@@ -124,6 +126,9 @@ pub struct ServeOptions {
     pub max_connections_per_source: usize,
     /// How long in-flight requests may run after shutdown begins.
     pub grace: Duration,
+    /// How long the listener keeps accepting after the signal, `/readyz` failing, before the
+    /// drain begins (`shutdown.delay`; applied by `app::run_with`).
+    pub shutdown_delay: Duration,
     /// The listener's connection series (registered by `Runtime::build` for the proxy).
     pub metrics: ListenerMetrics,
 }
@@ -140,6 +145,7 @@ impl Default for ServeOptions {
             max_connections: 10_000,
             max_connections_per_source: 1_000,
             grace: Duration::from_secs(30),
+            shutdown_delay: Duration::ZERO,
             metrics: ListenerMetrics::default(),
         }
     }
@@ -480,9 +486,16 @@ fn http_builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
         // Keep idle-but-alive connections (long watches) healthy through middleboxes, and
         // close those whose peer no longer answers.
         .keep_alive_interval(Some(H2_PING_INTERVAL))
-        .keep_alive_timeout(H2_PING_TIMEOUT);
+        .keep_alive_timeout(H2_PING_TIMEOUT)
+        // What h2 buffers per stream beyond the client's window (hyper's default is 400 KiB):
+        // a client that opens every stream it may, grants huge windows and stops reading
+        // would otherwise hold ≈ 100 MiB of answers per connection.
+        .max_send_buf_size(H2_MAX_SEND_BUF);
     builder
 }
+
+/// Bytes h2 buffers per stream for sending (see `http_builder`).
+const H2_MAX_SEND_BUF: usize = 64 * 1024;
 
 /// hyper refuses a smaller HTTP/1.1 read buffer.
 const MIN_H1_BUFFER: u32 = 8192;
@@ -638,6 +651,16 @@ const KEEP_ALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    /// A client of a dual-stack listener is named as Go's servers name it: an IPv4 peer in its
+    /// IPv4 form (the audit `sourceIPs`, `X-Forwarded-For`), an IPv6 one as it is.
+    #[test]
+    fn an_ipv4_mapped_peer_is_named_in_its_ipv4_form() {
+        let info = |a: &str| super::ConnInfo::new(a.parse().unwrap(), None, false);
+        assert_eq!(info("[::ffff:10.1.2.3]:5000").peer_ip, "10.1.2.3");
+        assert_eq!(info("10.1.2.3:5000").peer_ip, "10.1.2.3");
+        assert_eq!(info("[2001:db8::1]:5000").peer_ip, "2001:db8::1");
+    }
 
     /// An accepted connection gets the keep-alive the accept loop sets.
     #[tokio::test]

@@ -149,7 +149,7 @@ impl Watched {
 pub fn answer_body(
     up: &Upstream,
     mut body: Body,
-    endpoint: &super::client::Endpoint,
+    endpoint: &Arc<super::client::Endpoint>,
     ob: &Outbound<'_>,
     watched: Watched,
     guard: Option<Guard>,
@@ -164,11 +164,12 @@ pub fn answer_body(
     }
     // Outside the clean end: a stalled stream must end in an error (a reset), never look
     // complete. The report is built only if the response is ever handed off to a pump.
-    let (metrics, user, audit_id, name) = (
+    // The endpoint's `Arc`, not its name: a name is copied only if a stall is reported.
+    let (metrics, user, audit_id, endpoint) = (
         up.metrics.stalled.clone(),
         ob.identity.clone(),
         ob.audit_id.clone(),
-        endpoint.name.clone(),
+        endpoint.clone(),
     );
     if let Some(place) = watched.place {
         // The in-flight place goes when the upstream answer has been read (or dropped: a
@@ -184,9 +185,9 @@ pub fn answer_body(
     let on_stall = watched.on_stall;
     body = pump::decouple(body, &up.budgets, stall, move || pump::StallReport {
         counter: metrics
-            .get_or_create(&UpstreamMetrics::endpoint(&name))
+            .get_or_create(&UpstreamMetrics::endpoint(&endpoint.name))
             .clone(),
-        endpoint: name.clone(),
+        endpoint: endpoint.name.clone(),
         user: user.user.clone(),
         pausable,
         audit_id: audit_id.to_str().unwrap_or_default().to_owned(),

@@ -345,7 +345,7 @@ async fn the_shutdown_delay_fails_readiness_but_keeps_serving() {
         assert!(c.contains("shutdown:\n  grace: 5s\n"), "{c}");
         *c = c.replace(
             "shutdown:\n  grace: 5s\n",
-            "shutdown:\n  grace: 5s\n  delay: 3s\n",
+            "shutdown:\n  grace: 5s\n  delay: 8s\n",
         );
     })
     .await;

@@ -772,14 +772,6 @@ async fn a_delete_directive_after_a_new_element_does_not_hide_it() {
              "volumeMounts": [{"name": "host", "mountPath": "/host"}]},
             {"name": "pwn", "$patch": "delete"}],
         "volumes": [{"name": "host", "hostPath": {"path": "/"}}, {"name": "host", "$patch": "delete"}]}}}});
-    // `d1` has no volumes: a directive in a list the object lacks is refused first (400, see
-    // `a_list_directive_where_the_object_has_no_list_is_refused`).
-    let s = refused(&env, smp(&d1, &patch), 400, "BadRequest").await;
-    assert!(message(&s).contains("volumes[1]"), "{s}");
-    // In lists the object has, judged as the API server applies it.
-    let admin_volume = json!({"spec": {"template": {"spec": {
-        "volumes": [{"name": "scratch", "emptyDir": {}}]}}}});
-    accepted(&env, smp(&d1, &admin_volume)).await;
     let s = refused(&env, smp(&d1, &patch), 403, "Forbidden").await;
     let m = message(&s);
     assert!(m.contains("privileged") && m.contains("hostPath"), "{s}");
@@ -874,7 +866,9 @@ async fn an_unjudged_apply_of_a_pod_bearing_kind_is_pinned() {
 
 /// A `$patch` element in a list the object does not have yet: API servers before 1.28 store
 /// the list as sent — that element as an init container, privileged — where later ones apply
-/// the directive (and this proxy judged it so). Refused (400) before the upstream.
+/// the directive (and this proxy judged it so). Refused (400) before the upstream. A delete
+/// naming only its key — what `kubectl apply`'s three-way patch sends for an entry the
+/// manifest dropped and the live object no longer has — deletes nothing and passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_list_directive_where_the_object_has_no_list_is_refused() {
     let (env, d1) = with_deployment().await;
@@ -883,6 +877,18 @@ async fn a_list_directive_where_the_object_has_no_list_is_refused() {
          "securityContext": {"privileged": true}}]}}}});
     let s = refused(&env, smp(&d1, &patch), 400, "BadRequest").await;
     assert!(message(&s).contains("does not have yet"), "{s}");
+    let with_fields = json!({"spec": {"template": {"spec": {"initContainers": [
+        {"$patch": "delete", "name": "x", "securityContext": {"privileged": true}}]}}}});
+    refused(&env, smp(&d1, &with_fields), 400, "BadRequest").await;
+    // `c` has no `env`: kubectl apply's delete of FOO, beside the BAR that replaces it.
+    let three_way = json!({"spec": {"template": {"spec": {"containers": [{"name": "c",
+        "env": [{"name": "BAR", "value": "1"}, {"name": "FOO", "$patch": "delete"}]}]}}}});
+    let (_, sent) = accepted(&env, smp(&d1, &three_way)).await;
+    assert_eq!(
+        sent["spec"]["template"]["spec"]["containers"][0]["env"][1],
+        json!({"name": "FOO", "$patch": "delete"}),
+        "forwarded as sent: {sent}"
+    );
 }
 
 /// A pod spec of more containers than any pod has is refused before Pod Security words a
@@ -907,6 +913,12 @@ async fn a_pod_of_too_many_containers_is_refused_before_it_is_judged() {
     };
     let s = refused(&env, create(&many(1001)), 422, "Invalid").await;
     assert!(message(&s).contains("at most 1000"), "{s}");
+    assert!(
+        s["details"]["causes"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["reason"] == "FieldValueTooMany")),
+        "{s}"
+    );
     // At the bound: judged (restricted refuses these containers for what they lack).
     let s = refused_pod(&env, &many(1000)).await;
     assert!(message(&s).contains("runAsNonRoot"), "{s}");

@@ -352,8 +352,19 @@ fn merge_list(
         if as_sent {
             // A list the object lacks is stored as the patch sent it by API servers before
             // 1.28 — this element too, as a list entry with `$patch` dropped as an unknown
-            // field — and with its directives applied by later ones: refused rather than
-            // judged one way and stored the other.
+            // field — and with its directives applied by later ones. A delete naming only its
+            // key deletes nothing here (there is nothing yet) and would be stored as an entry
+            // of a key alone, which carries nothing a policy reads: passed, as kubectl's
+            // three-way patches send it (`apply` of a manifest that removed an entry the live
+            // object no longer has). Any other such element is refused rather than judged one
+            // way and stored the other.
+            let key_only = directive.as_str() == Some("delete")
+                && item
+                    .as_object()
+                    .is_some_and(|o| o.len() == 2 && o.contains_key(key));
+            if key_only {
+                continue;
+            }
             return Err(format!(
                 "{here}: a \"$patch\" element in a list the object does not have yet (API servers before 1.28 store it as an element)"
             ));
@@ -646,9 +657,21 @@ mod tests {
 
     /// A `$patch` element in a list the object does not have yet: API servers before 1.28
     /// store the list as sent, that element as an entry (a privileged init container) — refused
-    /// rather than judged as dropped.
+    /// rather than judged as dropped; a delete naming only its key passes (it deletes nothing).
     #[test]
     fn a_patch_element_in_a_list_the_object_lacks_is_refused() {
+        let mut t = json!({"spec": {"containers": [{"name": "c"}]}});
+        merge(
+            &mut t,
+            &json!({"spec": {"initContainers": [{"name": "i", "image": "x"},
+                {"$patch": "delete", "name": "gone"}]}}),
+            Mode::Strategic,
+        )
+        .unwrap();
+        assert_eq!(
+            t["spec"]["initContainers"],
+            json!([{"name": "i", "image": "x"}])
+        );
         let cur = json!({"spec": {"containers": [{"name": "c"}]}});
         for directive in ["replace", "delete"] {
             let mut t = cur.clone();

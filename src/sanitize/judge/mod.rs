@@ -625,7 +625,7 @@ fn pod_security(
                     .sum();
                 if n > MAX_CONTAINERS {
                     causes.push(StatusCause {
-                        reason: "FieldValueTooLong".into(),
+                        reason: "FieldValueTooMany".into(),
                         message: format!(
                             "Too many: {n}: must have at most {MAX_CONTAINERS} containers, init containers and ephemeral containers together to be judged"
                         ),

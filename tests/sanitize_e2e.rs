@@ -891,6 +891,64 @@ async fn a_list_directive_where_the_object_has_no_list_is_refused() {
     );
 }
 
+/// `kubectl apply` (client-side) of a manifest that dropped an env entry the live object no
+/// longer has: its three-way patch deletes the entry by key (`{name: FOO, $patch: delete}`) in
+/// a list the object lacks. That deletes nothing and is accepted, as by the API server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_apply_deleting_an_entry_the_object_lost_is_accepted() {
+    common::require_kubectl();
+    let env = Env::start().await;
+    let home = env.dir.path();
+    let manifest = |env_var: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: team-a\nspec:\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      securityContext: {{runAsNonRoot: true, seccompProfile: {{type: RuntimeDefault}}}}\n      containers:\n      - name: c\n        image: nginx\n        env: [{{name: {env_var}, value: \"1\"}}]\n        securityContext: {{allowPrivilegeEscalation: false, capabilities: {{drop: [ALL]}}}}\n"
+        )
+    };
+    let file = home.join("web.yaml");
+    let path = file.to_str().unwrap().to_owned();
+    let apply = |text: String| {
+        std::fs::write(&file, text).unwrap();
+        let path = path.clone();
+        let env = &env;
+        async move { env.kubectl(&["apply", "-f", &path]).await }
+    };
+    let out = apply(manifest("FOO")).await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    // The live object loses its env (a JSON patch, as `kubectl set env FOO-` leaves it).
+    let out = env
+        .kubectl(&[
+            "patch",
+            "deployment",
+            "web",
+            "-n",
+            "team-a",
+            "--type=json",
+            "-p",
+            r#"[{"op": "remove", "path": "/spec/template/spec/containers/0/env"}]"#,
+        ])
+        .await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    env.sandbox.sandbox.clear_recorded();
+    let out = apply(manifest("BAR")).await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let sent: Vec<Value> = env
+        .sandbox
+        .sandbox
+        .recorded()
+        .into_iter()
+        .filter(|r| r.method == http::Method::PATCH)
+        .filter_map(|r| serde_json::from_slice(&r.body?).ok())
+        .collect();
+    let env_sent = &sent.first().expect("the apply's PATCH went upstream")["spec"]["template"]
+        ["spec"]["containers"][0]["env"];
+    assert!(
+        env_sent.as_array().is_some_and(|e| e
+            .iter()
+            .any(|x| x["$patch"] == "delete" && x["name"] == "FOO")),
+        "kubectl's patch deletes FOO by key: {sent:?}"
+    );
+}
+
 /// A pod spec of more containers than any pod has is refused before Pod Security words a
 /// violation per container (a 3 MiB body of a million empty containers would cost gigabytes
 /// to refuse); 1000 together are judged as usual.

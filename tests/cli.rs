@@ -193,6 +193,17 @@ fn demo_files(
     .unwrap()
 }
 
+/// The demo's files in a fresh folder (the config's upstream an unreachable URL) and its config
+/// text, for tests of config variants.
+fn demo_config() -> (tempfile::TempDir, String) {
+    portcullis::server::tls::install_crypto_provider();
+    let ca = portcullis_sandbox::pki::Ca::new("test CA").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files = demo_files(dir.path(), &ca);
+    let demo = std::fs::read_to_string(&files.config).unwrap();
+    (dir, demo)
+}
+
 #[test]
 fn in_cluster_upstream_reads_service_account_files() {
     portcullis::server::tls::install_crypto_provider();
@@ -385,11 +396,7 @@ async fn token_keygen_issue_inspect_and_use_through_the_proxy() {
 /// limits. An empty `verbs` or `tenants` list of a field rule would guard nothing.
 #[test]
 fn tenant_names_outside_authorization_must_name_a_tenant() {
-    portcullis::server::tls::install_crypto_provider();
-    let ca = portcullis_sandbox::pki::Ca::new("test CA").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let files = demo_files(dir.path(), &ca);
-    let demo = std::fs::read_to_string(&files.config).unwrap();
+    let (dir, demo) = demo_config();
     let load = |t: &str| portcullis::config::load_str(t, dir.path(), &|_| None);
     let named = |tenant: &str| {
         demo.replace(
@@ -487,11 +494,7 @@ fn unusable_zeros_and_huge_counts_are_refused() {
 /// key (`check-config` said OK, and `serve` then failed at start under the bare key `upstream`).
 #[test]
 fn an_upstream_client_certificate_with_another_key_is_refused_at_its_key() {
-    portcullis::server::tls::install_crypto_provider();
-    let ca = portcullis_sandbox::pki::Ca::new("test CA").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let files = demo_files(dir.path(), &ca);
-    let demo = std::fs::read_to_string(&files.config).unwrap();
+    let (dir, demo) = demo_config();
     let load = |t: &str| portcullis::config::load_str(t, dir.path(), &|_| None);
     let with_key = |key: &str| {
         demo.replace(
@@ -514,11 +517,7 @@ fn an_upstream_client_certificate_with_another_key_is_refused_at_its_key() {
 /// acknowledgement, until that acknowledgement is given.
 #[test]
 fn weakening_options_need_their_dangerous_acknowledgement() {
-    portcullis::server::tls::install_crypto_provider();
-    let ca = portcullis_sandbox::pki::Ca::new("test CA").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let files = demo_files(dir.path(), &ca);
-    let demo = std::fs::read_to_string(&files.config).unwrap();
+    let (dir, demo) = demo_config();
     let load = |t: &str| portcullis::config::load_str(t, dir.path(), &|_| None);
     assert!(load(&demo).is_ok(), "the demo acknowledges what it uses");
     let risky = demo

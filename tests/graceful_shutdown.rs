@@ -125,6 +125,20 @@ async fn sigterm_lets_a_recorded_exec_session_finish_with_its_event() {
     exec_through_sigterm(Some(sessions.path())).await;
 }
 
+/// The `ResponseComplete` events of `pods/shell/exec` in the proxy's audit log.
+fn exec_completes(b: &common::binary::Binary) -> Vec<serde_json::Value> {
+    let log = std::fs::read_to_string(b.files.dir.join("audit.log")).unwrap();
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            e["stage"] == "ResponseComplete"
+                && e["requestURI"]
+                    .as_str()
+                    .is_some_and(|u| u.contains("/pods/shell/exec"))
+        })
+        .collect()
+}
+
 /// An exec session open across SIGTERM; recorded into `sessions` when given.
 async fn exec_through_sigterm(sessions: Option<&std::path::Path>) {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -189,17 +203,7 @@ async fn exec_through_sigterm(sessions: Option<&std::path::Path>) {
         .expect("the proxy did not exit after the session ended")
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
-    let log = std::fs::read_to_string(b.files.dir.join("audit.log")).unwrap();
-    let completes: Vec<serde_json::Value> = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| {
-            e["stage"] == "ResponseComplete"
-                && e["requestURI"]
-                    .as_str()
-                    .is_some_and(|u| u.contains("/pods/shell/exec"))
-        })
-        .collect();
+    let completes = exec_completes(&b);
     assert_eq!(
         completes.len(),
         1,
@@ -249,17 +253,7 @@ async fn a_session_outliving_the_grace_is_ended_with_its_event() {
         .expect("the proxy did not exit after the grace")
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
-    let log = std::fs::read_to_string(b.files.dir.join("audit.log")).unwrap();
-    let completes: Vec<serde_json::Value> = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| {
-            e["stage"] == "ResponseComplete"
-                && e["requestURI"]
-                    .as_str()
-                    .is_some_and(|u| u.contains("/pods/shell/exec"))
-        })
-        .collect();
+    let completes = exec_completes(&b);
     assert_eq!(
         completes.len(),
         1,
@@ -291,7 +285,7 @@ async fn a_watch_outliving_the_grace_still_leaves_its_event() {
         )
         .await;
     assert!(out.status.success(), "{}", common::stderr(&out));
-    let mut watch = common::kubectl_command(
+    let mut watch = common::kubectl_spawn(
         &b.files.admin_kubeconfig,
         b.dir.path(),
         &[
@@ -303,9 +297,7 @@ async fn a_watch_outliving_the_grace_still_leaves_its_event() {
             "-o",
             "name",
         ],
-    )
-    .spawn()
-    .unwrap();
+    );
     let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
     // The list's line, then the watch is open.
     let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())

@@ -360,7 +360,7 @@ pub fn kubectl_exec_cat(
         .unwrap()
 }
 
-pub fn kubectl_command(
+fn kubectl_command(
     kubeconfig: &std::path::Path,
     home: &std::path::Path,
     args: &[&str],

@@ -125,6 +125,25 @@ async fn sigterm_lets_a_recorded_exec_session_finish_with_its_event() {
     exec_through_sigterm(Some(sessions.path())).await;
 }
 
+/// `kubectl exec -i shell -- cat` with `kubeconfig`, once it has echoed a first line: the
+/// process and its stdin (open: the session goes on).
+async fn echoing_session(
+    kubeconfig: &std::path::Path,
+    home: &std::path::Path,
+) -> (tokio::process::Child, tokio::process::ChildStdin) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut exec = common::kubectl_exec_cat(kubeconfig, home, "shell");
+    let mut stdin = exec.stdin.take().unwrap();
+    let mut lines = BufReader::new(exec.stdout.take().unwrap()).lines();
+    stdin.write_all(b"before\n").await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("no echo")
+        .unwrap();
+    assert_eq!(echoed.as_deref(), Some("before"));
+    (exec, stdin)
+}
+
 /// The `ResponseComplete` events of `pods/shell/exec` in the proxy's audit log.
 fn exec_completes(b: &common::binary::Binary) -> Vec<serde_json::Value> {
     let log = std::fs::read_to_string(b.files.dir.join("audit.log")).unwrap();
@@ -226,7 +245,6 @@ async fn exec_through_sigterm(sessions: Option<&std::path::Path>) {
 /// session's task outlived the sinks) and the recording's digest with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_outliving_the_grace_is_ended_with_its_event() {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     common::require_kubectl();
     let sessions = tempfile::tempdir().unwrap();
     let mut b = common::binary::Binary::start(&[], |c| {
@@ -237,15 +255,7 @@ async fn a_session_outliving_the_grace_is_ended_with_its_event() {
     let create = ["create", "-n", "team-a", "-f", file.to_str().unwrap()];
     let out = b.kubectl(&b.files.admin_kubeconfig, &create).await;
     assert!(out.status.success(), "{}", common::stderr(&out));
-    let mut exec = common::kubectl_exec_cat(&b.files.team_a_kubeconfig, b.dir.path(), "shell");
-    let mut stdin = exec.stdin.take().unwrap();
-    let mut lines = BufReader::new(exec.stdout.take().unwrap()).lines();
-    stdin.write_all(b"before\n").await.unwrap();
-    let echoed = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .expect("no echo")
-        .unwrap();
-    assert_eq!(echoed.as_deref(), Some("before"));
+    let (mut exec, stdin) = echoing_session(&b.files.team_a_kubeconfig, b.dir.path()).await;
     b.signal("TERM");
     // The session stays open: the proxy ends it at the end of the 5 s grace, then exits.
     let status = tokio::time::timeout(Duration::from_secs(30), b.child.wait())
@@ -375,21 +385,12 @@ async fn the_shutdown_delay_fails_readiness_but_keeps_serving() {
 /// once (status 130) although a session is still open, where one signal waits for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_during_the_drain_exits_at_once() {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     common::require_kubectl();
     let mut b = common::binary::Binary::start(&[], |_| {}).await;
     let run = ["run", "shell", "--image=busybox", "--restart=Never"];
     let out = b.kubectl(&b.files.admin_kubeconfig, &run).await;
     assert!(out.status.success(), "{}", common::stderr(&out));
-    let mut exec = common::kubectl_exec_cat(&b.files.admin_kubeconfig, b.dir.path(), "shell");
-    let mut stdin = exec.stdin.take().unwrap();
-    let mut lines = BufReader::new(exec.stdout.take().unwrap()).lines();
-    stdin.write_all(b"before\n").await.unwrap();
-    let echoed = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .expect("no echo")
-        .unwrap();
-    assert_eq!(echoed.as_deref(), Some("before"));
+    let (mut exec, stdin) = echoing_session(&b.files.admin_kubeconfig, b.dir.path()).await;
     b.signal("TERM");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(

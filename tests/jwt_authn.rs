@@ -794,6 +794,24 @@ async fn tokens_their_claims_refuse_cost_no_key_refetch() {
     );
 }
 
+/// Before an issuer's keys first load, a token its claims refuse fetches nothing either, and is
+/// recorded as what it meets — keys not loaded — as a token with valid claims would be, not as
+/// an unknown `kid`.
+#[tokio::test]
+async fn a_token_its_claims_refuse_before_the_keys_load_fetches_nothing() {
+    let idp = Idp::start().await;
+    let k1 = signer("k1");
+    idp.publish(&[&k1]);
+    let clock = Arc::new(ManualClock::new(Duration::from_secs(T0)));
+    let auth = idp.authenticator(&format!(", jwks_url: \"{}/jwks\"", idp.url), &clock);
+    let expired = k1.issue(&idp.claims(json!({"exp": T0 - 10}))).unwrap();
+    assert_eq!(
+        auth.authenticate(&expired).await,
+        Err(Rejected::KeysNotLoaded)
+    );
+    assert_eq!(idp.hits(), 0, "no fetch for a token its claims refuse");
+}
+
 #[tokio::test]
 async fn unknown_kids_cause_at_most_one_refetch_per_interval() {
     let (idp, k1, clock, auth) = idp_publishing_k1().await;

@@ -341,6 +341,20 @@ impl KeyStore {
         Ok((set, sha256(&[&body])))
     }
 
+    /// The keys in hand that may verify a token with this `kid` and `alg`, fetching nothing:
+    /// for a token its claims already refuse, which must not spend the issuer's refetch budget
+    /// (its signature is still checked, so the reason recorded is the true one).
+    pub fn in_hand(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<KeySet>, KeyMiss> {
+        let set = self.keys.load_full();
+        if set.has(kid, alg) {
+            return Ok(set);
+        }
+        Err(match self.source {
+            Source::None => KeyMiss::UnknownKid,
+            _ => self.miss(),
+        })
+    }
+
     /// The keys that may verify a token with this `kid` and `alg`. An unknown kid triggers at
     /// most one refetch per `unknown_kid_min_interval` (concurrent callers share it); a kid
     /// still unknown afterwards is negatively cached for that interval. `now` is the injected
@@ -351,12 +365,12 @@ impl KeyStore {
         alg: Algorithm,
         now: Duration,
     ) -> Result<Arc<KeySet>, KeyMiss> {
-        let set = self.keys.load_full();
-        if set.has(kid, alg) {
-            return Ok(set);
-        }
+        let miss = match self.in_hand(kid, alg) {
+            Ok(set) => return Ok(set),
+            Err(miss) => miss,
+        };
         if matches!(self.source, Source::None) {
-            return Err(KeyMiss::UnknownKid);
+            return Err(miss);
         }
         let neg_key = kid.unwrap_or("");
         if self.negatively_cached(neg_key, now) {

@@ -368,12 +368,7 @@ impl JwtAuthenticator {
             let set = if may_fetch {
                 policy.keys.keys_for(kid, alg, now).await
             } else {
-                let set = policy.keys.current();
-                if set.has(kid, alg) {
-                    Ok(set)
-                } else {
-                    Err(KeyMiss::UnknownKid)
-                }
+                policy.keys.in_hand(kid, alg)
             }
             .map_err(|m| match m {
                 KeyMiss::UnknownKid => Rejected::UnknownKid,

@@ -55,7 +55,7 @@ impl KeySet {
             .filter(move |k| k.accepts(alg) && kid.is_none_or(|kid| k.kid.as_deref() == Some(kid)))
     }
 
-    pub(crate) fn has(&self, kid: Option<&str>, alg: Algorithm) -> bool {
+    pub(super) fn has(&self, kid: Option<&str>, alg: Algorithm) -> bool {
         self.candidates(kid, alg).next().is_some()
     }
 

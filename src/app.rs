@@ -219,7 +219,7 @@ pub async fn run_with(
             ..config.serve.clone()
         },
         move |req, _conn| {
-            let admin = admin_of(&admin_live.current().rt, Some(signal.clone()));
+            let admin = admin_of(&admin_live.current().rt, signal.clone());
             async move { admin.handle(&req).await }
         },
         shutdown.clone(),
@@ -293,7 +293,7 @@ fn delayed(signal: Shutdown, delay: std::time::Duration) -> Shutdown {
 }
 
 /// The admin endpoints over the runtime in force; `/readyz` fails once `terminating` fired.
-fn admin_of(rt: &Runtime, terminating: Option<Shutdown>) -> Admin {
+fn admin_of(rt: &Runtime, terminating: Shutdown) -> Admin {
     Admin {
         metrics: rt.metrics.clone(),
         upstream: rt.upstream.clone(),

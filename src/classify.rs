@@ -56,12 +56,9 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> ResponseFuture {
+        // `to_str` fails exactly on a byte outside visible ASCII (tab allowed).
         if let Some(v) = req.headers().get(http::header::CONTENT_TYPE) {
-            if !v
-                .as_bytes()
-                .iter()
-                .all(|b| matches!(b, b'\t' | b' '..=b'~'))
-            {
+            if v.to_str().is_err() {
                 return service::ready(
                     Refusal::BadHeader(
                         "Content-Type must be visible ASCII (a media type such as application/json)"

@@ -66,33 +66,25 @@ fn remove_where(headers: &mut HeaderMap, matches: impl Fn(&HeaderName) -> bool) 
 /// servers do) would turn them into identity headers.
 pub fn is_identity_header(name: &HeaderName) -> bool {
     let n = name.as_str().as_bytes(); // always lower-case in the http crate
-    is_identity_name(n, |a, b| a == b)
-        || (n.contains(&b'_')
-            && (is_identity_name(n, dash_or_underscore)
-                || same(n, b"x-forwarded-for", dash_or_underscore)
-                || same(n, b"x-real-ip", dash_or_underscore)))
+    same(n, b"authorization")
+        || same(n, b"audit-id")
+        || starts(n, b"impersonate-")
+        || starts(n, b"x-remote-")
+        // The real ones the proxy sets or drops; only their `_` spellings are identity here.
+        || (n.contains(&b'_') && (same(n, b"x-forwarded-for") || same(n, b"x-real-ip")))
 }
 
-/// `a` (from the name) stands for `b` (from a spelling with `-`), `_` standing for `-` too:
-/// compared in place rather than on a rewritten copy of the name.
-fn dash_or_underscore(a: u8, b: u8) -> bool {
-    a == b || (a == b'_' && b == b'-')
+/// `n` spells `target`, an `_` in `n` standing for a `-` in `target`: compared in place rather
+/// than on a rewritten copy of the name.
+fn same(n: &[u8], target: &[u8]) -> bool {
+    n.len() == target.len()
+        && n.iter()
+            .zip(target)
+            .all(|(a, b)| a == b || (*a == b'_' && *b == b'-'))
 }
 
-fn same(n: &[u8], target: &[u8], eq: impl Fn(u8, u8) -> bool) -> bool {
-    n.len() == target.len() && n.iter().zip(target).all(|(a, b)| eq(*a, *b))
-}
-
-fn starts(n: &[u8], prefix: &[u8], eq: impl Fn(u8, u8) -> bool) -> bool {
-    n.len() >= prefix.len() && same(&n[..prefix.len()], prefix, eq)
-}
-
-/// `Authorization`, `Audit-ID`, `Impersonate-*`, `X-Remote-*`, compared with `eq`.
-fn is_identity_name(n: &[u8], eq: impl Fn(u8, u8) -> bool + Copy) -> bool {
-    same(n, b"authorization", eq)
-        || same(n, b"audit-id", eq)
-        || starts(n, b"impersonate-", eq)
-        || starts(n, b"x-remote-", eq)
+fn starts(n: &[u8], prefix: &[u8]) -> bool {
+    n.len() >= prefix.len() && same(&n[..prefix.len()], prefix)
 }
 
 /// Remove every identity header (see [`is_identity_header`]).

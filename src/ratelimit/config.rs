@@ -211,9 +211,9 @@ pub struct Settings {
 const DEFAULT_IDLE_EVICTION: Duration = Duration::from_secs(600);
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 /// The longest `redis.timeout` accepted.
-/// Longest `redis.backoff`.
-const MAX_REDIS_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_REDIS_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest `redis.backoff` accepted.
+const MAX_REDIS_BACKOFF: Duration = Duration::from_secs(30);
 const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest accepted duration (keeps every nanosecond computation far from overflow).
 const MAX_DURATION: Duration = Duration::from_secs(86_400 * 365);

@@ -6,8 +6,8 @@
 //!
 //! - `listen.address`, `admin.address`: the sockets are bound once (a rebind would drop every
 //!   open connection, which is what a restart does anyway).
-//! - `listen.*` timeouts and connection caps, `shutdown.grace` and `.delay`: the accept loop and every open
-//!   connection's watchdog hold them.
+//! - `listen.*` timeouts and connection caps, `shutdown.grace`: the accept loop and every open
+//!   connection's watchdog hold them; `shutdown.delay`: the shutdown's timer, set at start.
 //! - `audit` added or removed, `audit.sinks` (file path, rotation, signing key, webhook): a
 //!   sink owns its file and hash chain; two writers on one chain would break it.
 //! - `rate_limits` added or removed: its metric families are registered once, at start.

@@ -35,7 +35,7 @@ pub struct Admin {
     pub audit: Option<Arc<crate::audit::Auditor>>,
     /// The shutdown signal: once it fired, `/readyz` fails (during `shutdown.delay` the
     /// listener still serves, so load balancers stop sending before it closes).
-    pub terminating: Option<crate::shutdown::Shutdown>,
+    pub terminating: crate::shutdown::Shutdown,
 }
 
 fn text(
@@ -67,7 +67,7 @@ impl Admin {
             "/readyz" => {
                 // Ready while at least one endpoint is (answered lately, breaker not open).
                 let mut problems = self.upstream.not_ready(self.ready_window);
-                if self.terminating.as_ref().is_some_and(|t| t.is_fired()) {
+                if self.terminating.is_fired() {
                     problems.insert(0, "shutting down".to_owned());
                 }
                 self.metrics

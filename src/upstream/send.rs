@@ -316,8 +316,9 @@ pub fn outcome_of(
         // watch cache answers a list or get asking for a `resourceVersion` newer than it has
         // seen ("Too large resource version", `NewTooLargeResourceVersionError`: a 504 Status
         // with `retryAfterSeconds: 1`, which `ErrorNegotiated` turns into the header) — any
-        // reader can ask for one, and counted, five would open the breaker for everyone. Its own request timeout (the `WithTimeoutForNonLongRunningRequests`
-        // writer) encodes its 504 Status directly and sets no `Retry-After`: still counted.
+        // reader can ask for one, and counted, five would open the breaker for everyone. Its
+        // own request timeout (the `WithTimeoutForNonLongRunningRequests` writer) encodes its
+        // 504 Status directly and sets no `Retry-After`: still counted.
         StatusCode::GATEWAY_TIMEOUT if headers.contains_key(http::header::RETRY_AFTER) => {
             Outcome::Neutral
         }

@@ -589,13 +589,13 @@ fn field_denials(
     causes
 }
 
+/// Most containers (of every kind together) in one pod spec Pod Security judges.
+const MAX_CONTAINERS: usize = 1000;
+
 /// Pod Security on the judged objects: enforce violations and case-variant keys become causes,
 /// warn violations a warning, audit violations an audit note. The enforced policy the refusal
 /// names and its violations, when one was violated.
 ///
-/// Most containers (of every kind together) in one pod spec Pod Security judges.
-const MAX_CONTAINERS: usize = 1000;
-
 /// A mode may apply two policies (a namespace's and a tenant's, `policy.rs`): the pod must pass
 /// every enforced one. The refusal names the first violated, in [`Policies`] order (the stricter
 /// level first); each field a later policy finds and an earlier one did not is a cause too,
@@ -619,10 +619,7 @@ fn pod_security(
     if let Some(kind) = pss::PodBearing::from_group_resource(&info.api_group, &resource) {
         for obj in judged {
             for pod in pss::pod_specs(kind, obj) {
-                let n: usize = ["containers", "initContainers", "ephemeralContainers"]
-                    .iter()
-                    .filter_map(|k| pod.spec.get(k)?.as_array().map(Vec::len))
-                    .sum();
+                let n = pss::checks::container_count(pod.spec);
                 if n > MAX_CONTAINERS {
                     causes.push(StatusCause {
                         reason: "FieldValueTooMany".into(),

@@ -40,6 +40,14 @@ mod restricted;
 
 const CONTAINER_LISTS: [&str; 3] = ["initContainers", "containers", "ephemeralContainers"];
 
+/// How many containers of every kind `spec` (a pod spec) lists.
+pub fn container_count(spec: &Value) -> usize {
+    CONTAINER_LISTS
+        .iter()
+        .filter_map(|k| spec.get(k)?.as_array().map(Vec::len))
+        .sum()
+}
+
 /// Every violation of `policy` in `pod`, in check order (baseline checks first), containers in
 /// the order initContainers, containers, ephemeralContainers.
 pub fn check(policy: &Policy, pod: &PodSpecRef<'_>) -> Vec<Violation> {

@@ -217,10 +217,12 @@ async fn exec_through_sigterm(sessions: Option<&std::path::Path>) {
         matches!(ended, Ok(Ok(s)) if s.success()),
         "kubectl exec: {ended:?}"
     );
-    let status = tokio::time::timeout(Duration::from_secs(20), b.child.wait())
-        .await
-        .expect("the proxy did not exit after the session ended")
-        .unwrap();
+    let status = b
+        .exit_status(
+            Duration::from_secs(20),
+            "the proxy did not exit after the session ended",
+        )
+        .await;
     assert!(status.success(), "exit status {status:?}");
     let completes = exec_completes(&b);
     assert_eq!(
@@ -258,10 +260,12 @@ async fn a_session_outliving_the_grace_is_ended_with_its_event() {
     let (mut exec, stdin) = echoing_session(&b.files.team_a_kubeconfig, b.dir.path()).await;
     b.signal("TERM");
     // The session stays open: the proxy ends it at the end of the 5 s grace, then exits.
-    let status = tokio::time::timeout(Duration::from_secs(30), b.child.wait())
-        .await
-        .expect("the proxy did not exit after the grace")
-        .unwrap();
+    let status = b
+        .exit_status(
+            Duration::from_secs(30),
+            "the proxy did not exit after the grace",
+        )
+        .await;
     assert!(status.success(), "exit status {status:?}");
     let completes = exec_completes(&b);
     assert_eq!(
@@ -317,10 +321,12 @@ async fn a_watch_outliving_the_grace_still_leaves_its_event() {
     assert_eq!(first.as_deref(), Some("configmap/seen"));
     tokio::time::sleep(Duration::from_millis(500)).await;
     b.signal("TERM");
-    let status = tokio::time::timeout(Duration::from_secs(30), b.child.wait())
-        .await
-        .expect("the proxy did not exit after the grace")
-        .unwrap();
+    let status = b
+        .exit_status(
+            Duration::from_secs(30),
+            "the proxy did not exit after the grace",
+        )
+        .await;
     assert!(status.success(), "exit status {status:?}");
     let log = std::fs::read_to_string(b.files.dir.join("audit.log")).unwrap();
     let completes = log
@@ -366,10 +372,12 @@ async fn the_shutdown_delay_fails_readiness_but_keeps_serving() {
         .await;
     assert!(out.status.success(), "{}", common::stderr(&out));
     // Then the drain: the listener closes and the process exits.
-    let status = tokio::time::timeout(Duration::from_secs(30), b.child.wait())
-        .await
-        .expect("the proxy did not exit after the delay and the drain")
-        .unwrap();
+    let status = b
+        .exit_status(
+            Duration::from_secs(30),
+            "the proxy did not exit after the delay and the drain",
+        )
+        .await;
     assert!(status.success(), "exit status {status:?}");
     let log = b
         .log_when(|l| l.contains("still accepting until the delay ends"))
@@ -398,10 +406,12 @@ async fn a_second_signal_during_the_drain_exits_at_once() {
         "one signal waits for the open session"
     );
     b.signal("TERM");
-    let status = tokio::time::timeout(Duration::from_secs(10), b.child.wait())
-        .await
-        .expect("the second signal did not end the proxy")
-        .unwrap();
+    let status = b
+        .exit_status(
+            Duration::from_secs(10),
+            "the second signal did not end the proxy",
+        )
+        .await;
     assert_eq!(status.code(), Some(130), "{status:?}");
     drop(stdin);
     let _ = exec.kill().await;
@@ -469,10 +479,9 @@ async fn a_connection_accepted_before_sigterm_gets_its_first_request_answered() 
     assert!(closed.is_ok(), "{closed:?}");
     drop(sender);
 
-    let status = tokio::time::timeout(Duration::from_secs(20), b.child.wait())
-        .await
-        .expect("the proxy did not exit")
-        .unwrap();
+    let status = b
+        .exit_status(Duration::from_secs(20), "the proxy did not exit")
+        .await;
     assert!(status.success(), "exit status {status:?}");
     b.sandbox.stop().await;
 }

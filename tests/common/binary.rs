@@ -94,6 +94,15 @@ impl Binary {
         panic!("proxy not ready within 30 s\n{}", b.log());
     }
 
+    /// The process's exit status once it exits, failing the test with `what` if it has not
+    /// within `within`.
+    pub async fn exit_status(&mut self, within: Duration, what: &str) -> std::process::ExitStatus {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{what}"))
+            .unwrap()
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }

@@ -41,6 +41,8 @@ async fn self_test_reports_a_missing_impersonate_right() {
         "{text}"
     );
     let (_, metrics) = common::admin_get(env.admin_addr, "/metrics").await;
+    // The documented name, not one with the prefix twice (which also contains it).
+    assert!(!metrics.contains("portcullis_portcullis_"), "{metrics}");
     assert!(
         metrics.contains(r#"portcullis_upstream_impersonation_allowed{right="groups"} 1"#),
         "{metrics}"

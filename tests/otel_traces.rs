@@ -181,6 +181,18 @@ async fn each_request_has_a_span_with_layer_children_and_its_traceparent_reaches
     assert_eq!(resp.status(), 200);
     let audit_id = resp.headers()["audit-id"].to_str().unwrap().to_string();
     let seen = upstream_traceparent(&env, path).expect("the upstream saw a traceparent");
+    // A client naming the trace headers in `Connection` (HTTP/1.1) strips its own copies,
+    // not the proxy's.
+    let hop = "/api/v1/namespaces/default/services";
+    let mut req = common::get(hop);
+    req.headers_mut()
+        .insert("connection", "traceparent, tracestate".parse().unwrap());
+    let resp = env.request(req, Some(&env.admin_cert), false).await;
+    assert_eq!(resp.status(), 200);
+    assert!(
+        upstream_traceparent(&env, hop).is_some(),
+        "the proxy's traceparent went upstream despite the client's Connection header"
+    );
     let out = env.kubectl(&["get", "pods", "-n", "default"]).await;
     assert!(out.status.success(), "{}", common::stderr(&out));
     let kubectl_forwarded = env
@@ -329,13 +341,21 @@ async fn a_refused_request_span_names_the_refusal_and_carries_no_token() {
     let resp = env.request(req, None, false).await;
     assert_eq!(resp.status(), 401);
     let unauth_id = resp.headers()["audit-id"].to_str().unwrap().to_string();
+    // A 20 KiB path without credentials: refused, and its span keeps only the path's start
+    // (the span is made before authentication, so the length is the client's choice).
+    let long_path = format!("/api/{}", "a".repeat(20_000));
+    let resp = env.request(common::get(&long_path), None, false).await;
+    assert_eq!(resp.status(), 401);
+    let long_id = resp.headers()["audit-id"].to_str().unwrap().to_string();
     // The upstream saw neither.
     assert!(env
         .sandbox
         .sandbox
         .recorded()
         .iter()
-        .all(|r| !r.path.contains("kube-system") && r.path != "/api/v1/namespaces/default/pods"));
+        .all(|r| !r.path.contains("kube-system")
+            && r.path != "/api/v1/namespaces/default/pods"
+            && !r.path.starts_with("/api/aaaa")));
     let kubeconfig = std::fs::read_to_string(&env.files.team_a_kubeconfig).unwrap();
     let kubeconfig: serde_json::Value = serde_json::from_str(&kubeconfig).unwrap();
     let alice_token = kubeconfig["users"][0]["user"]["token"]
@@ -375,6 +395,12 @@ async fn a_refused_request_span_names_the_refusal_and_carries_no_token() {
         .iter()
         .all(|s| s.name != "upstream" && s.name != "sanitize"));
 
+    let long = attr(&request_span(&spans, &long_id).attributes, "url.path").unwrap();
+    assert!(long.len() <= 2048 + 3, "{}", long.len());
+    assert!(
+        long.starts_with("/api/aaaa") && long.ends_with('…'),
+        "{long}"
+    );
     let unauth = request_span(&spans, &unauth_id);
     assert_eq!(
         attr(&unauth.attributes, "http.response.status_code").unwrap(),
@@ -534,4 +560,44 @@ async fn a_reload_re_points_the_exporter() {
         !has(&new, &before),
         "the new collector got a span from before it"
     );
+}
+
+/// A collector that is down is not silent: each failed export counts in
+/// `portcullis_trace_export_failures_total`, and the SDK logs the batch's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_is_counted_and_logged() {
+    let closed = common::free_port();
+    let b = common::binary::Binary::start(&[], |c| {
+        c.push_str(&format!(
+            "\ntracing:\n  endpoint: http://{closed}\n  sampling_ratio: 1.0\n  timeout: 1s\n"
+        ))
+    })
+    .await;
+    let admin = b.ca.client_cert("admin", &["demo:admins"]).unwrap();
+    let path = "/api/v1/namespaces/default/configmaps";
+    let resp = common::https_request(b.listen, &b.ca, common::get(path), Some(&admin), true).await;
+    assert_eq!(
+        resp.status(),
+        200,
+        "the request does not wait for the collector"
+    );
+    // The batch is sent within the processor's 5 s schedule and fails at once.
+    let mut failures = 0;
+    for _ in 0..150 {
+        let (_, metrics) = common::admin_get(b.admin, "/metrics").await;
+        failures = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("portcullis_trace_export_failures_total "))
+            .map_or(0, |v| v.trim().parse::<u64>().unwrap());
+        if failures > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(failures >= 1, "no failed export counted\n{}", b.log());
+    let log = b
+        .log_when(|l| l.contains("BatchSpanProcessor.ExportError"))
+        .await;
+    assert!(log.contains("BatchSpanProcessor.ExportError"), "{log}");
+    b.stop().await;
 }

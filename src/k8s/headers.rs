@@ -117,6 +117,44 @@ pub fn retain_websocket_protocols(headers: &mut HeaderMap, keep: impl Fn(&str) -
     }
 }
 
+/// Drop `names` (lower case) from the tokens of every `Connection` value, so that
+/// [`strip_hop_by_hop`] leaves headers of those names alone: the proxy's own headers set before
+/// it runs (the trace context). A value left with no token goes. Nothing to do, and nothing
+/// allocated, without a `Connection` header (every HTTP/2 request).
+pub fn unname_in_connection(headers: &mut HeaderMap, names: &[&str]) {
+    let names_one = |v: &HeaderValue| {
+        v.as_bytes().split(|b| *b == b',').any(|t| {
+            let t = t.trim_ascii();
+            names.iter().any(|n| t.eq_ignore_ascii_case(n.as_bytes()))
+        })
+    };
+    if !headers.get_all(header::CONNECTION).iter().any(names_one) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| {
+            let tokens: Vec<&[u8]> = v
+                .as_bytes()
+                .split(|b| *b == b',')
+                .map(<[u8]>::trim_ascii)
+                .filter(|t| {
+                    !t.is_empty() && !names.iter().any(|n| t.eq_ignore_ascii_case(n.as_bytes()))
+                })
+                .collect();
+            // The tokens come from a valid value, so their join is one too.
+            HeaderValue::from_bytes(&tokens.join(&b", "[..]))
+                .ok()
+                .filter(|v| !v.is_empty())
+        })
+        .collect();
+    headers.remove(header::CONNECTION);
+    for v in kept {
+        headers.append(header::CONNECTION, v);
+    }
+}
+
 /// Whether the request asks for an HTTP/1.1 upgrade: a `Connection` token `upgrade` and an
 /// `Upgrade` header (as the apiserver's `httpstream.IsUpgradeRequest`, plus the header itself).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -312,6 +350,31 @@ mod tests {
         ])));
         assert!(!is_upgrade(&map(&[("connection", "upgrade")])));
         assert!(!is_upgrade(&map(&[("upgrade", "websocket")])));
+    }
+
+    #[test]
+    fn unnamed_headers_survive_the_strip_and_upgrades_still_upgrade() {
+        let mut h = map(&[
+            ("connection", "TraceParent , Upgrade"),
+            ("connection", "tracestate"),
+            ("upgrade", "SPDY/3.1"),
+            ("traceparent", "ours"),
+            ("tracestate", "ours too"),
+            ("x-named", "v"),
+        ]);
+        h.append("connection", HeaderValue::from_static("x-named"));
+        unname_in_connection(&mut h, &["traceparent", "tracestate"]);
+        let left: Vec<&HeaderValue> = h.get_all("connection").iter().collect();
+        assert_eq!(left, ["Upgrade", "x-named"]);
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h["traceparent"], "ours");
+        assert_eq!(h["tracestate"], "ours too");
+        assert!(h.get("x-named").is_none());
+        // No `Connection` header: untouched.
+        let mut h = map(&[("traceparent", "ours")]);
+        unname_in_connection(&mut h, &["traceparent"]);
+        assert_eq!(h.len(), 1);
     }
 
     #[test]

@@ -107,7 +107,9 @@ async fn panicked(
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
     let peer_text = peer.map(|p| p.to_string()).unwrap_or_default();
-    tracing::error!(peer = %peer_text, uri = %request_uri, "request handler panicked");
+    // The path only: a query can carry secrets (an exec's `command=mysql -p…`). The audit
+    // event keeps the whole `requestURI`, as the API server's does.
+    tracing::error!(peer = %peer_text, path = %uri.path(), "request handler panicked");
     if let Some(audit) = audit {
         let ips = peer.map(|p| vec![p.ip().to_string()]).unwrap_or_default();
         let mut rec = Recorder::new(audit, audit_id, request_uri, method, None, ips);

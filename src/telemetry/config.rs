@@ -137,6 +137,14 @@ pub fn build(t: &TracingConfig, base: &Path, path: &str) -> Result<TracingSettin
         Duration::from_secs(10),
         Wording::General,
     );
+    if timeout.is_zero() {
+        // Every export would fail at once, and nothing else would say so.
+        c.err(
+            format!("{path}.timeout"),
+            "must be more than 0",
+            "the longest wait for the collector, e.g. 10s",
+        );
+    }
     let settings = endpoint.map(|endpoint| TracingSettings {
         endpoint,
         ca_pem,
@@ -226,6 +234,14 @@ mod tests {
         );
         let errs = build(&parse("endpoint: ftp://x"), Path::new("."), "tracing").unwrap_err();
         assert_eq!(errs[0].path, "tracing.endpoint");
+        let errs = build(
+            &parse("endpoint: http://c:4318\ntimeout: 0s"),
+            Path::new("."),
+            "tracing",
+        )
+        .unwrap_err();
+        assert_eq!(errs[0].path, "tracing.timeout");
+        assert_eq!(errs.len(), 1);
     }
 
     #[test]

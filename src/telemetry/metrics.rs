@@ -147,6 +147,11 @@ impl Metrics {
             "Configuration reloads, by result: success (swapped in) or failure (refused; the running configuration stays)",
             config_reloads.clone(),
         );
+        registry.register(
+            "trace_export_failures",
+            "Span batches the OTLP collector did not take (no answer within tracing.timeout, a connection or TLS failure, or a status other than 2xx)",
+            super::otlp_client::EXPORT_FAILURES.clone(),
+        );
         Metrics {
             registry,
             config_reloads,

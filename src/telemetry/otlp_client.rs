@@ -2,9 +2,11 @@
 //! (the one aws-lc-rs provider), instead of the exporter's reqwest or tonic clients.
 //!
 //! Accepts an `http://` collector, or an `https://` one whose certificate chains to the
-//! configured CA. Rejects (an export error, logged by the SDK, never a request's failure) an
-//! unreachable collector, a TLS failure, a response body over 64 KiB, or no answer within the
-//! export timeout.
+//! configured CA. Rejects (an export error, never a request's failure) an unreachable collector,
+//! a TLS failure, a response body over 64 KiB, or no answer within the export timeout. Each
+//! failed post, and each answer other than 2xx, counts in
+//! `portcullis_trace_export_failures_total`; the SDK logs the batch's error (its
+//! `internal-logs` feature).
 //!
 //! Why its own current-thread tokio runtime: the SDK's batch span processor exports from its
 //! own OS thread with a plain `block_on`, where no tokio reactor is running. Driving the
@@ -22,6 +24,11 @@ use opentelemetry_http::{HttpClient, HttpError};
 
 use super::config::TracingSettings;
 use crate::server::tls;
+
+/// Exports that failed or were not answered 2xx, since the process started (every tracer a
+/// reload makes counts here); registered in [`crate::telemetry::Metrics`].
+pub static EXPORT_FAILURES: std::sync::LazyLock<prometheus_client::metrics::counter::Counter> =
+    std::sync::LazyLock::new(Default::default);
 
 /// The largest collector answer read (an OTLP partial-success message is a few bytes).
 const MAX_RESPONSE: usize = 64 * 1024;
@@ -128,6 +135,12 @@ impl HttpClient for OtlpClient {
         'a: 'b,
         Self: 'b,
     {
-        Box::pin(async move { self.send(request) })
+        Box::pin(async move {
+            let result = self.send(request);
+            if !matches!(&result, Ok(resp) if resp.status().is_success()) {
+                EXPORT_FAILURES.inc();
+            }
+            result
+        })
     }
 }

@@ -181,7 +181,7 @@ where
                 "http.request.method",
                 req.method().as_str().to_owned(),
             ));
-            span.set_attribute(KeyValue::new("url.path", req.uri().path().to_owned()));
+            span.set_attribute(KeyValue::new("url.path", span_path(req.uri().path())));
             span.set_attribute(KeyValue::new("portcullis.audit_id", id.to_owned()));
         }
         log.record("trace_id", tracing::field::display(span_context.trace_id()));
@@ -322,6 +322,27 @@ where
     }
 }
 
+/// Longest `url.path` a span records. The path is set before authentication, so without a cap
+/// any client could queue spans of `max_header_bytes` each (64 KiB by default) for export; a
+/// Kubernetes path is a few hundred bytes (names are at most 253 characters).
+const SPAN_PATH_MAX: usize = 2048;
+
+/// `path` for the span's `url.path`: cut at [`SPAN_PATH_MAX`] bytes (on a character boundary)
+/// with `…` appended when longer.
+fn span_path(path: &str) -> String {
+    if path.len() <= SPAN_PATH_MAX {
+        return path.to_owned();
+    }
+    let mut end = SPAN_PATH_MAX;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = String::with_capacity(end + 3);
+    out.push_str(path.get(..end).unwrap_or_default());
+    out.push('…');
+    out
+}
+
 /// Opens the `upstream` span and writes the trace context into the forwarded request.
 #[derive(Clone)]
 pub struct UpstreamSpanLayer {
@@ -381,5 +402,22 @@ where
             cx.span().end();
             Ok(resp)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{span_path, SPAN_PATH_MAX};
+
+    #[test]
+    fn a_long_path_is_cut_on_a_character_boundary() {
+        assert_eq!(span_path("/api/v1/pods"), "/api/v1/pods");
+        let exact = "a".repeat(SPAN_PATH_MAX);
+        assert_eq!(span_path(&exact), exact);
+        let long = format!("/{}", "é".repeat(40_000));
+        let cut = span_path(&long);
+        assert!(cut.len() <= SPAN_PATH_MAX + '…'.len_utf8(), "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert!(long.starts_with(cut.trim_end_matches('…')));
     }
 }

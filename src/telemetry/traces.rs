@@ -77,6 +77,9 @@ impl Tracing {
     pub(super) fn inject(&self, cx: &Context, headers: &mut HeaderMap) {
         self.propagator
             .inject_context(cx, &mut HeaderWriter(headers));
+        // Forwarding strips what the client's `Connection` names, after this: a client naming
+        // `traceparent` there would otherwise take ours off the forwarded request.
+        crate::k8s::headers::unname_in_connection(headers, &["traceparent", "tracestate"]);
     }
 
     /// Export what is buffered and stop (at the end of `app::run`).

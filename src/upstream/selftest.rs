@@ -185,8 +185,9 @@ impl SelfTest {
         registry: &mut Registry,
     ) -> SelfTest {
         let gauge = Family::<RightLabels, Gauge>::default();
+        // The registry adds the `portcullis_` prefix.
         registry.register(
-            "portcullis_upstream_impersonation_allowed",
+            "upstream_impersonation_allowed",
             "Whether the upstream lets the proxy impersonate this (1 yes, 2 for some names only, 0 no, -1 could not ask)",
             gauge.clone(),
         );
@@ -208,6 +209,15 @@ impl SelfTest {
         rights: Vec<Right>,
         every: Duration,
     ) -> SelfTest {
+        // A right the new configuration no longer needs must not keep its last value (a 0 there
+        // would keep an alert firing for nothing).
+        for old in &self.rights {
+            if !rights.iter().any(|r| r.name == old.name) {
+                self.gauge.remove(&RightLabels {
+                    right: old.name.clone(),
+                });
+            }
+        }
         SelfTest {
             upstream,
             rights,
@@ -378,6 +388,41 @@ pub fn report(rights: &[Right], answers: &[Answer]) -> (Vec<String>, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_right_dropped_by_a_reload_leaves_the_gauge() {
+        let mut registry = Registry::with_prefix("portcullis");
+        let right = |name: &str| Right {
+            name: name.into(),
+            required: true,
+        };
+        let upstream = crate::service::testing::unreachable_upstream();
+        let first = SelfTest::new(
+            upstream.clone(),
+            vec![right("users"), right("uids")],
+            Duration::MAX,
+            &mut registry,
+        );
+        first.run().await;
+        let text = |r: &Registry| {
+            let mut out = String::new();
+            prometheus_client::encoding::text::encode(&mut out, r).unwrap();
+            out
+        };
+        let before = text(&registry);
+        assert!(
+            before.contains("\nportcullis_upstream_impersonation_allowed{right=\"uids\"} -1"),
+            "{before}"
+        );
+        let second = first.renewed(upstream, vec![right("users")], Duration::MAX);
+        second.run().await;
+        let after = text(&registry);
+        assert!(!after.contains("uids"), "{after}");
+        assert!(
+            after.contains("portcullis_upstream_impersonation_allowed{right=\"users\"} -1"),
+            "{after}"
+        );
+    }
 
     #[test]
     fn which_rights_a_config_needs() {

@@ -44,10 +44,19 @@ use crate::body::{Body, BoxError};
 
 /// hyper's defaults for its HTTP/2 client, kept as they were.
 const MAX_FRAME_SIZE: u32 = 16 * 1024;
-const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 const MAX_SEND_BUFFER_SIZE: usize = 1024 * 1024;
 const INITIAL_MAX_SEND_STREAMS: usize = 100;
-const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// The largest response header list taken (1 MiB, like Go's client's `MaxResponseHeaderBytes`
+/// default). A `proxy` subresource passes a pod's headers through, so their size is a tenant's
+/// choice, and every tenant shares this connection: h2 closes the whole connection for a block
+/// over four times this limit (hyper's 16 KiB made that 64 KiB), so the limit must sit well
+/// above anything a client directly on the API server would take. Between one and four times
+/// it, only that response is reset (502).
+const MAX_HEADER_LIST_SIZE: u32 = 1024 * 1024;
+/// No cap on the streams h2 resets on our side (hyper's is 1024, then GOAWAY): the API server
+/// is trusted, and each such reset is a response a tenant's pod chose to make too large, so a
+/// cap would let a tenant close the connection every other tenant uses.
+const MAX_LOCAL_ERROR_RESET_STREAMS: Option<usize> = None;
 /// How often a keep-alive PING goes out, and how long its answer may take.
 pub const KEEP_ALIVE: KeepAlive = KeepAlive {
     interval: Duration::from_secs(30),
@@ -99,7 +108,7 @@ impl H2Conn {
             .max_frame_size(MAX_FRAME_SIZE)
             .max_header_list_size(MAX_HEADER_LIST_SIZE)
             .max_send_buffer_size(MAX_SEND_BUFFER_SIZE)
-            .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
+            .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS)
             .enable_push(false)
             .handshake::<T, Bytes>(io)
             .await?;

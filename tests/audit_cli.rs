@@ -428,6 +428,59 @@ async fn an_unsigned_tail_longer_than_the_checkpoint_interval_fails() {
     );
     assert_eq!(code, 0, "0 skips the check");
 
+    // A restart adopts that tail and signs it (a crash's tail is signed that way): the
+    // removed checkpoints must not be laundered so. The adopted range's 3 minutes are judged
+    // as the tail's were.
+    let a = file_sink(&log, &private, |c| c.checkpoint_every_events = 100);
+    a.emit(simple(9)).await.unwrap();
+    a.shutdown(Duration::from_secs(5)).await;
+    let (code, out, err) = run(
+        &["audit", "verify", "--key", key],
+        std::slice::from_ref(&log),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("the events #1–#4 adopted at a restart")
+            && err.contains("--checkpoint-interval 10s"),
+        "{err}"
+    );
+    let (code, out, err) = run(
+        &[
+            "audit",
+            "verify",
+            "--checkpoint-interval",
+            "1h",
+            "--key",
+            key,
+        ],
+        std::slice::from_ref(&log),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("adopted at a restart: events #1–#4"), "{out}");
+
+    // An unsigned event whose stageTimestamp does not parse cannot be judged, so it fails: a
+    // rewrite of the tail could drop the stamp to escape the check.
+    let log = dir.path().join("untimed.log");
+    let a = file_sink(&log, &private, |c| c.checkpoint_every_events = 100);
+    a.emit(simple(0)).await.unwrap();
+    let mut odd = simple(1);
+    odd.stage_timestamp = MicroTime::from_unix_micros(i64::MAX);
+    a.emit(odd).await.unwrap();
+    a.shutdown(Duration::from_secs(5)).await;
+    let sidecar = sidecar_path(&log);
+    let mut s = lines(&sidecar);
+    s.pop();
+    write_lines(&sidecar, &s);
+    let (code, out, err) = run(
+        &["audit", "verify", "--key", key],
+        std::slice::from_ref(&log),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("1 of the 2 unsigned events after the last checkpoint have no stageTimestamp"),
+        "{err}"
+    );
+
     // Not a false alarm after an idle night: the sink stopped cleanly (everything signed), a
     // restart hours later writes one event and is killed before its checkpoint — a tail of
     // one event, hours after the last checkpoint, but spanning nothing.

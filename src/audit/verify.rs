@@ -98,6 +98,15 @@ pub struct Report {
     /// unsigned on disk: not witnessed by a signature when written (a crash's tail, or lines
     /// appended while the proxy was stopped).
     pub adopted: Vec<(u64, u64)>,
+    /// The `stageTimestamp`s of each range in [`Report::adopted`] (same order), when they can
+    /// be judged: the range was read here and a checkpoint was matched before it (the chain was
+    /// signed, then went unsigned while the proxy was down — a crash leaves at most one
+    /// checkpoint interval of such events). `None` for a range before the files given, or the
+    /// first checkpoint of the chain (signing turned on over an unsigned history, which no time
+    /// bound applies to).
+    pub adopted_stamps: Vec<Option<Stamps>>,
+    /// The `stageTimestamp`s of the unsigned tail's events (those read here).
+    pub tail_stamps: Stamps,
     /// Whether signatures were checked (keys were given).
     pub signatures_checked: bool,
     /// The newest checkpoint that matched: `(seq, signed time)`.
@@ -121,6 +130,37 @@ impl Report {
     /// No failure.
     pub fn ok(&self) -> bool {
         self.failure.is_none()
+    }
+}
+
+/// The `stageTimestamp`s of a run of events: the earliest and the latest (unix µs), and how
+/// many had none that parses — a rewritten event can drop or garble its own, so a judge of the
+/// run's age must not skip those.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stamps {
+    pub range: Option<(i64, i64)>,
+    pub untimed: u64,
+}
+
+impl Stamps {
+    fn of(stamps: &[Option<i64>]) -> Stamps {
+        let mut out = Stamps::default();
+        for s in stamps {
+            match (*s, &mut out.range) {
+                (None, _) => out.untimed += 1,
+                (Some(t), None) => out.range = Some((t, t)),
+                (Some(t), Some((lo, hi))) => {
+                    *lo = (*lo).min(t);
+                    *hi = (*hi).max(t);
+                }
+            }
+        }
+        out
+    }
+
+    /// From the earliest to the latest, in µs (0 for none or one).
+    pub fn span_micros(&self) -> i64 {
+        self.range.map_or(0, |(lo, hi)| hi.saturating_sub(lo))
     }
 }
 
@@ -151,6 +191,8 @@ struct State {
     /// Anchor checkpoints by seq.
     anchors: BTreeMap<u64, Vec<Signed>>,
     since_ckpt: u64,
+    /// The `stageTimestamp` (unix µs) of each event read since the last checkpoint.
+    stamps: Vec<Option<i64>>,
     /// The checkpoint being placed starts the chain (nothing of its range was read).
     at_start: bool,
     /// Where the last checkpoint placed was written, when it was a clean shutdown's.
@@ -211,7 +253,17 @@ impl State {
                         cp.at()
                     ));
                 }
+                // Judged only where the chain was signed before and these were read here.
+                let judged = !self.at_start
+                    && self.report.checkpoints > 0
+                    && self.stamps.len() as u64 == self.since_ckpt;
+                let stamps = usize::try_from(cp.adopted)
+                    .ok()
+                    .and_then(|n| self.stamps.get(..n))
+                    .filter(|_| judged)
+                    .map(Stamps::of);
                 self.report.adopted.push((first, last));
+                self.report.adopted_stamps.push(stamps);
                 self.report.warnings.push(format!(
                     "{}: events #{first}–#{last} were found unsigned when the proxy started and are signed by this checkpoint, not by one written with them: after a crash that is its unsigned tail; after a clean stop they were added while it was stopped",
                     cp.at()
@@ -221,6 +273,7 @@ impl State {
             self.report.checkpoints += 1;
             self.report.last_checkpoint = Some((cp.seq, cp.time.clone()));
             self.since_ckpt = 0;
+            self.stamps.clear();
             self.pending.pop_front();
         }
         if let Some(anchors) = self.anchors.remove(&seq) {
@@ -330,6 +383,13 @@ impl State {
                 .first_unsigned_time
                 .clone_from(&self.report.last_event_time);
         }
+        self.stamps.push(
+            self.report
+                .last_event_time
+                .as_deref()
+                .and_then(|t| t.parse::<crate::audit::event::MicroTime>().ok())
+                .map(crate::audit::event::MicroTime::unix_micros),
+        );
         self.report.events += 1;
         self.since_ckpt += 1;
         self.reached(found, seq)
@@ -390,6 +450,7 @@ pub fn verify_with_anchors(
         pending: VecDeque::new(),
         anchors: BTreeMap::new(),
         since_ckpt: 0,
+        stamps: Vec::new(),
         at_start: false,
         after_clean_stop: None,
         report: Report {
@@ -570,6 +631,7 @@ fn stop(mut st: State, f: Failure) -> Report {
 fn finish(mut st: State) -> Report {
     st.report.last_link = st.head.map(|(l, _)| l);
     st.report.unsigned_tail = st.since_ckpt;
+    st.report.tail_stamps = Stamps::of(&st.stamps);
     st.report
 }
 

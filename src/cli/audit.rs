@@ -370,34 +370,62 @@ fn verify_cmd(
 /// a slow sync, the clock read before the write.
 const CHECKPOINT_SLACK: Duration = Duration::from_secs(5);
 
-/// Why the unsigned tail cannot be what the sink left, if so: with signatures checked, its
-/// events span more than `interval` (+ [`CHECKPOINT_SLACK`]) — from the first after the last
-/// checkpoint to the last — while the sink signs events once the oldest unsigned one is
-/// `interval` old (a crash or a kill leaves a tail within that; a restart's first events are
-/// signed within an interval too). A longer tail means checkpoints were removed — the newest
-/// events edited (links recomputed, which takes no key) and the sidecar cut back to match —
-/// unless the writer could not write them (its log says so).
+/// Why the unsigned tail, or a range adopted at a restart, cannot be what the sink left, if so:
+/// with signatures checked, its events span more than `interval` (+ [`CHECKPOINT_SLACK`]) —
+/// from the earliest `stageTimestamp` to the latest — while the sink signs events once the
+/// oldest unsigned one is `interval` old (a crash or a kill leaves a tail within that, which a
+/// restart adopts; a restart's first events are signed within an interval too). A longer run
+/// means checkpoints were removed — the newest events edited (links recomputed, which takes no
+/// key) and the sidecar cut back to match, perhaps before a restart adopted them — unless the
+/// writer could not write them (its log says so). An event of such a run without a
+/// `stageTimestamp` that parses fails too: a rewrite could drop it to escape this check. An
+/// attacker who also restamps the events within an interval is not caught here: only
+/// `--anchor` is.
 fn tail_outlives_checkpoints(report: &verify::Report, interval: Duration) -> Option<String> {
-    if interval.is_zero() || !report.signatures_checked || report.unsigned_tail == 0 {
+    if interval.is_zero() || !report.signatures_checked {
+        return None;
+    }
+    let allowed = i64::try_from((interval + CHECKPOINT_SLACK).as_micros()).unwrap_or(i64::MAX);
+    let every = humantime::format_duration(interval);
+    let judge = |what: String, stamps: &verify::Stamps| -> Option<String> {
+        if stamps.untimed > 0 {
+            return Some(format!(
+                "FAILED: {} of {what} have no stageTimestamp that parses, so their age cannot be judged against --checkpoint-interval: a rewrite of the newest events can drop it; --anchor with the sink's checkpoint_copy proves whether they were",
+                stamps.untimed
+            ));
+        }
+        let span = stamps.span_micros();
+        let (from, to) = stamps.range?;
+        (span > allowed).then(|| {
+            format!(
+                "FAILED: {what} run from {} to {}, {} s, but the sink signs unsigned events within --checkpoint-interval {every}: the checkpoints after them were removed (the events rewritten and the sidecar cut back to match), or the writer could not write them (see its log). Pass the sink's checkpoint_interval if it is not {every}; --anchor with its checkpoint_copy proves which.",
+                MicroTime::from_unix_micros(from),
+                MicroTime::from_unix_micros(to),
+                span / 1_000_000,
+            )
+        })
+    };
+    for ((first, last), stamps) in report.adopted.iter().zip(&report.adopted_stamps) {
+        if let Some(why) = stamps.as_ref().and_then(|st| {
+            judge(
+                format!("the events #{first}–#{last} adopted at a restart"),
+                st,
+            )
+        }) {
+            return Some(why);
+        }
+    }
+    if report.unsigned_tail == 0 {
         return None;
     }
     report.last_checkpoint.as_ref()?;
-    let first = report.first_unsigned_time.as_deref()?;
-    let last = report.last_event_time.as_deref()?;
-    let (Ok(from), Ok(to)) = (first.parse::<MicroTime>(), last.parse::<MicroTime>()) else {
-        return None;
-    };
-    let allowed = i64::try_from((interval + CHECKPOINT_SLACK).as_micros()).unwrap_or(i64::MAX);
-    let span = to.unix_micros().saturating_sub(from.unix_micros());
-    (span > allowed).then(|| {
+    judge(
         format!(
-            "FAILED: the {} unsigned events after the last checkpoint run from {first} to {last}, {} s, but the sink signs unsigned events within --checkpoint-interval {}: the checkpoints after it were removed (the newest events rewritten and the sidecar cut back to match), or the writer could not write them (see its log). Pass the sink's checkpoint_interval if it is not {}; --anchor with its checkpoint_copy proves which.",
-            report.unsigned_tail,
-            span / 1_000_000,
-            humantime::format_duration(interval),
-            humantime::format_duration(interval),
-        )
-    })
+            "the {} unsigned events after the last checkpoint",
+            report.unsigned_tail
+        ),
+        &report.tail_stamps,
+    )
 }
 
 /// `key.pem` → `key.pub.pem`; `key` → `key.pub`.

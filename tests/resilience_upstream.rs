@@ -416,6 +416,39 @@ async fn upstream_503s_and_resets_open_the_breaker_and_a_healthy_probe_closes_it
     env.stop().await;
 }
 
+/// An API server (or a load balancer with none behind it) answering 503 to everything is not
+/// healthy: with the breaker off, `/readyz` fails once nothing but such answers came within
+/// `admin.ready_window`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_of_503_alone_make_the_proxy_unready_with_the_breaker_off() {
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let fake = Fake::start(&ca).await;
+    let env = Env::start_against(ca, sandbox, fake.addr, |c| {
+        upstream_keys(c, "  breaker: {enabled: false}\n");
+        *c = c.replacen("admin:\n", "admin:\n  ready_window: 1s\n", 1);
+    })
+    .await;
+    assert_eq!(get_ns(&env, "").await.status(), 200);
+    let (status, body) = common::admin_get(env.admin_addr, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    fake.answer(503);
+    let mut last = (http::StatusCode::OK, String::new());
+    for _ in 0..40 {
+        assert_eq!(get_ns(&env, "").await.status(), 503);
+        last = common::admin_get(env.admin_addr, "/readyz").await;
+        if last.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last.0, 503, "still ready on 503s alone: {}", last.1);
+    fake.answer(200);
+    assert_eq!(get_ns(&env, "").await.status(), 200);
+    let (status, body) = common::admin_get(env.admin_addr, "/readyz").await;
+    assert_eq!(status, 200, "ready again after a success: {body}");
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_answer_in_time_is_a_504_and_the_clients_timeout_is_honoured_up_to_the_cap() {
     let (ca, sandbox) = Env::ca_and_sandbox().await;

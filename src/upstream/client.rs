@@ -150,7 +150,8 @@ impl Endpoint {
             .map_err(|_| timed_out("TLS handshake timed out"))?
     }
 
-    /// Record that the upstream answered (any HTTP response counts as reachable).
+    /// Record that the upstream answered (any response the breaker does not count as a
+    /// failure; the probe's only on success).
     pub fn mark_ok(&self) {
         let ms = self.started.elapsed().as_millis().max(1) as u64;
         self.last_ok_ms.store(ms, Ordering::Relaxed);

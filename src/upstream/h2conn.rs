@@ -133,6 +133,12 @@ impl H2Conn {
         Ok(H2Conn { sender, closed })
     }
 
+    /// How many streams the API server lets this connection open at once (its
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`; [`INITIAL_MAX_SEND_STREAMS`] until it said).
+    pub fn max_streams(&self) -> usize {
+        self.sender.current_max_send_streams()
+    }
+
     /// Whether the connection's task has ended (nothing more can be sent on it).
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)

@@ -413,6 +413,9 @@ impl Pool {
         });
         let limit = self.settings.streams_per_connection;
         conns.iter().find_map(|c| {
+            // Never more than the API server allows on it: h2 would queue the rest locally,
+            // where a short request could wait behind watches until its deadline (504).
+            let limit = limit.min(c.h2.max_streams());
             c.in_use
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                     (n < limit).then_some(n + 1)

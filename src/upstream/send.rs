@@ -177,19 +177,21 @@ pub async fn send(
                 return Err(UpstreamFailure::CredentialsRefused.into());
             }
             Ok(Ok(resp)) => {
-                ep.mark_ok();
-                report(
+                let outcome = outcome_of(
+                    resp.status(),
+                    resp.headers(),
+                    parts.uri.path(),
+                    judged,
                     &ep,
-                    permit,
-                    outcome_of(
-                        resp.status(),
-                        resp.headers(),
-                        parts.uri.path(),
-                        judged,
-                        &ep,
-                        &up.metrics,
-                    ),
+                    &up.metrics,
                 );
+                // An answer the breaker counts as a failure (the API server's own 503, say, or
+                // a load balancer's with no API server behind it) is no sign of health: with
+                // the breaker off, such answers alone would keep `/readyz` green for ever.
+                if outcome != Outcome::Failure {
+                    ep.mark_ok();
+                }
+                report(&ep, permit, outcome);
                 return Ok(Sent { resp, endpoint: ep });
             }
             Ok(Err(PoolError::Busy(unsent))) => {

@@ -65,8 +65,21 @@ async fn h2_accept(
     acceptor: &tokio_rustls::TlsAcceptor,
     tcp: tokio::net::TcpStream,
 ) -> Option<h2::server::Connection<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, Bytes>> {
+    h2_accept_with(acceptor, tcp, None).await
+}
+
+/// [`h2_accept`] advertising at most `max_streams` concurrent streams.
+async fn h2_accept_with(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    max_streams: Option<u32>,
+) -> Option<h2::server::Connection<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, Bytes>> {
     let tls = acceptor.accept(tcp).await.ok()?;
-    h2::server::handshake(tls).await.ok()
+    let mut builder = h2::server::Builder::new();
+    if let Some(n) = max_streams {
+        builder.max_concurrent_streams(n);
+    }
+    builder.handshake(tls).await.ok()
 }
 
 /// An HTTP/2 server: `/hang` is never answered, `/upload` is answered at once while its
@@ -75,6 +88,14 @@ async fn h2_accept(
 /// down: GOAWAY on every connection (which stays open while it has streams) and no new
 /// connections (the listener is closed).
 async fn server(ca: &Ca) -> (SocketAddr, watch::Sender<bool>, Arc<AtomicUsize>) {
+    server_with(ca, None).await
+}
+
+/// [`server`] advertising at most `max_streams` concurrent streams per connection.
+async fn server_with(
+    ca: &Ca,
+    max_streams: Option<u32>,
+) -> (SocketAddr, watch::Sender<bool>, Arc<AtomicUsize>) {
     let (listener, acceptor, addr) = tls_listener(ca).await;
     let (retire, _) = watch::channel(false);
     let answered = Arc::new(AtomicUsize::new(0));
@@ -92,7 +113,7 @@ async fn server(ca: &Ca) -> (SocketAddr, watch::Sender<bool>, Arc<AtomicUsize>) 
             };
             let (acceptor, count, mut rx) = (acceptor.clone(), count.clone(), state.subscribe());
             tokio::spawn(async move {
-                let Some(mut conn) = h2_accept(&acceptor, tcp).await else {
+                let Some(mut conn) = h2_accept_with(&acceptor, tcp, max_streams).await else {
                     return;
                 };
                 let mut hanging = Vec::new();
@@ -375,6 +396,39 @@ async fn a_full_connection_the_api_server_retired_gives_its_place_up() {
         watches.iter().all(|w| !w.is_finished()),
         "the watches on the retired connection go on"
     );
+    for w in watches {
+        w.abort();
+    }
+}
+
+/// An API server that allows fewer streams per connection than `streams_per_connection`: the
+/// pool opens another connection rather than letting h2 queue a request behind watches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_servers_stream_limit_opens_another_connection() {
+    let ca = Ca::new("pool-test-ca").unwrap();
+    let (addr, _retire, answered) = server_with(&ca, Some(2)).await;
+    let pool = Arc::new(pool_for(&ca, addr));
+    // The first answer brings the server's settings.
+    let resp = pool
+        .request(request("GET", addr, "/version", ""))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let watches: Vec<_> = (0..2)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.request(request("GET", addr, "/hang", "")).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let get = pool.request(request("GET", addr, "/version", ""));
+    let resp = tokio::time::timeout(Duration::from_secs(5), get)
+        .await
+        .expect("the request waited behind the watches")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(answered.load(Ordering::SeqCst), 2);
+    assert_eq!(pool.connections(), 2);
     for w in watches {
         w.abort();
     }

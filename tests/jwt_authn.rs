@@ -131,6 +131,19 @@ impl Local {
     }
 }
 
+/// Names beyond ASCII are taken, as the API server takes them; a control character is not.
+#[tokio::test]
+async fn a_token_with_utf8_names_maps_to_the_identity() {
+    let l = local("");
+    let id = l
+        .check(json!({"sub": "josé", "groups": ["Équipe"]}))
+        .await
+        .unwrap();
+    assert_eq!(id.user, "ci:josé");
+    assert_eq!(id.groups, ["gh:Équipe"]);
+    assert!(l.check(json!({"sub": "jo\u{7}sé"})).await.is_err());
+}
+
 #[tokio::test]
 async fn a_good_token_maps_to_the_identity() {
     let l = local("");

@@ -115,13 +115,16 @@ fn value(s: &str) -> Result<HeaderValue, Unsendable> {
 }
 
 /// Whether `s` can travel upstream as an `Impersonate-*` header value and arrive as it is:
-/// valid header text with no space or tab at either end. HTTP/1.1 parsers (Go's included, on
-/// the upgrade path and the HTTP/1.1 fallback) trim those, so `" system:masters"` would arrive
-/// as `system:masters`, past every check made on the padded name. Every identity source
-/// (certificate, token, `--as`) refuses what fails this.
+/// valid header text (no control character; UTF-8 beyond ASCII travels as its bytes, as the
+/// API server takes it: `josé`, `Équipe`) with no space or tab at either end. HTTP/1.1 parsers
+/// (Go's included, on the upgrade path and the HTTP/1.1 fallback) trim those — ASCII space and
+/// tab only — so `" system:masters"` would arrive as `system:masters`, past every check made on
+/// the padded name. Every identity source (certificate, token, `--as`) refuses what fails this.
 pub fn forwards_intact(s: &str) -> bool {
-    // What `HeaderValue::from_str` accepts (visible ASCII, space, tab), without building one.
-    s.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+    // What `HeaderValue::from_str` accepts (no control character but tab; bytes from 0x80
+    // up), without building one.
+    s.bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80)
         && !s.starts_with([' ', '\t'])
         && !s.ends_with([' ', '\t'])
 }
@@ -176,6 +179,31 @@ mod tests {
         assert_eq!(escape_extra_key("Abc"), "%41bc");
         let name = format!("impersonate-extra-{}", escape_extra_key("Team/ID")).to_lowercase();
         assert_eq!(name, "impersonate-extra-%54eam%2f%49%44");
+    }
+
+    /// A name beyond ASCII travels as its UTF-8 bytes, as the API server takes it (a
+    /// certificate's CN `Zoë`, a token's `josé`); control characters and padding still do not.
+    #[test]
+    fn utf8_names_travel_byte_for_byte() {
+        assert!(forwards_intact("josé"));
+        assert!(forwards_intact("Équipe Ω"));
+        assert!(!forwards_intact(" josé"));
+        assert!(!forwards_intact("jo\u{7f}sé"));
+        let id = Identity {
+            user: "josé".into(),
+            uid: String::new(),
+            groups: vec!["Équipe".into()],
+            extra: BTreeMap::new(),
+            tenant: None,
+            scope: None,
+            method: Method::ClientCertificate {
+                fingerprint: "00".into(),
+            },
+        };
+        let mut h = HeaderMap::new();
+        assert_eq!(id.impersonation_headers(&mut h), Ok(()));
+        assert_eq!(h["impersonate-user"].as_bytes(), "josé".as_bytes());
+        assert_eq!(h["impersonate-group"].as_bytes(), "Équipe".as_bytes());
     }
 
     /// Nothing is sent for an identity with a part that cannot travel: without

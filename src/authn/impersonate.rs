@@ -46,7 +46,8 @@ struct Asked {
 }
 
 fn text(v: &http::HeaderValue) -> Result<String, Refusal> {
-    let s = v.to_str().map_err(|_| {
+    // Its bytes as UTF-8 (a non-ASCII name travels so), not `to_str`, which takes ASCII only.
+    let s = std::str::from_utf8(v.as_bytes()).map_err(|_| {
         Refusal::BadImpersonation("an Impersonate-* header value is not valid text".into())
     })?;
     if !super::identity::forwards_intact(s) {
@@ -288,6 +289,25 @@ grants:
     fn refusal(r: Result<Option<Identity>, Refusal>) -> (u16, String) {
         let s = r.unwrap_err().status();
         (s.code, s.message)
+    }
+
+    /// `kubectl --as josé` sends the name's UTF-8 bytes; it is read as such, not refused as
+    /// "not valid text".
+    #[test]
+    fn a_utf8_name_is_read_from_its_bytes() {
+        let a = asked(&headers(&[
+            ("impersonate-user", "josé"),
+            ("impersonate-group", "Équipe"),
+        ]))
+        .unwrap();
+        assert_eq!(a.user.as_deref(), Some("josé"));
+        assert_eq!(a.groups, ["Équipe"]);
+        let mut h = HeaderMap::new();
+        h.insert(
+            "impersonate-user",
+            http::HeaderValue::from_bytes(b"jos\xe9").unwrap(),
+        );
+        assert!(asked(&h).is_err(), "not UTF-8");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use std::{
     convert::Infallible,
+    panic::AssertUnwindSafe,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -24,7 +25,7 @@ use super::{
 };
 use crate::{
     body::{Body, BoxError},
-    refusal::Refused,
+    refusal::{Refusal, Refused},
     service::{self, Classified, ResponseFuture},
 };
 
@@ -75,9 +76,23 @@ where
             class: "nonresource",
             started: Instant::now(),
         };
-        let inner = self.inner.call(req);
+        // A panic below is answered above (the request-id layer's 500, when the audit layer
+        // is off and so did not answer it): counted here as that 500, then passed on.
+        let inner = match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
+            Ok(inner) => inner,
+            Err(panic) => {
+                done.panicked();
+                std::panic::resume_unwind(panic)
+            }
+        };
         service::boxed(async move {
-            let resp = inner.await?;
+            let resp = match futures_util::FutureExt::catch_unwind(AssertUnwindSafe(inner)).await {
+                Ok(resp) => resp?,
+                Err(panic) => {
+                    done.panicked();
+                    std::panic::resume_unwind(panic)
+                }
+            };
             let classified = resp.extensions().get::<Classified>().copied();
             done.class = classified.map_or("nonresource", |c| c.class);
             let m = &done.metrics;
@@ -113,6 +128,26 @@ struct Done {
     metrics: Arc<Metrics>,
     class: &'static str,
     started: Instant,
+}
+
+impl Done {
+    /// A panic's answer: the 500 the layer above makes of it, refused by `panic`.
+    fn panicked(&self) {
+        let code = Refusal::Panic.status().code;
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                verb_class: self.class,
+                code: code_label(code),
+            })
+            .inc();
+        self.metrics
+            .refusals
+            .get_or_create(&RefusalLabels {
+                by: Refusal::Panic.rejected_by(),
+            })
+            .inc();
+    }
 }
 
 impl Drop for Done {
@@ -188,6 +223,35 @@ mod tests {
             .get_or_create(&RefusalLabels { by: "upstream" })
             .get();
         assert_eq!((code, refused), (1, 1));
+    }
+
+    /// With audit off nothing below answers a panic: the request-id layer above makes it a
+    /// 500, and it is counted as one, refused by `panic` (it went uncounted before).
+    #[tokio::test]
+    async fn a_panic_below_is_counted_as_its_500() {
+        let metrics = Arc::new(Metrics::new());
+        let svc = crate::request_id::RequestIdLayer::new(None).layer(
+            MetricsLayer::new(metrics.clone()).layer(tower::service_fn(
+                |_req: Request<TestBody>| async move {
+                    if true {
+                        panic!("a bug below");
+                    }
+                    Ok::<_, Infallible>(Response::new(crate::body::empty()))
+                },
+            )),
+        );
+        let resp = send(svc, request("GET", "/version")).await;
+        assert_eq!(resp.status(), 500);
+        let text = metrics.render();
+        assert!(
+            text.contains("portcullis_requests_total{verb_class=\"nonresource\",code=\"500\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("portcullis_refusals_total{by=\"panic\"} 1"),
+            "{text}"
+        );
+        assert_eq!(metrics.in_flight.get(), 0);
     }
 
     /// A backend behind a `proxy` subresource can answer any status from 100 to 999: the

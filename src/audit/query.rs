@@ -5,7 +5,8 @@
 //! Filters (all given ones must match; a filter given several times, or with comma-separated
 //! values, matches any of its values):
 //!
-//! * `user` = `user.username`; `group` ∈ `user.groups`; `verb` = `verb`;
+//! * `user` = `user.username` or `impersonatedUser.username` (a request sent with `--as=bob`
+//!   ran as bob); `group` ∈ the groups of either; `verb` = `verb`;
 //! * `resource`: `pods` matches the pods resource and its subresources, `pods/log` only that
 //!   subresource (from `objectRef`); `namespace`, `name` = `objectRef.namespace` / `.name`;
 //! * `since` ≤ `requestReceivedTimestamp` < `until`;
@@ -16,8 +17,9 @@
 //!
 //! Only `ResponseComplete` and `Panic` events are shown unless `all_stages` is set, so each
 //! request appears once. Checkpoint lines (inline in files of earlier versions) are skipped
-//! silently; lines that are not JSON events are skipped with a warning naming `file:line`; a
-//! truncated last line is skipped likewise.
+//! silently; lines that are not JSON events are skipped with a warning naming `file:line`; so
+//! are a truncated last line and a line over 64 MiB (read no further into memory, as `audit
+//! verify` reads).
 //!
 //! `--follow` (`follow.rs`): after the given files, keep reading the last one as it grows and
 //! across its rotation, as `tail -F` does.
@@ -26,7 +28,7 @@ use std::{
     borrow::Cow,
     collections::BTreeMap,
     fs::File,
-    io::{self, BufRead, BufReader, Write},
+    io::{self, BufReader, Write},
     path::PathBuf,
 };
 
@@ -122,6 +124,8 @@ struct View<'a> {
     #[serde(borrow, default)]
     user: UserView<'a>,
     #[serde(borrow, default)]
+    impersonated_user: Option<UserView<'a>>,
+    #[serde(borrow, default)]
     object_ref: Option<ObjectView<'a>>,
     #[serde(default)]
     response_status: Option<StatusView>,
@@ -168,15 +172,17 @@ impl Filter {
         if !self.all_stages && !matches!(e.stage.as_ref(), "ResponseComplete" | "Panic") {
             return false;
         }
-        if !any_of(&self.users, &e.user.username) || !any_of(&self.verbs, &e.verb) {
+        // The user a request ran as is the impersonated one when there is one (`kubectl
+        // --as=bob` ran as bob): `--user bob` / `--group` match either identity.
+        let users = || std::iter::once(&e.user).chain(e.impersonated_user.as_ref());
+        if !self.users.is_empty() && !users().any(|u| any_of(&self.users, &u.username)) {
+            return false;
+        }
+        if !any_of(&self.verbs, &e.verb) {
             return false;
         }
         if !self.groups.is_empty()
-            && !e
-                .user
-                .groups
-                .iter()
-                .any(|g| self.groups.iter().any(|x| x == g))
+            && !users().any(|u| u.groups.iter().any(|g| self.groups.iter().any(|x| x == g)))
         {
             return false;
         }
@@ -272,7 +278,7 @@ fn table_row(e: &View<'_>, time: Option<MicroTime>) -> String {
     format!(
         "{:<20} {:<24} {:<16} {:<24} {:<16} {:<24} {:<5} {}",
         time.map_or_else(|| "-".to_string(), MicroTime::to_seconds_string),
-        dash(&e.user.username),
+        user_column(e),
         dash(&e.verb),
         dash(&resource),
         dash(&obj.namespace),
@@ -280,6 +286,16 @@ fn table_row(e: &View<'_>, time: Option<MicroTime>) -> String {
         code,
         dash(e.annotations.get(DECISION).map_or("", |v| v.as_ref())),
     )
+}
+
+/// The USER column: `alice`, or `alice as bob` for a request `alice` sent impersonating `bob`.
+fn user_column(e: &View<'_>) -> String {
+    match &e.impersonated_user {
+        Some(i) if !i.username.is_empty() => {
+            format!("{} as {}", dash(&e.user.username), dash(&i.username))
+        }
+        _ => dash(&e.user.username).to_string(),
+    }
 }
 
 /// Run the query over `files` in order, printing matches to `out` and skipped-line warnings to
@@ -303,7 +319,14 @@ pub fn run(
         let mut line_no = 0u64;
         loop {
             buf.clear();
-            if reader.read_until(b'\n', &mut buf)? == 0 {
+            // Capped as `audit verify` reads: a corrupt region of gigabytes without a newline
+            // (zeros after a power loss) is skipped, not read into memory.
+            let Some(n) = super::verify::read_line(&mut reader, &mut buf)? else {
+                line_no += 1;
+                overlong(Place { path, line_no }, warn, &mut stats)?;
+                continue;
+            };
+            if n == 0 {
                 break;
             }
             line_no += 1;
@@ -333,6 +356,19 @@ pub(crate) struct Place<'a> {
 }
 
 /// Filter and print one complete line (without its newline).
+/// A line over what is read into memory: skipped with a warning.
+pub(crate) fn overlong(at: Place<'_>, warn: &mut dyn Write, stats: &mut Stats) -> io::Result<()> {
+    writeln!(
+        warn,
+        "warning: {}:{}: a line over {} MiB; skipped",
+        at.path.display(),
+        at.line_no,
+        super::verify::MAX_LINE >> 20
+    )?;
+    stats.skipped += 1;
+    Ok(())
+}
+
 pub(crate) fn one_line(
     buf: &[u8],
     at: Place<'_>,

@@ -54,11 +54,11 @@ use signed::Signed;
 
 /// Longest line read: an event is a few MiB at most (its request and response objects are
 /// capped at 3 MiB each); a file of gigabytes without a newline must not be read into memory.
-const MAX_LINE: u64 = 64 << 20;
+pub(crate) const MAX_LINE: u64 = 64 << 20;
 
 /// Read one line (newline kept) into `buf`: `Some(bytes read)`, 0 at the end; `None` for a
 /// line over [`MAX_LINE`], whose rest is skipped unread into memory.
-fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+pub(crate) fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
     let n = reader.by_ref().take(MAX_LINE + 1).read_until(b'\n', buf)?;
     if (n as u64) <= MAX_LINE || buf.last() == Some(&b'\n') {
         return Ok(Some(n));

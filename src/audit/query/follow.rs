@@ -1,7 +1,8 @@
 //! `audit query --follow`: keep reading an audit file as it grows, across rotation, like
 //! `tail -F`. Each poll reads the open file to its end and prints the complete lines; a line
-//! still being written waits for its newline. When the path names a new file (another inode,
-//! or a file shorter than what was read: rotated or truncated), the old handle is read to its
+//! still being written waits for its newline. The same file grown shorter than what was read (a
+//! write the sink rolled back, a truncation) is followed from its new end, with a warning. When
+//! the path names a new file (another inode: rotated or recreated), the old handle is read to its
 //! end first — events written just before the rename are not lost — then every backup rotated
 //! after it (the file sink's backup names sort by rotation time), so several rotations between
 //! two polls lose nothing, and the new file is read from its start. While the path does not
@@ -14,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use super::{one_line, Filter, Output, Place, Stats};
+use super::{one_line, overlong, Filter, Output, Place, Stats};
 
 /// An identity for "the same file": the inode where there is one.
 fn file_id(meta: &std::fs::Metadata) -> u64 {
@@ -30,6 +31,10 @@ fn file_id(meta: &std::fs::Metadata) -> u64 {
     }
 }
 
+/// What [`Tail::drain`] hands each line to: its bytes (`None` for a line over
+/// [`MAX_LINE`](crate::audit::verify::MAX_LINE)) and its number.
+type EachLine<'a> = dyn FnMut(Option<&[u8]>, u64) -> io::Result<()> + 'a;
+
 struct Tail<'p> {
     path: &'p Path,
     file: File,
@@ -37,11 +42,17 @@ struct Tail<'p> {
     read: u64,
     line_no: u64,
     partial: Vec<u8>,
+    /// The line being read is over `MAX_LINE`: its bytes are dropped up to its newline.
+    overlong: bool,
 }
 
 impl Tail<'_> {
-    /// Read what was appended and hand each complete line to `each`.
-    fn drain(&mut self, each: &mut dyn FnMut(&[u8], u64) -> io::Result<()>) -> io::Result<()> {
+    /// Read what was appended and hand each complete line to `each` (`None` for a line over
+    /// [`MAX_LINE`](crate::audit::verify::MAX_LINE), which is not held in memory).
+    fn drain(
+        &mut self,
+        each: &mut EachLine<'_>,
+    ) -> io::Result<()> {
         let mut chunk = vec![0u8; 64 * 1024];
         loop {
             let n = self.file.read(&mut chunk)?;
@@ -51,23 +62,50 @@ impl Tail<'_> {
             self.read += n as u64;
             let mut data = &chunk[..n];
             while let Some(i) = data.iter().position(|&b| b == b'\n') {
-                self.partial.extend_from_slice(&data[..i]);
                 self.line_no += 1;
-                each(&self.partial, self.line_no)?;
+                if self.overlong {
+                    self.overlong = false;
+                    each(None, self.line_no)?;
+                } else {
+                    self.partial.extend_from_slice(&data[..i]);
+                    each(Some(&self.partial), self.line_no)?;
+                }
                 self.partial.clear();
                 data = &data[i + 1..];
             }
-            self.partial.extend_from_slice(data);
+            if !self.overlong {
+                self.partial.extend_from_slice(data);
+                if self.partial.len() as u64 > crate::audit::verify::MAX_LINE {
+                    self.partial = Vec::new();
+                    self.overlong = true;
+                }
+            }
         }
     }
 
-    /// The path now names another file (rotated, recreated or truncated).
+    /// The path now names another file (rotated or recreated).
     fn replaced(&self) -> Option<File> {
         let meta = std::fs::metadata(self.path).ok()?;
-        if file_id(&meta) == self.id && meta.len() >= self.read {
+        if file_id(&meta) == self.id {
             return None;
         }
         File::open(self.path).ok()
+    }
+
+    /// The same file is shorter than what was read: the sink rolled back a write it could not
+    /// complete (or the file was truncated). Reading goes on from its new end — not from its
+    /// start, which would print every event shown so far a second time. Returns the new length.
+    fn shrank(&mut self) -> io::Result<Option<u64>> {
+        use std::io::Seek;
+        let len = self.file.metadata()?.len();
+        if len >= self.read {
+            return Ok(None);
+        }
+        self.file.seek(io::SeekFrom::Start(len))?;
+        self.read = len;
+        self.partial.clear();
+        self.overlong = false;
+        Ok(Some(len))
     }
 }
 
@@ -95,6 +133,7 @@ pub fn follow(
         read: 0,
         line_no: 0,
         partial: Vec::new(),
+        overlong: false,
     };
     let mut stats = Stats::default();
     let pump = |tail: &mut Tail<'_>,
@@ -104,12 +143,23 @@ pub fn follow(
      -> io::Result<()> {
         tail.drain(&mut |line, line_no| {
             let at = Place { path, line_no };
-            one_line(line, at, filter, output, out, warn, stats)
+            match line {
+                Some(line) => one_line(line, at, filter, output, out, warn, stats),
+                None => overlong(at, warn, stats),
+            }
         })?;
         out.flush()
     };
     loop {
         pump(&mut tail, &mut stats, out, warn)?;
+        if let Some(len) = tail.shrank()? {
+            writeln!(
+                warn,
+                "warning: {}: the file shrank to {len} bytes (a write rolled back, or truncated); events shown from beyond that may not be in it; following from its new end",
+                path.display()
+            )?;
+            continue;
+        }
         if let Some(next) = tail.replaced() {
             // Whatever reached the old file before it was renamed, then the new one.
             pump(&mut tail, &mut stats, out, warn)?;
@@ -144,13 +194,17 @@ pub fn follow(
                     read: 0,
                     line_no: 0,
                     partial: Vec::new(),
+                    overlong: false,
                 };
                 between.drain(&mut |line, line_no| {
                     let at = Place {
                         path: &b.path,
                         line_no,
                     };
-                    one_line(line, at, filter, output, out, warn, &mut stats)
+                    match line {
+                        Some(line) => one_line(line, at, filter, output, out, warn, &mut stats),
+                        None => overlong(at, warn, &mut stats),
+                    }
                 })?;
             }
             tail.id = next_id;
@@ -158,6 +212,7 @@ pub fn follow(
             tail.read = 0;
             tail.line_no = 0;
             tail.partial.clear();
+            tail.overlong = false;
             continue;
         }
         if stop() {

@@ -306,3 +306,142 @@ fn table_cells_escape_control_characters() {
     );
     assert!(rows[1].contains(r"x\u{a}2026"), "{}", rows[1]);
 }
+
+/// `kubectl --as=bob` ran as bob: `--user bob` and `--group` find it by either identity, and
+/// the table names both.
+#[test]
+fn an_impersonated_request_is_found_by_either_user() {
+    let plain = ev(
+        "bob",
+        "get",
+        "pods",
+        "a",
+        "p",
+        200,
+        "allow",
+        "2026-01-01T00:00:00Z",
+    );
+    let mut e: Event = serde_json::from_str(&ev(
+        "alice",
+        "delete",
+        "pods",
+        "a",
+        "p",
+        200,
+        "allow",
+        "2026-01-01T00:00:01Z",
+    ))
+    .unwrap();
+    e.impersonated_user = Some(UserInfo {
+        username: "bob".into(),
+        groups: vec!["oncall".into()],
+        ..UserInfo::default()
+    });
+    let lines = [plain, serde_json::to_string(&e).unwrap()];
+    let by = |users: &[&str], groups: &[&str]| {
+        let f = Filter {
+            users: users.iter().map(|s| s.to_string()).collect(),
+            groups: groups.iter().map(|s| s.to_string()).collect(),
+            ..Filter::default()
+        };
+        query(&lines, &f, Output::Table).2.matched
+    };
+    assert_eq!(by(&["bob"], &[]), 2);
+    assert_eq!(by(&["alice"], &[]), 1);
+    assert_eq!(by(&[], &["oncall"]), 1);
+    assert_eq!(by(&[], &["alice-group"]), 1);
+    let (out, _, _) = query(&lines, &Filter::default(), Output::Table);
+    assert!(out.contains("alice as bob"), "{out}");
+}
+
+/// A line longer than `audit verify` reads (a corrupt region without a newline) is skipped
+/// with a warning, and the lines after it are still read.
+#[test]
+fn an_overlong_line_is_skipped_and_the_rest_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.log");
+    let good = ev(
+        "bob",
+        "get",
+        "pods",
+        "a",
+        "p",
+        200,
+        "allow",
+        "2026-01-01T00:00:00Z",
+    );
+    let mut data = vec![b'x'; (crate::audit::verify::MAX_LINE + 10) as usize];
+    data.push(b'\n');
+    data.extend_from_slice(good.as_bytes());
+    data.push(b'\n');
+    std::fs::write(&p, data).unwrap();
+    let (mut out, mut warn) = (Vec::new(), Vec::new());
+    let stats = run(&[p], &Filter::default(), Output::Json, &mut out, &mut warn).unwrap();
+    let warn = String::from_utf8(warn).unwrap();
+    assert!(warn.contains(":1: a line over 64 MiB; skipped"), "{warn}");
+    assert_eq!((stats.matched, stats.skipped), (1, 1));
+}
+
+/// The sink rolls back a write it could not complete (`set_len` to before it): `--follow`
+/// goes on from the new end, with a warning, instead of printing the whole file again.
+#[test]
+fn follow_goes_on_after_a_rolled_back_write() {
+    use std::{
+        io::Write as _,
+        sync::atomic::{AtomicBool, Ordering},
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.log");
+    let line = |i: usize| {
+        ev(
+            &format!("u{i}"),
+            "get",
+            "pods",
+            "a",
+            "p",
+            200,
+            "allow",
+            "2026-01-01T00:00:00Z",
+        ) + "\n"
+    };
+    let three: String = (0..3).map(line).collect();
+    std::fs::write(&p, &three).unwrap();
+    let stop = AtomicBool::new(false);
+    let (out, warn) = std::thread::scope(|s| {
+        let follower = s.spawn(|| {
+            let (mut out, mut warn) = (Vec::new(), Vec::new());
+            follow::follow(
+                &p,
+                &Filter::default(),
+                Output::Json,
+                &mut out,
+                &mut warn,
+                std::time::Duration::from_millis(20),
+                &|| stop.load(Ordering::SeqCst),
+            )
+            .unwrap();
+            (
+                String::from_utf8(out).unwrap(),
+                String::from_utf8(warn).unwrap(),
+            )
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        // The last event rolled back, then the next one written.
+        let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        f.set_len((three.len() - line(2).len()) as u64).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(line(3).as_bytes()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        stop.store(true, Ordering::SeqCst);
+        follower.join().unwrap()
+    });
+    let users: Vec<String> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["user"]["username"].to_string()
+        })
+        .collect();
+    assert_eq!(users, ["\"u0\"", "\"u1\"", "\"u2\"", "\"u3\""], "{out}");
+    assert!(warn.contains("the file shrank"), "{warn}");
+}

@@ -49,10 +49,7 @@ struct Tail<'p> {
 impl Tail<'_> {
     /// Read what was appended and hand each complete line to `each` (`None` for a line over
     /// [`MAX_LINE`](crate::audit::verify::MAX_LINE), which is not held in memory).
-    fn drain(
-        &mut self,
-        each: &mut EachLine<'_>,
-    ) -> io::Result<()> {
+    fn drain(&mut self, each: &mut EachLine<'_>) -> io::Result<()> {
         let mut chunk = vec![0u8; 64 * 1024];
         loop {
             let n = self.file.read(&mut chunk)?;

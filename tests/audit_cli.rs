@@ -503,6 +503,37 @@ async fn an_unsigned_tail_longer_than_the_checkpoint_interval_fails() {
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("unsigned tail: 1 events"), "{out}");
+
+    // A crash loop: each run killed before its first timed checkpoint, a minute apart. Each
+    // start signs the tail it adopts at once, so each adopted range is one run's events — not
+    // all of them as one range spanning the restarts, a false failure.
+    let log = dir.path().join("crashloop.log");
+    let crash = |log: &Path| {
+        let sidecar = sidecar_path(log);
+        let mut s = lines(&sidecar);
+        s.pop(); // the clean stop's checkpoint: a kill writes none
+        write_lines(&sidecar, &s);
+    };
+    for run in 0..3i64 {
+        let a = file_sink(&log, &private, |c| c.checkpoint_every_events = 100);
+        let mut e = simple(run as usize);
+        e.stage_timestamp = MicroTime::from_unix_micros(start + run * 60_000_000);
+        a.emit(e).await.unwrap();
+        a.shutdown(Duration::from_secs(5)).await;
+        if run < 2 {
+            crash(&log);
+        }
+    }
+    let (code, out, err) = run(
+        &["audit", "verify", "--key", key],
+        std::slice::from_ref(&log),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("adopted at a restart: events #1–#1")
+            && out.contains("adopted at a restart: events #2–#2"),
+        "{out}"
+    );
 }
 
 #[tokio::test]

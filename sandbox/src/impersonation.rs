@@ -21,10 +21,16 @@ use super::{
 };
 use portcullis::k8s::Status;
 
-fn header_values<'a>(h: &'a HeaderMap, name: &str) -> Vec<&'a str> {
+/// The header's values as text: their bytes as UTF-8, as Go reads a header's bytes (`josé`
+/// travels so). A value that is not UTF-8 is refused, never skipped: a skipped
+/// `Impersonate-User` would run the request as the caller itself.
+fn header_values<'a>(h: &'a HeaderMap, name: &str) -> Result<Vec<&'a str>, Status> {
     h.get_all(name)
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .map(|v| {
+            std::str::from_utf8(v.as_bytes())
+                .map_err(|_| Status::bad_request(format!("{name} is not valid UTF-8")))
+        })
         .collect()
 }
 
@@ -54,17 +60,17 @@ fn unescape(key: &str) -> String {
     String::from_utf8(out).unwrap_or_else(|_| key.to_string())
 }
 
-fn extras(h: &HeaderMap) -> BTreeMap<String, Vec<String>> {
+fn extras(h: &HeaderMap) -> Result<BTreeMap<String, Vec<String>>, Status> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, value) in h {
         // HeaderName is already lower-case, as Go's lower-casing of the suffix.
         if let Some(key) = name.as_str().strip_prefix("impersonate-extra-") {
-            if let Ok(v) = value.to_str() {
-                out.entry(unescape(key)).or_default().push(v.to_string());
-            }
+            let v = std::str::from_utf8(value.as_bytes())
+                .map_err(|_| Status::bad_request(format!("{name} is not valid UTF-8")))?;
+            out.entry(unescape(key)).or_default().push(v.to_string());
         }
     }
-    out
+    Ok(out)
 }
 
 fn check(store: &Store, caller: &User, a: Attrs) -> Result<(), Status> {
@@ -92,13 +98,13 @@ fn attrs(group: &str, resource: &str, sub: &str, ns: &str, name: &str) -> Attrs 
 
 /// The identity the request runs as: `caller`, or whom it may and does impersonate.
 pub fn apply(store: &Store, caller: User, h: &HeaderMap) -> Result<User, Status> {
-    let user = header_values(h, "impersonate-user").first().copied();
-    let groups: Vec<String> = header_values(h, "impersonate-group")
+    let user = header_values(h, "impersonate-user")?.first().copied();
+    let groups: Vec<String> = header_values(h, "impersonate-group")?
         .into_iter()
         .map(str::to_string)
         .collect();
-    let uid = header_values(h, "impersonate-uid").first().copied();
-    let extra = extras(h);
+    let uid = header_values(h, "impersonate-uid")?.first().copied();
+    let extra = extras(h)?;
     let Some(name) = user else {
         if groups.is_empty() && uid.is_none() && extra.is_empty() {
             return Ok(caller);
@@ -167,6 +173,29 @@ mod tests {
     fn extra_keys_decoded_like_go() {
         assert_eq!(unescape("portcullis.io%2ftenant"), "portcullis.io/tenant");
         assert_eq!(unescape("bad%zz"), "bad%zz");
+    }
+
+    /// A name beyond ASCII travels as its UTF-8 bytes and is taken as that name; a value that
+    /// is not UTF-8 is refused — never skipped, which would run the request as the caller.
+    #[test]
+    fn utf8_names_are_taken_and_other_bytes_refused() {
+        let store = Store::new();
+        let proxy = User::new(
+            "system:serviceaccount:portcullis:portcullis",
+            &["system:serviceaccounts", "system:authenticated"],
+        );
+        let mut h = HeaderMap::new();
+        h.insert("impersonate-user", "josé".parse().unwrap());
+        h.append("impersonate-group", "Équipe".parse().unwrap());
+        let u = apply(&store, proxy.clone(), &h).unwrap();
+        assert_eq!(u.name, "josé");
+        assert_eq!(u.groups, ["Équipe", "system:authenticated"]);
+        let mut h = HeaderMap::new();
+        h.insert(
+            "impersonate-user",
+            http::HeaderValue::from_bytes(b"jos\xe9").unwrap(),
+        );
+        assert_eq!(apply(&store, proxy, &h).unwrap_err().code, 400);
     }
 
     #[test]

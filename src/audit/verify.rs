@@ -133,12 +133,15 @@ impl Report {
     }
 }
 
-/// The `stageTimestamp`s of a run of events: the earliest and the latest (unix µs), and how
-/// many had none that parses — a rewritten event can drop or garble its own, so a judge of the
-/// run's age must not skip those.
+/// The `stageTimestamp`s of a run of events: the first and the last in file order (unix µs),
+/// and how many had none that parses — a rewritten event can drop or garble its own, so a
+/// judge of the run's age must not skip those. File order, not the earliest and latest: a
+/// clock stepped back within the run is no sign of anything (and a rewrite can restamp at will
+/// either way).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stamps {
-    pub range: Option<(i64, i64)>,
+    pub first: Option<i64>,
+    pub last: Option<i64>,
     pub untimed: u64,
 }
 
@@ -146,21 +149,23 @@ impl Stamps {
     fn of(stamps: &[Option<i64>]) -> Stamps {
         let mut out = Stamps::default();
         for s in stamps {
-            match (*s, &mut out.range) {
-                (None, _) => out.untimed += 1,
-                (Some(t), None) => out.range = Some((t, t)),
-                (Some(t), Some((lo, hi))) => {
-                    *lo = (*lo).min(t);
-                    *hi = (*hi).max(t);
+            match *s {
+                None => out.untimed += 1,
+                Some(t) => {
+                    out.first.get_or_insert(t);
+                    out.last = Some(t);
                 }
             }
         }
         out
     }
 
-    /// From the earliest to the latest, in µs (0 for none or one).
+    /// From the first to the last, in µs (0 for none or one; negative after a clock step back).
     pub fn span_micros(&self) -> i64 {
-        self.range.map_or(0, |(lo, hi)| hi.saturating_sub(lo))
+        match (self.first, self.last) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => 0,
+        }
     }
 }
 

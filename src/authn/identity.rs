@@ -114,19 +114,30 @@ fn value(s: &str) -> Result<HeaderValue, Unsendable> {
     HeaderValue::from_str(s).map_err(|_| Unsendable)
 }
 
-/// Whether `s` can travel upstream as an `Impersonate-*` header value and arrive as it is:
-/// valid header text (no control character; UTF-8 beyond ASCII travels as its bytes, as the
-/// API server takes it: `josé`, `Équipe`) with no space or tab at either end. HTTP/1.1 parsers
-/// (Go's included, on the upgrade path and the HTTP/1.1 fallback) trim those — ASCII space and
-/// tab only — so `" system:masters"` would arrive as `system:masters`, past every check made on
-/// the padded name. Every identity source (certificate, token, `--as`) refuses what fails this.
+/// Whether `s` can travel upstream as an `Impersonate-*` header value and arrive as it is, and
+/// be shown as it is: no control character (C0, DEL, or C1 — U+0080 to U+009F), none of the
+/// invisible characters that reorder or hide text (bidi controls, zero-width marks, which would
+/// let a name rearrange a log line), and no space or tab at either end. HTTP/1.1 parsers (Go's
+/// included, on the upgrade path and the HTTP/1.1 fallback) trim those — ASCII space and tab
+/// only — so `" system:masters"` would arrive as `system:masters`, past every check made on the
+/// padded name. Other text beyond ASCII (`josé`, `Équipe`) travels as its UTF-8 bytes, as the
+/// API server takes it. Every identity source (certificate, token, `--as`) refuses what fails
+/// this.
 pub fn forwards_intact(s: &str) -> bool {
-    // What `HeaderValue::from_str` accepts (no control character but tab; bytes from 0x80
-    // up), without building one.
-    s.bytes()
-        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80)
+    // Every character `HeaderValue::from_str` accepts the bytes of, less the hidden ones.
+    s.chars()
+        .all(|c| c == '\t' || !(c.is_control() || hides_text(c)))
         && !s.starts_with([' ', '\t'])
         && !s.ends_with([' ', '\t'])
+}
+
+/// Characters that change how the text around them reads without showing (the Trojan Source
+/// set: bidi embeddings, overrides and isolates, the directional marks, zero-width characters).
+pub fn hides_text(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
+    )
 }
 
 /// Extra key naming the caller's tenant.
@@ -189,6 +200,9 @@ mod tests {
         assert!(forwards_intact("Équipe Ω"));
         assert!(!forwards_intact(" josé"));
         assert!(!forwards_intact("jo\u{7f}sé"));
+        assert!(!forwards_intact("jo\u{85}sé"), "C1 control");
+        assert!(!forwards_intact("admin\u{202e}nimda"), "bidi override");
+        assert!(!forwards_intact("ad\u{200b}min"), "zero-width space");
         let id = Identity {
             user: "josé".into(),
             uid: String::new(),

@@ -372,9 +372,10 @@ const CHECKPOINT_SLACK: Duration = Duration::from_secs(5);
 
 /// Why the unsigned tail, or a range adopted at a restart, cannot be what the sink left, if so:
 /// with signatures checked, its events span more than `interval` (+ [`CHECKPOINT_SLACK`]) —
-/// from the earliest `stageTimestamp` to the latest — while the sink signs events once the
+/// from the first `stageTimestamp` to the last — while the sink signs events once the
 /// oldest unsigned one is `interval` old (a crash or a kill leaves a tail within that, which a
-/// restart adopts; a restart's first events are signed within an interval too). A longer run
+/// restart adopts, and signs at once; a restart's first events are signed within an interval
+/// too). A longer run
 /// means checkpoints were removed — the newest events edited (links recomputed, which takes no
 /// key) and the sidecar cut back to match, perhaps before a restart adopted them — unless the
 /// writer could not write them (its log says so). An event of such a run without a
@@ -395,7 +396,7 @@ fn tail_outlives_checkpoints(report: &verify::Report, interval: Duration) -> Opt
             ));
         }
         let span = stamps.span_micros();
-        let (from, to) = stamps.range?;
+        let (from, to) = (stamps.first?, stamps.last?);
         (span > allowed).then(|| {
             format!(
                 "FAILED: {what} run from {} to {}, {} s, but the sink signs unsigned events within --checkpoint-interval {every}: the checkpoints after them were removed (the events rewritten and the sidecar cut back to match), or the writer could not write them (see its log). Pass the sink's checkpoint_interval if it is not {every}; --anchor with its checkpoint_copy proves which.",

@@ -5,8 +5,10 @@
 //! configured CA. Rejects (an export error, never a request's failure) an unreachable collector,
 //! a TLS failure, a response body over 64 KiB, or no answer within the export timeout. Each
 //! failed post, and each answer other than 2xx, counts in
-//! `portcullis_trace_export_failures_total`; the SDK logs the batch's error (its
-//! `internal-logs` feature).
+//! `portcullis_trace_export_failures_total` and is logged: the first at once, then at most one
+//! line a minute with the count since (a collector refusing connections under load fails
+//! hundreds of batches a second; the SDK's own log of each, its `internal-logs` feature, is off
+//! for that reason).
 //!
 //! Why its own current-thread tokio runtime: the SDK's batch span processor exports from its
 //! own OS thread with a plain `block_on`, where no tokio reactor is running. Driving the
@@ -29,6 +31,26 @@ use crate::server::tls;
 /// reload makes counts here); registered in [`crate::telemetry::Metrics`].
 pub static EXPORT_FAILURES: std::sync::LazyLock<prometheus_client::metrics::counter::Counter> =
     std::sync::LazyLock::new(Default::default);
+
+/// Failed exports not yet logged, and when the last warning was written.
+static FAILURE_LOG: std::sync::Mutex<(Option<std::time::Instant>, u64)> =
+    std::sync::Mutex::new((None, 0));
+
+/// How often a failing collector is logged.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Count a failed export; log it if no warning was written for [`FAILURE_LOG_EVERY`].
+fn failed(why: &dyn std::fmt::Display) {
+    EXPORT_FAILURES.inc();
+    let mut log = FAILURE_LOG
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    log.1 += 1;
+    if log.0.is_none_or(|at| at.elapsed() >= FAILURE_LOG_EVERY) {
+        tracing::warn!(failed = log.1, error = %why, "OTLP span export failed: the collector did not take the batch");
+        *log = (Some(std::time::Instant::now()), 0);
+    }
+}
 
 /// The largest collector answer read (an OTLP partial-success message is a few bytes).
 const MAX_RESPONSE: usize = 64 * 1024;
@@ -137,8 +159,10 @@ impl HttpClient for OtlpClient {
     {
         Box::pin(async move {
             let result = self.send(request);
-            if !matches!(&result, Ok(resp) if resp.status().is_success()) {
-                EXPORT_FAILURES.inc();
+            match &result {
+                Ok(resp) if resp.status().is_success() => {}
+                Ok(resp) => failed(&format_args!("status {}", resp.status())),
+                Err(err) => failed(err),
             }
             result
         })

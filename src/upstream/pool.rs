@@ -414,8 +414,10 @@ impl Pool {
         let limit = self.settings.streams_per_connection;
         conns.iter().find_map(|c| {
             // Never more than the API server allows on it: h2 would queue the rest locally,
-            // where a short request could wait behind watches until its deadline (504).
-            let limit = limit.min(c.h2.max_streams());
+            // where a short request could wait behind watches until its deadline (504). At
+            // least one: a server that says 0 (for now) gets what it got before, a request
+            // h2 holds until the server allows it, not a new connection per request.
+            let limit = limit.min(c.h2.max_streams()).max(1);
             c.in_use
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                     (n < limit).then_some(n + 1)

@@ -132,7 +132,6 @@ pub async fn forward(
         report(&ep, permit, super::breaker::Outcome::Neutral);
         return Err(UpstreamFailure::UpgradeUnauthorized.into());
     }
-    ep.mark_ok();
     let outcome = match resp.status() {
         StatusCode::SWITCHING_PROTOCOLS => super::breaker::Outcome::Success,
         // Long-running: no deadline; a `proxy` upgrade may relay a backend's 5xx.
@@ -148,6 +147,11 @@ pub async fn forward(
             &up.metrics,
         ),
     };
+    // As on the ordinary path (`send.rs`): an answer the breaker counts as a failure is no
+    // sign of health.
+    if outcome != super::breaker::Outcome::Failure {
+        ep.mark_ok();
+    }
     report(&ep, permit, outcome);
 
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {

@@ -1,7 +1,9 @@
 //! `audit query --follow`: keep reading an audit file as it grows, across rotation, like
 //! `tail -F`. Each poll reads the open file to its end and prints the complete lines; a line
-//! still being written waits for its newline. The same file grown shorter than what was read (a
-//! write the sink rolled back, a truncation) is followed from its new end, with a warning. When
+//! still being written waits for its newline. The same file grown shorter than what was read is
+//! followed from its new end when that is the end of a line already read (a write the sink
+//! rolled back), otherwise read again from its start (`copytruncate`), with a warning either
+//! way. When
 //! the path names a new file (another inode: rotated or recreated), the old handle is read to its
 //! end first — events written just before the rename are not lost — then every backup rotated
 //! after it (the file sink's backup names sort by rotation time), so several rotations between
@@ -44,7 +46,13 @@ struct Tail<'p> {
     partial: Vec<u8>,
     /// The line being read is over `MAX_LINE`: its bytes are dropped up to its newline.
     overlong: bool,
+    /// The file offsets just after the last [`ENDS_KEPT`] complete lines read: where a write
+    /// the sink rolled back can have cut the file.
+    ends: std::collections::VecDeque<u64>,
 }
+
+/// How many line ends [`Tail::ends`] keeps (a rolled-back write is the last few lines).
+const ENDS_KEPT: usize = 4096;
 
 impl Tail<'_> {
     /// Read what was appended and hand each complete line to `each` (`None` for a line over
@@ -56,9 +64,14 @@ impl Tail<'_> {
             if n == 0 {
                 return Ok(());
             }
+            let base = self.read;
             self.read += n as u64;
             let mut data = &chunk[..n];
             while let Some(i) = data.iter().position(|&b| b == b'\n') {
+                if self.ends.len() == ENDS_KEPT {
+                    self.ends.pop_front();
+                }
+                self.ends.push_back(base + (n - data.len() + i + 1) as u64);
                 self.line_no += 1;
                 if self.overlong {
                     self.overlong = false;
@@ -80,29 +93,42 @@ impl Tail<'_> {
         }
     }
 
-    /// The path now names another file (rotated or recreated).
+    /// The path now names another file (rotated or recreated; where files have no inode, one
+    /// shorter than what was read).
     fn replaced(&self) -> Option<File> {
         let meta = std::fs::metadata(self.path).ok()?;
-        if file_id(&meta) == self.id {
+        if file_id(&meta) == self.id && (cfg!(unix) || meta.len() >= self.read) {
             return None;
         }
         File::open(self.path).ok()
     }
 
-    /// The same file is shorter than what was read: the sink rolled back a write it could not
-    /// complete (or the file was truncated). Reading goes on from its new end — not from its
-    /// start, which would print every event shown so far a second time. Returns the new length.
-    fn shrank(&mut self) -> io::Result<Option<u64>> {
+    /// The same file is shorter than what was read. Cut at the end of a line already read: the
+    /// sink rolled back a write it could not complete, and reading goes on from there — not
+    /// from the start, which would print every event shown so far a second time. Cut anywhere
+    /// else (`copytruncate`: emptied, then written again): read from the start, as `tail -F`
+    /// does. Returns the new length and whether reading went back to the start.
+    fn shrank(&mut self) -> io::Result<Option<(u64, bool)>> {
         use std::io::Seek;
         let len = self.file.metadata()?.len();
         if len >= self.read {
             return Ok(None);
         }
-        self.file.seek(io::SeekFrom::Start(len))?;
-        self.read = len;
+        let rolled_back = len > 0 && self.ends.contains(&len);
+        let from = if rolled_back { len } else { 0 };
+        self.file.seek(io::SeekFrom::Start(from))?;
+        self.read = from;
+        if !rolled_back {
+            self.line_no = 0;
+            self.ends.clear();
+        } else {
+            while self.ends.back().is_some_and(|&e| e > len) {
+                self.ends.pop_back();
+            }
+        }
         self.partial.clear();
         self.overlong = false;
-        Ok(Some(len))
+        Ok(Some((len, !rolled_back)))
     }
 }
 
@@ -131,6 +157,7 @@ pub fn follow(
         line_no: 0,
         partial: Vec::new(),
         overlong: false,
+        ends: Default::default(),
     };
     let mut stats = Stats::default();
     let pump = |tail: &mut Tail<'_>,
@@ -149,12 +176,20 @@ pub fn follow(
     };
     loop {
         pump(&mut tail, &mut stats, out, warn)?;
-        if let Some(len) = tail.shrank()? {
-            writeln!(
-                warn,
-                "warning: {}: the file shrank to {len} bytes (a write rolled back, or truncated); events shown from beyond that may not be in it; following from its new end",
-                path.display()
-            )?;
+        if let Some((len, from_start)) = tail.shrank()? {
+            if from_start {
+                writeln!(
+                    warn,
+                    "warning: {}: the file was truncated to {len} bytes; reading it from its start",
+                    path.display()
+                )?;
+            } else {
+                writeln!(
+                    warn,
+                    "warning: {}: the file shrank to {len} bytes (a write rolled back); events shown from beyond that may not be in it; following from its new end",
+                    path.display()
+                )?;
+            }
             continue;
         }
         if let Some(next) = tail.replaced() {
@@ -192,6 +227,7 @@ pub fn follow(
                     line_no: 0,
                     partial: Vec::new(),
                     overlong: false,
+                    ends: Default::default(),
                 };
                 between.drain(&mut |line, line_no| {
                     let at = Place {
@@ -210,6 +246,7 @@ pub fn follow(
             tail.line_no = 0;
             tail.partial.clear();
             tail.overlong = false;
+            tail.ends.clear();
             continue;
         }
         if stop() {

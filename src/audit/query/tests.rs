@@ -445,3 +445,68 @@ fn follow_goes_on_after_a_rolled_back_write() {
     assert_eq!(users, ["\"u0\"", "\"u1\"", "\"u2\"", "\"u3\""], "{out}");
     assert!(warn.contains("the file shrank"), "{warn}");
 }
+
+/// `copytruncate` empties the file and writes to it again: `--follow` reads it from its start
+/// (as `tail -F`), the new lines included, rather than from where a rollback would leave it.
+#[test]
+fn follow_reads_a_copytruncated_file_from_its_start() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.log");
+    let line = |i: usize| {
+        ev(
+            &format!("u{i}"),
+            "get",
+            "pods",
+            "a",
+            "p",
+            200,
+            "allow",
+            "2026-01-01T00:00:00Z",
+        ) + "\n"
+    };
+    std::fs::write(&p, (0..3).map(line).collect::<String>()).unwrap();
+    let stop = AtomicBool::new(false);
+    let (out, warn) = std::thread::scope(|s| {
+        let follower = s.spawn(|| {
+            let (mut out, mut warn) = (Vec::new(), Vec::new());
+            follow::follow(
+                &p,
+                &Filter::default(),
+                Output::Json,
+                &mut out,
+                &mut warn,
+                std::time::Duration::from_millis(100),
+                &|| stop.load(Ordering::SeqCst),
+            )
+            .unwrap();
+            (
+                String::from_utf8(out).unwrap(),
+                String::from_utf8(warn).unwrap(),
+            )
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // Emptied and written again in place (same inode), faster than a poll; its new
+        // length (two longer lines) is no line end of the old content.
+        let again: String = (3..5)
+            .map(line)
+            .collect::<String>()
+            .replace(r#""u3""#, r#""user3""#)
+            .replace(r#""u4""#, r#""user4""#);
+        std::fs::write(&p, again).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        stop.store(true, Ordering::SeqCst);
+        follower.join().unwrap()
+    });
+    let users: Vec<String> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["user"]["username"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(users, ["u0", "u1", "u2", "user3", "user4"], "{out}");
+    assert!(warn.contains("reading it from its start"), "{warn}");
+}

@@ -407,6 +407,8 @@ impl FileBackend {
             w.start_file()?;
         } else if let Some(start) = header {
             w.sign_start(&start)?;
+        } else if w.adopted > 0 {
+            w.sign_adopted()?;
         }
         Ok(w)
     }
@@ -430,6 +432,22 @@ impl FileBackend {
         self.side_buf.extend_from_slice(&cp.to_line());
         self.side_buf.push(b'\n');
         self.pending_ckpts += 1;
+        self.commit(true, snap).map_err(io::Error::other)
+    }
+
+    /// Sign at once the unsigned tail a crash left (`adopted`), rather than one checkpoint
+    /// interval later: a process killed again within that interval would leave those events
+    /// unsigned with its own, and the next start would adopt both runs' events as one range,
+    /// spanning the time between them — which `audit verify` rightly takes for removed
+    /// checkpoints. So each adopted range is one run's tail.
+    fn sign_adopted(&mut self) -> io::Result<()> {
+        if self.cfg.signing_key.is_none() {
+            return Ok(());
+        }
+        let snap = self.snapshot();
+        self.buf.clear();
+        self.side_buf.clear();
+        self.append_checkpoint();
         self.commit(true, snap).map_err(io::Error::other)
     }
 

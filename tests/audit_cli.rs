@@ -534,6 +534,28 @@ async fn an_unsigned_tail_longer_than_the_checkpoint_interval_fails() {
             && out.contains("adopted at a restart: events #2–#2"),
         "{out}"
     );
+
+    // Signing turned on for a log written unsigned over the minutes before: what the first
+    // signing run adopts was stamped before the file's first checkpoint — history, not a cut
+    // tail (a sidecar cut back to that checkpoint leaves events stamped after it, as above).
+    let log = dir.path().join("history.log");
+    let a = file_sink(&log, &private, |c| c.signing_key = None);
+    let earlier = MicroTime::now().unix_micros() - 600_000_000;
+    for i in 0..4 {
+        let mut e = simple(i);
+        e.stage_timestamp = MicroTime::from_unix_micros(earlier + i as i64 * 60_000_000);
+        a.emit(e).await.unwrap();
+    }
+    a.shutdown(Duration::from_secs(5)).await;
+    let a = file_sink(&log, &private, |c| c.checkpoint_every_events = 100);
+    a.emit(simple(4)).await.unwrap();
+    a.shutdown(Duration::from_secs(5)).await;
+    let (code, out, err) = run(
+        &["audit", "verify", "--key", key],
+        std::slice::from_ref(&log),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("adopted at a restart: events #1–#4"), "{out}");
 }
 
 #[tokio::test]

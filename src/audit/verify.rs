@@ -105,6 +105,12 @@ pub struct Report {
     /// first checkpoint of the chain (signing turned on over an unsigned history, which no time
     /// bound applies to).
     pub adopted_stamps: Vec<Option<Stamps>>,
+    /// For each range in [`Report::adopted`] of a file no checkpoint had signed events of
+    /// before: the signed time (unix µs) of the checkpoint before it, the file's first. Events
+    /// stamped well before that are history the file was signed over (signing turned on for
+    /// an old log), not a cut tail; a sidecar cut back to the file's first checkpoint leaves
+    /// events stamped after it.
+    pub adopted_after: Vec<Option<i64>>,
     /// The `stageTimestamp`s of the unsigned tail's events (those read here).
     pub tail_stamps: Stamps,
     /// Whether signatures were checked (keys were given).
@@ -198,6 +204,10 @@ struct State {
     since_ckpt: u64,
     /// The `stageTimestamp` (unix µs) of each event read since the last checkpoint.
     stamps: Vec<Option<i64>>,
+    /// The seq of the current file's first event, once read.
+    file_first_seq: Option<u64>,
+    /// A checkpoint placed so far signs an event of the current file.
+    file_signed: bool,
     /// The checkpoint being placed starts the chain (nothing of its range was read).
     at_start: bool,
     /// Where the last checkpoint placed was written, when it was a clean shutdown's.
@@ -262,6 +272,18 @@ impl State {
                 let judged = !self.at_start
                     && self.report.checkpoints > 0
                     && self.stamps.len() as u64 == self.since_ckpt;
+                // Nothing signed this file's events before: the checkpoint before them is the
+                // file's first, and they may be history it was signed over (signing turned on
+                // for an old log) — which they are if stamped before it (`Report::adopted_after`).
+                let after = (!self.file_signed)
+                    .then(|| {
+                        self.report
+                            .last_checkpoint
+                            .as_ref()
+                            .and_then(|(_, t)| t.parse::<crate::audit::event::MicroTime>().ok())
+                            .map(crate::audit::event::MicroTime::unix_micros)
+                    })
+                    .flatten();
                 let stamps = usize::try_from(cp.adopted)
                     .ok()
                     .and_then(|n| self.stamps.get(..n))
@@ -269,6 +291,7 @@ impl State {
                     .map(Stamps::of);
                 self.report.adopted.push((first, last));
                 self.report.adopted_stamps.push(stamps);
+                self.report.adopted_after.push(after);
                 self.report.warnings.push(format!(
                     "{}: events #{first}–#{last} were found unsigned when the proxy started and are signed by this checkpoint, not by one written with them: after a crash that is its unsigned tail; after a clean stop they were added while it was stopped",
                     cp.at()
@@ -277,6 +300,9 @@ impl State {
             self.after_clean_stop = cp.clean_stop.then(|| cp.at());
             self.report.checkpoints += 1;
             self.report.last_checkpoint = Some((cp.seq, cp.time.clone()));
+            if self.file_first_seq.is_some_and(|first| cp.seq >= first) {
+                self.file_signed = true;
+            }
             self.since_ckpt = 0;
             self.stamps.clear();
             self.pending.pop_front();
@@ -379,6 +405,7 @@ impl State {
         }
         let seq = seq.saturating_add(1);
         self.head = Some((found, seq));
+        self.file_first_seq.get_or_insert(seq);
         self.report.last_event_time = v
             .get("stageTimestamp")
             .and_then(Value::as_str)
@@ -456,6 +483,8 @@ pub fn verify_with_anchors(
         anchors: BTreeMap::new(),
         since_ckpt: 0,
         stamps: Vec::new(),
+        file_first_seq: None,
+        file_signed: false,
         at_start: false,
         after_clean_stop: None,
         report: Report {
@@ -513,6 +542,8 @@ pub fn verify_with_anchors(
         // disk interrupted: nothing to vouch for.)
         let must_be_signed = signed_before && unsigned && !keys.is_empty();
         let events_before = st.report.events;
+        st.file_first_seq = None;
+        st.file_signed = false;
         match read {
             Ok(Some(list)) => {
                 signed_before |= !list.is_empty();

@@ -131,12 +131,26 @@ pub fn forwards_intact(s: &str) -> bool {
         && !s.ends_with([' ', '\t'])
 }
 
-/// Characters that change how the text around them reads without showing (the Trojan Source
-/// set: bidi embeddings, overrides and isolates, the directional marks, zero-width characters).
+/// Characters that change how the text around them reads without showing: the bidi controls
+/// (the Trojan Source set: U+061C, the marks U+200E/F, embeddings and overrides U+202A–E,
+/// isolates U+2066–9), invisible ones (zero-width space U+200B, word joiner and invisible
+/// operators U+2060–4, byte-order mark U+FEFF, soft hyphen U+00AD, U+180E, the tag characters),
+/// and the line and paragraph separators. Not the zero-width (non-)joiners U+200C/D, which
+/// real names in Persian and Indic scripts hold.
 pub fn hides_text(c: char) -> bool {
     matches!(
         c,
-        '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
+        '\u{00ad}'
+            | '\u{061c}'
+            | '\u{180e}'
+            | '\u{200b}'
+            | '\u{200e}'
+            | '\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{feff}'
+            | '\u{e0000}'..='\u{e007f}'
     )
 }
 
@@ -203,6 +217,11 @@ mod tests {
         assert!(!forwards_intact("jo\u{85}sé"), "C1 control");
         assert!(!forwards_intact("admin\u{202e}nimda"), "bidi override");
         assert!(!forwards_intact("ad\u{200b}min"), "zero-width space");
+        assert!(!forwards_intact("a\u{061c}b"), "Arabic letter mark");
+        assert!(
+            forwards_intact("می\u{200c}خواهم"),
+            "a Persian name's zero-width non-joiner"
+        );
         let id = Identity {
             user: "josé".into(),
             uid: String::new(),

@@ -52,7 +52,7 @@ fn text(v: &http::HeaderValue) -> Result<String, Refusal> {
     })?;
     if !super::identity::forwards_intact(s) {
         return Err(Refusal::BadImpersonation(
-            "an Impersonate-* header value starts or ends with whitespace".into(),
+            "an Impersonate-* header value holds a control or invisible character, or starts or ends with whitespace".into(),
         ));
     }
     Ok(s.to_owned())

@@ -406,7 +406,22 @@ fn tail_outlives_checkpoints(report: &verify::Report, interval: Duration) -> Opt
             )
         })
     };
-    for ((first, last), stamps) in report.adopted.iter().zip(&report.adopted_stamps) {
+    let slack = i64::try_from(CHECKPOINT_SLACK.as_micros()).unwrap_or(i64::MAX);
+    let ranges = report
+        .adopted
+        .iter()
+        .zip(&report.adopted_stamps)
+        .zip(report.adopted_after.iter().chain(std::iter::repeat(&None)));
+    for (((first, last), stamps), after) in ranges {
+        // History a file was signed over: stamped before the file's first checkpoint.
+        let history = after.is_some_and(|signed| {
+            stamps
+                .and_then(|st| st.first)
+                .is_some_and(|t| t < signed.saturating_sub(slack))
+        });
+        if history {
+            continue;
+        }
         if let Some(why) = stamps.as_ref().and_then(|st| {
             judge(
                 format!("the events #{first}–#{last} adopted at a restart"),

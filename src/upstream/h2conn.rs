@@ -46,14 +46,16 @@ use crate::body::{Body, BoxError};
 const MAX_FRAME_SIZE: u32 = 16 * 1024;
 const MAX_SEND_BUFFER_SIZE: usize = 1024 * 1024;
 const INITIAL_MAX_SEND_STREAMS: usize = 100;
-/// The largest response header list taken: 10 MiB, what the API server's own client takes
-/// from a pod behind a `proxy` subresource (Go's `Transport.MaxResponseHeaderBytes` default), so
-/// whatever it relays fits. Those headers are a tenant's choice, and every tenant shares this
-/// connection: h2 closes the whole connection (GOAWAY) for a block that needs more
-/// CONTINUATION frames than this limit's size in 16 KiB frames plus a quarter, or that decodes
-/// to over four times it — hyper's 16 KiB made that any block over 64 KiB. A list between the
-/// limit and a quarter more is that response's reset only (502).
-const MAX_HEADER_LIST_SIZE: u32 = 10 * 1024 * 1024;
+/// The largest response header list taken: 1 MiB. A `proxy` subresource passes a pod's headers
+/// through (the API server's own client takes up to 10 MiB of them), so their size is a
+/// tenant's choice, and every tenant shares this connection. h2 closes the whole connection
+/// (GOAWAY) for a block that needs more CONTINUATION frames than this limit's size in 16 KiB
+/// frames plus a quarter (1.25 MiB), or that decodes to over four times it; a list between the
+/// two is that response's reset only (502). hyper's 16 KiB made the GOAWAY any block over 64
+/// KiB. Not higher: each response's head is held whole until its client takes it, counted in
+/// no budget, so 10 MiB would let one tenant's hundred `proxy` requests hold a gigabyte; the
+/// window left (1.25–10 MiB, a pod built to do it) is in the README's known gaps.
+const MAX_HEADER_LIST_SIZE: u32 = 1024 * 1024;
 /// No cap on the streams h2 resets on our side (hyper's is 1024, then GOAWAY): the API server
 /// is trusted, and each such reset is a response a tenant's pod chose to make too large, so a
 /// cap would let a tenant close the connection every other tenant uses.

@@ -120,6 +120,10 @@ pub enum Answer {
     Unknown(String),
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The self-test's state and its gauge.
 pub struct SelfTest {
     upstream: Arc<Upstream>,
@@ -129,8 +133,8 @@ pub struct SelfTest {
     last: Mutex<Option<(Instant, Vec<Answer>)>>,
     /// One run at a time.
     running: tokio::sync::Mutex<()>,
-    /// Rights of the configuration this one replaced that it no longer asks about: their
-    /// series go at its first run — not when it is built, since the reload building it may
+    /// Rights of the configurations this one replaced that it does not ask about: their
+    /// series go at each of its runs — not when it is built, since the reload building it may
     /// still be refused, leaving the running configuration's series missing.
     forget: Mutex<Vec<String>>,
 }
@@ -216,12 +220,15 @@ impl SelfTest {
     ) -> SelfTest {
         // A right the new configuration no longer needs must not keep its last value (a 0 there
         // would keep an alert firing for nothing).
-        let forget = self
-            .rights
-            .iter()
-            .filter(|old| !rights.iter().any(|r| r.name == old.name))
-            .map(|old| old.name.clone())
-            .collect();
+        // With the ones this configuration had not yet removed (a second reload before its
+        // first run), less any the new one asks about again.
+        let mut forget: Vec<String> = lock(&self.forget).clone();
+        for old in &self.rights {
+            if !forget.contains(&old.name) {
+                forget.push(old.name.clone());
+            }
+        }
+        forget.retain(|name| !rights.iter().any(|r| &r.name == name));
         SelfTest {
             upstream,
             rights,
@@ -247,10 +254,12 @@ impl SelfTest {
     pub async fn run(&self) -> Vec<Answer> {
         let _one = self.running.lock().await;
         let answers = ask_all(&self.upstream, &self.rights).await;
-        for right in
-            std::mem::take(&mut *self.forget.lock().unwrap_or_else(PoisonError::into_inner))
-        {
-            self.gauge.remove(&RightLabels { right });
+        // Every run, not once: a run of the configuration before, still in flight at the
+        // swap, may have set them again.
+        for right in lock(&self.forget).iter() {
+            self.gauge.remove(&RightLabels {
+                right: right.clone(),
+            });
         }
         let previous = self
             .last
@@ -424,10 +433,12 @@ mod tests {
             before.contains("\nportcullis_upstream_impersonation_allowed{right=\"uids\"} -1"),
             "{before}"
         );
-        let second = first.renewed(upstream, vec![right("users")], Duration::MAX);
+        let second = first.renewed(upstream.clone(), vec![right("users")], Duration::MAX);
         // Built, not yet run: the reload that built it may still be refused, so the running
         // configuration's series stay.
         assert!(text(&registry).contains("uids"));
+        // A second reload before the first one's self-test ran still forgets it.
+        let second = second.renewed(upstream, vec![right("users")], Duration::MAX);
         second.run().await;
         let after = text(&registry);
         assert!(!after.contains("uids"), "{after}");

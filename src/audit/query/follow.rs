@@ -1,9 +1,8 @@
 //! `audit query --follow`: keep reading an audit file as it grows, across rotation, like
 //! `tail -F`. Each poll reads the open file to its end and prints the complete lines; a line
 //! still being written waits for its newline. The same file grown shorter than what was read is
-//! followed from its new end when that is the end of a line already read (a write the sink
-//! rolled back), otherwise read again from its start (`copytruncate`), with a warning either
-//! way. When
+//! followed from its new end when its first bytes are unchanged (a write the sink rolled back),
+//! otherwise read again from its start (`copytruncate`), with a warning either way. When
 //! the path names a new file (another inode: rotated or recreated), the old handle is read to its
 //! end first — events written just before the rename are not lost — then every backup rotated
 //! after it (the file sink's backup names sort by rotation time), so several rotations between
@@ -46,13 +45,14 @@ struct Tail<'p> {
     partial: Vec<u8>,
     /// The line being read is over `MAX_LINE`: its bytes are dropped up to its newline.
     overlong: bool,
-    /// The file offsets just after the last [`ENDS_KEPT`] complete lines read: where a write
-    /// the sink rolled back can have cut the file.
-    ends: std::collections::VecDeque<u64>,
+    /// The file's first bytes as read (up to [`HEAD`]): after a shrink, whether the file is
+    /// still the one read (a rollback keeps them; `copytruncate` writes other events there —
+    /// every event's first bytes hold its unique `auditID`).
+    head: Vec<u8>,
 }
 
-/// How many line ends [`Tail::ends`] keeps (a rolled-back write is the last few lines).
-const ENDS_KEPT: usize = 4096;
+/// How many of a file's first bytes [`Tail::head`] keeps.
+const HEAD: usize = 256;
 
 impl Tail<'_> {
     /// Read what was appended and hand each complete line to `each` (`None` for a line over
@@ -64,14 +64,13 @@ impl Tail<'_> {
             if n == 0 {
                 return Ok(());
             }
-            let base = self.read;
+            if self.read < HEAD as u64 && self.head.len() as u64 == self.read {
+                let take = (HEAD - self.head.len()).min(n);
+                self.head.extend_from_slice(&chunk[..take]);
+            }
             self.read += n as u64;
             let mut data = &chunk[..n];
             while let Some(i) = data.iter().position(|&b| b == b'\n') {
-                if self.ends.len() == ENDS_KEPT {
-                    self.ends.pop_front();
-                }
-                self.ends.push_back(base + (n - data.len() + i + 1) as u64);
                 self.line_no += 1;
                 if self.overlong {
                     self.overlong = false;
@@ -103,28 +102,27 @@ impl Tail<'_> {
         File::open(self.path).ok()
     }
 
-    /// The same file is shorter than what was read. Cut at the end of a line already read: the
-    /// sink rolled back a write it could not complete, and reading goes on from there — not
-    /// from the start, which would print every event shown so far a second time. Cut anywhere
-    /// else (`copytruncate`: emptied, then written again): read from the start, as `tail -F`
-    /// does. Returns the new length and whether reading went back to the start.
+    /// The same file is shorter than what was read. Its first bytes unchanged: the sink rolled
+    /// back a write it could not complete (always to a line's end), and reading goes on from
+    /// there — not from the start, which would print every event shown so far a second time.
+    /// Changed (`copytruncate`: emptied, then written again) or emptied: read from the start,
+    /// as `tail -F` does. Returns the new length and whether reading went back to the start.
     fn shrank(&mut self) -> io::Result<Option<(u64, bool)>> {
-        use std::io::Seek;
+        use std::io::{Seek, SeekFrom};
         let len = self.file.metadata()?.len();
         if len >= self.read {
             return Ok(None);
         }
-        let rolled_back = len > 0 && self.ends.contains(&len);
+        let mut now = vec![0u8; self.head.len().min(usize::try_from(len).unwrap_or(HEAD))];
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file.read_exact(&mut now)?;
+        let rolled_back = len > 0 && self.head.starts_with(&now);
         let from = if rolled_back { len } else { 0 };
-        self.file.seek(io::SeekFrom::Start(from))?;
+        self.file.seek(SeekFrom::Start(from))?;
         self.read = from;
         if !rolled_back {
             self.line_no = 0;
-            self.ends.clear();
-        } else {
-            while self.ends.back().is_some_and(|&e| e > len) {
-                self.ends.pop_back();
-            }
+            self.head.clear();
         }
         self.partial.clear();
         self.overlong = false;
@@ -157,7 +155,7 @@ pub fn follow(
         line_no: 0,
         partial: Vec::new(),
         overlong: false,
-        ends: Default::default(),
+        head: Vec::new(),
     };
     let mut stats = Stats::default();
     let pump = |tail: &mut Tail<'_>,
@@ -227,7 +225,7 @@ pub fn follow(
                     line_no: 0,
                     partial: Vec::new(),
                     overlong: false,
-                    ends: Default::default(),
+                    head: Vec::new(),
                 };
                 between.drain(&mut |line, line_no| {
                     let at = Place {
@@ -246,7 +244,7 @@ pub fn follow(
             tail.line_no = 0;
             tail.partial.clear();
             tail.overlong = false;
-            tail.ends.clear();
+            tail.head.clear();
             continue;
         }
         if stop() {

@@ -88,11 +88,10 @@ async fn a_get_goes_without_a_body_and_its_answer_is_read_whole() {
     );
 }
 
-/// A `proxy` subresource passes a pod's response headers through (up to the 10 MiB the API
-/// server's client takes), so their size is a tenant's choice: a large block is that
-/// response's business, never the shared connection's (with a 16 KiB list limit, h2 closed the
-/// whole connection for a block over 64 KiB, and after 1024 blocks over 16 KiB, each of which
-/// it reset; with 1 MiB, for a block over 1.25 MiB).
+/// A `proxy` subresource passes a pod's response headers through, so their size is a tenant's
+/// choice: a large block (up to the 1 MiB limit) is that response's business, never the shared
+/// connection's (with a 16 KiB list limit, h2 closed the whole connection for a block over 64
+/// KiB, and after 1024 blocks over 16 KiB, each of which it reset).
 #[tokio::test]
 async fn large_response_headers_arrive_and_the_connection_stays() {
     let conn = pair(|req, mut respond| async move {
@@ -106,9 +105,7 @@ async fn large_response_headers_arrive_and_the_connection_stays() {
         tx.send_data(Bytes::from_static(b"ok"), true).unwrap();
     })
     .await;
-    let sizes = [70_000, 900_000, 1_500_000, 9_000_000]
-        .into_iter()
-        .chain([20_000; 1100]);
+    let sizes = [70_000, 900_000].into_iter().chain([20_000; 1100]);
     for size in sizes {
         let resp = match conn.send(get(&format!("/{size}")), ()).await {
             Ok(r) => r,

@@ -408,7 +408,11 @@ impl FileBackend {
         } else if let Some(start) = header {
             w.sign_start(&start)?;
         } else if w.adopted > 0 {
-            w.sign_adopted()?;
+            // Not fatal: on failure the state is rolled back and the timer's checkpoint signs
+            // them later (a full disk must not stop a `blocking` sink from starting).
+            if let Err(e) = w.sign_adopted() {
+                tracing::warn!(error = %e, "cannot sign the events found unsigned at start now; the next checkpoint will");
+            }
         }
         Ok(w)
     }

@@ -129,6 +129,14 @@ fn file_sink(path: &Path, key: &Path, tweak: impl FnOnce(&mut FileSinkConfig)) -
     .unwrap()
 }
 
+/// `portcullis audit verify --key KEY LOG`: exit code, stdout, stderr.
+fn verify_with_key(log: &Path, key: &str) -> (i32, String, String) {
+    run(
+        &["audit", "verify", "--key", key],
+        std::slice::from_ref(&log.to_path_buf()),
+    )
+}
+
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -381,10 +389,7 @@ async fn an_unsigned_tail_longer_than_the_checkpoint_interval_fails() {
     }
     a.shutdown(Duration::from_secs(5)).await;
     let key = public.to_str().unwrap();
-    let (code, out, err) = run(
-        &["audit", "verify", "--key", key],
-        std::slice::from_ref(&log),
-    );
+    let (code, out, err) = verify_with_key(&log, key);
     assert_eq!(code, 0, "signed at the end: {out}{err}");
     // The closing checkpoint removed: the header (signed before the first event) is the last.
     let sidecar = sidecar_path(&log);
@@ -392,10 +397,7 @@ async fn an_unsigned_tail_longer_than_the_checkpoint_interval_fails() {
     assert_eq!(s.len(), 2, "header and the closing checkpoint");
     s.pop();
     write_lines(&sidecar, &s);
-    let (code, out, err) = run(
-        &["audit", "verify", "--key", key],
-        std::slice::from_ref(&log),
-    );
+    let (code, out, err) = verify_with_key(&log, key);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains("the 4 unsigned events after the last checkpoint")
@@ -434,10 +436,7 @@ async fn an_unsigned_tail_longer_than_the_checkpoint_interval_fails() {
     let a = file_sink(&log, &private, |c| c.checkpoint_every_events = 100);
     a.emit(simple(9)).await.unwrap();
     a.shutdown(Duration::from_secs(5)).await;
-    let (code, out, err) = run(
-        &["audit", "verify", "--key", key],
-        std::slice::from_ref(&log),
-    );
+    let (code, out, err) = verify_with_key(&log, key);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains("the events #1–#4 adopted at a restart")
@@ -471,10 +470,7 @@ async fn an_unsigned_tail_longer_than_the_checkpoint_interval_fails() {
     let mut s = lines(&sidecar);
     s.pop();
     write_lines(&sidecar, &s);
-    let (code, out, err) = run(
-        &["audit", "verify", "--key", key],
-        std::slice::from_ref(&log),
-    );
+    let (code, out, err) = verify_with_key(&log, key);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains("1 of the 2 unsigned events after the last checkpoint have no stageTimestamp"),
@@ -497,10 +493,7 @@ async fn an_unsigned_tail_longer_than_the_checkpoint_interval_fails() {
     let mut s = lines(&sidecar);
     s.pop();
     write_lines(&sidecar, &s);
-    let (code, out, err) = run(
-        &["audit", "verify", "--key", key],
-        std::slice::from_ref(&log),
-    );
+    let (code, out, err) = verify_with_key(&log, key);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("unsigned tail: 1 events"), "{out}");
 
@@ -524,10 +517,7 @@ async fn an_unsigned_tail_longer_than_the_checkpoint_interval_fails() {
             crash(&log);
         }
     }
-    let (code, out, err) = run(
-        &["audit", "verify", "--key", key],
-        std::slice::from_ref(&log),
-    );
+    let (code, out, err) = verify_with_key(&log, key);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("adopted at a restart: events #1–#1")
@@ -550,10 +540,7 @@ async fn an_unsigned_tail_longer_than_the_checkpoint_interval_fails() {
     let a = file_sink(&log, &private, |c| c.checkpoint_every_events = 100);
     a.emit(simple(4)).await.unwrap();
     a.shutdown(Duration::from_secs(5)).await;
-    let (code, out, err) = run(
-        &["audit", "verify", "--key", key],
-        std::slice::from_ref(&log),
-    );
+    let (code, out, err) = verify_with_key(&log, key);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("adopted at a restart: events #1–#4"), "{out}");
 }

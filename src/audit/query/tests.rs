@@ -382,101 +382,35 @@ fn an_overlong_line_is_skipped_and_the_rest_read() {
     assert_eq!((stats.matched, stats.skipped), (1, 1));
 }
 
-/// The sink rolls back a write it could not complete (`set_len` to before it): `--follow`
-/// goes on from the new end, with a warning, instead of printing the whole file again.
-#[test]
-fn follow_goes_on_after_a_rolled_back_write() {
-    use std::{
-        io::Write as _,
-        sync::atomic::{AtomicBool, Ordering},
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("audit.log");
-    let line = |i: usize| {
-        ev(
-            &format!("u{i}"),
-            "get",
-            "pods",
-            "a",
-            "p",
-            200,
-            "allow",
-            "2026-01-01T00:00:00Z",
-        ) + "\n"
-    };
-    let three: String = (0..3).map(line).collect();
-    std::fs::write(&p, &three).unwrap();
-    let stop = AtomicBool::new(false);
-    let (out, warn) = std::thread::scope(|s| {
-        let follower = s.spawn(|| {
-            let (mut out, mut warn) = (Vec::new(), Vec::new());
-            follow::follow(
-                &p,
-                &Filter::default(),
-                Output::Json,
-                &mut out,
-                &mut warn,
-                std::time::Duration::from_millis(20),
-                &|| stop.load(Ordering::SeqCst),
-            )
-            .unwrap();
-            (
-                String::from_utf8(out).unwrap(),
-                String::from_utf8(warn).unwrap(),
-            )
-        });
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        // The last event rolled back, then the next one written.
-        let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
-        f.set_len((three.len() - line(2).len()) as u64).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
-        f.write_all(line(3).as_bytes()).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        stop.store(true, Ordering::SeqCst);
-        follower.join().unwrap()
-    });
-    let users: Vec<String> = out
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["user"]["username"].to_string()
-        })
-        .collect();
-    assert_eq!(users, ["\"u0\"", "\"u1\"", "\"u2\"", "\"u3\""], "{out}");
-    assert!(warn.contains("the file shrank"), "{warn}");
+/// An event of user `name` as a line, for the `--follow` tests.
+fn follow_line(name: &str) -> String {
+    ev(
+        name,
+        "get",
+        "pods",
+        "a",
+        "p",
+        200,
+        "allow",
+        "2026-01-01T00:00:00Z",
+    ) + "\n"
 }
 
-/// `copytruncate` empties the file and writes to it again: `--follow` reads it from its start
-/// (as `tail -F`), the new lines included, rather than from where a rollback would leave it.
-#[test]
-fn follow_reads_a_copytruncated_file_from_its_start() {
+/// Follow `p` (polling every `poll`) while `change` runs on this thread, then stop: the users
+/// of the rows printed, in order, and the warnings.
+fn followed(p: &std::path::Path, poll_ms: u64, change: impl FnOnce()) -> (Vec<String>, String) {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("audit.log");
-    let line = |i: usize| {
-        ev(
-            &format!("u{i}"),
-            "get",
-            "pods",
-            "a",
-            "p",
-            200,
-            "allow",
-            "2026-01-01T00:00:00Z",
-        ) + "\n"
-    };
-    std::fs::write(&p, (0..3).map(line).collect::<String>()).unwrap();
     let stop = AtomicBool::new(false);
     let (out, warn) = std::thread::scope(|s| {
         let follower = s.spawn(|| {
             let (mut out, mut warn) = (Vec::new(), Vec::new());
             follow::follow(
-                &p,
+                p,
                 &Filter::default(),
                 Output::Json,
                 &mut out,
                 &mut warn,
-                std::time::Duration::from_millis(100),
+                std::time::Duration::from_millis(poll_ms),
                 &|| stop.load(Ordering::SeqCst),
             )
             .unwrap();
@@ -485,20 +419,11 @@ fn follow_reads_a_copytruncated_file_from_its_start() {
                 String::from_utf8(warn).unwrap(),
             )
         });
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        // Emptied and written again in place (same inode), faster than a poll; its new
-        // length (two longer lines) is no line end of the old content.
-        let again: String = (3..5)
-            .map(line)
-            .collect::<String>()
-            .replace(r#""u3""#, r#""user3""#)
-            .replace(r#""u4""#, r#""user4""#);
-        std::fs::write(&p, again).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(400));
+        change();
         stop.store(true, Ordering::SeqCst);
         follower.join().unwrap()
     });
-    let users: Vec<String> = out
+    let users = out
         .lines()
         .map(|l| {
             serde_json::from_str::<serde_json::Value>(l).unwrap()["user"]["username"]
@@ -507,6 +432,50 @@ fn follow_reads_a_copytruncated_file_from_its_start() {
                 .to_string()
         })
         .collect();
-    assert_eq!(users, ["u0", "u1", "u2", "user3", "user4"], "{out}");
+    (users, warn)
+}
+
+fn pause(ms: u64) {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+}
+
+/// The sink rolls back a write it could not complete (`set_len` to before it): `--follow`
+/// goes on from the new end, with a warning, instead of printing the whole file again.
+#[test]
+fn follow_goes_on_after_a_rolled_back_write() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.log");
+    let three: String = ["u0", "u1", "u2"].map(follow_line).concat();
+    std::fs::write(&p, &three).unwrap();
+    let (users, warn) = followed(&p, 20, || {
+        pause(200);
+        // The last event rolled back, then the next one written.
+        let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        f.set_len((three.len() - follow_line("u2").len()) as u64)
+            .unwrap();
+        pause(200);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(follow_line("u3").as_bytes()).unwrap();
+        pause(200);
+    });
+    assert_eq!(users, ["u0", "u1", "u2", "u3"]);
+    assert!(warn.contains("the file shrank"), "{warn}");
+}
+
+/// `copytruncate` empties the file and writes to it again: `--follow` reads it from its start
+/// (as `tail -F`), the new lines included, rather than from where a rollback would leave it.
+#[test]
+fn follow_reads_a_copytruncated_file_from_its_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.log");
+    std::fs::write(&p, ["u0", "u1", "u2"].map(follow_line).concat()).unwrap();
+    let (users, warn) = followed(&p, 100, || {
+        pause(300);
+        // Emptied and written again in place (same inode), faster than a poll.
+        std::fs::write(&p, ["user3", "user4"].map(follow_line).concat()).unwrap();
+        pause(400);
+    });
+    assert_eq!(users, ["u0", "u1", "u2", "user3", "user4"]);
     assert!(warn.contains("reading it from its start"), "{warn}");
 }

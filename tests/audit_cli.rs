@@ -129,12 +129,14 @@ fn file_sink(path: &Path, key: &Path, tweak: impl FnOnce(&mut FileSinkConfig)) -
     .unwrap()
 }
 
-/// `portcullis audit verify --key KEY LOG`: exit code, stdout, stderr.
-fn verify_with_key(log: &Path, key: &str) -> (i32, String, String) {
-    run(
-        &["audit", "verify", "--key", key],
-        std::slice::from_ref(&log.to_path_buf()),
-    )
+/// `portcullis audit verify EXTRA… --key KEY LOG`: exit code, stdout, stderr.
+fn verify_with_key(log: &Path, key: &str, extra: &[&str]) -> (i32, String, String) {
+    let args: Vec<&str> = ["audit", "verify"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .chain(["--key", key])
+        .collect();
+    run(&args, std::slice::from_ref(&log.to_path_buf()))
 }
 
 fn lines(path: &Path) -> Vec<String> {
@@ -389,7 +391,7 @@ async fn an_unsigned_tail_longer_than_the_checkpoint_interval_fails() {
     }
     a.shutdown(Duration::from_secs(5)).await;
     let key = public.to_str().unwrap();
-    let (code, out, err) = verify_with_key(&log, key);
+    let (code, out, err) = verify_with_key(&log, key, &[]);
     assert_eq!(code, 0, "signed at the end: {out}{err}");
     // The closing checkpoint removed: the header (signed before the first event) is the last.
     let sidecar = sidecar_path(&log);
@@ -397,24 +399,14 @@ async fn an_unsigned_tail_longer_than_the_checkpoint_interval_fails() {
     assert_eq!(s.len(), 2, "header and the closing checkpoint");
     s.pop();
     write_lines(&sidecar, &s);
-    let (code, out, err) = verify_with_key(&log, key);
+    let (code, out, err) = verify_with_key(&log, key, &[]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains("the 4 unsigned events after the last checkpoint")
             && err.contains("--checkpoint-interval 10s"),
         "{err}"
     );
-    let (code, out, err) = run(
-        &[
-            "audit",
-            "verify",
-            "--checkpoint-interval",
-            "1h",
-            "--key",
-            key,
-        ],
-        std::slice::from_ref(&log),
-    );
+    let (code, out, err) = verify_with_key(&log, key, &["--checkpoint-interval", "1h"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("unsigned tail: 4 events"), "{out}");
     let (code, _, _) = run(
@@ -436,24 +428,14 @@ async fn an_unsigned_tail_longer_than_the_checkpoint_interval_fails() {
     let a = file_sink(&log, &private, |c| c.checkpoint_every_events = 100);
     a.emit(simple(9)).await.unwrap();
     a.shutdown(Duration::from_secs(5)).await;
-    let (code, out, err) = verify_with_key(&log, key);
+    let (code, out, err) = verify_with_key(&log, key, &[]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains("the events #1–#4 adopted at a restart")
             && err.contains("--checkpoint-interval 10s"),
         "{err}"
     );
-    let (code, out, err) = run(
-        &[
-            "audit",
-            "verify",
-            "--checkpoint-interval",
-            "1h",
-            "--key",
-            key,
-        ],
-        std::slice::from_ref(&log),
-    );
+    let (code, out, err) = verify_with_key(&log, key, &["--checkpoint-interval", "1h"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("adopted at a restart: events #1–#4"), "{out}");
 
@@ -470,7 +452,7 @@ async fn an_unsigned_tail_longer_than_the_checkpoint_interval_fails() {
     let mut s = lines(&sidecar);
     s.pop();
     write_lines(&sidecar, &s);
-    let (code, out, err) = verify_with_key(&log, key);
+    let (code, out, err) = verify_with_key(&log, key, &[]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains("1 of the 2 unsigned events after the last checkpoint have no stageTimestamp"),
@@ -493,7 +475,7 @@ async fn an_unsigned_tail_longer_than_the_checkpoint_interval_fails() {
     let mut s = lines(&sidecar);
     s.pop();
     write_lines(&sidecar, &s);
-    let (code, out, err) = verify_with_key(&log, key);
+    let (code, out, err) = verify_with_key(&log, key, &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("unsigned tail: 1 events"), "{out}");
 
@@ -517,7 +499,7 @@ async fn an_unsigned_tail_longer_than_the_checkpoint_interval_fails() {
             crash(&log);
         }
     }
-    let (code, out, err) = verify_with_key(&log, key);
+    let (code, out, err) = verify_with_key(&log, key, &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("adopted at a restart: events #1–#1")
@@ -540,7 +522,7 @@ async fn an_unsigned_tail_longer_than_the_checkpoint_interval_fails() {
     let a = file_sink(&log, &private, |c| c.checkpoint_every_events = 100);
     a.emit(simple(4)).await.unwrap();
     a.shutdown(Duration::from_secs(5)).await;
-    let (code, out, err) = verify_with_key(&log, key);
+    let (code, out, err) = verify_with_key(&log, key, &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("adopted at a restart: events #1–#4"), "{out}");
 }

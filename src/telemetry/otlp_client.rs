@@ -39,16 +39,37 @@ static FAILURE_LOG: std::sync::Mutex<(Option<std::time::Instant>, u64)> =
 /// How often a failing collector is logged.
 const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// Count a failed export; log it if no warning was written for [`FAILURE_LOG_EVERY`].
-fn failed(why: &dyn std::fmt::Display) {
-    EXPORT_FAILURES.inc();
-    let mut log = FAILURE_LOG
+fn failure_log() -> std::sync::MutexGuard<'static, (Option<std::time::Instant>, u64)> {
+    FAILURE_LOG
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    log.1 += 1;
-    if log.0.is_none_or(|at| at.elapsed() >= FAILURE_LOG_EVERY) {
-        tracing::warn!(failed = log.1, error = %why, "OTLP span export failed: the collector did not take the batch");
-        *log = (Some(std::time::Instant::now()), 0);
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Count a failed export to `endpoint`; log it if no warning was written for
+/// [`FAILURE_LOG_EVERY`].
+fn failed(endpoint: &str, why: &dyn std::fmt::Display) {
+    EXPORT_FAILURES.inc();
+    let (failed, due) = {
+        let mut log = failure_log();
+        log.1 += 1;
+        let due = log.0.is_none_or(|at| at.elapsed() >= FAILURE_LOG_EVERY);
+        let failed = log.1;
+        if due {
+            *log = (Some(std::time::Instant::now()), 0);
+        }
+        (failed, due)
+    };
+    if due {
+        tracing::warn!(%endpoint, failed, error = %why, "OTLP span export failed: the collector did not take the batch");
+    }
+}
+
+/// An export went through: if failures went unlogged since the last warning, say how many,
+/// so a collector that recovered within the minute is not left looking broken.
+fn succeeded(endpoint: &str) {
+    let unlogged = std::mem::take(&mut failure_log().1);
+    if unlogged > 0 {
+        tracing::info!(%endpoint, failed = unlogged, "OTLP span export works again; exports failed since the last warning");
     }
 }
 
@@ -61,6 +82,8 @@ type Pool = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 pub struct OtlpClient {
     tls: rustls::ClientConfig,
     timeout: Duration,
+    /// For the log lines only.
+    endpoint: String,
     /// Made on first use, on the exporter's thread (see the module doc).
     rt: OnceLock<Option<(tokio::runtime::Runtime, Pool)>>,
 }
@@ -84,6 +107,7 @@ impl OtlpClient {
         Ok(OtlpClient {
             tls,
             timeout: settings.timeout,
+            endpoint: settings.endpoint.to_string(),
             rt: OnceLock::new(),
         })
     }
@@ -160,9 +184,9 @@ impl HttpClient for OtlpClient {
         Box::pin(async move {
             let result = self.send(request);
             match &result {
-                Ok(resp) if resp.status().is_success() => {}
-                Ok(resp) => failed(&format_args!("status {}", resp.status())),
-                Err(err) => failed(err),
+                Ok(resp) if resp.status().is_success() => succeeded(&self.endpoint),
+                Ok(resp) => failed(&self.endpoint, &format_args!("status {}", resp.status())),
+                Err(err) => failed(&self.endpoint, err),
             }
             result
         })

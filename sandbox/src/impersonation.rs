@@ -25,13 +25,12 @@ use portcullis::k8s::Status;
 /// travels so). A value that is not UTF-8 is refused, never skipped: a skipped
 /// `Impersonate-User` would run the request as the caller itself.
 fn header_values<'a>(h: &'a HeaderMap, name: &str) -> Result<Vec<&'a str>, Status> {
-    h.get_all(name)
-        .iter()
-        .map(|v| {
-            std::str::from_utf8(v.as_bytes())
-                .map_err(|_| Status::bad_request(format!("{name} is not valid UTF-8")))
-        })
-        .collect()
+    h.get_all(name).iter().map(|v| text(name, v)).collect()
+}
+
+fn text<'a>(name: &str, v: &'a http::HeaderValue) -> Result<&'a str, Status> {
+    std::str::from_utf8(v.as_bytes())
+        .map_err(|_| Status::bad_request(format!("{name} is not valid UTF-8")))
 }
 
 /// Go's `url.PathUnescape`, falling back to the raw key on a malformed escape.
@@ -65,8 +64,7 @@ fn extras(h: &HeaderMap) -> Result<BTreeMap<String, Vec<String>>, Status> {
     for (name, value) in h {
         // HeaderName is already lower-case, as Go's lower-casing of the suffix.
         if let Some(key) = name.as_str().strip_prefix("impersonate-extra-") {
-            let v = std::str::from_utf8(value.as_bytes())
-                .map_err(|_| Status::bad_request(format!("{name} is not valid UTF-8")))?;
+            let v = text(name.as_str(), value)?;
             out.entry(unescape(key)).or_default().push(v.to_string());
         }
     }

@@ -234,9 +234,10 @@ pub const TABLE_HEADER: &str = "TIME                 USER                     VE
 /// row nor drive the terminal nor rearrange what it shows. (Use `--output json` for values as
 /// logged.)
 fn dash(s: &str) -> std::borrow::Cow<'_, str> {
+    // The characters names may not hold (`forwards_intact`): a cell shows them escaped,
+    // for logs written before, or by other writers.
     fn hidden(c: char) -> bool {
-        c.is_control()
-            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        c.is_control() || crate::authn::identity::hides_text(c)
     }
     if s.is_empty() {
         return "-".into();

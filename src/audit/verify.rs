@@ -98,30 +98,20 @@ pub struct Report {
     /// unsigned on disk: not witnessed by a signature when written (a crash's tail, or lines
     /// appended while the proxy was stopped).
     pub adopted: Vec<(u64, u64)>,
-    /// The `stageTimestamp`s of each range in [`Report::adopted`] (same order), when they can
-    /// be judged: the range was read here and a checkpoint was matched before it (the chain was
-    /// signed, then went unsigned while the proxy was down — a crash leaves at most one
-    /// checkpoint interval of such events). `None` for a range before the files given, or the
-    /// first checkpoint of the chain (signing turned on over an unsigned history, which no time
-    /// bound applies to).
+    /// The `stageTimestamp`s of each range in [`Report::adopted`] (same order), when they are
+    /// to be judged: the range was read here and a checkpoint was matched before it (the chain
+    /// was signed, then went unsigned while the proxy was down — a crash leaves at most one
+    /// checkpoint interval of such events). `None` for a range before the files given, or
+    /// history a file was signed over: events of a file no checkpoint signed before, stamped
+    /// more than [`CHECKPOINT_SLACK`] before the file's first checkpoint (signing turned on for
+    /// an old log; a sidecar cut back to that checkpoint leaves events stamped after it).
     pub adopted_stamps: Vec<Option<Stamps>>,
-    /// For each range in [`Report::adopted`] of a file no checkpoint had signed events of
-    /// before: the signed time (unix µs) of the checkpoint before it, the file's first. Events
-    /// stamped well before that are history the file was signed over (signing turned on for
-    /// an old log), not a cut tail; a sidecar cut back to the file's first checkpoint leaves
-    /// events stamped after it.
-    pub adopted_after: Vec<Option<i64>>,
     /// The `stageTimestamp`s of the unsigned tail's events (those read here).
     pub tail_stamps: Stamps,
     /// Whether signatures were checked (keys were given).
     pub signatures_checked: bool,
     /// The newest checkpoint that matched: `(seq, signed time)`.
     pub last_checkpoint: Option<(u64, String)>,
-    /// The `stageTimestamp` of the last verified event.
-    pub last_event_time: Option<String>,
-    /// The `stageTimestamp` of the first event after the last checkpoint (of the unsigned
-    /// tail, when there is one).
-    pub first_unsigned_time: Option<String>,
     /// Anchor checkpoints found on the verified chain.
     pub anchors_matched: u64,
     /// Anchor checkpoints signing events before the oldest given file (deleted by retention).
@@ -194,6 +184,17 @@ impl fmt::Display for Failure {
     }
 }
 
+/// How much later than the checkpoint timer an unsigned event may be stamped: the timer's
+/// tick, a slow sync, the clock read before the write.
+pub const CHECKPOINT_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// An RFC 3339 time in unix µs.
+fn micros(t: &str) -> Option<i64> {
+    t.parse::<crate::audit::event::MicroTime>()
+        .ok()
+        .map(crate::audit::event::MicroTime::unix_micros)
+}
+
 struct State {
     /// The chain head and its seq, once known.
     head: Option<(Link, u64)>,
@@ -216,6 +217,20 @@ struct State {
 }
 
 impl State {
+    /// Whether adopted events with these stamps are history their file was signed over: no
+    /// checkpoint signed events of this file before, and they were stamped more than
+    /// [`CHECKPOINT_SLACK`] before the checkpoint before them (the file's first).
+    fn history(&self, stamps: &Stamps) -> bool {
+        let slack = i64::try_from(CHECKPOINT_SLACK.as_micros()).unwrap_or(i64::MAX);
+        let signed = self
+            .report
+            .last_checkpoint
+            .as_ref()
+            .and_then(|(_, t)| micros(t));
+        !self.file_signed
+            && matches!((stamps.first, signed), (Some(t), Some(at)) if t < at.saturating_sub(slack))
+    }
+
     /// The chain reached `(link, seq)`: place the checkpoints and anchors signing this seq.
     fn reached(&mut self, link: Link, seq: u64) -> Result<(), String> {
         while let Some(cp) = self.pending.front() {
@@ -272,26 +287,14 @@ impl State {
                 let judged = !self.at_start
                     && self.report.checkpoints > 0
                     && self.stamps.len() as u64 == self.since_ckpt;
-                // Nothing signed this file's events before: the checkpoint before them is the
-                // file's first, and they may be history it was signed over (signing turned on
-                // for an old log) — which they are if stamped before it (`Report::adopted_after`).
-                let after = (!self.file_signed)
-                    .then(|| {
-                        self.report
-                            .last_checkpoint
-                            .as_ref()
-                            .and_then(|(_, t)| t.parse::<crate::audit::event::MicroTime>().ok())
-                            .map(crate::audit::event::MicroTime::unix_micros)
-                    })
-                    .flatten();
                 let stamps = usize::try_from(cp.adopted)
                     .ok()
                     .and_then(|n| self.stamps.get(..n))
                     .filter(|_| judged)
-                    .map(Stamps::of);
+                    .map(Stamps::of)
+                    .filter(|st| !self.history(st));
                 self.report.adopted.push((first, last));
                 self.report.adopted_stamps.push(stamps);
-                self.report.adopted_after.push(after);
                 self.report.warnings.push(format!(
                     "{}: events #{first}–#{last} were found unsigned when the proxy started and are signed by this checkpoint, not by one written with them: after a crash that is its unsigned tail; after a clean stop they were added while it was stopped",
                     cp.at()
@@ -406,21 +409,10 @@ impl State {
         let seq = seq.saturating_add(1);
         self.head = Some((found, seq));
         self.file_first_seq.get_or_insert(seq);
-        self.report.last_event_time = v
-            .get("stageTimestamp")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        if self.since_ckpt == 0 {
-            self.report
-                .first_unsigned_time
-                .clone_from(&self.report.last_event_time);
-        }
         self.stamps.push(
-            self.report
-                .last_event_time
-                .as_deref()
-                .and_then(|t| t.parse::<crate::audit::event::MicroTime>().ok())
-                .map(crate::audit::event::MicroTime::unix_micros),
+            v.get("stageTimestamp")
+                .and_then(Value::as_str)
+                .and_then(micros),
         );
         self.report.events += 1;
         self.since_ckpt += 1;

@@ -366,12 +366,9 @@ fn verify_cmd(
     Ok(0)
 }
 
-/// How much later than the checkpoint timer an unsigned event may be stamped: the timer's tick,
-/// a slow sync, the clock read before the write.
-const CHECKPOINT_SLACK: Duration = Duration::from_secs(5);
-
 /// Why the unsigned tail, or a range adopted at a restart, cannot be what the sink left, if so:
-/// with signatures checked, its events span more than `interval` (+ [`CHECKPOINT_SLACK`]) —
+/// with signatures checked, its events span more than `interval` (+
+/// [`verify::CHECKPOINT_SLACK`]) —
 /// from the first `stageTimestamp` to the last — while the sink signs events once the
 /// oldest unsigned one is `interval` old (a crash or a kill leaves a tail within that, which a
 /// restart adopts, and signs at once; a restart's first events are signed within an interval
@@ -386,7 +383,8 @@ fn tail_outlives_checkpoints(report: &verify::Report, interval: Duration) -> Opt
     if interval.is_zero() || !report.signatures_checked {
         return None;
     }
-    let allowed = i64::try_from((interval + CHECKPOINT_SLACK).as_micros()).unwrap_or(i64::MAX);
+    let allowed =
+        i64::try_from((interval + verify::CHECKPOINT_SLACK).as_micros()).unwrap_or(i64::MAX);
     let every = humantime::format_duration(interval);
     let judge = |what: String, stamps: &verify::Stamps| -> Option<String> {
         if stamps.untimed > 0 {
@@ -406,22 +404,7 @@ fn tail_outlives_checkpoints(report: &verify::Report, interval: Duration) -> Opt
             )
         })
     };
-    let slack = i64::try_from(CHECKPOINT_SLACK.as_micros()).unwrap_or(i64::MAX);
-    let ranges = report
-        .adopted
-        .iter()
-        .zip(&report.adopted_stamps)
-        .zip(report.adopted_after.iter().chain(std::iter::repeat(&None)));
-    for (((first, last), stamps), after) in ranges {
-        // History a file was signed over: stamped before the file's first checkpoint.
-        let history = after.is_some_and(|signed| {
-            stamps
-                .and_then(|st| st.first)
-                .is_some_and(|t| t < signed.saturating_sub(slack))
-        });
-        if history {
-            continue;
-        }
+    for ((first, last), stamps) in report.adopted.iter().zip(&report.adopted_stamps) {
         if let Some(why) = stamps.as_ref().and_then(|st| {
             judge(
                 format!("the events #{first}–#{last} adopted at a restart"),

@@ -154,36 +154,20 @@ redis: {url: "http://x", replicas: 0, timeout: 0s, key_prefix: ""}
     ] {
         assert!(paths.contains(&want), "missing {want} in {paths:?}");
     }
+    // `redis: {…}` with `extra` keys: refused for that one key, with that bound named.
+    let refused = |extra: &str, path: &str, bound: &str| {
+        let cfg = parse(&format!(
+            "backend: redis\nredis: {{url: \"redis://127.0.0.1:6379\", replicas: 1, {extra}}}\n"
+        ));
+        let problems = config::validate(&cfg, "rate_limits").expect_err("invalid");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, path);
+        assert!(problems[0].to_string().contains(bound), "{}", problems[0]);
+    };
     // A timeout every limited request could wait through (a typo for 50ms) is refused.
-    let slow = parse(
-        r#"
-backend: redis
-redis: {url: "redis://127.0.0.1:6379", replicas: 1, timeout: 50s}
-"#,
-    );
-    let problems = config::validate(&slow, "rate_limits").expect_err("invalid");
-    assert_eq!(problems.len(), 1, "{problems:?}");
-    assert_eq!(problems[0].path, "rate_limits.redis.timeout");
-    assert!(
-        problems[0].to_string().contains("at most 5s"),
-        "{}",
-        problems[0]
-    );
+    refused("timeout: 50s", "rate_limits.redis.timeout", "at most 5s");
     // So is a backoff that turns one slow reply into a long outage (a typo for 1s).
-    let long = parse(
-        r#"
-backend: redis
-redis: {url: "redis://127.0.0.1:6379", replicas: 1, backoff: 1h}
-"#,
-    );
-    let problems = config::validate(&long, "rate_limits").expect_err("invalid");
-    assert_eq!(problems.len(), 1, "{problems:?}");
-    assert_eq!(problems[0].path, "rate_limits.redis.backoff");
-    assert!(
-        problems[0].to_string().contains("at most 30s"),
-        "{}",
-        problems[0]
-    );
+    refused("backoff: 1h", "rate_limits.redis.backoff", "at most 30s");
     let fine = parse(
         r#"
 backend: redis

@@ -117,6 +117,11 @@ async fn bad_credentials_are_401_and_never_reach_upstream() {
             Some(f.token(&claims("alice", &["system:masters"]))),
         ),
         ("garbage", Some("not.a.jwt".into())),
+        // A name that would rearrange the log line showing it (a bidi override).
+        (
+            "a bidi override in sub",
+            Some(f.token(&with("sub", json!("eve\u{202e}nimda")))),
+        ),
         // No leeway on exp, as the API server.
         (
             "expired two seconds ago",
@@ -717,6 +722,36 @@ async fn bindings_and_forged_impersonation_are_refused_before_the_upstream() {
         "BadRequest",
     )
     .await;
+    // A name holding a character that hides or reorders text, or a C1 control.
+    for name in ["bob\u{202e}nimda", "b\u{200b}ob", "bo\u{85}b"] {
+        refused(
+            &env,
+            with(&[("impersonate-user", name)]),
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+        )
+        .await;
+    }
+    // A name beyond ASCII is taken, and reaches the API server as its UTF-8 bytes.
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env
+        .request(
+            with(&[
+                ("impersonate-user", "josé"),
+                ("impersonate-group", "demo:admins"),
+            ]),
+            None,
+            false,
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK, "{:?}", resp.body());
+    let seen = env.sandbox.sandbox.recorded();
+    let sent: Vec<&[u8]> = seen
+        .iter()
+        .filter_map(|r| r.headers.get("impersonate-user"))
+        .map(|v| v.as_bytes())
+        .collect();
+    assert_eq!(sent, ["josé".as_bytes()]);
     env.stop().await;
 }
 

@@ -75,9 +75,7 @@ fn an_unusable_reload_poll_is_refused_at_once() {
 /// example and in the demo.
 #[test]
 fn the_shipped_node_rule_covers_every_pod_bearing_kind() {
-    let ca = portcullis_sandbox::pki::Ca::new("test CA").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let demo = std::fs::read_to_string(demo_files(dir.path(), &ca).config).unwrap();
+    let (_dir, demo) = demo_config();
     let example = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/portcullis.yaml"),
     )

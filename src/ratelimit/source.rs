@@ -50,14 +50,7 @@ impl SourceLimiter {
 
     /// The bucket key of `ip` (hashed with `keys`' secret).
     pub fn key(keys: &LocalBuckets, ip: IpAddr) -> u64 {
-        let canonical = match ip {
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => IpAddr::V6(v6),
-            },
-            v4 => v4,
-        };
-        match canonical {
+        match ip.to_canonical() {
             IpAddr::V4(v4) => keys.key(BucketClass::Unauthenticated, &v4.octets()),
             IpAddr::V6(v6) => {
                 let o = v6.octets();

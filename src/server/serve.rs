@@ -88,8 +88,11 @@ impl ConnInfo {
         h2: bool,
     ) -> ConnInfo {
         // As Go's servers report it: `10.1.2.3`, not `::ffff:10.1.2.3` from a dual-stack
-        // listener (the audit `sourceIPs` and `X-Forwarded-For` carry it; SIEM rules match IPv4).
-        let ip = peer.ip().to_canonical().to_string();
+        // listener — the address itself, so every reader (the audit `sourceIPs`,
+        // `X-Forwarded-For`, log lines, per-source limits) sees the one form; SIEM rules match
+        // IPv4.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        let ip = peer.ip().to_string();
         ConnInfo {
             peer,
             peer_certs,
@@ -653,13 +656,18 @@ mod tests {
     use std::time::Duration;
 
     /// A client of a dual-stack listener is named as Go's servers name it: an IPv4 peer in its
-    /// IPv4 form (the audit `sourceIPs`, `X-Forwarded-For`), an IPv6 one as it is.
+    /// IPv4 form (the audit `sourceIPs`, `X-Forwarded-For`, log lines), an IPv6 one as it is.
     #[test]
     fn an_ipv4_mapped_peer_is_named_in_its_ipv4_form() {
         let info = |a: &str| super::ConnInfo::new(a.parse().unwrap(), None, false);
         assert_eq!(info("[::ffff:10.1.2.3]:5000").peer_ip, "10.1.2.3");
         assert_eq!(info("10.1.2.3:5000").peer_ip, "10.1.2.3");
         assert_eq!(info("[2001:db8::1]:5000").peer_ip, "2001:db8::1");
+        // The address too, for every reader of it (log lines, per-source limits).
+        assert_eq!(
+            info("[::ffff:10.1.2.3]:5000").peer,
+            "10.1.2.3:5000".parse().unwrap()
+        );
     }
 
     /// An accepted connection gets the keep-alive the accept loop sets.

@@ -241,11 +241,6 @@ impl KeyStore {
         }
     }
 
-    /// The current keys.
-    pub fn current(&self) -> Arc<KeySet> {
-        self.keys.load_full()
-    }
-
     /// The key-set generation: changes whenever the keys change (cached tokens verified under
     /// an older generation are re-verified, so a key removed from the JWKS stops working).
     pub fn generation(&self) -> u64 {

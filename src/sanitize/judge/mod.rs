@@ -616,22 +616,18 @@ fn pod_security(
     // A pod spec of more containers than any real pod has is refused before it is judged:
     // every container can fail several checks, and each failure is kept and worded, so a
     // 3 MiB body of a million empty containers would cost gigabytes to refuse.
-    if let Some(kind) = pss::PodBearing::from_group_resource(&info.api_group, &resource) {
-        for obj in judged {
-            for pod in pss::pod_specs(kind, obj) {
-                let n = pss::checks::container_count(pod.spec);
-                if n > MAX_CONTAINERS {
-                    causes.push(StatusCause {
-                        reason: "FieldValueTooMany".into(),
-                        message: format!(
-                            "Too many: {n}: must have at most {MAX_CONTAINERS} containers, init containers and ephemeral containers together to be judged"
-                        ),
-                        field: format!("{}.containers", pod.path_prefix),
-                    });
-                    return None;
-                }
-            }
-        }
+    let oversized = judged
+        .iter()
+        .find_map(|obj| pss::oversized(&info.api_group, &resource, obj, MAX_CONTAINERS));
+    if let Some((field, n)) = oversized {
+        causes.push(StatusCause {
+            reason: "FieldValueTooMany".into(),
+            message: format!(
+                "Too many: {n}: must have at most {MAX_CONTAINERS} containers, init containers and ephemeral containers together to be judged"
+            ),
+            field,
+        });
+        return None;
     }
     // Each distinct policy is evaluated once (warn often equals enforce or audit).
     let mut memo: Vec<(pss::Policy, Vec<pss::Violation>)> = Vec::new();

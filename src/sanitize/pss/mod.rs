@@ -240,6 +240,22 @@ impl fmt::Display for Violation {
     }
 }
 
+/// The first pod spec of `object` (of the resource `group`/`resource`) holding more than `max`
+/// containers, init containers and ephemeral containers together: its containers' field path
+/// and the count. `None` for objects that are not pod-bearing.
+pub fn oversized(
+    group: &str,
+    resource: &str,
+    object: &Value,
+    max: usize,
+) -> Option<(String, usize)> {
+    let kind = PodBearing::from_group_resource(group, resource)?;
+    pod_specs(kind, object).into_iter().find_map(|pod| {
+        let n = checks::container_count(pod.spec);
+        (n > max).then(|| (format!("{}.containers", pod.path_prefix), n))
+    })
+}
+
 /// Every violation of `policy` in every pod spec of `object`, an object of the resource
 /// `group`/`resource` (as the proxy classifies the request; `resource` may carry a
 /// subresource, e.g. `pods/ephemeralcontainers`). Objects that are not pod-bearing (or

@@ -271,20 +271,9 @@ async fn twenty_reloads_under_load_drop_nothing_and_apply_at_once() {
         )
         .await;
     assert!(out.status.success(), "{}", common::stderr(&out));
-    let mut exec = common::kubectl_exec_cat(&b.files.admin_kubeconfig, b.dir.path(), "shell");
-    let mut exec_in = exec.stdin.take().unwrap();
-    let mut exec_out =
-        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(exec.stdout.take().unwrap()));
+    let mut exec = common::EchoSession::start(&b.files.admin_kubeconfig, b.dir.path(), "shell");
     let mut echo = async |line: String| {
-        use tokio::io::AsyncWriteExt;
-        exec_in
-            .write_all(format!("{line}\n").as_bytes())
-            .await
-            .unwrap();
-        let echoed = tokio::time::timeout(Duration::from_secs(20), exec_out.next_line())
-            .await
-            .expect("the exec session did not echo within 20 s")
-            .unwrap();
+        let echoed = exec.echo(&line).await;
         assert_eq!(echoed, Some(line), "the exec session ended");
     };
     echo("before the reloads".into()).await;
@@ -412,7 +401,7 @@ async fn twenty_reloads_under_load_drop_nothing_and_apply_at_once() {
     assert_ci_refused(&b).await;
     assert!(bob_reads().await.status.success());
     let _ = kubectl_watch.kill().await;
-    let _ = exec.kill().await;
+    let _ = exec.child.kill().await;
     b.stop().await;
 }
 

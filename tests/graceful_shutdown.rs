@@ -125,23 +125,15 @@ async fn sigterm_lets_a_recorded_exec_session_finish_with_its_event() {
     exec_through_sigterm(Some(sessions.path())).await;
 }
 
-/// `kubectl exec -i shell -- cat` with `kubeconfig`, once it has echoed a first line: the
-/// process and its stdin (open: the session goes on).
+/// `kubectl exec -i shell -- cat` with `kubeconfig`, once it has echoed a first line (its
+/// stdin open: the session goes on).
 async fn echoing_session(
     kubeconfig: &std::path::Path,
     home: &std::path::Path,
-) -> (tokio::process::Child, tokio::process::ChildStdin) {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let mut exec = common::kubectl_exec_cat(kubeconfig, home, "shell");
-    let mut stdin = exec.stdin.take().unwrap();
-    let mut lines = BufReader::new(exec.stdout.take().unwrap()).lines();
-    stdin.write_all(b"before\n").await.unwrap();
-    let echoed = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .expect("no echo")
-        .unwrap();
-    assert_eq!(echoed.as_deref(), Some("before"));
-    (exec, stdin)
+) -> common::EchoSession {
+    let mut session = common::EchoSession::start(kubeconfig, home, "shell");
+    assert_eq!(session.echo("before").await.as_deref(), Some("before"));
+    session
 }
 
 /// The `ResponseComplete` events of `pods/shell/exec` in the proxy's audit log.
@@ -160,7 +152,6 @@ fn exec_completes(b: &common::binary::Binary) -> Vec<serde_json::Value> {
 
 /// An exec session open across SIGTERM; recorded into `sessions` when given.
 async fn exec_through_sigterm(sessions: Option<&std::path::Path>) {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     common::require_kubectl();
     let mut b = common::binary::Binary::start(&[], |c| {
         if let Some(dir) = sessions {
@@ -183,27 +174,15 @@ async fn exec_through_sigterm(sessions: Option<&std::path::Path>) {
         }
     };
     assert!(out.status.success(), "{}", common::stderr(&out));
-    let mut exec = common::kubectl_exec_cat(&who, b.dir.path(), "shell");
-    let mut stdin = exec.stdin.take().unwrap();
-    let mut lines = BufReader::new(exec.stdout.take().unwrap()).lines();
-    let mut echo = async |line: &str| {
-        stdin
-            .write_all(format!("{line}\n").as_bytes())
-            .await
-            .unwrap();
-        tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("no echo")
-            .unwrap()
-    };
-    assert_eq!(echo("before").await.as_deref(), Some("before"));
+    let mut exec = common::EchoSession::start(&who, b.dir.path(), "shell");
+    assert_eq!(exec.echo("before").await.as_deref(), Some("before"));
 
     b.signal("TERM");
     // The listener closes; the session goes on.
     listener_closed(b.listen).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        echo("during shutdown").await.as_deref(),
+        exec.echo("during shutdown").await.as_deref(),
         Some("during shutdown")
     );
     assert!(
@@ -211,8 +190,8 @@ async fn exec_through_sigterm(sessions: Option<&std::path::Path>) {
         "the proxy exited with a session open"
     );
     // The session ends (stdin closed): the proxy exits.
-    drop(stdin);
-    let ended = tokio::time::timeout(Duration::from_secs(20), exec.wait()).await;
+    exec.close();
+    let ended = tokio::time::timeout(Duration::from_secs(20), exec.child.wait()).await;
     assert!(
         matches!(ended, Ok(Ok(s)) if s.success()),
         "kubectl exec: {ended:?}"
@@ -257,7 +236,7 @@ async fn a_session_outliving_the_grace_is_ended_with_its_event() {
     let create = ["create", "-n", "team-a", "-f", file.to_str().unwrap()];
     let out = b.kubectl(&b.files.admin_kubeconfig, &create).await;
     assert!(out.status.success(), "{}", common::stderr(&out));
-    let (mut exec, stdin) = echoing_session(&b.files.team_a_kubeconfig, b.dir.path()).await;
+    let mut exec = echoing_session(&b.files.team_a_kubeconfig, b.dir.path()).await;
     b.signal("TERM");
     // The session stays open: the proxy ends it at the end of the 5 s grace, then exits.
     let status = b
@@ -279,8 +258,8 @@ async fn a_session_outliving_the_grace_is_ended_with_its_event() {
     let recording: serde_json::Value =
         serde_json::from_str(a[common::session::ANNOTATION].as_str().unwrap()).unwrap();
     assert!(recording["sha256"].is_string(), "{recording}");
-    drop(stdin);
-    let _ = exec.kill().await;
+    exec.close();
+    let _ = exec.child.kill().await;
     b.sandbox.stop().await;
 }
 
@@ -398,7 +377,7 @@ async fn a_second_signal_during_the_drain_exits_at_once() {
     let run = ["run", "shell", "--image=busybox", "--restart=Never"];
     let out = b.kubectl(&b.files.admin_kubeconfig, &run).await;
     assert!(out.status.success(), "{}", common::stderr(&out));
-    let (mut exec, stdin) = echoing_session(&b.files.admin_kubeconfig, b.dir.path()).await;
+    let mut exec = echoing_session(&b.files.admin_kubeconfig, b.dir.path()).await;
     b.signal("TERM");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
@@ -413,8 +392,8 @@ async fn a_second_signal_during_the_drain_exits_at_once() {
         )
         .await;
     assert_eq!(status.code(), Some(130), "{status:?}");
-    drop(stdin);
-    let _ = exec.kill().await;
+    exec.close();
+    let _ = exec.child.kill().await;
     b.sandbox.stop().await;
 }
 

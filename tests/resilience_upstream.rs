@@ -902,7 +902,6 @@ async fn a_write_to_an_unreachable_http1_api_server_goes_to_the_next() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_exec_session_is_closed_after_the_stream_idle_timeout_an_active_one_is_not() {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let env = Env::start_with(|c| upstream_keys(c, "  stream_idle_timeout: 2s\n")).await;
     let out = env
         .kubectl(&["run", "shell", "--image=busybox", "--restart=Never"])
@@ -911,41 +910,26 @@ async fn an_idle_exec_session_is_closed_after_the_stream_idle_timeout_an_active_
 
     // An active session: a line every 500 ms for 5 s (more than twice the idle timeout), each
     // echoed back by the pod's `cat`.
-    let mut active = common::kubectl_exec_cat(&env.files.admin_kubeconfig, env.dir.path(), "shell");
-    let mut stdin = active.stdin.take().unwrap();
-    let mut lines = BufReader::new(active.stdout.take().unwrap()).lines();
+    let mut active =
+        common::EchoSession::start(&env.files.admin_kubeconfig, env.dir.path(), "shell");
     for i in 0..10 {
-        stdin
-            .write_all(format!("line {i}\n").as_bytes())
-            .await
-            .unwrap();
-        let echoed = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("no echo")
-            .unwrap();
+        let echoed = active.echo(&format!("line {i}")).await;
         assert_eq!(echoed.as_deref(), Some(format!("line {i}").as_str()));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    drop(stdin);
-    let _ = active.kill().await;
+    active.close();
+    let _ = active.child.kill().await;
 
     // An idle session: one echoed line proves it works, then silence. The proxy closes it,
     // so kubectl ends although its stdin stays open.
-    let mut idle = common::kubectl_exec_cat(&env.files.admin_kubeconfig, env.dir.path(), "shell");
-    let mut stdin = idle.stdin.take().unwrap();
-    let mut lines = BufReader::new(idle.stdout.take().unwrap()).lines();
-    stdin.write_all(b"hello\n").await.unwrap();
-    let echoed = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .expect("no echo")
-        .unwrap();
-    assert_eq!(echoed.as_deref(), Some("hello"));
-    let ended = tokio::time::timeout(Duration::from_secs(30), idle.wait()).await;
+    let mut idle = common::EchoSession::start(&env.files.admin_kubeconfig, env.dir.path(), "shell");
+    assert_eq!(idle.echo("hello").await.as_deref(), Some("hello"));
+    let ended = tokio::time::timeout(Duration::from_secs(30), idle.child.wait()).await;
     assert!(
         ended.is_ok(),
         "kubectl exec still running 30 s into a 2 s idle timeout"
     );
-    drop(stdin);
+    idle.close();
 }
 
 /// What a client decides is not the API server's health: running out of a deadline its own

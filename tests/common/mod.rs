@@ -360,6 +360,45 @@ pub fn kubectl_exec_cat(
         .unwrap()
 }
 
+/// `kubectl exec -i <pod> -- cat` ([`kubectl_exec_cat`]): each line written comes back.
+pub struct EchoSession {
+    pub child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl EchoSession {
+    pub fn start(kubeconfig: &std::path::Path, home: &std::path::Path, pod: &str) -> EchoSession {
+        let mut child = kubectl_exec_cat(kubeconfig, home, pod);
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        EchoSession {
+            child,
+            stdin,
+            lines: tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout)),
+        }
+    }
+
+    /// Write `line`; what comes back within 20 s (`None`: the session ended).
+    pub async fn echo(&mut self, line: &str) -> Option<String> {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self.stdin.as_mut().expect("stdin closed");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(20), self.lines.next_line())
+            .await
+            .expect("the exec session did not echo within 20 s")
+            .unwrap()
+    }
+
+    /// Close kubectl's stdin: the session ends.
+    pub fn close(&mut self) {
+        self.stdin = None;
+    }
+}
+
 fn kubectl_command(
     kubeconfig: &std::path::Path,
     home: &std::path::Path,

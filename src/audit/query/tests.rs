@@ -44,6 +44,20 @@ fn ev(
     serde_json::to_string(&e).unwrap()
 }
 
+/// `name`'s allowed `get pods/p` in namespace `a`.
+fn get_pods(name: &str) -> String {
+    ev(
+        name,
+        "get",
+        "pods",
+        "a",
+        "p",
+        200,
+        "allow",
+        "2026-01-01T00:00:00Z",
+    )
+}
+
 fn query(lines: &[String], f: &Filter, output: Output) -> (String, String, Stats) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("audit.log");
@@ -311,16 +325,7 @@ fn table_cells_escape_control_characters() {
 /// the table names both.
 #[test]
 fn an_impersonated_request_is_found_by_either_user() {
-    let plain = ev(
-        "bob",
-        "get",
-        "pods",
-        "a",
-        "p",
-        200,
-        "allow",
-        "2026-01-01T00:00:00Z",
-    );
+    let plain = get_pods("bob");
     let mut e: Event = serde_json::from_str(&ev(
         "alice",
         "delete",
@@ -360,16 +365,7 @@ fn an_impersonated_request_is_found_by_either_user() {
 fn an_overlong_line_is_skipped_and_the_rest_read() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("audit.log");
-    let good = ev(
-        "bob",
-        "get",
-        "pods",
-        "a",
-        "p",
-        200,
-        "allow",
-        "2026-01-01T00:00:00Z",
-    );
+    let good = get_pods("bob");
     let mut data = vec![b'x'; (crate::audit::verify::MAX_LINE + 10) as usize];
     data.push(b'\n');
     data.extend_from_slice(good.as_bytes());
@@ -384,16 +380,7 @@ fn an_overlong_line_is_skipped_and_the_rest_read() {
 
 /// An event of user `name` as a line, for the `--follow` tests.
 fn follow_line(name: &str) -> String {
-    ev(
-        name,
-        "get",
-        "pods",
-        "a",
-        "p",
-        200,
-        "allow",
-        "2026-01-01T00:00:00Z",
-    ) + "\n"
+    get_pods(name) + "\n"
 }
 
 /// Follow `p` (polling every `poll`) while `change` runs on this thread, then stop: the users

@@ -48,10 +48,10 @@ const MAX_SEND_BUFFER_SIZE: usize = 1024 * 1024;
 const INITIAL_MAX_SEND_STREAMS: usize = 100;
 /// The largest response header list taken: 1 MiB. A `proxy` subresource passes a pod's headers
 /// through (the API server's own client takes up to 10 MiB of them, Go's default as read), so
-/// their size is a tenant's choice, and every tenant shares this connection. h2 closes the whole connection
-/// (GOAWAY) for a block that needs more CONTINUATION frames than this limit's size in 16 KiB
-/// frames plus a quarter (1.25 MiB), or that decodes to over four times it; a list between the
-/// two is that response's reset only (502). hyper's 16 KiB made the GOAWAY any block over 64
+/// their size is a tenant's choice, and every tenant shares this connection. h2 closes the
+/// whole connection (GOAWAY) for a block that needs more CONTINUATION frames than this limit's
+/// size in 16 KiB frames plus a quarter (1.25 MiB), or that decodes to over four times it; a
+/// list between the two is that response's reset only (502). hyper's 16 KiB made the GOAWAY any block over 64
 /// KiB. Not higher: each response's head is held whole until its client takes it, counted in
 /// no budget, so 10 MiB would let one tenant's hundred `proxy` requests hold a gigabyte; the
 /// window left (1.25–10 MiB, a pod built to do it) is in the README's known gaps.

@@ -970,3 +970,111 @@ async fn a_paused_log_reader_is_not_reset() {
     assert_eq!(got, SIZE);
     env.stop().await;
 }
+
+/// A tenant's pod writing its log 8 bytes at a time, and the tenant's `logs -f` granting no
+/// window (its answer stalls at once). h2 charges each small DATA frame it holds unread to the
+/// upstream connection (half its window: 512 KiB with 4 streams per connection, some 2 100
+/// such frames) and closes the connection past it, with every other request on it. The
+/// proxy's pump takes the frames as they come, coalesced, and withholds the window instead:
+/// the admin's watch on the same upstream connection stays open and sees a configmap created
+/// afterwards, and a later request goes over the same upstream connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pods_tiny_log_writes_to_a_stalled_reader_leave_the_upstream_connection_open() {
+    let env = Env::start_with(|c| {
+        *c = c.replace("upstream:\n", "upstream:\n  streams_per_connection: 4\n");
+    })
+    .await;
+    // 1 MiB for the pump's buffer, 256 KiB more with the window withheld, and then some.
+    const CHUNK: usize = 8;
+    env.sandbox
+        .sandbox
+        .set_chatty_logs(2 * 1024 * 1024 / CHUNK, CHUNK);
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "chatty"},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "securityContext": {
+            "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}}}]},
+    });
+    let mut admin = h2_conn(&env, &env.admin_cert).await;
+    let created = admin
+        .send_request(post(&format!("{NS}/pods"), &pod))
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let configmaps = format!("{NS}/configmaps");
+    admin.ready().await.unwrap();
+    let watch = admin
+        .send_request(get(&format!("{configmaps}?watch=1")))
+        .await
+        .unwrap();
+    assert_eq!(watch.status(), StatusCode::OK);
+    let mut watch = watch.into_body();
+
+    let mut tenant = zero_window_tenant(&env).await;
+    let log = Request::get(format!("https://localhost{NS}/pods/chatty/log?follow=true"))
+        .body(())
+        .unwrap();
+    tenant = tenant.ready().await.unwrap();
+    let (held, _) = tenant.send_request(log, true).unwrap();
+    let held = tokio::time::timeout(Duration::from_secs(20), held)
+        .await
+        .expect("the log's head")
+        .unwrap();
+    assert_eq!(held.status(), StatusCode::OK);
+    // Until the API server has no window left to send with.
+    let sb = &env.sandbox.sandbox;
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let now = sb.chatty_bytes_sent();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    assert!(
+        last >= 1024 * 1024,
+        "the API server sent only {last} bytes of the log (its connection closed?)"
+    );
+    assert!(
+        last < 2 * 1024 * 1024,
+        "the API server sent the whole log ({last} bytes) to a reader that took none"
+    );
+    let peers = upstream_peers(&env, &configmaps);
+    assert_eq!(peers.len(), 1);
+
+    // The admin's watch is still open: it sees a configmap created now.
+    let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "after-the-stall"}});
+    let resp = env
+        .request(post(&configmaps, &cm), Some(&env.admin_cert), true)
+        .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        use http_body_util::BodyExt;
+        let mut got = Vec::new();
+        while let Some(frame) = watch.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                got.extend_from_slice(&data);
+            }
+            if String::from_utf8_lossy(&got).contains("after-the-stall") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        seen,
+        Ok(true),
+        "the admin's watch ended: its upstream connection closed"
+    );
+    // Over the same upstream connection as before.
+    let listed = env
+        .request(get(&configmaps), Some(&env.admin_cert), true)
+        .await;
+    assert_eq!(listed.status(), StatusCode::OK);
+    assert_eq!(upstream_peers(&env, &configmaps), peers);
+    drop(held);
+    env.stop().await;
+}

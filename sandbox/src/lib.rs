@@ -97,6 +97,10 @@ struct Inner {
     recorded: Mutex<Vec<Recorded>>,
     seq: std::sync::atomic::AtomicU64,
     tokens: Mutex<gate::Tokens>,
+    /// Followed logs first write this many chunks of this many bytes (`set_chatty_logs`).
+    chatty_logs: Mutex<Option<(usize, usize)>>,
+    /// Bytes of those chunks written so far, by every followed log.
+    chatty_bytes: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for Sandbox {
@@ -122,6 +126,8 @@ impl Sandbox {
                     gate::ADMIN_TOKEN.to_string(),
                     rbac::User::new("sandbox-admin", &[rbac::MASTERS]),
                 )])),
+                chatty_logs: Mutex::new(None),
+                chatty_bytes: Default::default(),
             }),
         }
     }
@@ -140,6 +146,30 @@ impl Sandbox {
     /// (default [`store::HISTORY`]); older resourceVersions get 410 Expired.
     pub fn set_history_limit(&self, events: usize) {
         self.store().set_history_limit(events);
+    }
+
+    /// Make every followed log start with `chunks` writes of `len` bytes each, in bursts of 128
+    /// a millisecond apart: a pod writing its log a few bytes at a time (the API server frames
+    /// a followed log as the pod writes it).
+    pub fn set_chatty_logs(&self, chunks: usize, len: usize) {
+        *lock(&self.inner.chatty_logs) = Some((chunks, len));
+    }
+
+    pub(crate) fn chatty_logs(&self) -> Option<(usize, usize)> {
+        *lock(&self.inner.chatty_logs)
+    }
+
+    /// Bytes of those chunks written so far (the API server had the window to send them).
+    pub fn chatty_bytes_sent(&self) -> usize {
+        self.inner
+            .chatty_bytes
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn count_chatty_bytes(&self, n: usize) {
+        self.inner
+            .chatty_bytes
+            .fetch_add(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub(crate) fn store(&self) -> MutexGuard<'_, store::Store> {

@@ -1,5 +1,6 @@
 //! `pods/log`: a few fixed lines of `text/plain`; with `follow=true` a new line every ~500 ms
-//! until the client disconnects.
+//! until the client disconnects (after, when the test asked for it, many tiny chunks:
+//! `Sandbox::set_chatty_logs`).
 //!
 //! Accepts `container` (must name a container of the pod), `follow`, `tailLines`,
 //! `timestamps`. Rejects: unknown pod (404), unknown container (400).
@@ -67,10 +68,24 @@ pub fn serve(sb: &Sandbox, ns: &str, pod: &str, q: &Query) -> Response<Body> {
         .collect();
     let body = if q.flag("follow") {
         let (tx, body) = portcullis::body::channel(4);
+        let chatty = sb.chatty_logs();
+        let sb = sb.clone();
         tokio::spawn(async move {
             for b in first {
                 if tx.send(b).await.is_err() {
                     return;
+                }
+            }
+            if let Some((chunks, len)) = chatty {
+                for i in 0..chunks {
+                    let chunk = Bytes::from(vec![b'a' + (i % 26) as u8; len]);
+                    if tx.send(chunk).await.is_err() {
+                        return;
+                    }
+                    sb.count_chatty_bytes(len);
+                    if i % 128 == 127 {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
                 }
             }
             let mut i = FIXED_LINES;

@@ -183,15 +183,20 @@ pub fn answer_body(
         up.stalled_stream_timeout
     };
     let on_stall = watched.on_stall;
-    body = pump::decouple(body, &up.budgets, stall, move || pump::StallReport {
-        counter: metrics
-            .get_or_create(&UpstreamMetrics::endpoint(&endpoint.name))
-            .clone(),
-        endpoint: endpoint.name.clone(),
-        user: user.user.clone(),
-        pausable,
-        audit_id: audit_id.to_str().unwrap_or_default().to_owned(),
-        on_stall,
+    // A pausable stream is pumped from its first byte: its bytes are framed as a pod writes
+    // them, and h2 must not be left holding a window of tiny frames while a hand-off waits for
+    // a sweep (`window.rs`).
+    body = pump::decouple(body, &up.budgets, stall, pausable, move || {
+        pump::StallReport {
+            counter: metrics
+                .get_or_create(&UpstreamMetrics::endpoint(&endpoint.name))
+                .clone(),
+            endpoint: endpoint.name.clone(),
+            user: user.user.clone(),
+            pausable,
+            audit_id: audit_id.to_str().unwrap_or_default().to_owned(),
+            on_stall,
+        }
     });
     if let Some(guard) = guard {
         body = body::hold(body, guard);

@@ -12,7 +12,7 @@
 //! and send-buffer limits, frame size, initial stream count), `Content-Length` set from an
 //! exact body size when missing, request bodies sent only as the stream's send window allows
 //! and stopped when the upstream resets the stream, window capacity released as the response
-//! body is read, an upstream `RST_STREAM(NO_ERROR)` after the response ends the body cleanly,
+//! body is read (withheld instead while a pump reads it and has no room: `window.rs`), an upstream `RST_STREAM(NO_ERROR)` after the response ends the body cleanly,
 //! and keep-alive pings (every 30 s, idle or not; no answer within 20 s closes the
 //! connection, failing its streams).
 //!
@@ -40,6 +40,7 @@ use http::{header::CONTENT_LENGTH, HeaderMap, HeaderValue, Method, Request, Resp
 use http_body::{Body as _, Frame, SizeHint};
 
 use self::replay::Replay;
+use super::window;
 use crate::body::{Body, BoxError};
 
 /// hyper's defaults for its HTTP/2 client, kept as they were.
@@ -338,7 +339,8 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
     one.to_str().ok()?.trim().parse().ok()
 }
 
-/// A response body read from its stream: window capacity given back as each chunk is taken.
+/// A response body read from its stream: window capacity given back as each chunk is taken
+/// (or, while a pump reads it, withheld until the pump has room: `window.rs`).
 pub struct RecvBody {
     recv: RecvStream,
     data_done: bool,
@@ -364,7 +366,11 @@ impl http_body::Body for RecvBody {
             match this.recv.poll_data(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(data))) => {
-                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    // Under a pump the window is the pump's to give back (`window.rs`).
+                    let flow = this.recv.flow_control();
+                    if !window::withhold(flow, data.len()) {
+                        let _ = flow.release_capacity(data.len());
+                    }
                     if let Some(left) = &mut this.remaining {
                         *left = left.saturating_sub(data.len() as u64);
                     }

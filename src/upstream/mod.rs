@@ -22,6 +22,7 @@ pub mod service;
 pub mod set;
 pub mod stream;
 pub mod upgrade;
+pub mod window;
 
 pub use client::Endpoint;
 

@@ -14,28 +14,38 @@
 //! whatever the client does. A response whose client is waiting for the API server (a quiet
 //! watch) is not stalled and stays inline — until the API server sends and the client, woken
 //! for it, does not come to take it for a whole sweep interval: then it is handed off too.
+//! A *pausable* response (a followed log, a `proxy` stream) is pumped from its first byte: the
+//! API server frames its bytes as the pod writes them, so a window of them can be thousands of
+//! tiny frames, which `h2` must not be left holding while a hand-off waits for a sweep.
 //!
 //! Bounds of a handed-off response: [`PER_STREAM`] bytes, and a budget of [`PER_IDENTITY`]
 //! bytes shared by every response of one identity (user name) — its pausable responses
 //! (followed logs, `proxy` streams, which a reader may pause for up to a day before the stall
-//! reset) sharing a separate [`PAUSABLE_PER_IDENTITY`], so they cannot hold the others up. When either is full the pump
-//! stops reading — the upstream stream's window then fills and the API server pauses that
-//! stream only. A response whose buffer stays full for `upstream.stalled_stream_timeout` (its
+//! reset) sharing a separate [`PAUSABLE_PER_IDENTITY`], so they cannot hold the others up.
+//! When either is full the pump goes on taking what the API server sends over HTTP/2, but
+//! withholds its window (`window.rs`): the API server can then send one stream window more and
+//! pauses that stream only, and `h2` — which closes the whole connection when the small DATA
+//! frames it holds unread cost too much — holds nothing for it. The pump coalesces what it
+//! takes into chunks of up to `CHUNK` (16 KiB), so a frame of one byte costs one byte. Over
+//! HTTP/1.1 it takes one frame at a time, as room is found for it.
+//!
+//! A response whose buffer stays full for `upstream.stalled_stream_timeout` (its
 //! client took nothing of what was waiting for it in that time — or less than [`MIN_TAKEN`]
 //! of it, over rounds of that length: a trickling reader, found within two timeouts; a response whose client took
 //! everything and which waits for the identity's budget is not — the responses holding the
 //! budget have bytes waiting and are reset on their own timers, which frees it — also once
-//! the upstream has ended and only the buffered frames are left for the client) is *stalled*:
+//! the upstream has ended and only the buffered bytes are left for the client) is *stalled*:
 //! the upstream stream is cancelled
 //! (RST_STREAM) and the client's response ends with an error (HTTP/2: its stream is reset;
 //! HTTP/1.1: its connection is closed) — logged with the audit ID and counted in
 //! `portcullis_upstream_stalled_streams_total`. So a stalled response is reset at most one or
 //! two sweep intervals later than if it had been pumped from the start. A client that goes
 //! away stops the reading at once (inline: the upstream body is dropped with the response;
-//! handed off: the pump sees its channel closed).
+//! pumped: its side of the buffer tells the pump, which drops it).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
+    future::Future,
     mem,
     pin::Pin,
     sync::{
@@ -46,13 +56,15 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
 use http_body::Body as _;
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 
+use super::{pool::STREAM_WINDOW, window::Withheld};
 use crate::body::{Body, BoxError};
 
 /// The most one response holds in the pump's buffer.
@@ -175,32 +187,58 @@ pub struct StallReport {
     pub on_stall: Option<super::Watcher>,
 }
 
-type Item = Result<(Frame<Bytes>, [OwnedSemaphorePermit; 2]), BoxError>;
-
 /// Read `inner` inline while its client keeps up, on a pump task bounded by [`PER_STREAM`]
-/// and the identity's budget once it does not (see the module doc). `report` is called only
-/// at a hand-off, so a response that never stalls builds no report.
-pub fn decouple<R>(inner: Body, budgets: &Budgets, stall: Duration, report: R) -> Body
+/// and the identity's budget once it does not (see the module doc) — or on a pump from its
+/// first byte when `from_start` (a pausable response: its bytes are framed as a pod writes
+/// them). `report` is called only when a pump starts, so a response that never stalls builds
+/// no report.
+pub fn decouple<R>(
+    inner: Body,
+    budgets: &Budgets,
+    stall: Duration,
+    from_start: bool,
+    report: R,
+) -> Body
 where
     R: FnOnce() -> StallReport + Send + 'static,
 {
     if inner.is_end_stream() {
         return inner;
     }
+    let (mode, report) = if from_start {
+        let queue = start_pump(inner, &budgets.inner, stall, report());
+        (Mode::Pumped(queue), None)
+    } else {
+        (Mode::Inline(inner), Some(report))
+    };
     let slot = Arc::new(Slot {
         wakeup: Arc::default(),
         state: Mutex::new(State {
-            mode: Mode::Inline(inner),
+            mode,
             // A response just made gets one whole sweep interval before it can be handed off.
             polled: true,
             waiting: false,
-            report: Some(report),
+            report,
             stall,
         }),
     });
-    let weak: Weak<Slot<R>> = Arc::downgrade(&slot);
-    budgets.watch(weak);
+    if !from_start {
+        let weak: Weak<Slot<R>> = Arc::downgrade(&slot);
+        budgets.watch(weak);
+    }
     Decoupled { slot }.boxed_unsync()
+}
+
+/// A pump for `inner` on a task of its own; its buffer, shared with the client side.
+fn start_pump(inner: Body, shared: &Shared, stall: Duration, report: StallReport) -> Arc<Queue> {
+    let queue = Arc::new(Queue {
+        state: Mutex::default(),
+        mine: Arc::new(Semaphore::new(PER_STREAM)),
+        budget: shared.budget_of(&report.user, report.pausable),
+        gone: Notify::new(),
+    });
+    tokio::spawn(pump(inner, queue.clone(), stall, report));
+    queue
 }
 
 struct Slot<R> {
@@ -244,7 +282,7 @@ struct State<R> {
 
 enum Mode {
     Inline(Body),
-    Pumped(mpsc::UnboundedReceiver<Item>),
+    Pumped(Arc<Queue>),
     Ended,
 }
 
@@ -270,38 +308,25 @@ impl<R: FnOnce() -> StallReport + Send + 'static> Sweep for Slot<R> {
         else {
             return false;
         };
-        let report = report();
-        let budget = shared.budget_of(&report.user, report.pausable);
-        let (tx, rx) = mpsc::unbounded_channel::<Item>();
-        st.mode = Mode::Pumped(rx);
         let stall = st.stall;
-        drop(st);
-        tokio::spawn(pump(
-            inner,
-            tx,
-            Arc::downgrade(&self),
-            budget,
-            stall,
-            report,
-        ));
+        st.mode = Mode::Pumped(start_pump(inner, shared, stall, report()));
         false
     }
 }
 
-impl<R> Slot<R> {
-    /// Throw away what the client never read (its identity's budget with it).
-    fn drain(&self) {
-        if let Mode::Pumped(rx) = &mut lock(&self.state).mode {
-            while rx.try_recv().is_ok() {}
-        }
-    }
-}
-
-/// The client's side. The sweeper and the pump hold only weak handles to the slot, so dropping
-/// this body (the client went away) drops an inline upstream body at once, or closes the
-/// channel and stops the pump.
+/// The client's side. The sweeper holds only a weak handle to the slot, so dropping this body
+/// (the client went away) drops an inline upstream body at once, or tells the pump, which
+/// stops.
 struct Decoupled<R> {
     slot: Arc<Slot<R>>,
+}
+
+impl<R> Drop for Decoupled<R> {
+    fn drop(&mut self) {
+        if let Mode::Pumped(queue) = &lock(&self.slot.state).mode {
+            queue.client_gone();
+        }
+    }
 }
 
 impl<R: Send + 'static> http_body::Body for Decoupled<R> {
@@ -332,10 +357,7 @@ impl<R: Send + 'static> http_body::Body for Decoupled<R> {
                 }
                 polled
             }
-            // The permits are released as the frame is handed to the client side.
-            Mode::Pumped(rx) => rx
-                .poll_recv(cx)
-                .map(|item| item.map(|r| r.map(|(frame, _permits)| frame))),
+            Mode::Pumped(queue) => queue.poll_take(cx),
             Mode::Ended => Poll::Ready(None),
         }
     }
@@ -356,69 +378,278 @@ impl<R: Send + 'static> http_body::Body for Decoupled<R> {
     }
 }
 
-async fn pump<R>(
-    mut inner: Body,
-    tx: mpsc::UnboundedSender<Item>,
-    slot: Weak<Slot<R>>,
+/// A pumped response's buffer, shared by its pump and its client side.
+///
+/// The pump appends every byte it takes from the upstream, coalesced into chunks of up to
+/// [`CHUNK`] bytes (a frame of a few bytes costs a few bytes, not a frame's bookkeeping), and
+/// *admits* them as it finds room: permits of [`PER_STREAM`] and of the identity's budget,
+/// and the upstream window given back. The client takes admitted bytes only, and gives their
+/// permits back as it takes them. Bytes not admitted yet are at most one stream window (their
+/// window was withheld), or one frame over HTTP/1.1 (the pump takes no more until it is
+/// admitted).
+struct Queue {
+    state: Mutex<Buffer>,
+    mine: Arc<Semaphore>,
     budget: Arc<Semaphore>,
-    stall: Duration,
-    report: StallReport,
-) {
-    let mine = Arc::new(Semaphore::new(PER_STREAM));
-    // Bytes put in the buffer so far, and the client's progress over stall-timeout rounds
-    // (a client that frees room a frame at a time never lets a wait for room last a round).
-    let mut added = 0usize;
+    /// Told when the client side goes away.
+    gone: Notify,
+}
+
+#[derive(Default)]
+struct Buffer {
+    chunks: VecDeque<BytesMut>,
+    /// Bytes in `chunks`.
+    len: usize,
+    /// Of them, from the front: the bytes the client may take (they hold permits).
+    admitted: usize,
+    /// Bytes the client has taken in all.
+    taken: usize,
+    /// How the response ends, once the client has taken every byte.
+    end: Option<End>,
+    /// The end was handed to the client.
+    finished: bool,
+    client: Option<Waker>,
+    gone: bool,
+}
+
+/// How a pumped response ends, after its last byte.
+enum End {
+    Done,
+    Trailers(HeaderMap),
+    Failed(BoxError),
+}
+
+/// The most bytes one chunk of a pump's buffer coalesces (a frame larger than this is a chunk
+/// of its own).
+const CHUNK: usize = 16 * 1024;
+
+impl Buffer {
+    fn push(&mut self, data: &[u8]) {
+        match self.chunks.back_mut() {
+            Some(back) if back.len() + data.len() <= CHUNK => back.extend_from_slice(data),
+            _ => self.chunks.push_back(BytesMut::from(data)),
+        }
+        self.len += data.len();
+    }
+
+    fn wake_client(&mut self) {
+        if let Some(w) = self.client.take() {
+            w.wake();
+        }
+    }
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Buffer> {
+        lock(&self.state)
+    }
+
+    /// The client side: the next admitted bytes, then the end once everything was taken.
+    fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut b = self.lock();
+        if b.admitted > 0 {
+            let admitted = b.admitted;
+            let data = match b.chunks.front_mut() {
+                Some(front) if front.len() > admitted => front.split_to(admitted),
+                Some(_) => b.chunks.pop_front().unwrap_or_default(),
+                None => BytesMut::new(),
+            };
+            let n = data.len();
+            b.admitted -= n;
+            b.len -= n;
+            b.taken += n;
+            drop(b);
+            self.give_permits(n);
+            return Poll::Ready(Some(Ok(Frame::data(data.freeze()))));
+        }
+        if b.finished {
+            return Poll::Ready(None);
+        }
+        if b.len == 0 {
+            if let Some(end) = b.end.take() {
+                b.finished = true;
+                return Poll::Ready(match end {
+                    End::Done => None,
+                    End::Trailers(t) => Some(Ok(Frame::trailers(t))),
+                    End::Failed(err) => Some(Err(err)),
+                });
+            }
+        }
+        if !b.client.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            b.client = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    fn give_permits(&self, n: usize) {
+        if n > 0 {
+            self.mine.add_permits(n);
+            self.budget.add_permits(n);
+        }
+    }
+
+    fn client_gone(&self) {
+        self.lock().gone = true;
+        self.gone.notify_one();
+    }
+
+    /// `n` more bytes may go to the client (their permits are taken).
+    fn admit(&self, n: usize) {
+        let mut b = self.lock();
+        let k = n.min(b.len - b.admitted);
+        b.admitted += k;
+        b.wake_client();
+        drop(b);
+        // Permits for bytes no longer there (none, unless a reset emptied the buffer).
+        self.give_permits(n - k);
+    }
+
+    fn end(&self, end: End) {
+        let mut b = self.lock();
+        b.end = Some(end);
+        b.wake_client();
+    }
+
+    /// Throw away what the client never read (its permits with it); the client's next read
+    /// gets `err`.
+    fn reset(&self, err: BoxError) {
+        let mut b = self.lock();
+        let admitted = mem::take(&mut b.admitted);
+        b.chunks.clear();
+        b.len = 0;
+        b.end = Some(End::Failed(err));
+        b.wake_client();
+        drop(b);
+        self.give_permits(admitted);
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        // The identity's budget outlives this response.
+        let admitted = self.lock().admitted;
+        if admitted > 0 {
+            self.budget.add_permits(admitted);
+        }
+    }
+}
+
+type Admitting = Pin<Box<dyn Future<Output = Option<usize>> + Send>>;
+
+/// Permits for `n` bytes: this stream's, then the identity's (`None`: a semaphore closed).
+fn admission(queue: &Queue, n: usize) -> Admitting {
+    let (mine, budget) = (queue.mine.clone(), queue.budget.clone());
+    Box::pin(async move {
+        let permits = u32::try_from(n).unwrap_or(u32::MAX);
+        mine.acquire_many_owned(permits).await.ok()?.forget();
+        budget.acquire_many_owned(permits).await.ok()?.forget();
+        Some(n)
+    })
+}
+
+async fn pump(inner: Body, queue: Arc<Queue>, stall: Duration, report: StallReport) {
+    let mut inner = Some(inner);
+    // What the body took without giving its window back (`window.rs`).
+    let mut withheld = Withheld::default();
+    let mut admitting: Option<Admitting> = None;
+    // The client's progress over stall-timeout rounds.
     let mut progress = Progress::start(tokio::time::Instant::now());
     loop {
-        let frame = tokio::select! {
-            f = inner.frame() => f,
-            () = tx.closed() => return,
+        let (unadmitted, gone) = {
+            let b = queue.lock();
+            (b.len - b.admitted, b.gone)
         };
-        let frame = match frame {
-            None => {
-                // The upstream is done (dropping its body gives its in-flight place back), but
-                // the frames still buffered hold this identity's budget until the client takes
-                // them: a client that takes none of them for a whole stall timeout is reset as
-                // one the pump waits on would be, or its buffer would hold the budget — and
-                // every later response of the identity waiting for it — for the connection's
-                // life.
-                drop(inner);
-                return watch_taken(&mine, stall, &tx, &report, &slot).await;
-            }
-            Some(Err(err)) => {
-                let _ = tx.send(Err(err));
-                return;
-            }
-            Some(Ok(frame)) => frame,
-        };
-        // At least one permit per frame, so a flood of empty frames is bounded too.
-        let size = frame.data_ref().map_or(0, Bytes::len).max(1);
-        let own = u32::try_from(size.min(PER_STREAM)).unwrap_or(u32::MAX);
-        let shared = u32::try_from(size.min(PER_IDENTITY)).unwrap_or(u32::MAX);
-        // Room in this stream's buffer, then in the identity's budget. Stalled only when this
-        // response's client took nothing it could have for a whole `stall`: bytes of it were
-        // waiting and none was taken. One whose client took everything (its buffer empty) and
-        // waits for the budget is not stalled: the responses holding the budget are — each with
-        // bytes waiting and nothing taken — and their resets free it.
-        let a = match room(&mine, &mine, own, 0, stall, &tx).await {
-            Ok(a) => a,
-            Err(Stop::Closed) => return,
-            Err(Stop::Stalled) => return reset_stalled(&report, stall, &slot, &tx),
-        };
-        let b = match room(&budget, &mine, shared, own, stall, &tx).await {
-            Ok(b) => b,
-            Err(Stop::Closed) => return,
-            Err(Stop::Stalled) => return reset_stalled(&report, stall, &slot, &tx),
-        };
-        if tx.send(Ok((frame, [a, b]))).is_err() {
+        if gone {
             return;
         }
-        added += own as usize;
-        let in_buffer = PER_STREAM.saturating_sub(mine.available_permits());
-        let taken = added.saturating_sub(in_buffer);
-        if progress.stalled(tokio::time::Instant::now(), stall, taken, in_buffer) {
-            return reset_stalled(&report, stall, &slot, &tx);
+        if inner.is_none() && unadmitted == 0 && admitting.is_none() {
+            // The upstream is done (dropping its body gave its in-flight place back), but the
+            // bytes still buffered hold this identity's budget until the client takes them.
+            return watch_taken(&queue, stall, progress, &report).await;
         }
+        if admitting.is_none() && unadmitted > 0 {
+            admitting = Some(admission(&queue, unadmitted.min(CHUNK)));
+        }
+        // An HTTP/2 body withholds its window: the pump takes whatever the upstream sends, up
+        // to one stream window beyond what was admitted — all it can send: polling on would
+        // only run the body's idle timer (`stream.rs`) against an API server that has no
+        // window to send with. Any other body (HTTP/1.1, or before its first chunk tells) is
+        // taken one frame at a time, as room is found for it.
+        let take = inner.is_some()
+            && (unadmitted == 0 || (withheld.works() && unadmitted < STREAM_WINDOW as usize));
+        let round_ends = progress.since + stall;
+        tokio::select! {
+            frame = next_frame(&mut inner, &mut withheld), if take => {
+                let end = match frame {
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => {
+                            if !data.is_empty() {
+                                queue.lock().push(&data);
+                            }
+                            continue;
+                        }
+                        Err(frame) => match frame.into_trailers() {
+                            Ok(trailers) => End::Trailers(trailers),
+                            Err(_) => continue,
+                        },
+                    },
+                    Some(Err(err)) => End::Failed(err),
+                    None => End::Done,
+                };
+                // Done with the upstream: its stream goes now (the body and the flow-control
+                // handle with it), not when the client has read.
+                inner = None;
+                withheld = Withheld::default();
+                queue.end(end);
+            }
+            admitted = wait_for(&mut admitting), if admitting.is_some() => {
+                admitting = None;
+                let Some(n) = admitted else { return };
+                let waited_for_nothing = progress.waiting == 0 && queue.lock().admitted == 0;
+                queue.admit(n);
+                withheld.give_back(n);
+                // A round in which nothing was waiting for the client says nothing: the first
+                // bytes waiting start the next.
+                if waited_for_nothing {
+                    let b = queue.lock();
+                    progress = Progress {
+                        since: tokio::time::Instant::now(),
+                        taken: b.taken,
+                        waiting: b.admitted,
+                    };
+                }
+            }
+            () = tokio::time::sleep_until(round_ends) => {
+                let (taken, waiting) = {
+                    let b = queue.lock();
+                    (b.taken, b.admitted)
+                };
+                if progress.stalled(tokio::time::Instant::now(), stall, taken, waiting) {
+                    return reset_stalled(&report, stall, &queue);
+                }
+            }
+            () = queue.gone.notified() => return,
+        }
+    }
+}
+
+/// The body's next frame, polled as the pump's (`Withheld::scope`); pending once it ended.
+async fn next_frame(
+    inner: &mut Option<Body>,
+    withheld: &mut Withheld,
+) -> Option<Result<Frame<Bytes>, BoxError>> {
+    match inner {
+        Some(body) => {
+            std::future::poll_fn(|cx| withheld.scope(|| Pin::new(&mut *body).poll_frame(cx))).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_for(admitting: &mut Option<Admitting>) -> Option<usize> {
+    match admitting {
+        Some(f) => f.await,
+        None => std::future::pending().await,
     }
 }
 
@@ -463,75 +694,31 @@ impl Progress {
     }
 }
 
-/// After the upstream ended: wait until the client has taken everything buffered, resetting the
-/// response if, for a whole `stall`, bytes were waiting and it took none of them.
-async fn watch_taken<R>(
-    mine: &Semaphore,
-    stall: Duration,
-    tx: &mpsc::UnboundedSender<Item>,
-    report: &StallReport,
-    slot: &Weak<Slot<R>>,
-) {
+/// After the upstream ended and everything was admitted: wait until the client has taken it
+/// all, resetting the response if, for a whole `stall`, bytes were waiting and it took less
+/// than [`MIN_TAKEN`] of them (a client that takes none would otherwise hold the identity's
+/// budget — and every later response of the identity waiting for it — for the connection's
+/// life).
+async fn watch_taken(queue: &Queue, stall: Duration, mut progress: Progress, report: &StallReport) {
     let all = u32::try_from(PER_STREAM).unwrap_or(u32::MAX);
     loop {
-        let before = mine.available_permits();
-        if before >= PER_STREAM {
-            return;
-        }
-        let waiting = PER_STREAM - before;
+        let round_ends = progress.since + stall;
         tokio::select! {
             // Everything taken: the pump returns at once, and the client's response ends with
             // it (waiting out the rest of a stall round instead delayed its end — by up to the
             // whole timeout — for any client that drained a handed-off response after its
             // upstream had ended).
-            _ = mine.acquire_many(all) => return,
-            () = tokio::time::sleep(stall) => {
-                let taken = mine.available_permits().saturating_sub(before);
-                if stalled_round(waiting, taken) {
-                    return reset_stalled(report, stall, slot, tx);
+            _ = queue.mine.acquire_many(all) => return,
+            () = tokio::time::sleep_until(round_ends) => {
+                let (taken, waiting) = {
+                    let b = queue.lock();
+                    (b.taken, b.admitted)
+                };
+                if progress.stalled(tokio::time::Instant::now(), stall, taken, waiting) {
+                    return reset_stalled(report, stall, queue);
                 }
             }
-            () = tx.closed() => return,
-        }
-    }
-}
-
-/// Why a pump stopped waiting for room.
-enum Stop {
-    /// The client went away (or the budget closed).
-    Closed,
-    /// Its client took nothing of what was waiting for it for a whole stall timeout.
-    Stalled,
-}
-
-/// `n` permits of `sem`, waited for in stall-timeout rounds: after a round in which this
-/// stream's buffer (`mine`, less the `held` permits the pump holds for the frame in hand) had
-/// bytes waiting and its client took less than [`MIN_TAKEN`] of them (or than all, when fewer
-/// waited), the response is stalled.
-async fn room(
-    sem: &Arc<Semaphore>,
-    mine: &Semaphore,
-    n: u32,
-    held: u32,
-    stall: Duration,
-    tx: &mpsc::UnboundedSender<Item>,
-) -> Result<tokio::sync::OwnedSemaphorePermit, Stop> {
-    loop {
-        let before = mine.available_permits();
-        // Bytes in this stream's buffer for its client (nothing is added while the pump waits).
-        let waiting = PER_STREAM.saturating_sub(before + held as usize);
-        tokio::select! {
-            r = tokio::time::timeout(stall, sem.clone().acquire_many_owned(n)) => match r {
-                Ok(Ok(p)) => return Ok(p),
-                Ok(Err(_)) => return Err(Stop::Closed),
-                Err(_) => {
-                    let taken = mine.available_permits().saturating_sub(before);
-                    if stalled_round(waiting, taken) {
-                        return Err(Stop::Stalled);
-                    }
-                }
-            },
-            () = tx.closed() => return Err(Stop::Closed),
+            () = queue.gone.notified() => return,
         }
     }
 }
@@ -539,12 +726,7 @@ async fn room(
 /// A stalled response: counted, reported, logged; what its client never read is freed (its
 /// identity's budget with it) and the client gets an error as soon as it reads again, and
 /// nothing else. The caller then drops the upstream body, which cancels the upstream stream.
-fn reset_stalled<R>(
-    report: &StallReport,
-    stall: Duration,
-    slot: &Weak<Slot<R>>,
-    tx: &mpsc::UnboundedSender<Item>,
-) {
+fn reset_stalled(report: &StallReport, stall: Duration, queue: &Queue) {
     report.counter.inc();
     if let Some(on_stall) = &report.on_stall {
         on_stall.0.stalled();
@@ -556,380 +738,8 @@ fn reset_stalled<R>(
         timeout = ?stall,
         "the client read nothing of this response for the stalled-stream timeout; resetting the stream"
     );
-    if let Some(slot) = slot.upgrade() {
-        slot.drain();
-    }
-    let _ = tx.send(Err(
-        "stalled: the client read nothing within upstream.stalled_stream_timeout".into(),
-    ));
+    queue.reset("stalled: the client read nothing within upstream.stalled_stream_timeout".into());
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn report() -> StallReport {
-        StallReport {
-            endpoint: "https://a".into(),
-            user: "u".into(),
-            pausable: false,
-            audit_id: "id".into(),
-            counter: Counter::default(),
-            on_stall: None,
-        }
-    }
-
-    /// A report that says whether it was asked for (only a hand-off asks).
-    fn flagged() -> (
-        Arc<AtomicBool>,
-        impl FnOnce() -> StallReport + Send + 'static,
-    ) {
-        let asked = Arc::new(AtomicBool::new(false));
-        let flag = asked.clone();
-        (asked, move || {
-            flag.store(true, Ordering::SeqCst);
-            report()
-        })
-    }
-
-    #[tokio::test]
-    async fn everything_arrives_in_order_when_the_client_reads() {
-        let (tx, inner) = crate::body::channel(4);
-        let (handed_off, r) = flagged();
-        let body = decouple(inner, &Budgets::default(), Duration::from_secs(5), r);
-        tokio::spawn(async move {
-            for i in 0..100u8 {
-                tx.send(Bytes::from(vec![i; 50_000])).await.unwrap();
-            }
-        });
-        let got = body.collect().await.unwrap().to_bytes();
-        assert_eq!(got.len(), 100 * 50_000);
-        assert_eq!(got[50_000 * 42], 42);
-        assert!(!handed_off.load(Ordering::SeqCst), "read inline");
-    }
-
-    #[tokio::test]
-    async fn everything_arrives_in_order_across_a_hand_off() {
-        let (tx, inner) = crate::body::channel(1);
-        let (handed_off, r) = flagged();
-        let mut body = decouple(inner, &Budgets::default(), Duration::from_secs(5), r);
-        tokio::spawn(async move {
-            for i in 0..100u8 {
-                tx.send(Bytes::from(vec![i; 50_000])).await.unwrap();
-            }
-        });
-        // One chunk inline, then the client stops asking for longer than two sweeps.
-        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
-        tokio::time::sleep(SWEEP * 3).await;
-        assert!(handed_off.load(Ordering::SeqCst), "handed off to a pump");
-        let rest = body.collect().await.unwrap().to_bytes();
-        let mut got = first.to_vec();
-        got.extend_from_slice(&rest);
-        assert_eq!(got.len(), 100 * 50_000);
-        assert!((0..100u8).all(|i| got[50_000 * usize::from(i)] == i));
-    }
-
-    #[tokio::test]
-    async fn a_client_that_stops_reading_has_the_upstream_read_ahead_within_bounds() {
-        let (tx, inner) = crate::body::channel(1);
-        let budgets = Budgets::default();
-        let (_, r) = flagged();
-        let mut body = decouple(inner, &budgets, Duration::from_secs(30), r);
-        let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = sent.clone();
-        tokio::spawn(async move {
-            for _ in 0..40 {
-                if tx.send(Bytes::from(vec![0u8; 64 * 1024])).await.is_err() {
-                    return;
-                }
-                count.fetch_add(1, Ordering::SeqCst);
-            }
-        });
-        body.frame().await.unwrap().unwrap();
-        // Inline, the upstream waits for the client; handed off, the pump reads on until
-        // its per-stream bound.
-        tokio::time::sleep(SWEEP * 4).await;
-        let read_ahead = sent.load(Ordering::SeqCst);
-        assert!(read_ahead >= 8, "read ahead: {read_ahead} chunks");
-        // The buffer, plus the chunk the client took, the one the pump holds waiting for room
-        // and the one in the test channel.
-        assert!(
-            read_ahead * 64 * 1024 <= PER_STREAM + 4 * 64 * 1024,
-            "{read_ahead}"
-        );
-        assert!(PER_IDENTITY - budgets.of("u").available_permits() <= PER_STREAM);
-    }
-
-    #[tokio::test]
-    async fn a_client_waiting_for_the_api_server_stays_inline() {
-        let (tx, inner) = crate::body::channel(1);
-        let budgets = Budgets::default();
-        let (handed_off, r) = flagged();
-        let mut body = decouple(inner, &budgets, Duration::from_secs(5), r);
-        // A quiet watch: the client asks, nothing comes for several sweeps.
-        let next =
-            tokio::spawn(async move { body.frame().await.map(|f| f.map(|f| f.into_data())) });
-        tokio::time::sleep(SWEEP * 4).await;
-        assert!(!handed_off.load(Ordering::SeqCst));
-        tx.send(Bytes::from_static(b"event")).await.unwrap();
-        let got = next.await.unwrap().unwrap().unwrap().unwrap();
-        assert_eq!(&got[..], b"event");
-        assert!(!handed_off.load(Ordering::SeqCst));
-        assert!(
-            lock(&budgets.inner.by_identity).is_empty(),
-            "no budget taken"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_quiet_watch_whose_client_does_not_take_an_event_is_handed_off() {
-        let (tx, inner) = crate::body::channel(1);
-        let (handed_off, r) = flagged();
-        let mut body = decouple(inner, &Budgets::default(), Duration::from_secs(5), r);
-        // The client asks once (nothing yet), then ignores its wake-ups, as hyper does for a
-        // client whose window is closed.
-        let mut cx = Context::from_waker(Waker::noop());
-        assert!(Pin::new(&mut body).poll_frame(&mut cx).is_pending());
-        tokio::time::sleep(SWEEP * 3).await;
-        assert!(
-            !handed_off.load(Ordering::SeqCst),
-            "waiting for the API server"
-        );
-        tx.send(Bytes::from_static(b"event")).await.unwrap();
-        tokio::time::sleep(SWEEP * 3).await;
-        assert!(
-            handed_off.load(Ordering::SeqCst),
-            "the event was left untaken"
-        );
-        let got = body.frame().await.unwrap().unwrap().into_data().unwrap();
-        assert_eq!(&got[..], b"event");
-    }
-
-    #[tokio::test]
-    async fn a_stream_nobody_reads_is_reset_after_the_stall_timeout() {
-        let (tx, inner) = crate::body::channel(1);
-        let r = report();
-        let counter = r.counter.clone();
-        let budgets = Budgets::default();
-        let budget = budgets.of("u");
-        let mut body = decouple(inner, &budgets, Duration::from_millis(600), move || r);
-        // More than the per-stream buffer, and nobody reads.
-        let writer = tokio::spawn(async move {
-            for _ in 0..40 {
-                if tx.send(Bytes::from(vec![0u8; 64 * 1024])).await.is_err() {
-                    return false;
-                }
-            }
-            true
-        });
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(counter.get(), 0);
-        // Only the per-stream bound is buffered, charged to the identity too.
-        assert!(PER_IDENTITY - budget.available_permits() <= PER_STREAM);
-        // Handed off within two sweeps, then reset after the stall timeout.
-        tokio::time::sleep(SWEEP * 2 + Duration::from_millis(1500)).await;
-        assert_eq!(counter.get(), 1);
-        // The writer (the upstream) was cut off rather than drained.
-        assert!(!writer.await.unwrap());
-        // What the client never read is freed at once, the identity's budget with it.
-        assert_eq!(budget.available_permits(), PER_IDENTITY);
-        // The client, reading at last, gets the error and no data.
-        assert!(body.frame().await.unwrap().is_err());
-    }
-
-    /// A response the pump read to its end (smaller than the per-stream buffer) and whose client
-    /// takes nothing still holds the identity's budget with its buffered frames: it is reset
-    /// after the stall timeout like one the pump waits on, freeing the budget for the
-    /// identity's other responses; one that is taken ends normally.
-    #[tokio::test]
-    async fn a_response_read_to_its_end_and_never_taken_is_reset() {
-        for taken in [false, true] {
-            let (tx, inner) = crate::body::channel(4);
-            let r = report();
-            let counter = r.counter.clone();
-            let budgets = Budgets::default();
-            let budget = budgets.of("u");
-            let mut body = decouple(inner, &budgets, Duration::from_millis(600), move || r);
-            for _ in 0..3 {
-                tx.send(Bytes::from(vec![0u8; 64 * 1024])).await.unwrap();
-            }
-            drop(tx);
-            // Handed off within two sweeps; the pump reads to the end and holds the frames.
-            tokio::time::sleep(SWEEP * 2 + Duration::from_millis(200)).await;
-            assert!(budget.available_permits() < PER_IDENTITY, "buffered");
-            if taken {
-                let mut got = 0;
-                while let Some(f) = body.frame().await {
-                    got += f.unwrap().into_data().unwrap().len();
-                }
-                assert_eq!(got, 3 * 64 * 1024);
-            }
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            assert_eq!(counter.get(), u64::from(!taken), "taken={taken}");
-            assert_eq!(budget.available_permits(), PER_IDENTITY, "taken={taken}");
-            if !taken {
-                assert!(body.frame().await.unwrap().is_err());
-            }
-        }
-    }
-
-    /// A client that trickles — one small frame now and then, never nothing for a whole round
-    /// — is reset like one that takes nothing: less than MIN_TAKEN per stall timeout.
-    #[tokio::test]
-    async fn a_client_that_trickles_is_reset_as_stalled() {
-        let (tx, inner) = crate::body::channel(1);
-        let r = report();
-        let counter = r.counter.clone();
-        let budgets = Budgets::default();
-        let mut body = decouple(inner, &budgets, Duration::from_millis(600), move || r);
-        let writer = tokio::spawn(async move {
-            for _ in 0..200 {
-                if tx.send(Bytes::from(vec![0u8; 16 * 1024])).await.is_err() {
-                    return false;
-                }
-            }
-            true
-        });
-        // One 16 KiB frame every 400 ms: ~24 KiB a round.
-        let mut reset = false;
-        for _ in 0..20 {
-            tokio::time::sleep(Duration::from_millis(400)).await;
-            match body.frame().await {
-                Some(Ok(_)) => {}
-                _ => {
-                    reset = true;
-                    break;
-                }
-            }
-        }
-        assert!(reset, "still served after 8 s of trickling");
-        assert_eq!(counter.get(), 1);
-        assert!(!writer.await.unwrap());
-    }
-
-    /// A response whose client reads, waiting only for its identity's budget (held by other
-    /// responses of the same user), is not reset as stalled: it goes on once the budget frees.
-    #[tokio::test]
-    async fn waiting_for_the_identity_s_budget_is_not_a_stall() {
-        let (tx, inner) = crate::body::channel(1);
-        let r = report();
-        let counter = r.counter.clone();
-        let budgets = Budgets::default();
-        let held = budgets
-            .of("u")
-            .acquire_many_owned(PER_IDENTITY as u32)
-            .await
-            .unwrap();
-        let mut body = decouple(inner, &budgets, Duration::from_millis(400), move || r);
-        tx.send(Bytes::from_static(b"first")).await.unwrap();
-        // Unread for two sweeps: handed off to the pump, which waits for the budget.
-        tokio::time::sleep(SWEEP * 2 + Duration::from_millis(100)).await;
-        tx.send(Bytes::from_static(b"second")).await.unwrap();
-        let reader = tokio::spawn(async move {
-            let mut got = Vec::new();
-            while let Some(f) = body.frame().await {
-                got.extend_from_slice(&f.unwrap().into_data().unwrap());
-                if got.len() >= 11 {
-                    break;
-                }
-            }
-            got
-        });
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        assert_eq!(counter.get(), 0, "reset as stalled while its client read");
-        drop(held);
-        let got = tokio::time::timeout(Duration::from_secs(5), reader)
-            .await
-            .expect("the response went on once the budget freed")
-            .unwrap();
-        assert_eq!(&got[..], b"firstsecond");
-        assert_eq!(counter.get(), 0);
-    }
-
-    /// An identity's pausable responses (followed logs a pager stopped reading) have a budget
-    /// of their own: with all of it held, the identity's other responses are still pumped —
-    /// they would otherwise wait for as long as a log may stay paused (a day).
-    #[tokio::test]
-    async fn paused_logs_cannot_take_the_budget_of_other_responses() {
-        let budgets = Budgets::default();
-        let paused = budgets.inner.budget_of("u", true);
-        assert!(!Arc::ptr_eq(&paused, &budgets.of("u")));
-        let held = paused
-            .acquire_many_owned(PAUSABLE_PER_IDENTITY as u32)
-            .await
-            .unwrap();
-        let (tx, inner) = crate::body::channel(1);
-        let body = decouple(inner, &budgets, Duration::from_secs(30), report);
-        tx.send(Bytes::from_static(b"first")).await.unwrap();
-        // Unread for two sweeps: handed off to the pump, which takes from its own budget.
-        tokio::time::sleep(SWEEP * 2 + Duration::from_millis(100)).await;
-        tx.send(Bytes::from_static(b"second")).await.unwrap();
-        drop(tx);
-        let got = tokio::time::timeout(Duration::from_secs(5), body.collect())
-            .await
-            .expect("the response waited for the paused logs' budget")
-            .unwrap()
-            .to_bytes();
-        assert_eq!(&got[..], b"firstsecond");
-        drop(held);
-    }
-
-    /// A response whose client reads nothing, stuck on the identity's budget (held by others)
-    /// with fewer bytes buffered than its own bound, is still reset after the stall timeout:
-    /// otherwise budget holders that never read would freeze the identity's responses.
-    #[tokio::test]
-    async fn a_response_holding_part_of_the_budget_and_never_read_is_reset() {
-        let (tx, inner) = crate::body::channel(1);
-        let r = report();
-        let counter = r.counter.clone();
-        let budgets = Budgets::default();
-        let others = budgets
-            .of("u")
-            .acquire_many_owned((PER_IDENTITY - 100 * 1024) as u32)
-            .await
-            .unwrap();
-        let _body = decouple(inner, &budgets, Duration::from_millis(600), move || r);
-        let writer = tokio::spawn(async move {
-            for _ in 0..40 {
-                if tx.send(Bytes::from(vec![0u8; 64 * 1024])).await.is_err() {
-                    return false;
-                }
-            }
-            true
-        });
-        tokio::time::sleep(SWEEP * 2 + Duration::from_millis(2000)).await;
-        assert_eq!(counter.get(), 1, "reset although it never read");
-        assert!(!writer.await.unwrap());
-        drop(others);
-    }
-
-    #[tokio::test]
-    async fn a_client_that_goes_away_cancels_the_upstream_body() {
-        let (tx, inner) = crate::body::channel(1);
-        let (_, r) = flagged();
-        let body = decouple(inner, &Budgets::default(), Duration::from_secs(5), r);
-        drop(body);
-        assert!(tx.send(Bytes::from_static(b"x")).await.is_err());
-    }
-
-    #[tokio::test]
-    async fn the_sweeper_stops_when_nothing_is_in_flight() {
-        let budgets = Budgets::default();
-        let (tx, inner) = crate::body::channel(1);
-        let (_, r) = flagged();
-        let body = decouple(inner, &budgets, Duration::from_secs(5), r);
-        assert!(lock(&budgets.inner.watched).sweeper_running);
-        drop((body, tx));
-        tokio::time::sleep(SWEEP * 2).await;
-        let w = lock(&budgets.inner.watched);
-        assert!(!w.sweeper_running && w.inline.is_empty());
-    }
-
-    #[tokio::test]
-    async fn one_identity_s_budget_is_shared_by_its_responses() {
-        let budgets = Budgets::default();
-        let a = budgets.of("alice");
-        assert!(Arc::ptr_eq(&a, &budgets.of("alice")));
-        assert!(!Arc::ptr_eq(&a, &budgets.of("bob")));
-    }
-}
+mod tests;

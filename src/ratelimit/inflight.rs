@@ -127,7 +127,8 @@ impl SharedPlace {
         *self.lock() = places;
     }
 
-    /// A guard that gives the places back when dropped (for `body::hold_until_read`).
+    /// A guard that gives the places back when dropped (for `body::hold_until_read`, and the
+    /// upstream pump's `pump::Place`).
     pub fn on_drop(&self) -> ReleaseOnDrop {
         ReleaseOnDrop(self.clone())
     }

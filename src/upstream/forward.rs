@@ -171,11 +171,12 @@ pub fn answer_body(
         ob.audit_id.clone(),
         endpoint.clone(),
     );
-    if let Some(place) = watched.place {
-        // The in-flight place goes when the upstream answer has been read (or dropped: a
-        // stalled-stream reset), not when a client that reads nothing lets hyper send it.
-        body = body::hold_until_read(body, place.on_drop());
-    }
+    // The in-flight place goes when the upstream answer has been read (or dropped: a
+    // stalled-stream reset), not when a client that reads nothing lets hyper send it — by a
+    // pump, once what it read is charged to the identity's budget (`pump::Place`).
+    let place = watched
+        .place
+        .map(|place| Box::new(place.on_drop()) as pump::Place);
     let pausable = ob.pausable;
     let stall = if pausable {
         PAUSED_READER_LIMIT.max(up.stalled_stream_timeout)
@@ -186,7 +187,7 @@ pub fn answer_body(
     // A pausable stream is pumped from its first byte: its bytes are framed as a pod writes
     // them, and h2 must not be left holding a window of tiny frames while a hand-off waits for
     // a sweep (`window.rs`).
-    body = pump::decouple(body, &up.budgets, stall, pausable, move || {
+    body = pump::decouple(body, &up.budgets, stall, pausable, place, move || {
         pump::StallReport {
             counter: metrics
                 .get_or_create(&UpstreamMetrics::endpoint(&endpoint.name))

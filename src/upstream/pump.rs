@@ -28,6 +28,11 @@
 //! frames it holds unread cost too much — holds nothing for it. The pump coalesces what it
 //! takes into chunks of up to `CHUNK` (16 KiB), so a frame of one byte costs one byte. Over
 //! HTTP/1.1 it takes one frame at a time, as room is found for it.
+//! The first stream window of what a pumped response holds ([`FREE`]) is not charged to the
+//! budget while its upstream body is open — what `h2` held for it unread before pumps existed —
+//! so a reader that keeps up goes on while other responses of its identity hold the whole
+//! budget; once the body has ended, the response keeps its in-flight place ([`Place`]) until
+//! every byte left is charged.
 //!
 //! A response whose buffer stays full for `upstream.stalled_stream_timeout` (its
 //! client took nothing of what was waiting for it in that time — or less than [`MIN_TAKEN`]
@@ -197,6 +202,7 @@ pub fn decouple<R>(
     budgets: &Budgets,
     stall: Duration,
     from_start: bool,
+    place: Option<Place>,
     report: R,
 ) -> Body
 where
@@ -205,11 +211,11 @@ where
     if inner.is_end_stream() {
         return inner;
     }
-    let (mode, report) = if from_start {
-        let queue = start_pump(inner, &budgets.inner, stall, report());
-        (Mode::Pumped(queue), None)
+    let (mode, report, place) = if from_start {
+        let queue = start_pump(inner, place, &budgets.inner, stall, report());
+        (Mode::Pumped(queue), None, None)
     } else {
-        (Mode::Inline(inner), Some(report))
+        (Mode::Inline(inner), Some(report), place)
     };
     let slot = Arc::new(Slot {
         wakeup: Arc::default(),
@@ -220,6 +226,7 @@ where
             waiting: false,
             report,
             stall,
+            place,
         }),
     });
     if !from_start {
@@ -229,15 +236,27 @@ where
     Decoupled { slot }.boxed_unsync()
 }
 
+/// A place under a cap the response holds until its upstream answer has been read (the
+/// in-flight place): given back as the last frame is taken while inline; by a pump, once the
+/// answer has ended and every byte of it left in the buffer is charged to the budget.
+pub type Place = Box<dyn Send>;
+
 /// A pump for `inner` on a task of its own; its buffer, shared with the client side.
-fn start_pump(inner: Body, shared: &Shared, stall: Duration, report: StallReport) -> Arc<Queue> {
+fn start_pump(
+    inner: Body,
+    place: Option<Place>,
+    shared: &Shared,
+    stall: Duration,
+    report: StallReport,
+) -> Arc<Queue> {
     let queue = Arc::new(Queue {
         state: Mutex::default(),
         mine: Arc::new(Semaphore::new(PER_STREAM)),
         budget: shared.budget_of(&report.user, report.pausable),
         gone: Notify::new(),
+        took: Notify::new(),
     });
-    tokio::spawn(pump(inner, queue.clone(), stall, report));
+    tokio::spawn(pump(inner, place, queue.clone(), stall, report));
     queue
 }
 
@@ -246,6 +265,21 @@ struct Slot<R> {
     /// The waker the upstream body is polled with while inline: it notes that the upstream
     /// has something for the client, then wakes the client.
     wakeup: Arc<Wakeup>,
+}
+
+/// The client side went away: a pump stops. On the slot, not on the client's body: the
+/// sweeper may hold the slot while it hands the response off, as the body is dropped.
+impl<R> Drop for Slot<R> {
+    fn drop(&mut self) {
+        if let Mode::Pumped(queue) = &self
+            .state
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .mode
+        {
+            queue.client_gone();
+        }
+    }
 }
 
 /// Held by the upstream body's waker registration, so it must not own the body (a cycle):
@@ -278,6 +312,8 @@ struct State<R> {
     waiting: bool,
     report: Option<R>,
     stall: Duration,
+    /// While inline (see [`Place`]).
+    place: Option<Place>,
 }
 
 enum Mode {
@@ -308,8 +344,8 @@ impl<R: FnOnce() -> StallReport + Send + 'static> Sweep for Slot<R> {
         else {
             return false;
         };
-        let stall = st.stall;
-        st.mode = Mode::Pumped(start_pump(inner, shared, stall, report()));
+        let (stall, place) = (st.stall, st.place.take());
+        st.mode = Mode::Pumped(start_pump(inner, place, shared, stall, report()));
         false
     }
 }
@@ -319,14 +355,6 @@ impl<R: FnOnce() -> StallReport + Send + 'static> Sweep for Slot<R> {
 /// stops.
 struct Decoupled<R> {
     slot: Arc<Slot<R>>,
-}
-
-impl<R> Drop for Decoupled<R> {
-    fn drop(&mut self) {
-        if let Mode::Pumped(queue) = &lock(&self.slot.state).mode {
-            queue.client_gone();
-        }
-    }
 }
 
 impl<R: Send + 'static> http_body::Body for Decoupled<R> {
@@ -350,8 +378,17 @@ impl<R: Send + 'static> http_body::Body for Decoupled<R> {
                 }
                 wakeup.woken.store(false, Ordering::Release);
                 let waker = Waker::from(wakeup.clone());
-                let polled = Pin::new(inner).poll_frame(&mut Context::from_waker(&waker));
+                let polled = Pin::new(&mut *inner).poll_frame(&mut Context::from_waker(&waker));
+                // The answer has been read: its place goes (as `body::hold_until_read`).
+                let read = match &polled {
+                    Poll::Ready(Some(Ok(_))) => inner.is_end_stream(),
+                    Poll::Ready(_) => true,
+                    Poll::Pending => false,
+                };
                 st.waiting = polled.is_pending();
+                if read {
+                    st.place = None;
+                }
                 if let Poll::Ready(None) = polled {
                     st.mode = Mode::Ended;
                 }
@@ -365,7 +402,7 @@ impl<R: Send + 'static> http_body::Body for Decoupled<R> {
     fn is_end_stream(&self) -> bool {
         match &lock(&self.slot.state).mode {
             Mode::Inline(inner) => inner.is_end_stream(),
-            Mode::Pumped(_) => false,
+            Mode::Pumped(queue) => queue.ended(),
             Mode::Ended => true,
         }
     }
@@ -382,9 +419,9 @@ impl<R: Send + 'static> http_body::Body for Decoupled<R> {
 ///
 /// The pump appends every byte it takes from the upstream, coalesced into chunks of up to
 /// [`CHUNK`] bytes (a frame of a few bytes costs a few bytes, not a frame's bookkeeping), and
-/// *admits* them as it finds room: permits of [`PER_STREAM`] and of the identity's budget,
-/// and the upstream window given back. The client takes admitted bytes only, and gives their
-/// permits back as it takes them. Bytes not admitted yet are at most one stream window (their
+/// *admits* them as it finds room: permits of [`PER_STREAM`] and of the identity's budget
+/// (beyond [`FREE`]), and the upstream window given back. The client takes admitted bytes only,
+/// and gives their permits back as it takes them (the budget's first). Bytes not admitted yet are at most one stream window (their
 /// window was withheld), or one frame over HTTP/1.1 (the pump takes no more until it is
 /// admitted).
 struct Queue {
@@ -393,6 +430,8 @@ struct Queue {
     budget: Arc<Semaphore>,
     /// Told when the client side goes away.
     gone: Notify,
+    /// Told when the client takes bytes.
+    took: Notify,
 }
 
 #[derive(Default)]
@@ -400,8 +439,12 @@ struct Buffer {
     chunks: VecDeque<BytesMut>,
     /// Bytes in `chunks`.
     len: usize,
-    /// Of them, from the front: the bytes the client may take (they hold permits).
+    /// Of them, from the front: the bytes the client may take (they hold permits of
+    /// [`PER_STREAM`]).
     admitted: usize,
+    /// Permits of the identity's budget held for admitted bytes: all of them but up to
+    /// [`FREE`] while the pump holds the upstream body (see [`Queue`]).
+    charged: usize,
     /// Bytes the client has taken in all.
     taken: usize,
     /// How the response ends, once the client has taken every byte.
@@ -410,6 +453,25 @@ struct Buffer {
     finished: bool,
     client: Option<Waker>,
     gone: bool,
+}
+
+/// What a pumped response may hold outside its identity's budget while its upstream body is
+/// open: one stream window, what `h2` held for it unread, uncharged, before pumps existed. So
+/// a reader that keeps up goes on when other responses of its identity hold the whole budget
+/// (paused `logs -f` may hold it for a day), as it did when read inline. Once the upstream
+/// body has ended, the pump keeps the response's in-flight place until every byte left is
+/// charged, so bytes outside the budget stay bounded by the places and stream permits the
+/// identity holds.
+const FREE: usize = STREAM_WINDOW as usize;
+
+/// Budget permits the buffer must hold with `admitted` bytes admitted, the upstream body `open`
+/// or not.
+fn charge_for(admitted: usize, open: bool) -> usize {
+    if open {
+        admitted.saturating_sub(FREE)
+    } else {
+        admitted
+    }
 }
 
 /// How a pumped response ends, after its last byte.
@@ -458,8 +520,14 @@ impl Queue {
             b.admitted -= n;
             b.len -= n;
             b.taken += n;
+            // The budget's permits go first: they are what other responses wait for.
+            let charged = n.min(b.charged);
+            b.charged -= charged;
             drop(b);
-            self.give_permits(n);
+            self.mine.add_permits(n);
+            self.budget.add_permits(charged);
+            // The pump may be waiting for room, or for budget it no longer needs.
+            self.took.notify_one();
             return Poll::Ready(Some(Ok(Frame::data(data.freeze()))));
         }
         if b.finished {
@@ -481,11 +549,11 @@ impl Queue {
         Poll::Pending
     }
 
-    fn give_permits(&self, n: usize) {
-        if n > 0 {
-            self.mine.add_permits(n);
-            self.budget.add_permits(n);
-        }
+    /// Everything was taken and the response ended without trailers or an error: hyper can
+    /// end the stream with the last DATA frame.
+    fn ended(&self) -> bool {
+        let b = self.lock();
+        b.finished || (b.len == 0 && matches!(b.end, Some(End::Done)))
     }
 
     fn client_gone(&self) {
@@ -493,15 +561,22 @@ impl Queue {
         self.gone.notify_one();
     }
 
-    /// `n` more bytes may go to the client (their permits are taken).
-    fn admit(&self, n: usize) {
+    /// `n` more bytes may go to the client, with `charge` more budget permits held (both
+    /// taken by the caller); `all`: every admitted byte is to be charged (before an ended
+    /// response's place goes), else all but [`FREE`]. Budget permits beyond that go back (the
+    /// client may have taken some meanwhile).
+    fn admit(&self, n: usize, charge: usize, all: bool) {
         let mut b = self.lock();
         let k = n.min(b.len - b.admitted);
         b.admitted += k;
+        b.charged += charge;
+        let excess = b.charged.saturating_sub(charge_for(b.admitted, !all));
+        b.charged -= excess;
         b.wake_client();
         drop(b);
         // Permits for bytes no longer there (none, unless a reset emptied the buffer).
-        self.give_permits(n - k);
+        self.mine.add_permits(n - k);
+        self.budget.add_permits(excess);
     }
 
     fn end(&self, end: End) {
@@ -515,67 +590,129 @@ impl Queue {
     fn reset(&self, err: BoxError) {
         let mut b = self.lock();
         let admitted = mem::take(&mut b.admitted);
+        let charged = mem::take(&mut b.charged);
         b.chunks.clear();
         b.len = 0;
         b.end = Some(End::Failed(err));
         b.wake_client();
         drop(b);
-        self.give_permits(admitted);
+        self.mine.add_permits(admitted);
+        self.budget.add_permits(charged);
     }
 }
 
 impl Drop for Queue {
     fn drop(&mut self) {
         // The identity's budget outlives this response.
-        let admitted = self.lock().admitted;
-        if admitted > 0 {
-            self.budget.add_permits(admitted);
+        let charged = self.lock().charged;
+        if charged > 0 {
+            self.budget.add_permits(charged);
         }
     }
 }
 
-type Admitting = Pin<Box<dyn Future<Output = Option<usize>> + Send>>;
+type Admitting = Pin<Box<dyn Future<Output = Option<(usize, usize)>> + Send>>;
 
-/// Permits for `n` bytes: this stream's, then the identity's (`None`: a semaphore closed).
-fn admission(queue: &Queue, n: usize) -> Admitting {
+/// Permits for `n` more bytes of this stream's buffer and `charge` more of the identity's
+/// budget, taken together or not at all (`None`: a semaphore closed).
+fn admission(queue: &Queue, n: usize, charge: usize) -> Admitting {
     let (mine, budget) = (queue.mine.clone(), queue.budget.clone());
     Box::pin(async move {
-        let permits = u32::try_from(n).unwrap_or(u32::MAX);
-        mine.acquire_many_owned(permits).await.ok()?.forget();
-        budget.acquire_many_owned(permits).await.ok()?.forget();
-        Some(n)
+        let room = match n {
+            0 => None,
+            n => Some(
+                mine.acquire_many_owned(u32::try_from(n).unwrap_or(u32::MAX))
+                    .await
+                    .ok()?,
+            ),
+        };
+        if charge > 0 {
+            budget
+                .acquire_many_owned(u32::try_from(charge).unwrap_or(u32::MAX))
+                .await
+                .ok()?
+                .forget();
+        }
+        if let Some(room) = room {
+            room.forget();
+        }
+        Some((n, charge))
     })
 }
 
-async fn pump(inner: Body, queue: Arc<Queue>, stall: Duration, report: StallReport) {
+/// Ends the client's response with an error if the pump stops without an end for it (its
+/// task panicked), rather than leaving the client waiting for ever.
+struct Ending(Arc<Queue>);
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        let b = self.0.lock();
+        // A pump that returns normally leaves everything admitted and the end set (or has
+        // reset the response itself).
+        let cut_off = !b.finished && (b.end.is_none() || b.len > b.admitted);
+        drop(b);
+        if cut_off {
+            self.0
+                .reset("the proxy stopped reading this response".into());
+        }
+    }
+}
+
+async fn pump(
+    inner: Body,
+    mut place: Option<Place>,
+    queue: Arc<Queue>,
+    stall: Duration,
+    report: StallReport,
+) {
+    let _ending = Ending(queue.clone());
     let mut inner = Some(inner);
+    // The body's end was seen (and handed to the buffer): the in-flight place is kept until
+    // every byte left is charged to the budget.
+    let mut ended = false;
     // What the body took without giving its window back (`window.rs`).
     let mut withheld = Withheld::default();
     let mut admitting: Option<Admitting> = None;
     // The client's progress over stall-timeout rounds.
     let mut progress = Progress::start(tokio::time::Instant::now());
     loop {
-        let (unadmitted, gone) = {
+        let (unadmitted, admitted, charged, gone) = {
             let b = queue.lock();
-            (b.len - b.admitted, b.gone)
+            (b.len - b.admitted, b.admitted, b.charged, b.gone)
         };
         if gone {
             return;
         }
-        if inner.is_none() && unadmitted == 0 && admitting.is_none() {
-            // The upstream is done (dropping its body gave its in-flight place back), but the
-            // bytes still buffered hold this identity's budget until the client takes them.
+        if ended && unadmitted == 0 && charged >= admitted {
+            // Every byte left is charged: the place goes now, not when the client has read.
+            // The bytes still buffered hold this identity's budget until the client takes
+            // them.
+            drop(place.take());
             return watch_taken(&queue, stall, progress, &report).await;
         }
-        if admitting.is_none() && unadmitted > 0 {
-            admitting = Some(admission(&queue, unadmitted.min(CHUNK)));
+        if admitting.is_none() {
+            // Bytes are admitted with the free window at any time (a reader that keeps up
+            // never waits for the budget, not even for the last bytes); an ended response then
+            // takes the rest of its charge on its own, its place kept until it has it — while
+            // its client goes on reading (each take asks again, for less).
+            let n = unadmitted.min(CHUNK);
+            let charge = if n > 0 {
+                charge_for(admitted + n, true).saturating_sub(charged)
+            } else if ended {
+                admitted.saturating_sub(charged)
+            } else {
+                0
+            };
+            if n > 0 || charge > 0 {
+                admitting = Some(admission(&queue, n, charge));
+            }
         }
         // An HTTP/2 body withholds its window: the pump takes whatever the upstream sends, up
         // to one stream window beyond what was admitted — all it can send: polling on would
         // only run the body's idle timer (`stream.rs`) against an API server that has no
         // window to send with. Any other body (HTTP/1.1, or before its first chunk tells) is
         // taken one frame at a time, as room is found for it.
-        let take = inner.is_some()
+        let take = !ended
             && (unadmitted == 0 || (withheld.works() && unadmitted < STREAM_WINDOW as usize));
         let round_ends = progress.since + stall;
         tokio::select! {
@@ -596,17 +733,21 @@ async fn pump(inner: Body, queue: Arc<Queue>, stall: Duration, report: StallRepo
                     Some(Err(err)) => End::Failed(err),
                     None => End::Done,
                 };
+                ended = true;
                 // Done with the upstream: its stream goes now (the body and the flow-control
-                // handle with it), not when the client has read.
+                // handle with it), not when the client has read. What is left needs the
+                // budget now (the admission pending asked for less).
                 inner = None;
                 withheld = Withheld::default();
+                admitting = None;
                 queue.end(end);
             }
             admitted = wait_for(&mut admitting), if admitting.is_some() => {
                 admitting = None;
-                let Some(n) = admitted else { return };
+                let Some((n, charge)) = admitted else { return };
                 let waited_for_nothing = progress.waiting == 0 && queue.lock().admitted == 0;
-                queue.admit(n);
+                // No bytes: the charge before an ended response's place goes.
+                queue.admit(n, charge, n == 0);
                 withheld.give_back(n);
                 // A round in which nothing was waiting for the client says nothing: the first
                 // bytes waiting start the next.
@@ -619,6 +760,9 @@ async fn pump(inner: Body, queue: Arc<Queue>, stall: Duration, report: StallRepo
                     };
                 }
             }
+            // The client took bytes: what the pending admission waits for may be needed no
+            // more (room in the stream's free window), so it is asked again.
+            () = queue.took.notified(), if admitting.is_some() => admitting = None,
             () = tokio::time::sleep_until(round_ends) => {
                 let (taken, waiting) = {
                     let b = queue.lock();
@@ -646,7 +790,7 @@ async fn next_frame(
     }
 }
 
-async fn wait_for(admitting: &mut Option<Admitting>) -> Option<usize> {
+async fn wait_for(admitting: &mut Option<Admitting>) -> Option<(usize, usize)> {
     match admitting {
         Some(f) => f.await,
         None => std::future::pending().await,

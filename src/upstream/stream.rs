@@ -40,6 +40,7 @@ pub fn ending_cleanly(
         inner,
         endpoint,
         idle: idle.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
+        armed: false,
         break_ends_cleanly,
         done: false,
     }
@@ -50,6 +51,12 @@ struct CleanEnd {
     inner: Body,
     endpoint: String,
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
+    /// The idle clock runs: set at the first poll that found nothing after a frame. Timed from
+    /// then, not from the frame: a reader that did not ask for a while (a paused client, a
+    /// pump whose buffer was full, which stops polling once the API server has no window left
+    /// to send with) must not find the clock run out against an API server that could not
+    /// send.
+    armed: bool,
     break_ends_cleanly: bool,
     done: bool,
 }
@@ -67,9 +74,7 @@ impl http_body::Body for CleanEnd {
         }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some((d, sleep)) = &mut self.idle {
-                    sleep.as_mut().reset(Instant::now() + *d);
-                }
+                self.armed = false;
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(err))) if self.break_ends_cleanly => {
@@ -87,8 +92,15 @@ impl http_body::Body for CleanEnd {
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                let idle = match &mut self.idle {
-                    Some((_, sleep)) => sleep.as_mut().poll(cx).is_ready(),
+                let this = &mut *self;
+                let idle = match &mut this.idle {
+                    Some((d, sleep)) => {
+                        if !this.armed {
+                            sleep.as_mut().reset(Instant::now() + *d);
+                            this.armed = true;
+                        }
+                        sleep.as_mut().poll(cx).is_ready()
+                    }
                     None => false,
                 };
                 if idle {
@@ -160,5 +172,32 @@ mod tests {
         let body = ending_cleanly(inner, "https://a".into(), idle, false);
         let ended = tokio::time::timeout(Duration::from_secs(10), body.collect()).await;
         assert!(ended.expect("the idle timer never fired").is_err());
+    }
+
+    /// The idle clock starts when the reader asks and finds nothing, not at the last frame: a
+    /// reader that did not ask for longer than the timeout (a paused client, a pump that stopped
+    /// polling an API server with no window left) is not ended at its next ask.
+    #[tokio::test]
+    async fn the_idle_clock_starts_when_the_reader_asks() {
+        use std::task::Waker;
+        let (tx, inner) = crate::body::channel(1);
+        let idle = Duration::from_millis(200);
+        let mut body = ending_cleanly(inner, "https://a".into(), Some(idle), true);
+        tx.send(Bytes::from_static(b"first")).await.unwrap();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"first");
+        tokio::time::sleep(idle * 3).await;
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(
+            http_body::Body::poll_frame(Pin::new(&mut body), &mut cx).is_pending(),
+            "ended at once, timed from the last frame"
+        );
+        tokio::time::sleep(idle / 2).await;
+        tx.send(Bytes::from_static(b"second")).await.unwrap();
+        let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&second[..], b"second");
+        // Nothing for the whole timeout while asked: the end.
+        let ended = tokio::time::timeout(idle * 10, body.frame()).await;
+        assert!(ended.expect("the idle timer never fired").is_none());
     }
 }

@@ -13,6 +13,29 @@ fn report() -> StallReport {
     }
 }
 
+/// A report, and the counter its stalls are counted in.
+fn counted() -> (Counter, impl FnOnce() -> StallReport + Send + 'static) {
+    let r = report();
+    (r.counter.clone(), move || r)
+}
+
+/// `count` chunks of `size` zero bytes written into `tx` by a task: `true` when all went,
+/// `false` when the body was dropped first (the upstream cut off).
+fn write_chunks(
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    count: usize,
+    size: usize,
+) -> tokio::task::JoinHandle<bool> {
+    tokio::spawn(async move {
+        for _ in 0..count {
+            if tx.send(Bytes::from(vec![0u8; size])).await.is_err() {
+                return false;
+            }
+        }
+        true
+    })
+}
+
 /// A report that says whether it was asked for (only a hand-off asks).
 fn flagged() -> (
     Arc<AtomicBool>,
@@ -162,27 +185,12 @@ async fn a_quiet_watch_whose_client_does_not_take_an_event_is_handed_off() {
 #[tokio::test]
 async fn a_stream_nobody_reads_is_reset_after_the_stall_timeout() {
     let (tx, inner) = crate::body::channel(1);
-    let r = report();
-    let counter = r.counter.clone();
+    let (counter, r) = counted();
     let budgets = Budgets::default();
     let budget = budgets.of("u");
-    let mut body = decouple(
-        inner,
-        &budgets,
-        Duration::from_millis(600),
-        false,
-        None,
-        move || r,
-    );
+    let mut body = decouple(inner, &budgets, Duration::from_millis(600), false, None, r);
     // More than the per-stream buffer, and nobody reads.
-    let writer = tokio::spawn(async move {
-        for _ in 0..40 {
-            if tx.send(Bytes::from(vec![0u8; 64 * 1024])).await.is_err() {
-                return false;
-            }
-        }
-        true
-    });
+    let writer = write_chunks(tx, 40, 64 * 1024);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(counter.get(), 0);
     // Only the per-stream bound is buffered, charged to the identity too.
@@ -206,18 +214,10 @@ async fn a_stream_nobody_reads_is_reset_after_the_stall_timeout() {
 async fn a_response_read_to_its_end_and_never_taken_is_reset() {
     for taken in [false, true] {
         let (tx, inner) = crate::body::channel(4);
-        let r = report();
-        let counter = r.counter.clone();
+        let (counter, r) = counted();
         let budgets = Budgets::default();
         let budget = budgets.of("u");
-        let mut body = decouple(
-            inner,
-            &budgets,
-            Duration::from_millis(600),
-            false,
-            None,
-            move || r,
-        );
+        let mut body = decouple(inner, &budgets, Duration::from_millis(600), false, None, r);
         for _ in 0..3 {
             tx.send(Bytes::from(vec![0u8; 64 * 1024])).await.unwrap();
         }
@@ -246,25 +246,10 @@ async fn a_response_read_to_its_end_and_never_taken_is_reset() {
 #[tokio::test]
 async fn a_client_that_trickles_is_reset_as_stalled() {
     let (tx, inner) = crate::body::channel(1);
-    let r = report();
-    let counter = r.counter.clone();
+    let (counter, r) = counted();
     let budgets = Budgets::default();
-    let mut body = decouple(
-        inner,
-        &budgets,
-        Duration::from_millis(600),
-        false,
-        None,
-        move || r,
-    );
-    let writer = tokio::spawn(async move {
-        for _ in 0..200 {
-            if tx.send(Bytes::from(vec![0u8; 16 * 1024])).await.is_err() {
-                return false;
-            }
-        }
-        true
-    });
+    let mut body = decouple(inner, &budgets, Duration::from_millis(600), false, None, r);
+    let writer = write_chunks(tx, 200, 16 * 1024);
     // One 16 KiB frame every 400 ms: ~24 KiB a round.
     let mut reset = false;
     for _ in 0..20 {
@@ -289,22 +274,14 @@ async fn a_client_that_trickles_is_reset_as_stalled() {
 #[tokio::test]
 async fn waiting_for_the_identity_s_budget_is_not_a_stall() {
     let (tx, inner) = crate::body::channel(1);
-    let r = report();
-    let counter = r.counter.clone();
+    let (counter, r) = counted();
     let budgets = Budgets::default();
     let held = budgets
         .of("u")
         .acquire_many_owned(PER_IDENTITY as u32)
         .await
         .unwrap();
-    let mut body = decouple(
-        inner,
-        &budgets,
-        Duration::from_millis(400),
-        false,
-        None,
-        move || r,
-    );
+    let mut body = decouple(inner, &budgets, Duration::from_millis(400), false, None, r);
     tx.send(Bytes::from_static(b"first")).await.unwrap();
     // Unread for two sweeps: handed off to the pump, which waits for the budget.
     tokio::time::sleep(SWEEP * 2 + Duration::from_millis(100)).await;
@@ -372,30 +349,15 @@ async fn paused_logs_cannot_take_the_budget_of_other_responses() {
 #[tokio::test]
 async fn a_response_holding_part_of_the_budget_and_never_read_is_reset() {
     let (tx, inner) = crate::body::channel(1);
-    let r = report();
-    let counter = r.counter.clone();
+    let (counter, r) = counted();
     let budgets = Budgets::default();
     let others = budgets
         .of("u")
         .acquire_many_owned((PER_IDENTITY - 100 * 1024) as u32)
         .await
         .unwrap();
-    let _body = decouple(
-        inner,
-        &budgets,
-        Duration::from_millis(600),
-        false,
-        None,
-        move || r,
-    );
-    let writer = tokio::spawn(async move {
-        for _ in 0..40 {
-            if tx.send(Bytes::from(vec![0u8; 64 * 1024])).await.is_err() {
-                return false;
-            }
-        }
-        true
-    });
+    let _body = decouple(inner, &budgets, Duration::from_millis(600), false, None, r);
+    let writer = write_chunks(tx, 40, 64 * 1024);
     tokio::time::sleep(SWEEP * 2 + Duration::from_millis(2000)).await;
     assert_eq!(counter.get(), 1, "reset although it never read");
     assert!(!writer.await.unwrap());
@@ -791,22 +753,14 @@ async fn the_end_of_an_answer_needs_no_budget_for_a_reader_that_keeps_up() {
 #[tokio::test]
 async fn a_late_reader_catches_up_without_budget() {
     let (tx, inner) = crate::body::channel(1);
-    let r = report();
-    let counter = r.counter.clone();
+    let (counter, r) = counted();
     let budgets = Budgets::default();
     let held = budgets
         .of("u")
         .acquire_many_owned(PER_IDENTITY as u32)
         .await
         .unwrap();
-    let body = decouple(
-        inner,
-        &budgets,
-        Duration::from_millis(400),
-        true,
-        None,
-        move || r,
-    );
+    let body = decouple(inner, &budgets, Duration::from_millis(400), true, None, r);
     const TOTAL: usize = FREE + 100 * 1024;
     tokio::spawn(async move {
         for _ in 0..TOTAL / 1024 {

@@ -455,8 +455,9 @@ struct Buffer {
     gone: bool,
 }
 
-/// What a pumped response may hold outside its identity's budget while its upstream body is
-/// open: one stream window, what `h2` held for it unread, uncharged, before pumps existed. So
+/// What a pumped response may hold admitted outside its identity's budget while its upstream
+/// body is open: one stream window, what `h2` held for it unread, uncharged, before pumps
+/// existed (with the window it withholds, up to 512 KiB of a stream are outside the budget). So
 /// a reader that keeps up goes on when other responses of its identity hold the whole budget
 /// (paused `logs -f` may hold it for a day), as it did when read inline. Once the upstream
 /// body has ended, the pump keeps the response's in-flight place until every byte left is
@@ -673,6 +674,8 @@ async fn pump(
     // What the body took without giving its window back (`window.rs`).
     let mut withheld = Withheld::default();
     let mut admitting: Option<Admitting> = None;
+    // The charge the pending admission asks for.
+    let mut asked = 0;
     // The client's progress over stall-timeout rounds.
     let mut progress = Progress::start(tokio::time::Instant::now());
     loop {
@@ -691,29 +694,21 @@ async fn pump(
             return watch_taken(&queue, stall, progress, &report).await;
         }
         if admitting.is_none() {
-            // Bytes are admitted with the free window at any time (a reader that keeps up
-            // never waits for the budget, not even for the last bytes); an ended response then
-            // takes the rest of its charge on its own, its place kept until it has it — while
-            // its client goes on reading (each take asks again, for less).
-            let n = unadmitted.min(CHUNK);
-            let charge = if n > 0 {
-                charge_for(admitted + n, true).saturating_sub(charged)
-            } else if ended {
-                admitted.saturating_sub(charged)
-            } else {
-                0
-            };
+            let (n, charge) = wanted(unadmitted, admitted, charged, ended);
             if n > 0 || charge > 0 {
                 admitting = Some(admission(&queue, n, charge));
+                asked = charge;
             }
         }
         // An HTTP/2 body withholds its window: the pump takes whatever the upstream sends, up
-        // to one stream window beyond what was admitted — all it can send: polling on would
-        // only run the body's idle timer (`stream.rs`) against an API server that has no
-        // window to send with. Any other body (HTTP/1.1, or before its first chunk tells) is
-        // taken one frame at a time, as room is found for it.
+        // to one stream window beyond what was admitted (all it can send). Any other body
+        // (HTTP/1.1, or before its first chunk tells) is taken one frame at a time, as room is
+        // found for it. While bytes wait for room the pump only drains: the body's idle timer
+        // (`stream.rs`) must not run against an API server whose window may be spent (h2
+        // announces a window given back only past a threshold).
         let take = !ended
             && (unadmitted == 0 || (withheld.works() && unadmitted < STREAM_WINDOW as usize));
+        withheld.set_draining(unadmitted > 0);
         let round_ends = progress.since + stall;
         tokio::select! {
             frame = next_frame(&mut inner, &mut withheld), if take => {
@@ -760,9 +755,16 @@ async fn pump(
                     };
                 }
             }
-            // The client took bytes: what the pending admission waits for may be needed no
-            // more (room in the stream's free window), so it is asked again.
-            () = queue.took.notified(), if admitting.is_some() => admitting = None,
+            // The client took bytes: the pending admission may need less of the budget now
+            // (room in the stream's free window); asked again then — only then: a new ask
+            // waits at the back of the budget's queue.
+            () = queue.took.notified(), if admitting.is_some() => {
+                let b = queue.lock();
+                let (_, charge) = wanted(b.len - b.admitted, b.admitted, b.charged, ended);
+                if charge < asked {
+                    admitting = None;
+                }
+            }
             () = tokio::time::sleep_until(round_ends) => {
                 let (taken, waiting) = {
                     let b = queue.lock();
@@ -775,6 +777,23 @@ async fn pump(
             () = queue.gone.notified() => return,
         }
     }
+}
+
+/// What to admit next, with `unadmitted` bytes waiting for it, `admitted` of them admitted
+/// and `charged` to the budget: `n` more bytes, `charge` more of the budget. Bytes are
+/// admitted with the free window at any time (a reader that keeps up never waits for the
+/// budget, not even for an answer's last bytes); an `ended` answer then takes the rest of its
+/// charge on its own, its place kept until it has it, while its client goes on reading.
+fn wanted(unadmitted: usize, admitted: usize, charged: usize, ended: bool) -> (usize, usize) {
+    let n = unadmitted.min(CHUNK);
+    let charge = if n > 0 {
+        charge_for(admitted + n, true).saturating_sub(charged)
+    } else if ended {
+        admitted.saturating_sub(charged)
+    } else {
+        0
+    };
+    (n, charge)
 }
 
 /// The body's next frame, polled as the pump's (`Withheld::scope`); pending once it ended.

@@ -52,10 +52,9 @@ struct CleanEnd {
     endpoint: String,
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
     /// The idle clock runs: set at the first poll that found nothing after a frame. Timed from
-    /// then, not from the frame: a reader that did not ask for a while (a paused client, a
-    /// pump whose buffer was full, which stops polling once the API server has no window left
-    /// to send with) must not find the clock run out against an API server that could not
-    /// send.
+    /// then, not from the frame: a reader that did not ask for a while (a paused client) must
+    /// not find the clock run out against an API server that could not send. A pump that polls
+    /// only to drain, its buffer full (`window::draining`), stops the clock.
     armed: bool,
     break_ends_cleanly: bool,
     done: bool,
@@ -94,6 +93,10 @@ impl http_body::Body for CleanEnd {
             Poll::Pending => {
                 let this = &mut *self;
                 let idle = match &mut this.idle {
+                    Some(_) if super::window::draining() => {
+                        this.armed = false;
+                        false
+                    }
                     Some((d, sleep)) => {
                         if !this.armed {
                             sleep.as_mut().reset(Instant::now() + *d);
@@ -197,6 +200,28 @@ mod tests {
         let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(&second[..], b"second");
         // Nothing for the whole timeout while asked: the end.
+        let ended = tokio::time::timeout(idle * 10, body.frame()).await;
+        assert!(ended.expect("the idle timer never fired").is_none());
+    }
+
+    /// A pump that polls only to drain h2 while its buffer is full (the API server's window may
+    /// be spent) stops the clock; once it asks for real, the clock runs again.
+    #[tokio::test]
+    async fn a_pump_that_only_drains_stops_the_idle_clock() {
+        use crate::upstream::window::Withheld;
+        use std::task::Waker;
+        let (_tx, inner) = crate::body::channel(1);
+        let idle = Duration::from_millis(100);
+        let mut body = ending_cleanly(inner, "https://a".into(), Some(idle), true);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut draining = Withheld::default();
+        draining.set_draining(true);
+        for _ in 0..5 {
+            let polled =
+                draining.scope(|| http_body::Body::poll_frame(Pin::new(&mut body), &mut cx));
+            assert!(polled.is_pending(), "ended while only drained");
+            tokio::time::sleep(idle).await;
+        }
         let ended = tokio::time::timeout(idle * 10, body.frame()).await;
         assert!(ended.expect("the idle timer never fired").is_none());
     }

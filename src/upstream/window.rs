@@ -36,6 +36,9 @@ pub struct Withheld {
     flow: Option<FlowControl>,
     /// Bytes taken whose window was not given back yet.
     bytes: usize,
+    /// The pump polls only to drain `h2` (its buffer has bytes waiting for room): nobody
+    /// waits for the API server, whose window may be spent ([`draining`]).
+    draining: bool,
 }
 
 impl Withheld {
@@ -51,6 +54,11 @@ impl Withheld {
         let polled = poll();
         drop(back);
         polled
+    }
+
+    /// Whether the next polls only drain `h2` (see [`draining`]).
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
     }
 
     /// Whether the body withholds: it is an h2 body and took data under a scope.
@@ -78,6 +86,13 @@ impl Drop for Restore<'_> {
         let outer = self.outer.take().flatten();
         *self.into = PUMPING.replace(outer).unwrap_or_default();
     }
+}
+
+/// Whether the body is polled by a pump only to drain `h2`, with bytes waiting for room in
+/// its buffer: a body's idle timer (`stream.rs`) must not run then — the API server may have
+/// no window left to send with (h2 announces a window given back only past a threshold).
+pub fn draining() -> bool {
+    PUMPING.with_borrow(|pumping| pumping.as_ref().is_some_and(|w| w.draining))
 }
 
 /// For the h2 body, as it takes `n` bytes of its stream (`flow`): under a pump's scope, the

@@ -5,6 +5,10 @@
 //!   connection as kubectl multiplexes them, the connections opened (and measured) first; one
 //!   identity per connection (the demo admins' cap is 500 watches each). The figure includes
 //!   each watch's share of the upstream HTTP/2 connections (100 streams each).
+//! - **followed logs**: `STREAMS_LOGS` (default 500) `logs -f` of pod `default/web`, 100 per
+//!   HTTP/2 connection, one identity per connection, like the watches. Each is read by a pump
+//!   from its first byte (a task and its buffer, since 2026-12-06: README, "Tiny DATA frames on
+//!   a stalled stream"), so this is the figure that fix moves.
 //! - **exec sessions**: `STREAMS_EXECS` (default 500) `cat` sessions over WebSocket, each on its
 //!   own HTTP/1.1 client connection and upgraded upstream connection, as kubectl runs them; 50
 //!   per identity (the demo admins' cap). The figure is the whole session: both connections,
@@ -42,17 +46,18 @@ fn env_count(name: &str, default: usize) -> usize {
 
 fn main() {
     let watches = env_count("STREAMS_WATCHES", 1000);
+    let logs = env_count("STREAMS_LOGS", 500);
     let execs = env_count("STREAMS_EXECS", 500);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run(watches, execs));
+    rt.block_on(run(watches, logs, execs));
 }
 
-async fn run(watches: usize, execs: usize) {
-    let cap = 2 * execs + watches + 100;
+async fn run(watches: usize, logs: usize, execs: usize) {
+    let cap = 2 * execs + watches + logs + 100;
     let proxy = Proxy::start(|text| {
         *text = text.replacen(
             "listen:\n",
@@ -87,42 +92,23 @@ async fn run(watches: usize, execs: usize) {
     let pid = proxy.pid();
     println!("proxy RSS at rest: {} MiB", proxy.rss_kib() / 1024);
 
-    // Watches: the connections first, then the streams on them.
-    let conns = watches.div_ceil(WATCHES_PER_CONN);
-    let mut senders = Vec::new();
-    for i in 0..conns {
-        let cert = ca
-            .client_cert(&format!("watcher-{i}"), &["demo:admins"])
-            .unwrap();
-        let tls = common::tls_connect(addr, ca, Some(&cert), &[b"h2"]).await;
-        let (sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        senders.push(sender);
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = proxy.rss_kib();
-    let open: Vec<_> = stream::iter(0..watches)
-        .map(|i| {
-            let mut s = senders[i / WATCHES_PER_CONN].clone();
-            async move {
-                s.ready().await.unwrap();
-                let resp = s
-                    .send_request(common::get("/api/v1/namespaces/default/configmaps?watch=1"))
-                    .await
-                    .unwrap();
-                assert_eq!(resp.status(), 200);
-                resp
-            }
-        })
-        .buffer_unordered(64)
-        .collect()
-        .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (senders, open, per_watch) = streams(
+        &proxy,
+        "watcher",
+        watches,
+        "/api/v1/namespaces/default/configmaps?watch=1",
+        "open watches",
+    )
+    .await;
+    let (log_senders, open_logs, per_log) = streams(
+        &proxy,
+        "follower",
+        logs,
+        "/api/v1/namespaces/default/pods/web/log?follow=true",
+        "followed logs",
+    )
+    .await;
     let after = proxy.rss_kib();
-    let per_watch = report("open watches", watches, before, after);
 
     // Exec sessions, each on its own connection.
     let before = after;
@@ -140,10 +126,59 @@ async fn run(watches: usize, execs: usize) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = proxy.rss_kib();
     let per_exec = report("exec sessions", execs, before, after);
-    println!("per watch: {per_watch:.1} KiB; per exec session: {per_exec:.1} KiB");
+    println!(
+        "per watch: {per_watch:.1} KiB; per followed log: {per_log:.1} KiB; per exec session: {per_exec:.1} KiB"
+    );
     support::hold(pid).await;
-    drop((open, senders, sessions));
+    drop((open, senders, open_logs, log_senders, sessions));
     proxy.stop().await;
+}
+
+type Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
+
+/// `n` long-running GETs of `path`, 100 per HTTP/2 connection, one identity (`{who}-{i}`) per
+/// connection: the connections opened (and measured) first, then the streams, held open
+/// unread. Returns the connections, the responses and the KiB per stream.
+async fn streams(
+    proxy: &Proxy,
+    who: &str,
+    n: usize,
+    path: &'static str,
+    what: &str,
+) -> (Vec<Sender>, Vec<http::Response<hyper::body::Incoming>>, f64) {
+    let (addr, ca) = (proxy.addr, &proxy.ca);
+    let mut senders = Vec::new();
+    for i in 0..n.div_ceil(WATCHES_PER_CONN) {
+        let cert = ca
+            .client_cert(&format!("{who}-{i}"), &["demo:admins"])
+            .unwrap();
+        let tls = common::tls_connect(addr, ca, Some(&cert), &[b"h2"]).await;
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        senders.push(sender);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = proxy.rss_kib();
+    let open: Vec<_> = stream::iter(0..n)
+        .map(|i| {
+            let mut s = senders[i / WATCHES_PER_CONN].clone();
+            async move {
+                s.ready().await.unwrap();
+                let resp = s.send_request(common::get(path)).await.unwrap();
+                assert_eq!(resp.status(), 200);
+                resp
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = proxy.rss_kib();
+    let per = report(what, n, before, after);
+    (senders, open, per)
 }
 
 /// An exec session running `cat` in pod `default/web` over WebSocket (v5.channel.k8s.io), as

@@ -408,11 +408,14 @@ impl FileBackend {
         } else if let Some(start) = header {
             w.sign_start(&start)?;
         } else if w.adopted > 0 {
-            // Not fatal: on failure the state is rolled back and the timer's checkpoint signs
-            // them later (a full disk must not stop a `blocking` sink from starting).
-            if let Err(e) = w.sign_adopted() {
-                tracing::warn!(error = %e, "cannot sign the events found unsigned at start now; the next checkpoint will");
-            }
+            // Sign at once the unsigned tail a crash left, rather than one checkpoint interval
+            // later: a process killed again within that interval would leave those events
+            // unsigned with its own, and the next start would adopt both runs' events as one
+            // range, spanning the time between them — which `audit verify` rightly takes for
+            // removed checkpoints. So each adopted range is one run's tail. The timer's own
+            // checkpoint: not fatal on failure (logged, rolled back, tried again one interval
+            // later), as a full disk must not stop a `blocking` sink from starting.
+            w.on_timer();
         }
         Ok(w)
     }
@@ -436,22 +439,6 @@ impl FileBackend {
         self.side_buf.extend_from_slice(&cp.to_line());
         self.side_buf.push(b'\n');
         self.pending_ckpts += 1;
-        self.commit(true, snap).map_err(io::Error::other)
-    }
-
-    /// Sign at once the unsigned tail a crash left (`adopted`), rather than one checkpoint
-    /// interval later: a process killed again within that interval would leave those events
-    /// unsigned with its own, and the next start would adopt both runs' events as one range,
-    /// spanning the time between them — which `audit verify` rightly takes for removed
-    /// checkpoints. So each adopted range is one run's tail.
-    fn sign_adopted(&mut self) -> io::Result<()> {
-        if self.cfg.signing_key.is_none() {
-            return Ok(());
-        }
-        let snap = self.snapshot();
-        self.buf.clear();
-        self.side_buf.clear();
-        self.append_checkpoint();
         self.commit(true, snap).map_err(io::Error::other)
     }
 

@@ -116,6 +116,20 @@ where
     guarded(body, guard, true)
 }
 
+/// Whether `body`, just `polled`, has nothing more to give: its end, an error (a broken body
+/// delivers nothing more), or a frame after which it says it has ended — when a place held
+/// until the answer is read goes ([`hold_until_read`], the upstream pump's inline read).
+pub(crate) fn read_to_end<B: http_body::Body + ?Sized>(
+    polled: &std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>>,
+    body: &B,
+) -> bool {
+    match polled {
+        std::task::Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
+        std::task::Poll::Ready(_) => true,
+        std::task::Poll::Pending => false,
+    }
+}
+
 fn guarded<B, G>(body: B, guard: G, until_read: bool) -> Body
 where
     B: http_body::Body<Data = Bytes, Error = BoxError> + Send + Unpin + 'static,
@@ -149,17 +163,10 @@ where
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            // Released at the end of the body, not only when hyper drops it.
-            std::task::Poll::Ready(None) => drop(self.guard.take()),
-            std::task::Poll::Ready(Some(Ok(_)))
-                if self.until_read && self.inner.is_end_stream() =>
-            {
-                drop(self.guard.take())
-            }
-            // A broken body delivers nothing more.
-            std::task::Poll::Ready(Some(Err(_))) if self.until_read => drop(self.guard.take()),
-            _ => {}
+        // Released at the end of the body, not only when hyper drops it.
+        let end = matches!(polled, std::task::Poll::Ready(None));
+        if end || (self.until_read && read_to_end(&polled, &self.inner)) {
+            drop(self.guard.take());
         }
         polled
     }

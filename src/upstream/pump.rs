@@ -367,6 +367,7 @@ impl<R: Send + 'static> http_body::Body for Decoupled<R> {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut st = lock(&self.slot.state);
         st.polled = true;
+        let has_place = st.place.is_some();
         match &mut st.mode {
             Mode::Inline(inner) => {
                 let wakeup = &self.slot.wakeup;
@@ -379,16 +380,13 @@ impl<R: Send + 'static> http_body::Body for Decoupled<R> {
                 wakeup.woken.store(false, Ordering::Release);
                 let waker = Waker::from(wakeup.clone());
                 let polled = Pin::new(&mut *inner).poll_frame(&mut Context::from_waker(&waker));
-                // The answer has been read: its place goes (as `body::hold_until_read`).
-                let read = match &polled {
-                    Poll::Ready(Some(Ok(_))) => inner.is_end_stream(),
-                    Poll::Ready(_) => true,
-                    Poll::Pending => false,
-                };
-                st.waiting = polled.is_pending();
+                // The answer has been read: its place goes (`body::hold_until_read`'s rule;
+                // asked only while a place is held — `is_end_stream` takes h2's lock).
+                let read = has_place && crate::body::read_to_end(&polled, &*inner);
                 if read {
                     st.place = None;
                 }
+                st.waiting = polled.is_pending();
                 if let Poll::Ready(None) = polled {
                     st.mode = Mode::Ended;
                 }

@@ -47,10 +47,7 @@ impl Withheld {
         let outer = PUMPING.replace(Some(mem::take(self)));
         // Put back as it was even if `poll` panics: a body read inline on this thread later
         // must not find a pump here and withhold its window for ever.
-        let back = Restore {
-            into: self,
-            outer: Some(outer),
-        };
+        let back = Restore { into: self, outer };
         let polled = poll();
         drop(back);
         polled
@@ -78,13 +75,12 @@ impl Withheld {
 
 struct Restore<'a> {
     into: &'a mut Withheld,
-    outer: Option<Option<Withheld>>,
+    outer: Option<Withheld>,
 }
 
 impl Drop for Restore<'_> {
     fn drop(&mut self) {
-        let outer = self.outer.take().flatten();
-        *self.into = PUMPING.replace(outer).unwrap_or_default();
+        *self.into = PUMPING.replace(self.outer.take()).unwrap_or_default();
     }
 }
 

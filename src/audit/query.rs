@@ -356,7 +356,6 @@ pub(crate) struct Place<'a> {
     pub line_no: u64,
 }
 
-/// Filter and print one complete line (without its newline).
 /// A line over what is read into memory: skipped with a warning.
 pub(crate) fn overlong(at: Place<'_>, warn: &mut dyn Write, stats: &mut Stats) -> io::Result<()> {
     writeln!(
@@ -370,6 +369,7 @@ pub(crate) fn overlong(at: Place<'_>, warn: &mut dyn Write, stats: &mut Stats) -
     Ok(())
 }
 
+/// Filter and print one complete line (without its newline).
 pub(crate) fn one_line(
     buf: &[u8],
     at: Place<'_>,

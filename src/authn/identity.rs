@@ -115,7 +115,8 @@ fn value(s: &str) -> Result<HeaderValue, Unsendable> {
 }
 
 /// Whether `s` can travel upstream as an `Impersonate-*` header value and arrive as it is, and
-/// be shown as it is: no control character (C0, DEL, or C1 — U+0080 to U+009F), none of the
+/// be shown as it is: no control character but a tab inside it (C0, DEL, or C1 — U+0080 to
+/// U+009F), none of the
 /// invisible characters that reorder or hide text (bidi controls, zero-width marks, which would
 /// let a name rearrange a log line), and no space or tab at either end. HTTP/1.1 parsers (Go's
 /// included, on the upgrade path and the HTTP/1.1 fallback) trim those — ASCII space and tab
@@ -124,7 +125,8 @@ fn value(s: &str) -> Result<HeaderValue, Unsendable> {
 /// API server takes it. Every identity source (certificate, token, `--as`) refuses what fails
 /// this.
 pub fn forwards_intact(s: &str) -> bool {
-    // Every character `HeaderValue::from_str` accepts the bytes of, less the hidden ones.
+    // What `HeaderValue::from_str` accepts, less C1 controls (which it takes) and the hidden
+    // characters.
     s.chars()
         .all(|c| c == '\t' || !(c.is_control() || hides_text(c)))
         && !s.starts_with([' ', '\t'])

@@ -368,12 +368,10 @@ fn verify_cmd(
 
 /// Why the unsigned tail, or a range adopted at a restart, cannot be what the sink left, if so:
 /// with signatures checked, its events span more than `interval` (+
-/// [`verify::CHECKPOINT_SLACK`]) —
-/// from the first `stageTimestamp` to the last — while the sink signs events once the
-/// oldest unsigned one is `interval` old (a crash or a kill leaves a tail within that, which a
-/// restart adopts, and signs at once; a restart's first events are signed within an interval
-/// too). A longer run
-/// means checkpoints were removed — the newest events edited (links recomputed, which takes no
+/// [`verify::CHECKPOINT_SLACK`]) — from the first `stageTimestamp` to the last — while the
+/// sink signs events once the oldest unsigned one is `interval` old (a crash or a kill leaves a
+/// tail within that, which a restart adopts, and signs at once; a restart's first events are
+/// signed within an interval too). A longer run means checkpoints were removed — the newest events edited (links recomputed, which takes no
 /// key) and the sidecar cut back to match, perhaps before a restart adopted them — unless the
 /// writer could not write them (its log says so). An event of such a run without a
 /// `stageTimestamp` that parses fails too: a rewrite could drop it to escape this check. An

@@ -93,8 +93,9 @@ where
         };
         // The place is held while the answer is read from the upstream — not while a client
         // that grants no HTTP/2 window keeps hyper waiting with it: the forwarder gives it back
-        // once the upstream body has ended or been dropped (read straight through, by the pump,
-        // or reset as stalled), and an answer that never reached the upstream (a refusal, a
+        // once the upstream body has ended or been dropped (read straight through; by a pump,
+        // once what it holds of the answer is charged to the identity's budget; or reset as
+        // stalled), and an answer that never reached the upstream (a refusal, a
         // self-review) gives it back here or with its last frame taken.
         let place = SharedPlace::new(place);
         req.extensions_mut().insert(place.clone());

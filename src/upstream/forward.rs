@@ -163,8 +163,8 @@ pub fn answer_body(
         );
     }
     // Outside the clean end: a stalled stream must end in an error (a reset), never look
-    // complete. The report is built only if the response is ever handed off to a pump.
-    // The endpoint's `Arc`, not its name: a name is copied only if a stall is reported.
+    // complete. The report is built only when a pump starts (at once for a pausable
+    // response). The endpoint's `Arc`, not its name: a name is copied only then.
     let (metrics, user, audit_id, endpoint) = (
         up.metrics.stalled.clone(),
         ob.identity.clone(),

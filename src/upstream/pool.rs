@@ -415,8 +415,8 @@ impl Pool {
         conns.iter().find_map(|c| {
             // Never more than the API server allows on it: h2 would queue the rest locally,
             // where a short request could wait behind watches until its deadline (504). At
-            // least one: a server that says 0 (for now) gets what it got before, a request
-            // h2 holds until the server allows it, not a new connection per request.
+            // least one: a server that says 0 (for now) gets one stream per connection, so a
+            // request opens another connection (up to the cap) rather than waiting in h2.
             let limit = limit.min(c.h2.max_streams()).max(1);
             c.in_use
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {

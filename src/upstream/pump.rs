@@ -195,8 +195,8 @@ pub struct StallReport {
 /// Read `inner` inline while its client keeps up, on a pump task bounded by [`PER_STREAM`]
 /// and the identity's budget once it does not (see the module doc) — or on a pump from its
 /// first byte when `from_start` (a pausable response: its bytes are framed as a pod writes
-/// them). `report` is called only when a pump starts, so a response that never stalls builds
-/// no report.
+/// them). `report` is called only when a pump starts, so a response read inline throughout
+/// builds no report.
 pub fn decouple<R>(
     inner: Body,
     budgets: &Budgets,

@@ -5,7 +5,10 @@
 //! client-go's reflector treats a clean end as "watch closed" and watches again from its last
 //! resourceVersion (or re-lists), on whichever endpoint the proxy then picks; an error
 //! mid-stream would instead surface as a broken response. With `upstream.stream_idle_timeout`
-//! set, a watch that carried no frame for that long ends the same way.
+//! set, a watch that carried no frame for that long ends the same way — timed from the first
+//! poll that found nothing after a frame, and not while a pump polls it only to drain
+//! (`window::draining`): a reader that did not ask must not find the clock run out against an
+//! API server that could not send.
 //!
 //! A followed log is wrapped only for that idle end, and it ends with an error, as its
 //! upstream break does: a log has no events to resume from, and a clean end is what its

@@ -732,6 +732,13 @@ async fn bindings_and_forged_impersonation_are_refused_before_the_upstream() {
         )
         .await;
     }
+    // A value that is not UTF-8 (Latin-1 `josé`): no name the API server could read.
+    let mut latin1 = with(&[]);
+    latin1.headers_mut().append(
+        "impersonate-user",
+        http::HeaderValue::from_bytes(b"jos\xe9").unwrap(),
+    );
+    refused(&env, latin1, StatusCode::BAD_REQUEST, "BadRequest").await;
     // A name beyond ASCII is taken, and reaches the API server as its UTF-8 bytes.
     env.sandbox.sandbox.clear_recorded();
     let resp = env

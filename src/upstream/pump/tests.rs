@@ -425,69 +425,28 @@ async fn a_stream_handed_off_over_h2_keeps_its_window_and_its_bytes() {
 /// (at once when pumped `from_start`, else after one frame), another response on the same
 /// connection meanwhile, then the reader taking everything.
 async fn stalled_over_h2(frame_len: usize, from_start: bool) {
-    use crate::upstream::{h2conn::H2Conn, pool::STREAM_WINDOW};
+    use crate::upstream::pool::STREAM_WINDOW;
     use std::sync::atomic::AtomicUsize;
 
     let total = (PER_STREAM + 2 * STREAM_WINDOW as usize) / frame_len * frame_len;
-    let byte = |i: usize| (i % 251) as u8;
     let sent = Arc::new(AtomicUsize::new(0));
     let counted = sent.clone();
-    let (client, server) = tokio::io::duplex(1 << 16);
-    tokio::spawn(async move {
-        let mut conn = h2::server::handshake(server).await.unwrap();
-        while let Some(Ok((req, mut respond))) = conn.accept().await {
-            let counted = counted.clone();
-            tokio::spawn(async move {
-                let resp = http::Response::new(());
-                let mut tx = respond.send_response(resp, false).unwrap();
-                if req.uri().path() != "/log" {
-                    tx.send_data(Bytes::from_static(b"ok"), true).unwrap();
-                    return;
-                }
-                let mut at = 0;
-                while at < total {
-                    tx.reserve_capacity(frame_len);
-                    match std::future::poll_fn(|cx| tx.poll_capacity(cx)).await {
-                        Some(Ok(n)) if n >= frame_len => {}
-                        Some(Ok(_)) => continue,
-                        _ => return,
-                    }
-                    let data: Vec<u8> = (at..at + frame_len).map(byte).collect();
-                    if tx
-                        .send_data(Bytes::from(data), at + frame_len == total)
-                        .is_err()
-                    {
-                        return;
-                    }
-                    at += frame_len;
-                    counted.store(at, Ordering::SeqCst);
-                    // As a pod writes: a burst now and then, not the whole window in one go
-                    // (h2 takes in what the socket holds before any reader runs, which no
-                    // reader could keep up with; the API server does not write so fast).
-                    if at % (128 * frame_len) == 0 {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                }
-            });
+    // Small frames, in bursts (`send_paced`), on `/log`; a short answer to anything else.
+    let conn = h2_upstream(move |req, mut respond| {
+        let counted = counted.clone();
+        async move {
+            let mut tx = respond
+                .send_response(http::Response::new(()), false)
+                .unwrap();
+            if req.uri().path() == "/log" {
+                send_paced(&mut tx, total, frame_len, &counted).await;
+            } else {
+                tx.send_data(Bytes::from_static(b"ok"), true).unwrap();
+            }
         }
-    });
-    // The proxy's windows: each stream's, and the connection's for four streams; h2's budget
-    // for small frames is then half a megabyte, some 2 100 frames of 8 bytes.
-    let conn = H2Conn::handshake(
-        client,
-        STREAM_WINDOW,
-        4 * STREAM_WINDOW,
-        "test".into(),
-        crate::upstream::h2conn::KEEP_ALIVE,
-    )
-    .await
-    .unwrap();
-    let get = |path: &str| {
-        http::Request::get(format!("https://upstream.test{path}"))
-            .body(crate::body::empty())
-            .unwrap()
-    };
-    let Ok(resp) = conn.send(get("/log"), ()).await else {
+    })
+    .await;
+    let Ok(resp) = conn.send(h2_get("/log"), ()).await else {
         panic!("no response");
     };
     let budgets = Budgets::default();
@@ -520,7 +479,7 @@ async fn stalled_over_h2(frame_len: usize, from_start: bool) {
     );
     assert!(PER_IDENTITY - budgets.of("u").available_permits() <= PER_STREAM);
     // The connection is open: another response on it.
-    let Ok(other) = conn.send(get("/other"), ()).await else {
+    let Ok(other) = conn.send(h2_get("/other"), ()).await else {
         panic!("the connection closed under a stalled stream of tiny frames");
     };
     let other = crate::body::boxed(other.into_body())
@@ -677,43 +636,15 @@ async fn read_inline_the_place_goes_with_the_last_frame() {
 /// rest of the charge is taken apart, for the place).
 #[tokio::test]
 async fn the_end_of_an_answer_needs_no_budget_for_a_reader_that_keeps_up() {
-    use crate::upstream::{h2conn::H2Conn, pool::STREAM_WINDOW};
     const TOTAL: usize = 300 * 1024;
-    let (client, server) = tokio::io::duplex(1 << 16);
-    tokio::spawn(async move {
-        let mut conn = h2::server::handshake(server).await.unwrap();
-        while let Some(Ok((_, mut respond))) = conn.accept().await {
-            tokio::spawn(async move {
-                let mut tx = respond
-                    .send_response(http::Response::new(()), false)
-                    .unwrap();
-                let mut at = 0;
-                while at < TOTAL {
-                    tx.reserve_capacity(16 * 1024);
-                    let Some(Ok(n)) = std::future::poll_fn(|cx| tx.poll_capacity(cx)).await else {
-                        return;
-                    };
-                    let n = n.min(TOTAL - at);
-                    tx.send_data(Bytes::from(vec![7u8; n]), at + n == TOTAL)
-                        .unwrap();
-                    at += n;
-                }
-            });
-        }
-    });
-    let conn = H2Conn::handshake(
-        client,
-        STREAM_WINDOW,
-        4 * STREAM_WINDOW,
-        "test".into(),
-        crate::upstream::h2conn::KEEP_ALIVE,
-    )
-    .await
-    .unwrap();
-    let get = http::Request::get("https://upstream.test/log")
-        .body(crate::body::empty())
-        .unwrap();
-    let Ok(resp) = conn.send(get, ()).await else {
+    let conn = h2_upstream(|_, mut respond| async move {
+        let mut tx = respond
+            .send_response(http::Response::new(()), false)
+            .unwrap();
+        send_paced(&mut tx, TOTAL, 16 * 1024, &Default::default()).await;
+    })
+    .await;
+    let Ok(resp) = conn.send(h2_get("/log"), ()).await else {
         panic!("no response");
     };
     let budgets = Budgets::default();
@@ -862,4 +793,76 @@ fn a_place() -> (Arc<AtomicBool>, Place) {
     }
     let released = Arc::new(AtomicBool::new(false));
     (released.clone(), Box::new(Flag(released)))
+}
+
+/// An HTTP/2 server answering each request with `answer`, and the proxy's client connection
+/// to it with the proxy's windows: each stream's, and the connection's for four streams (h2's
+/// budget for small frames is then half a megabyte, some 2 100 frames of 8 bytes).
+async fn h2_upstream<F, Fut>(answer: F) -> crate::upstream::h2conn::H2Conn
+where
+    F: Fn(http::Request<h2::RecvStream>, h2::server::SendResponse<Bytes>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use crate::upstream::{h2conn, pool::STREAM_WINDOW};
+    let (client, server) = tokio::io::duplex(1 << 16);
+    tokio::spawn(async move {
+        let mut conn = h2::server::handshake(server).await.unwrap();
+        while let Some(Ok((req, respond))) = conn.accept().await {
+            tokio::spawn(answer(req, respond));
+        }
+    });
+    h2conn::H2Conn::handshake(
+        client,
+        STREAM_WINDOW,
+        4 * STREAM_WINDOW,
+        "test".into(),
+        h2conn::KEEP_ALIVE,
+    )
+    .await
+    .unwrap()
+}
+
+fn h2_get(path: &str) -> http::Request<crate::body::Body> {
+    http::Request::get(format!("https://upstream.test{path}"))
+        .body(crate::body::empty())
+        .unwrap()
+}
+
+/// The byte at offset `i` of what `send_paced` sends.
+fn byte(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+/// `total` bytes ([`byte`]) on `tx` in DATA frames of `frame_len` (the last may be shorter),
+/// each as the stream's window allows, the count so far in `sent`. As a pod writes: a burst
+/// of 128 frames now and then, not the whole window in one go (h2 takes in what the socket
+/// holds before any reader runs, which no reader could keep up with; the API server does not
+/// write so fast). Stops quietly when the stream goes.
+async fn send_paced(
+    tx: &mut h2::SendStream<Bytes>,
+    total: usize,
+    frame_len: usize,
+    sent: &std::sync::atomic::AtomicUsize,
+) {
+    let mut at = 0;
+    let mut frames = 0usize;
+    while at < total {
+        let len = frame_len.min(total - at);
+        tx.reserve_capacity(len);
+        match std::future::poll_fn(|cx| tx.poll_capacity(cx)).await {
+            Some(Ok(n)) if n >= len => {}
+            Some(Ok(_)) => continue,
+            _ => return,
+        }
+        let data: Vec<u8> = (at..at + len).map(byte).collect();
+        if tx.send_data(Bytes::from(data), at + len == total).is_err() {
+            return;
+        }
+        at += len;
+        sent.store(at, Ordering::SeqCst);
+        frames += 1;
+        if frames.is_multiple_of(128) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
 }

@@ -13,6 +13,11 @@ fn report() -> StallReport {
     }
 }
 
+/// `n` permits of `budget`, held by "other responses" until dropped.
+async fn hold(budget: Arc<Semaphore>, n: usize) -> tokio::sync::OwnedSemaphorePermit {
+    budget.acquire_many_owned(n as u32).await.unwrap()
+}
+
 /// A report, and the counter its stalls are counted in.
 fn counted() -> (Counter, impl FnOnce() -> StallReport + Send + 'static) {
     let r = report();
@@ -276,11 +281,7 @@ async fn waiting_for_the_identity_s_budget_is_not_a_stall() {
     let (tx, inner) = crate::body::channel(1);
     let (counter, r) = counted();
     let budgets = Budgets::default();
-    let held = budgets
-        .of("u")
-        .acquire_many_owned(PER_IDENTITY as u32)
-        .await
-        .unwrap();
+    let held = hold(budgets.of("u"), PER_IDENTITY).await;
     let mut body = decouple(inner, &budgets, Duration::from_millis(400), false, None, r);
     tx.send(Bytes::from_static(b"first")).await.unwrap();
     // Unread for two sweeps: handed off to the pump, which waits for the budget.
@@ -316,10 +317,7 @@ async fn paused_logs_cannot_take_the_budget_of_other_responses() {
     let budgets = Budgets::default();
     let paused = budgets.inner.budget_of("u", true);
     assert!(!Arc::ptr_eq(&paused, &budgets.of("u")));
-    let held = paused
-        .acquire_many_owned(PAUSABLE_PER_IDENTITY as u32)
-        .await
-        .unwrap();
+    let held = hold(paused, PAUSABLE_PER_IDENTITY).await;
     let (tx, inner) = crate::body::channel(1);
     let body = decouple(
         inner,
@@ -351,11 +349,7 @@ async fn a_response_holding_part_of_the_budget_and_never_read_is_reset() {
     let (tx, inner) = crate::body::channel(1);
     let (counter, r) = counted();
     let budgets = Budgets::default();
-    let others = budgets
-        .of("u")
-        .acquire_many_owned((PER_IDENTITY - 100 * 1024) as u32)
-        .await
-        .unwrap();
+    let others = hold(budgets.of("u"), PER_IDENTITY - 100 * 1024).await;
     let _body = decouple(inner, &budgets, Duration::from_millis(600), false, None, r);
     let writer = write_chunks(tx, 40, 64 * 1024);
     tokio::time::sleep(SWEEP * 2 + Duration::from_millis(2000)).await;
@@ -511,12 +505,7 @@ async fn stalled_over_h2(frame_len: usize, from_start: bool) {
 #[tokio::test]
 async fn a_reader_that_keeps_up_needs_no_budget() {
     let budgets = Budgets::default();
-    let held = budgets
-        .inner
-        .budget_of("u", true)
-        .acquire_many_owned(PAUSABLE_PER_IDENTITY as u32)
-        .await
-        .unwrap();
+    let held = hold(budgets.inner.budget_of("u", true), PAUSABLE_PER_IDENTITY).await;
     let (tx, inner) = crate::body::channel(1);
     let pausable = || StallReport {
         pausable: true,
@@ -553,11 +542,7 @@ async fn a_reader_that_keeps_up_needs_no_budget() {
 async fn an_ended_response_keeps_its_place_until_its_bytes_are_charged() {
     let budgets = Budgets::default();
     let budget = budgets.of("u");
-    let held = budget
-        .clone()
-        .acquire_many_owned(PER_IDENTITY as u32)
-        .await
-        .unwrap();
+    let held = hold(budget.clone(), PER_IDENTITY).await;
     let (released, place) = a_place();
     let (tx, inner) = crate::body::channel(4);
     let mut body = decouple(
@@ -648,12 +633,7 @@ async fn the_end_of_an_answer_needs_no_budget_for_a_reader_that_keeps_up() {
         panic!("no response");
     };
     let budgets = Budgets::default();
-    let held = budgets
-        .inner
-        .budget_of("u", true)
-        .acquire_many_owned(PAUSABLE_PER_IDENTITY as u32)
-        .await
-        .unwrap();
+    let held = hold(budgets.inner.budget_of("u", true), PAUSABLE_PER_IDENTITY).await;
     let pausable = || StallReport {
         pausable: true,
         ..report()
@@ -686,11 +666,7 @@ async fn a_late_reader_catches_up_without_budget() {
     let (tx, inner) = crate::body::channel(1);
     let (counter, r) = counted();
     let budgets = Budgets::default();
-    let held = budgets
-        .of("u")
-        .acquire_many_owned(PER_IDENTITY as u32)
-        .await
-        .unwrap();
+    let held = hold(budgets.of("u"), PER_IDENTITY).await;
     let body = decouple(inner, &budgets, Duration::from_millis(400), true, None, r);
     const TOTAL: usize = FREE + 100 * 1024;
     tokio::spawn(async move {
@@ -716,12 +692,7 @@ async fn a_late_reader_catches_up_without_budget() {
 #[tokio::test]
 async fn paused_logs_cannot_take_the_budget_beyond_the_free_window() {
     let budgets = Budgets::default();
-    let held = budgets
-        .inner
-        .budget_of("u", true)
-        .acquire_many_owned(PAUSABLE_PER_IDENTITY as u32)
-        .await
-        .unwrap();
+    let held = hold(budgets.inner.budget_of("u", true), PAUSABLE_PER_IDENTITY).await;
     let others = budgets.of("u");
     let free_before = others.available_permits();
     let (tx, inner) = crate::body::channel(1);

@@ -72,13 +72,14 @@ where
     // (see `telemetry::span_layer`); with tracing off it only passes the request on.
     let on = rt.tracing.is_some();
     ServiceBuilder::new()
-        // 1. A fresh Audit-ID first, so every outcome can be correlated; a panic anywhere
-        //    below is caught here (500 + Panic event).
+        // 0. Metrics wrap everything, so every answer is counted with its final status: the
+        //    refusals below and the 500 the request-id layer makes of a panic.
+        .layer(MetricsLayer::new(rt.metrics.clone()))
+        // 1. A fresh Audit-ID, so every outcome can be correlated; a panic anywhere below is
+        //    caught here (500 + Panic event).
         .layer(RequestIdLayer::new(rt.audit.clone()))
         // 1b. The request's log span (Audit-ID, trace id) and, when tracing is on, its trace.
         .layer(RequestSpanLayer::new(rt.tracing.clone()))
-        // 2. Metrics wrap everything below, so refusals are counted with their final status.
-        .layer(MetricsLayer::new(rt.metrics.clone()))
         // 3. One audit event per request, filled in by the layers below; it sees the final
         //    answer (refusals included) and can hold it until the event is durable.
         .layer(traced(

@@ -1,4 +1,5 @@
-//! The metrics layer: wraps everything below, so refusals are counted too.
+//! The metrics layer: the outermost, so every answer is counted: refusals, and a panic below
+//! as the 500 the request-id layer makes of it.
 //!
 //! Accepts everything, rejects nothing. Counts `portcullis_requests_total{verb_class,code}`
 //! with the final status, `portcullis_refusals_total{by}` for the proxy's own answers, holds
@@ -8,7 +9,6 @@
 
 use std::{
     convert::Infallible,
-    panic::AssertUnwindSafe,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -25,7 +25,7 @@ use super::{
 };
 use crate::{
     body::{Body, BoxError},
-    refusal::{Refusal, Refused},
+    refusal::Refused,
     service::{self, Classified, ResponseFuture},
 };
 
@@ -76,23 +76,11 @@ where
             class: "nonresource",
             started: Instant::now(),
         };
-        // A panic below is answered above (the request-id layer's 500, when the audit layer
-        // is off and so did not answer it): counted here as that 500, then passed on.
-        let inner = match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
-            Ok(inner) => inner,
-            Err(panic) => {
-                done.panicked();
-                std::panic::resume_unwind(panic)
-            }
-        };
+        // Outermost: a panic below is already the request-id layer's 500 (marked refused by
+        // `panic`) when it gets here, so it is counted like any other answer.
+        let inner = self.inner.call(req);
         service::boxed(async move {
-            let resp = match futures_util::FutureExt::catch_unwind(AssertUnwindSafe(inner)).await {
-                Ok(resp) => resp?,
-                Err(panic) => {
-                    done.panicked();
-                    std::panic::resume_unwind(panic)
-                }
-            };
+            let resp = inner.await?;
             let classified = resp.extensions().get::<Classified>().copied();
             done.class = classified.map_or("nonresource", |c| c.class);
             let m = &done.metrics;
@@ -128,26 +116,6 @@ struct Done {
     metrics: Arc<Metrics>,
     class: &'static str,
     started: Instant,
-}
-
-impl Done {
-    /// A panic's answer: the 500 the layer above makes of it, refused by `panic`.
-    fn panicked(&self) {
-        let code = Refusal::Panic.status().code;
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                verb_class: self.class,
-                code: code_label(code),
-            })
-            .inc();
-        self.metrics
-            .refusals
-            .get_or_create(&RefusalLabels {
-                by: Refusal::Panic.rejected_by(),
-            })
-            .inc();
-    }
 }
 
 impl Drop for Done {
@@ -225,13 +193,13 @@ mod tests {
         assert_eq!((code, refused), (1, 1));
     }
 
-    /// With audit off nothing below answers a panic: the request-id layer above makes it a
-    /// 500, and it is counted as one, refused by `panic` (it went uncounted before).
+    /// With audit off nothing but the request-id layer answers a panic: it makes it a 500,
+    /// and the metrics layer above it (as in `stack.rs`) counts it as one, refused by `panic`.
     #[tokio::test]
     async fn a_panic_below_is_counted_as_its_500() {
         let metrics = Arc::new(Metrics::new());
-        let svc = crate::request_id::RequestIdLayer::new(None).layer(
-            MetricsLayer::new(metrics.clone()).layer(tower::service_fn(
+        let svc = MetricsLayer::new(metrics.clone()).layer(
+            crate::request_id::RequestIdLayer::new(None).layer(tower::service_fn(
                 |_req: Request<TestBody>| async move {
                     if true {
                         panic!("a bug below");
@@ -242,6 +210,8 @@ mod tests {
         );
         let resp = send(svc, request("GET", "/version")).await;
         assert_eq!(resp.status(), 500);
+        // The 500's body, sent like any answer's, ends the request's time in flight.
+        let _ = text(resp).await;
         let text = metrics.render();
         assert!(
             text.contains("portcullis_requests_total{verb_class=\"nonresource\",code=\"500\"} 1"),

@@ -52,9 +52,20 @@ fn status(body: &Bytes) -> Value {
 
 /// Send, expect `code` with a Status of `reason`, and that the upstream saw nothing.
 async fn refused(env: &Env, r: Request<Full<Bytes>>, code: StatusCode, reason: &str) -> Value {
+    refused_with(env, r, None, code, reason).await
+}
+
+/// [`refused`], the request sent with a client certificate.
+async fn refused_with(
+    env: &Env,
+    r: Request<Full<Bytes>>,
+    cert: Option<&portcullis_sandbox::pki::Issued>,
+    code: StatusCode,
+    reason: &str,
+) -> Value {
     env.sandbox.sandbox.clear_recorded();
     let what = format!("{} {}", r.method(), r.uri());
-    let resp = env.request(r, None, false).await;
+    let resp = env.request(r, cert, false).await;
     assert_eq!(resp.status(), code, "{what}: {:?}", resp.body());
     let s = status(resp.body());
     assert_eq!(s["kind"], "Status", "{what}");
@@ -161,6 +172,47 @@ async fn bad_credentials_are_401_and_never_reach_upstream() {
         .headers_mut()
         .insert("authorization", "Basic YWRtaW46YWRtaW4=".parse().unwrap());
     refused(&env, basic, StatusCode::UNAUTHORIZED, "Unauthorized").await;
+    env.stop().await;
+}
+
+/// A certificate name the log line showing it would display rearranged or hidden (a bidi
+/// override, a C1 control), in its CN or in an O, is no identity: 401, and nothing reaches the
+/// upstream. A name beyond ASCII that shows as it is, is one (`josé` of `demo:admins`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_names_that_would_rearrange_a_log_line_are_401() {
+    let env = Env::start().await;
+    let cases = [
+        ("bidi override in CN", "eve\u{202e}nimda", "demo:admins"),
+        ("C1 control in CN", "jo\u{85}s\u{e9}", "demo:admins"),
+        ("bidi isolate in O", "carol", "demo:admins\u{2066}"),
+    ];
+    for (name, cn, o) in cases {
+        let cert = env.ca.client_cert(cn, &[o]).unwrap();
+        let s = refused_with(
+            &env,
+            req("GET", "/api/v1/namespaces/team-a/pods", None),
+            Some(&cert),
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+        )
+        .await;
+        assert_eq!(s["message"], "Unauthorized", "{name}");
+    }
+    // The same harness with a name that shows as it is: authenticated, and forwarded.
+    let cert = env.ca.client_cert("jos\u{e9}", &["demo:admins"]).unwrap();
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env
+        .request(
+            req("GET", "/api/v1/namespaces/team-a/pods", None),
+            Some(&cert),
+            false,
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK, "{:?}", resp.body());
+    assert_eq!(
+        upstream_saw(&env),
+        vec!["GET /api/v1/namespaces/team-a/pods".to_string()]
+    );
     env.stop().await;
 }
 

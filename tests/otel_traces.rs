@@ -599,3 +599,71 @@ async fn a_collector_that_is_down_is_counted_and_logged() {
     assert!(log.contains("OTLP span export failed"), "{log}");
     b.stop().await;
 }
+
+/// A collector that takes connections and never answers holds the exporter in each export
+/// until `tracing.timeout`; the spans that keep ending meanwhile past the exporter's queue are
+/// dropped — counted in `portcullis_trace_spans_dropped_total` and logged, not lost silently —
+/// and requests go on being answered without waiting for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_past_a_full_queue_are_counted_and_logged_as_dropped() {
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            held.push(conn);
+        }
+    });
+    let b = common::binary::Binary::start(&[], |c| {
+        common::unlimited_admin_reads(c);
+        c.push_str(&format!(
+            "\ntracing:\n  endpoint: http://{collector}\n  sampling_ratio: 1.0\n  timeout: 3s\n"
+        ))
+    })
+    .await;
+    let admin = b.ca.client_cert("admin", &["demo:admins"]).unwrap();
+    let sender = common::h2_sender(b.listen, &b.ca, Some(&admin)).await;
+    let dropped = |metrics: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("portcullis_trace_spans_dropped_total "))
+            .map_or(0, |v| v.trim().parse::<u64>().unwrap())
+    };
+    let mut sent = 0;
+    // Each request ends a span per layer (about a dozen); the queue holds 2048 and the
+    // exporter is stuck on its first batch of 512.
+    while sent < 3000 {
+        let batch = (0..50).map(|_| {
+            let mut sender = sender.clone();
+            async move {
+                let resp = sender
+                    .send_request(common::get("/api/v1/namespaces/default/configmaps"))
+                    .await
+                    .unwrap();
+                resp.status()
+            }
+        });
+        for status in futures_util::future::join_all(batch).await {
+            assert_eq!(
+                status, 200,
+                "a request waited on, or failed with, the collector"
+            );
+        }
+        sent += 50;
+        if dropped(&common::admin_get(b.admin, "/metrics").await.1) > 0 {
+            break;
+        }
+    }
+    let (_, metrics) = common::admin_get(b.admin, "/metrics").await;
+    assert!(
+        dropped(&metrics) > 0,
+        "{sent} requests sent, no span counted as dropped\n{}",
+        b.log()
+    );
+    let log = b.log_when(|l| l.contains("spans dropped")).await;
+    assert!(
+        log.contains("spans dropped: the OTLP exporter's queue is full"),
+        "{log}"
+    );
+    b.stop().await;
+}

@@ -152,6 +152,11 @@ impl Metrics {
             "Span batches the OTLP collector did not take (no answer within tracing.timeout, a connection or TLS failure, or a status other than 2xx)",
             super::otlp_client::EXPORT_FAILURES.clone(),
         );
+        registry.register(
+            "trace_spans_dropped",
+            "Sampled spans dropped before export because the exporter's queue was full (2048 spans waiting: the collector is slow or unreachable)",
+            super::span_queue::DROPPED.clone(),
+        );
         Metrics {
             registry,
             config_reloads,

@@ -7,6 +7,8 @@ pub mod layer;
 pub mod metrics;
 pub mod otlp_client;
 pub mod span_layer;
+pub mod span_queue;
+mod throttled;
 pub mod traces;
 
 pub use config::LogFormat;

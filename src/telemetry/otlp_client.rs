@@ -8,7 +8,7 @@
 //! `portcullis_trace_export_failures_total` and is logged: the first at once, then at most one
 //! line a minute with the count since (a collector refusing connections under load fails
 //! hundreds of batches a second; the SDK's own log of each, its `internal-logs` feature, is off
-//! for that reason).
+//! for that reason, and `span_queue.rs` counts the spans its full queue would drop).
 //!
 //! Why its own current-thread tokio runtime: the SDK's batch span processor exports from its
 //! own OS thread with a plain `block_on`, where no tokio reactor is running. Driving the
@@ -24,7 +24,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use opentelemetry_http::{HttpClient, HttpError};
 
-use super::config::TracingSettings;
+use super::{config::TracingSettings, throttled::Throttled};
 use crate::server::tls;
 
 /// Exports that failed or were not answered 2xx, since the process started (every tracer a
@@ -32,34 +32,13 @@ use crate::server::tls;
 pub static EXPORT_FAILURES: std::sync::LazyLock<prometheus_client::metrics::counter::Counter> =
     std::sync::LazyLock::new(Default::default);
 
-/// Failed exports not yet logged, and when the last warning was written.
-static FAILURE_LOG: std::sync::Mutex<(Option<std::time::Instant>, u64)> =
-    std::sync::Mutex::new((None, 0));
+/// Failed exports: the first logged at once, then at most one line a minute.
+static FAILURE_LOG: Throttled = Throttled::new(Duration::from_secs(60));
 
-/// How often a failing collector is logged.
-const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
-
-fn failure_log() -> std::sync::MutexGuard<'static, (Option<std::time::Instant>, u64)> {
-    FAILURE_LOG
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Count a failed export to `endpoint`; log it if no warning was written for
-/// [`FAILURE_LOG_EVERY`].
+/// Count a failed export to `endpoint`, and log it when a line is due.
 fn failed(endpoint: &str, why: &dyn std::fmt::Display) {
     EXPORT_FAILURES.inc();
-    let (failed, due) = {
-        let mut log = failure_log();
-        log.1 += 1;
-        let due = log.0.is_none_or(|at| at.elapsed() >= FAILURE_LOG_EVERY);
-        let failed = log.1;
-        if due {
-            *log = (Some(std::time::Instant::now()), 0);
-        }
-        (failed, due)
-    };
-    if due {
+    if let Some(failed) = FAILURE_LOG.note() {
         tracing::warn!(%endpoint, failed, error = %why, "OTLP span export failed: the collector did not take the batch");
     }
 }
@@ -67,7 +46,7 @@ fn failed(endpoint: &str, why: &dyn std::fmt::Display) {
 /// An export went through: if failures went unlogged since the last warning, say how many,
 /// so a collector that recovered within the minute is not left looking broken.
 fn succeeded(endpoint: &str) {
-    let unlogged = std::mem::take(&mut failure_log().1);
+    let unlogged = FAILURE_LOG.take_unwritten();
     if unlogged > 0 {
         tracing::info!(%endpoint, failed = unlogged, "OTLP span export works again; exports failed since the last warning");
     }

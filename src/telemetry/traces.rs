@@ -1,6 +1,7 @@
 //! The live tracer of one configuration: an OpenTelemetry SDK tracer provider with a
-//! parent-based ratio sampler, a batch span processor and the OTLP/HTTP protobuf exporter
-//! posting through [`super::otlp_client::OtlpClient`].
+//! parent-based ratio sampler, a batch span processor behind a counted bound
+//! ([`super::span_queue`]) and the OTLP/HTTP protobuf exporter posting through
+//! [`super::otlp_client::OtlpClient`].
 //!
 //! Per `Runtime`, not process-global: a reload that changes `tracing:` (endpoint, CA file,
 //! sampling, …) builds a new one beside the old one, which exports what it holds and stops when
@@ -20,7 +21,7 @@ use opentelemetry_sdk::{
     Resource,
 };
 
-use super::{config::TracingSettings, otlp_client::OtlpClient};
+use super::{config::TracingSettings, otlp_client::OtlpClient, span_queue};
 
 /// The W3C headers this module reads and writes.
 pub const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
@@ -49,7 +50,7 @@ impl Tracing {
             .with_service_name(s.service_name.clone())
             .build();
         let provider = SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
+            .with_span_processor(span_queue::bounded(exporter, span_queue::QUEUE))
             .with_sampler(sampler)
             .with_resource(resource)
             .build();

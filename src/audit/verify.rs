@@ -145,15 +145,20 @@ impl Stamps {
     fn of(stamps: &[Option<i64>]) -> Stamps {
         let mut out = Stamps::default();
         for s in stamps {
-            match *s {
-                None => out.untimed += 1,
-                Some(t) => {
-                    out.first.get_or_insert(t);
-                    out.last = Some(t);
-                }
-            }
+            out.push(*s);
         }
         out
+    }
+
+    /// The next event's stamp, in file order.
+    fn push(&mut self, stamp: Option<i64>) {
+        match stamp {
+            None => self.untimed += 1,
+            Some(t) => {
+                self.first.get_or_insert(t);
+                self.last = Some(t);
+            }
+        }
     }
 
     /// From the first to the last, in µs (0 for none or one; negative after a clock step back).
@@ -203,8 +208,15 @@ struct State {
     /// Anchor checkpoints by seq.
     anchors: BTreeMap<u64, Vec<Signed>>,
     since_ckpt: u64,
-    /// The `stageTimestamp` (unix µs) of each event read since the last checkpoint.
+    /// The `stageTimestamp`s of the events read since the last checkpoint.
+    since_stamps: Stamps,
+    /// The `stageTimestamp` (unix µs) of each event read since the last checkpoint, kept while
+    /// a checkpoint may still come — one that adopts judges the first of them. Without one to
+    /// come (no sidecar left, as in a log written without a key), `since_stamps` is enough,
+    /// and memory stays flat however long the unsigned run.
     stamps: Vec<Option<i64>>,
+    /// A file after the current one has a sidecar: a checkpoint may come after this file's.
+    sidecar_later: bool,
     /// The seq of the current file's first event, once read.
     file_first_seq: Option<u64>,
     /// A checkpoint placed so far signs an event of the current file.
@@ -308,6 +320,7 @@ impl State {
             }
             self.since_ckpt = 0;
             self.stamps.clear();
+            self.since_stamps = Stamps::default();
             self.pending.pop_front();
         }
         if let Some(anchors) = self.anchors.remove(&seq) {
@@ -409,11 +422,14 @@ impl State {
         let seq = seq.saturating_add(1);
         self.head = Some((found, seq));
         self.file_first_seq.get_or_insert(seq);
-        self.stamps.push(
-            v.get("stageTimestamp")
-                .and_then(Value::as_str)
-                .and_then(micros),
-        );
+        let stamp = v
+            .get("stageTimestamp")
+            .and_then(Value::as_str)
+            .and_then(micros);
+        self.since_stamps.push(stamp);
+        if self.sidecar_later || !self.pending.is_empty() {
+            self.stamps.push(stamp);
+        }
         self.report.events += 1;
         self.since_ckpt += 1;
         self.reached(found, seq)
@@ -474,7 +490,9 @@ pub fn verify_with_anchors(
         pending: VecDeque::new(),
         anchors: BTreeMap::new(),
         since_ckpt: 0,
+        since_stamps: Stamps::default(),
         stamps: Vec::new(),
+        sidecar_later: false,
         file_first_seq: None,
         file_signed: false,
         at_start: false,
@@ -519,8 +537,11 @@ pub fn verify_with_anchors(
     let mut buf = Vec::with_capacity(64 * 1024);
     // A file before this one had checkpoints.
     let mut signed_before = false;
-    for path in files {
+    // The last file with a sidecar on disk: no checkpoint can come after its events.
+    let last_sidecar = files.iter().rposition(|f| sidecar_path(f).exists());
+    for (i, path) in files.iter().enumerate() {
         let sidecar = sidecar_path(path);
+        st.sidecar_later = last_sidecar.is_some_and(|last| last > i);
         let read = signed::read_sidecar(&sidecar, keys, &mut st.report.warnings)?;
         let unsigned = match &read {
             Ok(None) => true,
@@ -659,7 +680,7 @@ fn stop(mut st: State, f: Failure) -> Report {
 fn finish(mut st: State) -> Report {
     st.report.last_link = st.head.map(|(l, _)| l);
     st.report.unsigned_tail = st.since_ckpt;
-    st.report.tail_stamps = Stamps::of(&st.stamps);
+    st.report.tail_stamps = st.since_stamps;
     st.report
 }
 

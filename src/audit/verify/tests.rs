@@ -551,3 +551,39 @@ fn an_adopted_count_beyond_the_start_fails() {
     let (_, _, msg) = fail_at(&p, &[key.verifying_key()]);
     assert!(msg.contains("but it signs event #4"), "{msg}");
 }
+
+/// A log without sidecars (written without a key) keeps no stamp per event: its unsigned run
+/// is summed as read. The summary is the same: first and last in file order.
+#[test]
+fn an_unsigned_log_sums_its_tail_stamps_as_it_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("unsigned.log");
+    let mut out = Vec::new();
+    let mut link = GENESIS;
+    // Stamped 1 000 010 µs, …, and a last event stamped before the others (a clock step back).
+    let stamps = [1_000_010, 1_000_020, 1_000_030, 1_000_005];
+    for (i, t) in stamps.iter().enumerate() {
+        let p = Prepared::new(
+            Event {
+                audit_id: format!("u{i}"),
+                stage_timestamp: MicroTime::from_unix_micros(*t),
+                ..Event::default()
+            },
+            true,
+        );
+        link = link.next(p.canonical());
+        p.write_chained(&link, &mut out);
+    }
+    std::fs::write(&p, out).unwrap();
+    let r = verify_files(&[p], &[]).unwrap();
+    assert!(r.ok(), "{r:?}");
+    assert_eq!((r.events, r.unsigned_tail), (4, 4));
+    assert_eq!(
+        r.tail_stamps,
+        Stamps {
+            first: Some(1_000_010),
+            last: Some(1_000_005),
+            untimed: 0
+        }
+    );
+}

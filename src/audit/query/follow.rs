@@ -54,7 +54,21 @@ struct Tail<'p> {
 /// How many of a file's first bytes [`Tail::head`] keeps.
 const HEAD: usize = 256;
 
-impl Tail<'_> {
+impl<'p> Tail<'p> {
+    /// `file`, opened at `path`, to be read from its start.
+    fn new(path: &'p Path, file: File, id: u64) -> Tail<'p> {
+        Tail {
+            path,
+            file,
+            id,
+            read: 0,
+            line_no: 0,
+            partial: Vec::new(),
+            overlong: false,
+            head: Vec::new(),
+        }
+    }
+
     /// Read what was appended and hand each complete line to `each` (`None` for a line over
     /// [`MAX_LINE`](crate::audit::verify::MAX_LINE), which is not held in memory).
     fn drain(&mut self, each: &mut EachLine<'_>) -> io::Result<()> {
@@ -120,7 +134,11 @@ impl Tail<'_> {
         let from = if rolled_back { len } else { 0 };
         self.file.seek(SeekFrom::Start(from))?;
         self.read = from;
-        if !rolled_back {
+        if rolled_back {
+            // Rolled back into the first bytes kept: those past the new end are no longer the
+            // file's (what is written there next is read into `head` again).
+            self.head.truncate(usize::try_from(len).unwrap_or(HEAD));
+        } else {
             self.line_no = 0;
             self.head.clear();
         }
@@ -147,22 +165,14 @@ pub fn follow(
     };
     let file = open(path)?;
     let id = file_id(&file.metadata()?);
-    let mut tail = Tail {
-        path,
-        file,
-        id,
-        read: 0,
-        line_no: 0,
-        partial: Vec::new(),
-        overlong: false,
-        head: Vec::new(),
-    };
+    let mut tail = Tail::new(path, file, id);
     let mut stats = Stats::default();
     let pump = |tail: &mut Tail<'_>,
                 stats: &mut Stats,
                 out: &mut dyn Write,
                 warn: &mut dyn Write|
      -> io::Result<()> {
+        let path = tail.path;
         tail.drain(&mut |line, line_no| {
             let at = Place { path, line_no };
             match line {
@@ -217,34 +227,9 @@ pub fn follow(
                     // after it on the next poll.
                     break;
                 }
-                let mut between = Tail {
-                    path: &b.path,
-                    file,
-                    id: 0,
-                    read: 0,
-                    line_no: 0,
-                    partial: Vec::new(),
-                    overlong: false,
-                    head: Vec::new(),
-                };
-                between.drain(&mut |line, line_no| {
-                    let at = Place {
-                        path: &b.path,
-                        line_no,
-                    };
-                    match line {
-                        Some(line) => one_line(line, at, filter, output, out, warn, &mut stats),
-                        None => overlong(at, warn, &mut stats),
-                    }
-                })?;
+                pump(&mut Tail::new(&b.path, file, 0), &mut stats, out, warn)?;
             }
-            tail.id = next_id;
-            tail.file = next;
-            tail.read = 0;
-            tail.line_no = 0;
-            tail.partial.clear();
-            tail.overlong = false;
-            tail.head.clear();
+            tail = Tail::new(path, next, next_id);
             continue;
         }
         if stop() {

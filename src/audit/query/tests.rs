@@ -466,3 +466,41 @@ fn follow_reads_a_copytruncated_file_from_its_start() {
     assert_eq!(users, ["u0", "u1", "u2", "user3", "user4"]);
     assert!(warn.contains("reading it from its start"), "{warn}");
 }
+
+/// Two rollbacks within the file's first bytes (events this short are not the sink's, but the
+/// first bytes kept must stay the file's): the second is still seen as a rollback, not as
+/// `copytruncate`, so nothing is printed twice.
+#[test]
+fn follow_tells_a_second_rollback_within_the_first_bytes() {
+    use std::io::Write as _;
+    let short = |name: &str| {
+        format!("{{\"user\":{{\"username\":\"{name}\"}},\"kind\":\"Event\",\"stage\":\"ResponseComplete\"}}\n")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.log");
+    let append = |name: &str| {
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(short(name).as_bytes()).unwrap();
+    };
+    let roll_back = |name: &str| {
+        let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        let len = f.metadata().unwrap().len();
+        f.set_len(len - short(name).len() as u64).unwrap();
+    };
+    std::fs::write(&p, ["s0", "s1", "s2"].map(short).concat()).unwrap();
+    let (users, warn) = followed(&p, 20, || {
+        pause(200);
+        roll_back("s2");
+        pause(200);
+        append("s3");
+        append("s4");
+        pause(200);
+        roll_back("s4");
+        pause(200);
+        append("s5");
+        pause(200);
+    });
+    assert_eq!(users, ["s0", "s1", "s2", "s3", "s4", "s5"], "{warn}");
+    assert!(!warn.contains("from its start"), "{warn}");
+    assert_eq!(warn.matches("the file shrank").count(), 2, "{warn}");
+}

@@ -185,13 +185,7 @@ pub async fn send(
                     &ep,
                     &up.metrics,
                 );
-                // An answer the breaker counts as a failure (the API server's own 503, say, or
-                // a load balancer's with no API server behind it) is no sign of health: with
-                // the breaker off, such answers alone would keep `/readyz` green for ever.
-                if outcome != Outcome::Failure {
-                    ep.mark_ok();
-                }
-                report(&ep, permit, outcome);
+                answered(&ep, permit, outcome);
                 return Ok(Sent { resp, endpoint: ep });
             }
             Ok(Err(PoolError::Busy(unsent))) => {
@@ -395,6 +389,17 @@ const BUILT_IN_GROUPS: &[&str] = &[
     "storage.k8s.io",
     "storagemigration.k8s.io",
 ];
+
+/// The endpoint answered (an ordinary request or an upgrade): tell the breaker, and record
+/// the answer as a sign of health unless the breaker counts it as a failure — the API server's
+/// own 503, say, or a load balancer's with no API server behind it; with the breaker off, such
+/// answers alone would keep `/readyz` green for ever.
+pub fn answered(ep: &Arc<Endpoint>, permit: Permit, outcome: Outcome) {
+    if outcome != Outcome::Failure {
+        ep.mark_ok();
+    }
+    report(ep, permit, outcome);
+}
 
 /// Tell the breaker; an endpoint whose breaker just opened starts probing for its recovery.
 pub fn report(ep: &Arc<Endpoint>, permit: Permit, outcome: Outcome) {

@@ -35,7 +35,7 @@ use super::{
     client::Endpoint,
     forward::{answer_body, prepare_headers, Guard, Outbound, Watched},
     idle::Activity,
-    send::{breaker_open, outcome_of, report, Judged},
+    send::{answered, breaker_open, outcome_of, report, Judged},
     Upstream,
 };
 use crate::{
@@ -147,12 +147,7 @@ pub async fn forward(
             &up.metrics,
         ),
     };
-    // As on the ordinary path (`send.rs`): an answer the breaker counts as a failure is no
-    // sign of health.
-    if outcome != super::breaker::Outcome::Failure {
-        ep.mark_ok();
-    }
-    report(&ep, permit, outcome);
+    answered(&ep, permit, outcome);
 
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut rparts, rbody) = resp.into_parts();

@@ -73,12 +73,14 @@ where
     let on = rt.tracing.is_some();
     ServiceBuilder::new()
         // 0. Metrics wrap everything, so every answer is counted with its final status: the
-        //    refusals below and the 500 the request-id layer makes of a panic.
+        //    refusals below and the 500 the request-id layer makes of a panic (the metrics
+        //    layer catches none itself: under the request-id layer, a panic with audit off
+        //    would go uncounted).
         .layer(MetricsLayer::new(rt.metrics.clone()))
         // 1. A fresh Audit-ID, so every outcome can be correlated; a panic anywhere below is
         //    caught here (500 + Panic event).
         .layer(RequestIdLayer::new(rt.audit.clone()))
-        // 1b. The request's log span (Audit-ID, trace id) and, when tracing is on, its trace.
+        // 2. The request's log span (Audit-ID, trace id) and, when tracing is on, its trace.
         .layer(RequestSpanLayer::new(rt.tracing.clone()))
         // 3. One audit event per request, filled in by the layers below; it sees the final
         //    answer (refusals included) and can hold it until the event is durable.
@@ -160,7 +162,7 @@ where
             on,
         ))
         // 11b. The `upstream` span, and its `traceparent` / `tracestate` on the forwarded
-        //      request (the client's own were removed at 1b).
+        //      request (the client's own were removed at 2).
         .layer(UpstreamSpanLayer::new(on))
         // 12. Forward as the caller (impersonation), pooled h2 or an upgrade splice, to an
         //     endpoint its circuit breaker admits (inside: the breaker picks the endpoint).

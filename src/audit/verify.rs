@@ -217,6 +217,8 @@ struct State {
     stamps: Vec<Option<i64>>,
     /// A file after the current one has a sidecar: a checkpoint may come after this file's.
     sidecar_later: bool,
+    /// Since the last checkpoint, an event's stamp was not kept (no checkpoint was to come).
+    stamps_skipped: bool,
     /// The seq of the current file's first event, once read.
     file_first_seq: Option<u64>,
     /// A checkpoint placed so far signs an event of the current file.
@@ -299,6 +301,14 @@ impl State {
                 let judged = !self.at_start
                     && self.report.checkpoints > 0
                     && self.stamps.len() as u64 == self.since_ckpt;
+                if !self.at_start && self.report.checkpoints > 0 && self.stamps_skipped {
+                    // Their stamps were not kept: no sidecar was on disk after this file when
+                    // verifying began. Never a silent pass on them.
+                    return Err(format!(
+                        "{} adopts events #{first}–#{last}, but its sidecar appeared while verifying (signing turned back on?): verify again",
+                        cp.at()
+                    ));
+                }
                 let stamps = usize::try_from(cp.adopted)
                     .ok()
                     .and_then(|n| self.stamps.get(..n))
@@ -321,6 +331,7 @@ impl State {
             self.since_ckpt = 0;
             self.stamps.clear();
             self.since_stamps = Stamps::default();
+            self.stamps_skipped = false;
             self.pending.pop_front();
         }
         if let Some(anchors) = self.anchors.remove(&seq) {
@@ -429,6 +440,8 @@ impl State {
         self.since_stamps.push(stamp);
         if self.sidecar_later || !self.pending.is_empty() {
             self.stamps.push(stamp);
+        } else {
+            self.stamps_skipped = true;
         }
         self.report.events += 1;
         self.since_ckpt += 1;
@@ -493,6 +506,7 @@ pub fn verify_with_anchors(
         since_stamps: Stamps::default(),
         stamps: Vec::new(),
         sidecar_later: false,
+        stamps_skipped: false,
         file_first_seq: None,
         file_signed: false,
         at_start: false,

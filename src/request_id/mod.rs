@@ -1,4 +1,5 @@
-//! The outermost layer: a fresh `Audit-ID` for every request, and the catch for a panic below.
+//! The outermost layer but metrics: a fresh `Audit-ID` for every request, and the catch for a
+//! panic below.
 //!
 //! Accepts everything. Puts [`AuditId`] in the request extensions (a client's `Audit-ID` is
 //! never trusted; the forwarder sends ours upstream) and the same value as the `Audit-ID`

@@ -154,7 +154,7 @@ impl Metrics {
         );
         registry.register(
             "trace_spans_dropped",
-            "Sampled spans dropped before export because the exporter's queue was full (2048 spans waiting: the collector is slow or unreachable)",
+            "Sampled spans dropped before export because the exporter's queue was full (2048 spans waiting, or OTEL_BSP_MAX_QUEUE_SIZE: the collector is slow or unreachable)",
             super::span_queue::DROPPED.clone(),
         );
         Metrics {

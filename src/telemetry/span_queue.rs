@@ -4,10 +4,12 @@
 //! calls. When the collector is slow or unreachable that queue fills, and the SDK then drops
 //! spans silently (its one warning is an internal log, off here: see `otlp_client.rs`). So
 //! [`bounded`] puts a count in front of it: spans handed to the processor and not yet handed
-//! to an export. At [`QUEUE`] such spans a newly ended span is dropped here instead — counted
-//! in `portcullis_trace_spans_dropped_total` and logged (the first at once, then at most one
-//! line a minute) — and the processor's own queue, of the same size, never overflows. A request
-//! never waits for any of this; its answer does not depend on tracing.
+//! to an export. At the queue's size ([`queue_size`]: the SDK's 2048, or
+//! `OTEL_BSP_MAX_QUEUE_SIZE`, its other `OTEL_BSP_*` variables applying as they did) such spans,
+//! a newly ended span is dropped here instead — counted in `portcullis_trace_spans_dropped_total`
+//! and logged (the first at once, then at most one line a minute; drops not yet logged at the
+//! next export a minute on) — and the processor's own queue, of the same size, never overflows.
+//! A request never waits for any of this; its answer does not depend on tracing.
 
 use std::{
     fmt,
@@ -28,8 +30,17 @@ use prometheus_client::metrics::counter::Counter;
 
 use super::throttled::Throttled;
 
-/// Spans held at most between their end and an export (the SDK's default queue).
+/// Spans held at most between their end and an export, unless `OTEL_BSP_MAX_QUEUE_SIZE` says.
 pub const QUEUE: usize = 2048;
+
+/// The queue's size: `OTEL_BSP_MAX_QUEUE_SIZE` when set to a number (the SDK reads it the same
+/// way), else [`QUEUE`].
+pub fn queue_size() -> usize {
+    std::env::var("OTEL_BSP_MAX_QUEUE_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(QUEUE)
+}
 
 /// Spans dropped because the queue was full, since the process started (every tracer a reload
 /// makes counts here); registered in [`crate::telemetry::Metrics`].
@@ -37,12 +48,14 @@ pub static DROPPED: LazyLock<Counter> = LazyLock::new(Default::default);
 
 static DROP_LOG: Throttled = Throttled::new(Duration::from_secs(60));
 
-/// A batch processor exporting with `exporter`, at most `queue` spans held (see the module doc).
-pub fn bounded<E: SpanExporter + 'static>(exporter: E, queue: usize) -> Bounded {
+/// A batch processor exporting with `exporter`, at most `queue` spans held, the ones dropped
+/// counted in `dropped` (see the module doc).
+pub fn bounded<E: SpanExporter + 'static>(exporter: E, queue: usize, dropped: Counter) -> Bounded {
     let held = Arc::new(AtomicUsize::new(0));
+    // The SDK's defaults and `OTEL_BSP_*` variables, the queue's size set to the bound (it
+    // makes a larger export batch size the queue's).
     let config = BatchConfigBuilder::default()
         .with_max_queue_size(queue)
-        .with_max_export_batch_size(queue.min(512))
         .build();
     let inner = BatchSpanProcessor::builder(Counted {
         inner: exporter,
@@ -50,7 +63,12 @@ pub fn bounded<E: SpanExporter + 'static>(exporter: E, queue: usize) -> Bounded 
     })
     .with_batch_config(config)
     .build();
-    Bounded { inner, held, queue }
+    Bounded {
+        inner,
+        held,
+        queue,
+        dropped,
+    }
 }
 
 /// The processor: counts what it passes on, drops past the bound.
@@ -59,6 +77,7 @@ pub struct Bounded {
     /// Spans passed to `inner` and not yet handed to an export: at least what its queue holds.
     held: Arc<AtomicUsize>,
     queue: usize,
+    dropped: Counter,
 }
 
 impl fmt::Debug for Bounded {
@@ -86,9 +105,11 @@ impl SpanProcessor for Bounded {
             self.inner.on_end(span);
             return;
         }
-        DROPPED.inc();
+        self.dropped.inc();
         if let Some(dropped) = DROP_LOG.note() {
+            // Not the request's: this runs where any span ends, inside some request's span.
             tracing::warn!(
+                parent: None,
                 dropped,
                 queue,
                 "spans dropped: the OTLP exporter's queue is full (the collector is slow or unreachable)"
@@ -133,6 +154,14 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
                 Some(h.saturating_sub(n))
             });
+        // Drops after the last line, once a line is due again: the end of an episode is not
+        // left unlogged until the next one.
+        if let Some(dropped) = DROP_LOG.unwritten_when_due() {
+            tracing::warn!(
+                dropped,
+                "spans dropped since the last warning: the OTLP exporter's queue was full"
+            );
+        }
         self.inner.export(batch)
     }
 
@@ -201,15 +230,15 @@ mod tests {
     #[test]
     fn a_stuck_exporter_drops_what_the_queue_cannot_hold_and_counts_it() {
         let gate = Gate::default();
+        let counted = Counter::<u64>::default();
         let provider = SdkTracerProvider::builder()
-            .with_span_processor(bounded(gate.clone(), 8))
+            .with_span_processor(bounded(gate.clone(), 8, counted.clone()))
             .build();
         let tracer = provider.tracer("test");
-        let before = DROPPED.get();
         for _ in 0..100 {
             tracer.start("request").end();
         }
-        let dropped = usize::try_from(DROPPED.get() - before).unwrap_or(usize::MAX);
+        let dropped = usize::try_from(counted.get()).unwrap_or(usize::MAX);
         // At most 8 held and one batch of 8 taken by the stuck export.
         assert!(dropped >= 100 - 16, "dropped {dropped}");
         gate.open();

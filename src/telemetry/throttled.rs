@@ -42,6 +42,18 @@ impl Throttled {
     pub fn take_unwritten(&self) -> u64 {
         std::mem::take(&mut self.state().1)
     }
+
+    /// The occurrences not yet written when a line is due, without counting one: for a caller
+    /// that learns the episode may be over.
+    pub fn unwritten_when_due(&self) -> Option<u64> {
+        let mut state = self.state();
+        if state.1 == 0 || state.0.is_some_and(|at| at.elapsed() < self.every) {
+            return None;
+        }
+        let since = state.1;
+        *state = (Some(Instant::now()), 0);
+        Some(since)
+    }
 }
 
 #[cfg(test)]
@@ -56,6 +68,15 @@ mod tests {
         std::thread::sleep(Duration::from_millis(250));
         assert_eq!(t.note(), Some(3), "the two held back and this one");
         assert_eq!(t.note(), None);
+        assert_eq!(t.unwritten_when_due(), None, "not due yet");
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(
+            t.unwritten_when_due(),
+            Some(1),
+            "the one held back, once due"
+        );
+        assert_eq!(t.unwritten_when_due(), None, "nothing left");
+        assert_eq!(t.note(), None, "a line was just written");
         assert_eq!(t.take_unwritten(), 1);
         assert_eq!(t.take_unwritten(), 0);
     }

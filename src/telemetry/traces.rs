@@ -50,7 +50,11 @@ impl Tracing {
             .with_service_name(s.service_name.clone())
             .build();
         let provider = SdkTracerProvider::builder()
-            .with_span_processor(span_queue::bounded(exporter, span_queue::QUEUE))
+            .with_span_processor(span_queue::bounded(
+                exporter,
+                span_queue::queue_size(),
+                span_queue::DROPPED.clone(),
+            ))
             .with_sampler(sampler)
             .with_resource(resource)
             .build();

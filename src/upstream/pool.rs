@@ -27,11 +27,13 @@
 //!
 //! An endpoint that does not negotiate `h2` by ALPN is spoken to with hyper's pooled
 //! HTTP/1.1 client instead (one request per connection at a time; neither the stream count nor
-//! the cap apply).
+//! the cap apply) — for [`H2_AGAIN_AFTER`], after which the next request that finds no HTTP/2
+//! connection opens one and ALPN decides again: a load balancer that answered HTTP/1.1 once
+//! (a rollout, a misconfiguration put right) does not keep the endpoint on HTTP/1.1 for good.
 
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, PoisonError,
     },
     time::{Duration, Instant},
@@ -219,8 +221,12 @@ pub struct Pool {
     /// that attempt ran takes its answer instead of trying again, so a burst toward a dead
     /// endpoint fails together, not one `connect_timeout` after another.
     failed_connect: Mutex<Option<(Instant, String)>>,
-    /// ALPN chose HTTP/1.1: every request goes through `h1`.
-    h1_only: AtomicBool,
+    /// ALPN chose HTTP/1.1: every request goes through `h1` until this many milliseconds
+    /// after `epoch` (0: HTTP/2).
+    h1_until_ms: AtomicU64,
+    epoch: Instant,
+    /// How long an ALPN answer of HTTP/1.1 holds ([`H2_AGAIN_AFTER`]; shorter in tests).
+    h2_again_after: Duration,
     h1: Client<Connector, Body>,
 }
 
@@ -251,7 +257,9 @@ impl Pool {
             conns: Mutex::new(Vec::new()),
             connecting: tokio::sync::Mutex::new(()),
             failed_connect: Mutex::new(None),
-            h1_only: AtomicBool::new(false),
+            h1_until_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            h2_again_after: H2_AGAIN_AFTER,
             h1,
         }
     }
@@ -276,7 +284,7 @@ impl Pool {
         for _ in 0..=self.settings.max_connections {
             // The rare paths are boxed: inline, a connect's or hyper's HTTP/1.1 client's state
             // (kilobytes) would sit in every request's future and be copied at each move.
-            if self.h1_only.load(Ordering::Relaxed) {
+            if self.over_h1() {
                 return Box::pin(self.via_h1(req)).await;
             }
             let taken = match self.slot_on_existing() {
@@ -286,6 +294,7 @@ impl Pool {
             let slot = match taken {
                 Ok(Taken::Slot(slot)) => slot,
                 Ok(Taken::Http1(tls)) => return Box::pin(once_over_http1(*tls, req)).await,
+                Ok(Taken::ViaH1) => return Box::pin(self.via_h1(req)).await,
                 Err(None) => return Err(PoolError::Busy(Box::new(req))),
                 Err(Some(PoolError::Connect(why))) => {
                     return Err(PoolError::NotSent(why, Box::new(req), true))
@@ -313,6 +322,16 @@ impl Pool {
             Box::new(req),
             true,
         ))
+    }
+
+    /// ALPN chose HTTP/1.1 less than [`H2_AGAIN_AFTER`] ago. (The clock is read only then.)
+    fn over_h1(&self) -> bool {
+        let until = self.h1_until_ms.load(Ordering::Relaxed);
+        until != 0 && self.now_ms() < until
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Over hyper's pooled HTTP/1.1 client (an endpoint whose ALPN chose HTTP/1.1). That
@@ -348,6 +367,10 @@ impl Pool {
         if let Some(slot) = self.slot_on_existing() {
             return Ok(Taken::Slot(slot));
         }
+        if self.over_h1() {
+            // The connect this request waited for found HTTP/1.1 again.
+            return Ok(Taken::ViaH1);
+        }
         if !self.room_for_another() {
             return Err(None);
         }
@@ -371,11 +394,18 @@ impl Pool {
         let h2 = match connected.map_err(Some)? {
             Connected::H2(h2) => h2,
             Connected::Http1(tls) => {
-                // From now on hyper's HTTP/1.1 pool; this request uses the connection at hand.
-                self.h1_only.store(true, Ordering::Relaxed);
+                // Hyper's HTTP/1.1 pool for a while; this request uses the connection at hand.
+                let again = u64::try_from(self.h2_again_after.as_millis()).unwrap_or(u64::MAX);
+                let until = self.now_ms().saturating_add(again).max(1);
+                if self.h1_until_ms.swap(until, Ordering::Relaxed) == 0 {
+                    tracing::info!(endpoint = %self.host_port, "the upstream chose HTTP/1.1 by ALPN: one request per connection; HTTP/2 is tried again on a new connection in {:?}", self.h2_again_after);
+                }
                 return Ok(Taken::Http1(tls));
             }
         };
+        if self.h1_until_ms.swap(0, Ordering::Relaxed) != 0 {
+            tracing::info!(endpoint = %self.host_port, "the upstream chose HTTP/2 by ALPN again");
+        }
         let conn = Arc::new(Conn {
             h2,
             in_use: AtomicUsize::new(1),
@@ -511,7 +541,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 enum Taken {
     Slot(Slot),
     Http1(Box<Tls>),
+    /// ALPN chose HTTP/1.1 on the connect this request waited for: hyper's pool.
+    ViaH1,
 }
+
+/// How long an endpoint whose ALPN chose HTTP/1.1 is spoken to over HTTP/1.1 before a new
+/// connection asks again (a TLS handshake a minute, at most, while it keeps answering so).
+pub const H2_AGAIN_AFTER: Duration = Duration::from_secs(60);
 
 /// One request over a fresh connection on which ALPN chose HTTP/1.1 (origin-form URI and a
 /// `Host` header, as hyper's pooled client would send it).

@@ -433,3 +433,70 @@ async fn the_api_servers_stream_limit_opens_another_connection() {
         w.abort();
     }
 }
+
+/// An endpoint whose ALPN answered HTTP/1.1 (a load balancer mid-rollout, say) is asked again
+/// on a new connection once `h2_again_after` has passed: when it now speaks HTTP/2, requests
+/// go back to the HTTP/2 pool instead of staying one per HTTP/1.1 connection for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_answered_http1_is_asked_for_http2_again() {
+    use std::sync::atomic::AtomicBool;
+    let ca = Ca::new("pool-test-ca").unwrap();
+    let (listener, acceptor, addr) = tls_listener(&ca).await;
+    let only = |alpn: &[u8]| {
+        let mut cfg = (*acceptor.config().clone()).clone();
+        cfg.alpn_protocols = vec![alpn.to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+    };
+    let (h1, h2) = (only(b"http/1.1"), only(b"h2"));
+    let speaks_h2 = Arc::new(AtomicBool::new(false));
+    let switch = speaks_h2.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let h2_now = switch.load(Ordering::SeqCst);
+            let (h1, h2) = (h1.clone(), h2.clone());
+            tokio::spawn(async move {
+                if h2_now {
+                    let Some(mut conn) = h2_accept(&h2, tcp).await else {
+                        return;
+                    };
+                    while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                        let resp = Response::builder()
+                            .header("x-proto", "h2")
+                            .body(())
+                            .unwrap();
+                        let _ = respond.send_response(resp, true);
+                    }
+                } else {
+                    let Ok(tls) = h1.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(|_req| async {
+                        let resp = Response::builder()
+                            .header("x-proto", "http/1.1")
+                            .body(http_body_util::Empty::<Bytes>::new());
+                        resp.map_err(|e| e.to_string())
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .await;
+                }
+            });
+        }
+    });
+    let mut pool = pool_for(&ca, addr);
+    pool.h2_again_after = Duration::from_millis(300);
+    let proto = |resp: Response<body::Body>| {
+        assert_eq!(resp.status(), 200);
+        resp.headers()["x-proto"].to_str().unwrap().to_string()
+    };
+    let get = || request("GET", addr, "/version", "");
+    assert_eq!(proto(pool.request(get()).await.unwrap()), "http/1.1");
+    assert_eq!(proto(pool.request(get()).await.unwrap()), "http/1.1");
+    // The endpoint now speaks HTTP/2; within the interval the pool keeps to HTTP/1.1.
+    speaks_h2.store(true, Ordering::SeqCst);
+    assert_eq!(pool.connections(), 0);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(proto(pool.request(get()).await.unwrap()), "h2");
+    assert_eq!(proto(pool.request(get()).await.unwrap()), "h2");
+    assert_eq!(pool.connections(), 1, "one HTTP/2 connection, kept");
+}

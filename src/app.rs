@@ -143,8 +143,8 @@ impl Runtime {
     }
 }
 
-/// Each `dangerous:` acknowledgement in use, a CA outside its validity period, a CRL past due:
-/// logged at start (and at each reload).
+/// Each `dangerous:` acknowledgement in use, a grant whose wildcards reach impersonation, a CA
+/// outside its validity period, a CRL past due: logged at start (and at each reload).
 pub(crate) fn warn_dangerous(config: &Config) {
     for (on, what) in [
         (config.dangerous.allow_uninspected_bodies, "dangerous.allow_uninspected_bodies: some write bodies may be forwarded without strict parsing"),
@@ -155,6 +155,9 @@ pub(crate) fn warn_dangerous(config: &Config) {
         if on {
             tracing::warn!("{what}");
         }
+    }
+    for rule in config.authorization.wildcard_impersonation() {
+        tracing::warn!("{rule}");
     }
     if let crate::server::tls::ClientAuth::Optional(c)
     | crate::server::tls::ClientAuth::Required(c) = &config.tls.client_auth

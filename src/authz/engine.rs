@@ -306,6 +306,53 @@ impl Authorizer {
         }))
     }
 
+    /// The grant rules without `namespaces` whose wildcards (`verbs: ["*"]`, or a `resources`
+    /// / `api_groups` `*`) reach `impersonate` on any user or any group: as in RBAC, whoever
+    /// holds one may act as any user or group, and so reach every namespace that identity
+    /// reaches — although the rule itself covers cluster-scoped resources only. Logged at start
+    /// and reload: such a rule is more often meant for nodes and CRDs than for becoming someone
+    /// else. A rule that names the verb and the resource is taken as meant, and one with
+    /// `namespaces: ["*"]` already reaches every namespace itself.
+    pub fn wildcard_impersonation(&self) -> Vec<String> {
+        let bit = verb_bit("impersonate");
+        let mut found = Vec::new();
+        let grants = self
+            .principals
+            .iter()
+            .filter(|p| p.kind == PrincipalKind::Grant);
+        for (g, grant) in grants.enumerate() {
+            for (i, rule) in grant.rules.iter().enumerate() {
+                let RuleTarget::Resource(r) = &rule.target else {
+                    continue;
+                };
+                let core = r
+                    .api_groups
+                    .as_ref()
+                    .is_none_or(|g| g.iter().any(|g| g.is_empty()));
+                let reaches = |resource: &str| r.resources.iter().find(|p| p.matches(resource, ""));
+                let hit = ["users", "groups"].iter().find_map(|res| reaches(res));
+                let (Some(pattern), true, true, true) = (
+                    hit,
+                    core,
+                    rule.verbs.contains(bit),
+                    r.resource_names.is_empty() && matches!(r.namespaces, NsMatch::ClusterOnly),
+                ) else {
+                    continue;
+                };
+                let wildcard = rule.verbs.names() == ["*"]
+                    || !matches!(pattern, ResourcePattern::Named { .. })
+                    || r.api_groups.is_none();
+                if wildcard {
+                    found.push(format!(
+                        "authorization.grants[{g}] ({}) rules[{i}]: its wildcards reach `impersonate` on every user or group (as in RBAC), so its subjects may act as anyone, in every namespace that identity reaches; name the verbs (or resources) it is meant for, or name `impersonate` and `users` / `groups` with resource_names",
+                        grant.name
+                    ));
+                }
+            }
+        }
+        found
+    }
+
     /// Whether `(group, resource)` is cluster-scoped: built in, or configured
     /// (`cluster_scoped_resources`).
     pub fn is_cluster_scoped(&self, group: &str, resource: &str) -> bool {

@@ -768,3 +768,66 @@ fn a_builtin_namespaced_resource_cannot_be_declared_cluster_scoped() {
         assert!(problems(&yaml).is_empty(), "{entry}");
     }
 }
+
+/// A grant rule without namespaces whose wildcards reach `impersonate` on users or groups is
+/// reported (its subjects may act as anyone, in any namespace); one naming the verb and the
+/// resource, one with resource_names, one confined to namespaces, one over every namespace
+/// already, or one without `impersonate` is not.
+#[test]
+fn grant_wildcards_reaching_impersonation_are_reported() {
+    let policy = build(
+        &parse(
+            r#"
+authorization:
+  grants:
+    - name: infra
+      subjects: [{group: infra}]
+      rules:
+        - {verbs: ["*"], api_groups: ["*"], resources: ["*"]}
+        - {verbs: [impersonate], api_groups: [""], resources: ["*"]}
+        - {verbs: [impersonate], api_groups: [""], resources: [users]}
+        - {verbs: [impersonate], api_groups: [""], resources: [groups], resource_names: [ops]}
+        - {verbs: [get, list, watch], api_groups: ["*"], resources: ["*"]}
+        - {namespaces: [team-a], verbs: ["*"], api_groups: ["*"], resources: ["*"]}
+        - {verbs: ["*"], api_groups: [apps], resources: ["*"]}
+    - name: root
+      subjects: [{user: root}]
+      rules:
+        - {verbs: ["*"], api_groups: [""], resources: [groups]}
+    - name: admins
+      subjects: [{group: admins}]
+      rules:
+        - {namespaces: ["*"], verbs: ["*"], api_groups: ["*"], resources: ["*"]}
+"#,
+        ),
+        "authorization",
+    )
+    .expect("valid policy");
+    let found = policy.wildcard_impersonation();
+    let at: Vec<&str> = found
+        .iter()
+        .map(|f| f.split(':').next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        at,
+        [
+            "authorization.grants[0] (infra) rules[0]",
+            "authorization.grants[0] (infra) rules[1]",
+            "authorization.grants[1] (root) rules[0]",
+        ],
+        "{found:#?}"
+    );
+    // What the message says: the first rule lets its subjects impersonate any group.
+    let as_group = RequestInfo {
+        is_resource_request: true,
+        verb: "impersonate".into(),
+        resource: "groups".into(),
+        name: "tenant:team-b".into(),
+        ..RequestInfo::default()
+    };
+    assert!(
+        policy
+            .authorize_impersonation(&id("ian", &["infra"]), &as_group, false)
+            .allowed
+    );
+}

@@ -352,6 +352,97 @@ async fn spdy_upgrade_is_spliced_and_upstream_headers_pass_through() {
     env.stop().await;
 }
 
+/// An aggregated API's WebSocket subresource that is not on the API server's long-running list
+/// (KubeVirt's `virtctl console` on `virtualmachineinstances/console`): the API server's
+/// aggregator splices it, so the proxy does too — 101, then bytes both ways — with a `sessions`
+/// permit: past the identity's cap the next one is 429 and never reaches the API server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregated_apis_websocket_console_is_spliced_under_the_sessions_cap() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let upgrades = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = upgrades.clone();
+    let fake = common::fake_upstream(&ca, move |mut s| {
+        let seen = seen.clone();
+        async move {
+            let Some(head) = common::read_head(&mut s).await else { return };
+            let lower = head.to_lowercase();
+            if !lower.contains("upgrade: websocket") {
+                // What virt-api answers a console request that is not an upgrade.
+                let _ = s
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+                return;
+            }
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = s
+                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+                .await;
+            let mut buf = [0u8; 1024];
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if s.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let env = Env::start_against(ca, sandbox, fake, |c| {
+        *c = c.replace("watches: 500, sessions: 50,", "watches: 500, sessions: 1,");
+    })
+    .await;
+    let console =
+        "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances/vm/console";
+    let open = || async {
+        let mut s = common::tls_connect(
+            env.proxy_addr,
+            &env.ca,
+            Some(&env.admin_cert),
+            &[b"http/1.1"],
+        )
+        .await;
+        s.write_all(
+            format!(
+                "GET {console} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                 Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let head = tokio::time::timeout(Duration::from_secs(10), common::read_head(&mut s))
+            .await
+            .unwrap()
+            .unwrap();
+        (s, head)
+    };
+    let (mut session, head) = open().await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    for msg in [&b"console input"[..], b"more"] {
+        session.write_all(msg).await.unwrap();
+        let mut got = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(10), session.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, msg);
+    }
+    // The session holds the admin's one `sessions` permit.
+    let (_refused, head) = open().await;
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    assert_eq!(
+        upgrades.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the refused upgrade reached the API server"
+    );
+    env.stop().await;
+}
+
 /// An upgrade request that announces a body (bytes the API server would read as the first
 /// frames of the hijacked session, outside the recorder) is refused with 400, and the API
 /// server never sees it; `Content-Length: 0` (kubectl's SPDY POST) is fine (the test above).

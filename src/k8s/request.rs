@@ -42,6 +42,12 @@
 //!   upgrade (`Connection` contains the `upgrade` token, whatever the `Upgrade` header says) is
 //!   classified as verb `create`, like the SPDY POST (KEP-4006, apiserver 1.35
 //!   `AuthorizePodWebsocketUpgradeCreatePermission`). A GET upgrade is never a mere `get`.
+//! * A WebSocket upgrade GET (`Connection: upgrade`, `Upgrade: websocket`) is long-running
+//!   whatever its path. The apiserver's list leaves out an aggregated API's subresources, yet
+//!   its aggregator splices their upgrades (KubeVirt's `virtctl console` / `vnc` on
+//!   `virtualmachineinstances/console`), and a hijacked connection outlives the request timeout
+//!   there. Here it takes the upgrade path: spliced, a `sessions` permit, no deadline once
+//!   switched. Its verb stays `get`, as RBAC sees it.
 //! * Of the ListOptions decoding the apiserver performs to find `watch` and the `metadata.name`
 //!   field selector, we reproduce the field-selector grammar and the integer fields
 //!   (`timeoutSeconds`, `limit`) exactly, but do not validate the label-selector grammar. A
@@ -272,7 +278,8 @@ pub fn classify(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Reque
         info.create_for_upgrade = true;
     }
 
-    info.long_running = is_long_running(&info);
+    info.long_running = is_long_running(&info)
+        || (*method == Method::GET && info.upgrade == Some(Upgrade::WebSocket));
     Ok(info)
 }
 

@@ -200,6 +200,11 @@ const CASES: &[Case] = &[
     case("GET", "/api/v1/namespaces/foo/pods/bar/proxy/ws", WS, res("get", "", "foo", "pods", "bar", "proxy", true, "stream")),
     case("GET", "/apis/example.com/v1/namespaces/foo/pods/bar/exec", WS, res("get", "example.com", "foo", "pods", "bar", "exec", true, "stream")),
     case("GET", "/api/v1/pods?watch=1", WS, res("watch", "", "", "pods", "", "", true, "watch")),
+    // Any WebSocket GET is long-running (an aggregated API's console, spliced by the
+    // aggregator), its verb unchanged; not an `h2c` upgrade, nor a WebSocket header on a write.
+    case("GET", "/apis/subresources.kubevirt.io/v1/namespaces/foo/virtualmachineinstances/vm/console", WS, res("get", "subresources.kubevirt.io", "foo", "virtualmachineinstances", "vm", "console", true, "stream")),
+    case("GET", "/api/v1/namespaces/foo/configmaps/c", &[("connection", "Upgrade"), ("upgrade", "h2c")], res("get", "", "foo", "configmaps", "c", "", false, "read")),
+    case("POST", "/api/v1/namespaces/foo/configmaps", WS, res("create", "", "foo", "configmaps", "", "", false, "write")),
     // --- rejects: encoded separators ------------------------------------------------------
     case("GET", "/api/v1/namespaces/a%2Fb/pods", NO, err(E::EncodedSlash)),
     case("GET", "/api/v1/namespaces/a%2fb/pods", NO, err(E::EncodedSlash)),

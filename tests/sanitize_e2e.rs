@@ -1039,6 +1039,83 @@ async fn a_reapply_that_drops_what_others_rely_on_is_refused() {
     assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.body());
 }
 
+/// A partial server-side apply by a manager that never applied the object (an image updater
+/// with client-go's ApplyConfigurations) need not repeat what `restricted` requires to be set:
+/// the stored object keeps it, so it passes. A value it sets that the level forbids is still
+/// refused, and so is a container it adds without the required fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_apply_by_another_manager_is_judged_on_what_it_stores() {
+    let env = Env::start().await;
+    let deps = "/apis/apps/v1/namespaces/team-a/deployments";
+    let compliant = json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}});
+    let (_, mut dep, _) = kinds(
+        "team-a",
+        "d3",
+        json!({
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "app", "image": "nginx", "securityContext": compliant}]
+        }),
+    )
+    .swap_remove(4);
+    dep["metadata"]["managedFields"] = json!([
+        {"manager": "kubectl", "operation": "Apply", "apiVersion": "apps/v1", "fieldsType": "FieldsV1", "fieldsV1": {}}]);
+    create(&env, deps, &dep).await;
+    let d3 = format!("{deps}/d3?fieldManager=image-updater&force=true");
+    let apply = |containers: Value| {
+        json_req(
+            "PATCH",
+            &d3,
+            "application/apply-patch+yaml",
+            &json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d3"},
+                "spec": {"template": {"spec": {"containers": containers}}}}),
+        )
+    };
+    env.sandbox.sandbox.clear_recorded();
+    let resp = send_as(
+        &env,
+        apply(json!([{"name": "app", "image": "nginx:2"}])),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.body());
+    assert!(
+        !env.sandbox.sandbox.recorded().is_empty(),
+        "the apply reached the API server"
+    );
+    // A value baseline forbids, set by the configuration itself.
+    let s = refused(
+        &env,
+        apply(
+            json!([{"name": "app", "image": "nginx:3", "securityContext": {"privileged": true}}]),
+        ),
+        403,
+        "Forbidden",
+    )
+    .await;
+    assert!(
+        has_cause(
+            &s,
+            "spec.template.spec.containers[0].securityContext.privileged"
+        ),
+        "{s}"
+    );
+    // A container the configuration adds lacks what restricted requires in what is stored.
+    let s = refused(
+        &env,
+        apply(json!([{"name": "app", "image": "nginx:2"}, {"name": "side", "image": "busybox"}])),
+        403,
+        "Forbidden",
+    )
+    .await;
+    assert!(
+        has_cause(
+            &s,
+            "spec.template.spec.containers[1].securityContext.allowPrivilegeEscalation"
+        ),
+        "{s}"
+    );
+}
+
 /// `Connection: Upgrade` on a write does not skip the judge: the API server ignores it and
 /// applies the patch, so the proxy judges it as any other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

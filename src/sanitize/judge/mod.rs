@@ -10,7 +10,7 @@
 //! | JSON patch (RFC 6902) | the current object with the patch applied (`json-patch` crate) |
 //! | merge patch (RFC 7386) | the current object with the patch merged |
 //! | strategic merge patch | the current object merged per `merge.rs` (directives applied) |
-//! | apply patch (server-side apply) | the applied configuration alone **and** merged onto the current object; both must pass; for a manager that applied the object before, also merged onto the current object with the security fields it leaves out removed (`reapply.rs`) |
+//! | apply patch (server-side apply) | merged onto the current object; for a manager that applied the object before, also merged onto the current object with the security fields it leaves out removed (`reapply.rs`); and the applied configuration alone — at the enforced level when it creates the object, at most at `baseline` when the object exists (a partial apply by another manager need not repeat what `restricted` requires to be set: the fields stay; a value it sets that `baseline` forbids is still refused, whatever the merge model says) — all must pass |
 //!
 //! A patch that touches no pod spec and no pod annotations of a pod-bearing kind (a label, a
 //! replica count) is not judged by Pod Security, as the apiserver only re-checks updates that
@@ -353,10 +353,10 @@ pub fn judge(
     let deny_needed = rules.iter().any(|r| !r.deny.is_empty());
     // Only a write that can make or re-point a token Secret is checked (and pinned).
     let tokens = tokens.filter(|_| token_relevant(&parsed));
-    let judged = if pss_needed || deny_needed || tokens.is_some() {
+    let (judged, partial) = if pss_needed || deny_needed || tokens.is_some() {
         objects_to_judge(&parsed, &current, info, field_manager)?
     } else {
-        Vec::new()
+        (Vec::new(), None)
     };
 
     // 2b. a token Secret: the TokenRequest it amounts to must be allowed (403).
@@ -381,7 +381,7 @@ pub fn judge(
 
     // 4. Pod Security: the enforced level's violations, if any (→ `Refusal::PodSecurity`).
     let enforced = if pss_needed {
-        pod_security(modes, info, &judged, &mut causes, &mut out)
+        pod_security(modes, info, &judged, partial, &mut causes, &mut out)
     } else {
         None
     };
@@ -468,7 +468,9 @@ fn is_ephemeral_containers(info: &RequestInfo) -> bool {
 }
 
 /// The object(s) the write would store: the body itself, or the patch applied to the current
-/// object (and, for an apply patch, the applied configuration alone as well). Borrowed where
+/// object (and, for an apply patch, the applied configuration alone as well: its index is
+/// returned when the object exists, for Pod Security to judge it at most at `baseline`, see
+/// the module doc). Borrowed where
 /// the body itself is judged: no copy of the object on the common path. For
 /// `pods/ephemeralcontainers`, the current pod with only its ephemeral containers replaced:
 /// pod-level fields in the body (`spec.os`, `hostUsers`, a pod security context) would
@@ -478,8 +480,9 @@ fn objects_to_judge<'a>(
     current: &Current,
     info: &RequestInfo,
     field_manager: Option<&str>,
-) -> Result<Vec<Cow<'a, Value>>, Refusal> {
+) -> Result<(Vec<Cow<'a, Value>>, Option<usize>), Refusal> {
     let mut judged: Vec<Cow<'a, Value>> = Vec::new();
+    let mut partial = None;
     match parsed.kind {
         BodyKind::Object => judged.push(Cow::Borrowed(&parsed.value)),
         patch_kind => {
@@ -505,8 +508,11 @@ fn objects_to_judge<'a>(
                 }
             }
             if patch_kind == BodyKind::ApplyPatch {
-                // Server-side apply may remove fields this manager owned before; the
-                // applied configuration must stand on its own.
+                // What the configuration sets must pass on its own too, whatever the merge
+                // model makes of it; what it leaves out only matters for a create.
+                if matches!(current, Current::Found(_)) {
+                    partial = Some(judged.len());
+                }
                 judged.push(Cow::Borrowed(&parsed.value));
             }
         }
@@ -535,7 +541,7 @@ fn objects_to_judge<'a>(
             })
             .collect();
     }
-    Ok(judged)
+    Ok((judged, partial))
 }
 
 /// One cause per field a deny rule forbids that the write sets or changes (a value an update
@@ -609,6 +615,7 @@ fn pod_security(
     modes: Applied,
     info: &RequestInfo,
     judged: &[Cow<'_, Value>],
+    partial: Option<usize>,
     causes: &mut Vec<StatusCause>,
     out: &mut Judged,
 ) -> Option<(pss::Policy, Vec<pss::Violation>)> {
@@ -640,8 +647,13 @@ fn pod_security(
         // (a pod of thousands of containers made that quadratic).
         let mut seen: std::collections::HashSet<(String, &'static str)> =
             std::collections::HashSet::new();
-        for obj in judged {
-            for v in pss::check_object(policy, &info.api_group, &resource, obj) {
+        for (i, obj) in judged.iter().enumerate() {
+            // An apply's configuration alone, against an existing object: at most baseline.
+            let mut policy = *policy;
+            if partial == Some(i) && policy.level == pss::Level::Restricted {
+                policy.level = pss::Level::Baseline;
+            }
+            for v in pss::check_object(&policy, &info.api_group, &resource, obj) {
                 if seen.insert((v.field.clone(), v.check)) {
                     all.push(v);
                 }

@@ -158,7 +158,11 @@ where
         //      create. Last, on the judged body, so the precondition is what goes out.
         .layer(traced(
             "create_guard",
-            CreateGuardLayer::new(rt.upstream.clone(), c.trust_forwarded_for),
+            CreateGuardLayer::new(
+                rt.upstream.clone(),
+                c.trust_forwarded_for,
+                rt.sanitizer.limits.clone(),
+            ),
             on,
         ))
         // 11b. The `upstream` span, and its `traceparent` / `tracestate` on the forwarded

@@ -319,3 +319,49 @@ async fn the_sandbox_creates_on_put_like_kube_apiserver() {
     );
     env.stop().await;
 }
+
+/// The guard reads the body the sanitize stage passed under the same limits: with
+/// `sanitize.max_depth: 120`, an update-only identity's PUT of a body 110 levels deep (under
+/// that cap, over the default 100) is forwarded with the object's uid, not refused by the guard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_reads_the_body_under_the_configured_limits() {
+    common::require_kubectl();
+    let env = Env::start_with(|config| {
+        let rule = r#"        - {namespaces: [team-a, team-b], verbs: [get, list], api_groups: [""], resources: [pods]}"#;
+        assert!(config.contains(rule), "the demo's ci grant moved");
+        *config = config.replace(
+            rule,
+            &format!("{rule}\n        - {{namespaces: [team-a], verbs: [get, update], api_groups: [\"\"], resources: [services]}}"),
+        );
+        assert!(config.contains("sanitize:\n"), "the demo's sanitize section moved");
+        *config = config.replacen("sanitize:\n", "sanitize:\n  max_depth: 120\n", 1);
+    })
+    .await;
+    let admin = admin(&env);
+    let ci = ci_with_services(&env);
+    let_ci_write_services(&env, &admin).await;
+    ok(&k_in(&admin, &env, &["create", "-f", "-"], &service("deep", 80)).await);
+    let mut nested = json!("bottom");
+    for _ in 0..110 {
+        nested = json!({ "n": nested });
+    }
+    let mut body: Value = serde_json::from_str(&service("deep", 8080)).unwrap();
+    body["x-deep"] = nested;
+    env.sandbox.sandbox.clear_recorded();
+    let out = k_in(
+        &ci,
+        &env,
+        &[
+            "replace",
+            "--raw",
+            "/api/v1/namespaces/team-a/services/deep",
+            "-f",
+            "-",
+        ],
+        &body.to_string(),
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sent = forwarded_put(&env, "/services/deep");
+    assert!(sent["metadata"]["uid"].is_string(), "{sent}");
+}

@@ -101,13 +101,21 @@ pub fn is_apply(content_type: Option<&HeaderValue>) -> bool {
 pub struct CreateGuardLayer {
     upstream: Arc<Upstream>,
     trust_forwarded_for: bool,
+    /// The sanitize stage's parse limits (`sanitize.max_depth`, …): the body it passed is
+    /// read again here under the same ones.
+    limits: Arc<Limits>,
 }
 
 impl CreateGuardLayer {
-    pub fn new(upstream: Arc<Upstream>, trust_forwarded_for: bool) -> CreateGuardLayer {
+    pub fn new(
+        upstream: Arc<Upstream>,
+        trust_forwarded_for: bool,
+        limits: Limits,
+    ) -> CreateGuardLayer {
         CreateGuardLayer {
             upstream,
             trust_forwarded_for,
+            limits: Arc::new(limits),
         }
     }
 }
@@ -188,7 +196,7 @@ impl CreateGuardLayer {
         let bytes = tokio::time::timeout(self.upstream.request_timeout, read_all(body))
             .await
             .map_err(|_| Refusal::from(BodyRefusal::NotReceived))??;
-        let sent = Sent::read(&content_type, bytes, kind, &caller.info)?;
+        let sent = Sent::read(&content_type, bytes, kind, &caller.info, &self.limits)?;
         if kind == MustNotCreate::Update && sent.uid().is_some() {
             // The body's uid is already the API server's precondition.
             return Ok(Request::from_parts(parts, body::full(sent.bytes)));
@@ -211,7 +219,7 @@ impl CreateGuardLayer {
                 "",
             ))));
         };
-        let (mut obj, converted) = sent.into_object(info)?;
+        let (mut obj, converted) = sent.into_object(info, &self.limits)?;
         let Some(fields) = obj.as_object_mut() else {
             return Err(BodyRefusal::BadPatch("the body must be an object".into()).into());
         };
@@ -265,6 +273,7 @@ impl Sent {
         bytes: bytes::Bytes,
         kind: MustNotCreate,
         info: &RequestInfo,
+        limits: &Limits,
     ) -> Result<Sent, Refusal> {
         let essence = content_type
             .split(';')
@@ -282,7 +291,7 @@ impl Sent {
                 form: Form::Protobuf(env, uid),
             });
         }
-        let parsed = parse::parse_body(content_type, &bytes, &Limits::default())
+        let parsed = parse::parse_body(content_type, &bytes, limits)
             .map_err(|e| parse_refusal(&e))?
             .value;
         if !parsed.is_object() {
@@ -307,10 +316,10 @@ impl Sent {
     }
 
     /// The body as a JSON object, and whether it was converted from protobuf.
-    fn into_object(self, info: &RequestInfo) -> Result<(Value, bool), Refusal> {
+    fn into_object(self, info: &RequestInfo, limits: &Limits) -> Result<(Value, bool), Refusal> {
         match self.form {
             Form::Parsed(v) => Ok((v, false)),
-            Form::Protobuf(env, _) => protobuf::decode(env, &Limits::default())
+            Form::Protobuf(env, _) => protobuf::decode(env, limits)
                 .map(|v| (v, true))
                 .map_err(|e| proto_refusal(info, e)),
         }
@@ -388,20 +397,39 @@ mod tests {
         let update = MustNotCreate::Update;
         let json = |v: serde_json::Value| bytes::Bytes::from(v.to_string());
         let with = json(serde_json::json!({"metadata": {"name": "web", "uid": "u-1"}}));
-        let sent = Sent::read("application/json", with, update, &RequestInfo::default()).unwrap();
+        let sent = Sent::read(
+            "application/json",
+            with,
+            update,
+            &RequestInfo::default(),
+            &Limits::default(),
+        )
+        .unwrap();
         assert_eq!(sent.uid(), Some("u-1"));
         let without = json(serde_json::json!({"metadata": {"name": "web", "uid": ""}}));
         assert_eq!(
-            Sent::read("application/json", without, update, &RequestInfo::default())
-                .unwrap()
-                .uid(),
+            Sent::read(
+                "application/json",
+                without,
+                update,
+                &RequestInfo::default(),
+                &Limits::default()
+            )
+            .unwrap()
+            .uid(),
             None
         );
         let yaml = bytes::Bytes::from_static(b"metadata: {name: web, uid: u-2}\n");
         assert_eq!(
-            Sent::read("application/yaml", yaml, update, &RequestInfo::default())
-                .unwrap()
-                .uid(),
+            Sent::read(
+                "application/yaml",
+                yaml,
+                update,
+                &RequestInfo::default(),
+                &Limits::default()
+            )
+            .unwrap()
+            .uid(),
             Some("u-2")
         );
         let pb = "application/vnd.kubernetes.protobuf";
@@ -410,13 +438,20 @@ mod tests {
             protobuf_service(Some("u-3")),
             update,
             &RequestInfo::default(),
+            &Limits::default(),
         )
         .unwrap();
         assert_eq!(sent.uid(), Some("u-3"));
         assert_eq!(
-            Sent::read(pb, protobuf_service(None), update, &RequestInfo::default())
-                .unwrap()
-                .uid(),
+            Sent::read(
+                pb,
+                protobuf_service(None),
+                update,
+                &RequestInfo::default(),
+                &Limits::default()
+            )
+            .unwrap()
+            .uid(),
             None
         );
     }
@@ -429,14 +464,16 @@ mod tests {
             "application/json",
             list.clone(),
             update,
-            &RequestInfo::default()
+            &RequestInfo::default(),
+            &Limits::default()
         )
         .is_err());
         assert!(Sent::read(
             "application/apply-patch+yaml",
             list,
             MustNotCreate::Apply,
-            &RequestInfo::default()
+            &RequestInfo::default(),
+            &Limits::default()
         )
         .is_err());
         let garbage = bytes::Bytes::from_static(b"k8s\0\xff\xff");
@@ -444,7 +481,8 @@ mod tests {
             "application/vnd.kubernetes.protobuf",
             garbage,
             update,
-            &RequestInfo::default()
+            &RequestInfo::default(),
+            &Limits::default()
         )
         .is_err());
     }

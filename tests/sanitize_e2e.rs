@@ -1078,10 +1078,18 @@ async fn a_partial_apply_by_another_manager_is_judged_on_what_it_stores() {
     )
     .await;
     assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.body());
-    assert!(
-        !env.sandbox.sandbox.recorded().is_empty(),
-        "the apply reached the API server"
-    );
+    let stored: Value = serde_json::from_slice(resp.body()).unwrap();
+    // It went out naming the object's uid: were the object deleted after the proxy read it,
+    // the API server would refuse (409) to create one from the configuration alone.
+    let sent = env
+        .sandbox
+        .sandbox
+        .recorded()
+        .into_iter()
+        .find(|r| r.method == http::Method::PATCH)
+        .expect("the apply reached the API server");
+    let sent: Value = serde_json::from_slice(sent.body.as_ref().unwrap()).unwrap();
+    assert_eq!(sent["metadata"]["uid"], stored["metadata"]["uid"], "{sent}");
     // A value baseline forbids, set by the configuration itself.
     let s = refused(
         &env,

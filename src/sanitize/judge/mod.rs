@@ -401,6 +401,31 @@ pub fn judge(
         if let Some(rv) = cur.pointer("/metadata/resourceVersion").cloned() {
             out.pinned = add_precondition(&mut parsed, rv, info)?;
         }
+        if partial.is_some() {
+            // The configuration alone was judged at most at baseline, which holds only if the
+            // apply lands on the object read: were it deleted meanwhile, the API server would
+            // create one from the configuration (its create path compares no
+            // resourceVersion). A uid names it; the API server answers an apply naming a uid
+            // that finds no object 409 (`patch.go`: "uid mismatch … no existing object was
+            // found"). A uid the configuration names itself stays: the API server holds it to
+            // the stored one.
+            if let (Some(uid), Some(meta)) = (
+                cur.pointer("/metadata/uid").cloned(),
+                parsed
+                    .value
+                    .as_object_mut()
+                    .and_then(|root| root.get_mut("metadata"))
+                    .and_then(Value::as_object_mut),
+            ) {
+                let named = meta
+                    .get("uid")
+                    .and_then(Value::as_str)
+                    .is_some_and(|u| !u.is_empty());
+                if !named {
+                    meta.insert("uid".into(), uid);
+                }
+            }
+        }
     }
     out.body = parsed.value;
     Ok(out)

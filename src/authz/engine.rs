@@ -314,6 +314,13 @@ impl Authorizer {
     /// else. A rule that names the verb and the resource is taken as meant, and one with
     /// `namespaces: ["*"]` already reaches every namespace itself.
     pub fn wildcard_impersonation(&self) -> Vec<String> {
+        // What RBAC (and the authn layer) asks `impersonate` on: users, groups, uids, extras.
+        const TARGETS: [(&str, &str); 4] = [
+            ("", "users"),
+            ("", "groups"),
+            ("authentication.k8s.io", "uids"),
+            ("authentication.k8s.io", "userextras"),
+        ];
         let bit = verb_bit("impersonate");
         let mut found = Vec::new();
         let grants = self
@@ -325,26 +332,28 @@ impl Authorizer {
                 let RuleTarget::Resource(r) = &rule.target else {
                     continue;
                 };
-                let core = r
-                    .api_groups
-                    .as_ref()
-                    .is_none_or(|g| g.iter().any(|g| g.is_empty()));
-                let reaches = |resource: &str| r.resources.iter().find(|p| p.matches(resource, ""));
-                let hit = ["users", "groups"].iter().find_map(|res| reaches(res));
-                let (Some(pattern), true, true, true) = (
-                    hit,
-                    core,
-                    rule.verbs.contains(bit),
-                    r.resource_names.is_empty() && matches!(r.namespaces, NsMatch::ClusterOnly),
-                ) else {
+                if !rule.verbs.contains(bit)
+                    || !r.resource_names.is_empty()
+                    || !matches!(r.namespaces, NsMatch::ClusterOnly)
+                {
                     continue;
-                };
-                let wildcard = rule.verbs.names() == ["*"]
-                    || !matches!(pattern, ResourcePattern::Named { .. })
-                    || r.api_groups.is_none();
-                if wildcard {
+                }
+                let verbs_wild = rule.verbs.names() == ["*"];
+                // Reached by a wildcard: `verbs: ["*"]`, or a resource pattern other than the
+                // target named (`*`); a rule naming `impersonate` and the target is meant.
+                let wild = TARGETS.iter().any(|(group, resource)| {
+                    let in_group = r
+                        .api_groups
+                        .as_ref()
+                        .is_none_or(|gs| gs.iter().any(|x| x == group));
+                    let mut patterns = r.resources.iter().filter(|p| p.matches(resource, ""));
+                    in_group
+                        && patterns
+                            .any(|p| verbs_wild || !matches!(p, ResourcePattern::Named { .. }))
+                });
+                if wild {
                     found.push(format!(
-                        "authorization.grants[{g}] ({}) rules[{i}]: its wildcards reach `impersonate` on every user or group (as in RBAC), so its subjects may act as anyone, in every namespace that identity reaches; name the verbs (or resources) it is meant for, or name `impersonate` and `users` / `groups` with resource_names",
+                        "authorization.grants[{g}] ({}) rules[{i}]: its wildcards reach `impersonate` on every user, group, uid or extra (as in RBAC; `system:` names and service accounts need resource_names), so its subjects may act as others, in every namespace those identities reach; name the verbs (or resources) it is meant for, or name `impersonate` and the target with resource_names",
                         grant.name
                     ));
                 }

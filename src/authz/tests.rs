@@ -790,6 +790,9 @@ authorization:
         - {verbs: [get, list, watch], api_groups: ["*"], resources: ["*"]}
         - {namespaces: [team-a], verbs: ["*"], api_groups: ["*"], resources: ["*"]}
         - {verbs: ["*"], api_groups: [apps], resources: ["*"]}
+        - {verbs: [impersonate], api_groups: ["*"], resources: [users]}
+        - {verbs: [impersonate], api_groups: [""], resources: [users, "*"]}
+        - {verbs: [impersonate], api_groups: ["*"], resources: ["*"]}
     - name: root
       subjects: [{user: root}]
       rules:
@@ -813,6 +816,8 @@ authorization:
         [
             "authorization.grants[0] (infra) rules[0]",
             "authorization.grants[0] (infra) rules[1]",
+            "authorization.grants[0] (infra) rules[8]",
+            "authorization.grants[0] (infra) rules[9]",
             "authorization.grants[1] (root) rules[0]",
         ],
         "{found:#?}"

@@ -42,9 +42,10 @@
 //!   upgrade (`Connection` contains the `upgrade` token, whatever the `Upgrade` header says) is
 //!   classified as verb `create`, like the SPDY POST (KEP-4006, apiserver 1.35
 //!   `AuthorizePodWebsocketUpgradeCreatePermission`). A GET upgrade is never a mere `get`.
-//! * A WebSocket upgrade GET (`Connection: upgrade`, `Upgrade: websocket`) is long-running
-//!   whatever its path. The apiserver's list leaves out an aggregated API's subresources, yet
-//!   its aggregator splices their upgrades (KubeVirt's `virtctl console` / `vnc` on
+//! * A WebSocket upgrade GET (`Connection: upgrade`, `Upgrade: websocket`) of an aggregated
+//!   API's own subresource of a named object (not in a built-in group; not `status` or
+//!   `scale`) is long-running. The apiserver's list leaves these out, yet its aggregator
+//!   splices their upgrades (KubeVirt's `virtctl console` / `vnc` on
 //!   `virtualmachineinstances/console`), and a hijacked connection outlives the request timeout
 //!   there. Here it takes the upgrade path: spliced, a `sessions` permit, no deadline once
 //!   switched. Its verb stays `get`, as RBAC sees it.
@@ -279,7 +280,9 @@ pub fn classify(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Reque
     }
 
     info.long_running = is_long_running(&info)
-        || (*method == Method::GET && info.upgrade == Some(Upgrade::WebSocket));
+        || (*method == Method::GET
+            && info.upgrade == Some(Upgrade::WebSocket)
+            && aggregated_subresource(&info));
     Ok(info)
 }
 
@@ -446,6 +449,20 @@ fn list_or_watch(info: &mut RequestInfo, query: &[QueryPair<'_>]) {
     if let Some(name) = name {
         info.name = name;
     }
+}
+
+/// A named object's subresource in an API group kube-apiserver does not serve itself, other
+/// than the `status` and `scale` a custom resource may have: an aggregated API's own
+/// subresource (KubeVirt's `virtualmachineinstances/console`), which the aggregator splices
+/// when asked for a WebSocket. Built-in resources and custom resources' subresources stay
+/// ordinary reads: a WebSocket header there changes nothing the API server does, and must not
+/// change how the proxy limits, times and audits them.
+fn aggregated_subresource(info: &RequestInfo) -> bool {
+    info.is_resource_request
+        && !info.name.is_empty()
+        && !matches!(info.subresource.as_str(), "" | "status" | "scale")
+        && !info.api_group.is_empty()
+        && !super::BUILT_IN_GROUPS.contains(&info.api_group.as_str())
 }
 
 /// `BasicLongRunningRequestCheck(verbs={watch, proxy},

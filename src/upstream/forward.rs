@@ -97,10 +97,10 @@ pub async fn forward(
     let (mut parts, incoming) = req.into_parts();
     let guard = ob.guard.take();
     let watched = Watched::of(&parts);
-    // Only a long-running request (exec, attach, port-forward, proxy, any WebSocket GET — a
-    // watch, an aggregated API's console) can be upgraded by the API server; on any other the
-    // `Upgrade` is ignored there, so it goes the ordinary way (its hop-by-hop headers
-    // stripped), deadline and pool included.
+    // Only a long-running request (exec, attach, port-forward, proxy, a watch over WebSocket,
+    // an aggregated API's WebSocket subresource) can be upgraded by the API server; on any
+    // other the `Upgrade` is ignored there, so it goes the ordinary way (its hop-by-hop
+    // headers stripped), deadline and pool included.
     if parts.version == Version::HTTP_11 && ob.long_running && headers::is_upgrade(&parts.headers) {
         // Boxed, like every rare path here: inline, its state would sit in every request's
         // future (see `pool::request`).

@@ -353,7 +353,7 @@ fn from_aggregator(path: &str, headers: &HeaderMap) -> bool {
     };
     !group.is_empty()
         && !version.is_empty()
-        && !BUILT_IN_GROUPS.contains(&group)
+        && !crate::k8s::BUILT_IN_GROUPS.contains(&group)
         && headers
             .get(http::header::CONTENT_TYPE)
             .map(HeaderValue::as_bytes)
@@ -362,33 +362,6 @@ fn from_aggregator(path: &str, headers: &HeaderMap) -> bool {
             .get("x-content-type-options")
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"nosniff"))
 }
-
-/// The API groups kube-apiserver serves itself (the aggregator never proxies them).
-const BUILT_IN_GROUPS: &[&str] = &[
-    "admissionregistration.k8s.io",
-    "apiextensions.k8s.io",
-    "apiregistration.k8s.io",
-    "apps",
-    "authentication.k8s.io",
-    "authorization.k8s.io",
-    "autoscaling",
-    "batch",
-    "certificates.k8s.io",
-    "coordination.k8s.io",
-    "discovery.k8s.io",
-    "events.k8s.io",
-    "extensions",
-    "flowcontrol.apiserver.k8s.io",
-    "internal.apiserver.k8s.io",
-    "networking.k8s.io",
-    "node.k8s.io",
-    "policy",
-    "rbac.authorization.k8s.io",
-    "resource.k8s.io",
-    "scheduling.k8s.io",
-    "storage.k8s.io",
-    "storagemigration.k8s.io",
-];
 
 /// The endpoint answered (an ordinary request or an upgrade): tell the breaker, and record
 /// the answer as a sign of health unless the breaker counts it as a failure — the API server's

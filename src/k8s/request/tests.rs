@@ -200,11 +200,16 @@ const CASES: &[Case] = &[
     case("GET", "/api/v1/namespaces/foo/pods/bar/proxy/ws", WS, res("get", "", "foo", "pods", "bar", "proxy", true, "stream")),
     case("GET", "/apis/example.com/v1/namespaces/foo/pods/bar/exec", WS, res("get", "example.com", "foo", "pods", "bar", "exec", true, "stream")),
     case("GET", "/api/v1/pods?watch=1", WS, res("watch", "", "", "pods", "", "", true, "watch")),
-    // Any WebSocket GET is long-running (an aggregated API's console, spliced by the
-    // aggregator), its verb unchanged; not an `h2c` upgrade, nor a WebSocket header on a write.
+    // A WebSocket GET of an aggregated API's own subresource is long-running (the aggregator
+    // splices it: KubeVirt's console), its verb unchanged. Not a built-in resource, a custom
+    // resource's status or scale, a collection, an `h2c` upgrade, nor a write.
     case("GET", "/apis/subresources.kubevirt.io/v1/namespaces/foo/virtualmachineinstances/vm/console", WS, res("get", "subresources.kubevirt.io", "foo", "virtualmachineinstances", "vm", "console", true, "stream")),
-    case("GET", "/api/v1/namespaces/foo/configmaps/c", &[("connection", "Upgrade"), ("upgrade", "h2c")], res("get", "", "foo", "configmaps", "c", "", false, "read")),
-    case("POST", "/api/v1/namespaces/foo/configmaps", WS, res("create", "", "foo", "configmaps", "", "", false, "write")),
+    case("GET", "/api/v1/namespaces/foo/secrets/s", WS, res("get", "", "foo", "secrets", "s", "", false, "read")),
+    case("GET", "/apis/apps/v1/namespaces/foo/deployments/d/scale", WS, res("get", "apps", "foo", "deployments", "d", "scale", false, "read")),
+    case("GET", "/apis/example.com/v1/namespaces/foo/widgets/w/status", WS, res("get", "example.com", "foo", "widgets", "w", "status", false, "read")),
+    case("GET", "/apis/example.com/v1/namespaces/foo/widgets", WS, res("list", "example.com", "foo", "widgets", "", "", false, "read")),
+    case("GET", "/apis/subresources.kubevirt.io/v1/namespaces/foo/virtualmachineinstances/vm/console", &[("connection", "Upgrade"), ("upgrade", "h2c")], res("get", "subresources.kubevirt.io", "foo", "virtualmachineinstances", "vm", "console", false, "read")),
+    case("POST", "/apis/subresources.kubevirt.io/v1/namespaces/foo/virtualmachineinstances/vm/console", WS, res("create", "subresources.kubevirt.io", "foo", "virtualmachineinstances", "vm", "console", false, "write")),
     // --- rejects: encoded separators ------------------------------------------------------
     case("GET", "/api/v1/namespaces/a%2Fb/pods", NO, err(E::EncodedSlash)),
     case("GET", "/api/v1/namespaces/a%2fb/pods", NO, err(E::EncodedSlash)),

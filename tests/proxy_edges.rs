@@ -259,12 +259,46 @@ async fn discovery_etag_vary_and_accept_pass_through() {
     env.stop().await;
 }
 
+/// A fake upstream's side of a spliced session: send back whatever arrives, until either end
+/// closes.
+async fn echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: &mut S) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if s.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The client's side: each message sent through the splice comes back whole.
+async fn echoes<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
+    msgs: &[&[u8]],
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for msg in msgs {
+        s.write_all(msg).await.unwrap();
+        let mut got = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got[..], *msg);
+    }
+}
+
 /// A fake upstream that accepts SPDY upgrades and then echoes bytes, and answers plain GETs
 /// with the headers a real API server adds. Proves the splice and the header pass-through for
 /// what the sandbox cannot produce.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spdy_upgrade_is_spliced_and_upstream_headers_pass_through() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let (ca, sandbox) = Env::ca_and_sandbox().await;
     let fake = common::fake_upstream(&ca, |mut s| async move {
         let Some(head) = common::read_head(&mut s).await else { return };
@@ -274,17 +308,8 @@ async fn spdy_upgrade_is_spliced_and_upstream_headers_pass_through() {
             let _ = s
                 .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n")
                 .await;
-            let mut buf = [0u8; 1024];
-            loop {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => {
-                        if s.write_all(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
+            echo(&mut s).await;
+            return;
         }
         let body = b"{}";
         let resp = format!(
@@ -340,15 +365,7 @@ async fn spdy_upgrade_is_spliced_and_upstream_headers_pass_through() {
             .contains("x-stream-protocol-version: v4.channel.k8s.io"),
         "{head}"
     );
-    for msg in [&b"hello through the splice"[..], b"second frame"] {
-        s.write_all(msg).await.unwrap();
-        let mut got = vec![0u8; msg.len()];
-        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut got))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(got, msg);
-    }
+    echoes(&mut s, &[b"hello through the splice", b"second frame"]).await;
     env.stop().await;
 }
 
@@ -358,7 +375,7 @@ async fn spdy_upgrade_is_spliced_and_upstream_headers_pass_through() {
 /// permit: past the identity's cap the next one is 429 and never reaches the API server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_aggregated_apis_websocket_console_is_spliced_under_the_sessions_cap() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let (ca, sandbox) = Env::ca_and_sandbox().await;
     let upgrades = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen = upgrades.clone();
@@ -378,17 +395,7 @@ async fn an_aggregated_apis_websocket_console_is_spliced_under_the_sessions_cap(
             let _ = s
                 .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
                 .await;
-            let mut buf = [0u8; 1024];
-            loop {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => {
-                        if s.write_all(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
+            echo(&mut s).await;
         }
     })
     .await;
@@ -423,15 +430,7 @@ async fn an_aggregated_apis_websocket_console_is_spliced_under_the_sessions_cap(
     };
     let (mut session, head) = open().await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    for msg in [&b"console input"[..], b"more"] {
-        session.write_all(msg).await.unwrap();
-        let mut got = vec![0u8; msg.len()];
-        tokio::time::timeout(Duration::from_secs(10), session.read_exact(&mut got))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(got, msg);
-    }
+    echoes(&mut session, &[b"console input", b"more"]).await;
     // The session holds the admin's one `sessions` permit.
     let (_refused, head) = open().await;
     assert!(head.starts_with("HTTP/1.1 429"), "{head}");

@@ -982,6 +982,40 @@ async fn a_pod_of_too_many_containers_is_refused_before_it_is_judged() {
     assert!(message(&s).contains("runAsNonRoot"), "{s}");
 }
 
+/// A container `securityContext` that `restricted` accepts once the pod sets `runAsNonRoot`
+/// and `seccompProfile`.
+fn compliant_container_context() -> Value {
+    json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}})
+}
+
+/// Create Deployment `name` in team-a (`restricted`), compliant, with these containers and
+/// `managedFields` entries (manager, operation) as the API server would have recorded them.
+async fn create_managed_deployment(
+    env: &Env,
+    name: &str,
+    containers: &[&str],
+    managers: &[(&str, &str)],
+) {
+    let containers: Vec<Value> = containers
+        .iter()
+        .map(|c| json!({"name": c, "image": "nginx", "securityContext": compliant_container_context()}))
+        .collect();
+    let (_, mut dep, _) = kinds(
+        "team-a",
+        name,
+        json!({
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": containers
+        }),
+    )
+    .swap_remove(4);
+    dep["metadata"]["managedFields"] = managers
+        .iter()
+        .map(|(m, op)| json!({"manager": m, "operation": op, "apiVersion": "apps/v1", "fieldsType": "FieldsV1", "fieldsV1": {}}))
+        .collect();
+    create(env, "/apis/apps/v1/namespaces/team-a/deployments", &dep).await;
+}
+
 /// A manager re-applying without the pod-level security context it applied before: the API
 /// server would remove it, leaving another manager's container (which relied on it) running
 /// as root without seccomp. Judged on the current object with what the re-apply leaves out
@@ -990,23 +1024,9 @@ async fn a_pod_of_too_many_containers_is_refused_before_it_is_judged() {
 async fn a_reapply_that_drops_what_others_rely_on_is_refused() {
     let env = Env::start().await;
     let deps = "/apis/apps/v1/namespaces/team-a/deployments";
-    let compliant = json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}});
-    let (_, mut dep, _) = kinds(
-        "team-a",
-        "d2",
-        json!({
-            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [
-                {"name": "a", "image": "nginx", "securityContext": compliant},
-                {"name": "b", "image": "nginx", "securityContext": compliant}]
-        }),
-    )
-    .swap_remove(4);
+    let compliant = compliant_container_context();
     // As the API server records it: x applied the pod-level fields and container a, y added b.
-    dep["metadata"]["managedFields"] = json!([
-        {"manager": "x", "operation": "Apply", "apiVersion": "apps/v1", "fieldsType": "FieldsV1", "fieldsV1": {}},
-        {"manager": "y", "operation": "Update", "apiVersion": "apps/v1", "fieldsType": "FieldsV1", "fieldsV1": {}}]);
-    create(&env, deps, &dep).await;
+    create_managed_deployment(&env, "d2", &["a", "b"], &[("x", "Apply"), ("y", "Update")]).await;
     let d2 = format!("{deps}/d2");
     // x's new configuration: container a alone, compliant on its own; no pod-level context.
     let mut a_alone = compliant.clone();
@@ -1047,19 +1067,7 @@ async fn a_reapply_that_drops_what_others_rely_on_is_refused() {
 async fn a_partial_apply_by_another_manager_is_judged_on_what_it_stores() {
     let env = Env::start().await;
     let deps = "/apis/apps/v1/namespaces/team-a/deployments";
-    let compliant = json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}});
-    let (_, mut dep, _) = kinds(
-        "team-a",
-        "d3",
-        json!({
-            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{"name": "app", "image": "nginx", "securityContext": compliant}]
-        }),
-    )
-    .swap_remove(4);
-    dep["metadata"]["managedFields"] = json!([
-        {"manager": "kubectl", "operation": "Apply", "apiVersion": "apps/v1", "fieldsType": "FieldsV1", "fieldsV1": {}}]);
-    create(&env, deps, &dep).await;
+    create_managed_deployment(&env, "d3", &["app"], &[("kubectl", "Apply")]).await;
     let d3 = format!("{deps}/d3?fieldManager=image-updater&force=true");
     let apply = |containers: Value| {
         json_req(

@@ -307,19 +307,21 @@ impl Authorizer {
     }
 
     /// The grant rules without `namespaces` whose wildcards (`verbs: ["*"]`, or a `resources`
-    /// / `api_groups` `*`) reach `impersonate` on any user or any group: as in RBAC, whoever
-    /// holds one may act as any user or group, and so reach every namespace that identity
-    /// reaches — although the rule itself covers cluster-scoped resources only. Logged at start
+    /// pattern other than the target's name: `*`, `userextras/*`) reach `impersonate` on any
+    /// user, group, uid or extra: as in RBAC, whoever holds one may act as others (outside
+    /// `system:`, which needs `resource_names`), and so reach every namespace those identities
+    /// reach — although the rule itself covers cluster-scoped resources only. Logged at start
     /// and reload: such a rule is more often meant for nodes and CRDs than for becoming someone
-    /// else. A rule that names the verb and the resource is taken as meant, and one with
-    /// `namespaces: ["*"]` already reaches every namespace itself.
+    /// else. A rule that names the verb and the target is taken as meant (whatever its
+    /// `api_groups`), and one with `namespaces: ["*"]` already reaches every namespace itself.
     pub fn wildcard_impersonation(&self) -> Vec<String> {
-        // What RBAC (and the authn layer) asks `impersonate` on: users, groups, uids, extras.
-        const TARGETS: [(&str, &str); 4] = [
-            ("", "users"),
-            ("", "groups"),
-            ("authentication.k8s.io", "uids"),
-            ("authentication.k8s.io", "userextras"),
+        // What RBAC (and the authn layer) asks `impersonate` on: users, groups, uids, and
+        // extras, whose key is the subresource (any key stands for all of them here).
+        const TARGETS: [(&str, &str, &str); 4] = [
+            ("", "users", ""),
+            ("", "groups", ""),
+            ("authentication.k8s.io", "uids", ""),
+            ("authentication.k8s.io", "userextras", "any-key"),
         ];
         let bit = verb_bit("impersonate");
         let mut found = Vec::new();
@@ -341,12 +343,12 @@ impl Authorizer {
                 let verbs_wild = rule.verbs.names() == ["*"];
                 // Reached by a wildcard: `verbs: ["*"]`, or a resource pattern other than the
                 // target named (`*`); a rule naming `impersonate` and the target is meant.
-                let wild = TARGETS.iter().any(|(group, resource)| {
+                let wild = TARGETS.iter().any(|(group, resource, sub)| {
                     let in_group = r
                         .api_groups
                         .as_ref()
                         .is_none_or(|gs| gs.iter().any(|x| x == group));
-                    let mut patterns = r.resources.iter().filter(|p| p.matches(resource, ""));
+                    let mut patterns = r.resources.iter().filter(|p| p.matches(resource, sub));
                     in_group
                         && patterns
                             .any(|p| verbs_wild || !matches!(p, ResourcePattern::Named { .. }))

@@ -769,10 +769,11 @@ fn a_builtin_namespaced_resource_cannot_be_declared_cluster_scoped() {
     }
 }
 
-/// A grant rule without namespaces whose wildcards reach `impersonate` on users or groups is
-/// reported (its subjects may act as anyone, in any namespace); one naming the verb and the
-/// resource, one with resource_names, one confined to namespaces, one over every namespace
-/// already, or one without `impersonate` is not.
+/// A grant rule without namespaces whose wildcards reach `impersonate` on users, groups, uids
+/// or extras is reported (its subjects may act as others, in any namespace); one naming the
+/// verb and the target (`userextras/*` included: an extra's key is its subresource), one with
+/// resource_names, one confined to namespaces, one over every namespace already, one whose
+/// resource cannot match an extra (`userextras` alone), or one without `impersonate` is not.
 #[test]
 fn grant_wildcards_reaching_impersonation_are_reported() {
     let policy = build(
@@ -793,6 +794,9 @@ authorization:
         - {verbs: [impersonate], api_groups: ["*"], resources: [users]}
         - {verbs: [impersonate], api_groups: [""], resources: [users, "*"]}
         - {verbs: [impersonate], api_groups: ["*"], resources: ["*"]}
+        - {verbs: ["*"], api_groups: [authentication.k8s.io], resources: [userextras]}
+        - {verbs: [impersonate], api_groups: [authentication.k8s.io], resources: ["userextras/*"]}
+        - {verbs: ["*"], api_groups: [authentication.k8s.io], resources: ["userextras/*"]}
     - name: root
       subjects: [{user: root}]
       rules:
@@ -818,6 +822,7 @@ authorization:
             "authorization.grants[0] (infra) rules[1]",
             "authorization.grants[0] (infra) rules[8]",
             "authorization.grants[0] (infra) rules[9]",
+            "authorization.grants[0] (infra) rules[12]",
             "authorization.grants[1] (root) rules[0]",
         ],
         "{found:#?}"

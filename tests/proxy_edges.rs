@@ -663,6 +663,49 @@ async fn a_refused_certificate_falls_through_to_a_good_bearer_token() {
     env.stop().await;
 }
 
+/// A fake API server over TLS answering each HTTP/1.1 request (head, body as text) with
+/// `answer`'s status and JSON body, on one kept-alive connection at a time.
+async fn fake_api<F>(ca: &portcullis_sandbox::pki::Ca, answer: F) -> std::net::SocketAddr
+where
+    F: Fn(&str, String) -> (u16, String) + Clone + Send + Sync + 'static,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    common::fake_upstream(ca, move |mut s| {
+        let answer = answer.clone();
+        async move {
+            while let Some(raw) = common::read_head(&mut s).await {
+                let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                let mut body = rest.as_bytes().to_vec();
+                while body.len() < len {
+                    let mut buf = [0u8; 4096];
+                    let n = s.read(&mut buf).await.unwrap();
+                    body.extend_from_slice(&buf[..n]);
+                }
+                let (code, out) = answer(head, String::from_utf8_lossy(&body).into_owned());
+                let head = format!(
+                    "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    out.len()
+                );
+                if s.write_all(head.as_bytes()).await.is_err()
+                    || s.write_all(out.as_bytes()).await.is_err()
+                    || s.flush().await.is_err()
+                {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+}
+
 /// A write the proxy pins to the version it judged meets a concurrent write (a controller's
 /// status update between the proxy's read and the patch): the API server's 409 on the
 /// proxy's own pin is judged again on the new version and sent again — kubectl does not retry
@@ -679,57 +722,30 @@ async fn a_conflict_on_the_proxys_own_pin_is_judged_again_and_retried() {
     let reads = Arc::new(AtomicUsize::new(0));
     let patches: Arc<Mutex<Vec<String>>> = Arc::default();
     let (r, p) = (reads.clone(), patches.clone());
-    let fake = common::fake_upstream(&ca, move |mut s| {
-        let (reads, patches) = (r.clone(), p.clone());
-        async move {
-            while let Some(raw) = common::read_head(&mut s).await {
-                let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
-                    .unwrap_or(0);
-                let mut body = rest.as_bytes().to_vec();
-                while body.len() < len {
-                    let mut buf = [0u8; 4096];
-                    let n = s.read(&mut buf).await.unwrap();
-                    body.extend_from_slice(&buf[..n]);
-                }
-                let pod = |rv: usize| {
-                    serde_json::json!({"apiVersion": "v1", "kind": "Pod",
-                        "metadata": {"name": "p1", "namespace": "team-a", "uid": "u1", "resourceVersion": rv.to_string()},
-                        "spec": {"securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
-                            "containers": [{"name": "c", "image": "nginx:1", "securityContext": {
-                                "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]}})
-                    .to_string()
-                };
-                let (code, out) = if head.starts_with("GET /api/v1/namespaces/team-a/pods/p1") {
-                    (200, pod(reads.fetch_add(1, Ordering::SeqCst) + 1))
-                } else if head.starts_with("PATCH") {
-                    let text = String::from_utf8_lossy(&body).into_owned();
-                    let n = {
-                        let mut all = patches.lock().unwrap();
-                        all.push(text);
-                        all.len()
-                    };
-                    if n == 1 || n == 3 {
-                        (409, r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Operation cannot be fulfilled on pods \"p1\": the object has been modified; please apply your changes to the latest version and try again","reason":"Conflict","details":{"name":"p1","kind":"pods"},"code":409}"#.to_owned())
-                    } else {
-                        (200, pod(9))
-                    }
-                } else {
-                    (200, "{}".to_owned())
-                };
-                let head = format!(
-                    "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                    out.len()
-                );
-                if s.write_all(head.as_bytes()).await.is_err()
-                    || s.write_all(out.as_bytes()).await.is_err()
-                    || s.flush().await.is_err()
-                {
-                    return;
-                }
+    let fake = fake_api(&ca, move |head, body| {
+        let pod = |rv: usize| {
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p1", "namespace": "team-a", "uid": "u1", "resourceVersion": rv.to_string()},
+                "spec": {"securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{"name": "c", "image": "nginx:1", "securityContext": {
+                        "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]}})
+            .to_string()
+        };
+        if head.starts_with("GET /api/v1/namespaces/team-a/pods/p1") {
+            (200, pod(r.fetch_add(1, Ordering::SeqCst) + 1))
+        } else if head.starts_with("PATCH") {
+            let n = {
+                let mut all = p.lock().unwrap();
+                all.push(body);
+                all.len()
+            };
+            if n == 1 || n == 3 {
+                (409, r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Operation cannot be fulfilled on pods \"p1\": the object has been modified; please apply your changes to the latest version and try again","reason":"Conflict","details":{"name":"p1","kind":"pods"},"code":409}"#.to_owned())
+            } else {
+                (200, pod(9))
             }
+        } else {
+            (200, "{}".to_owned())
         }
     })
     .await;
@@ -777,6 +793,88 @@ async fn a_conflict_on_the_proxys_own_pin_is_judged_again_and_retried() {
         .await;
     assert_eq!(resp.status(), StatusCode::CONFLICT, "{:?}", resp.body());
     assert_eq!(patches.lock().unwrap().len(), 3);
+    env.stop().await;
+}
+
+/// A server-side apply judged against an existing object goes out naming its uid (its
+/// configuration alone was judged at most at baseline); the object deleted meanwhile, the API
+/// server's 409 ("uid mismatch … no existing object was found") is the proxy's doing: judged
+/// again as the create it now is and sent again without the uid — a compliant configuration
+/// is created, a partial one refused (403) before the API server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_whose_object_was_deleted_is_judged_again_as_a_create() {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    };
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let reads = Arc::new(AtomicUsize::new(0));
+    let patches: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (r, p) = (reads.clone(), patches.clone());
+    let context =
+        serde_json::json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}});
+    let pod_spec = serde_json::json!({
+        "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{"name": "c", "image": "nginx:1", "securityContext": context}]});
+    let spec = pod_spec.clone();
+    let fake = fake_api(&ca, move |head, body| {
+        let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p1", "namespace": "team-a", "uid": "u1", "resourceVersion": "1"},
+            "spec": spec});
+        if head.starts_with("GET /api/v1/namespaces/team-a/pods/p1") {
+            // There when first read, deleted before the apply arrives.
+            if r.fetch_add(1, Ordering::SeqCst) == 0 {
+                (200, pod.to_string())
+            } else {
+                (404, r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"pods \"p1\" not found","reason":"NotFound","details":{"name":"p1","kind":"pods"},"code":404}"#.to_owned())
+            }
+        } else if head.starts_with("PATCH") {
+            let first = {
+                let mut all = p.lock().unwrap();
+                all.push(body);
+                all.len() == 1
+            };
+            if first {
+                (409, r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Operation cannot be fulfilled on pods \"p1\": uid mismatch: the provided object specified uid u1, and no existing object was found","reason":"Conflict","details":{"name":"p1","kind":"pods"},"code":409}"#.to_owned())
+            } else {
+                (201, pod.to_string())
+            }
+        } else {
+            (200, "{}".to_owned())
+        }
+    })
+    .await;
+    let env = Env::start_against(ca, sandbox, fake, |_| {}).await;
+    let tenant = env.ca.client_cert("alice", &["tenant:team-a"]).unwrap();
+    let apply = |spec: serde_json::Value| {
+        let config = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p1", "namespace": "team-a"}, "spec": spec});
+        Request::builder()
+            .method("PATCH")
+            .uri("https://localhost/api/v1/namespaces/team-a/pods/p1?fieldManager=m")
+            .header("content-type", "application/apply-patch+yaml")
+            .body(Full::new(Bytes::from(config.to_string())))
+            .unwrap()
+    };
+    let resp = env.request(apply(pod_spec), Some(&tenant), true).await;
+    assert_eq!(resp.status(), StatusCode::CREATED, "{:?}", resp.body());
+    {
+        let sent = patches.lock().unwrap();
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        let uid = |i: usize| {
+            serde_json::from_str::<serde_json::Value>(&sent[i]).unwrap()["metadata"]["uid"].clone()
+        };
+        assert_eq!(
+            (uid(0), uid(1)),
+            (serde_json::json!("u1"), serde_json::Value::Null),
+            "the uid named first, then left out for the create"
+        );
+    }
+    // A partial configuration, judged as the create it would be: refused, nothing sent.
+    let partial = serde_json::json!({"containers": [{"name": "c", "image": "nginx:2"}]});
+    let resp = env.request(apply(partial), Some(&tenant), true).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{:?}", resp.body());
+    assert_eq!(patches.lock().unwrap().len(), 2);
     env.stop().await;
 }
 

@@ -171,7 +171,7 @@ where
                 }
                 let place = head.extensions.get::<SharedPlace>();
                 let kept = place.and_then(SharedPlace::take);
-                let Some(conflict) = concurrent_write(resp).await else {
+                let Some(conflict) = concurrent_write(resp, verdict.pins).await else {
                     return Ok(Refusal::from(UpstreamFailure::Unreachable(
                         "the connection broke during the answer",
                     ))
@@ -183,7 +183,7 @@ where
                 resp = match conflict {
                     Err(other) => other,
                     Ok(_) => {
-                        tracing::info!(path = %info.path, "a write pinned to the version judged met a concurrent write; judging it again");
+                        tracing::info!(path = %info.path, "a write pinned to the object judged met a concurrent write or delete; judging it again");
                         let mut parts = head.parts();
                         verdict = stage::Verdict {
                             keep_body,
@@ -261,11 +261,15 @@ impl Head {
     }
 }
 
-/// `Ok` when `resp` is the API server's optimistic-lock conflict (`409`, "the object has been
-/// modified"; not a server-side apply's field-manager conflict, which is the client's to
-/// resolve), `Err` with the response otherwise (rebuilt when its body had to be read); `None`
-/// if the body could not be read.
-async fn concurrent_write(resp: Response<Body>) -> Option<Result<(), Response<Body>>> {
+/// `Ok` when `resp` is the API server's 409 on one of the proxy's own `pins`: the
+/// optimistic-lock conflict ("the object has been modified") on the judged version, or the
+/// judged object's uid finding no object (deleted since it was read). Not a server-side
+/// apply's field-manager conflict, which is the client's to resolve. `Err` with the response
+/// otherwise (rebuilt when its body had to be read); `None` if the body could not be read.
+async fn concurrent_write(
+    resp: Response<Body>,
+    pins: stage::Pins,
+) -> Option<Result<(), Response<Body>>> {
     if resp.status() != http::StatusCode::CONFLICT {
         return Some(Err(resp));
     }
@@ -276,10 +280,12 @@ async fn concurrent_write(resp: Response<Body>) -> Option<Result<(), Response<Bo
         .ok()?;
     let status: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
     let optimistic = status.as_ref().is_some_and(|s| {
+        let message = s["message"].as_str().unwrap_or_default();
         s["reason"] == "Conflict"
-            && s["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("the object has been modified"))
+            && ((pins.version && message.contains("the object has been modified"))
+                || (pins.uid
+                    && message.contains("uid mismatch")
+                    && message.contains("no existing object was found")))
     });
     if optimistic {
         Some(Ok(()))

@@ -82,9 +82,22 @@ pub struct Verdict {
     /// The names in the decoded object of a create or update (for the audit `objectRef`), set
     /// as soon as the body parsed: a refused write is named too.
     pub named: Option<ObjectNames>,
-    /// The judged write is pinned to the version read by the proxy (`Judged::pinned`); with
-    /// the body as received, so a conflict can be judged again and sent again.
+    /// The judged write is pinned to the version read by the proxy (`Judged::pinned`), or
+    /// names its uid (`Judged::uid_pinned`); with the body as received, so a conflict on
+    /// either can be judged again and sent again.
     pub retry: Option<Bytes>,
+    /// Which of the proxy's pins the body carries (which 409s are the proxy's doing).
+    pub pins: Pins,
+}
+
+/// The preconditions the proxy added to a judged write (not the client's): a 409 on one of
+/// them is the proxy's doing, judged again and retried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pins {
+    /// The judged `resourceVersion`: "the object has been modified".
+    pub version: bool,
+    /// The judged object's `uid`: "uid mismatch … no existing object was found".
+    pub uid: bool,
 }
 
 /// Whether this request carries a body the stage looks at; [`run`] is only for those. An
@@ -168,8 +181,9 @@ where
         .flatten();
     let marks = (tokens.as_ref(), manager.as_deref());
     let judged_body = match judge_write(s, up, info, ob, parsed, marks, verdict).await {
-        Ok((body, pinned)) => {
-            verdict.retry = pinned.then(|| bytes.clone());
+        Ok((body, pins)) => {
+            verdict.retry = (pins.version || pins.uid).then(|| bytes.clone());
+            verdict.pins = pins;
             body
         }
         Err(refusal) => {
@@ -370,9 +384,9 @@ async fn judge_write(
     parsed: Parsed,
     (tokens, manager): (Option<&TokenSecrets>, Option<&str>),
     verdict: &mut Verdict,
-) -> Result<(serde_json::Value, bool), Refusal> {
+) -> Result<(serde_json::Value, Pins), Refusal> {
     if !matches!(info.verb.as_str(), "create" | "update" | "patch") {
-        return Ok((parsed.value, false));
+        return Ok((parsed.value, Pins::default()));
     }
     let current = if judge::needs_current(s, info, ob.identity, &parsed, tokens.is_some()) {
         match fetch::current(up, info, ob).await {
@@ -397,7 +411,11 @@ async fn judge_write(
     verdict.warnings = judged.warnings;
     verdict.audit = judged.audit;
     verdict.stripped = judged.stripped;
-    Ok((judged.body, judged.pinned))
+    let pins = Pins {
+        version: judged.pinned,
+        uid: judged.uid_pinned,
+    };
+    Ok((judged.body, pins))
 }
 
 /// The request's `Content-Type` as sent (empty when absent).

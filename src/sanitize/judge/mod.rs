@@ -88,6 +88,9 @@ pub struct Judged {
     /// The body is pinned to the judged version by the proxy, not by the client: a 409 on it
     /// is a concurrent write the proxy may judge again and retry.
     pub pinned: bool,
+    /// The body names the judged object's uid by the proxy's doing: a 409 for finding no
+    /// object is a delete the proxy may judge again (as the create the write now is) and retry.
+    pub uid_pinned: bool,
 }
 
 /// `resource` or `resource/subresource`, as PodSecurity and the rules see it.
@@ -423,6 +426,7 @@ pub fn judge(
                     .is_some_and(|u| !u.is_empty());
                 if !named {
                     meta.insert("uid".into(), uid);
+                    out.uid_pinned = true;
                 }
             }
         }

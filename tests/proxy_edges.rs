@@ -810,7 +810,10 @@ async fn an_apply_whose_object_was_deleted_is_judged_again_as_a_create() {
     let (ca, sandbox) = Env::ca_and_sandbox().await;
     let reads = Arc::new(AtomicUsize::new(0));
     let patches: Arc<Mutex<Vec<String>>> = Arc::default();
-    let (r, p) = (reads.clone(), patches.clone());
+    // The object is there until an apply naming its uid arrives: then it is gone (deleted
+    // just before), and an apply without a uid creates it.
+    let exists = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (r, p, e) = (reads.clone(), patches.clone(), exists.clone());
     let context =
         serde_json::json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}});
     let pod_spec = serde_json::json!({
@@ -822,19 +825,19 @@ async fn an_apply_whose_object_was_deleted_is_judged_again_as_a_create() {
             "metadata": {"name": "p1", "namespace": "team-a", "uid": "u1", "resourceVersion": "1"},
             "spec": spec});
         if head.starts_with("GET /api/v1/namespaces/team-a/pods/p1") {
-            // There when first read, deleted before the apply arrives.
-            if r.fetch_add(1, Ordering::SeqCst) == 0 {
+            r.fetch_add(1, Ordering::SeqCst);
+            if e.load(Ordering::SeqCst) {
                 (200, pod.to_string())
             } else {
                 (404, r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"pods \"p1\" not found","reason":"NotFound","details":{"name":"p1","kind":"pods"},"code":404}"#.to_owned())
             }
         } else if head.starts_with("PATCH") {
-            let first = {
-                let mut all = p.lock().unwrap();
-                all.push(body);
-                all.len() == 1
-            };
-            if first {
+            let names_uid = serde_json::from_str::<serde_json::Value>(&body).unwrap()["metadata"]
+                .get("uid")
+                .is_some();
+            p.lock().unwrap().push(body);
+            if names_uid {
+                e.store(false, Ordering::SeqCst);
                 (409, r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Operation cannot be fulfilled on pods \"p1\": uid mismatch: the provided object specified uid u1, and no existing object was found","reason":"Conflict","details":{"name":"p1","kind":"pods"},"code":409}"#.to_owned())
             } else {
                 (201, pod.to_string())
@@ -870,11 +873,20 @@ async fn an_apply_whose_object_was_deleted_is_judged_again_as_a_create() {
             "the uid named first, then left out for the create"
         );
     }
-    // A partial configuration, judged as the create it would be: refused, nothing sent.
+    assert_eq!(reads.load(Ordering::SeqCst), 2, "read, then read again");
+    // A partial configuration passes against the object read (at most baseline alone), meets
+    // the delete, and judged again as the create it would be is refused: nothing more sent.
+    exists.store(true, Ordering::SeqCst);
     let partial = serde_json::json!({"containers": [{"name": "c", "image": "nginx:2"}]});
     let resp = env.request(apply(partial), Some(&tenant), true).await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{:?}", resp.body());
-    assert_eq!(patches.lock().unwrap().len(), 2);
+    assert_eq!(reads.load(Ordering::SeqCst), 4, "read, then read again");
+    let sent = patches.lock().unwrap().clone();
+    assert_eq!(
+        sent.len(),
+        3,
+        "only the apply naming the uid went out: {sent:?}"
+    );
     env.stop().await;
 }
 

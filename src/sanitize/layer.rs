@@ -279,13 +279,21 @@ async fn concurrent_write(
         .await
         .ok()?;
     let status: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
+    // The whole message, as the API server words it (`NewConflict`: "Operation cannot be
+    // fulfilled on <resource> \"<name>\": <why>"), not a phrase in it: a field manager's name in
+    // an apply conflict, a webhook's denial or a client's own uid can quote any words.
     let optimistic = status.as_ref().is_some_and(|s| {
         let message = s["message"].as_str().unwrap_or_default();
+        let fulfilled = message.starts_with("Operation cannot be fulfilled on ");
         s["reason"] == "Conflict"
-            && ((pins.version && message.contains("the object has been modified"))
+            && fulfilled
+            && ((pins.version
+                && message.ends_with(
+                    ": the object has been modified; please apply your changes to the latest version and try again",
+                ))
                 || (pins.uid
-                    && message.contains("uid mismatch")
-                    && message.contains("no existing object was found")))
+                    && message.contains(": uid mismatch: the provided object specified uid ")
+                    && message.ends_with(", and no existing object was found")))
     });
     if optimistic {
         Some(Ok(()))
@@ -461,6 +469,37 @@ mod tests {
         req.extensions_mut()
             .insert(AuditId(http::HeaderValue::from_static("id")));
         req
+    }
+
+    /// Only the API server's own wording of a conflict on one of the proxy's pins is retried:
+    /// not the same words quoted by a field manager's name, a webhook, or a client's uid.
+    #[tokio::test]
+    async fn only_a_conflict_on_the_proxys_own_pin_is_retried() {
+        let conflict = |message: &str| {
+            let status = serde_json::json!({"kind": "Status", "status": "Failure",
+                "reason": "Conflict", "code": 409, "message": message});
+            let mut resp = Response::new(crate::body::full(status.to_string()));
+            *resp.status_mut() = http::StatusCode::CONFLICT;
+            resp
+        };
+        let both = stage::Pins {
+            version: true,
+            uid: true,
+        };
+        let modified = "Operation cannot be fulfilled on pods \"p1\": the object has been modified; please apply your changes to the latest version and try again";
+        let gone = "Operation cannot be fulfilled on pods \"p1\": uid mismatch: the provided object specified uid u1, and no existing object was found";
+        for (message, pins, retried) in [
+            (modified, both, true),
+            (gone, both, true),
+            (modified, stage::Pins { uid: true, version: false }, false),
+            (gone, stage::Pins { uid: false, version: true }, false),
+            ("Apply failed with 1 conflict: conflict with \"uid mismatch: the provided object specified uid x, and no existing object was found\": .spec.replicas", both, false),
+            ("admission webhook \"w\" denied the request: the object has been modified; please apply your changes to the latest version and try again", both, false),
+            ("Operation cannot be fulfilled on pods \"p1\": uid mismatch: the provided object specified uid the object has been modified; please apply your changes to the latest version and try again, and no existing object was found", stage::Pins { uid: false, version: true }, false),
+        ] {
+            let got = concurrent_write(conflict(message), pins).await;
+            assert_eq!(got.map(|r| r.is_ok()), Some(retried), "{message}");
+        }
     }
 
     #[tokio::test]

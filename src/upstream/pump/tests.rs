@@ -19,6 +19,16 @@ async fn hold(budget: Arc<Semaphore>, n: usize) -> tokio::sync::OwnedSemaphorePe
 }
 
 /// A report, and the counter its stalls are counted in.
+/// The whole of `body` within `secs`, failing with `why` (what it waited on) when it takes
+/// longer.
+async fn collect_within(body: Body, secs: u64, why: &str) -> Bytes {
+    tokio::time::timeout(Duration::from_secs(secs), body.collect())
+        .await
+        .expect(why)
+        .unwrap()
+        .to_bytes()
+}
+
 fn counted() -> (Counter, impl FnOnce() -> StallReport + Send + 'static) {
     let r = report();
     (r.counter.clone(), move || r)
@@ -332,11 +342,7 @@ async fn paused_logs_cannot_take_the_budget_of_other_responses() {
     tokio::time::sleep(SWEEP * 2 + Duration::from_millis(100)).await;
     tx.send(Bytes::from_static(b"second")).await.unwrap();
     drop(tx);
-    let got = tokio::time::timeout(Duration::from_secs(5), body.collect())
-        .await
-        .expect("the response waited for the paused logs' budget")
-        .unwrap()
-        .to_bytes();
+    let got = collect_within(body, 5, "the response waited for the paused logs' budget").await;
     assert_eq!(&got[..], b"firstsecond");
     drop(held);
 }
@@ -524,11 +530,7 @@ async fn a_reader_that_keeps_up_needs_no_budget() {
             tx.send(Bytes::from(vec![i; 50_000])).await.unwrap();
         }
     });
-    let got = tokio::time::timeout(Duration::from_secs(20), body.collect())
-        .await
-        .expect("the reader waited for the budget others hold")
-        .unwrap()
-        .to_bytes();
+    let got = collect_within(body, 20, "the reader waited for the budget others hold").await;
     assert_eq!(got.len(), 100 * 50_000);
     assert!((0..100u8).all(|i| got[50_000 * usize::from(i)] == i));
     drop(held);
@@ -649,11 +651,12 @@ async fn the_end_of_an_answer_needs_no_budget_for_a_reader_that_keeps_up() {
     // The upstream sends it all and ends (its window allows the free part and as much again)
     // before the client comes.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let got = tokio::time::timeout(Duration::from_secs(10), body.collect())
-        .await
-        .expect("the answer's last bytes waited for the budget others hold")
-        .unwrap()
-        .to_bytes();
+    let got = collect_within(
+        body,
+        10,
+        "the answer's last bytes waited for the budget others hold",
+    )
+    .await;
     assert_eq!(got.len(), TOTAL);
     drop(held);
 }
@@ -677,11 +680,7 @@ async fn a_late_reader_catches_up_without_budget() {
         }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let got = tokio::time::timeout(Duration::from_secs(10), body.collect())
-        .await
-        .expect("the reader waited for the budget others hold")
-        .unwrap()
-        .to_bytes();
+    let got = collect_within(body, 10, "the reader waited for the budget others hold").await;
     assert_eq!(got.len(), TOTAL);
     assert_eq!(counter.get(), 0);
     drop(held);

@@ -1098,38 +1098,22 @@ async fn a_partial_apply_by_another_manager_is_judged_on_what_it_stores() {
         .expect("the apply reached the API server");
     let sent: Value = serde_json::from_slice(sent.body.as_ref().unwrap()).unwrap();
     assert_eq!(sent["metadata"]["uid"], stored["metadata"]["uid"], "{sent}");
-    // A value baseline forbids, set by the configuration itself.
-    let s = refused(
-        &env,
-        apply(
+    // A value baseline forbids, set by the configuration itself; a container the
+    // configuration adds, lacking what restricted requires in what is stored.
+    let refusals = [
+        (
             json!([{"name": "app", "image": "nginx:3", "securityContext": {"privileged": true}}]),
+            "spec.template.spec.containers[0].securityContext.privileged",
         ),
-        403,
-        "Forbidden",
-    )
-    .await;
-    assert!(
-        has_cause(
-            &s,
-            "spec.template.spec.containers[0].securityContext.privileged"
+        (
+            json!([{"name": "app", "image": "nginx:2"}, {"name": "side", "image": "busybox"}]),
+            "spec.template.spec.containers[1].securityContext.allowPrivilegeEscalation",
         ),
-        "{s}"
-    );
-    // A container the configuration adds lacks what restricted requires in what is stored.
-    let s = refused(
-        &env,
-        apply(json!([{"name": "app", "image": "nginx:2"}, {"name": "side", "image": "busybox"}])),
-        403,
-        "Forbidden",
-    )
-    .await;
-    assert!(
-        has_cause(
-            &s,
-            "spec.template.spec.containers[1].securityContext.allowPrivilegeEscalation"
-        ),
-        "{s}"
-    );
+    ];
+    for (containers, field) in refusals {
+        let s = refused(&env, apply(containers), 403, "Forbidden").await;
+        assert!(has_cause(&s, field), "{s}");
+    }
 }
 
 /// `Connection: Upgrade` on a write does not skip the judge: the API server ignores it and

@@ -150,9 +150,9 @@ impl Endpoint {
             .map_err(|_| timed_out("TLS handshake timed out"))?
     }
 
-    /// Record that the upstream answered (a response the breaker counts as a success; not a
-    /// failure, nor a neutral 401 of the proxy's own credentials; the probe's only on
-    /// success).
+    /// Record that the upstream answered (any response the breaker does not count as a
+    /// failure, `send::answered`; not the 401 refusing the proxy's own credentials; the
+    /// probe's only on success).
     pub fn mark_ok(&self) {
         let ms = self.started.elapsed().as_millis().max(1) as u64;
         self.last_ok_ms.store(ms, Ordering::Relaxed);

@@ -159,7 +159,7 @@ impl Conn {
     /// Milliseconds since the connection opened (saturating; a connection lives far less than
     /// 2^64 ms).
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        ms_since(self.epoch)
     }
 }
 
@@ -331,7 +331,7 @@ impl Pool {
     }
 
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        ms_since(self.epoch)
     }
 
     /// Over hyper's pooled HTTP/1.1 client (an endpoint whose ALPN chose HTTP/1.1). That
@@ -536,6 +536,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// Milliseconds since `epoch` (the clocks the pool keeps in atomics).
+pub(super) fn ms_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 enum Taken {

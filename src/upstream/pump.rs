@@ -10,8 +10,8 @@
 //! inline responses every [`SWEEP`]. A response whose client took its last chunk and has not
 //! asked for the next one for a whole sweep interval (its HTTP/2 window is closed, or its
 //! socket is full) is *handed off*: from then on its body is read by a task of its own into a
-//! bounded buffer, so the upstream window is given back as fast as the API server sends,
-//! whatever the client does. A response whose client is waiting for the API server (a quiet
+//! bounded buffer, so the upstream window is given back as the pump finds room for what the
+//! API server sends, whatever the client does. A response whose client is waiting for the API server (a quiet
 //! watch) is not stalled and stays inline — until the API server sends and the client, woken
 //! for it, does not come to take it for a whole sweep interval: then it is handed off too.
 //! A *pausable* response (a followed log, a `proxy` stream) is pumped from its first byte: the
@@ -561,10 +561,11 @@ impl Queue {
     }
 
     /// `n` more bytes may go to the client, with `charge` more budget permits held (both
-    /// taken by the caller); `all`: every admitted byte is to be charged (before an ended
-    /// response's place goes), else all but [`FREE`]. Budget permits beyond that go back (the
-    /// client may have taken some meanwhile).
-    fn admit(&self, n: usize, charge: usize, all: bool) {
+    /// taken by the caller). Every admitted byte but up to [`FREE`] is to be charged — all of
+    /// them for an admission of no bytes: the charge before an ended response's place goes.
+    /// Budget permits beyond that go back (the client may have taken some meanwhile).
+    fn admit(&self, n: usize, charge: usize) {
+        let all = n == 0;
         let mut b = self.lock();
         let k = n.min(b.len - b.admitted);
         b.admitted += k;
@@ -665,10 +666,9 @@ async fn pump(
     report: StallReport,
 ) {
     let _ending = Ending(queue.clone());
+    // `None` once the body's end was seen (and handed to the buffer): the in-flight place is
+    // then kept until every byte left is charged to the budget.
     let mut inner = Some(inner);
-    // The body's end was seen (and handed to the buffer): the in-flight place is kept until
-    // every byte left is charged to the budget.
-    let mut ended = false;
     // What the body took without giving its window back (`window.rs`).
     let mut withheld = Withheld::default();
     let mut admitting: Option<Admitting> = None;
@@ -684,6 +684,7 @@ async fn pump(
         if gone {
             return;
         }
+        let ended = inner.is_none();
         if ended && unadmitted == 0 && charged >= admitted {
             // Every byte left is charged: the place goes now, not when the client has read.
             // The bytes still buffered hold this identity's budget until the client takes
@@ -726,7 +727,6 @@ async fn pump(
                     Some(Err(err)) => End::Failed(err),
                     None => End::Done,
                 };
-                ended = true;
                 // Done with the upstream: its stream goes now (the body and the flow-control
                 // handle with it), not when the client has read. What is left needs the
                 // budget now (the admission pending asked for less).
@@ -739,8 +739,7 @@ async fn pump(
                 admitting = None;
                 let Some((n, charge)) = admitted else { return };
                 let waited_for_nothing = progress.waiting == 0 && queue.lock().admitted == 0;
-                // No bytes: the charge before an ended response's place goes.
-                queue.admit(n, charge, n == 0);
+                queue.admit(n, charge);
                 withheld.give_back(n);
                 // A round in which nothing was waiting for the client says nothing: the first
                 // bytes waiting start the next.

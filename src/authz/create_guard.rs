@@ -227,19 +227,9 @@ impl CreateGuardLayer {
         let Some(meta) = meta.as_object_mut() else {
             return Err(BodyRefusal::BadPatch("metadata must be an object".into()).into());
         };
-        // A uid that is empty or null sets no precondition in the API server (it checks only a
-        // uid the body names): it is replaced, or a delete between the read above and the write
-        // would let the write create the object. A real uid the body names stays (the client's
-        // own precondition, which the API server enforces).
-        let unset = match meta.get("uid") {
-            None | Some(Value::Null) => true,
-            Some(Value::String(u)) => u.is_empty(),
-            // Not a string: the API server refuses the body (400) whatever is added here.
-            Some(_) => false,
-        };
-        if unset {
-            meta.insert("uid".into(), json!(uid));
-        }
+        // Without it, a delete between the read above and the write would let the write
+        // create the object.
+        crate::sanitize::judge::pin_uid(meta, json!(uid));
         let out = parse::canonical_bytes(&obj);
         if converted {
             parts.headers.insert(

@@ -95,6 +95,12 @@ impl Status {
     /// API server's optimistic-lock error: `Operation cannot be fulfilled on <resource>[.<group>]
     /// "<name>": the object has been modified; please apply your changes to the latest version
     /// and try again` (client-go's `IsConflict` retries it).
+    /// The start of every message of the API server's `NewConflict`.
+    pub const CONFLICT_PREFIX: &'static str = "Operation cannot be fulfilled on ";
+    /// Why an update conflicts with a newer version (`OptimisticLockErrorMsg`).
+    pub const OPTIMISTIC_LOCK: &'static str =
+        "the object has been modified; please apply your changes to the latest version and try again";
+
     pub fn conflict(resource: &str, group: &str, name: &str) -> Self {
         Self::about_object(
             StatusCode::CONFLICT,
@@ -103,7 +109,11 @@ impl Status {
             group,
             name,
             |q| {
-                format!("Operation cannot be fulfilled on {q} \"{name}\": the object has been modified; please apply your changes to the latest version and try again")
+                format!(
+                    "{}{q} \"{name}\": {}",
+                    Self::CONFLICT_PREFIX,
+                    Self::OPTIMISTIC_LOCK
+                )
             },
         )
     }

@@ -28,7 +28,7 @@ use crate::{
     audit::AuditRecord,
     authn::Identity,
     body::{Body, BoxError},
-    k8s::request::RequestInfo,
+    k8s::{request::RequestInfo, Status},
     ratelimit::inflight::SharedPlace,
     refusal::{Refusal, UpstreamFailure},
     service::{self, Caller, ResponseFuture},
@@ -171,7 +171,7 @@ where
                 }
                 let place = head.extensions.get::<SharedPlace>();
                 let kept = place.and_then(SharedPlace::take);
-                let Some(conflict) = concurrent_write(resp, verdict.pins).await else {
+                let Some(conflict) = own_pin_conflict(resp, verdict.pins).await else {
                     return Ok(Refusal::from(UpstreamFailure::Unreachable(
                         "the connection broke during the answer",
                     ))
@@ -266,9 +266,9 @@ impl Head {
 /// judged object's uid finding no object (deleted since it was read). Not a server-side
 /// apply's field-manager conflict, which is the client's to resolve. `Err` with the response
 /// otherwise (rebuilt when its body had to be read); `None` if the body could not be read.
-async fn concurrent_write(
+async fn own_pin_conflict(
     resp: Response<Body>,
-    pins: stage::Pins,
+    pins: super::judge::Pins,
 ) -> Option<Result<(), Response<Body>>> {
     if resp.status() != http::StatusCode::CONFLICT {
         return Some(Err(resp));
@@ -282,20 +282,20 @@ async fn concurrent_write(
     // The whole message, as the API server words it (`NewConflict`: "Operation cannot be
     // fulfilled on <resource> \"<name>\": <why>"), not a phrase in it: a field manager's name in
     // an apply conflict, a webhook's denial or a client's own uid can quote any words.
-    let optimistic = status.as_ref().is_some_and(|s| {
+    let ours = status.as_ref().is_some_and(|s| {
         let message = s["message"].as_str().unwrap_or_default();
-        let fulfilled = message.starts_with("Operation cannot be fulfilled on ");
+        let fulfilled = message.starts_with(Status::CONFLICT_PREFIX);
         s["reason"] == "Conflict"
             && fulfilled
             && ((pins.version
-                && message.ends_with(
-                    ": the object has been modified; please apply your changes to the latest version and try again",
-                ))
+                && message
+                    .strip_suffix(Status::OPTIMISTIC_LOCK)
+                    .is_some_and(|m| m.ends_with(": ")))
                 || (pins.uid
                     && message.contains(": uid mismatch: the provided object specified uid ")
                     && message.ends_with(", and no existing object was found")))
     });
-    if optimistic {
+    if ours {
         Some(Ok(()))
     } else {
         Some(Err(Response::from_parts(parts, crate::body::full(bytes))))
@@ -482,7 +482,7 @@ mod tests {
             *resp.status_mut() = http::StatusCode::CONFLICT;
             resp
         };
-        let both = stage::Pins {
+        let both = crate::sanitize::judge::Pins {
             version: true,
             uid: true,
         };
@@ -491,13 +491,13 @@ mod tests {
         for (message, pins, retried) in [
             (modified, both, true),
             (gone, both, true),
-            (modified, stage::Pins { uid: true, version: false }, false),
-            (gone, stage::Pins { uid: false, version: true }, false),
+            (modified, crate::sanitize::judge::Pins { uid: true, version: false }, false),
+            (gone, crate::sanitize::judge::Pins { uid: false, version: true }, false),
             ("Apply failed with 1 conflict: conflict with \"uid mismatch: the provided object specified uid x, and no existing object was found\": .spec.replicas", both, false),
             ("admission webhook \"w\" denied the request: the object has been modified; please apply your changes to the latest version and try again", both, false),
-            ("Operation cannot be fulfilled on pods \"p1\": uid mismatch: the provided object specified uid the object has been modified; please apply your changes to the latest version and try again, and no existing object was found", stage::Pins { uid: false, version: true }, false),
+            ("Operation cannot be fulfilled on pods \"p1\": uid mismatch: the provided object specified uid the object has been modified; please apply your changes to the latest version and try again, and no existing object was found", crate::sanitize::judge::Pins { uid: false, version: true }, false),
         ] {
-            let got = concurrent_write(conflict(message), pins).await;
+            let got = own_pin_conflict(conflict(message), pins).await;
             assert_eq!(got.map(|r| r.is_ok()), Some(retried), "{message}");
         }
     }

@@ -40,6 +40,7 @@ use http::{header, request::Parts, HeaderValue, Method};
 use http_body_util::{BodyExt, Limited};
 
 use super::{
+    judge::Pins,
     judge::{self, Current},
     parse::{
         self,
@@ -82,22 +83,11 @@ pub struct Verdict {
     /// The names in the decoded object of a create or update (for the audit `objectRef`), set
     /// as soon as the body parsed: a refused write is named too.
     pub named: Option<ObjectNames>,
-    /// The judged write is pinned to the version read by the proxy (`Judged::pinned`), or
-    /// names its uid (`Judged::uid_pinned`); with the body as received, so a conflict on
-    /// either can be judged again and sent again.
+    /// The judged write carries one of the proxy's own preconditions (`Judged::pins`): the
+    /// body as received, so a conflict on it can be judged again and sent again.
     pub retry: Option<Bytes>,
     /// Which of the proxy's pins the body carries (which 409s are the proxy's doing).
     pub pins: Pins,
-}
-
-/// The preconditions the proxy added to a judged write (not the client's): a 409 on one of
-/// them is the proxy's doing, judged again and retried.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Pins {
-    /// The judged `resourceVersion`: "the object has been modified".
-    pub version: bool,
-    /// The judged object's `uid`: "uid mismatch … no existing object was found".
-    pub uid: bool,
 }
 
 /// Whether this request carries a body the stage looks at; [`run`] is only for those. An
@@ -411,11 +401,7 @@ async fn judge_write(
     verdict.warnings = judged.warnings;
     verdict.audit = judged.audit;
     verdict.stripped = judged.stripped;
-    let pins = Pins {
-        version: judged.pinned,
-        uid: judged.uid_pinned,
-    };
-    Ok((judged.body, pins))
+    Ok((judged.body, judged.pins))
 }
 
 /// The request's `Content-Type` as sent (empty when absent).

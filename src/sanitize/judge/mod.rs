@@ -46,6 +46,7 @@ mod tests;
 pub(crate) use reapply::applied_entries;
 
 use case::case_variant_causes;
+pub(crate) use patch::pin_uid;
 use patch::{add_precondition, apply_patch, strip_json_patch};
 
 use std::borrow::Cow;
@@ -85,12 +86,8 @@ pub struct Judged {
     pub audit: Vec<String>,
     /// The rules' paths of the fields a strip rule removed (that held something).
     pub stripped: Vec<String>,
-    /// The body is pinned to the judged version by the proxy, not by the client: a 409 on it
-    /// is a concurrent write the proxy may judge again and retry.
-    pub pinned: bool,
-    /// The body names the judged object's uid by the proxy's doing: a 409 for finding no
-    /// object is a delete the proxy may judge again (as the create the write now is) and retry.
-    pub uid_pinned: bool,
+    /// The preconditions the proxy (not the client) added to the body.
+    pub pins: Pins,
 }
 
 /// `resource` or `resource/subresource`, as PodSecurity and the rules see it.
@@ -393,7 +390,8 @@ pub fn judge(
         return Err(refusal(kind, info, &parsed.value, causes, enforced));
     }
 
-    // 5. pin the judged version. Every apply of a pod-bearing kind under a policy is pinned,
+    // 5. pin the judged version (and, for an apply judged alone at most at baseline, the
+    // object's uid). Every apply of a pod-bearing kind under a policy is pinned,
     // judged or not: what it changes depends on the managers recorded in the object
     // (`reapply.rs`), and a write landing between the read and the apply could change them.
     let apply_under_policy = parsed.kind == BodyKind::ApplyPatch && kind.is_some() && modes.any();
@@ -402,7 +400,7 @@ pub fn judge(
         pss_needed || deny_needed || tokens.is_some() || apply_under_policy,
     ) {
         if let Some(rv) = cur.pointer("/metadata/resourceVersion").cloned() {
-            out.pinned = add_precondition(&mut parsed, rv, info)?;
+            out.pins.version = add_precondition(&mut parsed, rv, info)?;
         }
         if partial.is_some() {
             // The configuration alone was judged at most at baseline, which holds only if the
@@ -410,8 +408,7 @@ pub fn judge(
             // create one from the configuration (its create path compares no
             // resourceVersion). A uid names it; the API server answers an apply naming a uid
             // that finds no object 409 (`patch.go`: "uid mismatch … no existing object was
-            // found"). A uid the configuration names itself stays: the API server holds it to
-            // the stored one.
+            // found"). A uid the configuration names itself stays (`pin_uid`).
             if let (Some(uid), Some(meta)) = (
                 cur.pointer("/metadata/uid").cloned(),
                 parsed
@@ -420,14 +417,7 @@ pub fn judge(
                     .and_then(|root| root.get_mut("metadata"))
                     .and_then(Value::as_object_mut),
             ) {
-                let named = meta
-                    .get("uid")
-                    .and_then(Value::as_str)
-                    .is_some_and(|u| !u.is_empty());
-                if !named {
-                    meta.insert("uid".into(), uid);
-                    out.uid_pinned = true;
-                }
+                out.pins.uid = pin_uid(meta, uid);
             }
         }
     }
@@ -494,6 +484,17 @@ fn is_ephemeral_containers(info: &RequestInfo) -> bool {
     info.api_group.is_empty()
         && info.resource == "pods"
         && info.subresource == "ephemeralcontainers"
+}
+
+/// The preconditions the proxy added to a judged write (not the client's): a 409 on one of
+/// them is the proxy's doing, judged again and retried (`layer.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pins {
+    /// The judged `resourceVersion`: "the object has been modified".
+    pub version: bool,
+    /// The judged object's `uid`: "uid mismatch … no existing object was found" (deleted
+    /// since it was read; judged again, as the create the write now is).
+    pub uid: bool,
 }
 
 /// The object(s) the write would store: the body itself, or the patch applied to the current

@@ -285,6 +285,25 @@ pub(super) fn add_precondition(
     Ok(ours)
 }
 
+/// Name `uid` in `meta` unless the body names one itself; whether it was named here. A uid
+/// that is empty or null sets no precondition in the API server (it checks only a uid the
+/// body names): it is replaced. A real one stays (the client's own precondition, which the API
+/// server enforces), and so does one that is not a string (the API server refuses the body,
+/// 400, whatever is added here). With a uid the API server neither creates on an update nor
+/// on an apply (`patch.go`: 409 "uid mismatch … no existing object was found"; read in its
+/// source, not run here).
+pub(crate) fn pin_uid(meta: &mut serde_json::Map<String, Value>, uid: Value) -> bool {
+    let unset = match meta.get("uid") {
+        None | Some(Value::Null) => true,
+        Some(Value::String(u)) => u.is_empty(),
+        Some(_) => false,
+    };
+    if unset {
+        meta.insert("uid".into(), uid);
+    }
+    unset
+}
+
 /// The API server's conflict for a precondition other than the judged version.
 fn stale(info: &RequestInfo) -> Refusal {
     BodyRefusal::StalePrecondition {

@@ -211,9 +211,10 @@ struct State {
     /// The `stageTimestamp`s of the events read since the last checkpoint.
     since_stamps: Stamps,
     /// The `stageTimestamp` (unix µs) of each event read since the last checkpoint, kept while
-    /// a checkpoint may still come — one that adopts judges the first of them. Without one to
-    /// come (no sidecar left, as in a log written without a key), `since_stamps` is enough,
-    /// and memory stays flat however long the unsigned run.
+    /// a checkpoint placed after another may still come — one that adopts judges the first of
+    /// them. Without one to come (no sidecar left, as in a log written without a key; or none
+    /// placed yet, as in the unsigned backups of a log signed later), `since_stamps` is
+    /// enough, and memory stays flat however long the unsigned run.
     stamps: Vec<Option<i64>>,
     /// A file after the current one has a sidecar: a checkpoint may come after this file's.
     sidecar_later: bool,
@@ -438,7 +439,8 @@ impl State {
             .and_then(Value::as_str)
             .and_then(micros);
         self.since_stamps.push(stamp);
-        if self.sidecar_later || !self.pending.is_empty() {
+        // Only an adopting checkpoint placed after another one judges them (`reached`).
+        if self.report.checkpoints > 0 && (self.sidecar_later || !self.pending.is_empty()) {
             self.stamps.push(stamp);
         } else {
             self.stamps_skipped = true;

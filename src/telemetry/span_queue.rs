@@ -31,7 +31,7 @@ use prometheus_client::metrics::counter::Counter;
 use super::throttled::Throttled;
 
 /// Spans held at most between their end and an export, unless `OTEL_BSP_MAX_QUEUE_SIZE` says.
-pub const QUEUE: usize = 2048;
+const QUEUE: usize = 2048;
 
 /// The queue's size: `OTEL_BSP_MAX_QUEUE_SIZE` when set to a number (the SDK reads it the same
 /// way), else [`QUEUE`].

@@ -30,7 +30,12 @@ impl Throttled {
     pub fn note(&self) -> Option<u64> {
         let mut state = self.state();
         state.1 += 1;
-        if state.0.is_some_and(|at| at.elapsed() < self.every) {
+        self.due(&mut state)
+    }
+
+    /// The occurrences not yet written, reset, when a line is due.
+    fn due(&self, state: &mut (Option<Instant>, u64)) -> Option<u64> {
+        if state.1 == 0 || state.0.is_some_and(|at| at.elapsed() < self.every) {
             return None;
         }
         let since = state.1;
@@ -46,13 +51,7 @@ impl Throttled {
     /// The occurrences not yet written when a line is due, without counting one: for a caller
     /// that learns the episode may be over.
     pub fn unwritten_when_due(&self) -> Option<u64> {
-        let mut state = self.state();
-        if state.1 == 0 || state.0.is_some_and(|at| at.elapsed() < self.every) {
-            return None;
-        }
-        let since = state.1;
-        *state = (Some(Instant::now()), 0);
-        Some(since)
+        self.due(&mut self.state())
     }
 }
 

@@ -307,7 +307,7 @@ impl Authorizer {
     }
 
     /// The grant rules without `namespaces` whose wildcards (`verbs: ["*"]`, or a `resources`
-    /// pattern other than the target's name: `*`, `userextras/*`) reach `impersonate` on any
+    /// pattern that does not name the target: `*`, `*/*`) reach `impersonate` on any
     /// user, group, uid or extra: as in RBAC, whoever holds one may act as others (outside
     /// `system:`, which needs `resource_names`), and so reach every namespace those identities
     /// reach — although the rule itself covers cluster-scoped resources only. Logged at start

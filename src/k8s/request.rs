@@ -104,7 +104,9 @@ pub struct RequestInfo {
     /// The HTTP/1.1 upgrade the request asks for, if any.
     pub upgrade: Option<Upgrade>,
     /// kube-apiserver's long-running predicate: verbs {watch, proxy}, subresources
-    /// {attach, exec, proxy, log, portforward}, non-resource paths under `/debug/pprof/`.
+    /// {attach, exec, proxy, log, portforward}, non-resource paths under `/debug/pprof/` —
+    /// plus a WebSocket GET of an aggregated API's own subresource (`aggregated_subresource`),
+    /// which its aggregator splices.
     pub long_running: bool,
     /// A WebSocket GET of exec / attach / port-forward (or of `nodes/proxy`, which reaches
     /// the kubelet's), authorized as `create` (`verb`) while

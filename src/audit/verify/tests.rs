@@ -552,8 +552,9 @@ fn an_adopted_count_beyond_the_start_fails() {
     assert!(msg.contains("but it signs event #4"), "{msg}");
 }
 
-/// A log without sidecars (written without a key) keeps no stamp per event: its unsigned run
-/// is summed as read. The summary is the same: first and last in file order.
+/// A log without sidecars (written without a key) has its unsigned run summed as read (no
+/// stamp kept per event: its memory is measured in `benches/PERFORMANCE-LOG.md`, not here).
+/// The summary is what it was: first and last in file order.
 #[test]
 fn an_unsigned_log_sums_its_tail_stamps_as_it_reads() {
     let dir = tempfile::tempdir().unwrap();

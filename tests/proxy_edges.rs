@@ -377,12 +377,16 @@ async fn spdy_upgrade_is_spliced_and_upstream_headers_pass_through() {
 async fn an_aggregated_apis_websocket_console_is_spliced_under_the_sessions_cap() {
     use tokio::io::AsyncWriteExt;
     let (ca, sandbox) = Env::ca_and_sandbox().await;
-    let upgrades = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = upgrades.clone();
+    let consoles = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = consoles.clone();
     let fake = common::fake_upstream(&ca, move |mut s| {
         let seen = seen.clone();
         async move {
             let Some(head) = common::read_head(&mut s).await else { return };
+            // Every console request, upgrade or not (the proxy's own probes aside).
+            if head.contains("/virtualmachineinstances/vm/console") {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
             let lower = head.to_lowercase();
             if !lower.contains("upgrade: websocket") {
                 // What virt-api answers a console request that is not an upgrade.
@@ -391,7 +395,6 @@ async fn an_aggregated_apis_websocket_console_is_spliced_under_the_sessions_cap(
                     .await;
                 return;
             }
-            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let _ = s
                 .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
                 .await;
@@ -435,7 +438,7 @@ async fn an_aggregated_apis_websocket_console_is_spliced_under_the_sessions_cap(
     let (_refused, head) = open().await;
     assert!(head.starts_with("HTTP/1.1 429"), "{head}");
     assert_eq!(
-        upgrades.load(std::sync::atomic::Ordering::SeqCst),
+        consoles.load(std::sync::atomic::Ordering::SeqCst),
         1,
         "the refused upgrade reached the API server"
     );

@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
 """Heap allocations in a callgrind profile: the calls into Rust's allocator entry points
-(`__rust_alloc`, `__rust_alloc_zeroed`; `__rust_realloc` apart) and into libc's `malloc` /
-`calloc` (C code such as aws-lc). Counted at every call site, whatever the global allocator:
-valgrind's DHAT sees only libc's malloc, so it cannot count mimalloc's blocks.
+(`__rust_alloc`, `__rust_alloc_zeroed`; `__rust_realloc` apart), into mimalloc's (`mi_malloc_aligned`,
+`mi_zalloc_aligned`: what `__rust_alloc` becomes once link-time optimisation inlines the shim)
+and into libc's `malloc` / `calloc` (C code such as aws-lc). Counted at every call site, whatever
+the global allocator: valgrind's DHAT sees only libc's malloc, so it cannot count mimalloc's
+blocks. A call from one entry point into another (the shim `__rust_alloc` calling
+`mi_malloc_aligned`, or the system allocator's `malloc`) is one block, counted once.
 
 Usage: callgrind_calls.py CALLGRIND_OUT   -> prints "ALLOCS REALLOCS"
 """
 import re
 import sys
 
-NEW = {"__rustc::__rust_alloc", "__rustc::__rust_alloc_zeroed", "malloc", "calloc"}
-GROW = {"__rustc::__rust_realloc", "realloc"}
+NEW = {"__rustc::__rust_alloc", "__rustc::__rust_alloc_zeroed", "malloc", "calloc",
+       "mi_malloc_aligned", "mi_zalloc_aligned"}
+GROW = {"__rustc::__rust_realloc", "realloc", "mi_realloc_aligned"}
+# Callers whose calls into an entry point above are the same block again: the allocator shims.
+SHIMS = ("__rust_alloc", "__rust_realloc", "__rdl_alloc", "__rdl_realloc", "GlobalAlloc")
 
 
 def main(path):
@@ -31,13 +37,14 @@ def main(path):
                 elif target in GROW:
                     grow += n
                 target = None
-    # With the system allocator `__rust_alloc` calls `malloc`: count that block once.
-    print(new - rust_to_libc(path, names), grow)
+    # `__rust_alloc` calls `malloc` (system allocator) or `mi_malloc_aligned`: count it once.
+    shim_new, shim_grow = from_shims(path, names)
+    print(new - shim_new, grow - shim_grow)
 
 
-def rust_to_libc(path, names):
-    """Calls to malloc/calloc made by the Rust allocator shims themselves."""
-    caller, target, n = None, None, 0
+def from_shims(path, names):
+    """Calls into an entry point made by the Rust allocator shims themselves: (new, grow)."""
+    caller, target, new, grow = None, None, 0, 0
     with open(path, errors="replace") as f:
         for line in f:
             if line.startswith("fn="):
@@ -46,11 +53,15 @@ def rust_to_libc(path, names):
             elif line.startswith("cfn="):
                 m = re.match(r"cfn=\((\d+)\)", line)
                 target = names.get(m.group(1)) if m else None
-            elif line.startswith("calls=") and target in ("malloc", "calloc"):
-                if caller and ("__rust_alloc" in caller or "__rdl_alloc" in caller):
-                    n += int(line.split()[0][len("calls="):])
+            elif line.startswith("calls=") and (target in NEW or target in GROW):
+                if caller and any(s in caller for s in SHIMS):
+                    n = int(line.split()[0][len("calls="):])
+                    if target in NEW:
+                        new += n
+                    else:
+                        grow += n
                 target = None
-    return n
+    return new, grow
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 
 mod common;
 
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use bytes::Bytes;
 use common::{jwt, Env};
 use http::{Request, StatusCode};
@@ -1423,5 +1424,119 @@ async fn revoked_client_certificate_cannot_connect() {
         "a revoked certificate was accepted"
     );
     assert!(env.sandbox.sandbox.recorded().is_empty());
+    env.stop().await;
+}
+
+/// A browser-style WebSocket client carries its token as a subprotocol
+/// (`base64url.bearer.authorization.k8s.io.<token>`), since a browser cannot set
+/// `Authorization` on a WebSocket; kube-apiserver accepts it. The Python `websocket` client
+/// (the official client's dependency) runs `cat` in a pod that way, with no `Authorization`
+/// header: the session works as alice, and the API server is offered no token. A bad token,
+/// two of them, or one with no other subprotocol to echo back is 401 and never reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_token_subprotocol_authenticates_and_is_not_forwarded() {
+    common::require_kubectl();
+    let env = Env::start().await;
+    common::session::make_shell_pod(&env).await;
+    env.sandbox.sandbox.clear_recorded();
+    let script = r#"
+import base64, websocket, time
+c = client.Configuration.get_default_copy()
+token = c.auth_settings()['BearerToken']['value'].split(' ', 1)[1]
+carried = 'base64url.bearer.authorization.k8s.io.' + base64.urlsafe_b64encode(token.encode()).decode().rstrip('=')
+url = c.host.replace('https://', 'wss://', 1) + '/api/v1/namespaces/team-a/pods/shell/exec?command=cat&stdin=true&stdout=true'
+ws = websocket.create_connection(url, subprotocols=['v5.channel.k8s.io', carried], sslopt={'ca_certs': c.ssl_ca_cert})
+chosen = ws.getheaders().get('sec-websocket-protocol')
+ws.send_binary(b'\x00from a browser\n')
+out = b''
+end = time.time() + 20
+while b'from a browser\n' not in out and time.time() < end:
+    op, got = ws.recv_data()
+    if got[:1] == b'\x01':
+        out += got[1:]
+ws.close()
+print(json.dumps([chosen, out.decode(), token]))
+"#;
+    let printed = common::session::python(&env, script).await;
+    let got: Value = serde_json::from_str(printed.trim()).unwrap();
+    let token = got[2].as_str().unwrap();
+    assert_eq!(got[0], "v5.channel.k8s.io", "{got}");
+    assert_eq!(got[1], "from a browser\n", "{got}");
+    let exec = env
+        .sandbox
+        .sandbox
+        .recorded()
+        .into_iter()
+        .find(|r| r.path.ends_with("/pods/shell/exec"))
+        .expect("the exec reached the API server");
+    assert_eq!(exec.headers["impersonate-user"], "alice");
+    let offered: Vec<_> = exec
+        .headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(offered, ["v5.channel.k8s.io"], "the token went upstream");
+    assert!(
+        exec.headers
+            .iter()
+            .all(|(_, v)| !String::from_utf8_lossy(v.as_bytes()).contains(token)),
+        "the API server got alice's token: {:?}",
+        exec.headers
+    );
+
+    // Refused, as the API server refuses them, and never forwarded.
+    let f = forge(&env);
+    let good = URL_SAFE_NO_PAD.encode(f.token(&claims("alice", &["tenant:team-a"])));
+    let forged = URL_SAFE_NO_PAD.encode(jwt::tamper(
+        &f.token(&claims("alice", &["tenant:team-a"])),
+        &claims("alice", &["demo:admins"]),
+    ));
+    let carried = |t: &str| format!("base64url.bearer.authorization.k8s.io.{t}");
+    for (what, protocols) in [
+        (
+            "a tampered token",
+            format!("v5.channel.k8s.io, {}", carried(&forged)),
+        ),
+        ("a token alone", carried(&good)),
+        (
+            "two tokens",
+            format!("v5.channel.k8s.io, {}, {}", carried(&good), carried(&good)),
+        ),
+        (
+            "a token in the standard base64 alphabet",
+            format!("v5.channel.k8s.io, {}", carried("a+b/")),
+        ),
+    ] {
+        let mut r = common::websocket_get(
+            "/api/v1/namespaces/team-a/pods/shell/exec?command=cat&stdin=true&stdout=true",
+        );
+        r.headers_mut()
+            .insert("sec-websocket-protocol", protocols.parse().unwrap());
+        let s = refused(&env, r, StatusCode::UNAUTHORIZED, "Unauthorized").await;
+        assert_eq!(s["message"], "Unauthorized", "{what}");
+    }
+
+    // Nor does a token subprotocol on a request that is no upgrade go upstream.
+    env.sandbox.sandbox.clear_recorded();
+    let mut r = req(
+        "GET",
+        "/api/v1/namespaces/team-a/pods",
+        Some(&f.token(&claims("alice", &["tenant:team-a"]))),
+    );
+    r.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("v5.channel.k8s.io, {}", carried(&good))
+            .parse()
+            .unwrap(),
+    );
+    let resp = env.request(r, None, true).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{:?}", resp.body());
+    let seen = env.sandbox.sandbox.recorded();
+    let list = seen
+        .iter()
+        .find(|r| r.path == "/api/v1/namespaces/team-a/pods")
+        .expect("the list was forwarded");
+    assert_eq!(list.headers["sec-websocket-protocol"], "v5.channel.k8s.io");
     env.stop().await;
 }

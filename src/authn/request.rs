@@ -2,9 +2,15 @@
 //!
 //! Order (as kube-apiserver's union authenticator): a verified client certificate on the
 //! connection wins; otherwise exactly one `Authorization: Bearer <token>` header must carry a
-//! token that verifies against a configured JWT issuer. Rejected (the caller turns every case
-//! into the same 401 `Unauthorized` Status): no credentials; more than one `Authorization`
-//! header; a scheme other than Bearer; an empty token; a token when no issuer is configured; any
+//! token that verifies against a configured JWT issuer; failing that, a WebSocket upgrade may
+//! carry its token as a `Sec-WebSocket-Protocol` entry `base64url.bearer.authorization.k8s.io.
+//! <unpadded base64url>` (what browser clients send, who cannot set `Authorization` on a
+//! WebSocket; kube-apiserver's `websocket.NewProtocolAuthenticator`, tried after the header in
+//! its union). That entry is never forwarded (`k8s::headers::strip_bearer_protocols`). Rejected
+//! (the caller turns every case into the same 401 `Unauthorized` Status): no credentials; more
+//! than one `Authorization` header; a scheme other than Bearer; an empty token; more than one
+//! token subprotocol, one that is not base64url of UTF-8, or one with no other subprotocol
+//! beside it (the server must echo one back); a token when no issuer is configured; any
 //! token the JWT verifier refuses; a certificate identity the x509 mapping refuses; a
 //! certificate outside its validity period (checked on every request: a connection outlives
 //! its handshake's check); a connection's chain that a reload's CAs or CRLs refuse (verified
@@ -16,8 +22,10 @@ use std::sync::Arc;
 
 use http::{header, HeaderMap};
 
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+
 use super::{jwt::JwtAuthenticator, x509, Identity};
-use crate::{authz::Authorizer, server::ConnInfo};
+use crate::{authz::Authorizer, k8s::headers::BEARER_PROTOCOL, server::ConnInfo};
 
 /// What authentication needs, taken from the config once when the stack is built.
 #[derive(Clone)]
@@ -36,7 +44,8 @@ pub struct Authenticator {
 pub enum Failure {
     #[error("no credentials")]
     NoCredentials,
-    /// The `Authorization` header is malformed (two of them, another scheme, empty token).
+    /// The `Authorization` header is malformed (two of them, another scheme, empty token), or a
+    /// WebSocket's token subprotocol is (two of them, not base64url of UTF-8, alone).
     #[error("{0}")]
     BadHeader(&'static str),
     #[error("bearer token, but no JWT issuer is configured")]
@@ -74,6 +83,62 @@ fn bearer(headers: &HeaderMap) -> Bearer<'_> {
     }
 }
 
+/// The token a WebSocket upgrade carries as a subprotocol, read as kube-apiserver's protocol
+/// authenticator reads it: each `Sec-WebSocket-Protocol` value split on `,` and trimmed, the
+/// entry that starts with [`BEARER_PROTOCOL`] (case as written), its rest unpadded base64url
+/// of UTF-8 text. `None` for a request that is not a WebSocket upgrade, or carries no such
+/// entry (or an empty one, which the API server also reads as no token).
+fn websocket_bearer(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
+    if !crate::k8s::request::is_websocket_upgrade(headers) {
+        return Ok(None);
+    }
+    let mut token = None;
+    let mut others = false;
+    for value in headers.get_all(header::SEC_WEBSOCKET_PROTOCOL) {
+        for entry in value
+            .as_bytes()
+            .split(|b| *b == b',')
+            .map(<[u8]>::trim_ascii)
+        {
+            let Some(encoded) = entry.strip_prefix(BEARER_PROTOCOL.as_bytes()) else {
+                others = true;
+                continue;
+            };
+            if token.is_some() {
+                return Err("more than one bearer token subprotocol");
+            }
+            let decoded = URL_SAFE_NO_PAD
+                .decode(encoded)
+                .map_err(|_| "bearer token subprotocol is not base64url")?;
+            token = Some(
+                String::from_utf8(decoded).map_err(|_| "bearer token subprotocol is not UTF-8")?,
+            );
+        }
+    }
+    match token {
+        Some(t) if t.is_empty() => Ok(None),
+        Some(_) if !others => Err("bearer token subprotocol without another subprotocol"),
+        t => Ok(t),
+    }
+}
+
+/// The identity a bearer token (from the header or a subprotocol) verifies to.
+async fn by_token(config: &Authenticator, token: &str) -> Result<Arc<Identity>, Failure> {
+    let jwt = config.jwt.as_ref().ok_or(Failure::NoIssuer)?;
+    let id = jwt.authenticate(token).await?;
+    // The cached identity has no tenant (the authorizer, which names it, may be replaced by a
+    // reload while the token cache lives on): resolved per request, and the shared identity
+    // is copied only when it has one.
+    match config.authorizer.tenant_of(&id) {
+        None => Ok(id),
+        Some(tenant) => {
+            let mut id = Arc::unwrap_or_clone(id);
+            id.tenant = Some(tenant);
+            Ok(Arc::new(id))
+        }
+    }
+}
+
 /// Authenticate the request whose headers and connection are given.
 pub async fn authenticate(
     config: &Authenticator,
@@ -91,31 +156,34 @@ pub async fn authenticate(
             // reload) does not end it when a bearer token came too: kube's union
             // authenticator goes on to the next authenticator after the x509 one fails.
             Err(rejected)
-                if config.jwt.is_some() && matches!(bearer(headers), Bearer::Token(_)) =>
+                if config.jwt.is_some()
+                    && (matches!(bearer(headers), Bearer::Token(_))
+                        || matches!(websocket_bearer(headers), Ok(Some(_)))) =>
             {
                 tracing::info!(reason = %rejected, "client certificate yields no identity; trying the bearer token");
             }
             Err(rejected) => return Err(rejected.into()),
         }
     }
-    match bearer(headers) {
-        Bearer::Absent => Err(Failure::NoCredentials),
-        Bearer::Invalid(why) => Err(Failure::BadHeader(why)),
-        Bearer::Token(token) => {
-            let jwt = config.jwt.as_ref().ok_or(Failure::NoIssuer)?;
-            let id = jwt.authenticate(token).await?;
-            // The cached identity has no tenant (the authorizer, which names it, may be
-            // replaced by a reload while the token cache lives on): resolved per request, and
-            // the shared identity is copied only when it has one.
-            match config.authorizer.tenant_of(&id) {
-                None => Ok(id),
-                Some(tenant) => {
-                    let mut id = Arc::unwrap_or_clone(id);
-                    id.tenant = Some(tenant);
-                    Ok(Arc::new(id))
-                }
-            }
-        }
+    let failed = match bearer(headers) {
+        Bearer::Token(token) => match by_token(config, token).await {
+            Ok(id) => return Ok(id),
+            Err(failure) => failure,
+        },
+        Bearer::Absent => Failure::NoCredentials,
+        Bearer::Invalid(why) => Failure::BadHeader(why),
+    };
+    // As the API server's union goes on to its WebSocket protocol authenticator after the
+    // bearer header's fails; when both fail, the header's failure is the one logged.
+    match websocket_bearer(headers) {
+        Ok(None) => Err(failed),
+        Ok(Some(token)) => match by_token(config, &token).await {
+            Ok(id) => Ok(id),
+            Err(_) if failed != Failure::NoCredentials => Err(failed),
+            Err(failure) => Err(failure),
+        },
+        Err(_) if failed != Failure::NoCredentials => Err(failed),
+        Err(why) => Err(Failure::BadHeader(why)),
     }
 }
 
@@ -129,6 +197,81 @@ mod tests {
             m.append(header::AUTHORIZATION, v.parse().unwrap());
         }
         m
+    }
+
+    fn ws(protocols: &[&str]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        m.insert(header::CONNECTION, "Upgrade".parse().unwrap());
+        m.insert(header::UPGRADE, "websocket".parse().unwrap());
+        for p in protocols {
+            m.append(header::SEC_WEBSOCKET_PROTOCOL, p.parse().unwrap());
+        }
+        m
+    }
+
+    /// Read as kube-apiserver's `websocket.ProtocolAuthenticator` reads it.
+    #[test]
+    fn websocket_bearer_parsing() {
+        let tok = "base64url.bearer.authorization.k8s.io.ZXlKaGJHY2lPaUpGVXpJMU5pSjkuZS5z";
+        let ok = |p: &[&str]| websocket_bearer(&ws(p));
+        assert_eq!(
+            ok(&["v5.channel.k8s.io", tok]),
+            Ok(Some("eyJhbGciOiJFUzI1NiJ9.e.s".to_owned()))
+        );
+        // Entries split across one value, any spacing; the offer's order does not matter.
+        assert_eq!(
+            ok(&[&format!(" {tok} ,v4.channel.k8s.io")]),
+            Ok(Some("eyJhbGciOiJFUzI1NiJ9.e.s".to_owned()))
+        );
+        assert_eq!(ok(&["v5.channel.k8s.io"]), Ok(None));
+        assert_eq!(ok(&[]), Ok(None));
+        // An empty token is no token, as there.
+        assert_eq!(
+            ok(&[
+                "v5.channel.k8s.io",
+                "base64url.bearer.authorization.k8s.io."
+            ]),
+            Ok(None)
+        );
+        assert!(ok(&[tok]).is_err(), "alone: nothing left to echo back");
+        assert!(ok(&["v5.channel.k8s.io", tok, tok]).is_err(), "two tokens");
+        assert!(
+            ok(&["v5.channel.k8s.io", &format!("{tok}=")]).is_err(),
+            "padded"
+        );
+        assert!(
+            ok(&[
+                "v5.channel.k8s.io",
+                "base64url.bearer.authorization.k8s.io.a+b/"
+            ])
+            .is_err(),
+            "standard alphabet"
+        );
+        // `//8` is 0xff 0xff: not UTF-8.
+        assert!(ok(&[
+            "v5.channel.k8s.io",
+            "base64url.bearer.authorization.k8s.io.__8"
+        ])
+        .is_err());
+        // The prefix is matched as written (Go's `strings.HasPrefix`): another case is just
+        // another subprotocol (and is stripped before forwarding all the same).
+        assert_eq!(
+            ok(&[
+                "v5.channel.k8s.io",
+                "Base64url.bearer.authorization.k8s.io.eA"
+            ]),
+            Ok(None)
+        );
+        // Only on a WebSocket upgrade.
+        let mut plain = ws(&["v5.channel.k8s.io", tok]);
+        plain.remove(header::UPGRADE);
+        assert_eq!(websocket_bearer(&plain), Ok(None));
+        let mut spdy = ws(&["v5.channel.k8s.io", tok]);
+        spdy.insert(header::UPGRADE, "SPDY/3.1".parse().unwrap());
+        assert_eq!(websocket_bearer(&spdy), Ok(None));
+        let mut no_connection = ws(&["v5.channel.k8s.io", tok]);
+        no_connection.remove(header::CONNECTION);
+        assert_eq!(websocket_bearer(&no_connection), Ok(None));
     }
 
     #[test]

@@ -117,6 +117,18 @@ pub fn retain_websocket_protocols(headers: &mut HeaderMap, keep: impl Fn(&str) -
     }
 }
 
+/// The subprotocol prefix through which a browser WebSocket client carries a bearer token
+/// (kube-apiserver's `websocket.NewProtocolAuthenticator` reads it; so does `authn::request`).
+pub const BEARER_PROTOCOL: &str = "base64url.bearer.authorization.k8s.io.";
+
+/// Remove token-carrying subprotocols (any case) from a `Sec-WebSocket-Protocol` offer, on
+/// every forwarded request: the API server must authenticate the proxy (and impersonate the
+/// caller), never fall back to a client's token — e.g. were the proxy's own credential ever
+/// rejected — and a token the proxy read is not the upstream's to see.
+pub fn strip_bearer_protocols(h: &mut HeaderMap) {
+    retain_websocket_protocols(h, |p| !p.to_ascii_lowercase().starts_with(BEARER_PROTOCOL));
+}
+
 /// Drop `names` (lower case) from the tokens of every `Connection` value, so that
 /// [`strip_hop_by_hop`] leaves headers of those names alone: the proxy's own headers set before
 /// it runs (the trace context). A value left with no token goes. Nothing to do, and nothing
@@ -217,6 +229,31 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn token_carrying_subprotocols_are_not_offered_upstream() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(
+                "v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.c2VjcmV0",
+            ),
+        );
+        h.append(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("Base64url.Bearer.Authorization.K8s.Io.eA"),
+        );
+        strip_bearer_protocols(&mut h);
+        assert_eq!(h.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().count(), 1);
+        assert_eq!(h[header::SEC_WEBSOCKET_PROTOCOL], "v5.channel.k8s.io");
+        let mut only = HeaderMap::new();
+        only.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("base64url.bearer.authorization.k8s.io.c2VjcmV0"),
+        );
+        strip_bearer_protocols(&mut only);
+        assert!(!only.contains_key(header::SEC_WEBSOCKET_PROTOCOL));
     }
 
     /// Many identity headers behind many others (what a client can pack into one HTTP/2

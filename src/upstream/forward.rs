@@ -74,6 +74,7 @@ pub type Guard = Box<dyn Send + Sync + 'static>;
 pub fn prepare_headers(h: &mut HeaderMap, up: &Upstream, ob: &Outbound<'_>) -> Result<(), Refusal> {
     headers::strip_hop_by_hop(h);
     headers::strip_identity(h);
+    headers::strip_bearer_protocols(h);
     h.remove(header::HOST);
     if let Some(auth) = up.credentials.authorization() {
         h.insert(header::AUTHORIZATION, (*auth).clone());

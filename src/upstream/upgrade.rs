@@ -221,7 +221,6 @@ fn prepare_upgrade_request(
         Err(_) => return Err(UpstreamFailure::Unforwardable.into()),
     };
     prepare_headers(&mut parts.headers, up, ob)?;
-    strip_bearer_protocols(&mut parts.headers);
     // Hop-by-hop hygiene removed them; an upgrade needs exactly these two back.
     parts
         .headers
@@ -336,19 +335,6 @@ async fn send_on_fresh_connection(
     // Whatever happens next, this connection serves no other request.
     drop(sender);
     Ok(resp)
-}
-
-/// The subprotocol prefix through which a browser WebSocket client carries a bearer token
-/// (kube-apiserver's `websocket.NewProtocolAuthenticator` reads it).
-const BEARER_PROTOCOL: &str = "base64url.bearer.authorization.k8s.io.";
-
-/// Remove token-carrying subprotocols from the offer: the API server must authenticate the
-/// proxy (and impersonate the caller), never fall back to a client's token — e.g. were the
-/// proxy's own credential ever rejected.
-fn strip_bearer_protocols(h: &mut http::HeaderMap) {
-    headers::retain_websocket_protocols(h, |p| {
-        !p.to_ascii_lowercase().starts_with(BEARER_PROTOCOL)
-    });
 }
 
 /// What ends a session besides its two sides: the end of its connection's shutdown grace,
@@ -547,30 +533,5 @@ mod tests {
                 .unwrap();
             assert_eq!(rest, b"last");
         }
-    }
-
-    #[test]
-    fn token_carrying_subprotocols_are_not_offered_upstream() {
-        let mut h = http::HeaderMap::new();
-        h.insert(
-            header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(
-                "v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.c2VjcmV0",
-            ),
-        );
-        h.append(
-            header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static("Base64url.Bearer.Authorization.K8s.Io.eA"),
-        );
-        strip_bearer_protocols(&mut h);
-        assert_eq!(h.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().count(), 1);
-        assert_eq!(h[header::SEC_WEBSOCKET_PROTOCOL], "v5.channel.k8s.io");
-        let mut only = http::HeaderMap::new();
-        only.insert(
-            header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static("base64url.bearer.authorization.k8s.io.c2VjcmV0"),
-        );
-        strip_bearer_protocols(&mut only);
-        assert!(!only.contains_key(header::SEC_WEBSOCKET_PROTOCOL));
     }
 }

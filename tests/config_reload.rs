@@ -447,6 +447,48 @@ async fn a_bad_config_is_refused_with_its_key_paths_and_the_old_one_keeps_servin
     b.stop().await;
 }
 
+/// An edit whose upstream no endpoint of answers (a URL typo: here a port nobody listens on)
+/// is refused while the running upstream answers — applied, it would make every request a
+/// 502 / 503 and every replica unready at once — and the rest of that edit (a removed grant)
+/// waits with it. The next edit that leaves the upstream as it was applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_edit_that_answers_nowhere_is_refused_while_the_running_one_answers() {
+    common::require_kubectl();
+    let b = Binary::start(&["--reload-poll", "0s"], |_| {}).await;
+    let good = std::fs::read_to_string(&b.files.config).unwrap();
+    let at = good
+        .find("upstream:\n  url: ")
+        .expect("the demo's upstream url")
+        + "upstream:\n".len();
+    let end = at + good[at..].find('\n').unwrap();
+    let nobody = common::free_port();
+    let bad = format!("{}  url: https://{nobody}{}", &good[..at], &good[end..]);
+    b.write_config(&without_ci_grant(&bad));
+    b.signal("HUP");
+    b.wait_reloads("failure", 1).await;
+    assert_eq!(b.reloads("success").await, 0);
+    let log = b
+        .log_when(|log| log.contains("no endpoint of the new upstream answered"))
+        .await;
+    assert!(
+        log.lines()
+            .any(|l| l.contains("configuration reload refused")
+                && l.contains("key=upstream")
+                && l.contains(&nobody.to_string())),
+        "no refusal line names the upstream:\n{log}"
+    );
+    assert_eq!(common::admin_get(b.admin, "/readyz").await.0, 200);
+    ci_reads(&b).await.expect("the old config still grants ci");
+    let out = b.kubectl(&b.files.admin_kubeconfig, &["get", "ns"]).await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+
+    b.write_config(&without_ci_grant(&good));
+    b.signal("HUP");
+    b.wait_reloads("success", 1).await;
+    assert_ci_refused(&b).await;
+    b.stop().await;
+}
+
 /// An HTTPS JWKS endpoint serving the demo issuer's keys while `up` is set, 503 otherwise;
 /// its CA written as `jwks-ca.crt` beside the config. Its address.
 async fn jwks_endpoint(b: &Binary, up: Arc<AtomicBool>) -> std::net::SocketAddr {

@@ -120,7 +120,8 @@ fn audit_receivers(rt: &Runtime) -> Result<Vec<Retarget>, Vec<Problem>> {
 
 /// Make the new runtime able to serve its first request: JWT keys loaded (a running issuer
 /// whose new key source gives none would refuse every token it signs), a new upstream probed
-/// (readiness), the token file re-read into carried credentials.
+/// (readiness: refused when none of its endpoints answers while the running upstream does),
+/// the token file re-read into carried credentials.
 ///
 /// An issuer the running configuration does not have yet blocks nothing: nobody's tokens are
 /// accepted by it yet, so without keys it only stays not ready — as at startup, its keys are
@@ -163,7 +164,21 @@ async fn prepare(rt: &Runtime, old: &Runtime) -> Result<(), Vec<Problem>> {
             rt.credentials.reload(path).await;
         }
     } else if !rt.upstream.probe().await {
-        tracing::warn!("the reloaded upstream did not answer its first readiness probe");
+        // A new upstream no endpoint of which answers, in place of one that does, would turn
+        // every request into a 502 / 503 and every replica unready at once (a URL typo, a
+        // wrong CA, credentials the API server refuses): refused, as a running issuer without
+        // keys is, and retried until it answers. With the running one down too, nothing is
+        // lost by applying it — and a fix is never held back.
+        let window = old.config.ready_window;
+        if old.upstream.healthy_within(window) {
+            let why = rt.upstream.not_ready(window).join("; ");
+            return Err(problem(
+                "upstream",
+                format!("no endpoint of the new upstream answered its readiness probe (/readyz), while the running one does: {why}"),
+                "fix the URL, CA or credentials; the running upstream stays in force, and a refused reload is tried again",
+            ));
+        }
+        tracing::warn!("the reloaded upstream did not answer its first readiness probe (nor does the running one)");
     }
     Ok(())
 }

@@ -60,6 +60,16 @@ impl Cutoff {
         Cutoff(Some((shutdown, grace)))
     }
 
+    /// Whether the cutoff has passed: the proxy, not the client, is ending what is still
+    /// open on the connection. Never for [`Cutoff::default`].
+    pub fn is_reached(&self) -> bool {
+        self.0.as_ref().is_some_and(|(shutdown, grace)| {
+            shutdown
+                .fired_at()
+                .is_some_and(|fired| Instant::now() >= fired + *grace)
+        })
+    }
+
     /// Resolves at the cutoff — `grace` after the signal fired, however late this is first
     /// awaited (a session that started during the drain gets no grace of its own) — or at
     /// once, past it; never for [`Cutoff::default`]. A trigger dropped unfired counts from

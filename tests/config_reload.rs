@@ -456,13 +456,9 @@ async fn an_upstream_edit_that_answers_nowhere_is_refused_while_the_running_one_
     common::require_kubectl();
     let b = Binary::start(&["--reload-poll", "0s"], |_| {}).await;
     let good = std::fs::read_to_string(&b.files.config).unwrap();
-    let at = good
-        .find("upstream:\n  url: ")
-        .expect("the demo's upstream url")
-        + "upstream:\n".len();
-    let end = at + good[at..].find('\n').unwrap();
     let nobody = common::free_port();
-    let bad = format!("{}  url: https://{nobody}{}", &good[..at], &good[end..]);
+    let mut bad = good.clone();
+    common::with_upstream_url(&mut bad, nobody);
     b.write_config(&without_ci_grant(&bad));
     b.signal("HUP");
     b.wait_reloads("failure", 1).await;

@@ -464,3 +464,66 @@ async fn a_connection_accepted_before_sigterm_gets_its_first_request_answered() 
     assert!(status.success(), "exit status {status:?}");
     b.sandbox.stop().await;
 }
+
+/// An ordinary request still waiting on the API server when `shutdown.grace` runs out (a
+/// write behind a slow admission webhook, a large list) is cut with its connection, and its
+/// `ResponseComplete` is in the audit log, annotated `response-aborted: shutdown`: the proxy's
+/// drain ended it, not the client. Over HTTP/2, as kubectl and client-go send it, where the
+/// request's task sees its connection dropped only after the listener has stopped waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_grace_cuts_leaves_its_event_marked_shutdown() {
+    use tokio::io::AsyncWriteExt;
+    let (ca, sandbox) = common::Env::ca_and_sandbox().await;
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::channel(4);
+    let fake = common::fake_upstream(&ca, move |mut s| {
+        let seen_tx = seen_tx.clone();
+        async move {
+            while let Some(head) = common::read_head(&mut s).await {
+                if head.contains("/configmaps/slow") {
+                    let _ = seen_tx.send(()).await;
+                    // Never answered while the proxy runs.
+                    tokio::time::sleep(Duration::from_secs(120)).await;
+                    return;
+                }
+                let ok = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                if s.write_all(ok).await.is_err() || s.flush().await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let env = common::Env::start_against(ca, sandbox, fake, |c| {
+        let five = "shutdown:\n  grace: 5s\n";
+        assert!(c.contains(five), "the demo's grace moved");
+        *c = c.replace(five, "shutdown:\n  grace: 1s\n");
+    })
+    .await;
+    let audit_log = env.files.dir.join("audit.log");
+    let mut sender = common::h2_sender(env.proxy_addr, &env.ca, Some(&env.admin_cert)).await;
+    let request = tokio::spawn(async move {
+        sender
+            .send_request(common::get("/api/v1/namespaces/default/configmaps/slow"))
+            .await
+    });
+    tokio::time::timeout(Duration::from_secs(10), seen_rx.recv())
+        .await
+        .expect("the request never reached the upstream");
+    let _kept = env.stop_keeping_files().await;
+    let log = std::fs::read_to_string(&audit_log).unwrap();
+    let completes: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            e["stage"] == "ResponseComplete"
+                && e["requestURI"] == "/api/v1/namespaces/default/configmaps/slow"
+        })
+        .collect();
+    assert_eq!(completes.len(), 1, "{log}");
+    assert_eq!(
+        completes[0]["annotations"]["portcullis.io/response-aborted"], "shutdown",
+        "{}",
+        completes[0]
+    );
+    request.abort();
+}

@@ -240,6 +240,11 @@ fn start<B>(audit: Arc<Audit>, req: &Request<B>, trust_forwarded_for: bool) -> R
         req.headers().get(http::header::USER_AGENT),
         ips,
     )
+    .on_connection_until(
+        service::conn(req)
+            .map(|c| c.cutoff.clone())
+            .unwrap_or_default(),
+    )
 }
 
 /// Response headers of the replaced answer that a strict-audit 503 carries on.
@@ -264,7 +269,7 @@ async fn finish(rec: AuditRecord, mut resp: Response<Body>) -> Response<Body> {
             r.status_code(code);
             if let (true, Some(streams)) = (stream_started, &streams) {
                 // Emits ResponseComplete from the record as it is when the stream ends.
-                streams.hold(Box::new(CompleteOnDrop::new(rec.clone(), r)));
+                streams.hold(Box::new(CompleteOnDrop::new(rec.clone())));
             }
             let eval = r.evaluate();
             (

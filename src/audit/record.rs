@@ -139,6 +139,14 @@ pub struct Recorder {
     left_the_proxy: bool,
     /// Annotations known only when a stream ends (a session recording's digest).
     at_end: EndAnnotations,
+    /// The end of the request's connection's shutdown grace: an answer cut after it was cut
+    /// by the proxy's shutdown, not by the client ([`ABORTED_SHUTDOWN`]).
+    cutoff: crate::shutdown::Cutoff,
+    /// This request's `ResponseComplete` is still to come until the record is gone (every
+    /// holder that takes the event emits it, or hands it to a detached emit, before it lets
+    /// the record go): the auditor's shutdown waits for it, so a request the drain cuts still
+    /// has its event written before the sinks stop.
+    _pending: PendingGuard,
 }
 
 impl crate::upstream::Watch for Mutex<Recorder> {
@@ -211,6 +219,12 @@ fn aborted(rec: &Mutex<Recorder>, how: &str) {
         if r.completed {
             return;
         }
+        // Dropped past its connection's cutoff: the proxy's drain ended it, not the client.
+        let how = if how == ABORTED_CLIENT && r.cutoff.is_reached() {
+            ABORTED_SHUTDOWN
+        } else {
+            how
+        };
         r.annotate(ABORTED_ANNOTATION, how);
         r.take_complete()
     };
@@ -252,6 +266,7 @@ impl Recorder {
             ..Event::blank(now)
         };
         Recorder {
+            _pending: audit.auditor.pending_event(),
             audit,
             event,
             eval: RuleEvaluation {
@@ -264,7 +279,14 @@ impl Recorder {
             completed: false,
             left_the_proxy: false,
             at_end: EndAnnotations::default(),
+            cutoff: crate::shutdown::Cutoff::default(),
         }
+    }
+
+    /// The record of a request on a connection whose shutdown grace ends at `cutoff`.
+    pub fn on_connection_until(mut self, cutoff: crate::shutdown::Cutoff) -> Recorder {
+        self.cutoff = cutoff;
+        self
     }
 
     /// The request was classified.
@@ -604,21 +626,15 @@ impl Recorder {
 /// For a long-running request whose head went out: emits the request's `ResponseComplete`
 /// when dropped (the end of the stream: it is dropped with the response body or the upgrade
 /// splice), with what the record holds then — unless a stalled-stream reset took it first.
-/// Counted as an event still to come until then, so the auditor's shutdown waits for a stream
-/// that ends while the proxy drains.
+/// The record it holds counts the event as still to come until then, so the auditor's
+/// shutdown waits for a stream that ends while the proxy drains.
 pub struct CompleteOnDrop {
     rec: AuditRecord,
-    _pending: PendingGuard,
 }
 
 impl CompleteOnDrop {
-    /// For `rec`, whose recorder `locked` the caller holds (locking it again here would
-    /// deadlock).
-    pub fn new(rec: AuditRecord, locked: &Recorder) -> CompleteOnDrop {
-        CompleteOnDrop {
-            rec,
-            _pending: locked.audit.auditor.pending_event(),
-        }
+    pub fn new(rec: AuditRecord) -> CompleteOnDrop {
+        CompleteOnDrop { rec }
     }
 }
 

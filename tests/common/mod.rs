@@ -120,9 +120,16 @@ impl Env {
     }
 
     pub async fn stop(self) {
+        self.stop_keeping_files().await;
+    }
+
+    /// [`stop`](Self::stop), the proxy's files (its audit log among them) kept until the
+    /// returned directory is dropped.
+    pub async fn stop_keeping_files(self) -> tempfile::TempDir {
         self.trigger.fire();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
         self.sandbox.stop().await;
+        self.dir
     }
 
     /// One request to the proxy on a fresh connection, with the given client certificate.

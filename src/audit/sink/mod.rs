@@ -731,7 +731,7 @@ impl Auditor {
             tracing::warn!(
                 open,
                 drained,
-                "streams still open at shutdown: their ResponseComplete events are not written"
+                "requests or streams still open at shutdown: their ResponseComplete events are not written"
             );
         }
         self.emitting.settled(wait).await;

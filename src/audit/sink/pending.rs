@@ -1,9 +1,12 @@
-//! Events still to come: a `ResponseComplete` a long-running request (a watch, `logs -f`, an
-//! exec / attach / port-forward session) will emit when its stream ends, and detached emits
-//! on their way to the sinks. The auditor's shutdown waits (bounded) until none is left, so a
-//! stream that ends while the proxy drains — its client socket can be gone before the audit
-//! record is dropped, e.g. while a session recording is synced — still has its event written
-//! before the sinks stop, instead of being refused as "audit event lost".
+//! Events still to come: the `ResponseComplete` of every request whose audit record is still
+//! held (an ordinary request until it is answered or dropped, a long-running one — a watch,
+//! `logs -f`, an exec / attach / port-forward session — until its stream ends), and detached
+//! emits on their way to the sinks. The auditor's shutdown waits (bounded) until none is left,
+//! so a request or stream that the drain cuts, or that ends while the proxy drains — its client
+//! socket can be gone before the audit record is dropped, e.g. while a session recording is
+//! synced; over HTTP/2 a stream's task sees its connection dropped only after the listener
+//! has stopped waiting — still has its event written before the sinks stop, instead of being
+//! refused as "audit event lost".
 
 use std::{
     sync::{

@@ -149,6 +149,23 @@ impl Kubeconfig {
             .map_err(|e| anyhow!("{}: {e}", path.display()))
     }
 
+    /// Every file a cluster or user names (`certificate-authority`, `client-certificate`,
+    /// `client-key`; not `tokenFile`, re-read on its own interval), relative ones taken
+    /// relative to `dir`, the kubeconfig's own folder: what a reload watches, so a rotated
+    /// client certificate is picked up without an edit of the kubeconfig itself.
+    pub fn named_files(&self, dir: &Path) -> Vec<PathBuf> {
+        let clusters = self
+            .clusters
+            .iter()
+            .filter_map(|c| c.cluster.certificate_authority.as_ref());
+        let users = self
+            .users
+            .iter()
+            .flat_map(|u| [&u.user.client_certificate, &u.user.client_key])
+            .flatten();
+        clusters.chain(users).map(|p| dir.join(p)).collect()
+    }
+
     /// Resolve `context` (or the current context) to server, CA and credentials. Relative
     /// paths are taken relative to `dir`, the kubeconfig's own folder, as kubectl does.
     pub fn resolve(&self, context: Option<&str>, dir: &Path) -> Result<Resolved> {

@@ -856,6 +856,50 @@ async fn a_change_to_the_upstream_kubeconfig_reloads() {
     b.stop().await;
 }
 
+/// A kubeconfig that names its client certificate and key as files (what cert-manager
+/// rotates in place, the kubeconfig itself unchanged): a rotation reloads, so the proxy
+/// presents the new certificate before the old one expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_rotated_under_the_upstream_kubeconfig_reloads() {
+    common::require_kubectl();
+    let b = Binary::start(&["--reload-poll", "200ms"], |c| {
+        *c = c
+            .replace(
+                "upstream:\n  url: ",
+                "upstream:\n  kubeconfig: {path: upstream.kubeconfig}\n  #url: ",
+            )
+            .replace(
+                "  ca_file: ca.crt\n  credentials:\n    token_file: proxy.token\n",
+                "",
+            );
+    })
+    .await;
+    // The sandbox binds `portcullis-proxy`, a client-certificate proxy identity, to the
+    // impersonator role.
+    let issue = || {
+        let id = b.ca.client_cert("portcullis-proxy", &[]).unwrap();
+        std::fs::write(b.files.dir.join("proxy-client.crt"), &id.cert_pem).unwrap();
+        std::fs::write(b.files.dir.join("proxy-client.key"), &id.key_pem).unwrap();
+    };
+    issue();
+    let kc = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: s\n  cluster: {{server: \"{}\", certificate-authority: ca.crt}}\nusers:\n- name: p\n  user: {{client-certificate: proxy-client.crt, client-key: proxy-client.key}}\ncontexts:\n- name: s\n  context: {{cluster: s, user: p}}\ncurrent-context: s\n",
+        b.sandbox.url()
+    );
+    std::fs::write(&b.files.upstream_kubeconfig, kc).unwrap();
+    b.wait_reloads("success", 1).await;
+    ci_reads(&b)
+        .await
+        .expect("served as the kubeconfig's client certificate");
+    issue();
+    b.wait_reloads("success", 2).await;
+    ci_reads(&b)
+        .await
+        .expect("served with the rotated certificate");
+    assert_eq!(b.reloads("failure").await, 0);
+    b.stop().await;
+}
+
 /// An audit webhook receiver on loopback (plain http, which the sink allows there): each
 /// event's `Authorization` header and `requestURI`, as received.
 struct Siem {

@@ -14,10 +14,11 @@
 //! or `_files` (certificates, keys, CA bundles, CRLs, JWKS and PEM key files, the audit policy
 //! and signing key), resolved from the config's folder; `upstream.kubeconfig.path`; with
 //! `upstream.in_cluster`, the service account's `ca.crt`; each audit webhook sink's
-//! `kubeconfig`. Not watched: files a kubeconfig itself names (its content is),
-//! `upstream.credentials.
-//! token_file` (re-read on its own interval; a rotating projected token must not reload
-//! everything) and the audit log itself (a `path:` key).
+//! `kubeconfig`, and the files those kubeconfigs name (`certificate-authority`,
+//! `client-certificate`, `client-key`: a client certificate cert-manager rotates in place).
+//! Not watched: `upstream.credentials.token_file` and a kubeconfig's `tokenFile` (re-read on
+//! their own interval; a rotating projected token must not reload everything) and the audit
+//! log itself (a `path:` key).
 
 use std::{
     hash::{DefaultHasher, Hash, Hasher},
@@ -35,11 +36,25 @@ impl Fingerprint {
         let text = std::fs::read(config).ok();
         let mut files = vec![(config.to_path_buf(), text.as_deref().map(hash))];
         let base = config.parent().unwrap_or(Path::new(""));
-        if let Some(text) = text {
-            for path in named_files(&String::from_utf8_lossy(&text)) {
-                let path = base.join(path);
+        let parsed = text.as_deref().and_then(|t| {
+            serde_saphyr::from_str::<serde_json::Value>(&String::from_utf8_lossy(t)).ok()
+        });
+        if let Some(value) = parsed {
+            for path in files_of(&value).iter().map(|p| base.join(p)) {
                 let h = std::fs::read(&path).ok().map(|b| hash(&b));
                 files.push((path, h));
+            }
+            // The files each kubeconfig names, as it names them now (an unreadable or
+            // unparsable kubeconfig names none: the reload will say why).
+            for kc in kubeconfigs_of(&value).iter().map(|p| base.join(p)) {
+                let Ok(parsed) = crate::kubeconfig::Kubeconfig::load(&kc) else {
+                    continue;
+                };
+                let dir = kc.parent().unwrap_or(Path::new(""));
+                for path in parsed.named_files(dir) {
+                    let h = std::fs::read(&path).ok().map(|b| hash(&b));
+                    files.push((path, h));
+                }
             }
         }
         Fingerprint(files)
@@ -55,12 +70,31 @@ fn hash(bytes: &[u8]) -> u64 {
 /// The paths under `*_file` / `*_files` keys of the YAML `text` (none if it does not parse:
 /// the reload will say why).
 pub fn named_files(text: &str) -> Vec<String> {
+    serde_saphyr::from_str::<serde_json::Value>(text)
+        .map(|value| files_of(&value))
+        .unwrap_or_default()
+}
+
+/// [`named_files`] of the parsed config.
+fn files_of(value: &serde_json::Value) -> Vec<String> {
     let mut out = Vec::new();
-    if let Ok(value) = serde_saphyr::from_str::<serde_json::Value>(text) {
-        collect(&value, &mut out);
-        upstream_files(&value, &mut out);
-        webhook_files(&value, &mut out);
+    collect(value, &mut out);
+    upstream_files(value, &mut out);
+    webhook_files(value, &mut out);
+    out
+}
+
+/// The kubeconfigs the parsed config names: `upstream.kubeconfig.path` and each audit
+/// webhook sink's `kubeconfig`.
+fn kubeconfigs_of(v: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(p) = v
+        .pointer("/upstream/kubeconfig/path")
+        .and_then(|p| p.as_str())
+    {
+        out.push(p.to_owned());
     }
+    webhook_files(v, &mut out);
     out
 }
 

@@ -171,6 +171,14 @@ pub(crate) fn warn_dangerous(config: &Config) {
         "upstream (ca_file, the kubeconfig's certificate-authority, or the in-cluster ca.crt)",
         &config.upstream.ca,
     );
+    if let Some((not_before, not_after)) = config.tls.leaf_out_of_period(crate::authn::x509::now())
+    {
+        tracing::warn!(
+            not_before,
+            not_after,
+            "listen.tls.cert_file: the serving certificate is outside its validity period; clients refuse every handshake until it is renewed"
+        );
+    }
     let due = config.tls.client_auth.crl_due();
     if due < time::OffsetDateTime::now_utc().unix_timestamp() {
         tracing::warn!(

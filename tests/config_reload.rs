@@ -485,6 +485,50 @@ async fn an_upstream_edit_that_answers_nowhere_is_refused_while_the_running_one_
     b.stop().await;
 }
 
+/// A serving certificate restored out of its validity period (an old one pasted back after a
+/// failed renewal) is refused while the running one is good: swapped in, it would fail every
+/// new handshake while open connections hid it. A renewed one then applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_serving_certificate_is_refused_while_the_running_one_is_good() {
+    common::require_kubectl();
+    let b = Binary::start(&["--reload-poll", "0s"], |_| {}).await;
+    let good = std::fs::read_to_string(&b.files.config).unwrap();
+    assert!(
+        good.contains("cert_file: proxy.crt"),
+        "the demo's serving certificate moved"
+    );
+    let write = |id: &portcullis_sandbox::pki::Issued| {
+        std::fs::write(b.files.dir.join("proxy.crt"), &id.cert_pem).unwrap();
+        std::fs::write(b.files.dir.join("proxy.key"), &id.key_pem).unwrap();
+    };
+    write(
+        &b.ca
+            .expired_server_cert(&["localhost", "127.0.0.1"])
+            .unwrap(),
+    );
+    b.signal("HUP");
+    b.wait_reloads("failure", 1).await;
+    let log = b
+        .log_when(|log| log.contains("the new serving certificate is outside its validity period"))
+        .await;
+    assert!(
+        log.lines()
+            .any(|l| l.contains("configuration reload refused")
+                && l.contains("key=listen.tls.cert_file")),
+        "no refusal line names the certificate:\n{log}"
+    );
+    // New connections still get the running certificate.
+    let out = b.kubectl(&b.files.admin_kubeconfig, &["get", "ns"]).await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+
+    write(&b.ca.server_cert(&["localhost", "127.0.0.1"]).unwrap());
+    b.signal("HUP");
+    b.wait_reloads("success", 1).await;
+    let out = b.kubectl(&b.files.admin_kubeconfig, &["get", "ns"]).await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    b.stop().await;
+}
+
 /// An HTTPS JWKS endpoint serving the demo issuer's keys while `up` is set, 503 otherwise;
 /// its CA written as `jwks-ca.crt` beside the config. Its address.
 async fn jwks_endpoint(b: &Binary, up: Arc<AtomicBool>) -> std::net::SocketAddr {

@@ -110,6 +110,19 @@ impl Ca {
         self.sign(params)
     }
 
+    /// A server certificate for `names` that expired on 2020-01-02 (for tests of expiry
+    /// handling).
+    pub fn expired_server_cert(&self, names: &[&str]) -> Result<Issued> {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .context("server certificate names")?;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2020, 1, 2);
+        self.sign(params)
+    }
+
     /// A client certificate: CN = user, O = group (Kubernetes x509 convention). rcgen encodes
     /// one value per attribute type, so at most one group can be issued here (the proxy itself
     /// reads any number of O attributes from certificates made elsewhere).

@@ -73,6 +73,20 @@ async fn attempt(live: &Live, path: &Path) -> Result<String, Vec<Problem>> {
     if !refused.is_empty() {
         return Err(refused);
     }
+    // An older certificate restored in place of the running one (a failed renewal pasted over,
+    // a backup) would fail every new handshake while open connections hide it: refused while
+    // the running one is good. Both out of period, the new one is no worse.
+    let now = crate::authn::x509::now();
+    if let (Some((not_before, not_after)), None) = (
+        config.tls.leaf_out_of_period(now),
+        old.rt.config.tls.leaf_out_of_period(now),
+    ) {
+        return Err(problem(
+            "listen.tls.cert_file",
+            format!("the new serving certificate is outside its validity period (notBefore {not_before}, notAfter {not_after}, Unix seconds) while the running one is within it: every new handshake would fail"),
+            "give the renewed certificate; the running one stays in force",
+        ));
+    }
     let prev = old.clone();
     let (rt, receivers) = tokio::task::spawn_blocking(move || {
         let rt = Runtime::rebuild(&config, &prev.rt).map_err(|e| {

@@ -44,6 +44,13 @@ impl TlsSettings {
         Ok((config, verifier))
     }
 
+    /// The serving certificate's validity period (Unix seconds) when `now` is outside it:
+    /// every client's handshake would fail ("certificate has expired" in kubectl).
+    pub fn leaf_out_of_period(&self, now: i64) -> Option<(i64, i64)> {
+        let leaf = super::anchors::Anchor::new(self.chain.first()?.clone());
+        leaf.validity.filter(|_| !leaf.in_force(now))
+    }
+
     /// Rustls must accept the chain, key and client CAs together (checked while validating,
     /// so `check-config` reports it).
     pub fn check(&self, c: &mut Problems) {

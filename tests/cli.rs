@@ -16,7 +16,7 @@ fn check_config_reports_every_problem_with_its_key_path() {
     let path = dir.path().join("bad.yaml");
     std::fs::write(
         &path,
-        "listen:\n  address: not-an-address\n  tls: {cert_file: missing.crt, key_file: missing.key}\n  header_read_timeout: soon\n\
+        "listen:\n  address: not-an-address\n  tls: {cert_file: missing.crt, key_file: missing.key}\n  header_read_timeout: soon\n  max_concurrent_streams: 100000\n\
          authentication:\n  client_certificates:\n    ca_files: []\n\
          upstream:\n  url: http://plain:80\n  ca_file: nope.crt\n  credentials: {token_file: none.token}\n",
     )
@@ -33,6 +33,7 @@ fn check_config_reports_every_problem_with_its_key_path() {
         "listen.tls.cert_file",
         "listen.tls.key_file",
         "listen.header_read_timeout",
+        "listen.max_concurrent_streams",
         "authentication.client_certificates.ca_files",
         "upstream.ca_file",
         "upstream.credentials.token_file",

@@ -152,6 +152,14 @@ fn serve_options(c: &mut Problems, file: &schema::File) -> ServeOptions {
             format!("{streams} is below 100"),
             "kubectl and controllers multiplex many watches on one connection; use at least 100 (the API server's default)",
         );
+    } else if streams > 1000 {
+        // The per-connection bound on concurrent work (and on a client's share of the
+        // listener): a typo with extra digits would all but remove it.
+        c.err(
+            "listen.max_concurrent_streams",
+            format!("{streams} is above 1000"),
+            "use at most 1000 (kube-apiserver's --http2-max-streams-per-connection default); clients open another connection beyond it",
+        );
     }
     let header_bytes = l.max_header_bytes.unwrap_or(d.max_header_bytes);
     if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&header_bytes) {

@@ -159,6 +159,15 @@ pub(crate) fn warn_dangerous(config: &Config) {
     for rule in config.authorization.wildcard_impersonation() {
         tracing::warn!("{rule}");
     }
+    if let Some(jwt) = &config.jwt {
+        let x509 = config
+            .x509
+            .as_ref()
+            .map(|x| (x.username_prefix.as_str(), x.groups_prefix.as_str()));
+        for shared in jwt.shared_prefixes(x509) {
+            tracing::warn!("{shared}");
+        }
+    }
     if let crate::server::tls::ClientAuth::Optional(c)
     | crate::server::tls::ClientAuth::Required(c) = &config.tls.client_auth
     {

@@ -732,6 +732,53 @@ mod tests {
         assert!(p.is_empty(), "{p:?}");
     }
 
+    /// Prefixes two identity sources share are reported (logged at start and at each reload,
+    /// not refused: kube-apiserver allows them), `""` included; distinct ones are not.
+    #[test]
+    fn shared_username_and_groups_prefixes_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("keys.json"),
+            r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"a"}]}"#,
+        )
+        .unwrap();
+        let settings = validate(
+            &entry(
+                r#"
+- issuer: {url: "https://corp.example", audiences: [portcullis], jwks_file: keys.json}
+  claim_mappings:
+    username: {claim: sub, prefix: ""}
+    groups: {claim: groups, prefix: ""}
+- issuer: {url: "https://ci.example", audiences: [portcullis], jwks_file: keys.json}
+  claim_mappings:
+    username: {claim: sub, prefix: "ci:"}
+    groups: {claim: groups, prefix: ""}
+"#,
+            ),
+            dir.path(),
+            "authentication.jwt",
+            CacheOptions::default(),
+        )
+        .unwrap();
+        let shared = settings.shared_prefixes(None);
+        assert_eq!(shared.len(), 1, "{shared:?}");
+        assert!(
+            shared[0].starts_with(
+                "authentication.jwt[1] and authentication.jwt[0] share the groups prefix \"\""
+            ),
+            "{shared:?}"
+        );
+        // Client certificates mapped with no prefixes share the corporate issuer's both.
+        let shared = settings.shared_prefixes(Some(("", "cert:")));
+        assert_eq!(shared.len(), 2, "{shared:?}");
+        assert!(shared[0].contains("username prefix"), "{shared:?}");
+        assert!(
+            shared[0].contains("authentication.client_certificates"),
+            "{shared:?}"
+        );
+        assert_eq!(settings.shared_prefixes(Some(("x509:", "x509:"))).len(), 1);
+    }
+
     /// Two issuers filling one extra key: a grant on it would match both issuers' tokens
     /// (users and groups are kept apart by prefixes, extras are not). The same key twice in
     /// one issuer is the other check's.

@@ -34,6 +34,37 @@ pub struct JwtSettings {
 }
 
 impl JwtSettings {
+    /// A line for each username or groups prefix two identity sources share — two issuers, or
+    /// an issuer and the client-certificate mapping (`x509`: its username and groups prefixes)
+    /// — `""` included: a name one source vouches for then matches grants and tenants written
+    /// for the other's (a CI provider's `platform-admins` group as the corporate IdP's).
+    /// Allowed, as in kube-apiserver, so only logged.
+    pub fn shared_prefixes(&self, x509: Option<(&str, &str)>) -> Vec<String> {
+        let mut users: Vec<(&str, String)> = Vec::new();
+        let mut groups: Vec<(&str, String)> = Vec::new();
+        if let Some((user, group)) = x509 {
+            users.push((user, "authentication.client_certificates".to_owned()));
+            groups.push((group, "authentication.client_certificates".to_owned()));
+        }
+        for i in &self.issuers {
+            users.push((&i.checks.username_prefix, i.path.clone()));
+            if let Some((_, prefix)) = &i.checks.groups {
+                groups.push((prefix, i.path.clone()));
+            }
+        }
+        let mut out = Vec::new();
+        for (kind, list) in [("username", &users), ("groups", &groups)] {
+            for (n, (prefix, at)) in list.iter().enumerate() {
+                if let Some((_, first)) = list[..n].iter().find(|(p, _)| p == prefix) {
+                    out.push(format!(
+                        "{at} and {first} share the {kind} prefix {prefix:?}: a name one vouches for matches grants and tenants written for the other's; give each identity source a prefix of its own"
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     /// Whether issuer `url` fetches its keys from a remote source exactly as in `prev` (same
     /// source, CA bundle and intervals): a reload may then keep its key store. Local key files
     /// never qualify — they are read again, as they may have changed.

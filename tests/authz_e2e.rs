@@ -1517,6 +1517,30 @@ print(json.dumps([chosen, out.decode(), token]))
         assert_eq!(s["message"], "Unauthorized", "{what}");
     }
 
+    // As kube-apiserver's union goes on after a bad `Authorization` header, a good token
+    // subprotocol beside one still authenticates (here an exec of a pod that does not exist:
+    // the API server's 404, as alice).
+    env.sandbox.sandbox.clear_recorded();
+    let mut r = common::websocket_get(
+        "/api/v1/namespaces/team-a/pods/nope/exec?command=cat&stdin=true&stdout=true",
+    );
+    r.headers_mut()
+        .insert("authorization", "Bearer not.a.jwt".parse().unwrap());
+    r.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("v5.channel.k8s.io, {}", carried(&good))
+            .parse()
+            .unwrap(),
+    );
+    let resp = env.request(r, None, false).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{:?}", resp.body());
+    let seen = env.sandbox.sandbox.recorded();
+    let exec = seen
+        .iter()
+        .find(|r| r.path.ends_with("/pods/nope/exec"))
+        .expect("the exec was forwarded");
+    assert_eq!(exec.headers["impersonate-user"], "alice");
+
     // Nor does a token subprotocol on a request that is no upgrade go upstream.
     env.sandbox.sandbox.clear_recorded();
     let mut r = req(

@@ -265,7 +265,7 @@ async fn a_session_outliving_the_grace_is_ended_with_its_event() {
 
 /// A watch still open when `shutdown.grace` (5 s in the demo) runs out ends with its
 /// connection, and its `ResponseComplete` is in the audit log before the sinks stop (the
-/// auditor waits for the streams the drain cut).
+/// auditor waits for the streams the drain cut), annotated `response-aborted: shutdown`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_outliving_the_grace_still_leaves_its_event() {
     use tokio::io::{AsyncBufReadExt, BufReader};
@@ -308,7 +308,7 @@ async fn a_watch_outliving_the_grace_still_leaves_its_event() {
         .await;
     assert!(status.success(), "exit status {status:?}");
     let log = std::fs::read_to_string(b.files.dir.join("audit.log")).unwrap();
-    let completes = log
+    let completes: Vec<serde_json::Value> = log
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|e| {
@@ -316,8 +316,14 @@ async fn a_watch_outliving_the_grace_still_leaves_its_event() {
                 && e["verb"] == "watch"
                 && e["objectRef"]["resource"] == "configmaps"
         })
-        .count();
-    assert_eq!(completes, 1, "{}", b.log());
+        .collect();
+    assert_eq!(completes.len(), 1, "{}", b.log());
+    // Ended by the drain, and said so, as an upgraded stream cut then says.
+    assert_eq!(
+        completes[0]["annotations"]["portcullis.io/response-aborted"], "shutdown",
+        "{}",
+        completes[0]
+    );
     let _ = watch.kill().await;
     b.sandbox.stop().await;
 }

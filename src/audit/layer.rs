@@ -240,11 +240,7 @@ fn start<B>(audit: Arc<Audit>, req: &Request<B>, trust_forwarded_for: bool) -> R
         req.headers().get(http::header::USER_AGENT),
         ips,
     )
-    .on_connection_until(
-        service::conn(req)
-            .map(|c| c.cutoff.clone())
-            .unwrap_or_default(),
-    )
+    .on_connection(service::conn(req).cloned())
 }
 
 /// Response headers of the replaced answer that a strict-audit 503 carries on.

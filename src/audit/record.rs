@@ -139,9 +139,10 @@ pub struct Recorder {
     left_the_proxy: bool,
     /// Annotations known only when a stream ends (a session recording's digest).
     at_end: EndAnnotations,
-    /// The end of the request's connection's shutdown grace: an answer cut after it was cut
-    /// by the proxy's shutdown, not by the client ([`ABORTED_SHUTDOWN`]).
-    cutoff: crate::shutdown::Cutoff,
+    /// The request's connection, for the end of its shutdown grace (`ConnInfo::cutoff`): an
+    /// answer cut after it was cut by the proxy's shutdown, not by the client
+    /// ([`ABORTED_SHUTDOWN`]). Shared with the connection, not copied per request.
+    conn: Option<Arc<crate::server::ConnInfo>>,
     /// This request's `ResponseComplete` is still to come until the record is gone (every
     /// holder that takes the event emits it, or hands it to a detached emit, before it lets
     /// the record go): the auditor's shutdown waits for it, so a request the drain cuts still
@@ -220,7 +221,7 @@ fn aborted(rec: &Mutex<Recorder>, how: &str) {
             return;
         }
         // Dropped past its connection's cutoff: the proxy's drain ended it, not the client.
-        let how = if how == ABORTED_CLIENT && r.cutoff.is_reached() {
+        let how = if how == ABORTED_CLIENT && r.cut_by_shutdown() {
             ABORTED_SHUTDOWN
         } else {
             how
@@ -279,14 +280,20 @@ impl Recorder {
             completed: false,
             left_the_proxy: false,
             at_end: EndAnnotations::default(),
-            cutoff: crate::shutdown::Cutoff::default(),
+            conn: None,
         }
     }
 
-    /// The record of a request on a connection whose shutdown grace ends at `cutoff`.
-    pub fn on_connection_until(mut self, cutoff: crate::shutdown::Cutoff) -> Recorder {
-        self.cutoff = cutoff;
+    /// The record of a request on `conn` (whose shutdown grace ends at its `cutoff`).
+    pub fn on_connection(mut self, conn: Option<Arc<crate::server::ConnInfo>>) -> Recorder {
+        self.conn = conn;
         self
+    }
+
+    /// Whether the request's connection is past its shutdown cutoff: what ends now, the
+    /// proxy's drain ended.
+    fn cut_by_shutdown(&self) -> bool {
+        self.conn.as_ref().is_some_and(|c| c.cutoff.is_reached())
     }
 
     /// The request was classified.
@@ -640,8 +647,16 @@ impl CompleteOnDrop {
 
 impl Drop for CompleteOnDrop {
     fn drop(&mut self) {
-        // The detached emit counts itself before this guard goes.
-        if let Some((auditor, event)) = self.rec.with(Recorder::take_complete) {
+        // The detached emit counts itself before the record (and its guard) goes. A stream
+        // still open past its connection's cutoff was ended by the drain, as an upgraded one
+        // cut then says.
+        let taken = self.rec.with(|r| {
+            if !r.completed && r.cut_by_shutdown() {
+                r.annotate(ABORTED_ANNOTATION, ABORTED_SHUTDOWN);
+            }
+            r.take_complete()
+        });
+        if let Some((auditor, event)) = taken {
             auditor.emit_detached(event);
         }
     }

@@ -22,7 +22,11 @@ use std::sync::Arc;
 
 use http::{header, HeaderMap};
 
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use base64::{
+    alphabet::URL_SAFE,
+    engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
+    Engine,
+};
 
 use super::{jwt::JwtAuthenticator, x509, Identity};
 use crate::{authz::Authorizer, k8s::headers::BEARER_PROTOCOL, server::ConnInfo};
@@ -107,7 +111,7 @@ fn websocket_bearer(headers: &HeaderMap) -> Result<Option<String>, &'static str>
             if token.is_some() {
                 return Err("more than one bearer token subprotocol");
             }
-            let decoded = URL_SAFE_NO_PAD
+            let decoded = RAW_URL
                 .decode(encoded)
                 .map_err(|_| "bearer token subprotocol is not base64url")?;
             token = Some(
@@ -138,6 +142,15 @@ async fn by_token(config: &Authenticator, token: &str) -> Result<Arc<Identity>, 
         }
     }
 }
+
+/// Go's `base64.RawURLEncoding` as it decodes: no padding, and the unused bits of a last
+/// partial byte not checked (Go's decoding is strict only when asked).
+const RAW_URL: GeneralPurpose = GeneralPurpose::new(
+    &URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+        .with_decode_allow_trailing_bits(true),
+);
 
 /// Authenticate the request whose headers and connection are given.
 pub async fn authenticate(
@@ -238,6 +251,14 @@ mod tests {
         assert!(
             ok(&["v5.channel.k8s.io", &format!("{tok}=")]).is_err(),
             "padded"
+        );
+        // Unused trailing bits are not checked, as Go's decoder does not: `eB` is `x` too.
+        assert_eq!(
+            ok(&[
+                "v5.channel.k8s.io",
+                "base64url.bearer.authorization.k8s.io.eB"
+            ]),
+            Ok(Some("x".to_owned()))
         );
         assert!(
             ok(&[

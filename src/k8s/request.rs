@@ -556,14 +556,14 @@ impl RequestInfo {
 // ---------------------------------------------------------------------------------------------
 // Upgrade detection
 
-/// Any `Connection` header value containing the comma-separated token `upgrade`
-/// (case-insensitive, surrounding whitespace ignored).
 /// A WebSocket upgrade request: a `Connection` token `upgrade` and `websocket` in `Upgrade`
 /// (as [`classify`] reads them).
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     connection_has_upgrade(headers) && upgrade_kind(headers) == Some(Upgrade::WebSocket)
 }
 
+/// Any `Connection` header value containing the comma-separated token `upgrade`
+/// (case-insensitive, surrounding whitespace ignored).
 fn connection_has_upgrade(headers: &HeaderMap) -> bool {
     headers.get_all(CONNECTION).iter().any(|v| {
         v.as_bytes()

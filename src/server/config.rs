@@ -158,7 +158,7 @@ fn serve_options(c: &mut Problems, file: &schema::File) -> ServeOptions {
         c.err(
             "listen.max_concurrent_streams",
             format!("{streams} is above 1000"),
-            "use at most 1000 (kube-apiserver's --http2-max-streams-per-connection default); clients open another connection beyond it",
+            "use at most 1000 (what aggregated API servers set; kube-apiserver's own default is 100); clients open another connection beyond it",
         );
     }
     let header_bytes = l.max_header_bytes.unwrap_or(d.max_header_bytes);

@@ -56,7 +56,8 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 
-/// Longest wait at shutdown for open streams to end and emit their `ResponseComplete`.
+/// Longest wait at shutdown for the requests and streams still held to end and emit their
+/// `ResponseComplete`.
 const OPEN_STREAMS_WAIT: Duration = Duration::from_secs(5);
 
 use super::{
@@ -679,8 +680,8 @@ impl Auditor {
         first_err.map_or(Ok(()), Err)
     }
 
-    /// One more event to come (an open stream's `ResponseComplete`): shutdown waits for it
-    /// until the guard is dropped.
+    /// One more event to come (a request's `ResponseComplete`, held by its `Recorder` until the
+    /// record is gone): shutdown waits for it until the guard is dropped.
     pub fn pending_event(&self) -> pending::PendingGuard {
         self.pending.enter()
     }
@@ -731,7 +732,7 @@ impl Auditor {
             tracing::warn!(
                 open,
                 drained,
-                "requests or streams still open at shutdown: their ResponseComplete events are not written"
+                "requests or streams still open at shutdown: the ResponseComplete events of those the policy records are not written"
             );
         }
         self.emitting.settled(wait).await;

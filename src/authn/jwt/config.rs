@@ -732,51 +732,71 @@ mod tests {
         assert!(p.is_empty(), "{p:?}");
     }
 
-    /// Prefixes two identity sources share are reported (logged at start and at each reload,
-    /// not refused: kube-apiserver allows them), `""` included; distinct ones are not.
+    /// Overlapping prefixes of two identity sources are reported (logged at start and at each
+    /// reload, not refused: kube-apiserver allows them): equal ones, `""` beside any other, one
+    /// the start of another; disjoint ones are not.
     #[test]
-    fn shared_username_and_groups_prefixes_are_named() {
+    fn overlapping_username_and_groups_prefixes_are_named() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("keys.json"),
             r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"a"}]}"#,
         )
         .unwrap();
-        let settings = validate(
-            &entry(
+        let settings = |users: [&str; 2], groups: [&str; 2]| {
+            let yaml = format!(
                 r#"
-- issuer: {url: "https://corp.example", audiences: [portcullis], jwks_file: keys.json}
+- issuer: {{url: "https://corp.example", audiences: [portcullis], jwks_file: keys.json}}
   claim_mappings:
-    username: {claim: sub, prefix: ""}
-    groups: {claim: groups, prefix: ""}
-- issuer: {url: "https://ci.example", audiences: [portcullis], jwks_file: keys.json}
+    username: {{claim: sub, prefix: "{}"}}
+    groups: {{claim: groups, prefix: "{}"}}
+- issuer: {{url: "https://ci.example", audiences: [portcullis], jwks_file: keys.json}}
   claim_mappings:
-    username: {claim: sub, prefix: "ci:"}
-    groups: {claim: groups, prefix: ""}
+    username: {{claim: sub, prefix: "{}"}}
+    groups: {{claim: groups, prefix: "{}"}}
 "#,
-            ),
-            dir.path(),
-            "authentication.jwt",
-            CacheOptions::default(),
-        )
-        .unwrap();
-        let shared = settings.shared_prefixes(None);
+                users[0], groups[0], users[1], groups[1]
+            );
+            validate(
+                &entry(&yaml),
+                dir.path(),
+                "authentication.jwt",
+                CacheOptions::default(),
+            )
+            .unwrap()
+        };
+        // Disjoint: nothing.
+        let s = settings(["corp:", "ci:"], ["corp:", "ci:"]);
+        assert!(s.shared_prefixes(None).is_empty());
+        assert!(s.shared_prefixes(Some(("x509:", "x509:"))).is_empty());
+        // Equal groups prefixes.
+        let shared = settings(["corp:", "ci:"], ["", ""]).shared_prefixes(None);
         assert_eq!(shared.len(), 1, "{shared:?}");
         assert!(
             shared[0].starts_with(
-                "authentication.jwt[1] and authentication.jwt[0] share the groups prefix \"\""
+                "authentication.jwt[1] and authentication.jwt[0] have overlapping groups prefixes"
             ),
             "{shared:?}"
         );
-        // Client certificates mapped with no prefixes share the corporate issuer's both.
-        let shared = settings.shared_prefixes(Some(("", "cert:")));
-        assert_eq!(shared.len(), 2, "{shared:?}");
-        assert!(shared[0].contains("username prefix"), "{shared:?}");
+        // `""` overlaps every prefix: a corporate user can be named `ci:deploy-bot`.
+        let shared = settings(["", "ci:"], ["corp:", "ci:"]).shared_prefixes(None);
+        assert_eq!(shared.len(), 1, "{shared:?}");
         assert!(
-            shared[0].contains("authentication.client_certificates"),
+            shared[0].contains("username prefixes (\"ci:\" and \"\")"),
             "{shared:?}"
         );
-        assert_eq!(settings.shared_prefixes(Some(("x509:", "x509:"))).len(), 1);
+        // One the start of the other.
+        let shared = settings(["ci:", "ci:prod:"], ["corp:", "ci:"]).shared_prefixes(None);
+        assert_eq!(shared.len(), 1, "{shared:?}");
+        // Client certificates mapped with no prefixes overlap both issuers, both ways.
+        let shared = settings(["corp:", "ci:"], ["corp:", "ci:"]).shared_prefixes(Some(("", "")));
+        assert_eq!(shared.len(), 4, "{shared:?}");
+        assert!(
+            shared
+                .iter()
+                .all(|l| l.contains("authentication.client_certificates")),
+            "{shared:?}"
+        );
     }
 
     /// Two issuers filling one extra key: a grant on it would match both issuers' tokens

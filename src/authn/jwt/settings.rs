@@ -34,11 +34,13 @@ pub struct JwtSettings {
 }
 
 impl JwtSettings {
-    /// A line for each username or groups prefix two identity sources share — two issuers, or
-    /// an issuer and the client-certificate mapping (`x509`: its username and groups prefixes)
-    /// — `""` included: a name one source vouches for then matches grants and tenants written
-    /// for the other's (a CI provider's `platform-admins` group as the corporate IdP's).
-    /// Allowed, as in kube-apiserver, so only logged.
+    /// A line for each pair of identity sources — two issuers, or an issuer and the
+    /// client-certificate mapping (`x509`: its username and groups prefixes) — whose username
+    /// or groups prefixes overlap: equal, or one the start of the other (`""` overlaps every
+    /// prefix, `ci:` overlaps `ci:prod:`). A name one source vouches for can then be one written
+    /// for the other's grants and tenants (a CI provider's `platform-admins` group as the
+    /// corporate IdP's; a corporate group named `ci:deployers` under prefix `""`). Allowed, as
+    /// in kube-apiserver, so only logged.
     pub fn shared_prefixes(&self, x509: Option<(&str, &str)>) -> Vec<String> {
         let mut users: Vec<(&str, String)> = Vec::new();
         let mut groups: Vec<(&str, String)> = Vec::new();
@@ -55,10 +57,12 @@ impl JwtSettings {
         let mut out = Vec::new();
         for (kind, list) in [("username", &users), ("groups", &groups)] {
             for (n, (prefix, at)) in list.iter().enumerate() {
-                if let Some((_, first)) = list[..n].iter().find(|(p, _)| p == prefix) {
-                    out.push(format!(
-                        "{at} and {first} share the {kind} prefix {prefix:?}: a name one vouches for matches grants and tenants written for the other's; give each identity source a prefix of its own"
-                    ));
+                for (other, first) in &list[..n] {
+                    if prefix.starts_with(other) || other.starts_with(prefix) {
+                        out.push(format!(
+                            "{at} and {first} have overlapping {kind} prefixes ({prefix:?} and {other:?}): a name one vouches for can match grants and tenants written for the other's; give each identity source a prefix of its own that does not start another's"
+                        ));
+                    }
                 }
             }
         }

@@ -230,6 +230,9 @@ pub async fn run_with(
         crate::reload::spawn(live.clone(), opts, shutdown.clone());
     }
 
+    // The admin listener outlives the drain: `/metrics` shows the streams and audit backlog
+    // still draining, `/readyz` says 503 throughout. It stops once the audit sinks have.
+    let (admin_stop, admin_shutdown) = crate::shutdown::channel();
     let admin_live = live.clone();
     let admin_task = tokio::spawn(server::serve_plain(
         listeners.admin,
@@ -242,7 +245,7 @@ pub async fn run_with(
             let admin = admin_of(&admin_live.current().rt, signal.clone());
             async move { admin.handle(&req).await }
         },
-        shutdown.clone(),
+        admin_shutdown,
     ));
 
     tracing::info!(summary = %config.summary(), "serving");
@@ -276,7 +279,6 @@ pub async fn run_with(
         shutdown,
     )
     .await;
-    let _ = admin_task.await;
     // Carried across reloads, so the current generation holds the ones started at start.
     let current = live.current();
     if let Some(a) = &current.rt.audit {
@@ -289,6 +291,8 @@ pub async fn run_with(
         // Export the spans still buffered; the SDK's shutdown blocks its caller.
         let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
     }
+    admin_stop.fire();
+    let _ = admin_task.await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -266,6 +266,7 @@ async fn a_session_outliving_the_grace_is_ended_with_its_event() {
 /// A watch still open when `shutdown.grace` (5 s in the demo) runs out ends with its
 /// connection, and its `ResponseComplete` is in the audit log before the sinks stop (the
 /// auditor waits for the streams the drain cut), annotated `response-aborted: shutdown`.
+/// Meanwhile the admin listener still answers: the drain can be watched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_outliving_the_grace_still_leaves_its_event() {
     use tokio::io::{AsyncBufReadExt, BufReader};
@@ -300,6 +301,19 @@ async fn a_watch_outliving_the_grace_still_leaves_its_event() {
     assert_eq!(first.as_deref(), Some("configmap/seen"));
     tokio::time::sleep(Duration::from_millis(500)).await;
     b.signal("TERM");
+    // The drain can be watched: the admin listener answers through it, `/readyz` with 503,
+    // `/metrics` with the watch's connection still open.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ready, _) = common::admin_get(b.admin, "/readyz").await;
+    assert_eq!(ready, 503, "ready during the drain");
+    let (code, metrics) = common::admin_get(b.admin, "/metrics").await;
+    assert_eq!(code, 200);
+    let open: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("portcullis_listener_connections_open"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(open >= 1.0, "{metrics}");
     let status = b
         .exit_status(
             Duration::from_secs(30),

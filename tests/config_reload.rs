@@ -433,6 +433,14 @@ async fn a_bad_config_is_refused_with_its_key_paths_and_the_old_one_keeps_servin
         );
     }
     assert_eq!(common::admin_get(b.admin, "/readyz").await.0, 200);
+    // What an alert watches: the running configuration is not the file's.
+    let refused = || async {
+        let (_, m) = common::admin_get(b.admin, "/metrics").await;
+        m.lines()
+            .find_map(|l| l.strip_prefix("portcullis_config_reload_refused "))
+            .map(|v| v.trim().to_owned())
+    };
+    assert_eq!(refused().await.as_deref(), Some("1"));
     // The old configuration is whole: ci's grant still applies, admins still work.
     ci_reads(&b).await.expect("the old config still grants ci");
     let out = b.kubectl(&b.files.admin_kubeconfig, &["get", "ns"]).await;
@@ -444,6 +452,7 @@ async fn a_bad_config_is_refused_with_its_key_paths_and_the_old_one_keeps_servin
     b.wait_reloads("success", 1).await;
     assert_ci_refused(&b).await;
     assert_eq!(b.reloads("failure").await, 1);
+    assert_eq!(refused().await.as_deref(), Some("0"));
     b.stop().await;
 }
 

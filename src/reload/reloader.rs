@@ -55,6 +55,9 @@ pub async fn reload(live: &Live, path: &Path, cause: &str) -> Outcome {
         .config_reloads
         .get_or_create(&ResultLabels { result })
         .inc();
+    metrics
+        .config_reload_refused
+        .set(i64::from(matches!(outcome, Outcome::Refused(_))));
     outcome
 }
 

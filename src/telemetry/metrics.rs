@@ -84,6 +84,9 @@ pub struct Metrics {
     pub refusals: Family<RefusalLabels, Counter>,
     /// Configuration reloads (SIGHUP, file change), by result (`crate::reload`).
     pub config_reloads: Family<ResultLabels, Counter>,
+    /// 1 while the last reload was refused: the running configuration is not the file's, and
+    /// what the refused edit changed (a removed grant, a revoked certificate) is not in force.
+    pub config_reload_refused: Gauge<i64, AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -147,6 +150,12 @@ impl Metrics {
             "Configuration reloads, by result: success (swapped in) or failure (refused; the running configuration stays)",
             config_reloads.clone(),
         );
+        let config_reload_refused = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "config_reload_refused",
+            "1 while the last configuration reload was refused: the running configuration is older than the file, and nothing the refused edit changed is in force (alert when it stays 1)",
+            config_reload_refused.clone(),
+        );
         registry.register(
             "trace_export_failures",
             "Span batches the OTLP collector did not take (no answer within tracing.timeout, a connection or TLS failure, or a status other than 2xx)",
@@ -160,6 +169,7 @@ impl Metrics {
         Metrics {
             registry,
             config_reloads,
+            config_reload_refused,
             pod_security,
             refusals,
             requests,

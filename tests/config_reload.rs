@@ -456,6 +456,31 @@ async fn a_bad_config_is_refused_with_its_key_paths_and_the_old_one_keeps_servin
     b.stop().await;
 }
 
+/// Send SIGHUP and wait until reloads with `result` reach `n`.
+async fn hup(b: &Binary, result: &str, n: u64) {
+    b.signal("HUP");
+    b.wait_reloads(result, n).await;
+}
+
+/// Wait for the log line refusing a reload at `key` with `says` in its problem.
+async fn refusal_logged(b: &Binary, key: &str, says: &str) {
+    let key = format!("key={key}");
+    let named = |l: &str| {
+        l.contains("configuration reload refused") && l.contains(&key) && l.contains(says)
+    };
+    let log = b.log_when(|log| log.lines().any(named)).await;
+    assert!(
+        log.lines().any(named),
+        "no refusal line names {key}:\n{log}"
+    );
+}
+
+/// `kubectl get ns` as the admin, on a new connection (a new TLS handshake), succeeds.
+async fn admin_lists_namespaces(b: &Binary) {
+    let out = b.kubectl(&b.files.admin_kubeconfig, &["get", "ns"]).await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+}
+
 /// An edit whose upstream no endpoint of answers (a URL typo: here a port nobody listens on)
 /// is refused while the running upstream answers — applied, it would make every request a
 /// 502 / 503 and every replica unready at once — and the rest of that edit (a removed grant)
@@ -469,27 +494,20 @@ async fn an_upstream_edit_that_answers_nowhere_is_refused_while_the_running_one_
     let mut bad = good.clone();
     common::with_upstream_url(&mut bad, nobody);
     b.write_config(&without_ci_grant(&bad));
-    b.signal("HUP");
-    b.wait_reloads("failure", 1).await;
+    hup(&b, "failure", 1).await;
     assert_eq!(b.reloads("success").await, 0);
-    let log = b
-        .log_when(|log| log.contains("no endpoint of the new upstream answered"))
-        .await;
-    assert!(
-        log.lines()
-            .any(|l| l.contains("configuration reload refused")
-                && l.contains("key=upstream")
-                && l.contains(&nobody.to_string())),
-        "no refusal line names the upstream:\n{log}"
-    );
+    refusal_logged(
+        &b,
+        "upstream",
+        &format!("no endpoint of the new upstream answered its readiness probe (/readyz), while the running one does: upstream has not answered within 30s: https://{nobody}"),
+    )
+    .await;
     assert_eq!(common::admin_get(b.admin, "/readyz").await.0, 200);
     ci_reads(&b).await.expect("the old config still grants ci");
-    let out = b.kubectl(&b.files.admin_kubeconfig, &["get", "ns"]).await;
-    assert!(out.status.success(), "{}", common::stderr(&out));
+    admin_lists_namespaces(&b).await;
 
     b.write_config(&without_ci_grant(&good));
-    b.signal("HUP");
-    b.wait_reloads("success", 1).await;
+    hup(&b, "success", 1).await;
     assert_ci_refused(&b).await;
     b.stop().await;
 }
@@ -515,26 +533,19 @@ async fn an_expired_serving_certificate_is_refused_while_the_running_one_is_good
             .expired_server_cert(&["localhost", "127.0.0.1"])
             .unwrap(),
     );
-    b.signal("HUP");
-    b.wait_reloads("failure", 1).await;
-    let log = b
-        .log_when(|log| log.contains("the new serving certificate is outside its validity period"))
-        .await;
-    assert!(
-        log.lines()
-            .any(|l| l.contains("configuration reload refused")
-                && l.contains("key=listen.tls.cert_file")),
-        "no refusal line names the certificate:\n{log}"
-    );
+    hup(&b, "failure", 1).await;
+    refusal_logged(
+        &b,
+        "listen.tls.cert_file",
+        "the new serving certificate is outside its validity period",
+    )
+    .await;
     // New connections still get the running certificate.
-    let out = b.kubectl(&b.files.admin_kubeconfig, &["get", "ns"]).await;
-    assert!(out.status.success(), "{}", common::stderr(&out));
+    admin_lists_namespaces(&b).await;
 
     write(&b.ca.server_cert(&["localhost", "127.0.0.1"]).unwrap());
-    b.signal("HUP");
-    b.wait_reloads("success", 1).await;
-    let out = b.kubectl(&b.files.admin_kubeconfig, &["get", "ns"]).await;
-    assert!(out.status.success(), "{}", common::stderr(&out));
+    hup(&b, "success", 1).await;
+    admin_lists_namespaces(&b).await;
     b.stop().await;
 }
 

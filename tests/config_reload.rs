@@ -892,13 +892,10 @@ async fn a_reload_holds_open_connections_to_the_new_client_cas_and_crls() {
     b.stop().await;
 }
 
-/// The upstream's kubeconfig is watched like the files the config names: a change to it
-/// (here its token, as a rotation would) reloads without a signal, and the upstream is
-/// rebuilt from it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_change_to_the_upstream_kubeconfig_reloads() {
-    common::require_kubectl();
-    let b = Binary::start(&["--reload-poll", "200ms"], |c| {
+/// The demo's binary, polling every 200 ms, with its upstream read from the demo's
+/// `upstream.kubeconfig` instead of `url` / `ca_file` / `token_file`.
+async fn through_upstream_kubeconfig() -> Binary {
+    Binary::start(&["--reload-poll", "200ms"], |c| {
         *c = c
             .replace(
                 "upstream:\n  url: ",
@@ -909,7 +906,16 @@ async fn a_change_to_the_upstream_kubeconfig_reloads() {
                 "",
             );
     })
-    .await;
+    .await
+}
+
+/// The upstream's kubeconfig is watched like the files the config names: a change to it
+/// (here its token, as a rotation would) reloads without a signal, and the upstream is
+/// rebuilt from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_to_the_upstream_kubeconfig_reloads() {
+    common::require_kubectl();
+    let b = through_upstream_kubeconfig().await;
     ci_reads(&b)
         .await
         .expect("served through the kubeconfig's upstream");
@@ -926,18 +932,7 @@ async fn a_change_to_the_upstream_kubeconfig_reloads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_certificate_rotated_under_the_upstream_kubeconfig_reloads() {
     common::require_kubectl();
-    let b = Binary::start(&["--reload-poll", "200ms"], |c| {
-        *c = c
-            .replace(
-                "upstream:\n  url: ",
-                "upstream:\n  kubeconfig: {path: upstream.kubeconfig}\n  #url: ",
-            )
-            .replace(
-                "  ca_file: ca.crt\n  credentials:\n    token_file: proxy.token\n",
-                "",
-            );
-    })
-    .await;
+    let b = through_upstream_kubeconfig().await;
     // The sandbox binds `portcullis-proxy`, a client-certificate proxy identity, to the
     // impersonator role.
     let issue = || {

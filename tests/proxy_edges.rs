@@ -569,6 +569,69 @@ async fn a_current_object_read_refused_as_unauthorized_is_a_503() {
     env.stop().await;
 }
 
+/// The read of the current object before a judged patch is bounded by the client's
+/// `?timeout=`, as the request itself is (kube-apiserver bounds the whole request by it, its
+/// own read of the object included): with an API server that never answers that read, a patch
+/// asking for 1 s gets the proxy's 503 then, not after `upstream.request_timeout` (60 s here) —
+/// and the patch is not sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_before_a_judged_patch_keeps_the_clients_timeout() {
+    let (ca, sandbox) = Env::ca_and_sandbox().await;
+    let patches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = patches.clone();
+    let fake = common::fake_upstream(&ca, move |mut s| {
+        let seen = seen.clone();
+        async move {
+            while let Some(head) = common::read_head(&mut s).await {
+                if head.starts_with("GET /api/v1/namespaces/team-a/pods/p1 ") {
+                    // Never answered while the test runs.
+                    tokio::time::sleep(Duration::from_secs(120)).await;
+                    return;
+                }
+                if head.starts_with("PATCH") {
+                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                let ok = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                if s.write_all(ok).await.is_err() || s.flush().await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let env = Env::start_against(ca, sandbox, fake, |c| {
+        let up = "\nupstream:\n";
+        assert!(c.contains(up), "the demo's upstream section moved");
+        *c = c.replacen(up, "\nupstream:\n  request_timeout: 60s\n", 1);
+    })
+    .await;
+    let req = Request::builder()
+        .method("PATCH")
+        .uri("/api/v1/namespaces/team-a/pods/p1?timeout=1s")
+        .header("content-type", "application/strategic-merge-patch+json")
+        .header("accept", "application/json")
+        .body(Full::new(Bytes::from(
+            r#"{"spec":{"containers":[{"name":"c","image":"busybox:2"}]}}"#,
+        )))
+        .unwrap();
+    let resp = tokio::time::timeout(
+        Duration::from_secs(20),
+        env.request(req, Some(&env.admin_cert), true),
+    )
+    .await
+    .expect("the patch waited past the client's timeout for its object's read");
+    let s = json(resp.body());
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{s}");
+    assert!(
+        s["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("upstream timeout")),
+        "{s}"
+    );
+    assert_eq!(patches.load(std::sync::atomic::Ordering::SeqCst), 0);
+    env.stop().await;
+}
+
 /// A patch of a collection names no object: the API server has no route for it and answers
 /// 405 MethodNotAllowed. A tenant's patch of pods is judged on the current object first; with
 /// no object to read it gets the same 405 (it was a 400 of the proxy's own), and nothing is

@@ -203,7 +203,8 @@ impl CreateGuardLayer {
         }
         let info = &caller.info;
         let ob = caller.outbound(self.trust_forwarded_for, None);
-        let uid = match fetch::current(&self.upstream, info, &ob).await? {
+        let limit = fetch::limit(&self.upstream, &parts.uri);
+        let uid = match fetch::current(&self.upstream, info, &ob, limit).await? {
             Current::Found(obj) => obj["metadata"]["uid"]
                 .as_str()
                 .filter(|u| !u.is_empty())

@@ -170,7 +170,8 @@ where
         .then(|| field_manager(parts))
         .flatten();
     let marks = (tokens.as_ref(), manager.as_deref());
-    let judged_body = match judge_write(s, up, info, ob, parsed, marks, verdict).await {
+    let read = (up, fetch::limit(up, &parts.uri));
+    let judged_body = match judge_write(s, read, info, ob, parsed, marks, verdict).await {
         Ok((body, pins)) => {
             verdict.retry = (pins.version || pins.uid).then(|| bytes.clone());
             verdict.pins = pins;
@@ -363,12 +364,12 @@ fn protobuf_body(
     }))
 }
 
-/// Judge a create, update or patch (fetching the current object when the judge needs it),
-/// noting warnings and audit violations in `verdict`; other verbs pass as parsed. The body to
-/// forward.
+/// Judge a create, update or patch (fetching the current object when the judge needs it, from
+/// `up` within `limit`: the request's own deadline), noting warnings and audit violations in
+/// `verdict`; other verbs pass as parsed. The body to forward.
 async fn judge_write(
     s: &Sanitizer,
-    up: &Upstream,
+    (up, limit): (&Upstream, std::time::Duration),
     info: &RequestInfo,
     ob: &Outbound<'_>,
     parsed: Parsed,
@@ -379,7 +380,7 @@ async fn judge_write(
         return Ok((parsed.value, Pins::default()));
     }
     let current = if judge::needs_current(s, info, ob.identity, &parsed, tokens.is_some()) {
-        match fetch::current(up, info, ob).await {
+        match fetch::current(up, info, ob, limit).await {
             // An update carries the whole object: the current one only lets an unchanged
             // denied field or token Secret through, so a caller who may not read it (RBAC
             // allows update without get) is judged on the body alone — stricter, not refused.

@@ -72,12 +72,24 @@ fn write_kind(info: &RequestInfo) -> &'static str {
     }
 }
 
-/// GET the object `info` names, as the caller.
+/// How long the read of the current object may take, for the request whose URI is `uri`: the
+/// client's `?timeout=` (capped by `upstream.max_request_timeout`) or `upstream.request_timeout`,
+/// as the request itself is bounded (`deadline.rs`) — kube-apiserver bounds the whole request,
+/// its own read of the object included, by the client's timeout.
+pub fn limit(up: &Upstream, uri: &http::Uri) -> std::time::Duration {
+    super::deadline::deadline(uri, false, up.request_timeout, up.max_request_timeout)
+        .unwrap_or(up.request_timeout)
+}
+
+/// GET the object `info` names, as the caller, within `limit` (see [`limit`]) for the answer
+/// and its body together.
 pub async fn current(
     up: &Upstream,
     info: &RequestInfo,
     ob: &Outbound<'_>,
+    limit: std::time::Duration,
 ) -> Result<Current, Refusal> {
+    let until = tokio::time::Instant::now() + limit;
     let unavailable = |why: String| -> Refusal {
         tracing::warn!(%why, path = %info.path, "current object unavailable for judging a patch");
         BodyRefusal::CurrentUnavailable(format!(
@@ -103,7 +115,7 @@ pub async fn current(
     *req.uri_mut() = http::Uri::from(pq);
     *req.headers_mut() = headers;
     let (parts, empty) = req.into_parts();
-    let resp = match send(up, parts, empty, Some(up.request_timeout), Judged::ALL).await {
+    let resp = match send(up, parts, empty, Some(limit), Judged::ALL).await {
         Ok(sent) => sent.resp,
         Err(Refusal::Timeout) => return Err(unavailable("upstream timeout".into())),
         // A 401 arrives here as `CredentialsRefused` (`send`): the proxy's own credentials,
@@ -111,16 +123,12 @@ pub async fn current(
         Err(refusal) => return Err(unavailable(refusal.status().message)),
     };
     let status = resp.status();
-    let bytes = match tokio::time::timeout(
-        up.request_timeout,
-        collect_limited(resp.into_body(), MAX_OBJECT),
-    )
-    .await
-    {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(unavailable(format!("reading the object failed: {e}"))),
-        Err(_) => return Err(unavailable("upstream timeout".into())),
-    };
+    let bytes =
+        match tokio::time::timeout_at(until, collect_limited(resp.into_body(), MAX_OBJECT)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(unavailable(format!("reading the object failed: {e}"))),
+            Err(_) => return Err(unavailable("upstream timeout".into())),
+        };
     match status {
         StatusCode::OK => serde_json::from_slice(&bytes)
             .map(Current::Found)

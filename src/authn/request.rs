@@ -188,16 +188,15 @@ pub async fn authenticate(
     };
     // As the API server's union goes on to its WebSocket protocol authenticator after the
     // bearer header's fails; when both fail, the header's failure is the one logged.
-    match websocket_bearer(headers) {
-        Ok(None) => Err(failed),
-        Ok(Some(token)) => match by_token(config, &token).await {
-            Ok(id) => Ok(id),
-            Err(_) if failed != Failure::NoCredentials => Err(failed),
-            Err(failure) => Err(failure),
-        },
-        Err(_) if failed != Failure::NoCredentials => Err(failed),
+    let by_protocol = match websocket_bearer(headers) {
+        Ok(None) => return Err(failed),
+        Ok(Some(token)) => by_token(config, &token).await,
         Err(why) => Err(Failure::BadHeader(why)),
-    }
+    };
+    by_protocol.map_err(|protocol| match failed {
+        Failure::NoCredentials => protocol,
+        header => header,
+    })
 }
 
 #[cfg(test)]

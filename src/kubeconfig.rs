@@ -145,7 +145,12 @@ impl Kubeconfig {
     pub fn load(path: &Path) -> Result<Kubeconfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        serde_saphyr::from_str_with_options(&text, no_snippet())
+        Kubeconfig::parse(&text, path)
+    }
+
+    /// Parse the text of the kubeconfig file `path` (named in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Kubeconfig> {
+        serde_saphyr::from_str_with_options(text, no_snippet())
             .map_err(|e| anyhow!("{}: {e}", path.display()))
     }
 

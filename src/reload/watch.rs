@@ -36,26 +36,34 @@ impl Fingerprint {
         let text = std::fs::read(config).ok();
         let mut files = vec![(config.to_path_buf(), text.as_deref().map(hash))];
         let base = config.parent().unwrap_or(Path::new(""));
-        let parsed = text.as_deref().and_then(|t| {
+        let Some(value) = text.as_deref().and_then(|t| {
             serde_saphyr::from_str::<serde_json::Value>(&String::from_utf8_lossy(t)).ok()
-        });
-        if let Some(value) = parsed {
-            for path in files_of(&value).iter().map(|p| base.join(p)) {
-                let h = std::fs::read(&path).ok().map(|b| hash(&b));
-                files.push((path, h));
-            }
-            // The files each kubeconfig names, as it names them now (an unreadable or
-            // unparsable kubeconfig names none: the reload will say why).
-            for kc in kubeconfigs_of(&value).iter().map(|p| base.join(p)) {
-                let Ok(parsed) = crate::kubeconfig::Kubeconfig::load(&kc) else {
-                    continue;
-                };
-                let dir = kc.parent().unwrap_or(Path::new(""));
-                for path in parsed.named_files(dir) {
-                    let h = std::fs::read(&path).ok().map(|b| hash(&b));
-                    files.push((path, h));
+        }) else {
+            return Fingerprint(files);
+        };
+        let kubeconfigs: Vec<PathBuf> = kubeconfigs_of(&value)
+            .iter()
+            .map(|p| base.join(p))
+            .collect();
+        // The files each kubeconfig names, as it names them now (one that does not parse
+        // names none: the reload will say why). Every file is read once.
+        let mut named_by_kubeconfigs = Vec::new();
+        for path in files_of(&value).iter().map(|p| base.join(p)) {
+            let bytes = std::fs::read(&path).ok();
+            if kubeconfigs.contains(&path) {
+                let parsed = bytes.as_deref().and_then(|b| {
+                    crate::kubeconfig::Kubeconfig::parse(&String::from_utf8_lossy(b), &path).ok()
+                });
+                if let Some(kc) = parsed {
+                    named_by_kubeconfigs
+                        .extend(kc.named_files(path.parent().unwrap_or(Path::new(""))));
                 }
             }
+            files.push((path, bytes.as_deref().map(hash)));
+        }
+        for path in named_by_kubeconfigs {
+            let h = std::fs::read(&path).ok().map(|b| hash(&b));
+            files.push((path, h));
         }
         Fingerprint(files)
     }
@@ -79,53 +87,39 @@ pub fn named_files(text: &str) -> Vec<String> {
 fn files_of(value: &serde_json::Value) -> Vec<String> {
     let mut out = Vec::new();
     collect(value, &mut out);
-    upstream_files(value, &mut out);
-    webhook_files(value, &mut out);
+    out.extend(kubeconfigs_of(value));
+    in_cluster_files(value, &mut out);
     out
 }
 
-/// The kubeconfigs the parsed config names: `upstream.kubeconfig.path` and each audit
-/// webhook sink's `kubeconfig`.
+/// The kubeconfigs the parsed config names: `upstream.kubeconfig.path` (the upstream's server,
+/// CA and credentials) and each audit webhook sink's `kubeconfig` (a reload re-points a sink
+/// whose receiver it changed, `audit::sink::webhook::retarget`).
 fn kubeconfigs_of(v: &serde_json::Value) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Some(p) = v
-        .pointer("/upstream/kubeconfig/path")
-        .and_then(|p| p.as_str())
-    {
-        out.push(p.to_owned());
-    }
-    webhook_files(v, &mut out);
-    out
+    let upstream = v.pointer("/upstream/kubeconfig/path");
+    let sinks = v
+        .pointer("/audit/sinks")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|sink| sink.pointer("/webhook/kubeconfig"));
+    upstream
+        .into_iter()
+        .chain(sinks)
+        .filter_map(|p| p.as_str().map(str::to_owned))
+        .collect()
 }
 
-/// What the upstream is read from besides `*_file` keys: `upstream.kubeconfig.path` (its
-/// server, CA and credentials), and with `upstream.in_cluster` the service account's `ca.crt`
-/// (the cluster CA, rotated by the control plane). The in-cluster token is re-read on its
-/// own interval, as `token_file`.
-fn upstream_files(v: &serde_json::Value, out: &mut Vec<String>) {
+/// With `upstream.in_cluster`, the service account's `ca.crt` (the cluster CA, rotated by the
+/// control plane). The in-cluster token is re-read on its own interval, as `token_file`.
+fn in_cluster_files(v: &serde_json::Value, out: &mut Vec<String>) {
     let Some(up) = v.get("upstream") else {
         return;
     };
-    if let Some(p) = up.pointer("/kubeconfig/path").and_then(|p| p.as_str()) {
-        out.push(p.to_owned());
-    }
     if up.get("in_cluster").and_then(serde_json::Value::as_bool) == Some(true) {
         let dir = std::env::var("PORTCULLIS_SERVICE_ACCOUNT_DIR")
             .unwrap_or_else(|_| crate::upstream::config::SERVICE_ACCOUNT_DIR.into());
         out.push(format!("{dir}/ca.crt"));
-    }
-}
-
-/// `audit.sinks[].webhook.kubeconfig`: a reload re-points a webhook sink whose receiver it
-/// changed (`audit::sink::webhook::retarget`).
-fn webhook_files(v: &serde_json::Value, out: &mut Vec<String>) {
-    let sinks = v
-        .pointer("/audit/sinks")
-        .and_then(serde_json::Value::as_array);
-    for sink in sinks.into_iter().flatten() {
-        if let Some(p) = sink.pointer("/webhook/kubeconfig").and_then(|p| p.as_str()) {
-            out.push(p.to_owned());
-        }
     }
 }
 

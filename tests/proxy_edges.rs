@@ -520,42 +520,22 @@ async fn an_upgrade_request_with_a_body_is_refused_before_the_upstream() {
 /// get" 403 — and the patch is not sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_current_object_read_refused_as_unauthorized_is_a_503() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let (ca, sandbox) = Env::ca_and_sandbox().await;
-    let patches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let patches = std::sync::Arc::new(AtomicUsize::new(0));
     let seen = patches.clone();
-    let fake = common::fake_upstream(&ca, move |mut s| {
-        let seen = seen.clone();
-        async move {
-            while let Some(head) = common::read_head(&mut s).await {
-                if head.starts_with("PATCH") {
-                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                }
-                let body = br#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#;
-                let head = format!(
-                    "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                    body.len()
-                );
-                if s.write_all(head.as_bytes()).await.is_err()
-                    || s.write_all(body).await.is_err()
-                    || s.flush().await.is_err()
-                {
-                    return;
-                }
-            }
+    let fake = fake_api(&ca, move |head, _| {
+        if head.starts_with("PATCH") {
+            seen.fetch_add(1, Ordering::SeqCst);
         }
+        (401, r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#.to_owned())
     })
     .await;
     let env = Env::start_against(ca, sandbox, fake, |_| {}).await;
-    let mut req = Request::builder()
-        .method("PATCH")
-        .uri("/api/v1/namespaces/team-a/pods/p1")
-        .header("content-type", "application/strategic-merge-patch+json")
-        .body(Full::new(Bytes::from(
-            r#"{"spec":{"containers":[{"name":"c","securityContext":{"privileged":true}}]}}"#,
-        )))
-        .unwrap();
-    req.headers_mut()
-        .insert("accept", "application/json".parse().unwrap());
+    let req = pod_p1_patch(
+        "",
+        r#"{"spec":{"containers":[{"name":"c","securityContext":{"privileged":true}}]}}"#,
+    );
     let resp = env.request(req, Some(&env.admin_cert), true).await;
     let s = json(resp.body());
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{s}");
@@ -565,7 +545,7 @@ async fn a_current_object_read_refused_as_unauthorized_is_a_503() {
             .is_some_and(|m| m.contains("did not accept the proxy's credentials")),
         "{s}"
     );
-    assert_eq!(patches.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(patches.load(Ordering::SeqCst), 0);
     env.stop().await;
 }
 
@@ -576,27 +556,19 @@ async fn a_current_object_read_refused_as_unauthorized_is_a_503() {
 /// and the patch is not sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_read_before_a_judged_patch_keeps_the_clients_timeout() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let (ca, sandbox) = Env::ca_and_sandbox().await;
-    let patches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let patches = std::sync::Arc::new(AtomicUsize::new(0));
     let seen = patches.clone();
-    let fake = common::fake_upstream(&ca, move |mut s| {
-        let seen = seen.clone();
-        async move {
-            while let Some(head) = common::read_head(&mut s).await {
-                if head.starts_with("GET /api/v1/namespaces/team-a/pods/p1 ") {
-                    // Never answered while the test runs.
-                    tokio::time::sleep(Duration::from_secs(120)).await;
-                    return;
-                }
-                if head.starts_with("PATCH") {
-                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                }
-                let ok = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
-                if s.write_all(ok).await.is_err() || s.flush().await.is_err() {
-                    return;
-                }
-            }
+    let fake = fake_api_or_silent(&ca, move |head, _| {
+        if head.starts_with("GET /api/v1/namespaces/team-a/pods/p1 ") {
+            // Never answered while the test runs.
+            return None;
         }
+        if head.starts_with("PATCH") {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+        Some((200, "{}".to_owned()))
     })
     .await;
     let env = Env::start_against(ca, sandbox, fake, |c| {
@@ -605,15 +577,10 @@ async fn the_read_before_a_judged_patch_keeps_the_clients_timeout() {
         *c = c.replacen(up, "\nupstream:\n  request_timeout: 60s\n", 1);
     })
     .await;
-    let req = Request::builder()
-        .method("PATCH")
-        .uri("/api/v1/namespaces/team-a/pods/p1?timeout=1s")
-        .header("content-type", "application/strategic-merge-patch+json")
-        .header("accept", "application/json")
-        .body(Full::new(Bytes::from(
-            r#"{"spec":{"containers":[{"name":"c","image":"busybox:2"}]}}"#,
-        )))
-        .unwrap();
+    let req = pod_p1_patch(
+        "?timeout=1s",
+        r#"{"spec":{"containers":[{"name":"c","image":"busybox:2"}]}}"#,
+    );
     let resp = tokio::time::timeout(
         Duration::from_secs(20),
         env.request(req, Some(&env.admin_cert), true),
@@ -628,8 +595,19 @@ async fn the_read_before_a_judged_patch_keeps_the_clients_timeout() {
             .is_some_and(|m| m.contains("upstream timeout")),
         "{s}"
     );
-    assert_eq!(patches.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(patches.load(Ordering::SeqCst), 0);
     env.stop().await;
+}
+
+/// A strategic-merge PATCH of pod `team-a/p1` (`query` appended to its path), asking for JSON.
+fn pod_p1_patch(query: &str, body: &'static str) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method("PATCH")
+        .uri(format!("/api/v1/namespaces/team-a/pods/p1{query}"))
+        .header("content-type", "application/strategic-merge-patch+json")
+        .header("accept", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
 }
 
 /// A patch of a collection names no object: the API server has no route for it and answers
@@ -735,6 +713,15 @@ async fn fake_api<F>(ca: &portcullis_sandbox::pki::Ca, answer: F) -> std::net::S
 where
     F: Fn(&str, String) -> (u16, String) + Clone + Send + Sync + 'static,
 {
+    fake_api_or_silent(ca, move |head, body| Some(answer(head, body))).await
+}
+
+/// [`fake_api`], where `answer` may say `None`: that request is never answered (its
+/// connection is held, silent, for two minutes).
+async fn fake_api_or_silent<F>(ca: &portcullis_sandbox::pki::Ca, answer: F) -> std::net::SocketAddr
+where
+    F: Fn(&str, String) -> Option<(u16, String)> + Clone + Send + Sync + 'static,
+{
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     common::fake_upstream(ca, move |mut s| {
         let answer = answer.clone();
@@ -755,7 +742,11 @@ where
                     let n = s.read(&mut buf).await.unwrap();
                     body.extend_from_slice(&buf[..n]);
                 }
-                let (code, out) = answer(head, String::from_utf8_lossy(&body).into_owned());
+                let Some((code, out)) = answer(head, String::from_utf8_lossy(&body).into_owned())
+                else {
+                    tokio::time::sleep(Duration::from_secs(120)).await;
+                    return;
+                };
                 let head = format!(
                     "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
                     out.len()

@@ -1462,13 +1462,16 @@ print(json.dumps([chosen, out.decode(), token]))
     let token = got[2].as_str().unwrap();
     assert_eq!(got[0], "v5.channel.k8s.io", "{got}");
     assert_eq!(got[1], "from a browser\n", "{got}");
-    let exec = env
-        .sandbox
-        .sandbox
-        .recorded()
-        .into_iter()
-        .find(|r| r.path.ends_with("/pods/shell/exec"))
-        .expect("the exec reached the API server");
+    // What the API server got at `path`, since it was last cleared.
+    let forwarded = |path: &str| {
+        env.sandbox
+            .sandbox
+            .recorded()
+            .into_iter()
+            .find(|r| r.path == path)
+            .unwrap_or_else(|| panic!("{path} was not forwarded"))
+    };
+    let exec = forwarded("/api/v1/namespaces/team-a/pods/shell/exec");
     assert_eq!(exec.headers["impersonate-user"], "alice");
     let offered: Vec<_> = exec
         .headers
@@ -1493,6 +1496,16 @@ print(json.dumps([chosen, out.decode(), token]))
         &claims("alice", &["demo:admins"]),
     ));
     let carried = |t: &str| format!("base64url.bearer.authorization.k8s.io.{t}");
+    let offering = |mut r: Request<Full<Bytes>>, protocols: &str| {
+        r.headers_mut()
+            .insert("sec-websocket-protocol", protocols.parse().unwrap());
+        r
+    };
+    let ws_exec = |pod: &str| {
+        common::websocket_get(&format!(
+            "/api/v1/namespaces/team-a/pods/{pod}/exec?command=cat&stdin=true&stdout=true"
+        ))
+    };
     for (what, protocols) in [
         (
             "a tampered token",
@@ -1508,11 +1521,7 @@ print(json.dumps([chosen, out.decode(), token]))
             format!("v5.channel.k8s.io, {}", carried("a+b/")),
         ),
     ] {
-        let mut r = common::websocket_get(
-            "/api/v1/namespaces/team-a/pods/shell/exec?command=cat&stdin=true&stdout=true",
-        );
-        r.headers_mut()
-            .insert("sec-websocket-protocol", protocols.parse().unwrap());
+        let r = offering(ws_exec("shell"), &protocols);
         let s = refused(&env, r, StatusCode::UNAUTHORIZED, "Unauthorized").await;
         assert_eq!(s["message"], "Unauthorized", "{what}");
     }
@@ -1521,46 +1530,27 @@ print(json.dumps([chosen, out.decode(), token]))
     // subprotocol beside one still authenticates (here an exec of a pod that does not exist:
     // the API server's 404, as alice).
     env.sandbox.sandbox.clear_recorded();
-    let mut r = common::websocket_get(
-        "/api/v1/namespaces/team-a/pods/nope/exec?command=cat&stdin=true&stdout=true",
+    let mut r = offering(
+        ws_exec("nope"),
+        &format!("v5.channel.k8s.io, {}", carried(&good)),
     );
     r.headers_mut()
         .insert("authorization", "Bearer not.a.jwt".parse().unwrap());
-    r.headers_mut().insert(
-        "sec-websocket-protocol",
-        format!("v5.channel.k8s.io, {}", carried(&good))
-            .parse()
-            .unwrap(),
-    );
     let resp = env.request(r, None, false).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{:?}", resp.body());
-    let seen = env.sandbox.sandbox.recorded();
-    let exec = seen
-        .iter()
-        .find(|r| r.path.ends_with("/pods/nope/exec"))
-        .expect("the exec was forwarded");
+    let exec = forwarded("/api/v1/namespaces/team-a/pods/nope/exec");
     assert_eq!(exec.headers["impersonate-user"], "alice");
 
     // Nor does a token subprotocol on a request that is no upgrade go upstream.
     env.sandbox.sandbox.clear_recorded();
-    let mut r = req(
-        "GET",
-        "/api/v1/namespaces/team-a/pods",
-        Some(&f.token(&claims("alice", &["tenant:team-a"]))),
-    );
-    r.headers_mut().insert(
-        "sec-websocket-protocol",
-        format!("v5.channel.k8s.io, {}", carried(&good))
-            .parse()
-            .unwrap(),
+    let alice = f.token(&claims("alice", &["tenant:team-a"]));
+    let r = offering(
+        req("GET", "/api/v1/namespaces/team-a/pods", Some(&alice)),
+        &format!("v5.channel.k8s.io, {}", carried(&good)),
     );
     let resp = env.request(r, None, true).await;
     assert_eq!(resp.status(), StatusCode::OK, "{:?}", resp.body());
-    let seen = env.sandbox.sandbox.recorded();
-    let list = seen
-        .iter()
-        .find(|r| r.path == "/api/v1/namespaces/team-a/pods")
-        .expect("the list was forwarded");
+    let list = forwarded("/api/v1/namespaces/team-a/pods");
     assert_eq!(list.headers["sec-websocket-protocol"], "v5.channel.k8s.io");
     env.stop().await;
 }

@@ -144,13 +144,7 @@ async fn a_stalled_tls_handshake_is_closed_after_the_handshake_timeout() {
 
 /// An HTTP/1.1 client that trickles its request head, one byte at a time.
 async fn slowloris(env: &Env) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let mut s = common::tls_connect(
-        env.proxy_addr,
-        &env.ca,
-        Some(&env.admin_cert),
-        &[b"http/1.1"],
-    )
-    .await;
+    let mut s = env.admin_http1().await;
     s.write_all(b"GET /api HTTP/1.1\r\nHost: localhost\r\n")
         .await
         .unwrap();
@@ -375,13 +369,7 @@ async fn idle_timeout_closes_an_idle_connection_but_not_one_with_a_watch() {
     assert_eq!(resp.status(), StatusCode::OK);
     resp.into_body().collect().await.unwrap();
     // HTTP/1.1, one request, then idle: closed between requests.
-    let mut h1 = common::tls_connect(
-        env.proxy_addr,
-        &env.ca,
-        Some(&env.admin_cert),
-        &[b"http/1.1"],
-    )
-    .await;
+    let mut h1 = env.admin_http1().await;
     h1.write_all(b"GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
@@ -749,13 +737,7 @@ async fn a_failed_authentication_does_not_cut_another_identity_s_watch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_writing_after_the_proxy_closes_is_not_reset() {
     let env = start("").await;
-    let mut h1 = common::tls_connect(
-        env.proxy_addr,
-        &env.ca,
-        Some(&env.admin_cert),
-        &[b"http/1.1"],
-    )
-    .await;
+    let mut h1 = env.admin_http1().await;
     h1.write_all(b"GET /version HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();

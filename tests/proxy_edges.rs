@@ -195,13 +195,7 @@ async fn slow_request_head_is_disconnected() {
     let env =
         Env::start_with(|c| *c = c.replace("  tls:\n", "  header_read_timeout: 500ms\n  tls:\n"))
             .await;
-    let mut s = common::tls_connect(
-        env.proxy_addr,
-        &env.ca,
-        Some(&env.admin_cert),
-        &[b"http/1.1"],
-    )
-    .await;
+    let mut s = env.admin_http1().await;
     s.write_all(b"GET /api HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
         .await
         .unwrap();
@@ -341,13 +335,7 @@ async fn spdy_upgrade_is_spliced_and_upstream_headers_pass_through() {
     );
 
     // SPDY exec: 101 with the negotiated protocol, then bytes both ways.
-    let mut s = common::tls_connect(
-        env.proxy_addr,
-        &env.ca,
-        Some(&env.admin_cert),
-        &[b"http/1.1"],
-    )
-    .await;
+    let mut s = env.admin_http1().await;
     s.write_all(
         b"POST /api/v1/namespaces/default/pods/web/exec?command=cat&stdin=true&stdout=true HTTP/1.1\r\nHost: localhost\r\n\
           Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\
@@ -409,13 +397,7 @@ async fn an_aggregated_apis_websocket_console_is_spliced_under_the_sessions_cap(
     let console =
         "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances/vm/console";
     let open = || async {
-        let mut s = common::tls_connect(
-            env.proxy_addr,
-            &env.ca,
-            Some(&env.admin_cert),
-            &[b"http/1.1"],
-        )
-        .await;
+        let mut s = env.admin_http1().await;
         s.write_all(
             format!(
                 "GET {console} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -469,13 +451,7 @@ async fn an_upgrade_request_with_a_body_is_refused_before_the_upstream() {
         ),
     ] {
         env.sandbox.sandbox.clear_recorded();
-        let mut s = common::tls_connect(
-            env.proxy_addr,
-            &env.ca,
-            Some(&env.admin_cert),
-            &[b"http/1.1"],
-        )
-        .await;
+        let mut s = env.admin_http1().await;
         let head = format!(
             "GET {exec} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\

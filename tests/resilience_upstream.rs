@@ -1086,13 +1086,7 @@ async fn a_too_large_resource_version_cannot_open_the_breaker() {
 /// it is forwarded. The status the client got (0: none, the connection closed).
 async fn broken_body_get(env: &Env) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = common::tls_connect(
-        env.proxy_addr,
-        &env.ca,
-        Some(&env.admin_cert),
-        &[b"http/1.1"],
-    )
-    .await;
+    let mut s = env.admin_http1().await;
     let _ = s
         .write_all(
             b"GET /api/v1/namespaces/default/configmaps HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
@@ -1340,13 +1334,7 @@ async fn a_streamed_request_crossed_by_a_goaway_is_a_503_to_send_again() {
     // The upstream connection's first request, which the relay passes on.
     assert_eq!(get_ns(&env, "").await.status(), 200);
     // The second: a GET whose chunked body (which nothing inspects) is still arriving.
-    let mut s = common::tls_connect(
-        env.proxy_addr,
-        &env.ca,
-        Some(&env.admin_cert),
-        &[b"http/1.1"],
-    )
-    .await;
+    let mut s = env.admin_http1().await;
     s.write_all(
         b"GET /api/v1/namespaces/default/configmaps HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
     )

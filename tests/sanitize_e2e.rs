@@ -1600,13 +1600,7 @@ async fn strict_parsing_refuses_differentials_and_bombs() {
 /// POST `n` bytes with `Transfer-Encoding: chunked` over HTTP/1.1; (status, body).
 async fn chunked_post(env: &Env, path: &str, n: usize) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = common::tls_connect(
-        env.proxy_addr,
-        &env.ca,
-        Some(&env.admin_cert),
-        &[b"http/1.1"],
-    )
-    .await;
+    let mut s = env.admin_http1().await;
     let head = format!(
         "POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
     );

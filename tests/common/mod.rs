@@ -142,6 +142,18 @@ impl Env {
         https_request(self.proxy_addr, &self.ca, req, cert, h2).await
     }
 
+    /// A raw TLS connection to the proxy as the admin (client certificate), speaking
+    /// HTTP/1.1: for requests written by hand.
+    pub async fn admin_http1(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        tls_connect(
+            self.proxy_addr,
+            &self.ca,
+            Some(&self.admin_cert),
+            &[b"http/1.1"],
+        )
+        .await
+    }
+
     /// Run kubectl against the proxy with the admin kubeconfig.
     pub async fn kubectl(&self, args: &[&str]) -> Output {
         kubectl(&self.files.admin_kubeconfig, self.dir.path(), args).await

@@ -37,10 +37,8 @@ pids=(); cleanup() {
  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null
  if [ -n "${KEEP_WORK:-}" ]; then echo "work directory kept: $W"; else cd / && rm -rf "$W"; fi
 }; trap cleanup EXIT
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca -keyout ca.key -out ca.crt 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost -keyout srv.key -out srv.csr 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > ext
-openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile ext -out srv.crt 2>/dev/null
+. "$HERE/side_by_side/proxy_config.sh"
+bench_server_cert "$W"
 python3 -c '
 import json
 items=[{"metadata":{"name":f"web-{i}","namespace":"team-a","uid":f"0000-{i}","resourceVersion":str(1000+i),"labels":{"app":"web"}},"spec":{"containers":[{"name":"web","image":"nginx:1.25"}]},"status":{"phase":"Running"}} for i in range(8)]
@@ -54,7 +52,6 @@ http { access_log off; server { listen 127.0.0.1:18443 ssl http2; ssl_certificat
 C
 nginx -c "$W/up.conf" & pids+=($!)
 B1=$1
-. "$HERE/side_by_side/proxy_config.sh"
 bench_credentials "$B1" "$W"
 bench_config "$W" "$W/srv.crt" "$W/srv.key" https://127.0.0.1:18443 "$W/ca.crt" "${AUDIT_MODE:-blocking}" > pc.yaml
 [ -n "${PC_EXTRA_YAML:-}" ] && printf '%s\n' "$PC_EXTRA_YAML" >> pc.yaml

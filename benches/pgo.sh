@@ -49,6 +49,7 @@ for tool in h2load curl openssl; do
 done
 
 W=$(mktemp -d -t pgo.XXXX)
+fail() { echo "benches/pgo.sh: $*" >&2; exit 1; }
 pids=() proxy=""
 cleanup() { # the work directory (logs, configs) is kept when the script fails
   local rc=$?
@@ -76,13 +77,10 @@ export LLVM_PROFILE_FILE="$W/other/%p.profraw"
 
 echo "== 2/3 training"
 cd "$W"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=pgo-ca -keyout ca.key -out ca.crt 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost -keyout srv.key -out srv.csr 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > ext
-openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile ext -out srv.crt 2>/dev/null
+. "$ROOT/benches/side_by_side/proxy_config.sh"
+bench_server_cert "$W" || fail "openssl could not make the training's certificates"
 
 "$BIN" sandbox --dir "$W/sandbox" --listen 127.0.0.1:18455 > sandbox.log 2>&1 & pids+=($!)
-. "$ROOT/benches/side_by_side/proxy_config.sh"
 bench_credentials "$BIN" "$W" || true # (it is not written for errexit; $TOKEN is checked below)
 [[ -n ${TOKEN:-} ]] || { echo "benches/pgo.sh: could not mint the training token" >&2; exit 1; }
 printf 'sandbox\n' > up.token # the sandbox's own token (`sandbox --dir` writes it in its kubeconfig)
@@ -105,8 +103,14 @@ grep -q 'resources: \[pods, configmaps\]' pc-blocking.yaml && grep -q 'rate: 100
 U=https://127.0.0.1:18446
 NS=$U/api/v1/namespaces/team-a
 AUTH="authorization: Bearer $TOKEN"
-wait_port() { for _ in $(seq 1 300); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.2; done; echo "port $1 never opened" >&2; return 1; }
-fail() { echo "benches/pgo.sh: $*" >&2; exit 1; }
+wait_port() { # PORT [PID]: until something listens on PORT; fails if PID (when given) exits first
+  for _ in $(seq 1 300); do
+    [[ -z ${2:-} ]] || kill -0 "$2" 2>/dev/null || fail "the process meant to listen on port $1 exited (logs in $W)"
+    (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+    sleep 0.2
+  done
+  fail "nothing listened on 127.0.0.1:$1 (logs in $W)"
+}
 # h2load: N requests (other arguments as h2load's), every answer in CLASS (2xx, 4xx).
 expect() { # N CLASS h2load-args...
   local n=$1 class=$2 line; shift 2
@@ -136,7 +140,7 @@ J
 printf '{"metadata":{"labels":{"patched":"yes"}}}' > patch.json
 printf '{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"' > broken.json
 
-wait_port 18455
+wait_port 18455 "${pids[0]}"
 for _ in $(seq 1 50); do [[ -s sandbox/ca.crt ]] && break; sleep 0.1; done # written as it starts
 # The sandbox authorizes what the proxy impersonates, like an API server: bind the training
 # identity's group to cluster-admin in team-a only (the proxy's grant is narrower still).
@@ -151,12 +155,7 @@ serve() { # CONFIG [ENV=VALUE...]: the proxy in the background, its profile kept
   phase=$((phase + 1))
   env -u TOKIO_WORKER_THREADS "$@" LLVM_PROFILE_FILE="$W/train/phase$phase-%p.profraw" "$BIN" serve --config "$config" > "$W/pc.log" 2>&1 &
   proxy=$!
-  for _ in $(seq 1 300); do
-    kill -0 "$proxy" 2>/dev/null || fail "the proxy exited at start (see $W/pc.log)"
-    (exec 3<>/dev/tcp/127.0.0.1/18446) 2>/dev/null && return 0
-    sleep 0.2
-  done
-  fail "the proxy never listened on 127.0.0.1:18446 (see $W/pc.log)"
+  wait_port 18446 "$proxy"
 }
 stop() { # the proxy must exit cleanly: its profile is written at exit
   kill -TERM "$proxy"

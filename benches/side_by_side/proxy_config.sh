@@ -1,5 +1,6 @@
-# Sourced by benches/side_by_side/portcullis.sh and benches/instructions_per_request.sh: the one
-# definition of the benched proxy (every guard on). Functions, no side effects when sourced.
+# Sourced by benches/side_by_side/portcullis.sh, benches/instructions_per_request.sh and
+# benches/pgo.sh: the one definition of the benched proxy (every guard on). Functions, no side
+# effects when sourced.
 
 # bench_credentials BIN DIR: a JWT signing key + JWKS, a token for it ($TOKEN), the audit signing
 # key, the upstream token and a Metadata audit policy, all in DIR. Sets $TOKEN and $JWKS.
@@ -26,6 +27,16 @@ bench_credentials() {
   # that omits that stage (as config/audit-policy.yaml does) saves; unset, the policy is the harness's.
   [[ -n ${AUDIT_OMIT_STAGES:-} ]] && printf 'omitStages: [%s]\n' "$AUDIT_OMIT_STAGES" >>"$dir/policy.yaml"
   return 0
+}
+
+# bench_server_cert DIR: a throwaway CA (ca.crt / ca.key) and a server certificate for
+# localhost and 127.0.0.1 signed by it (srv.crt / srv.key), in DIR.
+bench_server_cert() {
+  local d=$1
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null &&
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost -keyout "$d/srv.key" -out "$d/srv.csr" 2>/dev/null &&
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > "$d/ext" &&
+    openssl x509 -req -in "$d/srv.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -days 2 -extfile "$d/ext" -out "$d/srv.crt" 2>/dev/null
 }
 
 # bench_config DIR CERT KEY UPSTREAM UPSTREAM_CA AUDIT_MODE: the proxy config on stdout (DIR holds

@@ -136,18 +136,22 @@ async fn echoing_session(
     session
 }
 
+/// The `ResponseComplete` events in audit log text `log` that `keep` selects.
+fn completes(log: &str, keep: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["stage"] == "ResponseComplete" && keep(e))
+        .collect()
+}
+
 /// The `ResponseComplete` events of `pods/shell/exec` in the proxy's audit log.
 fn exec_completes(b: &common::binary::Binary) -> Vec<serde_json::Value> {
     let log = std::fs::read_to_string(b.files.dir.join("audit.log")).unwrap();
-    log.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| {
-            e["stage"] == "ResponseComplete"
-                && e["requestURI"]
-                    .as_str()
-                    .is_some_and(|u| u.contains("/pods/shell/exec"))
-        })
-        .collect()
+    completes(&log, |e| {
+        e["requestURI"]
+            .as_str()
+            .is_some_and(|u| u.contains("/pods/shell/exec"))
+    })
 }
 
 /// An exec session open across SIGTERM; recorded into `sessions` when given.
@@ -322,15 +326,9 @@ async fn a_watch_outliving_the_grace_still_leaves_its_event() {
         .await;
     assert!(status.success(), "exit status {status:?}");
     let log = std::fs::read_to_string(b.files.dir.join("audit.log")).unwrap();
-    let completes: Vec<serde_json::Value> = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| {
-            e["stage"] == "ResponseComplete"
-                && e["verb"] == "watch"
-                && e["objectRef"]["resource"] == "configmaps"
-        })
-        .collect();
+    let completes = completes(&log, |e| {
+        e["verb"] == "watch" && e["objectRef"]["resource"] == "configmaps"
+    });
     assert_eq!(completes.len(), 1, "{}", b.log());
     // Ended by the drain, and said so, as an upgraded stream cut then says.
     assert_eq!(
@@ -531,14 +529,9 @@ async fn a_request_the_grace_cuts_leaves_its_event_marked_shutdown() {
         .expect("the request never reached the upstream");
     let _kept = env.stop_keeping_files().await;
     let log = std::fs::read_to_string(&audit_log).unwrap();
-    let completes: Vec<serde_json::Value> = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| {
-            e["stage"] == "ResponseComplete"
-                && e["requestURI"] == "/api/v1/namespaces/default/configmaps/slow"
-        })
-        .collect();
+    let completes = completes(&log, |e| {
+        e["requestURI"] == "/api/v1/namespaces/default/configmaps/slow"
+    });
     assert_eq!(completes.len(), 1, "{log}");
     assert_eq!(
         completes[0]["annotations"]["portcullis.io/response-aborted"], "shutdown",

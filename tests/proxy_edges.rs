@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{get, Env};
-use http::{Request, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use portcullis_sandbox::{self as sandbox, pki::Ca};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -513,14 +513,7 @@ async fn a_current_object_read_refused_as_unauthorized_is_a_503() {
         r#"{"spec":{"containers":[{"name":"c","securityContext":{"privileged":true}}]}}"#,
     );
     let resp = env.request(req, Some(&env.admin_cert), true).await;
-    let s = json(resp.body());
-    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{s}");
-    assert!(
-        s["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("did not accept the proxy's credentials")),
-        "{s}"
-    );
+    assert_unavailable_saying(&resp, "did not accept the proxy's credentials");
     assert_eq!(patches.load(Ordering::SeqCst), 0);
     env.stop().await;
 }
@@ -563,16 +556,19 @@ async fn the_read_before_a_judged_patch_keeps_the_clients_timeout() {
     )
     .await
     .expect("the patch waited past the client's timeout for its object's read");
+    assert_unavailable_saying(&resp, "upstream timeout");
+    assert_eq!(patches.load(Ordering::SeqCst), 0);
+    env.stop().await;
+}
+
+/// The proxy's 503 `Status`, its message containing `needle`.
+fn assert_unavailable_saying(resp: &Response<Bytes>, needle: &str) {
     let s = json(resp.body());
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{s}");
     assert!(
-        s["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("upstream timeout")),
+        s["message"].as_str().is_some_and(|m| m.contains(needle)),
         "{s}"
     );
-    assert_eq!(patches.load(Ordering::SeqCst), 0);
-    env.stop().await;
 }
 
 /// A strategic-merge PATCH of pod `team-a/p1` (`query` appended to its path), asking for JSON.

@@ -989,12 +989,13 @@ fn compliant_container_context() -> Value {
 }
 
 /// Create Deployment `name` in team-a (`restricted`), compliant, with these containers and
-/// `managedFields` entries (manager, operation) as the API server would have recorded them.
+/// `managedFields` entries (manager, operation, `fieldsV1` below `spec.template.spec`) as the
+/// API server would have recorded them.
 async fn create_managed_deployment(
     env: &Env,
     name: &str,
     containers: &[&str],
-    managers: &[(&str, &str)],
+    managers: &[(&str, &str, Value)],
 ) {
     let containers: Vec<Value> = containers
         .iter()
@@ -1011,9 +1012,39 @@ async fn create_managed_deployment(
     .swap_remove(4);
     dep["metadata"]["managedFields"] = managers
         .iter()
-        .map(|(m, op)| json!({"manager": m, "operation": op, "apiVersion": "apps/v1", "fieldsType": "FieldsV1", "fieldsV1": {}}))
+        .map(|(m, op, fields)| {
+            json!({"manager": m, "operation": op, "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:spec": {"f:template": {"f:spec": fields}}}})
+        })
         .collect();
     create(env, "/apis/apps/v1/namespaces/team-a/deployments", &dep).await;
+}
+
+/// A `fieldsV1` set below `spec.template.spec` (the shape the API server records for an
+/// apply): the pod-level security context `create_managed_deployment` sets if `pod_context`,
+/// and these containers — by name, with their image, and with their security context if
+/// asked.
+fn owned(pod_context: bool, containers: &[(&str, bool)]) -> Value {
+    let mut set = json!({});
+    if pod_context {
+        set["f:securityContext"] =
+            json!({"f:runAsNonRoot": {}, "f:seccompProfile": {"f:type": {}}});
+    }
+    if !containers.is_empty() {
+        let items: serde_json::Map<String, Value> = containers
+            .iter()
+            .map(|(name, context)| {
+                let mut item = json!({".": {}, "f:name": {}, "f:image": {}});
+                if *context {
+                    item["f:securityContext"] =
+                        json!({"f:allowPrivilegeEscalation": {}, "f:capabilities": {"f:drop": {}}});
+                }
+                (format!("k:{}", json!({"name": name})), item)
+            })
+            .collect();
+        set["f:containers"] = Value::Object(items);
+    }
+    set
 }
 
 /// A manager re-applying without the pod-level security context it applied before: the API
@@ -1026,7 +1057,16 @@ async fn a_reapply_that_drops_what_others_rely_on_is_refused() {
     let deps = "/apis/apps/v1/namespaces/team-a/deployments";
     let compliant = compliant_container_context();
     // As the API server records it: x applied the pod-level fields and container a, y added b.
-    create_managed_deployment(&env, "d2", &["a", "b"], &[("x", "Apply"), ("y", "Update")]).await;
+    create_managed_deployment(
+        &env,
+        "d2",
+        &["a", "b"],
+        &[
+            ("x", "Apply", owned(true, &[("a", true)])),
+            ("y", "Update", owned(false, &[("b", true)])),
+        ],
+    )
+    .await;
     let d2 = format!("{deps}/d2");
     // x's new configuration: container a alone, compliant on its own; no pod-level context.
     let mut a_alone = compliant.clone();
@@ -1067,7 +1107,13 @@ async fn a_reapply_that_drops_what_others_rely_on_is_refused() {
 async fn a_partial_apply_by_another_manager_is_judged_on_what_it_stores() {
     let env = Env::start().await;
     let deps = "/apis/apps/v1/namespaces/team-a/deployments";
-    create_managed_deployment(&env, "d3", &["app"], &[("kubectl", "Apply")]).await;
+    create_managed_deployment(
+        &env,
+        "d3",
+        &["app"],
+        &[("kubectl", "Apply", owned(true, &[("app", true)]))],
+    )
+    .await;
     let d3 = format!("{deps}/d3?fieldManager=image-updater&force=true");
     let apply = |containers: Value| {
         json_req(
@@ -1114,6 +1160,77 @@ async fn a_partial_apply_by_another_manager_is_judged_on_what_it_stores() {
         let s = refused(&env, apply(containers), 403, "Forbidden").await;
         assert!(has_cause(&s, field), "{s}");
     }
+}
+
+/// The same image updater's *next* partial apply: it removes only what it applied before (the
+/// container's name and image, which it sets again), so the stored object keeps the fields
+/// `restricted` requires and it passes — read from `managedFields`, as the API server prunes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_partial_apply_by_the_same_manager_passes() {
+    let env = Env::start().await;
+    create_managed_deployment(
+        &env,
+        "d4",
+        &["app"],
+        &[
+            ("kubectl", "Apply", owned(true, &[("app", true)])),
+            ("image-updater", "Apply", owned(false, &[("app", false)])),
+        ],
+    )
+    .await;
+    let apply = json_req(
+        "PATCH",
+        "/apis/apps/v1/namespaces/team-a/deployments/d4?fieldManager=image-updater&force=true",
+        "application/apply-patch+yaml",
+        &json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d4"},
+            "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx:3"}]}}}}),
+    );
+    env.sandbox.sandbox.clear_recorded();
+    let resp = send_as(&env, apply, None).await;
+    assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.body());
+    assert_eq!(
+        writes(&env).len(),
+        1,
+        "the apply reached the API server once"
+    );
+}
+
+/// A re-apply that leaves out a container another applier keeps: the API server keeps the
+/// container but removes the fields of it only this manager applied — here the container's
+/// whole security context, which `restricted` requires. Refused before the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reapply_removing_its_fields_from_a_container_it_no_longer_names_is_refused() {
+    let env = Env::start().await;
+    create_managed_deployment(
+        &env,
+        "d5",
+        &["a", "b"],
+        &[
+            ("x", "Apply", owned(true, &[("a", true), ("b", true)])),
+            ("y", "Apply", owned(false, &[("b", false)])),
+        ],
+    )
+    .await;
+    let config = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d5"},
+        "spec": {"selector": {"matchLabels": {"app": "d5"}}, "template": {
+            "metadata": {"labels": {"app": "d5"}},
+            "spec": {
+                "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [{"name": "a", "image": "nginx", "securityContext": compliant_container_context()}]}}}});
+    let apply = json_req(
+        "PATCH",
+        "/apis/apps/v1/namespaces/team-a/deployments/d5?fieldManager=x",
+        "application/apply-patch+yaml",
+        &config,
+    );
+    let s = refused(&env, apply, 403, "Forbidden").await;
+    assert!(
+        has_cause(
+            &s,
+            "spec.template.spec.containers[1].securityContext.allowPrivilegeEscalation"
+        ),
+        "{s}"
+    );
 }
 
 /// `Connection: Upgrade` on a write does not skip the judge: the API server ignores it and

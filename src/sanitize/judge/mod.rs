@@ -10,7 +10,7 @@
 //! | JSON patch (RFC 6902) | the current object with the patch applied (`json-patch` crate) |
 //! | merge patch (RFC 7386) | the current object with the patch merged |
 //! | strategic merge patch | the current object merged per `merge.rs` (directives applied) |
-//! | apply patch (server-side apply) | merged onto the current object; for a manager that applied the object before, also merged onto the current object with the security fields it leaves out removed (`reapply.rs`); and the applied configuration alone — at the enforced level when it creates the object, at most at `baseline` when the object exists (a partial apply by another manager need not repeat what `restricted` requires to be set: the fields stay; a value it sets that `baseline` forbids is still refused, whatever the merge model says) — all must pass |
+//! | apply patch (server-side apply) | merged onto the current object; for a manager that applied the object before, also merged onto the current object with the security fields the re-apply removes taken out (read from `managedFields`, `reapply.rs`); and the applied configuration alone — at the enforced level when it creates the object, at most at `baseline` when the object exists (a partial apply by another manager need not repeat what `restricted` requires to be set: the fields stay; a value it sets that `baseline` forbids is still refused, whatever the merge model says) — all must pass |
 //!
 //! A patch that touches no pod spec and no pod annotations of a pod-bearing kind (a label, a
 //! replica count) is not judged by Pod Security, as the apiserver only re-checks updates that
@@ -531,7 +531,8 @@ fn objects_to_judge<'a>(
                         (patch_kind, pod_kind(info), field_manager)
                     {
                         if reapply::reapplies(cur, manager) {
-                            let reduced = reapply::without_omitted(cur, &parsed.value, kind);
+                            let reduced =
+                                reapply::without_removed(cur, &parsed.value, kind, manager);
                             judged.push(Cow::Owned(apply_patch(&reduced, parsed, info)?));
                         }
                     }

@@ -2015,6 +2015,100 @@ async fn kubectl_prints_every_violation_and_applies_compliant_workloads() {
     env.stop().await;
 }
 
+/// `kubectl apply --server-side --force-conflicts --field-manager MANAGER -n team-a` of
+/// `yaml`, as team-a.
+async fn server_side_apply(env: &Env, yaml: &str, manager: &str) -> std::process::Output {
+    let home = env.dir.path();
+    let file = home.join(format!("{manager}.yaml"));
+    std::fs::write(&file, yaml).unwrap();
+    common::kubectl(
+        &env.files.team_a_kubeconfig,
+        home,
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager",
+            manager,
+            "-n",
+            "team-a",
+            "-f",
+            file.to_str().unwrap(),
+        ],
+    )
+    .await
+}
+
+/// Deployment `ssa` with these containers (name, image), each with the container security
+/// context `restricted` requires; the pod-level one too when `pod_context`.
+fn ssa_deployment(pod_context: bool, containers: &[(&str, &str)], context: bool) -> String {
+    let mut spec = String::new();
+    if pod_context {
+        spec.push_str("      securityContext:\n        runAsNonRoot: true\n        seccompProfile: {type: RuntimeDefault}\n");
+    }
+    spec.push_str("      containers:\n");
+    for (name, image) in containers {
+        spec.push_str(&format!("      - name: {name}\n        image: {image}\n"));
+        if context {
+            spec.push_str("        securityContext:\n          allowPrivilegeEscalation: false\n          capabilities: {drop: [ALL]}\n");
+        }
+    }
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: ssa\nspec:\n  selector:\n    matchLabels: {{app: ssa}}\n  template:\n    metadata:\n      labels: {{app: ssa}}\n    spec:\n{spec}"
+    )
+}
+
+/// Server-side apply with kubectl, each manager's applied set recorded in `managedFields` by
+/// the sandbox as kube-apiserver records it: a re-apply is judged on what it removes. An image
+/// updater applies the image alone, twice — the second a re-apply that removes only what it
+/// sets again — and both pass. kubectl then re-applies the workload without the sidecar
+/// another applier keeps: the API server would keep the sidecar and remove the security
+/// context only kubectl applied to it, so the proxy refuses (403) and nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_server_side_reapplies_are_judged_on_what_they_remove() {
+    common::require_kubectl();
+    let env = Env::start().await;
+    let image = || async {
+        let out = env
+            .kubectl(&[
+                "get",
+                "deployment",
+                "ssa",
+                "-n",
+                "team-a",
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].image}",
+            ])
+            .await;
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let full = ssa_deployment(true, &[("web", "nginx:1"), ("side", "busybox")], true);
+    let out = server_side_apply(&env, &full, "kubectl").await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    for tag in ["nginx:2", "nginx:3"] {
+        let partial = ssa_deployment(false, &[("web", tag)], false);
+        let out = server_side_apply(&env, &partial, "image-updater").await;
+        assert!(out.status.success(), "{tag}: {}", common::stderr(&out));
+        assert_eq!(image().await, tag);
+    }
+    let sidecar = ssa_deployment(false, &[("side", "busybox")], false);
+    let out = server_side_apply(&env, &sidecar, "sidecar-owner").await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+
+    env.sandbox.sandbox.clear_recorded();
+    let without_side = ssa_deployment(true, &[("web", "nginx:3")], true);
+    let out = server_side_apply(&env, &without_side, "kubectl").await;
+    let err = common::stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("deployments.apps \"ssa\" is forbidden: violates PodSecurity \"restricted:latest\" in spec.template: allowPrivilegeEscalation != false (container \"side\" must set securityContext.allowPrivilegeEscalation=false)"),
+        "{err}"
+    );
+    let w = writes(&env);
+    assert!(w.is_empty(), "the re-apply reached the API server: {w:?}");
+    env.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_rs_gets_pod_security_s_forbidden_status() {
     use k8s_openapi::api::core::v1::Pod;

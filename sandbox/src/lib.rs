@@ -33,6 +33,7 @@ mod expiry;
 mod gate;
 mod impersonation;
 mod logs;
+mod managed;
 mod openapi;
 mod openapi_pb;
 mod openapi_schemas;

@@ -52,7 +52,7 @@ pub fn apply(kind: PatchType, target: &mut Value, patch: Value) -> Result<(), St
     }
 }
 
-fn merge_key(field: &str) -> Option<&'static str> {
+pub(crate) fn merge_key(field: &str) -> Option<&'static str> {
     match field {
         "containers"
         | "initContainers"

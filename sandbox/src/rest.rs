@@ -456,6 +456,18 @@ async fn patch_object(
         }),
         &bytes,
     )?;
+    // What an apply records as its manager's set (`managed.rs`).
+    let applied = (kind == PatchType::Apply)
+        .then(|| {
+            q.get("fieldManager")
+                .map(|m| (m.to_owned(), patch_body.clone()))
+        })
+        .flatten();
+    let record = |obj: &mut Value| {
+        if let Some((manager, config)) = &applied {
+            super::managed::record_apply(obj, config, manager, super::clock::now_rfc3339());
+        }
+    };
     let mut store = sb.store();
     let current = match store.get(t.def, ns, &name) {
         Ok(c) => c,
@@ -473,6 +485,7 @@ async fn patch_object(
             check_identity(t, &mut obj)?;
             // kube-apiserver authorizes an apply's create path as `create` (patch.go).
             put_create::may_create(&store, &attrs, &user)?;
+            record(&mut obj);
             let created = store.create(t.def, ns, obj, dry_run(q))?;
             return Ok(json_response(
                 StatusCode::CREATED,
@@ -486,6 +499,7 @@ async fn patch_object(
     patch::apply(kind, &mut patched, patch_body)
         .map_err(|e| Status::failure(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", e))?;
     check_identity(t, &mut patched)?;
+    record(&mut patched);
     let patched = super::writes::split_status(t.def, t.sub.as_deref(), &current, patched);
     store
         .update(t.def, ns, &name, patched, dry_run(q))

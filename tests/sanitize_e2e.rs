@@ -2015,6 +2015,69 @@ async fn kubectl_prints_every_violation_and_applies_compliant_workloads() {
     env.stop().await;
 }
 
+/// `kubectl patch --type json` with the index spellings kube-apiserver's JSON patch reads
+/// (Go's `strconv.Atoi`: `+0`, `00`; a negative index counts from the end): judged as the API
+/// server reads them and forwarded as the plain index they name. A compliant patch passes and
+/// the API server receives `…/containers/0/image`; one that makes the last container
+/// privileged is refused (403) and nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_json_patches_with_loose_indices_are_judged_as_the_api_server_reads_them() {
+    common::require_kubectl();
+    let (env, _) = with_deployment().await;
+    let home = env.dir.path();
+    let patch = |ops: &'static str| {
+        let kubeconfig = env.files.team_a_kubeconfig.clone();
+        async move {
+            common::kubectl(
+                &kubeconfig,
+                home,
+                &[
+                    "patch",
+                    "deployment",
+                    "d1",
+                    "-n",
+                    "team-a",
+                    "--type",
+                    "json",
+                    "-p",
+                    ops,
+                ],
+            )
+            .await
+        }
+    };
+    env.sandbox.sandbox.clear_recorded();
+    let out = patch(
+        r#"[{"op":"replace","path":"/spec/template/spec/containers/-1/image","value":"nginx:9"}]"#,
+    )
+    .await;
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let sent = env
+        .sandbox
+        .sandbox
+        .recorded()
+        .into_iter()
+        .find(|r| r.method == http::Method::PATCH)
+        .expect("the patch reached the API server");
+    let sent: Value = serde_json::from_slice(sent.body.as_ref().unwrap()).unwrap();
+    assert_eq!(
+        sent[0]["path"], "/spec/template/spec/containers/0/image",
+        "{sent}"
+    );
+
+    env.sandbox.sandbox.clear_recorded();
+    let out = patch(r#"[{"op":"add","path":"/spec/template/spec/containers/+0/securityContext/privileged","value":true}]"#).await;
+    let err = common::stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("deployments.apps \"d1\" is forbidden: violates PodSecurity \"restricted:latest\" in spec.template: privileged (container \"c\" must not set securityContext.privileged=true)"),
+        "{err}"
+    );
+    let w = writes(&env);
+    assert!(w.is_empty(), "the patch reached the API server: {w:?}");
+    env.stop().await;
+}
+
 /// `kubectl apply --server-side --force-conflicts --field-manager MANAGER -n team-a` of
 /// `yaml`, as team-a.
 async fn server_side_apply(env: &Env, yaml: &str, manager: &str) -> std::process::Output {

@@ -7,7 +7,7 @@
 //! | body | object judged |
 //! |---|---|
 //! | create / update (`application/json`, `application/yaml`) | the body |
-//! | JSON patch (RFC 6902) | the current object with the patch applied (`json-patch` crate) |
+//! | JSON patch (RFC 6902) | the current object with the patch applied (`json-patch` crate), its array indices first written as the plain index kube-apiserver reads them as (`+0`, `00`, negative from the end; `patch.rs`) |
 //! | merge patch (RFC 7386) | the current object with the patch merged |
 //! | strategic merge patch | the current object merged per `merge.rs` (directives applied) |
 //! | apply patch (server-side apply) | merged onto the current object; for a manager that applied the object before, also merged onto the current object with the security fields the re-apply removes taken out (read from `managedFields`, `reapply.rs`); and the applied configuration alone — at the enforced level when it creates the object, at most at `baseline` when the object exists (a partial apply by another manager need not repeat what `restricted` requires to be set: the fields stay; a value it sets that `baseline` forbids is still refused, whatever the merge model says) — all must pass |
@@ -323,6 +323,14 @@ pub fn judge(
     let kind = pod_kind(info);
     let rules: Vec<_> = s.rules_for(info, id).collect();
     let mut out = Judged::default();
+
+    // 0. a JSON patch's array indices written as the API server reads them (`patch.rs`),
+    // so that everything below — and the API server — reads the same plain patch.
+    if let (BodyKind::JsonPatch, Current::Found(cur)) = (parsed.kind, &current) {
+        if let Some(plain) = patch::plain_indices(cur, &parsed, info)? {
+            parsed.value = plain;
+        }
+    }
 
     // 1. strip
     strip_fields(&rules, kind, &mut parsed, &mut out);

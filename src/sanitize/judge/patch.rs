@@ -1,5 +1,6 @@
 //! Patches, for the judge: the object a patch produces from the current one (JSON, merge,
-//! strategic, apply), stripping a field from a JSON patch's operations, and the
+//! strategic, apply), a JSON patch's array indices written as kube-apiserver reads them
+//! ([`plain_indices`]), stripping a field from a JSON patch's operations, and the
 //! `resourceVersion` precondition that pins a judged patch to the object it was judged on.
 //!
 //! Rejects: a JSON patch that does not parse or an unknown strategic directive → 400
@@ -26,78 +27,25 @@ use crate::{
     refusal::{BodyRefusal, Refusal},
 };
 
+/// The 422 for a patch that does not apply to `info`'s current object.
+fn unprocessable(info: &RequestInfo) -> impl Fn(String) -> BodyRefusal + '_ {
+    move |why| {
+        BodyRefusal::PatchDoesNotApply(format!(
+            "the patch cannot be applied to the current {} {:?}: {why}",
+            info.resource, info.name
+        ))
+    }
+}
+
 pub(super) fn apply_patch(
     cur: &Value,
     parsed: &Parsed,
     info: &RequestInfo,
 ) -> Result<Value, Refusal> {
     let mut result = cur.clone();
-    let unprocessable = |why: String| {
-        BodyRefusal::PatchDoesNotApply(format!(
-            "the patch cannot be applied to the current {} {:?}: {why}",
-            info.resource, info.name
-        ))
-    };
+    let unprocessable = unprocessable(info);
     match parsed.kind {
-        BodyKind::JsonPatch => {
-            let ops: json_patch::Patch = serde_json::from_value(parsed.value.clone())
-                .map_err(|e| BodyRefusal::BadPatch(format!("invalid JSON patch: {e}")))?;
-            // One operation at a time, counting what copies add before each is applied, and
-            // the values each shifts or walks.
-            let mut copied = 0usize;
-            let mut work = 0usize;
-            for (i, op) in ops.0.iter().enumerate() {
-                work = work.saturating_add(shifted(&result, op));
-                if let json_patch::PatchOperation::Copy(c) = op {
-                    if let Some(v) = result.pointer(c.from.as_str()) {
-                        copied = copied.saturating_add(json_len(v));
-                        if copied > MAX_COPIED_BYTES {
-                            return Err(BodyRefusal::TooLarge {
-                                limit: MAX_COPIED_BYTES,
-                            }
-                            .into());
-                        }
-                    }
-                }
-                // No undo log: on an error the scratch copy is dropped anyway.
-                json_patch::patch_unsafe(&mut result, std::slice::from_ref(op)).map_err(
-                    |mut e| {
-                        e.operation = i;
-                        unprocessable(e.to_string())
-                    },
-                )?;
-                // Each operation may nest deeper than any body could (add 95 levels at the
-                // innermost point of the last add; copy a chain into itself): bounded, or the
-                // recursive walks and drops of the result overflow the stack.
-                if let Some(at) = written_at(op) {
-                    let levels = at.split('/').count().saturating_sub(1);
-                    // `…/-` appended to an array: its last element (under an object, `-` is
-                    // just a key, and the value is there).
-                    let appended = at
-                        .strip_suffix("/-")
-                        .and_then(|list| result.pointer(list))
-                        .and_then(Value::as_array);
-                    let written = match appended {
-                        Some(list) => list.last(),
-                        None => result.pointer(at),
-                    };
-                    if written.is_some_and(|v| {
-                        nests_deeper_counted(v, MAX_RESULT_DEPTH.saturating_sub(levels), &mut work)
-                    }) {
-                        return Err(unprocessable(format!(
-                            "operation {i} nests the object deeper than {MAX_RESULT_DEPTH} levels"
-                        ))
-                        .into());
-                    }
-                }
-                if work > MAX_PATCH_WORK {
-                    return Err(unprocessable(format!(
-                        "operations 0 to {i} shift or rewrite more than {MAX_PATCH_WORK} values in all"
-                    ))
-                    .into());
-                }
-            }
-        }
+        BodyKind::JsonPatch => run_json_patch(&mut result, &parsed.value, None, &unprocessable)?,
         BodyKind::MergePatch => json_patch::merge(&mut result, &parsed.value),
         BodyKind::StrategicMergePatch => merge::merge(&mut result, &parsed.value, Mode::Strategic)
             .map_err(|e| BodyRefusal::BadPatch(format!("strategic merge patch: {e}")))?,
@@ -106,6 +54,200 @@ pub(super) fn apply_patch(
         BodyKind::Object => result = parsed.value.clone(),
     }
     Ok(result)
+}
+
+/// Apply a JSON patch's operations in turn to `result`, under the copy, depth and work bounds
+/// (see the module doc). With `plain`, each operation's array indices are first written as
+/// the plain index kube-apiserver reads them as, against `result` as the operations before it
+/// left it, and the rewritten operations collected there ([`plain_indices`]).
+fn run_json_patch(
+    result: &mut Value,
+    sent: &Value,
+    mut plain: Option<&mut Vec<Value>>,
+    unprocessable: &dyn Fn(String) -> BodyRefusal,
+) -> Result<(), Refusal> {
+    let ops: json_patch::Patch = serde_json::from_value(sent.clone())
+        .map_err(|e| BodyRefusal::BadPatch(format!("invalid JSON patch: {e}")))?;
+    // A patch deserializes from an array only.
+    let raw: &[Value] = sent.as_array().map_or(&[], Vec::as_slice);
+    // One operation at a time, counting what copies add before each is applied, and
+    // the values each shifts or walks.
+    let mut copied = 0usize;
+    let mut work = 0usize;
+    for (i, op) in ops.0.iter().enumerate() {
+        let rewritten;
+        let op = match (plain.as_deref_mut(), raw.get(i)) {
+            (Some(out), Some(sent)) => {
+                let v = plain_op(result, sent);
+                rewritten = serde_json::from_value::<json_patch::PatchOperation>(v.clone())
+                    .map_err(|e| BodyRefusal::BadPatch(format!("invalid JSON patch: {e}")))?;
+                out.push(v);
+                &rewritten
+            }
+            _ => op,
+        };
+        work = work.saturating_add(shifted(result, op));
+        if let json_patch::PatchOperation::Copy(c) = op {
+            if let Some(v) = result.pointer(c.from.as_str()) {
+                copied = copied.saturating_add(json_len(v));
+                if copied > MAX_COPIED_BYTES {
+                    return Err(BodyRefusal::TooLarge {
+                        limit: MAX_COPIED_BYTES,
+                    }
+                    .into());
+                }
+            }
+        }
+        // No undo log: on an error the scratch copy is dropped anyway.
+        json_patch::patch_unsafe(result, std::slice::from_ref(op)).map_err(|mut e| {
+            e.operation = i;
+            unprocessable(e.to_string())
+        })?;
+        // Each operation may nest deeper than any body could (add 95 levels at the
+        // innermost point of the last add; copy a chain into itself): bounded, or the
+        // recursive walks and drops of the result overflow the stack.
+        if let Some(at) = written_at(op) {
+            let levels = at.split('/').count().saturating_sub(1);
+            // `…/-` appended to an array: its last element (under an object, `-` is
+            // just a key, and the value is there).
+            let appended = at
+                .strip_suffix("/-")
+                .and_then(|list| result.pointer(list))
+                .and_then(Value::as_array);
+            let written = match appended {
+                Some(list) => list.last(),
+                None => result.pointer(at),
+            };
+            if written.is_some_and(|v| {
+                nests_deeper_counted(v, MAX_RESULT_DEPTH.saturating_sub(levels), &mut work)
+            }) {
+                return Err(unprocessable(format!(
+                    "operation {i} nests the object deeper than {MAX_RESULT_DEPTH} levels"
+                ))
+                .into());
+            }
+        }
+        if work > MAX_PATCH_WORK {
+            return Err(unprocessable(format!(
+                "operations 0 to {i} shift or rewrite more than {MAX_PATCH_WORK} values in all"
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// A JSON patch whose array indices kube-apiserver reads differently from RFC 6902 and the
+/// json-patch crate, rewritten as the plain indices it reads them as; `None` when it has
+/// none. kube-apiserver applies JSON patches with evanphx/json-patch v4, which parses an
+/// index with Go's `strconv.Atoi` (`+1`, `01`, `-0` name an index too) and counts a
+/// negative one from the end — of the list, or of the list plus one for where an `add`,
+/// `copy` or `move` puts its value (read in its `partialArray` methods, not run against a
+/// real API server). Rewritten against the object as the operations before each leave it,
+/// so the judge, the field rules and the API server all read the same plain patch, which is
+/// what is forwarded. A `move` whose destination index is such an index is left as sent (it
+/// is resolved after the removal; refused 422 here, as RFC 6902 reads it).
+pub(super) fn plain_indices(
+    cur: &Value,
+    parsed: &Parsed,
+    info: &RequestInfo,
+) -> Result<Option<Value>, Refusal> {
+    let loose_op = |op: &Value| {
+        ["path", "from"].iter().any(|k| {
+            op.get(*k)
+                .and_then(Value::as_str)
+                .is_some_and(|p| p.split('/').skip(1).any(|t| loose_index(t).is_some()))
+        })
+    };
+    let Some(ops) = parsed.value.as_array() else {
+        return Ok(None);
+    };
+    if !ops.iter().any(loose_op) {
+        return Ok(None);
+    }
+    let unprocessable = unprocessable(info);
+    let mut scratch = cur.clone();
+    let mut out = Vec::with_capacity(ops.len());
+    run_json_patch(&mut scratch, &parsed.value, Some(&mut out), &unprocessable)?;
+    Ok(Some(Value::Array(out)))
+}
+
+/// An index token Go's `strconv.Atoi` reads that is not written as RFC 6902's plain index
+/// (`0` or digits without a leading zero): its value.
+fn loose_index(token: &str) -> Option<i64> {
+    let digits = token.strip_prefix(['+', '-']).unwrap_or(token);
+    let plain = token == "0" || (!token.starts_with('0') && token == digits);
+    if plain || digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    token.parse::<i64>().ok()
+}
+
+/// `op` with the loose indices of its `path` and `from` written plain against `doc` (see
+/// [`plain_indices`]).
+fn plain_op(doc: &Value, op: &Value) -> Value {
+    let mut op = op.clone();
+    let kind = op
+        .get("op")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    if let Some(from) = op.get("from").and_then(Value::as_str) {
+        let plain = plain_path(doc, from, false);
+        op["from"] = Value::String(plain);
+    }
+    if kind != "move" {
+        if let Some(path) = op.get("path").and_then(Value::as_str) {
+            let inserts = matches!(kind.as_str(), "add" | "copy");
+            let plain = plain_path(doc, path, inserts);
+            op["path"] = Value::String(plain);
+        }
+    }
+    op
+}
+
+/// `path` with each loose index into a list of `doc` written plain: a negative one counted
+/// from the list's end, or from one past it for the last token when `inserts` (where an
+/// `add` or `copy` puts its value). A token that names nothing is left as sent.
+fn plain_path(doc: &Value, path: &str, inserts: bool) -> String {
+    if !path.starts_with('/') {
+        return path.to_owned();
+    }
+    let tokens: Vec<&str> = path.split('/').skip(1).collect();
+    let mut at = Some(doc);
+    let mut out = String::with_capacity(path.len());
+    for (i, token) in tokens.iter().enumerate() {
+        let mut written = std::borrow::Cow::Borrowed(*token);
+        at = match at {
+            Some(Value::Array(list)) => {
+                let index = match loose_index(token) {
+                    Some(n) => {
+                        let end = if inserts && i + 1 == tokens.len() {
+                            list.len() + 1
+                        } else {
+                            list.len()
+                        };
+                        let resolved = if n < 0 {
+                            i64::try_from(end).ok().map(|e| n + e).filter(|m| *m >= 0)
+                        } else {
+                            Some(n)
+                        };
+                        resolved.and_then(|m| usize::try_from(m).ok())
+                    }
+                    None => token.parse::<usize>().ok(),
+                };
+                if let (Some(index), Some(_)) = (index, loose_index(token)) {
+                    written = std::borrow::Cow::Owned(index.to_string());
+                }
+                index.and_then(|n| list.get(n))
+            }
+            Some(Value::Object(map)) => map.get(&token.replace("~1", "/").replace("~0", "~")),
+            _ => None,
+        };
+        out.push('/');
+        out.push_str(&written);
+    }
+    out
 }
 
 /// The most a JSON patch's `copy` operations may copy in all (serialized bytes): the API
@@ -341,6 +483,88 @@ fn client_version(op: &Value) -> Option<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn json_patch(ops: Value) -> Parsed {
+        Parsed {
+            kind: BodyKind::JsonPatch,
+            value: ops,
+        }
+    }
+
+    /// Indices as evanphx/json-patch v4 reads them (`strconv.Atoi`, negative from the end;
+    /// one past the end for where an `add` or `copy` inserts), each against the list as the
+    /// operations before it left it; map keys that look like indices stay as sent.
+    #[test]
+    fn loose_indices_are_written_as_the_api_server_reads_them() {
+        let cur = json!({"metadata": {"labels": {"01": "a"}},
+            "spec": {"containers": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}});
+        let ops = json!([
+            {"op": "remove", "path": "/spec/containers/-1"},
+            {"op": "add", "path": "/spec/containers/-1", "value": {"name": "x"}},
+            {"op": "replace", "path": "/spec/containers/+0/name", "value": "a2"},
+            {"op": "test", "path": "/spec/containers/00/name", "value": "a2"},
+            {"op": "copy", "from": "/spec/containers/-1", "path": "/spec/containers/-0"},
+            {"op": "replace", "path": "/metadata/labels/01", "value": "b"}]);
+        let plain = plain_indices(&cur, &json_patch(ops), &info())
+            .unwrap()
+            .unwrap();
+        let paths: Vec<(&str, &str)> = plain
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|op| {
+                (
+                    op["path"].as_str().unwrap(),
+                    op.get("from").and_then(Value::as_str).unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                ("/spec/containers/2", ""),
+                ("/spec/containers/2", ""),
+                ("/spec/containers/0/name", ""),
+                ("/spec/containers/0/name", ""),
+                ("/spec/containers/0", "/spec/containers/2"),
+                ("/metadata/labels/01", ""),
+            ]
+        );
+        // The rewritten patch applies as the API server would have applied the one sent.
+        let applied = apply_patch(&cur, &json_patch(plain), &info()).unwrap();
+        assert_eq!(
+            applied["spec"]["containers"],
+            json!([{"name": "x"}, {"name": "a2"}, {"name": "b"}, {"name": "x"}])
+        );
+        assert_eq!(applied["metadata"]["labels"], json!({"01": "b"}));
+    }
+
+    #[test]
+    fn plain_patches_are_left_alone_and_bad_loose_ones_refused() {
+        let cur = json!({"spec": {"containers": [{"name": "a"}]}});
+        let plain = json!([{"op": "replace", "path": "/spec/containers/0/name", "value": "b"},
+            {"op": "add", "path": "/spec/containers/-", "value": {"name": "c"}}]);
+        assert_eq!(
+            plain_indices(&cur, &json_patch(plain), &info()).unwrap(),
+            None
+        );
+        for ops in [
+            // Before the start of the list (the API server's "invalid index" too).
+            json!([{"op": "remove", "path": "/spec/containers/-2"}]),
+            // Past the end.
+            json!([{"op": "replace", "path": "/spec/containers/+1/name", "value": "b"}]),
+            // Beyond Go's int.
+            json!([{"op": "remove", "path": "/spec/containers/-99999999999999999999"}]),
+            // A move's destination is resolved after its removal: left as sent, refused.
+            json!([{"op": "move", "from": "/spec/containers/0", "path": "/spec/containers/-1"}]),
+        ] {
+            // As the judge runs them: the indices written plain, then the patch applied.
+            let judged = plain_indices(&cur, &json_patch(ops.clone()), &info()).and_then(|p| {
+                apply_patch(&cur, &json_patch(p.unwrap_or_else(|| ops.clone())), &info())
+            });
+            assert_eq!(judged.unwrap_err().status().code, 422, "{ops}");
+        }
+    }
 
     /// What each operation shifts: everything from the index on for an insert or a removal in
     /// a list, nothing at its end (`-`) or in a map; a `move` counts both ends.

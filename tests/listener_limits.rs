@@ -542,6 +542,85 @@ async fn an_http2_connection_is_closed_after_a_request_fails_authentication() {
     env.stop().await;
 }
 
+/// A request that crosses the idle timeout's GOAWAY — opened as it goes out: h2 accepts streams
+/// until its shutdown PING is answered — runs to its end, as Go's HTTP/2 server lets streams
+/// finish after a graceful GOAWAY, rather than being cut with the connection `shutdown.grace`
+/// (5 s) later. Here a watch with `timeoutSeconds=8` opened on the GOAWAY ends cleanly (its
+/// END_STREAM) about 8 s later; the connection then closes. Spoken in raw frames (the `h2`
+/// crate answers PINGs and opens no stream after a GOAWAY), authenticated by the admin's
+/// client certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_crossing_the_idle_goaway_runs_to_its_end() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = start("  idle_timeout: 1s\n").await;
+    let tls = common::tls_connect(env.proxy_addr, &env.ca, Some(&env.admin_cert), &[b"h2"]).await;
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    // A GET as one HPACK block of static-table names and literal values.
+    let get = |stream: u32, path: &str| {
+        let mut block = vec![0x82, 0x87]; // :method GET, :scheme https
+        for (index, value) in [(4u8, path), (1, "localhost")] {
+            block.extend([index, value.len() as u8]);
+            block.extend(value.as_bytes());
+        }
+        let mut frame = (block.len() as u32).to_be_bytes()[1..].to_vec();
+        frame.extend([0x1, 0x5]); // HEADERS, END_STREAM | END_HEADERS
+        frame.extend(stream.to_be_bytes());
+        frame.extend(block);
+        frame
+    };
+    wr.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    wr.write_all(&get(1, "/version")).await.unwrap();
+    // Frames as (type, flags, stream); a SETTINGS to acknowledge as type 0xff. Never a PING
+    // acknowledged. Ends at EOF.
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<(u8, u8, u32)>();
+    let reader = tokio::spawn(async move {
+        let mut head = [0u8; 9];
+        while rd.read_exact(&mut head).await.is_ok() {
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            if rd.read_exact(&mut payload).await.is_err() {
+                break;
+            }
+            if head[3] == 0x4 && head[4] & 0x1 == 0 {
+                let _ = seen_tx.send((0xff, 0, 0));
+            }
+            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            let _ = seen_tx.send((head[3], head[4], stream));
+        }
+    });
+    let watch = "/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=8";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (mut goaway_at, mut watch_ended_at) = (None, None);
+    loop {
+        tokio::select! {
+            frame = seen.recv() => match frame {
+                None => break, // the connection ended
+                Some((0xff, _, _)) => wr.write_all(&[0, 0, 0, 0x4, 0x1, 0, 0, 0, 0]).await.unwrap(),
+                Some((0x7, _, _)) if goaway_at.is_none() => {
+                    goaway_at = Some(tokio::time::Instant::now());
+                    wr.write_all(&get(3, watch)).await.unwrap();
+                }
+                // DATA or HEADERS ending stream 3.
+                Some((0x0 | 0x1, flags, 3)) if flags & 0x1 != 0 => {
+                    watch_ended_at = Some(tokio::time::Instant::now());
+                }
+                Some(_) => {}
+            },
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    reader.abort();
+    let goaway_at = goaway_at.expect("no GOAWAY after the idle timeout");
+    let ended = watch_ended_at.map(|t| t - goaway_at);
+    assert!(
+        ended.is_some_and(|d| d >= Duration::from_secs(7)),
+        "the watch opened on the GOAWAY did not run to its end (ended {ended:?} after the GOAWAY)"
+    );
+    env.stop().await;
+}
+
 /// After the GOAWAY that follows a failed authentication, h2 still accepts new streams until the
 /// client answers its shutdown PING. A client that never answers it, reads every 401 and opens
 /// a new stream each second would have its unauthenticated requests served on that connection

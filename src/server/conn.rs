@@ -196,7 +196,8 @@ pub enum Outcome<E> {
 
 /// Run `conn` until it ends, the watchdog closes it, or shutdown. `graceful` starts hyper's
 /// graceful close (GOAWAY / close when idle); the rest of the connection then gets
-/// `timeouts.grace` before it is dropped. `closing` hears the watchdog's reason as it fires,
+/// `timeouts.grace` before it is dropped — after the idle timeout, `grace` from when no
+/// request is open ([`after_idle_goaway`]); after a failed authentication, see below. `closing` hears the watchdog's reason as it fires,
 /// before the client can see the connection close (so whatever it counts is counted by then).
 pub async fn drive<C, E>(
     mut conn: Pin<&mut C>,
@@ -242,9 +243,16 @@ where
         return outcome;
     }
     graceful(conn.as_mut());
-    if !matches!(outcome, Outcome::Closed(Closed::Unauthenticated)) {
-        let _ = tokio::time::timeout(timeouts.grace, conn).await;
-        return outcome;
+    match outcome {
+        Outcome::Closed(Closed::Unauthenticated) => {}
+        Outcome::Closed(Closed::IdleTimeout) => {
+            after_idle_goaway(conn, shared, timeouts.grace, stop).await;
+            return outcome;
+        }
+        _ => {
+            let _ = tokio::time::timeout(timeouts.grace, conn).await;
+            return outcome;
+        }
     }
     // After a failed authentication the other streams run to their end (a shutdown gives them
     // its grace); the connection is cut once answers to unauthenticated requests have stayed
@@ -273,6 +281,38 @@ where
             _ = tokio::time::sleep_until(cut_at.unwrap_or_else(Instant::now)), if cut_at.is_some() => {
                 if shared.activity().unauthenticated_since == since {
                     return outcome;
+                }
+            }
+        }
+    }
+}
+
+/// After the idle timeout's GOAWAY: a request that crossed it (opened as it went out — h2
+/// accepts streams until its shutdown PING is answered) runs to its end, as Go's HTTP/2 server
+/// lets streams finish after a graceful GOAWAY; once none is open, the connection has `grace`
+/// to finish (what hyper still holds — answers a client that grants no window never takes —
+/// goes with it). A shutdown gives it only its grace.
+async fn after_idle_goaway<C: Future>(
+    mut conn: Pin<&mut C>,
+    shared: &Shared,
+    grace: Duration,
+    mut stop: Shutdown,
+) {
+    let goaway_at = Instant::now();
+    loop {
+        let now = *shared.activity();
+        let cut_at = (now.open == 0).then(|| now.idle_since.max(goaway_at) + grace);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = stop.wait() => {
+                let _ = tokio::time::timeout(grace, conn).await;
+                return;
+            }
+            _ = shared.changed.notified() => {}
+            _ = tokio::time::sleep_until(cut_at.unwrap_or_else(Instant::now)), if cut_at.is_some() => {
+                let later = *shared.activity();
+                if later.open == 0 && later.idle_since == now.idle_since {
+                    return;
                 }
             }
         }

@@ -1162,6 +1162,37 @@ async fn a_partial_apply_by_another_manager_is_judged_on_what_it_stores() {
     }
 }
 
+/// Newer API servers remove a struct on the path to a manager's applied fields whole when no
+/// other manager reaches it: x applied only the pod's `fsGroup`, nobody owns the
+/// `runAsNonRoot` / `seccompProfile` beside it, and x re-applies without a pod security
+/// context — the whole of it may go, and the container, which relied on it, would run as root.
+/// Refused before the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reapply_removing_a_security_context_no_one_else_reaches_is_refused() {
+    let env = Env::start().await;
+    let mut x = owned(false, &[("a", true)]);
+    x["f:securityContext"] = json!({"f:fsGroup": {}});
+    create_managed_deployment(&env, "d6", &["a"], &[("x", "Apply", x)]).await;
+    let config = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d6"},
+        "spec": {"selector": {"matchLabels": {"app": "d6"}}, "template": {
+            "metadata": {"labels": {"app": "d6"}},
+            "spec": {"containers": [{"name": "a", "image": "nginx", "securityContext": compliant_container_context()}]}}}});
+    let apply = json_req(
+        "PATCH",
+        "/apis/apps/v1/namespaces/team-a/deployments/d6?fieldManager=x",
+        "application/apply-patch+yaml",
+        &config,
+    );
+    let s = refused(&env, apply, 403, "Forbidden").await;
+    assert!(
+        has_cause(
+            &s,
+            "spec.template.spec.containers[0].securityContext.runAsNonRoot"
+        ),
+        "{s}"
+    );
+}
+
 /// The same image updater's *next* partial apply: it removes only what it applied before (the
 /// container's name and image, which it sets again), so the stored object keeps the fields
 /// `restricted` requires and it passes — read from `managedFields`, as the API server prunes.
@@ -2403,6 +2434,65 @@ async fn host_users_false_exempts_only_where_user_namespaces_are_on() {
     )
     .await;
     assert_eq!(sent["spec"]["hostUsers"], false);
+}
+
+/// Where `hostUsers: false` exempts a container running as root, a re-apply that drops the
+/// exemption while another manager keeps the `runAsUser: 0` would store a root container in
+/// the host user namespace: the re-apply is judged with the exemption removed and the
+/// violation kept (removing both would pass), and refused before the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reapply_dropping_host_users_where_others_keep_root_is_refused() {
+    let env = Env::start_with(|c| {
+        *c = c.replace(
+            "  pod_security:\n",
+            "  pod_security:\n    user_namespaces: true\n",
+        );
+    })
+    .await;
+    let mut root = compliant_container_context();
+    root["runAsUser"] = json!(0);
+    let spec = json!({"hostUsers": false,
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{"name": "c", "image": "busybox", "securityContext": root}]});
+    let (_, mut dep, _) = kinds("team-a", "d7", spec).swap_remove(4);
+    let c = r#"k:{"name":"c"}"#;
+    let entry = |manager: &str, op: &str, fields: Value| {
+        json!({"manager": manager, "operation": op, "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:spec": {"f:template": {"f:spec": fields}}}})
+    };
+    dep["metadata"]["managedFields"] = json!([
+        entry(
+            "x",
+            "Apply",
+            json!({"f:hostUsers": {}, "f:containers": {c: {".": {}, "f:name": {},
+            "f:securityContext": {"f:runAsUser": {}}}}})
+        ),
+        entry(
+            "y",
+            "Update",
+            json!({"f:containers": {c: {"f:securityContext": {"f:runAsUser": {}}}}})
+        ),
+    ]);
+    create(&env, "/apis/apps/v1/namespaces/team-a/deployments", &dep).await;
+    let config = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d7"},
+        "spec": {"selector": {"matchLabels": {"app": "d7"}}, "template": {
+            "metadata": {"labels": {"app": "d7"}},
+            "spec": {"securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [{"name": "c", "image": "busybox", "securityContext": compliant_container_context()}]}}}});
+    let apply = json_req(
+        "PATCH",
+        "/apis/apps/v1/namespaces/team-a/deployments/d7?fieldManager=x",
+        "application/apply-patch+yaml",
+        &config,
+    );
+    let s = refused(&env, apply, 403, "Forbidden").await;
+    assert!(
+        has_cause(
+            &s,
+            "spec.template.spec.containers[0].securityContext.runAsUser"
+        ),
+        "{s}"
+    );
 }
 
 /// A pod already stored with `hostUsers` (made straight at the API server): the API server keeps

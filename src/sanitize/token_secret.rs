@@ -123,8 +123,16 @@ impl TokenSecrets {
         {
             return Ok(());
         }
+        // A re-apply that leaves the label out may remove it: if its manager applied it, or
+        // (newer API servers) applied another label that no one else's set reaches
+        // (`judge/reapply.rs`).
         let dropped_by_apply = reapplying.is_some_and(|(config, manager)| {
-            label(config).is_none() && applied_label(current, manager)
+            super::judge::may_remove_field(
+                current,
+                config,
+                manager,
+                &["metadata", "labels", INVALID_SINCE],
+            )
         });
         if invalidated(result) && !dropped_by_apply {
             return Ok(());
@@ -159,19 +167,6 @@ fn invalidated(o: &Value) -> bool {
     label(o)
         .and_then(Value::as_str)
         .is_some_and(|v| !v.is_empty())
-}
-
-/// Whether `manager`'s `Apply` entry in `current`'s `managedFields` owns the cleaner's label:
-/// a re-apply that leaves it out then removes it.
-fn applied_label(current: &Value, manager: &str) -> bool {
-    let owned = format!("f:{INVALID_SINCE}");
-    super::judge::applied_entries(current, manager).any(|e| {
-        e.get("fieldsV1")
-            .and_then(|f| f.get("f:metadata"))
-            .and_then(|m| m.get("f:labels"))
-            .and_then(|l| l.get(&owned))
-            .is_some()
-    })
 }
 
 /// The label the API server's legacy-token cleaner sets on a token Secret unused for a year:
@@ -320,7 +315,7 @@ mod tests {
         let guard = TokenSecrets::new(|sa| sa == "ok");
         let i = info("PATCH", "/api/v1/namespaces/t/secrets/s");
         let stored = |sa: &str, label: Option<&str>| {
-            let mut v = json!({"metadata": {"name": "s", "annotations": {SERVICE_ACCOUNT: sa},
+            let mut v = json!({"apiVersion": "v1", "metadata": {"name": "s", "annotations": {SERVICE_ACCOUNT: sa},
                 "labels": {"x": "y"}}, "type": TOKEN_TYPE, "data": {"token": "ZXlK"}});
             if let Some(l) = label {
                 v["metadata"]["labels"][INVALID_SINCE] = json!(l);
@@ -357,11 +352,30 @@ mod tests {
         // A re-apply leaving out the label its manager applied removes it.
         let mut applied = invalid.clone();
         applied["metadata"]["managedFields"] = json!([{"manager": "m", "operation": "Apply",
+            "apiVersion": "v1", "fieldsType": "FieldsV1",
             "fieldsV1": {"f:metadata": {"f:labels": {format!("f:{INVALID_SINCE}"): {}}}}}]);
         let config = json!({"metadata": {"name": "s", "labels": {"x": "z"}}, "type": TOKEN_TYPE});
         assert!(check(&applied, &applied, Some((&config, "m"))).is_err());
         assert!(check(&applied, &applied, Some((&config, "other"))).is_ok());
         assert!(check(&invalid, &invalid, Some((&config, "m"))).is_ok());
+        // Newer API servers: a manager that applied another label, re-applying with no labels,
+        // removes the whole map when no other entry reaches it — the cleaner's label with it.
+        let mut other_label = invalid.clone();
+        other_label["metadata"]["managedFields"] = json!([{"manager": "m", "operation": "Apply",
+            "apiVersion": "v1", "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:metadata": {"f:labels": {"f:x": {}}}}}]);
+        let unlabelled = json!({"metadata": {"name": "s"}, "type": TOKEN_TYPE});
+        assert!(check(&other_label, &other_label, Some((&unlabelled, "m"))).is_err());
+        // The cleaner's own entry reaches the map: it stays.
+        other_label["metadata"]["managedFields"]
+            .as_array_mut()
+            .unwrap()
+            .push(
+                json!({"manager": "legacy-token-cleaner", "operation": "Update",
+                "apiVersion": "v1", "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:metadata": {"f:labels": {format!("f:{INVALID_SINCE}"): {}}}}}),
+            );
+        assert!(check(&other_label, &other_label, Some((&unlabelled, "m"))).is_ok());
         // Not a token Secret: nothing to re-activate.
         let mut opaque = invalid.clone();
         opaque["type"] = json!("Opaque");

@@ -10,7 +10,7 @@
 //! | JSON patch (RFC 6902) | the current object with the patch applied (`json-patch` crate), its array indices first written as the plain index kube-apiserver reads them as (`+0`, `00`, negative from the end; `patch.rs`) |
 //! | merge patch (RFC 7386) | the current object with the patch merged |
 //! | strategic merge patch | the current object merged per `merge.rs` (directives applied) |
-//! | apply patch (server-side apply) | merged onto the current object; for a manager that applied the object before, also merged onto the current object with the security fields the re-apply removes taken out (read from `managedFields`, `reapply.rs`); and the applied configuration alone — at the enforced level when it creates the object, at most at `baseline` when the object exists (a partial apply by another manager need not repeat what `restricted` requires to be set: the fields stay; a value it sets that `baseline` forbids is still refused, whatever the merge model says) — all must pass |
+//! | apply patch (server-side apply) | merged onto the current object; for a manager that applied the object before, also merged onto the worst case of what the re-apply may leave of the current object (every value that satisfies a check removed wherever it may go, read from `managedFields`; `reapply.rs`); and the applied configuration alone — at the enforced level when it creates the object, at most at `baseline` when the object exists (a partial apply by another manager need not repeat what `restricted` requires to be set: the fields stay; a value it sets that `baseline` forbids is still refused, whatever the merge model says) — all must pass |
 //!
 //! A patch that touches no pod spec and no pod annotations of a pod-bearing kind (a label, a
 //! replica count) is not judged by Pod Security, as the apiserver only re-checks updates that
@@ -43,7 +43,7 @@ mod patch;
 mod reapply;
 #[cfg(test)]
 mod tests;
-pub(crate) use reapply::applied_entries;
+pub(crate) use reapply::may_remove_field;
 
 use case::case_variant_causes;
 pub(crate) use patch::pin_uid;

@@ -542,21 +542,53 @@ async fn an_http2_connection_is_closed_after_a_request_fails_authentication() {
     env.stop().await;
 }
 
-/// A request that crosses the idle timeout's GOAWAY — opened as it goes out: h2 accepts streams
-/// until its shutdown PING is answered — runs to its end, as Go's HTTP/2 server lets streams
-/// finish after a graceful GOAWAY, rather than being cut with the connection `shutdown.grace`
-/// (5 s) later. Here a watch with `timeoutSeconds=8` opened on the GOAWAY ends cleanly (its
-/// END_STREAM) about 8 s later; the connection then closes. Spoken in raw frames (the `h2`
-/// crate answers PINGs and opens no stream after a GOAWAY), authenticated by the admin's
-/// client certificate.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_crossing_the_idle_goaway_runs_to_its_end() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let env = start("  idle_timeout: 1s\n").await;
-    let tls = common::tls_connect(env.proxy_addr, &env.ca, Some(&env.admin_cert), &[b"h2"]).await;
-    let (mut rd, mut wr) = tokio::io::split(tls);
-    // A GET as one HPACK block of static-table names and literal values.
-    let get = |stream: u32, path: &str| {
+/// A raw HTTP/2 client (the `h2` crate answers PINGs itself and opens no stream after a
+/// GOAWAY): it sends the preface, acknowledges the server's SETTINGS but never a PING, and
+/// reports every frame it reads as (type, flags, stream) until EOF.
+struct RawH2 {
+    wr: tokio::io::WriteHalf<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    frames: tokio::sync::mpsc::UnboundedReceiver<(u8, u8, u32)>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl RawH2 {
+    async fn connect(env: &Env, cert: Option<&portcullis_sandbox::pki::Issued>) -> RawH2 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tls = common::tls_connect(env.proxy_addr, &env.ca, cert, &[b"h2"]).await;
+        let (mut rd, mut wr) = tokio::io::split(tls);
+        wr.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        let (tx, frames) = tokio::sync::mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            let mut head = [0u8; 9];
+            while rd.read_exact(&mut head).await.is_ok() {
+                let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                let mut payload = vec![0u8; len];
+                if rd.read_exact(&mut payload).await.is_err() {
+                    break;
+                }
+                let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+                let _ = tx.send((head[3], head[4], stream));
+            }
+        });
+        RawH2 { wr, frames, reader }
+    }
+
+    /// The next frame (None at EOF), a SETTINGS acknowledged on the way.
+    async fn frame(&mut self) -> Option<(u8, u8, u32)> {
+        use tokio::io::AsyncWriteExt;
+        let f = self.frames.recv().await?;
+        if f.0 == 0x4 && f.1 & 0x1 == 0 {
+            let _ = self.wr.write_all(&[0, 0, 0, 0x4, 0x1, 0, 0, 0, 0]).await;
+        }
+        Some(f)
+    }
+
+    /// A GET on `stream` as one HPACK block of static-table names and literal values; false
+    /// when the connection no longer takes it.
+    async fn get(&mut self, stream: u32, path: &str) -> bool {
+        use tokio::io::AsyncWriteExt;
         let mut block = vec![0x82, 0x87]; // :method GET, :scheme https
         for (index, value) in [(4u8, path), (1, "localhost")] {
             block.extend([index, value.len() as u8]);
@@ -566,41 +598,40 @@ async fn a_request_crossing_the_idle_goaway_runs_to_its_end() {
         frame.extend([0x1, 0x5]); // HEADERS, END_STREAM | END_HEADERS
         frame.extend(stream.to_be_bytes());
         frame.extend(block);
-        frame
-    };
-    wr.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .await
-        .unwrap();
-    wr.write_all(&get(1, "/version")).await.unwrap();
-    // Frames as (type, flags, stream); a SETTINGS to acknowledge as type 0xff. Never a PING
-    // acknowledged. Ends at EOF.
-    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<(u8, u8, u32)>();
-    let reader = tokio::spawn(async move {
-        let mut head = [0u8; 9];
-        while rd.read_exact(&mut head).await.is_ok() {
-            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-            let mut payload = vec![0u8; len];
-            if rd.read_exact(&mut payload).await.is_err() {
-                break;
-            }
-            if head[3] == 0x4 && head[4] & 0x1 == 0 {
-                let _ = seen_tx.send((0xff, 0, 0));
-            }
-            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-            let _ = seen_tx.send((head[3], head[4], stream));
-        }
-    });
+        self.wr.write_all(&frame).await.is_ok()
+    }
+}
+
+impl Drop for RawH2 {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// A request opened as the idle timeout's GOAWAY arrives — as one that crossed it on the
+/// wire, which the server cannot tell apart: h2 accepts streams until its shutdown PING is
+/// answered — runs to its end rather than being cut with the connection `shutdown.grace` (5 s)
+/// later. Here a watch with `timeoutSeconds=8` opened on the GOAWAY ends cleanly (its
+/// END_STREAM) about 8 s later, and the connection then closes. Authenticated by the admin's
+/// client certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_crossing_the_idle_goaway_runs_to_its_end() {
+    let env = start("  idle_timeout: 1s\n").await;
+    let mut h2 = RawH2::connect(&env, Some(&env.admin_cert)).await;
+    assert!(h2.get(1, "/version").await);
     let watch = "/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=8";
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let (mut goaway_at, mut watch_ended_at) = (None, None);
+    let (mut goaway_at, mut watch_ended_at, mut closed) = (None, None, false);
     loop {
         tokio::select! {
-            frame = seen.recv() => match frame {
-                None => break, // the connection ended
-                Some((0xff, _, _)) => wr.write_all(&[0, 0, 0, 0x4, 0x1, 0, 0, 0, 0]).await.unwrap(),
+            frame = h2.frame() => match frame {
+                None => {
+                    closed = true;
+                    break;
+                }
                 Some((0x7, _, _)) if goaway_at.is_none() => {
                     goaway_at = Some(tokio::time::Instant::now());
-                    wr.write_all(&get(3, watch)).await.unwrap();
+                    assert!(h2.get(3, watch).await);
                 }
                 // DATA or HEADERS ending stream 3.
                 Some((0x0 | 0x1, flags, 3)) if flags & 0x1 != 0 => {
@@ -611,12 +642,50 @@ async fn a_request_crossing_the_idle_goaway_runs_to_its_end() {
             _ = tokio::time::sleep_until(deadline) => break,
         }
     }
-    reader.abort();
     let goaway_at = goaway_at.expect("no GOAWAY after the idle timeout");
     let ended = watch_ended_at.map(|t| t - goaway_at);
     assert!(
         ended.is_some_and(|d| d >= Duration::from_secs(7)),
         "the watch opened on the GOAWAY did not run to its end (ended {ended:?} after the GOAWAY)"
+    );
+    assert!(
+        closed,
+        "the connection was still open 30 s after its idle GOAWAY"
+    );
+    env.stop().await;
+}
+
+/// A client that goes on opening streams well after the idle timeout's GOAWAY (it never
+/// answers h2's shutdown PING, so h2 would take them) is cut: it ignores the GOAWAY. Without
+/// the cut, a request every second would keep the connection open for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_ignoring_the_idle_goaway_is_cut() {
+    let env = start("  idle_timeout: 1s\n").await;
+    let mut h2 = RawH2::connect(&env, Some(&env.admin_cert)).await;
+    assert!(h2.get(1, "/version").await);
+    let (mut goaway, mut stream) = (false, 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let closed = loop {
+        tokio::select! {
+            frame = h2.frame() => match frame {
+                None => break true,
+                Some((0x7, _, _)) => goaway = true,
+                Some(_) => {}
+            },
+            // Once the GOAWAY is in, a request every 1.5 s, as if it had not come.
+            _ = tokio::time::sleep(Duration::from_millis(1500)), if goaway => {
+                stream += 2;
+                if !h2.get(stream, "/version").await {
+                    break true;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => break false,
+        }
+    };
+    assert!(goaway, "no GOAWAY after the idle timeout");
+    assert!(
+        closed,
+        "a client opening streams after the idle GOAWAY (stream {stream}) still has its connection"
     );
     env.stop().await;
 }
@@ -624,70 +693,33 @@ async fn a_request_crossing_the_idle_goaway_runs_to_its_end() {
 /// After the GOAWAY that follows a failed authentication, h2 still accepts new streams until the
 /// client answers its shutdown PING. A client that never answers it, reads every 401 and opens
 /// a new stream each second would have its unauthenticated requests served on that connection
-/// for ever: a request refused more than a moment after the GOAWAY cuts the connection. Spoken
-/// in raw frames (the `h2` crate answers PINGs itself).
+/// for ever: a request refused more than a moment after the GOAWAY cuts the connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_ignoring_the_goaway_after_a_401_is_cut() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let env = Env::start().await;
-    let tls = common::tls_connect(env.proxy_addr, &env.ca, None, &[b"h2"]).await;
-    let (mut rd, mut wr) = tokio::io::split(tls);
-    // A GET without credentials, as one HPACK block of static-table names and literal values.
-    let get = |stream: u32| {
-        let mut block = vec![0x82, 0x87]; // :method GET, :scheme https
-        for (index, value) in [(4u8, "/api/v1/namespaces"), (1, "localhost")] {
-            block.extend([index, value.len() as u8]);
-            block.extend(value.as_bytes());
-        }
-        let mut frame = (block.len() as u32).to_be_bytes()[1..].to_vec();
-        frame.extend([0x1, 0x5]); // HEADERS, END_STREAM | END_HEADERS
-        frame.extend(stream.to_be_bytes());
-        frame.extend(block);
-        frame
-    };
-    wr.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .await
-        .unwrap();
-    wr.write_all(&get(1)).await.unwrap();
-    // Read frames: acknowledge the server's SETTINGS, never a PING; note the GOAWAY and the
-    // 401s' HEADERS; end at EOF.
-    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<u8>();
-    let reader = tokio::spawn(async move {
-        let mut head = [0u8; 9];
-        while rd.read_exact(&mut head).await.is_ok() {
-            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-            let mut payload = vec![0u8; len];
-            if rd.read_exact(&mut payload).await.is_err() {
-                break;
-            }
-            if head[3] == 0x4 && head[4] & 0x1 == 0 {
-                let _ = seen_tx.send(0xff); // SETTINGS to acknowledge
-            }
-            let _ = seen_tx.send(head[3]);
-        }
-    });
+    let mut h2 = RawH2::connect(&env, None).await;
+    // A GET without credentials.
+    assert!(h2.get(1, "/api/v1/namespaces").await);
     let mut goaway = false;
     let mut stream = 1;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let closed = loop {
         tokio::select! {
-            frame = seen.recv() => match frame {
+            frame = h2.frame() => match frame {
                 None => break true, // the connection ended
-                Some(0xff) => wr.write_all(&[0, 0, 0, 0x4, 0x1, 0, 0, 0, 0]).await.unwrap(),
-                Some(0x7) => goaway = true,
+                Some((0x7, _, _)) => goaway = true,
                 Some(_) => {}
             },
             // Once the GOAWAY is in, a new request every second, as if it had not come.
             _ = tokio::time::sleep(Duration::from_secs(1)), if goaway => {
                 stream += 2;
-                if wr.write_all(&get(stream)).await.is_err() {
+                if !h2.get(stream, "/api/v1/namespaces").await {
                     break true;
                 }
             }
             _ = tokio::time::sleep_until(deadline) => break false,
         }
     };
-    reader.abort();
     assert!(goaway, "no GOAWAY after the 401");
     assert!(
         closed,

@@ -1226,42 +1226,45 @@ async fn the_next_partial_apply_by_the_same_manager_passes() {
     );
 }
 
-/// A re-apply that leaves out a container another applier keeps: the API server keeps the
-/// container but removes the fields of it only this manager applied — here the container's
-/// whole security context, which `restricted` requires. Refused before the upstream.
+/// A re-apply that leaves out a container another manager keeps — another applier, or an
+/// updater (Helm, `kubectl edit`) whose write added it: the API server keeps the container
+/// but removes the fields of it only this manager applied — here the container's whole
+/// security context, which `restricted` requires. Refused before the upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reapply_removing_its_fields_from_a_container_it_no_longer_names_is_refused() {
     let env = Env::start().await;
-    create_managed_deployment(
-        &env,
-        "d5",
-        &["a", "b"],
-        &[
-            ("x", "Apply", owned(true, &[("a", true), ("b", true)])),
-            ("y", "Apply", owned(false, &[("b", false)])),
-        ],
-    )
-    .await;
-    let config = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d5"},
-        "spec": {"selector": {"matchLabels": {"app": "d5"}}, "template": {
-            "metadata": {"labels": {"app": "d5"}},
-            "spec": {
-                "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
-                "containers": [{"name": "a", "image": "nginx", "securityContext": compliant_container_context()}]}}}});
-    let apply = json_req(
-        "PATCH",
-        "/apis/apps/v1/namespaces/team-a/deployments/d5?fieldManager=x",
-        "application/apply-patch+yaml",
-        &config,
-    );
-    let s = refused(&env, apply, 403, "Forbidden").await;
-    assert!(
-        has_cause(
-            &s,
-            "spec.template.spec.containers[1].securityContext.allowPrivilegeEscalation"
-        ),
-        "{s}"
-    );
+    for (name, keeper) in [("d5", "Apply"), ("d5u", "Update")] {
+        create_managed_deployment(
+            &env,
+            name,
+            &["a", "b"],
+            &[
+                ("x", "Apply", owned(true, &[("a", true), ("b", true)])),
+                ("y", keeper, owned(false, &[("b", false)])),
+            ],
+        )
+        .await;
+        let config = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"selector": {"matchLabels": {"app": name}}, "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{"name": "a", "image": "nginx", "securityContext": compliant_container_context()}]}}}});
+        let apply = json_req(
+            "PATCH",
+            &format!("/apis/apps/v1/namespaces/team-a/deployments/{name}?fieldManager=x"),
+            "application/apply-patch+yaml",
+            &config,
+        );
+        let s = refused(&env, apply, 403, "Forbidden").await;
+        assert!(
+            has_cause(
+                &s,
+                "spec.template.spec.containers[1].securityContext.allowPrivilegeEscalation"
+            ),
+            "{keeper}: {s}"
+        );
+    }
 }
 
 /// `Connection: Upgrade` on a write does not skip the judge: the API server ignores it and

@@ -52,6 +52,8 @@ const PREFACE_LEN: usize = 24;
 struct Activity {
     open: usize,
     started: bool,
+    /// Requests begun on the connection (it only grows).
+    starts: u64,
     idle_since: Instant,
     /// A request failed authentication on HTTP/2: close the connection.
     unauthenticated: bool,
@@ -89,6 +91,7 @@ impl Shared {
             activity: Mutex::new(Activity {
                 open: 0,
                 started: false,
+                starts: 0,
                 idle_since: Instant::now(),
                 unauthenticated: false,
                 unauthenticated_open: 0,
@@ -122,6 +125,7 @@ impl Shared {
         self.update(|a| {
             a.open += 1;
             a.started = true;
+            a.starts += 1;
         });
         RequestGuard(self.clone())
     }
@@ -287,11 +291,15 @@ where
     }
 }
 
-/// After the idle timeout's GOAWAY: a request that crossed it (opened as it went out — h2
-/// accepts streams until its shutdown PING is answered) runs to its end, as Go's HTTP/2 server
-/// lets streams finish after a graceful GOAWAY; once none is open, the connection has `grace`
-/// to finish (what hyper still holds — answers a client that grants no window never takes —
-/// goes with it). A shutdown gives it only its grace.
+/// After the idle timeout's GOAWAY. h2 accepts streams until its shutdown PING is answered, so
+/// a request that crossed the GOAWAY on the wire is served; it runs to its end (its client,
+/// told the stream was processed, would not retry it) rather than being cut `grace` later.
+/// One begun more than [`GOAWAY_CROSSING`] after the GOAWAY was opened after the client had
+/// it: the client ignores the GOAWAY, and the connection is cut, as the GOAWAY meant (Go's
+/// HTTP/2 server sends the last stream it took at once and drops every later one). Once no
+/// request is open the connection has `grace` to finish (what hyper still holds — answers a
+/// client that grants no window never takes — goes with it). A shutdown gives it only its
+/// grace.
 async fn after_idle_goaway<C: Future>(
     mut conn: Pin<&mut C>,
     shared: &Shared,
@@ -299,8 +307,13 @@ async fn after_idle_goaway<C: Future>(
     mut stop: Shutdown,
 ) {
     let goaway_at = Instant::now();
+    // The requests begun by the end of the crossing window, once it has passed.
+    let mut crossed: Option<u64> = None;
     loop {
         let now = *shared.activity();
+        if crossed.is_some_and(|n| now.starts > n) {
+            return;
+        }
         let cut_at = (now.open == 0).then(|| now.idle_since.max(goaway_at) + grace);
         tokio::select! {
             _ = conn.as_mut() => return,
@@ -309,6 +322,9 @@ async fn after_idle_goaway<C: Future>(
                 return;
             }
             _ = shared.changed.notified() => {}
+            _ = tokio::time::sleep_until(goaway_at + GOAWAY_CROSSING), if crossed.is_none() => {
+                crossed = Some(shared.activity().starts);
+            }
             _ = tokio::time::sleep_until(cut_at.unwrap_or_else(Instant::now)), if cut_at.is_some() => {
                 let later = *shared.activity();
                 if later.open == 0 && later.idle_since == now.idle_since {
@@ -319,9 +335,9 @@ async fn after_idle_goaway<C: Future>(
     }
 }
 
-/// How long after its GOAWAY a connection that failed authentication may still have a request
-/// refused: one the client sent before the GOAWAY reached it (x/net's HTTP/2 server waits 1 s
-/// for a client to close after its GOAWAY, `goAwayTimeout`).
+/// How long after its GOAWAY a connection may still begin a request (after a failed
+/// authentication: have one refused): one the client sent before the GOAWAY reached it
+/// (x/net's HTTP/2 server waits 1 s for a client to close after its GOAWAY, `goAwayTimeout`).
 const GOAWAY_CROSSING: Duration = Duration::from_secs(1);
 
 /// How [`first_bytes`] ended.

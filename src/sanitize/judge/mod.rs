@@ -324,16 +324,19 @@ pub fn judge(
     let rules: Vec<_> = s.rules_for(info, id).collect();
     let mut out = Judged::default();
 
-    // 0. a JSON patch's array indices written as the API server reads them (`patch.rs`),
-    // so that everything below — and the API server — reads the same plain patch.
+    // 1. strip (a strip rule matches an index however it is spelled, `fields.rs`)
+    strip_fields(&rules, kind, &mut parsed, &mut out);
+
+    // 1b. a JSON patch's array indices written as the API server reads them (`patch.rs`), so
+    // that everything below — and the API server — reads the same plain patch. Indices
+    // counted on the object read hold only on that object: such a patch is pinned to it.
+    let mut rewritten = false;
     if let (BodyKind::JsonPatch, Current::Found(cur)) = (parsed.kind, &current) {
         if let Some(plain) = patch::plain_indices(cur, &parsed, info)? {
             parsed.value = plain;
+            rewritten = true;
         }
     }
-
-    // 1. strip
-    strip_fields(&rules, kind, &mut parsed, &mut out);
 
     // 2. the object(s) to judge
     let current_value = match &current {
@@ -405,7 +408,7 @@ pub fn judge(
     let apply_under_policy = parsed.kind == BodyKind::ApplyPatch && kind.is_some() && modes.any();
     if let (Some(cur), true) = (
         current_value,
-        pss_needed || deny_needed || tokens.is_some() || apply_under_policy,
+        pss_needed || deny_needed || tokens.is_some() || apply_under_policy || rewritten,
     ) {
         if let Some(rv) = cur.pointer("/metadata/resourceVersion").cloned() {
             out.pins.version = add_precondition(&mut parsed, rv, info)?;

@@ -20,11 +20,12 @@
 //! they are kept.
 //!
 //! Where the re-apply may remove a value, from `managedFields` (the manager's last applied set,
-//! `fieldsV1`), reading structured-merge-diff's `merge/update.go` as two generations of it
-//! behave (read, not run against a real API server) and taking the union of what either
-//! removes:
-//! * the manager's set has the value, and no other `Apply` entry has it as a member (older
-//!   releases keep a field for other appliers only; newer ones for every other manager);
+//! `fieldsV1`), reading structured-merge-diff's `merge/update.go` in the versions Kubernetes
+//! vendors and in an early snapshot (read, not run against a real API server) and taking the
+//! union of what any of them removes:
+//! * the manager's set has the value, and no other `Apply` entry has it as a member (the early
+//!   snapshot keeps a field for other appliers only; released versions for every other
+//!   manager, updaters included: counting appliers alone only removes more);
 //! * or an ancestor of it goes whole: the manager's set has a node there, the configuration has
 //!   none, and either the manager's set marks it a member (`.`, a leaf) and no other applier's
 //!   does, or no other entry has any node there (newer releases make every struct on the path
@@ -33,8 +34,11 @@
 //!
 //! Owners are read only from entries of the object's own resource (no subresource) at the
 //! object's group and version (`/v1` read as `v1`, as the API server parses it): others can
-//! only keep less. A container that goes whole (the configuration no longer names it) stays
-//! whole here, as dropping a container never unmakes a violation elsewhere. When the manager's
+//! only keep less. A container certain to go whole (the configuration no longer names it, the
+//! manager's set marks it, and no other entry of any kind reaches it) stays whole here, as
+//! dropping a container never unmakes a violation elsewhere; one another entry may keep is
+//! stripped like the others. A `seccompProfile` or `os` loses the whole struct with its
+//! `type` / `name` (the API server stores no such struct without it). When the manager's
 //! set cannot be read (no `fieldsV1`, another `fieldsType`, another version), every relaxing
 //! value the configuration does not set is removed, from every container. A manager with no
 //! `Apply` entry of its own for the object removes nothing.
@@ -76,6 +80,11 @@ fn is_apply(entry: &Value) -> bool {
 struct Relaxing {
     path: &'static [&'static str],
     relaxes: fn(&Value) -> bool,
+    /// Remove the struct that holds the value, not the value alone: a `seccompProfile` or an
+    /// `os` without its `type` / `name` is one the API server never stores (an emptied map
+    /// goes, and validation refuses a profile without a type), and Pod Security reads such a
+    /// struct as set.
+    whole_struct: bool,
 }
 
 fn is_true(v: &Value) -> bool {
@@ -105,36 +114,44 @@ const RELAXING: [&[Relaxing]; 2] = [
         Relaxing {
             path: &["hostUsers"],
             relaxes: is_false,
+            whole_struct: false,
         },
         Relaxing {
             path: &["os", "name"],
             relaxes: any,
+            whole_struct: true,
         },
         Relaxing {
             path: &["securityContext", "runAsNonRoot"],
             relaxes: is_true,
+            whole_struct: false,
         },
         Relaxing {
             path: &["securityContext", "seccompProfile", "type"],
             relaxes: allowed_seccomp,
+            whole_struct: true,
         },
     ],
     &[
         Relaxing {
             path: &["securityContext", "runAsNonRoot"],
             relaxes: is_true,
+            whole_struct: false,
         },
         Relaxing {
             path: &["securityContext", "seccompProfile", "type"],
             relaxes: allowed_seccomp,
+            whole_struct: true,
         },
         Relaxing {
             path: &["securityContext", "allowPrivilegeEscalation"],
             relaxes: is_false,
+            whole_struct: false,
         },
         Relaxing {
             path: &["securityContext", "capabilities", "drop"],
             relaxes: drops_all,
+            whole_struct: false,
         },
     ],
 ];
@@ -175,13 +192,53 @@ pub(super) fn without_removed(
             };
             let mut path = base.clone();
             path.extend([Seg::Field(list.to_owned()), Seg::Named(name)]);
-            // A container that goes whole stays whole here: judging it is never laxer.
-            if !removals.goes_whole(config, &path) {
+            // A container certain to go whole stays whole here: judging it is never laxer.
+            // One that only may go is stripped: were it kept, what the manager applied in it
+            // would go.
+            if !certainly_goes(current, config, manager, &path) {
                 removals.strip(container, &path, RELAXING[1], config);
             }
         }
     }
     out
+}
+
+/// Whether the container at `path` certainly goes whole: the configuration does not name it,
+/// the manager's `Apply` entry marks it a member (`.`), and no other entry — of any operation,
+/// version or subresource, or one whose set cannot be read — has anything there (both
+/// generations of structured-merge-diff keep an item another manager marks; a set that cannot
+/// be read might).
+fn certainly_goes(current: &Value, config: &Value, manager: &str, path: &[Seg]) -> bool {
+    if value_at(config, path).is_some() {
+        return false;
+    }
+    let version = current
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .map(group_version);
+    let mut marked = false;
+    for e in entries(current) {
+        // Another version names the item its own way: nothing is certain then.
+        if e.get("apiVersion")
+            .and_then(Value::as_str)
+            .map(group_version)
+            != version
+        {
+            return false;
+        }
+        let own_apply = is_apply(e)
+            && e.get("manager").and_then(Value::as_str) == Some(manager)
+            && e.get("subresource")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty);
+        let set = e.get("fieldsV1").and_then(Value::as_object);
+        match (own_apply, set) {
+            (true, Some(set)) => marked |= node(set, path).is_some_and(|n| n.contains_key(".")),
+            (false, Some(set)) if node(set, path).is_none() => {}
+            (true, None) | (false, _) => return false,
+        }
+    }
+    marked
 }
 
 /// One step of a path in the object, as `fieldsV1` names it.
@@ -296,6 +353,14 @@ impl<'a> Removals<'a> {
             path.extend(r.path.iter().map(|s| Seg::Field((*s).to_owned())));
             if value_at(config, &path).is_none() && self.may_remove(config, &path) {
                 parent.remove(*leaf);
+                if let (true, Some((holder, outer))) = (r.whole_struct, parents.split_last()) {
+                    let outer = outer.iter().try_fold(&mut *obj, |o, k| {
+                        o.get_mut(*k).and_then(Value::as_object_mut)
+                    });
+                    if let Some(outer) = outer {
+                        outer.remove(*holder);
+                    }
+                }
             }
         }
     }
@@ -310,16 +375,6 @@ impl<'a> Removals<'a> {
                 (o.mine_node(path) && !o.applier_member(path))
                     || (1..path.len()).any(|n| o.goes_whole(config, &path[..n]))
             }
-        }
-    }
-
-    /// Whether the node at `path` may go whole (with everything under it).
-    fn goes_whole(&self, config: &Value, path: &[Seg]) -> bool {
-        match self {
-            Removals::Nothing => false,
-            // Unknown: a container stays whole (never laxer), its values stripped.
-            Removals::Anything => false,
-            Removals::Sets(o) => o.goes_whole(config, path),
         }
     }
 }
@@ -453,8 +508,8 @@ mod tests {
                     json!({"f:securityContext": {"f:runAsNonRoot": {}, "f:runAsUser": {},
                     "f:seccompProfile": {"f:type": {}}}}),
                 ),
-                // Another applier keeps what it owns; an updater may not (older releases count
-                // appliers only).
+                // Another applier keeps what it owns; an updater is not counted (an early
+                // structured-merge-diff counted appliers only: removing more is the safe side).
                 (
                     "y",
                     "Apply",
@@ -504,10 +559,7 @@ mod tests {
         );
         let cur = deployment(spec.clone(), std::slice::from_ref(&x));
         let out = reduced(&cur, json!({"containers": []}), "x");
-        assert_eq!(
-            spec_of(&out)["securityContext"],
-            json!({"fsGroup": 1000, "seccompProfile": {}})
-        );
+        assert_eq!(spec_of(&out)["securityContext"], json!({"fsGroup": 1000}));
         // Another entry reaching it, even an updater's, keeps the struct.
         let u = (
             "u",
@@ -592,11 +644,57 @@ mod tests {
         // a: named, x's values go (the structs that held them stay, empty); b: kept by y's
         // apply, x's values in it go; c: goes whole in the API server, stays whole here; d:
         // never x's.
-        let stripped = json!({"capabilities": {}, "seccompProfile": {}});
+        let stripped = json!({"capabilities": {}});
         assert_eq!(containers[0]["securityContext"], stripped);
         assert_eq!(containers[1]["securityContext"], stripped);
         assert_eq!(containers[2]["securityContext"], sc);
         assert_eq!(containers[3]["securityContext"], sc);
+    }
+
+    /// A container another entry marks (`.`) is kept by the API server, whatever operation
+    /// made the entry: one the configuration leaves out is stripped of what the manager
+    /// applied, not kept whole. Here Helm (an update) added it, and the manager took its
+    /// `drop` by forcing a conflict.
+    #[test]
+    fn a_container_another_entry_keeps_is_stripped_not_kept_whole() {
+        let cur = deployment(
+            json!({"containers": [{"name": "side", "image": "i",
+                "securityContext": {"capabilities": {"drop": ["ALL", "NET_RAW"]}}}]}),
+            &[
+                (
+                    "helm",
+                    "Update",
+                    json!({"f:containers": {"k:{\"name\":\"side\"}": {
+                    ".": {}, "f:name": {}, "f:image": {}}}}),
+                ),
+                (
+                    "x",
+                    "Apply",
+                    json!({"f:containers": {"k:{\"name\":\"side\"}": {
+                    ".": {}, "f:name": {}, "f:securityContext": {"f:capabilities": {"f:drop": {}}}}}}),
+                ),
+            ],
+        );
+        let out = reduced(&cur, json!({"containers": []}), "x");
+        assert_eq!(
+            spec_of(&out)["containers"][0]["securityContext"],
+            json!({"capabilities": {}})
+        );
+        // Another version's entry: not certain either.
+        let mut other = cur.clone();
+        other["metadata"]["managedFields"][0]["fieldsV1"] = json!({});
+        other["metadata"]["managedFields"][0]["apiVersion"] = json!("apps/v1beta2");
+        let out = reduced(&other, json!({"containers": []}), "x");
+        assert_eq!(
+            spec_of(&out)["containers"][0]["securityContext"],
+            json!({"capabilities": {}})
+        );
+        // No other entry reaches it: it goes whole in the API server, stays whole here.
+        other["metadata"]["managedFields"]
+            .as_array_mut()
+            .unwrap()
+            .remove(0);
+        assert_eq!(reduced(&other, json!({"containers": []}), "x"), other);
     }
 
     #[test]
@@ -618,7 +716,7 @@ mod tests {
             let out = reduced(&cur, config.clone(), "x");
             assert_eq!(
                 spec_of(&out),
-                &json!({"securityContext": {"runAsUser": 0}, "os": {},
+                &json!({"securityContext": {"runAsUser": 0},
                     "containers": [
                         {"name": "a", "image": "i", "securityContext": {"privileged": true}},
                         {"name": "b", "image": "i", "securityContext": {}}]}),

@@ -351,3 +351,46 @@ fn a_workload_template_is_not_trusted_by_its_stored_host_users() {
         Err(Refusal::PodSecurity(_))
     ));
 }
+
+/// A JSON patch whose indices were written plain against the object read is pinned to that
+/// object even where nothing else is judged: `-1` counted on it names another element once a
+/// concurrent write changed the list.
+#[test]
+fn a_patch_with_rewritten_indices_is_pinned_to_the_object_read() {
+    let s = Sanitizer::default();
+    let patch = classify(
+        &http::Method::PATCH,
+        &"/api/v1/namespaces/team-a/configmaps/c".parse().unwrap(),
+        &http::HeaderMap::new(),
+    )
+    .unwrap();
+    let cur = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "c", "resourceVersion": "42", "finalizers": ["a", "b"]}});
+    let sent = |path: &str| Parsed {
+        value: json!([{"op": "remove", "path": path}]),
+        kind: BodyKind::JsonPatch,
+    };
+    let judged = |path: &str| {
+        judge(
+            &s,
+            &patch,
+            &caller(None),
+            sent(path),
+            Current::Found(cur.clone()),
+            None,
+            None,
+        )
+        .unwrap()
+    };
+    let out = judged("/metadata/finalizers/-1");
+    assert_eq!(out.body[0]["path"], "/metadata/finalizers/1");
+    assert!(out.pins.version, "{}", out.body);
+    assert_eq!(
+        out.body[1],
+        json!({"op": "add", "path": "/metadata/resourceVersion", "value": "42"})
+    );
+    // Plain already, and nothing judged: sent as it came.
+    let out = judged("/metadata/finalizers/1");
+    assert!(!out.pins.version);
+    assert_eq!(out.body, sent("/metadata/finalizers/1").value);
+}

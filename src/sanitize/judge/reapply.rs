@@ -35,7 +35,7 @@
 //! Owners are read only from entries of the object's own resource (no subresource) at the
 //! object's group and version (`/v1` read as `v1`, as the API server parses it): others can
 //! only keep less. A container certain to go whole (the configuration no longer names it, the
-//! manager's set marks it, and no other entry of any kind reaches it) stays whole here, as
+//! manager's set marks it, and no other entry of any kind marks it) stays whole here, as
 //! dropping a container never unmakes a violation elsewhere; one another entry may keep is
 //! stripped like the others. A `seccompProfile` or `os` loses the whole struct with its
 //! `type` / `name` (the API server stores no such struct without it). When the manager's
@@ -204,10 +204,10 @@ pub(super) fn without_removed(
 }
 
 /// Whether the container at `path` certainly goes whole: the configuration does not name it,
-/// the manager's `Apply` entry marks it a member (`.`), and no other entry — of any operation,
-/// version or subresource, or one whose set cannot be read — has anything there (both
-/// generations of structured-merge-diff keep an item another manager marks; a set that cannot
-/// be read might).
+/// the manager's `Apply` entry marks it a member (`.`), and no other entry — of any operation
+/// or subresource — marks it (structured-merge-diff keeps an item any manager's set marks as a
+/// member; one that owns only a field inside it does not keep it). An entry of another
+/// version, or whose set cannot be read, might: not certain then.
 fn certainly_goes(current: &Value, config: &Value, manager: &str, path: &[Seg]) -> bool {
     if value_at(config, path).is_some() {
         return false;
@@ -234,7 +234,9 @@ fn certainly_goes(current: &Value, config: &Value, manager: &str, path: &[Seg]) 
         let set = e.get("fieldsV1").and_then(Value::as_object);
         match (own_apply, set) {
             (true, Some(set)) => marked |= node(set, path).is_some_and(|n| n.contains_key(".")),
-            (false, Some(set)) if node(set, path).is_none() => {}
+            // Only a member keeps an item (a `.` or a leaf); a co-owner of a field inside it
+            // does not.
+            (false, Some(set)) if !node(set, path).is_some_and(is_member) => {}
             (true, None) | (false, _) => return false,
         }
     }
@@ -689,6 +691,11 @@ mod tests {
             spec_of(&out)["containers"][0]["securityContext"],
             json!({"capabilities": {}})
         );
+        // An updater that set only a field inside it (`kubectl set image`) does not keep it.
+        let mut nested = cur.clone();
+        nested["metadata"]["managedFields"][0]["fieldsV1"] = json!({"f:spec": {"f:template":
+            {"f:spec": {"f:containers": {"k:{\"name\":\"side\"}": {"f:image": {}}}}}}});
+        assert_eq!(reduced(&nested, json!({"containers": []}), "x"), nested);
         // No other entry reaches it: it goes whole in the API server, stays whole here.
         other["metadata"]["managedFields"]
             .as_array_mut()

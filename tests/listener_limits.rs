@@ -602,6 +602,38 @@ impl RawH2 {
     }
 }
 
+impl RawH2 {
+    /// After the GOAWAY (which must come within `deadline`), a GET of `path` every `every`, as
+    /// if it had not come: whether a GOAWAY came, whether the connection then ended before the
+    /// deadline, and the last stream opened.
+    async fn ignore_goaway(
+        &mut self,
+        path: &str,
+        every: Duration,
+        deadline: Duration,
+    ) -> (bool, bool, u32) {
+        let (mut goaway, mut stream) = (false, 1);
+        let deadline = tokio::time::Instant::now() + deadline;
+        let closed = loop {
+            tokio::select! {
+                frame = self.frame() => match frame {
+                    None => break true, // the connection ended
+                    Some((0x7, _, _)) => goaway = true,
+                    Some(_) => {}
+                },
+                _ = tokio::time::sleep(every), if goaway => {
+                    stream += 2;
+                    if !self.get(stream, path).await {
+                        break true;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => break false,
+            }
+        };
+        (goaway, closed, stream)
+    }
+}
+
 impl Drop for RawH2 {
     fn drop(&mut self) {
         self.reader.abort();
@@ -663,25 +695,14 @@ async fn a_client_ignoring_the_idle_goaway_is_cut() {
     let env = start("  idle_timeout: 1s\n").await;
     let mut h2 = RawH2::connect(&env, Some(&env.admin_cert)).await;
     assert!(h2.get(1, "/version").await);
-    let (mut goaway, mut stream) = (false, 1);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let closed = loop {
-        tokio::select! {
-            frame = h2.frame() => match frame {
-                None => break true,
-                Some((0x7, _, _)) => goaway = true,
-                Some(_) => {}
-            },
-            // Once the GOAWAY is in, a request every 1.5 s, as if it had not come.
-            _ = tokio::time::sleep(Duration::from_millis(1500)), if goaway => {
-                stream += 2;
-                if !h2.get(stream, "/version").await {
-                    break true;
-                }
-            }
-            _ = tokio::time::sleep_until(deadline) => break false,
-        }
-    };
+    // Once the GOAWAY is in, a request every 1.5 s.
+    let (goaway, closed, stream) = h2
+        .ignore_goaway(
+            "/version",
+            Duration::from_millis(1500),
+            Duration::from_secs(20),
+        )
+        .await;
     assert!(goaway, "no GOAWAY after the idle timeout");
     assert!(
         closed,
@@ -700,26 +721,14 @@ async fn a_client_ignoring_the_goaway_after_a_401_is_cut() {
     let mut h2 = RawH2::connect(&env, None).await;
     // A GET without credentials.
     assert!(h2.get(1, "/api/v1/namespaces").await);
-    let mut goaway = false;
-    let mut stream = 1;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let closed = loop {
-        tokio::select! {
-            frame = h2.frame() => match frame {
-                None => break true, // the connection ended
-                Some((0x7, _, _)) => goaway = true,
-                Some(_) => {}
-            },
-            // Once the GOAWAY is in, a new request every second, as if it had not come.
-            _ = tokio::time::sleep(Duration::from_secs(1)), if goaway => {
-                stream += 2;
-                if !h2.get(stream, "/api/v1/namespaces").await {
-                    break true;
-                }
-            }
-            _ = tokio::time::sleep_until(deadline) => break false,
-        }
-    };
+    // Once the GOAWAY is in, a new request every second.
+    let (goaway, closed, stream) = h2
+        .ignore_goaway(
+            "/api/v1/namespaces",
+            Duration::from_secs(1),
+            Duration::from_secs(15),
+        )
+        .await;
     assert!(goaway, "no GOAWAY after the 401");
     assert!(
         closed,

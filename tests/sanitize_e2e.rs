@@ -1047,6 +1047,26 @@ fn owned(pod_context: bool, containers: &[(&str, bool)]) -> Value {
     set
 }
 
+/// Manager `x`'s configuration of Deployment `name` in team-a: its selector and template
+/// labels, and this pod spec.
+fn applied_deployment(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"selector": {"matchLabels": {"app": name}}, "template": {
+            "metadata": {"labels": {"app": name}}, "spec": spec}}})
+}
+
+/// `x` re-applies `spec` to Deployment `name`: refused 403 before the upstream, naming `cause`.
+async fn reapply_refused(env: &Env, name: &str, spec: Value, cause: &str) {
+    let apply = json_req(
+        "PATCH",
+        &format!("/apis/apps/v1/namespaces/team-a/deployments/{name}?fieldManager=x"),
+        "application/apply-patch+yaml",
+        &applied_deployment(name, spec),
+    );
+    let s = refused(env, apply, 403, "Forbidden").await;
+    assert!(has_cause(&s, cause), "{name}: {s}");
+}
+
 /// A manager re-applying without the pod-level security context it applied before: the API
 /// server would remove it, leaving another manager's container (which relied on it) running
 /// as root without seccomp. Judged on the current object with what the re-apply leaves out
@@ -1173,24 +1193,14 @@ async fn a_reapply_removing_a_security_context_no_one_else_reaches_is_refused() 
     let mut x = owned(false, &[("a", true)]);
     x["f:securityContext"] = json!({"f:fsGroup": {}});
     create_managed_deployment(&env, "d6", &["a"], &[("x", "Apply", x)]).await;
-    let config = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d6"},
-        "spec": {"selector": {"matchLabels": {"app": "d6"}}, "template": {
-            "metadata": {"labels": {"app": "d6"}},
-            "spec": {"containers": [{"name": "a", "image": "nginx", "securityContext": compliant_container_context()}]}}}});
-    let apply = json_req(
-        "PATCH",
-        "/apis/apps/v1/namespaces/team-a/deployments/d6?fieldManager=x",
-        "application/apply-patch+yaml",
-        &config,
-    );
-    let s = refused(&env, apply, 403, "Forbidden").await;
-    assert!(
-        has_cause(
-            &s,
-            "spec.template.spec.containers[0].securityContext.runAsNonRoot"
-        ),
-        "{s}"
-    );
+    let spec = json!({"containers": [{"name": "a", "image": "nginx", "securityContext": compliant_container_context()}]});
+    reapply_refused(
+        &env,
+        "d6",
+        spec,
+        "spec.template.spec.containers[0].securityContext.runAsNonRoot",
+    )
+    .await;
 }
 
 /// The same image updater's *next* partial apply: it removes only what it applied before (the
@@ -1244,26 +1254,11 @@ async fn a_reapply_removing_its_fields_from_a_container_it_no_longer_names_is_re
             ],
         )
         .await;
-        let config = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-            "spec": {"selector": {"matchLabels": {"app": name}}, "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [{"name": "a", "image": "nginx", "securityContext": compliant_container_context()}]}}}});
-        let apply = json_req(
-            "PATCH",
-            &format!("/apis/apps/v1/namespaces/team-a/deployments/{name}?fieldManager=x"),
-            "application/apply-patch+yaml",
-            &config,
-        );
-        let s = refused(&env, apply, 403, "Forbidden").await;
-        assert!(
-            has_cause(
-                &s,
-                "spec.template.spec.containers[1].securityContext.allowPrivilegeEscalation"
-            ),
-            "{keeper}: {s}"
-        );
+        let spec = json!({
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "a", "image": "nginx", "securityContext": compliant_container_context()}]});
+        let cause = "spec.template.spec.containers[1].securityContext.allowPrivilegeEscalation";
+        reapply_refused(&env, name, spec, cause).await;
     }
 }
 
@@ -2477,25 +2472,15 @@ async fn a_reapply_dropping_host_users_where_others_keep_root_is_refused() {
         ),
     ]);
     create(&env, "/apis/apps/v1/namespaces/team-a/deployments", &dep).await;
-    let config = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d7"},
-        "spec": {"selector": {"matchLabels": {"app": "d7"}}, "template": {
-            "metadata": {"labels": {"app": "d7"}},
-            "spec": {"securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-                "containers": [{"name": "c", "image": "busybox", "securityContext": compliant_container_context()}]}}}});
-    let apply = json_req(
-        "PATCH",
-        "/apis/apps/v1/namespaces/team-a/deployments/d7?fieldManager=x",
-        "application/apply-patch+yaml",
-        &config,
-    );
-    let s = refused(&env, apply, 403, "Forbidden").await;
-    assert!(
-        has_cause(
-            &s,
-            "spec.template.spec.containers[0].securityContext.runAsUser"
-        ),
-        "{s}"
-    );
+    let spec = json!({"securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{"name": "c", "image": "busybox", "securityContext": compliant_container_context()}]});
+    reapply_refused(
+        &env,
+        "d7",
+        spec,
+        "spec.template.spec.containers[0].securityContext.runAsUser",
+    )
+    .await;
 }
 
 /// A pod already stored with `hostUsers` (made straight at the API server): the API server keeps

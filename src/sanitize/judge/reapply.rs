@@ -108,51 +108,47 @@ fn drops_all(v: &Value) -> bool {
         .is_some_and(|caps| caps.iter().any(|c| c.as_str() == Some("ALL")))
 }
 
+const fn relaxing(
+    path: &'static [&'static str],
+    relaxes: fn(&Value) -> bool,
+    whole_struct: bool,
+) -> Relaxing {
+    Relaxing {
+        path,
+        relaxes,
+        whole_struct,
+    }
+}
+
 /// The relaxing values of a pod spec and of a container (see the module doc).
 const RELAXING: [&[Relaxing]; 2] = [
     &[
-        Relaxing {
-            path: &["hostUsers"],
-            relaxes: is_false,
-            whole_struct: false,
-        },
-        Relaxing {
-            path: &["os", "name"],
-            relaxes: any,
-            whole_struct: true,
-        },
-        Relaxing {
-            path: &["securityContext", "runAsNonRoot"],
-            relaxes: is_true,
-            whole_struct: false,
-        },
-        Relaxing {
-            path: &["securityContext", "seccompProfile", "type"],
-            relaxes: allowed_seccomp,
-            whole_struct: true,
-        },
+        relaxing(&["hostUsers"], is_false, false),
+        relaxing(&["os", "name"], any, true),
+        relaxing(&["securityContext", "runAsNonRoot"], is_true, false),
+        relaxing(
+            &["securityContext", "seccompProfile", "type"],
+            allowed_seccomp,
+            true,
+        ),
     ],
     &[
-        Relaxing {
-            path: &["securityContext", "runAsNonRoot"],
-            relaxes: is_true,
-            whole_struct: false,
-        },
-        Relaxing {
-            path: &["securityContext", "seccompProfile", "type"],
-            relaxes: allowed_seccomp,
-            whole_struct: true,
-        },
-        Relaxing {
-            path: &["securityContext", "allowPrivilegeEscalation"],
-            relaxes: is_false,
-            whole_struct: false,
-        },
-        Relaxing {
-            path: &["securityContext", "capabilities", "drop"],
-            relaxes: drops_all,
-            whole_struct: false,
-        },
+        relaxing(&["securityContext", "runAsNonRoot"], is_true, false),
+        relaxing(
+            &["securityContext", "seccompProfile", "type"],
+            allowed_seccomp,
+            true,
+        ),
+        relaxing(
+            &["securityContext", "allowPrivilegeEscalation"],
+            is_false,
+            false,
+        ),
+        relaxing(
+            &["securityContext", "capabilities", "drop"],
+            drops_all,
+            false,
+        ),
     ],
 ];
 

@@ -2044,6 +2044,15 @@ async fn kubectl_prints_every_violation_and_applies_compliant_workloads() {
     env.stop().await;
 }
 
+/// kubectl failed, printing `says`, and the API server saw no write.
+fn refused_by_kubectl(env: &Env, out: &std::process::Output, says: &str) {
+    let err = common::stderr(out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(says), "{err}");
+    let w = writes(env);
+    assert!(w.is_empty(), "the write reached the API server: {w:?}");
+}
+
 /// `kubectl patch --type json` with the index spellings kube-apiserver's JSON patch reads
 /// (Go's `strconv.Atoi`: `+0`, `00`; a negative index counts from the end): judged as the API
 /// server reads them and forwarded as the plain index they name. A compliant patch passes and
@@ -2096,14 +2105,7 @@ async fn kubectl_json_patches_with_loose_indices_are_judged_as_the_api_server_re
 
     env.sandbox.sandbox.clear_recorded();
     let out = patch(r#"[{"op":"add","path":"/spec/template/spec/containers/+0/securityContext/privileged","value":true}]"#).await;
-    let err = common::stderr(&out);
-    assert!(!out.status.success(), "{err}");
-    assert!(
-        err.contains("deployments.apps \"d1\" is forbidden: violates PodSecurity \"restricted:latest\" in spec.template: privileged (container \"c\" must not set securityContext.privileged=true)"),
-        "{err}"
-    );
-    let w = writes(&env);
-    assert!(w.is_empty(), "the patch reached the API server: {w:?}");
+    refused_by_kubectl(&env, &out, "deployments.apps \"d1\" is forbidden: violates PodSecurity \"restricted:latest\" in spec.template: privileged (container \"c\" must not set securityContext.privileged=true)");
     env.stop().await;
 }
 
@@ -2190,14 +2192,7 @@ async fn kubectl_server_side_reapplies_are_judged_on_what_they_remove() {
     env.sandbox.sandbox.clear_recorded();
     let without_side = ssa_deployment(true, &[("web", "nginx:3")], true);
     let out = server_side_apply(&env, &without_side, "kubectl").await;
-    let err = common::stderr(&out);
-    assert!(!out.status.success(), "{err}");
-    assert!(
-        err.contains("deployments.apps \"ssa\" is forbidden: violates PodSecurity \"restricted:latest\" in spec.template: allowPrivilegeEscalation != false (container \"side\" must set securityContext.allowPrivilegeEscalation=false)"),
-        "{err}"
-    );
-    let w = writes(&env);
-    assert!(w.is_empty(), "the re-apply reached the API server: {w:?}");
+    refused_by_kubectl(&env, &out, "deployments.apps \"ssa\" is forbidden: violates PodSecurity \"restricted:latest\" in spec.template: allowPrivilegeEscalation != false (container \"side\" must set securityContext.allowPrivilegeEscalation=false)");
     env.stop().await;
 }
 

@@ -575,10 +575,12 @@ impl RawH2 {
         RawH2 { wr, frames, reader }
     }
 
-    /// The next frame (None at EOF), a SETTINGS acknowledged on the way.
-    async fn frame(&mut self) -> Option<(u8, u8, u32)> {
+    /// A frame read from `frames` (None at EOF), a SETTINGS acknowledged. Called in a
+    /// `select!` arm's body, never as a branch future, so the acknowledgement is not cut short
+    /// by another branch.
+    async fn settle(&mut self, f: Option<(u8, u8, u32)>) -> Option<(u8, u8, u32)> {
         use tokio::io::AsyncWriteExt;
-        let f = self.frames.recv().await?;
+        let f = f?;
         if f.0 == 0x4 && f.1 & 0x1 == 0 {
             let _ = self.wr.write_all(&[0, 0, 0, 0x4, 0x1, 0, 0, 0, 0]).await;
         }
@@ -616,7 +618,7 @@ impl RawH2 {
         let deadline = tokio::time::Instant::now() + deadline;
         let closed = loop {
             tokio::select! {
-                frame = self.frame() => match frame {
+                frame = self.frames.recv() => match self.settle(frame).await {
                     None => break true, // the connection ended
                     Some((0x7, _, _)) => goaway = true,
                     Some(_) => {}
@@ -656,7 +658,7 @@ async fn a_request_crossing_the_idle_goaway_runs_to_its_end() {
     let (mut goaway_at, mut watch_ended_at, mut closed) = (None, None, false);
     loop {
         tokio::select! {
-            frame = h2.frame() => match frame {
+            frame = h2.frames.recv() => match h2.settle(frame).await {
                 None => {
                     closed = true;
                     break;

@@ -590,10 +590,39 @@ impl RawH2 {
     /// A GET on `stream` as one HPACK block of static-table names and literal values; false
     /// when the connection no longer takes it.
     async fn get(&mut self, stream: u32, path: &str) -> bool {
+        self.get_as(stream, path, None).await
+    }
+
+    /// [`RawH2::get`] with `Authorization: Bearer <token>` when given.
+    async fn get_as(&mut self, stream: u32, path: &str, token: Option<&str>) -> bool {
         use tokio::io::AsyncWriteExt;
+        // An HPACK integer with an `n`-bit prefix (RFC 7541 §5.1) after `flags`.
+        fn int(out: &mut Vec<u8>, flags: u8, n: u32, mut v: usize) {
+            let max = (1usize << n) - 1;
+            if v < max {
+                out.push(flags | v as u8);
+                return;
+            }
+            out.push(flags | max as u8);
+            v -= max;
+            while v >= 128 {
+                out.push((v % 128) as u8 | 0x80);
+                v /= 128;
+            }
+            out.push(v as u8);
+        }
         let mut block = vec![0x82, 0x87]; // :method GET, :scheme https
-        for (index, value) in [(4u8, path), (1, "localhost")] {
-            block.extend([index, value.len() as u8]);
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        // Literal without indexing, indexed name: :path (4), :authority (1), authorization (23).
+        let fields = [
+            (4, Some(path)),
+            (1, Some("localhost")),
+            (23, bearer.as_deref()),
+        ];
+        for (index, value) in fields {
+            let Some(value) = value else { continue };
+            int(&mut block, 0, 4, index);
+            int(&mut block, 0, 7, value.len());
             block.extend(value.as_bytes());
         }
         let mut frame = (block.len() as u32).to_be_bytes()[1..].to_vec();
@@ -709,6 +738,38 @@ async fn a_client_ignoring_the_idle_goaway_is_cut() {
     assert!(
         closed,
         "a client opening streams after the idle GOAWAY (stream {stream}) still has its connection"
+    );
+    env.stop().await;
+}
+
+/// The same after an idle GOAWAY on a bearer-token connection: requests without credentials
+/// well after it (each a 401) cut the connection rather than keep it open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_requests_after_the_idle_goaway_are_cut() {
+    let env = start("  idle_timeout: 1s\n").await;
+    let pem = std::fs::read_to_string(env.files.dir.join("jwt-signing.key")).unwrap();
+    let now = common::jwt::now();
+    let alice = common::jwt::Forge::from_pem(&pem, "demo-1").token(&serde_json::json!({
+        "iss": "https://portcullis-demo.local", "aud": "portcullis", "sub": "alice",
+        "groups": ["tenant:team-a"], "iat": now, "nbf": now, "exp": now + 600}));
+    let mut h2 = RawH2::connect(&env, None).await;
+    assert!(h2.get_as(1, "/version", Some(&alice)).await);
+    let (goaway, closed, stream) = h2
+        .ignore_goaway(
+            "/api/v1/namespaces",
+            Duration::from_millis(1500),
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(goaway, "no GOAWAY after the idle timeout");
+    assert!(
+        closed,
+        "a client sending requests without credentials after the idle GOAWAY (stream {stream}) still has its connection"
+    );
+    assert_eq!(
+        upstream_requests(&env),
+        1,
+        "only the authenticated first request reaches the upstream"
     );
     env.stop().await;
 }

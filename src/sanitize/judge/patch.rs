@@ -145,8 +145,8 @@ fn run_json_patch(
 /// `copy` or `move` puts its value (read in its `partialArray` methods, not run against a
 /// real API server). Rewritten against the object as the operations before each leave it,
 /// so the judge, the field rules and the API server all read the same plain patch, which is
-/// what is forwarded. A `move` whose destination index is such an index is left as sent (it
-/// is resolved after the removal; refused 422 here, as RFC 6902 reads it).
+/// what is forwarded. A `move` whose destination path holds such an index is left as sent
+/// (it is resolved after the removal; refused 422 here, as RFC 6902 reads it).
 pub(super) fn plain_indices(
     cur: &Value,
     parsed: &Parsed,

@@ -747,11 +747,7 @@ async fn a_client_ignoring_the_idle_goaway_is_cut() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated_requests_after_the_idle_goaway_are_cut() {
     let env = start("  idle_timeout: 1s\n").await;
-    let pem = std::fs::read_to_string(env.files.dir.join("jwt-signing.key")).unwrap();
-    let now = common::jwt::now();
-    let alice = common::jwt::Forge::from_pem(&pem, "demo-1").token(&serde_json::json!({
-        "iss": "https://portcullis-demo.local", "aud": "portcullis", "sub": "alice",
-        "groups": ["tenant:team-a"], "iat": now, "nbf": now, "exp": now + 600}));
+    let alice = env.alice_token();
     let mut h2 = RawH2::connect(&env, None).await;
     assert!(h2.get_as(1, "/version", Some(&alice)).await);
     let (goaway, closed, stream) = h2
@@ -869,11 +865,7 @@ async fn a_zero_window_client_cannot_hold_refusals_and_its_connection_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_authentication_does_not_cut_another_identity_s_watch() {
     let env = Env::start().await;
-    let pem = std::fs::read_to_string(env.files.dir.join("jwt-signing.key")).unwrap();
-    let now = common::jwt::now();
-    let alice = common::jwt::Forge::from_pem(&pem, "demo-1").token(&serde_json::json!({
-        "iss": "https://portcullis-demo.local", "aud": "portcullis", "sub": "alice",
-        "groups": ["tenant:team-a"], "iat": now, "nbf": now, "exp": now + 600}));
+    let alice = env.alice_token();
     let tls = common::tls_connect(env.proxy_addr, &env.ca, None, &[b"h2"]).await;
     let (mut shared, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))

@@ -9,7 +9,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{jwt, Env};
+use common::Env;
 use http::{Request, Response};
 use http_body_util::Full;
 use serde_json::{json, Value};
@@ -176,15 +176,6 @@ fn good_spec() -> Value {
         "containers": [{"name": "c", "image": "nginx",
             "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]
     })
-}
-
-/// A fresh token of the demo tenant alice (team-a), signed with the demo issuer's key.
-fn alice_token(env: &Env) -> String {
-    let pem = std::fs::read_to_string(env.files.dir.join("jwt-signing.key")).unwrap();
-    let now = jwt::now();
-    jwt::Forge::from_pem(&pem, "demo-1").token(&json!({
-        "iss": "https://portcullis-demo.local", "aud": "portcullis", "sub": "alice",
-        "groups": ["tenant:team-a"], "iat": now, "nbf": now, "exp": now + 600}))
 }
 
 fn pod(name: &str, spec: Value) -> Value {
@@ -988,6 +979,18 @@ fn compliant_container_context() -> Value {
     json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}})
 }
 
+/// The body of the PATCH the API server received (since the recording was last cleared).
+fn sent_patch(env: &Env) -> Value {
+    let sent = env
+        .sandbox
+        .sandbox
+        .recorded()
+        .into_iter()
+        .find(|r| r.method == http::Method::PATCH)
+        .expect("the patch reached the API server");
+    serde_json::from_slice(sent.body.as_ref().unwrap()).unwrap()
+}
+
 /// Create Deployment `name` in team-a (`restricted`), compliant, with these containers and
 /// `managedFields` entries (manager, operation, `fieldsV1` below `spec.template.spec`) as the
 /// API server would have recorded them.
@@ -1155,14 +1158,7 @@ async fn a_partial_apply_by_another_manager_is_judged_on_what_it_stores() {
     let stored: Value = serde_json::from_slice(resp.body()).unwrap();
     // It went out naming the object's uid: were the object deleted after the proxy read it,
     // the API server would refuse (409) to create one from the configuration alone.
-    let sent = env
-        .sandbox
-        .sandbox
-        .recorded()
-        .into_iter()
-        .find(|r| r.method == http::Method::PATCH)
-        .expect("the apply reached the API server");
-    let sent: Value = serde_json::from_slice(sent.body.as_ref().unwrap()).unwrap();
+    let sent = sent_patch(&env);
     assert_eq!(sent["metadata"]["uid"], stored["metadata"]["uid"], "{sent}");
     // A value baseline forbids, set by the configuration itself; a container the
     // configuration adds, lacking what restricted requires in what is stored.
@@ -1806,7 +1802,7 @@ async fn warn_mode_field_rules_and_binary_bodies() {
     .await;
 
     // Field rules: tenants may not pick nodes; admins may.
-    let alice = alice_token(&env);
+    let alice = env.alice_token();
     let a = "/api/v1/namespaces/team-a/pods";
     let mut spec = good_spec();
     spec["nodeName"] = json!("node-1");
@@ -2090,14 +2086,7 @@ async fn kubectl_json_patches_with_loose_indices_are_judged_as_the_api_server_re
     )
     .await;
     assert!(out.status.success(), "{}", common::stderr(&out));
-    let sent = env
-        .sandbox
-        .sandbox
-        .recorded()
-        .into_iter()
-        .find(|r| r.method == http::Method::PATCH)
-        .expect("the patch reached the API server");
-    let sent: Value = serde_json::from_slice(sent.body.as_ref().unwrap()).unwrap();
+    let sent = sent_patch(&env);
     assert_eq!(
         sent[0]["path"], "/spec/template/spec/containers/0/image",
         "{sent}"
@@ -2352,7 +2341,7 @@ async fn annotating_a_pod_is_judged_only_for_the_annotations_pod_security_reads(
         )
         .await,
     );
-    let alice = alice_token(&env);
+    let alice = env.alice_token();
     let path = "/api/v1/namespaces/team-a/pods/legacy";
     let annotate = |key: &str, value: &str| {
         json_req(
@@ -2531,7 +2520,7 @@ async fn a_tenant_s_old_higher_level_does_not_replace_the_namespace_s() {
             );
     })
     .await;
-    let alice = alice_token(&env);
+    let alice = env.alice_token();
     let mut spec = good_spec();
     spec["securityContext"]["seccompProfile"] = json!({"type": "Unconfined"});
     spec["containers"][0]["livenessProbe"] =

@@ -119,6 +119,15 @@ impl Env {
         std::fs::read_to_string(self.files.dir.join("proxy.token")).unwrap()
     }
 
+    /// A fresh token of the demo tenant alice (team-a), signed with the demo issuer's key.
+    pub fn alice_token(&self) -> String {
+        let pem = std::fs::read_to_string(self.files.dir.join("jwt-signing.key")).unwrap();
+        let now = jwt::now();
+        jwt::Forge::from_pem(&pem, "demo-1").token(&serde_json::json!({
+            "iss": "https://portcullis-demo.local", "aud": "portcullis", "sub": "alice",
+            "groups": ["tenant:team-a"], "iat": now, "nbf": now, "exp": now + 600}))
+    }
+
     pub async fn stop(self) {
         self.stop_keeping_files().await;
     }

@@ -116,17 +116,31 @@ fn simple(i: usize) -> Event {
     )
 }
 
+/// A blocking-strict file sink on `path`. Started again while the file's lock is still held
+/// for up to 3 s: a sink just shut down has released it, but another test of this binary that
+/// forks `portcullis` at that moment holds a copy of the lock's descriptor until its child
+/// execs (`flock` goes with the open file, which a fork shares).
 fn file_sink(path: &Path, key: &Path, tweak: impl FnOnce(&mut FileSinkConfig)) -> Auditor {
     let mut cfg = FileSinkConfig::new(path);
     cfg.signing_key = Some(Arc::new(SigningKey::load(key).unwrap()));
     cfg.checkpoint_every_events = 5;
     tweak(&mut cfg);
-    Auditor::start(vec![SinkSpec {
+    let spec = || SinkSpec {
         name: "file".into(),
-        kind: SinkKind::File(cfg),
+        kind: SinkKind::File(cfg.clone()),
         mode: DeliveryMode::BlockingStrict,
-    }])
-    .unwrap()
+    };
+    let mut tries = 0;
+    loop {
+        match Auditor::start(vec![spec()]) {
+            Ok(auditor) => return auditor,
+            Err(e) if tries < 60 && format!("{e:#}").contains("is in use by another process") => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("{e:#}"),
+        }
+    }
 }
 
 /// `portcullis audit verify EXTRA… --key KEY LOG`: exit code, stdout, stderr.

@@ -61,8 +61,6 @@ struct Activity {
     unauthenticated_open: usize,
     /// Since when at least one such answer has been open.
     unauthenticated_since: Option<Instant>,
-    /// When the last request that failed authentication was refused.
-    last_refusal: Option<Instant>,
 }
 
 /// What a connection's IO, its requests and its watchdog share. Holds the connection's place
@@ -96,7 +94,6 @@ impl Shared {
                 unauthenticated: false,
                 unauthenticated_open: 0,
                 unauthenticated_since: None,
-                last_refusal: None,
             }),
             changed: Notify::new(),
         })
@@ -138,12 +135,10 @@ impl Shared {
     pub fn refused_unauthenticated(self: &Arc<Self>) -> UnauthenticatedGuard {
         self.update(|a| {
             a.unauthenticated = true;
-            let now = Instant::now();
             if a.unauthenticated_open == 0 {
-                a.unauthenticated_since = Some(now);
+                a.unauthenticated_since = Some(Instant::now());
             }
             a.unauthenticated_open += 1;
-            a.last_refusal = Some(now);
         });
         UnauthenticatedGuard(self.clone())
     }
@@ -201,7 +196,8 @@ pub enum Outcome<E> {
 /// Run `conn` until it ends, the watchdog closes it, or shutdown. `graceful` starts hyper's
 /// graceful close (GOAWAY / close when idle); the rest of the connection then gets
 /// `timeouts.grace` before it is dropped — after the idle timeout, `grace` from when no
-/// request is open ([`after_idle_goaway`]); after a failed authentication, see below. `closing` hears the watchdog's reason as it fires,
+/// request is open; after a failed authentication, `grace` from when a refusal's answer is
+/// left untaken ([`after_goaway`]). `closing` hears the watchdog's reason as it fires,
 /// before the client can see the connection close (so whatever it counts is counted by then).
 pub async fn drive<C, E>(
     mut conn: Pin<&mut C>,
@@ -248,63 +244,43 @@ where
     }
     graceful(conn.as_mut());
     match outcome {
-        Outcome::Closed(Closed::Unauthenticated) => {}
+        // After a failed authentication the other streams run to their end; the connection is
+        // cut once answers to unauthenticated requests have stayed untaken for `grace` (a
+        // client holding them with a window of 0).
+        Outcome::Closed(Closed::Unauthenticated) => {
+            let cut_at = |a: &Activity, _, grace| a.unauthenticated_since.map(|t| t + grace);
+            after_goaway(conn, shared, timeouts.grace, stop, cut_at).await;
+        }
+        // After the idle timeout: once no request is open, the connection has `grace` (what
+        // hyper still holds — answers a client that grants no window never takes — goes
+        // with it).
         Outcome::Closed(Closed::IdleTimeout) => {
-            after_idle_goaway(conn, shared, timeouts.grace, stop).await;
-            return outcome;
+            let cut_at = |a: &Activity, goaway_at: Instant, grace| {
+                (a.open == 0).then(|| a.idle_since.max(goaway_at) + grace)
+            };
+            after_goaway(conn, shared, timeouts.grace, stop, cut_at).await;
         }
         _ => {
             let _ = tokio::time::timeout(timeouts.grace, conn).await;
-            return outcome;
         }
     }
-    // After a failed authentication the other streams run to their end (a shutdown gives them
-    // its grace); the connection is cut once answers to unauthenticated requests have stayed
-    // untaken for `grace` (a client holding them with a window of 0), or once a request is
-    // refused well after the GOAWAY (below).
-    let goaway_at = Instant::now();
-    loop {
-        let since = shared.activity().unauthenticated_since;
-        let cut_at = since.map(|t| t + timeouts.grace);
-        tokio::select! {
-            _ = conn.as_mut() => return outcome,
-            _ = stop.wait() => {
-                let _ = tokio::time::timeout(timeouts.grace, conn).await;
-                return outcome;
-            }
-            // The watchdog has returned: this is the only waiter now. A request refused well
-            // after the GOAWAY was opened after the client had it: a client that leaves h2's
-            // shutdown PING unanswered can go on opening streams (h2 accepts them until then;
-            // Go's server, as a review read it, refuses them at once), so it is cut, as the GOAWAY
-            // meant. Requests that crossed the GOAWAY on the wire are refused within a moment.
-            _ = shared.changed.notified() => {
-                if shared.activity().last_refusal.is_some_and(|t| t > goaway_at + GOAWAY_CROSSING) {
-                    return outcome;
-                }
-            }
-            _ = tokio::time::sleep_until(cut_at.unwrap_or_else(Instant::now)), if cut_at.is_some() => {
-                if shared.activity().unauthenticated_since == since {
-                    return outcome;
-                }
-            }
-        }
-    }
+    outcome
 }
 
-/// After the idle timeout's GOAWAY. h2 accepts streams until its shutdown PING is answered, so
-/// a request that crossed the GOAWAY on the wire is served; it runs to its end (its client,
-/// told the stream was processed, would not retry it) rather than being cut `grace` later.
-/// One begun more than [`GOAWAY_CROSSING`] after the GOAWAY was opened after the client had
-/// it: the client ignores the GOAWAY, and the connection is cut, as the GOAWAY meant (Go's
-/// HTTP/2 server sends the last stream it took at once and drops every later one). Once no
-/// request is open the connection has `grace` to finish (what hyper still holds — answers a
-/// client that grants no window never takes — goes with it). A shutdown gives it only its
-/// grace.
-async fn after_idle_goaway<C: Future>(
+/// After a GOAWAY the watchdog sent. h2 accepts streams until its shutdown PING is answered,
+/// so a request that crossed the GOAWAY on the wire is served and runs to its end (its client,
+/// told the stream was processed, would not retry it). One begun more than
+/// [`GOAWAY_CROSSING`] after the GOAWAY was opened after the client had it: the client
+/// ignores the GOAWAY, and the connection is cut, as the GOAWAY meant (Go's HTTP/2 server
+/// names the last stream it took at once and drops every later one). Otherwise the connection
+/// runs until it ends, or until the deadline `cut_at` reads from its activity (given the
+/// GOAWAY's time and `grace`) passes unchanged. A shutdown gives it only its grace.
+async fn after_goaway<C: Future>(
     mut conn: Pin<&mut C>,
     shared: &Shared,
     grace: Duration,
     mut stop: Shutdown,
+    cut_at: impl Fn(&Activity, Instant, Duration) -> Option<Instant>,
 ) {
     let goaway_at = Instant::now();
     // The requests begun by the end of the crossing window, once it has passed.
@@ -314,20 +290,21 @@ async fn after_idle_goaway<C: Future>(
         if crossed.is_some_and(|n| now.starts > n) {
             return;
         }
-        let cut_at = (now.open == 0).then(|| now.idle_since.max(goaway_at) + grace);
+        let deadline = cut_at(&now, goaway_at, grace);
         tokio::select! {
             _ = conn.as_mut() => return,
             _ = stop.wait() => {
                 let _ = tokio::time::timeout(grace, conn).await;
                 return;
             }
+            // The watchdog has returned: this is the only waiter now.
             _ = shared.changed.notified() => {}
             _ = tokio::time::sleep_until(goaway_at + GOAWAY_CROSSING), if crossed.is_none() => {
                 crossed = Some(shared.activity().starts);
             }
-            _ = tokio::time::sleep_until(cut_at.unwrap_or_else(Instant::now)), if cut_at.is_some() => {
-                let later = *shared.activity();
-                if later.open == 0 && later.idle_since == now.idle_since {
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                // Unless the activity moved the deadline meanwhile.
+                if cut_at(&shared.activity(), goaway_at, grace) == deadline {
                     return;
                 }
             }
@@ -335,9 +312,9 @@ async fn after_idle_goaway<C: Future>(
     }
 }
 
-/// How long after its GOAWAY a connection may still begin a request (after a failed
-/// authentication: have one refused): one the client sent before the GOAWAY reached it
-/// (x/net's HTTP/2 server waits 1 s for a client to close after its GOAWAY, `goAwayTimeout`).
+/// How long after its GOAWAY a connection may still begin a request: one the client sent
+/// before the GOAWAY reached it (x/net's HTTP/2 server waits 1 s for a client to close after
+/// its GOAWAY, `goAwayTimeout`).
 const GOAWAY_CROSSING: Duration = Duration::from_secs(1);
 
 /// How [`first_bytes`] ended.
@@ -469,9 +446,9 @@ mod tests {
 
     /// A connection after a failed authentication: the GOAWAY goes at once; the connection
     /// is cut once answers to unauthenticated requests have stayed untaken for `grace`, or at
-    /// once when a request is refused well after the GOAWAY (a client that never acknowledges
-    /// h2's shutdown PING may go on opening streams) — and otherwise runs on (another
-    /// identity's watch).
+    /// once when a request begins (here: is refused) well after the GOAWAY (a client that
+    /// never acknowledges h2's shutdown PING may go on opening streams) — and otherwise runs
+    /// on (another identity's watch).
     #[tokio::test(start_paused = true)]
     async fn after_a_failed_authentication_only_held_or_late_refusals_cut_the_connection() {
         let drive_after_refusal = |s: Arc<Shared>| {
@@ -487,6 +464,8 @@ mod tests {
             });
             (trigger, handle)
         };
+        // A request refused as `serve.rs` refuses one: begun, then its 401 answer held.
+        let refused = |s: &Arc<Shared>| (s.request_started(), s.refused_unauthenticated());
         let fresh = || {
             let s = shared();
             s.handshake_done();
@@ -498,13 +477,13 @@ mod tests {
         // the GOAWAY cuts it at once.
         let s = fresh();
         let watch = s.request_started(); // another identity's open stream
-        let first = s.refused_unauthenticated();
+        let first = refused(&s);
         let (_trigger, driving) = drive_after_refusal(s.clone());
         tokio::time::sleep(Duration::from_millis(10)).await;
         drop(first);
         tokio::time::sleep(Duration::from_secs(30)).await;
         assert!(!driving.is_finished(), "cut with no refusal held");
-        let late = s.refused_unauthenticated();
+        let late = refused(&s);
         let (closed, after) = driving.await.unwrap();
         assert!(closed);
         assert!(after >= Duration::from_secs(30), "{after:?}");
@@ -515,12 +494,12 @@ mod tests {
         // `grace` after it.
         let s = fresh();
         let watch = s.request_started();
-        let first = s.refused_unauthenticated();
+        let first = refused(&s);
         let (_trigger, driving) = drive_after_refusal(s.clone());
         tokio::time::sleep(Duration::from_millis(10)).await;
         drop(first);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let held = s.refused_unauthenticated();
+        let held = refused(&s);
         let (closed, after) = driving.await.unwrap();
         assert!(closed);
         assert!(after >= Duration::from_millis(5510), "{after:?}");

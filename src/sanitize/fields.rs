@@ -166,11 +166,12 @@ pub fn pointer_tokens(pointer: &str) -> Vec<String> {
     if pointer.is_empty() {
         return Vec::new();
     }
-    pointer
-        .split('/')
-        .skip(1)
-        .map(|t| t.replace("~1", "/").replace("~0", "~"))
-        .collect()
+    pointer.split('/').skip(1).map(unescape_token).collect()
+}
+
+/// A JSON-pointer token as the key it names (`~1` is `/`, `~0` is `~`).
+pub fn unescape_token(token: &str) -> String {
+    token.replace("~1", "/").replace("~0", "~")
 }
 
 fn token_matches(seg: &Seg, token: &str) -> bool {

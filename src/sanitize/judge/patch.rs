@@ -222,26 +222,24 @@ fn plain_path(doc: &Value, path: &str, inserts: bool) -> String {
             Some(Value::Array(list)) => {
                 let index = match loose_index(token) {
                     Some(n) => {
-                        let end = if inserts && i + 1 == tokens.len() {
-                            list.len() + 1
-                        } else {
-                            list.len()
-                        };
-                        let resolved = if n < 0 {
-                            i64::try_from(end).ok().map(|e| n + e).filter(|m| *m >= 0)
+                        // Where an add or copy inserts, one past the end is an index too.
+                        let end = list.len() + usize::from(inserts && i + 1 == tokens.len());
+                        let index = if n < 0 {
+                            i64::try_from(end).ok().map(|e| n + e)
                         } else {
                             Some(n)
-                        };
-                        resolved.and_then(|m| usize::try_from(m).ok())
+                        }
+                        .and_then(|m| usize::try_from(m).ok());
+                        if let Some(index) = index {
+                            written = std::borrow::Cow::Owned(index.to_string());
+                        }
+                        index
                     }
                     None => token.parse::<usize>().ok(),
                 };
-                if let (Some(index), Some(_)) = (index, loose_index(token)) {
-                    written = std::borrow::Cow::Owned(index.to_string());
-                }
                 index.and_then(|n| list.get(n))
             }
-            Some(Value::Object(map)) => map.get(&token.replace("~1", "/").replace("~0", "~")),
+            Some(Value::Object(map)) => map.get(&fields::unescape_token(token)),
             _ => None,
         };
         out.push('/');

@@ -50,17 +50,7 @@ use crate::sanitize::pss::PodBearing;
 /// Whether `manager` has applied this object before (an `Apply` entry in its
 /// `managedFields`): only then can an apply remove fields.
 pub(super) fn reapplies(current: &Value, manager: &str) -> bool {
-    applied_entries(current, manager).next().is_some()
-}
-
-/// `manager`'s `Apply` entries in `current`'s `managedFields` (what it owns by applying is in
-/// each entry's `fieldsV1`).
-pub(crate) fn applied_entries<'a>(
-    current: &'a Value,
-    manager: &'a str,
-) -> impl Iterator<Item = &'a Value> + 'a {
-    entries(current)
-        .filter(move |e| e.get("manager").and_then(Value::as_str) == Some(manager) && is_apply(e))
+    entries(current).any(|e| applied_by(e, manager))
 }
 
 fn entries(current: &Value) -> impl Iterator<Item = &Value> {
@@ -73,6 +63,26 @@ fn entries(current: &Value) -> impl Iterator<Item = &Value> {
 
 fn is_apply(entry: &Value) -> bool {
     entry.get("operation").and_then(Value::as_str) == Some("Apply")
+}
+
+/// Whether `entry` is an `Apply` of `manager` (of any subresource).
+fn applied_by(entry: &Value, manager: &str) -> bool {
+    is_apply(entry) && entry.get("manager").and_then(Value::as_str) == Some(manager)
+}
+
+/// Whether `entry` records a write to the object itself, not a subresource.
+fn own_resource(entry: &Value) -> bool {
+    entry
+        .get("subresource")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+}
+
+/// An object's or an entry's group/version as the API server parses it: `v1` and `/v1` are
+/// the same.
+fn version_of(v: &Value) -> Option<(&str, &str)> {
+    let v = v.get("apiVersion")?.as_str()?;
+    Some(v.split_once('/').unwrap_or(("", v)))
 }
 
 /// A relaxing value: where it sits in a pod spec or a container (relative path), and which
@@ -208,25 +218,14 @@ fn certainly_goes(current: &Value, config: &Value, manager: &str, path: &[Seg]) 
     if value_at(config, path).is_some() {
         return false;
     }
-    let version = current
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .map(group_version);
+    let version = version_of(current);
     let mut marked = false;
     for e in entries(current) {
         // Another version names the item its own way: nothing is certain then.
-        if e.get("apiVersion")
-            .and_then(Value::as_str)
-            .map(group_version)
-            != version
-        {
+        if version_of(e) != version {
             return false;
         }
-        let own_apply = is_apply(e)
-            && e.get("manager").and_then(Value::as_str) == Some(manager)
-            && e.get("subresource")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty);
+        let own_apply = applied_by(e, manager) && own_resource(e);
         let set = e.get("fieldsV1").and_then(Value::as_object);
         match (own_apply, set) {
             (true, Some(set)) => marked |= node(set, path).is_some_and(|n| n.contains_key(".")),
@@ -268,36 +267,18 @@ struct Owners<'a> {
     others: Vec<&'a Map<String, Value>>,
 }
 
-/// A group/version as the API server parses it: `v1` and `/v1` are the same.
-fn group_version(v: &str) -> (&str, &str) {
-    v.split_once('/').unwrap_or(("", v))
-}
-
 impl<'a> Removals<'a> {
     fn of(current: &'a Value, manager: &str) -> Removals<'a> {
-        let own_resource = |e: &Value| {
-            e.get("subresource")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty)
-        };
-        let mine =
-            |e: &Value| is_apply(e) && e.get("manager").and_then(Value::as_str) == Some(manager);
+        let mine = |e: &Value| applied_by(e, manager);
         if !entries(current).any(|e| own_resource(e) && mine(e)) {
             return Removals::Nothing;
         }
-        let Some(version) = current
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .map(group_version)
-        else {
+        let Some(version) = version_of(current) else {
             return Removals::Anything;
         };
         let set = |e: &'a Value| {
             let readable = e.get("fieldsType").and_then(Value::as_str) == Some("FieldsV1")
-                && e.get("apiVersion")
-                    .and_then(Value::as_str)
-                    .map(group_version)
-                    == Some(version);
+                && version_of(e) == Some(version);
             readable
                 .then(|| e.get("fieldsV1").and_then(Value::as_object))
                 .flatten()
@@ -338,27 +319,24 @@ impl<'a> Removals<'a> {
             let Some((leaf, parents)) = r.path.split_last() else {
                 continue;
             };
-            let parent = parents.iter().try_fold(&mut *obj, |o, k| {
-                o.get_mut(*k).and_then(Value::as_object_mut)
-            });
-            let Some(parent) = parent else {
-                continue;
-            };
-            if !parent.get(*leaf).is_some_and(r.relaxes) {
+            if !object_at(obj, parents)
+                .and_then(|parent| parent.get(*leaf))
+                .is_some_and(r.relaxes)
+            {
                 continue;
             }
             let mut path = base.to_vec();
             path.extend(r.path.iter().map(|s| Seg::Field((*s).to_owned())));
-            if value_at(config, &path).is_none() && self.may_remove(config, &path) {
-                parent.remove(*leaf);
-                if let (true, Some((holder, outer))) = (r.whole_struct, parents.split_last()) {
-                    let outer = outer.iter().try_fold(&mut *obj, |o, k| {
-                        o.get_mut(*k).and_then(Value::as_object_mut)
-                    });
-                    if let Some(outer) = outer {
-                        outer.remove(*holder);
-                    }
-                }
+            if value_at(config, &path).is_some() || !self.may_remove(config, &path) {
+                continue;
+            }
+            // The value, or the struct that holds it.
+            let (key, holder) = match (r.whole_struct, parents.split_last()) {
+                (true, Some((holder, outer))) => (*holder, outer),
+                _ => (*leaf, parents),
+            };
+            if let Some(holder) = object_at(obj, holder) {
+                holder.remove(key);
             }
         }
     }
@@ -436,6 +414,15 @@ fn value_at<'v>(v: &'v Value, path: &[Seg]) -> Option<&'v Value> {
             .iter()
             .find(|i| i.get("name").and_then(Value::as_str) == Some(name.as_str())),
     })
+}
+
+/// The object at `path` (plain field names) below `obj`.
+fn object_at<'o>(
+    obj: &'o mut Map<String, Value>,
+    path: &[&str],
+) -> Option<&'o mut Map<String, Value>> {
+    path.iter()
+        .try_fold(obj, |o, k| o.get_mut(*k).and_then(Value::as_object_mut))
 }
 
 fn get_mut<'a>(v: &'a mut Value, path: &[&str]) -> Option<&'a mut Value> {

@@ -634,15 +634,16 @@ impl RawH2 {
 }
 
 impl RawH2 {
-    /// After the GOAWAY (which must come within `deadline`), a GET of `path` every `every`, as
-    /// if it had not come: whether a GOAWAY came, whether the connection then ended before the
-    /// deadline, and the last stream opened.
-    async fn ignore_goaway(
+    /// After the GOAWAY, a GET of `path` every `every`, as if it had not come: the GOAWAY must
+    /// come and the connection then end within `deadline` (`after` names what came before,
+    /// for the messages).
+    async fn cut_for_ignoring_goaway(
         &mut self,
+        after: &str,
         path: &str,
         every: Duration,
         deadline: Duration,
-    ) -> (bool, bool, u32) {
+    ) {
         let (mut goaway, mut stream) = (false, 1);
         let deadline = tokio::time::Instant::now() + deadline;
         let closed = loop {
@@ -661,7 +662,11 @@ impl RawH2 {
                 _ = tokio::time::sleep_until(deadline) => break false,
             }
         };
-        (goaway, closed, stream)
+        assert!(goaway, "no GOAWAY after {after}");
+        assert!(
+            closed,
+            "a client opening streams after the GOAWAY that followed {after} (stream {stream}) still has its connection"
+        );
     }
 }
 
@@ -727,18 +732,13 @@ async fn a_client_ignoring_the_idle_goaway_is_cut() {
     let mut h2 = RawH2::connect(&env, Some(&env.admin_cert)).await;
     assert!(h2.get(1, "/version").await);
     // Once the GOAWAY is in, a request every 1.5 s.
-    let (goaway, closed, stream) = h2
-        .ignore_goaway(
-            "/version",
-            Duration::from_millis(1500),
-            Duration::from_secs(20),
-        )
-        .await;
-    assert!(goaway, "no GOAWAY after the idle timeout");
-    assert!(
-        closed,
-        "a client opening streams after the idle GOAWAY (stream {stream}) still has its connection"
-    );
+    h2.cut_for_ignoring_goaway(
+        "the idle timeout",
+        "/version",
+        Duration::from_millis(1500),
+        Duration::from_secs(20),
+    )
+    .await;
     env.stop().await;
 }
 
@@ -750,18 +750,13 @@ async fn unauthenticated_requests_after_the_idle_goaway_are_cut() {
     let alice = env.alice_token();
     let mut h2 = RawH2::connect(&env, None).await;
     assert!(h2.get_as(1, "/version", Some(&alice)).await);
-    let (goaway, closed, stream) = h2
-        .ignore_goaway(
-            "/api/v1/namespaces",
-            Duration::from_millis(1500),
-            Duration::from_secs(20),
-        )
-        .await;
-    assert!(goaway, "no GOAWAY after the idle timeout");
-    assert!(
-        closed,
-        "a client sending requests without credentials after the idle GOAWAY (stream {stream}) still has its connection"
-    );
+    h2.cut_for_ignoring_goaway(
+        "the idle timeout",
+        "/api/v1/namespaces",
+        Duration::from_millis(1500),
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(
         upstream_requests(&env),
         1,
@@ -781,18 +776,13 @@ async fn a_client_ignoring_the_goaway_after_a_401_is_cut() {
     // A GET without credentials.
     assert!(h2.get(1, "/api/v1/namespaces").await);
     // Once the GOAWAY is in, a new request every second.
-    let (goaway, closed, stream) = h2
-        .ignore_goaway(
-            "/api/v1/namespaces",
-            Duration::from_secs(1),
-            Duration::from_secs(15),
-        )
-        .await;
-    assert!(goaway, "no GOAWAY after the 401");
-    assert!(
-        closed,
-        "a client opening streams after the GOAWAY (stream {stream}) still has its connection"
-    );
+    h2.cut_for_ignoring_goaway(
+        "the 401",
+        "/api/v1/namespaces",
+        Duration::from_secs(1),
+        Duration::from_secs(15),
+    )
+    .await;
     assert_eq!(
         upstream_requests(&env),
         0,

@@ -28,7 +28,13 @@ awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[$1 "," kv[1]] = kv[2] }
   END { if (v["portcullis,req/s"] > 0 && v["haproxy,req/s"] > 0 && v["direct,req/s"] > 0)
     printf "portcullis / haproxy: req/s %.2f, CPU per request %.2fx; portcullis / direct: req/s %.2f\n",
       v["portcullis,req/s"] / v["haproxy,req/s"], v["portcullis,cpu_us/req"] / v["haproxy,cpu_us/req"],
-      v["portcullis,req/s"] / v["direct,req/s"] }' "$K/anchors.out"
+      v["portcullis,req/s"] / v["direct,req/s"]
+    # What each proxy adds to the latency of a request (p50 against the p50 of direct): the goal figure
+    # when run at one connection and one stream (`portcullis.sh 5000 1 1`).
+    if (v["direct,p50_us"] != "" && v["direct,p50_us"] != "?")
+      printf "p50 added to direct: portcullis %d us, haproxy %d us, nginx %d us\n",
+        v["portcullis,p50_us"] - v["direct,p50_us"], v["haproxy,p50_us"] - v["direct,p50_us"],
+        v["nginx,p50_us"] - v["direct,p50_us"] }' "$K/anchors.out"
 echo "audit events written: $(grep -c '"kind":"Event"' "$K/audit.log" 2>/dev/null)"
 if read -r ut st 2>/dev/null <"$K/cpu"; then
   hz=$(getconf CLK_TCK); n=${1:-60000}

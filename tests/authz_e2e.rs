@@ -176,6 +176,59 @@ async fn bad_credentials_are_401_and_never_reach_upstream() {
     env.stop().await;
 }
 
+/// The `Authorization` header read as kube-apiserver reads it: split on single spaces, the
+/// token is the second part. A space before a valid token (`Bearer  <token>`) is no token
+/// there: 401 with the API server's warning, and nothing reaches the upstream. A part after
+/// the token is ignored there: the request goes through as the token's user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_authorization_header_is_split_as_the_api_server_splits_it() {
+    let env = Env::start().await;
+    let token = forge(&env).token(&claims("alice", &["tenant:team-a"]));
+    let path = "/api/v1/namespaces/team-a/configmaps";
+    let with_header = |value: String| {
+        let mut r = req("GET", path, None);
+        r.headers_mut()
+            .insert("authorization", value.parse().unwrap());
+        r
+    };
+
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env
+        .request(with_header(format!("Bearer  {token}")), None, false)
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{:?}", resp.body());
+    let s = status(resp.body());
+    assert_eq!(
+        (&s["kind"], &s["reason"]),
+        (&json!("Status"), &json!("Unauthorized"))
+    );
+    assert_eq!(
+        resp.headers().get("warning").map(|w| w.to_str().unwrap()),
+        Some(
+            "299 - \"the provided Authorization header contains extra space before the bearer token, and is ignored\""
+        ),
+    );
+    assert!(upstream_saw(&env).is_empty(), "{:?}", upstream_saw(&env));
+
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env
+        .request(with_header(format!("Bearer {token} trailing")), None, false)
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK, "{:?}", resp.body());
+    assert!(resp.headers().get("warning").is_none());
+    let seen = env.sandbox.sandbox.recorded();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].path, path);
+    assert_eq!(
+        seen[0]
+            .headers
+            .get("impersonate-user")
+            .map(|v| v.to_str().unwrap()),
+        Some("alice")
+    );
+    env.stop().await;
+}
+
 /// A certificate name the log line showing it would display rearranged or hidden (a bidi
 /// override, a C1 control), in its CN or in an O, is no identity: 401, and nothing reaches the
 /// upstream. A name beyond ASCII that shows as it is, is one (`josé` of `demo:admins`).

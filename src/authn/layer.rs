@@ -5,7 +5,8 @@
 //! which credential counts). Puts `Arc<Identity>` (tenant resolved) in the request extensions
 //! and tells the audit record (user, method, issuer, tenant, scope; the audit policy is
 //! evaluated now that the user is known). Rejects everything else with a bare 401
-//! `Unauthorized` (`Refusal::Unauthenticated`); the reason is logged, never sent.
+//! `Unauthorized` (`Refusal::Unauthenticated`); the reason is logged, never sent. Only a space
+//! before the bearer token adds the API server's `Warning` for it to the 401.
 //!
 //! A client's own `Impersonate-*` headers (`kubectl --as`) are then checked against the grants
 //! (`impersonate.rs`): refused with 400 / 403 as the API server would, or the request goes on
@@ -23,7 +24,9 @@ use tower::{Layer, Service};
 
 use super::{
     impersonate::impersonate,
-    request::{authenticate, Authenticator},
+    request::{
+        authenticate, space_before_token_warning, Authenticator, Failure, SPACE_BEFORE_TOKEN,
+    },
 };
 use crate::{
     audit::AuditRecord,
@@ -86,7 +89,13 @@ where
                 Ok(id) => id,
                 Err(why) => {
                     tracing::info!(peer = %conn.peer, %why, "authentication failed");
-                    return Ok(Refusal::Unauthenticated(why).respond());
+                    let space = matches!(why, Failure::BadHeader(SPACE_BEFORE_TOKEN));
+                    let mut resp = Refusal::Unauthenticated(why).respond();
+                    if space {
+                        resp.headers_mut()
+                            .append(http::header::WARNING, space_before_token_warning());
+                    }
+                    return Ok(resp);
                 }
             };
             let audit = req.extensions().get::<AuditRecord>().cloned();

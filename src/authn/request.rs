@@ -77,14 +77,35 @@ fn bearer(headers: &HeaderMap) -> Bearer<'_> {
     let Ok(value) = value.to_str() else {
         return Bearer::Invalid("Authorization header is not visible ASCII");
     };
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    // As kube-apiserver's bearer token authenticator reads it: the value trimmed, then split
+    // on single spaces; the first part is the scheme (any case), the second the token, and a
+    // third part and on are ignored ("Bearer tok x" is "tok"). An empty second part — a space
+    // before the token, "Bearer  tok" — is no token there (the API server answers 401 with a
+    // warning), so it is none here either: accepting it would let a header the API server
+    // refuses pass through the proxy.
+    let mut parts = value.trim().split(' ');
+    let scheme = parts.next().unwrap_or_default();
+    let token = parts.next();
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Bearer::Invalid("Authorization scheme is not Bearer");
     }
-    match rest.trim() {
-        "" => Bearer::Invalid("empty bearer token"),
-        token => Bearer::Token(token),
+    match token {
+        None => Bearer::Invalid("empty bearer token"),
+        Some("") => Bearer::Invalid(SPACE_BEFORE_TOKEN),
+        Some(token) => Bearer::Token(token),
     }
+}
+
+/// Why a header like `Bearer  tok` carries no token; the 401 then carries the API server's
+/// warning for it ([`space_before_token_warning`]).
+pub(super) const SPACE_BEFORE_TOKEN: &str = "a space before the bearer token";
+
+/// The `Warning` kube-apiserver adds to its 401 when the `Authorization` header has a space
+/// before the bearer token (`bearertoken.go`, `invalidTokenWithSpaceWarning`); kubectl prints it.
+pub(super) fn space_before_token_warning() -> http::HeaderValue {
+    http::HeaderValue::from_static(
+        "299 - \"the provided Authorization header contains extra space before the bearer token, and is ignored\"",
+    )
 }
 
 /// The token a WebSocket upgrade carries as a subprotocol, read as kube-apiserver's protocol
@@ -298,9 +319,21 @@ mod tests {
     fn bearer_parsing() {
         assert!(matches!(bearer(&h(&[])), Bearer::Absent));
         assert!(matches!(bearer(&h(&["Bearer abc"])), Bearer::Token("abc")));
+        // kube-apiserver's reading: trimmed, split on single spaces, the second part.
+        assert!(matches!(bearer(&h(&["bearer abc "])), Bearer::Token("abc")));
+        assert!(matches!(
+            bearer(&h(&["Bearer abc def"])),
+            Bearer::Token("abc")
+        ));
+        // A space before the token: no token (the API server refuses it too).
         assert!(matches!(
             bearer(&h(&["bearer  abc "])),
-            Bearer::Token("abc")
+            Bearer::Invalid(SPACE_BEFORE_TOKEN)
+        ));
+        // A tab is not the separator.
+        assert!(matches!(
+            bearer(&h(&["Bearer\tabc"])),
+            Bearer::Invalid("Authorization scheme is not Bearer")
         ));
         assert!(matches!(
             bearer(&h(&["Bearer"])),

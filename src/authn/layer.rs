@@ -24,9 +24,7 @@ use tower::{Layer, Service};
 
 use super::{
     impersonate::impersonate,
-    request::{
-        authenticate, space_before_token_warning, Authenticator, Failure, SPACE_BEFORE_TOKEN,
-    },
+    request::{authenticate, space_before_token_warning, Authenticator, Failure},
 };
 use crate::{
     audit::AuditRecord,
@@ -89,7 +87,7 @@ where
                 Ok(id) => id,
                 Err(why) => {
                     tracing::info!(peer = %conn.peer, %why, "authentication failed");
-                    let space = matches!(why, Failure::BadHeader(SPACE_BEFORE_TOKEN));
+                    let space = why == Failure::SpaceBeforeToken;
                     let mut resp = Refusal::Unauthenticated(why).respond();
                     if space {
                         resp.headers_mut()

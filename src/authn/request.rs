@@ -43,7 +43,8 @@ pub struct Authenticator {
     pub authorizer: Arc<Authorizer>,
 }
 
-/// Why authentication failed — for logs only; clients always see a bare 401.
+/// Why authentication failed — for logs only; clients see a bare 401 (with, for
+/// [`Failure::SpaceBeforeToken`] only, the API server's `Warning` for it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Failure {
     #[error("no credentials")]
@@ -52,6 +53,10 @@ pub enum Failure {
     /// WebSocket's token subprotocol is (two of them, not base64url of UTF-8, alone).
     #[error("{0}")]
     BadHeader(&'static str),
+    /// `Authorization: Bearer  <token>`: a space before the token, which kube-apiserver reads
+    /// as no token at all (and warns about; [`space_before_token_warning`]).
+    #[error("a space before the bearer token")]
+    SpaceBeforeToken,
     #[error("bearer token, but no JWT issuer is configured")]
     NoIssuer,
     #[error("JWT refused: {0}")]
@@ -64,6 +69,8 @@ enum Bearer<'a> {
     Absent,
     Token(&'a str),
     Invalid(&'static str),
+    /// `Bearer  <token>` (see [`Failure::SpaceBeforeToken`]).
+    SpaceBeforeToken,
 }
 
 fn bearer(headers: &HeaderMap) -> Bearer<'_> {
@@ -80,9 +87,9 @@ fn bearer(headers: &HeaderMap) -> Bearer<'_> {
     // As kube-apiserver's bearer token authenticator reads it: the value trimmed, then split
     // on single spaces; the first part is the scheme (any case), the second the token, and a
     // third part and on are ignored ("Bearer tok x" is "tok"). An empty second part — a space
-    // before the token, "Bearer  tok" — is no token there (the API server answers 401 with a
-    // warning), so it is none here either: accepting it would let a header the API server
-    // refuses pass through the proxy.
+    // before the token, "Bearer  tok" — is no token there (the API server warns and goes on to
+    // its other authenticators, which find none in the header), so it is none here either:
+    // accepting it would let a header the API server refuses pass through the proxy.
     let mut parts = value.trim().split(' ');
     let scheme = parts.next().unwrap_or_default();
     let token = parts.next();
@@ -91,14 +98,10 @@ fn bearer(headers: &HeaderMap) -> Bearer<'_> {
     }
     match token {
         None => Bearer::Invalid("empty bearer token"),
-        Some("") => Bearer::Invalid(SPACE_BEFORE_TOKEN),
+        Some("") => Bearer::SpaceBeforeToken,
         Some(token) => Bearer::Token(token),
     }
 }
-
-/// Why a header like `Bearer  tok` carries no token; the 401 then carries the API server's
-/// warning for it ([`space_before_token_warning`]).
-pub(super) const SPACE_BEFORE_TOKEN: &str = "a space before the bearer token";
 
 /// The `Warning` kube-apiserver adds to its 401 when the `Authorization` header has a space
 /// before the bearer token (`bearertoken.go`, `invalidTokenWithSpaceWarning`); kubectl prints it.
@@ -206,6 +209,7 @@ pub async fn authenticate(
         },
         Bearer::Absent => Failure::NoCredentials,
         Bearer::Invalid(why) => Failure::BadHeader(why),
+        Bearer::SpaceBeforeToken => Failure::SpaceBeforeToken,
     };
     // As the API server's union goes on to its WebSocket protocol authenticator after the
     // bearer header's fails; when both fail, the header's failure is the one logged.
@@ -328,7 +332,7 @@ mod tests {
         // A space before the token: no token (the API server refuses it too).
         assert!(matches!(
             bearer(&h(&["bearer  abc "])),
-            Bearer::Invalid(SPACE_BEFORE_TOKEN)
+            Bearer::SpaceBeforeToken
         ));
         // A tab is not the separator.
         assert!(matches!(

@@ -178,8 +178,11 @@ async fn bad_credentials_are_401_and_never_reach_upstream() {
 
 /// The `Authorization` header read as kube-apiserver reads it: split on single spaces, the
 /// token is the second part. A space before a valid token (`Bearer  <token>`) is no token
-/// there: 401 with the API server's warning, and nothing reaches the upstream. A part after
-/// the token is ignored there: the request goes through as the token's user.
+/// there: 401 with the API server's warning, and nothing reaches the upstream; the warning
+/// comes whenever the API server's bearer authenticator would have run (after a certificate
+/// without an identity, before a WebSocket token subprotocol), not when a certificate
+/// authenticated. A part after the token is ignored there: the request goes through as the
+/// token's user.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_authorization_header_is_split_as_the_api_server_splits_it() {
     let env = Env::start().await;
@@ -218,6 +221,62 @@ async fn the_authorization_header_is_split_as_the_api_server_splits_it() {
         .await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     assert!(resp.headers().get("warning").is_none());
+    let warning = |resp: &http::Response<Bytes>| {
+        resp.headers()
+            .get("warning")
+            .map(|w| w.to_str().unwrap().to_owned())
+    };
+    let space_warning = Some(
+        "299 - \"the provided Authorization header contains extra space before the bearer token, and is ignored\"".to_owned(),
+    );
+    // The API server's bearer authenticator runs after a client certificate without an
+    // identity (and warns): 401 with the warning, nothing upstream.
+    let nameless = env
+        .ca
+        .client_cert("eve\u{202e}nimda", &["demo:admins"])
+        .unwrap();
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env
+        .request(
+            with_header(format!("Bearer  {token}")),
+            Some(&nameless),
+            false,
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{:?}", resp.body());
+    assert_eq!(warning(&resp), space_warning);
+    assert!(upstream_saw(&env).is_empty(), "{:?}", upstream_saw(&env));
+    // A certificate that authenticates wins before the header is read: no warning.
+    let admin = env.ca.client_cert("carol", &["demo:admins"]).unwrap();
+    let resp = env
+        .request(with_header(format!("Bearer  {token}")), Some(&admin), false)
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK, "{:?}", resp.body());
+    assert_eq!(warning(&resp), None);
+    // A WebSocket token subprotocol authenticates after the header failed: the API server's
+    // answer (here its 404 for an exec of a pod that does not exist, as alice), with the
+    // warning.
+    let mut ws = common::websocket_get(
+        "/api/v1/namespaces/team-a/pods/nope/exec?command=cat&stdin=true&stdout=true",
+    );
+    ws.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!(
+            "v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.{}",
+            URL_SAFE_NO_PAD.encode(&token)
+        )
+        .parse()
+        .unwrap(),
+    );
+    ws.headers_mut()
+        .insert("authorization", format!("Bearer  {token}").parse().unwrap());
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env.request(ws, None, false).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{:?}", resp.body());
+    assert_eq!(warning(&resp), space_warning);
+    let exec = env.sandbox.sandbox.recorded();
+    assert_eq!(exec.len(), 1, "{exec:?}");
+    assert_eq!(exec[0].headers["impersonate-user"], "alice");
 
     env.sandbox.sandbox.clear_recorded();
     let resp = env

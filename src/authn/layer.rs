@@ -6,7 +6,9 @@
 //! and tells the audit record (user, method, issuer, tenant, scope; the audit policy is
 //! evaluated now that the user is known). Rejects everything else with a bare 401
 //! `Unauthorized` (`Refusal::Unauthenticated`); the reason is logged, never sent. Only a space
-//! before the bearer token adds the API server's `Warning` for it to the 401.
+//! before the bearer token adds the API server's `Warning` for it: to the 401, or to the answer
+//! of a request a WebSocket token subprotocol authenticated (not when a client certificate did:
+//! the API server's bearer authenticator then never runs).
 //!
 //! A client's own `Impersonate-*` headers (`kubectl --as`) are then checked against the grants
 //! (`impersonate.rs`): refused with 400 / 403 as the API server would, or the request goes on
@@ -23,8 +25,9 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 
 use super::{
+    identity::Method,
     impersonate::impersonate,
-    request::{authenticate, space_before_token_warning, Authenticator, Failure},
+    request::{authenticate, space_before_token, space_before_token_warning, Authenticator},
 };
 use crate::{
     audit::AuditRecord,
@@ -83,15 +86,20 @@ where
         let config = self.config.clone();
         let mut inner = self.inner.clone();
         service::boxed(async move {
-            let identity = match authenticate(&config, req.headers(), &conn).await {
+            let result = authenticate(&config, req.headers(), &conn).await;
+            // kube-apiserver's bearer token authenticator warns about a space before the token
+            // whenever it runs, whatever the outcome: unless a client certificate (the union's
+            // first authenticator) authenticated the request. A WebSocket token subprotocol
+            // that authenticates it after the header failed gets the warning too.
+            let warn_space = !matches!(&result, Ok(id) if matches!(id.method, Method::ClientCertificate { .. }))
+                && space_before_token(req.headers());
+            let identity = match result {
                 Ok(id) => id,
                 Err(why) => {
                     tracing::info!(peer = %conn.peer, %why, "authentication failed");
-                    let space = why == Failure::SpaceBeforeToken;
                     let mut resp = Refusal::Unauthenticated(why).respond();
-                    if space {
-                        resp.headers_mut()
-                            .append(http::header::WARNING, space_before_token_warning());
+                    if warn_space {
+                        warn_space_before_token(&mut resp);
                     }
                     return Ok(resp);
                 }
@@ -114,9 +122,18 @@ where
                 Err(refusal) => return Ok(refusal.respond()),
             };
             req.extensions_mut().insert(identity);
-            inner.call(req).await
+            let mut resp = inner.call(req).await?;
+            if warn_space {
+                warn_space_before_token(&mut resp);
+            }
+            Ok(resp)
         })
     }
+}
+
+fn warn_space_before_token(resp: &mut Response<Body>) {
+    resp.headers_mut()
+        .append(http::header::WARNING, space_before_token_warning());
 }
 
 #[cfg(test)]

@@ -103,7 +103,13 @@ fn bearer(headers: &HeaderMap) -> Bearer<'_> {
     }
 }
 
-/// The `Warning` kube-apiserver adds to its 401 when the `Authorization` header has a space
+/// Whether the `Authorization` header has a space before its bearer token (`Bearer  <token>`):
+/// read as [`bearer`] reads it.
+pub(super) fn space_before_token(headers: &HeaderMap) -> bool {
+    matches!(bearer(headers), Bearer::SpaceBeforeToken)
+}
+
+/// The `Warning` kube-apiserver adds to its answer when the `Authorization` header has a space
 /// before the bearer token (`bearertoken.go`, `invalidTokenWithSpaceWarning`); kubectl prints it.
 pub(super) fn space_before_token_warning() -> http::HeaderValue {
     http::HeaderValue::from_static(

@@ -25,9 +25,8 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 
 use super::{
-    identity::Method,
     impersonate::impersonate,
-    request::{authenticate, space_before_token, space_before_token_warning, Authenticator},
+    request::{authenticate, space_before_token_warning, Authenticated, Authenticator},
 };
 use crate::{
     audit::AuditRecord,
@@ -86,13 +85,13 @@ where
         let config = self.config.clone();
         let mut inner = self.inner.clone();
         service::boxed(async move {
-            let result = authenticate(&config, req.headers(), &conn).await;
-            // kube-apiserver's bearer token authenticator warns about a space before the token
-            // whenever it runs, whatever the outcome: unless a client certificate (the union's
-            // first authenticator) authenticated the request. A WebSocket token subprotocol
-            // that authenticates it after the header failed gets the warning too.
-            let warn_space = !matches!(&result, Ok(id) if matches!(id.method, Method::ClientCertificate { .. }))
-                && space_before_token(req.headers());
+            // `warn_space`: the API server's bearer authenticator ran on a header with a space
+            // before its token and warns, whatever the outcome (a WebSocket token subprotocol
+            // may still authenticate the request).
+            let Authenticated {
+                result,
+                space_before_token: warn_space,
+            } = authenticate(&config, req.headers(), &conn).await;
             let identity = match result {
                 Ok(id) => id,
                 Err(why) => {

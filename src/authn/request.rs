@@ -103,12 +103,6 @@ fn bearer(headers: &HeaderMap) -> Bearer<'_> {
     }
 }
 
-/// Whether the `Authorization` header has a space before its bearer token (`Bearer  <token>`):
-/// read as [`bearer`] reads it.
-pub(super) fn space_before_token(headers: &HeaderMap) -> bool {
-    matches!(bearer(headers), Bearer::SpaceBeforeToken)
-}
-
 /// The `Warning` kube-apiserver adds to its answer when the `Authorization` header has a space
 /// before the bearer token (`bearertoken.go`, `invalidTokenWithSpaceWarning`); kubectl prints it.
 pub(super) fn space_before_token_warning() -> http::HeaderValue {
@@ -182,33 +176,65 @@ const RAW_URL: GeneralPurpose = GeneralPurpose::new(
         .with_decode_allow_trailing_bits(true),
 );
 
+/// What [`authenticate`] found.
+pub struct Authenticated {
+    pub result: Result<Arc<Identity>, Failure>,
+    /// The `Authorization` header was read (no client certificate authenticated the request)
+    /// and has a space before its bearer token: kube-apiserver's bearer authenticator warns
+    /// about it whenever it runs, whatever the outcome ([`space_before_token_warning`]).
+    pub space_before_token: bool,
+}
+
 /// Authenticate the request whose headers and connection are given.
 pub async fn authenticate(
     config: &Authenticator,
     headers: &HeaderMap,
     conn: &ConnInfo,
-) -> Result<Arc<Identity>, Failure> {
+) -> Authenticated {
+    let mut certificate = None;
     if let (Some(certs), Some(chain)) = (&config.x509, &conn.peer_certs) {
         // Mapped once per connection and configuration (verified again after a reload), the
         // validity period checked on every request (see `x509`'s module doc).
         match certs.identity(conn, chain, x509::now(), |id| {
             config.authorizer.tenant_of(id)
         }) {
-            Ok(id) => return Ok(id),
-            // A certificate that yields no identity (no CN, a reserved name, refused after a
-            // reload) does not end it when a bearer token came too: kube's union
-            // authenticator goes on to the next authenticator after the x509 one fails.
-            Err(rejected)
-                if config.jwt.is_some()
-                    && (matches!(bearer(headers), Bearer::Token(_))
-                        || matches!(websocket_bearer(headers), Ok(Some(_)))) =>
-            {
-                tracing::info!(reason = %rejected, "client certificate yields no identity; trying the bearer token");
+            Ok(id) => {
+                return Authenticated {
+                    result: Ok(id),
+                    space_before_token: false,
+                }
             }
-            Err(rejected) => return Err(rejected.into()),
+            Err(rejected) => certificate = Some(rejected),
         }
     }
-    let failed = match bearer(headers) {
+    let header = bearer(headers);
+    Authenticated {
+        space_before_token: matches!(header, Bearer::SpaceBeforeToken),
+        result: by_bearer(config, headers, header, certificate).await,
+    }
+}
+
+/// The bearer header's token, then a WebSocket token subprotocol, once no client certificate
+/// authenticated the request (`certificate`: why the one sent did not).
+async fn by_bearer(
+    config: &Authenticator,
+    headers: &HeaderMap,
+    header: Bearer<'_>,
+    certificate: Option<x509::Rejected>,
+) -> Result<Arc<Identity>, Failure> {
+    if let Some(rejected) = certificate {
+        // A certificate that yields no identity (no CN, a reserved name, refused after a
+        // reload) does not end it when a bearer token came too: kube's union authenticator
+        // goes on to the next authenticator after the x509 one fails.
+        let token_too = config.jwt.is_some()
+            && (matches!(header, Bearer::Token(_))
+                || matches!(websocket_bearer(headers), Ok(Some(_))));
+        if !token_too {
+            return Err(rejected.into());
+        }
+        tracing::info!(reason = %rejected, "client certificate yields no identity; trying the bearer token");
+    }
+    let failed = match header {
         Bearer::Token(token) => match by_token(config, token).await {
             Ok(id) => return Ok(id),
             Err(failure) => failure,

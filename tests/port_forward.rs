@@ -106,6 +106,25 @@ async fn exchange(port: u16, bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A bulk stream through a forwarded port, written while the echo is read back (a `kubectl
+/// cp`-sized transfer: it fills every buffer on the way, so each splice reads in full pieces
+/// and waits in turn); what came back.
+async fn exchange_bulk(port: u16, bytes: Vec<u8>) -> Vec<u8> {
+    let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        wr.write_all(&bytes).await.unwrap();
+        wr.shutdown().await.unwrap();
+    });
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), rd.read_to_end(&mut out))
+        .await
+        .expect("the bulk echo did not end within 60 s")
+        .unwrap();
+    writer.await.unwrap();
+    out
+}
+
 /// An HTTP GET through the forward (the request alone, no half-close: like curl).
 async fn http_get(port: u16, path: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -173,6 +192,15 @@ async fn forward_and_check(env: &Env, kubeconfig: &Path, t: Transport, user: Opt
     assert!(
         a.ends_with("port 80: GET /a\n") && b == b"b",
         "{t:?}: {a} / {b:?}"
+    );
+    // A bulk stream (what `kubectl cp` or a database dump moves): every byte back, in order.
+    let bulk: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+    let back = exchange_bulk(fwd.ports[1], bulk.clone()).await;
+    assert!(
+        back == bulk,
+        "{t:?}: {} of {} bytes came back, or not in order",
+        back.len(),
+        bulk.len()
     );
 
     let seen = forwards_seen(env);

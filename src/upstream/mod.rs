@@ -13,6 +13,7 @@ pub mod forward;
 pub mod h2conn;
 pub mod idle;
 pub mod metrics;
+pub(crate) mod one_way;
 pub mod pool;
 pub mod pump;
 pub mod review;

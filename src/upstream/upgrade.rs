@@ -35,6 +35,7 @@ use super::{
     client::Endpoint,
     forward::{answer_body, prepare_headers, Guard, Outbound, Watched},
     idle::Activity,
+    one_way,
     send::{answered, breaker_open, outcome_of, report, Judged},
     Upstream,
 };
@@ -467,7 +468,8 @@ enum Spliced {
 /// kube-apiserver's `UpgradeAwareHandler`, which returns once one direction's copy ends and
 /// closes both. A half-close that let the other direction run on would keep the session — its
 /// place under the stream caps, its recording, its `ResponseComplete` — for as long as a
-/// client that ignores the end keeps its connection.
+/// client that ignores the end keeps its connection. Each direction holds a buffer only while
+/// bytes are in flight (`one_way`): an idle session holds none.
 async fn both_ways<C, U>(client: C, upstream: U) -> std::io::Result<Spliced>
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -477,12 +479,12 @@ where
     let (mut client_rx, mut client_tx) = tokio::io::split(client);
     let (mut upstream_rx, mut upstream_tx) = tokio::io::split(upstream);
     let ended = tokio::select! {
-        up = tokio::io::copy(&mut client_rx, &mut upstream_tx) => {
+        up = one_way::copy(&mut client_rx, &mut upstream_tx) => {
             let n = up?;
             upstream_tx.shutdown().await?;
             Spliced::ClientEnded(n)
         }
-        down = tokio::io::copy(&mut upstream_rx, &mut client_tx) => {
+        down = one_way::copy(&mut upstream_rx, &mut client_tx) => {
             let n = down?;
             Spliced::UpstreamEnded(n)
         }

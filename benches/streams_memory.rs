@@ -12,7 +12,9 @@
 //! - **exec sessions**: `STREAMS_EXECS` (default 500) `cat` sessions over WebSocket, each on its
 //!   own HTTP/1.1 client connection and upgraded upstream connection, as kubectl runs them; 50
 //!   per identity (the demo admins' cap). The figure is the whole session: both connections,
-//!   the splice and its audit record.
+//!   the splice and its audit record. With `STREAMS_EXEC_ECHO=N` (default 0) each session
+//!   first sends N bytes of stdin in one WebSocket frame and reads `cat`'s echo of them, then
+//!   idles: a session that has carried bytes, as an interactive shell has after its prompt.
 //!
 //! Run: `cargo bench -p portcullis-cli --bench streams_memory` (`PORTCULLIS_BIN`,
 //! `PORTCULLIS_HOLD` as in `benches/support`).
@@ -31,7 +33,6 @@ use futures_util::{stream, StreamExt};
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::{report, Proxy};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WATCHES_PER_CONN: usize = 100;
 const SESSIONS_PER_IDENTITY: usize = 50;
@@ -48,15 +49,16 @@ fn main() {
     let watches = env_count("STREAMS_WATCHES", 1000);
     let logs = env_count("STREAMS_LOGS", 500);
     let execs = env_count("STREAMS_EXECS", 500);
+    let echo = env_count("STREAMS_EXEC_ECHO", 0);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run(watches, logs, execs));
+    rt.block_on(run(watches, logs, execs, echo));
 }
 
-async fn run(watches: usize, logs: usize, execs: usize) {
+async fn run(watches: usize, logs: usize, execs: usize, echo: usize) {
     let cap = 2 * execs + watches + logs + 100;
     let proxy = Proxy::start(|text| {
         *text = text.replacen(
@@ -119,7 +121,7 @@ async fn run(watches: usize, logs: usize, execs: usize) {
         })
         .collect();
     let sessions: Vec<_> = stream::iter(0..execs)
-        .map(|i| exec_cat(addr, ca, &certs[i / SESSIONS_PER_IDENTITY]))
+        .map(|i| support::exec_cat(addr, ca, &certs[i / SESSIONS_PER_IDENTITY], echo))
         .buffer_unordered(32)
         .collect()
         .await;
@@ -179,36 +181,4 @@ async fn streams(
     let after = proxy.rss_kib();
     let per = report(what, n, before, after);
     (senders, open, per)
-}
-
-/// An exec session running `cat` in pod `default/web` over WebSocket (v5.channel.k8s.io), as
-/// kubectl opens it; returned once the proxy has answered 101.
-async fn exec_cat(
-    addr: std::net::SocketAddr,
-    ca: &portcullis_sandbox::pki::Ca,
-    cert: &portcullis_sandbox::pki::Issued,
-) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let mut s = common::tls_connect(addr, ca, Some(cert), &[b"http/1.1"]).await;
-    s.write_all(
-        b"GET /api/v1/namespaces/default/pods/web/exec?command=cat&stdin=true&stdout=true HTTP/1.1\r\n\
-          Host: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-          Sec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    // What rustls could not write at once stays in its buffer until flushed.
-    s.flush().await.unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte).await {
-            Ok(1) => {}
-            other => panic!("exec connection ended before its answer: {other:?} after {head:?}"),
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    assert!(head.starts_with("HTTP/1.1 101"), "exec refused: {head}");
-    s
 }

@@ -9,6 +9,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use portcullis_sandbox::{self as sandbox, demo, pki::Ca, Running};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::common;
 
@@ -144,4 +145,109 @@ pub async fn hold(pid: u32) {
         println!("holding for {secs} s; proxy pid {pid}");
         tokio::time::sleep(Duration::from_secs(secs)).await;
     }
+}
+
+/// An exec session running `cat` in pod `default/web` over WebSocket (v5.channel.k8s.io), as
+/// kubectl opens it; returned once the proxy has answered 101.
+pub async fn exec_cat(
+    addr: std::net::SocketAddr,
+    ca: &portcullis_sandbox::pki::Ca,
+    cert: &portcullis_sandbox::pki::Issued,
+    echo: usize,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut s = common::tls_connect(addr, ca, Some(cert), &[b"http/1.1"]).await;
+    s.write_all(
+        b"GET /api/v1/namespaces/default/pods/web/exec?command=cat&stdin=true&stdout=true HTTP/1.1\r\n\
+          Host: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          Sec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // What rustls could not write at once stays in its buffer until flushed.
+    s.flush().await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte).await {
+            Ok(1) => {}
+            other => panic!("exec connection ended before its answer: {other:?} after {head:?}"),
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "exec refused: {head}");
+    if echo > 0 {
+        echo_once(&mut s, echo).await;
+    }
+    s
+}
+
+/// A masked WebSocket binary frame carrying `n` bytes of stdin (channel 0), all `b'e'`.
+pub fn stdin_frame(n: usize) -> Vec<u8> {
+    let payload_len = n + 1;
+    let mut frame = vec![0x82u8];
+    match payload_len {
+        0..=125 => frame.push(0x80 | payload_len as u8),
+        126..=65535 => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(payload_len as u16).to_be_bytes());
+        }
+        _ => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(payload_len as u64).to_be_bytes());
+        }
+    }
+    // A zero mask (the payload goes as it is), then the stdin channel's number, 0.
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.push(0);
+    frame.extend(std::iter::repeat_n(b'e', n));
+    frame
+}
+
+/// Read server frames until `n` bytes have come on stdout (channel 1).
+pub async fn read_stdout<R: tokio::io::AsyncRead + Unpin>(s: &mut R, n: usize) {
+    let mut echoed = 0;
+    let mut body = Vec::new();
+    while echoed < n {
+        let mut head = [0u8; 2];
+        s.read_exact(&mut head).await.unwrap();
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut l = [0u8; 2];
+                s.read_exact(&mut l).await.unwrap();
+                u16::from_be_bytes(l) as usize
+            }
+            127 => {
+                let mut l = [0u8; 8];
+                s.read_exact(&mut l).await.unwrap();
+                u64::from_be_bytes(l) as usize
+            }
+            l => l as usize,
+        };
+        body.resize(len, 0);
+        s.read_exact(&mut body).await.unwrap();
+        if head[0] & 0x0f == 0x2 && body.first() == Some(&1) {
+            echoed += len - 1;
+        }
+    }
+}
+
+/// Send `n` bytes of stdin in one frame, then read `cat`'s echo of them.
+async fn echo_once(s: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>, n: usize) {
+    s.write_all(&stdin_frame(n)).await.unwrap();
+    s.flush().await.unwrap();
+    read_stdout(s, n).await;
+}
+
+/// The CPU time `pid` has used so far (user + system), from `/proc/<pid>/stat`.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) : utime and stime are the 12th and
+    // 13th of them (14th and 15th of the line).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // CLK_TCK is 100 on Linux (the kernel's USER_HZ, fixed for /proc).
+    Duration::from_millis(ticks * 10)
 }

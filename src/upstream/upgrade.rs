@@ -468,8 +468,8 @@ enum Spliced {
 /// kube-apiserver's `UpgradeAwareHandler`, which returns once one direction's copy ends and
 /// closes both. A half-close that let the other direction run on would keep the session — its
 /// place under the stream caps, its recording, its `ResponseComplete` — for as long as a
-/// client that ignores the end keeps its connection. Each direction holds a buffer only while
-/// bytes are in flight (`one_way`): an idle session holds none.
+/// client that ignores the end keeps its connection. Neither direction holds a copy buffer
+/// between polls unless its writer pushed back (`one_way`): an idle session holds none.
 async fn both_ways<C, U>(client: C, upstream: U) -> std::io::Result<Spliced>
 where
     C: AsyncRead + AsyncWrite + Unpin,

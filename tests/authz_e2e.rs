@@ -1675,3 +1675,86 @@ print(json.dumps([chosen, out.decode(), token]))
     assert_eq!(list.headers["sec-websocket-protocol"], "v5.channel.k8s.io");
     env.stop().await;
 }
+
+/// Issuers that sign ES512 (ECDSA on P-521), which kube-apiserver accepts: their tokens get
+/// through with the key from a JWKS (ES512 in the default list) or from a PEM file (listed);
+/// a P-521 signature by another key under the same kid, an ES256 signature under an ES512
+/// header, and ES512 at an issuer whose list leaves it out are 401s that never reach the
+/// upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn es512_issuers_work_as_in_the_api_server() {
+    let keys = tempfile::tempdir().unwrap();
+    let jwks_key = jwt::Forge::generate_p521("p521-jwks");
+    let pem_key = jwt::Forge::generate_p521("p521-pem");
+    let jwks = keys.path().join("jwks.json");
+    let pem = keys.path().join("p521.pem");
+    std::fs::write(&jwks, json!({"keys": [jwks_key.jwk()]}).to_string()).unwrap();
+    std::fs::write(&pem, pem_key.public_pem()).unwrap();
+    let mappings = "      claim_mappings:\n        username: {claim: sub, prefix: \"\"}\n        groups: {claim: groups, prefix: \"\"}\n";
+    let issuers = format!(
+        "    - issuer: {{url: https://es512-jwks.example, audiences: [portcullis], jwks_file: {jwks}}}\n{mappings}\
+         \x20   - issuer: {{url: https://es512-pem.example, audiences: [portcullis], pem_files: [{{path: {pem}, kid: p521-pem}}]}}\n      algorithms: [ES512]\n{mappings}\
+         \x20   - issuer: {{url: https://es256-only.example, audiences: [portcullis], jwks_file: {jwks}}}\n      algorithms: [ES256, RS256]\n{mappings}",
+        jwks = jwks.display(),
+        pem = pem.display(),
+    );
+    let env = Env::start_with(|config| {
+        let anchor = "        groups: {claim: groups, prefix: \"\"}\n";
+        assert!(config.contains(anchor), "the demo issuer's mappings moved");
+        *config = config.replacen(anchor, &format!("{anchor}{issuers}"), 1);
+    })
+    .await;
+    let at = |iss: &str| {
+        let mut c = claims("alice", &["tenant:team-a"]);
+        c["iss"] = json!(iss);
+        c
+    };
+    for (iss, key) in [
+        ("https://es512-jwks.example", &jwks_key),
+        ("https://es512-pem.example", &pem_key),
+    ] {
+        env.sandbox.sandbox.clear_recorded();
+        let token = key.token(&at(iss));
+        let resp = env
+            .request(
+                req("GET", "/api/v1/namespaces/team-a/pods", Some(&token)),
+                None,
+                false,
+            )
+            .await;
+        assert_eq!(resp.status(), 200, "{iss}: {:?}", resp.body());
+        let seen = env.sandbox.sandbox.recorded();
+        assert_eq!(seen.len(), 1, "{iss}: {seen:?}");
+        assert_eq!(
+            seen[0].headers.get("impersonate-user").unwrap(),
+            "alice",
+            "{iss}"
+        );
+    }
+    let stranger = jwt::Forge::generate_p521("p521-jwks");
+    let p256_under_es512 = jwt::Forge::generate("p521-jwks").sign(
+        &json!({"alg": "ES512", "typ": "JWT", "kid": "p521-jwks"}),
+        &at("https://es512-jwks.example"),
+    );
+    for (name, token) in [
+        (
+            "a stranger's P-521 key under the issuer's kid",
+            stranger.token(&at("https://es512-jwks.example")),
+        ),
+        ("an ES256 signature under an ES512 header", p256_under_es512),
+        (
+            "ES512 where the issuer lists ES256 and RS256 only",
+            jwks_key.token(&at("https://es256-only.example")),
+        ),
+    ] {
+        let s = refused(
+            &env,
+            req("GET", "/api/v1/namespaces/team-a/pods", Some(&token)),
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+        )
+        .await;
+        assert_eq!(s["message"], "Unauthorized", "{name}");
+    }
+    env.stop().await;
+}

@@ -4,7 +4,10 @@
 use aws_lc_rs::{
     hmac,
     rand::SystemRandom,
-    signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING},
+    signature::{
+        EcdsaKeyPair, EcdsaSigningAlgorithm, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
+        ECDSA_P521_SHA512_FIXED_SIGNING,
+    },
 };
 use base64::Engine;
 use rustls_pki_types::{pem::PemObject, PrivateKeyDer};
@@ -14,23 +17,32 @@ fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
 }
 
-/// An ES256 signing key with its kid.
+/// An ES256 (P-256) or ES512 (P-521) signing key with its kid.
 pub struct Forge {
     key: EcdsaKeyPair,
     pub kid: String,
+    /// `ES256` or `ES512`.
+    alg: &'static str,
 }
 
 impl Forge {
     /// A fresh P-256 key.
     pub fn generate(kid: &str) -> Forge {
-        let pkcs8 =
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-                .unwrap();
-        let key =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        Forge::fresh(&ECDSA_P256_SHA256_FIXED_SIGNING, "ES256", kid)
+    }
+
+    /// A fresh P-521 key (ES512).
+    pub fn generate_p521(kid: &str) -> Forge {
+        Forge::fresh(&ECDSA_P521_SHA512_FIXED_SIGNING, "ES512", kid)
+    }
+
+    fn fresh(alg: &'static EcdsaSigningAlgorithm, name: &'static str, kid: &str) -> Forge {
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &SystemRandom::new()).unwrap();
+        let key = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref()).unwrap();
         Forge {
             key,
             kid: kid.into(),
+            alg: name,
         }
     }
 
@@ -44,13 +56,36 @@ impl Forge {
         Forge {
             key,
             kid: kid.into(),
+            alg: "ES256",
         }
     }
 
     /// The public key as a JWK.
     pub fn jwk(&self) -> Value {
         let point = self.key.public_key().as_ref(); // 0x04 || X || Y
-        json!({"kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..65]), "kid": self.kid, "alg": "ES256", "use": "sig"})
+        let n = (point.len() - 1) / 2;
+        let crv = if self.alg == "ES512" {
+            "P-521"
+        } else {
+            "P-256"
+        };
+        json!({"kty": "EC", "crv": crv, "x": b64(&point[1..=n]), "y": b64(&point[1 + n..]), "kid": self.kid, "alg": self.alg, "use": "sig"})
+    }
+
+    /// The public key as a PEM `PUBLIC KEY` (SubjectPublicKeyInfo).
+    pub fn public_pem(&self) -> String {
+        use aws_lc_rs::encoding::AsDer;
+        let der = self.key.public_key().as_der().unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            lines.join("\n")
+        )
     }
 
     /// The public key's uncompressed point bytes (for the "HMAC keyed with the public key" attack).
@@ -58,15 +93,15 @@ impl Forge {
         self.key.public_key().as_ref().to_vec()
     }
 
-    /// Sign `claims` with ES256 under this key's kid.
+    /// Sign `claims` with this key's algorithm under its kid.
     pub fn token(&self, claims: &Value) -> String {
         self.sign(
-            &json!({"alg": "ES256", "typ": "JWT", "kid": self.kid}),
+            &json!({"alg": self.alg, "typ": "JWT", "kid": self.kid}),
             claims,
         )
     }
 
-    /// Sign with an arbitrary header (ES256 signature regardless of what the header says).
+    /// Sign with an arbitrary header (this key's signature regardless of what the header says).
     pub fn sign(&self, header: &Value, claims: &Value) -> String {
         let input = format!(
             "{}.{}",

@@ -21,7 +21,7 @@ use std::{
     time::Duration,
 };
 
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::DecodingKey;
 use rustls_pki_types::CertificateDer;
 
 pub use super::schema::{
@@ -30,6 +30,7 @@ pub use super::schema::{
 };
 pub use super::settings::{authenticator, IssuerSettings, JwtSettings};
 use super::{
+    alg::{Alg, Family, Key},
     cache::CacheOptions,
     keys::{self, Source},
     verify::{IssuerChecks, JwtAuthenticator},
@@ -42,16 +43,18 @@ use crate::{
 };
 
 /// Algorithms allowed when an issuer does not list its own.
-pub const DEFAULT_ALGORITHMS: [Algorithm; 9] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::EdDSA,
+/// kube-apiserver's (go-oidc's) list, plus EdDSA.
+pub const DEFAULT_ALGORITHMS: [Alg; 10] = [
+    Alg::RS256,
+    Alg::RS384,
+    Alg::RS512,
+    Alg::ES256,
+    Alg::ES384,
+    Alg::ES512,
+    Alg::PS256,
+    Alg::PS384,
+    Alg::PS512,
+    Alg::EDDSA,
 ];
 
 /// go-oidc's fixed allowance on `nbf` (v2, which kube-apiserver uses).
@@ -216,7 +219,7 @@ fn audiences(e: &IssuerConfig, ip: &str, p: &mut Problems) {
 }
 
 /// `hmac_secret_file`: at least 32 bytes after trailing whitespace.
-fn hmac(e: &IssuerConfig, base_dir: &Path, path: &str, p: &mut Problems) -> Option<DecodingKey> {
+fn hmac(e: &IssuerConfig, base_dir: &Path, path: &str, p: &mut Problems) -> Option<Key> {
     e.hmac_secret_file.as_ref().and_then(|f| {
         let file = base_dir.join(f);
         match p.read(
@@ -238,7 +241,7 @@ fn hmac(e: &IssuerConfig, base_dir: &Path, path: &str, p: &mut Problems) -> Opti
                     );
                     None
                 } else {
-                    Some(DecodingKey::from_secret(secret))
+                    Some(Key::Jwt(DecodingKey::from_secret(secret)))
                 }
             }
             None => None,
@@ -247,12 +250,12 @@ fn hmac(e: &IssuerConfig, base_dir: &Path, path: &str, p: &mut Problems) -> Opti
 }
 
 /// `algorithms`: the defaults, or the listed ones (never `none`; HMAC only with a secret).
-fn algorithms(e: &IssuerConfig, path: &str, p: &mut Problems) -> Vec<Algorithm> {
+fn algorithms(e: &IssuerConfig, path: &str, p: &mut Problems) -> Vec<Alg> {
     match &e.algorithms {
         None => {
             let mut algs = DEFAULT_ALGORITHMS.to_vec();
             if e.hmac_secret_file.is_some() {
-                algs.extend([Algorithm::HS256, Algorithm::HS384, Algorithm::HS512]);
+                algs.extend([Alg::HS256, Alg::HS384, Alg::HS512]);
             }
             algs
         }
@@ -275,9 +278,9 @@ fn algorithms(e: &IssuerConfig, path: &str, p: &mut Problems) -> Vec<Algorithm> 
                     );
                     continue;
                 }
-                match Algorithm::from_str(name) {
+                match Alg::from_str(name) {
                     Ok(alg) => {
-                        if matches!(alg.family(), jsonwebtoken::AlgorithmFamily::Hmac)
+                        if alg.family() == Family::Hmac
                             && e.hmac_secret_file.is_none()
                         {
                             p.err(
@@ -294,15 +297,11 @@ fn algorithms(e: &IssuerConfig, path: &str, p: &mut Problems) -> Vec<Algorithm> 
                     Err(_) => p.err(
                         key,
                         format!("unsupported algorithm {name:?}"),
-                        "one of RS256 RS384 RS512 ES256 ES384 PS256 PS384 PS512 EdDSA HS256 HS384 HS512",
+                        "one of RS256 RS384 RS512 ES256 ES384 ES512 PS256 PS384 PS512 EdDSA HS256 HS384 HS512",
                     ),
                 }
             }
-            if e.hmac_secret_file.is_some()
-                && !algs
-                    .iter()
-                    .any(|a| matches!(a.family(), jsonwebtoken::AlgorithmFamily::Hmac))
-            {
+            if e.hmac_secret_file.is_some() && !algs.iter().any(|a| a.family() == Family::Hmac) {
                 p.err(
                     format!("{path}.hmac_secret_file"),
                     "a secret is set but algorithms allows no HS256/HS384/HS512",

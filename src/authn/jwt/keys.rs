@@ -38,6 +38,7 @@ use std::{
     time::Duration,
 };
 
+use super::alg::Alg;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, Request, StatusCode, Uri};
@@ -47,7 +48,6 @@ use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::TokioExecutor,
 };
-use jsonwebtoken::Algorithm;
 use rustls_pki_types::CertificateDer;
 use serde_json::Value;
 
@@ -339,7 +339,7 @@ impl KeyStore {
     /// The keys in hand that may verify a token with this `kid` and `alg`, fetching nothing:
     /// for a token its claims already refuse, which must not spend the issuer's refetch budget
     /// (its signature is still checked, so the reason recorded is the true one).
-    pub fn in_hand(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<KeySet>, KeyMiss> {
+    pub fn in_hand(&self, kid: Option<&str>, alg: Alg) -> Result<Arc<KeySet>, KeyMiss> {
         let set = self.keys.load_full();
         if set.has(kid, alg) {
             return Ok(set);
@@ -357,7 +357,7 @@ impl KeyStore {
     pub async fn keys_for(
         &self,
         kid: Option<&str>,
-        alg: Algorithm,
+        alg: Alg,
         now: Duration,
     ) -> Result<Arc<KeySet>, KeyMiss> {
         let miss = match self.in_hand(kid, alg) {

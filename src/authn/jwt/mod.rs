@@ -17,10 +17,12 @@
 //! with `system:` unless `allow_system_identities`, values that cannot travel in an
 //! impersonation header, and a scope claim that does not parse as [`crate::authz::Scope`].
 //!
-//! Files: [`config`] (schema + `build`, every problem with its key path), [`keys`] (key sources,
+//! Files: [`config`] (schema + `build`, every problem with its key path), [`alg`] (the
+//! algorithms and key types: jsonwebtoken's, plus ES512 checked with aws-lc-rs), [`keys`] (key sources,
 //! JWKS refresh, unknown-kid rate limit), [`verify`] (the checks), [`cache`] (verified-token
 //! cache), [`mint`] (issuing tokens for `portcullis token`, demos and tests).
 
+pub mod alg;
 pub mod cache;
 pub mod config;
 pub mod keys;

@@ -10,10 +10,10 @@
 use std::{collections::BTreeMap, str::FromStr, sync::Arc, time::Duration};
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde_json::{Map, Value};
 
 use super::{
+    alg::{self, Alg, Family, Key},
     cache::{CacheOptions, TokenCache, TokenKey},
     keys::{KeyMiss, KeySet, KeyStats, KeyStore},
     Clock, SystemClock,
@@ -48,7 +48,7 @@ pub enum Rejected {
     #[error("no issuer configured for this token's iss")]
     UnknownIssuer,
     #[error("algorithm {0:?} is not allowed for this issuer")]
-    AlgorithmNotAllowed(Algorithm),
+    AlgorithmNotAllowed(Alg),
     #[error("no key for this token's kid and algorithm")]
     UnknownKid,
     #[error("issuer keys not loaded yet")]
@@ -118,8 +118,8 @@ impl Rejected {
 pub struct IssuerChecks {
     pub url: String,
     pub audiences: Vec<String>,
-    pub algorithms: Vec<Algorithm>,
-    pub hmac: Option<DecodingKey>,
+    pub algorithms: Vec<Alg>,
+    pub hmac: Option<Key>,
     pub leeway: Duration,
     /// `(claim, required_value)`.
     pub rules: Vec<(String, String)>,
@@ -320,7 +320,7 @@ impl JwtAuthenticator {
         if alg_name.eq_ignore_ascii_case("none") {
             return Err(Rejected::AlgNone);
         }
-        let alg = Algorithm::from_str(alg_name)
+        let alg = Alg::from_str(alg_name)
             .map_err(|_| Rejected::UnsupportedAlgorithm(alg_name.chars().take(16).collect()))?;
         if header.contains_key("crit") {
             return Err(Rejected::CriticalHeader);
@@ -355,7 +355,7 @@ impl JwtAuthenticator {
             .as_bytes()
             .get(..message_len)
             .ok_or(Rejected::Malformed("length"))?;
-        let verified = if matches!(alg.family(), AlgorithmFamily::Hmac) {
+        let verified = if alg.family() == Family::Hmac {
             let secret = policy
                 .hmac
                 .as_ref()
@@ -398,11 +398,8 @@ impl JwtAuthenticator {
     }
 }
 
-fn check(sig: &str, message: &[u8], key: &DecodingKey, alg: Algorithm) -> bool {
-    matches!(
-        jsonwebtoken::crypto::verify(sig, message, key, alg),
-        Ok(true)
-    )
+fn check(sig: &str, message: &[u8], key: &Key, alg: Alg) -> bool {
+    alg::verify(sig, message, key, alg)
 }
 
 fn decode_object(part: &str) -> Option<Map<String, Value>> {

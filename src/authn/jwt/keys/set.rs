@@ -1,40 +1,34 @@
-//! Verification keys from a JWKS document or a PEM file. Accepted: RSA, EC P-256 / P-384 and
-//! Ed25519 signature keys, each restricted to the algorithm it was published for. Skipped:
+//! Verification keys from a JWKS document or a PEM file. Accepted: RSA, EC P-256 / P-384 /
+//! P-521 and Ed25519 signature keys, each restricted to the algorithm it was published for. Skipped:
 //! `use: enc` keys, symmetric (`oct`) keys, unsupported curves, a declared `alg` that does not
 //! fit the key type, and anything unparsable; a JWKS with no usable key is an error.
 
 use std::str::FromStr;
 
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use jsonwebtoken::DecodingKey;
 use serde_json::Value;
 
 use super::MAX_KEYS;
+use crate::authn::jwt::alg::{Alg, Family, Key};
 
 /// One verification key.
 #[derive(Clone)]
 pub struct VerifyKey {
     pub kid: Option<String>,
-    pub key: DecodingKey,
+    pub key: Key,
     /// The only algorithms this key may verify (from the JWK `alg` / EC curve), if restricted.
-    pub algorithms: Option<Vec<Algorithm>>,
+    pub algorithms: Option<Vec<Alg>>,
 }
 
 impl VerifyKey {
     /// Whether this key may check a signature made with `alg`: same key type, and the
     /// algorithm the key was published for.
-    pub fn accepts(&self, alg: Algorithm) -> bool {
-        family_eq(self.key.family(), alg.family())
+    pub fn accepts(&self, alg: Alg) -> bool {
+        // HMAC secrets never come from a key set (they are the issuer's `hmac_secret_file`).
+        self.key.family() == alg.family()
+            && alg.family() != Family::Hmac
             && self.algorithms.as_ref().is_none_or(|a| a.contains(&alg))
     }
-}
-
-fn family_eq(a: AlgorithmFamily, b: AlgorithmFamily) -> bool {
-    matches!(
-        (a, b),
-        (AlgorithmFamily::Rsa, AlgorithmFamily::Rsa)
-            | (AlgorithmFamily::Ec, AlgorithmFamily::Ec)
-            | (AlgorithmFamily::Ed, AlgorithmFamily::Ed)
-    )
 }
 
 /// The keys of one issuer at one moment.
@@ -48,14 +42,14 @@ impl KeySet {
     pub fn candidates<'a>(
         &'a self,
         kid: Option<&'a str>,
-        alg: Algorithm,
+        alg: Alg,
     ) -> impl Iterator<Item = &'a VerifyKey> + 'a {
         self.keys
             .iter()
             .filter(move |k| k.accepts(alg) && kid.is_none_or(|kid| k.kid.as_deref() == Some(kid)))
     }
 
-    pub(super) fn has(&self, kid: Option<&str>, alg: Algorithm) -> bool {
+    pub(super) fn has(&self, kid: Option<&str>, alg: Alg) -> bool {
         self.candidates(kid, alg).next().is_some()
     }
 
@@ -81,28 +75,32 @@ fn jwk_to_key(v: &Value) -> Option<VerifyKey> {
     }
     let kid = s("kid").map(str::to_string);
     let declared = match s("alg") {
-        Some(a) => Some(Algorithm::from_str(a).ok()?),
+        Some(a) => Some(Alg::from_str(a).ok()?),
         None => None,
     };
     let (key, mut algorithms) = match s("kty")? {
         "RSA" => (
-            DecodingKey::from_rsa_components(s("n")?, s("e")?).ok()?,
+            Key::Jwt(DecodingKey::from_rsa_components(s("n")?, s("e")?).ok()?),
             None,
         ),
-        "EC" => {
-            let alg = match s("crv")? {
-                "P-256" => Algorithm::ES256,
-                "P-384" => Algorithm::ES384,
-                _ => return None,
-            };
-            (
-                DecodingKey::from_ec_components(s("x")?, s("y")?).ok()?,
-                Some(vec![alg]),
-            )
-        }
+        "EC" => match s("crv")? {
+            "P-256" | "P-384" => (
+                Key::Jwt(DecodingKey::from_ec_components(s("x")?, s("y")?).ok()?),
+                Some(vec![if s("crv")? == "P-256" {
+                    Alg::ES256
+                } else {
+                    Alg::ES384
+                }]),
+            ),
+            "P-521" => (
+                Key::p521_from_components(s("x")?, s("y")?)?,
+                Some(vec![Alg::ES512]),
+            ),
+            _ => return None,
+        },
         "OKP" if s("crv")? == "Ed25519" => (
-            DecodingKey::from_ed_components(s("x")?).ok()?,
-            Some(vec![Algorithm::EdDSA]),
+            Key::Jwt(DecodingKey::from_ed_components(s("x")?).ok()?),
+            Some(vec![Alg::EDDSA]),
         ),
         _ => return None,
     };
@@ -126,12 +124,18 @@ fn jwk_to_key(v: &Value) -> Option<VerifyKey> {
     Some(key)
 }
 
-/// A PEM public key (RSA, EC or Ed25519 SubjectPublicKeyInfo).
+/// A PEM public key (RSA, EC P-256 / P-384 / P-521 or Ed25519 SubjectPublicKeyInfo).
 pub fn pem_to_key(pem: &[u8], kid: &str) -> Result<VerifyKey, String> {
-    let key = DecodingKey::from_rsa_pem(pem)
-        .or_else(|_| DecodingKey::from_ec_pem(pem))
-        .or_else(|_| DecodingKey::from_ed_pem(pem))
-        .map_err(|_| "not an RSA, EC or Ed25519 PEM public key".to_string())?;
+    // P-521 first: jsonwebtoken would take its point as an EC key it has no algorithm for.
+    let key = match Key::p521_from_pem(pem) {
+        Some(key) => key,
+        None => Key::Jwt(
+            DecodingKey::from_rsa_pem(pem)
+                .or_else(|_| DecodingKey::from_ec_pem(pem))
+                .or_else(|_| DecodingKey::from_ed_pem(pem))
+                .map_err(|_| "not an RSA, EC or Ed25519 PEM public key".to_string())?,
+        ),
+    };
     Ok(VerifyKey {
         kid: Some(kid.to_string()),
         key,

@@ -16,15 +16,41 @@ fn jwks_parsing_skips_unusable_keys() {
     let set = KeySet::from_jwks(jwks.as_bytes()).unwrap();
     let kids: Vec<_> = set.keys.iter().map(|k| k.kid.clone().unwrap()).collect();
     assert_eq!(kids, ["good"]);
-    assert!(set.has(Some("good"), Algorithm::EdDSA));
-    assert!(!set.has(Some("good"), Algorithm::ES256));
-    assert!(!set.has(Some("good"), Algorithm::HS256));
+    assert!(set.has(Some("good"), Alg::EDDSA));
+    assert!(!set.has(Some("good"), Alg::ES256));
+    assert!(!set.has(Some("good"), Alg::HS256));
     // A well-formed JWKS without a usable key is an (empty) answer, not a failure.
     assert!(KeySet::from_jwks(br#"{"keys":[]}"#)
         .unwrap()
         .keys
         .is_empty());
     assert!(KeySet::from_jwks(b"[]").is_err());
+}
+
+/// A P-521 JWK is kept for ES512 and nothing else; one that declares another algorithm is
+/// skipped.
+#[test]
+fn a_p521_jwk_checks_es512_only() {
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P521_SHA512_FIXED_SIGNING};
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+    let pair = EcdsaKeyPair::generate(&ECDSA_P521_SHA512_FIXED_SIGNING).unwrap();
+    let point = pair.public_key().as_ref();
+    let (x, y) = (
+        URL_SAFE_NO_PAD.encode(&point[1..67]),
+        URL_SAFE_NO_PAD.encode(&point[67..]),
+    );
+    let jwks = format!(
+        r#"{{"keys":[{{"kty":"EC","crv":"P-521","x":"{x}","y":"{y}","kid":"p521"}},
+            {{"kty":"EC","crv":"P-521","x":"{x}","y":"{y}","kid":"lying","alg":"ES256"}},
+            {{"kty":"EC","crv":"P-521","x":"{x}","y":"{y}","kid":"declared","alg":"ES512"}}]}}"#
+    );
+    let set = KeySet::from_jwks(jwks.as_bytes()).unwrap();
+    let kids: Vec<_> = set.keys.iter().map(|k| k.kid.clone().unwrap()).collect();
+    assert_eq!(kids, ["p521", "declared"]);
+    assert!(set.has(Some("p521"), Alg::ES512));
+    for alg in [Alg::ES256, Alg::ES384, Alg::RS512, Alg::HS512, Alg::EDDSA] {
+        assert!(!set.has(Some("p521"), alg), "{alg:?}");
+    }
 }
 
 /// A reload carries a key store into a new configuration, whose refresh task replaces the old

@@ -36,26 +36,13 @@ use support::{report, Proxy};
 
 const WATCHES_PER_CONN: usize = 100;
 const SESSIONS_PER_IDENTITY: usize = 50;
-const POD: &str = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web"},"spec":{"containers":[{"name":"c","image":"nginx"}]}}"#;
-
-fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
-    let watches = env_count("STREAMS_WATCHES", 1000);
-    let logs = env_count("STREAMS_LOGS", 500);
-    let execs = env_count("STREAMS_EXECS", 500);
-    let echo = env_count("STREAMS_EXEC_ECHO", 0);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run(watches, logs, execs, echo));
+    let watches = support::env_count("STREAMS_WATCHES", 1000);
+    let logs = support::env_count("STREAMS_LOGS", 500);
+    let execs = support::env_count("STREAMS_EXECS", 500);
+    let echo = support::env_count("STREAMS_EXEC_ECHO", 0);
+    support::run_on_runtime(run(watches, logs, execs, echo));
 }
 
 async fn run(watches: usize, logs: usize, execs: usize, echo: usize) {
@@ -73,18 +60,7 @@ async fn run(watches: usize, logs: usize, execs: usize, echo: usize) {
     .await;
     let (addr, ca) = (proxy.addr, &proxy.ca);
     let admin = ca.client_cert("admin", &["demo:admins"]).unwrap();
-    let created = common::https_request(
-        addr,
-        ca,
-        http::Request::post("https://localhost/api/v1/namespaces/default/pods")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from_static(POD.as_bytes())))
-            .unwrap(),
-        Some(&admin),
-        true,
-    )
-    .await;
-    assert_eq!(created.status(), 201, "{:?}", created.body());
+    support::create_pod(&proxy, &admin).await;
     // Warm up both protocols, so allocator pools and the upstream connection exist.
     for h2 in [true, false].repeat(10) {
         let resp = common::https_request(addr, ca, common::get("/version"), Some(&admin), h2).await;

@@ -22,45 +22,19 @@ use support::Proxy;
 use tokio::io::AsyncWriteExt;
 
 const FRAME: usize = 16 * 1024;
-const POD: &str = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web"},"spec":{"containers":[{"name":"c","image":"nginx"}]}}"#;
-
-fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing to parse.
-    let mib = env_count("UPGRADE_MIB", 64);
-    let rounds = env_count("UPGRADE_ROUNDS", 3);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run(mib, rounds));
+    let mib = support::env_count("UPGRADE_MIB", 64);
+    let rounds = support::env_count("UPGRADE_ROUNDS", 3);
+    support::run_on_runtime(run(mib, rounds));
 }
 
 async fn run(mib: usize, rounds: usize) {
     let proxy = Proxy::start(|_| {}).await;
     let (addr, ca) = (proxy.addr, &proxy.ca);
     let admin = ca.client_cert("admin", &["demo:admins"]).unwrap();
-    let created = common::https_request(
-        addr,
-        ca,
-        http::Request::post("https://localhost/api/v1/namespaces/default/pods")
-            .header("content-type", "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from_static(
-                POD.as_bytes(),
-            )))
-            .unwrap(),
-        Some(&admin),
-        true,
-    )
-    .await;
-    assert_eq!(created.status(), 201, "{:?}", created.body());
+    support::create_pod(&proxy, &admin).await;
     let pid = proxy.pid();
     let frames = mib * 1024 * 1024 / FRAME;
     let bytes = frames * FRAME;

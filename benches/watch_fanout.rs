@@ -46,13 +46,6 @@ const WATCHES_PER_IDENTITY: usize = 3;
 const DIRECT_TOKEN: &str = "fanout-bench-direct-token";
 const WRITERS: usize = 16;
 
-fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -60,9 +53,9 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(run(
-        env_count("FANOUT_WATCHES", 1000),
-        env_count("FANOUT_EVENTS", 300),
-        env_count("FANOUT_ROUNDS", 2),
+        support::env_count("FANOUT_WATCHES", 1000),
+        support::env_count("FANOUT_EVENTS", 300),
+        support::env_count("FANOUT_ROUNDS", 2),
     ));
 }
 

@@ -20,6 +20,11 @@ use http::{Request, Response};
 use http_body_util::Full;
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
+// The independent forge the e2e tests use (P-521 signing); only part of it is needed here.
+#[allow(dead_code)]
+#[path = "common/jwt.rs"]
+mod forge;
+
 use portcullis::{
     authn::jwt::{
         self,
@@ -597,6 +602,100 @@ async fn pem_files_and_eddsa_keys_work() {
             portcullis::authn::jwt::alg::Alg::ES256
         ))
     );
+}
+
+/// ES512 tokens are refused for the reason that applies, as each path records it: another
+/// P-521 key under the kid is `bad_signature`; a kid naming a P-256 key is `unknown_kid` (no
+/// ES512 candidate); a lower-case `es512` is an unsupported algorithm; ES512 at an issuer
+/// whose list leaves it out is not allowed there. The issuer's own key gets through.
+#[tokio::test]
+async fn es512_tokens_are_refused_for_the_right_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let p521 = forge::Forge::generate_p521("p521");
+    let p256 = forge::Forge::generate("p256");
+    std::fs::write(
+        dir.path().join("keys.json"),
+        json!({"keys": [p521.jwk(), p256.jwk()]}).to_string(),
+    )
+    .unwrap();
+    let clock = Arc::new(ManualClock::new(Duration::from_secs(T0)));
+    let auth = build(
+        &format!(
+            "- issuer: {{url: \"{ISS}\", audiences: [portcullis], jwks_file: keys.json}}
+  claim_mappings: {{username: {{claim: sub, prefix: \"\"}}}}
+- issuer: {{url: \"https://es256-only.test\", audiences: [portcullis], jwks_file: keys.json}}
+  algorithms: [ES256, RS256]
+  claim_mappings: {{username: {{claim: sub, prefix: \"\"}}}}
+"
+        ),
+        dir.path(),
+        &clock,
+    );
+    let good = claims(json!({}));
+    let ok = auth.authenticate(&p521.token(&good)).await.unwrap();
+    assert_eq!(ok.user, "alice");
+    let es512 = |kid: &str| json!({"alg": "ES512", "typ": "JWT", "kid": kid});
+    let cases = [
+        (
+            "another P-521 key under the kid",
+            forge::Forge::generate_p521("p521").token(&good),
+            Rejected::BadSignature,
+        ),
+        (
+            "an ES512 header naming the P-256 key",
+            p521.sign(&es512("p256"), &good),
+            Rejected::UnknownKid,
+        ),
+        (
+            "alg written in lower case",
+            p521.sign(&json!({"alg": "es512", "kid": "p521"}), &good),
+            Rejected::UnsupportedAlgorithm("es512".into()),
+        ),
+        (
+            "ES512 where the issuer lists ES256 and RS256",
+            p521.token(&claims(json!({"iss": "https://es256-only.test"}))),
+            Rejected::AlgorithmNotAllowed(portcullis::authn::jwt::alg::Alg::ES512),
+        ),
+    ];
+    for (name, token, want) in cases {
+        assert_eq!(auth.authenticate(&token).await, Err(want), "{name}");
+    }
+}
+
+/// A P-521 PEM key whose point is off the curve is a configuration error naming the file's
+/// key path, not a key that would never verify.
+#[test]
+fn a_p521_pem_off_the_curve_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = forge::Forge::generate_p521("k").public_pem();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let mut der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap();
+    // The last byte of y: the point leaves the curve.
+    *der.last_mut().unwrap() ^= 1;
+    std::fs::write(dir.path().join("bad.pem"), mint::pem("PUBLIC KEY", &der)).unwrap();
+    let entries: Vec<IssuerConfig> = serde_saphyr::from_str(&format!(
+        "- issuer: {{url: \"{ISS}\", audiences: [portcullis], pem_files: [bad.pem]}}
+  claim_mappings: {{username: {{claim: sub, prefix: \"\"}}}}
+"
+    ))
+    .unwrap();
+    match jwt::build(
+        &entries,
+        dir.path(),
+        "authentication.jwt",
+        CacheOptions::default(),
+    ) {
+        Ok(_) => panic!("an unusable P-521 key was loaded"),
+        Err(p) => {
+            let text = format!("{p:?}");
+            assert!(
+                text.contains("authentication.jwt[0].issuer.pem_files") && text.contains("P-521"),
+                "{text}"
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -251,3 +251,42 @@ pub fn cpu_time(pid: u32) -> Duration {
     // CLK_TCK is 100 on Linux (the kernel's USER_HZ, fixed for /proc).
     Duration::from_millis(ticks * 10)
 }
+
+/// A count from the environment variable `name`, else `default`.
+pub fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The pod the stream benches exec into and read logs of (`default/web`).
+const POD: &str = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web"},"spec":{"containers":[{"name":"c","image":"nginx"}]}}"#;
+
+/// Create pod `default/web` through the proxy as `admin`.
+pub async fn create_pod(proxy: &Proxy, admin: &portcullis_sandbox::pki::Issued) {
+    let created = common::https_request(
+        proxy.addr,
+        &proxy.ca,
+        http::Request::post("https://localhost/api/v1/namespaces/default/pods")
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                POD.as_bytes(),
+            )))
+            .unwrap(),
+        Some(admin),
+        true,
+    )
+    .await;
+    assert_eq!(created.status(), 201, "{:?}", created.body());
+}
+
+/// Run `f` on the runtime the stream benches drive their clients with (two workers).
+pub fn run_on_runtime<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}

@@ -1,7 +1,7 @@
 //! The signing algorithms a token's `alg` may name, and the public keys that check them.
 //!
-//! kube-apiserver's JWT authenticator (go-oidc) accepts RS256/384/512, ES256/384/512 and
-//! PS256/384/512. jsonwebtoken 11 checks all of them but ES512 (ECDSA on P-521 with SHA-512),
+//! kube-apiserver's JWT authenticator allows RS256/384/512, ES256/384/512 and PS256/384/512
+//! (`allowedSigningAlgs`, all of them under an AuthenticationConfiguration). jsonwebtoken 11 checks all of them but ES512 (ECDSA on P-521 with SHA-512),
 //! so [`Alg`] is jsonwebtoken's [`Algorithm`] or [`Alg::Es512`], and [`Key`] a jsonwebtoken
 //! [`DecodingKey`] or a P-521 point, whose signatures aws-lc-rs checks directly (the one crypto
 //! provider the proxy uses). A P-521 key checks ES512 only, and ES512 is checked with nothing
@@ -9,7 +9,7 @@
 
 use std::{fmt, str::FromStr};
 
-use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P521_SHA512_FIXED};
+use aws_lc_rs::signature::{ParsedPublicKey, ECDSA_P521_SHA512_FIXED};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 
@@ -86,18 +86,18 @@ impl fmt::Debug for Alg {
 #[derive(Clone)]
 pub enum Key {
     Jwt(DecodingKey),
-    /// An uncompressed P-521 point (`0x04 || x || y`, 133 bytes).
-    P521(Vec<u8>),
+    /// A P-521 public key, its point checked on the curve when loaded.
+    P521(ParsedPublicKey),
 }
-
-/// Coordinates of a P-521 point: 521 bits, 66 bytes each (RFC 7518 §6.2.1.2: the full length).
-const P521_COORDINATE: usize = 66;
 
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Key({:?})", self.family())
     }
 }
+
+/// Coordinates of a P-521 point: 521 bits, 66 bytes each (RFC 7518 §6.2.1.2: the full length).
+const P521_COORDINATE: usize = 66;
 
 impl Key {
     pub fn family(&self) -> Family {
@@ -112,7 +112,13 @@ impl Key {
         }
     }
 
-    /// A P-521 key from a JWK's base64url `x` and `y`; `None` unless each is 66 bytes.
+    /// An HMAC secret (an issuer's `hmac_secret_file`).
+    pub fn hmac(secret: &[u8]) -> Key {
+        Key::Jwt(DecodingKey::from_secret(secret))
+    }
+
+    /// A P-521 key from a JWK's base64url `x` and `y`; `None` unless each is 66 bytes and the
+    /// point is on the curve.
     pub fn p521_from_components(x: &str, y: &str) -> Option<Key> {
         let (x, y) = (
             URL_SAFE_NO_PAD.decode(x).ok()?,
@@ -125,32 +131,92 @@ impl Key {
         point.push(0x04);
         point.extend_from_slice(&x);
         point.extend_from_slice(&y);
-        Some(Key::P521(point))
+        p521_point(&point)
     }
 
-    /// A P-521 key from a PEM `PUBLIC KEY` (SubjectPublicKeyInfo, id-ecPublicKey on
-    /// secp521r1); `None` for anything else.
-    pub fn p521_from_pem(pem: &[u8]) -> Option<Key> {
-        use x509_parser::{
-            oid_registry::{OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P521},
-            prelude::FromDer,
-            x509::SubjectPublicKeyInfo,
-        };
-        let (_, pem) = x509_parser::pem::parse_x509_pem(pem).ok()?;
-        if pem.label != "PUBLIC KEY" {
-            return None;
+    /// A public key from a PEM: a SubjectPublicKeyInfo (`PUBLIC KEY`), a certificate's, or
+    /// PKCS#1 `RSA PUBLIC KEY`. RSA, Ed25519 and EC P-256 / P-384 keys are jsonwebtoken's; a
+    /// P-521 key is checked here. An EC key on any other curve or with explicit curve
+    /// parameters, a P-521 point that is not uncompressed and on the curve, or bytes after the
+    /// key are an error, not a key that could never verify.
+    pub fn from_pem(pem: &[u8]) -> Result<Key, String> {
+        if let Some(key) = ec_key_checked(pem)? {
+            return Ok(key);
         }
-        let (rest, spki) = SubjectPublicKeyInfo::from_der(&pem.contents).ok()?;
-        let curve = spki.algorithm.parameters.as_ref()?.as_oid().ok()?;
-        if !rest.is_empty()
-            || spki.algorithm.algorithm != OID_KEY_TYPE_EC_PUBLIC_KEY
-            || curve != OID_NIST_EC_P521
-        {
-            return None;
-        }
-        let point = spki.subject_public_key.data.to_vec();
-        (point.len() == 1 + 2 * P521_COORDINATE && point[0] == 0x04).then_some(Key::P521(point))
+        DecodingKey::from_rsa_pem(pem)
+            .or_else(|_| DecodingKey::from_ec_pem(pem))
+            .or_else(|_| DecodingKey::from_ed_pem(pem))
+            .map(Key::Jwt)
+            .map_err(|_| "not an RSA, EC or Ed25519 PEM public key".to_string())
     }
+}
+
+/// A P-521 key from an uncompressed point (`0x04 || x || y`) on the curve.
+fn p521_point(point: &[u8]) -> Option<Key> {
+    if point.len() != 1 + 2 * P521_COORDINATE || point.first() != Some(&0x04) {
+        return None;
+    }
+    ParsedPublicKey::new(&ECDSA_P521_SHA512_FIXED, point)
+        .ok()
+        .map(Key::P521)
+}
+
+/// The PEM's SubjectPublicKeyInfo, when it holds an EC key: `Ok(Some)` with the key for
+/// P-521, `Ok(None)` for P-256 / P-384 and for anything not an EC SubjectPublicKeyInfo (left
+/// to jsonwebtoken), `Err` for what no algorithm could use.
+fn ec_key_checked(pem: &[u8]) -> Result<Option<Key>, String> {
+    use x509_parser::{
+        oid_registry::{
+            OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_NIST_EC_P521,
+        },
+        prelude::FromDer,
+        x509::SubjectPublicKeyInfo,
+    };
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(pem) else {
+        return Ok(None);
+    };
+    let spki = match pem.label.as_str() {
+        "PUBLIC KEY" => match SubjectPublicKeyInfo::from_der(&pem.contents) {
+            Ok((rest, spki)) => {
+                if !rest.is_empty() && spki.algorithm.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
+                    return Err("bytes follow the EC public key in the PEM".into());
+                }
+                spki
+            }
+            Err(_) => return Ok(None),
+        },
+        "CERTIFICATE" => match x509_parser::parse_x509_certificate(&pem.contents) {
+            Ok((_, cert)) => cert.tbs_certificate.subject_pki,
+            Err(_) => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
+    if spki.algorithm.algorithm != OID_KEY_TYPE_EC_PUBLIC_KEY {
+        return Ok(None);
+    }
+    let Some(curve) = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+    else {
+        return Err("an EC key without a named curve; use P-256, P-384 or P-521".into());
+    };
+    if curve == OID_EC_P256 || curve == OID_NIST_EC_P384 {
+        return Ok(None);
+    }
+    if curve != OID_NIST_EC_P521 {
+        return Err(format!(
+            "an EC key on curve {curve}, which no JWS algorithm uses; use P-256, P-384 or P-521"
+        ));
+    }
+    p521_point(&spki.subject_public_key.data)
+        .map(Some)
+        .ok_or_else(|| {
+            "a P-521 key whose point is not uncompressed (0x04 || x || y) on the curve; \
+             export it with openssl ec -pubin -conv_form uncompressed"
+                .into()
+        })
 }
 
 /// Whether `sig` (base64url) is `key`'s signature of `message` under `alg`. A key of another
@@ -161,13 +227,11 @@ pub fn verify(sig: &str, message: &[u8], key: &Key, alg: Alg) -> bool {
             jsonwebtoken::crypto::verify(sig, message, key, alg),
             Ok(true)
         ),
-        (Alg::Es512, Key::P521(point)) => {
+        (Alg::Es512, Key::P521(key)) => {
             let Ok(sig) = URL_SAFE_NO_PAD.decode(sig) else {
                 return false;
             };
-            UnparsedPublicKey::new(&ECDSA_P521_SHA512_FIXED, point)
-                .verify(message, &sig)
-                .is_ok()
+            key.verify_sig(message, &sig).is_ok()
         }
         _ => false,
     }

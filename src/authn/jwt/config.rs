@@ -21,7 +21,6 @@ use std::{
     time::Duration,
 };
 
-use jsonwebtoken::DecodingKey;
 use rustls_pki_types::CertificateDer;
 
 pub use super::schema::{
@@ -43,7 +42,8 @@ use crate::{
 };
 
 /// Algorithms allowed when an issuer does not list its own.
-/// kube-apiserver's (go-oidc's) list, plus EdDSA.
+/// kube-apiserver's allowed list under an AuthenticationConfiguration (`allowedSigningAlgs`:
+/// RS, ES and PS with 256 / 384 / 512), plus EdDSA, which kube-apiserver refuses.
 pub const DEFAULT_ALGORITHMS: [Alg; 10] = [
     Alg::RS256,
     Alg::RS384,
@@ -241,7 +241,7 @@ fn hmac(e: &IssuerConfig, base_dir: &Path, path: &str, p: &mut Problems) -> Opti
                     );
                     None
                 } else {
-                    Some(Key::Jwt(DecodingKey::from_secret(secret)))
+                    Some(Key::hmac(secret))
                 }
             }
             None => None,
@@ -821,6 +821,23 @@ mod tests {
             "{p:?}"
         );
         assert!(p[0].message.contains("authentication.jwt[0]"), "{p:?}");
+    }
+
+    /// ES512 is a name the list takes (kube-apiserver allows it); names are case-sensitive, and
+    /// the fix for one that is not known lists ES512 among the others.
+    #[test]
+    fn es512_is_an_algorithm_name() {
+        let p = problems(
+            r#"
+- issuer: {url: "https://issuer.example", audiences: [a], jwks_file: keys.json}
+  algorithms: [ES512, es512]
+  claim_mappings: {username: {claim: sub, prefix: ""}}
+"#,
+        );
+        let bad: Vec<_> = p.iter().filter(|p| p.path.contains("algorithms")).collect();
+        assert_eq!(bad.len(), 1, "{p:?}");
+        assert_eq!(bad[0].path, "authentication.jwt[0].algorithms[1]");
+        assert!(bad[0].hint.contains("ES384 ES512 PS256"), "{p:?}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Verification keys from a JWKS document or a PEM file. Accepted: RSA, EC P-256 / P-384 /
-//! P-521 and Ed25519 signature keys, each restricted to the algorithm it was published for. Skipped:
-//! `use: enc` keys, symmetric (`oct`) keys, unsupported curves, a declared `alg` that does not
-//! fit the key type, and anything unparsable; a JWKS with no usable key is an error.
+//! P-521 and Ed25519 signature keys, each restricted to the algorithm it was published for.
+//! Skipped: `use: enc` keys, symmetric (`oct`) keys, unsupported curves, a P-521 point off the
+//! curve or not at full length, a declared `alg` that does not fit the key type, and anything
+//! unparsable. A PEM file the proxy cannot use is an error (`Key::from_pem`).
 
 use std::str::FromStr;
 
@@ -83,21 +84,22 @@ fn jwk_to_key(v: &Value) -> Option<VerifyKey> {
             Key::Jwt(DecodingKey::from_rsa_components(s("n")?, s("e")?).ok()?),
             None,
         ),
-        "EC" => match s("crv")? {
-            "P-256" | "P-384" => (
-                Key::Jwt(DecodingKey::from_ec_components(s("x")?, s("y")?).ok()?),
-                Some(vec![if s("crv")? == "P-256" {
-                    Alg::ES256
-                } else {
-                    Alg::ES384
-                }]),
-            ),
-            "P-521" => (
-                Key::p521_from_components(s("x")?, s("y")?)?,
-                Some(vec![Alg::ES512]),
-            ),
-            _ => return None,
-        },
+        "EC" => {
+            let ec = || {
+                DecodingKey::from_ec_components(s("x")?, s("y")?)
+                    .ok()
+                    .map(Key::Jwt)
+            };
+            match s("crv")? {
+                "P-256" => (ec()?, Some(vec![Alg::ES256])),
+                "P-384" => (ec()?, Some(vec![Alg::ES384])),
+                "P-521" => (
+                    Key::p521_from_components(s("x")?, s("y")?)?,
+                    Some(vec![Alg::ES512]),
+                ),
+                _ => return None,
+            }
+        }
         "OKP" if s("crv")? == "Ed25519" => (
             Key::Jwt(DecodingKey::from_ed_components(s("x")?).ok()?),
             Some(vec![Alg::EDDSA]),
@@ -124,21 +126,11 @@ fn jwk_to_key(v: &Value) -> Option<VerifyKey> {
     Some(key)
 }
 
-/// A PEM public key (RSA, EC P-256 / P-384 / P-521 or Ed25519 SubjectPublicKeyInfo).
+/// A PEM public key (RSA, EC P-256 / P-384 / P-521 or Ed25519; see [`Key::from_pem`]).
 pub fn pem_to_key(pem: &[u8], kid: &str) -> Result<VerifyKey, String> {
-    // P-521 first: jsonwebtoken would take its point as an EC key it has no algorithm for.
-    let key = match Key::p521_from_pem(pem) {
-        Some(key) => key,
-        None => Key::Jwt(
-            DecodingKey::from_rsa_pem(pem)
-                .or_else(|_| DecodingKey::from_ec_pem(pem))
-                .or_else(|_| DecodingKey::from_ed_pem(pem))
-                .map_err(|_| "not an RSA, EC or Ed25519 PEM public key".to_string())?,
-        ),
-    };
     Ok(VerifyKey {
         kid: Some(kid.to_string()),
-        key,
+        key: Key::from_pem(pem)?,
         algorithms: None,
     })
 }

@@ -8,6 +8,7 @@ fn jwks_parsing_skips_unusable_keys() {
     let jwks = r#"{"keys":[
             {"kty":"oct","k":"c2VjcmV0","kid":"hmac"},
             {"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"ed","use":"enc"},
+            {"kty":"EC","crv":"secp256k1","x":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE","y":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE","kid":"k1"},
             {"kty":"EC","crv":"P-521","x":"AA","y":"AA","kid":"p521"},
             {"kty":"RSA","n":"AQAB","e":"AQAB","kid":"rsa","alg":"HS256"},
             {"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"good"},
@@ -28,7 +29,7 @@ fn jwks_parsing_skips_unusable_keys() {
 }
 
 /// A P-521 JWK is kept for ES512 and nothing else; one that declares another algorithm is
-/// skipped.
+/// skipped, and so are keys of other types that declare ES512.
 #[test]
 fn a_p521_jwk_checks_es512_only() {
     use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P521_SHA512_FIXED_SIGNING};
@@ -39,10 +40,21 @@ fn a_p521_jwk_checks_es512_only() {
         URL_SAFE_NO_PAD.encode(&point[1..67]),
         URL_SAFE_NO_PAD.encode(&point[67..]),
     );
+    // Real keys of other types that declare ES512: skipped, not kept as ES512 keys.
+    let p256 =
+        EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let p = p256.public_key().as_ref();
+    let (p256x, p256y) = (
+        URL_SAFE_NO_PAD.encode(&p[1..33]),
+        URL_SAFE_NO_PAD.encode(&p[33..]),
+    );
+    let rsa_n = URL_SAFE_NO_PAD.encode([0xc3u8; 256]);
     let jwks = format!(
         r#"{{"keys":[{{"kty":"EC","crv":"P-521","x":"{x}","y":"{y}","kid":"p521"}},
             {{"kty":"EC","crv":"P-521","x":"{x}","y":"{y}","kid":"lying","alg":"ES256"}},
-            {{"kty":"EC","crv":"P-521","x":"{x}","y":"{y}","kid":"declared","alg":"ES512"}}]}}"#
+            {{"kty":"EC","crv":"P-521","x":"{x}","y":"{y}","kid":"declared","alg":"ES512"}},
+            {{"kty":"EC","crv":"P-256","x":"{p256x}","y":"{p256y}","kid":"p256-says-es512","alg":"ES512"}},
+            {{"kty":"RSA","n":"{rsa_n}","e":"AQAB","kid":"rsa-says-es512","alg":"ES512"}}]}}"#
     );
     let set = KeySet::from_jwks(jwks.as_bytes()).unwrap();
     let kids: Vec<_> = set.keys.iter().map(|k| k.kid.clone().unwrap()).collect();

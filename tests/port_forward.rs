@@ -93,25 +93,13 @@ async fn port_forward(env: &Env, kubeconfig: &Path, t: Transport, args: &[&str])
     }
 }
 
-/// Send `bytes` to a forwarded local port, half-close, and read until the pod side closes.
+/// Send `bytes` to a forwarded local port and half-close, while reading until the pod side
+/// closes (written and read at once, so a `kubectl cp`-sized stream that fills every buffer on
+/// the way cannot stall on itself).
 async fn exchange(port: u16, bytes: &[u8]) -> Vec<u8> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(bytes).await.unwrap();
-    s.shutdown().await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
-        .await
-        .expect("no answer through the forward within 20 s")
-        .unwrap();
-    out
-}
-
-/// A bulk stream through a forwarded port, written while the echo is read back (a `kubectl
-/// cp`-sized transfer: it fills every buffer on the way, so each splice reads in full pieces
-/// and waits in turn); what came back.
-async fn exchange_bulk(port: u16, bytes: Vec<u8>) -> Vec<u8> {
     let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let (mut rd, mut wr) = s.into_split();
+    let bytes = bytes.to_vec();
     let writer = tokio::spawn(async move {
         wr.write_all(&bytes).await.unwrap();
         wr.shutdown().await.unwrap();
@@ -119,7 +107,7 @@ async fn exchange_bulk(port: u16, bytes: Vec<u8>) -> Vec<u8> {
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(60), rd.read_to_end(&mut out))
         .await
-        .expect("the bulk echo did not end within 60 s")
+        .expect("no answer through the forward within 60 s")
         .unwrap();
     writer.await.unwrap();
     out
@@ -195,7 +183,7 @@ async fn forward_and_check(env: &Env, kubeconfig: &Path, t: Transport, user: Opt
     );
     // A bulk stream (what `kubectl cp` or a database dump moves): every byte back, in order.
     let bulk: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
-    let back = exchange_bulk(fwd.ports[1], bulk.clone()).await;
+    let back = exchange(fwd.ports[1], &bulk).await;
     assert!(
         back == bulk,
         "{t:?}: {} of {} bytes came back, or not in order",

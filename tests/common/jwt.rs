@@ -72,20 +72,15 @@ impl Forge {
         json!({"kty": "EC", "crv": crv, "x": b64(&point[1..=n]), "y": b64(&point[1 + n..]), "kid": self.kid, "alg": self.alg, "use": "sig"})
     }
 
-    /// The public key as a PEM `PUBLIC KEY` (SubjectPublicKeyInfo).
-    pub fn public_pem(&self) -> String {
+    /// The public key as DER SubjectPublicKeyInfo.
+    pub fn public_der(&self) -> Vec<u8> {
         use aws_lc_rs::encoding::AsDer;
-        let der = self.key.public_key().as_der().unwrap();
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
-        let lines: Vec<&str> = b64
-            .as_bytes()
-            .chunks(64)
-            .map(|c| std::str::from_utf8(c).unwrap())
-            .collect();
-        format!(
-            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-            lines.join("\n")
-        )
+        self.key.public_key().as_der().unwrap().as_ref().to_vec()
+    }
+
+    /// The public key as a PEM `PUBLIC KEY`.
+    pub fn public_pem(&self) -> String {
+        portcullis::authn::jwt::mint::pem("PUBLIC KEY", &self.public_der())
     }
 
     /// The public key's uncompressed point bytes (for the "HMAC keyed with the public key" attack).

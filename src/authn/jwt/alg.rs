@@ -1,10 +1,10 @@
 //! The signing algorithms a token's `alg` may name, and the public keys that check them.
 //!
 //! kube-apiserver's JWT authenticator allows RS256/384/512, ES256/384/512 and PS256/384/512
-//! (`allowedSigningAlgs`, all of them under an AuthenticationConfiguration). jsonwebtoken 11 checks all of them but ES512 (ECDSA on P-521 with SHA-512),
-//! so [`Alg`] is jsonwebtoken's [`Algorithm`] or [`Alg::Es512`], and [`Key`] a jsonwebtoken
-//! [`DecodingKey`] or a P-521 point, whose signatures aws-lc-rs checks directly (the one crypto
-//! provider the proxy uses). A P-521 key checks ES512 only, and ES512 is checked with nothing
+//! (`allowedSigningAlgs`, all of them under an AuthenticationConfiguration). jsonwebtoken 11
+//! checks all of them but ES512 (ECDSA on P-521 with SHA-512), so [`Alg`] is jsonwebtoken's
+//! [`Algorithm`] or [`Alg::Es512`], and [`Key`] a jsonwebtoken [`DecodingKey`] or a P-521 key,
+//! whose signatures aws-lc-rs checks directly (the one crypto provider the proxy uses). A P-521 key checks ES512 only, and ES512 is checked with nothing
 //! else: neither key nor algorithm can stand in for another (no algorithm confusion).
 
 use std::{fmt, str::FromStr};
@@ -33,6 +33,17 @@ pub enum Family {
     Hmac,
 }
 
+impl From<AlgorithmFamily> for Family {
+    fn from(f: AlgorithmFamily) -> Family {
+        match f {
+            AlgorithmFamily::Rsa => Family::Rsa,
+            AlgorithmFamily::Ec => Family::Ec,
+            AlgorithmFamily::Ed => Family::Ed,
+            AlgorithmFamily::Hmac => Family::Hmac,
+        }
+    }
+}
+
 impl Alg {
     pub const RS256: Alg = Alg::Jwt(Algorithm::RS256);
     pub const RS384: Alg = Alg::Jwt(Algorithm::RS384);
@@ -51,12 +62,7 @@ impl Alg {
     pub fn family(self) -> Family {
         match self {
             Alg::Es512 => Family::P521,
-            Alg::Jwt(a) => match a.family() {
-                AlgorithmFamily::Rsa => Family::Rsa,
-                AlgorithmFamily::Ec => Family::Ec,
-                AlgorithmFamily::Ed => Family::Ed,
-                AlgorithmFamily::Hmac => Family::Hmac,
-            },
+            Alg::Jwt(a) => a.family().into(),
         }
     }
 }
@@ -103,12 +109,7 @@ impl Key {
     pub fn family(&self) -> Family {
         match self {
             Key::P521(_) => Family::P521,
-            Key::Jwt(k) => match k.family() {
-                AlgorithmFamily::Rsa => Family::Rsa,
-                AlgorithmFamily::Ec => Family::Ec,
-                AlgorithmFamily::Ed => Family::Ed,
-                AlgorithmFamily::Hmac => Family::Hmac,
-            },
+            Key::Jwt(k) => k.family().into(),
         }
     }
 

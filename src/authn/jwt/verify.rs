@@ -360,7 +360,7 @@ impl JwtAuthenticator {
                 .hmac
                 .as_ref()
                 .ok_or(Rejected::AlgorithmNotAllowed(alg))?;
-            check(s64, message, secret, alg)
+            alg::verify(s64, message, secret, alg)
         } else {
             let set = if may_fetch {
                 policy.keys.keys_for(kid, alg, now).await
@@ -374,7 +374,7 @@ impl JwtAuthenticator {
             let verifies = |set: &KeySet| {
                 set.candidates(kid, alg)
                     .take(MAX_CANDIDATES)
-                    .any(|k| check(s64, message, &k.key, alg))
+                    .any(|k| alg::verify(s64, message, &k.key, alg))
             };
             // A key rotated under the same `kid` (or a token without one): the new key may
             // be published already — one refetch, under the unknown-kid limit.
@@ -396,10 +396,6 @@ impl JwtAuthenticator {
         let identity = map_identity(policy, &claims)?;
         Ok((identity, exp, Arc::clone(&policy.keys), generation))
     }
-}
-
-fn check(sig: &str, message: &[u8], key: &Key, alg: Alg) -> bool {
-    alg::verify(sig, message, key, alg)
 }
 
 fn decode_object(part: &str) -> Option<Map<String, Value>> {

@@ -1688,14 +1688,24 @@ async fn es512_issuers_work_as_in_the_api_server() {
     let pem_key = jwt::Forge::generate_p521("p521-pem");
     let jwks = keys.path().join("jwks.json");
     let pem = keys.path().join("p521.pem");
+    // The ES256-only issuer's JWKS: the same P-521 key, beside a P-256 key its list can use
+    // (keys that check none of an issuer's algorithms are a configuration error).
+    let both = keys.path().join("both.json");
+    let p256 = jwt::Forge::generate("p256");
     std::fs::write(&jwks, json!({"keys": [jwks_key.jwk()]}).to_string()).unwrap();
+    std::fs::write(
+        &both,
+        json!({"keys": [jwks_key.jwk(), p256.jwk()]}).to_string(),
+    )
+    .unwrap();
     std::fs::write(&pem, pem_key.public_pem()).unwrap();
     let mappings = "      claim_mappings:\n        username: {claim: sub, prefix: \"\"}\n        groups: {claim: groups, prefix: \"\"}\n";
     let issuers = format!(
         "    - issuer: {{url: https://es512-jwks.example, audiences: [portcullis], jwks_file: {jwks}}}\n{mappings}\
          \x20   - issuer: {{url: https://es512-pem.example, audiences: [portcullis], pem_files: [{{path: {pem}, kid: p521-pem}}]}}\n      algorithms: [ES512]\n{mappings}\
-         \x20   - issuer: {{url: https://es256-only.example, audiences: [portcullis], jwks_file: {jwks}}}\n      algorithms: [ES256, RS256]\n{mappings}",
+         \x20   - issuer: {{url: https://es256-only.example, audiences: [portcullis], jwks_file: {both}}}\n      algorithms: [ES256, RS256]\n{mappings}",
         jwks = jwks.display(),
+        both = both.display(),
         pem = pem.display(),
     );
     let env = Env::start_with(|config| {
@@ -1755,6 +1765,82 @@ async fn es512_issuers_work_as_in_the_api_server() {
         )
         .await;
         assert_eq!(s["message"], "Unauthorized", "{name}");
+    }
+    env.stop().await;
+}
+
+/// EdDSA, which kube-apiserver refuses, is accepted only where an issuer lists it: through the
+/// proxy an EdDSA token at an issuer without a list is a 401 `Status` that never reaches the
+/// upstream, while the same key's token at an issuer listing EdDSA is forwarded as its user.
+#[tokio::test]
+async fn eddsa_is_accepted_only_where_an_issuer_lists_it() {
+    use portcullis::authn::jwt::mint;
+    let keys = tempfile::tempdir().unwrap();
+    let (ed_pem, _) = mint::generate_ed25519("ed").unwrap();
+    let ed = mint::Signer::from_pem(&ed_pem, Some("ed")).unwrap();
+    let p256 = jwt::Forge::generate("p256");
+    let jwks = keys.path().join("jwks.json");
+    std::fs::write(
+        &jwks,
+        json!({"keys": [ed.public_jwk(), p256.jwk()]}).to_string(),
+    )
+    .unwrap();
+    let mappings = "      claim_mappings:\n        username: {claim: sub, prefix: \"\"}\n        groups: {claim: groups, prefix: \"\"}\n";
+    let issuers = format!(
+        "    - issuer: {{url: https://ed-default.example, audiences: [portcullis], jwks_file: {jwks}}}\n{mappings}\
+         \x20   - issuer: {{url: https://ed-listed.example, audiences: [portcullis], jwks_file: {jwks}}}\n      algorithms: [EdDSA]\n{mappings}",
+        jwks = jwks.display(),
+    );
+    let env = Env::start_with(|config| {
+        let anchor = "        groups: {claim: groups, prefix: \"\"}\n";
+        assert!(config.contains(anchor), "the demo issuer's mappings moved");
+        *config = config.replacen(anchor, &format!("{anchor}{issuers}"), 1);
+    })
+    .await;
+    let at = |iss: &str| {
+        let mut c = claims("alice", &["tenant:team-a"]);
+        c["iss"] = json!(iss);
+        c
+    };
+    let s = refused(
+        &env,
+        req(
+            "GET",
+            "/api/v1/namespaces/team-a/pods",
+            Some(&ed.issue(&at("https://ed-default.example")).unwrap()),
+        ),
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized",
+    )
+    .await;
+    assert_eq!(s["message"], "Unauthorized");
+    // The issuer without a list still takes the algorithms of the API server's list.
+    for (name, token) in [
+        (
+            "ES256 at the default list",
+            p256.token(&at("https://ed-default.example")),
+        ),
+        (
+            "EdDSA where listed",
+            ed.issue(&at("https://ed-listed.example")).unwrap(),
+        ),
+    ] {
+        env.sandbox.sandbox.clear_recorded();
+        let resp = env
+            .request(
+                req("GET", "/api/v1/namespaces/team-a/pods", Some(&token)),
+                None,
+                false,
+            )
+            .await;
+        assert_eq!(resp.status(), 200, "{name}: {:?}", resp.body());
+        let seen = env.sandbox.sandbox.recorded();
+        assert_eq!(seen.len(), 1, "{name}: {seen:?}");
+        assert_eq!(
+            seen[0].headers.get("impersonate-user").unwrap(),
+            "alice",
+            "{name}"
+        );
     }
     env.stop().await;
 }

@@ -604,6 +604,46 @@ async fn pem_files_and_eddsa_keys_work() {
     );
 }
 
+/// EdDSA, which kube-apiserver refuses, is not in the default list: an issuer without its own
+/// list refuses an EdDSA token signed by a key of its own JWKS (`algorithm_not_allowed`) and
+/// still takes ES256 from the same JWKS; listing EdDSA accepts it.
+#[tokio::test]
+async fn eddsa_is_accepted_only_where_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pem, _) = mint::generate_ed25519("ed").unwrap();
+    let ed = Signer::from_pem(&pem, Some("ed")).unwrap();
+    let es = signer("es");
+    std::fs::write(dir.path().join("keys.json"), jwks(&[&ed, &es])).unwrap();
+    let clock = Arc::new(ManualClock::new(Duration::from_secs(T0)));
+    let auth = build(
+        &format!(
+            "- issuer: {{url: \"{ISS}\", audiences: [portcullis], jwks_file: keys.json}}
+  claim_mappings: {{username: {{claim: sub, prefix: \"\"}}}}
+- issuer: {{url: \"https://eddsa.test\", audiences: [portcullis], jwks_file: keys.json}}
+  algorithms: [EdDSA]
+  claim_mappings: {{username: {{claim: sub, prefix: \"\"}}}}
+"
+        ),
+        dir.path(),
+        &clock,
+    );
+    let good = claims(json!({}));
+    assert_eq!(
+        auth.authenticate(&ed.issue(&good).unwrap()).await,
+        Err(Rejected::AlgorithmNotAllowed(
+            portcullis::authn::jwt::alg::Alg::EDDSA
+        ))
+    );
+    let ok = auth.authenticate(&es.issue(&good).unwrap()).await.unwrap();
+    assert_eq!(ok.user, "alice");
+    let listed = claims(json!({"iss": "https://eddsa.test"}));
+    let ok = auth
+        .authenticate(&ed.issue(&listed).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(ok.user, "alice");
+}
+
 /// ES512 tokens are refused for the reason that applies, as each path records it: another
 /// P-521 key under the kid is `bad_signature`; a kid naming a P-256 key is `unknown_kid` (no
 /// ES512 candidate); a lower-case `es512` is an unsupported algorithm; ES512 at an issuer

@@ -150,6 +150,11 @@ fn run_inner(cmd: TokenCommand) -> Result<()> {
                 .with_context(|| format!("cannot write {}", jwks_path.display()))?;
             println!("private key: {}", key_path.display());
             println!("public JWKS: {} (kid {kid})", jwks_path.display());
+            if alg == "EdDSA" {
+                // Not in the default list (kube-apiserver's): without this the issuer's
+                // configuration is refused, its key file checking none of its algorithms.
+                println!("the issuer that uses this key needs `algorithms: [EdDSA]`: EdDSA is accepted only where listed");
+            }
             Ok(())
         }
     }

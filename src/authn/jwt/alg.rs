@@ -59,6 +59,20 @@ impl Alg {
     pub const HS384: Alg = Alg::Jwt(Algorithm::HS384);
     pub const HS512: Alg = Alg::Jwt(Algorithm::HS512);
 
+    /// Every algorithm a key set's key can check (HMAC secrets are never in a key set).
+    pub const ASYMMETRIC: [Alg; 10] = [
+        Alg::RS256,
+        Alg::RS384,
+        Alg::RS512,
+        Alg::ES256,
+        Alg::ES384,
+        Alg::ES512,
+        Alg::PS256,
+        Alg::PS384,
+        Alg::PS512,
+        Alg::EDDSA,
+    ];
+
     pub fn family(self) -> Family {
         match self {
             Alg::Es512 => Family::P521,

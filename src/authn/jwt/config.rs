@@ -13,6 +13,10 @@
 //! issuer has an `hmac_secret_file` and nothing else, in which case it is an HMAC-only issuer.
 //! Remote sources require `certificate_authority_file`: system roots are never trusted for
 //! fetching keys.
+//!
+//! `algorithms` defaults to kube-apiserver's list (RS, ES and PS with 256 / 384 / 512); EdDSA,
+//! which the API server refuses, only where listed. Keys read from a local source that can
+//! check none of an issuer's algorithms are a problem at its `algorithms` (`settings.rs`).
 
 use std::{
     collections::{BTreeSet, HashSet},
@@ -41,10 +45,11 @@ use crate::{
     server::tls,
 };
 
-/// Algorithms allowed when an issuer does not list its own.
-/// kube-apiserver's allowed list under an AuthenticationConfiguration (`allowedSigningAlgs`:
-/// RS, ES and PS with 256 / 384 / 512), plus EdDSA, which kube-apiserver refuses.
-pub const DEFAULT_ALGORITHMS: [Alg; 10] = [
+/// Algorithms allowed when an issuer does not list its own: exactly kube-apiserver's under an
+/// AuthenticationConfiguration (`allowedSigningAlgs`: RS, ES and PS with 256 / 384 / 512), so
+/// a token the API server would refuse is not accepted here by default. EdDSA, which the API
+/// server refuses, is accepted only where an issuer lists it.
+pub const DEFAULT_ALGORITHMS: [Alg; 9] = [
     Alg::RS256,
     Alg::RS384,
     Alg::RS512,
@@ -54,7 +59,6 @@ pub const DEFAULT_ALGORITHMS: [Alg; 10] = [
     Alg::PS256,
     Alg::PS384,
     Alg::PS512,
-    Alg::EDDSA,
 ];
 
 /// go-oidc's fixed allowance on `nbf` (v2, which kube-apiserver uses).
@@ -689,17 +693,18 @@ fn trim_end(b: &[u8]) -> &[u8] {
 mod tests {
     use super::*;
 
+    /// A P-256 key (ES256, in the default list) and an Ed25519 key (EdDSA, only where listed).
+    const KEYS: &str = r#"{"keys":[
+        {"kty":"EC","crv":"P-256","x":"tXTvtekqTy1tZ7EGm9o82JT012l_UnvD5dEMdTZidZg","y":"KJoYfPLIQnClBYpohxdCTxR2307guXWcM3QpcpKiKp8","kid":"es"},
+        {"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"a"}]}"#;
+
     fn entry(yaml: &str) -> Vec<IssuerConfig> {
         serde_saphyr::from_str(yaml).unwrap()
     }
 
     fn problems(yaml: &str) -> Vec<Problem> {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("keys.json"),
-            r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"a"}]}"#,
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("keys.json"), KEYS).unwrap();
         std::fs::write(dir.path().join("short"), "too short\n").unwrap();
         match build(
             &entry(yaml),
@@ -737,11 +742,7 @@ mod tests {
     #[test]
     fn overlapping_username_and_groups_prefixes_are_named() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("keys.json"),
-            r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"a"}]}"#,
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("keys.json"), KEYS).unwrap();
         let settings = |users: [&str; 2], groups: [&str; 2]| {
             let yaml = format!(
                 r#"
@@ -838,6 +839,72 @@ mod tests {
         assert_eq!(bad.len(), 1, "{p:?}");
         assert_eq!(bad[0].path, "authentication.jwt[0].algorithms[1]");
         assert!(bad[0].hint.contains("ES384 ES512 PS256"), "{p:?}");
+    }
+
+    /// Local keys that can check none of the issuer's algorithms would refuse every token: a
+    /// problem at `algorithms` naming what the keys check. An Ed25519 issuer without a list is
+    /// the case since EdDSA left the default list (kube-apiserver's, which refuses it).
+    #[test]
+    fn local_keys_that_check_no_allowed_algorithm_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, ed_jwks) = crate::authn::jwt::mint::generate_ed25519("ed").unwrap();
+        std::fs::write(dir.path().join("ed.json"), ed_jwks).unwrap();
+        std::fs::write(dir.path().join("keys.json"), KEYS).unwrap();
+        std::fs::write(
+            dir.path().join("secret"),
+            "0123456789abcdef0123456789abcdef\n",
+        )
+        .unwrap();
+        let check = |yaml: &str| {
+            build(
+                &entry(yaml),
+                dir.path(),
+                "authentication.jwt",
+                CacheOptions::default(),
+            )
+            .err()
+            .unwrap_or_default()
+        };
+        let issuer = |source: &str, more: &str| {
+            format!(
+                "- issuer: {{url: \"https://i.example\", audiences: [a], {source}}}\n{more}  claim_mappings: {{username: {{claim: sub, prefix: \"\"}}}}\n"
+            )
+        };
+
+        let p = check(&issuer("jwks_file: ed.json", ""));
+        assert_eq!(paths(&p), ["authentication.jwt[0].algorithms"], "{p:?}");
+        assert!(
+            p[0].message
+                .contains("authentication.jwt[0].issuer.jwks_file")
+                && p[0].message.contains("check EdDSA")
+                && p[0]
+                    .message
+                    .contains("(RS256, RS384, RS512, ES256, ES384, ES512, PS256, PS384, PS512)"),
+            "{p:?}"
+        );
+        assert!(p[0].hint.contains("algorithms: [EdDSA]"), "{p:?}");
+        // Listed, or beside a key the default list can use: accepted.
+        assert_eq!(
+            check(&issuer("jwks_file: ed.json", "  algorithms: [EdDSA]\n")),
+            []
+        );
+        assert_eq!(check(&issuer("jwks_file: keys.json", "")), []);
+        // A list that leaves out what the keys check.
+        let p = check(&issuer(
+            "jwks_file: keys.json",
+            "  algorithms: [RS256, PS256]\n",
+        ));
+        assert_eq!(paths(&p), ["authentication.jwt[0].algorithms"], "{p:?}");
+        assert!(p[0].message.contains("check ES256, EdDSA"), "{p:?}");
+        assert!(p[0].hint.contains("algorithms: [ES256, EdDSA]"), "{p:?}");
+        // With an HMAC secret its tokens are still accepted: not a problem here.
+        assert_eq!(
+            check(&issuer(
+                "jwks_file: ed.json",
+                "  algorithms: [HS256]\n  hmac_secret_file: secret\n"
+            )),
+            []
+        );
     }
 
     #[test]

@@ -225,6 +225,11 @@ impl KeyStore {
         }
     }
 
+    /// The keys in hand now.
+    pub fn current(&self) -> Arc<KeySet> {
+        self.keys.load_full()
+    }
+
     /// Whether keys were loaded at least once (always true for an HMAC-only issuer).
     pub fn is_loaded(&self) -> bool {
         self.loaded.load(Ordering::SeqCst)

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct IssuerConfig {
     pub issuer: Issuer,
-    /// Allowed header `alg` values (default: RS256 RS384 RS512 ES256 ES384 ES512 PS256 PS384
-    /// PS512 EdDSA, plus HS256 HS384 HS512 when `hmac_secret_file` is set). `none` is never
-    /// allowed.
+    /// Allowed header `alg` values (default: kube-apiserver's RS256 RS384 RS512 ES256 ES384
+    /// ES512 PS256 PS384 PS512, plus HS256 HS384 HS512 when `hmac_secret_file` is set; EdDSA
+    /// only when listed). `none` is never allowed.
     #[serde(default)]
     pub algorithms: Option<Vec<String>>,
     /// A shared secret (trailing whitespace trimmed, at least 32 bytes): the only way to

@@ -7,6 +7,7 @@ use std::{sync::Arc, time::Duration};
 use rustls_pki_types::CertificateDer;
 
 use super::{
+    alg::Alg,
     cache::CacheOptions,
     keys::{self, KeyStore, Source},
     verify::{IssuerChecks, IssuerPolicy, JwtAuthenticator},
@@ -137,9 +138,57 @@ impl IssuerSettings {
             );
             return None;
         }
+        if !self.checks_some_local_key(&store, p) {
+            return None;
+        }
         Some(IssuerPolicy {
             checks: self.checks.clone(),
             keys: Arc::new(store),
         })
+    }
+
+    /// Whether the keys read from a local file can check one of the issuer's algorithms; a
+    /// problem at `algorithms` if not (an issuer with an HMAC secret aside). Every token would
+    /// be refused otherwise — the case of an
+    /// Ed25519 issuer without a list since EdDSA left the default list (2026-12-07), which is
+    /// kube-apiserver's. A remote source's keys are not in hand yet: its tokens are counted as
+    /// `algorithm_not_allowed` instead.
+    fn checks_some_local_key(&self, store: &KeyStore, p: &mut Problems) -> bool {
+        // With a secret, HMAC tokens are still accepted: the file is idle, not every token lost.
+        if matches!(self.source, Source::None)
+            || self.source.is_remote()
+            || self.checks.hmac.is_some()
+        {
+            return true;
+        }
+        let checkable = store.current().algorithms();
+        if checkable.iter().any(|a| self.checks.algorithms.contains(a)) {
+            return true;
+        }
+        let names = |algs: &[Alg]| {
+            algs.iter()
+                .map(|a| format!("{a:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let eddsa = if checkable.contains(&Alg::EDDSA) {
+            " (EdDSA is accepted only where listed: kube-apiserver refuses it)"
+        } else {
+            ""
+        };
+        p.err(
+            format!("{}.algorithms", self.path),
+            format!(
+                "no key in {} can check an allowed algorithm ({}); its keys check {}, so every token of this issuer would be refused",
+                self.local_key_path,
+                names(&self.checks.algorithms),
+                names(&checkable),
+            ),
+            format!(
+                "list the algorithms the issuer signs with, e.g. algorithms: [{}]{eddsa}",
+                names(&checkable)
+            ),
+        );
+        false
     }
 }

@@ -50,6 +50,14 @@ impl KeySet {
             .filter(move |k| k.accepts(alg) && kid.is_none_or(|kid| k.kid.as_deref() == Some(kid)))
     }
 
+    /// The algorithms some key of this set can check, in [`Alg::ASYMMETRIC`]'s order.
+    pub fn algorithms(&self) -> Vec<Alg> {
+        Alg::ASYMMETRIC
+            .into_iter()
+            .filter(|a| self.keys.iter().any(|k| k.accepts(*a)))
+            .collect()
+    }
+
     pub(super) fn has(&self, kid: Option<&str>, alg: Alg) -> bool {
         self.candidates(kid, alg).next().is_some()
     }

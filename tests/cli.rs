@@ -296,6 +296,27 @@ async fn token_keygen_issue_inspect_and_use_through_the_proxy() {
     let key = keys.path().join("jwt-signing-key.pem");
     let jwks = keys.path().join("jwks.json");
     assert!(key.exists() && jwks.exists());
+    let reminder = "needs `algorithms: [EdDSA]`";
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(reminder));
+    // An EdDSA key: its issuer must list EdDSA (not in the default list, kube-apiserver's).
+    let ed_keys = tempfile::tempdir().unwrap();
+    let ed = Command::new(BIN)
+        .args([
+            "token", "keygen", "--alg", "EdDSA", "--kid", "ed-1", "--out",
+        ])
+        .arg(ed_keys.path())
+        .output()
+        .unwrap();
+    assert!(
+        ed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ed.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&ed.stdout).contains(reminder),
+        "{}",
+        String::from_utf8_lossy(&ed.stdout)
+    );
     // Run again: refused, the key untouched (a new one would invalidate every token minted).
     let before = std::fs::read(&key).unwrap();
     let again = Command::new(BIN)

@@ -1131,3 +1131,100 @@ async fn a_removed_upstream_endpoint_leaves_no_metric_series() {
     );
     b.stop().await;
 }
+
+/// An issuer whose tokens are EdDSA, configured without an `algorithms` list (EdDSA left the
+/// default list, kube-apiserver's, on 2026-12-07), as its operator meets it in the real binary:
+/// - its keys beside a key the default list can use: its EdDSA tokens get a 401 `Status` that
+///   never reaches the upstream, and the log says once — not once per token — that the issuer
+///   publishes an EdDSA key its list leaves out, and what to add;
+/// - its keys alone: a reload is refused at the issuer's `algorithms`, the old config serving;
+/// - with `algorithms: [EdDSA]`: the reload applies and the same token is forwarded as its user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eddsa_issuer_without_a_list_is_named_in_the_log_and_at_reload() {
+    use http::{Request, StatusCode};
+    use portcullis::authn::jwt::mint;
+    use serde_json::{json, Value};
+
+    let keys = tempfile::tempdir().unwrap();
+    let (ed_pem, _) = mint::generate_ed25519("ed").unwrap();
+    let ed = mint::Signer::from_pem(&ed_pem, Some("ed")).unwrap();
+    let (_, es_jwks) = mint::generate_es256("es").unwrap();
+    let es_jwk = serde_json::from_str::<Value>(&es_jwks).unwrap()["keys"][0].clone();
+    let mixed = keys.path().join("mixed.json");
+    let ed_only = keys.path().join("ed-only.json");
+    std::fs::write(
+        &mixed,
+        json!({"keys": [ed.public_jwk(), es_jwk]}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(&ed_only, json!({"keys": [ed.public_jwk()]}).to_string()).unwrap();
+    let anchor = "        groups: {claim: groups, prefix: \"\"}\n";
+    let issuer = format!(
+        "    - issuer: {{url: https://ed.example, audiences: [portcullis], jwks_file: {}}}\n      claim_mappings:\n        username: {{claim: sub, prefix: \"\"}}\n{anchor}",
+        mixed.display()
+    );
+    let b = Binary::start(&["--reload-poll", "0s"], |config| {
+        assert!(config.contains(anchor), "the demo issuer's mappings moved");
+        *config = config.replacen(anchor, &format!("{anchor}{issuer}"), 1);
+    })
+    .await;
+    let good = std::fs::read_to_string(&b.files.config).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = ed
+        .issue(&json!({
+            "iss": "https://ed.example", "aud": ["portcullis"], "sub": "alice",
+            "groups": ["tenant:team-a"], "iat": now, "exp": now + 600,
+        }))
+        .unwrap();
+    let get = || {
+        Request::builder()
+            .uri("https://localhost/api/v1/namespaces/team-a/pods")
+            .header("authorization", format!("Bearer {token}"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    };
+
+    b.sandbox.sandbox.clear_recorded();
+    for _ in 0..2 {
+        let resp = common::https_request(b.listen, &b.ca, get(), None, false).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        let status: Value = serde_json::from_slice(resp.body()).unwrap();
+        assert_eq!(
+            (status["kind"].as_str(), status["code"].as_u64()),
+            (Some("Status"), Some(401))
+        );
+    }
+    assert_upstream_saw_nothing(&b);
+    let warned = |l: &str| {
+        l.contains("https://ed.example") && l.contains("add EdDSA to that issuer's `algorithms`")
+    };
+    let log = b.log_when(|log| log.lines().any(warned)).await;
+    assert_eq!(log.lines().filter(|l| warned(l)).count(), 1, "{log}");
+
+    b.write_config(&good.replace(&mixed.display().to_string(), &ed_only.display().to_string()));
+    hup(&b, "failure", 1).await;
+    refusal_logged(
+        &b,
+        "authentication.jwt[1].algorithms",
+        "its keys check EdDSA",
+    )
+    .await;
+
+    let listed = good.replace(
+        &format!("jwks_file: {}}}\n", mixed.display()),
+        &format!(
+            "jwks_file: {}}}\n      algorithms: [EdDSA]\n",
+            ed_only.display()
+        ),
+    );
+    assert_ne!(listed, good);
+    b.write_config(&listed);
+    b.reload_and_clear_recorded(1).await;
+    let resp = common::https_request(b.listen, &b.ca, get(), None, false).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{:?}", resp.body());
+    assert_eq!(seen_for(&b, "alice", "/api/v1/namespaces/team-a/pods"), 1);
+    b.stop().await;
+}

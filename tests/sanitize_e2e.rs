@@ -882,6 +882,26 @@ async fn a_list_directive_where_the_object_has_no_list_is_refused() {
     );
 }
 
+/// A `$patch: replace` item in a keyed list the object has is a directive, not an element
+/// (apimachinery's `mergeSliceWithSpecialElements`): the list becomes the patch's other items,
+/// here none. The proxy judges it so and forwards it; the sandbox applies it so too, so the
+/// privileged container it carries is stored nowhere (kube-apiserver then refuses the empty
+/// container list, 422).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replace_item_in_a_list_the_object_has_stores_no_container() {
+    let (env, d1) = with_deployment().await;
+    let patch = json!({"spec": {"template": {"spec": {"containers": [
+        {"$patch": "replace", "name": "c", "image": "x",
+         "securityContext": {"privileged": true}}]}}}});
+    let (resp, _) = accepted(&env, smp(&d1, &patch)).await;
+    let stored: Value = serde_json::from_slice(resp.body()).unwrap();
+    assert_eq!(
+        stored["spec"]["template"]["spec"]["containers"],
+        json!([]),
+        "{stored}"
+    );
+}
+
 /// `kubectl apply` (client-side) of a manifest that dropped an env entry the live object no
 /// longer has: its three-way patch deletes the entry by key (`{name: FOO, $patch: delete}`) in
 /// a list the object lacks. That deletes nothing and is accepted, as by the API server.

@@ -5,7 +5,7 @@
 //! maps merge by key for the usual pod-spec lists (`containers`, `initContainers`,
 //! `ephemeralContainers`, `volumes`, `env`, `imagePullSecrets` by `name`; `ports` by
 //! `containerPort`; `volumeMounts` by `mountPath`), `$patch: delete` / `$patch: replace` inside
-//! such items, and the `$setElementOrder/`, `$retainKeys`, `$deleteFromPrimitiveList/`
+//! such items as apimachinery reads them (`merge_list`), and the `$setElementOrder/`, `$retainKeys`, `$deleteFromPrimitiveList/`
 //! directives kubectl sends are ignored. Other lists are replaced. Any other Content-Type is
 //! rejected by the caller with 415.
 
@@ -111,20 +111,35 @@ pub fn strategic(target: &mut Value, patch: &Value) {
     }
 }
 
+/// A keyed list merged as apimachinery's `mergeSliceWithSpecialElements` does: an item
+/// carrying `$patch` never becomes an element — `delete` removes the entries with its key,
+/// `replace` makes the list exactly the patch's other items (so `[{"$patch": "replace", "name":
+/// "c", …}]` alone leaves an empty list) — and the other items merge by key.
 fn merge_list(existing: &mut Vec<Value>, items: &[Value], key: &str) {
+    let mut plain = Vec::new();
+    let mut replace = false;
     for item in items {
-        let id = item.get(key).cloned();
-        let pos = id
-            .as_ref()
-            .and_then(|id| existing.iter().position(|e| e.get(key) == Some(id)));
-        let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
-        match (pos, delete) {
-            (Some(i), true) => {
-                existing.remove(i);
+        match item.get("$patch") {
+            None => plain.push(item),
+            Some(d) if d == "delete" => {
+                if let Some(id) = item.get(key) {
+                    existing.retain(|e| e.get(key) != Some(id));
+                }
             }
-            (None, true) => {}
-            (Some(i), false) => strategic(&mut existing[i], item),
-            (None, false) => {
+            Some(d) if d == "replace" => replace = true,
+            // apimachinery refuses the patch; the fixture drops the item.
+            Some(_) => {}
+        }
+    }
+    if replace {
+        *existing = plain.into_iter().cloned().collect();
+        return;
+    }
+    for item in plain {
+        let id = item.get(key);
+        match id.and_then(|id| existing.iter().position(|e| e.get(key) == Some(id))) {
+            Some(i) => strategic(&mut existing[i], item),
+            None => {
                 let mut fresh = Value::Object(Map::new());
                 strategic(&mut fresh, item);
                 existing.push(fresh);
@@ -155,6 +170,28 @@ mod tests {
         assert_eq!(cs[0]["image"], "a:2");
         assert_eq!(cs[0]["env"].as_array().unwrap().len(), 2);
         assert_eq!(cs[1]["name"], "c");
+    }
+
+    /// As apimachinery's `mergeSliceWithSpecialElements`: an item carrying `$patch: replace`
+    /// is not an element — the list becomes the patch's other items, an empty list when there
+    /// are none (kube-apiserver then refuses a pod template without containers).
+    #[test]
+    fn a_replace_item_in_a_keyed_list_is_a_directive_not_an_element() {
+        let deployment = || json!({"spec": {"containers": [{"name": "c", "image": "a:1"}]}});
+        let mut t = deployment();
+        let p = json!({"spec": {"containers": [
+            {"$patch": "replace", "name": "c", "image": "x",
+             "securityContext": {"privileged": true}}]}});
+        apply(PatchType::Strategic, &mut t, p).unwrap();
+        assert_eq!(t["spec"]["containers"], json!([]));
+        let mut t = deployment();
+        let p = json!({"spec": {"containers": [
+            {"$patch": "replace"}, {"name": "z", "image": "z:1"}]}});
+        apply(PatchType::Strategic, &mut t, p).unwrap();
+        assert_eq!(
+            t["spec"]["containers"],
+            json!([{"name": "z", "image": "z:1"}])
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `portcullis token`: mint, inspect and create keys for JWT bearer tokens (demo, tests, CI
 //! bootstrap). `issue` signs ES256 (P-256 key) or EdDSA (Ed25519 key), detected from the key;
 //! `inspect` decodes WITHOUT verifying; `keygen` writes a private key and its public JWKS for
-//! an issuer's `jwks_file`.
+//! an issuer's `jwks_file` (an EdDSA key's issuer also needs `algorithms: [EdDSA]`, which
+//! `keygen` says: EdDSA is not in the default list, kube-apiserver's).
 
 use std::{path::PathBuf, time::Duration};
 
@@ -61,7 +62,7 @@ pub enum TokenCommand {
     Keygen {
         #[arg(long)]
         out: PathBuf,
-        /// ES256 or EdDSA.
+        /// ES256 or EdDSA (an issuer accepts EdDSA only with `algorithms: [EdDSA]`).
         #[arg(long, default_value = "ES256")]
         alg: String,
         /// The key id written into the JWKS (use the same with `issue --kid`).

@@ -155,15 +155,33 @@ impl Key {
     /// parameters, a P-521 point that is not uncompressed and on the curve, or bytes after the
     /// key are an error, not a key that could never verify.
     pub fn from_pem(pem: &[u8]) -> Result<Key, String> {
-        if let Some(key) = ec_key_checked(pem)? {
-            return Ok(key);
-        }
+        Key::from_pem_curve(pem).map(|(key, _)| key)
+    }
+
+    /// [`from_pem`](Self::from_pem), with the one algorithm an EC key's curve allows (ES256
+    /// for P-256, ES384 for P-384, ES512 for P-521), as a JWK's `crv` restricts it: jsonwebtoken
+    /// files P-256 and P-384 keys under one family, which alone would offer a P-256 key to
+    /// ES384 tokens it can never verify.
+    pub fn from_pem_curve(pem: &[u8]) -> Result<(Key, Option<Alg>), String> {
+        let curve = match ec_key_checked(pem)? {
+            Some(EcPem::P521(key)) => return Ok((key, Some(Alg::ES512))),
+            Some(EcPem::Named(alg)) => Some(alg),
+            None => None,
+        };
         DecodingKey::from_rsa_pem(pem)
             .or_else(|_| DecodingKey::from_ec_pem(pem))
             .or_else(|_| DecodingKey::from_ed_pem(pem))
-            .map(Key::Jwt)
+            .map(|key| (Key::Jwt(key), curve))
             .map_err(|_| "not an RSA, EC or Ed25519 PEM public key".to_string())
     }
+}
+
+/// What [`ec_key_checked`] found in an EC SubjectPublicKeyInfo.
+enum EcPem {
+    /// A P-521 key, parsed here.
+    P521(Key),
+    /// A P-256 / P-384 key, left to jsonwebtoken, and the algorithm of its curve.
+    Named(Alg),
 }
 
 /// A P-521 key from an uncompressed point (`0x04 || x || y`) on the curve.
@@ -176,10 +194,10 @@ fn p521_point(point: &[u8]) -> Option<Key> {
         .map(Key::P521)
 }
 
-/// The PEM's SubjectPublicKeyInfo, when it holds an EC key: `Ok(Some)` with the key for
-/// P-521, `Ok(None)` for P-256 / P-384 and for anything not an EC SubjectPublicKeyInfo (left
-/// to jsonwebtoken), `Err` for what no algorithm could use.
-fn ec_key_checked(pem: &[u8]) -> Result<Option<Key>, String> {
+/// The PEM's SubjectPublicKeyInfo, when it holds an EC key: the key for P-521, the curve's
+/// algorithm for P-256 / P-384 (the key left to jsonwebtoken), `Ok(None)` for anything not an
+/// EC SubjectPublicKeyInfo (left to jsonwebtoken), `Err` for what no algorithm could use.
+fn ec_key_checked(pem: &[u8]) -> Result<Option<EcPem>, String> {
     use x509_parser::{
         oid_registry::{
             OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_NIST_EC_P521,
@@ -217,8 +235,11 @@ fn ec_key_checked(pem: &[u8]) -> Result<Option<Key>, String> {
     else {
         return Err("an EC key without a named curve; use P-256, P-384 or P-521".into());
     };
-    if curve == OID_EC_P256 || curve == OID_NIST_EC_P384 {
-        return Ok(None);
+    if curve == OID_EC_P256 {
+        return Ok(Some(EcPem::Named(Alg::ES256)));
+    }
+    if curve == OID_NIST_EC_P384 {
+        return Ok(Some(EcPem::Named(Alg::ES384)));
     }
     if curve != OID_NIST_EC_P521 {
         return Err(format!(
@@ -226,7 +247,7 @@ fn ec_key_checked(pem: &[u8]) -> Result<Option<Key>, String> {
         ));
     }
     p521_point(&spki.subject_public_key.data)
-        .map(Some)
+        .map(|key| Some(EcPem::P521(key)))
         .ok_or_else(|| {
             "a P-521 key whose point is not uncompressed (0x04 || x || y) on the curve; \
              export it with openssl ec -pubin -conv_form uncompressed"

@@ -850,6 +850,16 @@ mod tests {
         let (_, ed_jwks) = crate::authn::jwt::mint::generate_ed25519("ed").unwrap();
         std::fs::write(dir.path().join("ed.json"), ed_jwks).unwrap();
         std::fs::write(dir.path().join("keys.json"), KEYS).unwrap();
+        // KEYS' P-256 key as a SubjectPublicKeyInfo.
+        std::fs::write(
+            dir.path().join("p256.pem"),
+            "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEtXTvtekqTy1tZ7EGm9o82JT012l/
+UnvD5dEMdTZidZgomhh88shCcKUFimiHF0JPFHbfTuC5dZwzdClykqIqnw==
+-----END PUBLIC KEY-----
+",
+        )
+        .unwrap();
         std::fs::write(
             dir.path().join("secret"),
             "0123456789abcdef0123456789abcdef\n",
@@ -873,16 +883,14 @@ mod tests {
 
         let p = check(&issuer("jwks_file: ed.json", ""));
         assert_eq!(paths(&p), ["authentication.jwt[0].algorithms"], "{p:?}");
+        let m = &p[0].message;
         assert!(
-            p[0].message
-                .contains("authentication.jwt[0].issuer.jwks_file")
-                && p[0].message.contains("check EdDSA")
-                && p[0]
-                    .message
-                    .contains("(RS256, RS384, RS512, ES256, ES384, ES512, PS256, PS384, PS512)"),
+            m.contains("ed.json (authentication.jwt[0].issuer.jwks_file)")
+                && m.ends_with("its keys check EdDSA")
+                && m.contains("the default list, kube-apiserver's: RS256, RS384, RS512, ES256, ES384, ES512, PS256, PS384, PS512; EdDSA left it"),
             "{p:?}"
         );
-        assert!(p[0].hint.contains("algorithms: [EdDSA]"), "{p:?}");
+        assert!(p[0].hint.contains("`algorithms: [EdDSA]`"), "{p:?}");
         // Listed, or beside a key the default list can use: accepted.
         assert_eq!(
             check(&issuer("jwks_file: ed.json", "  algorithms: [EdDSA]\n")),
@@ -895,8 +903,36 @@ mod tests {
             "  algorithms: [RS256, PS256]\n",
         ));
         assert_eq!(paths(&p), ["authentication.jwt[0].algorithms"], "{p:?}");
-        assert!(p[0].message.contains("check ES256, EdDSA"), "{p:?}");
-        assert!(p[0].hint.contains("algorithms: [ES256, EdDSA]"), "{p:?}");
+        assert!(
+            p[0].message.contains("its `algorithms`: RS256, PS256"),
+            "{p:?}"
+        );
+        assert!(p[0].message.ends_with("check ES256, EdDSA"), "{p:?}");
+        // EdDSA is not offered where another algorithm of the keys would do.
+        assert!(p[0].hint.contains("`algorithms: [ES256]`"), "{p:?}");
+        // A P-256 PEM checks ES256 only, as a P-256 JWK does: not ES384, and the hint says so.
+        for (list, problem) in [("[ES384]", true), ("[RS256]", true), ("[ES256]", false)] {
+            let p = check(&issuer(
+                "pem_files: [p256.pem]",
+                &format!("  algorithms: {list}\n"),
+            ));
+            if !problem {
+                assert_eq!(p, [], "{list}");
+                continue;
+            }
+            assert_eq!(
+                paths(&p),
+                ["authentication.jwt[0].algorithms"],
+                "{list}: {p:?}"
+            );
+            assert!(
+                p[0].message
+                    .contains("p256.pem (authentication.jwt[0].issuer.pem_files)")
+                    && p[0].message.ends_with("its keys check ES256"),
+                "{list}: {p:?}"
+            );
+            assert!(p[0].hint.contains("`algorithms: [ES256]`"), "{list}: {p:?}");
+        }
         // With an HMAC secret its tokens are still accepted: not a problem here.
         assert_eq!(
             check(&issuer(

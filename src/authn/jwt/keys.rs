@@ -6,7 +6,7 @@
 //! out after [`FETCH_TIMEOUT`], never follow redirects, and refuse bodies over
 //! [`MAX_DOCUMENT`]. Files are re-read on every refresh.
 //!
-//! Accepted keys: RSA, EC P-256 / P-384 and Ed25519 signature keys. Skipped: `use: enc` keys,
+//! Accepted keys: RSA, EC P-256 / P-384 / P-521 and Ed25519 signature keys. Skipped: `use: enc` keys,
 //! symmetric (`oct`) keys (an HMAC secret only ever comes from `hmac_secret_file`), unsupported
 //! curves and anything unparsable. A refresh that fails keeps the old keys; one that yields no
 //! usable key revokes them (the provider's answer: its tokens are refused, readiness stays). An
@@ -511,7 +511,7 @@ impl KeyStore {
 }
 
 const NO_USABLE_KEY: &str =
-    "the JWKS holds no usable signature key (RSA, EC P-256 / P-384 or Ed25519, not `use: enc`)";
+    "the JWKS holds no usable signature key (RSA, EC P-256 / P-384 / P-521 or Ed25519, not `use: enc`)";
 
 /// Read a local JWKS file or the PEM files.
 fn load_local(source: &Source) -> Result<(KeySet, [u8; 32]), String> {

@@ -141,10 +141,7 @@ impl IssuerSettings {
         if !self.checks_some_local_key(&store, p) {
             return None;
         }
-        Some(IssuerPolicy {
-            checks: self.checks.clone(),
-            keys: Arc::new(store),
-        })
+        Some(IssuerPolicy::new(self.checks.clone(), Arc::new(store)))
     }
 
     /// Whether the keys read from a local file can check one of the issuer's algorithms; a
@@ -171,23 +168,46 @@ impl IssuerSettings {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let eddsa = if checkable.contains(&Alg::EDDSA) {
-            " (EdDSA is accepted only where listed: kube-apiserver refuses it)"
+        let allowed = if self.checks.algorithms == super::config::DEFAULT_ALGORITHMS {
+            format!(
+                "the default list, kube-apiserver's: {}; EdDSA left it on 2026-12-07",
+                names(&self.checks.algorithms)
+            )
         } else {
-            ""
+            format!("its `algorithms`: {}", names(&self.checks.algorithms))
+        };
+        let files = match &self.source {
+            Source::JwksFile(f) => f.display().to_string(),
+            Source::PemFiles(files) => files
+                .iter()
+                .map(|(f, _)| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            _ => String::new(),
+        };
+        // Offer EdDSA only when the keys check nothing else: it is an opt-in beyond the API
+        // server, not the way out of this problem.
+        let others: Vec<Alg> = checkable
+            .iter()
+            .copied()
+            .filter(|a| *a != Alg::EDDSA)
+            .collect();
+        let hint = if others.is_empty() {
+            "add `algorithms: [EdDSA]` to this issuer if it signs with EdDSA: EdDSA is accepted only where listed, as kube-apiserver refuses it".to_string()
+        } else {
+            format!(
+                "list what the issuer signs with in its `algorithms`, e.g. `algorithms: [{}]`",
+                names(&others)
+            )
         };
         p.err(
             format!("{}.algorithms", self.path),
             format!(
-                "no key in {} can check an allowed algorithm ({}); its keys check {}, so every token of this issuer would be refused",
+                "no key in {files} ({}) can check an algorithm this issuer allows ({allowed}), so every token of this issuer would be refused; its keys check {}",
                 self.local_key_path,
-                names(&self.checks.algorithms),
                 names(&checkable),
             ),
-            format!(
-                "list the algorithms the issuer signs with, e.g. algorithms: [{}]{eddsa}",
-                names(&checkable)
-            ),
+            hint,
         );
         false
     }

@@ -7,7 +7,15 @@
 //! claim validation rules → claim mappings → `system:` refusal and header safety → scope.
 //! Every failure is a [`Rejected`] reason for the logs; the client only ever gets 401.
 
-use std::{collections::BTreeMap, str::FromStr, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    str::FromStr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use serde_json::{Map, Value};
@@ -138,6 +146,59 @@ pub struct IssuerChecks {
 pub struct IssuerPolicy {
     pub checks: IssuerChecks,
     pub keys: Arc<KeyStore>,
+    /// When [`note_unlisted`](Self::note_unlisted) last warned (seconds since the epoch on the
+    /// authenticator's clock, plus one; 0: never).
+    unlisted_warned: AtomicU64,
+}
+
+/// At most one "signs with an algorithm its list leaves out" warning per issuer this often:
+/// the tokens are the callers', and the log is not theirs to fill.
+const UNLISTED_WARNING_INTERVAL: Duration = Duration::from_secs(600);
+
+impl IssuerPolicy {
+    pub fn new(checks: IssuerChecks, keys: Arc<KeyStore>) -> IssuerPolicy {
+        IssuerPolicy {
+            checks,
+            keys,
+            unlisted_warned: AtomicU64::new(0),
+        }
+    }
+
+    /// A token was refused because `alg` is not in this issuer's list. If a key the issuer
+    /// publishes (under the token's `kid`) is for `alg`, the issuer most likely signs with it
+    /// and the list leaves it out — an EdDSA issuer without a list since EdDSA left the
+    /// default list (2026-12-07), with remote keys or beside other keys, which the
+    /// configuration check cannot see: say so in the log, naming what to write. Nothing is
+    /// verified or fetched here.
+    fn note_unlisted(&self, kid: Option<&str>, alg: Alg, now: Duration) {
+        if self.keys.in_hand(kid, alg).is_err() {
+            return;
+        }
+        let at = now.as_secs().saturating_add(1);
+        let last = self.unlisted_warned.load(Ordering::Relaxed);
+        if last != 0 && at < last.saturating_add(UNLISTED_WARNING_INTERVAL.as_secs()) {
+            return;
+        }
+        if self
+            .unlisted_warned
+            .compare_exchange(last, at, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let listed = self
+            .algorithms
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        tracing::warn!(
+            issuer = %self.url,
+            kid = kid.unwrap_or(""),
+            "a token signed {alg:?} under a key this issuer publishes for {alg:?} was refused: {alg:?} is not in its algorithms ({listed}); if the issuer signs with it, add {alg:?} to that issuer's `algorithms` (EdDSA is accepted only where listed, as the default list is kube-apiserver's); at most one such warning per issuer every {} minutes",
+            UNLISTED_WARNING_INTERVAL.as_secs() / 60
+        );
+    }
 }
 
 impl std::ops::Deref for IssuerPolicy {
@@ -220,10 +281,10 @@ impl JwtAuthenticator {
     pub fn adopt_key_stores(&mut self, prev: &JwtAuthenticator, unchanged: impl Fn(&str) -> bool) {
         for (url, policy) in &mut self.issuers {
             if let Some(old) = prev.issuers.get(url).filter(|_| unchanged(url)) {
-                *policy = Arc::new(IssuerPolicy {
-                    checks: policy.checks.clone(),
-                    keys: Arc::clone(&old.keys),
-                });
+                *policy = Arc::new(IssuerPolicy::new(
+                    policy.checks.clone(),
+                    Arc::clone(&old.keys),
+                ));
             }
         }
     }
@@ -337,6 +398,7 @@ impl JwtAuthenticator {
             .ok_or(Rejected::UnknownIssuer)?;
         let policy = self.issuers.get(iss).ok_or(Rejected::UnknownIssuer)?;
         if !policy.algorithms.contains(&alg) {
+            policy.note_unlisted(kid, alg, now);
             return Err(Rejected::AlgorithmNotAllowed(alg));
         }
         // The claims' checks on the unverified claims, before any key fetch: a token they

@@ -186,6 +186,9 @@ fn pem_keys_load_as_their_type() {
         let key = Key::from_pem(spki_pem(&pair).as_bytes()).unwrap();
         assert_eq!(key.family(), Family::Ec, "{alg:?}");
         assert!(verify(&sign(&pair, message), message, &key, alg), "{alg:?}");
+        // Its curve's algorithm only, as a JWK's `crv` gives it.
+        let (_, curve) = Key::from_pem_curve(spki_pem(&pair).as_bytes()).unwrap();
+        assert_eq!(curve, Some(alg));
     }
 
     let ed = Ed25519KeyPair::generate().unwrap();
@@ -194,9 +197,16 @@ fn pem_keys_load_as_their_type() {
     let sig = URL_SAFE_NO_PAD.encode(ed.sign(message).as_ref());
     assert!(verify(&sig, message, &key, Alg::EDDSA));
 
+    let (_, curve) = Key::from_pem_curve(&pem(ed.public_key().as_der().unwrap().as_ref())).unwrap();
+    assert_eq!(curve, None);
+
     let pair = p521();
     let key = Key::from_pem(spki_pem(&pair).as_bytes()).unwrap();
     assert_eq!(key.family(), Family::P521);
+    assert_eq!(
+        Key::from_pem_curve(spki_pem(&pair).as_bytes()).unwrap().1,
+        Some(Alg::ES512)
+    );
     let sig = sign(&pair, message);
     assert!(verify(&sig, message, &key, Alg::ES512));
     for alg in [Alg::ES256, Alg::ES384, Alg::RS512, Alg::EDDSA] {

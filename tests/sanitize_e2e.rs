@@ -1612,13 +1612,61 @@ async fn strict_parsing_refuses_differentials_and_bombs() {
         "BadRequest",
     )
     .await;
-    // ...while plain YAML is converted to JSON.
+    // ...while plain YAML is converted to JSON, as the API server reads YAML (go-yaml v2, YAML
+    // 1.1): the key `on` is the boolean `true`, spelt "true" as a JSON key; the quoted "yes"
+    // stays a string.
     let yaml =
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  on: \"yes\"\n";
     let (_, up) = accepted(&env, req("POST", cms, Some("application/yaml"), yaml)).await;
     assert_eq!(
         up,
-        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "from-yaml"}, "data": {"on": "yes"}})
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "from-yaml"}, "data": {"true": "yes"}})
+    );
+    // A YAML 1.1 boolean is judged as the boolean the API server would store: `privileged:
+    // on` is refused by Pod Security; `stdin: yes` and an octal `defaultMode: 0400` go upstream
+    // as `true` and 256, where a YAML 1.2 reading would have sent strings the API server refuses.
+    let yaml_pod = |name: &str, privileged: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  securityContext: {{runAsNonRoot: yes, seccompProfile: {{type: RuntimeDefault}}}}\n  volumes: [{{name: v, configMap: {{name: from-yaml, defaultMode: 0400}}}}]\n  containers:\n  - name: c\n    image: nginx\n    stdin: yes\n    tty: on\n    securityContext: {{allowPrivilegeEscalation: off, privileged: {privileged}, capabilities: {{drop: [ALL]}}}}\n"
+        )
+    };
+    let s = refused(
+        &env,
+        req("POST", pods, Some("application/yaml"), yaml_pod("y1", "on")),
+        403,
+        "Forbidden",
+    )
+    .await;
+    assert!(
+        has_cause(&s, "spec.containers[0].securityContext.privileged"),
+        "{s}"
+    );
+    let (_, up) = accepted(
+        &env,
+        req(
+            "POST",
+            pods,
+            Some("application/yaml"),
+            yaml_pod("y2", "Off"),
+        ),
+    )
+    .await;
+    let c = &up["spec"]["containers"][0];
+    assert_eq!(
+        (&c["stdin"], &c["tty"]),
+        (&json!(true), &json!(true)),
+        "{up}"
+    );
+    assert_eq!(c["securityContext"]["privileged"], json!(false), "{up}");
+    assert_eq!(
+        up["spec"]["volumes"][0]["configMap"]["defaultMode"],
+        json!(256),
+        "{up}"
+    );
+    assert_eq!(
+        up["spec"]["securityContext"]["runAsNonRoot"],
+        json!(true),
+        "{up}"
     );
 
     // Depth.

@@ -81,7 +81,8 @@ pub(crate) struct Checker<'l> {
     pub(crate) limits: &'l Limits,
     /// The first violation found by the visitor, if any.
     pub(crate) error: Cell<Option<ParseError>>,
-    /// YAML may deliver non-string scalar keys (`1: a`); JSON never does.
+    /// YAML: scalar keys (`1: a`) may be non-strings, which JSON's never are; and a float is
+    /// written as Go writes the float64 sigs.k8s.io/yaml makes of it (integral: no fraction).
     pub(crate) scalar_keys: bool,
 }
 
@@ -186,6 +187,15 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
         }
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        // YAML `08`, `1e3`, `2.0` are float64s in go-yaml v2, which encoding/json writes `8`,
+        // `1000`, `2` — what the API server decodes, an int field included — not `8.0`.
+        if self.ck.scalar_keys && v.fract() == 0.0 {
+            if v.abs() < 9_223_372_036_854_775_808.0 {
+                return Ok(Value::Number((v as i64).into()));
+            } else if v > 0.0 && v < 18_446_744_073_709_551_616.0 {
+                return Ok(Value::Number((v as u64).into()));
+            }
+        }
         match Number::from_f64(v) {
             Some(n) => Ok(Value::Number(n)),
             None => Err(self.unrepresentable("a non-finite number (NaN or infinity)")),

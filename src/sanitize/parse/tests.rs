@@ -311,21 +311,44 @@ fn yaml_duplicates_are_refused_with_their_path() {
     assert!(matches!(yaml_err(dq), ParseError::DuplicateKey { .. }));
 }
 
+/// Plain scalars resolve as go-yaml v2 (YAML 1.1) resolves them for the API server
+/// (sigs.k8s.io/yaml), quoted ones are strings; the divergences the module doc lists are
+/// pinned too, so a change in them is seen.
 #[test]
 fn yaml_scalars_resolve_as_documented() {
     let v = parse_yaml(
-        b"t: true\nT: True\nyes_: yes\non_: on\nn: no\nhex: 0x10\noct: 0o10\nlz: 010\nus: 1_000\nf: 1.5\nnull1: ~\nnull2:\nnull3: null\nq: \"true\"\nneg: -3\nstr: 25%\n",
+        b"t: true\nT: True\nyes_: yes\nY_: Y\non_: on\nON_: ON\nno_: no\noff_: Off\nhex: 0x10\noct: 0o10\nlz: 010\nbin: 0b10\nus: 1_000\nplus: +12\nf: 1.5\nexp: 1e3\neight: 08\ntwo: 2.0\nnull1: ~\nnull2:\nnull3: null\nNULL4: NULL\nq: \"true\"\nsq: 'yes'\nqo: \"010\"\nneg: -3\nstr: 25%\ndate: 2001-12-14\nsexa: 1:20\n",
         &lim(),
     )
     .unwrap();
     assert_eq!(
         v,
         json!({
-            "t": true, "T": true, "yes_": "yes", "on_": "on", "n": "no",
-            "hex": 16, "oct": 8, "lz": "010", "us": "1_000", "f": 1.5,
-            "null1": null, "null2": null, "null3": null, "q": "true", "neg": -3, "str": "25%"
+            "t": true, "T": true, "yes_": true, "Y_": true, "on_": true, "ON_": true,
+            "no_": false, "off_": false,
+            "hex": 16, "oct": 8, "lz": 8, "bin": 2, "us": 1000, "plus": 12,
+            "f": 1.5, "exp": 1000, "eight": 8, "two": 2,
+            "null1": null, "null2": null, "null3": null, "NULL4": null,
+            "q": "true", "sq": "yes", "qo": "010", "neg": -3, "str": "25%",
+            "date": "2001-12-14", "sexa": "1:20"
         })
     );
+    // Integral floats are written without a fraction, as Go writes a float64.
+    assert_eq!(serde_json::to_string(&v["exp"]).unwrap(), "1000");
+    // Keys are spelt as sigs.k8s.io/yaml spells them.
+    let keys = parse_yaml(b"on: a\n010: b\nno: c\n", &lim()).unwrap();
+    assert_eq!(keys, json!({"true": "a", "8": "b", "false": "c"}));
+    // `on` and `true` are one key: a duplicate.
+    assert!(matches!(
+        parse_yaml(b"on: a\ntrue: b\n", &lim()),
+        Err(ParseError::DuplicateKey { .. })
+    ));
+    // The documented divergences from go-yaml v2.
+    let d = parse_yaml(b"mixed: yEs\nupper: 0X1F\ntwice: 1__0\n", &lim()).unwrap();
+    assert_eq!(d, json!({"mixed": true, "upper": "0X1F", "twice": "1__0"}));
+    for refused in [&b"v: .inf\n"[..], b"v: .nan\n", b"v: -.inf\n"] {
+        assert!(parse_yaml(refused, &lim()).is_err());
+    }
 }
 
 /// Runs `f` on a thread with a stack of `kib` KiB (unoptimised builds use far more stack per
@@ -572,8 +595,9 @@ fn yaml_media_types_take_json_objects_through_the_json_parser() {
             Err(ParseError::DuplicateKey { .. })
         ));
         // a YAML flow mapping is not JSON: falls back to YAML, still strict
+        // (`y` is YAML 1.1's `true`, as go-yaml v2 reads it for the API server)
         let p = parse_body(ct, b"{a: 1, b: [x, y]}", &lim()).unwrap();
-        assert_eq!(p.value, json!({"a": 1, "b": ["x", "y"]}));
+        assert_eq!(p.value, json!({"a": 1, "b": ["x", true]}));
         assert!(matches!(
             parse_body(ct, b"{a: 1, a: 2}", &lim()),
             Err(ParseError::DuplicateKey { .. })

@@ -1,4 +1,4 @@
-//! Strict YAML → JSON `Value`, on serde-saphyr (pure Rust, YAML 1.2).
+//! Strict YAML → JSON `Value`, on serde-saphyr (pure Rust), resolving scalars as YAML 1.1.
 //!
 //! Refused, whatever the content:
 //! * more than one document (`---` separating two), and an empty document;
@@ -14,24 +14,29 @@
 //!   would produce the base64 string; we forward what we judged, so no differential upstream);
 //! * invalid UTF-8; nesting, string-length caps as for JSON.
 //!
-//! Scalar resolution (YAML 1.2 core schema, with the YAML 1.1 ambiguities made strings):
+//! Scalar resolution: YAML 1.1 as go-yaml v2 resolves plain scalars, which is what
+//! kube-apiserver reads a YAML body with (sigs.k8s.io/yaml), so the JSON forwarded is the JSON
+//! the API server would have made of the same body. Quoted scalars are strings.
 //!
-//! | plain scalar            | becomes           | go-yaml v2 (apiserver) would say |
-//! |-------------------------|-------------------|-----------------------------------|
-//! | `true`, `False`, `TRUE` | boolean           | boolean                           |
-//! | `yes`, `no`, `on`, `off`, `y`, `n` | **string** | boolean                      |
-//! | `0x10`                  | 16                | 16                                |
-//! | `010`                   | **string `"010"`**| 8 (octal)                         |
-//! | `0o10`                  | 8                 | string                            |
-//! | `1_000`                 | **string**        | 1000                              |
-//! | `~`, `null`, empty      | null              | null                              |
-//! | `.inf`, `.nan`          | refused           | float                             |
+//! | plain scalar                            | becomes (as the API server)          |
+//! |-----------------------------------------|--------------------------------------|
+//! | `true` `True` `TRUE` `yes` `Yes` `YES` `y` `Y` `on` `On` `ON` | `true`         |
+//! | `false` … `no` `No` `NO` `n` `N` `off` `Off` `OFF`             | `false`        |
+//! | `~`, `null`, `Null`, `NULL`, empty      | null                                 |
+//! | `0x10`, `0o10`, `010`, `0b10`, `1_000`, `+12` | 16, 8, 8, 2, 1000, 12          |
+//! | `1.5`, `1e3`, `08`, `2.0`               | 1.5, 1000, 8, 2 (an integral float64 is written as Go writes it) |
+//! | `2001-12-14`, `1:20`                    | string                               |
+//! | `.inf`, `.nan`                          | refused (the API server cannot make JSON of them either: 400) |
+//! | a key `on:`, `yes:`, `010:`              | `"true"`, `"true"`, `"8"` (sigs.k8s.io/yaml's key spelling) |
 //!
-//! Where the two differ we never guess towards the 1.1 meaning: the value becomes a string,
-//! and because the proxy forwards the canonical JSON of what it judged (never the YAML), the
-//! apiserver sees exactly that string — for a boolean or integer field it then rejects the
-//! type, which fails closed. No YAML spelling can therefore smuggle e.g. `privileged: yes` past
-//! a check for `privileged: true`.
+//! Where serde-saphyr's YAML 1.1 differs from go-yaml v2 (rare spellings, written down in the
+//! README): booleans in mixed case (`yEs`, `tRue`) are booleans here, strings there; upper-case
+//! radix prefixes (`0X1F`, `0B1`) and numbers with several or fractional underscores (`1__0`,
+//! `0.1_5`) are strings here, numbers there; an integral float beyond 2^64 keeps an exponent.
+//!
+//! Whatever a scalar resolves to, the proxy judges that value and forwards its canonical JSON,
+//! never the YAML: the API server stores exactly what was judged, so no spelling can smuggle
+//! e.g. `privileged: on` past a check for `privileged: true` — it *is* `true` here, and refused.
 
 use serde::de::DeserializeSeed;
 use serde_json::Value;
@@ -56,10 +61,11 @@ fn options(limits: &Limits) -> serde_saphyr::Options {
     // Our visitor sees each repeated key and names its path.
     o.duplicate_keys = DuplicateKeyPolicy::PassThrough;
     o.merge_keys = MergeKeyPolicy::Error;
-    o.strict_booleans = true;
-    o.legacy_octal_numbers = false;
-    o.leading_zero_numbers_as_strings = true;
-    o.underscored_numbers_as_strings = true;
+    // YAML 1.1, as go-yaml v2 (see the module doc).
+    o.strict_booleans = false;
+    o.legacy_octal_numbers = true;
+    o.leading_zero_numbers_as_strings = false;
+    o.underscored_numbers_as_strings = false;
     o.reject_unsupported_tags = true;
     o.emit_comments = false;
     o.with_snippet = false;

@@ -72,11 +72,20 @@ pub fn strategic(target: &mut Value, patch: &Value) {
         *target = patch.clone();
         return;
     };
-    if pmap.get("$patch").and_then(Value::as_str) == Some("replace") {
-        let mut p = pmap.clone();
-        p.remove("$patch");
-        *target = Value::Object(p);
-        return;
+    // apimachinery's handleDirectiveInMergeMap: `replace` is the patch without the
+    // directive, `delete` an empty map (an unknown directive, an error there, is ignored here).
+    match pmap.get("$patch").and_then(Value::as_str) {
+        Some("replace") => {
+            let mut p = pmap.clone();
+            p.remove("$patch");
+            *target = Value::Object(p);
+            return;
+        }
+        Some("delete") => {
+            *target = Value::Object(Map::new());
+            return;
+        }
+        _ => {}
     }
     if !target.is_object() {
         *target = Value::Object(Map::new());
@@ -192,6 +201,19 @@ mod tests {
             t["spec"]["containers"],
             json!([{"name": "z", "image": "z:1"}])
         );
+    }
+
+    /// `$patch: delete` on a map makes it empty, whatever else the map carries (as apimachinery;
+    /// the proxy judges it so), instead of merging the other fields in.
+    #[test]
+    fn a_delete_directive_on_a_map_empties_it() {
+        let mut t = json!({"spec": {"containers": [{"name": "c", "image": "a:1",
+            "securityContext": {"runAsNonRoot": true}}]}});
+        let p = json!({"spec": {"containers": [{"name": "c",
+            "securityContext": {"$patch": "delete", "privileged": true}}]}});
+        apply(PatchType::Strategic, &mut t, p).unwrap();
+        assert_eq!(t["spec"]["containers"][0]["securityContext"], json!({}));
+        assert_eq!(t["spec"]["containers"][0]["image"], "a:1");
     }
 
     #[test]

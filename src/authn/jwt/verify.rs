@@ -165,18 +165,21 @@ impl IssuerPolicy {
     }
 
     /// A token was refused because `alg` is not in this issuer's list. If a key the issuer
-    /// publishes (under the token's `kid`) is for `alg`, the issuer most likely signs with it
-    /// and the list leaves it out — an EdDSA issuer without a list since EdDSA left the
+    /// publishes (under the token's `kid`) is for `alg`, the issuer may sign with it while the
+    /// list leaves it out (the header is the caller's, not verified: the log says so) — an EdDSA issuer without a list since EdDSA left the
     /// default list (2026-12-07), with remote keys or beside other keys, which the
     /// configuration check cannot see: say so in the log, naming what to write. Nothing is
     /// verified or fetched here.
     fn note_unlisted(&self, kid: Option<&str>, alg: Alg, now: Duration) {
-        if self.keys.in_hand(kid, alg).is_err() {
-            return;
-        }
         let at = now.as_secs().saturating_add(1);
         let last = self.unlisted_warned.load(Ordering::Relaxed);
-        if last != 0 && at < last.saturating_add(UNLISTED_WARNING_INTERVAL.as_secs()) {
+        // Within the interval since the last warning: silent. A clock set back re-arms it.
+        if last != 0
+            && (last..last.saturating_add(UNLISTED_WARNING_INTERVAL.as_secs())).contains(&at)
+        {
+            return;
+        }
+        if self.keys.in_hand(kid, alg).is_err() {
             return;
         }
         if self
@@ -195,7 +198,7 @@ impl IssuerPolicy {
         tracing::warn!(
             issuer = %self.url,
             kid = kid.unwrap_or(""),
-            "a token signed {alg:?} under a key this issuer publishes for {alg:?} was refused: {alg:?} is not in its algorithms ({listed}); if the issuer signs with it, add {alg:?} to that issuer's `algorithms` (EdDSA is accepted only where listed, as the default list is kube-apiserver's); at most one such warning per issuer every {} minutes",
+            "a token was refused whose header names {alg:?} and a key this issuer publishes for {alg:?}: {alg:?} is not in its algorithms ({listed}) (the header is not verified). If the issuer signs with {alg:?}, add {alg:?} to that issuer's `algorithms` (EdDSA is accepted only where listed, as the default list is kube-apiserver's); at most one such warning per issuer every {} minutes",
             UNLISTED_WARNING_INTERVAL.as_secs() / 60
         );
     }

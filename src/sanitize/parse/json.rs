@@ -10,6 +10,17 @@ use super::{Limits, ParseError};
 
 /// Parse one JSON document strictly. See the module docs of [`super`] for what is refused.
 pub fn parse_json(bytes: &[u8], limits: &Limits) -> Result<Value, ParseError> {
+    parse(bytes, Checker::new(limits, false))
+}
+
+/// [`parse_json`] for a YAML body shaped as JSON: its numbers as the API server's YAML reading
+/// makes them (an integral float is an integer; [`Checker::go_floats`]).
+pub fn parse_json_as_yaml(bytes: &[u8], limits: &Limits) -> Result<Value, ParseError> {
+    parse(bytes, Checker::new(limits, false).go_floats())
+}
+
+fn parse(bytes: &[u8], ck: Checker<'_>) -> Result<Value, ParseError> {
+    let limits = ck.limits;
     if bytes
         .iter()
         .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
@@ -17,7 +28,6 @@ pub fn parse_json(bytes: &[u8], limits: &Limits) -> Result<Value, ParseError> {
         return Err(ParseError::Empty);
     }
     check_number_lengths(bytes, limits.max_number_digits)?;
-    let ck = Checker::new(limits, false);
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let seed = ValueSeed {
         ck: &ck,

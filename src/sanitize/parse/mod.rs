@@ -193,7 +193,7 @@ fn parse_yaml_or_json(bytes: &[u8], limits: &Limits) -> Result<Value, ParseError
         .iter()
         .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
     if first == Some(&b'{') {
-        match json::parse_json(bytes, limits) {
+        match json::parse_json_as_yaml(bytes, limits) {
             Err(ParseError::Json(_)) => {}
             other => return other,
         }

@@ -81,9 +81,12 @@ pub(crate) struct Checker<'l> {
     pub(crate) limits: &'l Limits,
     /// The first violation found by the visitor, if any.
     pub(crate) error: Cell<Option<ParseError>>,
-    /// YAML: scalar keys (`1: a`) may be non-strings, which JSON's never are; and a float is
-    /// written as Go writes the float64 sigs.k8s.io/yaml makes of it (integral: no fraction).
+    /// YAML may deliver non-string scalar keys (`1: a`); JSON never does.
     pub(crate) scalar_keys: bool,
+    /// A YAML body (also one shaped as JSON): the API server reads its numbers as go-yaml v2's
+    /// float64s and writes them with encoding/json, so an integral float is an integer (`2.0`,
+    /// `1e3`, `08` become `2`, `1000`, `8`), which an int field then takes.
+    pub(crate) go_floats: bool,
 }
 
 impl<'l> Checker<'l> {
@@ -92,7 +95,14 @@ impl<'l> Checker<'l> {
             limits,
             error: Cell::new(None),
             scalar_keys,
+            go_floats: false,
         }
+    }
+
+    /// Numbers as the API server makes them of a YAML body (see [`Checker::go_floats`]).
+    pub(crate) fn go_floats(mut self) -> Self {
+        self.go_floats = true;
+        self
     }
 
     fn fail<E: de::Error>(&self, err: ParseError) -> E {
@@ -187,13 +197,9 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
         }
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        // YAML `08`, `1e3`, `2.0` are float64s in go-yaml v2, which encoding/json writes `8`,
-        // `1000`, `2` — what the API server decodes, an int field included — not `8.0`.
-        if self.ck.scalar_keys && v.fract() == 0.0 {
-            if v.abs() < 9_223_372_036_854_775_808.0 {
-                return Ok(Value::Number((v as i64).into()));
-            } else if v > 0.0 && v < 18_446_744_073_709_551_616.0 {
-                return Ok(Value::Number((v as u64).into()));
+        if self.ck.go_floats {
+            if let Some(n) = integral(v) {
+                return Ok(Value::Number(n));
             }
         }
         match Number::from_f64(v) {
@@ -353,8 +359,13 @@ impl<'de> Visitor<'de> for KeySeed<'_, '_> {
     fn visit_u128<E: de::Error>(self, v: u128) -> Result<String, E> {
         Ok(v.to_string())
     }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<String, E> {
-        Err(self.bad("a floating-point mapping key"))
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+        // sigs.k8s.io/yaml spells a float key with Go's `%g` (shortest, float32): an integral
+        // one below 1e6 is its digits (`08:` → "8", `1e3:` → "1000"). Others are refused.
+        match integral(v) {
+            Some(n) if v.abs() < 1e6 => Ok(n.to_string()),
+            _ => Err(self.bad("a floating-point mapping key")),
+        }
     }
     fn visit_unit<E: de::Error>(self) -> Result<String, E> {
         Err(self.bad("a null mapping key"))
@@ -371,4 +382,19 @@ impl<'de> Visitor<'de> for KeySeed<'_, '_> {
     fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<String, A::Error> {
         Err(self.bad("a mapping used as a mapping key"))
     }
+}
+
+/// `v` as an integer when it is integral and within 64 bits: YAML `08`, `1e3`, `2.0` are
+/// float64s in go-yaml v2, which encoding/json writes `8`, `1000`, `2` — what the API server
+/// decodes, an int field included — not `8.0`. Beyond 64 bits it stays a float (Go writes the
+/// digits, serde_json an exponent: the same number).
+pub(crate) fn integral(v: f64) -> Option<Number> {
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    if v.fract() != 0.0 {
+        return None;
+    }
+    if (-TWO_63..TWO_63).contains(&v) {
+        return Some((v as i64).into());
+    }
+    (v > 0.0 && v < 2.0 * TWO_63).then(|| (v as u64).into())
 }

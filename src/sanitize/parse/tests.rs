@@ -343,6 +343,36 @@ fn yaml_scalars_resolve_as_documented() {
         parse_yaml(b"on: a\ntrue: b\n", &lim()),
         Err(ParseError::DuplicateKey { .. })
     ));
+    // Integral float keys as sigs.k8s.io/yaml spells them; other float keys are refused.
+    let keys = parse_yaml(b"08: a\n1e3: b\n", &lim()).unwrap();
+    assert_eq!(keys, json!({"8": "a", "1000": "b"}));
+    assert!(parse_yaml(b"1.5: a\n", &lim()).is_err());
+    // The 64-bit edges: -2^63 is an integer, 2^64 stays a float.
+    let edges = parse_yaml(
+        b"lo: -9223372036854775808.0\nhi: 18446744073709551616.0\n",
+        &lim(),
+    )
+    .unwrap();
+    assert_eq!(
+        serde_json::to_string(&edges["lo"]).unwrap(),
+        "-9223372036854775808"
+    );
+    assert!(edges["hi"].is_f64(), "{edges}");
+    // A YAML body shaped as JSON is read as the API server reads YAML (`2.0` is 2); a JSON
+    // body keeps what it says.
+    for ct in ["application/yaml", "application/apply-patch+yaml"] {
+        let p = parse_body(ct, br#"{"spec":{"replicas":2.0,"f":0.5}}"#, &lim()).unwrap();
+        assert_eq!(
+            serde_json::to_string(&p.value).unwrap(),
+            r#"{"spec":{"f":0.5,"replicas":2}}"#,
+            "{ct}"
+        );
+    }
+    let p = parse_body("application/json", br#"{"replicas":2.0}"#, &lim()).unwrap();
+    assert_eq!(
+        serde_json::to_string(&p.value).unwrap(),
+        r#"{"replicas":2.0}"#
+    );
     // The documented divergences from go-yaml v2.
     let d = parse_yaml(b"mixed: yEs\nupper: 0X1F\ntwice: 1__0\n", &lim()).unwrap();
     assert_eq!(d, json!({"mixed": true, "upper": "0X1F", "twice": "1__0"}));

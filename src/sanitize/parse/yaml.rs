@@ -27,12 +27,15 @@
 //! | `1.5`, `1e3`, `08`, `2.0`               | 1.5, 1000, 8, 2 (an integral float64 is written as Go writes it) |
 //! | `2001-12-14`, `1:20`                    | string                               |
 //! | `.inf`, `.nan`                          | refused (the API server cannot make JSON of them either: 400) |
-//! | a key `on:`, `yes:`, `010:`              | `"true"`, `"true"`, `"8"` (sigs.k8s.io/yaml's key spelling) |
+//! | a key `on:`, `yes:`, `010:`, `08:`, `1e3:` | `"true"`, `"true"`, `"8"`, `"8"`, `"1000"` (sigs.k8s.io/yaml's key spelling) |
 //!
 //! Where serde-saphyr's YAML 1.1 differs from go-yaml v2 (rare spellings, written down in the
 //! README): booleans in mixed case (`yEs`, `tRue`) are booleans here, strings there; upper-case
-//! radix prefixes (`0X1F`, `0B1`) and numbers with several or fractional underscores (`1__0`,
-//! `0.1_5`) are strings here, numbers there; an integral float beyond 2^64 keeps an exponent.
+//! radix prefixes (`0X1F`, `0B1`) and numbers with an underscore anywhere but between two
+//! digits of an integer (`1__0`, `1_`, `-_1`, `0.1_5`, `1_e3`, `1_000.5`) are strings here,
+//! numbers there (go-yaml removes every `_` first); a float key that is not integral below 1e6
+//! (`1.5:`) is refused here, spelt with Go's `%g` there; an integral float beyond 2^64 keeps an
+//! exponent.
 //!
 //! Whatever a scalar resolves to, the proxy judges that value and forwards its canonical JSON,
 //! never the YAML: the API server stores exactly what was judged, so no spelling can smuggle
@@ -80,7 +83,7 @@ pub fn parse_yaml(text: &[u8], limits: &Limits) -> Result<Value, ParseError> {
     if is_blank_yaml(s) {
         return Err(ParseError::Empty);
     }
-    let ck = Checker::new(limits, true);
+    let ck = Checker::new(limits, true).go_floats();
     let result = serde_saphyr::with_deserializer_from_str_with_options(s, options(limits), |de| {
         ValueSeed {
             ck: &ck,

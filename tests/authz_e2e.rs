@@ -1699,7 +1699,7 @@ async fn es512_issuers_work_as_in_the_api_server() {
     )
     .unwrap();
     std::fs::write(&pem, pem_key.public_pem()).unwrap();
-    let mappings = "      claim_mappings:\n        username: {claim: sub, prefix: \"\"}\n        groups: {claim: groups, prefix: \"\"}\n";
+    let mappings = ISSUER_MAPPINGS;
     let issuers = format!(
         "    - issuer: {{url: https://es512-jwks.example, audiences: [portcullis], jwks_file: {jwks}}}\n{mappings}\
          \x20   - issuer: {{url: https://es512-pem.example, audiences: [portcullis], pem_files: [{{path: {pem}, kid: p521-pem}}]}}\n      algorithms: [ES512]\n{mappings}\
@@ -1708,38 +1708,13 @@ async fn es512_issuers_work_as_in_the_api_server() {
         both = both.display(),
         pem = pem.display(),
     );
-    let env = Env::start_with(|config| {
-        let anchor = "        groups: {claim: groups, prefix: \"\"}\n";
-        assert!(config.contains(anchor), "the demo issuer's mappings moved");
-        *config = config.replacen(anchor, &format!("{anchor}{issuers}"), 1);
-    })
-    .await;
-    let at = |iss: &str| {
-        let mut c = claims("alice", &["tenant:team-a"]);
-        c["iss"] = json!(iss);
-        c
-    };
+    let env = with_issuers(&issuers).await;
+    let at = alice_at;
     for (iss, key) in [
         ("https://es512-jwks.example", &jwks_key),
         ("https://es512-pem.example", &pem_key),
     ] {
-        env.sandbox.sandbox.clear_recorded();
-        let token = key.token(&at(iss));
-        let resp = env
-            .request(
-                req("GET", "/api/v1/namespaces/team-a/pods", Some(&token)),
-                None,
-                false,
-            )
-            .await;
-        assert_eq!(resp.status(), 200, "{iss}: {:?}", resp.body());
-        let seen = env.sandbox.sandbox.recorded();
-        assert_eq!(seen.len(), 1, "{iss}: {seen:?}");
-        assert_eq!(
-            seen[0].headers.get("impersonate-user").unwrap(),
-            "alice",
-            "{iss}"
-        );
+        lists_pods_as_alice(&env, &key.token(&at(iss)), iss).await;
     }
     let stranger = jwt::Forge::generate_p521("p521-jwks");
     let p256_under_es512 = jwt::Forge::generate("p521-jwks").sign(
@@ -1769,6 +1744,46 @@ async fn es512_issuers_work_as_in_the_api_server() {
     env.stop().await;
 }
 
+/// The claim mappings of an issuer added by [`with_issuers`] (the demo issuer's).
+const ISSUER_MAPPINGS: &str = "      claim_mappings:\n        username: {claim: sub, prefix: \"\"}\n        groups: {claim: groups, prefix: \"\"}\n";
+
+/// The demo proxy with `issuers` (entries of `authentication.jwt`) after the demo issuer.
+async fn with_issuers(issuers: &str) -> Env {
+    Env::start_with(|config| {
+        let anchor = "        groups: {claim: groups, prefix: \"\"}\n";
+        assert!(config.contains(anchor), "the demo issuer's mappings moved");
+        *config = config.replacen(anchor, &format!("{anchor}{issuers}"), 1);
+    })
+    .await
+}
+
+/// Alice's claims (tenant team-a) as issuer `iss` signs them.
+fn alice_at(iss: &str) -> Value {
+    let mut c = claims("alice", &["tenant:team-a"]);
+    c["iss"] = json!(iss);
+    c
+}
+
+/// `token` lists team-a's pods: 200, and the upstream saw that one request, as alice.
+async fn lists_pods_as_alice(env: &Env, token: &str, what: &str) {
+    env.sandbox.sandbox.clear_recorded();
+    let resp = env
+        .request(
+            req("GET", "/api/v1/namespaces/team-a/pods", Some(token)),
+            None,
+            false,
+        )
+        .await;
+    assert_eq!(resp.status(), 200, "{what}: {:?}", resp.body());
+    let seen = env.sandbox.sandbox.recorded();
+    assert_eq!(seen.len(), 1, "{what}: {seen:?}");
+    assert_eq!(
+        seen[0].headers.get("impersonate-user").unwrap(),
+        "alice",
+        "{what}"
+    );
+}
+
 /// EdDSA, which kube-apiserver refuses, is accepted only where an issuer lists it: through the
 /// proxy an EdDSA token at an issuer without a list is a 401 `Status` that never reaches the
 /// upstream, while the same key's token at an issuer listing EdDSA is forwarded as its user.
@@ -1785,23 +1800,14 @@ async fn eddsa_is_accepted_only_where_an_issuer_lists_it() {
         json!({"keys": [ed.public_jwk(), p256.jwk()]}).to_string(),
     )
     .unwrap();
-    let mappings = "      claim_mappings:\n        username: {claim: sub, prefix: \"\"}\n        groups: {claim: groups, prefix: \"\"}\n";
+    let mappings = ISSUER_MAPPINGS;
     let issuers = format!(
         "    - issuer: {{url: https://ed-default.example, audiences: [portcullis], jwks_file: {jwks}}}\n{mappings}\
          \x20   - issuer: {{url: https://ed-listed.example, audiences: [portcullis], jwks_file: {jwks}}}\n      algorithms: [EdDSA]\n{mappings}",
         jwks = jwks.display(),
     );
-    let env = Env::start_with(|config| {
-        let anchor = "        groups: {claim: groups, prefix: \"\"}\n";
-        assert!(config.contains(anchor), "the demo issuer's mappings moved");
-        *config = config.replacen(anchor, &format!("{anchor}{issuers}"), 1);
-    })
-    .await;
-    let at = |iss: &str| {
-        let mut c = claims("alice", &["tenant:team-a"]);
-        c["iss"] = json!(iss);
-        c
-    };
+    let env = with_issuers(&issuers).await;
+    let at = alice_at;
     let s = refused(
         &env,
         req(
@@ -1825,22 +1831,7 @@ async fn eddsa_is_accepted_only_where_an_issuer_lists_it() {
             ed.issue(&at("https://ed-listed.example")).unwrap(),
         ),
     ] {
-        env.sandbox.sandbox.clear_recorded();
-        let resp = env
-            .request(
-                req("GET", "/api/v1/namespaces/team-a/pods", Some(&token)),
-                None,
-                false,
-            )
-            .await;
-        assert_eq!(resp.status(), 200, "{name}: {:?}", resp.body());
-        let seen = env.sandbox.sandbox.recorded();
-        assert_eq!(seen.len(), 1, "{name}: {seen:?}");
-        assert_eq!(
-            seen[0].headers.get("impersonate-user").unwrap(),
-            "alice",
-            "{name}"
-        );
+        lists_pods_as_alice(&env, &token, name).await;
     }
     env.stop().await;
 }

@@ -59,8 +59,9 @@ impl Alg {
     pub const HS384: Alg = Alg::Jwt(Algorithm::HS384);
     pub const HS512: Alg = Alg::Jwt(Algorithm::HS512);
 
-    /// Every algorithm a key set's key can check (HMAC secrets are never in a key set).
-    pub const ASYMMETRIC: [Alg; 10] = [
+    /// kube-apiserver's signing algorithms under an AuthenticationConfiguration
+    /// (`allowedSigningAlgs`: RS, ES and PS with 256 / 384 / 512).
+    pub const KUBE_APISERVER: [Alg; 9] = [
         Alg::RS256,
         Alg::RS384,
         Alg::RS512,
@@ -70,8 +71,13 @@ impl Alg {
         Alg::PS256,
         Alg::PS384,
         Alg::PS512,
-        Alg::EDDSA,
     ];
+
+    /// Every algorithm a key set's key can check: the API server's and EdDSA (HMAC secrets
+    /// are never in a key set).
+    pub fn asymmetric() -> impl Iterator<Item = Alg> {
+        Alg::KUBE_APISERVER.into_iter().chain([Alg::EDDSA])
+    }
 
     pub fn family(self) -> Family {
         match self {

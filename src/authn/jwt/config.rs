@@ -49,17 +49,7 @@ use crate::{
 /// AuthenticationConfiguration (`allowedSigningAlgs`: RS, ES and PS with 256 / 384 / 512), so
 /// a token the API server would refuse is not accepted here by default. EdDSA, which the API
 /// server refuses, is accepted only where an issuer lists it.
-pub const DEFAULT_ALGORITHMS: [Alg; 9] = [
-    Alg::RS256,
-    Alg::RS384,
-    Alg::RS512,
-    Alg::ES256,
-    Alg::ES384,
-    Alg::ES512,
-    Alg::PS256,
-    Alg::PS384,
-    Alg::PS512,
-];
+pub const DEFAULT_ALGORITHMS: [Alg; 9] = Alg::KUBE_APISERVER;
 
 /// go-oidc's fixed allowance on `nbf` (v2, which kube-apiserver uses).
 const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);

@@ -50,10 +50,9 @@ impl KeySet {
             .filter(move |k| k.accepts(alg) && kid.is_none_or(|kid| k.kid.as_deref() == Some(kid)))
     }
 
-    /// The algorithms some key of this set can check, in [`Alg::ASYMMETRIC`]'s order.
+    /// The algorithms some key of this set can check, in [`Alg::asymmetric`]'s order.
     pub fn algorithms(&self) -> Vec<Alg> {
-        Alg::ASYMMETRIC
-            .into_iter()
+        Alg::asymmetric()
             .filter(|a| self.keys.iter().any(|k| k.accepts(*a)))
             .collect()
     }

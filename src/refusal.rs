@@ -178,7 +178,9 @@ pub enum BodyRefusal {
     /// A `Content-Encoding` other than identity on an inspected body.
     Encoded(String),
     /// No, or an unknown, media type; or a patch type on create / an object type on patch.
-    UnknownFormat,
+    /// `patch`: the request is a PATCH, whose answer lists the patch types (as the API
+    /// server's patch handler); any other lists the object types.
+    UnknownFormat { patch: bool },
     /// Protobuf / CBOR where something would judge the body.
     CannotJudge {
         media_type: String,
@@ -277,6 +279,11 @@ pub struct Refused {
 }
 
 const ACCEPTED: &str = "application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml";
+/// What kube-apiserver's 415 lists for an object body (its serializers' media types).
+const OBJECT_TYPES: &str =
+    "application/json, application/yaml, application/vnd.kubernetes.protobuf";
+/// What its patch handler's 415 lists (`sets.List` of the patch types: sorted).
+const PATCH_TYPES: &str = "application/apply-patch+yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json";
 
 impl Refusal {
     /// The stage that refused: the audit `portcullis.io/rejected-by` annotation and the
@@ -428,8 +435,9 @@ impl BodyRefusal {
             BodyRefusal::Encoded(enc) => Status::unsupported_media_type(format!(
                 "Content-Encoding {enc:?} is not accepted: portcullis inspects request bodies and needs them unencoded"
             )),
-            BodyRefusal::UnknownFormat => Status::unsupported_media_type(format!(
-                "the body of the request was in an unknown format - accepted media types include: {ACCEPTED}"
+            BodyRefusal::UnknownFormat { patch } => Status::unsupported_media_type(format!(
+                "the body of the request was in an unknown format - accepted media types include: {}",
+                if *patch { PATCH_TYPES } else { OBJECT_TYPES }
             )),
             BodyRefusal::CannotJudge { media_type, resource } => Status::unsupported_media_type(format!(
                 "portcullis cannot judge a body of type {media_type} for {resource}: send JSON or YAML (kubectl apply -f, kubectl create -f) - accepted media types include: {ACCEPTED}"

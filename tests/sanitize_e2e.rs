@@ -1790,20 +1790,29 @@ async fn strict_parsing_refuses_differentials_and_bombs() {
         "BadRequest",
     )
     .await;
-    refused(
-        &env,
-        req("POST", cms, Some("text/plain"), "{}"),
-        415,
-        "UnsupportedMediaType",
-    )
-    .await;
-    refused(
-        &env,
-        json_req("POST", cms, "application/merge-patch+json", &json!({})),
-        415,
-        "UnsupportedMediaType",
-    )
-    .await;
+    // The 415's list is what the API server's answer lists: a create is told the object
+    // types, a PATCH the patch types (sorted, as its patch handler lists them).
+    let objects = "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf";
+    let patches = "the body of the request was in an unknown format - accepted media types include: application/apply-patch+yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json";
+    for (r, want) in [
+        (req("POST", cms, Some("text/plain"), "{}"), objects),
+        (
+            json_req("POST", cms, "application/merge-patch+json", &json!({})),
+            objects,
+        ),
+        (
+            json_req("PATCH", &format!("{cms}/x"), "application/json", &json!({})),
+            patches,
+        ),
+        (
+            req("PATCH", &format!("{cms}/x"), Some("text/plain"), "{}"),
+            patches,
+        ),
+        (req("PATCH", &format!("{cms}/x"), None, "{}"), patches),
+    ] {
+        let s = refused(&env, r, 415, "UnsupportedMediaType").await;
+        assert_eq!(message(&s), want, "{s}");
+    }
     env.stop().await;
 }
 
@@ -2663,6 +2672,52 @@ async fn a_tenant_s_old_higher_level_does_not_replace_the_namespace_s() {
         a["portcullis.io/pod-security-enforce-policies"], "restricted:v1.18, baseline:latest",
         "{event}"
     );
+    // PodSecurity writes `enforce-policy` only for the creates and updates it judges: not for
+    // a read, a list, an update that changes nothing it checks (a label), or a delete.
+    let pod_path = "/api/v1/namespaces/team-a/pods/compliant";
+    let label = json!({"metadata": {"labels": {"tier": "web"}}});
+    let requests = [
+        ("get", req("GET", pod_path, None, "")),
+        (
+            "list",
+            req("GET", "/api/v1/namespaces/team-a/pods", None, ""),
+        ),
+        (
+            "label patch",
+            json_req("PATCH", pod_path, "application/merge-patch+json", &label),
+        ),
+        ("delete", req("DELETE", pod_path, None, "")),
+    ];
+    for (what, r) in requests {
+        let resp = send_as(&env, r, Some(&alice)).await;
+        assert!(resp.status().is_success(), "{what}: {}", resp.status());
+    }
+    let log = std::fs::read_to_string(env.files.dir.join("audit.log")).unwrap();
+    let verbs: Vec<(String, Value)> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| {
+            e["stage"] == "ResponseComplete"
+                && e["user"]["username"] == "alice"
+                && e["verb"] != "create"
+        })
+        .map(|e| {
+            (
+                e["verb"].as_str().unwrap_or_default().to_owned(),
+                e["annotations"].clone(),
+            )
+        })
+        .collect();
+    let seen: Vec<&str> = verbs.iter().map(|(v, _)| v.as_str()).collect();
+    assert_eq!(seen, ["get", "list", "patch", "delete"], "{verbs:?}");
+    for (verb, a) in &verbs {
+        for key in [
+            "pod-security.kubernetes.io/enforce-policy",
+            "portcullis.io/pod-security-enforce-policies",
+        ] {
+            assert!(a.get(key).is_none(), "{verb}: {a}");
+        }
+    }
 }
 
 /// With `latest_version` below v1.27 the API server copies the legacy seccomp annotations into

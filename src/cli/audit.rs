@@ -67,7 +67,8 @@ pub enum AuditCommand {
         /// The private key file to create.
         #[arg(long)]
         out: PathBuf,
-        /// Where the public key goes (default: next to it, `*.pub.pem`).
+        /// Where the public key goes (default: next to it, `key.pem` → `key.pub.pem`, any
+        /// other name + `.pub`).
         #[arg(long)]
         public_out: Option<PathBuf>,
     },

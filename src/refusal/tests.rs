@@ -69,7 +69,7 @@ fn every_refusal() -> Vec<Refusal> {
         BodyRefusal::NotReceived,
         BodyRefusal::Unreadable("eof".into()),
         BodyRefusal::Encoded("gzip".into()),
-        BodyRefusal::UnknownFormat,
+        BodyRefusal::UnknownFormat { patch: false },
         BodyRefusal::CannotJudge {
             media_type: "application/cbor".into(),
             resource: "pods".into(),

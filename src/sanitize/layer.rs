@@ -141,7 +141,14 @@ where
             if let (Some(rec), Some(names)) = (rec.as_ref(), verdict.named.as_ref()) {
                 rec.with(|r| r.request_names(names));
             }
-            let policy = match rec.as_ref() {
+            // The enforced policies are recorded where Pod Security evaluated the write, as
+            // PodSecurity writes `enforce-policy` only for the creates and updates it judges —
+            // not for reads, deletes, or an update that changes nothing it checks.
+            let evaluated = match &checked {
+                Ok(_) => verdict.pss_evaluated,
+                Err(refusal) => matches!(refusal, Refusal::PodSecurity(_)),
+            };
+            let policy = match rec.as_ref().filter(|_| evaluated) {
                 Some(rec) => {
                     let (first, all) = pss_policy(&layer.sanitizer, info, identity);
                     if let Some(all) = all {

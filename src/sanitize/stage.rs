@@ -72,6 +72,8 @@ pub struct Verdict {
     pub inspected: bool,
     /// True when a warn-mode Pod Security level found violations.
     pub pss_warned: bool,
+    /// True when Pod Security evaluated the write ([`judge::Judged::pod_security`]).
+    pub pss_evaluated: bool,
     /// Set by the caller: keep the judged body (for the audit `requestObject`).
     pub keep_body: bool,
     /// The judged body, when `keep_body` was set; for a write the judge refused, the body as
@@ -261,7 +263,12 @@ fn parse_inspected(
     let sent = sent_content_type(parts);
     let content_type = match media_type_or_default(&sent, &parts.method) {
         Some(ct) => ct,
-        None => return Err(BodyRefusal::UnknownFormat.into()),
+        None => {
+            return Err(BodyRefusal::UnknownFormat {
+                patch: parts.method == Method::PATCH,
+            }
+            .into())
+        }
     };
     if essence(content_type) == protobuf::MEDIA_TYPE {
         return protobuf_body(s, info, ob, parts, bytes);
@@ -280,11 +287,20 @@ fn parse_inspected(
             }
             .into());
         }
+        Err(ParseError::UnsupportedMediaType(_)) => {
+            return Err(BodyRefusal::UnknownFormat {
+                patch: parts.method == Method::PATCH,
+            }
+            .into())
+        }
         Err(e) => return Err(parse_refusal(&e)),
     };
     let is_patch = parsed.kind != BodyKind::Object;
     if is_patch != (parts.method == Method::PATCH) {
-        return Err(BodyRefusal::UnknownFormat.into());
+        return Err(BodyRefusal::UnknownFormat {
+            patch: parts.method == Method::PATCH,
+        }
+        .into());
     }
     Ok(Inspected::Parsed(parsed))
 }
@@ -331,7 +347,7 @@ fn protobuf_body(
     bytes: &[u8],
 ) -> Result<Inspected, Refusal> {
     if parts.method == Method::PATCH {
-        return Err(BodyRefusal::UnknownFormat.into());
+        return Err(BodyRefusal::UnknownFormat { patch: true }.into());
     }
     let resource = judge::resource_path(info);
     let refusal = |e: ProtoError| proto_refusal(info, e);
@@ -395,6 +411,7 @@ async fn judge_write(
         Current::NotFetched
     };
     let judged = judge::judge(s, info, ob.identity, parsed, current, tokens, manager)?;
+    verdict.pss_evaluated = judged.pod_security;
     verdict.pss_warned = judged
         .warnings
         .iter()
@@ -472,7 +489,8 @@ fn set_length(parts: &mut Parts, n: usize) {
 /// when known) otherwise. Shared with the create guard, which re-reads judged bodies.
 pub(crate) fn parse_refusal(e: &ParseError) -> Refusal {
     match e {
-        ParseError::UnsupportedMediaType(_) => BodyRefusal::UnknownFormat.into(),
+        // Callers other than `parse_inspected` (which answers a PATCH itself) judge objects.
+        ParseError::UnsupportedMediaType(_) => BodyRefusal::UnknownFormat { patch: false }.into(),
         e => BodyRefusal::Parse {
             message: e.to_string(),
             field: e.field_path().map(str::to_owned),

@@ -88,6 +88,9 @@ pub struct Judged {
     pub stripped: Vec<String>,
     /// The preconditions the proxy (not the client) added to the body.
     pub pins: Pins,
+    /// Pod Security evaluated this write (a pod-bearing kind under a policy, a change it
+    /// judges): what PodSecurity's `enforce-policy` audit annotation is written for.
+    pub pod_security: bool,
 }
 
 /// `resource` or `resource/subresource`, as PodSecurity and the rules see it.
@@ -361,6 +364,7 @@ pub fn judge(
             .zip(field_manager)
             .is_some_and(|(cur, m)| reapply::reapplies(cur, m));
     let pss_needed = kind.is_some_and(|k| modes.any() && (reapply || touches(k, &parsed)));
+    out.pod_security = pss_needed;
     let deny_needed = rules.iter().any(|r| !r.deny.is_empty());
     // Only a write that can make or re-point a token Secret is checked (and pinned).
     let tokens = tokens.filter(|_| token_relevant(&parsed));

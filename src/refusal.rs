@@ -282,8 +282,10 @@ const ACCEPTED: &str = "application/json, application/yaml, application/json-pat
 /// What kube-apiserver's 415 lists for an object body (its serializers' media types).
 const OBJECT_TYPES: &str =
     "application/json, application/yaml, application/vnd.kubernetes.protobuf";
-/// What its patch handler's 415 lists (`sets.List` of the patch types: sorted).
-const PATCH_TYPES: &str = "application/apply-patch+yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json";
+/// The patch types, in the order the API server registers them. Its handler lists them this
+/// way for a custom resource (which has no strategic merge); for a built-in one its router
+/// answers a bare `415: Unsupported Media Type`: the proxy's `Status` names them instead.
+const PATCH_TYPES: &str = "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml";
 
 impl Refusal {
     /// The stage that refused: the audit `portcullis.io/rejected-by` annotation and the

@@ -1790,10 +1790,11 @@ async fn strict_parsing_refuses_differentials_and_bombs() {
         "BadRequest",
     )
     .await;
-    // The 415's list is what the API server's answer lists: a create is told the object
-    // types, a PATCH the patch types (sorted, as its patch handler lists them).
+    // A create is told the object types the API server lists; a PATCH the patch types (the API
+    // server lists them for a custom resource, answers a bare 415 for a built-in one) — never
+    // the type it was refused for.
     let objects = "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf";
-    let patches = "the body of the request was in an unknown format - accepted media types include: application/apply-patch+yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json";
+    let patches = "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml";
     for (r, want) in [
         (req("POST", cms, Some("text/plain"), "{}"), objects),
         (
@@ -2748,4 +2749,104 @@ async fn legacy_seccomp_annotations_are_judged_where_the_api_server_copies_them(
         ),
         "{s}"
     );
+}
+
+/// The ResponseComplete event of the last request by `user` to `path` with `verb`.
+fn last_event(env: &Env, user: &str, verb: &str, path: &str) -> Value {
+    let log = std::fs::read_to_string(env.files.dir.join("audit.log")).unwrap();
+    log.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| {
+            e["stage"] == "ResponseComplete"
+                && e["user"]["username"] == user
+                && e["verb"] == verb
+                && e["requestURI"]
+                    .as_str()
+                    .is_some_and(|u| u.starts_with(path))
+        })
+        .unwrap_or_else(|| panic!("no {verb} {path} by {user} in the audit log"))
+}
+
+/// PodSecurity's `enforce-policy` is written where its admission gets to a write, as the API
+/// server's events carry it: a pod create and a patch of what it checks (the image) under the
+/// namespace's level; a pod it let through but a field rule then refused (the annotation
+/// stays, the upstream sees nothing); and in a namespace whose levels are all privileged, every
+/// pod create and update — a label-only patch included — as `privileged:latest`. A read has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforce_policy_is_written_where_pod_security_gets_to_the_write() {
+    let env = Env::start().await;
+    let alice = env.alice_token();
+    let key = "pod-security.kubernetes.io/enforce-policy";
+    let team_a = "/api/v1/namespaces/team-a/pods";
+    accepted_as(
+        &env,
+        json_req("POST", team_a, "application/json", &pod("p1", good_spec())),
+        Some(&alice),
+    )
+    .await;
+    assert_eq!(
+        last_event(&env, "alice", "create", team_a)["annotations"][key],
+        "restricted:latest"
+    );
+    let image = json!({"spec": {"containers": [{"name": "c", "image": "nginx:2"}]}});
+    accepted_as(&env, smp(&format!("{team_a}/p1"), &image), Some(&alice)).await;
+    assert_eq!(
+        last_event(&env, "alice", "patch", team_a)["annotations"][key],
+        "restricted:latest"
+    );
+    // Compliant, but a field rule denies tenants `nodeName`: refused after Pod Security ran.
+    let mut spec = good_spec();
+    spec["nodeName"] = json!("node-1");
+    refused_as(
+        &env,
+        json_req("POST", team_a, "application/json", &pod("p2", spec)),
+        Some(&alice),
+        422,
+        "Invalid",
+    )
+    .await;
+    let refused_event = last_event(&env, "alice", "create", team_a);
+    assert_eq!(
+        refused_event["responseStatus"]["code"], 422,
+        "{refused_event}"
+    );
+    assert_eq!(
+        refused_event["annotations"][key], "restricted:latest",
+        "{refused_event}"
+    );
+
+    // `default`: every level privileged (the demo's defaults).
+    let default = "/api/v1/namespaces/default/pods";
+    let mut privileged = good_spec();
+    privileged["containers"][0]["securityContext"] = json!({"privileged": true});
+    accepted(
+        &env,
+        json_req("POST", default, "application/json", &pod("q", privileged)),
+    )
+    .await;
+    assert_eq!(
+        last_event(&env, "admin", "create", default)["annotations"][key],
+        "privileged:latest"
+    );
+    let label = json!({"metadata": {"labels": {"tier": "web"}}});
+    accepted(
+        &env,
+        json_req(
+            "PATCH",
+            &format!("{default}/q"),
+            "application/merge-patch+json",
+            &label,
+        ),
+    )
+    .await;
+    assert_eq!(
+        last_event(&env, "admin", "patch", default)["annotations"][key],
+        "privileged:latest"
+    );
+    let resp = send_as(&env, req("GET", &format!("{default}/q"), None, ""), None).await;
+    assert_eq!(resp.status(), 200);
+    let read = last_event(&env, "admin", "get", default);
+    assert!(read["annotations"].get(key).is_none(), "{read}");
+    env.stop().await;
 }

@@ -283,7 +283,7 @@ impl Sent {
             });
         }
         let parsed = parse::parse_body(content_type, &bytes, limits)
-            .map_err(|e| parse_refusal(&e))?
+            .map_err(|e| parse_refusal(&e, kind == MustNotCreate::Apply))?
             .value;
         if !parsed.is_object() {
             let what = match kind {

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use tower::{Layer, Service};
 
-use super::{stage, Sanitizer};
+use super::{judge::PssSeen, stage, Sanitizer};
 use crate::{
     audit::AuditRecord,
     authn::Identity,
@@ -141,22 +141,27 @@ where
             if let (Some(rec), Some(names)) = (rec.as_ref(), verdict.named.as_ref()) {
                 rec.with(|r| r.request_names(names));
             }
-            // The enforced policies are recorded where Pod Security evaluated the write, as
-            // PodSecurity writes `enforce-policy` only for the creates and updates it judges —
-            // not for reads, deletes, or an update that changes nothing it checks.
-            let evaluated = match &checked {
-                Ok(_) => verdict.pss_evaluated,
-                Err(refusal) => matches!(refusal, Refusal::PodSecurity(_)),
-            };
-            let policy = match rec.as_ref().filter(|_| evaluated) {
-                Some(rec) => {
+            // The enforced policies are recorded where Pod Security got to the write, as
+            // PodSecurity writes `enforce-policy` only where its admission got: the creates
+            // and updates it judges (kept when something later refuses), and every pod write
+            // in a namespace whose policies are all privileged (`privileged:latest`) — not
+            // reads, deletes, or an update that changes nothing it checks.
+            let evaluated = verdict.pss == PssSeen::Evaluated
+                || matches!(&checked, Err(Refusal::PodSecurity(_)));
+            let policy = match rec.as_ref() {
+                Some(rec) if evaluated => {
                     let (first, all) = pss_policy(&layer.sanitizer, info, identity);
                     if let Some(all) = all {
                         rec.with(|r| r.annotate(PSS_POLICIES, all));
                     }
-                    first
+                    // A pod judged under warn / audit levels only: PodSecurity names the
+                    // enforce level it ran with, privileged.
+                    first.or_else(|| is_pod(info).then(|| PRIVILEGED_LATEST.to_owned()))
                 }
-                None => None,
+                Some(_) if verdict.pss == PssSeen::PrivilegedPod => {
+                    Some(PRIVILEGED_LATEST.to_owned())
+                }
+                _ => None,
             };
             let body = match checked {
                 Ok(passed) => passed,
@@ -424,6 +429,16 @@ impl SanitizeLayer {
 /// `pod-security.kubernetes.io/enforce-policy` keeps PodSecurity's format — one
 /// `level:version` — for whatever parses it (review).
 const PSS_POLICIES: &str = "portcullis.io/pod-security-enforce-policies";
+
+/// PodSecurity's `enforce-policy` for a pod it let through as privileged: its shortcut for a
+/// namespace whose levels are all privileged names the latest version, whatever is configured.
+const PRIVILEGED_LATEST: &str = "privileged:latest";
+
+/// A pod (or one of the subresources Pod Security evaluates), where PodSecurity enforces.
+fn is_pod(info: &RequestInfo) -> bool {
+    super::pss::PodBearing::from_group_resource(&info.api_group, &super::judge::resource_path(info))
+        == Some(super::pss::PodBearing::Pod)
+}
 
 /// `level:version` of the enforced Pod Security policy for this write, if any (the stricter
 /// level's, where two apply), and the list of both when two apply.

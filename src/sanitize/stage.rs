@@ -72,8 +72,8 @@ pub struct Verdict {
     pub inspected: bool,
     /// True when a warn-mode Pod Security level found violations.
     pub pss_warned: bool,
-    /// True when Pod Security evaluated the write ([`judge::Judged::pod_security`]).
-    pub pss_evaluated: bool,
+    /// Whether Pod Security got to the write, also when it was then refused.
+    pub pss: judge::PssSeen,
     /// Set by the caller: keep the judged body (for the audit `requestObject`).
     pub keep_body: bool,
     /// The judged body, when `keep_body` was set; for a write the judge refused, the body as
@@ -287,13 +287,7 @@ fn parse_inspected(
             }
             .into());
         }
-        Err(ParseError::UnsupportedMediaType(_)) => {
-            return Err(BodyRefusal::UnknownFormat {
-                patch: parts.method == Method::PATCH,
-            }
-            .into())
-        }
-        Err(e) => return Err(parse_refusal(&e)),
+        Err(e) => return Err(parse_refusal(&e, parts.method == Method::PATCH)),
     };
     let is_patch = parsed.kind != BodyKind::Object;
     if is_patch != (parts.method == Method::PATCH) {
@@ -410,8 +404,15 @@ async fn judge_write(
     } else {
         Current::NotFetched
     };
-    let judged = judge::judge(s, info, ob.identity, parsed, current, tokens, manager)?;
-    verdict.pss_evaluated = judged.pod_security;
+    let judged = judge::judge_seen(
+        s,
+        info,
+        ob.identity,
+        parsed,
+        current,
+        (tokens, manager),
+        &mut verdict.pss,
+    )?;
     verdict.pss_warned = judged
         .warnings
         .iter()
@@ -487,10 +488,10 @@ fn set_length(parts: &mut Parts, n: usize) {
 /// A parse failure: a 400 naming the field (`details.causes`) where it has one.
 /// A body that does not parse: 415 for a media type no parser takes, 400 (with the field,
 /// when known) otherwise. Shared with the create guard, which re-reads judged bodies.
-pub(crate) fn parse_refusal(e: &ParseError) -> Refusal {
+/// `patch`: the request is a PATCH (its 415 lists the patch types).
+pub(crate) fn parse_refusal(e: &ParseError, patch: bool) -> Refusal {
     match e {
-        // Callers other than `parse_inspected` (which answers a PATCH itself) judge objects.
-        ParseError::UnsupportedMediaType(_) => BodyRefusal::UnknownFormat { patch: false }.into(),
+        ParseError::UnsupportedMediaType(_) => BodyRefusal::UnknownFormat { patch }.into(),
         e => BodyRefusal::Parse {
             message: e.to_string(),
             field: e.field_path().map(str::to_owned),
@@ -503,7 +504,8 @@ pub(crate) fn parse_refusal(e: &ParseError) -> Refusal {
 /// (415, naming the resource `info` addresses).
 pub(crate) fn proto_refusal(info: &RequestInfo, e: ProtoError) -> Refusal {
     match e {
-        ProtoError::Parse(e) => parse_refusal(&e),
+        // Protobuf bodies are never patches (a protobuf PATCH is refused before).
+        ProtoError::Parse(e) => parse_refusal(&e, false),
         ProtoError::Unsupported(reason) => BodyRefusal::Unconvertible {
             resource: judge::resource_path(info),
             reason,

@@ -88,9 +88,21 @@ pub struct Judged {
     pub stripped: Vec<String>,
     /// The preconditions the proxy (not the client) added to the body.
     pub pins: Pins,
-    /// Pod Security evaluated this write (a pod-bearing kind under a policy, a change it
-    /// judges): what PodSecurity's `enforce-policy` audit annotation is written for.
-    pub pod_security: bool,
+}
+
+/// Whether Pod Security got to a write, for PodSecurity's `enforce-policy` audit annotation,
+/// which its admission writes only where it got: set by [`judge`] before anything it refuses
+/// for, so a refusal after it (a field rule) keeps it, as the API server's event would.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PssSeen {
+    /// Not reached: not a pod-bearing kind, or nothing Pod Security checks changed.
+    #[default]
+    No,
+    /// Judged under a policy.
+    Evaluated,
+    /// A pod write where every policy is privileged: PodSecurity's shortcut, which still
+    /// writes `privileged:latest`, whatever changed.
+    PrivilegedPod,
 }
 
 /// `resource` or `resource/subresource`, as PodSecurity and the rules see it.
@@ -318,10 +330,32 @@ pub fn judge(
     s: &Sanitizer,
     info: &RequestInfo,
     id: &Identity,
-    mut parsed: Parsed,
+    parsed: Parsed,
     current: Current,
     tokens: Option<&TokenSecrets>,
     field_manager: Option<&str>,
+) -> Result<Judged, Refusal> {
+    let mut seen = PssSeen::No;
+    judge_seen(
+        s,
+        info,
+        id,
+        parsed,
+        current,
+        (tokens, field_manager),
+        &mut seen,
+    )
+}
+
+/// [`judge`], telling `seen` whether Pod Security got to the write (also when it refuses).
+pub fn judge_seen(
+    s: &Sanitizer,
+    info: &RequestInfo,
+    id: &Identity,
+    mut parsed: Parsed,
+    current: Current,
+    (tokens, field_manager): (Option<&TokenSecrets>, Option<&str>),
+    seen: &mut PssSeen,
 ) -> Result<Judged, Refusal> {
     let kind = pod_kind(info);
     let rules: Vec<_> = s.rules_for(info, id).collect();
@@ -364,7 +398,13 @@ pub fn judge(
             .zip(field_manager)
             .is_some_and(|(cur, m)| reapply::reapplies(cur, m));
     let pss_needed = kind.is_some_and(|k| modes.any() && (reapply || touches(k, &parsed)));
-    out.pod_security = pss_needed;
+    *seen = if pss_needed {
+        PssSeen::Evaluated
+    } else if kind == Some(PodBearing::Pod) && !modes.any() {
+        PssSeen::PrivilegedPod
+    } else {
+        PssSeen::No
+    };
     let deny_needed = rules.iter().any(|r| !r.deny.is_empty());
     // Only a write that can make or re-point a token Secret is checked (and pinned).
     let tokens = tokens.filter(|_| token_relevant(&parsed));

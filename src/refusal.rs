@@ -284,7 +284,8 @@ const OBJECT_TYPES: &str =
     "application/json, application/yaml, application/vnd.kubernetes.protobuf";
 /// The patch types, in the order the API server registers them. Its handler lists them this
 /// way for a custom resource (which has no strategic merge); for a built-in one its router
-/// answers a bare `415: Unsupported Media Type`: the proxy's `Status` names them instead.
+/// answers a bare `415: Unsupported Media Type` (both read in its source, not run): the
+/// proxy's `Status` names them instead.
 const PATCH_TYPES: &str = "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml";
 
 impl Refusal {

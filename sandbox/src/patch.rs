@@ -4,8 +4,9 @@
 //! Strategic merge is a fixture-sized subset: maps merge recursively, `null` deletes, lists of
 //! maps merge by key for the usual pod-spec lists (`containers`, `initContainers`,
 //! `ephemeralContainers`, `volumes`, `env`, `imagePullSecrets` by `name`; `ports` by
-//! `containerPort`; `volumeMounts` by `mountPath`), `$patch: delete` / `$patch: replace` inside
-//! such items as apimachinery reads them (`merge_list`), and the `$setElementOrder/`, `$retainKeys`, `$deleteFromPrimitiveList/`
+//! `containerPort`; `volumeMounts` by `mountPath`). `$patch: replace` / `$patch: delete` on a
+//! map and on an item of such a list are read as apimachinery reads them (`strategic`,
+//! `merge_list`); the `$setElementOrder/`, `$retainKeys`, `$deleteFromPrimitiveList/`
 //! directives kubectl sends are ignored. Other lists are replaced. Any other Content-Type is
 //! rejected by the caller with 415.
 

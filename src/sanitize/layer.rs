@@ -154,9 +154,7 @@ where
                     if let Some(all) = all {
                         rec.with(|r| r.annotate(PSS_POLICIES, all));
                     }
-                    // A pod judged under warn / audit levels only: PodSecurity names the
-                    // enforce level it ran with, privileged.
-                    first.or_else(|| is_pod(info).then(|| PRIVILEGED_LATEST.to_owned()))
+                    first
                 }
                 Some(_) if verdict.pss == PssSeen::PrivilegedPod => {
                     Some(PRIVILEGED_LATEST.to_owned())
@@ -434,29 +432,27 @@ const PSS_POLICIES: &str = "portcullis.io/pod-security-enforce-policies";
 /// namespace whose levels are all privileged names the latest version, whatever is configured.
 const PRIVILEGED_LATEST: &str = "privileged:latest";
 
-/// A pod (or one of the subresources Pod Security evaluates), where PodSecurity enforces.
-fn is_pod(info: &RequestInfo) -> bool {
-    super::pss::PodBearing::from_group_resource(&info.api_group, &super::judge::resource_path(info))
-        == Some(super::pss::PodBearing::Pod)
-}
-
 /// `level:version` of the enforced Pod Security policy for this write, if any (the stricter
-/// level's, where two apply), and the list of both when two apply.
+/// level's, where two apply), and the list of both when two apply. A pod judged under warn /
+/// audit levels only names `privileged:latest`: PodSecurity names the enforce level it ran
+/// with, privileged (for workload kinds it writes none).
 fn pss_policy(
     s: &Sanitizer,
     info: &RequestInfo,
     id: &Identity,
 ) -> (Option<String>, Option<String>) {
-    if super::pss::PodBearing::from_group_resource(
+    let Some(kind) = super::pss::PodBearing::from_group_resource(
         &info.api_group,
         &super::judge::resource_path(info),
-    )
-    .is_none()
-    {
+    ) else {
         return (None, None);
-    }
+    };
     let enforce = s.modes_for(&info.namespace, id.tenant.as_deref()).enforce;
-    (enforce.first().map(|p| p.to_string()), enforce.both())
+    let first = enforce
+        .first()
+        .map(|p| p.to_string())
+        .or_else(|| (kind == super::pss::PodBearing::Pod).then(|| PRIVILEGED_LATEST.to_owned()));
+    (first, enforce.both())
 }
 
 #[cfg(test)]

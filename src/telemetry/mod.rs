@@ -8,7 +8,7 @@ pub mod metrics;
 pub mod otlp_client;
 pub mod span_layer;
 pub mod span_queue;
-mod throttled;
+pub(crate) mod throttled;
 pub mod traces;
 
 pub use config::LogFormat;

@@ -4,8 +4,9 @@
 //! (`allowedSigningAlgs`, all of them under an AuthenticationConfiguration). jsonwebtoken 11
 //! checks all of them but ES512 (ECDSA on P-521 with SHA-512), so [`Alg`] is jsonwebtoken's
 //! [`Algorithm`] or [`Alg::Es512`], and [`Key`] a jsonwebtoken [`DecodingKey`] or a P-521 key,
-//! whose signatures aws-lc-rs checks directly (the one crypto provider the proxy uses). A P-521 key checks ES512 only, and ES512 is checked with nothing
-//! else: neither key nor algorithm can stand in for another (no algorithm confusion).
+//! whose signatures aws-lc-rs checks directly (the one crypto provider the proxy uses). A
+//! P-521 key checks ES512 only, and ES512 is checked with nothing else: neither key nor
+//! algorithm can stand in for another (no algorithm confusion).
 
 use std::{fmt, str::FromStr};
 
@@ -108,6 +109,14 @@ impl fmt::Debug for Alg {
     }
 }
 
+/// `RS256, ES256, …`: a list of algorithms as messages and logs write it.
+pub fn names(algs: &[Alg]) -> String {
+    algs.iter()
+        .map(|a| format!("{a:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A key that checks signatures (its `Debug` shows no key material).
 #[derive(Clone)]
 pub enum Key {
@@ -160,15 +169,12 @@ impl Key {
     /// P-521 key is checked here. An EC key on any other curve or with explicit curve
     /// parameters, a P-521 point that is not uncompressed and on the curve, or bytes after the
     /// key are an error, not a key that could never verify.
-    pub fn from_pem(pem: &[u8]) -> Result<Key, String> {
-        Key::from_pem_curve(pem).map(|(key, _)| key)
-    }
-
-    /// [`from_pem`](Self::from_pem), with the one algorithm an EC key's curve allows (ES256
-    /// for P-256, ES384 for P-384, ES512 for P-521), as a JWK's `crv` restricts it: jsonwebtoken
-    /// files P-256 and P-384 keys under one family, which alone would offer a P-256 key to
-    /// ES384 tokens it can never verify.
-    pub fn from_pem_curve(pem: &[u8]) -> Result<(Key, Option<Alg>), String> {
+    ///
+    /// With the key, the one algorithm an EC key's curve allows (ES256 for P-256, ES384 for
+    /// P-384, ES512 for P-521), as a JWK's `crv` restricts it: jsonwebtoken files P-256 and
+    /// P-384 keys under one family, which alone would offer a P-256 key to ES384 tokens it can
+    /// never verify.
+    pub fn from_pem(pem: &[u8]) -> Result<(Key, Option<Alg>), String> {
         let curve = match ec_key_checked(pem)? {
             Some(EcPem::P521(key)) => return Ok((key, Some(Alg::ES512))),
             Some(EcPem::Named(alg)) => Some(alg),

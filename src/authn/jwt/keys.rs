@@ -6,8 +6,8 @@
 //! out after [`FETCH_TIMEOUT`], never follow redirects, and refuse bodies over
 //! [`MAX_DOCUMENT`]. Files are re-read on every refresh.
 //!
-//! Accepted keys: RSA, EC P-256 / P-384 / P-521 and Ed25519 signature keys. Skipped: `use: enc` keys,
-//! symmetric (`oct`) keys (an HMAC secret only ever comes from `hmac_secret_file`), unsupported
+//! Accepted keys: RSA, EC P-256 / P-384 / P-521 and Ed25519 signature keys. Skipped: `use:
+//! enc` keys, symmetric (`oct`) keys (an HMAC secret only ever comes from `hmac_secret_file`), unsupported
 //! curves and anything unparsable. A refresh that fails keeps the old keys; one that yields no
 //! usable key revokes them (the provider's answer: its tokens are refused, readiness stays). An
 //! issuer whose first answer holds no usable key is not loaded (readiness fails, a remote source
@@ -38,7 +38,6 @@ use std::{
     time::Duration,
 };
 
-use super::alg::Alg;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, Request, StatusCode, Uri};
@@ -51,6 +50,7 @@ use hyper_util::{
 use rustls_pki_types::CertificateDer;
 use serde_json::Value;
 
+use super::alg::Alg;
 use crate::{server::tls, shutdown::Shutdown};
 
 mod set;

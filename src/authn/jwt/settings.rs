@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use rustls_pki_types::CertificateDer;
 
 use super::{
-    alg::Alg,
+    alg::{names, Alg},
     cache::CacheOptions,
     keys::{self, KeyStore, Source},
     verify::{IssuerChecks, IssuerPolicy, JwtAuthenticator},
@@ -145,37 +145,12 @@ impl IssuerSettings {
     }
 
     /// Whether the keys read from a local file can check one of the issuer's algorithms; a
-    /// problem at `algorithms` if not (an issuer with an HMAC secret aside). Every token would
-    /// be refused otherwise — the case of an
-    /// Ed25519 issuer without a list since EdDSA left the default list (2026-12-07), which is
+    /// problem at `algorithms` if not (an issuer with an HMAC secret aside: its HMAC tokens
+    /// still pass). Every token would be refused otherwise — the case of an Ed25519 issuer
+    /// without a list since EdDSA left the default list (2026-12-07), which is
     /// kube-apiserver's. A remote source's keys are not in hand yet: its tokens are counted as
-    /// `algorithm_not_allowed` instead.
+    /// `algorithm_not_allowed`, and logged (`verify.rs`, `note_unlisted`).
     fn checks_some_local_key(&self, store: &KeyStore, p: &mut Problems) -> bool {
-        // With a secret, HMAC tokens are still accepted: the file is idle, not every token lost.
-        if matches!(self.source, Source::None)
-            || self.source.is_remote()
-            || self.checks.hmac.is_some()
-        {
-            return true;
-        }
-        let checkable = store.current().algorithms();
-        if checkable.iter().any(|a| self.checks.algorithms.contains(a)) {
-            return true;
-        }
-        let names = |algs: &[Alg]| {
-            algs.iter()
-                .map(|a| format!("{a:?}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let allowed = if self.checks.algorithms == super::config::DEFAULT_ALGORITHMS {
-            format!(
-                "the default list, kube-apiserver's: {}; EdDSA left it on 2026-12-07",
-                names(&self.checks.algorithms)
-            )
-        } else {
-            format!("its `algorithms`: {}", names(&self.checks.algorithms))
-        };
         let files = match &self.source {
             Source::JwksFile(f) => f.display().to_string(),
             Source::PemFiles(files) => files
@@ -183,7 +158,22 @@ impl IssuerSettings {
                 .map(|(f, _)| f.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
-            _ => String::new(),
+            _ => return true,
+        };
+        if self.checks.hmac.is_some() {
+            return true;
+        }
+        let checkable = store.current().algorithms();
+        if checkable.iter().any(|a| self.checks.algorithms.contains(a)) {
+            return true;
+        }
+        let allowed = if self.checks.algorithms == super::config::DEFAULT_ALGORITHMS {
+            format!(
+                "the default list, kube-apiserver's: {}; EdDSA left it on 2026-12-07",
+                names(&self.checks.algorithms)
+            )
+        } else {
+            format!("its `algorithms`: {}", names(&self.checks.algorithms))
         };
         // Offer EdDSA only when the keys check nothing else: it is an opt-in beyond the API
         // server, not the way out of this problem.

@@ -7,15 +7,7 @@
 //! claim validation rules → claim mappings → `system:` refusal and header safety → scope.
 //! Every failure is a [`Rejected`] reason for the logs; the client only ever gets 401.
 
-use std::{
-    collections::BTreeMap,
-    str::FromStr,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{collections::BTreeMap, str::FromStr, sync::Arc, time::Duration};
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use serde_json::{Map, Value};
@@ -30,6 +22,7 @@ use crate::{
     authn::{identity::Method, Identity},
     authz::Scope,
     shutdown::Shutdown,
+    telemetry::throttled::Throttled,
 };
 
 /// Longest token accepted (bytes).
@@ -146,13 +139,13 @@ pub struct IssuerChecks {
 pub struct IssuerPolicy {
     pub checks: IssuerChecks,
     pub keys: Arc<KeyStore>,
-    /// When [`note_unlisted`](Self::note_unlisted) last warned (seconds since the epoch on the
-    /// authenticator's clock, plus one; 0: never).
-    unlisted_warned: AtomicU64,
+    /// [`note_unlisted`](Self::note_unlisted)'s warnings: the first, then at most one per
+    /// interval with the count since — the tokens are the callers', the log is not theirs to
+    /// fill.
+    unlisted: Throttled,
 }
 
-/// At most one "signs with an algorithm its list leaves out" warning per issuer this often:
-/// the tokens are the callers', and the log is not theirs to fill.
+/// At most one "signs with an algorithm its list leaves out" warning per issuer this often.
 const UNLISTED_WARNING_INTERVAL: Duration = Duration::from_secs(600);
 
 impl IssuerPolicy {
@@ -160,45 +153,29 @@ impl IssuerPolicy {
         IssuerPolicy {
             checks,
             keys,
-            unlisted_warned: AtomicU64::new(0),
+            unlisted: Throttled::new(UNLISTED_WARNING_INTERVAL),
         }
     }
 
     /// A token was refused because `alg` is not in this issuer's list. If a key the issuer
     /// publishes (under the token's `kid`) is for `alg`, the issuer may sign with it while the
-    /// list leaves it out (the header is the caller's, not verified: the log says so) — an EdDSA issuer without a list since EdDSA left the
-    /// default list (2026-12-07), with remote keys or beside other keys, which the
-    /// configuration check cannot see: say so in the log, naming what to write. Nothing is
-    /// verified or fetched here.
-    fn note_unlisted(&self, kid: Option<&str>, alg: Alg, now: Duration) {
-        let at = now.as_secs().saturating_add(1);
-        let last = self.unlisted_warned.load(Ordering::Relaxed);
-        // Within the interval since the last warning: silent. A clock set back re-arms it.
-        if last != 0
-            && (last..last.saturating_add(UNLISTED_WARNING_INTERVAL.as_secs())).contains(&at)
-        {
-            return;
-        }
+    /// list leaves it out — an EdDSA issuer without a list since EdDSA left the default list
+    /// (2026-12-07), with remote keys or beside other keys, which the configuration check
+    /// cannot see: say so in the log, naming what to write. The header is the caller's, not
+    /// verified (the log says so); nothing is verified or fetched here.
+    fn note_unlisted(&self, kid: Option<&str>, alg: Alg) {
         if self.keys.in_hand(kid, alg).is_err() {
             return;
         }
-        if self
-            .unlisted_warned
-            .compare_exchange(last, at, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-        {
+        let Some(refused) = self.unlisted.note() else {
             return;
-        }
-        let listed = self
-            .algorithms
-            .iter()
-            .map(|a| format!("{a:?}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        };
         tracing::warn!(
             issuer = %self.url,
             kid = kid.unwrap_or(""),
-            "a token was refused whose header names {alg:?} and a key this issuer publishes for {alg:?}: {alg:?} is not in its algorithms ({listed}) (the header is not verified). If the issuer signs with {alg:?}, add {alg:?} to that issuer's `algorithms` (EdDSA is accepted only where listed, as the default list is kube-apiserver's); at most one such warning per issuer every {} minutes",
+            refused,
+            "a token was refused whose header names {alg:?} and a key this issuer publishes for {alg:?}: {alg:?} is not in its algorithms ({}) (the header is not verified). If the issuer signs with {alg:?}, add {alg:?} to that issuer's `algorithms` (EdDSA is accepted only where listed, as the default list is kube-apiserver's); at most one such warning per issuer every {} minutes, `refused` counting the tokens since the last",
+            alg::names(&self.algorithms),
             UNLISTED_WARNING_INTERVAL.as_secs() / 60
         );
     }
@@ -401,7 +378,7 @@ impl JwtAuthenticator {
             .ok_or(Rejected::UnknownIssuer)?;
         let policy = self.issuers.get(iss).ok_or(Rejected::UnknownIssuer)?;
         if !policy.algorithms.contains(&alg) {
-            policy.note_unlisted(kid, alg, now);
+            policy.note_unlisted(kid, alg);
             return Err(Rejected::AlgorithmNotAllowed(alg));
         }
         // The claims' checks on the unverified claims, before any key fetch: a token they

@@ -1,20 +1,11 @@
-use std::{
-    sync::Arc,
-    task::{Context, Poll, Wake, Waker},
-};
+use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 
-struct Noop;
-impl Wake for Noop {
-    fn wake(self: Arc<Self>) {}
-}
-
 fn noop_cx() -> Context<'static> {
-    let waker: &'static Waker = Box::leak(Box::new(Waker::from(Arc::new(Noop))));
-    Context::from_waker(waker)
+    Context::from_waker(Waker::noop())
 }
 
 /// Every byte arrives, in order, and the count is right: through pipes narrower than a read

@@ -43,7 +43,7 @@ fn es512_verifies_with_its_p521_key_only() {
     let sig = sign(&pair, message);
     let (x, y) = jwk_xy(&pair);
     let from_jwk = Key::p521_from_components(&x, &y).unwrap();
-    let from_pem = Key::from_pem(spki_pem(&pair).as_bytes()).unwrap();
+    let (from_pem, _) = Key::from_pem(spki_pem(&pair).as_bytes()).unwrap();
     assert_eq!(from_jwk.family(), Family::P521);
     assert!(verify(&sig, message, &from_jwk, Alg::ES512));
     assert!(verify(&sig, message, &from_pem, Alg::ES512));
@@ -169,7 +169,7 @@ fn pem_keys_load_as_their_type() {
     let mut sig = vec![0u8; rsa.public_modulus_len()];
     rsa.sign(&RSA_PKCS1_SHA256, &rng, message, &mut sig)
         .unwrap();
-    let key = Key::from_pem(&pem(rsa.public_key().as_der().unwrap().as_ref())).unwrap();
+    let (key, _) = Key::from_pem(&pem(rsa.public_key().as_der().unwrap().as_ref())).unwrap();
     assert_eq!(key.family(), Family::Rsa);
     assert!(verify(
         &URL_SAFE_NO_PAD.encode(&sig),
@@ -183,30 +183,24 @@ fn pem_keys_load_as_their_type() {
         (&ECDSA_P384_SHA384_FIXED_SIGNING, Alg::ES384),
     ] {
         let pair = EcdsaKeyPair::generate(signing).unwrap();
-        let key = Key::from_pem(spki_pem(&pair).as_bytes()).unwrap();
+        let (key, curve) = Key::from_pem(spki_pem(&pair).as_bytes()).unwrap();
         assert_eq!(key.family(), Family::Ec, "{alg:?}");
         assert!(verify(&sign(&pair, message), message, &key, alg), "{alg:?}");
         // Its curve's algorithm only, as a JWK's `crv` gives it.
-        let (_, curve) = Key::from_pem_curve(spki_pem(&pair).as_bytes()).unwrap();
         assert_eq!(curve, Some(alg));
     }
 
     let ed = Ed25519KeyPair::generate().unwrap();
-    let key = Key::from_pem(&pem(ed.public_key().as_der().unwrap().as_ref())).unwrap();
+    let (key, curve) = Key::from_pem(&pem(ed.public_key().as_der().unwrap().as_ref())).unwrap();
     assert_eq!(key.family(), Family::Ed);
     let sig = URL_SAFE_NO_PAD.encode(ed.sign(message).as_ref());
     assert!(verify(&sig, message, &key, Alg::EDDSA));
-
-    let (_, curve) = Key::from_pem_curve(&pem(ed.public_key().as_der().unwrap().as_ref())).unwrap();
     assert_eq!(curve, None);
 
     let pair = p521();
-    let key = Key::from_pem(spki_pem(&pair).as_bytes()).unwrap();
+    let (key, curve) = Key::from_pem(spki_pem(&pair).as_bytes()).unwrap();
     assert_eq!(key.family(), Family::P521);
-    assert_eq!(
-        Key::from_pem_curve(spki_pem(&pair).as_bytes()).unwrap().1,
-        Some(Alg::ES512)
-    );
+    assert_eq!(curve, Some(Alg::ES512));
     let sig = sign(&pair, message);
     assert!(verify(&sig, message, &key, Alg::ES512));
     for alg in [Alg::ES256, Alg::ES384, Alg::RS512, Alg::EDDSA] {

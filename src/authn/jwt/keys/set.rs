@@ -136,7 +136,7 @@ fn jwk_to_key(v: &Value) -> Option<VerifyKey> {
 /// A PEM public key (RSA, EC P-256 / P-384 / P-521 or Ed25519; see [`Key::from_pem`]); an EC
 /// key checks only its curve's algorithm, as from a JWKS.
 pub fn pem_to_key(pem: &[u8], kid: &str) -> Result<VerifyKey, String> {
-    let (key, curve) = Key::from_pem_curve(pem)?;
+    let (key, curve) = Key::from_pem(pem)?;
     Ok(VerifyKey {
         kid: Some(kid.to_string()),
         key,
